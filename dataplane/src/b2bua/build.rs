@@ -1,0 +1,441 @@
+//! Building the messages the B2BUA sends: responses to a received request
+//! (from a template of its headers), requests within a leg, and the header
+//! copying policy that decides what crosses from one leg to the other.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::call::Leg;
+use crate::net::{Dest, LocalId};
+use crate::sip::{
+    CommaList, HeaderName, Message, Params, Request, Uri, Via, Writer, put_unfolded,
+};
+
+/// Option tags the SBC lets through Supported and accepts in Require.
+/// Session timers work end to end because refreshes are relayed; 100rel is
+/// withheld (PRACK relaying needs RSeq/RAck mapping).
+pub(crate) const PASS_OPTIONS: &[&[u8]] = &[b"timer"];
+
+/// Methods the SBC answers or relays, for Allow.
+pub(crate) const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, MESSAGE";
+
+/// Per listener: pre-rendered pieces of Via and Contact.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalParts {
+    /// "SIP/2.0/UDP host:port;branch="
+    pub via_prefix: Bytes,
+    /// "<sip:host:port>"
+    pub contact: Bytes,
+    /// "host:port" as advertised, for URIs.
+    pub host: Bytes,
+}
+
+impl LocalParts {
+    pub fn new(advertise: &str) -> Self {
+        LocalParts {
+            via_prefix: Bytes::from(format!("SIP/2.0/UDP {advertise};branch=")),
+            contact: Bytes::from(format!("<sip:{advertise}>")),
+            host: Bytes::copy_from_slice(advertise.as_bytes()),
+        }
+    }
+}
+
+/// The headers of a received request that its responses repeat (RFC 3261
+/// §8.2.6.2): Via (with received/rport filled, RFC 3581 §4), From, To,
+/// Call-ID, CSeq, and Record-Route for dialog-creating responses (§12.1.1).
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    head: Bytes,
+    to: Bytes,
+    tail: Bytes,
+    record_route: Bytes,
+    to_has_tag: bool,
+}
+
+impl Template {
+    pub fn new(req: &Request<'_>, src: SocketAddr, with_record_route: bool) -> Self {
+        let mut b = BytesMut::with_capacity(req.msg.as_bytes().len().min(1024));
+        let mut first = true;
+        for h in req.msg.all(HeaderName::Via) {
+            b.put_slice(b"Via: ");
+            let mut values = CommaList::new(h.value);
+            if first {
+                first = false;
+                if let Some(top) = values.next() {
+                    write_top_via(&mut b, top, src);
+                }
+                for v in values {
+                    b.put_slice(b", ");
+                    put_unfolded(&mut b, v);
+                }
+            } else {
+                put_unfolded(&mut b, h.value);
+            }
+            b.put_slice(b"\r\n");
+        }
+        if let Some(from) = req.msg.header(HeaderName::From) {
+            Writer::new(&mut b).copy(from);
+        }
+        let head_end = b.len();
+        if let Some(to) = req.msg.value(HeaderName::To) {
+            put_unfolded(&mut b, to);
+        }
+        let to_end = b.len();
+        for name in [HeaderName::CallId, HeaderName::CSeq] {
+            if let Some(h) = req.msg.header(name) {
+                Writer::new(&mut b).copy(h);
+            }
+        }
+        let tail_end = b.len();
+        if with_record_route {
+            for h in req.msg.all(HeaderName::RecordRoute) {
+                Writer::new(&mut b).copy(h);
+            }
+        }
+        let all = b.freeze();
+        Template {
+            head: all.slice(..head_end),
+            to: all.slice(head_end..to_end),
+            tail: all.slice(to_end..tail_end),
+            record_route: all.slice(tail_end..),
+            to_has_tag: req.to_tag().is_some(),
+        }
+    }
+
+    /// Writes status line and the repeated headers. `tag` is added to To
+    /// when the request had none (not for 100 Trying, §8.2.6.2).
+    pub fn start<'b>(&self, buf: &'b mut BytesMut, code: u16, reason: &[u8], tag: Option<&[u8]>) -> Writer<'b> {
+        let mut w = Writer::new(buf);
+        w.status_line(code, reason);
+        w.raw(&self.head);
+        w.raw(b"To: ");
+        w.raw(&self.to);
+        if let (false, Some(tag), 101..) = (self.to_has_tag, tag, code) {
+            w.raw(b";tag=");
+            w.raw(tag);
+        }
+        w.raw(b"\r\n");
+        w.raw(&self.tail);
+        if (101..300).contains(&code) {
+            w.raw(&self.record_route);
+        }
+        w
+    }
+
+    /// A response with no body and no extra headers.
+    pub fn simple(&self, code: u16, reason: &[u8], tag: Option<&[u8]>) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.len() + 64);
+        self.start(&mut buf, code, reason, tag).body(b"");
+        buf.freeze()
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.to.len() + self.tail.len() + self.record_route.len() + 64
+    }
+}
+
+/// Writes the top Via value with `received` and `rport` filled in (RFC 3261
+/// §18.2.1, RFC 3581 §4).
+fn write_top_via(b: &mut BytesMut, value: &[u8], src: SocketAddr) {
+    let Ok(via) = Via::parse(value) else {
+        put_unfolded(b, value);
+        return;
+    };
+    b.put_slice(b"SIP/2.0/");
+    b.put_slice(via.transport);
+    b.put_u8(b' ');
+    b.put_slice(via.host);
+    if let Some(port) = via.port {
+        b.put_u8(b':');
+        b.put_slice(itoa::Buffer::new().format(port).as_bytes());
+    }
+    let mut has_received = false;
+    for (name, value) in Params::new(via.params) {
+        b.put_u8(b';');
+        if name.eq_ignore_ascii_case(b"rport") {
+            b.put_slice(b"rport=");
+            b.put_slice(itoa::Buffer::new().format(src.port()).as_bytes());
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"received") {
+            has_received = true;
+            b.put_slice(b"received=");
+            let _ = write!(b.writer(), "{}", src.ip());
+            continue;
+        }
+        b.put_slice(name);
+        if let Some(v) = value {
+            b.put_u8(b'=');
+            b.put_slice(v);
+        }
+    }
+    if !has_received && crate::sip::host_ip(via.host) != Some(src.ip()) {
+        b.put_slice(b";received=");
+        let _ = write!(b.writer(), "{}", src.ip());
+    }
+}
+
+/// Where to send responses to a request (RFC 3261 §18.2.2, RFC 3581 §4):
+/// the source address, and the source port when `rport` was asked for.
+pub(crate) fn response_dest(req: &Request<'_>, src: SocketAddr, local: LocalId) -> Dest {
+    let port = match req.via.rport() {
+        Some(_) => src.port(),
+        None => req.via.port.unwrap_or(5060),
+    };
+    Dest {
+        addr: SocketAddr::new(src.ip(), port),
+        local,
+    }
+}
+
+/// Copies the end-to-end headers of `msg` that may cross to the other leg.
+/// Everything that describes a hop, a dialog or the topology of the other
+/// side is left out (topology hiding, BRIEF §1), as are credentials.
+pub(crate) fn copy_end_to_end(w: &mut Writer<'_>, msg: &Message<'_>) {
+    for h in msg.headers() {
+        match h.name {
+            HeaderName::Via
+            | HeaderName::Route
+            | HeaderName::RecordRoute
+            | HeaderName::Contact
+            | HeaderName::CallId
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CSeq
+            | HeaderName::MaxForwards
+            | HeaderName::ContentLength
+            | HeaderName::UserAgent
+            | HeaderName::Server
+            | HeaderName::Authorization
+            | HeaderName::ProxyAuthorization
+            | HeaderName::ProxyAuthenticate
+            | HeaderName::WwwAuthenticate
+            | HeaderName::ProxyRequire
+            | HeaderName::Path
+            | HeaderName::RSeq
+            | HeaderName::RAck
+            | HeaderName::Replaces
+            | HeaderName::Unsupported => {}
+            HeaderName::Supported | HeaderName::Require => {
+                let mut tags = CommaList::new(h.value).filter(|t| is_passed_option(t)).peekable();
+                if tags.peek().is_some() {
+                    let mut parts: smallvec::SmallVec<[&[u8]; 4]> = smallvec::SmallVec::new();
+                    for (i, t) in tags.enumerate() {
+                        if i > 0 {
+                            parts.push(b", ");
+                        }
+                        parts.push(t);
+                    }
+                    w.header(h.name, &parts);
+                }
+            }
+            _ => {
+                w.copy(h);
+            }
+        }
+    }
+}
+
+/// [`copy_end_to_end`] into a buffer of its own.
+pub(crate) fn render_end_to_end(msg: &Message<'_>) -> Bytes {
+    let mut buf = BytesMut::with_capacity(256);
+    copy_end_to_end(&mut Writer::new(&mut buf), msg);
+    buf.freeze()
+}
+
+pub(crate) fn is_passed_option(tag: &[u8]) -> bool {
+    PASS_OPTIONS.iter().any(|o| o.eq_ignore_ascii_case(tag))
+}
+
+/// Option tags in Require / Proxy-Require the SBC does not support
+/// (RFC 3261 §8.2.2.3: answer 420 listing them in Unsupported).
+pub(crate) fn unsupported_options(msg: &Message<'_>) -> Vec<Bytes> {
+    let mut v = Vec::new();
+    for h in msg
+        .headers()
+        .iter()
+        .filter(|h| matches!(h.name, HeaderName::Require | HeaderName::ProxyRequire))
+    {
+        for tag in CommaList::new(h.value) {
+            if !is_passed_option(tag) {
+                v.push(Bytes::copy_from_slice(tag));
+            }
+        }
+    }
+    v
+}
+
+/// What a request inside a leg needs beyond the leg itself.
+#[derive(Debug)]
+pub(crate) struct RequestParts<'m, 'a> {
+    pub method: &'m [u8],
+    pub cseq: u32,
+    pub branch: &'m [u8],
+    pub max_forwards: u32,
+    /// Add our Contact (target-refresh and dialog-creating requests).
+    pub contact: bool,
+    /// What crosses from the other leg.
+    pub relay: Relayed<'m, 'a>,
+}
+
+/// The end-to-end part of a request crossing legs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Relayed<'m, 'a> {
+    Nothing,
+    /// Headers filtered by [`copy_end_to_end`], and the body, of a message.
+    Message(&'m Message<'a>),
+    /// Already filtered header lines and a body (kept for failover).
+    Rendered { headers: &'m [u8], body: &'m [u8] },
+}
+
+/// Builds a request within `leg` (RFC 3261 §12.2.1.1): Request-URI and
+/// Route from the route set and remote target, loose or strict routing.
+pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_, '_>) -> Bytes {
+    let extra = match parts.relay {
+        Relayed::Nothing => 0,
+        Relayed::Message(m) => m.as_bytes().len(),
+        Relayed::Rendered { headers, body } => headers.len() + body.len(),
+    };
+    let mut buf = BytesMut::with_capacity(640 + extra);
+    let mut w = Writer::new(&mut buf);
+    let strict = leg
+        .route_set
+        .first()
+        .is_some_and(|r| !route_is_loose(r));
+    let routes: &[Bytes] = &leg.route_set;
+    if strict {
+        // §12.2.1.1 strict routing: the first route becomes the Request-URI
+        // and the remote target goes last in Route.
+        w.request_line(parts.method, &[uri_of_route(&routes[0])]);
+    } else {
+        w.request_line(parts.method, &[&leg.remote_target]);
+    }
+    w.header(HeaderName::Via, &[&local.via_prefix, parts.branch, b";rport"]);
+    w.header_u32(HeaderName::MaxForwards, parts.max_forwards);
+    w.header(HeaderName::From, &[&leg.local_party]);
+    w.header(HeaderName::To, &[&leg.remote_party]);
+    w.header(HeaderName::CallId, &[&leg.call_id]);
+    let mut n = itoa::Buffer::new();
+    w.header(HeaderName::CSeq, &[n.format(parts.cseq).as_bytes(), b" ", parts.method]);
+    if strict {
+        for r in &routes[1..] {
+            w.header(HeaderName::Route, &[r]);
+        }
+        w.header(HeaderName::Route, &[b"<", &leg.remote_target, b">"]);
+    } else {
+        for r in routes {
+            w.header(HeaderName::Route, &[r]);
+        }
+    }
+    if parts.contact {
+        w.header(HeaderName::Contact, &[&local.contact]);
+    }
+    match parts.relay {
+        Relayed::Message(m) => {
+            copy_end_to_end(&mut w, m);
+            w.body(m.body());
+        }
+        Relayed::Rendered { headers, body } => {
+            w.raw(headers);
+            w.body(body);
+        }
+        Relayed::Nothing => w.body(b""),
+    }
+    buf.freeze()
+}
+
+/// A CANCEL or non-2xx ACK for an INVITE sent in `leg` (RFC 3261 §9.1,
+/// §17.1.1.3): same Request-URI, Call-ID, From, CSeq number, top Via and
+/// Route as the INVITE; To as given.
+pub(crate) fn invite_sibling(
+    leg: &Leg,
+    local: &LocalParts,
+    method: &[u8],
+    ruri: &[u8],
+    routes: &[Bytes],
+    branch: &[u8],
+    cseq: u32,
+    to: &[u8],
+) -> Bytes {
+    let mut buf = BytesMut::with_capacity(512);
+    let mut w = Writer::new(&mut buf);
+    w.request_line(method, &[ruri]);
+    w.header(HeaderName::Via, &[&local.via_prefix, branch, b";rport"]);
+    w.header_u32(HeaderName::MaxForwards, 70);
+    w.header(HeaderName::From, &[&leg.local_party]);
+    w.header(HeaderName::To, &[to]);
+    w.header(HeaderName::CallId, &[&leg.call_id]);
+    let mut n = itoa::Buffer::new();
+    w.header(HeaderName::CSeq, &[n.format(cseq).as_bytes(), b" ", method]);
+    for r in routes {
+        w.header(HeaderName::Route, &[r]);
+    }
+    w.body(b"");
+    buf.freeze()
+}
+
+/// True when a Route value's URI carries `lr` (RFC 3261 §16.12.1.1).
+fn route_is_loose(route: &[u8]) -> bool {
+    Uri::parse(uri_of_route(route)).is_ok_and(|u| u.param(b"lr").is_some())
+}
+
+/// The URI inside a Route / Record-Route value.
+pub(crate) fn uri_of_route(route: &[u8]) -> &[u8] {
+    match crate::sip::NameAddr::parse(route) {
+        Ok(n) => n.uri,
+        Err(_) => route,
+    }
+}
+
+/// The next hop for a request in `leg`: the first route, or the remote
+/// target, when it names an IP address; otherwise `fallback`.
+pub(crate) fn next_hop(remote_target: &[u8], route_set: &[Bytes], fallback: SocketAddr) -> SocketAddr {
+    let uri = match route_set.first() {
+        Some(r) => uri_of_route(r),
+        None => remote_target,
+    };
+    Uri::parse(uri)
+        .ok()
+        .and_then(|u| u.socket_addr(5060))
+        .unwrap_or(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::Message;
+
+    #[test]
+    fn top_via_gets_received_and_rport() {
+        // RFC 3581 §4: fill rport with the source port; add received when
+        // the sent-by host differs from the source address.
+        let raw = b"OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bKa, SIP/2.0/UDP p.example\r\nVia: SIP/2.0/UDP q.example\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let req = Request::parse(Message::parse(raw).unwrap()).unwrap();
+        let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let t = Template::new(&req, src, false);
+        let resp = t.simple(200, b"OK", Some(b"xyz"));
+        let text = std::str::from_utf8(&resp).unwrap();
+        assert!(text.contains("Via: SIP/2.0/UDP 10.0.0.1:5070;rport=40000;branch=z9hG4bKa;received=192.0.2.7, SIP/2.0/UDP p.example\r\n"), "{text}");
+        assert!(text.contains("Via: SIP/2.0/UDP q.example\r\n"));
+        assert!(text.contains("To: <sip:c@d>;tag=xyz\r\n"));
+        assert_eq!(response_dest(&req, src, LocalId(0)).addr, src);
+        let trying = t.simple(100, b"Trying", Some(b"xyz"));
+        assert!(!std::str::from_utf8(&trying).unwrap().contains("tag=xyz"));
+    }
+
+    #[test]
+    fn copy_policy_hides_topology_and_filters_options() {
+        let raw = b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nRecord-Route: <sip:10.0.0.2;lr>\r\nContact: <sip:a@10.0.0.1>\r\nUser-Agent: PBX 1.0\r\nSupported: 100rel, timer\r\nX-Custom: kept\r\nP-Asserted-Identity: <sip:+15551234@pbx>\r\nContent-Type: application/sdp\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 3\r\n\r\nv=0";
+        let msg = Message::parse(raw).unwrap();
+        let mut buf = BytesMut::new();
+        let mut w = Writer::new(&mut buf);
+        copy_end_to_end(&mut w, &msg);
+        let text = std::str::from_utf8(&buf).unwrap();
+        assert_eq!(
+            text,
+            "Supported: timer\r\nX-Custom: kept\r\nP-Asserted-Identity: <sip:+15551234@pbx>\r\nContent-Type: application/sdp\r\n"
+        );
+    }
+}

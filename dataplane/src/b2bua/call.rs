@@ -1,0 +1,316 @@
+//! The call object model: a call has two legs (dialogs); the A leg faces the
+//! caller (the SBC is its UAS), the B leg faces the callee (the SBC is its
+//! UAC). Transactions in flight hang off the call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use super::build::Template;
+use crate::net::LocalId;
+use crate::policy::{Policy, Target, TrunkId};
+use crate::sip::{Method, Request};
+use crate::transaction::{
+    ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TimerName, TimerTable,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The caller's leg.
+    A,
+    /// The callee's leg.
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// One dialog of the call, with everything needed to send requests in it
+/// (RFC 3261 §12: Call-ID, tags, remote target, route set, CSeq).
+#[derive(Debug)]
+pub(crate) struct Leg {
+    pub call_id: Bytes,
+    pub local_tag: Bytes,
+    pub remote_tag: Option<Bytes>,
+    /// From value of requests the SBC sends in this leg (with our tag).
+    pub local_party: Bytes,
+    /// To value of requests the SBC sends in this leg (with the peer's tag).
+    pub remote_party: Bytes,
+    pub remote_target: Bytes,
+    /// Route values for requests in this leg, in sending order.
+    pub route_set: Vec<Bytes>,
+    /// Last CSeq the SBC used in this leg.
+    pub local_cseq: u32,
+    /// Last CSeq received from the peer (RFC 3261 §12.2.2 ordering).
+    pub remote_cseq: Option<u32>,
+    /// Next hop for requests in this leg.
+    pub peer: SocketAddr,
+    pub local: LocalId,
+    pub trunk: TrunkId,
+}
+
+/// Where the call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Trying trunks; the caller has had 100 Trying only.
+    Routing,
+    /// A provisional answer was relayed to the caller.
+    Early,
+    /// The callee answered; waiting for the caller's ACK.
+    Answered,
+    /// ACKed: the call is up.
+    Confirmed,
+    /// Over; the call object lingers until its transactions end.
+    Ended,
+}
+
+/// The caller's initial INVITE and its server transaction.
+#[derive(Debug)]
+pub(crate) struct Uas {
+    pub tx: ServerInvite,
+    pub template: Template,
+    /// Top Via branch, or empty for an RFC 2543 request.
+    pub branch: Bytes,
+    pub cseq: u32,
+}
+
+impl Uas {
+    /// RFC 3261 §17.2.3 (and its RFC 2543 fallback on CSeq): does this
+    /// request (INVITE retransmission, CANCEL, ACK) belong to the INVITE?
+    pub fn matches(&self, req: &Request<'_>) -> bool {
+        if req.via.has_rfc3261_branch() {
+            req.via.branch().is_some_and(|b| b == &self.branch[..])
+        } else {
+            self.branch.is_empty() && req.cseq.seq == self.cseq
+        }
+    }
+}
+
+/// One INVITE sent to one trunk (serial forking = failover).
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub target: Target,
+    pub tx: ClientInvite,
+    pub branch: Bytes,
+    pub ruri: Bytes,
+    pub cseq: u32,
+    /// To value as sent (no tag), for CANCEL.
+    pub initial_to: Bytes,
+    pub cancel: Option<ClientNonInvite>,
+    /// CANCEL as soon as a provisional response arrives (RFC 3261 §9.1).
+    pub cancel_wanted: bool,
+}
+
+impl Attempt {
+    pub fn is_done(&self) -> bool {
+        self.tx.is_terminated() && self.cancel.as_ref().is_none_or(ClientNonInvite::is_terminated)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum ServerTx {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+impl ServerTx {
+    pub fn is_pending(&self) -> bool {
+        match self {
+            ServerTx::Invite(t) => t.is_pending(),
+            ServerTx::NonInvite(t) => t.is_pending(),
+        }
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        match self {
+            ServerTx::Invite(t) => t.is_terminated(),
+            ServerTx::NonInvite(t) => t.is_terminated(),
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            ServerTx::Invite(t) => t.next_deadline(),
+            ServerTx::NonInvite(t) => t.next_deadline(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum ClientTx {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+impl ClientTx {
+    pub fn is_pending(&self) -> bool {
+        match self {
+            ClientTx::Invite(t) => t.is_pending(),
+            ClientTx::NonInvite(t) => t.is_pending(),
+        }
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        match self {
+            ClientTx::Invite(t) => t.is_terminated(),
+            ClientTx::NonInvite(t) => t.is_terminated(),
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            ClientTx::Invite(t) => t.next_deadline(),
+            ClientTx::NonInvite(t) => t.next_deadline(),
+        }
+    }
+}
+
+/// An in-dialog request received on one leg and relayed on the other.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    /// The side the request came from.
+    pub from: Side,
+    pub method: Method,
+    pub server: ServerTx,
+    pub server_branch: Bytes,
+    pub server_cseq: u32,
+    pub template: Template,
+    pub client: ClientTx,
+    pub client_branch: Bytes,
+    pub client_cseq: u32,
+    /// ACK relayed for a 2xx to a re-INVITE, resent on 2xx retransmissions.
+    pub ack: Option<Bytes>,
+}
+
+impl Relay {
+    pub fn is_done(&self) -> bool {
+        self.server.is_terminated() && self.client.is_terminated()
+    }
+
+    pub fn matches_request(&self, side: Side, req: &Request<'_>) -> bool {
+        if self.from != side {
+            return false;
+        }
+        if req.via.has_rfc3261_branch() {
+            req.via.branch().is_some_and(|b| b == &self.server_branch[..])
+        } else {
+            req.cseq.seq == self.server_cseq
+        }
+    }
+}
+
+/// A request the SBC originates itself (BYE when ending a call).
+#[derive(Debug)]
+pub(crate) struct Own {
+    pub side: Side,
+    pub branch: Bytes,
+    pub tx: ClientNonInvite,
+}
+
+/// The best failure seen so far (RFC 3261 §16.7), ready to be relayed.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub code: u16,
+    pub reason: Bytes,
+    pub headers: Bytes,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// The configuration this call started with.
+    pub policy: Arc<Policy>,
+    pub a: Leg,
+    pub b: Leg,
+    pub phase: Phase,
+    pub uas: Uas,
+    /// The dialled number, as routed.
+    pub number: Box<str>,
+    /// Targets in the order they are tried.
+    pub targets: SmallVec<[Target; 4]>,
+    pub next_target: usize,
+    pub failover_on_timeout: bool,
+    pub route_index: usize,
+    pub attempts: SmallVec<[Attempt; 2]>,
+    pub failure: Option<Failure>,
+    /// End-to-end headers and body of the caller's INVITE (for every attempt).
+    pub invite_headers: Bytes,
+    pub invite_body: Bytes,
+    pub max_forwards: u32,
+    pub relays: SmallVec<[Relay; 1]>,
+    pub own: SmallVec<[Own; 2]>,
+    /// The ACK sent to the callee for its 2xx, resent on retransmissions.
+    pub b_ack: Option<Bytes>,
+    pub answered: bool,
+    pub timers: TimerTable<2>,
+    /// Deadline of this call's earliest entry in the shard's timer heap.
+    pub scheduled: Option<Instant>,
+    /// Key of this call in the A-leg index.
+    pub a_key: Box<[u8]>,
+}
+
+impl Call {
+    pub fn leg(&self, side: Side) -> &Leg {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    pub fn leg_mut(&mut self, side: Side) -> &mut Leg {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// The attempt in progress (the last one started).
+    pub fn current(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.timers.next();
+        let mut take = |d: Option<Instant>| {
+            if let Some(d) = d {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        };
+        take(self.uas.tx.next_deadline());
+        for a in &self.attempts {
+            take(a.tx.next_deadline());
+            take(a.cancel.as_ref().and_then(ClientNonInvite::next_deadline));
+        }
+        for r in &self.relays {
+            take(r.server.next_deadline());
+            take(r.client.next_deadline());
+        }
+        for o in &self.own {
+            take(o.tx.next_deadline());
+        }
+        next
+    }
+
+    /// The call is over and nothing is left to absorb retransmissions.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Ended
+            && self.uas.tx.is_terminated()
+            && self.attempts.iter().all(Attempt::is_done)
+            && self.relays.is_empty()
+            && self.own.is_empty()
+    }
+
+    pub fn cancel_call_timers(&mut self) {
+        self.timers.cancel(TimerName::NoResponse);
+        self.timers.cancel(TimerName::MaxRinging);
+    }
+}

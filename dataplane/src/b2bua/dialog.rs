@@ -1,0 +1,334 @@
+//! In-dialog requests relayed from one leg to the other (re-INVITE, UPDATE,
+//! INFO, BYE...), their responses, the ACKs, and BYEs the SBC sends itself.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::build::{RequestParts, Relayed, Template, copy_end_to_end, invite_sibling, leg_request, next_hop, response_dest};
+use super::call::{Call, ClientTx, Own, Phase, Relay, ServerTx, Side};
+use super::engine::Ctx;
+use super::outbound::{cancel_call, end};
+use crate::net::{Dest, LocalId};
+use crate::sip::{CommaList, HeaderName, Method, NameAddr, Request, Response};
+use crate::stats::{Reject, ShardStats};
+use crate::transaction::{AckKind, ClientInvite, ClientNonInvite, ResponseAction, ServerInvite, ServerNonInvite};
+
+/// Requests whose 2xx may change the remote target (RFC 3261 §12.2,
+/// RFC 3311 §5.1).
+fn is_target_refresh(m: Method) -> bool {
+    matches!(m, Method::Invite | Method::Update)
+}
+
+/// An in-dialog request from `side`, already matched to the call by
+/// Call-ID and tags.
+pub(crate) fn on_request(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    side: Side,
+    req: &Request<'_>,
+    src: SocketAddr,
+    local: LocalId,
+    now: Instant,
+) {
+    if let Some(r) = call.relays.iter_mut().find(|r| r.matches_request(side, req)) {
+        ShardStats::inc(&ctx.stats.retransmissions_in);
+        match &mut r.server {
+            ServerTx::Invite(t) => t.on_retransmission(&mut ctx.out),
+            ServerTx::NonInvite(t) => t.on_retransmission(&mut ctx.out),
+        }
+        return;
+    }
+    let leg = call.leg_mut(side);
+    // RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.
+    if leg.remote_cseq.is_some_and(|last| req.cseq.seq <= last) {
+        ctx.reject(req, src, local, Reject::DialogState, 500, b"Server Internal Error");
+        return;
+    }
+    leg.remote_cseq = Some(req.cseq.seq);
+    match (req.method, call.phase) {
+        (Method::Bye, Phase::Routing | Phase::Early) if side == Side::A => {
+            // The caller hangs up before the answer: 200 to the BYE, and the
+            // INVITE ends as if cancelled.
+            let template = Template::new(req, src, false);
+            ctx.send(response_dest(req, src, local), template.simple(200, b"OK", None));
+            if call.uas.tx.is_pending() {
+                cancel_call(ctx, call, now, 487, b"Request Terminated");
+            }
+        }
+        (Method::Bye, Phase::Answered | Phase::Confirmed) => relay(ctx, call, side, req, src, local, now),
+        (Method::Invite, Phase::Confirmed) => {
+            // RFC 3261 §14.2: one INVITE transaction at a time per dialog.
+            if call.relays.iter().any(|r| r.method == Method::Invite && (r.server.is_pending() || r.client.is_pending())) {
+                ctx.reject(req, src, local, Reject::DialogState, 491, b"Request Pending");
+            } else {
+                relay(ctx, call, side, req, src, local, now);
+            }
+        }
+        (Method::Invite, Phase::Answered | Phase::Routing | Phase::Early) => {
+            ctx.reject(req, src, local, Reject::DialogState, 491, b"Request Pending");
+        }
+        (_, Phase::Ended) => {
+            ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+        }
+        _ => {
+            if call.leg(side.other()).remote_tag.is_none() {
+                ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            } else {
+                relay(ctx, call, side, req, src, local, now);
+            }
+        }
+    }
+}
+
+fn relay(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'_>, src: SocketAddr, local: LocalId, now: Instant) {
+    let mf = req.max_forwards.unwrap_or(70);
+    if mf == 0 {
+        ctx.reject(req, src, local, Reject::TooManyHops, 483, b"Too Many Hops");
+        return;
+    }
+    let timers = call.policy.timers;
+    let dest = response_dest(req, src, local);
+    let template = Template::new(req, src, false);
+    if is_target_refresh(req.method)
+        && let Some(contact) = req
+            .msg
+            .value(HeaderName::Contact)
+            .and_then(|v| CommaList::new(v).next())
+            .and_then(|v| NameAddr::parse(v).ok())
+    {
+        let leg = call.leg_mut(side);
+        leg.remote_target = Bytes::copy_from_slice(contact.uri);
+        leg.peer = next_hop(&leg.remote_target, &leg.route_set, leg.peer);
+    }
+    let server = if req.method == Method::Invite {
+        let mut t = ServerInvite::new(dest);
+        let trying = template.simple(100, b"Trying", None);
+        t.respond(now, &timers, 100, trying, &mut ctx.out);
+        ServerTx::Invite(t)
+    } else {
+        ServerTx::NonInvite(ServerNonInvite::new(dest))
+    };
+    let to_side = side.other();
+    let parts = ctx.local(call.leg(to_side).local).clone();
+    let branch = ctx.ids.branch();
+    let leg = call.leg_mut(to_side);
+    leg.local_cseq += 1;
+    let cseq = leg.local_cseq;
+    let bytes = leg_request(
+        leg,
+        &parts,
+        &RequestParts {
+            method: req.method_raw,
+            cseq,
+            branch: &branch,
+            max_forwards: mf - 1,
+            contact: is_target_refresh(req.method),
+            relay: Relayed::Message(&req.msg),
+        },
+    );
+    let out_dest = Dest {
+        addr: leg.peer,
+        local: leg.local,
+    };
+    let client = if req.method == Method::Invite {
+        ClientTx::Invite(ClientInvite::start(now, &timers, out_dest, bytes, &mut ctx.out))
+    } else {
+        ClientTx::NonInvite(ClientNonInvite::start(now, &timers, out_dest, bytes, &mut ctx.out))
+    };
+    call.relays.push(Relay {
+        from: side,
+        method: req.method,
+        server,
+        server_branch: Bytes::copy_from_slice(req.via.branch().unwrap_or(b"")),
+        server_cseq: req.cseq.seq,
+        template,
+        client,
+        client_branch: branch,
+        client_cseq: cseq,
+        ack: None,
+    });
+}
+
+/// A response from the far side to a relayed request.
+pub(crate) fn on_relay_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+    let timers = call.policy.timers;
+    let Some(relay) = call.relays.get(index) else {
+        return;
+    };
+    let to_side = relay.from.other();
+    let local = ctx.local(call.leg(to_side).local).clone();
+    let code = resp.code;
+    let from_contact = ctx.local(call.leg(to_side.other()).local).contact.clone();
+    let (leg_a, leg_b) = (&call.a, &call.b);
+    let leg = match to_side {
+        Side::A => leg_a,
+        Side::B => leg_b,
+    };
+    let Some(relay) = call.relays.get_mut(index) else {
+        return;
+    };
+    let action = match &mut relay.client {
+        ClientTx::Invite(t) => t.on_response(
+            now,
+            &timers,
+            code,
+            || invite_sibling(leg, &local, b"ACK", &leg.remote_target, &leg.route_set, &relay.client_branch, relay.client_cseq, &leg.remote_party),
+            &mut ctx.out,
+        ),
+        ClientTx::NonInvite(t) => t.on_response(now, &timers, code),
+    };
+    if action == ResponseAction::Absorb {
+        ShardStats::inc(&ctx.stats.retransmissions_in);
+        return;
+    }
+    if relay.method == Method::Invite && (200..300).contains(&code) && !relay.server.is_pending() {
+        // A retransmitted 2xx to a re-INVITE: ACK again if we already did;
+        // the originator gets our own 2xx retransmissions meanwhile.
+        if let Some(ack) = relay.ack.clone() {
+            ctx.send(Dest { addr: leg.peer, local: leg.local }, ack);
+        }
+        return;
+    }
+    if code == 100 {
+        return;
+    }
+    let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + relay.template.len());
+    let mut w = relay.template.start(&mut buf, code, resp.reason, None);
+    if is_target_refresh(relay.method) && (101..300).contains(&code) {
+        w.header(HeaderName::Contact, &[&from_contact]);
+    }
+    copy_end_to_end(&mut w, &resp.msg);
+    w.body(resp.msg.body());
+    let bytes = buf.freeze();
+    let sent = match &mut relay.server {
+        ServerTx::Invite(t) => t.respond(now, &timers, code, bytes, &mut ctx.out),
+        ServerTx::NonInvite(t) => t.respond(now, &timers, code, bytes, &mut ctx.out),
+    };
+    let method = relay.method;
+    if sent && code >= 200 {
+        ctx.stats.final_sent(code);
+    }
+    if (200..300).contains(&code)
+        && is_target_refresh(method)
+        && let Some(contact) = resp
+            .msg
+            .value(HeaderName::Contact)
+            .and_then(|v| CommaList::new(v).next())
+            .and_then(|v| NameAddr::parse(v).ok())
+    {
+        let leg = call.leg_mut(to_side);
+        leg.remote_target = Bytes::copy_from_slice(contact.uri);
+        leg.peer = next_hop(&leg.remote_target, &leg.route_set, leg.peer);
+    }
+    if method == Method::Bye && code >= 200 {
+        // RFC 3261 §15.1.2: any final response ends the dialog.
+        end(ctx, call);
+    }
+}
+
+/// An ACK from `side`: for the caller's initial INVITE, or for a relayed
+/// re-INVITE.
+pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'_>, now: Instant) {
+    let timers = call.policy.timers;
+    if side == Side::A && req.cseq.seq == call.uas.cseq {
+        if call.uas.tx.on_ack(now, &timers) == AckKind::Success {
+            if call.phase == Phase::Answered {
+                call.phase = Phase::Confirmed;
+            }
+            send_b_ack(ctx, call, Some(req));
+        }
+        return;
+    }
+    let Some(relay) = call
+        .relays
+        .iter_mut()
+        .find(|r| r.from == side && r.method == Method::Invite && r.server_cseq == req.cseq.seq)
+    else {
+        ctx.stats.discard(crate::stats::Discard::StrayAck);
+        return;
+    };
+    let ServerTx::Invite(t) = &mut relay.server else {
+        return;
+    };
+    if t.on_ack(now, &timers) != AckKind::Success {
+        return;
+    }
+    let to_side = side.other();
+    let (cseq, ..) = (relay.client_cseq,);
+    let parts = ctx.local(call.leg(to_side).local).clone();
+    let branch = ctx.ids.branch();
+    let leg = call.leg(to_side);
+    let ack = leg_request(
+        leg,
+        &parts,
+        &RequestParts {
+            method: b"ACK",
+            cseq,
+            branch: &branch,
+            max_forwards: 70,
+            contact: false,
+            relay: Relayed::Message(&req.msg),
+        },
+    );
+    let dest = Dest { addr: leg.peer, local: leg.local };
+    ctx.send(dest, ack.clone());
+    if let Some(relay) = call.relays.iter_mut().find(|r| r.from == side && r.server_cseq == req.cseq.seq) {
+        relay.ack = Some(ack);
+    }
+}
+
+/// ACKs the callee's 2xx (RFC 3261 §13.2.2.4), carrying the caller's ACK
+/// body when there is one (late offer: the answer comes in the ACK).
+pub(crate) fn send_b_ack(ctx: &mut Ctx, call: &mut Call, caller_ack: Option<&Request<'_>>) {
+    let Some(cseq) = call.current().map(|a| a.cseq) else {
+        return;
+    };
+    let parts = ctx.local(call.b.local).clone();
+    let branch = ctx.ids.branch();
+    let ack = leg_request(
+        &call.b,
+        &parts,
+        &RequestParts {
+            method: b"ACK",
+            cseq,
+            branch: &branch,
+            max_forwards: 70,
+            contact: false,
+            relay: caller_ack.map_or(Relayed::Nothing, |r| Relayed::Message(&r.msg)),
+        },
+    );
+    ctx.send(Dest { addr: call.b.peer, local: call.b.local }, ack.clone());
+    call.b_ack = Some(ack);
+}
+
+/// Ends an established call from the SBC: BYE on both legs.
+pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    let timers = call.policy.timers;
+    for side in [Side::A, Side::B] {
+        if call.leg(side).remote_tag.is_none() {
+            continue;
+        }
+        let parts = ctx.local(call.leg(side).local).clone();
+        let branch = ctx.ids.branch();
+        let leg = call.leg_mut(side);
+        leg.local_cseq += 1;
+        let bye = leg_request(
+            leg,
+            &parts,
+            &RequestParts {
+                method: b"BYE",
+                cseq: leg.local_cseq,
+                branch: &branch,
+                max_forwards: 70,
+                contact: false,
+                relay: Relayed::Nothing,
+            },
+        );
+        let dest = Dest { addr: leg.peer, local: leg.local };
+        let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
+        call.own.push(Own { side, branch, tx });
+    }
+    end(ctx, call);
+}

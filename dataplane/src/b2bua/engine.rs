@@ -1,0 +1,304 @@
+//! The per-shard B2BUA engine: receives datagrams and timeouts, owns the
+//! call table, and queues what to send.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::build::{LocalParts, Template, response_dest};
+use super::ids::{IdMinter, Secrets, ShardId};
+use super::table::CallTable;
+use crate::net::{Dest, LocalId, Outbox, Transmit};
+use crate::policy::Policy;
+use crate::sip::{HeaderName, Message, Method, ParseError, Request, RequestError, Response, Writer};
+use crate::stats::{Discard, Reject, ShardStats};
+
+/// What became of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Processed here.
+    Done,
+    /// Belongs to a call owned by another shard: hand the bytes over.
+    HandOff(ShardId),
+}
+
+/// Everything call handling needs besides the call itself.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub shard: ShardId,
+    pub shards: u16,
+    pub ids: IdMinter,
+    pub out: Outbox,
+    pub stats: Arc<ShardStats>,
+    pub policy: Arc<Policy>,
+    pub locals: Vec<LocalParts>,
+}
+
+impl Ctx {
+    pub fn local(&self, id: LocalId) -> &LocalParts {
+        // `locals` is never empty (see Engine::new).
+        &self.locals[usize::from(id.0).min(self.locals.len() - 1)]
+    }
+
+    /// Queues a message and counts it.
+    pub fn send(&mut self, dest: Dest, data: Bytes) {
+        self.out.push(dest, data);
+    }
+
+    /// A response to `req` that needs no transaction (RFC 3261 §8.2.6,
+    /// §16.7: errors before any state exists). `extra` adds headers.
+    pub fn respond_stateless(
+        &mut self,
+        req: &Request<'_>,
+        src: SocketAddr,
+        local: LocalId,
+        code: u16,
+        reason: &[u8],
+        extra: &[(HeaderName, &[u8])],
+    ) {
+        let template = Template::new(req, src, false);
+        let tag = self.ids.tag();
+        let mut buf = BytesMut::with_capacity(template.len() + 128);
+        let mut w = template.start(&mut buf, code, reason, Some(&tag));
+        for (name, value) in extra {
+            w.header(*name, &[value]);
+        }
+        w.body(b"");
+        self.send(response_dest(req, src, local), buf.freeze());
+        if code >= 200 {
+            self.stats.final_sent(code);
+        }
+    }
+
+    pub fn reject(
+        &mut self,
+        req: &Request<'_>,
+        src: SocketAddr,
+        local: LocalId,
+        why: Reject,
+        code: u16,
+        reason: &[u8],
+    ) {
+        self.stats.reject(why);
+        if req.method != Method::Ack {
+            self.respond_stateless(req, src, local, code, reason, &[]);
+        }
+    }
+}
+
+/// One shard's B2BUA. See the [module documentation](super) for the loop
+/// that drives it.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) ctx: Ctx,
+    pub(crate) calls: CallTable,
+}
+
+impl Engine {
+    pub fn new(shard: ShardId, shards: u16, secrets: Secrets, policy: Arc<Policy>, stats: Arc<ShardStats>) -> Self {
+        let locals = locals_of(&policy);
+        Engine {
+            ctx: Ctx {
+                shard,
+                shards: shards.max(1),
+                ids: IdMinter::new(secrets, shard),
+                out: Outbox::default(),
+                stats,
+                policy,
+                locals,
+            },
+            calls: CallTable::default(),
+        }
+    }
+
+    /// Installs a new configuration snapshot. New calls use it; calls in
+    /// progress keep the one they started with.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.ctx.locals = locals_of(&policy);
+        self.ctx.policy = policy;
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.ctx.policy
+    }
+
+    pub fn stats(&self) -> &Arc<ShardStats> {
+        &self.ctx.stats
+    }
+
+    /// Calls held by this shard (including ones lingering to absorb
+    /// retransmissions).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The shard that must process `data` (this one when it cannot tell).
+    pub fn owner_of(&self, data: &[u8]) -> ShardId {
+        if self.ctx.shards <= 1 {
+            return self.ctx.shard;
+        }
+        match Message::parse(data) {
+            Ok(msg) => match msg.value(HeaderName::CallId) {
+                Some(id) => self.ctx.ids.secrets().owner(id, self.ctx.shards),
+                None => self.ctx.shard,
+            },
+            Err(_) => self.ctx.shard,
+        }
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, local: LocalId, data: &[u8]) -> Disposition {
+        if !self.ctx.policy.acl.permits(src.ip()) {
+            // BRIEF §8: denied sources are dropped without an answer.
+            self.ctx.stats.reject(Reject::AclDenied);
+            return Disposition::Done;
+        }
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(ParseError::Keepalive) => return Disposition::Done,
+            Err(e) => {
+                self.ctx.stats.parse_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.malformed(data, src, local, e.into());
+                return Disposition::Done;
+            }
+        };
+        if self.ctx.shards > 1
+            && let Some(id) = msg.value(HeaderName::CallId)
+        {
+            let owner = self.ctx.ids.secrets().owner(id, self.ctx.shards);
+            if owner != self.ctx.shard {
+                return Disposition::HandOff(owner);
+            }
+        }
+        ShardStats::inc(&self.ctx.stats.messages_in);
+        if msg.is_request() {
+            match Request::parse(msg) {
+                Ok(req) => self.on_request(now, req, src, local),
+                Err(e) => {
+                    self.ctx.stats.parse_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.malformed(data, src, local, e);
+                }
+            }
+        } else {
+            match Response::parse(msg) {
+                Ok(resp) => self.on_response(now, resp),
+                Err(_) => {
+                    self.ctx.stats.parse_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ctx.stats.discard(Discard::MalformedResponse);
+                }
+            }
+        }
+        Disposition::Done
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(r) = self.calls.pop_due(now) {
+            if let Some(call) = self.calls.get_mut(r) {
+                super::timers::on_timer(&mut self.ctx, call, now);
+            }
+            self.after(r);
+        }
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.calls.next_timer()
+    }
+
+    /// Copies the next datagram to send into `buf`.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        loop {
+            match self.ctx.out.poll_transmit(buf)? {
+                Ok(t) => {
+                    ShardStats::inc(&self.ctx.stats.messages_out);
+                    return Some(t);
+                }
+                Err(_too_big) => self.ctx.stats.discard(Discard::Oversized),
+            }
+        }
+    }
+
+    /// Datagrams waiting in the outbox.
+    pub fn pending_transmits(&self) -> usize {
+        self.ctx.out.len()
+    }
+
+    /// Reschedules a call after an event and drops it when it is over.
+    pub(crate) fn after(&mut self, r: super::ids::CallRef) {
+        let finished = self.calls.get(r).is_some_and(super::call::Call::is_finished);
+        if finished {
+            self.calls.remove(r);
+        } else {
+            self.calls.schedule(r);
+        }
+    }
+
+    /// 400/505 for a request that failed parsing; responses are dropped.
+    fn malformed(&mut self, data: &[u8], src: SocketAddr, local: LocalId, err: RequestError) {
+        let Some(msg) = Message::salvage(data) else {
+            self.ctx.stats.discard(if data.starts_with(b"SIP/") {
+                Discard::MalformedResponse
+            } else {
+                Discard::Unanswerable
+            });
+            return;
+        };
+        let method = msg.request_line().map(|l| l.method);
+        if method == Some(Method::Ack) {
+            self.ctx.stats.discard(Discard::Unanswerable);
+            return;
+        }
+        let Some(resp) = stateless_error(&msg, src, err, &mut self.ctx.ids) else {
+            self.ctx.stats.discard(Discard::Unanswerable);
+            return;
+        };
+        self.ctx.stats.reject(Reject::Malformed);
+        self.ctx.stats.final_sent(err.status());
+        self.ctx.send(Dest { addr: src, local }, resp);
+    }
+}
+
+fn locals_of(policy: &Policy) -> Vec<LocalParts> {
+    let mut v: Vec<LocalParts> = policy
+        .listeners
+        .iter()
+        .map(|l| LocalParts::new(&l.advertise))
+        .collect();
+    if v.is_empty() {
+        v.push(LocalParts::new("127.0.0.1:5060"));
+    }
+    v
+}
+
+/// An error response built from whatever headers of a broken request can be
+/// found, copied verbatim; `None` when Via, From, To, Call-ID or CSeq is
+/// missing. Sent to the source address (never to an address the message
+/// names, so a forged Via cannot aim it elsewhere).
+fn stateless_error(msg: &Message<'_>, src: SocketAddr, err: RequestError, ids: &mut IdMinter) -> Option<Bytes> {
+    let _ = src;
+    let mut buf = BytesMut::with_capacity(msg.as_bytes().len().min(2048) + 128);
+    let mut w = Writer::new(&mut buf);
+    w.status_line(err.status(), err.reason().as_bytes());
+    let mut have_via = false;
+    for h in msg.all(HeaderName::Via) {
+        w.copy(h);
+        have_via = true;
+    }
+    if !have_via {
+        return None;
+    }
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
+        let h = msg.header(name)?;
+        if name == HeaderName::To && !h.value.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag=")) {
+            let tag = ids.tag();
+            w.header(HeaderName::To, &[h.value, b";tag=", &tag]);
+        } else {
+            w.copy(h);
+        }
+    }
+    w.body(b"");
+    Some(buf.freeze())
+}

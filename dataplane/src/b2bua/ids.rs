@@ -1,0 +1,233 @@
+//! Identifiers the SBC mints (Call-ID, tags, branches) and shard ownership.
+//!
+//! A B-leg Call-ID carries the owner shard and the call's slot, protected by
+//! a MAC, so any shard can tell who owns a message for a call it did not
+//! create and the owner finds the call without hashing. A-leg messages carry
+//! the caller's Call-ID; their owner is a keyed hash of it, the same on every
+//! shard, so retransmissions, CANCEL, ACK and in-dialog requests from the
+//! caller land where the call lives.
+
+use std::hash::Hasher;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use siphasher::sip::SipHasher13;
+
+/// Index of a shard (thread) in the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+/// A call's slot in its shard's table; `generation` tells reuses apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRef {
+    pub index: u32,
+    pub generation: u16,
+}
+
+/// Process-wide secret keys, shared by all shards.
+#[derive(Debug, Clone, Copy)]
+pub struct Secrets {
+    owner: (u64, u64),
+    mac: (u64, u64),
+    ids: (u64, u64),
+}
+
+impl Secrets {
+    /// Fresh random keys from the operating system.
+    pub fn generate() -> std::io::Result<Self> {
+        let mut k = [0u8; 48];
+        getrandom::fill(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self::from_bytes(k))
+    }
+
+    /// Fixed keys, for deterministic tests.
+    pub fn from_bytes(k: [u8; 48]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&k[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        Secrets {
+            owner: (word(0), word(1)),
+            mac: (word(2), word(3)),
+            ids: (word(4), word(5)),
+        }
+    }
+
+    fn hash(key: (u64, u64), parts: &[&[u8]]) -> u64 {
+        let mut h = SipHasher13::new_with_keys(key.0, key.1);
+        for p in parts {
+            h.write(p);
+        }
+        h.finish()
+    }
+
+    /// The shard that owns a message with this Call-ID.
+    pub fn owner(&self, call_id: &[u8], shards: u16) -> ShardId {
+        if let Some((shard, _)) = self.decode_call_id(call_id) {
+            return shard;
+        }
+        let shards = u64::from(shards.max(1));
+        ShardId(u16::try_from(Self::hash(self.owner, &[call_id]) % shards).unwrap_or(0))
+    }
+
+    /// Decodes a Call-ID minted by [`IdMinter::call_id`]: `Some` only when
+    /// its MAC verifies.
+    pub fn decode_call_id(&self, call_id: &[u8]) -> Option<(ShardId, CallRef)> {
+        // Layout (hex): shard(2) index(6) generation(4) random(12) mac(8).
+        if call_id.len() != 32 {
+            return None;
+        }
+        let (body, mac) = call_id.split_at(24);
+        let mac = hex_u64(mac)?;
+        if mac != Self::hash(self.mac, &[body]) & 0xffff_ffff {
+            return None;
+        }
+        let shard = u16::try_from(hex_u64(&body[0..2])?).ok()?;
+        let index = u32::try_from(hex_u64(&body[2..8])?).ok()?;
+        let generation = u16::try_from(hex_u64(&body[8..12])?).ok()?;
+        Some((ShardId(shard), CallRef { index, generation }))
+    }
+}
+
+fn hex_u64(s: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for &b in s {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
+fn put_hex(buf: &mut BytesMut, value: u64, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        let nibble = (value >> (i * 4)) & 0xf;
+        // nibble < 16
+        buf.put_u8(HEX[usize::try_from(nibble).unwrap_or(0)]);
+    }
+}
+
+/// Mints unpredictable identifiers for one shard: a keyed PRF over a counter.
+#[derive(Debug)]
+pub struct IdMinter {
+    secrets: Secrets,
+    shard: ShardId,
+    counter: u64,
+}
+
+impl IdMinter {
+    pub fn new(secrets: Secrets, shard: ShardId) -> Self {
+        IdMinter {
+            secrets,
+            shard,
+            counter: 0,
+        }
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// 64 unpredictable bits.
+    pub fn random(&mut self) -> u64 {
+        self.counter += 1;
+        Secrets::hash(
+            self.secrets.ids,
+            &[&self.shard.0.to_le_bytes(), &self.counter.to_le_bytes()],
+        )
+    }
+
+    /// A B-leg Call-ID naming this shard and the call's slot.
+    pub fn call_id(&mut self, call: CallRef) -> Bytes {
+        let mut b = BytesMut::with_capacity(32);
+        put_hex(&mut b, u64::from(self.shard.0) & 0xff, 2);
+        put_hex(&mut b, u64::from(call.index) & 0xff_ffff, 6);
+        put_hex(&mut b, u64::from(call.generation), 4);
+        let r = self.random();
+        put_hex(&mut b, r & 0xffff_ffff_ffff, 12);
+        let mac = Secrets::hash(self.secrets.mac, &[&b[..]]) & 0xffff_ffff;
+        put_hex(&mut b, mac, 8);
+        b.freeze()
+    }
+
+    /// A From/To tag.
+    pub fn tag(&mut self) -> Bytes {
+        let mut b = BytesMut::with_capacity(16);
+        let r = self.random();
+        put_hex(&mut b, r, 16);
+        b.freeze()
+    }
+
+    /// A Via branch with the RFC 3261 cookie.
+    pub fn branch(&mut self) -> Bytes {
+        let mut b = BytesMut::with_capacity(23);
+        b.put_slice(crate::sip::BRANCH_COOKIE);
+        let r = self.random();
+        put_hex(&mut b, r, 16);
+        b.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Secrets {
+        Secrets::from_bytes(std::array::from_fn(|i| u8::try_from(i).unwrap()))
+    }
+
+    #[test]
+    fn minted_call_id_round_trips_and_names_owner() {
+        let s = secrets();
+        let mut m = IdMinter::new(s, ShardId(3));
+        let call = CallRef { index: 0x12345, generation: 7 };
+        let id = m.call_id(call);
+        assert_eq!(id.len(), 32);
+        assert_eq!(s.decode_call_id(&id), Some((ShardId(3), call)));
+        assert_eq!(s.owner(&id, 8), ShardId(3));
+    }
+
+    #[test]
+    fn forged_or_foreign_call_ids_do_not_decode() {
+        let s = secrets();
+        let mut m = IdMinter::new(s, ShardId(1));
+        let mut id = m.call_id(CallRef { index: 1, generation: 1 }).to_vec();
+        id[5] = if id[5] == b'0' { b'1' } else { b'0' };
+        assert_eq!(s.decode_call_id(&id), None);
+        assert_eq!(s.decode_call_id(b"a84b4c76e66710@pc33.atlanta.com"), None);
+        let other = Secrets::from_bytes([9; 48]);
+        let id = m.call_id(CallRef { index: 1, generation: 1 });
+        assert_eq!(other.decode_call_id(&id), None);
+    }
+
+    #[test]
+    fn foreign_call_ids_spread_over_shards() {
+        let s = secrets();
+        let mut counts = [0u32; 4];
+        for i in 0..4000 {
+            let id = format!("{i}-12345@192.0.2.1");
+            counts[usize::from(s.owner(id.as_bytes(), 4).0)] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "uneven spread {counts:?}");
+        }
+    }
+
+    #[test]
+    fn tags_and_branches_are_distinct() {
+        let mut m = IdMinter::new(secrets(), ShardId(0));
+        let a = m.branch();
+        let b = m.branch();
+        assert_ne!(a, b);
+        assert!(a.starts_with(b"z9hG4bK"));
+        assert_ne!(m.tag(), m.tag());
+    }
+}

@@ -1,0 +1,473 @@
+//! Requests arriving at the SBC: new calls, CANCEL, ACK, and the dispatch of
+//! in-dialog requests to the leg they belong to.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::build::{ALLOW, Template, next_hop, render_end_to_end, response_dest, unsupported_options};
+use super::call::{Call, Leg, Phase, Side, Uas};
+use super::engine::Engine;
+use super::ids::CallRef;
+use super::table::CallTable;
+use crate::net::{Dest, LocalId};
+use crate::policy::{Target, TrunkId};
+use crate::sip::{CommaList, HeaderName, Method, NameAddr, Request, Scheme, Uri};
+use crate::stats::{Direction, Discard, Reject, ShardStats};
+use crate::transaction::{ServerInvite, TimerTable};
+
+impl Engine {
+    pub(crate) fn on_request(&mut self, now: Instant, req: Request<'_>, src: SocketAddr, local: LocalId) {
+        match req.method {
+            // ACKs never get a response (RFC 3261 §17.1.1.3).
+            Method::Ack => return self.on_ack(now, &req, src),
+            Method::Cancel => return self.on_cancel(now, &req, src, local),
+            _ => {}
+        }
+        if req.to_tag().is_some() && req.method != Method::Other {
+            return self.on_in_dialog(now, &req, src, local);
+        }
+        // BRIEF §8 default deny: a source that is no trunk gets 403.
+        let Some(trunk) = self.ctx.policy.trunk_for_source(src.ip()) else {
+            self.ctx.reject(&req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            return;
+        };
+        if req.method == Method::Other {
+            // RFC 3261 §8.2.1: unknown method.
+            self.ctx.reject(&req, src, local, Reject::MethodNotAllowed, 501, b"Not Implemented");
+            return;
+        }
+        // RFC 3261 §8.2.2.3: option tags we do not support -> 420.
+        let unsupported = unsupported_options(&req.msg);
+        if !unsupported.is_empty() {
+            let mut list = BytesMut::new();
+            for (i, t) in unsupported.iter().enumerate() {
+                if i > 0 {
+                    list.put_slice(b", ");
+                }
+                list.put_slice(t);
+            }
+            self.ctx.stats.reject(Reject::BadExtension);
+            self.ctx.respond_stateless(&req, src, local, 420, b"Bad Extension", &[(HeaderName::Unsupported, &list)]);
+            return;
+        }
+        match req.method {
+            Method::Invite => self.on_initial_invite(now, &req, src, local, trunk),
+            Method::Options => {
+                // The SBC itself answers out-of-dialog OPTIONS (keepalives,
+                // health probes), whatever the Max-Forwards (RFC 4475 §3.3.11).
+                self.ctx.respond_stateless(
+                    &req,
+                    src,
+                    local,
+                    200,
+                    b"OK",
+                    &[
+                        (HeaderName::Allow, ALLOW),
+                        (HeaderName::Accept, b"application/sdp"),
+                        (HeaderName::Supported, b"timer"),
+                    ],
+                );
+            }
+            // RFC 3261 §15.1.2: BYE outside a dialog.
+            Method::Bye => self.ctx.reject(&req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist"),
+            _ => {
+                self.ctx.stats.reject(Reject::MethodNotAllowed);
+                self.ctx
+                    .respond_stateless(&req, src, local, 405, b"Method Not Allowed", &[(HeaderName::Allow, ALLOW)]);
+            }
+        }
+    }
+
+    fn on_initial_invite(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId, trunk: TrunkId) {
+        if let Some(r) = self.calls.find_a(req.call_id, req.from_tag()) {
+            if let Some(call) = self.calls.get_mut(r) {
+                if call.uas.matches(req) {
+                    // RFC 3261 §17.2.1: retransmission -> last response again.
+                    ShardStats::inc(&self.ctx.stats.retransmissions_in);
+                    call.uas.tx.on_retransmission(&mut self.ctx.out);
+                    return;
+                }
+            }
+            // §8.2.2.2: same Call-ID and From tag, another transaction.
+            self.ctx.reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
+            return;
+        }
+        // RFC 3261 §8.2.2.1 / §21.4.14: schemes we cannot route.
+        if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
+            self.ctx.reject(req, src, local, Reject::UnsupportedScheme, 416, b"Unsupported URI Scheme");
+            return;
+        }
+        // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
+        if req.max_forwards == Some(0) {
+            self.ctx.reject(req, src, local, Reject::TooManyHops, 483, b"Too Many Hops");
+            return;
+        }
+        // A Call-ID we minted coming back in as a new call is our own B leg
+        // looping through the network (RFC 3261 §16.3 step 4 in spirit).
+        if self.ctx.ids.secrets().decode_call_id(req.call_id).is_some() {
+            self.ctx.reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
+            return;
+        }
+        let number = dialled_number(&req.uri);
+        let policy = Arc::clone(&self.ctx.policy);
+        let Some((route_index, route)) = policy
+            .route(trunk, &number)
+            .and_then(|r| policy.routes.iter().position(|x| std::ptr::eq(x, r)).map(|i| (i, r)))
+        else {
+            self.ctx.reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+            return;
+        };
+        let targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
+        if targets.is_empty() {
+            self.ctx.reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+            return;
+        }
+        let Some(cref) = self.calls.reserve() else {
+            self.ctx.respond_stateless(req, src, local, 503, b"Service Unavailable", &[]);
+            return;
+        };
+        let dest = response_dest(req, src, local);
+        let call = self.new_call(req, src, local, trunk, cref, dest, number, targets, route_index, route.failover.on_timeout, Arc::clone(&policy));
+        let mut call = Box::new(call);
+        ShardStats::inc(&self.ctx.stats.calls_created);
+        self.ctx.stats.calls_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = policy.trunk(trunk) {
+            t.stats.attempt(Direction::Inbound);
+        }
+        // RFC 3261 §17.2.1: 100 Trying right away, so the caller stops
+        // retransmitting while trunks are tried.
+        let trying = call.uas.template.simple(100, b"Trying", None);
+        call.uas.tx.respond(now, &policy.timers, 100, trying, &mut self.ctx.out);
+        super::outbound::next_attempt(&mut self.ctx, &mut call, now);
+        self.calls.insert(cref, call);
+        self.after(cref);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_call(
+        &mut self,
+        req: &Request<'_>,
+        src: SocketAddr,
+        local: LocalId,
+        trunk: TrunkId,
+        cref: CallRef,
+        dest: Dest,
+        number: String,
+        targets: SmallVec<[Target; 4]>,
+        route_index: usize,
+        failover_on_timeout: bool,
+        policy: Arc<crate::policy::Policy>,
+    ) -> Call {
+        let ids = &mut self.ctx.ids;
+        let a_tag = ids.tag();
+        let mut a_local = BytesMut::new();
+        crate::sip::put_unfolded(&mut a_local, req.msg.value(HeaderName::To).unwrap_or(b""));
+        a_local.put_slice(b";tag=");
+        a_local.put_slice(&a_tag);
+        let mut a_remote = BytesMut::new();
+        crate::sip::put_unfolded(&mut a_remote, req.msg.value(HeaderName::From).unwrap_or(b""));
+        let contact = req
+            .msg
+            .value(HeaderName::Contact)
+            .and_then(|v| CommaList::new(v).next())
+            .and_then(|v| NameAddr::parse(v).ok())
+            .map(|n| Bytes::copy_from_slice(n.uri));
+        let remote_target = contact.unwrap_or_else(|| Bytes::copy_from_slice(req.from.uri));
+        // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
+        let route_set: Vec<Bytes> = req
+            .msg
+            .all(HeaderName::RecordRoute)
+            .flat_map(|h| CommaList::new(h.value))
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let peer = next_hop(&remote_target, &route_set, src);
+        let a = Leg {
+            call_id: Bytes::copy_from_slice(req.call_id),
+            local_tag: a_tag,
+            remote_tag: Some(Bytes::copy_from_slice(req.from_tag())),
+            local_party: a_local.freeze(),
+            remote_party: a_remote.freeze(),
+            remote_target,
+            route_set,
+            local_cseq: 0,
+            remote_cseq: Some(req.cseq.seq),
+            peer,
+            local,
+            trunk,
+        };
+        // B leg: our own identifiers; From keeps the caller's display name
+        // and user, on the SBC's host.
+        let b_tag = ids.tag();
+        let b_call_id = ids.call_id(cref);
+        let b_local = Bytes::new();
+        let b = Leg {
+            call_id: b_call_id,
+            local_tag: b_tag,
+            remote_tag: None,
+            local_party: b_local,
+            remote_party: Bytes::new(),
+            remote_target: Bytes::new(),
+            route_set: Vec::new(),
+            local_cseq: 0,
+            remote_cseq: None,
+            peer: src,
+            local,
+            trunk,
+        };
+        let uas = Uas {
+            tx: ServerInvite::new(dest),
+            template: Template::new(req, src, true),
+            branch: if req.via.has_rfc3261_branch() {
+                Bytes::copy_from_slice(req.via.branch().unwrap_or(b""))
+            } else {
+                Bytes::new()
+            },
+            cseq: req.cseq.seq,
+        };
+        let mut call = Call {
+            policy,
+            a,
+            b,
+            phase: Phase::Routing,
+            uas,
+            number: number.into_boxed_str(),
+            targets,
+            next_target: 0,
+            failover_on_timeout,
+            route_index,
+            attempts: SmallVec::new(),
+            failure: None,
+            invite_headers: render_end_to_end(&req.msg),
+            invite_body: Bytes::copy_from_slice(req.msg.body()),
+            max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
+            relays: SmallVec::new(),
+            own: SmallVec::new(),
+            b_ack: None,
+            answered: false,
+            timers: TimerTable::new(),
+            scheduled: None,
+            a_key: CallTable::a_key(req.call_id, req.from_tag()),
+        };
+        call.b.local_party = b_from(req, &self.ctx.local(local).host, &call.b.local_tag);
+        call
+    }
+
+    fn on_cancel(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId) {
+        if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
+            self.ctx.reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            return;
+        }
+        let found = self.calls.find_a(req.call_id, req.from_tag());
+        let Some(r) = found else {
+            // Maybe a CANCEL of a re-INVITE relayed from the B side.
+            if let Some((_, r)) = self.ctx.ids.secrets().decode_call_id(req.call_id)
+                && let Some(call) = self.calls.get(r)
+                && call.relays.iter().any(|x| x.matches_request(Side::B, req))
+            {
+                // RFC 3261 §9.2: the CANCEL is answered; the re-INVITE runs
+                // to completion on the other leg.
+                self.ctx.respond_stateless(req, src, local, 200, b"OK", &[]);
+                return;
+            }
+            self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            return;
+        };
+        let Some(call) = self.calls.get_mut(r) else {
+            return;
+        };
+        if !call.uas.matches(req) {
+            if call.relays.iter().any(|x| x.matches_request(Side::A, req)) {
+                self.ctx.respond_stateless(req, src, local, 200, b"OK", &[]);
+                return;
+            }
+            self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            return;
+        }
+        // RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE if unanswered.
+        let tag = call.a.local_tag.clone();
+        let template = Template::new(req, src, false);
+        self.ctx.send(response_dest(req, src, local), template.simple(200, b"OK", Some(&tag)));
+        if call.uas.tx.is_pending() {
+            super::outbound::cancel_call(&mut self.ctx, call, now, 487, b"Request Terminated");
+        }
+        self.after(r);
+    }
+
+    pub(crate) fn on_ack(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr) {
+        let Some((r, side)) = self.find_dialog(req.call_id, req.from_tag()) else {
+            self.ctx.stats.discard(Discard::StrayAck);
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(r) {
+            // Only the peer of a leg may send in it (by the call's own policy).
+            if call.policy.trunk_for_source(src.ip()) != Some(call.leg(side).trunk) {
+                self.ctx.stats.discard(Discard::StrayAck);
+                return;
+            }
+            super::dialog::on_ack(&mut self.ctx, call, side, req, now);
+        }
+        self.after(r);
+    }
+
+    /// Finds the call and leg a request with this Call-ID and From tag (or a
+    /// response with this Call-ID and To tag) belongs to.
+    pub(crate) fn find_dialog(&mut self, call_id: &[u8], remote_tag: &[u8]) -> Option<(CallRef, Side)> {
+        if let Some(r) = self.calls.find_a(call_id, remote_tag) {
+            return Some((r, Side::A));
+        }
+        let (_, r) = self.ctx.ids.secrets().decode_call_id(call_id)?;
+        let call = self.calls.get(r)?;
+        (call.b.call_id == call_id).then_some((r, Side::B))
+    }
+
+    fn on_in_dialog(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId) {
+        let Some((r, side)) = self.find_dialog(req.call_id, req.from_tag()) else {
+            if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
+                self.ctx.reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            } else {
+                self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            }
+            return;
+        };
+        let Some(call) = self.calls.get_mut(r) else {
+            return;
+        };
+        let leg = call.leg(side);
+        let tags_match = req.to_tag() == Some(&leg.local_tag[..])
+            && (side == Side::A || leg.remote_tag.as_deref() == Some(req.from_tag()));
+        if !tags_match {
+            self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            return;
+        }
+        if call.policy.trunk_for_source(src.ip()) != Some(leg.trunk) {
+            // Only the peer of a leg may send requests in it.
+            self.ctx.reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            return;
+        }
+        super::dialog::on_request(&mut self.ctx, call, side, req, src, local, now);
+        self.after(r);
+    }
+}
+
+/// The number a request dials: the user part of a SIP URI or the number of a
+/// tel URI, without visual separators (RFC 3966 §5.1.1).
+pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
+    let raw = uri.user.unwrap_or(b"");
+    let raw = match uri.scheme {
+        // "user;params" in a sip URI user part: the number ends at ';'.
+        Scheme::Sip | Scheme::Sips => raw.split(|b| *b == b';').next().unwrap_or(raw),
+        _ => raw,
+    };
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' && i + 2 < raw.len() {
+            let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
+                if v.is_ascii_graphic() {
+                    out.push(char::from(v));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        if !matches!(b, b'-' | b'.' | b'(' | b')') && b.is_ascii_graphic() {
+            out.push(char::from(b));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Orders targets by priority; among equal priorities, a weighted random
+/// order (BRIEF §3).
+fn order_targets(targets: &[Target], random: &mut dyn FnMut() -> u64) -> SmallVec<[Target; 4]> {
+    let mut sorted: SmallVec<[Target; 4]> = targets.iter().copied().collect();
+    sorted.sort_by_key(|t| t.priority);
+    let mut out: SmallVec<[Target; 4]> = SmallVec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let prio = sorted[i].priority;
+        let end = sorted[i..].iter().position(|t| t.priority != prio).map_or(sorted.len(), |p| i + p);
+        let mut group: SmallVec<[Target; 4]> = sorted[i..end].iter().copied().collect();
+        while !group.is_empty() {
+            let total: u64 = group.iter().map(|t| u64::from(t.weight.max(1))).sum();
+            let mut pick = random() % total.max(1);
+            let mut idx = 0;
+            for (j, t) in group.iter().enumerate() {
+                let w = u64::from(t.weight.max(1));
+                if pick < w {
+                    idx = j;
+                    break;
+                }
+                pick -= w;
+            }
+            out.push(group.remove(idx));
+        }
+        i = end;
+    }
+    out
+}
+
+/// The B-leg From: the caller's display name and user on the SBC's host.
+fn b_from(req: &Request<'_>, host: &[u8], tag: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(96);
+    if let Some(d) = req.from.display {
+        crate::sip::put_unfolded(&mut b, d);
+        b.put_u8(b' ');
+    }
+    b.put_slice(b"<sip:");
+    let user = req
+        .from
+        .parsed_uri()
+        .ok()
+        .and_then(|u| u.user)
+        .filter(|u| !u.is_empty())
+        .unwrap_or(b"anonymous");
+    b.put_slice(user);
+    b.put_u8(b'@');
+    b.put_slice(host);
+    b.put_slice(b">;tag=");
+    b.put_slice(tag);
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialled_number_from_uris() {
+        let n = |s: &[u8]| dialled_number(&Uri::parse(s).unwrap());
+        assert_eq!(n(b"sip:+39061234@host"), "+39061234");
+        assert_eq!(n(b"tel:+1-201-555-0123"), "+12015550123");
+        assert_eq!(n(b"sip:%2B3906@host"), "+3906");
+        assert_eq!(n(b"sip:user;par=x@host"), "user");
+        assert_eq!(n(b"sip:host"), "");
+    }
+
+    #[test]
+    fn targets_by_priority_then_weight() {
+        use crate::policy::TrunkId;
+        let t = |id, priority, weight| Target { trunk: TrunkId(id), priority, weight };
+        let targets = [t(2, 2, 1), t(0, 1, 1), t(1, 1, 3)];
+        let mut counts = [0u32; 2];
+        let mut seed = 0u64;
+        for _ in 0..4000 {
+            let mut rnd = || {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed >> 33
+            };
+            let order = order_targets(&targets, &mut rnd);
+            assert_eq!(order[2].trunk, TrunkId(2));
+            counts[usize::from(order[0].trunk.0)] += 1;
+        }
+        // weight 3 vs 1: about 75% first.
+        assert!((2700..3300).contains(&counts[1]), "{counts:?}");
+    }
+}

@@ -1,0 +1,447 @@
+//! The B side of a new call: INVITE attempts to trunks in order, their
+//! responses, failover, and the final answer to the caller (RFC 3261 §16.7
+//! response selection, applied across serial attempts).
+
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::build::{RequestParts, Relayed, copy_end_to_end, invite_sibling, leg_request, next_hop, render_end_to_end};
+use super::call::{Attempt, Call, Failure, Own, Phase, Side};
+use super::engine::Ctx;
+use crate::net::Dest;
+use crate::sip::{CommaList, HeaderName, NameAddr, Response};
+use crate::stats::{Direction, ShardStats};
+use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerName};
+
+/// Starts the INVITE to the next target. Returns false when none is left.
+pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool {
+    loop {
+        let Some(target) = call.targets.get(call.next_target).copied() else {
+            return false;
+        };
+        call.next_target += 1;
+        let policy = std::sync::Arc::clone(&call.policy);
+        let Some(trunk) = policy.trunk(target.trunk) else {
+            continue;
+        };
+        let local = ctx.local(call.b.local).clone();
+        let addr = trunk.address;
+        let mut ruri = BytesMut::with_capacity(64);
+        ruri.put_slice(b"sip:");
+        ruri.put_slice(call.number.as_bytes());
+        ruri.put_u8(b'@');
+        let _ = std::io::Write::write_fmt(&mut (&mut ruri).writer(), format_args!("{addr}"));
+        let ruri = ruri.freeze();
+        let mut to = BytesMut::with_capacity(ruri.len() + 2);
+        to.put_u8(b'<');
+        to.put_slice(&ruri);
+        to.put_u8(b'>');
+        let to = to.freeze();
+        let b = &mut call.b;
+        b.trunk = target.trunk;
+        b.peer = addr;
+        b.remote_target = ruri.clone();
+        b.remote_party = to.clone();
+        b.remote_tag = None;
+        b.route_set.clear();
+        b.local_cseq += 1;
+        let cseq = b.local_cseq;
+        let branch = ctx.ids.branch();
+        let request = leg_request(
+            b,
+            &local,
+            &RequestParts {
+                method: b"INVITE",
+                cseq,
+                branch: &branch,
+                max_forwards: call.max_forwards,
+                contact: true,
+                relay: Relayed::Rendered {
+                    headers: &call.invite_headers,
+                    body: &call.invite_body,
+                },
+            },
+        );
+        let dest = Dest { addr, local: call.b.local };
+        let tx = ClientInvite::start(now, &policy.timers, dest, request, &mut ctx.out);
+        call.attempts.push(Attempt {
+            target,
+            tx,
+            branch,
+            ruri,
+            cseq,
+            initial_to: to,
+            cancel: None,
+            cancel_wanted: false,
+        });
+        call.timers.set(TimerName::NoResponse, now + policy.call_timers.no_response);
+        trunk.stats.attempt(Direction::Outbound);
+        return true;
+    }
+}
+
+/// A response to one of the call's INVITE attempts (or to its CANCEL).
+pub(crate) fn on_attempt_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+    let policy = std::sync::Arc::clone(&call.policy);
+    let current = index + 1 == call.attempts.len();
+    let local = ctx.local(call.b.local).clone();
+    let Some(attempt) = call.attempts.get_mut(index) else {
+        return;
+    };
+    if resp.cseq.method == crate::sip::Method::Cancel {
+        if let Some(c) = attempt.cancel.as_mut() {
+            c.on_response(now, &policy.timers, resp.code);
+        }
+        return;
+    }
+    if resp.cseq.seq != attempt.cseq {
+        return;
+    }
+    let code = resp.code;
+    let b = &call.b;
+    let action = attempt.tx.on_response(
+        now,
+        &policy.timers,
+        code,
+        || {
+            // RFC 3261 §17.1.1.3: the ACK takes To from the response.
+            let mut to = BytesMut::new();
+            crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
+            invite_sibling(b, &local, b"ACK", &attempt.ruri, &[], &attempt.branch, attempt.cseq, &to)
+        },
+        &mut ctx.out,
+    );
+    if code >= 200 {
+        ctx.stats.final_received(code);
+    }
+    if action == ResponseAction::Absorb {
+        ShardStats::inc(&ctx.stats.retransmissions_in);
+        return;
+    }
+    let live = current && !attempt.tx.is_abandoned() && matches!(call.phase, Phase::Routing | Phase::Early);
+    if !live {
+        late_response(ctx, call, index, resp, now);
+        return;
+    }
+    call.timers.cancel(TimerName::NoResponse);
+    match code {
+        100 => {}
+        101..=199 => {
+            if attempt.cancel_wanted {
+                send_cancel(ctx, call, index, now);
+                return;
+            }
+            remember_peer(call, resp, false);
+            if !call.timers.is_set(TimerName::MaxRinging) {
+                call.timers.set(TimerName::MaxRinging, now + policy.call_timers.max_ringing);
+            }
+            call.phase = Phase::Early;
+            relay_to_caller(ctx, call, resp, now);
+        }
+        200..=299 => {
+            remember_peer(call, resp, true);
+            call.cancel_call_timers();
+            call.phase = Phase::Answered;
+            call.answered = true;
+            if let Some(t) = policy.trunk(call.b.trunk) {
+                t.stats.answer(Direction::Outbound);
+            }
+            if let Some(t) = policy.trunk(call.a.trunk) {
+                t.stats.answer(Direction::Inbound);
+            }
+            relay_to_caller(ctx, call, resp, now);
+        }
+        _ => {
+            if let Some(t) = policy.trunk(call.b.trunk) {
+                t.stats.fail(Direction::Outbound);
+            }
+            record_failure(call, code, resp);
+            let route_failover = policy
+                .routes
+                .get(call.route_index)
+                .is_some_and(|r| r.failover.on_code(code));
+            if route_failover && next_attempt(ctx, call, now) {
+                ShardStats::inc(&ctx.stats.failovers);
+            } else {
+                fail_call(ctx, call, now);
+            }
+        }
+    }
+}
+
+/// The current attempt never answered (timer B, or the SBC's no-response
+/// timer): count it as 408 and fail over when the route says so.
+pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    if !matches!(call.phase, Phase::Routing | Phase::Early) {
+        return;
+    }
+    let Some(attempt) = call.attempts.last_mut() else {
+        return;
+    };
+    attempt.tx.abandon(now, &call.policy.timers);
+    if attempt.tx.heard_back() && attempt.tx.is_pending() {
+        attempt.cancel_wanted = true;
+        let index = call.attempts.len() - 1;
+        send_cancel(ctx, call, index, now);
+    }
+    if let Some(t) = call.policy.trunk(call.b.trunk) {
+        t.stats.fail(Direction::Outbound);
+    }
+    merge_failure(call, Failure {
+        code: 408,
+        reason: Bytes::from_static(b"Request Timeout"),
+        headers: Bytes::new(),
+        body: Bytes::new(),
+    });
+    call.timers.cancel(TimerName::NoResponse);
+    if call.failover_on_timeout && next_attempt(ctx, call, now) {
+        ShardStats::inc(&ctx.stats.failovers);
+    } else {
+        fail_call(ctx, call, now);
+    }
+}
+
+/// Relays a provisional or 2xx response from the callee to the caller.
+fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
+    let local = ctx.local(call.a.local).clone();
+    let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
+    let mut w = call.uas.template.start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
+    w.header(HeaderName::Contact, &[&local.contact]);
+    copy_end_to_end(&mut w, &resp.msg);
+    w.body(resp.msg.body());
+    let bytes = buf.freeze();
+    if call.uas.tx.respond(now, &call.policy.timers, resp.code, bytes, &mut ctx.out) && resp.code >= 200 {
+        ctx.stats.final_sent(resp.code);
+    }
+}
+
+/// Takes the callee's tag, target and route set from a response that
+/// creates or confirms the B dialog (RFC 3261 §12.1.2).
+fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
+    let Some(tag) = resp.to_tag() else {
+        return;
+    };
+    let b = &mut call.b;
+    b.remote_tag = Some(Bytes::copy_from_slice(tag));
+    let mut to = BytesMut::new();
+    crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
+    b.remote_party = to.freeze();
+    if let Some(contact) = resp
+        .msg
+        .value(HeaderName::Contact)
+        .and_then(|v| CommaList::new(v).next())
+        .and_then(|v| NameAddr::parse(v).ok())
+    {
+        b.remote_target = Bytes::copy_from_slice(contact.uri);
+    }
+    // UAC route set: Record-Route in reverse order.
+    let mut routes: Vec<Bytes> = resp
+        .msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    routes.reverse();
+    if confirmed || !routes.is_empty() {
+        b.route_set = routes;
+    }
+    let fallback = call.policy.trunk(b.trunk).map_or(b.peer, |t| t.address);
+    b.peer = next_hop(&b.remote_target, &b.route_set, fallback);
+}
+
+/// Keeps the best failure so far (RFC 3261 §16.7 step 6).
+fn record_failure(call: &mut Call, code: u16, resp: &Response<'_>) {
+    let candidate = Failure {
+        code,
+        reason: Bytes::copy_from_slice(resp.reason),
+        headers: render_end_to_end(&resp.msg),
+        body: Bytes::copy_from_slice(resp.msg.body()),
+    };
+    merge_failure(call, candidate);
+}
+
+fn merge_failure(call: &mut Call, candidate: Failure) {
+    let better = match &call.failure {
+        None => true,
+        Some(old) => better_failure(candidate.code, old.code),
+    };
+    if better {
+        call.failure = Some(candidate);
+    }
+}
+
+/// RFC 3261 §16.7: 6xx wins; otherwise the lowest class; within a class
+/// 401, 407, 415, 420 and 484 are preferred; otherwise the first one.
+pub(crate) fn better_failure(new: u16, old: u16) -> bool {
+    let (nc, oc) = (new / 100, old / 100);
+    if nc == 6 || oc == 6 {
+        return nc == 6 && oc != 6;
+    }
+    if nc != oc {
+        return nc < oc;
+    }
+    let preferred = |c: u16| matches!(c, 401 | 407 | 415 | 420 | 484);
+    preferred(new) && !preferred(old)
+}
+
+/// Sends the best failure to the caller and ends the call.
+pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    let failure = call.failure.clone().unwrap_or(Failure {
+        code: 408,
+        reason: Bytes::from_static(b"Request Timeout"),
+        headers: Bytes::new(),
+        body: Bytes::new(),
+    });
+    let (code, reason): (u16, &[u8]) = match failure.code {
+        // §16.7: a proxy should not forward 503 (it would mean *this* hop
+        // is unavailable); 500 instead.
+        503 => (500, b"Server Internal Error"),
+        // The trunk's challenge is for the SBC, not for the caller.
+        401 | 407 => (403, b"Forbidden"),
+        c => (c, &failure.reason),
+    };
+    let mut buf = BytesMut::with_capacity(call.uas.template.len() + failure.headers.len() + failure.body.len());
+    let mut w = call.uas.template.start(&mut buf, code, reason, Some(&call.a.local_tag));
+    if !matches!(failure.code, 401 | 407) {
+        w.raw(&failure.headers);
+        w.body(&failure.body);
+    } else {
+        w.body(b"");
+    }
+    if call.uas.tx.respond(now, &call.policy.timers, code, buf.freeze(), &mut ctx.out) {
+        ctx.stats.final_sent(code);
+    }
+    if let Some(t) = call.policy.trunk(call.a.trunk) {
+        t.stats.fail(Direction::Inbound);
+    }
+    end(ctx, call);
+}
+
+/// The caller cancelled (or the SBC gave up): answer the INVITE with
+/// `code`, CANCEL the attempt in progress.
+pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, code: u16, reason: &[u8]) {
+    let response = call.uas.template.simple(code, reason, Some(&call.a.local_tag));
+    if call.uas.tx.respond(now, &call.policy.timers, code, response, &mut ctx.out) {
+        ctx.stats.final_sent(code);
+    }
+    if let Some(t) = call.policy.trunk(call.a.trunk) {
+        t.stats.fail(Direction::Inbound);
+    }
+    if let Some(index) = call.attempts.len().checked_sub(1)
+        && let Some(attempt) = call.attempts.get_mut(index)
+        && attempt.tx.is_pending()
+    {
+        attempt.cancel_wanted = true;
+        attempt.tx.abandon(now, &call.policy.timers);
+        // RFC 3261 §9.1: CANCEL only once a provisional response arrived;
+        // otherwise when one does.
+        if attempt.tx.heard_back() {
+            send_cancel(ctx, call, index, now);
+        }
+    }
+    end(ctx, call);
+}
+
+pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
+    let local = ctx.local(call.b.local).clone();
+    let Some(attempt) = call.attempts.get_mut(index) else {
+        return;
+    };
+    if attempt.cancel.is_some() {
+        return;
+    }
+    let cancel = invite_sibling(&call.b, &local, b"CANCEL", &attempt.ruri, &[], &attempt.branch, attempt.cseq, &attempt.initial_to);
+    let dest = attempt.tx.dest();
+    attempt.cancel = Some(ClientNonInvite::start(now, &call.policy.timers, dest, cancel, &mut ctx.out));
+}
+
+/// A response to an attempt the call no longer wants: clean up the callee
+/// side (CANCEL what rings, ACK and BYE what answered).
+fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+    match resp.code {
+        100..=199 => {
+            if call.attempts.get(index).is_some_and(|a| a.tx.is_pending()) {
+                send_cancel(ctx, call, index, now);
+            }
+        }
+        200..=299 => {
+            let same_dialog = resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
+            if same_dialog && index + 1 == call.attempts.len() && call.answered {
+                // A retransmitted 2xx of the answered attempt: ACK again if
+                // the caller already ACKed, otherwise wait for that ACK.
+                if let Some(ack) = call.b_ack.clone() {
+                    ctx.send(Dest { addr: call.b.peer, local: call.b.local }, ack);
+                }
+                return;
+            }
+            hang_up_stray_answer(ctx, call, index, resp, now);
+        }
+        _ => {}
+    }
+}
+
+/// RFC 3261 §13.2.2.4: a 2xx nobody wants is ACKed and then BYEd.
+fn hang_up_stray_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+    let local = ctx.local(call.b.local).clone();
+    let Some(attempt) = call.attempts.get(index) else {
+        return;
+    };
+    let mut to = BytesMut::new();
+    crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
+    let to = to.freeze();
+    let target = resp
+        .msg
+        .value(HeaderName::Contact)
+        .and_then(|v| CommaList::new(v).next())
+        .and_then(|v| NameAddr::parse(v).ok())
+        .map_or_else(|| attempt.ruri.clone(), |n| Bytes::copy_from_slice(n.uri));
+    let fallback = call.policy.trunk(attempt.target.trunk).map_or(call.b.peer, |t| t.address);
+    let peer = next_hop(&target, &[], fallback);
+    let dest = Dest { addr: peer, local: call.b.local };
+    let ack_branch = ctx.ids.branch();
+    let ack = invite_sibling(&call.b, &local, b"ACK", &target, &[], &ack_branch, attempt.cseq, &to);
+    ctx.send(dest, ack);
+    let bye_branch = ctx.ids.branch();
+    let cseq = attempt.cseq + 1;
+    let bye = invite_sibling(&call.b, &local, b"BYE", &target, &[], &bye_branch, cseq, &to);
+    let tx = ClientNonInvite::start(now, &call.policy.timers, dest, bye, &mut ctx.out);
+    call.own.push(Own {
+        side: Side::B,
+        branch: bye_branch,
+        tx,
+    });
+}
+
+/// Marks the call over (once) and keeps the gauges right.
+pub(crate) fn end(ctx: &mut Ctx, call: &mut Call) {
+    if call.phase == Phase::Ended {
+        return;
+    }
+    if call.answered {
+        if let Some(t) = call.policy.trunk(call.a.trunk) {
+            t.stats.hang_up(Direction::Inbound);
+        }
+        if let Some(t) = call.policy.trunk(call.b.trunk) {
+            t.stats.hang_up(Direction::Outbound);
+        }
+    }
+    call.phase = Phase::Ended;
+    call.cancel_call_timers();
+    ctx.stats.calls_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::better_failure;
+
+    #[test]
+    fn response_selection_follows_rfc3261_16_7() {
+        assert!(better_failure(486, 503), "4xx beats 5xx");
+        assert!(!better_failure(503, 486));
+        assert!(better_failure(603, 486), "6xx beats everything");
+        assert!(!better_failure(486, 600));
+        assert!(better_failure(407, 404), "preferred within a class");
+        assert!(!better_failure(404, 486), "first of a class kept");
+    }
+}

@@ -1,0 +1,58 @@
+//! Responses arriving at the SBC, matched to the client transaction that
+//! sent the request (RFC 3261 §17.1.3: by top Via branch and CSeq method).
+
+use std::time::Instant;
+
+use super::call::Side;
+use super::engine::Engine;
+use crate::sip::{Method, Response};
+use crate::stats::{Discard, ShardStats};
+
+impl Engine {
+    pub(crate) fn on_response(&mut self, now: Instant, resp: Response<'_>) {
+        let branch = resp.via.branch().unwrap_or(b"");
+        // B-leg responses carry a Call-ID we minted; A-leg responses the
+        // caller's Call-ID and the caller's tag in To.
+        let found = match self.ctx.ids.secrets().decode_call_id(resp.call_id) {
+            Some((_, r)) => Some((r, Side::B)),
+            None => resp
+                .to_tag()
+                .and_then(|t| self.calls.find_a(resp.call_id, t))
+                .map(|r| (r, Side::A)),
+        };
+        let Some((r, side)) = found else {
+            self.ctx.stats.discard(Discard::StrayResponse);
+            return;
+        };
+        let Some(call) = self.calls.get_mut(r) else {
+            self.ctx.stats.discard(Discard::StrayResponse);
+            return;
+        };
+        if side == Side::B && call.b.call_id != resp.call_id {
+            self.ctx.stats.discard(Discard::StrayResponse);
+            return;
+        }
+        let is_invite_or_cancel = matches!(resp.cseq.method, Method::Invite | Method::Cancel);
+        if side == Side::B
+            && is_invite_or_cancel
+            && let Some(i) = call.attempts.iter().position(|a| a.branch == branch)
+        {
+            super::outbound::on_attempt_response(&mut self.ctx, call, i, &resp, now);
+        } else if let Some(i) = call
+            .relays
+            .iter()
+            .position(|x| x.from == side.other() && x.client_branch == branch && resp.cseq.seq == x.client_cseq)
+        {
+            super::dialog::on_relay_response(&mut self.ctx, call, i, &resp, now);
+        } else if let Some(own) = call.own.iter_mut().find(|o| o.side == side && o.branch == branch) {
+            let timers = call.policy.timers;
+            if own.tx.on_response(now, &timers, resp.code) == crate::transaction::ResponseAction::Absorb {
+                ShardStats::inc(&self.ctx.stats.retransmissions_in);
+            }
+        } else {
+            self.ctx.stats.discard(Discard::StrayResponse);
+            return;
+        }
+        self.after(r);
+    }
+}

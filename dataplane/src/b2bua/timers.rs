@@ -1,0 +1,92 @@
+//! What a call does when one of its timers fires: transaction timers
+//! (retransmissions, timeouts) and the SBC's call timers.
+
+use std::time::Instant;
+
+use super::call::{Call, ClientTx, Phase, ServerTx};
+use super::dialog::{bye_both, send_b_ack};
+use super::engine::Ctx;
+use super::outbound::{attempt_timed_out, cancel_call, end};
+use crate::sip::Method;
+use crate::transaction::{TimerName, TxEvent};
+
+pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    let timers = call.policy.timers;
+
+    if call.uas.tx.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::Timeout) && call.phase == Phase::Answered {
+        // RFC 3261 §13.3.1.4: the caller never ACKed our 2xx. Complete the
+        // callee's INVITE and end the call on both legs.
+        send_b_ack(ctx, call, None);
+        bye_both(ctx, call, now);
+    }
+
+    let last = call.attempts.len().saturating_sub(1);
+    let mut timed_out = false;
+    for (i, attempt) in call.attempts.iter_mut().enumerate() {
+        let ev = attempt.tx.on_timer(now, &mut ctx.out);
+        if let Some(c) = attempt.cancel.as_mut() {
+            c.on_timer(now, &timers, &mut ctx.out);
+        }
+        if ev == Some(TxEvent::Timeout) && i == last && !attempt.tx.is_abandoned() {
+            timed_out = true;
+        }
+    }
+    if timed_out {
+        attempt_timed_out(ctx, call, now);
+    }
+
+    let mut ended_by_bye = false;
+    for relay in &mut call.relays {
+        match &mut relay.server {
+            ServerTx::Invite(t) => {
+                t.on_timer(now, &timers, &mut ctx.out);
+            }
+            ServerTx::NonInvite(t) => {
+                t.on_timer(now);
+            }
+        }
+        let ev = match &mut relay.client {
+            ClientTx::Invite(t) => t.on_timer(now, &mut ctx.out),
+            ClientTx::NonInvite(t) => t.on_timer(now, &timers, &mut ctx.out),
+        };
+        if ev == Some(TxEvent::Timeout) {
+            // The far side never answered: 408 to the originator.
+            let response = relay.template.simple(408, b"Request Timeout", None);
+            let sent = match &mut relay.server {
+                ServerTx::Invite(t) => t.respond(now, &timers, 408, response, &mut ctx.out),
+                ServerTx::NonInvite(t) => t.respond(now, &timers, 408, response, &mut ctx.out),
+            };
+            if sent {
+                ctx.stats.final_sent(408);
+            }
+            if relay.method == Method::Bye {
+                ended_by_bye = true;
+            }
+        }
+    }
+    call.relays.retain(|r| !r.is_done());
+    if ended_by_bye {
+        end(ctx, call);
+    }
+
+    for own in &mut call.own {
+        own.tx.on_timer(now, &timers, &mut ctx.out);
+    }
+    call.own.retain(|o| !o.tx.is_terminated());
+
+    while let Some(timer) = call.timers.pop_expired(now) {
+        match timer {
+            TimerName::NoResponse => {
+                if call.current().is_some_and(|a| !a.tx.heard_back()) {
+                    attempt_timed_out(ctx, call, now);
+                }
+            }
+            TimerName::MaxRinging => {
+                if call.uas.tx.is_pending() {
+                    cancel_call(ctx, call, now, 408, b"Request Timeout");
+                }
+            }
+            _ => {}
+        }
+    }
+}

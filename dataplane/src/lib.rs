@@ -1,0 +1,9 @@
+//! SBC data plane.
+#![deny(unsafe_code)]
+
+pub mod b2bua;
+pub mod net;
+pub mod policy;
+pub mod stats;
+pub mod sip;
+pub mod transaction;

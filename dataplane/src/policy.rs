@@ -1,0 +1,293 @@
+//! The immutable configuration snapshot the shards read.
+//!
+//! The control plane compiles its configuration into a [`Policy`] and
+//! publishes it (`arc_swap`); each call keeps the `Arc<Policy>` it started
+//! with, so a reconfiguration never changes a call in progress.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::stats::TrunkStats;
+use crate::transaction::TimerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrunkId(pub u16);
+
+/// A SIP peer identified by its source addresses.
+#[derive(Debug)]
+pub struct Trunk {
+    pub name: Arc<str>,
+    /// Requests from these networks belong to this trunk.
+    pub sources: Vec<IpNet>,
+    /// Where requests to this trunk are sent.
+    pub address: SocketAddr,
+    pub stats: Arc<TrunkStats>,
+}
+
+/// How a dialled number is matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NumberPattern {
+    Exact(String),
+    /// Written `PREFIX*`; `*` alone matches every number.
+    Prefix(String),
+}
+
+impl NumberPattern {
+    /// Specificity of a match: exact beats any prefix, longer prefix beats
+    /// shorter. `None` when it does not match.
+    fn score(&self, number: &str) -> Option<(u8, usize)> {
+        match self {
+            NumberPattern::Exact(n) => (n == number).then_some((2, n.len())),
+            NumberPattern::Prefix(p) => number.starts_with(p.as_str()).then_some((1, p.len())),
+        }
+    }
+}
+
+/// One trunk a route may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub trunk: TrunkId,
+    /// Lower is tried first.
+    pub priority: u32,
+    /// Share among targets of equal priority.
+    pub weight: u32,
+}
+
+/// Which outcomes of an attempt move the call to the next target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    pub on_timeout: bool,
+    codes: [u64; 10],
+}
+
+impl Failover {
+    pub fn none() -> Self {
+        Failover { on_timeout: false, codes: [0; 10] }
+    }
+
+    /// The default of BRIEF §3: timeout, 408 and every 5xx.
+    pub fn standard() -> Self {
+        let mut f = Failover::none();
+        f.on_timeout = true;
+        f.add(408);
+        for c in 500..=599 {
+            f.add(c);
+        }
+        f
+    }
+
+    pub fn add(&mut self, code: u16) {
+        let i = usize::from(code);
+        if let Some(word) = self.codes.get_mut(i / 64) {
+            *word |= 1 << (i % 64);
+        }
+    }
+
+    pub fn on_code(&self, code: u16) -> bool {
+        let i = usize::from(code);
+        self.codes.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+/// A routing entry: calls from `from` trunks (any, when empty) to a number
+/// matching `numbers` go to `targets`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub from: Vec<TrunkId>,
+    pub numbers: Vec<NumberPattern>,
+    /// Sorted by priority.
+    pub targets: Vec<Target>,
+    pub failover: Failover,
+}
+
+/// Global source filter. A source on `deny` is dropped; when `allow` is
+/// not empty, a source must be on it.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+impl Acl {
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        if self.deny.iter().any(|n| n.contains(&ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// SBC-level call timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimers {
+    /// No response at all from a trunk within this: try the next one.
+    pub no_response: Duration,
+    /// Ringing longer than this without an answer: give up (408).
+    pub max_ringing: Duration,
+}
+
+impl Default for CallTimers {
+    fn default() -> Self {
+        CallTimers {
+            no_response: Duration::from_secs(4),
+            max_ringing: Duration::from_secs(180),
+        }
+    }
+}
+
+/// One local SIP address: where it is bound and what goes into headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    /// Host (and port) written into Via, Contact and From.
+    pub advertise: String,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    /// Increases with every published snapshot.
+    pub version: u64,
+    /// Indexed by [`crate::net::LocalId`].
+    pub listeners: Vec<Listener>,
+    pub timers: TimerConfig,
+    pub call_timers: CallTimers,
+    pub acl: Acl,
+    /// Indexed by [`TrunkId`].
+    pub trunks: Vec<Trunk>,
+    pub routes: Vec<Route>,
+}
+
+impl Policy {
+    pub fn trunk(&self, id: TrunkId) -> Option<&Trunk> {
+        self.trunks.get(usize::from(id.0))
+    }
+
+    /// The trunk a source address belongs to (most specific network wins).
+    pub fn trunk_for_source(&self, ip: IpAddr) -> Option<TrunkId> {
+        let ip = canonical(ip);
+        let mut best: Option<(u8, TrunkId)> = None;
+        for (i, trunk) in self.trunks.iter().enumerate() {
+            for net in &trunk.sources {
+                if net.contains(&ip) && best.is_none_or(|(len, _)| net.prefix_len() > len) {
+                    best = Some((net.prefix_len(), TrunkId(u16::try_from(i).unwrap_or(u16::MAX))));
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// The most specific route for a call from `from` to `number`; ties go
+    /// to the entry written first.
+    pub fn route(&self, from: TrunkId, number: &str) -> Option<&Route> {
+        let mut best: Option<((u8, usize), &Route)> = None;
+        for route in &self.routes {
+            if !route.from.is_empty() && !route.from.contains(&from) {
+                continue;
+            }
+            let Some(score) = route.numbers.iter().filter_map(|p| p.score(number)).max() else {
+                continue;
+            };
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, route));
+            }
+        }
+        best.map(|(_, r)| r)
+    }
+
+    pub fn listener(&self, id: crate::net::LocalId) -> Option<&Listener> {
+        self.listeners.get(usize::from(id.0))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trunk(name: &str, nets: &[&str]) -> Trunk {
+        Trunk {
+            name: name.into(),
+            sources: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            address: "192.0.2.1:5060".parse().unwrap(),
+            stats: Arc::default(),
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            version: 1,
+            listeners: vec![],
+            timers: TimerConfig::default(),
+            call_timers: CallTimers::default(),
+            acl: Acl {
+                allow: vec![],
+                deny: vec!["10.66.0.0/16".parse().unwrap()],
+            },
+            trunks: vec![
+                trunk("pbx", &["10.0.0.0/8"]),
+                trunk("gw", &["10.1.2.3/32"]),
+            ],
+            routes: vec![
+                Route {
+                    name: "all".into(),
+                    from: vec![TrunkId(0)],
+                    numbers: vec![NumberPattern::Prefix(String::new())],
+                    targets: vec![],
+                    failover: Failover::standard(),
+                },
+                Route {
+                    name: "italy".into(),
+                    from: vec![],
+                    numbers: vec![NumberPattern::Prefix("+39".into()), NumberPattern::Exact("112".into())],
+                    targets: vec![],
+                    failover: Failover::none(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn most_specific_source_network_wins() {
+        let p = policy();
+        assert_eq!(p.trunk_for_source("10.1.2.3".parse().unwrap()), Some(TrunkId(1)));
+        assert_eq!(p.trunk_for_source("10.9.9.9".parse().unwrap()), Some(TrunkId(0)));
+        assert_eq!(p.trunk_for_source("::ffff:10.9.9.9".parse().unwrap()), Some(TrunkId(0)));
+        assert_eq!(p.trunk_for_source("192.0.2.9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn longest_match_route() {
+        let p = policy();
+        assert_eq!(&*p.route(TrunkId(0), "+39061234").unwrap().name, "italy");
+        assert_eq!(&*p.route(TrunkId(0), "+44123").unwrap().name, "all");
+        assert_eq!(&*p.route(TrunkId(1), "112").unwrap().name, "italy");
+        assert!(p.route(TrunkId(1), "+44123").is_none());
+    }
+
+    #[test]
+    fn acl_deny_and_allow() {
+        let mut p = policy();
+        assert!(!p.acl.permits("10.66.1.1".parse().unwrap()));
+        assert!(p.acl.permits("10.67.1.1".parse().unwrap()));
+        p.acl.allow = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(!p.acl.permits("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn failover_codes() {
+        let f = Failover::standard();
+        assert!(f.on_timeout && f.on_code(503) && f.on_code(408) && !f.on_code(486) && !f.on_code(603));
+    }
+}

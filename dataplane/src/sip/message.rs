@@ -1,0 +1,364 @@
+//! The lazy, zero-copy message parser.
+//!
+//! [`Message::parse`] finds the start line, the header boundaries and the
+//! body once, classifies header names, and keeps slices of the received
+//! buffer. Header *values* are parsed only when asked for (see the typed
+//! accessors in [`super::fields`]).
+
+use smallvec::SmallVec;
+
+use super::header::HeaderName;
+use super::method::Method;
+use super::scan::{is_token, parse_decimal, trim, trim_end};
+
+/// Upper bound on header lines per message; more is treated as an attack.
+pub const MAX_HEADERS: usize = 200;
+
+/// One header line (with its folded continuation lines).
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'a> {
+    pub name: HeaderName,
+    /// The name as it was written (case and compact form preserved).
+    pub raw_name: &'a [u8],
+    /// The value, trimmed; folded lines keep their CRLF inside.
+    pub value: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    pub method: Method,
+    pub method_raw: &'a [u8],
+    pub uri: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StatusLine<'a> {
+    pub code: u16,
+    pub reason: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum StartLine<'a> {
+    Request(RequestLine<'a>),
+    Response(StatusLine<'a>),
+}
+
+/// Why a message could not be parsed. Each error knows its answer: the
+/// status a request gets ([`ParseError::status`]); a response is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("keepalive or empty datagram")]
+    Keepalive,
+    #[error("malformed start line")]
+    StartLine,
+    #[error("unsupported SIP version")]
+    Version,
+    #[error("status code out of range")]
+    StatusCode,
+    #[error("malformed header line")]
+    HeaderLine,
+    #[error("header section not terminated")]
+    Unterminated,
+    #[error("too many headers")]
+    TooManyHeaders,
+    #[error("duplicate {0} header")]
+    Duplicate(&'static str),
+    #[error("invalid Content-Length")]
+    ContentLength,
+    #[error("body shorter than Content-Length")]
+    Truncated,
+}
+
+impl ParseError {
+    /// RFC 3261 §21.4.1 (400) and §21.5.7 (505) for requests.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Version => 505,
+            _ => 400,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Keepalive => "keepalive",
+            Self::StartLine => "start_line",
+            Self::Version => "version",
+            Self::StatusCode => "status_code",
+            Self::HeaderLine => "header_line",
+            Self::Unterminated => "unterminated",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::Duplicate(_) => "duplicate_header",
+            Self::ContentLength => "content_length",
+            Self::Truncated => "truncated",
+        }
+    }
+}
+
+/// A parsed SIP message borrowing the buffer it was received in.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    bytes: &'a [u8],
+    start: StartLine<'a>,
+    headers: SmallVec<[Header<'a>; 24]>,
+    /// Index in `headers` of the first header of each known kind (u8::MAX: none).
+    first: [u8; HEADER_KINDS],
+    body: &'a [u8],
+}
+
+const HEADER_KINDS: usize = HeaderName::Other as usize + 1;
+const NONE: u8 = u8::MAX;
+
+impl<'a> Message<'a> {
+    /// Parses a datagram (RFC 3261 §7, §18.3: over UDP the body is bounded by
+    /// Content-Length when present and trailing octets are ignored).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        parse(bytes, Mode::Strict)
+    }
+
+    /// Best-effort parse of a request that failed [`Message::parse`], so that
+    /// a 400 can still be addressed (it needs Via, From, To, Call-ID, CSeq).
+    /// Returns `None` for responses and for input with no usable structure.
+    pub fn salvage(bytes: &'a [u8]) -> Option<Self> {
+        let msg = parse(bytes, Mode::Lenient).ok()?;
+        msg.is_request().then_some(msg)
+    }
+
+    pub fn start_line(&self) -> &StartLine<'a> {
+        &self.start
+    }
+
+    pub fn request_line(&self) -> Option<&RequestLine<'a>> {
+        match &self.start {
+            StartLine::Request(r) => Some(r),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    pub fn status_line(&self) -> Option<&StatusLine<'a>> {
+        match &self.start {
+            StartLine::Response(s) => Some(s),
+            StartLine::Request(_) => None,
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request(_))
+    }
+
+    /// The whole message as framed (start line to end of body).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    pub fn headers(&self) -> &[Header<'a>] {
+        &self.headers
+    }
+
+    /// The first header of a known kind.
+    pub fn header(&self, name: HeaderName) -> Option<&Header<'a>> {
+        let idx = *self.first.get(name as usize)?;
+        if idx == NONE {
+            return None;
+        }
+        self.headers.get(usize::from(idx))
+    }
+
+    /// The value of the first header of a known kind.
+    pub fn value(&self, name: HeaderName) -> Option<&'a [u8]> {
+        self.header(name).map(|h| h.value)
+    }
+
+    /// Every header of a known kind, in order.
+    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header<'a>> + '_ {
+        let start = match self.first.get(name as usize) {
+            Some(&i) if i != NONE => usize::from(i),
+            _ => self.headers.len(),
+        };
+        self.headers[start..].iter().filter(move |h| h.name == name)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Strict,
+    Lenient,
+}
+
+fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
+    // RFC 3261 §7.5 / RFC 5626 §4.4.1: leading CRLFs are ignored; a datagram
+    // of only CRLFs is a keepalive.
+    let lead = bytes
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .ok_or(ParseError::Keepalive)?;
+    let msg = &bytes[lead..];
+
+    let (line, mut pos) = next_line(msg, 0).ok_or(ParseError::Unterminated)?;
+    let start = match parse_start_line(line) {
+        Ok(s) => s,
+        Err(e) if mode == Mode::Lenient && !line.starts_with(b"SIP/") => {
+            let method_raw = line.split(|b| *b == b' ').next().unwrap_or(line);
+            let _ = e;
+            StartLine::Request(RequestLine {
+                method: Method::parse(method_raw),
+                method_raw,
+                uri: b"",
+            })
+        }
+        Err(e) => return Err(e),
+    };
+
+    let mut headers: SmallVec<[Header<'_>; 24]> = SmallVec::new();
+    let mut first = [NONE; HEADER_KINDS];
+    let mut error: Option<ParseError> = None;
+    // Offset in `msg` where the last header's value begins (after the colon).
+    let mut value_start = 0usize;
+    // True while the lines being read belong to a header that was rejected.
+    let mut skipping = false;
+    let body_start = loop {
+        let Some((line, next)) = next_line(msg, pos) else {
+            return Err(ParseError::Unterminated);
+        };
+        if line.is_empty() {
+            break next;
+        }
+        let line_start = line.as_ptr() as usize - msg.as_ptr() as usize;
+        if matches!(line[0], b' ' | b'\t') {
+            // Continuation of the previous header (RFC 3261 §7.3.1 folding).
+            match headers.last_mut() {
+                _ if skipping => {}
+                Some(h) => h.value = trim(&msg[value_start..line_start + line.len()]),
+                None => error = error.or(Some(ParseError::HeaderLine)),
+            }
+            pos = next;
+            continue;
+        }
+        pos = next;
+        skipping = true;
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            error = error.or(Some(ParseError::HeaderLine));
+            continue;
+        };
+        let raw_name = trim_end(&line[..colon]);
+        if raw_name.is_empty() || !raw_name.iter().all(|b| is_token(*b)) {
+            error = error.or(Some(ParseError::HeaderLine));
+            continue;
+        }
+        if headers.len() >= MAX_HEADERS {
+            error = error.or(Some(ParseError::TooManyHeaders));
+            continue;
+        }
+        let name = HeaderName::parse(raw_name);
+        let slot = &mut first[name as usize];
+        if *slot == NONE {
+            // MAX_HEADERS < u8::MAX, so the index fits.
+            *slot = u8::try_from(headers.len()).unwrap_or(NONE);
+        } else if name.is_single() {
+            error = error.or(Some(ParseError::Duplicate(name.as_str())));
+            continue;
+        }
+        value_start = line_start + colon + 1;
+        skipping = false;
+        headers.push(Header {
+            name,
+            raw_name,
+            value: trim(&line[colon + 1..]),
+        });
+    };
+
+    let rest = &msg[body_start..];
+    let mut body = rest;
+    let cl_index = first[HeaderName::ContentLength as usize];
+    if cl_index != NONE {
+        let declared = headers
+            .get(usize::from(cl_index))
+            .and_then(|h| parse_decimal(h.value))
+            .and_then(|n| usize::try_from(n).ok());
+        match declared {
+            Some(n) if n <= rest.len() => body = &rest[..n],
+            Some(_) => error = error.or(Some(ParseError::Truncated)),
+            None => error = error.or(Some(ParseError::ContentLength)),
+        }
+    }
+    if let (Some(e), Mode::Strict) = (error, mode) {
+        return Err(e);
+    }
+    let end = body_start + body.len();
+    Ok(Message {
+        bytes: &msg[..end],
+        start,
+        headers,
+        first,
+        body,
+    })
+}
+
+/// Returns the line starting at `pos` (without its CR LF or bare LF) and the
+/// position after it, or `None` if no line terminator follows.
+fn next_line(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(pos..)?;
+    let lf = rest.iter().position(|b| *b == b'\n')?;
+    let line = &rest[..lf];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Some((line, pos + lf + 1))
+}
+
+fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
+    if let Some(rest) = strip_version(line) {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (§7.2)
+        let rest = rest.strip_prefix(b" ").ok_or(ParseError::StartLine)?;
+        let code = rest.get(..3).ok_or(ParseError::StatusCode)?;
+        let code = parse_decimal(code)
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| (100..=699).contains(c))
+            .ok_or(ParseError::StatusCode)?;
+        let reason = match &rest[3..] {
+            [] => &rest[3..],
+            [b' ', reason @ ..] => reason,
+            _ => return Err(ParseError::StatusCode),
+        };
+        return Ok(StartLine::Response(StatusLine { code, reason }));
+    }
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        return Err(ParseError::Version);
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version (§7.1). Exactly one
+    // SP between elements; RFC 4475 §3.1.2.9/§3.1.2.10 allow rejecting more.
+    let mut parts = line.split(|b| *b == b' ');
+    let method_raw = parts.next().ok_or(ParseError::StartLine)?;
+    let uri = parts.next().ok_or(ParseError::StartLine)?;
+    let version = parts.next().ok_or(ParseError::StartLine)?;
+    if parts.next().is_some()
+        || method_raw.is_empty()
+        || !method_raw.iter().all(|b| is_token(*b))
+        || uri.is_empty()
+        || !uri.iter().all(|b| b.is_ascii_graphic())
+        || uri.first() == Some(&b'<')
+    {
+        return Err(ParseError::StartLine);
+    }
+    match strip_version(version) {
+        Some([]) => {}
+        Some(_) => return Err(ParseError::StartLine),
+        None if version.len() >= 4 && version[..4].eq_ignore_ascii_case(b"SIP/") => {
+            return Err(ParseError::Version);
+        }
+        None => return Err(ParseError::StartLine),
+    }
+    Ok(StartLine::Request(RequestLine {
+        method: Method::parse(method_raw),
+        method_raw,
+        uri,
+    }))
+}
+
+/// Strips a leading "SIP/2.0" (case-insensitive, RFC 3261 §7.1).
+fn strip_version(s: &[u8]) -> Option<&[u8]> {
+    let v = s.get(..7)?;
+    v.eq_ignore_ascii_case(b"SIP/2.0").then(|| &s[7..])
+}

@@ -1,0 +1,29 @@
+//! SIP message layer: a lazy, zero-copy parser and a writer.
+//!
+//! Parsing happens in two steps. [`Message::parse`] frames the message and
+//! indexes its headers (names classified, compact forms and case folded);
+//! [`Request::parse`] / [`Response::parse`] then parse only the headers every
+//! decision needs (Via, From, To, Call-ID, CSeq, Max-Forwards). Anything else
+//! is parsed on demand from the slices the message keeps.
+
+mod header;
+mod message;
+mod method;
+mod name_addr;
+mod request;
+pub(crate) mod scan;
+mod uri;
+mod via;
+mod writer;
+
+pub use header::HeaderName;
+pub use message::{
+    Header, MAX_HEADERS, Message, ParseError, RequestLine, StartLine, StatusLine,
+};
+pub use method::Method;
+pub use name_addr::{NameAddr, NameAddrError};
+pub use request::{CSeq, MAX_CSEQ, Request, RequestError, Response};
+pub use scan::{CommaList, Params};
+pub use uri::{Scheme, Uri, UriError, host_ip, parse_hostport};
+pub use via::{BRANCH_COOKIE, Via, ViaError, split_values as via_values};
+pub use writer::{Writer, put_unfolded};

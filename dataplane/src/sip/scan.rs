@@ -1,0 +1,250 @@
+//! Byte-level helpers shared by the SIP parsers (RFC 3261 §25.1 basic rules).
+
+/// Linear white space as it appears inside a header value: SP, HTAB, and the
+/// CR/LF of a folded line (RFC 3261 §7.3.1).
+#[inline]
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// `token` characters (RFC 3261 §25.1).
+#[inline]
+pub(crate) fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
+    trim_end(trim_start(s))
+}
+
+pub(crate) fn trim_start(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if is_lws(*first) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+pub(crate) fn trim_end(mut s: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = s {
+        if is_lws(*last) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// Parses an unsigned decimal made only of digits (leading zeros allowed).
+/// Returns `None` when empty, when a non-digit appears, or on overflow.
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in strip_leading_zeros(s) {
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+fn strip_leading_zeros(mut s: &[u8]) -> &[u8] {
+    while let [b'0', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Finds `needle` outside of quoted strings and angle brackets.
+pub(crate) fn find_unquoted(s: &[u8], needle: u8) -> Option<usize> {
+    let mut in_quotes = false;
+    let mut angle = 0u32;
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if in_quotes {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_quotes = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_quotes = true;
+        } else if b == b'<' {
+            angle += 1;
+        } else if b == b'>' {
+            angle = angle.saturating_sub(1);
+        } else if b == needle && angle == 0 {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Splits a header value on the commas that separate list elements
+/// (RFC 3261 §7.3.1), ignoring commas inside quoted strings and `<...>`.
+/// Empty elements are skipped.
+#[derive(Debug, Clone)]
+pub struct CommaList<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> CommaList<'a> {
+    pub fn new(value: &'a [u8]) -> Self {
+        Self { rest: value }
+    }
+}
+
+impl<'a> Iterator for CommaList<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let (item, rest) = match find_unquoted(self.rest, b',') {
+                Some(pos) => (&self.rest[..pos], &self.rest[pos + 1..]),
+                None => (self.rest, &self.rest[..0]),
+            };
+            self.rest = rest;
+            let item = trim(item);
+            if !item.is_empty() {
+                return Some(item);
+            }
+        }
+    }
+}
+
+/// Reads a quoted string starting at `s[0] == '"'`. Returns the index just
+/// past the closing quote, or `None` when it is unterminated.
+pub(crate) fn quoted_string_end(s: &[u8]) -> Option<usize> {
+    debug_assert_eq!(s.first(), Some(&b'"'));
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// `;name=value` parameters after a Via, name-addr or URI (RFC 3261 §25.1
+/// `generic-param`), tolerant of LWS around `;` and `=`.
+#[derive(Debug, Clone)]
+pub struct Params<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Params<'a> {
+    /// `raw` starts at the first `;` (or is empty).
+    pub fn new(raw: &'a [u8]) -> Self {
+        Self { rest: raw }
+    }
+
+    /// Value of the first parameter named `name` (case-insensitive).
+    /// `Some(None)` means the parameter is present without a value.
+    pub fn get(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        self.clone()
+            .find(|(n, _): &(&[u8], _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+impl<'a> Iterator for Params<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let s = trim_start(self.rest);
+            let s = match s.split_first() {
+                Some((b';', rest)) => trim_start(rest),
+                Some(_) => {
+                    // Junk that does not start a parameter ends the list.
+                    self.rest = &s[..0];
+                    return None;
+                }
+                None => {
+                    self.rest = s;
+                    return None;
+                }
+            };
+            let name_end = s
+                .iter()
+                .position(|b| matches!(b, b';' | b'=') || is_lws(*b))
+                .unwrap_or(s.len());
+            let name = &s[..name_end];
+            let after_name = trim_start(&s[name_end..]);
+            let (value, rest) = if let Some((b'=', v)) = after_name.split_first() {
+                let v = trim_start(v);
+                if v.first() == Some(&b'"') {
+                    let end = quoted_string_end(v).unwrap_or(v.len());
+                    (Some(&v[..end]), &v[end..])
+                } else {
+                    let end = v
+                        .iter()
+                        .position(|b| *b == b';' || is_lws(*b))
+                        .unwrap_or(v.len());
+                    (Some(&v[..end]), &v[end..])
+                }
+            } else {
+                (None, after_name)
+            };
+            self.rest = rest;
+            if name.is_empty() {
+                // ";;" — an empty parameter; skip it.
+                continue;
+            }
+            return Some((name, value));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_with_leading_zeros_and_overflow() {
+        assert_eq!(parse_decimal(b"0068"), Some(68));
+        assert_eq!(parse_decimal(b"000000000000000000000000000009"), Some(9));
+        assert_eq!(parse_decimal(b"99999999999999999999999"), None);
+        assert_eq!(parse_decimal(b"-1"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"0000000000000000000000"), Some(0));
+    }
+
+    #[test]
+    fn comma_list_respects_quotes_and_brackets() {
+        let items: Vec<_> =
+            CommaList::new(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z>,, c").collect();
+        assert_eq!(
+            items,
+            vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"<sip:z>", b"c"]
+        );
+    }
+
+    #[test]
+    fn params_tolerate_lws() {
+        let p: Vec<_> = Params::new(b" ;   tag    = 1918181833n ; lr;q=\"a;b\"").collect();
+        assert_eq!(
+            p,
+            vec![
+                (&b"tag"[..], Some(&b"1918181833n"[..])),
+                (b"lr", None),
+                (b"q", Some(b"\"a;b\"")),
+            ]
+        );
+    }
+}

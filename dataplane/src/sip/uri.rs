@@ -1,0 +1,252 @@
+//! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), parsed as slices.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::scan::{Params, parse_decimal};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    /// A syntactically valid scheme the SBC does not route (RFC 3261 §8.2.2.1: 416).
+    Other,
+}
+
+/// A URI as slices of the message. For `tel:` the number is in `user` and
+/// `host` is empty; for other schemes only `scheme_raw` is meaningful.
+#[derive(Debug, Clone, Copy)]
+pub struct Uri<'a> {
+    pub scheme: Scheme,
+    pub scheme_raw: &'a [u8],
+    pub user: Option<&'a [u8]>,
+    pub host: &'a [u8],
+    pub port: Option<u16>,
+    /// `;`-parameters, starting at the first `;` (or empty).
+    pub params: &'a [u8],
+    /// `?`-headers, without the `?` (or empty).
+    pub headers: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("URI has no scheme")]
+    NoScheme,
+    #[error("URI contains white space or control characters")]
+    BadCharacter,
+    #[error("URI has an invalid host")]
+    BadHost,
+    #[error("URI has an invalid port")]
+    BadPort,
+}
+
+impl<'a> Uri<'a> {
+    pub fn parse(s: &'a [u8]) -> Result<Self, UriError> {
+        if s.is_empty() || !s.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80) {
+            return Err(UriError::BadCharacter);
+        }
+        let colon = s.iter().position(|b| *b == b':').ok_or(UriError::NoScheme)?;
+        let scheme_raw = &s[..colon];
+        let scheme_ok = scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme_raw
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return Err(UriError::NoScheme);
+        }
+        let rest = &s[colon + 1..];
+        let scheme = if scheme_raw.eq_ignore_ascii_case(b"sip") {
+            Scheme::Sip
+        } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
+            Scheme::Sips
+        } else if scheme_raw.eq_ignore_ascii_case(b"tel") {
+            Scheme::Tel
+        } else {
+            Scheme::Other
+        };
+        match scheme {
+            Scheme::Sip | Scheme::Sips => parse_sip(scheme, scheme_raw, rest),
+            Scheme::Tel => {
+                let end = rest.iter().position(|b| *b == b';').unwrap_or(rest.len());
+                if end == 0 {
+                    return Err(UriError::BadHost);
+                }
+                Ok(Uri {
+                    scheme,
+                    scheme_raw,
+                    user: Some(&rest[..end]),
+                    host: b"",
+                    port: None,
+                    params: &rest[end..],
+                    headers: b"",
+                })
+            }
+            Scheme::Other => Ok(Uri {
+                scheme,
+                scheme_raw,
+                user: None,
+                host: b"",
+                port: None,
+                params: b"",
+                headers: b"",
+            }),
+        }
+    }
+
+    pub fn param(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        Params::new(self.params).get(name)
+    }
+
+    /// The host as an IP address, if it is a literal (IPv6 in brackets).
+    pub fn host_ip(&self) -> Option<IpAddr> {
+        host_ip(self.host)
+    }
+
+    /// Host and port as a socket address when the host is an IP literal.
+    pub fn socket_addr(&self, default_port: u16) -> Option<SocketAddr> {
+        Some(SocketAddr::new(
+            self.host_ip()?,
+            self.port.unwrap_or(default_port),
+        ))
+    }
+}
+
+/// Parses an IP literal as it appears in a host (IPv6 in brackets).
+pub fn host_ip(host: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(host).ok()?;
+    if let Some(v6) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        return v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    text.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+fn parse_sip<'a>(scheme: Scheme, scheme_raw: &'a [u8], rest: &'a [u8]) -> Result<Uri<'a>, UriError> {
+    let (user, hostpart) = match rest.iter().position(|b| *b == b'@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            // user [":" password]; the password is never used.
+            let user = match userinfo.iter().position(|b| *b == b':') {
+                Some(c) => &userinfo[..c],
+                None => userinfo,
+            };
+            (Some(user), &rest[at + 1..])
+        }
+        None => (None, rest),
+    };
+    let (hostport, after) = split_hostport(hostpart)?;
+    let (host, port) = parse_hostport(hostport)?;
+    let (params, headers) = match after.iter().position(|b| *b == b'?') {
+        Some(q) => (&after[..q], &after[q + 1..]),
+        None => (after, &after[after.len()..]),
+    };
+    Ok(Uri {
+        scheme,
+        scheme_raw,
+        user,
+        host,
+        port,
+        params,
+        headers,
+    })
+}
+
+/// Splits "host[:port]" from what follows (';' params or '?' headers).
+fn split_hostport(s: &[u8]) -> Result<(&[u8], &[u8]), UriError> {
+    let search_from = if s.first() == Some(&b'[') {
+        s.iter().position(|b| *b == b']').ok_or(UriError::BadHost)?
+    } else {
+        0
+    };
+    let end = s[search_from..]
+        .iter()
+        .position(|b| matches!(b, b';' | b'?'))
+        .map_or(s.len(), |p| p + search_from);
+    Ok((&s[..end], &s[end..]))
+}
+
+/// Parses `host [":" port]` (RFC 3261 §25.1 hostport). Used by URIs and Via.
+pub fn parse_hostport(s: &[u8]) -> Result<(&[u8], Option<u16>), UriError> {
+    let (host, port) = if s.first() == Some(&b'[') {
+        let close = s.iter().position(|b| *b == b']').ok_or(UriError::BadHost)?;
+        let host = &s[..=close];
+        match &s[close + 1..] {
+            [] => (host, None),
+            [b':', port @ ..] => (host, Some(port)),
+            _ => return Err(UriError::BadHost),
+        }
+    } else {
+        match s.iter().position(|b| *b == b':') {
+            Some(c) => (&s[..c], Some(&s[c + 1..])),
+            None => (s, None),
+        }
+    };
+    if !valid_host(host) {
+        return Err(UriError::BadHost);
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(
+            parse_decimal(p)
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or(UriError::BadPort)?,
+        ),
+    };
+    Ok((host, port))
+}
+
+fn valid_host(host: &[u8]) -> bool {
+    match host {
+        [] => false,
+        [b'[', .., b']'] => host_ip(host).is_some(),
+        _ => host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_with_user_params_and_headers() {
+        let u = Uri::parse(b"sip:alice:secret@[2001:db8::10]:5070;transport=udp;lr?Subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user, Some(&b"alice"[..]));
+        assert_eq!(u.host, b"[2001:db8::10]");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.param(b"transport"), Some(Some(&b"udp"[..])));
+        assert_eq!(u.param(b"lr"), Some(None));
+        assert_eq!(u.headers, b"Subject=x");
+        assert_eq!(
+            u.socket_addr(5060),
+            Some("[2001:db8::10]:5070".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn semicolon_in_user_part() {
+        // RFC 4475 §3.1.1.9: ';' may appear in the user part.
+        let u = Uri::parse(b"sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user, Some(&b"user;par=u%40example.net"[..]));
+        assert_eq!(u.host, b"example.com");
+    }
+
+    #[test]
+    fn tel_and_unknown_schemes() {
+        let t = Uri::parse(b"tel:+1-201-555-0123;phone-context=x").unwrap();
+        assert_eq!(t.scheme, Scheme::Tel);
+        assert_eq!(t.user, Some(&b"+1-201-555-0123"[..]));
+        let o = Uri::parse(b"soap.beep://192.0.2.103:3002").unwrap();
+        assert_eq!(o.scheme, Scheme::Other);
+    }
+
+    #[test]
+    fn rejects_bad_uris() {
+        assert_eq!(Uri::parse(b"sip:a b@c").unwrap_err(), UriError::BadCharacter);
+        assert_eq!(Uri::parse(b"nocolon").unwrap_err(), UriError::NoScheme);
+        assert_eq!(Uri::parse(b"sip:a@host:99999").unwrap_err(), UriError::BadPort);
+        assert_eq!(Uri::parse(b"sip:a@").unwrap_err(), UriError::BadHost);
+        assert_eq!(Uri::parse(b"sip:a@[::1").unwrap_err(), UriError::BadHost);
+    }
+}

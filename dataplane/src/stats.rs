@@ -1,0 +1,229 @@
+//! Counters the shards write and the control plane reads for `/metrics`.
+//!
+//! Every counter is a relaxed atomic written by exactly one shard (or, for
+//! per-trunk counters, by the shards handling that trunk's calls), so the
+//! hot path never takes a lock; the metrics endpoint reads them at scrape
+//! time.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Call direction as seen from a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Calls the trunk sent to the SBC.
+    Inbound = 0,
+    /// Calls the SBC sent to the trunk.
+    Outbound = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Inbound, Direction::Outbound];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Per-trunk call counters, per direction.
+#[derive(Debug, Default)]
+pub struct TrunkStats {
+    pub attempted: [AtomicU64; 2],
+    pub answered: [AtomicU64; 2],
+    pub failed: [AtomicU64; 2],
+    pub active: [AtomicI64; 2],
+}
+
+impl TrunkStats {
+    pub fn attempt(&self, d: Direction) {
+        self.attempted[d as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn answer(&self, d: Direction) {
+        self.answered[d as usize].fetch_add(1, Ordering::Relaxed);
+        self.active[d as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn fail(&self, d: Direction) {
+        self.failed[d as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn hang_up(&self, d: Direction) {
+        self.active[d as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a request was refused or dropped before becoming a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Source on the ACL deny list (or off the allow list): dropped silently.
+    AclDenied,
+    /// Source matches no trunk: 403.
+    UnknownSource,
+    /// No route for the dialled number: 404.
+    NoRoute,
+    /// Max-Forwards reached zero: 483.
+    TooManyHops,
+    /// Our own call came back, or a merged request: 482.
+    Loop,
+    /// Malformed request: 400 (or 505).
+    Malformed,
+    /// Request-URI scheme not routable: 416.
+    UnsupportedScheme,
+    /// Require / Proxy-Require with an unknown option: 420.
+    BadExtension,
+    /// Method not offered outside a dialog: 405 / 501.
+    MethodNotAllowed,
+    /// In-dialog request for no known dialog: 481.
+    NoDialog,
+    /// Request in the wrong dialog state (e.g. re-INVITE glare): 491 / 500.
+    DialogState,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 11] = [
+        Reject::AclDenied,
+        Reject::UnknownSource,
+        Reject::NoRoute,
+        Reject::TooManyHops,
+        Reject::Loop,
+        Reject::Malformed,
+        Reject::UnsupportedScheme,
+        Reject::BadExtension,
+        Reject::MethodNotAllowed,
+        Reject::NoDialog,
+        Reject::DialogState,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::AclDenied => "acl_denied",
+            Reject::UnknownSource => "unknown_source",
+            Reject::NoRoute => "no_route",
+            Reject::TooManyHops => "too_many_hops",
+            Reject::Loop => "loop_detected",
+            Reject::Malformed => "malformed",
+            Reject::UnsupportedScheme => "unsupported_uri_scheme",
+            Reject::BadExtension => "bad_extension",
+            Reject::MethodNotAllowed => "method_not_allowed",
+            Reject::NoDialog => "no_dialog",
+            Reject::DialogState => "dialog_state",
+        }
+    }
+}
+
+/// Why a received message was dropped without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// A response that failed to parse.
+    MalformedResponse,
+    /// A request so broken no answer can be addressed.
+    Unanswerable,
+    /// A response matching no transaction.
+    StrayResponse,
+    /// A datagram larger than the receive buffer.
+    Oversized,
+    /// An ACK matching nothing.
+    StrayAck,
+}
+
+impl Discard {
+    pub const ALL: [Discard; 5] = [
+        Discard::MalformedResponse,
+        Discard::Unanswerable,
+        Discard::StrayResponse,
+        Discard::Oversized,
+        Discard::StrayAck,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Discard::MalformedResponse => "malformed_response",
+            Discard::Unanswerable => "unanswerable_request",
+            Discard::StrayResponse => "stray_response",
+            Discard::Oversized => "oversized",
+            Discard::StrayAck => "stray_ack",
+        }
+    }
+}
+
+/// Status codes 100..=699 indexed from 0.
+pub const STATUS_SLOTS: usize = 600;
+
+/// One shard's counters.
+#[derive(Debug)]
+pub struct ShardStats {
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub retransmissions_in: AtomicU64,
+    pub handed_off: AtomicU64,
+    pub calls_created: AtomicU64,
+    pub calls_active: AtomicI64,
+    pub failovers: AtomicU64,
+    pub parse_errors: AtomicU64,
+    pub rejected: [AtomicU64; Reject::ALL.len()],
+    pub dropped: [AtomicU64; Discard::ALL.len()],
+    /// Final responses sent to callers, by status code.
+    pub finals_sent: [AtomicU64; STATUS_SLOTS],
+    /// Final responses received from trunks, by status code.
+    pub finals_received: [AtomicU64; STATUS_SLOTS],
+    /// Loop iterations, and iterations that found work (load indicator).
+    pub loop_iterations: AtomicU64,
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        ShardStats {
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            retransmissions_in: AtomicU64::new(0),
+            handed_off: AtomicU64::new(0),
+            calls_created: AtomicU64::new(0),
+            calls_active: AtomicI64::new(0),
+            failovers: AtomicU64::new(0),
+            parse_errors: AtomicU64::new(0),
+            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            dropped: std::array::from_fn(|_| AtomicU64::new(0)),
+            finals_sent: std::array::from_fn(|_| AtomicU64::new(0)),
+            finals_received: std::array::from_fn(|_| AtomicU64::new(0)),
+            loop_iterations: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ShardStats {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reject(&self, r: Reject) {
+        if let Some(c) = Reject::ALL.iter().position(|x| *x == r).and_then(|i| self.rejected.get(i)) {
+            Self::inc(c);
+        }
+    }
+
+    pub fn discard(&self, d: Discard) {
+        if let Some(c) = Discard::ALL.iter().position(|x| *x == d).and_then(|i| self.dropped.get(i)) {
+            Self::inc(c);
+        }
+    }
+
+    pub fn final_sent(&self, code: u16) {
+        if let Some(c) = code.checked_sub(100).and_then(|i| self.finals_sent.get(usize::from(i))) {
+            Self::inc(c);
+        }
+    }
+
+    pub fn final_received(&self, code: u16) {
+        if let Some(c) = code.checked_sub(100).and_then(|i| self.finals_received.get(usize::from(i))) {
+            Self::inc(c);
+        }
+    }
+
+    pub fn load(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,178 @@
+//! Timers are data: every running timer is a `(TimerName, deadline)` entry
+//! in a small table; the next deadline is the smallest entry.
+
+use std::time::{Duration, Instant};
+
+/// RFC 3261 §17 / Table 4 transaction timers, RFC 6026 timers L and M, and
+/// the SBC's own call timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerName {
+    /// INVITE request retransmit interval (client, unreliable transport).
+    A,
+    /// INVITE transaction timeout (client).
+    B,
+    /// Proxy INVITE transaction timeout (RFC 3261 §16.6 step 11): a
+    /// client INVITE that has had a provisional but no final response.
+    C,
+    /// Wait time for response retransmits (client INVITE, Completed).
+    D,
+    /// Non-INVITE request retransmit interval (client).
+    E,
+    /// Non-INVITE transaction timeout (client).
+    F,
+    /// INVITE final response retransmit interval (server).
+    G,
+    /// Wait time for ACK receipt (server INVITE, Completed).
+    H,
+    /// Wait time for ACK retransmits (server INVITE, Confirmed).
+    I,
+    /// Wait time for non-INVITE request retransmits (server).
+    J,
+    /// Wait time for response retransmits (client non-INVITE).
+    K,
+    /// RFC 6026: wait time for accepted INVITE request retransmits (server).
+    L,
+    /// RFC 6026: wait time for retransmission of 2xx responses (client).
+    M,
+    /// RFC 3261 §13.3.1.4: 2xx retransmission by the UAS core until ACK.
+    Retransmit2xx,
+    /// SBC: no response at all from a trunk in time; try the next one.
+    NoResponse,
+    /// SBC: ringing too long without an answer.
+    MaxRinging,
+}
+
+/// RFC 3261 Table 4 base values, configurable per deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// RTT estimate (default 500 ms).
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE
+    /// responses (default 4 s).
+    pub t2: Duration,
+    /// Maximum duration a message remains in the network (default 5 s).
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TimerConfig {
+    /// 64*T1: timers B, F, H, J, L, M (RFC 3261 Table 4, RFC 6026).
+    pub fn t1x64(&self) -> Duration {
+        self.t1 * 64
+    }
+}
+
+/// A fixed-size table of running timers.
+#[derive(Debug, Clone)]
+pub struct TimerTable<const N: usize> {
+    entries: [Option<(TimerName, Instant)>; N],
+}
+
+impl<const N: usize> Default for TimerTable<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> TimerTable<N> {
+    pub fn new() -> Self {
+        TimerTable { entries: [None; N] }
+    }
+
+    /// Starts (or restarts) a timer.
+    pub fn set(&mut self, name: TimerName, at: Instant) {
+        if let Some(slot) = self.entries.iter_mut().flatten().find(|(n, _)| *n == name) {
+            slot.1 = at;
+            return;
+        }
+        if let Some(free) = self.entries.iter_mut().find(|e| e.is_none()) {
+            *free = Some((name, at));
+            return;
+        }
+        // The tables are sized for the timers each owner runs at once; a
+        // full table is a bug, and replacing the latest entry keeps the
+        // earlier deadlines intact.
+        debug_assert!(false, "timer table full setting {name:?}");
+        if let Some(last) = self
+            .entries
+            .iter_mut()
+            .flatten()
+            .max_by_key(|(_, at)| *at)
+        {
+            *last = (name, at);
+        }
+    }
+
+    pub fn cancel(&mut self, name: TimerName) {
+        for e in &mut self.entries {
+            if matches!(e, Some((n, _)) if *n == name) {
+                *e = None;
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.entries = [None; N];
+    }
+
+    pub fn is_set(&self, name: TimerName) -> bool {
+        self.entries.iter().flatten().any(|(n, _)| *n == name)
+    }
+
+    pub fn deadline(&self, name: TimerName) -> Option<Instant> {
+        self.entries
+            .iter()
+            .flatten()
+            .find(|(n, _)| *n == name)
+            .map(|(_, at)| *at)
+    }
+
+    /// The smallest deadline.
+    pub fn next(&self) -> Option<Instant> {
+        self.entries.iter().flatten().map(|(_, at)| *at).min()
+    }
+
+    /// Removes and returns the earliest timer that is due at `now`.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<TimerName> {
+        let (idx, _) = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|(_, at)| (i, at)))
+            .filter(|(_, at)| *at <= now)
+            .min_by_key(|(_, at)| *at)?;
+        self.entries[idx].take().map(|(name, _)| name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_deadline_is_smallest_entry_and_pops_in_order() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::<3>::new();
+        t.set(TimerName::B, t0 + Duration::from_secs(32));
+        t.set(TimerName::A, t0 + Duration::from_millis(500));
+        assert_eq!(t.next(), Some(t0 + Duration::from_millis(500)));
+        assert_eq!(t.pop_expired(t0), None);
+        assert_eq!(t.pop_expired(t0 + Duration::from_secs(40)), Some(TimerName::A));
+        assert_eq!(t.pop_expired(t0 + Duration::from_secs(40)), Some(TimerName::B));
+        assert_eq!(t.next(), None);
+        t.set(TimerName::A, t0);
+        t.set(TimerName::A, t0 + Duration::from_secs(1));
+        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
+        t.cancel(TimerName::A);
+        assert!(!t.is_set(TimerName::A));
+    }
+}

@@ -1,0 +1,286 @@
+//! A deterministic harness for the sans-IO engine: a simulated clock that
+//! jumps to the next deadline, scripted peers, and helpers to read what the
+//! SBC sent.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sbc_dataplane::b2bua::{Disposition, Engine, Secrets, ShardId};
+use sbc_dataplane::net::LocalId;
+use sbc_dataplane::policy::{
+    Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId,
+};
+use sbc_dataplane::sip::{HeaderName, Message, Request, Response};
+use sbc_dataplane::stats::ShardStats;
+use sbc_dataplane::transaction::TimerConfig;
+
+pub const SBC: &str = "192.0.2.1:5060";
+pub const PBX: &str = "10.0.0.10:5060";
+pub const CARRIER_A: &str = "10.0.0.20:5060";
+pub const CARRIER_B: &str = "10.0.0.30:5060";
+pub const STRANGER: &str = "203.0.113.9:5060";
+pub const DENIED: &str = "198.51.100.66:5060";
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn trunk(name: &str, source: &str, address: &str) -> Trunk {
+    Trunk {
+        name: name.into(),
+        sources: vec![source.parse().unwrap()],
+        address: addr(address),
+        stats: Arc::default(),
+    }
+}
+
+/// The ip-trunks topology: pbx routes everything to carrier-a then
+/// carrier-b; +39/39 from the carriers goes to the pbx.
+pub fn policy() -> Policy {
+    Policy {
+        version: 1,
+        listeners: vec![Listener {
+            bind: addr(SBC),
+            advertise: SBC.to_owned(),
+        }],
+        timers: TimerConfig::default(),
+        call_timers: CallTimers::default(),
+        acl: Acl {
+            allow: vec![],
+            deny: vec!["198.51.100.0/24".parse().unwrap()],
+        },
+        trunks: vec![
+            trunk("pbx", "10.0.0.10/32", PBX),
+            trunk("carrier-a", "10.0.0.20/32", CARRIER_A),
+            trunk("carrier-b", "10.0.0.30/32", CARRIER_B),
+        ],
+        routes: vec![
+            Route {
+                name: "pbx-out".into(),
+                from: vec![TrunkId(0)],
+                numbers: vec![NumberPattern::Prefix(String::new())],
+                targets: vec![
+                    Target { trunk: TrunkId(1), priority: 1, weight: 1 },
+                    Target { trunk: TrunkId(2), priority: 2, weight: 1 },
+                ],
+                failover: Failover::standard(),
+            },
+            Route {
+                name: "italy-in".into(),
+                from: vec![TrunkId(1), TrunkId(2)],
+                numbers: vec![NumberPattern::Prefix("+39".into()), NumberPattern::Prefix("39".into())],
+                targets: vec![Target { trunk: TrunkId(0), priority: 1, weight: 1 }],
+                failover: Failover::standard(),
+            },
+        ],
+    }
+}
+
+/// A datagram the SBC sent.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+impl Sent {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.bytes).unwrap()
+    }
+    pub fn msg(&self) -> Message<'_> {
+        Message::parse(&self.bytes).unwrap()
+    }
+    pub fn code(&self) -> Option<u16> {
+        self.msg().status_line().map(|s| s.code)
+    }
+    pub fn method(&self) -> Option<String> {
+        self.msg()
+            .request_line()
+            .map(|l| String::from_utf8_lossy(l.method_raw).into_owned())
+    }
+    pub fn header(&self, name: HeaderName) -> String {
+        String::from_utf8_lossy(self.msg().value(name).unwrap_or(b"")).into_owned()
+    }
+    pub fn request(&self) -> Request<'_> {
+        Request::parse(self.msg()).unwrap()
+    }
+    pub fn response(&self) -> Response<'_> {
+        Response::parse(self.msg()).unwrap()
+    }
+    pub fn branch(&self) -> String {
+        let m = self.msg();
+        let via = m.value(HeaderName::Via).unwrap();
+        let v = sbc_dataplane::sip::Via::parse(sbc_dataplane::sip::via_values(via).next().unwrap()).unwrap();
+        String::from_utf8_lossy(v.branch().unwrap()).into_owned()
+    }
+    pub fn to_tag(&self) -> String {
+        let m = self.msg();
+        let to = sbc_dataplane::sip::NameAddr::parse(m.value(HeaderName::To).unwrap()).unwrap();
+        String::from_utf8_lossy(to.tag().unwrap_or(b"")).into_owned()
+    }
+    pub fn from_tag(&self) -> String {
+        let m = self.msg();
+        let f = sbc_dataplane::sip::NameAddr::parse(m.value(HeaderName::From).unwrap()).unwrap();
+        String::from_utf8_lossy(f.tag().unwrap_or(b"")).into_owned()
+    }
+    pub fn cseq(&self) -> String {
+        self.header(HeaderName::CSeq)
+    }
+}
+
+pub struct Sim {
+    pub engine: Engine,
+    pub now: Instant,
+    pub start: Instant,
+    pub stats: Arc<ShardStats>,
+    pub policy: Arc<Policy>,
+}
+
+impl Sim {
+    pub fn new() -> Self {
+        Self::with_policy(policy())
+    }
+
+    pub fn with_policy(policy: Policy) -> Self {
+        let policy = Arc::new(policy);
+        let stats = Arc::new(ShardStats::default());
+        let secrets = Secrets::from_bytes(std::array::from_fn(|i| i as u8));
+        let engine = Engine::new(ShardId(0), 1, secrets, Arc::clone(&policy), Arc::clone(&stats));
+        let now = Instant::now();
+        Sim { engine, now, start: now, stats, policy }
+    }
+
+    /// Delivers a datagram from `from` to the SBC.
+    pub fn recv(&mut self, from: &str, bytes: &str) -> Disposition {
+        self.engine.handle_datagram(self.now, addr(from), LocalId(0), bytes.as_bytes())
+    }
+
+    pub fn recv_bytes(&mut self, from: &str, bytes: &[u8]) -> Disposition {
+        self.engine.handle_datagram(self.now, addr(from), LocalId(0), bytes)
+    }
+
+    /// Everything the SBC queued.
+    pub fn sent(&mut self) -> Vec<Sent> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Some(t) = self.engine.poll_transmit(&mut buf) {
+            out.push(Sent {
+                to: t.dest.addr,
+                bytes: buf[..t.len].to_vec(),
+            });
+        }
+        out
+    }
+
+    /// The one message queued for `to`; panics if there is not exactly one.
+    pub fn one_to(&mut self, to: &str) -> Sent {
+        let sent = self.sent();
+        let mut matching: Vec<Sent> = sent.iter().filter(|s| s.to == addr(to)).cloned().collect();
+        assert_eq!(matching.len(), 1, "expected one message to {to}, got: {:#?}", sent.iter().map(|s| (s.to, s.text().lines().next().unwrap_or("").to_owned())).collect::<Vec<_>>());
+        assert_eq!(sent.len(), 1, "unexpected extra messages: {:#?}", sent.iter().map(|s| (s.to, s.text().lines().next().unwrap_or("").to_owned())).collect::<Vec<_>>());
+        matching.remove(0)
+    }
+
+    /// Advances the clock by `d`, firing every timer on the way; returns
+    /// what was sent, with the time it was sent at.
+    pub fn advance(&mut self, d: Duration) -> Vec<(Duration, Sent)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        loop {
+            match self.engine.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.engine.handle_timeout(self.now);
+                    let at = self.now - self.start;
+                    out.extend(self.sent().into_iter().map(|s| (at, s)));
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        out
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+}
+
+/// An INVITE from a peer. `n` makes identifiers unique.
+pub fn invite(from_host: &str, number: &str, call_id: &str, branch: &str, cseq: u32) -> String {
+    let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{number}@192.0.2.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from_host};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Alice\" <sip:alice@{from_host}>;tag=caller-tag\r\n\
+         To: <sip:{number}@192.0.2.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} INVITE\r\n\
+         Contact: <sip:alice@{from_host}>\r\n\
+         Record-Route: <sip:edge.pbx.internal;lr>\r\n\
+         User-Agent: InternalPBX/1.0\r\n\
+         X-Account: 42\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A response to a request the SBC sent, built from it (RFC 3261 §8.2.6).
+pub fn reply(req: &Sent, code: u16, reason: &str, to_tag: Option<&str>, contact: Option<&str>, body: &str) -> String {
+    let m = req.msg();
+    let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+    for h in m.all(HeaderName::Via) {
+        s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(h.value)));
+    }
+    s.push_str(&format!("From: {}\r\n", req.header(HeaderName::From)));
+    let to = req.header(HeaderName::To);
+    match to_tag {
+        Some(t) if !to.contains("tag=") => s.push_str(&format!("To: {to};tag={t}\r\n")),
+        _ => s.push_str(&format!("To: {to}\r\n")),
+    }
+    s.push_str(&format!("Call-ID: {}\r\n", req.header(HeaderName::CallId)));
+    s.push_str(&format!("CSeq: {}\r\n", req.header(HeaderName::CSeq)));
+    if let Some(c) = contact {
+        s.push_str(&format!("Contact: <{c}>\r\n"));
+    }
+    s.push_str("Server: CarrierSwitch/9\r\n");
+    if !body.is_empty() {
+        s.push_str("Content-Type: application/sdp\r\n");
+    }
+    s.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s
+}
+
+/// An in-dialog request from a peer, from the dialog identifiers it saw.
+#[allow(clippy::too_many_arguments)]
+pub fn in_dialog(
+    method: &str,
+    ruri: &str,
+    via_host: &str,
+    branch: &str,
+    from: &str,
+    to: &str,
+    call_id: &str,
+    cseq: u32,
+    body: &str,
+) -> String {
+    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".to_owned() };
+    format!(
+        "{method} {ruri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {via_host};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: {from}\r\n\
+         To: {to}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Contact: <sip:peer@{via_host}>\r\n\
+         {ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+pub const ANSWER_SDP: &str = "v=0\r\no=- 2 2 IN IP4 10.0.0.20\r\ns=-\r\nc=IN IP4 10.0.0.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
