@@ -5,5 +5,6 @@ pub mod b2bua;
 pub mod net;
 pub mod policy;
 pub mod stats;
+pub mod shard;
 pub mod sip;
 pub mod transaction;

@@ -39,11 +39,17 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
 /// The ip-trunks topology: pbx routes everything to carrier-a then
 /// carrier-b; +39/39 from the carriers goes to the pbx.
 pub fn policy() -> Policy {
+    policy_at(SBC, PBX, CARRIER_A, CARRIER_B)
+}
+
+/// The same topology at other addresses.
+pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Policy {
+    let net = |a: &str| format!("{}/32", addr(a).ip());
     Policy {
         version: 1,
         listeners: vec![Listener {
-            bind: addr(SBC),
-            advertise: SBC.to_owned(),
+            bind: addr(sbc),
+            advertise: sbc.to_owned(),
         }],
         timers: TimerConfig::default(),
         call_timers: CallTimers::default(),
@@ -52,9 +58,9 @@ pub fn policy() -> Policy {
             deny: vec!["198.51.100.0/24".parse().unwrap()],
         },
         trunks: vec![
-            trunk("pbx", "10.0.0.10/32", PBX),
-            trunk("carrier-a", "10.0.0.20/32", CARRIER_A),
-            trunk("carrier-b", "10.0.0.30/32", CARRIER_B),
+            trunk("pbx", &net(pbx), pbx),
+            trunk("carrier-a", &net(carrier_a), carrier_a),
+            trunk("carrier-b", &net(carrier_b), carrier_b),
         ],
         routes: vec![
             Route {

@@ -1,0 +1,122 @@
+//! Cross-shard hand-off: a bounded lock-free queue per shard, and a flag
+//! that makes sure a sleeping owner is woken exactly when needed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::net::LocalId;
+
+/// A datagram received by one shard for a call another shard owns.
+#[derive(Debug)]
+pub struct Handoff {
+    pub src: SocketAddr,
+    pub local: LocalId,
+    pub data: Box<[u8]>,
+}
+
+/// One shard's inbox.
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: ArrayQueue<Handoff>,
+    /// Set by a sender that has (or is about to have) woken the owner;
+    /// cleared by the owner right before it drains the queue.
+    notified: AtomicBool,
+    /// The owner's io_uring fd, for IORING_OP_MSG_RING wake-ups (-1 until
+    /// the owner's ring exists).
+    ring_fd: AtomicI32,
+}
+
+impl Mailbox {
+    pub fn new(capacity: usize) -> Self {
+        Mailbox {
+            queue: ArrayQueue::new(capacity.max(1)),
+            notified: AtomicBool::new(false),
+            ring_fd: AtomicI32::new(-1),
+        }
+    }
+
+    pub fn set_ring_fd(&self, fd: i32) {
+        self.ring_fd.store(fd, Ordering::Release);
+    }
+
+    pub fn ring_fd(&self) -> i32 {
+        self.ring_fd.load(Ordering::Acquire)
+    }
+
+    /// Queues a datagram. Returns `Err` (giving it back) when full, and
+    /// `Ok(true)` when the caller must wake the owner.
+    pub fn push(&self, h: Handoff) -> Result<bool, Handoff> {
+        self.queue.push(h)?;
+        // AcqRel: the owner's swap(false) that reads this `true`
+        // synchronizes with it, so the push above is visible to its drain.
+        Ok(!self.notified.swap(true, Ordering::AcqRel))
+    }
+
+    /// Called by the owner before draining: re-arms wake-ups.
+    pub fn rearm(&self) {
+        self.notified.swap(false, Ordering::AcqRel);
+    }
+
+    pub fn pop(&self) -> Option<Handoff> {
+        self.queue.pop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h() -> Handoff {
+        Handoff {
+            src: "127.0.0.1:5060".parse().unwrap(),
+            local: LocalId(0),
+            data: Box::new([1, 2, 3]),
+        }
+    }
+
+    #[test]
+    fn only_the_first_push_after_a_drain_wakes() {
+        let m = Mailbox::new(4);
+        assert_eq!(m.push(h()).unwrap(), true);
+        assert_eq!(m.push(h()).unwrap(), false);
+        m.rearm();
+        assert!(m.pop().is_some() && m.pop().is_some() && m.pop().is_none());
+        assert_eq!(m.push(h()).unwrap(), true);
+    }
+
+    #[test]
+    fn full_queue_gives_the_datagram_back() {
+        let m = Mailbox::new(1);
+        m.push(h()).unwrap();
+        assert!(m.push(h()).is_err());
+    }
+
+    #[test]
+    fn concurrent_senders_lose_nothing() {
+        use std::sync::Arc;
+        let m = Arc::new(Mailbox::new(100_000));
+        let senders: Vec<_> = (0..2)
+            .map(|_| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        m.push(h()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut got = 0;
+        while got < 20_000 {
+            m.rearm();
+            while m.pop().is_some() {
+                got += 1;
+            }
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        assert_eq!(got, 20_000);
+    }
+}

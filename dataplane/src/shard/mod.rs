@@ -1,0 +1,172 @@
+//! Thread-per-core shards.
+//!
+//! Each shard is one pinned thread with its own io_uring, its own UDP socket
+//! on every SIP listen address (SO_REUSEPORT: the kernel spreads flows over
+//! the shards), and its own [`Engine`] holding the calls it owns. A datagram
+//! for a call owned elsewhere is handed to the owner's [`Mailbox`] (a
+//! lock-free queue) and the owner's ring is woken with `IORING_OP_MSG_RING`;
+//! nothing on the per-message path takes a lock.
+//!
+//! The control plane publishes configuration snapshots through an
+//! `ArcSwap<Policy>`; every shard picks up the new snapshot at the top of its
+//! next loop iteration.
+
+mod mailbox;
+mod socket;
+#[allow(unsafe_code)]
+mod uring;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+
+pub use mailbox::{Handoff, Mailbox};
+pub use socket::{decode_sockaddr, reuseport_udp};
+pub use uring::RingSizes;
+
+use crate::b2bua::{Engine, Secrets, ShardId};
+use crate::policy::Policy;
+use crate::stats::ShardStats;
+
+/// How many shards and how they run.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i % cores`.
+    pub pin_threads: bool,
+    pub sizes: RingSizes,
+    /// Receive buffer asked of the kernel for each SIP socket.
+    pub socket_buffer: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shards: 1,
+            pin_threads: true,
+            sizes: RingSizes::default(),
+            socket_buffer: 4 << 20,
+        }
+    }
+}
+
+/// The running shards.
+#[derive(Debug)]
+pub struct Runtime {
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    stats: Vec<Arc<ShardStats>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Binds every shard's sockets, builds the rings and starts the threads.
+    /// Returns once every shard is ready, or the first error.
+    pub fn start(cfg: RuntimeConfig, policy: Arc<ArcSwap<Policy>>, secrets: Secrets) -> io::Result<Runtime> {
+        let shards = cfg.shards.clamp(1, 256);
+        let shard_count = u16::try_from(shards).unwrap_or(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
+        let mailboxes: Arc<[Arc<Mailbox>]> = (0..shards).map(|_| Arc::new(Mailbox::new(65536))).collect();
+        let listeners: Vec<_> = policy.load().listeners.iter().map(|l| l.bind).collect();
+        if listeners.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no SIP listen address"));
+        }
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+        let mut threads = Vec::with_capacity(shards);
+        for me in 0..shards {
+            let stats = Arc::clone(&stats[me]);
+            let mailboxes = Arc::clone(&mailboxes);
+            let policy = Arc::clone(&policy);
+            let stop = Arc::clone(&stop);
+            let listeners = listeners.clone();
+            let ready = ready_tx.clone();
+            let core = if cfg.pin_threads && !cores.is_empty() {
+                Some(cores[me % cores.len()])
+            } else {
+                None
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("sbc-shard-{me}"))
+                .spawn(move || -> io::Result<()> {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    let setup = (|| -> io::Result<uring::ShardLoop> {
+                        let sockets = listeners
+                            .iter()
+                            .map(|a| reuseport_udp(*a, cfg.socket_buffer))
+                            .collect::<io::Result<Vec<_>>>()?;
+                        let io = uring::ShardIo::new(sockets, cfg.sizes)?;
+                        mailboxes[me].set_ring_fd(io.ring_fd());
+                        let id = ShardId(u16::try_from(me).unwrap_or(0));
+                        let engine = Engine::new(id, shard_count, secrets, policy.load_full(), Arc::clone(&stats));
+                        Ok(uring::ShardLoop {
+                            io,
+                            engine,
+                            stats,
+                            mailboxes,
+                            me,
+                            policy,
+                            stop,
+                        })
+                    })();
+                    match setup {
+                        Ok(shard) => {
+                            let _ = ready.send(Ok(()));
+                            let result = shard.run();
+                            if let Err(e) = &result {
+                                tracing::error!(shard = me, error = %e, "shard stopped");
+                            }
+                            result
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let _ = ready.send(Err(e));
+                            Err(io::Error::other(msg))
+                        }
+                    }
+                })?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let mut first_error = None;
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(io::Error::other("a shard thread died during start-up"));
+                }
+            }
+        }
+        let runtime = Runtime { threads, stats, stop };
+        if let Some(e) = first_error {
+            runtime.stop();
+            return Err(e);
+        }
+        Ok(runtime)
+    }
+
+    pub fn shard_stats(&self) -> Vec<Arc<ShardStats>> {
+        self.stats.clone()
+    }
+
+    /// True while every shard thread is running.
+    pub fn is_healthy(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Stops the shards and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

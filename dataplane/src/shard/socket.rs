@@ -1,0 +1,144 @@
+//! SIP sockets: one UDP socket per shard and listen address, all bound to
+//! the same address with SO_REUSEPORT so the kernel spreads flows over the
+//! shards.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Opens a reuse-port UDP socket bound to `addr`.
+pub fn reuseport_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a larger receive buffer absorbs bursts (capped by
+    // net.core.rmem_max).
+    let _ = socket.set_recv_buffer_size(rcvbuf);
+    let _ = socket.set_send_buffer_size(rcvbuf);
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind SIP UDP {addr}: {e}")))?;
+    Ok(socket.into())
+}
+
+/// Decodes a `sockaddr_in` / `sockaddr_in6` as the kernel wrote it into a
+/// receive buffer (native-endian family, network-order port).
+pub fn decode_sockaddr(raw: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]);
+    let port = u16::from_be_bytes([*raw.get(2)?, *raw.get(3)?]);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let b: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(b)), port))
+        }
+        libc::AF_INET6 => {
+            let b: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+            let ip = Ipv6Addr::from(b);
+            // Report v4-mapped peers as IPv4.
+            let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+            Some(SocketAddr::new(ip, port))
+        }
+        _ => None,
+    }
+}
+
+/// A destination in the form `sendmsg` wants, stored inline.
+#[derive(Clone, Copy)]
+pub struct RawAddr {
+    pub v4: libc::sockaddr_in,
+    pub v6: libc::sockaddr_in6,
+    pub is_v6: bool,
+}
+
+impl std::fmt::Debug for RawAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAddr").field("is_v6", &self.is_v6).finish()
+    }
+}
+
+impl Default for RawAddr {
+    fn default() -> Self {
+        RawAddr {
+            v4: libc::sockaddr_in {
+                sin_family: 0,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: 0 },
+                sin_zero: [0; 8],
+            },
+            v6: libc::sockaddr_in6 {
+                sin6_family: 0,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
+                sin6_scope_id: 0,
+            },
+            is_v6: false,
+        }
+    }
+}
+
+impl RawAddr {
+    /// Fills in `addr`; an IPv4 destination on an IPv6 socket would need a
+    /// mapped address, but every socket here has one family.
+    pub fn set(&mut self, addr: SocketAddr) {
+        match addr {
+            SocketAddr::V4(a) => {
+                self.is_v6 = false;
+                self.v4.sin_family = libc::AF_INET as libc::sa_family_t;
+                self.v4.sin_port = a.port().to_be();
+                self.v4.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                self.is_v6 = true;
+                self.v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                self.v6.sin6_port = a.port().to_be();
+                self.v6.sin6_flowinfo = a.flowinfo();
+                self.v6.sin6_addr.s6_addr = a.ip().octets();
+                self.v6.sin6_scope_id = a.scope_id();
+            }
+        }
+    }
+
+    pub fn len(&self) -> libc::socklen_t {
+        let n = if self.is_v6 {
+            std::mem::size_of::<libc::sockaddr_in6>()
+        } else {
+            std::mem::size_of::<libc::sockaddr_in>()
+        };
+        // Both sizes are small constants.
+        libc::socklen_t::try_from(n).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_v4_and_v6_sockaddrs() {
+        let mut v4 = vec![0u8; 16];
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&5060u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 10]);
+        assert_eq!(decode_sockaddr(&v4), Some("127.0.0.10:5060".parse().unwrap()));
+        let mut v6 = vec![0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&5070u16.to_be_bytes());
+        v6[8..24].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(decode_sockaddr(&v6), Some("[2001:db8::1]:5070".parse().unwrap()));
+        assert_eq!(decode_sockaddr(&[1]), None);
+    }
+
+    #[test]
+    fn two_reuseport_sockets_share_an_address() {
+        let a = reuseport_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = reuseport_udp(addr, 1 << 20).unwrap();
+        assert_eq!(b.local_addr().unwrap(), addr);
+    }
+}
