@@ -40,6 +40,11 @@ impl Engine {
             self.ctx.reject(&req, src, local, Reject::MethodNotAllowed, 501, b"Not Implemented");
             return;
         }
+        // RFC 3261 §8.2.2.1 / §21.4.14: schemes we cannot route.
+        if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
+            self.ctx.reject(&req, src, local, Reject::UnsupportedScheme, 416, b"Unsupported URI Scheme");
+            return;
+        }
         // RFC 3261 §8.2.2.3: option tags we do not support -> 420.
         let unsupported = unsupported_options(&req.msg);
         if !unsupported.is_empty() {
@@ -94,11 +99,6 @@ impl Engine {
             }
             // §8.2.2.2: same Call-ID and From tag, another transaction.
             self.ctx.reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
-            return;
-        }
-        // RFC 3261 §8.2.2.1 / §21.4.14: schemes we cannot route.
-        if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
-            self.ctx.reject(req, src, local, Reject::UnsupportedScheme, 416, b"Unsupported URI Scheme");
             return;
         }
         // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
