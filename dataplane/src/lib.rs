@@ -4,7 +4,7 @@
 pub mod b2bua;
 pub mod net;
 pub mod policy;
-pub mod stats;
 pub mod shard;
 pub mod sip;
+pub mod stats;
 pub mod transaction;

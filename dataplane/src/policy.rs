@@ -60,12 +60,16 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failover {
     pub on_timeout: bool,
-    codes: [u64; 10],
+    /// One bit per status code 0..=703.
+    codes: [u64; 11],
 }
 
 impl Failover {
     pub fn none() -> Self {
-        Failover { on_timeout: false, codes: [0; 10] }
+        Failover {
+            on_timeout: false,
+            codes: [0; 11],
+        }
     }
 
     /// The default of BRIEF §3: timeout, 408 and every 5xx.
@@ -88,7 +92,9 @@ impl Failover {
 
     pub fn on_code(&self, code: u16) -> bool {
         let i = usize::from(code);
-        self.codes.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.codes
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 }
 
@@ -174,7 +180,10 @@ impl Policy {
         for (i, trunk) in self.trunks.iter().enumerate() {
             for net in &trunk.sources {
                 if net.contains(&ip) && best.is_none_or(|(len, _)| net.prefix_len() > len) {
-                    best = Some((net.prefix_len(), TrunkId(u16::try_from(i).unwrap_or(u16::MAX))));
+                    best = Some((
+                        net.prefix_len(),
+                        TrunkId(u16::try_from(i).unwrap_or(u16::MAX)),
+                    ));
                 }
             }
         }
@@ -235,10 +244,7 @@ mod tests {
                 allow: vec![],
                 deny: vec!["10.66.0.0/16".parse().unwrap()],
             },
-            trunks: vec![
-                trunk("pbx", &["10.0.0.0/8"]),
-                trunk("gw", &["10.1.2.3/32"]),
-            ],
+            trunks: vec![trunk("pbx", &["10.0.0.0/8"]), trunk("gw", &["10.1.2.3/32"])],
             routes: vec![
                 Route {
                     name: "all".into(),
@@ -250,7 +256,10 @@ mod tests {
                 Route {
                     name: "italy".into(),
                     from: vec![],
-                    numbers: vec![NumberPattern::Prefix("+39".into()), NumberPattern::Exact("112".into())],
+                    numbers: vec![
+                        NumberPattern::Prefix("+39".into()),
+                        NumberPattern::Exact("112".into()),
+                    ],
                     targets: vec![],
                     failover: Failover::none(),
                 },
@@ -261,9 +270,18 @@ mod tests {
     #[test]
     fn most_specific_source_network_wins() {
         let p = policy();
-        assert_eq!(p.trunk_for_source("10.1.2.3".parse().unwrap()), Some(TrunkId(1)));
-        assert_eq!(p.trunk_for_source("10.9.9.9".parse().unwrap()), Some(TrunkId(0)));
-        assert_eq!(p.trunk_for_source("::ffff:10.9.9.9".parse().unwrap()), Some(TrunkId(0)));
+        assert_eq!(
+            p.trunk_for_source("10.1.2.3".parse().unwrap()),
+            Some(TrunkId(1))
+        );
+        assert_eq!(
+            p.trunk_for_source("10.9.9.9".parse().unwrap()),
+            Some(TrunkId(0))
+        );
+        assert_eq!(
+            p.trunk_for_source("::ffff:10.9.9.9".parse().unwrap()),
+            Some(TrunkId(0))
+        );
         assert_eq!(p.trunk_for_source("192.0.2.9".parse().unwrap()), None);
     }
 
@@ -287,7 +305,11 @@ mod tests {
 
     #[test]
     fn failover_codes() {
-        let f = Failover::standard();
-        assert!(f.on_timeout && f.on_code(503) && f.on_code(408) && !f.on_code(486) && !f.on_code(603));
+        let mut f = Failover::standard();
+        assert!(
+            f.on_timeout && f.on_code(503) && f.on_code(408) && !f.on_code(486) && !f.on_code(603)
+        );
+        f.add(699);
+        assert!(f.on_code(699));
     }
 }

@@ -200,25 +200,39 @@ impl ShardStats {
     }
 
     pub fn reject(&self, r: Reject) {
-        if let Some(c) = Reject::ALL.iter().position(|x| *x == r).and_then(|i| self.rejected.get(i)) {
+        if let Some(c) = Reject::ALL
+            .iter()
+            .position(|x| *x == r)
+            .and_then(|i| self.rejected.get(i))
+        {
             Self::inc(c);
         }
     }
 
     pub fn discard(&self, d: Discard) {
-        if let Some(c) = Discard::ALL.iter().position(|x| *x == d).and_then(|i| self.dropped.get(i)) {
+        if let Some(c) = Discard::ALL
+            .iter()
+            .position(|x| *x == d)
+            .and_then(|i| self.dropped.get(i))
+        {
             Self::inc(c);
         }
     }
 
     pub fn final_sent(&self, code: u16) {
-        if let Some(c) = code.checked_sub(100).and_then(|i| self.finals_sent.get(usize::from(i))) {
+        if let Some(c) = code
+            .checked_sub(100)
+            .and_then(|i| self.finals_sent.get(usize::from(i)))
+        {
             Self::inc(c);
         }
     }
 
     pub fn final_received(&self, code: u16) {
-        if let Some(c) = code.checked_sub(100).and_then(|i| self.finals_received.get(usize::from(i))) {
+        if let Some(c) = code
+            .checked_sub(100)
+            .and_then(|i| self.finals_received.get(usize::from(i)))
+        {
             Self::inc(c);
         }
     }

@@ -1,4 +1,6 @@
 //! End-to-end call flows through the sans-IO engine on a simulated clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;
@@ -11,17 +13,40 @@ const NUMBER: &str = "+390612345678";
 /// Sets up a call from the PBX answered by carrier-a; returns the INVITE
 /// carrier-a saw and the 200 the PBX saw.
 fn answered_call(sim: &mut Sim, call_id: &str) -> (Sent, Sent) {
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, call_id, "z9hG4bKpbx1", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, call_id, "z9hG4bKpbx1", 1),
+    );
     let sent = sim.sent();
     assert_eq!(sent.len(), 2, "100 to caller and INVITE to carrier-a");
     assert_eq!(sent[0].to, addr(PBX));
     assert_eq!(sent[0].code(), Some(100));
     let b_invite = sent[1].clone();
     assert_eq!(b_invite.to, addr(CARRIER_A));
-    sim.recv(CARRIER_A, &reply(&b_invite, 180, "Ringing", Some("carrier-tag"), Some("sip:callee@10.0.0.20:5060"), ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b_invite,
+            180,
+            "Ringing",
+            Some("carrier-tag"),
+            Some("sip:callee@10.0.0.20:5060"),
+            "",
+        ),
+    );
     let ringing = sim.one_to(PBX);
     assert_eq!(ringing.code(), Some(180));
-    sim.recv(CARRIER_A, &reply(&b_invite, 200, "OK", Some("carrier-tag"), Some("sip:callee@10.0.0.20:5060"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b_invite,
+            200,
+            "OK",
+            Some("carrier-tag"),
+            Some("sip:callee@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
     let ok = sim.one_to(PBX);
     assert_eq!(ok.code(), Some(200));
     (b_invite, ok)
@@ -31,7 +56,17 @@ fn pbx_ack(sim: &mut Sim, ok: &Sent, call_id: &str) -> Sent {
     let to = ok.header(HeaderName::To);
     sim.recv(
         PBX,
-        &in_dialog("ACK", "sip:192.0.2.1:5060", "10.0.0.10:5060", "z9hG4bKpbxack", "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag", &to, call_id, 1, ""),
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            "z9hG4bKpbxack",
+            "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag",
+            &to,
+            call_id,
+            1,
+            "",
+        ),
     );
     sim.one_to(CARRIER_A)
 }
@@ -44,25 +79,55 @@ fn basic_call_with_topology_hiding() {
     let headers = &text[..text.find("\r\n\r\n").unwrap()];
     // BRIEF §1 topology hiding: nothing of the A side crosses over (the
     // SDP passes unchanged until media anchoring rewrites it).
-    for leak in ["a-leg-call-1", "10.0.0.10", "caller-tag", "z9hG4bKpbx1", "edge.pbx.internal", "InternalPBX"] {
-        assert!(!headers.contains(leak), "B leg INVITE leaks {leak}:\n{text}");
+    for leak in [
+        "a-leg-call-1",
+        "10.0.0.10",
+        "caller-tag",
+        "z9hG4bKpbx1",
+        "edge.pbx.internal",
+        "InternalPBX",
+    ] {
+        assert!(
+            !headers.contains(leak),
+            "B leg INVITE leaks {leak}:\n{text}"
+        );
     }
-    assert!(text.starts_with(&format!("INVITE sip:{NUMBER}@10.0.0.20:5060 SIP/2.0\r\n")), "{text}");
+    assert!(
+        text.starts_with(&format!("INVITE sip:{NUMBER}@10.0.0.20:5060 SIP/2.0\r\n")),
+        "{text}"
+    );
     assert!(text.contains("Max-Forwards: 69\r\n"));
-    assert!(text.contains("X-Account: 42\r\n"), "end-to-end headers are kept");
+    assert!(
+        text.contains("X-Account: 42\r\n"),
+        "end-to-end headers are kept"
+    );
     assert!(text.contains("From: \"Alice\" <sip:alice@192.0.2.1:5060>;tag="));
     assert!(text.contains("Contact: <sip:192.0.2.1:5060>\r\n"));
-    assert!(text.ends_with("m=audio 4000 RTP/AVP 0\r\n"), "SDP passes unchanged");
+    assert!(
+        text.ends_with("m=audio 4000 RTP/AVP 0\r\n"),
+        "SDP passes unchanged"
+    );
     assert_eq!(b_invite.request().via.host, b"192.0.2.1");
 
     // The caller sees the SBC, not the carrier.
     let ok_text = ok.text();
     let ok_headers = &ok_text[..ok_text.find("\r\n\r\n").unwrap()];
-    for leak in ["10.0.0.20", "carrier-tag", "CarrierSwitch", &b_invite.header(HeaderName::CallId)] {
-        assert!(!ok_headers.contains(leak), "A leg 200 leaks {leak}:\n{ok_text}");
+    for leak in [
+        "10.0.0.20",
+        "carrier-tag",
+        "CarrierSwitch",
+        &b_invite.header(HeaderName::CallId),
+    ] {
+        assert!(
+            !ok_headers.contains(leak),
+            "A leg 200 leaks {leak}:\n{ok_text}"
+        );
     }
     assert!(ok_text.contains("Call-ID: a-leg-call-1@10.0.0.10\r\n"));
-    assert!(ok_text.contains("Record-Route: <sip:edge.pbx.internal;lr>\r\n"), "RFC 3261 §12.1.1");
+    assert!(
+        ok_text.contains("Record-Route: <sip:edge.pbx.internal;lr>\r\n"),
+        "RFC 3261 §12.1.1"
+    );
     assert!(ok_text.contains("Contact: <sip:192.0.2.1:5060>\r\n"));
     assert!(ok_text.ends_with(ANSWER_SDP));
     let our_tag = ok.to_tag();
@@ -71,15 +136,31 @@ fn basic_call_with_topology_hiding() {
     // ACK crosses end to end, in the B dialog (RFC 3261 §13.2.2.4).
     let ack = pbx_ack(&mut sim, &ok, "a-leg-call-1@10.0.0.10");
     assert_eq!(ack.method().as_deref(), Some("ACK"));
-    assert!(ack.text().starts_with("ACK sip:callee@10.0.0.20:5060 SIP/2.0\r\n"));
+    assert!(
+        ack.text()
+            .starts_with("ACK sip:callee@10.0.0.20:5060 SIP/2.0\r\n")
+    );
     assert_eq!(ack.to_tag(), "carrier-tag");
     assert_eq!(ack.cseq(), "1 ACK");
-    assert_eq!(ack.header(HeaderName::CallId), b_invite.header(HeaderName::CallId));
+    assert_eq!(
+        ack.header(HeaderName::CallId),
+        b_invite.header(HeaderName::CallId)
+    );
 
     // The caller hangs up.
     sim.recv(
         PBX,
-        &in_dialog("BYE", "sip:192.0.2.1:5060", "10.0.0.10:5060", "z9hG4bKpbxbye", "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag", &ok.header(HeaderName::To), "a-leg-call-1@10.0.0.10", 2, ""),
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            "z9hG4bKpbxbye",
+            "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag",
+            &ok.header(HeaderName::To),
+            "a-leg-call-1@10.0.0.10",
+            2,
+            "",
+        ),
     );
     let bye = sim.one_to(CARRIER_A);
     assert_eq!(bye.method().as_deref(), Some("BYE"));
@@ -90,14 +171,28 @@ fn basic_call_with_topology_hiding() {
     assert_eq!(bye_ok.code(), Some(200));
     assert_eq!(bye_ok.cseq(), "2 BYE");
 
-    assert_eq!(sim.stats.calls_active.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        sim.stats
+            .calls_active
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     // Lingering transactions absorb retransmissions, then the call is gone.
     let late = sim.advance(Duration::from_secs(40));
-    assert!(late.is_empty(), "nothing retransmitted after a clean call: {late:?}");
+    assert!(
+        late.is_empty(),
+        "nothing retransmitted after a clean call: {late:?}"
+    );
     assert_eq!(sim.engine.calls(), 0);
     let pbx = &sim.policy.trunks[0].stats;
-    assert_eq!(pbx.attempted[0].load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(pbx.answered[0].load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        pbx.attempted[0].load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        pbx.answered[0].load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(pbx.active[0].load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
@@ -106,19 +201,34 @@ fn callee_hangs_up() {
     let mut sim = Sim::new();
     let (b_invite, ok) = answered_call(&mut sim, "call-2@pbx");
     pbx_ack(&mut sim, &ok, "call-2@pbx");
-    let from = format!("<sip:callee@10.0.0.20>;tag=carrier-tag");
+    let from = "<sip:callee@10.0.0.20>;tag=carrier-tag";
     let to = b_invite.header(HeaderName::From);
     sim.recv(
         CARRIER_A,
-        &in_dialog("BYE", "sip:192.0.2.1:5060", "10.0.0.20:5060", "z9hG4bKcarrierbye", &from, &to, &b_invite.header(HeaderName::CallId), 7, ""),
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.20:5060",
+            "z9hG4bKcarrierbye",
+            from,
+            &to,
+            &b_invite.header(HeaderName::CallId),
+            7,
+            "",
+        ),
     );
     let bye = sim.one_to(PBX);
     assert_eq!(bye.method().as_deref(), Some("BYE"));
     // In the A dialog: the caller's Call-ID, our tag as From, Route from
     // the caller's Record-Route, sent to its Contact.
-    assert!(bye.text().starts_with("BYE sip:alice@10.0.0.10:5060 SIP/2.0\r\n"), "{}", bye.text());
+    assert!(
+        bye.text()
+            .starts_with("BYE sip:alice@10.0.0.10:5060 SIP/2.0\r\n"),
+        "{}",
+        bye.text()
+    );
     assert_eq!(bye.header(HeaderName::CallId), "call-2@pbx");
-    assert_eq!(bye.from_tag(), ok.to_tag());
+    assert_eq!(bye.tag_of_from(), ok.to_tag());
     assert_eq!(bye.to_tag(), "caller-tag");
     assert!(bye.text().contains("Route: <sip:edge.pbx.internal;lr>\r\n"));
     assert!(!bye.text().contains("carrier-tag"));
@@ -134,25 +244,67 @@ fn callee_hangs_up() {
 fn failover_on_503_completes_on_second_trunk() {
     // BRIEF §3: 5xx moves the call to the next trunk.
     let mut sim = Sim::new();
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "fo-1@pbx", "z9hG4bKfo1", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "fo-1@pbx", "z9hG4bKfo1", 1),
+    );
     let sent = sim.sent();
     let first = sent[1].clone();
     assert_eq!(first.to, addr(CARRIER_A));
-    sim.recv(CARRIER_A, &reply(&first, 503, "Service Unavailable", Some("a-tag"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&first, 503, "Service Unavailable", Some("a-tag"), None, ""),
+    );
     let sent = sim.sent();
     assert_eq!(sent.len(), 2, "ACK to carrier-a and INVITE to carrier-b");
     let ack = sent.iter().find(|s| s.to == addr(CARRIER_A)).unwrap();
     assert_eq!(ack.method().as_deref(), Some("ACK"));
-    assert_eq!(ack.branch(), first.branch(), "RFC 3261 §17.1.1.3: same branch as the INVITE");
-    let second = sent.iter().find(|s| s.to == addr(CARRIER_B)).unwrap().clone();
+    assert_eq!(
+        ack.branch(),
+        first.branch(),
+        "RFC 3261 §17.1.1.3: same branch as the INVITE"
+    );
+    let second = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_B))
+        .unwrap()
+        .clone();
     assert_eq!(second.method().as_deref(), Some("INVITE"));
     assert_ne!(second.branch(), first.branch());
-    sim.recv(CARRIER_B, &reply(&second, 200, "OK", Some("b-tag"), Some("sip:callee@10.0.0.30:5060"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_B,
+        &reply(
+            &second,
+            200,
+            "OK",
+            Some("b-tag"),
+            Some("sip:callee@10.0.0.30:5060"),
+            ANSWER_SDP,
+        ),
+    );
     let ok = sim.one_to(PBX);
     assert_eq!(ok.code(), Some(200));
-    assert_eq!(sim.stats.failovers.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        sim.stats
+            .failovers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     let to = ok.header(HeaderName::To);
-    sim.recv(PBX, &in_dialog("ACK", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKx", "<sip:alice@10.0.0.10>;tag=caller-tag", &to, "fo-1@pbx", 1, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKx",
+            "<sip:alice@10.0.0.10>;tag=caller-tag",
+            &to,
+            "fo-1@pbx",
+            1,
+            "",
+        ),
+    );
     let ack_b = sim.one_to(CARRIER_B);
     assert_eq!(ack_b.to_tag(), "b-tag");
 }
@@ -160,17 +312,40 @@ fn failover_on_503_completes_on_second_trunk() {
 #[test]
 fn busy_is_final() {
     let mut sim = Sim::new();
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "busy@pbx", "z9hG4bKbusy", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "busy@pbx", "z9hG4bKbusy", 1),
+    );
     let first = sim.sent()[1].clone();
-    sim.recv(CARRIER_A, &reply(&first, 486, "Busy Here", Some("a-tag"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&first, 486, "Busy Here", Some("a-tag"), None, ""),
+    );
     let sent = sim.sent();
-    assert_eq!(sent.len(), 2, "ACK to carrier-a, 486 to the caller: {sent:?}");
+    assert_eq!(
+        sent.len(),
+        2,
+        "ACK to carrier-a, 486 to the caller: {sent:?}"
+    );
     let busy = sent.iter().find(|s| s.to == addr(PBX)).unwrap();
     assert_eq!(busy.code(), Some(486));
     assert!(!busy.text().contains("a-tag"));
     // The caller's ACK is absorbed by the server transaction.
     let to = busy.header(HeaderName::To);
-    sim.recv(PBX, &in_dialog("ACK", &format!("sip:{NUMBER}@192.0.2.1:5060"), "10.0.0.10:5060", "z9hG4bKbusy", "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag", &to, "busy@pbx", 1, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            &format!("sip:{NUMBER}@192.0.2.1:5060"),
+            "10.0.0.10:5060",
+            "z9hG4bKbusy",
+            "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag",
+            &to,
+            "busy@pbx",
+            1,
+            "",
+        ),
+    );
     assert!(sim.sent().is_empty());
     sim.advance(Duration::from_secs(40));
     assert_eq!(sim.engine.calls(), 0);
@@ -180,64 +355,144 @@ fn busy_is_final() {
 fn all_trunks_fail_gives_best_answer() {
     // RFC 3261 §16.7: 4xx is preferred to 5xx.
     let mut sim = Sim::new();
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "allfail@pbx", "z9hG4bKall", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "allfail@pbx", "z9hG4bKall", 1),
+    );
     let first = sim.sent()[1].clone();
-    sim.recv(CARRIER_A, &reply(&first, 404, "Not Here", Some("a"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&first, 404, "Not Here", Some("a"), None, ""),
+    );
     // 404 is final by default.
     let sent = sim.sent();
-    assert!(sent.iter().any(|s| s.to == addr(PBX) && s.code() == Some(404)));
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(PBX) && s.code() == Some(404))
+    );
 
     let mut sim = Sim::new();
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "allfail2@pbx", "z9hG4bKall2", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "allfail2@pbx", "z9hG4bKall2", 1),
+    );
     let first = sim.sent()[1].clone();
-    sim.recv(CARRIER_A, &reply(&first, 503, "Service Unavailable", Some("a"), None, ""));
-    let second = sim.sent().into_iter().find(|s| s.to == addr(CARRIER_B)).unwrap();
-    sim.recv(CARRIER_B, &reply(&second, 503, "Service Unavailable", Some("b"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&first, 503, "Service Unavailable", Some("a"), None, ""),
+    );
+    let second = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_B))
+        .unwrap();
+    sim.recv(
+        CARRIER_B,
+        &reply(&second, 503, "Service Unavailable", Some("b"), None, ""),
+    );
     let sent = sim.sent();
     let fin = sent.iter().find(|s| s.to == addr(PBX)).unwrap();
-    assert_eq!(fin.code(), Some(500), "§16.7: 503 is not forwarded; 500 instead");
+    assert_eq!(
+        fin.code(),
+        Some(500),
+        "§16.7: 503 is not forwarded; 500 instead"
+    );
 }
 
 #[test]
 fn silent_trunk_times_out_to_next() {
     let mut sim = Sim::new();
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "silent@pbx", "z9hG4bKsil", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "silent@pbx", "z9hG4bKsil", 1),
+    );
     let first = sim.sent()[1].clone();
     let sent = sim.advance(Duration::from_secs(5));
     // RFC 3261 §17.1.1.2 timer A: retransmissions at 0.5, 1.5, 3.5 s.
-    let retrans: Vec<_> = sent.iter().filter(|(_, s)| s.to == addr(CARRIER_A)).map(|(t, _)| t.as_millis()).collect();
+    let retrans: Vec<_> = sent
+        .iter()
+        .filter(|(_, s)| s.to == addr(CARRIER_A))
+        .map(|(t, _)| t.as_millis())
+        .collect();
     assert_eq!(retrans, vec![500, 1500, 3500]);
-    let second: Vec<_> = sent.iter().filter(|(_, s)| s.to == addr(CARRIER_B)).map(|(t, _)| t.as_millis()).collect();
-    assert_eq!(second, vec![4000, 4500], "failover after the 4 s no-response timer, then timer A");
+    let second: Vec<_> = sent
+        .iter()
+        .filter(|(_, s)| s.to == addr(CARRIER_B))
+        .map(|(t, _)| t.as_millis())
+        .collect();
+    assert_eq!(
+        second,
+        vec![4000, 4500],
+        "failover after the 4 s no-response timer, then timer A"
+    );
     // A late answer from carrier-a is CANCELled? No provisional: a late 200 is ACKed and BYEd.
-    sim.recv(CARRIER_A, &reply(&first, 200, "OK", Some("late"), Some("sip:x@10.0.0.20"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &first,
+            200,
+            "OK",
+            Some("late"),
+            Some("sip:x@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
     let sent = sim.sent();
     let methods: Vec<_> = sent.iter().map(|s| (s.to, s.method())).collect();
     assert!(sent.iter().all(|s| s.to == addr(CARRIER_A)), "{methods:?}");
-    assert_eq!(sent.iter().filter_map(|s| s.method()).collect::<Vec<_>>(), vec!["ACK", "BYE"]);
+    assert_eq!(
+        sent.iter().filter_map(|s| s.method()).collect::<Vec<_>>(),
+        vec!["ACK", "BYE"]
+    );
 }
 
 #[test]
 fn cancel_before_answer() {
     // RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE; CANCEL the B leg.
     let mut sim = Sim::new();
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "cancel@pbx", "z9hG4bKcan", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "cancel@pbx", "z9hG4bKcan", 1),
+    );
     let b_inv = sim.sent()[1].clone();
-    sim.recv(CARRIER_A, &reply(&b_inv, 180, "Ringing", Some("a-tag"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&b_inv, 180, "Ringing", Some("a-tag"), None, ""),
+    );
     sim.sent();
     let cancel = format!(
         "CANCEL sip:{NUMBER}@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKcan;rport\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag\r\nTo: <sip:{NUMBER}@192.0.2.1>\r\nCall-ID: cancel@pbx\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
     );
     sim.recv(PBX, &cancel);
     let sent = sim.sent();
-    let to_pbx: Vec<_> = sent.iter().filter(|s| s.to == addr(PBX)).map(|s| (s.code(), s.cseq())).collect();
-    assert_eq!(to_pbx, vec![(Some(200), "1 CANCEL".to_owned()), (Some(487), "1 INVITE".to_owned())]);
+    let to_pbx: Vec<_> = sent
+        .iter()
+        .filter(|s| s.to == addr(PBX))
+        .map(|s| (s.code(), s.cseq()))
+        .collect();
+    assert_eq!(
+        to_pbx,
+        vec![
+            (Some(200), "1 CANCEL".to_owned()),
+            (Some(487), "1 INVITE".to_owned())
+        ]
+    );
     let b_cancel = sent.iter().find(|s| s.to == addr(CARRIER_A)).unwrap();
     assert_eq!(b_cancel.method().as_deref(), Some("CANCEL"));
-    assert_eq!(b_cancel.branch(), b_inv.branch(), "RFC 3261 §9.1: same branch");
+    assert_eq!(
+        b_cancel.branch(),
+        b_inv.branch(),
+        "RFC 3261 §9.1: same branch"
+    );
     assert_eq!(b_cancel.to_tag(), "", "CANCEL To has no tag");
-    sim.recv(CARRIER_A, &reply(b_cancel, 200, "OK", Some("a-tag"), None, ""));
-    sim.recv(CARRIER_A, &reply(&b_inv, 487, "Request Terminated", Some("a-tag"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(b_cancel, 200, "OK", Some("a-tag"), None, ""),
+    );
+    sim.recv(
+        CARRIER_A,
+        &reply(&b_inv, 487, "Request Terminated", Some("a-tag"), None, ""),
+    );
     let sent = sim.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].method().as_deref(), Some("ACK"));
@@ -250,14 +505,20 @@ fn cancel_before_answer() {
 fn cancel_waits_for_a_provisional() {
     // RFC 3261 §9.1: no CANCEL before a provisional response.
     let mut sim = Sim::new();
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "early-cancel@pbx", "z9hG4bKec", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "early-cancel@pbx", "z9hG4bKec", 1),
+    );
     let b_inv = sim.sent()[1].clone();
     let cancel = format!(
         "CANCEL sip:{NUMBER}@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKec\r\nFrom: <sip:alice@10.0.0.10>;tag=caller-tag\r\nTo: <sip:{NUMBER}@192.0.2.1>\r\nCall-ID: early-cancel@pbx\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
     );
     sim.recv(PBX, &cancel);
     let sent = sim.sent();
-    assert!(sent.iter().all(|s| s.to == addr(PBX)), "nothing to the carrier yet");
+    assert!(
+        sent.iter().all(|s| s.to == addr(PBX)),
+        "nothing to the carrier yet"
+    );
     sim.recv(CARRIER_A, &reply(&b_inv, 100, "Trying", None, None, ""));
     let sent = sim.sent();
     assert_eq!(sent.len(), 1);
@@ -268,11 +529,17 @@ fn cancel_waits_for_a_provisional() {
 fn unknown_source_is_refused_and_never_relayed() {
     // BRIEF §8: default deny.
     let mut sim = Sim::new();
-    sim.recv(STRANGER, &invite("203.0.113.9:5060", NUMBER, "x@stranger", "z9hG4bKs", 1));
+    sim.recv(
+        STRANGER,
+        &invite("203.0.113.9:5060", NUMBER, "x@stranger", "z9hG4bKs", 1),
+    );
     let r = sim.one_to(STRANGER);
     assert_eq!(r.code(), Some(403));
     // ACL deny: silently dropped.
-    sim.recv(DENIED, &invite("198.51.100.66:5060", NUMBER, "x@denied", "z9hG4bKd", 1));
+    sim.recv(
+        DENIED,
+        &invite("198.51.100.66:5060", NUMBER, "x@denied", "z9hG4bKd", 1),
+    );
     assert!(sim.sent().is_empty());
 }
 
@@ -280,16 +547,25 @@ fn unknown_source_is_refused_and_never_relayed() {
 fn no_route_max_forwards_and_loops() {
     let mut sim = Sim::new();
     // carrier-a may only call +39 numbers.
-    sim.recv(CARRIER_A, &invite("10.0.0.20:5060", "+4420", "nr@a", "z9hG4bKnr", 1));
+    sim.recv(
+        CARRIER_A,
+        &invite("10.0.0.20:5060", "+4420", "nr@a", "z9hG4bKnr", 1),
+    );
     assert_eq!(sim.one_to(CARRIER_A).code(), Some(404));
     // RFC 3261 §16.3: Max-Forwards 0 -> 483.
-    let inv = invite("10.0.0.10:5060", NUMBER, "mf@pbx", "z9hG4bKmf", 1).replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let inv = invite("10.0.0.10:5060", NUMBER, "mf@pbx", "z9hG4bKmf", 1)
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     sim.recv(PBX, &inv);
     assert_eq!(sim.one_to(PBX).code(), Some(483));
     // Our own B leg coming back in: 482.
-    sim.recv(PBX, &invite("10.0.0.10:5060", NUMBER, "loop@pbx", "z9hG4bKloop", 1));
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "loop@pbx", "z9hG4bKloop", 1),
+    );
     let b_inv = sim.sent()[1].clone();
-    let looped = b_inv.text().replace("192.0.2.1:5060;branch", "10.0.0.20:5060;branch");
+    let looped = b_inv
+        .text()
+        .replace("192.0.2.1:5060;branch", "10.0.0.20:5060;branch");
     sim.recv(CARRIER_A, &looped);
     let sent = sim.sent();
     assert_eq!(sent.len(), 1);
@@ -313,7 +589,20 @@ fn reinvite_is_relayed_both_ways() {
     pbx_ack(&mut sim, &ok, "reinv@pbx");
     let a_to = ok.header(HeaderName::To);
     let hold = ANSWER_SDP.replace("m=audio", "a=sendonly\r\nm=audio");
-    sim.recv(PBX, &in_dialog("INVITE", "sip:192.0.2.1:5060", "10.0.0.10:5060", "z9hG4bKre1", "<sip:alice@10.0.0.10>;tag=caller-tag", &a_to, "reinv@pbx", 2, &hold));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            "z9hG4bKre1",
+            "<sip:alice@10.0.0.10>;tag=caller-tag",
+            &a_to,
+            "reinv@pbx",
+            2,
+            &hold,
+        ),
+    );
     let sent = sim.sent();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0].code(), Some(100));
@@ -321,25 +610,90 @@ fn reinvite_is_relayed_both_ways() {
     assert_eq!(b_reinv.to, addr(CARRIER_A));
     assert_eq!(b_reinv.method().as_deref(), Some("INVITE"));
     assert_eq!(b_reinv.cseq(), "2 INVITE");
-    assert_eq!(b_reinv.header(HeaderName::CallId), b_invite.header(HeaderName::CallId));
+    assert_eq!(
+        b_reinv.header(HeaderName::CallId),
+        b_invite.header(HeaderName::CallId)
+    );
     assert!(b_reinv.text().ends_with(&hold));
-    sim.recv(CARRIER_A, &reply(&b_reinv, 200, "OK", None, Some("sip:callee@10.0.0.20:5060"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b_reinv,
+            200,
+            "OK",
+            None,
+            Some("sip:callee@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
     let ok2 = sim.one_to(PBX);
     assert_eq!(ok2.code(), Some(200));
     assert_eq!(ok2.cseq(), "2 INVITE");
-    sim.recv(PBX, &in_dialog("ACK", "sip:192.0.2.1:5060", "10.0.0.10:5060", "z9hG4bKre1ack", "<sip:alice@10.0.0.10>;tag=caller-tag", &a_to, "reinv@pbx", 2, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            "z9hG4bKre1ack",
+            "<sip:alice@10.0.0.10>;tag=caller-tag",
+            &a_to,
+            "reinv@pbx",
+            2,
+            "",
+        ),
+    );
     let ack = sim.one_to(CARRIER_A);
     assert_eq!(ack.cseq(), "2 ACK");
 
     // Glare: a second re-INVITE while one is pending gets 491.
-    sim.recv(PBX, &in_dialog("INVITE", "sip:192.0.2.1:5060", "10.0.0.10:5060", "z9hG4bKre2", "<sip:alice@10.0.0.10>;tag=caller-tag", &a_to, "reinv@pbx", 3, &hold));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            "z9hG4bKre2",
+            "<sip:alice@10.0.0.10>;tag=caller-tag",
+            &a_to,
+            "reinv@pbx",
+            3,
+            &hold,
+        ),
+    );
     sim.sent();
-    sim.recv(PBX, &in_dialog("INVITE", "sip:192.0.2.1:5060", "10.0.0.10:5060", "z9hG4bKre3", "<sip:alice@10.0.0.10>;tag=caller-tag", &a_to, "reinv@pbx", 4, &hold));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            "z9hG4bKre3",
+            "<sip:alice@10.0.0.10>;tag=caller-tag",
+            &a_to,
+            "reinv@pbx",
+            4,
+            &hold,
+        ),
+    );
     assert_eq!(sim.one_to(PBX).code(), Some(491));
 
     // UPDATE from the callee side goes to the caller.
     let from = "<sip:callee@10.0.0.20>;tag=carrier-tag";
-    sim.recv(CARRIER_A, &in_dialog("INFO", "sip:192.0.2.1:5060", "10.0.0.20:5060", "z9hG4bKinfo", from, &b_invite.header(HeaderName::From), &b_invite.header(HeaderName::CallId), 20, ""));
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "INFO",
+            "sip:192.0.2.1:5060",
+            "10.0.0.20:5060",
+            "z9hG4bKinfo",
+            from,
+            &b_invite.header(HeaderName::From),
+            &b_invite.header(HeaderName::CallId),
+            20,
+            "",
+        ),
+    );
     let info = sim.one_to(PBX);
     assert_eq!(info.method().as_deref(), Some("INFO"));
     assert_eq!(info.header(HeaderName::CallId), "reinv@pbx");
@@ -351,9 +705,35 @@ fn in_dialog_request_from_wrong_peer_or_unknown_dialog() {
     let (_b, ok) = answered_call(&mut sim, "guard@pbx");
     let to = ok.header(HeaderName::To);
     // carrier-b pretends to be the caller: 403.
-    sim.recv(CARRIER_B, &in_dialog("BYE", "sip:192.0.2.1", "10.0.0.30:5060", "z9hG4bKevil", "<sip:alice@10.0.0.10>;tag=caller-tag", &to, "guard@pbx", 5, ""));
+    sim.recv(
+        CARRIER_B,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1",
+            "10.0.0.30:5060",
+            "z9hG4bKevil",
+            "<sip:alice@10.0.0.10>;tag=caller-tag",
+            &to,
+            "guard@pbx",
+            5,
+            "",
+        ),
+    );
     assert_eq!(sim.one_to(CARRIER_B).code(), Some(403));
     // Unknown dialog: 481 (RFC 3261 §12.2.2).
-    sim.recv(PBX, &in_dialog("BYE", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKnod", "<sip:alice@10.0.0.10>;tag=caller-tag", "<sip:x@y>;tag=nope", "nodialog@pbx", 5, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKnod",
+            "<sip:alice@10.0.0.10>;tag=caller-tag",
+            "<sip:x@y>;tag=nope",
+            "nodialog@pbx",
+            5,
+            "",
+        ),
+    );
     assert_eq!(sim.one_to(PBX).code(), Some(481));
 }

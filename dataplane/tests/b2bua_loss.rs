@@ -1,5 +1,7 @@
 //! Loss of each message of a call, on the simulated clock (RFC 3261 §17:
 //! retransmissions are absorbed and resent; nothing is relayed twice).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;
@@ -20,11 +22,17 @@ fn start(sim: &mut Sim) -> (String, Sent) {
 }
 
 fn to_pbx(sent: &[(Duration, Sent)]) -> Vec<(u128, Option<u16>)> {
-    sent.iter().filter(|(_, s)| s.to == addr(PBX)).map(|(t, s)| (t.as_millis(), s.code())).collect()
+    sent.iter()
+        .filter(|(_, s)| s.to == addr(PBX))
+        .map(|(t, s)| (t.as_millis(), s.code()))
+        .collect()
 }
 
 fn to_carrier(sent: &[(Duration, Sent)]) -> Vec<(u128, Option<String>)> {
-    sent.iter().filter(|(_, s)| s.to == addr(CARRIER_A)).map(|(t, s)| (t.as_millis(), s.method())).collect()
+    sent.iter()
+        .filter(|(_, s)| s.to == addr(CARRIER_A))
+        .map(|(t, s)| (t.as_millis(), s.method()))
+        .collect()
 }
 
 #[test]
@@ -37,8 +45,17 @@ fn lost_100_trying_is_resent_on_invite_retransmission() {
     sim.recv(PBX, &inv);
     let again = sim.sent();
     let codes: Vec<_> = again.iter().map(|s| (s.to, s.code())).collect();
-    assert_eq!(codes, vec![(addr(PBX), Some(100))], "no second INVITE to the carrier");
-    assert_eq!(sim.stats.retransmissions_in.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        codes,
+        vec![(addr(PBX), Some(100))],
+        "no second INVITE to the carrier"
+    );
+    assert_eq!(
+        sim.stats
+            .retransmissions_in
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -55,13 +72,26 @@ fn lost_invite_to_carrier_is_retransmitted() {
 fn lost_180_to_caller_is_resent_and_answer_still_flows() {
     let mut sim = Sim::new();
     let (inv, b) = start(&mut sim);
-    sim.recv(CARRIER_A, &reply(&b, 180, "Ringing", Some("ct"), Some("sip:c@10.0.0.20"), ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 180, "Ringing", Some("ct"), Some("sip:c@10.0.0.20"), ""),
+    );
     let _lost_180 = sim.one_to(PBX);
     sim.recv(PBX, &inv);
     let again = sim.one_to(PBX);
     assert_eq!(again.code(), Some(180));
     // The carrier's 180 itself may be lost: the 200 establishes the call.
-    sim.recv(CARRIER_A, &reply(&b, 200, "OK", Some("ct"), Some("sip:c@10.0.0.20"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
     assert_eq!(sim.one_to(PBX).code(), Some(200));
 }
 
@@ -70,14 +100,50 @@ fn lost_200_to_caller_is_retransmitted_until_ack() {
     // §13.3.1.4: T1, 2T1, 4T1... capped at T2, until the ACK.
     let mut sim = Sim::new();
     let (_inv, b) = start(&mut sim);
-    sim.recv(CARRIER_A, &reply(&b, 200, "OK", Some("ct"), Some("sip:c@10.0.0.20"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
     let ok = sim.one_to(PBX);
     let sent = sim.advance(Duration::from_millis(3600));
-    assert_eq!(to_pbx(&sent), vec![(500, Some(200)), (1500, Some(200)), (3500, Some(200))]);
+    assert_eq!(
+        to_pbx(&sent),
+        vec![(500, Some(200)), (1500, Some(200)), (3500, Some(200))]
+    );
     // The carrier's own 2xx retransmissions are absorbed until the caller ACKs.
-    sim.recv(CARRIER_A, &reply(&b, 200, "OK", Some("ct"), Some("sip:c@10.0.0.20"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
     assert!(sim.sent().is_empty());
-    sim.recv(PBX, &in_dialog("ACK", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKa1", FROM_A, &ok.header(HeaderName::To), CALL, 1, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKa1",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            CALL,
+            1,
+            "",
+        ),
+    );
     assert_eq!(sim.one_to(CARRIER_A).method().as_deref(), Some("ACK"));
     let sent = sim.advance(Duration::from_secs(10));
     assert!(to_pbx(&sent).is_empty(), "no 200 after the ACK");
@@ -87,12 +153,32 @@ fn lost_200_to_caller_is_retransmitted_until_ack() {
 fn lost_ack_from_caller_is_recovered_by_200_retransmission() {
     let mut sim = Sim::new();
     let (_inv, b) = start(&mut sim);
-    sim.recv(CARRIER_A, &reply(&b, 200, "OK", Some("ct"), Some("sip:c@10.0.0.20"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
     let ok = sim.one_to(PBX);
     // First ACK lost; our 200 is retransmitted; the caller ACKs again.
     let sent = sim.advance(Duration::from_millis(500));
     assert_eq!(to_pbx(&sent), vec![(500, Some(200))]);
-    let ack = in_dialog("ACK", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKa2", FROM_A, &ok.header(HeaderName::To), CALL, 1, "");
+    let ack = in_dialog(
+        "ACK",
+        "sip:192.0.2.1",
+        "10.0.0.10:5060",
+        "z9hG4bKa2",
+        FROM_A,
+        &ok.header(HeaderName::To),
+        CALL,
+        1,
+        "",
+    );
     sim.recv(PBX, &ack);
     assert_eq!(sim.one_to(CARRIER_A).method().as_deref(), Some("ACK"));
     // A duplicate ACK is not relayed twice.
@@ -105,10 +191,30 @@ fn lost_ack_to_carrier_is_resent_on_its_200_retransmission() {
     // §13.2.2.4: the UAC ACKs every 2xx retransmission.
     let mut sim = Sim::new();
     let (_inv, b) = start(&mut sim);
-    let ok_b = reply(&b, 200, "OK", Some("ct"), Some("sip:c@10.0.0.20"), ANSWER_SDP);
+    let ok_b = reply(
+        &b,
+        200,
+        "OK",
+        Some("ct"),
+        Some("sip:c@10.0.0.20"),
+        ANSWER_SDP,
+    );
     sim.recv(CARRIER_A, &ok_b);
     let ok = sim.one_to(PBX);
-    sim.recv(PBX, &in_dialog("ACK", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKa3", FROM_A, &ok.header(HeaderName::To), CALL, 1, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKa3",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            CALL,
+            1,
+            "",
+        ),
+    );
     let ack = sim.one_to(CARRIER_A);
     sim.recv(CARRIER_A, &ok_b);
     let ack2 = sim.one_to(CARRIER_A);
@@ -117,9 +223,32 @@ fn lost_ack_to_carrier_is_resent_on_its_200_retransmission() {
 
 fn confirmed(sim: &mut Sim) -> (Sent, Sent) {
     let (_inv, b) = start(sim);
-    sim.recv(CARRIER_A, &reply(&b, 200, "OK", Some("ct"), Some("sip:c@10.0.0.20"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
     let ok = sim.one_to(PBX);
-    sim.recv(PBX, &in_dialog("ACK", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKa4", FROM_A, &ok.header(HeaderName::To), CALL, 1, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKa4",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            CALL,
+            1,
+            "",
+        ),
+    );
     sim.one_to(CARRIER_A);
     (b, ok)
 }
@@ -129,14 +258,33 @@ fn lost_bye_to_carrier_and_lost_200_from_it() {
     // §17.1.2.2 timer E; the carrier answers each copy.
     let mut sim = Sim::new();
     let (_b, ok) = confirmed(&mut sim);
-    sim.recv(PBX, &in_dialog("BYE", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKbye", FROM_A, &ok.header(HeaderName::To), CALL, 2, ""));
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKbye",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            CALL,
+            2,
+            "",
+        ),
+    );
     let bye = sim.one_to(CARRIER_A);
     let sent = sim.advance(Duration::from_millis(1600));
-    assert_eq!(to_carrier(&sent), vec![(500, Some("BYE".into())), (1500, Some("BYE".into()))]);
+    assert_eq!(
+        to_carrier(&sent),
+        vec![(500, Some("BYE".into())), (1500, Some("BYE".into()))]
+    );
     sim.recv(CARRIER_A, &reply(&bye, 200, "OK", None, None, ""));
     assert_eq!(sim.one_to(PBX).code(), Some(200));
     sim.recv(CARRIER_A, &reply(&bye, 200, "OK", None, None, ""));
-    assert!(sim.sent().is_empty(), "response retransmission absorbed (§17.1.2.2 Completed)");
+    assert!(
+        sim.sent().is_empty(),
+        "response retransmission absorbed (§17.1.2.2 Completed)"
+    );
     sim.advance(Duration::from_secs(40));
     assert_eq!(sim.engine.calls(), 0);
 }
@@ -147,7 +295,17 @@ fn lost_200_for_bye_to_caller_is_resent_not_relayed() {
     // one BYE.
     let mut sim = Sim::new();
     let (_b, ok) = confirmed(&mut sim);
-    let bye = in_dialog("BYE", "sip:192.0.2.1", "10.0.0.10:5060", "z9hG4bKbye2", FROM_A, &ok.header(HeaderName::To), CALL, 2, "");
+    let bye = in_dialog(
+        "BYE",
+        "sip:192.0.2.1",
+        "10.0.0.10:5060",
+        "z9hG4bKbye2",
+        FROM_A,
+        &ok.header(HeaderName::To),
+        CALL,
+        2,
+        "",
+    );
     sim.recv(PBX, &bye);
     let b_bye = sim.one_to(CARRIER_A);
     sim.recv(CARRIER_A, &reply(&b_bye, 200, "OK", None, None, ""));
@@ -162,12 +320,18 @@ fn lost_ack_for_busy_means_486_retransmitted() {
     // §17.2.1 timer G.
     let mut sim = Sim::new();
     let (_inv, b) = start(&mut sim);
-    sim.recv(CARRIER_A, &reply(&b, 486, "Busy Here", Some("ct"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 486, "Busy Here", Some("ct"), None, ""),
+    );
     sim.sent();
     let sent = sim.advance(Duration::from_millis(1600));
     assert_eq!(to_pbx(&sent), vec![(500, Some(486)), (1500, Some(486))]);
     // A retransmitted 486 from the carrier is ACKed again by the transaction.
-    sim.recv(CARRIER_A, &reply(&b, 486, "Busy Here", Some("ct"), None, ""));
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 486, "Busy Here", Some("ct"), None, ""),
+    );
     assert_eq!(sim.one_to(CARRIER_A).method().as_deref(), Some("ACK"));
 }
 
@@ -176,10 +340,23 @@ fn caller_never_acks_ends_the_call_on_both_legs() {
     // §13.3.1.4: no ACK within 64*T1 -> BYE.
     let mut sim = Sim::new();
     let (_inv, b) = start(&mut sim);
-    sim.recv(CARRIER_A, &reply(&b, 200, "OK", Some("ct"), Some("sip:c@10.0.0.20"), ANSWER_SDP));
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
     sim.sent();
     let sent = sim.advance(Duration::from_secs(33));
-    let carrier: Vec<_> = to_carrier(&sent).into_iter().map(|(_, m)| m.unwrap_or_default()).collect();
+    let carrier: Vec<_> = to_carrier(&sent)
+        .into_iter()
+        .map(|(_, m)| m.unwrap_or_default())
+        .collect();
     assert_eq!(carrier[..2], ["ACK".to_owned(), "BYE".to_owned()]);
     let mut bye_branches: Vec<_> = sent
         .iter()
@@ -187,8 +364,17 @@ fn caller_never_acks_ends_the_call_on_both_legs() {
         .map(|(_, s)| s.branch())
         .collect();
     bye_branches.dedup();
-    assert_eq!(bye_branches.len(), 1, "one BYE (and its retransmissions) to the caller");
-    assert_eq!(sim.stats.calls_active.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        bye_branches.len(),
+        1,
+        "one BYE (and its retransmissions) to the caller"
+    );
+    assert_eq!(
+        sim.stats
+            .calls_active
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     // The BYEs time out (nobody answers) and the call is cleaned up.
     sim.advance(Duration::from_secs(40));
     assert_eq!(sim.engine.calls(), 0);

@@ -1,5 +1,7 @@
 //! Property tests: parse -> write -> parse round trips, and hostile input
 //! thrown at the parser and the engine never panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;
@@ -35,7 +37,13 @@ struct Generated {
 
 fn generated() -> impl Strategy<Value = Generated> {
     (
-        prop_oneof![Just("INVITE"), Just("OPTIONS"), Just("BYE"), Just("MESSAGE"), Just("UPDATE")],
+        prop_oneof![
+            Just("INVITE"),
+            Just("OPTIONS"),
+            Just("BYE"),
+            Just("MESSAGE"),
+            Just("UPDATE")
+        ],
         "[a-z0-9+]{1,12}",
         "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
         1u16..,
@@ -43,27 +51,38 @@ fn generated() -> impl Strategy<Value = Generated> {
         0u32..=0x7fff_ffff,
         token(),
         "[A-Za-z0-9]{1,16}",
-        proptest::collection::vec(("X-[A-Za-z0-9-]{1,10}", header_value(), any::<bool>()), 0..6),
+        proptest::collection::vec(
+            ("X-[A-Za-z0-9-]{1,10}", header_value(), any::<bool>()),
+            0..6,
+        ),
         any::<bool>(),
         proptest::collection::vec(any::<u8>(), 0..200),
     )
-        .prop_map(|(m, user, host, port, call_id, cseq, from_tag, branch, extra, compact, body)| Generated {
-            method: m.to_owned(),
-            user,
-            host,
-            port,
-            call_id,
-            cseq,
-            from_tag,
-            branch,
-            extra,
-            compact,
-            body,
-        })
+        .prop_map(
+            |(m, user, host, port, call_id, cseq, from_tag, branch, extra, compact, body)| {
+                Generated {
+                    method: m.to_owned(),
+                    user,
+                    host,
+                    port,
+                    call_id,
+                    cseq,
+                    from_tag,
+                    branch,
+                    extra,
+                    compact,
+                    body,
+                }
+            },
+        )
 }
 
 fn render(g: &Generated) -> Vec<u8> {
-    let (v, f, t, i) = if g.compact { ("v", "f", "t", "i") } else { ("Via", "From", "To", "Call-ID") };
+    let (v, f, t, i) = if g.compact {
+        ("v", "f", "t", "i")
+    } else {
+        ("Via", "From", "To", "Call-ID")
+    };
     let mut s = format!(
         "{m} sip:{u}@{h}:{p} SIP/2.0\r\n{v}: SIP/2.0/UDP {h}:{p};branch=z9hG4bK{b}\r\n{f}: <sip:{u}@{h}>;tag={ft}\r\n{t}: <sip:{u}@{h}>\r\n{i}: {c}\r\nCSeq: {q} {m}\r\nMax-Forwards: 70\r\n",
         m = g.method,

@@ -1,6 +1,8 @@
 //! RFC 4475 torture messages through the parser and the engine: each gets
 //! the answer MANIFEST.tsv says a correct server gives, nothing panics,
 //! nothing malformed is relayed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::net::IpAddr;
@@ -43,7 +45,11 @@ fn codes(c: &str) -> Vec<u16> {
 fn valid_messages_parse_and_invalid_ones_are_refused() {
     for case in corpus() {
         let parsed = Message::parse(&case.bytes).ok().and_then(|m| {
-            if m.is_request() { Request::parse(m).ok().map(|_| ()) } else { Some(()) }
+            if m.is_request() {
+                Request::parse(m).ok().map(|_| ())
+            } else {
+                Some(())
+            }
         });
         match case.rule.split(';').next().unwrap() {
             "VALID" | "REJECT" | "RESPOND" => assert!(parsed.is_some(), "{} must parse", case.file),
@@ -62,22 +68,36 @@ fn engine_answers_each_torture_message_as_the_manifest_says() {
         let mut sim = Sim::new();
         sim.recv_bytes(PBX, &case.bytes);
         let sent = sim.sent();
-        let answers: Vec<u16> = sent.iter().filter(|s| s.to.ip() == pbx_ip).filter_map(|s| s.code()).collect();
+        let answers: Vec<u16> = sent
+            .iter()
+            .filter(|s| s.to.ip() == pbx_ip)
+            .filter_map(|s| s.code())
+            .collect();
         let relayed = sent.iter().filter(|s| s.to.ip() != pbx_ip).count();
         let finals: Vec<u16> = answers.iter().copied().filter(|c| *c >= 200).collect();
-        let ctx = format!("{} ({} / {}): answers {answers:?}, relayed {relayed}", case.file, case.rule, case.preferred);
+        let ctx = format!(
+            "{} ({} / {}): answers {answers:?}, relayed {relayed}",
+            case.file, case.rule, case.preferred
+        );
         let rule = case.rule.split(';').next().unwrap();
         match rule {
             "VALID" => {
                 assert!(!answers.contains(&400), "{ctx}");
-                assert!(!answers.is_empty() || relayed > 0, "a valid request is processed: {ctx}");
+                assert!(
+                    !answers.is_empty() || relayed > 0,
+                    "a valid request is processed: {ctx}"
+                );
                 let allowed = codes(&case.preferred);
                 if !allowed.is_empty() && !case.preferred.contains("any") && !finals.is_empty() {
                     assert!(finals.iter().all(|c| allowed.contains(c)), "{ctx}");
                 }
                 if case.rule.contains("cseq=REGISTER") {
                     let s = sent.iter().find(|s| s.code().is_some()).unwrap();
-                    assert_eq!(s.header(HeaderName::CSeq).split_whitespace().nth(1), Some("REGISTER"), "{ctx}");
+                    assert_eq!(
+                        s.header(HeaderName::CSeq).split_whitespace().nth(1),
+                        Some("REGISTER"),
+                        "{ctx}"
+                    );
                     assert_eq!(answers.len(), 1, "trailing INVITE ignored: {ctx}");
                 }
             }

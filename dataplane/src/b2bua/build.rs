@@ -9,9 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::call::Leg;
 use crate::net::{Dest, LocalId};
-use crate::sip::{
-    CommaList, HeaderName, Message, Params, Request, Uri, Via, Writer, put_unfolded,
-};
+use crate::sip::{CommaList, HeaderName, Message, Params, Request, Uri, Via, Writer, put_unfolded};
 
 /// Option tags the SBC lets through Supported and accepts in Require.
 /// Session timers work end to end because refreshes are relayed; 100rel is
@@ -19,7 +17,8 @@ use crate::sip::{
 pub(crate) const PASS_OPTIONS: &[&[u8]] = &[b"timer"];
 
 /// Methods the SBC answers or relays, for Allow.
-pub(crate) const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, MESSAGE";
+pub(crate) const ALLOW: &[u8] =
+    b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, MESSAGE";
 
 /// Per listener: pre-rendered pieces of Via and Contact.
 #[derive(Debug, Clone)]
@@ -106,7 +105,13 @@ impl Template {
 
     /// Writes status line and the repeated headers. `tag` is added to To
     /// when the request had none (not for 100 Trying, §8.2.6.2).
-    pub fn start<'b>(&self, buf: &'b mut BytesMut, code: u16, reason: &[u8], tag: Option<&[u8]>) -> Writer<'b> {
+    pub fn start<'b>(
+        &self,
+        buf: &'b mut BytesMut,
+        code: u16,
+        reason: &[u8],
+        tag: Option<&[u8]>,
+    ) -> Writer<'b> {
         let mut w = Writer::new(buf);
         w.status_line(code, reason);
         w.raw(&self.head);
@@ -219,7 +224,9 @@ pub(crate) fn copy_end_to_end(w: &mut Writer<'_>, msg: &Message<'_>) {
             | HeaderName::Replaces
             | HeaderName::Unsupported => {}
             HeaderName::Supported | HeaderName::Require => {
-                let mut tags = CommaList::new(h.value).filter(|t| is_passed_option(t)).peekable();
+                let mut tags = CommaList::new(h.value)
+                    .filter(|t| is_passed_option(t))
+                    .peekable();
                 if tags.peek().is_some() {
                     let mut parts: smallvec::SmallVec<[&[u8]; 4]> = smallvec::SmallVec::new();
                     for (i, t) in tags.enumerate() {
@@ -287,7 +294,10 @@ pub(crate) enum Relayed<'m, 'a> {
     /// Headers filtered by [`copy_end_to_end`], and the body, of a message.
     Message(&'m Message<'a>),
     /// Already filtered header lines and a body (kept for failover).
-    Rendered { headers: &'m [u8], body: &'m [u8] },
+    Rendered {
+        headers: &'m [u8],
+        body: &'m [u8],
+    },
 }
 
 /// Builds a request within `leg` (RFC 3261 §12.2.1.1): Request-URI and
@@ -300,10 +310,7 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
     };
     let mut buf = BytesMut::with_capacity(640 + extra);
     let mut w = Writer::new(&mut buf);
-    let strict = leg
-        .route_set
-        .first()
-        .is_some_and(|r| !route_is_loose(r));
+    let strict = leg.route_set.first().is_some_and(|r| !route_is_loose(r));
     let routes: &[Bytes] = &leg.route_set;
     if strict {
         // §12.2.1.1 strict routing: the first route becomes the Request-URI
@@ -312,13 +319,19 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
     } else {
         w.request_line(parts.method, &[&leg.remote_target]);
     }
-    w.header(HeaderName::Via, &[&local.via_prefix, parts.branch, b";rport"]);
+    w.header(
+        HeaderName::Via,
+        &[&local.via_prefix, parts.branch, b";rport"],
+    );
     w.header_u32(HeaderName::MaxForwards, parts.max_forwards);
     w.header(HeaderName::From, &[&leg.local_party]);
     w.header(HeaderName::To, &[&leg.remote_party]);
     w.header(HeaderName::CallId, &[&leg.call_id]);
     let mut n = itoa::Buffer::new();
-    w.header(HeaderName::CSeq, &[n.format(parts.cseq).as_bytes(), b" ", parts.method]);
+    w.header(
+        HeaderName::CSeq,
+        &[n.format(parts.cseq).as_bytes(), b" ", parts.method],
+    );
     if strict {
         for r in &routes[1..] {
             w.header(HeaderName::Route, &[r]);
@@ -346,6 +359,15 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
     buf.freeze()
 }
 
+/// The parts of an INVITE its CANCEL and non-2xx ACK repeat.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InviteRef<'b> {
+    pub ruri: &'b [u8],
+    pub routes: &'b [Bytes],
+    pub branch: &'b [u8],
+    pub cseq: u32,
+}
+
 /// A CANCEL or non-2xx ACK for an INVITE sent in `leg` (RFC 3261 §9.1,
 /// §17.1.1.3): same Request-URI, Call-ID, From, CSeq number, top Via and
 /// Route as the INVITE; To as given.
@@ -353,23 +375,26 @@ pub(crate) fn invite_sibling(
     leg: &Leg,
     local: &LocalParts,
     method: &[u8],
-    ruri: &[u8],
-    routes: &[Bytes],
-    branch: &[u8],
-    cseq: u32,
+    invite: InviteRef<'_>,
     to: &[u8],
 ) -> Bytes {
     let mut buf = BytesMut::with_capacity(512);
     let mut w = Writer::new(&mut buf);
-    w.request_line(method, &[ruri]);
-    w.header(HeaderName::Via, &[&local.via_prefix, branch, b";rport"]);
+    w.request_line(method, &[invite.ruri]);
+    w.header(
+        HeaderName::Via,
+        &[&local.via_prefix, invite.branch, b";rport"],
+    );
     w.header_u32(HeaderName::MaxForwards, 70);
     w.header(HeaderName::From, &[&leg.local_party]);
     w.header(HeaderName::To, &[to]);
     w.header(HeaderName::CallId, &[&leg.call_id]);
     let mut n = itoa::Buffer::new();
-    w.header(HeaderName::CSeq, &[n.format(cseq).as_bytes(), b" ", method]);
-    for r in routes {
+    w.header(
+        HeaderName::CSeq,
+        &[n.format(invite.cseq).as_bytes(), b" ", method],
+    );
+    for r in invite.routes {
         w.header(HeaderName::Route, &[r]);
     }
     w.body(b"");
@@ -391,7 +416,11 @@ pub(crate) fn uri_of_route(route: &[u8]) -> &[u8] {
 
 /// The next hop for a request in `leg`: the first route, or the remote
 /// target, when it names an IP address; otherwise `fallback`.
-pub(crate) fn next_hop(remote_target: &[u8], route_set: &[Bytes], fallback: SocketAddr) -> SocketAddr {
+pub(crate) fn next_hop(
+    remote_target: &[u8],
+    route_set: &[Bytes],
+    fallback: SocketAddr,
+) -> SocketAddr {
     let uri = match route_set.first() {
         Some(r) => uri_of_route(r),
         None => remote_target,

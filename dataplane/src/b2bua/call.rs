@@ -111,8 +111,21 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
+    pub fn invite_ref(&self) -> super::build::InviteRef<'_> {
+        super::build::InviteRef {
+            ruri: &self.ruri,
+            routes: &[],
+            branch: &self.branch,
+            cseq: self.cseq,
+        }
+    }
+
     pub fn is_done(&self) -> bool {
-        self.tx.is_terminated() && self.cancel.as_ref().is_none_or(ClientNonInvite::is_terminated)
+        self.tx.is_terminated()
+            && self
+                .cancel
+                .as_ref()
+                .is_none_or(ClientNonInvite::is_terminated)
     }
 }
 
@@ -201,7 +214,9 @@ impl Relay {
             return false;
         }
         if req.via.has_rfc3261_branch() {
-            req.via.branch().is_some_and(|b| b == &self.server_branch[..])
+            req.via
+                .branch()
+                .is_some_and(|b| b == &self.server_branch[..])
         } else {
             req.cseq.seq == self.server_cseq
         }

@@ -6,14 +6,19 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::build::{RequestParts, Relayed, Template, copy_end_to_end, invite_sibling, leg_request, next_hop, response_dest};
+use super::build::{
+    InviteRef, Relayed, RequestParts, Template, copy_end_to_end, invite_sibling, leg_request,
+    next_hop, response_dest,
+};
 use super::call::{Call, ClientTx, Own, Phase, Relay, ServerTx, Side};
 use super::engine::Ctx;
 use super::outbound::{cancel_call, end};
 use crate::net::{Dest, LocalId};
 use crate::sip::{CommaList, HeaderName, Method, NameAddr, Request, Response};
 use crate::stats::{Reject, ShardStats};
-use crate::transaction::{AckKind, ClientInvite, ClientNonInvite, ResponseAction, ServerInvite, ServerNonInvite};
+use crate::transaction::{
+    AckKind, ClientInvite, ClientNonInvite, ResponseAction, ServerInvite, ServerNonInvite,
+};
 
 /// Requests whose 2xx may change the remote target (RFC 3261 §12.2,
 /// RFC 3311 §5.1).
@@ -32,7 +37,11 @@ pub(crate) fn on_request(
     local: LocalId,
     now: Instant,
 ) {
-    if let Some(r) = call.relays.iter_mut().find(|r| r.matches_request(side, req)) {
+    if let Some(r) = call
+        .relays
+        .iter_mut()
+        .find(|r| r.matches_request(side, req))
+    {
         ShardStats::inc(&ctx.stats.retransmissions_in);
         match &mut r.server {
             ServerTx::Invite(t) => t.on_retransmission(&mut ctx.out),
@@ -43,7 +52,14 @@ pub(crate) fn on_request(
     let leg = call.leg_mut(side);
     // RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.
     if leg.remote_cseq.is_some_and(|last| req.cseq.seq <= last) {
-        ctx.reject(req, src, local, Reject::DialogState, 500, b"Server Internal Error");
+        ctx.reject(
+            req,
+            src,
+            local,
+            Reject::DialogState,
+            500,
+            b"Server Internal Error",
+        );
         return;
     }
     leg.remote_cseq = Some(req.cseq.seq);
@@ -52,29 +68,64 @@ pub(crate) fn on_request(
             // The caller hangs up before the answer: 200 to the BYE, and the
             // INVITE ends as if cancelled.
             let template = Template::new(req, src, false);
-            ctx.send(response_dest(req, src, local), template.simple(200, b"OK", None));
+            ctx.send(
+                response_dest(req, src, local),
+                template.simple(200, b"OK", None),
+            );
             if call.uas.tx.is_pending() {
                 cancel_call(ctx, call, now, 487, b"Request Terminated");
             }
         }
-        (Method::Bye, Phase::Answered | Phase::Confirmed) => relay(ctx, call, side, req, src, local, now),
+        (Method::Bye, Phase::Answered | Phase::Confirmed) => {
+            relay(ctx, call, side, req, src, local, now)
+        }
         (Method::Invite, Phase::Confirmed) => {
             // RFC 3261 §14.2: one INVITE transaction at a time per dialog.
-            if call.relays.iter().any(|r| r.method == Method::Invite && (r.server.is_pending() || r.client.is_pending())) {
-                ctx.reject(req, src, local, Reject::DialogState, 491, b"Request Pending");
+            if call.relays.iter().any(|r| {
+                r.method == Method::Invite && (r.server.is_pending() || r.client.is_pending())
+            }) {
+                ctx.reject(
+                    req,
+                    src,
+                    local,
+                    Reject::DialogState,
+                    491,
+                    b"Request Pending",
+                );
             } else {
                 relay(ctx, call, side, req, src, local, now);
             }
         }
         (Method::Invite, Phase::Answered | Phase::Routing | Phase::Early) => {
-            ctx.reject(req, src, local, Reject::DialogState, 491, b"Request Pending");
+            ctx.reject(
+                req,
+                src,
+                local,
+                Reject::DialogState,
+                491,
+                b"Request Pending",
+            );
         }
         (_, Phase::Ended) => {
-            ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            ctx.reject(
+                req,
+                src,
+                local,
+                Reject::NoDialog,
+                481,
+                b"Call/Transaction Does Not Exist",
+            );
         }
         _ => {
             if call.leg(side.other()).remote_tag.is_none() {
-                ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+                ctx.reject(
+                    req,
+                    src,
+                    local,
+                    Reject::NoDialog,
+                    481,
+                    b"Call/Transaction Does Not Exist",
+                );
             } else {
                 relay(ctx, call, side, req, src, local, now);
             }
@@ -82,7 +133,15 @@ pub(crate) fn on_request(
     }
 }
 
-fn relay(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'_>, src: SocketAddr, local: LocalId, now: Instant) {
+fn relay(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    side: Side,
+    req: &Request<'_>,
+    src: SocketAddr,
+    local: LocalId,
+    now: Instant,
+) {
     let mf = req.max_forwards.unwrap_or(70);
     if mf == 0 {
         ctx.reject(req, src, local, Reject::TooManyHops, 483, b"Too Many Hops");
@@ -133,9 +192,21 @@ fn relay(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'_>, src: Soc
         local: leg.local,
     };
     let client = if req.method == Method::Invite {
-        ClientTx::Invite(ClientInvite::start(now, &timers, out_dest, bytes, &mut ctx.out))
+        ClientTx::Invite(ClientInvite::start(
+            now,
+            &timers,
+            out_dest,
+            bytes,
+            &mut ctx.out,
+        ))
     } else {
-        ClientTx::NonInvite(ClientNonInvite::start(now, &timers, out_dest, bytes, &mut ctx.out))
+        ClientTx::NonInvite(ClientNonInvite::start(
+            now,
+            &timers,
+            out_dest,
+            bytes,
+            &mut ctx.out,
+        ))
     };
     call.relays.push(Relay {
         from: side,
@@ -152,7 +223,13 @@ fn relay(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'_>, src: Soc
 }
 
 /// A response from the far side to a relayed request.
-pub(crate) fn on_relay_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+pub(crate) fn on_relay_response(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    now: Instant,
+) {
     let timers = call.policy.timers;
     let Some(relay) = call.relays.get(index) else {
         return;
@@ -174,7 +251,20 @@ pub(crate) fn on_relay_response(ctx: &mut Ctx, call: &mut Call, index: usize, re
             now,
             &timers,
             code,
-            || invite_sibling(leg, &local, b"ACK", &leg.remote_target, &leg.route_set, &relay.client_branch, relay.client_cseq, &leg.remote_party),
+            || {
+                invite_sibling(
+                    leg,
+                    &local,
+                    b"ACK",
+                    InviteRef {
+                        ruri: &leg.remote_target,
+                        routes: &leg.route_set,
+                        branch: &relay.client_branch,
+                        cseq: relay.client_cseq,
+                    },
+                    &leg.remote_party,
+                )
+            },
             &mut ctx.out,
         ),
         ClientTx::NonInvite(t) => t.on_response(now, &timers, code),
@@ -187,7 +277,13 @@ pub(crate) fn on_relay_response(ctx: &mut Ctx, call: &mut Call, index: usize, re
         // A retransmitted 2xx to a re-INVITE: ACK again if we already did;
         // the originator gets our own 2xx retransmissions meanwhile.
         if let Some(ack) = relay.ack.clone() {
-            ctx.send(Dest { addr: leg.peer, local: leg.local }, ack);
+            ctx.send(
+                Dest {
+                    addr: leg.peer,
+                    local: leg.local,
+                },
+                ack,
+            );
         }
         return;
     }
@@ -272,9 +368,16 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
             relay: Relayed::Message(&req.msg),
         },
     );
-    let dest = Dest { addr: leg.peer, local: leg.local };
+    let dest = Dest {
+        addr: leg.peer,
+        local: leg.local,
+    };
     ctx.send(dest, ack.clone());
-    if let Some(relay) = call.relays.iter_mut().find(|r| r.from == side && r.server_cseq == req.cseq.seq) {
+    if let Some(relay) = call
+        .relays
+        .iter_mut()
+        .find(|r| r.from == side && r.server_cseq == req.cseq.seq)
+    {
         relay.ack = Some(ack);
     }
 }
@@ -299,7 +402,13 @@ pub(crate) fn send_b_ack(ctx: &mut Ctx, call: &mut Call, caller_ack: Option<&Req
             relay: caller_ack.map_or(Relayed::Nothing, |r| Relayed::Message(&r.msg)),
         },
     );
-    ctx.send(Dest { addr: call.b.peer, local: call.b.local }, ack.clone());
+    ctx.send(
+        Dest {
+            addr: call.b.peer,
+            local: call.b.local,
+        },
+        ack.clone(),
+    );
     call.b_ack = Some(ack);
 }
 
@@ -326,7 +435,10 @@ pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant) {
                 relay: Relayed::Nothing,
             },
         );
-        let dest = Dest { addr: leg.peer, local: leg.local };
+        let dest = Dest {
+            addr: leg.peer,
+            local: leg.local,
+        };
         let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
         call.own.push(Own { side, branch, tx });
     }

@@ -12,7 +12,9 @@ use super::ids::{IdMinter, Secrets, ShardId};
 use super::table::CallTable;
 use crate::net::{Dest, LocalId, Outbox, Transmit};
 use crate::policy::Policy;
-use crate::sip::{HeaderName, Message, Method, ParseError, Request, RequestError, Response, Writer};
+use crate::sip::{
+    HeaderName, Message, Method, ParseError, Request, RequestError, Response, Writer,
+};
 use crate::stats::{Discard, Reject, ShardStats};
 
 /// What became of a datagram.
@@ -97,7 +99,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(shard: ShardId, shards: u16, secrets: Secrets, policy: Arc<Policy>, stats: Arc<ShardStats>) -> Self {
+    pub fn new(
+        shard: ShardId,
+        shards: u16,
+        secrets: Secrets,
+        policy: Arc<Policy>,
+        stats: Arc<ShardStats>,
+    ) -> Self {
         let locals = locals_of(&policy);
         Engine {
             ctx: Ctx {
@@ -149,7 +157,13 @@ impl Engine {
     }
 
     /// Feeds one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, local: LocalId, data: &[u8]) -> Disposition {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        local: LocalId,
+        data: &[u8],
+    ) -> Disposition {
         if !self.ctx.policy.acl.permits(src.ip()) {
             // BRIEF §8: denied sources are dropped without an answer.
             self.ctx.stats.reject(Reject::AclDenied);
@@ -159,7 +173,10 @@ impl Engine {
             Ok(m) => m,
             Err(ParseError::Keepalive) => return Disposition::Done,
             Err(e) => {
-                self.ctx.stats.parse_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.ctx
+                    .stats
+                    .parse_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.malformed(data, src, local, e.into());
                 return Disposition::Done;
             }
@@ -177,7 +194,10 @@ impl Engine {
             match Request::parse(msg) {
                 Ok(req) => self.on_request(now, req, src, local),
                 Err(e) => {
-                    self.ctx.stats.parse_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ctx
+                        .stats
+                        .parse_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.malformed(data, src, local, e);
                 }
             }
@@ -185,7 +205,10 @@ impl Engine {
             match Response::parse(msg) {
                 Ok(resp) => self.on_response(now, resp),
                 Err(_) => {
-                    self.ctx.stats.parse_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ctx
+                        .stats
+                        .parse_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.ctx.stats.discard(Discard::MalformedResponse);
                 }
             }
@@ -228,7 +251,10 @@ impl Engine {
 
     /// Reschedules a call after an event and drops it when it is over.
     pub(crate) fn after(&mut self, r: super::ids::CallRef) {
-        let finished = self.calls.get(r).is_some_and(super::call::Call::is_finished);
+        let finished = self
+            .calls
+            .get(r)
+            .is_some_and(super::call::Call::is_finished);
         if finished {
             self.calls.remove(r);
         } else {
@@ -277,7 +303,12 @@ fn locals_of(policy: &Policy) -> Vec<LocalParts> {
 /// found, copied verbatim; `None` when Via, From, To, Call-ID or CSeq is
 /// missing. Sent to the source address (never to an address the message
 /// names, so a forged Via cannot aim it elsewhere).
-fn stateless_error(msg: &Message<'_>, src: SocketAddr, err: RequestError, ids: &mut IdMinter) -> Option<Bytes> {
+fn stateless_error(
+    msg: &Message<'_>,
+    src: SocketAddr,
+    err: RequestError,
+    ids: &mut IdMinter,
+) -> Option<Bytes> {
     let _ = src;
     let mut buf = BytesMut::with_capacity(msg.as_bytes().len().min(2048) + 128);
     let mut w = Writer::new(&mut buf);
@@ -290,7 +321,12 @@ fn stateless_error(msg: &Message<'_>, src: SocketAddr, err: RequestError, ids: &
     if !have_via {
         return None;
     }
-    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
+    for name in [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
         let h = msg.header(name)?;
         if name == HeaderName::To && !h.value.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag=")) {
             let tag = ids.tag();

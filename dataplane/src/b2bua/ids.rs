@@ -23,12 +23,19 @@ pub struct CallRef {
     pub generation: u16,
 }
 
-/// Process-wide secret keys, shared by all shards.
-#[derive(Debug, Clone, Copy)]
+/// Process-wide secret keys, shared by all shards. Its `Debug` output
+/// never shows the keys.
+#[derive(Clone, Copy)]
 pub struct Secrets {
     owner: (u64, u64),
     mac: (u64, u64),
     ids: (u64, u64),
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
 }
 
 impl Secrets {
@@ -188,7 +195,10 @@ mod tests {
     fn minted_call_id_round_trips_and_names_owner() {
         let s = secrets();
         let mut m = IdMinter::new(s, ShardId(3));
-        let call = CallRef { index: 0x12345, generation: 7 };
+        let call = CallRef {
+            index: 0x12345,
+            generation: 7,
+        };
         let id = m.call_id(call);
         assert_eq!(id.len(), 32);
         assert_eq!(s.decode_call_id(&id), Some((ShardId(3), call)));
@@ -199,12 +209,20 @@ mod tests {
     fn forged_or_foreign_call_ids_do_not_decode() {
         let s = secrets();
         let mut m = IdMinter::new(s, ShardId(1));
-        let mut id = m.call_id(CallRef { index: 1, generation: 1 }).to_vec();
+        let mut id = m
+            .call_id(CallRef {
+                index: 1,
+                generation: 1,
+            })
+            .to_vec();
         id[5] = if id[5] == b'0' { b'1' } else { b'0' };
         assert_eq!(s.decode_call_id(&id), None);
         assert_eq!(s.decode_call_id(b"a84b4c76e66710@pc33.atlanta.com"), None);
         let other = Secrets::from_bytes([9; 48]);
-        let id = m.call_id(CallRef { index: 1, generation: 1 });
+        let id = m.call_id(CallRef {
+            index: 1,
+            generation: 1,
+        });
         assert_eq!(other.decode_call_id(&id), None);
     }
 

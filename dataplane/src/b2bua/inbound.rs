@@ -8,7 +8,9 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::build::{ALLOW, Template, next_hop, render_end_to_end, response_dest, unsupported_options};
+use super::build::{
+    ALLOW, Template, next_hop, render_end_to_end, response_dest, unsupported_options,
+};
 use super::call::{Call, Leg, Phase, Side, Uas};
 use super::engine::Engine;
 use super::ids::CallRef;
@@ -20,7 +22,13 @@ use crate::stats::{Direction, Discard, Reject, ShardStats};
 use crate::transaction::{ServerInvite, TimerTable};
 
 impl Engine {
-    pub(crate) fn on_request(&mut self, now: Instant, req: Request<'_>, src: SocketAddr, local: LocalId) {
+    pub(crate) fn on_request(
+        &mut self,
+        now: Instant,
+        req: Request<'_>,
+        src: SocketAddr,
+        local: LocalId,
+    ) {
         match req.method {
             // ACKs never get a response (RFC 3261 §17.1.1.3).
             Method::Ack => return self.on_ack(now, &req, src),
@@ -32,17 +40,32 @@ impl Engine {
         }
         // BRIEF §8 default deny: a source that is no trunk gets 403.
         let Some(trunk) = self.ctx.policy.trunk_for_source(src.ip()) else {
-            self.ctx.reject(&req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            self.ctx
+                .reject(&req, src, local, Reject::UnknownSource, 403, b"Forbidden");
             return;
         };
         if req.method == Method::Other {
             // RFC 3261 §8.2.1: unknown method.
-            self.ctx.reject(&req, src, local, Reject::MethodNotAllowed, 501, b"Not Implemented");
+            self.ctx.reject(
+                &req,
+                src,
+                local,
+                Reject::MethodNotAllowed,
+                501,
+                b"Not Implemented",
+            );
             return;
         }
         // RFC 3261 §8.2.2.1 / §21.4.14: schemes we cannot route.
         if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
-            self.ctx.reject(&req, src, local, Reject::UnsupportedScheme, 416, b"Unsupported URI Scheme");
+            self.ctx.reject(
+                &req,
+                src,
+                local,
+                Reject::UnsupportedScheme,
+                416,
+                b"Unsupported URI Scheme",
+            );
             return;
         }
         // RFC 3261 §8.2.2.3: option tags we do not support -> 420.
@@ -56,7 +79,14 @@ impl Engine {
                 list.put_slice(t);
             }
             self.ctx.stats.reject(Reject::BadExtension);
-            self.ctx.respond_stateless(&req, src, local, 420, b"Bad Extension", &[(HeaderName::Unsupported, &list)]);
+            self.ctx.respond_stateless(
+                &req,
+                src,
+                local,
+                420,
+                b"Bad Extension",
+                &[(HeaderName::Unsupported, &list)],
+            );
             return;
         }
         match req.method {
@@ -78,70 +108,116 @@ impl Engine {
                 );
             }
             // RFC 3261 §15.1.2: BYE outside a dialog.
-            Method::Bye => self.ctx.reject(&req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist"),
+            Method::Bye => self.ctx.reject(
+                &req,
+                src,
+                local,
+                Reject::NoDialog,
+                481,
+                b"Call/Transaction Does Not Exist",
+            ),
             _ => {
                 self.ctx.stats.reject(Reject::MethodNotAllowed);
-                self.ctx
-                    .respond_stateless(&req, src, local, 405, b"Method Not Allowed", &[(HeaderName::Allow, ALLOW)]);
+                self.ctx.respond_stateless(
+                    &req,
+                    src,
+                    local,
+                    405,
+                    b"Method Not Allowed",
+                    &[(HeaderName::Allow, ALLOW)],
+                );
             }
         }
     }
 
-    fn on_initial_invite(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId, trunk: TrunkId) {
+    fn on_initial_invite(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        src: SocketAddr,
+        local: LocalId,
+        trunk: TrunkId,
+    ) {
         if let Some(r) = self.calls.find_a(req.call_id, req.from_tag()) {
-            if let Some(call) = self.calls.get_mut(r) {
-                if call.uas.matches(req) {
-                    // RFC 3261 §17.2.1: retransmission -> last response again.
-                    ShardStats::inc(&self.ctx.stats.retransmissions_in);
-                    call.uas.tx.on_retransmission(&mut self.ctx.out);
-                    return;
-                }
+            if let Some(call) = self.calls.get_mut(r)
+                && call.uas.matches(req)
+            {
+                // RFC 3261 §17.2.1: retransmission -> last response again.
+                ShardStats::inc(&self.ctx.stats.retransmissions_in);
+                call.uas.tx.on_retransmission(&mut self.ctx.out);
+                return;
             }
             // §8.2.2.2: same Call-ID and From tag, another transaction.
-            self.ctx.reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
+            self.ctx
+                .reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
             return;
         }
         // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
         if req.max_forwards == Some(0) {
-            self.ctx.reject(req, src, local, Reject::TooManyHops, 483, b"Too Many Hops");
+            self.ctx
+                .reject(req, src, local, Reject::TooManyHops, 483, b"Too Many Hops");
             return;
         }
         // A Call-ID we minted coming back in as a new call is our own B leg
         // looping through the network (RFC 3261 §16.3 step 4 in spirit).
         if self.ctx.ids.secrets().decode_call_id(req.call_id).is_some() {
-            self.ctx.reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
+            self.ctx
+                .reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
             return;
         }
         let number = dialled_number(&req.uri);
         let policy = Arc::clone(&self.ctx.policy);
-        let Some((route_index, route)) = policy
-            .route(trunk, &number)
-            .and_then(|r| policy.routes.iter().position(|x| std::ptr::eq(x, r)).map(|i| (i, r)))
-        else {
-            self.ctx.reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+        let Some((route_index, route)) = policy.route(trunk, &number).and_then(|r| {
+            policy
+                .routes
+                .iter()
+                .position(|x| std::ptr::eq(x, r))
+                .map(|i| (i, r))
+        }) else {
+            self.ctx
+                .reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
             return;
         };
         let targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
         if targets.is_empty() {
-            self.ctx.reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+            self.ctx
+                .reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
             return;
         }
         let Some(cref) = self.calls.reserve() else {
-            self.ctx.respond_stateless(req, src, local, 503, b"Service Unavailable", &[]);
+            self.ctx
+                .respond_stateless(req, src, local, 503, b"Service Unavailable", &[]);
             return;
         };
         let dest = response_dest(req, src, local);
-        let call = self.new_call(req, src, local, trunk, cref, dest, number, targets, route_index, route.failover.on_timeout, Arc::clone(&policy));
+        let call = self.new_call(
+            req,
+            src,
+            local,
+            trunk,
+            cref,
+            dest,
+            number,
+            targets,
+            route_index,
+            route.failover.on_timeout,
+            Arc::clone(&policy),
+        );
         let mut call = Box::new(call);
         ShardStats::inc(&self.ctx.stats.calls_created);
-        self.ctx.stats.calls_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ctx
+            .stats
+            .calls_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = policy.trunk(trunk) {
             t.stats.attempt(Direction::Inbound);
         }
         // RFC 3261 §17.2.1: 100 Trying right away, so the caller stops
         // retransmitting while trunks are tried.
         let trying = call.uas.template.simple(100, b"Trying", None);
-        call.uas.tx.respond(now, &policy.timers, 100, trying, &mut self.ctx.out);
+        call.uas
+            .tx
+            .respond(now, &policy.timers, 100, trying, &mut self.ctx.out);
         super::outbound::next_attempt(&mut self.ctx, &mut call, now);
         self.calls.insert(cref, call);
         self.after(cref);
@@ -169,7 +245,10 @@ impl Engine {
         a_local.put_slice(b";tag=");
         a_local.put_slice(&a_tag);
         let mut a_remote = BytesMut::new();
-        crate::sip::put_unfolded(&mut a_remote, req.msg.value(HeaderName::From).unwrap_or(b""));
+        crate::sip::put_unfolded(
+            &mut a_remote,
+            req.msg.value(HeaderName::From).unwrap_or(b""),
+        );
         let contact = req
             .msg
             .value(HeaderName::Contact)
@@ -258,7 +337,8 @@ impl Engine {
 
     fn on_cancel(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId) {
         if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
-            self.ctx.reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            self.ctx
+                .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
             return;
         }
         let found = self.calls.find_a(req.call_id, req.from_tag());
@@ -273,7 +353,14 @@ impl Engine {
                 self.ctx.respond_stateless(req, src, local, 200, b"OK", &[]);
                 return;
             }
-            self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            self.ctx.reject(
+                req,
+                src,
+                local,
+                Reject::NoDialog,
+                481,
+                b"Call/Transaction Does Not Exist",
+            );
             return;
         };
         let Some(call) = self.calls.get_mut(r) else {
@@ -284,13 +371,23 @@ impl Engine {
                 self.ctx.respond_stateless(req, src, local, 200, b"OK", &[]);
                 return;
             }
-            self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            self.ctx.reject(
+                req,
+                src,
+                local,
+                Reject::NoDialog,
+                481,
+                b"Call/Transaction Does Not Exist",
+            );
             return;
         }
         // RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE if unanswered.
         let tag = call.a.local_tag.clone();
         let template = Template::new(req, src, false);
-        self.ctx.send(response_dest(req, src, local), template.simple(200, b"OK", Some(&tag)));
+        self.ctx.send(
+            response_dest(req, src, local),
+            template.simple(200, b"OK", Some(&tag)),
+        );
         if call.uas.tx.is_pending() {
             super::outbound::cancel_call(&mut self.ctx, call, now, 487, b"Request Terminated");
         }
@@ -315,7 +412,11 @@ impl Engine {
 
     /// Finds the call and leg a request with this Call-ID and From tag (or a
     /// response with this Call-ID and To tag) belongs to.
-    pub(crate) fn find_dialog(&mut self, call_id: &[u8], remote_tag: &[u8]) -> Option<(CallRef, Side)> {
+    pub(crate) fn find_dialog(
+        &mut self,
+        call_id: &[u8],
+        remote_tag: &[u8],
+    ) -> Option<(CallRef, Side)> {
         if let Some(r) = self.calls.find_a(call_id, remote_tag) {
             return Some((r, Side::A));
         }
@@ -327,9 +428,17 @@ impl Engine {
     fn on_in_dialog(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId) {
         let Some((r, side)) = self.find_dialog(req.call_id, req.from_tag()) else {
             if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
-                self.ctx.reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+                self.ctx
+                    .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
             } else {
-                self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+                self.ctx.reject(
+                    req,
+                    src,
+                    local,
+                    Reject::NoDialog,
+                    481,
+                    b"Call/Transaction Does Not Exist",
+                );
             }
             return;
         };
@@ -340,12 +449,20 @@ impl Engine {
         let tags_match = req.to_tag() == Some(&leg.local_tag[..])
             && (side == Side::A || leg.remote_tag.as_deref() == Some(req.from_tag()));
         if !tags_match {
-            self.ctx.reject(req, src, local, Reject::NoDialog, 481, b"Call/Transaction Does Not Exist");
+            self.ctx.reject(
+                req,
+                src,
+                local,
+                Reject::NoDialog,
+                481,
+                b"Call/Transaction Does Not Exist",
+            );
             return;
         }
         if call.policy.trunk_for_source(src.ip()) != Some(leg.trunk) {
             // Only the peer of a leg may send requests in it.
-            self.ctx.reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            self.ctx
+                .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
             return;
         }
         super::dialog::on_request(&mut self.ctx, call, side, req, src, local, now);
@@ -367,7 +484,9 @@ pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
     while i < raw.len() {
         let b = raw[i];
         if b == b'%' && i + 2 < raw.len() {
-            let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = std::str::from_utf8(&raw[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(v) = hex {
                 if v.is_ascii_graphic() {
                     out.push(char::from(v));
@@ -393,7 +512,10 @@ fn order_targets(targets: &[Target], random: &mut dyn FnMut() -> u64) -> SmallVe
     let mut i = 0;
     while i < sorted.len() {
         let prio = sorted[i].priority;
-        let end = sorted[i..].iter().position(|t| t.priority != prio).map_or(sorted.len(), |p| i + p);
+        let end = sorted[i..]
+            .iter()
+            .position(|t| t.priority != prio)
+            .map_or(sorted.len(), |p| i + p);
         let mut group: SmallVec<[Target; 4]> = sorted[i..end].iter().copied().collect();
         while !group.is_empty() {
             let total: u64 = group.iter().map(|t| u64::from(t.weight.max(1))).sum();
@@ -454,13 +576,19 @@ mod tests {
     #[test]
     fn targets_by_priority_then_weight() {
         use crate::policy::TrunkId;
-        let t = |id, priority, weight| Target { trunk: TrunkId(id), priority, weight };
+        let t = |id, priority, weight| Target {
+            trunk: TrunkId(id),
+            priority,
+            weight,
+        };
         let targets = [t(2, 2, 1), t(0, 1, 1), t(1, 1, 3)];
         let mut counts = [0u32; 2];
         let mut seed = 0u64;
         for _ in 0..4000 {
             let mut rnd = || {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 seed >> 33
             };
             let order = order_targets(&targets, &mut rnd);

@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::build::{RequestParts, Relayed, copy_end_to_end, invite_sibling, leg_request, next_hop, render_end_to_end};
+use super::build::{
+    InviteRef, Relayed, RequestParts, copy_end_to_end, invite_sibling, leg_request, next_hop,
+    render_end_to_end,
+};
 use super::call::{Attempt, Call, Failure, Own, Phase, Side};
 use super::engine::Ctx;
 use crate::net::Dest;
@@ -63,7 +66,10 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
                 },
             },
         );
-        let dest = Dest { addr, local: call.b.local };
+        let dest = Dest {
+            addr,
+            local: call.b.local,
+        };
         let tx = ClientInvite::start(now, &policy.timers, dest, request, &mut ctx.out);
         call.attempts.push(Attempt {
             target,
@@ -75,14 +81,21 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
             cancel: None,
             cancel_wanted: false,
         });
-        call.timers.set(TimerName::NoResponse, now + policy.call_timers.no_response);
+        call.timers
+            .set(TimerName::NoResponse, now + policy.call_timers.no_response);
         trunk.stats.attempt(Direction::Outbound);
         return true;
     }
 }
 
 /// A response to one of the call's INVITE attempts (or to its CANCEL).
-pub(crate) fn on_attempt_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+pub(crate) fn on_attempt_response(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    now: Instant,
+) {
     let policy = std::sync::Arc::clone(&call.policy);
     let current = index + 1 == call.attempts.len();
     let local = ctx.local(call.b.local).clone();
@@ -100,6 +113,12 @@ pub(crate) fn on_attempt_response(ctx: &mut Ctx, call: &mut Call, index: usize, 
     }
     let code = resp.code;
     let b = &call.b;
+    let invite = InviteRef {
+        ruri: &attempt.ruri,
+        routes: &[],
+        branch: &attempt.branch,
+        cseq: attempt.cseq,
+    };
     let action = attempt.tx.on_response(
         now,
         &policy.timers,
@@ -108,7 +127,7 @@ pub(crate) fn on_attempt_response(ctx: &mut Ctx, call: &mut Call, index: usize, 
             // RFC 3261 §17.1.1.3: the ACK takes To from the response.
             let mut to = BytesMut::new();
             crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
-            invite_sibling(b, &local, b"ACK", &attempt.ruri, &[], &attempt.branch, attempt.cseq, &to)
+            invite_sibling(b, &local, b"ACK", invite, &to)
         },
         &mut ctx.out,
     );
@@ -119,7 +138,9 @@ pub(crate) fn on_attempt_response(ctx: &mut Ctx, call: &mut Call, index: usize, 
         ShardStats::inc(&ctx.stats.retransmissions_in);
         return;
     }
-    let live = current && !attempt.tx.is_abandoned() && matches!(call.phase, Phase::Routing | Phase::Early);
+    let live = current
+        && !attempt.tx.is_abandoned()
+        && matches!(call.phase, Phase::Routing | Phase::Early);
     if !live {
         late_response(ctx, call, index, resp, now);
         return;
@@ -134,7 +155,8 @@ pub(crate) fn on_attempt_response(ctx: &mut Ctx, call: &mut Call, index: usize, 
             }
             remember_peer(call, resp, false);
             if !call.timers.is_set(TimerName::MaxRinging) {
-                call.timers.set(TimerName::MaxRinging, now + policy.call_timers.max_ringing);
+                call.timers
+                    .set(TimerName::MaxRinging, now + policy.call_timers.max_ringing);
             }
             call.phase = Phase::Early;
             relay_to_caller(ctx, call, resp, now);
@@ -188,12 +210,15 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if let Some(t) = call.policy.trunk(call.b.trunk) {
         t.stats.fail(Direction::Outbound);
     }
-    merge_failure(call, Failure {
-        code: 408,
-        reason: Bytes::from_static(b"Request Timeout"),
-        headers: Bytes::new(),
-        body: Bytes::new(),
-    });
+    merge_failure(
+        call,
+        Failure {
+            code: 408,
+            reason: Bytes::from_static(b"Request Timeout"),
+            headers: Bytes::new(),
+            body: Bytes::new(),
+        },
+    );
     call.timers.cancel(TimerName::NoResponse);
     if call.failover_on_timeout && next_attempt(ctx, call, now) {
         ShardStats::inc(&ctx.stats.failovers);
@@ -206,12 +231,20 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
     let local = ctx.local(call.a.local).clone();
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
-    let mut w = call.uas.template.start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
+    let mut w = call
+        .uas
+        .template
+        .start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
     w.header(HeaderName::Contact, &[&local.contact]);
     copy_end_to_end(&mut w, &resp.msg);
     w.body(resp.msg.body());
     let bytes = buf.freeze();
-    if call.uas.tx.respond(now, &call.policy.timers, resp.code, bytes, &mut ctx.out) && resp.code >= 200 {
+    if call
+        .uas
+        .tx
+        .respond(now, &call.policy.timers, resp.code, bytes, &mut ctx.out)
+        && resp.code >= 200
+    {
         ctx.stats.final_sent(resp.code);
     }
 }
@@ -301,15 +334,24 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         401 | 407 => (403, b"Forbidden"),
         c => (c, &failure.reason),
     };
-    let mut buf = BytesMut::with_capacity(call.uas.template.len() + failure.headers.len() + failure.body.len());
-    let mut w = call.uas.template.start(&mut buf, code, reason, Some(&call.a.local_tag));
+    let mut buf = BytesMut::with_capacity(
+        call.uas.template.len() + failure.headers.len() + failure.body.len(),
+    );
+    let mut w = call
+        .uas
+        .template
+        .start(&mut buf, code, reason, Some(&call.a.local_tag));
     if !matches!(failure.code, 401 | 407) {
         w.raw(&failure.headers);
         w.body(&failure.body);
     } else {
         w.body(b"");
     }
-    if call.uas.tx.respond(now, &call.policy.timers, code, buf.freeze(), &mut ctx.out) {
+    if call
+        .uas
+        .tx
+        .respond(now, &call.policy.timers, code, buf.freeze(), &mut ctx.out)
+    {
         ctx.stats.final_sent(code);
     }
     if let Some(t) = call.policy.trunk(call.a.trunk) {
@@ -321,8 +363,15 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 /// The caller cancelled (or the SBC gave up): answer the INVITE with
 /// `code`, CANCEL the attempt in progress.
 pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, code: u16, reason: &[u8]) {
-    let response = call.uas.template.simple(code, reason, Some(&call.a.local_tag));
-    if call.uas.tx.respond(now, &call.policy.timers, code, response, &mut ctx.out) {
+    let response = call
+        .uas
+        .template
+        .simple(code, reason, Some(&call.a.local_tag));
+    if call
+        .uas
+        .tx
+        .respond(now, &call.policy.timers, code, response, &mut ctx.out)
+    {
         ctx.stats.final_sent(code);
     }
     if let Some(t) = call.policy.trunk(call.a.trunk) {
@@ -351,27 +400,44 @@ pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Ins
     if attempt.cancel.is_some() {
         return;
     }
-    let cancel = invite_sibling(&call.b, &local, b"CANCEL", &attempt.ruri, &[], &attempt.branch, attempt.cseq, &attempt.initial_to);
+    let cancel = invite_sibling(
+        &call.b,
+        &local,
+        b"CANCEL",
+        attempt.invite_ref(),
+        &attempt.initial_to,
+    );
     let dest = attempt.tx.dest();
-    attempt.cancel = Some(ClientNonInvite::start(now, &call.policy.timers, dest, cancel, &mut ctx.out));
+    attempt.cancel = Some(ClientNonInvite::start(
+        now,
+        &call.policy.timers,
+        dest,
+        cancel,
+        &mut ctx.out,
+    ));
 }
 
 /// A response to an attempt the call no longer wants: clean up the callee
 /// side (CANCEL what rings, ACK and BYE what answered).
 fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
     match resp.code {
-        100..=199 => {
-            if call.attempts.get(index).is_some_and(|a| a.tx.is_pending()) {
-                send_cancel(ctx, call, index, now);
-            }
+        100..=199 if call.attempts.get(index).is_some_and(|a| a.tx.is_pending()) => {
+            send_cancel(ctx, call, index, now);
         }
         200..=299 => {
-            let same_dialog = resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
+            let same_dialog =
+                resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
             if same_dialog && index + 1 == call.attempts.len() && call.answered {
                 // A retransmitted 2xx of the answered attempt: ACK again if
                 // the caller already ACKed, otherwise wait for that ACK.
                 if let Some(ack) = call.b_ack.clone() {
-                    ctx.send(Dest { addr: call.b.peer, local: call.b.local }, ack);
+                    ctx.send(
+                        Dest {
+                            addr: call.b.peer,
+                            local: call.b.local,
+                        },
+                        ack,
+                    );
                 }
                 return;
             }
@@ -382,7 +448,13 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
 }
 
 /// RFC 3261 §13.2.2.4: a 2xx nobody wants is ACKed and then BYEd.
-fn hang_up_stray_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+fn hang_up_stray_answer(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    now: Instant,
+) {
     let local = ctx.local(call.b.local).clone();
     let Some(attempt) = call.attempts.get(index) else {
         return;
@@ -396,15 +468,43 @@ fn hang_up_stray_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Res
         .and_then(|v| CommaList::new(v).next())
         .and_then(|v| NameAddr::parse(v).ok())
         .map_or_else(|| attempt.ruri.clone(), |n| Bytes::copy_from_slice(n.uri));
-    let fallback = call.policy.trunk(attempt.target.trunk).map_or(call.b.peer, |t| t.address);
+    let fallback = call
+        .policy
+        .trunk(attempt.target.trunk)
+        .map_or(call.b.peer, |t| t.address);
     let peer = next_hop(&target, &[], fallback);
-    let dest = Dest { addr: peer, local: call.b.local };
+    let dest = Dest {
+        addr: peer,
+        local: call.b.local,
+    };
     let ack_branch = ctx.ids.branch();
-    let ack = invite_sibling(&call.b, &local, b"ACK", &target, &[], &ack_branch, attempt.cseq, &to);
+    let ack = invite_sibling(
+        &call.b,
+        &local,
+        b"ACK",
+        InviteRef {
+            ruri: &target,
+            routes: &[],
+            branch: &ack_branch,
+            cseq: attempt.cseq,
+        },
+        &to,
+    );
     ctx.send(dest, ack);
     let bye_branch = ctx.ids.branch();
     let cseq = attempt.cseq + 1;
-    let bye = invite_sibling(&call.b, &local, b"BYE", &target, &[], &bye_branch, cseq, &to);
+    let bye = invite_sibling(
+        &call.b,
+        &local,
+        b"BYE",
+        InviteRef {
+            ruri: &target,
+            routes: &[],
+            branch: &bye_branch,
+            cseq,
+        },
+        &to,
+    );
     let tx = ClientNonInvite::start(now, &call.policy.timers, dest, bye, &mut ctx.out);
     call.own.push(Own {
         side: Side::B,
@@ -428,7 +528,9 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call) {
     }
     call.phase = Phase::Ended;
     call.cancel_call_timers();
-    ctx.stats.calls_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.stats
+        .calls_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(test)]

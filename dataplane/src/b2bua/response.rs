@@ -38,15 +38,19 @@ impl Engine {
             && let Some(i) = call.attempts.iter().position(|a| a.branch == branch)
         {
             super::outbound::on_attempt_response(&mut self.ctx, call, i, &resp, now);
-        } else if let Some(i) = call
-            .relays
-            .iter()
-            .position(|x| x.from == side.other() && x.client_branch == branch && resp.cseq.seq == x.client_cseq)
-        {
+        } else if let Some(i) = call.relays.iter().position(|x| {
+            x.from == side.other() && x.client_branch == branch && resp.cseq.seq == x.client_cseq
+        }) {
             super::dialog::on_relay_response(&mut self.ctx, call, i, &resp, now);
-        } else if let Some(own) = call.own.iter_mut().find(|o| o.side == side && o.branch == branch) {
+        } else if let Some(own) = call
+            .own
+            .iter_mut()
+            .find(|o| o.side == side && o.branch == branch)
+        {
             let timers = call.policy.timers;
-            if own.tx.on_response(now, &timers, resp.code) == crate::transaction::ResponseAction::Absorb {
+            if own.tx.on_response(now, &timers, resp.code)
+                == crate::transaction::ResponseAction::Absorb
+            {
                 ShardStats::inc(&self.ctx.stats.retransmissions_in);
             }
         } else {

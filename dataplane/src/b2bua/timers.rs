@@ -13,7 +13,9 @@ use crate::transaction::{TimerName, TxEvent};
 pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     let timers = call.policy.timers;
 
-    if call.uas.tx.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::Timeout) && call.phase == Phase::Answered {
+    if call.uas.tx.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::Timeout)
+        && call.phase == Phase::Answered
+    {
         // RFC 3261 §13.3.1.4: the caller never ACKed our 2xx. Complete the
         // callee's INVITE and end the call on both legs.
         send_b_ack(ctx, call, None);
@@ -76,15 +78,11 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 
     while let Some(timer) = call.timers.pop_expired(now) {
         match timer {
-            TimerName::NoResponse => {
-                if call.current().is_some_and(|a| !a.tx.heard_back()) {
-                    attempt_timed_out(ctx, call, now);
-                }
+            TimerName::NoResponse if call.current().is_some_and(|a| !a.tx.heard_back()) => {
+                attempt_timed_out(ctx, call, now);
             }
-            TimerName::MaxRinging => {
-                if call.uas.tx.is_pending() {
-                    cancel_call(ctx, call, now, 408, b"Request Timeout");
-                }
+            TimerName::MaxRinging if call.uas.tx.is_pending() => {
+                cancel_call(ctx, call, now, 408, b"Request Timeout");
             }
             _ => {}
         }

@@ -79,11 +79,11 @@ mod tests {
     #[test]
     fn only_the_first_push_after_a_drain_wakes() {
         let m = Mailbox::new(4);
-        assert_eq!(m.push(h()).unwrap(), true);
-        assert_eq!(m.push(h()).unwrap(), false);
+        assert!(m.push(h()).unwrap());
+        assert!(!m.push(h()).unwrap());
         m.rearm();
         assert!(m.pop().is_some() && m.pop().is_some() && m.pop().is_none());
-        assert_eq!(m.push(h()).unwrap(), true);
+        assert!(m.push(h()).unwrap());
     }
 
     #[test]

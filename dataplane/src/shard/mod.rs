@@ -64,15 +64,23 @@ pub struct Runtime {
 impl Runtime {
     /// Binds every shard's sockets, builds the rings and starts the threads.
     /// Returns once every shard is ready, or the first error.
-    pub fn start(cfg: RuntimeConfig, policy: Arc<ArcSwap<Policy>>, secrets: Secrets) -> io::Result<Runtime> {
+    pub fn start(
+        cfg: RuntimeConfig,
+        policy: Arc<ArcSwap<Policy>>,
+        secrets: Secrets,
+    ) -> io::Result<Runtime> {
         let shards = cfg.shards.clamp(1, 256);
         let shard_count = u16::try_from(shards).unwrap_or(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
-        let mailboxes: Arc<[Arc<Mailbox>]> = (0..shards).map(|_| Arc::new(Mailbox::new(65536))).collect();
+        let mailboxes: Arc<[Arc<Mailbox>]> =
+            (0..shards).map(|_| Arc::new(Mailbox::new(65536))).collect();
         let listeners: Vec<_> = policy.load().listeners.iter().map(|l| l.bind).collect();
         if listeners.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no SIP listen address"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no SIP listen address",
+            ));
         }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -103,7 +111,13 @@ impl Runtime {
                         let io = uring::ShardIo::new(sockets, cfg.sizes)?;
                         mailboxes[me].set_ring_fd(io.ring_fd());
                         let id = ShardId(u16::try_from(me).unwrap_or(0));
-                        let engine = Engine::new(id, shard_count, secrets, policy.load_full(), Arc::clone(&stats));
+                        let engine = Engine::new(
+                            id,
+                            shard_count,
+                            secrets,
+                            policy.load_full(),
+                            Arc::clone(&stats),
+                        );
                         Ok(uring::ShardLoop {
                             io,
                             engine,
@@ -141,11 +155,16 @@ impl Runtime {
                     first_error.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_error.get_or_insert(io::Error::other("a shard thread died during start-up"));
+                    first_error
+                        .get_or_insert(io::Error::other("a shard thread died during start-up"));
                 }
             }
         }
-        let runtime = Runtime { threads, stats, stop };
+        let runtime = Runtime {
+            threads,
+            stats,
+            stop,
+        };
         if let Some(e) = first_error {
             runtime.stop();
             return Err(e);

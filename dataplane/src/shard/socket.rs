@@ -9,7 +9,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Opens a reuse-port UDP socket bound to `addr`.
 pub fn reuseport_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
@@ -57,7 +61,9 @@ pub struct RawAddr {
 
 impl std::fmt::Debug for RawAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawAddr").field("is_v6", &self.is_v6).finish()
+        f.debug_struct("RawAddr")
+            .field("is_v6", &self.is_v6)
+            .finish()
     }
 }
 
@@ -125,12 +131,18 @@ mod tests {
         v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         v4[2..4].copy_from_slice(&5060u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[127, 0, 0, 10]);
-        assert_eq!(decode_sockaddr(&v4), Some("127.0.0.10:5060".parse().unwrap()));
+        assert_eq!(
+            decode_sockaddr(&v4),
+            Some("127.0.0.10:5060".parse().unwrap())
+        );
         let mut v6 = vec![0u8; 28];
         v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
         v6[2..4].copy_from_slice(&5070u16.to_be_bytes());
         v6[8..24].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(decode_sockaddr(&v6), Some("[2001:db8::1]:5070".parse().unwrap()));
+        assert_eq!(
+            decode_sockaddr(&v6),
+            Some("[2001:db8::1]:5070".parse().unwrap())
+        );
         assert_eq!(decode_sockaddr(&[1]), None);
     }
 

@@ -70,11 +70,18 @@ struct BufRing {
 impl BufRing {
     fn new(entries: u16) -> io::Result<Self> {
         if !entries.is_power_of_two() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "recv_buffers must be a power of two"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "recv_buffers must be a power of two",
+            ));
         }
-        let ring_layout = Layout::from_size_align(usize::from(entries) * std::mem::size_of::<BufRingEntry>(), 4096)
+        let ring_layout = Layout::from_size_align(
+            usize::from(entries) * std::mem::size_of::<BufRingEntry>(),
+            4096,
+        )
+        .map_err(io::Error::other)?;
+        let bufs_layout = Layout::from_size_align(usize::from(entries) * RECV_BUF, 4096)
             .map_err(io::Error::other)?;
-        let bufs_layout = Layout::from_size_align(usize::from(entries) * RECV_BUF, 4096).map_err(io::Error::other)?;
         // SAFETY: both layouts have a non-zero size (entries >= 1); the
         // memory is owned by this struct and freed in Drop with the same
         // layouts.
@@ -82,7 +89,10 @@ impl BufRing {
         // SAFETY: as above.
         let bufs = unsafe { alloc_zeroed(bufs_layout) };
         if ring.is_null() || bufs.is_null() {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "receive buffers"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "receive buffers",
+            ));
         }
         let mut br = BufRing {
             ring,
@@ -184,7 +194,9 @@ pub(crate) struct ShardIo {
 
 impl std::fmt::Debug for ShardIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardIo").field("sockets", &self.sockets.len()).finish()
+        f.debug_struct("ShardIo")
+            .field("sockets", &self.sockets.len())
+            .finish()
     }
 }
 
@@ -199,19 +211,31 @@ impl ShardIo {
         {
             Ok(r) => r,
             // Kernels before 6.1 lack DEFER_TASKRUN.
-            Err(_) => IoUring::builder().setup_cqsize(sizes.sq_entries * 8).build(sizes.sq_entries)?,
+            Err(_) => IoUring::builder()
+                .setup_cqsize(sizes.sq_entries * 8)
+                .build(sizes.sq_entries)?,
         };
         let bufring = BufRing::new(sizes.recv_buffers)?;
         // SAFETY: the ring memory is page aligned, holds `recv_buffers`
         // entries and lives as long as `ShardIo` (unregistered in Drop
         // before it is freed).
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(bufring.ring as u64, bufring.entries, BGID, 0)
+            ring.submitter().register_buf_ring_with_flags(
+                bufring.ring as u64,
+                bufring.entries,
+                BGID,
+                0,
+            )
         }
-        .map_err(|e| io::Error::new(e.kind(), format!("io_uring provided buffer ring (Linux 5.19+): {e}")))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("io_uring provided buffer ring (Linux 5.19+): {e}"),
+            )
+        })?;
         let mut recv_hdr = Box::new(empty_msghdr());
-        recv_hdr.msg_namelen = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).unwrap_or(128);
+        recv_hdr.msg_namelen =
+            libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).unwrap_or(128);
         let slots: Box<[SendSlot]> = (0..sizes.send_slots)
             .map(|_| SendSlot {
                 buf: vec![0u8; SEND_BUF].into_boxed_slice(),
@@ -287,7 +311,11 @@ impl ShardIo {
                 self.free_slots.push(idx);
                 break;
             };
-            let Some(sock) = self.sockets.get(usize::from(t.dest.local.0)).or(self.sockets.first()) else {
+            let Some(sock) = self
+                .sockets
+                .get(usize::from(t.dest.local.0))
+                .or(self.sockets.first())
+            else {
                 self.free_slots.push(idx);
                 continue;
             };
@@ -303,7 +331,9 @@ impl ShardIo {
             slot.hdr.msg_namelen = slot.addr.len();
             slot.hdr.msg_iov = &mut slot.iov;
             slot.hdr.msg_iovlen = 1;
-            let entry = opcode::SendMsg::new(Fd(fd), &slot.hdr).build().user_data(SEND | u64::from(idx));
+            let entry = opcode::SendMsg::new(Fd(fd), &slot.hdr)
+                .build()
+                .user_data(SEND | u64::from(idx));
             self.push(&entry)?;
         }
         Ok(())
@@ -343,17 +373,26 @@ impl ShardLoop {
             }
 
             completions.clear();
-            completions.extend(self.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            completions.extend(
+                self.io
+                    .ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             for &(ud, res, flags) in &completions {
                 match ud & !INDEX_MASK {
-                    RECV => self.on_recv(now, (ud & INDEX_MASK) as usize, res, flags, &mut wakes)?,
+                    RECV => {
+                        self.on_recv(now, (ud & INDEX_MASK) as usize, res, flags, &mut wakes)?
+                    }
                     SEND => {
                         let idx = (ud & INDEX_MASK) as u16;
                         self.io.free_slots.push(idx);
                         if res < 0 {
                             tracing::debug!(error = %io::Error::from_raw_os_error(-res), "sendmsg failed");
                         } else {
-                            self.stats.bytes_out.fetch_add(res as u64, Ordering::Relaxed);
+                            self.stats
+                                .bytes_out
+                                .fetch_add(res as u64, Ordering::Relaxed);
                         }
                     }
                     _ => {}
@@ -390,27 +429,42 @@ impl ShardLoop {
             let want = usize::from(!busy && !wait.is_zero());
             match self.io.ring.submitter().submit_with_args(want, &args) {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    ) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     }
 
-    fn on_recv(&mut self, now: Instant, idx: usize, res: i32, flags: u32, wakes: &mut Vec<i32>) -> io::Result<()> {
+    fn on_recv(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        res: i32,
+        flags: u32,
+        wakes: &mut Vec<i32>,
+    ) -> io::Result<()> {
         if res >= 0
             && let Some(bid) = cqueue::buffer_select(flags)
         {
             let len = usize::try_from(res).unwrap_or(0);
             let buf = self.io.bufring.buffer(bid, len);
             if let Ok(msg) = RecvMsgOut::parse(buf, &self.io.recv_hdr) {
-                self.stats.bytes_in.fetch_add(msg.payload_data().len() as u64, Ordering::Relaxed);
+                self.stats
+                    .bytes_in
+                    .fetch_add(msg.payload_data().len() as u64, Ordering::Relaxed);
                 if msg.is_payload_truncated() {
                     self.stats.discard(Discard::Oversized);
                 } else if let Some(src) = decode_sockaddr(msg.name_data()) {
                     let local = LocalId(u16::try_from(idx).unwrap_or(0));
                     let data = msg.payload_data();
-                    if let Disposition::HandOff(owner) = self.engine.handle_datagram(now, src, local, data) {
+                    if let Disposition::HandOff(owner) =
+                        self.engine.handle_datagram(now, src, local, data)
+                    {
                         ShardStats::inc(&self.stats.handed_off);
                         if let Some(mb) = self.mailboxes.get(usize::from(owner.0)) {
                             let h = Handoff {

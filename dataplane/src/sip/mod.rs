@@ -17,9 +17,7 @@ mod via;
 mod writer;
 
 pub use header::HeaderName;
-pub use message::{
-    Header, MAX_HEADERS, Message, ParseError, RequestLine, StartLine, StatusLine,
-};
+pub use message::{Header, MAX_HEADERS, Message, ParseError, RequestLine, StartLine, StatusLine};
 pub use method::Method;
 pub use name_addr::{NameAddr, NameAddrError};
 pub use request::{CSeq, MAX_CSEQ, Request, RequestError, Response};

@@ -67,7 +67,10 @@ impl<'a> NameAddr<'a> {
             });
         };
         // rest starts with '<'
-        let gt = rest.iter().position(|b| *b == b'>').ok_or(NameAddrError::Angle)?;
+        let gt = rest
+            .iter()
+            .position(|b| *b == b'>')
+            .ok_or(NameAddrError::Angle)?;
         let uri = &rest[1..gt];
         Uri::parse(uri)?;
         let params = trim_start(&rest[gt + 1..]);
@@ -101,7 +104,10 @@ mod tests {
 
     #[test]
     fn quoted_display_name_with_escapes() {
-        let n = NameAddr::parse(b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").unwrap();
+        let n = NameAddr::parse(
+            b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap();
         assert_eq!(n.display, Some(&b"\"J Rosenberg \\\\\\\"\""[..]));
         assert_eq!(n.uri, b"sip:jdrosen@example.com");
         assert_eq!(n.tag(), Some(&b"98asjd8"[..]));
@@ -109,7 +115,8 @@ mod tests {
 
     #[test]
     fn addr_spec_params_belong_to_header() {
-        let n = NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        let n =
+            NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
         assert_eq!(n.uri, b"sip:vivekg@chair-dnrc.example.com");
         assert_eq!(n.tag(), Some(&b"1918181833n"[..]));
     }

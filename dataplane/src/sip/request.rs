@@ -97,7 +97,9 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     pub fn parse(msg: Message<'a>) -> Result<Self, RequestError> {
-        let line = *msg.request_line().ok_or(RequestError::Parse(ParseError::StartLine))?;
+        let line = *msg
+            .request_line()
+            .ok_or(RequestError::Parse(ParseError::StartLine))?;
         let uri = Uri::parse(line.uri).map_err(|_| RequestError::RequestUri)?;
         let (via, from, to, call_id, cseq) = common_headers(&msg)?;
         // Every Via must be well formed, not only ours (RFC 4475 §3.1.2.1).
@@ -181,15 +183,23 @@ impl<'a> Response<'a> {
 type Common<'a> = (Via<'a>, NameAddr<'a>, NameAddr<'a>, &'a [u8], CSeq<'a>);
 
 fn common_headers<'a>(msg: &Message<'a>) -> Result<Common<'a>, RequestError> {
-    let via_value = msg.value(HeaderName::Via).ok_or(RequestError::Missing("Via"))?;
+    let via_value = msg
+        .value(HeaderName::Via)
+        .ok_or(RequestError::Missing("Via"))?;
     let top = split_values(via_value)
         .next()
         .ok_or(RequestError::Invalid("Via"))?;
     let via = Via::parse(top).map_err(|_| RequestError::Invalid("Via"))?;
-    let from = NameAddr::parse(msg.value(HeaderName::From).ok_or(RequestError::Missing("From"))?)
-        .map_err(|_| RequestError::Invalid("From"))?;
-    let to = NameAddr::parse(msg.value(HeaderName::To).ok_or(RequestError::Missing("To"))?)
-        .map_err(|_| RequestError::Invalid("To"))?;
+    let from = NameAddr::parse(
+        msg.value(HeaderName::From)
+            .ok_or(RequestError::Missing("From"))?,
+    )
+    .map_err(|_| RequestError::Invalid("From"))?;
+    let to = NameAddr::parse(
+        msg.value(HeaderName::To)
+            .ok_or(RequestError::Missing("To"))?,
+    )
+    .map_err(|_| RequestError::Invalid("To"))?;
     let call_id = msg
         .value(HeaderName::CallId)
         .ok_or(RequestError::Missing("Call-ID"))?;

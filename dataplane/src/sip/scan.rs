@@ -227,8 +227,7 @@ mod tests {
 
     #[test]
     fn comma_list_respects_quotes_and_brackets() {
-        let items: Vec<_> =
-            CommaList::new(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z>,, c").collect();
+        let items: Vec<_> = CommaList::new(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z>,, c").collect();
         assert_eq!(
             items,
             vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"<sip:z>", b"c"]

@@ -45,7 +45,10 @@ impl<'a> Uri<'a> {
         if s.is_empty() || !s.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80) {
             return Err(UriError::BadCharacter);
         }
-        let colon = s.iter().position(|b| *b == b':').ok_or(UriError::NoScheme)?;
+        let colon = s
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or(UriError::NoScheme)?;
         let scheme_raw = &s[..colon];
         let scheme_ok = scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
             && scheme_raw
@@ -120,7 +123,11 @@ pub fn host_ip(host: &[u8]) -> Option<IpAddr> {
     text.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-fn parse_sip<'a>(scheme: Scheme, scheme_raw: &'a [u8], rest: &'a [u8]) -> Result<Uri<'a>, UriError> {
+fn parse_sip<'a>(
+    scheme: Scheme,
+    scheme_raw: &'a [u8],
+    rest: &'a [u8],
+) -> Result<Uri<'a>, UriError> {
     let (user, hostpart) = match rest.iter().position(|b| *b == b'@') {
         Some(at) => {
             let userinfo = &rest[..at];
@@ -210,7 +217,8 @@ mod tests {
 
     #[test]
     fn sip_uri_with_user_params_and_headers() {
-        let u = Uri::parse(b"sip:alice:secret@[2001:db8::10]:5070;transport=udp;lr?Subject=x").unwrap();
+        let u =
+            Uri::parse(b"sip:alice:secret@[2001:db8::10]:5070;transport=udp;lr?Subject=x").unwrap();
         assert_eq!(u.scheme, Scheme::Sip);
         assert_eq!(u.user, Some(&b"alice"[..]));
         assert_eq!(u.host, b"[2001:db8::10]");
@@ -243,9 +251,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_uris() {
-        assert_eq!(Uri::parse(b"sip:a b@c").unwrap_err(), UriError::BadCharacter);
+        assert_eq!(
+            Uri::parse(b"sip:a b@c").unwrap_err(),
+            UriError::BadCharacter
+        );
         assert_eq!(Uri::parse(b"nocolon").unwrap_err(), UriError::NoScheme);
-        assert_eq!(Uri::parse(b"sip:a@host:99999").unwrap_err(), UriError::BadPort);
+        assert_eq!(
+            Uri::parse(b"sip:a@host:99999").unwrap_err(),
+            UriError::BadPort
+        );
         assert_eq!(Uri::parse(b"sip:a@").unwrap_err(), UriError::BadHost);
         assert_eq!(Uri::parse(b"sip:a@[::1").unwrap_err(), UriError::BadHost);
     }

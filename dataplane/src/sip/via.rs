@@ -132,7 +132,10 @@ mod tests {
 
     #[test]
     fn via_with_ipv6_rport_and_received() {
-        let v = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;rport;received=[2001:db8::9:255]").unwrap();
+        let v = Via::parse(
+            b"SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;rport;received=[2001:db8::9:255]",
+        )
+        .unwrap();
         assert_eq!(v.host, b"[2001:db8::9:1]");
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.rport(), Some(None));

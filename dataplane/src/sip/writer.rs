@@ -32,7 +32,8 @@ impl<'b> Writer<'b> {
 
     pub fn status_line(&mut self, code: u16, reason: &[u8]) -> &mut Self {
         self.buf.put_slice(b"SIP/2.0 ");
-        self.buf.put_slice(itoa::Buffer::new().format(code).as_bytes());
+        self.buf
+            .put_slice(itoa::Buffer::new().format(code).as_bytes());
         self.buf.put_u8(b' ');
         put_unfolded(self.buf, reason);
         self.buf.put_slice(b"\r\n");

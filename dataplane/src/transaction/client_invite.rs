@@ -15,11 +15,16 @@ pub const TIMER_C: Duration = Duration::from_secs(181);
 #[derive(Debug)]
 enum State {
     /// Request sent, nothing heard; retransmitting (timer A) until timer B.
-    Calling { request: Bytes, interval: Duration },
+    Calling {
+        request: Bytes,
+        interval: Duration,
+    },
     /// A provisional response arrived; no more retransmissions.
     Proceeding,
     /// A final non-2xx arrived and was ACKed; absorbing retransmissions.
-    Completed { ack: Bytes },
+    Completed {
+        ack: Bytes,
+    },
     /// A 2xx arrived (RFC 6026): further 2xx are passed to the TU.
     Accepted,
     Terminated,
@@ -36,7 +41,13 @@ pub struct ClientInvite {
 
 impl ClientInvite {
     /// Sends the INVITE and starts timers A and B (RFC 3261 §17.1.1.2).
-    pub fn start(now: Instant, cfg: &TimerConfig, dest: Dest, request: Bytes, out: &mut Outbox) -> Self {
+    pub fn start(
+        now: Instant,
+        cfg: &TimerConfig,
+        dest: Dest,
+        request: Bytes,
+        out: &mut Outbox,
+    ) -> Self {
         out.push(dest, request.clone());
         let mut timers = TimerTable::new();
         timers.set(TimerName::A, now + cfg.t1);
@@ -185,10 +196,19 @@ mod tests {
             addr: "192.0.2.1:5060".parse().unwrap(),
             local: LocalId(0),
         };
-        (Instant::now(), TimerConfig::default(), dest, Outbox::default())
+        (
+            Instant::now(),
+            TimerConfig::default(),
+            dest,
+            Outbox::default(),
+        )
     }
 
-    fn run_until(tx: &mut ClientInvite, out: &mut Outbox, end: Instant) -> (usize, Option<TxEvent>) {
+    fn run_until(
+        tx: &mut ClientInvite,
+        out: &mut Outbox,
+        end: Instant,
+    ) -> (usize, Option<TxEvent>) {
         let mut sent = 0;
         while let Some(at) = tx.next_deadline() {
             if at > end {
@@ -230,7 +250,10 @@ mod tests {
         assert!(tx.heard_back());
         // Abandoned after a provisional: gone 64*T1 later at the latest.
         tx.abandon(t0, &cfg);
-        assert_eq!(tx.on_timer(t0 + cfg.t1x64(), &mut out), Some(TxEvent::Timeout));
+        assert_eq!(
+            tx.on_timer(t0 + cfg.t1x64(), &mut out),
+            Some(TxEvent::Timeout)
+        );
         assert!(out.is_empty());
     }
 
@@ -256,9 +279,18 @@ mod tests {
         let (t0, cfg, dest, mut out) = setup();
         let mut tx = ClientInvite::start(t0, &cfg, dest, Bytes::from_static(b"INVITE"), &mut out);
         out.pop();
-        assert_eq!(tx.on_response(t0, &cfg, 200, || unreachable!(), &mut out), ResponseAction::Deliver);
-        assert_eq!(tx.on_response(t0, &cfg, 200, || unreachable!(), &mut out), ResponseAction::Deliver);
-        assert_eq!(tx.on_response(t0, &cfg, 180, || unreachable!(), &mut out), ResponseAction::Absorb);
+        assert_eq!(
+            tx.on_response(t0, &cfg, 200, || unreachable!(), &mut out),
+            ResponseAction::Deliver
+        );
+        assert_eq!(
+            tx.on_response(t0, &cfg, 200, || unreachable!(), &mut out),
+            ResponseAction::Deliver
+        );
+        assert_eq!(
+            tx.on_response(t0, &cfg, 180, || unreachable!(), &mut out),
+            ResponseAction::Absorb
+        );
         let (_, ev) = run_until(&mut tx, &mut out, t0 + Duration::from_secs(33));
         assert_eq!(ev, Some(TxEvent::Terminated));
     }

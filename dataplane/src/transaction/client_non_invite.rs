@@ -25,7 +25,13 @@ pub struct ClientNonInvite {
 
 impl ClientNonInvite {
     /// Sends the request; timer E at T1, timer F at 64*T1 (§17.1.2.2).
-    pub fn start(now: Instant, cfg: &TimerConfig, dest: Dest, request: Bytes, out: &mut Outbox) -> Self {
+    pub fn start(
+        now: Instant,
+        cfg: &TimerConfig,
+        dest: Dest,
+        request: Bytes,
+        out: &mut Outbox,
+    ) -> Self {
         out.push(dest, request.clone());
         let mut timers = TimerTable::new();
         timers.set(TimerName::E, now + cfg.t1);
@@ -77,7 +83,12 @@ impl ClientNonInvite {
         self.timers.next()
     }
 
-    pub fn on_timer(&mut self, now: Instant, cfg: &TimerConfig, out: &mut Outbox) -> Option<TxEvent> {
+    pub fn on_timer(
+        &mut self,
+        now: Instant,
+        cfg: &TimerConfig,
+        out: &mut Outbox,
+    ) -> Option<TxEvent> {
         while let Some(timer) = self.timers.pop_expired(now) {
             match (timer, &mut self.state) {
                 (TimerName::E, State::Trying { request, interval }) => {
@@ -115,7 +126,10 @@ mod tests {
         // RFC 3261 §17.1.2.2: E doubles up to T2; F at 64*T1.
         let t0 = Instant::now();
         let cfg = TimerConfig::default();
-        let dest = Dest { addr: "192.0.2.1:5060".parse().unwrap(), local: LocalId(0) };
+        let dest = Dest {
+            addr: "192.0.2.1:5060".parse().unwrap(),
+            local: LocalId(0),
+        };
         let mut out = Outbox::default();
         let mut tx = ClientNonInvite::start(t0, &cfg, dest, Bytes::from_static(b"BYE"), &mut out);
         let mut sends = vec![];
@@ -139,12 +153,18 @@ mod tests {
     fn final_response_completes_then_k_terminates() {
         let t0 = Instant::now();
         let cfg = TimerConfig::default();
-        let dest = Dest { addr: "192.0.2.1:5060".parse().unwrap(), local: LocalId(0) };
+        let dest = Dest {
+            addr: "192.0.2.1:5060".parse().unwrap(),
+            local: LocalId(0),
+        };
         let mut out = Outbox::default();
         let mut tx = ClientNonInvite::start(t0, &cfg, dest, Bytes::from_static(b"BYE"), &mut out);
         assert_eq!(tx.on_response(t0, &cfg, 200), ResponseAction::Deliver);
         assert_eq!(tx.on_response(t0, &cfg, 200), ResponseAction::Absorb);
         assert_eq!(tx.next_deadline(), Some(t0 + cfg.t4));
-        assert_eq!(tx.on_timer(t0 + cfg.t4, &cfg, &mut out), Some(TxEvent::Terminated));
+        assert_eq!(
+            tx.on_timer(t0 + cfg.t4, &cfg, &mut out),
+            Some(TxEvent::Terminated)
+        );
     }
 }

@@ -13,10 +13,19 @@ use crate::net::{Dest, Outbox};
 
 #[derive(Debug)]
 enum State {
-    Proceeding { last: Option<Bytes> },
-    Completed { response: Bytes, interval: Duration },
+    Proceeding {
+        last: Option<Bytes>,
+    },
+    Completed {
+        response: Bytes,
+        interval: Duration,
+    },
     Confirmed,
-    Accepted { response: Bytes, interval: Duration, acked: bool },
+    Accepted {
+        response: Bytes,
+        interval: Duration,
+        acked: bool,
+    },
     Terminated,
 }
 
@@ -67,13 +76,24 @@ impl ServerInvite {
 
     /// Sends a response. Returns false if the state forbids it (a final
     /// response was already sent).
-    pub fn respond(&mut self, now: Instant, cfg: &TimerConfig, code: u16, response: Bytes, out: &mut Outbox) -> bool {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        cfg: &TimerConfig,
+        code: u16,
+        response: Bytes,
+        out: &mut Outbox,
+    ) -> bool {
         if !matches!(self.state, State::Proceeding { .. }) {
             return false;
         }
         out.push(self.dest, response.clone());
         match code {
-            100..=199 => self.state = State::Proceeding { last: Some(response) },
+            100..=199 => {
+                self.state = State::Proceeding {
+                    last: Some(response),
+                }
+            }
             200..=299 => {
                 self.timers.set(TimerName::Retransmit2xx, now + cfg.t1);
                 self.timers.set(TimerName::L, now + cfg.t1x64());
@@ -131,7 +151,12 @@ impl ServerInvite {
         self.timers.next()
     }
 
-    pub fn on_timer(&mut self, now: Instant, cfg: &TimerConfig, out: &mut Outbox) -> Option<TxEvent> {
+    pub fn on_timer(
+        &mut self,
+        now: Instant,
+        cfg: &TimerConfig,
+        out: &mut Outbox,
+    ) -> Option<TxEvent> {
         while let Some(timer) = self.timers.pop_expired(now) {
             match (timer, &mut self.state) {
                 (TimerName::G, State::Completed { response, interval }) => {
@@ -140,7 +165,14 @@ impl ServerInvite {
                     *interval = (*interval * 2).min(cfg.t2);
                     self.timers.set(TimerName::G, now + *interval);
                 }
-                (TimerName::Retransmit2xx, State::Accepted { response, interval, acked: false }) => {
+                (
+                    TimerName::Retransmit2xx,
+                    State::Accepted {
+                        response,
+                        interval,
+                        acked: false,
+                    },
+                ) => {
                     // §13.3.1.4: T1, doubling up to T2.
                     out.push(self.dest, response.clone());
                     *interval = (*interval * 2).min(cfg.t2);
@@ -156,7 +188,11 @@ impl ServerInvite {
                     self.state = State::Terminated;
                     self.timers.clear();
                     // §13.3.1.4: no ACK within 64*T1 -> the TU ends the dialog.
-                    return Some(if acked { TxEvent::Terminated } else { TxEvent::Timeout });
+                    return Some(if acked {
+                        TxEvent::Terminated
+                    } else {
+                        TxEvent::Timeout
+                    });
                 }
                 (TimerName::I, _) => {
                     self.state = State::Terminated;
@@ -176,7 +212,10 @@ mod tests {
     use crate::net::LocalId;
 
     fn dest() -> Dest {
-        Dest { addr: "192.0.2.1:5060".parse().unwrap(), local: LocalId(0) }
+        Dest {
+            addr: "192.0.2.1:5060".parse().unwrap(),
+            local: LocalId(0),
+        }
     }
 
     #[test]
@@ -197,7 +236,10 @@ mod tests {
         out.pop();
         assert_eq!(tx.on_ack(t0 + cfg.t1, &cfg), AckKind::NonSuccess);
         assert_eq!(tx.next_deadline(), Some(t0 + cfg.t1 + cfg.t4));
-        assert_eq!(tx.on_timer(t0 + cfg.t1 + cfg.t4, &cfg, &mut out), Some(TxEvent::Terminated));
+        assert_eq!(
+            tx.on_timer(t0 + cfg.t1 + cfg.t4, &cfg, &mut out),
+            Some(TxEvent::Terminated)
+        );
         assert!(out.is_empty());
     }
 
@@ -232,10 +274,16 @@ mod tests {
         assert_eq!(out.len(), 1);
         out.pop();
         tx.on_retransmission(&mut out);
-        assert!(out.is_empty(), "RFC 6026: INVITE retransmissions absorbed in Accepted");
+        assert!(
+            out.is_empty(),
+            "RFC 6026: INVITE retransmissions absorbed in Accepted"
+        );
         assert_eq!(tx.on_ack(t0 + cfg.t1, &cfg), AckKind::Success);
         assert_eq!(tx.on_ack(t0 + cfg.t1, &cfg), AckKind::Duplicate);
-        assert_eq!(tx.on_timer(t0 + cfg.t1x64(), &cfg, &mut out), Some(TxEvent::Terminated));
+        assert_eq!(
+            tx.on_timer(t0 + cfg.t1x64(), &cfg, &mut out),
+            Some(TxEvent::Terminated)
+        );
         assert!(out.is_empty());
     }
 

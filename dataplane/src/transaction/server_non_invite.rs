@@ -44,7 +44,14 @@ impl ServerNonInvite {
         }
     }
 
-    pub fn respond(&mut self, now: Instant, cfg: &TimerConfig, code: u16, response: Bytes, out: &mut Outbox) -> bool {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        cfg: &TimerConfig,
+        code: u16,
+        response: Bytes,
+        out: &mut Outbox,
+    ) -> bool {
         if !self.is_pending() {
             return false;
         }
@@ -90,7 +97,10 @@ mod tests {
         let t0 = Instant::now();
         let cfg = TimerConfig::default();
         let mut out = Outbox::default();
-        let dest = Dest { addr: "192.0.2.1:5060".parse().unwrap(), local: LocalId(0) };
+        let dest = Dest {
+            addr: "192.0.2.1:5060".parse().unwrap(),
+            local: LocalId(0),
+        };
         let mut tx = ServerNonInvite::new(dest);
         tx.on_retransmission(&mut out);
         assert!(out.is_empty(), "nothing to resend while Trying");

@@ -102,12 +102,7 @@ impl<const N: usize> TimerTable<N> {
         // full table is a bug, and replacing the latest entry keeps the
         // earlier deadlines intact.
         debug_assert!(false, "timer table full setting {name:?}");
-        if let Some(last) = self
-            .entries
-            .iter_mut()
-            .flatten()
-            .max_by_key(|(_, at)| *at)
-        {
+        if let Some(last) = self.entries.iter_mut().flatten().max_by_key(|(_, at)| *at) {
             *last = (name, at);
         }
     }
@@ -166,8 +161,14 @@ mod tests {
         t.set(TimerName::A, t0 + Duration::from_millis(500));
         assert_eq!(t.next(), Some(t0 + Duration::from_millis(500)));
         assert_eq!(t.pop_expired(t0), None);
-        assert_eq!(t.pop_expired(t0 + Duration::from_secs(40)), Some(TimerName::A));
-        assert_eq!(t.pop_expired(t0 + Duration::from_secs(40)), Some(TimerName::B));
+        assert_eq!(
+            t.pop_expired(t0 + Duration::from_secs(40)),
+            Some(TimerName::A)
+        );
+        assert_eq!(
+            t.pop_expired(t0 + Duration::from_secs(40)),
+            Some(TimerName::B)
+        );
         assert_eq!(t.next(), None);
         t.set(TimerName::A, t0);
         t.set(TimerName::A, t0 + Duration::from_secs(1));

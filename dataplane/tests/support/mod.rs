@@ -1,7 +1,7 @@
 //! A deterministic harness for the sans-IO engine: a simulated clock that
 //! jumps to the next deadline, scripted peers, and helpers to read what the
 //! SBC sent.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,16 +68,31 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
                 from: vec![TrunkId(0)],
                 numbers: vec![NumberPattern::Prefix(String::new())],
                 targets: vec![
-                    Target { trunk: TrunkId(1), priority: 1, weight: 1 },
-                    Target { trunk: TrunkId(2), priority: 2, weight: 1 },
+                    Target {
+                        trunk: TrunkId(1),
+                        priority: 1,
+                        weight: 1,
+                    },
+                    Target {
+                        trunk: TrunkId(2),
+                        priority: 2,
+                        weight: 1,
+                    },
                 ],
                 failover: Failover::standard(),
             },
             Route {
                 name: "italy-in".into(),
                 from: vec![TrunkId(1), TrunkId(2)],
-                numbers: vec![NumberPattern::Prefix("+39".into()), NumberPattern::Prefix("39".into())],
-                targets: vec![Target { trunk: TrunkId(0), priority: 1, weight: 1 }],
+                numbers: vec![
+                    NumberPattern::Prefix("+39".into()),
+                    NumberPattern::Prefix("39".into()),
+                ],
+                targets: vec![Target {
+                    trunk: TrunkId(0),
+                    priority: 1,
+                    weight: 1,
+                }],
                 failover: Failover::standard(),
             },
         ],
@@ -118,7 +133,8 @@ impl Sent {
     pub fn branch(&self) -> String {
         let m = self.msg();
         let via = m.value(HeaderName::Via).unwrap();
-        let v = sbc_dataplane::sip::Via::parse(sbc_dataplane::sip::via_values(via).next().unwrap()).unwrap();
+        let v = sbc_dataplane::sip::Via::parse(sbc_dataplane::sip::via_values(via).next().unwrap())
+            .unwrap();
         String::from_utf8_lossy(v.branch().unwrap()).into_owned()
     }
     pub fn to_tag(&self) -> String {
@@ -126,7 +142,7 @@ impl Sent {
         let to = sbc_dataplane::sip::NameAddr::parse(m.value(HeaderName::To).unwrap()).unwrap();
         String::from_utf8_lossy(to.tag().unwrap_or(b"")).into_owned()
     }
-    pub fn from_tag(&self) -> String {
+    pub fn tag_of_from(&self) -> String {
         let m = self.msg();
         let f = sbc_dataplane::sip::NameAddr::parse(m.value(HeaderName::From).unwrap()).unwrap();
         String::from_utf8_lossy(f.tag().unwrap_or(b"")).into_owned()
@@ -153,18 +169,32 @@ impl Sim {
         let policy = Arc::new(policy);
         let stats = Arc::new(ShardStats::default());
         let secrets = Secrets::from_bytes(std::array::from_fn(|i| i as u8));
-        let engine = Engine::new(ShardId(0), 1, secrets, Arc::clone(&policy), Arc::clone(&stats));
+        let engine = Engine::new(
+            ShardId(0),
+            1,
+            secrets,
+            Arc::clone(&policy),
+            Arc::clone(&stats),
+        );
         let now = Instant::now();
-        Sim { engine, now, start: now, stats, policy }
+        Sim {
+            engine,
+            now,
+            start: now,
+            stats,
+            policy,
+        }
     }
 
     /// Delivers a datagram from `from` to the SBC.
     pub fn recv(&mut self, from: &str, bytes: &str) -> Disposition {
-        self.engine.handle_datagram(self.now, addr(from), LocalId(0), bytes.as_bytes())
+        self.engine
+            .handle_datagram(self.now, addr(from), LocalId(0), bytes.as_bytes())
     }
 
     pub fn recv_bytes(&mut self, from: &str, bytes: &[u8]) -> Disposition {
-        self.engine.handle_datagram(self.now, addr(from), LocalId(0), bytes)
+        self.engine
+            .handle_datagram(self.now, addr(from), LocalId(0), bytes)
     }
 
     /// Everything the SBC queued.
@@ -184,8 +214,22 @@ impl Sim {
     pub fn one_to(&mut self, to: &str) -> Sent {
         let sent = self.sent();
         let mut matching: Vec<Sent> = sent.iter().filter(|s| s.to == addr(to)).cloned().collect();
-        assert_eq!(matching.len(), 1, "expected one message to {to}, got: {:#?}", sent.iter().map(|s| (s.to, s.text().lines().next().unwrap_or("").to_owned())).collect::<Vec<_>>());
-        assert_eq!(sent.len(), 1, "unexpected extra messages: {:#?}", sent.iter().map(|s| (s.to, s.text().lines().next().unwrap_or("").to_owned())).collect::<Vec<_>>());
+        assert_eq!(
+            matching.len(),
+            1,
+            "expected one message to {to}, got: {:#?}",
+            sent.iter()
+                .map(|s| (s.to, s.text().lines().next().unwrap_or("").to_owned()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            sent.len(),
+            1,
+            "unexpected extra messages: {:#?}",
+            sent.iter()
+                .map(|s| (s.to, s.text().lines().next().unwrap_or("").to_owned()))
+                .collect::<Vec<_>>()
+        );
         matching.remove(0)
     }
 
@@ -236,7 +280,14 @@ pub fn invite(from_host: &str, number: &str, call_id: &str, branch: &str, cseq: 
 }
 
 /// A response to a request the SBC sent, built from it (RFC 3261 §8.2.6).
-pub fn reply(req: &Sent, code: u16, reason: &str, to_tag: Option<&str>, contact: Option<&str>, body: &str) -> String {
+pub fn reply(
+    req: &Sent,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    contact: Option<&str>,
+    body: &str,
+) -> String {
     let m = req.msg();
     let mut s = format!("SIP/2.0 {code} {reason}\r\n");
     for h in m.all(HeaderName::Via) {
@@ -274,7 +325,11 @@ pub fn in_dialog(
     cseq: u32,
     body: &str,
 ) -> String {
-    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".to_owned() };
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_owned()
+    };
     format!(
         "{method} {ruri} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {via_host};branch={branch};rport\r\n\

@@ -1,0 +1,176 @@
+//! The TOML configuration file.
+//!
+//! Reading a configuration goes in three steps:
+//! 1. TOML → [`file::ConfigFile`] through serde, every table with
+//!    `deny_unknown_fields`, every single value parsed into a type that
+//!    guarantees it (`values.rs`); `serde_path_to_error` records where a
+//!    value failed, so the error names the field (`trunks[1].address`).
+//! 2. Checks across fields (`validate.rs`): references to trunks,
+//!    duplicates, list lengths, timer ordering.
+//! 3. [`Config::compile`] turns the result into the immutable
+//!    [`Policy`] snapshot the shards read.
+//!
+//! `config/sbc.toml` (embedded as [`DEFAULT_CONFIG`]) documents every key.
+
+mod compile;
+mod error;
+mod file;
+mod path;
+mod validate;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::Path;
+
+use sbc_dataplane::policy::Policy;
+
+pub use compile::StatsRegistry;
+pub use error::{ConfigError, Problem};
+pub use path::{FieldPath, Segment};
+pub use validate::{MAX_SHARDS, MAX_TRUNKS};
+
+use file::ConfigFile;
+use path::line_of_offset;
+
+/// The configuration used when `sbc` starts without `--config`: loopback
+/// only, no trunks, so every request is refused.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/sbc.toml");
+
+/// How errors in [`DEFAULT_CONFIG`] name their origin.
+pub const DEFAULT_ORIGIN: &str = "<embedded default configuration>";
+
+/// A configuration that parsed and passed validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    file: ConfigFile,
+}
+
+impl Config {
+    /// Parses and validates a configuration text; errors name `<inline>`
+    /// as their origin.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::parse("<inline>", text)
+    }
+
+    /// Parses and validates a configuration text; `origin` (a file name)
+    /// starts every error message.
+    pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
+        parse_file(text)
+            .map(|file| Config { file })
+            .map_err(|problem| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problem,
+            })
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&origin, &text),
+            Err(source) => Err(ConfigError::Read { origin, source }),
+        }
+    }
+
+    /// The embedded [`DEFAULT_CONFIG`].
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_ORIGIN, DEFAULT_CONFIG)
+    }
+
+    /// The snapshot the shards read. Trunk counters come from `stats`, so
+    /// compiling again with the same registry keeps them.
+    pub fn compile(&self, stats: &StatsRegistry, version: u64) -> Policy {
+        compile::compile(&self.file, stats, version)
+    }
+
+    /// Number of shards to run: `shards.count`, or one per CPU core when
+    /// it is 0 or absent (at most [`MAX_SHARDS`]).
+    pub fn shard_count(&self) -> usize {
+        match self.file.shards.count {
+            0 => std::thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(MAX_SHARDS),
+            n => n,
+        }
+    }
+
+    /// Whether each shard thread is pinned to a core (`shards.pin_threads`).
+    pub fn pin_threads(&self) -> bool {
+        self.file.shards.pin_threads
+    }
+
+    /// Where `/metrics` is served; `None` when there is no `[metrics]`.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.file.metrics.as_ref().map(|m| m.listen.0)
+    }
+
+    /// The SIP listen addresses, in order (index = local id).
+    pub fn sip_listen(&self) -> Vec<SocketAddr> {
+        self.file.sip.listen.iter().map(|a| a.0).collect()
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            trunks: self.file.trunks.len(),
+            routes: self.file.routes.len(),
+            dids: self.file.dids.len(),
+            listen: self.file.sip.listen.len(),
+        }
+    }
+}
+
+/// Counts for a one-line description of a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub trunks: usize,
+    pub routes: usize,
+    pub dids: usize,
+    pub listen: usize,
+}
+
+impl fmt::Display for Summary {
+    /// `3 trunks, 1 route, 1 DID, 1 listen address`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        write!(
+            f,
+            "{}, {}, {}, {}",
+            plural(self.trunks, "trunk", "trunks"),
+            plural(self.routes, "route", "routes"),
+            plural(self.dids, "DID", "DIDs"),
+            plural(self.listen, "listen address", "listen addresses"),
+        )
+    }
+}
+
+fn parse_file(text: &str) -> Result<ConfigFile, Problem> {
+    let de = toml::de::Deserializer::parse(text)
+        .map_err(|e| toml_problem(text, FieldPath::root(), &e))?;
+    let file: ConfigFile = serde_path_to_error::deserialize(de)
+        .map_err(|e| toml_problem(text, FieldPath::from_serde(e.path()), e.inner()))?;
+    validate::validate(&file).map_err(|mut problem| {
+        problem.line = problem.field.line_in(text);
+        problem
+    })?;
+    Ok(file)
+}
+
+fn toml_problem(text: &str, field: FieldPath, e: &toml::de::Error) -> Problem {
+    let line = e
+        .span()
+        .map(|s| line_of_offset(text, s.start))
+        .or_else(|| field.line_in(text));
+    let message = e.message().trim().replace('\n', "; ");
+    Problem {
+        field,
+        message,
+        line,
+    }
+}

@@ -1,0 +1,181 @@
+//! A validated configuration becomes the [`Policy`] snapshot the shards
+//! read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sbc_dataplane::policy::{
+    Acl, CallTimers, Failover, Listener, Policy, Route, Target, Trunk, TrunkId,
+};
+use sbc_dataplane::stats::TrunkStats;
+use sbc_dataplane::transaction::TimerConfig;
+
+use super::file::{self, ConfigFile};
+use super::values::{FailoverEntry, Name};
+
+/// Per-trunk counters by trunk name, kept across recompiles so a reload
+/// does not reset a trunk's metrics. A trunk removed from the
+/// configuration keeps its entry, and its counters resume if it returns.
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    trunks: Mutex<HashMap<Arc<str>, Arc<TrunkStats>>>,
+}
+
+impl StatsRegistry {
+    pub fn new() -> Self {
+        StatsRegistry::default()
+    }
+
+    /// The counters of the trunk called `name`, created on first use.
+    pub fn trunk(&self, name: &str) -> Arc<TrunkStats> {
+        // The map is only inserted into; a panic elsewhere cannot leave it
+        // inconsistent, so a poisoned lock is still usable.
+        let mut trunks = self.trunks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(stats) = trunks.get(name) {
+            return Arc::clone(stats);
+        }
+        let stats = Arc::new(TrunkStats::default());
+        trunks.insert(name.into(), Arc::clone(&stats));
+        stats
+    }
+}
+
+pub fn compile(file: &ConfigFile, stats: &StatsRegistry, version: u64) -> Policy {
+    let ids: HashMap<&Name, TrunkId> = file
+        .trunks
+        .iter()
+        .enumerate()
+        // Validation bounds the number of trunks to `u16::MAX`.
+        .map(|(i, t)| (&t.name, TrunkId(u16::try_from(i).unwrap_or(u16::MAX))))
+        .collect();
+    let from = |names: &[Name]| {
+        names
+            .iter()
+            .filter_map(|n| ids.get(n).copied())
+            .collect::<Vec<_>>()
+    };
+
+    let trunks = file
+        .trunks
+        .iter()
+        .map(|t| Trunk {
+            name: t.name.0.as_str().into(),
+            sources: t.sources.iter().map(|n| n.0).collect(),
+            address: t.address.0,
+            stats: stats.trunk(&t.name.0),
+        })
+        .collect();
+
+    let mut routes: Vec<Route> = file
+        .routes
+        .iter()
+        .map(|r| {
+            let mut targets: Vec<Target> = r
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    ids.get(&t.trunk).map(|id| Target {
+                        trunk: *id,
+                        priority: t.priority,
+                        weight: t.weight,
+                    })
+                })
+                .collect();
+            // Stable: equal priorities keep the order they were written in.
+            targets.sort_by_key(|t| t.priority);
+            Route {
+                name: r.name.0.as_str().into(),
+                from: from(&r.from),
+                numbers: r.numbers.iter().map(|p| p.0.clone()).collect(),
+                targets,
+                failover: r
+                    .failover
+                    .as_deref()
+                    .map_or_else(Failover::standard, failover),
+            }
+        })
+        .collect();
+    routes.extend(file.dids.iter().map(|d| {
+        Route {
+            name: did_name(d).into(),
+            from: from(&d.from),
+            numbers: d.numbers.iter().map(|p| p.0.clone()).collect(),
+            targets: ids
+                .get(&d.trunk)
+                .map(|id| Target {
+                    trunk: *id,
+                    priority: 1,
+                    weight: 1,
+                })
+                .into_iter()
+                .collect(),
+            failover: Failover::standard(),
+        }
+    }));
+
+    Policy {
+        version,
+        listeners: listeners(&file.sip),
+        timers: timers(&file.sip.timers),
+        call_timers: call_timers(&file.sip.timers),
+        acl: Acl {
+            allow: file.acl.allow.iter().map(|n| n.0).collect(),
+            deny: file.acl.deny.iter().map(|n| n.0).collect(),
+        },
+        trunks,
+        routes,
+    }
+}
+
+/// `did:<first number pattern>`; route names cannot contain `:`, so this
+/// never collides with a route.
+pub fn did_name(did: &file::Did) -> String {
+    let first = did.numbers.first().map(|p| match &p.0 {
+        sbc_dataplane::policy::NumberPattern::Exact(n) => n.clone(),
+        sbc_dataplane::policy::NumberPattern::Prefix(p) => format!("{p}*"),
+    });
+    format!("did:{}", first.unwrap_or_default())
+}
+
+fn failover(entries: &[FailoverEntry]) -> Failover {
+    let mut f = Failover::none();
+    for entry in entries {
+        match entry.codes() {
+            None => f.on_timeout = true,
+            Some(codes) => codes.for_each(|c| f.add(c)),
+        }
+    }
+    f
+}
+
+fn listeners(sip: &file::Sip) -> Vec<Listener> {
+    sip.listen
+        .iter()
+        .enumerate()
+        .map(|(i, bind)| Listener {
+            bind: bind.0,
+            advertise: sip
+                .advertise
+                .as_ref()
+                .and_then(|a| a.get(i))
+                .map_or_else(|| bind.0.to_string(), |a| a.0.clone()),
+        })
+        .collect()
+}
+
+fn timers(t: &file::Timers) -> TimerConfig {
+    let d = TimerConfig::default();
+    TimerConfig {
+        t1: t.t1_ms.map_or(d.t1, |m| m.0),
+        t2: t.t2_ms.map_or(d.t2, |m| m.0),
+        t4: t.t4_ms.map_or(d.t4, |m| m.0),
+    }
+}
+
+fn call_timers(t: &file::Timers) -> CallTimers {
+    let d = CallTimers::default();
+    CallTimers {
+        no_response: t.no_response_ms.map_or(d.no_response, |m| m.0),
+        max_ringing: t.max_ringing_ms.map_or(d.max_ringing, |m| m.0),
+    }
+}

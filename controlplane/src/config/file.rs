@@ -1,0 +1,113 @@
+//! The TOML schema, as written in the file. `config/sbc.toml` documents
+//! every key; keep the two in step.
+
+use serde::Deserialize;
+
+use super::values::{Advertise, FailoverEntry, Millis, Name, Network, Pattern, SocketAddress};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub sip: Sip,
+    #[serde(default)]
+    pub shards: Shards,
+    pub metrics: Option<Metrics>,
+    #[serde(default)]
+    pub acl: Acl,
+    #[serde(default)]
+    pub trunks: Vec<Trunk>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub dids: Vec<Did>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sip {
+    /// UDP addresses the shards bind.
+    pub listen: Vec<SocketAddress>,
+    /// What goes into Via/Contact/From, one per listen address.
+    pub advertise: Option<Vec<Advertise>>,
+    #[serde(default)]
+    pub timers: Timers,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timers {
+    pub t1_ms: Option<Millis>,
+    pub t2_ms: Option<Millis>,
+    pub t4_ms: Option<Millis>,
+    pub no_response_ms: Option<Millis>,
+    pub max_ringing_ms: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shards {
+    /// 0 = one per CPU core.
+    #[serde(default)]
+    pub count: usize,
+    /// Pin each shard thread to a core.
+    #[serde(default)]
+    pub pin_threads: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub listen: SocketAddress,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    #[serde(default)]
+    pub allow: Vec<Network>,
+    #[serde(default)]
+    pub deny: Vec<Network>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    pub name: Name,
+    pub sources: Vec<Network>,
+    pub address: SocketAddress,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Name,
+    #[serde(default)]
+    pub from: Vec<Name>,
+    pub numbers: Vec<Pattern>,
+    pub targets: Vec<Target>,
+    /// Absent: the standard set (timeout, 408, 5xx).
+    pub failover: Option<Vec<FailoverEntry>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub trunk: Name,
+    #[serde(default = "one")]
+    pub priority: u32,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Did {
+    pub numbers: Vec<Pattern>,
+    #[serde(default)]
+    pub from: Vec<Name>,
+    pub trunk: Name,
+}
+
+fn one() -> u32 {
+    1
+}

@@ -1,0 +1,320 @@
+//! One test per rejected configuration: each asserts that the message
+//! names the field path and the problem.
+
+use super::super::Config;
+
+/// Two trunks, `pbx` and `carrier-a`, and nothing else.
+const BASE: &str = r#"
+[sip]
+listen = ["127.0.0.1:5060"]
+
+[[trunks]]
+name = "pbx"
+sources = ["127.0.0.10"]
+address = "127.0.0.10:5060"
+
+[[trunks]]
+name = "carrier-a"
+sources = ["127.0.0.20"]
+address = "127.0.0.20:5060"
+"#;
+
+fn with_base(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn error(text: &str) -> String {
+    let err = Config::from_toml_str(text).expect_err("accepted an invalid configuration");
+    let message = err.to_string();
+    assert!(message.starts_with("<inline>: "), "{message}");
+    message
+}
+
+macro_rules! rejects {
+    ($name:ident, $text:expr, $expected:expr) => {
+        #[test]
+        fn $name() {
+            let message = error(&$text);
+            assert!(
+                message.contains($expected),
+                "expected {:?} in {message:?}",
+                $expected
+            );
+        }
+    };
+}
+
+#[test]
+fn base_is_valid() {
+    Config::from_toml_str(BASE).unwrap();
+}
+
+// --- serde: unknown keys, types, missing keys, syntax ---
+
+rejects!(
+    unknown_top_level_key,
+    with_base("[sipp]\nlisten = []\n"),
+    "<inline>: sipp: unknown field `sipp`"
+);
+rejects!(
+    unknown_trunk_key,
+    BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address` (line 7)"
+);
+rejects!(
+    unknown_target_key,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\", prio = 1 }]\n"
+    ),
+    "routes[0].targets[0].prio: unknown field `prio`"
+);
+rejects!(
+    unknown_timer_key,
+    with_base("[sip.timers]\nt3_ms = 1\n"),
+    "sip.timers.t3_ms: unknown field `t3_ms`"
+);
+rejects!(
+    missing_trunk_address,
+    with_base("[[trunks]]\nname = \"x\"\nsources = [\"1.2.3.4\"]\n"),
+    "trunks[2]: missing field `address`"
+);
+rejects!(
+    listen_is_not_a_list,
+    BASE.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = \"127.0.0.1:5060\""
+    ),
+    "sip.listen: invalid type: string \"127.0.0.1:5060\", expected a sequence"
+);
+rejects!(
+    negative_priority,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\", priority = -1 }]\n"
+    ),
+    "routes[0].targets[0].priority: invalid value: integer `-1`"
+);
+rejects!(toml_syntax_error, with_base("[[trunks]\n"), "(line 14)");
+
+// --- single values ---
+
+rejects!(
+    trunk_address_not_an_address,
+    with_base("[[trunks]]\nname = \"x\"\nsources = [\"1.2.3.4\"]\naddress = \"foo\"\n"),
+    "trunks[2].address: \"foo\" is not an IP address and port"
+);
+rejects!(
+    trunk_source_not_a_network,
+    BASE.replace("[\"127.0.0.10\"]", "[\"pbx.local\"]"),
+    "trunks[0].sources[0]: \"pbx.local\" is not an IP address or CIDR network"
+);
+rejects!(
+    trunk_source_with_host_bits,
+    BASE.replace("[\"127.0.0.10\"]", "[\"127.0.0.10/24\"]"),
+    "trunks[0].sources[0]: \"127.0.0.10/24\" has host bits set: the network is 127.0.0.0/24"
+);
+rejects!(
+    trunk_name_with_space,
+    BASE.replace("name = \"pbx\"", "name = \"my pbx\""),
+    "trunks[0].name: \"my pbx\" is not a valid name"
+);
+rejects!(
+    empty_trunk_name,
+    BASE.replace("name = \"pbx\"", "name = \"\""),
+    "trunks[0].name: \"\" is not a valid name"
+);
+rejects!(
+    advertise_not_a_host,
+    BASE.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = [\"127.0.0.1:5060\"]\nadvertise = [\"sbc example\"]"
+    ),
+    "sip.advertise[0]: \"sbc example\" is not a host or host:port"
+);
+rejects!(
+    metrics_listen_not_an_address,
+    with_base("[metrics]\nlisten = \"localhost:9090\"\n"),
+    "metrics.listen: \"localhost:9090\" is not an IP address and port"
+);
+rejects!(
+    acl_entry_not_a_network,
+    with_base("[acl]\ndeny = [\"10.0.0.0/33\"]\n"),
+    "acl.deny[0]: \"10.0.0.0/33\" is not an IP address or CIDR network"
+);
+rejects!(
+    zero_timer,
+    with_base("[sip.timers]\nt1_ms = 0\n"),
+    "sip.timers.t1_ms: 0 is out of range: must be between 1 and 86400000 milliseconds"
+);
+rejects!(
+    number_pattern_with_space,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"+39 06*\"]\ntargets = [{ trunk = \"pbx\" }]\n"
+    ),
+    "routes[0].numbers[0]: \"+39 06*\" is not a number pattern"
+);
+rejects!(
+    failover_class_2xx,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\" }]\nfailover = [\"timeout\", \"2xx\"]\n"
+    ),
+    "routes[0].failover[1]: \"2xx\" is not \"timeout\", a status code 300-699 or a class \"3xx\" to \"6xx\""
+);
+rejects!(
+    failover_code_out_of_range,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\" }]\nfailover = [200]\n"
+    ),
+    "routes[0].failover[0]: 200 is not \"timeout\""
+);
+
+// --- across fields ---
+
+rejects!(
+    no_listen_address,
+    BASE.replace("[\"127.0.0.1:5060\"]", "[]"),
+    "sip.listen: at least one address is required"
+);
+rejects!(
+    duplicate_listen_address,
+    BASE.replace(
+        "[\"127.0.0.1:5060\"]",
+        "[\"127.0.0.1:5060\", \"127.0.0.1:5060\"]"
+    ),
+    "sip.listen[1]: duplicate address 127.0.0.1:5060 (first at sip.listen[0])"
+);
+rejects!(
+    listen_port_zero,
+    BASE.replace("[\"127.0.0.1:5060\"]", "[\"127.0.0.1:0\"]"),
+    "sip.listen[0]: 127.0.0.1:0: port 0 is not allowed"
+);
+rejects!(
+    advertise_count_differs,
+    BASE.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = [\"127.0.0.1:5060\"]\nadvertise = [\"a.example\", \"b.example\"]"
+    ),
+    "sip.advertise: has 2 entries but sip.listen has 1"
+);
+rejects!(
+    wildcard_listen_without_advertise,
+    BASE.replace("[\"127.0.0.1:5060\"]", "[\"0.0.0.0:5060\"]"),
+    "sip.advertise: required because sip.listen[0] (0.0.0.0:5060) is a wildcard address"
+);
+rejects!(
+    t2_below_t1,
+    with_base("[sip.timers]\nt1_ms = 500\nt2_ms = 400\n"),
+    "sip.timers.t2_ms: must be at least t1_ms (500)"
+);
+rejects!(
+    t1_above_default_t2,
+    with_base("[sip.timers]\nt1_ms = 5000\n"),
+    "sip.timers.t1_ms: 5000 is more than t2_ms (4000, the default)"
+);
+rejects!(
+    too_many_shards,
+    with_base("[shards]\ncount = 257\n"),
+    "shards.count: 257 is too many: at most 256"
+);
+rejects!(
+    duplicate_trunk_name,
+    with_base(
+        "[[trunks]]\nname = \"pbx\"\nsources = [\"127.0.0.99\"]\naddress = \"127.0.0.99:5060\"\n"
+    ),
+    "trunks[2].name: duplicate trunk name \"pbx\" (first at trunks[0])"
+);
+rejects!(
+    no_trunk_sources,
+    BASE.replace("[\"127.0.0.10\"]", "[]"),
+    "trunks[0].sources: at least one source address or network is required"
+);
+rejects!(
+    source_shared_by_two_trunks,
+    BASE.replace("[\"127.0.0.20\"]", "[\"127.0.0.20\", \"127.0.0.10/32\"]"),
+    "trunks[1].sources[1]: 127.0.0.10/32 is already a source of trunk \"pbx\""
+);
+rejects!(
+    trunk_address_unspecified,
+    BASE.replace("\"127.0.0.10:5060\"", "\"0.0.0.0:5060\""),
+    "trunks[0].address: 0.0.0.0:5060 is not a unicast address"
+);
+rejects!(
+    trunk_address_port_zero,
+    BASE.replace("\"127.0.0.10:5060\"", "\"127.0.0.10:0\""),
+    "trunks[0].address: 127.0.0.10:0: port 0 is not allowed"
+);
+rejects!(
+    route_target_unknown_trunk,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\" }, { trunk = \"carrier-z\" }]\n"
+    ),
+    "routes[0].targets[1].trunk: no trunk named \"carrier-z\""
+);
+rejects!(
+    route_target_listed_twice,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\" }, { trunk = \"pbx\", priority = 2 }]\n"
+    ),
+    "routes[0].targets[1].trunk: trunk \"pbx\" is already a target of this route (targets[0])"
+);
+rejects!(
+    route_target_weight_zero,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\", weight = 0 }]\n"
+    ),
+    "routes[0].targets[0].weight: must be greater than 0"
+);
+rejects!(
+    route_without_targets,
+    with_base("[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = []\n"),
+    "routes[0].targets: at least one target trunk is required"
+);
+rejects!(
+    route_without_numbers,
+    with_base("[[routes]]\nname = \"r\"\nnumbers = []\ntargets = [{ trunk = \"pbx\" }]\n"),
+    "routes[0].numbers: at least one number pattern is required"
+);
+rejects!(
+    route_from_unknown_trunk,
+    with_base(
+        "[[routes]]\nname = \"r\"\nfrom = [\"pbx\", \"nope\"]\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\" }]\n"
+    ),
+    "routes[0].from[1]: no trunk named \"nope\""
+);
+rejects!(
+    duplicate_route_name,
+    with_base(
+        "[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"pbx\" }]\n\
+         [[routes]]\nname = \"r\"\nnumbers = [\"1*\"]\ntargets = [{ trunk = \"pbx\" }]\n"
+    ),
+    "routes[1].name: duplicate route name \"r\" (first at routes[0])"
+);
+rejects!(
+    did_unknown_trunk,
+    with_base("[[dids]]\nnumbers = [\"+39*\"]\ntrunk = \"pbz\"\n"),
+    "dids[0].trunk: no trunk named \"pbz\""
+);
+rejects!(
+    did_from_unknown_trunk,
+    with_base("[[dids]]\nnumbers = [\"+39*\"]\nfrom = [\"carrier-z\"]\ntrunk = \"pbx\"\n"),
+    "dids[0].from[0]: no trunk named \"carrier-z\""
+);
+rejects!(
+    did_without_numbers,
+    with_base("[[dids]]\nnumbers = []\ntrunk = \"pbx\"\n"),
+    "dids[0].numbers: at least one number pattern is required"
+);
+
+#[test]
+fn semantic_errors_carry_the_line() {
+    let text = with_base(
+        "\n[[routes]]\nname = \"r\"\nnumbers = [\"*\"]\ntargets = [{ trunk = \"nope\" }]\n",
+    );
+    let problem = Config::from_toml_str(&text)
+        .unwrap_err()
+        .problem()
+        .cloned()
+        .unwrap();
+    assert_eq!(problem.field.to_string(), "routes[0].targets[0].trunk");
+    assert_eq!(problem.line, Some(18));
+    assert!(error(&text).ends_with("(line 18)"));
+}

@@ -1,0 +1,258 @@
+//! Checks that involve more than one value: references between sections,
+//! duplicates, lengths, orderings. Single values were parsed already
+//! (`values.rs`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use sbc_dataplane::transaction::TimerConfig;
+
+use super::error::Problem;
+use super::file::{ConfigFile, Did, Route, Sip, Target, Trunk};
+use super::path::FieldPath;
+use super::values::{Name, Network};
+
+/// Shard ids travel in two hex digits of the Call-IDs the SBC mints.
+pub const MAX_SHARDS: usize = 256;
+
+/// Trunks are numbered by a `u16`.
+pub const MAX_TRUNKS: usize = u16::MAX as usize;
+
+type Check = Result<(), Problem>;
+
+fn at(field: FieldPath, message: impl Into<String>) -> Check {
+    Err(Problem::new(field, message))
+}
+
+pub fn validate(file: &ConfigFile) -> Check {
+    let root = FieldPath::root();
+    sip(&file.sip, &root.key("sip"))?;
+    if file.shards.count > MAX_SHARDS {
+        return at(
+            root.key("shards").key("count"),
+            format!("{} is too many: at most {MAX_SHARDS}", file.shards.count),
+        );
+    }
+    let trunks = trunks(&file.trunks, &root.key("trunks"))?;
+    let mut route_names: HashMap<&Name, usize> = HashMap::new();
+    for (i, route) in file.routes.iter().enumerate() {
+        let path = root.key("routes").index(i);
+        if let Some(first) = route_names.insert(&route.name, i) {
+            return at(
+                path.key("name"),
+                format!(
+                    "duplicate route name \"{}\" (first at routes[{first}])",
+                    route.name
+                ),
+            );
+        }
+        self::route(route, &trunks, &path)?;
+    }
+    for (i, did) in file.dids.iter().enumerate() {
+        self::did(did, &trunks, &root.key("dids").index(i))?;
+    }
+    Ok(())
+}
+
+fn sip(sip: &Sip, path: &FieldPath) -> Check {
+    let listen = path.key("listen");
+    if sip.listen.is_empty() {
+        return at(listen, "at least one address is required");
+    }
+    for (i, addr) in sip.listen.iter().enumerate() {
+        if addr.0.port() == 0 {
+            return at(
+                listen.index(i),
+                format!(
+                    "{}: port 0 is not allowed; give the SIP port (usually 5060)",
+                    addr.0
+                ),
+            );
+        }
+        if let Some(first) = sip
+            .listen
+            .iter()
+            .position(|a| a == addr)
+            .filter(|first| *first < i)
+        {
+            return at(
+                listen.index(i),
+                format!(
+                    "duplicate address {} (first at sip.listen[{first}])",
+                    addr.0
+                ),
+            );
+        }
+    }
+    match &sip.advertise {
+        Some(adv) if adv.len() != sip.listen.len() => {
+            return at(
+                path.key("advertise"),
+                format!(
+                    "has {} entries but sip.listen has {}: give one per listen address, in the same order",
+                    adv.len(),
+                    sip.listen.len()
+                ),
+            );
+        }
+        Some(_) => {}
+        None => {
+            if let Some((i, addr)) = sip
+                .listen
+                .iter()
+                .enumerate()
+                .find(|(_, a)| a.0.ip().is_unspecified())
+            {
+                return at(
+                    path.key("advertise"),
+                    format!(
+                        "required because sip.listen[{i}] ({}) is a wildcard address, which cannot go into Via or Contact",
+                        addr.0
+                    ),
+                );
+            }
+        }
+    }
+    let timers = path.key("timers");
+    let t1 = sip.timers.t1_ms.map_or(TimerConfig::default().t1, |m| m.0);
+    match sip.timers.t2_ms {
+        Some(t2) if t2.0 < t1 => at(
+            timers.key("t2_ms"),
+            format!("must be at least t1_ms ({})", t1.as_millis()),
+        ),
+        None if TimerConfig::default().t2 < t1 => at(
+            timers.key("t1_ms"),
+            format!(
+                "{} is more than t2_ms ({}, the default): set t2_ms to at least t1_ms",
+                t1.as_millis(),
+                TimerConfig::default().t2.as_millis()
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the trunks and returns their ids by name.
+fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name, usize>, Problem> {
+    if trunks.len() > MAX_TRUNKS {
+        return Err(Problem::new(
+            path.clone(),
+            format!("{} trunks are too many: at most {MAX_TRUNKS}", trunks.len()),
+        ));
+    }
+    let mut names: HashMap<&Name, usize> = HashMap::new();
+    let mut sources: HashMap<IpNet, usize> = HashMap::new();
+    for (i, trunk) in trunks.iter().enumerate() {
+        let path = path.index(i);
+        if let Some(first) = names.insert(&trunk.name, i) {
+            return Err(Problem::new(
+                path.key("name"),
+                format!(
+                    "duplicate trunk name \"{}\" (first at trunks[{first}])",
+                    trunk.name
+                ),
+            ));
+        }
+        if trunk.sources.is_empty() {
+            return Err(Problem::new(
+                path.key("sources"),
+                "at least one source address or network is required",
+            ));
+        }
+        for (j, Network(net)) in trunk.sources.iter().enumerate() {
+            if let Some(owner) = sources.insert(*net, i) {
+                let owner = trunks.get(owner).map_or("", |t| t.name.0.as_str());
+                let message = if owner == trunk.name.0 {
+                    format!("{net} is listed twice")
+                } else {
+                    format!("{net} is already a source of trunk \"{owner}\"")
+                };
+                return Err(Problem::new(path.key("sources").index(j), message));
+            }
+        }
+        if let Some(message) = not_unicast(trunk.address.0) {
+            return Err(Problem::new(path.key("address"), message));
+        }
+    }
+    Ok(names)
+}
+
+/// Why a trunk address cannot receive requests, if it cannot.
+fn not_unicast(addr: SocketAddr) -> Option<String> {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        Some(format!("{addr} is not a unicast address"))
+    } else if addr.port() == 0 {
+        Some(format!(
+            "{addr}: port 0 is not allowed; give the trunk's SIP port (usually 5060)"
+        ))
+    } else {
+        None
+    }
+}
+
+fn from_trunks(from: &[Name], trunks: &HashMap<&Name, usize>, path: &FieldPath) -> Check {
+    match from.iter().position(|name| !trunks.contains_key(name)) {
+        Some(j) => at(
+            path.index(j),
+            format!(
+                "no trunk named \"{}\"",
+                from.get(j).map_or("", |n| n.0.as_str())
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
+fn route(route: &Route, trunks: &HashMap<&Name, usize>, path: &FieldPath) -> Check {
+    from_trunks(&route.from, trunks, &path.key("from"))?;
+    if route.numbers.is_empty() {
+        return at(
+            path.key("numbers"),
+            "at least one number pattern is required (\"*\" matches any number)",
+        );
+    }
+    if route.targets.is_empty() {
+        return at(path.key("targets"), "at least one target trunk is required");
+    }
+    for (j, Target { trunk, weight, .. }) in route.targets.iter().enumerate() {
+        let path = path.key("targets").index(j);
+        if !trunks.contains_key(trunk) {
+            return at(path.key("trunk"), format!("no trunk named \"{trunk}\""));
+        }
+        if let Some(first) = route
+            .targets
+            .iter()
+            .position(|t| t.trunk == *trunk)
+            .filter(|first| *first < j)
+        {
+            return at(
+                path.key("trunk"),
+                format!("trunk \"{trunk}\" is already a target of this route (targets[{first}])"),
+            );
+        }
+        if *weight == 0 {
+            return at(path.key("weight"), "must be greater than 0");
+        }
+    }
+    Ok(())
+}
+
+fn did(did: &Did, trunks: &HashMap<&Name, usize>, path: &FieldPath) -> Check {
+    if did.numbers.is_empty() {
+        return at(
+            path.key("numbers"),
+            "at least one number pattern is required (like \"+3906*\")",
+        );
+    }
+    from_trunks(&did.from, trunks, &path.key("from"))?;
+    if !trunks.contains_key(&did.trunk) {
+        return at(
+            path.key("trunk"),
+            format!("no trunk named \"{}\"", did.trunk),
+        );
+    }
+    Ok(())
+}

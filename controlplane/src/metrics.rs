@@ -1,0 +1,309 @@
+//! Prometheus/OpenMetrics exposition of the data plane's counters.
+//!
+//! Nothing is copied on the hot path: the shards bump relaxed atomics in
+//! their [`ShardStats`] and the trunks' [`TrunkStats`]; a [`Collector`]
+//! reads them when `/metrics` is scraped. Trunks come from the policy
+//! snapshot current at scrape time, so a trunk added by a reload appears
+//! at the next scrape and a removed one disappears.
+//!
+//! Every name starts with `sbc_`; counters end in `_total`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use sbc_dataplane::policy::Policy;
+use sbc_dataplane::stats::{Direction, Discard, Reject, STATUS_SLOTS, ShardStats};
+
+/// The HTTP content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The metrics registry of one `sbc` process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    /// Metrics over `shards` (one entry per shard, index = shard id) and
+    /// the trunks of the snapshot `policy` holds at each scrape.
+    pub fn new(shards: Vec<Arc<ShardStats>>, policy: Arc<ArcSwap<Policy>>) -> Self {
+        let mut registry = Registry::with_prefix("sbc");
+        registry.register_collector(Box::new(SbcCollector { shards, policy }));
+        Metrics { registry }
+    }
+
+    /// The OpenMetrics text exposition, ending with `# EOF`.
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct SbcCollector {
+    shards: Vec<Arc<ShardStats>>,
+    policy: Arc<ArcSwap<Policy>>,
+}
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+type Sample<L> = (L, u64);
+
+/// Picks one counter out of a shard's stats.
+type ShardCounter = fn(&ShardStats) -> &AtomicU64;
+
+fn counter<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = Sample<L>>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl SbcCollector {
+    /// One sample per shard: `field` of each shard's stats.
+    fn per_shard(
+        &self,
+        field: impl Fn(&ShardStats) -> &AtomicU64,
+    ) -> impl Iterator<Item = Sample<[(&'static str, usize); 1]>> {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| ([("shard", i)], load(field(s))))
+    }
+
+    /// The sum over shards of `field`.
+    fn total(&self, field: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| load(field(s)))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Per status code sums over shards of one of the by-code arrays;
+    /// codes never seen are left out.
+    fn by_code(
+        &self,
+        array: impl Fn(&ShardStats) -> &[AtomicU64; STATUS_SLOTS],
+    ) -> Vec<Sample<[(&'static str, u16); 1]>> {
+        (0..STATUS_SLOTS)
+            .filter_map(|i| {
+                let n = self.total(|s| &array(s)[i]);
+                let code = u16::try_from(100 + i).ok()?;
+                (n > 0).then_some(([("code", code)], n))
+            })
+            .collect()
+    }
+
+    fn encode_trunks(&self, enc: &mut DescriptorEncoder, policy: &Policy) -> fmt::Result {
+        type Field = fn(&sbc_dataplane::stats::TrunkStats, usize) -> u64;
+        let families: [(&str, &str, Field); 3] = [
+            (
+                "calls_attempted",
+                "Calls offered, per trunk and direction.",
+                |t, d| load(&t.attempted[d]),
+            ),
+            (
+                "calls_answered",
+                "Calls answered, per trunk and direction.",
+                |t, d| load(&t.answered[d]),
+            ),
+            (
+                "calls_failed",
+                "Calls that ended without an answer, per trunk and direction.",
+                |t, d| load(&t.failed[d]),
+            ),
+        ];
+        let samples = |field: Field| {
+            policy.trunks.iter().flat_map(move |t| {
+                Direction::ALL.map(|d| {
+                    (
+                        [("trunk", &*t.name), ("direction", d.label())],
+                        field(&t.stats, d as usize),
+                    )
+                })
+            })
+        };
+        for (name, help, field) in families {
+            counter(enc, name, help, samples(field))?;
+        }
+        let active = policy.trunks.iter().flat_map(|t| {
+            Direction::ALL.map(|d| {
+                let n = t.stats.active[d as usize].load(Ordering::Relaxed);
+                ([("trunk", &*t.name), ("direction", d.label())], n)
+            })
+        });
+        gauge(
+            enc,
+            "calls_active",
+            "Answered calls in progress, per trunk and direction.",
+            active,
+        )
+    }
+
+    fn encode_shards(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        counter(
+            enc,
+            "shard_calls",
+            "Calls created by each shard.",
+            self.per_shard(|s| &s.calls_created),
+        )?;
+        let active = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ([("shard", i)], s.calls_active.load(Ordering::Relaxed)));
+        gauge(
+            enc,
+            "shard_calls_active",
+            "Calls each shard holds now.",
+            active,
+        )?;
+        let sip: [(&str, &str, ShardCounter); 8] = [
+            (
+                "sip_messages_received",
+                "SIP messages received, per shard.",
+                |s| &s.messages_in,
+            ),
+            ("sip_messages_sent", "SIP messages sent, per shard.", |s| {
+                &s.messages_out
+            }),
+            (
+                "sip_bytes_received",
+                "SIP bytes received, per shard.",
+                |s| &s.bytes_in,
+            ),
+            ("sip_bytes_sent", "SIP bytes sent, per shard.", |s| {
+                &s.bytes_out
+            }),
+            (
+                "sip_retransmissions_received",
+                "Retransmitted SIP messages received, per shard.",
+                |s| &s.retransmissions_in,
+            ),
+            (
+                "sip_handoffs",
+                "SIP messages handed to the shard that owns their call.",
+                |s| &s.handed_off,
+            ),
+            (
+                "sip_parse_errors",
+                "Received datagrams that did not parse as SIP, per shard.",
+                |s| &s.parse_errors,
+            ),
+            (
+                "shard_loop_iterations",
+                "Event-loop iterations, per shard (load indicator).",
+                |s| &s.loop_iterations,
+            ),
+        ];
+        for (name, help, field) in sip {
+            counter(enc, name, help, self.per_shard(field))?;
+        }
+        Ok(())
+    }
+
+    fn encode_outcomes(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let sent = self.by_code(|s| &s.finals_sent);
+        counter(
+            enc,
+            "final_responses_sent",
+            "Final responses sent to callers, by status code.",
+            sent,
+        )?;
+        let received = self.by_code(|s| &s.finals_received);
+        counter(
+            enc,
+            "final_responses_received",
+            "Final responses received from trunks, by status code.",
+            received,
+        )?;
+        let failovers = self.total(|s| &s.failovers);
+        let desc = enc.encode_descriptor(
+            "failovers",
+            "Calls moved to their next target.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(failovers).encode(desc)?;
+        let rejected = Reject::ALL.iter().enumerate().map(|(i, r)| {
+            let n = self
+                .shards
+                .iter()
+                .filter_map(|s| s.rejected.get(i))
+                .map(load)
+                .fold(0, u64::wrapping_add);
+            ([("reason", r.label())], n)
+        });
+        counter(
+            enc,
+            "requests_rejected",
+            "Requests refused before becoming calls, by reason.",
+            rejected,
+        )?;
+        let discarded = Discard::ALL.iter().enumerate().map(|(i, d)| {
+            let n = self
+                .shards
+                .iter()
+                .filter_map(|s| s.dropped.get(i))
+                .map(load)
+                .fold(0, u64::wrapping_add);
+            ([("reason", d.label())], n)
+        });
+        counter(
+            enc,
+            "messages_discarded",
+            "Messages dropped without an answer, by reason.",
+            discarded,
+        )
+    }
+}
+
+impl Collector for SbcCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let policy = self.policy.load();
+        self.encode_trunks(&mut enc, &policy)?;
+        self.encode_shards(&mut enc)?;
+        self.encode_outcomes(&mut enc)?;
+        let version = i64::try_from(policy.version).unwrap_or(i64::MAX);
+        let desc = enc.encode_descriptor(
+            "config_version",
+            "Version of the configuration snapshot in use.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(version).encode(desc)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

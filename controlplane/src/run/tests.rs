@@ -1,0 +1,147 @@
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use sbc_dataplane::policy::Policy;
+use sbc_dataplane::stats::{Direction, ShardStats};
+
+use super::*;
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/examples/ip-trunks.toml"
+);
+
+/// Stands in for the shard runtime: records that it was stopped.
+struct FakeDataPlane {
+    shards: Vec<Arc<ShardStats>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl DataPlane for FakeDataPlane {
+    fn shard_stats(&self) -> Vec<Arc<ShardStats>> {
+        self.shards.clone()
+    }
+    fn stop(self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A config file in a temp dir, like ip-trunks.toml but with metrics on
+/// an ephemeral port, so tests never collide.
+fn temp_config(dir: &Path, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace("127.0.0.1:9090", "127.0.0.1:0");
+    let path = dir.join("sbc.toml");
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    path
+}
+
+fn start(path: &Path) -> (Config, Policy, ConfigSource) {
+    let config = Config::load(path).unwrap();
+    let source = ConfigSource {
+        path: Some(path.to_path_buf()),
+        stats: StatsRegistry::new(),
+    };
+    let policy = config.compile(&source.stats, 1);
+    (config, policy, source)
+}
+
+#[test]
+fn supervise_starts_reloads_on_request_and_stops_the_data_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_config(dir.path(), "");
+    let (config, policy, source) = start(&path);
+    let stopped = Arc::new(AtomicBool::new(false));
+    let published: Arc<Mutex<Option<Arc<ArcSwap<Policy>>>>> = Arc::default();
+    let seen = Arc::clone(&published);
+    let flag = Arc::clone(&stopped);
+    let fake = move |cfg: DataPlaneConfig, policy: Arc<ArcSwap<Policy>>, _secrets| {
+        assert!(cfg.shards >= 1 && !cfg.pin_threads);
+        *seen.lock().unwrap() = Some(policy);
+        Ok(FakeDataPlane {
+            shards: vec![Arc::new(ShardStats::default())],
+            stopped: flag,
+        })
+    };
+    source.stats.trunk("pbx").attempt(Direction::Inbound);
+
+    // The file changes before the reload: a trunk is added.
+    let path = source.path.clone().unwrap();
+    let added = "\n[[trunks]]\nname = \"carrier-c\"\nsources = [\"127.0.0.40\"]\naddress = \"127.0.0.40:5060\"\n";
+    let controls = [Control::Reload, Control::Stop("test")]
+        .into_iter()
+        .inspect(|c| {
+            if *c == Control::Reload {
+                let text = std::fs::read_to_string(&path).unwrap();
+                std::fs::write(&path, format!("{text}{added}")).unwrap();
+            }
+        });
+    supervise(config, policy, &source, fake, controls).unwrap();
+
+    assert!(stopped.load(Ordering::SeqCst));
+    let snapshot = published.lock().unwrap().take().unwrap().load_full();
+    assert_eq!(snapshot.version, 2);
+    assert_eq!(snapshot.trunks.len(), 4);
+    let pbx = snapshot.trunks.iter().find(|t| &*t.name == "pbx").unwrap();
+    assert_eq!(
+        pbx.stats.attempted[Direction::Inbound as usize].load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_busy_metrics_address_fails_before_the_data_plane_starts() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_config(dir.path(), "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:0", &busy.local_addr().unwrap().to_string());
+    std::fs::write(&path, text).unwrap();
+    let (config, policy, source) = start(&path);
+    let fake = |_: DataPlaneConfig, _: Arc<ArcSwap<Policy>>, _| -> io::Result<FakeDataPlane> {
+        panic!("data plane started although the metrics address is busy")
+    };
+    let err = supervise(config, policy, &source, fake, []).unwrap_err();
+    assert!(matches!(err, RunError::Metrics(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&busy.local_addr().unwrap().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn reload_refuses_invalid_files_and_listen_changes_and_keeps_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_config(dir.path(), "");
+    let (config, policy, source) = start(&path);
+    let snapshot = ArcSwap::from_pointee(policy);
+
+    std::fs::write(&path, "[sip]\nlisten = [\"127.0.0.1:5062\"]\n").unwrap();
+    let err = reload(&config, &source, &snapshot).unwrap_err();
+    assert!(matches!(err, ReloadError::ListenChanged { .. }), "{err}");
+
+    std::fs::write(&path, "[sip]\nlisten = \"oops\"\n").unwrap();
+    let err = reload(&config, &source, &snapshot).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}: sip.listen: ", path.display())),
+        "{err}"
+    );
+    assert_eq!(snapshot.load().version, 1);
+    assert_eq!(snapshot.load().trunks.len(), 3);
+
+    std::fs::write(&path, "[sip]\nlisten = [\"127.0.0.1:5060\"]\n").unwrap();
+    assert_eq!(reload(&config, &source, &snapshot).unwrap(), 2);
+    assert!(snapshot.load().trunks.is_empty());
+
+    let embedded = ConfigSource::default();
+    assert!(matches!(
+        reload(&config, &embedded, &snapshot),
+        Err(ReloadError::NoFile)
+    ));
+}

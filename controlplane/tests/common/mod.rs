@@ -1,0 +1,435 @@
+//! Black-box harness: start the real `sbc` binary on a loopback network of
+//! its own (127.N.0.0/24, so tests run in parallel), drive it with stock
+//! `sipp` and with small UDP peers, scrape its metrics.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Addresses of one test's network, from config/examples/ip-trunks.toml
+/// moved from 127.0.0.0/24 to 127.N.0.0/24.
+#[derive(Debug, Clone, Copy)]
+pub struct Net(pub u8);
+
+impl Net {
+    pub fn ip(&self, host: u8) -> String {
+        format!("127.{}.0.{host}", self.0)
+    }
+    pub fn sbc(&self) -> String {
+        format!("{}:5060", self.ip(1))
+    }
+    pub fn pbx(&self) -> String {
+        self.ip(10)
+    }
+    pub fn carrier_a(&self) -> String {
+        self.ip(20)
+    }
+    pub fn carrier_b(&self) -> String {
+        self.ip(30)
+    }
+    pub fn metrics(&self) -> String {
+        format!("{}:9090", self.ip(1))
+    }
+    /// Ports for sipp media and control sockets: each instance takes k..k+9.
+    pub fn port(&self, k: u16) -> u16 {
+        20000 + u16::from(self.0) * 100 + k
+    }
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn scenario(name: &str) -> String {
+    repo()
+        .join("loadtest/scenarios")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The example configuration, on this test's network, with `shards`.
+pub fn example_config(net: Net, shards: usize) -> String {
+    let text = std::fs::read_to_string(repo().join("config/examples/ip-trunks.toml")).unwrap();
+    let mut text = text.replace("127.0.0.", &format!("127.{}.0.", net.0));
+    text.push_str(&format!("\n[shards]\ncount = {shards}\n"));
+    text
+}
+
+/// A running `sbc`; killed on drop.
+pub struct Sbc {
+    child: Child,
+    pub net: Net,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sbc {
+    pub fn start(net: Net, config: &str) -> Sbc {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sbc.toml");
+        std::fs::write(&file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("sbc.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sbc"))
+            .arg("--config")
+            .arg(&file)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sbc");
+        let mut sbc = Sbc { child, net, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http_get(&net.metrics(), "/health").is_some_and(|b| b.trim() == "ok") {
+                break;
+            }
+            if let Ok(Some(status)) = sbc.child.try_wait() {
+                panic!("sbc exited at start ({status}): {}", sbc.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sbc did not come up: {}",
+                sbc.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sbc
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sbc.log")).unwrap_or_default()
+    }
+
+    /// Parsed `/metrics`: (name with labels, value).
+    pub fn metrics(&self) -> Vec<(String, f64)> {
+        let body = http_get(&self.net.metrics(), "/metrics").expect("scrape /metrics");
+        assert!(
+            body.trim_end().ends_with("# EOF"),
+            "OpenMetrics text ends with # EOF"
+        );
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').expect("sample line");
+                (name.to_owned(), value.parse::<f64>().expect("sample value"))
+            })
+            .collect()
+    }
+
+    /// The value of one sample (0 when absent).
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .into_iter()
+            .find(|(n, _)| n == sample)
+            .map_or(0.0, |(_, v)| v)
+    }
+
+    /// Sum of every sample of a metric family.
+    pub fn metric_sum(&self, family: &str) -> f64 {
+        self.metrics()
+            .into_iter()
+            .filter(|(n, _)| n == family || n.starts_with(&format!("{family}{{")))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Waits until a metric reaches a value (the SBC counts asynchronously).
+    pub fn wait_metric(&self, sample: &str, want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(sample);
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sbc {
+    fn drop(&mut self) {
+        // SIGTERM first (clean shutdown), then make sure.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    if !buf.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let body = buf.split_once("\r\n\r\n")?.1;
+    // Undo chunked transfer encoding if used.
+    if buf
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(after.get(..n)?);
+            rest = after.get(n + 2..)?;
+        }
+        return Some(out);
+    }
+    Some(body.to_owned())
+}
+
+/// One sipp instance run to completion.
+pub struct SippResult {
+    pub code: Option<i32>,
+    pub successful: u64,
+    pub failed: u64,
+    pub output: String,
+}
+
+pub struct Sipp {
+    child: Child,
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+pub fn sipp_installed() {
+    let ok = Command::new("sipp").arg("-v").output().is_ok();
+    assert!(
+        ok,
+        "sipp is required (Debian package sip-tester); .ci/run installs it"
+    );
+}
+
+impl Sipp {
+    /// Starts sipp in a temporary working directory (sipp writes its files
+    /// into the current directory). `args` come after the common flags.
+    pub fn spawn(name: &str, args: &[String]) -> Sipp {
+        sipp_installed();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(dir.path())
+            .args([
+                "-t",
+                "u1",
+                "-nostdin",
+                "-timeout",
+                "90",
+                "-timeout_error",
+                "-trace_stat",
+                "-stf",
+                "stat.csv",
+                "-trace_err",
+            ])
+            .args(args)
+            .stdout(std::fs::File::create(dir.path().join("out.txt")).unwrap())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("start sipp");
+        Sipp {
+            child,
+            dir,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn wait(mut self, limit: Duration) -> SippResult {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let csv = std::fs::read_to_string(self.dir.path().join("stat.csv")).unwrap_or_default();
+        let (successful, failed) = parse_stat(&csv);
+        let mut output =
+            std::fs::read_to_string(self.dir.path().join("out.txt")).unwrap_or_default();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().ends_with("_errors.log") {
+                output.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        let tail: String = output
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        SippResult {
+            code: status.and_then(|s| s.code()),
+            successful,
+            failed,
+            output: format!("[{}] {tail}", self.name),
+        }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SuccessfulCall(C) and FailedCall(C) from the last line of sipp's
+/// statistics file.
+fn parse_stat(csv: &str) -> (u64, u64) {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return (0, 0);
+    };
+    let Some(last) = lines.next_back() else {
+        return (0, 0);
+    };
+    let names: Vec<&str> = header.split(';').collect();
+    let values: Vec<&str> = last.split(';').collect();
+    let get = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| values.get(i))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+}
+
+/// The common sipp arguments for a UAS on `ip`.
+pub fn uas_args(net: Net, ip: &str, scenario_file: &str, calls: usize, k: u16) -> Vec<String> {
+    vec![
+        "-sf".into(),
+        scenario(scenario_file),
+        "-i".into(),
+        ip.into(),
+        "-p".into(),
+        "5060".into(),
+        "-m".into(),
+        calls.to_string(),
+        "-mp".into(),
+        net.port(k).to_string(),
+        "-cp".into(),
+        net.port(k + 5).to_string(),
+    ]
+}
+
+/// The common sipp arguments for a UAC on `ip` calling `number` via the SBC.
+pub fn uac_args(
+    net: Net,
+    ip: &str,
+    scenario_file: &str,
+    number: &str,
+    calls: usize,
+    rate: u32,
+    k: u16,
+) -> Vec<String> {
+    vec![
+        "-sf".into(),
+        scenario(scenario_file),
+        "-s".into(),
+        number.into(),
+        "-i".into(),
+        ip.into(),
+        "-p".into(),
+        "5060".into(),
+        net.sbc(),
+        "-m".into(),
+        calls.to_string(),
+        "-r".into(),
+        rate.to_string(),
+        "-mp".into(),
+        net.port(k).to_string(),
+        "-cp".into(),
+        net.port(k + 5).to_string(),
+    ]
+}
+
+/// A bare UDP peer for black-box checks.
+pub struct Peer {
+    pub sock: UdpSocket,
+}
+
+impl Peer {
+    pub fn bind(ip: &str) -> Peer {
+        let sock = UdpSocket::bind(format!("{ip}:5060")).unwrap();
+        Peer { sock }
+    }
+
+    /// The next datagram within `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<(String, SocketAddr)> {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = self.sock.recv_from(&mut buf).ok()?;
+        Some((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    }
+
+    pub fn send(&self, to: &str, text: &str) {
+        self.sock.send_to(text.as_bytes(), to).unwrap();
+    }
+}
+
+/// A header's value in a SIP message (first occurrence, long name only).
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+/// A response to `req` built from its headers.
+pub fn respond(req: &str, code: u16, reason: &str, tag: &str, extra: &str, body: &str) -> String {
+    let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+    for line in req.split("\r\n").take_while(|l| !l.is_empty()) {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("via:")
+            || lower.starts_with("from:")
+            || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:")
+        {
+            s.push_str(line);
+            s.push_str("\r\n");
+        }
+        if lower.starts_with("to:") {
+            s.push_str(line);
+            if !lower.contains("tag=") {
+                s.push_str(&format!(";tag={tag}"));
+            }
+            s.push_str("\r\n");
+        }
+    }
+    s.push_str(extra);
+    s.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s
+}
