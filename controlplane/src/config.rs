@@ -39,6 +39,12 @@ use path::line_of_offset;
 
 /// The configuration used when `sbc` starts without `--config`: loopback
 /// only, no trunks, so every request is refused.
+/// Default of `shards.batch_wait_us`.
+pub const DEFAULT_BATCH_WAIT_US: u32 = 200;
+
+/// Largest `shards.batch_wait_us` accepted.
+pub const MAX_BATCH_WAIT_US: u32 = 10_000;
+
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/sbc.toml");
 
 /// How errors in [`DEFAULT_CONFIG`] name their origin.
@@ -103,6 +109,17 @@ impl Config {
     /// Whether each shard thread is pinned to a core (`shards.pin_threads`).
     pub fn pin_threads(&self) -> bool {
         self.file.shards.pin_threads
+    }
+
+    /// Wake-up coalescing of the shard loops (`shards.batch_wait_us`,
+    /// default 200 µs).
+    pub fn batch_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(u64::from(
+            self.file
+                .shards
+                .batch_wait_us
+                .unwrap_or(DEFAULT_BATCH_WAIT_US),
+        ))
     }
 
     /// Where `/metrics` is served; `None` when there is no `[metrics]`.

@@ -79,6 +79,7 @@ pub enum Control {
 pub struct DataPlaneConfig {
     pub shards: usize,
     pub pin_threads: bool,
+    pub batch_wait: std::time::Duration,
 }
 
 /// A running data plane, as the supervisor sees it.
@@ -120,6 +121,7 @@ pub fn supervise<D: DataPlane>(
     let dataplane_config = DataPlaneConfig {
         shards: config.shard_count(),
         pin_threads: config.pin_threads(),
+        batch_wait: config.batch_wait(),
     };
     let dataplane =
         start(dataplane_config, Arc::clone(&snapshot), secrets).map_err(RunError::DataPlane)?;
@@ -210,6 +212,7 @@ fn start_dataplane(
     let runtime_config = RuntimeConfig {
         shards: cfg.shards,
         pin_threads: cfg.pin_threads,
+        batch_wait: cfg.batch_wait,
         ..RuntimeConfig::default()
     };
     Runtime::start(runtime_config, policy, secrets)

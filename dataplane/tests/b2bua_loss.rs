@@ -16,9 +16,7 @@ const FROM_A: &str = "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag";
 fn start(sim: &mut Sim) -> (String, Sent) {
     let inv = invite("10.0.0.10:5060", NUMBER, CALL, "z9hG4bKloss", 1);
     sim.recv(PBX, &inv);
-    let sent = sim.sent();
-    assert_eq!(sent[0].code(), Some(100));
-    (inv, sent[1].clone())
+    (inv, sim.one_to(CARRIER_A))
 }
 
 fn to_pbx(sent: &[(Duration, Sent)]) -> Vec<(u128, Option<u16>)> {
@@ -33,6 +31,31 @@ fn to_carrier(sent: &[(Duration, Sent)]) -> Vec<(u128, Option<String>)> {
         .filter(|(_, s)| s.to == addr(CARRIER_A))
         .map(|(t, s)| (t.as_millis(), s.method()))
         .collect()
+}
+
+#[test]
+fn trying_only_when_no_answer_within_200ms() {
+    // RFC 3261 §17.2.1: 100 Trying if the TU has not answered in 200 ms.
+    let mut sim = Sim::new();
+    let (_inv, b) = start(&mut sim);
+    sim.advance(Duration::from_millis(150));
+    sim.recv(CARRIER_A, &reply(&b, 180, "Ringing", Some("ct"), None, ""));
+    assert_eq!(sim.one_to(PBX).code(), Some(180));
+    let later = sim.advance(Duration::from_millis(300));
+    assert!(to_pbx(&later).is_empty(), "no 100 after a 180: {later:?}");
+
+    let mut sim = Sim::new();
+    let (inv, _b) = start(&mut sim);
+    let sent = sim.advance(Duration::from_millis(300));
+    assert_eq!(to_pbx(&sent), vec![(200, Some(100))]);
+    // An INVITE retransmission before 200 ms gets its 100 at once.
+    let mut sim = Sim::new();
+    sim.recv(PBX, &inv);
+    sim.sent();
+    sim.advance(Duration::from_millis(100));
+    sim.recv(PBX, &inv);
+    assert_eq!(sim.one_to(PBX).code(), Some(100));
+    assert!(to_pbx(&sim.advance(Duration::from_millis(300))).is_empty());
 }
 
 #[test]
@@ -65,7 +88,8 @@ fn lost_invite_to_carrier_is_retransmitted() {
     let (_inv, b) = start(&mut sim);
     let sent = sim.advance(Duration::from_millis(600));
     assert_eq!(to_carrier(&sent), vec![(500, Some("INVITE".into()))]);
-    assert_eq!(sent[0].1.bytes, b.bytes, "same bytes, same branch");
+    let again = sent.iter().find(|(_, s)| s.to == addr(CARRIER_A)).unwrap();
+    assert_eq!(again.1.bytes, b.bytes, "same bytes, same branch");
 }
 
 #[test]

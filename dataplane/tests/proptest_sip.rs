@@ -138,7 +138,7 @@ proptest! {
         prop_assert_eq!(req.uri.port, Some(g.port));
         prop_assert_eq!(req.msg.body(), &g.body[..]);
         for (name, value, _) in &g.extra {
-            let found = msg.headers().iter().any(|h| h.raw_name == name.as_bytes() && String::from_utf8_lossy(h.value).split_whitespace().collect::<Vec<_>>() == value.split_whitespace().collect::<Vec<_>>());
+            let found = msg.headers().any(|h| h.raw_name == name.as_bytes() && String::from_utf8_lossy(h.value).split_whitespace().collect::<Vec<_>>() == value.split_whitespace().collect::<Vec<_>>());
             prop_assert!(found, "header {} lost", name);
         }
         let again = rewrite(&msg);

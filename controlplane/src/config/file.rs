@@ -52,6 +52,9 @@ pub struct Shards {
     /// Pin each shard thread to a core.
     #[serde(default)]
     pub pin_threads: bool,
+    /// Wake-up coalescing in microseconds (0 = off; at most 10000).
+    #[serde(default)]
+    pub batch_wait_us: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

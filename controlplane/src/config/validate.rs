@@ -34,6 +34,17 @@ pub fn validate(file: &ConfigFile) -> Check {
             format!("{} is too many: at most {MAX_SHARDS}", file.shards.count),
         );
     }
+    if let Some(us) = file.shards.batch_wait_us
+        && us > crate::config::MAX_BATCH_WAIT_US
+    {
+        return at(
+            root.key("shards").key("batch_wait_us"),
+            format!(
+                "{us} is too long: at most {} microseconds",
+                crate::config::MAX_BATCH_WAIT_US
+            ),
+        );
+    }
     let trunks = trunks(&file.trunks, &root.key("trunks"))?;
     let mut route_names: HashMap<&Name, usize> = HashMap::new();
     for (i, route) in file.routes.iter().enumerate() {

@@ -129,6 +129,18 @@ impl Template {
         w
     }
 
+    /// A template with nothing in it, for transactions that will send no
+    /// more responses (frees the memory of the real one).
+    pub fn empty() -> Self {
+        Template {
+            head: Bytes::new(),
+            to: Bytes::new(),
+            tail: Bytes::new(),
+            record_route: Bytes::new(),
+            to_has_tag: true,
+        }
+    }
+
     /// A response with no body and no extra headers.
     pub fn simple(&self, code: u16, reason: &[u8], tag: Option<&[u8]>) -> Bytes {
         let mut buf = BytesMut::with_capacity(self.len() + 64);
@@ -262,7 +274,6 @@ pub(crate) fn unsupported_options(msg: &Message<'_>) -> Vec<Bytes> {
     let mut v = Vec::new();
     for h in msg
         .headers()
-        .iter()
         .filter(|h| matches!(h.name, HeaderName::Require | HeaderName::ProxyRequire))
     {
         for tag in CommaList::new(h.value) {

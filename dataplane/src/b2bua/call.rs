@@ -266,7 +266,7 @@ pub(crate) struct Call {
     /// The ACK sent to the callee for its 2xx, resent on retransmissions.
     pub b_ack: Option<Bytes>,
     pub answered: bool,
-    pub timers: TimerTable<2>,
+    pub timers: TimerTable<3>,
     /// Deadline of this call's earliest entry in the shard's timer heap.
     pub scheduled: Option<Instant>,
     /// Key of this call in the A-leg index.
@@ -324,8 +324,43 @@ impl Call {
             && self.own.is_empty()
     }
 
+    /// Drops what a call no longer needs once it is answered or over, so
+    /// that calls lingering to absorb retransmissions stay small.
+    pub fn compact(&mut self) {
+        self.invite_headers = Bytes::new();
+        self.invite_body = Bytes::new();
+        self.failure = None;
+        if !self.uas.tx.is_pending() {
+            self.uas.template = Template::empty();
+        }
+        if self.phase == Phase::Ended {
+            self.b_ack = None;
+            for leg in [&mut self.a, &mut self.b] {
+                leg.local_party = Bytes::new();
+                leg.remote_party = Bytes::new();
+                leg.remote_target = Bytes::new();
+                leg.route_set = Vec::new();
+            }
+        }
+    }
+
     pub fn cancel_call_timers(&mut self) {
+        self.timers.cancel(TimerName::Trying);
         self.timers.cancel(TimerName::NoResponse);
         self.timers.cancel(TimerName::MaxRinging);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        eprintln!("Call {}", std::mem::size_of::<super::Call>());
+        eprintln!("Leg {}", std::mem::size_of::<super::Leg>());
+        eprintln!("Attempt {}", std::mem::size_of::<super::Attempt>());
+        eprintln!("Relay {}", std::mem::size_of::<super::Relay>());
+        eprintln!("Uas {}", std::mem::size_of::<super::Uas>());
+        eprintln!("Message {}", std::mem::size_of::<crate::sip::Message<'_>>());
+        eprintln!("Request {}", std::mem::size_of::<crate::sip::Request<'_>>());
     }
 }

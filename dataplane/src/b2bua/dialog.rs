@@ -305,6 +305,8 @@ pub(crate) fn on_relay_response(
     let method = relay.method;
     if sent && code >= 200 {
         ctx.stats.final_sent(code);
+        // Retransmissions of the request get the stored response.
+        relay.template = Template::empty();
     }
     if (200..300).contains(&code)
         && is_target_refresh(method)

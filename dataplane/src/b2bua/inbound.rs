@@ -21,6 +21,10 @@ use crate::sip::{CommaList, HeaderName, Method, NameAddr, Request, Scheme, Uri};
 use crate::stats::{Direction, Discard, Reject, ShardStats};
 use crate::transaction::{ServerInvite, TimerTable};
 
+/// RFC 3261 §17.2.1: the 100 Trying is due when the TU has not answered
+/// within 200 ms.
+pub(crate) const TRYING_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Engine {
     pub(crate) fn on_request(
         &mut self,
@@ -142,9 +146,15 @@ impl Engine {
             if let Some(call) = self.calls.get_mut(r)
                 && call.uas.matches(req)
             {
-                // RFC 3261 §17.2.1: retransmission -> last response again.
+                // RFC 3261 §17.2.1: retransmission -> last response again
+                // (or the 100 Trying not sent yet).
                 ShardStats::inc(&self.ctx.stats.retransmissions_in);
-                call.uas.tx.on_retransmission(&mut self.ctx.out);
+                if call.uas.tx.has_responded() {
+                    call.uas.tx.on_retransmission(&mut self.ctx.out);
+                } else {
+                    super::timers::send_trying(&mut self.ctx, call, now);
+                }
+                self.after(r);
                 return;
             }
             // §8.2.2.2: same Call-ID and From tag, another transaction.
@@ -212,12 +222,10 @@ impl Engine {
         if let Some(t) = policy.trunk(trunk) {
             t.stats.attempt(Direction::Inbound);
         }
-        // RFC 3261 §17.2.1: 100 Trying right away, so the caller stops
-        // retransmitting while trunks are tried.
-        let trying = call.uas.template.simple(100, b"Trying", None);
-        call.uas
-            .tx
-            .respond(now, &policy.timers, 100, trying, &mut self.ctx.out);
+        // RFC 3261 §17.2.1: 100 Trying if nothing else goes out within
+        // 200 ms (a fast answer makes it unnecessary: one datagram less).
+        call.timers
+            .set(crate::transaction::TimerName::Trying, now + TRYING_DELAY);
         super::outbound::next_attempt(&mut self.ctx, &mut call, now);
         self.calls.insert(cref, call);
         self.after(cref);

@@ -173,6 +173,7 @@ pub(crate) fn on_attempt_response(
                 t.stats.answer(Direction::Inbound);
             }
             relay_to_caller(ctx, call, resp, now);
+            call.compact();
         }
         _ => {
             if let Some(t) = policy.trunk(call.b.trunk) {

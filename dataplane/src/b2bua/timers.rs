@@ -10,6 +10,17 @@ use super::outbound::{attempt_timed_out, cancel_call, end};
 use crate::sip::Method;
 use crate::transaction::{TimerName, TxEvent};
 
+/// Sends 100 Trying to the caller unless a response already went out.
+pub(crate) fn send_trying(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    call.timers.cancel(TimerName::Trying);
+    if !call.uas.tx.has_responded() {
+        let trying = call.uas.template.simple(100, b"Trying", None);
+        call.uas
+            .tx
+            .respond(now, &call.policy.timers, 100, trying, &mut ctx.out);
+    }
+}
+
 pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     let timers = call.policy.timers;
 
@@ -78,6 +89,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 
     while let Some(timer) = call.timers.pop_expired(now) {
         match timer {
+            TimerName::Trying => send_trying(ctx, call, now),
             TimerName::NoResponse if call.current().is_some_and(|a| !a.tx.heard_back()) => {
                 attempt_timed_out(ctx, call, now);
             }

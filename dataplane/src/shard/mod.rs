@@ -40,6 +40,9 @@ pub struct RuntimeConfig {
     pub sizes: RingSizes,
     /// Receive buffer asked of the kernel for each SIP socket.
     pub socket_buffer: usize,
+    /// Wake-up coalescing: after the first completion, wait this long for
+    /// more before processing (needs Linux 6.12; zero disables).
+    pub batch_wait: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -49,6 +52,7 @@ impl Default for RuntimeConfig {
             pin_threads: true,
             sizes: RingSizes::default(),
             socket_buffer: 4 << 20,
+            batch_wait: std::time::Duration::from_micros(200),
         }
     }
 }
@@ -126,6 +130,7 @@ impl Runtime {
                             me,
                             policy,
                             stop,
+                            batch_wait: cfg.batch_wait,
                         })
                     })();
                     match setup {

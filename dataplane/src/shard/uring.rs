@@ -37,6 +37,10 @@ const SEND_BUF: usize = 65536;
 /// Longest sleep, so a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 
+/// How many completions a shard waits for before waking, at most; with
+/// `batch_wait` this coalesces wake-ups under load.
+const BATCH_WANT: usize = 64;
+
 /// Sizes of the per-shard I/O resources.
 #[derive(Debug, Clone, Copy)]
 pub struct RingSizes {
@@ -190,6 +194,8 @@ pub(crate) struct ShardIo {
     free_slots: Vec<u16>,
     sockets: Vec<UdpSocket>,
     armed: Vec<bool>,
+    /// The kernel honours `min_wait_usec` (IORING_FEAT_MIN_TIMEOUT, 6.12+).
+    min_timeout: bool,
 }
 
 impl std::fmt::Debug for ShardIo {
@@ -249,6 +255,7 @@ impl ShardIo {
             .collect();
         let free_slots = (0..sizes.send_slots).rev().collect();
         let armed = vec![false; sockets.len()];
+        let min_timeout = ring.params().is_feature_min_timeout();
         Ok(ShardIo {
             ring,
             bufring,
@@ -257,6 +264,7 @@ impl ShardIo {
             free_slots,
             sockets,
             armed,
+            min_timeout,
         })
     }
 
@@ -355,6 +363,9 @@ pub(crate) struct ShardLoop {
     pub me: usize,
     pub policy: Arc<ArcSwap<Policy>>,
     pub stop: Arc<AtomicBool>,
+    /// Once woken by a first completion, wait up to this long for more
+    /// before processing (interrupt-coalescing style; zero disables).
+    pub batch_wait: Duration,
 }
 
 impl ShardLoop {
@@ -425,8 +436,16 @@ impl ShardLoop {
                     .min(MAX_WAIT)
             };
             let ts = Timespec::from(wait);
-            let args = SubmitArgs::new().timespec(&ts);
-            let want = usize::from(!busy && !wait.is_zero());
+            let mut args = SubmitArgs::new().timespec(&ts);
+            let mut want = usize::from(!busy && !wait.is_zero());
+            if want > 0 && self.io.min_timeout && !self.batch_wait.is_zero() {
+                // Sleep until BATCH_WANT completions are ready, but return
+                // with whatever is there once batch_wait has passed (or at
+                // the next timer): fewer wake-ups under load, bounded delay.
+                want = BATCH_WANT;
+                args = args
+                    .min_wait_usec(u32::try_from(self.batch_wait.as_micros()).unwrap_or(u32::MAX));
+            }
             match self.io.ring.submitter().submit_with_args(want, &args) {
                 Ok(_) => {}
                 Err(e)

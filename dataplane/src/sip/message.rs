@@ -95,16 +95,49 @@ impl ParseError {
     }
 }
 
+/// Where one header sits in the message (offsets keep the index small, so
+/// a parsed message is cheap to move).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    name: HeaderName,
+    name_len: u8,
+    name_start: u32,
+    value_start: u32,
+    value_len: u32,
+}
+
 /// A parsed SIP message borrowing the buffer it was received in.
 #[derive(Debug, Clone)]
 pub struct Message<'a> {
+    /// The message from its start line; header offsets index into it.
     bytes: &'a [u8],
     start: StartLine<'a>,
-    headers: SmallVec<[Header<'a>; 24]>,
-    /// Index in `headers` of the first header of each known kind (u8::MAX: none).
+    entries: SmallVec<[Entry; 24]>,
+    /// Index in `entries` of the first header of each known kind (u8::MAX: none).
     first: [u8; HEADER_KINDS],
     body: &'a [u8],
 }
+
+/// The headers of a message, in order.
+#[derive(Debug, Clone)]
+pub struct Headers<'m, 'a> {
+    msg: &'m Message<'a>,
+    entries: std::slice::Iter<'m, Entry>,
+}
+
+impl<'a> Iterator for Headers<'_, 'a> {
+    type Item = Header<'a>;
+
+    fn next(&mut self) -> Option<Header<'a>> {
+        self.entries.next().map(|e| self.msg.view(e))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Headers<'_, '_> {}
 
 const HEADER_KINDS: usize = HeaderName::Other as usize + 1;
 const NONE: u8 = u8::MAX;
@@ -155,17 +188,34 @@ impl<'a> Message<'a> {
         self.body
     }
 
-    pub fn headers(&self) -> &[Header<'a>] {
-        &self.headers
+    /// Every header, in order.
+    pub fn headers(&self) -> Headers<'_, 'a> {
+        Headers {
+            msg: self,
+            entries: self.entries.iter(),
+        }
+    }
+
+    fn view(&self, e: &Entry) -> Header<'a> {
+        let bytes: &'a [u8] = self.bytes;
+        let at = |start: u32, len: usize| {
+            let start = start as usize;
+            bytes.get(start..start + len).unwrap_or(b"")
+        };
+        Header {
+            name: e.name,
+            raw_name: at(e.name_start, usize::from(e.name_len)),
+            value: at(e.value_start, e.value_len as usize),
+        }
     }
 
     /// The first header of a known kind.
-    pub fn header(&self, name: HeaderName) -> Option<&Header<'a>> {
+    pub fn header(&self, name: HeaderName) -> Option<Header<'a>> {
         let idx = *self.first.get(name as usize)?;
         if idx == NONE {
             return None;
         }
-        self.headers.get(usize::from(idx))
+        self.entries.get(usize::from(idx)).map(|e| self.view(e))
     }
 
     /// The value of the first header of a known kind.
@@ -174,12 +224,15 @@ impl<'a> Message<'a> {
     }
 
     /// Every header of a known kind, in order.
-    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header<'a>> + '_ {
+    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = Header<'a>> + '_ {
         let start = match self.first.get(name as usize) {
             Some(&i) if i != NONE => usize::from(i),
-            _ => self.headers.len(),
+            _ => self.entries.len(),
         };
-        self.headers[start..].iter().filter(move |h| h.name == name)
+        self.entries[start..]
+            .iter()
+            .filter(move |e| e.name == name)
+            .map(|e| self.view(e))
     }
 }
 
@@ -213,7 +266,7 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         Err(e) => return Err(e),
     };
 
-    let mut headers: SmallVec<[Header<'_>; 24]> = SmallVec::new();
+    let mut entries: SmallVec<[Entry; 24]> = SmallVec::new();
     let mut first = [NONE; HEADER_KINDS];
     let mut error: Option<ParseError> = None;
     // Offset in `msg` where the last header's value begins (after the colon).
@@ -230,9 +283,13 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         let line_start = line.as_ptr() as usize - msg.as_ptr() as usize;
         if matches!(line[0], b' ' | b'\t') {
             // Continuation of the previous header (RFC 3261 §7.3.1 folding).
-            match headers.last_mut() {
+            match entries.last_mut() {
                 _ if skipping => {}
-                Some(h) => h.value = trim(&msg[value_start..line_start + line.len()]),
+                Some(e) => {
+                    let (start, len) = trimmed(msg, value_start, line_start + line.len());
+                    e.value_start = start;
+                    e.value_len = len;
+                }
                 None => error = error.or(Some(ParseError::HeaderLine)),
             }
             pos = next;
@@ -240,16 +297,16 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         }
         pos = next;
         skipping = true;
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             error = error.or(Some(ParseError::HeaderLine));
             continue;
         };
         let raw_name = trim_end(&line[..colon]);
-        if raw_name.is_empty() || !raw_name.iter().all(|b| is_token(*b)) {
+        if raw_name.is_empty() || raw_name.len() > 255 || !raw_name.iter().all(|b| is_token(*b)) {
             error = error.or(Some(ParseError::HeaderLine));
             continue;
         }
-        if headers.len() >= MAX_HEADERS {
+        if entries.len() >= MAX_HEADERS || msg.len() > u32::MAX as usize {
             error = error.or(Some(ParseError::TooManyHeaders));
             continue;
         }
@@ -257,17 +314,22 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         let slot = &mut first[name as usize];
         if *slot == NONE {
             // MAX_HEADERS < u8::MAX, so the index fits.
-            *slot = u8::try_from(headers.len()).unwrap_or(NONE);
+            *slot = u8::try_from(entries.len()).unwrap_or(NONE);
         } else if name.is_single() {
             error = error.or(Some(ParseError::Duplicate(name.as_str())));
             continue;
         }
         value_start = line_start + colon + 1;
         skipping = false;
-        headers.push(Header {
+        let (v_start, v_len) = trimmed(msg, value_start, line_start + line.len());
+        entries.push(Entry {
             name,
-            raw_name,
-            value: trim(&line[colon + 1..]),
+            // At most 255 (checked above).
+            name_len: u8::try_from(raw_name.len()).unwrap_or(u8::MAX),
+            // msg.len() fits u32 (checked above).
+            name_start: line_start as u32,
+            value_start: v_start,
+            value_len: v_len,
         });
     };
 
@@ -275,9 +337,10 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
     let mut body = rest;
     let cl_index = first[HeaderName::ContentLength as usize];
     if cl_index != NONE {
-        let declared = headers
+        let declared = entries
             .get(usize::from(cl_index))
-            .and_then(|h| parse_decimal(h.value))
+            .and_then(|e| msg.get(e.value_start as usize..(e.value_start + e.value_len) as usize))
+            .and_then(parse_decimal)
             .and_then(|n| usize::try_from(n).ok());
         match declared {
             Some(n) if n <= rest.len() => body = &rest[..n],
@@ -292,17 +355,26 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
     Ok(Message {
         bytes: &msg[..end],
         start,
-        headers,
+        entries,
         first,
         body,
     })
+}
+
+/// Offset and length of `msg[from..to]` without surrounding white space.
+fn trimmed(msg: &[u8], from: usize, to: usize) -> (u32, u32) {
+    let slice = msg.get(from..to).unwrap_or(b"");
+    let t = trim(slice);
+    let start = from + (t.as_ptr() as usize - slice.as_ptr() as usize).min(slice.len());
+    // Messages longer than u32::MAX are refused before indexing.
+    (start as u32, t.len() as u32)
 }
 
 /// Returns the line starting at `pos` (without its CR LF or bare LF) and the
 /// position after it, or `None` if no line terminator follows.
 fn next_line(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(pos..)?;
-    let lf = rest.iter().position(|b| *b == b'\n')?;
+    let lf = memchr::memchr(b'\n', rest)?;
     let line = &rest[..lf];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     Some((line, pos + lf + 1))

@@ -62,7 +62,7 @@ impl<'b> Writer<'b> {
 
     /// Copies a received header, unfolding continuation lines. Known headers
     /// are written with their canonical long name.
-    pub fn copy(&mut self, header: &Header<'_>) -> &mut Self {
+    pub fn copy(&mut self, header: Header<'_>) -> &mut Self {
         let name = match header.name {
             super::HeaderName::Other => header.raw_name,
             known => known.as_str().as_bytes(),
@@ -89,7 +89,7 @@ impl<'b> Writer<'b> {
 /// Appends `value`, replacing each folded line break (CR/LF followed by
 /// white space) with a single space.
 pub fn put_unfolded(buf: &mut BytesMut, value: &[u8]) {
-    if !value.iter().any(|b| matches!(b, b'\r' | b'\n')) {
+    if memchr::memchr2(b'\r', b'\n', value).is_none() {
         buf.put_slice(value);
         return;
     }

@@ -115,6 +115,11 @@ impl ServerInvite {
         true
     }
 
+    /// True once any response (provisional or final) has been sent.
+    pub fn has_responded(&self) -> bool {
+        !matches!(self.state, State::Proceeding { last: None })
+    }
+
     /// True while no final response has been sent.
     pub fn is_pending(&self) -> bool {
         matches!(self.state, State::Proceeding { .. })
@@ -130,8 +135,12 @@ impl ServerInvite {
                 AckKind::NonSuccess
             }
             State::Confirmed => AckKind::NonSuccess,
-            State::Accepted { acked, .. } => {
+            State::Accepted {
+                acked, response, ..
+            } => {
                 self.timers.cancel(TimerName::Retransmit2xx);
+                // No more retransmissions: the 2xx need not be kept.
+                *response = Bytes::new();
                 if *acked {
                     AckKind::Duplicate
                 } else {

@@ -36,6 +36,9 @@ pub enum TimerName {
     M,
     /// RFC 3261 §13.3.1.4: 2xx retransmission by the UAS core until ACK.
     Retransmit2xx,
+    /// RFC 3261 §17.2.1: 100 Trying when no provisional response went out
+    /// within 200 ms.
+    Trying,
     /// SBC: no response at all from a trunk in time; try the next one.
     NoResponse,
     /// SBC: ringing too long without an answer.

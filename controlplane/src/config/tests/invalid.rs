@@ -318,3 +318,15 @@ fn semantic_errors_carry_the_line() {
     assert_eq!(problem.line, Some(18));
     assert!(error(&text).ends_with("(line 18)"));
 }
+
+#[test]
+fn batch_wait_too_long_names_the_field() {
+    let text = "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[shards]\nbatch_wait_us = 20000\n";
+    let err = crate::config::Config::from_toml_str(text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("shards.batch_wait_us: 20000 is too long"),
+        "{err}"
+    );
+}

@@ -1,0 +1,331 @@
+//! Whole-system cost of a call: the real `sbc` between two stock `sipp`
+//! instances on loopback, at a fixed rate, measuring the CPU time (utime +
+//! stime from /proc) the `sbc` process spends per completed call, next to
+//! what each sipp spends in the same run.
+//!
+//! `cargo build --release -p sbc-controlplane -p sbc-bench &&
+//!  target/release/callcost --rate 1000 --seconds 30 --shards 1`
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "CPU microseconds per call of the sbc process under a fixed sipp load")]
+struct Args {
+    /// Calls per second offered by the sipp caller.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30)]
+    seconds: u32,
+    /// Data-plane shards.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Call hold time in milliseconds (sipp -d).
+    #[arg(long, default_value_t = 1000)]
+    hold_ms: u32,
+    /// The sbc binary.
+    #[arg(long, default_value = "target/release/sbc")]
+    sbc: PathBuf,
+    /// Wake-up coalescing of the shard loops (shards.batch_wait_us).
+    #[arg(long, default_value_t = 200)]
+    batch_wait_us: u32,
+    /// Second octet of the loopback network used (127.N.0.0/24).
+    #[arg(long, default_value_t = 200)]
+    net: u8,
+    /// Write Markdown and JSON results into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    #[allow(unsafe_code)]
+    let t = unsafe { libc_sysconf_clk_tck() };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+#[allow(unsafe_code)]
+unsafe fn libc_sysconf_clk_tck() -> i64 {
+    unsafe extern "C" {
+        fn sysconf(name: i32) -> i64;
+    }
+    const SC_CLK_TCK: i32 = 2;
+    // SAFETY: plain libc call with a valid constant.
+    unsafe { sysconf(SC_CLK_TCK) }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let (u, s) = cpu_split(pid);
+    u + s
+}
+
+/// (utime, stime) of a process, in seconds.
+fn cpu_split(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (utime / ticks_per_second(), stime / ticks_per_second())
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn healthy(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut b = String::new();
+    let _ = s.read_to_string(&mut b);
+    b.starts_with("HTTP/1.1 200")
+}
+
+fn scenario(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../loadtest/scenarios")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sipp(dir: &Path, args: &[String]) -> Proc {
+    let child = Command::new("sipp")
+        .current_dir(dir)
+        .args([
+            "-t",
+            "u1",
+            "-nostdin",
+            "-timeout",
+            "600",
+            "-timeout_error",
+            "-trace_stat",
+            "-stf",
+            "stat.csv",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot start sipp (apt-get install sip-tester): {e}"
+            ))
+        });
+    Proc(child)
+}
+
+fn stat(dir: &Path, column: &str) -> u64 {
+    let csv = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+    let mut lines = csv.lines().filter(|l| !l.is_empty());
+    let header: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap_or("").split(';').collect();
+    header
+        .iter()
+        .position(|h| *h == column)
+        .and_then(|i| last.get(i))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("callcost: {msg}");
+    std::process::exit(2)
+}
+
+fn main() {
+    let a = Args::parse();
+    let ip = |h: u8| format!("127.{}.0.{h}", a.net);
+    let calls = u64::from(a.rate) * u64::from(a.seconds);
+    let work = std::env::temp_dir().join(format!("sbc-callcost-{}", std::process::id()));
+    for d in ["sbc", "uas", "uac"] {
+        std::fs::create_dir_all(work.join(d)).unwrap_or_else(|e| fail(&e.to_string()));
+    }
+    let config = format!(
+        "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\nbatch_wait_us = {bw}\n[metrics]\nlisten = \"{sbc}:9090\"\n\
+         [[trunks]]\nname = \"pbx\"\nsources = [\"{pbx}\"]\naddress = \"{pbx}:5060\"\n\
+         [[trunks]]\nname = \"carrier\"\nsources = [\"{carrier}\"]\naddress = \"{carrier}:5060\"\n\
+         [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
+        sbc = ip(1),
+        pbx = ip(10),
+        carrier = ip(20),
+        shards = a.shards,
+        bw = a.batch_wait_us,
+    );
+    let cfg_path = work.join("sbc/bench.toml");
+    std::fs::write(&cfg_path, config).unwrap_or_else(|e| fail(&e.to_string()));
+    let sbc = Command::new(&a.sbc)
+        .arg("--config")
+        .arg(&cfg_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot start {}: {e} (build it with cargo build --release)",
+                a.sbc.display()
+            ))
+        });
+    let sbc = Proc(sbc);
+    let pid = sbc.0.id();
+    let metrics = format!("{}:9090", ip(1));
+    let t0 = Instant::now();
+    while !healthy(&metrics) {
+        if t0.elapsed() > Duration::from_secs(10) {
+            fail("sbc did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = |v: &str| v.to_owned();
+    let uas = sipp(
+        &work.join("uas"),
+        &[
+            s("-sf"),
+            scenario("uas_answer.xml"),
+            s("-i"),
+            ip(20),
+            s("-p"),
+            s("5060"),
+            s("-m"),
+            calls.to_string(),
+            s("-mp"),
+            s("40000"),
+            s("-cp"),
+            s("40010"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = cpu_seconds(pid);
+    let (user0, _) = cpu_split(pid);
+    let uas_cpu0 = cpu_seconds(uas.0.id());
+    let start = Instant::now();
+    let mut uac = sipp(
+        &work.join("uac"),
+        &[
+            s("-sf"),
+            scenario("uac_basic.xml"),
+            s("-s"),
+            s("+15550100"),
+            s("-i"),
+            ip(10),
+            s("-p"),
+            s("5060"),
+            format!("{}:5060", ip(1)),
+            s("-r"),
+            a.rate.to_string(),
+            s("-m"),
+            calls.to_string(),
+            s("-d"),
+            a.hold_ms.to_string(),
+            s("-mp"),
+            s("40020"),
+            s("-cp"),
+            s("40030"),
+        ],
+    );
+    let mut uac_cpu = 0.0;
+    let mut uas_cpu = 0.0;
+    let mut cpu1 = cpu0;
+    loop {
+        // Sample while the processes exist (a finished child's /proc entry
+        // keeps its totals until it is reaped).
+        uac_cpu = f64::max(uac_cpu, cpu_seconds(uac.0.id()));
+        uas_cpu = f64::max(uas_cpu, cpu_seconds(uas.0.id()) - uas_cpu0);
+        cpu1 = f64::max(cpu1, cpu_seconds(pid));
+        if let Ok(Some(_)) = uac.0.try_wait() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(u64::from(a.seconds) * 3 + 60) {
+            fail("sipp did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let (user1, _) = cpu_split(pid);
+    let rss_kb = status_kb(pid, "VmRSS:");
+    let hwm_kb = status_kb(pid, "VmHWM:");
+    let ok = stat(&work.join("uac"), "SuccessfulCall(C)");
+    let failed = stat(&work.join("uac"), "FailedCall(C)");
+    drop(uas);
+    drop(sbc);
+    let per_call = |cpu: f64| {
+        if ok > 0 {
+            cpu * 1e6 / ok as f64
+        } else {
+            f64::NAN
+        }
+    };
+    let sbc_us = per_call(cpu1 - cpu0);
+    let sbc_user_us = per_call(user1 - user0);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "| rate (calls/s) | shards | batch µs | calls ok | failed | wall s | sbc CPU µs/call | of which user | sipp UAC µs/call | sipp UAS µs/call | sbc/UAC ratio | sbc RSS MiB (peak) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {} | {ok} | {failed} | {wall:.1} | {sbc_us:.1} | {sbc_user_us:.1} | {:.1} | {:.1} | {:.2} | {:.1} ({:.1}) |",
+        a.rate,
+        a.shards,
+        a.batch_wait_us,
+        per_call(uac_cpu),
+        per_call(uas_cpu),
+        sbc_us / per_call(uac_cpu),
+        rss_kb as f64 / 1024.0,
+        hwm_kb as f64 / 1024.0
+    );
+    let json = format!(
+        "{{\"rate\":{},\"shards\":{},\"batch_wait_us\":{},\"seconds\":{},\"hold_ms\":{},\"calls_ok\":{ok},\"calls_failed\":{failed},\"wall_s\":{wall:.2},\"sbc_cpu_us_per_call\":{sbc_us:.2},\"sbc_user_cpu_us_per_call\":{sbc_user_us:.2},\"sipp_uac_cpu_us_per_call\":{:.2},\"sipp_uas_cpu_us_per_call\":{:.2},\"sbc_rss_kib\":{rss_kb},\"sbc_peak_rss_kib\":{hwm_kb}}}",
+        a.rate,
+        a.shards,
+        a.batch_wait_us,
+        a.seconds,
+        a.hold_ms,
+        per_call(uac_cpu),
+        per_call(uas_cpu)
+    );
+    print!("{md}");
+    println!("{json}");
+    if let Some(dir) = a.out {
+        let _ = std::fs::create_dir_all(&dir);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let _ = std::fs::write(dir.join(format!("callcost-{stamp}.md")), &md);
+        let _ = std::fs::write(dir.join(format!("callcost-{stamp}.json")), &json);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    if failed > 0 || ok < calls {
+        std::process::exit(1);
+    }
+}
