@@ -108,7 +108,7 @@ impl Config {
 
     /// Whether each shard thread is pinned to a core (`shards.pin_threads`).
     pub fn pin_threads(&self) -> bool {
-        self.file.shards.pin_threads
+        self.file.shards.pin_threads.unwrap_or(true)
     }
 
     /// Wake-up coalescing of the shard loops (`shards.batch_wait_us`,

@@ -49,9 +49,9 @@ pub struct Shards {
     /// 0 = one per CPU core.
     #[serde(default)]
     pub count: usize,
-    /// Pin each shard thread to a core.
+    /// Pin each shard thread to a core (default true).
     #[serde(default)]
-    pub pin_threads: bool,
+    pub pin_threads: Option<bool>,
     /// Wake-up coalescing in microseconds (0 = off; at most 10000).
     #[serde(default)]
     pub batch_wait_us: Option<u32>,

@@ -60,7 +60,10 @@ fn supervise_starts_reloads_on_request_and_stops_the_data_plane() {
     let seen = Arc::clone(&published);
     let flag = Arc::clone(&stopped);
     let fake = move |cfg: DataPlaneConfig, policy: Arc<ArcSwap<Policy>>, _secrets| {
-        assert!(cfg.shards >= 1 && !cfg.pin_threads);
+        assert!(
+            cfg.shards >= 1 && cfg.pin_threads,
+            "threads are pinned by default"
+        );
         *seen.lock().unwrap() = Some(policy);
         Ok(FakeDataPlane {
             shards: vec![Arc::new(ShardStats::default())],

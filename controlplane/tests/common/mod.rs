@@ -55,7 +55,10 @@ pub fn scenario(name: &str) -> String {
 pub fn example_config(net: Net, shards: usize) -> String {
     let text = std::fs::read_to_string(repo().join("config/examples/ip-trunks.toml")).unwrap();
     let mut text = text.replace("127.0.0.", &format!("127.{}.0.", net.0));
-    text.push_str(&format!("\n[shards]\ncount = {shards}\n"));
+    // Tests run in parallel: leave thread placement to the kernel.
+    text.push_str(&format!(
+        "\n[shards]\ncount = {shards}\npin_threads = false\n"
+    ));
     text
 }
 

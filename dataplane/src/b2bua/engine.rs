@@ -219,7 +219,11 @@ impl Engine {
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(r) = self.calls.pop_due(now) {
-            if let Some(call) = self.calls.get_mut(r) {
+            // Entries of cancelled timers still come due; only run the
+            // call's timers when one of them really is.
+            if let Some(call) = self.calls.get_mut(r)
+                && call.next_deadline().is_some_and(|d| d <= now)
+            {
                 super::timers::on_timer(&mut self.ctx, call, now);
             }
             self.after(r);

@@ -43,6 +43,7 @@ mod outbound;
 mod response;
 mod table;
 mod timers;
+mod wheel;
 
 pub use engine::{Disposition, Engine};
 pub use ids::{CallRef, IdMinter, Secrets, ShardId};

@@ -1,10 +1,11 @@
 //! The shard's call table: a generational slab, the A-leg index (keyed by
 //! the caller's Call-ID and tag, hashed with a keyed SipHash since callers
-//! choose those bytes), and the timer heap.
+//! choose those bytes), and the timer wheel.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
+
+use super::wheel::Wheel;
 
 use super::call::Call;
 use super::ids::CallRef;
@@ -23,7 +24,7 @@ pub(crate) struct CallTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     a_index: HashMap<Box<[u8]>, CallRef>,
-    heap: BinaryHeap<Reverse<(Instant, CallRef)>>,
+    timers: Wheel<CallRef>,
     live: usize,
     key: Vec<u8>,
 }
@@ -122,23 +123,19 @@ impl CallTable {
         let Some(next) = call.next_deadline() else {
             return;
         };
+        let next = self.timers.round(next);
         if call.scheduled.is_none_or(|s| next < s) {
-            call.scheduled = Some(next);
-            self.heap.push(Reverse((next, r)));
+            call.scheduled = Some(self.timers.insert(next, r));
         }
     }
 
     pub fn next_timer(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.timers.next()
     }
 
-    /// Pops the next heap entry due at `now` that is still current.
+    /// Pops the next timer entry due at `now` that is still current.
     pub fn pop_due(&mut self, now: Instant) -> Option<CallRef> {
-        while let Some(Reverse((at, r))) = self.heap.peek().copied() {
-            if at > now {
-                return None;
-            }
-            self.heap.pop();
+        while let Some((at, r)) = self.timers.pop_due(now) {
             if let Some(call) = self.get_mut(r)
                 && call.scheduled == Some(at)
             {

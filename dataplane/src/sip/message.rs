@@ -434,3 +434,160 @@ fn strip_version(s: &[u8]) -> Option<&[u8]> {
     let v = s.get(..7)?;
     v.eq_ignore_ascii_case(b"SIP/2.0").then(|| &s[7..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASIC: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+v: SIP/2.0/UDP a.example;branch=z9hG4bK1, SIP/2.0/UDP b.example;branch=z9hG4bK2\r\n\
+VIA: SIP/2.0/UDP c.example;branch=z9hG4bK3\r\n\
+f: <sip:alice@example.com>;tag=1\r\n\
+t: <sip:bob@example.com>\r\n\
+i: abc@example.com\r\n\
+CSeq: 1 INVITE\r\n\
+Subject: folded\r\n  across\r\n\tlines\r\n\
+l: 4\r\n\
+\r\n\
+bodyTRAILING";
+
+    #[test]
+    fn compact_forms_case_and_repeated_headers() {
+        // RFC 3261 §7.3.1 (case), §7.3.3 (compact forms), §7.3.1 (repeats).
+        let m = Message::parse(BASIC).unwrap();
+        assert_eq!(m.value(HeaderName::CallId), Some(&b"abc@example.com"[..]));
+        assert_eq!(m.header(HeaderName::From).unwrap().raw_name, b"f");
+        let vias: Vec<_> = m.all(HeaderName::Via).collect();
+        assert_eq!(vias.len(), 2);
+        assert_eq!(vias[1].raw_name, b"VIA");
+        let values: Vec<_> = crate::sip::via_values(vias[0].value).collect();
+        assert_eq!(values.len(), 2, "comma-separated values in one line");
+        assert_eq!(m.headers().len(), 8);
+    }
+
+    #[test]
+    fn folded_lines_are_one_value() {
+        // RFC 3261 §7.3.1: a line starting with white space continues the
+        // previous header.
+        let m = Message::parse(BASIC).unwrap();
+        let subject = m.headers().find(|h| h.raw_name == b"Subject").unwrap();
+        assert_eq!(subject.value, b"folded\r\n  across\r\n\tlines");
+        let mut out = bytes::BytesMut::new();
+        crate::sip::put_unfolded(&mut out, subject.value);
+        assert_eq!(&out[..], b"folded across lines");
+    }
+
+    #[test]
+    fn content_length_frames_the_body() {
+        // RFC 3261 §18.3: octets beyond Content-Length are ignored on UDP.
+        let m = Message::parse(BASIC).unwrap();
+        assert_eq!(m.body(), b"body");
+        assert!(m.as_bytes().ends_with(b"\r\n\r\nbody"));
+        // Without Content-Length the datagram's rest is the body.
+        let m = Message::parse(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\n\r\nrest").unwrap();
+        assert_eq!(m.body(), b"rest");
+        // Longer than what arrived: refused.
+        let e = Message::parse(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 10\r\n\r\nshort")
+            .unwrap_err();
+        assert_eq!(e, ParseError::Truncated);
+        let e = Message::parse(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: -1\r\n\r\n").unwrap_err();
+        assert_eq!(e, ParseError::ContentLength);
+    }
+
+    #[test]
+    fn keepalives_leading_crlf_and_bare_lf() {
+        assert_eq!(
+            Message::parse(b"\r\n\r\n").unwrap_err(),
+            ParseError::Keepalive
+        );
+        let m = Message::parse(b"\r\n\r\nOPTIONS sip:x SIP/2.0\nCall-ID: 1\n\n").unwrap();
+        assert_eq!(m.value(HeaderName::CallId), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn white_space_before_colon_and_unknown_methods() {
+        let m = Message::parse(b"NEWMETHOD sip:x SIP/2.0\r\nCall-ID  :   x1  \r\nX-Odd:\r\n\r\n")
+            .unwrap();
+        assert_eq!(m.value(HeaderName::CallId), Some(&b"x1"[..]));
+        let line = m.request_line().unwrap();
+        assert_eq!(line.method, Method::Other);
+        assert_eq!(line.method_raw, b"NEWMETHOD");
+        assert_eq!(m.headers().nth(1).unwrap().value, b"");
+    }
+
+    #[test]
+    fn responses_with_odd_reasons_and_bad_codes() {
+        let m = Message::parse(b"SIP/2.0 100 \r\nCall-ID: 1\r\n\r\n").unwrap();
+        assert_eq!(m.status_line().unwrap().code, 100);
+        let m = Message::parse(b"SIP/2.0 200\r\nCall-ID: 1\r\n\r\n").unwrap();
+        assert_eq!(m.status_line().unwrap().reason, b"");
+        assert_eq!(
+            Message::parse(b"SIP/2.0 99 x\r\n\r\n").unwrap_err(),
+            ParseError::StatusCode
+        );
+        assert_eq!(
+            Message::parse(b"SIP/2.0 700 x\r\n\r\n").unwrap_err(),
+            ParseError::StatusCode
+        );
+        assert_eq!(
+            Message::parse(b"SIP/3.0 200 x\r\n\r\n").unwrap_err(),
+            ParseError::Version
+        );
+        assert_eq!(
+            Message::parse(b"INVITE sip:x SIP/7.0\r\n\r\n").unwrap_err(),
+            ParseError::Version
+        );
+    }
+
+    #[test]
+    fn structural_errors_and_salvage() {
+        let dup = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\ni: 2\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(
+            Message::parse(dup).unwrap_err(),
+            ParseError::Duplicate("Call-ID")
+        );
+        // The salvaged message keeps the first value, enough to answer 400.
+        let s = Message::salvage(dup).unwrap();
+        assert_eq!(s.value(HeaderName::CallId), Some(&b"1"[..]));
+        assert_eq!(
+            Message::parse(b"OPTIONS sip:x SIP/2.0\r\nno colon here\r\n\r\n").unwrap_err(),
+            ParseError::HeaderLine
+        );
+        assert_eq!(
+            Message::parse(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\n").unwrap_err(),
+            ParseError::Unterminated
+        );
+        assert!(
+            Message::salvage(b"SIP/2.0 200 OK\r\nCall-ID: 1\r\nCall-ID: 2\r\n\r\n").is_none(),
+            "never answer a response"
+        );
+        let many: Vec<u8> = std::iter::once(&b"OPTIONS sip:x SIP/2.0\r\n"[..])
+            .chain(std::iter::repeat_n(&b"X-A: 1\r\n"[..], MAX_HEADERS + 1))
+            .chain(std::iter::once(&b"\r\n"[..]))
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(
+            Message::parse(&many).unwrap_err(),
+            ParseError::TooManyHeaders
+        );
+    }
+
+    #[test]
+    fn request_line_must_be_well_formed() {
+        for bad in [
+            &b"INVITE  sip:x SIP/2.0\r\n\r\n"[..],
+            b"INVITE sip:x SIP/2.0 \r\n\r\n",
+            b"INVITE <sip:x> SIP/2.0\r\n\r\n",
+            b"INVITE sip:x\r\n\r\n",
+            b"INV(TE sip:x SIP/2.0\r\n\r\n",
+        ] {
+            assert_eq!(
+                Message::parse(bad).unwrap_err(),
+                ParseError::StartLine,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

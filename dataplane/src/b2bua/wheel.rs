@@ -1,0 +1,267 @@
+//! A hashed timing wheel for the shard's call timers: O(1) insert and
+//! expiry at 1 ms resolution, with a heap for the rare deadlines beyond
+//! the wheel's span (ringing limits, timer C).
+//!
+//! Deadlines are rounded up to the next tick, so nothing fires early.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// Slots in the wheel (a power of two); with 1 ms ticks it spans 65 s,
+/// which covers every RFC 3261 timer (64*T1 = 32 s by default).
+const SLOTS: usize = 1 << 16;
+const TICK: Duration = Duration::from_millis(1);
+
+#[derive(Debug)]
+pub(crate) struct Wheel<T> {
+    origin: Option<Instant>,
+    /// The first tick not yet expired.
+    current: u64,
+    slots: Vec<Vec<(u64, T)>>,
+    /// One bit per slot: set when the slot holds entries.
+    occupied: Vec<u64>,
+    overflow: BinaryHeap<Reverse<(u64, T)>>,
+    len: usize,
+    /// Entries due at `current - 1` or earlier, not yet handed out.
+    ready: Vec<(u64, T)>,
+}
+
+impl<T: Copy + Ord> Default for Wheel<T> {
+    fn default() -> Self {
+        Wheel {
+            origin: None,
+            current: 0,
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            occupied: vec![0; SLOTS / 64],
+            overflow: BinaryHeap::new(),
+            len: 0,
+            ready: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + Ord> Wheel<T> {
+    fn tick_of(&mut self, at: Instant) -> u64 {
+        let origin = *self.origin.get_or_insert(at);
+        let d = at.saturating_duration_since(origin);
+        // Round up: a deadline never fires before its time.
+        let ticks = d.as_nanos().div_ceil(TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+
+    fn instant_of(&self, tick: u64) -> Option<Instant> {
+        let origin = self.origin?;
+        Some(origin + TICK * u32::try_from(tick).unwrap_or(u32::MAX))
+    }
+
+    /// The deadline `at` will actually fire at (rounded up to a tick).
+    pub fn round(&self, at: Instant) -> Instant {
+        let Some(origin) = self.origin else {
+            return at;
+        };
+        let d = at.saturating_duration_since(origin);
+        let ticks = u64::try_from(d.as_nanos().div_ceil(TICK.as_nanos())).unwrap_or(u64::MAX);
+        self.instant_of(ticks.max(self.current)).unwrap_or(at)
+    }
+
+    /// Adds an entry; returns the (rounded) deadline it will fire at.
+    pub fn insert(&mut self, at: Instant, item: T) -> Instant {
+        let tick = self.tick_of(at).max(self.current);
+        self.len += 1;
+        if tick - self.current < SLOTS as u64 {
+            self.put(tick, item);
+        } else {
+            self.overflow.push(Reverse((tick, item)));
+        }
+        self.instant_of(tick).unwrap_or(at)
+    }
+
+    fn put(&mut self, tick: u64, item: T) {
+        let slot = (tick as usize) & (SLOTS - 1);
+        self.slots[slot].push((tick, item));
+        self.occupied[slot / 64] |= 1 << (slot % 64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The earliest deadline held.
+    pub fn next(&self) -> Option<Instant> {
+        if let Some((tick, _)) = self.ready.first() {
+            return self.instant_of(*tick);
+        }
+        let in_wheel = self.next_occupied().map(|slot| {
+            let base = self.current & !(SLOTS as u64 - 1);
+            let tick = base + slot as u64;
+            if tick < self.current { tick + SLOTS as u64 } else { tick }
+        });
+        let in_overflow = self.overflow.peek().map(|Reverse((t, _))| *t);
+        let tick = match (in_wheel, in_overflow) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        self.instant_of(tick)
+    }
+
+    /// The first occupied slot at or after `current`, circularly.
+    fn next_occupied(&self) -> Option<usize> {
+        let start = (self.current as usize) & (SLOTS - 1);
+        let words = self.occupied.len();
+        let first_word = start / 64;
+        // The start word, masked to bits at or after `start`.
+        let masked = self.occupied[first_word] & (!0u64 << (start % 64));
+        if masked != 0 {
+            return Some(first_word * 64 + masked.trailing_zeros() as usize);
+        }
+        for i in 1..=words {
+            let w = (first_word + i) % words;
+            let bits = if w == first_word {
+                self.occupied[w] & !(!0u64 << (start % 64))
+            } else {
+                self.occupied[w]
+            };
+            if bits != 0 {
+                return Some(w * 64 + bits.trailing_zeros() as usize);
+            }
+        }
+        None
+    }
+
+    /// Removes and returns one entry due at `now` (with its rounded
+    /// deadline), or `None`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, T)> {
+        if self.origin.is_none() {
+            return None;
+        }
+        let now_tick = self.tick_of(now);
+        loop {
+            if let Some((tick, item)) = self.ready.pop() {
+                self.len -= 1;
+                return Some((self.instant_of(tick)?, item));
+            }
+            if self.current > now_tick {
+                return None;
+            }
+            // Jump over empty slots.
+            let Some(slot) = self.next_occupied() else {
+                // Only overflow entries (or nothing): move time forward.
+                match self.overflow.peek() {
+                    Some(Reverse((t, _))) if *t <= now_tick => self.current = (*t).max(self.current),
+                    _ => {
+                        self.current = now_tick + 1;
+                        self.refill();
+                        continue;
+                    }
+                }
+                self.refill();
+                continue;
+            };
+            let base = self.current & !(SLOTS as u64 - 1);
+            let mut tick = base + slot as u64;
+            if tick < self.current {
+                tick += SLOTS as u64;
+            }
+            if tick > now_tick {
+                self.current = now_tick + 1;
+                self.refill();
+                continue;
+            }
+            self.current = tick;
+            let entries = std::mem::take(&mut self.slots[slot]);
+            self.occupied[slot / 64] &= !(1 << (slot % 64));
+            let mut keep = Vec::new();
+            for (t, item) in entries {
+                if t <= tick {
+                    self.ready.push((t, item));
+                } else {
+                    keep.push((t, item));
+                }
+            }
+            if !keep.is_empty() {
+                self.slots[slot] = keep;
+                self.occupied[slot / 64] |= 1 << (slot % 64);
+            }
+            self.current = tick + 1;
+            self.refill();
+        }
+    }
+
+    /// Moves overflow entries that now fit in the wheel's span into it.
+    fn refill(&mut self) {
+        while let Some(Reverse((t, _))) = self.overflow.peek() {
+            if *t >= self.current + SLOTS as u64 {
+                break;
+            }
+            if let Some(Reverse((t, item))) = self.overflow.pop() {
+                if t < self.current {
+                    self.ready.push((t, item));
+                } else {
+                    self.put(t, item);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_in_order_never_early() {
+        let t0 = Instant::now();
+        let mut w = Wheel::<u32>::default();
+        w.insert(t0, 0);
+        w.insert(t0 + Duration::from_micros(1500), 2);
+        w.insert(t0 + Duration::from_millis(1), 1);
+        w.insert(t0 + Duration::from_secs(100), 9);
+        assert_eq!(w.len(), 4);
+        assert_eq!(w.pop_due(t0).map(|(_, v)| v), Some(0));
+        assert_eq!(w.pop_due(t0), None);
+        assert_eq!(w.next(), Some(t0 + Duration::from_millis(1)));
+        assert_eq!(w.pop_due(t0 + Duration::from_millis(1)).map(|(_, v)| v), Some(1));
+        assert_eq!(w.pop_due(t0 + Duration::from_millis(1)), None, "1.5 ms rounds up to 2 ms");
+        assert_eq!(w.pop_due(t0 + Duration::from_millis(2)).map(|(_, v)| v), Some(2));
+        assert_eq!(w.next(), Some(t0 + Duration::from_secs(100)));
+        assert_eq!(w.pop_due(t0 + Duration::from_secs(99)), None);
+        let (at, v) = w.pop_due(t0 + Duration::from_secs(101)).unwrap();
+        assert_eq!((at, v), (t0 + Duration::from_secs(100), 9));
+        assert_eq!(w.len(), 0);
+        assert_eq!(w.next(), None);
+    }
+
+    #[test]
+    fn wraps_around_the_wheel_many_times() {
+        let t0 = Instant::now();
+        let mut w = Wheel::<u64>::default();
+        w.insert(t0, u64::MAX);
+        w.pop_due(t0);
+        let mut now = t0;
+        let mut expected = Vec::new();
+        let mut fired = Vec::new();
+        for i in 0..2000u64 {
+            // Deadlines 0..90 s ahead, crossing the 65 s span.
+            let at = now + Duration::from_millis((i * 7919) % 90_000);
+            let at_q = w.insert(at, i);
+            assert!(at_q >= at);
+            expected.push((at_q, i));
+            now += Duration::from_millis(97);
+            while let Some((at, v)) = w.pop_due(now) {
+                assert!(at <= now);
+                fired.push((at, v));
+            }
+        }
+        now += Duration::from_secs(200);
+        while let Some(e) = w.pop_due(now) {
+            fired.push(e);
+        }
+        expected.sort();
+        let mut got = fired.clone();
+        got.sort();
+        assert_eq!(got, expected);
+        // Fired in deadline order.
+        assert!(fired.windows(2).all(|p| p[0].0 <= p[1].0));
+    }
+}
