@@ -332,7 +332,7 @@ impl Engine {
             invite_body: Bytes::copy_from_slice(req.msg.body()),
             max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
             relays: SmallVec::new(),
-            own: SmallVec::new(),
+            own: Vec::new(),
             b_ack: None,
             answered: false,
             timers: TimerTable::new(),

@@ -301,7 +301,7 @@ fn merge_failure(call: &mut Call, candidate: Failure) {
         Some(old) => better_failure(candidate.code, old.code),
     };
     if better {
-        call.failure = Some(candidate);
+        call.failure = Some(Box::new(candidate));
     }
 }
 
@@ -321,7 +321,7 @@ pub(crate) fn better_failure(new: u16, old: u16) -> bool {
 
 /// Sends the best failure to the caller and ends the call.
 pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
-    let failure = call.failure.clone().unwrap_or(Failure {
+    let failure = call.failure.as_deref().cloned().unwrap_or(Failure {
         code: 408,
         reason: Bytes::from_static(b"Request Timeout"),
         headers: Bytes::new(),

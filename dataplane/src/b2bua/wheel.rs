@@ -83,6 +83,7 @@ impl<T: Copy + Ord> Wheel<T> {
         self.occupied[slot / 64] |= 1 << (slot % 64);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -95,7 +96,11 @@ impl<T: Copy + Ord> Wheel<T> {
         let in_wheel = self.next_occupied().map(|slot| {
             let base = self.current & !(SLOTS as u64 - 1);
             let tick = base + slot as u64;
-            if tick < self.current { tick + SLOTS as u64 } else { tick }
+            if tick < self.current {
+                tick + SLOTS as u64
+            } else {
+                tick
+            }
         });
         let in_overflow = self.overflow.peek().map(|Reverse((t, _))| *t);
         let tick = match (in_wheel, in_overflow) {
@@ -132,9 +137,7 @@ impl<T: Copy + Ord> Wheel<T> {
     /// Removes and returns one entry due at `now` (with its rounded
     /// deadline), or `None`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, T)> {
-        if self.origin.is_none() {
-            return None;
-        }
+        self.origin?;
         let now_tick = self.tick_of(now);
         loop {
             if let Some((tick, item)) = self.ready.pop() {
@@ -148,7 +151,9 @@ impl<T: Copy + Ord> Wheel<T> {
             let Some(slot) = self.next_occupied() else {
                 // Only overflow entries (or nothing): move time forward.
                 match self.overflow.peek() {
-                    Some(Reverse((t, _))) if *t <= now_tick => self.current = (*t).max(self.current),
+                    Some(Reverse((t, _))) if *t <= now_tick => {
+                        self.current = (*t).max(self.current)
+                    }
                     _ => {
                         self.current = now_tick + 1;
                         self.refill();
@@ -221,9 +226,19 @@ mod tests {
         assert_eq!(w.pop_due(t0).map(|(_, v)| v), Some(0));
         assert_eq!(w.pop_due(t0), None);
         assert_eq!(w.next(), Some(t0 + Duration::from_millis(1)));
-        assert_eq!(w.pop_due(t0 + Duration::from_millis(1)).map(|(_, v)| v), Some(1));
-        assert_eq!(w.pop_due(t0 + Duration::from_millis(1)), None, "1.5 ms rounds up to 2 ms");
-        assert_eq!(w.pop_due(t0 + Duration::from_millis(2)).map(|(_, v)| v), Some(2));
+        assert_eq!(
+            w.pop_due(t0 + Duration::from_millis(1)).map(|(_, v)| v),
+            Some(1)
+        );
+        assert_eq!(
+            w.pop_due(t0 + Duration::from_millis(1)),
+            None,
+            "1.5 ms rounds up to 2 ms"
+        );
+        assert_eq!(
+            w.pop_due(t0 + Duration::from_millis(2)).map(|(_, v)| v),
+            Some(2)
+        );
         assert_eq!(w.next(), Some(t0 + Duration::from_secs(100)));
         assert_eq!(w.pop_due(t0 + Duration::from_secs(99)), None);
         let (at, v) = w.pop_due(t0 + Duration::from_secs(101)).unwrap();

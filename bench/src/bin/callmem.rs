@@ -1,0 +1,175 @@
+//! Heap bytes held per call by the B2BUA engine, at each stage of a call's
+//! life (ringing, answered, ended and lingering), measured with a counting
+//! allocator on the sans-IO engine (no sockets). `cargo run --release -p
+//! sbc-bench --bin callmem`
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sbc_dataplane::b2bua::{Engine, Secrets, ShardId};
+use sbc_dataplane::net::LocalId;
+use sbc_dataplane::policy::{
+    Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId,
+};
+use sbc_dataplane::sip::{HeaderName, Message};
+use sbc_dataplane::stats::ShardStats;
+use sbc_dataplane::transaction::TimerConfig;
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator; only tracks live bytes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn policy() -> Policy {
+    let trunk = |name: &str, ip: &str| Trunk {
+        name: name.into(),
+        sources: vec![
+            format!("{ip}/32")
+                .parse()
+                .unwrap_or_else(|_| std::process::exit(2)),
+        ],
+        address: format!("{ip}:5060")
+            .parse()
+            .unwrap_or_else(|_| std::process::exit(2)),
+        stats: Arc::default(),
+    };
+    Policy {
+        version: 1,
+        listeners: vec![Listener {
+            bind: "192.0.2.1:5060"
+                .parse()
+                .unwrap_or_else(|_| std::process::exit(2)),
+            advertise: "192.0.2.1:5060".into(),
+        }],
+        timers: TimerConfig::default(),
+        call_timers: CallTimers::default(),
+        acl: Acl::default(),
+        trunks: vec![trunk("pbx", "10.0.0.10"), trunk("carrier", "10.0.0.20")],
+        routes: vec![Route {
+            name: "out".into(),
+            from: vec![TrunkId(0)],
+            numbers: vec![NumberPattern::Prefix(String::new())],
+            targets: vec![Target {
+                trunk: TrunkId(1),
+                priority: 1,
+                weight: 1,
+            }],
+            failover: Failover::standard(),
+        }],
+    }
+}
+
+fn header(m: &Message<'_>, h: HeaderName) -> String {
+    String::from_utf8_lossy(m.value(h).unwrap_or(b"")).into_owned()
+}
+
+fn main() {
+    const N: usize = 20_000;
+    let pbx = "10.0.0.10:5060"
+        .parse()
+        .unwrap_or_else(|_| std::process::exit(2));
+    let carrier = "10.0.0.20:5060"
+        .parse()
+        .unwrap_or_else(|_| std::process::exit(2));
+    let mut engine = Engine::new(
+        ShardId(0),
+        1,
+        Secrets::from_bytes([7; 48]),
+        Arc::new(policy()),
+        Arc::new(ShardStats::default()),
+    );
+    let mut now = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\n";
+    let base = LIVE.load(Ordering::Relaxed);
+    let mut b_invites = Vec::with_capacity(N);
+    let mut tos = Vec::with_capacity(N);
+    let report = |stage: &str, live: isize| {
+        println!("| {stage} | {:.0} |", (live - base) as f64 / N as f64);
+    };
+    println!("| stage ({N} calls) | heap bytes per call |");
+    println!("|---|---|");
+    for i in 0..N {
+        let inv = format!(
+            "INVITE sip:+15550{i}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{i};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@10.0.0.10>;tag=a{i}\r\nTo: <sip:+15550{i}@192.0.2.1>\r\nCall-ID: {i}@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.10:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        engine.handle_datagram(now, pbx, LocalId(0), inv.as_bytes());
+        while let Some(t) = engine.poll_transmit(&mut buf) {
+            if t.dest.addr == carrier {
+                b_invites.push(buf[..t.len].to_vec());
+            }
+        }
+    }
+    report("INVITE relayed, waiting", LIVE.load(Ordering::Relaxed));
+    for b in &b_invites {
+        let Ok(m) = Message::parse(b) else { continue };
+        let mut r = String::from("SIP/2.0 200 OK\r\n");
+        for h in m.all(HeaderName::Via) {
+            r.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(h.value)));
+        }
+        r.push_str(&format!(
+            "From: {}\r\nTo: {};tag=c\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.20>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            header(&m, HeaderName::From),
+            header(&m, HeaderName::To),
+            header(&m, HeaderName::CallId),
+            body.len()
+        ));
+        engine.handle_datagram(now, carrier, LocalId(0), r.as_bytes());
+        while let Some(t) = engine.poll_transmit(&mut buf) {
+            if t.dest.addr == pbx
+                && let Ok(m) = Message::parse(&buf[..t.len])
+            {
+                tos.push((header(&m, HeaderName::CallId), header(&m, HeaderName::To)));
+            }
+        }
+    }
+    report("answered (200 relayed)", LIVE.load(Ordering::Relaxed));
+    for (i, (call_id, to)) in tos.iter().enumerate() {
+        for (m, cseq, extra) in [("ACK", 1, "a"), ("BYE", 2, "b")] {
+            let req = format!(
+                "{m} sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{extra}{i}\r\nFrom: <sip:alice@10.0.0.10>;tag=a{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
+            );
+            engine.handle_datagram(now, pbx, LocalId(0), req.as_bytes());
+        }
+        while let Some(t) = engine.poll_transmit(&mut buf) {
+            if t.dest.addr == carrier
+                && let Ok(m) = Message::parse(&buf[..t.len])
+                && m.request_line().is_some_and(|l| l.method_raw == b"BYE")
+            {
+                let ok = format!(
+                    "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+                    header(&m, HeaderName::Via),
+                    header(&m, HeaderName::From),
+                    header(&m, HeaderName::To),
+                    header(&m, HeaderName::CallId),
+                    header(&m, HeaderName::CSeq)
+                );
+                engine.handle_datagram(now, carrier, LocalId(0), ok.as_bytes());
+            }
+        }
+        while engine.poll_transmit(&mut buf).is_some() {}
+    }
+    report("ended, lingering (64*T1)", LIVE.load(Ordering::Relaxed));
+    now += Duration::from_secs(40);
+    engine.handle_timeout(now);
+    println!("\ncalls left after 40 s: {} (of {N})", engine.calls());
+    report("after linger", LIVE.load(Ordering::Relaxed));
+}
