@@ -412,6 +412,13 @@ pub(crate) fn invite_sibling(
     buf.freeze()
 }
 
+/// The URI of the first Contact of a message, if it parses.
+pub(crate) fn contact_uri<'a>(msg: &Message<'a>) -> Option<&'a [u8]> {
+    let value = msg.value(HeaderName::Contact)?;
+    let first = CommaList::new(value).next()?;
+    crate::sip::NameAddr::parse(first).ok().map(|n| n.uri)
+}
+
 /// True when a Route value's URI carries `lr` (RFC 3261 §16.12.1.1).
 fn route_is_loose(route: &[u8]) -> bool {
     Uri::parse(uri_of_route(route)).is_ok_and(|u| u.param(b"lr").is_some())

@@ -7,14 +7,14 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::build::{
-    InviteRef, Relayed, RequestParts, Template, copy_end_to_end, invite_sibling, leg_request,
-    next_hop, response_dest,
+    InviteRef, Relayed, RequestParts, Template, contact_uri, copy_end_to_end, invite_sibling,
+    leg_request, next_hop, response_dest,
 };
 use super::call::{Call, ClientTx, Own, Phase, Relay, ServerTx, Side};
 use super::engine::Ctx;
 use super::outbound::{cancel_call, end};
 use crate::net::{Dest, LocalId};
-use crate::sip::{CommaList, HeaderName, Method, NameAddr, Request, Response};
+use crate::sip::{HeaderName, Method, Request, Response};
 use crate::stats::{Reject, ShardStats};
 use crate::transaction::{
     AckKind, ClientInvite, ClientNonInvite, ResponseAction, ServerInvite, ServerNonInvite,
@@ -113,7 +113,7 @@ pub(crate) fn on_request(
                 local,
                 Reject::NoDialog,
                 481,
-                b"Call/Transaction Does Not Exist",
+                super::inbound::NO_SUCH_CALL,
             );
         }
         _ => {
@@ -124,7 +124,7 @@ pub(crate) fn on_request(
                     local,
                     Reject::NoDialog,
                     481,
-                    b"Call/Transaction Does Not Exist",
+                    super::inbound::NO_SUCH_CALL,
                 );
             } else {
                 relay(ctx, call, side, req, src, local, now);
@@ -151,14 +151,10 @@ fn relay(
     let dest = response_dest(req, src, local);
     let template = Template::new(req, src, false);
     if is_target_refresh(req.method)
-        && let Some(contact) = req
-            .msg
-            .value(HeaderName::Contact)
-            .and_then(|v| CommaList::new(v).next())
-            .and_then(|v| NameAddr::parse(v).ok())
+        && let Some(contact) = contact_uri(&req.msg)
     {
         let leg = call.leg_mut(side);
-        leg.remote_target = Bytes::copy_from_slice(contact.uri);
+        leg.remote_target = Bytes::copy_from_slice(contact);
         leg.peer = next_hop(&leg.remote_target, &leg.route_set, leg.peer);
     }
     let server = if req.method == Method::Invite {
@@ -310,14 +306,10 @@ pub(crate) fn on_relay_response(
     }
     if (200..300).contains(&code)
         && is_target_refresh(method)
-        && let Some(contact) = resp
-            .msg
-            .value(HeaderName::Contact)
-            .and_then(|v| CommaList::new(v).next())
-            .and_then(|v| NameAddr::parse(v).ok())
+        && let Some(contact) = contact_uri(&resp.msg)
     {
         let leg = call.leg_mut(to_side);
-        leg.remote_target = Bytes::copy_from_slice(contact.uri);
+        leg.remote_target = Bytes::copy_from_slice(contact);
         leg.peer = next_hop(&leg.remote_target, &leg.route_set, leg.peer);
     }
     if method == Method::Bye && code >= 200 {

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::build::{
-    ALLOW, Template, next_hop, render_end_to_end, response_dest, unsupported_options,
+    ALLOW, Template, contact_uri, next_hop, render_end_to_end, response_dest, unsupported_options,
 };
 use super::call::{Call, Leg, Phase, Side, Uas};
 use super::engine::Engine;
@@ -17,9 +17,12 @@ use super::ids::CallRef;
 use super::table::CallTable;
 use crate::net::{Dest, LocalId};
 use crate::policy::{Target, TrunkId};
-use crate::sip::{CommaList, HeaderName, Method, NameAddr, Request, Scheme, Uri};
+use crate::sip::{CommaList, HeaderName, Method, Request, Scheme, Uri};
 use crate::stats::{Direction, Discard, Reject, ShardStats};
 use crate::transaction::{ServerInvite, TimerTable};
+
+/// RFC 3261 §21.4.19.
+pub(crate) const NO_SUCH_CALL: &[u8] = b"Call/Transaction Does Not Exist";
 
 /// RFC 3261 §17.2.1: the 100 Trying is due when the TU has not answered
 /// within 200 ms.
@@ -112,14 +115,9 @@ impl Engine {
                 );
             }
             // RFC 3261 §15.1.2: BYE outside a dialog.
-            Method::Bye => self.ctx.reject(
-                &req,
-                src,
-                local,
-                Reject::NoDialog,
-                481,
-                b"Call/Transaction Does Not Exist",
-            ),
+            Method::Bye => self
+                .ctx
+                .reject(&req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL),
             _ => {
                 self.ctx.stats.reject(Reject::MethodNotAllowed);
                 self.ctx.respond_stateless(
@@ -257,12 +255,7 @@ impl Engine {
             &mut a_remote,
             req.msg.value(HeaderName::From).unwrap_or(b""),
         );
-        let contact = req
-            .msg
-            .value(HeaderName::Contact)
-            .and_then(|v| CommaList::new(v).next())
-            .and_then(|v| NameAddr::parse(v).ok())
-            .map(|n| Bytes::copy_from_slice(n.uri));
+        let contact = contact_uri(&req.msg).map(Bytes::copy_from_slice);
         let remote_target = contact.unwrap_or_else(|| Bytes::copy_from_slice(req.from.uri));
         // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
         let route_set: Vec<Bytes> = req
@@ -349,44 +342,23 @@ impl Engine {
                 .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
             return;
         }
-        let found = self.calls.find_a(req.call_id, req.from_tag());
-        let Some(r) = found else {
-            // Maybe a CANCEL of a re-INVITE relayed from the B side.
-            if let Some((_, r)) = self.ctx.ids.secrets().decode_call_id(req.call_id)
-                && let Some(call) = self.calls.get(r)
-                && call.relays.iter().any(|x| x.matches_request(Side::B, req))
-            {
-                // RFC 3261 §9.2: the CANCEL is answered; the re-INVITE runs
-                // to completion on the other leg.
-                self.ctx.respond_stateless(req, src, local, 200, b"OK", &[]);
-                return;
-            }
-            self.ctx.reject(
-                req,
-                src,
-                local,
-                Reject::NoDialog,
-                481,
-                b"Call/Transaction Does Not Exist",
-            );
+        let found = self.find_dialog(req.call_id, req.from_tag());
+        let Some((r, side, call)) =
+            found.and_then(|(r, side)| Some((r, side, self.calls.get_mut(r)?)))
+        else {
+            self.ctx
+                .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
             return;
         };
-        let Some(call) = self.calls.get_mut(r) else {
-            return;
-        };
-        if !call.uas.matches(req) {
-            if call.relays.iter().any(|x| x.matches_request(Side::A, req)) {
+        if side == Side::B || !call.uas.matches(req) {
+            if call.relays.iter().any(|x| x.matches_request(side, req)) {
+                // RFC 3261 §9.2: the CANCEL of a re-INVITE is answered; the
+                // re-INVITE runs to completion on the other leg.
                 self.ctx.respond_stateless(req, src, local, 200, b"OK", &[]);
-                return;
+            } else {
+                self.ctx
+                    .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
             }
-            self.ctx.reject(
-                req,
-                src,
-                local,
-                Reject::NoDialog,
-                481,
-                b"Call/Transaction Does Not Exist",
-            );
             return;
         }
         // RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE if unanswered.
@@ -439,14 +411,8 @@ impl Engine {
                 self.ctx
                     .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
             } else {
-                self.ctx.reject(
-                    req,
-                    src,
-                    local,
-                    Reject::NoDialog,
-                    481,
-                    b"Call/Transaction Does Not Exist",
-                );
+                self.ctx
+                    .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
             }
             return;
         };
@@ -457,14 +423,8 @@ impl Engine {
         let tags_match = req.to_tag() == Some(&leg.local_tag[..])
             && (side == Side::A || leg.remote_tag.as_deref() == Some(req.from_tag()));
         if !tags_match {
-            self.ctx.reject(
-                req,
-                src,
-                local,
-                Reject::NoDialog,
-                481,
-                b"Call/Transaction Does Not Exist",
-            );
+            self.ctx
+                .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
             return;
         }
         if call.policy.trunk_for_source(src.ip()) != Some(leg.trunk) {

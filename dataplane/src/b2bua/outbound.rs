@@ -7,13 +7,13 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::build::{
-    InviteRef, Relayed, RequestParts, copy_end_to_end, invite_sibling, leg_request, next_hop,
-    render_end_to_end,
+    InviteRef, Relayed, RequestParts, contact_uri, copy_end_to_end, invite_sibling, leg_request,
+    next_hop, render_end_to_end,
 };
 use super::call::{Attempt, Call, Failure, Own, Phase, Side};
 use super::engine::Ctx;
 use crate::net::Dest;
-use crate::sip::{CommaList, HeaderName, NameAddr, Response};
+use crate::sip::{CommaList, HeaderName, Response};
 use crate::stats::{Direction, ShardStats};
 use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerName};
 
@@ -261,13 +261,8 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
     let mut to = BytesMut::new();
     crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
     b.remote_party = to.freeze();
-    if let Some(contact) = resp
-        .msg
-        .value(HeaderName::Contact)
-        .and_then(|v| CommaList::new(v).next())
-        .and_then(|v| NameAddr::parse(v).ok())
-    {
-        b.remote_target = Bytes::copy_from_slice(contact.uri);
+    if let Some(contact) = contact_uri(&resp.msg) {
+        b.remote_target = Bytes::copy_from_slice(contact);
     }
     // UAC route set: Record-Route in reverse order.
     let mut routes: Vec<Bytes> = resp
@@ -463,12 +458,8 @@ fn hang_up_stray_answer(
     let mut to = BytesMut::new();
     crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
     let to = to.freeze();
-    let target = resp
-        .msg
-        .value(HeaderName::Contact)
-        .and_then(|v| CommaList::new(v).next())
-        .and_then(|v| NameAddr::parse(v).ok())
-        .map_or_else(|| attempt.ruri.clone(), |n| Bytes::copy_from_slice(n.uri));
+    let target =
+        contact_uri(&resp.msg).map_or_else(|| attempt.ruri.clone(), Bytes::copy_from_slice);
     let fallback = call
         .policy
         .trunk(attempt.target.trunk)
