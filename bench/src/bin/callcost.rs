@@ -29,9 +29,15 @@ struct Args {
     /// Call hold time in milliseconds (sipp -d).
     #[arg(long, default_value_t = 1000)]
     hold_ms: u32,
+    /// What sits between the two sipp instances.
+    #[arg(long, value_enum, default_value_t = Target::Sbc)]
+    target: Target,
     /// The sbc binary.
     #[arg(long, default_value = "target/release/sbc")]
     sbc: PathBuf,
+    /// The kamailio binary (Debian package kamailio), for --target kamailio.
+    #[arg(long, default_value = "/usr/sbin/kamailio")]
+    kamailio: PathBuf,
     /// Wake-up coalescing of the shard loops (shards.batch_wait_us).
     #[arg(long, default_value_t = 200)]
     batch_wait_us: u32,
@@ -41,6 +47,39 @@ struct Args {
     /// Write Markdown and JSON results into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// This project's sbc (B2BUA).
+    Sbc,
+    /// Kamailio as a stateful proxy with rr, dialog and topoh
+    /// (bench/kamailio/proxy.cfg).
+    Kamailio,
+}
+
+/// CPU seconds of a process and its direct children (Kamailio forks its
+/// workers from the main process).
+fn tree_cpu_seconds(root: u32) -> f64 {
+    let mut total = cpu_seconds(root);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+            if after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+                == Some(root)
+            {
+                total += cpu_seconds(pid);
+            }
+        }
+    }
+    total
 }
 
 fn ticks_per_second() -> f64 {
@@ -182,28 +221,60 @@ fn main() {
     );
     let cfg_path = work.join("sbc/bench.toml");
     std::fs::write(&cfg_path, config).unwrap_or_else(|e| fail(&e.to_string()));
-    let sbc = Command::new(&a.sbc)
-        .arg("--config")
-        .arg(&cfg_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            fail(&format!(
-                "cannot start {}: {e} (build it with cargo build --release)",
-                a.sbc.display()
-            ))
-        });
-    let sbc = Proc(sbc);
-    let pid = sbc.0.id();
-    let metrics = format!("{}:9090", ip(1));
-    let t0 = Instant::now();
-    while !healthy(&metrics) {
-        if t0.elapsed() > Duration::from_secs(10) {
-            fail("sbc did not start");
+    let server = match a.target {
+        Target::Sbc => Command::new(&a.sbc)
+            .arg("--config")
+            .arg(&cfg_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                fail(&format!(
+                    "cannot start {}: {e} (build it with cargo build --release)",
+                    a.sbc.display()
+                ))
+            }),
+        Target::Kamailio => {
+            let template = include_str!("../../kamailio/proxy.cfg");
+            let kcfg = work.join("sbc/kamailio.cfg");
+            std::fs::write(
+                &kcfg,
+                template
+                    .replace("@LISTEN@", &ip(1))
+                    .replace("@TARGET@", &ip(20)),
+            )
+            .unwrap_or_else(|e| fail(&e.to_string()));
+            Command::new(&a.kamailio)
+                .args(["-DD", "-E", "-m", "256", "-M", "32", "-f"])
+                .arg(&kcfg)
+                .arg("-Y")
+                .arg(work.join("sbc"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    fail(&format!(
+                        "cannot start {} (apt-get install kamailio): {e}",
+                        a.kamailio.display()
+                    ))
+                })
         }
-        std::thread::sleep(Duration::from_millis(50));
+    };
+    let server = Proc(server);
+    let pid = server.0.id();
+    let t0 = Instant::now();
+    match a.target {
+        Target::Sbc => {
+            let metrics = format!("{}:9090", ip(1));
+            while !healthy(&metrics) {
+                if t0.elapsed() > Duration::from_secs(10) {
+                    fail("sbc did not start");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Target::Kamailio => std::thread::sleep(Duration::from_millis(1500)),
     }
     let s = |v: &str| v.to_owned();
     let uas = sipp(
@@ -224,7 +295,7 @@ fn main() {
         ],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = tree_cpu_seconds(pid);
     let (user0, _) = cpu_split(pid);
     let uas_cpu0 = cpu_seconds(uas.0.id());
     let start = Instant::now();
@@ -260,7 +331,7 @@ fn main() {
         // keeps its totals until it is reaped).
         uac_cpu = f64::max(uac_cpu, cpu_seconds(uac.0.id()));
         uas_cpu = f64::max(uas_cpu, cpu_seconds(uas.0.id()) - uas_cpu0);
-        cpu1 = f64::max(cpu1, cpu_seconds(pid));
+        cpu1 = f64::max(cpu1, tree_cpu_seconds(pid));
         if let Ok(Some(_)) = uac.0.try_wait() {
             break;
         }
@@ -276,7 +347,7 @@ fn main() {
     let ok = stat(&work.join("uac"), "SuccessfulCall(C)");
     let failed = stat(&work.join("uac"), "FailedCall(C)");
     drop(uas);
-    drop(sbc);
+    drop(server);
     let per_call = |cpu: f64| {
         if ok > 0 {
             cpu * 1e6 / ok as f64
@@ -291,10 +362,11 @@ fn main() {
         md,
         "| rate (calls/s) | shards | batch µs | calls ok | failed | wall s | sbc CPU µs/call | of which user | sipp UAC µs/call | sipp UAS µs/call | sbc/UAC ratio | sbc RSS MiB (peak) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         md,
-        "| {} | {} | {} | {ok} | {failed} | {wall:.1} | {sbc_us:.1} | {sbc_user_us:.1} | {:.1} | {:.1} | {:.2} | {:.1} ({:.1}) |",
+        "| {:?} | {} | {} | {} | {ok} | {failed} | {wall:.1} | {sbc_us:.1} | {sbc_user_us:.1} | {:.1} | {:.1} | {:.2} | {:.1} ({:.1}) |",
+        a.target,
         a.rate,
         a.shards,
         a.batch_wait_us,
@@ -305,7 +377,8 @@ fn main() {
         hwm_kb as f64 / 1024.0
     );
     let json = format!(
-        "{{\"rate\":{},\"shards\":{},\"batch_wait_us\":{},\"seconds\":{},\"hold_ms\":{},\"calls_ok\":{ok},\"calls_failed\":{failed},\"wall_s\":{wall:.2},\"sbc_cpu_us_per_call\":{sbc_us:.2},\"sbc_user_cpu_us_per_call\":{sbc_user_us:.2},\"sipp_uac_cpu_us_per_call\":{:.2},\"sipp_uas_cpu_us_per_call\":{:.2},\"sbc_rss_kib\":{rss_kb},\"sbc_peak_rss_kib\":{hwm_kb}}}",
+        "{{\"target\":\"{:?}\",\"rate\":{},\"shards\":{},\"batch_wait_us\":{},\"seconds\":{},\"hold_ms\":{},\"calls_ok\":{ok},\"calls_failed\":{failed},\"wall_s\":{wall:.2},\"sbc_cpu_us_per_call\":{sbc_us:.2},\"sbc_user_cpu_us_per_call\":{sbc_user_us:.2},\"sipp_uac_cpu_us_per_call\":{:.2},\"sipp_uas_cpu_us_per_call\":{:.2},\"sbc_rss_kib\":{rss_kb},\"sbc_peak_rss_kib\":{hwm_kb}}}",
+        a.target,
         a.rate,
         a.shards,
         a.batch_wait_us,
