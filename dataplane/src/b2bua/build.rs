@@ -188,7 +188,10 @@ fn write_top_via(b: &mut BytesMut, value: &[u8], src: SocketAddr) {
             b.put_slice(v);
         }
     }
-    if !has_received && crate::sip::host_ip(via.host) != Some(src.ip()) {
+    // §18.2.1: received when the host differs; RFC 3581 §4: always when
+    // rport was asked for.
+    let rport = via.rport().is_some();
+    if !has_received && (rport || crate::sip::host_ip(via.host) != Some(src.ip())) {
         b.put_slice(b";received=");
         let _ = write!(b.writer(), "{}", src.ip());
     }
@@ -234,7 +237,10 @@ pub(crate) fn copy_end_to_end(w: &mut Writer<'_>, msg: &Message<'_>) {
             | HeaderName::RSeq
             | HeaderName::RAck
             | HeaderName::Replaces
-            | HeaderName::Unsupported => {}
+            | HeaderName::Unsupported
+            // warn-agent names the host that added it.
+            | HeaderName::Warning => {}
+            HeaderName::Other if is_topology_header(h.raw_name) => {}
             HeaderName::Supported | HeaderName::Require => {
                 let mut tags = CommaList::new(h.value)
                     .filter(|t| is_passed_option(t))
@@ -255,6 +261,30 @@ pub(crate) fn copy_end_to_end(w: &mut Writer<'_>, msg: &Message<'_>) {
             }
         }
     }
+}
+
+/// Headers unknown to the parser that describe the path or the hosts of
+/// the other side (RFC 7044 History-Info, RFC 7315 P-headers, RFC 3261
+/// Error-Info / Reply-To / In-Reply-To / Authentication-Info, RFC 3608).
+const TOPOLOGY_HEADERS: &[&[u8]] = &[
+    b"history-info",
+    b"p-charging-vector",
+    b"p-charging-function-addresses",
+    b"p-visited-network-id",
+    b"p-access-network-info",
+    b"p-associated-uri",
+    b"service-route",
+    b"error-info",
+    b"reply-to",
+    b"in-reply-to",
+    b"authentication-info",
+    b"proxy-authentication-info",
+];
+
+fn is_topology_header(name: &[u8]) -> bool {
+    TOPOLOGY_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// [`copy_end_to_end`] into a buffer of its own.
@@ -474,7 +504,7 @@ mod tests {
 
     #[test]
     fn copy_policy_hides_topology_and_filters_options() {
-        let raw = b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nRecord-Route: <sip:10.0.0.2;lr>\r\nContact: <sip:a@10.0.0.1>\r\nUser-Agent: PBX 1.0\r\nSupported: 100rel, timer\r\nX-Custom: kept\r\nP-Asserted-Identity: <sip:+15551234@pbx>\r\nContent-Type: application/sdp\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 3\r\n\r\nv=0";
+        let raw = b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nRecord-Route: <sip:10.0.0.2;lr>\r\nContact: <sip:a@10.0.0.1>\r\nUser-Agent: PBX 1.0\r\nSupported: 100rel, timer\r\nX-Custom: kept\r\nWarning: 399 pbx.internal \"x\"\r\nHistory-Info: <sip:a@10.0.0.7>;index=1\r\nP-Charging-Vector: icid-value=1;icid-generated-at=10.0.0.8\r\nP-Asserted-Identity: <sip:+15551234@pbx>\r\nContent-Type: application/sdp\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 3\r\n\r\nv=0";
         let msg = Message::parse(raw).unwrap();
         let mut buf = BytesMut::new();
         let mut w = Writer::new(&mut buf);

@@ -223,6 +223,40 @@ impl Relay {
     }
 }
 
+/// An in-dialog request the SBC answered itself (491, 481, 500, or 200 to
+/// an early BYE): its server transaction answers retransmissions.
+#[derive(Debug)]
+pub(crate) struct LocalAnswer {
+    pub from: Side,
+    pub branch: Bytes,
+    pub cseq: u32,
+    pub method: Method,
+    pub tx: ServerTx,
+}
+
+impl LocalAnswer {
+    pub fn matches_request(&self, side: Side, req: &Request<'_>) -> bool {
+        if self.from != side {
+            return false;
+        }
+        if req.via.has_rfc3261_branch() {
+            req.via.branch().is_some_and(|b| b == &self.branch[..])
+        } else {
+            req.cseq.seq == self.cseq
+        }
+    }
+}
+
+/// A 2xx from a callee the call no longer wanted (a late answer after
+/// failover, a second fork): ACKed and BYEd once; its retransmissions get
+/// the same ACK.
+#[derive(Debug)]
+pub(crate) struct Stray {
+    pub tag: Bytes,
+    pub ack: Bytes,
+    pub dest: crate::net::Dest,
+}
+
 /// A request the SBC originates itself (BYE when ending a call).
 #[derive(Debug)]
 pub(crate) struct Own {
@@ -262,7 +296,9 @@ pub(crate) struct Call {
     pub invite_body: Bytes,
     pub max_forwards: u32,
     pub relays: SmallVec<[Relay; 1]>,
+    pub local: Vec<LocalAnswer>,
     pub own: Vec<Own>,
+    pub strays: Vec<Stray>,
     /// The ACK sent to the callee for its 2xx, resent on retransmissions.
     pub b_ack: Option<Bytes>,
     pub answered: bool,
@@ -312,6 +348,9 @@ impl Call {
         for o in &self.own {
             take(o.tx.next_deadline());
         }
+        for l in &self.local {
+            take(l.tx.next_deadline());
+        }
         next
     }
 
@@ -321,6 +360,7 @@ impl Call {
             && self.uas.tx.is_terminated()
             && self.attempts.iter().all(Attempt::is_done)
             && self.relays.is_empty()
+            && self.local.is_empty()
             && self.own.is_empty()
     }
 

@@ -10,7 +10,7 @@ use super::build::{
     InviteRef, Relayed, RequestParts, Template, contact_uri, copy_end_to_end, invite_sibling,
     leg_request, next_hop, response_dest,
 };
-use super::call::{Call, ClientTx, Own, Phase, Relay, ServerTx, Side};
+use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side};
 use super::engine::Ctx;
 use super::outbound::{cancel_call, end};
 use crate::net::{Dest, LocalId};
@@ -20,10 +20,54 @@ use crate::transaction::{
     AckKind, ClientInvite, ClientNonInvite, ResponseAction, ServerInvite, ServerNonInvite,
 };
 
-/// Requests whose 2xx may change the remote target (RFC 3261 §12.2,
-/// RFC 3311 §5.1).
+/// Target-refresh requests: they carry a Contact and their 2xx may change
+/// the remote target (RFC 3261 §12.2, RFC 3311 §5.1, RFC 6665 §4.1, RFC 3515
+/// §2.4.1 for REFER's mandatory Contact).
 fn is_target_refresh(m: Method) -> bool {
-    matches!(m, Method::Invite | Method::Update)
+    matches!(
+        m,
+        Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer
+    )
+}
+
+/// Answers an in-dialog request here, through a server transaction so its
+/// retransmissions get the same answer (RFC 3261 §17.2).
+#[allow(clippy::too_many_arguments)]
+fn answer_locally(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    side: Side,
+    req: &Request<'_>,
+    src: SocketAddr,
+    local: LocalId,
+    now: Instant,
+    answer: (u16, &[u8], Option<Reject>),
+) {
+    let (code, reason, why) = answer;
+    if let Some(why) = why {
+        ctx.stats.reject(why);
+    }
+    let timers = call.policy.timers;
+    let dest = response_dest(req, src, local);
+    let response =
+        Template::new(req, src, false).simple(code, reason, Some(&call.leg(side).local_tag));
+    let tx = if req.method == Method::Invite {
+        let mut t = ServerInvite::new(dest);
+        t.respond(now, &timers, code, response, &mut ctx.out);
+        ServerTx::Invite(t)
+    } else {
+        let mut t = ServerNonInvite::new(dest);
+        t.respond(now, &timers, code, response, &mut ctx.out);
+        ServerTx::NonInvite(t)
+    };
+    ctx.stats.final_sent(code);
+    call.local.push(LocalAnswer {
+        from: side,
+        branch: Bytes::copy_from_slice(req.via.branch().unwrap_or(b"")),
+        cseq: req.cseq.seq,
+        method: req.method,
+        tx,
+    });
 }
 
 /// An in-dialog request from `side`, already matched to the call by
@@ -49,87 +93,69 @@ pub(crate) fn on_request(
         }
         return;
     }
+    if let Some(l) = call.local.iter_mut().find(|l| l.matches_request(side, req)) {
+        ShardStats::inc(&ctx.stats.retransmissions_in);
+        match &mut l.tx {
+            ServerTx::Invite(t) => t.on_retransmission(&mut ctx.out),
+            ServerTx::NonInvite(t) => t.on_retransmission(&mut ctx.out),
+        }
+        return;
+    }
     let leg = call.leg_mut(side);
     // RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.
     if leg.remote_cseq.is_some_and(|last| req.cseq.seq <= last) {
-        ctx.reject(
-            req,
-            src,
-            local,
-            Reject::DialogState,
+        let answer = (
             500,
-            b"Server Internal Error",
+            &b"Server Internal Error"[..],
+            Some(Reject::DialogState),
         );
+        answer_locally(ctx, call, side, req, src, local, now, answer);
         return;
     }
     leg.remote_cseq = Some(req.cseq.seq);
-    match (req.method, call.phase) {
-        (Method::Bye, Phase::Routing | Phase::Early) if side == Side::A => {
+    let pending_reinvite = call
+        .relays
+        .iter()
+        .any(|r| r.method == Method::Invite && (r.server.is_pending() || r.client.is_pending()));
+    let no_dialog = (481, super::inbound::NO_SUCH_CALL, Some(Reject::NoDialog));
+    let glare = (491, &b"Request Pending"[..], Some(Reject::DialogState));
+    match (req.method, call.phase, side) {
+        (Method::Bye, Phase::Routing | Phase::Early, Side::A) => {
             // The caller hangs up before the answer: 200 to the BYE, and the
             // INVITE ends as if cancelled.
-            let template = Template::new(req, src, false);
-            ctx.send(
-                response_dest(req, src, local),
-                template.simple(200, b"OK", None),
-            );
+            answer_locally(ctx, call, side, req, src, local, now, (200, b"OK", None));
             if call.uas.tx.is_pending() {
                 cancel_call(ctx, call, now, 487, b"Request Terminated");
             }
         }
-        (Method::Bye, Phase::Answered | Phase::Confirmed) => {
+        (Method::Bye, Phase::Routing | Phase::Early, Side::B) => {
+            // RFC 3261 §15: a callee must not BYE an early dialog. Take it as
+            // the callee giving up: 200 to the BYE, CANCEL its INVITE; its
+            // final answer then decides (failover or failure).
+            answer_locally(ctx, call, side, req, src, local, now, (200, b"OK", None));
+            if let Some(index) = call.attempts.len().checked_sub(1)
+                && call.attempts[index].tx.is_pending()
+                && call.attempts[index].tx.heard_back()
+            {
+                super::outbound::send_cancel(ctx, call, index, now);
+            }
+        }
+        (Method::Bye, Phase::Answered | Phase::Confirmed, _) => {
             relay(ctx, call, side, req, src, local, now)
         }
-        (Method::Invite, Phase::Confirmed) => {
-            // RFC 3261 §14.2: one INVITE transaction at a time per dialog.
-            if call.relays.iter().any(|r| {
-                r.method == Method::Invite && (r.server.is_pending() || r.client.is_pending())
-            }) {
-                ctx.reject(
-                    req,
-                    src,
-                    local,
-                    Reject::DialogState,
-                    491,
-                    b"Request Pending",
-                );
-            } else {
-                relay(ctx, call, side, req, src, local, now);
-            }
+        // RFC 3261 §14.2: one INVITE transaction at a time per dialog.
+        (Method::Invite, Phase::Confirmed, _) if pending_reinvite => {
+            answer_locally(ctx, call, side, req, src, local, now, glare);
         }
-        (Method::Invite, Phase::Answered | Phase::Routing | Phase::Early) => {
-            ctx.reject(
-                req,
-                src,
-                local,
-                Reject::DialogState,
-                491,
-                b"Request Pending",
-            );
+        (Method::Invite, Phase::Confirmed, _) => relay(ctx, call, side, req, src, local, now),
+        (Method::Invite, _, _) if call.phase != Phase::Ended => {
+            answer_locally(ctx, call, side, req, src, local, now, glare);
         }
-        (_, Phase::Ended) => {
-            ctx.reject(
-                req,
-                src,
-                local,
-                Reject::NoDialog,
-                481,
-                super::inbound::NO_SUCH_CALL,
-            );
+        (_, Phase::Ended, _) => answer_locally(ctx, call, side, req, src, local, now, no_dialog),
+        _ if call.leg(side.other()).remote_tag.is_none() => {
+            answer_locally(ctx, call, side, req, src, local, now, no_dialog);
         }
-        _ => {
-            if call.leg(side.other()).remote_tag.is_none() {
-                ctx.reject(
-                    req,
-                    src,
-                    local,
-                    Reject::NoDialog,
-                    481,
-                    super::inbound::NO_SUCH_CALL,
-                );
-            } else {
-                relay(ctx, call, side, req, src, local, now);
-            }
-        }
+        _ => relay(ctx, call, side, req, src, local, now),
     }
 }
 
@@ -144,7 +170,8 @@ fn relay(
 ) {
     let mf = req.max_forwards.unwrap_or(70);
     if mf == 0 {
-        ctx.reject(req, src, local, Reject::TooManyHops, 483, b"Too Many Hops");
+        let answer = (483, &b"Too Many Hops"[..], Some(Reject::TooManyHops));
+        answer_locally(ctx, call, side, req, src, local, now, answer);
         return;
     }
     let timers = call.policy.timers;
@@ -314,7 +341,7 @@ pub(crate) fn on_relay_response(
     }
     if method == Method::Bye && code >= 200 {
         // RFC 3261 §15.1.2: any final response ends the dialog.
-        end(ctx, call);
+        end(ctx, call, now);
     }
 }
 
@@ -328,6 +355,17 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
                 call.phase = Phase::Confirmed;
             }
             send_b_ack(ctx, call, Some(req));
+        }
+        return;
+    }
+    // An ACK for a 491 (or other failure) the SBC answered itself.
+    if let Some(l) = call
+        .local
+        .iter_mut()
+        .find(|l| l.from == side && l.method == Method::Invite && l.cseq == req.cseq.seq)
+    {
+        if let ServerTx::Invite(t) = &mut l.tx {
+            t.on_ack(now, &timers);
         }
         return;
     }
@@ -436,5 +474,5 @@ pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
         call.own.push(Own { side, branch, tx });
     }
-    end(ctx, call);
+    end(ctx, call, now);
 }

@@ -155,10 +155,19 @@ impl Engine {
                 self.after(r);
                 return;
             }
-            // §8.2.2.2: same Call-ID and From tag, another transaction.
-            self.ctx
-                .reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
-            return;
+            // §8.2.2.2: a merged request (same Call-ID, From tag and CSeq
+            // as an INVITE still in progress, another branch) gets 482. A
+            // new INVITE reusing the Call-ID of a call that is over (e.g. a
+            // retry after 422 or 491, §8.1.3.5) is a new call.
+            let over = self
+                .calls
+                .get(r)
+                .is_none_or(|c| c.phase == super::call::Phase::Ended);
+            if !over {
+                self.ctx
+                    .reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
+                return;
+            }
         }
         // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
         if req.max_forwards == Some(0) {
@@ -174,6 +183,12 @@ impl Engine {
             return;
         }
         let number = dialled_number(&req.uri);
+        if number.is_empty() {
+            // Nothing to dial (e.g. sip:host): no route can match.
+            self.ctx
+                .reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+            return;
+        }
         let policy = Arc::clone(&self.ctx.policy);
         let Some((route_index, route)) = policy.route(trunk, &number).and_then(|r| {
             policy
@@ -325,7 +340,9 @@ impl Engine {
             invite_body: Bytes::copy_from_slice(req.msg.body()),
             max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
             relays: SmallVec::new(),
+            local: Vec::new(),
             own: Vec::new(),
+            strays: Vec::new(),
             b_ack: None,
             answered: false,
             timers: TimerTable::new(),
@@ -337,17 +354,23 @@ impl Engine {
     }
 
     fn on_cancel(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId) {
-        if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
-            self.ctx
-                .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
-            return;
-        }
         let found = self.find_dialog(req.call_id, req.from_tag());
         let Some((r, side, call)) =
             found.and_then(|(r, side)| Some((r, side, self.calls.get_mut(r)?)))
         else {
+            if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
+                self.ctx
+                    .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+            } else {
+                self.ctx
+                    .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
+            }
+            return;
+        };
+        // Only the peer of a leg may cancel in it (by the call's own policy).
+        if call.policy.trunk_for_source(src.ip()) != Some(call.leg(side).trunk) {
             self.ctx
-                .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
+                .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
             return;
         };
         if side == Side::B || !call.uas.matches(req) {
@@ -439,7 +462,7 @@ impl Engine {
 }
 
 /// The number a request dials: the user part of a SIP URI or the number of a
-/// tel URI, without visual separators (RFC 3966 §5.1.1).
+/// tel URI, percent-decoded, telephone numbers without visual separators.
 pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
     let raw = uri.user.unwrap_or(b"");
     let raw = match uri.scheme {
@@ -463,10 +486,19 @@ pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
                 continue;
             }
         }
-        if !matches!(b, b'-' | b'.' | b'(' | b')') && b.is_ascii_graphic() {
+        if b.is_ascii_graphic() {
             out.push(char::from(b));
         }
         i += 1;
+    }
+    // A telephone number: drop its visual separators (RFC 3966 §5.1.1);
+    // any other user part is kept as written.
+    let phone = out.bytes().any(|b| b.is_ascii_digit())
+        && out
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')'));
+    if phone {
+        out.retain(|c| !matches!(c, '-' | '.' | '(' | ')'));
     }
     out
 }
@@ -539,6 +571,8 @@ mod tests {
         assert_eq!(n(b"sip:%2B3906@host"), "+3906");
         assert_eq!(n(b"sip:user;par=x@host"), "user");
         assert_eq!(n(b"sip:host"), "");
+        assert_eq!(n(b"sip:alice.smith@host"), "alice.smith");
+        assert_eq!(n(b"sip:+1-(201)-555.0123@host"), "+12015550123");
     }
 
     #[test]

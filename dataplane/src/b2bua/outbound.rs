@@ -10,7 +10,7 @@ use super::build::{
     InviteRef, Relayed, RequestParts, contact_uri, copy_end_to_end, invite_sibling, leg_request,
     next_hop, render_end_to_end,
 };
-use super::call::{Attempt, Call, Failure, Own, Phase, Side};
+use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
 use super::engine::Ctx;
 use crate::net::Dest;
 use crate::sip::{CommaList, HeaderName, Response};
@@ -32,7 +32,7 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         let addr = trunk.address;
         let mut ruri = BytesMut::with_capacity(64);
         ruri.put_slice(b"sip:");
-        ruri.put_slice(call.number.as_bytes());
+        escape_user(call.number.as_bytes(), &mut ruri);
         ruri.put_u8(b'@');
         let _ = std::io::Write::write_fmt(&mut (&mut ruri).writer(), format_args!("{addr}"));
         let ruri = ruri.freeze();
@@ -47,6 +47,7 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         b.remote_target = ruri.clone();
         b.remote_party = to.clone();
         b.remote_tag = None;
+        b.remote_cseq = None;
         b.route_set.clear();
         b.local_cseq += 1;
         let cseq = b.local_cseq;
@@ -131,9 +132,6 @@ pub(crate) fn on_attempt_response(
         },
         &mut ctx.out,
     );
-    if code >= 200 {
-        ctx.stats.final_received(code);
-    }
     if action == ResponseAction::Absorb {
         ShardStats::inc(&ctx.stats.retransmissions_in);
         return;
@@ -141,6 +139,10 @@ pub(crate) fn on_attempt_response(
     let live = current
         && !attempt.tx.is_abandoned()
         && matches!(call.phase, Phase::Routing | Phase::Early);
+    if live && code >= 200 {
+        // Counted once per transaction: retransmissions were absorbed above.
+        ctx.stats.final_received(code);
+    }
     if !live {
         late_response(ctx, call, index, resp, now);
         return;
@@ -257,6 +259,10 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
         return;
     };
     let b = &mut call.b;
+    if b.remote_tag.as_deref() != Some(tag) {
+        // Another early dialog (fork): its CSeq space starts afresh.
+        b.remote_cseq = None;
+    }
     b.remote_tag = Some(Bytes::copy_from_slice(tag));
     let mut to = BytesMut::new();
     crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
@@ -353,7 +359,7 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.fail(Direction::Inbound);
     }
-    end(ctx, call);
+    end(ctx, call, now);
 }
 
 /// The caller cancelled (or the SBC gave up): answer the INVITE with
@@ -385,7 +391,7 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, code: u1
             send_cancel(ctx, call, index, now);
         }
     }
-    end(ctx, call);
+    end(ctx, call, now);
 }
 
 pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
@@ -451,6 +457,14 @@ fn hang_up_stray_answer(
     resp: &Response<'_>,
     now: Instant,
 ) {
+    let Some(tag) = resp.to_tag() else {
+        return;
+    };
+    if let Some(stray) = call.strays.iter().find(|s| s.tag == tag) {
+        // A retransmission of a 2xx already hung up: ACK it again, once.
+        ctx.send(stray.dest, stray.ack.clone());
+        return;
+    }
     let local = ctx.local(call.b.local).clone();
     let Some(attempt) = call.attempts.get(index) else {
         return;
@@ -460,55 +474,107 @@ fn hang_up_stray_answer(
     let to = to.freeze();
     let target =
         contact_uri(&resp.msg).map_or_else(|| attempt.ruri.clone(), Bytes::copy_from_slice);
+    // §12.1.2: the route set of this dialog is its Record-Route, reversed.
+    let mut routes: Vec<Bytes> = resp
+        .msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    routes.reverse();
     let fallback = call
         .policy
         .trunk(attempt.target.trunk)
         .map_or(call.b.peer, |t| t.address);
-    let peer = next_hop(&target, &[], fallback);
     let dest = Dest {
-        addr: peer,
+        addr: next_hop(&target, &routes, fallback),
         local: call.b.local,
     };
     let ack_branch = ctx.ids.branch();
-    let ack = invite_sibling(
-        &call.b,
-        &local,
-        b"ACK",
-        InviteRef {
-            ruri: &target,
-            routes: &[],
-            branch: &ack_branch,
-            cseq: attempt.cseq,
-        },
-        &to,
-    );
-    ctx.send(dest, ack);
+    let ack_ref = InviteRef {
+        ruri: &target,
+        routes: &routes,
+        branch: &ack_branch,
+        cseq: attempt.cseq,
+    };
+    let ack = invite_sibling(&call.b, &local, b"ACK", ack_ref, &to);
+    ctx.send(dest, ack.clone());
     let bye_branch = ctx.ids.branch();
-    let cseq = attempt.cseq + 1;
-    let bye = invite_sibling(
-        &call.b,
-        &local,
-        b"BYE",
-        InviteRef {
-            ruri: &target,
-            routes: &[],
-            branch: &bye_branch,
-            cseq,
-        },
-        &to,
-    );
+    let bye_ref = InviteRef {
+        ruri: &target,
+        routes: &routes,
+        branch: &bye_branch,
+        cseq: attempt.cseq + 1,
+    };
+    let bye = invite_sibling(&call.b, &local, b"BYE", bye_ref, &to);
     let tx = ClientNonInvite::start(now, &call.policy.timers, dest, bye, &mut ctx.out);
     call.own.push(Own {
         side: Side::B,
         branch: bye_branch,
         tx,
     });
+    call.strays.push(Stray {
+        tag: Bytes::copy_from_slice(tag),
+        ack,
+        dest,
+    });
+}
+
+/// Writes a dialled number as the user part of a SIP URI, escaping every
+/// octet outside RFC 3261 §25.1 `user` (unreserved / user-unreserved), so
+/// nothing the caller sent can change the URI's structure.
+pub(crate) fn escape_user(number: &[u8], out: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in number {
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'&'
+                    | b'='
+                    | b'+'
+                    | b'$'
+                    | b','
+                    | b';'
+                    | b'?'
+                    | b'/'
+            );
+        if plain {
+            out.put_u8(b);
+        } else {
+            out.put_u8(b'%');
+            out.put_u8(HEX[usize::from(b >> 4)]);
+            out.put_u8(HEX[usize::from(b & 0xf)]);
+        }
+    }
 }
 
 /// Marks the call over (once) and keeps the gauges right.
-pub(crate) fn end(ctx: &mut Ctx, call: &mut Call) {
+pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if call.phase == Phase::Ended {
         return;
+    }
+    if call.uas.tx.is_pending() {
+        // Whatever ended the call, the caller's INVITE gets a final answer
+        // (otherwise its transaction, and the call, would never finish).
+        let response =
+            call.uas
+                .template
+                .simple(500, b"Server Internal Error", Some(&call.a.local_tag));
+        if call
+            .uas
+            .tx
+            .respond(now, &call.policy.timers, 500, response, &mut ctx.out)
+        {
+            ctx.stats.final_sent(500);
+        }
     }
     if call.answered {
         if let Some(t) = call.policy.trunk(call.a.trunk) {
@@ -527,7 +593,17 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call) {
 
 #[cfg(test)]
 mod tests {
-    use super::better_failure;
+    use super::{better_failure, escape_user};
+
+    #[test]
+    fn dialled_numbers_cannot_change_the_uri() {
+        let mut out = bytes::BytesMut::new();
+        escape_user(b"1234@evil.example>:x", &mut out);
+        assert_eq!(&out[..], b"1234%40evil.example%3E%3Ax");
+        let mut out = bytes::BytesMut::new();
+        escape_user(b"+39-06 1", &mut out);
+        assert_eq!(&out[..], b"+39-06%201");
+    }
 
     #[test]
     fn response_selection_follows_rfc3261_16_7() {

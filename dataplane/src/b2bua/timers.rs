@@ -10,6 +10,41 @@ use super::outbound::{attempt_timed_out, cancel_call, end};
 use crate::sip::Method;
 use crate::transaction::{TimerName, TxEvent};
 
+/// ACKs the 2xx the far side sent to the re-INVITE relayed by
+/// `call.relays[index]`.
+fn ack_far_side(ctx: &mut Ctx, call: &mut Call, index: usize) {
+    let Some(relay) = call.relays.get(index) else {
+        return;
+    };
+    if relay.ack.is_some() {
+        return;
+    }
+    let to_side = relay.from.other();
+    let cseq = relay.client_cseq;
+    let parts = ctx.local(call.leg(to_side).local).clone();
+    let branch = ctx.ids.branch();
+    let leg = call.leg(to_side);
+    let ack = super::build::leg_request(
+        leg,
+        &parts,
+        &super::build::RequestParts {
+            method: b"ACK",
+            cseq,
+            branch: &branch,
+            max_forwards: 70,
+            contact: false,
+            relay: super::build::Relayed::Nothing,
+        },
+    );
+    ctx.send(
+        crate::net::Dest {
+            addr: leg.peer,
+            local: leg.local,
+        },
+        ack,
+    );
+}
+
 /// Sends 100 Trying to the caller unless a response already went out.
 pub(crate) fn send_trying(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     call.timers.cancel(TimerName::Trying);
@@ -24,7 +59,7 @@ pub(crate) fn send_trying(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     let timers = call.policy.timers;
 
-    if call.uas.tx.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::Timeout)
+    if call.uas.tx.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::NoAck)
         && call.phase == Phase::Answered
     {
         // RFC 3261 §13.3.1.4: the caller never ACKed our 2xx. Complete the
@@ -40,7 +75,9 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         if let Some(c) = attempt.cancel.as_mut() {
             c.on_timer(now, &timers, &mut ctx.out);
         }
-        if ev == Some(TxEvent::Timeout) && i == last && !attempt.tx.is_abandoned() {
+        // Timer B (no answer) or timer C (ringing too long, §16.6 step 11)
+        // on the attempt in progress.
+        if ev == Some(TxEvent::Timeout) && i == last {
             timed_out = true;
         }
     }
@@ -49,10 +86,13 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     }
 
     let mut ended_by_bye = false;
-    for relay in &mut call.relays {
+    let mut unacked_reinvite = None;
+    for (i, relay) in call.relays.iter_mut().enumerate() {
         match &mut relay.server {
             ServerTx::Invite(t) => {
-                t.on_timer(now, &timers, &mut ctx.out);
+                if t.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::NoAck) {
+                    unacked_reinvite = Some(i);
+                }
             }
             ServerTx::NonInvite(t) => {
                 t.on_timer(now);
@@ -77,10 +117,28 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
             }
         }
     }
+    if let Some(i) = unacked_reinvite {
+        // §13.3.1.4: the re-INVITE's originator never ACKed the 2xx we
+        // relayed. ACK the far side's 2xx ourselves and end the call.
+        ack_far_side(ctx, call, i);
+        bye_both(ctx, call, now);
+    }
     call.relays.retain(|r| !r.is_done());
     if ended_by_bye {
-        end(ctx, call);
+        end(ctx, call, now);
     }
+
+    for l in &mut call.local {
+        match &mut l.tx {
+            ServerTx::Invite(t) => {
+                t.on_timer(now, &timers, &mut ctx.out);
+            }
+            ServerTx::NonInvite(t) => {
+                t.on_timer(now);
+            }
+        }
+    }
+    call.local.retain(|l| !l.tx.is_terminated());
 
     for own in &mut call.own {
         own.tx.on_timer(now, &timers, &mut ctx.out);

@@ -52,7 +52,8 @@ impl<T: Copy + Ord> Wheel<T> {
 
     fn instant_of(&self, tick: u64) -> Option<Instant> {
         let origin = self.origin?;
-        Some(origin + TICK * u32::try_from(tick).unwrap_or(u32::MAX))
+        // TICK is 1 ms: tick counts milliseconds since the origin.
+        origin.checked_add(Duration::from_millis(tick))
     }
 
     /// The deadline `at` will actually fire at (rounded up to a tick).
@@ -245,6 +246,22 @@ mod tests {
         assert_eq!((at, v), (t0 + Duration::from_secs(100), 9));
         assert_eq!(w.len(), 0);
         assert_eq!(w.next(), None);
+    }
+
+    #[test]
+    fn deadlines_past_49_days_of_uptime() {
+        // 2^32 ms after the first timer: deadlines must not saturate.
+        let t0 = Instant::now();
+        let mut w = Wheel::<u32>::default();
+        w.insert(t0, 0);
+        w.pop_due(t0);
+        let later = t0 + Duration::from_millis((1u64 << 32) + 5_000);
+        w.pop_due(later - Duration::from_secs(1));
+        let at = w.insert(later, 1);
+        assert_eq!(at, later);
+        assert_eq!(w.next(), Some(later));
+        assert_eq!(w.pop_due(later - Duration::from_millis(1)), None);
+        assert_eq!(w.pop_due(later), Some((later, 1)));
     }
 
     #[test]

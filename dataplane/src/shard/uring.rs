@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use super::mailbox::{Handoff, Mailbox};
@@ -60,9 +60,24 @@ impl Default for RingSizes {
     }
 }
 
+/// One entry of a provided-buffer ring, laid out as the kernel's
+/// `struct io_uring_buf`. The `resv` field of entry 0 is the ring's tail.
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+// The layout must be the kernel's (the crate's own view of it agrees).
+const _: () =
+    assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<io_uring::types::BufRingEntry>());
+const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
+
 /// Provided buffers for multishot receive (IORING_REGISTER_PBUF_RING).
 struct BufRing {
-    ring: *mut BufRingEntry,
+    ring: *mut RawBuf,
     ring_layout: Layout,
     bufs: *mut u8,
     bufs_layout: Layout,
@@ -79,17 +94,15 @@ impl BufRing {
                 "recv_buffers must be a power of two",
             ));
         }
-        let ring_layout = Layout::from_size_align(
-            usize::from(entries) * std::mem::size_of::<BufRingEntry>(),
-            4096,
-        )
-        .map_err(io::Error::other)?;
+        let ring_layout =
+            Layout::from_size_align(usize::from(entries) * std::mem::size_of::<RawBuf>(), 4096)
+                .map_err(io::Error::other)?;
         let bufs_layout = Layout::from_size_align(usize::from(entries) * RECV_BUF, 4096)
             .map_err(io::Error::other)?;
         // SAFETY: both layouts have a non-zero size (entries >= 1); the
         // memory is owned by this struct and freed in Drop with the same
         // layouts.
-        let ring = unsafe { alloc_zeroed(ring_layout) }.cast::<BufRingEntry>();
+        let ring = unsafe { alloc_zeroed(ring_layout) }.cast::<RawBuf>();
         // SAFETY: as above.
         let bufs = unsafe { alloc_zeroed(bufs_layout) };
         if ring.is_null() || bufs.is_null() {
@@ -120,24 +133,29 @@ impl BufRing {
     /// Puts buffer `bid` back at the tail (published by [`BufRing::publish`]).
     fn recycle(&mut self, bid: u16) {
         let slot = usize::from(self.tail & self.mask());
-        // SAFETY: slot < entries, inside the ring allocation; the kernel
-        // only reads entries between head and the published tail, and this
-        // one is beyond the published tail.
-        let entry = unsafe { &mut *self.ring.add(slot) };
-        // SAFETY: bid < entries, so the offset stays inside `bufs`.
-        let addr = unsafe { self.bufs.add(usize::from(bid) * RECV_BUF) };
-        entry.set_addr(addr as u64);
-        entry.set_len(u32::try_from(RECV_BUF).unwrap_or(u32::MAX));
-        entry.set_bid(bid);
+        // SAFETY: slot < entries, so the entry is inside the ring
+        // allocation. Fields are written through raw pointers, never through
+        // a reference, because entry 0's `resv` (the tail) is read by the
+        // kernel concurrently; the kernel reads the other fields only up to
+        // the published tail, which this entry is beyond.
+        // bid < entries, so the buffer offset stays inside `bufs`.
+        unsafe {
+            let entry = self.ring.add(slot);
+            let addr = self.bufs.add(usize::from(bid) * RECV_BUF);
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(u32::try_from(RECV_BUF).unwrap_or(u32::MAX));
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// Makes recycled buffers visible to the kernel.
     fn publish(&self) {
-        // SAFETY: the tail field lives in the first entry of the ring, which
-        // is valid and initialized; the kernel reads it with acquire
-        // semantics, so a release store publishes the entries written above.
-        let tail = unsafe { &*(BufRingEntry::tail(self.ring).cast::<AtomicU16>()) };
+        // SAFETY: entry 0 is inside the allocation; its `resv` field is the
+        // ring tail, a naturally aligned u16 shared with the kernel, which
+        // reads it with acquire semantics: a release store through an
+        // AtomicU16 view publishes the entries written before it.
+        let tail = unsafe { &*std::ptr::addr_of!((*self.ring).resv).cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
     }
 
@@ -350,6 +368,14 @@ impl ShardIo {
 
 impl Drop for ShardIo {
     fn drop(&mut self) {
+        // Cancel every request still in flight and wait (up to a second)
+        // for the kernel to let go of the buffers and send slots they point
+        // to, before the memory is freed.
+        let timeout = Timespec::new().sec(1);
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), CancelBuilder::any());
         let _ = self.ring.submitter().unregister_buf_ring(BGID);
     }
 }

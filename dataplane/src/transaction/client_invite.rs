@@ -37,6 +37,12 @@ pub struct ClientInvite {
     timers: TimerTable<2>,
     /// Set when the TU stopped wanting the outcome (failover moved on).
     abandoned: bool,
+    /// T1 of the configuration the transaction started with.
+    t1: Duration,
+}
+
+fn timers_t1x64(t1: Duration) -> Duration {
+    t1 * 64
 }
 
 impl ClientInvite {
@@ -60,6 +66,7 @@ impl ClientInvite {
             },
             timers,
             abandoned: false,
+            t1: cfg.t1,
         }
     }
 
@@ -81,9 +88,11 @@ impl ClientInvite {
             (State::Calling { .. }, 100..=199) => {
                 // §17.1.1.2: a provisional response stops retransmissions;
                 // Timer B only runs in Calling. Timer C (§16.6 step 11,
-                // more than 3 minutes) bounds the wait for a final answer.
+                // more than 3 minutes) bounds the wait for a final answer;
+                // once the TU gave up, only the 64*T1 a CANCEL is given (§9.1).
                 self.timers.clear();
-                self.timers.set(TimerName::C, now + TIMER_C);
+                let wait = if self.abandoned { cfg.t1x64() } else { TIMER_C };
+                self.timers.set(TimerName::C, now + wait);
                 self.state = State::Proceeding;
                 ResponseAction::Deliver
             }
@@ -115,6 +124,9 @@ impl ClientInvite {
                 ResponseAction::Deliver
             }
             (State::Accepted, 200..=299) => ResponseAction::Deliver,
+            // A 2xx after the transaction ended (timer B or C): the TU must
+            // still ACK and BYE it (RFC 3261 §13.2.2.4).
+            (State::Terminated, 200..=299) => ResponseAction::Deliver,
             (State::Completed { ack }, 300..) => {
                 // §17.1.1.2: retransmitted final response -> resend the ACK.
                 out.push(self.dest, ack.clone());
@@ -124,11 +136,12 @@ impl ClientInvite {
         }
     }
 
-    /// The TU gave up on this attempt (failover): stop retransmitting, but
-    /// keep matching responses so late answers can be cleaned up.
+    /// The TU gave up on this attempt (failover or CANCEL). Responses keep
+    /// matching so late answers can be cleaned up; in Calling the INVITE
+    /// keeps being retransmitted (so a callee whose provisional was lost
+    /// sends it again and can be CANCELled, §9.1).
     pub fn abandon(&mut self, now: Instant, cfg: &TimerConfig) {
         self.abandoned = true;
-        self.timers.cancel(TimerName::A);
         if matches!(self.state, State::Proceeding) {
             // §9.1: without a final response within 64*T1 of the CANCEL,
             // the transaction is considered destroyed.
@@ -169,10 +182,22 @@ impl ClientInvite {
                     *interval *= 2;
                     self.timers.set(TimerName::A, now + *interval);
                 }
-                (TimerName::B, State::Calling { .. }) | (TimerName::C, State::Proceeding) => {
+                (TimerName::C, State::Proceeding) if !self.abandoned => {
+                    // §16.6 step 11: timer C fired. The TU answers the
+                    // caller and CANCELs; the CANCEL gets 64*T1 (§9.1).
+                    self.abandoned = true;
+                    self.timers.set(TimerName::C, now + timers_t1x64(self.t1));
+                    return Some(TxEvent::Timeout);
+                }
+                (TimerName::B, State::Calling { .. }) => {
                     self.state = State::Terminated;
                     self.timers.clear();
                     return Some(TxEvent::Timeout);
+                }
+                (TimerName::C, State::Proceeding) => {
+                    self.state = State::Terminated;
+                    self.timers.clear();
+                    return Some(TxEvent::Terminated);
                 }
                 (TimerName::D | TimerName::M, _) => {
                     self.state = State::Terminated;
@@ -248,13 +273,53 @@ mod tests {
         assert_eq!(r, ResponseAction::Deliver);
         assert_eq!(tx.next_deadline(), Some(t0 + TIMER_C), "only timer C runs");
         assert!(tx.heard_back());
-        // Abandoned after a provisional: gone 64*T1 later at the latest.
+        // Abandoned after a provisional (and CANCELled by the TU): gone
+        // 64*T1 later at the latest (§9.1).
         tx.abandon(t0, &cfg);
         assert_eq!(
             tx.on_timer(t0 + cfg.t1x64(), &mut out),
-            Some(TxEvent::Timeout)
+            Some(TxEvent::Terminated)
         );
         assert!(out.is_empty());
+        // A 2xx after that still reaches the TU, which must ACK and BYE it.
+        assert_eq!(
+            tx.on_response(t0, &cfg, 200, || unreachable!(), &mut out),
+            ResponseAction::Deliver
+        );
+    }
+
+    #[test]
+    fn timer_c_reports_then_waits_for_the_cancel() {
+        // RFC 3261 §16.6 step 11: timer C fires -> the TU CANCELs; the
+        // transaction then waits 64*T1 for the final answer.
+        let (t0, cfg, dest, mut out) = setup();
+        let mut tx = ClientInvite::start(t0, &cfg, dest, Bytes::from_static(b"INVITE"), &mut out);
+        out.pop();
+        tx.on_response(t0, &cfg, 180, || unreachable!(), &mut out);
+        assert_eq!(tx.on_timer(t0 + TIMER_C, &mut out), Some(TxEvent::Timeout));
+        assert!(tx.is_pending() && tx.heard_back() && tx.is_abandoned());
+        assert_eq!(tx.next_deadline(), Some(t0 + TIMER_C + cfg.t1x64()));
+        let r = tx.on_response(t0, &cfg, 487, || Bytes::from_static(b"ACK"), &mut out);
+        assert_eq!(r, ResponseAction::Deliver);
+        assert_eq!(out.pop().unwrap().data, Bytes::from_static(b"ACK"));
+    }
+
+    #[test]
+    fn abandoned_while_calling_keeps_retransmitting() {
+        // So a callee whose 180 was lost sends it again and can be CANCELled.
+        let (t0, cfg, dest, mut out) = setup();
+        let mut tx = ClientInvite::start(t0, &cfg, dest, Bytes::from_static(b"INVITE"), &mut out);
+        out.pop();
+        tx.abandon(t0, &cfg);
+        assert_eq!(tx.on_timer(t0 + cfg.t1, &mut out), None);
+        assert_eq!(out.len(), 1);
+        out.pop();
+        tx.on_response(t0 + cfg.t1, &cfg, 180, || unreachable!(), &mut out);
+        assert_eq!(
+            tx.next_deadline(),
+            Some(t0 + cfg.t1 + cfg.t1x64()),
+            "64*T1, not timer C"
+        );
     }
 
     #[test]

@@ -30,8 +30,11 @@ pub enum ResponseAction {
 /// Timer outcomes the transaction user must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxEvent {
-    /// Timer B, F, H, or L without an ACK: the peer never answered.
+    /// Timer B, C, F or H: the peer never answered.
     Timeout,
+    /// Timer L fired and the 2xx was never ACKed (RFC 3261 §13.3.1.4: the
+    /// UAS should end the dialog).
+    NoAck,
     /// The transaction ended normally and can be dropped.
     Terminated,
 }

@@ -200,7 +200,7 @@ impl ServerInvite {
                     return Some(if acked {
                         TxEvent::Terminated
                     } else {
-                        TxEvent::Timeout
+                        TxEvent::NoAck
                     });
                 }
                 (TimerName::I, _) => {
@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn success_without_ack_times_out() {
+    fn success_without_ack_reports_no_ack() {
         let t0 = Instant::now();
         let cfg = TimerConfig::default();
         let mut out = Outbox::default();
@@ -310,6 +310,6 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(ev, Some(TxEvent::Timeout));
+        assert_eq!(ev, Some(TxEvent::NoAck));
     }
 }
