@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod b2bua;
+pub mod media;
 pub mod net;
 pub mod policy;
 pub mod shard;

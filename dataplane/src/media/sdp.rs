@@ -1,0 +1,363 @@
+//! SDP (RFC 4566) as the media layer needs it: parsed into session lines
+//! and media sections (slices of the body), and rewritten for anchoring
+//! (RFC 3264 offer/answer: c= and m= ports, a=rtcp, o= address) with codec
+//! filtering. Everything not named here is kept as written.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// One `<type>=<value>` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    pub kind: u8,
+    pub value: &'a [u8],
+}
+
+/// One media section: its m= line and the lines that follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media<'a> {
+    pub media: &'a [u8],
+    pub port: u16,
+    /// `m=audio 49170/2 ...`: the number of ports (RFC 4566 §5.14).
+    pub port_count: Option<&'a [u8]>,
+    pub proto: &'a [u8],
+    pub fmts: Vec<&'a [u8]>,
+    pub lines: Vec<Line<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sdp<'a> {
+    pub session: Vec<Line<'a>>,
+    pub media: Vec<Media<'a>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("SDP line is not <type>=<value>")]
+    Line,
+    #[error("SDP m= line is malformed")]
+    MediaLine,
+    #[error("SDP c= line is malformed")]
+    Connection,
+    #[error("SDP has no v= line first")]
+    Version,
+}
+
+fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+}
+
+impl<'a> Sdp<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, SdpError> {
+        let mut session = Vec::new();
+        let mut media: Vec<Media<'a>> = Vec::new();
+        for (i, raw) in lines(body).enumerate() {
+            let [kind, b'=', value @ ..] = raw else {
+                return Err(SdpError::Line);
+            };
+            if !kind.is_ascii_lowercase() {
+                return Err(SdpError::Line);
+            }
+            if i == 0 && *kind != b'v' {
+                return Err(SdpError::Version);
+            }
+            let line = Line { kind: *kind, value };
+            if *kind == b'm' {
+                media.push(parse_m(value)?);
+            } else if let Some(m) = media.last_mut() {
+                m.lines.push(line);
+            } else {
+                session.push(line);
+            }
+            if *kind == b'c' {
+                parse_c(value)?;
+            }
+        }
+        if session.is_empty() {
+            return Err(SdpError::Version);
+        }
+        Ok(Sdp { session, media })
+    }
+
+    /// The connection address of a media section (its own c= or the
+    /// session's).
+    pub fn connection(&self, index: usize) -> Option<IpAddr> {
+        let m = self.media.get(index)?;
+        let c = m
+            .lines
+            .iter()
+            .chain(self.session.iter())
+            .find(|l| l.kind == b'c')?;
+        parse_c(c.value).ok()
+    }
+}
+
+fn parse_m(value: &[u8]) -> Result<Media<'_>, SdpError> {
+    // m=<media> <port>[/<number of ports>] <proto> <fmt> ...
+    let mut parts = value.split(|b| *b == b' ').filter(|p| !p.is_empty());
+    let media = parts.next().ok_or(SdpError::MediaLine)?;
+    let port_field = parts.next().ok_or(SdpError::MediaLine)?;
+    let (port, port_count) = match port_field.iter().position(|b| *b == b'/') {
+        Some(i) => (&port_field[..i], Some(&port_field[i + 1..])),
+        None => (port_field, None),
+    };
+    let port = std::str::from_utf8(port)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or(SdpError::MediaLine)?;
+    let proto = parts.next().ok_or(SdpError::MediaLine)?;
+    let fmts: Vec<&[u8]> = parts.collect();
+    if fmts.is_empty() {
+        return Err(SdpError::MediaLine);
+    }
+    Ok(Media {
+        media,
+        port,
+        port_count,
+        proto,
+        fmts,
+        lines: Vec::new(),
+    })
+}
+
+/// `c=IN IP4 192.0.2.1` (a TTL or count suffix is ignored).
+fn parse_c(value: &[u8]) -> Result<IpAddr, SdpError> {
+    let text = std::str::from_utf8(value).map_err(|_| SdpError::Connection)?;
+    let mut parts = text.split_ascii_whitespace();
+    let (Some("IN"), Some(_), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(SdpError::Connection);
+    };
+    let addr = addr.split('/').next().unwrap_or(addr);
+    addr.parse().map_err(|_| SdpError::Connection)
+}
+
+impl Media<'_> {
+    /// Value of the first `a=<name>[:value]` attribute of this section.
+    pub fn attr(&self, name: &[u8]) -> Option<&[u8]> {
+        self.lines
+            .iter()
+            .filter(|l| l.kind == b'a')
+            .find_map(|l| attr_named(l.value, name))
+    }
+
+    pub fn has_attr(&self, name: &[u8]) -> bool {
+        self.attr(name).is_some()
+    }
+
+    /// The encoding name of a payload type: from a=rtpmap, or the static
+    /// RFC 3551 assignment; `t38` for udptl.
+    pub fn encoding(&self, fmt: &[u8]) -> Option<String> {
+        if self.proto.eq_ignore_ascii_case(b"udptl") {
+            return Some(String::from_utf8_lossy(fmt).to_ascii_lowercase());
+        }
+        for l in self.lines.iter().filter(|l| l.kind == b'a') {
+            if let Some(v) = attr_named(l.value, b"rtpmap")
+                && let Some((pt, rest)) = split_once(v, b' ')
+                && pt == fmt
+            {
+                let name = rest.split(|b| *b == b'/').next().unwrap_or(rest);
+                return Some(String::from_utf8_lossy(name).to_ascii_lowercase());
+            }
+        }
+        let pt: u8 = std::str::from_utf8(fmt).ok()?.parse().ok()?;
+        static_encoding(pt).map(str::to_owned)
+    }
+
+    /// True for RTP-based profiles (RTP/AVP, RTP/SAVP, UDP/TLS/RTP/SAVPF...).
+    pub fn is_rtp(&self) -> bool {
+        self.proto
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"RTP"))
+    }
+}
+
+fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let i = s.iter().position(|b| *b == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// `name` or `name:value` -> the value (empty for a flag).
+fn attr_named<'v>(attr: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
+    match split_once(attr, b':') {
+        Some((n, v)) if n.eq_ignore_ascii_case(name) => Some(v),
+        None if attr.eq_ignore_ascii_case(name) => Some(&attr[attr.len()..]),
+        _ => None,
+    }
+}
+
+/// RFC 3551 §6 static payload types.
+fn static_encoding(pt: u8) -> Option<&'static str> {
+    Some(match pt {
+        0 => "pcmu",
+        3 => "gsm",
+        4 => "g723",
+        5 | 6 | 16 | 17 => "dvi4",
+        7 => "lpc",
+        8 => "pcma",
+        9 => "g722",
+        10 | 11 => "l16",
+        12 => "qcelp",
+        13 => "cn",
+        14 => "mpa",
+        15 => "g728",
+        18 => "g729",
+        25 => "celb",
+        26 => "jpeg",
+        28 => "nv",
+        31 => "h261",
+        32 => "mpv",
+        33 => "mp2t",
+        34 => "h263",
+        _ => return None,
+    })
+}
+
+/// What one media section becomes in the rewritten SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// Our RTP port for this stream, or 0 to reject it.
+    pub port: u16,
+    /// Our RTCP port (written as a=rtcp unless muxed).
+    pub rtcp_port: u16,
+    /// Offer / accept rtcp-mux towards this side.
+    pub rtcp_mux: bool,
+}
+
+/// Attributes of the other side's transport that must not cross: ICE and
+/// the old a=rtcp (replaced by ours).
+fn dropped_attr(attr: &[u8]) -> bool {
+    const DROP: &[&[u8]] = &[
+        b"rtcp",
+        b"rtcp-mux",
+        b"candidate",
+        b"remote-candidates",
+        b"ice-ufrag",
+        b"ice-pwd",
+        b"ice-options",
+        b"ice-lite",
+        b"ice-mismatch",
+        b"end-of-candidates",
+    ];
+    let name = split_once(attr, b':').map_or(attr, |(n, _)| n);
+    DROP.iter().any(|d| d.eq_ignore_ascii_case(name))
+}
+
+/// Attributes that belong to one payload type (`a=rtpmap:<pt> ...`).
+fn payload_attr(attr: &[u8]) -> Option<&[u8]> {
+    for name in [&b"rtpmap"[..], b"fmtp", b"rtcp-fb"] {
+        if let Some(v) = attr_named(attr, name) {
+            return Some(v.split(|b| *b == b' ').next().unwrap_or(v));
+        }
+    }
+    None
+}
+
+/// Rewrites `sdp` so that every anchored stream points at `ip`: `o=` and
+/// `c=` addresses, `m=` ports, `a=rtcp`, no ICE. `keep` says which formats
+/// of each section survive (codec filtering).
+pub fn rewrite(
+    sdp: &Sdp<'_>,
+    ip: IpAddr,
+    anchors: &[Anchor],
+    keep: &dyn Fn(&Media<'_>, &[u8]) -> bool,
+) -> Vec<u8> {
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut out = String::with_capacity(512);
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    let push = |buf: &mut Vec<u8>, kind: u8, value: &[u8]| {
+        buf.push(kind);
+        buf.push(b'=');
+        buf.extend_from_slice(value);
+        buf.extend_from_slice(b"\r\n");
+    };
+    for l in &sdp.session {
+        match l.kind {
+            b'o' => {
+                // o=<user> <sess-id> <sess-version> IN IP4 <address>
+                let fields: Vec<&[u8]> = l.value.split(|b| *b == b' ').collect();
+                if fields.len() >= 6 {
+                    out.clear();
+                    for f in &fields[..3] {
+                        out.push_str(&String::from_utf8_lossy(f));
+                        out.push(' ');
+                    }
+                    let _ = write!(out, "IN {family} {ip}");
+                    push(&mut buf, b'o', out.as_bytes());
+                } else {
+                    push(&mut buf, b'o', l.value);
+                }
+            }
+            b'c' => {
+                out.clear();
+                let _ = write!(out, "IN {family} {ip}");
+                push(&mut buf, b'c', out.as_bytes());
+            }
+            b'a' if dropped_attr(l.value) => {}
+            _ => push(&mut buf, l.kind, l.value),
+        }
+    }
+    for (i, m) in sdp.media.iter().enumerate() {
+        let anchor = anchors.get(i).copied().unwrap_or(Anchor {
+            port: 0,
+            rtcp_port: 0,
+            rtcp_mux: false,
+        });
+        let kept: Vec<&[u8]> = m.fmts.iter().copied().filter(|f| keep(m, f)).collect();
+        let (port, fmts) = if anchor.port == 0 || kept.is_empty() {
+            // RFC 3264 §6: a rejected stream keeps port 0 and a format.
+            (0, m.fmts.iter().copied().take(1).collect::<Vec<_>>())
+        } else {
+            (anchor.port, kept)
+        };
+        out.clear();
+        out.push_str(&String::from_utf8_lossy(m.media));
+        let _ = write!(out, " {port}");
+        if let Some(count) = m.port_count {
+            out.push('/');
+            out.push_str(&String::from_utf8_lossy(count));
+        }
+        out.push(' ');
+        out.push_str(&String::from_utf8_lossy(m.proto));
+        for f in &fmts {
+            out.push(' ');
+            out.push_str(&String::from_utf8_lossy(f));
+        }
+        push(&mut buf, b'm', out.as_bytes());
+        for l in &m.lines {
+            match l.kind {
+                b'c' => {
+                    out.clear();
+                    let _ = write!(out, "IN {family} {ip}");
+                    push(&mut buf, b'c', out.as_bytes());
+                }
+                b'a' if dropped_attr(l.value) => {}
+                b'a' => {
+                    if let Some(pt) = payload_attr(l.value)
+                        && pt != b"*"
+                        && !fmts.contains(&pt)
+                    {
+                        continue;
+                    }
+                    push(&mut buf, b'a', l.value);
+                }
+                _ => push(&mut buf, l.kind, l.value),
+            }
+        }
+        if port != 0 && m.is_rtp() {
+            if anchor.rtcp_mux {
+                push(&mut buf, b'a', b"rtcp-mux");
+            } else if anchor.rtcp_port != 0 && anchor.rtcp_port != port.wrapping_add(1) {
+                // RFC 3605: only needed when RTCP is not on port+1.
+                out.clear();
+                let _ = write!(out, "rtcp:{}", anchor.rtcp_port);
+                push(&mut buf, b'a', out.as_bytes());
+            }
+        }
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests;

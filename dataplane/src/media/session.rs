@@ -1,0 +1,424 @@
+//! The media of one call: its streams (one per m= line), the SBC's port
+//! pair facing each side, and the offer/answer exchange that sets them up
+//! (RFC 3264). Packets are checked (latching) and counted here; the shard's
+//! I/O layer only moves them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::ports::PortPool;
+use super::rtp::SeqStats;
+use super::sdp::{Anchor, Media, Sdp, SdpError, rewrite};
+use crate::b2bua::CallRef;
+
+/// A side of the call, as the media layer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    A = 0,
+    B = 1,
+}
+
+impl Leg {
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+}
+
+/// What an SDP body is in its exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Offer,
+    Answer,
+}
+
+/// Why an SDP body could not be anchored; each maps to the SIP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("malformed SDP: {0}")]
+    Sdp(#[from] SdpError),
+    #[error("no stream has a codec allowed on both trunks")]
+    NoCodec,
+    #[error("no media port left")]
+    PoolExhausted,
+}
+
+impl MediaError {
+    /// RFC 3261 §21.4.26 (488) for SDP we cannot accept, §21.5.4 (503) when
+    /// out of ports.
+    pub fn status(self) -> (u16, &'static [u8]) {
+        match self {
+            MediaError::PoolExhausted => (503, b"Service Unavailable"),
+            _ => (488, b"Not Acceptable Here"),
+        }
+    }
+}
+
+/// Why a packet was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaDrop {
+    /// No call uses the port.
+    UnknownPort,
+    /// Not from the address the stream latched (or may latch) to.
+    NotLatched,
+    /// The other side's address is not known yet.
+    NoDestination,
+    /// No send buffer free at the moment.
+    PoolExhausted,
+}
+
+impl MediaDrop {
+    pub const ALL: [MediaDrop; 4] = [
+        MediaDrop::UnknownPort,
+        MediaDrop::NotLatched,
+        MediaDrop::NoDestination,
+        MediaDrop::PoolExhausted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            MediaDrop::UnknownPort => "unknown_port",
+            MediaDrop::NotLatched => "not_latched",
+            MediaDrop::NoDestination => "no_destination",
+            MediaDrop::PoolExhausted => "pool_exhausted",
+        }
+    }
+}
+
+/// Who may send to a port of ours and where we send back (symmetric RTP).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latch {
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+    /// Latching allowed (at the start, and after SDP changed the address).
+    pub open: bool,
+}
+
+/// Packets received from one side of one stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flow {
+    pub packets: u64,
+    pub bytes: u64,
+    pub seq: SeqStats,
+}
+
+/// One side of one stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoint {
+    /// Our pair facing this side (it sends to it, we send to it from it).
+    pub pair: Option<u32>,
+    pub sdp_rtp: Option<SocketAddr>,
+    pub sdp_rtcp: Option<SocketAddr>,
+    /// This side multiplexes RTCP on the RTP port (RFC 5761).
+    pub mux: bool,
+    pub latch: Latch,
+    pub flow: Flow,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stream {
+    pub ends: [Endpoint; 2],
+}
+
+/// Where a packet goes: out of our port `from_port`, to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub from_port: u16,
+    pub to: SocketAddr,
+}
+
+/// A port pair's owner: used by the shard to find the call of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub call: CallRef,
+    pub stream: u16,
+    pub leg: Leg,
+}
+
+/// The shard's port pool and who owns each pair of its slice.
+#[derive(Debug)]
+pub struct MediaPorts {
+    pub pool: PortPool,
+    bindings: Vec<Option<Binding>>,
+}
+
+impl MediaPorts {
+    pub fn new(pool: PortPool) -> Self {
+        let n = usize::from(pool.plan().per_shard);
+        MediaPorts {
+            pool,
+            bindings: vec![None; n],
+        }
+    }
+
+    fn allocate(&mut self, binding: Binding) -> Option<u32> {
+        let pair = self.pool.allocate()?;
+        if let Some(slot) = self
+            .pool
+            .local_index(pair)
+            .and_then(|i| self.bindings.get_mut(i))
+        {
+            *slot = Some(binding);
+        }
+        Some(pair)
+    }
+
+    fn release(&mut self, pair: u32) {
+        if let Some(slot) = self
+            .pool
+            .local_index(pair)
+            .and_then(|i| self.bindings.get_mut(i))
+        {
+            *slot = None;
+        }
+        self.pool.release(pair);
+    }
+
+    /// The owner of a port, and whether it is the RTCP port of its pair.
+    pub fn lookup(&self, port: u16) -> Option<(Binding, bool)> {
+        let (pair, rtcp) = self.pool.pair_of_port(port)?;
+        let b = (*self.bindings.get(self.pool.local_index(pair)?)?)?;
+        Some((b, rtcp))
+    }
+
+    pub fn rtp_port(&self, pair: u32) -> u16 {
+        self.pool.plan().rtp_port(pair)
+    }
+}
+
+/// What [`MediaSession::process`] needs from its call.
+pub struct Context<'c> {
+    pub ports: &'c mut MediaPorts,
+    pub call: CallRef,
+    /// The address written into SDP.
+    pub advertise: IpAddr,
+    /// Signalling addresses of the two sides: media from them may latch.
+    pub peers: [IpAddr; 2],
+    /// Codec policy for offers: does this format of this section survive?
+    pub allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("call", &self.call).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaSession {
+    pub streams: Vec<Stream>,
+    pub peers: [IpAddr; 2],
+    pub last_activity: Instant,
+}
+
+impl MediaSession {
+    pub fn new(now: Instant, peers: [IpAddr; 2]) -> Self {
+        MediaSession {
+            streams: Vec::new(),
+            peers,
+            last_activity: now,
+        }
+    }
+
+    /// An SDP body from `from`, about to cross to the other leg: allocates
+    /// ports for new streams, records `from`'s addresses, and returns the
+    /// body rewritten to point at the SBC.
+    pub fn process(
+        &mut self,
+        from: Leg,
+        role: Role,
+        body: &[u8],
+        ctx: &mut Context<'_>,
+    ) -> Result<Vec<u8>, MediaError> {
+        let sdp = Sdp::parse(body)?;
+        self.peers = ctx.peers;
+        let to = from.other();
+        let mut anchors = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter().enumerate() {
+            let allowed = role == Role::Answer || m.fmts.iter().any(|f| (ctx.allow)(m, f));
+            if i >= self.streams.len() {
+                if role == Role::Answer {
+                    // An answer cannot add streams (RFC 3264 §6).
+                    anchors.push(rejected());
+                    continue;
+                }
+                self.streams.push(Stream::default());
+            }
+            if m.port == 0 || !allowed {
+                self.release_stream(i, ctx.ports);
+                anchors.push(rejected());
+                continue;
+            }
+            let stream_index = u16::try_from(i).unwrap_or(u16::MAX);
+            for leg in [Leg::A, Leg::B] {
+                let end = &mut self.streams[i].ends[leg as usize];
+                if end.pair.is_none() {
+                    let binding = Binding {
+                        call: ctx.call,
+                        stream: stream_index,
+                        leg,
+                    };
+                    end.pair = Some(
+                        ctx.ports
+                            .allocate(binding)
+                            .ok_or(MediaError::PoolExhausted)?,
+                    );
+                }
+            }
+            let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
+            let rtp = SocketAddr::new(ip, m.port);
+            let rtcp =
+                rtcp_address(m, ip).unwrap_or_else(|| SocketAddr::new(ip, m.port.wrapping_add(1)));
+            let end = &mut self.streams[i].ends[from as usize];
+            if end.sdp_rtp != Some(rtp) {
+                // New address: send there, and let the peer latch again.
+                end.latch = Latch {
+                    rtp: None,
+                    rtcp: None,
+                    open: true,
+                };
+            }
+            end.sdp_rtp = Some(rtp);
+            end.sdp_rtcp = Some(rtcp);
+            end.mux = m.has_attr(b"rtcp-mux");
+            let from_mux = end.mux;
+            let toward = self.streams[i].ends[to as usize];
+            let port = toward.pair.map_or(0, |p| ctx.ports.rtp_port(p));
+            // Towards the other side we offer rtcp-mux as the offerer did,
+            // and in an answer we accept it when that side offered it.
+            let mux = match role {
+                Role::Offer => from_mux,
+                Role::Answer => toward.mux,
+            };
+            anchors.push(Anchor {
+                port,
+                rtcp_port: port.wrapping_add(1),
+                rtcp_mux: mux,
+            });
+        }
+        if role == Role::Offer && !sdp.media.is_empty() && anchors.iter().all(|a| a.port == 0) {
+            let offered_any = sdp.media.iter().any(|m| m.port != 0);
+            if offered_any {
+                return Err(MediaError::NoCodec);
+            }
+        }
+        let keep = |m: &Media<'_>, f: &[u8]| role == Role::Answer || (ctx.allow)(m, f);
+        Ok(rewrite(&sdp, ctx.advertise, &anchors, &keep))
+    }
+
+    fn release_stream(&mut self, i: usize, ports: &mut MediaPorts) {
+        if let Some(s) = self.streams.get_mut(i) {
+            for end in &mut s.ends {
+                if let Some(p) = end.pair.take() {
+                    ports.release(p);
+                }
+                end.sdp_rtp = None;
+                end.sdp_rtcp = None;
+            }
+        }
+    }
+
+    /// Frees every port of the call.
+    pub fn release(&mut self, ports: &mut MediaPorts) {
+        for i in 0..self.streams.len() {
+            self.release_stream(i, ports);
+        }
+    }
+
+    /// A packet arrived on our port facing `leg` of stream `stream`:
+    /// latch, count, and say where it goes.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        binding: Binding,
+        rtcp_port: bool,
+        src: SocketAddr,
+        data: &[u8],
+        ports: &MediaPorts,
+    ) -> Result<Forward, MediaDrop> {
+        let peers = self.peers;
+        let stream = self
+            .streams
+            .get_mut(usize::from(binding.stream))
+            .ok_or(MediaDrop::UnknownPort)?;
+        let from = binding.leg;
+        let end = &mut stream.ends[from as usize];
+        // RFC 5761 §4: with rtcp-mux, RTCP (packet types 192-223) shares
+        // the RTP port.
+        let rtcp = rtcp_port || (end.mux && data.get(1).is_some_and(|pt| (192..=223).contains(pt)));
+        let expected = end.sdp_rtp.map(|a| a.ip());
+        // With rtcp-mux, RTCP comes from the RTP address.
+        let latched = if rtcp && !end.mux {
+            &mut end.latch.rtcp
+        } else {
+            &mut end.latch.rtp
+        };
+        match latched {
+            Some(a) if *a == src => {}
+            None if end.latch.open
+                && (Some(src.ip()) == expected || src.ip() == peers[from as usize]) =>
+            {
+                // Symmetric RTP: from now on, this is where the peer is.
+                *latched = Some(src);
+            }
+            _ => return Err(MediaDrop::NotLatched),
+        }
+        if end.latch.rtp.is_some() && (end.latch.rtcp.is_some() || end.mux) {
+            end.latch.open = false;
+        }
+        end.flow.packets += 1;
+        end.flow.bytes += data.len() as u64;
+        if !rtcp {
+            end.flow.seq.record(data);
+        }
+        self.last_activity = now;
+        let other = &stream.ends[from.other() as usize];
+        let pair = other.pair.ok_or(MediaDrop::NoDestination)?;
+        let rtp_port = ports.rtp_port(pair);
+        let (from_port, to) = if rtcp && !other.mux {
+            (
+                rtp_port.wrapping_add(1),
+                other.latch.rtcp.or(other.sdp_rtcp),
+            )
+        } else {
+            (rtp_port, other.latch.rtp.or(other.sdp_rtp))
+        };
+        Ok(Forward {
+            from_port,
+            to: to.ok_or(MediaDrop::NoDestination)?,
+        })
+    }
+
+    /// Totals received from one side, over all streams.
+    pub fn totals(&self, leg: Leg) -> (u64, u64, u64) {
+        self.streams.iter().fold((0, 0, 0), |(p, b, l), s| {
+            let f = &s.ends[leg as usize].flow;
+            (p + f.packets, b + f.bytes, l + f.seq.lost())
+        })
+    }
+}
+
+fn rejected() -> Anchor {
+    Anchor {
+        port: 0,
+        rtcp_port: 0,
+        rtcp_mux: false,
+    }
+}
+
+/// RFC 3605 `a=rtcp:<port> [IN IP4 <addr>]`.
+fn rtcp_address(m: &Media<'_>, default_ip: IpAddr) -> Option<SocketAddr> {
+    let v = std::str::from_utf8(m.attr(b"rtcp")?).ok()?;
+    let mut parts = v.split_ascii_whitespace();
+    let port: u16 = parts.next()?.parse().ok()?;
+    let ip = match (parts.next(), parts.next(), parts.next()) {
+        (Some("IN"), Some(_), Some(addr)) => addr.parse().ok()?,
+        _ => default_ip,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests;

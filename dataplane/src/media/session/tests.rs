@@ -1,0 +1,392 @@
+use std::time::Instant;
+
+use super::*;
+use crate::media::ports::PortPlan;
+
+const A_IP: &str = "10.0.0.10";
+const B_IP: &str = "10.0.0.20";
+
+fn ports(pairs: u16) -> MediaPorts {
+    let plan = PortPlan::new(30000, 30000 + 2 * pairs - 1, 1).unwrap();
+    MediaPorts::new(PortPool::new(plan, 0))
+}
+
+fn call() -> CallRef {
+    CallRef {
+        index: 7,
+        generation: 1,
+    }
+}
+
+fn sdp(ip: &str, port: u16, extra: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n{extra}"
+    )
+}
+
+fn all(_: &Media<'_>, _: &[u8]) -> bool {
+    true
+}
+
+fn ctx<'c>(p: &'c mut MediaPorts, allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool) -> Context<'c> {
+    Context {
+        ports: p,
+        call: call(),
+        advertise: "192.0.2.1".parse().unwrap(),
+        peers: [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+        allow,
+    }
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0u8; 160]);
+    p
+}
+
+/// An established call: A offered at 4000, B answered at 5000.
+fn established(p: &mut MediaPorts) -> (MediaSession, String, String) {
+    let now = Instant::now();
+    let mut s = MediaSession::new(now, [A_IP.parse().unwrap(), B_IP.parse().unwrap()]);
+    let to_b = s
+        .process(
+            Leg::A,
+            Role::Offer,
+            sdp(A_IP, 4000, "").as_bytes(),
+            &mut ctx(p, &all),
+        )
+        .unwrap();
+    let to_a = s
+        .process(
+            Leg::B,
+            Role::Answer,
+            sdp(B_IP, 5000, "").as_bytes(),
+            &mut ctx(p, &all),
+        )
+        .unwrap();
+    (
+        s,
+        String::from_utf8(to_b).unwrap(),
+        String::from_utf8(to_a).unwrap(),
+    )
+}
+
+#[test]
+fn offer_and_answer_point_each_side_at_its_own_port() {
+    let mut p = ports(10);
+    let (s, to_b, to_a) = established(&mut p);
+    // Pair 0 faces A (30000), pair 1 faces B (30002).
+    assert!(
+        to_b.contains("c=IN IP4 192.0.2.1\r\n") && to_b.contains("m=audio 30002 RTP/AVP 0 8\r\n"),
+        "{to_b}"
+    );
+    assert!(to_a.contains("m=audio 30000 RTP/AVP 0 8\r\n"), "{to_a}");
+    assert!(
+        !to_b.contains(A_IP) && !to_a.contains(B_IP),
+        "no address crosses"
+    );
+    assert_eq!(p.pool.in_use(), 2);
+    assert_eq!(
+        p.lookup(30001),
+        Some((
+            Binding {
+                call: call(),
+                stream: 0,
+                leg: Leg::A
+            },
+            true
+        ))
+    );
+    assert_eq!(p.lookup(30002).map(|(b, _)| b.leg), Some(Leg::B));
+    assert_eq!(s.streams[0].ends[1].sdp_rtp, Some(sa("10.0.0.20:5000")));
+}
+
+#[test]
+fn packets_cross_latching_to_where_the_peer_really_is() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    let now = Instant::now();
+    let a_port = p.lookup(30000).unwrap().0;
+    let b_port = p.lookup(30002).unwrap().0;
+    // A is behind NAT: its packets come from another port than its SDP says.
+    let fwd = s
+        .on_packet(now, a_port, false, sa("10.0.0.10:41000"), &rtp(1), &p)
+        .unwrap();
+    assert_eq!(
+        fwd,
+        Forward {
+            from_port: 30002,
+            to: sa("10.0.0.20:5000")
+        }
+    );
+    // B's packets go back to where A really sends from.
+    let back = s
+        .on_packet(now, b_port, false, sa("10.0.0.20:5000"), &rtp(9), &p)
+        .unwrap();
+    assert_eq!(
+        back,
+        Forward {
+            from_port: 30000,
+            to: sa("10.0.0.10:41000")
+        }
+    );
+    // A stranger mid-call is never latched, not even from A's IP.
+    assert_eq!(
+        s.on_packet(now, a_port, false, sa("203.0.113.5:41000"), &rtp(2), &p),
+        Err(MediaDrop::NotLatched)
+    );
+    assert_eq!(
+        s.on_packet(now, a_port, false, sa("10.0.0.10:41002"), &rtp(2), &p),
+        Err(MediaDrop::NotLatched)
+    );
+    // RTCP on port+1 goes to the other side's RTCP port.
+    let rtcp = s
+        .on_packet(
+            now,
+            a_port,
+            true,
+            sa("10.0.0.10:41001"),
+            &[0x80, 200, 0, 6],
+            &p,
+        )
+        .unwrap();
+    assert_eq!(
+        rtcp,
+        Forward {
+            from_port: 30003,
+            to: sa("10.0.0.20:5001")
+        }
+    );
+    let (pk, bytes, lost) = s.totals(Leg::A);
+    assert_eq!((pk, bytes, lost), (2, 172 + 4, 0));
+}
+
+#[test]
+fn strangers_cannot_latch_first() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    let a_port = p.lookup(30000).unwrap().0;
+    assert_eq!(
+        s.on_packet(
+            Instant::now(),
+            a_port,
+            false,
+            sa("203.0.113.5:4000"),
+            &rtp(1),
+            &p
+        ),
+        Err(MediaDrop::NotLatched)
+    );
+}
+
+#[test]
+fn a_new_address_in_a_reoffer_reopens_latching() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    let now = Instant::now();
+    let a_port = p.lookup(30000).unwrap().0;
+    s.on_packet(now, a_port, false, sa("10.0.0.10:4000"), &rtp(1), &p)
+        .unwrap();
+    // Re-INVITE from A: moved to another host and port (e.g. a transfer).
+    let to_b = s
+        .process(
+            Leg::A,
+            Role::Offer,
+            sdp("10.0.0.11", 4100, "a=sendonly\r\n").as_bytes(),
+            &mut ctx(&mut p, &all),
+        )
+        .unwrap();
+    assert!(String::from_utf8(to_b).unwrap().contains("m=audio 30002 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=sendonly\r\n"), "same ports, hold kept");
+    s.process(
+        Leg::B,
+        Role::Answer,
+        sdp(B_IP, 5000, "a=recvonly\r\n").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    assert!(
+        s.on_packet(now, a_port, false, sa("10.0.0.11:4100"), &rtp(2), &p)
+            .is_ok()
+    );
+    assert_eq!(p.pool.in_use(), 2, "no new ports for a re-offer");
+}
+
+#[test]
+fn rejected_streams_free_their_ports() {
+    let mut p = ports(10);
+    let now = Instant::now();
+    let mut s = MediaSession::new(now, [A_IP.parse().unwrap(), B_IP.parse().unwrap()]);
+    let offer = format!("{}m=video 4002 RTP/AVP 31\r\n", sdp(A_IP, 4000, ""));
+    s.process(
+        Leg::A,
+        Role::Offer,
+        offer.as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    assert_eq!(p.pool.in_use(), 4);
+    let answer = format!("{}m=video 0 RTP/AVP 31\r\n", sdp(B_IP, 5000, ""));
+    let to_a = String::from_utf8(
+        s.process(
+            Leg::B,
+            Role::Answer,
+            answer.as_bytes(),
+            &mut ctx(&mut p, &all),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(to_a.contains("m=video 0 RTP/AVP 31\r\n"), "{to_a}");
+    assert_eq!(p.pool.in_use(), 2);
+    s.release(&mut p);
+    assert_eq!(p.pool.in_use(), 0);
+    assert_eq!(p.lookup(30000), None);
+}
+
+#[test]
+fn codec_policy_and_port_exhaustion_refuse_the_offer() {
+    let mut p = ports(10);
+    let mut s = MediaSession::new(
+        Instant::now(),
+        [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+    );
+    let only_g729 = |m: &Media<'_>, f: &[u8]| m.encoding(f).as_deref() == Some("g729");
+    let r = s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4000, "").as_bytes(),
+        &mut ctx(&mut p, &only_g729),
+    );
+    assert_eq!(r, Err(MediaError::NoCodec));
+    assert_eq!(MediaError::NoCodec.status().0, 488);
+    assert_eq!(p.pool.in_use(), 0);
+    let mut tiny = ports(1);
+    let r = s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4000, "").as_bytes(),
+        &mut ctx(&mut tiny, &all),
+    );
+    assert_eq!(r, Err(MediaError::PoolExhausted));
+    assert_eq!(MediaError::PoolExhausted.status().0, 503);
+    let pcma = |m: &Media<'_>, f: &[u8]| m.encoding(f).as_deref() == Some("pcma");
+    let mut s = MediaSession::new(
+        Instant::now(),
+        [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+    );
+    let out = s
+        .process(
+            Leg::A,
+            Role::Offer,
+            sdp(A_IP, 4000, "").as_bytes(),
+            &mut ctx(&mut p, &pcma),
+        )
+        .unwrap();
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .contains("m=audio 30002 RTP/AVP 8\r\n")
+    );
+}
+
+#[test]
+fn rtcp_mux_on_one_side_only() {
+    let mut p = ports(10);
+    let now = Instant::now();
+    let mut s = MediaSession::new(now, [A_IP.parse().unwrap(), B_IP.parse().unwrap()]);
+    // A offers rtcp-mux; B answers without it.
+    let to_b = s
+        .process(
+            Leg::A,
+            Role::Offer,
+            sdp(A_IP, 4000, "a=rtcp-mux\r\n").as_bytes(),
+            &mut ctx(&mut p, &all),
+        )
+        .unwrap();
+    assert!(String::from_utf8(to_b).unwrap().contains("a=rtcp-mux\r\n"));
+    let to_a = s
+        .process(
+            Leg::B,
+            Role::Answer,
+            sdp(B_IP, 5000, "").as_bytes(),
+            &mut ctx(&mut p, &all),
+        )
+        .unwrap();
+    assert!(
+        String::from_utf8(to_a).unwrap().contains("a=rtcp-mux\r\n"),
+        "accepted towards A"
+    );
+    let a_port = p.lookup(30000).unwrap().0;
+    let b_port = p.lookup(30003).unwrap().0;
+    s.on_packet(now, a_port, false, sa("10.0.0.10:4000"), &rtp(1), &p)
+        .unwrap();
+    // A's muxed RTCP goes to B's separate RTCP port.
+    let f = s
+        .on_packet(
+            now,
+            a_port,
+            false,
+            sa("10.0.0.10:4000"),
+            &[0x80, 201, 0, 1],
+            &p,
+        )
+        .unwrap();
+    assert_eq!(
+        f,
+        Forward {
+            from_port: 30003,
+            to: sa("10.0.0.20:5001")
+        }
+    );
+    // B's RTCP goes to A's RTP port (muxed), from our RTP port.
+    let f = s
+        .on_packet(
+            now,
+            b_port,
+            true,
+            sa("10.0.0.20:5001"),
+            &[0x80, 200, 0, 1],
+            &p,
+        )
+        .unwrap();
+    assert_eq!(
+        f,
+        Forward {
+            from_port: 30000,
+            to: sa("10.0.0.10:4000")
+        }
+    );
+}
+
+#[test]
+fn no_destination_before_the_answer() {
+    let mut p = ports(10);
+    let mut s = MediaSession::new(
+        Instant::now(),
+        [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+    );
+    s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4000, "").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    let a_port = p.lookup(30000).unwrap().0;
+    assert_eq!(
+        s.on_packet(
+            Instant::now(),
+            a_port,
+            false,
+            sa("10.0.0.10:4000"),
+            &rtp(1),
+            &p
+        ),
+        Err(MediaDrop::NoDestination)
+    );
+}
