@@ -16,6 +16,17 @@ use crate::transaction::TimerConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrunkId(pub u16);
 
+/// How a trunk's media is handled (BRIEF §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaMode {
+    /// Relayed through the SBC's ports; SDP rewritten.
+    #[default]
+    Anchor,
+    /// "Peer to peer": SDP passes unchanged, media flows between the
+    /// endpoints. A call is bypassed only when both of its trunks say so.
+    Bypass,
+}
+
 /// A SIP peer identified by its source addresses.
 #[derive(Debug)]
 pub struct Trunk {
@@ -24,7 +35,34 @@ pub struct Trunk {
     pub sources: Vec<IpNet>,
     /// Where requests to this trunk are sent.
     pub address: SocketAddr,
+    pub media: MediaMode,
+    /// Encoding names (lowercase, e.g. "pcma", "telephone-event", "t38")
+    /// this trunk may use; `None` allows every codec.
+    pub codecs: Option<Vec<String>>,
     pub stats: Arc<TrunkStats>,
+}
+
+impl Trunk {
+    /// Whether an encoding (lowercase name) is allowed on this trunk.
+    pub fn allows(&self, encoding: &str) -> bool {
+        self.codecs
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|c| c == encoding))
+    }
+}
+
+/// Where media is relayed (BRIEF §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPolicy {
+    /// Address the relay sockets bind.
+    pub bind: IpAddr,
+    /// Address written into SDP (the public one behind 1:1 NAT).
+    pub advertise: IpAddr,
+    /// RTP/RTCP port range (inclusive), split between the shards.
+    pub first_port: u16,
+    pub last_port: u16,
+    /// A call with no media in either direction this long is ended.
+    pub timeout: Duration,
 }
 
 /// How a dialled number is matched.
@@ -166,6 +204,8 @@ pub struct Policy {
     /// Indexed by [`TrunkId`].
     pub trunks: Vec<Trunk>,
     pub routes: Vec<Route>,
+    /// Media relay; `None` passes SDP through unchanged for every call.
+    pub media: Option<MediaPolicy>,
 }
 
 impl Policy {
@@ -230,6 +270,8 @@ mod tests {
             name: name.into(),
             sources: nets.iter().map(|n| n.parse().unwrap()).collect(),
             address: "192.0.2.1:5060".parse().unwrap(),
+            media: MediaMode::Anchor,
+            codecs: None,
             stats: Arc::default(),
         }
     }
@@ -264,6 +306,7 @@ mod tests {
                     failover: Failover::none(),
                 },
             ],
+            media: None,
         }
     }
 

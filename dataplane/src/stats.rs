@@ -170,6 +170,19 @@ pub struct ShardStats {
     pub finals_received: [AtomicU64; STATUS_SLOTS],
     /// Loop iterations, and iterations that found work (load indicator).
     pub loop_iterations: AtomicU64,
+    /// Media packets and bytes relayed, by direction (index: 0 = from the
+    /// caller's side, 1 = from the callee's side).
+    pub media_packets: [AtomicU64; 2],
+    pub media_bytes: [AtomicU64; 2],
+    /// RTP packets lost (sequence gaps), by direction, added when calls end.
+    pub media_lost: [AtomicU64; 2],
+    /// Media packets dropped, by [`crate::media::MediaDrop`] reason.
+    pub media_dropped: [AtomicU64; 4],
+    /// Calls with anchored media now, and ports they hold.
+    pub media_sessions: AtomicI64,
+    pub media_ports_in_use: AtomicI64,
+    /// Calls ended because their media stopped.
+    pub media_timeouts: AtomicU64,
 }
 
 impl Default for ShardStats {
@@ -190,6 +203,13 @@ impl Default for ShardStats {
             finals_sent: std::array::from_fn(|_| AtomicU64::new(0)),
             finals_received: std::array::from_fn(|_| AtomicU64::new(0)),
             loop_iterations: AtomicU64::new(0),
+            media_packets: std::array::from_fn(|_| AtomicU64::new(0)),
+            media_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+            media_lost: std::array::from_fn(|_| AtomicU64::new(0)),
+            media_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
+            media_sessions: AtomicI64::new(0),
+            media_ports_in_use: AtomicI64::new(0),
+            media_timeouts: AtomicU64::new(0),
         }
     }
 }
@@ -232,6 +252,16 @@ impl ShardStats {
         if let Some(c) = code
             .checked_sub(100)
             .and_then(|i| self.finals_received.get(usize::from(i)))
+        {
+            Self::inc(c);
+        }
+    }
+
+    pub fn media_drop(&self, d: crate::media::MediaDrop) {
+        if let Some(c) = crate::media::MediaDrop::ALL
+            .iter()
+            .position(|x| *x == d)
+            .and_then(|i| self.media_dropped.get(i))
         {
             Self::inc(c);
         }

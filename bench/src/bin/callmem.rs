@@ -48,6 +48,8 @@ fn policy() -> Policy {
         address: format!("{ip}:5060")
             .parse()
             .unwrap_or_else(|_| std::process::exit(2)),
+        media: sbc_dataplane::policy::MediaMode::Anchor,
+        codecs: None,
         stats: Arc::default(),
     };
     Policy {
@@ -73,6 +75,7 @@ fn policy() -> Policy {
             }],
             failover: Failover::standard(),
         }],
+        media: None,
     }
 }
 

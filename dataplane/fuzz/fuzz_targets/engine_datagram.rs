@@ -17,6 +17,8 @@ fn policy() -> Policy {
         name: name.into(),
         sources: vec![format!("{ip}/32").parse().unwrap()],
         address: format!("{ip}:5060").parse().unwrap(),
+        media: sbc_dataplane::policy::MediaMode::Anchor,
+        codecs: None,
         stats: Arc::default(),
     };
     Policy {
@@ -33,6 +35,7 @@ fn policy() -> Policy {
             targets: vec![Target { trunk: TrunkId(1), priority: 1, weight: 1 }],
             failover: Failover::standard(),
         }],
+        media: None,
     }
 }
 

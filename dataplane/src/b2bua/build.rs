@@ -214,8 +214,16 @@ pub(crate) fn response_dest(req: &Request<'_>, src: SocketAddr, local: LocalId) 
 /// Everything that describes a hop, a dialog or the topology of the other
 /// side is left out (topology hiding, BRIEF §1), as are credentials.
 pub(crate) fn copy_end_to_end(w: &mut Writer<'_>, msg: &Message<'_>) {
+    copy_end_to_end_with(w, msg, true);
+}
+
+/// [`copy_end_to_end`], optionally without the headers that describe the
+/// body (when the body is dropped).
+pub(crate) fn copy_end_to_end_with(w: &mut Writer<'_>, msg: &Message<'_>, with_body: bool) {
     for h in msg.headers() {
         match h.name {
+            HeaderName::ContentType | HeaderName::ContentDisposition | HeaderName::ContentEncoding
+                if !with_body => {}
             HeaderName::Via
             | HeaderName::Route
             | HeaderName::RecordRoute
@@ -339,6 +347,9 @@ pub(crate) enum Relayed<'m, 'a> {
         headers: &'m [u8],
         body: &'m [u8],
     },
+    /// A message's end-to-end headers with another body (rewritten SDP);
+    /// `None` drops the body and its Content-* headers.
+    MessageBody(&'m Message<'a>, Option<&'m [u8]>),
 }
 
 /// Builds a request within `leg` (RFC 3261 §12.2.1.1): Request-URI and
@@ -346,7 +357,7 @@ pub(crate) enum Relayed<'m, 'a> {
 pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_, '_>) -> Bytes {
     let extra = match parts.relay {
         Relayed::Nothing => 0,
-        Relayed::Message(m) => m.as_bytes().len(),
+        Relayed::Message(m) | Relayed::MessageBody(m, _) => m.as_bytes().len(),
         Relayed::Rendered { headers, body } => headers.len() + body.len(),
     };
     let mut buf = BytesMut::with_capacity(640 + extra);
@@ -394,6 +405,10 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
         Relayed::Rendered { headers, body } => {
             w.raw(headers);
             w.body(body);
+        }
+        Relayed::MessageBody(m, body) => {
+            copy_end_to_end_with(&mut w, m, body.is_some());
+            w.body(body.unwrap_or(b""));
         }
         Relayed::Nothing => w.body(b""),
     }

@@ -202,6 +202,9 @@ pub(crate) struct Relay {
     pub client_cseq: u32,
     /// ACK relayed for a 2xx to a re-INVITE, resent on 2xx retransmissions.
     pub ack: Option<Bytes>,
+    /// The request carried an SDP offer (so the response carries the
+    /// answer; otherwise the 2xx offers and the ACK answers).
+    pub offer_in_request: bool,
 }
 
 impl Relay {
@@ -272,10 +275,15 @@ pub(crate) struct Failure {
     pub reason: Bytes,
     pub headers: Bytes,
     pub body: Bytes,
+    /// The SBC's own answer (e.g. 503 when out of media ports), not a
+    /// trunk's: relayed as it is.
+    pub local: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct Call {
+    /// This call's own slot (media ports point back to it).
+    pub me: super::ids::CallRef,
     /// The configuration this call started with.
     pub policy: Arc<Policy>,
     pub a: Leg,
@@ -302,7 +310,13 @@ pub(crate) struct Call {
     /// The ACK sent to the callee for its 2xx, resent on retransmissions.
     pub b_ack: Option<Bytes>,
     pub answered: bool,
-    pub timers: TimerTable<3>,
+    /// The caller's INVITE carried an SDP offer (else the offer comes in
+    /// the 2xx and the answer in the ACK).
+    pub offer_in_invite: bool,
+    /// Media relayed by the SBC for the attempt in progress.
+    pub anchored: bool,
+    pub media: Option<Box<crate::media::MediaSession>>,
+    pub timers: TimerTable<4>,
     /// Deadline of this call's earliest entry in the shard's timer heap.
     pub scheduled: Option<Instant>,
     /// Key of this call in the A-leg index.
@@ -385,6 +399,7 @@ impl Call {
     }
 
     pub fn cancel_call_timers(&mut self) {
+        self.timers.cancel(TimerName::MediaTimeout);
         self.timers.cancel(TimerName::Trying);
         self.timers.cancel(TimerName::NoResponse);
         self.timers.cancel(TimerName::MaxRinging);

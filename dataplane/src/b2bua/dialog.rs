@@ -12,7 +12,8 @@ use super::build::{
 };
 use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side};
 use super::engine::Ctx;
-use super::outbound::{cancel_call, end};
+use super::outbound::{Body, cancel_call, end, sdp_towards};
+use crate::media::Role;
 use crate::net::{Dest, LocalId};
 use crate::sip::{HeaderName, Method, Request, Response};
 use crate::stats::{Reject, ShardStats};
@@ -174,6 +175,22 @@ fn relay(
         answer_locally(ctx, call, side, req, src, local, now, answer);
         return;
     }
+    // An offer in a re-INVITE or UPDATE goes through the media session
+    // (RFC 3264 §8: hold, resume, new addresses, added streams).
+    let offer_in_request = carries_offer(req.method) && super::media::is_sdp(&req.msg);
+    let body = if offer_in_request {
+        match super::media::cross(ctx, call, side, Role::Offer, req.msg.body(), now) {
+            Ok(Some(b)) => Body::Rewritten(b),
+            Ok(None) => Body::Same,
+            Err(e) => {
+                let (code, reason) = e.status();
+                answer_locally(ctx, call, side, req, src, local, now, (code, reason, None));
+                return;
+            }
+        }
+    } else {
+        Body::Same
+    };
     let timers = call.policy.timers;
     let dest = response_dest(req, src, local);
     let template = Template::new(req, src, false);
@@ -207,7 +224,7 @@ fn relay(
             branch: &branch,
             max_forwards: mf - 1,
             contact: is_target_refresh(req.method),
-            relay: Relayed::Message(&req.msg),
+            relay: body.relayed(&req.msg),
         },
     );
     let out_dest = Dest {
@@ -242,7 +259,13 @@ fn relay(
         client_branch: branch,
         client_cseq: cseq,
         ack: None,
+        offer_in_request,
     });
+}
+
+/// Requests whose SDP is an offer (RFC 3264; RFC 3311 for UPDATE).
+fn carries_offer(m: Method) -> bool {
+    matches!(m, Method::Invite | Method::Update)
 }
 
 /// A response from the far side to a relayed request.
@@ -313,19 +336,42 @@ pub(crate) fn on_relay_response(
     if code == 100 {
         return;
     }
+    let method = relay.method;
+    let offer_in_request = relay.offer_in_request;
+    // The far side's SDP: the answer to the relayed offer, or its own offer
+    // when the request had none.
+    let body = if carries_offer(method) && (101..300).contains(&code) {
+        sdp_towards(ctx, call, to_side, offer_in_request, &resp.msg, now)
+    } else {
+        Body::Same
+    };
+    let Some(relay) = call.relays.get_mut(index) else {
+        return;
+    };
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + relay.template.len());
     let mut w = relay.template.start(&mut buf, code, resp.reason, None);
     if is_target_refresh(relay.method) && (101..300).contains(&code) {
         w.header(HeaderName::Contact, &[&from_contact]);
     }
-    copy_end_to_end(&mut w, &resp.msg);
-    w.body(resp.msg.body());
+    match &body {
+        Body::Same => {
+            copy_end_to_end(&mut w, &resp.msg);
+            w.body(resp.msg.body());
+        }
+        Body::Rewritten(b) => {
+            copy_end_to_end(&mut w, &resp.msg);
+            w.body(b);
+        }
+        Body::Dropped => {
+            super::build::copy_end_to_end_with(&mut w, &resp.msg, false);
+            w.body(b"");
+        }
+    }
     let bytes = buf.freeze();
     let sent = match &mut relay.server {
         ServerTx::Invite(t) => t.respond(now, &timers, code, bytes, &mut ctx.out),
         ServerTx::NonInvite(t) => t.respond(now, &timers, code, bytes, &mut ctx.out),
     };
-    let method = relay.method;
     if sent && code >= 200 {
         ctx.stats.final_sent(code);
         // Retransmissions of the request get the stored response.
@@ -354,7 +400,7 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
             if call.phase == Phase::Answered {
                 call.phase = Phase::Confirmed;
             }
-            send_b_ack(ctx, call, Some(req));
+            send_b_ack(ctx, call, Some(req), now);
         }
         return;
     }
@@ -384,7 +430,14 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
         return;
     }
     let to_side = side.other();
-    let (cseq, ..) = (relay.client_cseq,);
+    let cseq = relay.client_cseq;
+    // Late offer in a re-INVITE: the ACK carries the answer.
+    let answer_in_ack = !relay.offer_in_request;
+    let body = if answer_in_ack {
+        sdp_towards(ctx, call, side, true, &req.msg, now)
+    } else {
+        Body::Same
+    };
     let parts = ctx.local(call.leg(to_side).local).clone();
     let branch = ctx.ids.branch();
     let leg = call.leg(to_side);
@@ -397,7 +450,7 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
             branch: &branch,
             max_forwards: 70,
             contact: false,
-            relay: Relayed::Message(&req.msg),
+            relay: body.relayed(&req.msg),
         },
     );
     let dest = Dest {
@@ -416,9 +469,20 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
 
 /// ACKs the callee's 2xx (RFC 3261 §13.2.2.4), carrying the caller's ACK
 /// body when there is one (late offer: the answer comes in the ACK).
-pub(crate) fn send_b_ack(ctx: &mut Ctx, call: &mut Call, caller_ack: Option<&Request<'_>>) {
+pub(crate) fn send_b_ack(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    caller_ack: Option<&Request<'_>>,
+    now: Instant,
+) {
     let Some(cseq) = call.current().map(|a| a.cseq) else {
         return;
+    };
+    // Late offer (RFC 3261 §13.2.1): the callee offered in its 2xx, the
+    // caller answers in the ACK.
+    let body = match caller_ack {
+        Some(ack) if !call.offer_in_invite => sdp_towards(ctx, call, Side::A, true, &ack.msg, now),
+        _ => Body::Same,
     };
     let parts = ctx.local(call.b.local).clone();
     let branch = ctx.ids.branch();
@@ -431,7 +495,7 @@ pub(crate) fn send_b_ack(ctx: &mut Ctx, call: &mut Call, caller_ack: Option<&Req
             branch: &branch,
             max_forwards: 70,
             contact: false,
-            relay: caller_ack.map_or(Relayed::Nothing, |r| Relayed::Message(&r.msg)),
+            relay: caller_ack.map_or(Relayed::Nothing, |r| body.relayed(&r.msg)),
         },
     );
     ctx.send(

@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 use super::build::{LocalParts, Template, response_dest};
 use super::ids::{IdMinter, Secrets, ShardId};
 use super::table::CallTable;
+use crate::media::{Forward, MediaDrop, MediaPorts, PortPlan, PortPool};
 use crate::net::{Dest, LocalId, Outbox, Transmit};
-use crate::policy::Policy;
+use crate::policy::{MediaPolicy, Policy};
 use crate::sip::{
     HeaderName, Message, Method, ParseError, Request, RequestError, Response, Writer,
 };
@@ -36,6 +37,10 @@ pub(crate) struct Ctx {
     pub stats: Arc<ShardStats>,
     pub policy: Arc<Policy>,
     pub locals: Vec<LocalParts>,
+    /// This shard's media ports (`None`: no relay configured).
+    pub media: Option<MediaPorts>,
+    /// The media settings the ports were set up with.
+    pub media_policy: Option<MediaPolicy>,
 }
 
 impl Ctx {
@@ -107,6 +112,11 @@ impl Engine {
         stats: Arc<ShardStats>,
     ) -> Self {
         let locals = locals_of(&policy);
+        let media_policy = policy.media.clone();
+        let media = media_policy.as_ref().and_then(|m| {
+            let plan = PortPlan::new(m.first_port, m.last_port, shards.max(1))?;
+            Some(MediaPorts::new(PortPool::new(plan, shard.0)))
+        });
         Engine {
             ctx: Ctx {
                 shard,
@@ -116,6 +126,8 @@ impl Engine {
                 stats,
                 policy,
                 locals,
+                media,
+                media_policy,
             },
             calls: CallTable::default(),
         }
@@ -214,6 +226,51 @@ impl Engine {
             }
         }
         Disposition::Done
+    }
+
+    /// Feeds one media packet received on our port `port` (RTP or RTCP of
+    /// a pair this shard owns). Returns where to send it, or `None` when it
+    /// is dropped (counted by reason).
+    pub fn handle_media(
+        &mut self,
+        now: Instant,
+        port: u16,
+        src: SocketAddr,
+        data: &[u8],
+    ) -> Option<Forward> {
+        let ports = self.ctx.media.as_ref()?;
+        let stats = &self.ctx.stats;
+        let Some((binding, rtcp)) = ports.lookup(port) else {
+            stats.media_drop(MediaDrop::UnknownPort);
+            return None;
+        };
+        let Some(session) = self
+            .calls
+            .get_mut(binding.call)
+            .and_then(|c| c.media.as_mut())
+        else {
+            stats.media_drop(MediaDrop::UnknownPort);
+            return None;
+        };
+        match session.on_packet(now, binding, rtcp, src, data, ports) {
+            Ok(forward) => {
+                let dir = binding.leg as usize;
+                stats.media_packets[dir].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats.media_bytes[dir]
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Some(forward)
+            }
+            Err(drop) => {
+                stats.media_drop(drop);
+                None
+            }
+        }
+    }
+
+    /// The media ports this shard relays (bound by the I/O layer).
+    pub fn media_ports(&self) -> Option<std::ops::Range<u32>> {
+        let ports = self.ctx.media.as_ref()?;
+        Some(ports.pool.plan().ports_of(self.ctx.shard.0))
     }
 
     /// Runs every timer due at `now`.

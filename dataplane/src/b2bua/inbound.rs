@@ -239,7 +239,10 @@ impl Engine {
         // 200 ms (a fast answer makes it unnecessary: one datagram less).
         call.timers
             .set(crate::transaction::TimerName::Trying, now + TRYING_DELAY);
-        super::outbound::next_attempt(&mut self.ctx, &mut call, now);
+        if !super::outbound::next_attempt(&mut self.ctx, &mut call, now) {
+            // No trunk could take the call (codecs, ports): answer now.
+            super::outbound::fail_call(&mut self.ctx, &mut call, now);
+        }
         self.calls.insert(cref, call);
         self.after(cref);
     }
@@ -324,6 +327,7 @@ impl Engine {
             cseq: req.cseq.seq,
         };
         let mut call = Call {
+            me: cref,
             policy,
             a,
             b,
@@ -345,6 +349,9 @@ impl Engine {
             strays: Vec::new(),
             b_ack: None,
             answered: false,
+            offer_in_invite: super::media::is_sdp(&req.msg),
+            anchored: false,
+            media: None,
             timers: TimerTable::new(),
             scheduled: None,
             a_key: CallTable::a_key(req.call_id, req.from_tag()),

@@ -39,6 +39,7 @@ mod dialog;
 mod engine;
 mod ids;
 mod inbound;
+mod media;
 mod outbound;
 mod response;
 mod table;

@@ -12,6 +12,7 @@ use super::build::{
 };
 use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
 use super::engine::Ctx;
+use crate::media::{MediaError, Role};
 use crate::net::Dest;
 use crate::sip::{CommaList, HeaderName, Response};
 use crate::stats::{Direction, ShardStats};
@@ -30,6 +31,33 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         };
         let local = ctx.local(call.b.local).clone();
         let addr = trunk.address;
+        // Media: relayed unless both trunks bypass; the caller's offer is
+        // rewritten (and its codecs filtered) for this trunk.
+        call.b.trunk = target.trunk;
+        call.b.peer = addr;
+        call.anchored = super::media::anchored(&policy, ctx, call.a.trunk, target.trunk);
+        if !call.anchored {
+            super::media::release(ctx, call);
+        }
+        let offer = call.invite_body.clone();
+        let body = if call.offer_in_invite {
+            match super::media::cross(ctx, call, Side::A, Role::Offer, &offer, now) {
+                Ok(Some(rewritten)) => Bytes::from(rewritten),
+                Ok(None) => offer,
+                Err(MediaError::NoCodec) => {
+                    // No codec this trunk may carry: try the next one.
+                    merge_failure(call, local_failure(488, b"Not Acceptable Here", false));
+                    continue;
+                }
+                Err(e) => {
+                    let (code, reason) = e.status();
+                    merge_failure(call, local_failure(code, reason, true));
+                    return false;
+                }
+            }
+        } else {
+            offer
+        };
         let mut ruri = BytesMut::with_capacity(64);
         ruri.put_slice(b"sip:");
         escape_user(call.number.as_bytes(), &mut ruri);
@@ -63,7 +91,7 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
                 contact: true,
                 relay: Relayed::Rendered {
                     headers: &call.invite_headers,
-                    body: &call.invite_body,
+                    body: &body,
                 },
             },
         );
@@ -175,6 +203,7 @@ pub(crate) fn on_attempt_response(
                 t.stats.answer(Direction::Inbound);
             }
             relay_to_caller(ctx, call, resp, now);
+            super::media::arm_timeout(ctx, call, now);
             call.compact();
         }
         _ => {
@@ -220,6 +249,7 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
             reason: Bytes::from_static(b"Request Timeout"),
             headers: Bytes::new(),
             body: Bytes::new(),
+            local: false,
         },
     );
     call.timers.cancel(TimerName::NoResponse);
@@ -233,14 +263,30 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 /// Relays a provisional or 2xx response from the callee to the caller.
 fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
     let local = ctx.local(call.a.local).clone();
+    // The callee's SDP: the answer to the caller's offer, or (late offer,
+    // RFC 3261 §13.2.1) an offer the caller answers in its ACK.
+    let answer = call.offer_in_invite;
+    let body = sdp_towards(ctx, call, Side::B, answer, &resp.msg, now);
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
     let mut w = call
         .uas
         .template
         .start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
     w.header(HeaderName::Contact, &[&local.contact]);
-    copy_end_to_end(&mut w, &resp.msg);
-    w.body(resp.msg.body());
+    match &body {
+        Body::Same => {
+            copy_end_to_end(&mut w, &resp.msg);
+            w.body(resp.msg.body());
+        }
+        Body::Rewritten(b) => {
+            copy_end_to_end(&mut w, &resp.msg);
+            w.body(b);
+        }
+        Body::Dropped => {
+            super::build::copy_end_to_end_with(&mut w, &resp.msg, false);
+            w.body(b"");
+        }
+    }
     let bytes = buf.freeze();
     if call
         .uas
@@ -249,6 +295,51 @@ fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Ins
         && resp.code >= 200
     {
         ctx.stats.final_sent(resp.code);
+    }
+}
+
+/// What becomes of a message body crossing legs.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Not SDP, or not anchored: as it is.
+    Same,
+    Rewritten(Vec<u8>),
+    /// SDP that could not be anchored (malformed): not passed on, so no
+    /// address crosses.
+    Dropped,
+}
+
+impl Body {
+    pub(crate) fn relayed<'m, 'a>(&'m self, msg: &'m crate::sip::Message<'a>) -> Relayed<'m, 'a> {
+        match self {
+            Body::Same => Relayed::Message(msg),
+            Body::Rewritten(b) => Relayed::MessageBody(msg, Some(b)),
+            Body::Dropped => Relayed::MessageBody(msg, None),
+        }
+    }
+}
+
+/// Passes the SDP of a message from `from` through the media session:
+/// `answer` says whether it answers an offer already made.
+pub(crate) fn sdp_towards(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    from: Side,
+    answer: bool,
+    msg: &crate::sip::Message<'_>,
+    now: Instant,
+) -> Body {
+    if !call.anchored || !super::media::is_sdp(msg) {
+        return Body::Same;
+    }
+    let role = if answer { Role::Answer } else { Role::Offer };
+    match super::media::cross(ctx, call, from, role, msg.body(), now) {
+        Ok(Some(b)) => Body::Rewritten(b),
+        Ok(None) => Body::Same,
+        Err(e) => {
+            tracing::warn!(error = %e, "SDP not relayed");
+            Body::Dropped
+        }
     }
 }
 
@@ -285,6 +376,17 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
     b.peer = next_hop(&b.remote_target, &b.route_set, fallback);
 }
 
+/// A failure decided by the SBC itself (no codec, no port).
+fn local_failure(code: u16, reason: &'static [u8], local: bool) -> Failure {
+    Failure {
+        code,
+        reason: Bytes::from_static(reason),
+        headers: Bytes::new(),
+        body: Bytes::new(),
+        local,
+    }
+}
+
 /// Keeps the best failure so far (RFC 3261 §16.7 step 6).
 fn record_failure(call: &mut Call, code: u16, resp: &Response<'_>) {
     let candidate = Failure {
@@ -292,6 +394,7 @@ fn record_failure(call: &mut Call, code: u16, resp: &Response<'_>) {
         reason: Bytes::copy_from_slice(resp.reason),
         headers: render_end_to_end(&resp.msg),
         body: Bytes::copy_from_slice(resp.msg.body()),
+        local: false,
     };
     merge_failure(call, candidate);
 }
@@ -327,8 +430,10 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         reason: Bytes::from_static(b"Request Timeout"),
         headers: Bytes::new(),
         body: Bytes::new(),
+        local: false,
     });
     let (code, reason): (u16, &[u8]) = match failure.code {
+        _ if failure.local => (failure.code, &failure.reason),
         // §16.7: a proxy should not forward 503 (it would mean *this* hop
         // is unavailable); 500 instead.
         503 => (500, b"Server Internal Error"),
@@ -586,6 +691,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     }
     call.phase = Phase::Ended;
     call.cancel_call_timers();
+    super::media::release(ctx, call);
     ctx.stats
         .calls_active
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -64,7 +64,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     {
         // RFC 3261 §13.3.1.4: the caller never ACKed our 2xx. Complete the
         // callee's INVITE and end the call on both legs.
-        send_b_ack(ctx, call, None);
+        send_b_ack(ctx, call, None, now);
         bye_both(ctx, call, now);
     }
 
@@ -148,6 +148,17 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     while let Some(timer) = call.timers.pop_expired(now) {
         match timer {
             TimerName::Trying => send_trying(ctx, call, now),
+            TimerName::MediaTimeout
+                if matches!(call.phase, Phase::Confirmed | Phase::Answered)
+                    && super::media::on_timeout(ctx, call, now) =>
+            {
+                // BRIEF §6: a call whose media stopped is ended on both legs.
+                tracing::info!(
+                    call_id = %String::from_utf8_lossy(&call.b.call_id),
+                    "media inactivity: ending the call"
+                );
+                bye_both(ctx, call, now);
+            }
             TimerName::NoResponse if call.current().is_some_and(|a| !a.tx.heard_back()) => {
                 attempt_timed_out(ctx, call, now);
             }

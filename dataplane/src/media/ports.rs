@@ -22,7 +22,7 @@ impl PortPlan {
         if last <= base || shards == 0 {
             return None;
         }
-        let pairs = (u32::from(last) - u32::from(base) + 1) / 2;
+        let pairs = (u32::from(last) - u32::from(base)).div_ceil(2);
         let per_shard = u16::try_from(pairs / u32::from(shards)).ok()?;
         (per_shard > 0).then_some(PortPlan {
             base,

@@ -43,6 +43,8 @@ pub enum TimerName {
     NoResponse,
     /// SBC: ringing too long without an answer.
     MaxRinging,
+    /// SBC: no media in either direction for the configured time.
+    MediaTimeout,
 }
 
 /// RFC 3261 Table 4 base values, configurable per deployment.

@@ -32,6 +32,8 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         name: name.into(),
         sources: vec![source.parse().unwrap()],
         address: addr(address),
+        media: sbc_dataplane::policy::MediaMode::Anchor,
+        codecs: None,
         stats: Arc::default(),
     }
 }
@@ -96,7 +98,22 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
                 failover: Failover::standard(),
             },
         ],
+        media: None,
     }
+}
+
+/// The same topology with media anchored on 192.0.2.1, ports 30000-30099,
+/// and a 30 s inactivity timeout.
+pub fn media_policy() -> Policy {
+    let mut p = policy();
+    p.media = Some(sbc_dataplane::policy::MediaPolicy {
+        bind: "192.0.2.1".parse().unwrap(),
+        advertise: "198.51.100.1".parse().unwrap(),
+        first_port: 30000,
+        last_port: 30099,
+        timeout: Duration::from_secs(30),
+    });
+    p
 }
 
 /// A datagram the SBC sent.
@@ -184,6 +201,16 @@ impl Sim {
             stats,
             policy,
         }
+    }
+
+    /// Delivers a media packet from `from` to the SBC's port `port`.
+    pub fn media(
+        &mut self,
+        from: &str,
+        port: u16,
+        data: &[u8],
+    ) -> Option<sbc_dataplane::media::Forward> {
+        self.engine.handle_media(self.now, port, addr(from), data)
     }
 
     /// Delivers a datagram from `from` to the SBC.

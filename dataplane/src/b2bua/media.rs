@@ -1,0 +1,148 @@
+//! Media anchoring inside the B2BUA: deciding whether a call's media is
+//! relayed, passing the SDP bodies that cross legs through the call's
+//! [`MediaSession`], the inactivity timer, and releasing ports.
+
+use std::time::Instant;
+
+use super::call::{Call, Side};
+use super::engine::Ctx;
+use crate::media::{Context, Leg, MediaError, MediaSession, Role};
+use crate::policy::{MediaMode, Policy, TrunkId};
+use crate::sip::{HeaderName, Message};
+
+/// A body that is an SDP (RFC 3264 offer or answer).
+pub(crate) fn is_sdp(msg: &Message<'_>) -> bool {
+    !msg.body().is_empty()
+        && msg.value(HeaderName::ContentType).is_some_and(|ct| {
+            let ct = crate::sip::scan::trim(ct);
+            ct.len() >= 15 && ct[..15].eq_ignore_ascii_case(b"application/sdp")
+        })
+}
+
+/// Media is relayed unless both trunks ask for bypass (and a relay exists).
+pub(crate) fn anchored(policy: &Policy, ctx: &Ctx, a: TrunkId, b: TrunkId) -> bool {
+    let bypass = |t: TrunkId| {
+        policy
+            .trunk(t)
+            .is_some_and(|t| t.media == MediaMode::Bypass)
+    };
+    ctx.media.is_some() && !(bypass(a) && bypass(b))
+}
+
+fn leg(side: Side) -> Leg {
+    match side {
+        Side::A => Leg::A,
+        Side::B => Leg::B,
+    }
+}
+
+/// Passes an SDP body from `from` through the call's media session.
+/// Returns the body to send on the other leg: rewritten when the call is
+/// anchored, `None` to send it as it is.
+pub(crate) fn cross(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    from: Side,
+    role: Role,
+    body: &[u8],
+    now: Instant,
+) -> Result<Option<Vec<u8>>, MediaError> {
+    if !call.anchored {
+        return Ok(None);
+    }
+    let (Some(ports), Some(media_policy)) = (ctx.media.as_mut(), ctx.media_policy.as_ref()) else {
+        return Ok(None);
+    };
+    let policy = &call.policy;
+    let (ta, tb) = (policy.trunk(call.a.trunk), policy.trunk(call.b.trunk));
+    let restricted =
+        ta.is_some_and(|t| t.codecs.is_some()) || tb.is_some_and(|t| t.codecs.is_some());
+    let allow = |m: &crate::media::sdp::Media<'_>, f: &[u8]| match m.encoding(f) {
+        Some(e) => ta.is_none_or(|t| t.allows(&e)) && tb.is_none_or(|t| t.allows(&e)),
+        // An unnamed format survives only where no codec list applies.
+        None => !restricted,
+    };
+    let peers = [call.a.peer.ip(), call.b.peer.ip()];
+    if call.media.is_none() {
+        ctx.stats
+            .media_sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let session = call
+        .media
+        .get_or_insert_with(|| Box::new(MediaSession::new(now, peers)));
+    let mut mctx = Context {
+        ports,
+        call: call.me,
+        advertise: media_policy.advertise,
+        peers,
+        allow: &allow,
+    };
+    let out = session.process(leg(from), role, body, &mut mctx);
+    let in_use = ports.pool.in_use();
+    ctx.stats.media_ports_in_use.store(
+        i64::try_from(in_use * 2).unwrap_or(i64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    out.map(Some)
+}
+
+/// Frees the call's ports and reports what its media did.
+pub(crate) fn release(ctx: &mut Ctx, call: &mut Call) {
+    let Some(mut session) = call.media.take() else {
+        return;
+    };
+    let Some(ports) = ctx.media.as_mut() else {
+        return;
+    };
+    session.release(ports);
+    let stats = &ctx.stats;
+    stats
+        .media_sessions
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    stats.media_ports_in_use.store(
+        i64::try_from(ports.pool.in_use() * 2).unwrap_or(i64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let (a_pk, a_bytes, a_lost) = session.totals(Leg::A);
+    let (b_pk, b_bytes, b_lost) = session.totals(Leg::B);
+    stats.media_lost[0].fetch_add(a_lost, std::sync::atomic::Ordering::Relaxed);
+    stats.media_lost[1].fetch_add(b_lost, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        call_id = %String::from_utf8_lossy(&call.b.call_id),
+        caller_packets = a_pk,
+        caller_bytes = a_bytes,
+        caller_lost = a_lost,
+        callee_packets = b_pk,
+        callee_bytes = b_bytes,
+        callee_lost = b_lost,
+        "media of call"
+    );
+}
+
+/// Starts the inactivity timer once the call is answered.
+pub(crate) fn arm_timeout(ctx: &Ctx, call: &mut Call, now: Instant) {
+    if let (Some(p), Some(session)) = (ctx.media_policy.as_ref(), call.media.as_mut()) {
+        session.last_activity = now;
+        call.timers
+            .set(crate::transaction::TimerName::MediaTimeout, now + p.timeout);
+    }
+}
+
+/// The inactivity timer fired: end the call if nothing flowed for the
+/// whole timeout, otherwise look again when it could expire.
+pub(crate) fn on_timeout(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool {
+    let (Some(p), Some(session)) = (ctx.media_policy.as_ref(), call.media.as_ref()) else {
+        return false;
+    };
+    let idle_until = session.last_activity + p.timeout;
+    if idle_until > now {
+        call.timers
+            .set(crate::transaction::TimerName::MediaTimeout, idle_until);
+        return false;
+    }
+    ctx.stats
+        .media_timeouts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    true
+}

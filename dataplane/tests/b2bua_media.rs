@@ -1,0 +1,391 @@
+//! Media anchoring through the engine: SDP rewritten on both legs, RTP
+//! relayed between the SBC's ports, codec policy, bypass, inactivity.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sbc_dataplane::media::Forward;
+use sbc_dataplane::policy::MediaMode;
+use sbc_dataplane::sip::HeaderName;
+use support::*;
+
+const NUMBER: &str = "+390677777";
+const FROM_A: &str = "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag";
+
+fn body(s: &Sent) -> String {
+    let t = s.text();
+    t[t.find("\r\n\r\n").unwrap() + 4..].to_owned()
+}
+
+/// The m=audio port of an SDP body.
+fn audio_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0xd5; 160]);
+    p
+}
+
+/// Anchored call answered by carrier-a. Returns (B INVITE, 200 to A,
+/// SBC port facing A, SBC port facing B).
+fn answered(sim: &mut Sim, call_id: &str) -> (Sent, Sent, u16, u16) {
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, call_id, "z9hG4bKm", 1),
+    );
+    let b = sim.one_to(CARRIER_A);
+    let to_b = body(&b);
+    assert!(
+        to_b.contains("c=IN IP4 198.51.100.1\r\n"),
+        "advertised address: {to_b}"
+    );
+    assert!(
+        !to_b.contains("10.0.0.10"),
+        "no caller address crosses: {to_b}"
+    );
+    let b_port = audio_port(&to_b);
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    let to_a = body(&ok);
+    assert!(
+        to_a.contains("c=IN IP4 198.51.100.1\r\n") && !to_a.contains("10.0.0.20"),
+        "{to_a}"
+    );
+    let a_port = audio_port(&to_a);
+    assert_ne!(a_port, b_port);
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKmack",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            call_id,
+            1,
+            "",
+        ),
+    );
+    sim.one_to(CARRIER_A);
+    (b, ok, a_port, b_port)
+}
+
+#[test]
+fn rtp_is_relayed_between_the_sbc_ports() {
+    let mut sim = Sim::with_policy(media_policy());
+    let (_b, _ok, a_port, b_port) = answered(&mut sim, "media1@pbx");
+    // The caller sends to the port it was given; it leaves from the port
+    // the callee was given, to the callee's SDP address.
+    let f = sim.media("10.0.0.10:4000", a_port, &rtp(1)).unwrap();
+    assert_eq!(
+        f,
+        Forward {
+            from_port: b_port,
+            to: addr("10.0.0.20:5000")
+        }
+    );
+    let back = sim.media("10.0.0.20:5000", b_port, &rtp(7)).unwrap();
+    assert_eq!(
+        back,
+        Forward {
+            from_port: a_port,
+            to: addr("10.0.0.10:4000")
+        }
+    );
+    // RTCP on the next port.
+    let r = sim
+        .media("10.0.0.10:4001", a_port + 1, &[0x80, 200, 0, 6])
+        .unwrap();
+    assert_eq!(
+        r,
+        Forward {
+            from_port: b_port + 1,
+            to: addr("10.0.0.20:5001")
+        }
+    );
+    // Strangers and unused ports are dropped and counted.
+    assert!(sim.media("203.0.113.9:4000", a_port, &rtp(2)).is_none());
+    assert!(sim.media("10.0.0.10:4000", 30098, &rtp(2)).is_none());
+    let s = &sim.stats;
+    assert_eq!(s.media_packets[0].load(Ordering::Relaxed), 2);
+    assert_eq!(s.media_packets[1].load(Ordering::Relaxed), 1);
+    assert_eq!(
+        s.media_dropped[0].load(Ordering::Relaxed),
+        1,
+        "unknown port"
+    );
+    assert_eq!(s.media_dropped[1].load(Ordering::Relaxed), 1, "not latched");
+    assert_eq!(s.media_sessions.load(Ordering::Relaxed), 1);
+    assert_eq!(s.media_ports_in_use.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn ports_are_released_when_the_call_ends() {
+    let mut sim = Sim::with_policy(media_policy());
+    let (b, ok, a_port, _b_port) = answered(&mut sim, "media2@pbx");
+    for seq in [1u16, 2, 4, 5] {
+        sim.media("10.0.0.10:4000", a_port, &rtp(seq)).unwrap();
+    }
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKmbye",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "media2@pbx",
+            2,
+            "",
+        ),
+    );
+    let bye = sim.one_to(CARRIER_A);
+    sim.recv(CARRIER_A, &reply(&bye, 200, "OK", None, None, ""));
+    sim.one_to(PBX);
+    let s = &sim.stats;
+    assert_eq!(s.media_sessions.load(Ordering::Relaxed), 0);
+    assert_eq!(s.media_ports_in_use.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        s.media_lost[0].load(Ordering::Relaxed),
+        1,
+        "seq 3 never came"
+    );
+    assert!(
+        sim.media("10.0.0.10:4000", a_port, &rtp(6)).is_none(),
+        "unknown port after the call"
+    );
+    let _ = b;
+}
+
+#[test]
+fn late_offer_in_the_200_is_answered_in_the_ack() {
+    // RFC 3261 §13.2.1: INVITE without SDP, offer in the 2xx, answer in ACK.
+    let mut sim = Sim::with_policy(media_policy());
+    let inv = invite("10.0.0.10:5060", NUMBER, "late@pbx", "z9hG4bKl", 1);
+    let head = &inv[..inv.find("\r\n\r\n").unwrap()];
+    let no_sdp: String = head
+        .split("\r\n")
+        .filter(|l| !l.starts_with("Content-"))
+        .map(|l| format!("{l}\r\n"))
+        .collect::<String>()
+        + "Content-Length: 0\r\n\r\n";
+    sim.recv(PBX, &no_sdp);
+    let b = sim.one_to(CARRIER_A);
+    assert!(body(&b).is_empty());
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    let offer_to_a = body(&ok);
+    assert!(offer_to_a.contains("198.51.100.1"), "{offer_to_a}");
+    let a_port = audio_port(&offer_to_a);
+    let answer = "v=0\r\no=- 3 3 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4010 RTP/AVP 0\r\n";
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKlack",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "late@pbx",
+            1,
+            answer,
+        ),
+    );
+    let ack = sim.one_to(CARRIER_A);
+    let answer_to_b = body(&ack);
+    assert!(
+        answer_to_b.contains("198.51.100.1") && !answer_to_b.contains("10.0.0.10"),
+        "{answer_to_b}"
+    );
+    let b_port = audio_port(&answer_to_b);
+    assert_eq!(
+        sim.media("10.0.0.20:5000", b_port, &rtp(1)).unwrap().to,
+        addr("10.0.0.10:4010")
+    );
+    assert_eq!(
+        sim.media("10.0.0.10:4010", a_port, &rtp(1)).unwrap().to,
+        addr("10.0.0.20:5000")
+    );
+}
+
+#[test]
+fn hold_and_resume_keep_the_ports() {
+    let mut sim = Sim::with_policy(media_policy());
+    let (b, ok, a_port, b_port) = answered(&mut sim, "hold@pbx");
+    let hold = "v=0\r\no=- 1 2 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKhold",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "hold@pbx",
+            2,
+            hold,
+        ),
+    );
+    let reinv = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap();
+    let offer = body(&reinv);
+    assert_eq!(audio_port(&offer), b_port);
+    assert!(
+        offer.contains("a=sendonly\r\n") && offer.contains("198.51.100.1"),
+        "{offer}"
+    );
+    let held = ANSWER_SDP.replace(
+        "m=audio 5000 RTP/AVP 0\r\n",
+        "m=audio 5000 RTP/AVP 0\r\na=recvonly\r\n",
+    );
+    sim.recv(
+        CARRIER_A,
+        &reply(&reinv, 200, "OK", None, Some("sip:c@10.0.0.20:5060"), &held),
+    );
+    let ok2 = sim.one_to(PBX);
+    let answer = body(&ok2);
+    assert_eq!(audio_port(&answer), a_port);
+    assert!(answer.contains("a=recvonly\r\n"));
+    let _ = b;
+}
+
+#[test]
+fn codec_policy_filters_and_skips_trunks_that_cannot_carry_the_call() {
+    let mut policy = media_policy();
+    policy.trunks[1].codecs = Some(vec!["g729".into()]); // carrier-a: G.729 only
+    policy.trunks[2].codecs = Some(vec!["pcmu".into(), "telephone-event".into()]);
+    let mut sim = Sim::with_policy(policy);
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "codec@pbx", "z9hG4bKc", 1),
+    );
+    // The caller offers PCMU only: carrier-a is skipped, carrier-b gets it.
+    let b = sim.one_to(CARRIER_B);
+    assert!(
+        body(&b).contains("m=audio ") && body(&b).contains(" RTP/AVP 0\r\n"),
+        "{}",
+        body(&b)
+    );
+
+    let mut policy = media_policy();
+    policy.trunks[1].codecs = Some(vec!["g729".into()]);
+    policy.trunks[2].codecs = Some(vec!["g722".into()]);
+    let mut sim = Sim::with_policy(policy);
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "codec2@pbx", "z9hG4bKc2", 1),
+    );
+    let sent = sim.sent();
+    assert_eq!(sent.len(), 1, "no trunk can carry it: {sent:?}");
+    assert_eq!(sent[0].code(), Some(488));
+    assert_eq!(sim.stats.media_ports_in_use.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn bypass_passes_sdp_unchanged() {
+    let mut policy = media_policy();
+    policy.trunks[0].media = MediaMode::Bypass;
+    policy.trunks[1].media = MediaMode::Bypass;
+    let mut sim = Sim::with_policy(policy);
+    let inv = invite("10.0.0.10:5060", NUMBER, "bypass@pbx", "z9hG4bKbp", 1);
+    sim.recv(PBX, &inv);
+    let b = sim.one_to(CARRIER_A);
+    assert_eq!(body(&b), inv[inv.find("\r\n\r\n").unwrap() + 4..]);
+    assert_eq!(sim.stats.media_ports_in_use.load(Ordering::Relaxed), 0);
+    // One trunk bypassing is not enough: carrier-b anchors.
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 503, "Service Unavailable", Some("x"), None, ""),
+    );
+    let b2 = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_B))
+        .unwrap();
+    assert!(body(&b2).contains("198.51.100.1"));
+}
+
+#[test]
+fn silent_media_ends_the_call_on_both_legs() {
+    let mut sim = Sim::with_policy(media_policy());
+    let (_b, _ok, a_port, _b_port) = answered(&mut sim, "quiet@pbx");
+    // Media flows for 20 s, then stops; the 30 s timeout counts from the
+    // last packet.
+    for i in 0..20u16 {
+        sim.advance(Duration::from_secs(1));
+        sim.media("10.0.0.10:4000", a_port, &rtp(i)).unwrap();
+    }
+    let sent = sim.advance(Duration::from_secs(29));
+    assert!(
+        sent.iter()
+            .all(|(_, s)| s.method().as_deref() != Some("BYE")),
+        "not yet"
+    );
+    let sent = sim.advance(Duration::from_secs(2));
+    let byes: Vec<_> = sent
+        .iter()
+        .filter(|(_, s)| s.method().as_deref() == Some("BYE"))
+        .map(|(_, s)| s.to)
+        .collect();
+    assert!(
+        byes.contains(&addr(PBX)) && byes.contains(&addr(CARRIER_A)),
+        "{byes:?}"
+    );
+    assert_eq!(sim.stats.media_timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(sim.stats.media_ports_in_use.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn out_of_ports_is_503() {
+    let mut policy = media_policy();
+    policy.media.as_mut().unwrap().last_port = 30003; // two pairs: one call
+    let mut sim = Sim::with_policy(policy);
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "p1@pbx", "z9hG4bKp1", 1),
+    );
+    sim.one_to(CARRIER_A);
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "p2@pbx", "z9hG4bKp2", 1),
+    );
+    assert_eq!(sim.one_to(PBX).code(), Some(503));
+}
