@@ -6,7 +6,8 @@
 //!    guarantees it (`values.rs`); `serde_path_to_error` records where a
 //!    value failed, so the error names the field (`trunks[1].address`).
 //! 2. Checks across fields (`validate.rs`): references to trunks,
-//!    duplicates, list lengths, timer ordering.
+//!    duplicates, list lengths, timer ordering; then the media settings
+//!    are resolved, defaults included (`media.rs`).
 //! 3. [`Config::compile`] turns the result into the immutable
 //!    [`Policy`] snapshot the shards read.
 //!
@@ -15,6 +16,7 @@
 mod compile;
 mod error;
 mod file;
+mod media;
 mod path;
 mod validate;
 mod values;
@@ -27,10 +29,11 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use sbc_dataplane::policy::Policy;
+use sbc_dataplane::policy::{MediaPolicy, Policy};
 
 pub use compile::StatsRegistry;
 pub use error::{ConfigError, Problem};
+pub use media::{DEFAULT_PORTS, DEFAULT_TIMEOUT_S, PortRange, media_summary};
 pub use path::{FieldPath, Segment};
 pub use validate::{MAX_SHARDS, MAX_TRUNKS};
 
@@ -54,6 +57,8 @@ pub const DEFAULT_ORIGIN: &str = "<embedded default configuration>";
 #[derive(Debug, Clone)]
 pub struct Config {
     file: ConfigFile,
+    /// `[media]` with its defaults filled in.
+    media: MediaPolicy,
 }
 
 impl Config {
@@ -67,7 +72,7 @@ impl Config {
     /// starts every error message.
     pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
         parse_file(text)
-            .map(|file| Config { file })
+            .map(|(file, media)| Config { file, media })
             .map_err(|problem| ConfigError::Invalid {
                 origin: origin.to_owned(),
                 problem,
@@ -92,18 +97,20 @@ impl Config {
     /// The snapshot the shards read. Trunk counters come from `stats`, so
     /// compiling again with the same registry keeps them.
     pub fn compile(&self, stats: &StatsRegistry, version: u64) -> Policy {
-        compile::compile(&self.file, stats, version)
+        compile::compile(&self.file, &self.media, stats, version)
     }
 
     /// Number of shards to run: `shards.count`, or one per CPU core when
     /// it is 0 or absent (at most [`MAX_SHARDS`]).
     pub fn shard_count(&self) -> usize {
-        match self.file.shards.count {
-            0 => std::thread::available_parallelism()
-                .map_or(1, NonZeroUsize::get)
-                .min(MAX_SHARDS),
-            n => n,
-        }
+        shard_count(self.file.shards.count)
+    }
+
+    /// The media relay settings, defaults included: `[media]`, or without
+    /// it the first SIP listen IP and ports 30000-39999 (anchoring is the
+    /// default). Bound at start: a reload cannot change them.
+    pub fn media(&self) -> &MediaPolicy {
+        &self.media
     }
 
     /// Whether each shard thread is pinned to a core (`shards.pin_threads`).
@@ -167,16 +174,28 @@ impl fmt::Display for Summary {
     }
 }
 
-fn parse_file(text: &str) -> Result<ConfigFile, Problem> {
+/// `shards.count`, with 0 meaning one per CPU core.
+fn shard_count(count: usize) -> usize {
+    match count {
+        0 => std::thread::available_parallelism()
+            .map_or(1, NonZeroUsize::get)
+            .min(MAX_SHARDS),
+        n => n,
+    }
+}
+
+fn parse_file(text: &str) -> Result<(ConfigFile, MediaPolicy), Problem> {
     let de = toml::de::Deserializer::parse(text)
         .map_err(|e| toml_problem(text, FieldPath::root(), &e))?;
     let file: ConfigFile = serde_path_to_error::deserialize(de)
         .map_err(|e| toml_problem(text, FieldPath::from_serde(e.path()), e.inner()))?;
-    validate::validate(&file).map_err(|mut problem| {
+    let with_line = |mut problem: Problem| {
         problem.line = problem.field.line_in(text);
         problem
-    })?;
-    Ok(file)
+    };
+    validate::validate(&file).map_err(with_line)?;
+    let media = media::resolve(&file, shard_count(file.shards.count)).map_err(with_line)?;
+    Ok((file, media))
 }
 
 fn toml_problem(text: &str, field: FieldPath, e: &toml::de::Error) -> Problem {

@@ -6,7 +6,8 @@
 //! snapshot current at scrape time, so a trunk added by a reload appears
 //! at the next scrape and a removed one disappears.
 //!
-//! Every name starts with `sbc_`; counters end in `_total`.
+//! Every name starts with `sbc_`; counters end in `_total`. Media relay
+//! metrics are in `media.rs`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -294,6 +295,7 @@ impl Collector for SbcCollector {
         self.encode_trunks(&mut enc, &policy)?;
         self.encode_shards(&mut enc)?;
         self.encode_outcomes(&mut enc)?;
+        self.encode_media(&mut enc)?;
         let version = i64::try_from(policy.version).unwrap_or(i64::MAX);
         let desc = enc.encode_descriptor(
             "config_version",
@@ -304,6 +306,8 @@ impl Collector for SbcCollector {
         ConstGauge::new(version).encode(desc)
     }
 }
+
+mod media;
 
 #[cfg(test)]
 pub(crate) mod tests;

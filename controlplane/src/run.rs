@@ -3,9 +3,10 @@
 //!
 //! - SIGHUP reloads the configuration file: the new policy is swapped in
 //!   (`arc-swap`); calls in progress keep the snapshot they started with,
-//!   and trunk counters carry over ([`StatsRegistry`]). Settings that only
-//!   apply at start (listen addresses, shards, metrics address) are not
-//!   changed by a reload.
+//!   and trunk counters carry over ([`StatsRegistry`]). A file that changes
+//!   what the sockets are bound to (`sip.listen`, the media relay settings,
+//!   defaults included) is refused; other settings that only apply at start
+//!   (shards, metrics address) are kept until the next restart.
 //! - SIGINT or SIGTERM stops the data plane, then the metrics endpoint.
 //!
 //! Start-up order: the metrics address is bound first, so a busy port
@@ -17,13 +18,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sbc_dataplane::b2bua::Secrets;
-use sbc_dataplane::policy::Policy;
+use sbc_dataplane::policy::{MediaPolicy, Policy};
 use sbc_dataplane::shard::{Runtime, RuntimeConfig};
 use sbc_dataplane::stats::ShardStats;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::config::{Config, ConfigError, StatsRegistry};
+use crate::config::{Config, ConfigError, StatsRegistry, media_summary};
 use crate::http;
 use crate::metrics::Metrics;
 
@@ -62,6 +63,15 @@ pub enum ReloadError {
     ListenChanged {
         old: Vec<std::net::SocketAddr>,
         new: Vec<std::net::SocketAddr>,
+    },
+    #[error(
+        "media settings changed from ({}) to ({}): restart sbc to change them (the relay sockets are bound at start)",
+        media_summary(.old),
+        media_summary(.new)
+    )]
+    MediaChanged {
+        old: Box<MediaPolicy>,
+        new: Box<MediaPolicy>,
     },
 }
 
@@ -141,6 +151,7 @@ pub fn supervise<D: DataPlane>(
     tracing::info!(
         shards = dataplane_config.shards,
         listen = ?config.sip_listen(),
+        media = %media_summary(config.media()),
         version = snapshot.load().version,
         summary = %config.summary(),
         "sbc running"
@@ -185,6 +196,12 @@ pub fn reload(
         return Err(ReloadError::ListenChanged {
             old: running.sip_listen(),
             new: next.sip_listen(),
+        });
+    }
+    if next.media() != running.media() {
+        return Err(ReloadError::MediaChanged {
+            old: Box::new(running.media().clone()),
+            new: Box::new(next.media().clone()),
         });
     }
     if next.shard_count() != running.shard_count() || next.pin_threads() != running.pin_threads() {

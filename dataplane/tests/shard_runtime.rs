@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sbc_dataplane::b2bua::Secrets;
-use sbc_dataplane::shard::{Runtime, RuntimeConfig};
+use sbc_dataplane::shard::{RecvMode, Runtime, RuntimeConfig};
 use sbc_dataplane::sip::{HeaderName, Message};
 use support::*;
 
@@ -146,4 +146,117 @@ fn two_shards_share_calls_from_one_trunk() {
         per_shard.iter().all(|&n| n >= 8),
         "calls per shard: {per_shard:?}"
     );
+}
+
+fn body_port(msg: &Sent) -> u16 {
+    let t = msg.text();
+    let body = &t[t.find("\r\n\r\n").unwrap() + 4..];
+    body.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn media_relay(net: u8, mode: RecvMode) {
+    let ip = |h: u8| format!("127.0.{net}.{h}");
+    let sbc = format!("{}:5060", ip(1));
+    let mut policy = policy_at(
+        &sbc,
+        &format!("{}:5060", ip(10)),
+        &format!("{}:5060", ip(20)),
+        &format!("{}:5060", ip(30)),
+    );
+    policy.media = Some(sbc_dataplane::policy::MediaPolicy {
+        bind: ip(1).parse().unwrap(),
+        advertise: ip(1).parse().unwrap(),
+        first_port: 31000,
+        last_port: 31039,
+        timeout: Duration::from_secs(60),
+    });
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let cfg = RuntimeConfig {
+        shards: 2,
+        pin_threads: false,
+        recv_mode: mode,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(cfg, policy, Secrets::generate().unwrap()).unwrap();
+    let pbx = Peer::new(&format!("{}:5060", ip(10)), &sbc);
+    let carrier = Peer::new(&format!("{}:5060", ip(20)), &sbc);
+    let a_rtp = UdpSocket::bind(format!("{}:4000", ip(10))).unwrap();
+    let b_rtp = UdpSocket::bind(format!("{}:5000", ip(20))).unwrap();
+    for s in [&a_rtp, &b_rtp] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let call_id = format!("media-{net}@pbx");
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {0}\r\ns=-\r\nc=IN IP4 {0}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+        ip(10)
+    );
+    let inv = invite_with_body(
+        &format!("{}:5060", ip(10)),
+        "+4420123",
+        &call_id,
+        "z9hG4bKmedia",
+        1,
+        &sdp,
+    );
+    pbx.send(&inv);
+    let b_inv = carrier.recv();
+    let b_port = body_port(&b_inv);
+    let answer = ANSWER_SDP.replace("10.0.0.20", &ip(20));
+    carrier.send(&reply(
+        &b_inv,
+        200,
+        "OK",
+        Some("ct"),
+        Some(&format!("sip:c@{}:5060", ip(20))),
+        &answer,
+    ));
+    let ok = pbx.recv();
+    assert_eq!(ok.code(), Some(200));
+    let a_port = body_port(&ok);
+    let mut buf = [0u8; 2048];
+    for seq in 0..20u16 {
+        let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(&[0x55; 160]);
+        a_rtp.send_to(&pkt, format!("{}:{a_port}", ip(1))).unwrap();
+        let (n, from) = b_rtp
+            .recv_from(&mut buf)
+            .expect("RTP relayed to the callee");
+        assert_eq!(&buf[..n], &pkt[..]);
+        assert_eq!(
+            from.to_string(),
+            format!("{}:{b_port}", ip(1)),
+            "sent from the SBC's port facing the callee"
+        );
+        b_rtp.send_to(&pkt, format!("{}:{b_port}", ip(1))).unwrap();
+        let (_, from) = a_rtp
+            .recv_from(&mut buf)
+            .expect("RTP relayed back to the caller");
+        assert_eq!(from.to_string(), format!("{}:{a_port}", ip(1)));
+    }
+    let stats = rt.shard_stats();
+    let relayed: u64 = stats
+        .iter()
+        .map(|s| {
+            s.media_packets[0].load(Ordering::Relaxed) + s.media_packets[1].load(Ordering::Relaxed)
+        })
+        .sum();
+    assert_eq!(relayed, 40);
+    rt.stop();
+}
+
+#[test]
+fn media_is_relayed_through_the_shards_multishot() {
+    media_relay(63, RecvMode::Auto);
+}
+
+#[test]
+fn media_is_relayed_with_single_shot_receive() {
+    // The fallback for kernels without provided buffer rings.
+    media_relay(64, RecvMode::Single);
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sbc_dataplane::policy::{
-    Acl, CallTimers, Failover, Listener, Policy, Route, Target, Trunk, TrunkId,
+    Acl, CallTimers, Failover, Listener, MediaPolicy, Policy, Route, Target, Trunk, TrunkId,
 };
 use sbc_dataplane::stats::TrunkStats;
 use sbc_dataplane::transaction::TimerConfig;
@@ -40,7 +40,12 @@ impl StatsRegistry {
     }
 }
 
-pub fn compile(file: &ConfigFile, stats: &StatsRegistry, version: u64) -> Policy {
+pub fn compile(
+    file: &ConfigFile,
+    media: &MediaPolicy,
+    stats: &StatsRegistry,
+    version: u64,
+) -> Policy {
     let ids: HashMap<&Name, TrunkId> = file
         .trunks
         .iter()
@@ -62,6 +67,11 @@ pub fn compile(file: &ConfigFile, stats: &StatsRegistry, version: u64) -> Policy
             name: t.name.0.as_str().into(),
             sources: t.sources.iter().map(|n| n.0).collect(),
             address: t.address.0,
+            media: t.media.0,
+            codecs: t
+                .codecs
+                .as_ref()
+                .map(|list| list.iter().map(|c| c.0.clone()).collect()),
             stats: stats.trunk(&t.name.0),
         })
         .collect();
@@ -124,6 +134,9 @@ pub fn compile(file: &ConfigFile, stats: &StatsRegistry, version: u64) -> Policy
         },
         trunks,
         routes,
+        // Anchoring is the default: there is always a relay; a trunk asks
+        // for bypass with `media = "bypass"`.
+        media: Some(media.clone()),
     }
 }
 

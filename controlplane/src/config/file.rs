@@ -3,7 +3,10 @@
 
 use serde::Deserialize;
 
-use super::values::{Advertise, FailoverEntry, Millis, Name, Network, Pattern, SocketAddress};
+use super::media::{Codec, Mode, PortRange, TimeoutSecs};
+use super::values::{
+    Advertise, FailoverEntry, IpAddress, Millis, Name, Network, Pattern, SocketAddress,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -12,6 +15,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub shards: Shards,
     pub metrics: Option<Metrics>,
+    /// Absent: media is still anchored, with defaults (`media.rs`).
+    pub media: Option<Media>,
     #[serde(default)]
     pub acl: Acl,
     #[serde(default)]
@@ -63,6 +68,20 @@ pub struct Metrics {
     pub listen: SocketAddress,
 }
 
+/// Where media is relayed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    /// The IP the relay sockets bind.
+    pub listen: IpAddress,
+    /// The IP written into SDP; default `listen`, required when `listen`
+    /// is a wildcard.
+    pub advertise: Option<IpAddress>,
+    pub ports: PortRange,
+    /// Absent: 60 s.
+    pub timeout_s: Option<TimeoutSecs>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Acl {
@@ -78,6 +97,11 @@ pub struct Trunk {
     pub name: Name,
     pub sources: Vec<Network>,
     pub address: SocketAddress,
+    /// Anchor (the default) or bypass.
+    #[serde(default)]
+    pub media: Mode,
+    /// Absent: every codec is allowed.
+    pub codecs: Option<Vec<Codec>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,8 +1,9 @@
 //! Configuration tests: every shipped file loads, the example routes as
 //! documented, compiling keeps counters; `invalid.rs` has one test per
-//! rejected input.
+//! rejected input; `media.rs` covers the media settings.
 
 mod invalid;
+mod media;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use sbc_dataplane::transaction::TimerConfig;
 
 use super::error::Problem;
 use super::file::{ConfigFile, Did, Route, Sip, Target, Trunk};
+use super::media::check_codecs;
 use super::path::FieldPath;
 use super::values::{Name, Network};
 
@@ -184,6 +185,9 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
         }
         if let Some(message) = not_unicast(trunk.address.0) {
             return Err(Problem::new(path.key("address"), message));
+        }
+        if let Some(codecs) = &trunk.codecs {
+            check_codecs(codecs, &path.key("codecs"))?;
         }
     }
     Ok(names)

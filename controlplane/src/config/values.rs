@@ -25,6 +25,20 @@ impl TryFrom<String> for SocketAddress {
     }
 }
 
+/// An IP address without a port: `192.0.2.1`, `2001:db8::1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct IpAddress(pub IpAddr);
+
+impl TryFrom<String> for IpAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.trim().parse().map(IpAddress).map_err(|_| {
+            format!("{s:?} is not an IP address (like \"192.0.2.1\" or \"2001:db8::1\"; no port)")
+        })
+    }
+}
+
 /// A host address or a CIDR network: `192.0.2.1`, `10.0.0.0/8`, `2001:db8::/32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -106,6 +120,19 @@ impl TryFrom<String> for Advertise {
                 "{s:?} is not a host or host:port (like \"sbc.example.com:5060\" or \"[2001:db8::1]:5060\")"
             ))
         }
+    }
+}
+
+impl Advertise {
+    /// The host, when it is an IP address: `192.0.2.1` for
+    /// `192.0.2.1:5060`, `2001:db8::1` for `[2001:db8::1]:5060`; `None`
+    /// for a DNS name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        let host = match self.0.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or(rest, |(v6, _)| v6),
+            None => self.0.rsplit_once(':').map_or(self.0.as_str(), |(h, _)| h),
+        };
+        host.parse().ok()
     }
 }
 
@@ -332,6 +359,32 @@ mod tests {
             "-a.com",
         ] {
             assert!(Advertise::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn advertise_host_is_an_ip_only_when_written_as_one() {
+        let ip = |s: &str| Advertise::try_from(s.to_owned()).unwrap().ip();
+        assert_eq!(ip("192.0.2.1"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(ip("192.0.2.1:5080"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            ip("[2001:db8::1]:5060"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(ip("[::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(ip("sbc.example.com:5060"), None);
+        assert_eq!(ip("sbc.example.com"), None);
+    }
+
+    #[test]
+    fn ip_addresses_refuse_ports_and_names() {
+        assert_eq!(
+            IpAddress::try_from(" 2001:db8::1 ".to_owned()).unwrap().0,
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        for bad in ["127.0.0.1:5060", "localhost", "", "10.0.0.0/8"] {
+            let err = IpAddress::try_from(bad.to_owned()).unwrap_err();
+            assert!(err.contains("is not an IP address"), "{err}");
         }
     }
 

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
+use sbc_dataplane::media::MediaDrop;
 use sbc_dataplane::stats::{Direction, Discard, Reject, ShardStats};
 
 use super::Metrics;
@@ -125,6 +126,23 @@ fn exposition_reports_known_counters_and_parses() {
     shards[0].reject(Reject::UnknownSource);
     shards[1].reject(Reject::UnknownSource);
     shards[1].discard(Discard::StrayAck);
+    // Media: index 0 is what the caller's side sent, 1 the callee's side.
+    shards[0].media_packets[0].store(100, Ordering::Relaxed);
+    shards[1].media_packets[0].store(50, Ordering::Relaxed);
+    shards[1].media_packets[1].store(70, Ordering::Relaxed);
+    shards[0].media_bytes[0].store(17_200, Ordering::Relaxed);
+    shards[1].media_bytes[1].store(12_040, Ordering::Relaxed);
+    shards[0].media_lost[1].store(3, Ordering::Relaxed);
+    shards[1].media_lost[1].store(2, Ordering::Relaxed);
+    shards[0].media_drop(MediaDrop::NotLatched);
+    shards[1].media_drop(MediaDrop::NotLatched);
+    shards[1].media_drop(MediaDrop::UnknownPort);
+    shards[0].media_sessions.store(4, Ordering::Relaxed);
+    shards[1].media_sessions.store(1, Ordering::Relaxed);
+    shards[0].media_ports_in_use.store(16, Ordering::Relaxed);
+    shards[1].media_ports_in_use.store(4, Ordering::Relaxed);
+    shards[0].media_timeouts.store(1, Ordering::Relaxed);
+    shards[1].media_timeouts.store(2, Ordering::Relaxed);
 
     let text = Metrics::new(shards, policy).render().unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
@@ -261,6 +279,75 @@ fn exposition_reports_known_counters_and_parses() {
         Discard::ALL.len()
     );
     assert_eq!(value(&s, "sbc_config_version", &[]), Some(7.0));
+
+    let dir = |d| [("direction", d)];
+    let media = [
+        ("sbc_media_packets_total", 150.0, 70.0),
+        ("sbc_media_bytes_total", 17_200.0, 12_040.0),
+        ("sbc_media_lost_packets_total", 0.0, 5.0),
+    ];
+    for (name, caller, callee) in media {
+        assert_eq!(
+            value(&s, name, &dir("caller_to_callee")),
+            Some(caller),
+            "{name}"
+        );
+        assert_eq!(
+            value(&s, name, &dir("callee_to_caller")),
+            Some(callee),
+            "{name}"
+        );
+        assert_eq!(s.iter().filter(|x| x.name == name).count(), 2, "{name}");
+    }
+    assert_eq!(
+        value(&s, "sbc_media_dropped_total", &[("reason", "not_latched")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "sbc_media_dropped_total",
+            &[("reason", MediaDrop::UnknownPort.label())]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "sbc_media_dropped_total",
+            &[("reason", "pool_exhausted")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.iter()
+            .filter(|x| x.name == "sbc_media_dropped_total")
+            .count(),
+        MediaDrop::ALL.len()
+    );
+    assert_eq!(
+        value(&s, "sbc_media_sessions", &[("shard", "0")]),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(&s, "sbc_media_sessions", &[("shard", "1")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "sbc_media_ports_in_use", &[("shard", "0")]),
+        Some(16.0)
+    );
+    assert_eq!(
+        value(&s, "sbc_media_ports_in_use", &[("shard", "1")]),
+        Some(4.0)
+    );
+    assert_eq!(value(&s, "sbc_media_timeouts_total", &[]), Some(3.0));
+    assert!(
+        text.contains("# TYPE sbc_media_sessions gauge")
+            && text.contains("# TYPE sbc_media_ports_in_use gauge")
+            && text.contains("# TYPE sbc_media_packets counter"),
+        "{text}"
+    );
 }
 
 #[test]

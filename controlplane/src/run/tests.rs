@@ -148,3 +148,67 @@ fn reload_refuses_invalid_files_and_listen_changes_and_keeps_the_version() {
         Err(ReloadError::NoFile)
     ));
 }
+
+#[test]
+fn reload_refuses_a_change_of_the_media_settings_or_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_config(dir.path(), "");
+    let (config, policy, source) = start(&path);
+    let snapshot = ArcSwap::from_pointee(policy);
+    let example = std::fs::read_to_string(&path).unwrap();
+
+    let moved = example.replace("ports = \"30000-39999\"", "ports = \"40000-49999\"");
+    std::fs::write(&path, &moved).unwrap();
+    let err = reload(&config, &source, &snapshot).unwrap_err();
+    assert!(matches!(err, ReloadError::MediaChanged { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("ports 30000-39999") && message.contains("ports 40000-49999"),
+        "{message}"
+    );
+    assert!(message.contains("restart sbc"), "{message}");
+
+    let longer = example.replace(
+        "ports = \"30000-39999\"",
+        "ports = \"30000-39999\"\ntimeout_s = 90",
+    );
+    std::fs::write(&path, &longer).unwrap();
+    assert!(matches!(
+        reload(&config, &source, &snapshot),
+        Err(ReloadError::MediaChanged { .. })
+    ));
+    assert_eq!(snapshot.load().version, 1, "nothing was published");
+
+    // The same settings written differently are not a change.
+    let explicit = example.replace(
+        "listen = \"127.0.0.1\"\nports",
+        "listen = \"127.0.0.1\"\nadvertise = \"127.0.0.1\"\ntimeout_s = 60\nports",
+    );
+    assert_ne!(explicit, example);
+    std::fs::write(&path, &explicit).unwrap();
+    assert_eq!(reload(&config, &source, &snapshot).unwrap(), 2);
+}
+
+#[test]
+fn reload_refuses_a_change_of_the_media_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sbc.toml");
+    let plain = "[sip]\nlisten = [\"127.0.0.1:5060\"]\n";
+    std::fs::write(&path, plain).unwrap();
+    let (config, policy, source) = start(&path);
+    let snapshot = ArcSwap::from_pointee(policy);
+
+    // sip.advertise as an IP address moves the default media advertise.
+    std::fs::write(&path, format!("{plain}advertise = [\"203.0.113.5\"]\n")).unwrap();
+    let err = reload(&config, &source, &snapshot).unwrap_err();
+    assert!(matches!(err, ReloadError::MediaChanged { .. }), "{err}");
+    assert!(err.to_string().contains("advertise 203.0.113.5"), "{err}");
+
+    // A DNS name does not: the media advertise stays the listen IP.
+    std::fs::write(&path, format!("{plain}advertise = [\"sbc.example.com\"]\n")).unwrap();
+    assert_eq!(reload(&config, &source, &snapshot).unwrap(), 2);
+    assert_eq!(
+        snapshot.load().media.as_ref().map(|m| m.advertise),
+        Some("127.0.0.1".parse().unwrap())
+    );
+}

@@ -35,7 +35,8 @@ impl Net {
     }
     /// Ports for sipp media and control sockets: each instance takes k..k+9.
     pub fn port(&self, k: u16) -> u16 {
-        20000 + u16::from(self.0) * 100 + k
+        // Above the SBC's media range (30000-39999 in the example).
+        40000 + u16::from(self.0) * 100 + k
     }
 }
 

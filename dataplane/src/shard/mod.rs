@@ -11,7 +11,13 @@
 //! `ArcSwap<Policy>`; every shard picks up the new snapshot at the top of its
 //! next loop iteration.
 
+#[allow(unsafe_code)]
+mod bufring;
+#[allow(unsafe_code)]
+mod limits;
 mod mailbox;
+#[allow(unsafe_code)]
+mod slots;
 mod socket;
 #[allow(unsafe_code)]
 mod uring;
@@ -25,7 +31,7 @@ use arc_swap::ArcSwap;
 
 pub use mailbox::{Handoff, Mailbox};
 pub use socket::{decode_sockaddr, reuseport_udp};
-pub use uring::RingSizes;
+pub use uring::{RecvMode, RingSizes};
 
 use crate::b2bua::{Engine, Secrets, ShardId};
 use crate::policy::Policy;
@@ -43,6 +49,7 @@ pub struct RuntimeConfig {
     /// Wake-up coalescing: after the first completion, wait this long for
     /// more before processing (needs Linux 6.12; zero disables).
     pub batch_wait: std::time::Duration,
+    pub recv_mode: RecvMode,
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +60,7 @@ impl Default for RuntimeConfig {
             sizes: RingSizes::default(),
             socket_buffer: 4 << 20,
             batch_wait: std::time::Duration::from_micros(200),
+            recv_mode: RecvMode::Auto,
         }
     }
 }
@@ -80,6 +88,20 @@ impl Runtime {
         let mailboxes: Arc<[Arc<Mailbox>]> =
             (0..shards).map(|_| Arc::new(Mailbox::new(65536))).collect();
         let listeners: Vec<_> = policy.load().listeners.iter().map(|l| l.bind).collect();
+        let media = policy.load().media.clone();
+        if let Some(m) = &media {
+            // One socket per media port, all bound at start.
+            let ports = u64::from(m.last_port.saturating_sub(m.first_port)) + 1;
+            let limit = limits::raise_fd_limit()?;
+            if ports + 256 > limit {
+                return Err(io::Error::other(format!(
+                    "media ports {}-{} need {} file descriptors; the limit is {limit} (raise it, or narrow the range)",
+                    m.first_port,
+                    m.last_port,
+                    ports + 256
+                )));
+            }
+        }
         if listeners.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -95,6 +117,7 @@ impl Runtime {
             let policy = Arc::clone(&policy);
             let stop = Arc::clone(&stop);
             let listeners = listeners.clone();
+            let media = media.clone();
             let ready = ready_tx.clone();
             let core = if cfg.pin_threads && !cores.is_empty() {
                 Some(cores[me % cores.len()])
@@ -112,8 +135,6 @@ impl Runtime {
                             .iter()
                             .map(|a| reuseport_udp(*a, cfg.socket_buffer))
                             .collect::<io::Result<Vec<_>>>()?;
-                        let io = uring::ShardIo::new(sockets, cfg.sizes)?;
-                        mailboxes[me].set_ring_fd(io.ring_fd());
                         let id = ShardId(u16::try_from(me).unwrap_or(0));
                         let engine = Engine::new(
                             id,
@@ -122,6 +143,28 @@ impl Runtime {
                             policy.load_full(),
                             Arc::clone(&stats),
                         );
+                        // This shard's slice of the media ports.
+                        let (media_sockets, media_base) = match (&media, engine.media_ports()) {
+                            (Some(m), Some(range)) => {
+                                let base = u16::try_from(range.start).unwrap_or(0);
+                                let sockets = range
+                                    .map(|p| {
+                                        let port = u16::try_from(p).unwrap_or(0);
+                                        socket::media_udp(std::net::SocketAddr::new(m.bind, port))
+                                    })
+                                    .collect::<io::Result<Vec<_>>>()?;
+                                (sockets, base)
+                            }
+                            _ => (Vec::new(), 0),
+                        };
+                        let io = uring::ShardIo::new(
+                            sockets,
+                            media_sockets,
+                            media_base,
+                            cfg.sizes,
+                            cfg.recv_mode,
+                        )?;
+                        mailboxes[me].set_ring_fd(io.ring_fd());
                         Ok(uring::ShardLoop {
                             io,
                             engine,

@@ -30,6 +30,25 @@ pub fn reuseport_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// Opens the UDP socket of one media port (plain bind: each port belongs
+/// to exactly one shard).
+pub fn media_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    let _ = socket.set_recv_buffer_size(1 << 18);
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind media port {addr}: {e}")))?;
+    Ok(socket.into())
+}
+
 /// Decodes a `sockaddr_in` / `sockaddr_in6` as the kernel wrote it into a
 /// receive buffer (native-endian family, network-order port).
 pub fn decode_sockaddr(raw: &[u8]) -> Option<SocketAddr> {
@@ -107,6 +126,15 @@ impl RawAddr {
                 self.v6.sin6_addr.s6_addr = a.ip().octets();
                 self.v6.sin6_scope_id = a.scope_id();
             }
+        }
+    }
+
+    /// The address in the form `msghdr.msg_name` wants.
+    pub fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        if self.is_v6 {
+            std::ptr::addr_of_mut!(self.v6).cast()
+        } else {
+            std::ptr::addr_of_mut!(self.v4).cast()
         }
     }
 

@@ -1,42 +1,49 @@
-//! The shard loop on io_uring: multishot `recvmsg` into a provided-buffer
-//! ring, batched `sendmsg` from a fixed set of send slots, and
-//! `IORING_OP_MSG_RING` to wake another shard when a datagram is handed
-//! over. All unsafe code of the data plane lives in this file.
+//! The shard loop on io_uring: multishot `recvmsg` into provided-buffer
+//! rings (one for SIP, one for media), batched `sendmsg` from fixed send
+//! slots, `IORING_OP_MSG_RING` to wake another shard when a datagram is
+//! handed over, and a single-shot receive fallback for kernels without
+//! provided buffer rings. Unsafe code lives here, in `bufring.rs` and in
+//! `slots.rs`.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
+use super::bufring::BufRing;
 use super::mailbox::{Handoff, Mailbox};
-use super::socket::{RawAddr, decode_sockaddr};
+use super::slots::{RecvSlot, SendPool, empty_msghdr};
+use super::socket::decode_sockaddr;
 use crate::b2bua::{Disposition, Engine};
+use crate::media::MediaDrop;
 use crate::net::LocalId;
 use crate::policy::Policy;
 use crate::stats::{Discard, ShardStats};
 
 const KIND_SHIFT: u32 = 56;
 const RECV: u64 = 1 << KIND_SHIFT;
-const SEND: u64 = 2 << KIND_SHIFT;
-const WAKE: u64 = 3 << KIND_SHIFT;
-const MSG_RING: u64 = 4 << KIND_SHIFT;
+const SEND_SIP: u64 = 2 << KIND_SHIFT;
+const SEND_MEDIA: u64 = 3 << KIND_SHIFT;
+const WAKE: u64 = 4 << KIND_SHIFT;
+const MSG_RING: u64 = 5 << KIND_SHIFT;
 const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
 
-/// Buffer group id of the receive buffer ring.
-const BGID: u16 = 7;
+const BGID_SIP: u16 = 7;
+const BGID_MEDIA: u16 = 8;
 /// Largest UDP payload plus the recvmsg header and address.
-const RECV_BUF: usize = 65536 + 256;
-const SEND_BUF: usize = 65536;
+const SIP_RECV_BUF: usize = 65536 + 256;
+const SIP_SEND_BUF: usize = 65536;
+/// RTP over UDP stays under the path MTU; room for jumbo frames.
+const MEDIA_RECV_BUF: usize = 9216 + 256;
+const MEDIA_SEND_BUF: usize = 9216;
 /// Longest sleep, so a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
-
 /// How many completions a shard waits for before waking, at most; with
 /// `batch_wait` this coalesces wake-ups under load.
 const BATCH_WANT: usize = 64;
@@ -45,173 +52,68 @@ const BATCH_WANT: usize = 64;
 #[derive(Debug, Clone, Copy)]
 pub struct RingSizes {
     pub sq_entries: u32,
-    /// Receive buffers (a power of two, at most 32768).
+    /// SIP receive buffers (a power of two, at most 32768).
     pub recv_buffers: u16,
     pub send_slots: u16,
+    /// Media receive buffers (a power of two, at most 32768).
+    pub media_recv_buffers: u16,
+    pub media_send_slots: u16,
 }
 
 impl Default for RingSizes {
     fn default() -> Self {
         RingSizes {
-            sq_entries: 1024,
+            sq_entries: 4096,
             recv_buffers: 256,
             send_slots: 256,
+            media_recv_buffers: 4096,
+            media_send_slots: 2048,
         }
     }
 }
 
-/// One entry of a provided-buffer ring, laid out as the kernel's
-/// `struct io_uring_buf`. The `resv` field of entry 0 is the ring's tail.
-#[repr(C)]
-struct RawBuf {
-    addr: u64,
-    len: u32,
-    bid: u16,
-    resv: u16,
+/// How sockets receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecvMode {
+    /// Multishot `recvmsg` into provided buffer rings when the kernel has
+    /// them (5.19+ for buffer rings, 6.0+ for multishot recvmsg), single
+    /// shot otherwise.
+    #[default]
+    Auto,
+    /// Force one `recvmsg` per datagram with per-socket buffers (the
+    /// fallback path, selectable to test it).
+    Single,
 }
 
-// The layout must be the kernel's (the crate's own view of it agrees).
-const _: () =
-    assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<io_uring::types::BufRingEntry>());
-const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
-
-/// Provided buffers for multishot receive (IORING_REGISTER_PBUF_RING).
-struct BufRing {
-    ring: *mut RawBuf,
-    ring_layout: Layout,
-    bufs: *mut u8,
-    bufs_layout: Layout,
-    entries: u16,
-    /// Next tail to publish (entries added but not yet visible).
-    tail: u16,
+/// What a socket carries.
+#[derive(Debug, Clone, Copy)]
+enum Class {
+    Sip(LocalId),
+    Media(u16),
 }
 
-impl BufRing {
-    fn new(entries: u16) -> io::Result<Self> {
-        if !entries.is_power_of_two() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "recv_buffers must be a power of two",
-            ));
-        }
-        let ring_layout =
-            Layout::from_size_align(usize::from(entries) * std::mem::size_of::<RawBuf>(), 4096)
-                .map_err(io::Error::other)?;
-        let bufs_layout = Layout::from_size_align(usize::from(entries) * RECV_BUF, 4096)
-            .map_err(io::Error::other)?;
-        // SAFETY: both layouts have a non-zero size (entries >= 1); the
-        // memory is owned by this struct and freed in Drop with the same
-        // layouts.
-        let ring = unsafe { alloc_zeroed(ring_layout) }.cast::<RawBuf>();
-        // SAFETY: as above.
-        let bufs = unsafe { alloc_zeroed(bufs_layout) };
-        if ring.is_null() || bufs.is_null() {
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "receive buffers",
-            ));
-        }
-        let mut br = BufRing {
-            ring,
-            ring_layout,
-            bufs,
-            bufs_layout,
-            entries,
-            tail: 0,
-        };
-        for bid in 0..entries {
-            br.recycle(bid);
-        }
-        br.publish();
-        Ok(br)
-    }
-
-    fn mask(&self) -> u16 {
-        self.entries - 1
-    }
-
-    /// Puts buffer `bid` back at the tail (published by [`BufRing::publish`]).
-    fn recycle(&mut self, bid: u16) {
-        let slot = usize::from(self.tail & self.mask());
-        // SAFETY: slot < entries, so the entry is inside the ring
-        // allocation. Fields are written through raw pointers, never through
-        // a reference, because entry 0's `resv` (the tail) is read by the
-        // kernel concurrently; the kernel reads the other fields only up to
-        // the published tail, which this entry is beyond.
-        // bid < entries, so the buffer offset stays inside `bufs`.
-        unsafe {
-            let entry = self.ring.add(slot);
-            let addr = self.bufs.add(usize::from(bid) * RECV_BUF);
-            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
-            std::ptr::addr_of_mut!((*entry).len).write(u32::try_from(RECV_BUF).unwrap_or(u32::MAX));
-            std::ptr::addr_of_mut!((*entry).bid).write(bid);
-        }
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Makes recycled buffers visible to the kernel.
-    fn publish(&self) {
-        // SAFETY: entry 0 is inside the allocation; its `resv` field is the
-        // ring tail, a naturally aligned u16 shared with the kernel, which
-        // reads it with acquire semantics: a release store through an
-        // AtomicU16 view publishes the entries written before it.
-        let tail = unsafe { &*std::ptr::addr_of!((*self.ring).resv).cast::<AtomicU16>() };
-        tail.store(self.tail, Ordering::Release);
-    }
-
-    /// The bytes the kernel wrote into buffer `bid`.
-    fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        let bid = usize::from(bid).min(usize::from(self.entries) - 1);
-        let len = len.min(RECV_BUF);
-        // SAFETY: the range is inside the allocation (bid < entries, len <=
-        // RECV_BUF); the kernel finished writing it before posting the
-        // completion, and it is not handed back until `recycle`.
-        unsafe { std::slice::from_raw_parts(self.bufs.add(bid * RECV_BUF), len) }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the ring was
-        // unregistered (or the io_uring closed) before this runs, see
-        // `ShardIo::drop`.
-        unsafe {
-            dealloc(self.ring.cast(), self.ring_layout);
-            dealloc(self.bufs, self.bufs_layout);
-        }
-    }
-}
-
-/// One in-flight `sendmsg`: the datagram, its iovec, address and header.
-struct SendSlot {
-    buf: Box<[u8]>,
-    iov: libc::iovec,
-    hdr: libc::msghdr,
-    addr: RawAddr,
-}
-
-fn empty_msghdr() -> libc::msghdr {
-    libc::msghdr {
-        msg_name: std::ptr::null_mut(),
-        msg_namelen: 0,
-        msg_iov: std::ptr::null_mut(),
-        msg_iovlen: 0,
-        msg_control: std::ptr::null_mut(),
-        msg_controllen: 0,
-        msg_flags: 0,
-    }
+/// Receive state: shared rings, or a slot per socket.
+enum Recv {
+    Multishot {
+        sip: BufRing,
+        media: BufRing,
+        hdr: Box<libc::msghdr>,
+    },
+    Single(Box<[RecvSlot]>),
 }
 
 /// What one shard's loop owns.
 pub(crate) struct ShardIo {
     // Field order matters for Drop: the ring goes first.
     ring: IoUring,
-    bufring: BufRing,
-    recv_hdr: Box<libc::msghdr>,
-    slots: Box<[SendSlot]>,
-    free_slots: Vec<u16>,
-    sockets: Vec<UdpSocket>,
-    armed: Vec<bool>,
+    recv: Recv,
+    sockets: Vec<(UdpSocket, Class)>,
+    /// Index in `sockets` of the first media socket; media sockets follow
+    /// in port order from `media_base`.
+    media_start: usize,
+    media_base: u16,
+    sip_send: SendPool,
+    media_send: SendPool,
     /// The kernel honours `min_wait_usec` (IORING_FEAT_MIN_TIMEOUT, 6.12+).
     min_timeout: bool,
 }
@@ -224,8 +126,27 @@ impl std::fmt::Debug for ShardIo {
     }
 }
 
+fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
+    loop {
+        // SAFETY: every pointer an entry carries (a msghdr of a receive or
+        // send slot, or the multishot template) points into memory owned by
+        // the ShardIo, which stays put until the request completes or is
+        // cancelled in ShardIo::drop.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+}
+
 impl ShardIo {
-    pub(crate) fn new(sockets: Vec<UdpSocket>, sizes: RingSizes) -> io::Result<Self> {
+    pub(crate) fn new(
+        sip: Vec<UdpSocket>,
+        media: Vec<UdpSocket>,
+        media_base: u16,
+        sizes: RingSizes,
+        mode: RecvMode,
+    ) -> io::Result<Self> {
         let ring = match IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
@@ -239,79 +160,95 @@ impl ShardIo {
                 .setup_cqsize(sizes.sq_entries * 8)
                 .build(sizes.sq_entries)?,
         };
-        let bufring = BufRing::new(sizes.recv_buffers)?;
-        // SAFETY: the ring memory is page aligned, holds `recv_buffers`
-        // entries and lives as long as `ShardIo` (unregistered in Drop
-        // before it is freed).
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                bufring.ring as u64,
-                bufring.entries,
-                BGID,
-                0,
-            )
-        }
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("io_uring provided buffer ring (Linux 5.19+): {e}"),
-            )
-        })?;
-        let mut recv_hdr = Box::new(empty_msghdr());
-        recv_hdr.msg_namelen =
-            libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).unwrap_or(128);
-        let slots: Box<[SendSlot]> = (0..sizes.send_slots)
-            .map(|_| SendSlot {
-                buf: vec![0u8; SEND_BUF].into_boxed_slice(),
-                iov: libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                },
-                hdr: empty_msghdr(),
-                addr: RawAddr::default(),
-            })
+        let mut sockets: Vec<(UdpSocket, Class)> = sip
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, Class::Sip(LocalId(u16::try_from(i).unwrap_or(0)))))
             .collect();
-        let free_slots = (0..sizes.send_slots).rev().collect();
-        let armed = vec![false; sockets.len()];
+        let media_start = sockets.len();
+        for (i, s) in media.into_iter().enumerate() {
+            let port = u16::try_from(usize::from(media_base) + i).unwrap_or(0);
+            sockets.push((s, Class::Media(port)));
+        }
+        let recv = match mode {
+            RecvMode::Auto => match Self::multishot(&ring, sizes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no provided buffer rings: single-shot receive");
+                    Self::single(&sockets)
+                }
+            },
+            RecvMode::Single => Self::single(&sockets),
+        };
         let min_timeout = ring.params().is_feature_min_timeout();
         Ok(ShardIo {
             ring,
-            bufring,
-            recv_hdr,
-            slots,
-            free_slots,
+            recv,
             sockets,
-            armed,
+            media_start,
+            media_base,
+            sip_send: SendPool::new(sizes.send_slots, SIP_SEND_BUF),
+            media_send: SendPool::new(sizes.media_send_slots, MEDIA_SEND_BUF),
             min_timeout,
         })
+    }
+
+    fn multishot(ring: &IoUring, sizes: RingSizes) -> io::Result<Recv> {
+        let sip = BufRing::new(sizes.recv_buffers, SIP_RECV_BUF, BGID_SIP)?;
+        let media = BufRing::new(sizes.media_recv_buffers, MEDIA_RECV_BUF, BGID_MEDIA)?;
+        for r in [&sip, &media] {
+            // SAFETY: the ring memory is page aligned, holds `entries`
+            // entries and lives as long as the ShardIo (unregistered in
+            // Drop before it is freed).
+            unsafe {
+                ring.submitter()
+                    .register_buf_ring_with_flags(r.ring_addr(), r.entries(), r.bgid, 0)
+            }?;
+        }
+        let mut hdr = Box::new(empty_msghdr());
+        hdr.msg_namelen =
+            libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).unwrap_or(128);
+        Ok(Recv::Multishot { sip, media, hdr })
+    }
+
+    fn single(sockets: &[(UdpSocket, Class)]) -> Recv {
+        let slots = sockets
+            .iter()
+            .map(|(_, class)| {
+                RecvSlot::new(match class {
+                    Class::Sip(_) => SIP_SEND_BUF,
+                    Class::Media(_) => MEDIA_SEND_BUF,
+                })
+            })
+            .collect();
+        Recv::Single(slots)
     }
 
     pub(crate) fn ring_fd(&self) -> i32 {
         self.ring.as_raw_fd()
     }
 
-    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: every pointer an entry carries (msghdr of a receive
-            // or send slot) points into memory owned by `self` that stays
-            // put until the completion for that entry is reaped.
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit()?;
-        }
-    }
-
     fn arm_recv(&mut self, idx: usize) -> io::Result<()> {
-        let Some(sock) = self.sockets.get(idx) else {
+        let Some((sock, class)) = self.sockets.get(idx) else {
             return Ok(());
         };
-        let entry = opcode::RecvMsgMulti::new(Fd(sock.as_raw_fd()), &*self.recv_hdr, BGID)
-            .build()
-            .user_data(RECV | idx as u64);
-        self.push(&entry)?;
-        self.armed[idx] = true;
-        Ok(())
+        let fd = Fd(sock.as_raw_fd());
+        let entry = match &mut self.recv {
+            Recv::Multishot { hdr, .. } => {
+                let group = match class {
+                    Class::Sip(_) => BGID_SIP,
+                    Class::Media(_) => BGID_MEDIA,
+                };
+                opcode::RecvMsgMulti::new(fd, &**hdr, group).build()
+            }
+            Recv::Single(slots) => {
+                let Some(slot) = slots.get_mut(idx) else {
+                    return Ok(());
+                };
+                opcode::RecvMsg::new(fd, slot.prepare()).build()
+            }
+        };
+        push(&mut self.ring, &entry.user_data(RECV | idx as u64))
     }
 
     /// Queues a wake-up CQE on another shard's ring.
@@ -323,60 +260,93 @@ impl ShardIo {
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(MSG_RING);
-        self.push(&entry)
+        push(&mut self.ring, &entry)
     }
 
-    /// Moves datagrams from the engine into free send slots.
+    /// Moves SIP datagrams from the engine into free send slots.
     fn flush(&mut self, engine: &mut Engine) -> io::Result<()> {
         while engine.pending_transmits() > 0 {
-            let Some(idx) = self.free_slots.pop() else {
+            let Some(idx) = self.sip_send.take() else {
                 break;
             };
-            let slot = &mut self.slots[usize::from(idx)];
-            let Some(t) = engine.poll_transmit(&mut slot.buf) else {
-                self.free_slots.push(idx);
-                break;
-            };
-            let Some(sock) = self
-                .sockets
-                .get(usize::from(t.dest.local.0))
-                .or(self.sockets.first())
+            let Some(t) = self
+                .sip_send
+                .buf(idx)
+                .and_then(|buf| engine.poll_transmit(buf))
             else {
-                self.free_slots.push(idx);
+                self.sip_send.give_back(idx);
+                break;
+            };
+            let local = usize::from(t.dest.local.0).min(self.media_start.saturating_sub(1));
+            let Some((sock, _)) = self.sockets.get(local) else {
+                self.sip_send.give_back(idx);
                 continue;
             };
-            let fd = sock.as_raw_fd();
-            slot.addr.set(t.dest.addr);
-            slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
-            slot.iov.iov_len = t.len;
-            slot.hdr.msg_name = if slot.addr.is_v6 {
-                std::ptr::addr_of_mut!(slot.addr.v6).cast()
-            } else {
-                std::ptr::addr_of_mut!(slot.addr.v4).cast()
+            let fd = Fd(sock.as_raw_fd());
+            let Some(hdr) = self.sip_send.prepare(idx, t.len, t.dest.addr) else {
+                continue;
             };
-            slot.hdr.msg_namelen = slot.addr.len();
-            slot.hdr.msg_iov = &mut slot.iov;
-            slot.hdr.msg_iovlen = 1;
-            let entry = opcode::SendMsg::new(Fd(fd), &slot.hdr)
+            let entry = opcode::SendMsg::new(fd, hdr)
                 .build()
-                .user_data(SEND | u64::from(idx));
-            self.push(&entry)?;
+                .user_data(SEND_SIP | u64::from(idx));
+            push(&mut self.ring, &entry)?;
         }
         Ok(())
     }
 }
 
+/// Sends a media packet out of our port `from_port` (a free function so the
+/// receive memory holding `data` can stay borrowed meanwhile).
+#[allow(clippy::too_many_arguments)]
+fn send_media(
+    ring: &mut IoUring,
+    sockets: &[(UdpSocket, Class)],
+    media_start: usize,
+    media_base: u16,
+    pool: &mut SendPool,
+    from_port: u16,
+    to: std::net::SocketAddr,
+    data: &[u8],
+    stats: &ShardStats,
+) -> io::Result<()> {
+    let index = usize::from(from_port.wrapping_sub(media_base)) + media_start;
+    let Some((sock, Class::Media(_))) = sockets.get(index) else {
+        stats.media_drop(MediaDrop::UnknownPort);
+        return Ok(());
+    };
+    let fd = Fd(sock.as_raw_fd());
+    let Some(idx) = pool.take() else {
+        stats.media_drop(MediaDrop::PoolExhausted);
+        return Ok(());
+    };
+    let Some(buf) = pool.buf(idx) else {
+        return Ok(());
+    };
+    let n = data.len().min(buf.len());
+    buf[..n].copy_from_slice(&data[..n]);
+    let Some(hdr) = pool.prepare(idx, n, to) else {
+        return Ok(());
+    };
+    let entry = opcode::SendMsg::new(fd, hdr)
+        .build()
+        .user_data(SEND_MEDIA | u64::from(idx));
+    push(ring, &entry)
+}
+
 impl Drop for ShardIo {
     fn drop(&mut self) {
         // Cancel every request still in flight and wait (up to a second)
-        // for the kernel to let go of the buffers and send slots they point
-        // to, before the memory is freed.
+        // for the kernel to let go of the buffers and slots they point to,
+        // before the memory is freed.
         let timeout = Timespec::new().sec(1);
         let _ = self
             .ring
             .submitter()
             .register_sync_cancel(Some(timeout), CancelBuilder::any());
-        let _ = self.ring.submitter().unregister_buf_ring(BGID);
+        if let Recv::Multishot { .. } = self.recv {
+            let _ = self.ring.submitter().unregister_buf_ring(BGID_SIP);
+            let _ = self.ring.submitter().unregister_buf_ring(BGID_MEDIA);
+        }
     }
 }
 
@@ -394,12 +364,19 @@ pub(crate) struct ShardLoop {
     pub batch_wait: Duration,
 }
 
+/// A datagram read by a completion: where it came from and its bytes.
+struct Received<'b> {
+    src: Option<std::net::SocketAddr>,
+    data: &'b [u8],
+    truncated: bool,
+}
+
 impl ShardLoop {
     pub(crate) fn run(mut self) -> io::Result<()> {
         for i in 0..self.io.sockets.len() {
             self.io.arm_recv(i)?;
         }
-        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(4096);
         let mut wakes: Vec<i32> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -417,25 +394,31 @@ impl ShardLoop {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             for &(ud, res, flags) in &completions {
+                let idx = (ud & INDEX_MASK) as usize;
                 match ud & !INDEX_MASK {
-                    RECV => {
-                        self.on_recv(now, (ud & INDEX_MASK) as usize, res, flags, &mut wakes)?
-                    }
-                    SEND => {
-                        let idx = (ud & INDEX_MASK) as u16;
-                        self.io.free_slots.push(idx);
+                    RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
+                    SEND_SIP | SEND_MEDIA => {
+                        let pool = if ud & !INDEX_MASK == SEND_SIP {
+                            &mut self.io.sip_send
+                        } else {
+                            &mut self.io.media_send
+                        };
+                        pool.give_back(u16::try_from(idx).unwrap_or(u16::MAX));
                         if res < 0 {
                             tracing::debug!(error = %io::Error::from_raw_os_error(-res), "sendmsg failed");
-                        } else {
+                        } else if ud & !INDEX_MASK == SEND_SIP {
                             self.stats
                                 .bytes_out
-                                .fetch_add(res as u64, Ordering::Relaxed);
+                                .fetch_add(u64::from(res.unsigned_abs()), Ordering::Relaxed);
                         }
                     }
                     _ => {}
                 }
             }
-            self.io.bufring.publish();
+            if let Recv::Multishot { sip, media, .. } = &self.io.recv {
+                sip.publish();
+                media.publish();
+            }
 
             // Datagrams other shards handed to us.
             let mailbox = Arc::clone(&self.mailboxes[self.me]);
@@ -452,7 +435,7 @@ impl ShardLoop {
                 self.io.wake(fd)?;
             }
 
-            let busy = self.engine.pending_transmits() > 0 && !self.io.free_slots.is_empty();
+            let busy = self.engine.pending_transmits() > 0 && self.io.sip_send.has_free();
             let wait = if busy {
                 Duration::ZERO
             } else {
@@ -493,29 +476,61 @@ impl ShardLoop {
         flags: u32,
         wakes: &mut Vec<i32>,
     ) -> io::Result<()> {
-        if res >= 0
-            && let Some(bid) = cqueue::buffer_select(flags)
-        {
-            let len = usize::try_from(res).unwrap_or(0);
-            let buf = self.io.bufring.buffer(bid, len);
-            if let Ok(msg) = RecvMsgOut::parse(buf, &self.io.recv_hdr) {
-                self.stats
-                    .bytes_in
-                    .fetch_add(msg.payload_data().len() as u64, Ordering::Relaxed);
-                if msg.is_payload_truncated() {
-                    self.stats.discard(Discard::Oversized);
-                } else if let Some(src) = decode_sockaddr(msg.name_data()) {
-                    let local = LocalId(u16::try_from(idx).unwrap_or(0));
-                    let data = msg.payload_data();
+        let Some(class) = self.io.sockets.get(idx).map(|(_, c)| *c) else {
+            return Ok(());
+        };
+        let len = usize::try_from(res).unwrap_or(0);
+        let mut recycle = None;
+        // Borrow only the receive memory here, so the engine, the stats and
+        // the send pools stay usable below.
+        let received = match &self.io.recv {
+            _ if res < 0 => None,
+            Recv::Multishot { sip, media, hdr } => {
+                let ring = match class {
+                    Class::Sip(_) => sip,
+                    Class::Media(_) => media,
+                };
+                cqueue::buffer_select(flags).and_then(|bid| {
+                    recycle = Some(bid);
+                    let buf = ring.buffer(bid, len);
+                    let m = RecvMsgOut::parse(buf, hdr).ok()?;
+                    // The payload follows the recvmsg header, the name and
+                    // the control data (io_uring_recvmsg_out is 16 bytes).
+                    let start = 16 + hdr.msg_namelen as usize + hdr.msg_controllen;
+                    Some(Received {
+                        src: decode_sockaddr(m.name_data()),
+                        data: buf
+                            .get(start..start + m.payload_data().len())
+                            .unwrap_or(b""),
+                        truncated: m.is_payload_truncated(),
+                    })
+                })
+            }
+            Recv::Single(slots) => slots.get(idx).map(|slot| {
+                let (name, data, truncated) = slot.received(len);
+                Received {
+                    src: decode_sockaddr(name),
+                    data,
+                    truncated,
+                }
+            }),
+        };
+        if let Some(r) = received {
+            match (class, r.src) {
+                _ if r.truncated => self.stats.discard(Discard::Oversized),
+                (Class::Sip(local), Some(src)) => {
+                    self.stats
+                        .bytes_in
+                        .fetch_add(r.data.len() as u64, Ordering::Relaxed);
                     if let Disposition::HandOff(owner) =
-                        self.engine.handle_datagram(now, src, local, data)
+                        self.engine.handle_datagram(now, src, local, r.data)
                     {
                         ShardStats::inc(&self.stats.handed_off);
                         if let Some(mb) = self.mailboxes.get(usize::from(owner.0)) {
                             let h = Handoff {
                                 src,
                                 local,
-                                data: data.into(),
+                                data: r.data.into(),
                             };
                             match mb.push(h) {
                                 Ok(true) => wakes.push(mb.ring_fd()),
@@ -525,15 +540,41 @@ impl ShardLoop {
                         }
                     }
                 }
+                (Class::Media(port), Some(src)) => {
+                    if let Some(f) = self.engine.handle_media(now, port, src, r.data) {
+                        send_media(
+                            &mut self.io.ring,
+                            &self.io.sockets,
+                            self.io.media_start,
+                            self.io.media_base,
+                            &mut self.io.media_send,
+                            f.from_port,
+                            f.to,
+                            r.data,
+                            &self.stats,
+                        )?;
+                    }
+                }
+                (_, None) => {}
             }
-            self.io.bufring.recycle(bid);
         } else if res < 0 && -res != libc::ENOBUFS {
             tracing::warn!(error = %io::Error::from_raw_os_error(-res), "recvmsg failed");
         }
-        if !cqueue::more(flags) {
-            // Multishot ended (buffers ran out, or an error): re-arm.
-            self.io.armed[idx] = false;
-            self.io.bufring.publish();
+        if let (Some(bid), Recv::Multishot { sip, media, .. }) = (recycle, &mut self.io.recv) {
+            match class {
+                Class::Sip(_) => sip.recycle(bid),
+                Class::Media(_) => media.recycle(bid),
+            }
+        }
+        let rearm = match self.io.recv {
+            Recv::Multishot { .. } => !cqueue::more(flags),
+            Recv::Single(_) => true,
+        };
+        if rearm {
+            if let Recv::Multishot { sip, media, .. } = &self.io.recv {
+                sip.publish();
+                media.publish();
+            }
             self.io.arm_recv(idx)?;
         }
         Ok(())

@@ -288,6 +288,18 @@ impl Sim {
 /// An INVITE from a peer. `n` makes identifiers unique.
 pub fn invite(from_host: &str, number: &str, call_id: &str, branch: &str, cseq: u32) -> String {
     let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    invite_with_body(from_host, number, call_id, branch, cseq, body)
+}
+
+/// An INVITE from a peer with the given SDP body.
+pub fn invite_with_body(
+    from_host: &str,
+    number: &str,
+    call_id: &str,
+    branch: &str,
+    cseq: u32,
+    body: &str,
+) -> String {
     format!(
         "INVITE sip:{number}@192.0.2.1:5060 SIP/2.0\r\n\
          Via: SIP/2.0/UDP {from_host};branch={branch};rport\r\n\

@@ -1,0 +1,454 @@
+//! The media settings: `[media]`, its defaults when absent, and the
+//! trunks' `media` and `codecs`; one test per rejected input.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use sbc_dataplane::policy::{MediaMode, MediaPolicy, TrunkId};
+
+use super::super::{Config, StatsRegistry};
+use super::example;
+
+/// Two trunks and no `[media]`.
+const BASE: &str = r#"
+[sip]
+listen = ["127.0.0.1:5060"]
+
+[[trunks]]
+name = "pbx"
+sources = ["127.0.0.10"]
+address = "127.0.0.10:5060"
+
+[[trunks]]
+name = "carrier-a"
+sources = ["127.0.0.20"]
+address = "127.0.0.20:5060"
+"#;
+
+fn with_base(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn media_of(text: &str) -> MediaPolicy {
+    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let policy = config.compile(&StatsRegistry::new(), 1);
+    let media = policy.media.clone().expect("media is anchored by default");
+    assert_eq!(&media, config.media());
+    media
+}
+
+/// Asserts the text is refused with a message containing `expected`.
+fn rejects(text: &str, expected: &str) {
+    let message = Config::from_toml_str(text)
+        .expect_err("accepted an invalid configuration")
+        .to_string();
+    assert!(
+        message.starts_with("<inline>: ") && message.contains(expected),
+        "expected {expected:?} in {message:?}"
+    );
+}
+
+// --- defaults: anchoring without [media] ---
+
+#[test]
+fn without_media_section_media_is_anchored_on_the_first_listen_ip() {
+    let media = media_of(BASE);
+    assert_eq!(
+        media,
+        MediaPolicy {
+            bind: ip("127.0.0.1"),
+            advertise: ip("127.0.0.1"),
+            first_port: 30000,
+            last_port: 39999,
+            timeout: Duration::from_secs(60),
+        }
+    );
+    let embedded = Config::embedded_default().unwrap();
+    assert_eq!(embedded.media(), &media, "the embedded default is the same");
+}
+
+#[test]
+fn without_media_section_an_ip_sip_advertise_is_the_media_advertise() {
+    let nat = BASE.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = [\"10.0.0.5:5060\", \"[::1]:5060\"]\nadvertise = [\"203.0.113.5:5060\", \"sbc.example.com\"]",
+    );
+    let media = media_of(&nat);
+    assert_eq!(
+        (media.bind, media.advertise),
+        (ip("10.0.0.5"), ip("203.0.113.5"))
+    );
+
+    let wildcard = BASE.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = [\"0.0.0.0:5060\"]\nadvertise = [\"[2001:db8::5]:5060\"]",
+    );
+    let media = media_of(&wildcard);
+    assert_eq!(
+        (media.bind, media.advertise),
+        (ip("0.0.0.0"), ip("2001:db8::5"))
+    );
+
+    let named = BASE.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        "listen = [\"10.0.0.5:5060\"]\nadvertise = [\"sbc.example.com:5060\"]",
+    );
+    let media = media_of(&named);
+    assert_eq!(
+        (media.bind, media.advertise),
+        (ip("10.0.0.5"), ip("10.0.0.5")),
+        "a DNS name cannot go into c=: the bind IP is advertised"
+    );
+}
+
+#[test]
+fn without_media_section_a_wildcard_listen_needs_an_ip_to_advertise() {
+    rejects(
+        &BASE.replace(
+            "listen = [\"127.0.0.1:5060\"]",
+            "listen = [\"0.0.0.0:5060\"]\nadvertise = [\"sbc.example.com\"]",
+        ),
+        "media: required here: media is anchored by default, and sip.listen[0] is a wildcard address while sip.advertise[0] (\"sbc.example.com\") is not an IP address",
+    );
+}
+
+// --- an explicit [media] ---
+
+#[test]
+fn media_section_is_compiled_with_its_defaults() {
+    let media = media_of(&with_base(
+        "[media]\nlisten = \"10.0.0.5\"\nadvertise = \"203.0.113.5\"\nports = \"20000-20999\"\ntimeout_s = 30\n",
+    ));
+    assert_eq!(
+        media,
+        MediaPolicy {
+            bind: ip("10.0.0.5"),
+            advertise: ip("203.0.113.5"),
+            first_port: 20000,
+            last_port: 20999,
+            timeout: Duration::from_secs(30),
+        }
+    );
+    let media = media_of(&with_base(
+        "[media]\nlisten = \"::\"\nadvertise = \"2001:db8::5\"\nports = \"1024-65535\"\n",
+    ));
+    assert_eq!((media.bind, media.advertise), (ip("::"), ip("2001:db8::5")));
+    assert_eq!((media.first_port, media.last_port), (1024, 65535));
+    assert_eq!(
+        media.timeout,
+        Duration::from_secs(60),
+        "timeout_s defaults to 60"
+    );
+    let media = media_of(&with_base(
+        "[media]\nlisten = \"10.0.0.5\"\nports = \"30000-30001\"\n[shards]\ncount = 1\n",
+    ));
+    assert_eq!(
+        media.advertise,
+        ip("10.0.0.5"),
+        "advertise defaults to listen"
+    );
+}
+
+#[test]
+fn example_binds_media_to_loopback_and_anchors_every_trunk() {
+    let config = example();
+    let policy = config.compile(&StatsRegistry::new(), 1);
+    let media = policy.media.as_ref().unwrap();
+    assert_eq!(
+        (media.bind, media.advertise),
+        (ip("127.0.0.1"), ip("127.0.0.1"))
+    );
+    assert_eq!((media.first_port, media.last_port), (30000, 39999));
+    assert_eq!(media.timeout, Duration::from_secs(60));
+    assert_eq!(policy.trunks.len(), 3);
+    for trunk in &policy.trunks {
+        assert_eq!(trunk.media, MediaMode::Anchor, "{}", trunk.name);
+        assert_eq!(trunk.codecs, None, "{}", trunk.name);
+    }
+}
+
+#[test]
+fn port_range_must_hold_a_pair_per_shard() {
+    rejects(
+        &with_base(
+            "[media]\nlisten = \"127.0.0.1\"\nports = \"30000-30001\"\n[shards]\ncount = 2\n",
+        ),
+        "media.ports: 30000-30001 holds 1 RTP/RTCP pair; 2 shards need at least 2",
+    );
+    rejects(
+        &with_base(
+            "[media]\nlisten = \"127.0.0.1\"\nports = \"30001-30002\"\n[shards]\ncount = 1\n",
+        ),
+        "media.ports: 30001-30002 holds 0 RTP/RTCP pairs; 1 shard needs at least 1",
+    );
+    // Two pairs for two shards is enough.
+    media_of(&with_base(
+        "[media]\nlisten = \"127.0.0.1\"\nports = \"30000-30003\"\n[shards]\ncount = 2\n",
+    ));
+}
+
+#[test]
+fn media_errors_carry_the_line() {
+    let text = with_base(
+        "[media]\nlisten = \"127.0.0.1\"\nports = \"30000-30001\"\n[shards]\ncount = 2\n",
+    );
+    let problem = Config::from_toml_str(&text)
+        .unwrap_err()
+        .problem()
+        .cloned()
+        .unwrap();
+    assert_eq!(problem.field.to_string(), "media.ports");
+    assert_eq!(problem.line, Some(16), "the line of `ports`");
+}
+
+// --- rejected [media] values ---
+
+#[test]
+fn ports_reversed() {
+    rejects(
+        &with_base("[media]\nlisten = \"127.0.0.1\"\nports = \"40000-30000\"\n"),
+        "media.ports: \"40000-30000\" is not a range FIRST-LAST with FIRST < LAST",
+    );
+}
+
+#[test]
+fn ports_not_a_range() {
+    for bad in ["30000", "30000-", "a-b", "30000-30000", "30000:39999"] {
+        rejects(
+            &with_base(&format!(
+                "[media]\nlisten = \"127.0.0.1\"\nports = \"{bad}\"\n"
+            )),
+            &format!("media.ports: \"{bad}\" is not a range FIRST-LAST with FIRST < LAST"),
+        );
+    }
+}
+
+#[test]
+fn ports_privileged_or_above_65535() {
+    for bad in ["80-2000", "1023-2000", "60000-70000"] {
+        rejects(
+            &with_base(&format!(
+                "[media]\nlisten = \"127.0.0.1\"\nports = \"{bad}\"\n"
+            )),
+            &format!("media.ports: \"{bad}\" is outside 1024-65535"),
+        );
+    }
+}
+
+#[test]
+fn ports_missing() {
+    rejects(
+        &with_base("[media]\nlisten = \"127.0.0.1\"\n"),
+        "media: missing field `ports`",
+    );
+}
+
+#[test]
+fn listen_missing() {
+    rejects(
+        &with_base("[media]\nports = \"30000-39999\"\n"),
+        "media: missing field `listen`",
+    );
+}
+
+#[test]
+fn listen_with_a_port() {
+    rejects(
+        &with_base("[media]\nlisten = \"127.0.0.1:30000\"\nports = \"30000-39999\"\n"),
+        "media.listen: \"127.0.0.1:30000\" is not an IP address",
+    );
+}
+
+#[test]
+fn listen_multicast() {
+    rejects(
+        &with_base("[media]\nlisten = \"239.1.1.1\"\nports = \"30000-39999\"\n"),
+        "media.listen: 239.1.1.1 cannot be bound",
+    );
+}
+
+#[test]
+fn advertise_required_with_a_wildcard_listen() {
+    for wildcard in ["0.0.0.0", "::"] {
+        rejects(
+            &with_base(&format!(
+                "[media]\nlisten = \"{wildcard}\"\nports = \"30000-39999\"\n"
+            )),
+            "media.advertise: required when media.listen is a wildcard address",
+        );
+    }
+}
+
+#[test]
+fn advertise_not_unicast() {
+    rejects(
+        &with_base(
+            "[media]\nlisten = \"0.0.0.0\"\nadvertise = \"0.0.0.0\"\nports = \"30000-39999\"\n",
+        ),
+        "media.advertise: 0.0.0.0 is not a unicast address",
+    );
+}
+
+#[test]
+fn advertise_a_host_name() {
+    rejects(
+        &with_base(
+            "[media]\nlisten = \"10.0.0.5\"\nadvertise = \"sbc.example.com\"\nports = \"30000-39999\"\n",
+        ),
+        "media.advertise: \"sbc.example.com\" is not an IP address",
+    );
+}
+
+#[test]
+fn timeout_out_of_range() {
+    for bad in ["0", "86401", "-5"] {
+        rejects(
+            &with_base(&format!(
+                "[media]\nlisten = \"127.0.0.1\"\nports = \"30000-39999\"\ntimeout_s = {bad}\n"
+            )),
+            &format!("media.timeout_s: {bad} is out of range: must be between 1 and 86400 seconds"),
+        );
+    }
+}
+
+#[test]
+fn timeout_not_a_number() {
+    rejects(
+        &with_base(
+            "[media]\nlisten = \"127.0.0.1\"\nports = \"30000-39999\"\ntimeout_s = \"60\"\n",
+        ),
+        "media.timeout_s: invalid type: string \"60\", expected a whole number of seconds",
+    );
+}
+
+#[test]
+fn unknown_media_key() {
+    rejects(
+        &with_base("[media]\nlisten = \"127.0.0.1\"\nports = \"30000-39999\"\nrtcp_mux = true\n"),
+        "media.rtcp_mux: unknown field `rtcp_mux`, expected one of `listen`, `advertise`, `ports`, `timeout_s`",
+    );
+}
+
+// --- trunks: media and codecs ---
+
+#[test]
+fn trunk_media_and_codecs_reach_the_policy() {
+    let text = BASE
+        .replace(
+            "address = \"127.0.0.10:5060\"",
+            "address = \"127.0.0.10:5060\"\nmedia = \"bypass\"\ncodecs = [\"PCMA\", \"Telephone-Event\", \"G722.1\", \"x_y\"]",
+        )
+        .replace(
+            "address = \"127.0.0.20:5060\"",
+            "address = \"127.0.0.20:5060\"\nmedia = \"anchor\"",
+        );
+    let policy = Config::from_toml_str(&text)
+        .unwrap()
+        .compile(&StatsRegistry::new(), 1);
+    let pbx = policy.trunk(TrunkId(0)).unwrap();
+    assert_eq!(pbx.media, MediaMode::Bypass);
+    assert_eq!(
+        pbx.codecs.as_deref(),
+        Some(&["pcma", "telephone-event", "g722.1", "x_y"].map(String::from)[..]),
+        "stored lowercase"
+    );
+    assert!(pbx.allows("pcma") && pbx.allows("telephone-event") && pbx.allows("g722.1"));
+    assert!(
+        !pbx.allows("pcmu") && !pbx.allows("PCMA"),
+        "lowercase names only"
+    );
+
+    let carrier = policy.trunk(TrunkId(1)).unwrap();
+    assert_eq!(carrier.media, MediaMode::Anchor);
+    assert_eq!(carrier.codecs, None);
+    assert!(
+        carrier.allows("pcmu") && carrier.allows("t38"),
+        "no list allows every codec"
+    );
+}
+
+#[test]
+fn trunk_media_defaults_to_anchor() {
+    let policy = Config::from_toml_str(BASE)
+        .unwrap()
+        .compile(&StatsRegistry::new(), 1);
+    assert!(policy.trunks.iter().all(|t| t.media == MediaMode::Anchor));
+}
+
+#[test]
+fn trunk_media_unknown_mode() {
+    rejects(
+        &with_base(
+            "[[trunks]]\nname = \"c\"\nsources = [\"127.0.0.30\"]\naddress = \"127.0.0.30:5060\"\nmedia = \"relay\"\n",
+        ),
+        "trunks[2].media: expected \"anchor\" or \"bypass\", found \"relay\"",
+    );
+    rejects(
+        &BASE.replace(
+            "address = \"127.0.0.10:5060\"",
+            "address = \"127.0.0.10:5060\"\nmedia = \"Bypass\"",
+        ),
+        "trunks[0].media: expected \"anchor\" or \"bypass\"",
+    );
+}
+
+#[test]
+fn trunk_media_not_a_string() {
+    rejects(
+        &BASE.replace(
+            "address = \"127.0.0.10:5060\"",
+            "address = \"127.0.0.10:5060\"\nmedia = true",
+        ),
+        "trunks[0].media: invalid type: boolean `true`, expected \"anchor\" or \"bypass\"",
+    );
+}
+
+#[test]
+fn codec_name_with_a_space() {
+    rejects(
+        &BASE.replace(
+            "address = \"127.0.0.10:5060\"",
+            "address = \"127.0.0.10:5060\"\ncodecs = [\"PCMU\", \"PC MA\"]",
+        ),
+        "trunks[0].codecs[1]: \"PC MA\" is not a codec name",
+    );
+}
+
+#[test]
+fn codec_name_empty_or_with_a_slash() {
+    for bad in ["", "PCMA/8000"] {
+        rejects(
+            &BASE.replace(
+                "address = \"127.0.0.20:5060\"",
+                &format!("address = \"127.0.0.20:5060\"\ncodecs = [\"{bad}\"]"),
+            ),
+            &format!("trunks[1].codecs[0]: \"{bad}\" is not a codec name"),
+        );
+    }
+}
+
+#[test]
+fn codecs_empty() {
+    rejects(
+        &BASE.replace(
+            "address = \"127.0.0.10:5060\"",
+            "address = \"127.0.0.10:5060\"\ncodecs = []",
+        ),
+        "trunks[0].codecs: at least one codec is required; remove the key to allow every codec",
+    );
+}
+
+#[test]
+fn codec_listed_twice_in_any_case() {
+    rejects(
+        &BASE.replace(
+            "address = \"127.0.0.10:5060\"",
+            "address = \"127.0.0.10:5060\"\ncodecs = [\"pcma\", \"PCMU\", \"PCMA\"]",
+        ),
+        "trunks[0].codecs[2]: \"pcma\" is listed twice (first at codecs[0])",
+    );
+}

@@ -1,0 +1,163 @@
+//! Fixed memory for `sendmsg` and single-shot `recvmsg`: each slot holds
+//! its buffer, iovec, address and msghdr, at a stable address for as long
+//! as the kernel may use them.
+
+use std::net::SocketAddr;
+
+use super::socket::RawAddr;
+
+pub(crate) fn empty_msghdr() -> libc::msghdr {
+    libc::msghdr {
+        msg_name: std::ptr::null_mut(),
+        msg_namelen: 0,
+        msg_iov: std::ptr::null_mut(),
+        msg_iovlen: 0,
+        msg_control: std::ptr::null_mut(),
+        msg_controllen: 0,
+        msg_flags: 0,
+    }
+}
+
+/// One in-flight `sendmsg`.
+pub(crate) struct SendSlot {
+    pub buf: Box<[u8]>,
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+    addr: RawAddr,
+}
+
+/// A pool of send slots of one size.
+pub(crate) struct SendPool {
+    slots: Box<[SendSlot]>,
+    free: Vec<u16>,
+}
+
+impl SendPool {
+    pub(crate) fn new(count: u16, size: usize) -> Self {
+        let slots: Box<[SendSlot]> = (0..count)
+            .map(|_| SendSlot {
+                buf: vec![0u8; size].into_boxed_slice(),
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                hdr: empty_msghdr(),
+                addr: RawAddr::default(),
+            })
+            .collect();
+        SendPool {
+            slots,
+            free: (0..count).rev().collect(),
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> Option<u16> {
+        self.free.pop()
+    }
+
+    pub(crate) fn give_back(&mut self, idx: u16) {
+        if usize::from(idx) < self.slots.len() && !self.free.contains(&idx) {
+            self.free.push(idx);
+        }
+    }
+
+    pub(crate) fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    pub(crate) fn buf(&mut self, idx: u16) -> Option<&mut [u8]> {
+        self.slots.get_mut(usize::from(idx)).map(|s| &mut s.buf[..])
+    }
+
+    /// Points the slot's msghdr at its first `len` bytes and at `dest`;
+    /// returns the msghdr for the SQE. The pointers stay valid while the
+    /// pool lives (the slots never move: a boxed slice).
+    pub(crate) fn prepare(
+        &mut self,
+        idx: u16,
+        len: usize,
+        dest: SocketAddr,
+    ) -> Option<*const libc::msghdr> {
+        let slot = self.slots.get_mut(usize::from(idx))?;
+        slot.addr.set(dest);
+        slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
+        slot.iov.iov_len = len.min(slot.buf.len());
+        slot.hdr.msg_name = slot.addr.as_mut_ptr();
+        slot.hdr.msg_namelen = slot.addr.len();
+        slot.hdr.msg_iov = &mut slot.iov;
+        slot.hdr.msg_iovlen = 1;
+        Some(&slot.hdr)
+    }
+}
+
+/// Room for any socket address the kernel writes back.
+#[repr(C, align(8))]
+pub(crate) struct AddrBuf(pub [u8; 128]);
+
+/// Memory for one single-shot `recvmsg` (kernels without multishot or
+/// provided buffer rings).
+pub(crate) struct RecvSlot {
+    buf: Box<[u8]>,
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+    name: AddrBuf,
+}
+
+impl RecvSlot {
+    pub(crate) fn new(size: usize) -> Self {
+        RecvSlot {
+            buf: vec![0u8; size].into_boxed_slice(),
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            hdr: empty_msghdr(),
+            name: AddrBuf([0; 128]),
+        }
+    }
+
+    /// Resets the msghdr for a new receive; the slot must not move until
+    /// the completion (slots live in a boxed slice).
+    pub(crate) fn prepare(&mut self) -> *mut libc::msghdr {
+        self.iov.iov_base = self.buf.as_mut_ptr().cast();
+        self.iov.iov_len = self.buf.len();
+        self.hdr = empty_msghdr();
+        self.hdr.msg_name = self.name.0.as_mut_ptr().cast();
+        self.hdr.msg_namelen = 128;
+        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        &mut self.hdr
+    }
+
+    /// What the completed receive wrote: source address bytes, payload,
+    /// and whether the datagram was truncated.
+    pub(crate) fn received(&self, len: usize) -> (&[u8], &[u8], bool) {
+        let namelen = (self.hdr.msg_namelen as usize).min(self.name.0.len());
+        let truncated = self.hdr.msg_flags & libc::MSG_TRUNC != 0;
+        (
+            &self.name.0[..namelen],
+            &self.buf[..len.min(self.buf.len())],
+            truncated,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_pool_hands_out_each_slot_once() {
+        let mut p = SendPool::new(2, 64);
+        let a = p.take().unwrap();
+        let b = p.take().unwrap();
+        assert_ne!(a, b);
+        assert!(p.take().is_none() && !p.has_free());
+        let hdr = p.prepare(a, 10, "127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(!hdr.is_null());
+        p.give_back(a);
+        p.give_back(a);
+        assert_eq!(p.take(), Some(a));
+        assert!(p.take().is_none(), "a double give-back is ignored");
+    }
+}
