@@ -1,4 +1,7 @@
-//! Shared pieces of the benchmarks: the sample messages.
+//! Shared pieces of the benchmarks: the sample messages, and the relays
+//! and stream set-up of the media benchmark.
+
+pub mod relay;
 
 /// A typical INVITE from a PBX: 12 headers and an SDP offer.
 pub const INVITE: &str = "INVITE sip:+390612345678@192.0.2.1:5060 SIP/2.0\r\n\

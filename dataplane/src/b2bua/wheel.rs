@@ -4,6 +4,7 @@
 //!
 //! Deadlines are rounded up to the next tick, so nothing fires early.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -25,6 +26,9 @@ pub(crate) struct Wheel<T> {
     len: usize,
     /// Entries due at `current - 1` or earlier, not yet handed out.
     ready: Vec<(u64, T)>,
+    /// The earliest tick held, once computed (`Some(None)`: empty);
+    /// `None` when it must be looked for again.
+    earliest: Cell<Option<Option<u64>>>,
 }
 
 impl<T: Copy + Ord> Default for Wheel<T> {
@@ -37,6 +41,7 @@ impl<T: Copy + Ord> Default for Wheel<T> {
             overflow: BinaryHeap::new(),
             len: 0,
             ready: Vec::new(),
+            earliest: Cell::new(Some(None)),
         }
     }
 }
@@ -70,6 +75,10 @@ impl<T: Copy + Ord> Wheel<T> {
     pub fn insert(&mut self, at: Instant, item: T) -> Instant {
         let tick = self.tick_of(at).max(self.current);
         self.len += 1;
+        if let Some(known) = self.earliest.get() {
+            self.earliest
+                .set(Some(Some(known.map_or(tick, |k| k.min(tick)))));
+        }
         if tick - self.current < SLOTS as u64 {
             self.put(tick, item);
         } else {
@@ -94,6 +103,16 @@ impl<T: Copy + Ord> Wheel<T> {
         if let Some((tick, _)) = self.ready.first() {
             return self.instant_of(*tick);
         }
+        if let Some(known) = self.earliest.get() {
+            return known.and_then(|t| self.instant_of(t));
+        }
+        let found = self.scan_next();
+        self.earliest.set(Some(found));
+        found.and_then(|t| self.instant_of(t))
+    }
+
+    /// Finds the earliest tick in the wheel and the overflow heap.
+    fn scan_next(&self) -> Option<u64> {
         let in_wheel = self.next_occupied().map(|slot| {
             let base = self.current & !(SLOTS as u64 - 1);
             let tick = base + slot as u64;
@@ -104,11 +123,10 @@ impl<T: Copy + Ord> Wheel<T> {
             }
         });
         let in_overflow = self.overflow.peek().map(|Reverse((t, _))| *t);
-        let tick = match (in_wheel, in_overflow) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        self.instant_of(tick)
+        match (in_wheel, in_overflow) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The first occupied slot at or after `current`, circularly.
@@ -143,6 +161,7 @@ impl<T: Copy + Ord> Wheel<T> {
         loop {
             if let Some((tick, item)) = self.ready.pop() {
                 self.len -= 1;
+                self.earliest.set(None);
                 return Some((self.instant_of(tick)?, item));
             }
             if self.current > now_tick {

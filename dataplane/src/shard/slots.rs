@@ -30,6 +30,8 @@ pub(crate) struct SendSlot {
 pub(crate) struct SendPool {
     slots: Box<[SendSlot]>,
     free: Vec<u16>,
+    /// Slots handed out (double give-backs are ignored in O(1)).
+    taken: Vec<bool>,
 }
 
 impl SendPool {
@@ -48,15 +50,23 @@ impl SendPool {
         SendPool {
             slots,
             free: (0..count).rev().collect(),
+            taken: vec![false; usize::from(count)],
         }
     }
 
     pub(crate) fn take(&mut self) -> Option<u16> {
-        self.free.pop()
+        let idx = self.free.pop()?;
+        if let Some(t) = self.taken.get_mut(usize::from(idx)) {
+            *t = true;
+        }
+        Some(idx)
     }
 
     pub(crate) fn give_back(&mut self, idx: u16) {
-        if usize::from(idx) < self.slots.len() && !self.free.contains(&idx) {
+        if let Some(t) = self.taken.get_mut(usize::from(idx))
+            && *t
+        {
+            *t = false;
             self.free.push(idx);
         }
     }

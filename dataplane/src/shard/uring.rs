@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use super::bufring::BufRing;
@@ -116,6 +116,8 @@ pub(crate) struct ShardIo {
     media_send: SendPool,
     /// The kernel honours `min_wait_usec` (IORING_FEAT_MIN_TIMEOUT, 6.12+).
     min_timeout: bool,
+    /// The sockets are registered files (index = position in `sockets`).
+    fixed_files: bool,
 }
 
 impl std::fmt::Debug for ShardIo {
@@ -181,6 +183,9 @@ impl ShardIo {
             RecvMode::Single => Self::single(&sockets),
         };
         let min_timeout = ring.params().is_feature_min_timeout();
+        // Registered files: the kernel skips the per-request fd lookup.
+        let fds: Vec<i32> = sockets.iter().map(|(s, _)| s.as_raw_fd()).collect();
+        let fixed_files = ring.submitter().register_files(&fds).is_ok();
         Ok(ShardIo {
             ring,
             recv,
@@ -190,6 +195,7 @@ impl ShardIo {
             sip_send: SendPool::new(sizes.send_slots, SIP_SEND_BUF),
             media_send: SendPool::new(sizes.media_send_slots, MEDIA_SEND_BUF),
             min_timeout,
+            fixed_files,
         })
     }
 
@@ -233,19 +239,28 @@ impl ShardIo {
             return Ok(());
         };
         let fd = Fd(sock.as_raw_fd());
+        let fixed = self
+            .fixed_files
+            .then(|| Fixed(u32::try_from(idx).unwrap_or(u32::MAX)));
         let entry = match &mut self.recv {
             Recv::Multishot { hdr, .. } => {
                 let group = match class {
                     Class::Sip(_) => BGID_SIP,
                     Class::Media(_) => BGID_MEDIA,
                 };
-                opcode::RecvMsgMulti::new(fd, &**hdr, group).build()
+                match fixed {
+                    Some(f) => opcode::RecvMsgMulti::new(f, &**hdr, group).build(),
+                    None => opcode::RecvMsgMulti::new(fd, &**hdr, group).build(),
+                }
             }
             Recv::Single(slots) => {
                 let Some(slot) = slots.get_mut(idx) else {
                     return Ok(());
                 };
-                opcode::RecvMsg::new(fd, slot.prepare()).build()
+                match fixed {
+                    Some(f) => opcode::RecvMsg::new(f, slot.prepare()).build(),
+                    None => opcode::RecvMsg::new(fd, slot.prepare()).build(),
+                }
             }
         };
         push(&mut self.ring, &entry.user_data(RECV | idx as u64))
@@ -286,9 +301,12 @@ impl ShardIo {
             let Some(hdr) = self.sip_send.prepare(idx, t.len, t.dest.addr) else {
                 continue;
             };
-            let entry = opcode::SendMsg::new(fd, hdr)
-                .build()
-                .user_data(SEND_SIP | u64::from(idx));
+            let entry = if self.fixed_files {
+                opcode::SendMsg::new(Fixed(u32::try_from(local).unwrap_or(u32::MAX)), hdr).build()
+            } else {
+                opcode::SendMsg::new(fd, hdr).build()
+            }
+            .user_data(SEND_SIP | u64::from(idx));
             push(&mut self.ring, &entry)?;
         }
         Ok(())
@@ -308,6 +326,7 @@ fn send_media(
     to: std::net::SocketAddr,
     data: &[u8],
     stats: &ShardStats,
+    fixed_files: bool,
 ) -> io::Result<()> {
     let index = usize::from(from_port.wrapping_sub(media_base)) + media_start;
     let Some((sock, Class::Media(_))) = sockets.get(index) else {
@@ -327,9 +346,12 @@ fn send_media(
     let Some(hdr) = pool.prepare(idx, n, to) else {
         return Ok(());
     };
-    let entry = opcode::SendMsg::new(fd, hdr)
-        .build()
-        .user_data(SEND_MEDIA | u64::from(idx));
+    let entry = if fixed_files {
+        opcode::SendMsg::new(Fixed(u32::try_from(index).unwrap_or(u32::MAX)), hdr).build()
+    } else {
+        opcode::SendMsg::new(fd, hdr).build()
+    }
+    .user_data(SEND_MEDIA | u64::from(idx));
     push(ring, &entry)
 }
 
@@ -552,6 +574,7 @@ impl ShardLoop {
                             f.to,
                             r.data,
                             &self.stats,
+                            self.io.fixed_files,
                         )?;
                     }
                 }

@@ -1,0 +1,357 @@
+//! Media relay cost: CPU nanoseconds per relayed 160-byte RTP packet at a
+//! fixed offered rate over many streams on loopback, for
+//!   (a) a minimal relay calling recv_from/send_to once per packet,
+//!   (b) a minimal batched relay (recvmmsg/sendmmsg, 32 per call),
+//!   (c) the sbc (one shard, calls set up over SIP),
+//!   (d) rtpengine in userspace mode (Debian's rtpengine-daemon), driven
+//!       over its ng protocol, when installed,
+//! side by side in one run.
+//!
+//! `cargo build --release -p sbc-controlplane -p sbc-bench &&
+//!  target/release/relaycost --streams 200 --pps 50 --seconds 10`
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sbc_bench::relay::{minimal, setup};
+
+#[derive(Parser, Debug)]
+#[command(about = "CPU per relayed RTP packet: minimal relays, sbc and rtpengine")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Concurrent streams (calls).
+    #[arg(long, default_value_t = 200)]
+    streams: usize,
+    /// Packets per second per stream (50 = 20 ms ptime).
+    #[arg(long, default_value_t = 50)]
+    pps: u32,
+    /// Seconds of traffic per target.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// What to measure (default: all that are available).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    targets: Vec<Target>,
+    #[arg(long, default_value = "target/release/sbc")]
+    sbc: PathBuf,
+    #[arg(long, default_value = "/usr/bin/rtpengine")]
+    rtpengine: PathBuf,
+    /// sbc wake-up coalescing (shards.batch_wait_us).
+    #[arg(long, default_value_t = 200)]
+    batch_wait_us: u32,
+    /// Second octet of the loopback network used (127.N.0.0/24).
+    #[arg(long, default_value_t = 220)]
+    net: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Internal: run the minimal per-packet relay.
+    RelayNaive { listen: SocketAddr, to: SocketAddr },
+    /// Internal: run the minimal batched relay.
+    RelayBatched { listen: SocketAddr, to: SocketAddr },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Naive,
+    Batched,
+    Sbc,
+    Rtpengine,
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("relaycost: {msg}");
+    std::process::exit(2)
+}
+
+fn clk_tck() -> f64 {
+    100.0
+}
+
+/// utime+stime of a process (all its threads), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / clk_tck()
+}
+
+struct Outcome {
+    target: Target,
+    sent: u64,
+    received: u64,
+    cpu_ns_per_packet: f64,
+}
+
+fn rtp_packet(seq: u16, stream: u32) -> [u8; 172] {
+    let mut p = [0u8; 172];
+    p[0] = 0x80;
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[8..12].copy_from_slice(&stream.to_be_bytes());
+    for b in &mut p[12..] {
+        *b = 0xd5;
+    }
+    p
+}
+
+/// Offers `streams * pps` packets/s round-robin over `ports` for `seconds`,
+/// counting what reaches `sink`; measures `pid`'s CPU meanwhile.
+fn drive(
+    a: &Args,
+    relay_ip: &str,
+    ports: &[u16],
+    source: &UdpSocket,
+    sink: UdpSocket,
+    pid: u32,
+    target: Target,
+) -> Outcome {
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    sink.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let counter = {
+        let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if sink.recv_from(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let dests: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| {
+            format!("{relay_ip}:{p}")
+                .parse()
+                .unwrap_or_else(|_| fail("bad address"))
+        })
+        .collect();
+    let total_pps = a.streams as u64 * u64::from(a.pps);
+    let per_tick = (total_pps / 1000).max(1);
+    let ticks = u64::from(a.seconds) * 1000;
+    // Warm up (latching, caches) for half a second, then measure.
+    let mut seq: u16 = 0;
+    let mut next = 0usize;
+    let send_tick = |seq: &mut u16, next: &mut usize| {
+        for _ in 0..per_tick {
+            let stream = *next % a.streams;
+            let dest = dests[stream % dests.len()];
+            let _ = source.send_to(&rtp_packet(*seq, stream as u32), dest);
+            *next += 1;
+            if (*next).is_multiple_of(a.streams) {
+                *seq = seq.wrapping_add(1);
+            }
+        }
+    };
+    let start = Instant::now();
+    for t in 0..500u64 {
+        send_tick(&mut seq, &mut next);
+        sleep_until(start + Duration::from_millis(t + 1));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    received.store(0, Ordering::Relaxed);
+    let cpu0 = cpu_seconds(pid);
+    let start = Instant::now();
+    let mut sent = 0;
+    for t in 0..ticks {
+        send_tick(&mut seq, &mut next);
+        sent += per_tick;
+        sleep_until(start + Duration::from_millis(t + 1));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu1 = cpu_seconds(pid);
+    stop.store(true, Ordering::Relaxed);
+    let _ = counter.join();
+    let got = received.load(Ordering::Relaxed);
+    Outcome {
+        target,
+        sent,
+        received: got,
+        cpu_ns_per_packet: if got > 0 {
+            (cpu1 - cpu0) * 1e9 / got as f64
+        } else {
+            f64::NAN
+        },
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn spawn(cmd: &mut Command, what: &str) -> Proc {
+    Proc(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("cannot start {what}: {e}"))),
+    )
+}
+
+fn run_target(a: &Args, t: Target) -> Option<Outcome> {
+    let ip = |h: u8| format!("127.{}.0.{h}", a.net);
+    let relay_ip = ip(1);
+    let source =
+        UdpSocket::bind(format!("{}:9000", ip(10))).unwrap_or_else(|e| fail(&e.to_string()));
+    let sink_addr: SocketAddr = format!("{}:7000", ip(20))
+        .parse()
+        .unwrap_or_else(|_| fail("bad sink"));
+    let sink = UdpSocket::bind(sink_addr).unwrap_or_else(|e| fail(&e.to_string()));
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
+    let work = std::env::temp_dir().join(format!("sbc-relaycost-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&work);
+    let listen = format!("{relay_ip}:20000");
+    let (proc_, ports) = match t {
+        Target::Naive | Target::Batched => {
+            let sub = if t == Target::Naive {
+                "relay-naive"
+            } else {
+                "relay-batched"
+            };
+            let p = spawn(
+                Command::new(&exe).args([sub, &listen, &sink_addr.to_string()]),
+                sub,
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            (p, vec![20000])
+        }
+        Target::Sbc => {
+            let cfg = format!(
+                "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\nbatch_wait_us = {bw}\n[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n\
+                 [[trunks]]\nname = \"pbx\"\nsources = [\"{c}\"]\naddress = \"{c}:5060\"\n\
+                 [[trunks]]\nname = \"carrier\"\nsources = [\"{s}\"]\naddress = \"{s}:5060\"\n\
+                 [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
+                r = relay_ip,
+                c = ip(10),
+                s = ip(20),
+                bw = a.batch_wait_us
+            );
+            let path = work.join("sbc.toml");
+            std::fs::write(&path, cfg).unwrap_or_else(|e| fail(&e.to_string()));
+            let p = spawn(
+                Command::new(&a.sbc)
+                    .arg("--config")
+                    .arg(&path)
+                    .env("RUST_LOG", "warn"),
+                "sbc",
+            );
+            std::thread::sleep(Duration::from_millis(800));
+            let sbc: SocketAddr = format!("{relay_ip}:5060")
+                .parse()
+                .unwrap_or_else(|_| fail("bad address"));
+            let ports = setup::sbc_calls(sbc, &ip(10), &ip(20), sink_addr, a.streams)
+                .unwrap_or_else(|e| fail(&format!("sbc calls: {e}")));
+            (p, ports)
+        }
+        Target::Rtpengine => {
+            if !Path::new(&a.rtpengine).exists() {
+                eprintln!(
+                    "relaycost: {} not installed (apt-get install rtpengine-daemon): skipped",
+                    a.rtpengine.display()
+                );
+                return None;
+            }
+            let ng = format!("{relay_ip}:2223");
+            let p = spawn(
+                Command::new(&a.rtpengine).args([
+                    "--foreground",
+                    "--log-stderr",
+                    "--table=-1",
+                    "--interface",
+                    &relay_ip,
+                    "--listen-ng",
+                    &ng,
+                    "--port-min",
+                    "32000",
+                    "--port-max",
+                    "33999",
+                    "--log-level",
+                    "3",
+                ]),
+                "rtpengine",
+            );
+            std::thread::sleep(Duration::from_millis(1000));
+            let ng: SocketAddr = ng.parse().unwrap_or_else(|_| fail("bad address"));
+            let ports = setup::rtpengine_streams(ng, &ip(10), sink_addr, a.streams)
+                .unwrap_or_else(|e| fail(&format!("rtpengine: {e}")));
+            (p, ports)
+        }
+    };
+    let pid = proc_.0.id();
+    let out = drive(a, &relay_ip, &ports, &source, sink, pid, t);
+    drop(proc_);
+    let _ = std::fs::remove_dir_all(&work);
+    Some(out)
+}
+
+fn main() {
+    let a = Args::parse();
+    match a.cmd {
+        Some(Cmd::RelayNaive { listen, to }) => {
+            if let Err(e) = minimal::naive(listen, to) {
+                fail(&e.to_string());
+            }
+            return;
+        }
+        Some(Cmd::RelayBatched { listen, to }) => {
+            if let Err(e) = minimal::batched(listen, to) {
+                fail(&e.to_string());
+            }
+            return;
+        }
+        None => {}
+    }
+    let targets = if a.targets.is_empty() {
+        vec![
+            Target::Naive,
+            Target::Batched,
+            Target::Sbc,
+            Target::Rtpengine,
+        ]
+    } else {
+        a.targets.clone()
+    };
+    let results: Vec<Outcome> = targets.iter().filter_map(|t| run_target(&a, *t)).collect();
+    let batched = results
+        .iter()
+        .find(|r| r.target == Target::Batched)
+        .map(|r| r.cpu_ns_per_packet);
+    println!(
+        "{} streams x {} packets/s = {} packets/s of 172-byte RTP, {} s per target\n",
+        a.streams,
+        a.pps,
+        a.streams as u64 * u64::from(a.pps),
+        a.seconds
+    );
+    println!("| relay | sent | relayed | lost % | CPU ns/packet | vs batched minimal |");
+    println!("|---|---|---|---|---|---|");
+    for r in &results {
+        let lost = 100.0 * (r.sent.saturating_sub(r.received)) as f64 / r.sent.max(1) as f64;
+        let ratio = batched.map_or(String::from("—"), |b| {
+            format!("{:.2}", r.cpu_ns_per_packet / b)
+        });
+        println!(
+            "| {:?} | {} | {} | {lost:.2} | {:.0} | {ratio} |",
+            r.target, r.sent, r.received, r.cpu_ns_per_packet
+        );
+    }
+}

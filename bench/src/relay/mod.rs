@@ -1,0 +1,4 @@
+//! The media relay benchmark's pieces.
+
+pub mod minimal;
+pub mod setup;
