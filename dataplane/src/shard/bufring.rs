@@ -20,7 +20,13 @@ const _: () =
 const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 
 /// A ring of `entries` buffers of `size` bytes each.
-pub(crate) struct BufRing {
+///
+/// The owner registers it with an io_uring
+/// (`register_buf_ring_with_flags(ring_addr(), entries(), bgid, 0)`) and
+/// must unregister it, or drop the ring, before dropping this: the kernel
+/// writes into the buffers until then.
+#[derive(Debug)]
+pub struct BufRing {
     ring: *mut RawBuf,
     ring_layout: Layout,
     bufs: *mut u8,
@@ -33,7 +39,7 @@ pub(crate) struct BufRing {
 }
 
 impl BufRing {
-    pub(crate) fn new(entries: u16, size: usize, bgid: u16) -> io::Result<Self> {
+    pub fn new(entries: u16, size: usize, bgid: u16) -> io::Result<Self> {
         if !entries.is_power_of_two() || size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -74,11 +80,11 @@ impl BufRing {
         Ok(br)
     }
 
-    pub(crate) fn ring_addr(&self) -> u64 {
+    pub fn ring_addr(&self) -> u64 {
         self.ring as u64
     }
 
-    pub(crate) fn entries(&self) -> u16 {
+    pub fn entries(&self) -> u16 {
         self.entries
     }
 
@@ -87,7 +93,7 @@ impl BufRing {
     }
 
     /// Puts buffer `bid` back at the tail (published by [`BufRing::publish`]).
-    pub(crate) fn recycle(&mut self, bid: u16) {
+    pub fn recycle(&mut self, bid: u16) {
         let slot = usize::from(self.tail & self.mask());
         let bid = bid.min(self.entries - 1);
         // SAFETY: slot < entries, so the entry is inside the ring
@@ -108,7 +114,7 @@ impl BufRing {
     }
 
     /// Makes recycled buffers visible to the kernel.
-    pub(crate) fn publish(&self) {
+    pub fn publish(&self) {
         // SAFETY: entry 0 is inside the allocation; its `resv` field is the
         // ring tail, a naturally aligned u16 shared with the kernel, which
         // reads it with acquire semantics: a release store through an
@@ -118,7 +124,7 @@ impl BufRing {
     }
 
     /// The bytes the kernel wrote into buffer `bid`.
-    pub(crate) fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+    pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
         let bid = usize::from(bid).min(usize::from(self.entries) - 1);
         let len = len.min(self.size);
         // SAFETY: the range is inside the allocation (bid < entries, len <=

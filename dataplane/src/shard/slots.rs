@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::socket::RawAddr;
 
-pub(crate) fn empty_msghdr() -> libc::msghdr {
+pub fn empty_msghdr() -> libc::msghdr {
     libc::msghdr {
         msg_name: std::ptr::null_mut(),
         msg_namelen: 0,
@@ -27,15 +27,24 @@ pub(crate) struct SendSlot {
 }
 
 /// A pool of send slots of one size.
-pub(crate) struct SendPool {
+pub struct SendPool {
     slots: Box<[SendSlot]>,
     free: Vec<u16>,
     /// Slots handed out (double give-backs are ignored in O(1)).
     taken: Vec<bool>,
 }
 
+impl std::fmt::Debug for SendPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendPool")
+            .field("slots", &self.slots.len())
+            .field("free", &self.free.len())
+            .finish()
+    }
+}
+
 impl SendPool {
-    pub(crate) fn new(count: u16, size: usize) -> Self {
+    pub fn new(count: u16, size: usize) -> Self {
         let slots: Box<[SendSlot]> = (0..count)
             .map(|_| SendSlot {
                 buf: vec![0u8; size].into_boxed_slice(),
@@ -54,7 +63,7 @@ impl SendPool {
         }
     }
 
-    pub(crate) fn take(&mut self) -> Option<u16> {
+    pub fn take(&mut self) -> Option<u16> {
         let idx = self.free.pop()?;
         if let Some(t) = self.taken.get_mut(usize::from(idx)) {
             *t = true;
@@ -62,7 +71,7 @@ impl SendPool {
         Some(idx)
     }
 
-    pub(crate) fn give_back(&mut self, idx: u16) {
+    pub fn give_back(&mut self, idx: u16) {
         if let Some(t) = self.taken.get_mut(usize::from(idx))
             && *t
         {
@@ -71,18 +80,18 @@ impl SendPool {
         }
     }
 
-    pub(crate) fn has_free(&self) -> bool {
+    pub fn has_free(&self) -> bool {
         !self.free.is_empty()
     }
 
-    pub(crate) fn buf(&mut self, idx: u16) -> Option<&mut [u8]> {
+    pub fn buf(&mut self, idx: u16) -> Option<&mut [u8]> {
         self.slots.get_mut(usize::from(idx)).map(|s| &mut s.buf[..])
     }
 
     /// Points the slot's msghdr at its first `len` bytes and at `dest`;
     /// returns the msghdr for the SQE. The pointers stay valid while the
     /// pool lives (the slots never move: a boxed slice).
-    pub(crate) fn prepare(
+    pub fn prepare(
         &mut self,
         idx: u16,
         len: usize,

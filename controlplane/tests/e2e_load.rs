@@ -1,0 +1,100 @@
+//! End-to-end: sbc-load (the workspace's SIPp-compatible load generator)
+//! as caller and callee, with the real `sbc` between them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The sbc-load binary, built next to `sbc` by a workspace build.
+fn sbc_load() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_sbc"))
+        .parent()
+        .unwrap()
+        .join("sbc-load");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+fn run(args: &[String], json: &std::path::Path) -> std::process::Child {
+    Command::new(sbc_load())
+        .args(["--threads", "2", "--quiet", "-nostdin", "-timeout", "90"])
+        .arg("--json")
+        .arg(json)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait(mut c: std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = c.try_wait() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn sbc_load_calls_through_the_sbc_on_two_shards() {
+    let net = Net(114);
+    let calls = 1000;
+    let sbc = Sbc::start(net, &example_config(net, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
+    let uas = run(
+        &uas_args(net, &net.carrier_a(), "uas_answer.xml", calls, 0),
+        &uas_json,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = uac_args(
+        net,
+        &net.pbx(),
+        "uac_basic.xml",
+        "+390612345678",
+        calls,
+        200,
+        40,
+    );
+    args.extend(["-d".into(), "200".into()]);
+    let uac_code = wait(run(&args, &uac_json), Duration::from_secs(120));
+    let uas_code = wait(uas, Duration::from_secs(30));
+    let (uac, uas) = (report(&uac_json), report(&uas_json));
+    assert_eq!(uac_code, Some(0), "caller: {uac:#}\n{}", sbc.log());
+    assert_eq!(uas_code, Some(0), "callee: {uas:#}");
+    for r in [&uac, &uas] {
+        assert_eq!(r["calls_succeeded"], calls);
+        assert_eq!(r["calls_failed"], 0);
+    }
+    assert!(uac["invite_to_200"]["count"] == calls, "{uac:#}");
+    let n = calls as f64;
+    assert_eq!(
+        sbc.metric(r#"sbc_calls_answered_total{trunk="carrier-a",direction="outbound"}"#),
+        n
+    );
+    for s in 0..2 {
+        let per = sbc.metric(&format!(r#"sbc_shard_calls_total{{shard="{s}"}}"#));
+        assert!(per > n / 2.0 * 0.6, "shard {s} got {per} of {n} calls");
+    }
+}

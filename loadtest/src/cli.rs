@@ -1,0 +1,328 @@
+//! SIPp's command line, as far as sbc-load implements it: the options keep
+//! SIPp's single-dash names and meaning, so a SIPp command line runs after
+//! replacing the program name. sbc-load's own options use two dashes.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// SIPp options sbc-load accepts (without the dash). Each is rewritten to
+/// `--name` before clap sees it.
+const SIPP_OPTIONS: &[&str] = &[
+    "sf",
+    "sn",
+    "i",
+    "p",
+    "s",
+    "r",
+    "rp",
+    "m",
+    "l",
+    "d",
+    "t",
+    "au",
+    "ap",
+    "inf",
+    "mi",
+    "mp",
+    "timeout",
+    "timeout_error",
+    "recv_timeout",
+    "nr",
+    "max_retrans",
+    "max_invite_retrans",
+    "max_non_invite_retrans",
+    "T2",
+    "nostdin",
+    "deadcall_wait",
+    "base_cseq",
+    "cp",
+];
+
+/// SIPp options sbc-load knows but does not implement: an error names
+/// them rather than ignoring them.
+const UNSUPPORTED: &[&str] = &[
+    "bg",
+    "trace_msg",
+    "trace_err",
+    "trace_stat",
+    "trace_screen",
+    "trace_logs",
+    "trace_rtt",
+    "trace_counts",
+    "stf",
+    "fd",
+    "users",
+    "rtp_echo",
+    "tls_cert",
+    "tls_key",
+    "key",
+    "set",
+    "master",
+    "slave",
+    "3pcc",
+    "rsa",
+    "ci",
+    "sd",
+    "aa",
+    "default_behaviors",
+    "rate_increase",
+    "rate_max",
+    "no_rate_quit",
+    "rate_scale",
+    "skip_rlimit",
+    "watchdog_interval",
+];
+
+/// A SIP load generator that runs SIPp XML scenarios on every core.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sbc-load",
+    version,
+    about = "SIP load generator: runs SIPp XML scenarios (caller and callee) with SIPp's options, one io_uring thread per core",
+    after_help = "SIPp options are written with one dash, as in SIPp (-sf, -sn, -r, -m ...). \
+                  Exit status (as SIPp's): 0 every call succeeded, 1 some call failed (or the scenario \
+                  could not be loaded), 97 -timeout reached with no call processed, 254 a socket \
+                  could not be bound, 255 another error or -timeout_error reached."
+)]
+pub struct Args {
+    /// Remote host[:port] the calls go to (caller scenarios).
+    pub remote: Option<String>,
+
+    /// Scenario file (SIPp XML).
+    #[arg(long = "sf", value_name = "FILE")]
+    pub scenario_file: Option<PathBuf>,
+    /// Built-in scenario: uac (caller) or uas (callee).
+    #[arg(long = "sn", value_name = "NAME")]
+    pub scenario_name: Option<String>,
+    /// Local IP address (bind and [local_ip]).
+    #[arg(long = "i", value_name = "IP")]
+    pub local_ip: Option<IpAddr>,
+    /// Local port; callers with several threads use port, port+1, ...
+    /// (default: 5060 for a callee, any free port for a caller).
+    #[arg(long = "p", value_name = "PORT")]
+    pub local_port: Option<u16>,
+    /// [service]: the user part of the Request-URI.
+    #[arg(long = "s", value_name = "SERVICE", default_value = "service")]
+    pub service: String,
+    /// Calls per rate period (see -rp).
+    #[arg(long = "r", value_name = "RATE", default_value_t = 10.0)]
+    pub rate: f64,
+    /// Rate period in milliseconds.
+    #[arg(long = "rp", value_name = "MS", default_value_t = 1000)]
+    pub rate_period_ms: u64,
+    /// Stop after this many calls.
+    #[arg(long = "m", value_name = "CALLS")]
+    pub max_calls: Option<u64>,
+    /// Most calls open at once (default, as SIPp: 3 x rate x the longer
+    /// of the scenario's pauses, -d and 1 s).
+    #[arg(long = "l", value_name = "CALLS")]
+    pub limit: Option<usize>,
+    /// Length of <pause/> without milliseconds, in ms.
+    #[arg(long = "d", value_name = "MS", default_value_t = 0)]
+    pub duration_ms: u64,
+    /// Transport mode: u1 (UDP, one socket; sbc-load uses one per thread).
+    #[arg(long = "t", value_name = "MODE", default_value = "u1")]
+    pub transport: String,
+    /// Username for [authentication] (default: the -s service).
+    #[arg(long = "au", value_name = "USER")]
+    pub auth_user: Option<String>,
+    /// Password for [authentication].
+    #[arg(long = "ap", value_name = "PASSWORD", default_value = "password")]
+    pub auth_pass: String,
+    /// Injection file for [fieldN].
+    #[arg(long = "inf", value_name = "FILE")]
+    pub inject_file: Option<PathBuf>,
+    /// Media IP ([media_ip]).
+    #[arg(long = "mi", value_name = "IP")]
+    pub media_ip: Option<IpAddr>,
+    /// Media port ([media_port]).
+    #[arg(long = "mp", value_name = "PORT", default_value_t = 6000)]
+    pub media_port: u16,
+    /// After this long (seconds, or 500ms, 2m, 1h) no new call starts;
+    /// open calls get 32 s more to end, then count as failed.
+    #[arg(long = "timeout", value_name = "TIME")]
+    pub timeout: Option<String>,
+    /// With -timeout: stop at once at the timeout, exit status 255.
+    #[arg(long = "timeout_error")]
+    pub timeout_error: bool,
+    /// Timeout in ms of a <recv> without its own timeout.
+    #[arg(long = "recv_timeout", value_name = "MS")]
+    pub recv_timeout_ms: Option<u64>,
+    /// No UDP retransmissions.
+    #[arg(long = "nr")]
+    pub no_retrans: bool,
+    /// Cap on retransmissions of any message (default 9; INVITE 5).
+    #[arg(long = "max_retrans", value_name = "N")]
+    pub max_retrans: Option<u32>,
+    #[arg(long = "max_invite_retrans", value_name = "N")]
+    pub max_invite_retrans: Option<u32>,
+    #[arg(long = "max_non_invite_retrans", value_name = "N")]
+    pub max_non_invite_retrans: Option<u32>,
+    /// T2 (ms): the cap of non-INVITE retransmission intervals.
+    #[arg(long = "T2", value_name = "MS", default_value_t = 4000)]
+    pub t2_ms: u64,
+    /// Accepted for SIPp compatibility (sbc-load never reads the keyboard).
+    #[arg(long = "nostdin")]
+    pub nostdin: bool,
+    /// How long (ms) messages of ended calls are absorbed quietly.
+    #[arg(long = "deadcall_wait", value_name = "MS", default_value_t = 33_000)]
+    pub deadcall_wait_ms: u64,
+    /// Accepted for SIPp compatibility: sbc-load has no remote-control
+    /// socket, so the control port is not used.
+    #[arg(long = "cp", value_name = "PORT")]
+    pub control_port: Option<u16>,
+    /// Initial [cseq].
+    #[arg(long = "base_cseq", value_name = "N", default_value_t = 1)]
+    pub base_cseq: u64,
+
+    /// Threads, each with its own socket and io_uring (default: one per
+    /// core).
+    #[arg(long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Wake-up coalescing in microseconds: a thread sleeps until 64
+    /// completions are ready or this long has passed (0: wake on each).
+    /// Adds at most this much to measured response times.
+    #[arg(long = "batch-wait-us", value_name = "US", default_value_t = 200)]
+    pub batch_wait_us: u64,
+    /// Pin thread i to core i.
+    #[arg(long = "pin")]
+    pub pin: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long = "json", value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Print only the report's summary line.
+    #[arg(long = "quiet")]
+    pub quiet: bool,
+}
+
+/// Rewrites SIPp's single-dash options to clap's double-dash form, and
+/// refuses SIPp options sbc-load does not implement.
+pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (i, a) in args.into_iter().enumerate() {
+        if i > 0
+            && let Some(name) = a.strip_prefix('-')
+            && !name.starts_with('-')
+            && !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            if SIPP_OPTIONS.contains(&name) {
+                out.push(format!("--{name}"));
+                continue;
+            }
+            if UNSUPPORTED.contains(&name) {
+                return Err(format!(
+                    "the SIPp option -{name} is not supported by sbc-load"
+                ));
+            }
+            if name == "h" || name == "v" || name == "V" {
+                out.push(a);
+                continue;
+            }
+            return Err(format!("unknown option -{name}"));
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// Parses a `-timeout` value: seconds, or a number with ms, s, m or h.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (s, 1000)
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n.saturating_mul(mult))
+        .map_err(|_| format!("-timeout {s}: expected a number of seconds (or 500ms, 2m, 1h)"))
+}
+
+/// Resolves `host[:port]` (default port 5060).
+pub fn parse_remote(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 5060));
+    }
+    let with_port = if s.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:5060")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("remote host {s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("remote host {s}: no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn parse(line: &str) -> Result<Args, String> {
+        let args = normalize(line.split_whitespace().map(String::from))?;
+        Args::try_parse_from(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_sipp_command_line_parses() {
+        let a = parse(
+            "sipp -sf uac.xml -s 1000 -i 127.0.0.1 -p 15061 127.0.0.1:15060 -t u1 -m 20 -r 10 -rp 1000 -d 1000 -timeout 60 -timeout_error -nostdin -au bob -ap pw -inf f.csv -mp 7000 -l 50",
+        )
+        .unwrap();
+        assert_eq!(a.scenario_file, Some(PathBuf::from("uac.xml")));
+        assert_eq!(a.service, "1000");
+        assert_eq!(a.local_port, Some(15061));
+        assert_eq!(a.remote.as_deref(), Some("127.0.0.1:15060"));
+        assert_eq!(a.max_calls, Some(20));
+        assert_eq!(a.rate, 10.0);
+        assert_eq!(a.duration_ms, 1000);
+        assert_eq!(a.limit, Some(50));
+        assert_eq!(a.auth_user.as_deref(), Some("bob"));
+        assert_eq!(a.auth_pass, "pw");
+        assert_eq!(a.media_port, 7000);
+        assert!(a.timeout_error && a.nostdin);
+    }
+
+    #[test]
+    fn unsupported_and_unknown_options_are_named() {
+        let e = parse("sipp -sn uac -trace_msg 127.0.0.1").unwrap_err();
+        assert!(e.contains("-trace_msg"), "{e}");
+        let e = parse("sipp -sn uac -bogus 127.0.0.1").unwrap_err();
+        assert!(e.contains("-bogus"), "{e}");
+        let a = parse("sbc-load -sn uas --threads 2 --json out.json").unwrap();
+        assert_eq!(a.threads, Some(2));
+    }
+
+    #[test]
+    fn durations_and_remotes() {
+        assert_eq!(parse_duration_ms("60").unwrap(), 60_000);
+        assert_eq!(parse_duration_ms("500ms").unwrap(), 500);
+        assert_eq!(parse_duration_ms("2m").unwrap(), 120_000);
+        assert!(parse_duration_ms("x").is_err());
+        assert_eq!(
+            parse_remote("127.0.0.1").unwrap(),
+            "127.0.0.1:5060".parse().unwrap()
+        );
+        assert_eq!(
+            parse_remote("127.0.0.1:5070").unwrap(),
+            "127.0.0.1:5070".parse().unwrap()
+        );
+        assert_eq!(parse_remote("localhost:5070").unwrap().port(), 5070);
+    }
+}

@@ -1,0 +1,1458 @@
+//! The sans-IO core of sbc-load: one [`Endpoint`] per thread holds that
+//! thread's calls, each a state machine walking the scenario. It takes
+//! datagrams and the current time and queues what to send; the I/O loop
+//! (`runtime.rs`) and the tests drive it.
+//!
+//! Behaviour follows SIPp where the scenario format depends on it:
+//! messages are matched to calls by Call-ID; a `<recv>` is matched by
+//! status code or method, trying the expected step and the optional ones
+//! after it; a late message matching an earlier optional step is absorbed;
+//! a retransmission of a message already received (same bytes) is answered
+//! with the message sent after it; anything else fails the call as an
+//! unexpected message. Requests are retransmitted over UDP from their T1
+//! (doubling, capped at T2 except for INVITE) until a `<recv>` matches.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sbc_dataplane::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
+
+use crate::digest::{Challenge, credentials};
+use crate::inject::Inject;
+use crate::scenario::{Action, Arith, Compare, Expect, RTD_COUNT, Scenario, SearchIn, StepKind};
+use crate::stats::{FailReason, Stats};
+use crate::template::{Keyword, LastHeader};
+
+/// Settings shared by every thread of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub local_ip: IpAddr,
+    pub media_ip: IpAddr,
+    pub media_port: u16,
+    pub service: Vec<u8>,
+    pub pid: u32,
+    pub auth_user: Option<Vec<u8>>,
+    pub auth_pass: Option<Vec<u8>>,
+    /// `<pause/>` without `milliseconds` (SIPp `-d`).
+    pub pause_ms: u64,
+    /// Cap of non-INVITE retransmission intervals (SIPp `-T2`).
+    pub t2_ms: u64,
+    pub max_invite_retrans: u32,
+    pub max_non_invite_retrans: u32,
+    /// `-nr`: no retransmissions at all.
+    pub retrans_enabled: bool,
+    /// `-recv_timeout`: for `<recv>` without `timeout`.
+    pub recv_timeout_ms: Option<u64>,
+    pub inject: Option<Arc<Inject>>,
+    /// How long messages of ended calls are quietly absorbed.
+    pub deadcall_ms: u64,
+    /// `-base_cseq`: the first `[cseq]` of a call.
+    pub base_cseq: u64,
+    /// `-m`: calls to create in all, shared by the threads.
+    pub quota: Option<Arc<Quota>>,
+}
+
+/// A run-wide call budget (`-m`) that every thread draws from.
+#[derive(Debug)]
+pub struct Quota {
+    max: u64,
+    taken: AtomicU64,
+}
+
+impl Quota {
+    pub fn new(max: u64) -> Self {
+        Quota {
+            max,
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one call from the budget; false when it is spent.
+    pub fn try_take(&self) -> bool {
+        self.taken.fetch_add(1, Ordering::Relaxed) < self.max
+    }
+
+    pub fn exhausted(&self) -> bool {
+        self.taken.load(Ordering::Relaxed) >= self.max
+    }
+}
+
+impl Config {
+    pub fn new(local_ip: IpAddr) -> Self {
+        Config {
+            local_ip,
+            media_ip: local_ip,
+            media_port: 6000,
+            service: b"service".to_vec(),
+            pid: std::process::id(),
+            auth_user: None,
+            auth_pass: None,
+            pause_ms: 0,
+            t2_ms: 4000,
+            max_invite_retrans: 5,
+            max_non_invite_retrans: 9,
+            retrans_enabled: true,
+            recv_timeout_ms: None,
+            inject: None,
+            deadcall_ms: 32_000,
+            base_cseq: 1,
+            quota: None,
+        }
+    }
+}
+
+/// A call variable's value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Unset,
+    Str(Vec<u8>),
+    Num(f64),
+    Bool(bool),
+}
+
+impl Value {
+    fn truthy(&self) -> bool {
+        match self {
+            Value::Unset => false,
+            Value::Str(s) => !s.is_empty(),
+            Value::Num(n) => *n != 0.0,
+            Value::Bool(b) => *b,
+        }
+    }
+
+    fn number(&self) -> f64 {
+        match self {
+            Value::Num(n) => *n,
+            Value::Bool(b) => f64::from(u8::from(*b)),
+            Value::Str(s) => std::str::from_utf8(s)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0.0),
+            Value::Unset => 0.0,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Unset => {}
+            Value::Str(s) => out.extend_from_slice(s),
+            // SIPp prints doubles with "%lf".
+            Value::Num(n) => out.extend_from_slice(format!("{n:.6}").as_bytes()),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wait {
+    Running,
+    Recv { deadline: Option<u64> },
+    Pause { until: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retrans {
+    next_at: u64,
+    interval: u64,
+    count: u32,
+    max: u32,
+    invite: bool,
+    /// The `<send>` step being retransmitted.
+    step: usize,
+}
+
+#[derive(Debug)]
+struct Call {
+    serial: u64,
+    number: u64,
+    id: Vec<u8>,
+    peer: SocketAddr,
+    step: usize,
+    wait: Wait,
+    vars: Vec<Value>,
+    last_msg: Vec<u8>,
+    peer_tag: Vec<u8>,
+    routes: Vec<u8>,
+    next_url: Vec<u8>,
+    last_sent: Vec<u8>,
+    /// The `<recv>` step the last sent message followed.
+    sent_after: Option<usize>,
+    last_recv: Option<usize>,
+    retrans: Option<Retrans>,
+    /// Per step: hash of the message matched there (0: none).
+    recv_hashes: Vec<u64>,
+    rtd_start: [u64; RTD_COUNT],
+    rtd_done: [bool; RTD_COUNT],
+    invite_at: Option<u64>,
+    got_18x: bool,
+    got_200: bool,
+    started: u64,
+    cseq: u64,
+    inject_row: usize,
+    /// The first INVITE sent (for CANCEL, ACK and BYE when the call is
+    /// aborted).
+    invite: Vec<u8>,
+    /// Highest status received for that INVITE (0: none).
+    invite_status: u16,
+    /// The To header of the final response to the INVITE.
+    invite_to: Vec<u8>,
+    /// Set by a failed `check_it`: the call goes on and counts as failed.
+    doomed: Option<FailReason>,
+    /// The deadline last put on the timer heap.
+    scheduled: Option<u64>,
+}
+
+impl Call {
+    fn empty(steps: usize, vars: usize) -> Self {
+        Call {
+            serial: 0,
+            number: 0,
+            id: Vec::with_capacity(48),
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            step: 0,
+            wait: Wait::Running,
+            vars: vec![Value::Unset; vars],
+            last_msg: Vec::new(),
+            peer_tag: Vec::new(),
+            routes: Vec::new(),
+            next_url: Vec::new(),
+            last_sent: Vec::with_capacity(1024),
+            sent_after: None,
+            last_recv: None,
+            retrans: None,
+            recv_hashes: vec![0; steps],
+            rtd_start: [0; RTD_COUNT],
+            rtd_done: [false; RTD_COUNT],
+            invite_at: None,
+            got_18x: false,
+            got_200: false,
+            started: 0,
+            cseq: 0,
+            inject_row: 0,
+            invite: Vec::new(),
+            invite_status: 0,
+            invite_to: Vec::new(),
+            doomed: None,
+            scheduled: None,
+        }
+    }
+
+    /// Back to a fresh call, keeping the buffers' memory.
+    fn reset(&mut self) {
+        self.id.clear();
+        self.step = 0;
+        self.wait = Wait::Running;
+        self.vars.fill(Value::Unset);
+        self.last_msg.clear();
+        self.peer_tag.clear();
+        self.routes.clear();
+        self.next_url.clear();
+        self.last_sent.clear();
+        self.sent_after = None;
+        self.last_recv = None;
+        self.retrans = None;
+        self.recv_hashes.fill(0);
+        self.rtd_start = [0; RTD_COUNT];
+        self.rtd_done = [false; RTD_COUNT];
+        self.invite_at = None;
+        self.got_18x = false;
+        self.got_200 = false;
+        self.invite.clear();
+        self.invite_status = 0;
+        self.invite_to.clear();
+        self.doomed = None;
+        self.scheduled = None;
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        let wait = match self.wait {
+            Wait::Running => None,
+            Wait::Recv { deadline } => deadline,
+            Wait::Pause { until } => Some(until),
+        };
+        match (wait, self.retrans.map(|r| r.next_at)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// One datagram to send: `len` bytes at `start` of the output buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing {
+    pub dst: SocketAddr,
+    pub start: usize,
+    pub len: usize,
+}
+
+enum Flow {
+    Waiting,
+    Finished,
+    Failed(FailReason),
+}
+
+/// One thread's calls. Times are microseconds since the run started.
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: Arc<Config>,
+    scn: Arc<Scenario>,
+    local_ip: Vec<u8>,
+    local_port: u16,
+    /// Where a caller sends its first message.
+    remote: Option<SocketAddr>,
+    pid: Vec<u8>,
+    slab: Vec<Option<Call>>,
+    free: Vec<u32>,
+    /// Call-ID hash -> slot (the call's own Call-ID is checked on use).
+    by_id: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    spare: Vec<Call>,
+    timers: BinaryHeap<Reverse<(u64, u32, u64)>>,
+    dead: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    dead_fifo: VecDeque<(u64, u64)>,
+    seed: u64,
+    next_number: u64,
+    number_stride: u64,
+    serial: u64,
+    rng: u64,
+    needs_last: bool,
+    /// False once the run stops taking new calls.
+    accepting: bool,
+    out_buf: Vec<u8>,
+    out: Vec<Outgoing>,
+    pub stats: Stats,
+}
+
+/// Ended calls kept for their buffers.
+const SPARE_CALLS: usize = 4096;
+
+/// A keyed 64-bit hash for Call-IDs and retransmission checks (the load
+/// generator's own traffic: speed over resistance to crafted input).
+fn fast_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    // fmix64 (MurmurHash3's finaliser).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^ (h >> 33)
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    s.trim_ascii()
+}
+
+fn ip_type(ip: IpAddr) -> &'static [u8] {
+    if ip.is_ipv6() { b"6" } else { b"4" }
+}
+
+fn ip_text(ip: IpAddr) -> Vec<u8> {
+    ip.to_string().into_bytes()
+}
+
+impl Endpoint {
+    /// `first_number` and `stride` number the calls of this thread (thread
+    /// `i` of `n`: `i + 1` and `n`), so Call-IDs are unique across threads.
+    pub fn new(
+        cfg: Arc<Config>,
+        scn: Arc<Scenario>,
+        local_port: u16,
+        remote: Option<SocketAddr>,
+        first_number: u64,
+        stride: u64,
+    ) -> Self {
+        // Keep the last message only when something reads it later.
+        let needs_last = scn.uses(|k| {
+            matches!(
+                k,
+                Keyword::Last(_)
+                    | Keyword::LastRequestUri
+                    | Keyword::LastCseqNumber
+                    | Keyword::Authentication { .. }
+            )
+        }) || scn
+            .steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Nop) && !s.actions.is_empty());
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        let steps = scn.steps.len();
+        Endpoint {
+            local_ip: ip_text(cfg.local_ip),
+            pid: cfg.pid.to_string().into_bytes(),
+            cfg,
+            scn,
+            local_port,
+            remote,
+            slab: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::default(),
+            spare: Vec::new(),
+            timers: BinaryHeap::new(),
+            dead: HashSet::default(),
+            dead_fifo: VecDeque::new(),
+            seed: u64::from_le_bytes(seed).rotate_left(17) ^ 0x5851_F42D_4C95_7F2D,
+            next_number: first_number.max(1),
+            number_stride: stride.max(1),
+            serial: 0,
+            rng: u64::from_le_bytes(seed) | 1,
+            needs_last,
+            accepting: true,
+            out_buf: Vec::with_capacity(1 << 16),
+            out: Vec::with_capacity(256),
+            stats: Stats::new(steps),
+        }
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.local_port
+    }
+
+    /// Calls in progress.
+    pub fn open_calls(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether the run's call budget (`-m`) has room left.
+    pub fn may_create(&self) -> bool {
+        self.accepting && self.cfg.quota.as_ref().is_none_or(|q| !q.exhausted())
+    }
+
+    /// Stops taking new calls (open calls go on).
+    pub fn close(&mut self) {
+        self.accepting = false;
+    }
+
+    fn take_quota(&self) -> bool {
+        self.accepting && self.cfg.quota.as_ref().is_none_or(|q| q.try_take())
+    }
+
+    /// Datagrams queued since the last [`Endpoint::clear_out`].
+    pub fn outgoing(&self) -> (&[Outgoing], &[u8]) {
+        (&self.out, &self.out_buf)
+    }
+
+    pub fn clear_out(&mut self) {
+        self.out.clear();
+        self.out_buf.clear();
+    }
+
+    /// Earliest time [`Endpoint::on_timers`] has work.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        fast_hash(self.seed, bytes) | 1
+    }
+
+    fn emit(&mut self, dst: SocketAddr, bytes: &[u8]) {
+        let start = self.out_buf.len();
+        self.out_buf.extend_from_slice(bytes);
+        self.out.push(Outgoing {
+            dst,
+            start,
+            len: bytes.len(),
+        });
+        self.stats.msgs_sent += 1;
+    }
+
+    /// Creates a call (reusing the buffers of an ended one). `id` empty:
+    /// mint a Call-ID. `None` if the Call-ID's hash is taken.
+    fn new_call(&mut self, now: u64, peer: SocketAddr, id: &[u8]) -> Option<u32> {
+        let number = self.next_number;
+        self.next_number += self.number_stride;
+        self.serial += 1;
+        let r = self.random();
+        let inject_row = self
+            .cfg
+            .inject
+            .as_ref()
+            .map_or(0, |inj| inj.row_for(number, r));
+        let mut call = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Call::empty(self.scn.steps.len(), self.scn.vars.len()));
+        call.reset();
+        call.serial = self.serial;
+        call.number = number;
+        call.peer = peer;
+        call.started = now;
+        call.cseq = self.cfg.base_cseq.saturating_sub(1);
+        call.inject_row = inject_row;
+        if id.is_empty() {
+            call.id
+                .extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
+            call.id.push(b'-');
+            call.id.extend_from_slice(&self.pid);
+            call.id.push(b'@');
+            call.id.extend_from_slice(&self.local_ip);
+        } else {
+            call.id.extend_from_slice(id);
+        }
+        let key = self.hash(&call.id);
+        if self.by_id.contains_key(&key) {
+            self.spare.push(call);
+            return None;
+        }
+        let slot = match self.free.pop() {
+            Some(s) => {
+                if let Some(e) = self.slab.get_mut(s as usize) {
+                    *e = Some(call);
+                }
+                s
+            }
+            None => {
+                self.slab.push(Some(call));
+                u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.by_id.insert(key, slot);
+        self.stats.created += 1;
+        Some(slot)
+    }
+
+    /// Starts one call of a caller scenario. Returns false when this
+    /// endpoint has no destination or reached its call limit.
+    pub fn start_call(&mut self, now: u64) -> bool {
+        let Some(remote) = self.remote else {
+            return false;
+        };
+        if !self.scn.starts_with_send() || !self.take_quota() {
+            return false;
+        }
+        let Some(slot) = self.new_call(now, remote, b"") else {
+            return false;
+        };
+        self.run(slot, now, |ep, call, now| ep.advance(call, now));
+        true
+    }
+
+    /// Takes a call out of its slot, runs `f`, and puts it back or ends it.
+    fn run<F>(&mut self, slot: u32, now: u64, f: F)
+    where
+        F: FnOnce(&mut Self, &mut Call, u64) -> Flow,
+    {
+        let Some(mut call) = self.slab.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        match f(self, &mut call, now) {
+            Flow::Waiting => {
+                if let Some(d) = call.deadline()
+                    && call.scheduled != Some(d)
+                {
+                    call.scheduled = Some(d);
+                    self.timers.push(Reverse((d, slot, call.serial)));
+                }
+                if let Some(e) = self.slab.get_mut(slot as usize) {
+                    *e = Some(call);
+                }
+            }
+            Flow::Finished => {
+                match call.doomed {
+                    Some(reason) => self.stats.fail(reason),
+                    None => {
+                        self.stats.succeeded += 1;
+                        Stats::record(
+                            &mut self.stats.call_length,
+                            now.saturating_sub(call.started),
+                        );
+                    }
+                }
+                self.end(slot, call, now);
+            }
+            Flow::Failed(reason) => {
+                self.stats.fail(reason);
+                self.abort(&call);
+                self.end(slot, call, now);
+            }
+        }
+    }
+
+    fn end(&mut self, slot: u32, call: Call, now: u64) {
+        let h = self.hash(&call.id);
+        self.by_id.remove(&h);
+        self.free.push(slot);
+        if self.dead.insert(h) {
+            self.dead_fifo
+                .push_back((now + self.cfg.deadcall_ms * 1000, h));
+        }
+        if self.spare.len() < SPARE_CALLS {
+            self.spare.push(call);
+        }
+    }
+
+    /// Ends every open call as failed (`Aborted`): the run is over.
+    pub fn abort_all(&mut self, now: u64) {
+        for slot in 0..self.slab.len() {
+            if let Some(call) = self.slab.get_mut(slot).and_then(Option::take) {
+                self.stats.fail(FailReason::Aborted);
+                self.end(u32::try_from(slot).unwrap_or(u32::MAX), call, now);
+            }
+        }
+    }
+
+    /// Handles one received datagram from `src`.
+    pub fn on_datagram(&mut self, now: u64, src: SocketAddr, bytes: &[u8]) {
+        self.stats.msgs_received += 1;
+        let Ok(msg) = Message::parse(bytes) else {
+            self.stats.parse_errors += 1;
+            return;
+        };
+        let Some(cid) = msg.value(HeaderName::CallId).map(trim) else {
+            self.stats.parse_errors += 1;
+            return;
+        };
+        let key = self.hash(cid);
+        if let Some(&slot) = self.by_id.get(&key)
+            && self
+                .slab
+                .get(slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == cid)
+        {
+            self.run(slot, now, |ep, call, now| {
+                ep.on_message(call, now, &msg, bytes)
+            });
+            return;
+        }
+        if self.dead.contains(&key) {
+            self.stats.dead_call_msgs += 1;
+            return;
+        }
+        let starts_here = match (msg.start_line(), self.scn.first_request()) {
+            (StartLine::Request(r), Some(m)) => r.method_raw == m,
+            _ => false,
+        };
+        if !starts_here || !self.take_quota() {
+            self.stats.out_of_call_msgs += 1;
+            return;
+        }
+        let Some(slot) = self.new_call(now, src, cid) else {
+            self.stats.out_of_call_msgs += 1;
+            return;
+        };
+        self.run(slot, now, |ep, call, now| match ep.advance(call, now) {
+            Flow::Waiting => ep.on_message(call, now, &msg, bytes),
+            done => done,
+        });
+    }
+
+    /// Runs due timers: retransmissions, pauses, receive timeouts.
+    pub fn on_timers(&mut self, now: u64) {
+        while let Some(&Reverse((at, slot, serial))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let live = self
+                .slab
+                .get(slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.serial == serial);
+            if live {
+                self.run(slot, now, |ep, call, now| {
+                    call.scheduled = None;
+                    ep.on_call_timer(call, now)
+                });
+            }
+        }
+        while let Some(&(expire, h)) = self.dead_fifo.front() {
+            if expire > now {
+                break;
+            }
+            self.dead_fifo.pop_front();
+            self.dead.remove(&h);
+        }
+    }
+
+    fn on_call_timer(&mut self, call: &mut Call, now: u64) -> Flow {
+        if let Some(mut r) = call.retrans
+            && r.next_at <= now
+        {
+            if r.count >= r.max {
+                return Flow::Failed(FailReason::MaxRetrans);
+            }
+            let bytes = std::mem::take(&mut call.last_sent);
+            self.emit(call.peer, &bytes);
+            call.last_sent = bytes;
+            self.stats.retrans_sent += 1;
+            if let Some(s) = self.stats.step(r.step) {
+                s.retransmissions += 1;
+            }
+            r.count += 1;
+            r.interval = if r.invite {
+                r.interval * 2
+            } else {
+                (r.interval * 2).min(self.cfg.t2_ms * 1000)
+            };
+            r.next_at = now + r.interval;
+            call.retrans = Some(r);
+        }
+        match call.wait {
+            Wait::Pause { until } if until <= now => {
+                call.wait = Wait::Running;
+                call.step = self.next_of(call, call.step);
+                self.advance(call, now)
+            }
+            Wait::Recv { deadline: Some(d) } if d <= now => {
+                if let Some(s) = self.stats.step(call.step) {
+                    s.timeouts += 1;
+                }
+                let target = match self.scn.steps.get(call.step).map(|s| &s.kind) {
+                    Some(StepKind::Recv(r)) => r.on_timeout,
+                    _ => None,
+                };
+                match target {
+                    Some(t) => {
+                        call.wait = Wait::Running;
+                        call.retrans = None;
+                        call.step = t;
+                        self.advance(call, now)
+                    }
+                    None => Flow::Failed(FailReason::RecvTimeout),
+                }
+            }
+            _ => Flow::Waiting,
+        }
+    }
+
+    /// The step after `idx`, following `next` (with `test` / `chance`).
+    fn next_of(&mut self, call: &Call, idx: usize) -> usize {
+        let Some(step) = self.scn.steps.get(idx) else {
+            return idx + 1;
+        };
+        let Some(target) = step.next else {
+            return idx + 1;
+        };
+        if let Some(v) = step.test
+            && !call.vars.get(usize::from(v.0)).is_some_and(Value::truthy)
+        {
+            return idx + 1;
+        }
+        if let Some(c) = step.chance {
+            let r = (self.random() >> 11) as f64 / (1u64 << 53) as f64;
+            if r >= c {
+                return idx + 1;
+            }
+        }
+        target
+    }
+
+    fn rtd(&mut self, call: &mut Call, idx: usize, now: u64) {
+        let Some(step) = self.scn.steps.get(idx) else {
+            return;
+        };
+        if let Some(r) = step.start_rtd.map(usize::from)
+            && let Some(t) = call.rtd_start.get_mut(r)
+        {
+            *t = now;
+            if let Some(d) = call.rtd_done.get_mut(r) {
+                *d = false;
+            }
+        }
+        if let Some(r) = step.rtd.map(usize::from) {
+            let started = call.rtd_start.get(r).copied().unwrap_or(0);
+            let done = call.rtd_done.get(r).copied().unwrap_or(true);
+            if (!done || step.repeat_rtd)
+                && (started != 0 || call.rtd_start.get(r).is_some())
+                && let Some(h) = self.stats.rtd.get_mut(r)
+            {
+                let from = if started == 0 { call.started } else { started };
+                Stats::record(h, now.saturating_sub(from));
+                if let Some(d) = call.rtd_done.get_mut(r) {
+                    *d = true;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, call: &mut Call, now: u64, msg: &Message<'_>, bytes: &[u8]) -> Flow {
+        let h = self.hash(bytes);
+        if let Some(k) = call.recv_hashes.iter().position(|&x| x == h) {
+            self.stats.retrans_received += 1;
+            if let Some(s) = self.stats.step(k) {
+                s.retransmissions += 1;
+            }
+            if call.sent_after == Some(k) && !call.last_sent.is_empty() {
+                let bytes = std::mem::take(&mut call.last_sent);
+                self.emit(call.peer, &bytes);
+                call.last_sent = bytes;
+                self.stats.retrans_sent += 1;
+            }
+            return Flow::Waiting;
+        }
+        // What any message of the call tells, matched or not.
+        match msg.start_line() {
+            StartLine::Response(s) => {
+                if let Some(n) = self.stats.responses.get_mut(usize::from(s.code)) {
+                    *n += 1;
+                }
+                let for_invite = msg
+                    .value(HeaderName::CSeq)
+                    .and_then(CSeq::parse)
+                    .is_some_and(|c| c.method_raw == b"INVITE");
+                if for_invite && let Some(sent) = call.invite_at {
+                    call.invite_status = call.invite_status.max(s.code);
+                    if s.code >= 200 {
+                        call.invite_to.clear();
+                        if let Some(to) = msg.value(HeaderName::To) {
+                            call.invite_to.extend_from_slice(to);
+                        }
+                    }
+                    if (s.code == 180 || s.code == 183) && !call.got_18x {
+                        call.got_18x = true;
+                        Stats::record(&mut self.stats.invite_to_18x, now.saturating_sub(sent));
+                    } else if (200..300).contains(&s.code) && !call.got_200 {
+                        call.got_200 = true;
+                        Stats::record(&mut self.stats.invite_to_200, now.saturating_sub(sent));
+                    }
+                }
+            }
+            StartLine::Request(_) => {
+                // [cseq] follows the peer's requests (SIPp: never below).
+                if let Some(c) = msg.value(HeaderName::CSeq).and_then(CSeq::parse) {
+                    call.cseq = call.cseq.max(u64::from(c.seq));
+                }
+            }
+        }
+
+        let scn = Arc::clone(&self.scn);
+        let matches = |e: &Expect| match (e, msg.start_line()) {
+            (Expect::Response(c), StartLine::Response(s)) => *c == s.code,
+            (Expect::Request(m), StartLine::Request(r)) => r.method_raw == m.as_slice(),
+            _ => false,
+        };
+        let mut found = None;
+        if matches!(call.wait, Wait::Recv { .. }) {
+            let mut j = call.step;
+            while let Some(StepKind::Recv(r)) = scn.steps.get(j).map(|s| &s.kind) {
+                if matches(&r.expect) {
+                    found = Some(j);
+                    break;
+                }
+                if !r.optional {
+                    break;
+                }
+                j += 1;
+            }
+        }
+        let Some(j) = found else {
+            let late_optional = (0..call.step.min(scn.steps.len())).rev().any(|j| {
+                matches!(scn.steps.get(j).map(|s| &s.kind),
+                    Some(StepKind::Recv(r)) if r.optional && matches(&r.expect))
+            });
+            if late_optional {
+                self.stats.absorbed += 1;
+                return Flow::Waiting;
+            }
+            if let Some(s) = self.stats.step(call.step) {
+                s.unexpected += 1;
+            }
+            // SIPp answers an unexpected BYE or CANCEL before giving up.
+            if let Some(r) = msg.request_line()
+                && matches!(r.method_raw, b"BYE" | b"CANCEL")
+            {
+                let mut out = Vec::with_capacity(512);
+                ok_response(msg, &mut out);
+                self.emit(call.peer, &out);
+            }
+            return Flow::Failed(FailReason::UnexpectedMessage);
+        };
+        if let Some(s) = self.stats.step(j) {
+            s.received += 1;
+        }
+        if let Some(slot) = call.recv_hashes.get_mut(j) {
+            *slot = h;
+        }
+        call.retrans = None;
+        if self.needs_last {
+            call.last_msg.clear();
+            call.last_msg.extend_from_slice(bytes);
+        }
+
+        let is_response = !msg.is_request();
+        // [peer_tag_param]: the To tag of the last response.
+        if is_response
+            && let Some(tag) = msg
+                .value(HeaderName::To)
+                .and_then(|v| NameAddr::parse(v).ok())
+                .and_then(|na| na.tag())
+                .filter(|t| !t.is_empty())
+        {
+            call.peer_tag.clear();
+            call.peer_tag.extend_from_slice(tag);
+        }
+        if let Some(StepKind::Recv(r)) = scn.steps.get(j).map(|s| &s.kind)
+            && r.rrs
+            && call.next_url.is_empty()
+        {
+            remember_route_set(call, msg, is_response);
+        }
+        self.rtd(call, j, now);
+        if let Some(step) = scn.steps.get(j)
+            && let Err(reason) = run_actions(&step.actions, call, Some(msg))
+        {
+            call.doomed.get_or_insert(reason);
+        }
+        call.last_recv = Some(j);
+        call.step = self.next_of(call, j);
+        call.wait = Wait::Running;
+        self.advance(call, now)
+    }
+
+    /// A call failed: like SIPp, a caller cleans up its INVITE
+    /// transaction: CANCEL while only provisional responses came, ACK a
+    /// final error, ACK and BYE an answered call.
+    fn abort(&mut self, call: &Call) {
+        if call.invite.is_empty() || call.invite_status == 0 {
+            return;
+        }
+        let Ok(inv) = Message::parse(&call.invite) else {
+            return;
+        };
+        let Some(rl) = inv.request_line() else {
+            return;
+        };
+        let seq = inv
+            .value(HeaderName::CSeq)
+            .and_then(CSeq::parse)
+            .map_or(1, |c| c.seq);
+        let mut out = Vec::with_capacity(512);
+        let request = |out: &mut Vec<u8>, method: &[u8], seq: u32, new_branch: bool, to: &[u8]| {
+            out.clear();
+            out.extend_from_slice(method);
+            out.push(b' ');
+            out.extend_from_slice(rl.uri);
+            out.extend_from_slice(b" SIP/2.0\r\n");
+            if let Some(via) = inv.value(HeaderName::Via) {
+                out.extend_from_slice(b"Via: ");
+                if new_branch {
+                    // A new transaction: the INVITE's branch, suffixed.
+                    with_branch_suffix(via, method, out);
+                } else {
+                    out.extend_from_slice(via);
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            for (name, v) in [
+                (&b"From"[..], inv.value(HeaderName::From)),
+                (b"To", Some(to)),
+                (b"Call-ID", inv.value(HeaderName::CallId)),
+            ] {
+                if let Some(v) = v {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(v);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            out.extend_from_slice(b"CSeq: ");
+            out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(method);
+            out.extend_from_slice(b"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+        };
+        let inv_to = inv.value(HeaderName::To).unwrap_or(b"");
+        match call.invite_status {
+            100..=199 => {
+                request(&mut out, b"CANCEL", seq, false, inv_to);
+                self.emit(call.peer, &out);
+            }
+            200..=299 => {
+                let to = call.invite_to.clone();
+                request(&mut out, b"ACK", seq, true, &to);
+                self.emit(call.peer, &out);
+                request(&mut out, b"BYE", seq.saturating_add(1), true, &to);
+                self.emit(call.peer, &out);
+            }
+            _ => {
+                let to = call.invite_to.clone();
+                request(&mut out, b"ACK", seq, false, &to);
+                self.emit(call.peer, &out);
+            }
+        }
+    }
+
+    /// Runs steps from `call.step` until the call waits or ends.
+    fn advance(&mut self, call: &mut Call, now: u64) -> Flow {
+        let scn = Arc::clone(&self.scn);
+        let last_bytes = std::mem::take(&mut call.last_msg);
+        let last = if self.needs_last {
+            Message::parse(&last_bytes).ok()
+        } else {
+            None
+        };
+        let budget = scn.steps.len() * 8 + 64;
+        let mut flow = Flow::Failed(FailReason::ScenarioLoop);
+        for _ in 0..budget {
+            let idx = call.step;
+            let Some(step) = scn.steps.get(idx) else {
+                flow = Flow::Finished;
+                break;
+            };
+            match &step.kind {
+                StepKind::Send { msg, retrans_ms } => {
+                    let method = msg.method();
+                    // [cseq] counts the requests sent, except ACK and CANCEL.
+                    if method.is_some_and(|m| m != b"ACK" && m != b"CANCEL") {
+                        call.cseq += 1;
+                    }
+                    let mut buf = std::mem::take(&mut call.last_sent);
+                    buf.clear();
+                    let mut failure = None;
+                    msg.render(&mut buf, |kw, out| {
+                        if let Err(r) = self.keyword(kw, call, idx, last.as_ref(), out) {
+                            failure = Some(r);
+                        }
+                    });
+                    if let Some(r) = failure {
+                        call.last_sent = buf;
+                        flow = Flow::Failed(r);
+                        break;
+                    }
+                    self.emit(call.peer, &buf);
+                    call.last_sent = buf;
+                    if let Some(s) = self.stats.step(idx) {
+                        s.sent += 1;
+                    }
+                    call.sent_after = call.last_recv;
+                    let invite = method == Some(b"INVITE");
+                    if invite && call.invite_at.is_none() {
+                        call.invite_at = Some(now);
+                        call.invite.clone_from(&call.last_sent);
+                    }
+                    // Only a <send retrans="T1"> is retransmitted (SIPp has
+                    // no default).
+                    call.retrans = match *retrans_ms {
+                        Some(t1) if self.cfg.retrans_enabled && t1 > 0 => Some(Retrans {
+                            next_at: now + t1 * 1000,
+                            interval: t1 * 1000,
+                            count: 0,
+                            max: if invite {
+                                self.cfg.max_invite_retrans
+                            } else {
+                                self.cfg.max_non_invite_retrans
+                            },
+                            invite,
+                            step: idx,
+                        }),
+                        _ => None,
+                    };
+                    self.rtd(call, idx, now);
+                    call.step = self.next_of(call, idx);
+                }
+                StepKind::Recv(r) => {
+                    let timeout = r.timeout_ms.or(self.cfg.recv_timeout_ms);
+                    call.wait = Wait::Recv {
+                        deadline: timeout.map(|t| now + t * 1000),
+                    };
+                    flow = Flow::Waiting;
+                    break;
+                }
+                StepKind::Pause { ms } => {
+                    self.rtd(call, idx, now);
+                    let ms = ms.unwrap_or(self.cfg.pause_ms);
+                    if ms == 0 {
+                        call.step = self.next_of(call, idx);
+                        continue;
+                    }
+                    call.wait = Wait::Pause {
+                        until: now + ms * 1000,
+                    };
+                    flow = Flow::Waiting;
+                    break;
+                }
+                StepKind::Nop => {
+                    self.rtd(call, idx, now);
+                    if let Err(e) = run_actions(&step.actions, call, last.as_ref()) {
+                        call.doomed.get_or_insert(e);
+                    }
+                    call.step = self.next_of(call, idx);
+                }
+            }
+        }
+        call.last_msg = last_bytes;
+        flow
+    }
+
+    /// Writes a keyword's value for a message of `call` at step `idx`.
+    fn keyword(
+        &self,
+        kw: &Keyword,
+        call: &Call,
+        idx: usize,
+        last: Option<&Message<'_>>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FailReason> {
+        let num = |out: &mut Vec<u8>, n: u64| {
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        };
+        match kw {
+            Keyword::CallId => out.extend_from_slice(&call.id),
+            Keyword::CallNumber => num(out, call.number),
+            Keyword::Branch(back) => {
+                out.extend_from_slice(b"z9hG4bK-");
+                out.extend_from_slice(&self.pid);
+                out.push(b'-');
+                num(out, call.number);
+                out.push(b'-');
+                num(out, (idx as u64).saturating_sub(u64::from(*back)));
+            }
+            Keyword::Cseq(off) => num(out, call.cseq.saturating_add_signed(*off)),
+            Keyword::Len => {}
+            Keyword::Last(h) => write_last(last, h, out),
+            Keyword::LastRequestUri => {
+                if let Some(r) = last.and_then(Message::request_line) {
+                    out.extend_from_slice(r.uri);
+                }
+            }
+            Keyword::LastCseqNumber => {
+                if let Some(c) = last
+                    .and_then(|m| m.value(HeaderName::CSeq))
+                    .and_then(CSeq::parse)
+                {
+                    num(out, u64::from(c.seq));
+                }
+            }
+            Keyword::PeerTagParam => {
+                if !call.peer_tag.is_empty() {
+                    out.extend_from_slice(b";tag=");
+                    out.extend_from_slice(&call.peer_tag);
+                }
+            }
+            Keyword::Routes => {
+                if !call.routes.is_empty() {
+                    out.extend_from_slice(b"Route: ");
+                    out.extend_from_slice(&call.routes);
+                }
+            }
+            Keyword::NextUrl => out.extend_from_slice(&call.next_url),
+            Keyword::LocalIp => out.extend_from_slice(&self.local_ip),
+            Keyword::LocalIpType => out.extend_from_slice(ip_type(self.cfg.local_ip)),
+            Keyword::LocalPort => num(out, u64::from(self.local_port)),
+            Keyword::RemoteIp => out.extend_from_slice(call.peer.ip().to_string().as_bytes()),
+            Keyword::RemoteIpType => out.extend_from_slice(ip_type(call.peer.ip())),
+            Keyword::RemotePort => num(out, u64::from(call.peer.port())),
+            Keyword::Transport => out.extend_from_slice(b"UDP"),
+            Keyword::MediaIp => out.extend_from_slice(self.cfg.media_ip.to_string().as_bytes()),
+            Keyword::MediaIpType => out.extend_from_slice(ip_type(self.cfg.media_ip)),
+            Keyword::MediaPort(off) => {
+                num(
+                    out,
+                    u64::from(self.cfg.media_port).saturating_add_signed(*off),
+                );
+            }
+            Keyword::Service => out.extend_from_slice(&self.cfg.service),
+            Keyword::Pid => out.extend_from_slice(&self.pid),
+            Keyword::Authentication { username, password } => {
+                let user = username.as_ref().or(self.cfg.auth_user.as_ref());
+                let pass = password.as_ref().or(self.cfg.auth_pass.as_ref());
+                let (Some(user), Some(pass), Some(last)) = (user, pass, last) else {
+                    return Err(FailReason::AuthFailed);
+                };
+                let (challenge, header): (_, &[u8]) =
+                    match last.value(HeaderName::ProxyAuthenticate) {
+                        Some(v) => (v, b"Proxy-Authorization: "),
+                        None => match last.value(HeaderName::WwwAuthenticate) {
+                            Some(v) => (v, b"Authorization: "),
+                            None => return Err(FailReason::AuthFailed),
+                        },
+                    };
+                let Some(c) = Challenge::parse(challenge).filter(Challenge::supported) else {
+                    return Err(FailReason::AuthFailed);
+                };
+                // The request line rendered so far gives method and URI.
+                let line_end = out
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .unwrap_or(out.len());
+                let mut words = out[..line_end].split(|&b| b == b' ');
+                let method = words.next().unwrap_or(b"").to_vec();
+                let uri = words.next().unwrap_or(b"").to_vec();
+                let mut cnonce = [0u8; 16];
+                let mut n = call.number ^ (u64::from(self.cfg.pid) << 32);
+                for b in cnonce.iter_mut() {
+                    *b = b"0123456789abcdef"[(n & 15) as usize];
+                    n >>= 4;
+                }
+                out.extend_from_slice(header);
+                credentials(&c, &method, &uri, user, pass, &cnonce, out);
+            }
+            Keyword::Field(n) => {
+                if let Some(inj) = &self.cfg.inject {
+                    out.extend_from_slice(inj.field(call.inject_row, *n));
+                }
+            }
+            Keyword::Var(v) => {
+                if let Some(val) = call.vars.get(usize::from(v.0)) {
+                    val.write(out);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies a Via value with its branch parameter suffixed by `-tag`.
+fn with_branch_suffix(via: &[u8], tag: &[u8], out: &mut Vec<u8>) {
+    let at = via
+        .windows(7)
+        .position(|w| w.eq_ignore_ascii_case(b"branch="));
+    let Some(at) = at else {
+        out.extend_from_slice(via);
+        return;
+    };
+    let end = via[at..]
+        .iter()
+        .position(|&b| matches!(b, b';' | b',' | b' ' | b'\t'))
+        .map_or(via.len(), |e| at + e);
+    out.extend_from_slice(&via[..end]);
+    out.push(b'-');
+    out.extend_from_slice(tag);
+    out.extend_from_slice(&via[end..]);
+}
+
+/// A 200 OK for a request, from its Via, From, To, Call-ID and CSeq.
+fn ok_response(req: &Message<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
+    for h in req.headers() {
+        let name: &[u8] = match h.name {
+            HeaderName::Via => b"Via",
+            HeaderName::From => b"From",
+            HeaderName::To => b"To",
+            HeaderName::CallId => b"Call-ID",
+            HeaderName::CSeq => b"CSeq",
+            _ => continue,
+        };
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// `[last_X:]`: every X header of the last message, on one line (values
+/// joined with ", ", as SIPp does).
+fn write_last(last: Option<&Message<'_>>, h: &LastHeader, out: &mut Vec<u8>) {
+    let Some(m) = last else {
+        return;
+    };
+    let mut first = true;
+    for hdr in m.headers().filter(|x| h.matches(x.name, x.raw_name)) {
+        if first && !h.value_only {
+            out.extend_from_slice(&h.display);
+            out.extend_from_slice(b": ");
+        }
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(hdr.value);
+        first = false;
+    }
+}
+
+/// `rrs="true"`: the route set and remote target for in-dialog requests
+/// (RFC 3261 §12.1): Record-Route reversed for a caller (from a
+/// response), in order for a callee (from a request); the Contact URI.
+fn remember_route_set(call: &mut Call, msg: &Message<'_>, from_response: bool) {
+    let mut entries: Vec<&[u8]> = msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .map(trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if from_response {
+        entries.reverse();
+    }
+    call.routes.clear();
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            call.routes.extend_from_slice(b", ");
+        }
+        call.routes.extend_from_slice(e);
+    }
+    call.next_url.clear();
+    if let Some(uri) = msg
+        .value(HeaderName::Contact)
+        .and_then(|v| CommaList::new(v).next())
+        .and_then(|c| NameAddr::parse(c).ok())
+        .map(|na| na.uri)
+    {
+        call.next_url.extend_from_slice(uri);
+    }
+}
+
+/// Runs a step's actions on the message just received (or, in a `<nop>`,
+/// the last one).
+fn run_actions(
+    actions: &[Action],
+    call: &mut Call,
+    msg: Option<&Message<'_>>,
+) -> Result<(), FailReason> {
+    for a in actions {
+        match a {
+            Action::Ereg {
+                regex,
+                search_in,
+                check_it,
+                check_it_inverse,
+                assign_to,
+            } => {
+                let mut hay: Vec<u8> = Vec::new();
+                let text: &[u8] = match (msg, search_in) {
+                    (None, _) => b"",
+                    (Some(m), SearchIn::Msg) => m.as_bytes(),
+                    (Some(m), SearchIn::Body) => m.body(),
+                    (Some(m), SearchIn::Hdr(name)) => {
+                        let kind = HeaderName::parse(name);
+                        for (i, h) in m
+                            .headers()
+                            .filter(|h| {
+                                if kind == HeaderName::Other {
+                                    h.name == HeaderName::Other
+                                        && h.raw_name.eq_ignore_ascii_case(name)
+                                } else {
+                                    h.name == kind
+                                }
+                            })
+                            .enumerate()
+                        {
+                            if i > 0 {
+                                hay.extend_from_slice(b", ");
+                            }
+                            hay.extend_from_slice(h.value);
+                        }
+                        &hay
+                    }
+                };
+                let caps = regex.captures(text);
+                let matched = caps.is_some();
+                for (i, v) in assign_to.iter().enumerate() {
+                    let val = caps
+                        .as_ref()
+                        .and_then(|c| c.get(i))
+                        .map(|m| Value::Str(m.as_bytes().to_vec()))
+                        .unwrap_or(Value::Unset);
+                    if let Some(slot) = call.vars.get_mut(usize::from(v.0)) {
+                        *slot = val;
+                    }
+                }
+                if (*check_it && !matched) || (*check_it_inverse && matched) {
+                    return Err(FailReason::RegexpNoMatch);
+                }
+            }
+            Action::AssignStr { var, value } => {
+                let mut out = Vec::new();
+                value.render_value(&mut out, |kw, out| match kw {
+                    Keyword::Last(h) => write_last(msg, h, out),
+                    Keyword::Var(v) => {
+                        if let Some(val) = call.vars.get(usize::from(v.0)) {
+                            val.write(out);
+                        }
+                    }
+                    Keyword::CallId => out.extend_from_slice(&call.id),
+                    Keyword::CallNumber => {
+                        out.extend_from_slice(itoa::Buffer::new().format(call.number).as_bytes());
+                    }
+                    Keyword::PeerTagParam if !call.peer_tag.is_empty() => {
+                        out.extend_from_slice(b";tag=");
+                        out.extend_from_slice(&call.peer_tag);
+                    }
+                    _ => {}
+                });
+                if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
+                    *slot = Value::Str(out);
+                }
+            }
+            Action::Assign { var, value } => {
+                if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
+                    *slot = Value::Num(*value);
+                }
+            }
+            Action::Arith { op, var, value } => {
+                if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
+                    let x = slot.number();
+                    *slot = Value::Num(match op {
+                        Arith::Add => x + value,
+                        Arith::Subtract => x - value,
+                        Arith::Multiply => x * value,
+                        Arith::Divide => x / value,
+                    });
+                }
+            }
+            Action::Test {
+                var,
+                variable,
+                compare,
+                value,
+            } => {
+                let x = call
+                    .vars
+                    .get(usize::from(variable.0))
+                    .map_or(0.0, Value::number);
+                let r = match compare {
+                    Compare::Equal => x == *value,
+                    Compare::NotEqual => x != *value,
+                    Compare::Greater => x > *value,
+                    Compare::Less => x < *value,
+                    Compare::GreaterEqual => x >= *value,
+                    Compare::LessEqual => x <= *value,
+                };
+                if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
+                    *slot = Value::Bool(r);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! sbc-load: a SIP load generator that runs SIPp XML scenarios on every
+//! core, each thread with its own UDP socket and io_uring.
+//!
+//! The protocol logic is sans-IO ([`engine::Endpoint`]): it takes
+//! datagrams and the time and queues what to send, so tests drive it
+//! without sockets. [`runtime`] is the io_uring loop around it.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod digest;
+pub mod engine;
+pub mod inject;
+pub mod report;
+pub mod run;
+pub mod runtime;
+pub mod scenario;
+pub mod stats;
+pub mod template;
+
+/// Built-in scenarios for `-sn`, shipped as files in `scenarios/` so that
+/// stock SIPp runs them too.
+pub fn builtin(name: &str) -> Option<&'static str> {
+    match name {
+        "uac" => Some(include_str!("../scenarios/uac_basic.xml")),
+        "uas" => Some(include_str!("../scenarios/uas_basic.xml")),
+        _ => None,
+    }
+}

@@ -1,0 +1,296 @@
+//! The end-of-run report: a table for people and JSON for tools.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::scenario::{Expect, Scenario, StepKind};
+use crate::stats::{FailReason, Stats};
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Some(Percentiles {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub index: usize,
+    pub element: String,
+    pub message: String,
+    pub sent: u64,
+    pub received: u64,
+    pub retransmissions: u64,
+    pub timeouts: u64,
+    pub unexpected: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailureCount {
+    pub reason: FailReason,
+    pub label: &'static str,
+    pub calls: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub role: &'static str,
+    pub threads: usize,
+    pub elapsed_s: f64,
+    pub calls_created: u64,
+    pub calls_succeeded: u64,
+    pub calls_failed: u64,
+    pub failures: Vec<FailureCount>,
+    /// Calls completed (succeeded) per second of the run.
+    pub achieved_cps: f64,
+    /// Calls created per second of the run.
+    pub offered_cps: f64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub retransmissions_sent: u64,
+    pub retransmissions_received: u64,
+    pub late_optional_absorbed: u64,
+    pub dead_call_messages: u64,
+    pub out_of_call_messages: u64,
+    pub parse_errors: u64,
+    pub send_errors: u64,
+    /// Responses received, by status code.
+    pub responses: Vec<(u16, u64)>,
+    pub invite_to_18x: Option<Percentiles>,
+    pub invite_to_200: Option<Percentiles>,
+    /// `rtd="N"` counters the scenario uses (1-based name, percentiles).
+    pub rtd: Vec<(usize, Percentiles)>,
+    pub call_length: Option<Percentiles>,
+    pub steps: Vec<StepReport>,
+}
+
+impl Report {
+    pub fn new(
+        scn: &Scenario,
+        role: &'static str,
+        threads: usize,
+        elapsed_s: f64,
+        s: &Stats,
+    ) -> Self {
+        let steps = scn
+            .steps
+            .iter()
+            .zip(s.steps.iter())
+            .enumerate()
+            .map(|(index, (step, c))| {
+                let (element, message) = match &step.kind {
+                    StepKind::Send { msg, .. } => (
+                        "send",
+                        msg.method()
+                            .map(|m| String::from_utf8_lossy(m).into_owned())
+                            .unwrap_or_else(|| "response".into()),
+                    ),
+                    StepKind::Recv(r) => (
+                        "recv",
+                        match &r.expect {
+                            Expect::Response(_) | Expect::Request(_) => r.expect.to_string(),
+                        },
+                    ),
+                    StepKind::Pause { ms } => (
+                        "pause",
+                        ms.map_or_else(|| "-d".into(), |m| format!("{m} ms")),
+                    ),
+                    StepKind::Nop => ("nop", String::new()),
+                };
+                StepReport {
+                    index,
+                    element: element.into(),
+                    message,
+                    sent: c.sent,
+                    received: c.received,
+                    retransmissions: c.retransmissions,
+                    timeouts: c.timeouts,
+                    unexpected: c.unexpected,
+                }
+            })
+            .collect();
+        let secs = elapsed_s.max(1e-9);
+        Report {
+            scenario: scn.name.clone(),
+            role,
+            threads,
+            elapsed_s,
+            calls_created: s.created,
+            calls_succeeded: s.succeeded,
+            calls_failed: s.failed_total(),
+            failures: FailReason::ALL
+                .iter()
+                .map(|&r| FailureCount {
+                    reason: r,
+                    label: r.label(),
+                    calls: s.failed_by(r),
+                })
+                .filter(|f| f.calls > 0)
+                .collect(),
+            achieved_cps: s.succeeded as f64 / secs,
+            offered_cps: s.created as f64 / secs,
+            messages_sent: s.msgs_sent,
+            messages_received: s.msgs_received,
+            retransmissions_sent: s.retrans_sent,
+            retransmissions_received: s.retrans_received,
+            late_optional_absorbed: s.absorbed,
+            dead_call_messages: s.dead_call_msgs,
+            out_of_call_messages: s.out_of_call_msgs,
+            parse_errors: s.parse_errors,
+            send_errors: s.send_errors,
+            responses: s
+                .responses
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, n)| (u16::try_from(c).unwrap_or(0), *n))
+                .collect(),
+            invite_to_18x: Percentiles::of(&s.invite_to_18x),
+            invite_to_200: Percentiles::of(&s.invite_to_200),
+            rtd: s
+                .rtd
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| scn.rtds_used.get(*i).copied().unwrap_or(false))
+                .filter_map(|(i, h)| Percentiles::of(h).map(|p| (i + 1, p)))
+                .collect(),
+            call_length: Percentiles::of(&s.call_length),
+            steps,
+        }
+    }
+
+    /// The exit status SIPp gives at the end of a run: 0 every call
+    /// succeeded, 1 some failed.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.calls_failed > 0)
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "sbc-load: {} calls, {} succeeded, {} failed, {:.1} calls/s over {:.2} s ({} threads)",
+            self.calls_created,
+            self.calls_succeeded,
+            self.calls_failed,
+            self.achieved_cps,
+            self.elapsed_s,
+            self.threads
+        )
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Scenario \"{}\" ({}), {} thread(s), {:.2} s",
+            self.scenario, self.role, self.threads, self.elapsed_s
+        );
+        let _ = writeln!(s, "  {:<28}{:>12}", "Calls created", self.calls_created);
+        let _ = writeln!(s, "  {:<28}{:>12}", "Successful call", self.calls_succeeded);
+        let _ = writeln!(s, "  {:<28}{:>12}", "Failed call", self.calls_failed);
+        for f in &self.failures {
+            let _ = writeln!(s, "    {:<26}{:>12}", f.label, f.calls);
+        }
+        let _ = writeln!(
+            s,
+            "  {:<28}{:>12.1}",
+            "Calls/s (completed)", self.achieved_cps
+        );
+        let _ = writeln!(s, "  {:<28}{:>12.1}", "Calls/s (created)", self.offered_cps);
+        let _ = writeln!(
+            s,
+            "  {:<28}{:>12} / {}",
+            "Messages sent / received", self.messages_sent, self.messages_received
+        );
+        let _ = writeln!(
+            s,
+            "  {:<28}{:>12} / {}",
+            "Retransmissions sent / recv", self.retransmissions_sent, self.retransmissions_received
+        );
+        for (label, n) in [
+            ("Late optional absorbed", self.late_optional_absorbed),
+            ("Dead-call messages", self.dead_call_messages),
+            ("Out-of-call messages", self.out_of_call_messages),
+            ("Parse errors", self.parse_errors),
+            ("Send errors", self.send_errors),
+        ] {
+            if n > 0 {
+                let _ = writeln!(s, "  {label:<28}{n:>12}");
+            }
+        }
+        if !self.responses.is_empty() {
+            let codes: Vec<String> = self
+                .responses
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            let _ = writeln!(s, "  Responses received          {}", codes.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "\n  {:<18}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "Response time ms", "count", "p50", "p90", "p99", "p99.9", "max"
+        );
+        let mut row = |name: String, p: &Percentiles| {
+            let _ = writeln!(
+                s,
+                "  {:<18}{:>9}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
+                name, p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
+            );
+        };
+        if let Some(p) = &self.invite_to_18x {
+            row("INVITE -> 18x".into(), p);
+        }
+        if let Some(p) = &self.invite_to_200 {
+            row("INVITE -> 2xx".into(), p);
+        }
+        for (i, p) in &self.rtd {
+            row(format!("rtd {i}"), p);
+        }
+        if let Some(p) = &self.call_length {
+            row("call length".into(), p);
+        }
+        let _ = writeln!(
+            s,
+            "\n  {:>3} {:<6}{:<12}{:>10}{:>10}{:>9}{:>9}{:>11}",
+            "#", "step", "message", "sent", "recv", "retrans", "timeout", "unexpected"
+        );
+        for st in &self.steps {
+            let _ = writeln!(
+                s,
+                "  {:>3} {:<6}{:<12}{:>10}{:>10}{:>9}{:>9}{:>11}",
+                st.index,
+                st.element,
+                st.message,
+                st.sent,
+                st.received,
+                st.retransmissions,
+                st.timeouts,
+                st.unexpected
+            );
+        }
+        s
+    }
+}

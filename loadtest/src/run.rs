@@ -1,0 +1,284 @@
+//! A whole run: options -> scenario, sockets and threads -> report.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::cli::{Args, parse_duration_ms, parse_remote};
+use crate::engine::{Config, Quota};
+use crate::inject::Inject;
+use crate::report::Report;
+use crate::runtime::{Control, ThreadPlan, bind, run_thread};
+use crate::scenario::{Scenario, StepKind, read_text};
+use crate::stats::Stats;
+use crate::template::Keyword;
+
+/// A run that could not be done, with SIPp's exit status for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl RunError {
+    fn fatal(message: impl Into<String>) -> Self {
+        RunError {
+            code: 255,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> Self {
+        RunError::fatal(message)
+    }
+}
+
+impl From<&str> for RunError {
+    fn from(message: &str) -> Self {
+        RunError::fatal(message)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: Report,
+    /// SIPp's exit status.
+    pub code: u8,
+}
+
+/// Loads the scenario named by `-sf` or `-sn`.
+pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
+    match (&args.scenario_file, &args.scenario_name) {
+        (Some(_), Some(_)) => Err("give either -sf or -sn, not both".into()),
+        (None, None) => Err("no scenario: give -sf FILE or -sn uac|uas".into()),
+        (Some(path), None) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("scenario file {}: {e}", path.display()))?;
+            Scenario::parse(&read_text(&bytes), &path.display().to_string())
+                .map_err(|e| e.to_string())
+        }
+        (None, Some(name)) => {
+            let xml = crate::builtin(name)
+                .ok_or_else(|| format!("-sn {name}: built-in scenarios are uac and uas"))?;
+            Scenario::parse(xml, name).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Runs the load described by `args`, prints the report and returns it.
+pub fn run(args: &Args) -> Result<Outcome, RunError> {
+    let scn = Arc::new(load_scenario(args).map_err(|message| RunError { code: 1, message })?);
+    if args.transport != "u1" {
+        return Err(RunError::fatal(format!(
+            "-t {}: sbc-load supports UDP with a socket per thread (u1)",
+            args.transport
+        )));
+    }
+    let caller = scn.starts_with_send();
+    if !caller && scn.first_request().is_none() {
+        return Err("the scenario starts neither with <send> nor with <recv request=...>".into());
+    }
+    let remote = match (&args.remote, caller) {
+        (Some(r), _) => Some(parse_remote(r)?),
+        (None, true) => return Err("a caller scenario needs the remote host:port".into()),
+        (None, false) => None,
+    };
+    if args.rate_period_ms == 0 {
+        return Err("-rp must be at least 1 ms".into());
+    }
+    if !args.rate.is_finite() || args.rate < 0.0 {
+        return Err("-r must be a positive number".into());
+    }
+    let local_ip = args.local_ip.unwrap_or(match remote {
+        Some(r) if r.ip().is_loopback() => r.ip(),
+        Some(SocketAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    });
+    let inject = match &args.inject_file {
+        Some(p) => {
+            let bytes =
+                std::fs::read(p).map_err(|e| format!("injection file {}: {e}", p.display()))?;
+            Some(Arc::new(
+                Inject::parse(&bytes, &p.display().to_string()).map_err(|e| e.to_string())?,
+            ))
+        }
+        None => None,
+    };
+    if inject.is_none() && scn.uses(|k| matches!(k, Keyword::Field(_))) {
+        return Err("the scenario uses [fieldN]: give an injection file with -inf".into());
+    }
+    let max_retrans = args.max_retrans.unwrap_or(9);
+    let mut cfg = Config::new(local_ip);
+    cfg.media_ip = args.media_ip.unwrap_or(local_ip);
+    cfg.media_port = args.media_port;
+    cfg.service = args.service.as_bytes().to_vec();
+    cfg.auth_user = Some(
+        args.auth_user
+            .as_deref()
+            .unwrap_or(&args.service)
+            .as_bytes()
+            .to_vec(),
+    );
+    cfg.auth_pass = Some(args.auth_pass.as_bytes().to_vec());
+    cfg.pause_ms = args.duration_ms;
+    cfg.t2_ms = args.t2_ms;
+    cfg.max_invite_retrans = args.max_invite_retrans.unwrap_or(5).min(max_retrans);
+    cfg.max_non_invite_retrans = args.max_non_invite_retrans.unwrap_or(9).min(max_retrans);
+    cfg.retrans_enabled = !args.no_retrans;
+    cfg.recv_timeout_ms = args.recv_timeout_ms;
+    cfg.inject = inject;
+    cfg.deadcall_ms = args.deadcall_wait_ms;
+    cfg.base_cseq = args.base_cseq;
+    cfg.quota = args.max_calls.map(|m| Arc::new(Quota::new(m)));
+    let cfg = Arc::new(cfg);
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(cores).clamp(1, 256);
+    // A caller's threads each bind their own port (so replies come back to
+    // the thread that owns the call); a callee's threads share one port.
+    let base_port = args.local_port.unwrap_or(if caller { 0 } else { 5060 });
+    let per_sec = args.rate * 1000.0 / args.rate_period_ms as f64;
+    let limit = args
+        .limit
+        .unwrap_or_else(|| default_limit(&scn, per_sec, args.duration_ms))
+        .div_ceil(threads)
+        .max(1);
+    let mut plans = Vec::with_capacity(threads);
+    let mut sockets = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let port = if caller && base_port != 0 {
+            base_port
+                .checked_add(u16::try_from(index).unwrap_or(u16::MAX))
+                .ok_or_else(|| format!("-p {base_port}: port range overflows"))?
+        } else {
+            base_port
+        };
+        let plan = ThreadPlan {
+            index,
+            threads,
+            bind: SocketAddr::new(local_ip, port),
+            reuse_port: !caller,
+            remote,
+            rate: if caller {
+                per_sec / threads as f64
+            } else {
+                0.0
+            },
+            limit: Some(limit),
+            core: args.pin.then_some(index % cores),
+            batch_wait: Duration::from_micros(args.batch_wait_us),
+        };
+        let sock = bind(&plan).map_err(|e| RunError {
+            code: 254,
+            message: format!("bind {}: {e}", plan.bind),
+        })?;
+        sockets.push(sock);
+        plans.push(plan);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let epoch = Instant::now();
+    let timeout = match &args.timeout {
+        Some(t) => Some(epoch + Duration::from_millis(parse_duration_ms(t)?)),
+        None => None,
+    };
+    let ctl = Arc::new(Control {
+        epoch,
+        stop,
+        soft_stop: if args.timeout_error { None } else { timeout },
+        deadline: if args.timeout_error {
+            timeout
+        } else {
+            timeout.map(|t| t + OPEN_CALL_GRACE)
+        },
+    });
+    let mut handles = Vec::with_capacity(threads);
+    for (plan, sock) in plans.into_iter().zip(sockets) {
+        let (cfg, scn, ctl) = (Arc::clone(&cfg), Arc::clone(&scn), Arc::clone(&ctl));
+        let h = std::thread::Builder::new()
+            .name(format!("sbc-load-{}", plan.index))
+            .spawn(move || run_thread(sock, cfg, scn, plan, ctl))
+            .map_err(|e| format!("thread: {e}"))?;
+        handles.push(h);
+    }
+    let mut total = Stats::new(scn.steps.len());
+    let mut error = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(s)) => total.merge(&s),
+            Ok(Err(e)) => error = Some(format!("I/O: {e}")),
+            Err(_) => error = Some("a load thread panicked".into()),
+        }
+    }
+    let elapsed = epoch.elapsed().as_secs_f64();
+    if let Some(e) = error {
+        return Err(RunError::fatal(e));
+    }
+    let report = Report::new(
+        &scn,
+        if caller { "caller" } else { "callee" },
+        threads,
+        elapsed,
+        &total,
+    );
+    if args.quiet {
+        println!("{}", report.summary());
+    } else {
+        println!("{}", report.table());
+        println!("{}", report.summary());
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| format!("JSON: {e}"))?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let timed_out = timeout.is_some_and(|t| Instant::now() >= t);
+    let code = if timed_out && args.timeout_error {
+        eprintln!(
+            "sbc-load: timed out after {}",
+            args.timeout.as_deref().unwrap_or("")
+        );
+        255
+    } else if timed_out && report.calls_succeeded + report.calls_failed == 0 {
+        97
+    } else {
+        report.exit_code()
+    };
+    Ok(Outcome { report, code })
+}
+
+/// How long calls still open at a soft `-timeout` may take to end.
+const OPEN_CALL_GRACE: Duration = Duration::from_secs(32);
+
+/// SIPp's default `-l`: three times the calls started over the longest of
+/// the scenario's pauses, `-d` and one second.
+fn default_limit(scn: &Scenario, per_sec: f64, d_ms: u64) -> usize {
+    let pauses: u64 = scn
+        .steps
+        .iter()
+        .map(|s| match s.kind {
+            StepKind::Pause { ms } => ms.unwrap_or(d_ms),
+            _ => 0,
+        })
+        .sum();
+    let span_ms = pauses.max(d_ms).max(1000) as f64;
+    let l = 3.0 * per_sec * span_ms / 1000.0;
+    if l.is_finite() && l >= 1.0 {
+        l.min(10_000_000.0) as usize
+    } else {
+        1
+    }
+}

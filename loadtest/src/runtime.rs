@@ -1,0 +1,394 @@
+//! One load thread: a UDP socket driven by its own io_uring (multishot
+//! `recvmsg` into a provided-buffer ring, batched `sendmsg` from fixed send
+//! slots), an [`Endpoint`] with the thread's calls, and rate control.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use sbc_dataplane::shard::{BufRing, SendPool, decode_sockaddr, empty_msghdr, reuseport_udp};
+
+use crate::engine::{Config, Endpoint};
+use crate::scenario::Scenario;
+use crate::stats::Stats;
+
+const RECV: u64 = 1;
+const SEND: u64 = 2 << 32;
+const BGID: u16 = 1;
+const RECV_BUFFERS: u16 = 2048;
+/// Largest datagram received, plus the recvmsg header and address.
+const RECV_BUF: usize = 16384 + 256;
+const SEND_SLOTS: u16 = 4096;
+const SEND_BUF: usize = 16384;
+/// Longest sleep, so a stop request is seen promptly.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+/// Calls started per loop iteration at most (keeps receive latency low
+/// when catching up).
+const START_BURST: u64 = 512;
+
+/// What one thread does.
+#[derive(Debug, Clone)]
+pub struct ThreadPlan {
+    pub index: usize,
+    pub threads: usize,
+    pub bind: SocketAddr,
+    /// Share other threads' port (a callee on one port).
+    pub reuse_port: bool,
+    /// Where a caller sends; `None` for a callee.
+    pub remote: Option<SocketAddr>,
+    /// This thread's share of the call rate (calls per second).
+    pub rate: f64,
+    /// This thread's share of `-l` (open calls).
+    pub limit: Option<usize>,
+    pub core: Option<usize>,
+    /// Wake-up coalescing: sleep until `BATCH_WANT` completions are ready
+    /// or this long has passed (kernels with IORING_FEAT_MIN_TIMEOUT).
+    pub batch_wait: Duration,
+}
+
+/// Completions a thread waits for before waking, at most.
+const BATCH_WANT: usize = 64;
+
+/// Run-wide control shared by the threads.
+#[derive(Debug)]
+pub struct Control {
+    pub epoch: Instant,
+    pub stop: Arc<AtomicBool>,
+    /// `-timeout`: no new calls from here on.
+    pub soft_stop: Option<Instant>,
+    /// Open calls are abandoned (counted as failed) here.
+    pub deadline: Option<Instant>,
+}
+
+/// Binds the thread's socket (before the threads start, so a bad address
+/// is reported at once).
+pub fn bind(plan: &ThreadPlan) -> io::Result<UdpSocket> {
+    if plan.reuse_port {
+        reuseport_udp(plan.bind, 8 << 20)
+    } else {
+        let s = UdpSocket::bind(plan.bind)?;
+        let sock = socket2::SockRef::from(&s);
+        let _ = sock.set_recv_buffer_size(8 << 20);
+        let _ = sock.set_send_buffer_size(8 << 20);
+        Ok(s)
+    }
+}
+
+struct Io {
+    ring: IoUring,
+    bufs: BufRing,
+    hdr: Box<libc::msghdr>,
+    send: SendPool,
+    in_flight: usize,
+    fd: Fd,
+    min_timeout: bool,
+}
+
+impl Io {
+    fn new(sock: &UdpSocket) -> io::Result<Self> {
+        // Deferred task work: completions are posted when this thread
+        // asks for them, so arriving datagrams do not wake it one by one.
+        let ring: IoUring = match IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_defer_taskrun()
+            .setup_cqsize(32768)
+            .build(8192)
+        {
+            Ok(r) => r,
+            // Kernels before 6.1 lack DEFER_TASKRUN.
+            Err(_) => IoUring::builder().setup_cqsize(32768).build(8192)?,
+        };
+        let min_timeout = ring.params().is_feature_min_timeout();
+        let bufs = BufRing::new(RECV_BUFFERS, RECV_BUF, BGID)?;
+        // SAFETY: the ring memory is page aligned, holds `entries` entries
+        // and lives as long as `Io`; Drop unregisters it before `bufs` is
+        // freed (fields drop after Drop::drop runs).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufs.ring_addr(), bufs.entries(), BGID, 0)
+        }?;
+        let mut hdr = Box::new(empty_msghdr());
+        hdr.msg_namelen =
+            libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).unwrap_or(128);
+        Ok(Io {
+            ring,
+            bufs,
+            hdr,
+            send: SendPool::new(SEND_SLOTS, SEND_BUF),
+            in_flight: 0,
+            fd: Fd(sock.as_raw_fd()),
+            min_timeout,
+        })
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: every entry pushed here points only at memory owned by
+        // `Io` (the boxed msghdr for receives, a send slot for sends) that
+        // stays put until its completion is reaped, which happens before
+        // `Io` is dropped (Drop waits for in-flight operations).
+        if unsafe { self.ring.submission().push(entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(entry) }
+                .map_err(|_| io::Error::other("submission queue full"))?;
+        }
+        Ok(())
+    }
+
+    fn arm_recv(&mut self) -> io::Result<()> {
+        let e = opcode::RecvMsgMulti::new(self.fd, &*self.hdr, BGID)
+            .build()
+            .user_data(RECV);
+        self.push(&e)
+    }
+
+    /// Queues one datagram; false when no send slot is free.
+    fn send(&mut self, dst: SocketAddr, bytes: &[u8]) -> io::Result<bool> {
+        let Some(idx) = self.send.take() else {
+            return Ok(false);
+        };
+        let Some(buf) = self.send.buf(idx) else {
+            self.send.give_back(idx);
+            return Ok(false);
+        };
+        if bytes.len() > buf.len() {
+            self.send.give_back(idx);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message larger than a send slot",
+            ));
+        }
+        buf[..bytes.len()].copy_from_slice(bytes);
+        let Some(hdr) = self.send.prepare(idx, bytes.len(), dst) else {
+            self.send.give_back(idx);
+            return Ok(false);
+        };
+        let e = opcode::SendMsg::new(self.fd, hdr)
+            .build()
+            .user_data(SEND | u64::from(idx));
+        self.push(&e)?;
+        self.in_flight += 1;
+        Ok(true)
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        // Cancel the receive and let the kernel finish with every buffer
+        // before the memory goes.
+        let cancel = opcode::AsyncCancel::new(RECV).build().user_data(0);
+        let _ = self.push(&cancel);
+        let _ = self.ring.submit();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.in_flight > 0 && Instant::now() < deadline {
+            let ts = Timespec::from(Duration::from_millis(10));
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            for cqe in self.ring.completion() {
+                if cqe.user_data() & SEND != 0 {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
+            }
+        }
+        let _ = self.ring.submitter().unregister_buf_ring(BGID);
+    }
+}
+
+/// Runs one thread until its calls are done, the deadline passes or
+/// `stop` is set. Returns its statistics.
+pub fn run_thread(
+    sock: UdpSocket,
+    cfg: Arc<Config>,
+    scn: Arc<Scenario>,
+    plan: ThreadPlan,
+    ctl: Arc<Control>,
+) -> io::Result<Stats> {
+    if let Some(core) = plan.core {
+        let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    }
+    let local_port = sock.local_addr()?.port();
+    let mut ep = Endpoint::new(
+        cfg,
+        scn,
+        local_port,
+        plan.remote,
+        plan.index as u64 + 1,
+        plan.threads as u64,
+    );
+    let mut io = Io::new(&sock)?;
+    io.arm_recv()?;
+    let caller = plan.remote.is_some();
+    let mut started: u64 = 0;
+    let mut pending: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
+    loop {
+        let now_i = Instant::now();
+        let now = u64::try_from(now_i.duration_since(ctl.epoch).as_micros()).unwrap_or(u64::MAX);
+
+        // Completions.
+        let mut rearm = false;
+        {
+            let mut cq = io.ring.completion();
+            cq.sync();
+            cqes.clear();
+            cqes.extend(cq.by_ref());
+            drop(cq);
+            for cqe in cqes.drain(..) {
+                let ud = cqe.user_data();
+                if ud & SEND != 0 {
+                    io.send.give_back((ud & 0xffff) as u16);
+                    io.in_flight = io.in_flight.saturating_sub(1);
+                    if cqe.result() < 0 {
+                        ep.stats.send_errors += 1;
+                    }
+                    continue;
+                }
+                if ud != RECV {
+                    continue;
+                }
+                let flags = cqe.flags();
+                if !cqueue::more(flags) {
+                    rearm = true;
+                }
+                let Some(bid) = cqueue::buffer_select(flags) else {
+                    continue;
+                };
+                if cqe.result() >= 0 {
+                    let len = usize::try_from(cqe.result()).unwrap_or(0);
+                    let buf = io.bufs.buffer(bid, len);
+                    if let Ok(m) = RecvMsgOut::parse(buf, &io.hdr) {
+                        let start = 16 + io.hdr.msg_namelen as usize + io.hdr.msg_controllen;
+                        let payload = buf
+                            .get(start..start + m.payload_data().len())
+                            .unwrap_or(b"");
+                        if m.is_payload_truncated() {
+                            ep.stats.parse_errors += 1;
+                        } else if let Some(src) = decode_sockaddr(m.name_data()) {
+                            ep.on_datagram(now, src, payload);
+                        }
+                    }
+                }
+                io.bufs.recycle(bid);
+            }
+        }
+        io.bufs.publish();
+        if rearm {
+            io.arm_recv()?;
+        }
+
+        ep.on_timers(now);
+        if ctl.soft_stop.is_some_and(|t| now_i >= t) {
+            ep.close();
+        }
+
+        // New calls, at the thread's share of the rate.
+        if caller && plan.rate > 0.0 {
+            let secs = now as f64 / 1e6;
+            let due = ((secs * plan.rate) as u64).saturating_sub(started);
+            let mut n = due.min(START_BURST);
+            while n > 0 {
+                if plan.limit.is_some_and(|l| ep.open_calls() >= l) {
+                    // At the -l limit: the calls due now are not placed
+                    // (no burst to catch up later).
+                    started += n;
+                    break;
+                }
+                if !ep.start_call(now) {
+                    break;
+                }
+                started += 1;
+                n -= 1;
+            }
+        }
+
+        // Output: what waited for a slot first, then the new messages.
+        let mut blocked = false;
+        let mut i = 0;
+        while i < pending.len() {
+            let (dst, bytes) = &pending[i];
+            match io.send(*dst, bytes) {
+                Ok(true) => i += 1,
+                Ok(false) => {
+                    blocked = true;
+                    break;
+                }
+                Err(_) => {
+                    ep.stats.send_errors += 1;
+                    i += 1;
+                }
+            }
+        }
+        pending.drain(..i);
+        let mut send_errors = 0;
+        {
+            let (out, buf) = ep.outgoing();
+            for o in out {
+                let bytes = buf.get(o.start..o.start + o.len).unwrap_or(b"");
+                if blocked {
+                    pending.push((o.dst, bytes.to_vec()));
+                    continue;
+                }
+                match io.send(o.dst, bytes) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        blocked = true;
+                        pending.push((o.dst, bytes.to_vec()));
+                    }
+                    Err(_) => send_errors += 1,
+                }
+            }
+        }
+        ep.stats.send_errors += send_errors;
+        ep.clear_out();
+
+        // The end?
+        let over = ctl.stop.load(Ordering::Relaxed) || ctl.deadline.is_some_and(|d| now_i >= d);
+        if over {
+            ep.abort_all(now);
+            break;
+        }
+        if !ep.may_create() && ep.open_calls() == 0 && pending.is_empty() {
+            break;
+        }
+
+        // Sleep until a completion, the next timer or the next call.
+        let mut wake = ep.next_timer();
+        if caller && plan.rate > 0.0 && ep.may_create() {
+            let next_call = ((started + 1) as f64 / plan.rate * 1e6) as u64;
+            wake = Some(wake.map_or(next_call, |w| w.min(next_call)));
+        }
+        let wait = if blocked {
+            Duration::ZERO
+        } else {
+            wake.map_or(MAX_WAIT, |w| Duration::from_micros(w.saturating_sub(now)))
+                .min(MAX_WAIT)
+        };
+        let ts = Timespec::from(wait);
+        let mut args = SubmitArgs::new().timespec(&ts);
+        let mut want = usize::from(!wait.is_zero() || blocked);
+        if want > 0 && !blocked && io.min_timeout && !plan.batch_wait.is_zero() {
+            want = BATCH_WANT;
+            args =
+                args.min_wait_usec(u32::try_from(plan.batch_wait.as_micros()).unwrap_or(u32::MAX));
+        }
+        match io.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Flush what is still queued so the peer sees the last messages.
+    let _ = io.ring.submit();
+    Ok(ep.stats.clone())
+}

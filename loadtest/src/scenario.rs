@@ -1,0 +1,843 @@
+//! SIPp XML scenarios, parsed into steps.
+//!
+//! The elements and attributes sbc-load runs are listed in
+//! [`STEP_ATTRS`] and the action parsers below; anything else is an error
+//! that names the element (and the attribute), never a silent skip.
+//! Step indexes count `send`, `recv`, `pause` and `nop` elements, not
+//! labels, as SIPp does (`[branch-N]` depends on it).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use regex::bytes::{Regex, RegexBuilder};
+use roxmltree::{Document, Node, ParsingOptions};
+
+use crate::template::{Keyword, Template, TemplateError, VarTable};
+
+/// A call variable (`$name` in templates, `assign_to` in actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VarId(pub u16);
+
+/// A scenario that cannot run, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}:{line}: <{element}>: {message}")]
+pub struct ScenarioError {
+    pub origin: String,
+    pub line: u32,
+    pub element: String,
+    pub message: String,
+}
+
+/// The number of response-time counters (`rtd="1"` .. `rtd="5"`).
+pub const RTD_COUNT: usize = 5;
+
+#[derive(Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub steps: Vec<Step>,
+    /// Variable names; a [`VarId`] indexes this.
+    pub vars: Vec<String>,
+    /// Which response-time counters the scenario uses.
+    pub rtds_used: [bool; RTD_COUNT],
+}
+
+/// What a received message must be to match a `<recv>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Response(u16),
+    Request(Vec<u8>),
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Response(c) => write!(f, "{c}"),
+            Expect::Request(m) => f.write_str(&String::from_utf8_lossy(m)),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Recv {
+    pub expect: Expect,
+    pub optional: bool,
+    /// Remember Record-Route and Contact for `[routes]` and `[next_url]`.
+    pub rrs: bool,
+    pub timeout_ms: Option<u64>,
+    /// Step to go to on timeout (instead of failing the call).
+    pub on_timeout: Option<usize>,
+}
+
+#[derive(Debug)]
+pub enum StepKind {
+    Send {
+        msg: Template,
+        /// T1 of this message's retransmissions (UDP), when asked for.
+        retrans_ms: Option<u64>,
+    },
+    Recv(Recv),
+    /// `None`: the `-d` duration.
+    Pause {
+        ms: Option<u64>,
+    },
+    Nop,
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub kind: StepKind,
+    pub actions: Vec<Action>,
+    /// Jump target (a step index; `steps.len()` ends the call).
+    pub next: Option<usize>,
+    /// Jump only when this variable is true.
+    pub test: Option<VarId>,
+    /// Jump with this probability.
+    pub chance: Option<f64>,
+    /// Response-time counter started here (0-based).
+    pub start_rtd: Option<u8>,
+    /// Response-time counter stopped here (0-based).
+    pub rtd: Option<u8>,
+    pub repeat_rtd: bool,
+    /// The element's line in the XML, for messages.
+    pub line: u32,
+}
+
+/// Where an `ereg` looks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchIn {
+    Msg,
+    Body,
+    /// The values of a header (name as written, without the colon).
+    Hdr(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+    GreaterEqual,
+    LessEqual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arith {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Ereg {
+        regex: Regex,
+        search_in: SearchIn,
+        check_it: bool,
+        check_it_inverse: bool,
+        /// First: the whole match; then the groups.
+        assign_to: Vec<VarId>,
+    },
+    AssignStr {
+        var: VarId,
+        value: Template,
+    },
+    Assign {
+        var: VarId,
+        value: f64,
+    },
+    Arith {
+        op: Arith,
+        var: VarId,
+        value: f64,
+    },
+    Test {
+        var: VarId,
+        variable: VarId,
+        compare: Compare,
+        value: f64,
+    },
+}
+
+struct Vars<'a>(&'a mut Vec<String>);
+
+impl VarTable for Vars<'_> {
+    fn var(&mut self, name: &str) -> VarId {
+        if let Some(i) = self.0.iter().position(|v| v == name) {
+            return VarId(i as u16);
+        }
+        self.0.push(name.to_string());
+        VarId(u16::try_from(self.0.len() - 1).unwrap_or(u16::MAX))
+    }
+}
+
+/// Attributes each step element accepts (display-only ones included).
+const STEP_ATTRS: &[(&str, &[&str])] = &[
+    (
+        "send",
+        &[
+            "retrans",
+            "start_rtd",
+            "rtd",
+            "repeat_rtd",
+            "crlf",
+            "next",
+            "test",
+            "chance",
+            "display",
+        ],
+    ),
+    (
+        "recv",
+        &[
+            "response",
+            "request",
+            "optional",
+            "rrs",
+            "timeout",
+            "ontimeout",
+            "start_rtd",
+            "rtd",
+            "repeat_rtd",
+            "crlf",
+            "next",
+            "test",
+            "chance",
+            "display",
+        ],
+    ),
+    (
+        "pause",
+        &[
+            "milliseconds",
+            "start_rtd",
+            "rtd",
+            "repeat_rtd",
+            "crlf",
+            "next",
+            "test",
+            "chance",
+            "display",
+        ],
+    ),
+    (
+        "nop",
+        &[
+            "start_rtd",
+            "rtd",
+            "repeat_rtd",
+            "crlf",
+            "next",
+            "test",
+            "chance",
+            "display",
+        ],
+    ),
+];
+
+/// Elements that configure SIPp's own screens and files; they change no
+/// message and are accepted (sbc-load reports percentiles instead).
+const DISPLAY_ONLY: &[&str] = &[
+    "ResponseTimeRepartition",
+    "CallLengthRepartition",
+    "Reference",
+];
+
+struct Parser<'d> {
+    origin: String,
+    doc: &'d Document<'d>,
+    vars: Vec<String>,
+    labels: HashMap<String, usize>,
+    /// (step index, label, attribute, line) to resolve at the end.
+    jumps: Vec<(usize, String, &'static str, u32)>,
+}
+
+impl Parser<'_> {
+    fn line(&self, node: Node<'_, '_>) -> u32 {
+        self.doc.text_pos_at(node.range().start).row
+    }
+
+    fn err(&self, node: Node<'_, '_>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError {
+            origin: self.origin.clone(),
+            line: self.line(node),
+            element: node.tag_name().name().to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn var(&mut self, name: &str) -> VarId {
+        Vars(&mut self.vars).var(name)
+    }
+
+    fn bool_attr(&self, node: Node<'_, '_>, name: &str) -> Result<bool, ScenarioError> {
+        match node.attribute(name) {
+            None => Ok(false),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(self.err(node, format!("{name}=\"{v}\": expected true or false"))),
+        }
+    }
+
+    fn u64_attr(&self, node: Node<'_, '_>, name: &str) -> Result<Option<u64>, ScenarioError> {
+        node.attribute(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| self.err(node, format!("{name}=\"{v}\": expected a whole number")))
+            })
+            .transpose()
+    }
+
+    fn f64_attr(&self, node: Node<'_, '_>, name: &str) -> Result<f64, ScenarioError> {
+        let Some(v) = node.attribute(name) else {
+            return Err(self.err(node, format!("the {name} attribute is required")));
+        };
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| self.err(node, format!("{name}=\"{v}\": expected a number")))
+    }
+
+    fn rtd_attr(&self, node: Node<'_, '_>, name: &str) -> Result<Option<u8>, ScenarioError> {
+        match node.attribute(name) {
+            None | Some("false") => Ok(None),
+            Some("true") => Ok(Some(0)),
+            Some(v) => match v.parse::<u8>() {
+                Ok(n @ 1..=5) => Ok(Some(n - 1)),
+                _ => Err(self.err(
+                    node,
+                    format!("{name}=\"{v}\": expected true or a counter 1 to 5"),
+                )),
+            },
+        }
+    }
+
+    fn check_attrs(&self, node: Node<'_, '_>, allowed: &[&str]) -> Result<(), ScenarioError> {
+        for a in node.attributes() {
+            if !allowed.contains(&a.name()) {
+                return Err(self.err(
+                    node,
+                    format!("attribute {} is not supported by sbc-load", a.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn template_err(&self, node: Node<'_, '_>, e: TemplateError) -> ScenarioError {
+        self.err(node, e.to_string())
+    }
+
+    fn step(&mut self, node: Node<'_, '_>, index: usize) -> Result<Step, ScenarioError> {
+        let name = node.tag_name().name();
+        let allowed = STEP_ATTRS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or(&[]);
+        self.check_attrs(node, allowed)?;
+        let kind = match name {
+            "send" => {
+                let text: String = node
+                    .children()
+                    .filter(|c| c.is_text())
+                    .filter_map(|c| c.text())
+                    .collect();
+                let msg = Template::compile(&text, &mut Vars(&mut self.vars))
+                    .map_err(|e| self.template_err(node, e))?;
+                StepKind::Send {
+                    msg,
+                    retrans_ms: self.u64_attr(node, "retrans")?,
+                }
+            }
+            "recv" => {
+                let expect = match (node.attribute("response"), node.attribute("request")) {
+                    (Some(code), None) => match code.trim().parse::<u16>() {
+                        Ok(c @ 100..=699) => Expect::Response(c),
+                        _ => {
+                            return Err(self.err(
+                                node,
+                                format!("response=\"{code}\": expected a status code"),
+                            ));
+                        }
+                    },
+                    (None, Some(method)) if !method.trim().is_empty() => {
+                        Expect::Request(method.trim().as_bytes().to_vec())
+                    }
+                    _ => {
+                        return Err(self.err(node, "needs exactly one of response= and request="));
+                    }
+                };
+                let optional = match node.attribute("optional") {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(v) => {
+                        return Err(self.err(
+                            node,
+                            format!("optional=\"{v}\" is not supported (true or false)"),
+                        ));
+                    }
+                };
+                if let Some(label) = node.attribute("ontimeout") {
+                    self.jumps
+                        .push((index, label.to_string(), "ontimeout", self.line(node)));
+                }
+                StepKind::Recv(Recv {
+                    expect,
+                    optional,
+                    rrs: self.bool_attr(node, "rrs")?,
+                    timeout_ms: self.u64_attr(node, "timeout")?,
+                    on_timeout: None,
+                })
+            }
+            "pause" => StepKind::Pause {
+                ms: self.u64_attr(node, "milliseconds")?,
+            },
+            "nop" => StepKind::Nop,
+            _ => return Err(self.err(node, "this element is not supported by sbc-load")),
+        };
+        if name != "send"
+            && let Some(c) = node.children().find(|c| c.is_text())
+            && c.text().is_some_and(|t| !t.trim().is_empty())
+        {
+            return Err(self.err(node, "unexpected text inside the element"));
+        }
+        if let Some(label) = node.attribute("next") {
+            self.jumps
+                .push((index, label.to_string(), "next", self.line(node)));
+        }
+        let test = node.attribute("test").map(|v| self.var(v));
+        let chance = match node.attribute("chance") {
+            None => None,
+            Some(_) => {
+                let c = self.f64_attr(node, "chance")?;
+                if !(0.0..=1.0).contains(&c) {
+                    return Err(self.err(node, "chance must be between 0 and 1"));
+                }
+                Some(c)
+            }
+        };
+        let mut actions = Vec::new();
+        for child in node.children().filter(|c| c.is_element()) {
+            match child.tag_name().name() {
+                "action" => {
+                    self.check_attrs(child, &[])?;
+                    for a in child.children().filter(|c| c.is_element()) {
+                        actions.push(self.action(a)?);
+                    }
+                }
+                _ => return Err(self.err(child, "this element is not supported by sbc-load")),
+            }
+        }
+        Ok(Step {
+            kind,
+            actions,
+            next: None,
+            test,
+            chance,
+            start_rtd: self.rtd_attr(node, "start_rtd")?,
+            rtd: self.rtd_attr(node, "rtd")?,
+            repeat_rtd: self.bool_attr(node, "repeat_rtd")?,
+            line: self.line(node),
+        })
+    }
+
+    fn assign_to(&mut self, node: Node<'_, '_>) -> Result<Vec<VarId>, ScenarioError> {
+        let Some(list) = node.attribute("assign_to") else {
+            return Err(self.err(node, "the assign_to attribute is required"));
+        };
+        let names: Vec<&str> = list.split(',').map(str::trim).collect();
+        if names.iter().any(|n| n.is_empty()) {
+            return Err(self.err(node, format!("assign_to=\"{list}\": empty variable name")));
+        }
+        Ok(names.into_iter().map(|n| self.var(n)).collect())
+    }
+
+    fn one_var(&mut self, node: Node<'_, '_>) -> Result<VarId, ScenarioError> {
+        let vars = self.assign_to(node)?;
+        match vars.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(self.err(node, "assign_to must name one variable")),
+        }
+    }
+
+    fn action(&mut self, node: Node<'_, '_>) -> Result<Action, ScenarioError> {
+        let name = node.tag_name().name();
+        match name {
+            "ereg" => {
+                self.check_attrs(
+                    node,
+                    &[
+                        "regexp",
+                        "search_in",
+                        "header",
+                        "check_it",
+                        "check_it_inverse",
+                        "assign_to",
+                        "case_indep",
+                    ],
+                )?;
+                let Some(re) = node.attribute("regexp") else {
+                    return Err(self.err(node, "the regexp attribute is required"));
+                };
+                // case_indep is about the header name, which is always
+                // matched without regard to case here.
+                self.bool_attr(node, "case_indep")?;
+                // POSIX extended, as SIPp compiles it: `.` matches line ends.
+                let regex = RegexBuilder::new(re)
+                    .dot_matches_new_line(true)
+                    .build()
+                    .map_err(|e| self.err(node, format!("regexp=\"{re}\": {e}")))?;
+                let search_in = match (node.attribute("search_in"), node.attribute("header")) {
+                    (None | Some("msg"), None) => SearchIn::Msg,
+                    (Some("body"), None) => SearchIn::Body,
+                    (Some("hdr"), Some(h)) => {
+                        let h = h.trim().trim_end_matches(':').trim();
+                        if h.is_empty() {
+                            return Err(self.err(node, "header=\"\" names no header"));
+                        }
+                        SearchIn::Hdr(h.as_bytes().to_vec())
+                    }
+                    (Some("hdr"), None) => {
+                        return Err(self.err(node, "search_in=\"hdr\" needs header="));
+                    }
+                    (_, Some(_)) => {
+                        return Err(self.err(node, "header= goes with search_in=\"hdr\""));
+                    }
+                    (Some(v), None) => {
+                        return Err(self.err(
+                            node,
+                            format!("search_in=\"{v}\": expected msg, hdr or body"),
+                        ));
+                    }
+                };
+                let assign_to = if node.attribute("assign_to").is_some() {
+                    self.assign_to(node)?
+                } else {
+                    Vec::new()
+                };
+                Ok(Action::Ereg {
+                    regex,
+                    search_in,
+                    check_it: self.bool_attr(node, "check_it")?,
+                    check_it_inverse: self.bool_attr(node, "check_it_inverse")?,
+                    assign_to,
+                })
+            }
+            "assignstr" => {
+                self.check_attrs(node, &["assign_to", "value"])?;
+                let var = self.one_var(node)?;
+                let Some(v) = node.attribute("value") else {
+                    return Err(self.err(node, "the value attribute is required"));
+                };
+                let value = Template::compile_value(v, &mut Vars(&mut self.vars))
+                    .map_err(|e| self.template_err(node, e))?;
+                if value.keywords().any(|k| matches!(k, Keyword::Len)) {
+                    return Err(self.err(node, "[len] has no meaning in a value"));
+                }
+                Ok(Action::AssignStr { var, value })
+            }
+            "assign" => {
+                self.check_attrs(node, &["assign_to", "value"])?;
+                let var = self.one_var(node)?;
+                Ok(Action::Assign {
+                    var,
+                    value: self.f64_attr(node, "value")?,
+                })
+            }
+            "add" | "subtract" | "multiply" | "divide" => {
+                self.check_attrs(node, &["assign_to", "value"])?;
+                let var = self.one_var(node)?;
+                let op = match name {
+                    "add" => Arith::Add,
+                    "subtract" => Arith::Subtract,
+                    "multiply" => Arith::Multiply,
+                    _ => Arith::Divide,
+                };
+                let value = self.f64_attr(node, "value")?;
+                if op == Arith::Divide && value == 0.0 {
+                    return Err(self.err(node, "division by zero"));
+                }
+                Ok(Action::Arith { op, var, value })
+            }
+            "test" => {
+                self.check_attrs(node, &["assign_to", "variable", "compare", "value"])?;
+                let var = self.one_var(node)?;
+                let Some(variable) = node.attribute("variable") else {
+                    return Err(self.err(node, "the variable attribute is required"));
+                };
+                let variable = self.var(variable);
+                let compare = match node.attribute("compare") {
+                    Some("equal") => Compare::Equal,
+                    Some("not_equal") => Compare::NotEqual,
+                    Some("greater_than") => Compare::Greater,
+                    Some("less_than") => Compare::Less,
+                    Some("greater_than_equal") => Compare::GreaterEqual,
+                    Some("less_than_equal") => Compare::LessEqual,
+                    other => {
+                        return Err(self.err(
+                            node,
+                            format!(
+                                "compare=\"{}\": expected equal, not_equal, greater_than, \
+                                 less_than, greater_than_equal or less_than_equal",
+                                other.unwrap_or("")
+                            ),
+                        ));
+                    }
+                };
+                Ok(Action::Test {
+                    var,
+                    variable,
+                    compare,
+                    value: self.f64_attr(node, "value")?,
+                })
+            }
+            _ => Err(self.err(node, "this action is not supported by sbc-load")),
+        }
+    }
+}
+
+impl Scenario {
+    /// Parses a scenario; `origin` names it in errors (a file name).
+    pub fn parse(xml: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let opts = ParsingOptions {
+            allow_dtd: true,
+            ..ParsingOptions::default()
+        };
+        let doc = Document::parse_with_options(xml, opts).map_err(|e| ScenarioError {
+            origin: origin.to_string(),
+            line: e.pos().row,
+            element: "scenario".into(),
+            message: format!("not well-formed XML: {e}"),
+        })?;
+        let root = doc.root_element();
+        let mut p = Parser {
+            origin: origin.to_string(),
+            doc: &doc,
+            vars: Vec::new(),
+            labels: HashMap::new(),
+            jumps: Vec::new(),
+        };
+        if root.tag_name().name() != "scenario" {
+            return Err(p.err(root, "the root element must be <scenario>"));
+        }
+        p.check_attrs(root, &["name"])?;
+        let mut steps = Vec::new();
+        for node in root.children().filter(|c| c.is_element()) {
+            let name = node.tag_name().name();
+            match name {
+                "label" => {
+                    p.check_attrs(node, &["id"])?;
+                    let Some(id) = node.attribute("id") else {
+                        return Err(p.err(node, "the id attribute is required"));
+                    };
+                    if p.labels.insert(id.to_string(), steps.len()).is_some() {
+                        return Err(p.err(node, format!("label \"{id}\" is defined twice")));
+                    }
+                }
+                _ if DISPLAY_ONLY.contains(&name) => {}
+                "send" | "recv" | "pause" | "nop" => {
+                    let step = p.step(node, steps.len())?;
+                    steps.push(step);
+                }
+                _ => return Err(p.err(node, "this element is not supported by sbc-load")),
+            }
+        }
+        if steps.is_empty() {
+            return Err(p.err(root, "the scenario has no steps"));
+        }
+        for (index, label, attr, line) in std::mem::take(&mut p.jumps) {
+            let Some(&target) = p.labels.get(&label) else {
+                return Err(ScenarioError {
+                    origin: origin.to_string(),
+                    line,
+                    element: "scenario".into(),
+                    message: format!("{attr}=\"{label}\": no such label"),
+                });
+            };
+            let Some(step) = steps.get_mut(index) else {
+                continue;
+            };
+            match (attr, &mut step.kind) {
+                ("ontimeout", StepKind::Recv(r)) => r.on_timeout = Some(target),
+                _ => step.next = Some(target),
+            }
+        }
+        let mut rtds_used = [false; RTD_COUNT];
+        for s in &steps {
+            for r in [s.start_rtd, s.rtd].into_iter().flatten() {
+                if let Some(u) = rtds_used.get_mut(usize::from(r)) {
+                    *u = true;
+                }
+            }
+        }
+        Ok(Scenario {
+            name: root.attribute("name").unwrap_or("").to_string(),
+            steps,
+            vars: p.vars,
+            rtds_used,
+        })
+    }
+
+    /// Whether a call of this scenario starts by sending (a caller).
+    pub fn starts_with_send(&self) -> bool {
+        matches!(
+            self.steps.first().map(|s| &s.kind),
+            Some(StepKind::Send { .. })
+        )
+    }
+
+    /// The request a callee scenario waits for first.
+    pub fn first_request(&self) -> Option<&[u8]> {
+        match self.steps.first().map(|s| &s.kind) {
+            Some(StepKind::Recv(Recv {
+                expect: Expect::Request(m),
+                ..
+            })) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Whether any message uses a keyword.
+    pub fn uses(&self, f: impl Fn(&Keyword) -> bool) -> bool {
+        self.steps.iter().any(|s| match &s.kind {
+            StepKind::Send { msg, .. } => msg.keywords().any(&f),
+            _ => false,
+        }) || self.steps.iter().flat_map(|s| &s.actions).any(|a| match a {
+            Action::AssignStr { value, .. } => value.keywords().any(&f),
+            _ => false,
+        })
+    }
+}
+
+/// Reads a scenario file as SIPp does: ISO-8859-1 when it is not UTF-8.
+pub fn read_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn parse(body: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(
+            &format!("<?xml version=\"1.0\"?>\n<scenario name=\"t\">\n{body}\n</scenario>"),
+            "t.xml",
+        )
+    }
+
+    #[test]
+    fn steps_labels_and_jumps() {
+        let s = parse(
+            r#"<send retrans="500" start_rtd="true"><![CDATA[
+                 INVITE sip:a@b SIP/2.0
+                 Call-ID: [call_id]
+               ]]></send>
+               <recv response="100" optional="true"/>
+               <recv response="180" next="done" rtd="true"/>
+               <pause milliseconds="10"/>
+               <label id="done"/>
+               <nop><action><assign assign_to="x" value="3"/></action></nop>
+               <ResponseTimeRepartition value="10, 20"/>"#,
+        )
+        .unwrap();
+        assert_eq!(s.steps.len(), 5);
+        assert!(s.starts_with_send());
+        assert_eq!(s.steps[2].next, Some(4), "labels do not count as steps");
+        assert_eq!(s.steps[0].start_rtd, Some(0));
+        assert!(s.rtds_used[0]);
+        assert!(matches!(
+            s.steps[0].kind,
+            StepKind::Send {
+                retrans_ms: Some(500),
+                ..
+            }
+        ));
+        assert_eq!(s.vars, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn unsupported_constructs_name_the_element() {
+        let e = parse("<sendCmd><![CDATA[x]]></sendCmd>").unwrap_err();
+        assert_eq!(e.element, "sendCmd");
+        assert!(e.message.contains("not supported"), "{e}");
+        assert_eq!(e.line, 3);
+
+        let e =
+            parse(r#"<nop><action><exec play_pcap_audio="x.pcap"/></action></nop>"#).unwrap_err();
+        assert_eq!(e.element, "exec");
+
+        let e = parse(r#"<recv response="200" response_txn="x"/>"#).unwrap_err();
+        assert!(e.message.contains("response_txn"), "{e}");
+
+        let e = parse(r#"<recv response="200" next="nowhere"/>"#).unwrap_err();
+        assert!(e.message.contains("nowhere"), "{e}");
+
+        let e = parse(r#"<send><![CDATA[X [bogus]]]></send>"#).unwrap_err();
+        assert!(e.message.contains("bogus"), "{e}");
+
+        let e = parse(r#"<recv response="abc"/>"#).unwrap_err();
+        assert!(e.message.contains("abc"), "{e}");
+
+        let e = Scenario::parse("<scenario><send>", "x.xml").unwrap_err();
+        assert!(e.message.contains("XML"), "{e}");
+    }
+
+    #[test]
+    fn actions_parse() {
+        let s = parse(
+            r#"<recv request="INVITE">
+                 <action>
+                   <ereg regexp="From: (.*)" search_in="msg" check_it="true" assign_to="all,from"/>
+                   <ereg regexp="INVITE" search_in="hdr" header="CSeq:" assign_to="m"/>
+                   <assignstr assign_to="s" value="[call_id]-x"/>
+                   <test assign_to="t" variable="n" compare="greater_than" value="2"/>
+                   <add assign_to="n" value="1"/>
+                 </action>
+               </recv>"#,
+        )
+        .unwrap();
+        let a = &s.steps[0].actions;
+        assert_eq!(a.len(), 5);
+        match &a[1] {
+            Action::Ereg { search_in, .. } => {
+                assert_eq!(*search_in, SearchIn::Hdr(b"CSeq".to_vec()))
+            }
+            x => panic!("{x:?}"),
+        }
+        assert_eq!(s.vars, ["all", "from", "m", "s", "t", "n"]);
+    }
+
+    #[test]
+    fn latin1_files_are_read() {
+        assert_eq!(read_text(b"caf\xe9"), "café");
+    }
+
+    #[test]
+    fn shipped_scenarios_parse_except_pcap_play() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "xml") {
+                continue;
+            }
+            let text = read_text(&std::fs::read(&path).unwrap());
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let r = Scenario::parse(&text, &name);
+            if name == "uac_pcap.xml" {
+                assert_eq!(r.unwrap_err().element, "exec");
+            } else {
+                r.unwrap_or_else(|e| panic!("{e}"));
+            }
+            n += 1;
+        }
+        assert!(n >= 10);
+    }
+}

@@ -1,0 +1,188 @@
+//! Per-thread counters and response-time histograms, merged at the end.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::scenario::RTD_COUNT;
+
+/// Why a call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// A message was retransmitted the maximum number of times.
+    MaxRetrans,
+    /// A message arrived that the scenario did not expect at that point.
+    UnexpectedMessage,
+    /// A `<recv>` timed out (its `timeout`, or `-recv_timeout`).
+    RecvTimeout,
+    /// An `ereg` with `check_it` did not match.
+    RegexpNoMatch,
+    /// The run ended (`-timeout`, a signal) with the call still open.
+    Aborted,
+    /// The scenario jumped in a loop without waiting.
+    ScenarioLoop,
+    /// A datagram could not be sent.
+    SendError,
+    /// `[authentication]` found no usable challenge or credentials.
+    AuthFailed,
+}
+
+impl FailReason {
+    pub const ALL: [FailReason; 8] = [
+        FailReason::MaxRetrans,
+        FailReason::UnexpectedMessage,
+        FailReason::RecvTimeout,
+        FailReason::RegexpNoMatch,
+        FailReason::Aborted,
+        FailReason::ScenarioLoop,
+        FailReason::SendError,
+        FailReason::AuthFailed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailReason::MaxRetrans => "max retransmissions",
+            FailReason::UnexpectedMessage => "unexpected message",
+            FailReason::RecvTimeout => "receive timeout",
+            FailReason::RegexpNoMatch => "regexp does not match",
+            FailReason::Aborted => "still open at the end",
+            FailReason::ScenarioLoop => "scenario loops",
+            FailReason::SendError => "send error",
+            FailReason::AuthFailed => "authentication",
+        }
+    }
+}
+
+/// Per scenario step: what happened there.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StepCounts {
+    pub sent: u64,
+    pub received: u64,
+    pub retransmissions: u64,
+    pub timeouts: u64,
+    pub unexpected: u64,
+}
+
+/// Response times in microseconds, 1 µs to 10 min, 3 significant digits.
+#[allow(clippy::expect_used)]
+pub fn histogram() -> Histogram<u64> {
+    // Constant, valid bounds (low >= 1, high >= 2 * low, sigfig <= 5): the
+    // constructor cannot fail.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub created: u64,
+    pub succeeded: u64,
+    pub failed: [u64; FailReason::ALL.len()],
+    pub msgs_sent: u64,
+    pub msgs_received: u64,
+    pub retrans_sent: u64,
+    /// Retransmissions received (and answered or absorbed).
+    pub retrans_received: u64,
+    /// Late optional messages absorbed (e.g. a 100 after the 180).
+    pub absorbed: u64,
+    /// Messages for calls that ended recently.
+    pub dead_call_msgs: u64,
+    /// Messages that belong to no call and start none.
+    pub out_of_call_msgs: u64,
+    pub parse_errors: u64,
+    pub send_errors: u64,
+    /// Responses received by status code (100..=699).
+    pub responses: Vec<u64>,
+    pub steps: Vec<StepCounts>,
+    pub rtd: Vec<Histogram<u64>>,
+    /// First INVITE sent -> first 180/183 received.
+    pub invite_to_18x: Histogram<u64>,
+    /// First INVITE sent -> first 2xx to the INVITE.
+    pub invite_to_200: Histogram<u64>,
+    pub call_length: Histogram<u64>,
+}
+
+impl Stats {
+    pub fn new(steps: usize) -> Self {
+        Stats {
+            created: 0,
+            succeeded: 0,
+            failed: [0; FailReason::ALL.len()],
+            msgs_sent: 0,
+            msgs_received: 0,
+            retrans_sent: 0,
+            retrans_received: 0,
+            absorbed: 0,
+            dead_call_msgs: 0,
+            out_of_call_msgs: 0,
+            parse_errors: 0,
+            send_errors: 0,
+            responses: vec![0; 700],
+            steps: vec![StepCounts::default(); steps],
+            rtd: (0..RTD_COUNT).map(|_| histogram()).collect(),
+            invite_to_18x: histogram(),
+            invite_to_200: histogram(),
+            call_length: histogram(),
+        }
+    }
+
+    pub fn fail(&mut self, reason: FailReason) {
+        if let Some(i) = FailReason::ALL.iter().position(|r| *r == reason)
+            && let Some(n) = self.failed.get_mut(i)
+        {
+            *n += 1;
+        }
+    }
+
+    pub fn failed_total(&self) -> u64 {
+        self.failed.iter().sum()
+    }
+
+    pub fn failed_by(&self, reason: FailReason) -> u64 {
+        FailReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.failed.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    pub fn step(&mut self, idx: usize) -> Option<&mut StepCounts> {
+        self.steps.get_mut(idx)
+    }
+
+    pub fn record(h: &mut Histogram<u64>, micros: u64) {
+        let _ = h.record(micros.clamp(1, 600_000_000));
+    }
+
+    /// Adds another thread's figures.
+    pub fn merge(&mut self, o: &Stats) {
+        self.created += o.created;
+        self.succeeded += o.succeeded;
+        for (a, b) in self.failed.iter_mut().zip(o.failed.iter()) {
+            *a += b;
+        }
+        self.msgs_sent += o.msgs_sent;
+        self.msgs_received += o.msgs_received;
+        self.retrans_sent += o.retrans_sent;
+        self.retrans_received += o.retrans_received;
+        self.absorbed += o.absorbed;
+        self.dead_call_msgs += o.dead_call_msgs;
+        self.out_of_call_msgs += o.out_of_call_msgs;
+        self.parse_errors += o.parse_errors;
+        self.send_errors += o.send_errors;
+        for (a, b) in self.responses.iter_mut().zip(o.responses.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.steps.iter_mut().zip(o.steps.iter()) {
+            a.sent += b.sent;
+            a.received += b.received;
+            a.retransmissions += b.retransmissions;
+            a.timeouts += b.timeouts;
+            a.unexpected += b.unexpected;
+        }
+        for (a, b) in self.rtd.iter_mut().zip(o.rtd.iter()) {
+            let _ = a.add(b);
+        }
+        let _ = self.invite_to_18x.add(&o.invite_to_18x);
+        let _ = self.invite_to_200.add(&o.invite_to_200);
+        let _ = self.call_length.add(&o.call_length);
+    }
+}

@@ -1,0 +1,301 @@
+//! SIPp compatibility: the scenario pairs in `scenarios/` run with stock
+//! `sipp` on both sides, then with `sbc-load` as the caller and as the
+//! callee; a recording relay between the two sides captures every message,
+//! and the message sequences must be the same in all three runs: start
+//! lines, header names in order, SDP line types, Content-Length right, and
+//! the whole text equal once every number (ports, pids, addresses, call
+//! numbers) is masked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn scenario(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn sipp_installed() {
+    assert!(
+        Command::new("sipp").arg("-v").output().is_ok(),
+        "sipp is required (Debian package sip-tester); .ci/run installs it"
+    );
+}
+
+/// Messages seen: direction ('>' to the callee, '<' back) and bytes.
+type Log = Arc<Mutex<Vec<(char, Vec<u8>)>>>;
+
+/// A UDP relay between caller and callee that records every message.
+struct Recorder {
+    log: Log,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// Callers send to `front`; the relay talks to the callee at `callee`
+    /// from `back`.
+    fn start(front: &str, back: &str, callee: &str) -> Recorder {
+        let front = Arc::new(UdpSocket::bind(front).unwrap());
+        let back = Arc::new(UdpSocket::bind(back).unwrap());
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        let callee: SocketAddr = callee.parse().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let caller: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let mut threads = Vec::new();
+        {
+            let (front, back, log, stop, caller) = (
+                Arc::clone(&front),
+                Arc::clone(&back),
+                Arc::clone(&log),
+                Arc::clone(&stop),
+                Arc::clone(&caller),
+            );
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, src)) = front.recv_from(&mut buf) {
+                        *caller.lock().unwrap() = Some(src);
+                        log.lock().unwrap().push(('>', buf[..n].to_vec()));
+                        let _ = back.send_to(&buf[..n], callee);
+                    }
+                }
+            }));
+        }
+        {
+            let (front, back, log, stop) = (
+                Arc::clone(&front),
+                Arc::clone(&back),
+                Arc::clone(&log),
+                Arc::clone(&stop),
+            );
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, _)) = back.recv_from(&mut buf) {
+                        log.lock().unwrap().push(('<', buf[..n].to_vec()));
+                        if let Some(c) = *caller.lock().unwrap() {
+                            let _ = front.send_to(&buf[..n], c);
+                        }
+                    }
+                }
+            }));
+        }
+        Recorder { log, stop, threads }
+    }
+
+    fn finish(self) -> Vec<(char, Vec<u8>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+/// The shape of a message: direction, method or status, header names in
+/// order, SDP line types, and whether Content-Length matches the body.
+fn shape(dir: char, m: &[u8]) -> String {
+    let text = String::from_utf8_lossy(m);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let first = lines.next().unwrap_or("");
+    let what = if first.starts_with("SIP/2.0 ") {
+        first.split(' ').take(2).collect::<Vec<_>>().join(" ")
+    } else {
+        first.split(' ').next().unwrap_or("").to_string()
+    };
+    let mut names = Vec::new();
+    let mut length_ok = true;
+    for l in lines {
+        let (name, value) = l.split_once(':').unwrap_or((l, ""));
+        names.push(name.trim().to_string());
+        if name.trim().eq_ignore_ascii_case("Content-Length") {
+            length_ok = value.trim().parse::<usize>().ok() == Some(body.len());
+        }
+    }
+    let sdp: Vec<&str> = body
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.get(..2).unwrap_or(l))
+        .collect();
+    // The whole text with every number masked (ports, pids, addresses
+    // and call numbers differ from run to run).
+    let mut masked = String::with_capacity(text.len());
+    let mut in_digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                masked.push('#');
+            }
+            in_digits = true;
+        } else {
+            masked.push(c);
+            in_digits = false;
+        }
+    }
+    format!(
+        "{dir} {what} [{}] sdp[{}] length_ok={length_ok}\n{masked}",
+        names.join(","),
+        sdp.join("")
+    )
+}
+
+enum Side {
+    Sipp,
+    SbcLoad,
+}
+
+fn spawn(side: &Side, args: &[String], dir: &std::path::Path) -> Child {
+    let mut cmd = match side {
+        Side::Sipp => {
+            let mut c = Command::new("sipp");
+            c.args(["-trace_err"]);
+            c
+        }
+        Side::SbcLoad => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_sbc-load"));
+            c.args(["--threads", "1", "--quiet"]);
+            c
+        }
+    };
+    cmd.current_dir(dir)
+        .args(["-t", "u1", "-nostdin", "-timeout", "60", "-timeout_error"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().unwrap()
+}
+
+fn wait(mut c: Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = c.try_wait() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs one caller/callee pair through a recorder on 127.`net`.0.0/24 and
+/// returns the shapes of the messages.
+fn run_pair(net: u8, caller: Side, callee: Side, uac: &str, uas: &str, calls: u32) -> Vec<String> {
+    let ip = |h: u8| format!("127.{net}.0.{h}");
+    let (uac_ip, relay_ip, uas_ip) = (ip(1), ip(2), ip(3));
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::start(
+        &format!("{relay_ip}:5060"),
+        &format!("{relay_ip}:5070"),
+        &format!("{uas_ip}:5060"),
+    );
+    let media = |k: u16| (42000 + u16::from(net) * 20 + k).to_string();
+    let callee_proc = spawn(
+        &callee,
+        &[
+            "-sf".into(),
+            scenario(uas),
+            "-i".into(),
+            uas_ip.clone(),
+            "-p".into(),
+            "5060".into(),
+            "-m".into(),
+            calls.to_string(),
+            "-mp".into(),
+            media(0),
+            "-cp".into(),
+            media(5),
+        ],
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let caller_proc = spawn(
+        &caller,
+        &[
+            "-sf".into(),
+            scenario(uac),
+            "-s".into(),
+            "3901".into(),
+            "-i".into(),
+            uac_ip,
+            "-p".into(),
+            "5060".into(),
+            format!("{relay_ip}:5060"),
+            "-m".into(),
+            calls.to_string(),
+            "-r".into(),
+            "5".into(),
+            "-d".into(),
+            "100".into(),
+            "-mp".into(),
+            media(10),
+            "-cp".into(),
+            media(15),
+        ],
+        dir.path(),
+    );
+    let uac_code = wait(caller_proc, Duration::from_secs(60));
+    let uas_code = wait(callee_proc, Duration::from_secs(20));
+    let log = rec.finish();
+    assert_eq!(uac_code, Some(0), "caller exit status ({uac})");
+    assert_eq!(uas_code, Some(0), "callee exit status ({uas})");
+    log.iter().map(|(d, m)| shape(*d, m)).collect()
+}
+
+fn check_pair(net: u8, uac: &str, uas: &str) {
+    sipp_installed();
+    let calls = 3;
+    let reference = run_pair(net, Side::Sipp, Side::Sipp, uac, uas, calls);
+    assert!(
+        reference.len() >= 4 * calls as usize,
+        "sipp pair exchanged too little: {reference:#?}"
+    );
+    assert!(reference.iter().all(|s| s.contains("length_ok=true\n")));
+    if std::env::var_os("COMPAT_SHOW").is_some() {
+        eprintln!("{uac} / {uas}:\n{}", reference.join("\n"));
+    }
+    let as_caller = run_pair(net + 1, Side::SbcLoad, Side::Sipp, uac, uas, calls);
+    assert_eq!(as_caller, reference, "sbc-load as the caller ({uac})");
+    let as_callee = run_pair(net + 2, Side::Sipp, Side::SbcLoad, uac, uas, calls);
+    assert_eq!(as_callee, reference, "sbc-load as the callee ({uas})");
+}
+
+#[test]
+fn basic_call_matches_sipp() {
+    check_pair(160, "uac_basic.xml", "uas_answer.xml");
+}
+
+#[test]
+fn cancel_matches_sipp() {
+    check_pair(163, "uac_cancel.xml", "uas_ring_no_answer.xml");
+}
+
+#[test]
+fn callee_hangup_matches_sipp() {
+    check_pair(166, "uac_bye_from_callee.xml", "uas_answer_then_bye.xml");
+}
+
+#[test]
+fn busy_matches_sipp() {
+    check_pair(169, "uac_busy.xml", "uas_busy.xml");
+}
+
+#[test]
+fn builtin_pair_matches_sipp_files() {
+    // -sn uac / -sn uas are the shipped uac_basic.xml / uas_basic.xml.
+    check_pair(172, "uac_basic.xml", "uas_basic.xml");
+}

@@ -1,0 +1,568 @@
+//! Sans-IO tests of the call engine: caller and callee endpoints exchange
+//! datagrams through an in-memory network on a simulated clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sbc_dataplane::sip::{HeaderName, Message};
+use sbc_loadtest::engine::{Config, Endpoint, Quota};
+use sbc_loadtest::scenario::Scenario;
+use sbc_loadtest::stats::FailReason;
+
+const UAC: &str = "127.0.0.1:5061";
+const UAS: &str = "127.0.0.1:5060";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn scenario(xml: &str) -> Arc<Scenario> {
+    Arc::new(Scenario::parse(xml, "test.xml").unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn builtin(name: &str) -> Arc<Scenario> {
+    scenario(sbc_loadtest::builtin(name).unwrap())
+}
+
+fn config(calls: Option<u64>) -> Arc<Config> {
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.pid = 4242;
+    c.quota = calls.map(|m| Arc::new(Quota::new(m)));
+    Arc::new(c)
+}
+
+fn uac(scn: Arc<Scenario>, cfg: Arc<Config>) -> Endpoint {
+    Endpoint::new(cfg, scn, 5061, Some(addr(UAS)), 1, 1)
+}
+
+fn uas(scn: Arc<Scenario>, cfg: Arc<Config>) -> Endpoint {
+    Endpoint::new(cfg, scn, 5060, None, 1, 1)
+}
+
+/// Takes what an endpoint queued: (destination, message).
+fn drain(ep: &mut Endpoint) -> Vec<(SocketAddr, Vec<u8>)> {
+    let (out, buf) = ep.outgoing();
+    let v = out
+        .iter()
+        .map(|o| (o.dst, buf[o.start..o.start + o.len].to_vec()))
+        .collect();
+    ep.clear_out();
+    v
+}
+
+fn start_line(m: &[u8]) -> String {
+    let s = String::from_utf8_lossy(m);
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// A network between the two endpoints; `drop` decides, per message (in
+/// order of sending), whether it is lost.
+struct Net {
+    now: u64,
+    log: Vec<(char, String)>,
+}
+
+impl Net {
+    fn new() -> Self {
+        Net {
+            now: 0,
+            log: Vec::new(),
+        }
+    }
+
+    /// Delivers until both sides are quiet; returns when nothing is queued.
+    fn exchange(&mut self, a: &mut Endpoint, b: &mut Endpoint, drop: &mut dyn FnMut(&str) -> bool) {
+        for _ in 0..1000 {
+            let from_a = drain(a);
+            let from_b = drain(b);
+            if from_a.is_empty() && from_b.is_empty() {
+                return;
+            }
+            for (dst, m) in from_a {
+                assert_eq!(dst, addr(UAS));
+                let l = start_line(&m);
+                self.log.push(('>', l.clone()));
+                if !drop(&l) {
+                    b.on_datagram(self.now, addr(UAC), &m);
+                }
+            }
+            for (dst, m) in from_b {
+                assert_eq!(dst, addr(UAC));
+                let l = start_line(&m);
+                self.log.push(('<', l.clone()));
+                if !drop(&l) {
+                    a.on_datagram(self.now, addr(UAS), &m);
+                }
+            }
+        }
+        panic!("the endpoints never went quiet");
+    }
+
+    /// Advances the clock to the next timer of either side and runs it.
+    fn tick(&mut self, a: &mut Endpoint, b: &mut Endpoint) -> bool {
+        let next = match (a.next_timer(), b.next_timer()) {
+            (Some(x), Some(y)) => x.min(y),
+            (x, y) => match x.or(y) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        self.now = self.now.max(next);
+        a.on_timers(self.now);
+        b.on_timers(self.now);
+        true
+    }
+}
+
+#[test]
+fn builtin_pair_completes_calls() {
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(3))),
+        uas(builtin("uas"), config(None)),
+    );
+    let mut net = Net::new();
+    for _ in 0..3 {
+        assert!(a.start_call(net.now));
+        net.exchange(&mut a, &mut b, &mut |_| false);
+        net.now += 1000;
+    }
+    assert!(!a.start_call(net.now), "-m 3 reached");
+    assert_eq!(a.stats.succeeded, 3);
+    assert_eq!(b.stats.succeeded, 3);
+    assert_eq!(a.stats.failed_total() + b.stats.failed_total(), 0);
+    assert_eq!(a.open_calls() + b.open_calls(), 0);
+    let seq: Vec<String> = net.log[..6]
+        .iter()
+        .map(|(d, l)| format!("{d} {l}"))
+        .collect();
+    assert_eq!(
+        seq,
+        [
+            "> INVITE sip:service@127.0.0.1:5060 SIP/2.0",
+            "< SIP/2.0 180 Ringing",
+            "< SIP/2.0 200 OK",
+            "> ACK sip:127.0.0.1:5060;transport=UDP SIP/2.0",
+            "> BYE sip:127.0.0.1:5060;transport=UDP SIP/2.0",
+            "< SIP/2.0 200 OK",
+        ]
+    );
+    assert_eq!(a.stats.invite_to_200.len(), 3);
+}
+
+#[test]
+fn keywords_render_as_sipp_does() {
+    let scn = scenario(
+        r#"<scenario name="k">
+        <send><![CDATA[
+          INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+          Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+          From: <sip:a@[local_ip]>;tag=[pid]SIPpTag00[call_number]
+          To: <sip:b@[remote_ip]>
+          Call-ID: [call_id]
+          CSeq: [cseq] INVITE
+          Content-Type: application/sdp
+          Content-Length: [len]
+
+          v=0
+          c=IN IP[media_ip_type] [media_ip]
+          m=audio [media_port] RTP/AVP 0
+        ]]></send>
+        <recv response="200"/>
+        </scenario>"#,
+    );
+    let mut a = uac(scn, config(None));
+    assert!(a.start_call(0));
+    let out = drain(&mut a);
+    let text = String::from_utf8(out[0].1.clone()).unwrap();
+    let body = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 6000 RTP/AVP 0\r\n";
+    let want = format!(
+        "INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0\r\n\
+         From: <sip:a@127.0.0.1>;tag=4242SIPpTag001\r\n\
+         To: <sip:b@127.0.0.1>\r\n\
+         Call-ID: 1-4242@127.0.0.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {:>5}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(text, want);
+}
+
+#[test]
+fn lost_200_is_retransmitted_until_the_ack_and_answered_again() {
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(1))),
+        uas(builtin("uas"), config(None)),
+    );
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    // The first 200 (to the INVITE) is lost.
+    let mut lost = false;
+    net.exchange(&mut a, &mut b, &mut |l| {
+        if l == "SIP/2.0 200 OK" && !lost {
+            lost = true;
+            return true;
+        }
+        false
+    });
+    assert_eq!(a.stats.succeeded, 0);
+    // The callee's 200 has retrans="500": it comes again after 500 ms.
+    assert!(net.tick(&mut a, &mut b));
+    assert_eq!(net.now, 500_000);
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!(a.stats.succeeded, 1);
+    assert_eq!(b.stats.succeeded, 1);
+    assert_eq!(b.stats.retrans_sent, 1);
+}
+
+#[test]
+fn a_retransmitted_request_gets_the_last_answer_again() {
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(1))),
+        uas(builtin("uas"), config(None)),
+    );
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    b.on_datagram(0, addr(UAC), &invite);
+    let first = drain(&mut b);
+    assert_eq!(first.len(), 2, "180 and 200");
+    // The same INVITE again (a retransmission): the 200 is sent again.
+    b.on_datagram(10, addr(UAC), &invite);
+    let again = drain(&mut b);
+    assert_eq!(again.len(), 1);
+    assert_eq!(start_line(&again[0].1), "SIP/2.0 200 OK");
+    assert_eq!(b.stats.retrans_received, 1);
+    assert_eq!(b.stats.failed_total(), 0);
+}
+
+#[test]
+fn invite_retransmissions_double_and_the_call_fails_after_five() {
+    let mut a = uac(builtin("uac"), config(Some(1)));
+    assert!(a.start_call(0));
+    drain(&mut a);
+    let mut times = Vec::new();
+    while let Some(t) = a.next_timer() {
+        a.on_timers(t);
+        if !drain(&mut a).is_empty() {
+            times.push(t / 1000);
+        }
+    }
+    assert_eq!(times, [500, 1500, 3500, 7500, 15500]);
+    assert_eq!(a.stats.failed_by(FailReason::MaxRetrans), 1);
+    assert_eq!(a.open_calls(), 0);
+}
+
+#[test]
+fn an_error_response_fails_the_call_and_is_acknowledged() {
+    let mut a = uac(builtin("uac"), config(Some(1)));
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    let m = Message::parse(&invite).unwrap();
+    let hdr = |h: HeaderName| String::from_utf8_lossy(m.value(h).unwrap()).to_string();
+    let resp = format!(
+        "SIP/2.0 503 Service Unavailable\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=x\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        hdr(HeaderName::Via),
+        hdr(HeaderName::From),
+        hdr(HeaderName::To),
+        hdr(HeaderName::CallId),
+        hdr(HeaderName::CSeq)
+    );
+    a.on_datagram(1000, addr(UAS), resp.as_bytes());
+    assert_eq!(a.stats.failed_by(FailReason::UnexpectedMessage), 1);
+    let out = drain(&mut a);
+    assert_eq!(out.len(), 1, "the 503 is acknowledged");
+    let ack = String::from_utf8(out[0].1.clone()).unwrap();
+    assert!(
+        ack.starts_with("ACK sip:service@127.0.0.1:5060 SIP/2.0\r\n"),
+        "{ack}"
+    );
+    assert!(
+        ack.contains(";tag=x") && ack.contains("CSeq: 1 ACK"),
+        "{ack}"
+    );
+    assert!(
+        ack.contains(&hdr(HeaderName::Via)),
+        "same branch as the INVITE"
+    );
+    assert_eq!(a.stats.responses[503], 1);
+    // A retransmitted 503 after the end is absorbed as a dead-call message.
+    a.on_datagram(2000, addr(UAS), resp.as_bytes());
+    assert_eq!(a.stats.dead_call_msgs, 1);
+}
+
+#[test]
+fn late_provisionals_are_absorbed_and_stray_messages_counted() {
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(1))),
+        uas(builtin("uas"), config(None)),
+    );
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    b.on_datagram(0, addr(UAC), &invite);
+    let answers = drain(&mut b);
+    let (ringing, ok) = (&answers[0].1, &answers[1].1);
+    // 180 arrives after the 200: the call has moved on, it is absorbed.
+    a.on_datagram(10, addr(UAS), ok);
+    let ack = drain(&mut a);
+    assert_eq!(ack.len(), 2, "ACK, and the BYE at once (-d 0)");
+    a.on_datagram(11, addr(UAS), ringing);
+    assert_eq!(a.stats.absorbed, 1);
+    assert_eq!(a.stats.failed_total(), 0);
+    // A message with an unknown Call-ID belongs to nobody.
+    a.on_datagram(
+        12,
+        addr(UAS),
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKq\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: nobody\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(a.stats.out_of_call_msgs, 1);
+    a.on_datagram(13, addr(UAS), b"garbage");
+    assert_eq!(a.stats.parse_errors, 1);
+}
+
+#[test]
+fn unexpected_bye_is_answered_and_fails_the_call() {
+    let mut b = uas(builtin("uas"), config(None));
+    let mut a = uac(builtin("uac"), config(Some(1)));
+    assert!(a.start_call(0));
+    let invite = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
+    b.on_datagram(0, addr(UAC), invite.as_bytes());
+    drain(&mut b);
+    // A BYE before the ACK the scenario waits for.
+    let bye = invite
+        .replacen("INVITE sip:", "BYE sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 BYE");
+    b.on_datagram(5, addr(UAC), bye.as_bytes());
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    let ok = String::from_utf8(out[0].1.clone()).unwrap();
+    assert!(
+        ok.starts_with("SIP/2.0 200 OK\r\n") && ok.contains("CSeq: 2 BYE"),
+        "{ok}"
+    );
+    assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 1);
+}
+
+#[test]
+fn recv_timeout_jumps_to_ontimeout_or_fails() {
+    let xml = |ontimeout: &str| {
+        format!(
+            r#"<scenario name="t">
+            <send><![CDATA[
+              OPTIONS sip:x@[remote_ip] SIP/2.0
+              Call-ID: [call_id]
+              CSeq: [cseq] OPTIONS
+              Content-Length: 0
+            ]]></send>
+            <recv response="200" timeout="2000" {ontimeout}/>
+            <send><![CDATA[
+              OPTIONS sip:second@[remote_ip] SIP/2.0
+              Call-ID: [call_id]
+              CSeq: [cseq] OPTIONS
+              Content-Length: 0
+            ]]></send>
+            <label id="out"/>
+            </scenario>"#
+        )
+    };
+    let mut a = uac(scenario(&xml("")), config(Some(1)));
+    assert!(a.start_call(0));
+    drain(&mut a);
+    a.on_timers(1_999_999);
+    assert_eq!(a.open_calls(), 1);
+    a.on_timers(2_000_000);
+    assert_eq!(a.stats.failed_by(FailReason::RecvTimeout), 1);
+
+    let mut a = uac(scenario(&xml(r#"ontimeout="out""#)), config(Some(1)));
+    assert!(a.start_call(0));
+    drain(&mut a);
+    a.on_timers(2_000_000);
+    assert_eq!(a.stats.succeeded, 1, "the jump skips the second OPTIONS");
+    assert!(drain(&mut a).is_empty());
+}
+
+#[test]
+fn cseq_counts_requests_and_follows_the_peer() {
+    let scn = scenario(
+        r#"<scenario name="c">
+        <send><![CDATA[
+          INVITE sip:x@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          CSeq: [cseq] INVITE
+        ]]></send>
+        <send><![CDATA[
+          ACK sip:x@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          CSeq: [cseq] ACK
+        ]]></send>
+        <send><![CDATA[
+          INFO sip:x@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          CSeq: [cseq+10] INFO
+        ]]></send>
+        <recv request="BYE"/>
+        <send><![CDATA[
+          INFO sip:x@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          CSeq: [cseq] INFO
+        ]]></send>
+        </scenario>"#,
+    );
+    let mut a = uac(scn, config(Some(1)));
+    assert!(a.start_call(0));
+    let out: Vec<String> = drain(&mut a)
+        .into_iter()
+        .map(|(_, m)| String::from_utf8(m).unwrap())
+        .collect();
+    let cseq = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("CSeq"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(cseq(&out[0]), "CSeq: 1 INVITE");
+    assert_eq!(cseq(&out[1]), "CSeq: 1 ACK");
+    assert_eq!(cseq(&out[2]), "CSeq: 12 INFO");
+    a.on_datagram(
+        5,
+        addr(UAS),
+        b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKb\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: 1-4242@127.0.0.1\r\nCSeq: 40 BYE\r\nContent-Length: 0\r\n\r\n",
+    );
+    let out = drain(&mut a);
+    let m = String::from_utf8(out[0].1.clone()).unwrap();
+    assert_eq!(cseq(&m), "CSeq: 41 INFO", "above the peer's 40");
+}
+
+#[test]
+fn ereg_check_it_dooms_the_call_but_it_goes_on() {
+    let uas_xml = r#"<scenario name="e">
+        <recv request="INVITE">
+          <action>
+            <ereg regexp="Subject: ([a-z]+)" search_in="msg" check_it="true" assign_to="all,subj"/>
+          </action>
+        </recv>
+        <send><![CDATA[
+          SIP/2.0 486 Busy Here
+          [last_Via:]
+          [last_From:]
+          [last_To:];tag=t
+          [last_Call-ID:]
+          [last_CSeq:]
+          X-Subject: [$subj]
+          Content-Length: 0
+        ]]></send>
+        </scenario>"#;
+    let mut b = uas(scenario(uas_xml), config(None));
+    let invite = |subject: &str, id: &str| {
+        format!(
+            "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nSubject: {subject}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    b.on_datagram(0, addr(UAC), invite("hello", "c1").as_bytes());
+    let out = String::from_utf8(drain(&mut b).remove(0).1).unwrap();
+    assert!(out.contains("X-Subject: hello\r\n"), "{out}");
+    assert!(out.contains("To: <sip:x@y>;tag=t\r\n"), "{out}");
+    assert_eq!(b.stats.succeeded, 1);
+
+    b.on_datagram(1, addr(UAC), invite("123", "c2").as_bytes());
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1, "the call goes on after a failed check");
+    assert_eq!(b.stats.failed_by(FailReason::RegexpNoMatch), 1);
+}
+
+#[test]
+fn digest_authentication_answers_the_challenge() {
+    let scn = scenario(
+        r#"<scenario name="auth">
+        <send retrans="500"><![CDATA[
+          REGISTER sip:[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          From: <sip:[service]@[remote_ip]>;tag=[call_number]
+          To: <sip:[service]@[remote_ip]>
+          Call-ID: [call_id]
+          CSeq: [cseq] REGISTER
+          Content-Length: 0
+        ]]></send>
+        <recv response="401"/>
+        <send retrans="500"><![CDATA[
+          REGISTER sip:[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          From: <sip:[service]@[remote_ip]>;tag=[call_number]
+          To: <sip:[service]@[remote_ip]>
+          Call-ID: [call_id]
+          CSeq: [cseq] REGISTER
+          [authentication username=alice password=secret]
+          Content-Length: 0
+        ]]></send>
+        <recv response="200"/>
+        </scenario>"#,
+    );
+    let mut a = uac(scn, config(Some(1)));
+    assert!(a.start_call(0));
+    drain(&mut a);
+    a.on_datagram(
+        10,
+        addr(UAS),
+        b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0\r\nFrom: <sip:service@127.0.0.1>;tag=1\r\nTo: <sip:service@127.0.0.1>;tag=r\r\nCall-ID: 1-4242@127.0.0.1\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"sbc\", nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
+    );
+    let m = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("Authorization: Digest "))
+        .unwrap_or_else(|| panic!("{m}"));
+    // response = MD5(MD5(alice:sbc:secret):abc:MD5(REGISTER:sip:127.0.0.1))
+    use md5::{Digest, Md5};
+    let hex = |b: &[u8]| {
+        Md5::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let ha1 = hex(b"alice:sbc:secret");
+    let ha2 = hex(b"REGISTER:sip:127.0.0.1");
+    let want = hex(format!("{ha1}:abc:{ha2}").as_bytes());
+    assert!(line.contains(&format!("response=\"{want}\"")), "{line}");
+    assert!(line.contains("uri=\"sip:127.0.0.1\"") && line.contains("username=\"alice\""));
+    assert!(m.contains("CSeq: 2 REGISTER"));
+}
+
+#[test]
+fn injection_fields_fill_each_call() {
+    let scn = scenario(
+        r#"<scenario name="inf">
+        <send><![CDATA[
+          MESSAGE sip:[field0]@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          X-Name: [field1]
+          Content-Length: 0
+        ]]></send>
+        </scenario>"#,
+    );
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.inject = Some(Arc::new(
+        sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n200;bob\n", "u.csv").unwrap(),
+    ));
+    let mut a = uac(scn, Arc::new(c));
+    let mut lines = Vec::new();
+    for t in 0..3 {
+        assert!(a.start_call(t));
+        for (_, m) in drain(&mut a) {
+            let m = String::from_utf8(m).unwrap();
+            lines.push(format!(
+                "{} {}",
+                start_line(m.as_bytes()),
+                m.lines().find(|l| l.starts_with("X-Name")).unwrap()
+            ));
+        }
+    }
+    assert_eq!(
+        lines,
+        [
+            "MESSAGE sip:100@127.0.0.1 SIP/2.0 X-Name: alice",
+            "MESSAGE sip:200@127.0.0.1 SIP/2.0 X-Name: bob",
+            "MESSAGE sip:100@127.0.0.1 SIP/2.0 X-Name: alice",
+        ]
+    );
+    assert_eq!(a.stats.succeeded, 3);
+}
