@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmarks: the sample messages, and the relays
 //! and stream set-up of the media benchmark.
 
+pub mod procstat;
 pub mod relay;
 
 /// A typical INVITE from a PBX: 12 headers and an SDP offer.

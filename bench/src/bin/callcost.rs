@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
 #[derive(Parser, Debug)]
 #[command(about = "CPU microseconds per call of the sbc process under a fixed sipp load")]
@@ -56,73 +57,6 @@ enum Target {
     /// Kamailio as a stateful proxy with rr, dialog and topoh
     /// (bench/kamailio/proxy.cfg).
     Kamailio,
-}
-
-/// CPU seconds of a process and its direct children (Kamailio forks its
-/// workers from the main process).
-fn tree_cpu_seconds(root: u32) -> f64 {
-    let mut total = cpu_seconds(root);
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
-            if after
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok())
-                == Some(root)
-            {
-                total += cpu_seconds(pid);
-            }
-        }
-    }
-    total
-}
-
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    #[allow(unsafe_code)]
-    let t = unsafe { libc_sysconf_clk_tck() };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-#[allow(unsafe_code)]
-unsafe fn libc_sysconf_clk_tck() -> i64 {
-    unsafe extern "C" {
-        fn sysconf(name: i32) -> i64;
-    }
-    const SC_CLK_TCK: i32 = 2;
-    // SAFETY: plain libc call with a valid constant.
-    unsafe { sysconf(SC_CLK_TCK) }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let (u, s) = cpu_split(pid);
-    u + s
-}
-
-/// (utime, stime) of a process, in seconds.
-fn cpu_split(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at ") ".
-    let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (utime / ticks_per_second(), stime / ticks_per_second())
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn healthy(addr: &str) -> bool {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use sbc_bench::procstat::cpu_seconds;
 use sbc_bench::relay::{minimal, setup};
 
 #[derive(Parser, Debug)]
@@ -76,19 +77,6 @@ impl Drop for Proc {
 fn fail(msg: &str) -> ! {
     eprintln!("relaycost: {msg}");
     std::process::exit(2)
-}
-
-fn clk_tck() -> f64 {
-    100.0
-}
-
-/// utime+stime of a process (all its threads), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / clk_tck()
 }
 
 struct Outcome {

@@ -1,0 +1,727 @@
+//! Whole-system load benchmark: sbc-load callers and callees drive the
+//! release `sbc` (or Kamailio as a stateful proxy, or nothing: the load
+//! generators against each other) at a series of rates, search the highest
+//! rate with under 0.1 % failed calls (RFC 7502 style: each step a fixed
+//! number of calls at a fixed offered rate, bounded in time), and run an
+//! overload step at twice that rate. Every step starts the proxy afresh.
+//! Results go to stdout and, with `--out`, to Markdown and JSON files.
+//!
+//!     cargo build --release --workspace
+//!     target/release/loadbench --rates 1000,2000,4000 --search --overload \
+//!         --compare kamailio --out bench/results
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug)]
+#[command(about = "Calls/s, failures, response times and proxy CPU per call at a series of rates")]
+struct Args {
+    /// Offered rates (calls/s) of the series.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000u32, 2000, 4000])]
+    rates: Vec<u32>,
+    /// Seconds of load per step.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Search the highest rate with < 0.1 % failed calls, from the series.
+    #[arg(long)]
+    search: bool,
+    /// Most search steps.
+    #[arg(long, default_value_t = 8)]
+    max_steps: u32,
+    /// After the search, offer twice the capacity found.
+    #[arg(long)]
+    overload: bool,
+    /// What sits between caller and callee.
+    #[arg(long, value_enum, default_value_t = Target::Sbc)]
+    target: Target,
+    /// Also measure this, the same way in the same run, and print ratios.
+    #[arg(long, value_enum)]
+    compare: Option<Compare>,
+    /// sbc shards.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Call hold time (sbc-load -d), ms.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u32,
+    /// Threads of each sbc-load process.
+    #[arg(long, default_value_t = 1)]
+    load_threads: usize,
+    #[arg(long, default_value = "target/release/sbc")]
+    sbc: PathBuf,
+    #[arg(long, default_value = "target/release/sbc-load")]
+    sbc_load: PathBuf,
+    #[arg(long, default_value = "target/release/relaycost")]
+    relaycost: PathBuf,
+    #[arg(long, default_value = "/usr/sbin/kamailio")]
+    kamailio: PathBuf,
+    /// Second octet of the loopback network used (127.N.0.0/24).
+    #[arg(long, default_value_t = 201)]
+    net: u8,
+    /// Write Markdown and JSON results into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// This project's sbc (B2BUA).
+    Sbc,
+    /// Kamailio as a stateful proxy (tm, rr, dialog; bench/kamailio/proxy.cfg).
+    Kamailio,
+    /// No proxy: sbc-load caller straight to the sbc-load callee; with
+    /// --compare sipp, stock sipp against itself.
+    Direct,
+    /// Stock sipp caller straight to a stock sipp callee.
+    Sipp,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Compare {
+    /// Kamailio as a stateful proxy on the same calls.
+    Kamailio,
+    /// rtpengine against the sbc relaying RTP (runs relaycost).
+    Rtpengine,
+    /// Stock sipp pair against the sbc-load pair (with --target direct).
+    Sipp,
+}
+
+struct Proc(Child);
+
+/// Processes started and not yet reaped, killed by `fail` (which exits
+/// without running destructors).
+static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+impl Proc {
+    fn new(child: Child) -> Self {
+        if let Ok(mut l) = LIVE.lock() {
+            l.push(child.id());
+        }
+        Proc(child)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first: Kamailio takes its worker processes down with it.
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if let Ok(mut l) = LIVE.lock() {
+            l.retain(|p| *p != self.0.id());
+        }
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("loadbench: {msg}");
+    if let Ok(l) = LIVE.lock() {
+        for &pid in l.iter() {
+            // SAFETY: kill(2) on a child this process started and has not
+            // reaped, so the pid is still ours.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+    std::process::exit(2)
+}
+
+fn healthy(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut b = String::new();
+    let _ = s.read_to_string(&mut b);
+    b.starts_with("HTTP/1.1 200")
+}
+
+/// One step: a fixed offered rate for a fixed time.
+#[derive(Debug, Clone)]
+struct Step {
+    target: Target,
+    rate: u32,
+    offered: u64,
+    ok: u64,
+    failed: u64,
+    achieved_cps: f64,
+    /// INVITE -> 2xx percentiles (ms) of the calls that got one.
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    /// Proxy CPU per completed call (NaN without a proxy).
+    proxy_us: f64,
+    /// Caller and callee CPU per completed call.
+    caller_us: f64,
+    callee_us: f64,
+    proxy_rss_mib: f64,
+    responses: Value,
+    failures: Value,
+    retrans_sent: u64,
+    wall_s: f64,
+}
+
+impl Step {
+    fn failed_ratio(&self) -> f64 {
+        self.failed as f64 / self.offered.max(1) as f64
+    }
+
+    fn passes(&self) -> bool {
+        self.failed_ratio() < 0.001 && self.ok + self.failed >= self.offered
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "target": format!("{:?}", self.target).to_lowercase(),
+            "rate": self.rate,
+            "offered": self.offered,
+            "succeeded": self.ok,
+            "failed": self.failed,
+            "achieved_cps": self.achieved_cps,
+            "invite_to_2xx_ms": {"p50": self.p50, "p99": self.p99, "p999": self.p999},
+            "proxy_cpu_us_per_call": nan_null(self.proxy_us),
+            "caller_cpu_us_per_call": nan_null(self.caller_us),
+            "callee_cpu_us_per_call": nan_null(self.callee_us),
+            "proxy_rss_mib": nan_null(self.proxy_rss_mib),
+            "responses": self.responses,
+            "failures": self.failures,
+            "retransmissions_sent": self.retrans_sent,
+            "wall_s": self.wall_s,
+        })
+    }
+
+    fn row(&self) -> String {
+        let f = |v: f64| {
+            if v.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        format!(
+            "| {:?} | {} | {} | {} | {:.3} | {:.0} | {:.2} / {:.2} / {:.2} | {} | {} | {} | {} |",
+            self.target,
+            self.rate,
+            self.ok,
+            self.failed,
+            100.0 * self.failed_ratio(),
+            self.achieved_cps,
+            self.p50,
+            self.p99,
+            self.p999,
+            f(self.proxy_us),
+            f(self.caller_us),
+            f(self.callee_us),
+            f(self.proxy_rss_mib)
+        )
+    }
+}
+
+fn nan_null(v: f64) -> Value {
+    if v.is_finite() { json!(v) } else { Value::Null }
+}
+
+const HEADER: &str = "| target | offered calls/s | succeeded | failed | failed % | achieved calls/s | INVITE→2xx ms p50 / p99 / p99.9 | proxy CPU µs/call | caller µs/call | callee µs/call | proxy RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|";
+
+struct Bench {
+    a: Args,
+    work: PathBuf,
+}
+
+impl Bench {
+    fn ip(&self, h: u8) -> String {
+        format!("127.{}.0.{h}", self.a.net)
+    }
+
+    fn start_proxy(&self, target: Target) -> Option<Proc> {
+        let dir = self.work.join("proxy");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&e.to_string()));
+        match target {
+            Target::Sbc => {
+                let config = format!(
+                    "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\n[metrics]\nlisten = \"{sbc}:9090\"\n\
+                     [[trunks]]\nname = \"pbx\"\nsources = [\"{pbx}\"]\naddress = \"{pbx}:5060\"\n\
+                     [[trunks]]\nname = \"carrier\"\nsources = [\"{carrier}\"]\naddress = \"{carrier}:5060\"\n\
+                     [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
+                    sbc = self.ip(1),
+                    pbx = self.ip(10),
+                    carrier = self.ip(20),
+                    shards = self.a.shards,
+                );
+                let path = dir.join("bench.toml");
+                std::fs::write(&path, config).unwrap_or_else(|e| fail(&e.to_string()));
+                let child = Command::new(&self.a.sbc)
+                    .arg("--config")
+                    .arg(&path)
+                    .env("RUST_LOG", "error")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| {
+                        fail(&format!(
+                            "cannot start {}: {e} (cargo build --release --workspace)",
+                            self.a.sbc.display()
+                        ))
+                    });
+                let p = Proc::new(child);
+                let t0 = Instant::now();
+                let metrics = format!("{}:9090", self.ip(1));
+                while !healthy(&metrics) {
+                    if t0.elapsed() > Duration::from_secs(10) {
+                        fail("sbc did not start (is the media port range free?)");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Some(p)
+            }
+            Target::Kamailio => {
+                let kcfg = dir.join("kamailio.cfg");
+                std::fs::write(
+                    &kcfg,
+                    include_str!("../../kamailio/proxy.cfg")
+                        .replace("@LISTEN@", &self.ip(1))
+                        .replace("@TARGET@", &self.ip(20)),
+                )
+                .unwrap_or_else(|e| fail(&e.to_string()));
+                let child = Command::new(&self.a.kamailio)
+                    .args(["-DD", "-E", "-m", "512", "-M", "32", "-f"])
+                    .arg(&kcfg)
+                    .arg("-Y")
+                    .arg(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| {
+                        fail(&format!(
+                            "cannot start {} (apt-get install kamailio): {e}",
+                            self.a.kamailio.display()
+                        ))
+                    });
+                std::thread::sleep(Duration::from_millis(1500));
+                Some(Proc::new(child))
+            }
+            Target::Direct | Target::Sipp => None,
+        }
+    }
+
+    /// A load generator process: sbc-load, or stock sipp for `Sipp`.
+    fn loadgen(&self, sipp: bool, name: &str, args: &[String]) -> Proc {
+        let dir = self.work.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&e.to_string()));
+        let mut cmd = if sipp {
+            let mut c = Command::new("sipp");
+            c.args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"]);
+            c
+        } else {
+            let mut c = Command::new(&self.a.sbc_load);
+            c.args(["--quiet", "--json", "report.json", "--threads"])
+                .arg(self.a.load_threads.to_string());
+            c
+        };
+        let child = cmd
+            .current_dir(&dir)
+            .args(["-t", "u1", "-nostdin"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("cannot start the load generator: {e}")));
+        Proc::new(child)
+    }
+
+    /// The load generator's report: sbc-load's JSON, or the figures of
+    /// sipp's statistics file in the same shape.
+    fn report(&self, sipp: bool, name: &str) -> Value {
+        let dir = self.work.join(name);
+        if !sipp {
+            return std::fs::read_to_string(dir.join("report.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+        }
+        let csv = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+        let mut lines = csv.lines().filter(|l| !l.is_empty());
+        let header: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
+        let last: Vec<&str> = lines.next_back().unwrap_or("").split(';').collect();
+        let get = |c: &str| -> u64 {
+            header
+                .iter()
+                .position(|h| *h == c)
+                .and_then(|i| last.get(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        json!({
+            "calls_succeeded": get("SuccessfulCall(C)"),
+            "calls_failed": get("FailedCall(C)"),
+            "retransmissions_sent": get("Retransmissions(C)"),
+        })
+    }
+
+    fn step(&self, target: Target, rate: u32) -> Step {
+        let offered = u64::from(rate) * u64::from(self.a.seconds);
+        let proxy = self.start_proxy(target);
+        let sipp = target == Target::Sipp;
+        let (callee_ip, dest) = match target {
+            Target::Sbc | Target::Kamailio => (self.ip(20), format!("{}:5060", self.ip(1))),
+            Target::Direct | Target::Sipp => (self.ip(20), format!("{}:5060", self.ip(20))),
+        };
+        let s = |v: &str| v.to_string();
+        let limit = u64::from(self.a.seconds) * 3 + 60;
+        let callee = self.loadgen(
+            sipp,
+            "callee",
+            &[
+                s("-sn"),
+                s("uas"),
+                s("-i"),
+                callee_ip,
+                s("-p"),
+                s("5060"),
+                s("-m"),
+                offered.to_string(),
+                s("-mp"),
+                s("40100"),
+                s("-cp"),
+                s("40110"),
+                s("-timeout"),
+                limit.to_string(),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        let proxy_pid = proxy.as_ref().map(|p| p.0.id());
+        let proxy_cpu0 = proxy_pid.map_or(0.0, tree_cpu_seconds);
+        let callee_cpu0 = cpu_seconds(callee.0.id());
+        let start = Instant::now();
+        let mut caller = self.loadgen(
+            sipp,
+            "caller",
+            &[
+                s("-sn"),
+                s("uac"),
+                s("-s"),
+                s("+15550100"),
+                s("-i"),
+                self.ip(10),
+                s("-p"),
+                s("5060"),
+                dest,
+                s("-r"),
+                rate.to_string(),
+                s("-m"),
+                offered.to_string(),
+                s("-d"),
+                self.a.hold_ms.to_string(),
+                s("-recv_timeout"),
+                s("10000"),
+                s("-mp"),
+                s("40120"),
+                s("-cp"),
+                s("40130"),
+                s("-timeout"),
+                limit.to_string(),
+            ],
+        );
+        let (mut caller_cpu, mut callee_cpu, mut proxy_cpu) = (0.0f64, 0.0f64, proxy_cpu0);
+        let mut rss_kb = 0;
+        loop {
+            caller_cpu = caller_cpu.max(cpu_seconds(caller.0.id()));
+            callee_cpu = callee_cpu.max(cpu_seconds(callee.0.id()) - callee_cpu0);
+            if let Some(pid) = proxy_pid {
+                proxy_cpu = proxy_cpu.max(tree_cpu_seconds(pid));
+                rss_kb = rss_kb.max(status_kb(pid, "VmRSS:"));
+            }
+            if let Ok(Some(_)) = caller.0.try_wait() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(limit + 30) {
+                fail("the caller did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let wall_s = start.elapsed().as_secs_f64();
+        // Let the callee see the last BYEs, then stop it.
+        let callee_deadline = Instant::now() + Duration::from_secs(5);
+        let mut callee = callee;
+        while Instant::now() < callee_deadline {
+            callee_cpu = callee_cpu.max(cpu_seconds(callee.0.id()) - callee_cpu0);
+            if let Ok(Some(_)) = callee.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(pid) = proxy_pid {
+            proxy_cpu = proxy_cpu.max(tree_cpu_seconds(pid));
+        }
+        // SIGINT: sbc-load and sipp print their reports on a signal.
+        // SAFETY: kill(2) with a pid this process spawned and still owns.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(callee.0.id() as i32, libc::SIGINT);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(callee);
+        drop(proxy);
+        let r = self.report(sipp, "caller");
+        let ok = r["calls_succeeded"].as_u64().unwrap_or(0);
+        let failed = r["calls_failed"].as_u64().unwrap_or(0);
+        let per_call = |cpu: f64| {
+            if ok > 0 {
+                cpu * 1e6 / ok as f64
+            } else {
+                f64::NAN
+            }
+        };
+        let p = |q: &str| r["invite_to_200"][q].as_f64().unwrap_or(f64::NAN);
+        Step {
+            target,
+            rate,
+            offered,
+            ok,
+            failed,
+            achieved_cps: ok as f64 / wall_s.max(1e-9),
+            p50: p("p50_ms"),
+            p99: p("p99_ms"),
+            p999: p("p999_ms"),
+            proxy_us: if proxy_pid.is_some() {
+                per_call(proxy_cpu - proxy_cpu0)
+            } else {
+                f64::NAN
+            },
+            caller_us: per_call(caller_cpu),
+            callee_us: per_call(callee_cpu),
+            proxy_rss_mib: if proxy_pid.is_some() {
+                rss_kb as f64 / 1024.0
+            } else {
+                f64::NAN
+            },
+            responses: r["responses"].clone(),
+            failures: r["failures"].clone(),
+            retrans_sent: r["retransmissions_sent"].as_u64().unwrap_or(0),
+            wall_s,
+        }
+    }
+
+    /// RFC 7502-style search: from the series' best passing rate, double
+    /// until a step fails, then bisect to within 5 %, at most `max_steps`.
+    fn search(&self, target: Target, series: &[Step], log: &mut Vec<Step>) -> Option<u32> {
+        let mut lo = series
+            .iter()
+            .filter(|s| s.target == target && s.passes())
+            .map(|s| s.rate)
+            .max();
+        let mut hi = series
+            .iter()
+            .filter(|s| s.target == target && !s.passes())
+            .map(|s| s.rate)
+            .filter(|r| lo.is_none_or(|l| *r > l))
+            .min();
+        for _ in 0..self.a.max_steps {
+            let next = match (lo, hi) {
+                (Some(l), Some(h)) if f64::from(h - l) <= 0.05 * f64::from(l) => break,
+                (Some(l), Some(h)) => (l + h) / 2,
+                (Some(l), None) => l * 2,
+                (None, Some(h)) if h <= 100 => break,
+                (None, Some(h)) => h / 2,
+                (None, None) => self.a.rates.first().copied().unwrap_or(1000),
+            };
+            let s = self.step(target, next);
+            eprintln!("{}", s.row());
+            if s.passes() {
+                lo = Some(next);
+            } else {
+                hi = Some(next);
+            }
+            log.push(s);
+        }
+        lo
+    }
+}
+
+fn main() {
+    let mut a = Args::parse();
+    // The load generators run in their own directories: absolute paths.
+    for p in [&mut a.sbc, &mut a.sbc_load, &mut a.relaycost] {
+        if let Ok(abs) = std::fs::canonicalize(&*p) {
+            *p = abs;
+        }
+    }
+    if a.rates.is_empty() || a.rates.contains(&0) {
+        fail("--rates: give positive calls/s, comma separated");
+    }
+    let work = std::env::temp_dir().join(format!("sbc-loadbench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut targets = vec![a.target];
+    match a.compare {
+        Some(Compare::Kamailio) => targets.push(Target::Kamailio),
+        Some(Compare::Sipp) => targets.push(Target::Sipp),
+        Some(Compare::Rtpengine) | None => {}
+    }
+    let b = Bench { a, work };
+    let mut md = String::new();
+    let _ = writeln!(md, "# loadbench\n\nMachine: {}\n", machine());
+    let _ = writeln!(
+        md,
+        "Basic call (sbc-load -sn uac / -sn uas, hold {} ms), UDP, {} s per step, sbc shards: {}, sbc-load threads: {}. CPU is utime+stime over the step; per completed call.\n",
+        b.a.hold_ms, b.a.seconds, b.a.shards, b.a.load_threads
+    );
+    let _ = writeln!(md, "## Series\n\n{HEADER}");
+    println!("{HEADER}");
+    let mut series = Vec::new();
+    for &rate in &b.a.rates {
+        for &t in &targets {
+            let s = b.step(t, rate);
+            println!("{}", s.row());
+            let _ = writeln!(md, "{}", s.row());
+            series.push(s);
+        }
+    }
+    let mut ratios = String::new();
+    if targets.len() == 2 {
+        let _ = writeln!(
+            ratios,
+            "\n## Ratios ({:?} / {:?}, same rates)\n\n| rate | CPU per call (proxy, or caller+callee without one) | achieved calls/s |\n|---|---|---|",
+            targets[0], targets[1]
+        );
+        for &rate in &b.a.rates {
+            let find = |t: Target| series.iter().find(|s| s.target == t && s.rate == rate);
+            if let (Some(x), Some(y)) = (find(targets[0]), find(targets[1])) {
+                let cost = |s: &Step| {
+                    if s.proxy_us.is_finite() {
+                        s.proxy_us
+                    } else {
+                        s.caller_us + s.callee_us
+                    }
+                };
+                let _ = writeln!(
+                    ratios,
+                    "| {rate} | {:.2} | {:.2} |",
+                    cost(x) / cost(y),
+                    x.achieved_cps / y.achieved_cps.max(1e-9)
+                );
+            }
+        }
+        print!("{ratios}");
+        md.push_str(&ratios);
+    }
+    let mut searched = Vec::new();
+    let mut capacity = Vec::new();
+    if b.a.search {
+        for &t in &targets {
+            let cap = b.search(t, &series, &mut searched);
+            let line = format!(
+                "{t:?}: highest rate with < 0.1 % failed calls: {}",
+                cap.map_or("none found".to_string(), |c| format!("{c} calls/s"))
+            );
+            println!("{line}");
+            capacity.push((t, cap));
+        }
+        let _ = writeln!(
+            md,
+            "\n## Capacity search (RFC 7502 style, < 0.1 % failed)\n\n{HEADER}"
+        );
+        for s in &searched {
+            let _ = writeln!(md, "{}", s.row());
+        }
+        let _ = writeln!(md);
+        for (t, cap) in &capacity {
+            let _ = writeln!(
+                md,
+                "- {t:?}: {}",
+                cap.map_or("none found".to_string(), |c| format!("{c} calls/s"))
+            );
+        }
+    }
+    let mut overload = Vec::new();
+    if b.a.overload {
+        for (t, cap) in &capacity {
+            let Some(cap) = cap else { continue };
+            let s = b.step(*t, cap * 2);
+            println!("overload {}", s.row());
+            overload.push(s);
+        }
+        if !overload.is_empty() {
+            let _ = writeln!(md, "\n## Overload: twice the capacity\n\n{HEADER}");
+            for s in &overload {
+                let _ = writeln!(md, "{}", s.row());
+            }
+            for s in &overload {
+                let _ = writeln!(
+                    md,
+                    "\n{:?} at {} calls/s offered: goodput {:.0} calls/s; responses received by the caller {}; failures {}; caller retransmissions {}.",
+                    s.target, s.rate, s.achieved_cps, s.responses, s.failures, s.retrans_sent
+                );
+            }
+        }
+    }
+    let mut media = String::new();
+    if b.a.compare == Some(Compare::Rtpengine) {
+        for (streams, pps) in [(200u32, 50u32), (400, 100)] {
+            let out = Command::new(&b.a.relaycost)
+                .args(["--targets", "sbc", "rtpengine"])
+                .args(["--streams", &streams.to_string(), "--pps", &pps.to_string()])
+                .args(["--seconds", &b.a.seconds.min(10).to_string()])
+                .output()
+                .unwrap_or_else(|e| fail(&format!("relaycost: {e}")));
+            media.push_str(&String::from_utf8_lossy(&out.stdout));
+            media.push('\n');
+        }
+        print!("{media}");
+        let _ = writeln!(
+            md,
+            "\n## Media relay: sbc vs rtpengine (relaycost)\n\n{media}"
+        );
+    }
+    let report = json!({
+        "machine": machine(),
+        "seconds_per_step": b.a.seconds,
+        "hold_ms": b.a.hold_ms,
+        "shards": b.a.shards,
+        "load_threads": b.a.load_threads,
+        "series": series.iter().map(Step::json).collect::<Vec<_>>(),
+        "search": searched.iter().map(Step::json).collect::<Vec<_>>(),
+        "capacity": capacity.iter().map(|(t, c)| json!({"target": format!("{t:?}").to_lowercase(), "calls_per_s": c})).collect::<Vec<_>>(),
+        "overload": overload.iter().map(Step::json).collect::<Vec<_>>(),
+        "media": media,
+    });
+    if let Some(dir) = &b.a.out {
+        let _ = std::fs::create_dir_all(dir);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let base = dir.join(format!("loadbench-{stamp}"));
+        let _ = std::fs::write(base.with_extension("md"), &md);
+        let _ = std::fs::write(
+            base.with_extension("json"),
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        );
+        println!("written: {}.{{md,json}}", base.display());
+    }
+    let _ = std::fs::remove_dir_all(&b.work);
+}
