@@ -177,7 +177,7 @@ pub struct ShardStats {
     /// RTP packets lost (sequence gaps), by direction, added when calls end.
     pub media_lost: [AtomicU64; 2],
     /// Media packets dropped, by [`crate::media::MediaDrop`] reason.
-    pub media_dropped: [AtomicU64; 4],
+    pub media_dropped: [AtomicU64; crate::media::MediaDrop::ALL.len()],
     /// Calls with anchored media now, and ports they hold.
     pub media_sessions: AtomicI64,
     pub media_ports_in_use: AtomicI64,

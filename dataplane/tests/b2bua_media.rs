@@ -389,3 +389,109 @@ fn out_of_ports_is_503() {
     );
     assert_eq!(sim.one_to(PBX).code(), Some(503));
 }
+
+#[test]
+fn a_call_on_hold_is_not_ended_for_silence() {
+    let mut sim = Sim::with_policy(media_policy());
+    let (_b, ok, _a_port, _b_port) = answered(&mut sim, "held@pbx");
+    let hold = "v=0\r\no=- 1 2 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=inactive\r\n";
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKheld",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "held@pbx",
+            2,
+            hold,
+        ),
+    );
+    let reinv = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap();
+    let held = ANSWER_SDP.replace(
+        "m=audio 5000 RTP/AVP 0\r\n",
+        "m=audio 5000 RTP/AVP 0\r\na=inactive\r\n",
+    );
+    sim.recv(
+        CARRIER_A,
+        &reply(&reinv, 200, "OK", None, Some("sip:c@10.0.0.20:5060"), &held),
+    );
+    let ok2 = sim.one_to(PBX);
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKheldack",
+            FROM_A,
+            &ok2.header(HeaderName::To),
+            "held@pbx",
+            2,
+            "",
+        ),
+    );
+    let _ = sim.sent();
+    // Five minutes of silence on hold (the timeout is 30 s): no BYE.
+    for _ in 0..10 {
+        let sent = sim.advance(Duration::from_secs(30));
+        assert!(
+            sent.iter()
+                .all(|(_, s)| s.method().as_deref() != Some("BYE")),
+            "a held call was hung up"
+        );
+    }
+    assert_eq!(sim.stats.media_timeouts.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn failover_forgets_the_first_trunks_media() {
+    let mut sim = Sim::with_policy(media_policy());
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "fo@pbx", "z9hG4bKfo", 1),
+    );
+    let b = sim.one_to(CARRIER_A);
+    let first_b_port = audio_port(&body(&b));
+    // carrier-a sends early media (183 with SDP), then fails.
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            183,
+            "Session Progress",
+            Some("x"),
+            Some("sip:c@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
+    let early = sim.one_to(PBX);
+    let a_port = audio_port(&body(&early));
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 503, "Service Unavailable", Some("x"), None, ""),
+    );
+    let b2 = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_B))
+        .unwrap();
+    assert_ne!(
+        audio_port(&body(&b2)),
+        first_b_port,
+        "the next trunk gets a fresh pair"
+    );
+    // The caller's RTP no longer reaches carrier-a's media address.
+    assert!(sim.media("10.0.0.10:4000", a_port, &rtp(1)).is_none());
+    // And carrier-a can no longer send towards the caller.
+    assert!(
+        sim.media("10.0.0.20:5000", first_b_port, &rtp(1)).is_none(),
+        "the old trunk's port is closed"
+    );
+}

@@ -50,6 +50,11 @@ pub(crate) fn cross(
     if !call.anchored {
         return Ok(None);
     }
+    if call.phase == super::call::Phase::Ended {
+        // A late answer or retransmission after the ports were freed:
+        // neither anchor it again nor let its addresses through.
+        return Err(MediaError::CallEnded);
+    }
     let (Some(ports), Some(media_policy)) = (ctx.media.as_mut(), ctx.media_policy.as_ref()) else {
         return Ok(None);
     };
@@ -85,6 +90,14 @@ pub(crate) fn cross(
         std::sync::atomic::Ordering::Relaxed,
     );
     out.map(Some)
+}
+
+/// A new callee is tried (failover): the previous one's side of the media
+/// is forgotten and gets fresh ports.
+pub(crate) fn reset_callee(ctx: &mut Ctx, call: &mut Call) {
+    if let (Some(session), Some(ports)) = (call.media.as_mut(), ctx.media.as_mut()) {
+        session.reset_leg(Leg::B, ports);
+    }
 }
 
 /// Frees the call's ports and reports what its media did.
@@ -135,6 +148,12 @@ pub(crate) fn on_timeout(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool {
     let (Some(p), Some(session)) = (ctx.media_policy.as_ref(), call.media.as_ref()) else {
         return false;
     };
+    if session.on_hold() {
+        // Silence on hold is expected (RFC 3264 §8.4): look again later.
+        call.timers
+            .set(crate::transaction::TimerName::MediaTimeout, now + p.timeout);
+        return false;
+    }
     let idle_until = session.last_activity + p.timeout;
     if idle_until > now {
         call.timers

@@ -38,6 +38,8 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         call.anchored = super::media::anchored(&policy, ctx, call.a.trunk, target.trunk);
         if !call.anchored {
             super::media::release(ctx, call);
+        } else {
+            super::media::reset_callee(ctx, call);
         }
         let offer = call.invite_body.clone();
         let body = if call.offer_in_invite {

@@ -56,19 +56,28 @@ impl PortPlan {
     }
 }
 
-/// One shard's free pairs.
+/// One shard's free pairs, handed out in FIFO order: a pair just freed is
+/// the last to be reused, so a stream still arriving for an ended call is
+/// not latched by the next call (the whole slice turns over first).
 #[derive(Debug)]
 pub struct PortPool {
     plan: PortPlan,
     shard: u16,
-    free: Vec<u32>,
+    free: std::collections::VecDeque<u32>,
+    /// Per local pair: whether it is in `free` (O(1) double-free check).
+    is_free: Vec<bool>,
 }
 
 impl PortPool {
     pub fn new(plan: PortPlan, shard: u16) -> Self {
-        // Hand out low ports first (a stack popped from the end).
-        let free = plan.pairs_of(shard).rev().collect();
-        PortPool { plan, shard, free }
+        // Low ports first.
+        let free = plan.pairs_of(shard).collect();
+        PortPool {
+            plan,
+            shard,
+            free,
+            is_free: vec![true; usize::from(plan.per_shard)],
+        }
     }
 
     pub fn plan(&self) -> &PortPlan {
@@ -77,13 +86,30 @@ impl PortPool {
 
     /// A free pair (its global index), or `None` when the slice is used up.
     pub fn allocate(&mut self) -> Option<u32> {
-        self.free.pop()
+        let pair = self.free.pop_front()?;
+        if let Some(i) = self.local_index(pair)
+            && let Some(f) = self.is_free.get_mut(i)
+        {
+            *f = false;
+        }
+        Some(pair)
     }
 
     pub fn release(&mut self, pair: u32) {
-        if self.plan.pairs_of(self.shard).contains(&pair) && !self.free.contains(&pair) {
-            self.free.push(pair);
+        let Some(i) = self.local_index(pair) else {
+            return;
+        };
+        if let Some(f) = self.is_free.get_mut(i)
+            && !*f
+        {
+            *f = true;
+            self.free.push_back(pair);
         }
+    }
+
+    /// Pairs free now.
+    pub fn available(&self) -> usize {
+        self.free.len()
     }
 
     pub fn in_use(&self) -> usize {
@@ -142,5 +168,20 @@ mod tests {
         pool.release(a);
         assert_eq!(pool.allocate(), Some(a));
         assert!(pool.allocate().is_none(), "double release is ignored");
+        pool.release(12345);
+        assert!(pool.allocate().is_none(), "foreign pairs are ignored");
+    }
+
+    #[test]
+    fn a_freed_pair_is_reused_last() {
+        let plan = PortPlan::new(40000, 40009, 1).unwrap();
+        let mut pool = PortPool::new(plan, 0);
+        let a = pool.allocate().unwrap();
+        let b = pool.allocate().unwrap();
+        pool.release(a);
+        let next: Vec<_> = std::iter::from_fn(|| pool.allocate()).collect();
+        assert_eq!(next.len(), 4);
+        assert_eq!(*next.last().unwrap(), a, "the whole slice turns over first");
+        assert!(!next.contains(&b));
     }
 }

@@ -43,7 +43,17 @@ pub enum MediaError {
     NoCodec,
     #[error("no media port left")]
     PoolExhausted,
+    #[error("more than {MAX_STREAMS} media streams")]
+    TooManyStreams,
+    #[error("media address refused (multicast, broadcast or the SBC itself)")]
+    BadAddress,
+    #[error("the call is over")]
+    CallEnded,
 }
+
+/// Most m= lines a call may have: each costs two port pairs, and a
+/// stranger's SDP must not be able to take a shard's whole port slice.
+pub const MAX_STREAMS: usize = 16;
 
 impl MediaError {
     /// RFC 3261 §21.4.26 (488) for SDP we cannot accept, §21.5.4 (503) when
@@ -67,14 +77,17 @@ pub enum MediaDrop {
     NoDestination,
     /// No send buffer free at the moment.
     PoolExhausted,
+    /// Larger than the relay's send buffers.
+    Oversized,
 }
 
 impl MediaDrop {
-    pub const ALL: [MediaDrop; 4] = [
+    pub const ALL: [MediaDrop; 5] = [
         MediaDrop::UnknownPort,
         MediaDrop::NotLatched,
         MediaDrop::NoDestination,
         MediaDrop::PoolExhausted,
+        MediaDrop::Oversized,
     ];
 
     pub fn label(self) -> &'static str {
@@ -83,6 +96,7 @@ impl MediaDrop {
             MediaDrop::NotLatched => "not_latched",
             MediaDrop::NoDestination => "no_destination",
             MediaDrop::PoolExhausted => "pool_exhausted",
+            MediaDrop::Oversized => "oversized",
         }
     }
 }
@@ -94,6 +108,10 @@ pub struct Latch {
     pub rtcp: Option<SocketAddr>,
     /// Latching allowed (at the start, and after SDP changed the address).
     pub open: bool,
+    /// A new SDP from this side: the next packet from a new source that
+    /// passes the address check may replace the latched RTP / RTCP source
+    /// once (a NAT rebinding); a packet from the latched source cancels it.
+    pub renew: [bool; 2],
 }
 
 /// Packets received from one side of one stream.
@@ -102,6 +120,37 @@ pub struct Flow {
     pub packets: u64,
     pub bytes: u64,
     pub seq: SeqStats,
+}
+
+/// The direction a side gave a stream in its SDP (RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn of(sdp: &Sdp<'_>, m: &Media<'_>) -> Self {
+        let named = |name: &[u8]| {
+            m.has_attr(name)
+                || sdp
+                    .session
+                    .iter()
+                    .any(|l| l.kind == b'a' && l.value.eq_ignore_ascii_case(name))
+        };
+        if named(b"inactive") {
+            Direction::Inactive
+        } else if named(b"sendonly") {
+            Direction::SendOnly
+        } else if named(b"recvonly") {
+            Direction::RecvOnly
+        } else {
+            Direction::SendRecv
+        }
+    }
 }
 
 /// One side of one stream.
@@ -113,6 +162,9 @@ pub struct Endpoint {
     pub sdp_rtcp: Option<SocketAddr>,
     /// This side multiplexes RTCP on the RTP port (RFC 5761).
     pub mux: bool,
+    /// What its last SDP said; `hold` also when it gave c=0.0.0.0.
+    pub direction: Direction,
+    pub hold: bool,
     pub latch: Latch,
     pub flow: Flow,
 }
@@ -233,11 +285,49 @@ impl MediaSession {
         ctx: &mut Context<'_>,
     ) -> Result<Vec<u8>, MediaError> {
         let sdp = Sdp::parse(body)?;
+        if sdp.media.len() > MAX_STREAMS {
+            return Err(MediaError::TooManyStreams);
+        }
+        // Decide every stream before changing anything, so a refused offer
+        // leaves the session as it was (RFC 3264 §8).
+        let usable = |m: &Media<'_>| {
+            m.port != 0
+                && m.port_count.is_none_or(|c| c == b"1")
+                && (role == Role::Answer || m.fmts.iter().any(|f| (ctx.allow)(m, f)))
+        };
+        let mut needed = 0;
+        for (i, m) in sdp.media.iter().enumerate() {
+            if !usable(m) {
+                continue;
+            }
+            if role == Role::Answer && i >= self.streams.len() {
+                continue;
+            }
+            let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
+            let own = ip == ctx.advertise && ctx.ports.pool.plan().owner(m.port).is_some();
+            let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+            if ip.is_multicast() || broadcast || own {
+                return Err(MediaError::BadAddress);
+            }
+            let have = self.streams.get(i).map_or([false, false], |s| {
+                [s.ends[0].pair.is_some(), s.ends[1].pair.is_some()]
+            });
+            needed += have.iter().filter(|h| !**h).count();
+        }
+        if role == Role::Offer
+            && sdp.media.iter().any(|m| m.port != 0)
+            && !sdp.media.iter().any(&usable)
+        {
+            return Err(MediaError::NoCodec);
+        }
+        if needed > ctx.ports.pool.available() {
+            return Err(MediaError::PoolExhausted);
+        }
         self.peers = ctx.peers;
         let to = from.other();
         let mut anchors = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
-            let allowed = role == Role::Answer || m.fmts.iter().any(|f| (ctx.allow)(m, f));
+            let allowed = usable(m);
             if i >= self.streams.len() {
                 if role == Role::Answer {
                     // An answer cannot add streams (RFC 3264 §6).
@@ -246,7 +336,7 @@ impl MediaSession {
                 }
                 self.streams.push(Stream::default());
             }
-            if m.port == 0 || !allowed {
+            if !allowed {
                 self.release_stream(i, ctx.ports);
                 anchors.push(rejected());
                 continue;
@@ -268,21 +358,29 @@ impl MediaSession {
                 }
             }
             let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
-            let rtp = SocketAddr::new(ip, m.port);
-            let rtcp =
-                rtcp_address(m, ip).unwrap_or_else(|| SocketAddr::new(ip, m.port.wrapping_add(1)));
+            // c=0.0.0.0 is the old way to put a stream on hold (RFC 3264
+            // §8.4): never send there.
+            let held = ip.is_unspecified();
+            let rtp = (!held).then(|| SocketAddr::new(ip, m.port));
+            let rtcp = (!held).then(|| {
+                rtcp_address(m, ip).unwrap_or_else(|| SocketAddr::new(ip, m.port.wrapping_add(1)))
+            });
             let end = &mut self.streams[i].ends[from as usize];
-            if end.sdp_rtp != Some(rtp) {
-                // New address: send there, and let the peer latch again.
-                end.latch = Latch {
-                    rtp: None,
-                    rtcp: None,
-                    open: true,
-                };
+            if end.sdp_rtp != rtp {
+                // New address: send there, and let the peer latch anew.
+                end.latch.rtp = None;
+                end.latch.rtcp = None;
             }
-            end.sdp_rtp = Some(rtp);
-            end.sdp_rtcp = Some(rtcp);
+            // Every SDP from a side lets it latch again (a NAT may have
+            // moved it while the stream was on hold, RFC 7362 §4); until a
+            // packet comes from the new place, the old latch still holds.
+            end.latch.open = true;
+            end.latch.renew = [true, true];
+            end.sdp_rtp = rtp;
+            end.sdp_rtcp = rtcp;
             end.mux = m.has_attr(b"rtcp-mux");
+            end.direction = Direction::of(&sdp, m);
+            end.hold = held || end.direction != Direction::SendRecv;
             let from_mux = end.mux;
             let toward = self.streams[i].ends[to as usize];
             let port = toward.pair.map_or(0, |p| ctx.ports.rtp_port(p));
@@ -298,12 +396,6 @@ impl MediaSession {
                 rtcp_mux: mux,
             });
         }
-        if role == Role::Offer && !sdp.media.is_empty() && anchors.iter().all(|a| a.port == 0) {
-            let offered_any = sdp.media.iter().any(|m| m.port != 0);
-            if offered_any {
-                return Err(MediaError::NoCodec);
-            }
-        }
         let keep = |m: &Media<'_>, f: &[u8]| role == Role::Answer || (ctx.allow)(m, f);
         Ok(rewrite(&sdp, ctx.advertise, &anchors, &keep))
     }
@@ -318,6 +410,30 @@ impl MediaSession {
                 end.sdp_rtcp = None;
             }
         }
+    }
+
+    /// A new callee (failover): forget everything the previous one said
+    /// and take fresh ports towards it, so it can neither receive nor
+    /// inject media any more.
+    pub fn reset_leg(&mut self, leg: Leg, ports: &mut MediaPorts) {
+        for s in &mut self.streams {
+            let end = &mut s.ends[leg as usize];
+            if let Some(p) = end.pair.take() {
+                ports.release(p);
+            }
+            *end = Endpoint::default();
+        }
+    }
+
+    /// Every live stream is on hold (inactive, one-way or c=0.0.0.0) on
+    /// some side: silence is expected, not a dead call.
+    pub fn on_hold(&self) -> bool {
+        let mut live = self
+            .streams
+            .iter()
+            .filter(|s| s.ends.iter().all(|e| e.pair.is_some()))
+            .peekable();
+        live.peek().is_some() && live.all(|s| s.ends.iter().any(|e| e.hold))
     }
 
     /// Frees every port of the call.
@@ -350,18 +466,25 @@ impl MediaSession {
         let rtcp = rtcp_port || (end.mux && data.get(1).is_some_and(|pt| (192..=223).contains(pt)));
         let expected = end.sdp_rtp.map(|a| a.ip());
         // With rtcp-mux, RTCP comes from the RTP address.
-        let latched = if rtcp && !end.mux {
+        let which = usize::from(rtcp && !end.mux);
+        let latched = if which == 1 {
             &mut end.latch.rtcp
         } else {
             &mut end.latch.rtp
         };
+        let renew = &mut end.latch.renew[which];
+        let plausible = Some(src.ip()) == expected || src.ip() == peers[from as usize];
         match latched {
-            Some(a) if *a == src => {}
-            None if end.latch.open
-                && (Some(src.ip()) == expected || src.ip() == peers[from as usize]) =>
-            {
+            Some(a) if *a == src => *renew = false,
+            None if end.latch.open && plausible => {
                 // Symmetric RTP: from now on, this is where the peer is.
                 *latched = Some(src);
+                *renew = false;
+            }
+            Some(_) if end.latch.open && *renew && plausible => {
+                // Moved since its last SDP (NAT rebinding): follow it, once.
+                *latched = Some(src);
+                *renew = false;
             }
             _ => return Err(MediaDrop::NotLatched),
         }

@@ -334,16 +334,24 @@ fn send_media(
         return Ok(());
     };
     let fd = Fd(sock.as_raw_fd());
+    if data.len() > MEDIA_SEND_BUF {
+        // Larger than a send slot: dropped whole, never cut short.
+        stats.media_drop(MediaDrop::Oversized);
+        return Ok(());
+    }
     let Some(idx) = pool.take() else {
         stats.media_drop(MediaDrop::PoolExhausted);
         return Ok(());
     };
-    let Some(buf) = pool.buf(idx) else {
+    let Some(buf) = pool.buf(idx).filter(|b| b.len() >= data.len()) else {
+        pool.give_back(idx);
+        stats.media_drop(MediaDrop::Oversized);
         return Ok(());
     };
-    let n = data.len().min(buf.len());
-    buf[..n].copy_from_slice(&data[..n]);
+    let n = data.len();
+    buf[..n].copy_from_slice(data);
     let Some(hdr) = pool.prepare(idx, n, to) else {
+        pool.give_back(idx);
         return Ok(());
     };
     let entry = if fixed_files {

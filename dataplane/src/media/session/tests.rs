@@ -390,3 +390,198 @@ fn no_destination_before_the_answer() {
         Err(MediaDrop::NoDestination)
     );
 }
+
+#[test]
+fn too_many_streams_are_refused_before_any_port_is_taken() {
+    let mut p = ports(100);
+    let mut s = MediaSession::new(Instant::now(), [A_IP.parse().unwrap(); 2]);
+    let mut body = format!("v=0\r\no=- 1 1 IN IP4 {A_IP}\r\ns=-\r\nc=IN IP4 {A_IP}\r\nt=0 0\r\n");
+    for i in 0..=MAX_STREAMS {
+        body.push_str(&format!("m=audio {} RTP/AVP 0\r\n", 4000 + 2 * i));
+    }
+    let r = s.process(Leg::A, Role::Offer, body.as_bytes(), &mut ctx(&mut p, &all));
+    assert_eq!(r, Err(MediaError::TooManyStreams));
+    assert_eq!(r.unwrap_err().status().0, 488);
+    assert_eq!(p.pool.in_use(), 0);
+}
+
+#[test]
+fn port_counts_multicast_and_loops_are_not_relayed() {
+    let mut p = ports(10);
+    let mut s = MediaSession::new(Instant::now(), [A_IP.parse().unwrap(); 2]);
+    // m=audio 4000/2: two port pairs the SBC does not have: rejected.
+    let two = sdp(A_IP, 4000, "").replace("m=audio 4000 ", "m=audio 4000/2 ");
+    let r = s.process(Leg::A, Role::Offer, two.as_bytes(), &mut ctx(&mut p, &all));
+    assert_eq!(r, Err(MediaError::NoCodec), "its only stream is unusable");
+    assert_eq!(p.pool.in_use(), 0);
+    let multicast = sdp("224.0.0.9", 4000, "");
+    let r = s.process(
+        Leg::A,
+        Role::Offer,
+        multicast.as_bytes(),
+        &mut ctx(&mut p, &all),
+    );
+    assert_eq!(r, Err(MediaError::BadAddress));
+    // The SBC's own advertised address and a port of its range: a loop.
+    let own = sdp("192.0.2.1", 30004, "");
+    let r = s.process(Leg::A, Role::Offer, own.as_bytes(), &mut ctx(&mut p, &all));
+    assert_eq!(r, Err(MediaError::BadAddress));
+    assert_eq!(p.pool.in_use(), 0);
+}
+
+#[test]
+fn a_refused_reoffer_leaves_the_streams_alone() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    // A T.38 re-offer where no trunk allows t38: 488, and G.711 goes on.
+    let t38 = format!(
+        "v=0\r\no=- 1 2 IN IP4 {A_IP}\r\ns=-\r\nc=IN IP4 {A_IP}\r\nt=0 0\r\nm=image 4002 udptl t38\r\n"
+    );
+    let no_t38 = |m: &Media<'_>, _: &[u8]| !m.proto.eq_ignore_ascii_case(b"udptl");
+    let r = s.process(
+        Leg::A,
+        Role::Offer,
+        t38.as_bytes(),
+        &mut ctx(&mut p, &no_t38),
+    );
+    assert_eq!(r, Err(MediaError::NoCodec));
+    assert_eq!(p.pool.in_use(), 2, "the audio stream keeps its ports");
+    assert!(s.streams[0].ends.iter().all(|e| e.pair.is_some()));
+    assert_eq!(s.streams[0].ends[0].sdp_rtp, Some(sa("10.0.0.10:4000")));
+}
+
+#[test]
+fn exhaustion_is_found_before_allocating() {
+    let mut p = ports(3);
+    let mut s = MediaSession::new(Instant::now(), [A_IP.parse().unwrap(); 2]);
+    let two_streams = format!(
+        "{}m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
+        sdp(A_IP, 4000, "")
+    );
+    let r = s.process(
+        Leg::A,
+        Role::Offer,
+        two_streams.as_bytes(),
+        &mut ctx(&mut p, &all),
+    );
+    assert_eq!(r, Err(MediaError::PoolExhausted));
+    assert_eq!(p.pool.in_use(), 0, "nothing half-allocated");
+}
+
+#[test]
+fn hold_with_a_null_address_sends_nothing_and_counts_as_hold() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    assert!(!s.on_hold());
+    let hold = sdp("0.0.0.0", 4000, "");
+    s.process(Leg::A, Role::Offer, hold.as_bytes(), &mut ctx(&mut p, &all))
+        .unwrap();
+    assert!(s.on_hold());
+    let b_port = p.lookup(30002).unwrap().0;
+    assert_eq!(
+        s.on_packet(
+            Instant::now(),
+            b_port,
+            false,
+            sa("10.0.0.20:5000"),
+            &rtp(1),
+            &p
+        ),
+        Err(MediaDrop::NoDestination),
+        "never towards 0.0.0.0"
+    );
+    // a=sendonly is hold too; sendrecv again is not.
+    s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4000, "a=sendonly\r\n").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    assert!(s.on_hold());
+    s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4000, "a=sendrecv\r\n").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    assert!(!s.on_hold());
+}
+
+#[test]
+fn a_new_sdp_lets_a_moved_peer_latch_again_once() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    let now = Instant::now();
+    let a_port = p.lookup(30000).unwrap().0;
+    let a_rtcp = p.lookup(30001).unwrap().0;
+    s.on_packet(now, a_port, false, sa("10.0.0.10:41000"), &rtp(1), &p)
+        .unwrap();
+    s.on_packet(
+        now,
+        a_rtcp,
+        true,
+        sa("10.0.0.10:41001"),
+        &[0x80, 200, 0, 6],
+        &p,
+    )
+    .unwrap();
+    // Without new SDP, another port of A's IP is refused.
+    assert_eq!(
+        s.on_packet(now, a_port, false, sa("10.0.0.10:52000"), &rtp(2), &p),
+        Err(MediaDrop::NotLatched)
+    );
+    // Same SDP again (a re-INVITE after hold, behind a NAT that moved).
+    s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4000, "").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    assert!(
+        s.on_packet(now, a_port, false, sa("10.0.0.10:52000"), &rtp(3), &p)
+            .is_ok()
+    );
+    // Once moved, the old source is a stranger.
+    assert_eq!(
+        s.on_packet(now, a_port, false, sa("10.0.0.10:41000"), &rtp(4), &p),
+        Err(MediaDrop::NotLatched)
+    );
+}
+
+#[test]
+fn a_new_callee_gets_fresh_ports_and_nothing_of_the_old_one() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    let old_b = s.streams[0].ends[1].pair;
+    s.reset_leg(Leg::B, &mut p);
+    assert_eq!(p.pool.in_use(), 1);
+    assert!(s.streams[0].ends[1].sdp_rtp.is_none());
+    // The caller's offer is processed again for the next trunk.
+    s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4000, "").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    assert_ne!(
+        s.streams[0].ends[1].pair, old_b,
+        "not the old callee's pair"
+    );
+    let a_port = p.lookup(30000).unwrap().0;
+    assert_eq!(
+        s.on_packet(
+            Instant::now(),
+            a_port,
+            false,
+            sa("10.0.0.10:4000"),
+            &rtp(1),
+            &p
+        ),
+        Err(MediaDrop::NoDestination),
+        "nothing goes to the old callee"
+    );
+}
