@@ -1011,7 +1011,15 @@ impl Endpoint {
                 let to = call.invite_to.clone();
                 request(&mut out, b"ACK", seq, true, &to);
                 self.emit(call.peer, &out);
-                request(&mut out, b"BYE", seq.saturating_add(1), true, &to);
+                // Above any CSeq the scenario used (a BYE it sent already,
+                // say), or the peer takes it for an old request.
+                let last = Message::parse(&call.last_sent)
+                    .ok()
+                    .filter(Message::is_request)
+                    .and_then(|m| m.value(HeaderName::CSeq).and_then(CSeq::parse))
+                    .map_or(0, |c| c.seq);
+                let bye_seq = seq.max(last).saturating_add(1);
+                request(&mut out, b"BYE", bye_seq, true, &to);
                 self.emit(call.peer, &out);
             }
             _ => {

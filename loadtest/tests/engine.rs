@@ -566,3 +566,42 @@ fn injection_fields_fill_each_call() {
     );
     assert_eq!(a.stats.succeeded, 3);
 }
+
+#[test]
+fn an_answered_call_that_fails_is_hung_up_above_the_last_cseq() {
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(1))),
+        uas(builtin("uas"), config(None)),
+    );
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    b.on_datagram(0, addr(UAC), &invite);
+    for (_, m) in drain(&mut b) {
+        a.on_datagram(1, addr(UAS), &m);
+    }
+    let sent: Vec<String> = drain(&mut a).iter().map(|(_, m)| start_line(m)).collect();
+    assert_eq!(sent.len(), 2, "ACK and BYE: {sent:?}");
+    // The BYE and all its retransmissions are lost: the call fails.
+    let mut last = Vec::new();
+    while let Some(t) = a.next_timer() {
+        a.on_timers(t);
+        last = drain(&mut a);
+        if a.open_calls() == 0 {
+            break;
+        }
+    }
+    assert_eq!(a.stats.failed_by(FailReason::MaxRetrans), 1);
+    assert_eq!(a.stats.step(7).map(|s| s.retransmissions), Some(9));
+    // Clean-up: ACK, then a BYE numbered above the scenario's "CSeq: 2".
+    let texts: Vec<String> = last
+        .iter()
+        .map(|(_, m)| String::from_utf8_lossy(m).to_string())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[0].starts_with("ACK ") && texts[0].contains("CSeq: 1 ACK"));
+    assert!(
+        texts[1].starts_with("BYE ") && texts[1].contains("CSeq: 3 BYE"),
+        "{}",
+        texts[1]
+    );
+}

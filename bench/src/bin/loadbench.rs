@@ -222,17 +222,24 @@ impl Step {
                 format!("{v:.1}")
             }
         };
+        let ms = |v: f64| {
+            if v.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{v:.2}")
+            }
+        };
         format!(
-            "| {:?} | {} | {} | {} | {:.3} | {:.0} | {:.2} / {:.2} / {:.2} | {} | {} | {} | {} |",
+            "| {:?} | {} | {} | {} | {:.3} | {:.0} | {} / {} / {} | {} | {} | {} | {} |",
             self.target,
             self.rate,
             self.ok,
             self.failed,
             100.0 * self.failed_ratio(),
             self.achieved_cps,
-            self.p50,
-            self.p99,
-            self.p999,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999),
             f(self.proxy_us),
             f(self.caller_us),
             f(self.callee_us),
@@ -505,7 +512,9 @@ impl Bench {
             offered,
             ok,
             failed,
-            achieved_cps: ok as f64 / wall_s.max(1e-9),
+            // Completions per second of offered load (failed calls can
+            // keep a caller running after it, up to its receive timeout).
+            achieved_cps: ok as f64 / f64::from(self.a.seconds.max(1)),
             p50: p("p50_ms"),
             p99: p("p99_ms"),
             p999: p("p999_ms"),
