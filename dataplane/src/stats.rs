@@ -77,10 +77,13 @@ pub enum Reject {
     NoDialog,
     /// Request in the wrong dialog state (e.g. re-INVITE glare): 491 / 500.
     DialogState,
+    /// A session description the SBC cannot anchor inside another body
+    /// (multipart): 415.
+    UnsupportedMedia,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 12] = [
         Reject::AclDenied,
         Reject::UnknownSource,
         Reject::NoRoute,
@@ -92,6 +95,7 @@ impl Reject {
         Reject::MethodNotAllowed,
         Reject::NoDialog,
         Reject::DialogState,
+        Reject::UnsupportedMedia,
     ];
 
     pub fn label(self) -> &'static str {
@@ -107,6 +111,7 @@ impl Reject {
             Reject::MethodNotAllowed => "method_not_allowed",
             Reject::NoDialog => "no_dialog",
             Reject::DialogState => "dialog_state",
+            Reject::UnsupportedMedia => "unsupported_media_type",
         }
     }
 }

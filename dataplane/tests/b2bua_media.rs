@@ -10,6 +10,7 @@ use std::time::Duration;
 use sbc_dataplane::media::Forward;
 use sbc_dataplane::policy::MediaMode;
 use sbc_dataplane::sip::HeaderName;
+use sbc_dataplane::stats::Reject;
 use support::*;
 
 const NUMBER: &str = "+390677777";
@@ -494,4 +495,52 @@ fn failover_forgets_the_first_trunks_media() {
         sim.media("10.0.0.20:5000", first_b_port, &rtp(1)).is_none(),
         "the old trunk's port is closed"
     );
+}
+
+#[test]
+fn sdp_the_relay_cannot_rewrite_never_crosses() {
+    // A multipart body (SIP-I style: SDP and ISUP) on an INVITE: 415.
+    let mut sim = Sim::with_policy(media_policy());
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let mp = format!(
+        "--b1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\r\nxx\r\n--b1--\r\n"
+    );
+    let inv = invite_with_body("10.0.0.10:5060", NUMBER, "mp@pbx", "z9hG4bKmp", 1, &mp).replacen(
+        "Content-Type: application/sdp\r\n",
+        "Content-Type: multipart/mixed;boundary=b1\r\n",
+        1,
+    );
+    sim.recv(PBX, &inv);
+    let sent = sim.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].code(), Some(415), "{}", sent[0].text());
+    assert_eq!(sent[0].header(HeaderName::Accept), "application/sdp");
+    assert_eq!(
+        sim.stats.rejected[Reject::ALL
+            .iter()
+            .position(|r| *r == Reject::UnsupportedMedia)
+            .unwrap()]
+        .load(Ordering::Relaxed),
+        1
+    );
+
+    // An error answer with SDP from the callee: the caller gets the error
+    // without the callee's addresses.
+    let mut sim = Sim::with_policy(media_policy());
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "e@pbx", "z9hG4bKe", 1),
+    );
+    let b = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 606, "Not Acceptable", Some("x"), None, ANSWER_SDP),
+    );
+    let fin = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(PBX) && s.code() == Some(606))
+        .expect("606 to the caller");
+    assert!(fin.msg().body().is_empty());
+    assert!(!String::from_utf8_lossy(&fin.bytes).contains("10.0.0.20"));
 }

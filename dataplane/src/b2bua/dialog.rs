@@ -175,6 +175,15 @@ fn relay(
         answer_locally(ctx, call, side, req, src, local, now, answer);
         return;
     }
+    if call.anchored && super::media::has_nested_sdp(&req.msg) {
+        let answer = (
+            415,
+            &b"Unsupported Media Type"[..],
+            Some(Reject::UnsupportedMedia),
+        );
+        answer_locally(ctx, call, side, req, src, local, now, answer);
+        return;
+    }
     // An offer in a re-INVITE or UPDATE goes through the media session
     // (RFC 3264 §8: hold, resume, new addresses, added streams).
     let offer_in_request = carries_offer(req.method) && super::media::is_sdp(&req.msg);
@@ -342,6 +351,9 @@ pub(crate) fn on_relay_response(
     // when the request had none.
     let body = if carries_offer(method) && (101..300).contains(&code) {
         sdp_towards(ctx, call, to_side, offer_in_request, &resp.msg, now)
+    } else if call.anchored && super::media::carries_media(&resp.msg) {
+        // SDP in an error answer (e.g. 488 to a re-INVITE): not relayed.
+        Body::Dropped
     } else {
         Body::Same
     };

@@ -182,6 +182,21 @@ impl Engine {
                 .reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
             return;
         }
+        // SDP the relay cannot rewrite (inside multipart, e.g. SIP-I) would
+        // carry the caller's addresses across: ask for plain SDP (RFC 3261
+        // §21.4.13, 415 with Accept).
+        if self.ctx.media.is_some() && super::media::has_nested_sdp(&req.msg) {
+            self.ctx.stats.reject(Reject::UnsupportedMedia);
+            self.ctx.respond_stateless(
+                req,
+                src,
+                local,
+                415,
+                b"Unsupported Media Type",
+                &[(HeaderName::Accept, b"application/sdp")],
+            );
+            return;
+        }
         let number = dialled_number(&req.uri);
         if number.is_empty() {
             // Nothing to dial (e.g. sip:host): no route can match.

@@ -19,6 +19,26 @@ pub(crate) fn is_sdp(msg: &Message<'_>) -> bool {
         })
 }
 
+/// A session description inside a body the SBC does not rewrite
+/// (`multipart/*` with an `application/sdp` part, e.g. SIP-I): on an
+/// anchored call it must not cross, or the other side's addresses would.
+pub(crate) fn has_nested_sdp(msg: &Message<'_>) -> bool {
+    let body = msg.body();
+    !body.is_empty()
+        && msg.value(HeaderName::ContentType).is_some_and(|ct| {
+            let ct = crate::sip::scan::trim(ct);
+            ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/")
+        })
+        && body
+            .windows(15)
+            .any(|w| w.eq_ignore_ascii_case(b"application/sdp"))
+}
+
+/// A body that describes media: plain SDP or SDP nested in multipart.
+pub(crate) fn carries_media(msg: &Message<'_>) -> bool {
+    is_sdp(msg) || has_nested_sdp(msg)
+}
+
 /// Media is relayed unless both trunks ask for bypass (and a relay exists).
 pub(crate) fn anchored(policy: &Policy, ctx: &Ctx, a: TrunkId, b: TrunkId) -> bool {
     let bypass = |t: TrunkId| {
@@ -164,4 +184,22 @@ pub(crate) fn on_timeout(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool {
         .media_timeouts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     true
+}
+
+#[cfg(test)]
+mod nested_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn multipart_with_sdp_is_seen() {
+        let m = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: multipart/mixed;boundary=b1\r\nContent-Length: 52\r\n\r\n--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--b1--\r\n";
+        let msg = Message::parse(m).unwrap();
+        assert!(
+            has_nested_sdp(&msg),
+            "{:?}",
+            String::from_utf8_lossy(msg.body())
+        );
+        assert!(carries_media(&msg));
+    }
 }

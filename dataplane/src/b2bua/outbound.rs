@@ -331,6 +331,11 @@ pub(crate) fn sdp_towards(
     msg: &crate::sip::Message<'_>,
     now: Instant,
 ) -> Body {
+    if call.anchored && super::media::has_nested_sdp(msg) {
+        // Cannot be rewritten: dropped rather than leak addresses.
+        tracing::warn!("multipart SDP not relayed on an anchored call");
+        return Body::Dropped;
+    }
     if !call.anchored || !super::media::is_sdp(msg) {
         return Body::Same;
     }
@@ -391,11 +396,29 @@ fn local_failure(code: u16, reason: &'static [u8], local: bool) -> Failure {
 
 /// Keeps the best failure so far (RFC 3261 §16.7 step 6).
 fn record_failure(call: &mut Call, code: u16, resp: &Response<'_>) {
+    // An error response may carry SDP (RFC 3261 §21.4.26): on an anchored
+    // call the callee's addresses must not reach the caller with it.
+    let strip = call.anchored && super::media::carries_media(&resp.msg);
+    let headers = if strip {
+        let mut buf = BytesMut::with_capacity(256);
+        super::build::copy_end_to_end_with(
+            &mut crate::sip::Writer::new(&mut buf),
+            &resp.msg,
+            false,
+        );
+        buf.freeze()
+    } else {
+        render_end_to_end(&resp.msg)
+    };
     let candidate = Failure {
         code,
         reason: Bytes::copy_from_slice(resp.reason),
-        headers: render_end_to_end(&resp.msg),
-        body: Bytes::copy_from_slice(resp.msg.body()),
+        headers,
+        body: if strip {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(resp.msg.body())
+        },
         local: false,
     };
     merge_failure(call, candidate);

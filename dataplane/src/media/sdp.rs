@@ -263,6 +263,20 @@ pub fn rewrite(
     anchors: &[Anchor],
     keep: &dyn Fn(&Media<'_>, &[u8]) -> bool,
 ) -> Vec<u8> {
+    rewrite_with_origin(sdp, ip, anchors, keep, None)
+}
+
+/// [`rewrite`], with the SBC's own `o=` line (`o=- <id> <version> IN IP4
+/// <ip>`) instead of the other side's user name, session id and version
+/// (RFC 4566 §5.2, RFC 3264 §8: the version goes up when the session
+/// description changes).
+pub fn rewrite_with_origin(
+    sdp: &Sdp<'_>,
+    ip: IpAddr,
+    anchors: &[Anchor],
+    keep: &dyn Fn(&Media<'_>, &[u8]) -> bool,
+    origin: Option<(u64, u64)>,
+) -> Vec<u8> {
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut out = String::with_capacity(512);
     let mut buf: Vec<u8> = Vec::with_capacity(512);
@@ -274,6 +288,12 @@ pub fn rewrite(
     };
     for l in &sdp.session {
         match l.kind {
+            b'o' if origin.is_some() => {
+                let (id, version) = origin.unwrap_or_default();
+                out.clear();
+                let _ = write!(out, "- {id} {version} IN {family} {ip}");
+                push(&mut buf, b'o', out.as_bytes());
+            }
             b'o' => {
                 // o=<user> <sess-id> <sess-version> IN IP4 <address>
                 let fields: Vec<&[u8]> = l.value.split(|b| *b == b' ').collect();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::ports::PortPool;
 use super::rtp::SeqStats;
-use super::sdp::{Anchor, Media, Sdp, SdpError, rewrite};
+use super::sdp::{Anchor, Media, Sdp, SdpError, rewrite_with_origin};
 use crate::b2bua::CallRef;
 
 /// A side of the call, as the media layer sees it.
@@ -258,11 +258,21 @@ impl std::fmt::Debug for Context<'_> {
     }
 }
 
+/// The SBC's `o=` towards one side: its version and a digest of what the
+/// last SDP sent there said.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin {
+    pub version: u64,
+    digest: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct MediaSession {
     pub streams: Vec<Stream>,
     pub peers: [IpAddr; 2],
     pub last_activity: Instant,
+    /// Per side the SDP goes to.
+    pub origin: [Origin; 2],
 }
 
 impl MediaSession {
@@ -271,6 +281,7 @@ impl MediaSession {
             streams: Vec::new(),
             peers,
             last_activity: now,
+            origin: [Origin::default(); 2],
         }
     }
 
@@ -397,7 +408,40 @@ impl MediaSession {
             });
         }
         let keep = |m: &Media<'_>, f: &[u8]| role == Role::Answer || (ctx.allow)(m, f);
-        Ok(rewrite(&sdp, ctx.advertise, &anchors, &keep))
+        // Our own o= towards `to`: the other side's user name and session
+        // id never cross, and the version moves only when what we say
+        // changes (the input without its o= line, and our ports).
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for l in sdp.session.iter().filter(|l| l.kind != b'o') {
+                (l.kind, l.value).hash(&mut h);
+            }
+            for m in &sdp.media {
+                (m.media, m.port, m.proto, &m.fmts).hash(&mut h);
+                for l in &m.lines {
+                    (l.kind, l.value).hash(&mut h);
+                }
+            }
+            for a in &anchors {
+                (a.port, a.rtcp_mux).hash(&mut h);
+            }
+            h.finish()
+        };
+        let origin = &mut self.origin[to as usize];
+        if origin.digest != Some(digest) {
+            origin.version += 1;
+            origin.digest = Some(digest);
+        }
+        let id =
+            (u64::from(ctx.call.index) << 16 | u64::from(ctx.call.generation)) * 2 + to as u64 + 1;
+        Ok(rewrite_with_origin(
+            &sdp,
+            ctx.advertise,
+            &anchors,
+            &keep,
+            Some((id, origin.version)),
+        ))
     }
 
     fn release_stream(&mut self, i: usize, ports: &mut MediaPorts) {

@@ -585,3 +585,39 @@ fn a_new_callee_gets_fresh_ports_and_nothing_of_the_old_one() {
         "nothing goes to the old callee"
     );
 }
+
+#[test]
+fn the_sbc_writes_its_own_origin_and_versions_it() {
+    let mut p = ports(10);
+    let mut s = MediaSession::new(
+        Instant::now(),
+        [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+    );
+    let offer = sdp(A_IP, 4000, "").replace("o=- 1 1 ", "o=alice 777 5 ");
+    let out = |s: &mut MediaSession, p: &mut MediaPorts, body: &str| {
+        String::from_utf8(
+            s.process(Leg::A, Role::Offer, body.as_bytes(), &mut ctx(p, &all))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let origin = |b: &str| b.lines().find(|l| l.starts_with("o=")).unwrap().to_string();
+    let first = out(&mut s, &mut p, &offer);
+    let o1 = origin(&first);
+    assert!(
+        o1.starts_with("o=- ") && o1.ends_with(" 1 IN IP4 192.0.2.1"),
+        "{o1}"
+    );
+    assert!(
+        !first.contains("alice") && !first.contains(" 777 "),
+        "{first}"
+    );
+    // The same offer again (a session refresh): same version.
+    let again = out(&mut s, &mut p, &offer.replace("777 5", "777 6"));
+    assert_eq!(origin(&again), o1);
+    // A change (hold): the version goes up, the id stays.
+    let held = out(&mut s, &mut p, &format!("{offer}a=sendonly\r\n"));
+    let o2 = origin(&held);
+    assert!(o2.ends_with(" 2 IN IP4 192.0.2.1"), "{o2}");
+    assert_eq!(o1.split(' ').nth(1), o2.split(' ').nth(1));
+}
