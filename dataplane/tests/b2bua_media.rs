@@ -544,3 +544,51 @@ fn sdp_the_relay_cannot_rewrite_never_crosses() {
     assert!(fin.msg().body().is_empty());
     assert!(!String::from_utf8_lossy(&fin.bytes).contains("10.0.0.20"));
 }
+
+#[test]
+fn a_refused_reoffer_puts_the_media_back() {
+    let mut sim = Sim::with_policy(media_policy());
+    let (_b, ok, _a_port, b_port) = answered(&mut sim, "undo@pbx");
+    let in_use = sim.stats.media_ports_in_use.load(Ordering::Relaxed);
+    // A moves to a new address and adds video; the carrier refuses (488).
+    let moved = "v=0\r\no=- 1 2 IN IP4 10.0.0.11\r\ns=-\r\nc=IN IP4 10.0.0.11\r\nt=0 0\r\nm=audio 4010 RTP/AVP 0\r\nm=video 4020 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKundo",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "undo@pbx",
+            2,
+            moved,
+        ),
+    );
+    let reinv = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap();
+    assert!(
+        sim.stats.media_ports_in_use.load(Ordering::Relaxed) > in_use,
+        "the video stream took ports"
+    );
+    sim.recv(
+        CARRIER_A,
+        &reply(&reinv, 488, "Not Acceptable Here", None, None, ""),
+    );
+    let refused = sim.sent().into_iter().find(|s| s.to == addr(PBX)).unwrap();
+    assert_eq!(refused.code(), Some(488));
+    assert_eq!(
+        sim.stats.media_ports_in_use.load(Ordering::Relaxed),
+        in_use,
+        "the offer's ports are given back"
+    );
+    // B's audio still goes to where A was before the offer.
+    assert_eq!(
+        sim.media("10.0.0.20:5000", b_port, &rtp(1)).unwrap().to,
+        addr("10.0.0.10:4000")
+    );
+}

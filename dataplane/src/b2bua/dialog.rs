@@ -188,10 +188,14 @@ fn relay(
     // (RFC 3264 §8: hold, resume, new addresses, added streams).
     let offer_in_request = carries_offer(req.method) && super::media::is_sdp(&req.msg);
     let body = if offer_in_request {
+        if call.phase == Phase::Confirmed {
+            super::media::stage_offer(call);
+        }
         match super::media::cross(ctx, call, side, Role::Offer, req.msg.body(), now) {
             Ok(Some(b)) => Body::Rewritten(b),
             Ok(None) => Body::Same,
             Err(e) => {
+                super::media::settle_offer(ctx, call, false);
                 let (code, reason) = e.status();
                 answer_locally(ctx, call, side, req, src, local, now, (code, reason, None));
                 return;
@@ -347,6 +351,10 @@ pub(crate) fn on_relay_response(
     }
     let method = relay.method;
     let offer_in_request = relay.offer_in_request;
+    if offer_in_request && carries_offer(method) && code >= 200 {
+        // The far side's verdict on the re-offer.
+        super::media::settle_offer(ctx, call, (200..300).contains(&code));
+    }
     // The far side's SDP: the answer to the relayed offer, or its own offer
     // when the request had none.
     let body = if carries_offer(method) && (101..300).contains(&code) {

@@ -112,6 +112,31 @@ pub(crate) fn cross(
     out.map(Some)
 }
 
+/// A re-offer (re-INVITE or UPDATE with SDP) is about to go through the
+/// session: keep what it changes revocable until the answer.
+pub(crate) fn stage_offer(call: &mut Call) {
+    if let Some(session) = call.media.as_mut() {
+        session.stage();
+    }
+}
+
+/// The final answer to a re-offer: a 2xx keeps the new state, anything
+/// else puts the session back as it was (RFC 3264 §8).
+pub(crate) fn settle_offer(ctx: &mut Ctx, call: &mut Call, accepted: bool) {
+    let (Some(session), Some(ports)) = (call.media.as_mut(), ctx.media.as_mut()) else {
+        return;
+    };
+    if accepted {
+        session.commit(ports);
+    } else {
+        session.rollback(ports);
+    }
+    ctx.stats.media_ports_in_use.store(
+        i64::try_from(ports.pool.in_use() * 2).unwrap_or(i64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 /// A new callee is tried (failover): the previous one's side of the media
 /// is forgotten and gets fresh ports.
 pub(crate) fn reset_callee(ctx: &mut Ctx, call: &mut Call) {

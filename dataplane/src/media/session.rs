@@ -45,7 +45,7 @@ pub enum MediaError {
     PoolExhausted,
     #[error("more than {MAX_STREAMS} media streams")]
     TooManyStreams,
-    #[error("media address refused (multicast, broadcast or the SBC itself)")]
+    #[error("media address refused (multicast, broadcast, another IP family, or the SBC itself)")]
     BadAddress,
     #[error("the call is over")]
     CallEnded,
@@ -273,6 +273,11 @@ pub struct MediaSession {
     pub last_activity: Instant,
     /// Per side the SDP goes to.
     pub origin: [Origin; 2],
+    /// A re-offer in progress: the session as it was, to go back to if the
+    /// offer is refused (RFC 3264 §8, RFC 3261 §14.1), and the pairs it
+    /// gave up, freed only once the answer accepts it.
+    staged: Option<Box<MediaSession>>,
+    deferred: Vec<u32>,
 }
 
 impl MediaSession {
@@ -282,6 +287,8 @@ impl MediaSession {
             peers,
             last_activity: now,
             origin: [Origin::default(); 2],
+            staged: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -317,7 +324,9 @@ impl MediaSession {
             let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
             let own = ip == ctx.advertise && ctx.ports.pool.plan().owner(m.port).is_some();
             let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-            if ip.is_multicast() || broadcast || own {
+            // The relay sends from sockets of the advertised family only.
+            let other_family = !ip.is_unspecified() && ip.is_ipv4() != ctx.advertise.is_ipv4();
+            if ip.is_multicast() || broadcast || own || other_family {
                 return Err(MediaError::BadAddress);
             }
             let have = self.streams.get(i).map_or([false, false], |s| {
@@ -444,11 +453,64 @@ impl MediaSession {
         ))
     }
 
+    /// Starts a re-offer that may still be refused: until
+    /// [`MediaSession::commit`] or [`MediaSession::rollback`], ports it
+    /// gives up stay reserved.
+    pub fn stage(&mut self) {
+        if self.staged.is_none() {
+            let mut before = self.clone();
+            before.deferred.clear();
+            self.staged = Some(Box::new(before));
+            self.deferred.clear();
+        }
+    }
+
+    pub fn is_staged(&self) -> bool {
+        self.staged.is_some()
+    }
+
+    /// The re-offer was accepted: free what it gave up.
+    pub fn commit(&mut self, ports: &mut MediaPorts) {
+        if self.staged.take().is_some() {
+            for p in self.deferred.drain(..) {
+                ports.release(p);
+            }
+        }
+    }
+
+    /// The re-offer was refused: back to the session as it was, freeing
+    /// only the pairs the offer took.
+    pub fn rollback(&mut self, ports: &mut MediaPorts) {
+        let Some(before) = self.staged.take() else {
+            return;
+        };
+        let kept: Vec<u32> = before
+            .streams
+            .iter()
+            .flat_map(|s| s.ends.iter().filter_map(|e| e.pair))
+            .collect();
+        for s in &self.streams {
+            for p in s.ends.iter().filter_map(|e| e.pair) {
+                if !kept.contains(&p) {
+                    ports.release(p);
+                }
+            }
+        }
+        let activity = self.last_activity;
+        *self = *before;
+        self.last_activity = self.last_activity.max(activity);
+    }
+
     fn release_stream(&mut self, i: usize, ports: &mut MediaPorts) {
+        let staged = self.staged.is_some();
         if let Some(s) = self.streams.get_mut(i) {
             for end in &mut s.ends {
                 if let Some(p) = end.pair.take() {
-                    ports.release(p);
+                    if staged {
+                        self.deferred.push(p);
+                    } else {
+                        ports.release(p);
+                    }
                 }
                 end.sdp_rtp = None;
                 end.sdp_rtcp = None;
@@ -480,8 +542,9 @@ impl MediaSession {
         live.peek().is_some() && live.all(|s| s.ends.iter().any(|e| e.hold))
     }
 
-    /// Frees every port of the call.
+    /// Frees every port of the call (a staged re-offer's too).
     pub fn release(&mut self, ports: &mut MediaPorts) {
+        self.rollback(ports);
         for i in 0..self.streams.len() {
             self.release_stream(i, ports);
         }

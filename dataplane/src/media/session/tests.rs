@@ -422,6 +422,10 @@ fn port_counts_multicast_and_loops_are_not_relayed() {
         &mut ctx(&mut p, &all),
     );
     assert_eq!(r, Err(MediaError::BadAddress));
+    // An IPv6 peer for an IPv4 relay.
+    let v6 = sdp(A_IP, 4000, "").replace("c=IN IP4 10.0.0.10", "c=IN IP6 2001:db8::1");
+    let r = s.process(Leg::A, Role::Offer, v6.as_bytes(), &mut ctx(&mut p, &all));
+    assert_eq!(r, Err(MediaError::BadAddress));
     // The SBC's own advertised address and a port of its range: a loop.
     let own = sdp("192.0.2.1", 30004, "");
     let r = s.process(Leg::A, Role::Offer, own.as_bytes(), &mut ctx(&mut p, &all));
