@@ -173,6 +173,11 @@ pub struct Args {
     /// socket, so the control port is not used.
     #[arg(long = "cp", value_name = "PORT")]
     pub control_port: Option<u16>,
+    /// How long (ms) a callee whose call ended with an answer (200 to BYE)
+    /// still answers that request's retransmissions; sbc-load waits for it
+    /// before exiting.
+    #[arg(long = "timewait-ms", value_name = "MS", default_value_t = 4000)]
+    pub timewait_ms: u64,
     /// Initial [cseq].
     #[arg(long = "base_cseq", value_name = "N", default_value_t = 1)]
     pub base_cseq: u64,

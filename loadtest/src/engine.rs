@@ -48,8 +48,12 @@ pub struct Config {
     /// `-recv_timeout`: for `<recv>` without `timeout`.
     pub recv_timeout_ms: Option<u64>,
     pub inject: Option<Arc<Inject>>,
-    /// How long messages of ended calls are quietly absorbed.
+    /// How long messages of ended calls are absorbed quietly.
     pub deadcall_ms: u64,
+    /// How long a call that ended by answering a request (a callee's 200
+    /// to BYE) still answers that request's retransmissions (SIPp's
+    /// built-in callee has a 4 s `<timewait>` for this).
+    pub timewait_ms: u64,
     /// `-base_cseq`: the first `[cseq]` of a call.
     pub base_cseq: u64,
     /// `-m`: calls to create in all, shared by the threads.
@@ -99,6 +103,7 @@ impl Config {
             recv_timeout_ms: None,
             inject: None,
             deadcall_ms: 32_000,
+            timewait_ms: 4000,
             base_cseq: 1,
             quota: None,
         }
@@ -302,18 +307,28 @@ pub struct Endpoint {
     cfg: Arc<Config>,
     scn: Arc<Scenario>,
     local_ip: Vec<u8>,
+    media_ip: Vec<u8>,
+    /// The caller's destination as text (the common `[remote_ip]`).
+    remote_ip: Vec<u8>,
     local_port: u16,
     /// Where a caller sends its first message.
     remote: Option<SocketAddr>,
     pid: Vec<u8>,
-    slab: Vec<Option<Call>>,
+    /// Boxed: a call moves in and out of its slot on every event.
+    slab: Vec<Option<Box<Call>>>,
     free: Vec<u32>,
     /// Call-ID hash -> slot (the call's own Call-ID is checked on use).
     by_id: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
-    spare: Vec<Call>,
+    /// Ended calls kept for reuse, boxed so that taking one back into a slot
+    /// moves a pointer, not the call's buffers.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Call>>,
     timers: BinaryHeap<Reverse<(u64, u32, u64)>>,
     dead: HashSet<u64, BuildHasherDefault<Prehashed>>,
     dead_fifo: VecDeque<(u64, u64)>,
+    /// Ended calls' last answers, by the hash of the request they answer.
+    answers: HashMap<u64, (SocketAddr, Box<[u8]>), BuildHasherDefault<Prehashed>>,
+    answers_fifo: VecDeque<(u64, u64)>,
     seed: u64,
     next_number: u64,
     number_stride: u64,
@@ -417,6 +432,8 @@ impl Endpoint {
         let steps = scn.steps.len();
         Endpoint {
             local_ip: ip_text(cfg.local_ip),
+            media_ip: ip_text(cfg.media_ip),
+            remote_ip: remote.map_or_else(Vec::new, |r| ip_text(r.ip())),
             pid: cfg.pid.to_string().into_bytes(),
             cfg,
             scn,
@@ -429,6 +446,8 @@ impl Endpoint {
             timers: BinaryHeap::new(),
             dead: HashSet::default(),
             dead_fifo: VecDeque::new(),
+            answers: HashMap::default(),
+            answers_fifo: VecDeque::new(),
             seed: u64::from_le_bytes(seed).rotate_left(17) ^ 0x5851_F42D_4C95_7F2D,
             next_number: first_number.max(1),
             number_stride: stride.max(1),
@@ -477,7 +496,17 @@ impl Endpoint {
 
     /// Earliest time [`Endpoint::on_timers`] has work.
     pub fn next_timer(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let call = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        let answer = self.answers_fifo.front().map(|(t, _)| *t);
+        match (call, answer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Ended calls still answering retransmissions (see `timewait_ms`).
+    pub fn lingering(&self) -> bool {
+        !self.answers.is_empty()
     }
 
     fn random(&mut self) -> u64 {
@@ -520,7 +549,7 @@ impl Endpoint {
         let mut call = self
             .spare
             .pop()
-            .unwrap_or_else(|| Call::empty(self.scn.steps.len(), self.scn.vars.len()));
+            .unwrap_or_else(|| Box::new(Call::empty(self.scn.steps.len(), self.scn.vars.len())));
         call.reset();
         call.serial = self.serial;
         call.number = number;
@@ -586,8 +615,10 @@ impl Endpoint {
         };
         match f(self, &mut call, now) {
             Flow::Waiting => {
+                // One timer entry per call at a time: a later deadline is
+                // put on the heap when the earlier entry comes due.
                 if let Some(d) = call.deadline()
-                    && call.scheduled != Some(d)
+                    && call.scheduled.is_none_or(|s| d < s)
                 {
                     call.scheduled = Some(d);
                     self.timers.push(Reverse((d, slot, call.serial)));
@@ -597,6 +628,20 @@ impl Endpoint {
                 }
             }
             Flow::Finished => {
+                // Ended by answering a request: answer its retransmissions
+                // for a while (the answer may be lost).
+                if let Some(k) = call.last_recv
+                    && call.sent_after == Some(k)
+                    && call.last_sent.starts_with(b"SIP/2.0 ")
+                    && self.cfg.timewait_ms > 0
+                    && let Some(&h) = call.recv_hashes.get(k)
+                {
+                    let answer = call.last_sent.clone().into_boxed_slice();
+                    if self.answers.insert(h, (call.peer, answer)).is_none() {
+                        self.answers_fifo
+                            .push_back((now + self.cfg.timewait_ms * 1000, h));
+                    }
+                }
                 match call.doomed {
                     Some(reason) => self.stats.fail(reason),
                     None => {
@@ -617,7 +662,7 @@ impl Endpoint {
         }
     }
 
-    fn end(&mut self, slot: u32, call: Call, now: u64) {
+    fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
         let h = self.hash(&call.id);
         self.by_id.remove(&h);
         self.free.push(slot);
@@ -665,6 +710,13 @@ impl Endpoint {
             return;
         }
         if self.dead.contains(&key) {
+            if let Some((peer, answer)) = self.answers.get(&self.hash(bytes)) {
+                let (peer, answer) = (*peer, answer.clone());
+                self.emit(peer, &answer);
+                self.stats.retrans_received += 1;
+                self.stats.retrans_sent += 1;
+                return;
+            }
             self.stats.dead_call_msgs += 1;
             return;
         }
@@ -711,6 +763,13 @@ impl Endpoint {
             }
             self.dead_fifo.pop_front();
             self.dead.remove(&h);
+        }
+        while let Some(&(expire, h)) = self.answers_fifo.front() {
+            if expire > now {
+                break;
+            }
+            self.answers_fifo.pop_front();
+            self.answers.remove(&h);
         }
     }
 
@@ -1187,11 +1246,14 @@ impl Endpoint {
             Keyword::LocalIp => out.extend_from_slice(&self.local_ip),
             Keyword::LocalIpType => out.extend_from_slice(ip_type(self.cfg.local_ip)),
             Keyword::LocalPort => num(out, u64::from(self.local_port)),
+            Keyword::RemoteIp if Some(call.peer) == self.remote => {
+                out.extend_from_slice(&self.remote_ip);
+            }
             Keyword::RemoteIp => out.extend_from_slice(call.peer.ip().to_string().as_bytes()),
             Keyword::RemoteIpType => out.extend_from_slice(ip_type(call.peer.ip())),
             Keyword::RemotePort => num(out, u64::from(call.peer.port())),
             Keyword::Transport => out.extend_from_slice(b"UDP"),
-            Keyword::MediaIp => out.extend_from_slice(self.cfg.media_ip.to_string().as_bytes()),
+            Keyword::MediaIp => out.extend_from_slice(&self.media_ip),
             Keyword::MediaIpType => out.extend_from_slice(ip_type(self.cfg.media_ip)),
             Keyword::MediaPort(off) => {
                 num(

@@ -138,6 +138,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.recv_timeout_ms = args.recv_timeout_ms;
     cfg.inject = inject;
     cfg.deadcall_ms = args.deadcall_wait_ms;
+    cfg.timewait_ms = args.timewait_ms;
     cfg.base_cseq = args.base_cseq;
     cfg.quota = args.max_calls.map(|m| Arc::new(Quota::new(m)));
     let cfg = Arc::new(cfg);

@@ -354,7 +354,7 @@ pub fn run_thread(
             ep.abort_all(now);
             break;
         }
-        if !ep.may_create() && ep.open_calls() == 0 && pending.is_empty() {
+        if !ep.may_create() && ep.open_calls() == 0 && pending.is_empty() && !ep.lingering() {
             break;
         }
 

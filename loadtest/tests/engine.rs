@@ -605,3 +605,37 @@ fn an_answered_call_that_fails_is_hung_up_above_the_last_cseq() {
         texts[1]
     );
 }
+
+#[test]
+fn a_lost_200_to_bye_is_answered_again_from_time_wait_then_forgotten() {
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(1))),
+        uas(builtin("uas"), config(None)),
+    );
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    // The callee's 200 to the BYE is lost: the callee has ended its call.
+    let mut seen_bye = false;
+    net.exchange(&mut a, &mut b, &mut |l| {
+        if l.starts_with("BYE ") {
+            seen_bye = true;
+        }
+        seen_bye && l == "SIP/2.0 200 OK"
+    });
+    assert_eq!(b.stats.succeeded, 1);
+    assert_eq!(a.stats.succeeded, 0);
+    assert_eq!(b.open_calls(), 0);
+    assert!(b.lingering(), "the callee still answers the BYE");
+    // The caller retransmits its BYE (T1 = 500 ms) and now gets the 200.
+    assert!(net.tick(&mut a, &mut b));
+    assert_eq!(net.now, 500_000);
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!(a.stats.succeeded, 1);
+    assert_eq!(a.stats.failed_total() + b.stats.failed_total(), 0);
+    assert_eq!(b.stats.retrans_received, 1);
+    // After the 4 s time-wait the answer is forgotten.
+    while b.lingering() {
+        assert!(net.tick(&mut a, &mut b));
+    }
+    assert!(net.now >= 4_000_000, "forgotten at {} µs", net.now);
+}
