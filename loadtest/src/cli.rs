@@ -194,6 +194,11 @@ pub struct Args {
     /// Pin thread i to core i.
     #[arg(long = "pin")]
     pub pin: bool,
+    /// Connect a caller's sockets to the remote host: the kernel keeps the
+    /// route (cheaper sends), and only datagrams from that address are
+    /// received (a peer answering from another address is not heard).
+    #[arg(long = "connect")]
+    pub connect: bool,
     /// Also write the report as JSON to this file.
     #[arg(long = "json", value_name = "FILE")]
     pub json: Option<PathBuf>,

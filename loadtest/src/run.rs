@@ -177,6 +177,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             },
             limit: Some(limit),
             core: args.pin.then_some(index % cores),
+            connect: args.connect && caller,
             batch_wait: Duration::from_micros(args.batch_wait_us),
         };
         let sock = bind(&plan).map_err(|e| RunError {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
-use io_uring::{IoUring, cqueue, opcode, squeue};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use sbc_dataplane::shard::{BufRing, SendPool, decode_sockaddr, empty_msghdr, reuseport_udp};
 
 use crate::engine::{Config, Endpoint};
@@ -47,6 +47,8 @@ pub struct ThreadPlan {
     /// This thread's share of `-l` (open calls).
     pub limit: Option<usize>,
     pub core: Option<usize>,
+    /// Connect the socket to `remote` (`--connect`).
+    pub connect: bool,
     /// Wake-up coalescing: sleep until `BATCH_WANT` completions are ready
     /// or this long has passed (kernels with IORING_FEAT_MIN_TIMEOUT).
     pub batch_wait: Duration,
@@ -69,15 +71,19 @@ pub struct Control {
 /// Binds the thread's socket (before the threads start, so a bad address
 /// is reported at once).
 pub fn bind(plan: &ThreadPlan) -> io::Result<UdpSocket> {
-    if plan.reuse_port {
-        reuseport_udp(plan.bind, 8 << 20)
+    let s = if plan.reuse_port {
+        reuseport_udp(plan.bind, 8 << 20)?
     } else {
         let s = UdpSocket::bind(plan.bind)?;
         let sock = socket2::SockRef::from(&s);
         let _ = sock.set_recv_buffer_size(8 << 20);
         let _ = sock.set_send_buffer_size(8 << 20);
-        Ok(s)
+        s
+    };
+    if let (true, Some(remote)) = (plan.connect, plan.remote) {
+        s.connect(remote)?;
     }
+    Ok(s)
 }
 
 struct Io {
@@ -88,10 +94,14 @@ struct Io {
     in_flight: usize,
     fd: Fd,
     min_timeout: bool,
+    /// `IORING_OP_SEND` takes a destination address (6.0+).
+    send_to: bool,
+    /// The socket is connected to this address: sends there carry none.
+    connected: Option<SocketAddr>,
 }
 
 impl Io {
-    fn new(sock: &UdpSocket) -> io::Result<Self> {
+    fn new(sock: &UdpSocket, connected: Option<SocketAddr>) -> io::Result<Self> {
         // Deferred task work: completions are posted when this thread
         // asks for them, so arriving datagrams do not wake it one by one.
         let ring: IoUring = match IoUring::builder()
@@ -117,6 +127,11 @@ impl Io {
         let mut hdr = Box::new(empty_msghdr());
         hdr.msg_namelen =
             libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).unwrap_or(128);
+        // Zero-copy send came with destination addresses on plain send
+        // (both 6.0): the probe for one tells the other.
+        let mut probe = Probe::new();
+        let send_to = ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::SendZc::CODE);
         Ok(Io {
             ring,
             bufs,
@@ -125,6 +140,8 @@ impl Io {
             in_flight: 0,
             fd: Fd(sock.as_raw_fd()),
             min_timeout,
+            send_to,
+            connected,
         })
     }
 
@@ -166,13 +183,25 @@ impl Io {
             ));
         }
         buf[..bytes.len()].copy_from_slice(bytes);
-        let Some(hdr) = self.send.prepare(idx, bytes.len(), dst) else {
-            self.send.give_back(idx);
-            return Ok(false);
-        };
-        let e = opcode::SendMsg::new(self.fd, hdr)
-            .build()
-            .user_data(SEND | u64::from(idx));
+        let e = if self.send_to {
+            let Some(to) = self.send.prepare_to(idx, bytes.len(), dst) else {
+                self.send.give_back(idx);
+                return Ok(false);
+            };
+            let send = opcode::Send::new(self.fd, to.buf, to.len);
+            if self.connected == Some(dst) {
+                send.build()
+            } else {
+                send.dest_addr(to.addr).dest_addr_len(to.addr_len).build()
+            }
+        } else {
+            let Some(hdr) = self.send.prepare(idx, bytes.len(), dst) else {
+                self.send.give_back(idx);
+                return Ok(false);
+            };
+            opcode::SendMsg::new(self.fd, hdr).build()
+        }
+        .user_data(SEND | u64::from(idx));
         self.push(&e)?;
         self.in_flight += 1;
         Ok(true)
@@ -222,7 +251,7 @@ pub fn run_thread(
         plan.index as u64 + 1,
         plan.threads as u64,
     );
-    let mut io = Io::new(&sock)?;
+    let mut io = Io::new(&sock, plan.connect.then_some(plan.remote).flatten())?;
     io.arm_recv()?;
     let caller = plan.remote.is_some();
     let mut started: u64 = 0;

@@ -72,6 +72,7 @@ fn caller_and_callee_with_two_threads_each() {
         "50",
         "--threads",
         "2",
+        "--connect",
         "--json",
         uac_json.to_str().unwrap(),
         "-timeout",

@@ -349,6 +349,10 @@ impl Bench {
             let mut c = Command::new(&self.a.sbc_load);
             c.args(["--quiet", "--json", "report.json", "--threads"])
                 .arg(self.a.load_threads.to_string());
+            if name == "caller" {
+                // The caller hears only from the address it calls.
+                c.arg("--connect");
+            }
             c
         };
         let child = cmd

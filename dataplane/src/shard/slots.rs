@@ -109,6 +109,31 @@ impl SendPool {
     }
 }
 
+/// What a `send` with a destination address (sendto) needs: the slot's
+/// first `len` bytes and its address, at stable addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct SendTo {
+    pub buf: *const u8,
+    pub len: u32,
+    pub addr: *const libc::sockaddr,
+    pub addr_len: libc::socklen_t,
+}
+
+impl SendPool {
+    /// Like [`SendPool::prepare`] for `IORING_OP_SEND` with a destination
+    /// (kernel 6.0+): no msghdr for the kernel to copy and import.
+    pub fn prepare_to(&mut self, idx: u16, len: usize, dest: SocketAddr) -> Option<SendTo> {
+        let slot = self.slots.get_mut(usize::from(idx))?;
+        slot.addr.set(dest);
+        Some(SendTo {
+            buf: slot.buf.as_ptr(),
+            len: u32::try_from(len.min(slot.buf.len())).ok()?,
+            addr: slot.addr.as_mut_ptr().cast_const().cast(),
+            addr_len: slot.addr.len(),
+        })
+    }
+}
+
 /// Room for any socket address the kernel writes back.
 #[repr(C, align(8))]
 pub(crate) struct AddrBuf(pub [u8; 128]);
@@ -178,5 +203,17 @@ mod tests {
         p.give_back(a);
         assert_eq!(p.take(), Some(a));
         assert!(p.take().is_none(), "a double give-back is ignored");
+        let to = p.prepare_to(a, 10, "127.0.0.1:9".parse().unwrap()).unwrap();
+        assert_eq!(to.len, 10);
+        assert_eq!(
+            to.addr_len as usize,
+            std::mem::size_of::<libc::sockaddr_in>()
+        );
+        let to = p.prepare_to(a, 100, "[::1]:9".parse().unwrap()).unwrap();
+        assert_eq!(to.len, 64, "never past the slot");
+        assert_eq!(
+            to.addr_len as usize,
+            std::mem::size_of::<libc::sockaddr_in6>()
+        );
     }
 }

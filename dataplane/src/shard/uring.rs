@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use io_uring::types::{CancelBuilder, Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
-use io_uring::{IoUring, cqueue, opcode, squeue};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use super::bufring::BufRing;
 use super::mailbox::{Handoff, Mailbox};
@@ -118,6 +118,9 @@ pub(crate) struct ShardIo {
     min_timeout: bool,
     /// The sockets are registered files (index = position in `sockets`).
     fixed_files: bool,
+    /// `IORING_OP_SEND` takes a destination address (6.0+): sends skip
+    /// the msghdr copy and import of `sendmsg`.
+    send_to: bool,
 }
 
 impl std::fmt::Debug for ShardIo {
@@ -131,7 +134,8 @@ impl std::fmt::Debug for ShardIo {
 fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
     loop {
         // SAFETY: every pointer an entry carries (a msghdr of a receive or
-        // send slot, or the multishot template) points into memory owned by
+        // send slot, a send slot's buffer and address, or the multishot
+        // template) points into memory owned by
         // the ShardIo, which stays put until the request completes or is
         // cancelled in ShardIo::drop.
         if unsafe { ring.submission().push(entry) }.is_ok() {
@@ -186,6 +190,11 @@ impl ShardIo {
         // Registered files: the kernel skips the per-request fd lookup.
         let fds: Vec<i32> = sockets.iter().map(|(s, _)| s.as_raw_fd()).collect();
         let fixed_files = ring.submitter().register_files(&fds).is_ok();
+        // Zero-copy send arrived with destination addresses on plain send
+        // (both 6.0): the probe for one tells the other.
+        let mut probe = Probe::new();
+        let send_to = ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::SendZc::CODE);
         Ok(ShardIo {
             ring,
             recv,
@@ -196,6 +205,7 @@ impl ShardIo {
             media_send: SendPool::new(sizes.media_send_slots, MEDIA_SEND_BUF),
             min_timeout,
             fixed_files,
+            send_to,
         })
     }
 
@@ -298,19 +308,50 @@ impl ShardIo {
                 continue;
             };
             let fd = Fd(sock.as_raw_fd());
-            let Some(hdr) = self.sip_send.prepare(idx, t.len, t.dest.addr) else {
+            let target = self.fixed_files.then_some(local);
+            let Some(entry) = send_entry(
+                &mut self.sip_send,
+                idx,
+                t.len,
+                t.dest.addr,
+                fd,
+                target,
+                self.send_to,
+            ) else {
+                self.sip_send.give_back(idx);
                 continue;
             };
-            let entry = if self.fixed_files {
-                opcode::SendMsg::new(Fixed(u32::try_from(local).unwrap_or(u32::MAX)), hdr).build()
-            } else {
-                opcode::SendMsg::new(fd, hdr).build()
-            }
-            .user_data(SEND_SIP | u64::from(idx));
-            push(&mut self.ring, &entry)?;
+            push(&mut self.ring, &entry.user_data(SEND_SIP | u64::from(idx)))?;
         }
         Ok(())
     }
+}
+
+/// The SQE sending slot `idx`'s first `len` bytes to `dest` from socket
+/// `fd` (or registered file `fixed`).
+fn send_entry(
+    pool: &mut SendPool,
+    idx: u16,
+    len: usize,
+    dest: std::net::SocketAddr,
+    fd: Fd,
+    fixed: Option<usize>,
+    send_to: bool,
+) -> Option<squeue::Entry> {
+    let fixed = fixed.map(|i| Fixed(u32::try_from(i).unwrap_or(u32::MAX)));
+    if send_to {
+        let to = pool.prepare_to(idx, len, dest)?;
+        let entry = match fixed {
+            Some(f) => opcode::Send::new(f, to.buf, to.len),
+            None => opcode::Send::new(fd, to.buf, to.len),
+        };
+        return Some(entry.dest_addr(to.addr).dest_addr_len(to.addr_len).build());
+    }
+    let hdr = pool.prepare(idx, len, dest)?;
+    Some(match fixed {
+        Some(f) => opcode::SendMsg::new(f, hdr).build(),
+        None => opcode::SendMsg::new(fd, hdr).build(),
+    })
 }
 
 /// Sends a media packet out of our port `from_port` (a free function so the
@@ -327,6 +368,7 @@ fn send_media(
     data: &[u8],
     stats: &ShardStats,
     fixed_files: bool,
+    send_to: bool,
 ) -> io::Result<()> {
     let index = usize::from(from_port.wrapping_sub(media_base)) + media_start;
     let Some((sock, Class::Media(_))) = sockets.get(index) else {
@@ -350,17 +392,12 @@ fn send_media(
     };
     let n = data.len();
     buf[..n].copy_from_slice(data);
-    let Some(hdr) = pool.prepare(idx, n, to) else {
+    let Some(entry) = send_entry(pool, idx, n, to, fd, fixed_files.then_some(index), send_to)
+    else {
         pool.give_back(idx);
         return Ok(());
     };
-    let entry = if fixed_files {
-        opcode::SendMsg::new(Fixed(u32::try_from(index).unwrap_or(u32::MAX)), hdr).build()
-    } else {
-        opcode::SendMsg::new(fd, hdr).build()
-    }
-    .user_data(SEND_MEDIA | u64::from(idx));
-    push(ring, &entry)
+    push(ring, &entry.user_data(SEND_MEDIA | u64::from(idx)))
 }
 
 impl Drop for ShardIo {
@@ -583,6 +620,7 @@ impl ShardLoop {
                             r.data,
                             &self.stats,
                             self.io.fixed_files,
+                            self.io.send_to,
                         )?;
                     }
                 }
