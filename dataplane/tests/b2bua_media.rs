@@ -592,3 +592,141 @@ fn a_refused_reoffer_puts_the_media_back() {
         addr("10.0.0.10:4000")
     );
 }
+
+#[test]
+fn an_answer_the_relay_cannot_carry_is_hung_up_and_the_caller_gets_488() {
+    let mut sim = Sim::with_policy(media_policy());
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "bad-answer@pbx", "z9hG4bKba", 1),
+    );
+    let b = sim.one_to(CARRIER_A);
+    // The callee answers with a multicast address: never relayed to.
+    let bad = ANSWER_SDP.replace("c=IN IP4 10.0.0.20", "c=IN IP4 224.2.2.2");
+    let ok = reply(
+        &b,
+        200,
+        "OK",
+        Some("bt"),
+        Some("sip:c@10.0.0.20:5060"),
+        &bad,
+    );
+    sim.recv(CARRIER_A, &ok);
+    let sent = sim.sent();
+    let to_b: Vec<String> = sent
+        .iter()
+        .filter(|s| s.to == addr(CARRIER_A))
+        .filter_map(Sent::method)
+        .collect();
+    assert_eq!(to_b, ["ACK", "BYE"], "{sent:?}");
+    let to_a: Vec<&Sent> = sent.iter().filter(|s| s.to == addr(PBX)).collect();
+    assert_eq!(to_a.len(), 1, "{sent:?}");
+    assert_eq!(to_a[0].code(), Some(488), "{}", to_a[0].text());
+    assert!(!to_a[0].text().contains("224.2.2.2") && !to_a[0].text().contains("10.0.0.20"));
+    // A retransmitted 200 is ACKed again; the caller hears nothing more.
+    sim.recv(CARRIER_A, &ok);
+    let again = sim.sent();
+    assert!(again.iter().all(|s| s.to == addr(CARRIER_A)), "{again:?}");
+    assert_eq!(
+        again.iter().filter_map(Sent::method).collect::<Vec<_>>(),
+        ["ACK"],
+        "{again:?}"
+    );
+    // No port stays taken.
+    assert_eq!(sim.stats.media_ports_in_use.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn an_answer_in_the_ack_the_relay_cannot_carry_ends_the_call() {
+    let mut sim = Sim::with_policy(media_policy());
+    let inv = invite("10.0.0.10:5060", NUMBER, "late-bad@pbx", "z9hG4bKlb", 1);
+    let head = &inv[..inv.find("\r\n\r\n").unwrap()];
+    let no_sdp: String = head
+        .split("\r\n")
+        .filter(|l| !l.starts_with("Content-"))
+        .map(|l| format!("{l}\r\n"))
+        .collect::<String>()
+        + "Content-Length: 0\r\n\r\n";
+    sim.recv(PBX, &no_sdp);
+    let b = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("ct"),
+            Some("sip:c@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    // The caller answers with a broadcast address.
+    let answer = "v=0\r\no=- 3 3 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 255.255.255.255\r\nt=0 0\r\nm=audio 4010 RTP/AVP 0\r\n";
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKlback",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "late-bad@pbx",
+            1,
+            answer,
+        ),
+    );
+    let sent = sim.sent();
+    let to_b: Vec<&Sent> = sent.iter().filter(|s| s.to == addr(CARRIER_A)).collect();
+    let methods: Vec<String> = to_b.iter().filter_map(|s| s.method()).collect();
+    assert_eq!(methods, ["ACK", "BYE"], "{sent:?}");
+    assert!(body(to_b[0]).is_empty(), "nothing of the answer crosses");
+    let to_a: Vec<String> = sent
+        .iter()
+        .filter(|s| s.to == addr(PBX))
+        .filter_map(Sent::method)
+        .collect();
+    assert_eq!(to_a, ["BYE"], "{sent:?}");
+}
+
+#[test]
+fn a_reanswer_the_relay_cannot_carry_ends_the_call() {
+    let mut sim = Sim::with_policy(media_policy());
+    let (_b, ok, _a_port, _b_port) = answered(&mut sim, "reans@pbx");
+    let hold = "v=0\r\no=- 1 2 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKreans",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "reans@pbx",
+            2,
+            hold,
+        ),
+    );
+    let reinv = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap();
+    // The carrier answers from a multicast group.
+    let bad = ANSWER_SDP.replace("c=IN IP4 10.0.0.20", "c=IN IP4 239.1.1.1");
+    sim.recv(CARRIER_A, &reply(&reinv, 200, "OK", None, None, &bad));
+    let sent = sim.sent();
+    let to_b: Vec<String> = sent
+        .iter()
+        .filter(|s| s.to == addr(CARRIER_A))
+        .filter_map(Sent::method)
+        .collect();
+    assert_eq!(to_b, ["ACK", "BYE"], "{sent:?}");
+    let to_a: Vec<&Sent> = sent.iter().filter(|s| s.to == addr(PBX)).collect();
+    assert_eq!(to_a.len(), 2, "{sent:?}");
+    assert_eq!(to_a[0].code(), Some(488), "{}", to_a[0].text());
+    assert!(!to_a[0].text().contains("239.1.1.1"));
+    assert_eq!(to_a[1].method().as_deref(), Some("BYE"));
+}

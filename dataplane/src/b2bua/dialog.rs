@@ -365,6 +365,10 @@ pub(crate) fn on_relay_response(
     } else {
         Body::Same
     };
+    if carries_offer(method) && (200..300).contains(&code) && matches!(body, Body::Dropped) {
+        unanchorable_reanswer(ctx, call, index, now);
+        return;
+    }
     let Some(relay) = call.relays.get_mut(index) else {
         return;
     };
@@ -409,6 +413,60 @@ pub(crate) fn on_relay_response(
         // RFC 3261 §15.1.2: any final response ends the dialog.
         end(ctx, call, now);
     }
+}
+
+/// The far side accepted a re-offer (re-INVITE or UPDATE) with SDP the
+/// relay cannot carry: the call would be left with media nobody agreed on.
+/// The originator hears 488 (its session stays as it was, RFC 3264 §8),
+/// the far side's 2xx to a re-INVITE is ACKed (RFC 3261 §13.2.2.4), and
+/// the call is ended on both legs.
+fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
+    tracing::warn!("answer to a re-offer cannot be anchored: call ended");
+    let timers = call.policy.timers;
+    let Some(relay) = call.relays.get_mut(index) else {
+        return;
+    };
+    let (to_side, method, cseq) = (relay.from.other(), relay.method, relay.client_cseq);
+    let mut buf = BytesMut::with_capacity(relay.template.len() + 32);
+    let mut w = relay
+        .template
+        .start(&mut buf, 488, b"Not Acceptable Here", None);
+    w.body(b"");
+    let bytes = buf.freeze();
+    let sent = match &mut relay.server {
+        ServerTx::Invite(t) => t.respond(now, &timers, 488, bytes, &mut ctx.out),
+        ServerTx::NonInvite(t) => t.respond(now, &timers, 488, bytes, &mut ctx.out),
+    };
+    if sent {
+        ctx.stats.final_sent(488);
+        relay.template = Template::empty();
+    }
+    if method == Method::Invite {
+        let parts = ctx.local(call.leg(to_side).local).clone();
+        let branch = ctx.ids.branch();
+        let leg = call.leg(to_side);
+        let ack = leg_request(
+            leg,
+            &parts,
+            &RequestParts {
+                method: b"ACK",
+                cseq,
+                branch: &branch,
+                max_forwards: 70,
+                contact: false,
+                relay: Relayed::Nothing,
+            },
+        );
+        let dest = Dest {
+            addr: leg.peer,
+            local: leg.local,
+        };
+        ctx.send(dest, ack.clone());
+        if let Some(relay) = call.relays.get_mut(index) {
+            relay.ack = Some(ack);
+        }
+    }
+    bye_both(ctx, call, now);
 }
 
 /// An ACK from `side`: for the caller's initial INVITE, or for a relayed
@@ -485,6 +543,12 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
     {
         relay.ack = Some(ack);
     }
+    if matches!(body, Body::Dropped) {
+        // An answer in the ACK that cannot be relayed cannot be refused
+        // either: the call is ended.
+        tracing::warn!("answer in the ACK cannot be anchored: call ended");
+        bye_both(ctx, call, now);
+    }
 }
 
 /// ACKs the callee's 2xx (RFC 3261 §13.2.2.4), carrying the caller's ACK
@@ -526,6 +590,13 @@ pub(crate) fn send_b_ack(
         ack.clone(),
     );
     call.b_ack = Some(ack);
+    if matches!(body, Body::Dropped) {
+        // The caller's answer cannot be relayed and an ACK cannot be
+        // refused (RFC 3261 §13.2.2.4): the call would have no media, so
+        // it is ended on both legs.
+        tracing::warn!("answer in the ACK cannot be anchored: call ended");
+        bye_both(ctx, call, now);
+    }
 }
 
 /// Ends an established call from the SBC: BYE on both legs.

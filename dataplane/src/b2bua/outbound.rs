@@ -2,6 +2,7 @@
 //! responses, failover, and the final answer to the caller (RFC 3261 §16.7
 //! response selection, applied across serial attempts).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -194,6 +195,11 @@ pub(crate) fn on_attempt_response(
             relay_to_caller(ctx, call, resp, now);
         }
         200..=299 => {
+            let body = sdp_towards(ctx, call, Side::B, call.offer_in_invite, &resp.msg, now);
+            if matches!(body, Body::Dropped) {
+                unanchorable_answer(ctx, call, index, resp, now);
+                return;
+            }
             remember_peer(call, resp, true);
             call.cancel_call_timers();
             call.phase = Phase::Answered;
@@ -204,7 +210,7 @@ pub(crate) fn on_attempt_response(
             if let Some(t) = policy.trunk(call.a.trunk) {
                 t.stats.answer(Direction::Inbound);
             }
-            relay_to_caller(ctx, call, resp, now);
+            relay_with_body(ctx, call, resp, &body, now);
             super::media::arm_timeout(ctx, call, now);
             call.compact();
         }
@@ -223,6 +229,34 @@ pub(crate) fn on_attempt_response(
                 fail_call(ctx, call, now);
             }
         }
+    }
+}
+
+/// The callee answered with SDP the relay cannot carry (RFC 3261
+/// §13.2.2.4): its 2xx is ACKed and hung up, and the caller hears 488 as if
+/// the callee had refused (failing over where the route says so), so no
+/// call is ever up without media.
+fn unanchorable_answer(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    now: Instant,
+) {
+    let policy = Arc::clone(&call.policy);
+    hang_up_stray_answer(ctx, call, index, resp, now);
+    if let Some(t) = policy.trunk(call.b.trunk) {
+        t.stats.fail(Direction::Outbound);
+    }
+    merge_failure(call, local_failure(488, b"Not Acceptable Here", true));
+    let route_failover = policy
+        .routes
+        .get(call.route_index)
+        .is_some_and(|r| r.failover.on_code(488));
+    if route_failover && next_attempt(ctx, call, now) {
+        ShardStats::inc(&ctx.stats.failovers);
+    } else {
+        fail_call(ctx, call, now);
     }
 }
 
@@ -264,18 +298,23 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 
 /// Relays a provisional or 2xx response from the callee to the caller.
 fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
-    let local = ctx.local(call.a.local).clone();
     // The callee's SDP: the answer to the caller's offer, or (late offer,
     // RFC 3261 §13.2.1) an offer the caller answers in its ACK.
     let answer = call.offer_in_invite;
     let body = sdp_towards(ctx, call, Side::B, answer, &resp.msg, now);
+    relay_with_body(ctx, call, resp, &body, now);
+}
+
+/// Relays a response from the callee with `body` (from [`sdp_towards`]).
+fn relay_with_body(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, body: &Body, now: Instant) {
+    let local = ctx.local(call.a.local).clone();
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
     let mut w = call
         .uas
         .template
         .start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
     w.header(HeaderName::Contact, &[&local.contact]);
-    match &body {
+    match body {
         Body::Same => {
             copy_end_to_end(&mut w, &resp.msg);
             w.body(resp.msg.body());
