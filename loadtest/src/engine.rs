@@ -293,6 +293,9 @@ pub struct Outgoing {
     pub dst: SocketAddr,
     pub start: usize,
     pub len: usize,
+    /// The call that sent it (its serial; 0: none). Messages of one call
+    /// must leave in the order they were queued.
+    pub call: u64,
 }
 
 enum Flow {
@@ -330,6 +333,8 @@ pub struct Endpoint {
     answers: HashMap<u64, (SocketAddr, Box<[u8]>), BuildHasherDefault<Prehashed>>,
     answers_fifo: VecDeque<(u64, u64)>,
     seed: u64,
+    /// Serial of the call being run (0: none), for [`Outgoing::call`].
+    current: u64,
     next_number: u64,
     number_stride: u64,
     serial: u64,
@@ -449,6 +454,7 @@ impl Endpoint {
             answers: HashMap::default(),
             answers_fifo: VecDeque::new(),
             seed: u64::from_le_bytes(seed).rotate_left(17) ^ 0x5851_F42D_4C95_7F2D,
+            current: 0,
             next_number: first_number.max(1),
             number_stride: stride.max(1),
             serial: 0,
@@ -530,6 +536,7 @@ impl Endpoint {
             dst,
             start,
             len: bytes.len(),
+            call: self.current,
         });
         self.stats.msgs_sent += 1;
     }
@@ -613,7 +620,10 @@ impl Endpoint {
         let Some(mut call) = self.slab.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
-        match f(self, &mut call, now) {
+        self.current = call.serial;
+        let flow = f(self, &mut call, now);
+        self.current = 0;
+        match flow {
             Flow::Waiting => {
                 // One timer entry per call at a time: a later deadline is
                 // put on the heap when the earlier entry comes due.

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod digest;
 pub mod engine;
+pub mod gso;
 pub mod inject;
 pub mod report;
 pub mod run;

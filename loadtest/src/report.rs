@@ -77,6 +77,9 @@ pub struct Report {
     pub out_of_call_messages: u64,
     pub parse_errors: u64,
     pub send_errors: u64,
+    /// UDP GSO sends (several datagrams in one), and the datagrams in them.
+    pub gso_sends: u64,
+    pub gso_datagrams: u64,
     /// Responses received, by status code.
     pub responses: Vec<(u16, u64)>,
     pub invite_to_18x: Option<Percentiles>,
@@ -161,6 +164,8 @@ impl Report {
             out_of_call_messages: s.out_of_call_msgs,
             parse_errors: s.parse_errors,
             send_errors: s.send_errors,
+            gso_sends: s.gso_sends,
+            gso_datagrams: s.gso_datagrams,
             responses: s
                 .responses
                 .iter()

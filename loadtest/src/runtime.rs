@@ -15,6 +15,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use sbc_dataplane::shard::{BufRing, SendPool, decode_sockaddr, empty_msghdr, reuseport_udp};
 
 use crate::engine::{Config, Endpoint};
+use crate::gso::{Grouper, Limits};
 use crate::scenario::Scenario;
 use crate::stats::Stats;
 
@@ -26,6 +27,8 @@ const RECV_BUFFERS: u16 = 2048;
 const RECV_BUF: usize = 16384 + 256;
 const SEND_SLOTS: u16 = 4096;
 const SEND_BUF: usize = 16384;
+/// Most datagrams in one UDP GSO send (UDP_MAX_SEGMENTS on older kernels).
+const GSO_SEGMENTS: u32 = 64;
 /// Longest sleep, so a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 /// Calls started per loop iteration at most (keeps receive latency low
@@ -98,6 +101,12 @@ struct Io {
     send_to: bool,
     /// The socket is connected to this address: sends there carry none.
     connected: Option<SocketAddr>,
+    /// Same-size datagrams to one destination leave in one UDP GSO send;
+    /// off after the kernel refuses one.
+    gso: bool,
+    /// Per send slot: the destination and segment size of a GSO send in
+    /// flight, to resend its datagrams one by one if the kernel refuses it.
+    gso_sent: Vec<Option<(SocketAddr, u16, usize)>>,
 }
 
 impl Io {
@@ -142,6 +151,8 @@ impl Io {
             min_timeout,
             send_to,
             connected,
+            gso: true,
+            gso_sent: vec![None; usize::from(SEND_SLOTS)],
         })
     }
 
@@ -208,6 +219,73 @@ impl Io {
     }
 }
 
+impl Io {
+    /// Queues `parts` (each `segment` bytes, to `dst`) as one UDP GSO send;
+    /// false when no send slot is free.
+    fn send_gso<'b>(
+        &mut self,
+        dst: SocketAddr,
+        segment: usize,
+        parts: impl Iterator<Item = &'b [u8]>,
+    ) -> io::Result<bool> {
+        let Some(idx) = self.send.take() else {
+            return Ok(false);
+        };
+        let Some(buf) = self.send.buf(idx) else {
+            self.send.give_back(idx);
+            return Ok(false);
+        };
+        let mut len = 0;
+        for p in parts {
+            let Some(room) = buf.get_mut(len..len + p.len()) else {
+                self.send.give_back(idx);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "GSO group larger than a send slot",
+                ));
+            };
+            room.copy_from_slice(p);
+            len += p.len();
+        }
+        let seg = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
+        let Some(hdr) = self.send.prepare_gso(idx, len, dst, seg) else {
+            self.send.give_back(idx);
+            return Ok(false);
+        };
+        if let Some(m) = self.gso_sent.get_mut(usize::from(idx)) {
+            *m = Some((dst, seg, len));
+        }
+        let e = opcode::SendMsg::new(self.fd, hdr)
+            .build()
+            .user_data(SEND | u64::from(idx));
+        self.push(&e)?;
+        self.in_flight += 1;
+        Ok(true)
+    }
+
+    /// A send completed: frees its slot. A refused GSO send turns GSO off
+    /// and its datagrams go to `resend`, one by one.
+    fn sent(&mut self, idx: u16, result: i32, resend: &mut Vec<(SocketAddr, Vec<u8>)>) -> bool {
+        let gso = self
+            .gso_sent
+            .get_mut(usize::from(idx))
+            .and_then(Option::take);
+        let mut failed = result < 0;
+        if let (Some((dst, seg, len)), true) = (gso, failed) {
+            self.gso = false;
+            if let Some(buf) = self.send.buf(idx) {
+                for part in buf[..len.min(buf.len())].chunks(usize::from(seg).max(1)) {
+                    resend.push((dst, part.to_vec()));
+                }
+                failed = false;
+            }
+        }
+        self.send.give_back(idx);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        !failed
+    }
+}
+
 impl Drop for Io {
     fn drop(&mut self) {
         // Cancel the receive and let the kernel finish with every buffer
@@ -257,6 +335,14 @@ pub fn run_thread(
     let mut started: u64 = 0;
     let mut pending: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
+    let mut grouper = Grouper::default();
+    // A grouped datagram must fit the path MTU on its own: loopback's is
+    // 64 KiB, elsewhere assume Ethernet's.
+    let gso_datagram = match plan.remote.map(|r| r.ip()) {
+        Some(ip) if !ip.is_loopback() => 1400,
+        _ if !plan.bind.ip().is_loopback() => 1400,
+        _ => SEND_BUF / 2,
+    };
     loop {
         let now_i = Instant::now();
         let now = u64::try_from(now_i.duration_since(ctl.epoch).as_micros()).unwrap_or(u64::MAX);
@@ -272,9 +358,7 @@ pub fn run_thread(
             for cqe in cqes.drain(..) {
                 let ud = cqe.user_data();
                 if ud & SEND != 0 {
-                    io.send.give_back((ud & 0xffff) as u16);
-                    io.in_flight = io.in_flight.saturating_sub(1);
-                    if cqe.result() < 0 {
+                    if !io.sent((ud & 0xffff) as u16, cqe.result(), &mut pending) {
                         ep.stats.send_errors += 1;
                     }
                     continue;
@@ -355,26 +439,50 @@ pub fn run_thread(
             }
         }
         pending.drain(..i);
-        let mut send_errors = 0;
+        let (mut send_errors, mut gso_sends, mut gso_datagrams) = (0, 0, 0);
         {
             let (out, buf) = ep.outgoing();
-            for o in out {
-                let bytes = buf.get(o.start..o.start + o.len).unwrap_or(b"");
-                if blocked {
-                    pending.push((o.dst, bytes.to_vec()));
-                    continue;
-                }
-                match io.send(o.dst, bytes) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        blocked = true;
-                        pending.push((o.dst, bytes.to_vec()));
+            let limits = Limits {
+                segments: GSO_SEGMENTS,
+                bytes: SEND_BUF,
+                datagram: if io.gso { gso_datagram } else { 0 },
+            };
+            grouper.plan(out, limits);
+            let bytes_of = |i: usize| {
+                out.get(i)
+                    .and_then(|o| buf.get(o.start..o.start + o.len))
+                    .unwrap_or(b"")
+            };
+            for g in grouper.groups() {
+                if !blocked {
+                    let r = if g.count == 1 {
+                        io.send(g.dst, bytes_of(g.first as usize))
+                    } else {
+                        io.send_gso(g.dst, g.len, grouper.members(g).map(bytes_of))
+                    };
+                    match r {
+                        Ok(true) => {
+                            if g.count > 1 {
+                                gso_sends += 1;
+                                gso_datagrams += u64::from(g.count);
+                            }
+                            continue;
+                        }
+                        Ok(false) => blocked = true,
+                        Err(_) => {
+                            send_errors += u64::from(g.count);
+                            continue;
+                        }
                     }
-                    Err(_) => send_errors += 1,
+                }
+                for i in grouper.members(g) {
+                    pending.push((g.dst, bytes_of(i).to_vec()));
                 }
             }
         }
         ep.stats.send_errors += send_errors;
+        ep.stats.gso_sends += gso_sends;
+        ep.stats.gso_datagrams += gso_datagrams;
         ep.clear_out();
 
         // The end?
@@ -420,4 +528,77 @@ pub fn run_thread(
     // Flush what is still queued so the peer sees the last messages.
     let _ = io.ring.submit();
     Ok(ep.stats.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// Reaps send completions until `n` arrived (bounded).
+    fn reap(io: &mut Io, n: usize) -> Vec<(u16, i32)> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < n && Instant::now() < deadline {
+            let ts = Timespec::from(Duration::from_millis(50));
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = io.ring.submitter().submit_with_args(1, &args);
+            for c in io.ring.completion() {
+                if c.user_data() & SEND != 0 {
+                    got.push(((c.user_data() & 0xffff) as u16, c.result()));
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_gso_send_arrives_as_separate_datagrams_in_order() {
+        let rx = UdpSocket::bind("127.176.0.2:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let tx = UdpSocket::bind("127.176.0.1:0").unwrap();
+        let mut io = Io::new(&tx, None).unwrap();
+        let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'a' + i; 300]).collect();
+        let dst = rx.local_addr().unwrap();
+        assert!(
+            io.send_gso(dst, 300, parts.iter().map(Vec::as_slice))
+                .unwrap()
+        );
+        let done = reap(&mut io, 1);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].1, 1500, "one send of five segments");
+        let mut resend = Vec::new();
+        assert!(io.sent(done[0].0, done[0].1, &mut resend));
+        assert!(resend.is_empty() && io.gso);
+        let mut buf = [0u8; 2048];
+        for p in &parts {
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &p[..], "one datagram per segment, in order");
+            assert_eq!(from, tx.local_addr().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_refused_gso_send_is_resent_datagram_by_datagram() {
+        let tx = UdpSocket::bind("127.176.0.3:0").unwrap();
+        let mut io = Io::new(&tx, None).unwrap();
+        let dst: SocketAddr = "127.176.0.4:9".parse().unwrap();
+        let parts = [vec![1u8; 200], vec![2u8; 200], vec![3u8; 200]];
+        assert!(
+            io.send_gso(dst, 200, parts.iter().map(Vec::as_slice))
+                .unwrap()
+        );
+        let done = reap(&mut io, 1);
+        // As if the kernel had refused it (a device without GSO support).
+        let mut resend = Vec::new();
+        assert!(io.sent(done[0].0, -libc::EIO, &mut resend));
+        assert!(!io.gso, "GSO is off from now on");
+        let want: Vec<(SocketAddr, Vec<u8>)> = parts.iter().map(|p| (dst, p.clone())).collect();
+        assert_eq!(resend, want);
+        assert_eq!(io.in_flight, 0);
+        // A failed plain send is reported as failed.
+        assert!(io.send(dst, b"x").unwrap());
+        let done = reap(&mut io, 1);
+        assert!(!io.sent(done[0].0, -libc::EPERM, &mut resend));
+    }
 }

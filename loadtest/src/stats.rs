@@ -89,6 +89,9 @@ pub struct Stats {
     pub out_of_call_msgs: u64,
     pub parse_errors: u64,
     pub send_errors: u64,
+    /// UDP GSO sends, and the datagrams they carried.
+    pub gso_sends: u64,
+    pub gso_datagrams: u64,
     /// Responses received by status code (100..=699).
     pub responses: Vec<u64>,
     pub steps: Vec<StepCounts>,
@@ -115,6 +118,8 @@ impl Stats {
             out_of_call_msgs: 0,
             parse_errors: 0,
             send_errors: 0,
+            gso_sends: 0,
+            gso_datagrams: 0,
             responses: vec![0; 700],
             steps: vec![StepCounts::default(); steps],
             rtd: (0..RTD_COUNT).map(|_| histogram()).collect(),
@@ -168,6 +173,8 @@ impl Stats {
         self.out_of_call_msgs += o.out_of_call_msgs;
         self.parse_errors += o.parse_errors;
         self.send_errors += o.send_errors;
+        self.gso_sends += o.gso_sends;
+        self.gso_datagrams += o.gso_datagrams;
         for (a, b) in self.responses.iter_mut().zip(o.responses.iter()) {
             *a += b;
         }

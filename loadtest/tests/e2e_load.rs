@@ -201,3 +201,74 @@ fn exit_statuses_are_sipps() {
     );
     assert_eq!(o.status.code(), Some(97));
 }
+
+#[test]
+fn bursts_leave_in_gso_sends_and_every_call_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
+    let uas = spawn(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.175.0.12",
+        "-p",
+        "5060",
+        "-m",
+        "3000",
+        "--threads",
+        "1",
+        "--json",
+        uas_json.to_str().unwrap(),
+        "-timeout",
+        "60",
+        "-timeout_error",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    // 1500 calls/s with 2 ms of wake-up coalescing: several INVITEs (and
+    // 180s, 200s, ACKs, BYEs) of one size leave together.
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.175.0.11",
+        "-p",
+        "5060",
+        "127.175.0.12:5060",
+        "-m",
+        "3000",
+        "-r",
+        "1500",
+        "--threads",
+        "1",
+        "--batch-wait-us",
+        "2000",
+        "--connect",
+        "--json",
+        uac_json.to_str().unwrap(),
+        "-timeout",
+        "60",
+        "-timeout_error",
+    ]);
+    let uac = finish(uac, Duration::from_secs(90));
+    let uas = finish(uas, Duration::from_secs(30));
+    assert_eq!(
+        uac.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&uac.stdout)
+    );
+    assert_eq!(
+        uas.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&uas.stdout)
+    );
+    let (c, s) = (json(&uac_json), json(&uas_json));
+    assert_eq!(c["calls_succeeded"], 3000);
+    assert_eq!(s["calls_succeeded"], 3000);
+    for r in [&c, &s] {
+        let sends = r["gso_sends"].as_u64().unwrap();
+        let grams = r["gso_datagrams"].as_u64().unwrap();
+        assert!(sends > 0 && grams >= 2 * sends, "{r}");
+    }
+}

@@ -18,12 +18,26 @@ pub fn empty_msghdr() -> libc::msghdr {
     }
 }
 
+/// `UDP_SEGMENT` (linux/udp.h): the cmsg type giving the segment size of
+/// a UDP GSO send (Linux 4.18+).
+pub const UDP_SEGMENT: libc::c_int = 103;
+
+/// A control message carrying a UDP GSO segment size, laid out as
+/// `CMSG_SPACE(sizeof(u16))` bytes: header, then data, then padding.
+#[repr(C)]
+struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
 /// One in-flight `sendmsg`.
 pub(crate) struct SendSlot {
     pub buf: Box<[u8]>,
     iov: libc::iovec,
     hdr: libc::msghdr,
     addr: RawAddr,
+    gso: GsoCmsg,
 }
 
 /// A pool of send slots of one size.
@@ -54,6 +68,15 @@ impl SendPool {
                 },
                 hdr: empty_msghdr(),
                 addr: RawAddr::default(),
+                gso: GsoCmsg {
+                    hdr: libc::cmsghdr {
+                        cmsg_len: 0,
+                        cmsg_level: 0,
+                        cmsg_type: 0,
+                    },
+                    segment: 0,
+                    _pad: [0; 6],
+                },
             })
             .collect();
         SendPool {
@@ -105,6 +128,30 @@ impl SendPool {
         slot.hdr.msg_namelen = slot.addr.len();
         slot.hdr.msg_iov = &mut slot.iov;
         slot.hdr.msg_iovlen = 1;
+        slot.hdr.msg_control = std::ptr::null_mut();
+        slot.hdr.msg_controllen = 0;
+        Some(&slot.hdr)
+    }
+
+    /// Like [`SendPool::prepare`], for a UDP GSO send: the slot's first
+    /// `len` bytes leave as datagrams of `segment` bytes each (the last may
+    /// be shorter), in order, to `dest`.
+    pub fn prepare_gso(
+        &mut self,
+        idx: u16,
+        len: usize,
+        dest: SocketAddr,
+        segment: u16,
+    ) -> Option<*const libc::msghdr> {
+        self.prepare(idx, len, dest)?;
+        let slot = self.slots.get_mut(usize::from(idx))?;
+        let data_len = std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<u16>();
+        slot.gso.hdr.cmsg_len = data_len as _;
+        slot.gso.hdr.cmsg_level = libc::SOL_UDP;
+        slot.gso.hdr.cmsg_type = UDP_SEGMENT;
+        slot.gso.segment = segment;
+        slot.hdr.msg_control = std::ptr::addr_of_mut!(slot.gso).cast();
+        slot.hdr.msg_controllen = std::mem::size_of::<GsoCmsg>() as _;
         Some(&slot.hdr)
     }
 }
@@ -203,6 +250,27 @@ mod tests {
         p.give_back(a);
         assert_eq!(p.take(), Some(a));
         assert!(p.take().is_none(), "a double give-back is ignored");
+        // The GSO control message is laid out as CMSG_SPACE(2) bytes.
+        // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
+        let (space, clen) = unsafe { (libc::CMSG_SPACE(2), libc::CMSG_LEN(2)) };
+        assert_eq!(std::mem::size_of::<GsoCmsg>(), space as usize);
+        let hdr = p
+            .prepare_gso(a, 30, "127.0.0.1:9".parse().unwrap(), 10)
+            .unwrap();
+        // SAFETY: the msghdr lives in the pool, borrowed for these reads.
+        let (controllen, cmsg_len) = unsafe {
+            let h = &*hdr;
+            (
+                h.msg_controllen,
+                (*h.msg_control.cast::<libc::cmsghdr>()).cmsg_len,
+            )
+        };
+        assert_eq!(controllen, space as usize);
+        assert_eq!(cmsg_len, clen as usize);
+        // A plain send from the same slot carries no control message.
+        let hdr = p.prepare(a, 10, "127.0.0.1:9".parse().unwrap()).unwrap();
+        // SAFETY: as above.
+        assert!(unsafe { (*hdr).msg_control.is_null() });
         let to = p.prepare_to(a, 10, "127.0.0.1:9".parse().unwrap()).unwrap();
         assert_eq!(to.len, 10);
         assert_eq!(
