@@ -248,6 +248,13 @@ fn media_relay(net: u8, mode: RecvMode) {
         .sum();
     assert_eq!(relayed, 40);
     rt.stop();
+    // The shards let go of their ports when they stop, not later when the
+    // kernel gets round to tearing their rings down: a restart finds them
+    // free.
+    for port in [31000, 31039, a_port, b_port] {
+        UdpSocket::bind(format!("{}:{port}", ip(1)))
+            .unwrap_or_else(|e| panic!("port {port} still held after stop: {e}"));
+    }
 }
 
 #[test]

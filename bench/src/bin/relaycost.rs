@@ -1,7 +1,10 @@
 //! Media relay cost: CPU nanoseconds per relayed 160-byte RTP packet at a
 //! fixed offered rate over many streams on loopback, for
 //!   (a) a minimal relay calling recv_from/send_to once per packet,
-//!   (b) a minimal batched relay (recvmmsg/sendmmsg, 32 per call),
+//!   (b) a minimal batched relay (recvmmsg/sendmmsg, 32 per call) that
+//!       takes every stream on one port,
+//!   (b′) the same with one port (socket) per stream, as a relay that
+//!       tells streams apart must have (epoll, then recvmmsg/sendmmsg),
 //!   (c) the sbc (one shard, calls set up over SIP),
 //!   (d) rtpengine in userspace mode (Debian's rtpengine-daemon), driven
 //!       over its ng protocol, when installed,
@@ -49,18 +52,29 @@ struct Args {
     net: u8,
 }
 
+/// The subcommands are the CLI's `relay-*` names.
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Internal: run the minimal per-packet relay.
     RelayNaive { listen: SocketAddr, to: SocketAddr },
     /// Internal: run the minimal batched relay.
     RelayBatched { listen: SocketAddr, to: SocketAddr },
+    /// Internal: run the minimal batched relay with a socket per stream.
+    RelayBatchedPorts {
+        ip: std::net::IpAddr,
+        first: u16,
+        count: u16,
+        to: SocketAddr,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
     Naive,
     Batched,
+    /// The batched relay with one socket (port) per stream.
+    BatchedPorts,
     Sbc,
     Rtpengine,
 }
@@ -222,6 +236,21 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             std::thread::sleep(Duration::from_millis(300));
             (p, vec![20000])
         }
+        Target::BatchedPorts => {
+            let count = u16::try_from(a.streams).unwrap_or_else(|_| fail("too many streams"));
+            let p = spawn(
+                Command::new(&exe).args([
+                    "relay-batched-ports",
+                    &relay_ip,
+                    "20000",
+                    &count.to_string(),
+                    &sink_addr.to_string(),
+                ]),
+                "relay-batched-ports",
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            (p, (0..count).map(|i| 20000 + i).collect())
+        }
         Target::Sbc => {
             let cfg = format!(
                 "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\nbatch_wait_us = {bw}\n[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n\
@@ -306,12 +335,24 @@ fn main() {
             }
             return;
         }
+        Some(Cmd::RelayBatchedPorts {
+            ip,
+            first,
+            count,
+            to,
+        }) => {
+            if let Err(e) = minimal::batched_ports(ip, first, count, to) {
+                fail(&e.to_string());
+            }
+            return;
+        }
         None => {}
     }
     let targets = if a.targets.is_empty() {
         vec![
             Target::Naive,
             Target::Batched,
+            Target::BatchedPorts,
             Target::Sbc,
             Target::Rtpengine,
         ]
@@ -319,10 +360,13 @@ fn main() {
         a.targets.clone()
     };
     let results: Vec<Outcome> = targets.iter().filter_map(|t| run_target(&a, *t)).collect();
-    let batched = results
-        .iter()
-        .find(|r| r.target == Target::Batched)
-        .map(|r| r.cpu_ns_per_packet);
+    let cost_of = |t: Target| {
+        results
+            .iter()
+            .find(|r| r.target == t)
+            .map(|r| r.cpu_ns_per_packet)
+    };
+    let (batched, per_port) = (cost_of(Target::Batched), cost_of(Target::BatchedPorts));
     println!(
         "{} streams x {} packets/s = {} packets/s of 172-byte RTP, {} s per target\n",
         a.streams,
@@ -330,16 +374,25 @@ fn main() {
         a.streams as u64 * u64::from(a.pps),
         a.seconds
     );
-    println!("| relay | sent | relayed | lost % | CPU ns/packet | vs batched minimal |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| relay | sent | relayed | lost % | CPU ns/packet | vs batched, one port | vs batched, port per stream |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for r in &results {
         let lost = 100.0 * (r.sent.saturating_sub(r.received)) as f64 / r.sent.max(1) as f64;
-        let ratio = batched.map_or(String::from("—"), |b| {
-            format!("{:.2}", r.cpu_ns_per_packet / b)
-        });
+        let ratio = |base: Option<f64>| {
+            base.map_or(String::from("—"), |b| {
+                format!("{:.2}", r.cpu_ns_per_packet / b)
+            })
+        };
         println!(
-            "| {:?} | {} | {} | {lost:.2} | {:.0} | {ratio} |",
-            r.target, r.sent, r.received, r.cpu_ns_per_packet
+            "| {:?} | {} | {} | {lost:.2} | {:.0} | {} | {} |",
+            r.target,
+            r.sent,
+            r.received,
+            r.cpu_ns_per_packet,
+            ratio(batched),
+            ratio(per_port)
         );
     }
 }

@@ -149,10 +149,16 @@ impl Runtime {
                         let (media_sockets, media_base) = match (&media, engine.media_ports()) {
                             (Some(m), Some(range)) => {
                                 let base = u16::try_from(range.start).unwrap_or(0);
+                                // A previous instance's ports may still be
+                                // held while the kernel tears its ring down.
+                                let deadline = std::time::Instant::now() + socket::BIND_RETRY;
                                 let sockets = range
                                     .map(|p| {
                                         let port = u16::try_from(p).unwrap_or(0);
-                                        socket::media_udp(std::net::SocketAddr::new(m.bind, port))
+                                        socket::media_udp_until(
+                                            std::net::SocketAddr::new(m.bind, port),
+                                            deadline,
+                                        )
                                     })
                                     .collect::<io::Result<Vec<_>>>()?;
                                 (sockets, base)

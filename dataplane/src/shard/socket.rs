@@ -49,6 +49,26 @@ pub fn media_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// How long a starting shard waits for media ports still bound by a
+/// process that just exited: the kernel frees an io_uring's registered
+/// sockets after the process is gone, asynchronously (seen here: up to a
+/// second after a SIGKILL).
+pub const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`media_udp`], retrying while the port is in use until `deadline`.
+pub fn media_udp_until(addr: SocketAddr, deadline: std::time::Instant) -> io::Result<UdpSocket> {
+    loop {
+        match media_udp(addr) {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Decodes a `sockaddr_in` / `sockaddr_in6` as the kernel wrote it into a
 /// receive buffer (native-endian family, network-order port).
 pub fn decode_sockaddr(raw: &[u8]) -> Option<SocketAddr> {
@@ -152,6 +172,24 @@ impl RawAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_media_port_still_held_is_waited_for_until_the_deadline() {
+        let addr: SocketAddr = "127.177.0.1:31555".parse().unwrap();
+        let held = media_udp(addr).unwrap();
+        let past = std::time::Instant::now();
+        let e = media_udp_until(addr, past).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("127.177.0.1:31555"), "{e}");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let sock = media_udp_until(addr, deadline).expect("bound once released");
+        assert_eq!(sock.local_addr().unwrap(), addr);
+        release.join().unwrap();
+    }
 
     #[test]
     fn decodes_v4_and_v6_sockaddrs() {

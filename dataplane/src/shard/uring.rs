@@ -410,9 +410,25 @@ impl Drop for ShardIo {
             .ring
             .submitter()
             .register_sync_cancel(Some(timeout), CancelBuilder::any());
+        // Run the deferred completion work of the cancelled requests, so
+        // they are freed (with the socket references they hold) now.
+        for _ in 0..16 {
+            let ts = Timespec::new().nsec(1_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            if self.ring.completion().count() == 0 {
+                break;
+            }
+        }
         if let Recv::Multishot { .. } = self.recv {
             let _ = self.ring.submitter().unregister_buf_ring(BGID_SIP);
             let _ = self.ring.submitter().unregister_buf_ring(BGID_MEDIA);
+        }
+        // Let go of the registered sockets now: otherwise the kernel keeps
+        // them (and their ports) until it has torn the ring down, after
+        // this process is gone, and a restart finds its ports in use.
+        if self.fixed_files {
+            let _ = self.ring.submitter().unregister_files();
         }
     }
 }
