@@ -40,14 +40,17 @@ pub use validate::{MAX_SHARDS, MAX_TRUNKS};
 use file::ConfigFile;
 use path::line_of_offset;
 
-/// The configuration used when `sbc` starts without `--config`: loopback
-/// only, no trunks, so every request is refused.
-/// Default of `shards.batch_wait_us`.
-pub const DEFAULT_BATCH_WAIT_US: u32 = 200;
+/// Default of `shards.batch_wait_us`: no coalescing. Measured
+/// (bench/results/2026-11-23-media-relay.md, -load.md), waking on the first
+/// completion costs less CPU per packet and per call than a 200 µs
+/// `min_wait` and halves the median response time.
+pub const DEFAULT_BATCH_WAIT_US: u32 = 0;
 
 /// Largest `shards.batch_wait_us` accepted.
 pub const MAX_BATCH_WAIT_US: u32 = 10_000;
 
+/// The configuration used when `sbc` starts without `--config`: loopback
+/// only, no trunks, so every request is refused.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/sbc.toml");
 
 /// How errors in [`DEFAULT_CONFIG`] name their origin.
@@ -119,7 +122,7 @@ impl Config {
     }
 
     /// Wake-up coalescing of the shard loops (`shards.batch_wait_us`,
-    /// default 200 µs).
+    /// default 0: none).
     pub fn batch_wait(&self) -> std::time::Duration {
         std::time::Duration::from_micros(u64::from(
             self.file

@@ -48,6 +48,9 @@ struct Args {
     /// sbc shards.
     #[arg(long, default_value_t = 1)]
     shards: usize,
+    /// The sbc's `shards.batch_wait_us` (default: the sbc's own default).
+    #[arg(long)]
+    batch_wait_us: Option<u32>,
     /// Call hold time (sbc-load -d), ms.
     #[arg(long, default_value_t = 0)]
     hold_ms: u32,
@@ -271,7 +274,7 @@ impl Bench {
         match target {
             Target::Sbc => {
                 let config = format!(
-                    "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\n[metrics]\nlisten = \"{sbc}:9090\"\n\
+                    "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\n{wait}[metrics]\nlisten = \"{sbc}:9090\"\n\
                      [[trunks]]\nname = \"pbx\"\nsources = [\"{pbx}\"]\naddress = \"{pbx}:5060\"\n\
                      [[trunks]]\nname = \"carrier\"\nsources = [\"{carrier}\"]\naddress = \"{carrier}:5060\"\n\
                      [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
@@ -279,6 +282,10 @@ impl Bench {
                     pbx = self.ip(10),
                     carrier = self.ip(20),
                     shards = self.a.shards,
+                    wait = self
+                        .a
+                        .batch_wait_us
+                        .map_or(String::new(), |us| format!("batch_wait_us = {us}\n")),
                 );
                 let path = dir.join("bench.toml");
                 std::fs::write(&path, config).unwrap_or_else(|e| fail(&e.to_string()));

@@ -44,9 +44,9 @@ struct Args {
     sbc: PathBuf,
     #[arg(long, default_value = "/usr/bin/rtpengine")]
     rtpengine: PathBuf,
-    /// sbc wake-up coalescing (shards.batch_wait_us).
-    #[arg(long, default_value_t = 200)]
-    batch_wait_us: u32,
+    /// sbc wake-up coalescing (shards.batch_wait_us; default: the sbc's).
+    #[arg(long)]
+    batch_wait_us: Option<u32>,
     /// Second octet of the loopback network used (127.N.0.0/24).
     #[arg(long, default_value_t = 220)]
     net: u8,
@@ -253,14 +253,16 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
         }
         Target::Sbc => {
             let cfg = format!(
-                "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\nbatch_wait_us = {bw}\n[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n\
+                "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\n{bw}[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n\
                  [[trunks]]\nname = \"pbx\"\nsources = [\"{c}\"]\naddress = \"{c}:5060\"\n\
                  [[trunks]]\nname = \"carrier\"\nsources = [\"{s}\"]\naddress = \"{s}:5060\"\n\
                  [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
                 r = relay_ip,
                 c = ip(10),
                 s = ip(20),
-                bw = a.batch_wait_us
+                bw = a
+                    .batch_wait_us
+                    .map_or(String::new(), |us| format!("batch_wait_us = {us}\n"))
             );
             let path = work.join("sbc.toml");
             std::fs::write(&path, cfg).unwrap_or_else(|e| fail(&e.to_string()));
