@@ -63,6 +63,9 @@ pub struct MediaPolicy {
     pub last_port: u16,
     /// A call with no media in either direction this long is ended.
     pub timeout: Duration,
+    /// SDP may not point media here (besides multicast, broadcast and the
+    /// relay's own ports, always refused): 488.
+    pub forbidden: Vec<IpNet>,
 }
 
 /// How a dialled number is matched.

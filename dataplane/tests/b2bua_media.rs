@@ -730,3 +730,34 @@ fn a_reanswer_the_relay_cannot_carry_ends_the_call() {
     assert!(!to_a[0].text().contains("239.1.1.1"));
     assert_eq!(to_a[1].method().as_deref(), Some("BYE"));
 }
+
+#[test]
+fn sdp_pointing_into_a_forbidden_network_is_refused() {
+    let mut policy = media_policy();
+    if let Some(m) = policy.media.as_mut() {
+        m.forbidden = vec!["10.0.0.0/24".parse().unwrap()];
+    }
+    let mut sim = Sim::with_policy(policy);
+    // The caller's offer asks for media at 10.0.0.10: refused, no port taken,
+    // nothing reaches the carrier.
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "forbid@pbx", "z9hG4bKfb", 1),
+    );
+    let sent = sim.sent();
+    assert!(sent.iter().all(|s| s.to == addr(PBX)), "{sent:?}");
+    let fin = sent
+        .iter()
+        .find(|s| s.code() >= Some(300))
+        .expect("a final answer");
+    assert_eq!(fin.code(), Some(488), "{}", fin.text());
+    assert_eq!(sim.stats.media_ports_in_use.load(Ordering::Relaxed), 0);
+    // Another network is fine.
+    let mut policy = media_policy();
+    if let Some(m) = policy.media.as_mut() {
+        m.forbidden = vec!["10.9.0.0/16".parse().unwrap()];
+    }
+    let mut sim = Sim::with_policy(policy);
+    let (_b, ok, _, _) = answered(&mut sim, "allowed@pbx");
+    assert_eq!(ok.code(), Some(200));
+}

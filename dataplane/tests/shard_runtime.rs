@@ -174,6 +174,7 @@ fn media_relay(net: u8, mode: RecvMode) {
         first_port: 31000,
         last_port: 31039,
         timeout: Duration::from_secs(60),
+        forbidden: Vec::new(),
     });
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     let cfg = RuntimeConfig {

@@ -80,6 +80,10 @@ pub struct Media {
     pub ports: PortRange,
     /// Absent: 60 s.
     pub timeout_s: Option<TimeoutSecs>,
+    /// Networks SDP may not point media at (answered 488), e.g. the
+    /// provider's management network or 169.254.0.0/16.
+    #[serde(default)]
+    pub forbidden_destinations: Vec<Network>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

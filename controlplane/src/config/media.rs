@@ -249,6 +249,7 @@ pub fn resolve(file: &ConfigFile, shards: usize) -> Result<MediaPolicy, Problem>
         timeout: media
             .timeout_s
             .map_or(Duration::from_secs(u64::from(DEFAULT_TIMEOUT_S)), |t| t.0),
+        forbidden: media.forbidden_destinations.iter().map(|n| n.0).collect(),
     })
 }
 
@@ -276,6 +277,7 @@ fn defaults(file: &ConfigFile, path: &FieldPath) -> Result<MediaPolicy, Problem>
         first_port: DEFAULT_PORTS.first,
         last_port: DEFAULT_PORTS.last,
         timeout: Duration::from_secs(u64::from(DEFAULT_TIMEOUT_S)),
+        forbidden: Vec::new(),
     })
 }
 

@@ -101,6 +101,7 @@ pub(crate) fn cross(
         call: call.me,
         advertise: media_policy.advertise,
         peers,
+        forbidden: &media_policy.forbidden,
         allow: &allow,
     };
     let out = session.process(leg(from), role, body, &mut mctx);

@@ -248,6 +248,8 @@ pub struct Context<'c> {
     pub advertise: IpAddr,
     /// Signalling addresses of the two sides: media from them may latch.
     pub peers: [IpAddr; 2],
+    /// Networks SDP may not send media to (`media.forbidden_destinations`).
+    pub forbidden: &'c [ipnet::IpNet],
     /// Codec policy for offers: does this format of this section survive?
     pub allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool,
 }
@@ -326,7 +328,8 @@ impl MediaSession {
             let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
             // The relay sends from sockets of the advertised family only.
             let other_family = !ip.is_unspecified() && ip.is_ipv4() != ctx.advertise.is_ipv4();
-            if ip.is_multicast() || broadcast || own || other_family {
+            let forbidden = ctx.forbidden.iter().any(|n| n.contains(&ip));
+            if ip.is_multicast() || broadcast || own || other_family || forbidden {
                 return Err(MediaError::BadAddress);
             }
             let have = self.streams.get(i).map_or([false, false], |s| {

@@ -112,6 +112,7 @@ pub fn media_policy() -> Policy {
         first_port: 30000,
         last_port: 30099,
         timeout: Duration::from_secs(30),
+        forbidden: Vec::new(),
     });
     p
 }

@@ -65,6 +65,7 @@ fn without_media_section_media_is_anchored_on_the_first_listen_ip() {
             first_port: 30000,
             last_port: 39999,
             timeout: Duration::from_secs(60),
+            forbidden: Vec::new(),
         }
     );
     let embedded = Config::embedded_default().unwrap();
@@ -131,7 +132,18 @@ fn media_section_is_compiled_with_its_defaults() {
             first_port: 20000,
             last_port: 20999,
             timeout: Duration::from_secs(30),
+            forbidden: Vec::new(),
         }
+    );
+    let media = media_of(&with_base(
+        "[media]\nlisten = \"10.0.0.5\"\nports = \"20000-20999\"\nforbidden_destinations = [\"169.254.0.0/16\", \"10.20.0.0/16\"]\n",
+    ));
+    assert_eq!(
+        media.forbidden,
+        vec![
+            "169.254.0.0/16".parse::<ipnet::IpNet>().unwrap(),
+            "10.20.0.0/16".parse().unwrap()
+        ]
     );
     let media = media_of(&with_base(
         "[media]\nlisten = \"::\"\nadvertise = \"2001:db8::5\"\nports = \"1024-65535\"\n",
@@ -313,6 +325,16 @@ fn timeout_out_of_range() {
             &format!("media.timeout_s: {bad} is out of range: must be between 1 and 86400 seconds"),
         );
     }
+}
+
+#[test]
+fn forbidden_destination_not_a_network() {
+    rejects(
+        &with_base(
+            "[media]\nlisten = \"127.0.0.1\"\nports = \"30000-39999\"\nforbidden_destinations = [\"10.0.0.0/33\"]\n",
+        ),
+        "media.forbidden_destinations[0]",
+    );
 }
 
 #[test]

@@ -34,6 +34,7 @@ fn ctx<'c>(p: &'c mut MediaPorts, allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool) 
         call: call(),
         advertise: "192.0.2.1".parse().unwrap(),
         peers: [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+        forbidden: &[],
         allow,
     }
 }
