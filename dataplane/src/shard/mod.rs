@@ -61,7 +61,7 @@ impl Default for RuntimeConfig {
             pin_threads: true,
             sizes: RingSizes::default(),
             socket_buffer: 4 << 20,
-            batch_wait: std::time::Duration::from_micros(200),
+            batch_wait: std::time::Duration::ZERO,
             recv_mode: RecvMode::Auto,
         }
     }
