@@ -80,10 +80,14 @@ pub enum Reject {
     /// A session description the SBC cannot anchor inside another body
     /// (multipart): 415.
     UnsupportedMedia,
+    /// No room for another call in the shard's call table: 503.
+    CallTableFull,
+    /// No free media port pair for the call: 503.
+    MediaPortsExhausted,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 14] = [
         Reject::AclDenied,
         Reject::UnknownSource,
         Reject::NoRoute,
@@ -96,6 +100,8 @@ impl Reject {
         Reject::NoDialog,
         Reject::DialogState,
         Reject::UnsupportedMedia,
+        Reject::CallTableFull,
+        Reject::MediaPortsExhausted,
     ];
 
     pub fn label(self) -> &'static str {
@@ -112,6 +118,8 @@ impl Reject {
             Reject::NoDialog => "no_dialog",
             Reject::DialogState => "dialog_state",
             Reject::UnsupportedMedia => "unsupported_media_type",
+            Reject::CallTableFull => "call_table_full",
+            Reject::MediaPortsExhausted => "media_ports_exhausted",
         }
     }
 }

@@ -389,6 +389,13 @@ fn out_of_ports_is_503() {
         &invite("10.0.0.10:5060", NUMBER, "p2@pbx", "z9hG4bKp2", 1),
     );
     assert_eq!(sim.one_to(PBX).code(), Some(503));
+    // Counted as a reject, by its reason.
+    let rejected = |r: Reject| {
+        sim.stats.rejected[Reject::ALL.iter().position(|x| *x == r).unwrap()]
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(rejected(Reject::MediaPortsExhausted), 1);
+    assert_eq!(rejected(Reject::CallTableFull), 0);
 }
 
 #[test]

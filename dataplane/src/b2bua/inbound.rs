@@ -223,8 +223,14 @@ impl Engine {
             return;
         }
         let Some(cref) = self.calls.reserve() else {
-            self.ctx
-                .respond_stateless(req, src, local, 503, b"Service Unavailable", &[]);
+            self.ctx.reject(
+                req,
+                src,
+                local,
+                Reject::CallTableFull,
+                503,
+                b"Service Unavailable",
+            );
             return;
         };
         let dest = response_dest(req, src, local);

@@ -53,6 +53,9 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
                     continue;
                 }
                 Err(e) => {
+                    if matches!(e, MediaError::PoolExhausted) {
+                        ctx.stats.reject(crate::stats::Reject::MediaPortsExhausted);
+                    }
                     let (code, reason) = e.status();
                     merge_failure(call, local_failure(code, reason, true));
                     return false;
