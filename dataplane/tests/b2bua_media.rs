@@ -31,6 +31,17 @@ fn audio_port(sdp: &str) -> u16 {
         .unwrap()
 }
 
+/// The caller's INVITE with no body (a late offer, RFC 3261 §13.2.1).
+fn invite_without_sdp(call_id: &str, branch: &str) -> String {
+    let inv = invite("10.0.0.10:5060", NUMBER, call_id, branch, 1);
+    let head = &inv[..inv.find("\r\n\r\n").unwrap()];
+    head.split("\r\n")
+        .filter(|l| !l.starts_with("Content-"))
+        .map(|l| format!("{l}\r\n"))
+        .collect::<String>()
+        + "Content-Length: 0\r\n\r\n"
+}
+
 fn rtp(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     p[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -185,15 +196,7 @@ fn ports_are_released_when_the_call_ends() {
 fn late_offer_in_the_200_is_answered_in_the_ack() {
     // RFC 3261 §13.2.1: INVITE without SDP, offer in the 2xx, answer in ACK.
     let mut sim = Sim::with_policy(media_policy());
-    let inv = invite("10.0.0.10:5060", NUMBER, "late@pbx", "z9hG4bKl", 1);
-    let head = &inv[..inv.find("\r\n\r\n").unwrap()];
-    let no_sdp: String = head
-        .split("\r\n")
-        .filter(|l| !l.starts_with("Content-"))
-        .map(|l| format!("{l}\r\n"))
-        .collect::<String>()
-        + "Content-Length: 0\r\n\r\n";
-    sim.recv(PBX, &no_sdp);
+    sim.recv(PBX, &invite_without_sdp("late@pbx", "z9hG4bKl"));
     let b = sim.one_to(CARRIER_A);
     assert!(body(&b).is_empty());
     sim.recv(
@@ -646,15 +649,7 @@ fn an_answer_the_relay_cannot_carry_is_hung_up_and_the_caller_gets_488() {
 #[test]
 fn an_answer_in_the_ack_the_relay_cannot_carry_ends_the_call() {
     let mut sim = Sim::with_policy(media_policy());
-    let inv = invite("10.0.0.10:5060", NUMBER, "late-bad@pbx", "z9hG4bKlb", 1);
-    let head = &inv[..inv.find("\r\n\r\n").unwrap()];
-    let no_sdp: String = head
-        .split("\r\n")
-        .filter(|l| !l.starts_with("Content-"))
-        .map(|l| format!("{l}\r\n"))
-        .collect::<String>()
-        + "Content-Length: 0\r\n\r\n";
-    sim.recv(PBX, &no_sdp);
+    sim.recv(PBX, &invite_without_sdp("late-bad@pbx", "z9hG4bKlb"));
     let b = sim.one_to(CARRIER_A);
     sim.recv(
         CARRIER_A,

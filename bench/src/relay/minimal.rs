@@ -1,9 +1,10 @@
-//! The two baseline relays of the media benchmark, each run in its own
-//! process so its CPU time can be read from /proc: every packet received
-//! on one socket is sent to one destination.
+//! The baseline relays of the media benchmark, each run in its own process
+//! so its CPU time can be read from /proc: every packet received is sent to
+//! one destination.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 
 /// (a) One `recv_from` and one `send_to` per packet.
 pub fn naive(listen: SocketAddr, to: SocketAddr) -> io::Result<()> {
@@ -17,78 +18,86 @@ pub fn naive(listen: SocketAddr, to: SocketAddr) -> io::Result<()> {
 
 const BATCH: usize = 32;
 
-/// (b) `recvmmsg` / `sendmmsg`, up to 32 packets per call.
-#[allow(unsafe_code)]
-pub fn batched(listen: SocketAddr, to: SocketAddr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let sock = UdpSocket::bind(listen)?;
-    let fd = sock.as_raw_fd();
-    let SocketAddr::V4(to4) = to else {
-        return Err(io::Error::other("IPv4 destination expected"));
-    };
-    let dest = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(to4.ip().octets()),
+/// Buffers and headers for one `recvmmsg` of up to [`BATCH`] packets and
+/// the `sendmmsg` passing them on to one destination. The vectors' heap
+/// memory and the boxed address never move, so the pointers between them
+/// stay valid for the life of the value.
+struct Mmsg {
+    _bufs: Vec<[u8; 2048]>,
+    _iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    out_iovs: Vec<libc::iovec>,
+    out: Vec<libc::mmsghdr>,
+    _dest: Box<libc::sockaddr_in>,
+}
+
+fn mmsghdr(iov: *mut libc::iovec, name: *mut libc::c_void, namelen: usize) -> libc::mmsghdr {
+    libc::mmsghdr {
+        msg_hdr: libc::msghdr {
+            msg_name: name,
+            msg_namelen: namelen as libc::socklen_t,
+            msg_iov: iov,
+            msg_iovlen: 1,
+            msg_control: std::ptr::null_mut(),
+            msg_controllen: 0,
+            msg_flags: 0,
         },
-        sin_zero: [0; 8],
-    };
-    let mut bufs = vec![[0u8; 2048]; BATCH];
-    let mut iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| libc::mmsghdr {
-            msg_hdr: libc::msghdr {
-                msg_name: std::ptr::null_mut(),
-                msg_namelen: 0,
-                msg_iov: iov,
-                msg_iovlen: 1,
-                msg_control: std::ptr::null_mut(),
-                msg_controllen: 0,
-                msg_flags: 0,
+        msg_len: 0,
+    }
+}
+
+impl Mmsg {
+    fn new(to: SocketAddr) -> io::Result<Self> {
+        let SocketAddr::V4(to4) = to else {
+            return Err(io::Error::other("IPv4 destination expected"));
+        };
+        let mut dest = Box::new(libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to4.ip().octets()),
             },
-            msg_len: 0,
-        })
-        .collect();
-    let mut out_iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
+            sin_zero: [0; 8],
+        });
+        let mut bufs = vec![[0u8; 2048]; BATCH];
+        let iov = |b: &mut [u8; 2048], len: usize| libc::iovec {
             iov_base: b.as_mut_ptr().cast(),
-            iov_len: 0,
+            iov_len: len,
+        };
+        let mut iovs: Vec<libc::iovec> = bufs.iter_mut().map(|b| iov(b, 2048)).collect();
+        let mut out_iovs: Vec<libc::iovec> = bufs.iter_mut().map(|b| iov(b, 0)).collect();
+        let msgs = iovs
+            .iter_mut()
+            .map(|i| mmsghdr(i, std::ptr::null_mut(), 0))
+            .collect();
+        let name: *mut libc::c_void = std::ptr::addr_of_mut!(*dest).cast();
+        let out = out_iovs
+            .iter_mut()
+            .map(|i| mmsghdr(i, name, std::mem::size_of::<libc::sockaddr_in>()))
+            .collect();
+        Ok(Mmsg {
+            _bufs: bufs,
+            _iovs: iovs,
+            msgs,
+            out_iovs,
+            out,
+            _dest: dest,
         })
-        .collect();
-    let mut out: Vec<libc::mmsghdr> = out_iovs
-        .iter_mut()
-        .map(|iov| libc::mmsghdr {
-            msg_hdr: libc::msghdr {
-                msg_name: std::ptr::addr_of!(dest).cast_mut().cast(),
-                msg_namelen: std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                msg_iov: iov,
-                msg_iovlen: 1,
-                msg_control: std::ptr::null_mut(),
-                msg_controllen: 0,
-                msg_flags: 0,
-            },
-            msg_len: 0,
-        })
-        .collect();
-    loop {
+    }
+
+    /// Receives up to [`BATCH`] packets from `fd` (with `flags`) and sends
+    /// them on from the same socket; returns how many.
+    #[allow(unsafe_code)]
+    fn relay(&mut self, fd: i32, flags: i32) -> io::Result<usize> {
         // SAFETY: `msgs` holds BATCH valid mmsghdrs whose iovecs point into
-        // `bufs`, all alive for the call; the kernel writes at most iov_len
-        // bytes per buffer. MSG_WAITFORONE returns once one packet is in.
+        // the buffers, all owned by `self` and alive for the call; the
+        // kernel writes at most iov_len bytes per buffer.
         let got = unsafe {
             libc::recvmmsg(
                 fd,
-                msgs.as_mut_ptr(),
+                self.msgs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -97,13 +106,25 @@ pub fn batched(listen: SocketAddr, to: SocketAddr) -> io::Result<()> {
         }
         let got = got as usize;
         for i in 0..got {
-            out_iovs[i].iov_len = msgs[i].msg_len as usize;
+            self.out_iovs[i].iov_len = self.msgs[i].msg_len as usize;
         }
-        // SAFETY: the first `got` entries of `out` point at `dest` and at
-        // the buffers just filled, with their lengths; all alive here.
+        // SAFETY: the first `got` entries of `out` point at the destination
+        // and at the buffers just filled, with their lengths; all owned by
+        // `self`.
         unsafe {
-            libc::sendmmsg(fd, out.as_mut_ptr(), got as u32, 0);
+            libc::sendmmsg(fd, self.out.as_mut_ptr(), got as u32, 0);
         }
+        Ok(got)
+    }
+}
+
+/// (b) `recvmmsg` / `sendmmsg`, up to 32 packets per call, on one socket.
+pub fn batched(listen: SocketAddr, to: SocketAddr) -> io::Result<()> {
+    let sock = UdpSocket::bind(listen)?;
+    let mut m = Mmsg::new(to)?;
+    loop {
+        // MSG_WAITFORONE returns once one packet is in.
+        m.relay(sock.as_raw_fd(), libc::MSG_WAITFORONE)?;
     }
 }
 
@@ -117,21 +138,10 @@ pub fn batched_ports(
     count: u16,
     to: SocketAddr,
 ) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let SocketAddr::V4(to4) = to else {
-        return Err(io::Error::other("IPv4 destination expected"));
-    };
-    let dest = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(to4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
     let socks: Vec<UdpSocket> = (0..count)
         .map(|i| UdpSocket::bind(SocketAddr::new(ip, first + i)))
         .collect::<io::Result<_>>()?;
+    let mut m = Mmsg::new(to)?;
     // SAFETY: epoll_create1 has no memory arguments.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
@@ -147,51 +157,6 @@ pub fn batched_ports(
             return Err(io::Error::last_os_error());
         }
     }
-    let mut bufs = vec![[0u8; 2048]; BATCH];
-    let mut iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| libc::mmsghdr {
-            msg_hdr: libc::msghdr {
-                msg_name: std::ptr::null_mut(),
-                msg_namelen: 0,
-                msg_iov: iov,
-                msg_iovlen: 1,
-                msg_control: std::ptr::null_mut(),
-                msg_controllen: 0,
-                msg_flags: 0,
-            },
-            msg_len: 0,
-        })
-        .collect();
-    let mut out_iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: 0,
-        })
-        .collect();
-    let mut out: Vec<libc::mmsghdr> = out_iovs
-        .iter_mut()
-        .map(|iov| libc::mmsghdr {
-            msg_hdr: libc::msghdr {
-                msg_name: std::ptr::addr_of!(dest).cast_mut().cast(),
-                msg_namelen: std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                msg_iov: iov,
-                msg_iovlen: 1,
-                msg_control: std::ptr::null_mut(),
-                msg_controllen: 0,
-                msg_flags: 0,
-            },
-            msg_len: 0,
-        })
-        .collect();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     loop {
         // SAFETY: `events` has room for its length in entries.
@@ -204,32 +169,9 @@ pub fn batched_ports(
             return Err(e);
         }
         for ev in &events[..n as usize] {
-            let Some(s) = socks.get(ev.u64 as usize) else {
-                continue;
-            };
-            let fd = s.as_raw_fd();
-            // SAFETY: as in `batched`: the mmsghdrs point into `bufs`,
-            // alive for the call; MSG_DONTWAIT takes what is queued.
-            let got = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    msgs.as_mut_ptr(),
-                    BATCH as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if got <= 0 {
-                continue;
-            }
-            let got = got as usize;
-            for i in 0..got {
-                out_iovs[i].iov_len = msgs[i].msg_len as usize;
-            }
-            // SAFETY: the first `got` entries of `out` point at `dest` and
-            // at the buffers just filled.
-            unsafe {
-                libc::sendmmsg(fd, out.as_mut_ptr(), got as u32, 0);
+            if let Some(s) = socks.get(ev.u64 as usize) {
+                // What is queued now (MSG_DONTWAIT); nothing is no error.
+                let _ = m.relay(s.as_raw_fd(), libc::MSG_DONTWAIT);
             }
         }
     }

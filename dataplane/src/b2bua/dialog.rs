@@ -442,26 +442,7 @@ fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Inst
         relay.template = Template::empty();
     }
     if method == Method::Invite {
-        let parts = ctx.local(call.leg(to_side).local).clone();
-        let branch = ctx.ids.branch();
-        let leg = call.leg(to_side);
-        let ack = leg_request(
-            leg,
-            &parts,
-            &RequestParts {
-                method: b"ACK",
-                cseq,
-                branch: &branch,
-                max_forwards: 70,
-                contact: false,
-                relay: Relayed::Nothing,
-            },
-        );
-        let dest = Dest {
-            addr: leg.peer,
-            local: leg.local,
-        };
-        ctx.send(dest, ack.clone());
+        let ack = send_relay_ack(ctx, call, to_side, cseq, Relayed::Nothing);
         if let Some(relay) = call.relays.get_mut(index) {
             relay.ack = Some(ack);
         }
@@ -516,26 +497,7 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
     } else {
         Body::Same
     };
-    let parts = ctx.local(call.leg(to_side).local).clone();
-    let branch = ctx.ids.branch();
-    let leg = call.leg(to_side);
-    let ack = leg_request(
-        leg,
-        &parts,
-        &RequestParts {
-            method: b"ACK",
-            cseq,
-            branch: &branch,
-            max_forwards: 70,
-            contact: false,
-            relay: body.relayed(&req.msg),
-        },
-    );
-    let dest = Dest {
-        addr: leg.peer,
-        local: leg.local,
-    };
-    ctx.send(dest, ack.clone());
+    let ack = send_relay_ack(ctx, call, to_side, cseq, body.relayed(&req.msg));
     if let Some(relay) = call
         .relays
         .iter_mut()
@@ -549,6 +511,38 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
         tracing::warn!("answer in the ACK cannot be anchored: call ended");
         bye_both(ctx, call, now);
     }
+}
+
+/// Sends the ACK for the far side's 2xx to a relayed re-INVITE (CSeq
+/// `cseq`) on `to_side`'s dialog; returns it for retransmitted 2xx.
+fn send_relay_ack(
+    ctx: &mut Ctx,
+    call: &Call,
+    to_side: Side,
+    cseq: u32,
+    relay: Relayed<'_, '_>,
+) -> Bytes {
+    let parts = ctx.local(call.leg(to_side).local).clone();
+    let branch = ctx.ids.branch();
+    let leg = call.leg(to_side);
+    let ack = leg_request(
+        leg,
+        &parts,
+        &RequestParts {
+            method: b"ACK",
+            cseq,
+            branch: &branch,
+            max_forwards: 70,
+            contact: false,
+            relay,
+        },
+    );
+    let dest = Dest {
+        addr: leg.peer,
+        local: leg.local,
+    };
+    ctx.send(dest, ack.clone());
+    ack
 }
 
 /// ACKs the callee's 2xx (RFC 3261 §13.2.2.4), carrying the caller's ACK
