@@ -39,6 +39,10 @@ pub struct Trunk {
     /// Encoding names (lowercase, e.g. "pcma", "telephone-event", "t38")
     /// this trunk may use; `None` allows every codec.
     pub codecs: Option<Vec<String>>,
+    /// Media from this trunk is accepted only from the address and port
+    /// its SDP gives: no symmetric-RTP learning of another port or (NAT)
+    /// address.
+    pub strict_latch: bool,
     pub stats: Arc<TrunkStats>,
 }
 
@@ -275,6 +279,7 @@ mod tests {
             address: "192.0.2.1:5060".parse().unwrap(),
             media: MediaMode::Anchor,
             codecs: None,
+            strict_latch: false,
             stats: Arc::default(),
         }
     }

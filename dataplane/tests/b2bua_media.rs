@@ -763,3 +763,24 @@ fn sdp_pointing_into_a_forbidden_network_is_refused() {
     let (_b, ok, _, _) = answered(&mut sim, "allowed@pbx");
     assert_eq!(ok.code(), Some(200));
 }
+
+#[test]
+fn a_trunk_with_strict_latching_is_heard_only_from_its_sdp_address() {
+    let mut policy = media_policy();
+    // Trunk 0 is the PBX (the caller).
+    policy.trunks[0].strict_latch = true;
+    let mut sim = Sim::with_policy(policy);
+    let (_b, _ok, a_port, b_port) = answered(&mut sim, "strict@pbx");
+    // The caller's SDP says 10.0.0.10:4000; another port of its host is
+    // not taken for it.
+    assert!(sim.media("10.0.0.10:41000", a_port, &rtp(1)).is_none());
+    assert_eq!(
+        sim.media("10.0.0.10:4000", a_port, &rtp(2)).unwrap().to,
+        addr("10.0.0.20:5000")
+    );
+    // The carrier is not strict: it may send from elsewhere on its host.
+    assert_eq!(
+        sim.media("10.0.0.20:5002", b_port, &rtp(1)).unwrap().to,
+        addr("10.0.0.10:4000")
+    );
+}

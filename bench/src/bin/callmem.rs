@@ -50,6 +50,7 @@ fn policy() -> Policy {
             .unwrap_or_else(|_| std::process::exit(2)),
         media: sbc_dataplane::policy::MediaMode::Anchor,
         codecs: None,
+        strict_latch: false,
         stats: Arc::default(),
     };
     Policy {

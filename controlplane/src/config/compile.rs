@@ -68,6 +68,7 @@ pub fn compile(
             sources: t.sources.iter().map(|n| n.0).collect(),
             address: t.address.0,
             media: t.media.0,
+            strict_latch: t.strict_latch,
             codecs: t
                 .codecs
                 .as_ref()

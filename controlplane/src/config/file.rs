@@ -106,6 +106,10 @@ pub struct Trunk {
     pub media: Mode,
     /// Absent: every codec is allowed.
     pub codecs: Option<Vec<Codec>>,
+    /// Accept this trunk's media only from the address and port its SDP
+    /// gives (default false: learn where it really sends from, for NAT).
+    #[serde(default)]
+    pub strict_latch: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,6 +19,7 @@ fn policy() -> Policy {
         address: format!("{ip}:5060").parse().unwrap(),
         media: sbc_dataplane::policy::MediaMode::Anchor,
         codecs: None,
+        strict_latch: false,
         stats: Arc::default(),
     };
     Policy {

@@ -102,6 +102,10 @@ pub(crate) fn cross(
         advertise: media_policy.advertise,
         peers,
         forbidden: &media_policy.forbidden,
+        strict: [
+            ta.is_some_and(|t| t.strict_latch),
+            tb.is_some_and(|t| t.strict_latch),
+        ],
         allow: &allow,
     };
     let out = session.process(leg(from), role, body, &mut mctx);

@@ -250,6 +250,8 @@ pub struct Context<'c> {
     pub peers: [IpAddr; 2],
     /// Networks SDP may not send media to (`media.forbidden_destinations`).
     pub forbidden: &'c [ipnet::IpNet],
+    /// Per side: latch only onto the exact address its SDP gives.
+    pub strict: [bool; 2],
     /// Codec policy for offers: does this format of this section survive?
     pub allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool,
 }
@@ -272,6 +274,8 @@ pub struct Origin {
 pub struct MediaSession {
     pub streams: Vec<Stream>,
     pub peers: [IpAddr; 2],
+    /// Per side: latch only onto the exact address its SDP gives.
+    pub strict: [bool; 2],
     pub last_activity: Instant,
     /// Per side the SDP goes to.
     pub origin: [Origin; 2],
@@ -287,6 +291,7 @@ impl MediaSession {
         MediaSession {
             streams: Vec::new(),
             peers,
+            strict: [false; 2],
             last_activity: now,
             origin: [Origin::default(); 2],
             staged: None,
@@ -347,6 +352,7 @@ impl MediaSession {
             return Err(MediaError::PoolExhausted);
         }
         self.peers = ctx.peers;
+        self.strict = ctx.strict;
         let to = from.other();
         let mut anchors = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
@@ -583,7 +589,18 @@ impl MediaSession {
             &mut end.latch.rtp
         };
         let renew = &mut end.latch.renew[which];
-        let plausible = Some(src.ip()) == expected || src.ip() == peers[from as usize];
+        let plausible = if self.strict[from as usize] {
+            // Strict: exactly where the SDP says (RTCP: its RTCP address,
+            // or the RTP one with rtcp-mux).
+            Some(src)
+                == if which == 1 {
+                    end.sdp_rtcp
+                } else {
+                    end.sdp_rtp
+                }
+        } else {
+            Some(src.ip()) == expected || src.ip() == peers[from as usize]
+        };
         match latched {
             Some(a) if *a == src => *renew = false,
             None if end.latch.open && plausible => {

@@ -34,6 +34,7 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         address: addr(address),
         media: sbc_dataplane::policy::MediaMode::Anchor,
         codecs: None,
+        strict_latch: false,
         stats: Arc::default(),
     }
 }

@@ -328,6 +328,27 @@ fn timeout_out_of_range() {
 }
 
 #[test]
+fn strict_latch_reaches_the_trunk() {
+    let text = BASE.replacen(
+        "address = \"127.0.0.10:5060\"\n",
+        "address = \"127.0.0.10:5060\"\nstrict_latch = true\n",
+        1,
+    );
+    let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let policy = config.compile(&StatsRegistry::new(), 1);
+    assert!(policy.trunks[0].strict_latch);
+    assert!(!policy.trunks[1].strict_latch, "off by default");
+    rejects(
+        &BASE.replacen(
+            "address = \"127.0.0.10:5060\"\n",
+            "address = \"127.0.0.10:5060\"\nstrict_latch = \"yes\"\n",
+            1,
+        ),
+        "trunks[0].strict_latch",
+    );
+}
+
+#[test]
 fn forbidden_destination_not_a_network() {
     rejects(
         &with_base(

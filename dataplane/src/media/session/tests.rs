@@ -35,6 +35,7 @@ fn ctx<'c>(p: &'c mut MediaPorts, allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool) 
         advertise: "192.0.2.1".parse().unwrap(),
         peers: [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
         forbidden: &[],
+        strict: [false, false],
         allow,
     }
 }
@@ -625,4 +626,64 @@ fn the_sbc_writes_its_own_origin_and_versions_it() {
     let o2 = origin(&held);
     assert!(o2.ends_with(" 2 IN IP4 192.0.2.1"), "{o2}");
     assert_eq!(o1.split(' ').nth(1), o2.split(' ').nth(1));
+}
+
+#[test]
+fn a_strict_side_is_latched_only_at_its_sdp_address() {
+    let mut p = ports(10);
+    let now = Instant::now();
+    let mut s = MediaSession::new(now, [A_IP.parse().unwrap(), B_IP.parse().unwrap()]);
+    for (leg, role, ip, port) in [
+        (Leg::A, Role::Offer, A_IP, 4000),
+        (Leg::B, Role::Answer, B_IP, 5000),
+    ] {
+        let mut c = ctx(&mut p, &all);
+        c.strict = [true, false];
+        s.process(leg, role, sdp(ip, port, "").as_bytes(), &mut c)
+            .unwrap();
+    }
+    let a_port = p.lookup(30000).unwrap().0;
+    let b_port = p.lookup(30002).unwrap().0;
+    // A's own IP but another port (what a NAT would do): refused.
+    assert_eq!(
+        s.on_packet(now, a_port, false, sa("10.0.0.10:41000"), &rtp(1), &p),
+        Err(MediaDrop::NotLatched)
+    );
+    // Exactly the SDP address: latched.
+    assert_eq!(
+        s.on_packet(now, a_port, false, sa("10.0.0.10:4000"), &rtp(2), &p)
+            .unwrap()
+            .to,
+        sa("10.0.0.20:5000")
+    );
+    // RTCP only from the SDP's RTCP port (4001).
+    assert_eq!(
+        s.on_packet(
+            now,
+            a_port,
+            true,
+            sa("10.0.0.10:4003"),
+            &[0x80, 200, 0, 1],
+            &p
+        ),
+        Err(MediaDrop::NotLatched)
+    );
+    assert!(
+        s.on_packet(
+            now,
+            a_port,
+            true,
+            sa("10.0.0.10:4001"),
+            &[0x80, 200, 0, 1],
+            &p
+        )
+        .is_ok()
+    );
+    // The other side is not strict: B may come from another port.
+    assert_eq!(
+        s.on_packet(now, b_port, false, sa("10.0.0.20:6000"), &rtp(1), &p)
+            .unwrap()
+            .to,
+        sa("10.0.0.10:4000")
+    );
 }
