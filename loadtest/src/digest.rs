@@ -18,7 +18,7 @@ impl Challenge {
     /// Parses `Digest realm="...", nonce="...", ...`; `None` for other
     /// schemes or when realm or nonce is missing.
     pub fn parse(value: &[u8]) -> Option<Self> {
-        let value = trim(value);
+        let value = value.trim_ascii();
         let (scheme, rest) = split_at_ws(value);
         if !scheme.eq_ignore_ascii_case(b"Digest") {
             return None;
@@ -40,7 +40,7 @@ impl Challenge {
                 b"qop" => {
                     c.qop_auth = v
                         .split(|&b| b == b',')
-                        .any(|q| trim(q).eq_ignore_ascii_case(b"auth"));
+                        .any(|q| q.trim_ascii().eq_ignore_ascii_case(b"auth"));
                 }
                 b"algorithm" => c.algorithm = Some(v),
                 _ => {}
@@ -119,18 +119,6 @@ pub fn credentials(
     out.extend_from_slice(b"algorithm=MD5");
 }
 
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    s.get(start..end).unwrap_or(b"")
-}
-
 fn split_at_ws(s: &[u8]) -> (&[u8], &[u8]) {
     match s.iter().position(|b| b.is_ascii_whitespace()) {
         Some(i) => (&s[..i], &s[i..]),
@@ -142,9 +130,9 @@ fn split_at_ws(s: &[u8]) -> (&[u8], &[u8]) {
 fn params(mut s: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     loop {
-        s = trim(s);
+        s = s.trim_ascii();
         while let [b',', rest @ ..] = s {
-            s = trim(rest);
+            s = rest.trim_ascii();
         }
         if s.is_empty() {
             return out;
@@ -152,8 +140,8 @@ fn params(mut s: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         let Some(eq) = s.iter().position(|&b| b == b'=') else {
             return out;
         };
-        let name = trim(&s[..eq]).to_vec();
-        s = trim(&s[eq + 1..]);
+        let name = s[..eq].trim_ascii().to_vec();
+        s = s[eq + 1..].trim_ascii();
         let mut value = Vec::new();
         if let [b'"', rest @ ..] = s {
             let mut i = 0;
@@ -173,7 +161,7 @@ fn params(mut s: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
             s = rest.get(i + 1..).unwrap_or(b"");
         } else {
             let end = s.iter().position(|&b| b == b',').unwrap_or(s.len());
-            value = trim(&s[..end]).to_vec();
+            value = s[..end].trim_ascii().to_vec();
             s = &s[end..];
         }
         out.push((name, value));

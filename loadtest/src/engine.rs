@@ -396,10 +396,6 @@ impl Hasher for Prehashed {
     }
 }
 
-fn trim(s: &[u8]) -> &[u8] {
-    s.trim_ascii()
-}
-
 fn ip_type(ip: IpAddr) -> &'static [u8] {
     if ip.is_ipv6() { b"6" } else { b"4" }
 }
@@ -465,10 +461,6 @@ impl Endpoint {
             out: Vec::with_capacity(256),
             stats: Stats::new(steps),
         }
-    }
-
-    pub fn local_port(&self) -> u16 {
-        self.local_port
     }
 
     /// Calls in progress.
@@ -702,7 +694,7 @@ impl Endpoint {
             self.stats.parse_errors += 1;
             return;
         };
-        let Some(cid) = msg.value(HeaderName::CallId).map(trim) else {
+        let Some(cid) = msg.value(HeaderName::CallId).map(<[u8]>::trim_ascii) else {
             self.stats.parse_errors += 1;
             return;
         };
@@ -872,7 +864,6 @@ impl Endpoint {
             let started = call.rtd_start.get(r).copied().unwrap_or(0);
             let done = call.rtd_done.get(r).copied().unwrap_or(true);
             if (!done || step.repeat_rtd)
-                && (started != 0 || call.rtd_start.get(r).is_some())
                 && let Some(h) = self.stats.rtd.get_mut(r)
             {
                 let from = if started == 0 { call.started } else { started };
@@ -1217,7 +1208,8 @@ impl Endpoint {
             Keyword::CallId => out.extend_from_slice(&call.id),
             Keyword::CallNumber => num(out, call.number),
             Keyword::Branch(back) => {
-                out.extend_from_slice(b"z9hG4bK-");
+                out.extend_from_slice(sbc_dataplane::sip::BRANCH_COOKIE);
+                out.push(b'-');
                 out.extend_from_slice(&self.pid);
                 out.push(b'-');
                 num(out, call.number);
@@ -1345,15 +1337,11 @@ fn with_branch_suffix(via: &[u8], tag: &[u8], out: &mut Vec<u8>) {
 fn ok_response(req: &Message<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
     for h in req.headers() {
-        let name: &[u8] = match h.name {
-            HeaderName::Via => b"Via",
-            HeaderName::From => b"From",
-            HeaderName::To => b"To",
-            HeaderName::CallId => b"Call-ID",
-            HeaderName::CSeq => b"CSeq",
-            _ => continue,
-        };
-        out.extend_from_slice(name);
+        use HeaderName::{CSeq, CallId, From, To, Via};
+        if !matches!(h.name, Via | From | To | CallId | CSeq) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
@@ -1388,7 +1376,7 @@ fn remember_route_set(call: &mut Call, msg: &Message<'_>, from_response: bool) {
     let mut entries: Vec<&[u8]> = msg
         .all(HeaderName::RecordRoute)
         .flat_map(|h| CommaList::new(h.value))
-        .map(trim)
+        .map(<[u8]>::trim_ascii)
         .filter(|e| !e.is_empty())
         .collect();
     if from_response {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::scenario::{Expect, Scenario, StepKind};
+use crate::scenario::{Scenario, StepKind};
 use crate::stats::{FailReason, Stats};
 
 #[derive(Debug, Serialize)]
@@ -111,12 +111,7 @@ impl Report {
                             .map(|m| String::from_utf8_lossy(m).into_owned())
                             .unwrap_or_else(|| "response".into()),
                     ),
-                    StepKind::Recv(r) => (
-                        "recv",
-                        match &r.expect {
-                            Expect::Response(_) | Expect::Request(_) => r.expect.to_string(),
-                        },
-                    ),
+                    StepKind::Recv(r) => ("recv", r.expect.to_string()),
                     StepKind::Pause { ms } => (
                         "pause",
                         ms.map_or_else(|| "-d".into(), |m| format!("{m} ms")),

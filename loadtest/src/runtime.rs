@@ -228,6 +228,7 @@ impl Io {
         segment: usize,
         parts: impl Iterator<Item = &'b [u8]>,
     ) -> io::Result<bool> {
+        let seg = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
         let Some(idx) = self.send.take() else {
             return Ok(false);
         };
@@ -247,7 +248,6 @@ impl Io {
             room.copy_from_slice(p);
             len += p.len();
         }
-        let seg = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
         let Some(hdr) = self.send.prepare_gso(idx, len, dst, seg) else {
             self.send.give_back(idx);
             return Ok(false);
@@ -377,10 +377,7 @@ pub fn run_thread(
                     let len = usize::try_from(cqe.result()).unwrap_or(0);
                     let buf = io.bufs.buffer(bid, len);
                     if let Ok(m) = RecvMsgOut::parse(buf, &io.hdr) {
-                        let start = 16 + io.hdr.msg_namelen as usize + io.hdr.msg_controllen;
-                        let payload = buf
-                            .get(start..start + m.payload_data().len())
-                            .unwrap_or(b"");
+                        let payload = m.payload_data();
                         if m.is_payload_truncated() {
                             ep.stats.parse_errors += 1;
                         } else if let Some(src) = decode_sockaddr(m.name_data()) {

@@ -98,8 +98,6 @@ pub struct Step {
     /// Response-time counter stopped here (0-based).
     pub rtd: Option<u8>,
     pub repeat_rtd: bool,
-    /// The element's line in the XML, for messages.
-    pub line: u32,
 }
 
 /// Where an `ereg` looks.
@@ -439,7 +437,6 @@ impl Parser<'_> {
             start_rtd: self.rtd_attr(node, "start_rtd")?,
             rtd: self.rtd_attr(node, "rtd")?,
             repeat_rtd: self.bool_attr(node, "repeat_rtd")?,
-            line: self.line(node),
         })
     }
 

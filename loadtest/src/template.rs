@@ -183,10 +183,6 @@ impl Template {
         self.method.as_deref()
     }
 
-    pub fn is_request(&self) -> bool {
-        self.method.is_some()
-    }
-
     /// Every keyword, in order.
     pub fn keywords(&self) -> impl Iterator<Item = &Keyword> {
         self.head
