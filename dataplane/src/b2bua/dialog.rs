@@ -7,8 +7,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::build::{
-    InviteRef, Relayed, RequestParts, Template, contact_uri, copy_end_to_end, invite_sibling,
-    leg_request, next_hop, response_dest,
+    InviteRef, Relayed, RequestParts, Template, contact_uri, invite_sibling, leg_request, next_hop,
+    response_dest,
 };
 use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side};
 use super::engine::Ctx;
@@ -377,20 +377,7 @@ pub(crate) fn on_relay_response(
     if is_target_refresh(relay.method) && (101..300).contains(&code) {
         w.header(HeaderName::Contact, &[&from_contact]);
     }
-    match &body {
-        Body::Same => {
-            copy_end_to_end(&mut w, &resp.msg);
-            w.body(resp.msg.body());
-        }
-        Body::Rewritten(b) => {
-            copy_end_to_end(&mut w, &resp.msg);
-            w.body(b);
-        }
-        Body::Dropped => {
-            super::build::copy_end_to_end_with(&mut w, &resp.msg, false);
-            w.body(b"");
-        }
-    }
+    body.write(&mut w, &resp.msg);
     let bytes = buf.freeze();
     let sent = match &mut relay.server {
         ServerTx::Invite(t) => t.respond(now, &timers, code, bytes, &mut ctx.out),
@@ -426,13 +413,8 @@ fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Inst
     let Some(relay) = call.relays.get_mut(index) else {
         return;
     };
-    let (to_side, method, cseq) = (relay.from.other(), relay.method, relay.client_cseq);
-    let mut buf = BytesMut::with_capacity(relay.template.len() + 32);
-    let mut w = relay
-        .template
-        .start(&mut buf, 488, b"Not Acceptable Here", None);
-    w.body(b"");
-    let bytes = buf.freeze();
+    let method = relay.method;
+    let bytes = relay.template.simple(488, b"Not Acceptable Here", None);
     let sent = match &mut relay.server {
         ServerTx::Invite(t) => t.respond(now, &timers, 488, bytes, &mut ctx.out),
         ServerTx::NonInvite(t) => t.respond(now, &timers, 488, bytes, &mut ctx.out),
@@ -442,10 +424,7 @@ fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Inst
         relay.template = Template::empty();
     }
     if method == Method::Invite {
-        let ack = send_relay_ack(ctx, call, to_side, cseq, Relayed::Nothing);
-        if let Some(relay) = call.relays.get_mut(index) {
-            relay.ack = Some(ack);
-        }
+        ack_relay(ctx, call, index, Relayed::Nothing);
     }
     bye_both(ctx, call, now);
 }
@@ -474,37 +453,26 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
         }
         return;
     }
-    let Some(relay) = call
-        .relays
-        .iter_mut()
-        .find(|r| r.from == side && r.method == Method::Invite && r.server_cseq == req.cseq.seq)
-    else {
+    let Some(index) = call.relays.iter().position(|r| {
+        r.from == side && r.method == Method::Invite && r.server_cseq == req.cseq.seq
+    }) else {
         ctx.stats.discard(crate::stats::Discard::StrayAck);
         return;
     };
+    let relay = &mut call.relays[index];
     let ServerTx::Invite(t) = &mut relay.server else {
         return;
     };
     if t.on_ack(now, &timers) != AckKind::Success {
         return;
     }
-    let to_side = side.other();
-    let cseq = relay.client_cseq;
     // Late offer in a re-INVITE: the ACK carries the answer.
-    let answer_in_ack = !relay.offer_in_request;
-    let body = if answer_in_ack {
-        sdp_towards(ctx, call, side, true, &req.msg, now)
-    } else {
+    let body = if relay.offer_in_request {
         Body::Same
+    } else {
+        sdp_towards(ctx, call, side, true, &req.msg, now)
     };
-    let ack = send_relay_ack(ctx, call, to_side, cseq, body.relayed(&req.msg));
-    if let Some(relay) = call
-        .relays
-        .iter_mut()
-        .find(|r| r.from == side && r.server_cseq == req.cseq.seq)
-    {
-        relay.ack = Some(ack);
-    }
+    ack_relay(ctx, call, index, body.relayed(&req.msg));
     if matches!(body, Body::Dropped) {
         // An answer in the ACK that cannot be relayed cannot be refused
         // either: the call is ended.
@@ -513,15 +481,13 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
     }
 }
 
-/// Sends the ACK for the far side's 2xx to a relayed re-INVITE (CSeq
-/// `cseq`) on `to_side`'s dialog; returns it for retransmitted 2xx.
-fn send_relay_ack(
-    ctx: &mut Ctx,
-    call: &Call,
-    to_side: Side,
-    cseq: u32,
-    relay: Relayed<'_, '_>,
-) -> Bytes {
+/// Sends the ACK for the far side's 2xx to the re-INVITE relayed by
+/// `call.relays[index]`, and keeps it for that 2xx's retransmissions.
+pub(crate) fn ack_relay(ctx: &mut Ctx, call: &mut Call, index: usize, relay: Relayed<'_, '_>) {
+    let Some(r) = call.relays.get(index) else {
+        return;
+    };
+    let (to_side, cseq) = (r.from.other(), r.client_cseq);
     let parts = ctx.local(call.leg(to_side).local).clone();
     let branch = ctx.ids.branch();
     let leg = call.leg(to_side);
@@ -542,7 +508,9 @@ fn send_relay_ack(
         local: leg.local,
     };
     ctx.send(dest, ack.clone());
-    ack
+    if let Some(r) = call.relays.get_mut(index) {
+        r.ack = Some(ack);
+    }
 }
 
 /// ACKs the callee's 2xx (RFC 3261 §13.2.2.4), carrying the caller's ACK

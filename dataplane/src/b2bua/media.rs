@@ -82,10 +82,14 @@ pub(crate) fn cross(
     let (ta, tb) = (policy.trunk(call.a.trunk), policy.trunk(call.b.trunk));
     let restricted =
         ta.is_some_and(|t| t.codecs.is_some()) || tb.is_some_and(|t| t.codecs.is_some());
-    let allow = |m: &crate::media::sdp::Media<'_>, f: &[u8]| match m.encoding(f) {
-        Some(e) => ta.is_none_or(|t| t.allows(&e)) && tb.is_none_or(|t| t.allows(&e)),
-        // An unnamed format survives only where no codec list applies.
-        None => !restricted,
+    let allow = |m: &crate::media::sdp::Media<'_>, f: &[u8]| {
+        // Without a codec list nothing is filtered: skip the lookup.
+        !restricted
+            || match m.encoding(f) {
+                Some(e) => ta.is_none_or(|t| t.allows(&e)) && tb.is_none_or(|t| t.allows(&e)),
+                // An unnamed format survives only where no codec list applies.
+                None => false,
+            }
     };
     let peers = [call.a.peer.ip(), call.b.peer.ip()];
     if call.media.is_none() {
@@ -109,11 +113,7 @@ pub(crate) fn cross(
         allow: &allow,
     };
     let out = session.process(leg(from), role, body, &mut mctx);
-    let in_use = ports.pool.in_use();
-    ctx.stats.media_ports_in_use.store(
-        i64::try_from(in_use * 2).unwrap_or(i64::MAX),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    publish_ports(&ctx.stats, ports);
     out.map(Some)
 }
 
@@ -136,7 +136,12 @@ pub(crate) fn settle_offer(ctx: &mut Ctx, call: &mut Call, accepted: bool) {
     } else {
         session.rollback(ports);
     }
-    ctx.stats.media_ports_in_use.store(
+    publish_ports(&ctx.stats, ports);
+}
+
+/// The ports-in-use gauge (two per pair).
+fn publish_ports(stats: &crate::stats::ShardStats, ports: &crate::media::MediaPorts) {
+    stats.media_ports_in_use.store(
         i64::try_from(ports.pool.in_use() * 2).unwrap_or(i64::MAX),
         std::sync::atomic::Ordering::Relaxed,
     );
@@ -147,6 +152,7 @@ pub(crate) fn settle_offer(ctx: &mut Ctx, call: &mut Call, accepted: bool) {
 pub(crate) fn reset_callee(ctx: &mut Ctx, call: &mut Call) {
     if let (Some(session), Some(ports)) = (call.media.as_mut(), ctx.media.as_mut()) {
         session.reset_leg(Leg::B, ports);
+        publish_ports(&ctx.stats, ports);
     }
 }
 
@@ -163,10 +169,7 @@ pub(crate) fn release(ctx: &mut Ctx, call: &mut Call) {
     stats
         .media_sessions
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    stats.media_ports_in_use.store(
-        i64::try_from(ports.pool.in_use() * 2).unwrap_or(i64::MAX),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    publish_ports(stats, ports);
     let (a_pk, a_bytes, a_lost) = session.totals(Leg::A);
     let (b_pk, b_bytes, b_lost) = session.totals(Leg::B);
     stats.media_lost[0].fetch_add(a_lost, std::sync::atomic::Ordering::Relaxed);

@@ -8,8 +8,8 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::build::{
-    InviteRef, Relayed, RequestParts, contact_uri, copy_end_to_end, invite_sibling, leg_request,
-    next_hop, render_end_to_end,
+    InviteRef, Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop,
+    render_end_to_end,
 };
 use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
 use super::engine::Ctx;
@@ -317,20 +317,7 @@ fn relay_with_body(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, body: &B
         .template
         .start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
     w.header(HeaderName::Contact, &[&local.contact]);
-    match body {
-        Body::Same => {
-            copy_end_to_end(&mut w, &resp.msg);
-            w.body(resp.msg.body());
-        }
-        Body::Rewritten(b) => {
-            copy_end_to_end(&mut w, &resp.msg);
-            w.body(b);
-        }
-        Body::Dropped => {
-            super::build::copy_end_to_end_with(&mut w, &resp.msg, false);
-            w.body(b"");
-        }
-    }
+    body.write(&mut w, &resp.msg);
     let bytes = buf.freeze();
     if call
         .uas
@@ -354,6 +341,17 @@ pub(crate) enum Body {
 }
 
 impl Body {
+    /// Copies `msg`'s end-to-end headers and this body into a message
+    /// being written (without the body's headers when it is dropped).
+    pub(crate) fn write(&self, w: &mut crate::sip::Writer<'_>, msg: &crate::sip::Message<'_>) {
+        super::build::copy_end_to_end_with(w, msg, !matches!(self, Body::Dropped));
+        w.body(match self {
+            Body::Same => msg.body(),
+            Body::Rewritten(b) => b,
+            Body::Dropped => b"",
+        });
+    }
+
     pub(crate) fn relayed<'m, 'a>(&'m self, msg: &'m crate::sip::Message<'a>) -> Relayed<'m, 'a> {
         match self {
             Body::Same => Relayed::Message(msg),

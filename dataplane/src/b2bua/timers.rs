@@ -4,46 +4,11 @@
 use std::time::Instant;
 
 use super::call::{Call, ClientTx, Phase, ServerTx};
-use super::dialog::{bye_both, send_b_ack};
+use super::dialog::{ack_relay, bye_both, send_b_ack};
 use super::engine::Ctx;
 use super::outbound::{attempt_timed_out, cancel_call, end};
 use crate::sip::Method;
 use crate::transaction::{TimerName, TxEvent};
-
-/// ACKs the 2xx the far side sent to the re-INVITE relayed by
-/// `call.relays[index]`.
-fn ack_far_side(ctx: &mut Ctx, call: &mut Call, index: usize) {
-    let Some(relay) = call.relays.get(index) else {
-        return;
-    };
-    if relay.ack.is_some() {
-        return;
-    }
-    let to_side = relay.from.other();
-    let cseq = relay.client_cseq;
-    let parts = ctx.local(call.leg(to_side).local).clone();
-    let branch = ctx.ids.branch();
-    let leg = call.leg(to_side);
-    let ack = super::build::leg_request(
-        leg,
-        &parts,
-        &super::build::RequestParts {
-            method: b"ACK",
-            cseq,
-            branch: &branch,
-            max_forwards: 70,
-            contact: false,
-            relay: super::build::Relayed::Nothing,
-        },
-    );
-    ctx.send(
-        crate::net::Dest {
-            addr: leg.peer,
-            local: leg.local,
-        },
-        ack,
-    );
-}
 
 /// Sends 100 Trying to the caller unless a response already went out.
 pub(crate) fn send_trying(ctx: &mut Ctx, call: &mut Call, now: Instant) {
@@ -120,7 +85,9 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if let Some(i) = unacked_reinvite {
         // §13.3.1.4: the re-INVITE's originator never ACKed the 2xx we
         // relayed. ACK the far side's 2xx ourselves and end the call.
-        ack_far_side(ctx, call, i);
+        if call.relays.get(i).is_some_and(|r| r.ack.is_none()) {
+            ack_relay(ctx, call, i, super::build::Relayed::Nothing);
+        }
         bye_both(ctx, call, now);
     }
     call.relays.retain(|r| !r.is_done());

@@ -193,20 +193,13 @@ impl<T: Copy + Ord> Wheel<T> {
                 self.refill();
                 continue;
             }
-            self.current = tick;
-            let entries = std::mem::take(&mut self.slots[slot]);
-            self.occupied[slot / 64] &= !(1 << (slot % 64));
-            let mut keep = Vec::new();
-            for (t, item) in entries {
-                if t <= tick {
-                    self.ready.push((t, item));
-                } else {
-                    keep.push((t, item));
-                }
-            }
-            if !keep.is_empty() {
-                self.slots[slot] = keep;
-                self.occupied[slot / 64] |= 1 << (slot % 64);
+            // Moved out in place: the slot keeps its capacity for the next
+            // timers that land in it.
+            let entries = &mut self.slots[slot];
+            self.ready
+                .extend(entries.extract_if(.., |(t, _)| *t <= tick));
+            if entries.is_empty() {
+                self.occupied[slot / 64] &= !(1 << (slot % 64));
             }
             self.current = tick + 1;
             self.refill();

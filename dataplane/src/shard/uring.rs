@@ -410,14 +410,20 @@ impl Drop for ShardIo {
             .ring
             .submitter()
             .register_sync_cancel(Some(timeout), CancelBuilder::any());
-        // Run the deferred completion work of the cancelled requests, so
-        // they are freed (with the socket references they hold) now.
-        for _ in 0..16 {
-            let ts = Timespec::new().nsec(1_000_000);
+        // Reap the cancelled receives (one final completion per socket:
+        // each has one armed), so they are freed, with the socket
+        // references they hold, now. Bounded: a receive that had already
+        // ended is not waited for past the second.
+        let mut armed = self.sockets.len();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while armed > 0 && Instant::now() < deadline {
+            let ts = Timespec::new().nsec(10_000_000);
             let args = SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
-            if self.ring.completion().count() == 0 {
-                break;
+            for c in self.ring.completion() {
+                if c.user_data() & !INDEX_MASK == RECV && !cqueue::more(c.flags()) {
+                    armed = armed.saturating_sub(1);
+                }
             }
         }
         if let Recv::Multishot { .. } = self.recv {
@@ -504,7 +510,7 @@ impl ShardLoop {
             }
 
             // Datagrams other shards handed to us.
-            let mailbox = Arc::clone(&self.mailboxes[self.me]);
+            let mailbox = &self.mailboxes[self.me];
             mailbox.rearm();
             while let Some(h) = mailbox.pop() {
                 let _ = self.engine.handle_datagram(now, h.src, h.local, &h.data);
@@ -600,6 +606,7 @@ impl ShardLoop {
         };
         if let Some(r) = received {
             match (class, r.src) {
+                (Class::Media(_), _) if r.truncated => self.stats.media_drop(MediaDrop::Oversized),
                 _ if r.truncated => self.stats.discard(Discard::Oversized),
                 (Class::Sip(local), Some(src)) => {
                     self.stats
