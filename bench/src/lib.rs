@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmarks: the sample messages, and the relays
 //! and stream set-up of the media benchmark.
 
+pub mod harness;
 pub mod procstat;
 pub mod relay;
 

@@ -6,13 +6,12 @@
 //! `cargo build --release -p sbc-controlplane -p sbc-bench &&
 //!  target/release/callcost --rate 1000 --seconds 30 --shards 1`
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sbc_bench::harness::wait_healthy;
 use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
 #[derive(Parser, Debug)]
@@ -39,8 +38,9 @@ struct Args {
     /// The kamailio binary (Debian package kamailio), for --target kamailio.
     #[arg(long, default_value = "/usr/sbin/kamailio")]
     kamailio: PathBuf,
-    /// Wake-up coalescing of the shard loops (shards.batch_wait_us).
-    #[arg(long, default_value_t = 200)]
+    /// Wake-up coalescing of the shard loops (shards.batch_wait_us; the
+    /// sbc's own default is 0).
+    #[arg(long, default_value_t = 0)]
     batch_wait_us: u32,
     /// Second octet of the loopback network used (127.N.0.0/24).
     #[arg(long, default_value_t = 200)]
@@ -57,20 +57,6 @@ enum Target {
     /// Kamailio as a stateful proxy with rr, dialog and topoh
     /// (bench/kamailio/proxy.cfg).
     Kamailio,
-}
-
-fn healthy(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = write!(
-        s,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut b = String::new();
-    let _ = s.read_to_string(&mut b);
-    b.starts_with("HTTP/1.1 200")
 }
 
 fn scenario(name: &str) -> String {
@@ -197,15 +183,11 @@ fn main() {
     };
     let server = Proc(server);
     let pid = server.0.id();
-    let t0 = Instant::now();
     match a.target {
         Target::Sbc => {
             let metrics = format!("{}:9090", ip(1));
-            while !healthy(&metrics) {
-                if t0.elapsed() > Duration::from_secs(10) {
-                    fail("sbc did not start");
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if !wait_healthy(&metrics, Duration::from_secs(10)) {
+                fail("sbc did not start");
             }
         }
         Target::Kamailio => std::thread::sleep(Duration::from_millis(1500)),

@@ -11,13 +11,12 @@
 //!         --compare kamailio --out bench/results
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use sbc_bench::harness::wait_healthy;
 use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
 use serde_json::{Value, json};
 
@@ -147,20 +146,6 @@ fn fail(msg: &str) -> ! {
         }
     }
     std::process::exit(2)
-}
-
-fn healthy(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = write!(
-        s,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut b = String::new();
-    let _ = s.read_to_string(&mut b);
-    b.starts_with("HTTP/1.1 200")
 }
 
 /// One step: a fixed offered rate for a fixed time.
@@ -303,13 +288,9 @@ impl Bench {
                         ))
                     });
                 let p = Proc::new(child);
-                let t0 = Instant::now();
                 let metrics = format!("{}:9090", self.ip(1));
-                while !healthy(&metrics) {
-                    if t0.elapsed() > Duration::from_secs(10) {
-                        fail("sbc did not start (is the media port range free?)");
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+                if !wait_healthy(&metrics, Duration::from_secs(10)) {
+                    fail("sbc did not start (is the media port range free?)");
                 }
                 Some(p)
             }

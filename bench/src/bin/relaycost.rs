@@ -273,7 +273,12 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
                     .env("RUST_LOG", "warn"),
                 "sbc",
             );
-            std::thread::sleep(Duration::from_millis(800));
+            if !sbc_bench::harness::wait_healthy(
+                &format!("{relay_ip}:9090"),
+                Duration::from_secs(10),
+            ) {
+                fail("sbc did not start (is the media port range free?)");
+            }
             let sbc: SocketAddr = format!("{relay_ip}:5060")
                 .parse()
                 .unwrap_or_else(|_| fail("bad address"));

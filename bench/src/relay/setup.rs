@@ -62,27 +62,11 @@ pub fn sbc_calls(
             "INVITE sip:+15550{i}@{sbc} SIP/2.0\r\nVia: SIP/2.0/UDP {caller_ip}:5060;branch=z9hG4bKbench{i};rport\r\nMax-Forwards: 70\r\nFrom: <sip:bench@{caller_ip}>;tag=a{i}\r\nTo: <sip:+15550{i}@{sbc}>\r\nCall-ID: bench{i}@{caller_ip}\r\nCSeq: 1 INVITE\r\nContact: <sip:bench@{caller_ip}:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
             offer.len()
         );
-        // The first INVITE may come before the SBC listens: sent again
-        // (as a UAC retransmits) until the callee sees it.
-        callee.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let mut tries = 0;
-        let inv = loop {
-            caller.send_to(invite.as_bytes(), sbc)?;
-            match recv_text(&callee, false) {
-                Ok(t) => break t,
-                Err(e) if tries < 10 && e.kind() == io::ErrorKind::WouldBlock => tries += 1,
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("call {i}: INVITE at the callee: {e}"),
-                    ));
-                }
-            }
-        };
-        callee.set_read_timeout(Some(Duration::from_secs(5)))?;
+        caller.send_to(invite.as_bytes(), sbc)?;
         let step = |what: &'static str| {
             move |e: io::Error| io::Error::new(e.kind(), format!("call {i}: {what}: {e}"))
         };
+        let inv = recv_text(&callee, false).map_err(step("INVITE at the callee"))?;
         let answer = sdp(&sink.ip().to_string(), sink.port());
         let mut ok = String::from("SIP/2.0 200 OK\r\n");
         for l in inv.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
