@@ -70,6 +70,29 @@ pub struct MediaPolicy {
     /// SDP may not point media here (besides multicast, broadcast and the
     /// relay's own ports, always refused): 488.
     pub forbidden: Vec<IpNet>,
+    /// The AF_XDP fast path (read at start; `None`: sockets only).
+    pub xdp: Option<XdpSettings>,
+}
+
+/// Where and how the AF_XDP media path attaches (BRIEF §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpSettings {
+    /// The network interface media arrives on.
+    pub interface: String,
+    pub mode: XdpMode,
+}
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// In the driver when it supports XDP, else generic.
+    #[default]
+    Auto,
+    /// In the driver only (fails, and falls back to sockets, without
+    /// driver support).
+    Native,
+    /// Generic (SKB) mode: any interface, less gain.
+    Generic,
 }
 
 /// How a dialled number is matched.

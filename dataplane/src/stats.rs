@@ -196,6 +196,14 @@ pub struct ShardStats {
     pub media_ports_in_use: AtomicI64,
     /// Calls ended because their media stopped.
     pub media_timeouts: AtomicU64,
+    /// The AF_XDP path: 1 while this shard has an AF_XDP socket.
+    pub xdp_socket: AtomicI64,
+    /// Frames the AF_XDP socket received, frames relayed by rewriting
+    /// them in place, and frames whose payload went out through a UDP
+    /// socket instead (next hop not learned yet, or the TX ring full).
+    pub xdp_received: AtomicU64,
+    pub xdp_sent: AtomicU64,
+    pub xdp_fallback: AtomicU64,
 }
 
 impl Default for ShardStats {
@@ -223,6 +231,10 @@ impl Default for ShardStats {
             media_sessions: AtomicI64::new(0),
             media_ports_in_use: AtomicI64::new(0),
             media_timeouts: AtomicU64::new(0),
+            xdp_socket: AtomicI64::new(0),
+            xdp_received: AtomicU64::new(0),
+            xdp_sent: AtomicU64::new(0),
+            xdp_fallback: AtomicU64::new(0),
         }
     }
 }

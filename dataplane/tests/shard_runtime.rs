@@ -175,6 +175,7 @@ fn media_relay(net: u8, mode: RecvMode) {
         last_port: 31039,
         timeout: Duration::from_secs(60),
         forbidden: Vec::new(),
+        xdp: None,
     });
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     let cfg = RuntimeConfig {

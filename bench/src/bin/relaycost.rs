@@ -5,10 +5,14 @@
 //!       takes every stream on one port,
 //!   (b′) the same with one port (socket) per stream, as a relay that
 //!       tells streams apart must have (epoll, then recvmmsg/sendmmsg),
-//!   (c) the sbc (one shard, calls set up over SIP),
+//!   (c) the sbc (one shard, calls set up over SIP), on its io_uring
+//!       sockets and (sbc-xdp) on its AF_XDP path (generic XDP on lo),
 //!   (d) rtpengine in userspace mode (Debian's rtpengine-daemon), driven
 //!       over its ng protocol, when installed,
-//! side by side in one run.
+//! side by side in one run, `--rounds` times in turn (the median is
+//! reported). With the sbc-xdp target (or `--netns`) everything runs in a
+//! network namespace of its own, where lo may take the frames AF_XDP
+//! sends (`route_localnet`) without touching the host's settings.
 //!
 //! `cargo build --release -p sbc-controlplane -p sbc-bench &&
 //!  target/release/relaycost --streams 200 --pps 50 --seconds 10`
@@ -50,6 +54,12 @@ struct Args {
     /// Second octet of the loopback network used (127.N.0.0/24).
     #[arg(long, default_value_t = 220)]
     net: u8,
+    /// Run every target this many times, in turn; report the median.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Run in a new network namespace (implied by the sbc-xdp target).
+    #[arg(long)]
+    netns: bool,
 }
 
 /// The subcommands are the CLI's `relay-*` names.
@@ -76,6 +86,8 @@ enum Target {
     /// The batched relay with one socket (port) per stream.
     BatchedPorts,
     Sbc,
+    /// The sbc with its AF_XDP media path on lo (generic XDP).
+    SbcXdp,
     Rtpengine,
 }
 
@@ -98,6 +110,9 @@ struct Outcome {
     sent: u64,
     received: u64,
     cpu_ns_per_packet: f64,
+    /// sbc targets: the share of relayed packets that took the AF_XDP
+    /// path (from the sbc's metrics).
+    xdp_share: Option<f64>,
 }
 
 fn rtp_packet(seq: u16, stream: u32) -> [u8; 172] {
@@ -190,6 +205,7 @@ fn drive(
         } else {
             f64::NAN
         },
+        xdp_share: None,
     }
 }
 
@@ -251,9 +267,14 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             std::thread::sleep(Duration::from_millis(500));
             (p, (0..count).map(|i| 20000 + i).collect())
         }
-        Target::Sbc => {
+        Target::Sbc | Target::SbcXdp => {
+            let xdp = if t == Target::SbcXdp {
+                "[media.xdp]\ninterface = \"lo\"\nmode = \"generic\"\n"
+            } else {
+                ""
+            };
             let cfg = format!(
-                "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\n{bw}[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n\
+                "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\n{bw}[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n{xdp}\
                  [[trunks]]\nname = \"pbx\"\nsources = [\"{c}\"]\naddress = \"{c}:5060\"\n\
                  [[trunks]]\nname = \"carrier\"\nsources = [\"{s}\"]\naddress = \"{s}:5060\"\n\
                  [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
@@ -282,9 +303,15 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             let sbc: SocketAddr = format!("{relay_ip}:5060")
                 .parse()
                 .unwrap_or_else(|_| fail("bad address"));
-            let ports = setup::sbc_calls(sbc, &ip(10), &ip(20), sink_addr, a.streams)
+            let calls = setup::sbc_calls(sbc, &ip(10), &ip(20), sink_addr, a.streams)
                 .unwrap_or_else(|e| fail(&format!("sbc calls: {e}")));
-            (p, ports)
+            // As in a real call, the callee's side sends too: one packet
+            // per call, before the measurement (it latches the callee's
+            // side, and shows the AF_XDP path the callee's next hop).
+            for port in &calls.callee_ports {
+                let _ = sink.send_to(&rtp_packet(0, 0), format!("{relay_ip}:{port}"));
+            }
+            (p, calls.caller_ports)
         }
         Target::Rtpengine => {
             if !Path::new(&a.rtpengine).exists() {
@@ -321,7 +348,23 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
         }
     };
     let pid = proc_.0.id();
-    let out = drive(a, &relay_ip, &ports, &source, sink, pid, t);
+    let mut out = drive(a, &relay_ip, &ports, &source, sink, pid, t);
+    if matches!(t, Target::Sbc | Target::SbcXdp) {
+        let metrics = sbc_bench::harness::scrape(&format!("{relay_ip}:9090")).unwrap_or_default();
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let relayed = value("sbc_media_packets_total");
+        out.xdp_share = Some(if relayed > 0.0 {
+            value("sbc_media_xdp_sent_total") / relayed
+        } else {
+            0.0
+        });
+    }
     drop(proc_);
     let _ = std::fs::remove_dir_all(&work);
     Some(out)
@@ -361,12 +404,53 @@ fn main() {
             Target::Batched,
             Target::BatchedPorts,
             Target::Sbc,
+            Target::SbcXdp,
             Target::Rtpengine,
         ]
     } else {
         a.targets.clone()
     };
-    let results: Vec<Outcome> = targets.iter().filter_map(|t| run_target(&a, *t)).collect();
+    if a.netns || targets.contains(&Target::SbcXdp) {
+        if std::env::var_os(IN_NETNS).is_none() {
+            // Run again inside a new network namespace (util-linux's
+            // unshare), and end with its status.
+            let exe = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
+            let status = Command::new("unshare")
+                .arg("--net")
+                .arg("--")
+                .arg(exe)
+                .args(std::env::args_os().skip(1))
+                .env(IN_NETNS, "1")
+                .status()
+                .unwrap_or_else(|e| fail(&format!("cannot run unshare: {e}")));
+            std::process::exit(status.code().unwrap_or(2));
+        }
+        if let Err(e) = prepare_network_namespace() {
+            fail(&format!("cannot set up the network namespace: {e}"));
+        }
+    }
+    // Every target once per round, in turn, so drifts of a shared machine
+    // spread over all of them.
+    let mut runs: Vec<Outcome> = Vec::new();
+    for round in 0..a.rounds.max(1) {
+        for t in &targets {
+            if let Some(o) = run_target(&a, *t) {
+                if a.rounds > 1 {
+                    eprintln!(
+                        "round {}: {:?} {:.0} ns/packet",
+                        round + 1,
+                        o.target,
+                        o.cpu_ns_per_packet
+                    );
+                }
+                runs.push(o);
+            }
+        }
+    }
+    let results: Vec<Outcome> = targets
+        .iter()
+        .filter_map(|t| median(runs.iter().filter(|r| r.target == *t).collect()))
+        .collect();
     let cost_of = |t: Target| {
         results
             .iter()
@@ -375,16 +459,17 @@ fn main() {
     };
     let (batched, per_port) = (cost_of(Target::Batched), cost_of(Target::BatchedPorts));
     println!(
-        "{} streams x {} packets/s = {} packets/s of 172-byte RTP, {} s per target\n",
+        "{} streams x {} packets/s = {} packets/s of 172-byte RTP, {} s per target, median of {} round(s)\n",
         a.streams,
         a.pps,
         a.streams as u64 * u64::from(a.pps),
-        a.seconds
+        a.seconds,
+        a.rounds.max(1)
     );
     println!(
-        "| relay | sent | relayed | lost % | CPU ns/packet | vs batched, one port | vs batched, port per stream |"
+        "| relay | sent | relayed | lost % | CPU ns/packet | vs batched, one port | vs batched, port per stream | via AF_XDP |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &results {
         let lost = 100.0 * (r.sent.saturating_sub(r.received)) as f64 / r.sent.max(1) as f64;
         let ratio = |base: Option<f64>| {
@@ -392,14 +477,61 @@ fn main() {
                 format!("{:.2}", r.cpu_ns_per_packet / b)
             })
         };
+        let all: Vec<String> = runs
+            .iter()
+            .filter(|x| x.target == r.target)
+            .map(|x| format!("{:.0}", x.cpu_ns_per_packet))
+            .collect();
         println!(
-            "| {:?} | {} | {} | {lost:.2} | {:.0} | {} | {} |",
+            "| {:?} | {} | {} | {lost:.2} | {:.0}{} | {} | {} | {} |",
             r.target,
             r.sent,
             r.received,
             r.cpu_ns_per_packet,
+            if all.len() > 1 {
+                format!(" ({})", all.join(", "))
+            } else {
+                String::new()
+            },
             ratio(batched),
-            ratio(per_port)
+            ratio(per_port),
+            r.xdp_share
+                .map_or(String::from("—"), |x| format!("{:.1} %", 100.0 * x))
         );
     }
+}
+
+/// The run of median cost among `runs` (the lower middle one for an even
+/// count).
+fn median(mut runs: Vec<&Outcome>) -> Option<Outcome> {
+    runs.sort_by(|x, y| x.cpu_ns_per_packet.total_cmp(&y.cpu_ns_per_packet));
+    let m = runs.get(runs.len().saturating_sub(1) / 2)?;
+    Some(Outcome {
+        target: m.target,
+        sent: m.sent,
+        received: m.received,
+        cpu_ns_per_packet: m.cpu_ns_per_packet,
+        xdp_share: m.xdp_share,
+    })
+}
+
+/// Set in the environment of the run inside the network namespace.
+const IN_NETNS: &str = "RELAYCOST_IN_NETNS";
+
+/// In the new network namespace: lo up, and lo taking frames AF_XDP sends
+/// to 127.0.0.0/8 (`route_localnet`).
+fn prepare_network_namespace() -> std::io::Result<()> {
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
+    if !up.success() {
+        return Err(std::io::Error::other("ip link set lo up failed"));
+    }
+    for conf in ["all", "lo"] {
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{conf}/route_localnet"),
+            "1",
+        )?;
+    }
+    Ok(())
 }

@@ -42,20 +42,21 @@ fn recv_text(sock: &UdpSocket, skip_provisional: bool) -> io::Result<String> {
 
 /// Sets up `n` anchored calls through the SBC at `sbc`; the caller's media
 /// comes from `caller_ip`, the callee's SDP points at `sink`. Returns the
-/// SBC port facing the caller of each call.
+/// SBC ports facing each side of each call.
 pub fn sbc_calls(
     sbc: SocketAddr,
     caller_ip: &str,
     callee_ip: &str,
     sink: SocketAddr,
     n: usize,
-) -> io::Result<Vec<u16>> {
+) -> io::Result<SbcCalls> {
     let caller = UdpSocket::bind(format!("{caller_ip}:5060"))?;
     let callee = UdpSocket::bind(format!("{callee_ip}:5060"))?;
     for s in [&caller, &callee] {
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
     }
     let mut ports = Vec::with_capacity(n);
+    let mut callee_ports = Vec::with_capacity(n);
     for i in 0..n {
         let offer = sdp(caller_ip, 9000);
         let invite = format!(
@@ -67,6 +68,10 @@ pub fn sbc_calls(
             move |e: io::Error| io::Error::new(e.kind(), format!("call {i}: {what}: {e}"))
         };
         let inv = recv_text(&callee, false).map_err(step("INVITE at the callee"))?;
+        callee_ports.push(
+            audio_port(inv.split("\r\n\r\n").nth(1).unwrap_or(""))
+                .ok_or_else(|| io::Error::other(format!("no SDP port in: {inv}")))?,
+        );
         let answer = sdp(&sink.ip().to_string(), sink.port());
         let mut ok = String::from("SIP/2.0 200 OK\r\n");
         for l in inv.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
@@ -99,7 +104,19 @@ pub fn sbc_calls(
         caller.send_to(ack.as_bytes(), sbc)?;
         let _ = recv_text(&callee, false).map_err(step("ACK at the callee"))?;
     }
-    Ok(ports)
+    Ok(SbcCalls {
+        caller_ports: ports,
+        callee_ports,
+    })
+}
+
+/// The sbc's media ports of the calls [`sbc_calls`] set up.
+#[derive(Debug)]
+pub struct SbcCalls {
+    /// Where the caller sends each call's RTP.
+    pub caller_ports: Vec<u16>,
+    /// Where the callee sends each call's RTP.
+    pub callee_ports: Vec<u16>,
 }
 
 /// Minimal bencode for the ng protocol: dictionaries of strings.

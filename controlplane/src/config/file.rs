@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::media::{Codec, Mode, PortRange, TimeoutSecs};
+use super::media::{Codec, InterfaceName, Mode, PortRange, TimeoutSecs, XdpModeValue};
 use super::values::{
     Advertise, FailoverEntry, IpAddress, Millis, Name, Network, Pattern, SocketAddress,
 };
@@ -84,6 +84,19 @@ pub struct Media {
     /// provider's management network or 169.254.0.0/16.
     #[serde(default)]
     pub forbidden_destinations: Vec<Network>,
+    /// The AF_XDP fast path (`[media.xdp]`); absent: sockets only.
+    pub xdp: Option<Xdp>,
+}
+
+/// `[media.xdp]`: where the AF_XDP media path attaches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xdp {
+    /// The interface media arrives on (e.g. "eth0").
+    pub interface: InterfaceName,
+    /// "auto" (default), "native" or "generic".
+    #[serde(default)]
+    pub mode: XdpModeValue,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

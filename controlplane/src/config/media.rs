@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use sbc_dataplane::media::PortPlan;
-use sbc_dataplane::policy::{MediaMode, MediaPolicy};
+use sbc_dataplane::policy::{MediaMode, MediaPolicy, XdpMode, XdpSettings};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
@@ -143,6 +143,57 @@ impl<'de> Deserialize<'de> for Mode {
     }
 }
 
+/// A network interface name: 1 to 15 bytes (the kernel's limit), without
+/// '/', ':' or whitespace.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct InterfaceName(pub String);
+
+impl TryFrom<String> for InterfaceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = (1..=15).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':'));
+        if ok {
+            Ok(InterfaceName(s))
+        } else {
+            Err(format!(
+                "{s:?} is not a network interface name: 1 to 15 characters, no '/', ':' or spaces (like \"eth0\")"
+            ))
+        }
+    }
+}
+
+/// `media.xdp.mode`: `"auto"`, `"native"` or `"generic"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XdpModeValue(pub XdpMode);
+
+const XDP_MODE_EXPECTED: &str = "\"auto\", \"native\" or \"generic\"";
+
+impl<'de> Deserialize<'de> for XdpModeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = XdpModeValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(XDP_MODE_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<XdpModeValue, E> {
+                match s {
+                    "auto" => Ok(XdpModeValue(XdpMode::Auto)),
+                    "native" => Ok(XdpModeValue(XdpMode::Native)),
+                    "generic" => Ok(XdpModeValue(XdpMode::Generic)),
+                    _ => Err(E::custom(format!(
+                        "expected {XDP_MODE_EXPECTED}, found {s:?}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// An SDP encoding name (`PCMA`, `telephone-event`, `G722`), stored
 /// lowercase: the data plane compares lowercase names.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -241,6 +292,23 @@ pub fn resolve(file: &ConfigFile, shards: usize) -> Result<MediaPolicy, Problem>
             ),
         ));
     }
+    let xdp = match &media.xdp {
+        None => None,
+        Some(x) => match bind {
+            IpAddr::V4(v4) if !v4.is_unspecified() => Some(XdpSettings {
+                interface: x.interface.0.clone(),
+                mode: x.mode.0,
+            }),
+            _ => {
+                return Err(Problem::new(
+                    path.key("xdp"),
+                    format!(
+                        "the AF_XDP path needs media.listen to be a specific IPv4 address (it sends from it); found {bind}"
+                    ),
+                ));
+            }
+        },
+    };
     Ok(MediaPolicy {
         bind,
         advertise,
@@ -250,6 +318,7 @@ pub fn resolve(file: &ConfigFile, shards: usize) -> Result<MediaPolicy, Problem>
             .timeout_s
             .map_or(Duration::from_secs(u64::from(DEFAULT_TIMEOUT_S)), |t| t.0),
         forbidden: media.forbidden_destinations.iter().map(|n| n.0).collect(),
+        xdp,
     })
 }
 
@@ -278,6 +347,7 @@ fn defaults(file: &ConfigFile, path: &FieldPath) -> Result<MediaPolicy, Problem>
         last_port: DEFAULT_PORTS.last,
         timeout: Duration::from_secs(u64::from(DEFAULT_TIMEOUT_S)),
         forbidden: Vec::new(),
+        xdp: None,
     })
 }
 
@@ -286,9 +356,18 @@ fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
 }
 
 /// `listen 127.0.0.1, advertise 203.0.113.5, ports 30000-39999, timeout_s 60`
+/// (and `, xdp eth0 auto` with the AF_XDP path).
 pub fn media_summary(media: &MediaPolicy) -> String {
+    let xdp = media.xdp.as_ref().map_or(String::new(), |x| {
+        let mode = match x.mode {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        };
+        format!(", xdp {} {mode}", x.interface)
+    });
     format!(
-        "listen {}, advertise {}, ports {}-{}, timeout_s {}",
+        "listen {}, advertise {}, ports {}-{}, timeout_s {}{xdp}",
         media.bind,
         media.advertise,
         media.first_port,

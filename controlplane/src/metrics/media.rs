@@ -84,6 +84,39 @@ impl SbcCollector {
             "Media ports the calls of each shard hold now.",
             ports,
         )?;
+        let xdp_sockets = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ([("shard", i)], s.xdp_socket.load(Ordering::Relaxed)));
+        gauge(
+            enc,
+            "media_xdp_socket",
+            "1 while the shard relays media through an AF_XDP socket.",
+            xdp_sockets,
+        )?;
+        type Total = fn(&ShardStats) -> &AtomicU64;
+        let xdp: [(&str, &str, Total); 3] = [
+            (
+                "media_xdp_received",
+                "Frames the shards' AF_XDP sockets received.",
+                |s| &s.xdp_received,
+            ),
+            (
+                "media_xdp_sent",
+                "Frames relayed on the AF_XDP path (rewritten in place and transmitted).",
+                |s| &s.xdp_sent,
+            ),
+            (
+                "media_xdp_fallback",
+                "Frames received on the AF_XDP path whose payload was sent through a UDP socket (next hop not yet learned, or the transmit ring full).",
+                |s| &s.xdp_fallback,
+            ),
+        ];
+        for (name, help, field) in xdp {
+            let desc = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(self.total(field)).encode(desc)?;
+        }
         let timeouts = self.total(|s| &s.media_timeouts);
         let desc = enc.encode_descriptor(
             "media_timeouts",

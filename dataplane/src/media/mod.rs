@@ -1,6 +1,7 @@
 //! Media anchoring: SDP rewriting, per-shard port pools, and the relay
 //! state of each call's streams (latching, counters), all sans-IO.
 
+pub mod frame;
 pub mod ports;
 pub mod rtp;
 pub mod sdp;

@@ -21,6 +21,8 @@ mod slots;
 mod socket;
 #[allow(unsafe_code)]
 mod uring;
+#[allow(unsafe_code)]
+mod xdp;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +75,9 @@ pub struct Runtime {
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<ShardStats>>,
     stop: Arc<AtomicBool>,
+    /// The AF_XDP program while it is attached (detached on drop, after
+    /// the shards have closed their sockets).
+    _xdp: Option<Arc<xdp::XdpProgram>>,
 }
 
 impl Runtime {
@@ -110,6 +115,7 @@ impl Runtime {
                 "no SIP listen address",
             ));
         }
+        let program = media.as_ref().and_then(|m| attach_xdp(m, shard_count));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(shards);
@@ -120,6 +126,7 @@ impl Runtime {
             let stop = Arc::clone(&stop);
             let listeners = listeners.clone();
             let media = media.clone();
+            let program = program.clone();
             let ready = ready_tx.clone();
             let core = if cfg.pin_threads && !cores.is_empty() {
                 Some(cores[me % cores.len()])
@@ -165,12 +172,17 @@ impl Runtime {
                             }
                             _ => (Vec::new(), 0),
                         };
+                        let xsk = program
+                            .as_ref()
+                            .and_then(|(p, source)| open_xsk(p, me, &stats).map(|x| (x, *source)));
+                        drop(program);
                         let io = uring::ShardIo::new(
                             sockets,
                             media_sockets,
                             media_base,
                             cfg.sizes,
                             cfg.recv_mode,
+                            xsk,
                         )?;
                         mailboxes[me].set_ring_fd(io.ring_fd());
                         Ok(uring::ShardLoop {
@@ -220,6 +232,7 @@ impl Runtime {
             threads,
             stats,
             stop,
+            _xdp: program.map(|(p, _)| p),
         };
         if let Some(e) = first_error {
             runtime.stop();
@@ -237,11 +250,70 @@ impl Runtime {
         self.threads.iter().all(|t| !t.is_finished())
     }
 
+    /// Shards relaying through an AF_XDP socket.
+    pub fn xdp_shards(&self) -> usize {
+        self.stats
+            .iter()
+            .filter(|s| s.xdp_socket.load(Ordering::Relaxed) > 0)
+            .count()
+    }
+
     /// Stops the shards and waits for them.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// Attaches the AF_XDP program when the media settings ask for it. A
+/// failure is logged and the relay runs on its sockets alone (the
+/// automatic fallback of BRIEF §11).
+fn attach_xdp(
+    media: &crate::policy::MediaPolicy,
+    shards: u16,
+) -> Option<(Arc<xdp::XdpProgram>, std::net::Ipv4Addr)> {
+    let settings = media.xdp.as_ref()?;
+    let source = match media.bind {
+        std::net::IpAddr::V4(a) if !a.is_unspecified() => a,
+        other => {
+            tracing::warn!(bind = %other, "AF_XDP media path needs a specific IPv4 media address: relaying through sockets");
+            return None;
+        }
+    };
+    let plan = crate::media::PortPlan::new(media.first_port, media.last_port, shards)?;
+    match xdp::XdpProgram::attach(settings, plan, Some(source)) {
+        Ok(p) => {
+            tracing::info!(interface = %settings.interface, mode = p.mode, "AF_XDP media path attached");
+            Some((Arc::new(p), source))
+        }
+        Err(e) => {
+            tracing::warn!(interface = %settings.interface, error = %e, "AF_XDP media path unavailable: relaying through sockets");
+            None
+        }
+    }
+}
+
+/// Opens shard `me`'s AF_XDP socket on the receive queue of the same
+/// number. `None` (logged) when the interface has no such queue or the
+/// kernel refuses: that shard relays through its sockets.
+fn open_xsk(program: &xdp::XdpProgram, me: usize, stats: &ShardStats) -> Option<xdp::Xsk> {
+    let queue = u32::try_from(me).ok()?;
+    match xdp::Xsk::open(program, queue, queue) {
+        Ok(x) => {
+            tracing::info!(
+                shard = me,
+                queue,
+                zero_copy = x.zero_copy,
+                "AF_XDP socket open"
+            );
+            stats.xdp_socket.store(1, Ordering::Relaxed);
+            Some(x)
+        }
+        Err(e) => {
+            tracing::info!(shard = me, queue, error = %e, "no AF_XDP socket on this queue: the shard relays through its sockets");
+            None
         }
     }
 }

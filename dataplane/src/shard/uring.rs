@@ -20,6 +20,7 @@ use super::bufring::BufRing;
 use super::mailbox::{Handoff, Mailbox};
 use super::slots::{RecvSlot, SendPool, empty_msghdr};
 use super::socket::decode_sockaddr;
+use super::xdp::Xsk;
 use crate::b2bua::{Disposition, Engine};
 use crate::media::MediaDrop;
 use crate::net::LocalId;
@@ -32,6 +33,7 @@ const SEND_SIP: u64 = 2 << KIND_SHIFT;
 const SEND_MEDIA: u64 = 3 << KIND_SHIFT;
 const WAKE: u64 = 4 << KIND_SHIFT;
 const MSG_RING: u64 = 5 << KIND_SHIFT;
+const XSK_POLL: u64 = 6 << KIND_SHIFT;
 const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
 
 const BGID_SIP: u16 = 7;
@@ -47,6 +49,8 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How many completions a shard waits for before waking, at most; with
 /// `batch_wait` this coalesces wake-ups under load.
 const BATCH_WANT: usize = 64;
+/// Next hops the AF_XDP path remembers per shard (all forgotten when full).
+const MAX_NEXT_HOPS: usize = 65_536;
 
 /// Sizes of the per-shard I/O resources.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +110,13 @@ enum Recv {
 pub(crate) struct ShardIo {
     // Field order matters for Drop: the ring goes first.
     ring: IoUring,
+    /// The AF_XDP socket of the fast path, when this shard has one.
+    xsk: Option<Xsk>,
+    /// Learned next hops of the fast path: the source MAC of frames from
+    /// each peer address whose media was accepted.
+    next_hops: std::collections::HashMap<std::net::Ipv4Addr, [u8; 6]>,
+    /// The address the fast path sends from (the media address).
+    xdp_source: std::net::Ipv4Addr,
     recv: Recv,
     sockets: Vec<(UdpSocket, Class)>,
     /// Index in `sockets` of the first media socket; media sockets follow
@@ -152,6 +163,7 @@ impl ShardIo {
         media_base: u16,
         sizes: RingSizes,
         mode: RecvMode,
+        xsk: Option<(Xsk, std::net::Ipv4Addr)>,
     ) -> io::Result<Self> {
         let ring = match IoUring::builder()
             .setup_single_issuer()
@@ -195,8 +207,15 @@ impl ShardIo {
         let mut probe = Probe::new();
         let send_to = ring.submitter().register_probe(&mut probe).is_ok()
             && probe.is_supported(opcode::SendZc::CODE);
+        let (xsk, xdp_source) = match xsk {
+            Some((x, source)) => (Some(x), source),
+            None => (None, std::net::Ipv4Addr::UNSPECIFIED),
+        };
         Ok(ShardIo {
             ring,
+            xsk,
+            next_hops: std::collections::HashMap::new(),
+            xdp_source,
             recv,
             sockets,
             media_start,
@@ -274,6 +293,18 @@ impl ShardIo {
             }
         };
         push(&mut self.ring, &entry.user_data(RECV | idx as u64))
+    }
+
+    /// Asks for a completion whenever the AF_XDP socket has frames.
+    fn arm_xsk_poll(&mut self) -> io::Result<()> {
+        let Some(xsk) = &self.xsk else {
+            return Ok(());
+        };
+        let entry = opcode::PollAdd::new(Fd(xsk.fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(XSK_POLL);
+        push(&mut self.ring, &entry)
     }
 
     /// Queues a wake-up CQE on another shard's ring.
@@ -465,6 +496,7 @@ impl ShardLoop {
         for i in 0..self.io.sockets.len() {
             self.io.arm_recv(i)?;
         }
+        self.io.arm_xsk_poll()?;
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(4096);
         let mut wakes: Vec<i32> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
@@ -486,6 +518,7 @@ impl ShardLoop {
                 let idx = (ud & INDEX_MASK) as usize;
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
+                    XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
                     SEND_SIP | SEND_MEDIA => {
                         let pool = if ud & !INDEX_MASK == SEND_SIP {
                             &mut self.io.sip_send
@@ -508,6 +541,8 @@ impl ShardLoop {
                 sip.publish();
                 media.publish();
             }
+
+            self.relay_xdp(now)?;
 
             // Datagrams other shards handed to us.
             let mailbox = &self.mailboxes[self.me];
@@ -554,6 +589,96 @@ impl ShardLoop {
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    /// Relays the frames the AF_XDP socket holds: each accepted frame is
+    /// rewritten in place and transmitted from the same memory when the
+    /// next hop of its destination is known, else its payload goes out
+    /// through the UDP socket of its port (as on the socket path).
+    fn relay_xdp(&mut self, now: Instant) -> io::Result<()> {
+        let io = &mut self.io;
+        let Some(xsk) = io.xsk.as_mut() else {
+            return Ok(());
+        };
+        let (umem, xsk) = xsk.parts();
+        xsk.reap();
+        let mut received = 0u64;
+        let mut sent = 0u64;
+        let mut fallback = 0u64;
+        while let Some((addr, len)) = xsk.next() {
+            received += 1;
+            let Some(frame) = umem.frame(addr, len) else {
+                xsk.recycle(addr);
+                continue;
+            };
+            let Some(parsed) = crate::media::frame::parse(frame) else {
+                self.stats.media_drop(MediaDrop::UnknownPort);
+                xsk.recycle(addr);
+                continue;
+            };
+            let payload = frame.get(parsed.payload.clone()).unwrap_or(b"");
+            let src = std::net::SocketAddr::V4(parsed.src);
+            let Some(f) = self
+                .engine
+                .handle_media(now, parsed.dst.port(), src, payload)
+            else {
+                xsk.recycle(addr);
+                continue;
+            };
+            // Accepted media: its sender is reached through the frame's
+            // source MAC (kept bounded; relearned as packets arrive).
+            if io.next_hops.get(parsed.src.ip()) != Some(&parsed.src_mac) {
+                if io.next_hops.len() >= MAX_NEXT_HOPS {
+                    io.next_hops.clear();
+                }
+                io.next_hops.insert(*parsed.src.ip(), parsed.src_mac);
+            }
+            let hop = match f.to {
+                std::net::SocketAddr::V4(to) => io.next_hops.get(to.ip()).map(|mac| (to, *mac)),
+                std::net::SocketAddr::V6(_) => None,
+            };
+            match hop {
+                Some((to, mac)) if xsk.can_send() => {
+                    let from = std::net::SocketAddrV4::new(io.xdp_source, f.from_port);
+                    if crate::media::frame::rewrite(frame, from, to, mac) {
+                        xsk.send(addr, len);
+                        sent += 1;
+                        continue;
+                    }
+                    xsk.recycle(addr);
+                }
+                _ => {
+                    send_media(
+                        &mut io.ring,
+                        &io.sockets,
+                        io.media_start,
+                        io.media_base,
+                        &mut io.media_send,
+                        f.from_port,
+                        f.to,
+                        payload,
+                        &self.stats,
+                        io.fixed_files,
+                        io.send_to,
+                    )?;
+                    fallback += 1;
+                    xsk.recycle(addr);
+                }
+            }
+        }
+        // Counted before the frames leave, so whoever receives them sees
+        // them counted.
+        if received > 0 {
+            self.stats
+                .xdp_received
+                .fetch_add(received, Ordering::Relaxed);
+            self.stats.xdp_sent.fetch_add(sent, Ordering::Relaxed);
+            self.stats
+                .xdp_fallback
+                .fetch_add(fallback, Ordering::Relaxed);
+        }
+        xsk.flush();
         Ok(())
     }
 

@@ -114,6 +114,7 @@ pub fn media_policy() -> Policy {
         last_port: 30099,
         timeout: Duration::from_secs(30),
         forbidden: Vec::new(),
+        xdp: None,
     });
     p
 }

@@ -66,6 +66,7 @@ fn without_media_section_media_is_anchored_on_the_first_listen_ip() {
             last_port: 39999,
             timeout: Duration::from_secs(60),
             forbidden: Vec::new(),
+            xdp: None,
         }
     );
     let embedded = Config::embedded_default().unwrap();
@@ -133,6 +134,7 @@ fn media_section_is_compiled_with_its_defaults() {
             last_port: 20999,
             timeout: Duration::from_secs(30),
             forbidden: Vec::new(),
+            xdp: None,
         }
     );
     let media = media_of(&with_base(
@@ -494,4 +496,58 @@ fn codec_listed_twice_in_any_case() {
         ),
         "trunks[0].codecs[2]: \"pcma\" is listed twice (first at codecs[0])",
     );
+}
+
+// --- [media.xdp] ---
+
+#[test]
+fn xdp_section_is_read_with_auto_as_default_mode() {
+    use sbc_dataplane::policy::{XdpMode, XdpSettings};
+    let media = media_of(&with_base(
+        "[media]\nlisten = \"192.0.2.1\"\nports = \"30000-30999\"\n[media.xdp]\ninterface = \"eth0\"\n",
+    ));
+    assert_eq!(
+        media.xdp,
+        Some(XdpSettings {
+            interface: "eth0".into(),
+            mode: XdpMode::Auto
+        })
+    );
+    let media = media_of(&with_base(
+        "[media]\nlisten = \"192.0.2.1\"\nports = \"30000-30999\"\n[media.xdp]\ninterface = \"ens1f0\"\nmode = \"native\"\n",
+    ));
+    assert_eq!(media.xdp.map(|x| x.mode), Some(XdpMode::Native));
+    assert_eq!(media_of(BASE).xdp, None, "sockets only unless asked");
+}
+
+#[test]
+fn xdp_needs_a_specific_ipv4_media_address() {
+    for listen in ["0.0.0.0\"\nadvertise = \"192.0.2.1", "2001:db8::1"] {
+        rejects(
+            &with_base(&format!(
+                "[media]\nlisten = \"{listen}\"\nports = \"30000-30999\"\n[media.xdp]\ninterface = \"eth0\"\n"
+            )),
+            "media.xdp: the AF_XDP path needs media.listen to be a specific IPv4 address",
+        );
+    }
+}
+
+#[test]
+fn xdp_interface_and_mode_are_checked() {
+    let xdp = |body: &str| {
+        with_base(&format!(
+            "[media]\nlisten = \"192.0.2.1\"\nports = \"30000-30999\"\n[media.xdp]\n{body}\n"
+        ))
+    };
+    rejects(
+        &xdp("interface = \"a-very-long-name0\""),
+        "is not a network interface name",
+    );
+    rejects(&xdp("interface = \"eth 0\""), "is not a network interface name");
+    rejects(&xdp("interface = \"\""), "is not a network interface name");
+    rejects(
+        &xdp("interface = \"eth0\"\nmode = \"fast\""),
+        "expected \"auto\", \"native\" or \"generic\", found \"fast\"",
+    );
+    rejects(&xdp("mode = \"auto\""), "interface");
 }

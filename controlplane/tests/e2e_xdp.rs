@@ -1,0 +1,250 @@
+//! End-to-end AF_XDP media path: the real `sbc` with `[media.xdp]` on lo
+//! (generic XDP), in a network namespace of the test's own (where lo may
+//! take the frames AF_XDP sends to 127.0.0.0/8, `route_localnet`, without
+//! touching the host). Media is relayed both ways, from the SBC's ports,
+//! payload intact; frames toward a peer whose next hop is not yet known go
+//! out through the UDP socket, later ones through AF_XDP. And when XDP
+//! cannot attach, the SBC relays through its sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IN_NETNS: &str = "SBC_TEST_IN_NETNS";
+
+/// Runs the test `name` of this binary again inside a new network
+/// namespace (util-linux `unshare`, as root) and asserts it passed there.
+/// Returns false in the outer run; true inside, where the body goes on.
+fn in_own_netns(name: &str) -> bool {
+    if std::env::var_os(IN_NETNS).is_some() {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success(), "ip link set lo up");
+        for conf in ["all", "lo"] {
+            std::fs::write(
+                format!("/proc/sys/net/ipv4/conf/{conf}/route_localnet"),
+                "1",
+            )
+            .unwrap();
+        }
+        return true;
+    }
+    let out = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(IN_NETNS, "1")
+        .output()
+        .expect("run unshare (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "inside the namespace:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "the test ran inside the namespace:\n{text}"
+    );
+    false
+}
+
+fn sdp(ip: &str, port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    )
+}
+
+fn audio_port(msg: &str) -> u16 {
+    msg.split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn wait_for(peer: &Peer, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Some((m, _)) = peer.recv(Duration::from_millis(500))
+            && want(&m)
+        {
+            return m;
+        }
+    }
+    panic!("no {what} within 15 s");
+}
+
+/// Sets up one anchored call pbx -> carrier-a with media at pbx:6100 and
+/// carrier-a:6000. Returns the SBC's ports facing the pbx and the carrier.
+fn call(net: Net, pbx: &Peer, carrier: &Peer) -> (u16, u16) {
+    let p = net.pbx();
+    let offer = sdp(&p, 6100);
+    let invite = format!(
+        "INVITE sip:+441234567@{sbc} SIP/2.0\r\nVia: SIP/2.0/UDP {p}:5060;branch=z9hG4bKxdp1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{p}>;tag=a1\r\nTo: <sip:+441234567@{sbc}>\r\nCall-ID: xdp1@{p}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{p}:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+        offer.len(),
+        sbc = net.sbc(),
+    );
+    pbx.send(&net.sbc(), &invite);
+    let inv = wait_for(carrier, "INVITE", |m| m.starts_with("INVITE "));
+    let toward_carrier = audio_port(&inv);
+    let extra = format!(
+        "Contact: <sip:callee@{}:5060>\r\nContent-Type: application/sdp\r\n",
+        net.carrier_a()
+    );
+    carrier.send(
+        &net.sbc(),
+        &respond(
+            &inv,
+            200,
+            "OK",
+            "callee",
+            &extra,
+            &sdp(&net.carrier_a(), 6000),
+        ),
+    );
+    let ok = wait_for(pbx, "200", |m| m.starts_with("SIP/2.0 200"));
+    let toward_pbx = audio_port(&ok);
+    let to = header(&ok, "To").unwrap();
+    let ack = format!(
+        "ACK sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/UDP {p}:5060;branch=z9hG4bKxdpack;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{p}>;tag=a1\r\nTo: {to}\r\nCall-ID: xdp1@{p}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        sbc = net.sbc(),
+    );
+    pbx.send(&net.sbc(), &ack);
+    wait_for(carrier, "ACK", |m| m.starts_with("ACK "));
+    (toward_pbx, toward_carrier)
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 8];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78]);
+    // An odd length and varied bytes, so a bad checksum or a cut shows.
+    p.extend((0..161u32).map(|i| (i * 7 + u32::from(seq)) as u8));
+    p
+}
+
+/// Sends packets `seqs` from `from` to the SBC's `port`; the far socket
+/// must get each, intact, from the SBC's port `relay_port`.
+fn relay_ok(
+    net: Net,
+    from: &UdpSocket,
+    port: u16,
+    to: &UdpSocket,
+    relay_port: u16,
+    seqs: std::ops::Range<u16>,
+) {
+    let relay: SocketAddr = format!("{}:{relay_port}", net.ip(1)).parse().unwrap();
+    let mut buf = [0u8; 2048];
+    for seq in seqs {
+        from.send_to(&rtp(seq), format!("{}:{port}", net.ip(1)))
+            .unwrap();
+        let (n, src) = to
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("packet {seq} toward port {port} not relayed: {e}"));
+        assert_eq!(src, relay, "relayed from the SBC's port");
+        assert_eq!(&buf[..n], &rtp(seq)[..], "packet {seq} intact");
+    }
+}
+
+#[test]
+fn media_takes_the_af_xdp_path_once_the_next_hop_is_known() {
+    if !in_own_netns("media_takes_the_af_xdp_path_once_the_next_hop_is_known") {
+        return;
+    }
+    let net = Net(121);
+    let mut config = example_config(net, 1);
+    config.push_str("\n[media.xdp]\ninterface = \"lo\"\nmode = \"generic\"\n");
+    let sbc = Sbc::start(net, &config);
+    assert_eq!(
+        sbc.metric(r#"sbc_media_xdp_socket{shard="0"}"#),
+        1.0,
+        "shard 0 has its AF_XDP socket: {}",
+        sbc.log()
+    );
+    let pbx = Peer::bind(&net.pbx());
+    let carrier = Peer::bind(&net.carrier_a());
+    let (toward_pbx, toward_carrier) = call(net, &pbx, &carrier);
+    let a = UdpSocket::bind(format!("{}:6100", net.pbx())).unwrap();
+    let b = UdpSocket::bind(format!("{}:6000", net.carrier_a())).unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+
+    // The carrier has sent nothing yet: its next hop is unknown, so the
+    // pbx's packets leave through the SBC's UDP socket.
+    relay_ok(net, &a, toward_pbx, &b, toward_carrier, 0..20);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_received_total"), 20.0);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_fallback_total"), 20.0);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_sent_total"), 0.0);
+
+    // The pbx's next hop is known (learned from its accepted packets):
+    // the carrier's packets are rewritten and sent by AF_XDP.
+    relay_ok(net, &b, toward_carrier, &a, toward_pbx, 100..130);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_sent_total"), 30.0);
+
+    // Now both ways.
+    relay_ok(net, &a, toward_pbx, &b, toward_carrier, 20..60);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_received_total"), 90.0);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_sent_total"), 70.0);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_fallback_total"), 20.0);
+    assert_eq!(
+        sbc.metric(r#"sbc_media_packets_total{direction="caller_to_callee"}"#),
+        60.0
+    );
+    assert_eq!(
+        sbc.metric(r#"sbc_media_packets_total{direction="callee_to_caller"}"#),
+        30.0
+    );
+
+    // A stranger's packets to the pbx-facing port are dropped as on the
+    // socket path (never relayed, never latched).
+    let stranger = UdpSocket::bind(format!("{}:6100", net.ip(99))).unwrap();
+    stranger
+        .send_to(&rtp(999), format!("{}:{toward_pbx}", net.ip(1)))
+        .unwrap();
+    relay_ok(net, &a, toward_pbx, &b, toward_carrier, 60..61);
+    assert!(sbc.metric_sum("sbc_media_dropped_total") >= 1.0);
+}
+
+#[test]
+fn without_xdp_support_the_sbc_relays_through_its_sockets() {
+    // No namespace needed: nothing attaches.
+    let net = Net(122);
+    let mut config = example_config(net, 1);
+    config.push_str("\n[media.xdp]\ninterface = \"nosuch0\"\n");
+    let sbc = Sbc::start(net, &config);
+    assert!(
+        sbc.log().contains("AF_XDP media path unavailable"),
+        "{}",
+        sbc.log()
+    );
+    assert_eq!(sbc.metric(r#"sbc_media_xdp_socket{shard="0"}"#), 0.0);
+    let pbx = Peer::bind(&net.pbx());
+    let carrier = Peer::bind(&net.carrier_a());
+    let (toward_pbx, toward_carrier) = call(net, &pbx, &carrier);
+    let a = UdpSocket::bind(format!("{}:6100", net.pbx())).unwrap();
+    let b = UdpSocket::bind(format!("{}:6000", net.carrier_a())).unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    relay_ok(net, &a, toward_pbx, &b, toward_carrier, 0..10);
+    relay_ok(net, &b, toward_carrier, &a, toward_pbx, 0..10);
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_received_total"), 0.0);
+    assert_eq!(
+        sbc.metric_sum("sbc_media_packets_total"),
+        20.0,
+        "relayed by the sockets"
+    );
+}
