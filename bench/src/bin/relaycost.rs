@@ -306,8 +306,7 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             let calls = setup::sbc_calls(sbc, &ip(10), &ip(20), sink_addr, a.streams)
                 .unwrap_or_else(|e| fail(&format!("sbc calls: {e}")));
             // As in a real call, the callee's side sends too: one packet
-            // per call, before the measurement (it latches the callee's
-            // side, and shows the AF_XDP path the callee's next hop).
+            // per call, before the measurement (it latches that side).
             for port in &calls.callee_ports {
                 let _ = sink.send_to(&rtp_packet(0, 0), format!("{relay_ip}:{port}"));
             }

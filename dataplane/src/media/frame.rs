@@ -23,7 +23,6 @@ const TTL: u8 = 64;
 /// What the relay needs of a received frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpFrame {
-    pub src_mac: [u8; 6],
     pub src: SocketAddrV4,
     pub dst: SocketAddrV4,
     /// Where the UDP payload lies in the frame.
@@ -48,10 +47,7 @@ pub fn parse(frame: &[u8]) -> Option<UdpFrame> {
     if total > frame.len() - ETH_LEN || udp_len < UDP_LEN || udp_len != total.checked_sub(IP_LEN)? {
         return None;
     }
-    let mut src_mac = [0; 6];
-    src_mac.copy_from_slice(&h[6..12]);
     Some(UdpFrame {
-        src_mac,
         src: SocketAddrV4::new(ip_at(h, IP + 12), u16::from_be_bytes([h[UDP], h[UDP + 1]])),
         dst: SocketAddrV4::new(
             ip_at(h, IP + 16),
@@ -66,14 +62,20 @@ fn ip_at(h: &[u8], at: usize) -> Ipv4Addr {
 }
 
 /// Turns a frame [`parse`] accepted into the frame that relays its payload
-/// from `src` to `dst` via the next hop `dst_mac`: the Ethernet source
-/// becomes the address the frame was sent to (our interface), the TTL is
-/// reset, and both checksums are computed afresh. (Not updated from the
+/// from `src` to `dst`, from our interface's `macs.0` to the next hop
+/// `macs.1`: the TTL and the DSCP/ECN byte are reset (as the relay's
+/// sockets send: the peer's marking does not cross the SBC), and both
+/// checksums are computed afresh. (Not updated from the
 /// received ones: a frame from a local sender, in generic mode, carries
 /// only the partial UDP checksum the sender left to checksum offload.)
 /// `false`, with the frame untouched, when it is not a frame `parse`
 /// accepts.
-pub fn rewrite(frame: &mut [u8], src: SocketAddrV4, dst: SocketAddrV4, dst_mac: [u8; 6]) -> bool {
+pub fn rewrite(
+    frame: &mut [u8],
+    macs: ([u8; 6], [u8; 6]),
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+) -> bool {
     let Some(parsed) = parse(frame) else {
         return false;
     };
@@ -81,9 +83,9 @@ pub fn rewrite(frame: &mut [u8], src: SocketAddrV4, dst: SocketAddrV4, dst_mac: 
     let Some(h) = frame.get_mut(..HEADERS) else {
         return false;
     };
-    let our_mac: [u8; 6] = [h[0], h[1], h[2], h[3], h[4], h[5]];
-    h[0..6].copy_from_slice(&dst_mac);
-    h[6..12].copy_from_slice(&our_mac);
+    h[0..6].copy_from_slice(&macs.1);
+    h[6..12].copy_from_slice(&macs.0);
+    h[IP + 1] = 0;
     h[IP + 12..IP + 16].copy_from_slice(&src.ip().octets());
     h[IP + 16..IP + 20].copy_from_slice(&dst.ip().octets());
     h[UDP..UDP + 2].copy_from_slice(&src.port().to_be_bytes());
@@ -160,6 +162,12 @@ mod tests {
             .udp(src.port(), dst.port());
         let mut out = Vec::new();
         b.write(&mut out, payload).unwrap();
+        out[15] = 0xb8; // EF, as a peer may mark it
+        let sum = etherparse::Ipv4HeaderSlice::from_slice(&out[14..34])
+            .unwrap()
+            .to_header()
+            .calc_header_checksum();
+        out[24..26].copy_from_slice(&sum.to_be_bytes());
         out
     }
 
@@ -208,7 +216,6 @@ mod tests {
     fn parses_what_etherparse_builds() {
         let f = frame(addr("192.0.2.7:4000"), addr("198.51.100.1:30000"), b"rtp!");
         let p = parse(&f).unwrap();
-        assert_eq!(p.src_mac, A);
         assert_eq!(p.src, addr("192.0.2.7:4000"));
         assert_eq!(p.dst, addr("198.51.100.1:30000"));
         assert_eq!(&f[p.payload], b"rtp!");
@@ -254,9 +261,9 @@ mod tests {
         );
         assert!(rewrite(
             &mut f,
+            (US, B),
             addr("198.51.100.1:30002"),
             addr("203.0.113.9:5004"),
-            B
         ));
         let (src_mac, dst_mac, src, dst, ttl, payload) = check(&f);
         assert_eq!((src_mac, dst_mac), (US, B));
@@ -265,6 +272,7 @@ mod tests {
             (addr("198.51.100.1:30002"), addr("203.0.113.9:5004"))
         );
         assert_eq!(ttl, TTL);
+        assert_eq!(f[15], 0, "DSCP and ECN reset");
         assert_eq!(payload, vec![0x80; 160]);
     }
 
@@ -280,9 +288,9 @@ mod tests {
         f[41] = 0x34;
         assert!(rewrite(
             &mut f,
+            (US, B),
             addr("198.51.100.1:30002"),
             addr("203.0.113.9:5004"),
-            B
         ));
         assert_ne!(&f[40..42], &[0, 0], "a checksum is sent");
         check(&f);
@@ -291,12 +299,22 @@ mod tests {
     #[test]
     fn rewrite_refuses_what_parse_refuses() {
         let mut f = vec![0u8; HEADERS - 1];
-        assert!(!rewrite(&mut f, addr("1.2.3.4:5"), addr("5.6.7.8:9"), B));
+        assert!(!rewrite(
+            &mut f,
+            (US, B),
+            addr("1.2.3.4:5"),
+            addr("5.6.7.8:9")
+        ));
         assert!(f.iter().all(|&b| b == 0));
         let mut f = frame(addr("192.0.2.7:4000"), addr("198.51.100.1:30000"), b"abcd");
         f[23] = 6;
         let before = f.clone();
-        assert!(!rewrite(&mut f, addr("1.2.3.4:5"), addr("5.6.7.8:9"), B));
+        assert!(!rewrite(
+            &mut f,
+            (US, B),
+            addr("1.2.3.4:5"),
+            addr("5.6.7.8:9")
+        ));
         assert_eq!(f, before);
     }
 
@@ -334,7 +352,7 @@ mod tests {
             let mut f = frame(from, us, &payload);
             let (out_src, out_dst) = (SocketAddrV4::new(c.into(), ports[2]), SocketAddrV4::new(d.into(), ports[3]));
             prop_assert!(parse(&f).is_some());
-            prop_assert!(rewrite(&mut f, out_src, out_dst, B));
+            prop_assert!(rewrite(&mut f, (US, B), out_src, out_dst));
             let (_, _, src, dst, _, body) = check(&f);
             prop_assert_eq!((src, dst), (out_src, out_dst));
             prop_assert_eq!(body, payload);

@@ -79,15 +79,18 @@ pub enum MediaDrop {
     PoolExhausted,
     /// Larger than the relay's send buffers.
     Oversized,
+    /// A frame on the AF_XDP path that is not a whole IPv4/UDP datagram.
+    Malformed,
 }
 
 impl MediaDrop {
-    pub const ALL: [MediaDrop; 5] = [
+    pub const ALL: [MediaDrop; 6] = [
         MediaDrop::UnknownPort,
         MediaDrop::NotLatched,
         MediaDrop::NoDestination,
         MediaDrop::PoolExhausted,
         MediaDrop::Oversized,
+        MediaDrop::Malformed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -97,6 +100,7 @@ impl MediaDrop {
             MediaDrop::NoDestination => "no_destination",
             MediaDrop::PoolExhausted => "pool_exhausted",
             MediaDrop::Oversized => "oversized",
+            MediaDrop::Malformed => "malformed",
         }
     }
 }

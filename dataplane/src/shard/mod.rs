@@ -16,6 +16,7 @@ mod bufring;
 #[allow(unsafe_code)]
 mod limits;
 mod mailbox;
+mod nexthop;
 #[allow(unsafe_code)]
 mod slots;
 mod socket;
@@ -174,7 +175,7 @@ impl Runtime {
                         };
                         let xsk = program
                             .as_ref()
-                            .and_then(|(p, source)| open_xsk(p, me, &stats).map(|x| (x, *source)));
+                            .and_then(|(p, source)| open_xsk(p, *source, me, &stats));
                         drop(program);
                         let io = uring::ShardIo::new(
                             sockets,
@@ -296,23 +297,48 @@ fn attach_xdp(
 }
 
 /// Opens shard `me`'s AF_XDP socket on the receive queue of the same
-/// number. `None` (logged) when the interface has no such queue or the
-/// kernel refuses: that shard relays through its sockets.
-fn open_xsk(program: &xdp::XdpProgram, me: usize, stats: &ShardStats) -> Option<xdp::Xsk> {
+/// number, with its netlink socket for next hops. `None` (logged) when the
+/// interface has no such queue or the kernel refuses: that shard relays
+/// through its sockets.
+fn open_xsk(
+    program: &xdp::XdpProgram,
+    source: std::net::Ipv4Addr,
+    me: usize,
+    stats: &ShardStats,
+) -> Option<xdp::XdpPath> {
     let queue = u32::try_from(me).ok()?;
-    match xdp::Xsk::open(program, queue, queue) {
-        Ok(x) => {
+    let opened =
+        xdp::Xsk::open(program, queue, queue).and_then(|xsk| Ok((xsk, nexthop::Netlink::open()?)));
+    match opened {
+        Ok((xsk, netlink)) => {
             tracing::info!(
                 shard = me,
                 queue,
-                zero_copy = x.zero_copy,
+                zero_copy = xsk.zero_copy,
                 "AF_XDP socket open"
             );
             stats.xdp_socket.store(1, Ordering::Relaxed);
-            Some(x)
+            Some(xdp::XdpPath {
+                xsk,
+                source,
+                ifindex: program.ifindex,
+                link: program.link,
+                netlink,
+                hops: nexthop::Cache::default(),
+            })
+        }
+        // Queues past the interface's last are refused with EINVAL: only
+        // a refusal of queue 0, or another error, is worth a warning.
+        Err(e) if me > 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::info!(
+                shard = me,
+                queue,
+                "the interface has no such queue: this shard relays through its sockets"
+            );
+            None
         }
         Err(e) => {
-            tracing::info!(shard = me, queue, error = %e, "no AF_XDP socket on this queue: the shard relays through its sockets");
+            tracing::warn!(shard = me, queue, error = %e, "no AF_XDP socket: this shard relays through its sockets");
             None
         }
     }

@@ -18,9 +18,10 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use super::bufring::BufRing;
 use super::mailbox::{Handoff, Mailbox};
+use super::nexthop::Lookup;
 use super::slots::{RecvSlot, SendPool, empty_msghdr};
 use super::socket::decode_sockaddr;
-use super::xdp::Xsk;
+use super::xdp::XdpPath;
 use crate::b2bua::{Disposition, Engine};
 use crate::media::MediaDrop;
 use crate::net::LocalId;
@@ -49,8 +50,10 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How many completions a shard waits for before waking, at most; with
 /// `batch_wait` this coalesces wake-ups under load.
 const BATCH_WANT: usize = 64;
-/// Next hops the AF_XDP path remembers per shard (all forgotten when full).
-const MAX_NEXT_HOPS: usize = 65_536;
+/// Longest sleep while AF_XDP frames wait for the kernel to take them.
+const UNSENT_WAIT: Duration = Duration::from_millis(1);
+/// Next-hop table lookups per loop round on the AF_XDP path.
+const MAX_LOOKUPS: u32 = 8;
 
 /// Sizes of the per-shard I/O resources.
 #[derive(Debug, Clone, Copy)]
@@ -110,13 +113,8 @@ enum Recv {
 pub(crate) struct ShardIo {
     // Field order matters for Drop: the ring goes first.
     ring: IoUring,
-    /// The AF_XDP socket of the fast path, when this shard has one.
-    xsk: Option<Xsk>,
-    /// Learned next hops of the fast path: the source MAC of frames from
-    /// each peer address whose media was accepted.
-    next_hops: std::collections::HashMap<std::net::Ipv4Addr, [u8; 6]>,
-    /// The address the fast path sends from (the media address).
-    xdp_source: std::net::Ipv4Addr,
+    /// The AF_XDP fast path, when this shard has one.
+    xdp: Option<XdpPath>,
     recv: Recv,
     sockets: Vec<(UdpSocket, Class)>,
     /// Index in `sockets` of the first media socket; media sockets follow
@@ -163,7 +161,7 @@ impl ShardIo {
         media_base: u16,
         sizes: RingSizes,
         mode: RecvMode,
-        xsk: Option<(Xsk, std::net::Ipv4Addr)>,
+        xdp: Option<XdpPath>,
     ) -> io::Result<Self> {
         let ring = match IoUring::builder()
             .setup_single_issuer()
@@ -207,15 +205,9 @@ impl ShardIo {
         let mut probe = Probe::new();
         let send_to = ring.submitter().register_probe(&mut probe).is_ok()
             && probe.is_supported(opcode::SendZc::CODE);
-        let (xsk, xdp_source) = match xsk {
-            Some((x, source)) => (Some(x), source),
-            None => (None, std::net::Ipv4Addr::UNSPECIFIED),
-        };
         Ok(ShardIo {
             ring,
-            xsk,
-            next_hops: std::collections::HashMap::new(),
-            xdp_source,
+            xdp,
             recv,
             sockets,
             media_start,
@@ -297,10 +289,10 @@ impl ShardIo {
 
     /// Asks for a completion whenever the AF_XDP socket has frames.
     fn arm_xsk_poll(&mut self) -> io::Result<()> {
-        let Some(xsk) = &self.xsk else {
+        let Some(xdp) = &self.xdp else {
             return Ok(());
         };
-        let entry = opcode::PollAdd::new(Fd(xsk.fd()), libc::POLLIN as u32)
+        let entry = opcode::PollAdd::new(Fd(xdp.xsk.fd()), libc::POLLIN as u32)
             .multi(true)
             .build()
             .user_data(XSK_POLL);
@@ -560,13 +552,19 @@ impl ShardLoop {
             }
 
             let busy = self.engine.pending_transmits() > 0 && self.io.sip_send.has_free();
+            // Frames the kernel could not take yet are kicked again soon.
+            let max_wait = if self.io.xdp.as_ref().is_some_and(|x| x.xsk.unsent()) {
+                UNSENT_WAIT
+            } else {
+                MAX_WAIT
+            };
             let wait = if busy {
                 Duration::ZERO
             } else {
                 self.engine
                     .poll_timeout()
-                    .map_or(MAX_WAIT, |t| t.saturating_duration_since(Instant::now()))
-                    .min(MAX_WAIT)
+                    .map_or(max_wait, |t| t.saturating_duration_since(Instant::now()))
+                    .min(max_wait)
             };
             let ts = Timespec::from(wait);
             let mut args = SubmitArgs::new().timespec(&ts);
@@ -594,26 +592,30 @@ impl ShardLoop {
 
     /// Relays the frames the AF_XDP socket holds: each accepted frame is
     /// rewritten in place and transmitted from the same memory when the
-    /// next hop of its destination is known, else its payload goes out
+    /// destination's next hop is resolved, else its payload goes out
     /// through the UDP socket of its port (as on the socket path).
     fn relay_xdp(&mut self, now: Instant) -> io::Result<()> {
         let io = &mut self.io;
-        let Some(xsk) = io.xsk.as_mut() else {
+        let Some(path) = io.xdp.as_mut() else {
             return Ok(());
         };
-        let (umem, xsk) = xsk.parts();
+        let (umem, xsk) = path.xsk.parts();
         xsk.reap();
         let mut received = 0u64;
         let mut sent = 0u64;
         let mut fallback = 0u64;
+        // Table lookups per round, so a burst of new destinations cannot
+        // hold the loop up.
+        let mut lookups = MAX_LOOKUPS;
         while let Some((addr, len)) = xsk.next() {
             received += 1;
             let Some(frame) = umem.frame(addr, len) else {
+                self.stats.media_drop(MediaDrop::Malformed);
                 xsk.recycle(addr);
                 continue;
             };
             let Some(parsed) = crate::media::frame::parse(frame) else {
-                self.stats.media_drop(MediaDrop::UnknownPort);
+                self.stats.media_drop(MediaDrop::Malformed);
                 xsk.recycle(addr);
                 continue;
             };
@@ -626,30 +628,36 @@ impl ShardLoop {
                 xsk.recycle(addr);
                 continue;
             };
-            // Accepted media: its sender is reached through the frame's
-            // source MAC (kept bounded; relearned as packets arrive).
-            if io.next_hops.get(parsed.src.ip()) != Some(&parsed.src_mac) {
-                if io.next_hops.len() >= MAX_NEXT_HOPS {
-                    io.next_hops.clear();
-                }
-                io.next_hops.insert(*parsed.src.ip(), parsed.src_mac);
-            }
             let hop = match f.to {
-                std::net::SocketAddr::V4(to) => io.next_hops.get(to.ip()).map(|mac| (to, *mac)),
+                std::net::SocketAddr::V4(to) => match path.hops.lookup(now, *to.ip()) {
+                    Lookup::Hop(mac) => Some((to, mac)),
+                    Lookup::Socket => None,
+                    Lookup::Resolve if lookups > 0 => {
+                        lookups -= 1;
+                        let first = path.hops.is_new(*to.ip());
+                        let mac = path.netlink.resolve(path.ifindex, path.link, *to.ip());
+                        path.hops.store(now, *to.ip(), mac);
+                        // After an expiry this packet takes the socket,
+                        // which has the kernel check the neighbour.
+                        mac.filter(|_| first).map(|m| (to, m))
+                    }
+                    Lookup::Resolve => None,
+                },
                 std::net::SocketAddr::V6(_) => None,
             };
             match hop {
                 Some((to, mac)) if xsk.can_send() => {
-                    let from = std::net::SocketAddrV4::new(io.xdp_source, f.from_port);
-                    if crate::media::frame::rewrite(frame, from, to, mac) {
+                    let from = std::net::SocketAddrV4::new(path.source, f.from_port);
+                    if crate::media::frame::rewrite(frame, (path.link.mac, mac), from, to) {
                         xsk.send(addr, len);
                         sent += 1;
-                        continue;
+                    } else {
+                        self.stats.media_drop(MediaDrop::Malformed);
+                        xsk.recycle(addr);
                     }
-                    xsk.recycle(addr);
                 }
                 _ => {
-                    send_media(
+                    let result = send_media(
                         &mut io.ring,
                         &io.sockets,
                         io.media_start,
@@ -661,9 +669,10 @@ impl ShardLoop {
                         &self.stats,
                         io.fixed_files,
                         io.send_to,
-                    )?;
+                    );
                     fallback += 1;
                     xsk.recycle(addr);
+                    result?;
                 }
             }
         }

@@ -16,6 +16,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::nexthop::{self, Link, Netlink};
 use crate::media::PortPlan;
 use crate::policy::{XdpMode, XdpSettings};
 
@@ -36,8 +37,16 @@ const AF_XDP: i32 = 44;
 /// UMEM frames per shard and their size (a page holds two).
 const FRAMES: u32 = 4096;
 const FRAME_SIZE: u32 = 2048;
-/// RX and TX ring entries (fill and completion rings hold every frame).
+/// The largest frame a UMEM frame holds in copy mode (the kernel keeps
+/// XDP_PACKET_HEADROOM, 256 bytes, in front); larger ones pass to the
+/// stack.
+const MAX_FRAME: i32 = 2048 - 256;
+/// RX and TX ring entries; the completion ring holds every frame.
 const RING: u32 = 2048;
+/// Fill ring entries: twice the frames, because the kernel publishes how
+/// far it has read the fill ring only now and then, so entries it has
+/// already taken can still look occupied.
+const FILL_RING: u32 = 2 * FRAMES;
 /// Most TX kicks per flush (each sends up to the kernel's batch, 32).
 const MAX_KICKS: usize = 256;
 
@@ -104,6 +113,8 @@ pub(crate) struct XdpProgram {
     _link: OwnedFd,
     _prog: OwnedFd,
     pub ifindex: u32,
+    /// The interface's hardware type and MAC.
+    pub link: Link,
     /// "native" or "generic".
     pub mode: &'static str,
 }
@@ -126,6 +137,8 @@ fn program(map_fd: RawFd, plan: PortPlan, bind: Option<Ipv4Addr>) -> Vec<Insn> {
     p.push(insn(0xbf, 4, 2, 0, 0)); // r4 = r2
     p.push(insn(0x07, 4, 0, 0, 42)); // r4 += eth + ip + udp
     jump_pass(&mut p, 0x2d, 4, 3, 0); // if r4 > r3: too short
+    p.push(insn(0x07, 4, 0, 0, MAX_FRAME - 42)); // r4 = data + MAX_FRAME
+    jump_pass(&mut p, 0xad, 4, 3, 0); // if r4 < r3: too long for a frame
     p.push(insn(0x69, 5, 2, 12, 0)); // r5 = ethertype (as loaded, little-endian)
     jump_pass(&mut p, 0x55, 5, 0, 0x0008); // != IPv4
     p.push(insn(0x71, 5, 2, 14, 0)); // r5 = version/IHL
@@ -183,6 +196,16 @@ impl XdpProgram {
                 io::Error::last_os_error()
             )));
         }
+        let link = Netlink::open()?.link(ifindex)?;
+        if !matches!(
+            link.hw_type,
+            nexthop::ARPHRD_ETHER | nexthop::ARPHRD_LOOPBACK
+        ) {
+            return Err(io::Error::other(format!(
+                "{:?} is not an Ethernet interface (hardware type {}): the fast path reads Ethernet frames",
+                settings.interface, link.hw_type
+            )));
+        }
         let map = own(bpf(
             BPF_MAP_CREATE,
             &mut Attr::new()
@@ -194,30 +217,35 @@ impl XdpProgram {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create the XSKMAP: {e}")))?);
         let insns = program(map.as_raw_fd(), plan, bind);
         let license = b"Apache-2.0\0";
-        let mut log = vec![0u8; 16384];
-        let prog = bpf(
-            BPF_PROG_LOAD,
-            &mut Attr::new()
-                .u32(0, BPF_PROG_TYPE_XDP)
-                .u32(4, u32::try_from(insns.len()).unwrap_or(0))
-                .u64(8, insns.as_ptr() as u64)
-                .u64(16, license.as_ptr() as u64)
-                .u32(24, 1)
-                .u32(28, u32::try_from(log.len()).unwrap_or(0))
-                .u64(32, log.as_mut_ptr() as u64)
-                .u32(68, BPF_XDP),
-        )
-        .map(own)
-        .map_err(|e| {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(0);
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "the kernel refused the XDP program: {e}: {}",
-                    String::from_utf8_lossy(&log[..end]).trim()
-                ),
+        let mut log = vec![0u8; 65536];
+        let load = |log_level: u32, log: &mut [u8]| {
+            bpf(
+                BPF_PROG_LOAD,
+                &mut Attr::new()
+                    .u32(0, BPF_PROG_TYPE_XDP)
+                    .u32(4, u32::try_from(insns.len()).unwrap_or(0))
+                    .u64(8, insns.as_ptr() as u64)
+                    .u64(16, license.as_ptr() as u64)
+                    .u32(24, log_level)
+                    .u32(28, u32::try_from(log.len()).unwrap_or(0))
+                    .u64(32, log.as_mut_ptr() as u64)
+                    .u32(68, BPF_XDP),
             )
-        })?;
+        };
+        // Without a verifier log first; with one only to explain a refusal.
+        let prog = load(0, &mut log)
+            .or_else(|_| load(1, &mut log))
+            .map(own)
+            .map_err(|e| {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the kernel refused the XDP program: {e}: {}",
+                        String::from_utf8_lossy(&log[..end]).trim()
+                    ),
+                )
+            })?;
         let modes: &[(u32, &'static str)] = match settings.mode {
             XdpMode::Auto => &[
                 (XDP_FLAGS_DRV_MODE, "native"),
@@ -234,12 +262,13 @@ impl XdpProgram {
                 .u32(8, BPF_XDP)
                 .u32(12, flags);
             match bpf(BPF_LINK_CREATE, &mut { attr }) {
-                Ok(link) => {
+                Ok(link_fd) => {
                     return Ok(XdpProgram {
                         map,
-                        _link: own(link),
+                        _link: own(link_fd),
                         _prog: prog,
                         ifindex,
+                        link,
                         mode,
                     });
                 }
@@ -461,8 +490,12 @@ pub(crate) struct Rings {
     comp: Ring,
     rx: Ring,
     tx: Ring,
-    /// TX descriptors queued since the last kick.
+    /// TX descriptors the kernel has not taken yet.
     unsent: bool,
+    /// Frames to give back that did not fit the fill ring yet (it always
+    /// has room by its size; this keeps a frame from ever being lost).
+    returning: Vec<u64>,
+    zero_copy: bool,
 }
 
 impl std::fmt::Debug for Xsk {
@@ -532,7 +565,7 @@ impl Xsk {
         };
         sockopt(fd.as_raw_fd(), libc::XDP_UMEM_REG, &reg)?;
         for (opt, size) in [
-            (libc::XDP_UMEM_FILL_RING, FRAMES),
+            (libc::XDP_UMEM_FILL_RING, FILL_RING),
             (libc::XDP_UMEM_COMPLETION_RING, FRAMES),
             (libc::XDP_RX_RING, RING),
             (libc::XDP_TX_RING, RING),
@@ -561,7 +594,7 @@ impl Xsk {
         let mut fill = Ring::map(
             raw,
             &off.fr,
-            FRAMES,
+            FILL_RING,
             8,
             libc::XDP_UMEM_PGOFF_FILL_RING,
             true,
@@ -590,8 +623,8 @@ impl Xsk {
             libc::XDP_PGOFF_TX_RING as u64,
             true,
         )?;
-        // Every frame starts on the fill ring (which holds them all): a
-        // frame is then always on exactly one ring or in our hands.
+        // Every frame starts on the fill ring: a frame is then always on
+        // exactly one ring, in our hands, or in `returning`.
         for f in 0..FRAMES {
             fill.put_addr(u64::from(f * FRAME_SIZE));
         }
@@ -643,6 +676,8 @@ impl Xsk {
                 rx,
                 tx,
                 unsent: false,
+                returning: Vec::with_capacity(FRAMES as usize),
+                zero_copy,
             },
             fd,
             umem,
@@ -652,6 +687,11 @@ impl Xsk {
 
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Whether frames wait for a kick that could not be done yet.
+    pub(crate) fn unsent(&self) -> bool {
+        self.rings.unsent()
     }
 
     /// The frames and the rings, borrowed apart (a frame's bytes stay in
@@ -664,10 +704,10 @@ impl Xsk {
 impl Rings {
     /// Moves transmitted frames back to the fill ring.
     pub(crate) fn reap(&mut self) {
-        let n = self.comp.ready().min(self.fill.free());
+        let n = self.comp.ready();
         for _ in 0..n {
             let a = self.comp.take_addr();
-            self.fill.put_addr(a);
+            self.recycle(a);
         }
         if n > 0 {
             self.comp.publish(false);
@@ -683,12 +723,24 @@ impl Rings {
         })
     }
 
-    /// Gives a received frame back to the kernel for receiving.
+    /// Gives a frame back to the kernel for receiving.
     pub(crate) fn recycle(&mut self, addr: u64) {
-        // The fill ring holds every frame, so it always has room.
+        while !self.returning.is_empty() && self.fill.free() > 0 {
+            if let Some(a) = self.returning.pop() {
+                self.fill.put_addr(a);
+            }
+        }
         if self.fill.free() > 0 {
             self.fill.put_addr(addr);
+        } else {
+            self.returning.push(addr);
         }
+    }
+
+    /// Whether queued frames still wait for the kernel to send them (copy
+    /// mode sends only when kicked).
+    pub(crate) fn unsent(&self) -> bool {
+        self.unsent
     }
 
     /// Whether a received frame can be transmitted now.
@@ -707,17 +759,17 @@ impl Rings {
     }
 
     /// Publishes what this round took and gave, and has the kernel send
-    /// what was queued.
+    /// what was queued. In copy mode each kick sends up to the kernel's
+    /// batch: kick until the ring is drained, the kernel is busy, or the
+    /// bound is reached; what is left stays `unsent` for the next round.
+    /// In zero-copy mode one kick wakes the driver, which sends on its own.
     pub(crate) fn flush(&mut self) {
         self.rx.publish(false);
         self.fill.publish(true);
         if !self.unsent {
             return;
         }
-        self.unsent = false;
         self.tx.publish(true);
-        // Each kick sends up to the kernel's batch; kick until the ring is
-        // drained, the kernel is busy, or the bound is reached.
         for _ in 0..MAX_KICKS {
             // SAFETY: a zero-length sendto on our own socket, with no
             // buffer or address.
@@ -732,7 +784,8 @@ impl Rings {
                 )
             };
             let drained = self.tx.consumer().load(Ordering::Acquire) == self.tx.local;
-            if drained {
+            if drained || self.zero_copy {
+                self.unsent = false;
                 break;
             }
             if r < 0 {
@@ -743,6 +796,24 @@ impl Rings {
                 }
             }
         }
+    }
+}
+
+/// One shard's fast path: its socket, the address it sends from, and the
+/// next hops it has resolved.
+pub(crate) struct XdpPath {
+    pub xsk: Xsk,
+    /// The media address (source of relayed frames).
+    pub source: Ipv4Addr,
+    pub ifindex: u32,
+    pub link: Link,
+    pub netlink: Netlink,
+    pub hops: nexthop::Cache,
+}
+
+impl std::fmt::Debug for XdpPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpPath").field("xsk", &self.xsk).finish()
     }
 }
 
@@ -788,7 +859,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(imm(0xa5), vec![30000], "lowest port");
-        assert_eq!(imm(0x37), vec![100], "ports per shard: 2 x 50 pairs");
+        // 30000-30099 holds 50 pairs: 25 per shard, 50 ports.
+        assert_eq!(imm(0x37), vec![50], "ports per shard");
         assert_eq!(imm(0x35), vec![2], "shards");
         assert_eq!(
             imm(0x56),

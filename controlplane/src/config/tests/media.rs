@@ -543,7 +543,10 @@ fn xdp_interface_and_mode_are_checked() {
         &xdp("interface = \"a-very-long-name0\""),
         "is not a network interface name",
     );
-    rejects(&xdp("interface = \"eth 0\""), "is not a network interface name");
+    rejects(
+        &xdp("interface = \"eth 0\""),
+        "is not a network interface name",
+    );
     rejects(&xdp("interface = \"\""), "is not a network interface name");
     rejects(
         &xdp("interface = \"eth0\"\nmode = \"fast\""),
