@@ -402,6 +402,41 @@ fn out_of_ports_is_503() {
 }
 
 #[test]
+fn a_reoffer_out_of_ports_is_503_and_counted() {
+    let mut policy = media_policy();
+    policy.media.as_mut().unwrap().last_port = 30003; // two pairs: one stream
+    let mut sim = Sim::with_policy(policy);
+    let (_b, ok, _a_port, _b_port) = answered(&mut sim, "grow@pbx");
+    // Adding video needs two more pairs.
+    let more = "v=0\r\no=- 1 2 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "INVITE",
+            "sip:192.0.2.1",
+            "10.0.0.10:5060",
+            "z9hG4bKgrow",
+            FROM_A,
+            &ok.header(HeaderName::To),
+            "grow@pbx",
+            2,
+            more,
+        ),
+    );
+    assert_eq!(sim.one_to(PBX).code(), Some(503));
+    let rejected = |r: Reject| {
+        sim.stats.rejected[Reject::ALL.iter().position(|x| *x == r).unwrap()]
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(rejected(Reject::MediaPortsExhausted), 1);
+    assert_eq!(
+        sim.stats.media_ports_in_use.load(Ordering::Relaxed),
+        4,
+        "the call keeps its audio ports"
+    );
+}
+
+#[test]
 fn a_call_on_hold_is_not_ended_for_silence() {
     let mut sim = Sim::with_policy(media_policy());
     let (_b, ok, _a_port, _b_port) = answered(&mut sim, "held@pbx");

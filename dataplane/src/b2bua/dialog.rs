@@ -197,7 +197,8 @@ fn relay(
             Err(e) => {
                 super::media::settle_offer(ctx, call, false);
                 let (code, reason) = e.status();
-                answer_locally(ctx, call, side, req, src, local, now, (code, reason, None));
+                let why = super::media::reject_of(e);
+                answer_locally(ctx, call, side, req, src, local, now, (code, reason, why));
                 return;
             }
         }

@@ -10,33 +10,63 @@ use crate::media::{Context, Leg, MediaError, MediaSession, Role};
 use crate::policy::{MediaMode, Policy, TrunkId};
 use crate::sip::{HeaderName, Message};
 
-/// A body that is an SDP (RFC 3264 offer or answer).
-pub(crate) fn is_sdp(msg: &Message<'_>) -> bool {
-    !msg.body().is_empty()
-        && msg.value(HeaderName::ContentType).is_some_and(|ct| {
-            let ct = crate::sip::scan::trim(ct);
-            ct.len() >= 15 && ct[..15].eq_ignore_ascii_case(b"application/sdp")
-        })
+/// What a message's body is, as far as media goes (one Content-Type
+/// lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// No body, or one that describes no media.
+    Other,
+    /// `application/sdp`: an RFC 3264 offer or answer.
+    Sdp,
+    /// A session description inside a body the SBC does not rewrite
+    /// (`multipart/*` with an `application/sdp` part, e.g. SIP-I): on an
+    /// anchored call it must not cross, or the other side's addresses would.
+    NestedSdp,
 }
 
-/// A session description inside a body the SBC does not rewrite
-/// (`multipart/*` with an `application/sdp` part, e.g. SIP-I): on an
-/// anchored call it must not cross, or the other side's addresses would.
-pub(crate) fn has_nested_sdp(msg: &Message<'_>) -> bool {
+/// The media type of a Content-Type value (`type/subtype`, before any
+/// parameter), trimmed.
+fn media_type(ct: &[u8]) -> &[u8] {
+    let end = ct.iter().position(|b| *b == b';').unwrap_or(ct.len());
+    crate::sip::scan::trim(&ct[..end])
+}
+
+pub(crate) fn body_kind(msg: &Message<'_>) -> BodyKind {
     let body = msg.body();
-    !body.is_empty()
-        && msg.value(HeaderName::ContentType).is_some_and(|ct| {
-            let ct = crate::sip::scan::trim(ct);
-            ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/")
-        })
+    let Some(ct) = msg
+        .value(HeaderName::ContentType)
+        .filter(|_| !body.is_empty())
+    else {
+        return BodyKind::Other;
+    };
+    let t = media_type(ct);
+    if t.eq_ignore_ascii_case(b"application/sdp") {
+        BodyKind::Sdp
+    } else if t.len() > 10
+        && t[..10].eq_ignore_ascii_case(b"multipart/")
         && body
             .windows(15)
             .any(|w| w.eq_ignore_ascii_case(b"application/sdp"))
+    {
+        BodyKind::NestedSdp
+    } else {
+        BodyKind::Other
+    }
+}
+
+/// A body that is an SDP (RFC 3264 offer or answer).
+pub(crate) fn is_sdp(msg: &Message<'_>) -> bool {
+    body_kind(msg) == BodyKind::Sdp
+}
+
+/// A session description the SBC cannot rewrite (see [`BodyKind`]).
+pub(crate) fn has_nested_sdp(msg: &Message<'_>) -> bool {
+    body_kind(msg) == BodyKind::NestedSdp
 }
 
 /// A body that describes media: plain SDP or SDP nested in multipart.
 pub(crate) fn carries_media(msg: &Message<'_>) -> bool {
-    is_sdp(msg) || has_nested_sdp(msg)
+    body_kind(msg) != BodyKind::Other
 }
 
 /// Media is relayed unless both trunks ask for bypass (and a relay exists).
@@ -115,6 +145,12 @@ pub(crate) fn cross(
     let out = session.process(leg(from), role, body, &mut mctx);
     publish_ports(&ctx.stats, ports);
     out.map(Some)
+}
+
+/// The reject counter a media refusal answered with a status counts in
+/// (port exhaustion; SDP we will not carry is the peer's matter).
+pub(crate) fn reject_of(e: MediaError) -> Option<crate::stats::Reject> {
+    matches!(e, MediaError::PoolExhausted).then_some(crate::stats::Reject::MediaPortsExhausted)
 }
 
 /// A re-offer (re-INVITE or UPDATE with SDP) is about to go through the
@@ -234,5 +270,23 @@ mod nested_tests {
             String::from_utf8_lossy(msg.body())
         );
         assert!(carries_media(&msg));
+    }
+
+    fn with_type(ct: &str) -> Vec<u8> {
+        format!("INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: {ct}\r\nContent-Length: 5\r\n\r\nv=0\r\n").into_bytes()
+    }
+
+    #[test]
+    fn the_media_type_is_matched_whole() {
+        for (ct, kind) in [
+            ("application/sdp", BodyKind::Sdp),
+            ("Application/SDP ; charset=utf-8", BodyKind::Sdp),
+            ("application/sdpx", BodyKind::Other),
+            ("application/sdp-foo;x=1", BodyKind::Other),
+            ("text/plain", BodyKind::Other),
+        ] {
+            let m = with_type(ct);
+            assert_eq!(body_kind(&Message::parse(&m).unwrap()), kind, "{ct}");
+        }
     }
 }

@@ -53,8 +53,8 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
                     continue;
                 }
                 Err(e) => {
-                    if matches!(e, MediaError::PoolExhausted) {
-                        ctx.stats.reject(crate::stats::Reject::MediaPortsExhausted);
+                    if let Some(why) = super::media::reject_of(e) {
+                        ctx.stats.reject(why);
                     }
                     let (code, reason) = e.status();
                     merge_failure(call, local_failure(code, reason, true));
@@ -371,13 +371,17 @@ pub(crate) fn sdp_towards(
     msg: &crate::sip::Message<'_>,
     now: Instant,
 ) -> Body {
-    if call.anchored && super::media::has_nested_sdp(msg) {
-        // Cannot be rewritten: dropped rather than leak addresses.
-        tracing::warn!("multipart SDP not relayed on an anchored call");
-        return Body::Dropped;
-    }
-    if !call.anchored || !super::media::is_sdp(msg) {
+    if !call.anchored {
         return Body::Same;
+    }
+    match super::media::body_kind(msg) {
+        super::media::BodyKind::Sdp => {}
+        super::media::BodyKind::NestedSdp => {
+            // Cannot be rewritten: dropped rather than leak addresses.
+            tracing::warn!("multipart SDP not relayed on an anchored call");
+            return Body::Dropped;
+        }
+        super::media::BodyKind::Other => return Body::Same,
     }
     let role = if answer { Role::Answer } else { Role::Offer };
     match super::media::cross(ctx, call, from, role, msg.body(), now) {

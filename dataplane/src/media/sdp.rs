@@ -217,10 +217,9 @@ fn static_encoding(pt: u8) -> Option<&'static str> {
 /// What one media section becomes in the rewritten SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Anchor {
-    /// Our RTP port for this stream, or 0 to reject it.
+    /// Our RTP port for this stream, or 0 to reject it (RTCP is always on
+    /// the next port, so no a=rtcp is needed, RFC 3605).
     pub port: u16,
-    /// Our RTCP port (written as a=rtcp unless muxed).
-    pub rtcp_port: u16,
     /// Offer / accept rtcp-mux towards this side.
     pub rtcp_mux: bool,
 }
@@ -254,28 +253,18 @@ fn payload_attr(attr: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// Rewrites `sdp` so that every anchored stream points at `ip`: `o=` and
-/// `c=` addresses, `m=` ports, `a=rtcp`, no ICE. `keep` says which formats
-/// of each section survive (codec filtering).
+/// Rewrites `sdp` so that every anchored stream points at `ip`: our own
+/// `o=` line (`o=- <id> <version> IN IP4 <ip>`: the other side's user
+/// name and session id never cross; RFC 4566 §5.2, RFC 3264 §8: the
+/// version goes up when the description changes), `c=` addresses, `m=`
+/// ports, no a=rtcp, no ICE. `keep` says which formats of each section
+/// survive (codec filtering).
 pub fn rewrite(
     sdp: &Sdp<'_>,
     ip: IpAddr,
     anchors: &[Anchor],
     keep: &dyn Fn(&Media<'_>, &[u8]) -> bool,
-) -> Vec<u8> {
-    rewrite_with_origin(sdp, ip, anchors, keep, None)
-}
-
-/// [`rewrite`], with the SBC's own `o=` line (`o=- <id> <version> IN IP4
-/// <ip>`) instead of the other side's user name, session id and version
-/// (RFC 4566 §5.2, RFC 3264 §8: the version goes up when the session
-/// description changes).
-pub fn rewrite_with_origin(
-    sdp: &Sdp<'_>,
-    ip: IpAddr,
-    anchors: &[Anchor],
-    keep: &dyn Fn(&Media<'_>, &[u8]) -> bool,
-    origin: Option<(u64, u64)>,
+    origin: (u64, u64),
 ) -> Vec<u8> {
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut out = String::with_capacity(512);
@@ -288,26 +277,11 @@ pub fn rewrite_with_origin(
     };
     for l in &sdp.session {
         match l.kind {
-            b'o' if origin.is_some() => {
-                let (id, version) = origin.unwrap_or_default();
+            b'o' => {
+                let (id, version) = origin;
                 out.clear();
                 let _ = write!(out, "- {id} {version} IN {family} {ip}");
                 push(&mut buf, b'o', out.as_bytes());
-            }
-            b'o' => {
-                // o=<user> <sess-id> <sess-version> IN IP4 <address>
-                let fields: Vec<&[u8]> = l.value.split(|b| *b == b' ').collect();
-                if fields.len() >= 6 {
-                    out.clear();
-                    for f in &fields[..3] {
-                        out.push_str(&String::from_utf8_lossy(f));
-                        out.push(' ');
-                    }
-                    let _ = write!(out, "IN {family} {ip}");
-                    push(&mut buf, b'o', out.as_bytes());
-                } else {
-                    push(&mut buf, b'o', l.value);
-                }
             }
             b'c' => {
                 out.clear();
@@ -321,7 +295,6 @@ pub fn rewrite_with_origin(
     for (i, m) in sdp.media.iter().enumerate() {
         let anchor = anchors.get(i).copied().unwrap_or(Anchor {
             port: 0,
-            rtcp_port: 0,
             rtcp_mux: false,
         });
         let kept: Vec<&[u8]> = m.fmts.iter().copied().filter(|f| keep(m, f)).collect();
@@ -365,15 +338,8 @@ pub fn rewrite_with_origin(
                 _ => push(&mut buf, l.kind, l.value),
             }
         }
-        if port != 0 && m.is_rtp() {
-            if anchor.rtcp_mux {
-                push(&mut buf, b'a', b"rtcp-mux");
-            } else if anchor.rtcp_port != 0 && anchor.rtcp_port != port.wrapping_add(1) {
-                // RFC 3605: only needed when RTCP is not on port+1.
-                out.clear();
-                let _ = write!(out, "rtcp:{}", anchor.rtcp_port);
-                push(&mut buf, b'a', out.as_bytes());
-            }
+        if port != 0 && m.is_rtp() && anchor.rtcp_mux {
+            push(&mut buf, b'a', b"rtcp-mux");
         }
     }
     buf

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::ports::PortPool;
 use super::rtp::SeqStats;
-use super::sdp::{Anchor, Media, Sdp, SdpError, rewrite_with_origin};
+use super::sdp::{Anchor, Media, Sdp, SdpError, rewrite};
 use crate::b2bua::CallRef;
 
 /// A side of the call, as the media layer sees it.
@@ -425,7 +425,6 @@ impl MediaSession {
             };
             anchors.push(Anchor {
                 port,
-                rtcp_port: port.wrapping_add(1),
                 rtcp_mux: mux,
             });
         }
@@ -457,12 +456,12 @@ impl MediaSession {
         }
         let id =
             (u64::from(ctx.call.index) << 16 | u64::from(ctx.call.generation)) * 2 + to as u64 + 1;
-        Ok(rewrite_with_origin(
+        Ok(rewrite(
             &sdp,
             ctx.advertise,
             &anchors,
             &keep,
-            Some((id, origin.version)),
+            (id, origin.version),
         ))
     }
 
@@ -491,8 +490,11 @@ impl MediaSession {
         }
     }
 
-    /// The re-offer was refused: back to the session as it was, freeing
-    /// only the pairs the offer took.
+    /// The re-offer was refused: back to the session as it was (addresses,
+    /// latches, ports), freeing only the pairs the offer took. What was
+    /// relayed meanwhile stays counted: a side still on its old pair keeps
+    /// its counters as they are now, one whose pair the offer had replaced
+    /// adds what the new pair received.
     pub fn rollback(&mut self, ports: &mut MediaPorts) {
         let Some(before) = self.staged.take() else {
             return;
@@ -510,8 +512,19 @@ impl MediaSession {
             }
         }
         let activity = self.last_activity;
+        let current = std::mem::take(&mut self.streams);
         *self = *before;
         self.last_activity = self.last_activity.max(activity);
+        for (stream, now) in self.streams.iter_mut().zip(&current) {
+            for (end, now) in stream.ends.iter_mut().zip(&now.ends) {
+                if end.pair == now.pair {
+                    end.flow = now.flow;
+                } else {
+                    end.flow.packets += now.flow.packets;
+                    end.flow.bytes += now.flow.bytes;
+                }
+            }
+        }
     }
 
     fn release_stream(&mut self, i: usize, ports: &mut MediaPorts) {
@@ -657,7 +670,6 @@ impl MediaSession {
 fn rejected() -> Anchor {
     Anchor {
         port: 0,
-        rtcp_port: 0,
         rtcp_mux: false,
     }
 }

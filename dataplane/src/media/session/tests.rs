@@ -457,6 +457,38 @@ fn a_refused_reoffer_leaves_the_streams_alone() {
 }
 
 #[test]
+fn media_relayed_while_a_reoffer_is_pending_stays_counted_after_rollback() {
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    let now = Instant::now();
+    let a_port = p.lookup(30000).unwrap().0;
+    let b_port = p.lookup(30002).unwrap().0;
+    s.on_packet(now, a_port, false, sa("10.0.0.10:4000"), &rtp(1), &p)
+        .unwrap();
+    // A re-offers a new port; until the answer, both sides go on sending.
+    s.stage();
+    s.process(
+        Leg::A,
+        Role::Offer,
+        sdp(A_IP, 4010, "").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    for seq in 10..13 {
+        s.on_packet(now, b_port, false, sa("10.0.0.20:5000"), &rtp(seq), &p)
+            .unwrap();
+    }
+    s.on_packet(now, a_port, false, sa("10.0.0.10:4010"), &rtp(2), &p)
+        .unwrap();
+    // Refused: A's SDP address is the old one again, the packets stay.
+    s.rollback(&mut p);
+    assert_eq!(s.streams[0].ends[0].sdp_rtp, Some(sa("10.0.0.10:4000")));
+    assert_eq!(s.totals(Leg::A).0, 2);
+    assert_eq!(s.totals(Leg::B).0, 3);
+    assert_eq!(p.pool.in_use(), 2);
+}
+
+#[test]
 fn exhaustion_is_found_before_allocating() {
     let mut p = ports(3);
     let mut s = MediaSession::new(Instant::now(), [A_IP.parse().unwrap(); 2]);
