@@ -252,3 +252,38 @@ fn without_xdp_support_the_sbc_relays_through_its_sockets() {
         "relayed by the sockets"
     );
 }
+
+#[test]
+fn a_shard_without_a_queue_relays_through_its_sockets() {
+    if !in_own_netns("a_shard_without_a_queue_relays_through_its_sockets") {
+        return;
+    }
+    // lo has one receive queue: shard 0 gets the AF_XDP socket, shard 1
+    // (whose ports the program passes to the stack) keeps its sockets.
+    let net = Net(123);
+    let mut config = example_config(net, 2);
+    config.push_str("\n[media.xdp]\ninterface = \"lo\"\n");
+    let sbc = Sbc::start(net, &config);
+    assert_eq!(sbc.metric(r#"sbc_media_xdp_socket{shard="0"}"#), 1.0);
+    assert_eq!(sbc.metric(r#"sbc_media_xdp_socket{shard="1"}"#), 0.0);
+    assert!(
+        sbc.log().contains("the interface has no such queue"),
+        "{}",
+        sbc.log()
+    );
+    let pbx = Peer::bind(&net.pbx());
+    let carrier = Peer::bind(&net.carrier_a());
+    let (toward_pbx, toward_carrier) = call(net, &pbx, &carrier);
+    let a = UdpSocket::bind(format!("{}:6100", net.pbx())).unwrap();
+    let b = UdpSocket::bind(format!("{}:6000", net.carrier_a())).unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    relay_ok(net, &a, toward_pbx, &b, toward_carrier, 0..10);
+    relay_ok(net, &b, toward_carrier, &a, toward_pbx, 0..10);
+    // Whichever shard owns the call, every packet went one way or the
+    // other: through AF_XDP when shard 0 owns it, else not at all.
+    let via_xdp = sbc.metric_sum("sbc_media_xdp_sent_total");
+    assert!(via_xdp == 20.0 || via_xdp == 0.0, "{via_xdp}");
+    assert_eq!(sbc.metric_sum("sbc_media_packets_total"), 20.0);
+}
