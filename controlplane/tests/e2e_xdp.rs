@@ -211,6 +211,15 @@ fn media_is_relayed_through_af_xdp_both_ways() {
     assert_eq!(sbc.metric_sum("sbc_media_xdp_received_total"), 56.0);
     assert_eq!(sbc.metric_sum("sbc_media_xdp_fallback_total"), 2.0);
     assert_eq!(sbc.metric_sum("sbc_media_xdp_sent_total"), 54.0);
+    // The kernel's own drop counters are read (about once a second) and
+    // show nothing lost on the way in or out.
+    let kernel: Vec<_> = sbc
+        .metrics()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("sbc_media_xdp_kernel_dropped_total{"))
+        .collect();
+    assert_eq!(kernel.len(), 4, "{kernel:?}");
+    assert!(kernel.iter().all(|(_, v)| *v == 0.0), "{kernel:?}");
 
     // A stranger's packets to the pbx-facing port are dropped as on the
     // socket path (never relayed, never latched).

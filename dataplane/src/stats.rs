@@ -204,7 +204,18 @@ pub struct ShardStats {
     pub xdp_received: AtomicU64,
     pub xdp_sent: AtomicU64,
     pub xdp_fallback: AtomicU64,
+    /// The kernel's drops on the AF_XDP socket, by [`XDP_KERNEL_DROPS`]
+    /// reason (its own totals, read about once a second).
+    pub xdp_kernel_dropped: [AtomicU64; XDP_KERNEL_DROPS.len()],
 }
+
+/// Reasons the kernel drops frames on an AF_XDP socket (metric labels).
+pub const XDP_KERNEL_DROPS: [&str; 4] = [
+    "rx_dropped",
+    "rx_ring_full",
+    "fill_ring_empty",
+    "tx_invalid",
+];
 
 impl Default for ShardStats {
     fn default() -> Self {
@@ -235,6 +246,7 @@ impl Default for ShardStats {
             xdp_received: AtomicU64::new(0),
             xdp_sent: AtomicU64::new(0),
             xdp_fallback: AtomicU64::new(0),
+            xdp_kernel_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }

@@ -358,6 +358,13 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
                 .sum::<f64>()
         };
         let relayed = value("sbc_media_packets_total");
+        let kernel_drops = value("sbc_media_xdp_kernel_dropped_total");
+        let media_drops = value("sbc_media_dropped_total");
+        if kernel_drops + media_drops > 0.0 {
+            eprintln!(
+                "{t:?}: the sbc dropped {media_drops} packets (sbc_media_dropped_total), the kernel {kernel_drops} frames on its AF_XDP socket"
+            );
+        }
         out.xdp_share = Some(if relayed > 0.0 {
             value("sbc_media_xdp_sent_total") / relayed
         } else {

@@ -117,6 +117,21 @@ impl SbcCollector {
             let desc = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(self.total(field)).encode(desc)?;
         }
+        let kernel = sbc_dataplane::stats::XDP_KERNEL_DROPS
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    [("reason", *r)],
+                    self.total_at(|s| &s.xdp_kernel_dropped, i),
+                )
+            });
+        counter(
+            enc,
+            "media_xdp_kernel_dropped",
+            "Frames the kernel dropped on the shards' AF_XDP sockets, by reason (read about once a second).",
+            kernel,
+        )?;
         let timeouts = self.total(|s| &s.media_timeouts);
         let desc = enc.encode_descriptor(
             "media_timeouts",

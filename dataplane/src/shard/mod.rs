@@ -320,6 +320,7 @@ fn open_xsk(
             stats.xdp_socket.store(1, Ordering::Relaxed);
             Some(xdp::XdpPath {
                 xsk,
+                stats_read: std::time::Instant::now(),
                 source,
                 ifindex: program.ifindex,
                 link: program.link,

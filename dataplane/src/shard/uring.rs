@@ -52,6 +52,8 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 const BATCH_WANT: usize = 64;
 /// Longest sleep while AF_XDP frames wait for the kernel to take them.
 const UNSENT_WAIT: Duration = Duration::from_millis(1);
+/// How often the kernel's AF_XDP drop counters are read.
+const XDP_STATS_EVERY: Duration = Duration::from_secs(1);
 /// Next-hop table lookups per loop round on the AF_XDP path.
 const MAX_LOOKUPS: u32 = 8;
 
@@ -599,6 +601,14 @@ impl ShardLoop {
         let Some(path) = io.xdp.as_mut() else {
             return Ok(());
         };
+        if now.saturating_duration_since(path.stats_read) >= XDP_STATS_EVERY {
+            path.stats_read = now;
+            if let Some(drops) = path.xsk.kernel_drops() {
+                for (counter, v) in self.stats.xdp_kernel_dropped.iter().zip(drops) {
+                    counter.store(v, Ordering::Relaxed);
+                }
+            }
+        }
         let (umem, xsk) = path.xsk.parts();
         xsk.reap();
         let mut received = 0u64;

@@ -689,6 +689,34 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
+    /// The kernel's drop counters for this socket (XDP_STATISTICS, since
+    /// it was opened): frames dropped on receive (no room or invalid),
+    /// dropped because the RX ring was full, found the fill ring empty,
+    /// and invalid TX descriptors. `None` if the kernel does not answer.
+    pub(crate) fn kernel_drops(&self) -> Option<[u64; 4]> {
+        // SAFETY: all-zero is a valid xdp_statistics (plain integers).
+        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        let mut len =
+            libc::socklen_t::try_from(std::mem::size_of::<libc::xdp_statistics>()).unwrap_or(0);
+        // SAFETY: `st` is writable for `len` bytes; the kernel writes at
+        // most that many and says how many in `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_XDP,
+                libc::XDP_STATISTICS,
+                (&mut st as *mut libc::xdp_statistics).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some([
+            st.rx_dropped + st.rx_invalid_descs,
+            st.rx_ring_full,
+            st.rx_fill_ring_empty_descs,
+            st.tx_invalid_descs,
+        ])
+    }
+
     /// Whether frames wait for a kick that could not be done yet.
     pub(crate) fn unsent(&self) -> bool {
         self.rings.unsent()
@@ -803,6 +831,8 @@ impl Rings {
 /// next hops it has resolved.
 pub(crate) struct XdpPath {
     pub xsk: Xsk,
+    /// When the kernel's drop counters were last read.
+    pub stats_read: std::time::Instant,
     /// The media address (source of relayed frames).
     pub source: Ipv4Addr,
     pub ifindex: u32,
