@@ -209,6 +209,19 @@ fn drive(
     }
 }
 
+/// The sink's socket, with as large a receive buffer as the kernel allows
+/// (net.core.rmem_max), so bursts are not lost in the benchmark itself.
+fn sink_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = s.set_recv_buffer_size(16 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
@@ -233,7 +246,7 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
     let sink_addr: SocketAddr = format!("{}:7000", ip(20))
         .parse()
         .unwrap_or_else(|_| fail("bad sink"));
-    let sink = UdpSocket::bind(sink_addr).unwrap_or_else(|e| fail(&e.to_string()));
+    let sink = sink_socket(sink_addr).unwrap_or_else(|e| fail(&e.to_string()));
     let exe = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
     let work = std::env::temp_dir().join(format!("sbc-relaycost-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&work);
