@@ -60,6 +60,36 @@ struct Args {
     /// Run in a new network namespace (implied by the sbc-xdp target).
     #[arg(long)]
     netns: bool,
+    /// Put the relays in a second namespace behind a veth pair
+    /// (10.78.0.0/24) instead of on lo: traffic crosses an Ethernet link,
+    /// and the sbc's AF_XDP path runs in native (driver) mode.
+    #[arg(long)]
+    veth: bool,
+}
+
+/// Where the relays and the driver sit.
+struct Topology {
+    relay_ip: String,
+    caller_ip: String,
+    sink_ip: String,
+    /// The process holding the relays' namespace (`--veth`).
+    relays_in: Option<u32>,
+    /// The sbc's `[media.xdp]` interface and mode.
+    xdp: (&'static str, &'static str),
+}
+
+impl Topology {
+    /// A command for a relay, run in the relays' namespace.
+    fn relay(&self, program: &std::ffi::OsStr) -> Command {
+        match self.relays_in {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &pid.to_string(), "-n", "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
 }
 
 /// The subcommands are the CLI's `relay-*` names.
@@ -238,12 +268,11 @@ fn spawn(cmd: &mut Command, what: &str) -> Proc {
     )
 }
 
-fn run_target(a: &Args, t: Target) -> Option<Outcome> {
-    let ip = |h: u8| format!("127.{}.0.{h}", a.net);
-    let relay_ip = ip(1);
-    let source =
-        UdpSocket::bind(format!("{}:9000", ip(10))).unwrap_or_else(|e| fail(&e.to_string()));
-    let sink_addr: SocketAddr = format!("{}:7000", ip(20))
+fn run_target(a: &Args, topo: &Topology, t: Target) -> Option<Outcome> {
+    let relay_ip = topo.relay_ip.clone();
+    let source = UdpSocket::bind(format!("{}:9000", topo.caller_ip))
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    let sink_addr: SocketAddr = format!("{}:7000", topo.sink_ip)
         .parse()
         .unwrap_or_else(|_| fail("bad sink"));
     let sink = sink_socket(sink_addr).unwrap_or_else(|e| fail(&e.to_string()));
@@ -259,7 +288,8 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
                 "relay-batched"
             };
             let p = spawn(
-                Command::new(&exe).args([sub, &listen, &sink_addr.to_string()]),
+                topo.relay(exe.as_os_str())
+                    .args([sub, &listen, &sink_addr.to_string()]),
                 sub,
             );
             std::thread::sleep(Duration::from_millis(300));
@@ -268,7 +298,7 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
         Target::BatchedPorts => {
             let count = u16::try_from(a.streams).unwrap_or_else(|_| fail("too many streams"));
             let p = spawn(
-                Command::new(&exe).args([
+                topo.relay(exe.as_os_str()).args([
                     "relay-batched-ports",
                     &relay_ip,
                     "20000",
@@ -282,9 +312,12 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
         }
         Target::Sbc | Target::SbcXdp => {
             let xdp = if t == Target::SbcXdp {
-                "[media.xdp]\ninterface = \"lo\"\nmode = \"generic\"\n"
+                format!(
+                    "[media.xdp]\ninterface = \"{}\"\nmode = \"{}\"\n",
+                    topo.xdp.0, topo.xdp.1
+                )
             } else {
-                ""
+                String::new()
             };
             let cfg = format!(
                 "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\n{bw}[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n{xdp}\
@@ -292,8 +325,8 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
                  [[trunks]]\nname = \"carrier\"\nsources = [\"{s}\"]\naddress = \"{s}:5060\"\n\
                  [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
                 r = relay_ip,
-                c = ip(10),
-                s = ip(20),
+                c = topo.caller_ip,
+                s = topo.sink_ip,
                 bw = a
                     .batch_wait_us
                     .map_or(String::new(), |us| format!("batch_wait_us = {us}\n"))
@@ -301,7 +334,7 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             let path = work.join("sbc.toml");
             std::fs::write(&path, cfg).unwrap_or_else(|e| fail(&e.to_string()));
             let p = spawn(
-                Command::new(&a.sbc)
+                topo.relay(a.sbc.as_os_str())
                     .arg("--config")
                     .arg(&path)
                     .env("RUST_LOG", "warn"),
@@ -316,7 +349,7 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             let sbc: SocketAddr = format!("{relay_ip}:5060")
                 .parse()
                 .unwrap_or_else(|_| fail("bad address"));
-            let calls = setup::sbc_calls(sbc, &ip(10), &ip(20), sink_addr, a.streams)
+            let calls = setup::sbc_calls(sbc, &topo.caller_ip, &topo.sink_ip, sink_addr, a.streams)
                 .unwrap_or_else(|e| fail(&format!("sbc calls: {e}")));
             // As in a real call, the callee's side sends too: one packet
             // per call, before the measurement (it latches that side).
@@ -335,7 +368,7 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             }
             let ng = format!("{relay_ip}:2223");
             let p = spawn(
-                Command::new(&a.rtpengine).args([
+                topo.relay(a.rtpengine.as_os_str()).args([
                     "--foreground",
                     "--log-stderr",
                     "--table=-1",
@@ -354,7 +387,7 @@ fn run_target(a: &Args, t: Target) -> Option<Outcome> {
             );
             std::thread::sleep(Duration::from_millis(1000));
             let ng: SocketAddr = ng.parse().unwrap_or_else(|_| fail("bad address"));
-            let ports = setup::rtpengine_streams(ng, &ip(10), sink_addr, a.streams)
+            let ports = setup::rtpengine_streams(ng, &topo.caller_ip, sink_addr, a.streams)
                 .unwrap_or_else(|e| fail(&format!("rtpengine: {e}")));
             (p, ports)
         }
@@ -429,7 +462,7 @@ fn main() {
     } else {
         a.targets.clone()
     };
-    if a.netns || targets.contains(&Target::SbcXdp) {
+    if a.netns || a.veth || targets.contains(&Target::SbcXdp) {
         if std::env::var_os(IN_NETNS).is_none() {
             // Run again inside a new network namespace (util-linux's
             // unshare), and end with its status.
@@ -448,12 +481,35 @@ fn main() {
             fail(&format!("cannot set up the network namespace: {e}"));
         }
     }
+    let ip = |h: u8| format!("127.{}.0.{h}", a.net);
+    // The holder of the relays' namespace lives as long as the run.
+    let (topo, _holder) = if a.veth {
+        let h = relays_namespace().unwrap_or_else(|e| fail(&format!("veth setup: {e}")));
+        let pid = h.0.id();
+        let topo = Topology {
+            relay_ip: "10.78.0.1".into(),
+            caller_ip: "10.78.0.10".into(),
+            sink_ip: "10.78.0.20".into(),
+            relays_in: Some(pid),
+            xdp: ("va", "native"),
+        };
+        (topo, Some(h))
+    } else {
+        let topo = Topology {
+            relay_ip: ip(1),
+            caller_ip: ip(10),
+            sink_ip: ip(20),
+            relays_in: None,
+            xdp: ("lo", "generic"),
+        };
+        (topo, None)
+    };
     // Every target once per round, in turn, so drifts of a shared machine
     // spread over all of them.
     let mut runs: Vec<Outcome> = Vec::new();
     for round in 0..a.rounds.max(1) {
         for t in &targets {
-            if let Some(o) = run_target(&a, *t) {
+            if let Some(o) = run_target(&a, &topo, *t) {
                 if a.rounds > 1 {
                     eprintln!(
                         "round {}: {:?} {:.0} ns/packet",
@@ -532,6 +588,54 @@ fn median(mut runs: Vec<&Outcome>) -> Option<Outcome> {
         cpu_ns_per_packet: m.cpu_ns_per_packet,
         xdp_share: m.xdp_share,
     })
+}
+
+/// A second namespace for the relays, held by a sleeping process, joined
+/// to ours by a veth pair: va 10.78.0.1 there, vb 10.78.0.10 (the caller)
+/// and .20 (the sink) here.
+fn relays_namespace() -> std::io::Result<Proc> {
+    let holder = Proc(
+        Command::new("unshare")
+            .args(["--net", "--", "sleep", "100000"])
+            .spawn()?,
+    );
+    let pid = holder.0.id().to_string();
+    let ours = std::fs::read_link("/proc/self/ns/net")?;
+    let t0 = Instant::now();
+    while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .as_ref()
+        == Some(&ours)
+    {
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(std::io::Error::other("the namespace did not appear"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let there = ["nsenter", "-t", pid.as_str(), "-n", "--"];
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "ip", "link", "add", "va", "type", "veth", "peer", "name", "vb",
+        ],
+        vec!["ip", "link", "set", "va", "netns", pid.as_str()],
+        [&there[..], &["ip", "link", "set", "lo", "up"]].concat(),
+        [
+            &there[..],
+            &["ip", "addr", "add", "10.78.0.1/24", "dev", "va"],
+        ]
+        .concat(),
+        [&there[..], &["ip", "link", "set", "va", "up"]].concat(),
+        vec!["ip", "addr", "add", "10.78.0.10/24", "dev", "vb"],
+        vec!["ip", "addr", "add", "10.78.0.20/24", "dev", "vb"],
+        vec!["ip", "link", "set", "vb", "up"],
+    ];
+    for step in steps {
+        let ok = Command::new(step[0]).args(&step[1..]).status()?.success();
+        if !ok {
+            return Err(std::io::Error::other(format!("{} failed", step.join(" "))));
+        }
+    }
+    Ok(holder)
 }
 
 /// Set in the environment of the run inside the network namespace.
