@@ -10,31 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The connection address and audio port of an SDP body.
-fn sdp_target(msg: &str) -> (String, u16) {
-    let body = msg.split("\r\n\r\n").nth(1).unwrap();
-    let ip = body
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let port = body
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    (ip, port)
-}
-
-fn sdp(ip: &str, port: u16) -> String {
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
-    )
-}
-
 fn invite(net: Net, call_id: &str, body: &str) -> String {
     let pbx = net.pbx();
     format!(
@@ -51,19 +26,6 @@ fn in_dialog(method: &str, net: Net, call_id: &str, to: &str, cseq: u32) -> Stri
         "{method} sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx}:5060;branch=z9hG4bK{method}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{pbx}>;tag=a1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
         sbc = net.sbc(),
     )
-}
-
-/// Reads SIP messages until one satisfies `want` (skipping others).
-fn wait_for(peer: &Peer, what: &str, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Some((m, _)) = peer.recv(Duration::from_millis(500))
-            && want(&m)
-        {
-            return m;
-        }
-    }
-    panic!("no {what} within 15 s");
 }
 
 #[test]

@@ -56,36 +56,6 @@ fn in_own_netns(name: &str) -> bool {
     false
 }
 
-fn sdp(ip: &str, port: u16) -> String {
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
-    )
-}
-
-fn audio_port(msg: &str) -> u16 {
-    msg.split("\r\n\r\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn wait_for(peer: &Peer, what: &str, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Some((m, _)) = peer.recv(Duration::from_millis(500))
-            && want(&m)
-        {
-            return m;
-        }
-    }
-    panic!("no {what} within 15 s");
-}
-
 /// The addresses of one test: the SBC's, the pbx's and the carrier's.
 struct Hosts {
     sbc: String,
@@ -118,7 +88,7 @@ fn call(h: &Hosts, pbx: &Peer, carrier: &Peer) -> (u16, u16) {
     );
     pbx.send(&h.sip(), &invite);
     let inv = wait_for(carrier, "INVITE", |m| m.starts_with("INVITE "));
-    let toward_carrier = audio_port(&inv);
+    let toward_carrier = sdp_target(&inv).1;
     let extra = format!(
         "Contact: <sip:callee@{}:5060>\r\nContent-Type: application/sdp\r\n",
         h.carrier
@@ -128,7 +98,7 @@ fn call(h: &Hosts, pbx: &Peer, carrier: &Peer) -> (u16, u16) {
         &respond(&inv, 200, "OK", "callee", &extra, &sdp(&h.carrier, 6000)),
     );
     let ok = wait_for(pbx, "200", |m| m.starts_with("SIP/2.0 200"));
-    let toward_pbx = audio_port(&ok);
+    let toward_pbx = sdp_target(&ok).1;
     let to = header(&ok, "To").unwrap();
     let ack = format!(
         "ACK sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/UDP {p}:5060;branch=z9hG4bKxdpack;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{p}>;tag=a1\r\nTo: {to}\r\nCall-ID: xdp1@{p}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
@@ -137,6 +107,17 @@ fn call(h: &Hosts, pbx: &Peer, carrier: &Peer) -> (u16, u16) {
     pbx.send(&h.sip(), &ack);
     wait_for(carrier, "ACK", |m| m.starts_with("ACK "));
     (toward_pbx, toward_carrier)
+}
+
+/// The media sockets of the call [`call`] sets up: the pbx's and the
+/// carrier's.
+fn media_ends(h: &Hosts) -> (UdpSocket, UdpSocket) {
+    let a = UdpSocket::bind(format!("{}:6100", h.pbx)).unwrap();
+    let b = UdpSocket::bind(format!("{}:6000", h.carrier)).unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    (a, b)
 }
 
 fn rtp(seq: u16) -> Vec<u8> {
@@ -190,11 +171,7 @@ fn media_is_relayed_through_af_xdp_both_ways() {
     let pbx = Peer::bind(&net.pbx());
     let carrier = Peer::bind(&net.carrier_a());
     let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let a = UdpSocket::bind(format!("{}:6100", net.pbx())).unwrap();
-    let b = UdpSocket::bind(format!("{}:6000", net.carrier_a())).unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    }
+    let (a, b) = media_ends(&h);
 
     // One way first: the next hop comes from the kernel's tables (lo
     // here), not from the far side's packets, so the pbx's packets are
@@ -262,11 +239,7 @@ fn without_xdp_support_the_sbc_relays_through_its_sockets() {
     let pbx = Peer::bind(&net.pbx());
     let carrier = Peer::bind(&net.carrier_a());
     let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let a = UdpSocket::bind(format!("{}:6100", net.pbx())).unwrap();
-    let b = UdpSocket::bind(format!("{}:6000", net.carrier_a())).unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    }
+    let (a, b) = media_ends(&h);
     relay_ok(&h, &a, toward_pbx, &b, toward_carrier, 0..10);
     relay_ok(&h, &b, toward_carrier, &a, toward_pbx, 0..10);
     assert_eq!(sbc.metric_sum("sbc_media_xdp_received_total"), 0.0);
@@ -299,11 +272,7 @@ fn a_shard_without_a_queue_relays_through_its_sockets() {
     let pbx = Peer::bind(&net.pbx());
     let carrier = Peer::bind(&net.carrier_a());
     let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let a = UdpSocket::bind(format!("{}:6100", net.pbx())).unwrap();
-    let b = UdpSocket::bind(format!("{}:6000", net.carrier_a())).unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    }
+    let (a, b) = media_ends(&h);
     relay_ok(&h, &a, toward_pbx, &b, toward_carrier, 0..10);
     relay_ok(&h, &b, toward_carrier, &a, toward_pbx, 0..10);
     // Whichever shard owns the call, every packet went one way or the
@@ -316,19 +285,13 @@ fn a_shard_without_a_queue_relays_through_its_sockets() {
 /// Runs a command (in this test's namespace, or in `netns_of`'s with
 /// nsenter) and asserts it succeeded.
 fn sh(netns_of: Option<u32>, cmd: &str) {
-    let mut c = match netns_of {
-        Some(pid) => {
-            let mut c = Command::new("nsenter");
-            c.args(["-t", &pid.to_string(), "-n", "--"]);
-            c
-        }
-        None => Command::new(cmd.split(' ').next().unwrap()),
+    let pid = netns_of.map(|p| p.to_string());
+    let mut argv: Vec<&str> = match &pid {
+        Some(pid) => vec!["nsenter", "-t", pid, "-n", "--"],
+        None => Vec::new(),
     };
-    let args: Vec<&str> = match netns_of {
-        Some(_) => cmd.split(' ').collect(),
-        None => cmd.split(' ').skip(1).collect(),
-    };
-    let out = c.args(args).output().unwrap();
+    argv.extend(cmd.split(' '));
+    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
     assert!(
         out.status.success(),
         "{cmd}: {}",
@@ -392,62 +355,38 @@ fn media_crosses_a_veth_link_through_native_xdp() {
         p = h.pbx,
         c = h.carrier
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sbc.toml");
-    std::fs::write(&file, config).unwrap();
-    let log_path = dir.path().join("sbc.log");
-    let _sbc = Reaped(
-        Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-n", "--"])
-            .arg(env!("CARGO_BIN_EXE_sbc"))
-            .arg("--config")
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
+    let pid = pid.to_string();
+    let sbc = Sbc::start_with(
+        &config,
+        &format!("{}:9090", h.sbc),
+        &["nsenter", "-t", &pid, "-n", "--"],
     );
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let metrics_at = format!("{}:9090", h.sbc);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(&metrics_at, "/health").is_none_or(|b| b.trim() != "ok") {
-        assert!(Instant::now() < deadline, "sbc did not come up: {}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let metric = |family: &str| -> f64 {
-        http_get(&metrics_at, "/metrics")
-            .unwrap()
-            .lines()
-            .filter(|l| l.starts_with(family))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     assert!(
-        log().contains("AF_XDP media path attached") && log().contains("native"),
+        sbc.log().contains("AF_XDP media path attached") && sbc.log().contains("native"),
         "{}",
-        log()
+        sbc.log()
     );
-    assert_eq!(metric("sbc_media_xdp_socket"), 1.0, "{}", log());
+    assert_eq!(sbc.metric_sum("sbc_media_xdp_socket"), 1.0, "{}", sbc.log());
 
     let pbx = Peer::bind(&h.pbx);
     let carrier = Peer::bind(&h.carrier);
     let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let a = UdpSocket::bind(format!("{}:6100", h.pbx)).unwrap();
-    let b = UdpSocket::bind(format!("{}:6000", h.carrier)).unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    }
+    let (a, b) = media_ends(&h);
     // The SBC's kernel resolved both peers over ARP for the signalling;
     // media then takes the fast path both ways.
     relay_ok(&h, &a, toward_pbx, &b, toward_carrier, 0..30);
     relay_ok(&h, &b, toward_carrier, &a, toward_pbx, 0..30);
-    assert_eq!(metric("sbc_media_xdp_received_total"), 60.0, "{}", log());
     assert_eq!(
-        metric("sbc_media_xdp_sent_total"),
+        sbc.metric_sum("sbc_media_xdp_received_total"),
+        60.0,
+        "{}",
+        sbc.log()
+    );
+    assert_eq!(
+        sbc.metric_sum("sbc_media_xdp_sent_total"),
         60.0,
         "every packet rewritten and sent by AF_XDP: {}",
-        log()
+        sbc.log()
     );
-    assert_eq!(metric("sbc_media_packets_total"), 60.0);
+    assert_eq!(sbc.metric_sum("sbc_media_packets_total"), 60.0);
 }

@@ -66,17 +66,33 @@ pub fn example_config(net: Net, shards: usize) -> String {
 /// A running `sbc`; killed on drop.
 pub struct Sbc {
     child: Child,
-    pub net: Net,
+    /// Its metrics listener.
+    metrics_at: String,
     pub dir: tempfile::TempDir,
 }
 
 impl Sbc {
     pub fn start(net: Net, config: &str) -> Sbc {
+        Sbc::start_with(config, &net.metrics(), &[])
+    }
+
+    /// Starts the sbc with `config`, its metrics at `metrics_at`, run
+    /// through `wrapper` (e.g. `nsenter ... --`) when not empty.
+    pub fn start_with(config: &str, metrics_at: &str, wrapper: &[&str]) -> Sbc {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sbc.toml");
         std::fs::write(&file, config).unwrap();
         let log = std::fs::File::create(dir.path().join("sbc.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sbc"))
+        let sbc_bin = env!("CARGO_BIN_EXE_sbc");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(sbc_bin);
+                c
+            }
+            None => Command::new(sbc_bin),
+        };
+        let child = command
             .arg("--config")
             .arg(&file)
             .env("RUST_LOG", "info")
@@ -84,10 +100,14 @@ impl Sbc {
             .stderr(log)
             .spawn()
             .expect("start sbc");
-        let mut sbc = Sbc { child, net, dir };
+        let mut sbc = Sbc {
+            child,
+            metrics_at: metrics_at.to_owned(),
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if http_get(&net.metrics(), "/health").is_some_and(|b| b.trim() == "ok") {
+            if http_get(metrics_at, "/health").is_some_and(|b| b.trim() == "ok") {
                 break;
             }
             if let Ok(Some(status)) = sbc.child.try_wait() {
@@ -109,7 +129,7 @@ impl Sbc {
 
     /// Parsed `/metrics`: (name with labels, value).
     pub fn metrics(&self) -> Vec<(String, f64)> {
-        let body = http_get(&self.net.metrics(), "/metrics").expect("scrape /metrics");
+        let body = http_get(&self.metrics_at, "/metrics").expect("scrape /metrics");
         assert!(
             body.trim_end().ends_with("# EOF"),
             "OpenMetrics text ends with # EOF"
@@ -400,6 +420,45 @@ impl Peer {
     pub fn send(&self, to: &str, text: &str) {
         self.sock.send_to(text.as_bytes(), to).unwrap();
     }
+}
+
+/// Reads SIP messages until one satisfies `want` (skipping others).
+pub fn wait_for(peer: &Peer, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Some((m, _)) = peer.recv(Duration::from_millis(500))
+            && want(&m)
+        {
+            return m;
+        }
+    }
+    panic!("no {what} within 15 s");
+}
+
+/// The connection address and audio port of an SDP body.
+pub fn sdp_target(msg: &str) -> (String, u16) {
+    let body = msg.split("\r\n\r\n").nth(1).unwrap();
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    (ip, port)
+}
+
+/// A one-stream G.711 (PCMA) SDP body with media at `ip:port`.
+pub fn sdp(ip: &str, port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    )
 }
 
 /// A header's value in a SIP message (first occurrence, long name only).
