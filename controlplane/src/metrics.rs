@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
@@ -90,7 +90,33 @@ fn gauge<L: EncodeLabelSet>(
     Ok(())
 }
 
+/// A counter without labels.
+fn total_counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let desc = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(desc)
+}
+
 impl SbcCollector {
+    /// One gauge sample per shard: `field` of each shard's stats.
+    fn per_shard_gauge(
+        &self,
+        field: impl Fn(&ShardStats) -> &AtomicI64,
+    ) -> impl Iterator<Item = ([(&'static str, usize); 1], i64)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| ([("shard", i)], field(s).load(Ordering::Relaxed)))
+    }
+
+    /// The sum over shards of entry `i` of one of the shards' arrays.
+    fn total_at(&self, array: impl Fn(&ShardStats) -> &[AtomicU64], i: usize) -> u64 {
+        self.shards
+            .iter()
+            .filter_map(|s| array(s).get(i))
+            .map(load)
+            .fold(0, u64::wrapping_add)
+    }
+
     /// One sample per shard: `field` of each shard's stats.
     fn per_shard(
         &self,
@@ -178,16 +204,11 @@ impl SbcCollector {
             "Calls created by each shard.",
             self.per_shard(|s| &s.calls_created),
         )?;
-        let active = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ([("shard", i)], s.calls_active.load(Ordering::Relaxed)));
         gauge(
             enc,
             "shard_calls_active",
             "Calls each shard holds now.",
-            active,
+            self.per_shard_gauge(|s| &s.calls_active),
         )?;
         let sip: [(&str, &str, ShardCounter); 8] = [
             (
@@ -248,38 +269,26 @@ impl SbcCollector {
             "Final responses received from trunks, by status code.",
             received,
         )?;
-        let failovers = self.total(|s| &s.failovers);
-        let desc = enc.encode_descriptor(
+        total_counter(
+            enc,
             "failovers",
             "Calls moved to their next target.",
-            None,
-            MetricType::Counter,
+            self.total(|s| &s.failovers),
         )?;
-        ConstCounter::new(failovers).encode(desc)?;
-        let rejected = Reject::ALL.iter().enumerate().map(|(i, r)| {
-            let n = self
-                .shards
-                .iter()
-                .filter_map(|s| s.rejected.get(i))
-                .map(load)
-                .fold(0, u64::wrapping_add);
-            ([("reason", r.label())], n)
-        });
+        let rejected = Reject::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ([("reason", r.label())], self.total_at(|s| &s.rejected, i)));
         counter(
             enc,
             "requests_rejected",
             "Requests refused before becoming calls, by reason.",
             rejected,
         )?;
-        let discarded = Discard::ALL.iter().enumerate().map(|(i, d)| {
-            let n = self
-                .shards
-                .iter()
-                .filter_map(|s| s.dropped.get(i))
-                .map(load)
-                .fold(0, u64::wrapping_add);
-            ([("reason", d.label())], n)
-        });
+        let discarded = Discard::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ([("reason", d.label())], self.total_at(|s| &s.dropped, i)));
         counter(
             enc,
             "messages_discarded",

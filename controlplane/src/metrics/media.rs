@@ -2,30 +2,19 @@
 //! reason (sums over shards), and the sessions and ports each shard holds.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::DescriptorEncoder;
 use sbc_dataplane::media::MediaDrop;
 use sbc_dataplane::stats::ShardStats;
 
-use super::{SbcCollector, counter, gauge, load};
+use super::{SbcCollector, counter, gauge, total_counter};
 
 /// `direction` label values, by index of the per-direction arrays: 0 is
 /// what the caller's side sent, 1 what the callee's side sent.
 pub const MEDIA_DIRECTIONS: [&str; 2] = ["caller_to_callee", "callee_to_caller"];
 
 impl SbcCollector {
-    /// The sum over shards of entry `i` of one of the shards' arrays.
-    fn total_at(&self, array: impl Fn(&ShardStats) -> &[AtomicU64], i: usize) -> u64 {
-        self.shards
-            .iter()
-            .filter_map(|s| array(s).get(i))
-            .map(load)
-            .fold(0, u64::wrapping_add)
-    }
-
     pub(super) fn encode_media(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         type ByDirection = fn(&ShardStats) -> &[AtomicU64];
         let families: [(&str, &str, ByDirection); 3] = [
@@ -62,38 +51,23 @@ impl SbcCollector {
             "Media packets dropped, by reason.",
             dropped,
         )?;
-        let sessions = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ([("shard", i)], s.media_sessions.load(Ordering::Relaxed)));
         gauge(
             enc,
             "media_sessions",
             "Calls with anchored media each shard holds now.",
-            sessions,
+            self.per_shard_gauge(|s| &s.media_sessions),
         )?;
-        let ports = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ([("shard", i)], s.media_ports_in_use.load(Ordering::Relaxed)));
         gauge(
             enc,
             "media_ports_in_use",
             "Media ports the calls of each shard hold now.",
-            ports,
+            self.per_shard_gauge(|s| &s.media_ports_in_use),
         )?;
-        let xdp_sockets = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ([("shard", i)], s.xdp_socket.load(Ordering::Relaxed)));
         gauge(
             enc,
             "media_xdp_socket",
             "1 while the shard relays media through an AF_XDP socket.",
-            xdp_sockets,
+            self.per_shard_gauge(|s| &s.xdp_socket),
         )?;
         type Total = fn(&ShardStats) -> &AtomicU64;
         let xdp: [(&str, &str, Total); 3] = [
@@ -114,8 +88,7 @@ impl SbcCollector {
             ),
         ];
         for (name, help, field) in xdp {
-            let desc = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(self.total(field)).encode(desc)?;
+            total_counter(enc, name, help, self.total(field))?;
         }
         let kernel = sbc_dataplane::stats::XDP_KERNEL_DROPS
             .iter()
@@ -132,13 +105,11 @@ impl SbcCollector {
             "Frames the kernel dropped on the shards' AF_XDP sockets, by reason (read about once a second).",
             kernel,
         )?;
-        let timeouts = self.total(|s| &s.media_timeouts);
-        let desc = enc.encode_descriptor(
+        total_counter(
+            enc,
             "media_timeouts",
             "Calls ended because their media stopped.",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(timeouts).encode(desc)
+            self.total(|s| &s.media_timeouts),
+        )
     }
 }
