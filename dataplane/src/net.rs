@@ -2,9 +2,14 @@
 //! addressed by destination and by the local SIP socket to send from.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
+
+/// A multicast or (IPv4) broadcast address: never a peer's own.
+pub fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
+    ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
 
 /// Index of a local SIP listen address (the order of `sip.listen` in the
 /// configuration). Every shard has one socket per listen address.

@@ -95,6 +95,19 @@ pub enum XdpMode {
     Generic,
 }
 
+impl XdpMode {
+    pub const ALL: [XdpMode; 3] = [XdpMode::Auto, XdpMode::Native, XdpMode::Generic];
+
+    /// The name in the configuration file.
+    pub fn label(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
 /// How a dialled number is matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NumberPattern {

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use sbc_dataplane::media::PortPlan;
+use sbc_dataplane::net::is_multicast_or_broadcast;
 use sbc_dataplane::policy::{MediaMode, MediaPolicy, XdpMode, XdpSettings};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -180,14 +181,11 @@ impl<'de> Deserialize<'de> for XdpModeValue {
                 f.write_str(XDP_MODE_EXPECTED)
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<XdpModeValue, E> {
-                match s {
-                    "auto" => Ok(XdpModeValue(XdpMode::Auto)),
-                    "native" => Ok(XdpModeValue(XdpMode::Native)),
-                    "generic" => Ok(XdpModeValue(XdpMode::Generic)),
-                    _ => Err(E::custom(format!(
-                        "expected {XDP_MODE_EXPECTED}, found {s:?}"
-                    ))),
-                }
+                XdpMode::ALL
+                    .into_iter()
+                    .find(|m| m.label() == s)
+                    .map(XdpModeValue)
+                    .ok_or_else(|| E::custom(format!("expected {XDP_MODE_EXPECTED}, found {s:?}")))
             }
         }
         d.deserialize_str(V)
@@ -351,20 +349,11 @@ fn defaults(file: &ConfigFile, path: &FieldPath) -> Result<MediaPolicy, Problem>
     })
 }
 
-fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
-    ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
-}
-
 /// `listen 127.0.0.1, advertise 203.0.113.5, ports 30000-39999, timeout_s 60`
 /// (and `, xdp eth0 auto` with the AF_XDP path).
 pub fn media_summary(media: &MediaPolicy) -> String {
     let xdp = media.xdp.as_ref().map_or(String::new(), |x| {
-        let mode = match x.mode {
-            XdpMode::Auto => "auto",
-            XdpMode::Native => "native",
-            XdpMode::Generic => "generic",
-        };
-        format!(", xdp {} {mode}", x.interface)
+        format!(", xdp {} {}", x.interface, x.mode.label())
     });
     format!(
         "listen {}, advertise {}, ports {}-{}, timeout_s {}{xdp}",

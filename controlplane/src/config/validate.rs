@@ -3,7 +3,7 @@
 //! (`values.rs`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use ipnet::IpNet;
 use sbc_dataplane::transaction::TimerConfig;
@@ -196,8 +196,7 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
 /// Why a trunk address cannot receive requests, if it cannot.
 fn not_unicast(addr: SocketAddr) -> Option<String> {
     let ip = addr.ip();
-    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+    if ip.is_unspecified() || sbc_dataplane::net::is_multicast_or_broadcast(ip) {
         Some(format!("{addr} is not a unicast address"))
     } else if addr.port() == 0 {
         Some(format!(

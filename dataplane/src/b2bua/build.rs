@@ -297,8 +297,14 @@ fn is_topology_header(name: &[u8]) -> bool {
 
 /// [`copy_end_to_end`] into a buffer of its own.
 pub(crate) fn render_end_to_end(msg: &Message<'_>) -> Bytes {
+    render_end_to_end_with(msg, true)
+}
+
+/// [`render_end_to_end`], optionally without the headers that describe the
+/// body (see [`copy_end_to_end_with`]).
+pub(crate) fn render_end_to_end_with(msg: &Message<'_>, with_body: bool) -> Bytes {
     let mut buf = BytesMut::with_capacity(256);
-    copy_end_to_end(&mut Writer::new(&mut buf), msg);
+    copy_end_to_end_with(&mut Writer::new(&mut buf), msg, with_body);
     buf.freeze()
 }
 

@@ -156,6 +156,22 @@ impl ServerTx {
             ServerTx::NonInvite(t) => t.next_deadline(),
         }
     }
+
+    /// Sends a response through the transaction; false when it no longer
+    /// takes one.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        timers: &crate::transaction::TimerConfig,
+        code: u16,
+        response: Bytes,
+        out: &mut crate::net::Outbox,
+    ) -> bool {
+        match self {
+            ServerTx::Invite(t) => t.respond(now, timers, code, response, out),
+            ServerTx::NonInvite(t) => t.respond(now, timers, code, response, out),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -175,7 +175,8 @@ fn relay(
         answer_locally(ctx, call, side, req, src, local, now, answer);
         return;
     }
-    if call.anchored && super::media::has_nested_sdp(&req.msg) {
+    let body_kind = super::media::body_kind(&req.msg);
+    if call.anchored && body_kind == super::media::BodyKind::NestedSdp {
         let answer = (
             415,
             &b"Unsupported Media Type"[..],
@@ -186,7 +187,7 @@ fn relay(
     }
     // An offer in a re-INVITE or UPDATE goes through the media session
     // (RFC 3264 §8: hold, resume, new addresses, added streams).
-    let offer_in_request = carries_offer(req.method) && super::media::is_sdp(&req.msg);
+    let offer_in_request = carries_offer(req.method) && body_kind == super::media::BodyKind::Sdp;
     let body = if offer_in_request {
         if call.phase == Phase::Confirmed {
             super::media::stage_offer(call);
@@ -380,10 +381,9 @@ pub(crate) fn on_relay_response(
     }
     body.write(&mut w, &resp.msg);
     let bytes = buf.freeze();
-    let sent = match &mut relay.server {
-        ServerTx::Invite(t) => t.respond(now, &timers, code, bytes, &mut ctx.out),
-        ServerTx::NonInvite(t) => t.respond(now, &timers, code, bytes, &mut ctx.out),
-    };
+    let sent = relay
+        .server
+        .respond(now, &timers, code, bytes, &mut ctx.out);
     if sent && code >= 200 {
         ctx.stats.final_sent(code);
         // Retransmissions of the request get the stored response.
@@ -416,10 +416,7 @@ fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Inst
     };
     let method = relay.method;
     let bytes = relay.template.simple(488, b"Not Acceptable Here", None);
-    let sent = match &mut relay.server {
-        ServerTx::Invite(t) => t.respond(now, &timers, 488, bytes, &mut ctx.out),
-        ServerTx::NonInvite(t) => t.respond(now, &timers, 488, bytes, &mut ctx.out),
-    };
+    let sent = relay.server.respond(now, &timers, 488, bytes, &mut ctx.out);
     if sent {
         ctx.stats.final_sent(488);
         relay.template = Template::empty();

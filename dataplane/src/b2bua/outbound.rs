@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::build::{
     InviteRef, Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop,
-    render_end_to_end,
+    render_end_to_end_with,
 };
 use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
 use super::engine::Ctx;
@@ -443,21 +443,10 @@ fn record_failure(call: &mut Call, code: u16, resp: &Response<'_>) {
     // An error response may carry SDP (RFC 3261 §21.4.26): on an anchored
     // call the callee's addresses must not reach the caller with it.
     let strip = call.anchored && super::media::carries_media(&resp.msg);
-    let headers = if strip {
-        let mut buf = BytesMut::with_capacity(256);
-        super::build::copy_end_to_end_with(
-            &mut crate::sip::Writer::new(&mut buf),
-            &resp.msg,
-            false,
-        );
-        buf.freeze()
-    } else {
-        render_end_to_end(&resp.msg)
-    };
     let candidate = Failure {
         code,
         reason: Bytes::copy_from_slice(resp.reason),
-        headers,
+        headers: render_end_to_end_with(&resp.msg, !strip),
         body: if strip {
             Bytes::new()
         } else {

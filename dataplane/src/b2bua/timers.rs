@@ -70,10 +70,9 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         if ev == Some(TxEvent::Timeout) {
             // The far side never answered: 408 to the originator.
             let response = relay.template.simple(408, b"Request Timeout", None);
-            let sent = match &mut relay.server {
-                ServerTx::Invite(t) => t.respond(now, &timers, 408, response, &mut ctx.out),
-                ServerTx::NonInvite(t) => t.respond(now, &timers, 408, response, &mut ctx.out),
-            };
+            let sent = relay
+                .server
+                .respond(now, &timers, 408, response, &mut ctx.out);
             if sent {
                 ctx.stats.final_sent(408);
             }

@@ -76,13 +76,27 @@ pub fn rewrite(
     src: SocketAddrV4,
     dst: SocketAddrV4,
 ) -> bool {
-    let Some(parsed) = parse(frame) else {
-        return false;
-    };
+    match parse(frame) {
+        Some(parsed) => rewrite_parsed(frame, &parsed, macs, src, dst),
+        None => false,
+    }
+}
+
+/// [`rewrite`] for a frame already read by [`parse`] (`parsed`), so the
+/// relay reads each frame once. `false`, with the frame untouched, when
+/// the frame is shorter than `parsed` says.
+pub fn rewrite_parsed(
+    frame: &mut [u8],
+    parsed: &UdpFrame,
+    macs: ([u8; 6], [u8; 6]),
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+) -> bool {
     let end = parsed.payload.end;
-    let Some(h) = frame.get_mut(..HEADERS) else {
+    if frame.len() < end.max(HEADERS) {
         return false;
-    };
+    }
+    let h = &mut frame[..HEADERS];
     h[0..6].copy_from_slice(&macs.1);
     h[6..12].copy_from_slice(&macs.0);
     h[IP + 1] = 0;
@@ -93,7 +107,7 @@ pub fn rewrite(
     h[UDP + 6] = 0;
     h[UDP + 7] = 0;
     // Pseudo-header (addresses, protocol, UDP length), then the datagram.
-    let udp = frame.get(UDP..end).unwrap_or(&[]);
+    let udp = &frame[UDP..end];
     let pseudo = sum_words(&frame[IP + 12..IP + 20]) + 17 + udp.len() as u32;
     let udp_sum = match !fold(u64::from(pseudo) + sum_bytes(udp)) {
         0 => 0xffff,

@@ -214,8 +214,9 @@ fn static_encoding(pt: u8) -> Option<&'static str> {
     })
 }
 
-/// What one media section becomes in the rewritten SDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one media section becomes in the rewritten SDP (the default:
+/// rejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Anchor {
     /// Our RTP port for this stream, or 0 to reject it (RTCP is always on
     /// the next port, so no a=rtcp is needed, RFC 3605).
@@ -293,10 +294,7 @@ pub fn rewrite(
         }
     }
     for (i, m) in sdp.media.iter().enumerate() {
-        let anchor = anchors.get(i).copied().unwrap_or(Anchor {
-            port: 0,
-            rtcp_mux: false,
-        });
+        let anchor = anchors.get(i).copied().unwrap_or_default();
         let kept: Vec<&[u8]> = m.fmts.iter().copied().filter(|f| keep(m, f)).collect();
         let (port, fmts) = if anchor.port == 0 || kept.is_empty() {
             // RFC 3264 §6: a rejected stream keeps port 0 and a format.

@@ -127,9 +127,8 @@ pub struct Flow {
 }
 
 /// The direction a side gave a stream in its SDP (RFC 3264 §5.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Direction {
-    #[default]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
     SendRecv,
     SendOnly,
     RecvOnly,
@@ -166,8 +165,8 @@ pub struct Endpoint {
     pub sdp_rtcp: Option<SocketAddr>,
     /// This side multiplexes RTCP on the RTP port (RFC 5761).
     pub mux: bool,
-    /// What its last SDP said; `hold` also when it gave c=0.0.0.0.
-    pub direction: Direction,
+    /// Its last SDP made the stream other than sendrecv, or gave
+    /// c=0.0.0.0.
     pub hold: bool,
     pub latch: Latch,
     pub flow: Flow,
@@ -334,11 +333,10 @@ impl MediaSession {
             }
             let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
             let own = ip == ctx.advertise && ctx.ports.pool.plan().owner(m.port).is_some();
-            let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
             // The relay sends from sockets of the advertised family only.
             let other_family = !ip.is_unspecified() && ip.is_ipv4() != ctx.advertise.is_ipv4();
             let forbidden = ctx.forbidden.iter().any(|n| n.contains(&ip));
-            if ip.is_multicast() || broadcast || own || other_family || forbidden {
+            if crate::net::is_multicast_or_broadcast(ip) || own || other_family || forbidden {
                 return Err(MediaError::BadAddress);
             }
             let have = self.streams.get(i).map_or([false, false], |s| {
@@ -364,14 +362,14 @@ impl MediaSession {
             if i >= self.streams.len() {
                 if role == Role::Answer {
                     // An answer cannot add streams (RFC 3264 §6).
-                    anchors.push(rejected());
+                    anchors.push(Anchor::default());
                     continue;
                 }
                 self.streams.push(Stream::default());
             }
             if !allowed {
                 self.release_stream(i, ctx.ports);
-                anchors.push(rejected());
+                anchors.push(Anchor::default());
                 continue;
             }
             let stream_index = u16::try_from(i).unwrap_or(u16::MAX);
@@ -412,8 +410,7 @@ impl MediaSession {
             end.sdp_rtp = rtp;
             end.sdp_rtcp = rtcp;
             end.mux = m.has_attr(b"rtcp-mux");
-            end.direction = Direction::of(&sdp, m);
-            end.hold = held || end.direction != Direction::SendRecv;
+            end.hold = held || Direction::of(&sdp, m) != Direction::SendRecv;
             let from_mux = end.mux;
             let toward = self.streams[i].ends[to as usize];
             let port = toward.pair.map_or(0, |p| ctx.ports.rtp_port(p));
@@ -475,10 +472,6 @@ impl MediaSession {
             self.staged = Some(Box::new(before));
             self.deferred.clear();
         }
-    }
-
-    pub fn is_staged(&self) -> bool {
-        self.staged.is_some()
     }
 
     /// The re-offer was accepted: free what it gave up.
@@ -664,13 +657,6 @@ impl MediaSession {
             let f = &s.ends[leg as usize].flow;
             (p + f.packets, b + f.bytes, l + f.seq.lost())
         })
-    }
-}
-
-fn rejected() -> Anchor {
-    Anchor {
-        port: 0,
-        rtcp_mux: false,
     }
 }
 

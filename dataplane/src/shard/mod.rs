@@ -251,14 +251,6 @@ impl Runtime {
         self.threads.iter().all(|t| !t.is_finished())
     }
 
-    /// Shards relaying through an AF_XDP socket.
-    pub fn xdp_shards(&self) -> usize {
-        self.stats
-            .iter()
-            .filter(|s| s.xdp_socket.load(Ordering::Relaxed) > 0)
-            .count()
-    }
-
     /// Stops the shards and waits for them.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -314,7 +306,7 @@ fn open_xsk(
             tracing::info!(
                 shard = me,
                 queue,
-                zero_copy = xsk.zero_copy,
+                zero_copy = xsk.zero_copy(),
                 "AF_XDP socket open"
             );
             stats.xdp_socket.store(1, Ordering::Relaxed);

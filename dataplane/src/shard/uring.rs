@@ -658,7 +658,13 @@ impl ShardLoop {
             match hop {
                 Some((to, mac)) if xsk.can_send() => {
                     let from = std::net::SocketAddrV4::new(path.source, f.from_port);
-                    if crate::media::frame::rewrite(frame, (path.link.mac, mac), from, to) {
+                    if crate::media::frame::rewrite_parsed(
+                        frame,
+                        &parsed,
+                        (path.link.mac, mac),
+                        from,
+                        to,
+                    ) {
                         xsk.send(addr, len);
                         sent += 1;
                     } else {

@@ -479,8 +479,6 @@ pub(crate) struct Xsk {
     fd: OwnedFd,
     rings: Rings,
     umem: Umem,
-    /// Whether the socket got zero-copy (driver) mode.
-    pub zero_copy: bool,
 }
 
 /// The four rings of an AF_XDP socket.
@@ -681,12 +679,16 @@ impl Xsk {
             },
             fd,
             umem,
-            zero_copy,
         })
     }
 
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Whether the socket got zero-copy (driver) mode.
+    pub(crate) fn zero_copy(&self) -> bool {
+        self.rings.zero_copy
     }
 
     /// The kernel's drop counters for this socket (XDP_STATISTICS, since
