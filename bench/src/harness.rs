@@ -2,7 +2,56 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+/// A child process, killed and reaped when dropped.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The sbc configuration of the benchmarks: listening on `sbc`:5060 with
+/// metrics on `sbc`:9090, calls from the `pbx` trunk routed to the
+/// `carrier` trunk; `extra` (e.g. a `[media]` section) goes before the
+/// trunks.
+pub fn sbc_config(
+    sbc: &str,
+    pbx: &str,
+    carrier: &str,
+    shards: usize,
+    batch_wait_us: Option<u32>,
+    extra: &str,
+) -> String {
+    let wait = batch_wait_us.map_or(String::new(), |us| format!("batch_wait_us = {us}\n"));
+    format!(
+        "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\n{wait}[metrics]\nlisten = \"{sbc}:9090\"\n{extra}\
+         [[trunks]]\nname = \"pbx\"\nsources = [\"{pbx}\"]\naddress = \"{pbx}:5060\"\n\
+         [[trunks]]\nname = \"carrier\"\nsources = [\"{carrier}\"]\naddress = \"{carrier}:5060\"\n\
+         [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n"
+    )
+}
+
+/// The last value of `column` in the statistics file (`stat.csv`) sipp
+/// wrote in `dir` with `-trace_stat -stf stat.csv`; 0 when absent.
+pub fn sipp_stat(dir: &Path, column: &str) -> u64 {
+    let csv = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+    let mut lines = csv.lines().filter(|l| !l.is_empty());
+    let header: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap_or("").split(';').collect();
+    header
+        .iter()
+        .position(|h| *h == column)
+        .and_then(|i| last.get(i))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
 
 /// `GET path` from the sbc's metrics listener at `addr`: the whole
 /// response, or `None` when nothing answered.

@@ -7,11 +7,11 @@
 //!  target/release/callcost --rate 1000 --seconds 30 --shards 1`
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sbc_bench::harness::wait_healthy;
+use sbc_bench::harness::{Proc, sbc_config, sipp_stat, wait_healthy};
 use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
 #[derive(Parser, Debug)]
@@ -67,15 +67,6 @@ fn scenario(name: &str) -> String {
         .to_string()
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn sipp(dir: &Path, args: &[String]) -> Proc {
     let child = Command::new("sipp")
         .current_dir(dir)
@@ -102,19 +93,6 @@ fn sipp(dir: &Path, args: &[String]) -> Proc {
     Proc(child)
 }
 
-fn stat(dir: &Path, column: &str) -> u64 {
-    let csv = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
-    let mut lines = csv.lines().filter(|l| !l.is_empty());
-    let header: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
-    let last: Vec<&str> = lines.next_back().unwrap_or("").split(';').collect();
-    header
-        .iter()
-        .position(|h| *h == column)
-        .and_then(|i| last.get(i))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn fail(msg: &str) -> ! {
     eprintln!("callcost: {msg}");
     std::process::exit(2)
@@ -128,16 +106,13 @@ fn main() {
     for d in ["sbc", "uas", "uac"] {
         std::fs::create_dir_all(work.join(d)).unwrap_or_else(|e| fail(&e.to_string()));
     }
-    let config = format!(
-        "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\nbatch_wait_us = {bw}\n[metrics]\nlisten = \"{sbc}:9090\"\n\
-         [[trunks]]\nname = \"pbx\"\nsources = [\"{pbx}\"]\naddress = \"{pbx}:5060\"\n\
-         [[trunks]]\nname = \"carrier\"\nsources = [\"{carrier}\"]\naddress = \"{carrier}:5060\"\n\
-         [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
-        sbc = ip(1),
-        pbx = ip(10),
-        carrier = ip(20),
-        shards = a.shards,
-        bw = a.batch_wait_us,
+    let config = sbc_config(
+        &ip(1),
+        &ip(10),
+        &ip(20),
+        a.shards,
+        Some(a.batch_wait_us),
+        "",
     );
     let cfg_path = work.join("sbc/bench.toml");
     std::fs::write(&cfg_path, config).unwrap_or_else(|e| fail(&e.to_string()));
@@ -260,8 +235,8 @@ fn main() {
     let (user1, _) = cpu_split(pid);
     let rss_kb = status_kb(pid, "VmRSS:");
     let hwm_kb = status_kb(pid, "VmHWM:");
-    let ok = stat(&work.join("uac"), "SuccessfulCall(C)");
-    let failed = stat(&work.join("uac"), "FailedCall(C)");
+    let ok = sipp_stat(&work.join("uac"), "SuccessfulCall(C)");
+    let failed = sipp_stat(&work.join("uac"), "FailedCall(C)");
     drop(uas);
     drop(server);
     let per_call = |cpu: f64| {

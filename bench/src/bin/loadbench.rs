@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use sbc_bench::harness::wait_healthy;
+use sbc_bench::harness::{sbc_config, sipp_stat, wait_healthy};
 use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
 use serde_json::{Value, json};
 
@@ -258,19 +258,13 @@ impl Bench {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&e.to_string()));
         match target {
             Target::Sbc => {
-                let config = format!(
-                    "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\n{wait}[metrics]\nlisten = \"{sbc}:9090\"\n\
-                     [[trunks]]\nname = \"pbx\"\nsources = [\"{pbx}\"]\naddress = \"{pbx}:5060\"\n\
-                     [[trunks]]\nname = \"carrier\"\nsources = [\"{carrier}\"]\naddress = \"{carrier}:5060\"\n\
-                     [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
-                    sbc = self.ip(1),
-                    pbx = self.ip(10),
-                    carrier = self.ip(20),
-                    shards = self.a.shards,
-                    wait = self
-                        .a
-                        .batch_wait_us
-                        .map_or(String::new(), |us| format!("batch_wait_us = {us}\n")),
+                let config = sbc_config(
+                    &self.ip(1),
+                    &self.ip(10),
+                    &self.ip(20),
+                    self.a.shards,
+                    self.a.batch_wait_us,
+                    "",
                 );
                 let path = dir.join("bench.toml");
                 std::fs::write(&path, config).unwrap_or_else(|e| fail(&e.to_string()));
@@ -364,18 +358,7 @@ impl Bench {
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or(Value::Null);
         }
-        let csv = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
-        let mut lines = csv.lines().filter(|l| !l.is_empty());
-        let header: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
-        let last: Vec<&str> = lines.next_back().unwrap_or("").split(';').collect();
-        let get = |c: &str| -> u64 {
-            header
-                .iter()
-                .position(|h| *h == c)
-                .and_then(|i| last.get(i))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let get = |column: &str| sipp_stat(&dir, column);
         json!({
             "calls_succeeded": get("SuccessfulCall(C)"),
             "calls_failed": get("FailedCall(C)"),

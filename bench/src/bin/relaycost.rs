@@ -18,12 +18,13 @@
 //!  target/release/relaycost --streams 200 --pps 50 --seconds 10`
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use sbc_bench::harness::{Proc, sbc_config};
 use sbc_bench::procstat::cpu_seconds;
 use sbc_bench::relay::{minimal, setup};
 
@@ -121,20 +122,12 @@ enum Target {
     Rtpengine,
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn fail(msg: &str) -> ! {
     eprintln!("relaycost: {msg}");
     std::process::exit(2)
 }
 
+#[derive(Clone)]
 struct Outcome {
     target: Target,
     sent: u64,
@@ -319,17 +312,14 @@ fn run_target(a: &Args, topo: &Topology, t: Target) -> Option<Outcome> {
             } else {
                 String::new()
             };
-            let cfg = format!(
-                "[sip]\nlisten = [\"{r}:5060\"]\n[shards]\ncount = 1\n{bw}[metrics]\nlisten = \"{r}:9090\"\n[media]\nlisten = \"{r}\"\nports = \"30000-31999\"\n{xdp}\
-                 [[trunks]]\nname = \"pbx\"\nsources = [\"{c}\"]\naddress = \"{c}:5060\"\n\
-                 [[trunks]]\nname = \"carrier\"\nsources = [\"{s}\"]\naddress = \"{s}:5060\"\n\
-                 [[routes]]\nname = \"out\"\nfrom = [\"pbx\"]\nnumbers = [\"*\"]\ntargets = [{{ trunk = \"carrier\" }}]\n",
-                r = relay_ip,
-                c = topo.caller_ip,
-                s = topo.sink_ip,
-                bw = a
-                    .batch_wait_us
-                    .map_or(String::new(), |us| format!("batch_wait_us = {us}\n"))
+            let media = format!("[media]\nlisten = \"{relay_ip}\"\nports = \"30000-31999\"\n{xdp}");
+            let cfg = sbc_config(
+                &relay_ip,
+                &topo.caller_ip,
+                &topo.sink_ip,
+                1,
+                a.batch_wait_us,
+                &media,
             );
             let path = work.join("sbc.toml");
             std::fs::write(&path, cfg).unwrap_or_else(|e| fail(&e.to_string()));
@@ -580,14 +570,8 @@ fn main() {
 /// count).
 fn median(mut runs: Vec<&Outcome>) -> Option<Outcome> {
     runs.sort_by(|x, y| x.cpu_ns_per_packet.total_cmp(&y.cpu_ns_per_packet));
-    let m = runs.get(runs.len().saturating_sub(1) / 2)?;
-    Some(Outcome {
-        target: m.target,
-        sent: m.sent,
-        received: m.received,
-        cpu_ns_per_packet: m.cpu_ns_per_packet,
-        xdp_share: m.xdp_share,
-    })
+    runs.get(runs.len().saturating_sub(1) / 2)
+        .map(|m| (*m).clone())
 }
 
 /// A second namespace for the relays, held by a sleeping process, joined
