@@ -109,15 +109,43 @@ fn call(h: &Hosts, pbx: &Peer, carrier: &Peer) -> (u16, u16) {
     (toward_pbx, toward_carrier)
 }
 
-/// The media sockets of the call [`call`] sets up: the pbx's and the
-/// carrier's.
-fn media_ends(h: &Hosts) -> (UdpSocket, UdpSocket) {
+/// One anchored call and its media sockets.
+struct Anchored {
+    /// The pbx's and the carrier's SIP sockets, kept open.
+    _peers: (Peer, Peer),
+    /// The pbx's and the carrier's media sockets.
+    a: UdpSocket,
+    b: UdpSocket,
+    /// The SBC's media ports facing the pbx and the carrier.
+    toward_pbx: u16,
+    toward_carrier: u16,
+}
+
+/// Sets up a call pbx -> carrier ([`call`]) and binds its media sockets.
+fn anchored_call(h: &Hosts) -> Anchored {
+    let pbx = Peer::bind(&h.pbx);
+    let carrier = Peer::bind(&h.carrier);
+    let (toward_pbx, toward_carrier) = call(h, &pbx, &carrier);
     let a = UdpSocket::bind(format!("{}:6100", h.pbx)).unwrap();
     let b = UdpSocket::bind(format!("{}:6000", h.carrier)).unwrap();
     for s in [&a, &b] {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     }
-    (a, b)
+    Anchored {
+        _peers: (pbx, carrier),
+        a,
+        b,
+        toward_pbx,
+        toward_carrier,
+    }
+}
+
+/// The example configuration on `net` with `shards` and `[media.xdp]`
+/// holding `xdp`.
+fn xdp_config(net: Net, shards: usize, xdp: &str) -> String {
+    let mut config = example_config(net, shards);
+    config.push_str(&format!("\n[media.xdp]\n{xdp}\n"));
+    config
 }
 
 fn rtp(seq: u16) -> Vec<u8> {
@@ -159,8 +187,7 @@ fn media_is_relayed_through_af_xdp_both_ways() {
     }
     let net = Net(121);
     let h = Hosts::of(net);
-    let mut config = example_config(net, 1);
-    config.push_str("\n[media.xdp]\ninterface = \"lo\"\nmode = \"generic\"\n");
+    let config = xdp_config(net, 1, "interface = \"lo\"\nmode = \"generic\"");
     let sbc = Sbc::start(net, &config);
     assert_eq!(
         sbc.metric(r#"sbc_media_xdp_socket{shard="0"}"#),
@@ -168,10 +195,13 @@ fn media_is_relayed_through_af_xdp_both_ways() {
         "shard 0 has its AF_XDP socket: {}",
         sbc.log()
     );
-    let pbx = Peer::bind(&net.pbx());
-    let carrier = Peer::bind(&net.carrier_a());
-    let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let (a, b) = media_ends(&h);
+    let Anchored {
+        _peers,
+        a,
+        b,
+        toward_pbx,
+        toward_carrier,
+    } = anchored_call(&h);
 
     // One way first: the next hop comes from the kernel's tables (lo
     // here), not from the far side's packets, so the pbx's packets are
@@ -227,8 +257,7 @@ fn without_xdp_support_the_sbc_relays_through_its_sockets() {
     // No namespace needed: nothing attaches.
     let net = Net(122);
     let h = Hosts::of(net);
-    let mut config = example_config(net, 1);
-    config.push_str("\n[media.xdp]\ninterface = \"nosuch0\"\n");
+    let config = xdp_config(net, 1, "interface = \"nosuch0\"");
     let sbc = Sbc::start(net, &config);
     assert!(
         sbc.log().contains("AF_XDP media path unavailable"),
@@ -236,10 +265,13 @@ fn without_xdp_support_the_sbc_relays_through_its_sockets() {
         sbc.log()
     );
     assert_eq!(sbc.metric(r#"sbc_media_xdp_socket{shard="0"}"#), 0.0);
-    let pbx = Peer::bind(&net.pbx());
-    let carrier = Peer::bind(&net.carrier_a());
-    let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let (a, b) = media_ends(&h);
+    let Anchored {
+        _peers,
+        a,
+        b,
+        toward_pbx,
+        toward_carrier,
+    } = anchored_call(&h);
     relay_ok(&h, &a, toward_pbx, &b, toward_carrier, 0..10);
     relay_ok(&h, &b, toward_carrier, &a, toward_pbx, 0..10);
     assert_eq!(sbc.metric_sum("sbc_media_xdp_received_total"), 0.0);
@@ -259,8 +291,7 @@ fn a_shard_without_a_queue_relays_through_its_sockets() {
     // (whose ports the program passes to the stack) keeps its sockets.
     let net = Net(123);
     let h = Hosts::of(net);
-    let mut config = example_config(net, 2);
-    config.push_str("\n[media.xdp]\ninterface = \"lo\"\n");
+    let config = xdp_config(net, 2, "interface = \"lo\"");
     let sbc = Sbc::start(net, &config);
     assert_eq!(sbc.metric(r#"sbc_media_xdp_socket{shard="0"}"#), 1.0);
     assert_eq!(sbc.metric(r#"sbc_media_xdp_socket{shard="1"}"#), 0.0);
@@ -269,10 +300,13 @@ fn a_shard_without_a_queue_relays_through_its_sockets() {
         "{}",
         sbc.log()
     );
-    let pbx = Peer::bind(&net.pbx());
-    let carrier = Peer::bind(&net.carrier_a());
-    let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let (a, b) = media_ends(&h);
+    let Anchored {
+        _peers,
+        a,
+        b,
+        toward_pbx,
+        toward_carrier,
+    } = anchored_call(&h);
     relay_ok(&h, &a, toward_pbx, &b, toward_carrier, 0..10);
     relay_ok(&h, &b, toward_carrier, &a, toward_pbx, 0..10);
     // Whichever shard owns the call, every packet went one way or the
@@ -368,10 +402,13 @@ fn media_crosses_a_veth_link_through_native_xdp() {
     );
     assert_eq!(sbc.metric_sum("sbc_media_xdp_socket"), 1.0, "{}", sbc.log());
 
-    let pbx = Peer::bind(&h.pbx);
-    let carrier = Peer::bind(&h.carrier);
-    let (toward_pbx, toward_carrier) = call(&h, &pbx, &carrier);
-    let (a, b) = media_ends(&h);
+    let Anchored {
+        _peers,
+        a,
+        b,
+        toward_pbx,
+        toward_carrier,
+    } = anchored_call(&h);
     // The SBC's kernel resolved both peers over ARP for the signalling;
     // media then takes the fast path both ways.
     relay_ok(&h, &a, toward_pbx, &b, toward_carrier, 0..30);
