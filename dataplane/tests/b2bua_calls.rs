@@ -376,11 +376,7 @@ fn all_trunks_fail_gives_best_answer() {
         CARRIER_A,
         &reply(&first, 503, "Service Unavailable", Some("a"), None, ""),
     );
-    let second = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_B))
-        .unwrap();
+    let second = sim.first_to(CARRIER_B);
     sim.recv(
         CARRIER_B,
         &reply(&second, 503, "Service Unavailable", Some("b"), None, ""),

@@ -182,11 +182,7 @@ fn failover_resets_the_callee_cseq_space() {
         CARRIER_A,
         &reply(&b, 503, "Service Unavailable", Some("ct"), None, ""),
     );
-    let second = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_B))
-        .unwrap();
+    let second = sim.first_to(CARRIER_B);
     sim.recv(
         CARRIER_B,
         &reply(
@@ -423,11 +419,7 @@ fn unacked_reinvite_ends_the_call() {
             ANSWER_SDP,
         ),
     );
-    let b_reinv = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_A))
-        .unwrap();
+    let b_reinv = sim.first_to(CARRIER_A);
     sim.recv(
         CARRIER_A,
         &reply(

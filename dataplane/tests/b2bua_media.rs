@@ -265,11 +265,7 @@ fn hold_and_resume_keep_the_ports() {
             hold,
         ),
     );
-    let reinv = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_A))
-        .unwrap();
+    let reinv = sim.first_to(CARRIER_A);
     let offer = body(&reinv);
     assert_eq!(audio_port(&offer), b_port);
     assert!(
@@ -339,11 +335,7 @@ fn bypass_passes_sdp_unchanged() {
         CARRIER_A,
         &reply(&b, 503, "Service Unavailable", Some("x"), None, ""),
     );
-    let b2 = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_B))
-        .unwrap();
+    let b2 = sim.first_to(CARRIER_B);
     assert!(body(&b2).contains("198.51.100.1"));
 }
 
@@ -393,12 +385,8 @@ fn out_of_ports_is_503() {
     );
     assert_eq!(sim.one_to(PBX).code(), Some(503));
     // Counted as a reject, by its reason.
-    let rejected = |r: Reject| {
-        sim.stats.rejected[Reject::ALL.iter().position(|x| *x == r).unwrap()]
-            .load(Ordering::Relaxed)
-    };
-    assert_eq!(rejected(Reject::MediaPortsExhausted), 1);
-    assert_eq!(rejected(Reject::CallTableFull), 0);
+    assert_eq!(sim.rejected(Reject::MediaPortsExhausted), 1);
+    assert_eq!(sim.rejected(Reject::CallTableFull), 0);
 }
 
 #[test]
@@ -424,11 +412,7 @@ fn a_reoffer_out_of_ports_is_503_and_counted() {
         ),
     );
     assert_eq!(sim.one_to(PBX).code(), Some(503));
-    let rejected = |r: Reject| {
-        sim.stats.rejected[Reject::ALL.iter().position(|x| *x == r).unwrap()]
-            .load(Ordering::Relaxed)
-    };
-    assert_eq!(rejected(Reject::MediaPortsExhausted), 1);
+    assert_eq!(sim.rejected(Reject::MediaPortsExhausted), 1);
     assert_eq!(
         sim.stats.media_ports_in_use.load(Ordering::Relaxed),
         4,
@@ -455,11 +439,7 @@ fn a_call_on_hold_is_not_ended_for_silence() {
             hold,
         ),
     );
-    let reinv = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_A))
-        .unwrap();
+    let reinv = sim.first_to(CARRIER_A);
     let held = ANSWER_SDP.replace(
         "m=audio 5000 RTP/AVP 0\r\n",
         "m=audio 5000 RTP/AVP 0\r\na=inactive\r\n",
@@ -523,11 +503,7 @@ fn failover_forgets_the_first_trunks_media() {
         CARRIER_A,
         &reply(&b, 503, "Service Unavailable", Some("x"), None, ""),
     );
-    let b2 = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_B))
-        .unwrap();
+    let b2 = sim.first_to(CARRIER_B);
     assert_ne!(
         audio_port(&body(&b2)),
         first_b_port,
@@ -560,14 +536,7 @@ fn sdp_the_relay_cannot_rewrite_never_crosses() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].code(), Some(415), "{}", sent[0].text());
     assert_eq!(sent[0].header(HeaderName::Accept), "application/sdp");
-    assert_eq!(
-        sim.stats.rejected[Reject::ALL
-            .iter()
-            .position(|r| *r == Reject::UnsupportedMedia)
-            .unwrap()]
-        .load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(sim.rejected(Reject::UnsupportedMedia), 1);
 
     // An error answer with SDP from the callee: the caller gets the error
     // without the callee's addresses.
@@ -611,11 +580,7 @@ fn a_refused_reoffer_puts_the_media_back() {
             moved,
         ),
     );
-    let reinv = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_A))
-        .unwrap();
+    let reinv = sim.first_to(CARRIER_A);
     assert!(
         sim.stats.media_ports_in_use.load(Ordering::Relaxed) > in_use,
         "the video stream took ports"
@@ -624,7 +589,7 @@ fn a_refused_reoffer_puts_the_media_back() {
         CARRIER_A,
         &reply(&reinv, 488, "Not Acceptable Here", None, None, ""),
     );
-    let refused = sim.sent().into_iter().find(|s| s.to == addr(PBX)).unwrap();
+    let refused = sim.first_to(PBX);
     assert_eq!(refused.code(), Some(488));
     assert_eq!(
         sim.stats.media_ports_in_use.load(Ordering::Relaxed),
@@ -746,11 +711,7 @@ fn a_reanswer_the_relay_cannot_carry_ends_the_call() {
             hold,
         ),
     );
-    let reinv = sim
-        .sent()
-        .into_iter()
-        .find(|s| s.to == addr(CARRIER_A))
-        .unwrap();
+    let reinv = sim.first_to(CARRIER_A);
     // The carrier answers from a multicast group.
     let bad = ANSWER_SDP.replace("c=IN IP4 10.0.0.20", "c=IN IP4 239.1.1.1");
     sim.recv(CARRIER_A, &reply(&reinv, 200, "OK", None, None, &bad));

@@ -283,6 +283,24 @@ impl Sim {
         out
     }
 
+    /// The first message sent to `to` since the last look (the others are
+    /// taken too).
+    pub fn first_to(&mut self, to: &str) -> Sent {
+        self.sent()
+            .into_iter()
+            .find(|s| s.to == addr(to))
+            .unwrap_or_else(|| panic!("nothing sent to {to}"))
+    }
+
+    /// Requests refused for `r` so far.
+    pub fn rejected(&self, r: sbc_dataplane::stats::Reject) -> u64 {
+        let i = sbc_dataplane::stats::Reject::ALL
+            .iter()
+            .position(|x| *x == r)
+            .unwrap();
+        self.stats.rejected[i].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
     }
