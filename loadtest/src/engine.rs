@@ -330,8 +330,11 @@ pub struct Endpoint {
     dead: HashSet<u64, BuildHasherDefault<Prehashed>>,
     dead_fifo: VecDeque<(u64, u64)>,
     /// Ended calls' last answers, by the hash of the request they answer.
-    answers: HashMap<u64, (SocketAddr, Box<[u8]>), BuildHasherDefault<Prehashed>>,
+    answers: HashMap<u64, (SocketAddr, Vec<u8>), BuildHasherDefault<Prehashed>>,
     answers_fifo: VecDeque<(u64, u64)>,
+    /// Buffers of expired answers, handed to ending calls in exchange for
+    /// theirs (no allocation per answered call).
+    spare_answers: Vec<Vec<u8>>,
     seed: u64,
     /// Serial of the call being run (0: none), for [`Outgoing::call`].
     current: u64,
@@ -449,6 +452,7 @@ impl Endpoint {
             dead_fifo: VecDeque::new(),
             answers: HashMap::default(),
             answers_fifo: VecDeque::new(),
+            spare_answers: Vec::new(),
             seed: u64::from_le_bytes(seed).rotate_left(17) ^ 0x5851_F42D_4C95_7F2D,
             current: 0,
             next_number: first_number.max(1),
@@ -638,7 +642,8 @@ impl Endpoint {
                     && self.cfg.timewait_ms > 0
                     && let Some(&h) = call.recv_hashes.get(k)
                 {
-                    let answer = call.last_sent.clone().into_boxed_slice();
+                    let mut answer = self.spare_answers.pop().unwrap_or_default();
+                    std::mem::swap(&mut answer, &mut call.last_sent);
                     if self.answers.insert(h, (call.peer, answer)).is_none() {
                         self.answers_fifo
                             .push_back((now + self.cfg.timewait_ms * 1000, h));
@@ -771,7 +776,12 @@ impl Endpoint {
                 break;
             }
             self.answers_fifo.pop_front();
-            self.answers.remove(&h);
+            if let Some((_, mut buf)) = self.answers.remove(&h)
+                && self.spare_answers.len() < SPARE_CALLS
+            {
+                buf.clear();
+                self.spare_answers.push(buf);
+            }
         }
     }
 

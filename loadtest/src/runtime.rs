@@ -177,23 +177,40 @@ impl Io {
         self.push(&e)
     }
 
-    /// Queues one datagram; false when no send slot is free.
-    fn send(&mut self, dst: SocketAddr, bytes: &[u8]) -> io::Result<bool> {
+    /// Takes a send slot and copies `parts` into it, one after the other:
+    /// the slot and the length, `None` when no slot is free, an error
+    /// (`too_large`) when they do not fit.
+    fn fill<'b>(
+        &mut self,
+        parts: impl Iterator<Item = &'b [u8]>,
+        too_large: &str,
+    ) -> io::Result<Option<(u16, usize)>> {
         let Some(idx) = self.send.take() else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(buf) = self.send.buf(idx) else {
             self.send.give_back(idx);
+            return Ok(None);
+        };
+        let mut len = 0;
+        for p in parts {
+            let Some(room) = buf.get_mut(len..len + p.len()) else {
+                self.send.give_back(idx);
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, too_large));
+            };
+            room.copy_from_slice(p);
+            len += p.len();
+        }
+        Ok(Some((idx, len)))
+    }
+
+    /// Queues one datagram; false when no send slot is free.
+    fn send(&mut self, dst: SocketAddr, bytes: &[u8]) -> io::Result<bool> {
+        let Some((idx, _)) =
+            self.fill(std::iter::once(bytes), "message larger than a send slot")?
+        else {
             return Ok(false);
         };
-        if bytes.len() > buf.len() {
-            self.send.give_back(idx);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "message larger than a send slot",
-            ));
-        }
-        buf[..bytes.len()].copy_from_slice(bytes);
         let e = if self.send_to {
             let Some(to) = self.send.prepare_to(idx, bytes.len(), dst) else {
                 self.send.give_back(idx);
@@ -217,9 +234,7 @@ impl Io {
         self.in_flight += 1;
         Ok(true)
     }
-}
 
-impl Io {
     /// Queues `parts` (each `segment` bytes, to `dst`) as one UDP GSO send;
     /// false when no send slot is free.
     fn send_gso<'b>(
@@ -229,25 +244,9 @@ impl Io {
         parts: impl Iterator<Item = &'b [u8]>,
     ) -> io::Result<bool> {
         let seg = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
-        let Some(idx) = self.send.take() else {
+        let Some((idx, len)) = self.fill(parts, "GSO group larger than a send slot")? else {
             return Ok(false);
         };
-        let Some(buf) = self.send.buf(idx) else {
-            self.send.give_back(idx);
-            return Ok(false);
-        };
-        let mut len = 0;
-        for p in parts {
-            let Some(room) = buf.get_mut(len..len + p.len()) else {
-                self.send.give_back(idx);
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "GSO group larger than a send slot",
-                ));
-            };
-            room.copy_from_slice(p);
-            len += p.len();
-        }
         let Some(hdr) = self.send.prepare_gso(idx, len, dst, seg) else {
             self.send.give_back(idx);
             return Ok(false);
