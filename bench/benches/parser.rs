@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sbc_bench::MESSAGES;
-use sbc_dataplane::sip::{Message, Request, Response};
+use sbc_core::sip::{Message, Request, Response};
 use std::hint::black_box;
 
 fn parse_ours(raw: &[u8]) -> usize {

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use sbc_dataplane::policy::{MediaPolicy, Policy};
+use sbc_core::policy::{MediaPolicy, Policy};
 
 pub use compile::StatsRegistry;
 pub use error::{ConfigError, Problem};

@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: the TOML configuration, validated with errors that name
 //!   the field, compiled into the immutable
-//!   [`Policy`](sbc_dataplane::policy::Policy) snapshot the shards read.
+//!   [`Policy`](sbc_core::policy::Policy) snapshot the shards read.
 //! - [`metrics`]: Prometheus/OpenMetrics exposition of the shards' and
 //!   trunks' counters, read at scrape time.
 //! - [`http`]: the `/metrics` and `/health` HTTP endpoint, on its own thread.

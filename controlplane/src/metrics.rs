@@ -20,8 +20,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use sbc_dataplane::policy::Policy;
-use sbc_dataplane::stats::{Direction, Discard, Reject, STATUS_SLOTS, ShardStats};
+use sbc_core::policy::Policy;
+use sbc_core::stats::{Direction, Discard, Reject, STATUS_SLOTS, ShardStats};
 
 /// The HTTP content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -152,7 +152,7 @@ impl SbcCollector {
     }
 
     fn encode_trunks(&self, enc: &mut DescriptorEncoder, policy: &Policy) -> fmt::Result {
-        type Field = fn(&sbc_dataplane::stats::TrunkStats, usize) -> u64;
+        type Field = fn(&sbc_core::stats::TrunkStats, usize) -> u64;
         let families: [(&str, &str, Field); 3] = [
             (
                 "calls_attempted",

@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use sbc_dataplane::b2bua::Secrets;
-use sbc_dataplane::policy::{MediaPolicy, Policy};
+use sbc_core::b2bua::Secrets;
+use sbc_core::policy::{MediaPolicy, Policy};
+use sbc_core::stats::ShardStats;
 use sbc_dataplane::shard::{Runtime, RuntimeConfig};
-use sbc_dataplane::stats::ShardStats;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -127,7 +127,7 @@ pub fn supervise<D: DataPlane>(
         .map(http::bind)
         .transpose()
         .map_err(RunError::Metrics)?;
-    let secrets = Secrets::generate().map_err(RunError::Secrets)?;
+    let secrets = sbc_dataplane::shard::os_secrets().map_err(RunError::Secrets)?;
     let dataplane_config = DataPlaneConfig {
         shards: config.shard_count(),
         pin_threads: config.pin_threads(),

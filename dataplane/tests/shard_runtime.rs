@@ -2,6 +2,8 @@
 //! spread over shards whatever socket the packets arrive on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The simulated peers and message builders the core tests use.
+#[path = "../core/tests/support/mod.rs"]
 mod support;
 
 use std::net::UdpSocket;
@@ -10,9 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sbc_dataplane::b2bua::Secrets;
+use sbc_core::sip::{HeaderName, Message};
 use sbc_dataplane::shard::{RecvMode, Runtime, RuntimeConfig};
-use sbc_dataplane::sip::{HeaderName, Message};
 use support::*;
 
 struct Peer {
@@ -64,7 +65,7 @@ fn run_calls(shards: usize, net: u8, calls: usize) -> Vec<u64> {
         pin_threads: false,
         ..RuntimeConfig::default()
     };
-    let rt = Runtime::start(cfg, policy, Secrets::generate().unwrap()).unwrap();
+    let rt = Runtime::start(cfg, policy, sbc_dataplane::shard::os_secrets().unwrap()).unwrap();
     let pbx = Peer::new(&pbx_addr, &sbc);
     let carrier = Peer::new(&a_addr, &sbc);
     for i in 0..calls {
@@ -168,7 +169,7 @@ fn media_relay(net: u8, mode: RecvMode) {
         &format!("{}:5060", ip(20)),
         &format!("{}:5060", ip(30)),
     );
-    policy.media = Some(sbc_dataplane::policy::MediaPolicy {
+    policy.media = Some(sbc_core::policy::MediaPolicy {
         bind: ip(1).parse().unwrap(),
         advertise: ip(1).parse().unwrap(),
         first_port: 31000,
@@ -184,7 +185,7 @@ fn media_relay(net: u8, mode: RecvMode) {
         recv_mode: mode,
         ..RuntimeConfig::default()
     };
-    let rt = Runtime::start(cfg, policy, Secrets::generate().unwrap()).unwrap();
+    let rt = Runtime::start(cfg, policy, sbc_dataplane::shard::os_secrets().unwrap()).unwrap();
     let pbx = Peer::new(&format!("{}:5060", ip(10)), &sbc);
     let carrier = Peer::new(&format!("{}:5060", ip(20)), &sbc);
     let a_rtp = UdpSocket::bind(format!("{}:4000", ip(10))).unwrap();

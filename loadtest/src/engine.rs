@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sbc_dataplane::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
+use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 
 use crate::digest::{Challenge, credentials};
 use crate::inject::Inject;
@@ -1218,7 +1218,7 @@ impl Endpoint {
             Keyword::CallId => out.extend_from_slice(&call.id),
             Keyword::CallNumber => num(out, call.number),
             Keyword::Branch(back) => {
-                out.extend_from_slice(sbc_dataplane::sip::BRANCH_COOKIE);
+                out.extend_from_slice(sbc_core::sip::BRANCH_COOKIE);
                 out.push(b'-');
                 out.extend_from_slice(&self.pid);
                 out.push(b'-');

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use sbc_dataplane::sip::HeaderName;
+use sbc_core::sip::HeaderName;
 
 use crate::scenario::VarId;
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sbc_dataplane::sip::{HeaderName, Message};
+use sbc_core::sip::{HeaderName, Message};
 use sbc_loadtest::engine::{Config, Endpoint, Quota};
 use sbc_loadtest::scenario::Scenario;
 use sbc_loadtest::stats::FailReason;

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sbc_dataplane::b2bua::{Engine, Secrets, ShardId};
-use sbc_dataplane::net::LocalId;
-use sbc_dataplane::policy::{
+use sbc_core::b2bua::{Engine, Secrets, ShardId};
+use sbc_core::net::LocalId;
+use sbc_core::policy::{
     Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId,
 };
-use sbc_dataplane::sip::{HeaderName, Message};
-use sbc_dataplane::stats::ShardStats;
-use sbc_dataplane::transaction::TimerConfig;
+use sbc_core::sip::{HeaderName, Message};
+use sbc_core::stats::ShardStats;
+use sbc_core::transaction::TimerConfig;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -48,7 +48,7 @@ fn policy() -> Policy {
         address: format!("{ip}:5060")
             .parse()
             .unwrap_or_else(|_| std::process::exit(2)),
-        media: sbc_dataplane::policy::MediaMode::Anchor,
+        media: sbc_core::policy::MediaMode::Anchor,
         codecs: None,
         strict_latch: false,
         stats: Arc::default(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use sbc_bench::MESSAGES;
-use sbc_dataplane::sip::{Message, Request, Response};
+use sbc_core::sip::{Message, Request, Response};
 
 struct Counting;
 

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sbc_dataplane::policy::{
+use sbc_core::policy::{
     Acl, CallTimers, Failover, Listener, MediaPolicy, Policy, Route, Target, Trunk, TrunkId,
 };
-use sbc_dataplane::stats::TrunkStats;
-use sbc_dataplane::transaction::TimerConfig;
+use sbc_core::stats::TrunkStats;
+use sbc_core::transaction::TimerConfig;
 
 use super::file::{self, ConfigFile};
 use super::values::{FailoverEntry, Name};
@@ -145,8 +145,8 @@ pub fn compile(
 /// never collides with a route.
 pub fn did_name(did: &file::Did) -> String {
     let first = did.numbers.first().map(|p| match &p.0 {
-        sbc_dataplane::policy::NumberPattern::Exact(n) => n.clone(),
-        sbc_dataplane::policy::NumberPattern::Prefix(p) => format!("{p}*"),
+        sbc_core::policy::NumberPattern::Exact(n) => n.clone(),
+        sbc_core::policy::NumberPattern::Prefix(p) => format!("{p}*"),
     });
     format!("did:{}", first.unwrap_or_default())
 }

@@ -12,9 +12,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use sbc_dataplane::media::PortPlan;
-use sbc_dataplane::net::is_multicast_or_broadcast;
-use sbc_dataplane::policy::{MediaMode, MediaPolicy, XdpMode, XdpSettings};
+use sbc_core::media::PortPlan;
+use sbc_core::net::is_multicast_or_broadcast;
+use sbc_core::policy::{MediaMode, MediaPolicy, XdpMode, XdpSettings};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sbc_dataplane::policy::{NumberPattern, TrunkId};
+use sbc_core::policy::{NumberPattern, TrunkId};
 
 use super::*;
 
@@ -62,10 +62,7 @@ fn embedded_default_is_loopback_only_and_refuses_everyone() {
     assert!(policy.trunks.is_empty() && policy.routes.is_empty());
     assert_eq!(policy.trunk_for_source("127.0.0.1".parse().unwrap()), None);
     assert_eq!(policy.listeners[0].advertise, "127.0.0.1:5060");
-    assert_eq!(
-        policy.timers,
-        sbc_dataplane::transaction::TimerConfig::default()
-    );
+    assert_eq!(policy.timers, sbc_core::transaction::TimerConfig::default());
     assert!(config.shard_count() >= 1);
 }
 
@@ -226,7 +223,7 @@ fn compiles_every_section_into_the_policy() {
         ),
         (TrunkId(0), 1, 1)
     );
-    assert_eq!(did.failover, sbc_dataplane::policy::Failover::standard());
+    assert_eq!(did.failover, sbc_core::policy::Failover::standard());
     assert_eq!(
         p.route(TrunkId(1), "+390612").map(|r| &*r.name),
         Some("did:+3906*")

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use sbc_dataplane::transaction::TimerConfig;
+use sbc_core::transaction::TimerConfig;
 
 use super::error::Problem;
 use super::file::{ConfigFile, Did, Route, Sip, Target, Trunk};
@@ -196,7 +196,7 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
 /// Why a trunk address cannot receive requests, if it cannot.
 fn not_unicast(addr: SocketAddr) -> Option<String> {
     let ip = addr.ip();
-    if ip.is_unspecified() || sbc_dataplane::net::is_multicast_or_broadcast(ip) {
+    if ip.is_unspecified() || sbc_core::net::is_multicast_or_broadcast(ip) {
         Some(format!("{addr} is not a unicast address"))
     } else if addr.port() == 0 {
         Some(format!(

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use sbc_dataplane::policy::NumberPattern;
+use sbc_core::policy::NumberPattern;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 

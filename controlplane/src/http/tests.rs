@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sbc_dataplane::stats::ShardStats;
+use sbc_core::stats::ShardStats;
 
 use super::spawn_metrics_server;
 use crate::config::{Config, StatsRegistry};

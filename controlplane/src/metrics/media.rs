@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::DescriptorEncoder;
-use sbc_dataplane::media::MediaDrop;
-use sbc_dataplane::stats::ShardStats;
+use sbc_core::media::MediaDrop;
+use sbc_core::stats::ShardStats;
 
 use super::{SbcCollector, counter, gauge, total_counter};
 
@@ -90,7 +90,7 @@ impl SbcCollector {
         for (name, help, field) in xdp {
             total_counter(enc, name, help, self.total(field))?;
         }
-        let kernel = sbc_dataplane::stats::XDP_KERNEL_DROPS
+        let kernel = sbc_core::stats::XDP_KERNEL_DROPS
             .iter()
             .enumerate()
             .map(|(i, r)| {

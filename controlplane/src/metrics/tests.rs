@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
-use sbc_dataplane::media::MediaDrop;
-use sbc_dataplane::stats::{Direction, Discard, Reject, ShardStats};
+use sbc_core::media::MediaDrop;
+use sbc_core::stats::{Direction, Discard, Reject, ShardStats};
 
 use super::Metrics;
 use crate::config::{Config, StatsRegistry};
@@ -88,7 +88,7 @@ pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> 
 fn example_policy(
     registry: &StatsRegistry,
     version: u64,
-) -> Arc<ArcSwap<sbc_dataplane::policy::Policy>> {
+) -> Arc<ArcSwap<sbc_core::policy::Policy>> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../config/examples/ip-trunks.toml"

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use sbc_dataplane::policy::Policy;
-use sbc_dataplane::stats::{Direction, ShardStats};
+use sbc_core::policy::Policy;
+use sbc_core::stats::{Direction, ShardStats};
 
 use super::*;
 

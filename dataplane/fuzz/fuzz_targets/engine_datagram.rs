@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sbc_dataplane::b2bua::{Engine, Secrets, ShardId};
-use sbc_dataplane::net::LocalId;
-use sbc_dataplane::policy::{Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId};
-use sbc_dataplane::stats::ShardStats;
-use sbc_dataplane::transaction::TimerConfig;
+use sbc_core::b2bua::{Engine, Secrets, ShardId};
+use sbc_core::net::LocalId;
+use sbc_core::policy::{Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId};
+use sbc_core::stats::ShardStats;
+use sbc_core::transaction::TimerConfig;
 
 fn policy() -> Policy {
     let trunk = |name: &str, ip: &str| Trunk {
         name: name.into(),
         sources: vec![format!("{ip}/32").parse().unwrap()],
         address: format!("{ip}:5060").parse().unwrap(),
-        media: sbc_dataplane::policy::MediaMode::Anchor,
+        media: sbc_core::policy::MediaMode::Anchor,
         codecs: None,
         strict_latch: false,
         stats: Arc::default(),

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sbc_dataplane::sip::{HeaderName, Message, NameAddr, Request, Response, Uri, Via, via_values};
+use sbc_core::sip::{HeaderName, Message, NameAddr, Request, Response, Uri, Via, via_values};
 
 fuzz_target!(|data: &[u8]| {
     let _ = Message::salvage(data);

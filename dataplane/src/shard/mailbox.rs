@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::net::LocalId;
+use sbc_core::net::LocalId;
 
 /// A datagram received by one shard for a call another shard owns.
 #[derive(Debug)]

@@ -38,9 +38,17 @@ pub use slots::{SendPool, UDP_SEGMENT, empty_msghdr};
 pub use socket::{decode_sockaddr, reuseport_udp};
 pub use uring::{RecvMode, RingSizes};
 
-use crate::b2bua::{Engine, Secrets, ShardId};
-use crate::policy::Policy;
-use crate::stats::ShardStats;
+use sbc_core::b2bua::{Engine, Secrets, ShardId};
+use sbc_core::policy::Policy;
+use sbc_core::stats::ShardStats;
+
+/// Fresh process-wide keys (owner hash, Call-ID MAC, minted ids) from the
+/// operating system's random source. The core never reads it itself.
+pub fn os_secrets() -> io::Result<Secrets> {
+    let mut k = [0u8; 48];
+    getrandom::fill(&mut k).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Secrets::from_bytes(k))
+}
 
 /// How many shards and how they run.
 #[derive(Debug, Clone, Copy)]
@@ -264,7 +272,7 @@ impl Runtime {
 /// failure is logged and the relay runs on its sockets alone (the
 /// automatic fallback of BRIEF §11).
 fn attach_xdp(
-    media: &crate::policy::MediaPolicy,
+    media: &sbc_core::policy::MediaPolicy,
     shards: u16,
 ) -> Option<(Arc<xdp::XdpProgram>, std::net::Ipv4Addr)> {
     let settings = media.xdp.as_ref()?;
@@ -275,7 +283,7 @@ fn attach_xdp(
             return None;
         }
     };
-    let plan = crate::media::PortPlan::new(media.first_port, media.last_port, shards)?;
+    let plan = sbc_core::media::PortPlan::new(media.first_port, media.last_port, shards)?;
     match xdp::XdpProgram::attach(settings, plan, Some(source)) {
         Ok(p) => {
             tracing::info!(interface = %settings.interface, mode = p.mode, "AF_XDP media path attached");

@@ -22,11 +22,11 @@ use super::nexthop::Lookup;
 use super::slots::{RecvSlot, SendPool, empty_msghdr};
 use super::socket::decode_sockaddr;
 use super::xdp::XdpPath;
-use crate::b2bua::{Disposition, Engine};
-use crate::media::MediaDrop;
-use crate::net::LocalId;
-use crate::policy::Policy;
-use crate::stats::{Discard, ShardStats};
+use sbc_core::b2bua::{Disposition, Engine};
+use sbc_core::media::MediaDrop;
+use sbc_core::net::LocalId;
+use sbc_core::policy::Policy;
+use sbc_core::stats::{Discard, ShardStats};
 
 const KIND_SHIFT: u32 = 56;
 const RECV: u64 = 1 << KIND_SHIFT;
@@ -624,7 +624,7 @@ impl ShardLoop {
                 xsk.recycle(addr);
                 continue;
             };
-            let Some(parsed) = crate::media::frame::parse(frame) else {
+            let Some(parsed) = sbc_core::media::frame::parse(frame) else {
                 self.stats.media_drop(MediaDrop::Malformed);
                 xsk.recycle(addr);
                 continue;
@@ -658,7 +658,7 @@ impl ShardLoop {
             match hop {
                 Some((to, mac)) if xsk.can_send() => {
                     let from = std::net::SocketAddrV4::new(path.source, f.from_port);
-                    if crate::media::frame::rewrite_parsed(
+                    if sbc_core::media::frame::rewrite_parsed(
                         frame,
                         &parsed,
                         (path.link.mac, mac),

@@ -17,8 +17,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::nexthop::{self, Link, Netlink};
-use crate::media::PortPlan;
-use crate::policy::{XdpMode, XdpSettings};
+use sbc_core::media::PortPlan;
+use sbc_core::policy::{XdpMode, XdpSettings};
 
 // bpf(2) commands, map and program types, attach types and helpers.
 const BPF_MAP_CREATE: i32 = 0;

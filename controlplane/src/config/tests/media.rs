@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use sbc_dataplane::policy::{MediaMode, MediaPolicy, TrunkId};
+use sbc_core::policy::{MediaMode, MediaPolicy, TrunkId};
 
 use super::super::{Config, StatsRegistry};
 use super::example;
@@ -502,7 +502,7 @@ fn codec_listed_twice_in_any_case() {
 
 #[test]
 fn xdp_section_is_read_with_auto_as_default_mode() {
-    use sbc_dataplane::policy::{XdpMode, XdpSettings};
+    use sbc_core::policy::{XdpMode, XdpSettings};
     let media = media_of(&with_base(
         "[media]\nlisten = \"192.0.2.1\"\nports = \"30000-30999\"\n[media.xdp]\ninterface = \"eth0\"\n",
     ));

@@ -7,7 +7,7 @@ mod support;
 
 use std::net::IpAddr;
 
-use sbc_dataplane::sip::{HeaderName, Message, Request};
+use sbc_core::sip::{HeaderName, Message, Request};
 use support::*;
 
 struct Case {
@@ -18,7 +18,7 @@ struct Case {
 }
 
 fn corpus() -> Vec<Case> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/rfc4475");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475");
     let manifest = std::fs::read_to_string(format!("{dir}/MANIFEST.tsv")).unwrap();
     let cases: Vec<Case> = manifest
         .lines()

@@ -39,14 +39,8 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Fresh random keys from the operating system.
-    pub fn generate() -> std::io::Result<Self> {
-        let mut k = [0u8; 48];
-        getrandom::fill(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self::from_bytes(k))
-    }
-
-    /// Fixed keys, for deterministic tests.
+    /// Keys from 48 bytes: random ones from the operating system in the
+    /// I/O layer (`sbc_dataplane::shard::os_secrets`), fixed ones in tests.
     pub fn from_bytes(k: [u8; 48]) -> Self {
         let word = |i: usize| {
             let mut w = [0u8; 8];

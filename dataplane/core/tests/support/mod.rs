@@ -7,14 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sbc_dataplane::b2bua::{Disposition, Engine, Secrets, ShardId};
-use sbc_dataplane::net::LocalId;
-use sbc_dataplane::policy::{
+use sbc_core::b2bua::{Disposition, Engine, Secrets, ShardId};
+use sbc_core::net::LocalId;
+use sbc_core::policy::{
     Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId,
 };
-use sbc_dataplane::sip::{HeaderName, Message, Request, Response};
-use sbc_dataplane::stats::ShardStats;
-use sbc_dataplane::transaction::TimerConfig;
+use sbc_core::sip::{HeaderName, Message, Request, Response};
+use sbc_core::stats::ShardStats;
+use sbc_core::transaction::TimerConfig;
 
 pub const SBC: &str = "192.0.2.1:5060";
 pub const PBX: &str = "10.0.0.10:5060";
@@ -32,7 +32,7 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         name: name.into(),
         sources: vec![source.parse().unwrap()],
         address: addr(address),
-        media: sbc_dataplane::policy::MediaMode::Anchor,
+        media: sbc_core::policy::MediaMode::Anchor,
         codecs: None,
         strict_latch: false,
         stats: Arc::default(),
@@ -107,7 +107,7 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
 /// and a 30 s inactivity timeout.
 pub fn media_policy() -> Policy {
     let mut p = policy();
-    p.media = Some(sbc_dataplane::policy::MediaPolicy {
+    p.media = Some(sbc_core::policy::MediaPolicy {
         bind: "192.0.2.1".parse().unwrap(),
         advertise: "198.51.100.1".parse().unwrap(),
         first_port: 30000,
@@ -153,18 +153,17 @@ impl Sent {
     pub fn branch(&self) -> String {
         let m = self.msg();
         let via = m.value(HeaderName::Via).unwrap();
-        let v = sbc_dataplane::sip::Via::parse(sbc_dataplane::sip::via_values(via).next().unwrap())
-            .unwrap();
+        let v = sbc_core::sip::Via::parse(sbc_core::sip::via_values(via).next().unwrap()).unwrap();
         String::from_utf8_lossy(v.branch().unwrap()).into_owned()
     }
     pub fn to_tag(&self) -> String {
         let m = self.msg();
-        let to = sbc_dataplane::sip::NameAddr::parse(m.value(HeaderName::To).unwrap()).unwrap();
+        let to = sbc_core::sip::NameAddr::parse(m.value(HeaderName::To).unwrap()).unwrap();
         String::from_utf8_lossy(to.tag().unwrap_or(b"")).into_owned()
     }
     pub fn tag_of_from(&self) -> String {
         let m = self.msg();
-        let f = sbc_dataplane::sip::NameAddr::parse(m.value(HeaderName::From).unwrap()).unwrap();
+        let f = sbc_core::sip::NameAddr::parse(m.value(HeaderName::From).unwrap()).unwrap();
         String::from_utf8_lossy(f.tag().unwrap_or(b"")).into_owned()
     }
     pub fn cseq(&self) -> String {
@@ -212,7 +211,7 @@ impl Sim {
         from: &str,
         port: u16,
         data: &[u8],
-    ) -> Option<sbc_dataplane::media::Forward> {
+    ) -> Option<sbc_core::media::Forward> {
         self.engine.handle_media(self.now, port, addr(from), data)
     }
 
@@ -293,8 +292,8 @@ impl Sim {
     }
 
     /// Requests refused for `r` so far.
-    pub fn rejected(&self, r: sbc_dataplane::stats::Reject) -> u64 {
-        let i = sbc_dataplane::stats::Reject::ALL
+    pub fn rejected(&self, r: sbc_core::stats::Reject) -> u64 {
+        let i = sbc_core::stats::Reject::ALL
             .iter()
             .position(|x| *x == r)
             .unwrap();

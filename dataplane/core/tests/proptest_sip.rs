@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use sbc_dataplane::sip::{HeaderName, Message, Request, Writer};
+use sbc_core::sip::{HeaderName, Message, Request, Writer};
 use support::*;
 
 fn token() -> impl Strategy<Value = String> {

@@ -7,10 +7,10 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sbc_dataplane::media::Forward;
-use sbc_dataplane::policy::MediaMode;
-use sbc_dataplane::sip::HeaderName;
-use sbc_dataplane::stats::Reject;
+use sbc_core::media::Forward;
+use sbc_core::policy::MediaMode;
+use sbc_core::sip::HeaderName;
+use sbc_core::stats::Reject;
 use support::*;
 
 const NUMBER: &str = "+390677777";

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use sbc_dataplane::sip::HeaderName;
+use sbc_core::sip::HeaderName;
 use support::*;
 
 const NUMBER: &str = "+390612345678";
