@@ -728,3 +728,54 @@ fn in_dialog_request_from_wrong_peer_or_unknown_dialog() {
     );
     assert_eq!(sim.one_to(PBX).code(), Some(481));
 }
+
+/// Found by the engine fuzz target: a Contact whose URI is not ASCII was
+/// taken as the caller's remote target, and the BYE the SBC then sent
+/// carried a request line no parser (ours included) accepts. RFC 3261
+/// §25.1: a URI is ASCII. Such a Contact is not used; the From URI is.
+#[test]
+fn non_ascii_contact_is_never_a_remote_target() {
+    let mut sim = Sim::new();
+    let inv = invite("10.0.0.10:5060", NUMBER, "call-utf8@pbx", "z9hG4bKpbx1", 1).replace(
+        "Contact: <sip:alice@10.0.0.10:5060>",
+        "Contact: <sip:ali\u{e9}@10.0.0.10:5060>",
+    );
+    assert!(inv.contains('\u{e9}'));
+    sim.recv(PBX, &inv);
+    let b_invite = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b_invite,
+            200,
+            "OK",
+            Some("carrier-tag"),
+            Some("sip:callee@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    pbx_ack(&mut sim, &ok, "call-utf8@pbx");
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.20:5060",
+            "z9hG4bKcarrierbye",
+            "<sip:callee@10.0.0.20>;tag=carrier-tag",
+            &b_invite.header(HeaderName::From),
+            &b_invite.header(HeaderName::CallId),
+            7,
+            "",
+        ),
+    );
+    let bye = sim.one_to(PBX);
+    assert!(
+        bye.text()
+            .starts_with("BYE sip:alice@10.0.0.10:5060 SIP/2.0\r\n"),
+        "{}",
+        bye.text()
+    );
+    bye.request();
+}

@@ -1,58 +1,197 @@
-//! The whole engine on arbitrary datagrams from a trusted and an unknown
-//! source, with time moving on: it must never panic.
+//! The whole engine of two shards, with media anchored, on arbitrary input
+//! from trunks and a stranger, with time moving on: it must never panic.
+//!
+//! The engines are built once per process (an input only moves their state
+//! on; each input ends by letting every call time out). The input is a
+//! list of steps separated by 0xff bytes; a step's first byte says what it
+//! is, the rest is its payload:
+//!
+//! | op & 7 | step |
+//! |---|---|
+//! | 0, 1, 2 | the payload as a datagram from the PBX, carrier A or a stranger |
+//! | 3, 4 | carrier A or the PBX answers the last request the SBC sent it (status from the next byte, SDP with 183/200) |
+//! | 5 | the PBX sends an in-dialog request built from the last response the SBC sent it (method from the next byte) |
+//! | 6 | a media packet to one of the SBC's ports (port from the next byte) |
+//! | 7 | time moves on by 100 ms × the next byte, timers run |
+//!
+//! Bit 3 picks the shard that receives a datagram; a hand-off goes to the
+//! other one, as the shard loop does.
 #![no_main]
 
+#[path = "../../core/tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sbc_core::b2bua::{Engine, Secrets, ShardId};
+use sbc_core::b2bua::{Disposition, Engine, Secrets, ShardId};
 use sbc_core::net::LocalId;
-use sbc_core::policy::{Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId};
+use sbc_core::sip::{HeaderName, Message};
 use sbc_core::stats::ShardStats;
-use sbc_core::transaction::TimerConfig;
+use support::{ANSWER_SDP, CARRIER_A, PBX, STRANGER, addr, in_dialog, media_policy, reply, Sent};
 
-fn policy() -> Policy {
-    let trunk = |name: &str, ip: &str| Trunk {
-        name: name.into(),
-        sources: vec![format!("{ip}/32").parse().unwrap()],
-        address: format!("{ip}:5060").parse().unwrap(),
-        media: sbc_core::policy::MediaMode::Anchor,
-        codecs: None,
-        strict_latch: false,
-        stats: Arc::default(),
-    };
-    Policy {
-        version: 1,
-        listeners: vec![Listener { bind: "192.0.2.1:5060".parse().unwrap(), advertise: "192.0.2.1:5060".into() }],
-        timers: TimerConfig::default(),
-        call_timers: CallTimers::default(),
-        acl: Acl::default(),
-        trunks: vec![trunk("pbx", "10.0.0.10"), trunk("carrier", "10.0.0.20")],
-        routes: vec![Route {
-            name: "all".into(),
-            from: vec![],
-            numbers: vec![NumberPattern::Prefix(String::new())],
-            targets: vec![Target { trunk: TrunkId(1), priority: 1, weight: 1 }],
-            failover: Failover::standard(),
-        }],
-        media: None,
+struct World {
+    shards: [Engine; 2],
+    now: Instant,
+    buf: Vec<u8>,
+    /// The last request the SBC sent to carrier A and to the PBX.
+    to_carrier: Option<Sent>,
+    to_pbx: Option<Sent>,
+    /// The last response the SBC sent to the PBX.
+    answer_to_pbx: Option<Sent>,
+    cseq: u32,
+}
+
+impl World {
+    fn new() -> Self {
+        let policy = Arc::new(media_policy());
+        let secrets = Secrets::from_bytes([7; 48]);
+        let engine = |i| Engine::new(ShardId(i), 2, secrets, Arc::clone(&policy), Arc::new(ShardStats::default()));
+        World {
+            shards: [engine(0), engine(1)],
+            now: Instant::now(),
+            buf: vec![0; 65536],
+            to_carrier: None,
+            to_pbx: None,
+            answer_to_pbx: None,
+            cseq: 100,
+        }
+    }
+
+    fn deliver(&mut self, shard: usize, from: &str, data: &[u8]) {
+        let src = addr(from);
+        if let Disposition::HandOff(ShardId(owner)) = self.shards[shard].handle_datagram(self.now, src, LocalId(0), data) {
+            let owner = usize::from(owner) % 2;
+            // A message is handed over once: the owner never hands it back.
+            let again = self.shards[owner].handle_datagram(self.now, src, LocalId(0), data);
+            assert!(matches!(again, Disposition::Done), "a hand-off was handed off again");
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        for shard in 0..2 {
+            while let Some(t) = self.shards[shard].poll_transmit(&mut self.buf) {
+                let sent = Sent { to: t.dest.addr, bytes: self.buf[..t.len].to_vec() };
+                let Ok(msg) = Message::parse(&sent.bytes) else {
+                    panic!("the SBC sent something it cannot parse itself: {:?}", String::from_utf8_lossy(&sent.bytes));
+                };
+                let request = msg.is_request();
+                if sent.to == addr(CARRIER_A) && request {
+                    self.to_carrier = Some(sent);
+                } else if sent.to == addr(PBX) {
+                    if request {
+                        self.to_pbx = Some(sent);
+                    } else {
+                        self.answer_to_pbx = Some(sent);
+                    }
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            let next = self.shards.iter().filter_map(Engine::poll_timeout).min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for e in &mut self.shards {
+                        e.handle_timeout(self.now);
+                    }
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn answer(&mut self, peer: &str, arg: u8) {
+        let request = if peer == CARRIER_A { self.to_carrier.clone() } else { self.to_pbx.clone() };
+        let Some(req) = request else { return };
+        if req.msg().request_line().is_some_and(|l| l.method == sbc_core::sip::Method::Ack) {
+            return;
+        }
+        let (code, reason) = [(100, "Trying"), (180, "Ringing"), (183, "Session Progress"), (200, "OK"), (486, "Busy Here"), (503, "Service Unavailable"), (401, "Unauthorized"), (408, "Request Timeout")][usize::from(arg % 8)];
+        let body = if code == 183 || code == 200 { ANSWER_SDP } else { "" };
+        let tag = (code > 100).then_some("fz1");
+        let contact = format!("sip:peer@{}", addr(peer));
+        let r = reply(&req, code, reason, tag, Some(&contact), body);
+        self.deliver(usize::from(arg >> 7), peer, r.as_bytes());
+    }
+
+    fn in_dialog_from_pbx(&mut self, arg: u8) {
+        let Some(resp) = self.answer_to_pbx.clone() else { return };
+        let method = ["ACK", "BYE", "INFO", "INVITE", "UPDATE", "CANCEL", "OPTIONS", "PRACK"][usize::from(arg % 8)];
+        let body = if method == "INVITE" || method == "UPDATE" { support::OFFER_SDP } else { "" };
+        self.cseq += 1;
+        // A CANCEL and an ACK for a non-2xx carry the INVITE's CSeq number; the
+        // others a new one. The engine must cope with either.
+        let cseq = if arg & 8 == 0 { self.cseq } else { 1 };
+        let msg = in_dialog(
+            method,
+            "sip:sbc@192.0.2.1",
+            "10.0.0.10:5060",
+            &format!("z9hG4bKfz{}", self.cseq),
+            &resp.header(HeaderName::From),
+            &resp.header(HeaderName::To),
+            &resp.header(HeaderName::CallId),
+            cseq,
+            body,
+        );
+        self.deliver(usize::from(arg >> 7), PBX, msg.as_bytes());
+    }
+
+    fn media(&mut self, arg: u8, payload: &[u8]) {
+        let port = 30000 + u16::from(arg % 100);
+        let from = if arg & 0x80 == 0 { "10.0.0.10:4000" } else { "10.0.0.20:5000" };
+        // Media ports belong to one shard each; try both (the wrong one drops).
+        for e in &mut self.shards {
+            let _ = e.handle_media(self.now, port, addr(from), payload);
+        }
+    }
+
+    fn step(&mut self, step: &[u8]) {
+        let Some((&op, rest)) = step.split_first() else { return };
+        let shard = usize::from((op >> 3) & 1);
+        let arg = rest.first().copied().unwrap_or(0);
+        match op & 7 {
+            0 => self.deliver(shard, PBX, rest),
+            1 => self.deliver(shard, CARRIER_A, rest),
+            2 => self.deliver(shard, STRANGER, rest),
+            3 => self.answer(CARRIER_A, arg),
+            4 => self.answer(PBX, arg),
+            5 => self.in_dialog_from_pbx(arg),
+            6 => self.media(arg, rest.get(1..).unwrap_or_default()),
+            _ => self.advance(Duration::from_millis(100 * u64::from(arg))),
+        }
     }
 }
 
+thread_local! {
+    static WORLD: RefCell<World> = RefCell::new(World::new());
+}
+
 fuzz_target!(|data: &[u8]| {
-    let stats = Arc::new(ShardStats::default());
-    let mut engine = Engine::new(ShardId(0), 1, Secrets::from_bytes([3; 48]), Arc::new(policy()), stats);
-    let mut now = Instant::now();
-    let mut buf = vec![0u8; 65536];
-    // Split the input into datagrams at 0xff bytes, alternating sources.
-    for (i, chunk) in data.split(|b| *b == 0xff).enumerate() {
-        let src = if i % 2 == 0 { "10.0.0.10:5060" } else { "10.0.0.20:5060" };
-        engine.handle_datagram(now, src.parse().unwrap(), LocalId(0), chunk);
-        while engine.poll_transmit(&mut buf).is_some() {}
-        now += Duration::from_millis(300);
-        engine.handle_timeout(now);
-    }
-    now += Duration::from_secs(300);
-    engine.handle_timeout(now);
+    WORLD.with_borrow_mut(|w| {
+        for step in data.split(|b| *b == 0xff) {
+            w.step(step);
+        }
+        // Let every call end, so the next input starts from an empty table
+        // (a crash then reproduces from its input alone). A call that no
+        // timer ends (confirmed without media) costs a fresh world.
+        w.advance(Duration::from_secs(4000));
+        if w.shards.iter().any(|e| e.calls() > 0) {
+            *w = World::new();
+        } else {
+            w.to_carrier = None;
+            w.to_pbx = None;
+            w.answer_to_pbx = None;
+        }
+    });
 });

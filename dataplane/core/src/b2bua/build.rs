@@ -463,11 +463,13 @@ pub(crate) fn invite_sibling(
     buf.freeze()
 }
 
-/// The URI of the first Contact of a message, if it parses.
+/// The URI of the first Contact of a message, if it parses as a URI we
+/// could put in a request line (it becomes a remote target).
 pub(crate) fn contact_uri<'a>(msg: &Message<'a>) -> Option<&'a [u8]> {
     let value = msg.value(HeaderName::Contact)?;
     let first = CommaList::new(value).next()?;
-    crate::sip::NameAddr::parse(first).ok().map(|n| n.uri)
+    let n = crate::sip::NameAddr::parse(first).ok()?;
+    n.parsed_uri().is_ok().then_some(n.uri)
 }
 
 /// True when a Route value's URI carries `lr` (RFC 3261 §16.12.1.1).

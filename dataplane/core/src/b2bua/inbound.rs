@@ -294,8 +294,16 @@ impl Engine {
             &mut a_remote,
             req.msg.value(HeaderName::From).unwrap_or(b""),
         );
-        let contact = contact_uri(&req.msg).map(Bytes::copy_from_slice);
-        let remote_target = contact.unwrap_or_else(|| Bytes::copy_from_slice(req.from.uri));
+        // RFC 3261 §8.1.1.8: the INVITE's Contact is where requests in the
+        // dialog go. Without a usable one, the From URI, and failing that
+        // the address the INVITE came from.
+        let remote_target = contact_uri(&req.msg)
+            .or_else(|| {
+                crate::sip::Uri::parse(req.from.uri)
+                    .is_ok()
+                    .then_some(req.from.uri)
+            })
+            .map_or_else(|| Bytes::from(format!("sip:{src}")), Bytes::copy_from_slice);
         // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
         let route_set: Vec<Bytes> = req
             .msg

@@ -32,7 +32,7 @@ pub struct Uri<'a> {
 pub enum UriError {
     #[error("URI has no scheme")]
     NoScheme,
-    #[error("URI contains white space or control characters")]
+    #[error("URI contains white space, control or non-ASCII characters")]
     BadCharacter,
     #[error("URI has an invalid host")]
     BadHost,
@@ -42,7 +42,10 @@ pub enum UriError {
 
 impl<'a> Uri<'a> {
     pub fn parse(s: &'a [u8]) -> Result<Self, UriError> {
-        if s.is_empty() || !s.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80) {
+        // RFC 3261 §25.1: a URI is ASCII; anything else is %-escaped. The
+        // request line is held to the same rule, so a URI we accept (a
+        // Contact that becomes a remote target) is one we can send.
+        if s.is_empty() || !s.iter().all(u8::is_ascii_graphic) {
             return Err(UriError::BadCharacter);
         }
         let colon = s

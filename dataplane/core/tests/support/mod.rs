@@ -307,8 +307,7 @@ impl Sim {
 
 /// An INVITE from a peer. `n` makes identifiers unique.
 pub fn invite(from_host: &str, number: &str, call_id: &str, branch: &str, cseq: u32) -> String {
-    let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
-    invite_with_body(from_host, number, call_id, branch, cseq, body)
+    invite_with_body(from_host, number, call_id, branch, cseq, OFFER_SDP)
 }
 
 /// An INVITE from a peer with the given SDP body.
@@ -402,5 +401,8 @@ pub fn in_dialog(
         body.len()
     )
 }
+
+/// The PBX's offer in `invite`.
+pub const OFFER_SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
 pub const ANSWER_SDP: &str = "v=0\r\no=- 2 2 IN IP4 10.0.0.20\r\ns=-\r\nc=IN IP4 10.0.0.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";

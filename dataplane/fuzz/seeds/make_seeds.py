@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets (run from anywhere):
+engine_datagram gets whole call flows in its step language (see the
+target's docs), sip_message the RFC 4475 torture messages, sdp a few
+bodies. The files are committed; this script says how they were made."""
+import os, shutil
+
+here = os.path.dirname(os.path.abspath(__file__))
+OFFER = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+VIDEO = OFFER + "m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=rtcp-mux\r\n"
+
+def invite(host, number, call_id, body=OFFER, method="INVITE"):
+    ct = "Content-Type: application/sdp\r\n" if body else ""
+    return (f"{method} sip:{number}@192.0.2.1:5060 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host};branch=z9hG4bK{call_id};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: \"Alice\" <sip:alice@{host}>;tag=caller-tag\r\n"
+            f"To: <sip:{number}@192.0.2.1>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"CSeq: 1 {method}\r\n"
+            f"Contact: <sip:alice@{host}>\r\n"
+            f"{ct}Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+def step(op, payload=b""):
+    return bytes([op]) + payload
+
+RTP = bytes([0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 42]) + b"\xd5" * 160
+ACK, BYE, INFO, REINVITE, UPDATE, CANCEL, OPTIONS = range(7)
+T100, T180, T183, T200, T486, T503, T401, T408 = range(8)
+
+flows = {
+    "basic_call": [step(0, invite("10.0.0.10:5060", "15551234", "c1")), step(3, bytes([T180])),
+                   step(3, bytes([T200])), step(5, bytes([ACK])), step(6, bytes([0]) + RTP),
+                   step(6, bytes([0x80]) + RTP), step(5, bytes([BYE])), step(7, bytes([5]))],
+    "failover": [step(0, invite("10.0.0.10:5060", "15551234", "c2")), step(3, bytes([T503])),
+                 step(7, bytes([50])), step(7, bytes([50]))],
+    "cancel": [step(0, invite("10.0.0.10:5060", "15551234", "c3")), step(3, bytes([T180])),
+               step(5, bytes([CANCEL | 8])), step(3, bytes([T200])), step(7, bytes([40]))],
+    "busy": [step(0, invite("10.0.0.10:5060", "15551234", "c4")), step(3, bytes([T486])), step(5, bytes([ACK | 8]))],
+    "reinvite": [step(8, invite("10.0.0.10:5060", "15551234", "c5", VIDEO)), step(3, bytes([T183])),
+                 step(3, bytes([T200])), step(5, bytes([ACK])), step(5, bytes([REINVITE])),
+                 step(4, bytes([T200])), step(5, bytes([UPDATE])), step(5, bytes([INFO])),
+                 step(7, bytes([255])), step(7, bytes([255]))],
+    "inbound_did": [step(1, invite("10.0.0.20:5060", "+3902123456", "c6")), step(4, bytes([T180])),
+                    step(4, bytes([T200])), step(7, bytes([10]))],
+    "stranger": [step(2, invite("203.0.113.9:5060", "15551234", "c7")), step(2, b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
+                 step(0, b"\r\n\r\n")],
+    "late_offer": [step(0, invite("10.0.0.10:5060", "15551234", "c8", body="")), step(3, bytes([T200])),
+                   step(5, bytes([ACK]))],
+    "timeout": [step(0, invite("10.0.0.10:5060", "15551234", "c9")), step(7, bytes([255])), step(7, bytes([255]))],
+}
+d = os.path.join(here, "engine_datagram")
+for name, steps in flows.items():
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(b"\xff".join(steps))
+
+src = os.path.join(here, "../../core/tests/data/rfc4475")
+for name in sorted(os.listdir(src)):
+    if name.endswith(".sip"):
+        shutil.copy(os.path.join(src, name), os.path.join(here, "sip_message", name))
+
+sdps = {"offer": OFFER, "video": VIDEO,
+        "ipv6": OFFER.replace("IN IP4 10.0.0.10", "IN IP6 2001:db8::10"),
+        "ice": OFFER + "a=ice-ufrag:abcd\r\na=candidate:1 1 UDP 2130706431 10.0.0.10 4000 typ host\r\na=rtcp:4001\r\n",
+        "held": OFFER.replace("a=sendrecv", "a=inactive").replace("c=IN IP4 10.0.0.10", "c=IN IP4 0.0.0.0"),
+        "rejected": OFFER + "m=video 0 RTP/AVP 96\r\n"}
+for name, body in sdps.items():
+    with open(os.path.join(here, "sdp", name), "wb") as f:
+        f.write(body.encode())
