@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sbc_core::b2bua::{Engine, Secrets, ShardId};
-use sbc_core::net::LocalId;
+use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::{
     Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId,
 };
@@ -86,12 +86,13 @@ fn header(m: &Message<'_>, h: HeaderName) -> String {
 
 fn main() {
     const N: usize = 20_000;
-    let pbx = "10.0.0.10:5060"
-        .parse()
-        .unwrap_or_else(|_| std::process::exit(2));
-    let carrier = "10.0.0.20:5060"
-        .parse()
-        .unwrap_or_else(|_| std::process::exit(2));
+    let flow = |a: &str| {
+        Flow::udp(
+            a.parse().unwrap_or_else(|_| std::process::exit(2)),
+            LocalId(0),
+        )
+    };
+    let (pbx, carrier) = (flow("10.0.0.10:5060"), flow("10.0.0.20:5060"));
     let mut engine = Engine::new(
         ShardId(0),
         1,
@@ -115,9 +116,9 @@ fn main() {
             "INVITE sip:+15550{i}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{i};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@10.0.0.10>;tag=a{i}\r\nTo: <sip:+15550{i}@192.0.2.1>\r\nCall-ID: {i}@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.10:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        engine.handle_datagram(now, pbx, LocalId(0), inv.as_bytes());
+        engine.handle_datagram(now, pbx, inv.as_bytes());
         while let Some(t) = engine.poll_transmit(&mut buf) {
-            if t.dest.addr == carrier {
+            if t.dest.remote == carrier.remote {
                 b_invites.push(buf[..t.len].to_vec());
             }
         }
@@ -136,9 +137,9 @@ fn main() {
             header(&m, HeaderName::CallId),
             body.len()
         ));
-        engine.handle_datagram(now, carrier, LocalId(0), r.as_bytes());
+        engine.handle_datagram(now, carrier, r.as_bytes());
         while let Some(t) = engine.poll_transmit(&mut buf) {
-            if t.dest.addr == pbx
+            if t.dest.remote == pbx.remote
                 && let Ok(m) = Message::parse(&buf[..t.len])
             {
                 tos.push((header(&m, HeaderName::CallId), header(&m, HeaderName::To)));
@@ -151,10 +152,10 @@ fn main() {
             let req = format!(
                 "{m} sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{extra}{i}\r\nFrom: <sip:alice@10.0.0.10>;tag=a{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
             );
-            engine.handle_datagram(now, pbx, LocalId(0), req.as_bytes());
+            engine.handle_datagram(now, pbx, req.as_bytes());
         }
         while let Some(t) = engine.poll_transmit(&mut buf) {
-            if t.dest.addr == carrier
+            if t.dest.remote == carrier.remote
                 && let Ok(m) = Message::parse(&buf[..t.len])
                 && m.request_line().is_some_and(|l| l.method_raw == b"BYE")
             {
@@ -166,7 +167,7 @@ fn main() {
                     header(&m, HeaderName::CallId),
                     header(&m, HeaderName::CSeq)
                 );
-                engine.handle_datagram(now, carrier, LocalId(0), ok.as_bytes());
+                engine.handle_datagram(now, carrier, ok.as_bytes());
             }
         }
         while engine.poll_transmit(&mut buf).is_some() {}

@@ -1,5 +1,6 @@
-//! What the sans-IO core exchanges with the I/O layer: datagrams to send,
-//! addressed by destination and by the local SIP socket to send from.
+//! What the sans-IO core exchanges with the I/O layer: messages in, each
+//! with the [`Flow`] it came from, and messages out, each with the
+//! [`Flow`] it goes to (transport, peer, local socket, connection).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -16,24 +17,98 @@ pub fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct LocalId(pub u16);
 
-/// Where a message goes: the peer and the local socket it leaves from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dest {
-    pub addr: SocketAddr,
+/// A SIP transport (RFC 3261 §18, RFC 7118 for WebSocket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    /// Reliable transports deliver in order or fail the connection, so
+    /// the transaction layer does not retransmit over them (RFC 3261
+    /// §17.1.1.2, §17.1.2.2, §17.2.1).
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// A stream transport: messages are framed by Content-Length and
+    /// responses go back over the connection the request came on.
+    pub fn is_stream(self) -> bool {
+        self.is_reliable()
+    }
+
+    /// The token in a Via sent-protocol and in `;transport=`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+        }
+    }
+}
+
+/// A stream connection, named by the I/O layer that owns it (never 0, so
+/// `Option<ConnId>` costs nothing in every flow a call keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub std::num::NonZeroU32);
+
+/// Where a message came from or where it goes: the transport, the peer,
+/// the local socket, and for stream transports the connection (RFC 5626
+/// calls this a flow). Every input carries the flow it arrived on; every
+/// output names the flow to send it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub transport: Transport,
+    /// The peer's address (the source of an input, the destination of an
+    /// output).
+    pub remote: SocketAddr,
+    /// Our SIP socket (listen address) it arrived on or leaves from.
     pub local: LocalId,
+    /// The connection, for stream transports; `None` for UDP, or for a
+    /// stream output that may use any (or a new) connection to `remote`.
+    pub conn: Option<ConnId>,
+}
+
+impl Flow {
+    /// A UDP flow between our socket `local` and `remote`.
+    pub fn udp(remote: SocketAddr, local: LocalId) -> Self {
+        Flow {
+            transport: Transport::Udp,
+            remote,
+            local,
+            conn: None,
+        }
+    }
+
+    /// The same transport and local socket towards another peer; the
+    /// connection is kept only when the peer is the same.
+    pub fn towards(self, remote: SocketAddr) -> Self {
+        Flow {
+            remote,
+            conn: self.conn.filter(|_| remote == self.remote),
+            ..self
+        }
+    }
 }
 
 /// A datagram queued by the core, waiting for the I/O layer.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub dest: Dest,
+    pub dest: Flow,
     pub data: Bytes,
 }
 
 /// Metadata of a datagram copied into the caller's buffer by `poll_transmit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
-    pub dest: Dest,
+    pub dest: Flow,
     pub len: usize,
 }
 
@@ -44,7 +119,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn push(&mut self, dest: Dest, data: Bytes) {
+    pub fn push(&mut self, dest: Flow, data: Bytes) {
         self.queue.push_back(Outgoing { dest, data });
     }
 

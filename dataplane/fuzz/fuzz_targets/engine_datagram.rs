@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use sbc_core::b2bua::{Disposition, Engine, Secrets, ShardId};
-use sbc_core::net::LocalId;
+use sbc_core::net::{Flow, LocalId};
 use sbc_core::sip::{HeaderName, Message};
 use sbc_core::stats::ShardStats;
 use support::{ANSWER_SDP, CARRIER_A, PBX, STRANGER, addr, in_dialog, media_policy, reply, Sent};
@@ -62,11 +62,11 @@ impl World {
     }
 
     fn deliver(&mut self, shard: usize, from: &str, data: &[u8]) {
-        let src = addr(from);
-        if let Disposition::HandOff(ShardId(owner)) = self.shards[shard].handle_datagram(self.now, src, LocalId(0), data) {
+        let origin = Flow::udp(addr(from), LocalId(0));
+        if let Disposition::HandOff(ShardId(owner)) = self.shards[shard].handle_datagram(self.now, origin, data) {
             let owner = usize::from(owner) % 2;
             // A message is handed over once: the owner never hands it back.
-            let again = self.shards[owner].handle_datagram(self.now, src, LocalId(0), data);
+            let again = self.shards[owner].handle_datagram(self.now, origin, data);
             assert!(matches!(again, Disposition::Done), "a hand-off was handed off again");
         }
         self.drain();
@@ -75,7 +75,7 @@ impl World {
     fn drain(&mut self) {
         for shard in 0..2 {
             while let Some(t) = self.shards[shard].poll_transmit(&mut self.buf) {
-                let sent = Sent { to: t.dest.addr, bytes: self.buf[..t.len].to_vec() };
+                let sent = Sent { to: t.dest.remote, bytes: self.buf[..t.len].to_vec() };
                 let Ok(msg) = Message::parse(&sent.bytes) else {
                     panic!("the SBC sent something it cannot parse itself: {:?}", String::from_utf8_lossy(&sent.bytes));
                 };

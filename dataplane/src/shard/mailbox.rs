@@ -1,18 +1,17 @@
 //! Cross-shard hand-off: a bounded lock-free queue per shard, and a flag
 //! that makes sure a sleeping owner is woken exactly when needed.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
-use sbc_core::net::LocalId;
+use sbc_core::net::Flow;
 
 /// A datagram received by one shard for a call another shard owns.
 #[derive(Debug)]
 pub struct Handoff {
-    pub src: SocketAddr,
-    pub local: LocalId,
+    /// The flow the datagram arrived on (at the shard that received it).
+    pub origin: Flow,
     pub data: Box<[u8]>,
 }
 
@@ -67,11 +66,11 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sbc_core::net::LocalId;
 
     fn h() -> Handoff {
         Handoff {
-            src: "127.0.0.1:5060".parse().unwrap(),
-            local: LocalId(0),
+            origin: Flow::udp("127.0.0.1:5060".parse().unwrap(), LocalId(0)),
             data: Box::new([1, 2, 3]),
         }
     }

@@ -24,7 +24,7 @@ use super::socket::decode_sockaddr;
 use super::xdp::XdpPath;
 use sbc_core::b2bua::{Disposition, Engine};
 use sbc_core::media::MediaDrop;
-use sbc_core::net::LocalId;
+use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::Policy;
 use sbc_core::stats::{Discard, ShardStats};
 
@@ -338,7 +338,7 @@ impl ShardIo {
                 &mut self.sip_send,
                 idx,
                 t.len,
-                t.dest.addr,
+                t.dest.remote,
                 fd,
                 target,
                 self.send_to,
@@ -542,7 +542,7 @@ impl ShardLoop {
             let mailbox = &self.mailboxes[self.me];
             mailbox.rearm();
             while let Some(h) = mailbox.pop() {
-                let _ = self.engine.handle_datagram(now, h.src, h.local, &h.data);
+                let _ = self.engine.handle_datagram(now, h.origin, &h.data);
             }
 
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
@@ -762,14 +762,14 @@ impl ShardLoop {
                     self.stats
                         .bytes_in
                         .fetch_add(r.data.len() as u64, Ordering::Relaxed);
+                    let origin = Flow::udp(src, local);
                     if let Disposition::HandOff(owner) =
-                        self.engine.handle_datagram(now, src, local, r.data)
+                        self.engine.handle_datagram(now, origin, r.data)
                     {
                         ShardStats::inc(&self.stats.handed_off);
                         if let Some(mb) = self.mailboxes.get(usize::from(owner.0)) {
                             let h = Handoff {
-                                src,
-                                local,
+                                origin,
                                 data: r.data.into(),
                             };
                             match mb.push(h) {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::call::Leg;
-use crate::net::{Dest, LocalId};
+use crate::net::Flow;
 use crate::sip::{CommaList, HeaderName, Message, Params, Request, Uri, Via, Writer, put_unfolded};
 
 /// Option tags the SBC lets through Supported and accepts in Require.
@@ -197,16 +197,24 @@ fn write_top_via(b: &mut BytesMut, value: &[u8], src: SocketAddr) {
     }
 }
 
-/// Where to send responses to a request (RFC 3261 §18.2.2, RFC 3581 §4):
-/// the source address, and the source port when `rport` was asked for.
-pub(crate) fn response_dest(req: &Request<'_>, src: SocketAddr, local: LocalId) -> Dest {
+/// Where to send responses to a request that arrived on `origin`.
+///
+/// RFC 3261 §18.2.2: over a stream transport, back over the connection
+/// the request came on. Over UDP, to the source address (the `received`
+/// the SBC would add), at the source port when the client asked for
+/// `rport` (RFC 3581 §4), else at the Via sent-by port. `maddr` is not
+/// honoured: a forged Via must not aim responses elsewhere.
+pub(crate) fn response_dest(req: &Request<'_>, origin: Flow) -> Flow {
+    if origin.transport.is_stream() {
+        return origin;
+    }
     let port = match req.via.rport() {
-        Some(_) => src.port(),
+        Some(_) => origin.remote.port(),
         None => req.via.port.unwrap_or(5060),
     };
-    Dest {
-        addr: SocketAddr::new(src.ip(), port),
-        local,
+    Flow {
+        remote: SocketAddr::new(origin.remote.ip(), port),
+        ..origin
     }
 }
 
@@ -520,9 +528,51 @@ mod tests {
         assert!(text.contains("Via: SIP/2.0/UDP 10.0.0.1:5070;rport=40000;branch=z9hG4bKa;received=192.0.2.7, SIP/2.0/UDP p.example\r\n"), "{text}");
         assert!(text.contains("Via: SIP/2.0/UDP q.example\r\n"));
         assert!(text.contains("To: <sip:c@d>;tag=xyz\r\n"));
-        assert_eq!(response_dest(&req, src, LocalId(0)).addr, src);
+        let origin = Flow::udp(src, crate::net::LocalId(0));
+        assert_eq!(response_dest(&req, origin), origin);
         let trying = t.simple(100, b"Trying", Some(b"xyz"));
         assert!(!std::str::from_utf8(&trying).unwrap().contains("tag=xyz"));
+    }
+
+    /// RFC 3261 §18.2.2 and RFC 3581 §4: where a response goes, by the
+    /// transport the request came on.
+    #[test]
+    fn responses_follow_the_transport_rules() {
+        use crate::net::{ConnId, LocalId, Transport};
+        let parse = |via: &str| {
+            let raw = format!(
+                "OPTIONS sip:x@y SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n"
+            );
+            raw.into_bytes()
+        };
+        let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let udp = Flow::udp(src, LocalId(1));
+        // UDP without rport: the source IP (received), the Via port.
+        let raw = parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa");
+        let req = Request::parse(Message::parse(&raw).unwrap()).unwrap();
+        let d = response_dest(&req, udp);
+        assert_eq!(d.remote, "192.0.2.7:5070".parse().unwrap());
+        assert_eq!(d.local, LocalId(1));
+        // ... and 5060 when the Via has no port; maddr is never honoured.
+        let raw = parse("SIP/2.0/UDP 10.0.0.1;maddr=198.51.100.1;branch=z9hG4bKa");
+        let req = Request::parse(Message::parse(&raw).unwrap()).unwrap();
+        assert_eq!(
+            response_dest(&req, udp).remote,
+            "192.0.2.7:5060".parse().unwrap()
+        );
+        // UDP with rport: exactly where it came from.
+        let raw = parse("SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bKa");
+        let req = Request::parse(Message::parse(&raw).unwrap()).unwrap();
+        assert_eq!(response_dest(&req, udp), udp);
+        // A stream transport: back over the same connection, whatever Via says.
+        let tcp = Flow {
+            transport: Transport::Tcp,
+            conn: std::num::NonZeroU32::new(9).map(ConnId),
+            ..udp
+        };
+        let raw = parse("SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa");
+        let req = Request::parse(Message::parse(&raw).unwrap()).unwrap();
+        assert_eq!(response_dest(&req, tcp), tcp);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! caller (the SBC is its UAS), the B leg faces the callee (the SBC is its
 //! UAC). Transactions in flight hang off the call.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::build::Template;
-use crate::net::LocalId;
+use crate::net::Flow;
 use crate::policy::{Policy, Target, TrunkId};
 use crate::sip::{Method, Request};
 use crate::transaction::{
@@ -52,9 +51,8 @@ pub(crate) struct Leg {
     pub local_cseq: u32,
     /// Last CSeq received from the peer (RFC 3261 §12.2.2 ordering).
     pub remote_cseq: Option<u32>,
-    /// Next hop for requests in this leg.
-    pub peer: SocketAddr,
-    pub local: LocalId,
+    /// Next hop for requests in this leg: transport, peer, our socket.
+    pub flow: Flow,
     pub trunk: TrunkId,
 }
 
@@ -273,7 +271,7 @@ impl LocalAnswer {
 pub(crate) struct Stray {
     pub tag: Bytes,
     pub ack: Bytes,
-    pub dest: crate::net::Dest,
+    pub dest: crate::net::Flow,
 }
 
 /// A request the SBC originates itself (BYE when ending a call).

@@ -1,7 +1,6 @@
 //! In-dialog requests relayed from one leg to the other (re-INVITE, UPDATE,
 //! INFO, BYE...), their responses, the ACKs, and BYEs the SBC sends itself.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -14,7 +13,7 @@ use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side
 use super::engine::Ctx;
 use super::outbound::{Body, cancel_call, end, sdp_towards};
 use crate::media::Role;
-use crate::net::{Dest, LocalId};
+use crate::net::Flow;
 use crate::sip::{HeaderName, Method, Request, Response};
 use crate::stats::{Reject, ShardStats};
 use crate::transaction::{
@@ -39,8 +38,7 @@ fn answer_locally(
     call: &mut Call,
     side: Side,
     req: &Request<'_>,
-    src: SocketAddr,
-    local: LocalId,
+    origin: Flow,
     now: Instant,
     answer: (u16, &[u8], Option<Reject>),
 ) {
@@ -49,9 +47,12 @@ fn answer_locally(
         ctx.stats.reject(why);
     }
     let timers = call.policy.timers;
-    let dest = response_dest(req, src, local);
-    let response =
-        Template::new(req, src, false).simple(code, reason, Some(&call.leg(side).local_tag));
+    let dest = response_dest(req, origin);
+    let response = Template::new(req, origin.remote, false).simple(
+        code,
+        reason,
+        Some(&call.leg(side).local_tag),
+    );
     let tx = if req.method == Method::Invite {
         let mut t = ServerInvite::new(dest);
         t.respond(now, &timers, code, response, &mut ctx.out);
@@ -78,8 +79,7 @@ pub(crate) fn on_request(
     call: &mut Call,
     side: Side,
     req: &Request<'_>,
-    src: SocketAddr,
-    local: LocalId,
+    origin: Flow,
     now: Instant,
 ) {
     if let Some(r) = call
@@ -110,7 +110,7 @@ pub(crate) fn on_request(
             &b"Server Internal Error"[..],
             Some(Reject::DialogState),
         );
-        answer_locally(ctx, call, side, req, src, local, now, answer);
+        answer_locally(ctx, call, side, req, origin, now, answer);
         return;
     }
     leg.remote_cseq = Some(req.cseq.seq);
@@ -124,7 +124,7 @@ pub(crate) fn on_request(
         (Method::Bye, Phase::Routing | Phase::Early, Side::A) => {
             // The caller hangs up before the answer: 200 to the BYE, and the
             // INVITE ends as if cancelled.
-            answer_locally(ctx, call, side, req, src, local, now, (200, b"OK", None));
+            answer_locally(ctx, call, side, req, origin, now, (200, b"OK", None));
             if call.uas.tx.is_pending() {
                 cancel_call(ctx, call, now, 487, b"Request Terminated");
             }
@@ -133,7 +133,7 @@ pub(crate) fn on_request(
             // RFC 3261 §15: a callee must not BYE an early dialog. Take it as
             // the callee giving up: 200 to the BYE, CANCEL its INVITE; its
             // final answer then decides (failover or failure).
-            answer_locally(ctx, call, side, req, src, local, now, (200, b"OK", None));
+            answer_locally(ctx, call, side, req, origin, now, (200, b"OK", None));
             if let Some(index) = call.attempts.len().checked_sub(1)
                 && call.attempts[index].tx.is_pending()
                 && call.attempts[index].tx.heard_back()
@@ -142,21 +142,21 @@ pub(crate) fn on_request(
             }
         }
         (Method::Bye, Phase::Answered | Phase::Confirmed, _) => {
-            relay(ctx, call, side, req, src, local, now)
+            relay(ctx, call, side, req, origin, now)
         }
         // RFC 3261 §14.2: one INVITE transaction at a time per dialog.
         (Method::Invite, Phase::Confirmed, _) if pending_reinvite => {
-            answer_locally(ctx, call, side, req, src, local, now, glare);
+            answer_locally(ctx, call, side, req, origin, now, glare);
         }
-        (Method::Invite, Phase::Confirmed, _) => relay(ctx, call, side, req, src, local, now),
+        (Method::Invite, Phase::Confirmed, _) => relay(ctx, call, side, req, origin, now),
         (Method::Invite, _, _) if call.phase != Phase::Ended => {
-            answer_locally(ctx, call, side, req, src, local, now, glare);
+            answer_locally(ctx, call, side, req, origin, now, glare);
         }
-        (_, Phase::Ended, _) => answer_locally(ctx, call, side, req, src, local, now, no_dialog),
+        (_, Phase::Ended, _) => answer_locally(ctx, call, side, req, origin, now, no_dialog),
         _ if call.leg(side.other()).remote_tag.is_none() => {
-            answer_locally(ctx, call, side, req, src, local, now, no_dialog);
+            answer_locally(ctx, call, side, req, origin, now, no_dialog);
         }
-        _ => relay(ctx, call, side, req, src, local, now),
+        _ => relay(ctx, call, side, req, origin, now),
     }
 }
 
@@ -165,14 +165,13 @@ fn relay(
     call: &mut Call,
     side: Side,
     req: &Request<'_>,
-    src: SocketAddr,
-    local: LocalId,
+    origin: Flow,
     now: Instant,
 ) {
     let mf = req.max_forwards.unwrap_or(70);
     if mf == 0 {
         let answer = (483, &b"Too Many Hops"[..], Some(Reject::TooManyHops));
-        answer_locally(ctx, call, side, req, src, local, now, answer);
+        answer_locally(ctx, call, side, req, origin, now, answer);
         return;
     }
     let body_kind = super::media::body_kind(&req.msg);
@@ -182,7 +181,7 @@ fn relay(
             &b"Unsupported Media Type"[..],
             Some(Reject::UnsupportedMedia),
         );
-        answer_locally(ctx, call, side, req, src, local, now, answer);
+        answer_locally(ctx, call, side, req, origin, now, answer);
         return;
     }
     // An offer in a re-INVITE or UPDATE goes through the media session
@@ -199,7 +198,7 @@ fn relay(
                 super::media::settle_offer(ctx, call, false);
                 let (code, reason) = e.status();
                 let why = super::media::reject_of(e);
-                answer_locally(ctx, call, side, req, src, local, now, (code, reason, why));
+                answer_locally(ctx, call, side, req, origin, now, (code, reason, why));
                 return;
             }
         }
@@ -207,14 +206,18 @@ fn relay(
         Body::Same
     };
     let timers = call.policy.timers;
-    let dest = response_dest(req, src, local);
-    let template = Template::new(req, src, false);
+    let dest = response_dest(req, origin);
+    let template = Template::new(req, origin.remote, false);
     if is_target_refresh(req.method)
         && let Some(contact) = contact_uri(&req.msg)
     {
         let leg = call.leg_mut(side);
         leg.remote_target = Bytes::copy_from_slice(contact);
-        leg.peer = next_hop(&leg.remote_target, &leg.route_set, leg.peer);
+        leg.flow = leg.flow.towards(next_hop(
+            &leg.remote_target,
+            &leg.route_set,
+            leg.flow.remote,
+        ));
     }
     let server = if req.method == Method::Invite {
         let mut t = ServerInvite::new(dest);
@@ -225,7 +228,7 @@ fn relay(
         ServerTx::NonInvite(ServerNonInvite::new(dest))
     };
     let to_side = side.other();
-    let parts = ctx.local(call.leg(to_side).local).clone();
+    let parts = ctx.local(call.leg(to_side).flow.local).clone();
     let branch = ctx.ids.branch();
     let leg = call.leg_mut(to_side);
     leg.local_cseq += 1;
@@ -242,10 +245,7 @@ fn relay(
             relay: body.relayed(&req.msg),
         },
     );
-    let out_dest = Dest {
-        addr: leg.peer,
-        local: leg.local,
-    };
+    let out_dest = leg.flow;
     let client = if req.method == Method::Invite {
         ClientTx::Invite(ClientInvite::start(
             now,
@@ -296,9 +296,12 @@ pub(crate) fn on_relay_response(
         return;
     };
     let to_side = relay.from.other();
-    let local = ctx.local(call.leg(to_side).local).clone();
+    let local = ctx.local(call.leg(to_side).flow.local).clone();
     let code = resp.code;
-    let from_contact = ctx.local(call.leg(to_side.other()).local).contact.clone();
+    let from_contact = ctx
+        .local(call.leg(to_side.other()).flow.local)
+        .contact
+        .clone();
     let (leg_a, leg_b) = (&call.a, &call.b);
     let leg = match to_side {
         Side::A => leg_a,
@@ -338,13 +341,7 @@ pub(crate) fn on_relay_response(
         // A retransmitted 2xx to a re-INVITE: ACK again if we already did;
         // the originator gets our own 2xx retransmissions meanwhile.
         if let Some(ack) = relay.ack.clone() {
-            ctx.send(
-                Dest {
-                    addr: leg.peer,
-                    local: leg.local,
-                },
-                ack,
-            );
+            ctx.send(leg.flow, ack);
         }
         return;
     }
@@ -395,7 +392,11 @@ pub(crate) fn on_relay_response(
     {
         let leg = call.leg_mut(to_side);
         leg.remote_target = Bytes::copy_from_slice(contact);
-        leg.peer = next_hop(&leg.remote_target, &leg.route_set, leg.peer);
+        leg.flow = leg.flow.towards(next_hop(
+            &leg.remote_target,
+            &leg.route_set,
+            leg.flow.remote,
+        ));
     }
     if method == Method::Bye && code >= 200 {
         // RFC 3261 §15.1.2: any final response ends the dialog.
@@ -486,7 +487,7 @@ pub(crate) fn ack_relay(ctx: &mut Ctx, call: &mut Call, index: usize, relay: Rel
         return;
     };
     let (to_side, cseq) = (r.from.other(), r.client_cseq);
-    let parts = ctx.local(call.leg(to_side).local).clone();
+    let parts = ctx.local(call.leg(to_side).flow.local).clone();
     let branch = ctx.ids.branch();
     let leg = call.leg(to_side);
     let ack = leg_request(
@@ -501,10 +502,7 @@ pub(crate) fn ack_relay(ctx: &mut Ctx, call: &mut Call, index: usize, relay: Rel
             relay,
         },
     );
-    let dest = Dest {
-        addr: leg.peer,
-        local: leg.local,
-    };
+    let dest = leg.flow;
     ctx.send(dest, ack.clone());
     if let Some(r) = call.relays.get_mut(index) {
         r.ack = Some(ack);
@@ -528,7 +526,7 @@ pub(crate) fn send_b_ack(
         Some(ack) if !call.offer_in_invite => sdp_towards(ctx, call, Side::A, true, &ack.msg, now),
         _ => Body::Same,
     };
-    let parts = ctx.local(call.b.local).clone();
+    let parts = ctx.local(call.b.flow.local).clone();
     let branch = ctx.ids.branch();
     let ack = leg_request(
         &call.b,
@@ -542,13 +540,7 @@ pub(crate) fn send_b_ack(
             relay: caller_ack.map_or(Relayed::Nothing, |r| body.relayed(&r.msg)),
         },
     );
-    ctx.send(
-        Dest {
-            addr: call.b.peer,
-            local: call.b.local,
-        },
-        ack.clone(),
-    );
+    ctx.send(call.b.flow, ack.clone());
     call.b_ack = Some(ack);
     if matches!(body, Body::Dropped) {
         // The caller's answer cannot be relayed and an ACK cannot be
@@ -566,7 +558,7 @@ pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         if call.leg(side).remote_tag.is_none() {
             continue;
         }
-        let parts = ctx.local(call.leg(side).local).clone();
+        let parts = ctx.local(call.leg(side).flow.local).clone();
         let branch = ctx.ids.branch();
         let leg = call.leg_mut(side);
         leg.local_cseq += 1;
@@ -582,10 +574,7 @@ pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant) {
                 relay: Relayed::Nothing,
             },
         );
-        let dest = Dest {
-            addr: leg.peer,
-            local: leg.local,
-        };
+        let dest = leg.flow;
         let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
         call.own.push(Own { side, branch, tx });
     }

@@ -11,7 +11,7 @@ use super::build::{LocalParts, Template, response_dest};
 use super::ids::{IdMinter, Secrets, ShardId};
 use super::table::CallTable;
 use crate::media::{Forward, MediaDrop, MediaPorts, PortPlan, PortPool};
-use crate::net::{Dest, LocalId, Outbox, Transmit};
+use crate::net::{Flow, LocalId, Outbox, Transmit};
 use crate::policy::{MediaPolicy, Policy};
 use crate::sip::{
     HeaderName, Message, Method, ParseError, Request, RequestError, Response, Writer,
@@ -50,7 +50,7 @@ impl Ctx {
     }
 
     /// Queues a message and counts it.
-    pub fn send(&mut self, dest: Dest, data: Bytes) {
+    pub fn send(&mut self, dest: Flow, data: Bytes) {
         self.out.push(dest, data);
     }
 
@@ -59,13 +59,12 @@ impl Ctx {
     pub fn respond_stateless(
         &mut self,
         req: &Request<'_>,
-        src: SocketAddr,
-        local: LocalId,
+        origin: Flow,
         code: u16,
         reason: &[u8],
         extra: &[(HeaderName, &[u8])],
     ) {
-        let template = Template::new(req, src, false);
+        let template = Template::new(req, origin.remote, false);
         let tag = self.ids.tag();
         let mut buf = BytesMut::with_capacity(template.len() + 128);
         let mut w = template.start(&mut buf, code, reason, Some(&tag));
@@ -73,7 +72,7 @@ impl Ctx {
             w.header(*name, &[value]);
         }
         w.body(b"");
-        self.send(response_dest(req, src, local), buf.freeze());
+        self.send(response_dest(req, origin), buf.freeze());
         if code >= 200 {
             self.stats.final_sent(code);
         }
@@ -82,15 +81,14 @@ impl Ctx {
     pub fn reject(
         &mut self,
         req: &Request<'_>,
-        src: SocketAddr,
-        local: LocalId,
+        origin: Flow,
         why: Reject,
         code: u16,
         reason: &[u8],
     ) {
         self.stats.reject(why);
         if req.method != Method::Ack {
-            self.respond_stateless(req, src, local, code, reason, &[]);
+            self.respond_stateless(req, origin, code, reason, &[]);
         }
     }
 }
@@ -169,14 +167,8 @@ impl Engine {
     }
 
     /// Feeds one received datagram.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        src: SocketAddr,
-        local: LocalId,
-        data: &[u8],
-    ) -> Disposition {
-        if !self.ctx.policy.acl.permits(src.ip()) {
+    pub fn handle_datagram(&mut self, now: Instant, origin: Flow, data: &[u8]) -> Disposition {
+        if !self.ctx.policy.acl.permits(origin.remote.ip()) {
             // BRIEF §8: denied sources are dropped without an answer.
             self.ctx.stats.reject(Reject::AclDenied);
             return Disposition::Done;
@@ -189,7 +181,7 @@ impl Engine {
                     .stats
                     .parse_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.malformed(data, src, local, e.into());
+                self.malformed(data, origin, e.into());
                 return Disposition::Done;
             }
         };
@@ -204,13 +196,13 @@ impl Engine {
         ShardStats::inc(&self.ctx.stats.messages_in);
         if msg.is_request() {
             match Request::parse(msg) {
-                Ok(req) => self.on_request(now, req, src, local),
+                Ok(req) => self.on_request(now, req, origin),
                 Err(e) => {
                     self.ctx
                         .stats
                         .parse_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.malformed(data, src, local, e);
+                    self.malformed(data, origin, e);
                 }
             }
         } else {
@@ -324,7 +316,7 @@ impl Engine {
     }
 
     /// 400/505 for a request that failed parsing; responses are dropped.
-    fn malformed(&mut self, data: &[u8], src: SocketAddr, local: LocalId, err: RequestError) {
+    fn malformed(&mut self, data: &[u8], origin: Flow, err: RequestError) {
         let Some(msg) = Message::salvage(data) else {
             self.ctx.stats.discard(if data.starts_with(b"SIP/") {
                 Discard::MalformedResponse
@@ -338,13 +330,14 @@ impl Engine {
             self.ctx.stats.discard(Discard::Unanswerable);
             return;
         }
-        let Some(resp) = stateless_error(&msg, src, err, &mut self.ctx.ids) else {
+        let Some(resp) = stateless_error(&msg, err, &mut self.ctx.ids) else {
             self.ctx.stats.discard(Discard::Unanswerable);
             return;
         };
         self.ctx.stats.reject(Reject::Malformed);
         self.ctx.stats.final_sent(err.status());
-        self.ctx.send(Dest { addr: src, local }, resp);
+        // Never to an address the broken message names: back where it came from.
+        self.ctx.send(origin, resp);
     }
 }
 
@@ -364,13 +357,7 @@ fn locals_of(policy: &Policy) -> Vec<LocalParts> {
 /// found, copied verbatim; `None` when Via, From, To, Call-ID or CSeq is
 /// missing. Sent to the source address (never to an address the message
 /// names, so a forged Via cannot aim it elsewhere).
-fn stateless_error(
-    msg: &Message<'_>,
-    src: SocketAddr,
-    err: RequestError,
-    ids: &mut IdMinter,
-) -> Option<Bytes> {
-    let _ = src;
+fn stateless_error(msg: &Message<'_>, err: RequestError, ids: &mut IdMinter) -> Option<Bytes> {
     let mut buf = BytesMut::with_capacity(msg.as_bytes().len().min(2048) + 128);
     let mut w = Writer::new(&mut buf);
     w.status_line(err.status(), err.reason().as_bytes());

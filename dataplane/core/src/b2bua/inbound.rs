@@ -1,7 +1,6 @@
 //! Requests arriving at the SBC: new calls, CANCEL, ACK, and the dispatch of
 //! in-dialog requests to the leg they belong to.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +14,7 @@ use super::call::{Call, Leg, Phase, Side, Uas};
 use super::engine::Engine;
 use super::ids::CallRef;
 use super::table::CallTable;
-use crate::net::{Dest, LocalId};
+use crate::net::Flow;
 use crate::policy::{Target, TrunkId};
 use crate::sip::{CommaList, HeaderName, Method, Request, Scheme, Uri};
 use crate::stats::{Direction, Discard, Reject, ShardStats};
@@ -29,34 +28,27 @@ pub(crate) const NO_SUCH_CALL: &[u8] = b"Call/Transaction Does Not Exist";
 pub(crate) const TRYING_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Engine {
-    pub(crate) fn on_request(
-        &mut self,
-        now: Instant,
-        req: Request<'_>,
-        src: SocketAddr,
-        local: LocalId,
-    ) {
+    pub(crate) fn on_request(&mut self, now: Instant, req: Request<'_>, origin: Flow) {
         match req.method {
             // ACKs never get a response (RFC 3261 §17.1.1.3).
-            Method::Ack => return self.on_ack(now, &req, src),
-            Method::Cancel => return self.on_cancel(now, &req, src, local),
+            Method::Ack => return self.on_ack(now, &req, origin),
+            Method::Cancel => return self.on_cancel(now, &req, origin),
             _ => {}
         }
         if req.to_tag().is_some() && req.method != Method::Other {
-            return self.on_in_dialog(now, &req, src, local);
+            return self.on_in_dialog(now, &req, origin);
         }
         // BRIEF §8 default deny: a source that is no trunk gets 403.
-        let Some(trunk) = self.ctx.policy.trunk_for_source(src.ip()) else {
+        let Some(trunk) = self.ctx.policy.trunk_for_source(origin.remote.ip()) else {
             self.ctx
-                .reject(&req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+                .reject(&req, origin, Reject::UnknownSource, 403, b"Forbidden");
             return;
         };
         if req.method == Method::Other {
             // RFC 3261 §8.2.1: unknown method.
             self.ctx.reject(
                 &req,
-                src,
-                local,
+                origin,
                 Reject::MethodNotAllowed,
                 501,
                 b"Not Implemented",
@@ -67,8 +59,7 @@ impl Engine {
         if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
             self.ctx.reject(
                 &req,
-                src,
-                local,
+                origin,
                 Reject::UnsupportedScheme,
                 416,
                 b"Unsupported URI Scheme",
@@ -88,8 +79,7 @@ impl Engine {
             self.ctx.stats.reject(Reject::BadExtension);
             self.ctx.respond_stateless(
                 &req,
-                src,
-                local,
+                origin,
                 420,
                 b"Bad Extension",
                 &[(HeaderName::Unsupported, &list)],
@@ -97,14 +87,13 @@ impl Engine {
             return;
         }
         match req.method {
-            Method::Invite => self.on_initial_invite(now, &req, src, local, trunk),
+            Method::Invite => self.on_initial_invite(now, &req, origin, trunk),
             Method::Options => {
                 // The SBC itself answers out-of-dialog OPTIONS (keepalives,
                 // health probes), whatever the Max-Forwards (RFC 4475 §3.3.11).
                 self.ctx.respond_stateless(
                     &req,
-                    src,
-                    local,
+                    origin,
                     200,
                     b"OK",
                     &[
@@ -117,13 +106,12 @@ impl Engine {
             // RFC 3261 §15.1.2: BYE outside a dialog.
             Method::Bye => self
                 .ctx
-                .reject(&req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL),
+                .reject(&req, origin, Reject::NoDialog, 481, NO_SUCH_CALL),
             _ => {
                 self.ctx.stats.reject(Reject::MethodNotAllowed);
                 self.ctx.respond_stateless(
                     &req,
-                    src,
-                    local,
+                    origin,
                     405,
                     b"Method Not Allowed",
                     &[(HeaderName::Allow, ALLOW)],
@@ -132,14 +120,7 @@ impl Engine {
         }
     }
 
-    fn on_initial_invite(
-        &mut self,
-        now: Instant,
-        req: &Request<'_>,
-        src: SocketAddr,
-        local: LocalId,
-        trunk: TrunkId,
-    ) {
+    fn on_initial_invite(&mut self, now: Instant, req: &Request<'_>, origin: Flow, trunk: TrunkId) {
         if let Some(r) = self.calls.find_a(req.call_id, req.from_tag()) {
             if let Some(call) = self.calls.get_mut(r)
                 && call.uas.matches(req)
@@ -165,21 +146,21 @@ impl Engine {
                 .is_none_or(|c| c.phase == super::call::Phase::Ended);
             if !over {
                 self.ctx
-                    .reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
+                    .reject(req, origin, Reject::Loop, 482, b"Loop Detected");
                 return;
             }
         }
         // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
         if req.max_forwards == Some(0) {
             self.ctx
-                .reject(req, src, local, Reject::TooManyHops, 483, b"Too Many Hops");
+                .reject(req, origin, Reject::TooManyHops, 483, b"Too Many Hops");
             return;
         }
         // A Call-ID we minted coming back in as a new call is our own B leg
         // looping through the network (RFC 3261 §16.3 step 4 in spirit).
         if self.ctx.ids.secrets().decode_call_id(req.call_id).is_some() {
             self.ctx
-                .reject(req, src, local, Reject::Loop, 482, b"Loop Detected");
+                .reject(req, origin, Reject::Loop, 482, b"Loop Detected");
             return;
         }
         // SDP the relay cannot rewrite (inside multipart, e.g. SIP-I) would
@@ -189,8 +170,7 @@ impl Engine {
             self.ctx.stats.reject(Reject::UnsupportedMedia);
             self.ctx.respond_stateless(
                 req,
-                src,
-                local,
+                origin,
                 415,
                 b"Unsupported Media Type",
                 &[(HeaderName::Accept, b"application/sdp")],
@@ -201,7 +181,7 @@ impl Engine {
         if number.is_empty() {
             // Nothing to dial (e.g. sip:host): no route can match.
             self.ctx
-                .reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+                .reject(req, origin, Reject::NoRoute, 404, b"Not Found");
             return;
         }
         let policy = Arc::clone(&self.ctx.policy);
@@ -213,31 +193,29 @@ impl Engine {
                 .map(|i| (i, r))
         }) else {
             self.ctx
-                .reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+                .reject(req, origin, Reject::NoRoute, 404, b"Not Found");
             return;
         };
         let targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
         if targets.is_empty() {
             self.ctx
-                .reject(req, src, local, Reject::NoRoute, 404, b"Not Found");
+                .reject(req, origin, Reject::NoRoute, 404, b"Not Found");
             return;
         }
         let Some(cref) = self.calls.reserve() else {
             self.ctx.reject(
                 req,
-                src,
-                local,
+                origin,
                 Reject::CallTableFull,
                 503,
                 b"Service Unavailable",
             );
             return;
         };
-        let dest = response_dest(req, src, local);
+        let dest = response_dest(req, origin);
         let call = self.new_call(
             req,
-            src,
-            local,
+            origin,
             trunk,
             cref,
             dest,
@@ -272,11 +250,10 @@ impl Engine {
     fn new_call(
         &mut self,
         req: &Request<'_>,
-        src: SocketAddr,
-        local: LocalId,
+        origin: Flow,
         trunk: TrunkId,
         cref: CallRef,
-        dest: Dest,
+        dest: Flow,
         number: String,
         targets: SmallVec<[Target; 4]>,
         route_index: usize,
@@ -303,7 +280,10 @@ impl Engine {
                     .is_ok()
                     .then_some(req.from.uri)
             })
-            .map_or_else(|| Bytes::from(format!("sip:{src}")), Bytes::copy_from_slice);
+            .map_or_else(
+                || Bytes::from(format!("sip:{}", origin.remote)),
+                Bytes::copy_from_slice,
+            );
         // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
         let route_set: Vec<Bytes> = req
             .msg
@@ -311,7 +291,7 @@ impl Engine {
             .flat_map(|h| CommaList::new(h.value))
             .map(Bytes::copy_from_slice)
             .collect();
-        let peer = next_hop(&remote_target, &route_set, src);
+        let peer = next_hop(&remote_target, &route_set, origin.remote);
         let a = Leg {
             call_id: Bytes::copy_from_slice(req.call_id),
             local_tag: a_tag,
@@ -322,8 +302,9 @@ impl Engine {
             route_set,
             local_cseq: 0,
             remote_cseq: Some(req.cseq.seq),
-            peer,
-            local,
+            // In-dialog requests to the caller go by the transport and
+            // socket its INVITE came on.
+            flow: origin.towards(peer),
             trunk,
         };
         // B leg: our own identifiers; From keeps the caller's display name
@@ -341,13 +322,14 @@ impl Engine {
             route_set: Vec::new(),
             local_cseq: 0,
             remote_cseq: None,
-            peer: src,
-            local,
+            // Set by each attempt (the trunk's address); UDP, from the
+            // socket the call came in on.
+            flow: Flow::udp(origin.remote, origin.local),
             trunk,
         };
         let uas = Uas {
             tx: ServerInvite::new(dest),
-            template: Template::new(req, src, true),
+            template: Template::new(req, origin.remote, true),
             branch: if req.via.has_rfc3261_branch() {
                 Bytes::copy_from_slice(req.via.branch().unwrap_or(b""))
             } else {
@@ -385,46 +367,51 @@ impl Engine {
             scheduled: None,
             a_key: CallTable::a_key(req.call_id, req.from_tag()),
         };
-        call.b.local_party = b_from(req, &self.ctx.local(local).host, &call.b.local_tag);
+        call.b.local_party = b_from(req, &self.ctx.local(origin.local).host, &call.b.local_tag);
         call
     }
 
-    fn on_cancel(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId) {
+    fn on_cancel(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
         let found = self.find_dialog(req.call_id, req.from_tag());
         let Some((r, side, call)) =
             found.and_then(|(r, side)| Some((r, side, self.calls.get_mut(r)?)))
         else {
-            if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
+            if self
+                .ctx
+                .policy
+                .trunk_for_source(origin.remote.ip())
+                .is_none()
+            {
                 self.ctx
-                    .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+                    .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
             } else {
                 self.ctx
-                    .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
+                    .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
             }
             return;
         };
         // Only the peer of a leg may cancel in it (by the call's own policy).
-        if call.policy.trunk_for_source(src.ip()) != Some(call.leg(side).trunk) {
+        if call.policy.trunk_for_source(origin.remote.ip()) != Some(call.leg(side).trunk) {
             self.ctx
-                .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+                .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
             return;
         };
         if side == Side::B || !call.uas.matches(req) {
             if call.relays.iter().any(|x| x.matches_request(side, req)) {
                 // RFC 3261 §9.2: the CANCEL of a re-INVITE is answered; the
                 // re-INVITE runs to completion on the other leg.
-                self.ctx.respond_stateless(req, src, local, 200, b"OK", &[]);
+                self.ctx.respond_stateless(req, origin, 200, b"OK", &[]);
             } else {
                 self.ctx
-                    .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
+                    .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
             }
             return;
         }
         // RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE if unanswered.
         let tag = call.a.local_tag.clone();
-        let template = Template::new(req, src, false);
+        let template = Template::new(req, origin.remote, false);
         self.ctx.send(
-            response_dest(req, src, local),
+            response_dest(req, origin),
             template.simple(200, b"OK", Some(&tag)),
         );
         if call.uas.tx.is_pending() {
@@ -433,14 +420,14 @@ impl Engine {
         self.after(r);
     }
 
-    pub(crate) fn on_ack(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr) {
+    pub(crate) fn on_ack(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
         let Some((r, side)) = self.find_dialog(req.call_id, req.from_tag()) else {
             self.ctx.stats.discard(Discard::StrayAck);
             return;
         };
         if let Some(call) = self.calls.get_mut(r) {
             // Only the peer of a leg may send in it (by the call's own policy).
-            if call.policy.trunk_for_source(src.ip()) != Some(call.leg(side).trunk) {
+            if call.policy.trunk_for_source(origin.remote.ip()) != Some(call.leg(side).trunk) {
                 self.ctx.stats.discard(Discard::StrayAck);
                 return;
             }
@@ -464,14 +451,19 @@ impl Engine {
         (call.b.call_id == call_id).then_some((r, Side::B))
     }
 
-    fn on_in_dialog(&mut self, now: Instant, req: &Request<'_>, src: SocketAddr, local: LocalId) {
+    fn on_in_dialog(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
         let Some((r, side)) = self.find_dialog(req.call_id, req.from_tag()) else {
-            if self.ctx.policy.trunk_for_source(src.ip()).is_none() {
+            if self
+                .ctx
+                .policy
+                .trunk_for_source(origin.remote.ip())
+                .is_none()
+            {
                 self.ctx
-                    .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+                    .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
             } else {
                 self.ctx
-                    .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
+                    .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
             }
             return;
         };
@@ -483,16 +475,16 @@ impl Engine {
             && (side == Side::A || leg.remote_tag.as_deref() == Some(req.from_tag()));
         if !tags_match {
             self.ctx
-                .reject(req, src, local, Reject::NoDialog, 481, NO_SUCH_CALL);
+                .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
             return;
         }
-        if call.policy.trunk_for_source(src.ip()) != Some(leg.trunk) {
+        if call.policy.trunk_for_source(origin.remote.ip()) != Some(leg.trunk) {
             // Only the peer of a leg may send requests in it.
             self.ctx
-                .reject(req, src, local, Reject::UnknownSource, 403, b"Forbidden");
+                .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
             return;
         }
-        super::dialog::on_request(&mut self.ctx, call, side, req, src, local, now);
+        super::dialog::on_request(&mut self.ctx, call, side, req, origin, now);
         self.after(r);
     }
 }

@@ -121,7 +121,7 @@ pub(crate) fn cross(
                 None => false,
             }
     };
-    let peers = [call.a.peer.ip(), call.b.peer.ip()];
+    let peers = [call.a.flow.remote.ip(), call.b.flow.remote.ip()];
     if call.media.is_none() {
         ctx.stats
             .media_sessions

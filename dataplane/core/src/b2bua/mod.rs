@@ -7,10 +7,10 @@
 //! ```text
 //! loop {
 //!     let now = Instant::now();
-//!     for (src, local, bytes) in received_datagrams() {
-//!         match engine.handle_datagram(now, src, local, bytes) {
+//!     for (origin, bytes) in received_datagrams() {
+//!         match engine.handle_datagram(now, origin, bytes) {
 //!             Disposition::Done => {}
-//!             Disposition::HandOff(shard) => hand_to(shard, src, local, bytes),
+//!             Disposition::HandOff(shard) => hand_to(shard, origin, bytes),
 //!         }
 //!     }
 //!     engine.handle_timeout(now);               // due timers

@@ -14,7 +14,6 @@ use super::build::{
 use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
 use super::engine::Ctx;
 use crate::media::{MediaError, Role};
-use crate::net::Dest;
 use crate::sip::{CommaList, HeaderName, Response};
 use crate::stats::{Direction, ShardStats};
 use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerName};
@@ -30,12 +29,12 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         let Some(trunk) = policy.trunk(target.trunk) else {
             continue;
         };
-        let local = ctx.local(call.b.local).clone();
+        let local = ctx.local(call.b.flow.local).clone();
         let addr = trunk.address;
         // Media: relayed unless both trunks bypass; the caller's offer is
         // rewritten (and its codecs filtered) for this trunk.
         call.b.trunk = target.trunk;
-        call.b.peer = addr;
+        call.b.flow = call.b.flow.towards(addr);
         call.anchored = super::media::anchored(&policy, ctx, call.a.trunk, target.trunk);
         if !call.anchored {
             super::media::release(ctx, call);
@@ -77,7 +76,7 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         let to = to.freeze();
         let b = &mut call.b;
         b.trunk = target.trunk;
-        b.peer = addr;
+        b.flow = b.flow.towards(addr);
         b.remote_target = ruri.clone();
         b.remote_party = to.clone();
         b.remote_tag = None;
@@ -101,10 +100,7 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
                 },
             },
         );
-        let dest = Dest {
-            addr,
-            local: call.b.local,
-        };
+        let dest = call.b.flow.towards(addr);
         let tx = ClientInvite::start(now, &policy.timers, dest, request, &mut ctx.out);
         call.attempts.push(Attempt {
             target,
@@ -133,7 +129,7 @@ pub(crate) fn on_attempt_response(
 ) {
     let policy = std::sync::Arc::clone(&call.policy);
     let current = index + 1 == call.attempts.len();
-    let local = ctx.local(call.b.local).clone();
+    let local = ctx.local(call.b.flow.local).clone();
     let Some(attempt) = call.attempts.get_mut(index) else {
         return;
     };
@@ -310,7 +306,7 @@ fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Ins
 
 /// Relays a response from the callee with `body` (from [`sdp_towards`]).
 fn relay_with_body(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, body: &Body, now: Instant) {
-    let local = ctx.local(call.a.local).clone();
+    let local = ctx.local(call.a.flow.local).clone();
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
     let mut w = call
         .uas
@@ -423,8 +419,13 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
     if confirmed || !routes.is_empty() {
         b.route_set = routes;
     }
-    let fallback = call.policy.trunk(b.trunk).map_or(b.peer, |t| t.address);
-    b.peer = next_hop(&b.remote_target, &b.route_set, fallback);
+    let fallback = call
+        .policy
+        .trunk(b.trunk)
+        .map_or(b.flow.remote, |t| t.address);
+    b.flow = b
+        .flow
+        .towards(next_hop(&b.remote_target, &b.route_set, fallback));
 }
 
 /// A failure decided by the SBC itself (no codec, no port).
@@ -558,7 +559,7 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, code: u1
 }
 
 pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
-    let local = ctx.local(call.b.local).clone();
+    let local = ctx.local(call.b.flow.local).clone();
     let Some(attempt) = call.attempts.get_mut(index) else {
         return;
     };
@@ -596,13 +597,7 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
                 // A retransmitted 2xx of the answered attempt: ACK again if
                 // the caller already ACKed, otherwise wait for that ACK.
                 if let Some(ack) = call.b_ack.clone() {
-                    ctx.send(
-                        Dest {
-                            addr: call.b.peer,
-                            local: call.b.local,
-                        },
-                        ack,
-                    );
+                    ctx.send(call.b.flow, ack);
                 }
                 return;
             }
@@ -628,7 +623,7 @@ fn hang_up_stray_answer(
         ctx.send(stray.dest, stray.ack.clone());
         return;
     }
-    let local = ctx.local(call.b.local).clone();
+    let local = ctx.local(call.b.flow.local).clone();
     let Some(attempt) = call.attempts.get(index) else {
         return;
     };
@@ -648,11 +643,8 @@ fn hang_up_stray_answer(
     let fallback = call
         .policy
         .trunk(attempt.target.trunk)
-        .map_or(call.b.peer, |t| t.address);
-    let dest = Dest {
-        addr: next_hop(&target, &routes, fallback),
-        local: call.b.local,
-    };
+        .map_or(call.b.flow.remote, |t| t.address);
+    let dest = call.b.flow.towards(next_hop(&target, &routes, fallback));
     let ack_branch = ctx.ids.branch();
     let ack_ref = InviteRef {
         ruri: &target,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::timer::{TimerConfig, TimerName, TimerTable};
 use super::{ResponseAction, TxEvent};
-use crate::net::{Dest, Outbox};
+use crate::net::{Flow, Outbox};
 
 /// Timer C: "greater than 3 minutes" (RFC 3261 §16.6 step 11).
 pub const TIMER_C: Duration = Duration::from_secs(181);
@@ -32,7 +32,7 @@ enum State {
 
 #[derive(Debug)]
 pub struct ClientInvite {
-    dest: Dest,
+    dest: Flow,
     state: State,
     timers: TimerTable<2>,
     /// Set when the TU stopped wanting the outcome (failover moved on).
@@ -50,13 +50,16 @@ impl ClientInvite {
     pub fn start(
         now: Instant,
         cfg: &TimerConfig,
-        dest: Dest,
+        dest: Flow,
         request: Bytes,
         out: &mut Outbox,
     ) -> Self {
         out.push(dest, request.clone());
         let mut timers = TimerTable::new();
-        timers.set(TimerName::A, now + cfg.t1);
+        // RFC 3261 §17.1.1.2: timer A only on an unreliable transport.
+        if !dest.transport.is_reliable() {
+            timers.set(TimerName::A, now + cfg.t1);
+        }
         timers.set(TimerName::B, now + cfg.t1x64());
         ClientInvite {
             dest,
@@ -70,7 +73,7 @@ impl ClientInvite {
         }
     }
 
-    pub fn dest(&self) -> Dest {
+    pub fn dest(&self) -> Flow {
         self.dest
     }
 
@@ -118,8 +121,8 @@ impl ClientInvite {
                 let ack = ack();
                 out.push(self.dest, ack.clone());
                 self.timers.clear();
-                self.timers
-                    .set(TimerName::D, now + cfg.t1x64().max(Duration::from_secs(32)));
+                let d = cfg.timer_d(self.dest.transport);
+                self.timers.set(TimerName::D, now + d);
                 self.state = State::Completed { ack };
                 ResponseAction::Deliver
             }
@@ -216,11 +219,8 @@ mod tests {
     use super::*;
     use crate::net::LocalId;
 
-    fn setup() -> (Instant, TimerConfig, Dest, Outbox) {
-        let dest = Dest {
-            addr: "192.0.2.1:5060".parse().unwrap(),
-            local: LocalId(0),
-        };
+    fn setup() -> (Instant, TimerConfig, Flow, Outbox) {
+        let dest = Flow::udp("192.0.2.1:5060".parse().unwrap(), LocalId(0));
         (
             Instant::now(),
             TimerConfig::default(),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::timer::{TimerConfig, TimerName, TimerTable};
 use super::{ResponseAction, TxEvent};
-use crate::net::{Dest, Outbox};
+use crate::net::{Flow, Outbox};
 
 #[derive(Debug)]
 enum State {
@@ -18,7 +18,7 @@ enum State {
 
 #[derive(Debug)]
 pub struct ClientNonInvite {
-    dest: Dest,
+    dest: Flow,
     state: State,
     timers: TimerTable<2>,
 }
@@ -28,13 +28,16 @@ impl ClientNonInvite {
     pub fn start(
         now: Instant,
         cfg: &TimerConfig,
-        dest: Dest,
+        dest: Flow,
         request: Bytes,
         out: &mut Outbox,
     ) -> Self {
         out.push(dest, request.clone());
         let mut timers = TimerTable::new();
-        timers.set(TimerName::E, now + cfg.t1);
+        // RFC 3261 §17.1.2.2: timer E only on an unreliable transport.
+        if !dest.transport.is_reliable() {
+            timers.set(TimerName::E, now + cfg.t1);
+        }
         timers.set(TimerName::F, now + cfg.t1x64());
         ClientNonInvite {
             dest,
@@ -46,7 +49,7 @@ impl ClientNonInvite {
         }
     }
 
-    pub fn dest(&self) -> Dest {
+    pub fn dest(&self) -> Flow {
         self.dest
     }
 
@@ -55,7 +58,9 @@ impl ClientNonInvite {
             (State::Trying { request, .. }, 100..=199) => {
                 // §17.1.2.2: in Proceeding, E fires every T2.
                 let request = request.clone();
-                self.timers.set(TimerName::E, now + cfg.t2);
+                if !self.dest.transport.is_reliable() {
+                    self.timers.set(TimerName::E, now + cfg.t2);
+                }
                 self.state = State::Proceeding { request };
                 ResponseAction::Deliver
             }
@@ -63,7 +68,8 @@ impl ClientNonInvite {
             (State::Trying { .. } | State::Proceeding { .. }, _) => {
                 // Completed: absorb response retransmissions for T4.
                 self.timers.clear();
-                self.timers.set(TimerName::K, now + cfg.t4);
+                self.timers
+                    .set(TimerName::K, now + cfg.timer_k(self.dest.transport));
                 self.state = State::Completed;
                 ResponseAction::Deliver
             }
@@ -126,10 +132,7 @@ mod tests {
         // RFC 3261 §17.1.2.2: E doubles up to T2; F at 64*T1.
         let t0 = Instant::now();
         let cfg = TimerConfig::default();
-        let dest = Dest {
-            addr: "192.0.2.1:5060".parse().unwrap(),
-            local: LocalId(0),
-        };
+        let dest = Flow::udp("192.0.2.1:5060".parse().unwrap(), LocalId(0));
         let mut out = Outbox::default();
         let mut tx = ClientNonInvite::start(t0, &cfg, dest, Bytes::from_static(b"BYE"), &mut out);
         let mut sends = vec![];
@@ -153,10 +156,7 @@ mod tests {
     fn final_response_completes_then_k_terminates() {
         let t0 = Instant::now();
         let cfg = TimerConfig::default();
-        let dest = Dest {
-            addr: "192.0.2.1:5060".parse().unwrap(),
-            local: LocalId(0),
-        };
+        let dest = Flow::udp("192.0.2.1:5060".parse().unwrap(), LocalId(0));
         let mut out = Outbox::default();
         let mut tx = ClientNonInvite::start(t0, &cfg, dest, Bytes::from_static(b"BYE"), &mut out);
         assert_eq!(tx.on_response(t0, &cfg, 200), ResponseAction::Deliver);

@@ -38,3 +38,6 @@ pub enum TxEvent {
     /// The transaction ended normally and can be dropped.
     Terminated,
 }
+
+#[cfg(test)]
+mod reliable_tests;

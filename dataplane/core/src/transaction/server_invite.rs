@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::TxEvent;
 use super::timer::{TimerConfig, TimerName, TimerTable};
-use crate::net::{Dest, Outbox};
+use crate::net::{Flow, Outbox};
 
 #[derive(Debug)]
 enum State {
@@ -44,13 +44,13 @@ pub enum AckKind {
 
 #[derive(Debug)]
 pub struct ServerInvite {
-    dest: Dest,
+    dest: Flow,
     state: State,
     timers: TimerTable<2>,
 }
 
 impl ServerInvite {
-    pub fn new(dest: Dest) -> Self {
+    pub fn new(dest: Flow) -> Self {
         ServerInvite {
             dest,
             state: State::Proceeding { last: None },
@@ -58,7 +58,7 @@ impl ServerInvite {
         }
     }
 
-    pub fn dest(&self) -> Dest {
+    pub fn dest(&self) -> Flow {
         self.dest
     }
 
@@ -104,7 +104,10 @@ impl ServerInvite {
                 };
             }
             _ => {
-                self.timers.set(TimerName::G, now + cfg.t1);
+                // RFC 3261 §17.2.1: timer G only on an unreliable transport.
+                if !self.dest.transport.is_reliable() {
+                    self.timers.set(TimerName::G, now + cfg.t1);
+                }
                 self.timers.set(TimerName::H, now + cfg.t1x64());
                 self.state = State::Completed {
                     response,
@@ -130,7 +133,8 @@ impl ServerInvite {
             State::Completed { .. } => {
                 // §17.2.1: Confirmed; timer I absorbs ACK retransmissions.
                 self.timers.clear();
-                self.timers.set(TimerName::I, now + cfg.t4);
+                self.timers
+                    .set(TimerName::I, now + cfg.timer_k(self.dest.transport));
                 self.state = State::Confirmed;
                 AckKind::NonSuccess
             }
@@ -220,11 +224,8 @@ mod tests {
     use super::*;
     use crate::net::LocalId;
 
-    fn dest() -> Dest {
-        Dest {
-            addr: "192.0.2.1:5060".parse().unwrap(),
-            local: LocalId(0),
-        }
+    fn dest() -> Flow {
+        Flow::udp("192.0.2.1:5060".parse().unwrap(), LocalId(0))
     }
 
     #[test]

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::TxEvent;
 use super::timer::{TimerConfig, TimerName, TimerTable};
-use crate::net::{Dest, Outbox};
+use crate::net::{Flow, Outbox};
 
 #[derive(Debug)]
 enum State {
@@ -18,13 +18,13 @@ enum State {
 
 #[derive(Debug)]
 pub struct ServerNonInvite {
-    dest: Dest,
+    dest: Flow,
     state: State,
     timers: TimerTable<1>,
 }
 
 impl ServerNonInvite {
-    pub fn new(dest: Dest) -> Self {
+    pub fn new(dest: Flow) -> Self {
         ServerNonInvite {
             dest,
             state: State::Trying,
@@ -32,7 +32,7 @@ impl ServerNonInvite {
         }
     }
 
-    pub fn dest(&self) -> Dest {
+    pub fn dest(&self) -> Flow {
         self.dest
     }
 
@@ -59,8 +59,10 @@ impl ServerNonInvite {
         if code < 200 {
             self.state = State::Proceeding { last: response };
         } else {
-            // Timer J: 64*T1 for unreliable transports.
-            self.timers.set(TimerName::J, now + cfg.t1x64());
+            // RFC 3261 §17.2.2: timer J, 64*T1 for unreliable transports,
+            // zero for reliable ones.
+            self.timers
+                .set(TimerName::J, now + cfg.timer_j(self.dest.transport));
             self.state = State::Completed { response };
         }
         true
@@ -97,10 +99,7 @@ mod tests {
         let t0 = Instant::now();
         let cfg = TimerConfig::default();
         let mut out = Outbox::default();
-        let dest = Dest {
-            addr: "192.0.2.1:5060".parse().unwrap(),
-            local: LocalId(0),
-        };
+        let dest = Flow::udp("192.0.2.1:5060".parse().unwrap(), LocalId(0));
         let mut tx = ServerNonInvite::new(dest);
         tx.on_retransmission(&mut out);
         assert!(out.is_empty(), "nothing to resend while Trying");

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::net::Transport;
+
 /// RFC 3261 §17 / Table 4 transaction timers, RFC 6026 timers L and M, and
 /// the SBC's own call timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,6 +75,37 @@ impl TimerConfig {
     /// 64*T1: timers B, F, H, J, L, M (RFC 3261 Table 4, RFC 6026).
     pub fn t1x64(&self) -> Duration {
         self.t1 * 64
+    }
+
+    /// Timer D: how long a failed INVITE client transaction absorbs
+    /// response retransmissions. RFC 3261 §17.1.1.2: at least 32 s for
+    /// unreliable transports, zero for reliable ones.
+    pub fn timer_d(&self, transport: Transport) -> Duration {
+        if transport.is_reliable() {
+            Duration::ZERO
+        } else {
+            self.t1x64().max(Duration::from_secs(32))
+        }
+    }
+
+    /// Timer K (§17.1.2.2) and timer I (§17.2.1): T4 for unreliable
+    /// transports, zero for reliable ones.
+    pub fn timer_k(&self, transport: Transport) -> Duration {
+        if transport.is_reliable() {
+            Duration::ZERO
+        } else {
+            self.t4
+        }
+    }
+
+    /// Timer J (§17.2.2): 64*T1 for unreliable transports, zero for
+    /// reliable ones.
+    pub fn timer_j(&self, transport: Transport) -> Duration {
+        if transport.is_reliable() {
+            Duration::ZERO
+        } else {
+            self.t1x64()
+        }
     }
 }
 

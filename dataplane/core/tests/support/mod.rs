@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sbc_core::b2bua::{Disposition, Engine, Secrets, ShardId};
-use sbc_core::net::LocalId;
+use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::{
     Acl, CallTimers, Failover, Listener, NumberPattern, Policy, Route, Target, Trunk, TrunkId,
 };
@@ -217,13 +217,16 @@ impl Sim {
 
     /// Delivers a datagram from `from` to the SBC.
     pub fn recv(&mut self, from: &str, bytes: &str) -> Disposition {
-        self.engine
-            .handle_datagram(self.now, addr(from), LocalId(0), bytes.as_bytes())
+        self.engine.handle_datagram(
+            self.now,
+            Flow::udp(addr(from), LocalId(0)),
+            bytes.as_bytes(),
+        )
     }
 
     pub fn recv_bytes(&mut self, from: &str, bytes: &[u8]) -> Disposition {
         self.engine
-            .handle_datagram(self.now, addr(from), LocalId(0), bytes)
+            .handle_datagram(self.now, Flow::udp(addr(from), LocalId(0)), bytes)
     }
 
     /// Everything the SBC queued.
@@ -232,7 +235,7 @@ impl Sim {
         let mut buf = vec![0u8; 65536];
         while let Some(t) = self.engine.poll_transmit(&mut buf) {
             out.push(Sent {
-                to: t.dest.addr,
+                to: t.dest.remote,
                 bytes: buf[..t.len].to_vec(),
             });
         }
