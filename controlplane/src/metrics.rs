@@ -21,7 +21,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use sbc_core::policy::Policy;
-use sbc_core::stats::{Direction, Discard, Reject, STATUS_SLOTS, ShardStats};
+use sbc_core::refusal::Refusal;
+use sbc_core::stats::{Direction, Discard, STATUS_SLOTS, ShardStats};
 
 /// The HTTP content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -275,10 +276,10 @@ impl SbcCollector {
             "Calls moved to their next target.",
             self.total(|s| &s.failovers),
         )?;
-        let rejected = Reject::ALL
+        let rejected = Refusal::LABELS
             .iter()
             .enumerate()
-            .map(|(i, r)| ([("reason", r.label())], self.total_at(|s| &s.rejected, i)));
+            .map(|(i, l)| ([("reason", *l)], self.total_at(|s| &s.rejected, i)));
         counter(
             enc,
             "requests_rejected",

@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
 use sbc_core::media::MediaDrop;
-use sbc_core::stats::{Direction, Discard, Reject, ShardStats};
+use sbc_core::refusal::Refusal;
+use sbc_core::stats::{Direction, Discard, ShardStats};
 
 use super::Metrics;
 use crate::config::{Config, StatsRegistry};
@@ -123,8 +124,8 @@ fn exposition_reports_known_counters_and_parses() {
     shards[1].final_sent(486);
     shards[1].final_sent(200);
     shards[0].final_received(503);
-    shards[0].reject(Reject::UnknownSource);
-    shards[1].reject(Reject::UnknownSource);
+    shards[0].refused(Refusal::UnknownSource);
+    shards[1].refused(Refusal::UnknownSource);
     shards[1].discard(Discard::StrayAck);
     // Media: index 0 is what the caller's side sent, 1 the callee's side.
     shards[0].media_packets[0].store(100, Ordering::Relaxed);
@@ -262,7 +263,7 @@ fn exposition_reports_known_counters_and_parses() {
         s.iter()
             .filter(|x| x.name == "sbc_requests_rejected_total")
             .count(),
-        Reject::ALL.len()
+        Refusal::LABELS.len()
     );
     assert_eq!(
         value(

@@ -28,6 +28,7 @@ pub mod b2bua;
 pub mod media;
 pub mod net;
 pub mod policy;
+pub mod refusal;
 pub mod sip;
 pub mod stats;
 pub mod transaction;

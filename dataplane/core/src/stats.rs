@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::refusal::Refusal;
+
 /// Call direction as seen from a trunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -49,78 +51,6 @@ impl TrunkStats {
     }
     pub fn hang_up(&self, d: Direction) {
         self.active[d as usize].fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Why a request was refused or dropped before becoming a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    /// Source on the ACL deny list (or off the allow list): dropped silently.
-    AclDenied,
-    /// Source matches no trunk: 403.
-    UnknownSource,
-    /// No route for the dialled number: 404.
-    NoRoute,
-    /// Max-Forwards reached zero: 483.
-    TooManyHops,
-    /// Our own call came back, or a merged request: 482.
-    Loop,
-    /// Malformed request: 400 (or 505).
-    Malformed,
-    /// Request-URI scheme not routable: 416.
-    UnsupportedScheme,
-    /// Require / Proxy-Require with an unknown option: 420.
-    BadExtension,
-    /// Method not offered outside a dialog: 405 / 501.
-    MethodNotAllowed,
-    /// In-dialog request for no known dialog: 481.
-    NoDialog,
-    /// Request in the wrong dialog state (e.g. re-INVITE glare): 491 / 500.
-    DialogState,
-    /// A session description the SBC cannot anchor inside another body
-    /// (multipart): 415.
-    UnsupportedMedia,
-    /// No room for another call in the shard's call table: 503.
-    CallTableFull,
-    /// No free media port pair for the call: 503.
-    MediaPortsExhausted,
-}
-
-impl Reject {
-    pub const ALL: [Reject; 14] = [
-        Reject::AclDenied,
-        Reject::UnknownSource,
-        Reject::NoRoute,
-        Reject::TooManyHops,
-        Reject::Loop,
-        Reject::Malformed,
-        Reject::UnsupportedScheme,
-        Reject::BadExtension,
-        Reject::MethodNotAllowed,
-        Reject::NoDialog,
-        Reject::DialogState,
-        Reject::UnsupportedMedia,
-        Reject::CallTableFull,
-        Reject::MediaPortsExhausted,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Reject::AclDenied => "acl_denied",
-            Reject::UnknownSource => "unknown_source",
-            Reject::NoRoute => "no_route",
-            Reject::TooManyHops => "too_many_hops",
-            Reject::Loop => "loop_detected",
-            Reject::Malformed => "malformed",
-            Reject::UnsupportedScheme => "unsupported_uri_scheme",
-            Reject::BadExtension => "bad_extension",
-            Reject::MethodNotAllowed => "method_not_allowed",
-            Reject::NoDialog => "no_dialog",
-            Reject::DialogState => "dialog_state",
-            Reject::UnsupportedMedia => "unsupported_media_type",
-            Reject::CallTableFull => "call_table_full",
-            Reject::MediaPortsExhausted => "media_ports_exhausted",
-        }
     }
 }
 
@@ -175,7 +105,7 @@ pub struct ShardStats {
     pub calls_active: AtomicI64,
     pub failovers: AtomicU64,
     pub parse_errors: AtomicU64,
-    pub rejected: [AtomicU64; Reject::ALL.len()],
+    pub rejected: [AtomicU64; Refusal::LABELS.len()],
     pub dropped: [AtomicU64; Discard::ALL.len()],
     /// Final responses sent to callers, by status code.
     pub finals_sent: [AtomicU64; STATUS_SLOTS],
@@ -256,12 +186,9 @@ impl ShardStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn reject(&self, r: Reject) {
-        if let Some(c) = Reject::ALL
-            .iter()
-            .position(|x| *x == r)
-            .and_then(|i| self.rejected.get(i))
-        {
+    /// Counts a request the SBC refused, under its label.
+    pub fn refused(&self, r: Refusal) {
+        if let Some(c) = self.rejected.get(r.counter()) {
             Self::inc(c);
         }
     }

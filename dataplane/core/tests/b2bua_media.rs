@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sbc_core::media::Forward;
+use sbc_core::media::MediaError;
 use sbc_core::policy::MediaMode;
+use sbc_core::refusal::Refusal;
 use sbc_core::sip::HeaderName;
-use sbc_core::stats::Reject;
 use support::*;
 
 const NUMBER: &str = "+390677777";
@@ -385,8 +386,8 @@ fn out_of_ports_is_503() {
     );
     assert_eq!(sim.one_to(PBX).code(), Some(503));
     // Counted as a reject, by its reason.
-    assert_eq!(sim.rejected(Reject::MediaPortsExhausted), 1);
-    assert_eq!(sim.rejected(Reject::CallTableFull), 0);
+    assert_eq!(sim.rejected(Refusal::Media(MediaError::PoolExhausted)), 1);
+    assert_eq!(sim.rejected(Refusal::CallTableFull), 0);
 }
 
 #[test]
@@ -412,7 +413,7 @@ fn a_reoffer_out_of_ports_is_503_and_counted() {
         ),
     );
     assert_eq!(sim.one_to(PBX).code(), Some(503));
-    assert_eq!(sim.rejected(Reject::MediaPortsExhausted), 1);
+    assert_eq!(sim.rejected(Refusal::Media(MediaError::PoolExhausted)), 1);
     assert_eq!(
         sim.stats.media_ports_in_use.load(Ordering::Relaxed),
         4,
@@ -536,7 +537,7 @@ fn sdp_the_relay_cannot_rewrite_never_crosses() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].code(), Some(415), "{}", sent[0].text());
     assert_eq!(sent[0].header(HeaderName::Accept), "application/sdp");
-    assert_eq!(sim.rejected(Reject::UnsupportedMedia), 1);
+    assert_eq!(sim.rejected(Refusal::UnsupportedMedia), 1);
 
     // An error answer with SDP from the callee: the caller gets the error
     // without the callee's addresses.

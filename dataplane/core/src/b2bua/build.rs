@@ -16,9 +16,7 @@ use crate::sip::{CommaList, HeaderName, Message, Params, Request, Uri, Via, Writ
 /// withheld (PRACK relaying needs RSeq/RAck mapping).
 pub(crate) const PASS_OPTIONS: &[&[u8]] = &[b"timer"];
 
-/// Methods the SBC answers or relays, for Allow.
-pub(crate) const ALLOW: &[u8] =
-    b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY, MESSAGE";
+pub(crate) use crate::refusal::ALLOW;
 
 /// Per listener: pre-rendered pieces of Via and Contact.
 #[derive(Debug, Clone)]

@@ -14,8 +14,9 @@ use super::engine::Ctx;
 use super::outbound::{Body, cancel_call, end, sdp_towards};
 use crate::media::Role;
 use crate::net::Flow;
+use crate::refusal::Refusal;
 use crate::sip::{HeaderName, Method, Request, Response};
-use crate::stats::{Reject, ShardStats};
+use crate::stats::ShardStats;
 use crate::transaction::{
     AckKind, ClientInvite, ClientNonInvite, ResponseAction, ServerInvite, ServerNonInvite,
 };
@@ -40,12 +41,16 @@ fn answer_locally(
     req: &Request<'_>,
     origin: Flow,
     now: Instant,
-    answer: (u16, &[u8], Option<Reject>),
+    answer: Result<(), Refusal>,
 ) {
-    let (code, reason, why) = answer;
-    if let Some(why) = why {
-        ctx.stats.reject(why);
-    }
+    let (code, reason) = match answer {
+        Ok(()) => (200, std::borrow::Cow::Borrowed("OK")),
+        Err(why) => {
+            ctx.stats.refused(why);
+            (why.status(), why.reason())
+        }
+    };
+    let reason = reason.as_bytes();
     let timers = call.policy.timers;
     let dest = response_dest(req, origin);
     let response = Template::new(req, origin.remote, false).simple(
@@ -105,12 +110,7 @@ pub(crate) fn on_request(
     let leg = call.leg_mut(side);
     // RFC 3261 §12.2.2: a CSeq lower than the last one is out of order.
     if leg.remote_cseq.is_some_and(|last| req.cseq.seq <= last) {
-        let answer = (
-            500,
-            &b"Server Internal Error"[..],
-            Some(Reject::DialogState),
-        );
-        answer_locally(ctx, call, side, req, origin, now, answer);
+        answer_locally(ctx, call, side, req, origin, now, Err(Refusal::OutOfOrder));
         return;
     }
     leg.remote_cseq = Some(req.cseq.seq);
@@ -118,13 +118,13 @@ pub(crate) fn on_request(
         .relays
         .iter()
         .any(|r| r.method == Method::Invite && (r.server.is_pending() || r.client.is_pending()));
-    let no_dialog = (481, super::inbound::NO_SUCH_CALL, Some(Reject::NoDialog));
-    let glare = (491, &b"Request Pending"[..], Some(Reject::DialogState));
+    let no_dialog = Err(Refusal::NoDialog);
+    let glare = Err(Refusal::Glare);
     match (req.method, call.phase, side) {
         (Method::Bye, Phase::Routing | Phase::Early, Side::A) => {
             // The caller hangs up before the answer: 200 to the BYE, and the
             // INVITE ends as if cancelled.
-            answer_locally(ctx, call, side, req, origin, now, (200, b"OK", None));
+            answer_locally(ctx, call, side, req, origin, now, Ok(()));
             if call.uas.tx.is_pending() {
                 cancel_call(ctx, call, now, 487, b"Request Terminated");
             }
@@ -133,7 +133,7 @@ pub(crate) fn on_request(
             // RFC 3261 §15: a callee must not BYE an early dialog. Take it as
             // the callee giving up: 200 to the BYE, CANCEL its INVITE; its
             // final answer then decides (failover or failure).
-            answer_locally(ctx, call, side, req, origin, now, (200, b"OK", None));
+            answer_locally(ctx, call, side, req, origin, now, Ok(()));
             if let Some(index) = call.attempts.len().checked_sub(1)
                 && call.attempts[index].tx.is_pending()
                 && call.attempts[index].tx.heard_back()
@@ -170,18 +170,20 @@ fn relay(
 ) {
     let mf = req.max_forwards.unwrap_or(70);
     if mf == 0 {
-        let answer = (483, &b"Too Many Hops"[..], Some(Reject::TooManyHops));
-        answer_locally(ctx, call, side, req, origin, now, answer);
+        answer_locally(ctx, call, side, req, origin, now, Err(Refusal::TooManyHops));
         return;
     }
     let body_kind = super::media::body_kind(&req.msg);
     if call.anchored && body_kind == super::media::BodyKind::NestedSdp {
-        let answer = (
-            415,
-            &b"Unsupported Media Type"[..],
-            Some(Reject::UnsupportedMedia),
+        answer_locally(
+            ctx,
+            call,
+            side,
+            req,
+            origin,
+            now,
+            Err(Refusal::UnsupportedMedia),
         );
-        answer_locally(ctx, call, side, req, origin, now, answer);
         return;
     }
     // An offer in a re-INVITE or UPDATE goes through the media session
@@ -196,9 +198,7 @@ fn relay(
             Ok(None) => Body::Same,
             Err(e) => {
                 super::media::settle_offer(ctx, call, false);
-                let (code, reason) = e.status();
-                let why = super::media::reject_of(e);
-                answer_locally(ctx, call, side, req, origin, now, (code, reason, why));
+                answer_locally(ctx, call, side, req, origin, now, Err(Refusal::Media(e)));
                 return;
             }
         }

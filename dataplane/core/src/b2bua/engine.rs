@@ -13,10 +13,12 @@ use super::table::CallTable;
 use crate::media::{Forward, MediaDrop, MediaPorts, PortPlan, PortPool};
 use crate::net::{Flow, LocalId, Outbox, Transmit};
 use crate::policy::{MediaPolicy, Policy};
+use crate::refusal::Refusal;
 use crate::sip::{
     HeaderName, Message, Method, ParseError, Request, RequestError, Response, Writer,
 };
-use crate::stats::{Discard, Reject, ShardStats};
+use crate::stats::{Discard, ShardStats};
+use smallvec::SmallVec;
 
 /// What became of a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,18 +80,30 @@ impl Ctx {
         }
     }
 
-    pub fn reject(
+    /// Refuses a request that has no transaction yet: counted under its
+    /// label, answered as the refusal says (never an ACK, RFC 3261
+    /// §17.1.1.3, nor what the ACL drops).
+    pub fn refuse(&mut self, req: &Request<'_>, origin: Flow, why: Refusal) {
+        self.refuse_with(req, origin, why, &[]);
+    }
+
+    /// [`Ctx::refuse`] with headers of the request's own (420's
+    /// Unsupported).
+    pub fn refuse_with(
         &mut self,
         req: &Request<'_>,
         origin: Flow,
-        why: Reject,
-        code: u16,
-        reason: &[u8],
+        why: Refusal,
+        extra: &[(HeaderName, &[u8])],
     ) {
-        self.stats.reject(why);
-        if req.method != Method::Ack {
-            self.respond_stateless(req, origin, code, reason, &[]);
+        self.stats.refused(why);
+        if req.method == Method::Ack || !why.is_answered() {
+            return;
         }
+        let mut headers: SmallVec<[(HeaderName, &[u8]); 4]> = SmallVec::new();
+        headers.extend_from_slice(why.headers());
+        headers.extend_from_slice(extra);
+        self.respond_stateless(req, origin, why.status(), why.reason().as_bytes(), &headers);
     }
 }
 
@@ -170,7 +184,7 @@ impl Engine {
     pub fn handle_datagram(&mut self, now: Instant, origin: Flow, data: &[u8]) -> Disposition {
         if !self.ctx.policy.acl.permits(origin.remote.ip()) {
             // BRIEF §8: denied sources are dropped without an answer.
-            self.ctx.stats.reject(Reject::AclDenied);
+            self.ctx.stats.refused(Refusal::AclDenied);
             return Disposition::Done;
         }
         let msg = match Message::parse(data) {
@@ -334,7 +348,7 @@ impl Engine {
             self.ctx.stats.discard(Discard::Unanswerable);
             return;
         };
-        self.ctx.stats.reject(Reject::Malformed);
+        self.ctx.stats.refused(Refusal::Malformed(err));
         self.ctx.stats.final_sent(err.status());
         // Never to an address the broken message names: back where it came from.
         self.ctx.send(origin, resp);

@@ -16,12 +16,10 @@ use super::ids::CallRef;
 use super::table::CallTable;
 use crate::net::Flow;
 use crate::policy::{Target, TrunkId};
+use crate::refusal::Refusal;
 use crate::sip::{CommaList, HeaderName, Method, Request, Scheme, Uri};
-use crate::stats::{Direction, Discard, Reject, ShardStats};
+use crate::stats::{Direction, Discard, ShardStats};
 use crate::transaction::{ServerInvite, TimerTable};
-
-/// RFC 3261 §21.4.19.
-pub(crate) const NO_SUCH_CALL: &[u8] = b"Call/Transaction Does Not Exist";
 
 /// RFC 3261 §17.2.1: the 100 Trying is due when the TU has not answered
 /// within 200 ms.
@@ -40,30 +38,17 @@ impl Engine {
         }
         // BRIEF §8 default deny: a source that is no trunk gets 403.
         let Some(trunk) = self.ctx.policy.trunk_for_source(origin.remote.ip()) else {
-            self.ctx
-                .reject(&req, origin, Reject::UnknownSource, 403, b"Forbidden");
+            self.ctx.refuse(&req, origin, Refusal::UnknownSource);
             return;
         };
         if req.method == Method::Other {
             // RFC 3261 §8.2.1: unknown method.
-            self.ctx.reject(
-                &req,
-                origin,
-                Reject::MethodNotAllowed,
-                501,
-                b"Not Implemented",
-            );
+            self.ctx.refuse(&req, origin, Refusal::NotImplemented);
             return;
         }
         // RFC 3261 §8.2.2.1 / §21.4.14: schemes we cannot route.
         if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
-            self.ctx.reject(
-                &req,
-                origin,
-                Reject::UnsupportedScheme,
-                416,
-                b"Unsupported URI Scheme",
-            );
+            self.ctx.refuse(&req, origin, Refusal::UnsupportedScheme);
             return;
         }
         // RFC 3261 §8.2.2.3: option tags we do not support -> 420.
@@ -76,12 +61,10 @@ impl Engine {
                 }
                 list.put_slice(t);
             }
-            self.ctx.stats.reject(Reject::BadExtension);
-            self.ctx.respond_stateless(
+            self.ctx.refuse_with(
                 &req,
                 origin,
-                420,
-                b"Bad Extension",
+                Refusal::BadExtension,
                 &[(HeaderName::Unsupported, &list)],
             );
             return;
@@ -104,19 +87,8 @@ impl Engine {
                 );
             }
             // RFC 3261 §15.1.2: BYE outside a dialog.
-            Method::Bye => self
-                .ctx
-                .reject(&req, origin, Reject::NoDialog, 481, NO_SUCH_CALL),
-            _ => {
-                self.ctx.stats.reject(Reject::MethodNotAllowed);
-                self.ctx.respond_stateless(
-                    &req,
-                    origin,
-                    405,
-                    b"Method Not Allowed",
-                    &[(HeaderName::Allow, ALLOW)],
-                );
-            }
+            Method::Bye => self.ctx.refuse(&req, origin, Refusal::NoDialog),
+            _ => self.ctx.refuse(&req, origin, Refusal::MethodNotAllowed),
         }
     }
 
@@ -145,43 +117,32 @@ impl Engine {
                 .get(r)
                 .is_none_or(|c| c.phase == super::call::Phase::Ended);
             if !over {
-                self.ctx
-                    .reject(req, origin, Reject::Loop, 482, b"Loop Detected");
+                self.ctx.refuse(req, origin, Refusal::Merged);
                 return;
             }
         }
         // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
         if req.max_forwards == Some(0) {
-            self.ctx
-                .reject(req, origin, Reject::TooManyHops, 483, b"Too Many Hops");
+            self.ctx.refuse(req, origin, Refusal::TooManyHops);
             return;
         }
         // A Call-ID we minted coming back in as a new call is our own B leg
         // looping through the network (RFC 3261 §16.3 step 4 in spirit).
         if self.ctx.ids.secrets().decode_call_id(req.call_id).is_some() {
-            self.ctx
-                .reject(req, origin, Reject::Loop, 482, b"Loop Detected");
+            self.ctx.refuse(req, origin, Refusal::Loop);
             return;
         }
         // SDP the relay cannot rewrite (inside multipart, e.g. SIP-I) would
         // carry the caller's addresses across: ask for plain SDP (RFC 3261
         // §21.4.13, 415 with Accept).
         if self.ctx.media.is_some() && super::media::has_nested_sdp(&req.msg) {
-            self.ctx.stats.reject(Reject::UnsupportedMedia);
-            self.ctx.respond_stateless(
-                req,
-                origin,
-                415,
-                b"Unsupported Media Type",
-                &[(HeaderName::Accept, b"application/sdp")],
-            );
+            self.ctx.refuse(req, origin, Refusal::UnsupportedMedia);
             return;
         }
         let number = dialled_number(&req.uri);
         if number.is_empty() {
             // Nothing to dial (e.g. sip:host): no route can match.
-            self.ctx
-                .reject(req, origin, Reject::NoRoute, 404, b"Not Found");
+            self.ctx.refuse(req, origin, Refusal::NoRoute);
             return;
         }
         let policy = Arc::clone(&self.ctx.policy);
@@ -192,24 +153,16 @@ impl Engine {
                 .position(|x| std::ptr::eq(x, r))
                 .map(|i| (i, r))
         }) else {
-            self.ctx
-                .reject(req, origin, Reject::NoRoute, 404, b"Not Found");
+            self.ctx.refuse(req, origin, Refusal::NoRoute);
             return;
         };
         let targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
         if targets.is_empty() {
-            self.ctx
-                .reject(req, origin, Reject::NoRoute, 404, b"Not Found");
+            self.ctx.refuse(req, origin, Refusal::NoRoute);
             return;
         }
         let Some(cref) = self.calls.reserve() else {
-            self.ctx.reject(
-                req,
-                origin,
-                Reject::CallTableFull,
-                503,
-                b"Service Unavailable",
-            );
+            self.ctx.refuse(req, origin, Refusal::CallTableFull);
             return;
         };
         let dest = response_dest(req, origin);
@@ -382,18 +335,15 @@ impl Engine {
                 .trunk_for_source(origin.remote.ip())
                 .is_none()
             {
-                self.ctx
-                    .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
+                self.ctx.refuse(req, origin, Refusal::UnknownSource);
             } else {
-                self.ctx
-                    .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
+                self.ctx.refuse(req, origin, Refusal::NoDialog);
             }
             return;
         };
         // Only the peer of a leg may cancel in it (by the call's own policy).
         if call.policy.trunk_for_source(origin.remote.ip()) != Some(call.leg(side).trunk) {
-            self.ctx
-                .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
+            self.ctx.refuse(req, origin, Refusal::UnknownSource);
             return;
         };
         if side == Side::B || !call.uas.matches(req) {
@@ -402,8 +352,7 @@ impl Engine {
                 // re-INVITE runs to completion on the other leg.
                 self.ctx.respond_stateless(req, origin, 200, b"OK", &[]);
             } else {
-                self.ctx
-                    .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
+                self.ctx.refuse(req, origin, Refusal::NoDialog);
             }
             return;
         }
@@ -459,11 +408,9 @@ impl Engine {
                 .trunk_for_source(origin.remote.ip())
                 .is_none()
             {
-                self.ctx
-                    .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
+                self.ctx.refuse(req, origin, Refusal::UnknownSource);
             } else {
-                self.ctx
-                    .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
+                self.ctx.refuse(req, origin, Refusal::NoDialog);
             }
             return;
         };
@@ -474,14 +421,12 @@ impl Engine {
         let tags_match = req.to_tag() == Some(&leg.local_tag[..])
             && (side == Side::A || leg.remote_tag.as_deref() == Some(req.from_tag()));
         if !tags_match {
-            self.ctx
-                .reject(req, origin, Reject::NoDialog, 481, NO_SUCH_CALL);
+            self.ctx.refuse(req, origin, Refusal::NoDialog);
             return;
         }
         if call.policy.trunk_for_source(origin.remote.ip()) != Some(leg.trunk) {
             // Only the peer of a leg may send requests in it.
-            self.ctx
-                .reject(req, origin, Reject::UnknownSource, 403, b"Forbidden");
+            self.ctx.refuse(req, origin, Refusal::UnknownSource);
             return;
         }
         super::dialog::on_request(&mut self.ctx, call, side, req, origin, now);

@@ -147,12 +147,6 @@ pub(crate) fn cross(
     out.map(Some)
 }
 
-/// The reject counter a media refusal answered with a status counts in
-/// (port exhaustion; SDP we will not carry is the peer's matter).
-pub(crate) fn reject_of(e: MediaError) -> Option<crate::stats::Reject> {
-    matches!(e, MediaError::PoolExhausted).then_some(crate::stats::Reject::MediaPortsExhausted)
-}
-
 /// A re-offer (re-INVITE or UPDATE with SDP) is about to go through the
 /// session: keep what it changes revocable until the answer.
 pub(crate) fn stage_offer(call: &mut Call) {

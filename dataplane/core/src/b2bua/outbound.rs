@@ -13,7 +13,8 @@ use super::build::{
 };
 use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
 use super::engine::Ctx;
-use crate::media::{MediaError, Role};
+use crate::media::Role;
+use crate::refusal::Refusal;
 use crate::sip::{CommaList, HeaderName, Response};
 use crate::stats::{Direction, ShardStats};
 use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerName};
@@ -46,17 +47,15 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
             match super::media::cross(ctx, call, Side::A, Role::Offer, &offer, now) {
                 Ok(Some(rewritten)) => Bytes::from(rewritten),
                 Ok(None) => offer,
-                Err(MediaError::NoCodec) => {
-                    // No codec this trunk may carry: try the next one.
-                    merge_failure(call, local_failure(488, b"Not Acceptable Here", false));
-                    continue;
-                }
                 Err(e) => {
-                    if let Some(why) = super::media::reject_of(e) {
-                        ctx.stats.reject(why);
+                    let why = Refusal::Media(e);
+                    if why.may_fail_over() {
+                        // No codec this trunk may carry: try the next one.
+                        merge_failure(call, local_failure(why, false));
+                        continue;
                     }
-                    let (code, reason) = e.status();
-                    merge_failure(call, local_failure(code, reason, true));
+                    ctx.stats.refused(why);
+                    merge_failure(call, local_failure(why, true));
                     return false;
                 }
             }
@@ -247,7 +246,8 @@ fn unanchorable_answer(
     if let Some(t) = policy.trunk(call.b.trunk) {
         t.stats.fail(Direction::Outbound);
     }
-    merge_failure(call, local_failure(488, b"Not Acceptable Here", true));
+    ctx.stats.refused(Refusal::UnusableAnswer);
+    merge_failure(call, local_failure(Refusal::UnusableAnswer, true));
     let route_failover = policy
         .routes
         .get(call.route_index)
@@ -429,10 +429,15 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
 }
 
 /// A failure decided by the SBC itself (no codec, no port).
-fn local_failure(code: u16, reason: &'static [u8], local: bool) -> Failure {
+/// The SBC's own failure answer for `why` (`local`: relayed as it is).
+fn local_failure(why: Refusal, local: bool) -> Failure {
+    let reason = match why.reason() {
+        std::borrow::Cow::Borrowed(r) => Bytes::from_static(r.as_bytes()),
+        std::borrow::Cow::Owned(r) => Bytes::from(r),
+    };
     Failure {
-        code,
-        reason: Bytes::from_static(reason),
+        code: why.status(),
+        reason,
         headers: Bytes::new(),
         body: Bytes::new(),
         local,

@@ -295,12 +295,8 @@ impl Sim {
     }
 
     /// Requests refused for `r` so far.
-    pub fn rejected(&self, r: sbc_core::stats::Reject) -> u64 {
-        let i = sbc_core::stats::Reject::ALL
-            .iter()
-            .position(|x| *x == r)
-            .unwrap();
-        self.stats.rejected[i].load(std::sync::atomic::Ordering::Relaxed)
+    pub fn rejected(&self, r: sbc_core::refusal::Refusal) -> u64 {
+        self.stats.rejected[r.counter()].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn elapsed(&self) -> Duration {
