@@ -779,3 +779,116 @@ fn non_ascii_contact_is_never_a_remote_target() {
     );
     bye.request();
 }
+
+/// Events out: one call's life as the engine reports it — started,
+/// answered, ended with both trunks, the numbers and the durations.
+#[test]
+fn answered_call_reports_its_life_as_events() {
+    use sbc_core::b2bua::{EndReason, Event};
+    let mut sim = Sim::new();
+    let t0 = sim.now;
+    let (b_invite, ok) = answered_call(&mut sim, "events-1@pbx");
+    let events = sim.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let Event::CallStarted(started) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(&*started.inbound_trunk, "pbx");
+    assert_eq!(started.callee, NUMBER);
+    assert_eq!(&started.call_id[..], b"events-1@pbx");
+    let Event::CallAnswered(answered) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(&*answered.outbound_trunk, "carrier-a");
+    pbx_ack(&mut sim, &ok, "events-1@pbx");
+    sim.advance(Duration::from_secs(90));
+    assert!(sim.events().is_empty(), "nothing until the call ends");
+    // The callee hangs up after 90 s of conversation.
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.20:5060",
+            "z9hG4bKbyeev",
+            "<sip:callee@10.0.0.20>;tag=carrier-tag",
+            &b_invite.header(HeaderName::From),
+            &b_invite.header(HeaderName::CallId),
+            9,
+            "",
+        ),
+    );
+    let bye = sim.one_to(PBX);
+    assert!(sim.events().is_empty(), "ended when the BYE is answered");
+    sim.recv(PBX, &reply(&bye, 200, "OK", None, None, ""));
+    let events = sim.events();
+    let [Event::CallEnded(record)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(record.reason, EndReason::CalleeHangUp);
+    assert_eq!(&*record.inbound_trunk, "pbx");
+    assert_eq!(record.outbound_trunk.as_deref(), Some("carrier-a"));
+    assert_eq!(record.caller, "alice");
+    assert_eq!(record.callee, NUMBER);
+    assert_eq!(record.started, t0);
+    assert_eq!(record.duration(), Duration::from_secs(90));
+    assert_eq!(record.media, None, "no media relay configured");
+    sim.advance(Duration::from_secs(60));
+    assert!(sim.events().is_empty(), "one record per call");
+}
+
+#[test]
+fn failed_and_cancelled_calls_end_with_their_reason() {
+    use sbc_core::b2bua::{EndReason, Event};
+    let ended = |events: Vec<Event>| -> Vec<EndReason> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::CallEnded(r) => Some(r.reason),
+                _ => None,
+            })
+            .collect()
+    };
+    // Busy: the caller gets 486 and the record says so.
+    let mut sim = Sim::new();
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "ev-busy@pbx", "z9hG4bKevb", 1),
+    );
+    let first = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(&first, 486, "Busy Here", Some("a-tag"), None, ""),
+    );
+    assert_eq!(ended(sim.events()), [EndReason::Failed { status: 486 }]);
+
+    // Cancelled while ringing.
+    let mut sim = Sim::new();
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "ev-cancel@pbx", "z9hG4bKevc", 1),
+    );
+    let first = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(&first, 180, "Ringing", Some("a-tag"), None, ""),
+    );
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "ev-cancel@pbx", "z9hG4bKevc", 1)
+            .replacen("INVITE sip", "CANCEL sip", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
+    );
+    assert_eq!(ended(sim.events()), [EndReason::Cancelled]);
+
+    // Nobody answers at all: timer B on every trunk, then 408.
+    let mut sim = Sim::new();
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "ev-silent@pbx", "z9hG4bKevs", 1),
+    );
+    sim.advance(Duration::from_secs(120));
+    let reasons = ended(sim.events());
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0], EndReason::Failed { status: 408 });
+}

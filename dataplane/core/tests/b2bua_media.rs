@@ -368,6 +368,20 @@ fn silent_media_ends_the_call_on_both_legs() {
     );
     assert_eq!(sim.stats.media_timeouts.load(Ordering::Relaxed), 1);
     assert_eq!(sim.stats.media_ports_in_use.load(Ordering::Relaxed), 0);
+    // The call's record says why it ended and what its media did: 20
+    // packets of 172 bytes from the caller, nothing from the callee.
+    let record = sim
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            sbc_core::b2bua::Event::CallEnded(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(record.reason, sbc_core::b2bua::EndReason::MediaTimeout);
+    let media = record.media.unwrap();
+    assert_eq!(media.packets, [20, 0]);
+    assert_eq!(media.bytes, [20 * rtp(0).len() as u64, 0]);
 }
 
 #[test]

@@ -13,6 +13,7 @@
 
 #[allow(unsafe_code)]
 mod bufring;
+mod events;
 #[allow(unsafe_code)]
 mod limits;
 mod mailbox;

@@ -549,6 +549,9 @@ impl ShardLoop {
                 self.engine.handle_timeout(now);
             }
             self.io.flush(&mut self.engine)?;
+            while let Some(event) = self.engine.poll_event() {
+                super::events::log(self.me, &event);
+            }
             for fd in wakes.drain(..) {
                 self.io.wake(fd)?;
             }

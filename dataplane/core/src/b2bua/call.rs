@@ -323,7 +323,10 @@ pub(crate) struct Call {
     pub strays: Vec<Stray>,
     /// The ACK sent to the callee for its 2xx, resent on retransmissions.
     pub b_ack: Option<Bytes>,
-    pub answered: bool,
+    /// When the callee answered.
+    pub answered_at: Option<Instant>,
+    /// When the caller's INVITE arrived.
+    pub started: Instant,
     /// The caller's INVITE carried an SDP offer (else the offer comes in
     /// the 2xx and the answer in the ACK).
     pub offer_in_invite: bool,

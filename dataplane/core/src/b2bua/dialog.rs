@@ -11,6 +11,7 @@ use super::build::{
 };
 use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side};
 use super::engine::Ctx;
+use super::event::EndReason;
 use super::outbound::{Body, cancel_call, end, sdp_towards};
 use crate::media::Role;
 use crate::net::Flow;
@@ -126,7 +127,7 @@ pub(crate) fn on_request(
             // INVITE ends as if cancelled.
             answer_locally(ctx, call, side, req, origin, now, Ok(()));
             if call.uas.tx.is_pending() {
-                cancel_call(ctx, call, now, 487, b"Request Terminated");
+                cancel_call(ctx, call, now, EndReason::Cancelled);
             }
         }
         (Method::Bye, Phase::Routing | Phase::Early, Side::B) => {
@@ -400,7 +401,11 @@ pub(crate) fn on_relay_response(
     }
     if method == Method::Bye && code >= 200 {
         // RFC 3261 §15.1.2: any final response ends the dialog.
-        end(ctx, call, now);
+        let by = match to_side {
+            Side::A => EndReason::CalleeHangUp,
+            Side::B => EndReason::CallerHangUp,
+        };
+        end(ctx, call, now, by);
     }
 }
 
@@ -410,7 +415,6 @@ pub(crate) fn on_relay_response(
 /// the far side's 2xx to a re-INVITE is ACKed (RFC 3261 §13.2.2.4), and
 /// the call is ended on both legs.
 fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
-    tracing::warn!("answer to a re-offer cannot be anchored: call ended");
     let timers = call.policy.timers;
     let Some(relay) = call.relays.get_mut(index) else {
         return;
@@ -425,7 +429,7 @@ fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Inst
     if method == Method::Invite {
         ack_relay(ctx, call, index, Relayed::Nothing);
     }
-    bye_both(ctx, call, now);
+    bye_both(ctx, call, now, EndReason::UnusableMedia);
 }
 
 /// An ACK from `side`: for the caller's initial INVITE, or for a relayed
@@ -475,8 +479,7 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
     if matches!(body, Body::Dropped) {
         // An answer in the ACK that cannot be relayed cannot be refused
         // either: the call is ended.
-        tracing::warn!("answer in the ACK cannot be anchored: call ended");
-        bye_both(ctx, call, now);
+        bye_both(ctx, call, now, EndReason::UnusableMedia);
     }
 }
 
@@ -546,13 +549,12 @@ pub(crate) fn send_b_ack(
         // The caller's answer cannot be relayed and an ACK cannot be
         // refused (RFC 3261 §13.2.2.4): the call would have no media, so
         // it is ended on both legs.
-        tracing::warn!("answer in the ACK cannot be anchored: call ended");
-        bye_both(ctx, call, now);
+        bye_both(ctx, call, now, EndReason::UnusableMedia);
     }
 }
 
 /// Ends an established call from the SBC: BYE on both legs.
-pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
     let timers = call.policy.timers;
     for side in [Side::A, Side::B] {
         if call.leg(side).remote_tag.is_none() {
@@ -578,5 +580,5 @@ pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
         call.own.push(Own { side, branch, tx });
     }
-    end(ctx, call, now);
+    end(ctx, call, now, reason);
 }

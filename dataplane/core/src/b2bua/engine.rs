@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::build::{LocalParts, Template, response_dest};
+use super::event::Event;
 use super::ids::{IdMinter, Secrets, ShardId};
 use super::table::CallTable;
 use crate::media::{Forward, MediaDrop, MediaPorts, PortPlan, PortPool};
@@ -19,6 +20,7 @@ use crate::sip::{
 };
 use crate::stats::{Discard, ShardStats};
 use smallvec::SmallVec;
+use std::collections::VecDeque;
 
 /// What became of a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +45,19 @@ pub(crate) struct Ctx {
     pub media: Option<MediaPorts>,
     /// The media settings the ports were set up with.
     pub media_policy: Option<MediaPolicy>,
+    /// Events waiting for [`Engine::poll_event`].
+    pub events: VecDeque<Event>,
 }
 
 impl Ctx {
     pub fn local(&self, id: LocalId) -> &LocalParts {
         // `locals` is never empty (see Engine::new).
         &self.locals[usize::from(id.0).min(self.locals.len() - 1)]
+    }
+
+    /// Reports an event (drained by [`Engine::poll_event`]).
+    pub fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
     }
 
     /// Queues a message and counts it.
@@ -140,6 +149,7 @@ impl Engine {
                 locals,
                 media,
                 media_policy,
+                events: VecDeque::new(),
             },
             calls: CallTable::default(),
         }
@@ -309,6 +319,11 @@ impl Engine {
                 Err(_too_big) => self.ctx.stats.discard(Discard::Oversized),
             }
         }
+    }
+
+    /// The next event (call started, answered, ended), in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.ctx.events.pop_front()
     }
 
     /// Datagrams waiting in the outbox.

@@ -12,6 +12,7 @@ use super::build::{
 };
 use super::call::{Call, Leg, Phase, Side, Uas};
 use super::engine::Engine;
+use super::event::{CallStarted, EndReason, Event};
 use super::ids::CallRef;
 use super::table::CallTable;
 use crate::net::Flow;
@@ -177,8 +178,19 @@ impl Engine {
             route_index,
             route.failover.on_timeout,
             Arc::clone(&policy),
+            now,
         );
         let mut call = Box::new(call);
+        self.ctx.emit(Event::CallStarted(CallStarted {
+            call: cref,
+            call_id: call.a.call_id.clone(),
+            inbound_trunk: policy
+                .trunk(trunk)
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            callee: call.number.to_string(),
+            at: now,
+        }));
         ShardStats::inc(&self.ctx.stats.calls_created);
         self.ctx
             .stats
@@ -212,6 +224,7 @@ impl Engine {
         route_index: usize,
         failover_on_timeout: bool,
         policy: Arc<crate::policy::Policy>,
+        now: Instant,
     ) -> Call {
         let ids = &mut self.ctx.ids;
         let a_tag = ids.tag();
@@ -312,7 +325,8 @@ impl Engine {
             own: Vec::new(),
             strays: Vec::new(),
             b_ack: None,
-            answered: false,
+            answered_at: None,
+            started: now,
             offer_in_invite: super::media::is_sdp(&req.msg),
             anchored: false,
             media: None,
@@ -364,7 +378,7 @@ impl Engine {
             template.simple(200, b"OK", Some(&tag)),
         );
         if call.uas.tx.is_pending() {
-            super::outbound::cancel_call(&mut self.ctx, call, now, 487, b"Request Terminated");
+            super::outbound::cancel_call(&mut self.ctx, call, now, EndReason::Cancelled);
         }
         self.after(r);
     }

@@ -2,6 +2,7 @@
 //! relayed, passing the SDP bodies that cross legs through the call's
 //! [`MediaSession`], the inactivity timer, and releasing ports.
 
+use super::event::MediaTotals;
 use std::time::Instant;
 
 use super::call::{Call, Side};
@@ -186,14 +187,10 @@ pub(crate) fn reset_callee(ctx: &mut Ctx, call: &mut Call) {
     }
 }
 
-/// Frees the call's ports and reports what its media did.
-pub(crate) fn release(ctx: &mut Ctx, call: &mut Call) {
-    let Some(mut session) = call.media.take() else {
-        return;
-    };
-    let Some(ports) = ctx.media.as_mut() else {
-        return;
-    };
+/// Frees the call's ports and says what its media did.
+pub(crate) fn release(ctx: &mut Ctx, call: &mut Call) -> Option<MediaTotals> {
+    let mut session = call.media.take()?;
+    let ports = ctx.media.as_mut()?;
     session.release(ports);
     let stats = &ctx.stats;
     stats
@@ -204,16 +201,11 @@ pub(crate) fn release(ctx: &mut Ctx, call: &mut Call) {
     let (b_pk, b_bytes, b_lost) = session.totals(Leg::B);
     stats.media_lost[0].fetch_add(a_lost, std::sync::atomic::Ordering::Relaxed);
     stats.media_lost[1].fetch_add(b_lost, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        call_id = %String::from_utf8_lossy(&call.b.call_id),
-        caller_packets = a_pk,
-        caller_bytes = a_bytes,
-        caller_lost = a_lost,
-        callee_packets = b_pk,
-        callee_bytes = b_bytes,
-        callee_lost = b_lost,
-        "media of call"
-    );
+    Some(MediaTotals {
+        packets: [a_pk, b_pk],
+        bytes: [a_bytes, b_bytes],
+        lost: [a_lost, b_lost],
+    })
 }
 
 /// Starts the inactivity timer once the call is answered.

@@ -37,6 +37,7 @@ mod build;
 mod call;
 mod dialog;
 mod engine;
+mod event;
 mod ids;
 mod inbound;
 mod media;
@@ -47,5 +48,6 @@ mod timers;
 mod wheel;
 
 pub use engine::{Disposition, Engine};
+pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals};
 pub use ids::{CallRef, IdMinter, Secrets, ShardId};
 pub use table::MAX_CALLS_PER_SHARD;

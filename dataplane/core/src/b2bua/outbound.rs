@@ -13,6 +13,7 @@ use super::build::{
 };
 use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
 use super::engine::Ctx;
+use super::event::{CallAnswered, CallRecord, EndReason, Event};
 use crate::media::Role;
 use crate::refusal::Refusal;
 use crate::sip::{CommaList, HeaderName, Response};
@@ -38,7 +39,7 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         call.b.flow = call.b.flow.towards(addr);
         call.anchored = super::media::anchored(&policy, ctx, call.a.trunk, target.trunk);
         if !call.anchored {
-            super::media::release(ctx, call);
+            let _ = super::media::release(ctx, call);
         } else {
             super::media::reset_callee(ctx, call);
         }
@@ -201,7 +202,16 @@ pub(crate) fn on_attempt_response(
             remember_peer(call, resp, true);
             call.cancel_call_timers();
             call.phase = Phase::Answered;
-            call.answered = true;
+            call.answered_at = Some(now);
+            ctx.emit(Event::CallAnswered(CallAnswered {
+                call: call.me,
+                outbound_trunk: policy
+                    .trunk(call.b.trunk)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default(),
+                at: now,
+                setup: now.saturating_duration_since(call.started),
+            }));
             if let Some(t) = policy.trunk(call.b.trunk) {
                 t.stats.answer(Direction::Outbound);
             }
@@ -374,7 +384,6 @@ pub(crate) fn sdp_towards(
         super::media::BodyKind::Sdp => {}
         super::media::BodyKind::NestedSdp => {
             // Cannot be rewritten: dropped rather than leak addresses.
-            tracing::warn!("multipart SDP not relayed on an anchored call");
             return Body::Dropped;
         }
         super::media::BodyKind::Other => return Body::Same,
@@ -383,10 +392,8 @@ pub(crate) fn sdp_towards(
     match super::media::cross(ctx, call, from, role, msg.body(), now) {
         Ok(Some(b)) => Body::Rewritten(b),
         Ok(None) => Body::Same,
-        Err(e) => {
-            tracing::warn!(error = %e, "SDP not relayed");
-            Body::Dropped
-        }
+        // Not relayed; what follows (488, or the call ended) says why.
+        Err(_) => Body::Dropped,
     }
 }
 
@@ -528,12 +535,19 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.fail(Direction::Inbound);
     }
-    end(ctx, call, now);
+    end(ctx, call, now, EndReason::Failed { status: code });
 }
 
 /// The caller cancelled (or the SBC gave up): answer the INVITE with
 /// `code`, CANCEL the attempt in progress.
-pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, code: u16, reason: &[u8]) {
+/// Ends a call that is not answered yet: `why` is the caller giving up
+/// (487, RFC 3261 §9.2) or ringing too long (408, §16.6 step 11).
+pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: EndReason) {
+    let (code, reason): (u16, &[u8]) = match why {
+        EndReason::Cancelled => (487, b"Request Terminated"),
+        EndReason::RingTimeout => (408, b"Request Timeout"),
+        _ => (500, b"Server Internal Error"),
+    };
     let response = call
         .uas
         .template
@@ -560,7 +574,7 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, code: u1
             send_cancel(ctx, call, index, now);
         }
     }
-    end(ctx, call, now);
+    end(ctx, call, now, why);
 }
 
 pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
@@ -598,7 +612,7 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
         200..=299 => {
             let same_dialog =
                 resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
-            if same_dialog && index + 1 == call.attempts.len() && call.answered {
+            if same_dialog && index + 1 == call.attempts.len() && call.answered_at.is_some() {
                 // A retransmitted 2xx of the answered attempt: ACK again if
                 // the caller already ACKed, otherwise wait for that ACK.
                 if let Some(ack) = call.b_ack.clone() {
@@ -716,8 +730,18 @@ pub(crate) fn escape_user(number: &[u8], out: &mut BytesMut) {
     }
 }
 
-/// Marks the call over (once) and keeps the gauges right.
-pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+/// The user part of a From value (the caller's number), or empty.
+fn caller_of(from: &[u8]) -> String {
+    crate::sip::NameAddr::parse(from)
+        .ok()
+        .and_then(|n| n.parsed_uri().ok()?.user)
+        .map(|u| String::from_utf8_lossy(u).into_owned())
+        .unwrap_or_default()
+}
+
+/// Marks the call over (once), keeps the gauges right and reports its
+/// record.
+pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
     if call.phase == Phase::Ended {
         return;
     }
@@ -736,7 +760,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant) {
             ctx.stats.final_sent(500);
         }
     }
-    if call.answered {
+    if call.answered_at.is_some() {
         if let Some(t) = call.policy.trunk(call.a.trunk) {
             t.stats.hang_up(Direction::Inbound);
         }
@@ -746,10 +770,25 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     }
     call.phase = Phase::Ended;
     call.cancel_call_timers();
-    super::media::release(ctx, call);
+    let media = super::media::release(ctx, call);
     ctx.stats
         .calls_active
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let trunk_name = |id| call.policy.trunk(id).map(|t| t.name.clone());
+    let record = CallRecord {
+        call: call.me,
+        call_id: call.a.call_id.clone(),
+        inbound_trunk: trunk_name(call.a.trunk).unwrap_or_default(),
+        outbound_trunk: call.current().and_then(|a| trunk_name(a.target.trunk)),
+        caller: caller_of(&call.a.remote_party),
+        callee: call.number.to_string(),
+        started: call.started,
+        answered: call.answered_at,
+        ended: now,
+        reason,
+        media,
+    };
+    ctx.emit(Event::CallEnded(Box::new(record)));
 }
 
 #[cfg(test)]

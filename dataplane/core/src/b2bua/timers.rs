@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use super::call::{Call, ClientTx, Phase, ServerTx};
+use super::call::{Call, ClientTx, Phase, ServerTx, Side};
 use super::dialog::{ack_relay, bye_both, send_b_ack};
 use super::engine::Ctx;
+use super::event::EndReason;
 use super::outbound::{attempt_timed_out, cancel_call, end};
 use crate::sip::Method;
 use crate::transaction::{TimerName, TxEvent};
@@ -30,7 +31,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         // RFC 3261 §13.3.1.4: the caller never ACKed our 2xx. Complete the
         // callee's INVITE and end the call on both legs.
         send_b_ack(ctx, call, None, now);
-        bye_both(ctx, call, now);
+        bye_both(ctx, call, now, EndReason::NoAck);
     }
 
     let last = call.attempts.len().saturating_sub(1);
@@ -50,7 +51,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         attempt_timed_out(ctx, call, now);
     }
 
-    let mut ended_by_bye = false;
+    let mut ended_by_bye = None;
     let mut unacked_reinvite = None;
     for (i, relay) in call.relays.iter_mut().enumerate() {
         match &mut relay.server {
@@ -77,7 +78,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
                 ctx.stats.final_sent(408);
             }
             if relay.method == Method::Bye {
-                ended_by_bye = true;
+                ended_by_bye = Some(relay.from);
             }
         }
     }
@@ -87,11 +88,16 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         if call.relays.get(i).is_some_and(|r| r.ack.is_none()) {
             ack_relay(ctx, call, i, super::build::Relayed::Nothing);
         }
-        bye_both(ctx, call, now);
+        bye_both(ctx, call, now, EndReason::NoAck);
     }
     call.relays.retain(|r| !r.is_done());
-    if ended_by_bye {
-        end(ctx, call, now);
+    if let Some(from) = ended_by_bye {
+        // The BYE's far side never answered; the call is over all the same.
+        let by = match from {
+            Side::A => EndReason::CallerHangUp,
+            Side::B => EndReason::CalleeHangUp,
+        };
+        end(ctx, call, now, by);
     }
 
     for l in &mut call.local {
@@ -119,17 +125,13 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
                     && super::media::on_timeout(ctx, call, now) =>
             {
                 // BRIEF §6: a call whose media stopped is ended on both legs.
-                tracing::info!(
-                    call_id = %String::from_utf8_lossy(&call.b.call_id),
-                    "media inactivity: ending the call"
-                );
-                bye_both(ctx, call, now);
+                bye_both(ctx, call, now, EndReason::MediaTimeout);
             }
             TimerName::NoResponse if call.current().is_some_and(|a| !a.tx.heard_back()) => {
                 attempt_timed_out(ctx, call, now);
             }
             TimerName::MaxRinging if call.uas.tx.is_pending() => {
-                cancel_call(ctx, call, now, 408, b"Request Timeout");
+                cancel_call(ctx, call, now, EndReason::RingTimeout);
             }
             _ => {}
         }

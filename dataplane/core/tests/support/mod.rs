@@ -294,6 +294,11 @@ impl Sim {
             .unwrap_or_else(|| panic!("nothing sent to {to}"))
     }
 
+    /// Every event the engine reported since the last look.
+    pub fn events(&mut self) -> Vec<sbc_core::b2bua::Event> {
+        std::iter::from_fn(|| self.engine.poll_event()).collect()
+    }
+
     /// Requests refused for `r` so far.
     pub fn rejected(&self, r: sbc_core::refusal::Refusal) -> u64 {
         self.stats.rejected[r.counter()].load(std::sync::atomic::Ordering::Relaxed)

@@ -1,0 +1,50 @@
+//! The shard's consumer of the engine's events: one structured log line
+//! per call end (at info; starts and answers at debug). CDR writers and
+//! the registrar's publishing will read the same stream.
+
+use sbc_core::b2bua::{EndReason, Event};
+
+/// Logs one engine event of shard `shard`.
+pub(crate) fn log(shard: usize, event: &Event) {
+    match event {
+        Event::CallStarted(s) => tracing::debug!(
+            shard,
+            call_id = %String::from_utf8_lossy(&s.call_id),
+            trunk = %s.inbound_trunk,
+            "call started"
+        ),
+        Event::CallAnswered(a) => tracing::debug!(
+            shard,
+            trunk = %a.outbound_trunk,
+            setup_ms = a.setup.as_millis() as u64,
+            "call answered"
+        ),
+        Event::CallEnded(r) => {
+            let status = match r.reason {
+                EndReason::Failed { status } => status,
+                _ if r.answered.is_some() => 200,
+                EndReason::Cancelled => 487,
+                EndReason::RingTimeout => 408,
+                _ => 500,
+            };
+            let media = r.media.unwrap_or_default();
+            tracing::info!(
+                shard,
+                call_id = %String::from_utf8_lossy(&r.call_id),
+                inbound_trunk = %r.inbound_trunk,
+                outbound_trunk = r.outbound_trunk.as_deref().unwrap_or(""),
+                reason = r.reason.label(),
+                status,
+                answered = r.answered.is_some(),
+                duration_ms = r.duration().as_millis() as u64,
+                caller_packets = media.packets[0],
+                callee_packets = media.packets[1],
+                caller_bytes = media.bytes[0],
+                callee_bytes = media.bytes[1],
+                caller_lost = media.lost[0],
+                callee_lost = media.lost[1],
+                "call ended"
+            );
+        }
+    }
+}
