@@ -1,7 +1,10 @@
 //! Heap bytes held per call by the B2BUA engine, at each stage of a call's
-//! life (ringing, answered, ended and lingering), measured with a counting
-//! allocator on the sans-IO engine (no sockets). `cargo run --release -p
-//! sbc-bench --bin callmem`
+//! life (ringing, answered, confirmed, ended and resting), measured with a
+//! counting allocator on the sans-IO engine (no sockets); then the process
+//! RSS and live heap under a steady 10,000 zero-second calls per second of
+//! simulated time (each ended call rests for 64*T1 = 32 s).
+//! `cargo run --release -p sbc-bench --bin callmem` (both), or with
+//! `-- steady` (the steady state alone, in a fresh process).
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -103,6 +106,12 @@ fn main() {
     let mut now = Instant::now();
     let mut buf = vec![0u8; 65536];
     let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\n";
+    // `callmem steady`: only the steady-state run, in a fresh process (its
+    // RSS then is that load's alone).
+    if std::env::args().nth(1).as_deref() == Some("steady") {
+        steady(&mut engine, now, pbx, carrier, body, &mut buf);
+        return;
+    }
     let base = LIVE.load(Ordering::Relaxed);
     let mut b_invites = Vec::with_capacity(N);
     let mut tos = Vec::with_capacity(N);
@@ -123,6 +132,8 @@ fn main() {
             }
         }
     }
+    // The shard drains the engine's events (logs, CDRs); so does this.
+    while engine.poll_event().is_some() {}
     report("INVITE relayed, waiting", LIVE.load(Ordering::Relaxed));
     for b in &b_invites {
         let Ok(m) = Message::parse(b) else { continue };
@@ -146,14 +157,32 @@ fn main() {
             }
         }
     }
+    while engine.poll_event().is_some() {}
     report("answered (200 relayed)", LIVE.load(Ordering::Relaxed));
+    let in_dialog = |m: &str, cseq: u32, extra: &str, i: usize, call_id: &str, to: &str| {
+        format!(
+            "{m} sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{extra}{i}\r\nFrom: <sip:alice@10.0.0.10>;tag=a{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
     for (i, (call_id, to)) in tos.iter().enumerate() {
-        for (m, cseq, extra) in [("ACK", 1, "a"), ("BYE", 2, "b")] {
-            let req = format!(
-                "{m} sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{extra}{i}\r\nFrom: <sip:alice@10.0.0.10>;tag=a{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
-            );
-            engine.handle_datagram(now, pbx, req.as_bytes());
-        }
+        engine.handle_datagram(
+            now,
+            pbx,
+            in_dialog("ACK", 1, "a", i, call_id, to).as_bytes(),
+        );
+        while engine.poll_transmit(&mut buf).is_some() {}
+        while engine.poll_event().is_some() {}
+    }
+    report(
+        "confirmed (ACKed: a live call)",
+        LIVE.load(Ordering::Relaxed),
+    );
+    for (i, (call_id, to)) in tos.iter().enumerate() {
+        engine.handle_datagram(
+            now,
+            pbx,
+            in_dialog("BYE", 2, "b", i, call_id, to).as_bytes(),
+        );
         while let Some(t) = engine.poll_transmit(&mut buf) {
             if t.dest.remote == carrier.remote
                 && let Ok(m) = Message::parse(&buf[..t.len])
@@ -171,10 +200,156 @@ fn main() {
             }
         }
         while engine.poll_transmit(&mut buf).is_some() {}
+        while engine.poll_event().is_some() {}
     }
-    report("ended, lingering (64*T1)", LIVE.load(Ordering::Relaxed));
+    report("ended, resting (64*T1)", LIVE.load(Ordering::Relaxed));
+    println!(
+        "\nresting as tombstones: {} (of {N})",
+        engine.resting_calls()
+    );
     now += Duration::from_secs(40);
     engine.handle_timeout(now);
+    while engine.poll_event().is_some() {}
     println!("\ncalls left after 40 s: {} (of {N})", engine.calls());
     report("after linger", LIVE.load(Ordering::Relaxed));
+    steady(
+        &mut engine,
+        now + Duration::from_secs(60),
+        pbx,
+        carrier,
+        body,
+        &mut buf,
+    );
+}
+
+/// VmRSS of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One zero-second call, start to end, at `now`: INVITE, 200, ACK, BYE, 200.
+fn zero_second_call(
+    engine: &mut Engine,
+    now: Instant,
+    n: u64,
+    pbx: Flow,
+    carrier: Flow,
+    body: &str,
+    buf: &mut [u8],
+) {
+    let inv = format!(
+        "INVITE sip:+1555{n}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKs{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: <sip:+1555{n}@192.0.2.1>\r\nCall-ID: s{n}@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.10:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    engine.handle_datagram(now, pbx, inv.as_bytes());
+    let mut b_invite = None;
+    while let Some(t) = engine.poll_transmit(buf) {
+        if t.dest.remote == carrier.remote {
+            b_invite = Some(buf[..t.len].to_vec());
+        }
+    }
+    let Some(b) = b_invite else { return };
+    let Ok(m) = Message::parse(&b) else { return };
+    let mut r = String::from("SIP/2.0 200 OK\r\n");
+    for h in m.all(HeaderName::Via) {
+        r.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(h.value)));
+    }
+    r.push_str(&format!(
+        "From: {}\r\nTo: {};tag=c\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.20>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        header(&m, HeaderName::From),
+        header(&m, HeaderName::To),
+        header(&m, HeaderName::CallId),
+        body.len()
+    ));
+    engine.handle_datagram(now, carrier, r.as_bytes());
+    let mut to = None;
+    while let Some(t) = engine.poll_transmit(buf) {
+        if t.dest.remote == pbx.remote
+            && let Ok(m) = Message::parse(&buf[..t.len])
+        {
+            to = Some(header(&m, HeaderName::To));
+        }
+    }
+    let Some(to) = to else { return };
+    for (m, cseq, extra) in [("ACK", 1, "a"), ("BYE", 2, "b")] {
+        let req = format!(
+            "{m} sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{extra}s{n}\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: {to}\r\nCall-ID: s{n}@pbx\r\nCSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
+        );
+        engine.handle_datagram(now, pbx, req.as_bytes());
+    }
+    let mut ok = None;
+    while let Some(t) = engine.poll_transmit(buf) {
+        if t.dest.remote == carrier.remote
+            && let Ok(m) = Message::parse(&buf[..t.len])
+            && m.request_line().is_some_and(|l| l.method_raw == b"BYE")
+        {
+            ok = Some(format!(
+                "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+                header(&m, HeaderName::Via),
+                header(&m, HeaderName::From),
+                header(&m, HeaderName::To),
+                header(&m, HeaderName::CallId),
+                header(&m, HeaderName::CSeq)
+            ));
+        }
+    }
+    if let Some(ok) = ok {
+        engine.handle_datagram(now, carrier, ok.as_bytes());
+    }
+    while engine.poll_transmit(buf).is_some() {}
+    while engine.poll_event().is_some() {}
+}
+
+/// 10,000 zero-second calls per simulated second for 40 s: the calls of
+/// the last 32 s rest at once. Reports live heap and RSS at the end.
+fn steady(
+    engine: &mut Engine,
+    start: Instant,
+    pbx: Flow,
+    carrier: Flow,
+    body: &str,
+    buf: &mut [u8],
+) {
+    const RATE: u64 = 10_000;
+    const SECONDS: u64 = 40;
+    let rss_before = rss_kib();
+    let heap_before = LIVE.load(Ordering::Relaxed);
+    let mut now = start;
+    let mut n = 0;
+    for _ms in 0..SECONDS * 1000 {
+        for _ in 0..RATE / 1000 {
+            zero_second_call(engine, now, n, pbx, carrier, body, buf);
+            n += 1;
+        }
+        now += Duration::from_millis(1);
+        engine.handle_timeout(now);
+        while engine.poll_transmit(buf).is_some() {}
+        while engine.poll_event().is_some() {}
+    }
+    let heap = LIVE.load(Ordering::Relaxed) - heap_before;
+    println!("\n| steady state: {RATE} zero-second calls/s, {SECONDS} s simulated | value |");
+    println!("|---|---|");
+    println!("| calls made | {n} |");
+    println!(
+        "| calls held (resting) | {} ({}) |",
+        engine.calls(),
+        engine.resting_calls()
+    );
+    println!("| live heap MiB | {:.1} |", heap as f64 / 1048576.0);
+    println!(
+        "| heap bytes per held call | {:.0} |",
+        heap as f64 / engine.calls().max(1) as f64
+    );
+    println!(
+        "| process RSS MiB (before) | {:.1} ({:.1}) |",
+        rss_kib() as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
 }

@@ -892,3 +892,85 @@ fn failed_and_cancelled_calls_end_with_their_reason() {
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert_eq!(reasons[0], EndReason::Failed { status: 408 });
 }
+
+/// An ended call rests as a tombstone for the rest of its 64*T1 and still
+/// answers what can arrive: a retransmitted BYE gets its 200 again (RFC
+/// 3261 §17.2.2), a retransmitted 2xx of the INVITE is ACKed again
+/// (§13.2.2.4), a request with the wrong tag gets 481, a stranger 403.
+#[test]
+fn an_ended_call_rests_and_still_absorbs_retransmissions() {
+    let mut sim = Sim::new();
+    let (b_invite, ok) = answered_call(&mut sim, "rest@pbx");
+    pbx_ack(&mut sim, &ok, "rest@pbx");
+    let to = ok.header(HeaderName::To);
+    let bye = |branch: &str, to: &str| {
+        in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            branch,
+            "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag",
+            to,
+            "rest@pbx",
+            2,
+            "",
+        )
+    };
+    sim.recv(PBX, &bye("z9hG4bKrestbye", &to));
+    let b_bye = sim.one_to(CARRIER_A);
+    sim.recv(CARRIER_A, &reply(&b_bye, 200, "OK", None, None, ""));
+    let ok_bye = sim.one_to(PBX);
+    assert_eq!(ok_bye.code(), Some(200));
+    // The BYE's transactions are done but for absorbing: the call rests.
+    sim.advance(Duration::from_secs(6));
+    assert_eq!((sim.engine.calls(), sim.engine.resting_calls()), (1, 1));
+
+    // The caller did not hear the 200: its BYE again gets 200 again, and
+    // nothing reaches the callee.
+    sim.recv(PBX, &bye("z9hG4bKrestbye", &to));
+    let again = sim.one_to(PBX);
+    assert_eq!(again.code(), Some(200));
+    assert_eq!(again.cseq(), "2 BYE");
+    assert_eq!(again.branch(), "z9hG4bKrestbye");
+    assert_eq!(again.to_tag(), ok.to_tag());
+
+    // The callee did not hear the ACK: its 2xx again gets an ACK, built
+    // from the 2xx (Request-URI from its Contact).
+    let ok_b = reply(
+        &b_invite,
+        200,
+        "OK",
+        Some("carrier-tag"),
+        Some("sip:callee@10.0.0.20:5060"),
+        ANSWER_SDP,
+    );
+    sim.recv(CARRIER_A, &ok_b);
+    let ack = sim.one_to(CARRIER_A);
+    assert!(
+        ack.text()
+            .starts_with("ACK sip:callee@10.0.0.20:5060 SIP/2.0\r\n"),
+        "{}",
+        ack.text()
+    );
+    assert_eq!(
+        ack.header(HeaderName::CallId),
+        b_invite.header(HeaderName::CallId)
+    );
+    assert_eq!(ack.to_tag(), "carrier-tag");
+    assert_eq!(ack.cseq(), "1 ACK");
+
+    // A BYE with a tag that is not ours: 481. From a stranger: 403.
+    sim.recv(
+        PBX,
+        &bye("z9hG4bKresttag", "<sip:x@192.0.2.1>;tag=not-ours"),
+    );
+    assert_eq!(sim.one_to(PBX).code(), Some(481));
+    sim.recv(STRANGER, &bye("z9hG4bKreststr", &to));
+    assert_eq!(sim.one_to(STRANGER).code(), Some(403));
+
+    // After 64*T1 nothing is left.
+    sim.advance(Duration::from_secs(30));
+    assert_eq!(sim.engine.calls(), 0);
+    sim.recv(PBX, &bye("z9hG4bKrestbye", &to));
+    assert_eq!(sim.one_to(PBX).code(), Some(481));
+}

@@ -44,10 +44,12 @@ impl LocalParts {
 /// Call-ID, CSeq, and Record-Route for dialog-creating responses (§12.1.1).
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
-    head: Bytes,
-    to: Bytes,
-    tail: Bytes,
-    record_route: Bytes,
+    /// Via and From, the To value, Call-ID and CSeq, Record-Route, one
+    /// after the other (one allocation; the ends below split it).
+    all: Bytes,
+    head_end: u32,
+    to_end: u32,
+    tail_end: u32,
     to_has_tag: bool,
 }
 
@@ -91,14 +93,28 @@ impl Template {
                 Writer::new(&mut b).copy(h);
             }
         }
-        let all = b.freeze();
+        let end = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Template {
-            head: all.slice(..head_end),
-            to: all.slice(head_end..to_end),
-            tail: all.slice(to_end..tail_end),
-            record_route: all.slice(tail_end..),
+            all: b.freeze(),
+            head_end: end(head_end),
+            to_end: end(to_end),
+            tail_end: end(tail_end),
             to_has_tag: req.to_tag().is_some(),
         }
+    }
+
+    /// The four parts: Via and From, the To value, Call-ID and CSeq,
+    /// Record-Route.
+    fn parts(&self) -> [&[u8]; 4] {
+        let at = |n: u32| usize::try_from(n).unwrap_or(usize::MAX).min(self.all.len());
+        let (h, t, c) = (at(self.head_end), at(self.to_end), at(self.tail_end));
+        let (h, t) = (h.min(t), t.min(c));
+        [
+            &self.all[..h],
+            &self.all[h..t],
+            &self.all[t..c],
+            &self.all[c..],
+        ]
     }
 
     /// Writes status line and the repeated headers. `tag` is added to To
@@ -110,19 +126,20 @@ impl Template {
         reason: &[u8],
         tag: Option<&[u8]>,
     ) -> Writer<'b> {
+        let [head, to, tail, record_route] = self.parts();
         let mut w = Writer::new(buf);
         w.status_line(code, reason);
-        w.raw(&self.head);
+        w.raw(head);
         w.raw(b"To: ");
-        w.raw(&self.to);
+        w.raw(to);
         if let (false, Some(tag), 101..) = (self.to_has_tag, tag, code) {
             w.raw(b";tag=");
             w.raw(tag);
         }
         w.raw(b"\r\n");
-        w.raw(&self.tail);
+        w.raw(tail);
         if (101..300).contains(&code) {
-            w.raw(&self.record_route);
+            w.raw(record_route);
         }
         w
     }
@@ -131,10 +148,10 @@ impl Template {
     /// more responses (frees the memory of the real one).
     pub fn empty() -> Self {
         Template {
-            head: Bytes::new(),
-            to: Bytes::new(),
-            tail: Bytes::new(),
-            record_route: Bytes::new(),
+            all: Bytes::new(),
+            head_end: 0,
+            to_end: 0,
+            tail_end: 0,
             to_has_tag: true,
         }
     }
@@ -147,7 +164,7 @@ impl Template {
     }
 
     pub fn len(&self) -> usize {
-        self.head.len() + self.to.len() + self.tail.len() + self.record_route.len() + 64
+        self.all.len() + 64
     }
 }
 

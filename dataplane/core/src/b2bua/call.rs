@@ -56,7 +56,8 @@ pub(crate) struct Leg {
     pub trunk: TrunkId,
 }
 
-/// Where the call is.
+/// Where the call is, as a plain value for matching (see [`State`] for
+/// the data each phase holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Trying trunks; the caller has had 100 Trying only.
@@ -69,6 +70,44 @@ pub(crate) enum Phase {
     Confirmed,
     /// Over; the call object lingers until its transactions end.
     Ended,
+}
+
+/// The call's state: each variant holds only the data valid in it, and a
+/// transition drops what the old state held (the routing data goes when
+/// the callee answers).
+#[derive(Debug)]
+pub(crate) enum State {
+    /// Trying trunks, in order.
+    Routing(Box<Routing>),
+    /// The callee answered at `at`; waiting for the caller's ACK.
+    Answered { at: Instant },
+    /// ACKed: the call is up. `b_ack` is the ACK sent to the callee,
+    /// resent when its 2xx is retransmitted.
+    Confirmed { at: Instant, b_ack: Bytes },
+    /// Over (at `at`); the call lingers until its transactions end.
+    Ended {
+        answered: Option<Instant>,
+        at: Instant,
+    },
+}
+
+/// What routing a call needs until it is answered or fails.
+#[derive(Debug)]
+pub(crate) struct Routing {
+    /// A provisional answer reached the caller.
+    pub early: bool,
+    /// Targets in the order they are tried.
+    pub targets: SmallVec<[Target; 4]>,
+    pub next_target: usize,
+    pub failover_on_timeout: bool,
+    pub route_index: usize,
+    /// The best failure so far (RFC 3261 §16.7).
+    pub failure: Option<Failure>,
+    /// End-to-end headers and body of the caller's INVITE (for every
+    /// attempt).
+    pub invite_headers: Bytes,
+    pub invite_body: Bytes,
+    pub max_forwards: u32,
 }
 
 /// The caller's initial INVITE and its server transaction.
@@ -103,7 +142,8 @@ pub(crate) struct Attempt {
     pub cseq: u32,
     /// To value as sent (no tag), for CANCEL.
     pub initial_to: Bytes,
-    pub cancel: Option<ClientNonInvite>,
+    /// Boxed: most attempts are never cancelled.
+    pub cancel: Option<Box<ClientNonInvite>>,
     /// CANCEL as soon as a provisional response arrives (RFC 3261 §9.1).
     pub cancel_wanted: bool,
 }
@@ -119,11 +159,7 @@ impl Attempt {
     }
 
     pub fn is_done(&self) -> bool {
-        self.tx.is_terminated()
-            && self
-                .cancel
-                .as_ref()
-                .is_none_or(ClientNonInvite::is_terminated)
+        self.tx.is_terminated() && self.cancel.as_ref().is_none_or(|c| c.is_terminated())
     }
 }
 
@@ -219,6 +255,8 @@ pub(crate) struct Relay {
     /// The request carried an SDP offer (so the response carries the
     /// answer; otherwise the 2xx offers and the ACK answers).
     pub offer_in_request: bool,
+    /// The final status the originator was answered with.
+    pub final_code: Option<u16>,
 }
 
 impl Relay {
@@ -302,29 +340,15 @@ pub(crate) struct Call {
     pub policy: Arc<Policy>,
     pub a: Leg,
     pub b: Leg,
-    pub phase: Phase,
+    pub state: State,
     pub uas: Uas,
     /// The dialled number, as routed.
     pub number: Box<str>,
-    /// Targets in the order they are tried.
-    pub targets: SmallVec<[Target; 4]>,
-    pub next_target: usize,
-    pub failover_on_timeout: bool,
-    pub route_index: usize,
     pub attempts: SmallVec<[Attempt; 1]>,
-    pub failure: Option<Box<Failure>>,
-    /// End-to-end headers and body of the caller's INVITE (for every attempt).
-    pub invite_headers: Bytes,
-    pub invite_body: Bytes,
-    pub max_forwards: u32,
-    pub relays: SmallVec<[Relay; 1]>,
+    pub relays: Vec<Relay>,
     pub local: Vec<LocalAnswer>,
     pub own: Vec<Own>,
     pub strays: Vec<Stray>,
-    /// The ACK sent to the callee for its 2xx, resent on retransmissions.
-    pub b_ack: Option<Bytes>,
-    /// When the callee answered.
-    pub answered_at: Option<Instant>,
     /// When the caller's INVITE arrived.
     pub started: Instant,
     /// The caller's INVITE carried an SDP offer (else the offer comes in
@@ -337,7 +361,7 @@ pub(crate) struct Call {
     /// Deadline of this call's earliest entry in the shard's timer heap.
     pub scheduled: Option<Instant>,
     /// Key of this call in the A-leg index.
-    pub a_key: Box<[u8]>,
+    pub a_key: std::sync::Arc<[u8]>,
 }
 
 impl Call {
@@ -352,6 +376,42 @@ impl Call {
         match side {
             Side::A => &mut self.a,
             Side::B => &mut self.b,
+        }
+    }
+
+    /// The phase the state is in.
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Routing(r) if r.early => Phase::Early,
+            State::Routing(_) => Phase::Routing,
+            State::Answered { .. } => Phase::Answered,
+            State::Confirmed { .. } => Phase::Confirmed,
+            State::Ended { .. } => Phase::Ended,
+        }
+    }
+
+    /// When the callee answered, if it did.
+    pub fn answered_at(&self) -> Option<Instant> {
+        match &self.state {
+            State::Routing(_) => None,
+            State::Answered { at } | State::Confirmed { at, .. } => Some(*at),
+            State::Ended { answered, .. } => *answered,
+        }
+    }
+
+    /// When the call ended, if it did.
+    pub fn ended_at(&self) -> Option<Instant> {
+        match &self.state {
+            State::Ended { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// The routing data, while the call is being routed.
+    pub fn routing_mut(&mut self) -> Option<&mut Routing> {
+        match &mut self.state {
+            State::Routing(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -370,7 +430,7 @@ impl Call {
         take(self.uas.tx.next_deadline());
         for a in &self.attempts {
             take(a.tx.next_deadline());
-            take(a.cancel.as_ref().and_then(ClientNonInvite::next_deadline));
+            take(a.cancel.as_ref().and_then(|c| c.next_deadline()));
         }
         for r in &self.relays {
             take(r.server.next_deadline());
@@ -385,9 +445,41 @@ impl Call {
         next
     }
 
+    /// The call is over and what is left of it is absorbing
+    /// retransmissions a [`Tombstone`](super::tomb::Tombstone) can absorb
+    /// as well: answered final responses that were acknowledged, 2xx
+    /// retransmissions (their ACK can be rebuilt from them), and BYEs whose
+    /// answer is known.
+    pub fn can_rest(&self) -> bool {
+        let bye_answered = |r: &Relay| {
+            r.method == Method::Bye
+                && r.final_code.is_some()
+                && !r.server.is_pending()
+                && !r.client.is_pending()
+        };
+        matches!(self.state, State::Ended { .. })
+            && self.uas.tx.is_at_rest()
+            && self
+                .attempts
+                .iter()
+                .all(|a| a.tx.is_at_rest() && a.cancel.as_ref().is_none_or(|c| !c.is_pending()))
+            && self.relays.iter().all(|r| r.is_done() || bye_answered(r))
+            && self.relays.iter().filter(|r| !r.is_done()).count() <= 1
+            && self.local.iter().all(|l| l.tx.is_terminated())
+            && self.own.iter().all(|o| !o.tx.is_pending())
+    }
+
+    /// The status a retransmitted BYE gets again once the call rests.
+    pub fn bye_answer(&self) -> Option<u16> {
+        self.relays
+            .iter()
+            .find(|r| r.method == Method::Bye && !r.is_done())
+            .and_then(|r| r.final_code)
+    }
+
     /// The call is over and nothing is left to absorb retransmissions.
     pub fn is_finished(&self) -> bool {
-        self.phase == Phase::Ended
+        matches!(self.state, State::Ended { .. })
             && self.uas.tx.is_terminated()
             && self.attempts.iter().all(Attempt::is_done)
             && self.relays.is_empty()
@@ -395,23 +487,17 @@ impl Call {
             && self.own.is_empty()
     }
 
-    /// Drops what a call no longer needs once it is answered or over, so
-    /// that calls lingering to absorb retransmissions stay small.
-    pub fn compact(&mut self) {
-        self.invite_headers = Bytes::new();
-        self.invite_body = Bytes::new();
-        self.failure = None;
+    /// Drops what only requests in the dialogs needed, once the call is
+    /// over (it lingers to absorb retransmissions). `local_party` stays:
+    /// a late 2xx from a callee is still ACKed and BYEd in its name.
+    pub fn shed_dialogs(&mut self) {
         if !self.uas.tx.is_pending() {
             self.uas.template = Template::empty();
         }
-        if self.phase == Phase::Ended {
-            self.b_ack = None;
-            for leg in [&mut self.a, &mut self.b] {
-                leg.local_party = Bytes::new();
-                leg.remote_party = Bytes::new();
-                leg.remote_target = Bytes::new();
-                leg.route_set = Vec::new();
-            }
+        for leg in [&mut self.a, &mut self.b] {
+            leg.remote_party = Bytes::new();
+            leg.remote_target = Bytes::new();
+            leg.route_set = Vec::new();
         }
     }
 
@@ -430,7 +516,7 @@ mod size_tests {
     #[test]
     fn call_and_parsed_message_sizes_stay_bounded() {
         assert!(
-            std::mem::size_of::<super::Call>() <= 2304,
+            std::mem::size_of::<super::Call>() <= 1408,
             "{}",
             std::mem::size_of::<super::Call>()
         );

@@ -9,7 +9,7 @@ use super::build::{
     InviteRef, Relayed, RequestParts, Template, contact_uri, invite_sibling, leg_request, next_hop,
     response_dest,
 };
-use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side};
+use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side, State};
 use super::engine::Ctx;
 use super::event::EndReason;
 use super::outbound::{Body, cancel_call, end, sdp_towards};
@@ -121,7 +121,7 @@ pub(crate) fn on_request(
         .any(|r| r.method == Method::Invite && (r.server.is_pending() || r.client.is_pending()));
     let no_dialog = Err(Refusal::NoDialog);
     let glare = Err(Refusal::Glare);
-    match (req.method, call.phase, side) {
+    match (req.method, call.phase(), side) {
         (Method::Bye, Phase::Routing | Phase::Early, Side::A) => {
             // The caller hangs up before the answer: 200 to the BYE, and the
             // INVITE ends as if cancelled.
@@ -150,7 +150,7 @@ pub(crate) fn on_request(
             answer_locally(ctx, call, side, req, origin, now, glare);
         }
         (Method::Invite, Phase::Confirmed, _) => relay(ctx, call, side, req, origin, now),
-        (Method::Invite, _, _) if call.phase != Phase::Ended => {
+        (Method::Invite, _, _) if call.phase() != Phase::Ended => {
             answer_locally(ctx, call, side, req, origin, now, glare);
         }
         (_, Phase::Ended, _) => answer_locally(ctx, call, side, req, origin, now, no_dialog),
@@ -191,7 +191,7 @@ fn relay(
     // (RFC 3264 §8: hold, resume, new addresses, added streams).
     let offer_in_request = carries_offer(req.method) && body_kind == super::media::BodyKind::Sdp;
     let body = if offer_in_request {
-        if call.phase == Phase::Confirmed {
+        if call.phase() == Phase::Confirmed {
             super::media::stage_offer(call);
         }
         match super::media::cross(ctx, call, side, Role::Offer, req.msg.body(), now) {
@@ -276,6 +276,7 @@ fn relay(
         client_cseq: cseq,
         ack: None,
         offer_in_request,
+        final_code: None,
     });
 }
 
@@ -384,6 +385,7 @@ pub(crate) fn on_relay_response(
         .respond(now, &timers, code, bytes, &mut ctx.out);
     if sent && code >= 200 {
         ctx.stats.final_sent(code);
+        relay.final_code = Some(code);
         // Retransmissions of the request get the stored response.
         relay.template = Template::empty();
     }
@@ -438,9 +440,6 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
     let timers = call.policy.timers;
     if side == Side::A && req.cseq.seq == call.uas.cseq {
         if call.uas.tx.on_ack(now, &timers) == AckKind::Success {
-            if call.phase == Phase::Answered {
-                call.phase = Phase::Confirmed;
-            }
             send_b_ack(ctx, call, Some(req), now);
         }
         return;
@@ -544,7 +543,10 @@ pub(crate) fn send_b_ack(
         },
     );
     ctx.send(call.b.flow, ack.clone());
-    call.b_ack = Some(ack);
+    // ACKed: the call is up; the ACK is kept for 2xx retransmissions.
+    if let State::Answered { at } | State::Confirmed { at, .. } = call.state {
+        call.state = State::Confirmed { at, b_ack: ack };
+    }
     if matches!(body, Body::Dropped) {
         // The caller's answer cannot be relayed and an ACK cannot be
         // refused (RFC 3261 §13.2.2.4): the call would have no media, so

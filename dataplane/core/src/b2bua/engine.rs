@@ -176,6 +176,12 @@ impl Engine {
         self.calls.len()
     }
 
+    /// Of [`Engine::calls`], the ended ones that rest as tombstones until
+    /// their 64*T1 is over.
+    pub fn resting_calls(&self) -> usize {
+        self.calls.resting()
+    }
+
     /// The shard that must process `data` (this one when it cannot tell).
     pub fn owner_of(&self, data: &[u8]) -> ShardId {
         if self.ctx.shards <= 1 {
@@ -331,14 +337,18 @@ impl Engine {
         self.ctx.out.len()
     }
 
-    /// Reschedules a call after an event and drops it when it is over.
+    /// Reschedules a call after an event; drops it when it is over, or
+    /// leaves its tombstone when all that is left is absorbing.
     pub(crate) fn after(&mut self, r: super::ids::CallRef) {
-        let finished = self
-            .calls
-            .get(r)
-            .is_some_and(super::call::Call::is_finished);
-        if finished {
+        let Some(call) = self.calls.get(r) else {
+            return;
+        };
+        if call.is_finished() {
             self.calls.remove(r);
+        } else if let (true, Some(ended)) = (call.can_rest(), call.ended_at()) {
+            // RFC 3261 §17: what is left absorbs retransmissions for 64*T1.
+            let until = ended + call.policy.timers.t1x64();
+            self.calls.bury(r, until);
         } else {
             self.calls.schedule(r);
         }

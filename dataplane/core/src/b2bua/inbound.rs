@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use super::build::{
     ALLOW, Template, contact_uri, next_hop, render_end_to_end, response_dest, unsupported_options,
 };
-use super::call::{Call, Leg, Phase, Side, Uas};
+use super::call::{Call, Leg, Phase, Routing, Side, State, Uas};
 use super::engine::Engine;
 use super::event::{CallStarted, EndReason, Event};
 use super::ids::CallRef;
@@ -113,10 +113,7 @@ impl Engine {
             // as an INVITE still in progress, another branch) gets 482. A
             // new INVITE reusing the Call-ID of a call that is over (e.g. a
             // retry after 422 or 491, §8.1.3.5) is a new call.
-            let over = self
-                .calls
-                .get(r)
-                .is_none_or(|c| c.phase == super::call::Phase::Ended);
+            let over = self.calls.get(r).is_none_or(|c| c.phase() == Phase::Ended);
             if !over {
                 self.ctx.refuse(req, origin, Refusal::Merged);
                 return;
@@ -308,24 +305,24 @@ impl Engine {
             policy,
             a,
             b,
-            phase: Phase::Routing,
+            state: State::Routing(Box::new(Routing {
+                early: false,
+                targets,
+                next_target: 0,
+                failover_on_timeout,
+                route_index,
+                failure: None,
+                invite_headers: render_end_to_end(&req.msg),
+                invite_body: Bytes::copy_from_slice(req.msg.body()),
+                max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
+            })),
             uas,
             number: number.into_boxed_str(),
-            targets,
-            next_target: 0,
-            failover_on_timeout,
-            route_index,
             attempts: SmallVec::new(),
-            failure: None,
-            invite_headers: render_end_to_end(&req.msg),
-            invite_body: Bytes::copy_from_slice(req.msg.body()),
-            max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
-            relays: SmallVec::new(),
+            relays: Vec::new(),
             local: Vec::new(),
             own: Vec::new(),
             strays: Vec::new(),
-            b_ack: None,
-            answered_at: None,
             started: now,
             offer_in_invite: super::media::is_sdp(&req.msg),
             anchored: false,
@@ -340,6 +337,11 @@ impl Engine {
 
     fn on_cancel(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
         let found = self.find_dialog(req.call_id, req.from_tag());
+        if let Some((r, side)) = found
+            && self.at_tomb(r, side, req, origin)
+        {
+            return;
+        }
         let Some((r, side, call)) =
             found.and_then(|(r, side)| Some((r, side, self.calls.get_mut(r)?)))
         else {
@@ -388,6 +390,9 @@ impl Engine {
             self.ctx.stats.discard(Discard::StrayAck);
             return;
         };
+        if self.at_tomb(r, side, req, origin) {
+            return;
+        }
         if let Some(call) = self.calls.get_mut(r) {
             // Only the peer of a leg may send in it (by the call's own policy).
             if call.policy.trunk_for_source(origin.remote.ip()) != Some(call.leg(side).trunk) {
@@ -410,8 +415,40 @@ impl Engine {
             return Some((r, Side::A));
         }
         let (_, r) = self.ctx.ids.secrets().decode_call_id(call_id)?;
+        if self.calls.tomb(r).is_some() {
+            // The MAC'd Call-ID names this slot and generation.
+            return Some((r, Side::B));
+        }
         let call = self.calls.get(r)?;
         (call.b.call_id == call_id).then_some((r, Side::B))
+    }
+
+    /// A request in the dialogs of an ended call that rests: answered from
+    /// its tombstone (a retransmitted BYE gets its answer again; anything
+    /// else but an ACK gets 481). True when `r` was a tombstone.
+    fn at_tomb(&mut self, r: CallRef, side: Side, req: &Request<'_>, origin: Flow) -> bool {
+        let Some(tomb) = self.calls.tomb(r) else {
+            return false;
+        };
+        // Only the peer of a leg may send in it, as while the call lived.
+        if self.ctx.policy.trunk_for_source(origin.remote.ip()) != Some(tomb.trunk(side)) {
+            if req.method == Method::Ack {
+                self.ctx.stats.discard(Discard::StrayAck);
+            } else {
+                self.ctx.refuse(req, origin, Refusal::UnknownSource);
+            }
+            return true;
+        }
+        match tomb.answer(side, req) {
+            None => ShardStats::inc(&self.ctx.stats.retransmissions_in),
+            Some(code) if code < 300 => {
+                ShardStats::inc(&self.ctx.stats.retransmissions_in);
+                let resp = super::tomb::respond(req, origin.remote, code);
+                self.ctx.send(response_dest(req, origin), resp);
+            }
+            Some(_) => self.ctx.refuse(req, origin, Refusal::NoDialog),
+        }
+        true
     }
 
     fn on_in_dialog(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
@@ -428,6 +465,9 @@ impl Engine {
             }
             return;
         };
+        if self.at_tomb(r, side, req, origin) {
+            return;
+        }
         let Some(call) = self.calls.get_mut(r) else {
             return;
         };

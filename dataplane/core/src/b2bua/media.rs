@@ -101,7 +101,7 @@ pub(crate) fn cross(
     if !call.anchored {
         return Ok(None);
     }
-    if call.phase == super::call::Phase::Ended {
+    if call.phase() == super::call::Phase::Ended {
         // A late answer or retransmission after the ports were freed:
         // neither anchor it again nor let its addresses through.
         return Err(MediaError::CallEnded);

@@ -45,6 +45,7 @@ mod outbound;
 mod response;
 mod table;
 mod timers;
+mod tomb;
 mod wheel;
 
 pub use engine::{Disposition, Engine};

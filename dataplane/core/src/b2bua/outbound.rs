@@ -11,7 +11,7 @@ use super::build::{
     InviteRef, Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop,
     render_end_to_end_with,
 };
-use super::call::{Attempt, Call, Failure, Own, Phase, Side, Stray};
+use super::call::{Attempt, Call, Failure, Own, Phase, Side, State, Stray};
 use super::engine::Ctx;
 use super::event::{CallAnswered, CallRecord, EndReason, Event};
 use crate::media::Role;
@@ -23,10 +23,18 @@ use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerNam
 /// Starts the INVITE to the next target. Returns false when none is left.
 pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool {
     loop {
-        let Some(target) = call.targets.get(call.next_target).copied() else {
+        let Some(routing) = call.routing_mut() else {
             return false;
         };
-        call.next_target += 1;
+        let Some(target) = routing.targets.get(routing.next_target).copied() else {
+            return false;
+        };
+        routing.next_target += 1;
+        let (offer, invite_headers, max_forwards) = (
+            routing.invite_body.clone(),
+            routing.invite_headers.clone(),
+            routing.max_forwards,
+        );
         let policy = std::sync::Arc::clone(&call.policy);
         let Some(trunk) = policy.trunk(target.trunk) else {
             continue;
@@ -43,7 +51,6 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         } else {
             super::media::reset_callee(ctx, call);
         }
-        let offer = call.invite_body.clone();
         let body = if call.offer_in_invite {
             match super::media::cross(ctx, call, Side::A, Role::Offer, &offer, now) {
                 Ok(Some(rewritten)) => Bytes::from(rewritten),
@@ -92,10 +99,10 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
                 method: b"INVITE",
                 cseq,
                 branch: &branch,
-                max_forwards: call.max_forwards,
+                max_forwards,
                 contact: true,
                 relay: Relayed::Rendered {
-                    headers: &call.invite_headers,
+                    headers: &invite_headers,
                     body: &body,
                 },
             },
@@ -166,9 +173,7 @@ pub(crate) fn on_attempt_response(
         ShardStats::inc(&ctx.stats.retransmissions_in);
         return;
     }
-    let live = current
-        && !attempt.tx.is_abandoned()
-        && matches!(call.phase, Phase::Routing | Phase::Early);
+    let live = current && !attempt.tx.is_abandoned() && matches!(call.state, State::Routing(_));
     if live && code >= 200 {
         // Counted once per transaction: retransmissions were absorbed above.
         ctx.stats.final_received(code);
@@ -190,7 +195,9 @@ pub(crate) fn on_attempt_response(
                 call.timers
                     .set(TimerName::MaxRinging, now + policy.call_timers.max_ringing);
             }
-            call.phase = Phase::Early;
+            if let Some(r) = call.routing_mut() {
+                r.early = true;
+            }
             relay_to_caller(ctx, call, resp, now);
         }
         200..=299 => {
@@ -201,8 +208,9 @@ pub(crate) fn on_attempt_response(
             }
             remember_peer(call, resp, true);
             call.cancel_call_timers();
-            call.phase = Phase::Answered;
-            call.answered_at = Some(now);
+            // Leaving routing drops its data (targets, failures, the
+            // caller's INVITE headers and body).
+            call.state = State::Answered { at: now };
             ctx.emit(Event::CallAnswered(CallAnswered {
                 call: call.me,
                 outbound_trunk: policy
@@ -220,7 +228,9 @@ pub(crate) fn on_attempt_response(
             }
             relay_with_body(ctx, call, resp, &body, now);
             super::media::arm_timeout(ctx, call, now);
-            call.compact();
+            if !call.uas.tx.is_pending() {
+                call.uas.template = super::build::Template::empty();
+            }
         }
         _ => {
             if let Some(t) = policy.trunk(call.b.trunk) {
@@ -229,7 +239,7 @@ pub(crate) fn on_attempt_response(
             record_failure(call, code, resp);
             let route_failover = policy
                 .routes
-                .get(call.route_index)
+                .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
                 .is_some_and(|r| r.failover.on_code(code));
             if route_failover && next_attempt(ctx, call, now) {
                 ShardStats::inc(&ctx.stats.failovers);
@@ -260,7 +270,7 @@ fn unanchorable_answer(
     merge_failure(call, local_failure(Refusal::UnusableAnswer, true));
     let route_failover = policy
         .routes
-        .get(call.route_index)
+        .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
         .is_some_and(|r| r.failover.on_code(488));
     if route_failover && next_attempt(ctx, call, now) {
         ShardStats::inc(&ctx.stats.failovers);
@@ -272,7 +282,7 @@ fn unanchorable_answer(
 /// The current attempt never answered (timer B, or the SBC's no-response
 /// timer): count it as 408 and fail over when the route says so.
 pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
-    if !matches!(call.phase, Phase::Routing | Phase::Early) {
+    if !matches!(call.phase(), Phase::Routing | Phase::Early) {
         return;
     }
     let Some(attempt) = call.attempts.last_mut() else {
@@ -298,7 +308,7 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         },
     );
     call.timers.cancel(TimerName::NoResponse);
-    if call.failover_on_timeout && next_attempt(ctx, call, now) {
+    if call.routing_mut().is_some_and(|r| r.failover_on_timeout) && next_attempt(ctx, call, now) {
         ShardStats::inc(&ctx.stats.failovers);
     } else {
         fail_call(ctx, call, now);
@@ -471,12 +481,15 @@ fn record_failure(call: &mut Call, code: u16, resp: &Response<'_>) {
 }
 
 fn merge_failure(call: &mut Call, candidate: Failure) {
-    let better = match &call.failure {
+    let Some(routing) = call.routing_mut() else {
+        return;
+    };
+    let better = match &routing.failure {
         None => true,
         Some(old) => better_failure(candidate.code, old.code),
     };
     if better {
-        call.failure = Some(Box::new(candidate));
+        routing.failure = Some(candidate);
     }
 }
 
@@ -496,13 +509,16 @@ pub(crate) fn better_failure(new: u16, old: u16) -> bool {
 
 /// Sends the best failure to the caller and ends the call.
 pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
-    let failure = call.failure.as_deref().cloned().unwrap_or(Failure {
-        code: 408,
-        reason: Bytes::from_static(b"Request Timeout"),
-        headers: Bytes::new(),
-        body: Bytes::new(),
-        local: false,
-    });
+    let failure = call
+        .routing_mut()
+        .and_then(|r| r.failure.take())
+        .unwrap_or(Failure {
+            code: 408,
+            reason: Bytes::from_static(b"Request Timeout"),
+            headers: Bytes::new(),
+            body: Bytes::new(),
+            local: false,
+        });
     let (code, reason): (u16, &[u8]) = match failure.code {
         _ if failure.local => (failure.code, &failure.reason),
         // §16.7: a proxy should not forward 503 (it would mean *this* hop
@@ -593,13 +609,13 @@ pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Ins
         &attempt.initial_to,
     );
     let dest = attempt.tx.dest();
-    attempt.cancel = Some(ClientNonInvite::start(
+    attempt.cancel = Some(Box::new(ClientNonInvite::start(
         now,
         &call.policy.timers,
         dest,
         cancel,
         &mut ctx.out,
-    ));
+    )));
 }
 
 /// A response to an attempt the call no longer wants: clean up the callee
@@ -612,11 +628,11 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
         200..=299 => {
             let same_dialog =
                 resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
-            if same_dialog && index + 1 == call.attempts.len() && call.answered_at.is_some() {
+            if same_dialog && index + 1 == call.attempts.len() && call.answered_at().is_some() {
                 // A retransmitted 2xx of the answered attempt: ACK again if
                 // the caller already ACKed, otherwise wait for that ACK.
-                if let Some(ack) = call.b_ack.clone() {
-                    ctx.send(call.b.flow, ack);
+                if let State::Confirmed { b_ack, .. } = &call.state {
+                    ctx.send(call.b.flow, b_ack.clone());
                 }
                 return;
             }
@@ -742,7 +758,7 @@ fn caller_of(from: &[u8]) -> String {
 /// Marks the call over (once), keeps the gauges right and reports its
 /// record.
 pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
-    if call.phase == Phase::Ended {
+    if call.phase() == Phase::Ended {
         return;
     }
     if call.uas.tx.is_pending() {
@@ -760,7 +776,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
             ctx.stats.final_sent(500);
         }
     }
-    if call.answered_at.is_some() {
+    if call.answered_at().is_some() {
         if let Some(t) = call.policy.trunk(call.a.trunk) {
             t.stats.hang_up(Direction::Inbound);
         }
@@ -768,7 +784,10 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
             t.stats.hang_up(Direction::Outbound);
         }
     }
-    call.phase = Phase::Ended;
+    let answered = call.answered_at();
+    call.state = State::Ended { answered, at: now };
+    let caller = caller_of(&call.a.remote_party);
+    call.shed_dialogs();
     call.cancel_call_timers();
     let media = super::media::release(ctx, call);
     ctx.stats
@@ -780,10 +799,10 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
         call_id: call.a.call_id.clone(),
         inbound_trunk: trunk_name(call.a.trunk).unwrap_or_default(),
         outbound_trunk: call.current().and_then(|a| trunk_name(a.target.trunk)),
-        caller: caller_of(&call.a.remote_party),
+        caller,
         callee: call.number.to_string(),
         started: call.started,
-        answered: call.answered_at,
+        answered,
         ended: now,
         reason,
         media,

@@ -24,6 +24,22 @@ impl Engine {
             self.ctx.stats.discard(Discard::StrayResponse);
             return;
         };
+        if let Some(tomb) = self.calls.tomb(r) {
+            // An ended call that rests: a retransmitted 2xx of its INVITE
+            // is ACKed again (RFC 3261 §13.2.2.4); the rest is absorbed.
+            ShardStats::inc(&self.ctx.stats.retransmissions_in);
+            if side == Side::B
+                && resp.cseq.method == Method::Invite
+                && (200..300).contains(&resp.code)
+            {
+                let local = self.ctx.local(tomb.b_flow().local).clone();
+                let branch = self.ctx.ids.branch();
+                if let Some((dest, ack)) = tomb.ack_for(&resp, &local, &branch) {
+                    self.ctx.send(dest, ack);
+                }
+            }
+            return;
+        }
         let Some(call) = self.calls.get_mut(r) else {
             self.ctx.stats.discard(Discard::StrayResponse);
             return;

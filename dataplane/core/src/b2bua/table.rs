@@ -1,31 +1,44 @@
-//! The shard's call table: a generational slab, the A-leg index (keyed by
-//! the caller's Call-ID and tag, hashed with a keyed SipHash since callers
-//! choose those bytes), and the timer wheel.
+//! The shard's call table: a generational slab of calls and the
+//! tombstones of ended ones, the A-leg index (keyed by the caller's
+//! Call-ID and tag, hashed with a keyed SipHash since callers choose those
+//! bytes), and the timer wheel.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::wheel::Wheel;
 
 use super::call::Call;
 use super::ids::CallRef;
+use super::tomb::Tombstone;
 
 /// Most calls one shard holds (the minted Call-ID has 24 bits of index).
 pub const MAX_CALLS_PER_SHARD: usize = 1 << 24;
 
 #[derive(Debug, Default)]
+enum Entry {
+    #[default]
+    Free,
+    Call(Box<Call>),
+    Tomb(Box<Tombstone>),
+}
+
+#[derive(Debug, Default)]
 struct Slot {
     generation: u16,
-    call: Option<Box<Call>>,
+    entry: Entry,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct CallTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    a_index: HashMap<Box<[u8]>, CallRef>,
+    a_index: HashMap<Arc<[u8]>, CallRef>,
     timers: Wheel<CallRef>,
     live: usize,
+    /// Of `live`, the tombstones.
+    resting: usize,
     key: Vec<u8>,
 }
 
@@ -51,56 +64,103 @@ impl CallTable {
     }
 
     pub fn insert(&mut self, r: CallRef, call: Box<Call>) {
-        let key = call.a_key.clone();
+        let key = Arc::clone(&call.a_key);
         if let Some(slot) = self.slots.get_mut(r.index as usize) {
-            slot.call = Some(call);
+            slot.entry = Entry::Call(call);
             self.live += 1;
             self.a_index.insert(key, r);
         }
     }
 
+    fn slot_mut(&mut self, r: CallRef) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(r.index as usize)
+            .filter(|s| s.generation == r.generation)
+    }
+
     pub fn get_mut(&mut self, r: CallRef) -> Option<&mut Call> {
-        let slot = self.slots.get_mut(r.index as usize)?;
-        if slot.generation != r.generation {
-            return None;
+        match &mut self.slot_mut(r)?.entry {
+            Entry::Call(c) => Some(c),
+            _ => None,
         }
-        slot.call.as_deref_mut()
     }
 
     pub fn get(&self, r: CallRef) -> Option<&Call> {
         let slot = self.slots.get(r.index as usize)?;
-        if slot.generation != r.generation {
-            return None;
+        match &slot.entry {
+            Entry::Call(c) if slot.generation == r.generation => Some(c),
+            _ => None,
         }
-        slot.call.as_deref()
     }
 
-    pub fn remove(&mut self, r: CallRef) -> Option<Box<Call>> {
-        let slot = self.slots.get_mut(r.index as usize)?;
-        if slot.generation != r.generation {
-            return None;
+    /// The tombstone of an ended call in this slot.
+    pub fn tomb(&self, r: CallRef) -> Option<&Tombstone> {
+        let slot = self.slots.get(r.index as usize)?;
+        match &slot.entry {
+            Entry::Tomb(t) if slot.generation == r.generation => Some(t),
+            _ => None,
         }
-        let call = slot.call.take()?;
+    }
+
+    /// Replaces an ended call by its tombstone until `until`: the call and
+    /// every message it stored are freed now.
+    pub fn bury(&mut self, r: CallRef, until: Instant) {
+        if self.get(r).is_none() {
+            return;
+        }
+        let until = self.timers.insert(until, r);
+        let Some(slot) = self.slot_mut(r) else {
+            return;
+        };
+        if let Entry::Call(call) = &slot.entry {
+            let tomb = Tombstone::of(call, until);
+            slot.entry = Entry::Tomb(Box::new(tomb));
+            self.resting += 1;
+        }
+    }
+
+    /// Frees a slot (a call or a tombstone).
+    pub fn remove(&mut self, r: CallRef) {
+        let Some(slot) = self
+            .slots
+            .get_mut(r.index as usize)
+            .filter(|s| s.generation == r.generation)
+        else {
+            return;
+        };
+        let key = match std::mem::take(&mut slot.entry) {
+            Entry::Free => return,
+            Entry::Call(c) => Arc::clone(&c.a_key),
+            Entry::Tomb(t) => {
+                self.resting -= 1;
+                Arc::clone(&t.a_key)
+            }
+        };
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(r.index);
         self.live -= 1;
-        if self.a_index.get(&call.a_key) == Some(&r) {
-            self.a_index.remove(&call.a_key);
+        if self.a_index.get(&key) == Some(&r) {
+            self.a_index.remove(&key);
         }
-        Some(call)
     }
 
+    /// Calls, including ended ones still absorbing retransmissions.
     pub fn len(&self) -> usize {
         self.live
     }
 
+    /// Ended calls that rest as tombstones.
+    pub fn resting(&self) -> usize {
+        self.resting
+    }
+
     /// The A-leg index key: Call-ID, a NUL, the caller's tag.
-    pub fn a_key(call_id: &[u8], tag: &[u8]) -> Box<[u8]> {
+    pub fn a_key(call_id: &[u8], tag: &[u8]) -> Arc<[u8]> {
         let mut k = Vec::with_capacity(call_id.len() + 1 + tag.len());
         k.extend_from_slice(call_id);
         k.push(0);
         k.extend_from_slice(tag);
-        k.into_boxed_slice()
+        Arc::from(k)
     }
 
     pub fn find_a(&mut self, call_id: &[u8], tag: &[u8]) -> Option<CallRef> {
@@ -114,10 +174,8 @@ impl CallTable {
     /// Makes sure the heap holds an entry no later than the call's next
     /// deadline (see the module docs of `engine` for the invariant).
     pub fn schedule(&mut self, r: CallRef) {
-        let Some(slot) = self.slots.get_mut(r.index as usize) else {
-            return;
-        };
-        let Some(call) = slot.call.as_deref_mut() else {
+        let Some(Entry::Call(call)) = self.slots.get_mut(r.index as usize).map(|s| &mut s.entry)
+        else {
             return;
         };
         let Some(next) = call.next_deadline() else {
@@ -133,7 +191,8 @@ impl CallTable {
         self.timers.next()
     }
 
-    /// Pops the next timer entry due at `now` that is still current.
+    /// Pops the next timer entry due at `now` that is still current;
+    /// tombstones whose time is up go on the way.
     pub fn pop_due(&mut self, now: Instant) -> Option<CallRef> {
         while let Some((at, r)) = self.timers.pop_due(now) {
             if let Some(call) = self.get_mut(r)
@@ -141,6 +200,9 @@ impl CallTable {
             {
                 call.scheduled = None;
                 return Some(r);
+            }
+            if self.tomb(r).is_some_and(|t| t.until == at) {
+                self.remove(r);
             }
         }
         None

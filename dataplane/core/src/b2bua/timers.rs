@@ -26,7 +26,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     let timers = call.policy.timers;
 
     if call.uas.tx.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::NoAck)
-        && call.phase == Phase::Answered
+        && call.phase() == Phase::Answered
     {
         // RFC 3261 §13.3.1.4: the caller never ACKed our 2xx. Complete the
         // callee's INVITE and end the call on both legs.
@@ -75,6 +75,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
                 .server
                 .respond(now, &timers, 408, response, &mut ctx.out);
             if sent {
+                relay.final_code = Some(408);
                 ctx.stats.final_sent(408);
             }
             if relay.method == Method::Bye {
@@ -121,7 +122,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         match timer {
             TimerName::Trying => send_trying(ctx, call, now),
             TimerName::MediaTimeout
-                if matches!(call.phase, Phase::Confirmed | Phase::Answered)
+                if matches!(call.phase(), Phase::Confirmed | Phase::Answered)
                     && super::media::on_timeout(ctx, call, now) =>
             {
                 // BRIEF §6: a call whose media stopped is ended on both legs.

@@ -167,6 +167,13 @@ impl ClientInvite {
         matches!(self.state, State::Calling { .. } | State::Proceeding)
     }
 
+    /// Nothing left that needs a stored message: terminated, or a 2xx
+    /// arrived (RFC 6026 Accepted: a retransmitted 2xx is ACKed by the TU,
+    /// which can build that ACK from the 2xx itself).
+    pub fn is_at_rest(&self) -> bool {
+        matches!(self.state, State::Terminated | State::Accepted)
+    }
+
     pub fn is_terminated(&self) -> bool {
         matches!(self.state, State::Terminated)
     }

@@ -156,6 +156,16 @@ impl ServerInvite {
         }
     }
 
+    /// Nothing left but absorbing: terminated, or the final answer was
+    /// acknowledged (an ACK retransmission needs no answer). What is left
+    /// of it needs no stored message.
+    pub fn is_at_rest(&self) -> bool {
+        matches!(
+            self.state,
+            State::Terminated | State::Confirmed | State::Accepted { acked: true, .. }
+        )
+    }
+
     pub fn is_terminated(&self) -> bool {
         matches!(self.state, State::Terminated)
     }

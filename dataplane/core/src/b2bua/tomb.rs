@@ -1,0 +1,168 @@
+//! What is left of an ended call for the rest of its 64*T1: a tombstone of
+//! well under 256 bytes instead of the call with its stored messages.
+//!
+//! A call rests once everything that still needs a stored message is done
+//! ([`Call::can_rest`]). Its tombstone keeps the dialogs' identifiers (in
+//! the table's A-leg index and the slot a B-leg Call-ID names) and answers
+//! what can still arrive, without the original messages:
+//!
+//! - a retransmitted BYE gets the status the BYE was answered with, built
+//!   from the retransmission itself (RFC 3261 §17.2.2 asks for the same
+//!   response; Via, From, To, Call-ID and CSeq are the request's own);
+//! - a retransmitted 2xx to the call's INVITE is ACKed again, the ACK built
+//!   from the 2xx (RFC 3261 §13.2.2.4: Request-URI from its Contact, Route
+//!   from its Record-Route reversed, the dialog's From, To and Call-ID);
+//! - ACKs and other retransmitted responses are absorbed;
+//! - any other request in the dialogs gets 481.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::build::{InviteRef, LocalParts, Template, contact_uri, next_hop};
+use super::call::{Call, Side};
+use crate::net::Flow;
+use crate::policy::TrunkId;
+use crate::sip::{CommaList, HeaderName, Method, Request, Response, Writer};
+
+/// A tag the SBC minted (16 hex digits), kept inline.
+type Tag = [u8; 16];
+
+fn tag_of(bytes: &[u8]) -> Tag {
+    // Our own tags are always 16 bytes (ids::IdMinter::tag); anything else
+    // cannot match a request's To tag, which is what the zeros give.
+    <[u8; 16]>::try_from(bytes).unwrap_or([0; 16])
+}
+
+#[derive(Debug)]
+pub(crate) struct Tombstone {
+    /// Key of the call in the A-leg index (shared with the index).
+    pub a_key: Arc<[u8]>,
+    /// Our tags in the A and B dialogs.
+    tags: [Tag; 2],
+    /// The trunk of each leg (only its peer may send in it).
+    trunks: [TrunkId; 2],
+    /// Where the B leg's requests went (the ACK for a retransmitted 2xx).
+    b_flow: Flow,
+    /// The status a retransmitted BYE gets again.
+    bye_answer: Option<u16>,
+    /// When the tombstone goes (the end of the call's 64*T1).
+    pub until: Instant,
+}
+
+impl Tombstone {
+    /// What is left of `call` until `until`.
+    pub fn of(call: &Call, until: Instant) -> Self {
+        Tombstone {
+            a_key: Arc::clone(&call.a_key),
+            tags: [tag_of(&call.a.local_tag), tag_of(&call.b.local_tag)],
+            trunks: [call.a.trunk, call.b.trunk],
+            b_flow: call.b.flow,
+            bye_answer: call.bye_answer(),
+            until,
+        }
+    }
+
+    /// Where the B leg's requests went.
+    pub fn b_flow(&self) -> Flow {
+        self.b_flow
+    }
+
+    /// The trunk of `side`'s leg.
+    pub fn trunk(&self, side: Side) -> TrunkId {
+        self.trunks[side as usize]
+    }
+
+    /// The answer (status) to a request from `side`'s peer in the ended
+    /// dialog, or `None` when it gets none (an ACK).
+    pub fn answer(&self, side: Side, req: &Request<'_>) -> Option<u16> {
+        let ours = &self.tags[side as usize];
+        let in_dialog = req.to_tag().is_some_and(|t| t == &ours[..]);
+        match req.method {
+            Method::Ack => None,
+            Method::Bye if in_dialog => Some(self.bye_answer.unwrap_or(481)),
+            _ => Some(481),
+        }
+    }
+
+    /// The ACK for a retransmitted 2xx to the call's INVITE, and where it
+    /// goes; `None` when the 2xx names no target to ACK.
+    pub fn ack_for(
+        &self,
+        resp: &Response<'_>,
+        local: &LocalParts,
+        branch: &[u8],
+    ) -> Option<(Flow, bytes::Bytes)> {
+        if resp.to_tag().is_none() || resp.from.tag() != Some(&self.tags[Side::B as usize][..]) {
+            return None;
+        }
+        let target = contact_uri(&resp.msg)?;
+        // RFC 3261 §12.1.2: the route set is the Record-Route, reversed.
+        let mut routes: Vec<&[u8]> = resp
+            .msg
+            .all(HeaderName::RecordRoute)
+            .flat_map(|h| CommaList::new(h.value))
+            .collect();
+        routes.reverse();
+        let invite = InviteRef {
+            ruri: target,
+            routes: &[],
+            branch,
+            cseq: resp.cseq.seq,
+        };
+        let mut buf = BytesMut::with_capacity(512);
+        let mut w = Writer::new(&mut buf);
+        w.request_line(b"ACK", &[invite.ruri]);
+        w.header(
+            HeaderName::Via,
+            &[&local.via_prefix, invite.branch, b";rport"],
+        );
+        w.header_u32(HeaderName::MaxForwards, 70);
+        for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+            w.header(name, &[resp.msg.value(name).unwrap_or(b"")]);
+        }
+        let mut n = itoa::Buffer::new();
+        w.header(
+            HeaderName::CSeq,
+            &[n.format(invite.cseq).as_bytes(), b" ACK"],
+        );
+        for r in &routes {
+            w.header(HeaderName::Route, &[r]);
+        }
+        w.body(b"");
+        let owned: Vec<bytes::Bytes> = routes
+            .iter()
+            .map(|r| bytes::Bytes::copy_from_slice(r))
+            .collect();
+        let dest = self
+            .b_flow
+            .towards(next_hop(target, &owned, self.b_flow.remote));
+        Some((dest, buf.freeze()))
+    }
+}
+
+/// The response to a request that reached a tombstone, built from the
+/// request (RFC 3261 §8.2.6; the To tag is already ours).
+pub(crate) fn respond(req: &Request<'_>, src: std::net::SocketAddr, code: u16) -> bytes::Bytes {
+    let reason: &[u8] = match code {
+        200..=299 => b"OK",
+        481 => b"Call/Transaction Does Not Exist",
+        408 => b"Request Timeout",
+        _ => b"Error",
+    };
+    Template::new(req, src, false).simple(code, reason, None)
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// BRIEF: an ended call keeps at most 256 bytes for its 32 s.
+    #[test]
+    fn a_tombstone_is_small() {
+        assert!(
+            std::mem::size_of::<super::Tombstone>() <= 128,
+            "{}",
+            std::mem::size_of::<super::Tombstone>()
+        );
+    }
+}
