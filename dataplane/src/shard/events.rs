@@ -2,7 +2,7 @@
 //! per call end (at info; starts and answers at debug). CDR writers and
 //! the registrar's publishing will read the same stream.
 
-use sbc_core::b2bua::{EndReason, Event};
+use sbc_core::b2bua::{EndReason, Event, Outcome};
 
 /// Logs one engine event of shard `shard`.
 pub(crate) fn log(shard: usize, event: &Event) {
@@ -46,5 +46,17 @@ pub(crate) fn log(shard: usize, event: &Event) {
                 "call ended"
             );
         }
+        // Nothing on the shards sends requests of its own yet (health
+        // probes and outbound registration will consume these).
+        Event::Transaction { tx, outcome } => tracing::debug!(
+            shard,
+            tx = tx.0,
+            status = match outcome {
+                Outcome::Response { code, .. } => *code,
+                Outcome::Timeout => 408,
+            },
+            "transaction outside calls ended"
+        ),
+        Event::Alarm(alarm) => tracing::debug!(shard, ?alarm, "alarm"),
     }
 }

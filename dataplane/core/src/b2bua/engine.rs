@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::build::{LocalParts, Template, response_dest};
 use super::event::Event;
 use super::ids::{IdMinter, Secrets, ShardId};
+use super::standalone::Standalone;
 use super::table::CallTable;
 use crate::media::{Forward, MediaDrop, MediaPorts, PortPlan, PortPool};
 use crate::net::{Flow, LocalId, Outbox, Transmit};
@@ -122,6 +123,8 @@ impl Ctx {
 pub struct Engine {
     pub(crate) ctx: Ctx,
     pub(crate) calls: CallTable,
+    /// Transactions outside calls, and alarms.
+    pub(crate) standalone: Standalone,
 }
 
 impl Engine {
@@ -152,6 +155,7 @@ impl Engine {
                 events: VecDeque::new(),
             },
             calls: CallTable::default(),
+            standalone: Standalone::default(),
         }
     }
 
@@ -307,11 +311,17 @@ impl Engine {
             }
             self.after(r);
         }
+        if self.standalone.next_deadline().is_some_and(|d| d <= now) {
+            self.standalone_timeout(now);
+        }
     }
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.calls.next_timer()
+        match (self.calls.next_timer(), self.standalone.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Copies the next datagram to send into `buf`.

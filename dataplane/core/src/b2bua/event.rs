@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::ids::CallRef;
+use super::standalone::{Alarm, Outcome, TxId};
 
 /// One event from the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,11 @@ pub enum Event {
     CallAnswered(CallAnswered),
     /// The call is over: its record (one per call, answered or not).
     CallEnded(Box<CallRecord>),
+    /// A request the SBC sent on its own (`Engine::send_request`) got its
+    /// final response, or timed out.
+    Transaction { tx: TxId, outcome: Outcome },
+    /// An alarm set with `Engine::set_alarm` is due.
+    Alarm(Alarm),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,6 +67,9 @@ impl Secrets {
         if let Some((shard, _)) = self.decode_call_id(call_id) {
             return shard;
         }
+        if let Some(shard) = self.decode_own_call_id(call_id) {
+            return shard;
+        }
         let shards = u64::from(shards.max(1));
         ShardId(u16::try_from(Self::hash(self.owner, &[call_id]) % shards).unwrap_or(0))
     }
@@ -87,6 +90,25 @@ impl Secrets {
         let index = u32::try_from(hex_u64(&body[2..8])?).ok()?;
         let generation = u16::try_from(hex_u64(&body[8..12])?).ok()?;
         Some((ShardId(shard), CallRef { index, generation }))
+    }
+}
+
+impl Secrets {
+    /// Decodes a Call-ID minted by [`IdMinter::own_call_id`] (requests the
+    /// SBC sends outside calls): `Some` with the shard when its MAC
+    /// verifies.
+    pub fn decode_own_call_id(&self, call_id: &[u8]) -> Option<ShardId> {
+        // Layout: 'o', shard(2 hex), random(21 hex), mac(8 hex).
+        let rest = call_id.strip_prefix(b"o")?;
+        if rest.len() != 31 {
+            return None;
+        }
+        let (body, mac) = call_id.split_at(24);
+        if hex_u64(mac)? != Self::hash(self.mac, &[body]) & 0xffff_ffff {
+            return None;
+        }
+        let shard = u16::try_from(hex_u64(&rest[0..2])?).ok()?;
+        Some(ShardId(shard))
     }
 }
 
@@ -146,6 +168,21 @@ impl IdMinter {
         )
     }
 
+    /// A Call-ID for a request the SBC sends outside calls (OPTIONS,
+    /// REGISTER): it names this shard, so responses come back here.
+    pub fn own_call_id(&mut self) -> Bytes {
+        let mut b = BytesMut::with_capacity(32);
+        b.put_u8(b'o');
+        put_hex(&mut b, u64::from(self.shard.0) & 0xff, 2);
+        let r = self.random();
+        put_hex(&mut b, r & 0x1f_ffff_ffff_ffff, 13);
+        let r = self.random();
+        put_hex(&mut b, r & 0xff_ffff_ffff, 8);
+        let mac = Secrets::hash(self.secrets.mac, &[&b[..]]) & 0xffff_ffff;
+        put_hex(&mut b, mac, 8);
+        b.freeze()
+    }
+
     /// A B-leg Call-ID naming this shard and the call's slot.
     pub fn call_id(&mut self, call: CallRef) -> Bytes {
         let mut b = BytesMut::with_capacity(32);
@@ -197,6 +234,26 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert_eq!(s.decode_call_id(&id), Some((ShardId(3), call)));
         assert_eq!(s.owner(&id, 8), ShardId(3));
+    }
+
+    #[test]
+    fn own_call_ids_name_their_shard_and_are_no_call() {
+        let s = secrets();
+        let mut m = IdMinter::new(s, ShardId(5));
+        let id = m.own_call_id();
+        assert_eq!(id.len(), 32);
+        assert_eq!(s.decode_own_call_id(&id), Some(ShardId(5)));
+        assert_eq!(s.decode_call_id(&id), None, "not a call's");
+        assert_eq!(s.owner(&id, 8), ShardId(5));
+        assert_ne!(m.own_call_id(), id, "fresh each time");
+        let mut forged = id.to_vec();
+        forged[2] = if forged[2] == b'1' { b'2' } else { b'1' };
+        assert_eq!(s.decode_own_call_id(&forged), None);
+        let call = m.call_id(CallRef {
+            index: 1,
+            generation: 1,
+        });
+        assert_eq!(s.decode_own_call_id(&call), None);
     }
 
     #[test]

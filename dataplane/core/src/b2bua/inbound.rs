@@ -42,6 +42,13 @@ impl Engine {
             self.ctx.refuse(&req, origin, Refusal::UnknownSource);
             return;
         };
+        // RFC 3261 §17.2.3: a retransmitted OPTIONS or REGISTER gets the
+        // answer its server transaction gave.
+        if matches!(req.method, Method::Options | Method::Register)
+            && self.outside_retransmission(&req)
+        {
+            return;
+        }
         if req.method == Method::Other {
             // RFC 3261 §8.2.1: unknown method.
             self.ctx.refuse(&req, origin, Refusal::NotImplemented);
@@ -75,16 +82,29 @@ impl Engine {
             Method::Options => {
                 // The SBC itself answers out-of-dialog OPTIONS (keepalives,
                 // health probes), whatever the Max-Forwards (RFC 4475 §3.3.11).
-                self.ctx.respond_stateless(
+                self.answer_outside(
                     &req,
                     origin,
-                    200,
-                    b"OK",
+                    now,
+                    (200, b"OK"),
                     &[
                         (HeaderName::Allow, ALLOW),
                         (HeaderName::Accept, b"application/sdp"),
                         (HeaderName::Supported, b"timer"),
                     ],
+                );
+            }
+            // No registrar yet: a trunk's REGISTER is not allowed here.
+            Method::Register => {
+                let why = Refusal::MethodNotAllowed;
+                self.ctx.stats.refused(why);
+                let reason = why.reason();
+                self.answer_outside(
+                    &req,
+                    origin,
+                    now,
+                    (why.status(), reason.as_bytes()),
+                    why.headers(),
                 );
             }
             // RFC 3261 §15.1.2: BYE outside a dialog.

@@ -10,6 +10,15 @@ use crate::stats::{Discard, ShardStats};
 
 impl Engine {
     pub(crate) fn on_response(&mut self, now: Instant, resp: Response<'_>) {
+        if self
+            .ctx
+            .ids
+            .secrets()
+            .decode_own_call_id(resp.call_id)
+            .is_some()
+        {
+            return self.on_own_response(now, &resp);
+        }
         let branch = resp.via.branch().unwrap_or(b"");
         // B-leg responses carry a Call-ID we minted; A-leg responses the
         // caller's Call-ID and the caller's tag in To.
@@ -21,6 +30,10 @@ impl Engine {
                 .map(|r| (r, Side::A)),
         };
         let Some((r, side)) = found else {
+            // A request of ours sent with a Call-ID of another's choice.
+            if self.standalone.has_branch(branch) {
+                return self.on_own_response(now, &resp);
+            }
             self.ctx.stats.discard(Discard::StrayResponse);
             return;
         };

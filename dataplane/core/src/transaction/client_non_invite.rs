@@ -1,4 +1,4 @@
-//! Non-INVITE client transaction (RFC 3261 §17.1.2), unreliable transports.
+//! Non-INVITE client transaction (RFC 3261 §17.1.2).
 
 use std::time::{Duration, Instant};
 

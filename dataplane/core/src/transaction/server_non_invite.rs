@@ -1,4 +1,4 @@
-//! Non-INVITE server transaction (RFC 3261 §17.2.2), unreliable transports.
+//! Non-INVITE server transaction (RFC 3261 §17.2.2).
 
 use std::time::Instant;
 

@@ -1,0 +1,315 @@
+//! Transactions that belong to no call, and the SBC's own timers that are
+//! not a call's.
+//!
+//! - Requests the SBC sends on its own (OPTIONS health probes, REGISTER to
+//!   a provider): [`Engine::send_request`](super::Engine::send_request)
+//!   runs them through a client transaction; the final response, or the
+//!   timeout, comes back as an event with the transaction's [`TxId`].
+//!   Their Call-IDs name this shard ([`IdMinter::own_call_id`]), so
+//!   responses reach it whatever socket they arrive on; they are matched
+//!   by top Via branch and CSeq method (RFC 3261 §17.1.3).
+//! - Requests received outside dialogs that the SBC answers itself
+//!   (OPTIONS, REGISTER): a server transaction per request (RFC 3261
+//!   §17.2.3: branch, sent-by and method), so a retransmission gets the
+//!   same answer and is not processed twice.
+//! - Alarms: deadlines the control plane's features set (registration
+//!   refresh, probe interval), reported as events when due.
+//!
+//! Identifiers here are their own space: a [`TxId`] is never a call.
+//!
+//! [`IdMinter::own_call_id`]: super::IdMinter::own_call_id
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::net::{Flow, Outbox};
+use crate::sip::{HeaderName, Method};
+use crate::transaction::{ClientNonInvite, ResponseAction, ServerNonInvite, TimerConfig, TxEvent};
+
+/// A transaction outside calls, unique for the life of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId(pub u64);
+
+/// A deadline a feature outside calls asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Alarm {
+    /// Refresh outbound registration `n` (about half its expiry).
+    RegistrationRefresh(u32),
+    /// Send the next health probe (OPTIONS) to trunk `n`.
+    ProbeInterval(u16),
+}
+
+/// A request the SBC sends on its own, outside any call.
+#[derive(Debug, Clone)]
+pub struct OwnRequest {
+    /// A non-INVITE method (OPTIONS, REGISTER).
+    pub method: Method,
+    /// Where it goes.
+    pub flow: Flow,
+    pub request_uri: Bytes,
+    /// From and To values (name-addr or URI); From gets our tag.
+    pub from: Bytes,
+    pub to: Bytes,
+    /// `None`: a fresh Call-ID naming this shard. A registration's
+    /// refreshes keep the one it started with (RFC 3261 §10.2.4): one from
+    /// `Engine::own_call_id` comes back to this shard whatever socket its
+    /// responses arrive on; any other is matched only on the shard its
+    /// hash names.
+    pub call_id: Option<Bytes>,
+    pub cseq: u32,
+    /// More headers (Contact, Expires, Authorization...), in order.
+    pub headers: Vec<(HeaderName, Bytes)>,
+}
+
+/// How a transaction outside calls ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its final response (status and the whole message, to be read by
+    /// the feature that sent the request: challenges, Expires, Contact).
+    Response { code: u16, message: Bytes },
+    /// Timer F: no final response in 64*T1.
+    Timeout,
+}
+
+#[derive(Debug)]
+struct Client {
+    method: Method,
+    branch: Bytes,
+    tx: ClientNonInvite,
+    /// The final response was reported.
+    done: bool,
+}
+
+/// Key of a received request's server transaction (RFC 3261 §17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    branch: Bytes,
+    sent_by: Bytes,
+    method: Method,
+}
+
+/// What a key in the deadline heap names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Client(TxId),
+    Server(u64),
+    Alarm(Alarm),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Standalone {
+    next: u64,
+    clients: HashMap<TxId, Client>,
+    /// Branch of each client transaction.
+    branches: HashMap<Bytes, TxId>,
+    servers: HashMap<u64, (ServerKey, ServerNonInvite)>,
+    server_keys: HashMap<ServerKey, u64>,
+    /// Deadlines, checked against the entry when they come due (an entry
+    /// whose deadline moved just finds nothing to do).
+    due: BinaryHeap<Reverse<(Instant, Due)>>,
+}
+
+impl Standalone {
+    fn id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Starts a client transaction for `request` (`method`, top Via
+    /// branch `branch`), already built, sent to `flow`.
+    pub fn start_client(
+        &mut self,
+        (now, cfg): (Instant, &TimerConfig),
+        (method, branch): (Method, Bytes),
+        flow: Flow,
+        request: Bytes,
+        out: &mut Outbox,
+    ) -> TxId {
+        let id = TxId(self.id());
+        let tx = ClientNonInvite::start(now, cfg, flow, request, out);
+        if let Some(d) = tx.next_deadline() {
+            self.due.push(Reverse((d, Due::Client(id))));
+        }
+        self.branches.insert(branch.clone(), id);
+        self.clients.insert(
+            id,
+            Client {
+                method,
+                branch,
+                tx,
+                done: false,
+            },
+        );
+        id
+    }
+
+    /// A response whose top Via branch is `branch`: `Some` with the
+    /// outcome when it is the final response of one of ours (first time),
+    /// `None` when it is not ours, a provisional, or a retransmission.
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        cfg: &TimerConfig,
+        branch: &[u8],
+        method: Method,
+        code: u16,
+        message: &[u8],
+    ) -> Option<Option<(TxId, Outcome)>> {
+        let id = *self.branches.get(branch)?;
+        let client = self.clients.get_mut(&id)?;
+        if client.method != method {
+            return None;
+        }
+        let action = client.tx.on_response(now, cfg, code);
+        if let Some(d) = client.tx.next_deadline() {
+            self.due.push(Reverse((d, Due::Client(id))));
+        }
+        if action == ResponseAction::Absorb || code < 200 || client.done {
+            return Some(None);
+        }
+        client.done = true;
+        let message = Bytes::copy_from_slice(message);
+        Some(Some((id, Outcome::Response { code, message })))
+    }
+
+    /// A client transaction of ours has this branch.
+    pub fn has_branch(&self, branch: &[u8]) -> bool {
+        self.branches.contains_key(branch)
+    }
+
+    /// The server transaction of a received request, if it is a
+    /// retransmission: its last answer is sent again.
+    pub fn retransmission(
+        &mut self,
+        branch: &[u8],
+        sent_by: &[u8],
+        method: Method,
+        out: &mut Outbox,
+    ) -> bool {
+        let key = ServerKey {
+            branch: Bytes::copy_from_slice(branch),
+            sent_by: Bytes::copy_from_slice(sent_by),
+            method,
+        };
+        let Some(id) = self.server_keys.get(&key) else {
+            return false;
+        };
+        if let Some((_, tx)) = self.servers.get_mut(id) {
+            tx.on_retransmission(out);
+        }
+        true
+    }
+
+    /// Answers a received request through a new server transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        cfg: &TimerConfig,
+        (branch, sent_by, method): (&[u8], &[u8], Method),
+        dest: Flow,
+        code: u16,
+        response: Bytes,
+        out: &mut Outbox,
+    ) {
+        let key = ServerKey {
+            branch: Bytes::copy_from_slice(branch),
+            sent_by: Bytes::copy_from_slice(sent_by),
+            method,
+        };
+        let mut tx = ServerNonInvite::new(dest);
+        tx.respond(now, cfg, code, response, out);
+        let id = self.id();
+        if let Some(d) = tx.next_deadline() {
+            self.due.push(Reverse((d, Due::Server(id))));
+        }
+        self.server_keys.insert(key.clone(), id);
+        self.servers.insert(id, (key, tx));
+    }
+
+    /// Asks for [`Alarm`] at `at`.
+    pub fn set_alarm(&mut self, at: Instant, alarm: Alarm) {
+        self.due.push(Reverse((at, Due::Alarm(alarm))));
+    }
+
+    /// The next deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Runs what is due at `now`; `report` gets the timeouts of client
+    /// transactions and the alarms.
+    pub fn on_timeout(
+        &mut self,
+        now: Instant,
+        cfg: &TimerConfig,
+        out: &mut Outbox,
+        report: &mut dyn FnMut(Timed),
+    ) {
+        while let Some(Reverse((at, due))) = self.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            match due {
+                Due::Alarm(a) => report(Timed::Alarm(a)),
+                Due::Client(id) => self.client_timer(id, now, cfg, out, report),
+                Due::Server(id) => self.server_timer(id, now),
+            }
+        }
+    }
+
+    fn client_timer(
+        &mut self,
+        id: TxId,
+        now: Instant,
+        cfg: &TimerConfig,
+        out: &mut Outbox,
+        report: &mut dyn FnMut(Timed),
+    ) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let event = client.tx.on_timer(now, cfg, out);
+        if event == Some(TxEvent::Timeout) && !client.done {
+            client.done = true;
+            report(Timed::Outcome(id, Outcome::Timeout));
+        }
+        if client.tx.is_terminated() {
+            if let Some(c) = self.clients.remove(&id) {
+                self.branches.remove(&c.branch);
+            }
+        } else if let Some(d) = client.tx.next_deadline() {
+            self.due.push(Reverse((d, Due::Client(id))));
+        }
+    }
+
+    fn server_timer(&mut self, id: u64, now: Instant) {
+        let Some((_, tx)) = self.servers.get_mut(&id) else {
+            return;
+        };
+        tx.on_timer(now);
+        if tx.is_terminated() {
+            if let Some((key, _)) = self.servers.remove(&id) {
+                self.server_keys.remove(&key);
+            }
+        } else if let Some(d) = tx.next_deadline() {
+            self.due.push(Reverse((d, Due::Server(id))));
+        }
+    }
+
+    /// Transactions held (clients, servers).
+    pub fn len(&self) -> (usize, usize) {
+        (self.clients.len(), self.servers.len())
+    }
+}
+
+/// What came due in [`Standalone::on_timeout`].
+#[derive(Debug)]
+pub(crate) enum Timed {
+    Outcome(TxId, Outcome),
+    Alarm(Alarm),
+}
