@@ -2,14 +2,13 @@
 //! (from a template of its headers), requests within a leg, and the header
 //! copying policy that decides what crosses from one leg to the other.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use super::call::Leg;
+use super::call::{InviteRef, Leg};
 use crate::net::Flow;
-use crate::sip::{CommaList, HeaderName, Message, Params, Request, Uri, Via, Writer, put_unfolded};
+use crate::sip::{CommaList, HeaderName, Message, Request, Uri, Writer};
 
 /// Option tags the SBC lets through Supported and accepts in Require.
 /// Session timers work end to end because refreshes are relayed; 100rel is
@@ -36,179 +35,6 @@ impl LocalParts {
             contact: Bytes::from(format!("<sip:{advertise}>")),
             host: Bytes::copy_from_slice(advertise.as_bytes()),
         }
-    }
-}
-
-/// The headers of a received request that its responses repeat (RFC 3261
-/// §8.2.6.2): Via (with received/rport filled, RFC 3581 §4), From, To,
-/// Call-ID, CSeq, and Record-Route for dialog-creating responses (§12.1.1).
-#[derive(Debug, Clone)]
-pub(crate) struct Template {
-    /// Via and From, the To value, Call-ID and CSeq, Record-Route, one
-    /// after the other (one allocation; the ends below split it).
-    all: Bytes,
-    head_end: u32,
-    to_end: u32,
-    tail_end: u32,
-    to_has_tag: bool,
-}
-
-impl Template {
-    pub fn new(req: &Request<'_>, src: SocketAddr, with_record_route: bool) -> Self {
-        let mut b = BytesMut::with_capacity(req.msg.as_bytes().len().min(1024));
-        let mut first = true;
-        for h in req.msg.all(HeaderName::Via) {
-            b.put_slice(b"Via: ");
-            let mut values = CommaList::new(h.value);
-            if first {
-                first = false;
-                if let Some(top) = values.next() {
-                    write_top_via(&mut b, top, src);
-                }
-                for v in values {
-                    b.put_slice(b", ");
-                    put_unfolded(&mut b, v);
-                }
-            } else {
-                put_unfolded(&mut b, h.value);
-            }
-            b.put_slice(b"\r\n");
-        }
-        if let Some(from) = req.msg.header(HeaderName::From) {
-            Writer::new(&mut b).copy(from);
-        }
-        let head_end = b.len();
-        if let Some(to) = req.msg.value(HeaderName::To) {
-            put_unfolded(&mut b, to);
-        }
-        let to_end = b.len();
-        for name in [HeaderName::CallId, HeaderName::CSeq] {
-            if let Some(h) = req.msg.header(name) {
-                Writer::new(&mut b).copy(h);
-            }
-        }
-        let tail_end = b.len();
-        if with_record_route {
-            for h in req.msg.all(HeaderName::RecordRoute) {
-                Writer::new(&mut b).copy(h);
-            }
-        }
-        let end = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Template {
-            all: b.freeze(),
-            head_end: end(head_end),
-            to_end: end(to_end),
-            tail_end: end(tail_end),
-            to_has_tag: req.to_tag().is_some(),
-        }
-    }
-
-    /// The four parts: Via and From, the To value, Call-ID and CSeq,
-    /// Record-Route.
-    fn parts(&self) -> [&[u8]; 4] {
-        let at = |n: u32| usize::try_from(n).unwrap_or(usize::MAX).min(self.all.len());
-        let (h, t, c) = (at(self.head_end), at(self.to_end), at(self.tail_end));
-        let (h, t) = (h.min(t), t.min(c));
-        [
-            &self.all[..h],
-            &self.all[h..t],
-            &self.all[t..c],
-            &self.all[c..],
-        ]
-    }
-
-    /// Writes status line and the repeated headers. `tag` is added to To
-    /// when the request had none (not for 100 Trying, §8.2.6.2).
-    pub fn start<'b>(
-        &self,
-        buf: &'b mut BytesMut,
-        code: u16,
-        reason: &[u8],
-        tag: Option<&[u8]>,
-    ) -> Writer<'b> {
-        let [head, to, tail, record_route] = self.parts();
-        let mut w = Writer::new(buf);
-        w.status_line(code, reason);
-        w.raw(head);
-        w.raw(b"To: ");
-        w.raw(to);
-        if let (false, Some(tag), 101..) = (self.to_has_tag, tag, code) {
-            w.raw(b";tag=");
-            w.raw(tag);
-        }
-        w.raw(b"\r\n");
-        w.raw(tail);
-        if (101..300).contains(&code) {
-            w.raw(record_route);
-        }
-        w
-    }
-
-    /// A template with nothing in it, for transactions that will send no
-    /// more responses (frees the memory of the real one).
-    pub fn empty() -> Self {
-        Template {
-            all: Bytes::new(),
-            head_end: 0,
-            to_end: 0,
-            tail_end: 0,
-            to_has_tag: true,
-        }
-    }
-
-    /// A response with no body and no extra headers.
-    pub fn simple(&self, code: u16, reason: &[u8], tag: Option<&[u8]>) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.len() + 64);
-        self.start(&mut buf, code, reason, tag).body(b"");
-        buf.freeze()
-    }
-
-    pub fn len(&self) -> usize {
-        self.all.len() + 64
-    }
-}
-
-/// Writes the top Via value with `received` and `rport` filled in (RFC 3261
-/// §18.2.1, RFC 3581 §4).
-fn write_top_via(b: &mut BytesMut, value: &[u8], src: SocketAddr) {
-    let Ok(via) = Via::parse(value) else {
-        put_unfolded(b, value);
-        return;
-    };
-    b.put_slice(b"SIP/2.0/");
-    b.put_slice(via.transport);
-    b.put_u8(b' ');
-    b.put_slice(via.host);
-    if let Some(port) = via.port {
-        b.put_u8(b':');
-        b.put_slice(itoa::Buffer::new().format(port).as_bytes());
-    }
-    let mut has_received = false;
-    for (name, value) in Params::new(via.params) {
-        b.put_u8(b';');
-        if name.eq_ignore_ascii_case(b"rport") {
-            b.put_slice(b"rport=");
-            b.put_slice(itoa::Buffer::new().format(src.port()).as_bytes());
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"received") {
-            has_received = true;
-            b.put_slice(b"received=");
-            let _ = write!(b.writer(), "{}", src.ip());
-            continue;
-        }
-        b.put_slice(name);
-        if let Some(v) = value {
-            b.put_u8(b'=');
-            b.put_slice(v);
-        }
-    }
-    // §18.2.1: received when the host differs; RFC 3581 §4: always when
-    // rport was asked for.
-    let rport = via.rport().is_some();
-    if !has_received && (rport || crate::sip::host_ip(via.host) != Some(src.ip())) {
-        b.put_slice(b";received=");
-        let _ = write!(b.writer(), "{}", src.ip());
     }
 }
 
@@ -444,15 +270,6 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
     buf.freeze()
 }
 
-/// The parts of an INVITE its CANCEL and non-2xx ACK repeat.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct InviteRef<'b> {
-    pub ruri: &'b [u8],
-    pub routes: &'b [Bytes],
-    pub branch: &'b [u8],
-    pub cseq: u32,
-}
-
 /// A CANCEL or non-2xx ACK for an INVITE sent in `leg` (RFC 3261 §9.1,
 /// §17.1.1.3): same Request-URI, Call-ID, From, CSeq number, top Via and
 /// Route as the INVITE; To as given.
@@ -527,6 +344,7 @@ pub(crate) fn next_hop(
 
 #[cfg(test)]
 mod tests {
+    use super::super::template::Template;
     use super::*;
     use crate::sip::Message;
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::build::Template;
+use super::template::Template;
 use crate::net::Flow;
 use crate::policy::{Policy, Target, TrunkId};
 use crate::sip::{Method, Request};
@@ -132,6 +132,15 @@ impl Uas {
     }
 }
 
+/// The parts of an INVITE its CANCEL and non-2xx ACK repeat.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InviteRef<'b> {
+    pub ruri: &'b [u8],
+    pub routes: &'b [Bytes],
+    pub branch: &'b [u8],
+    pub cseq: u32,
+}
+
 /// One INVITE sent to one trunk (serial forking = failover).
 #[derive(Debug)]
 pub(crate) struct Attempt {
@@ -149,8 +158,8 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    pub fn invite_ref(&self) -> super::build::InviteRef<'_> {
-        super::build::InviteRef {
+    pub fn invite_ref(&self) -> InviteRef<'_> {
+        InviteRef {
             ruri: &self.ruri,
             routes: &[],
             branch: &self.branch,
@@ -446,7 +455,7 @@ impl Call {
     }
 
     /// The call is over and what is left of it is absorbing
-    /// retransmissions a [`Tombstone`](super::tomb::Tombstone) can absorb
+    /// retransmissions a tombstone (`tomb.rs`) can absorb
     /// as well: answered final responses that were acknowledged, 2xx
     /// retransmissions (their ACK can be rebuilt from them), and BYEs whose
     /// answer is known.

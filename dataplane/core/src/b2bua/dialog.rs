@@ -6,13 +6,16 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::build::{
-    InviteRef, Relayed, RequestParts, Template, contact_uri, invite_sibling, leg_request, next_hop,
-    response_dest,
+    Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop, response_dest,
 };
-use super::call::{Call, ClientTx, LocalAnswer, Own, Phase, Relay, ServerTx, Side, State};
-use super::engine::Ctx;
+use super::call::InviteRef;
+use super::call::{Call, ClientTx, LocalAnswer, Phase, Relay, ServerTx, Side, State};
+use super::context::Ctx;
 use super::event::EndReason;
-use super::outbound::{Body, cancel_call, end, sdp_towards};
+use super::outbound::{Body, sdp_towards};
+pub(crate) use super::teardown::bye_both;
+use super::teardown::{cancel_call, end};
+use super::template::Template;
 use crate::media::Role;
 use crate::net::Flow;
 use crate::refusal::Refusal;
@@ -139,7 +142,7 @@ pub(crate) fn on_request(
                 && call.attempts[index].tx.is_pending()
                 && call.attempts[index].tx.heard_back()
             {
-                super::outbound::send_cancel(ctx, call, index, now);
+                super::teardown::send_cancel(ctx, call, index, now);
             }
         }
         (Method::Bye, Phase::Answered | Phase::Confirmed, _) => {
@@ -553,34 +556,4 @@ pub(crate) fn send_b_ack(
         // it is ended on both legs.
         bye_both(ctx, call, now, EndReason::UnusableMedia);
     }
-}
-
-/// Ends an established call from the SBC: BYE on both legs.
-pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
-    let timers = call.policy.timers;
-    for side in [Side::A, Side::B] {
-        if call.leg(side).remote_tag.is_none() {
-            continue;
-        }
-        let parts = ctx.local(call.leg(side).flow.local).clone();
-        let branch = ctx.ids.branch();
-        let leg = call.leg_mut(side);
-        leg.local_cseq += 1;
-        let bye = leg_request(
-            leg,
-            &parts,
-            &RequestParts {
-                method: b"BYE",
-                cseq: leg.local_cseq,
-                branch: &branch,
-                max_forwards: 70,
-                contact: false,
-                relay: Relayed::Nothing,
-            },
-        );
-        let dest = leg.flow;
-        let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
-        call.own.push(Own { side, branch, tx });
-    }
-    end(ctx, call, now, reason);
 }

@@ -7,20 +7,20 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::build::{LocalParts, Template, response_dest};
+use super::build::LocalParts;
+use super::context::{Ctx, Engine};
 use super::event::Event;
 use super::ids::{IdMinter, Secrets, ShardId};
 use super::standalone::Standalone;
 use super::table::CallTable;
 use crate::media::{Forward, MediaDrop, MediaPorts, PortPlan, PortPool};
-use crate::net::{Flow, LocalId, Outbox, Transmit};
-use crate::policy::{MediaPolicy, Policy};
+use crate::net::{Flow, Outbox, Transmit};
+use crate::policy::Policy;
 use crate::refusal::Refusal;
 use crate::sip::{
     HeaderName, Message, Method, ParseError, Request, RequestError, Response, Writer,
 };
 use crate::stats::{Discard, ShardStats};
-use smallvec::SmallVec;
 use std::collections::VecDeque;
 
 /// What became of a datagram.
@@ -30,101 +30,6 @@ pub enum Disposition {
     Done,
     /// Belongs to a call owned by another shard: hand the bytes over.
     HandOff(ShardId),
-}
-
-/// Everything call handling needs besides the call itself.
-#[derive(Debug)]
-pub(crate) struct Ctx {
-    pub shard: ShardId,
-    pub shards: u16,
-    pub ids: IdMinter,
-    pub out: Outbox,
-    pub stats: Arc<ShardStats>,
-    pub policy: Arc<Policy>,
-    pub locals: Vec<LocalParts>,
-    /// This shard's media ports (`None`: no relay configured).
-    pub media: Option<MediaPorts>,
-    /// The media settings the ports were set up with.
-    pub media_policy: Option<MediaPolicy>,
-    /// Events waiting for [`Engine::poll_event`].
-    pub events: VecDeque<Event>,
-}
-
-impl Ctx {
-    pub fn local(&self, id: LocalId) -> &LocalParts {
-        // `locals` is never empty (see Engine::new).
-        &self.locals[usize::from(id.0).min(self.locals.len() - 1)]
-    }
-
-    /// Reports an event (drained by [`Engine::poll_event`]).
-    pub fn emit(&mut self, event: Event) {
-        self.events.push_back(event);
-    }
-
-    /// Queues a message and counts it.
-    pub fn send(&mut self, dest: Flow, data: Bytes) {
-        self.out.push(dest, data);
-    }
-
-    /// A response to `req` that needs no transaction (RFC 3261 §8.2.6,
-    /// §16.7: errors before any state exists). `extra` adds headers.
-    pub fn respond_stateless(
-        &mut self,
-        req: &Request<'_>,
-        origin: Flow,
-        code: u16,
-        reason: &[u8],
-        extra: &[(HeaderName, &[u8])],
-    ) {
-        let template = Template::new(req, origin.remote, false);
-        let tag = self.ids.tag();
-        let mut buf = BytesMut::with_capacity(template.len() + 128);
-        let mut w = template.start(&mut buf, code, reason, Some(&tag));
-        for (name, value) in extra {
-            w.header(*name, &[value]);
-        }
-        w.body(b"");
-        self.send(response_dest(req, origin), buf.freeze());
-        if code >= 200 {
-            self.stats.final_sent(code);
-        }
-    }
-
-    /// Refuses a request that has no transaction yet: counted under its
-    /// label, answered as the refusal says (never an ACK, RFC 3261
-    /// §17.1.1.3, nor what the ACL drops).
-    pub fn refuse(&mut self, req: &Request<'_>, origin: Flow, why: Refusal) {
-        self.refuse_with(req, origin, why, &[]);
-    }
-
-    /// [`Ctx::refuse`] with headers of the request's own (420's
-    /// Unsupported).
-    pub fn refuse_with(
-        &mut self,
-        req: &Request<'_>,
-        origin: Flow,
-        why: Refusal,
-        extra: &[(HeaderName, &[u8])],
-    ) {
-        self.stats.refused(why);
-        if req.method == Method::Ack || !why.is_answered() {
-            return;
-        }
-        let mut headers: SmallVec<[(HeaderName, &[u8]); 4]> = SmallVec::new();
-        headers.extend_from_slice(why.headers());
-        headers.extend_from_slice(extra);
-        self.respond_stateless(req, origin, why.status(), why.reason().as_bytes(), &headers);
-    }
-}
-
-/// One shard's B2BUA. See the [module documentation](super) for the loop
-/// that drives it.
-#[derive(Debug)]
-pub struct Engine {
-    pub(crate) ctx: Ctx,
-    pub(crate) calls: CallTable,
-    /// Transactions outside calls, and alarms.
-    pub(crate) standalone: Standalone,
 }
 
 impl Engine {

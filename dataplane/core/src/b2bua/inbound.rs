@@ -8,13 +8,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::build::{
-    ALLOW, Template, contact_uri, next_hop, render_end_to_end, response_dest, unsupported_options,
+    ALLOW, contact_uri, next_hop, render_end_to_end, response_dest, unsupported_options,
 };
 use super::call::{Call, Leg, Phase, Routing, Side, State, Uas};
-use super::engine::Engine;
+use super::context::Engine;
 use super::event::{CallStarted, EndReason, Event};
 use super::ids::CallRef;
 use super::table::CallTable;
+use super::template::Template;
 use crate::net::Flow;
 use crate::policy::{Target, TrunkId};
 use crate::refusal::Refusal;
@@ -222,7 +223,7 @@ impl Engine {
             .set(crate::transaction::TimerName::Trying, now + TRYING_DELAY);
         if !super::outbound::next_attempt(&mut self.ctx, &mut call, now) {
             // No trunk could take the call (codecs, ports): answer now.
-            super::outbound::fail_call(&mut self.ctx, &mut call, now);
+            super::teardown::fail_call(&mut self.ctx, &mut call, now);
         }
         self.calls.insert(cref, call);
         self.after(cref);
@@ -400,7 +401,7 @@ impl Engine {
             template.simple(200, b"OK", Some(&tag)),
         );
         if call.uas.tx.is_pending() {
-            super::outbound::cancel_call(&mut self.ctx, call, now, EndReason::Cancelled);
+            super::teardown::cancel_call(&mut self.ctx, call, now, EndReason::Cancelled);
         }
         self.after(r);
     }

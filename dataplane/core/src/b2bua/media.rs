@@ -6,7 +6,7 @@ use super::event::MediaTotals;
 use std::time::Instant;
 
 use super::call::{Call, Side};
-use super::engine::Ctx;
+use super::context::Ctx;
 use crate::media::{Context, Leg, MediaError, MediaSession, Role};
 use crate::policy::{MediaMode, Policy, TrunkId};
 use crate::sip::{HeaderName, Message};

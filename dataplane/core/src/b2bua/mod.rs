@@ -35,9 +35,11 @@
 
 mod build;
 mod call;
+mod context;
 mod dialog;
 mod engine;
 mod event;
+mod failure;
 mod ids;
 mod inbound;
 mod media;
@@ -46,11 +48,14 @@ mod outside;
 mod response;
 mod standalone;
 mod table;
+mod teardown;
+mod template;
 mod timers;
 mod tomb;
 mod wheel;
 
-pub use engine::{Disposition, Engine};
+pub use context::Engine;
+pub use engine::Disposition;
 pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals};
 pub use ids::{CallRef, IdMinter, Secrets, ShardId};
 pub use standalone::{Alarm, Outcome, OwnRequest, TxId};

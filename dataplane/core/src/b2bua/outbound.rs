@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::build::{
-    InviteRef, Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop,
-    render_end_to_end_with,
-};
+use super::build::{Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop};
+use super::call::InviteRef;
 use super::call::{Attempt, Call, Failure, Own, Phase, Side, State, Stray};
-use super::engine::Ctx;
-use super::event::{CallAnswered, CallRecord, EndReason, Event};
+use super::context::Ctx;
+use super::event::{CallAnswered, Event};
+use super::failure::{local_failure, merge_failure, record_failure};
+use super::teardown::{fail_call, send_cancel};
 use crate::media::Role;
 use crate::refusal::Refusal;
-use crate::sip::{CommaList, HeaderName, Response};
+use crate::sip::{CommaList, HeaderName, Response, escape_user};
 use crate::stats::{Direction, ShardStats};
 use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerName};
 
@@ -229,7 +229,7 @@ pub(crate) fn on_attempt_response(
             relay_with_body(ctx, call, resp, &body, now);
             super::media::arm_timeout(ctx, call, now);
             if !call.uas.tx.is_pending() {
-                call.uas.template = super::build::Template::empty();
+                call.uas.template = super::template::Template::empty();
             }
         }
         _ => {
@@ -445,179 +445,6 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
         .towards(next_hop(&b.remote_target, &b.route_set, fallback));
 }
 
-/// A failure decided by the SBC itself (no codec, no port).
-/// The SBC's own failure answer for `why` (`local`: relayed as it is).
-fn local_failure(why: Refusal, local: bool) -> Failure {
-    let reason = match why.reason() {
-        std::borrow::Cow::Borrowed(r) => Bytes::from_static(r.as_bytes()),
-        std::borrow::Cow::Owned(r) => Bytes::from(r),
-    };
-    Failure {
-        code: why.status(),
-        reason,
-        headers: Bytes::new(),
-        body: Bytes::new(),
-        local,
-    }
-}
-
-/// Keeps the best failure so far (RFC 3261 §16.7 step 6).
-fn record_failure(call: &mut Call, code: u16, resp: &Response<'_>) {
-    // An error response may carry SDP (RFC 3261 §21.4.26): on an anchored
-    // call the callee's addresses must not reach the caller with it.
-    let strip = call.anchored && super::media::carries_media(&resp.msg);
-    let candidate = Failure {
-        code,
-        reason: Bytes::copy_from_slice(resp.reason),
-        headers: render_end_to_end_with(&resp.msg, !strip),
-        body: if strip {
-            Bytes::new()
-        } else {
-            Bytes::copy_from_slice(resp.msg.body())
-        },
-        local: false,
-    };
-    merge_failure(call, candidate);
-}
-
-fn merge_failure(call: &mut Call, candidate: Failure) {
-    let Some(routing) = call.routing_mut() else {
-        return;
-    };
-    let better = match &routing.failure {
-        None => true,
-        Some(old) => better_failure(candidate.code, old.code),
-    };
-    if better {
-        routing.failure = Some(candidate);
-    }
-}
-
-/// RFC 3261 §16.7: 6xx wins; otherwise the lowest class; within a class
-/// 401, 407, 415, 420 and 484 are preferred; otherwise the first one.
-pub(crate) fn better_failure(new: u16, old: u16) -> bool {
-    let (nc, oc) = (new / 100, old / 100);
-    if nc == 6 || oc == 6 {
-        return nc == 6 && oc != 6;
-    }
-    if nc != oc {
-        return nc < oc;
-    }
-    let preferred = |c: u16| matches!(c, 401 | 407 | 415 | 420 | 484);
-    preferred(new) && !preferred(old)
-}
-
-/// Sends the best failure to the caller and ends the call.
-pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
-    let failure = call
-        .routing_mut()
-        .and_then(|r| r.failure.take())
-        .unwrap_or(Failure {
-            code: 408,
-            reason: Bytes::from_static(b"Request Timeout"),
-            headers: Bytes::new(),
-            body: Bytes::new(),
-            local: false,
-        });
-    let (code, reason): (u16, &[u8]) = match failure.code {
-        _ if failure.local => (failure.code, &failure.reason),
-        // §16.7: a proxy should not forward 503 (it would mean *this* hop
-        // is unavailable); 500 instead.
-        503 => (500, b"Server Internal Error"),
-        // The trunk's challenge is for the SBC, not for the caller.
-        401 | 407 => (403, b"Forbidden"),
-        c => (c, &failure.reason),
-    };
-    let mut buf = BytesMut::with_capacity(
-        call.uas.template.len() + failure.headers.len() + failure.body.len(),
-    );
-    let mut w = call
-        .uas
-        .template
-        .start(&mut buf, code, reason, Some(&call.a.local_tag));
-    if !matches!(failure.code, 401 | 407) {
-        w.raw(&failure.headers);
-        w.body(&failure.body);
-    } else {
-        w.body(b"");
-    }
-    if call
-        .uas
-        .tx
-        .respond(now, &call.policy.timers, code, buf.freeze(), &mut ctx.out)
-    {
-        ctx.stats.final_sent(code);
-    }
-    if let Some(t) = call.policy.trunk(call.a.trunk) {
-        t.stats.fail(Direction::Inbound);
-    }
-    end(ctx, call, now, EndReason::Failed { status: code });
-}
-
-/// The caller cancelled (or the SBC gave up): answer the INVITE with
-/// `code`, CANCEL the attempt in progress.
-/// Ends a call that is not answered yet: `why` is the caller giving up
-/// (487, RFC 3261 §9.2) or ringing too long (408, §16.6 step 11).
-pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: EndReason) {
-    let (code, reason): (u16, &[u8]) = match why {
-        EndReason::Cancelled => (487, b"Request Terminated"),
-        EndReason::RingTimeout => (408, b"Request Timeout"),
-        _ => (500, b"Server Internal Error"),
-    };
-    let response = call
-        .uas
-        .template
-        .simple(code, reason, Some(&call.a.local_tag));
-    if call
-        .uas
-        .tx
-        .respond(now, &call.policy.timers, code, response, &mut ctx.out)
-    {
-        ctx.stats.final_sent(code);
-    }
-    if let Some(t) = call.policy.trunk(call.a.trunk) {
-        t.stats.fail(Direction::Inbound);
-    }
-    if let Some(index) = call.attempts.len().checked_sub(1)
-        && let Some(attempt) = call.attempts.get_mut(index)
-        && attempt.tx.is_pending()
-    {
-        attempt.cancel_wanted = true;
-        attempt.tx.abandon(now, &call.policy.timers);
-        // RFC 3261 §9.1: CANCEL only once a provisional response arrived;
-        // otherwise when one does.
-        if attempt.tx.heard_back() {
-            send_cancel(ctx, call, index, now);
-        }
-    }
-    end(ctx, call, now, why);
-}
-
-pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
-    let local = ctx.local(call.b.flow.local).clone();
-    let Some(attempt) = call.attempts.get_mut(index) else {
-        return;
-    };
-    if attempt.cancel.is_some() {
-        return;
-    }
-    let cancel = invite_sibling(
-        &call.b,
-        &local,
-        b"CANCEL",
-        attempt.invite_ref(),
-        &attempt.initial_to,
-    );
-    let dest = attempt.tx.dest();
-    attempt.cancel = Some(Box::new(ClientNonInvite::start(
-        now,
-        &call.policy.timers,
-        dest,
-        cancel,
-        &mut ctx.out,
-    )));
-}
-
 /// A response to an attempt the call no longer wants: clean up the callee
 /// side (CANCEL what rings, ACK and BYE what answered).
 fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
@@ -708,129 +535,4 @@ fn hang_up_stray_answer(
         ack,
         dest,
     });
-}
-
-/// Writes a dialled number as the user part of a SIP URI, escaping every
-/// octet outside RFC 3261 §25.1 `user` (unreserved / user-unreserved), so
-/// nothing the caller sent can change the URI's structure.
-pub(crate) fn escape_user(number: &[u8], out: &mut BytesMut) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in number {
-        let plain = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'_'
-                    | b'.'
-                    | b'!'
-                    | b'~'
-                    | b'*'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'&'
-                    | b'='
-                    | b'+'
-                    | b'$'
-                    | b','
-                    | b';'
-                    | b'?'
-                    | b'/'
-            );
-        if plain {
-            out.put_u8(b);
-        } else {
-            out.put_u8(b'%');
-            out.put_u8(HEX[usize::from(b >> 4)]);
-            out.put_u8(HEX[usize::from(b & 0xf)]);
-        }
-    }
-}
-
-/// The user part of a From value (the caller's number), or empty.
-fn caller_of(from: &[u8]) -> String {
-    crate::sip::NameAddr::parse(from)
-        .ok()
-        .and_then(|n| n.parsed_uri().ok()?.user)
-        .map(|u| String::from_utf8_lossy(u).into_owned())
-        .unwrap_or_default()
-}
-
-/// Marks the call over (once), keeps the gauges right and reports its
-/// record.
-pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
-    if call.phase() == Phase::Ended {
-        return;
-    }
-    if call.uas.tx.is_pending() {
-        // Whatever ended the call, the caller's INVITE gets a final answer
-        // (otherwise its transaction, and the call, would never finish).
-        let response =
-            call.uas
-                .template
-                .simple(500, b"Server Internal Error", Some(&call.a.local_tag));
-        if call
-            .uas
-            .tx
-            .respond(now, &call.policy.timers, 500, response, &mut ctx.out)
-        {
-            ctx.stats.final_sent(500);
-        }
-    }
-    if call.answered_at().is_some() {
-        if let Some(t) = call.policy.trunk(call.a.trunk) {
-            t.stats.hang_up(Direction::Inbound);
-        }
-        if let Some(t) = call.policy.trunk(call.b.trunk) {
-            t.stats.hang_up(Direction::Outbound);
-        }
-    }
-    let answered = call.answered_at();
-    call.state = State::Ended { answered, at: now };
-    let caller = caller_of(&call.a.remote_party);
-    call.shed_dialogs();
-    call.cancel_call_timers();
-    let media = super::media::release(ctx, call);
-    ctx.stats
-        .calls_active
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let trunk_name = |id| call.policy.trunk(id).map(|t| t.name.clone());
-    let record = CallRecord {
-        call: call.me,
-        call_id: call.a.call_id.clone(),
-        inbound_trunk: trunk_name(call.a.trunk).unwrap_or_default(),
-        outbound_trunk: call.current().and_then(|a| trunk_name(a.target.trunk)),
-        caller,
-        callee: call.number.to_string(),
-        started: call.started,
-        answered,
-        ended: now,
-        reason,
-        media,
-    };
-    ctx.emit(Event::CallEnded(Box::new(record)));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{better_failure, escape_user};
-
-    #[test]
-    fn dialled_numbers_cannot_change_the_uri() {
-        let mut out = bytes::BytesMut::new();
-        escape_user(b"1234@evil.example>:x", &mut out);
-        assert_eq!(&out[..], b"1234%40evil.example%3E%3Ax");
-        let mut out = bytes::BytesMut::new();
-        escape_user(b"+39-06 1", &mut out);
-        assert_eq!(&out[..], b"+39-06%201");
-    }
-
-    #[test]
-    fn response_selection_follows_rfc3261_16_7() {
-        assert!(better_failure(486, 503), "4xx beats 5xx");
-        assert!(!better_failure(503, 486));
-        assert!(better_failure(603, 486), "6xx beats everything");
-        assert!(!better_failure(486, 600));
-        assert!(better_failure(407, 404), "preferred within a class");
-        assert!(!better_failure(404, 486), "first of a class kept");
-    }
 }

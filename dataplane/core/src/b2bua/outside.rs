@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::build::{Template, response_dest};
-use super::engine::Engine;
+use super::build::response_dest;
+use super::context::Engine;
 use super::event::Event;
 use super::standalone::{Alarm, OwnRequest, Timed, TxId};
+use super::template::Template;
 use crate::net::Flow;
 use crate::sip::{HeaderName, Request, Response, Writer};
 use crate::stats::ShardStats;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::call::Side;
-use super::engine::Engine;
+use super::context::Engine;
 use crate::sip::{Method, Response};
 use crate::stats::{Discard, ShardStats};
 

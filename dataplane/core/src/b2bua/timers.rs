@@ -4,10 +4,11 @@
 use std::time::Instant;
 
 use super::call::{Call, ClientTx, Phase, ServerTx, Side};
-use super::dialog::{ack_relay, bye_both, send_b_ack};
-use super::engine::Ctx;
+use super::context::Ctx;
+use super::dialog::{ack_relay, send_b_ack};
 use super::event::EndReason;
-use super::outbound::{attempt_timed_out, cancel_call, end};
+use super::outbound::attempt_timed_out;
+use super::teardown::{bye_both, cancel_call, end};
 use crate::sip::Method;
 use crate::transaction::{TimerName, TxEvent};
 

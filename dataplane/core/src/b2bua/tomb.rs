@@ -20,8 +20,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::build::{InviteRef, LocalParts, Template, contact_uri, next_hop};
+use super::build::{LocalParts, contact_uri, next_hop};
+use super::call::InviteRef;
 use super::call::{Call, Side};
+use super::template::Template;
 use crate::net::Flow;
 use crate::policy::TrunkId;
 use crate::sip::{CommaList, HeaderName, Method, Request, Response, Writer};

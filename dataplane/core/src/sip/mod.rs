@@ -22,6 +22,6 @@ pub use method::Method;
 pub use name_addr::{NameAddr, NameAddrError};
 pub use request::{CSeq, MAX_CSEQ, Request, RequestError, Response};
 pub use scan::{CommaList, Params};
-pub use uri::{Scheme, Uri, UriError, host_ip, parse_hostport};
+pub use uri::{Scheme, Uri, UriError, escape_user, host_ip, parse_hostport};
 pub use via::{BRANCH_COOKIE, Via, ViaError, split_values as via_values};
 pub use writer::{Writer, put_unfolded};

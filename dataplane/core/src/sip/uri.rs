@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use bytes::{BufMut, BytesMut};
+
 use super::scan::{Params, parse_decimal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,8 +216,54 @@ fn valid_host(host: &[u8]) -> bool {
     }
 }
 
+/// Writes a dialled number as the user part of a SIP URI, escaping every
+/// octet outside RFC 3261 §25.1 `user` (unreserved / user-unreserved), so
+/// nothing the caller sent can change the URI's structure.
+pub fn escape_user(number: &[u8], out: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in number {
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'&'
+                    | b'='
+                    | b'+'
+                    | b'$'
+                    | b','
+                    | b';'
+                    | b'?'
+                    | b'/'
+            );
+        if plain {
+            out.put_u8(b);
+        } else {
+            out.put_u8(b'%');
+            out.put_u8(HEX[usize::from(b >> 4)]);
+            out.put_u8(HEX[usize::from(b & 0xf)]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dialled_numbers_cannot_change_the_uri() {
+        let mut out = bytes::BytesMut::new();
+        super::escape_user(b"1234@evil.example>:x", &mut out);
+        assert_eq!(&out[..], b"1234%40evil.example%3E%3Ax");
+        let mut out = bytes::BytesMut::new();
+        super::escape_user(b"+39-06 1", &mut out);
+        assert_eq!(&out[..], b"+39-06%201");
+    }
+
     use super::*;
 
     #[test]

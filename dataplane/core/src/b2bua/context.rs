@@ -1,0 +1,119 @@
+//! The state one shard's engine holds: the [`Ctx`] every handler uses
+//! (identifiers, outbox, counters, the policy, media ports, events) and
+//! the [`Engine`] itself (the context, the call table, the transactions
+//! outside calls). Handlers import this module, never `engine`, whose
+//! public API calls into them: imports point one way.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::build::{LocalParts, response_dest};
+use super::event::Event;
+use super::ids::{IdMinter, ShardId};
+use super::standalone::Standalone;
+use super::table::CallTable;
+use super::template::Template;
+use crate::media::MediaPorts;
+use crate::net::{Flow, LocalId, Outbox};
+use crate::policy::{MediaPolicy, Policy};
+use crate::refusal::Refusal;
+use crate::sip::{HeaderName, Method, Request};
+use crate::stats::ShardStats;
+
+/// Everything call handling needs besides the call itself.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub shard: ShardId,
+    pub shards: u16,
+    pub ids: IdMinter,
+    pub out: Outbox,
+    pub stats: Arc<ShardStats>,
+    pub policy: Arc<Policy>,
+    pub locals: Vec<LocalParts>,
+    /// This shard's media ports (`None`: no relay configured).
+    pub media: Option<MediaPorts>,
+    /// The media settings the ports were set up with.
+    pub media_policy: Option<MediaPolicy>,
+    /// Events waiting for [`Engine::poll_event`].
+    pub events: VecDeque<Event>,
+}
+
+impl Ctx {
+    pub fn local(&self, id: LocalId) -> &LocalParts {
+        // `locals` is never empty (see Engine::new).
+        &self.locals[usize::from(id.0).min(self.locals.len() - 1)]
+    }
+
+    /// Reports an event (drained by [`Engine::poll_event`]).
+    pub fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    /// Queues a message and counts it.
+    pub fn send(&mut self, dest: Flow, data: Bytes) {
+        self.out.push(dest, data);
+    }
+
+    /// A response to `req` that needs no transaction (RFC 3261 §8.2.6,
+    /// §16.7: errors before any state exists). `extra` adds headers.
+    pub fn respond_stateless(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        code: u16,
+        reason: &[u8],
+        extra: &[(HeaderName, &[u8])],
+    ) {
+        let template = Template::new(req, origin.remote, false);
+        let tag = self.ids.tag();
+        let mut buf = BytesMut::with_capacity(template.len() + 128);
+        let mut w = template.start(&mut buf, code, reason, Some(&tag));
+        for (name, value) in extra {
+            w.header(*name, &[value]);
+        }
+        w.body(b"");
+        self.send(response_dest(req, origin), buf.freeze());
+        if code >= 200 {
+            self.stats.final_sent(code);
+        }
+    }
+
+    /// Refuses a request that has no transaction yet: counted under its
+    /// label, answered as the refusal says (never an ACK, RFC 3261
+    /// §17.1.1.3, nor what the ACL drops).
+    pub fn refuse(&mut self, req: &Request<'_>, origin: Flow, why: Refusal) {
+        self.refuse_with(req, origin, why, &[]);
+    }
+
+    /// [`Ctx::refuse`] with headers of the request's own (420's
+    /// Unsupported).
+    pub fn refuse_with(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        why: Refusal,
+        extra: &[(HeaderName, &[u8])],
+    ) {
+        self.stats.refused(why);
+        if req.method == Method::Ack || !why.is_answered() {
+            return;
+        }
+        let mut headers: SmallVec<[(HeaderName, &[u8]); 4]> = SmallVec::new();
+        headers.extend_from_slice(why.headers());
+        headers.extend_from_slice(extra);
+        self.respond_stateless(req, origin, why.status(), why.reason().as_bytes(), &headers);
+    }
+}
+
+/// One shard's B2BUA. See the [module documentation](super) for the loop
+/// that drives it.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) ctx: Ctx,
+    pub(crate) calls: CallTable,
+    /// Transactions outside calls, and alarms.
+    pub(crate) standalone: Standalone,
+}

@@ -1,0 +1,220 @@
+//! Ending calls: the best failure to the caller, cancelling an attempt,
+//! BYE on both legs, and the one place a call is marked over (its gauges
+//! and its record as an event).
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::build::{Relayed, RequestParts, invite_sibling, leg_request};
+use super::call::{Call, Failure, Own, Phase, Side, State};
+use super::context::Ctx;
+use super::event::{CallRecord, EndReason, Event};
+use crate::stats::Direction;
+use crate::transaction::ClientNonInvite;
+
+/// Sends the best failure to the caller and ends the call.
+pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    let failure = call
+        .routing_mut()
+        .and_then(|r| r.failure.take())
+        .unwrap_or(Failure {
+            code: 408,
+            reason: Bytes::from_static(b"Request Timeout"),
+            headers: Bytes::new(),
+            body: Bytes::new(),
+            local: false,
+        });
+    let (code, reason): (u16, &[u8]) = match failure.code {
+        _ if failure.local => (failure.code, &failure.reason),
+        // §16.7: a proxy should not forward 503 (it would mean *this* hop
+        // is unavailable); 500 instead.
+        503 => (500, b"Server Internal Error"),
+        // The trunk's challenge is for the SBC, not for the caller.
+        401 | 407 => (403, b"Forbidden"),
+        c => (c, &failure.reason),
+    };
+    let mut buf = BytesMut::with_capacity(
+        call.uas.template.len() + failure.headers.len() + failure.body.len(),
+    );
+    let mut w = call
+        .uas
+        .template
+        .start(&mut buf, code, reason, Some(&call.a.local_tag));
+    if !matches!(failure.code, 401 | 407) {
+        w.raw(&failure.headers);
+        w.body(&failure.body);
+    } else {
+        w.body(b"");
+    }
+    if call
+        .uas
+        .tx
+        .respond(now, &call.policy.timers, code, buf.freeze(), &mut ctx.out)
+    {
+        ctx.stats.final_sent(code);
+    }
+    if let Some(t) = call.policy.trunk(call.a.trunk) {
+        t.stats.fail(Direction::Inbound);
+    }
+    end(ctx, call, now, EndReason::Failed { status: code });
+}
+
+/// Ends a call that is not answered yet: `why` is the caller giving up
+/// (487, RFC 3261 §9.2) or ringing too long (408, §16.6 step 11): answer
+/// the INVITE, CANCEL the attempt in progress.
+pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: EndReason) {
+    let (code, reason): (u16, &[u8]) = match why {
+        EndReason::Cancelled => (487, b"Request Terminated"),
+        EndReason::RingTimeout => (408, b"Request Timeout"),
+        _ => (500, b"Server Internal Error"),
+    };
+    let response = call
+        .uas
+        .template
+        .simple(code, reason, Some(&call.a.local_tag));
+    if call
+        .uas
+        .tx
+        .respond(now, &call.policy.timers, code, response, &mut ctx.out)
+    {
+        ctx.stats.final_sent(code);
+    }
+    if let Some(t) = call.policy.trunk(call.a.trunk) {
+        t.stats.fail(Direction::Inbound);
+    }
+    if let Some(index) = call.attempts.len().checked_sub(1)
+        && let Some(attempt) = call.attempts.get_mut(index)
+        && attempt.tx.is_pending()
+    {
+        attempt.cancel_wanted = true;
+        attempt.tx.abandon(now, &call.policy.timers);
+        // RFC 3261 §9.1: CANCEL only once a provisional response arrived;
+        // otherwise when one does.
+        if attempt.tx.heard_back() {
+            send_cancel(ctx, call, index, now);
+        }
+    }
+    end(ctx, call, now, why);
+}
+
+/// CANCELs attempt `index` (RFC 3261 §9.1: same Request-URI, Call-ID,
+/// From, CSeq number and top Via as its INVITE).
+pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
+    let local = ctx.local(call.b.flow.local).clone();
+    let Some(attempt) = call.attempts.get_mut(index) else {
+        return;
+    };
+    if attempt.cancel.is_some() {
+        return;
+    }
+    let cancel = invite_sibling(
+        &call.b,
+        &local,
+        b"CANCEL",
+        attempt.invite_ref(),
+        &attempt.initial_to,
+    );
+    let dest = attempt.tx.dest();
+    attempt.cancel = Some(Box::new(ClientNonInvite::start(
+        now,
+        &call.policy.timers,
+        dest,
+        cancel,
+        &mut ctx.out,
+    )));
+}
+
+/// The user part of a From value (the caller's number), or empty.
+fn caller_of(from: &[u8]) -> String {
+    crate::sip::NameAddr::parse(from)
+        .ok()
+        .and_then(|n| n.parsed_uri().ok()?.user)
+        .map(|u| String::from_utf8_lossy(u).into_owned())
+        .unwrap_or_default()
+}
+
+/// Marks the call over (once), keeps the gauges right and reports its
+/// record.
+pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
+    if call.phase() == Phase::Ended {
+        return;
+    }
+    if call.uas.tx.is_pending() {
+        // Whatever ended the call, the caller's INVITE gets a final answer
+        // (otherwise its transaction, and the call, would never finish).
+        let response =
+            call.uas
+                .template
+                .simple(500, b"Server Internal Error", Some(&call.a.local_tag));
+        if call
+            .uas
+            .tx
+            .respond(now, &call.policy.timers, 500, response, &mut ctx.out)
+        {
+            ctx.stats.final_sent(500);
+        }
+    }
+    if call.answered_at().is_some() {
+        if let Some(t) = call.policy.trunk(call.a.trunk) {
+            t.stats.hang_up(Direction::Inbound);
+        }
+        if let Some(t) = call.policy.trunk(call.b.trunk) {
+            t.stats.hang_up(Direction::Outbound);
+        }
+    }
+    let answered = call.answered_at();
+    call.state = State::Ended { answered, at: now };
+    let caller = caller_of(&call.a.remote_party);
+    call.shed_dialogs();
+    call.cancel_call_timers();
+    let media = super::media::release(ctx, call);
+    ctx.stats
+        .calls_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let trunk_name = |id| call.policy.trunk(id).map(|t| t.name.clone());
+    let record = CallRecord {
+        call: call.me,
+        call_id: call.a.call_id.clone(),
+        inbound_trunk: trunk_name(call.a.trunk).unwrap_or_default(),
+        outbound_trunk: call.current().and_then(|a| trunk_name(a.target.trunk)),
+        caller,
+        callee: call.number.to_string(),
+        started: call.started,
+        answered,
+        ended: now,
+        reason,
+        media,
+    };
+    ctx.emit(Event::CallEnded(Box::new(record)));
+}
+
+/// Ends an established call from the SBC: BYE on both legs.
+pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
+    let timers = call.policy.timers;
+    for side in [Side::A, Side::B] {
+        if call.leg(side).remote_tag.is_none() {
+            continue;
+        }
+        let parts = ctx.local(call.leg(side).flow.local).clone();
+        let branch = ctx.ids.branch();
+        let leg = call.leg_mut(side);
+        leg.local_cseq += 1;
+        let bye = leg_request(
+            leg,
+            &parts,
+            &RequestParts {
+                method: b"BYE",
+                cseq: leg.local_cseq,
+                branch: &branch,
+                max_forwards: 70,
+                contact: false,
+                relay: Relayed::Nothing,
+            },
+        );
+        let dest = leg.flow;
+        let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
+        call.own.push(Own { side, branch, tx });
+    }
+    end(ctx, call, now, reason);
+}
