@@ -172,57 +172,17 @@ fn relay(
     origin: Flow,
     now: Instant,
 ) {
-    let mf = req.max_forwards.unwrap_or(70);
-    if mf == 0 {
-        answer_locally(ctx, call, side, req, origin, now, Err(Refusal::TooManyHops));
-        return;
-    }
-    let body_kind = super::media::body_kind(&req.msg);
-    if call.anchored && body_kind == super::media::BodyKind::NestedSdp {
-        answer_locally(
-            ctx,
-            call,
-            side,
-            req,
-            origin,
-            now,
-            Err(Refusal::UnsupportedMedia),
-        );
-        return;
-    }
-    // An offer in a re-INVITE or UPDATE goes through the media session
-    // (RFC 3264 §8: hold, resume, new addresses, added streams).
-    let offer_in_request = carries_offer(req.method) && body_kind == super::media::BodyKind::Sdp;
-    let body = if offer_in_request {
-        if call.phase() == Phase::Confirmed {
-            super::media::stage_offer(call);
+    let (body, offer_in_request) = match relayed_body(ctx, call, side, req, now) {
+        Ok(b) => b,
+        Err(why) => {
+            answer_locally(ctx, call, side, req, origin, now, Err(why));
+            return;
         }
-        match super::media::cross(ctx, call, side, Role::Offer, req.msg.body(), now) {
-            Ok(Some(b)) => Body::Rewritten(b),
-            Ok(None) => Body::Same,
-            Err(e) => {
-                super::media::settle_offer(ctx, call, false);
-                answer_locally(ctx, call, side, req, origin, now, Err(Refusal::Media(e)));
-                return;
-            }
-        }
-    } else {
-        Body::Same
     };
     let timers = call.policy.timers;
     let dest = response_dest(req, origin);
     let template = Template::new(req, origin.remote, false);
-    if is_target_refresh(req.method)
-        && let Some(contact) = contact_uri(&req.msg)
-    {
-        let leg = call.leg_mut(side);
-        leg.remote_target = Bytes::copy_from_slice(contact);
-        leg.flow = leg.flow.towards(next_hop(
-            &leg.remote_target,
-            &leg.route_set,
-            leg.flow.remote,
-        ));
-    }
+    refresh_target(call, side, req);
     let server = if req.method == Method::Invite {
         let mut t = ServerInvite::new(dest);
         let trying = template.simple(100, b"Trying", None);
@@ -231,7 +191,92 @@ fn relay(
     } else {
         ServerTx::NonInvite(ServerNonInvite::new(dest))
     };
-    let to_side = side.other();
+    let (client, client_branch, client_cseq) = forward(ctx, call, side.other(), req, &body, now);
+    call.relays.push(Relay {
+        from: side,
+        method: req.method,
+        server,
+        server_branch: Bytes::copy_from_slice(req.via.branch().unwrap_or(b"")),
+        server_cseq: req.cseq.seq,
+        template,
+        client,
+        client_branch,
+        client_cseq,
+        ack: None,
+        offer_in_request,
+        final_code: None,
+    });
+}
+
+/// What a relayed request carries across, and whether it is an SDP
+/// offer; the refusal when it cannot cross (no hops left, SDP the relay
+/// cannot rewrite or carry).
+fn relayed_body(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    side: Side,
+    req: &Request<'_>,
+    now: Instant,
+) -> Result<(Body, bool), Refusal> {
+    if req.max_forwards == Some(0) {
+        return Err(Refusal::TooManyHops);
+    }
+    let body_kind = super::media::body_kind(&req.msg);
+    if call.anchored && body_kind == super::media::BodyKind::NestedSdp {
+        return Err(Refusal::UnsupportedMedia);
+    }
+    // An offer in a re-INVITE or UPDATE goes through the media session
+    // (RFC 3264 §8: hold, resume, new addresses, added streams).
+    let offer_in_request = carries_offer(req.method) && body_kind == super::media::BodyKind::Sdp;
+    if !offer_in_request {
+        return Ok((Body::Same, false));
+    }
+    if call.phase() == Phase::Confirmed {
+        super::media::stage_offer(call);
+    }
+    match super::media::cross(ctx, call, side, Role::Offer, req.msg.body(), now) {
+        Ok(Some(b)) => Ok((Body::Rewritten(b), true)),
+        Ok(None) => Ok((Body::Same, true)),
+        Err(e) => {
+            super::media::settle_offer(ctx, call, false);
+            Err(Refusal::Media(e))
+        }
+    }
+}
+
+/// RFC 3261 §12.2.2: a target-refresh request's Contact is the peer's new
+/// remote target.
+fn refresh_target(call: &mut Call, side: Side, req: &Request<'_>) {
+    if is_target_refresh(req.method) {
+        retarget(call, side, &req.msg);
+    }
+}
+
+/// The Contact of `msg` (a target refresh or its 2xx, RFC 3261 §12.2) is
+/// `side`'s peer's new remote target.
+fn retarget(call: &mut Call, side: Side, msg: &crate::sip::Message<'_>) {
+    if let Some(contact) = contact_uri(msg) {
+        let leg = call.leg_mut(side);
+        leg.remote_target = Bytes::copy_from_slice(contact);
+        leg.flow = leg.flow.towards(next_hop(
+            &leg.remote_target,
+            &leg.route_set,
+            leg.flow.remote,
+        ));
+    }
+}
+
+/// Sends `req` on in the `to_side` dialog (RFC 3261 §12.2.1.1) with
+/// `body`; its client transaction, branch and CSeq.
+fn forward(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    to_side: Side,
+    req: &Request<'_>,
+    body: &Body,
+    now: Instant,
+) -> (ClientTx, Bytes, u32) {
+    let timers = call.policy.timers;
     let parts = ctx.local(call.leg(to_side).flow.local).clone();
     let branch = ctx.ids.branch();
     let leg = call.leg_mut(to_side);
@@ -244,43 +289,24 @@ fn relay(
             method: req.method_raw,
             cseq,
             branch: &branch,
-            max_forwards: mf - 1,
+            max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
             contact: is_target_refresh(req.method),
             relay: body.relayed(&req.msg),
         },
     );
-    let out_dest = leg.flow;
+    let dest = leg.flow;
     let client = if req.method == Method::Invite {
-        ClientTx::Invite(ClientInvite::start(
-            now,
-            &timers,
-            out_dest,
-            bytes,
-            &mut ctx.out,
-        ))
+        ClientTx::Invite(ClientInvite::start(now, &timers, dest, bytes, &mut ctx.out))
     } else {
         ClientTx::NonInvite(ClientNonInvite::start(
             now,
             &timers,
-            out_dest,
+            dest,
             bytes,
             &mut ctx.out,
         ))
     };
-    call.relays.push(Relay {
-        from: side,
-        method: req.method,
-        server,
-        server_branch: Bytes::copy_from_slice(req.via.branch().unwrap_or(b"")),
-        server_cseq: req.cseq.seq,
-        template,
-        client,
-        client_branch: branch,
-        client_cseq: cseq,
-        ack: None,
-        offer_in_request,
-        final_code: None,
-    });
+    (client, branch, cseq)
 }
 
 /// Requests whose SDP is an offer (RFC 3264; RFC 3311 for UPDATE).
@@ -296,25 +322,69 @@ pub(crate) fn on_relay_response(
     resp: &Response<'_>,
     now: Instant,
 ) {
-    let timers = call.policy.timers;
-    let Some(relay) = call.relays.get(index) else {
+    let Some(to_side) = relay_transaction(ctx, call, index, resp, now) else {
         return;
     };
-    let to_side = relay.from.other();
+    let Some((method, offer_in_request)) = call
+        .relays
+        .get(index)
+        .map(|r| (r.method, r.offer_in_request))
+    else {
+        return;
+    };
+    let code = resp.code;
+    if offer_in_request && carries_offer(method) && code >= 200 {
+        // The far side's verdict on the re-offer.
+        super::media::settle_offer(ctx, call, (200..300).contains(&code));
+    }
+    // The far side's SDP: the answer to the relayed offer, or its own offer
+    // when the request had none.
+    let body = if carries_offer(method) && (101..300).contains(&code) {
+        sdp_towards(ctx, call, to_side, offer_in_request, &resp.msg, now)
+    } else if call.anchored && super::media::carries_media(&resp.msg) {
+        // SDP in an error answer (e.g. 488 to a re-INVITE): not relayed.
+        Body::Dropped
+    } else {
+        Body::Same
+    };
+    if carries_offer(method) && (200..300).contains(&code) && matches!(body, Body::Dropped) {
+        unanchorable_reanswer(ctx, call, index, now);
+        return;
+    }
+    respond_to_originator(ctx, call, index, resp, &body, now);
+    if (200..300).contains(&code) && is_target_refresh(method) {
+        retarget(call, to_side, &resp.msg);
+    }
+    if method == Method::Bye && code >= 200 {
+        // RFC 3261 §15.1.2: any final response ends the dialog.
+        let by = match to_side {
+            Side::A => EndReason::CalleeHangUp,
+            Side::B => EndReason::CallerHangUp,
+        };
+        end(ctx, call, now, by);
+    }
+}
+
+/// Passes a response to relay `index`'s client transaction (RFC 3261
+/// §17.1); the side it came from when it is news for the originator,
+/// `None` when the transaction absorbed it or it needs nothing more.
+fn relay_transaction(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    now: Instant,
+) -> Option<Side> {
+    let timers = call.policy.timers;
+    let to_side = call.relays.get(index)?.from.other();
     let local = ctx.local(call.leg(to_side).flow.local).clone();
     let code = resp.code;
-    let from_contact = ctx
-        .local(call.leg(to_side.other()).flow.local)
-        .contact
-        .clone();
     let (leg_a, leg_b) = (&call.a, &call.b);
     let leg = match to_side {
         Side::A => leg_a,
         Side::B => leg_b,
     };
-    let Some(relay) = call.relays.get_mut(index) else {
-        return;
-    };
+    let relay = call.relays.get_mut(index)?;
     let action = match &mut relay.client {
         ClientTx::Invite(t) => t.on_response(
             now,
@@ -340,7 +410,7 @@ pub(crate) fn on_relay_response(
     };
     if action == ResponseAction::Absorb {
         ShardStats::inc(&ctx.stats.retransmissions_in);
-        return;
+        return None;
     }
     if relay.method == Method::Invite && (200..300).contains(&code) && !relay.server.is_pending() {
         // A retransmitted 2xx to a re-INVITE: ACK again if we already did;
@@ -348,38 +418,34 @@ pub(crate) fn on_relay_response(
         if let Some(ack) = relay.ack.clone() {
             ctx.send(leg.flow, ack);
         }
+        return None;
+    }
+    (code != 100).then_some(to_side)
+}
+
+/// Relays the far side's response (with `body`) to the originator of
+/// relay `index`, through its server transaction.
+fn respond_to_originator(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    body: &Body,
+    now: Instant,
+) {
+    let timers = call.policy.timers;
+    let Some(from) = call.relays.get(index).map(|r| r.from) else {
         return;
-    }
-    if code == 100 {
-        return;
-    }
-    let method = relay.method;
-    let offer_in_request = relay.offer_in_request;
-    if offer_in_request && carries_offer(method) && code >= 200 {
-        // The far side's verdict on the re-offer.
-        super::media::settle_offer(ctx, call, (200..300).contains(&code));
-    }
-    // The far side's SDP: the answer to the relayed offer, or its own offer
-    // when the request had none.
-    let body = if carries_offer(method) && (101..300).contains(&code) {
-        sdp_towards(ctx, call, to_side, offer_in_request, &resp.msg, now)
-    } else if call.anchored && super::media::carries_media(&resp.msg) {
-        // SDP in an error answer (e.g. 488 to a re-INVITE): not relayed.
-        Body::Dropped
-    } else {
-        Body::Same
     };
-    if carries_offer(method) && (200..300).contains(&code) && matches!(body, Body::Dropped) {
-        unanchorable_reanswer(ctx, call, index, now);
-        return;
-    }
+    let our_contact = ctx.local(call.leg(from).flow.local).contact.clone();
     let Some(relay) = call.relays.get_mut(index) else {
         return;
     };
+    let code = resp.code;
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + relay.template.len());
     let mut w = relay.template.start(&mut buf, code, resp.reason, None);
     if is_target_refresh(relay.method) && (101..300).contains(&code) {
-        w.header(HeaderName::Contact, &[&from_contact]);
+        w.header(HeaderName::Contact, &[&our_contact]);
     }
     body.write(&mut w, &resp.msg);
     let bytes = buf.freeze();
@@ -391,26 +457,6 @@ pub(crate) fn on_relay_response(
         relay.final_code = Some(code);
         // Retransmissions of the request get the stored response.
         relay.template = Template::empty();
-    }
-    if (200..300).contains(&code)
-        && is_target_refresh(method)
-        && let Some(contact) = contact_uri(&resp.msg)
-    {
-        let leg = call.leg_mut(to_side);
-        leg.remote_target = Bytes::copy_from_slice(contact);
-        leg.flow = leg.flow.towards(next_hop(
-            &leg.remote_target,
-            &leg.route_set,
-            leg.flow.remote,
-        ));
-    }
-    if method == Method::Bye && code >= 200 {
-        // RFC 3261 §15.1.2: any final response ends the dialog.
-        let by = match to_side {
-            Side::A => EndReason::CalleeHangUp,
-            Side::B => EndReason::CallerHangUp,
-        };
-        end(ctx, call, now, by);
     }
 }
 

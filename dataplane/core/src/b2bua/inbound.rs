@@ -27,6 +27,59 @@ use crate::transaction::{ServerInvite, TimerTable};
 /// within 200 ms.
 pub(crate) const TRYING_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// What admission decided for a new call.
+#[derive(Debug)]
+struct Admitted {
+    cref: CallRef,
+    number: String,
+    targets: SmallVec<[Target; 4]>,
+    route_index: usize,
+    failover_on_timeout: bool,
+}
+
+/// The caller's dialog, as the INVITE creates it (RFC 3261 §12.1.1): the
+/// SBC is its UAS, with tag `tag`.
+fn a_leg(req: &Request<'_>, origin: Flow, trunk: TrunkId, tag: Bytes) -> Leg {
+    let mut local = BytesMut::new();
+    crate::sip::put_unfolded(&mut local, req.msg.value(HeaderName::To).unwrap_or(b""));
+    local.put_slice(b";tag=");
+    local.put_slice(&tag);
+    let mut remote = BytesMut::new();
+    crate::sip::put_unfolded(&mut remote, req.msg.value(HeaderName::From).unwrap_or(b""));
+    // RFC 3261 §8.1.1.8: the INVITE's Contact is where requests in the
+    // dialog go. Without a usable one, the From URI, and failing that the
+    // address the INVITE came from.
+    let remote_target = contact_uri(&req.msg)
+        .or_else(|| Uri::parse(req.from.uri).is_ok().then_some(req.from.uri))
+        .map_or_else(
+            || Bytes::from(format!("sip:{}", origin.remote)),
+            Bytes::copy_from_slice,
+        );
+    // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
+    let route_set: Vec<Bytes> = req
+        .msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let peer = next_hop(&remote_target, &route_set, origin.remote);
+    Leg {
+        call_id: Bytes::copy_from_slice(req.call_id),
+        local_tag: tag,
+        remote_tag: Some(Bytes::copy_from_slice(req.from_tag())),
+        local_party: local.freeze(),
+        remote_party: remote.freeze(),
+        remote_target,
+        route_set,
+        local_cseq: 0,
+        remote_cseq: Some(req.cseq.seq),
+        // In-dialog requests to the caller go by the transport and socket
+        // its INVITE came on.
+        flow: origin.towards(peer),
+        trunk,
+    }
+}
+
 impl Engine {
     pub(crate) fn on_request(&mut self, now: Instant, req: Request<'_>, origin: Flow) {
         match req.method {
@@ -50,15 +103,25 @@ impl Engine {
         {
             return;
         }
+        if self.refused_outright(&req, origin) {
+            return;
+        }
+        self.out_of_dialog(now, &req, origin, trunk);
+    }
+
+    /// Refuses what no trunk may send (RFC 3261 §8.2.1-§8.2.2): an unknown
+    /// method, a scheme we cannot route, options we do not support. True
+    /// when it did.
+    fn refused_outright(&mut self, req: &Request<'_>, origin: Flow) -> bool {
         if req.method == Method::Other {
             // RFC 3261 §8.2.1: unknown method.
-            self.ctx.refuse(&req, origin, Refusal::NotImplemented);
-            return;
+            self.ctx.refuse(req, origin, Refusal::NotImplemented);
+            return true;
         }
         // RFC 3261 §8.2.2.1 / §21.4.14: schemes we cannot route.
         if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
-            self.ctx.refuse(&req, origin, Refusal::UnsupportedScheme);
-            return;
+            self.ctx.refuse(req, origin, Refusal::UnsupportedScheme);
+            return true;
         }
         // RFC 3261 §8.2.2.3: option tags we do not support -> 420.
         let unsupported = unsupported_options(&req.msg);
@@ -71,20 +134,25 @@ impl Engine {
                 list.put_slice(t);
             }
             self.ctx.refuse_with(
-                &req,
+                req,
                 origin,
                 Refusal::BadExtension,
                 &[(HeaderName::Unsupported, &list)],
             );
-            return;
+            return true;
         }
+        false
+    }
+
+    /// A request outside any dialog from trunk `trunk`.
+    fn out_of_dialog(&mut self, now: Instant, req: &Request<'_>, origin: Flow, trunk: TrunkId) {
         match req.method {
-            Method::Invite => self.on_initial_invite(now, &req, origin, trunk),
+            Method::Invite => self.on_initial_invite(now, req, origin, trunk),
             Method::Options => {
                 // The SBC itself answers out-of-dialog OPTIONS (keepalives,
                 // health probes), whatever the Max-Forwards (RFC 4475 §3.3.11).
                 self.answer_outside(
-                    &req,
+                    req,
                     origin,
                     now,
                     (200, b"OK"),
@@ -101,7 +169,7 @@ impl Engine {
                 self.ctx.stats.refused(why);
                 let reason = why.reason();
                 self.answer_outside(
-                    &req,
+                    req,
                     origin,
                     now,
                     (why.status(), reason.as_bytes()),
@@ -109,96 +177,112 @@ impl Engine {
                 );
             }
             // RFC 3261 §15.1.2: BYE outside a dialog.
-            Method::Bye => self.ctx.refuse(&req, origin, Refusal::NoDialog),
-            _ => self.ctx.refuse(&req, origin, Refusal::MethodNotAllowed),
+            Method::Bye => self.ctx.refuse(req, origin, Refusal::NoDialog),
+            _ => self.ctx.refuse(req, origin, Refusal::MethodNotAllowed),
         }
     }
 
     fn on_initial_invite(&mut self, now: Instant, req: &Request<'_>, origin: Flow, trunk: TrunkId) {
-        if let Some(r) = self.calls.find_a(req.call_id, req.from_tag()) {
-            if let Some(call) = self.calls.get_mut(r)
-                && call.uas.matches(req)
-            {
-                // RFC 3261 §17.2.1: retransmission -> last response again
-                // (or the 100 Trying not sent yet).
-                ShardStats::inc(&self.ctx.stats.retransmissions_in);
-                if call.uas.tx.has_responded() {
-                    call.uas.tx.on_retransmission(&mut self.ctx.out);
-                } else {
-                    super::timers::send_trying(&mut self.ctx, call, now);
-                }
-                self.after(r);
-                return;
-            }
-            // §8.2.2.2: a merged request (same Call-ID, From tag and CSeq
-            // as an INVITE still in progress, another branch) gets 482. A
-            // new INVITE reusing the Call-ID of a call that is over (e.g. a
-            // retry after 422 or 491, §8.1.3.5) is a new call.
-            let over = self.calls.get(r).is_none_or(|c| c.phase() == Phase::Ended);
-            if !over {
-                self.ctx.refuse(req, origin, Refusal::Merged);
-                return;
-            }
+        if self.invite_seen(now, req, origin) {
+            return;
         }
+        match self.admit(req, trunk) {
+            Ok(admitted) => self.start_call(now, req, origin, trunk, admitted),
+            Err(why) => self.ctx.refuse(req, origin, why),
+        }
+    }
+
+    /// An INVITE whose Call-ID and From tag are a call's: its
+    /// retransmission, or a merged request. True when it was either.
+    fn invite_seen(&mut self, now: Instant, req: &Request<'_>, origin: Flow) -> bool {
+        let Some(r) = self.calls.find_a(req.call_id, req.from_tag()) else {
+            return false;
+        };
+        if let Some(call) = self.calls.get_mut(r)
+            && call.uas.matches(req)
+        {
+            // RFC 3261 §17.2.1: retransmission -> last response again
+            // (or the 100 Trying not sent yet).
+            ShardStats::inc(&self.ctx.stats.retransmissions_in);
+            if call.uas.tx.has_responded() {
+                call.uas.tx.on_retransmission(&mut self.ctx.out);
+            } else {
+                super::timers::send_trying(&mut self.ctx, call, now);
+            }
+            self.after(r);
+            return true;
+        }
+        // §8.2.2.2: a merged request (same Call-ID, From tag and CSeq
+        // as an INVITE still in progress, another branch) gets 482. A
+        // new INVITE reusing the Call-ID of a call that is over (e.g. a
+        // retry after 422 or 491, §8.1.3.5) is a new call.
+        let over = self.calls.get(r).is_none_or(|c| c.phase() == Phase::Ended);
+        if !over {
+            self.ctx.refuse(req, origin, Refusal::Merged);
+        }
+        !over
+    }
+
+    /// Whether a new call may start, and where it goes: the refusal
+    /// otherwise. A slot in the call table is reserved last.
+    fn admit(&mut self, req: &Request<'_>, trunk: TrunkId) -> Result<Admitted, Refusal> {
         // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
         if req.max_forwards == Some(0) {
-            self.ctx.refuse(req, origin, Refusal::TooManyHops);
-            return;
+            return Err(Refusal::TooManyHops);
         }
         // A Call-ID we minted coming back in as a new call is our own B leg
         // looping through the network (RFC 3261 §16.3 step 4 in spirit).
         if self.ctx.ids.secrets().decode_call_id(req.call_id).is_some() {
-            self.ctx.refuse(req, origin, Refusal::Loop);
-            return;
+            return Err(Refusal::Loop);
         }
         // SDP the relay cannot rewrite (inside multipart, e.g. SIP-I) would
         // carry the caller's addresses across: ask for plain SDP (RFC 3261
         // §21.4.13, 415 with Accept).
         if self.ctx.media.is_some() && super::media::has_nested_sdp(&req.msg) {
-            self.ctx.refuse(req, origin, Refusal::UnsupportedMedia);
-            return;
+            return Err(Refusal::UnsupportedMedia);
         }
+        // Nothing to dial (e.g. sip:host): no route can match.
         let number = dialled_number(&req.uri);
         if number.is_empty() {
-            // Nothing to dial (e.g. sip:host): no route can match.
-            self.ctx.refuse(req, origin, Refusal::NoRoute);
-            return;
+            return Err(Refusal::NoRoute);
         }
         let policy = Arc::clone(&self.ctx.policy);
-        let Some((route_index, route)) = policy.route(trunk, &number).and_then(|r| {
-            policy
-                .routes
-                .iter()
-                .position(|x| std::ptr::eq(x, r))
-                .map(|i| (i, r))
-        }) else {
-            self.ctx.refuse(req, origin, Refusal::NoRoute);
-            return;
-        };
+        let (route_index, route) = policy
+            .route(trunk, &number)
+            .and_then(|r| {
+                policy
+                    .routes
+                    .iter()
+                    .position(|x| std::ptr::eq(x, r))
+                    .map(|i| (i, r))
+            })
+            .ok_or(Refusal::NoRoute)?;
         let targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
         if targets.is_empty() {
-            self.ctx.refuse(req, origin, Refusal::NoRoute);
-            return;
+            return Err(Refusal::NoRoute);
         }
-        let Some(cref) = self.calls.reserve() else {
-            self.ctx.refuse(req, origin, Refusal::CallTableFull);
-            return;
-        };
-        let dest = response_dest(req, origin);
-        let call = self.new_call(
-            req,
-            origin,
-            trunk,
+        let cref = self.calls.reserve().ok_or(Refusal::CallTableFull)?;
+        Ok(Admitted {
             cref,
-            dest,
             number,
             targets,
             route_index,
-            route.failover.on_timeout,
-            Arc::clone(&policy),
-            now,
-        );
-        let mut call = Box::new(call);
+            failover_on_timeout: route.failover.on_timeout,
+        })
+    }
+
+    /// Creates the admitted call, reports it, and sends its first INVITE.
+    fn start_call(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        trunk: TrunkId,
+        admitted: Admitted,
+    ) {
+        let cref = admitted.cref;
+        let policy = Arc::clone(&self.ctx.policy);
+        let mut call = Box::new(self.new_call(now, req, origin, trunk, admitted));
         self.ctx.emit(Event::CallStarted(CallStarted {
             call: cref,
             call_id: call.a.call_id.clone(),
@@ -229,78 +313,25 @@ impl Engine {
         self.after(cref);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn new_call(
         &mut self,
+        now: Instant,
         req: &Request<'_>,
         origin: Flow,
         trunk: TrunkId,
-        cref: CallRef,
-        dest: Flow,
-        number: String,
-        targets: SmallVec<[Target; 4]>,
-        route_index: usize,
-        failover_on_timeout: bool,
-        policy: Arc<crate::policy::Policy>,
-        now: Instant,
+        admitted: Admitted,
     ) -> Call {
         let ids = &mut self.ctx.ids;
-        let a_tag = ids.tag();
-        let mut a_local = BytesMut::new();
-        crate::sip::put_unfolded(&mut a_local, req.msg.value(HeaderName::To).unwrap_or(b""));
-        a_local.put_slice(b";tag=");
-        a_local.put_slice(&a_tag);
-        let mut a_remote = BytesMut::new();
-        crate::sip::put_unfolded(
-            &mut a_remote,
-            req.msg.value(HeaderName::From).unwrap_or(b""),
-        );
-        // RFC 3261 §8.1.1.8: the INVITE's Contact is where requests in the
-        // dialog go. Without a usable one, the From URI, and failing that
-        // the address the INVITE came from.
-        let remote_target = contact_uri(&req.msg)
-            .or_else(|| {
-                crate::sip::Uri::parse(req.from.uri)
-                    .is_ok()
-                    .then_some(req.from.uri)
-            })
-            .map_or_else(
-                || Bytes::from(format!("sip:{}", origin.remote)),
-                Bytes::copy_from_slice,
-            );
-        // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
-        let route_set: Vec<Bytes> = req
-            .msg
-            .all(HeaderName::RecordRoute)
-            .flat_map(|h| CommaList::new(h.value))
-            .map(Bytes::copy_from_slice)
-            .collect();
-        let peer = next_hop(&remote_target, &route_set, origin.remote);
-        let a = Leg {
-            call_id: Bytes::copy_from_slice(req.call_id),
-            local_tag: a_tag,
-            remote_tag: Some(Bytes::copy_from_slice(req.from_tag())),
-            local_party: a_local.freeze(),
-            remote_party: a_remote.freeze(),
-            remote_target,
-            route_set,
-            local_cseq: 0,
-            remote_cseq: Some(req.cseq.seq),
-            // In-dialog requests to the caller go by the transport and
-            // socket its INVITE came on.
-            flow: origin.towards(peer),
-            trunk,
-        };
+        let a = a_leg(req, origin, trunk, ids.tag());
         // B leg: our own identifiers; From keeps the caller's display name
         // and user, on the SBC's host.
-        let b_tag = ids.tag();
-        let b_call_id = ids.call_id(cref);
-        let b_local = Bytes::new();
+        let (b_tag, b_call_id) = (ids.tag(), ids.call_id(admitted.cref));
+        let b_from = b_from(req, &self.ctx.local(origin.local).host, &b_tag);
         let b = Leg {
             call_id: b_call_id,
             local_tag: b_tag,
             remote_tag: None,
-            local_party: b_local,
+            local_party: b_from,
             remote_party: Bytes::new(),
             remote_target: Bytes::new(),
             route_set: Vec::new(),
@@ -312,7 +343,7 @@ impl Engine {
             trunk,
         };
         let uas = Uas {
-            tx: ServerInvite::new(dest),
+            tx: ServerInvite::new(response_dest(req, origin)),
             template: Template::new(req, origin.remote, true),
             branch: if req.via.has_rfc3261_branch() {
                 Bytes::copy_from_slice(req.via.branch().unwrap_or(b""))
@@ -321,24 +352,24 @@ impl Engine {
             },
             cseq: req.cseq.seq,
         };
-        let mut call = Call {
-            me: cref,
-            policy,
+        Call {
+            me: admitted.cref,
+            policy: Arc::clone(&self.ctx.policy),
             a,
             b,
             state: State::Routing(Box::new(Routing {
                 early: false,
-                targets,
+                targets: admitted.targets,
                 next_target: 0,
-                failover_on_timeout,
-                route_index,
+                failover_on_timeout: admitted.failover_on_timeout,
+                route_index: admitted.route_index,
                 failure: None,
                 invite_headers: render_end_to_end(&req.msg),
                 invite_body: Bytes::copy_from_slice(req.msg.body()),
                 max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
             })),
             uas,
-            number: number.into_boxed_str(),
+            number: admitted.number.into_boxed_str(),
             attempts: SmallVec::new(),
             relays: Vec::new(),
             local: Vec::new(),
@@ -351,9 +382,7 @@ impl Engine {
             timers: TimerTable::new(),
             scheduled: None,
             a_key: CallTable::a_key(req.call_id, req.from_tag()),
-        };
-        call.b.local_party = b_from(req, &self.ctx.local(origin.local).host, &call.b.local_tag);
-        call
+        }
     }
 
     fn on_cancel(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {

@@ -30,100 +30,142 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
             return false;
         };
         routing.next_target += 1;
-        let (offer, invite_headers, max_forwards) = (
-            routing.invite_body.clone(),
-            routing.invite_headers.clone(),
-            routing.max_forwards,
-        );
+        let invite = Invite {
+            body: routing.invite_body.clone(),
+            headers: routing.invite_headers.clone(),
+            max_forwards: routing.max_forwards,
+        };
         let policy = std::sync::Arc::clone(&call.policy);
         let Some(trunk) = policy.trunk(target.trunk) else {
             continue;
         };
-        let local = ctx.local(call.b.flow.local).clone();
-        let addr = trunk.address;
-        // Media: relayed unless both trunks bypass; the caller's offer is
-        // rewritten (and its codecs filtered) for this trunk.
         call.b.trunk = target.trunk;
-        call.b.flow = call.b.flow.towards(addr);
-        call.anchored = super::media::anchored(&policy, ctx, call.a.trunk, target.trunk);
-        if !call.anchored {
-            let _ = super::media::release(ctx, call);
-        } else {
-            super::media::reset_callee(ctx, call);
-        }
-        let body = if call.offer_in_invite {
-            match super::media::cross(ctx, call, Side::A, Role::Offer, &offer, now) {
-                Ok(Some(rewritten)) => Bytes::from(rewritten),
-                Ok(None) => offer,
-                Err(e) => {
-                    let why = Refusal::Media(e);
-                    if why.may_fail_over() {
-                        // No codec this trunk may carry: try the next one.
-                        merge_failure(call, local_failure(why, false));
-                        continue;
-                    }
-                    ctx.stats.refused(why);
-                    merge_failure(call, local_failure(why, true));
-                    return false;
-                }
+        call.b.flow = call.b.flow.towards(trunk.address);
+        match offer_towards(ctx, call, target.trunk, invite.body.clone(), now) {
+            Ok(body) => {
+                let invite = Invite { body, ..invite };
+                start_attempt(ctx, call, target, trunk.address, &invite, now);
+                trunk.stats.attempt(Direction::Outbound);
+                return true;
             }
-        } else {
-            offer
-        };
-        let mut ruri = BytesMut::with_capacity(64);
-        ruri.put_slice(b"sip:");
-        escape_user(call.number.as_bytes(), &mut ruri);
-        ruri.put_u8(b'@');
-        let _ = std::io::Write::write_fmt(&mut (&mut ruri).writer(), format_args!("{addr}"));
-        let ruri = ruri.freeze();
-        let mut to = BytesMut::with_capacity(ruri.len() + 2);
-        to.put_u8(b'<');
-        to.put_slice(&ruri);
-        to.put_u8(b'>');
-        let to = to.freeze();
-        let b = &mut call.b;
-        b.trunk = target.trunk;
-        b.flow = b.flow.towards(addr);
-        b.remote_target = ruri.clone();
-        b.remote_party = to.clone();
-        b.remote_tag = None;
-        b.remote_cseq = None;
-        b.route_set.clear();
-        b.local_cseq += 1;
-        let cseq = b.local_cseq;
-        let branch = ctx.ids.branch();
-        let request = leg_request(
-            b,
-            &local,
-            &RequestParts {
-                method: b"INVITE",
-                cseq,
-                branch: &branch,
-                max_forwards,
-                contact: true,
-                relay: Relayed::Rendered {
-                    headers: &invite_headers,
-                    body: &body,
-                },
-            },
-        );
-        let dest = call.b.flow.towards(addr);
-        let tx = ClientInvite::start(now, &policy.timers, dest, request, &mut ctx.out);
-        call.attempts.push(Attempt {
-            target,
-            tx,
-            branch,
-            ruri,
-            cseq,
-            initial_to: to,
-            cancel: None,
-            cancel_wanted: false,
-        });
-        call.timers
-            .set(TimerName::NoResponse, now + policy.call_timers.no_response);
-        trunk.stats.attempt(Direction::Outbound);
-        return true;
+            Err(Next::Target) => continue,
+            Err(Next::Stop) => return false,
+        }
     }
+}
+
+/// The caller's INVITE as each attempt repeats it.
+#[derive(Debug)]
+struct Invite {
+    body: Bytes,
+    headers: Bytes,
+    max_forwards: u32,
+}
+
+/// What to do when an attempt cannot start.
+#[derive(Debug)]
+enum Next {
+    /// Try the next target (no codec this trunk may carry).
+    Target,
+    /// Give up: the failure is recorded.
+    Stop,
+}
+
+/// The caller's offer as it goes to `trunk`: relayed unless both trunks
+/// bypass, rewritten (and its codecs filtered) for this trunk.
+fn offer_towards(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    trunk: crate::policy::TrunkId,
+    offer: Bytes,
+    now: Instant,
+) -> Result<Bytes, Next> {
+    let policy = std::sync::Arc::clone(&call.policy);
+    call.anchored = super::media::anchored(&policy, ctx, call.a.trunk, trunk);
+    if !call.anchored {
+        let _ = super::media::release(ctx, call);
+    } else {
+        super::media::reset_callee(ctx, call);
+    }
+    if !call.offer_in_invite {
+        return Ok(offer);
+    }
+    match super::media::cross(ctx, call, Side::A, Role::Offer, &offer, now) {
+        Ok(Some(rewritten)) => Ok(Bytes::from(rewritten)),
+        Ok(None) => Ok(offer),
+        Err(e) => {
+            let why = Refusal::Media(e);
+            if why.may_fail_over() {
+                merge_failure(call, local_failure(why, false));
+                return Err(Next::Target);
+            }
+            ctx.stats.refused(why);
+            merge_failure(call, local_failure(why, true));
+            Err(Next::Stop)
+        }
+    }
+}
+
+/// Sends the INVITE of a new attempt to `addr` in a fresh B dialog
+/// (RFC 3261 §16.6: serial forking) and starts its transaction.
+fn start_attempt(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    target: crate::policy::Target,
+    addr: std::net::SocketAddr,
+    invite: &Invite,
+    now: Instant,
+) {
+    let local = ctx.local(call.b.flow.local).clone();
+    let mut ruri = BytesMut::with_capacity(64);
+    ruri.put_slice(b"sip:");
+    escape_user(call.number.as_bytes(), &mut ruri);
+    ruri.put_u8(b'@');
+    let _ = std::io::Write::write_fmt(&mut (&mut ruri).writer(), format_args!("{addr}"));
+    let ruri = ruri.freeze();
+    let mut to = BytesMut::with_capacity(ruri.len() + 2);
+    to.put_u8(b'<');
+    to.put_slice(&ruri);
+    to.put_u8(b'>');
+    let to = to.freeze();
+    let b = &mut call.b;
+    b.remote_target = ruri.clone();
+    b.remote_party = to.clone();
+    b.remote_tag = None;
+    b.remote_cseq = None;
+    b.route_set.clear();
+    b.local_cseq += 1;
+    let cseq = b.local_cseq;
+    let branch = ctx.ids.branch();
+    let request = leg_request(
+        b,
+        &local,
+        &RequestParts {
+            method: b"INVITE",
+            cseq,
+            branch: &branch,
+            max_forwards: invite.max_forwards,
+            contact: true,
+            relay: Relayed::Rendered {
+                headers: &invite.headers,
+                body: &invite.body,
+            },
+        },
+    );
+    let timers = call.policy.timers;
+    let tx = ClientInvite::start(now, &timers, b.flow, request, &mut ctx.out);
+    call.attempts.push(Attempt {
+        target,
+        tx,
+        branch,
+        ruri,
+        cseq,
+        initial_to: to,
+        cancel: None,
+        cancel_wanted: false,
+    });
+    let no_response = call.policy.call_timers.no_response;
+    call.timers.set(TimerName::NoResponse, now + no_response);
 }
 
 /// A response to one of the call's INVITE attempts (or to its CANCEL).
@@ -190,63 +232,79 @@ pub(crate) fn on_attempt_response(
                 send_cancel(ctx, call, index, now);
                 return;
             }
-            remember_peer(call, resp, false);
-            if !call.timers.is_set(TimerName::MaxRinging) {
-                call.timers
-                    .set(TimerName::MaxRinging, now + policy.call_timers.max_ringing);
-            }
-            if let Some(r) = call.routing_mut() {
-                r.early = true;
-            }
-            relay_to_caller(ctx, call, resp, now);
+            on_provisional(ctx, call, resp, now);
         }
-        200..=299 => {
-            let body = sdp_towards(ctx, call, Side::B, call.offer_in_invite, &resp.msg, now);
-            if matches!(body, Body::Dropped) {
-                unanchorable_answer(ctx, call, index, resp, now);
-                return;
-            }
-            remember_peer(call, resp, true);
-            call.cancel_call_timers();
-            // Leaving routing drops its data (targets, failures, the
-            // caller's INVITE headers and body).
-            call.state = State::Answered { at: now };
-            ctx.emit(Event::CallAnswered(CallAnswered {
-                call: call.me,
-                outbound_trunk: policy
-                    .trunk(call.b.trunk)
-                    .map(|t| t.name.clone())
-                    .unwrap_or_default(),
-                at: now,
-                setup: now.saturating_duration_since(call.started),
-            }));
-            if let Some(t) = policy.trunk(call.b.trunk) {
-                t.stats.answer(Direction::Outbound);
-            }
-            if let Some(t) = policy.trunk(call.a.trunk) {
-                t.stats.answer(Direction::Inbound);
-            }
-            relay_with_body(ctx, call, resp, &body, now);
-            super::media::arm_timeout(ctx, call, now);
-            if !call.uas.tx.is_pending() {
-                call.uas.template = super::template::Template::empty();
-            }
-        }
-        _ => {
-            if let Some(t) = policy.trunk(call.b.trunk) {
-                t.stats.fail(Direction::Outbound);
-            }
-            record_failure(call, code, resp);
-            let route_failover = policy
-                .routes
-                .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
-                .is_some_and(|r| r.failover.on_code(code));
-            if route_failover && next_attempt(ctx, call, now) {
-                ShardStats::inc(&ctx.stats.failovers);
-            } else {
-                fail_call(ctx, call, now);
-            }
-        }
+        200..=299 => on_answer(ctx, call, index, resp, now),
+        _ => on_failure(ctx, call, resp, now),
+    }
+}
+
+/// A provisional answer of the attempt in progress: the call is early.
+fn on_provisional(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
+    remember_peer(call, resp, false);
+    if !call.timers.is_set(TimerName::MaxRinging) {
+        let max = call.policy.call_timers.max_ringing;
+        call.timers.set(TimerName::MaxRinging, now + max);
+    }
+    if let Some(r) = call.routing_mut() {
+        r.early = true;
+    }
+    relay_to_caller(ctx, call, resp, now);
+}
+
+/// The callee answered: the call leaves routing (dropping its data) and
+/// the 2xx goes to the caller.
+fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+    let policy = std::sync::Arc::clone(&call.policy);
+    let body = sdp_towards(ctx, call, Side::B, call.offer_in_invite, &resp.msg, now);
+    if matches!(body, Body::Dropped) {
+        unanchorable_answer(ctx, call, index, resp, now);
+        return;
+    }
+    remember_peer(call, resp, true);
+    call.cancel_call_timers();
+    // Leaving routing drops its data (targets, failures, the caller's
+    // INVITE headers and body).
+    call.state = State::Answered { at: now };
+    ctx.emit(Event::CallAnswered(CallAnswered {
+        call: call.me,
+        outbound_trunk: policy
+            .trunk(call.b.trunk)
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        at: now,
+        setup: now.saturating_duration_since(call.started),
+    }));
+    if let Some(t) = policy.trunk(call.b.trunk) {
+        t.stats.answer(Direction::Outbound);
+    }
+    if let Some(t) = policy.trunk(call.a.trunk) {
+        t.stats.answer(Direction::Inbound);
+    }
+    relay_with_body(ctx, call, resp, &body, now);
+    super::media::arm_timeout(ctx, call, now);
+    if !call.uas.tx.is_pending() {
+        call.uas.template = super::template::Template::empty();
+    }
+}
+
+/// A final failure of the attempt in progress: the next target when the
+/// route fails over on it (BRIEF §3), else the best failure to the caller.
+fn on_failure(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
+    let policy = std::sync::Arc::clone(&call.policy);
+    let code = resp.code;
+    if let Some(t) = policy.trunk(call.b.trunk) {
+        t.stats.fail(Direction::Outbound);
+    }
+    record_failure(call, code, resp);
+    let route_failover = policy
+        .routes
+        .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
+        .is_some_and(|r| r.failover.on_code(code));
+    if route_failover && next_attempt(ctx, call, now) {
+        ShardStats::inc(&ctx.stats.failovers);
+    } else {
+        fail_call(ctx, call, now);
     }
 }
 

@@ -23,9 +23,18 @@ pub(crate) fn send_trying(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     }
 }
 
+/// Runs every timer of `call` that is due at `now`: its transactions'
+/// (RFC 3261 §17) and its own (Trying, no response, ringing, media).
 pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
-    let timers = call.policy.timers;
+    uas_and_attempt_timers(ctx, call, now);
+    relay_timers(ctx, call, now);
+    local_timers(ctx, call, now);
+    call_timers(ctx, call, now);
+}
 
+/// The caller's INVITE transaction and the INVITEs to the trunks.
+fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    let timers = call.policy.timers;
     if call.uas.tx.on_timer(now, &timers, &mut ctx.out) == Some(TxEvent::NoAck)
         && call.phase() == Phase::Answered
     {
@@ -51,7 +60,11 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if timed_out {
         attempt_timed_out(ctx, call, now);
     }
+}
 
+/// The transactions of requests relayed in the dialogs.
+fn relay_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    let timers = call.policy.timers;
     let mut ended_by_bye = None;
     let mut unacked_reinvite = None;
     for (i, relay) in call.relays.iter_mut().enumerate() {
@@ -101,7 +114,11 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         };
         end(ctx, call, now, by);
     }
+}
 
+/// Requests answered here and the SBC's own BYEs.
+fn local_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
+    let timers = call.policy.timers;
     for l in &mut call.local {
         match &mut l.tx {
             ServerTx::Invite(t) => {
@@ -118,7 +135,10 @@ pub(crate) fn on_timer(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         own.tx.on_timer(now, &timers, &mut ctx.out);
     }
     call.own.retain(|o| !o.tx.is_terminated());
+}
 
+/// The call's own timers (timers are data: `call.timers`).
+fn call_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     while let Some(timer) = call.timers.pop_expired(now) {
         match timer {
             TimerName::Trying => send_trying(ctx, call, now),
