@@ -267,62 +267,88 @@ pub fn rewrite(
     keep: &dyn Fn(&Media<'_>, &[u8]) -> bool,
     origin: (u64, u64),
 ) -> Vec<u8> {
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let mut out = String::with_capacity(512);
-    let mut buf: Vec<u8> = Vec::with_capacity(512);
-    let push = |buf: &mut Vec<u8>, kind: u8, value: &[u8]| {
-        buf.push(kind);
-        buf.push(b'=');
-        buf.extend_from_slice(value);
-        buf.extend_from_slice(b"\r\n");
+    let mut w = SdpWriter {
+        buf: Vec::with_capacity(512),
+        scratch: String::with_capacity(128),
+        family: if ip.is_ipv4() { "IP4" } else { "IP6" },
+        ip,
     };
     for l in &sdp.session {
         match l.kind {
             b'o' => {
                 let (id, version) = origin;
-                out.clear();
-                let _ = write!(out, "- {id} {version} IN {family} {ip}");
-                push(&mut buf, b'o', out.as_bytes());
+                let (family, ip) = (w.family, w.ip);
+                w.formatted(b'o', format_args!("- {id} {version} IN {family} {ip}"));
             }
-            b'c' => {
-                out.clear();
-                let _ = write!(out, "IN {family} {ip}");
-                push(&mut buf, b'c', out.as_bytes());
-            }
+            b'c' => w.connection(),
             b'a' if dropped_attr(l.value) => {}
-            _ => push(&mut buf, l.kind, l.value),
+            _ => w.line(l.kind, l.value),
         }
     }
     for (i, m) in sdp.media.iter().enumerate() {
         let anchor = anchors.get(i).copied().unwrap_or_default();
+        w.media(m, anchor, keep);
+    }
+    w.buf
+}
+
+/// Writes SDP lines, each `<type>=<value>` CRLF.
+struct SdpWriter {
+    buf: Vec<u8>,
+    scratch: String,
+    family: &'static str,
+    ip: IpAddr,
+}
+
+impl SdpWriter {
+    fn line(&mut self, kind: u8, value: &[u8]) {
+        self.buf.push(kind);
+        self.buf.push(b'=');
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    fn formatted(&mut self, kind: u8, args: std::fmt::Arguments<'_>) {
+        self.scratch.clear();
+        let _ = self.scratch.write_fmt(args);
+        let value = std::mem::take(&mut self.scratch);
+        self.line(kind, value.as_bytes());
+        self.scratch = value;
+    }
+
+    /// Our `c=` line.
+    fn connection(&mut self) {
+        let (family, ip) = (self.family, self.ip);
+        self.formatted(b'c', format_args!("IN {family} {ip}"));
+    }
+
+    /// One media section: its m= line with our port and the formats kept
+    /// (RFC 3264 §6: a rejected stream keeps port 0 and a format), our c=,
+    /// the attributes of kept formats, rtcp-mux when accepted.
+    fn media(&mut self, m: &Media<'_>, anchor: Anchor, keep: &dyn Fn(&Media<'_>, &[u8]) -> bool) {
         let kept: Vec<&[u8]> = m.fmts.iter().copied().filter(|f| keep(m, f)).collect();
         let (port, fmts) = if anchor.port == 0 || kept.is_empty() {
-            // RFC 3264 §6: a rejected stream keeps port 0 and a format.
             (0, m.fmts.iter().copied().take(1).collect::<Vec<_>>())
         } else {
             (anchor.port, kept)
         };
-        out.clear();
-        out.push_str(&String::from_utf8_lossy(m.media));
-        let _ = write!(out, " {port}");
+        let mut mline = String::with_capacity(64);
+        mline.push_str(&String::from_utf8_lossy(m.media));
+        let _ = write!(mline, " {port}");
         if let Some(count) = m.port_count {
-            out.push('/');
-            out.push_str(&String::from_utf8_lossy(count));
+            mline.push('/');
+            mline.push_str(&String::from_utf8_lossy(count));
         }
-        out.push(' ');
-        out.push_str(&String::from_utf8_lossy(m.proto));
+        mline.push(' ');
+        mline.push_str(&String::from_utf8_lossy(m.proto));
         for f in &fmts {
-            out.push(' ');
-            out.push_str(&String::from_utf8_lossy(f));
+            mline.push(' ');
+            mline.push_str(&String::from_utf8_lossy(f));
         }
-        push(&mut buf, b'm', out.as_bytes());
+        self.line(b'm', mline.as_bytes());
         for l in &m.lines {
             match l.kind {
-                b'c' => {
-                    out.clear();
-                    let _ = write!(out, "IN {family} {ip}");
-                    push(&mut buf, b'c', out.as_bytes());
-                }
+                b'c' => self.connection(),
                 b'a' if dropped_attr(l.value) => {}
                 b'a' => {
                     if let Some(pt) = payload_attr(l.value)
@@ -331,16 +357,15 @@ pub fn rewrite(
                     {
                         continue;
                     }
-                    push(&mut buf, b'a', l.value);
+                    self.line(b'a', l.value);
                 }
-                _ => push(&mut buf, l.kind, l.value),
+                _ => self.line(l.kind, l.value),
             }
         }
         if port != 0 && m.is_rtp() && anchor.rtcp_mux {
-            push(&mut buf, b'a', b"rtcp-mux");
+            self.line(b'a', b"rtcp-mux");
         }
     }
-    buf
 }
 
 #[cfg(test)]

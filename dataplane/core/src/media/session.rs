@@ -265,6 +265,14 @@ impl std::fmt::Debug for Context<'_> {
     }
 }
 
+/// A section that gets a relay: a port, one port (no `m=audio 49170/2`),
+/// and in an offer at least one format the codec policy allows.
+fn usable(m: &Media<'_>, role: Role, ctx: &Context<'_>) -> bool {
+    m.port != 0
+        && m.port_count.is_none_or(|c| c == b"1")
+        && (role == Role::Answer || m.fmts.iter().any(|f| (ctx.allow)(m, f)))
+}
+
 /// The SBC's `o=` towards one side: its version and a digest of what the
 /// last SDP sent there said.
 #[derive(Debug, Clone, Copy, Default)]
@@ -313,22 +321,42 @@ impl MediaSession {
         ctx: &mut Context<'_>,
     ) -> Result<Vec<u8>, MediaError> {
         let sdp = Sdp::parse(body)?;
+        // Decide every stream before changing anything, so a refused offer
+        // leaves the session as it was (RFC 3264 §8).
+        self.check(&sdp, role, ctx)?;
+        self.peers = ctx.peers;
+        self.strict = ctx.strict;
+        let mut anchors = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter().enumerate() {
+            if i >= self.streams.len() {
+                if role == Role::Answer {
+                    // An answer cannot add streams (RFC 3264 §6).
+                    anchors.push(Anchor::default());
+                    continue;
+                }
+                self.streams.push(Stream::default());
+            }
+            if !usable(m, role, ctx) {
+                self.release_stream(i, ctx.ports);
+                anchors.push(Anchor::default());
+                continue;
+            }
+            anchors.push(self.anchor_stream(i, &sdp, from, role, ctx)?);
+        }
+        let keep = |m: &Media<'_>, f: &[u8]| role == Role::Answer || (ctx.allow)(m, f);
+        let origin = self.origin_towards(from.other(), &sdp, &anchors, ctx.call);
+        Ok(rewrite(&sdp, ctx.advertise, &anchors, &keep, origin))
+    }
+
+    /// Refuses what cannot be anchored before anything changes: too many
+    /// streams, addresses media may not go to, no codec, no ports.
+    fn check(&self, sdp: &Sdp<'_>, role: Role, ctx: &Context<'_>) -> Result<(), MediaError> {
         if sdp.media.len() > MAX_STREAMS {
             return Err(MediaError::TooManyStreams);
         }
-        // Decide every stream before changing anything, so a refused offer
-        // leaves the session as it was (RFC 3264 §8).
-        let usable = |m: &Media<'_>| {
-            m.port != 0
-                && m.port_count.is_none_or(|c| c == b"1")
-                && (role == Role::Answer || m.fmts.iter().any(|f| (ctx.allow)(m, f)))
-        };
         let mut needed = 0;
         for (i, m) in sdp.media.iter().enumerate() {
-            if !usable(m) {
-                continue;
-            }
-            if role == Role::Answer && i >= self.streams.len() {
+            if !usable(m, role, ctx) || (role == Role::Answer && i >= self.streams.len()) {
                 continue;
             }
             let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
@@ -346,89 +374,91 @@ impl MediaSession {
         }
         if role == Role::Offer
             && sdp.media.iter().any(|m| m.port != 0)
-            && !sdp.media.iter().any(&usable)
+            && !sdp.media.iter().any(|m| usable(m, role, ctx))
         {
             return Err(MediaError::NoCodec);
         }
         if needed > ctx.ports.pool.available() {
             return Err(MediaError::PoolExhausted);
         }
-        self.peers = ctx.peers;
-        self.strict = ctx.strict;
-        let to = from.other();
-        let mut anchors = Vec::with_capacity(sdp.media.len());
-        for (i, m) in sdp.media.iter().enumerate() {
-            let allowed = usable(m);
-            if i >= self.streams.len() {
-                if role == Role::Answer {
-                    // An answer cannot add streams (RFC 3264 §6).
-                    anchors.push(Anchor::default());
-                    continue;
-                }
-                self.streams.push(Stream::default());
+        Ok(())
+    }
+
+    /// Stream `i` of `sdp` from `from`: its port pairs (allocated when
+    /// new), `from`'s addresses and hold state recorded; what the other
+    /// side is told.
+    fn anchor_stream(
+        &mut self,
+        i: usize,
+        sdp: &Sdp<'_>,
+        from: Leg,
+        role: Role,
+        ctx: &mut Context<'_>,
+    ) -> Result<Anchor, MediaError> {
+        let m = sdp.media.get(i).ok_or(SdpError::MediaLine)?;
+        let stream_index = u16::try_from(i).unwrap_or(u16::MAX);
+        let stream = self.streams.get_mut(i).ok_or(MediaError::TooManyStreams)?;
+        for leg in [Leg::A, Leg::B] {
+            let end = &mut stream.ends[leg as usize];
+            if end.pair.is_none() {
+                let binding = Binding {
+                    call: ctx.call,
+                    stream: stream_index,
+                    leg,
+                };
+                end.pair = Some(
+                    ctx.ports
+                        .allocate(binding)
+                        .ok_or(MediaError::PoolExhausted)?,
+                );
             }
-            if !allowed {
-                self.release_stream(i, ctx.ports);
-                anchors.push(Anchor::default());
-                continue;
-            }
-            let stream_index = u16::try_from(i).unwrap_or(u16::MAX);
-            for leg in [Leg::A, Leg::B] {
-                let end = &mut self.streams[i].ends[leg as usize];
-                if end.pair.is_none() {
-                    let binding = Binding {
-                        call: ctx.call,
-                        stream: stream_index,
-                        leg,
-                    };
-                    end.pair = Some(
-                        ctx.ports
-                            .allocate(binding)
-                            .ok_or(MediaError::PoolExhausted)?,
-                    );
-                }
-            }
-            let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
-            // c=0.0.0.0 is the old way to put a stream on hold (RFC 3264
-            // §8.4): never send there.
-            let held = ip.is_unspecified();
-            let rtp = (!held).then(|| SocketAddr::new(ip, m.port));
-            let rtcp = (!held).then(|| {
-                rtcp_address(m, ip).unwrap_or_else(|| SocketAddr::new(ip, m.port.wrapping_add(1)))
-            });
-            let end = &mut self.streams[i].ends[from as usize];
-            if end.sdp_rtp != rtp {
-                // New address: send there, and let the peer latch anew.
-                end.latch.rtp = None;
-                end.latch.rtcp = None;
-            }
-            // Every SDP from a side lets it latch again (a NAT may have
-            // moved it while the stream was on hold, RFC 7362 §4); until a
-            // packet comes from the new place, the old latch still holds.
-            end.latch.open = true;
-            end.latch.renew = [true, true];
-            end.sdp_rtp = rtp;
-            end.sdp_rtcp = rtcp;
-            end.mux = m.has_attr(b"rtcp-mux");
-            end.hold = held || Direction::of(&sdp, m) != Direction::SendRecv;
-            let from_mux = end.mux;
-            let toward = self.streams[i].ends[to as usize];
-            let port = toward.pair.map_or(0, |p| ctx.ports.rtp_port(p));
-            // Towards the other side we offer rtcp-mux as the offerer did,
-            // and in an answer we accept it when that side offered it.
-            let mux = match role {
-                Role::Offer => from_mux,
-                Role::Answer => toward.mux,
-            };
-            anchors.push(Anchor {
-                port,
-                rtcp_mux: mux,
-            });
         }
-        let keep = |m: &Media<'_>, f: &[u8]| role == Role::Answer || (ctx.allow)(m, f);
-        // Our own o= towards `to`: the other side's user name and session
-        // id never cross, and the version moves only when what we say
-        // changes (the input without its o= line, and our ports).
+        let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
+        // c=0.0.0.0 is the old way to put a stream on hold (RFC 3264
+        // §8.4): never send there.
+        let held = ip.is_unspecified();
+        let rtp = (!held).then(|| SocketAddr::new(ip, m.port));
+        let rtcp = (!held).then(|| {
+            rtcp_address(m, ip).unwrap_or_else(|| SocketAddr::new(ip, m.port.wrapping_add(1)))
+        });
+        let end = &mut stream.ends[from as usize];
+        if end.sdp_rtp != rtp {
+            // New address: send there, and let the peer latch anew.
+            end.latch.rtp = None;
+            end.latch.rtcp = None;
+        }
+        // Every SDP from a side lets it latch again (a NAT may have moved
+        // it while the stream was on hold, RFC 7362 §4); until a packet
+        // comes from the new place, the old latch still holds.
+        end.latch.open = true;
+        end.latch.renew = [true, true];
+        end.sdp_rtp = rtp;
+        end.sdp_rtcp = rtcp;
+        end.mux = m.has_attr(b"rtcp-mux");
+        end.hold = held || Direction::of(sdp, m) != Direction::SendRecv;
+        let from_mux = end.mux;
+        let toward = stream.ends[from.other() as usize];
+        let port = toward.pair.map_or(0, |p| ctx.ports.rtp_port(p));
+        // Towards the other side we offer rtcp-mux as the offerer did, and
+        // in an answer we accept it when that side offered it.
+        let rtcp_mux = match role {
+            Role::Offer => from_mux,
+            Role::Answer => toward.mux,
+        };
+        Ok(Anchor { port, rtcp_mux })
+    }
+
+    /// Our own o= towards `to` (session id and version): the other side's
+    /// user name and session id never cross, and the version moves only
+    /// when what we say changes (the input without its o= line, and our
+    /// ports; RFC 4566 §5.2, RFC 3264 §8).
+    fn origin_towards(
+        &mut self,
+        to: Leg,
+        sdp: &Sdp<'_>,
+        anchors: &[Anchor],
+        call: CallRef,
+    ) -> (u64, u64) {
         let digest = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -441,7 +471,7 @@ impl MediaSession {
                     (l.kind, l.value).hash(&mut h);
                 }
             }
-            for a in &anchors {
+            for a in anchors {
                 (a.port, a.rtcp_mux).hash(&mut h);
             }
             h.finish()
@@ -451,15 +481,8 @@ impl MediaSession {
             origin.version += 1;
             origin.digest = Some(digest);
         }
-        let id =
-            (u64::from(ctx.call.index) << 16 | u64::from(ctx.call.generation)) * 2 + to as u64 + 1;
-        Ok(rewrite(
-            &sdp,
-            ctx.advertise,
-            &anchors,
-            &keep,
-            (id, origin.version),
-        ))
+        let id = (u64::from(call.index) << 16 | u64::from(call.generation)) * 2 + to as u64 + 1;
+        (id, origin.version)
     }
 
     /// Starts a re-offer that may still be refused: until

@@ -252,19 +252,7 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
     let msg = &bytes[lead..];
 
     let (line, mut pos) = next_line(msg, 0).ok_or(ParseError::Unterminated)?;
-    let start = match parse_start_line(line) {
-        Ok(s) => s,
-        Err(e) if mode == Mode::Lenient && !line.starts_with(b"SIP/") => {
-            let method_raw = line.split(|b| *b == b' ').next().unwrap_or(line);
-            let _ = e;
-            StartLine::Request(RequestLine {
-                method: Method::parse(method_raw),
-                method_raw,
-                uri: b"",
-            })
-        }
-        Err(e) => return Err(e),
-    };
+    let start = start_line(line, mode)?;
 
     let mut entries: SmallVec<[Entry; 24]> = SmallVec::new();
     let mut first = [NONE; HEADER_KINDS];
@@ -296,58 +284,26 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
             continue;
         }
         pos = next;
-        skipping = true;
-        let Some(colon) = memchr::memchr(b':', line) else {
-            error = error.or(Some(ParseError::HeaderLine));
-            continue;
-        };
-        let raw_name = trim_end(&line[..colon]);
-        if raw_name.is_empty() || raw_name.len() > 255 || !raw_name.iter().all(|b| is_token(*b)) {
-            error = error.or(Some(ParseError::HeaderLine));
-            continue;
+        match header_line(msg, line, line_start, &mut entries, &mut first) {
+            Ok(start) => {
+                value_start = start;
+                skipping = false;
+            }
+            Err(e) => {
+                error = error.or(Some(e));
+                skipping = true;
+            }
         }
-        if entries.len() >= MAX_HEADERS || msg.len() > u32::MAX as usize {
-            error = error.or(Some(ParseError::TooManyHeaders));
-            continue;
-        }
-        let name = HeaderName::parse(raw_name);
-        let slot = &mut first[name as usize];
-        if *slot == NONE {
-            // MAX_HEADERS < u8::MAX, so the index fits.
-            *slot = u8::try_from(entries.len()).unwrap_or(NONE);
-        } else if name.is_single() {
-            error = error.or(Some(ParseError::Duplicate(name.as_str())));
-            continue;
-        }
-        value_start = line_start + colon + 1;
-        skipping = false;
-        let (v_start, v_len) = trimmed(msg, value_start, line_start + line.len());
-        entries.push(Entry {
-            name,
-            // At most 255 (checked above).
-            name_len: u8::try_from(raw_name.len()).unwrap_or(u8::MAX),
-            // msg.len() fits u32 (checked above).
-            name_start: line_start as u32,
-            value_start: v_start,
-            value_len: v_len,
-        });
     };
 
     let rest = &msg[body_start..];
-    let mut body = rest;
-    let cl_index = first[HeaderName::ContentLength as usize];
-    if cl_index != NONE {
-        let declared = entries
-            .get(usize::from(cl_index))
-            .and_then(|e| msg.get(e.value_start as usize..(e.value_start + e.value_len) as usize))
-            .and_then(parse_decimal)
-            .and_then(|n| usize::try_from(n).ok());
-        match declared {
-            Some(n) if n <= rest.len() => body = &rest[..n],
-            Some(_) => error = error.or(Some(ParseError::Truncated)),
-            None => error = error.or(Some(ParseError::ContentLength)),
+    let body = match framed_body(msg, rest, &entries, &first) {
+        Ok(b) => b,
+        Err(e) => {
+            error = error.or(Some(e));
+            rest
         }
-    }
+    };
     if let (Some(e), Mode::Strict) = (error, mode) {
         return Err(e);
     }
@@ -359,6 +315,90 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         first,
         body,
     })
+}
+
+/// The start line; in lenient mode (salvaging a broken request to answer
+/// it) a bad request line still gives its method.
+#[inline]
+fn start_line(line: &[u8], mode: Mode) -> Result<StartLine<'_>, ParseError> {
+    match parse_start_line(line) {
+        Ok(s) => Ok(s),
+        Err(_) if mode == Mode::Lenient && !line.starts_with(b"SIP/") => {
+            let method_raw = line.split(|b| *b == b' ').next().unwrap_or(line);
+            Ok(StartLine::Request(RequestLine {
+                method: Method::parse(method_raw),
+                method_raw,
+                uri: b"",
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Indexes one header line (not a continuation) that starts at
+/// `line_start` in `msg`; the offset where its value starts, or why the
+/// line is refused (RFC 3261 §7.3: `name HCOLON value`).
+#[inline]
+fn header_line(
+    msg: &[u8],
+    line: &[u8],
+    line_start: usize,
+    entries: &mut SmallVec<[Entry; 24]>,
+    first: &mut [u8; HEADER_KINDS],
+) -> Result<usize, ParseError> {
+    let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
+    let raw_name = trim_end(&line[..colon]);
+    if raw_name.is_empty() || raw_name.len() > 255 || !raw_name.iter().all(|b| is_token(*b)) {
+        return Err(ParseError::HeaderLine);
+    }
+    if entries.len() >= MAX_HEADERS || msg.len() > u32::MAX as usize {
+        return Err(ParseError::TooManyHeaders);
+    }
+    let name = HeaderName::parse(raw_name);
+    let slot = &mut first[name as usize];
+    if *slot == NONE {
+        // MAX_HEADERS < u8::MAX, so the index fits.
+        *slot = u8::try_from(entries.len()).unwrap_or(NONE);
+    } else if name.is_single() {
+        return Err(ParseError::Duplicate(name.as_str()));
+    }
+    let value_start = line_start + colon + 1;
+    let (v_start, v_len) = trimmed(msg, value_start, line_start + line.len());
+    entries.push(Entry {
+        name,
+        // At most 255 (checked above).
+        name_len: u8::try_from(raw_name.len()).unwrap_or(u8::MAX),
+        // msg.len() fits u32 (checked above).
+        name_start: line_start as u32,
+        value_start: v_start,
+        value_len: v_len,
+    });
+    Ok(value_start)
+}
+
+/// The body: `rest` cut at Content-Length when there is one (RFC 3261
+/// §18.3; more bytes than it says are ignored, fewer are an error).
+#[inline]
+fn framed_body<'m>(
+    msg: &[u8],
+    rest: &'m [u8],
+    entries: &[Entry],
+    first: &[u8; HEADER_KINDS],
+) -> Result<&'m [u8], ParseError> {
+    let cl_index = first[HeaderName::ContentLength as usize];
+    if cl_index == NONE {
+        return Ok(rest);
+    }
+    let declared = entries
+        .get(usize::from(cl_index))
+        .and_then(|e| msg.get(e.value_start as usize..(e.value_start + e.value_len) as usize))
+        .and_then(parse_decimal)
+        .and_then(|n| usize::try_from(n).ok());
+    match declared {
+        Some(n) if n <= rest.len() => Ok(&rest[..n]),
+        Some(_) => Err(ParseError::Truncated),
+        None => Err(ParseError::ContentLength),
+    }
 }
 
 /// Offset and length of `msg[from..to]` without surrounding white space.
