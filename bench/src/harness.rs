@@ -94,3 +94,8 @@ pub fn wait_healthy(addr: &str, limit: Duration) -> bool {
     }
     true
 }
+
+/// Kamailio as it is run for speed: the TLSF allocator for shared (`-x`)
+/// and private (`-X`) memory. Debian's default allocator costs 3-4x more
+/// CPU per call, which would flatter any comparison with it.
+pub const KAMAILIO_FAST_ALLOCATOR: [&str; 4] = ["-x", "tlsf", "-X", "tlsf"];

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sbc_bench::harness::{Proc, sbc_config, sipp_stat, wait_healthy};
+use sbc_bench::harness::{KAMAILIO_FAST_ALLOCATOR, Proc, sbc_config, sipp_stat, wait_healthy};
 use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
 #[derive(Parser, Debug)]
@@ -48,6 +48,37 @@ struct Args {
     /// Write Markdown and JSON results into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also measure the kernel floor in the same run: the batched minimal
+    /// relay (`relaycost --targets batched`) at the call's datagram rate.
+    /// A basic call is 13 datagrams (6.5 received and 6.5 sent per call
+    /// on average), so the floor per call is 6.5 relayed packets.
+    #[arg(long)]
+    floor: bool,
+    /// The relaycost binary, for --floor.
+    #[arg(long, default_value = "target/release/relaycost")]
+    relaycost: PathBuf,
+}
+
+/// Datagrams of a basic call through a B2BUA without 100 Trying to the
+/// caller: INVITE, 180, 200, ACK, BYE, 200 on each leg, and the callee's
+/// 100 Trying.
+const DATAGRAMS_PER_CALL: f64 = 13.0;
+
+/// CPU ns per relayed packet of the batched minimal relay at `pps`
+/// packets/s, from relaycost (its Markdown row for the batched relay).
+fn floor_ns_per_packet(a: &Args, pps: u32) -> Option<f64> {
+    let streams = pps.div_ceil(100).max(1);
+    let out = Command::new(&a.relaycost)
+        .args(["--targets", "batched", "--pps", "100", "--net", "221"])
+        .args(["--streams", &streams.to_string()])
+        .args(["--seconds", &a.seconds.clamp(5, 20).to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.starts_with("| Batched |"))?;
+    // | relay | sent | relayed | lost % | CPU ns/packet | ...
+    row.split('|').nth(5)?.trim().parse().ok()
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +172,9 @@ fn main() {
             )
             .unwrap_or_else(|e| fail(&e.to_string()));
             Command::new(&a.kamailio)
-                .args(["-DD", "-E", "-m", "256", "-M", "32", "-f"])
+                .args(["-DD", "-E", "-m", "256", "-M", "32"])
+                .args(KAMAILIO_FAST_ALLOCATOR)
+                .arg("-f")
                 .arg(&kcfg)
                 .arg("-Y")
                 .arg(work.join("sbc"))
@@ -278,6 +311,26 @@ fn main() {
         per_call(uac_cpu),
         per_call(uas_cpu)
     );
+    if a.floor {
+        let pps = (f64::from(a.rate) * DATAGRAMS_PER_CALL).round() as u32;
+        match floor_ns_per_packet(&a, pps) {
+            Some(ns) => {
+                let floor_us = ns * DATAGRAMS_PER_CALL / 2.0 / 1000.0;
+                let _ = writeln!(
+                    md,
+                    "\nkernel floor (batched minimal relay at {pps} packets/s, measured in this run): {ns:.0} ns/packet, {floor_us:.1} µs per call of {DATAGRAMS_PER_CALL} datagrams; sbc = {:.2}x the floor",
+                    sbc_us / floor_us
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "\nkernel floor: relaycost did not run ({})",
+                    a.relaycost.display()
+                );
+            }
+        }
+    }
     print!("{md}");
     println!("{json}");
     if let Some(dir) = a.out {

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use sbc_bench::harness::{sbc_config, sipp_stat, wait_healthy};
+use sbc_bench::harness::{KAMAILIO_FAST_ALLOCATOR, sbc_config, sipp_stat, wait_healthy};
 use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
 use serde_json::{Value, json};
 
@@ -298,7 +298,9 @@ impl Bench {
                 )
                 .unwrap_or_else(|e| fail(&e.to_string()));
                 let child = Command::new(&self.a.kamailio)
-                    .args(["-DD", "-E", "-m", "512", "-M", "32", "-f"])
+                    .args(["-DD", "-E", "-m", "512", "-M", "32"])
+                    .args(KAMAILIO_FAST_ALLOCATOR)
+                    .arg("-f")
                     .arg(&kcfg)
                     .arg("-Y")
                     .arg(&dir)
