@@ -3,6 +3,17 @@
 //! datagrams and the current time and queues what to send; the I/O loop
 //! (`runtime.rs`) and the tests drive it.
 //!
+//! It follows the same driving contract as sbc-core's `Engine`, with the
+//! same names: [`Endpoint::handle_datagram`]`(now, src, bytes)` for each
+//! received datagram, [`Endpoint::handle_timeout`]`(now)` for due timers,
+//! and [`Endpoint::poll_timeout`] for when to call it next. Two differences
+//! suit a load generator: time is microseconds since the run started (a
+//! `u64`, not an `Instant`), and what to send is drained as one batch,
+//! [`Endpoint::outgoing`] then [`Endpoint::clear_out`], rather than one
+//! `poll_transmit` at a time, so that the I/O loop can group it into UDP
+//! GSO sends. There is no `poll_event`: results are counted in
+//! [`Endpoint::stats`].
+//!
 //! Behaviour follows SIPp where the scenario format depends on it:
 //! messages are matched to calls by Call-ID; a `<recv>` is matched by
 //! status code or method, trying the expected step and the optional ones
@@ -19,9 +30,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sbc_core::sip::digest::{self, Algorithm, Challenge, Credentials};
 use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 
-use crate::digest::{Challenge, credentials};
 use crate::inject::Inject;
 use crate::scenario::{Action, Arith, Compare, Expect, RTD_COUNT, Scenario, SearchIn, StepKind};
 use crate::stats::{FailReason, Stats};
@@ -496,8 +507,8 @@ impl Endpoint {
         self.out_buf.clear();
     }
 
-    /// Earliest time [`Endpoint::on_timers`] has work.
-    pub fn next_timer(&self) -> Option<u64> {
+    /// Earliest time [`Endpoint::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<u64> {
         let call = self.timers.peek().map(|Reverse((t, _, _))| *t);
         let answer = self.answers_fifo.front().map(|(t, _)| *t);
         match (call, answer) {
@@ -693,7 +704,7 @@ impl Endpoint {
     }
 
     /// Handles one received datagram from `src`.
-    pub fn on_datagram(&mut self, now: u64, src: SocketAddr, bytes: &[u8]) {
+    pub fn handle_datagram(&mut self, now: u64, src: SocketAddr, bytes: &[u8]) {
         self.stats.msgs_received += 1;
         let Ok(msg) = Message::parse(bytes) else {
             self.stats.parse_errors += 1;
@@ -746,7 +757,7 @@ impl Endpoint {
     }
 
     /// Runs due timers: retransmissions, pauses, receive timeouts.
-    pub fn on_timers(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: u64) {
         while let Some(&Reverse((at, slot, serial))) = self.timers.peek() {
             if at > now {
                 break;
@@ -1289,7 +1300,11 @@ impl Endpoint {
                             None => return Err(FailReason::AuthFailed),
                         },
                     };
-                let Some(c) = Challenge::parse(challenge).filter(Challenge::supported) else {
+                // sbc-load answers MD5 challenges only.
+                let Some(c) = Challenge::parse(challenge)
+                    .ok()
+                    .filter(|c| c.algorithm == Algorithm::Md5)
+                else {
                     return Err(FailReason::AuthFailed);
                 };
                 // The request line rendered so far gives method and URI.
@@ -1306,8 +1321,17 @@ impl Endpoint {
                     *b = b"0123456789abcdef"[(n & 15) as usize];
                     n >>= 4;
                 }
+                let creds = Credentials {
+                    username: user,
+                    password: pass,
+                };
+                let Ok(answer) = digest::answer(&c, &creds, &method, &uri, &cnonce, 1) else {
+                    return Err(FailReason::AuthFailed);
+                };
                 out.extend_from_slice(header);
-                credentials(&c, &method, &uri, user, pass, &cnonce, out);
+                if answer.write(out).is_err() {
+                    return Err(FailReason::AuthFailed);
+                }
             }
             Keyword::Field(n) => {
                 if let Some(inj) = &self.cfg.inject {

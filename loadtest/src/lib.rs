@@ -7,7 +7,6 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
-pub mod digest;
 pub mod engine;
 pub mod gso;
 pub mod inject;

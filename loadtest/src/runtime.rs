@@ -380,7 +380,7 @@ pub fn run_thread(
                         if m.is_payload_truncated() {
                             ep.stats.parse_errors += 1;
                         } else if let Some(src) = decode_sockaddr(m.name_data()) {
-                            ep.on_datagram(now, src, payload);
+                            ep.handle_datagram(now, src, payload);
                         }
                     }
                 }
@@ -392,7 +392,7 @@ pub fn run_thread(
             io.arm_recv()?;
         }
 
-        ep.on_timers(now);
+        ep.handle_timeout(now);
         if ctl.soft_stop.is_some_and(|t| now_i >= t) {
             ep.close();
         }
@@ -492,7 +492,7 @@ pub fn run_thread(
         }
 
         // Sleep until a completion, the next timer or the next call.
-        let mut wake = ep.next_timer();
+        let mut wake = ep.poll_timeout();
         if caller && plan.rate > 0.0 && ep.may_create() {
             let next_call = ((started + 1) as f64 / plan.rate * 1e6) as u64;
             wake = Some(wake.map_or(next_call, |w| w.min(next_call)));

@@ -84,7 +84,7 @@ impl Net {
                 let l = start_line(&m);
                 self.log.push(('>', l.clone()));
                 if !drop(&l) {
-                    b.on_datagram(self.now, addr(UAC), &m);
+                    b.handle_datagram(self.now, addr(UAC), &m);
                 }
             }
             for (dst, m) in from_b {
@@ -92,7 +92,7 @@ impl Net {
                 let l = start_line(&m);
                 self.log.push(('<', l.clone()));
                 if !drop(&l) {
-                    a.on_datagram(self.now, addr(UAS), &m);
+                    a.handle_datagram(self.now, addr(UAS), &m);
                 }
             }
         }
@@ -101,7 +101,7 @@ impl Net {
 
     /// Advances the clock to the next timer of either side and runs it.
     fn tick(&mut self, a: &mut Endpoint, b: &mut Endpoint) -> bool {
-        let next = match (a.next_timer(), b.next_timer()) {
+        let next = match (a.poll_timeout(), b.poll_timeout()) {
             (Some(x), Some(y)) => x.min(y),
             (x, y) => match x.or(y) {
                 Some(t) => t,
@@ -109,8 +109,8 @@ impl Net {
             },
         };
         self.now = self.now.max(next);
-        a.on_timers(self.now);
-        b.on_timers(self.now);
+        a.handle_timeout(self.now);
+        b.handle_timeout(self.now);
         true
     }
 }
@@ -225,11 +225,11 @@ fn a_retransmitted_request_gets_the_last_answer_again() {
     );
     assert!(a.start_call(0));
     let invite = drain(&mut a).remove(0).1;
-    b.on_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(0, addr(UAC), &invite);
     let first = drain(&mut b);
     assert_eq!(first.len(), 2, "180 and 200");
     // The same INVITE again (a retransmission): the 200 is sent again.
-    b.on_datagram(10, addr(UAC), &invite);
+    b.handle_datagram(10, addr(UAC), &invite);
     let again = drain(&mut b);
     assert_eq!(again.len(), 1);
     assert_eq!(start_line(&again[0].1), "SIP/2.0 200 OK");
@@ -243,8 +243,8 @@ fn invite_retransmissions_double_and_the_call_fails_after_five() {
     assert!(a.start_call(0));
     drain(&mut a);
     let mut times = Vec::new();
-    while let Some(t) = a.next_timer() {
-        a.on_timers(t);
+    while let Some(t) = a.poll_timeout() {
+        a.handle_timeout(t);
         if !drain(&mut a).is_empty() {
             times.push(t / 1000);
         }
@@ -269,7 +269,7 @@ fn an_error_response_fails_the_call_and_is_acknowledged() {
         hdr(HeaderName::CallId),
         hdr(HeaderName::CSeq)
     );
-    a.on_datagram(1000, addr(UAS), resp.as_bytes());
+    a.handle_datagram(1000, addr(UAS), resp.as_bytes());
     assert_eq!(a.stats.failed_by(FailReason::UnexpectedMessage), 1);
     let out = drain(&mut a);
     assert_eq!(out.len(), 1, "the 503 is acknowledged");
@@ -288,7 +288,7 @@ fn an_error_response_fails_the_call_and_is_acknowledged() {
     );
     assert_eq!(a.stats.responses[503], 1);
     // A retransmitted 503 after the end is absorbed as a dead-call message.
-    a.on_datagram(2000, addr(UAS), resp.as_bytes());
+    a.handle_datagram(2000, addr(UAS), resp.as_bytes());
     assert_eq!(a.stats.dead_call_msgs, 1);
 }
 
@@ -300,24 +300,24 @@ fn late_provisionals_are_absorbed_and_stray_messages_counted() {
     );
     assert!(a.start_call(0));
     let invite = drain(&mut a).remove(0).1;
-    b.on_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(0, addr(UAC), &invite);
     let answers = drain(&mut b);
     let (ringing, ok) = (&answers[0].1, &answers[1].1);
     // 180 arrives after the 200: the call has moved on, it is absorbed.
-    a.on_datagram(10, addr(UAS), ok);
+    a.handle_datagram(10, addr(UAS), ok);
     let ack = drain(&mut a);
     assert_eq!(ack.len(), 2, "ACK, and the BYE at once (-d 0)");
-    a.on_datagram(11, addr(UAS), ringing);
+    a.handle_datagram(11, addr(UAS), ringing);
     assert_eq!(a.stats.absorbed, 1);
     assert_eq!(a.stats.failed_total(), 0);
     // A message with an unknown Call-ID belongs to nobody.
-    a.on_datagram(
+    a.handle_datagram(
         12,
         addr(UAS),
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKq\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: nobody\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(a.stats.out_of_call_msgs, 1);
-    a.on_datagram(13, addr(UAS), b"garbage");
+    a.handle_datagram(13, addr(UAS), b"garbage");
     assert_eq!(a.stats.parse_errors, 1);
 }
 
@@ -327,13 +327,13 @@ fn unexpected_bye_is_answered_and_fails_the_call() {
     let mut a = uac(builtin("uac"), config(Some(1)));
     assert!(a.start_call(0));
     let invite = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
-    b.on_datagram(0, addr(UAC), invite.as_bytes());
+    b.handle_datagram(0, addr(UAC), invite.as_bytes());
     drain(&mut b);
     // A BYE before the ACK the scenario waits for.
     let bye = invite
         .replacen("INVITE sip:", "BYE sip:", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 2 BYE");
-    b.on_datagram(5, addr(UAC), bye.as_bytes());
+    b.handle_datagram(5, addr(UAC), bye.as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1);
     let ok = String::from_utf8(out[0].1.clone()).unwrap();
@@ -369,15 +369,15 @@ fn recv_timeout_jumps_to_ontimeout_or_fails() {
     let mut a = uac(scenario(&xml("")), config(Some(1)));
     assert!(a.start_call(0));
     drain(&mut a);
-    a.on_timers(1_999_999);
+    a.handle_timeout(1_999_999);
     assert_eq!(a.open_calls(), 1);
-    a.on_timers(2_000_000);
+    a.handle_timeout(2_000_000);
     assert_eq!(a.stats.failed_by(FailReason::RecvTimeout), 1);
 
     let mut a = uac(scenario(&xml(r#"ontimeout="out""#)), config(Some(1)));
     assert!(a.start_call(0));
     drain(&mut a);
-    a.on_timers(2_000_000);
+    a.handle_timeout(2_000_000);
     assert_eq!(a.stats.succeeded, 1, "the jump skips the second OPTIONS");
     assert!(drain(&mut a).is_empty());
 }
@@ -424,7 +424,7 @@ fn cseq_counts_requests_and_follows_the_peer() {
     assert_eq!(cseq(&out[0]), "CSeq: 1 INVITE");
     assert_eq!(cseq(&out[1]), "CSeq: 1 ACK");
     assert_eq!(cseq(&out[2]), "CSeq: 12 INFO");
-    a.on_datagram(
+    a.handle_datagram(
         5,
         addr(UAS),
         b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKb\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: 1-4242@127.0.0.1\r\nCSeq: 40 BYE\r\nContent-Length: 0\r\n\r\n",
@@ -459,13 +459,13 @@ fn ereg_check_it_dooms_the_call_but_it_goes_on() {
             "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nSubject: {subject}\r\nContent-Length: 0\r\n\r\n"
         )
     };
-    b.on_datagram(0, addr(UAC), invite("hello", "c1").as_bytes());
+    b.handle_datagram(0, addr(UAC), invite("hello", "c1").as_bytes());
     let out = String::from_utf8(drain(&mut b).remove(0).1).unwrap();
     assert!(out.contains("X-Subject: hello\r\n"), "{out}");
     assert!(out.contains("To: <sip:x@y>;tag=t\r\n"), "{out}");
     assert_eq!(b.stats.succeeded, 1);
 
-    b.on_datagram(1, addr(UAC), invite("123", "c2").as_bytes());
+    b.handle_datagram(1, addr(UAC), invite("123", "c2").as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1, "the call goes on after a failed check");
     assert_eq!(b.stats.failed_by(FailReason::RegexpNoMatch), 1);
@@ -501,7 +501,7 @@ fn digest_authentication_answers_the_challenge() {
     let mut a = uac(scn, config(Some(1)));
     assert!(a.start_call(0));
     drain(&mut a);
-    a.on_datagram(
+    a.handle_datagram(
         10,
         addr(UAS),
         b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0\r\nFrom: <sip:service@127.0.0.1>;tag=1\r\nTo: <sip:service@127.0.0.1>;tag=r\r\nCall-ID: 1-4242@127.0.0.1\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"sbc\", nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
@@ -575,16 +575,16 @@ fn an_answered_call_that_fails_is_hung_up_above_the_last_cseq() {
     );
     assert!(a.start_call(0));
     let invite = drain(&mut a).remove(0).1;
-    b.on_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(0, addr(UAC), &invite);
     for (_, m) in drain(&mut b) {
-        a.on_datagram(1, addr(UAS), &m);
+        a.handle_datagram(1, addr(UAS), &m);
     }
     let sent: Vec<String> = drain(&mut a).iter().map(|(_, m)| start_line(m)).collect();
     assert_eq!(sent.len(), 2, "ACK and BYE: {sent:?}");
     // The BYE and all its retransmissions are lost: the call fails.
     let mut last = Vec::new();
-    while let Some(t) = a.next_timer() {
-        a.on_timers(t);
+    while let Some(t) = a.poll_timeout() {
+        a.handle_timeout(t);
         last = drain(&mut a);
         if a.open_calls() == 0 {
             break;

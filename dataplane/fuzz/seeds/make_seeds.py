@@ -2,7 +2,9 @@
 """Writes the seed corpora of the fuzz targets (run from anywhere):
 engine_datagram gets whole call flows in its step language (see the
 target's docs), sip_message the RFC 4475 torture messages, sdp a few
-bodies. The files are committed; this script says how they were made."""
+bodies, digest header values (RFC 7616 §3.9.1's SHA-256 challenge and
+answer, RFC 2617 §3.5's MD5 challenge, a SIP REGISTER's answer without
+qop). The files are committed; this script says how they were made."""
 import os, shutil
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -67,3 +69,27 @@ sdps = {"offer": OFFER, "video": VIDEO,
 for name, body in sdps.items():
     with open(os.path.join(here, "sdp", name), "wb") as f:
         f.write(body.encode())
+
+# Header values only (no header name), one per file.
+digests = {
+    "rfc7616_www_authenticate": 'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=SHA-256, '
+                                'nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+                                'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"',
+    "rfc7616_authorization": 'Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", '
+                             'algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, '
+                             'cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, '
+                             'response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", '
+                             'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS", userhash=false',
+    "rfc2617_www_authenticate": 'Digest realm="testrealm@host.com", qop="auth,auth-int", '
+                                'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"',
+    "sip_register_authorization": 'Digest username="alice", realm="sbc", nonce="abc", uri="sip:127.0.0.1", '
+                                  'response="%s", algorithm=MD5',
+}
+import hashlib
+def md5(s):
+    return hashlib.md5(s.encode()).hexdigest()
+digests["sip_register_authorization"] %= md5(md5("alice:sbc:secret") + ":abc:" + md5("REGISTER:sip:127.0.0.1"))
+os.makedirs(os.path.join(here, "digest"), exist_ok=True)
+for name, value in digests.items():
+    with open(os.path.join(here, "digest", name), "wb") as f:
+        f.write(value.encode())

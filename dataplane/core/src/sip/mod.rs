@@ -6,6 +6,7 @@
 //! decision needs (Via, From, To, Call-ID, CSeq, Max-Forwards). Anything else
 //! is parsed on demand from the slices the message keeps.
 
+pub mod digest;
 mod header;
 mod message;
 mod method;
