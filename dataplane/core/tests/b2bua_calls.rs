@@ -974,3 +974,40 @@ fn an_ended_call_rests_and_still_absorbs_retransmissions() {
     sim.recv(PBX, &bye("z9hG4bKrestbye", &to));
     assert_eq!(sim.one_to(PBX).code(), Some(481));
 }
+
+/// Found by the engine fuzz target: the callee hangs up before the
+/// caller's ACK for the 2xx arrived; the call ends, and the late ACK must
+/// still reach the callee as a whole ACK in its dialog (it used to go out
+/// with an empty Request-URI and To, the dialog's data having been dropped
+/// at the end).
+#[test]
+fn an_ack_after_the_call_ended_is_still_a_whole_ack() {
+    let mut sim = Sim::new();
+    let (b_invite, ok) = answered_call(&mut sim, "late-ack@pbx");
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            "10.0.0.20:5060",
+            "z9hG4bKlateack",
+            "<sip:callee@10.0.0.20>;tag=carrier-tag",
+            &b_invite.header(HeaderName::From),
+            &b_invite.header(HeaderName::CallId),
+            7,
+            "",
+        ),
+    );
+    let bye = sim.one_to(PBX);
+    sim.recv(PBX, &reply(&bye, 200, "OK", None, None, ""));
+    sim.one_to(CARRIER_A);
+    let ack = pbx_ack(&mut sim, &ok, "late-ack@pbx");
+    assert!(
+        ack.text()
+            .starts_with("ACK sip:callee@10.0.0.20:5060 SIP/2.0\r\n"),
+        "{}",
+        ack.text()
+    );
+    assert_eq!(ack.to_tag(), "carrier-tag");
+    ack.request();
+}

@@ -15,7 +15,9 @@
 //! | 7 | time moves on by 100 ms × the next byte, timers run |
 //!
 //! Bit 3 picks the shard that receives a datagram; a hand-off goes to the
-//! other one, as the shard loop does.
+//! other one, as the shard loop does. Bit 4 has that shard also send an
+//! OPTIONS probe of its own (a transaction outside calls) to carrier A,
+//! which answers it like any request with ops 3; bit 5 sets an alarm.
 #![no_main]
 
 #[path = "../../core/tests/support/mod.rs"]
@@ -27,9 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sbc_core::b2bua::{Disposition, Engine, Secrets, ShardId};
+use sbc_core::b2bua::{Alarm, Disposition, Engine, OwnRequest, Secrets, ShardId};
 use sbc_core::net::{Flow, LocalId};
-use sbc_core::sip::{HeaderName, Message};
+use sbc_core::sip::{HeaderName, Message, Method};
 use sbc_core::stats::ShardStats;
 use support::{ANSWER_SDP, CARRIER_A, PBX, STRANGER, addr, in_dialog, media_policy, reply, Sent};
 
@@ -160,6 +162,24 @@ impl World {
         let Some((&op, rest)) = step.split_first() else { return };
         let shard = usize::from((op >> 3) & 1);
         let arg = rest.first().copied().unwrap_or(0);
+        if op & 0x10 != 0 {
+            let probe = OwnRequest {
+                method: Method::Options,
+                flow: Flow::udp(addr(CARRIER_A), LocalId(0)),
+                request_uri: b"sip:10.0.0.20:5060".to_vec().into(),
+                from: b"<sip:sbc@192.0.2.1>".to_vec().into(),
+                to: b"<sip:10.0.0.20>".to_vec().into(),
+                call_id: None,
+                cseq: u32::from(arg),
+                headers: vec![],
+            };
+            self.shards[shard].send_request(self.now, probe);
+            self.drain();
+        }
+        if op & 0x20 != 0 {
+            let at = self.now + Duration::from_millis(10 * u64::from(arg));
+            self.shards[shard].set_alarm(at, Alarm::ProbeInterval(u16::from(arg)));
+        }
         match op & 7 {
             0 => self.deliver(shard, PBX, rest),
             1 => self.deliver(shard, CARRIER_A, rest),
@@ -186,6 +206,11 @@ fuzz_target!(|data: &[u8]| {
         // (a crash then reproduces from its input alone). A call that no
         // timer ends (confirmed without media) costs a fresh world.
         w.advance(Duration::from_secs(4000));
+        for e in &mut w.shards {
+            while e.poll_event().is_some() {}
+            // Transactions outside calls always end (timers F, J, K).
+            assert_eq!(e.outside_transactions(), (0, 0), "a transaction outside calls outlived its timers");
+        }
         if w.shards.iter().any(|e| e.calls() > 0) {
             *w = World::new();
         } else {

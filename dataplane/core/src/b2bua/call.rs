@@ -496,17 +496,13 @@ impl Call {
             && self.own.is_empty()
     }
 
-    /// Drops what only requests in the dialogs needed, once the call is
-    /// over (it lingers to absorb retransmissions). `local_party` stays:
-    /// a late 2xx from a callee is still ACKed and BYEd in its name.
+    /// Drops the caller's response template once the call is over and the
+    /// INVITE answered (its transaction keeps the response it sent). The
+    /// dialogs stay whole: an ACK or BYE may still be built in them (a
+    /// late 2xx, the caller's ACK after the end) until the call rests.
     pub fn shed_dialogs(&mut self) {
         if !self.uas.tx.is_pending() {
             self.uas.template = Template::empty();
-        }
-        for leg in [&mut self.a, &mut self.b] {
-            leg.remote_party = Bytes::new();
-            leg.remote_target = Bytes::new();
-            leg.route_set = Vec::new();
         }
     }
 

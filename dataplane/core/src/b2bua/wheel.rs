@@ -22,6 +22,9 @@ pub(crate) struct Wheel<T> {
     slots: Vec<Vec<(u64, T)>>,
     /// One bit per slot: set when the slot holds entries.
     occupied: Vec<u64>,
+    /// One bit per word of `occupied`: set when that word is not zero, so
+    /// finding the next timer in a sparse wheel reads 16 words, not 1024.
+    summary: Vec<u64>,
     overflow: BinaryHeap<Reverse<(u64, T)>>,
     len: usize,
     /// Entries due at `current - 1` or earlier, not yet handed out.
@@ -38,6 +41,7 @@ impl<T: Copy + Ord> Default for Wheel<T> {
             current: 0,
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             occupied: vec![0; SLOTS / 64],
+            summary: vec![0; SLOTS / 64 / 64],
             overflow: BinaryHeap::new(),
             len: 0,
             ready: Vec::new(),
@@ -91,6 +95,7 @@ impl<T: Copy + Ord> Wheel<T> {
         let slot = (tick as usize) & (SLOTS - 1);
         self.slots[slot].push((tick, item));
         self.occupied[slot / 64] |= 1 << (slot % 64);
+        self.summary[slot / 4096] |= 1 << ((slot / 64) % 64);
     }
 
     #[cfg(test)]
@@ -132,22 +137,41 @@ impl<T: Copy + Ord> Wheel<T> {
     /// The first occupied slot at or after `current`, circularly.
     fn next_occupied(&self) -> Option<usize> {
         let start = (self.current as usize) & (SLOTS - 1);
-        let words = self.occupied.len();
         let first_word = start / 64;
         // The start word, masked to bits at or after `start`.
         let masked = self.occupied[first_word] & (!0u64 << (start % 64));
         if masked != 0 {
             return Some(first_word * 64 + masked.trailing_zeros() as usize);
         }
-        for i in 1..=words {
-            let w = (first_word + i) % words;
-            let bits = if w == first_word {
-                self.occupied[w] & !(!0u64 << (start % 64))
+        // The next non-empty word after it, circularly, found through the
+        // summary; then the start word's bits before `start` (a full turn).
+        let w = self.next_word(first_word + 1).filter(|w| *w != first_word);
+        if let Some(w) = w {
+            return Some(w * 64 + self.occupied[w].trailing_zeros() as usize);
+        }
+        let before = self.occupied[first_word] & !(!0u64 << (start % 64));
+        (before != 0).then(|| first_word * 64 + before.trailing_zeros() as usize)
+    }
+
+    /// The first non-empty word of `occupied` at or after `from`, wrapping.
+    fn next_word(&self, from: usize) -> Option<usize> {
+        let words = self.occupied.len();
+        let from = from % words;
+        let groups = self.summary.len();
+        let g0 = from / 64;
+        let masked = self.summary[g0] & (!0u64 << (from % 64));
+        if masked != 0 {
+            return Some(g0 * 64 + masked.trailing_zeros() as usize);
+        }
+        for i in 1..=groups {
+            let g = (g0 + i) % groups;
+            let bits = if g == g0 {
+                self.summary[g] & !(!0u64 << (from % 64))
             } else {
-                self.occupied[w]
+                self.summary[g]
             };
             if bits != 0 {
-                return Some(w * 64 + bits.trailing_zeros() as usize);
+                return Some(g * 64 + bits.trailing_zeros() as usize);
             }
         }
         None
@@ -156,8 +180,12 @@ impl<T: Copy + Ord> Wheel<T> {
     /// Removes and returns one entry due at `now` (with its rounded
     /// deadline), or `None`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, T)> {
-        self.origin?;
-        let now_tick = self.tick_of(now);
+        let origin = self.origin?;
+        // Due means the deadline has passed: ticks at or before `now`,
+        // rounded down (deadlines were rounded up). Before the origin (the
+        // first deadline ever inserted) nothing is due yet.
+        let since = now.checked_duration_since(origin)?;
+        let now_tick = u64::try_from(since.as_nanos() / TICK.as_nanos()).unwrap_or(u64::MAX);
         loop {
             if let Some((tick, item)) = self.ready.pop() {
                 self.len -= 1;
@@ -200,6 +228,9 @@ impl<T: Copy + Ord> Wheel<T> {
                 .extend(entries.extract_if(.., |(t, _)| *t <= tick));
             if entries.is_empty() {
                 self.occupied[slot / 64] &= !(1 << (slot % 64));
+                if self.occupied[slot / 64] == 0 {
+                    self.summary[slot / 4096] &= !(1 << ((slot / 64) % 64));
+                }
             }
             self.current = tick + 1;
             self.refill();
@@ -307,5 +338,37 @@ mod tests {
         assert_eq!(got, expected);
         // Fired in deadline order.
         assert!(fired.windows(2).all(|p| p[0].0 <= p[1].0));
+    }
+
+    proptest::proptest! {
+        /// Against a model (a sorted list): `next()` is always the
+        /// earliest deadline held, and everything fires, in order, never
+        /// early, however sparse the wheel and however far time jumps.
+        #[test]
+        fn next_is_the_earliest_held(ops in proptest::collection::vec((0u64..200_000, 0u64..120_000, proptest::bool::ANY), 1..200)) {
+            let t0 = Instant::now();
+            let mut w = Wheel::<u64>::default();
+            let mut model: Vec<(Instant, u64)> = Vec::new();
+            let mut now = t0;
+            for (i, (ahead, step, insert)) in ops.into_iter().enumerate() {
+                if insert {
+                    let at = w.insert(now + Duration::from_millis(ahead), i as u64);
+                    model.push((at, i as u64));
+                } else {
+                    now += Duration::from_millis(step);
+                    while let Some((at, v)) = w.pop_due(now) {
+                        proptest::prop_assert!(at <= now);
+                        let pos = model.iter().position(|e| *e == (at, v));
+                        proptest::prop_assert!(pos.is_some(), "fired something not held");
+                        if let Some(p) = pos {
+                            model.remove(p);
+                        }
+                    }
+                    proptest::prop_assert!(model.iter().all(|(at, _)| *at > now), "nothing due is left");
+                }
+                let earliest = model.iter().map(|(at, _)| *at).min();
+                proptest::prop_assert_eq!(w.next(), earliest);
+            }
+        }
     }
 }
