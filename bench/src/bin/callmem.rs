@@ -83,6 +83,34 @@ fn policy() -> Policy {
     }
 }
 
+/// The callee's 200 (with SDP) to the INVITE `m` the engine sent it.
+fn answer_invite(m: &Message<'_>, body: &str) -> String {
+    let mut r = String::from("SIP/2.0 200 OK\r\n");
+    for h in m.all(HeaderName::Via) {
+        r.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(h.value)));
+    }
+    r.push_str(&format!(
+        "From: {}\r\nTo: {};tag=c\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.20>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        header(m, HeaderName::From),
+        header(m, HeaderName::To),
+        header(m, HeaderName::CallId),
+        body.len()
+    ));
+    r
+}
+
+/// The callee's 200 to the BYE `m` the engine sent it.
+fn answer_bye(m: &Message<'_>) -> String {
+    format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(m, HeaderName::Via),
+        header(m, HeaderName::From),
+        header(m, HeaderName::To),
+        header(m, HeaderName::CallId),
+        header(m, HeaderName::CSeq)
+    )
+}
+
 fn header(m: &Message<'_>, h: HeaderName) -> String {
     String::from_utf8_lossy(m.value(h).unwrap_or(b"")).into_owned()
 }
@@ -137,18 +165,7 @@ fn main() {
     report("INVITE relayed, waiting", LIVE.load(Ordering::Relaxed));
     for b in &b_invites {
         let Ok(m) = Message::parse(b) else { continue };
-        let mut r = String::from("SIP/2.0 200 OK\r\n");
-        for h in m.all(HeaderName::Via) {
-            r.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(h.value)));
-        }
-        r.push_str(&format!(
-            "From: {}\r\nTo: {};tag=c\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.20>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-            header(&m, HeaderName::From),
-            header(&m, HeaderName::To),
-            header(&m, HeaderName::CallId),
-            body.len()
-        ));
-        engine.handle_datagram(now, carrier, r.as_bytes());
+        engine.handle_datagram(now, carrier, answer_invite(&m, body).as_bytes());
         while let Some(t) = engine.poll_transmit(&mut buf) {
             if t.dest.remote == pbx.remote
                 && let Ok(m) = Message::parse(&buf[..t.len])
@@ -188,14 +205,7 @@ fn main() {
                 && let Ok(m) = Message::parse(&buf[..t.len])
                 && m.request_line().is_some_and(|l| l.method_raw == b"BYE")
             {
-                let ok = format!(
-                    "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-                    header(&m, HeaderName::Via),
-                    header(&m, HeaderName::From),
-                    header(&m, HeaderName::To),
-                    header(&m, HeaderName::CallId),
-                    header(&m, HeaderName::CSeq)
-                );
+                let ok = answer_bye(&m);
                 engine.handle_datagram(now, carrier, ok.as_bytes());
             }
         }
@@ -257,18 +267,7 @@ fn zero_second_call(
     }
     let Some(b) = b_invite else { return };
     let Ok(m) = Message::parse(&b) else { return };
-    let mut r = String::from("SIP/2.0 200 OK\r\n");
-    for h in m.all(HeaderName::Via) {
-        r.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(h.value)));
-    }
-    r.push_str(&format!(
-        "From: {}\r\nTo: {};tag=c\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@10.0.0.20>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-        header(&m, HeaderName::From),
-        header(&m, HeaderName::To),
-        header(&m, HeaderName::CallId),
-        body.len()
-    ));
-    engine.handle_datagram(now, carrier, r.as_bytes());
+    engine.handle_datagram(now, carrier, answer_invite(&m, body).as_bytes());
     let mut to = None;
     while let Some(t) = engine.poll_transmit(buf) {
         if t.dest.remote == pbx.remote
@@ -290,14 +289,7 @@ fn zero_second_call(
             && let Ok(m) = Message::parse(&buf[..t.len])
             && m.request_line().is_some_and(|l| l.method_raw == b"BYE")
         {
-            ok = Some(format!(
-                "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-                header(&m, HeaderName::Via),
-                header(&m, HeaderName::From),
-                header(&m, HeaderName::To),
-                header(&m, HeaderName::CallId),
-                header(&m, HeaderName::CSeq)
-            ));
+            ok = Some(answer_bye(&m));
         }
     }
     if let Some(ok) = ok {

@@ -395,16 +395,7 @@ impl Engine {
         let Some((r, side, call)) =
             found.and_then(|(r, side)| Some((r, side, self.calls.get_mut(r)?)))
         else {
-            if self
-                .ctx
-                .policy
-                .trunk_for_source(origin.remote.ip())
-                .is_none()
-            {
-                self.ctx.refuse(req, origin, Refusal::UnknownSource);
-            } else {
-                self.ctx.refuse(req, origin, Refusal::NoDialog);
-            }
+            self.refuse_no_dialog(req, origin);
             return;
         };
         // Only the peer of a leg may cancel in it (by the call's own policy).
@@ -473,6 +464,16 @@ impl Engine {
         (call.b.call_id == call_id).then_some((r, Side::B))
     }
 
+    /// A request for a dialog we do not know: 481 for a trunk, 403 for a
+    /// stranger (BRIEF §8: it learns nothing of our dialogs).
+    fn refuse_no_dialog(&mut self, req: &Request<'_>, origin: Flow) {
+        let why = match self.ctx.policy.trunk_for_source(origin.remote.ip()) {
+            None => Refusal::UnknownSource,
+            Some(_) => Refusal::NoDialog,
+        };
+        self.ctx.refuse(req, origin, why);
+    }
+
     /// A request in the dialogs of an ended call that rests: answered from
     /// its tombstone (a retransmitted BYE gets its answer again; anything
     /// else but an ACK gets 481). True when `r` was a tombstone.
@@ -503,16 +504,7 @@ impl Engine {
 
     fn on_in_dialog(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
         let Some((r, side)) = self.find_dialog(req.call_id, req.from_tag()) else {
-            if self
-                .ctx
-                .policy
-                .trunk_for_source(origin.remote.ip())
-                .is_none()
-            {
-                self.ctx.refuse(req, origin, Refusal::UnknownSource);
-            } else {
-                self.ctx.refuse(req, origin, Refusal::NoDialog);
-            }
+            self.refuse_no_dialog(req, origin);
             return;
         };
         if self.at_tomb(r, side, req, origin) {
