@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::call::{InviteRef, Leg};
 use crate::net::Flow;
-use crate::sip::{CommaList, HeaderName, Message, Request, Uri, Writer};
+use crate::sip::{CommaList, HeaderName, Message, Request, Response, Uri, Writer};
 
 /// Option tags the SBC lets through Supported and accepts in Require.
 /// Session timers work end to end because refreshes are relayed; 100rel is
@@ -340,6 +340,47 @@ pub(crate) fn next_hop(
         .ok()
         .and_then(|u| u.socket_addr(5060))
         .unwrap_or(fallback)
+}
+
+/// The ACK for a 2xx to an INVITE, built from the 2xx itself (RFC 3261
+/// §13.2.2.4, §12.1.2): Request-URI from its Contact, Route from its
+/// Record-Route reversed, its From, To and Call-ID, CSeq number with ACK;
+/// sent towards the next hop on `flow`'s transport. `None` when the 2xx
+/// names no target. What is left of a dialog ACKs a retransmitted 2xx with
+/// it, so no ACK needs keeping.
+pub(crate) fn ack_from_2xx(
+    resp: &Response<'_>,
+    local: &LocalParts,
+    branch: &[u8],
+    flow: Flow,
+) -> Option<(Flow, Bytes)> {
+    let target = contact_uri(&resp.msg)?;
+    let mut routes: Vec<Bytes> = resp
+        .msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    routes.reverse();
+    let mut buf = BytesMut::with_capacity(512);
+    let mut w = Writer::new(&mut buf);
+    w.request_line(b"ACK", &[target]);
+    w.header(HeaderName::Via, &[&local.via_prefix, branch, b";rport"]);
+    w.header_u32(HeaderName::MaxForwards, 70);
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        w.header(name, &[resp.msg.value(name).unwrap_or(b"")]);
+    }
+    let mut n = itoa::Buffer::new();
+    w.header(
+        HeaderName::CSeq,
+        &[n.format(resp.cseq.seq).as_bytes(), b" ACK"],
+    );
+    for r in &routes {
+        w.header(HeaderName::Route, &[r]);
+    }
+    w.body(b"");
+    let dest = flow.towards(next_hop(target, &routes, flow.remote));
+    Some((dest, buf.freeze()))
 }
 
 #[cfg(test)]

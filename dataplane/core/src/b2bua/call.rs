@@ -81,14 +81,25 @@ pub(crate) enum State {
     Routing(Box<Routing>),
     /// The callee answered at `at`; waiting for the caller's ACK.
     Answered { at: Instant },
-    /// ACKed: the call is up. `b_ack` is the ACK sent to the callee,
-    /// resent when its 2xx is retransmitted.
-    Confirmed { at: Instant, b_ack: Bytes },
+    /// ACKed: the call is up. `b_ack` is what it takes to send the ACK to
+    /// the callee again when its 2xx is retransmitted.
+    Confirmed { at: Instant, b_ack: KeptAck },
     /// Over (at `at`); the call lingers until its transactions end.
     Ended {
         answered: Option<Instant>,
         at: Instant,
     },
+}
+
+/// The ACK of the callee's 2xx, as kept for 2xx retransmissions (RFC 3261
+/// §13.2.2.4: the same ACK each time).
+#[derive(Debug)]
+pub(crate) enum KeptAck {
+    /// It carried a body (the answer to an offer in the 2xx): kept whole.
+    Whole(Bytes),
+    /// No body: built again, byte for byte, from the 2xx and its branch
+    /// (`build::ack_from_2xx`), so most calls keep 23 bytes, not ~450.
+    Branch(Bytes),
 }
 
 /// What routing a call needs until it is answered or fails.
@@ -521,7 +532,7 @@ mod size_tests {
     #[test]
     fn call_and_parsed_message_sizes_stay_bounded() {
         assert!(
-            std::mem::size_of::<super::Call>() <= 1408,
+            std::mem::size_of::<super::Call>() <= 1416,
             "{}",
             std::mem::size_of::<super::Call>()
         );

@@ -9,7 +9,7 @@ use super::build::{
     Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop, response_dest,
 };
 use super::call::InviteRef;
-use super::call::{Call, ClientTx, LocalAnswer, Phase, Relay, ServerTx, Side, State};
+use super::call::{Call, ClientTx, KeptAck, LocalAnswer, Phase, Relay, ServerTx, Side, State};
 use super::context::Ctx;
 use super::event::EndReason;
 use super::outbound::{Body, sdp_towards};
@@ -592,9 +592,18 @@ pub(crate) fn send_b_ack(
         },
     );
     ctx.send(call.b.flow, ack.clone());
-    // ACKed: the call is up; the ACK is kept for 2xx retransmissions.
+    // ACKed: the call is up. A retransmitted 2xx gets this ACK again: one
+    // with a body (the answer to an offer in the 2xx) is kept; one without
+    // is built again from the 2xx and this branch.
+    let with_body =
+        !matches!(body, Body::Dropped) && caller_ack.is_some_and(|r| !r.msg.body().is_empty());
     if let State::Answered { at } | State::Confirmed { at, .. } = call.state {
-        call.state = State::Confirmed { at, b_ack: ack };
+        let b_ack = if with_body {
+            KeptAck::Whole(ack)
+        } else {
+            KeptAck::Branch(branch)
+        };
+        call.state = State::Confirmed { at, b_ack };
     }
     if matches!(body, Body::Dropped) {
         // The caller's answer cannot be relayed and an ACK cannot be

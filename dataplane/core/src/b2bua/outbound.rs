@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::build::{Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop};
+use super::build::{
+    Relayed, RequestParts, ack_from_2xx, contact_uri, invite_sibling, leg_request, next_hop,
+};
 use super::call::InviteRef;
-use super::call::{Attempt, Call, Failure, Own, Phase, Side, State, Stray};
+use super::call::{Attempt, Call, Failure, KeptAck, Own, Phase, Side, State, Stray};
 use super::context::Ctx;
 use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
@@ -515,9 +517,23 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
                 resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
             if same_dialog && index + 1 == call.attempts.len() && call.answered_at().is_some() {
                 // A retransmitted 2xx of the answered attempt: ACK again if
-                // the caller already ACKed, otherwise wait for that ACK.
-                if let State::Confirmed { b_ack, .. } = &call.state {
-                    ctx.send(call.b.flow, b_ack.clone());
+                // the caller already ACKed (or the call is over), otherwise
+                // wait for that ACK (RFC 3261 §13.2.2.4).
+                let branch = match &call.state {
+                    State::Confirmed {
+                        b_ack: KeptAck::Whole(ack),
+                        ..
+                    } => return ctx.send(call.b.flow, ack.clone()),
+                    State::Confirmed {
+                        b_ack: KeptAck::Branch(b),
+                        ..
+                    } => b.clone(),
+                    State::Ended { .. } => ctx.ids.branch(),
+                    _ => return,
+                };
+                let local = ctx.local(call.b.flow.local).clone();
+                if let Some((dest, ack)) = ack_from_2xx(resp, &local, &branch, call.b.flow) {
+                    ctx.send(dest, ack);
                 }
                 return;
             }

@@ -18,15 +18,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-
-use super::build::{LocalParts, contact_uri, next_hop};
-use super::call::InviteRef;
+use super::build::{LocalParts, ack_from_2xx};
 use super::call::{Call, Side};
 use super::template::Template;
 use crate::net::Flow;
 use crate::policy::TrunkId;
-use crate::sip::{CommaList, HeaderName, Method, Request, Response, Writer};
+use crate::sip::{Method, Request, Response};
 
 /// A tag the SBC minted (16 hex digits), kept inline.
 type Tag = [u8; 16];
@@ -99,48 +96,7 @@ impl Tombstone {
         if resp.to_tag().is_none() || resp.from.tag() != Some(&self.tags[Side::B as usize][..]) {
             return None;
         }
-        let target = contact_uri(&resp.msg)?;
-        // RFC 3261 §12.1.2: the route set is the Record-Route, reversed.
-        let mut routes: Vec<&[u8]> = resp
-            .msg
-            .all(HeaderName::RecordRoute)
-            .flat_map(|h| CommaList::new(h.value))
-            .collect();
-        routes.reverse();
-        let invite = InviteRef {
-            ruri: target,
-            routes: &[],
-            branch,
-            cseq: resp.cseq.seq,
-        };
-        let mut buf = BytesMut::with_capacity(512);
-        let mut w = Writer::new(&mut buf);
-        w.request_line(b"ACK", &[invite.ruri]);
-        w.header(
-            HeaderName::Via,
-            &[&local.via_prefix, invite.branch, b";rport"],
-        );
-        w.header_u32(HeaderName::MaxForwards, 70);
-        for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
-            w.header(name, &[resp.msg.value(name).unwrap_or(b"")]);
-        }
-        let mut n = itoa::Buffer::new();
-        w.header(
-            HeaderName::CSeq,
-            &[n.format(invite.cseq).as_bytes(), b" ACK"],
-        );
-        for r in &routes {
-            w.header(HeaderName::Route, &[r]);
-        }
-        w.body(b"");
-        let owned: Vec<bytes::Bytes> = routes
-            .iter()
-            .map(|r| bytes::Bytes::copy_from_slice(r))
-            .collect();
-        let dest = self
-            .b_flow
-            .towards(next_hop(target, &owned, self.b_flow.remote));
-        Some((dest, buf.freeze()))
+        ack_from_2xx(resp, local, branch, self.b_flow)
     }
 }
 
