@@ -99,3 +99,33 @@ pub fn wait_healthy(addr: &str, limit: Duration) -> bool {
 /// and private (`-X`) memory. Debian's default allocator costs 3-4x more
 /// CPU per call, which would flatter any comparison with it.
 pub const KAMAILIO_FAST_ALLOCATOR: [&str; 4] = ["-x", "tlsf", "-X", "tlsf"];
+
+/// Datagrams of a basic call through a B2BUA without 100 Trying to the
+/// caller: INVITE, 180, 200, ACK, BYE, 200 on each leg, and the callee's
+/// 100 Trying.
+pub const DATAGRAMS_PER_CALL: f64 = 13.0;
+
+/// The kernel floor: CPU ns per relayed packet of the batched minimal
+/// relay at `pps` packets/s, measured now by `relaycost --targets batched`
+/// (its Markdown row), or `None` when it did not run.
+pub fn relay_floor_ns(relaycost: &std::path::Path, pps: u32, seconds: u32) -> Option<f64> {
+    let streams = pps.div_ceil(100).max(1);
+    let out = std::process::Command::new(relaycost)
+        .args(["--targets", "batched", "--pps", "100", "--net", "221"])
+        .args(["--streams", &streams.to_string()])
+        .args(["--seconds", &seconds.clamp(5, 20).to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.starts_with("| Batched |"))?;
+    // | relay | sent | relayed | lost % | CPU ns/packet | ...
+    row.split('|').nth(5)?.trim().parse().ok()
+}
+
+/// The floor per call at `rate` calls/s: half the call's datagrams are
+/// received and half sent, so a call is 6.5 relayed packets. µs.
+pub fn call_floor_us(relaycost: &std::path::Path, rate: u32, seconds: u32) -> Option<f64> {
+    let pps = (f64::from(rate) * DATAGRAMS_PER_CALL).round() as u32;
+    relay_floor_ns(relaycost, pps, seconds).map(|ns| ns * DATAGRAMS_PER_CALL / 2.0 / 1000.0)
+}

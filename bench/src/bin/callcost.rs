@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sbc_bench::harness::{KAMAILIO_FAST_ALLOCATOR, Proc, sbc_config, sipp_stat, wait_healthy};
+use sbc_bench::harness::{
+    DATAGRAMS_PER_CALL, KAMAILIO_FAST_ALLOCATOR, Proc, relay_floor_ns, sbc_config, sipp_stat,
+    wait_healthy,
+};
 use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
 #[derive(Parser, Debug)]
@@ -57,28 +60,6 @@ struct Args {
     /// The relaycost binary, for --floor.
     #[arg(long, default_value = "target/release/relaycost")]
     relaycost: PathBuf,
-}
-
-/// Datagrams of a basic call through a B2BUA without 100 Trying to the
-/// caller: INVITE, 180, 200, ACK, BYE, 200 on each leg, and the callee's
-/// 100 Trying.
-const DATAGRAMS_PER_CALL: f64 = 13.0;
-
-/// CPU ns per relayed packet of the batched minimal relay at `pps`
-/// packets/s, from relaycost (its Markdown row for the batched relay).
-fn floor_ns_per_packet(a: &Args, pps: u32) -> Option<f64> {
-    let streams = pps.div_ceil(100).max(1);
-    let out = Command::new(&a.relaycost)
-        .args(["--targets", "batched", "--pps", "100", "--net", "221"])
-        .args(["--streams", &streams.to_string()])
-        .args(["--seconds", &a.seconds.clamp(5, 20).to_string()])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let row = text.lines().find(|l| l.starts_with("| Batched |"))?;
-    // | relay | sent | relayed | lost % | CPU ns/packet | ...
-    row.split('|').nth(5)?.trim().parse().ok()
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,7 +294,7 @@ fn main() {
     );
     if a.floor {
         let pps = (f64::from(a.rate) * DATAGRAMS_PER_CALL).round() as u32;
-        match floor_ns_per_packet(&a, pps) {
+        match relay_floor_ns(&a.relaycost, pps, a.seconds) {
             Some(ns) => {
                 let floor_us = ns * DATAGRAMS_PER_CALL / 2.0 / 1000.0;
                 let _ = writeln!(

@@ -16,7 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use sbc_bench::harness::{KAMAILIO_FAST_ALLOCATOR, sbc_config, sipp_stat, wait_healthy};
+use sbc_bench::harness::{
+    KAMAILIO_FAST_ALLOCATOR, call_floor_us, sbc_config, sipp_stat, wait_healthy,
+};
 use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
 use serde_json::{Value, json};
 
@@ -62,6 +64,11 @@ struct Args {
     sbc_load: PathBuf,
     #[arg(long, default_value = "target/release/relaycost")]
     relaycost: PathBuf,
+    /// Also measure the kernel floor at each rate (the batched minimal
+    /// relay at 13 datagrams a call, with relaycost) and print each
+    /// proxy's CPU per call against it.
+    #[arg(long)]
+    floor: bool,
     #[arg(long, default_value = "/usr/sbin/kamailio")]
     kamailio: PathBuf,
     /// Second octet of the loopback network used (127.N.0.0/24).
@@ -615,6 +622,26 @@ fn main() {
         }
         print!("{ratios}");
         md.push_str(&ratios);
+    }
+    if b.a.floor {
+        let mut floor = String::from(
+            "\n## Kernel floor (batched minimal relay at 13 datagrams a call, measured in this run)\n\n| rate | floor µs/call | proxy / floor |\n|---|---|---|",
+        );
+        for &rate in &b.a.rates {
+            let Some(f) = call_floor_us(&b.a.relaycost, rate, b.a.seconds) else {
+                let _ = writeln!(floor, "\n| {rate} | relaycost did not run | |");
+                continue;
+            };
+            let ratios: Vec<String> = targets
+                .iter()
+                .filter_map(|t| series.iter().find(|s| s.target == *t && s.rate == rate))
+                .map(|s| format!("{:?} {:.2}", s.target, s.proxy_us / f))
+                .collect();
+            let _ = write!(floor, "\n| {rate} | {f:.1} | {} |", ratios.join(", "));
+        }
+        floor.push('\n');
+        print!("{floor}");
+        md.push_str(&floor);
     }
     let mut searched = Vec::new();
     let mut capacity = Vec::new();
