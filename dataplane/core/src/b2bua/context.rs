@@ -52,9 +52,30 @@ impl Ctx {
         self.events.push_back(event);
     }
 
-    /// Queues a message and counts it.
+    /// Queues a message for the I/O layer.
     pub fn send(&mut self, dest: Flow, data: Bytes) {
         self.out.push(dest, data);
+    }
+
+    /// A response to `req` built from the request itself (RFC 3261
+    /// §8.2.6): its Via (with received/rport), From, To (with a tag of ours
+    /// when it had none), Call-ID and CSeq, then `extra`.
+    pub fn response_to(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        (code, reason): (u16, &[u8]),
+        extra: &[(HeaderName, &[u8])],
+    ) -> Bytes {
+        let template = Template::new(req, origin.remote, false);
+        let tag = self.ids.tag();
+        let mut buf = BytesMut::with_capacity(template.len() + 128);
+        let mut w = template.start(&mut buf, code, reason, Some(&tag));
+        for (name, value) in extra {
+            w.header(*name, &[value]);
+        }
+        w.body(b"");
+        buf.freeze()
     }
 
     /// A response to `req` that needs no transaction (RFC 3261 §8.2.6,
@@ -67,15 +88,8 @@ impl Ctx {
         reason: &[u8],
         extra: &[(HeaderName, &[u8])],
     ) {
-        let template = Template::new(req, origin.remote, false);
-        let tag = self.ids.tag();
-        let mut buf = BytesMut::with_capacity(template.len() + 128);
-        let mut w = template.start(&mut buf, code, reason, Some(&tag));
-        for (name, value) in extra {
-            w.header(*name, &[value]);
-        }
-        w.body(b"");
-        self.send(response_dest(req, origin), buf.freeze());
+        let response = self.response_to(req, origin, (code, reason), extra);
+        self.send(response_dest(req, origin), response);
         if code >= 200 {
             self.stats.final_sent(code);
         }

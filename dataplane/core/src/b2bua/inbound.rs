@@ -16,6 +16,7 @@ use super::event::{CallStarted, EndReason, Event};
 use super::ids::CallRef;
 use super::table::CallTable;
 use super::template::Template;
+use super::tomb::TombAnswer;
 use crate::net::Flow;
 use crate::policy::{Target, TrunkId};
 use crate::refusal::Refusal;
@@ -491,13 +492,14 @@ impl Engine {
             return true;
         }
         match tomb.answer(side, req) {
-            None => ShardStats::inc(&self.ctx.stats.retransmissions_in),
-            Some(code) if code < 300 => {
+            TombAnswer::Absorb => ShardStats::inc(&self.ctx.stats.retransmissions_in),
+            TombAnswer::Ok => {
+                // The answer the BYE's server transaction would resend.
                 ShardStats::inc(&self.ctx.stats.retransmissions_in);
-                let resp = super::tomb::respond(req, origin.remote, code);
+                let resp = self.ctx.response_to(req, origin, (200, b"OK"), &[]);
                 self.ctx.send(response_dest(req, origin), resp);
             }
-            Some(_) => self.ctx.refuse(req, origin, Refusal::NoDialog),
+            TombAnswer::NoDialog => self.ctx.refuse(req, origin, Refusal::NoDialog),
         }
         true
     }

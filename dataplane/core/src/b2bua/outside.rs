@@ -10,7 +10,6 @@ use super::build::response_dest;
 use super::context::Engine;
 use super::event::Event;
 use super::standalone::{Alarm, OwnRequest, Timed, TxId};
-use super::template::Template;
 use crate::net::Flow;
 use crate::sip::{HeaderName, Request, Response, Writer};
 use crate::stats::ShardStats;
@@ -111,14 +110,7 @@ impl Engine {
         (code, reason): (u16, &[u8]),
         headers: &[(HeaderName, &[u8])],
     ) {
-        let template = Template::new(req, origin.remote, false);
-        let tag = self.ctx.ids.tag();
-        let mut buf = BytesMut::with_capacity(template.len() + 128);
-        let mut w = template.start(&mut buf, code, reason, Some(&tag));
-        for (name, value) in headers {
-            w.header(*name, &[value]);
-        }
-        w.body(b"");
+        let response = self.ctx.response_to(req, origin, (code, reason), headers);
         let timers = self.ctx.policy.timers;
         let key = (req.via.branch().unwrap_or(b""), req.via.host, req.method);
         self.standalone.answer(
@@ -127,7 +119,7 @@ impl Engine {
             key,
             response_dest(req, origin),
             code,
-            buf.freeze(),
+            response,
             &mut self.ctx.out,
         );
         if code >= 200 {
@@ -138,14 +130,13 @@ impl Engine {
     /// Runs the timers of transactions outside calls and the alarms.
     pub(crate) fn standalone_timeout(&mut self, now: Instant) {
         let timers = self.ctx.policy.timers;
-        let mut due = Vec::new();
+        let events = &mut self.ctx.events;
         self.standalone
-            .on_timeout(now, &timers, &mut self.ctx.out, &mut |t| due.push(t));
-        for t in due {
-            self.ctx.emit(match t {
-                Timed::Outcome(tx, outcome) => Event::Transaction { tx, outcome },
-                Timed::Alarm(a) => Event::Alarm(a),
+            .on_timeout(now, &timers, &mut self.ctx.out, &mut |t| {
+                events.push_back(match t {
+                    Timed::Outcome(tx, outcome) => Event::Transaction { tx, outcome },
+                    Timed::Alarm(a) => Event::Alarm(a),
+                });
             });
-        }
     }
 }

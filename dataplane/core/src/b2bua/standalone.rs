@@ -83,12 +83,16 @@ struct Client {
     done: bool,
 }
 
-/// Key of a received request's server transaction (RFC 3261 §17.2.3).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ServerKey {
-    branch: Bytes,
-    sent_by: Bytes,
-    method: Method,
+/// Writes the key of a received request's server transaction (RFC 3261
+/// §17.2.3: branch, sent-by and method) into `key`, so a lookup reuses one
+/// buffer and allocates nothing.
+fn server_key(key: &mut Vec<u8>, branch: &[u8], sent_by: &[u8], method: Method) {
+    key.clear();
+    key.extend_from_slice(method.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(sent_by);
+    key.push(0);
+    key.extend_from_slice(branch);
 }
 
 /// What a key in the deadline heap names.
@@ -105,8 +109,10 @@ pub(crate) struct Standalone {
     clients: HashMap<TxId, Client>,
     /// Branch of each client transaction.
     branches: HashMap<Bytes, TxId>,
-    servers: HashMap<u64, (ServerKey, ServerNonInvite)>,
-    server_keys: HashMap<ServerKey, u64>,
+    servers: HashMap<u64, (Box<[u8]>, ServerNonInvite)>,
+    server_keys: HashMap<Box<[u8]>, u64>,
+    /// Scratch for building keys to look up.
+    key: Vec<u8>,
     /// Deadlines, checked against the entry when they come due (an entry
     /// whose deadline moved just finds nothing to do).
     due: BinaryHeap<Reverse<(Instant, Due)>>,
@@ -189,12 +195,8 @@ impl Standalone {
         method: Method,
         out: &mut Outbox,
     ) -> bool {
-        let key = ServerKey {
-            branch: Bytes::copy_from_slice(branch),
-            sent_by: Bytes::copy_from_slice(sent_by),
-            method,
-        };
-        let Some(id) = self.server_keys.get(&key) else {
+        server_key(&mut self.key, branch, sent_by, method);
+        let Some(id) = self.server_keys.get(&self.key[..]) else {
             return false;
         };
         if let Some((_, tx)) = self.servers.get_mut(id) {
@@ -215,11 +217,8 @@ impl Standalone {
         response: Bytes,
         out: &mut Outbox,
     ) {
-        let key = ServerKey {
-            branch: Bytes::copy_from_slice(branch),
-            sent_by: Bytes::copy_from_slice(sent_by),
-            method,
-        };
+        server_key(&mut self.key, branch, sent_by, method);
+        let key: Box<[u8]> = self.key.as_slice().into();
         let mut tx = ServerNonInvite::new(dest);
         tx.respond(now, cfg, code, response, out);
         let id = self.id();

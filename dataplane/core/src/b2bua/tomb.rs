@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use super::build::{LocalParts, ack_from_2xx};
 use super::call::{Call, Side};
-use super::template::Template;
 use crate::net::Flow;
 use crate::policy::TrunkId;
 use crate::sip::{Method, Request, Response};
@@ -44,8 +43,9 @@ pub(crate) struct Tombstone {
     trunks: [TrunkId; 2],
     /// Where the B leg's requests went (the ACK for a retransmitted 2xx).
     b_flow: Flow,
-    /// The status a retransmitted BYE gets again.
-    bye_answer: Option<u16>,
+    /// The BYE that ended the call was answered 2xx: a retransmission of
+    /// it gets 200 again.
+    bye_ok: bool,
     /// When the tombstone goes (the end of the call's 64*T1).
     pub until: Instant,
 }
@@ -58,7 +58,7 @@ impl Tombstone {
             tags: [tag_of(&call.a.local_tag), tag_of(&call.b.local_tag)],
             trunks: [call.a.trunk, call.b.trunk],
             b_flow: call.b.flow,
-            bye_answer: call.bye_answer(),
+            bye_ok: matches!(call.bye_answer(), Some(200..=299)),
             until,
         }
     }
@@ -73,15 +73,14 @@ impl Tombstone {
         self.trunks[side as usize]
     }
 
-    /// The answer (status) to a request from `side`'s peer in the ended
-    /// dialog, or `None` when it gets none (an ACK).
-    pub fn answer(&self, side: Side, req: &Request<'_>) -> Option<u16> {
+    /// What a request from `side`'s peer in the ended dialog gets.
+    pub fn answer(&self, side: Side, req: &Request<'_>) -> TombAnswer {
         let ours = &self.tags[side as usize];
         let in_dialog = req.to_tag().is_some_and(|t| t == &ours[..]);
         match req.method {
-            Method::Ack => None,
-            Method::Bye if in_dialog => Some(self.bye_answer.unwrap_or(481)),
-            _ => Some(481),
+            Method::Ack => TombAnswer::Absorb,
+            Method::Bye if in_dialog && self.bye_ok => TombAnswer::Ok,
+            _ => TombAnswer::NoDialog,
         }
     }
 
@@ -100,16 +99,15 @@ impl Tombstone {
     }
 }
 
-/// The response to a request that reached a tombstone, built from the
-/// request (RFC 3261 §8.2.6; the To tag is already ours).
-pub(crate) fn respond(req: &Request<'_>, src: std::net::SocketAddr, code: u16) -> bytes::Bytes {
-    let reason: &[u8] = match code {
-        200..=299 => b"OK",
-        481 => b"Call/Transaction Does Not Exist",
-        408 => b"Request Timeout",
-        _ => b"Error",
-    };
-    Template::new(req, src, false).simple(code, reason, None)
+/// What a request that reaches a tombstone gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TombAnswer {
+    /// Nothing (an ACK): a retransmission absorbed.
+    Absorb,
+    /// 200 again (a retransmitted BYE, RFC 3261 §17.2.2).
+    Ok,
+    /// 481: no such dialog any more.
+    NoDialog,
 }
 
 #[cfg(test)]
