@@ -29,17 +29,12 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Reliable transports deliver in order or fail the connection, so
-    /// the transaction layer does not retransmit over them (RFC 3261
-    /// §17.1.1.2, §17.1.2.2, §17.2.1).
+    /// Reliable transports (all of them stream connections here) deliver
+    /// in order or fail the connection: the transaction layer does not
+    /// retransmit over them (RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1), and
+    /// responses go back over the connection the request came on.
     pub fn is_reliable(self) -> bool {
         !matches!(self, Transport::Udp)
-    }
-
-    /// A stream transport: messages are framed by Content-Length and
-    /// responses go back over the connection the request came on.
-    pub fn is_stream(self) -> bool {
-        self.is_reliable()
     }
 
     /// The token in a Via sent-protocol and in `;transport=`.

@@ -46,7 +46,7 @@ impl LocalParts {
 /// `rport` (RFC 3581 §4), else at the Via sent-by port. `maddr` is not
 /// honoured: a forged Via must not aim responses elsewhere.
 pub(crate) fn response_dest(req: &Request<'_>, origin: Flow) -> Flow {
-    if origin.transport.is_stream() {
+    if origin.transport.is_reliable() {
         return origin;
     }
     let port = match req.via.rport() {
@@ -342,6 +342,18 @@ pub(crate) fn next_hop(
         .unwrap_or(fallback)
 }
 
+/// The route set a UAC takes from a response that creates a dialog: its
+/// Record-Route values in reverse order (RFC 3261 §12.1.2).
+pub(crate) fn uac_route_set(msg: &Message<'_>) -> Vec<Bytes> {
+    let mut routes: Vec<Bytes> = msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    routes.reverse();
+    routes
+}
+
 /// The ACK for a 2xx to an INVITE, built from the 2xx itself (RFC 3261
 /// §13.2.2.4, §12.1.2): Request-URI from its Contact, Route from its
 /// Record-Route reversed, its From, To and Call-ID, CSeq number with ACK;
@@ -355,13 +367,7 @@ pub(crate) fn ack_from_2xx(
     flow: Flow,
 ) -> Option<(Flow, Bytes)> {
     let target = contact_uri(&resp.msg)?;
-    let mut routes: Vec<Bytes> = resp
-        .msg
-        .all(HeaderName::RecordRoute)
-        .flat_map(|h| CommaList::new(h.value))
-        .map(Bytes::copy_from_slice)
-        .collect();
-    routes.reverse();
+    let routes = uac_route_set(&resp.msg);
     let mut buf = BytesMut::with_capacity(512);
     let mut w = Writer::new(&mut buf);
     w.request_line(b"ACK", &[target]);

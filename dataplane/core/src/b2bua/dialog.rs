@@ -9,7 +9,7 @@ use super::build::{
     Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop, response_dest,
 };
 use super::call::InviteRef;
-use super::call::{Call, ClientTx, KeptAck, LocalAnswer, Phase, Relay, ServerTx, Side, State};
+use super::call::{Call, ClientTx, KeptAck, Leg, LocalAnswer, Phase, Relay, ServerTx, Side, State};
 use super::context::Ctx;
 use super::event::EndReason;
 use super::outbound::{Body, sdp_towards};
@@ -538,9 +538,17 @@ pub(crate) fn ack_relay(ctx: &mut Ctx, call: &mut Call, index: usize, relay: Rel
         return;
     };
     let (to_side, cseq) = (r.from.other(), r.client_cseq);
-    let parts = ctx.local(call.leg(to_side).flow.local).clone();
+    let (_, ack) = send_ack(ctx, call.leg(to_side), cseq, relay);
+    if let Some(r) = call.relays.get_mut(index) {
+        r.ack = Some(ack);
+    }
+}
+
+/// Sends the ACK for a 2xx in `leg` (RFC 3261 §13.2.2.4: a request of its
+/// own in the dialog, CSeq number of the INVITE); its branch and bytes.
+fn send_ack(ctx: &mut Ctx, leg: &Leg, cseq: u32, relay: Relayed<'_, '_>) -> (Bytes, Bytes) {
+    let parts = ctx.local(leg.flow.local).clone();
     let branch = ctx.ids.branch();
-    let leg = call.leg(to_side);
     let ack = leg_request(
         leg,
         &parts,
@@ -553,11 +561,8 @@ pub(crate) fn ack_relay(ctx: &mut Ctx, call: &mut Call, index: usize, relay: Rel
             relay,
         },
     );
-    let dest = leg.flow;
-    ctx.send(dest, ack.clone());
-    if let Some(r) = call.relays.get_mut(index) {
-        r.ack = Some(ack);
-    }
+    ctx.send(leg.flow, ack.clone());
+    (branch, ack)
 }
 
 /// ACKs the callee's 2xx (RFC 3261 §13.2.2.4), carrying the caller's ACK
@@ -577,21 +582,8 @@ pub(crate) fn send_b_ack(
         Some(ack) if !call.offer_in_invite => sdp_towards(ctx, call, Side::A, true, &ack.msg, now),
         _ => Body::Same,
     };
-    let parts = ctx.local(call.b.flow.local).clone();
-    let branch = ctx.ids.branch();
-    let ack = leg_request(
-        &call.b,
-        &parts,
-        &RequestParts {
-            method: b"ACK",
-            cseq,
-            branch: &branch,
-            max_forwards: 70,
-            contact: false,
-            relay: caller_ack.map_or(Relayed::Nothing, |r| body.relayed(&r.msg)),
-        },
-    );
-    ctx.send(call.b.flow, ack.clone());
+    let relay = caller_ack.map_or(Relayed::Nothing, |r| body.relayed(&r.msg));
+    let (branch, ack) = send_ack(ctx, &call.b, cseq, relay);
     // ACKed: the call is up. A retransmitted 2xx gets this ACK again: one
     // with a body (the answer to an offer in the 2xx) is kept; one without
     // is built again from the 2xx and this branch.

@@ -17,6 +17,7 @@
 //!     while let Some(t) = engine.poll_transmit(&mut buf) {
 //!         send(t.dest, &buf[..t.len]);          // caller-owned buffer
 //!     }
+//!     while let Some(e) = engine.poll_event() { log_or_publish(e) }
 //!     wait_until(engine.poll_timeout());        // or the next datagram
 //! }
 //! ```

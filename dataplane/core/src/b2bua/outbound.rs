@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::build::{
     Relayed, RequestParts, ack_from_2xx, contact_uri, invite_sibling, leg_request, next_hop,
+    uac_route_set,
 };
 use super::call::InviteRef;
 use super::call::{Attempt, Call, Failure, KeptAck, Own, Phase, Side, State, Stray};
@@ -18,7 +19,7 @@ use super::failure::{local_failure, merge_failure, record_failure};
 use super::teardown::{fail_call, send_cancel};
 use crate::media::Role;
 use crate::refusal::Refusal;
-use crate::sip::{CommaList, HeaderName, Response, escape_user};
+use crate::sip::{HeaderName, Response, escape_user};
 use crate::stats::{Direction, ShardStats};
 use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerName};
 
@@ -485,14 +486,7 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
     if let Some(contact) = contact_uri(&resp.msg) {
         b.remote_target = Bytes::copy_from_slice(contact);
     }
-    // UAC route set: Record-Route in reverse order.
-    let mut routes: Vec<Bytes> = resp
-        .msg
-        .all(HeaderName::RecordRoute)
-        .flat_map(|h| CommaList::new(h.value))
-        .map(Bytes::copy_from_slice)
-        .collect();
-    routes.reverse();
+    let routes = uac_route_set(&resp.msg);
     if confirmed || !routes.is_empty() {
         b.route_set = routes;
     }
@@ -568,14 +562,7 @@ fn hang_up_stray_answer(
     let to = to.freeze();
     let target =
         contact_uri(&resp.msg).map_or_else(|| attempt.ruri.clone(), Bytes::copy_from_slice);
-    // §12.1.2: the route set of this dialog is its Record-Route, reversed.
-    let mut routes: Vec<Bytes> = resp
-        .msg
-        .all(HeaderName::RecordRoute)
-        .flat_map(|h| CommaList::new(h.value))
-        .map(Bytes::copy_from_slice)
-        .collect();
-    routes.reverse();
+    let routes = uac_route_set(&resp.msg);
     let fallback = call
         .policy
         .trunk(attempt.target.trunk)
