@@ -794,7 +794,7 @@ fn answered_call_reports_its_life_as_events() {
         panic!("{events:?}")
     };
     assert_eq!(&*started.inbound_trunk, "pbx");
-    assert_eq!(started.callee, NUMBER);
+    assert_eq!(&*started.callee, NUMBER);
     assert_eq!(&started.call_id[..], b"events-1@pbx");
     let Event::CallAnswered(answered) = &events[1] else {
         panic!("{events:?}")
@@ -829,7 +829,7 @@ fn answered_call_reports_its_life_as_events() {
     assert_eq!(&*record.inbound_trunk, "pbx");
     assert_eq!(record.outbound_trunk.as_deref(), Some("carrier-a"));
     assert_eq!(record.caller, "alice");
-    assert_eq!(record.callee, NUMBER);
+    assert_eq!(&*record.callee, NUMBER);
     assert_eq!(record.started, t0);
     assert_eq!(record.duration(), Duration::from_secs(90));
     assert_eq!(record.media, None, "no media relay configured");

@@ -363,7 +363,7 @@ pub(crate) struct Call {
     pub state: State,
     pub uas: Uas,
     /// The dialled number, as routed.
-    pub number: Box<str>,
+    pub number: std::sync::Arc<str>,
     pub attempts: SmallVec<[Attempt; 1]>,
     pub relays: Vec<Relay>,
     pub local: Vec<LocalAnswer>,

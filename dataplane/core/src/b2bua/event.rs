@@ -33,7 +33,7 @@ pub struct CallStarted {
     /// The caller's Call-ID (the A leg's).
     pub call_id: Bytes,
     pub inbound_trunk: Arc<str>,
-    pub callee: String,
+    pub callee: Arc<str>,
     pub at: Instant,
 }
 
@@ -110,7 +110,7 @@ pub struct CallRecord {
     /// The caller's number (the user part of the A leg's From URI).
     pub caller: String,
     /// The dialled number.
-    pub callee: String,
+    pub callee: Arc<str>,
     pub started: Instant,
     pub answered: Option<Instant>,
     pub ended: Instant,

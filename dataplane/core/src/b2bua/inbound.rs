@@ -291,7 +291,7 @@ impl Engine {
                 .trunk(trunk)
                 .map(|t| t.name.clone())
                 .unwrap_or_default(),
-            callee: call.number.to_string(),
+            callee: Arc::clone(&call.number),
             at: now,
         }));
         ShardStats::inc(&self.ctx.stats.calls_created);
@@ -370,7 +370,7 @@ impl Engine {
                 max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
             })),
             uas,
-            number: admitted.number.into_boxed_str(),
+            number: Arc::from(admitted.number),
             attempts: SmallVec::new(),
             relays: Vec::new(),
             local: Vec::new(),

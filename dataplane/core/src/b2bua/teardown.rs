@@ -179,7 +179,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
         inbound_trunk: trunk_name(call.a.trunk).unwrap_or_default(),
         outbound_trunk: call.current().and_then(|a| trunk_name(a.target.trunk)),
         caller,
-        callee: call.number.to_string(),
+        callee: std::sync::Arc::clone(&call.number),
         started: call.started,
         answered,
         ended: now,
