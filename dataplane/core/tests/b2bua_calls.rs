@@ -67,6 +67,21 @@ fn pbx_ack(sim: &mut Sim, ok: &Sent, call_id: &str) -> Sent {
     sim.one_to(CARRIER_A)
 }
 
+/// The callee's BYE in the B dialog of `b_invite` (the INVITE it got).
+fn carrier_bye(b_invite: &Sent, branch: &str, cseq: u32) -> String {
+    in_dialog(
+        "BYE",
+        "sip:192.0.2.1:5060",
+        "10.0.0.20:5060",
+        branch,
+        "<sip:callee@10.0.0.20>;tag=carrier-tag",
+        &b_invite.header(HeaderName::From),
+        &b_invite.header(HeaderName::CallId),
+        cseq,
+        "",
+    )
+}
+
 #[test]
 fn basic_call_with_topology_hiding() {
     let mut sim = Sim::new();
@@ -756,20 +771,7 @@ fn non_ascii_contact_is_never_a_remote_target() {
     );
     let ok = sim.one_to(PBX);
     pbx_ack(&mut sim, &ok, "call-utf8@pbx");
-    sim.recv(
-        CARRIER_A,
-        &in_dialog(
-            "BYE",
-            "sip:192.0.2.1:5060",
-            "10.0.0.20:5060",
-            "z9hG4bKcarrierbye",
-            "<sip:callee@10.0.0.20>;tag=carrier-tag",
-            &b_invite.header(HeaderName::From),
-            &b_invite.header(HeaderName::CallId),
-            7,
-            "",
-        ),
-    );
+    sim.recv(CARRIER_A, &carrier_bye(&b_invite, "z9hG4bKcarrierbye", 7));
     let bye = sim.one_to(PBX);
     assert!(
         bye.text()
@@ -804,20 +806,7 @@ fn answered_call_reports_its_life_as_events() {
     sim.advance(Duration::from_secs(90));
     assert!(sim.events().is_empty(), "nothing until the call ends");
     // The callee hangs up after 90 s of conversation.
-    sim.recv(
-        CARRIER_A,
-        &in_dialog(
-            "BYE",
-            "sip:192.0.2.1:5060",
-            "10.0.0.20:5060",
-            "z9hG4bKbyeev",
-            "<sip:callee@10.0.0.20>;tag=carrier-tag",
-            &b_invite.header(HeaderName::From),
-            &b_invite.header(HeaderName::CallId),
-            9,
-            "",
-        ),
-    );
+    sim.recv(CARRIER_A, &carrier_bye(&b_invite, "z9hG4bKbyeev", 9));
     let bye = sim.one_to(PBX);
     assert!(sim.events().is_empty(), "ended when the BYE is answered");
     sim.recv(PBX, &reply(&bye, 200, "OK", None, None, ""));
@@ -984,20 +973,7 @@ fn an_ended_call_rests_and_still_absorbs_retransmissions() {
 fn an_ack_after_the_call_ended_is_still_a_whole_ack() {
     let mut sim = Sim::new();
     let (b_invite, ok) = answered_call(&mut sim, "late-ack@pbx");
-    sim.recv(
-        CARRIER_A,
-        &in_dialog(
-            "BYE",
-            "sip:192.0.2.1:5060",
-            "10.0.0.20:5060",
-            "z9hG4bKlateack",
-            "<sip:callee@10.0.0.20>;tag=carrier-tag",
-            &b_invite.header(HeaderName::From),
-            &b_invite.header(HeaderName::CallId),
-            7,
-            "",
-        ),
-    );
+    sim.recv(CARRIER_A, &carrier_bye(&b_invite, "z9hG4bKlateack", 7));
     let bye = sim.one_to(PBX);
     sim.recv(PBX, &reply(&bye, 200, "OK", None, None, ""));
     sim.one_to(CARRIER_A);
