@@ -107,11 +107,19 @@ pub const DATAGRAMS_PER_CALL: f64 = 13.0;
 
 /// The kernel floor: CPU ns per relayed packet of the batched minimal
 /// relay at `pps` packets/s, measured now by `relaycost --targets batched`
-/// (its Markdown row), or `None` when it did not run.
-pub fn relay_floor_ns(relaycost: &std::path::Path, pps: u32, seconds: u32) -> Option<f64> {
+/// (its Markdown row), or `None` when it did not run. `paced` sends the
+/// packets evenly spread (`relaycost --paced`), so the relay wakes for each
+/// one as a proxy does for call messages, instead of in 1 ms bursts.
+pub fn relay_floor_ns(
+    relaycost: &std::path::Path,
+    pps: u32,
+    seconds: u32,
+    paced: bool,
+) -> Option<f64> {
     let streams = pps.div_ceil(100).max(1);
     let out = std::process::Command::new(relaycost)
         .args(["--targets", "batched", "--pps", "100", "--net", "221"])
+        .args(paced.then_some("--paced"))
         .args(["--streams", &streams.to_string()])
         .args(["--seconds", &seconds.clamp(5, 20).to_string()])
         .stderr(std::process::Stdio::null())
@@ -127,5 +135,5 @@ pub fn relay_floor_ns(relaycost: &std::path::Path, pps: u32, seconds: u32) -> Op
 /// received and half sent, so a call is 6.5 relayed packets. µs.
 pub fn call_floor_us(relaycost: &std::path::Path, rate: u32, seconds: u32) -> Option<f64> {
     let pps = (f64::from(rate) * DATAGRAMS_PER_CALL).round() as u32;
-    relay_floor_ns(relaycost, pps, seconds).map(|ns| ns * DATAGRAMS_PER_CALL / 2.0 / 1000.0)
+    relay_floor_ns(relaycost, pps, seconds, false).map(|ns| ns * DATAGRAMS_PER_CALL / 2.0 / 1000.0)
 }
