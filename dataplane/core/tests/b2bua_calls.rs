@@ -710,7 +710,8 @@ fn in_dialog_request_from_wrong_peer_or_unknown_dialog() {
     let mut sim = Sim::new();
     let (_b, ok) = answered_call(&mut sim, "guard@pbx");
     let to = ok.header(HeaderName::To);
-    // carrier-b pretends to be the caller: 403.
+    // carrier-b pretends to be the caller: 481, as for a dialog that does
+    // not exist (it learns nothing of the caller's dialogs).
     sim.recv(
         CARRIER_B,
         &in_dialog(
@@ -725,7 +726,7 @@ fn in_dialog_request_from_wrong_peer_or_unknown_dialog() {
             "",
         ),
     );
-    assert_eq!(sim.one_to(CARRIER_B).code(), Some(403));
+    assert_eq!(sim.one_to(CARRIER_B).code(), Some(481));
     // Unknown dialog: 481 (RFC 3261 §12.2.2).
     sim.recv(
         PBX,

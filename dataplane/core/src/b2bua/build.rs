@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::call::{InviteRef, Leg};
 use crate::net::Flow;
+use crate::policy::{Policy, TrunkId};
 use crate::sip::{CommaList, HeaderName, Message, Request, Response, Uri, Writer};
 
 /// Option tags the SBC lets through Supported and accepts in Require.
@@ -325,12 +326,24 @@ pub(crate) fn uri_of_route(route: &[u8]) -> &[u8] {
     }
 }
 
-/// The next hop for a request in `leg`: the first route, or the remote
-/// target, when it names an IP address; otherwise `fallback`.
+/// Whom a leg's requests may reach: the peer's trunk, whose sources it
+/// may name, and the address already known for it (the fallback).
+#[derive(Clone, Copy)]
+pub(crate) struct Reach<'p> {
+    pub policy: &'p Policy,
+    pub trunk: TrunkId,
+}
+
+/// The next hop for a request in a leg: the first route, or the remote
+/// target, when it names an IP address within the peer's trunk (or
+/// `fallback` itself); otherwise `fallback`, the trunk's address or the
+/// address the peer's request came from. A Contact or Record-Route naming
+/// any other host does not move the SBC's requests there.
 pub(crate) fn next_hop(
     remote_target: &[u8],
     route_set: &[Bytes],
     fallback: SocketAddr,
+    reach: Reach<'_>,
 ) -> SocketAddr {
     let uri = match route_set.first() {
         Some(r) => uri_of_route(r),
@@ -339,6 +352,10 @@ pub(crate) fn next_hop(
     Uri::parse(uri)
         .ok()
         .and_then(|u| u.socket_addr(5060))
+        .filter(|hop| {
+            hop.ip() == fallback.ip()
+                || reach.policy.trunk_for_source(hop.ip()) == Some(reach.trunk)
+        })
         .unwrap_or(fallback)
 }
 
@@ -365,6 +382,7 @@ pub(crate) fn ack_from_2xx(
     local: &LocalParts,
     branch: &[u8],
     flow: Flow,
+    reach: Reach<'_>,
 ) -> Option<(Flow, Bytes)> {
     let target = contact_uri(&resp.msg)?;
     let routes = uac_route_set(&resp.msg);
@@ -385,7 +403,7 @@ pub(crate) fn ack_from_2xx(
         w.header(HeaderName::Route, &[r]);
     }
     w.body(b"");
-    let dest = flow.towards(next_hop(target, &routes, flow.remote));
+    let dest = flow.towards(next_hop(target, &routes, flow.remote, reach));
     Some((dest, buf.freeze()))
 }
 

@@ -56,6 +56,16 @@ pub(crate) struct Leg {
     pub trunk: TrunkId,
 }
 
+impl Leg {
+    /// RFC 3261 §12.2.2: a request from `side`'s peer (found by Call-ID,
+    /// and on the caller's side by its From tag) belongs to this dialog
+    /// only when its To tag is ours and its From tag is the peer's.
+    pub fn owns(&self, req: &Request<'_>) -> bool {
+        req.to_tag() == Some(&self.local_tag[..])
+            && self.remote_tag.as_deref() == Some(req.from_tag())
+    }
+}
+
 /// Where the call is, as a plain value for matching (see [`State`] for
 /// the data each phase holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

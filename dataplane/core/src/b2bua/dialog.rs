@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::build::{
-    Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop, response_dest,
+    Reach, Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop, response_dest,
 };
 use super::call::InviteRef;
 use super::call::{Call, ClientTx, KeptAck, Leg, LocalAnswer, Phase, Relay, ServerTx, Side, State};
@@ -256,12 +256,18 @@ fn refresh_target(call: &mut Call, side: Side, req: &Request<'_>) {
 /// `side`'s peer's new remote target.
 fn retarget(call: &mut Call, side: Side, msg: &crate::sip::Message<'_>) {
     if let Some(contact) = contact_uri(msg) {
+        let policy = std::sync::Arc::clone(&call.policy);
         let leg = call.leg_mut(side);
         leg.remote_target = Bytes::copy_from_slice(contact);
+        let reach = Reach {
+            policy: &policy,
+            trunk: leg.trunk,
+        };
         leg.flow = leg.flow.towards(next_hop(
             &leg.remote_target,
             &leg.route_set,
             leg.flow.remote,
+            reach,
         ));
     }
 }

@@ -146,7 +146,7 @@ impl Engine {
             }
         } else {
             match Response::parse(msg) {
-                Ok(resp) => self.on_response(now, resp),
+                Ok(resp) => self.on_response(now, resp, origin),
                 Err(_) => {
                     self.ctx
                         .stats

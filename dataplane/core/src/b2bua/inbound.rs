@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::build::{
-    ALLOW, contact_uri, next_hop, render_end_to_end, response_dest, unsupported_options,
+    ALLOW, Reach, contact_uri, next_hop, render_end_to_end, response_dest, unsupported_options,
 };
 use super::call::{Call, Leg, Phase, Routing, Side, State, Uas};
 use super::context::Engine;
@@ -40,7 +40,7 @@ struct Admitted {
 
 /// The caller's dialog, as the INVITE creates it (RFC 3261 §12.1.1): the
 /// SBC is its UAS, with tag `tag`.
-fn a_leg(req: &Request<'_>, origin: Flow, trunk: TrunkId, tag: Bytes) -> Leg {
+fn a_leg(req: &Request<'_>, origin: Flow, reach: Reach<'_>, tag: Bytes) -> Leg {
     let mut local = BytesMut::new();
     crate::sip::put_unfolded(&mut local, req.msg.value(HeaderName::To).unwrap_or(b""));
     local.put_slice(b";tag=");
@@ -63,7 +63,7 @@ fn a_leg(req: &Request<'_>, origin: Flow, trunk: TrunkId, tag: Bytes) -> Leg {
         .flat_map(|h| CommaList::new(h.value))
         .map(Bytes::copy_from_slice)
         .collect();
-    let peer = next_hop(&remote_target, &route_set, origin.remote);
+    let peer = next_hop(&remote_target, &route_set, origin.remote, reach);
     Leg {
         call_id: Bytes::copy_from_slice(req.call_id),
         local_tag: tag,
@@ -77,7 +77,7 @@ fn a_leg(req: &Request<'_>, origin: Flow, trunk: TrunkId, tag: Bytes) -> Leg {
         // In-dialog requests to the caller go by the transport and socket
         // its INVITE came on.
         flow: origin.towards(peer),
-        trunk,
+        trunk: reach.trunk,
     }
 }
 
@@ -323,7 +323,11 @@ impl Engine {
         admitted: Admitted,
     ) -> Call {
         let ids = &mut self.ctx.ids;
-        let a = a_leg(req, origin, trunk, ids.tag());
+        let reach = Reach {
+            policy: &self.ctx.policy,
+            trunk,
+        };
+        let a = a_leg(req, origin, reach, ids.tag());
         // B leg: our own identifiers; From keeps the caller's display name
         // and user, on the SBC's host.
         let (b_tag, b_call_id) = (ids.tag(), ids.call_id(admitted.cref));
@@ -404,7 +408,8 @@ impl Engine {
             self.ctx.refuse(req, origin, Refusal::UnknownSource);
             return;
         };
-        if side == Side::B || !call.uas.matches(req) {
+        // RFC 3261 §9.1: a CANCEL repeats its INVITE's CSeq number.
+        if side == Side::B || !call.uas.matches(req) || req.cseq.seq != call.uas.cseq {
             if call.relays.iter().any(|x| x.matches_request(side, req)) {
                 // RFC 3261 §9.2: the CANCEL of a re-INVITE is answered; the
                 // re-INVITE runs to completion on the other leg.
@@ -436,8 +441,12 @@ impl Engine {
             return;
         }
         if let Some(call) = self.calls.get_mut(r) {
-            // Only the peer of a leg may send in it (by the call's own policy).
-            if call.policy.trunk_for_source(origin.remote.ip()) != Some(call.leg(side).trunk) {
+            // Only the peer of a leg may send in it (by the call's own
+            // policy), and only with both of the dialog's tags: an ACK
+            // with no To tag or a made-up one confirms nothing.
+            let leg = call.leg(side);
+            if call.policy.trunk_for_source(origin.remote.ip()) != Some(leg.trunk) || !leg.owns(req)
+            {
                 self.ctx.stats.discard(Discard::StrayAck);
                 return;
             }
@@ -516,15 +525,14 @@ impl Engine {
             return;
         };
         let leg = call.leg(side);
-        let tags_match = req.to_tag() == Some(&leg.local_tag[..])
-            && (side == Side::A || leg.remote_tag.as_deref() == Some(req.from_tag()));
-        if !tags_match {
-            self.ctx.refuse(req, origin, Refusal::NoDialog);
+        // Only the peer of a leg may send requests in it; the source is
+        // checked first, so others learn nothing of which dialogs exist.
+        if call.policy.trunk_for_source(origin.remote.ip()) != Some(leg.trunk) {
+            self.refuse_no_dialog(req, origin);
             return;
         }
-        if call.policy.trunk_for_source(origin.remote.ip()) != Some(leg.trunk) {
-            // Only the peer of a leg may send requests in it.
-            self.ctx.refuse(req, origin, Refusal::UnknownSource);
+        if !leg.owns(req) {
+            self.ctx.refuse(req, origin, Refusal::NoDialog);
             return;
         }
         super::dialog::on_request(&mut self.ctx, call, side, req, origin, now);

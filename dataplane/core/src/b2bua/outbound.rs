@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::build::{
-    Relayed, RequestParts, ack_from_2xx, contact_uri, invite_sibling, leg_request, next_hop,
+    Reach, Relayed, RequestParts, ack_from_2xx, contact_uri, invite_sibling, leg_request, next_hop,
     uac_route_set,
 };
 use super::call::InviteRef;
@@ -494,9 +494,13 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
         .policy
         .trunk(b.trunk)
         .map_or(b.flow.remote, |t| t.address);
+    let reach = Reach {
+        policy: &call.policy,
+        trunk: b.trunk,
+    };
     b.flow = b
         .flow
-        .towards(next_hop(&b.remote_target, &b.route_set, fallback));
+        .towards(next_hop(&b.remote_target, &b.route_set, fallback, reach));
 }
 
 /// A response to an attempt the call no longer wants: clean up the callee
@@ -526,7 +530,11 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
                     _ => return,
                 };
                 let local = ctx.local(call.b.flow.local).clone();
-                if let Some((dest, ack)) = ack_from_2xx(resp, &local, &branch, call.b.flow) {
+                let reach = Reach {
+                    policy: &call.policy,
+                    trunk: call.b.trunk,
+                };
+                if let Some((dest, ack)) = ack_from_2xx(resp, &local, &branch, call.b.flow, reach) {
                     ctx.send(dest, ack);
                 }
                 return;
@@ -567,7 +575,14 @@ fn hang_up_stray_answer(
         .policy
         .trunk(attempt.target.trunk)
         .map_or(call.b.flow.remote, |t| t.address);
-    let dest = call.b.flow.towards(next_hop(&target, &routes, fallback));
+    let reach = Reach {
+        policy: &call.policy,
+        trunk: attempt.target.trunk,
+    };
+    let dest = call
+        .b
+        .flow
+        .towards(next_hop(&target, &routes, fallback, reach));
     let ack_branch = ctx.ids.branch();
     let ack_ref = InviteRef {
         ruri: &target,

@@ -1,15 +1,18 @@
 //! Responses arriving at the SBC, matched to the client transaction that
 //! sent the request (RFC 3261 §17.1.3: by top Via branch and CSeq method).
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::call::Side;
 use super::context::Engine;
+use crate::net::Flow;
+use crate::policy::{Policy, TrunkId};
 use crate::sip::{Method, Response};
 use crate::stats::{Discard, ShardStats};
 
 impl Engine {
-    pub(crate) fn on_response(&mut self, now: Instant, resp: Response<'_>) {
+    pub(crate) fn on_response(&mut self, now: Instant, resp: Response<'_>, origin: Flow) {
         if self
             .ctx
             .ids
@@ -37,7 +40,17 @@ impl Engine {
             self.ctx.stats.discard(Discard::StrayResponse);
             return;
         };
+        let src = origin.remote.ip();
         if let Some(tomb) = self.calls.tomb(r) {
+            if !from_peer(
+                &self.ctx.policy,
+                tomb.trunk(side),
+                tomb_peer(tomb, side),
+                src,
+            ) {
+                self.ctx.stats.discard(Discard::StrayResponse);
+                return;
+            }
             // An ended call that rests: a retransmitted 2xx of its INVITE
             // is ACKed again (RFC 3261 §13.2.2.4); the rest is absorbed.
             ShardStats::inc(&self.ctx.stats.retransmissions_in);
@@ -47,7 +60,7 @@ impl Engine {
             {
                 let local = self.ctx.local(tomb.b_flow().local).clone();
                 let branch = self.ctx.ids.branch();
-                if let Some((dest, ack)) = tomb.ack_for(&resp, &local, &branch) {
+                if let Some((dest, ack)) = tomb.ack_for(&resp, &local, &branch, &self.ctx.policy) {
                     self.ctx.send(dest, ack);
                 }
             }
@@ -62,13 +75,35 @@ impl Engine {
             return;
         }
         let is_invite_or_cancel = matches!(resp.cseq.method, Method::Invite | Method::Cancel);
-        if side == Side::B
-            && is_invite_or_cancel
-            && let Some(i) = call.attempts.iter().position(|a| a.branch == branch)
-        {
+        let attempt = if side == Side::B && is_invite_or_cancel {
+            call.attempts.iter().position(|a| a.branch == branch)
+        } else {
+            None
+        };
+        // Only the peer a request went to may answer it: its trunk's
+        // sources, or the address it was sent to.
+        let (trunk, sent_to) = match attempt.and_then(|i| call.attempts.get(i)) {
+            Some(a) => (
+                a.target.trunk,
+                Some(
+                    call.policy
+                        .trunk(a.target.trunk)
+                        .map_or(call.b.flow.remote.ip(), |t| t.address.ip()),
+                ),
+            ),
+            None => (call.leg(side).trunk, Some(call.leg(side).flow.remote.ip())),
+        };
+        if !from_peer(&call.policy, trunk, sent_to, src) {
+            self.ctx.stats.discard(Discard::StrayResponse);
+            return;
+        }
+        if let Some(i) = attempt {
             super::outbound::on_attempt_response(&mut self.ctx, call, i, &resp, now);
         } else if let Some(i) = call.relays.iter().position(|x| {
-            x.from == side.other() && x.client_branch == branch && resp.cseq.seq == x.client_cseq
+            x.from == side.other()
+                && x.client_branch == branch
+                && resp.cseq.seq == x.client_cseq
+                && resp.cseq.method == x.method
         }) {
             super::dialog::on_relay_response(&mut self.ctx, call, i, &resp, now);
         } else if let Some(own) = call
@@ -88,4 +123,17 @@ impl Engine {
         }
         self.after(r);
     }
+}
+
+/// Whether a response from `src` may come from the peer of a request sent
+/// to `sent_to` in `trunk`: an address of the trunk's sources or the very
+/// address the request went to.
+fn from_peer(policy: &Policy, trunk: TrunkId, sent_to: Option<IpAddr>, src: IpAddr) -> bool {
+    sent_to == Some(src) || policy.trunk_for_source(src) == Some(trunk)
+}
+
+/// Where a resting call's requests on `side` went (the tombstone keeps no
+/// caller address: there the trunk's sources decide).
+fn tomb_peer(tomb: &super::tomb::Tombstone, side: Side) -> Option<IpAddr> {
+    (side == Side::B).then(|| tomb.b_flow().remote.ip())
 }

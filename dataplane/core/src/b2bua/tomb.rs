@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::build::{LocalParts, ack_from_2xx};
+use super::build::{LocalParts, Reach, ack_from_2xx};
 use super::call::{Call, Side};
 use crate::net::Flow;
-use crate::policy::TrunkId;
+use crate::policy::{Policy, TrunkId};
 use crate::sip::{Method, Request, Response};
 
 /// A tag the SBC minted (16 hex digits), kept inline.
@@ -91,11 +91,16 @@ impl Tombstone {
         resp: &Response<'_>,
         local: &LocalParts,
         branch: &[u8],
+        policy: &Policy,
     ) -> Option<(Flow, bytes::Bytes)> {
         if resp.to_tag().is_none() || resp.from.tag() != Some(&self.tags[Side::B as usize][..]) {
             return None;
         }
-        ack_from_2xx(resp, local, branch, self.b_flow)
+        let reach = Reach {
+            policy,
+            trunk: self.trunk(Side::B),
+        };
+        ack_from_2xx(resp, local, branch, self.b_flow, reach)
     }
 }
 

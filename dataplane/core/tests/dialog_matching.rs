@@ -1,0 +1,278 @@
+//! Dialog matching by the RFC (RFC 3261 §12.2.2, §17.2.3, §9.1): requests
+//! in a dialog need its Call-ID and both tags from the leg's own peer;
+//! responses come from the peer the request went to; a Contact or
+//! Record-Route cannot send the SBC's requests outside the peer's trunk.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use sbc_core::refusal::Refusal;
+use sbc_core::sip::HeaderName;
+use support::*;
+
+const NUMBER: &str = "+390612345678";
+const CALLER_FROM: &str = "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag";
+
+/// A call from the PBX that carrier-a answers with `contact` as its
+/// Contact; returns the INVITE carrier-a saw and the 200 the PBX saw.
+fn answered_with(sim: &mut Sim, call_id: &str, contact: &str) -> (Sent, Sent) {
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, call_id, "z9hG4bKinv", 1),
+    );
+    let b_invite = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b_invite,
+            200,
+            "OK",
+            Some("carrier-tag"),
+            Some(contact),
+            ANSWER_SDP,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    assert_eq!(ok.code(), Some(200));
+    (b_invite, ok)
+}
+
+fn answered(sim: &mut Sim, call_id: &str) -> (Sent, Sent) {
+    answered_with(sim, call_id, "sip:callee@10.0.0.20:5060")
+}
+
+/// An ACK from the PBX for the 200 with the given To value.
+fn ack(call_id: &str, to: &str) -> String {
+    in_dialog(
+        "ACK",
+        "sip:192.0.2.1:5060",
+        "10.0.0.10:5060",
+        "z9hG4bKack",
+        CALLER_FROM,
+        to,
+        call_id,
+        1,
+        "",
+    )
+}
+
+/// A BYE from the PBX in the caller's dialog with the given To value.
+fn pbx_bye(call_id: &str, to: &str, branch: &str) -> String {
+    in_dialog(
+        "BYE",
+        "sip:192.0.2.1:5060",
+        "10.0.0.10:5060",
+        branch,
+        CALLER_FROM,
+        to,
+        call_id,
+        2,
+        "",
+    )
+}
+
+/// The blind ACK of the review: from the caller's address, with no To tag
+/// or a made-up one, it confirmed the call and went on to the carrier.
+#[test]
+fn an_ack_without_the_dialogs_to_tag_confirms_nothing() {
+    for (call_id, to) in [
+        ("blind1@pbx", format!("<sip:{NUMBER}@192.0.2.1>")),
+        (
+            "blind2@pbx",
+            format!("<sip:{NUMBER}@192.0.2.1>;tag=made-up"),
+        ),
+    ] {
+        let mut sim = Sim::new();
+        let (_b, ok) = answered(&mut sim, call_id);
+        sim.recv(PBX, &ack(call_id, &to));
+        assert!(sim.sent().is_empty(), "{call_id}: the blind ACK went on");
+        // Still unconfirmed: the 200 is retransmitted (timer G, T1).
+        let again = sim.advance(Duration::from_millis(600));
+        assert!(
+            again
+                .iter()
+                .any(|(_, s)| s.to == addr(PBX) && s.code() == Some(200)),
+            "{call_id}: the 200 was not retransmitted: {again:?}",
+            again = again.iter().map(|(t, s)| (*t, s.to)).collect::<Vec<_>>()
+        );
+        // The ACK with the dialog's To tag confirms it and goes on.
+        sim.recv(PBX, &ack(call_id, &ok.header(HeaderName::To)));
+        let b_ack = sim.one_to(CARRIER_A);
+        assert_eq!(b_ack.method().as_deref(), Some("ACK"));
+    }
+}
+
+/// A stranger that knows the Call-ID and From tag learns nothing: the
+/// same answer as for a dialog that does not exist, whatever the To tag.
+#[test]
+fn a_stranger_cannot_tell_live_dialogs_from_unknown_ones() {
+    let mut sim = Sim::new();
+    let (_b, ok) = answered(&mut sim, "live@pbx");
+    let to = ok.header(HeaderName::To);
+    let mut answers = Vec::new();
+    for (call_id, to) in [
+        ("live@pbx", to.clone()),
+        ("live@pbx", format!("<sip:{NUMBER}@192.0.2.1>;tag=guess")),
+        ("none@pbx", to.clone()),
+    ] {
+        let bye = pbx_bye(call_id, &to, "z9hG4bKstr").replace("10.0.0.10:5060", STRANGER);
+        sim.recv(STRANGER, &bye);
+        answers.push(sim.one_to(STRANGER).code());
+    }
+    assert_eq!(answers, vec![Some(403); 3]);
+    // The call is untouched: the PBX's own BYE still ends it.
+    sim.recv(PBX, &pbx_bye("live@pbx", &to, "z9hG4bKbye"));
+    let b_bye = sim.first_to(CARRIER_A);
+    assert_eq!(b_bye.method().as_deref(), Some("BYE"));
+}
+
+/// Another trunk with a live dialog's Call-ID gets 481, as for any dialog
+/// it is not in, and the call goes on.
+#[test]
+fn another_trunk_gets_481_for_a_dialog_it_is_not_in() {
+    let mut sim = Sim::new();
+    let (_b, ok) = answered(&mut sim, "other@pbx");
+    let bye = pbx_bye("other@pbx", &ok.header(HeaderName::To), "z9hG4bKoth")
+        .replace("10.0.0.10:5060", CARRIER_B);
+    sim.recv(CARRIER_B, &bye);
+    assert_eq!(sim.one_to(CARRIER_B).code(), Some(481));
+    assert_eq!(sim.rejected(Refusal::NoDialog), 1);
+}
+
+/// RFC 3261 §9.1: a CANCEL repeats its INVITE's CSeq number; one that
+/// does not cancels nothing.
+#[test]
+fn a_cancel_with_another_cseq_number_cancels_nothing() {
+    let mut sim = Sim::new();
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "cseq@pbx", "z9hG4bKcs", 1),
+    );
+    let b_inv = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(&b_inv, 180, "Ringing", Some("a-tag"), None, ""),
+    );
+    sim.sent();
+    let cancel = |n: u32| {
+        format!(
+            "CANCEL sip:{NUMBER}@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKcs;rport\r\nMax-Forwards: 70\r\nFrom: {CALLER_FROM}\r\nTo: <sip:{NUMBER}@192.0.2.1>\r\nCall-ID: cseq@pbx\r\nCSeq: {n} CANCEL\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    sim.recv(PBX, &cancel(2));
+    assert_eq!(sim.one_to(PBX).code(), Some(481));
+    sim.recv(PBX, &cancel(1));
+    let codes: Vec<_> = sim
+        .sent()
+        .iter()
+        .filter(|s| s.to == addr(PBX))
+        .map(Sent::code)
+        .collect();
+    assert_eq!(codes, vec![Some(200), Some(487)]);
+}
+
+/// A callee's Contact naming a host outside its trunk does not move the
+/// SBC's ACK and BYE there: they go to the trunk's address.
+#[test]
+fn a_contact_outside_the_trunk_does_not_redirect_requests() {
+    let mut sim = Sim::new();
+    let (_b, ok) = answered_with(&mut sim, "far@pbx", "sip:callee@203.0.113.50:9999");
+    let to = ok.header(HeaderName::To);
+    sim.recv(PBX, &ack("far@pbx", &to));
+    let b_ack = sim.one_to(CARRIER_A);
+    assert_eq!(b_ack.method().as_deref(), Some("ACK"));
+    sim.recv(PBX, &pbx_bye("far@pbx", &to, "z9hG4bKfar"));
+    let b_bye = sim.first_to(CARRIER_A);
+    assert_eq!(b_bye.method().as_deref(), Some("BYE"));
+    // The headers still say what the callee asked for (RFC 3261 §12.2.1.1).
+    assert!(
+        b_bye
+            .text()
+            .starts_with("BYE sip:callee@203.0.113.50:9999 ")
+    );
+}
+
+/// The caller's Contact outside its trunk: the callee's BYE goes back to
+/// where the caller's INVITE came from.
+#[test]
+fn a_callers_contact_outside_its_trunk_does_not_redirect_the_bye() {
+    let mut sim = Sim::new();
+    let inv = invite("10.0.0.10:5060", NUMBER, "cfar@pbx", "z9hG4bKcf", 1)
+        .replace(
+            "Contact: <sip:alice@10.0.0.10:5060>",
+            "Contact: <sip:alice@127.0.0.1:5060>",
+        )
+        // No Record-Route: the Contact alone names the next hop.
+        .replace("Record-Route: <sip:edge.pbx.internal;lr>\r\n", "");
+    sim.recv(PBX, &inv);
+    let b_invite = sim.one_to(CARRIER_A);
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b_invite,
+            200,
+            "OK",
+            Some("carrier-tag"),
+            Some("sip:callee@10.0.0.20:5060"),
+            ANSWER_SDP,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    sim.recv(PBX, &ack("cfar@pbx", &ok.header(HeaderName::To)));
+    sim.one_to(CARRIER_A);
+    let bye = in_dialog(
+        "BYE",
+        "sip:192.0.2.1:5060",
+        "10.0.0.20:5060",
+        "z9hG4bKcbye",
+        "<sip:callee@10.0.0.20>;tag=carrier-tag",
+        &b_invite.header(HeaderName::From),
+        &b_invite.header(HeaderName::CallId),
+        2,
+        "",
+    );
+    sim.recv(CARRIER_A, &bye);
+    let sent = sim.sent();
+    let a_bye = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("BYE"))
+        .expect("a BYE to the caller");
+    assert_eq!(a_bye.to, addr(PBX));
+}
+
+/// A response from a peer the request did not go to is ignored: a forged
+/// 486 from carrier-b does not fail the attempt over.
+#[test]
+fn a_response_from_another_peer_is_ignored() {
+    let mut sim = Sim::new();
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "forged@pbx", "z9hG4bKfg", 1),
+    );
+    let b_inv = sim.one_to(CARRIER_A);
+    for from in [CARRIER_B, STRANGER] {
+        sim.recv(from, &reply(&b_inv, 486, "Busy Here", Some("x"), None, ""));
+        assert!(sim.sent().is_empty(), "a response from {from} was taken");
+    }
+    sim.recv(
+        CARRIER_A,
+        &reply(&b_inv, 180, "Ringing", Some("a-tag"), None, ""),
+    );
+    assert_eq!(sim.one_to(PBX).code(), Some(180));
+}
+
+/// Trunks are matched by address, not port (RFC 3261 allows requests in a
+/// dialog from another port): the PBX's BYE from another port is relayed.
+#[test]
+fn the_pbx_may_send_from_another_port() {
+    let mut sim = Sim::new();
+    let (_b, ok) = answered(&mut sim, "port@pbx");
+    let to = ok.header(HeaderName::To);
+    sim.recv(PBX, &ack("port@pbx", &to));
+    sim.one_to(CARRIER_A);
+    sim.recv("10.0.0.10:5999", &pbx_bye("port@pbx", &to, "z9hG4bKport"));
+    let b_bye = sim.first_to(CARRIER_A);
+    assert_eq!(b_bye.method().as_deref(), Some("BYE"));
+}
