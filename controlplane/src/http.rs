@@ -132,8 +132,19 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
     }
 }
 
-async fn health() -> &'static str {
-    "ok"
+/// 200 "ok" while every shard runs; 503 naming the shards that stopped.
+async fn health(State(metrics): State<Arc<Metrics>>) -> Response {
+    let stopped = metrics.stopped_shards();
+    if stopped.is_empty() {
+        "ok".into_response()
+    } else {
+        let list: Vec<String> = stopped.iter().map(usize::to_string).collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("shard stopped: {}\n", list.join(", ")),
+        )
+            .into_response()
+    }
 }
 
 /// Resolves once a stop is asked (or the [`MetricsServer`] is gone).

@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use sbc_core::policy::Policy;
 use sbc_core::refusal::Refusal;
-use sbc_core::stats::{Direction, Discard, STATUS_SLOTS, ShardStats};
+use sbc_core::stats::{Direction, Discard, LoopState, STATUS_SLOTS, ShardStats};
 
 /// The HTTP content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,6 +31,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    shards: Vec<Arc<ShardStats>>,
 }
 
 impl Metrics {
@@ -38,8 +39,21 @@ impl Metrics {
     /// the trunks of the snapshot `policy` holds at each scrape.
     pub fn new(shards: Vec<Arc<ShardStats>>, policy: Arc<ArcSwap<Policy>>) -> Self {
         let mut registry = Registry::with_prefix("sbc");
-        registry.register_collector(Box::new(SbcCollector { shards, policy }));
-        Metrics { registry }
+        registry.register_collector(Box::new(SbcCollector {
+            shards: shards.clone(),
+            policy,
+        }));
+        Metrics { registry, shards }
+    }
+
+    /// The shards whose loop has ended (by index), for `/health`.
+    pub fn stopped_shards(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.loop_state() == LoopState::Stopped)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// The OpenMetrics text exposition, ending with `# EOF`.
@@ -210,6 +224,17 @@ impl SbcCollector {
             "shard_calls_active",
             "Calls each shard holds now.",
             self.per_shard_gauge(|s| &s.calls_active),
+        )?;
+        gauge(
+            enc,
+            "shard_up",
+            "1 while the shard's event loop runs, 0 once it has stopped.",
+            self.shards.iter().enumerate().map(|(i, s)| {
+                (
+                    [("shard", i)],
+                    i64::from(s.loop_state() == LoopState::Running),
+                )
+            }),
         )?;
         let sip: [(&str, &str, ShardCounter); 8] = [
             (

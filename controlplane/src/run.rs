@@ -8,6 +8,10 @@
 //!   defaults included) is refused; other settings that only apply at start
 //!   (shards, metrics address) are kept until the next restart.
 //! - SIGINT or SIGTERM stops the data plane, then the metrics endpoint.
+//! - A shard whose loop ends (an I/O error or a panic) is noticed within
+//!   [`WATCH_EVERY`]: `/health` answers 503 from the moment it stopped, and
+//!   `sbc` stops and exits non-zero ([`RunError::ShardStopped`]) rather
+//!   than run on with a shard that no longer serves its share of calls.
 //!
 //! Start-up order: the metrics address is bound first, so a busy port
 //! fails before any SIP socket is opened.
@@ -15,11 +19,13 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sbc_core::b2bua::Secrets;
 use sbc_core::policy::{MediaPolicy, Policy};
-use sbc_core::stats::ShardStats;
+use sbc_core::stats::{LoopState, ShardStats};
 use sbc_dataplane::shard::{Runtime, RuntimeConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -49,7 +55,12 @@ pub enum RunError {
     DataPlane(#[source] io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error("shard {0} stopped (see the error logged before): sbc stops with it")]
+    ShardStopped(usize),
 }
+
+/// How often the supervisor looks whether every shard still runs.
+pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -82,6 +93,8 @@ pub enum Control {
     Reload,
     /// Stop, for the reason given (SIGINT, SIGTERM).
     Stop(&'static str),
+    /// This shard's loop ended while sbc was running.
+    ShardStopped(usize),
 }
 
 /// What the data plane must be started with.
@@ -104,22 +117,69 @@ pub trait DataPlane {
 /// from `config` with `source.stats`.
 pub fn run(config: Config, policy: Policy, source: ConfigSource) -> Result<(), RunError> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(RunError::Signals)?;
-    let controls = signals.forever().map(|signal| match signal {
-        SIGHUP => Control::Reload,
-        SIGINT => Control::Stop("SIGINT"),
-        _ => Control::Stop("SIGTERM"),
-    });
-    supervise(config, policy, &source, start_dataplane, controls)
+    let (tx, controls) = mpsc::channel();
+    let from_signals = tx.clone();
+    std::thread::Builder::new()
+        .name("sbc-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let control = match signal {
+                    SIGHUP => Control::Reload,
+                    SIGINT => Control::Stop("SIGINT"),
+                    _ => Control::Stop("SIGTERM"),
+                };
+                if from_signals.send(control).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(RunError::Signals)?;
+    supervise(config, policy, &source, start_dataplane, controls, Some(tx))
+}
+
+/// Watches the shards: sends [`Control::ShardStopped`] on `tx` when one
+/// stops, until it is told to stop itself (or `tx` is gone).
+struct Watchdog {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Watchdog {
+    fn spawn(shards: Vec<Arc<ShardStats>>, tx: mpsc::Sender<Control>) -> io::Result<Watchdog> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sbc-watchdog".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_EVERY) {
+                    if let Some(i) = shards
+                        .iter()
+                        .position(|s| s.loop_state() == LoopState::Stopped)
+                    {
+                        let _ = tx.send(Control::ShardStopped(i));
+                        return;
+                    }
+                }
+            })?;
+        Ok(Watchdog { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// The body of [`run`], with the data plane and the signals passed in.
-/// Returns when `controls` yields [`Control::Stop`] or ends.
+/// Returns when `controls` yields [`Control::Stop`] or ends, or with
+/// [`RunError::ShardStopped`] when it yields [`Control::ShardStopped`]: a
+/// watchdog sends that on `watch` (when given) as soon as a shard stops.
 pub fn supervise<D: DataPlane>(
     config: Config,
     policy: Policy,
     source: &ConfigSource,
     start: impl FnOnce(DataPlaneConfig, Arc<ArcSwap<Policy>>, Secrets) -> io::Result<D>,
     controls: impl IntoIterator<Item = Control>,
+    watch: Option<mpsc::Sender<Control>>,
 ) -> Result<(), RunError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(policy));
     let metrics_listener = config
@@ -148,6 +208,14 @@ pub fn supervise<D: DataPlane>(
             }
         }
     };
+    let watchdog = match watch.map(|tx| Watchdog::spawn(dataplane.shard_stats(), tx)) {
+        Some(Err(e)) => {
+            dataplane.stop();
+            return Err(RunError::DataPlane(e));
+        }
+        Some(Ok(w)) => Some(w),
+        None => None,
+    };
     tracing::info!(
         shards = dataplane_config.shards,
         listen = ?config.sip_listen(),
@@ -157,6 +225,7 @@ pub fn supervise<D: DataPlane>(
         "sbc running"
     );
 
+    let mut failed = None;
     for control in controls {
         match control {
             Control::Reload => match reload(&config, source, &snapshot) {
@@ -171,15 +240,23 @@ pub fn supervise<D: DataPlane>(
                 tracing::info!(reason, "stopping");
                 break;
             }
+            Control::ShardStopped(shard) => {
+                tracing::error!(shard, "a shard stopped: stopping sbc");
+                failed = Some(shard);
+                break;
+            }
         }
     }
 
+    if let Some(w) = watchdog {
+        w.stop();
+    }
     dataplane.stop();
     if let Some(server) = metrics_server {
         server.stop();
     }
     tracing::info!("sbc stopped");
-    Ok(())
+    failed.map_or(Ok(()), |shard| Err(RunError::ShardStopped(shard)))
 }
 
 /// Re-reads the configuration file and publishes it as the next snapshot

@@ -270,3 +270,38 @@ fn media_is_relayed_with_single_shot_receive() {
     // The fallback for kernels without provided buffer rings.
     media_relay(64, RecvMode::Single);
 }
+
+/// A shard's loop state: running while the runtime runs, stopped after;
+/// a loop that panics is marked stopped by its guard as it unwinds.
+#[test]
+fn shards_report_running_then_stopped() {
+    use sbc_core::stats::{LoopState, ShardStats};
+    use sbc_dataplane::shard::RunningGuard;
+
+    let policy = Arc::new(ArcSwap::from_pointee(policy_at(
+        "127.0.64.1:5060",
+        "127.0.64.10:5060",
+        "127.0.64.20:5060",
+        "127.0.64.30:5060",
+    )));
+    let cfg = RuntimeConfig {
+        shards: 2,
+        pin_threads: false,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(cfg, policy, sbc_dataplane::shard::os_secrets().unwrap()).unwrap();
+    let stats = rt.shard_stats();
+    assert!(stats.iter().all(|s| s.loop_state() == LoopState::Running));
+    rt.stop();
+    assert!(stats.iter().all(|s| s.loop_state() == LoopState::Stopped));
+
+    let shard = Arc::new(ShardStats::default());
+    let held = Arc::clone(&shard);
+    let died = std::thread::spawn(move || {
+        let _running = RunningGuard::new(held);
+        panic!("a shard loop bug");
+    })
+    .join();
+    assert!(died.is_err());
+    assert_eq!(shard.loop_state(), LoopState::Stopped);
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sbc_core::stats::ShardStats;
+use sbc_core::stats::{LoopState, ShardStats};
 
 use super::spawn_metrics_server;
 use crate::config::{Config, StatsRegistry};
@@ -97,4 +97,37 @@ fn bind_error_names_the_address() {
     let err = spawn_metrics_server(addr, metrics()).unwrap_err();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+/// BRIEF §8/issue 12: a shard that died makes /health fail (503, naming
+/// it) and shows in `sbc_shard_up`, instead of a silent lost share.
+#[test]
+fn health_fails_once_a_shard_has_stopped() {
+    let config = Config::embedded_default().unwrap();
+    let policy = Arc::new(ArcSwap::from_pointee(
+        config.compile(&StatsRegistry::new(), 1),
+    ));
+    let shards: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::default()).collect();
+    for s in &shards {
+        s.set_loop_state(LoopState::Running);
+    }
+    let metrics = Arc::new(Metrics::new(shards.clone(), policy));
+    let server = spawn_metrics_server("127.0.0.1:0".parse().unwrap(), metrics).unwrap();
+    let addr = server.local_addr();
+    assert_eq!(request(addr, "GET", "/health").status, 200);
+
+    shards[1].set_loop_state(LoopState::Stopped);
+    let health = request(addr, "GET", "/health");
+    assert_eq!(health.status, 503);
+    assert!(health.body.contains("shard stopped: 1"), "{}", health.body);
+    let samples = parse_exposition(&request(addr, "GET", "/metrics").body);
+    assert_eq!(
+        value(&samples, "sbc_shard_up", &[("shard", "0")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "sbc_shard_up", &[("shard", "1")]),
+        Some(0.0)
+    );
+    server.stop();
 }

@@ -83,7 +83,7 @@ fn supervise_starts_reloads_on_request_and_stops_the_data_plane() {
                 std::fs::write(&path, format!("{text}{added}")).unwrap();
             }
         });
-    supervise(config, policy, &source, fake, controls).unwrap();
+    supervise(config, policy, &source, fake, controls, None).unwrap();
 
     assert!(stopped.load(Ordering::SeqCst));
     let snapshot = published.lock().unwrap().take().unwrap().load_full();
@@ -109,7 +109,7 @@ fn a_busy_metrics_address_fails_before_the_data_plane_starts() {
     let fake = |_: DataPlaneConfig, _: Arc<ArcSwap<Policy>>, _| -> io::Result<FakeDataPlane> {
         panic!("data plane started although the metrics address is busy")
     };
-    let err = supervise(config, policy, &source, fake, []).unwrap_err();
+    let err = supervise(config, policy, &source, fake, [], None).unwrap_err();
     assert!(matches!(err, RunError::Metrics(_)), "{err}");
     assert!(
         err.to_string()
@@ -210,5 +210,40 @@ fn reload_refuses_a_change_of_the_media_defaults() {
     assert_eq!(
         snapshot.load().media.as_ref().map(|m| m.advertise),
         Some("127.0.0.1".parse().unwrap())
+    );
+}
+
+/// A shard whose loop ends while sbc runs stops sbc with an error (so the
+/// process exits non-zero), found by the watchdog without any signal.
+#[test]
+fn a_stopped_shard_stops_sbc_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_config(dir.path(), "");
+    let (config, policy, source) = start(&path);
+    let stopped = Arc::new(AtomicBool::new(false));
+    let shards: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::default()).collect();
+    for s in &shards {
+        s.set_loop_state(LoopState::Running);
+    }
+    let dying = Arc::clone(&shards[1]);
+    let flag = Arc::clone(&stopped);
+    let fake = move |_: DataPlaneConfig, _: Arc<ArcSwap<Policy>>, _| {
+        Ok(FakeDataPlane {
+            shards,
+            stopped: flag,
+        })
+    };
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(3 * WATCH_EVERY);
+        dying.set_loop_state(LoopState::Stopped);
+    });
+    // No signal ever comes: only the watchdog can end supervise.
+    let (tx, controls) = mpsc::channel();
+    let err = supervise(config, policy, &source, fake, controls, Some(tx)).unwrap_err();
+    killer.join().unwrap();
+    assert!(matches!(err, RunError::ShardStopped(1)), "{err}");
+    assert!(
+        stopped.load(Ordering::SeqCst),
+        "the data plane was not stopped"
     );
 }

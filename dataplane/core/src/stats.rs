@@ -5,7 +5,7 @@
 //! hot path never takes a lock; the metrics endpoint reads them at scrape
 //! time.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 
 use crate::refusal::Refusal;
 
@@ -137,6 +137,19 @@ pub struct ShardStats {
     /// The kernel's drops on the AF_XDP socket, by [`XDP_KERNEL_DROPS`]
     /// reason (its own totals, read about once a second).
     pub xdp_kernel_dropped: [AtomicU64; XDP_KERNEL_DROPS.len()],
+    /// Where the shard's loop is: [`LoopState`] as a number.
+    pub loop_state: AtomicU8,
+}
+
+/// Where a shard's event loop is, as [`ShardStats::loop_state`] holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LoopState {
+    /// Not running yet.
+    Starting = 0,
+    Running = 1,
+    /// Ended: stopped, or on an error or a panic.
+    Stopped = 2,
 }
 
 /// Reasons the kernel drops frames on an AF_XDP socket (metric labels).
@@ -177,11 +190,25 @@ impl Default for ShardStats {
             xdp_sent: AtomicU64::new(0),
             xdp_fallback: AtomicU64::new(0),
             xdp_kernel_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
+            loop_state: AtomicU8::new(LoopState::Starting as u8),
         }
     }
 }
 
 impl ShardStats {
+    /// Where the shard's loop is.
+    pub fn loop_state(&self) -> LoopState {
+        match self.loop_state.load(Ordering::Relaxed) {
+            0 => LoopState::Starting,
+            1 => LoopState::Running,
+            _ => LoopState::Stopped,
+        }
+    }
+
+    pub fn set_loop_state(&self, state: LoopState) {
+        self.loop_state.store(state as u8, Ordering::Relaxed);
+    }
+
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

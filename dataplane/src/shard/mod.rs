@@ -41,7 +41,7 @@ pub use uring::{RecvMode, RingSizes};
 
 use sbc_core::b2bua::{Engine, Secrets, ShardId};
 use sbc_core::policy::Policy;
-use sbc_core::stats::ShardStats;
+use sbc_core::stats::{LoopState, ShardStats};
 
 /// Fresh process-wide keys (owner hash, Call-ID MAC, minted ids) from the
 /// operating system's random source. The core never reads it itself.
@@ -208,6 +208,9 @@ impl Runtime {
                     })();
                     match setup {
                         Ok(shard) => {
+                            // Marks the shard stopped however its loop
+                            // ends: returned, error or panic.
+                            let _running = RunningGuard::new(Arc::clone(&shard.stats));
                             let _ = ready.send(Ok(()));
                             let result = shard.run();
                             if let Err(e) = &result {
@@ -266,6 +269,25 @@ impl Runtime {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Holds a shard's [`LoopState::Running`] while it lives; dropped when the
+/// loop returns or unwinds from a panic, it marks the shard stopped, so
+/// `/health` and the supervisor see a shard that died.
+#[derive(Debug)]
+pub struct RunningGuard(Arc<ShardStats>);
+
+impl RunningGuard {
+    pub fn new(stats: Arc<ShardStats>) -> Self {
+        stats.set_loop_state(LoopState::Running);
+        RunningGuard(stats)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.set_loop_state(LoopState::Stopped);
     }
 }
 
