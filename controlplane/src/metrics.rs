@@ -209,6 +209,29 @@ impl SbcCollector {
             "calls_active",
             "Answered calls in progress, per trunk and direction.",
             active,
+        )?;
+        gauge(
+            enc,
+            "trunk_up",
+            "1 while the trunk is up, 0 while its health probes hold it down (calls skip it).",
+            policy
+                .trunks
+                .iter()
+                .map(|t| ([("trunk", &*t.name)], i64::from(!t.stats.is_down()))),
+        )?;
+        let probes = policy.trunks.iter().flat_map(|t| {
+            [("answered", 0), ("failed", 1)].map(|(result, i)| {
+                (
+                    [("trunk", &*t.name), ("result", result)],
+                    load(&t.stats.probes[i]),
+                )
+            })
+        });
+        counter(
+            enc,
+            "trunk_probes",
+            "OPTIONS health probes, per trunk, answered or failed (no answer, 408, 5xx, 6xx).",
+            probes,
         )
     }
 

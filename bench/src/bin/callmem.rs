@@ -54,6 +54,7 @@ fn policy() -> Policy {
         media: sbc_core::policy::MediaMode::Anchor,
         codecs: None,
         strict_latch: false,
+        probe: None,
         stats: Arc::default(),
     };
     Policy {

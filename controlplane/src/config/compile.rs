@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sbc_core::policy::{
-    Acl, CallTimers, Failover, Listener, MediaPolicy, Policy, Route, Target, Trunk, TrunkId,
+    Acl, CallTimers, Failover, Listener, MediaPolicy, Policy, Probe, Route, Target, Trunk, TrunkId,
 };
 use sbc_core::stats::TrunkStats;
 use sbc_core::transaction::TimerConfig;
@@ -73,6 +73,11 @@ pub fn compile(
                 .codecs
                 .as_ref()
                 .map(|list| list.iter().map(|c| c.0.clone()).collect()),
+            probe: t.probe.map(|p| Probe {
+                interval: std::time::Duration::from_secs(u64::from(p.interval_s)),
+                down_after: p.down_after,
+                up_after: p.up_after,
+            }),
             stats: stats.trunk(&t.name.0),
         })
         .collect();

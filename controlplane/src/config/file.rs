@@ -123,6 +123,32 @@ pub struct Trunk {
     /// gives (default false: learn where it really sends from, for NAT).
     #[serde(default)]
     pub strict_latch: bool,
+    /// OPTIONS health probes; absent: not probed (always up).
+    pub probe: Option<Probe>,
+}
+
+/// A trunk's `probe = { interval_s = 30, down_after = 3, up_after = 2 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default = "probe_interval_s")]
+    pub interval_s: u32,
+    #[serde(default = "probe_down_after")]
+    pub down_after: u32,
+    #[serde(default = "probe_up_after")]
+    pub up_after: u32,
+}
+
+fn probe_interval_s() -> u32 {
+    30
+}
+
+fn probe_down_after() -> u32 {
+    3
+}
+
+fn probe_up_after() -> u32 {
+    2
 }
 
 #[derive(Debug, Clone, Deserialize)]

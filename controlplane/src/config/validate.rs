@@ -189,8 +189,39 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
         if let Some(codecs) = &trunk.codecs {
             check_codecs(codecs, &path.key("codecs"))?;
         }
+        if let Some(probe) = &trunk.probe {
+            check_probe(probe, &path.key("probe"))?;
+        }
     }
     Ok(names)
+}
+
+/// Longest probe interval accepted, in seconds.
+pub const MAX_PROBE_INTERVAL_S: u32 = 3600;
+
+/// A trunk's probe settings are in range.
+fn check_probe(probe: &super::file::Probe, path: &FieldPath) -> Result<(), Problem> {
+    if !(1..=MAX_PROBE_INTERVAL_S).contains(&probe.interval_s) {
+        return Err(Problem::new(
+            path.key("interval_s"),
+            format!(
+                "{} is out of range: must be between 1 and {MAX_PROBE_INTERVAL_S} seconds",
+                probe.interval_s
+            ),
+        ));
+    }
+    for (key, n) in [
+        ("down_after", probe.down_after),
+        ("up_after", probe.up_after),
+    ] {
+        if !(1..=100).contains(&n) {
+            return Err(Problem::new(
+                path.key(key),
+                format!("{n} is out of range: must be between 1 and 100 probes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why a trunk address cannot receive requests, if it cannot.

@@ -43,7 +43,20 @@ pub struct Trunk {
     /// its SDP gives: no symmetric-RTP learning of another port or (NAT)
     /// address.
     pub strict_latch: bool,
+    /// OPTIONS health probes to `address` (BRIEF §2, §3); `None`: never
+    /// probed, always taken as up.
+    pub probe: Option<Probe>,
     pub stats: Arc<TrunkStats>,
+}
+
+/// How a trunk is probed: an OPTIONS every `interval`; down after
+/// `down_after` failures in a row (no answer within the interval, 408,
+/// 5xx, 6xx), up again after `up_after` answers in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub interval: Duration,
+    pub down_after: u32,
+    pub up_after: u32,
 }
 
 impl Trunk {
@@ -316,6 +329,7 @@ mod tests {
             media: MediaMode::Anchor,
             codecs: None,
             strict_latch: false,
+            probe: None,
             stats: Arc::default(),
         }
     }

@@ -64,6 +64,9 @@ pub enum Refusal {
     /// The shard's call table is full (503).
     #[error("call table full")]
     CallTableFull,
+    /// Every trunk the route names is down by its health probes (503).
+    #[error("every trunk of the route is down")]
+    TrunksDown,
     /// SDP the media relay will not carry (488), or no ports (503).
     #[error("{0}")]
     Media(MediaError),
@@ -76,7 +79,7 @@ pub enum Refusal {
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 15] = [
+    pub const LABELS: [&'static str; 16] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -92,6 +95,7 @@ impl Refusal {
         "call_table_full",
         "media_ports_exhausted",
         "media_not_acceptable",
+        "trunks_down",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -112,6 +116,7 @@ impl Refusal {
             Refusal::CallTableFull => 12,
             Refusal::Media(MediaError::PoolExhausted) => 13,
             Refusal::Media(_) | Refusal::UnusableAnswer => 14,
+            Refusal::TrunksDown => 15,
         }
     }
 
@@ -141,7 +146,7 @@ impl Refusal {
             Refusal::OutOfOrder => 500,
             Refusal::Glare => 491,
             Refusal::UnsupportedMedia => 415,
-            Refusal::CallTableFull => 503,
+            Refusal::CallTableFull | Refusal::TrunksDown => 503,
             Refusal::Media(e) => e.status().0,
             Refusal::UnusableAnswer => 488,
         }
@@ -163,7 +168,7 @@ impl Refusal {
             Refusal::OutOfOrder => "Server Internal Error",
             Refusal::Glare => "Request Pending",
             Refusal::UnsupportedMedia => "Unsupported Media Type",
-            Refusal::CallTableFull => "Service Unavailable",
+            Refusal::CallTableFull | Refusal::TrunksDown => "Service Unavailable",
             Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
             Refusal::Media(_) | Refusal::UnusableAnswer => "Not Acceptable Here",
         })
@@ -192,7 +197,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 21] = [
+    const ALL: [Refusal; 22] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -210,6 +215,7 @@ mod tests {
         Refusal::Glare,
         Refusal::UnsupportedMedia,
         Refusal::CallTableFull,
+        Refusal::TrunksDown,
         Refusal::Media(MediaError::PoolExhausted),
         Refusal::Media(MediaError::NoCodec),
         Refusal::Media(MediaError::BadAddress),

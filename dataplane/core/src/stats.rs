@@ -5,7 +5,7 @@
 //! hot path never takes a lock; the metrics endpoint reads them at scrape
 //! time.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 
 use crate::refusal::Refusal;
 
@@ -29,16 +29,25 @@ impl Direction {
     }
 }
 
-/// Per-trunk call counters, per direction.
+/// Per-trunk call counters, per direction, and the trunk's health.
 #[derive(Debug, Default)]
 pub struct TrunkStats {
     pub attempted: [AtomicU64; 2],
     pub answered: [AtomicU64; 2],
     pub failed: [AtomicU64; 2],
     pub active: [AtomicI64; 2],
+    /// Health probes: the probing shard sets it, every shard's routing
+    /// skips the trunk while it is set.
+    pub down: AtomicBool,
+    /// Health probes answered (index 0) and failed (index 1).
+    pub probes: [AtomicU64; 2],
 }
 
 impl TrunkStats {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
     pub fn attempt(&self, d: Direction) {
         self.attempted[d as usize].fetch_add(1, Ordering::Relaxed);
     }

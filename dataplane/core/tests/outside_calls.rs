@@ -153,13 +153,13 @@ fn alarms_come_due_as_events() {
     sim.engine
         .set_alarm(t0 + Duration::from_secs(30), Alarm::RegistrationRefresh(4));
     sim.engine
-        .set_alarm(t0 + Duration::from_secs(10), Alarm::ProbeInterval(2));
+        .set_alarm(t0 + Duration::from_secs(10), Alarm::RegistrationRefresh(2));
     assert_eq!(
         sim.engine.poll_timeout(),
         Some(t0 + Duration::from_secs(10))
     );
     sim.advance(Duration::from_secs(11));
-    assert_eq!(sim.events(), [Event::Alarm(Alarm::ProbeInterval(2))]);
+    assert_eq!(sim.events(), [Event::Alarm(Alarm::RegistrationRefresh(2))]);
     sim.advance(Duration::from_secs(20));
     assert_eq!(sim.events(), [Event::Alarm(Alarm::RegistrationRefresh(4))]);
     assert_eq!(sim.engine.poll_timeout(), None);

@@ -18,6 +18,8 @@
 //! other one, as the shard loop does. Bit 4 has that shard also send an
 //! OPTIONS probe of its own (a transaction outside calls) to carrier A,
 //! which answers it like any request with ops 3; bit 5 sets an alarm.
+//! Carrier A is also health-probed (so time and answers move it down and
+//! up while calls are routed).
 #![no_main]
 
 #[path = "../../core/tests/support/mod.rs"]
@@ -31,11 +33,16 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use sbc_core::b2bua::{Alarm, Disposition, Engine, OwnRequest, Secrets, ShardId};
 use sbc_core::net::{Flow, LocalId};
+use sbc_core::policy::{Policy, Probe};
 use sbc_core::sip::{HeaderName, Message, Method};
 use sbc_core::stats::ShardStats;
 use support::{ANSWER_SDP, CARRIER_A, PBX, STRANGER, addr, in_dialog, media_policy, reply, Sent};
 
 struct World {
+    /// The policy with carrier A probed, and the same without probes
+    /// (a reload that stops them, before the end-of-input wait).
+    policy: Arc<Policy>,
+    unprobed: Arc<Policy>,
     shards: [Engine; 2],
     now: Instant,
     buf: Vec<u8>,
@@ -49,12 +56,28 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let policy = Arc::new(media_policy());
+        // Carrier A is health-probed every second (down after 2 failures,
+        // up after 1 answer): probes go out as time moves on, and answers
+        // to them (op 3) move the trunk down and up under the calls.
+        let mut probed = media_policy();
+        probed.trunks[1].probe = Some(Probe {
+            interval: Duration::from_secs(1),
+            down_after: 2,
+            up_after: 1,
+        });
+        let policy = Arc::new(probed);
         let secrets = Secrets::from_bytes([7; 48]);
-        let engine = |i| Engine::new(ShardId(i), 2, secrets, Arc::clone(&policy), Arc::new(ShardStats::default()));
+        let now = Instant::now();
+        let engine = |i| {
+            let mut e = Engine::new(ShardId(i), 2, secrets, Arc::clone(&policy), Arc::new(ShardStats::default()));
+            e.set_policy(now, Arc::clone(&policy));
+            e
+        };
         World {
+            unprobed: Arc::new(media_policy()),
+            policy: Arc::clone(&policy),
             shards: [engine(0), engine(1)],
-            now: Instant::now(),
+            now,
             buf: vec![0; 65536],
             to_carrier: None,
             to_pbx: None,
@@ -204,12 +227,21 @@ fuzz_target!(|data: &[u8]| {
         }
         // Let every call end, so the next input starts from an empty table
         // (a crash then reproduces from its input alone). A call that no
-        // timer ends (confirmed without media) costs a fresh world.
+        // timer ends (confirmed without media) costs a fresh world. The
+        // probes stop for that wait (a reload without them) and start
+        // again after it.
+        let now = w.now;
+        let (unprobed, probed) = (Arc::clone(&w.unprobed), Arc::clone(&w.policy));
+        for e in &mut w.shards {
+            e.set_policy(now, Arc::clone(&unprobed));
+        }
         w.advance(Duration::from_secs(4000));
+        let now = w.now;
         for e in &mut w.shards {
             while e.poll_event().is_some() {}
             // Transactions outside calls always end (timers F, J, K).
             assert_eq!(e.outside_transactions(), (0, 0), "a transaction outside calls outlived its timers");
+            e.set_policy(now, Arc::clone(&probed));
         }
         if w.shards.iter().any(|e| e.calls() > 0) {
             *w = World::new();

@@ -46,8 +46,8 @@ pub(crate) fn log(shard: usize, event: &Event) {
                 "call ended"
             );
         }
-        // Nothing on the shards sends requests of its own yet (health
-        // probes and outbound registration will consume these).
+        // Health probes are consumed in the engine; outbound registration
+        // (issue 10) will consume these.
         Event::Transaction { tx, outcome } => tracing::debug!(
             shard,
             tx = tx.0,
@@ -58,5 +58,25 @@ pub(crate) fn log(shard: usize, event: &Event) {
             "transaction outside calls ended"
         ),
         Event::Alarm(alarm) => tracing::debug!(shard, ?alarm, "alarm"),
+        Event::TrunkHealth {
+            trunk,
+            up: false,
+            status,
+        } => tracing::warn!(
+            shard,
+            trunk = &**trunk,
+            last_answer = status.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+            "trunk down: health probes failed; calls skip it"
+        ),
+        Event::TrunkHealth {
+            trunk,
+            up: true,
+            status,
+        } => tracing::info!(
+            shard,
+            trunk = &**trunk,
+            last_answer = status.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+            "trunk up: health probes answered"
+        ),
     }
 }

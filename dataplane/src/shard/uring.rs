@@ -491,6 +491,9 @@ impl ShardLoop {
             self.io.arm_recv(i)?;
         }
         self.io.arm_xsk_poll()?;
+        // Installing the starting snapshot plans its health probes.
+        let first = Arc::clone(self.engine.policy());
+        self.engine.set_policy(Instant::now(), first);
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(4096);
         let mut wakes: Vec<i32> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
@@ -498,7 +501,7 @@ impl ShardLoop {
             ShardStats::inc(&self.stats.loop_iterations);
             let current = self.policy.load();
             if !Arc::ptr_eq(&current, self.engine.policy()) {
-                self.engine.set_policy(Arc::clone(&current));
+                self.engine.set_policy(now, Arc::clone(&current));
             }
 
             completions.clear();

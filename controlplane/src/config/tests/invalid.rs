@@ -59,7 +59,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `media`, `codecs`, `strict_latch` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `media`, `codecs`, `strict_latch`, `probe` (line 7)"
 );
 rejects!(
     unknown_target_key,
@@ -329,4 +329,44 @@ fn batch_wait_too_long_names_the_field() {
         err.contains("shards.batch_wait_us: 20000 is too long"),
         "{err}"
     );
+}
+
+const PROBED: &str = r#"
+[sip]
+listen = ["127.0.0.1:5060"]
+
+[[trunks]]
+name = "carrier-a"
+sources = ["127.0.0.20"]
+address = "127.0.0.20:5060"
+"#;
+
+rejects!(
+    probe_interval_zero,
+    format!("{PROBED}probe = {{ interval_s = 0 }}\n"),
+    "trunks[0].probe.interval_s: 0 is out of range: must be between 1 and 3600 seconds"
+);
+rejects!(
+    probe_down_after_too_many,
+    format!("{PROBED}probe = {{ down_after = 1000 }}\n"),
+    "trunks[0].probe.down_after: 1000 is out of range: must be between 1 and 100 probes"
+);
+rejects!(
+    probe_unknown_key,
+    format!("{PROBED}probe = {{ every = 5 }}\n"),
+    "trunks[0].probe"
+);
+
+#[test]
+fn probe_defaults_and_values_reach_the_policy() {
+    let text = format!("{PROBED}probe = {{ interval_s = 10, up_after = 4 }}\n");
+    let config = Config::from_toml_str(&text).unwrap();
+    let policy = config.compile(&crate::config::StatsRegistry::new(), 1);
+    let probe = policy.trunks[0].probe.unwrap();
+    assert_eq!(probe.interval, std::time::Duration::from_secs(10));
+    assert_eq!((probe.down_after, probe.up_after), (3, 4));
+    let unprobed = Config::from_toml_str(PROBED)
+        .unwrap()
+        .compile(&crate::config::StatsRegistry::new(), 1);
+    assert!(unprobed.trunks[0].probe.is_none());
 }

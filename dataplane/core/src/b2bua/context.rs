@@ -130,4 +130,6 @@ pub struct Engine {
     pub(crate) calls: CallTable,
     /// Transactions outside calls, and alarms.
     pub(crate) standalone: Standalone,
+    /// The trunk health probes this shard sends.
+    pub(crate) probes: super::probe::Probes,
 }

@@ -61,14 +61,17 @@ impl Engine {
             },
             calls: CallTable::default(),
             standalone: Standalone::default(),
+            probes: Default::default(),
         }
     }
 
-    /// Installs a new configuration snapshot. New calls use it; calls in
-    /// progress keep the one they started with.
-    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+    /// Installs a configuration snapshot (the shard calls it with the one
+    /// it starts with too). New calls use it; calls in progress keep the
+    /// one they started with. The trunk health probes are planned from it.
+    pub fn set_policy(&mut self, now: Instant, policy: Arc<Policy>) {
         self.ctx.locals = locals_of(&policy);
         self.ctx.policy = policy;
+        self.sync_probes(now);
     }
 
     pub fn policy(&self) -> &Arc<Policy> {

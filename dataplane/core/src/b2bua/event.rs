@@ -25,6 +25,13 @@ pub enum Event {
     Transaction { tx: TxId, outcome: Outcome },
     /// An alarm set with `Engine::set_alarm` is due.
     Alarm(Alarm),
+    /// A trunk's health probes took it down or brought it back up;
+    /// `status` is the last probe's answer (`None`: no answer).
+    TrunkHealth {
+        trunk: Arc<str>,
+        up: bool,
+        status: Option<u16>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -258,9 +258,14 @@ impl Engine {
                     .map(|i| (i, r))
             })
             .ok_or(Refusal::NoRoute)?;
-        let targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
-        if targets.is_empty() {
+        if route.targets.is_empty() {
             return Err(Refusal::NoRoute);
+        }
+        // Trunks their health probes found down are skipped.
+        let mut targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
+        targets.retain(|t| policy.trunk(t.trunk).is_some_and(|x| !x.stats.is_down()));
+        if targets.is_empty() {
+            return Err(Refusal::TrunksDown);
         }
         let cref = self.calls.reserve().ok_or(Refusal::CallTableFull)?;
         Ok(Admitted {

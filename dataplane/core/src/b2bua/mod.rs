@@ -46,6 +46,7 @@ mod inbound;
 mod media;
 mod outbound;
 mod outside;
+mod probe;
 mod response;
 mod standalone;
 mod table;

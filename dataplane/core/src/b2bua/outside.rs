@@ -78,7 +78,11 @@ impl Engine {
             .standalone
             .on_response(now, &timers, branch, resp.cseq.method, resp.code, bytes)
         {
-            Some(Some((tx, outcome))) => self.ctx.emit(Event::Transaction { tx, outcome }),
+            Some(Some((tx, outcome))) => {
+                if !self.probe_outcome(tx, &outcome) {
+                    self.ctx.emit(Event::Transaction { tx, outcome });
+                }
+            }
             Some(None) => ShardStats::inc(&self.ctx.stats.retransmissions_in),
             None => self.ctx.stats.discard(crate::stats::Discard::StrayResponse),
         }
@@ -130,13 +134,19 @@ impl Engine {
     /// Runs the timers of transactions outside calls and the alarms.
     pub(crate) fn standalone_timeout(&mut self, now: Instant) {
         let timers = self.ctx.policy.timers;
-        let events = &mut self.ctx.events;
+        let mut due = Vec::new();
         self.standalone
-            .on_timeout(now, &timers, &mut self.ctx.out, &mut |t| {
-                events.push_back(match t {
-                    Timed::Outcome(tx, outcome) => Event::Transaction { tx, outcome },
-                    Timed::Alarm(a) => Event::Alarm(a),
-                });
-            });
+            .on_timeout(now, &timers, &mut self.ctx.out, &mut |t| due.push(t));
+        for t in due {
+            match t {
+                Timed::Alarm(Alarm::ProbeInterval(trunk)) => self.probe_due(now, trunk),
+                Timed::Alarm(a) => self.ctx.emit(Event::Alarm(a)),
+                Timed::Outcome(tx, outcome) => {
+                    if !self.probe_outcome(tx, &outcome) {
+                        self.ctx.emit(Event::Transaction { tx, outcome });
+                    }
+                }
+            }
+        }
     }
 }

@@ -38,7 +38,9 @@ pub struct TxId(pub u64);
 pub enum Alarm {
     /// Refresh outbound registration `n` (about half its expiry).
     RegistrationRefresh(u32),
-    /// Send the next health probe (OPTIONS) to trunk `n`.
+    /// Send the next health probe (OPTIONS) to trunk `n`. The engine
+    /// plans these itself from the trunks' `probe` settings and consumes
+    /// them (see `probe.rs`): they are not reported as events.
     ProbeInterval(u16),
 }
 
@@ -179,6 +181,14 @@ impl Standalone {
         client.done = true;
         let message = Bytes::copy_from_slice(message);
         Some(Some((id, Outcome::Response { code, message })))
+    }
+
+    /// Drops a client transaction: no more retransmissions, no outcome;
+    /// a late response to it is a stray.
+    pub fn abandon(&mut self, id: TxId) {
+        if let Some(c) = self.clients.remove(&id) {
+            self.branches.remove(&c.branch);
+        }
     }
 
     /// A client transaction of ours has this branch.

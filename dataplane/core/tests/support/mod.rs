@@ -35,6 +35,7 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         media: sbc_core::policy::MediaMode::Anchor,
         codecs: None,
         strict_latch: false,
+        probe: None,
         stats: Arc::default(),
     }
 }

@@ -1,0 +1,257 @@
+//! Trunk health probes (BRIEF §2, §3): an OPTIONS to each trunk that asks
+//! for them, every `interval`, sent by the shard that owns the trunk (its
+//! index modulo the shard count), through a transaction outside calls.
+//!
+//! A probe fails when no final answer came within the interval (or timer
+//! F fired first), or the answer was 408, 5xx or 6xx; any other final
+//! answer (even 404 or 405: the peer's SIP stack is alive) succeeds. After
+//! `down_after` failures in a row the trunk is down, after `up_after`
+//! successes in a row up again; the state is the trunk's
+//! [`TrunkStats::down`](crate::stats::TrunkStats::down), which every
+//! shard's routing reads, and each change is reported as
+//! [`Event::TrunkHealth`]. A trunk starts up: probes only take it out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::context::Engine;
+use super::event::Event;
+use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
+use crate::net::{Flow, LocalId};
+use crate::policy::{Probe, Trunk};
+use crate::sip::Method;
+
+/// This shard's probes, by trunk name (names survive reloads; indexes may
+/// not).
+#[derive(Debug, Default)]
+pub(crate) struct Probes {
+    trunks: HashMap<Arc<str>, ProbeState>,
+    in_flight: HashMap<TxId, Arc<str>>,
+}
+
+#[derive(Debug)]
+struct ProbeState {
+    /// When the next probe goes (an alarm due earlier finds nothing to do).
+    next_at: Instant,
+    pending: Option<TxId>,
+    successes: u32,
+    failures: u32,
+    cseq: u32,
+}
+
+impl ProbeState {
+    /// Counts one probe's result; the new state when it changes.
+    fn record(&mut self, probe: &Probe, down: bool, ok: bool) -> Option<bool> {
+        if ok {
+            self.successes = self.successes.saturating_add(1);
+            self.failures = 0;
+            (down && self.successes >= probe.up_after).then_some(false)
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+            (!down && self.failures >= probe.down_after).then_some(true)
+        }
+    }
+}
+
+/// Whether a final answer to a probe says the trunk is alive.
+fn alive(code: u16) -> bool {
+    code < 500 && code != 408
+}
+
+impl Engine {
+    fn owns_trunk(&self, index: usize) -> bool {
+        index % usize::from(self.ctx.shards) == usize::from(self.ctx.shard.0)
+    }
+
+    /// Plans the probes of the current policy: trunks this shard owns that
+    /// ask for probes get one now (a new trunk) or at their planned time;
+    /// trunks that no longer ask are up and forgotten.
+    pub(crate) fn sync_probes(&mut self, now: Instant) {
+        let policy = Arc::clone(&self.ctx.policy);
+        let mut keep: Vec<Arc<str>> = Vec::new();
+        for (i, trunk) in policy.trunks.iter().enumerate() {
+            if !self.owns_trunk(i) {
+                continue;
+            }
+            let Some(_) = trunk.probe else {
+                if let Some(state) = self.probes.trunks.remove(&trunk.name) {
+                    if let Some(tx) = state.pending {
+                        self.standalone.abandon(tx);
+                    }
+                    trunk.stats.down.store(false, Ordering::Relaxed);
+                }
+                continue;
+            };
+            let state = self
+                .probes
+                .trunks
+                .entry(Arc::clone(&trunk.name))
+                .or_insert(ProbeState {
+                    next_at: now,
+                    pending: None,
+                    successes: 0,
+                    failures: 0,
+                    cseq: 0,
+                });
+            let at = state.next_at;
+            keep.push(Arc::clone(&trunk.name));
+            self.standalone.set_alarm(
+                at,
+                Alarm::ProbeInterval(u16::try_from(i).unwrap_or(u16::MAX)),
+            );
+        }
+        // Trunks gone from the configuration: their probes stop.
+        let Probes { trunks, in_flight } = &mut self.probes;
+        trunks.retain(|name, _| keep.contains(name));
+        let standalone = &mut self.standalone;
+        in_flight.retain(|tx, name| {
+            let kept = trunks.contains_key(name);
+            if !kept {
+                standalone.abandon(*tx);
+            }
+            kept
+        });
+    }
+
+    /// A probe alarm for the trunk at `index` is due.
+    pub(crate) fn probe_due(&mut self, now: Instant, index: u16) {
+        let policy = Arc::clone(&self.ctx.policy);
+        let Some(trunk) = policy.trunks.get(usize::from(index)) else {
+            return;
+        };
+        let Some(probe) = trunk.probe else {
+            return;
+        };
+        if !self.owns_trunk(usize::from(index)) {
+            return;
+        }
+        let Some(state) = self.probes.trunks.get_mut(&trunk.name) else {
+            return;
+        };
+        if now < state.next_at {
+            // A stale alarm (the plan moved).
+            return;
+        }
+        // The last probe had its whole interval: no answer is a failure,
+        // and it is not retransmitted any longer.
+        if let Some(tx) = state.pending.take() {
+            self.probes.in_flight.remove(&tx);
+            self.standalone.abandon(tx);
+            self.probe_result(trunk, None);
+        }
+        let request = self.probe_request(trunk);
+        let tx = self.send_request(now, request);
+        if let Some(state) = self.probes.trunks.get_mut(&trunk.name) {
+            state.pending = Some(tx);
+            state.next_at = now + probe.interval;
+            self.probes.in_flight.insert(tx, Arc::clone(&trunk.name));
+            self.standalone
+                .set_alarm(state.next_at, Alarm::ProbeInterval(index));
+        }
+    }
+
+    fn probe_request(&mut self, trunk: &Trunk) -> OwnRequest {
+        let cseq = self.probes.trunks.get_mut(&trunk.name).map_or(1, |s| {
+            s.cseq = s.cseq.wrapping_add(1).max(1);
+            s.cseq
+        });
+        let target = Bytes::from(format!("sip:{}", trunk.address));
+        let host = String::from_utf8_lossy(&self.ctx.local(LocalId(0)).host).into_owned();
+        OwnRequest {
+            method: Method::Options,
+            flow: Flow::udp(trunk.address, LocalId(0)),
+            request_uri: target.clone(),
+            from: Bytes::from(format!("<sip:sbc@{host}>")),
+            to: Bytes::from(format!("<{}>", String::from_utf8_lossy(&target))),
+            call_id: None,
+            cseq,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A transaction outside calls ended: true when it was a probe (then
+    /// counted here, not reported).
+    pub(crate) fn probe_outcome(&mut self, tx: TxId, outcome: &Outcome) -> bool {
+        let Some(name) = self.probes.in_flight.remove(&tx) else {
+            return false;
+        };
+        if let Some(state) = self.probes.trunks.get_mut(&name)
+            && state.pending == Some(tx)
+        {
+            state.pending = None;
+        }
+        let policy = Arc::clone(&self.ctx.policy);
+        if let Some(trunk) = policy.trunks.iter().find(|t| t.name == name) {
+            let status = match outcome {
+                Outcome::Response { code, .. } => Some(*code),
+                Outcome::Timeout => None,
+            };
+            self.probe_result(trunk, status);
+        }
+        true
+    }
+
+    /// Counts a probe's result for `trunk` (`None`: no answer).
+    fn probe_result(&mut self, trunk: &Trunk, status: Option<u16>) {
+        let (Some(probe), Some(state)) = (trunk.probe, self.probes.trunks.get_mut(&trunk.name))
+        else {
+            return;
+        };
+        let ok = status.is_some_and(alive);
+        trunk.stats.probes[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        if let Some(down) = state.record(&probe, trunk.stats.is_down(), ok) {
+            trunk.stats.down.store(down, Ordering::Relaxed);
+            self.ctx.emit(Event::TrunkHealth {
+                trunk: Arc::clone(&trunk.name),
+                up: !down,
+                status,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_after_failures_in_a_row_and_up_after_successes() {
+        let probe = Probe {
+            interval: std::time::Duration::from_secs(5),
+            down_after: 3,
+            up_after: 2,
+        };
+        let mut s = ProbeState {
+            next_at: Instant::now(),
+            pending: None,
+            successes: 0,
+            failures: 0,
+            cseq: 0,
+        };
+        // Two failures, a success: the run starts again.
+        assert_eq!(s.record(&probe, false, false), None);
+        assert_eq!(s.record(&probe, false, false), None);
+        assert_eq!(s.record(&probe, false, true), None);
+        assert_eq!(s.record(&probe, false, false), None);
+        assert_eq!(s.record(&probe, false, false), None);
+        assert_eq!(s.record(&probe, false, false), Some(true));
+        // Down: one success is not enough, two are.
+        assert_eq!(s.record(&probe, true, true), None);
+        assert_eq!(s.record(&probe, true, true), Some(false));
+    }
+
+    #[test]
+    fn what_counts_as_alive() {
+        for code in [200, 202, 403, 404, 405, 480, 486] {
+            assert!(alive(code), "{code}");
+        }
+        for code in [408, 500, 503, 504, 600, 603] {
+            assert!(!alive(code), "{code}");
+        }
+    }
+}
