@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sbc_core::policy::{
-    Acl, CallTimers, Failover, Listener, MediaPolicy, Policy, Probe, Route, Target, Trunk, TrunkId,
+    Acl, CallTimers, Failover, Listener, MediaPolicy, Policy, Probe, Route, StrangerAnswers,
+    Target, Trunk, TrunkId,
 };
 use sbc_core::stats::TrunkStats;
 use sbc_core::transaction::TimerConfig;
@@ -137,6 +138,13 @@ pub fn compile(
         acl: Acl {
             allow: file.acl.allow.iter().map(|n| n.0).collect(),
             deny: file.acl.deny.iter().map(|n| n.0).collect(),
+            strangers: {
+                let d = StrangerAnswers::default();
+                StrangerAnswers {
+                    per_source: file.acl.stranger_answers_per_s.unwrap_or(d.per_source),
+                    total: file.acl.stranger_answers_total_per_s.unwrap_or(d.total),
+                }
+            },
         },
         trunks,
         routes,

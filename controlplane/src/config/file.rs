@@ -106,6 +106,12 @@ pub struct Acl {
     pub allow: Vec<Network>,
     #[serde(default)]
     pub deny: Vec<Network>,
+    /// Answers a second to one source that matches no trunk (default 2;
+    /// 0: never answered).
+    pub stranger_answers_per_s: Option<u32>,
+    /// Answers a second to all such sources together, per shard
+    /// (default 100; 0: never answered).
+    pub stranger_answers_total_per_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

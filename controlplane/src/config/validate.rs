@@ -26,6 +26,9 @@ fn at(field: FieldPath, message: impl Into<String>) -> Check {
     Err(Problem::new(field, message))
 }
 
+/// Largest stranger answer rate accepted.
+pub const MAX_STRANGER_ANSWERS: u32 = 100_000;
+
 pub fn validate(file: &ConfigFile) -> Check {
     let root = FieldPath::root();
     sip(&file.sip, &root.key("sip"))?;
@@ -45,6 +48,22 @@ pub fn validate(file: &ConfigFile) -> Check {
                 crate::config::MAX_BATCH_WAIT_US
             ),
         );
+    }
+    for (key, value) in [
+        ("stranger_answers_per_s", file.acl.stranger_answers_per_s),
+        (
+            "stranger_answers_total_per_s",
+            file.acl.stranger_answers_total_per_s,
+        ),
+    ] {
+        if let Some(n) = value
+            && n > MAX_STRANGER_ANSWERS
+        {
+            return at(
+                root.key("acl").key(key),
+                format!("{n} is too many: at most {MAX_STRANGER_ANSWERS} answers a second"),
+            );
+        }
     }
     let trunks = trunks(&file.trunks, &root.key("trunks"))?;
     let mut route_names: HashMap<&Name, usize> = HashMap::new();

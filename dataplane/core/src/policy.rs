@@ -210,6 +210,26 @@ pub struct Route {
 pub struct Acl {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
+    /// How often sources that match no trunk are answered.
+    pub strangers: StrangerAnswers,
+}
+
+/// Answers a second to sources that match no trunk (403, 400), per source
+/// and for all of them together on one shard; the rest is dropped
+/// silently. 0: never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrangerAnswers {
+    pub per_source: u32,
+    pub total: u32,
+}
+
+impl Default for StrangerAnswers {
+    fn default() -> Self {
+        StrangerAnswers {
+            per_source: 2,
+            total: 100,
+        }
+    }
 }
 
 impl Acl {
@@ -343,6 +363,7 @@ mod tests {
             acl: Acl {
                 allow: vec![],
                 deny: vec!["10.66.0.0/16".parse().unwrap()],
+                ..Acl::default()
             },
             trunks: vec![trunk("pbx", &["10.0.0.0/8"]), trunk("gw", &["10.1.2.3/32"])],
             routes: vec![

@@ -76,15 +76,18 @@ pub enum Discard {
     Oversized,
     /// An ACK matching nothing.
     StrayAck,
+    /// A stranger over its answer rate: dropped without the answer.
+    StrangerLimited,
 }
 
 impl Discard {
-    pub const ALL: [Discard; 5] = [
+    pub const ALL: [Discard; 6] = [
         Discard::MalformedResponse,
         Discard::Unanswerable,
         Discard::StrayResponse,
         Discard::Oversized,
         Discard::StrayAck,
+        Discard::StrangerLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -94,6 +97,7 @@ impl Discard {
             Discard::StrayResponse => "stray_response",
             Discard::Oversized => "oversized",
             Discard::StrayAck => "stray_ack",
+            Discard::StrangerLimited => "stranger_rate_limited",
         }
     }
 }

@@ -108,7 +108,11 @@ fn an_ack_without_the_dialogs_to_tag_confirms_nothing() {
 /// same answer as for a dialog that does not exist, whatever the To tag.
 #[test]
 fn a_stranger_cannot_tell_live_dialogs_from_unknown_ones() {
-    let mut sim = Sim::new();
+    // Enough answers for the stranger to compare three (see strangers.rs
+    // for how few it gets by default).
+    let mut p = policy();
+    p.acl.strangers.per_source = 10;
+    let mut sim = Sim::with_policy(p);
     let (_b, ok) = answered(&mut sim, "live@pbx");
     let to = ok.header(HeaderName::To);
     let mut answers = Vec::new();
@@ -275,4 +279,73 @@ fn the_pbx_may_send_from_another_port() {
     sim.recv("10.0.0.10:5999", &pbx_bye("port@pbx", &to, "z9hG4bKport"));
     let b_bye = sim.first_to(CARRIER_A);
     assert_eq!(b_bye.method().as_deref(), Some("BYE"));
+}
+
+/// BRIEF §8: the SBC is no reflector. A stranger gets at most its few
+/// answers a second (default 2), then silence; a trunk's malformed
+/// requests are still answered every time.
+#[test]
+fn strangers_get_a_few_answers_a_second_then_silence() {
+    let mut sim = Sim::new();
+    let flood = |sim: &mut Sim, from: &str, n: u32| -> usize {
+        (0..n)
+            .map(|i| {
+                let inv = invite(
+                    from,
+                    NUMBER,
+                    &format!("flood{i}@x"),
+                    &format!("z9hG4bKf{i}"),
+                    1,
+                );
+                sim.recv(from, &inv);
+                sim.sent().len()
+            })
+            .sum()
+    };
+    assert_eq!(flood(&mut sim, STRANGER, 1000), 2);
+    assert_eq!(sim.rejected(Refusal::UnknownSource), 1000, "all counted");
+    sim.advance(Duration::from_millis(500));
+    assert_eq!(flood(&mut sim, STRANGER, 1000), 1, "one more token");
+    // Malformed input from a stranger: limited the same way.
+    sim.advance(Duration::from_secs(5));
+    // A CSeq with no number: 400, answered back to the source.
+    let broken = |i: u32| {
+        invite(
+            STRANGER,
+            NUMBER,
+            &format!("m{i}@x"),
+            &format!("z9hG4bKm{i}"),
+            1,
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: x INVITE")
+    };
+    let answered: usize = (0..100)
+        .map(|i| {
+            sim.recv(STRANGER, &broken(i));
+            sim.sent().len()
+        })
+        .sum();
+    assert_eq!(answered, 2);
+    // The PBX's broken requests: each is answered 400.
+    let answered: usize = (0..100)
+        .map(|i| {
+            sim.recv(PBX, &broken(i).replace(STRANGER, PBX));
+            sim.sent().len()
+        })
+        .sum();
+    assert_eq!(answered, 100);
+}
+
+/// `stranger_answers_per_s = 0`: strangers are never answered.
+#[test]
+fn strangers_may_get_no_answer_at_all() {
+    let mut p = policy();
+    p.acl.strangers.per_source = 0;
+    let mut sim = Sim::with_policy(p);
+    sim.recv(
+        STRANGER,
+        &invite(STRANGER, NUMBER, "silent@x", "z9hG4bKs", 1),
+    );
+    assert!(sim.sent().is_empty());
+    assert_eq!(sim.rejected(Refusal::UnknownSource), 1);
 }

@@ -370,3 +370,28 @@ fn probe_defaults_and_values_reach_the_policy() {
         .compile(&crate::config::StatsRegistry::new(), 1);
     assert!(unprobed.trunks[0].probe.is_none());
 }
+
+rejects!(
+    stranger_answers_too_many,
+    with_base("[acl]\nstranger_answers_total_per_s = 1000000\n"),
+    "acl.stranger_answers_total_per_s: 1000000 is too many: at most 100000 answers a second"
+);
+
+#[test]
+fn stranger_answers_default_and_set() {
+    let compile = |text: &str| {
+        Config::from_toml_str(text)
+            .unwrap()
+            .compile(&crate::config::StatsRegistry::new(), 1)
+    };
+    let d = compile(&with_base(""));
+    assert_eq!(
+        (d.acl.strangers.per_source, d.acl.strangers.total),
+        (2, 100)
+    );
+    let silent = compile(&with_base("[acl]\nstranger_answers_per_s = 0\n"));
+    assert_eq!(
+        (silent.acl.strangers.per_source, silent.acl.strangers.total),
+        (0, 100)
+    );
+}

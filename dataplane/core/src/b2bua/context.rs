@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
@@ -39,6 +40,10 @@ pub(crate) struct Ctx {
     pub media_policy: Option<MediaPolicy>,
     /// Events waiting for [`Engine::poll_event`].
     pub events: VecDeque<Event>,
+    /// The time of the input being handled (set by `handle_datagram`).
+    pub now: Option<Instant>,
+    /// How often strangers are answered.
+    pub strangers: super::strangers::StrangerLimit,
 }
 
 impl Ctx {
@@ -95,6 +100,25 @@ impl Ctx {
         }
     }
 
+    /// Whether a source that matches no trunk may get an answer now (its
+    /// rate and the shard's, [`crate::policy::StrangerAnswers`]); when it
+    /// may not, the drop is counted.
+    pub fn may_answer_stranger(&mut self, origin: Flow) -> bool {
+        let Some(now) = self.now else {
+            return true;
+        };
+        let limits = self.policy.acl.strangers;
+        let secrets = *self.ids.secrets();
+        if self
+            .strangers
+            .allow(now, origin.remote.ip(), limits, &secrets)
+        {
+            return true;
+        }
+        self.stats.discard(crate::stats::Discard::StrangerLimited);
+        false
+    }
+
     /// Refuses a request that has no transaction yet: counted under its
     /// label, answered as the refusal says (never an ACK, RFC 3261
     /// §17.1.1.3, nor what the ACL drops).
@@ -113,6 +137,9 @@ impl Ctx {
     ) {
         self.stats.refused(why);
         if req.method == Method::Ack || !why.is_answered() {
+            return;
+        }
+        if why == Refusal::UnknownSource && !self.may_answer_stranger(origin) {
             return;
         }
         let mut headers: SmallVec<[(HeaderName, &[u8]); 4]> = SmallVec::new();

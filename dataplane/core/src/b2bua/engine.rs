@@ -58,6 +58,8 @@ impl Engine {
                 media,
                 media_policy,
                 events: VecDeque::new(),
+                now: None,
+                strangers: Default::default(),
             },
             calls: CallTable::default(),
             standalone: Standalone::default(),
@@ -110,6 +112,7 @@ impl Engine {
 
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, origin: Flow, data: &[u8]) -> Disposition {
+        self.ctx.now = Some(now);
         if !self.ctx.policy.acl.permits(origin.remote.ip()) {
             // BRIEF §8: denied sources are dropped without an answer.
             self.ctx.stats.refused(Refusal::AclDenied);
@@ -285,6 +288,15 @@ impl Engine {
         let method = msg.request_line().map(|l| l.method);
         if method == Some(Method::Ack) {
             self.ctx.stats.discard(Discard::Unanswerable);
+            return;
+        }
+        if self
+            .ctx
+            .policy
+            .trunk_for_source(origin.remote.ip())
+            .is_none()
+            && !self.ctx.may_answer_stranger(origin)
+        {
             return;
         }
         let Some(resp) = stateless_error(&msg, err, &mut self.ctx.ids) else {

@@ -62,6 +62,14 @@ impl Secrets {
         h.finish()
     }
 
+    /// A keyed hash of a source address (for tables attackers fill).
+    pub fn source_slot(&self, ip: std::net::IpAddr) -> u64 {
+        match ip {
+            std::net::IpAddr::V4(a) => Self::hash(self.ids, &[&a.octets()]),
+            std::net::IpAddr::V6(a) => Self::hash(self.ids, &[&a.octets()]),
+        }
+    }
+
     /// The shard that owns a message with this Call-ID.
     pub fn owner(&self, call_id: &[u8], shards: u16) -> ShardId {
         if let Some((shard, _)) = self.decode_call_id(call_id) {

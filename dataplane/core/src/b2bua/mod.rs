@@ -49,6 +49,7 @@ mod outside;
 mod probe;
 mod response;
 mod standalone;
+mod strangers;
 mod table;
 mod teardown;
 mod template;

@@ -60,6 +60,7 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
         acl: Acl {
             allow: vec![],
             deny: vec!["198.51.100.0/24".parse().unwrap()],
+            ..Acl::default()
         },
         trunks: vec![
             trunk("pbx", &net(pbx), pbx),
