@@ -219,6 +219,18 @@ impl SbcCollector {
                 .iter()
                 .map(|t| ([("trunk", &*t.name)], i64::from(!t.stats.is_down()))),
         )?;
+        let open = policy.trunks.iter().flat_map(|t| {
+            Direction::ALL.map(|d| {
+                let n = t.stats.open[d as usize].load(Ordering::Relaxed);
+                ([("trunk", &*t.name), ("direction", d.label())], n)
+            })
+        });
+        gauge(
+            enc,
+            "trunk_calls_open",
+            "Calls open with the trunk (ringing or answered), per direction: what max_calls limits.",
+            open,
+        )?;
         let probes = policy.trunks.iter().flat_map(|t| {
             [("answered", 0), ("failed", 1)].map(|(result, i)| {
                 (

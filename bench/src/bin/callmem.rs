@@ -55,6 +55,8 @@ fn policy() -> Policy {
         codecs: None,
         strict_latch: false,
         probe: None,
+        max_calls: None,
+        max_cps: None,
         stats: Arc::default(),
     };
     Policy {

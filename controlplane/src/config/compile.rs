@@ -79,6 +79,8 @@ pub fn compile(
                 down_after: p.down_after,
                 up_after: p.up_after,
             }),
+            max_calls: t.max_calls,
+            max_cps: t.max_cps,
             stats: stats.trunk(&t.name.0),
         })
         .collect();

@@ -131,6 +131,10 @@ pub struct Trunk {
     pub strict_latch: bool,
     /// OPTIONS health probes; absent: not probed (always up).
     pub probe: Option<Probe>,
+    /// Calls open with the trunk at once, per direction; absent: no limit.
+    pub max_calls: Option<u32>,
+    /// New calls a second from the trunk; absent: no limit.
+    pub max_cps: Option<u32>,
 }
 
 /// A trunk's `probe = { interval_s = 30, down_after = 3, up_after = 2 }`.

@@ -211,6 +211,16 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
         if let Some(probe) = &trunk.probe {
             check_probe(probe, &path.key("probe"))?;
         }
+        for (key, value) in [("max_calls", trunk.max_calls), ("max_cps", trunk.max_cps)] {
+            if let Some(n) = value
+                && !(1..=1_000_000).contains(&n)
+            {
+                return Err(Problem::new(
+                    path.key(key),
+                    format!("{n} is out of range: must be between 1 and 1000000"),
+                ));
+            }
+        }
     }
     Ok(names)
 }

@@ -46,6 +46,10 @@ pub struct Trunk {
     /// OPTIONS health probes to `address` (BRIEF §2, §3); `None`: never
     /// probed, always taken as up.
     pub probe: Option<Probe>,
+    /// Admission control (BRIEF §2): calls open with the trunk at once, in
+    /// each direction; calls a second it may start (a token bucket).
+    pub max_calls: Option<u32>,
+    pub max_cps: Option<u32>,
     pub stats: Arc<TrunkStats>,
 }
 
@@ -350,6 +354,8 @@ mod tests {
             codecs: None,
             strict_latch: false,
             probe: None,
+            max_calls: None,
+            max_cps: None,
             stats: Arc::default(),
         }
     }

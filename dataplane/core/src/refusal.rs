@@ -67,6 +67,10 @@ pub enum Refusal {
     /// Every trunk the route names is down by its health probes (503).
     #[error("every trunk of the route is down")]
     TrunksDown,
+    /// The calling trunk is at its `max_calls` or `max_cps` (503 with
+    /// Retry-After, before any call state exists).
+    #[error("the trunk's call limit is reached")]
+    TrunkLimit,
     /// SDP the media relay will not carry (488), or no ports (503).
     #[error("{0}")]
     Media(MediaError),
@@ -79,7 +83,7 @@ pub enum Refusal {
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 16] = [
+    pub const LABELS: [&'static str; 17] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -96,6 +100,7 @@ impl Refusal {
         "media_ports_exhausted",
         "media_not_acceptable",
         "trunks_down",
+        "trunk_limit",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -117,6 +122,7 @@ impl Refusal {
             Refusal::Media(MediaError::PoolExhausted) => 13,
             Refusal::Media(_) | Refusal::UnusableAnswer => 14,
             Refusal::TrunksDown => 15,
+            Refusal::TrunkLimit => 16,
         }
     }
 
@@ -146,7 +152,7 @@ impl Refusal {
             Refusal::OutOfOrder => 500,
             Refusal::Glare => 491,
             Refusal::UnsupportedMedia => 415,
-            Refusal::CallTableFull | Refusal::TrunksDown => 503,
+            Refusal::CallTableFull | Refusal::TrunksDown | Refusal::TrunkLimit => 503,
             Refusal::Media(e) => e.status().0,
             Refusal::UnusableAnswer => 488,
         }
@@ -168,7 +174,9 @@ impl Refusal {
             Refusal::OutOfOrder => "Server Internal Error",
             Refusal::Glare => "Request Pending",
             Refusal::UnsupportedMedia => "Unsupported Media Type",
-            Refusal::CallTableFull | Refusal::TrunksDown => "Service Unavailable",
+            Refusal::CallTableFull | Refusal::TrunksDown | Refusal::TrunkLimit => {
+                "Service Unavailable"
+            }
             Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
             Refusal::Media(_) | Refusal::UnusableAnswer => "Not Acceptable Here",
         })
@@ -181,6 +189,8 @@ impl Refusal {
         match self {
             Refusal::MethodNotAllowed => &[(HeaderName::Allow, ALLOW)],
             Refusal::UnsupportedMedia => &[(HeaderName::Accept, b"application/sdp")],
+            // RFC 3261 §21.5.4: when to try again.
+            Refusal::TrunkLimit => &[(HeaderName::RetryAfter, b"1")],
             _ => &[],
         }
     }
@@ -197,7 +207,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 22] = [
+    const ALL: [Refusal; 23] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -216,6 +226,7 @@ mod tests {
         Refusal::UnsupportedMedia,
         Refusal::CallTableFull,
         Refusal::TrunksDown,
+        Refusal::TrunkLimit,
         Refusal::Media(MediaError::PoolExhausted),
         Refusal::Media(MediaError::NoCodec),
         Refusal::Media(MediaError::BadAddress),

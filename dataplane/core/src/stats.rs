@@ -41,9 +41,28 @@ pub struct TrunkStats {
     pub down: AtomicBool,
     /// Health probes answered (index 0) and failed (index 1).
     pub probes: [AtomicU64; 2],
+    /// Calls held open with the trunk, by direction: from the trunk, from
+    /// admission to the call's end; to it, while an attempt or the answered
+    /// call holds it. Counted across shards (admission control).
+    pub open: [AtomicI64; 2],
 }
 
 impl TrunkStats {
+    /// Takes a slot for a call in direction `d` unless `max` are open.
+    pub fn try_open(&self, d: Direction, max: Option<u32>) -> bool {
+        let n = self.open[d as usize].fetch_add(1, Ordering::Relaxed) + 1;
+        if max.is_some_and(|m| n > i64::from(m)) {
+            self.open[d as usize].fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot [`TrunkStats::try_open`] took.
+    pub fn close(&self, d: Direction) {
+        self.open[d as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
     }

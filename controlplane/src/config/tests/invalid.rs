@@ -59,7 +59,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `media`, `codecs`, `strict_latch`, `probe` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps` (line 7)"
 );
 rejects!(
     unknown_target_key,
@@ -393,5 +393,23 @@ fn stranger_answers_default_and_set() {
     assert_eq!(
         (silent.acl.strangers.per_source, silent.acl.strangers.total),
         (0, 100)
+    );
+}
+
+rejects!(
+    max_calls_zero,
+    format!("{PROBED}max_calls = 0\n"),
+    "trunks[0].max_calls: 0 is out of range: must be between 1 and 1000000"
+);
+
+#[test]
+fn trunk_limits_reach_the_policy() {
+    let text = format!("{PROBED}max_calls = 30\nmax_cps = 5\n");
+    let policy = Config::from_toml_str(&text)
+        .unwrap()
+        .compile(&crate::config::StatsRegistry::new(), 1);
+    assert_eq!(
+        (policy.trunks[0].max_calls, policy.trunks[0].max_cps),
+        (Some(30), Some(5))
     );
 }

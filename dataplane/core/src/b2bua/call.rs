@@ -375,6 +375,10 @@ pub(crate) struct Call {
     /// The dialled number, as routed.
     pub number: std::sync::Arc<str>,
     pub attempts: SmallVec<[Attempt; 1]>,
+    /// The trunk whose outbound slot the callee side holds (the current
+    /// attempt's, then the answered call's): given back when the next
+    /// attempt starts or the call ends.
+    pub b_open: Option<TrunkId>,
     pub relays: Vec<Relay>,
     pub local: Vec<LocalAnswer>,
     pub own: Vec<Own>,

@@ -60,6 +60,7 @@ impl Engine {
                 events: VecDeque::new(),
                 now: None,
                 strangers: Default::default(),
+                call_rate: Default::default(),
             },
             calls: CallTable::default(),
             standalone: Standalone::default(),

@@ -18,7 +18,7 @@ use super::table::CallTable;
 use super::template::Template;
 use super::tomb::TombAnswer;
 use crate::net::Flow;
-use crate::policy::{Target, TrunkId};
+use crate::policy::{Policy, Target, TrunkId};
 use crate::refusal::Refusal;
 use crate::sip::{CommaList, HeaderName, Method, Request, Scheme, Uri};
 use crate::stats::{Direction, Discard, ShardStats};
@@ -267,7 +267,13 @@ impl Engine {
         if targets.is_empty() {
             return Err(Refusal::TrunksDown);
         }
-        let cref = self.calls.reserve().ok_or(Refusal::CallTableFull)?;
+        self.admission(&policy, trunk)?;
+        let Some(cref) = self.calls.reserve() else {
+            if let Some(t) = policy.trunk(trunk) {
+                t.stats.close(Direction::Inbound);
+            }
+            return Err(Refusal::CallTableFull);
+        };
         Ok(Admitted {
             cref,
             number,
@@ -275,6 +281,28 @@ impl Engine {
             route_index,
             failover_on_timeout: route.failover.on_timeout,
         })
+    }
+
+    /// Admission control (BRIEF §2): the calling trunk's calls a second
+    /// (this shard's share of `max_cps`) and calls open at once
+    /// (`max_calls`, across shards). On success the call holds one of the
+    /// trunk's inbound slots until it ends.
+    fn admission(&mut self, policy: &Policy, trunk: TrunkId) -> Result<(), Refusal> {
+        let Some(t) = policy.trunk(trunk) else {
+            return Ok(());
+        };
+        if let Some(cps) = t.max_cps {
+            let now = self.ctx.now.ok_or(Refusal::TrunkLimit)?;
+            let share = u64::from(cps) * 1000 / u64::from(self.ctx.shards.max(1));
+            let bucket = self.ctx.call_rate.entry(Arc::clone(&t.name)).or_default();
+            if !bucket.take_milli(now, share) {
+                return Err(Refusal::TrunkLimit);
+            }
+        }
+        if !t.stats.try_open(Direction::Inbound, t.max_calls) {
+            return Err(Refusal::TrunkLimit);
+        }
+        Ok(())
     }
 
     /// Creates the admitted call, reports it, and sends its first INVITE.
@@ -381,6 +409,7 @@ impl Engine {
             uas,
             number: Arc::from(admitted.number),
             attempts: SmallVec::new(),
+            b_open: None,
             relays: Vec::new(),
             local: Vec::new(),
             own: Vec::new(),

@@ -42,6 +42,17 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         let Some(trunk) = policy.trunk(target.trunk) else {
             continue;
         };
+        // The previous attempt's trunk slot goes back; a trunk at its
+        // max_calls is skipped like one that cannot take the call.
+        if let Some(held) = call.b_open.take()
+            && let Some(t) = policy.trunk(held)
+        {
+            t.stats.close(Direction::Outbound);
+        }
+        if !trunk.stats.try_open(Direction::Outbound, trunk.max_calls) {
+            continue;
+        }
+        call.b_open = Some(target.trunk);
         call.b.trunk = target.trunk;
         call.b.flow = call.b.flow.towards(trunk.address);
         match offer_towards(ctx, call, target.trunk, invite.body.clone(), now) {

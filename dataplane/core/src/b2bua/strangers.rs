@@ -22,22 +22,29 @@ const SLOTS: usize = 4096;
 /// A token bucket: `rate` tokens a second, at most `rate` held (a burst
 /// of one second's worth). Tokens are counted in millionths.
 #[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
+pub(crate) struct Bucket {
     micro_tokens: u64,
     last: Option<Instant>,
 }
 
 impl Bucket {
-    fn take(&mut self, now: Instant, rate: u32) -> bool {
-        let cap = u64::from(rate) * 1_000_000;
+    pub fn take(&mut self, now: Instant, rate: u32) -> bool {
+        self.take_milli(now, u64::from(rate) * 1000)
+    }
+
+    /// [`Bucket::take`] at `milli_rate` thousandths of a token a second
+    /// (a share of a rate); it holds at least one token.
+    pub fn take_milli(&mut self, now: Instant, milli_rate: u64) -> bool {
+        let cap = milli_rate.saturating_mul(1000).max(1_000_000);
         self.micro_tokens = match self.last {
             // A new bucket starts full.
             None => cap,
             Some(last) => {
                 let us = u64::try_from(now.saturating_duration_since(last).as_micros())
                     .unwrap_or(u64::MAX);
+                // micro-tokens per µs = tokens per s = milli_rate / 1000.
                 self.micro_tokens
-                    .saturating_add(us.saturating_mul(u64::from(rate)))
+                    .saturating_add(us.saturating_mul(milli_rate) / 1000)
                     .min(cap)
             }
         };

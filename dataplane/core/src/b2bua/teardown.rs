@@ -163,6 +163,15 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
             t.stats.hang_up(Direction::Outbound);
         }
     }
+    // The trunk slots the call held (admission control).
+    if let Some(t) = call.policy.trunk(call.a.trunk) {
+        t.stats.close(Direction::Inbound);
+    }
+    if let Some(held) = call.b_open.take()
+        && let Some(t) = call.policy.trunk(held)
+    {
+        t.stats.close(Direction::Outbound);
+    }
     let answered = call.answered_at();
     call.state = State::Ended { answered, at: now };
     let caller = caller_of(&call.a.remote_party);

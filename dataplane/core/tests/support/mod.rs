@@ -36,6 +36,8 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         codecs: None,
         strict_latch: false,
         probe: None,
+        max_calls: None,
+        max_cps: None,
         stats: Arc::default(),
     }
 }

@@ -1,0 +1,144 @@
+//! Admission control per trunk (BRIEF §2) on the simulated clock: calls
+//! open at once (`max_calls`, each direction) and calls a second
+//! (`max_cps`), refused 503 with Retry-After before any call state, and
+//! the trunk slots given back whatever way a call ends.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sbc_core::policy::Policy;
+use sbc_core::refusal::Refusal;
+use sbc_core::sip::HeaderName;
+use sbc_core::stats::Direction;
+use support::*;
+
+const NUMBER: &str = "+390612345678";
+
+fn call(sim: &mut Sim, n: u32) -> Vec<Sent> {
+    sim.recv(
+        PBX,
+        &invite(
+            "10.0.0.10:5060",
+            NUMBER,
+            &format!("adm{n}@pbx"),
+            &format!("z9hG4bKadm{n}"),
+            1,
+        ),
+    );
+    sim.sent()
+}
+
+fn open(p: &Policy, trunk: usize, d: Direction) -> i64 {
+    p.trunks[trunk].stats.open[d as usize].load(Ordering::Relaxed)
+}
+
+#[test]
+fn a_trunk_at_max_calls_gets_503_with_retry_after_until_a_call_ends() {
+    let mut p = policy();
+    p.trunks[0].max_calls = Some(1);
+    let mut sim = Sim::with_policy(p);
+    let first = call(&mut sim, 1);
+    let b_invite = first
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap()
+        .clone();
+    let second = call(&mut sim, 2);
+    assert_eq!(second.len(), 1, "only the answer, no INVITE on");
+    assert_eq!(second[0].code(), Some(503));
+    assert_eq!(second[0].header(HeaderName::RetryAfter), "1");
+    assert_eq!(sim.rejected(Refusal::TrunkLimit), 1);
+    assert_eq!(sim.engine.calls(), 1, "no state for the refused call");
+    // The first call fails (486): its slot comes back.
+    sim.recv(
+        CARRIER_A,
+        &reply(&b_invite, 486, "Busy Here", Some("c"), None, ""),
+    );
+    sim.sent();
+    let p = std::sync::Arc::clone(sim.engine.policy());
+    assert_eq!(open(&p, 0, Direction::Inbound), 0);
+    assert_eq!(open(&p, 1, Direction::Outbound), 0);
+    let third = call(&mut sim, 3);
+    assert!(third.iter().any(|s| s.to == addr(CARRIER_A)));
+}
+
+#[test]
+fn a_trunk_over_its_calls_a_second_gets_503() {
+    let mut p = policy();
+    p.trunks[0].max_cps = Some(2);
+    let mut sim = Sim::with_policy(p);
+    let relayed = |sent: &[Sent]| sent.iter().filter(|s| s.to == addr(CARRIER_A)).count();
+    let mut through = 0;
+    for n in 0..5 {
+        through += relayed(&call(&mut sim, n));
+    }
+    assert_eq!(through, 2, "a burst of one second's worth");
+    assert_eq!(sim.rejected(Refusal::TrunkLimit), 3);
+    sim.advance(Duration::from_millis(500));
+    let mut through = 0;
+    for n in 10..15 {
+        through += relayed(&call(&mut sim, n));
+    }
+    assert_eq!(through, 1, "half a second: one more call");
+}
+
+/// A carrier at its max_calls is skipped: the call goes to the next
+/// target at once.
+#[test]
+fn a_target_at_max_calls_is_skipped() {
+    let mut p = policy();
+    p.trunks[1].max_calls = Some(1);
+    let mut sim = Sim::with_policy(p);
+    let to = |sent: &[Sent]| {
+        sent.iter()
+            .filter(|s| s.method().as_deref() == Some("INVITE"))
+            .map(|s| s.to)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(to(&call(&mut sim, 1)), vec![addr(CARRIER_A)]);
+    assert_eq!(to(&call(&mut sim, 2)), vec![addr(CARRIER_B)]);
+    let p = std::sync::Arc::clone(sim.engine.policy());
+    assert_eq!(open(&p, 1, Direction::Outbound), 1);
+    assert_eq!(open(&p, 2, Direction::Outbound), 1);
+    assert_eq!(open(&p, 0, Direction::Inbound), 2);
+}
+
+/// Whatever way calls end (failover, timeouts, answered and hung up), no
+/// slot is left taken.
+#[test]
+fn slots_all_come_back() {
+    let mut p = policy();
+    p.trunks[0].max_calls = Some(100);
+    p.trunks[1].max_calls = Some(100);
+    let mut sim = Sim::with_policy(p);
+    for n in 0..20 {
+        let sent = call(&mut sim, n);
+        if let Some(b) = sent.iter().find(|s| s.to == addr(CARRIER_A)) {
+            let _ = match n % 3 {
+                // carrier-a fails: failover to carrier-b, which never answers.
+                0 => sim.recv(
+                    CARRIER_A,
+                    &reply(b, 503, "Unavailable", Some("c"), None, ""),
+                ),
+                // answered (then the call times out unconfirmed or ends).
+                1 => sim.recv(
+                    CARRIER_A,
+                    &reply(b, 200, "OK", Some("c"), Some("sip:c@10.0.0.20"), ANSWER_SDP),
+                ),
+                // nothing: timeouts.
+                _ => sbc_core::b2bua::Disposition::Done,
+            };
+        }
+        sim.sent();
+    }
+    sim.advance(Duration::from_secs(200));
+    let p = std::sync::Arc::clone(sim.engine.policy());
+    for t in 0..3 {
+        for d in [Direction::Inbound, Direction::Outbound] {
+            assert_eq!(open(&p, t, d), 0, "trunk {t} {d:?}");
+        }
+    }
+}
