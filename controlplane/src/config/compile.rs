@@ -206,5 +206,8 @@ fn call_timers(t: &file::Timers) -> CallTimers {
     CallTimers {
         no_response: t.no_response_ms.map_or(d.no_response, |m| m.0),
         max_ringing: t.max_ringing_ms.map_or(d.max_ringing, |m| m.0),
+        max_duration: t
+            .max_call_duration_s
+            .map(|s| std::time::Duration::from_secs(u64::from(s))),
     }
 }

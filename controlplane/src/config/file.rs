@@ -46,6 +46,8 @@ pub struct Timers {
     pub t4_ms: Option<Millis>,
     pub no_response_ms: Option<Millis>,
     pub max_ringing_ms: Option<Millis>,
+    /// Answered calls are ended after this many seconds; absent: no limit.
+    pub max_call_duration_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -26,6 +26,9 @@ fn at(field: FieldPath, message: impl Into<String>) -> Check {
     Err(Problem::new(field, message))
 }
 
+/// Longest maximum call duration accepted (a week).
+pub const MAX_CALL_DURATION_S: u32 = 7 * 24 * 3600;
+
 /// Largest stranger answer rate accepted.
 pub const MAX_STRANGER_ANSWERS: u32 = 100_000;
 
@@ -146,6 +149,14 @@ fn sip(sip: &Sip, path: &FieldPath) -> Check {
         }
     }
     let timers = path.key("timers");
+    if let Some(s) = sip.timers.max_call_duration_s
+        && !(1..=MAX_CALL_DURATION_S).contains(&s)
+    {
+        return at(
+            timers.key("max_call_duration_s"),
+            format!("{s} is out of range: must be between 1 and {MAX_CALL_DURATION_S} seconds"),
+        );
+    }
     let t1 = sip.timers.t1_ms.map_or(TimerConfig::default().t1, |m| m.0);
     match sip.timers.t2_ms {
         Some(t2) if t2.0 < t1 => at(

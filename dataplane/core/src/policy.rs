@@ -253,6 +253,9 @@ pub struct CallTimers {
     pub no_response: Duration,
     /// Ringing longer than this without an answer: give up (408).
     pub max_ringing: Duration,
+    /// An answered call lasting this long is ended (BYE on both legs);
+    /// `None`: no limit.
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for CallTimers {
@@ -260,6 +263,7 @@ impl Default for CallTimers {
         CallTimers {
             no_response: Duration::from_secs(4),
             max_ringing: Duration::from_secs(180),
+            max_duration: None,
         }
     }
 }

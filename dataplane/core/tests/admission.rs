@@ -142,3 +142,66 @@ fn slots_all_come_back() {
         }
     }
 }
+
+/// A maximum call duration: the answered call is ended with BYE on both
+/// legs when it is reached, and reported so.
+#[test]
+fn an_answered_call_ends_at_its_maximum_duration() {
+    let mut p = policy();
+    p.call_timers.max_duration = Some(Duration::from_secs(60));
+    let mut sim = Sim::with_policy(p);
+    let sent = call(&mut sim, 1);
+    let b = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap()
+        .clone();
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("c"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    sim.recv(
+        PBX,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            "z9hG4bKack",
+            "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag",
+            &ok.header(HeaderName::To),
+            "adm1@pbx",
+            1,
+            "",
+        ),
+    );
+    sim.sent();
+    let early = sim.advance(Duration::from_secs(59));
+    assert!(
+        early
+            .iter()
+            .all(|(_, s)| s.method().as_deref() != Some("BYE"))
+    );
+    let byes: Vec<_> = sim
+        .advance(Duration::from_secs(2))
+        .into_iter()
+        .filter(|(_, s)| s.method().as_deref() == Some("BYE"))
+        .map(|(_, s)| s.to)
+        .collect();
+    assert!(
+        byes.contains(&addr(PBX)) && byes.contains(&addr(CARRIER_A)),
+        "{byes:?}"
+    );
+    let ended = sim.events().into_iter().find_map(|e| match e {
+        sbc_core::b2bua::Event::CallEnded(r) => Some(r.reason),
+        _ => None,
+    });
+    assert_eq!(ended, Some(sbc_core::b2bua::EndReason::MaxDuration));
+}

@@ -413,3 +413,9 @@ fn trunk_limits_reach_the_policy() {
         (Some(30), Some(5))
     );
 }
+
+rejects!(
+    max_call_duration_zero,
+    "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[sip.timers]\nmax_call_duration_s = 0\n",
+    "sip.timers.max_call_duration_s: 0 is out of range: must be between 1 and 604800 seconds"
+);

@@ -536,6 +536,7 @@ impl Call {
         self.timers.cancel(TimerName::Trying);
         self.timers.cancel(TimerName::NoResponse);
         self.timers.cancel(TimerName::MaxRinging);
+        self.timers.cancel(TimerName::MaxDuration);
     }
 }
 

@@ -74,6 +74,9 @@ pub enum EndReason {
     UnusableMedia,
     /// RFC 3261 §13.3.1.4: a 2xx was never ACKed; the SBC ended the call.
     NoAck,
+    /// The answered call reached the configured maximum duration: the
+    /// SBC sent BYE on both legs.
+    MaxDuration,
     /// The SBC ended the call for a reason of its own (a BYE that was
     /// never answered, an internal failure).
     Internal,
@@ -91,6 +94,7 @@ impl EndReason {
             EndReason::MediaTimeout => "media_timeout",
             EndReason::UnusableMedia => "unusable_media",
             EndReason::NoAck => "no_ack",
+            EndReason::MaxDuration => "max_duration",
             EndReason::Internal => "internal",
         }
     }

@@ -277,6 +277,9 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     }
     remember_peer(call, resp, true);
     call.cancel_call_timers();
+    if let Some(max) = policy.call_timers.max_duration {
+        call.timers.set(TimerName::MaxDuration, now + max);
+    }
     // Leaving routing drops its data (targets, failures, the caller's
     // INVITE headers and body).
     call.state = State::Answered { at: now };

@@ -152,6 +152,11 @@ fn call_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
             TimerName::NoResponse if call.current().is_some_and(|a| !a.tx.heard_back()) => {
                 attempt_timed_out(ctx, call, now);
             }
+            TimerName::MaxDuration
+                if matches!(call.phase(), Phase::Confirmed | Phase::Answered) =>
+            {
+                bye_both(ctx, call, now, EndReason::MaxDuration);
+            }
             TimerName::MaxRinging if call.uas.tx.is_pending() => {
                 cancel_call(ctx, call, now, EndReason::RingTimeout);
             }

@@ -47,6 +47,8 @@ pub enum TimerName {
     MaxRinging,
     /// SBC: no media in either direction for the configured time.
     MediaTimeout,
+    /// SBC: the answered call reached its maximum duration.
+    MaxDuration,
 }
 
 /// RFC 3261 Table 4 base values, configurable per deployment.
