@@ -57,6 +57,7 @@ fn policy() -> Policy {
         probe: None,
         max_calls: None,
         max_cps: None,
+        public: false,
         stats: Arc::default(),
     };
     Policy {

@@ -81,6 +81,7 @@ pub fn compile(
             }),
             max_calls: t.max_calls,
             max_cps: t.max_cps,
+            public: t.public,
             stats: stats.trunk(&t.name.0),
         })
         .collect();

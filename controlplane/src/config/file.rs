@@ -137,6 +137,10 @@ pub struct Trunk {
     pub max_calls: Option<u32>,
     /// New calls a second from the trunk; absent: no limit.
     pub max_cps: Option<u32>,
+    /// On the public internet: its SDP may not point media at private
+    /// ranges outside its sources (default false).
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// A trunk's `probe = { interval_s = 30, down_after = 3, up_after = 2 }`.

@@ -7,6 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
+/// IPv4-mapped IPv6 addresses compare as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// A multicast or (IPv4) broadcast address: never a peer's own.
 pub fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
     ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())

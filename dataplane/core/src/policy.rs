@@ -50,6 +50,9 @@ pub struct Trunk {
     /// each direction; calls a second it may start (a token bucket).
     pub max_calls: Option<u32>,
     pub max_cps: Option<u32>,
+    /// A trunk on the public internet: its SDP may not point media at
+    /// private ranges outside its own `sources`.
+    pub public: bool,
     pub stats: Arc<TrunkStats>,
 }
 
@@ -337,13 +340,7 @@ impl Policy {
     }
 }
 
-/// IPv4-mapped IPv6 addresses compare as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+use crate::net::canonical;
 
 #[cfg(test)]
 mod tests {
@@ -360,6 +357,7 @@ mod tests {
             probe: None,
             max_calls: None,
             max_cps: None,
+            public: false,
             stats: Arc::default(),
         }
     }

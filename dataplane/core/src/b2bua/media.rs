@@ -131,12 +131,26 @@ pub(crate) fn cross(
     let session = call
         .media
         .get_or_insert_with(|| Box::new(MediaSession::new(now, peers)));
+    // The SBC's own addresses: its SIP sockets and the relay's.
+    let mut own: smallvec::SmallVec<[std::net::IpAddr; 4]> = policy
+        .listeners
+        .iter()
+        .map(|l| crate::net::canonical(l.bind.ip()))
+        .collect();
+    own.extend([media_policy.bind, media_policy.advertise].map(crate::net::canonical));
+    let no_nets: &[ipnet::IpNet] = &[];
     let mut mctx = Context {
         ports,
         call: call.me,
         advertise: media_policy.advertise,
         peers,
         forbidden: &media_policy.forbidden,
+        own: &own,
+        home: [
+            ta.map_or(no_nets, |t| &t.sources[..]),
+            tb.map_or(no_nets, |t| &t.sources[..]),
+        ],
+        public: [ta.is_some_and(|t| t.public), tb.is_some_and(|t| t.public)],
         strict: [
             ta.is_some_and(|t| t.strict_latch),
             tb.is_some_and(|t| t.strict_latch),

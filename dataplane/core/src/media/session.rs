@@ -45,6 +45,8 @@ pub enum MediaError {
     PoolExhausted,
     #[error("more than {MAX_STREAMS} media streams")]
     TooManyStreams,
+    #[error("more than {MAX_FORMATS} payload types on one m= line")]
+    TooManyFormats,
     #[error("media address refused (multicast, broadcast, another IP family, or the SBC itself)")]
     BadAddress,
     #[error("the call is over")]
@@ -54,6 +56,10 @@ pub enum MediaError {
 /// Most m= lines a call may have: each costs two port pairs, and a
 /// stranger's SDP must not be able to take a shard's whole port slice.
 pub const MAX_STREAMS: usize = 16;
+
+/// Most payload types one m= line may list (every real offer has far
+/// fewer; each costs work on every rewrite).
+pub const MAX_FORMATS: usize = 32;
 
 impl MediaError {
     /// RFC 3261 §21.4.26 (488) for SDP we cannot accept, §21.5.4 (503) when
@@ -253,6 +259,14 @@ pub struct Context<'c> {
     pub peers: [IpAddr; 2],
     /// Networks SDP may not send media to (`media.forbidden_destinations`).
     pub forbidden: &'c [ipnet::IpNet],
+    /// The SBC's own addresses (SIP and media): never a media destination.
+    pub own: &'c [IpAddr],
+    /// Per side: the networks of its trunk, where its SDP may point even
+    /// at loopback or link-local addresses (one host, lab setups).
+    pub home: [&'c [ipnet::IpNet]; 2],
+    /// Per side: the trunk is public, so its SDP may not point at private
+    /// ranges (RFC 1918, RFC 6598, RFC 4193) outside its own networks.
+    pub public: [bool; 2],
     /// Per side: latch only onto the exact address its SDP gives.
     pub strict: [bool; 2],
     /// Codec policy for offers: does this format of this section survive?
@@ -262,6 +276,38 @@ pub struct Context<'c> {
 impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").field("call", &self.call).finish()
+    }
+}
+
+/// Addresses media may not be relayed to unless they lie within the
+/// sending side's own trunk networks: loopback, link-local and the SBC's
+/// own addresses always; private ranges when the trunk is public. The
+/// unspecified address is old-style hold (RFC 3264 §8.4), not refused.
+fn refused_destination(ip: IpAddr, from: Leg, ctx: &Context<'_>) -> bool {
+    let ip = crate::net::canonical(ip);
+    let side = from as usize;
+    if ip.is_unspecified() || ctx.home[side].iter().any(|n| n.contains(&ip)) {
+        return false;
+    }
+    let special = ip.is_loopback() || is_link_local(ip) || ctx.own.contains(&ip);
+    special || (ctx.public[side] && is_private(ip))
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// RFC 1918, RFC 6598 (carrier-grade NAT) and RFC 4193 ranges.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00,
     }
 }
 
@@ -323,7 +369,7 @@ impl MediaSession {
         let sdp = Sdp::parse(body)?;
         // Decide every stream before changing anything, so a refused offer
         // leaves the session as it was (RFC 3264 §8).
-        self.check(&sdp, role, ctx)?;
+        self.check(&sdp, from, role, ctx)?;
         self.peers = ctx.peers;
         self.strict = ctx.strict;
         let mut anchors = Vec::with_capacity(sdp.media.len());
@@ -350,9 +396,18 @@ impl MediaSession {
 
     /// Refuses what cannot be anchored before anything changes: too many
     /// streams, addresses media may not go to, no codec, no ports.
-    fn check(&self, sdp: &Sdp<'_>, role: Role, ctx: &Context<'_>) -> Result<(), MediaError> {
+    fn check(
+        &self,
+        sdp: &Sdp<'_>,
+        from: Leg,
+        role: Role,
+        ctx: &Context<'_>,
+    ) -> Result<(), MediaError> {
         if sdp.media.len() > MAX_STREAMS {
             return Err(MediaError::TooManyStreams);
+        }
+        if sdp.media.iter().any(|m| m.fmts.len() > MAX_FORMATS) {
+            return Err(MediaError::TooManyFormats);
         }
         let mut needed = 0;
         for (i, m) in sdp.media.iter().enumerate() {
@@ -363,7 +418,8 @@ impl MediaSession {
             let own = ip == ctx.advertise && ctx.ports.pool.plan().owner(m.port).is_some();
             // The relay sends from sockets of the advertised family only.
             let other_family = !ip.is_unspecified() && ip.is_ipv4() != ctx.advertise.is_ipv4();
-            let forbidden = ctx.forbidden.iter().any(|n| n.contains(&ip));
+            let forbidden =
+                ctx.forbidden.iter().any(|n| n.contains(&ip)) || refused_destination(ip, from, ctx);
             if crate::net::is_multicast_or_broadcast(ip) || own || other_family || forbidden {
                 return Err(MediaError::BadAddress);
             }

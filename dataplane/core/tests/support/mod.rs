@@ -38,6 +38,7 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         probe: None,
         max_calls: None,
         max_cps: None,
+        public: false,
         stats: Arc::default(),
     }
 }

@@ -35,10 +35,16 @@ fn ctx<'c>(p: &'c mut MediaPorts, allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool) 
         advertise: "192.0.2.1".parse().unwrap(),
         peers: [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
         forbidden: &[],
+        own: &OWN,
+        home: [&[], &[]],
+        public: [false, false],
         strict: [false, false],
         allow,
     }
 }
+
+/// The SBC's own address in these tests (its advertised one).
+const OWN: [IpAddr; 1] = [IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1))];
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -717,5 +723,59 @@ fn a_strict_side_is_latched_only_at_its_sdp_address() {
             .unwrap()
             .to,
         sa("10.0.0.10:4000")
+    );
+}
+
+/// BRIEF §8: SDP may not aim relayed media at loopback, link-local or the
+/// SBC's own addresses unless they lie within the sending trunk's own
+/// networks; nor at private ranges from a public trunk; c=0.0.0.0 is hold.
+#[test]
+fn media_destinations_outside_the_senders_networks_are_refused() {
+    let home: Vec<ipnet::IpNet> = vec!["127.0.0.10/32".parse().unwrap()];
+    let cases: [(&str, bool, bool); 9] = [
+        ("127.0.0.1", false, false),
+        ("127.0.0.10", false, true),
+        ("169.254.1.1", false, false),
+        ("192.0.2.1", false, false),
+        ("0.0.0.0", false, true),
+        ("10.1.1.1", false, true),
+        ("10.1.1.1", true, false),
+        ("100.64.0.1", true, false),
+        ("203.0.113.5", true, true),
+    ];
+    for (ip, public, accepted) in cases {
+        let mut p = ports(8);
+        let mut c = ctx(&mut p, &all);
+        c.home = [&home, &[]];
+        c.public = [public, false];
+        let mut s = MediaSession::new(
+            Instant::now(),
+            [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+        );
+        let out = s.process(Leg::A, Role::Offer, sdp(ip, 4000, "").as_bytes(), &mut c);
+        assert_eq!(out.is_ok(), accepted, "{ip} public={public}: {out:?}");
+        if !accepted {
+            assert_eq!(out.err(), Some(MediaError::BadAddress));
+        }
+    }
+}
+
+#[test]
+fn too_many_payload_types_are_refused() {
+    let mut p = ports(8);
+    let mut c = ctx(&mut p, &all);
+    let fmts: Vec<String> = (0..40).map(|n| (96 + n).to_string()).collect();
+    let body = format!(
+        "v=0\r\no=- 1 1 IN IP4 {A_IP}\r\ns=-\r\nc=IN IP4 {A_IP}\r\nt=0 0\r\nm=audio 4000 RTP/AVP {}\r\n",
+        fmts.join(" ")
+    );
+    let mut s = MediaSession::new(
+        Instant::now(),
+        [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+    );
+    assert_eq!(
+        s.process(Leg::A, Role::Offer, body.as_bytes(), &mut c)
+            .err(),
+        Some(MediaError::TooManyFormats)
     );
 }
