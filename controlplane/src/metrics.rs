@@ -262,6 +262,12 @@ impl SbcCollector {
         )?;
         gauge(
             enc,
+            "shard_admission",
+            "Share of new calls each shard admits, per mille (below 1000: overloaded, the rest get 503).",
+            self.per_shard_gauge(|s| &s.admission),
+        )?;
+        gauge(
+            enc,
             "shard_up",
             "1 while the shard's event loop runs, 0 once it has stopped.",
             self.shards.iter().enumerate().map(|(i, s)| {

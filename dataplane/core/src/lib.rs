@@ -27,6 +27,7 @@
 pub mod b2bua;
 pub mod media;
 pub mod net;
+pub mod overload;
 pub mod policy;
 pub mod refusal;
 pub mod sip;

@@ -71,6 +71,10 @@ pub enum Refusal {
     /// Retry-After, before any call state exists).
     #[error("the trunk's call limit is reached")]
     TrunkLimit,
+    /// The shard is overloaded: new calls are shed (503 with Retry-After,
+    /// before any call state exists).
+    #[error("overloaded")]
+    Overloaded,
     /// SDP the media relay will not carry (488), or no ports (503).
     #[error("{0}")]
     Media(MediaError),
@@ -83,7 +87,7 @@ pub enum Refusal {
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 17] = [
+    pub const LABELS: [&'static str; 18] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -101,6 +105,7 @@ impl Refusal {
         "media_not_acceptable",
         "trunks_down",
         "trunk_limit",
+        "overload",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -123,6 +128,7 @@ impl Refusal {
             Refusal::Media(_) | Refusal::UnusableAnswer => 14,
             Refusal::TrunksDown => 15,
             Refusal::TrunkLimit => 16,
+            Refusal::Overloaded => 17,
         }
     }
 
@@ -152,7 +158,10 @@ impl Refusal {
             Refusal::OutOfOrder => 500,
             Refusal::Glare => 491,
             Refusal::UnsupportedMedia => 415,
-            Refusal::CallTableFull | Refusal::TrunksDown | Refusal::TrunkLimit => 503,
+            Refusal::CallTableFull
+            | Refusal::TrunksDown
+            | Refusal::TrunkLimit
+            | Refusal::Overloaded => 503,
             Refusal::Media(e) => e.status().0,
             Refusal::UnusableAnswer => 488,
         }
@@ -174,9 +183,10 @@ impl Refusal {
             Refusal::OutOfOrder => "Server Internal Error",
             Refusal::Glare => "Request Pending",
             Refusal::UnsupportedMedia => "Unsupported Media Type",
-            Refusal::CallTableFull | Refusal::TrunksDown | Refusal::TrunkLimit => {
-                "Service Unavailable"
-            }
+            Refusal::CallTableFull
+            | Refusal::TrunksDown
+            | Refusal::TrunkLimit
+            | Refusal::Overloaded => "Service Unavailable",
             Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
             Refusal::Media(_) | Refusal::UnusableAnswer => "Not Acceptable Here",
         })
@@ -190,7 +200,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => &[(HeaderName::Allow, ALLOW)],
             Refusal::UnsupportedMedia => &[(HeaderName::Accept, b"application/sdp")],
             // RFC 3261 §21.5.4: when to try again.
-            Refusal::TrunkLimit => &[(HeaderName::RetryAfter, b"1")],
+            Refusal::TrunkLimit | Refusal::Overloaded => &[(HeaderName::RetryAfter, b"1")],
             _ => &[],
         }
     }
@@ -207,7 +217,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 23] = [
+    const ALL: [Refusal; 24] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -227,6 +237,7 @@ mod tests {
         Refusal::CallTableFull,
         Refusal::TrunksDown,
         Refusal::TrunkLimit,
+        Refusal::Overloaded,
         Refusal::Media(MediaError::PoolExhausted),
         Refusal::Media(MediaError::NoCodec),
         Refusal::Media(MediaError::BadAddress),

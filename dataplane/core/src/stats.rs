@@ -171,6 +171,8 @@ pub struct ShardStats {
     pub xdp_kernel_dropped: [AtomicU64; XDP_KERNEL_DROPS.len()],
     /// Where the shard's loop is: [`LoopState`] as a number.
     pub loop_state: AtomicU8,
+    /// Share of new calls admitted, per mille (overload control).
+    pub admission: AtomicI64,
 }
 
 /// Where a shard's event loop is, as [`ShardStats::loop_state`] holds it.
@@ -223,6 +225,7 @@ impl Default for ShardStats {
             xdp_fallback: AtomicU64::new(0),
             xdp_kernel_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
             loop_state: AtomicU8::new(LoopState::Starting as u8),
+            admission: AtomicI64::new(1000),
         }
     }
 }

@@ -205,3 +205,42 @@ fn an_answered_call_ends_at_its_maximum_duration() {
     });
     assert_eq!(ended, Some(sbc_core::b2bua::EndReason::MaxDuration));
 }
+
+/// Overload control: with admission cut, new calls get 503 with
+/// Retry-After before any state, while calls already up go on.
+#[test]
+fn an_overloaded_shard_sheds_new_calls_only() {
+    let mut sim = Sim::new();
+    let first = call(&mut sim, 1);
+    let b = first
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap()
+        .clone();
+    sim.engine.set_admission(0);
+    let shed = call(&mut sim, 2);
+    assert_eq!(shed.len(), 1);
+    assert_eq!(shed[0].code(), Some(503));
+    assert_eq!(shed[0].header(HeaderName::RetryAfter), "1");
+    assert_eq!(sim.rejected(Refusal::Overloaded), 1);
+    assert_eq!(sim.engine.calls(), 1);
+    // The call admitted before still completes.
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &b,
+            200,
+            "OK",
+            Some("c"),
+            Some("sip:c@10.0.0.20"),
+            ANSWER_SDP,
+        ),
+    );
+    assert_eq!(sim.one_to(PBX).code(), Some(200));
+    // Half admitted: about half of many new calls get through.
+    sim.engine.set_admission(500);
+    let through = (100..1100)
+        .filter(|n| call(&mut sim, *n).iter().any(|s| s.to == addr(CARRIER_A)))
+        .count();
+    assert!((400..=600).contains(&through), "{through} of 1000");
+}

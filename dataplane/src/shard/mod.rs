@@ -204,6 +204,7 @@ impl Runtime {
                             policy,
                             stop,
                             batch_wait: cfg.batch_wait,
+                            governor: Default::default(),
                         })
                     })();
                     match setup {

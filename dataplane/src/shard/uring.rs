@@ -476,6 +476,9 @@ pub(crate) struct ShardLoop {
     /// Once woken by a first completion, wait up to this long for more
     /// before processing (interrupt-coalescing style; zero disables).
     pub batch_wait: Duration,
+    /// Overload control: the loop's busy ratio sets the engine's share of
+    /// new calls admitted.
+    pub governor: sbc_core::overload::Governor,
 }
 
 /// A datagram read by a completion: where it came from and its bytes.
@@ -559,6 +562,14 @@ impl ShardLoop {
                 self.io.wake(fd)?;
             }
 
+            // The work of this round counts towards the load signal.
+            let worked = Instant::now();
+            if let Some(admit) = self
+                .governor
+                .record(worked, worked.saturating_duration_since(now))
+            {
+                self.engine.set_admission(admit);
+            }
             let busy = self.engine.pending_transmits() > 0 && self.io.sip_send.has_free();
             // Frames the kernel could not take yet are kicked again soon.
             let max_wait = if self.io.xdp.as_ref().is_some_and(|x| x.xsk.unsent()) {

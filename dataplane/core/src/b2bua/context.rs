@@ -44,6 +44,8 @@ pub(crate) struct Ctx {
     pub now: Option<Instant>,
     /// How often strangers are answered.
     pub strangers: super::strangers::StrangerLimit,
+    /// Share of new calls admitted, per mille ([`crate::overload`]).
+    pub admit: u16,
     /// This shard's share of each trunk's `max_cps`, by trunk name.
     pub call_rate: std::collections::HashMap<Arc<str>, super::strangers::Bucket>,
 }

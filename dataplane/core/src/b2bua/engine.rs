@@ -61,6 +61,7 @@ impl Engine {
                 now: None,
                 strangers: Default::default(),
                 call_rate: Default::default(),
+                admit: 1000,
             },
             calls: CallTable::default(),
             standalone: Standalone::default(),
@@ -75,6 +76,17 @@ impl Engine {
         self.ctx.locals = locals_of(&policy);
         self.ctx.policy = policy;
         self.sync_probes(now);
+    }
+
+    /// The share of new calls to admit, per mille (the shard's
+    /// [`crate::overload::Governor`] sets it from its load); the rest get
+    /// 503 with Retry-After before any call state exists.
+    pub fn set_admission(&mut self, permille: u16) {
+        self.ctx.admit = permille.min(1000);
+        self.ctx.stats.admission.store(
+            i64::from(self.ctx.admit),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn policy(&self) -> &Arc<Policy> {

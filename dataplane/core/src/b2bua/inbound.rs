@@ -227,6 +227,10 @@ impl Engine {
     /// Whether a new call may start, and where it goes: the refusal
     /// otherwise. A slot in the call table is reserved last.
     fn admit(&mut self, req: &Request<'_>, trunk: TrunkId) -> Result<Admitted, Refusal> {
+        // Overload control: shed the share the shard cannot carry, first.
+        if self.ctx.admit < 1000 && self.ctx.ids.random() % 1000 >= u64::from(self.ctx.admit) {
+            return Err(Refusal::Overloaded);
+        }
         // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
         if req.max_forwards == Some(0) {
             return Err(Refusal::TooManyHops);
