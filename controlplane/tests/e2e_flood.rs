@@ -24,8 +24,10 @@ fn a_stranger_flood_neither_stops_calls_nor_gets_answers() {
     args.extend(["-d".into(), "200".into()]);
     let uac = Sipp::spawn("uac", &args);
 
+    // A fixed port on addresses of their own: an ephemeral one could take
+    // a port sipp is about to bind (its control socket) on every address.
     let strangers: Vec<UdpSocket> = (0..100)
-        .map(|i| UdpSocket::bind(format!("127.{}.1.{}:0", net.0, 1 + i)).unwrap())
+        .map(|i| UdpSocket::bind(format!("127.{}.1.{}:5060", net.0, 1 + i)).unwrap())
         .collect();
     let sbc_addr = net.sbc();
     let invites: Vec<Vec<u8>> = strangers

@@ -109,7 +109,8 @@ fn main() {
     // The strangers: one socket each, answers left in their buffers.
     let sockets: Vec<UdpSocket> = (0..a.sources)
         .map(|i| {
-            let addr = format!("127.{}.{}.{}:0", a.net, 1 + i / 250, 1 + i % 250);
+            // A fixed port: an ephemeral one could take one sipp binds.
+            let addr = format!("127.{}.{}.{}:5060", a.net, 1 + i / 250, 1 + i % 250);
             UdpSocket::bind(&addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")))
         })
         .collect();

@@ -75,6 +75,10 @@ pub enum Refusal {
     /// before any call state exists).
     #[error("overloaded")]
     Overloaded,
+    /// Too many requests of one dialog in flight or held (503 with
+    /// Retry-After).
+    #[error("too many requests in the dialog")]
+    DialogBusy,
     /// SDP the media relay will not carry (488), or no ports (503).
     #[error("{0}")]
     Media(MediaError),
@@ -87,7 +91,7 @@ pub enum Refusal {
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 18] = [
+    pub const LABELS: [&'static str; 19] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -106,6 +110,7 @@ impl Refusal {
         "trunks_down",
         "trunk_limit",
         "overload",
+        "dialog_busy",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -129,6 +134,7 @@ impl Refusal {
             Refusal::TrunksDown => 15,
             Refusal::TrunkLimit => 16,
             Refusal::Overloaded => 17,
+            Refusal::DialogBusy => 18,
         }
     }
 
@@ -161,7 +167,8 @@ impl Refusal {
             Refusal::CallTableFull
             | Refusal::TrunksDown
             | Refusal::TrunkLimit
-            | Refusal::Overloaded => 503,
+            | Refusal::Overloaded
+            | Refusal::DialogBusy => 503,
             Refusal::Media(e) => e.status().0,
             Refusal::UnusableAnswer => 488,
         }
@@ -186,7 +193,8 @@ impl Refusal {
             Refusal::CallTableFull
             | Refusal::TrunksDown
             | Refusal::TrunkLimit
-            | Refusal::Overloaded => "Service Unavailable",
+            | Refusal::Overloaded
+            | Refusal::DialogBusy => "Service Unavailable",
             Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
             Refusal::Media(_) | Refusal::UnusableAnswer => "Not Acceptable Here",
         })
@@ -200,7 +208,9 @@ impl Refusal {
             Refusal::MethodNotAllowed => &[(HeaderName::Allow, ALLOW)],
             Refusal::UnsupportedMedia => &[(HeaderName::Accept, b"application/sdp")],
             // RFC 3261 §21.5.4: when to try again.
-            Refusal::TrunkLimit | Refusal::Overloaded => &[(HeaderName::RetryAfter, b"1")],
+            Refusal::TrunkLimit | Refusal::Overloaded | Refusal::DialogBusy => {
+                &[(HeaderName::RetryAfter, b"1")]
+            }
             _ => &[],
         }
     }
@@ -217,7 +227,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 24] = [
+    const ALL: [Refusal; 25] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -238,6 +248,7 @@ mod tests {
         Refusal::TrunksDown,
         Refusal::TrunkLimit,
         Refusal::Overloaded,
+        Refusal::DialogBusy,
         Refusal::Media(MediaError::PoolExhausted),
         Refusal::Media(MediaError::NoCodec),
         Refusal::Media(MediaError::BadAddress),

@@ -349,3 +349,40 @@ fn strangers_may_get_no_answer_at_all() {
     assert!(sim.sent().is_empty());
     assert_eq!(sim.rejected(Refusal::UnknownSource), 1);
 }
+
+/// A peer flooding one dialog with requests the other side does not
+/// answer: past 32 in flight, 503 with Retry-After, nothing more relayed.
+#[test]
+fn a_dialog_holds_a_bounded_number_of_requests_in_flight() {
+    let mut sim = Sim::new();
+    let (_b, ok) = answered(&mut sim, "info@pbx");
+    let to = ok.header(HeaderName::To);
+    sim.recv(PBX, &ack("info@pbx", &to));
+    sim.one_to(CARRIER_A);
+    let mut relayed = 0;
+    let mut busy = 0;
+    for n in 0..40u32 {
+        let info = in_dialog(
+            "INFO",
+            "sip:192.0.2.1:5060",
+            "10.0.0.10:5060",
+            &format!("z9hG4bKinfo{n}"),
+            CALLER_FROM,
+            &to,
+            "info@pbx",
+            2 + n,
+            "",
+        );
+        sim.recv(PBX, &info);
+        for s in sim.sent() {
+            if s.to == addr(CARRIER_A) && s.method().as_deref() == Some("INFO") {
+                relayed += 1;
+            } else if s.to == addr(PBX) && s.code() == Some(503) {
+                assert_eq!(s.header(HeaderName::RetryAfter), "1");
+                busy += 1;
+            }
+        }
+    }
+    assert_eq!((relayed, busy), (32, 8));
+    assert_eq!(sim.rejected(Refusal::DialogBusy), 8);
+}

@@ -164,6 +164,12 @@ pub(crate) fn on_request(
     }
 }
 
+/// Requests of one call relayed and not yet answered, and relayed ones
+/// held in all (answered ones linger 64*T1 to absorb retransmissions): a
+/// peer flooding one dialog cannot make the call hold more.
+pub(crate) const MAX_PENDING_RELAYS: usize = 32;
+pub(crate) const MAX_HELD_RELAYS: usize = 1024;
+
 fn relay(
     ctx: &mut Ctx,
     call: &mut Call,
@@ -172,6 +178,16 @@ fn relay(
     origin: Flow,
     now: Instant,
 ) {
+    let pending = call
+        .relays
+        .iter()
+        .filter(|r| r.server.is_pending() || r.client.is_pending())
+        .count();
+    if pending >= MAX_PENDING_RELAYS || call.relays.len() >= MAX_HELD_RELAYS {
+        // Stateless: a transaction per refused request would be held too.
+        ctx.refuse(req, origin, Refusal::DialogBusy);
+        return;
+    }
     let (body, offer_in_request) = match relayed_body(ctx, call, side, req, now) {
         Ok(b) => b,
         Err(why) => {
