@@ -2,7 +2,7 @@
 //! (from a template of its headers), requests within a leg, and the header
 //! copying policy that decides what crosses from one leg to the other.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
 
@@ -334,6 +334,15 @@ pub(crate) struct Reach<'p> {
     pub trunk: TrunkId,
 }
 
+impl Reach<'_> {
+    /// Whether `ip` is the peer's: the address already known for it, or
+    /// one of its trunk's sources. Requests go only there, and responses
+    /// are taken only from there.
+    pub fn admits(self, ip: IpAddr, known: Option<IpAddr>) -> bool {
+        known == Some(ip) || self.policy.trunk_for_source(ip) == Some(self.trunk)
+    }
+}
+
 /// The next hop for a request in a leg: the first route, or the remote
 /// target, when it names an IP address within the peer's trunk (or
 /// `fallback` itself); otherwise `fallback`, the trunk's address or the
@@ -352,10 +361,7 @@ pub(crate) fn next_hop(
     Uri::parse(uri)
         .ok()
         .and_then(|u| u.socket_addr(5060))
-        .filter(|hop| {
-            hop.ip() == fallback.ip()
-                || reach.policy.trunk_for_source(hop.ip()) == Some(reach.trunk)
-        })
+        .filter(|hop| reach.admits(hop.ip(), Some(fallback.ip())))
         .unwrap_or(fallback)
 }
 

@@ -298,7 +298,12 @@ impl Engine {
         if let Some(cps) = t.max_cps {
             let now = self.ctx.now.ok_or(Refusal::TrunkLimit)?;
             let share = u64::from(cps) * 1000 / u64::from(self.ctx.shards.max(1));
-            let bucket = self.ctx.call_rate.entry(Arc::clone(&t.name)).or_default();
+            // The trunk's name is cloned once, when its bucket is made.
+            let rates = &mut self.ctx.call_rate;
+            if !rates.contains_key(&t.name) {
+                rates.insert(Arc::clone(&t.name), Default::default());
+            }
+            let bucket = rates.get_mut(&t.name).ok_or(Refusal::TrunkLimit)?;
             if !bucket.take_milli(now, share) {
                 return Err(Refusal::TrunkLimit);
             }

@@ -4,10 +4,10 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::build::Reach;
 use super::call::Side;
 use super::context::Engine;
 use crate::net::Flow;
-use crate::policy::{Policy, TrunkId};
 use crate::sip::{Method, Response};
 use crate::stats::{Discard, ShardStats};
 
@@ -42,12 +42,11 @@ impl Engine {
         };
         let src = origin.remote.ip();
         if let Some(tomb) = self.calls.tomb(r) {
-            if !from_peer(
-                &self.ctx.policy,
-                tomb.trunk(side),
-                tomb_peer(tomb, side),
-                src,
-            ) {
+            let reach = Reach {
+                policy: &self.ctx.policy,
+                trunk: tomb.trunk(side),
+            };
+            if !reach.admits(src, tomb_peer(tomb, side)) {
                 self.ctx.stats.discard(Discard::StrayResponse);
                 return;
             }
@@ -93,7 +92,11 @@ impl Engine {
             ),
             None => (call.leg(side).trunk, Some(call.leg(side).flow.remote.ip())),
         };
-        if !from_peer(&call.policy, trunk, sent_to, src) {
+        let reach = Reach {
+            policy: &call.policy,
+            trunk,
+        };
+        if !reach.admits(src, sent_to) {
             self.ctx.stats.discard(Discard::StrayResponse);
             return;
         }
@@ -123,13 +126,6 @@ impl Engine {
         }
         self.after(r);
     }
-}
-
-/// Whether a response from `src` may come from the peer of a request sent
-/// to `sent_to` in `trunk`: an address of the trunk's sources or the very
-/// address the request went to.
-fn from_peer(policy: &Policy, trunk: TrunkId, sent_to: Option<IpAddr>, src: IpAddr) -> bool {
-    sent_to == Some(src) || policy.trunk_for_source(src) == Some(trunk)
 }
 
 /// Where a resting call's requests on `side` went (the tombstone keeps no

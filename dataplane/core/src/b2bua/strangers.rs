@@ -104,16 +104,7 @@ impl StrangerLimit {
         }
         // The source's own budget first: a source over it does not use up
         // what the others share.
-        let mut own = slot.bucket;
-        if !own.take(now, limits.per_source) {
-            slot.bucket = own;
-            return false;
-        }
-        if !self.total.take(now, limits.total) {
-            return false;
-        }
-        slot.bucket = own;
-        true
+        slot.bucket.take(now, limits.per_source) && self.total.take(now, limits.total)
     }
 }
 
