@@ -17,6 +17,30 @@ impl Drop for Proc {
     }
 }
 
+/// The path of a SIPp scenario in `loadtest/scenarios`.
+pub fn scenario(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../loadtest/scenarios")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Starts stock `sipp` over UDP in `dir` (it writes its files there), with
+/// its statistics in `stat.csv` (read them with [`sipp_stat`]); `args`
+/// come after the common flags.
+pub fn spawn_sipp(dir: &Path, args: &[String]) -> std::io::Result<Proc> {
+    std::process::Command::new("sipp")
+        .current_dir(dir)
+        .args(["-t", "u1", "-nostdin", "-timeout", "600", "-timeout_error"])
+        .args(["-trace_stat", "-stf", "stat.csv"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Proc)
+}
+
 /// The sbc configuration of the benchmarks: listening on `sbc`:5060 with
 /// metrics on `sbc`:9090, calls from the `pbx` trunk routed to the
 /// `carrier` trunk; `extra` (e.g. a `[media]` section) goes before the

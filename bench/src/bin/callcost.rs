@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sbc_bench::harness::{
-    DATAGRAMS_PER_CALL, KAMAILIO_FAST_ALLOCATOR, Proc, relay_floor_ns, sbc_config, sipp_stat,
-    wait_healthy,
+    DATAGRAMS_PER_CALL, KAMAILIO_FAST_ALLOCATOR, Proc, relay_floor_ns, sbc_config, scenario,
+    sipp_stat, spawn_sipp, wait_healthy,
 };
 use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
@@ -71,38 +71,12 @@ enum Target {
     Kamailio,
 }
 
-fn scenario(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../loadtest/scenarios")
-        .join(name)
-        .display()
-        .to_string()
-}
-
 fn sipp(dir: &Path, args: &[String]) -> Proc {
-    let child = Command::new("sipp")
-        .current_dir(dir)
-        .args([
-            "-t",
-            "u1",
-            "-nostdin",
-            "-timeout",
-            "600",
-            "-timeout_error",
-            "-trace_stat",
-            "-stf",
-            "stat.csv",
-        ])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            fail(&format!(
-                "cannot start sipp (apt-get install sip-tester): {e}"
-            ))
-        });
-    Proc(child)
+    spawn_sipp(dir, args).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot start sipp (apt-get install sip-tester): {e}"
+        ))
+    })
 }
 
 fn fail(msg: &str) -> ! {

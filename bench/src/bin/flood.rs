@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sbc_bench::harness::{Proc, sbc_config, scrape, sipp_stat, wait_healthy};
+use sbc_bench::harness::{Proc, sbc_config, scenario, scrape, sipp_stat, spawn_sipp, wait_healthy};
 use sbc_bench::procstat::tree_cpu_seconds;
 
 #[derive(Parser, Debug)]
@@ -44,29 +44,12 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-fn scenario(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../loadtest/scenarios")
-        .join(name)
-        .display()
-        .to_string()
-}
-
 fn sipp(dir: &Path, args: &[String]) -> Proc {
-    let child = Command::new("sipp")
-        .current_dir(dir)
-        .args(["-t", "u1", "-nostdin", "-timeout", "600", "-timeout_error"])
-        .args(["-trace_stat", "-stf", "stat.csv"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            fail(&format!(
-                "cannot start sipp (apt-get install sip-tester): {e}"
-            ))
-        });
-    Proc(child)
+    spawn_sipp(dir, args).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot start sipp (apt-get install sip-tester): {e}"
+        ))
+    })
 }
 
 /// The value of one sample in an OpenMetrics text (0 when absent).
