@@ -124,10 +124,7 @@ fn slots_all_come_back() {
                     &reply(b, 503, "Unavailable", Some("c"), None, ""),
                 ),
                 // answered (then the call times out unconfirmed or ends).
-                1 => sim.recv(
-                    CARRIER_A,
-                    &reply(b, 200, "OK", Some("c"), Some("sip:c@10.0.0.20"), ANSWER_SDP),
-                ),
+                1 => sim.recv(CARRIER_A, &answer_200(b, "c", "sip:c@10.0.0.20")),
                 // nothing: timeouts.
                 _ => sbc_core::b2bua::Disposition::Done,
             };
@@ -156,32 +153,9 @@ fn an_answered_call_ends_at_its_maximum_duration() {
         .find(|s| s.to == addr(CARRIER_A))
         .unwrap()
         .clone();
-    sim.recv(
-        CARRIER_A,
-        &reply(
-            &b,
-            200,
-            "OK",
-            Some("c"),
-            Some("sip:c@10.0.0.20"),
-            ANSWER_SDP,
-        ),
-    );
+    sim.recv(CARRIER_A, &answer_200(&b, "c", "sip:c@10.0.0.20"));
     let ok = sim.one_to(PBX);
-    sim.recv(
-        PBX,
-        &in_dialog(
-            "ACK",
-            "sip:192.0.2.1:5060",
-            "10.0.0.10:5060",
-            "z9hG4bKack",
-            "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag",
-            &ok.header(HeaderName::To),
-            "adm1@pbx",
-            1,
-            "",
-        ),
-    );
+    sim.recv(PBX, &ack_from_pbx("adm1@pbx", &ok.header(HeaderName::To)));
     sim.sent();
     let early = sim.advance(Duration::from_secs(59));
     assert!(
@@ -225,17 +199,7 @@ fn an_overloaded_shard_sheds_new_calls_only() {
     assert_eq!(sim.rejected(Refusal::Overloaded), 1);
     assert_eq!(sim.engine.calls(), 1);
     // The call admitted before still completes.
-    sim.recv(
-        CARRIER_A,
-        &reply(
-            &b,
-            200,
-            "OK",
-            Some("c"),
-            Some("sip:c@10.0.0.20"),
-            ANSWER_SDP,
-        ),
-    );
+    sim.recv(CARRIER_A, &answer_200(&b, "c", "sip:c@10.0.0.20"));
     assert_eq!(sim.one_to(PBX).code(), Some(200));
     // Half admitted: about half of many new calls get through.
     sim.engine.set_admission(500);

@@ -49,37 +49,8 @@ fn answered_call(sim: &mut Sim, call_id: &str) -> (Sent, Sent) {
 }
 
 fn pbx_ack(sim: &mut Sim, ok: &Sent, call_id: &str) -> Sent {
-    let to = ok.header(HeaderName::To);
-    sim.recv(
-        PBX,
-        &in_dialog(
-            "ACK",
-            "sip:192.0.2.1:5060",
-            "10.0.0.10:5060",
-            "z9hG4bKpbxack",
-            "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag",
-            &to,
-            call_id,
-            1,
-            "",
-        ),
-    );
+    sim.recv(PBX, &ack_from_pbx(call_id, &ok.header(HeaderName::To)));
     sim.one_to(CARRIER_A)
-}
-
-/// The callee's BYE in the B dialog of `b_invite` (the INVITE it got).
-fn carrier_bye(b_invite: &Sent, branch: &str, cseq: u32) -> String {
-    in_dialog(
-        "BYE",
-        "sip:192.0.2.1:5060",
-        "10.0.0.20:5060",
-        branch,
-        "<sip:callee@10.0.0.20>;tag=carrier-tag",
-        &b_invite.header(HeaderName::From),
-        &b_invite.header(HeaderName::CallId),
-        cseq,
-        "",
-    )
 }
 
 #[test]

@@ -13,8 +13,6 @@ use sbc_core::sip::HeaderName;
 use support::*;
 
 const NUMBER: &str = "+390612345678";
-const CALLER_FROM: &str = "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag";
-
 /// A call from the PBX that carrier-a answers with `contact` as its
 /// Contact; returns the INVITE carrier-a saw and the 200 the PBX saw.
 fn answered_with(sim: &mut Sim, call_id: &str, contact: &str) -> (Sent, Sent) {
@@ -23,17 +21,7 @@ fn answered_with(sim: &mut Sim, call_id: &str, contact: &str) -> (Sent, Sent) {
         &invite("10.0.0.10:5060", NUMBER, call_id, "z9hG4bKinv", 1),
     );
     let b_invite = sim.one_to(CARRIER_A);
-    sim.recv(
-        CARRIER_A,
-        &reply(
-            &b_invite,
-            200,
-            "OK",
-            Some("carrier-tag"),
-            Some(contact),
-            ANSWER_SDP,
-        ),
-    );
+    sim.recv(CARRIER_A, &answer_200(&b_invite, "carrier-tag", contact));
     let ok = sim.one_to(PBX);
     assert_eq!(ok.code(), Some(200));
     (b_invite, ok)
@@ -41,21 +29,6 @@ fn answered_with(sim: &mut Sim, call_id: &str, contact: &str) -> (Sent, Sent) {
 
 fn answered(sim: &mut Sim, call_id: &str) -> (Sent, Sent) {
     answered_with(sim, call_id, "sip:callee@10.0.0.20:5060")
-}
-
-/// An ACK from the PBX for the 200 with the given To value.
-fn ack(call_id: &str, to: &str) -> String {
-    in_dialog(
-        "ACK",
-        "sip:192.0.2.1:5060",
-        "10.0.0.10:5060",
-        "z9hG4bKack",
-        CALLER_FROM,
-        to,
-        call_id,
-        1,
-        "",
-    )
 }
 
 /// A BYE from the PBX in the caller's dialog with the given To value.
@@ -86,7 +59,7 @@ fn an_ack_without_the_dialogs_to_tag_confirms_nothing() {
     ] {
         let mut sim = Sim::new();
         let (_b, ok) = answered(&mut sim, call_id);
-        sim.recv(PBX, &ack(call_id, &to));
+        sim.recv(PBX, &ack_from_pbx(call_id, &to));
         assert!(sim.sent().is_empty(), "{call_id}: the blind ACK went on");
         // Still unconfirmed: the 200 is retransmitted (timer G, T1).
         let again = sim.advance(Duration::from_millis(600));
@@ -98,7 +71,7 @@ fn an_ack_without_the_dialogs_to_tag_confirms_nothing() {
             again = again.iter().map(|(t, s)| (*t, s.to)).collect::<Vec<_>>()
         );
         // The ACK with the dialog's To tag confirms it and goes on.
-        sim.recv(PBX, &ack(call_id, &ok.header(HeaderName::To)));
+        sim.recv(PBX, &ack_from_pbx(call_id, &ok.header(HeaderName::To)));
         let b_ack = sim.one_to(CARRIER_A);
         assert_eq!(b_ack.method().as_deref(), Some("ACK"));
     }
@@ -184,7 +157,7 @@ fn a_contact_outside_the_trunk_does_not_redirect_requests() {
     let mut sim = Sim::new();
     let (_b, ok) = answered_with(&mut sim, "far@pbx", "sip:callee@203.0.113.50:9999");
     let to = ok.header(HeaderName::To);
-    sim.recv(PBX, &ack("far@pbx", &to));
+    sim.recv(PBX, &ack_from_pbx("far@pbx", &to));
     let b_ack = sim.one_to(CARRIER_A);
     assert_eq!(b_ack.method().as_deref(), Some("ACK"));
     sim.recv(PBX, &pbx_bye("far@pbx", &to, "z9hG4bKfar"));
@@ -214,29 +187,12 @@ fn a_callers_contact_outside_its_trunk_does_not_redirect_the_bye() {
     let b_invite = sim.one_to(CARRIER_A);
     sim.recv(
         CARRIER_A,
-        &reply(
-            &b_invite,
-            200,
-            "OK",
-            Some("carrier-tag"),
-            Some("sip:callee@10.0.0.20:5060"),
-            ANSWER_SDP,
-        ),
+        &answer_200(&b_invite, "carrier-tag", "sip:callee@10.0.0.20:5060"),
     );
     let ok = sim.one_to(PBX);
-    sim.recv(PBX, &ack("cfar@pbx", &ok.header(HeaderName::To)));
+    sim.recv(PBX, &ack_from_pbx("cfar@pbx", &ok.header(HeaderName::To)));
     sim.one_to(CARRIER_A);
-    let bye = in_dialog(
-        "BYE",
-        "sip:192.0.2.1:5060",
-        "10.0.0.20:5060",
-        "z9hG4bKcbye",
-        "<sip:callee@10.0.0.20>;tag=carrier-tag",
-        &b_invite.header(HeaderName::From),
-        &b_invite.header(HeaderName::CallId),
-        2,
-        "",
-    );
+    let bye = carrier_bye(&b_invite, "z9hG4bKcbye", 2);
     sim.recv(CARRIER_A, &bye);
     let sent = sim.sent();
     let a_bye = sent
@@ -274,7 +230,7 @@ fn the_pbx_may_send_from_another_port() {
     let mut sim = Sim::new();
     let (_b, ok) = answered(&mut sim, "port@pbx");
     let to = ok.header(HeaderName::To);
-    sim.recv(PBX, &ack("port@pbx", &to));
+    sim.recv(PBX, &ack_from_pbx("port@pbx", &to));
     sim.one_to(CARRIER_A);
     sim.recv("10.0.0.10:5999", &pbx_bye("port@pbx", &to, "z9hG4bKport"));
     let b_bye = sim.first_to(CARRIER_A);
@@ -357,7 +313,7 @@ fn a_dialog_holds_a_bounded_number_of_requests_in_flight() {
     let mut sim = Sim::new();
     let (_b, ok) = answered(&mut sim, "info@pbx");
     let to = ok.header(HeaderName::To);
-    sim.recv(PBX, &ack("info@pbx", &to));
+    sim.recv(PBX, &ack_from_pbx("info@pbx", &to));
     sim.one_to(CARRIER_A);
     let mut relayed = 0;
     let mut busy = 0;

@@ -331,44 +331,35 @@ fn batch_wait_too_long_names_the_field() {
     );
 }
 
-const PROBED: &str = r#"
-[sip]
-listen = ["127.0.0.1:5060"]
-
-[[trunks]]
-name = "carrier-a"
-sources = ["127.0.0.20"]
-address = "127.0.0.20:5060"
-"#;
 
 rejects!(
     probe_interval_zero,
-    format!("{PROBED}probe = {{ interval_s = 0 }}\n"),
-    "trunks[0].probe.interval_s: 0 is out of range: must be between 1 and 3600 seconds"
+    format!("{BASE}probe = {{ interval_s = 0 }}\n"),
+    "trunks[1].probe.interval_s: 0 is out of range: must be between 1 and 3600 seconds"
 );
 rejects!(
     probe_down_after_too_many,
-    format!("{PROBED}probe = {{ down_after = 1000 }}\n"),
-    "trunks[0].probe.down_after: 1000 is out of range: must be between 1 and 100 probes"
+    format!("{BASE}probe = {{ down_after = 1000 }}\n"),
+    "trunks[1].probe.down_after: 1000 is out of range: must be between 1 and 100 probes"
 );
 rejects!(
     probe_unknown_key,
-    format!("{PROBED}probe = {{ every = 5 }}\n"),
-    "trunks[0].probe"
+    format!("{BASE}probe = {{ every = 5 }}\n"),
+    "trunks[1].probe"
 );
 
 #[test]
 fn probe_defaults_and_values_reach_the_policy() {
-    let text = format!("{PROBED}probe = {{ interval_s = 10, up_after = 4 }}\n");
+    let text = format!("{BASE}probe = {{ interval_s = 10, up_after = 4 }}\n");
     let config = Config::from_toml_str(&text).unwrap();
     let policy = config.compile(&crate::config::StatsRegistry::new(), 1);
-    let probe = policy.trunks[0].probe.unwrap();
+    let probe = policy.trunks[1].probe.unwrap();
     assert_eq!(probe.interval, std::time::Duration::from_secs(10));
     assert_eq!((probe.down_after, probe.up_after), (3, 4));
-    let unprobed = Config::from_toml_str(PROBED)
+    let unprobed = Config::from_toml_str(BASE)
         .unwrap()
         .compile(&crate::config::StatsRegistry::new(), 1);
-    assert!(unprobed.trunks[0].probe.is_none());
+    assert!(unprobed.trunks[1].probe.is_none());
 }
 
 rejects!(
@@ -398,18 +389,18 @@ fn stranger_answers_default_and_set() {
 
 rejects!(
     max_calls_zero,
-    format!("{PROBED}max_calls = 0\n"),
-    "trunks[0].max_calls: 0 is out of range: must be between 1 and 1000000"
+    format!("{BASE}max_calls = 0\n"),
+    "trunks[1].max_calls: 0 is out of range: must be between 1 and 1000000"
 );
 
 #[test]
 fn trunk_limits_reach_the_policy() {
-    let text = format!("{PROBED}max_calls = 30\nmax_cps = 5\n");
+    let text = format!("{BASE}max_calls = 30\nmax_cps = 5\n");
     let policy = Config::from_toml_str(&text)
         .unwrap()
         .compile(&crate::config::StatsRegistry::new(), 1);
     assert_eq!(
-        (policy.trunks[0].max_calls, policy.trunks[0].max_cps),
+        (policy.trunks[1].max_calls, policy.trunks[1].max_cps),
         (Some(30), Some(5))
     );
 }

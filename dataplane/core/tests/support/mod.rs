@@ -415,3 +415,45 @@ pub fn in_dialog(
 pub const OFFER_SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
 pub const ANSWER_SDP: &str = "v=0\r\no=- 2 2 IN IP4 10.0.0.20\r\ns=-\r\nc=IN IP4 10.0.0.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+
+/// The From of the PBX's requests in calls from [`invite`] with
+/// `from_host` "10.0.0.10:5060".
+pub const CALLER_FROM: &str = "\"Alice\" <sip:alice@10.0.0.10:5060>;tag=caller-tag";
+
+/// The callee's 200 with [`ANSWER_SDP`] to the INVITE it got, with its
+/// tag and Contact.
+pub fn answer_200(invite: &Sent, tag: &str, contact: &str) -> String {
+    reply(invite, 200, "OK", Some(tag), Some(contact), ANSWER_SDP)
+}
+
+/// The PBX's ACK in call `call_id` with the given To value (the 200's,
+/// or a made-up one).
+pub fn ack_from_pbx(call_id: &str, to: &str) -> String {
+    in_dialog(
+        "ACK",
+        "sip:192.0.2.1:5060",
+        "10.0.0.10:5060",
+        "z9hG4bKpbxack",
+        CALLER_FROM,
+        to,
+        call_id,
+        1,
+        "",
+    )
+}
+
+/// The callee's BYE in the B dialog of `b_invite` (the INVITE it got,
+/// answered with tag "carrier-tag").
+pub fn carrier_bye(b_invite: &Sent, branch: &str, cseq: u32) -> String {
+    in_dialog(
+        "BYE",
+        "sip:192.0.2.1:5060",
+        "10.0.0.20:5060",
+        branch,
+        "<sip:callee@10.0.0.20>;tag=carrier-tag",
+        &b_invite.header(HeaderName::From),
+        &b_invite.header(HeaderName::CallId),
+        cseq,
+        "",
+    )
+}
