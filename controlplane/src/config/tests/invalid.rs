@@ -331,7 +331,6 @@ fn batch_wait_too_long_names_the_field() {
     );
 }
 
-
 rejects!(
     probe_interval_zero,
     format!("{BASE}probe = {{ interval_s = 0 }}\n"),
