@@ -18,6 +18,7 @@ mod error;
 mod file;
 mod media;
 mod path;
+mod registrar;
 mod validate;
 mod values;
 
@@ -130,6 +131,11 @@ impl Config {
                 .batch_wait_us
                 .unwrap_or(DEFAULT_BATCH_WAIT_US),
         ))
+    }
+
+    /// Where the registrar keeps its bindings across restarts.
+    pub fn registrar_state_file(&self) -> Option<&Path> {
+        self.file.registrar.as_ref()?.state_file.as_deref()
     }
 
     /// Where `/metrics` is served; `None` when there is no `[metrics]`.

@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `GET /metrics` (OpenMetrics text) and `GET /health`.
+//! The HTTP endpoint: `GET /metrics` (OpenMetrics text), `GET /health` and
+//! `GET /registrations` (the registrar's bindings, JSON).
 //!
 //! It runs on its own thread with a single-threaded tokio runtime, away
 //! from the shards. Binding happens on the caller's thread, so a bad or
@@ -118,6 +119,7 @@ fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/health", get(health))
+        .route("/registrations", get(registrations))
         .with_state(metrics)
 }
 
@@ -130,6 +132,34 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The registrar's bindings as JSON, one object per account, sorted by
+/// account: what an operator needs to see who is reachable where. No
+/// secrets are kept in a binding.
+async fn registrations(State(metrics): State<Arc<Metrics>>) -> Response {
+    let location = metrics.location();
+    let now = std::time::Instant::now();
+    let mut list: Vec<serde_json::Value> = location
+        .iter()
+        .filter(|b| b.expires > now)
+        .map(|b| {
+            serde_json::json!({
+                "account": &*b.account,
+                "extension": &*b.extension,
+                "contact": String::from_utf8_lossy(&b.contact),
+                "transport": b.flow.transport.token(),
+                "source": b.flow.remote.to_string(),
+                "expires_in_s": b.expires.saturating_duration_since(now).as_secs(),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["account"].as_str().cmp(&b["account"].as_str()));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(list).to_string(),
+    )
+        .into_response()
 }
 
 /// 200 "ok" while every shard runs; 503 naming the shards that stopped.

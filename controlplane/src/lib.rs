@@ -17,4 +17,5 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod registrar;
 pub mod run;

@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use sbc_core::policy::Policy;
 use sbc_core::refusal::Refusal;
+use sbc_core::registrar::{Location, RegisterResult};
 use sbc_core::stats::{Direction, Discard, LoopState, STATUS_SLOTS, ShardStats};
 
 /// The HTTP content type of [`Metrics::render`]'s output.
@@ -32,18 +33,38 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct Metrics {
     registry: Registry,
     shards: Vec<Arc<ShardStats>>,
+    location: Arc<ArcSwap<Location>>,
 }
 
 impl Metrics {
     /// Metrics over `shards` (one entry per shard, index = shard id) and
     /// the trunks of the snapshot `policy` holds at each scrape.
     pub fn new(shards: Vec<Arc<ShardStats>>, policy: Arc<ArcSwap<Policy>>) -> Self {
+        Self::with_location(shards, policy, Arc::default())
+    }
+
+    /// [`Metrics::new`], with the registrar's published location.
+    pub fn with_location(
+        shards: Vec<Arc<ShardStats>>,
+        policy: Arc<ArcSwap<Policy>>,
+        location: Arc<ArcSwap<Location>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("sbc");
         registry.register_collector(Box::new(SbcCollector {
             shards: shards.clone(),
             policy,
+            location: Arc::clone(&location),
         }));
-        Metrics { registry, shards }
+        Metrics {
+            registry,
+            shards,
+            location,
+        }
+    }
+
+    /// The registrar's bindings now (for `/registrations`).
+    pub fn location(&self) -> Arc<Location> {
+        self.location.load_full()
     }
 
     /// The shards whose loop has ended (by index), for `/health`.
@@ -68,6 +89,7 @@ impl Metrics {
 struct SbcCollector {
     shards: Vec<Arc<ShardStats>>,
     policy: Arc<ArcSwap<Policy>>,
+    location: Arc<ArcSwap<Location>>,
 }
 
 fn load(c: &AtomicU64) -> u64 {
@@ -365,6 +387,33 @@ impl SbcCollector {
     }
 }
 
+impl SbcCollector {
+    /// The registrar's bindings and what became of REGISTERs (only when
+    /// the registrar is configured).
+    fn encode_registrar(&self, enc: &mut DescriptorEncoder, policy: &Policy) -> fmt::Result {
+        if policy.accounts.settings.is_none() {
+            return Ok(());
+        }
+        let bindings = i64::try_from(self.location.load().len()).unwrap_or(i64::MAX);
+        let desc = enc.encode_descriptor(
+            "registrations",
+            "Accounts registered now (bindings held by the registrar).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(bindings).encode(desc)?;
+        counter(
+            enc,
+            "registrar_requests",
+            "REGISTERs the registrar answered or dropped, by result.",
+            RegisterResult::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ([("result", r.label())], self.total_at(|s| &s.registrar, i))),
+        )
+    }
+}
+
 impl Collector for SbcCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
         let policy = self.policy.load();
@@ -372,6 +421,7 @@ impl Collector for SbcCollector {
         self.encode_shards(&mut enc)?;
         self.encode_outcomes(&mut enc)?;
         self.encode_media(&mut enc)?;
+        self.encode_registrar(&mut enc, &policy)?;
         let version = i64::try_from(policy.version).unwrap_or(i64::MAX);
         let desc = enc.encode_descriptor(
             "config_version",

@@ -17,7 +17,7 @@
 //! fails before any SIP socket is opened.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -26,13 +26,14 @@ use arc_swap::ArcSwap;
 use sbc_core::b2bua::Secrets;
 use sbc_core::policy::{MediaPolicy, Policy};
 use sbc_core::stats::{LoopState, ShardStats};
-use sbc_dataplane::shard::{Runtime, RuntimeConfig};
+use sbc_dataplane::shard::{Directory, Runtime, RuntimeConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, ConfigError, StatsRegistry, media_summary};
 use crate::http;
 use crate::metrics::Metrics;
+use crate::registrar::Registrar;
 
 /// Where the running configuration came from, for reloads.
 #[derive(Debug, Default)]
@@ -177,7 +178,7 @@ pub fn supervise<D: DataPlane>(
     config: Config,
     policy: Policy,
     source: &ConfigSource,
-    start: impl FnOnce(DataPlaneConfig, Arc<ArcSwap<Policy>>, Secrets) -> io::Result<D>,
+    start: impl FnOnce(DataPlaneConfig, Arc<ArcSwap<Policy>>, Directory, Secrets) -> io::Result<D>,
     controls: impl IntoIterator<Item = Control>,
     watch: Option<mpsc::Sender<Control>>,
 ) -> Result<(), RunError> {
@@ -193,16 +194,32 @@ pub fn supervise<D: DataPlane>(
         pin_threads: config.pin_threads(),
         batch_wait: config.batch_wait(),
     };
-    let dataplane =
-        start(dataplane_config, Arc::clone(&snapshot), secrets).map_err(RunError::DataPlane)?;
+    let (registrar, directory) = Registrar::start(
+        config.registrar_state_file().map(Path::to_path_buf),
+        Arc::clone(&snapshot),
+    )
+    .map_err(RunError::DataPlane)?;
+    let location = registrar.location();
+    let dataplane = match start(dataplane_config, Arc::clone(&snapshot), directory, secrets) {
+        Ok(d) => d,
+        Err(e) => {
+            registrar.join();
+            return Err(RunError::DataPlane(e));
+        }
+    };
     let metrics_server = match metrics_listener {
         None => None,
         Some(listener) => {
-            let metrics = Arc::new(Metrics::new(dataplane.shard_stats(), Arc::clone(&snapshot)));
+            let metrics = Arc::new(Metrics::with_location(
+                dataplane.shard_stats(),
+                Arc::clone(&snapshot),
+                location,
+            ));
             match listener.serve(metrics) {
                 Ok(server) => Some(server),
                 Err(e) => {
                     dataplane.stop();
+                    registrar.join();
                     return Err(RunError::Metrics(e));
                 }
             }
@@ -211,6 +228,7 @@ pub fn supervise<D: DataPlane>(
     let watchdog = match watch.map(|tx| Watchdog::spawn(dataplane.shard_stats(), tx)) {
         Some(Err(e)) => {
             dataplane.stop();
+            registrar.join();
             return Err(RunError::DataPlane(e));
         }
         Some(Ok(w)) => Some(w),
@@ -252,6 +270,9 @@ pub fn supervise<D: DataPlane>(
         w.stop();
     }
     dataplane.stop();
+    // The shards are gone with their channel ends: the registrar writes
+    // its state file one last time and ends.
+    registrar.join();
     if let Some(server) = metrics_server {
         server.stop();
     }
@@ -284,6 +305,9 @@ pub fn reload(
     if next.shard_count() != running.shard_count() || next.pin_threads() != running.pin_threads() {
         tracing::warn!("[shards] changed: it takes effect at the next restart");
     }
+    if next.registrar_state_file() != running.registrar_state_file() {
+        tracing::warn!("registrar.state_file changed: it takes effect at the next restart");
+    }
     if next.metrics_listen() != running.metrics_listen() {
         tracing::warn!("metrics.listen changed: it takes effect at the next restart");
     }
@@ -296,6 +320,7 @@ pub fn reload(
 fn start_dataplane(
     cfg: DataPlaneConfig,
     policy: Arc<ArcSwap<Policy>>,
+    directory: Directory,
     secrets: Secrets,
 ) -> io::Result<Runtime> {
     tracing::debug!(
@@ -309,7 +334,7 @@ fn start_dataplane(
         batch_wait: cfg.batch_wait,
         ..RuntimeConfig::default()
     };
-    Runtime::start(runtime_config, policy, secrets)
+    Runtime::start_with(runtime_config, policy, directory, secrets)
 }
 
 impl DataPlane for Runtime {

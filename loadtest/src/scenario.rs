@@ -192,6 +192,10 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "response",
             "request",
             "optional",
+            // SIPp keeps a message received with auth="true" for the
+            // next [authentication]; sbc-load always answers from the
+            // last message received, so the attribute changes nothing.
+            "auth",
             "rrs",
             "timeout",
             "ontimeout",

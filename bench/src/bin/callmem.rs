@@ -84,6 +84,7 @@ fn policy() -> Policy {
             failover: Failover::standard(),
         }],
         media: None,
+        accounts: Default::default(),
     }
 }
 

@@ -154,6 +154,7 @@ pub fn compile(
         // Anchoring is the default: there is always a relay; a trunk asks
         // for bypass with `media = "bypass"`.
         media: Some(media.clone()),
+        accounts: super::registrar::compile(file.registrar.as_ref(), &file.extensions),
     }
 }
 

@@ -25,6 +25,10 @@ pub struct ConfigFile {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub dids: Vec<Did>,
+    /// The registrar's settings (`registrar.rs`).
+    pub registrar: Option<super::registrar::Registrar>,
+    #[serde(default)]
+    pub extensions: Vec<super::registrar::Extension>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,7 @@
 
 mod invalid;
 mod media;
+mod registrar;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

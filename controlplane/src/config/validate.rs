@@ -86,7 +86,7 @@ pub fn validate(file: &ConfigFile) -> Check {
     for (i, did) in file.dids.iter().enumerate() {
         self::did(did, &trunks, &root.key("dids").index(i))?;
     }
-    Ok(())
+    super::registrar::validate(file.registrar.as_ref(), &file.extensions, &root)
 }
 
 fn sip(sip: &Sip, path: &FieldPath) -> Check {

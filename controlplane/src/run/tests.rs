@@ -59,7 +59,7 @@ fn supervise_starts_reloads_on_request_and_stops_the_data_plane() {
     let published: Arc<Mutex<Option<Arc<ArcSwap<Policy>>>>> = Arc::default();
     let seen = Arc::clone(&published);
     let flag = Arc::clone(&stopped);
-    let fake = move |cfg: DataPlaneConfig, policy: Arc<ArcSwap<Policy>>, _secrets| {
+    let fake = move |cfg: DataPlaneConfig, policy: Arc<ArcSwap<Policy>>, _directory, _secrets| {
         assert!(
             cfg.shards >= 1 && cfg.pin_threads,
             "threads are pinned by default"
@@ -106,7 +106,7 @@ fn a_busy_metrics_address_fails_before_the_data_plane_starts() {
         .replace("127.0.0.1:0", &busy.local_addr().unwrap().to_string());
     std::fs::write(&path, text).unwrap();
     let (config, policy, source) = start(&path);
-    let fake = |_: DataPlaneConfig, _: Arc<ArcSwap<Policy>>, _| -> io::Result<FakeDataPlane> {
+    let fake = |_: DataPlaneConfig, _: Arc<ArcSwap<Policy>>, _, _| -> io::Result<FakeDataPlane> {
         panic!("data plane started although the metrics address is busy")
     };
     let err = supervise(config, policy, &source, fake, [], None).unwrap_err();
@@ -227,7 +227,7 @@ fn a_stopped_shard_stops_sbc_with_an_error() {
     }
     let dying = Arc::clone(&shards[1]);
     let flag = Arc::clone(&stopped);
-    let fake = move |_: DataPlaneConfig, _: Arc<ArcSwap<Policy>>, _| {
+    let fake = move |_: DataPlaneConfig, _: Arc<ArcSwap<Policy>>, _, _| {
         Ok(FakeDataPlane {
             shards,
             stopped: flag,

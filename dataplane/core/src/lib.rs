@@ -30,6 +30,7 @@ pub mod net;
 pub mod overload;
 pub mod policy;
 pub mod refusal;
+pub mod registrar;
 pub mod sip;
 pub mod stats;
 pub mod transaction;

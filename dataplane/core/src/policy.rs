@@ -293,6 +293,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// Media relay; `None` passes SDP through unchanged for every call.
     pub media: Option<MediaPolicy>,
+    /// Extensions, their accounts, and the registrar's settings.
+    pub accounts: crate::registrar::Accounts,
 }
 
 impl Policy {
@@ -394,6 +396,7 @@ mod tests {
                 },
             ],
             media: None,
+            accounts: Default::default(),
         }
     }
 

@@ -173,6 +173,9 @@ pub struct ShardStats {
     pub loop_state: AtomicU8,
     /// Share of new calls admitted, per mille (overload control).
     pub admission: AtomicI64,
+    /// REGISTERs the registrar answered (or dropped), by
+    /// [`crate::registrar::RegisterResult`].
+    pub registrar: [AtomicU64; crate::registrar::RegisterResult::ALL.len()],
 }
 
 /// Where a shard's event loop is, as [`ShardStats::loop_state`] holds it.
@@ -226,6 +229,7 @@ impl Default for ShardStats {
             xdp_kernel_dropped: std::array::from_fn(|_| AtomicU64::new(0)),
             loop_state: AtomicU8::new(LoopState::Starting as u8),
             admission: AtomicI64::new(1000),
+            registrar: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -251,6 +255,12 @@ impl ShardStats {
     /// Counts a request the SBC refused, under its label.
     pub fn refused(&self, r: Refusal) {
         if let Some(c) = self.rejected.get(r.counter()) {
+            Self::inc(c);
+        }
+    }
+
+    pub fn register(&self, r: crate::registrar::RegisterResult) {
+        if let Some(c) = self.registrar.get(r as usize) {
             Self::inc(c);
         }
     }

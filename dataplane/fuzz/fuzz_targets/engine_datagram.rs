@@ -19,7 +19,7 @@
 //! OPTIONS probe of its own (a transaction outside calls) to carrier A,
 //! which answers it like any request with ops 3; bit 5 sets an alarm.
 //! Carrier A is also health-probed (so time and answers move it down and
-//! up while calls are routed).
+//! up while calls are routed), and the registrar is on (one account).
 #![no_main]
 
 #[path = "../../core/tests/support/mod.rs"]
@@ -54,12 +54,28 @@ struct World {
     cseq: u32,
 }
 
+/// The registrar on, with one account: REGISTERs from the stranger meet
+/// challenges, credentials checks and the lockout.
+fn with_registrar(mut p: Policy) -> Policy {
+    use sbc_core::registrar::{Account, AccountSecret, Accounts, Settings};
+    p.accounts = Accounts::new(
+        Some(Settings::default()),
+        vec![Account {
+            username: "alice".into(),
+            extension: "201".into(),
+            secret: AccountSecret::Password(b"secret".to_vec().into()),
+            networks: vec![],
+        }],
+    );
+    p
+}
+
 impl World {
     fn new() -> Self {
         // Carrier A is health-probed every second (down after 2 failures,
         // up after 1 answer): probes go out as time moves on, and answers
         // to them (op 3) move the trunk down and up under the calls.
-        let mut probed = media_policy();
+        let mut probed = with_registrar(media_policy());
         probed.trunks[1].probe = Some(Probe {
             interval: Duration::from_secs(1),
             down_after: 2,
@@ -74,7 +90,7 @@ impl World {
             e
         };
         World {
-            unprobed: Arc::new(media_policy()),
+            unprobed: Arc::new(with_registrar(media_policy())),
             policy: Arc::clone(&policy),
             shards: [engine(0), engine(1)],
             now,

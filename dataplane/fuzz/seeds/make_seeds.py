@@ -30,6 +30,17 @@ RTP = bytes([0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 42]) + b"\xd5" * 160
 ACK, BYE, INFO, REINVITE, UPDATE, CANCEL, OPTIONS = range(7)
 T100, T180, T183, T200, T486, T503, T401, T408 = range(8)
 
+def register(cseq, extra):
+    return (f"REGISTER sip:192.0.2.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK-r{cseq}\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:alice@192.0.2.1>;tag=r1\r\n"
+            "To: <sip:alice@192.0.2.1>\r\n"
+            "Call-ID: reg-1\r\n"
+            f"CSeq: {cseq} REGISTER\r\n"
+            f"{extra}"
+            "Content-Length: 0\r\n\r\n").encode()
+
 flows = {
     "basic_call": [step(0, invite("10.0.0.10:5060", "15551234", "c1")), step(3, bytes([T180])),
                    step(3, bytes([T200])), step(5, bytes([ACK])), step(6, bytes([0]) + RTP),
@@ -50,6 +61,12 @@ flows = {
     "late_offer": [step(0, invite("10.0.0.10:5060", "15551234", "c8", body="")), step(3, bytes([T200])),
                    step(5, bytes([ACK]))],
     "timeout": [step(0, invite("10.0.0.10:5060", "15551234", "c9")), step(7, bytes([255])), step(7, bytes([255]))],
+    "register": [step(2, register(1, "Contact: <sip:alice@203.0.113.9:5060>;expires=120\r\n")),
+                 step(2, register(2, "Contact: <sip:alice@203.0.113.9:5060>\r\nExpires: 0\r\n"
+                          'Authorization: Digest username="alice", realm="sbc", '
+                          'nonce="000000000000000000000000ef304fb8e9b535ba", uri="sip:192.0.2.1", '
+                          'response="0123456789abcdef0123456789abcdef", qop=auth, nc=00000001, cnonce="x", '
+                          'algorithm=MD5\r\n'))],
 }
 d = os.path.join(here, "engine_datagram")
 for name, steps in flows.items():

@@ -3,6 +3,7 @@
 //! the registrar's publishing will read the same stream.
 
 use sbc_core::b2bua::{EndReason, Event, Outcome};
+use sbc_core::registrar::Change;
 
 /// Logs one engine event of shard `shard`.
 pub(crate) fn log(shard: usize, event: &Event) {
@@ -78,5 +79,16 @@ pub(crate) fn log(shard: usize, event: &Event) {
             last_answer = status.map_or_else(|| "none".to_owned(), |c| c.to_string()),
             "trunk up: health probes answered"
         ),
+        Event::Registration(Change::Bound(b)) => tracing::debug!(
+            shard,
+            account = &*b.account,
+            extension = &*b.extension,
+            source = %b.flow.remote,
+            contact = %String::from_utf8_lossy(&b.contact),
+            "registered"
+        ),
+        Event::Registration(Change::Removed { account }) => {
+            tracing::debug!(shard, account = &**account, "unregistered")
+        }
     }
 }

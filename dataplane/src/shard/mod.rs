@@ -41,7 +41,19 @@ pub use uring::{RecvMode, RingSizes};
 
 use sbc_core::b2bua::{Engine, Secrets, ShardId};
 use sbc_core::policy::Policy;
+use sbc_core::registrar::{Change, Location};
 use sbc_core::stats::{LoopState, ShardStats};
+
+/// What the shards share with the control plane's registrar: the
+/// location snapshot it publishes (read at the top of every loop
+/// iteration, like the policy) and the channel the registrar's changes go
+/// to ([`Event::Registration`](sbc_core::b2bua::Event::Registration)).
+/// The default has an empty location and sends nowhere.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub location: Arc<ArcSwap<Location>>,
+    pub changes: Option<mpsc::Sender<Change>>,
+}
 
 /// Fresh process-wide keys (owner hash, Call-ID MAC, minted ids) from the
 /// operating system's random source. The core never reads it itself.
@@ -98,6 +110,17 @@ impl Runtime {
         policy: Arc<ArcSwap<Policy>>,
         secrets: Secrets,
     ) -> io::Result<Runtime> {
+        Self::start_with(cfg, policy, Directory::default(), secrets)
+    }
+
+    /// [`Runtime::start`], with the registrar's location snapshot to read
+    /// and the channel its changes go to.
+    pub fn start_with(
+        cfg: RuntimeConfig,
+        policy: Arc<ArcSwap<Policy>>,
+        directory: Directory,
+        secrets: Secrets,
+    ) -> io::Result<Runtime> {
         let shards = cfg.shards.clamp(1, 256);
         let shard_count = u16::try_from(shards).unwrap_or(1);
         let stop = Arc::new(AtomicBool::new(false));
@@ -133,6 +156,7 @@ impl Runtime {
             let stats = Arc::clone(&stats[me]);
             let mailboxes = Arc::clone(&mailboxes);
             let policy = Arc::clone(&policy);
+            let directory = directory.clone();
             let stop = Arc::clone(&stop);
             let listeners = listeners.clone();
             let media = media.clone();
@@ -202,6 +226,7 @@ impl Runtime {
                             mailboxes,
                             me,
                             policy,
+                            directory,
                             stop,
                             batch_wait: cfg.batch_wait,
                             governor: Default::default(),

@@ -472,6 +472,7 @@ pub(crate) struct ShardLoop {
     pub mailboxes: Arc<[Arc<Mailbox>]>,
     pub me: usize,
     pub policy: Arc<ArcSwap<Policy>>,
+    pub directory: super::Directory,
     pub stop: Arc<AtomicBool>,
     /// Once woken by a first completion, wait up to this long for more
     /// before processing (interrupt-coalescing style; zero disables).
@@ -505,6 +506,10 @@ impl ShardLoop {
             let current = self.policy.load();
             if !Arc::ptr_eq(&current, self.engine.policy()) {
                 self.engine.set_policy(now, Arc::clone(&current));
+            }
+            let location = self.directory.location.load();
+            if !Arc::ptr_eq(&location, self.engine.location()) {
+                self.engine.set_location(Arc::clone(&location));
             }
 
             completions.clear();
@@ -557,6 +562,12 @@ impl ShardLoop {
             self.io.flush(&mut self.engine)?;
             while let Some(event) = self.engine.poll_event() {
                 super::events::log(self.me, &event);
+                if let (sbc_core::b2bua::Event::Registration(change), Some(to)) =
+                    (event, &self.directory.changes)
+                {
+                    // The control plane applies, persists and publishes it.
+                    let _ = to.send(change);
+                }
             }
             for fd in wakes.drain(..) {
                 self.io.wake(fd)?;

@@ -48,6 +48,8 @@ pub(crate) struct Ctx {
     pub admit: u16,
     /// This shard's share of each trunk's `max_cps`, by trunk name.
     pub call_rate: std::collections::HashMap<Arc<str>, super::strangers::Bucket>,
+    /// Where registered accounts are (the control plane's snapshot).
+    pub location: Arc<crate::registrar::Location>,
 }
 
 impl Ctx {
@@ -163,4 +165,6 @@ pub struct Engine {
     pub(crate) standalone: Standalone,
     /// The trunk health probes this shard sends.
     pub(crate) probes: super::probe::Probes,
+    /// The registrar's nonces and lockout table.
+    pub(crate) registrar: super::register::RegistrarState,
 }

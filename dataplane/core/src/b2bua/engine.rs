@@ -62,11 +62,23 @@ impl Engine {
                 strangers: Default::default(),
                 call_rate: Default::default(),
                 admit: 1000,
+                location: Arc::default(),
             },
             calls: CallTable::default(),
             standalone: Standalone::default(),
             probes: Default::default(),
+            registrar: Default::default(),
         }
+    }
+
+    /// Installs the registrar's location snapshot (the control plane
+    /// publishes one after applying [`Event::Registration`] changes).
+    pub fn set_location(&mut self, location: Arc<crate::registrar::Location>) {
+        self.ctx.location = location;
+    }
+
+    pub fn location(&self) -> &Arc<crate::registrar::Location> {
+        &self.ctx.location
     }
 
     /// Installs a configuration snapshot (the shard calls it with the one

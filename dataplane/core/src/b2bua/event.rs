@@ -32,6 +32,9 @@ pub enum Event {
         up: bool,
         status: Option<u16>,
     },
+    /// The registrar bound or removed an account's location: for the
+    /// control plane to apply, persist and publish.
+    Registration(crate::registrar::Change),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

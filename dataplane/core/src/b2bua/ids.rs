@@ -70,6 +70,12 @@ impl Secrets {
         }
     }
 
+    /// A keyed MAC over a nonce's body (the registrar's digest nonces):
+    /// only this process can make one that verifies.
+    pub fn nonce_mac(&self, body: &[u8]) -> u64 {
+        Self::hash(self.mac, &[b"nonce\0", body])
+    }
+
     /// The shard that owns a message with this Call-ID.
     pub fn owner(&self, call_id: &[u8], shards: u16) -> ShardId {
         if let Some((shard, _)) = self.decode_call_id(call_id) {

@@ -92,6 +92,13 @@ impl Engine {
         if req.to_tag().is_some() && req.method != Method::Other {
             return self.on_in_dialog(now, &req, origin);
         }
+        // The registrar takes REGISTERs from anywhere: phones are no trunk.
+        if req.method == Method::Register && self.ctx.policy.accounts.settings.is_some() {
+            if !self.outside_retransmission(&req) {
+                self.on_register(now, &req, origin);
+            }
+            return;
+        }
         // BRIEF §8 default deny: a source that is no trunk gets 403.
         let Some(trunk) = self.ctx.policy.trunk_for_source(origin.remote.ip()) else {
             self.ctx.refuse(&req, origin, Refusal::UnknownSource);

@@ -47,6 +47,7 @@ mod media;
 mod outbound;
 mod outside;
 mod probe;
+mod register;
 mod response;
 mod standalone;
 mod strangers;

@@ -114,18 +114,25 @@ impl Engine {
         (code, reason): (u16, &[u8]),
         headers: &[(HeaderName, &[u8])],
     ) {
+        let dest = response_dest(req, origin);
+        self.answer_outside_to(req, origin, dest, now, (code, reason), headers);
+    }
+
+    /// [`Engine::answer_outside`] with the responses sent to `dest`.
+    pub(crate) fn answer_outside_to(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        dest: Flow,
+        now: Instant,
+        (code, reason): (u16, &[u8]),
+        headers: &[(HeaderName, &[u8])],
+    ) {
         let response = self.ctx.response_to(req, origin, (code, reason), headers);
         let timers = self.ctx.policy.timers;
         let key = (req.via.branch().unwrap_or(b""), req.via.host, req.method);
-        self.standalone.answer(
-            now,
-            &timers,
-            key,
-            response_dest(req, origin),
-            code,
-            response,
-            &mut self.ctx.out,
-        );
+        self.standalone
+            .answer(now, &timers, key, dest, code, response, &mut self.ctx.out);
         if code >= 200 {
             self.ctx.stats.final_sent(code);
         }

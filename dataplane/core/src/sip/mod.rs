@@ -23,6 +23,12 @@ pub use method::Method;
 pub use name_addr::{NameAddr, NameAddrError};
 pub use request::{CSeq, MAX_CSEQ, Request, RequestError, Response};
 pub use scan::{CommaList, Params};
+
+/// A decimal header value (Expires, a Contact's `expires`), white space
+/// around it allowed; `None` when it is not one or overflows.
+pub fn scan_decimal(value: &[u8]) -> Option<u64> {
+    scan::parse_decimal(value.trim_ascii())
+}
 pub use uri::{Scheme, Uri, UriError, escape_user, host_ip, parse_hostport};
 pub use via::{BRANCH_COOKIE, Via, ViaError, split_values as via_values};
 pub use writer::{Writer, put_unfolded};

@@ -105,6 +105,7 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
             },
         ],
         media: None,
+        accounts: Default::default(),
     }
 }
 

@@ -1,0 +1,142 @@
+//! The registrar with the real binary and stock SIPp: a phone registers
+//! with digest authentication (401, then 200), a wrong password gets 403
+//! and is counted, `/registrations` and the metrics show the binding, and
+//! the binding survives a restart through the state file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The example, plus a registrar with extension 201 (account alice) whose
+/// bindings are kept in `state`.
+fn registrar_config(net: Net, state: &std::path::Path) -> String {
+    let mut text = example_config(net, 2);
+    text.push_str(&format!(
+        r#"
+[acl]
+stranger_answers_per_s = 50
+
+[registrar]
+realm = "sbc.test"
+state_file = "{}"
+
+[[extensions]]
+number = "201"
+accounts = [{{ username = "alice", secret = "alices-secret" }}]
+"#,
+        state.display()
+    ));
+    text
+}
+
+/// SIPp registering `user` with `password` from `ip`.
+fn register(net: Net, ip: &str, user: &str, password: &str, k: u16) -> SippResult {
+    let args: Vec<String> = [
+        "-sf",
+        &scenario("uac_register.xml"),
+        "-s",
+        user,
+        "-au",
+        user,
+        "-ap",
+        password,
+        "-i",
+        ip,
+        "-p",
+        "5070",
+        &net.sbc(),
+        "-m",
+        "1",
+        "-mp",
+        &net.port(k).to_string(),
+        "-cp",
+        &net.port(k + 5).to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Sipp::spawn("register", &args).wait(Duration::from_secs(60))
+}
+
+/// `/registrations`, polled until `want` says yes (or 10 s).
+fn registrations(net: Net, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http_get(&net.metrics(), "/registrations").unwrap_or_default();
+        if want(&body) || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
+    let net = Net(117);
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("registrations.json");
+    let config = registrar_config(net, &state);
+    let phone = net.ip(50);
+    {
+        let sbc = Sbc::start(net, &config);
+        let ok = register(net, &phone, "alice", "alices-secret", 0);
+        assert_eq!(
+            (ok.code, ok.successful),
+            (Some(0), 1),
+            "{}\n{}",
+            ok.output,
+            sbc.log()
+        );
+        let body = registrations(net, |b| b.contains("alice"));
+        assert!(body.contains("\"account\":\"alice\""), "{body}");
+        assert!(body.contains("\"extension\":\"201\""), "{body}");
+        assert!(
+            body.contains(&format!("\"source\":\"{phone}:5070\"")),
+            "{body}"
+        );
+        assert!(body.contains("\"transport\":\"UDP\""), "{body}");
+        assert_eq!(sbc.wait_metric("sbc_registrations", 1.0), 1.0);
+        assert_eq!(
+            sbc.metric("sbc_registrar_requests_total{result=\"registered\"}"),
+            1.0
+        );
+        assert_eq!(
+            sbc.metric("sbc_registrar_requests_total{result=\"challenged\"}"),
+            1.0
+        );
+
+        // A wrong password: 403, which the scenario does not expect.
+        let wrong = register(net, &net.ip(51), "alice", "guess", 10);
+        assert_eq!(wrong.successful, 0, "{}", wrong.output);
+        assert!(wrong.output.contains("403"), "{}", wrong.output);
+        assert_eq!(
+            sbc.metric("sbc_registrar_requests_total{result=\"auth_failed\"}"),
+            1.0
+        );
+        // The password appears nowhere in the log.
+        assert!(!sbc.log().contains("alices-secret"));
+        assert!(sbc.log().contains("registered"), "{}", sbc.log());
+    }
+    // Stopped (SIGTERM): the state file holds the binding.
+    let saved = std::fs::read_to_string(&state).expect("state file written at stop");
+    assert!(
+        saved.contains("\"alice\"") && !saved.contains("alices-secret"),
+        "{saved}"
+    );
+    let sbc = Sbc::start(net, &config);
+    let body = registrations(net, |b| b.contains("alice"));
+    assert!(
+        body.contains(&format!("\"source\":\"{phone}:5070\"")),
+        "{body}\n{}",
+        sbc.log()
+    );
+    assert!(
+        sbc.log().contains("registrations restored"),
+        "{}",
+        sbc.log()
+    );
+    assert_eq!(sbc.metric("sbc_registrations"), 1.0);
+}

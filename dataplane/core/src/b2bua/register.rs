@@ -1,0 +1,419 @@
+//! The registrar on the shard (RFC 3261 §10.3, BRIEF §4): REGISTERs from
+//! phones are authenticated with HTTP Digest (RFC 7616, RFC 8760: MD5 and
+//! SHA-256, `qop=auth`), and what they register becomes a
+//! [`Change`](crate::registrar::Change) event for the control plane to
+//! apply, persist and publish to every shard as the next
+//! [`Location`](crate::registrar::Location).
+//!
+//! - No usable credentials: 401 with one challenge per configured
+//!   algorithm. The nonce is stateless ([`crate::registrar::NonceBook`]):
+//!   a flood of REGISTERs costs no memory.
+//! - Wrong password, unknown user, a network or address of record the
+//!   account may not use: the same 403, after the same work, so an answer
+//!   never tells whether a user exists. Each counts towards the source's
+//!   lockout (trunks exempt). A source that matches no trunk gets these
+//!   answers within the stranger limits (`[acl]`), the rest is dropped.
+//! - Right credentials with an expired nonce, or a nonce count not higher
+//!   than one already used (a replay): 401 `stale=true`.
+//! - Expiry: the Contact's `expires`, else `Expires`, else the default;
+//!   0 (or `*` with `Expires: 0`) unregisters; under the minimum: 423 with
+//!   Min-Expires; over the maximum: cut to it. The 200 OK's Contact says
+//!   what was granted.
+//! - NAT (RFC 3581): responses go back to the source address and port the
+//!   REGISTER came from, and the binding records that flow: requests to
+//!   the account go there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::context::Engine;
+use super::event::Event;
+use crate::net::Flow;
+use crate::policy::Policy;
+use crate::registrar::{Account, Binding, Change, NonceCheck, RegisterResult, Settings};
+use crate::sip::digest::{Authorization, Challenge, Qop, Secret, verify};
+use crate::sip::{CommaList, HeaderName, NameAddr, Request};
+
+/// A shard's registrar state: its nonces and the lockout table.
+#[derive(Debug, Default)]
+pub(crate) struct RegistrarState {
+    pub nonces: crate::registrar::NonceBook,
+    pub lockout: crate::registrar::Lockout,
+}
+
+/// What checking a request's credentials found.
+enum Auth<'p> {
+    Ok(&'p Account),
+    /// Challenge again (`stale`: the credentials were right).
+    Challenge {
+        stale: bool,
+    },
+    Failed,
+    /// The digest `uri` is not the Request-URI (RFC 7616 §3.4.6: 400).
+    BadUri,
+}
+
+impl Engine {
+    /// A REGISTER outside a dialog, with the registrar on.
+    pub(crate) fn on_register(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
+        let policy = Arc::clone(&self.ctx.policy);
+        let Some(settings) = policy.accounts.settings.as_ref() else {
+            return;
+        };
+        let secrets = *self.ctx.ids.secrets();
+        let ip = origin.remote.ip();
+        let trusted = policy.trunk_for_source(ip).is_some();
+        if !trusted && self.registrar.lockout.is_blocked(ip, now, &secrets) {
+            self.ctx.stats.register(RegisterResult::Blocked);
+            return;
+        }
+        match self.authenticate(now, req, origin, &policy, settings) {
+            Auth::Ok(account) => {
+                self.registrar.lockout.succeed(ip, &secrets);
+                self.bind(now, req, origin, settings, account);
+            }
+            Auth::Challenge { stale } => {
+                if !trusted && !self.ctx.may_answer_stranger(origin) {
+                    return self.ctx.stats.register(RegisterResult::Limited);
+                }
+                self.challenge(now, req, origin, settings, stale);
+            }
+            Auth::Failed => {
+                if let (false, Some(limits)) = (trusted, settings.lockout) {
+                    self.registrar.lockout.fail(ip, now, limits, &secrets);
+                }
+                if !trusted && !self.ctx.may_answer_stranger(origin) {
+                    return self.ctx.stats.register(RegisterResult::Limited);
+                }
+                self.registrar_answer(
+                    req,
+                    origin,
+                    now,
+                    RegisterResult::AuthFailed,
+                    (403, b"Forbidden"),
+                    &[],
+                );
+            }
+            Auth::BadUri => {
+                if !trusted && !self.ctx.may_answer_stranger(origin) {
+                    return self.ctx.stats.register(RegisterResult::Limited);
+                }
+                self.registrar_answer(
+                    req,
+                    origin,
+                    now,
+                    RegisterResult::BadRequest,
+                    (400, b"Digest URI Does Not Match Request-URI"),
+                    &[],
+                );
+            }
+        }
+    }
+
+    /// Checks the request's `Authorization` for our realm.
+    fn authenticate<'p>(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        policy: &'p Policy,
+        settings: &Settings,
+    ) -> Auth<'p> {
+        let realm = settings.realm.as_bytes();
+        let Some(creds) = req
+            .msg
+            .all(HeaderName::Authorization)
+            .filter_map(|h| Authorization::parse(h.value).ok())
+            .find(|a| a.realm == realm)
+        else {
+            return Auth::Challenge { stale: false };
+        };
+        if !settings.algorithms.contains(&creds.algorithm) {
+            return Auth::Challenge { stale: false };
+        }
+        let shard = self.ctx.shard.0;
+        let secrets = *self.ctx.ids.secrets();
+        let nonce = self.registrar.nonces.check(
+            &creds.nonce,
+            now,
+            settings.nonce_lifetime,
+            shard,
+            &secrets,
+        );
+        if nonce == NonceCheck::Invalid {
+            return Auth::Challenge { stale: false };
+        }
+        let challenge = Challenge {
+            realm: realm.to_vec(),
+            nonce: creds.nonce.clone(),
+            opaque: creds.opaque.clone(),
+            algorithm: creds.algorithm,
+            qop: vec![Qop::Auth],
+            stale: false,
+        };
+        let account = policy.accounts.account(&creds.username);
+        let secret = account.and_then(|a| a.secret.for_algorithm(creds.algorithm));
+        // The same work whether or not the user exists.
+        let right = match secret {
+            Some(s) => verify(&challenge, &creds, req.method_raw, s).is_ok(),
+            None => {
+                let _ = verify(&challenge, &creds, req.method_raw, Secret::Password(b"\0"));
+                false
+            }
+        };
+        let (true, Some(account)) = (right, account) else {
+            return Auth::Failed;
+        };
+        let uri = req.msg.request_line().map_or(&b""[..], |l| l.uri);
+        if creds.uri != uri {
+            return Auth::BadUri;
+        }
+        let NonceCheck::Fresh { serial } = nonce else {
+            return Auth::Challenge { stale: true };
+        };
+        let until = now + settings.nonce_lifetime;
+        let nc = creds.nc.unwrap_or(0);
+        if !self.registrar.nonces.count(serial, nc, now, until) {
+            return Auth::Challenge { stale: true };
+        }
+        if !account.may_register_from(origin.remote.ip()) {
+            return Auth::Failed;
+        }
+        Auth::Ok(account)
+    }
+
+    /// 401 with one challenge per algorithm, most preferred first.
+    fn challenge(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        settings: &Settings,
+        stale: bool,
+    ) {
+        let secrets = *self.ctx.ids.secrets();
+        let nonce = self.registrar.nonces.issue(now, self.ctx.shard.0, &secrets);
+        let mut values: Vec<Vec<u8>> = Vec::with_capacity(settings.algorithms.len());
+        for &algorithm in &settings.algorithms {
+            let c = Challenge {
+                realm: settings.realm.as_bytes().to_vec(),
+                nonce: nonce.as_bytes().to_vec(),
+                opaque: None,
+                algorithm,
+                qop: vec![Qop::Auth],
+                stale,
+            };
+            let mut v = Vec::with_capacity(128);
+            if c.write(&mut v).is_ok() {
+                values.push(v);
+            }
+        }
+        let headers: Vec<(HeaderName, &[u8])> = values
+            .iter()
+            .map(|v| (HeaderName::WwwAuthenticate, v.as_slice()))
+            .collect();
+        let result = if stale {
+            RegisterResult::Stale
+        } else {
+            RegisterResult::Challenged
+        };
+        self.registrar_answer(req, origin, now, result, (401, b"Unauthorized"), &headers);
+    }
+
+    /// The authenticated REGISTER's bindings (RFC 3261 §10.3 steps 6-8).
+    fn bind(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        settings: &Settings,
+        account: &Account,
+    ) {
+        let bad = |e: &mut Engine, why: &'static [u8]| {
+            e.registrar_answer(
+                req,
+                origin,
+                now,
+                RegisterResult::BadRequest,
+                (400, why),
+                &[],
+            );
+        };
+        // The address of record is the account's: its username or its
+        // extension number.
+        let to_user = req.to.parsed_uri().ok().and_then(|u| u.user);
+        if to_user != Some(account.username.as_bytes())
+            && to_user != Some(account.extension.as_bytes())
+        {
+            return self.registrar_answer(
+                req,
+                origin,
+                now,
+                RegisterResult::AuthFailed,
+                (403, b"Forbidden"),
+                &[],
+            );
+        }
+        let expires_header = match req.msg.value(HeaderName::Expires) {
+            None => None,
+            Some(v) => match crate::sip::scan_decimal(v) {
+                Some(n) => Some(n),
+                None => return bad(self, b"Invalid Expires"),
+            },
+        };
+        let contacts: Vec<&[u8]> = req
+            .msg
+            .all(HeaderName::Contact)
+            .flat_map(|h| CommaList::new(h.value))
+            .collect();
+        let Some(&first) = contacts.first() else {
+            return self.answer_query(now, req, origin, account);
+        };
+        if contacts.iter().any(|c| c.trim_ascii() == b"*") {
+            // RFC 3261 §10.3 step 6: `*` alone, with Expires: 0.
+            if contacts.len() != 1 || expires_header != Some(0) {
+                return bad(self, b"Wildcard Contact Needs Expires: 0");
+            }
+            return self.unbind(now, req, origin, account);
+        }
+        let Ok(contact) = NameAddr::parse(first) else {
+            return bad(self, b"Invalid Contact");
+        };
+        let requested = match contact.param(b"expires") {
+            Some(Some(v)) => match crate::sip::scan_decimal(v) {
+                Some(n) => n,
+                None => return bad(self, b"Invalid Contact expires"),
+            },
+            Some(None) => return bad(self, b"Invalid Contact expires"),
+            None => expires_header.unwrap_or(u64::from(settings.default_expires)),
+        };
+        if requested == 0 {
+            return self.unbind(now, req, origin, account);
+        }
+        if requested < u64::from(settings.min_expires) {
+            let mut n = itoa::Buffer::new();
+            let min = n.format(settings.min_expires).as_bytes().to_vec();
+            return self.registrar_answer(
+                req,
+                origin,
+                now,
+                RegisterResult::TooBrief,
+                (423, b"Interval Too Brief"),
+                &[(HeaderName::MinExpires, &min)],
+            );
+        }
+        if self.out_of_order(req, account) {
+            return self.registrar_answer(
+                req,
+                origin,
+                now,
+                RegisterResult::OutOfOrder,
+                (500, b"Registration Out Of Order"),
+                &[],
+            );
+        }
+        let granted = u32::try_from(requested.min(u64::from(settings.max_expires)))
+            .unwrap_or(settings.max_expires);
+        let contact_uri = Bytes::copy_from_slice(contact.uri);
+        self.ctx.emit(Event::Registration(Change::Bound(Binding {
+            account: Arc::clone(&account.username),
+            extension: Arc::clone(&account.extension),
+            contact: contact_uri.clone(),
+            flow: origin,
+            expires: now + Duration::from_secs(u64::from(granted)),
+            call_id: Bytes::copy_from_slice(req.call_id),
+            cseq: req.cseq.seq,
+        })));
+        let value = contact_value(&contact_uri, granted);
+        self.registrar_answer(
+            req,
+            origin,
+            now,
+            RegisterResult::Registered,
+            (200, b"OK"),
+            &[(HeaderName::Contact, &value)],
+        );
+    }
+
+    /// RFC 3261 §10.3 step 7: a REGISTER of the binding's Call-ID whose
+    /// CSeq is not higher is older than what is bound.
+    fn out_of_order(&self, req: &Request<'_>, account: &Account) -> bool {
+        self.ctx
+            .location
+            .latest(&account.username)
+            .is_some_and(|b| b.call_id == req.call_id && b.cseq >= req.cseq.seq)
+    }
+
+    fn unbind(&mut self, now: Instant, req: &Request<'_>, origin: Flow, account: &Account) {
+        if self.out_of_order(req, account) {
+            return self.registrar_answer(
+                req,
+                origin,
+                now,
+                RegisterResult::OutOfOrder,
+                (500, b"Registration Out Of Order"),
+                &[],
+            );
+        }
+        self.ctx.emit(Event::Registration(Change::Removed {
+            account: Arc::clone(&account.username),
+        }));
+        self.registrar_answer(
+            req,
+            origin,
+            now,
+            RegisterResult::Unregistered,
+            (200, b"OK"),
+            &[],
+        );
+    }
+
+    /// A REGISTER without Contact: 200 with the current binding.
+    fn answer_query(&mut self, now: Instant, req: &Request<'_>, origin: Flow, account: &Account) {
+        let current = self.ctx.location.get(&account.username, now).map(|b| {
+            let left = b.expires.saturating_duration_since(now).as_secs();
+            contact_value(&b.contact, u32::try_from(left).unwrap_or(u32::MAX))
+        });
+        let headers: Vec<(HeaderName, &[u8])> = current
+            .iter()
+            .map(|v| (HeaderName::Contact, v.as_slice()))
+            .collect();
+        self.registrar_answer(
+            req,
+            origin,
+            now,
+            RegisterResult::Queried,
+            (200, b"OK"),
+            &headers,
+        );
+    }
+
+    /// Answers through a server transaction, back to where the request
+    /// came from (symmetric response routing, RFC 3581 §4, whether or not
+    /// it asked with `rport`), and counts the result.
+    fn registrar_answer(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        now: Instant,
+        result: RegisterResult,
+        status: (u16, &[u8]),
+        headers: &[(HeaderName, &[u8])],
+    ) {
+        self.ctx.stats.register(result);
+        self.answer_outside_to(req, origin, origin, now, status, headers);
+    }
+}
+
+/// `<uri>;expires=N`.
+fn contact_value(uri: &[u8], expires: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(uri.len() + 24);
+    v.push(b'<');
+    v.extend_from_slice(uri);
+    v.extend_from_slice(b">;expires=");
+    let mut n = itoa::Buffer::new();
+    v.extend_from_slice(n.format(expires).as_bytes());
+    v
+}

@@ -1,0 +1,264 @@
+//! The registrar's sans-IO parts (RFC 3261 §10, BRIEF §4): the accounts
+//! phones register with, the nonces of their digest challenges, the
+//! location bindings they leave, and the lockout of sources that keep
+//! failing authentication.
+//!
+//! - [`Accounts`] is part of the configuration snapshot: extensions, their
+//!   accounts and secrets, and the registrar's settings.
+//! - [`Location`] is the other snapshot the shards read: every account's
+//!   current binding. A shard that accepts a REGISTER reports the change as
+//!   an event ([`Change`]); the control plane applies it, persists it and
+//!   publishes the next `Location` to every shard.
+//! - [`NonceBook`] and [`Lockout`] are a shard's own state.
+//!
+//! The engine's side (answering REGISTER) is `b2bua/register.rs`.
+
+mod location;
+mod lockout;
+mod nonce;
+
+pub use location::{Binding, Change, Location};
+pub use lockout::Lockout;
+pub use nonce::{NonceBook, NonceCheck};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::sip::digest::{Algorithm, Secret};
+
+/// What became of a REGISTER (the `result` label of
+/// `sbc_registrar_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterResult {
+    /// 401 with a fresh nonce (no or unusable credentials).
+    Challenged = 0,
+    /// 401 `stale=true`: right credentials, old (or replayed) nonce.
+    Stale,
+    /// 200: bound or refreshed.
+    Registered,
+    /// 200: `Expires: 0` or `*`.
+    Unregistered,
+    /// 200 to a REGISTER without Contact (a query).
+    Queried,
+    /// 403: wrong credentials, unknown user, a network or address of
+    /// record the account may not use.
+    AuthFailed,
+    /// 423: shorter than `min_expires`.
+    TooBrief,
+    /// 500: an older CSeq of the same Call-ID (RFC 3261 §10.3 step 7).
+    OutOfOrder,
+    /// 400: a broken Contact, Expires or `*`, or a digest `uri` that is
+    /// not the Request-URI.
+    BadRequest,
+    /// Dropped: the source is locked out after failing too often.
+    Blocked,
+    /// Dropped: a source that matches no trunk was answered too often.
+    Limited,
+}
+
+impl RegisterResult {
+    pub const ALL: [RegisterResult; 11] = [
+        RegisterResult::Challenged,
+        RegisterResult::Stale,
+        RegisterResult::Registered,
+        RegisterResult::Unregistered,
+        RegisterResult::Queried,
+        RegisterResult::AuthFailed,
+        RegisterResult::TooBrief,
+        RegisterResult::OutOfOrder,
+        RegisterResult::BadRequest,
+        RegisterResult::Blocked,
+        RegisterResult::Limited,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RegisterResult::Challenged => "challenged",
+            RegisterResult::Stale => "stale",
+            RegisterResult::Registered => "registered",
+            RegisterResult::Unregistered => "unregistered",
+            RegisterResult::Queried => "queried",
+            RegisterResult::AuthFailed => "auth_failed",
+            RegisterResult::TooBrief => "too_brief",
+            RegisterResult::OutOfOrder => "out_of_order",
+            RegisterResult::BadRequest => "bad_request",
+            RegisterResult::Blocked => "blocked",
+            RegisterResult::Limited => "limited",
+        }
+    }
+}
+
+/// How the registrar answers (the `[registrar]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The digest realm of every challenge.
+    pub realm: Arc<str>,
+    /// Shortest registration granted; shorter ones get 423 (RFC 3261
+    /// §10.3 step 7).
+    pub min_expires: u32,
+    /// Longest registration granted; longer ones are cut to it.
+    pub max_expires: u32,
+    /// Granted when the REGISTER names no expiry.
+    pub default_expires: u32,
+    /// A nonce older than this gets `stale=true` (RFC 7616 §3.3).
+    pub nonce_lifetime: Duration,
+    /// Challenges offered, in order of preference (RFC 8760 §2.4).
+    pub algorithms: Vec<Algorithm>,
+    /// Sources that fail authentication too often are ignored for a
+    /// while; `None`: never.
+    pub lockout: Option<LockoutSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            realm: "sbc".into(),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            nonce_lifetime: Duration::from_secs(300),
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            lockout: Some(LockoutSettings::default()),
+        }
+    }
+}
+
+/// `failures` failed authentications from one source within `window`
+/// block it for `block` (its requests are dropped unanswered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutSettings {
+    pub failures: u32,
+    pub window: Duration,
+    pub block: Duration,
+}
+
+impl Default for LockoutSettings {
+    fn default() -> Self {
+        LockoutSettings {
+            failures: 10,
+            window: Duration::from_secs(60),
+            block: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What an account authenticates with. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AccountSecret {
+    /// The password: every algorithm can be checked.
+    Password(Box<[u8]>),
+    /// Only `H(username:realm:password)` per algorithm, in hex (so the
+    /// configuration need not hold the password); an answer with an
+    /// algorithm that has none fails.
+    Ha1 {
+        md5: Option<Box<[u8]>>,
+        sha256: Option<Box<[u8]>>,
+    },
+}
+
+impl fmt::Debug for AccountSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccountSecret::Password(_) => "Password(<redacted>)",
+            AccountSecret::Ha1 { .. } => "Ha1(<redacted>)",
+        })
+    }
+}
+
+impl AccountSecret {
+    /// The secret to check an answer made with `algorithm`.
+    pub fn for_algorithm(&self, algorithm: Algorithm) -> Option<Secret<'_>> {
+        match self {
+            AccountSecret::Password(p) => Some(Secret::Password(p)),
+            AccountSecret::Ha1 { md5, sha256 } => match algorithm {
+                Algorithm::Md5 => md5.as_deref().map(Secret::Ha1),
+                Algorithm::Sha256 => sha256.as_deref().map(Secret::Ha1),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A SIP account of an extension (a desk phone, a softphone).
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The digest username, and the user part of its address of record.
+    pub username: Arc<str>,
+    /// The extension number it belongs to.
+    pub extension: Arc<str>,
+    pub secret: AccountSecret,
+    /// Where it may register from; empty: anywhere.
+    pub networks: Vec<IpNet>,
+}
+
+impl Account {
+    pub fn may_register_from(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::net::canonical(ip);
+        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Extensions and their accounts, with the registrar's settings: the part
+/// of the [`crate::policy::Policy`] snapshot the registrar reads.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// `None`: no registrar (REGISTER is refused as before).
+    pub settings: Option<Settings>,
+    accounts: Vec<Account>,
+    by_username: HashMap<Arc<str>, usize>,
+    /// Extension number → its accounts (indices into `accounts`).
+    extensions: HashMap<Arc<str>, Vec<usize>>,
+}
+
+impl Accounts {
+    /// Builds the index. Usernames must be unique (the control plane's
+    /// validation sees to it; a repeated one keeps the first).
+    pub fn new(settings: Option<Settings>, accounts: Vec<Account>) -> Self {
+        let mut by_username = HashMap::with_capacity(accounts.len());
+        let mut extensions: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        for (i, a) in accounts.iter().enumerate() {
+            if by_username.contains_key(&a.username) {
+                continue;
+            }
+            by_username.insert(Arc::clone(&a.username), i);
+            extensions
+                .entry(Arc::clone(&a.extension))
+                .or_default()
+                .push(i);
+        }
+        Accounts {
+            settings,
+            accounts,
+            by_username,
+            extensions,
+        }
+    }
+
+    pub fn account(&self, username: &[u8]) -> Option<&Account> {
+        let name = std::str::from_utf8(username).ok()?;
+        self.by_username
+            .get(name)
+            .and_then(|&i| self.accounts.get(i))
+    }
+
+    /// The accounts of extension `number`, in configuration order.
+    pub fn extension(&self, number: &str) -> impl Iterator<Item = &Account> {
+        self.extensions
+            .get(number)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.accounts.get(i))
+    }
+
+    pub fn is_extension(&self, number: &str) -> bool {
+        self.extensions.contains_key(number)
+    }
+
+    pub fn all(&self) -> &[Account] {
+        &self.accounts
+    }
+}

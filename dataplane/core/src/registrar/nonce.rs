@@ -1,0 +1,230 @@
+//! Digest nonces (RFC 7616 §3.3, §5.4): stateless to issue, so a flood of
+//! unauthenticated REGISTERs costs no memory; a nonce names when and by
+//! which shard it was issued and carries a MAC, so it cannot be forged or
+//! aged. State is kept only for nonces a request authenticated with: the
+//! highest nonce count seen, so a replayed answer is refused.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::b2bua::Secrets;
+
+/// Nonces with counts held at once, per shard; beyond it, expired ones
+/// are forgotten, and failing that a new one gets `stale=true`.
+pub const MAX_COUNTED: usize = 65_536;
+
+/// What a received nonce is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// Issued by this shard and still young: `serial` names it.
+    Fresh { serial: u32 },
+    /// Ours but older than the lifetime: answer `stale=true` when the
+    /// credentials were otherwise right.
+    Stale,
+    /// Not ours (forged, from another shard or an earlier run).
+    Invalid,
+}
+
+/// One shard's nonces.
+#[derive(Debug, Default)]
+pub struct NonceBook {
+    /// Issue times are counted from here (the first nonce).
+    epoch: Option<Instant>,
+    next: u32,
+    /// Serial → (highest nonce count seen, when it stops mattering).
+    counted: HashMap<u32, (u32, Instant)>,
+}
+
+/// Layout, in lowercase hex: issued (ms since the epoch, 12), serial (8),
+/// shard (4), MAC (16).
+const LEN: usize = 40;
+const BODY: usize = 24;
+
+impl NonceBook {
+    /// A fresh nonce.
+    pub fn issue(&mut self, now: Instant, shard: u16, secrets: &Secrets) -> String {
+        let epoch = *self.epoch.get_or_insert(now);
+        let ms = u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(0);
+        let serial = self.next;
+        self.next = self.next.wrapping_add(1);
+        let body = format!("{:012x}{serial:08x}{shard:04x}", ms & 0xffff_ffff_ffff);
+        let mac = secrets.nonce_mac(body.as_bytes());
+        format!("{body}{mac:016x}")
+    }
+
+    /// What `nonce` is, at `now`, for shard `shard`.
+    pub fn check(
+        &self,
+        nonce: &[u8],
+        now: Instant,
+        lifetime: Duration,
+        shard: u16,
+        secrets: &Secrets,
+    ) -> NonceCheck {
+        let (Some(epoch), true) = (self.epoch, nonce.len() == LEN) else {
+            return NonceCheck::Invalid;
+        };
+        let (body, mac) = nonce.split_at(BODY);
+        if hex(mac) != Some(secrets.nonce_mac(body)) {
+            return NonceCheck::Invalid;
+        }
+        let (Some(ms), Some(serial), Some(owner)) =
+            (hex(&body[..12]), hex(&body[12..20]), hex(&body[20..24]))
+        else {
+            return NonceCheck::Invalid;
+        };
+        if owner != u64::from(shard) {
+            return NonceCheck::Invalid;
+        }
+        let issued = epoch + Duration::from_millis(ms);
+        if now.saturating_duration_since(issued) >= lifetime {
+            return NonceCheck::Stale;
+        }
+        NonceCheck::Fresh {
+            serial: u32::try_from(serial).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Records nonce count `nc` for the nonce `serial`: true when it is
+    /// higher than any seen with it (RFC 7616 §3.4: a count not higher is
+    /// a replay). `until` is when the nonce goes stale anyway.
+    pub fn count(&mut self, serial: u32, nc: u32, now: Instant, until: Instant) -> bool {
+        if let Some((seen, _)) = self.counted.get_mut(&serial) {
+            if nc <= *seen {
+                return false;
+            }
+            *seen = nc;
+            return true;
+        }
+        if self.counted.len() >= MAX_COUNTED {
+            self.counted.retain(|_, (_, end)| *end > now);
+            if self.counted.len() >= MAX_COUNTED {
+                return false;
+            }
+        }
+        self.counted.insert(serial, (nc, until));
+        true
+    }
+
+    /// Nonces whose counts are held.
+    pub fn counted(&self) -> usize {
+        self.counted.len()
+    }
+}
+
+fn hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &b in s {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u64::from(d);
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Secrets {
+        Secrets::from_bytes([7; 48])
+    }
+
+    const LIFE: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn a_nonce_is_fresh_then_stale() {
+        let mut book = NonceBook::default();
+        let t0 = Instant::now();
+        let n = book.issue(t0, 1, &secrets());
+        assert_eq!(n.len(), LEN);
+        assert!(matches!(
+            book.check(
+                n.as_bytes(),
+                t0 + Duration::from_secs(299),
+                LIFE,
+                1,
+                &secrets()
+            ),
+            NonceCheck::Fresh { serial: 0 }
+        ));
+        assert_eq!(
+            book.check(n.as_bytes(), t0 + LIFE, LIFE, 1, &secrets()),
+            NonceCheck::Stale
+        );
+    }
+
+    #[test]
+    fn forged_foreign_or_other_shard_nonces_are_invalid() {
+        let mut book = NonceBook::default();
+        let t0 = Instant::now();
+        let n = book.issue(t0, 1, &secrets());
+        assert_eq!(
+            book.check(n.as_bytes(), t0, LIFE, 0, &secrets()),
+            NonceCheck::Invalid,
+            "another shard's nonce"
+        );
+        let other = Secrets::from_bytes([8; 48]);
+        assert_eq!(
+            book.check(n.as_bytes(), t0, LIFE, 1, &other),
+            NonceCheck::Invalid,
+            "an earlier run's nonce"
+        );
+        // Making it look younger breaks the MAC.
+        let mut aged = n.clone().into_bytes();
+        aged[11] = if aged[11] == b'0' { b'1' } else { b'0' };
+        assert_eq!(
+            book.check(&aged, t0, LIFE, 1, &secrets()),
+            NonceCheck::Invalid
+        );
+        for junk in [&b""[..], b"abc", &[b'z'; LEN]] {
+            assert_eq!(
+                book.check(junk, t0, LIFE, 1, &secrets()),
+                NonceCheck::Invalid
+            );
+        }
+        assert_eq!(
+            NonceBook::default().check(n.as_bytes(), t0, LIFE, 1, &secrets()),
+            NonceCheck::Invalid,
+            "a book that issued nothing knows no nonce"
+        );
+    }
+
+    #[test]
+    fn nonce_counts_must_rise() {
+        let mut book = NonceBook::default();
+        let t0 = Instant::now();
+        let until = t0 + LIFE;
+        assert!(book.count(3, 1, t0, until));
+        assert!(!book.count(3, 1, t0, until), "replayed");
+        assert!(book.count(3, 2, t0, until));
+        assert!(!book.count(3, 1, t0, until), "older");
+        assert!(
+            book.count(4, 1, t0, until),
+            "another nonce has its own count"
+        );
+        assert_eq!(book.counted(), 2);
+    }
+
+    #[test]
+    fn the_count_table_is_bounded() {
+        let mut book = NonceBook::default();
+        let t0 = Instant::now();
+        for s in 0..MAX_COUNTED as u32 {
+            assert!(book.count(s, 1, t0, t0 + Duration::from_secs(1)));
+        }
+        assert!(
+            !book.count(u32::MAX, 1, t0, t0 + LIFE),
+            "full of live nonces"
+        );
+        // Once they are stale they make room.
+        assert!(book.count(u32::MAX, 1, t0 + Duration::from_secs(2), t0 + LIFE));
+        assert_eq!(book.counted(), 1);
+    }
+}

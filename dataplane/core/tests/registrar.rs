@@ -1,0 +1,554 @@
+//! The registrar on the simulated clock: digest challenges (MD5 and
+//! SHA-256), nonces that go stale and cannot be replayed, answers that do
+//! not tell whether a user exists, expiry rules, NAT, lockout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sbc_core::b2bua::Event;
+use sbc_core::policy::Policy;
+use sbc_core::registrar::{
+    Account, AccountSecret, Accounts, Change, Location, LockoutSettings, RegisterResult, Settings,
+};
+use sbc_core::sip::HeaderName;
+use sbc_core::sip::digest::{self, Algorithm, Challenge, Credentials};
+use support::*;
+
+/// The phone, behind a NAT: its REGISTERs arrive from here.
+const PHONE: &str = "203.0.113.20:40000";
+const REALM: &str = "sbc.test";
+
+fn settings() -> Settings {
+    Settings {
+        realm: REALM.into(),
+        min_expires: 60,
+        max_expires: 3600,
+        default_expires: 600,
+        nonce_lifetime: Duration::from_secs(300),
+        algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+        lockout: Some(LockoutSettings {
+            failures: 3,
+            window: Duration::from_secs(60),
+            block: Duration::from_secs(600),
+        }),
+    }
+}
+
+fn registrar_policy() -> Policy {
+    let mut p = policy();
+    let ha1 = Algorithm::Md5.ha1(b"bob", REALM.as_bytes(), b"bobs-secret");
+    p.accounts = Accounts::new(
+        Some(settings()),
+        vec![
+            Account {
+                username: "alice".into(),
+                extension: "201".into(),
+                secret: AccountSecret::Password(b"alices-secret".to_vec().into()),
+                networks: vec![],
+            },
+            Account {
+                username: "bob".into(),
+                extension: "202".into(),
+                secret: AccountSecret::Ha1 {
+                    md5: Some(ha1.as_bytes().to_vec().into()),
+                    sha256: None,
+                },
+                networks: vec!["203.0.113.0/24".parse().unwrap()],
+            },
+        ],
+    );
+    // Generous stranger limits: phones are strangers until authenticated.
+    p.acl.strangers.per_source = 1000;
+    p.acl.strangers.total = 1000;
+    p
+}
+
+/// A REGISTER for `user` (To and From), with `extra` header lines.
+fn register(user: &str, call_id: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        "REGISTER sip:sbc.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.1.1.2:5062;branch=z9hG4bK-{call_id}-{cseq}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@sbc.test>;tag=ph-{call_id}\r\n\
+         To: <sip:{user}@sbc.test>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+struct Phone {
+    user: &'static str,
+    password: &'static str,
+    call_id: &'static str,
+    cseq: u32,
+    nc: u32,
+    challenge: Option<Challenge>,
+}
+
+impl Phone {
+    fn new(user: &'static str, password: &'static str, call_id: &'static str) -> Self {
+        Phone {
+            user,
+            password,
+            call_id,
+            cseq: 0,
+            nc: 0,
+            challenge: None,
+        }
+    }
+
+    /// Sends a REGISTER (with credentials for the last challenge, if
+    /// any) and returns the answer.
+    fn send(&mut self, sim: &mut Sim, extra: &str) -> Sent {
+        self.cseq += 1;
+        let mut headers = extra.to_owned();
+        if let Some(c) = &self.challenge {
+            self.nc += 1;
+            let me = Credentials {
+                username: self.user.as_bytes(),
+                password: self.password.as_bytes(),
+            };
+            let a = digest::answer(c, &me, b"REGISTER", b"sip:sbc.test", b"cn0a", self.nc).unwrap();
+            let mut v = Vec::new();
+            a.write(&mut v).unwrap();
+            headers.push_str(&format!(
+                "Authorization: {}\r\n",
+                String::from_utf8(v).unwrap()
+            ));
+        }
+        sim.recv(
+            PHONE,
+            &register(self.user, self.call_id, self.cseq, &headers),
+        );
+        let answer = sim.one_to(PHONE);
+        if answer.code() == Some(401) {
+            self.take_challenge(&answer, Algorithm::Md5);
+        }
+        answer
+    }
+
+    fn take_challenge(&mut self, answer: &Sent, algorithm: Algorithm) {
+        let msg = answer.msg();
+        let c = msg
+            .all(HeaderName::WwwAuthenticate)
+            .map(|h| Challenge::parse(h.value).unwrap())
+            .find(|c| c.algorithm == algorithm)
+            .expect("a challenge with the algorithm");
+        self.challenge = Some(c);
+        self.nc = 0;
+    }
+
+    /// Challenge then credentials: the 200 (or whatever comes).
+    fn register(&mut self, sim: &mut Sim, extra: &str) -> Sent {
+        let first = self.send(sim, extra);
+        if first.code() != Some(401) {
+            return first;
+        }
+        self.send(sim, extra)
+    }
+}
+
+/// Applies the registration events to `loc` (as the control plane does)
+/// and hands the engine the new snapshot.
+fn publish(sim: &mut Sim, loc: &mut Location) -> Vec<Change> {
+    let changes: Vec<Change> = sim
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Registration(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    for c in &changes {
+        loc.apply(c.clone());
+    }
+    sim.engine.set_location(Arc::new(loc.clone()));
+    changes
+}
+
+fn count(sim: &Sim, r: RegisterResult) -> u64 {
+    sim.stats.registrar[r as usize].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn a_phone_registers_with_md5_behind_nat() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut loc = Location::default();
+    let mut phone = Phone::new("alice", "alices-secret", "reg-1");
+    let challenge = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2:5062>\r\n");
+    assert_eq!(challenge.code(), Some(401));
+    // Both algorithms are offered, SHA-256 first (RFC 8760 §2.4), with
+    // the same realm and qop=auth.
+    let offered: Vec<Challenge> = challenge
+        .msg()
+        .all(HeaderName::WwwAuthenticate)
+        .map(|h| Challenge::parse(h.value).unwrap())
+        .collect();
+    assert_eq!(offered.len(), 2);
+    assert_eq!(offered[0].algorithm, Algorithm::Sha256);
+    assert_eq!(offered[1].algorithm, Algorithm::Md5);
+    assert!(
+        offered
+            .iter()
+            .all(|c| c.realm == REALM.as_bytes() && c.qop.len() == 1)
+    );
+    // RFC 3581: back to the source port even without rport.
+    assert_eq!(challenge.to, addr(PHONE));
+
+    let ok = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2:5062>\r\n");
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    assert_eq!(
+        ok.header(HeaderName::Contact),
+        "<sip:alice@10.1.1.2:5062>;expires=600"
+    );
+    let changes = publish(&mut sim, &mut loc);
+    let [Change::Bound(b)] = changes.as_slice() else {
+        panic!("{changes:?}")
+    };
+    assert_eq!((&*b.account, &*b.extension), ("alice", "201"));
+    assert_eq!(&b.contact[..], b"sip:alice@10.1.1.2:5062");
+    // The flow is where it came from, not the private Contact host.
+    assert_eq!(b.flow.remote, addr(PHONE));
+    assert_eq!(b.expires, sim.now + Duration::from_secs(600));
+    assert_eq!(count(&sim, RegisterResult::Challenged), 1);
+    assert_eq!(count(&sim, RegisterResult::Registered), 1);
+}
+
+#[test]
+fn sha256_works_and_ha1_only_accounts_refuse_it() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut alice = Phone::new("alice", "alices-secret", "reg-sha");
+    let c = alice.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    alice.take_challenge(&c, Algorithm::Sha256);
+    assert_eq!(
+        alice
+            .send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n")
+            .code(),
+        Some(200)
+    );
+    // bob has only an MD5 HA1: SHA-256 cannot be checked, MD5 can.
+    let mut bob = Phone::new("bob", "bobs-secret", "reg-bob");
+    let c = bob.send(&mut sim, "Contact: <sip:bob@10.1.1.3>\r\n");
+    bob.take_challenge(&c, Algorithm::Sha256);
+    assert_eq!(
+        bob.send(&mut sim, "Contact: <sip:bob@10.1.1.3>\r\n").code(),
+        Some(403)
+    );
+    let mut bob = Phone::new("bob", "bobs-secret", "reg-bob2");
+    assert_eq!(
+        bob.register(&mut sim, "Contact: <sip:bob@10.1.1.3>\r\n")
+            .code(),
+        Some(200)
+    );
+}
+
+#[test]
+fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let wrong =
+        Phone::new("alice", "guess", "reg-w").register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
+    let unknown =
+        Phone::new("mallory", "guess", "reg-u").register(&mut sim, "Contact: <sip:m@10.1.1.2>\r\n");
+    assert_eq!(wrong.code(), Some(403));
+    assert_eq!(unknown.code(), Some(403));
+    let strip = |s: &Sent| {
+        s.text()
+            .lines()
+            .filter(|l| {
+                !l.starts_with("Via")
+                    && !l.starts_with("From")
+                    && !l.starts_with("To")
+                    && !l.starts_with("Call-ID")
+                    && !l.starts_with("CSeq")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&wrong), strip(&unknown));
+    assert!(sim.events().is_empty(), "nothing registered");
+    assert_eq!(count(&sim, RegisterResult::AuthFailed), 2);
+}
+
+#[test]
+fn a_stale_nonce_gets_stale_true_and_a_replay_is_refused() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut phone = Phone::new("alice", "alices-secret", "reg-s");
+    assert_eq!(
+        phone
+            .register(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n")
+            .code(),
+        Some(200)
+    );
+    // The same nonce, next count: accepted without a new challenge.
+    assert_eq!(
+        phone
+            .send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n")
+            .code(),
+        Some(200)
+    );
+    // A replay: the same nonce count again (a new branch and CSeq, as an
+    // attacker who captured the request would send it).
+    phone.nc -= 1;
+    let replay = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    assert_eq!(replay.code(), Some(401));
+    let c = Challenge::parse(replay.msg().value(HeaderName::WwwAuthenticate).unwrap()).unwrap();
+    assert!(c.stale);
+    // After the nonce's lifetime: stale=true, then a fresh nonce works.
+    sim.advance(Duration::from_secs(301));
+    let stale = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    assert_eq!(stale.code(), Some(401));
+    let c = Challenge::parse(stale.msg().value(HeaderName::WwwAuthenticate).unwrap()).unwrap();
+    assert!(c.stale);
+    assert_eq!(
+        phone
+            .send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n")
+            .code(),
+        Some(200)
+    );
+    assert_eq!(count(&sim, RegisterResult::Stale), 2);
+}
+
+#[test]
+fn expiry_rules() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut loc = Location::default();
+    let mut phone = Phone::new("alice", "alices-secret", "reg-e");
+    // Under the minimum: 423 with Min-Expires.
+    let brief = phone.register(&mut sim, "Contact: <sip:alice@10.1.1.2>;expires=30\r\n");
+    assert_eq!(brief.code(), Some(423));
+    assert_eq!(brief.header(HeaderName::MinExpires), "60");
+    // Over the maximum (from the Expires header): cut.
+    let long = phone.send(
+        &mut sim,
+        "Contact: <sip:alice@10.1.1.2>\r\nExpires: 86400\r\n",
+    );
+    assert_eq!(
+        long.header(HeaderName::Contact),
+        "<sip:alice@10.1.1.2>;expires=3600"
+    );
+    publish(&mut sim, &mut loc);
+    // A query (no Contact) shows the binding with what is left.
+    sim.advance(Duration::from_secs(100));
+    let query = phone.send(&mut sim, "");
+    assert_eq!(query.code(), Some(200));
+    assert_eq!(
+        query.header(HeaderName::Contact),
+        "<sip:alice@10.1.1.2>;expires=3500"
+    );
+    // It expires on time.
+    assert!(loc.get("alice", sim.now).is_some());
+    assert!(
+        loc.get("alice", sim.now + Duration::from_secs(3500))
+            .is_none()
+    );
+    // Expires: 0 unregisters.
+    let gone = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\nExpires: 0\r\n");
+    assert_eq!(gone.code(), Some(200));
+    assert_eq!(
+        publish(&mut sim, &mut loc),
+        vec![Change::Removed {
+            account: "alice".into()
+        }]
+    );
+    // `*` needs Expires: 0.
+    let bad = phone.send(&mut sim, "Contact: *\r\n");
+    assert_eq!(bad.code(), Some(400));
+    let star = phone.send(&mut sim, "Contact: *\r\nExpires: 0\r\n");
+    assert_eq!(star.code(), Some(200));
+    assert_eq!(count(&sim, RegisterResult::TooBrief), 1);
+    assert_eq!(count(&sim, RegisterResult::Unregistered), 2);
+}
+
+#[test]
+fn an_older_cseq_of_the_same_call_id_is_out_of_order() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut loc = Location::default();
+    let mut phone = Phone::new("alice", "alices-secret", "reg-o");
+    phone.cseq = 10;
+    assert_eq!(
+        phone
+            .register(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n")
+            .code(),
+        Some(200)
+    );
+    publish(&mut sim, &mut loc);
+    phone.cseq = 5;
+    let old = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.9>\r\n");
+    assert_eq!(old.code(), Some(500));
+    assert!(sim.events().is_empty());
+}
+
+#[test]
+fn networks_and_the_address_of_record_are_enforced() {
+    // bob may register only from 203.0.113.0/24.
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut bob = Phone::new("bob", "bobs-secret", "reg-n");
+    let first = bob.send(&mut sim, "Contact: <sip:bob@10.1.1.3>\r\n");
+    assert_eq!(first.code(), Some(401));
+    bob.cseq += 1;
+    bob.nc += 1;
+    let me = Credentials {
+        username: b"bob",
+        password: b"bobs-secret",
+    };
+    let a = digest::answer(
+        bob.challenge.as_ref().unwrap(),
+        &me,
+        b"REGISTER",
+        b"sip:sbc.test",
+        b"x",
+        1,
+    )
+    .unwrap();
+    let mut v = Vec::new();
+    a.write(&mut v).unwrap();
+    let req = register(
+        "bob",
+        "reg-n",
+        bob.cseq,
+        &format!(
+            "Contact: <sip:bob@10.1.1.3>\r\nAuthorization: {}\r\n",
+            String::from_utf8(v).unwrap()
+        ),
+    );
+    sim.recv("100.64.0.50:5060", &req);
+    assert_eq!(sim.one_to("100.64.0.50:5060").code(), Some(403));
+    // alice may not register as extension 202 (bob's).
+    let mut alice = Phone::new("alice", "alices-secret", "reg-aor");
+    alice.user = "alice";
+    let c = alice.send(&mut sim, "");
+    assert_eq!(c.code(), Some(401));
+    let me = Credentials {
+        username: b"alice",
+        password: b"alices-secret",
+    };
+    let a = digest::answer(
+        alice.challenge.as_ref().unwrap(),
+        &me,
+        b"REGISTER",
+        b"sip:sbc.test",
+        b"x",
+        1,
+    )
+    .unwrap();
+    let mut v = Vec::new();
+    a.write(&mut v).unwrap();
+    let req = register(
+        "202",
+        "reg-aor",
+        5,
+        &format!(
+            "Contact: <sip:alice@10.1.1.2>\r\nAuthorization: {}\r\n",
+            String::from_utf8(v).unwrap()
+        ),
+    );
+    sim.recv(PHONE, &req);
+    assert_eq!(sim.one_to(PHONE).code(), Some(403));
+    // Her own extension number is her address of record too.
+    let req = register("201", "reg-aor", 6, "Contact: <sip:alice@10.1.1.2>\r\n");
+    sim.recv(PHONE, &req);
+    let c = sim.one_to(PHONE);
+    alice.take_challenge(&c, Algorithm::Md5);
+    let a = digest::answer(
+        alice.challenge.as_ref().unwrap(),
+        &me,
+        b"REGISTER",
+        b"sip:sbc.test",
+        b"y",
+        1,
+    )
+    .unwrap();
+    let mut v = Vec::new();
+    a.write(&mut v).unwrap();
+    let req = register(
+        "201",
+        "reg-aor",
+        7,
+        &format!(
+            "Contact: <sip:alice@10.1.1.2>\r\nAuthorization: {}\r\n",
+            String::from_utf8(v).unwrap()
+        ),
+    );
+    sim.recv(PHONE, &req);
+    assert_eq!(sim.one_to(PHONE).code(), Some(200));
+}
+
+#[test]
+fn a_source_that_keeps_failing_is_locked_out_for_a_while() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    for i in 0..3 {
+        let call_id: &'static str = Box::leak(format!("reg-l{i}").into_boxed_str());
+        let answer = Phone::new("alice", "guess", call_id)
+            .register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
+        assert_eq!(answer.code(), Some(403));
+    }
+    // Blocked: even the right password gets no answer at all.
+    sim.recv(
+        PHONE,
+        &register("alice", "reg-l9", 1, "Contact: <sip:a@10.1.1.2>\r\n"),
+    );
+    assert!(sim.sent().is_empty());
+    assert_eq!(count(&sim, RegisterResult::Blocked), 1);
+    // Another source is not affected.
+    sim.recv("203.0.113.21:5060", &register("alice", "reg-other", 1, ""));
+    assert_eq!(sim.one_to("203.0.113.21:5060").code(), Some(401));
+    // After the block, the right password works again.
+    sim.advance(Duration::from_secs(601));
+    let ok = Phone::new("alice", "alices-secret", "reg-l10")
+        .register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
+    assert_eq!(ok.code(), Some(200));
+}
+
+#[test]
+fn a_retransmitted_register_gets_the_same_answer_and_binds_once() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut phone = Phone::new("alice", "alices-secret", "reg-r");
+    phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    let ok = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(sim.events().len(), 1);
+    // The same request again (same branch): the same 200, no new binding.
+    let me = Credentials {
+        username: b"alice",
+        password: b"alices-secret",
+    };
+    let a = digest::answer(
+        phone.challenge.as_ref().unwrap(),
+        &me,
+        b"REGISTER",
+        b"sip:sbc.test",
+        b"cn0a",
+        1,
+    )
+    .unwrap();
+    let mut v = Vec::new();
+    a.write(&mut v).unwrap();
+    let again = register(
+        "alice",
+        "reg-r",
+        2,
+        &format!(
+            "Contact: <sip:alice@10.1.1.2>\r\nAuthorization: {}\r\n",
+            String::from_utf8(v).unwrap()
+        ),
+    );
+    sim.recv(PHONE, &again);
+    assert_eq!(sim.one_to(PHONE).bytes, ok.bytes);
+    assert!(sim.events().is_empty());
+}
+
+#[test]
+fn without_a_registrar_register_is_refused_as_before() {
+    let mut sim = Sim::new();
+    sim.recv(PBX, &register("alice", "reg-x", 1, ""));
+    // (Answered at the Via's port: this REGISTER asks for no rport.)
+    assert_eq!(sim.one_to("10.0.0.10:5062").code(), Some(405));
+    // And strangers get the default-deny 403.
+    sim.recv(PHONE, &register("alice", "reg-y", 1, ""));
+    assert_eq!(sim.one_to("203.0.113.20:5062").code(), Some(403));
+}
