@@ -140,3 +140,59 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
     );
     assert_eq!(sbc.metric("sbc_registrations"), 1.0);
 }
+
+/// A carrier's call to a DID routed to extension 201 reaches the phone
+/// that registered for it, at the address it registered from, and runs
+/// to its end; with nobody registered the carrier hears 480.
+#[test]
+fn a_did_rings_the_registered_phone() {
+    let net = Net(118);
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut config = registrar_config(net, &state_dir.path().join("registrations.json"));
+    config.push_str(
+        "\n[[dids]]\nnumbers = [\"+3902999\"]\nfrom = [\"carrier-a\"]\nextension = \"201\"\n",
+    );
+    let sbc = Sbc::start(net, &config);
+    let phone = net.ip(50);
+
+    // Nobody registered yet: 480 (the scenario expects a 200, so it fails).
+    let early = Sipp::spawn(
+        "uac",
+        &uac_args(net, &net.carrier_a(), "uac_basic.xml", "+3902999", 1, 1, 40),
+    )
+    .wait(Duration::from_secs(60));
+    assert_eq!(early.successful, 0);
+    assert!(early.output.contains("480"), "{}", early.output);
+    assert_eq!(
+        sbc.metric("sbc_requests_rejected_total{reason=\"not_registered\"}"),
+        1.0
+    );
+
+    let ok = register(net, &phone, "alice", "alices-secret", 0);
+    assert_eq!(
+        (ok.code, ok.successful),
+        (Some(0), 1),
+        "{}\n{}",
+        ok.output,
+        sbc.log()
+    );
+    registrations(net, |b| b.contains("alice"));
+
+    // The phone now answers on the address it registered from.
+    let mut uas = uas_args(net, &phone, "uas_answer.xml", 1, 20);
+    let port = uas.iter().position(|a| a == "-p").unwrap();
+    uas[port + 1] = "5070".into();
+    let uas = Sipp::spawn("phone", &uas);
+    let mut args = uac_args(net, &net.carrier_a(), "uac_basic.xml", "+3902999", 1, 1, 60);
+    args.extend(["-d".into(), "500".into()]);
+    let uac = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
+    let uas = uas.wait(Duration::from_secs(30));
+    assert_eq!(
+        (uac.code, uac.successful, uas.successful),
+        (Some(0), 1, 1),
+        "{}\n{}\n{}",
+        uac.output,
+        uas.output,
+        sbc.log()
+    );
+}

@@ -82,6 +82,7 @@ fn policy() -> Policy {
                 weight: 1,
             }],
             failover: Failover::standard(),
+            extension: None,
         }],
         media: None,
         accounts: Default::default(),

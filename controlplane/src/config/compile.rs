@@ -112,6 +112,7 @@ pub fn compile(
                     .failover
                     .as_deref()
                     .map_or_else(Failover::standard, failover),
+                extension: None,
             }
         })
         .collect();
@@ -120,8 +121,10 @@ pub fn compile(
             name: did_name(d).into(),
             from: from(&d.from),
             numbers: d.numbers.iter().map(|p| p.0.clone()).collect(),
-            targets: ids
-                .get(&d.trunk)
+            targets: d
+                .trunk
+                .as_ref()
+                .and_then(|t| ids.get(t))
                 .map(|id| Target {
                     trunk: *id,
                     priority: 1,
@@ -130,6 +133,7 @@ pub fn compile(
                 .into_iter()
                 .collect(),
             failover: Failover::standard(),
+            extension: d.extension.as_ref().map(|e| e.0.as_str().into()),
         }
     }));
 

@@ -199,7 +199,9 @@ pub struct Did {
     pub numbers: Vec<Pattern>,
     #[serde(default)]
     pub from: Vec<Name>,
-    pub trunk: Name,
+    /// The destination: a trunk, or (`extension`) a registered extension.
+    pub trunk: Option<Name>,
+    pub extension: Option<super::registrar::ExtensionNumber>,
 }
 
 fn one() -> u32 {

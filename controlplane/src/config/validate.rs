@@ -83,8 +83,9 @@ pub fn validate(file: &ConfigFile) -> Check {
         }
         self::route(route, &trunks, &path)?;
     }
+    let extensions: Vec<_> = file.extensions.iter().map(|e| &e.number).collect();
     for (i, did) in file.dids.iter().enumerate() {
-        self::did(did, &trunks, &root.key("dids").index(i))?;
+        self::did(did, &trunks, &extensions, &root.key("dids").index(i))?;
     }
     super::registrar::validate(file.registrar.as_ref(), &file.extensions, &root)
 }
@@ -325,7 +326,12 @@ fn route(route: &Route, trunks: &HashMap<&Name, usize>, path: &FieldPath) -> Che
     Ok(())
 }
 
-fn did(did: &Did, trunks: &HashMap<&Name, usize>, path: &FieldPath) -> Check {
+fn did(
+    did: &Did,
+    trunks: &HashMap<&Name, usize>,
+    extensions: &[&super::registrar::ExtensionNumber],
+    path: &FieldPath,
+) -> Check {
     if did.numbers.is_empty() {
         return at(
             path.key("numbers"),
@@ -333,11 +339,20 @@ fn did(did: &Did, trunks: &HashMap<&Name, usize>, path: &FieldPath) -> Check {
         );
     }
     from_trunks(&did.from, trunks, &path.key("from"))?;
-    if !trunks.contains_key(&did.trunk) {
-        return at(
-            path.key("trunk"),
-            format!("no trunk named \"{}\"", did.trunk),
-        );
+    match (&did.trunk, &did.extension) {
+        (Some(trunk), None) if !trunks.contains_key(trunk) => {
+            at(path.key("trunk"), format!("no trunk named \"{trunk}\""))
+        }
+        (Some(_), None) => Ok(()),
+        (None, Some(number)) if !extensions.contains(&number) => at(
+            path.key("extension"),
+            format!("no extension {} (see [[extensions]])", number.0),
+        ),
+        (None, Some(_)) => Ok(()),
+        (Some(_), Some(_)) => at(
+            path.key("extension"),
+            "give either trunk or extension, not both",
+        ),
+        (None, None) => at(path.clone(), "give the destination: trunk or extension"),
     }
-    Ok(())
 }

@@ -16,6 +16,13 @@ use crate::transaction::TimerConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrunkId(pub u16);
 
+/// The "trunk" of a leg that faces a registered phone rather than a
+/// configured trunk: it names no entry of [`Policy::trunks`] (validation
+/// keeps their number below it). Such a leg's peer is the address the
+/// phone registered from (its [`crate::net::Flow`]), not a trunk's
+/// networks.
+pub const PHONES: TrunkId = TrunkId(u16::MAX);
+
 /// How a trunk's media is handled (BRIEF §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MediaMode {
@@ -209,6 +216,9 @@ pub struct Route {
     /// Sorted by priority.
     pub targets: Vec<Target>,
     pub failover: Failover,
+    /// A route to an extension (an inbound number): its registered
+    /// accounts ring in parallel, and `targets` is empty.
+    pub extension: Option<Arc<str>>,
 }
 
 /// Global source filter. A source on `deny` is dropped; when `allow` is
@@ -383,6 +393,7 @@ mod tests {
                     numbers: vec![NumberPattern::Prefix(String::new())],
                     targets: vec![],
                     failover: Failover::standard(),
+                    extension: None,
                 },
                 Route {
                     name: "italy".into(),
@@ -393,6 +404,7 @@ mod tests {
                     ],
                     targets: vec![],
                     failover: Failover::none(),
+                    extension: None,
                 },
             ],
             media: None,

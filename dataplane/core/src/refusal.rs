@@ -86,12 +86,16 @@ pub enum Refusal {
     /// ends with 488 as if the callee had refused (RFC 3264 §6).
     #[error("the callee's answer cannot be anchored")]
     UnusableAnswer,
+    /// A call to an extension none of whose accounts is registered (480,
+    /// RFC 3261 §21.4.18).
+    #[error("no account of the extension is registered")]
+    NotRegistered,
 }
 
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 19] = [
+    pub const LABELS: [&'static str; 20] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -111,6 +115,7 @@ impl Refusal {
         "trunk_limit",
         "overload",
         "dialog_busy",
+        "not_registered",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -135,6 +140,7 @@ impl Refusal {
             Refusal::TrunkLimit => 16,
             Refusal::Overloaded => 17,
             Refusal::DialogBusy => 18,
+            Refusal::NotRegistered => 19,
         }
     }
 
@@ -171,6 +177,7 @@ impl Refusal {
             | Refusal::DialogBusy => 503,
             Refusal::Media(e) => e.status().0,
             Refusal::UnusableAnswer => 488,
+            Refusal::NotRegistered => 480,
         }
     }
 
@@ -197,6 +204,7 @@ impl Refusal {
             | Refusal::DialogBusy => "Service Unavailable",
             Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
             Refusal::Media(_) | Refusal::UnusableAnswer => "Not Acceptable Here",
+            Refusal::NotRegistered => "Temporarily Unavailable",
         })
     }
 
@@ -227,7 +235,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 25] = [
+    const ALL: [Refusal; 26] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -253,6 +261,7 @@ mod tests {
         Refusal::Media(MediaError::NoCodec),
         Refusal::Media(MediaError::BadAddress),
         Refusal::UnusableAnswer,
+        Refusal::NotRegistered,
     ];
 
     #[test]

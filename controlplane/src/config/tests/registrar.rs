@@ -186,3 +186,35 @@ fn accounts_and_defaults_reach_the_policy() {
     assert_eq!(settings.algorithms, [Algorithm::Sha256]);
     assert!(settings.lockout.is_none());
 }
+
+#[test]
+fn a_did_may_go_to_an_extension() {
+    let trunk =
+        "[[trunks]]\nname = \"carrier\"\nsources = [\"192.0.2.1\"]\naddress = \"192.0.2.1:5060\"\n";
+    let did = |dest: &str| {
+        format!(
+            "{trunk}{}[[dids]]\nnumbers = [\"+3902999\"]\n{dest}\n",
+            ext("{ username = \"a\", secret = \"s\" }")
+        )
+    };
+    let policy = Config::from_toml_str(&format!("{BASE}{}", did("extension = \"201\"")))
+        .unwrap()
+        .compile(&StatsRegistry::new(), 1);
+    let route = policy.routes.last().unwrap();
+    assert_eq!(route.extension.as_deref(), Some("201"));
+    assert!(route.targets.is_empty());
+    for (dest, want) in [
+        (
+            "extension = \"299\"",
+            "dids[0].extension: no extension 299 (see [[extensions]])",
+        ),
+        (
+            "extension = \"201\"\ntrunk = \"carrier\"",
+            "dids[0].extension: give either trunk or extension, not both",
+        ),
+        ("", "dids[0]: give the destination: trunk or extension"),
+    ] {
+        let message = error(&did(dest));
+        assert!(message.contains(want), "expected {want:?} in {message:?}");
+    }
+}

@@ -57,6 +57,17 @@ pub(crate) struct Leg {
 }
 
 impl Leg {
+    /// Whether a message from `ip` comes from this leg's peer: its trunk's
+    /// sources, or for a leg facing a registered phone
+    /// ([`crate::policy::PHONES`]) the address the phone is reached at.
+    pub fn is_peer(&self, policy: &Policy, ip: std::net::IpAddr) -> bool {
+        if self.trunk == crate::policy::PHONES {
+            crate::net::canonical(ip) == crate::net::canonical(self.flow.remote.ip())
+        } else {
+            policy.trunk_for_source(ip) == Some(self.trunk)
+        }
+    }
+
     /// RFC 3261 §12.2.2: a request from `side`'s peer (found by Call-ID,
     /// and on the caller's side by its From tag) belongs to this dialog
     /// only when its To tag is ours and its From tag is the peer's.
@@ -129,6 +140,8 @@ pub(crate) struct Routing {
     pub invite_headers: Bytes,
     pub invite_body: Bytes,
     pub max_forwards: u32,
+    /// The extension a [`crate::policy::PHONES`] target rings.
+    pub extension: Option<Arc<str>>,
 }
 
 /// The caller's initial INVITE and its server transaction.
@@ -390,6 +403,10 @@ pub(crate) struct Call {
     pub offer_in_invite: bool,
     /// Media relayed by the SBC for the attempt in progress.
     pub anchored: bool,
+    /// The attempts from this index on are the ones in progress: one
+    /// INVITE to a trunk, or one to each registered account of an
+    /// extension (parallel forking, RFC 3261 §16.6).
+    pub wave: u16,
     pub media: Option<Box<crate::media::MediaSession>>,
     pub timers: TimerTable<4>,
     /// Deadline of this call's earliest entry in the shard's timer heap.
@@ -452,6 +469,21 @@ impl Call {
     /// The attempt in progress (the last one started).
     pub fn current(&self) -> Option<&Attempt> {
         self.attempts.last()
+    }
+
+    /// Whether attempt `index` belongs to the wave in progress.
+    pub fn in_wave(&self, index: usize) -> bool {
+        index >= usize::from(self.wave) && index < self.attempts.len()
+    }
+
+    /// Whether an attempt of the wave in progress other than `except` is
+    /// still waiting for its final answer.
+    pub fn wave_pending(&self, except: usize) -> bool {
+        self.attempts
+            .iter()
+            .enumerate()
+            .skip(usize::from(self.wave))
+            .any(|(i, a)| i != except && a.tx.is_pending() && !a.tx.is_abandoned())
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -36,6 +36,8 @@ struct Admitted {
     targets: SmallVec<[Target; 4]>,
     route_index: usize,
     failover_on_timeout: bool,
+    /// A route to an extension: its registered accounts ring.
+    extension: Option<Arc<str>>,
 }
 
 /// The caller's dialog, as the INVITE creates it (RFC 3261 §12.1.1): the
@@ -269,15 +271,24 @@ impl Engine {
                     .map(|i| (i, r))
             })
             .ok_or(Refusal::NoRoute)?;
-        if route.targets.is_empty() {
-            return Err(Refusal::NoRoute);
-        }
-        // Trunks their health probes found down are skipped.
-        let mut targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
-        targets.retain(|t| policy.trunk(t.trunk).is_some_and(|x| !x.stats.is_down()));
-        if targets.is_empty() {
-            return Err(Refusal::TrunksDown);
-        }
+        let targets = match &route.extension {
+            // An extension: its accounts registered when the call starts.
+            Some(_) => smallvec::smallvec![Target {
+                trunk: crate::policy::PHONES,
+                priority: 1,
+                weight: 1,
+            }],
+            None if route.targets.is_empty() => return Err(Refusal::NoRoute),
+            None => {
+                // Trunks their health probes found down are skipped.
+                let mut targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
+                targets.retain(|t| policy.trunk(t.trunk).is_some_and(|x| !x.stats.is_down()));
+                if targets.is_empty() {
+                    return Err(Refusal::TrunksDown);
+                }
+                targets
+            }
+        };
         self.admission(&policy, trunk)?;
         let Some(cref) = self.calls.reserve() else {
             if let Some(t) = policy.trunk(trunk) {
@@ -291,6 +302,7 @@ impl Engine {
             targets,
             route_index,
             failover_on_timeout: route.failover.on_timeout,
+            extension: route.extension.clone(),
         })
     }
 
@@ -421,10 +433,12 @@ impl Engine {
                 invite_headers: render_end_to_end(&req.msg),
                 invite_body: Bytes::copy_from_slice(req.msg.body()),
                 max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
+                extension: admitted.extension,
             })),
             uas,
             number: Arc::from(admitted.number),
             attempts: SmallVec::new(),
+            wave: 0,
             b_open: None,
             relays: Vec::new(),
             local: Vec::new(),
@@ -454,7 +468,7 @@ impl Engine {
             return;
         };
         // Only the peer of a leg may cancel in it (by the call's own policy).
-        if call.policy.trunk_for_source(origin.remote.ip()) != Some(call.leg(side).trunk) {
+        if !call.leg(side).is_peer(&call.policy, origin.remote.ip()) {
             self.ctx.refuse(req, origin, Refusal::UnknownSource);
             return;
         };
@@ -495,8 +509,7 @@ impl Engine {
             // policy), and only with both of the dialog's tags: an ACK
             // with no To tag or a made-up one confirms nothing.
             let leg = call.leg(side);
-            if call.policy.trunk_for_source(origin.remote.ip()) != Some(leg.trunk) || !leg.owns(req)
-            {
+            if !leg.is_peer(&call.policy, origin.remote.ip()) || !leg.owns(req) {
                 self.ctx.stats.discard(Discard::StrayAck);
                 return;
             }
@@ -542,7 +555,7 @@ impl Engine {
             return false;
         };
         // Only the peer of a leg may send in it, as while the call lived.
-        if self.ctx.policy.trunk_for_source(origin.remote.ip()) != Some(tomb.trunk(side)) {
+        if !tomb.is_peer(side, &self.ctx.policy, origin.remote.ip()) {
             if req.method == Method::Ack {
                 self.ctx.stats.discard(Discard::StrayAck);
             } else {
@@ -577,7 +590,7 @@ impl Engine {
         let leg = call.leg(side);
         // Only the peer of a leg may send requests in it; the source is
         // checked first, so others learn nothing of which dialogs exist.
-        if call.policy.trunk_for_source(origin.remote.ip()) != Some(leg.trunk) {
+        if !leg.is_peer(&call.policy, origin.remote.ip()) {
             self.refuse_no_dialog(req, origin);
             return;
         }

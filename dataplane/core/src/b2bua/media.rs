@@ -138,7 +138,12 @@ pub(crate) fn cross(
         .map(|l| crate::net::canonical(l.bind.ip()))
         .collect();
     own.extend([media_policy.bind, media_policy.advertise].map(crate::net::canonical));
-    let no_nets: &[ipnet::IpNet] = &[];
+    // A phone's own network is the address it is reached at.
+    let phone = |leg: &super::call::Leg| {
+        (leg.trunk == crate::policy::PHONES)
+            .then(|| ipnet::IpNet::from(crate::net::canonical(leg.flow.remote.ip())))
+    };
+    let (pa, pb) = (phone(&call.a), phone(&call.b));
     let mut mctx = Context {
         ports,
         call: call.me,
@@ -147,8 +152,8 @@ pub(crate) fn cross(
         forbidden: &media_policy.forbidden,
         own: &own,
         home: [
-            ta.map_or(no_nets, |t| &t.sources[..]),
-            tb.map_or(no_nets, |t| &t.sources[..]),
+            ta.map_or(pa.as_slice(), |t| &t.sources[..]),
+            tb.map_or(pb.as_slice(), |t| &t.sources[..]),
         ],
         public: [ta.is_some_and(|t| t.public), tb.is_some_and(|t| t.public)],
         strict: [

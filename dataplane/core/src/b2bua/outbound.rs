@@ -18,6 +18,7 @@ use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
 use super::teardown::{fail_call, send_cancel};
 use crate::media::Role;
+use crate::policy::PHONES;
 use crate::refusal::Refusal;
 use crate::sip::{HeaderName, Response, escape_user};
 use crate::stats::{Direction, ShardStats};
@@ -38,6 +39,14 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
             headers: routing.invite_headers.clone(),
             max_forwards: routing.max_forwards,
         };
+        if target.trunk == PHONES {
+            let extension = routing.extension.clone();
+            match fork_to_extension(ctx, call, target, extension, invite, now) {
+                Ok(()) => return true,
+                Err(Next::Target) => continue,
+                Err(Next::Stop) => return false,
+            }
+        }
         let policy = std::sync::Arc::clone(&call.policy);
         let Some(trunk) = policy.trunk(target.trunk) else {
             continue;
@@ -58,7 +67,11 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
         match offer_towards(ctx, call, target.trunk, invite.body.clone(), now) {
             Ok(body) => {
                 let invite = Invite { body, ..invite };
-                start_attempt(ctx, call, target, trunk.address, &invite, now);
+                let ruri = trunk_ruri(&call.number, trunk.address);
+                let to = angle(&ruri);
+                let dest = call.b.flow;
+                call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
+                start_attempt(ctx, call, target, (ruri, to, dest), &invite, now);
                 trunk.stats.attempt(Direction::Outbound);
                 return true;
             }
@@ -66,6 +79,81 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
             Err(Next::Stop) => return false,
         }
     }
+}
+
+/// Rings every registered account of `extension` at once (RFC 3261
+/// §16.6: parallel forking): one INVITE per binding, to the address the
+/// phone registered from, with its Contact as the Request-URI. None
+/// registered: 480, and the next target (if any) is tried.
+fn fork_to_extension(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    target: crate::policy::Target,
+    extension: Option<Arc<str>>,
+    invite: Invite,
+    now: Instant,
+) -> Result<(), Next> {
+    let policy = Arc::clone(&call.policy);
+    let location = Arc::clone(&ctx.location);
+    let bindings: smallvec::SmallVec<[&crate::registrar::Binding; 2]> = extension
+        .iter()
+        .flat_map(|e| policy.accounts.extension(e))
+        .filter_map(|a| location.get(&a.username, now))
+        .collect();
+    let Some(first) = bindings.first() else {
+        ctx.stats.refused(Refusal::NotRegistered);
+        merge_failure(call, local_failure(Refusal::NotRegistered, true));
+        return Err(Next::Target);
+    };
+    if let Some(held) = call.b_open.take()
+        && let Some(t) = policy.trunk(held)
+    {
+        t.stats.close(Direction::Outbound);
+    }
+    call.b.trunk = PHONES;
+    // The media peer until an answer says which phone it is.
+    call.b.flow = first.flow;
+    let body = offer_towards(ctx, call, PHONES, invite.body.clone(), now)?;
+    let invite = Invite { body, ..invite };
+    let host = ctx.local(first.flow.local).host.clone();
+    let mut to = BytesMut::with_capacity(64);
+    to.put_slice(b"<sip:");
+    escape_user(extension.as_deref().unwrap_or("").as_bytes(), &mut to);
+    to.put_u8(b'@');
+    to.put_slice(&host);
+    to.put_u8(b'>');
+    let to = to.freeze();
+    call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
+    for b in &bindings {
+        start_attempt(
+            ctx,
+            call,
+            target,
+            (b.contact.clone(), to.clone(), b.flow),
+            &invite,
+            now,
+        );
+    }
+    Ok(())
+}
+
+/// `sip:NUMBER@ADDRESS`: the Request-URI of an INVITE to a trunk.
+fn trunk_ruri(number: &str, addr: std::net::SocketAddr) -> Bytes {
+    let mut ruri = BytesMut::with_capacity(64);
+    ruri.put_slice(b"sip:");
+    escape_user(number.as_bytes(), &mut ruri);
+    ruri.put_u8(b'@');
+    let _ = std::io::Write::write_fmt(&mut (&mut ruri).writer(), format_args!("{addr}"));
+    ruri.freeze()
+}
+
+/// `<URI>`.
+fn angle(uri: &[u8]) -> Bytes {
+    let mut to = BytesMut::with_capacity(uri.len() + 2);
+    to.put_u8(b'<');
+    to.put_slice(uri);
+    to.put_u8(b'>');
+    to.freeze()
 }
 
 /// The caller's INVITE as each attempt repeats it.
@@ -120,28 +208,18 @@ fn offer_towards(
     }
 }
 
-/// Sends the INVITE of a new attempt to `addr` in a fresh B dialog
-/// (RFC 3261 §16.6: serial forking) and starts its transaction.
+/// Sends the INVITE of a new attempt (Request-URI, To, where it goes) in a
+/// fresh B dialog (RFC 3261 §16.6: serial forking across trunks, parallel
+/// across an extension's phones) and starts its transaction.
 fn start_attempt(
     ctx: &mut Ctx,
     call: &mut Call,
     target: crate::policy::Target,
-    addr: std::net::SocketAddr,
+    (ruri, to, dest): (Bytes, Bytes, crate::net::Flow),
     invite: &Invite,
     now: Instant,
 ) {
-    let local = ctx.local(call.b.flow.local).clone();
-    let mut ruri = BytesMut::with_capacity(64);
-    ruri.put_slice(b"sip:");
-    escape_user(call.number.as_bytes(), &mut ruri);
-    ruri.put_u8(b'@');
-    let _ = std::io::Write::write_fmt(&mut (&mut ruri).writer(), format_args!("{addr}"));
-    let ruri = ruri.freeze();
-    let mut to = BytesMut::with_capacity(ruri.len() + 2);
-    to.put_u8(b'<');
-    to.put_slice(&ruri);
-    to.put_u8(b'>');
-    let to = to.freeze();
+    let local = ctx.local(dest.local).clone();
     let b = &mut call.b;
     b.remote_target = ruri.clone();
     b.remote_party = to.clone();
@@ -167,7 +245,7 @@ fn start_attempt(
         },
     );
     let timers = call.policy.timers;
-    let tx = ClientInvite::start(now, &timers, b.flow, request, &mut ctx.out);
+    let tx = ClientInvite::start(now, &timers, dest, request, &mut ctx.out);
     call.attempts.push(Attempt {
         target,
         tx,
@@ -191,7 +269,7 @@ pub(crate) fn on_attempt_response(
     now: Instant,
 ) {
     let policy = std::sync::Arc::clone(&call.policy);
-    let current = index + 1 == call.attempts.len();
+    let current = call.in_wave(index);
     let local = ctx.local(call.b.flow.local).clone();
     let Some(attempt) = call.attempts.get_mut(index) else {
         return;
@@ -239,6 +317,8 @@ pub(crate) fn on_attempt_response(
         return;
     }
     call.timers.cancel(TimerName::NoResponse);
+    // The B leg's peer is whoever answers (one of several forks).
+    call.b.flow = attempt.tx.dest();
     match code {
         100 => {}
         101..=199 => {
@@ -248,8 +328,35 @@ pub(crate) fn on_attempt_response(
             }
             on_provisional(ctx, call, resp, now);
         }
-        200..=299 => on_answer(ctx, call, index, resp, now),
+        200..=299 => {
+            on_answer(ctx, call, index, resp, now);
+            cancel_other_forks(ctx, call, index, now);
+        }
+        _ if call.wave_pending(index) => {
+            // Other phones still ring: the best failure waits for them
+            // (RFC 3261 §16.7).
+            record_failure(call, code, resp);
+        }
         _ => on_failure(ctx, call, resp, now),
+    }
+}
+
+/// The call was answered by attempt `index`: the other forks of its wave
+/// are CANCELled (RFC 3261 §16.7 step 10), at once when they rang, else
+/// as soon as they do (§9.1).
+fn cancel_other_forks(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
+    for i in usize::from(call.wave)..call.attempts.len() {
+        let Some(a) = call.attempts.get_mut(i) else {
+            continue;
+        };
+        if i == index || !a.tx.is_pending() {
+            continue;
+        }
+        a.cancel_wanted = true;
+        a.tx.abandon(now, &call.policy.timers);
+        if a.tx.heard_back() {
+            send_cancel(ctx, call, i, now);
+        }
     }
 }
 
@@ -360,14 +467,18 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if !matches!(call.phase(), Phase::Routing | Phase::Early) {
         return;
     }
-    let Some(attempt) = call.attempts.last_mut() else {
+    if call.attempts.is_empty() {
         return;
-    };
-    attempt.tx.abandon(now, &call.policy.timers);
-    if attempt.tx.heard_back() && attempt.tx.is_pending() {
-        attempt.cancel_wanted = true;
-        let index = call.attempts.len() - 1;
-        send_cancel(ctx, call, index, now);
+    }
+    for index in usize::from(call.wave)..call.attempts.len() {
+        let Some(attempt) = call.attempts.get_mut(index) else {
+            continue;
+        };
+        attempt.tx.abandon(now, &call.policy.timers);
+        if attempt.tx.heard_back() && attempt.tx.is_pending() {
+            attempt.cancel_wanted = true;
+            send_cancel(ctx, call, index, now);
+        }
     }
     if let Some(t) = call.policy.trunk(call.b.trunk) {
         t.stats.fail(Direction::Outbound);
@@ -527,7 +638,7 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
         200..=299 => {
             let same_dialog =
                 resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
-            if same_dialog && index + 1 == call.attempts.len() && call.answered_at().is_some() {
+            if same_dialog && call.in_wave(index) && call.answered_at().is_some() {
                 // A retransmitted 2xx of the answered attempt: ACK again if
                 // the caller already ACKed (or the call is over), otherwise
                 // wait for that ACK (RFC 3261 §13.2.2.4).

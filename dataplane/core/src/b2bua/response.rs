@@ -87,7 +87,7 @@ impl Engine {
                 Some(
                     call.policy
                         .trunk(a.target.trunk)
-                        .map_or(call.b.flow.remote.ip(), |t| t.address.ip()),
+                        .map_or(a.tx.dest().remote.ip(), |t| t.address.ip()),
                 ),
             ),
             None => (call.leg(side).trunk, Some(call.leg(side).flow.remote.ip())),

@@ -83,10 +83,13 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: End
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.fail(Direction::Inbound);
     }
-    if let Some(index) = call.attempts.len().checked_sub(1)
-        && let Some(attempt) = call.attempts.get_mut(index)
-        && attempt.tx.is_pending()
-    {
+    for index in usize::from(call.wave)..call.attempts.len() {
+        let Some(attempt) = call.attempts.get_mut(index) else {
+            continue;
+        };
+        if !attempt.tx.is_pending() {
+            continue;
+        }
         attempt.cancel_wanted = true;
         attempt.tx.abandon(now, &call.policy.timers);
         // RFC 3261 §9.1: CANCEL only once a provisional response arrived;

@@ -44,7 +44,7 @@ fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         bye_both(ctx, call, now, EndReason::NoAck);
     }
 
-    let last = call.attempts.len().saturating_sub(1);
+    let wave = usize::from(call.wave);
     let mut timed_out = false;
     for (i, attempt) in call.attempts.iter_mut().enumerate() {
         let ev = attempt.tx.on_timer(now, &mut ctx.out);
@@ -52,13 +52,27 @@ fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
             c.on_timer(now, &timers, &mut ctx.out);
         }
         // Timer B (no answer) or timer C (ringing too long, §16.6 step 11)
-        // on the attempt in progress.
-        if ev == Some(TxEvent::Timeout) && i == last {
+        // on an attempt in progress.
+        if ev == Some(TxEvent::Timeout) && i >= wave {
             timed_out = true;
         }
     }
     if timed_out {
-        attempt_timed_out(ctx, call, now);
+        if call.wave_pending(usize::MAX) {
+            // One phone of several went quiet: the others still ring.
+            super::failure::merge_failure(
+                call,
+                super::call::Failure {
+                    code: 408,
+                    reason: bytes::Bytes::from_static(b"Request Timeout"),
+                    headers: bytes::Bytes::new(),
+                    body: bytes::Bytes::new(),
+                    local: false,
+                },
+            );
+        } else {
+            attempt_timed_out(ctx, call, now);
+        }
     }
 }
 

@@ -73,6 +73,20 @@ impl Tombstone {
         self.trunks[side as usize]
     }
 
+    /// Whether `ip` is `side`'s peer, as [`super::call::Leg::is_peer`]
+    /// said while the call lived (a phone on the B leg: the address its
+    /// requests went to; the caller's address is not kept, so a phone
+    /// on the A leg has no peer here).
+    pub fn is_peer(&self, side: Side, policy: &Policy, ip: std::net::IpAddr) -> bool {
+        match (self.trunk(side), side) {
+            (crate::policy::PHONES, Side::B) => {
+                crate::net::canonical(ip) == crate::net::canonical(self.b_flow.remote.ip())
+            }
+            (crate::policy::PHONES, Side::A) => false,
+            (trunk, _) => policy.trunk_for_source(ip) == Some(trunk),
+        }
+    }
+
     /// What a request from `side`'s peer in the ended dialog gets.
     pub fn answer(&self, side: Side, req: &Request<'_>) -> TombAnswer {
         let ours = &self.tags[side as usize];

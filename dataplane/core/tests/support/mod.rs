@@ -88,6 +88,7 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
                     },
                 ],
                 failover: Failover::standard(),
+                extension: None,
             },
             Route {
                 name: "italy-in".into(),
@@ -102,6 +103,7 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
                     weight: 1,
                 }],
                 failover: Failover::standard(),
+                extension: None,
             },
         ],
         media: None,

@@ -1,0 +1,397 @@
+//! Calls to an extension (issue 10): an inbound number routed to an
+//! extension rings every registered account of it at once, at the address
+//! each registered from; the first answer wins and the others are
+//! CANCELled; nobody registered is 480; failures wait for every phone and
+//! the best one goes back (RFC 3261 §16.7).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sbc_core::net::{Flow, LocalId};
+use sbc_core::policy::{NumberPattern, Policy, Route, TrunkId};
+use sbc_core::refusal::Refusal;
+use sbc_core::registrar::{Account, AccountSecret, Accounts, Binding, Change, Location, Settings};
+use sbc_core::sip::HeaderName;
+use support::*;
+
+/// alice's desk phone and softphone (extension 201), both behind NATs.
+const DESK: &str = "203.0.113.20:40000";
+const SOFT: &str = "203.0.113.21:5062";
+const NUMBER: &str = "+3902999";
+
+fn extension_policy(mut p: Policy) -> Policy {
+    p.accounts = Accounts::new(
+        Some(Settings::default()),
+        ["alice", "alice-soft"]
+            .into_iter()
+            .map(|u| Account {
+                username: u.into(),
+                extension: "201".into(),
+                secret: AccountSecret::Password(b"x".to_vec().into()),
+                networks: vec![],
+            })
+            .collect(),
+    );
+    // A DID from carrier-a (trunk 1) to extension 201.
+    p.routes.push(Route {
+        name: "did:+3902999".into(),
+        from: vec![TrunkId(1)],
+        numbers: vec![NumberPattern::Exact(NUMBER.into())],
+        targets: vec![],
+        failover: sbc_core::policy::Failover::standard(),
+        extension: Some("201".into()),
+    });
+    p
+}
+
+fn binding(account: &str, at: &str, contact: &str, sim: &Sim) -> Change {
+    Change::Bound(Binding {
+        account: account.into(),
+        extension: "201".into(),
+        contact: Bytes::copy_from_slice(contact.as_bytes()),
+        flow: Flow::udp(addr(at), LocalId(0)),
+        expires: sim.now + Duration::from_secs(600),
+        call_id: Bytes::from_static(b"r"),
+        cseq: 1,
+    })
+}
+
+/// A sim with both of alice's accounts registered (`which`).
+fn sim_with(policy: Policy, which: &[&str]) -> Sim {
+    let mut sim = Sim::with_policy(extension_policy(policy));
+    let mut loc = Location::default();
+    if which.contains(&"alice") {
+        loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &sim));
+    }
+    if which.contains(&"alice-soft") {
+        loc.apply(binding(
+            "alice-soft",
+            SOFT,
+            "sip:alice-soft@192.168.1.9:5062;transport=udp",
+            &sim,
+        ));
+    }
+    sim.engine.set_location(Arc::new(loc));
+    sim
+}
+
+/// The carrier calls the DID; returns the INVITEs each phone got.
+fn call_in(sim: &mut Sim) -> (Sent, Sent) {
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-1", "z9hG4bKin1", 1),
+    );
+    let sent = sim.sent();
+    let to = |a: &str| {
+        sent.iter()
+            .find(|s| s.to == addr(a) && s.method().as_deref() == Some("INVITE"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no INVITE to {a}: {sent:#?}"))
+    };
+    (to(DESK), to(SOFT))
+}
+
+#[test]
+fn both_phones_ring_the_first_answer_wins_and_the_other_is_cancelled() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    // Each INVITE goes where the phone registered from, with its Contact
+    // as the Request-URI; one B dialog (same Call-ID and From tag), two
+    // branches.
+    assert!(
+        desk.text()
+            .starts_with("INVITE sip:alice@10.1.1.2:5062 SIP/2.0\r\n"),
+        "{}",
+        desk.text()
+    );
+    assert!(
+        soft.text()
+            .starts_with("INVITE sip:alice-soft@192.168.1.9:5062;transport=udp SIP/2.0\r\n")
+    );
+    assert_eq!(
+        desk.header(HeaderName::CallId),
+        soft.header(HeaderName::CallId)
+    );
+    assert_eq!(desk.tag_of_from(), soft.tag_of_from());
+    assert_ne!(desk.branch(), soft.branch());
+    assert!(
+        desk.header(HeaderName::To).starts_with("<sip:201@"),
+        "{}",
+        desk.header(HeaderName::To)
+    );
+
+    // Both ring; the caller hears one 180 per phone.
+    sim.recv(
+        DESK,
+        &reply(
+            &desk,
+            180,
+            "Ringing",
+            Some("desk-tag"),
+            Some("sip:alice@10.1.1.2:5062"),
+            "",
+        ),
+    );
+    sim.recv(
+        SOFT,
+        &reply(
+            &soft,
+            180,
+            "Ringing",
+            Some("soft-tag"),
+            Some("sip:alice-soft@192.168.1.9:5062"),
+            "",
+        ),
+    );
+    let rings: Vec<Sent> = sim
+        .sent()
+        .into_iter()
+        .filter(|s| s.to == addr(CARRIER_A))
+        .collect();
+    assert_eq!(rings.iter().filter(|s| s.code() == Some(180)).count(), 2);
+
+    // The softphone answers: the caller gets its 200, the desk phone a
+    // CANCEL of its INVITE (same branch), sent where its INVITE went.
+    sim.recv(
+        SOFT,
+        &answer_200(&soft, "soft-tag", "sip:alice-soft@192.168.1.9:5062"),
+    );
+    let sent = sim.sent();
+    let ok = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .expect("200 to the caller");
+    assert_eq!(ok.code(), Some(200));
+    let cancel = sent
+        .iter()
+        .find(|s| s.to == addr(DESK))
+        .expect("CANCEL to the desk phone");
+    assert_eq!(cancel.method().as_deref(), Some("CANCEL"));
+    assert_eq!(cancel.branch(), desk.branch());
+    assert!(sent.iter().all(|s| s.to != addr(SOFT)));
+    // The desk phone: 200 to the CANCEL, 487 to the INVITE (ACKed).
+    sim.recv(DESK, &reply(cancel, 200, "OK", Some("desk-tag"), None, ""));
+    sim.recv(
+        DESK,
+        &reply(&desk, 487, "Request Terminated", Some("desk-tag"), None, ""),
+    );
+    let ack = sim.one_to(DESK);
+    assert_eq!(ack.method().as_deref(), Some("ACK"));
+
+    // The caller ACKs; the ACK and then its BYE go to the softphone, at
+    // the address it registered from (not the private Contact host).
+    let to = ok.header(HeaderName::To);
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1:5060",
+            CARRIER_A,
+            "z9hG4bKack",
+            "\"Alice\" <sip:alice@10.0.0.20:5060>;tag=caller-tag",
+            &to,
+            "in-1",
+            1,
+            "",
+        ),
+    );
+    let b_ack = sim.one_to(SOFT);
+    assert_eq!(b_ack.method().as_deref(), Some("ACK"));
+    assert!(
+        b_ack
+            .text()
+            .starts_with("ACK sip:alice-soft@192.168.1.9:5062 SIP/2.0")
+    );
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            CARRIER_A,
+            "z9hG4bKbye",
+            "\"Alice\" <sip:alice@10.0.0.20:5060>;tag=caller-tag",
+            &to,
+            "in-1",
+            2,
+            "",
+        ),
+    );
+    let bye = sim.one_to(SOFT);
+    assert_eq!(bye.method().as_deref(), Some("BYE"));
+
+    // A BYE in the phone's dialog from another address is not the phone's.
+    let from_phone = in_dialog(
+        "BYE",
+        "sip:192.0.2.1:5060",
+        "203.0.113.99:5060",
+        "z9hG4bKx",
+        &reply(&soft, 200, "OK", Some("soft-tag"), None, "")
+            .lines()
+            .find(|l| l.starts_with("To: "))
+            .unwrap()[4..],
+        &soft.header(HeaderName::From),
+        &soft.header(HeaderName::CallId),
+        9,
+        "",
+    );
+    sim.recv("203.0.113.99:5060", &from_phone);
+    assert!(
+        sim.sent().iter().all(|s| s.to != addr(CARRIER_A)),
+        "relayed a stranger's BYE"
+    );
+}
+
+#[test]
+fn nobody_registered_is_480() {
+    let mut sim = sim_with(policy(), &[]);
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-2", "z9hG4bKin2", 1),
+    );
+    let sent = sim.sent();
+    let answer = sent
+        .iter()
+        .find(|s| s.code().is_some_and(|c| c >= 200))
+        .unwrap();
+    assert_eq!(answer.code(), Some(480));
+    assert_eq!(sim.rejected(Refusal::NotRegistered), 1);
+    // An expired binding is nobody too.
+    let mut sim = sim_with(policy(), &["alice"]);
+    sim.advance(Duration::from_secs(601));
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-3", "z9hG4bKin3", 1),
+    );
+    assert!(sim.sent().iter().any(|s| s.code() == Some(480)));
+}
+
+#[test]
+fn when_every_phone_fails_the_best_answer_goes_back_after_the_last() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 486, "Busy Here", Some("d"), None, ""));
+    // The desk phone's 486 is ACKed, but the caller waits for the other.
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(DESK) && s.method().as_deref() == Some("ACK"))
+    );
+    assert!(
+        sent.iter()
+            .all(|s| s.to != addr(CARRIER_A) || s.code() < Some(200))
+    );
+    sim.recv(
+        SOFT,
+        &reply(&soft, 480, "Temporarily Unavailable", Some("s"), None, ""),
+    );
+    let sent = sim.sent();
+    let answer = sent.iter().find(|s| s.to == addr(CARRIER_A)).unwrap();
+    // RFC 3261 §16.7: 486 is preferred over 480.
+    assert_eq!(answer.code(), Some(486), "{}", answer.text());
+}
+
+#[test]
+fn a_phone_that_never_answers_does_not_hold_up_the_other() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, _soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    sim.sent();
+    // Long after the silent softphone's INVITE transaction gave up.
+    sim.advance(Duration::from_secs(40));
+    sim.recv(DESK, &answer_200(&desk, "d", "sip:alice@10.1.1.2:5062"));
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(CARRIER_A) && s.code() == Some(200)),
+        "{:#?}",
+        sent.iter()
+            .map(|s| (s.to, s.text().lines().next().unwrap_or("").to_owned()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn phone_media_is_anchored_and_may_use_the_address_it_registered_from() {
+    let mut sim = sim_with(media_policy(), &["alice"]);
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-4", "z9hG4bKin4", 1),
+    );
+    let desk = sim.sent().into_iter().find(|s| s.to == addr(DESK)).unwrap();
+    // The phone gets the SBC's relay address, not the carrier's.
+    assert!(
+        desk.text().contains("c=IN IP4 198.51.100.1"),
+        "{}",
+        desk.text()
+    );
+    let phone_sdp = "v=0\r\no=- 3 3 IN IP4 203.0.113.20\r\ns=-\r\nc=IN IP4 203.0.113.20\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    sim.recv(
+        DESK,
+        &reply(
+            &desk,
+            200,
+            "OK",
+            Some("d"),
+            Some("sip:alice@10.1.1.2:5062"),
+            phone_sdp,
+        ),
+    );
+    let ok = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap();
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    assert!(ok.text().contains("c=IN IP4 198.51.100.1") && !ok.text().contains("203.0.113.20"));
+}
+
+#[test]
+fn a_phone_on_loopback_may_send_media_from_its_own_address_only() {
+    const LOCAL_PHONE: &str = "127.0.0.5:5062";
+    let run = |sdp_host: &str| -> u16 {
+        let mut sim = Sim::with_policy(extension_policy(media_policy()));
+        let mut loc = Location::default();
+        loc.apply(binding(
+            "alice",
+            LOCAL_PHONE,
+            "sip:alice@127.0.0.5:5062",
+            &sim,
+        ));
+        sim.engine.set_location(Arc::new(loc));
+        sim.recv(
+            CARRIER_A,
+            &invite(CARRIER_A, NUMBER, "in-5", "z9hG4bKin5", 1),
+        );
+        let inv = sim
+            .sent()
+            .into_iter()
+            .find(|s| s.to == addr(LOCAL_PHONE))
+            .unwrap();
+        let sdp = format!(
+            "v=0\r\no=- 3 3 IN IP4 {sdp_host}\r\ns=-\r\nc=IN IP4 {sdp_host}\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n"
+        );
+        sim.recv(
+            LOCAL_PHONE,
+            &reply(
+                &inv,
+                200,
+                "OK",
+                Some("d"),
+                Some("sip:alice@127.0.0.5:5062"),
+                &sdp,
+            ),
+        );
+        sim.sent()
+            .into_iter()
+            .find(|s| s.to == addr(CARRIER_A) && s.code().is_some_and(|c| c >= 200))
+            .and_then(|s| s.code())
+            .unwrap()
+    };
+    // Its own address: fine. Another loopback address: not relayed there.
+    assert_eq!(run("127.0.0.5"), 200);
+    assert_eq!(run("127.0.0.9"), 488);
+}
