@@ -196,3 +196,73 @@ fn a_did_rings_the_registered_phone() {
         sbc.log()
     );
 }
+
+/// A phone calls out: it is asked for its credentials (407), calls again
+/// with them, and reaches the carrier with its extension number as the
+/// caller; a wrong password gets 403 and no call.
+#[test]
+fn a_phone_authenticates_and_calls_out() {
+    let net = Net(119);
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut config = registrar_config(net, &state_dir.path().join("registrations.json"));
+    config.push_str(concat!(
+        "\n[[extensions]]\nnumber = \"202\"\n",
+        "accounts = [{ username = \"bob\", secret = \"bobs-secret\" }]\n",
+        "\n[[routes]]\nname = \"phones-out\"\nnumbers = [\"+44*\"]\n",
+        "targets = [{ trunk = \"carrier-b\" }]\n",
+    ));
+    let sbc = Sbc::start(net, &config);
+    let phone = net.ip(51);
+    let call = |password: &str, k: u16| {
+        let args: Vec<String> = [
+            "-sf",
+            &scenario("uac_auth_call.xml"),
+            "-s",
+            "+441234567",
+            "-au",
+            "bob",
+            "-ap",
+            password,
+            "-i",
+            &phone,
+            "-p",
+            "5070",
+            &net.sbc(),
+            "-m",
+            "1",
+            "-d",
+            "500",
+            "-mp",
+            &net.port(k).to_string(),
+            "-cp",
+            &net.port(k + 5).to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Sipp::spawn("phone", &args)
+    };
+    let carrier = Sipp::spawn(
+        "carrier-b",
+        &uas_args(net, &net.carrier_b(), "uas_answer.xml", 1, 20),
+    );
+    let phone_call = call("bobs-secret", 0).wait(Duration::from_secs(60));
+    let carrier = carrier.wait(Duration::from_secs(30));
+    assert_eq!(
+        (phone_call.code, phone_call.successful, carrier.successful),
+        (Some(0), 1, 1),
+        "{}\n{}\n{}",
+        phone_call.output,
+        carrier.output,
+        sbc.log()
+    );
+    assert!(sbc.metric("sbc_registrar_requests_total{result=\"challenged\"}") >= 1.0);
+
+    let wrong = call("guess", 40).wait(Duration::from_secs(60));
+    assert_eq!(wrong.successful, 0);
+    assert!(wrong.output.contains("403"), "{}", wrong.output);
+    assert_eq!(
+        sbc.metric("sbc_registrar_requests_total{result=\"auth_failed\"}"),
+        1.0
+    );
+}

@@ -395,3 +395,184 @@ fn a_phone_on_loopback_may_send_media_from_its_own_address_only() {
     assert_eq!(run("127.0.0.5"), 200);
     assert_eq!(run("127.0.0.9"), 488);
 }
+
+// --- Calls from phones -----------------------------------------------------
+
+/// bob (extension 202) calls from here, behind a NAT.
+const BOB: &str = "203.0.113.30:41000";
+
+/// The extension policy plus bob's account, and a route for phones
+/// (no source trunk) to +44 via carrier-a.
+fn phones_policy() -> Policy {
+    let mut p = extension_policy(policy());
+    let mut accounts: Vec<Account> = p.accounts.all().to_vec();
+    accounts.push(Account {
+        username: "bob".into(),
+        extension: "202".into(),
+        secret: AccountSecret::Password(b"bobs-secret".to_vec().into()),
+        networks: vec![],
+    });
+    p.accounts = Accounts::new(Some(Settings::default()), accounts);
+    p.acl.strangers.per_source = 100;
+    p.routes.push(Route {
+        name: "phones-out".into(),
+        from: vec![],
+        numbers: vec![NumberPattern::Prefix("+44".into())],
+        targets: vec![sbc_core::policy::Target {
+            trunk: TrunkId(1),
+            priority: 1,
+            weight: 1,
+        }],
+        failover: sbc_core::policy::Failover::standard(),
+        extension: None,
+    });
+    p
+}
+
+/// bob's INVITE to `number` (CSeq `cseq`), with `auth` header lines.
+fn bob_invite(number: &str, cseq: u32, auth: &str) -> String {
+    invite(BOB, number, "bob-call", &format!("z9hG4bKbob{cseq}"), cseq).replacen(
+        "Content-Type:",
+        &format!("{auth}Content-Type:"),
+        1,
+    )
+}
+
+/// bob's answer to a 407: the Proxy-Authorization line.
+fn proxy_auth(challenge: &Sent, number: &str, password: &str) -> String {
+    use sbc_core::sip::digest::{self, Challenge, Credentials};
+    let c = Challenge::parse(
+        challenge
+            .msg()
+            .value(HeaderName::ProxyAuthenticate)
+            .unwrap(),
+    )
+    .unwrap();
+    let me = Credentials {
+        username: b"bob",
+        password: password.as_bytes(),
+    };
+    let uri = format!("sip:{number}@192.0.2.1:5060");
+    let a = digest::answer(&c, &me, b"INVITE", uri.as_bytes(), b"bobcn", 1).unwrap();
+    let mut v = Vec::new();
+    a.write(&mut v).unwrap();
+    format!("Proxy-Authorization: {}\r\n", String::from_utf8(v).unwrap())
+}
+
+/// bob calls `number`: 407, then the INVITE with credentials; returns
+/// what the SBC sent after the second INVITE.
+fn bob_calls(sim: &mut Sim, number: &str, password: &str) -> Vec<Sent> {
+    sim.recv(BOB, &bob_invite(number, 1, ""));
+    let challenge = sim.one_to(BOB);
+    assert_eq!(challenge.code(), Some(407), "{}", challenge.text());
+    sim.recv(
+        BOB,
+        &bob_invite(number, 2, &proxy_auth(&challenge, number, password)),
+    );
+    sim.sent()
+}
+
+#[test]
+fn a_phone_authenticates_with_407_and_calls_out_with_its_extension_as_caller() {
+    let mut sim = Sim::with_policy(phones_policy());
+    let sent = bob_calls(&mut sim, "+441234567", "bobs-secret");
+    let out = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A) && s.method().as_deref() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("{sent:#?}"));
+    // The carrier sees the extension number as the caller, and nothing of
+    // the credentials.
+    assert!(
+        out.header(HeaderName::From).contains("<sip:202@"),
+        "{}",
+        out.text()
+    );
+    assert!(!out.text().contains("Proxy-Authorization"));
+    // The call runs: the carrier answers, bob ACKs and hangs up.
+    sim.recv(
+        CARRIER_A,
+        &answer_200(out, "carrier-tag", "sip:callee@10.0.0.20"),
+    );
+    let ok = sim.one_to(BOB);
+    assert_eq!(ok.code(), Some(200));
+    let to = ok.header(HeaderName::To);
+    let from = "\"Alice\" <sip:alice@203.0.113.30:41000>;tag=caller-tag";
+    sim.recv(
+        BOB,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1:5060",
+            BOB,
+            "z9hG4bKback",
+            from,
+            &to,
+            "bob-call",
+            2,
+            "",
+        ),
+    );
+    assert_eq!(sim.one_to(CARRIER_A).method().as_deref(), Some("ACK"));
+    // Only bob's address may hang up his call.
+    sim.recv(
+        "203.0.113.31:41000",
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            "203.0.113.31:41000",
+            "z9hG4bKx",
+            from,
+            &to,
+            "bob-call",
+            3,
+            "",
+        ),
+    );
+    assert!(sim.sent().iter().all(|s| s.to != addr(CARRIER_A)));
+    sim.recv(
+        BOB,
+        &in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            BOB,
+            "z9hG4bKbye",
+            from,
+            &to,
+            "bob-call",
+            3,
+            "",
+        ),
+    );
+    assert_eq!(sim.first_to(CARRIER_A).method().as_deref(), Some("BYE"));
+}
+
+#[test]
+fn phones_call_each_other_by_extension_number() {
+    let mut sim = Sim::with_policy(phones_policy());
+    let mut loc = Location::default();
+    loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &sim));
+    sim.engine.set_location(Arc::new(loc));
+    let sent = bob_calls(&mut sim, "201", "bobs-secret");
+    let ring = sent
+        .iter()
+        .find(|s| s.to == addr(DESK))
+        .unwrap_or_else(|| panic!("{sent:#?}"));
+    assert!(
+        ring.text()
+            .starts_with("INVITE sip:alice@10.1.1.2:5062 SIP/2.0")
+    );
+    assert!(ring.header(HeaderName::From).contains("<sip:202@"));
+}
+
+#[test]
+fn wrong_credentials_or_none_never_start_a_call() {
+    let mut sim = Sim::with_policy(phones_policy());
+    let sent = bob_calls(&mut sim, "+441234567", "guess");
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].code(), Some(403));
+    assert_eq!(sent[0].to, addr(BOB));
+    assert_eq!(sim.engine.calls(), 0);
+    // Without a registrar a phone is a stranger: 403 at once.
+    let mut plain = Sim::new();
+    plain.recv(BOB, &bob_invite("+441234567", 1, ""));
+    assert_eq!(plain.one_to(BOB).code(), Some(403));
+}

@@ -30,14 +30,17 @@ pub(crate) const TRYING_DELAY: std::time::Duration = std::time::Duration::from_m
 
 /// What admission decided for a new call.
 #[derive(Debug)]
-struct Admitted {
-    cref: CallRef,
+pub(crate) struct Admitted {
+    pub cref: CallRef,
     number: String,
     targets: SmallVec<[Target; 4]>,
     route_index: usize,
     failover_on_timeout: bool,
     /// A route to an extension: its registered accounts ring.
     extension: Option<Arc<str>>,
+    /// The caller's number on the B leg (a phone's extension number),
+    /// instead of the user of its From.
+    pub caller_id: Option<Arc<str>>,
 }
 
 /// The caller's dialog, as the INVITE creates it (RFC 3261 §12.1.1): the
@@ -103,6 +106,10 @@ impl Engine {
         }
         // BRIEF §8 default deny: a source that is no trunk gets 403.
         let Some(trunk) = self.ctx.policy.trunk_for_source(origin.remote.ip()) else {
+            // Unless it is a phone of one of the registrar's accounts.
+            if req.method == Method::Invite && self.ctx.policy.accounts.settings.is_some() {
+                return self.on_phone_invite(now, &req, origin);
+            }
             self.ctx.refuse(&req, origin, Refusal::UnknownSource);
             return;
         };
@@ -204,7 +211,7 @@ impl Engine {
 
     /// An INVITE whose Call-ID and From tag are a call's: its
     /// retransmission, or a merged request. True when it was either.
-    fn invite_seen(&mut self, now: Instant, req: &Request<'_>, origin: Flow) -> bool {
+    pub(crate) fn invite_seen(&mut self, now: Instant, req: &Request<'_>, origin: Flow) -> bool {
         let Some(r) = self.calls.find_a(req.call_id, req.from_tag()) else {
             return false;
         };
@@ -235,7 +242,7 @@ impl Engine {
 
     /// Whether a new call may start, and where it goes: the refusal
     /// otherwise. A slot in the call table is reserved last.
-    fn admit(&mut self, req: &Request<'_>, trunk: TrunkId) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit(&mut self, req: &Request<'_>, trunk: TrunkId) -> Result<Admitted, Refusal> {
         // Overload control: shed the share the shard cannot carry, first.
         if self.ctx.admit < 1000 && self.ctx.ids.random() % 1000 >= u64::from(self.ctx.admit) {
             return Err(Refusal::Overloaded);
@@ -261,6 +268,25 @@ impl Engine {
             return Err(Refusal::NoRoute);
         }
         let policy = Arc::clone(&self.ctx.policy);
+        // A phone dialling an extension's number calls it (no route).
+        if trunk == crate::policy::PHONES && policy.accounts.is_extension(&number) {
+            let Some(cref) = self.calls.reserve() else {
+                return Err(Refusal::CallTableFull);
+            };
+            return Ok(Admitted {
+                cref,
+                extension: Some(Arc::from(number.as_str())),
+                number,
+                targets: smallvec::smallvec![Target {
+                    trunk: crate::policy::PHONES,
+                    priority: 1,
+                    weight: 1,
+                }],
+                route_index: usize::MAX,
+                failover_on_timeout: false,
+                caller_id: None,
+            });
+        }
         let (route_index, route) = policy
             .route(trunk, &number)
             .and_then(|r| {
@@ -303,6 +329,7 @@ impl Engine {
             route_index,
             failover_on_timeout: route.failover.on_timeout,
             extension: route.extension.clone(),
+            caller_id: None,
         })
     }
 
@@ -334,7 +361,7 @@ impl Engine {
     }
 
     /// Creates the admitted call, reports it, and sends its first INVITE.
-    fn start_call(
+    pub(crate) fn start_call(
         &mut self,
         now: Instant,
         req: &Request<'_>,
@@ -392,7 +419,12 @@ impl Engine {
         // B leg: our own identifiers; From keeps the caller's display name
         // and user, on the SBC's host.
         let (b_tag, b_call_id) = (ids.tag(), ids.call_id(admitted.cref));
-        let b_from = b_from(req, &self.ctx.local(origin.local).host, &b_tag);
+        let b_from = b_from(
+            req,
+            &self.ctx.local(origin.local).host,
+            &b_tag,
+            admitted.caller_id.as_deref(),
+        );
         let b = Leg {
             call_id: b_call_id,
             local_tag: b_tag,
@@ -408,8 +440,15 @@ impl Engine {
             flow: Flow::udp(origin.remote, origin.local),
             trunk,
         };
+        // A phone is answered where it sent from (RFC 3581 §4), whatever
+        // its Via says.
+        let answer_to = if trunk == crate::policy::PHONES {
+            origin
+        } else {
+            response_dest(req, origin)
+        };
         let uas = Uas {
-            tx: ServerInvite::new(response_dest(req, origin)),
+            tx: ServerInvite::new(answer_to),
             template: Template::new(req, origin.remote, true),
             branch: if req.via.has_rfc3261_branch() {
                 Bytes::copy_from_slice(req.via.branch().unwrap_or(b""))
@@ -679,20 +718,21 @@ fn order_targets(targets: &[Target], random: &mut dyn FnMut() -> u64) -> SmallVe
 }
 
 /// The B-leg From: the caller's display name and user on the SBC's host.
-fn b_from(req: &Request<'_>, host: &[u8], tag: &[u8]) -> Bytes {
+fn b_from(req: &Request<'_>, host: &[u8], tag: &[u8], caller_id: Option<&str>) -> Bytes {
     let mut b = BytesMut::with_capacity(96);
     if let Some(d) = req.from.display {
         crate::sip::put_unfolded(&mut b, d);
         b.put_u8(b' ');
     }
     b.put_slice(b"<sip:");
-    let user = req
-        .from
-        .parsed_uri()
-        .ok()
-        .and_then(|u| u.user)
-        .filter(|u| !u.is_empty())
-        .unwrap_or(b"anonymous");
+    let user = caller_id.map(str::as_bytes).unwrap_or_else(|| {
+        req.from
+            .parsed_uri()
+            .ok()
+            .and_then(|u| u.user)
+            .filter(|u| !u.is_empty())
+            .unwrap_or(b"anonymous")
+    });
     b.put_slice(user);
     b.put_u8(b'@');
     b.put_slice(host);

@@ -34,7 +34,7 @@ use crate::net::Flow;
 use crate::policy::Policy;
 use crate::registrar::{Account, Binding, Change, NonceCheck, RegisterResult, Settings};
 use crate::sip::digest::{Authorization, Challenge, Qop, Secret, verify};
-use crate::sip::{CommaList, HeaderName, NameAddr, Request};
+use crate::sip::{CommaList, HeaderName, NameAddr, Request, Scheme, Uri};
 
 /// A shard's registrar state: its nonces and the lockout table.
 #[derive(Debug, Default)]
@@ -69,7 +69,7 @@ impl Engine {
             self.ctx.stats.register(RegisterResult::Blocked);
             return;
         }
-        match self.authenticate(now, req, origin, &policy, settings) {
+        match self.authenticate(now, req, origin, &policy, HeaderName::Authorization) {
             Auth::Ok(account) => {
                 self.registrar.lockout.succeed(ip, &secrets);
                 self.bind(now, req, origin, settings, account);
@@ -112,19 +112,23 @@ impl Engine {
         }
     }
 
-    /// Checks the request's `Authorization` for our realm.
+    /// Checks the request's credentials for our realm in `header`
+    /// (`Authorization` for REGISTER, `Proxy-Authorization` for the rest).
     fn authenticate<'p>(
         &mut self,
         now: Instant,
         req: &Request<'_>,
         origin: Flow,
         policy: &'p Policy,
-        settings: &Settings,
+        header: HeaderName,
     ) -> Auth<'p> {
+        let Some(settings) = policy.accounts.settings.as_ref() else {
+            return Auth::Failed;
+        };
         let realm = settings.realm.as_bytes();
         let Some(creds) = req
             .msg
-            .all(HeaderName::Authorization)
+            .all(header)
             .filter_map(|h| Authorization::parse(h.value).ok())
             .find(|a| a.realm == realm)
         else {
@@ -167,7 +171,7 @@ impl Engine {
             return Auth::Failed;
         };
         let uri = req.msg.request_line().map_or(&b""[..], |l| l.uri);
-        if creds.uri != uri {
+        if !digest_uri_matches(&creds.uri, uri) {
             return Auth::BadUri;
         }
         let NonceCheck::Fresh { serial } = nonce else {
@@ -193,6 +197,21 @@ impl Engine {
         settings: &Settings,
         stale: bool,
     ) {
+        let values = self.challenges(now, settings, stale);
+        let headers: Vec<(HeaderName, &[u8])> = values
+            .iter()
+            .map(|v| (HeaderName::WwwAuthenticate, v.as_slice()))
+            .collect();
+        let result = if stale {
+            RegisterResult::Stale
+        } else {
+            RegisterResult::Challenged
+        };
+        self.registrar_answer(req, origin, now, result, (401, b"Unauthorized"), &headers);
+    }
+
+    /// One challenge value per configured algorithm, with a fresh nonce.
+    fn challenges(&mut self, now: Instant, settings: &Settings, stale: bool) -> Vec<Vec<u8>> {
         let secrets = *self.ctx.ids.secrets();
         let nonce = self.registrar.nonces.issue(now, self.ctx.shard.0, &secrets);
         let mut values: Vec<Vec<u8>> = Vec::with_capacity(settings.algorithms.len());
@@ -210,16 +229,79 @@ impl Engine {
                 values.push(v);
             }
         }
-        let headers: Vec<(HeaderName, &[u8])> = values
-            .iter()
-            .map(|v| (HeaderName::WwwAuthenticate, v.as_slice()))
-            .collect();
-        let result = if stale {
-            RegisterResult::Stale
-        } else {
-            RegisterResult::Challenged
+        values
+    }
+
+    /// An INVITE from a source that is no trunk, with the registrar on: a
+    /// phone calling. Its credentials are asked for with 407 (RFC 3261
+    /// §22.3); once they check out, the call is the account's: to another
+    /// extension by its number, anywhere else by the routes that name no
+    /// source trunk. Answers before authentication are a stranger's
+    /// (rate-limited); failures count towards the source's lockout.
+    pub(crate) fn on_phone_invite(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
+        if self.invite_seen(now, req, origin) {
+            return;
+        }
+        let policy = Arc::clone(&self.ctx.policy);
+        let Some(settings) = policy.accounts.settings.as_ref() else {
+            return;
         };
-        self.registrar_answer(req, origin, now, result, (401, b"Unauthorized"), &headers);
+        let secrets = *self.ctx.ids.secrets();
+        let ip = origin.remote.ip();
+        if self.registrar.lockout.is_blocked(ip, now, &secrets) {
+            self.ctx.stats.register(RegisterResult::Blocked);
+            return;
+        }
+        let auth = self.authenticate(now, req, origin, &policy, HeaderName::ProxyAuthorization);
+        if !matches!(auth, Auth::Ok(_)) && !self.ctx.may_answer_stranger(origin) {
+            return self.ctx.stats.register(RegisterResult::Limited);
+        }
+        match auth {
+            Auth::Ok(account) => {
+                self.registrar.lockout.succeed(ip, &secrets);
+                match self.admit(req, crate::policy::PHONES) {
+                    Ok(mut admitted) => {
+                        admitted.caller_id = Some(Arc::clone(&account.extension));
+                        self.start_call(now, req, origin, crate::policy::PHONES, admitted);
+                    }
+                    Err(why) => self.ctx.refuse(req, origin, why),
+                }
+            }
+            Auth::Challenge { stale } => {
+                let values = self.challenges(now, settings, stale);
+                let headers: Vec<(HeaderName, &[u8])> = values
+                    .iter()
+                    .map(|v| (HeaderName::ProxyAuthenticate, v.as_slice()))
+                    .collect();
+                self.ctx.stats.register(if stale {
+                    RegisterResult::Stale
+                } else {
+                    RegisterResult::Challenged
+                });
+                self.answer_phone(
+                    req,
+                    origin,
+                    (407, b"Proxy Authentication Required"),
+                    &headers,
+                );
+            }
+            Auth::Failed => {
+                if let Some(limits) = settings.lockout {
+                    self.registrar.lockout.fail(ip, now, limits, &secrets);
+                }
+                self.ctx.stats.register(RegisterResult::AuthFailed);
+                self.answer_phone(req, origin, (403, b"Forbidden"), &[]);
+            }
+            Auth::BadUri => {
+                self.ctx.stats.register(RegisterResult::BadRequest);
+                self.answer_phone(
+                    req,
+                    origin,
+                    (400, b"Digest URI Does Not Match Request-URI"),
+                    &[],
+                );
+            }
+        }
     }
 
     /// The authenticated REGISTER's bindings (RFC 3261 §10.3 steps 6-8).
@@ -390,6 +472,21 @@ impl Engine {
         );
     }
 
+    /// A stateless answer to a phone's request, back to where it came from
+    /// (RFC 3581 §4): its retransmissions get answered again, its ACK is
+    /// absorbed.
+    fn answer_phone(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        status: (u16, &[u8]),
+        headers: &[(HeaderName, &[u8])],
+    ) {
+        let response = self.ctx.response_to(req, origin, status, headers);
+        self.ctx.send(origin, response);
+        self.ctx.stats.final_sent(status.0);
+    }
+
     /// Answers through a server transaction, back to where the request
     /// came from (symmetric response routing, RFC 3581 §4, whether or not
     /// it asked with `rport`), and counts the result.
@@ -416,4 +513,41 @@ fn contact_value(uri: &[u8], expires: u32) -> Vec<u8> {
     let mut n = itoa::Buffer::new();
     v.extend_from_slice(n.format(expires).as_bytes());
     v
+}
+
+/// RFC 3261 §22.4 asks that the credentials' `uri` name the request's
+/// target. It matches when it is the Request-URI itself, or names the same
+/// scheme, host and port without the user part (what SIPp and phones behind
+/// rewriting ALGs send); the response hash covers the `uri`, and the nonce
+/// count stops a replay either way.
+fn digest_uri_matches(digest_uri: &[u8], request_uri: &[u8]) -> bool {
+    if digest_uri == request_uri {
+        return true;
+    }
+    let (Ok(d), Ok(r)) = (Uri::parse(digest_uri), Uri::parse(request_uri)) else {
+        return false;
+    };
+    let default = if r.scheme == Scheme::Sips { 5061 } else { 5060 };
+    d.user.is_none()
+        && d.scheme == r.scheme
+        && d.host.eq_ignore_ascii_case(r.host)
+        && d.port.unwrap_or(default) == r.port.unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digest_uri_matches;
+
+    #[test]
+    fn the_digest_uri_names_the_request_target() {
+        let ruri = b"sip:+441234567@192.0.2.1:5060;user=phone";
+        assert!(digest_uri_matches(ruri, ruri));
+        assert!(digest_uri_matches(b"sip:192.0.2.1:5060", ruri));
+        assert!(digest_uri_matches(b"sip:192.0.2.1", b"sip:100@192.0.2.1"));
+        assert!(!digest_uri_matches(b"sip:192.0.2.9:5060", ruri));
+        assert!(!digest_uri_matches(b"sip:192.0.2.1:5080", ruri));
+        assert!(!digest_uri_matches(b"sip:999@192.0.2.1:5060", ruri));
+        assert!(!digest_uri_matches(b"sips:192.0.2.1:5060", ruri));
+        assert!(!digest_uri_matches(b"garbage", ruri));
+    }
 }

@@ -128,8 +128,11 @@ impl Engine {
     }
 }
 
-/// Where a resting call's requests on `side` went (the tombstone keeps no
-/// caller address: there the trunk's sources decide).
+/// Where a resting call's requests on `side` went (the tombstone keeps a
+/// trunk caller's address: there the trunk's sources decide).
 fn tomb_peer(tomb: &super::tomb::Tombstone, side: Side) -> Option<IpAddr> {
-    (side == Side::B).then(|| tomb.b_flow().remote.ip())
+    match side {
+        Side::B => Some(tomb.b_flow().remote.ip()),
+        Side::A => tomb.a_phone(),
+    }
 }

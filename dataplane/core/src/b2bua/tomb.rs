@@ -43,6 +43,9 @@ pub(crate) struct Tombstone {
     trunks: [TrunkId; 2],
     /// Where the B leg's requests went (the ACK for a retransmitted 2xx).
     b_flow: Flow,
+    /// A phone's address on the A leg (its peer; a trunk's sources say
+    /// who a trunk's is).
+    a_phone: Option<std::net::IpAddr>,
     /// The BYE that ended the call was answered 2xx: a retransmission of
     /// it gets 200 again.
     bye_ok: bool,
@@ -58,6 +61,7 @@ impl Tombstone {
             tags: [tag_of(&call.a.local_tag), tag_of(&call.b.local_tag)],
             trunks: [call.a.trunk, call.b.trunk],
             b_flow: call.b.flow,
+            a_phone: (call.a.trunk == crate::policy::PHONES).then(|| call.a.flow.remote.ip()),
             bye_ok: matches!(call.bye_answer(), Some(200..=299)),
             until,
         }
@@ -68,21 +72,23 @@ impl Tombstone {
         self.b_flow
     }
 
+    /// A phone caller's address.
+    pub fn a_phone(&self) -> Option<std::net::IpAddr> {
+        self.a_phone
+    }
+
     /// The trunk of `side`'s leg.
     pub fn trunk(&self, side: Side) -> TrunkId {
         self.trunks[side as usize]
     }
 
     /// Whether `ip` is `side`'s peer, as [`super::call::Leg::is_peer`]
-    /// said while the call lived (a phone on the B leg: the address its
-    /// requests went to; the caller's address is not kept, so a phone
-    /// on the A leg has no peer here).
+    /// said while the call lived (a phone: the address it is reached at).
     pub fn is_peer(&self, side: Side, policy: &Policy, ip: std::net::IpAddr) -> bool {
+        let same = |a: std::net::IpAddr| crate::net::canonical(ip) == crate::net::canonical(a);
         match (self.trunk(side), side) {
-            (crate::policy::PHONES, Side::B) => {
-                crate::net::canonical(ip) == crate::net::canonical(self.b_flow.remote.ip())
-            }
-            (crate::policy::PHONES, Side::A) => false,
+            (crate::policy::PHONES, Side::B) => same(self.b_flow.remote.ip()),
+            (crate::policy::PHONES, Side::A) => self.a_phone.is_some_and(same),
             (trunk, _) => policy.trunk_for_source(ip) == Some(trunk),
         }
     }
