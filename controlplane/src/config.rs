@@ -19,6 +19,7 @@ mod file;
 mod media;
 mod path;
 mod registrar;
+mod upstream;
 mod validate;
 mod values;
 

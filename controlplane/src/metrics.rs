@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use sbc_core::policy::Policy;
 use sbc_core::refusal::Refusal;
 use sbc_core::registrar::{Location, RegisterResult};
-use sbc_core::stats::{Direction, Discard, LoopState, STATUS_SLOTS, ShardStats};
+use sbc_core::stats::{Direction, Discard, LoopState, Registered, STATUS_SLOTS, ShardStats};
 
 /// The HTTP content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -266,6 +266,44 @@ impl SbcCollector {
             "trunk_probes",
             "OPTIONS health probes, per trunk, answered or failed (no answer, 408, 5xx, 6xx).",
             probes,
+        )?;
+        self.encode_upstreams(enc, policy)
+    }
+
+    /// The SBC's own registrations, for the trunks that ask for one.
+    fn encode_upstreams(&self, enc: &mut DescriptorEncoder, policy: &Policy) -> fmt::Result {
+        let registering = || policy.trunks.iter().filter(|t| t.registration.is_some());
+        gauge(
+            enc,
+            "trunk_registered",
+            "1 while the SBC is registered to the trunk, 0 while it is not (trying or failed).",
+            registering().map(|t| {
+                let yes = t.stats.registered() == Registered::Yes;
+                ([("trunk", &*t.name)], i64::from(yes))
+            }),
+        )?;
+        gauge(
+            enc,
+            "trunk_registration_status",
+            "The last final status the trunk's registrar answered the SBC's REGISTER with (0: none yet, or no answer).",
+            registering().map(|t| {
+                let status = t.stats.registration_status.load(Ordering::Relaxed);
+                ([("trunk", &*t.name)], i64::from(status))
+            }),
+        )?;
+        let rounds = registering().flat_map(|t| {
+            [("registered", 0), ("failed", 1)].map(|(result, i)| {
+                (
+                    [("trunk", &*t.name), ("result", result)],
+                    load(&t.stats.registrations[i]),
+                )
+            })
+        });
+        counter(
+            enc,
+            "trunk_registrations",
+            "The SBC's REGISTER exchanges with each trunk, by result.",
+            rounds,
         )
     }
 

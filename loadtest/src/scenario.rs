@@ -821,7 +821,7 @@ mod tests {
     }
 
     #[test]
-    fn shipped_scenarios_parse_except_pcap_play() {
+    fn shipped_scenarios_parse_except_pcap_play_and_the_registrar() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
         let mut n = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -834,6 +834,9 @@ mod tests {
             let r = Scenario::parse(&text, &name);
             if name == "uac_pcap.xml" {
                 assert_eq!(r.unwrap_err().element, "exec");
+            } else if name == "uas_registrar.xml" {
+                // sipp only, for now: <Global> variables and verifyauth.
+                assert_eq!(r.unwrap_err().element, "Global");
             } else {
                 r.unwrap_or_else(|e| panic!("{e}"));
             }

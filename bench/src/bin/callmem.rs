@@ -58,6 +58,7 @@ fn policy() -> Policy {
         max_calls: None,
         max_cps: None,
         public: false,
+        registration: None,
         stats: Arc::default(),
     };
     Policy {

@@ -82,6 +82,10 @@ pub fn compile(
             max_calls: t.max_calls,
             max_cps: t.max_cps,
             public: t.public,
+            registration: t
+                .register
+                .as_ref()
+                .map(|r| super::upstream::compile(r, t.address.0)),
             stats: stats.trunk(&t.name.0),
         })
         .collect();

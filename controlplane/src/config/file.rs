@@ -145,6 +145,8 @@ pub struct Trunk {
     /// ranges outside its sources (default false).
     #[serde(default)]
     pub public: bool,
+    /// The SBC registers itself to the trunk; absent: it does not.
+    pub register: Option<super::upstream::Register>,
 }
 
 /// A trunk's `probe = { interval_s = 30, down_after = 3, up_after = 2 }`.

@@ -5,6 +5,7 @@
 mod invalid;
 mod media;
 mod registrar;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -205,6 +205,18 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
         }
         for (j, Network(net)) in trunk.sources.iter().enumerate() {
             if let Some(owner) = sources.insert(*net, i) {
+                // Two registrations with one provider share its addresses:
+                // the Contact user each registered tells their calls apart.
+                fn contact(t: &super::file::Trunk) -> Option<&str> {
+                    t.register.as_ref().map(super::upstream::contact_user)
+                }
+                let shared = trunks.get(owner).is_some_and(|o| {
+                    o.name != trunk.name
+                        && matches!((contact(o), contact(trunk)), (Some(a), Some(b)) if a != b)
+                });
+                if shared {
+                    continue;
+                }
                 let owner = trunks.get(owner).map_or("", |t| t.name.0.as_str());
                 let message = if owner == trunk.name.0 {
                     format!("{net} is listed twice")
@@ -222,6 +234,9 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
         }
         if let Some(probe) = &trunk.probe {
             check_probe(probe, &path.key("probe"))?;
+        }
+        if let Some(register) = &trunk.register {
+            super::upstream::validate(register, &path.key("register"))?;
         }
         for (key, value) in [("max_calls", trunk.max_calls), ("max_cps", trunk.max_cps)] {
             if let Some(n) = value

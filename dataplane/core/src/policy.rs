@@ -60,7 +60,59 @@ pub struct Trunk {
     /// A trunk on the public internet: its SDP may not point media at
     /// private ranges outside its own `sources`.
     pub public: bool,
+    /// The SBC registers itself to this trunk (BRIEF §2); its credentials
+    /// also answer the trunk's challenges to our INVITEs.
+    pub registration: Option<Arc<Registration>>,
     pub stats: Arc<TrunkStats>,
+}
+
+/// The SBC's own registration with a trunk: REGISTER to `registrar` for
+/// `sip:user@domain`, binding `sip:contact_user@<our address>`, answering
+/// digest challenges as `auth_user` (RFC 3261 §10.2, §22).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub registrar: SocketAddr,
+    /// The host of the address of record and of the Request-URI.
+    pub domain: Arc<str>,
+    pub user: Arc<str>,
+    pub auth_user: Arc<str>,
+    pub secret: Arc<str>,
+    /// Only challenges of this realm are answered; `None`: any realm.
+    pub realm: Option<Arc<str>>,
+    /// The user part of our Contact: the ITSP's calls arrive for it.
+    pub contact_user: Arc<str>,
+    /// The expiry asked for.
+    pub expires: Duration,
+    /// Wait after a failure, doubled after each failure in a row up to
+    /// `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("registrar", &self.registrar)
+            .field("domain", &self.domain)
+            .field("user", &self.user)
+            .field("auth_user", &self.auth_user)
+            .field("secret", &"<redacted>")
+            .field("realm", &self.realm)
+            .field("contact_user", &self.contact_user)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    /// The wait before retrying after `failures` failures in a row
+    /// (at least one): `retry_min` doubled for each, capped at `retry_max`.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        self.retry_min
+            .saturating_mul(1 << doublings)
+            .min(self.retry_max)
+    }
 }
 
 /// How a trunk is probed: an OPTIONS every `interval`; down after
@@ -312,6 +364,37 @@ impl Policy {
         self.trunks.get(usize::from(id.0))
     }
 
+    /// The trunk a request from `ip` for Request-URI user `user` belongs
+    /// to: among the trunks whose networks hold `ip`, the one the SBC
+    /// registered to with `user` as its Contact user (two registrations
+    /// with one provider share its addresses), else the most specific.
+    pub fn trunk_for_request(&self, ip: IpAddr, user: Option<&[u8]>) -> Option<TrunkId> {
+        if let Some(user) = user {
+            let ip = canonical(ip);
+            let by_contact = self.trunks.iter().position(|t| {
+                t.registration
+                    .as_ref()
+                    .is_some_and(|r| r.contact_user.as_bytes() == user)
+                    && t.sources.iter().any(|n| n.contains(&ip))
+            });
+            if let Some(i) = by_contact {
+                return Some(TrunkId(u16::try_from(i).unwrap_or(u16::MAX)));
+            }
+        }
+        self.trunk_for_source(ip)
+    }
+
+    /// Whether `ip` speaks for `trunk`: the trunk its address belongs to,
+    /// or, for a trunk the SBC registers to, one of its networks (shared
+    /// with another registration with the same provider).
+    pub fn is_source_of(&self, trunk: TrunkId, ip: IpAddr) -> bool {
+        self.trunk_for_source(ip) == Some(trunk)
+            || self.trunk(trunk).is_some_and(|t| {
+                let ip = canonical(ip);
+                t.registration.is_some() && t.sources.iter().any(|n| n.contains(&ip))
+            })
+    }
+
     /// The trunk a source address belongs to (most specific network wins).
     pub fn trunk_for_source(&self, ip: IpAddr) -> Option<TrunkId> {
         let ip = canonical(ip);
@@ -370,6 +453,7 @@ mod tests {
             max_calls: None,
             max_cps: None,
             public: false,
+            registration: None,
             stats: Arc::default(),
         }
     }
@@ -428,6 +512,48 @@ mod tests {
             Some(TrunkId(0))
         );
         assert_eq!(p.trunk_for_source("192.0.2.9".parse().unwrap()), None);
+    }
+
+    fn registration(contact_user: &str) -> Arc<Registration> {
+        Arc::new(Registration {
+            registrar: "192.0.2.1:5060".parse().unwrap(),
+            domain: "itsp.example".into(),
+            user: contact_user.into(),
+            auth_user: contact_user.into(),
+            secret: "s3cret".into(),
+            realm: None,
+            contact_user: contact_user.into(),
+            expires: Duration::from_secs(600),
+            retry_min: Duration::from_secs(10),
+            retry_max: Duration::from_secs(300),
+        })
+    }
+
+    #[test]
+    fn a_registrations_contact_user_picks_among_trunks_sharing_addresses() {
+        let mut p = policy();
+        let mut a = trunk("itsp-a", &["192.0.2.0/24"]);
+        a.registration = Some(registration("acct-a"));
+        let mut b = trunk("itsp-b", &["192.0.2.0/24"]);
+        b.registration = Some(registration("acct-b"));
+        p.trunks.extend([a, b]);
+        let ip = "192.0.2.7".parse().unwrap();
+        assert_eq!(p.trunk_for_request(ip, Some(b"acct-b")), Some(TrunkId(3)));
+        assert_eq!(p.trunk_for_request(ip, Some(b"acct-a")), Some(TrunkId(2)));
+        // Another user: the addresses decide.
+        assert_eq!(p.trunk_for_request(ip, Some(b"other")), Some(TrunkId(2)));
+        // The contact user from elsewhere is no trunk's.
+        let stranger = "198.51.100.1".parse().unwrap();
+        assert_eq!(p.trunk_for_request(stranger, Some(b"acct-b")), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let r = registration("x");
+        let waits: Vec<u64> = (1..=7).map(|n| r.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(r.backoff(u32::MAX).as_secs(), 300);
+        assert!(!format!("{r:?}").contains("s3cret"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! hot path never takes a lock; the metrics endpoint reads them at scrape
 //! time.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU16, AtomicU64, Ordering};
 
 use crate::refusal::Refusal;
 
@@ -45,6 +45,37 @@ pub struct TrunkStats {
     /// admission to the call's end; to it, while an attempt or the answered
     /// call holds it. Counted across shards (admission control).
     pub open: [AtomicI64; 2],
+    /// The SBC's registration with the trunk (written by the shard that
+    /// owns it): a [`Registered`] state, the last final status it got (0:
+    /// none yet, or no answer), and REGISTER exchanges that ended
+    /// registered (index 0) and failed (index 1).
+    pub registration: AtomicU8,
+    pub registration_status: AtomicU16,
+    pub registrations: [AtomicU64; 2],
+}
+
+/// Where the SBC's registration with a trunk stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Registered {
+    /// Not configured (or not started yet).
+    No = 0,
+    /// The first REGISTER is on its way.
+    Trying = 1,
+    Yes = 2,
+    /// The last attempt failed; retrying after a backoff.
+    Failed = 3,
+}
+
+impl Registered {
+    pub fn label(self) -> &'static str {
+        match self {
+            Registered::No => "none",
+            Registered::Trying => "trying",
+            Registered::Yes => "registered",
+            Registered::Failed => "failed",
+        }
+    }
 }
 
 impl TrunkStats {
@@ -61,6 +92,15 @@ impl TrunkStats {
     /// Gives back a slot [`TrunkStats::try_open`] took.
     pub fn close(&self, d: Direction) {
         self.open[d as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn registered(&self) -> Registered {
+        match self.registration.load(Ordering::Relaxed) {
+            1 => Registered::Trying,
+            2 => Registered::Yes,
+            3 => Registered::Failed,
+            _ => Registered::No,
+        }
     }
 
     pub fn is_down(&self) -> bool {

@@ -151,17 +151,17 @@ fn alarms_come_due_as_events() {
     let mut sim = Sim::new();
     let t0 = sim.now;
     sim.engine
-        .set_alarm(t0 + Duration::from_secs(30), Alarm::RegistrationRefresh(4));
+        .set_alarm(t0 + Duration::from_secs(30), Alarm::Custom(4));
     sim.engine
-        .set_alarm(t0 + Duration::from_secs(10), Alarm::RegistrationRefresh(2));
+        .set_alarm(t0 + Duration::from_secs(10), Alarm::Custom(2));
     assert_eq!(
         sim.engine.poll_timeout(),
         Some(t0 + Duration::from_secs(10))
     );
     sim.advance(Duration::from_secs(11));
-    assert_eq!(sim.events(), [Event::Alarm(Alarm::RegistrationRefresh(2))]);
+    assert_eq!(sim.events(), [Event::Alarm(Alarm::Custom(2))]);
     sim.advance(Duration::from_secs(20));
-    assert_eq!(sim.events(), [Event::Alarm(Alarm::RegistrationRefresh(4))]);
+    assert_eq!(sim.events(), [Event::Alarm(Alarm::Custom(4))]);
     assert_eq!(sim.engine.poll_timeout(), None);
 }
 

@@ -2,7 +2,7 @@
 //! per call end (at info; starts and answers at debug). CDR writers and
 //! the registrar's publishing will read the same stream.
 
-use sbc_core::b2bua::{EndReason, Event, Outcome};
+use sbc_core::b2bua::{EndReason, Event, Outcome, Upstream};
 use sbc_core::registrar::Change;
 
 /// Logs one engine event of shard `shard`.
@@ -47,8 +47,8 @@ pub(crate) fn log(shard: usize, event: &Event) {
                 "call ended"
             );
         }
-        // Health probes are consumed in the engine; outbound registration
-        // (issue 10) will consume these.
+        // Health probes and the SBC's own registrations are consumed in the
+        // engine: these are the embedding's own requests.
         Event::Transaction { tx, outcome } => tracing::debug!(
             shard,
             tx = tx.0,
@@ -78,6 +78,25 @@ pub(crate) fn log(shard: usize, event: &Event) {
             trunk = &**trunk,
             last_answer = status.map_or_else(|| "none".to_owned(), |c| c.to_string()),
             "trunk up: health probes answered"
+        ),
+        Event::Upstream {
+            trunk,
+            state: Upstream::Registered { expires },
+        } => tracing::info!(
+            shard,
+            trunk = &**trunk,
+            expires_s = expires.as_secs(),
+            "registered to trunk"
+        ),
+        Event::Upstream {
+            trunk,
+            state: Upstream::Failed { status, retry_in },
+        } => tracing::warn!(
+            shard,
+            trunk = &**trunk,
+            last_answer = status.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+            retry_in_s = retry_in.as_secs(),
+            "registration to trunk failed"
         ),
         Event::Registration(Change::Bound(b)) => tracing::debug!(
             shard,

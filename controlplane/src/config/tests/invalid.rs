@@ -59,7 +59,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
 );
 rejects!(
     unknown_target_key,

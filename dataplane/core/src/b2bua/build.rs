@@ -339,7 +339,7 @@ impl Reach<'_> {
     /// one of its trunk's sources. Requests go only there, and responses
     /// are taken only from there.
     pub fn admits(self, ip: IpAddr, known: Option<IpAddr>) -> bool {
-        known == Some(ip) || self.policy.trunk_for_source(ip) == Some(self.trunk)
+        known == Some(ip) || self.policy.is_source_of(self.trunk, ip)
     }
 }
 

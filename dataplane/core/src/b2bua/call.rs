@@ -64,7 +64,7 @@ impl Leg {
         if self.trunk == crate::policy::PHONES {
             crate::net::canonical(ip) == crate::net::canonical(self.flow.remote.ip())
         } else {
-            policy.trunk_for_source(ip) == Some(self.trunk)
+            policy.is_source_of(self.trunk, ip)
         }
     }
 
@@ -189,6 +189,9 @@ pub(crate) struct Attempt {
     pub cancel: Option<Box<ClientNonInvite>>,
     /// CANCEL as soon as a provisional response arrives (RFC 3261 §9.1).
     pub cancel_wanted: bool,
+    /// It carried credentials answering the trunk's challenge: another
+    /// 401/407 is a failure, not a second retry.
+    pub authorized: bool,
 }
 
 impl Attempt {

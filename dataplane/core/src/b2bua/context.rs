@@ -165,6 +165,8 @@ pub struct Engine {
     pub(crate) standalone: Standalone,
     /// The trunk health probes this shard sends.
     pub(crate) probes: super::probe::Probes,
+    /// The SBC's registrations with the trunks this shard owns.
+    pub(crate) upstreams: super::upstream::Upstreams,
     /// The registrar's nonces and lockout table.
     pub(crate) registrar: super::register::RegistrarState,
 }

@@ -67,6 +67,7 @@ impl Engine {
             calls: CallTable::default(),
             standalone: Standalone::default(),
             probes: Default::default(),
+            upstreams: Default::default(),
             registrar: Default::default(),
         }
     }
@@ -83,11 +84,13 @@ impl Engine {
 
     /// Installs a configuration snapshot (the shard calls it with the one
     /// it starts with too). New calls use it; calls in progress keep the
-    /// one they started with. The trunk health probes are planned from it.
+    /// one they started with. The trunk health probes and the SBC's own
+    /// registrations are planned from it.
     pub fn set_policy(&mut self, now: Instant, policy: Arc<Policy>) {
         self.ctx.locals = locals_of(&policy);
         self.ctx.policy = policy;
         self.sync_probes(now);
+        self.sync_upstreams(now);
     }
 
     /// The share of new calls to admit, per mille (the shard's

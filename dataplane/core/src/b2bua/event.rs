@@ -11,6 +11,18 @@ use bytes::Bytes;
 use super::ids::CallRef;
 use super::standalone::{Alarm, Outcome, TxId};
 
+/// How the SBC's registration with a trunk went ([`Event::Upstream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    Registered {
+        expires: std::time::Duration,
+    },
+    Failed {
+        status: Option<u16>,
+        retry_in: std::time::Duration,
+    },
+}
+
 /// One event from the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -32,6 +44,10 @@ pub enum Event {
         up: bool,
         status: Option<u16>,
     },
+    /// The SBC's registration with a trunk: now registered for `expires`
+    /// (reported when it becomes so), or an attempt failed with `status`
+    /// (`None`: no answer) and is retried in `retry_in` (each failure).
+    Upstream { trunk: Arc<str>, state: Upstream },
     /// The registrar bound or removed an account's location: for the
     /// control plane to apply, persist and publish.
     Registration(crate::registrar::Change),

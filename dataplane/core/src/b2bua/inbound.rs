@@ -105,7 +105,8 @@ impl Engine {
             return;
         }
         // BRIEF §8 default deny: a source that is no trunk gets 403.
-        let Some(trunk) = self.ctx.policy.trunk_for_source(origin.remote.ip()) else {
+        let user = req.uri.user;
+        let Some(trunk) = self.ctx.policy.trunk_for_request(origin.remote.ip(), user) else {
             // Unless it is a phone of one of the registrar's accounts.
             if req.method == Method::Invite && self.ctx.policy.accounts.settings.is_some() {
                 return self.on_phone_invite(now, &req, origin);

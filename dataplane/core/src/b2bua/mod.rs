@@ -56,11 +56,12 @@ mod teardown;
 mod template;
 mod timers;
 mod tomb;
+mod upstream;
 mod wheel;
 
 pub use context::Engine;
 pub use engine::Disposition;
-pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals};
+pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals, Upstream};
 pub use ids::{CallRef, IdMinter, Secrets, ShardId};
 pub use standalone::{Alarm, Outcome, OwnRequest, TxId};
 pub use table::MAX_CALLS_PER_SHARD;

@@ -26,6 +26,12 @@ use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerNam
 
 /// Starts the INVITE to the next target. Returns false when none is left.
 pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool {
+    attempt_next(ctx, call, None, now)
+}
+
+/// [`next_attempt`], with `credentials` (a whole header line) added to the
+/// INVITE.
+fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now: Instant) -> bool {
     loop {
         let Some(routing) = call.routing_mut() else {
             return false;
@@ -34,9 +40,18 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
             return false;
         };
         routing.next_target += 1;
+        let headers = match credentials {
+            None => routing.invite_headers.clone(),
+            Some(line) => {
+                let mut h = BytesMut::with_capacity(routing.invite_headers.len() + line.len());
+                h.put_slice(&routing.invite_headers);
+                h.put_slice(line);
+                h.freeze()
+            }
+        };
         let invite = Invite {
             body: routing.invite_body.clone(),
-            headers: routing.invite_headers.clone(),
+            headers,
             max_forwards: routing.max_forwards,
         };
         if target.trunk == PHONES {
@@ -255,6 +270,7 @@ fn start_attempt(
         initial_to: to,
         cancel: None,
         cancel_wanted: false,
+        authorized: false,
     });
     let no_response = call.policy.call_timers.no_response;
     call.timers.set(TimerName::NoResponse, now + no_response);
@@ -332,6 +348,7 @@ pub(crate) fn on_attempt_response(
             on_answer(ctx, call, index, resp, now);
             cancel_other_forks(ctx, call, index, now);
         }
+        401 | 407 if answer_challenge(ctx, call, index, resp, now) => {}
         _ if call.wave_pending(index) => {
             // Other phones still ring: the best failure waits for them
             // (RFC 3261 §16.7).
@@ -339,6 +356,73 @@ pub(crate) fn on_attempt_response(
         }
         _ => on_failure(ctx, call, resp, now),
     }
+}
+
+/// A trunk the SBC holds credentials for challenged attempt `index`: the
+/// INVITE goes again to the same trunk, CSeq one up, with the answer
+/// (RFC 3261 §22.2), once. False (the challenge is a failure like any
+/// other) when there is nothing to answer with.
+fn answer_challenge(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    now: Instant,
+) -> bool {
+    let policy = Arc::clone(&call.policy);
+    let Some(attempt) = call.attempts.get(index) else {
+        return false;
+    };
+    let Some(registration) = policy
+        .trunk(attempt.target.trunk)
+        .and_then(|t| t.registration.as_ref())
+    else {
+        return false;
+    };
+    if attempt.authorized {
+        return false;
+    }
+    let (asked, answer) = if resp.code == 401 {
+        (HeaderName::WwwAuthenticate, "Authorization")
+    } else {
+        (HeaderName::ProxyAuthenticate, "Proxy-Authorization")
+    };
+    let realm = registration.realm.as_deref().map(str::as_bytes);
+    let Some(challenge) = resp
+        .msg
+        .all(asked)
+        .filter_map(|h| crate::sip::digest::Challenge::parse(h.value).ok())
+        .find(|c| realm.is_none_or(|r| r == c.realm.as_slice()))
+    else {
+        return false;
+    };
+    let cnonce = ctx.ids.tag();
+    let Some(value) = super::upstream::authorization(
+        registration,
+        &challenge,
+        b"INVITE",
+        &attempt.ruri,
+        &cnonce,
+        1,
+    ) else {
+        return false;
+    };
+    let mut line = Vec::with_capacity(value.len() + 24);
+    line.extend_from_slice(answer.as_bytes());
+    line.extend_from_slice(b": ");
+    line.extend_from_slice(&value);
+    line.extend_from_slice(b"\r\n");
+    // The same target again.
+    if let Some(routing) = call.routing_mut() {
+        routing.next_target = routing.next_target.saturating_sub(1);
+    }
+    if !attempt_next(ctx, call, Some(&line), now) {
+        return false;
+    }
+    if let Some(a) = call.attempts.last_mut() {
+        a.authorized = true;
+    }
+    true
 }
 
 /// The call was answered by attempt `index`: the other forks of its wave

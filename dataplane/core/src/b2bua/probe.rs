@@ -64,7 +64,7 @@ fn alive(code: u16) -> bool {
 }
 
 impl Engine {
-    fn owns_trunk(&self, index: usize) -> bool {
+    pub(crate) fn owns_trunk(&self, index: usize) -> bool {
         index % usize::from(self.ctx.shards) == usize::from(self.ctx.shard.0)
     }
 

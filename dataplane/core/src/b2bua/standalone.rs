@@ -12,8 +12,9 @@
 //!   (OPTIONS, REGISTER): a server transaction per request (RFC 3261
 //!   §17.2.3: branch, sent-by and method), so a retransmission gets the
 //!   same answer and is not processed twice.
-//! - Alarms: deadlines the control plane's features set (registration
-//!   refresh, probe interval), reported as events when due.
+//! - Alarms: deadlines of the engine's own features (registration
+//!   refresh, probe interval), and of the embedding's, reported as events
+//!   when due.
 //!
 //! Identifiers here are their own space: a [`TxId`] is never a call.
 //!
@@ -36,8 +37,13 @@ pub struct TxId(pub u64);
 /// A deadline a feature outside calls asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Alarm {
-    /// Refresh outbound registration `n` (about half its expiry).
-    RegistrationRefresh(u32),
+    /// A deadline set with `Engine::set_alarm` for the embedding's own
+    /// use, reported back as [`Event::Alarm`](super::Event::Alarm).
+    Custom(u32),
+    /// Send the SBC's next REGISTER to trunk `n`: the refresh at about
+    /// half the granted expiry, or the retry after a failure. The engine
+    /// plans and consumes these itself (see `upstream.rs`).
+    Register(u16),
     /// Send the next health probe (OPTIONS) to trunk `n`. The engine
     /// plans these itself from the trunks' `probe` settings and consumes
     /// them (see `probe.rs`): they are not reported as events.

@@ -89,7 +89,7 @@ impl Tombstone {
         match (self.trunk(side), side) {
             (crate::policy::PHONES, Side::B) => same(self.b_flow.remote.ip()),
             (crate::policy::PHONES, Side::A) => self.a_phone.is_some_and(same),
-            (trunk, _) => policy.trunk_for_source(ip) == Some(trunk),
+            (trunk, _) => policy.is_source_of(trunk, ip),
         }
     }
 

@@ -27,7 +27,7 @@ pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn trunk(name: &str, source: &str, address: &str) -> Trunk {
+pub fn trunk(name: &str, source: &str, address: &str) -> Trunk {
     Trunk {
         name: name.into(),
         sources: vec![source.parse().unwrap()],
@@ -39,6 +39,7 @@ fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         max_calls: None,
         max_cps: None,
         public: false,
+        registration: None,
         stats: Arc::default(),
     }
 }
