@@ -14,7 +14,9 @@ use bytes::Bytes;
 use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::{NumberPattern, Policy, Route, TrunkId};
 use sbc_core::refusal::Refusal;
-use sbc_core::registrar::{Account, AccountSecret, Accounts, Binding, Change, Location, Settings};
+use sbc_core::registrar::{
+    Account, AccountSecret, Accounts, Binding, Change, Location, RegisterResult, Settings,
+};
 use sbc_core::sip::HeaderName;
 use support::*;
 
@@ -567,10 +569,28 @@ fn phones_call_each_other_by_extension_number() {
 fn wrong_credentials_or_none_never_start_a_call() {
     let mut sim = Sim::with_policy(phones_policy());
     let sent = bob_calls(&mut sim, "+441234567", "guess");
+    // Challenged again, as for an unknown user.
     assert_eq!(sent.len(), 1, "{sent:#?}");
-    assert_eq!(sent[0].code(), Some(403));
+    assert_eq!(sent[0].code(), Some(407));
+    assert!(!sent[0].header(HeaderName::ProxyAuthenticate).is_empty());
     assert_eq!(sent[0].to, addr(BOB));
     assert_eq!(sim.engine.calls(), 0);
+    // Its retransmission gets the same answer, and is not counted again.
+    let wrong = bob_invite(
+        "+441234567",
+        3,
+        &proxy_auth(&sent[0], "+441234567", "guess"),
+    );
+    let before = sim.stats.registrar[RegisterResult::AuthFailed as usize]
+        .load(std::sync::atomic::Ordering::Relaxed);
+    sim.recv(BOB, &wrong);
+    let first = sim.one_to(BOB);
+    assert_eq!(first.code(), Some(407));
+    sim.recv(BOB, &wrong);
+    assert_eq!(sim.one_to(BOB).bytes, first.bytes);
+    let after = sim.stats.registrar[RegisterResult::AuthFailed as usize]
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(after - before, 1);
     // Without a registrar a phone is a stranger: 403 at once.
     let mut plain = Sim::new();
     plain.recv(BOB, &bob_invite("+441234567", 1, ""));

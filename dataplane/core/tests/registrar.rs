@@ -237,7 +237,7 @@ fn sha256_works_and_ha1_only_accounts_refuse_it() {
     bob.take_challenge(&c, Algorithm::Sha256);
     assert_eq!(
         bob.send(&mut sim, "Contact: <sip:bob@10.1.1.3>\r\n").code(),
-        Some(403)
+        Some(401)
     );
     let mut bob = Phone::new("bob", "bobs-secret", "reg-bob2");
     assert_eq!(
@@ -254,8 +254,9 @@ fn wrong_password_and_unknown_user_get_the_same_answer() {
         Phone::new("alice", "guess", "reg-w").register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
     let unknown =
         Phone::new("mallory", "guess", "reg-u").register(&mut sim, "Contact: <sip:m@10.1.1.2>\r\n");
-    assert_eq!(wrong.code(), Some(403));
-    assert_eq!(unknown.code(), Some(403));
+    // Both challenged again, alike but for the fresh nonce.
+    assert_eq!(wrong.code(), Some(401));
+    assert_eq!(unknown.code(), Some(401));
     let strip = |s: &Sent| {
         s.text()
             .lines()
@@ -265,6 +266,14 @@ fn wrong_password_and_unknown_user_get_the_same_answer() {
                     && !l.starts_with("To")
                     && !l.starts_with("Call-ID")
                     && !l.starts_with("CSeq")
+            })
+            .map(|l| match l.find("nonce=\"") {
+                Some(i) => {
+                    let rest = &l[i + 7..];
+                    let end = rest.find('"').unwrap();
+                    format!("{}nonce=\"N\"{}", &l[..i], &rest[end + 1..])
+                }
+                None => l.to_owned(),
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -416,8 +425,9 @@ fn networks_and_the_address_of_record_are_enforced() {
             String::from_utf8(v).unwrap()
         ),
     );
+    // From outside the account's networks: as if the password were wrong.
     sim.recv("100.64.0.50:5060", &req);
-    assert_eq!(sim.one_to("100.64.0.50:5060").code(), Some(403));
+    assert_eq!(sim.one_to("100.64.0.50:5060").code(), Some(401));
     // alice may not register as extension 202 (bob's).
     let mut alice = Phone::new("alice", "alices-secret", "reg-aor");
     alice.user = "alice";
@@ -485,7 +495,7 @@ fn a_source_that_keeps_failing_is_locked_out_for_a_while() {
         let call_id: &'static str = Box::leak(format!("reg-l{i}").into_boxed_str());
         let answer = Phone::new("alice", "guess", call_id)
             .register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
-        assert_eq!(answer.code(), Some(403));
+        assert_eq!(answer.code(), Some(401));
     }
     // Blocked: even the right password gets no answer at all.
     sim.recv(

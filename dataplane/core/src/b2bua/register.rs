@@ -78,7 +78,12 @@ impl Engine {
                 if !trusted && !self.ctx.may_answer_stranger(origin) {
                     return self.ctx.stats.register(RegisterResult::Limited);
                 }
-                self.challenge(now, req, origin, settings, stale);
+                let result = if stale {
+                    RegisterResult::Stale
+                } else {
+                    RegisterResult::Challenged
+                };
+                self.challenge(now, req, origin, settings, (stale, result));
             }
             Auth::Failed => {
                 if let (false, Some(limits)) = (trusted, settings.lockout) {
@@ -87,14 +92,10 @@ impl Engine {
                 if !trusted && !self.ctx.may_answer_stranger(origin) {
                     return self.ctx.stats.register(RegisterResult::Limited);
                 }
-                self.registrar_answer(
-                    req,
-                    origin,
-                    now,
-                    RegisterResult::AuthFailed,
-                    (403, b"Forbidden"),
-                    &[],
-                );
+                // Wrong credentials, or no such user: challenged again
+                // alike (RFC 3261 §22.1), nothing told apart.
+                let result = RegisterResult::AuthFailed;
+                self.challenge(now, req, origin, settings, (false, result));
             }
             Auth::BadUri => {
                 if !trusted && !self.ctx.may_answer_stranger(origin) {
@@ -188,26 +189,47 @@ impl Engine {
         Auth::Ok(account)
     }
 
-    /// 401 with one challenge per algorithm, most preferred first.
+    /// 401 with one challenge per algorithm, most preferred first,
+    /// counted as `result`.
     fn challenge(
         &mut self,
         now: Instant,
         req: &Request<'_>,
         origin: Flow,
         settings: &Settings,
-        stale: bool,
+        (stale, result): (bool, RegisterResult),
     ) {
         let values = self.challenges(now, settings, stale);
         let headers: Vec<(HeaderName, &[u8])> = values
             .iter()
             .map(|v| (HeaderName::WwwAuthenticate, v.as_slice()))
             .collect();
-        let result = if stale {
-            RegisterResult::Stale
-        } else {
-            RegisterResult::Challenged
-        };
         self.registrar_answer(req, origin, now, result, (401, b"Unauthorized"), &headers);
+    }
+
+    /// 407 to a phone's INVITE, one challenge per algorithm, counted as
+    /// `result`.
+    fn proxy_challenge(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        settings: &Settings,
+        (stale, result): (bool, RegisterResult),
+    ) {
+        let values = self.challenges(now, settings, stale);
+        let headers: Vec<(HeaderName, &[u8])> = values
+            .iter()
+            .map(|v| (HeaderName::ProxyAuthenticate, v.as_slice()))
+            .collect();
+        self.ctx.stats.register(result);
+        self.answer_phone(
+            now,
+            req,
+            origin,
+            (407, b"Proxy Authentication Required"),
+            &headers,
+        );
     }
 
     /// One challenge value per configured algorithm, with a fresh nonce.
@@ -239,7 +261,7 @@ impl Engine {
     /// source trunk. Answers before authentication are a stranger's
     /// (rate-limited); failures count towards the source's lockout.
     pub(crate) fn on_phone_invite(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
-        if self.invite_seen(now, req, origin) {
+        if self.invite_seen(now, req, origin) || self.outside_retransmission(req) {
             return;
         }
         let policy = Arc::clone(&self.ctx.policy);
@@ -268,33 +290,24 @@ impl Engine {
                 }
             }
             Auth::Challenge { stale } => {
-                let values = self.challenges(now, settings, stale);
-                let headers: Vec<(HeaderName, &[u8])> = values
-                    .iter()
-                    .map(|v| (HeaderName::ProxyAuthenticate, v.as_slice()))
-                    .collect();
-                self.ctx.stats.register(if stale {
+                let result = if stale {
                     RegisterResult::Stale
                 } else {
                     RegisterResult::Challenged
-                });
-                self.answer_phone(
-                    req,
-                    origin,
-                    (407, b"Proxy Authentication Required"),
-                    &headers,
-                );
+                };
+                self.proxy_challenge(now, req, origin, settings, (stale, result));
             }
             Auth::Failed => {
                 if let Some(limits) = settings.lockout {
                     self.registrar.lockout.fail(ip, now, limits, &secrets);
                 }
-                self.ctx.stats.register(RegisterResult::AuthFailed);
-                self.answer_phone(req, origin, (403, b"Forbidden"), &[]);
+                let result = RegisterResult::AuthFailed;
+                self.proxy_challenge(now, req, origin, settings, (false, result));
             }
             Auth::BadUri => {
                 self.ctx.stats.register(RegisterResult::BadRequest);
                 self.answer_phone(
+                    now,
                     req,
                     origin,
                     (400, b"Digest URI Does Not Match Request-URI"),
@@ -472,19 +485,19 @@ impl Engine {
         );
     }
 
-    /// A stateless answer to a phone's request, back to where it came from
-    /// (RFC 3581 §4): its retransmissions get answered again, its ACK is
-    /// absorbed.
+    /// The answer to a phone's request that starts no call, back to where
+    /// it came from (RFC 3581 §4). Its ACK matches nothing and is dropped.
     fn answer_phone(
         &mut self,
+        now: Instant,
         req: &Request<'_>,
         origin: Flow,
         status: (u16, &[u8]),
         headers: &[(HeaderName, &[u8])],
     ) {
-        let response = self.ctx.response_to(req, origin, status, headers);
-        self.ctx.send(origin, response);
-        self.ctx.stats.final_sent(status.0);
+        // Through a server transaction of its own: a retransmitted INVITE
+        // gets the same answer and is not checked (or counted) again.
+        self.answer_outside_to(req, origin, origin, now, status, headers);
     }
 
     /// Answers through a server transaction, back to where the request
