@@ -67,6 +67,7 @@ impl Registrar {
         let directory = Directory {
             location: Arc::clone(&location),
             changes: Some(tx),
+            lockout: Arc::default(),
         };
         Ok((
             Registrar {

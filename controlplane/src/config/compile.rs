@@ -57,7 +57,10 @@ pub fn compile(
     let from = |names: &[Name]| {
         names
             .iter()
-            .filter_map(|n| ids.get(n).copied())
+            .filter_map(|n| match n.0.as_str() {
+                super::validate::PHONES => Some(sbc_core::policy::PHONES),
+                _ => ids.get(n).copied(),
+            })
             .collect::<Vec<_>>()
     };
 

@@ -197,6 +197,12 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
                 ),
             ));
         }
+        if trunk.name.0 == PHONES {
+            return Err(Problem::new(
+                path.key("name"),
+                "\"phones\" is reserved: routes name the registered phones with it",
+            ));
+        }
         if trunk.sources.is_empty() {
             return Err(Problem::new(
                 path.key("sources"),
@@ -294,8 +300,15 @@ fn not_unicast(addr: SocketAddr) -> Option<String> {
     }
 }
 
+/// The name a route's `from` gives the registered phones (BRIEF §4): no
+/// trunk may take it.
+pub const PHONES: &str = "phones";
+
 fn from_trunks(from: &[Name], trunks: &HashMap<&Name, usize>, path: &FieldPath) -> Check {
-    match from.iter().position(|name| !trunks.contains_key(name)) {
+    match from
+        .iter()
+        .position(|name| name.0 != PHONES && !trunks.contains_key(name))
+    {
         Some(j) => at(
             path.index(j),
             format!(

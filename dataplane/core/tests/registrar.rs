@@ -562,3 +562,28 @@ fn without_a_registrar_register_is_refused_as_before() {
     sim.recv(PHONE, &register("alice", "reg-y", 1, ""));
     assert_eq!(sim.one_to("203.0.113.20:5062").code(), Some(403));
 }
+
+#[test]
+fn shards_count_a_sources_failures_together() {
+    // Two shards sharing one table: a source's REGISTERs reach either
+    // (their Call-IDs pick it); 3 failures between them block it on both.
+    let shared = Arc::new(sbc_core::registrar::Lockout::default());
+    let mut a = Sim::with_policy(registrar_policy());
+    let mut b = Sim::with_policy(registrar_policy());
+    a.engine.set_lockout(Arc::clone(&shared));
+    b.engine.set_lockout(Arc::clone(&shared));
+    for (on_a, call_id) in [(true, "reg-s1"), (false, "reg-s2"), (true, "reg-s3")] {
+        let sim = if on_a { &mut a } else { &mut b };
+        let answer =
+            Phone::new("alice", "guess", call_id).register(sim, "Contact: <sip:a@10.1.1.2>\r\n");
+        assert_eq!(answer.code(), Some(401));
+    }
+    for sim in [&mut a, &mut b] {
+        sim.recv(
+            PHONE,
+            &register("alice", "reg-s9", 1, "Contact: <sip:a@10.1.1.2>\r\n"),
+        );
+        assert!(sim.sent().is_empty());
+        assert_eq!(count(sim, RegisterResult::Blocked), 1);
+    }
+}

@@ -41,18 +41,20 @@ pub use uring::{RecvMode, RingSizes};
 
 use sbc_core::b2bua::{Engine, Secrets, ShardId};
 use sbc_core::policy::Policy;
-use sbc_core::registrar::{Change, Location};
+use sbc_core::registrar::{Change, Location, Lockout};
 use sbc_core::stats::{LoopState, ShardStats};
 
 /// What the shards share with the control plane's registrar: the
 /// location snapshot it publishes (read at the top of every loop
-/// iteration, like the policy) and the channel the registrar's changes go
-/// to ([`Event::Registration`](sbc_core::b2bua::Event::Registration)).
-/// The default has an empty location and sends nowhere.
+/// iteration, like the policy), the channel the registrar's changes go
+/// to ([`Event::Registration`](sbc_core::b2bua::Event::Registration)), and
+/// the table of sources failing authentication, which every shard counts
+/// in. The default has an empty location and sends nowhere.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     pub location: Arc<ArcSwap<Location>>,
     pub changes: Option<mpsc::Sender<Change>>,
+    pub lockout: Arc<Lockout>,
 }
 
 /// Fresh process-wide keys (owner hash, Call-ID MAC, minted ids) from the
@@ -179,13 +181,14 @@ impl Runtime {
                             .map(|a| reuseport_udp(*a, cfg.socket_buffer))
                             .collect::<io::Result<Vec<_>>>()?;
                         let id = ShardId(u16::try_from(me).unwrap_or(0));
-                        let engine = Engine::new(
+                        let mut engine = Engine::new(
                             id,
                             shard_count,
                             secrets,
                             policy.load_full(),
                             Arc::clone(&stats),
                         );
+                        engine.set_lockout(Arc::clone(&directory.lockout));
                         // This shard's slice of the media ports.
                         let (media_sockets, media_base) = match (&media, engine.media_ports()) {
                             (Some(m), Some(range)) => {

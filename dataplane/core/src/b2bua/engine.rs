@@ -78,6 +78,12 @@ impl Engine {
         self.ctx.location = location;
     }
 
+    /// Shares the lockout table of the other shards (a source's requests
+    /// reach any shard). By default each engine has its own.
+    pub fn set_lockout(&mut self, lockout: Arc<crate::registrar::Lockout>) {
+        self.registrar.lockout = lockout;
+    }
+
     pub fn location(&self) -> &Arc<crate::registrar::Location> {
         &self.ctx.location
     }

@@ -36,11 +36,12 @@ use crate::registrar::{Account, Binding, Change, NonceCheck, RegisterResult, Set
 use crate::sip::digest::{Authorization, Challenge, Qop, Secret, verify};
 use crate::sip::{CommaList, HeaderName, NameAddr, Request, Scheme, Uri};
 
-/// A shard's registrar state: its nonces and the lockout table.
+/// A shard's registrar state: its nonces, and the lockout table it shares
+/// with the other shards.
 #[derive(Debug, Default)]
 pub(crate) struct RegistrarState {
     pub nonces: crate::registrar::NonceBook,
-    pub lockout: crate::registrar::Lockout,
+    pub lockout: Arc<crate::registrar::Lockout>,
 }
 
 /// What checking a request's credentials found.

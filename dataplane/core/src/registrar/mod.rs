@@ -9,7 +9,8 @@
 //!   current binding. A shard that accepts a REGISTER reports the change as
 //!   an event ([`Change`]); the control plane applies it, persists it and
 //!   publishes the next `Location` to every shard.
-//! - [`NonceBook`] and [`Lockout`] are a shard's own state.
+//! - [`NonceBook`] is a shard's own state; [`Lockout`] is shared by the
+//!   shards (atomics).
 //!
 //! The engine's side (answering REGISTER) is `b2bua/register.rs`.
 

@@ -1,0 +1,207 @@
+//! config/examples/remote-phones.toml with the real binary and stock
+//! SIPp: alice's two accounts register, a carrier call to her DID rings
+//! both and completes on the one that answers while the other is
+//! CANCELled; unregistered, the DID gets 480. A source that keeps failing
+//! authentication is challenged again each time, then ignored.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const DID: &str = "+390212345100";
+
+/// The example on this test's network. Each phone is its own source; the
+/// stranger limit is raised so quick test exchanges are never dropped.
+fn phones_config(net: Net) -> String {
+    let text = std::fs::read_to_string(repo().join("config/examples/remote-phones.toml")).unwrap();
+    let mut text = text.replace("127.0.0.", &format!("127.{}.0.", net.0));
+    text.push_str(concat!(
+        "\n[acl]\nstranger_answers_per_s = 50\n",
+        "\n[shards]\ncount = 2\npin_threads = false\n"
+    ));
+    text
+}
+
+/// SIPp running `scenario_file` (uac_register / uac_unregister) for
+/// `user` from `ip`:5070.
+fn registration(
+    net: Net,
+    scenario_file: &str,
+    (ip, user, password): (&str, &str, &str),
+    k: u16,
+) -> SippResult {
+    let args: Vec<String> = [
+        "-sf",
+        &scenario(scenario_file),
+        "-s",
+        user,
+        "-au",
+        user,
+        "-ap",
+        password,
+        "-i",
+        ip,
+        "-p",
+        "5070",
+        &net.sbc(),
+        "-m",
+        "1",
+        "-mp",
+        &net.port(k).to_string(),
+        "-cp",
+        &net.port(k + 5).to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Sipp::spawn(user, &args).wait(Duration::from_secs(60))
+}
+
+/// A phone's sipp answering on the address it registered from.
+fn phone(net: Net, ip: &str, scenario_file: &str, k: u16) -> Sipp {
+    let mut args = uas_args(net, ip, scenario_file, 1, k);
+    let port = args.iter().position(|a| a == "-p").unwrap();
+    args[port + 1] = "5070".into();
+    Sipp::spawn(ip, &args)
+}
+
+fn registrations_with(net: Net, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http_get(&net.metrics(), "/registrations").unwrap_or_default();
+        if want(&body) || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
+    let net = Net(126);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let desk = net.ip(51);
+    let mobile = net.ip(52);
+    for (ip, user, password, k) in [
+        (&desk, "alice-desk", "Desk-9f2k-Alice", 0),
+        (&mobile, "alice-mobile", "Mob-4h7q-Alice", 10),
+    ] {
+        let r = registration(net, "uac_register.xml", (ip, user, password), k);
+        assert_eq!(
+            (r.code, r.successful),
+            (Some(0), 1),
+            "{}\n{}",
+            r.output,
+            sbc.log()
+        );
+    }
+    let body = registrations_with(net, |b| {
+        b.contains("alice-desk") && b.contains("alice-mobile")
+    });
+    assert!(body.contains("\"extension\":\"100\""), "{body}");
+
+    // The desk phone answers; the mobile rings until it is CANCELled.
+    let answering = phone(net, &desk, "uas_answer.xml", 20);
+    let ringing = phone(net, &mobile, "uas_ring_no_answer.xml", 30);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = uac_args(net, &net.ip(20), "uac_basic.xml", DID, 1, 1, 40);
+    args.extend(["-d".into(), "500".into()]);
+    let carrier = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
+    let answering = answering.wait(Duration::from_secs(30));
+    let ringing = ringing.wait(Duration::from_secs(30));
+    assert_eq!(
+        (
+            carrier.code,
+            carrier.successful,
+            answering.successful,
+            ringing.successful
+        ),
+        (Some(0), 1, 1, 1),
+        "carrier:\n{}\ndesk:\n{}\nmobile:\n{}\n{}",
+        carrier.output,
+        answering.output,
+        ringing.output,
+        sbc.log()
+    );
+
+    // Both unregister: the DID is 480.
+    for (ip, user, password, k) in [
+        (&desk, "alice-desk", "Desk-9f2k-Alice", 50),
+        (&mobile, "alice-mobile", "Mob-4h7q-Alice", 60),
+    ] {
+        let r = registration(net, "uac_unregister.xml", (ip, user, password), k);
+        assert_eq!((r.code, r.successful), (Some(0), 1), "{}", r.output);
+    }
+    let body = registrations_with(net, |b| !b.contains("alice"));
+    assert!(!body.contains("alice"), "{body}");
+    let late = Sipp::spawn(
+        "carrier",
+        &uac_args(net, &net.ip(20), "uac_basic.xml", DID, 1, 1, 70),
+    )
+    .wait(Duration::from_secs(60));
+    assert_eq!(late.successful, 0);
+    assert!(
+        late.output.contains("received 'SIP/2.0 480"),
+        "{}",
+        late.output
+    );
+    assert_eq!(
+        sbc.metric("sbc_requests_rejected_total{reason=\"not_registered\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn wrong_passwords_are_challenged_again_until_the_source_is_blocked() {
+    let net = Net(127);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let guesser = net.ip(53);
+    // The example blocks a source after 5 failures within a minute.
+    for i in 0..5 {
+        let r = registration(net, "uac_register.xml", (&guesser, "bob", "guess"), i * 10);
+        assert_eq!(r.successful, 0, "{}", r.output);
+        assert!(r.output.contains("received 'SIP/2.0 401"), "{}", r.output);
+    }
+    assert_eq!(
+        sbc.metric("sbc_registrar_requests_total{result=\"auth_failed\"}"),
+        5.0,
+        "{}",
+        sbc.log()
+    );
+    // Blocked: not even a challenge now; another source still gets one.
+    let register = |from: &str| {
+        format!(
+            "REGISTER sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/UDP {from}:5060;branch=z9hG4bK-{from}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@{sbc}>;tag=t\r\nTo: <sip:bob@{sbc}>\r\n\
+             Call-ID: blocked-{from}\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@{from}:5060>\r\n\
+             Content-Length: 0\r\n\r\n",
+            sbc = net.sbc()
+        )
+    };
+    // From the port sipp used: the same shard (the lockout is counted per
+    // shard; SO_REUSEPORT spreads by address and port).
+    let blocked = Peer {
+        sock: std::net::UdpSocket::bind(format!("{guesser}:5070")).unwrap(),
+    };
+    blocked.send(&net.sbc(), &register(&guesser));
+    assert!(blocked.recv(Duration::from_secs(2)).is_none());
+    let other_ip = net.ip(54);
+    let other = Peer::bind(&other_ip);
+    other.send(&net.sbc(), &register(&other_ip));
+    let (answer, _) = other.recv(Duration::from_secs(5)).expect("a challenge");
+    assert!(answer.starts_with("SIP/2.0 401"), "{answer}");
+    assert!(sbc.metric("sbc_registrar_requests_total{result=\"blocked\"}") >= 1.0);
+    // No password appears in the log.
+    let log = sbc.log();
+    for secret in [
+        "Desk-9f2k-Alice",
+        "Mob-4h7q-Alice",
+        "Bob-7x1z-Secret",
+        "guess",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
