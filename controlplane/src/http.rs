@@ -151,6 +151,7 @@ async fn registrations(State(metrics): State<Arc<Metrics>>) -> Response {
                 "transport": b.flow.transport.token(),
                 "source": b.flow.remote.to_string(),
                 "expires_in_s": b.expires.saturating_duration_since(now).as_secs(),
+                "reachable": b.reachable,
             })
         })
         .collect();

@@ -448,6 +448,38 @@ impl SbcCollector {
                 .iter()
                 .enumerate()
                 .map(|(i, r)| ([("result", r.label())], self.total_at(|s| &s.registrar, i))),
+        )?;
+        let location = self.location.load();
+        let now = std::time::Instant::now();
+        let unreachable = location
+            .iter()
+            .filter(|b| b.expires > now && !b.reachable)
+            .count();
+        let desc = enc.encode_descriptor(
+            "registrations_unreachable",
+            "Registered accounts whose keepalives go unanswered (not rung).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(unreachable).unwrap_or(i64::MAX)).encode(desc)?;
+        let mut per_extension: std::collections::BTreeMap<&str, i64> = policy
+            .accounts
+            .all()
+            .iter()
+            .map(|a| (&*a.extension, 0))
+            .collect();
+        for b in location.iter().filter(|b| b.expires > now) {
+            if let Some(n) = per_extension.get_mut(&*b.extension) {
+                *n += 1;
+            }
+        }
+        gauge(
+            enc,
+            "extension_registrations",
+            "Accounts of each extension registered now.",
+            per_extension
+                .into_iter()
+                .map(|(extension, n)| ([("extension", extension)], n)),
         )
     }
 }

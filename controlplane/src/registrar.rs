@@ -167,6 +167,8 @@ fn apply(master: &mut Location, change: Change) {
             }
         }
         Change::Removed { account } => tracing::info!(account = &**account, "unregistered"),
+        // Logged by the shard that found it.
+        Change::Reachable { .. } => {}
     }
     master.apply(change);
 }
@@ -295,6 +297,7 @@ fn parse(
             expires: now + Duration::from_millis(left),
             call_id: Bytes::from(s.call_id),
             cseq: s.cseq,
+            reachable: true,
         }));
     }
     Ok(location)

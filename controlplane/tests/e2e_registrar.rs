@@ -22,6 +22,8 @@ stranger_answers_per_s = 50
 [registrar]
 realm = "sbc.test"
 state_file = "{}"
+# An OPTIONS would surprise the sipp playing the phone.
+keepalive = {{ method = "off" }}
 
 [[extensions]]
 number = "201"

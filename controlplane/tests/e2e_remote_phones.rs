@@ -12,12 +12,20 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const DID: &str = "+390212345100";
+const OFF: &str = "{ method = \"off\" }";
 
 /// The example on this test's network. Each phone is its own source; the
 /// stranger limit is raised so quick test exchanges are never dropped.
-fn phones_config(net: Net) -> String {
+/// Keepalives are off (an OPTIONS would surprise a sipp playing a phone)
+/// unless `keepalive` says otherwise.
+fn phones_config(net: Net, keepalive: &str) -> String {
     let text = std::fs::read_to_string(repo().join("config/examples/remote-phones.toml")).unwrap();
-    let mut text = text.replace("127.0.0.", &format!("127.{}.0.", net.0));
+    let mut text = text
+        .replace("127.0.0.", &format!("127.{}.0.", net.0))
+        .replace(
+            "[registrar]\n",
+            &format!("[registrar]\nkeepalive = {keepalive}\n"),
+        );
     text.push_str(concat!(
         "\n[acl]\nstranger_answers_per_s = 50\n",
         "\n[shards]\ncount = 2\npin_threads = false\n"
@@ -82,7 +90,7 @@ fn registrations_with(net: Net, want: impl Fn(&str) -> bool) -> String {
 #[test]
 fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
     let net = Net(126);
-    let sbc = Sbc::start(net, &phones_config(net));
+    let sbc = Sbc::start(net, &phones_config(net, OFF));
     let desk = net.ip(51);
     let mobile = net.ip(52);
     for (ip, user, password, k) in [
@@ -157,7 +165,7 @@ fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
 #[test]
 fn wrong_passwords_are_challenged_again_until_the_source_is_blocked() {
     let net = Net(127);
-    let sbc = Sbc::start(net, &phones_config(net));
+    let sbc = Sbc::start(net, &phones_config(net, OFF));
     let guesser = net.ip(53);
     // The example blocks a source after 5 failures within a minute.
     for i in 0..5 {
@@ -204,4 +212,43 @@ fn wrong_passwords_are_challenged_again_until_the_source_is_blocked() {
     ] {
         assert!(!log.contains(secret), "{secret} in the log");
     }
+}
+
+#[test]
+fn a_phone_that_goes_away_is_marked_unreachable_by_its_keepalives() {
+    let net = Net(128);
+    let config = phones_config(
+        net,
+        "{ method = \"options\", interval_s = 5, unreachable_after = 1 }",
+    );
+    let sbc = Sbc::start(net, &config);
+    let phone = net.ip(55);
+    // bob registers, and his sipp exits: nobody answers the OPTIONS.
+    let r = registration(
+        net,
+        "uac_register.xml",
+        (&phone, "bob", "Bob-7x1z-Secret"),
+        0,
+    );
+    assert_eq!((r.code, r.successful), (Some(0), 1), "{}", r.output);
+    let body = registrations_with(net, |b| b.contains("\"reachable\":true"));
+    assert!(body.contains("\"account\":\"bob\""), "{body}");
+    // One interval to send, one more without an answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut body = String::new();
+    while Instant::now() < deadline && !body.contains("\"reachable\":false") {
+        std::thread::sleep(Duration::from_millis(250));
+        body = http_get(&net.metrics(), "/registrations").unwrap_or_default();
+    }
+    assert!(
+        body.contains("\"reachable\":false"),
+        "{body}\n{}",
+        sbc.log()
+    );
+    assert_eq!(sbc.metric("sbc_registrations_unreachable"), 1.0);
+    assert_eq!(
+        sbc.metric("sbc_extension_registrations{extension=\"101\"}"),
+        1.0
+    );
+    assert!(sbc.log().contains("phone unreachable"), "{}", sbc.log());
 }

@@ -8,7 +8,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sbc_core::registrar::{Account, AccountSecret, Accounts, LockoutSettings, Settings};
+use sbc_core::registrar::{
+    Account, AccountSecret, Accounts, Keepalive, KeepaliveMethod, LockoutSettings, Settings,
+};
 use sbc_core::sip::digest::Algorithm;
 use serde::Deserialize;
 
@@ -34,6 +36,38 @@ pub struct Registrar {
     pub lockout: Option<Lockout>,
     /// Where bindings are kept across restarts; absent: not kept.
     pub state_file: Option<PathBuf>,
+    /// `{ method = "options", interval_s = 30, unreachable_after = 3 }`;
+    /// `method = "off"` sends nothing.
+    pub keepalive: Option<KeepaliveConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    #[serde(default)]
+    pub method: KeepaliveKind,
+    #[serde(default = "keepalive_interval_s")]
+    pub interval_s: u32,
+    #[serde(default = "keepalive_unreachable_after")]
+    pub unreachable_after: u32,
+}
+
+fn keepalive_interval_s() -> u32 {
+    30
+}
+
+fn keepalive_unreachable_after() -> u32 {
+    3
+}
+
+/// `"options"` (the default), `"crlf"` or `"off"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepaliveKind {
+    #[default]
+    Options,
+    Crlf,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -293,6 +327,24 @@ fn settings(r: &Registrar, path: &FieldPath) -> Check {
             }
         }
     }
+    if let Some(k) = r.keepalive {
+        let kp = path.key("keepalive");
+        if !(5..=3600).contains(&k.interval_s) {
+            return at(
+                kp.key("interval_s"),
+                format!("{} is out of range: 5 to 3600 seconds", k.interval_s),
+            );
+        }
+        if !(1..=100).contains(&k.unreachable_after) {
+            return at(
+                kp.key("unreachable_after"),
+                format!(
+                    "{} is out of range: 1 to 100 keepalives",
+                    k.unreachable_after
+                ),
+            );
+        }
+    }
     if let Some(l) = r.lockout
         && l.failures > 0
     {
@@ -382,6 +434,21 @@ pub fn compile(registrar: Option<&Registrar>, extensions: &[Extension]) -> Accou
                 window: Duration::from_secs(u64::from(l.window_s)),
                 block: Duration::from_secs(u64::from(l.block_s)),
             }),
+        },
+        keepalive: match r.keepalive {
+            None => Some(Keepalive::default()),
+            Some(k) => {
+                let method = match k.method {
+                    KeepaliveKind::Options => Some(KeepaliveMethod::Options),
+                    KeepaliveKind::Crlf => Some(KeepaliveMethod::Crlf),
+                    KeepaliveKind::Off => None,
+                };
+                method.map(|method| Keepalive {
+                    method,
+                    interval: Duration::from_secs(u64::from(k.interval_s)),
+                    unreachable_after: k.unreachable_after,
+                })
+            }
         },
     };
     let accounts = extensions

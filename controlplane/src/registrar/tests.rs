@@ -39,6 +39,7 @@ fn binding(account: &str, extension: &str, expires: Instant) -> Binding {
         expires,
         call_id: Bytes::from_static(b"reg-call-id"),
         cseq: 7,
+        reachable: true,
     }
 }
 

@@ -59,6 +59,7 @@ fn binding(account: &str, at: &str, contact: &str, sim: &Sim) -> Change {
         expires: sim.now + Duration::from_secs(600),
         call_id: Bytes::from_static(b"r"),
         cseq: 1,
+        reachable: true,
     })
 }
 
@@ -269,6 +270,21 @@ fn nobody_registered_is_480() {
         &invite(CARRIER_A, NUMBER, "in-3", "z9hG4bKin3", 1),
     );
     assert!(sim.sent().iter().any(|s| s.code() == Some(480)));
+    // So is one whose keepalives go unanswered.
+    let mut sim = sim_with(policy(), &["alice"]);
+    let mut loc = (**sim.engine.location()).clone();
+    loc.apply(Change::Reachable {
+        account: "alice".into(),
+        reachable: false,
+    });
+    sim.engine.set_location(Arc::new(loc));
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-4", "z9hG4bKin4", 1),
+    );
+    let sent = sim.sent();
+    assert!(sent.iter().all(|s| s.to != addr(DESK)), "{sent:?}");
+    assert!(sent.iter().any(|s| s.code() == Some(480)));
 }
 
 #[test]

@@ -34,6 +34,7 @@ fn settings() -> Settings {
             window: Duration::from_secs(60),
             block: Duration::from_secs(600),
         }),
+        keepalive: Some(sbc_core::registrar::Keepalive::default()),
     }
 }
 

@@ -109,5 +109,17 @@ pub(crate) fn log(shard: usize, event: &Event) {
         Event::Registration(Change::Removed { account }) => {
             tracing::debug!(shard, account = &**account, "unregistered")
         }
+        Event::Registration(Change::Reachable {
+            account,
+            reachable: false,
+        }) => tracing::info!(
+            shard,
+            account = &**account,
+            "phone unreachable: keepalives unanswered; not rung until it answers or registers"
+        ),
+        Event::Registration(Change::Reachable {
+            account,
+            reachable: true,
+        }) => tracing::info!(shard, account = &**account, "phone reachable again"),
     }
 }

@@ -2,6 +2,7 @@
 //! never showing a secret) and what reaches the policy.
 
 use super::super::{Config, StatsRegistry};
+use sbc_core::registrar::{Keepalive, KeepaliveMethod};
 use sbc_core::sip::digest::Algorithm;
 
 const BASE: &str = "[sip]\nlisten = [\"127.0.0.1:5060\"]\n";
@@ -54,6 +55,18 @@ fn rejected_settings_name_the_field() {
         (
             "[registrar]\nlockout = { failures = 5, window_s = 0 }\n",
             "registrar.lockout.window_s: 0 is out of range",
+        ),
+        (
+            "[registrar]\nkeepalive = { interval_s = 1 }\n",
+            "registrar.keepalive.interval_s: 1 is out of range: 5 to 3600 seconds",
+        ),
+        (
+            "[registrar]\nkeepalive = { unreachable_after = 0 }\n",
+            "registrar.keepalive.unreachable_after: 0 is out of range",
+        ),
+        (
+            "[registrar]\nkeepalive = { method = \"stun\" }\n",
+            "registrar.keepalive.method: unknown variant `stun`",
         ),
         (
             "[registrar]\nrealms = \"x\"\n",
@@ -153,6 +166,13 @@ fn accounts_and_defaults_reach_the_policy() {
     );
     assert_eq!(settings.algorithms, [Algorithm::Md5, Algorithm::Sha256]);
     assert_eq!(settings.lockout.map(|l| l.failures), Some(10));
+    assert_eq!(settings.keepalive, Some(Keepalive::default()));
+    assert_eq!(
+        settings
+            .keepalive
+            .map(|k| (k.method, k.interval.as_secs(), k.unreachable_after)),
+        Some((KeepaliveMethod::Options, 30, 3))
+    );
     let names: Vec<&str> = policy
         .accounts
         .extension("201")
@@ -185,6 +205,21 @@ fn accounts_and_defaults_reach_the_policy() {
     assert_eq!(&*settings.realm, "voice.example");
     assert_eq!(settings.algorithms, [Algorithm::Sha256]);
     assert!(settings.lockout.is_none());
+    // Keepalives: CRLF every 20 s, or none.
+    for (value, want) in [
+        (
+            "{ method = \"crlf\", interval_s = 20 }",
+            Some((KeepaliveMethod::Crlf, 20)),
+        ),
+        ("{ method = \"off\" }", None),
+    ] {
+        let text = format!("{BASE}[registrar]\nkeepalive = {value}\n");
+        let policy = Config::from_toml_str(&text)
+            .unwrap()
+            .compile(&StatsRegistry::new(), 1);
+        let keepalive = policy.accounts.settings.as_ref().unwrap().keepalive;
+        assert_eq!(keepalive.map(|k| (k.method, k.interval.as_secs())), want);
+    }
 }
 
 #[test]

@@ -167,6 +167,8 @@ pub struct Engine {
     pub(crate) probes: super::probe::Probes,
     /// The SBC's registrations with the trunks this shard owns.
     pub(crate) upstreams: super::upstream::Upstreams,
+    /// Keepalives to the registered phones this shard looks after.
+    pub(crate) keepalives: super::keepalive::Keepalives,
     /// The registrar's nonces and lockout table.
     pub(crate) registrar: super::register::RegistrarState,
 }

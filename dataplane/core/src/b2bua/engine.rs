@@ -68,6 +68,7 @@ impl Engine {
             standalone: Standalone::default(),
             probes: Default::default(),
             upstreams: Default::default(),
+            keepalives: Default::default(),
             registrar: Default::default(),
         }
     }
@@ -97,6 +98,7 @@ impl Engine {
         self.ctx.policy = policy;
         self.sync_probes(now);
         self.sync_upstreams(now);
+        self.sync_keepalives(now);
     }
 
     /// The share of new calls to admit, per mille (the shard's

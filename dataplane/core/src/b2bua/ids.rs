@@ -70,6 +70,12 @@ impl Secrets {
         }
     }
 
+    /// A keyed hash of `key` for spreading work (which tick of an
+    /// interval an account's keepalive goes in).
+    pub fn spread(&self, key: &[u8]) -> u64 {
+        Self::hash(self.ids, &[b"spread\0", key])
+    }
+
     /// A keyed MAC over a nonce's body (the registrar's digest nonces):
     /// only this process can make one that verifies.
     pub fn nonce_mac(&self, body: &[u8]) -> u64 {

@@ -43,6 +43,7 @@ mod event;
 mod failure;
 mod ids;
 mod inbound;
+mod keepalive;
 mod media;
 mod outbound;
 mod outside;

@@ -99,7 +99,8 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
 /// Rings every registered account of `extension` at once (RFC 3261
 /// §16.6: parallel forking): one INVITE per binding, to the address the
 /// phone registered from, with its Contact as the Request-URI. None
-/// registered: 480, and the next target (if any) is tried.
+/// registered (or none reachable: keepalives unanswered): 480, and the
+/// next target (if any) is tried.
 fn fork_to_extension(
     ctx: &mut Ctx,
     call: &mut Call,
@@ -113,7 +114,7 @@ fn fork_to_extension(
     let bindings: smallvec::SmallVec<[&crate::registrar::Binding; 2]> = extension
         .iter()
         .flat_map(|e| policy.accounts.extension(e))
-        .filter_map(|a| location.get(&a.username, now))
+        .filter_map(|a| location.reachable(&a.username, now))
         .collect();
     let Some(first) = bindings.first() else {
         ctx.stats.refused(Refusal::NotRegistered);

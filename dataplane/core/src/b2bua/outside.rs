@@ -79,7 +79,10 @@ impl Engine {
             .on_response(now, &timers, branch, resp.cseq.method, resp.code, bytes)
         {
             Some(Some((tx, outcome))) => {
-                if !self.probe_outcome(tx, &outcome) && !self.upstream_outcome(now, tx, &outcome) {
+                if !self.probe_outcome(tx, &outcome)
+                    && !self.upstream_outcome(now, tx, &outcome)
+                    && !self.keepalive_outcome(tx, &outcome)
+                {
                     self.ctx.emit(Event::Transaction { tx, outcome });
                 }
             }
@@ -148,10 +151,12 @@ impl Engine {
             match t {
                 Timed::Alarm(Alarm::ProbeInterval(trunk)) => self.probe_due(now, trunk),
                 Timed::Alarm(Alarm::Register(trunk)) => self.upstream_due(now, trunk),
+                Timed::Alarm(Alarm::Keepalive) => self.keepalive_due(now),
                 Timed::Alarm(a) => self.ctx.emit(Event::Alarm(a)),
                 Timed::Outcome(tx, outcome) => {
                     if !self.probe_outcome(tx, &outcome)
                         && !self.upstream_outcome(now, tx, &outcome)
+                        && !self.keepalive_outcome(tx, &outcome)
                     {
                         self.ctx.emit(Event::Transaction { tx, outcome });
                     }

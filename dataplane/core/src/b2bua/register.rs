@@ -421,6 +421,7 @@ impl Engine {
             expires: now + Duration::from_secs(u64::from(granted)),
             call_id: Bytes::copy_from_slice(req.call_id),
             cseq: req.cseq.seq,
+            reachable: true,
         })));
         let value = contact_value(&contact_uri, granted);
         self.registrar_answer(

@@ -44,6 +44,9 @@ pub enum Alarm {
     /// half the granted expiry, or the retry after a failure. The engine
     /// plans and consumes these itself (see `upstream.rs`).
     Register(u16),
+    /// A second of the registered phones' keepalives (see
+    /// `keepalive.rs`); consumed by the engine.
+    Keepalive,
     /// Send the next health probe (OPTIONS) to trunk `n`. The engine
     /// plans these itself from the trunks' `probe` settings and consumes
     /// them (see `probe.rs`): they are not reported as events.

@@ -25,6 +25,8 @@ pub struct Binding {
     /// of the same Call-ID with a CSeq not higher is out of order).
     pub call_id: Bytes,
     pub cseq: u32,
+    /// False while its keepalives go unanswered: it is not rung.
+    pub reachable: bool,
 }
 
 /// A change a shard made, for the control plane to apply and publish.
@@ -34,13 +36,15 @@ pub enum Change {
     Bound(Binding),
     /// Unregistered (`Expires: 0`, or `*`).
     Removed { account: Arc<str> },
+    /// Its keepalives went unanswered (`false`), or are answered again.
+    Reachable { account: Arc<str>, reachable: bool },
 }
 
 impl Change {
     pub fn account(&self) -> &Arc<str> {
         match self {
             Change::Bound(b) => &b.account,
-            Change::Removed { account } => account,
+            Change::Removed { account } | Change::Reachable { account, .. } => account,
         }
     }
 }
@@ -57,6 +61,11 @@ impl Location {
         self.bindings.get(account).filter(|b| b.expires > now)
     }
 
+    /// [`Location::get`], when the phone is also reachable (to ring it).
+    pub fn reachable(&self, account: &str, now: Instant) -> Option<&Binding> {
+        self.get(account, now).filter(|b| b.reachable)
+    }
+
     /// The binding whatever its expiry (for the CSeq order check).
     pub fn latest(&self, account: &str) -> Option<&Binding> {
         self.bindings.get(account)
@@ -69,6 +78,11 @@ impl Location {
             }
             Change::Removed { account } => {
                 self.bindings.remove(&account);
+            }
+            Change::Reachable { account, reachable } => {
+                if let Some(b) = self.bindings.get_mut(&account) {
+                    b.reachable = reachable;
+                }
             }
         }
     }
@@ -126,6 +140,7 @@ mod tests {
             expires,
             call_id: Bytes::from_static(b"c1"),
             cseq: 1,
+            reachable: true,
         }
     }
 
@@ -150,6 +165,27 @@ mod tests {
             vec![Arc::<str>::from("alice")]
         );
         assert!(loc.is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_phone_is_kept_but_not_rung() {
+        let t0 = Instant::now();
+        let mut loc = Location::default();
+        loc.apply(Change::Bound(binding(
+            "alice",
+            t0 + Duration::from_secs(60),
+        )));
+        loc.apply(Change::Reachable {
+            account: "alice".into(),
+            reachable: false,
+        });
+        assert!(loc.get("alice", t0).is_some());
+        assert!(loc.reachable("alice", t0).is_none());
+        loc.apply(Change::Reachable {
+            account: "alice".into(),
+            reachable: true,
+        });
+        assert!(loc.reachable("alice", t0).is_some());
     }
 
     #[test]

@@ -112,6 +112,39 @@ pub struct Settings {
     /// Sources that fail authentication too often are ignored for a
     /// while; `None`: never.
     pub lockout: Option<LockoutSettings>,
+    /// Keeping registered phones' NAT bindings open, and finding the dead
+    /// ones; `None`: nothing sent.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// What the SBC sends to each registered phone every `interval`
+/// (BRIEF §4, RFC 3581 NAT traversal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub method: KeepaliveMethod,
+    pub interval: Duration,
+    /// An OPTIONS keepalive unanswered this many times in a row marks the
+    /// phone unreachable (it is not rung) until it answers or registers
+    /// again.
+    pub unreachable_after: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepaliveMethod {
+    /// An OPTIONS request: any final answer says the phone is alive.
+    Options,
+    /// A bare CRLF CRLF datagram: keeps the NAT open, tells nothing back.
+    Crlf,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            method: KeepaliveMethod::Options,
+            interval: Duration::from_secs(30),
+            unreachable_after: 3,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -124,6 +157,7 @@ impl Default for Settings {
             nonce_lifetime: Duration::from_secs(300),
             algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             lockout: Some(LockoutSettings::default()),
+            keepalive: Some(Keepalive::default()),
         }
     }
 }

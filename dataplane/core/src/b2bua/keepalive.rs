@@ -1,0 +1,193 @@
+//! Keepalives to registered phones (BRIEF §4; RFC 3581 NAT traversal):
+//! every `interval`, an OPTIONS (or a bare CRLF CRLF) to each binding, at
+//! the address it registered from, so the NAT in front of the phone keeps
+//! its mapping open. An OPTIONS that gets any final answer says the phone
+//! is alive; `unreachable_after` in a row without one mark it unreachable
+//! (it is not rung) until it answers again or registers again.
+//!
+//! Each account is kept alive by one shard, the one its extension's hash
+//! names; the work is spread over the interval by a hash of the account, a
+//! tick a second, so a hundred thousand phones never go out in one burst.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::context::Engine;
+use super::event::Event;
+use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
+use crate::registrar::{Binding, Change, Keepalive, KeepaliveMethod};
+use crate::sip::Method;
+
+const TICK: Duration = Duration::from_secs(1);
+
+/// This shard's keepalive state.
+#[derive(Debug, Default)]
+pub(crate) struct Keepalives {
+    /// Ticks so far: the slot of the interval now due.
+    tick: u64,
+    /// When the next tick is due (`None`: keepalives are off).
+    next_at: Option<Instant>,
+    accounts: HashMap<Arc<str>, State>,
+    in_flight: HashMap<TxId, Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    misses: u32,
+    pending: Option<TxId>,
+    cseq: u32,
+}
+
+impl Engine {
+    /// Starts or stops the ticks as the policy says.
+    pub(crate) fn sync_keepalives(&mut self, now: Instant) {
+        let on = self.keepalive_settings().is_some();
+        match (on, self.keepalives.next_at) {
+            (true, None) => {
+                self.keepalives.next_at = Some(now + TICK);
+                self.standalone.set_alarm(now + TICK, Alarm::Keepalive);
+            }
+            (false, Some(_)) => {
+                self.keepalives.next_at = None;
+                let Keepalives { in_flight, .. } = std::mem::take(&mut self.keepalives);
+                for tx in in_flight.into_keys() {
+                    self.standalone.abandon(tx);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn keepalive_settings(&self) -> Option<Keepalive> {
+        self.ctx.policy.accounts.settings.as_ref()?.keepalive
+    }
+
+    /// A tick: keepalives for this shard's accounts whose slot is due.
+    pub(crate) fn keepalive_due(&mut self, now: Instant) {
+        let Some(settings) = self.keepalive_settings() else {
+            return;
+        };
+        let Some(at) = self.keepalives.next_at else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        let next = now + TICK;
+        self.keepalives.next_at = Some(next);
+        self.standalone.set_alarm(next, Alarm::Keepalive);
+        let slots = settings.interval.as_secs().max(1);
+        let slot = self.keepalives.tick % slots;
+        self.keepalives.tick = self.keepalives.tick.wrapping_add(1);
+        let location = Arc::clone(&self.ctx.location);
+        let secrets = *self.ctx.ids.secrets();
+        let (shard, shards) = (self.ctx.shard, self.ctx.shards);
+        let due: Vec<&Binding> = location
+            .iter()
+            .filter(|b| b.expires > now)
+            .filter(|b| secrets.owner(b.extension.as_bytes(), shards) == shard)
+            .filter(|b| secrets.spread(b.account.as_bytes()) % slots == slot)
+            .collect();
+        for b in due {
+            match settings.method {
+                KeepaliveMethod::Crlf => self.ctx.send(b.flow, Bytes::from_static(b"\r\n\r\n")),
+                KeepaliveMethod::Options => self.send_keepalive(now, b, settings),
+            }
+        }
+        // Accounts no longer bound are forgotten.
+        let Keepalives {
+            accounts,
+            in_flight,
+            ..
+        } = &mut self.keepalives;
+        accounts.retain(|account, s| {
+            let kept = location.latest(account).is_some();
+            if !kept && let Some(tx) = s.pending.take() {
+                in_flight.remove(&tx);
+                self.standalone.abandon(tx);
+            }
+            kept
+        });
+    }
+
+    fn send_keepalive(&mut self, now: Instant, b: &Binding, settings: Keepalive) {
+        let state = self
+            .keepalives
+            .accounts
+            .entry(Arc::clone(&b.account))
+            .or_default();
+        // The last one had its whole interval: no answer is a miss.
+        if let Some(tx) = state.pending.take() {
+            self.keepalives.in_flight.remove(&tx);
+            self.standalone.abandon(tx);
+            self.keepalive_result(b, false, settings);
+        }
+        let Some(state) = self.keepalives.accounts.get_mut(&b.account) else {
+            return;
+        };
+        state.cseq = state.cseq.wrapping_add(1).max(1);
+        let host = String::from_utf8_lossy(&self.ctx.local(b.flow.local).host).into_owned();
+        let request = OwnRequest {
+            method: Method::Options,
+            flow: b.flow,
+            request_uri: b.contact.clone(),
+            from: Bytes::from(format!("<sip:sbc@{host}>")),
+            to: Bytes::from(format!("<{}>", String::from_utf8_lossy(&b.contact))),
+            call_id: None,
+            cseq: state.cseq,
+            headers: Vec::new(),
+        };
+        let tx = self.send_request(now, request);
+        if let Some(state) = self.keepalives.accounts.get_mut(&b.account) {
+            state.pending = Some(tx);
+            self.keepalives.in_flight.insert(tx, Arc::clone(&b.account));
+        }
+    }
+
+    /// A transaction outside calls ended: true when it was a keepalive.
+    pub(crate) fn keepalive_outcome(&mut self, tx: TxId, outcome: &Outcome) -> bool {
+        let Some(account) = self.keepalives.in_flight.remove(&tx) else {
+            return false;
+        };
+        if let Some(state) = self.keepalives.accounts.get_mut(&account)
+            && state.pending == Some(tx)
+        {
+            state.pending = None;
+        }
+        let (Some(settings), Some(b)) = (
+            self.keepalive_settings(),
+            self.ctx.location.latest(&account).cloned(),
+        ) else {
+            return true;
+        };
+        let alive = matches!(outcome, Outcome::Response { .. });
+        self.keepalive_result(&b, alive, settings);
+        true
+    }
+
+    /// Counts one keepalive's result; reports a change of reachability.
+    fn keepalive_result(&mut self, b: &Binding, alive: bool, settings: Keepalive) {
+        let Some(state) = self.keepalives.accounts.get_mut(&b.account) else {
+            return;
+        };
+        if b.reachable && state.misses >= settings.unreachable_after {
+            // Registered again since it was marked: a fresh count.
+            state.misses = 0;
+        }
+        state.misses = if alive {
+            0
+        } else {
+            state.misses.saturating_add(1)
+        };
+        let reachable = state.misses < settings.unreachable_after;
+        if reachable != b.reachable {
+            self.ctx.emit(Event::Registration(Change::Reachable {
+                account: Arc::clone(&b.account),
+                reachable,
+            }));
+        }
+    }
+}

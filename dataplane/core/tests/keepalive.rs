@@ -1,0 +1,147 @@
+//! Keepalives to registered phones on the simulated clock: an OPTIONS
+//! every interval to the address each registered from; unanswered ones
+//! mark the phone unreachable (not rung) until it answers again; CRLF
+//! keepalives for phones that only need their NAT held open.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sbc_core::b2bua::Event;
+use sbc_core::net::{Flow, LocalId};
+use sbc_core::policy::Policy;
+use sbc_core::registrar::{
+    Account, AccountSecret, Accounts, Binding, Change, Keepalive, KeepaliveMethod, Location,
+    Settings,
+};
+use support::*;
+
+const PHONE: &str = "203.0.113.20:40000";
+
+fn keepalive_sim(method: KeepaliveMethod) -> Sim {
+    let mut p: Policy = policy();
+    let settings = Settings {
+        keepalive: Some(Keepalive {
+            method,
+            interval: Duration::from_secs(30),
+            unreachable_after: 2,
+        }),
+        ..Settings::default()
+    };
+    p.accounts = Accounts::new(
+        Some(settings),
+        vec![Account {
+            username: "alice".into(),
+            extension: "201".into(),
+            secret: AccountSecret::Password(b"x".to_vec().into()),
+            networks: vec![],
+        }],
+    );
+    let mut sim = Sim::with_policy(p);
+    let policy = Arc::clone(&sim.policy);
+    sim.engine.set_policy(sim.now, policy);
+    let mut loc = Location::default();
+    loc.apply(Change::Bound(Binding {
+        account: "alice".into(),
+        extension: "201".into(),
+        contact: Bytes::from_static(b"sip:alice@10.1.1.2:5062"),
+        flow: Flow::udp(addr(PHONE), LocalId(0)),
+        expires: sim.now + Duration::from_secs(3600),
+        call_id: Bytes::from_static(b"r"),
+        cseq: 1,
+        reachable: true,
+    }));
+    sim.engine.set_location(Arc::new(loc));
+    sim
+}
+
+/// The new keepalives sent to the phone in the next `d`: requests with a
+/// CSeq above `last` (retransmissions and earlier ones not counted).
+fn keepalives(sim: &mut Sim, d: Duration, last: &mut u32) -> Vec<Sent> {
+    let mut out: Vec<Sent> = Vec::new();
+    for (_, s) in sim.advance(d) {
+        assert_eq!(s.to, addr(PHONE));
+        let seq: u32 = s.cseq().split(' ').next().unwrap().parse().unwrap();
+        if seq > *last {
+            *last = seq;
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Applies the engine's reachability changes the way the control plane
+/// does, and returns them.
+fn reachability(sim: &mut Sim) -> Vec<bool> {
+    let mut changes = Vec::new();
+    let mut loc = (**sim.engine.location()).clone();
+    for e in sim.events() {
+        if let Event::Registration(c @ Change::Reachable { reachable, .. }) = e {
+            changes.push(reachable);
+            loc.apply(c);
+        }
+    }
+    sim.engine.set_location(Arc::new(loc));
+    changes
+}
+
+#[test]
+fn answered_options_keep_the_phone_reachable_and_silence_marks_it_unreachable() {
+    let mut sim = keepalive_sim(KeepaliveMethod::Options);
+    let last = &mut 0;
+    // One OPTIONS within the first interval, to where it registered from.
+    let first = keepalives(&mut sim, Duration::from_secs(30), last);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let options = &first[0];
+    assert!(
+        options
+            .text()
+            .starts_with("OPTIONS sip:alice@10.1.1.2:5062 SIP/2.0\r\n"),
+        "{}",
+        options.text()
+    );
+    sim.recv(PHONE, &reply(options, 200, "OK", Some("ph"), None, ""));
+    assert!(reachability(&mut sim).is_empty());
+
+    // Silence: the next two go unanswered, the phone is unreachable and
+    // a call to its extension finds no one to ring.
+    assert_eq!(keepalives(&mut sim, Duration::from_secs(30), last).len(), 1);
+    assert!(reachability(&mut sim).is_empty());
+    let third = keepalives(&mut sim, Duration::from_secs(30), last);
+    assert_eq!(third.len(), 1);
+    assert!(reachability(&mut sim).is_empty(), "one miss so far");
+    let fourth = keepalives(&mut sim, Duration::from_secs(30), last);
+    assert_eq!(reachability(&mut sim), [false]);
+    assert!(sim.engine.location().reachable("alice", sim.now).is_none());
+
+    // It answers again (even 405 is alive): reachable.
+    sim.recv(
+        PHONE,
+        &reply(&fourth[0], 405, "Method Not Allowed", Some("ph"), None, ""),
+    );
+    assert_eq!(reachability(&mut sim), [true]);
+    assert!(sim.engine.location().reachable("alice", sim.now).is_some());
+}
+
+#[test]
+fn crlf_keepalives_hold_the_nat_open_and_ask_nothing() {
+    let mut sim = keepalive_sim(KeepaliveMethod::Crlf);
+    // Every interval, and never a change of reachability.
+    let sent: Vec<(Duration, Sent)> = sim.advance(Duration::from_secs(120));
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|(_, s)| s.to == addr(PHONE) && s.bytes == b"\r\n\r\n")
+    );
+    assert!(reachability(&mut sim).is_empty());
+}
+
+#[test]
+fn expired_or_unknown_bindings_get_no_keepalive() {
+    let mut sim = keepalive_sim(KeepaliveMethod::Options);
+    sim.engine.set_location(Arc::new(Location::default()));
+    assert!(sim.advance(Duration::from_secs(90)).is_empty());
+}
