@@ -138,23 +138,24 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
 /// account: what an operator needs to see who is reachable where. No
 /// secrets are kept in a binding.
 async fn registrations(State(metrics): State<Arc<Metrics>>) -> Response {
-    let location = metrics.location();
     let now = std::time::Instant::now();
-    let mut list: Vec<serde_json::Value> = location
-        .iter()
-        .filter(|b| b.expires > now)
-        .map(|b| {
-            serde_json::json!({
-                "account": &*b.account,
-                "extension": &*b.extension,
-                "contact": String::from_utf8_lossy(&b.contact),
-                "transport": b.flow.transport.token(),
-                "source": b.flow.remote.to_string(),
-                "expires_in_s": b.expires.saturating_duration_since(now).as_secs(),
-                "reachable": b.reachable,
+    let mut list: Vec<serde_json::Value> = metrics.with_bindings(|location| {
+        location
+            .iter()
+            .filter(|b| b.expires > now)
+            .map(|b| {
+                serde_json::json!({
+                    "account": &*b.account,
+                    "extension": &*b.extension,
+                    "contact": String::from_utf8_lossy(&b.contact),
+                    "transport": b.flow.transport.token(),
+                    "source": b.flow.remote.to_string(),
+                    "expires_in_s": b.expires.saturating_duration_since(now).as_secs(),
+                    "reachable": b.reachable,
+                })
             })
-        })
-        .collect();
+            .collect()
+    });
     list.sort_by(|a, b| a["account"].as_str().cmp(&b["account"].as_str()));
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -23,6 +23,8 @@ use prometheus_client::registry::Registry;
 use sbc_core::policy::Policy;
 use sbc_core::refusal::Refusal;
 use sbc_core::registrar::{Location, RegisterResult};
+
+use crate::registrar::{LocationView, read_view};
 use sbc_core::stats::{Direction, Discard, LoopState, Registered, STATUS_SLOTS, ShardStats};
 
 /// The HTTP content type of [`Metrics::render`]'s output.
@@ -33,7 +35,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct Metrics {
     registry: Registry,
     shards: Vec<Arc<ShardStats>>,
-    location: Arc<ArcSwap<Location>>,
+    location: LocationView,
 }
 
 impl Metrics {
@@ -43,11 +45,11 @@ impl Metrics {
         Self::with_location(shards, policy, Arc::default())
     }
 
-    /// [`Metrics::new`], with the registrar's published location.
+    /// [`Metrics::new`], with the registrar's view of the bindings.
     pub fn with_location(
         shards: Vec<Arc<ShardStats>>,
         policy: Arc<ArcSwap<Policy>>,
-        location: Arc<ArcSwap<Location>>,
+        location: LocationView,
     ) -> Self {
         let mut registry = Registry::with_prefix("sbc");
         registry.register_collector(Box::new(SbcCollector {
@@ -62,9 +64,9 @@ impl Metrics {
         }
     }
 
-    /// The registrar's bindings now (for `/registrations`).
-    pub fn location(&self) -> Arc<Location> {
-        self.location.load_full()
+    /// Reads the registrar's bindings now (for `/registrations`).
+    pub fn with_bindings<R>(&self, f: impl FnOnce(&Location) -> R) -> R {
+        read_view(&self.location, f)
     }
 
     /// The shards whose loop has ended (by index), for `/health`.
@@ -89,7 +91,7 @@ impl Metrics {
 struct SbcCollector {
     shards: Vec<Arc<ShardStats>>,
     policy: Arc<ArcSwap<Policy>>,
-    location: Arc<ArcSwap<Location>>,
+    location: LocationView,
 }
 
 fn load(c: &AtomicU64) -> u64 {
@@ -432,7 +434,24 @@ impl SbcCollector {
         if policy.accounts.settings.is_none() {
             return Ok(());
         }
-        let bindings = i64::try_from(self.location.load().len()).unwrap_or(i64::MAX);
+        let now = std::time::Instant::now();
+        let (bindings, unreachable, per_extension) = read_view(&self.location, |location| {
+            let mut per_extension: std::collections::BTreeMap<Arc<str>, i64> = policy
+                .accounts
+                .all()
+                .iter()
+                .map(|a| (Arc::clone(&a.extension), 0))
+                .collect();
+            let mut unreachable = 0usize;
+            for b in location.iter().filter(|b| b.expires > now) {
+                if let Some(n) = per_extension.get_mut(&b.extension) {
+                    *n += 1;
+                }
+                unreachable += usize::from(!b.reachable);
+            }
+            (location.len(), unreachable, per_extension)
+        });
+        let bindings = i64::try_from(bindings).unwrap_or(i64::MAX);
         let desc = enc.encode_descriptor(
             "registrations",
             "Accounts registered now (bindings held by the registrar).",
@@ -449,12 +468,6 @@ impl SbcCollector {
                 .enumerate()
                 .map(|(i, r)| ([("result", r.label())], self.total_at(|s| &s.registrar, i))),
         )?;
-        let location = self.location.load();
-        let now = std::time::Instant::now();
-        let unreachable = location
-            .iter()
-            .filter(|b| b.expires > now && !b.reachable)
-            .count();
         let desc = enc.encode_descriptor(
             "registrations_unreachable",
             "Registered accounts whose keepalives go unanswered (not rung).",
@@ -462,24 +475,13 @@ impl SbcCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::try_from(unreachable).unwrap_or(i64::MAX)).encode(desc)?;
-        let mut per_extension: std::collections::BTreeMap<&str, i64> = policy
-            .accounts
-            .all()
-            .iter()
-            .map(|a| (&*a.extension, 0))
-            .collect();
-        for b in location.iter().filter(|b| b.expires > now) {
-            if let Some(n) = per_extension.get_mut(&*b.extension) {
-                *n += 1;
-            }
-        }
         gauge(
             enc,
             "extension_registrations",
             "Accounts of each extension registered now.",
             per_extension
-                .into_iter()
-                .map(|(extension, n)| ([("extension", extension)], n)),
+                .iter()
+                .map(|(extension, n)| ([("extension", &**extension)], *n)),
         )
     }
 }

@@ -1,90 +1,107 @@
-//! The registrar's control-plane side (BRIEF §4): the shards answer
-//! REGISTERs and report each binding change; this thread applies them to
-//! the master [`Location`], publishes it to every shard (`ArcSwap`, read at
-//! the top of each shard loop), drops bindings as they expire or when
-//! their account leaves the configuration, and keeps them in a state file
-//! so they survive a restart.
+//! The registrar's control-plane side (BRIEF §4). The shards own the
+//! bindings (each the accounts of the extensions its hash names) and
+//! report every change; this thread keeps the control plane's view of
+//! them (for `/registrations` and `/metrics`), expires it on the same
+//! clock, drops bindings whose account left the configuration, and keeps
+//! them in an embedded store (redb) so they survive a restart: at start
+//! the store's bindings that have not expired go back to their shards.
 //!
-//! The state file is JSON, written to a temporary file and renamed over
-//! the old one (a crash leaves the old or the new file, never half of
-//! one), at most once per [`SAVE_EVERY`] and when `sbc` stops. It holds
-//! no secret: accounts, contacts, where they registered from, and expiry
-//! as wall-clock time, so a restart keeps the time that was left.
+//! The store is written at most once per [`SAVE_EVERY`] (one transaction
+//! for every binding that changed since) and when `sbc` stops; a commit is
+//! durable when it returns, and a crash leaves the previous commit. It
+//! holds no secret: accounts, contacts, where they registered from, and
+//! expiry as wall-clock time, so a restart keeps the time that was left.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use sbc_core::net::{Flow, LocalId, Transport};
 use sbc_core::policy::Policy;
 use sbc_core::registrar::{Binding, Change, Location};
 use sbc_dataplane::shard::Directory;
 use serde::{Deserialize, Serialize};
 
-/// How often expired bindings are swept.
+/// How often expired bindings are swept from the view.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
-/// The state file is written at most this often.
+/// The store is written at most this often.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// The control plane's view of every binding (the shards own them).
+pub type LocationView = Arc<Mutex<Location>>;
+
+/// Reads the view (a poisoned lock still holds the data).
+pub fn read_view<R>(view: &LocationView, f: impl FnOnce(&Location) -> R) -> R {
+    let guard = view.lock().unwrap_or_else(PoisonError::into_inner);
+    f(&guard)
+}
+
+/// Bindings by account; the value is a [`Saved`] in JSON.
+const BINDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_v1");
 
 /// The running registrar thread.
 #[derive(Debug)]
 pub struct Registrar {
-    location: Arc<ArcSwap<Location>>,
+    view: LocationView,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Registrar {
-    /// Loads the state file (when given), publishes what it held, and
-    /// starts the thread. Returns the [`Directory`] to start the shards
-    /// with; the thread ends once every shard has dropped its copy.
+    /// Opens the store (when given) and starts the thread. Returns the
+    /// [`Directory`] to start the shards with, holding the bindings the
+    /// store kept; the thread ends once every shard has dropped its copy.
     pub fn start(
-        state_file: Option<PathBuf>,
+        store: Option<PathBuf>,
         policy: Arc<ArcSwap<Policy>>,
     ) -> io::Result<(Registrar, Directory)> {
-        let master = match &state_file {
-            Some(path) => load(path, &policy.load(), Instant::now(), SystemTime::now()),
+        let db = store.as_deref().and_then(open);
+        let restored = match &db {
+            Some(db) => load(db, &policy.load(), Instant::now(), SystemTime::now()),
             None => Location::default(),
         };
-        if !master.is_empty() {
+        if !restored.is_empty() {
             tracing::info!(
-                bindings = master.len(),
-                "registrations restored from the state file"
+                bindings = restored.len(),
+                "registrations restored from the store"
             );
         }
-        let location = Arc::new(ArcSwap::from_pointee(master.clone()));
+        let directory_bindings: Arc<[Binding]> = restored.iter().cloned().collect();
+        let view: LocationView = Arc::new(Mutex::new(restored));
         let (tx, rx) = mpsc::channel();
-        let published = Arc::clone(&location);
+        let thread_view = Arc::clone(&view);
         let thread = std::thread::Builder::new()
             .name("sbc-registrar".into())
-            .spawn(move || run(master, rx, &published, &policy, state_file.as_deref()))?;
+            .spawn(move || run(&thread_view, rx, &policy, db.as_ref()))?;
         let directory = Directory {
-            location: Arc::clone(&location),
             changes: Some(tx),
             lockout: Arc::default(),
+            restored: directory_bindings,
         };
         Ok((
             Registrar {
-                location,
+                view,
                 thread: Some(thread),
             },
             directory,
         ))
     }
 
-    /// The published snapshot (for `/metrics` and `/registrations`).
-    pub fn location(&self) -> Arc<ArcSwap<Location>> {
-        Arc::clone(&self.location)
+    /// The view (for `/metrics` and `/registrations`).
+    pub fn location(&self) -> LocationView {
+        Arc::clone(&self.view)
     }
 
-    /// Waits for the thread (after the shards have stopped): the state
-    /// file is written one last time.
+    /// Waits for the thread (after the shards have stopped): the store is
+    /// written one last time.
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -93,67 +110,78 @@ impl Registrar {
 }
 
 fn run(
-    mut master: Location,
+    view: &LocationView,
     rx: mpsc::Receiver<Change>,
-    published: &ArcSwap<Location>,
     policy: &ArcSwap<Policy>,
-    state_file: Option<&Path>,
+    db: Option<&Database>,
 ) {
     let mut version = policy.load().version;
-    let mut dirty = false;
+    let mut dirty: HashSet<Arc<str>> = HashSet::new();
     let mut saved_at: Option<Instant> = None;
     loop {
-        let mut changed = false;
-        match rx.recv_timeout(SWEEP_EVERY) {
-            Ok(change) => {
-                apply(&mut master, change);
-                while let Ok(change) = rx.try_recv() {
-                    apply(&mut master, change);
-                }
-                changed = true;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match rx.recv_timeout(SWEEP_EVERY) {
+            Ok(change) => Some(change),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
-        }
+        };
         let now = Instant::now();
         let current = policy.load();
-        if current.version != version {
-            version = current.version;
-            let before = master.len();
-            master.retain(|b| current.accounts.account(b.account.as_bytes()).is_some());
-            if master.len() != before {
-                tracing::info!(
-                    removed = before - master.len(),
-                    "registrations of accounts no longer configured dropped"
-                );
-                changed = true;
+        {
+            let mut location = view.lock().unwrap_or_else(PoisonError::into_inner);
+            for change in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
+                dirty.insert(Arc::clone(change.account()));
+                apply(&mut location, change);
+            }
+            if current.version != version {
+                version = current.version;
+                let gone: Vec<Arc<str>> = location
+                    .iter()
+                    .filter(|b| {
+                        current
+                            .accounts
+                            .account(b.account.as_bytes())
+                            .is_none_or(|a| a.extension != b.extension)
+                    })
+                    .map(|b| Arc::clone(&b.account))
+                    .collect();
+                if !gone.is_empty() {
+                    tracing::info!(
+                        removed = gone.len(),
+                        "registrations of accounts no longer configured dropped"
+                    );
+                }
+                for account in gone {
+                    location.apply(Change::Removed {
+                        account: Arc::clone(&account),
+                    });
+                    dirty.insert(account);
+                }
+            }
+            for account in location.expire(now) {
+                tracing::info!(account = &*account, "registration expired");
+                dirty.insert(account);
             }
         }
-        for account in master.expire(now) {
-            tracing::info!(account = &*account, "registration expired");
-            changed = true;
-        }
-        if changed {
-            published.store(Arc::new(master.clone()));
-            dirty = true;
-        }
-        if let (true, Some(path)) = (dirty, state_file)
+        if let Some(db) = db
+            && !dirty.is_empty()
             && saved_at.is_none_or(|t| now.saturating_duration_since(t) >= SAVE_EVERY)
         {
-            save(path, &master, now, SystemTime::now());
+            save(db, view, &mut dirty, now, SystemTime::now());
             saved_at = Some(now);
-            dirty = false;
         }
     }
-    if let (true, Some(path)) = (dirty, state_file) {
-        save(path, &master, Instant::now(), SystemTime::now());
+    if let Some(db) = db {
+        save(db, view, &mut dirty, Instant::now(), SystemTime::now());
     }
 }
 
-fn apply(master: &mut Location, change: Change) {
+fn apply(location: &mut Location, change: Change) {
     match &change {
         Change::Bound(b) => {
-            let moved = master
+            let moved = location
                 .latest(&b.account)
                 .is_none_or(|old| old.contact != b.contact || old.flow != b.flow);
             if moved {
@@ -170,10 +198,10 @@ fn apply(master: &mut Location, change: Change) {
         // Logged by the shard that found it.
         Change::Reachable { .. } => {}
     }
-    master.apply(change);
+    location.apply(change);
 }
 
-/// One binding as the state file keeps it.
+/// One binding as the store keeps it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
     account: String,
@@ -190,14 +218,6 @@ struct Saved {
     cseq: u32,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct StateFile {
-    version: u32,
-    bindings: Vec<Saved>,
-}
-
-const STATE_VERSION: u32 = 1;
-
 fn transport_of(token: &str) -> Option<Transport> {
     [
         Transport::Udp,
@@ -210,112 +230,113 @@ fn transport_of(token: &str) -> Option<Transport> {
     .find(|t| t.token().eq_ignore_ascii_case(token))
 }
 
-/// The state file's text for `location` (expiry turned into wall-clock
-/// time with `now`/`wall`).
-fn render(location: &Location, now: Instant, wall: SystemTime) -> serde_json::Result<String> {
-    let wall_ms = wall
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let mut bindings: Vec<Saved> = location
-        .iter()
-        .map(|b| {
-            let left = b.expires.saturating_duration_since(now).as_millis();
-            Saved {
-                account: b.account.to_string(),
-                extension: b.extension.to_string(),
-                contact: String::from_utf8_lossy(&b.contact).into_owned(),
-                transport: b.flow.transport.token().to_owned(),
-                source: b.flow.remote,
-                local: b.flow.local.0,
-                expires_unix_ms: u64::try_from(wall_ms + left).unwrap_or(u64::MAX),
-                call_id: String::from_utf8_lossy(&b.call_id).into_owned(),
-                cseq: b.cseq,
-            }
-        })
-        .collect();
-    bindings.sort_by(|a, b| a.account.cmp(&b.account));
-    serde_json::to_string_pretty(&StateFile {
-        version: STATE_VERSION,
-        bindings,
-    })
-}
-
-fn save(path: &Path, location: &Location, now: Instant, wall: SystemTime) {
-    let result = render(location, now, wall)
-        .map_err(io::Error::other)
-        .and_then(|text| {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, path)
-        });
-    if let Err(e) = result {
-        tracing::error!(path = %path.display(), error = %e, "cannot write the registrations state file");
-    }
-}
-
-/// The bindings `text` holds that are still valid at `wall` and whose
-/// account is configured in `policy` (its extension as configured now).
-fn parse(
-    text: &str,
-    policy: &Policy,
-    now: Instant,
-    wall: SystemTime,
-) -> serde_json::Result<Location> {
-    let file: StateFile = serde_json::from_str(text)?;
-    let wall_ms = u64::try_from(
+fn wall_ms(wall: SystemTime) -> u64 {
+    u64::try_from(
         wall.duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis(),
     )
-    .unwrap_or(u64::MAX);
-    let mut location = Location::default();
-    for s in file.bindings {
-        let Some(left) = s.expires_unix_ms.checked_sub(wall_ms).filter(|l| *l > 0) else {
-            continue;
-        };
-        let (Some(account), Some(transport)) = (
-            policy.accounts.account(s.account.as_bytes()),
-            transport_of(&s.transport),
-        ) else {
-            continue;
-        };
-        if sbc_core::sip::Uri::parse(s.contact.as_bytes()).is_err() {
-            continue;
-        }
-        location.apply(Change::Bound(Binding {
-            account: Arc::clone(&account.username),
-            extension: Arc::clone(&account.extension),
-            contact: Bytes::from(s.contact),
-            flow: Flow {
-                transport,
-                remote: s.source,
-                local: LocalId(s.local),
-                // Connections do not survive a restart.
-                conn: None,
-            },
-            expires: now + Duration::from_millis(left),
-            call_id: Bytes::from(s.call_id),
-            cseq: s.cseq,
-            reachable: true,
-        }));
-    }
-    Ok(location)
+    .unwrap_or(u64::MAX)
 }
 
-/// Reads the state file; a missing file is an empty location, an
-/// unreadable one is logged, moved aside (`.bad`) and ignored.
-fn load(path: &Path, policy: &Policy, now: Instant, wall: SystemTime) -> Location {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Location::default(),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot read the registrations state file; starting without");
-            return Location::default();
+/// A binding as stored (expiry turned into wall-clock time with
+/// `now`/`wall`).
+fn saved(b: &Binding, now: Instant, wall: SystemTime) -> Saved {
+    let left = u64::try_from(b.expires.saturating_duration_since(now).as_millis()).unwrap_or(0);
+    Saved {
+        account: b.account.to_string(),
+        extension: b.extension.to_string(),
+        contact: String::from_utf8_lossy(&b.contact).into_owned(),
+        transport: b.flow.transport.token().to_owned(),
+        source: b.flow.remote,
+        local: b.flow.local.0,
+        expires_unix_ms: wall_ms(wall).saturating_add(left),
+        call_id: String::from_utf8_lossy(&b.call_id).into_owned(),
+        cseq: b.cseq,
+    }
+}
+
+/// Writes the `dirty` accounts' bindings (or their absence) in one
+/// transaction; they stay dirty when it fails.
+fn save(
+    db: &Database,
+    view: &LocationView,
+    dirty: &mut HashSet<Arc<str>>,
+    now: Instant,
+    wall: SystemTime,
+) {
+    let rows: Vec<(Arc<str>, Option<Vec<u8>>)> = read_view(view, |location| {
+        dirty
+            .iter()
+            .map(|account| {
+                let row = location
+                    .latest(account)
+                    .and_then(|b| serde_json::to_vec(&saved(b, now, wall)).ok());
+                (Arc::clone(account), row)
+            })
+            .collect()
+    });
+    let result = (|| -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(BINDINGS)?;
+            for (account, row) in &rows {
+                match row {
+                    Some(bytes) => {
+                        table.insert(&**account, bytes.as_slice())?;
+                    }
+                    None => {
+                        table.remove(&**account)?;
+                    }
+                }
+            }
         }
-    };
-    match parse(&text, policy, now, wall) {
-        Ok(location) => location,
+        txn.commit()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => dirty.clear(),
+        Err(e) => tracing::error!(error = %e, "cannot write the registrations store"),
+    }
+}
+
+/// A stored binding, when it is still valid at `wall` and its account is
+/// configured in `policy` with the same extension.
+fn restore(bytes: &[u8], policy: &Policy, now: Instant, wall: SystemTime) -> Option<Binding> {
+    let s: Saved = serde_json::from_slice(bytes).ok()?;
+    let left = s
+        .expires_unix_ms
+        .checked_sub(wall_ms(wall))
+        .filter(|l| *l > 0)?;
+    let account = policy
+        .accounts
+        .account(s.account.as_bytes())
+        .filter(|a| *a.extension == *s.extension)?;
+    let transport = transport_of(&s.transport)?;
+    sbc_core::sip::Uri::parse(s.contact.as_bytes()).ok()?;
+    Some(Binding {
+        account: Arc::clone(&account.username),
+        extension: Arc::clone(&account.extension),
+        contact: Bytes::from(s.contact),
+        flow: Flow {
+            transport,
+            remote: s.source,
+            local: LocalId(s.local),
+            // Connections do not survive a restart.
+            conn: None,
+        },
+        expires: now + Duration::from_millis(left),
+        call_id: Bytes::from(s.call_id),
+        cseq: s.cseq,
+        reachable: true,
+    })
+}
+
+/// Opens (or creates) the store; one that cannot be opened is logged,
+/// moved aside (`.bad`) and started afresh.
+fn open(path: &Path) -> Option<Database> {
+    match Database::create(path) {
+        Ok(db) => return Some(db),
         Err(e) => {
             let aside = path.with_extension("bad");
             let _ = std::fs::rename(path, &aside);
@@ -323,11 +344,49 @@ fn load(path: &Path, policy: &Policy, now: Instant, wall: SystemTime) -> Locatio
                 path = %path.display(),
                 moved_to = %aside.display(),
                 error = %e,
-                "the registrations state file is not valid; starting without it"
+                "the registrations store cannot be opened; starting a new one"
             );
-            Location::default()
         }
     }
+    match Database::create(path) {
+        Ok(db) => Some(db),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot create the registrations store; bindings will not survive a restart");
+            None
+        }
+    }
+}
+
+/// The store's bindings still valid now, of accounts still configured.
+fn load(db: &Database, policy: &Policy, now: Instant, wall: SystemTime) -> Location {
+    let mut location = Location::default();
+    let rows = (|| -> Result<Vec<Vec<u8>>, redb::Error> {
+        let txn = db.begin_read()?;
+        let table = match txn.open_table(BINDINGS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut rows = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            rows.push(value.value().to_vec());
+        }
+        Ok(rows)
+    })();
+    match rows {
+        Ok(rows) => {
+            for row in rows {
+                if let Some(b) = restore(&row, policy, now, wall) {
+                    location.apply(Change::Bound(b));
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the registrations store; starting without")
+        }
+    }
+    location
 }
 
 #[cfg(test)]

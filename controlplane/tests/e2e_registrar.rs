@@ -1,7 +1,7 @@
 //! The registrar with the real binary and stock SIPp: a phone registers
 //! with digest authentication (401, then 200), a wrong password is
 //! challenged again and counted, `/registrations` and the metrics show the binding, and
-//! the binding survives a restart through the state file.
+//! the binding survives a restart through the store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -79,7 +79,7 @@ fn registrations(net: Net, want: impl Fn(&str) -> bool) -> String {
 fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
     let net = Net(117);
     let state_dir = tempfile::tempdir().unwrap();
-    let state = state_dir.path().join("registrations.json");
+    let state = state_dir.path().join("registrations.redb");
     let config = registrar_config(net, &state);
     let phone = net.ip(50);
     {
@@ -127,12 +127,11 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
         assert!(!sbc.log().contains("alices-secret"));
         assert!(sbc.log().contains("registered"), "{}", sbc.log());
     }
-    // Stopped (SIGTERM): the state file holds the binding.
-    let saved = std::fs::read_to_string(&state).expect("state file written at stop");
-    assert!(
-        saved.contains("\"alice\"") && !saved.contains("alices-secret"),
-        "{saved}"
-    );
+    // Stopped (SIGTERM): the store holds the binding, and no secret.
+    let saved = std::fs::read(&state).expect("store written at stop");
+    let holds = |what: &[u8]| saved.windows(what.len()).any(|w| w == what);
+    assert!(holds(b"\"account\":\"alice\""));
+    assert!(!holds(b"alices-secret"));
     let sbc = Sbc::start(net, &config);
     let body = registrations(net, |b| b.contains("alice"));
     assert!(
@@ -155,7 +154,7 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
 fn a_did_rings_the_registered_phone() {
     let net = Net(118);
     let state_dir = tempfile::tempdir().unwrap();
-    let mut config = registrar_config(net, &state_dir.path().join("registrations.json"));
+    let mut config = registrar_config(net, &state_dir.path().join("registrations.redb"));
     config.push_str(
         "\n[[dids]]\nnumbers = [\"+3902999\"]\nfrom = [\"carrier-a\"]\nextension = \"201\"\n",
     );
@@ -211,7 +210,7 @@ fn a_did_rings_the_registered_phone() {
 fn a_phone_authenticates_and_calls_out() {
     let net = Net(119);
     let state_dir = tempfile::tempdir().unwrap();
-    let mut config = registrar_config(net, &state_dir.path().join("registrations.json"));
+    let mut config = registrar_config(net, &state_dir.path().join("registrations.redb"));
     config.push_str(concat!(
         "\n[[extensions]]\nnumber = \"202\"\n",
         "accounts = [{ username = \"bob\", secret = \"bobs-secret\" }]\n",

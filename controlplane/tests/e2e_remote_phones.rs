@@ -69,10 +69,11 @@ fn registration(
 }
 
 /// A phone's sipp answering on the address it registered from.
-fn phone(net: Net, ip: &str, scenario_file: &str, k: u16) -> Sipp {
+fn phone(net: Net, ip: &str, scenario_file: &str, k: u16, extra: &[&str]) -> Sipp {
     let mut args = uas_args(net, ip, scenario_file, 1, k);
     let port = args.iter().position(|a| a == "-p").unwrap();
     args[port + 1] = "5070".into();
+    args.extend(extra.iter().map(|s| s.to_string()));
     Sipp::spawn(ip, &args)
 }
 
@@ -111,9 +112,11 @@ fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
     });
     assert!(body.contains("\"extension\":\"100\""), "{body}");
 
-    // The desk phone answers; the mobile rings until it is CANCELled.
-    let answering = phone(net, &desk, "uas_answer.xml", 20);
-    let ringing = phone(net, &mobile, "uas_ring_no_answer.xml", 30);
+    // The desk phone answers after ringing a moment (so the mobile's sipp
+    // has sent its 180 and waits for the CANCEL); the mobile rings until
+    // it is CANCELled.
+    let answering = phone(net, &desk, "uas_answer.xml", 20, &["-d", "500"]);
+    let ringing = phone(net, &mobile, "uas_ring_no_answer.xml", 30, &[]);
     std::thread::sleep(Duration::from_millis(300));
     let mut args = uac_args(net, &net.ip(20), "uac_basic.xml", DID, 1, 1, 40);
     args.extend(["-d".into(), "500".into()]);

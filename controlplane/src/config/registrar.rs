@@ -34,7 +34,8 @@ pub struct Registrar {
     /// `{ failures = 10, window_s = 60, block_s = 600 }`; `failures = 0`
     /// turns the lockout off.
     pub lockout: Option<Lockout>,
-    /// Where bindings are kept across restarts; absent: not kept.
+    /// The store (redb) that keeps bindings across restarts; absent: not
+    /// kept.
     pub state_file: Option<PathBuf>,
     /// `{ method = "options", interval_s = 30, unreachable_after = 3 }`;
     /// `method = "off"` sends nothing.

@@ -43,8 +43,19 @@ fn binding(account: &str, extension: &str, expires: Instant) -> Binding {
     }
 }
 
+/// A store in `dir` holding `loc` as of `t0`/`wall`.
+fn stored(dir: &Path, loc: &Location, t0: Instant, wall: SystemTime) -> Database {
+    let db = open(&dir.join("registrations.redb")).unwrap();
+    let view: LocationView = Arc::new(Mutex::new(loc.clone()));
+    let mut dirty: HashSet<Arc<str>> = loc.iter().map(|b| Arc::clone(&b.account)).collect();
+    save(&db, &view, &mut dirty, t0, wall);
+    assert!(dirty.is_empty(), "saved");
+    db
+}
+
 #[test]
-fn the_state_file_keeps_the_time_left_across_a_restart() {
+fn the_store_keeps_the_time_left_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
     let p = policy(CONFIG, 1);
     let t0 = Instant::now();
     let wall = SystemTime::now();
@@ -59,35 +70,36 @@ fn the_state_file_keeps_the_time_left_across_a_restart() {
         "202",
         t0 + Duration::from_secs(5),
     )));
-    let text = render(&loc, t0, wall).unwrap();
-    assert!(!text.contains("secret"));
+    let db = stored(dir.path(), &loc, t0, wall);
     // "Restarted" 100 s later: alice has 500 s left, bob has expired.
     let t1 = Instant::now();
-    let back = parse(&text, &p, t1, wall + Duration::from_secs(100)).unwrap();
+    let back = load(&db, &p, t1, wall + Duration::from_secs(100));
     assert_eq!(back.len(), 1);
     let alice = back.get("alice", t1).unwrap();
     assert_eq!(alice.expires, t1 + Duration::from_secs(500));
     let want = binding("alice", "201", alice.expires);
     assert_eq!(alice, &want);
+    drop(db);
+    let bytes = std::fs::read(dir.path().join("registrations.redb")).unwrap();
+    assert!(!bytes.windows(8).any(|w| w == b"a-secret"));
 }
 
 #[test]
 fn bindings_of_accounts_no_longer_configured_are_not_restored() {
+    let dir = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
     let wall = SystemTime::now();
     let mut loc = Location::default();
-    loc.apply(Change::Bound(binding(
-        "alice",
-        "201",
-        t0 + Duration::from_secs(600),
-    )));
-    loc.apply(Change::Bound(binding(
-        "carol",
-        "203",
-        t0 + Duration::from_secs(600),
-    )));
-    let text = render(&loc, t0, wall).unwrap();
-    let back = parse(&text, &policy(CONFIG, 1), t0, wall).unwrap();
+    for (account, extension) in [("alice", "201"), ("carol", "203"), ("bob", "299")] {
+        loc.apply(Change::Bound(binding(
+            account,
+            extension,
+            t0 + Duration::from_secs(600),
+        )));
+    }
+    let db = stored(dir.path(), &loc, t0, wall);
+    // carol is gone; bob now belongs to another extension.
+    let back = load(&db, &policy(CONFIG, 1), t0, wall);
     assert_eq!(
         back.iter().map(|b| &*b.account).collect::<Vec<_>>(),
         ["alice"]
@@ -95,26 +107,36 @@ fn bindings_of_accounts_no_longer_configured_are_not_restored() {
 }
 
 #[test]
-fn a_broken_state_file_is_moved_aside() {
+fn a_broken_store_is_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("registrations.json");
-    std::fs::write(&path, "{ not json").unwrap();
-    let loc = load(&path, &policy(CONFIG, 1), Instant::now(), SystemTime::now());
-    assert!(loc.is_empty());
-    assert!(!path.exists());
+    let path = dir.path().join("registrations.redb");
+    std::fs::write(&path, "{ not a database").unwrap();
+    let db = open(&path).expect("a new store");
+    assert!(load(&db, &policy(CONFIG, 1), Instant::now(), SystemTime::now()).is_empty());
     assert!(path.with_extension("bad").exists());
-    // A missing file is simply empty.
-    assert!(load(&path, &policy(CONFIG, 1), Instant::now(), SystemTime::now()).is_empty());
+    // A new, empty one is simply empty.
+    let fresh = open(&dir.path().join("new.redb")).unwrap();
+    assert!(
+        load(
+            &fresh,
+            &policy(CONFIG, 1),
+            Instant::now(),
+            SystemTime::now()
+        )
+        .is_empty()
+    );
 }
 
 #[test]
-fn the_thread_publishes_saves_and_forgets_removed_accounts() {
+fn the_thread_applies_saves_and_forgets_removed_accounts() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("registrations.json");
+    let path = dir.path().join("registrations.redb");
     let snapshot = Arc::new(ArcSwap::from_pointee(policy(CONFIG, 1)));
     let (registrar, directory) =
         Registrar::start(Some(path.clone()), Arc::clone(&snapshot)).unwrap();
-    let location = registrar.location();
+    assert!(directory.restored.is_empty());
+    let view = registrar.location();
+    let len = || read_view(&view, Location::len);
     let tx = directory.changes.clone().unwrap();
     let now = Instant::now();
     tx.send(Change::Bound(binding(
@@ -130,25 +152,27 @@ fn the_thread_publishes_saves_and_forgets_removed_accounts() {
     )))
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while location.load().len() < 2 && Instant::now() < deadline {
+    while len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(location.load().get("alice", Instant::now()).is_some());
+    assert!(read_view(&view, |l| l
+        .get("alice", Instant::now())
+        .is_some()));
     // bob expires and is swept.
-    while location.load().len() != 1 && Instant::now() < deadline {
+    while len() != 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(location.load().len(), 1);
+    assert_eq!(len(), 1);
     // A reload without alice drops her binding.
     let without = CONFIG.replace(
         "{ username = \"alice\", secret = \"a-secret\" }",
         "{ username = \"alice2\", secret = \"a-secret\" }",
     );
     snapshot.store(Arc::new(policy(&without, 2)));
-    while !location.load().is_empty() && Instant::now() < deadline {
+    while len() != 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(location.load().is_empty());
+    assert_eq!(len(), 0);
     tx.send(Change::Bound(binding(
         "bob",
         "202",
@@ -158,11 +182,17 @@ fn the_thread_publishes_saves_and_forgets_removed_accounts() {
     drop(tx);
     drop(directory);
     registrar.join();
-    // The last state is on disk once the thread has ended.
-    let text = std::fs::read_to_string(&path).unwrap();
-    let back = parse(&text, &policy(CONFIG, 1), Instant::now(), SystemTime::now()).unwrap();
+    // The last state is in the store once the thread has ended, and the
+    // next start hands it to the shards.
+    let (again, directory) = Registrar::start(Some(path), Arc::clone(&snapshot)).unwrap();
     assert_eq!(
-        back.iter().map(|b| &*b.account).collect::<Vec<_>>(),
+        directory
+            .restored
+            .iter()
+            .map(|b| &*b.account)
+            .collect::<Vec<_>>(),
         ["bob"]
     );
+    drop(directory);
+    again.join();
 }

@@ -7,10 +7,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sbc_core::b2bua::{Disposition, LOOKUP_TIMEOUT, ShardMessage};
 use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::{NumberPattern, Policy, Route, TrunkId};
 use sbc_core::refusal::Refusal;
@@ -78,7 +78,7 @@ fn sim_with(policy: Policy, which: &[&str]) -> Sim {
             &sim,
         ));
     }
-    sim.engine.set_location(Arc::new(loc));
+    sim.engine.set_location(loc);
     sim
 }
 
@@ -272,12 +272,12 @@ fn nobody_registered_is_480() {
     assert!(sim.sent().iter().any(|s| s.code() == Some(480)));
     // So is one whose keepalives go unanswered.
     let mut sim = sim_with(policy(), &["alice"]);
-    let mut loc = (**sim.engine.location()).clone();
+    let mut loc = sim.engine.location().clone();
     loc.apply(Change::Reachable {
         account: "alice".into(),
         reachable: false,
     });
-    sim.engine.set_location(Arc::new(loc));
+    sim.engine.set_location(loc);
     sim.recv(
         CARRIER_A,
         &invite(CARRIER_A, NUMBER, "in-4", "z9hG4bKin4", 1),
@@ -379,7 +379,7 @@ fn a_phone_on_loopback_may_send_media_from_its_own_address_only() {
             "sip:alice@127.0.0.5:5062",
             &sim,
         ));
-        sim.engine.set_location(Arc::new(loc));
+        sim.engine.set_location(loc);
         sim.recv(
             CARRIER_A,
             &invite(CARRIER_A, NUMBER, "in-5", "z9hG4bKin5", 1),
@@ -568,7 +568,7 @@ fn phones_call_each_other_by_extension_number() {
     let mut sim = Sim::with_policy(phones_policy());
     let mut loc = Location::default();
     loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &sim));
-    sim.engine.set_location(Arc::new(loc));
+    sim.engine.set_location(loc);
     let sent = bob_calls(&mut sim, "201", "bobs-secret");
     let ring = sent
         .iter()
@@ -611,4 +611,103 @@ fn wrong_credentials_or_none_never_start_a_call() {
     let mut plain = Sim::new();
     plain.recv(BOB, &bob_invite("+441234567", 1, ""));
     assert_eq!(plain.one_to(BOB).code(), Some(403));
+}
+
+/// Two shards of two: the one that owns extension 201's bindings, and the
+/// other; alice registered (on the owner).
+fn two_shards() -> (Sim, Sim) {
+    let owner = Sim::secrets().owner(b"201", 2).0;
+    let mut o = Sim::shard(extension_policy(policy()), owner, 2);
+    let mut n = Sim::shard(extension_policy(policy()), 1 - owner, 2);
+    let mut loc = Location::default();
+    loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &o));
+    o.engine.set_location(loc.clone());
+    n.engine.set_location(loc);
+    assert_eq!(o.engine.location().len(), 1);
+    assert!(n.engine.location().is_empty(), "only the owner keeps it");
+    (o, n)
+}
+
+/// A Call-ID the shard `sim` owns.
+fn call_id_owned_by(sim: &Sim, shards: u16) -> String {
+    (0..)
+        .map(|i| format!("cross-{i}"))
+        .find(|c| Sim::secrets().owner(c.as_bytes(), shards) == sim.engine.shard())
+        .unwrap()
+}
+
+#[test]
+fn a_call_routed_on_another_shard_asks_the_owner_where_the_phones_are() {
+    let (mut o, mut n) = two_shards();
+    let call_id = call_id_owned_by(&n, 2);
+    n.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, &call_id, "z9hG4bKx1", 1),
+    );
+    // Nothing rings yet: the owner is asked.
+    assert!(n.sent().iter().all(|s| s.to != addr(DESK)));
+    let (to, lookup) = n.engine.poll_shard_message().expect("a lookup");
+    assert_eq!(to, o.engine.shard());
+    assert!(n.engine.poll_shard_message().is_none());
+    o.engine.handle_shard_message(o.now, lookup);
+    let (back, located) = o.engine.poll_shard_message().expect("the answer");
+    assert_eq!(back, n.engine.shard());
+    match &located {
+        ShardMessage::Located { bindings, .. } => {
+            assert_eq!(bindings.len(), 1);
+            assert_eq!(bindings[0].flow.remote, addr(DESK));
+        }
+        other => panic!("{other:?}"),
+    }
+    n.engine.handle_shard_message(n.now, located);
+    let ring = n.first_to(DESK);
+    assert!(
+        ring.text()
+            .starts_with("INVITE sip:alice@10.1.1.2:5062 SIP/2.0\r\n")
+    );
+}
+
+#[test]
+fn no_answer_from_the_owner_is_nobody_to_ring() {
+    let (_o, mut n) = two_shards();
+    let call_id = call_id_owned_by(&n, 2);
+    n.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, &call_id, "z9hG4bKx2", 1),
+    );
+    let _ = n.sent();
+    assert!(n.engine.poll_shard_message().is_some());
+    let after = n.advance(LOOKUP_TIMEOUT + Duration::from_millis(10));
+    assert!(
+        after
+            .iter()
+            .any(|(_, s)| s.to == addr(CARRIER_A) && s.code() == Some(480)),
+        "{after:?}"
+    );
+    assert_eq!(n.rejected(Refusal::NotRegistered), 1);
+}
+
+#[test]
+fn a_register_goes_to_the_shard_that_owns_its_extension() {
+    let (mut o, mut n) = two_shards();
+    let register = |user: &str, call_id: &str| {
+        format!(
+            "REGISTER sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.20:40000;branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@192.0.2.1>;tag=t\r\nTo: <sip:{user}@192.0.2.1>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@10.1.1.2>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let owner = o.engine.shard();
+    // Whatever its Call-ID: by account, or by extension number.
+    for (user, call_id) in [
+        ("alice", call_id_owned_by(&n, 2)),
+        ("201", call_id_owned_by(&n, 2)),
+    ] {
+        assert_eq!(
+            n.recv(DESK, &register(user, &call_id)),
+            Disposition::HandOff(owner)
+        );
+        assert_eq!(o.recv(DESK, &register(user, &call_id)), Disposition::Done);
+        assert_eq!(o.one_to(DESK).code(), Some(401));
+    }
 }

@@ -154,8 +154,8 @@ impl Phone {
     }
 }
 
-/// Applies the registration events to `loc` (as the control plane does)
-/// and hands the engine the new snapshot.
+/// Applies the registration events to `loc` (the control plane's view;
+/// the engine has applied them to its own bindings already).
 fn publish(sim: &mut Sim, loc: &mut Location) -> Vec<Change> {
     let changes: Vec<Change> = sim
         .events()
@@ -168,7 +168,6 @@ fn publish(sim: &mut Sim, loc: &mut Location) -> Vec<Change> {
     for c in &changes {
         loc.apply(c.clone());
     }
-    sim.engine.set_location(Arc::new(loc.clone()));
     changes
 }
 

@@ -1,18 +1,23 @@
 //! Cross-shard hand-off: a bounded lock-free queue per shard, and a flag
-//! that makes sure a sleeping owner is woken exactly when needed.
+//! that makes sure a sleeping owner is woken exactly when needed. It
+//! carries datagrams for calls and bindings another shard owns, and the
+//! engines' own messages (binding lookups).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
+use sbc_core::b2bua::ShardMessage;
 use sbc_core::net::Flow;
 
-/// A datagram received by one shard for a call another shard owns.
+/// What one shard hands another.
 #[derive(Debug)]
-pub struct Handoff {
-    /// The flow the datagram arrived on (at the shard that received it).
-    pub origin: Flow,
-    pub data: Box<[u8]>,
+pub enum Handoff {
+    /// A datagram received for a call (or a binding) the other shard
+    /// owns, with the flow it arrived on (at the shard that received it).
+    Datagram { origin: Flow, data: Box<[u8]> },
+    /// A message of the engines' own (a binding lookup and its answer).
+    Message(ShardMessage),
 }
 
 /// One shard's inbox.
@@ -69,7 +74,7 @@ mod tests {
     use sbc_core::net::LocalId;
 
     fn h() -> Handoff {
-        Handoff {
+        Handoff::Datagram {
             origin: Flow::udp("127.0.0.1:5060".parse().unwrap(), LocalId(0)),
             data: Box::new([1, 2, 3]),
         }

@@ -41,20 +41,20 @@ pub use uring::{RecvMode, RingSizes};
 
 use sbc_core::b2bua::{Engine, Secrets, ShardId};
 use sbc_core::policy::Policy;
-use sbc_core::registrar::{Change, Location, Lockout};
+use sbc_core::registrar::{Binding, Change, Lockout};
 use sbc_core::stats::{LoopState, ShardStats};
 
 /// What the shards share with the control plane's registrar: the
-/// location snapshot it publishes (read at the top of every loop
-/// iteration, like the policy), the channel the registrar's changes go
-/// to ([`Event::Registration`](sbc_core::b2bua::Event::Registration)), and
-/// the table of sources failing authentication, which every shard counts
-/// in. The default has an empty location and sends nowhere.
+/// channel each binding change goes to
+/// ([`Event::Registration`](sbc_core::b2bua::Event::Registration), for its
+/// store and views), the bindings kept across a restart (each shard takes
+/// those it owns), and the table of sources failing authentication, which
+/// every shard counts in. The default restores nothing and sends nowhere.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    pub location: Arc<ArcSwap<Location>>,
     pub changes: Option<mpsc::Sender<Change>>,
     pub lockout: Arc<Lockout>,
+    pub restored: Arc<[Binding]>,
 }
 
 /// Fresh process-wide keys (owner hash, Call-ID MAC, minted ids) from the
@@ -115,8 +115,8 @@ impl Runtime {
         Self::start_with(cfg, policy, Directory::default(), secrets)
     }
 
-    /// [`Runtime::start`], with the registrar's location snapshot to read
-    /// and the channel its changes go to.
+    /// [`Runtime::start`], with what the shards share with the
+    /// registrar.
     pub fn start_with(
         cfg: RuntimeConfig,
         policy: Arc<ArcSwap<Policy>>,
@@ -189,6 +189,7 @@ impl Runtime {
                             Arc::clone(&stats),
                         );
                         engine.set_lockout(Arc::clone(&directory.lockout));
+                        engine.restore_bindings(directory.restored.iter().cloned());
                         // This shard's slice of the media ports.
                         let (media_sockets, media_base) = match (&media, engine.media_ports()) {
                             (Some(m), Some(range)) => {

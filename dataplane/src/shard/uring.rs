@@ -507,10 +507,6 @@ impl ShardLoop {
             if !Arc::ptr_eq(&current, self.engine.policy()) {
                 self.engine.set_policy(now, Arc::clone(&current));
             }
-            let location = self.directory.location.load();
-            if !Arc::ptr_eq(&location, self.engine.location()) {
-                self.engine.set_location(Arc::clone(&location));
-            }
 
             completions.clear();
             completions.extend(
@@ -553,7 +549,12 @@ impl ShardLoop {
             let mailbox = &self.mailboxes[self.me];
             mailbox.rearm();
             while let Some(h) = mailbox.pop() {
-                let _ = self.engine.handle_datagram(now, h.origin, &h.data);
+                match h {
+                    Handoff::Datagram { origin, data } => {
+                        let _ = self.engine.handle_datagram(now, origin, &data);
+                    }
+                    Handoff::Message(m) => self.engine.handle_shard_message(now, m),
+                }
             }
 
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
@@ -567,6 +568,18 @@ impl ShardLoop {
                 {
                     // The control plane applies, persists and publishes it.
                     let _ = to.send(change);
+                }
+            }
+            // The engine's messages for other shards (binding lookups).
+            while let Some((to, m)) = self.engine.poll_shard_message() {
+                let Some(mb) = self.mailboxes.get(usize::from(to.0)) else {
+                    continue;
+                };
+                match mb.push(Handoff::Message(m)) {
+                    Ok(true) => wakes.push(mb.ring_fd()),
+                    Ok(false) => {}
+                    // Full: the asking call times out (nobody to ring).
+                    Err(_) => self.stats.discard(Discard::Unanswerable),
                 }
             }
             for fd in wakes.drain(..) {
@@ -796,7 +809,7 @@ impl ShardLoop {
                     {
                         ShardStats::inc(&self.stats.handed_off);
                         if let Some(mb) = self.mailboxes.get(usize::from(owner.0)) {
-                            let h = Handoff {
+                            let h = Handoff::Datagram {
                                 origin,
                                 data: r.data.into(),
                             };

@@ -193,12 +193,12 @@ fn accounts_and_defaults_reach_the_policy() {
     assert!(off.accounts.settings.is_none());
     // Lockout off, algorithms and realm set.
     let text = format!(
-        "{BASE}[registrar]\nrealm = \"voice.example\"\nalgorithms = [\"SHA-256\"]\nlockout = {{ failures = 0 }}\nstate_file = \"/var/lib/sbc/registrations.json\"\n"
+        "{BASE}[registrar]\nrealm = \"voice.example\"\nalgorithms = [\"SHA-256\"]\nlockout = {{ failures = 0 }}\nstate_file = \"/var/lib/sbc/registrations.redb\"\n"
     );
     let config = Config::from_toml_str(&text).unwrap();
     assert_eq!(
         config.registrar_state_file(),
-        Some(std::path::Path::new("/var/lib/sbc/registrations.json"))
+        Some(std::path::Path::new("/var/lib/sbc/registrations.redb"))
     );
     let policy = config.compile(&StatsRegistry::new(), 1);
     let settings = policy.accounts.settings.as_ref().unwrap();

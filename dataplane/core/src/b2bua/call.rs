@@ -142,6 +142,8 @@ pub(crate) struct Routing {
     pub max_forwards: u32,
     /// The extension a [`crate::policy::PHONES`] target rings.
     pub extension: Option<Arc<str>>,
+    /// Waiting for the extension's owner to say where its phones are.
+    pub awaiting: bool,
 }
 
 /// The caller's initial INVITE and its server transaction.

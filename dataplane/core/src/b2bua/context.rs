@@ -48,8 +48,12 @@ pub(crate) struct Ctx {
     pub admit: u16,
     /// This shard's share of each trunk's `max_cps`, by trunk name.
     pub call_rate: std::collections::HashMap<Arc<str>, super::strangers::Bucket>,
-    /// Where registered accounts are (the control plane's snapshot).
-    pub location: Arc<crate::registrar::Location>,
+    /// Where the registered accounts this shard owns are (the accounts of
+    /// the extensions whose hash names it; see `lookup.rs`).
+    pub location: crate::registrar::Location,
+    /// Messages for other shards, waiting for
+    /// [`Engine::poll_shard_message`].
+    pub to_shards: VecDeque<(ShardId, super::lookup::ShardMessage)>,
 }
 
 impl Ctx {

@@ -62,7 +62,8 @@ impl Engine {
                 strangers: Default::default(),
                 call_rate: Default::default(),
                 admit: 1000,
-                location: Arc::default(),
+                location: Default::default(),
+                to_shards: VecDeque::new(),
             },
             calls: CallTable::default(),
             standalone: Standalone::default(),
@@ -73,20 +74,10 @@ impl Engine {
         }
     }
 
-    /// Installs the registrar's location snapshot (the control plane
-    /// publishes one after applying [`Event::Registration`] changes).
-    pub fn set_location(&mut self, location: Arc<crate::registrar::Location>) {
-        self.ctx.location = location;
-    }
-
     /// Shares the lockout table of the other shards (a source's requests
     /// reach any shard). By default each engine has its own.
     pub fn set_lockout(&mut self, lockout: Arc<crate::registrar::Lockout>) {
         self.registrar.lockout = lockout;
-    }
-
-    pub fn location(&self) -> &Arc<crate::registrar::Location> {
-        &self.ctx.location
     }
 
     /// Installs a configuration snapshot (the shard calls it with the one
@@ -99,6 +90,7 @@ impl Engine {
         self.sync_probes(now);
         self.sync_upstreams(now);
         self.sync_keepalives(now);
+        self.sync_bindings();
     }
 
     /// The share of new calls to admit, per mille (the shard's
@@ -166,11 +158,16 @@ impl Engine {
                 return Disposition::Done;
             }
         };
-        if self.ctx.shards > 1
-            && let Some(id) = msg.value(HeaderName::CallId)
-        {
-            let owner = self.ctx.ids.secrets().owner(id, self.ctx.shards);
-            if owner != self.ctx.shard {
+        if self.ctx.shards > 1 {
+            // A REGISTER goes to the shard that owns its extension's
+            // bindings; everything else to the owner of its Call-ID.
+            let owner = self.register_owner(&msg).or_else(|| {
+                msg.value(HeaderName::CallId)
+                    .map(|id| self.ctx.ids.secrets().owner(id, self.ctx.shards))
+            });
+            if let Some(owner) = owner
+                && owner != self.ctx.shard
+            {
                 return Disposition::HandOff(owner);
             }
         }

@@ -474,6 +474,7 @@ impl Engine {
                 invite_body: Bytes::copy_from_slice(req.msg.body()),
                 max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
                 extension: admitted.extension,
+                awaiting: false,
             })),
             uas,
             number: Arc::from(admitted.number),

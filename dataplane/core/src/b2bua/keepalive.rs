@@ -5,8 +5,8 @@
 //! is alive; `unreachable_after` in a row without one mark it unreachable
 //! (it is not rung) until it answers again or registers again.
 //!
-//! Each account is kept alive by one shard, the one its extension's hash
-//! names; the work is spread over the interval by a hash of the account, a
+//! Each account is kept alive by the shard that owns its binding (see
+//! `lookup.rs`); the work is spread over the interval by a hash of the account, a
 //! tick a second, so a hundred thousand phones never go out in one burst.
 
 use std::collections::HashMap;
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::context::Engine;
-use super::event::Event;
 use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
 use crate::registrar::{Binding, Change, Keepalive, KeepaliveMethod};
 use crate::sip::Method;
@@ -42,9 +41,11 @@ struct State {
 }
 
 impl Engine {
-    /// Starts or stops the ticks as the policy says.
+    /// Starts or stops the ticks as the policy says: they run while the
+    /// registrar is on (expiring bindings), sending keepalives when those
+    /// are configured.
     pub(crate) fn sync_keepalives(&mut self, now: Instant) {
-        let on = self.keepalive_settings().is_some();
+        let on = self.ctx.policy.accounts.settings.is_some();
         match (on, self.keepalives.next_at) {
             (true, None) => {
                 self.keepalives.next_at = Some(now + TICK);
@@ -65,11 +66,9 @@ impl Engine {
         self.ctx.policy.accounts.settings.as_ref()?.keepalive
     }
 
-    /// A tick: keepalives for this shard's accounts whose slot is due.
+    /// A tick: expired bindings go, and the keepalives whose slot is due
+    /// are sent.
     pub(crate) fn keepalive_due(&mut self, now: Instant) {
-        let Some(settings) = self.keepalive_settings() else {
-            return;
-        };
         let Some(at) = self.keepalives.next_at else {
             return;
         };
@@ -79,25 +78,29 @@ impl Engine {
         let next = now + TICK;
         self.keepalives.next_at = Some(next);
         self.standalone.set_alarm(next, Alarm::Keepalive);
+        self.expire_bindings(now);
+        let Some(settings) = self.keepalive_settings() else {
+            return;
+        };
         let slots = settings.interval.as_secs().max(1);
         let slot = self.keepalives.tick % slots;
         self.keepalives.tick = self.keepalives.tick.wrapping_add(1);
-        let location = Arc::clone(&self.ctx.location);
         let secrets = *self.ctx.ids.secrets();
-        let (shard, shards) = (self.ctx.shard, self.ctx.shards);
-        let due: Vec<&Binding> = location
+        let due: Vec<Binding> = self
+            .ctx
+            .location
             .iter()
-            .filter(|b| b.expires > now)
-            .filter(|b| secrets.owner(b.extension.as_bytes(), shards) == shard)
             .filter(|b| secrets.spread(b.account.as_bytes()) % slots == slot)
+            .cloned()
             .collect();
-        for b in due {
+        for b in &due {
             match settings.method {
                 KeepaliveMethod::Crlf => self.ctx.send(b.flow, Bytes::from_static(b"\r\n\r\n")),
                 KeepaliveMethod::Options => self.send_keepalive(now, b, settings),
             }
         }
         // Accounts no longer bound are forgotten.
+        let location = &self.ctx.location;
         let Keepalives {
             accounts,
             in_flight,
@@ -184,10 +187,10 @@ impl Engine {
         };
         let reachable = state.misses < settings.unreachable_after;
         if reachable != b.reachable {
-            self.ctx.emit(Event::Registration(Change::Reachable {
+            self.record(Change::Reachable {
                 account: Arc::clone(&b.account),
                 reachable,
-            }));
+            });
         }
     }
 }

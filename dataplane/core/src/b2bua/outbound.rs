@@ -97,10 +97,9 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
 }
 
 /// Rings every registered account of `extension` at once (RFC 3261
-/// §16.6: parallel forking): one INVITE per binding, to the address the
-/// phone registered from, with its Contact as the Request-URI. None
-/// registered (or none reachable: keepalives unanswered): 480, and the
-/// next target (if any) is tried.
+/// §16.6: parallel forking). This shard knows where they are when it owns
+/// the extension's bindings; otherwise it asks the owner and the call
+/// waits for the answer ([`on_located`]; see `lookup.rs`).
 fn fork_to_extension(
     ctx: &mut Ctx,
     call: &mut Call,
@@ -109,13 +108,85 @@ fn fork_to_extension(
     invite: Invite,
     now: Instant,
 ) -> Result<(), Next> {
+    let Some(extension) = extension else {
+        return fork_to(ctx, call, (target, ""), Vec::new(), invite, now);
+    };
+    let owner = ctx.ids.secrets().owner(extension.as_bytes(), ctx.shards);
+    if owner == ctx.shard {
+        let bindings = super::lookup::located(&call.policy, &ctx.location, &extension, now);
+        return fork_to(ctx, call, (target, &extension), bindings, invite, now);
+    }
+    // The previous attempt's trunk slot goes back while the call waits.
+    if let Some(held) = call.b_open.take()
+        && let Some(t) = call.policy.trunk(held)
+    {
+        t.stats.close(Direction::Outbound);
+    }
+    call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
+    if let Some(routing) = call.routing_mut() {
+        routing.awaiting = true;
+    }
+    ctx.to_shards.push_back((
+        owner,
+        super::lookup::ShardMessage::Lookup {
+            from: ctx.shard,
+            call: call.me,
+            extension,
+        },
+    ));
+    call.timers
+        .set(TimerName::NoResponse, now + super::lookup::LOOKUP_TIMEOUT);
+    Ok(())
+}
+
+/// The owner of the extension said where its phones are (or the lookup
+/// timed out: `bindings` empty). The waiting call rings them, or goes on
+/// to its next target.
+pub(crate) fn on_located(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    bindings: Vec<super::lookup::Located>,
+    now: Instant,
+) {
+    let Some(routing) = call.routing_mut().filter(|r| r.awaiting) else {
+        return;
+    };
+    routing.awaiting = false;
+    let Some(target) = routing
+        .next_target
+        .checked_sub(1)
+        .and_then(|i| routing.targets.get(i))
+        .copied()
+    else {
+        return;
+    };
+    let invite = Invite {
+        body: routing.invite_body.clone(),
+        headers: routing.invite_headers.clone(),
+        max_forwards: routing.max_forwards,
+    };
+    let extension = routing.extension.clone().unwrap_or_else(|| Arc::from(""));
+    call.timers.cancel(TimerName::NoResponse);
+    match fork_to(ctx, call, (target, &extension), bindings, invite, now) {
+        Ok(()) => {}
+        Err(Next::Target) if next_attempt(ctx, call, now) => {}
+        Err(_) => fail_call(ctx, call, now),
+    }
+}
+
+/// One INVITE per phone in `bindings`, to the address it registered
+/// from, with its Contact as the Request-URI. None (nobody registered, or
+/// nobody reachable: keepalives unanswered): 480, and the next target (if
+/// any) is tried.
+fn fork_to(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    (target, extension): (crate::policy::Target, &str),
+    bindings: Vec<super::lookup::Located>,
+    invite: Invite,
+    now: Instant,
+) -> Result<(), Next> {
     let policy = Arc::clone(&call.policy);
-    let location = Arc::clone(&ctx.location);
-    let bindings: smallvec::SmallVec<[&crate::registrar::Binding; 2]> = extension
-        .iter()
-        .flat_map(|e| policy.accounts.extension(e))
-        .filter_map(|a| location.reachable(&a.username, now))
-        .collect();
     let Some(first) = bindings.first() else {
         ctx.stats.refused(Refusal::NotRegistered);
         merge_failure(call, local_failure(Refusal::NotRegistered, true));
@@ -134,7 +205,7 @@ fn fork_to_extension(
     let host = ctx.local(first.flow.local).host.clone();
     let mut to = BytesMut::with_capacity(64);
     to.put_slice(b"<sip:");
-    escape_user(extension.as_deref().unwrap_or("").as_bytes(), &mut to);
+    escape_user(extension.as_bytes(), &mut to);
     to.put_u8(b'@');
     to.put_slice(&host);
     to.put_u8(b'>');

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::context::Engine;
-use super::event::Event;
 use crate::net::Flow;
 use crate::policy::Policy;
 use crate::registrar::{Account, Binding, Change, NonceCheck, RegisterResult, Settings};
@@ -413,7 +412,7 @@ impl Engine {
         let granted = u32::try_from(requested.min(u64::from(settings.max_expires)))
             .unwrap_or(settings.max_expires);
         let contact_uri = Bytes::copy_from_slice(contact.uri);
-        self.ctx.emit(Event::Registration(Change::Bound(Binding {
+        self.record(Change::Bound(Binding {
             account: Arc::clone(&account.username),
             extension: Arc::clone(&account.extension),
             contact: contact_uri.clone(),
@@ -422,7 +421,7 @@ impl Engine {
             call_id: Bytes::copy_from_slice(req.call_id),
             cseq: req.cseq.seq,
             reachable: true,
-        })));
+        }));
         let value = contact_value(&contact_uri, granted);
         self.registrar_answer(
             req,
@@ -454,9 +453,9 @@ impl Engine {
                 &[],
             );
         }
-        self.ctx.emit(Event::Registration(Change::Removed {
+        self.record(Change::Removed {
             account: Arc::clone(&account.username),
-        }));
+        });
         self.registrar_answer(
             req,
             origin,

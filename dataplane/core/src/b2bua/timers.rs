@@ -163,6 +163,10 @@ fn call_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
                 // BRIEF §6: a call whose media stopped is ended on both legs.
                 bye_both(ctx, call, now, EndReason::MediaTimeout);
             }
+            TimerName::NoResponse if call.routing_mut().is_some_and(|r| r.awaiting) => {
+                // The extension's owner did not answer: nobody to ring.
+                super::outbound::on_located(ctx, call, Vec::new(), now);
+            }
             TimerName::NoResponse if call.current().is_some_and(|a| !a.tx.heard_back()) => {
                 attempt_timed_out(ctx, call, now);
             }

@@ -194,13 +194,22 @@ impl Sim {
     }
 
     pub fn with_policy(policy: Policy) -> Self {
+        Self::shard(policy, 0, 1)
+    }
+
+    /// The secrets every sim's engine is made with.
+    pub fn secrets() -> Secrets {
+        Secrets::from_bytes(std::array::from_fn(|i| i as u8))
+    }
+
+    /// Shard `shard` of `shards`, all made with [`Sim::secrets`].
+    pub fn shard(policy: Policy, shard: u16, shards: u16) -> Self {
         let policy = Arc::new(policy);
         let stats = Arc::new(ShardStats::default());
-        let secrets = Secrets::from_bytes(std::array::from_fn(|i| i as u8));
         let engine = Engine::new(
-            ShardId(0),
-            1,
-            secrets,
+            ShardId(shard),
+            shards,
+            Self::secrets(),
             Arc::clone(&policy),
             Arc::clone(&stats),
         );
