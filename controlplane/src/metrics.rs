@@ -293,6 +293,30 @@ impl SbcCollector {
                 ([("trunk", &*t.name)], i64::from(status))
             }),
         )?;
+        let now = std::time::Instant::now();
+        let dynamic: Vec<(&str, i64)> = read_view(&self.location, |location| {
+            policy
+                .trunks
+                .iter()
+                .filter(|t| t.dynamic)
+                .map(|t| {
+                    let key = sbc_core::registrar::trunk_account_key(&t.name);
+                    let bound = policy
+                        .accounts
+                        .extension(&key)
+                        .any(|a| location.get(&a.username, now).is_some());
+                    (&*t.name, i64::from(bound))
+                })
+                .collect()
+        });
+        gauge(
+            enc,
+            "dynamic_trunk_registered",
+            "1 while the trunk (host = \"dynamic\") is registered to the SBC, 0 while it is not (its calls get 480).",
+            dynamic
+                .into_iter()
+                .map(|(trunk, v)| ([("trunk", trunk)], v)),
+        )?;
         let rounds = registering().flat_map(|t| {
             [("registered", 0), ("failed", 1)].map(|(result, i)| {
                 (
@@ -440,6 +464,7 @@ impl SbcCollector {
                 .accounts
                 .all()
                 .iter()
+                .filter(|a| a.trunk.is_none())
                 .map(|a| (Arc::clone(&a.extension), 0))
                 .collect();
             let mut unreachable = 0usize;

@@ -273,3 +273,59 @@ fn a_phone_authenticates_and_calls_out() {
         1.0
     );
 }
+
+/// A gateway that registers to the SBC (`host = "dynamic"`): calls routed
+/// to it get 480 until it registers, then reach it where it registered
+/// from.
+#[test]
+fn a_dynamic_trunk_is_reached_where_it_registered_from() {
+    let net = Net(129);
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut config = registrar_config(net, &state_dir.path().join("registrations.redb"));
+    config.push_str(concat!(
+        "\n[[trunks]]\nname = \"isdn-gw\"\nhost = \"dynamic\"\n",
+        "username = \"gw1\"\nsecret = \"gw-secret\"\n",
+        "\n[[routes]]\nname = \"to-gw\"\nfrom = [\"carrier-a\"]\nnumbers = [\"+4455*\"]\n",
+        "targets = [{ trunk = \"isdn-gw\" }]\n",
+    ));
+    let sbc = Sbc::start(net, &config);
+    let call = |k: u16| {
+        let mut args = uac_args(net, &net.carrier_a(), "uac_basic.xml", "+445512", 1, 1, k);
+        args.extend(["-d".into(), "500".into()]);
+        Sipp::spawn("carrier", &args)
+    };
+    let early = call(0).wait(Duration::from_secs(60));
+    assert_eq!(early.successful, 0);
+    assert!(
+        early.output.contains("received 'SIP/2.0 480"),
+        "{}",
+        early.output
+    );
+    let registered = "sbc_dynamic_trunk_registered{trunk=\"isdn-gw\"}";
+    assert_eq!(sbc.metric(registered), 0.0);
+
+    let gw = net.ip(60);
+    let ok = register(net, &gw, "gw1", "gw-secret", 10);
+    assert_eq!((ok.code, ok.successful), (Some(0), 1), "{}", ok.output);
+    assert_eq!(sbc.wait_metric(registered, 1.0), 1.0, "{}", sbc.log());
+
+    let mut uas = uas_args(net, &gw, "uas_answer.xml", 1, 20);
+    let port = uas.iter().position(|a| a == "-p").unwrap();
+    uas[port + 1] = "5070".into();
+    let uas = Sipp::spawn("gateway", &uas);
+    let uac = call(40).wait(Duration::from_secs(60));
+    let uas = uas.wait(Duration::from_secs(30));
+    assert_eq!(
+        (uac.code, uac.successful, uas.successful),
+        (Some(0), 1, 1),
+        "{}\n{}\n{}",
+        uac.output,
+        uas.output,
+        sbc.log()
+    );
+    assert_eq!(
+        sbc.metric("sbc_calls_answered_total{trunk=\"isdn-gw\",direction=\"outbound\"}"),
+        1.0
+    );
+    assert!(!sbc.log().contains("gw-secret"));
+}

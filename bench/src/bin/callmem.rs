@@ -59,6 +59,7 @@ fn policy() -> Policy {
         max_cps: None,
         public: false,
         registration: None,
+        dynamic: false,
         stats: Arc::default(),
     };
     Policy {

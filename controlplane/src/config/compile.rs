@@ -41,6 +41,30 @@ impl StatsRegistry {
     }
 }
 
+/// Where a trunk that registers "is" until it does: never sent to.
+const UNUSED_ADDRESS: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// The accounts of the trunks that register to the SBC.
+fn trunk_accounts(trunks: &[super::file::Trunk]) -> Vec<sbc_core::registrar::Account> {
+    trunks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.host.is_some())
+        .filter_map(|(i, t)| {
+            Some(sbc_core::registrar::Account {
+                username: t.username.as_ref()?.0.as_str().into(),
+                extension: sbc_core::registrar::trunk_account_key(&t.name.0),
+                secret: sbc_core::registrar::AccountSecret::Password(
+                    t.secret.as_ref()?.0.as_bytes().into(),
+                ),
+                networks: Vec::new(),
+                trunk: Some(TrunkId(u16::try_from(i).unwrap_or(u16::MAX))),
+            })
+        })
+        .collect()
+}
+
 pub fn compile(
     file: &ConfigFile,
     media: &MediaPolicy,
@@ -64,34 +88,36 @@ pub fn compile(
             .collect::<Vec<_>>()
     };
 
-    let trunks = file
-        .trunks
-        .iter()
-        .map(|t| Trunk {
-            name: t.name.0.as_str().into(),
-            sources: t.sources.iter().map(|n| n.0).collect(),
-            address: t.address.0,
-            media: t.media.0,
-            strict_latch: t.strict_latch,
-            codecs: t
-                .codecs
-                .as_ref()
-                .map(|list| list.iter().map(|c| c.0.clone()).collect()),
-            probe: t.probe.map(|p| Probe {
-                interval: std::time::Duration::from_secs(u64::from(p.interval_s)),
-                down_after: p.down_after,
-                up_after: p.up_after,
-            }),
-            max_calls: t.max_calls,
-            max_cps: t.max_cps,
-            public: t.public,
-            registration: t
-                .register
-                .as_ref()
-                .map(|r| super::upstream::compile(r, t.address.0)),
-            stats: stats.trunk(&t.name.0),
-        })
-        .collect();
+    let trunks =
+        file.trunks
+            .iter()
+            .map(|t| Trunk {
+                name: t.name.0.as_str().into(),
+                sources: t.sources.iter().map(|n| n.0).collect(),
+                // Unused for a trunk that registers (it is reached where it
+                // registered from).
+                address: t.address.map_or(UNUSED_ADDRESS, |a| a.0),
+                media: t.media.0,
+                strict_latch: t.strict_latch,
+                codecs: t
+                    .codecs
+                    .as_ref()
+                    .map(|list| list.iter().map(|c| c.0.clone()).collect()),
+                probe: t.probe.map(|p| Probe {
+                    interval: std::time::Duration::from_secs(u64::from(p.interval_s)),
+                    down_after: p.down_after,
+                    up_after: p.up_after,
+                }),
+                max_calls: t.max_calls,
+                max_cps: t.max_cps,
+                public: t.public,
+                registration: t.register.as_ref().map(|r| {
+                    super::upstream::compile(r, t.address.map_or(UNUSED_ADDRESS, |a| a.0))
+                }),
+                dynamic: t.host.is_some(),
+                stats: stats.trunk(&t.name.0),
+            })
+            .collect();
 
     let mut routes: Vec<Route> = file
         .routes
@@ -165,7 +191,11 @@ pub fn compile(
         // Anchoring is the default: there is always a relay; a trunk asks
         // for bypass with `media = "bypass"`.
         media: Some(media.clone()),
-        accounts: super::registrar::compile(file.registrar.as_ref(), &file.extensions),
+        accounts: super::registrar::compile(
+            file.registrar.as_ref(),
+            &file.extensions,
+            trunk_accounts(&file.trunks),
+        ),
     }
 }
 

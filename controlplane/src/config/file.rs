@@ -124,8 +124,18 @@ pub struct Acl {
 #[serde(deny_unknown_fields)]
 pub struct Trunk {
     pub name: Name,
+    /// Requests from these networks are the trunk's (not with `host =
+    /// "dynamic"`).
+    #[serde(default)]
     pub sources: Vec<Network>,
-    pub address: SocketAddress,
+    /// Where its calls go (not with `host = "dynamic"`).
+    pub address: Option<SocketAddress>,
+    /// `"dynamic"`: the trunk registers to the SBC with `username` and
+    /// `secret`, and is reached where it registered from.
+    pub host: Option<Dynamic>,
+    pub username: Option<super::registrar::Username>,
+    #[serde(alias = "password")]
+    pub secret: Option<super::registrar::SecretText>,
     /// Anchor (the default) or bypass.
     #[serde(default)]
     pub media: Mode,
@@ -147,6 +157,13 @@ pub struct Trunk {
     pub public: bool,
     /// The SBC registers itself to the trunk; absent: it does not.
     pub register: Option<super::upstream::Register>,
+}
+
+/// `host = "dynamic"` (the only value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dynamic {
+    Dynamic,
 }
 
 /// A trunk's `probe = { interval_s = 30, down_after = 3, up_after = 2 }`.

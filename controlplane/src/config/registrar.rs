@@ -404,9 +404,14 @@ fn account(a: &AccountEntry, path: &FieldPath) -> Check {
     Ok(())
 }
 
-/// The registrar is on when `[registrar]` or any extension is configured.
-pub fn compile(registrar: Option<&Registrar>, extensions: &[Extension]) -> Accounts {
-    if registrar.is_none() && extensions.is_empty() {
+/// The registrar is on when `[registrar]`, any extension or any trunk that
+/// registers (`trunk_accounts`) is configured.
+pub fn compile(
+    registrar: Option<&Registrar>,
+    extensions: &[Extension],
+    trunk_accounts: Vec<Account>,
+) -> Accounts {
+    if registrar.is_none() && extensions.is_empty() && trunk_accounts.is_empty() {
         return Accounts::default();
     }
     let r = registrar.cloned().unwrap_or_default();
@@ -472,8 +477,10 @@ pub fn compile(registrar: Option<&Registrar>, extensions: &[Extension]) -> Accou
                     },
                 },
                 networks: a.networks.iter().map(|n| n.0).collect(),
+                trunk: None,
             })
         })
+        .chain(trunk_accounts)
         .collect();
     Accounts::new(Some(settings), accounts)
 }

@@ -87,7 +87,32 @@ pub fn validate(file: &ConfigFile) -> Check {
     for (i, did) in file.dids.iter().enumerate() {
         self::did(did, &trunks, &extensions, &root.key("dids").index(i))?;
     }
-    super::registrar::validate(file.registrar.as_ref(), &file.extensions, &root)
+    super::registrar::validate(file.registrar.as_ref(), &file.extensions, &root)?;
+    trunk_usernames(file, &root)
+}
+
+/// A trunk that registers has a username no account and no other such
+/// trunk has.
+fn trunk_usernames(file: &super::file::ConfigFile, root: &FieldPath) -> Check {
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    for (i, e) in file.extensions.iter().enumerate() {
+        for (j, a) in e.accounts.iter().enumerate() {
+            seen.entry(a.username.0.as_str())
+                .or_insert_with(|| format!("extensions[{i}].accounts[{j}]"));
+        }
+    }
+    for (i, t) in file.trunks.iter().enumerate() {
+        let Some(user) = &t.username else {
+            continue;
+        };
+        if let Some(first) = seen.insert(user.0.as_str(), format!("trunks[{i}]")) {
+            return at(
+                root.key("trunks").index(i).key("username"),
+                format!("duplicate username \"{}\" (first at {first})", user.0),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn sip(sip: &Sip, path: &FieldPath) -> Check {
@@ -203,6 +228,22 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
                 "\"phones\" is reserved: routes name the registered phones with it",
             ));
         }
+        if trunk.host.is_some() {
+            dynamic_trunk(trunk, &path)?;
+            continue;
+        }
+        for key in ["username", "secret"] {
+            let given = match key {
+                "username" => trunk.username.is_some(),
+                _ => trunk.secret.is_some(),
+            };
+            if given {
+                return Err(Problem::new(
+                    path.key(key),
+                    "only a trunk with host = \"dynamic\" has credentials (the SBC's own registration goes in register = { ... })",
+                ));
+            }
+        }
         if trunk.sources.is_empty() {
             return Err(Problem::new(
                 path.key("sources"),
@@ -232,7 +273,13 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
                 return Err(Problem::new(path.key("sources").index(j), message));
             }
         }
-        if let Some(message) = not_unicast(trunk.address.0) {
+        let Some(address) = trunk.address else {
+            return Err(Problem::new(
+                path.key("address"),
+                "required: where the trunk's calls go (or host = \"dynamic\" for a trunk that registers)",
+            ));
+        };
+        if let Some(message) = not_unicast(address.0) {
             return Err(Problem::new(path.key("address"), message));
         }
         if let Some(codecs) = &trunk.codecs {
@@ -244,18 +291,57 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
         if let Some(register) = &trunk.register {
             super::upstream::validate(register, &path.key("register"))?;
         }
-        for (key, value) in [("max_calls", trunk.max_calls), ("max_cps", trunk.max_cps)] {
-            if let Some(n) = value
-                && !(1..=1_000_000).contains(&n)
-            {
-                return Err(Problem::new(
-                    path.key(key),
-                    format!("{n} is out of range: must be between 1 and 1000000"),
-                ));
-            }
-        }
+        check_limits(trunk, &path)?;
     }
     Ok(names)
+}
+
+/// A trunk with `host = "dynamic"`: credentials, and nothing that needs a
+/// fixed address.
+fn dynamic_trunk(trunk: &Trunk, path: &FieldPath) -> Result<(), Problem> {
+    if trunk.username.is_none() {
+        return Err(Problem::new(
+            path.key("username"),
+            "required with host = \"dynamic\": the account the trunk registers with",
+        ));
+    }
+    if trunk.secret.is_none() {
+        return Err(Problem::new(
+            path.key("secret"),
+            "required with host = \"dynamic\" (the value is never shown)",
+        ));
+    }
+    let fixed = [
+        ("sources", !trunk.sources.is_empty()),
+        ("address", trunk.address.is_some()),
+        ("probe", trunk.probe.is_some()),
+        ("register", trunk.register.is_some()),
+    ];
+    if let Some((key, _)) = fixed.iter().find(|(_, given)| *given) {
+        return Err(Problem::new(
+            path.key(key),
+            "not with host = \"dynamic\": the trunk is reached where it registered from",
+        ));
+    }
+    if let Some(codecs) = &trunk.codecs {
+        check_codecs(codecs, &path.key("codecs"))?;
+    }
+    check_limits(trunk, path)
+}
+
+/// `max_calls` and `max_cps` are in range.
+fn check_limits(trunk: &Trunk, path: &FieldPath) -> Result<(), Problem> {
+    for (key, value) in [("max_calls", trunk.max_calls), ("max_cps", trunk.max_cps)] {
+        if let Some(n) = value
+            && !(1..=1_000_000).contains(&n)
+        {
+            return Err(Problem::new(
+                path.key(key),
+                format!("{n} is out of range: must be between 1 and 1000000"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Longest probe interval accepted, in seconds.

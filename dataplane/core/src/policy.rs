@@ -63,6 +63,11 @@ pub struct Trunk {
     /// The SBC registers itself to this trunk (BRIEF §2); its credentials
     /// also answer the trunk's challenges to our INVITEs.
     pub registration: Option<Arc<Registration>>,
+    /// The trunk registers to the SBC (`host = "dynamic"`, a gateway
+    /// without a fixed address): it is reached at the binding of its
+    /// account (see [`crate::registrar::Account::trunk`]), its requests are
+    /// authenticated by digest, `sources` is empty and `address` unused.
+    pub dynamic: bool,
     pub stats: Arc<TrunkStats>,
 }
 
@@ -384,6 +389,19 @@ impl Policy {
         self.trunk_for_source(ip)
     }
 
+    /// Where a trunk's requests go: its configured address (`None` for
+    /// phones and trunks that register: where they registered from).
+    pub fn fixed_address(&self, trunk: TrunkId) -> Option<SocketAddr> {
+        self.trunk(trunk).filter(|t| !t.dynamic).map(|t| t.address)
+    }
+
+    /// Whether the peer of a leg on `trunk` is wherever it registered from
+    /// (registered phones, trunks that register to the SBC) rather than a
+    /// trunk's configured networks.
+    pub fn reached_by_binding(&self, trunk: TrunkId) -> bool {
+        trunk == PHONES || self.trunk(trunk).is_some_and(|t| t.dynamic)
+    }
+
     /// Whether `ip` speaks for `trunk`: the trunk its address belongs to,
     /// or, for a trunk the SBC registers to, one of its networks (shared
     /// with another registration with the same provider).
@@ -454,6 +472,7 @@ mod tests {
             max_cps: None,
             public: false,
             registration: None,
+            dynamic: false,
             stats: Arc::default(),
         }
     }

@@ -35,6 +35,7 @@ fn extension_policy(mut p: Policy) -> Policy {
                 extension: "201".into(),
                 secret: AccountSecret::Password(b"x".to_vec().into()),
                 networks: vec![],
+                trunk: None,
             })
             .collect(),
     );
@@ -429,6 +430,7 @@ fn phones_policy() -> Policy {
         extension: "202".into(),
         secret: AccountSecret::Password(b"bobs-secret".to_vec().into()),
         networks: vec![],
+        trunk: None,
     });
     p.accounts = Accounts::new(Some(Settings::default()), accounts);
     p.acl.strangers.per_source = 100;

@@ -38,6 +38,7 @@ fn keepalive_sim(method: KeepaliveMethod) -> Sim {
             extension: "201".into(),
             secret: AccountSecret::Password(b"x".to_vec().into()),
             networks: vec![],
+            trunk: None,
         }],
     );
     let mut sim = Sim::with_policy(p);

@@ -49,6 +49,7 @@ fn registrar_policy() -> Policy {
                 extension: "201".into(),
                 secret: AccountSecret::Password(b"alices-secret".to_vec().into()),
                 networks: vec![],
+                trunk: None,
             },
             Account {
                 username: "bob".into(),
@@ -58,6 +59,7 @@ fn registrar_policy() -> Policy {
                     sha256: None,
                 },
                 networks: vec!["203.0.113.0/24".parse().unwrap()],
+                trunk: None,
             },
         ],
     );

@@ -59,7 +59,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
 );
 rejects!(
     unknown_target_key,
@@ -76,7 +76,7 @@ rejects!(
 rejects!(
     missing_trunk_address,
     with_base("[[trunks]]\nname = \"x\"\nsources = [\"1.2.3.4\"]\n"),
-    "trunks[2]: missing field `address`"
+    "trunks[2].address: required: where the trunk's calls go (or host = \"dynamic\" for a trunk that registers)"
 );
 rejects!(
     listen_is_not_a_list,

@@ -127,3 +127,74 @@ fn two_registrations_with_one_provider_may_share_its_addresses() {
     );
     assert!(shared(&reg("acct-1"), "").is_err());
 }
+
+/// A trunk that registers to the SBC: `host = "dynamic"`.
+const GATEWAY: &str = "[[trunks]]\nname = \"isdn-gw\"\nhost = \"dynamic\"\nusername = \"gw1\"\nsecret = \"gw-secret\"\n";
+
+#[test]
+fn a_dynamic_trunk_is_an_account_and_a_trunk_without_addresses() {
+    let c = config(&format!(
+        "{GATEWAY}{}[[routes]]\nname = \"in\"\nfrom = [\"carrier\"]\nnumbers = [\"+4455*\"]\ntargets = [{{ trunk = \"isdn-gw\" }}]\n",
+        trunk("carrier", "192.0.2.20", "")
+    ))
+    .unwrap();
+    let policy = c.compile(&StatsRegistry::default(), 1);
+    let gw = &policy.trunks[0];
+    assert!(gw.dynamic && gw.sources.is_empty());
+    assert!(policy.reached_by_binding(sbc_core::policy::TrunkId(0)));
+    assert_eq!(policy.fixed_address(sbc_core::policy::TrunkId(0)), None);
+    // The registrar is on, and its account is the trunk's, under a name
+    // no one can dial.
+    assert!(policy.accounts.settings.is_some());
+    let account = policy.accounts.account(b"gw1").unwrap();
+    assert_eq!(account.trunk, Some(sbc_core::policy::TrunkId(0)));
+    assert!(!policy.accounts.is_extension(&account.extension));
+    assert!(!format!("{policy:?}").contains("gw-secret"));
+    // `password` is accepted for `secret`.
+    let alias = GATEWAY.replace("secret =", "password =");
+    assert!(config(&alias).is_ok());
+}
+
+#[test]
+fn dynamic_trunks_are_checked() {
+    for (text, want) in [
+        (
+            GATEWAY.replace("username = \"gw1\"\n", ""),
+            "trunks[0].username: required with host = \"dynamic\"",
+        ),
+        (
+            GATEWAY.replace("secret = \"gw-secret\"\n", ""),
+            "trunks[0].secret: required with host = \"dynamic\"",
+        ),
+        (
+            format!("{GATEWAY}sources = [\"192.0.2.9\"]\n"),
+            "trunks[0].sources: not with host = \"dynamic\"",
+        ),
+        (
+            format!("{GATEWAY}address = \"192.0.2.9:5060\"\n"),
+            "trunks[0].address: not with host = \"dynamic\"",
+        ),
+        (
+            GATEWAY.replace("\"dynamic\"", "\"static\""),
+            "trunks[0].host: unknown variant `static`",
+        ),
+        (
+            format!("{}username = \"x\"\n", trunk("carrier", "192.0.2.20", "")),
+            "trunks[0].username: only a trunk with host = \"dynamic\" has credentials",
+        ),
+        (
+            "[[trunks]]\nname = \"carrier\"\nsources = [\"192.0.2.20\"]\n".to_owned(),
+            "trunks[0].address: required",
+        ),
+        (
+            format!(
+                "{GATEWAY}[[extensions]]\nnumber = \"100\"\naccounts = [{{ username = \"gw1\", secret = \"x\" }}]\n"
+            ),
+            "trunks[0].username: duplicate username \"gw1\" (first at extensions[0].accounts[0])",
+        ),
+    ] {
+        let err = config(&text).unwrap_err();
+        assert!(err.contains(want), "expected {want:?} in {err:?}");
+        assert!(!err.contains("gw-secret"), "{err}");
+    }
+}

@@ -58,10 +58,11 @@ pub(crate) struct Leg {
 
 impl Leg {
     /// Whether a message from `ip` comes from this leg's peer: its trunk's
-    /// sources, or for a leg facing a registered phone
-    /// ([`crate::policy::PHONES`]) the address the phone is reached at.
+    /// sources, or for a leg facing a registered phone or a trunk that
+    /// registers ([`Policy::reached_by_binding`]) the address it is
+    /// reached at.
     pub fn is_peer(&self, policy: &Policy, ip: std::net::IpAddr) -> bool {
-        if self.trunk == crate::policy::PHONES {
+        if policy.reached_by_binding(self.trunk) {
             crate::net::canonical(ip) == crate::net::canonical(self.flow.remote.ip())
         } else {
             policy.is_source_of(self.trunk, ip)

@@ -441,9 +441,9 @@ impl Engine {
             flow: Flow::udp(origin.remote, origin.local),
             trunk,
         };
-        // A phone is answered where it sent from (RFC 3581 §4), whatever
-        // its Via says.
-        let answer_to = if trunk == crate::policy::PHONES {
+        // A phone (or a registering trunk) is answered where it sent from
+        // (RFC 3581 §4), whatever its Via says.
+        let answer_to = if self.ctx.policy.reached_by_binding(trunk) {
             origin
         } else {
             response_dest(req, origin)

@@ -138,9 +138,11 @@ pub(crate) fn cross(
         .map(|l| crate::net::canonical(l.bind.ip()))
         .collect();
     own.extend([media_policy.bind, media_policy.advertise].map(crate::net::canonical));
-    // A phone's own network is the address it is reached at.
+    // A phone's (or a registering trunk's) own network is the address it
+    // is reached at.
     let phone = |leg: &super::call::Leg| {
-        (leg.trunk == crate::policy::PHONES)
+        policy
+            .reached_by_binding(leg.trunk)
             .then(|| ipnet::IpNet::from(crate::net::canonical(leg.flow.remote.ip())))
     };
     let (pa, pb) = (phone(&call.a), phone(&call.b));
@@ -151,9 +153,16 @@ pub(crate) fn cross(
         peers,
         forbidden: &media_policy.forbidden,
         own: &own,
+        // Where it registered from, else its trunk's networks.
         home: [
-            ta.map_or(pa.as_slice(), |t| &t.sources[..]),
-            tb.map_or(pb.as_slice(), |t| &t.sources[..]),
+            match (&pa, ta) {
+                (Some(p), _) => std::slice::from_ref(p),
+                (None, t) => t.map_or(&[][..], |t| &t.sources[..]),
+            },
+            match (&pb, tb) {
+                (Some(p), _) => std::slice::from_ref(p),
+                (None, t) => t.map_or(&[][..], |t| &t.sources[..]),
+            },
         ],
         public: [ta.is_some_and(|t| t.public), tb.is_some_and(|t| t.public)],
         strict: [

@@ -18,7 +18,6 @@ use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
 use super::teardown::{fail_call, send_cancel};
 use crate::media::Role;
-use crate::policy::PHONES;
 use crate::refusal::Refusal;
 use crate::sip::{HeaderName, Response, escape_user};
 use crate::stats::{Direction, ShardStats};
@@ -33,6 +32,7 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
 /// INVITE.
 fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now: Instant) -> bool {
     loop {
+        let policy = Arc::clone(&call.policy);
         let Some(routing) = call.routing_mut() else {
             return false;
         };
@@ -54,7 +54,12 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
             headers,
             max_forwards: routing.max_forwards,
         };
-        if target.trunk == PHONES {
+        if let Some(t) = policy.trunk(target.trunk).filter(|t| t.dynamic) {
+            // A trunk that registers to the SBC: rung where it registered
+            // from, like an extension (its account is kept under this key).
+            routing.extension = Some(crate::registrar::trunk_account_key(&t.name));
+        }
+        if policy.reached_by_binding(target.trunk) {
             let extension = routing.extension.clone();
             match fork_to_extension(ctx, call, target, extension, invite, now) {
                 Ok(()) => return true,
@@ -62,7 +67,6 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
                 Err(Next::Stop) => return false,
             }
         }
-        let policy = std::sync::Arc::clone(&call.policy);
         let Some(trunk) = policy.trunk(target.trunk) else {
             continue;
         };
@@ -197,10 +201,20 @@ fn fork_to(
     {
         t.stats.close(Direction::Outbound);
     }
-    call.b.trunk = PHONES;
+    // A trunk that registers counts like any trunk (and is skipped at its
+    // max_calls); phones count as no trunk.
+    if let Some(t) = policy.trunk(target.trunk) {
+        if !t.stats.try_open(Direction::Outbound, t.max_calls) {
+            return Err(Next::Target);
+        }
+        call.b_open = Some(target.trunk);
+        t.stats.attempt(Direction::Outbound);
+    }
+    // PHONES, or the trunk that registers.
+    call.b.trunk = target.trunk;
     // The media peer until an answer says which phone it is.
     call.b.flow = first.flow;
-    let body = offer_towards(ctx, call, PHONES, invite.body.clone(), now)?;
+    let body = offer_towards(ctx, call, target.trunk, invite.body.clone(), now)?;
     let invite = Invite { body, ..invite };
     let host = ctx.local(first.flow.local).host.clone();
     let mut to = BytesMut::with_capacity(64);
@@ -771,10 +785,7 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
     if confirmed || !routes.is_empty() {
         b.route_set = routes;
     }
-    let fallback = call
-        .policy
-        .trunk(b.trunk)
-        .map_or(b.flow.remote, |t| t.address);
+    let fallback = call.policy.fixed_address(b.trunk).unwrap_or(b.flow.remote);
     let reach = Reach {
         policy: &call.policy,
         trunk: b.trunk,
@@ -854,8 +865,8 @@ fn hang_up_stray_answer(
     let routes = uac_route_set(&resp.msg);
     let fallback = call
         .policy
-        .trunk(attempt.target.trunk)
-        .map_or(call.b.flow.remote, |t| t.address);
+        .fixed_address(attempt.target.trunk)
+        .unwrap_or(call.b.flow.remote);
     let reach = Reach {
         policy: &call.policy,
         trunk: attempt.target.trunk,

@@ -281,10 +281,16 @@ impl Engine {
         match auth {
             Auth::Ok(account) => {
                 self.registrar.lockout.succeed(ip, &secrets);
-                match self.admit(req, crate::policy::PHONES) {
+                // A phone calls as its extension; a trunk that registers
+                // calls as itself, by its routes, with its own caller id.
+                let (from, caller_id) = match account.trunk {
+                    Some(trunk) => (trunk, None),
+                    None => (crate::policy::PHONES, Some(Arc::clone(&account.extension))),
+                };
+                match self.admit(req, from) {
                     Ok(mut admitted) => {
-                        admitted.caller_id = Some(Arc::clone(&account.extension));
-                        self.start_call(now, req, origin, crate::policy::PHONES, admitted);
+                        admitted.caller_id = caller_id;
+                        self.start_call(now, req, origin, from, admitted);
                     }
                     Err(why) => self.ctx.refuse(req, origin, why),
                 }

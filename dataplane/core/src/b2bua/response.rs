@@ -86,8 +86,8 @@ impl Engine {
                 a.target.trunk,
                 Some(
                     call.policy
-                        .trunk(a.target.trunk)
-                        .map_or(a.tx.dest().remote.ip(), |t| t.address.ip()),
+                        .fixed_address(a.target.trunk)
+                        .map_or(a.tx.dest().remote.ip(), |a| a.ip()),
                 ),
             ),
             None => (call.leg(side).trunk, Some(call.leg(side).flow.remote.ip())),

@@ -61,7 +61,10 @@ impl Tombstone {
             tags: [tag_of(&call.a.local_tag), tag_of(&call.b.local_tag)],
             trunks: [call.a.trunk, call.b.trunk],
             b_flow: call.b.flow,
-            a_phone: (call.a.trunk == crate::policy::PHONES).then(|| call.a.flow.remote.ip()),
+            a_phone: call
+                .policy
+                .reached_by_binding(call.a.trunk)
+                .then(|| call.a.flow.remote.ip()),
             bye_ok: matches!(call.bye_answer(), Some(200..=299)),
             until,
         }
@@ -86,10 +89,11 @@ impl Tombstone {
     /// said while the call lived (a phone: the address it is reached at).
     pub fn is_peer(&self, side: Side, policy: &Policy, ip: std::net::IpAddr) -> bool {
         let same = |a: std::net::IpAddr| crate::net::canonical(ip) == crate::net::canonical(a);
-        match (self.trunk(side), side) {
-            (crate::policy::PHONES, Side::B) => same(self.b_flow.remote.ip()),
-            (crate::policy::PHONES, Side::A) => self.a_phone.is_some_and(same),
-            (trunk, _) => policy.is_source_of(trunk, ip),
+        let trunk = self.trunk(side);
+        match (policy.reached_by_binding(trunk), side) {
+            (true, Side::B) => same(self.b_flow.remote.ip()),
+            (true, Side::A) => self.a_phone.is_some_and(same),
+            (false, _) => policy.is_source_of(trunk, ip),
         }
     }
 

@@ -218,6 +218,13 @@ impl AccountSecret {
     }
 }
 
+/// The name the account of a trunk that registers to the SBC is kept
+/// under (its `extension`): not a number anyone can dial, and distinct
+/// from every extension.
+pub fn trunk_account_key(trunk: &str) -> Arc<str> {
+    Arc::from(format!("trunk:{trunk}"))
+}
+
 /// A SIP account of an extension (a desk phone, a softphone).
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -228,6 +235,10 @@ pub struct Account {
     pub secret: AccountSecret,
     /// Where it may register from; empty: anywhere.
     pub networks: Vec<IpNet>,
+    /// The account is a trunk's that registers to the SBC (`host =
+    /// "dynamic"`): its `extension` is a name no one can dial, and calls
+    /// from it are that trunk's.
+    pub trunk: Option<crate::policy::TrunkId>,
 }
 
 impl Account {
@@ -289,8 +300,10 @@ impl Accounts {
             .filter_map(|&i| self.accounts.get(i))
     }
 
+    /// Whether `number` is an extension phones may dial (not the name a
+    /// registering trunk's account is kept under).
     pub fn is_extension(&self, number: &str) -> bool {
-        self.extensions.contains_key(number)
+        self.extension(number).any(|a| a.trunk.is_none())
     }
 
     pub fn all(&self) -> &[Account] {

@@ -40,6 +40,7 @@ pub fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         max_cps: None,
         public: false,
         registration: None,
+        dynamic: false,
         stats: Arc::default(),
     }
 }

@@ -1,0 +1,171 @@
+//! Trunks that register to the SBC (`host = "dynamic"`): reached where
+//! they registered from, 480 while they are not registered, and their
+//! own calls authenticated by digest and routed as the trunk's.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sbc_core::net::{Flow, LocalId};
+use sbc_core::policy::{Failover, NumberPattern, Policy, Route, Target, TrunkId};
+use sbc_core::registrar::{
+    Account, AccountSecret, Accounts, Binding, Change, Location, Settings, trunk_account_key,
+};
+use sbc_core::sip::HeaderName;
+use sbc_core::stats::Direction;
+use support::*;
+
+/// The ISDN gateway, behind a NAT.
+const GW: &str = "203.0.113.40:41000";
+const GW_TRUNK: TrunkId = TrunkId(3);
+
+/// The ip-trunks topology plus "isdn-gw" (trunk 3), which registers as
+/// gw1; +4455 from carrier-a goes to it, and its calls go to carrier-b.
+fn gateway_policy() -> Policy {
+    let mut p = policy();
+    let mut gw = trunk("isdn-gw", "192.0.2.250/32", "0.0.0.0:0");
+    gw.sources.clear();
+    gw.dynamic = true;
+    p.trunks.push(gw);
+    p.accounts = Accounts::new(
+        Some(Settings::default()),
+        vec![Account {
+            username: "gw1".into(),
+            extension: trunk_account_key("isdn-gw"),
+            secret: AccountSecret::Password(b"gw-secret".to_vec().into()),
+            networks: vec![],
+            trunk: Some(GW_TRUNK),
+        }],
+    );
+    p.acl.strangers.per_source = 100;
+    let target = |trunk| Target {
+        trunk,
+        priority: 1,
+        weight: 1,
+    };
+    p.routes.push(Route {
+        name: "to-gw".into(),
+        from: vec![TrunkId(1)],
+        numbers: vec![NumberPattern::Prefix("+4455".into())],
+        targets: vec![target(GW_TRUNK)],
+        failover: Failover::standard(),
+        extension: None,
+    });
+    p.routes.push(Route {
+        name: "from-gw".into(),
+        from: vec![GW_TRUNK],
+        numbers: vec![NumberPattern::Prefix(String::new())],
+        targets: vec![target(TrunkId(2))],
+        failover: Failover::standard(),
+        extension: None,
+    });
+    p
+}
+
+fn registered(sim: &mut Sim) {
+    let mut loc = Location::default();
+    loc.apply(Change::Bound(Binding {
+        account: "gw1".into(),
+        extension: trunk_account_key("isdn-gw"),
+        contact: Bytes::from_static(b"sip:gw1@192.168.5.5:5060"),
+        flow: Flow::udp(addr(GW), LocalId(0)),
+        expires: sim.now + Duration::from_secs(600),
+        call_id: Bytes::from_static(b"gw-reg"),
+        cseq: 1,
+        reachable: true,
+    }));
+    sim.engine.set_location(loc);
+}
+
+#[test]
+fn a_dynamic_trunk_is_480_until_it_registers_then_rung_where_it_registered_from() {
+    let mut sim = Sim::with_policy(gateway_policy());
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, "+445512", "gw-1", "z9hG4bKg1", 1),
+    );
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(CARRIER_A) && s.code() == Some(480)),
+        "{sent:?}"
+    );
+
+    registered(&mut sim);
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, "+445512", "gw-2", "z9hG4bKg2", 1),
+    );
+    let out = sim.first_to(GW);
+    assert!(
+        out.text()
+            .starts_with("INVITE sip:gw1@192.168.5.5:5060 SIP/2.0\r\n"),
+        "{}",
+        out.text()
+    );
+    let stats = std::sync::Arc::clone(&sim.policy.trunks[3].stats);
+    assert_eq!(
+        stats.attempted[Direction::Outbound as usize].load(Ordering::Relaxed),
+        1
+    );
+    // It answers from where it registered: the call is up.
+    sim.recv(GW, &answer_200(&out, "gw-tag", "sip:gw1@192.168.5.5:5060"));
+    assert!(
+        sim.sent()
+            .iter()
+            .any(|s| s.to == addr(CARRIER_A) && s.code() == Some(200))
+    );
+    assert_eq!(
+        stats.answered[Direction::Outbound as usize].load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_dynamic_trunks_calls_are_authenticated_and_routed_as_its_own() {
+    use sbc_core::sip::digest::{self, Challenge, Credentials};
+    let mut sim = Sim::with_policy(gateway_policy());
+    registered(&mut sim);
+    let invite_from_gw = |cseq: u32, auth: &str| {
+        invite(GW, "+3906555", "from-gw", &format!("z9hG4bKfg{cseq}"), cseq).replacen(
+            "Content-Type:",
+            &format!("{auth}Content-Type:"),
+            1,
+        )
+    };
+    sim.recv(GW, &invite_from_gw(1, ""));
+    let challenge = sim.one_to(GW);
+    assert_eq!(challenge.code(), Some(407));
+    let c = Challenge::parse(
+        challenge
+            .msg()
+            .value(HeaderName::ProxyAuthenticate)
+            .unwrap(),
+    )
+    .unwrap();
+    let me = Credentials {
+        username: b"gw1",
+        password: b"gw-secret",
+    };
+    let a = digest::answer(&c, &me, b"INVITE", b"sip:+3906555@192.0.2.1:5060", b"cn", 1).unwrap();
+    let mut v = Vec::new();
+    a.write(&mut v).unwrap();
+    let auth = format!("Proxy-Authorization: {}\r\n", String::from_utf8(v).unwrap());
+    sim.recv(GW, &invite_from_gw(2, &auth));
+    let out = sim.first_to(CARRIER_B);
+    assert_eq!(out.method().as_deref(), Some("INVITE"));
+    // Its own caller id, not an extension's.
+    assert!(
+        out.header(HeaderName::From).contains("<sip:alice@"),
+        "{}",
+        out.text()
+    );
+    let stats = std::sync::Arc::clone(&sim.policy.trunks[3].stats);
+    assert_eq!(
+        stats.attempted[Direction::Inbound as usize].load(Ordering::Relaxed),
+        1
+    );
+}
