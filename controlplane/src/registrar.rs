@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,9 @@ use serde::{Deserialize, Serialize};
 
 /// How often expired bindings are swept from the view.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// How often the shards' changes are taken (in one batch).
+pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// The store is written at most this often.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -118,20 +121,24 @@ fn run(
     let mut version = policy.load().version;
     let mut dirty: HashSet<Arc<str>> = HashSet::new();
     let mut saved_at: Option<Instant> = None;
+    let mut swept_at = Instant::now();
     loop {
-        let first = match rx.recv_timeout(SWEEP_EVERY) {
-            Ok(change) => Some(change),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+        // Changes are taken in batches: the thread is not woken for each
+        // REGISTER the shards answer.
+        std::thread::sleep(DRAIN_EVERY);
+        let mut changes = Vec::new();
+        let disconnected = loop {
+            match rx.try_recv() {
+                Ok(change) => changes.push(change),
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
+            }
         };
         let now = Instant::now();
         let current = policy.load();
         {
             let mut location = view.lock().unwrap_or_else(PoisonError::into_inner);
-            for change in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-            {
+            for change in changes {
                 dirty.insert(Arc::clone(change.account()));
                 apply(&mut location, change);
             }
@@ -160,9 +167,14 @@ fn run(
                     dirty.insert(account);
                 }
             }
-            for account in location.expire(now) {
-                tracing::info!(account = &*account, "registration expired");
-                dirty.insert(account);
+            // A sweep looks at every binding: at most every SWEEP_EVERY,
+            // however many changes arrive.
+            if now.saturating_duration_since(swept_at) >= SWEEP_EVERY {
+                swept_at = now;
+                for account in location.expire(now) {
+                    tracing::info!(account = &*account, "registration expired");
+                    dirty.insert(account);
+                }
             }
         }
         if let Some(db) = db
@@ -171,6 +183,9 @@ fn run(
         {
             save(db, view, &mut dirty, now, SystemTime::now());
             saved_at = Some(now);
+        }
+        if disconnected {
+            break;
         }
     }
     if let Some(db) = db {

@@ -178,9 +178,8 @@ impl Engine {
         let NonceCheck::Fresh { serial } = nonce else {
             return Auth::Challenge { stale: true };
         };
-        let until = now + settings.nonce_lifetime;
         let nc = creds.nc.unwrap_or(0);
-        if !self.registrar.nonces.count(serial, nc, now, until) {
+        if !self.registrar.nonces.count(serial, nc) {
             return Auth::Challenge { stale: true };
         }
         if !account.may_register_from(origin.remote.ip()) {

@@ -1,17 +1,18 @@
 //! Digest nonces (RFC 7616 §3.3, §5.4): stateless to issue, so a flood of
 //! unauthenticated REGISTERs costs no memory; a nonce names when and by
 //! which shard it was issued and carries a MAC, so it cannot be forged or
-//! aged. State is kept only for nonces a request authenticated with: the
-//! highest nonce count seen, so a replayed answer is refused.
+//! aged. The highest nonce count seen is kept for the last [`WINDOW`]
+//! nonces the shard issued (a fixed table indexed by serial), so a
+//! replayed answer is refused; an answer to an older nonce gets
+//! `stale=true` and the client answers a fresh one (RFC 7616 §3.3). At
+//! 16,000 challenges a second that leaves every nonce 4 s to be answered.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::b2bua::Secrets;
 
-/// Nonces with counts held at once, per shard; beyond it, expired ones
-/// are forgotten, and failing that a new one gets `stale=true`.
-pub const MAX_COUNTED: usize = 65_536;
+/// Nonces whose counts are kept, per shard (the most recent issued).
+pub const WINDOW: usize = 65_536;
 
 /// What a received nonce is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +32,9 @@ pub struct NonceBook {
     /// Issue times are counted from here (the first nonce).
     epoch: Option<Instant>,
     next: u32,
-    /// Serial → (highest nonce count seen, when it stops mattering).
-    counted: HashMap<u32, (u32, Instant)>,
+    /// Indexed by serial modulo [`WINDOW`]: (serial, highest nonce count
+    /// seen plus one; 0: none). Allocated on the first count.
+    seen: Vec<(u32, u32)>,
 }
 
 /// Layout, in lowercase hex: issued (ms since the epoch, 12), serial (8),
@@ -85,30 +87,36 @@ impl NonceBook {
         }
     }
 
-    /// Records nonce count `nc` for the nonce `serial`: true when it is
-    /// higher than any seen with it (RFC 7616 §3.4: a count not higher is
-    /// a replay). `until` is when the nonce goes stale anyway.
-    pub fn count(&mut self, serial: u32, nc: u32, now: Instant, until: Instant) -> bool {
-        if let Some((seen, _)) = self.counted.get_mut(&serial) {
-            if nc <= *seen {
-                return false;
-            }
-            *seen = nc;
-            return true;
+    /// Records nonce count `nc` for the nonce `serial` (one this book
+    /// issued): true when it is higher than any seen with it (RFC 7616
+    /// §3.4: a count not higher is a replay). False too for a nonce no
+    /// longer among the last [`WINDOW`] issued: it is stale.
+    pub fn count(&mut self, serial: u32, nc: u32) -> bool {
+        let age = self.next.wrapping_sub(serial);
+        if age == 0 || age > WINDOW as u32 {
+            return false;
         }
-        if self.counted.len() >= MAX_COUNTED {
-            self.counted.retain(|_, (_, end)| *end > now);
-            if self.counted.len() >= MAX_COUNTED {
-                return false;
-            }
+        if self.seen.is_empty() {
+            self.seen = vec![(0, 0); WINDOW];
         }
-        self.counted.insert(serial, (nc, until));
+        let Some(slot) = self.seen.get_mut(serial as usize % WINDOW) else {
+            return false;
+        };
+        if slot.0 != serial {
+            // An older cycle's nonce held the slot: it is out of the window.
+            *slot = (serial, 0);
+        }
+        let mark = nc.saturating_add(1);
+        if mark <= slot.1 {
+            return false;
+        }
+        slot.1 = mark;
         true
     }
 
     /// Nonces whose counts are held.
     pub fn counted(&self) -> usize {
-        self.counted.len()
+        self.seen.iter().filter(|(_, mark)| *mark > 0).count()
     }
 }
 
@@ -200,31 +208,33 @@ mod tests {
     fn nonce_counts_must_rise() {
         let mut book = NonceBook::default();
         let t0 = Instant::now();
-        let until = t0 + LIFE;
-        assert!(book.count(3, 1, t0, until));
-        assert!(!book.count(3, 1, t0, until), "replayed");
-        assert!(book.count(3, 2, t0, until));
-        assert!(!book.count(3, 1, t0, until), "older");
-        assert!(
-            book.count(4, 1, t0, until),
-            "another nonce has its own count"
-        );
-        assert_eq!(book.counted(), 2);
+        for _ in 0..5 {
+            book.issue(t0, 0, &secrets());
+        }
+        assert!(book.count(3, 1));
+        assert!(!book.count(3, 1), "replayed");
+        assert!(book.count(3, 2));
+        assert!(!book.count(3, 1), "older");
+        assert!(book.count(4, 1), "another nonce has its own count");
+        assert!(book.count(2, 0), "RFC 2069 form: no count, once");
+        assert!(!book.count(2, 0), "replayed");
+        assert!(!book.count(5, 1), "not issued yet");
+        assert_eq!(book.counted(), 3);
     }
 
     #[test]
-    fn the_count_table_is_bounded() {
+    fn only_the_latest_nonces_are_counted_in_fixed_memory() {
         let mut book = NonceBook::default();
         let t0 = Instant::now();
-        for s in 0..MAX_COUNTED as u32 {
-            assert!(book.count(s, 1, t0, t0 + Duration::from_secs(1)));
+        for _ in 0..(WINDOW + 10) {
+            book.issue(t0, 0, &secrets());
         }
-        assert!(
-            !book.count(u32::MAX, 1, t0, t0 + LIFE),
-            "full of live nonces"
-        );
-        // Once they are stale they make room.
-        assert!(book.count(u32::MAX, 1, t0 + Duration::from_secs(2), t0 + LIFE));
-        assert_eq!(book.counted(), 1);
+        // The first ten have left the window: stale.
+        assert!(!book.count(9, 1));
+        assert!(book.count(10, 1));
+        assert!(book.count((WINDOW + 9) as u32, 1));
+        // Its slot was serial 9's; 9 is still refused.
+        assert!(!book.count(9, 2));
+        assert_eq!(book.seen.len(), WINDOW);
     }
 }
