@@ -28,8 +28,9 @@ pub struct Registrar {
     pub max_expires_s: Option<u32>,
     pub default_expires_s: Option<u32>,
     pub nonce_lifetime_s: Option<u32>,
-    /// Challenges offered, most preferred first; default MD5, SHA-256
-    /// (many clients, SIPp among them, read only the first challenge).
+    /// Challenges offered, most preferred first; default MD5 alone
+    /// (libre-based clients give up on a second, SHA-256 challenge; many,
+    /// SIPp among them, read only the first).
     pub algorithms: Option<Vec<AlgorithmName>>,
     /// `{ failures = 10, window_s = 60, block_s = 600 }`; `failures = 0`
     /// turns the lockout off.
@@ -428,10 +429,10 @@ pub fn compile(
         nonce_lifetime: Duration::from_secs(u64::from(
             r.nonce_lifetime_s.unwrap_or(DEFAULT_NONCE_LIFETIME_S),
         )),
-        algorithms: r.algorithms.as_ref().map_or_else(
-            || vec![Algorithm::Md5, Algorithm::Sha256],
-            |l| l.iter().map(|a| a.0).collect(),
-        ),
+        algorithms: r
+            .algorithms
+            .as_ref()
+            .map_or_else(|| vec![Algorithm::Md5], |l| l.iter().map(|a| a.0).collect()),
         lockout: match r.lockout {
             None => Some(LockoutSettings::default()),
             Some(l) if l.failures == 0 => None,

@@ -164,7 +164,7 @@ fn accounts_and_defaults_reach_the_policy() {
         ),
         (60, 3600, 3600)
     );
-    assert_eq!(settings.algorithms, [Algorithm::Md5, Algorithm::Sha256]);
+    assert_eq!(settings.algorithms, [Algorithm::Md5]);
     assert_eq!(settings.lockout.map(|l| l.failures), Some(10));
     assert_eq!(settings.keepalive, Some(Keepalive::default()));
     assert_eq!(

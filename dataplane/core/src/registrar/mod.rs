@@ -155,7 +155,7 @@ impl Default for Settings {
             max_expires: 3600,
             default_expires: 3600,
             nonce_lifetime: Duration::from_secs(300),
-            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            algorithms: vec![Algorithm::Md5],
             lockout: Some(LockoutSettings::default()),
             keepalive: Some(Keepalive::default()),
         }
