@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use sbc_core::policy::Policy;
 use sbc_core::refusal::Refusal;
-use sbc_core::registrar::{Location, RegisterResult};
+use sbc_core::registrar::{AuthFailure, Location, Lockout, RegisterResult};
 
 use crate::registrar::{LocationView, read_view};
 use sbc_core::stats::{Direction, Discard, LoopState, Registered, STATUS_SLOTS, ShardStats};
@@ -42,20 +42,23 @@ impl Metrics {
     /// Metrics over `shards` (one entry per shard, index = shard id) and
     /// the trunks of the snapshot `policy` holds at each scrape.
     pub fn new(shards: Vec<Arc<ShardStats>>, policy: Arc<ArcSwap<Policy>>) -> Self {
-        Self::with_location(shards, policy, Arc::default())
+        Self::with_location(shards, policy, Arc::default(), Arc::default())
     }
 
-    /// [`Metrics::new`], with the registrar's view of the bindings.
+    /// [`Metrics::new`], with the registrar's view of the bindings and the
+    /// shards' lockout table.
     pub fn with_location(
         shards: Vec<Arc<ShardStats>>,
         policy: Arc<ArcSwap<Policy>>,
         location: LocationView,
+        lockout: Arc<Lockout>,
     ) -> Self {
         let mut registry = Registry::with_prefix("sbc");
         registry.register_collector(Box::new(SbcCollector {
             shards: shards.clone(),
             policy,
             location: Arc::clone(&location),
+            lockout,
         }));
         Metrics {
             registry,
@@ -92,6 +95,7 @@ struct SbcCollector {
     shards: Vec<Arc<ShardStats>>,
     policy: Arc<ArcSwap<Policy>>,
     location: LocationView,
+    lockout: Arc<Lockout>,
 }
 
 fn load(c: &AtomicU64) -> u64 {
@@ -493,6 +497,25 @@ impl SbcCollector {
                 .enumerate()
                 .map(|(i, r)| ([("result", r.label())], self.total_at(|s| &s.registrar, i))),
         )?;
+        counter(
+            enc,
+            "auth_failures",
+            "Refused credentials (REGISTER and phones' INVITEs), by reason; the client is answered alike whatever the reason.",
+            AuthFailure::ALL.iter().enumerate().map(|(i, r)| {
+                (
+                    [("reason", r.label())],
+                    self.total_at(|s| &s.auth_failures, i),
+                )
+            }),
+        )?;
+        let desc = enc.encode_descriptor(
+            "blocked_sources",
+            "Sources ignored now for failing authentication too often (registrar lockout).",
+            None,
+            MetricType::Gauge,
+        )?;
+        let blocked = self.lockout.blocked(std::time::Instant::now());
+        ConstGauge::new(i64::try_from(blocked).unwrap_or(i64::MAX)).encode(desc)?;
         let desc = enc.encode_descriptor(
             "registrations_unreachable",
             "Registered accounts whose keepalives go unanswered (not rung).",

@@ -200,6 +200,7 @@ pub fn supervise<D: DataPlane>(
     )
     .map_err(RunError::DataPlane)?;
     let location = registrar.location();
+    let lockout = Arc::clone(&directory.lockout);
     let dataplane = match start(dataplane_config, Arc::clone(&snapshot), directory, secrets) {
         Ok(d) => d,
         Err(e) => {
@@ -214,6 +215,7 @@ pub fn supervise<D: DataPlane>(
                 dataplane.shard_stats(),
                 Arc::clone(&snapshot),
                 location,
+                lockout,
             ));
             match listener.serve(metrics) {
                 Ok(server) => Some(server),

@@ -205,6 +205,12 @@ fn wrong_passwords_are_challenged_again_until_the_source_is_blocked() {
     let (answer, _) = other.recv(Duration::from_secs(5)).expect("a challenge");
     assert!(answer.starts_with("SIP/2.0 401"), "{answer}");
     assert!(sbc.metric("sbc_registrar_requests_total{result=\"blocked\"}") >= 1.0);
+    // The operator sees why, and who is blocked.
+    assert_eq!(
+        sbc.metric("sbc_auth_failures_total{reason=\"wrong_password\"}"),
+        5.0
+    );
+    assert_eq!(sbc.metric("sbc_blocked_sources"), 1.0);
     // No password appears in the log.
     let log = sbc.log();
     for secret in [

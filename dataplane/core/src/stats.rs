@@ -216,6 +216,8 @@ pub struct ShardStats {
     /// REGISTERs the registrar answered (or dropped), by
     /// [`crate::registrar::RegisterResult`].
     pub registrar: [AtomicU64; crate::registrar::RegisterResult::ALL.len()],
+    /// Refused credentials, by [`crate::registrar::AuthFailure`].
+    pub auth_failures: [AtomicU64; crate::registrar::AuthFailure::ALL.len()],
 }
 
 /// Where a shard's event loop is, as [`ShardStats::loop_state`] holds it.
@@ -270,6 +272,7 @@ impl Default for ShardStats {
             loop_state: AtomicU8::new(LoopState::Starting as u8),
             admission: AtomicI64::new(1000),
             registrar: std::array::from_fn(|_| AtomicU64::new(0)),
+            auth_failures: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -295,6 +298,12 @@ impl ShardStats {
     /// Counts a request the SBC refused, under its label.
     pub fn refused(&self, r: Refusal) {
         if let Some(c) = self.rejected.get(r.counter()) {
+            Self::inc(c);
+        }
+    }
+
+    pub fn auth_failure(&self, why: crate::registrar::AuthFailure) {
+        if let Some(c) = self.auth_failures.get(why as usize) {
             Self::inc(c);
         }
     }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use sbc_core::b2bua::Event;
 use sbc_core::policy::Policy;
 use sbc_core::registrar::{
-    Account, AccountSecret, Accounts, Change, Location, LockoutSettings, RegisterResult, Settings,
+    Account, AccountSecret, Accounts, AuthFailure, Change, Location, LockoutSettings,
+    RegisterResult, Settings,
 };
 use sbc_core::sip::HeaderName;
 use sbc_core::sip::digest::{self, Algorithm, Challenge, Credentials};
@@ -283,6 +284,12 @@ fn wrong_password_and_unknown_user_get_the_same_answer() {
     assert_eq!(strip(&wrong), strip(&unknown));
     assert!(sim.events().is_empty(), "nothing registered");
     assert_eq!(count(&sim, RegisterResult::AuthFailed), 2);
+    // The operator's counters tell them apart.
+    let why = |r: AuthFailure| {
+        sim.stats.auth_failures[r as usize].load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(why(AuthFailure::WrongPassword), 1);
+    assert_eq!(why(AuthFailure::UnknownUser), 1);
 }
 
 #[test]

@@ -31,7 +31,9 @@ use bytes::Bytes;
 use super::context::Engine;
 use crate::net::Flow;
 use crate::policy::Policy;
-use crate::registrar::{Account, Binding, Change, NonceCheck, RegisterResult, Settings};
+use crate::registrar::{
+    Account, AuthFailure, Binding, Change, NonceCheck, RegisterResult, Settings,
+};
 use crate::sip::digest::{Authorization, Challenge, Qop, Secret, verify};
 use crate::sip::{CommaList, HeaderName, NameAddr, Request, Scheme, Uri};
 
@@ -50,7 +52,7 @@ enum Auth<'p> {
     Challenge {
         stale: bool,
     },
-    Failed,
+    Failed(AuthFailure),
     /// The digest `uri` is not the Request-URI (RFC 7616 §3.4.6: 400).
     BadUri,
 }
@@ -85,7 +87,8 @@ impl Engine {
                 };
                 self.challenge(now, req, origin, settings, (stale, result));
             }
-            Auth::Failed => {
+            Auth::Failed(why) => {
+                self.ctx.stats.auth_failure(why);
                 if let (false, Some(limits)) = (trusted, settings.lockout) {
                     self.registrar.lockout.fail(ip, now, limits, &secrets);
                 }
@@ -124,7 +127,7 @@ impl Engine {
         header: HeaderName,
     ) -> Auth<'p> {
         let Some(settings) = policy.accounts.settings.as_ref() else {
-            return Auth::Failed;
+            return Auth::Failed(AuthFailure::UnknownUser);
         };
         let realm = settings.realm.as_bytes();
         let Some(creds) = req
@@ -169,7 +172,11 @@ impl Engine {
             }
         };
         let (true, Some(account)) = (right, account) else {
-            return Auth::Failed;
+            return Auth::Failed(if account.is_none() {
+                AuthFailure::UnknownUser
+            } else {
+                AuthFailure::WrongPassword
+            });
         };
         let uri = req.msg.request_line().map_or(&b""[..], |l| l.uri);
         if !digest_uri_matches(&creds.uri, uri) {
@@ -183,7 +190,7 @@ impl Engine {
             return Auth::Challenge { stale: true };
         }
         if !account.may_register_from(origin.remote.ip()) {
-            return Auth::Failed;
+            return Auth::Failed(AuthFailure::Network);
         }
         Auth::Ok(account)
     }
@@ -302,7 +309,8 @@ impl Engine {
                 };
                 self.proxy_challenge(now, req, origin, settings, (stale, result));
             }
-            Auth::Failed => {
+            Auth::Failed(why) => {
+                self.ctx.stats.auth_failure(why);
                 if let Some(limits) = settings.lockout {
                     self.registrar.lockout.fail(ip, now, limits, &secrets);
                 }
@@ -347,6 +355,7 @@ impl Engine {
         if to_user != Some(account.username.as_bytes())
             && to_user != Some(account.extension.as_bytes())
         {
+            self.ctx.stats.auth_failure(AuthFailure::AddressOfRecord);
             return self.registrar_answer(
                 req,
                 origin,

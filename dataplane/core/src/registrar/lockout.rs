@@ -120,6 +120,15 @@ impl Lockout {
         false
     }
 
+    /// Sources blocked at `now` (for a gauge: looks at every slot).
+    pub fn blocked(&self, now: Instant) -> usize {
+        let t = self.second(now);
+        self.slots
+            .iter()
+            .filter(|s| s.blocked_until.load(Ordering::Relaxed) > t)
+            .count()
+    }
+
     /// A successful authentication clears the source's failures.
     pub fn succeed(&self, ip: IpAddr, secrets: &Secrets) {
         let (slot, key) = self.slot(ip, secrets);

@@ -45,8 +45,9 @@ pub enum RegisterResult {
     Unregistered,
     /// 200 to a REGISTER without Contact (a query).
     Queried,
-    /// 403: wrong credentials, unknown user, a network or address of
-    /// record the account may not use.
+    /// Challenged again (401/407): wrong credentials, an unknown user, a
+    /// network the account may not use; or 403: an address of record it
+    /// may not use. Why: [`AuthFailure`].
     AuthFailed,
     /// 423: shorter than `min_expires`.
     TooBrief,
@@ -59,6 +60,40 @@ pub enum RegisterResult {
     Blocked,
     /// Dropped: a source that matches no trunk was answered too often.
     Limited,
+}
+
+/// Why credentials were refused: the `reason` label of
+/// `sbc_auth_failures_total`, for the operator only (the client is
+/// answered alike whatever the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No such account.
+    UnknownUser = 0,
+    /// The account exists; the answer does not match its secret.
+    WrongPassword,
+    /// Right credentials from outside the account's `networks`.
+    Network,
+    /// Right credentials for an address of record that is not the
+    /// account's (its username or extension).
+    AddressOfRecord,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 4] = [
+        AuthFailure::UnknownUser,
+        AuthFailure::WrongPassword,
+        AuthFailure::Network,
+        AuthFailure::AddressOfRecord,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::WrongPassword => "wrong_password",
+            AuthFailure::Network => "network",
+            AuthFailure::AddressOfRecord => "address_of_record",
+        }
+    }
 }
 
 impl RegisterResult {
