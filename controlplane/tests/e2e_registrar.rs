@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -36,43 +36,7 @@ accounts = [{{ username = "alice", secret = "alices-secret" }}]
 
 /// SIPp registering `user` with `password` from `ip`.
 fn register(net: Net, ip: &str, user: &str, password: &str, k: u16) -> SippResult {
-    let args: Vec<String> = [
-        "-sf",
-        &scenario("uac_register.xml"),
-        "-s",
-        user,
-        "-au",
-        user,
-        "-ap",
-        password,
-        "-i",
-        ip,
-        "-p",
-        "5070",
-        &net.sbc(),
-        "-m",
-        "1",
-        "-mp",
-        &net.port(k).to_string(),
-        "-cp",
-        &net.port(k + 5).to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Sipp::spawn("register", &args).wait(Duration::from_secs(60))
-}
-
-/// `/registrations`, polled until `want` says yes (or 10 s).
-fn registrations(net: Net, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = http_get(&net.metrics(), "/registrations").unwrap_or_default();
-        if want(&body) || Instant::now() > deadline {
-            return body;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    registration(net, "uac_register.xml", (ip, user, password), k)
 }
 
 #[test]
@@ -185,10 +149,7 @@ fn a_did_rings_the_registered_phone() {
     registrations(net, |b| b.contains("alice"));
 
     // The phone now answers on the address it registered from.
-    let mut uas = uas_args(net, &phone, "uas_answer.xml", 1, 20);
-    let port = uas.iter().position(|a| a == "-p").unwrap();
-    uas[port + 1] = "5070".into();
-    let uas = Sipp::spawn("phone", &uas);
+    let uas = phone_sipp(net, &phone, "uas_answer.xml", 20, &[]);
     let mut args = uac_args(net, &net.carrier_a(), "uac_basic.xml", "+3902999", 1, 1, 60);
     args.extend(["-d".into(), "500".into()]);
     let uac = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
@@ -309,10 +270,7 @@ fn a_dynamic_trunk_is_reached_where_it_registered_from() {
     assert_eq!((ok.code, ok.successful), (Some(0), 1), "{}", ok.output);
     assert_eq!(sbc.wait_metric(registered, 1.0), 1.0, "{}", sbc.log());
 
-    let mut uas = uas_args(net, &gw, "uas_answer.xml", 1, 20);
-    let port = uas.iter().position(|a| a == "-p").unwrap();
-    uas[port + 1] = "5070".into();
-    let uas = Sipp::spawn("gateway", &uas);
+    let uas = phone_sipp(net, &gw, "uas_answer.xml", 20, &[]);
     let uac = call(40).wait(Duration::from_secs(60));
     let uas = uas.wait(Duration::from_secs(30));
     assert_eq!(

@@ -33,61 +33,6 @@ fn phones_config(net: Net, keepalive: &str) -> String {
     text
 }
 
-/// SIPp running `scenario_file` (uac_register / uac_unregister) for
-/// `user` from `ip`:5070.
-fn registration(
-    net: Net,
-    scenario_file: &str,
-    (ip, user, password): (&str, &str, &str),
-    k: u16,
-) -> SippResult {
-    let args: Vec<String> = [
-        "-sf",
-        &scenario(scenario_file),
-        "-s",
-        user,
-        "-au",
-        user,
-        "-ap",
-        password,
-        "-i",
-        ip,
-        "-p",
-        "5070",
-        &net.sbc(),
-        "-m",
-        "1",
-        "-mp",
-        &net.port(k).to_string(),
-        "-cp",
-        &net.port(k + 5).to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Sipp::spawn(user, &args).wait(Duration::from_secs(60))
-}
-
-/// A phone's sipp answering on the address it registered from.
-fn phone(net: Net, ip: &str, scenario_file: &str, k: u16, extra: &[&str]) -> Sipp {
-    let mut args = uas_args(net, ip, scenario_file, 1, k);
-    let port = args.iter().position(|a| a == "-p").unwrap();
-    args[port + 1] = "5070".into();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Sipp::spawn(ip, &args)
-}
-
-fn registrations_with(net: Net, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = http_get(&net.metrics(), "/registrations").unwrap_or_default();
-        if want(&body) || Instant::now() > deadline {
-            return body;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
     let net = Net(126);
@@ -107,7 +52,7 @@ fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
             sbc.log()
         );
     }
-    let body = registrations_with(net, |b| {
+    let body = registrations(net, |b| {
         b.contains("alice-desk") && b.contains("alice-mobile")
     });
     assert!(body.contains("\"extension\":\"100\""), "{body}");
@@ -115,8 +60,8 @@ fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
     // The desk phone answers after ringing a moment (so the mobile's sipp
     // has sent its 180 and waits for the CANCEL); the mobile rings until
     // it is CANCELled.
-    let answering = phone(net, &desk, "uas_answer.xml", 20, &["-d", "500"]);
-    let ringing = phone(net, &mobile, "uas_ring_no_answer.xml", 30, &[]);
+    let answering = phone_sipp(net, &desk, "uas_answer.xml", 20, &["-d", "500"]);
+    let ringing = phone_sipp(net, &mobile, "uas_ring_no_answer.xml", 30, &[]);
     std::thread::sleep(Duration::from_millis(300));
     let mut args = uac_args(net, &net.ip(20), "uac_basic.xml", DID, 1, 1, 40);
     args.extend(["-d".into(), "500".into()]);
@@ -146,7 +91,7 @@ fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
         let r = registration(net, "uac_unregister.xml", (ip, user, password), k);
         assert_eq!((r.code, r.successful), (Some(0), 1), "{}", r.output);
     }
-    let body = registrations_with(net, |b| !b.contains("alice"));
+    let body = registrations(net, |b| !b.contains("alice"));
     assert!(!body.contains("alice"), "{body}");
     let late = Sipp::spawn(
         "carrier",
@@ -240,7 +185,7 @@ fn a_phone_that_goes_away_is_marked_unreachable_by_its_keepalives() {
         0,
     );
     assert_eq!((r.code, r.successful), (Some(0), 1), "{}", r.output);
-    let body = registrations_with(net, |b| b.contains("\"reachable\":true"));
+    let body = registrations(net, |b| b.contains("\"reachable\":true"));
     assert!(body.contains("\"account\":\"bob\""), "{body}");
     // One interval to send, one more without an answer.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -496,3 +496,61 @@ pub fn respond(req: &str, code: u16, reason: &str, tag: &str, extra: &str, body:
     s.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     s
 }
+
+/// SIPp running `scenario_file` (uac_register.xml, uac_unregister.xml) for
+/// account `user` with `password`, from `ip`:5070 (where a phone's sipp
+/// then answers: [`phone_sipp`]).
+pub fn registration(
+    net: Net,
+    scenario_file: &str,
+    (ip, user, password): (&str, &str, &str),
+    k: u16,
+) -> SippResult {
+    let args: Vec<String> = [
+        "-sf",
+        &scenario(scenario_file),
+        "-s",
+        user,
+        "-au",
+        user,
+        "-ap",
+        password,
+        "-i",
+        ip,
+        "-p",
+        "5070",
+        &net.sbc(),
+        "-m",
+        "1",
+        "-mp",
+        &net.port(k).to_string(),
+        "-cp",
+        &net.port(k + 5).to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Sipp::spawn(user, &args).wait(Duration::from_secs(60))
+}
+
+/// A phone's sipp (a UAS scenario) answering on `ip`:5070, the address
+/// its REGISTER came from; `extra` sipp arguments after the common ones.
+pub fn phone_sipp(net: Net, ip: &str, scenario_file: &str, k: u16, extra: &[&str]) -> Sipp {
+    let mut args = uas_args(net, ip, scenario_file, 1, k);
+    let port = args.iter().position(|a| a == "-p").unwrap();
+    args[port + 1] = "5070".into();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Sipp::spawn(ip, &args)
+}
+
+/// `/registrations`, polled until `want` says yes (or 10 s).
+pub fn registrations(net: Net, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http_get(&net.metrics(), "/registrations").unwrap_or_default();
+        if want(&body) || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -85,7 +85,13 @@ impl Engine {
                 } else {
                     RegisterResult::Challenged
                 };
-                self.challenge(now, req, origin, settings, (stale, result));
+                self.challenge(
+                    now,
+                    req,
+                    origin,
+                    (settings, HeaderName::WwwAuthenticate),
+                    (stale, result),
+                );
             }
             Auth::Failed(why) => {
                 self.ctx.stats.auth_failure(why);
@@ -98,7 +104,13 @@ impl Engine {
                 // Wrong credentials, or no such user: challenged again
                 // alike (RFC 3261 §22.1), nothing told apart.
                 let result = RegisterResult::AuthFailed;
-                self.challenge(now, req, origin, settings, (false, result));
+                self.challenge(
+                    now,
+                    req,
+                    origin,
+                    (settings, HeaderName::WwwAuthenticate),
+                    (false, result),
+                );
             }
             Auth::BadUri => {
                 if !trusted && !self.ctx.may_answer_stranger(origin) {
@@ -195,47 +207,26 @@ impl Engine {
         Auth::Ok(account)
     }
 
-    /// 401 with one challenge per algorithm, most preferred first,
-    /// counted as `result`.
+    /// One challenge per algorithm, most preferred first, counted as
+    /// `result`: in `WWW-Authenticate` with 401 (REGISTER), in
+    /// `Proxy-Authenticate` with 407 (a phone's INVITE).
     fn challenge(
         &mut self,
         now: Instant,
         req: &Request<'_>,
         origin: Flow,
-        settings: &Settings,
+        (settings, header): (&Settings, HeaderName),
         (stale, result): (bool, RegisterResult),
     ) {
         let values = self.challenges(now, settings, stale);
-        let headers: Vec<(HeaderName, &[u8])> = values
-            .iter()
-            .map(|v| (HeaderName::WwwAuthenticate, v.as_slice()))
-            .collect();
-        self.registrar_answer(req, origin, now, result, (401, b"Unauthorized"), &headers);
-    }
-
-    /// 407 to a phone's INVITE, one challenge per algorithm, counted as
-    /// `result`.
-    fn proxy_challenge(
-        &mut self,
-        now: Instant,
-        req: &Request<'_>,
-        origin: Flow,
-        settings: &Settings,
-        (stale, result): (bool, RegisterResult),
-    ) {
-        let values = self.challenges(now, settings, stale);
-        let headers: Vec<(HeaderName, &[u8])> = values
-            .iter()
-            .map(|v| (HeaderName::ProxyAuthenticate, v.as_slice()))
-            .collect();
-        self.ctx.stats.register(result);
-        self.answer_phone(
-            now,
-            req,
-            origin,
-            (407, b"Proxy Authentication Required"),
-            &headers,
-        );
+        let headers: Vec<(HeaderName, &[u8])> =
+            values.iter().map(|v| (header, v.as_slice())).collect();
+        let status: (u16, &[u8]) = if header == HeaderName::ProxyAuthenticate {
+            (407, b"Proxy Authentication Required")
+        } else {
+            (401, b"Unauthorized")
+        };
+        self.registrar_answer(req, origin, now, result, status, &headers);
     }
 
     /// One challenge value per configured algorithm, with a fresh nonce.
@@ -307,7 +298,13 @@ impl Engine {
                 } else {
                     RegisterResult::Challenged
                 };
-                self.proxy_challenge(now, req, origin, settings, (stale, result));
+                self.challenge(
+                    now,
+                    req,
+                    origin,
+                    (settings, HeaderName::ProxyAuthenticate),
+                    (stale, result),
+                );
             }
             Auth::Failed(why) => {
                 self.ctx.stats.auth_failure(why);
@@ -315,7 +312,13 @@ impl Engine {
                     self.registrar.lockout.fail(ip, now, limits, &secrets);
                 }
                 let result = RegisterResult::AuthFailed;
-                self.proxy_challenge(now, req, origin, settings, (false, result));
+                self.challenge(
+                    now,
+                    req,
+                    origin,
+                    (settings, HeaderName::ProxyAuthenticate),
+                    (false, result),
+                );
             }
             Auth::BadUri => {
                 self.ctx.stats.register(RegisterResult::BadRequest);
