@@ -31,15 +31,16 @@ struct Slot {
 /// Failure counts, shared by the shards (`Arc`).
 #[derive(Debug)]
 pub struct Lockout {
-    /// Seconds count from here (plus one: 0 means "never").
-    base: Instant,
+    /// Seconds count from the first `now` it is given (plus one: 0 means
+    /// "never"); the core reads no clock of its own.
+    base: std::sync::OnceLock<Instant>,
     slots: Box<[Slot]>,
 }
 
 impl Default for Lockout {
     fn default() -> Self {
         Lockout {
-            base: Instant::now(),
+            base: std::sync::OnceLock::new(),
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
         }
     }
@@ -64,7 +65,8 @@ impl Lockout {
     }
 
     fn second(&self, now: Instant) -> u32 {
-        let s = now.saturating_duration_since(self.base).as_secs();
+        let base = *self.base.get_or_init(|| now);
+        let s = now.saturating_duration_since(base).as_secs();
         u32::try_from(s).unwrap_or(u32::MAX - 1).saturating_add(1)
     }
 
