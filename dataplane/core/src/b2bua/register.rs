@@ -76,47 +76,47 @@ impl Engine {
                 self.registrar.lockout.succeed(ip, &secrets);
                 self.bind(now, req, origin, settings, account);
             }
-            Auth::Challenge { stale } => {
-                if !trusted && !self.ctx.may_answer_stranger(origin) {
-                    return self.ctx.stats.register(RegisterResult::Limited);
-                }
-                let result = if stale {
-                    RegisterResult::Stale
-                } else {
-                    RegisterResult::Challenged
-                };
-                self.challenge(
-                    now,
-                    req,
-                    origin,
-                    (settings, HeaderName::WwwAuthenticate),
-                    (stale, result),
-                );
+            refused => {
+                let asked = (settings, HeaderName::WwwAuthenticate);
+                self.refuse_credentials(now, (req, origin), asked, refused, trusted);
             }
-            Auth::Failed(why) => {
-                self.ctx.stats.auth_failure(why);
-                if let (false, Some(limits)) = (trusted, settings.lockout) {
-                    self.registrar.lockout.fail(ip, now, limits, &secrets);
-                }
-                if !trusted && !self.ctx.may_answer_stranger(origin) {
-                    return self.ctx.stats.register(RegisterResult::Limited);
-                }
-                // Wrong credentials, or no such user: challenged again
-                // alike (RFC 3261 §22.1), nothing told apart.
-                let result = RegisterResult::AuthFailed;
-                self.challenge(
-                    now,
-                    req,
-                    origin,
-                    (settings, HeaderName::WwwAuthenticate),
-                    (false, result),
-                );
+        }
+    }
+
+    /// Credentials that did not check out, for REGISTER (401,
+    /// `WWW-Authenticate`) or a phone's INVITE (407, `Proxy-Authenticate`,
+    /// as `header` says): a failure is counted (and towards the source's
+    /// lockout unless it is a trunk's), then, within the stranger limits
+    /// for a source that is no trunk, a fresh challenge (alike for a wrong
+    /// password and an unknown user, RFC 3261 §22.1), `stale=true`, or 400
+    /// for a digest `uri` that is not the request's target.
+    fn refuse_credentials(
+        &mut self,
+        now: Instant,
+        (req, origin): (&Request<'_>, Flow),
+        (settings, header): (&Settings, HeaderName),
+        refused: Auth<'_>,
+        trusted: bool,
+    ) {
+        if let Auth::Failed(why) = refused {
+            self.ctx.stats.auth_failure(why);
+            if let (false, Some(limits)) = (trusted, settings.lockout) {
+                let secrets = *self.ctx.ids.secrets();
+                self.registrar
+                    .lockout
+                    .fail(origin.remote.ip(), now, limits, &secrets);
             }
+        }
+        if !trusted && !self.ctx.may_answer_stranger(origin) {
+            return self.ctx.stats.register(RegisterResult::Limited);
+        }
+        let (stale, result) = match refused {
+            Auth::Ok(_) => return,
+            Auth::Challenge { stale: true } => (true, RegisterResult::Stale),
+            Auth::Challenge { stale: false } => (false, RegisterResult::Challenged),
+            Auth::Failed(_) => (false, RegisterResult::AuthFailed),
             Auth::BadUri => {
-                if !trusted && !self.ctx.may_answer_stranger(origin) {
-                    return self.ctx.stats.register(RegisterResult::Limited);
-                }
-                self.registrar_answer(
+                return self.registrar_answer(
                     req,
                     origin,
                     now,
@@ -125,7 +125,8 @@ impl Engine {
                     &[],
                 );
             }
-        }
+        };
+        self.challenge(now, req, origin, (settings, header), (stale, result));
     }
 
     /// Checks the request's credentials for our realm in `header`
@@ -272,64 +273,23 @@ impl Engine {
             return;
         }
         let auth = self.authenticate(now, req, origin, &policy, HeaderName::ProxyAuthorization);
-        if !matches!(auth, Auth::Ok(_)) && !self.ctx.may_answer_stranger(origin) {
-            return self.ctx.stats.register(RegisterResult::Limited);
-        }
-        match auth {
-            Auth::Ok(account) => {
-                self.registrar.lockout.succeed(ip, &secrets);
-                // A phone calls as its extension; a trunk that registers
-                // calls as itself, by its routes, with its own caller id.
-                let (from, caller_id) = match account.trunk {
-                    Some(trunk) => (trunk, None),
-                    None => (crate::policy::PHONES, Some(Arc::clone(&account.extension))),
-                };
-                match self.admit(req, from) {
-                    Ok(mut admitted) => {
-                        admitted.caller_id = caller_id;
-                        self.start_call(now, req, origin, from, admitted);
-                    }
-                    Err(why) => self.ctx.refuse(req, origin, why),
-                }
+        let Auth::Ok(account) = auth else {
+            let asked = (settings, HeaderName::ProxyAuthenticate);
+            return self.refuse_credentials(now, (req, origin), asked, auth, false);
+        };
+        self.registrar.lockout.succeed(ip, &secrets);
+        // A phone calls as its extension; a trunk that registers calls as
+        // itself, by its routes, with its own caller id.
+        let (from, caller_id) = match account.trunk {
+            Some(trunk) => (trunk, None),
+            None => (crate::policy::PHONES, Some(Arc::clone(&account.extension))),
+        };
+        match self.admit(req, from) {
+            Ok(mut admitted) => {
+                admitted.caller_id = caller_id;
+                self.start_call(now, req, origin, from, admitted);
             }
-            Auth::Challenge { stale } => {
-                let result = if stale {
-                    RegisterResult::Stale
-                } else {
-                    RegisterResult::Challenged
-                };
-                self.challenge(
-                    now,
-                    req,
-                    origin,
-                    (settings, HeaderName::ProxyAuthenticate),
-                    (stale, result),
-                );
-            }
-            Auth::Failed(why) => {
-                self.ctx.stats.auth_failure(why);
-                if let Some(limits) = settings.lockout {
-                    self.registrar.lockout.fail(ip, now, limits, &secrets);
-                }
-                let result = RegisterResult::AuthFailed;
-                self.challenge(
-                    now,
-                    req,
-                    origin,
-                    (settings, HeaderName::ProxyAuthenticate),
-                    (false, result),
-                );
-            }
-            Auth::BadUri => {
-                self.ctx.stats.register(RegisterResult::BadRequest);
-                self.answer_phone(
-                    now,
-                    req,
-                    origin,
-                    (400, b"Digest URI Does Not Match Request-URI"),
-                    &[],
-                );
-            }
+            Err(why) => self.ctx.refuse(req, origin, why),
         }
     }
 
@@ -501,21 +461,6 @@ impl Engine {
             (200, b"OK"),
             &headers,
         );
-    }
-
-    /// The answer to a phone's request that starts no call, back to where
-    /// it came from (RFC 3581 §4). Its ACK matches nothing and is dropped.
-    fn answer_phone(
-        &mut self,
-        now: Instant,
-        req: &Request<'_>,
-        origin: Flow,
-        status: (u16, &[u8]),
-        headers: &[(HeaderName, &[u8])],
-    ) {
-        // Through a server transaction of its own: a retransmitted INVITE
-        // gets the same answer and is not checked (or counted) again.
-        self.answer_outside_to(req, origin, origin, now, status, headers);
     }
 
     /// Answers through a server transaction, back to where the request
