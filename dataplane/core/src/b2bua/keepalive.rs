@@ -106,14 +106,9 @@ impl Engine {
             in_flight,
             ..
         } = &mut self.keepalives;
-        accounts.retain(|account, s| {
-            let kept = location.latest(account).is_some();
-            if !kept && let Some(tx) = s.pending.take() {
-                in_flight.remove(&tx);
-                self.standalone.abandon(tx);
-            }
-            kept
-        });
+        accounts.retain(|account, _| location.latest(account).is_some());
+        self.standalone
+            .abandon_unless(in_flight, |account| accounts.contains_key(account));
     }
 
     fn send_keepalive(&mut self, now: Instant, b: &Binding, settings: Keepalive) {

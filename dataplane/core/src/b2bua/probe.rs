@@ -108,14 +108,8 @@ impl Engine {
         // Trunks gone from the configuration: their probes stop.
         let Probes { trunks, in_flight } = &mut self.probes;
         trunks.retain(|name, _| keep.contains(name));
-        let standalone = &mut self.standalone;
-        in_flight.retain(|tx, name| {
-            let kept = trunks.contains_key(name);
-            if !kept {
-                standalone.abandon(*tx);
-            }
-            kept
-        });
+        self.standalone
+            .abandon_unless(in_flight, |name| trunks.contains_key(name));
     }
 
     /// A probe alarm for the trunk at `index` is due.

@@ -194,6 +194,23 @@ impl Standalone {
 
     /// Drops a client transaction: no more retransmissions, no outcome;
     /// a late response to it is a stray.
+    /// Abandons the transactions in `in_flight` (a feature's requests, by
+    /// the name they were sent for) whose name `keep` no longer wants, and
+    /// forgets them.
+    pub(crate) fn abandon_unless<K: std::hash::Hash + Eq>(
+        &mut self,
+        in_flight: &mut HashMap<TxId, K>,
+        keep: impl Fn(&K) -> bool,
+    ) {
+        in_flight.retain(|tx, name| {
+            let kept = keep(name);
+            if !kept {
+                self.abandon(*tx);
+            }
+            kept
+        });
+    }
+
     pub fn abandon(&mut self, id: TxId) {
         if let Some(c) = self.clients.remove(&id) {
             self.branches.remove(&c.branch);

@@ -119,14 +119,8 @@ impl Engine {
         }
         let Upstreams { trunks, in_flight } = &mut self.upstreams;
         trunks.retain(|name, _| keep.contains(name));
-        let standalone = &mut self.standalone;
-        in_flight.retain(|tx, name| {
-            let kept = trunks.contains_key(name);
-            if !kept {
-                standalone.abandon(*tx);
-            }
-            kept
-        });
+        self.standalone
+            .abandon_unless(in_flight, |name| trunks.contains_key(name));
     }
 
     /// The registration alarm of the trunk at `index` is due: a new round.
