@@ -41,6 +41,40 @@ pub fn spawn_sipp(dir: &Path, args: &[String]) -> std::io::Result<Proc> {
         .map(Proc)
 }
 
+/// Starts the `sbc` binary with `config`, logging at warn to our stderr.
+pub fn spawn_sbc(sbc: &Path, config: &Path) -> std::io::Result<Proc> {
+    std::process::Command::new(sbc)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map(Proc)
+}
+
+/// Starts Kamailio the way its users run it for speed (TLSF allocator,
+/// see [`KAMAILIO_FAST_ALLOCATOR`]) in the foreground, with `config`,
+/// `shm_mb` of shared memory and its runtime files in `dir`.
+pub fn spawn_kamailio(
+    kamailio: &Path,
+    config: &Path,
+    dir: &Path,
+    shm_mb: u32,
+) -> std::io::Result<Proc> {
+    std::process::Command::new(kamailio)
+        .args(["-DD", "-E", "-m", &shm_mb.to_string(), "-M", "32"])
+        .args(KAMAILIO_FAST_ALLOCATOR)
+        .arg("-f")
+        .arg(config)
+        .arg("-Y")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Proc)
+}
+
 /// The sbc configuration of the benchmarks: listening on `sbc`:5060 with
 /// metrics on `sbc`:9090, calls from the `pbx` trunk routed to the
 /// `carrier` trunk; `extra` (e.g. a `[media]` section) goes before the

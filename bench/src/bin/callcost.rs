@@ -7,13 +7,12 @@
 //!  target/release/callcost --rate 1000 --seconds 30 --shards 1`
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sbc_bench::harness::{
-    DATAGRAMS_PER_CALL, KAMAILIO_FAST_ALLOCATOR, Proc, relay_floor_ns, sbc_config, scenario,
-    sipp_stat, spawn_sipp, wait_healthy,
+    DATAGRAMS_PER_CALL, Proc, relay_floor_ns, sbc_config, scenario, sipp_stat, spawn_kamailio,
+    spawn_sbc, spawn_sipp, wait_healthy,
 };
 use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
@@ -103,19 +102,12 @@ fn main() {
     let cfg_path = work.join("sbc/bench.toml");
     std::fs::write(&cfg_path, config).unwrap_or_else(|e| fail(&e.to_string()));
     let server = match a.target {
-        Target::Sbc => Command::new(&a.sbc)
-            .arg("--config")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                fail(&format!(
-                    "cannot start {}: {e} (build it with cargo build --release)",
-                    a.sbc.display()
-                ))
-            }),
+        Target::Sbc => spawn_sbc(&a.sbc, &cfg_path).unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot start {}: {e} (build it with cargo build --release)",
+                a.sbc.display()
+            ))
+        }),
         Target::Kamailio => {
             let template = include_str!("../../kamailio/proxy.cfg");
             let kcfg = work.join("sbc/kamailio.cfg");
@@ -126,25 +118,14 @@ fn main() {
                     .replace("@TARGET@", &ip(20)),
             )
             .unwrap_or_else(|e| fail(&e.to_string()));
-            Command::new(&a.kamailio)
-                .args(["-DD", "-E", "-m", "256", "-M", "32"])
-                .args(KAMAILIO_FAST_ALLOCATOR)
-                .arg("-f")
-                .arg(&kcfg)
-                .arg("-Y")
-                .arg(work.join("sbc"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    fail(&format!(
-                        "cannot start {} (apt-get install kamailio): {e}",
-                        a.kamailio.display()
-                    ))
-                })
+            spawn_kamailio(&a.kamailio, &kcfg, &work.join("sbc"), 256).unwrap_or_else(|e| {
+                fail(&format!(
+                    "cannot start {} (apt-get install kamailio): {e}",
+                    a.kamailio.display()
+                ))
+            })
         }
     };
-    let server = Proc(server);
     let pid = server.0.id();
     match a.target {
         Target::Sbc => {

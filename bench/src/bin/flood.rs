@@ -8,11 +8,13 @@
 //!  target/release/flood --pps 100000 --seconds 10 --calls-rate 100`
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sbc_bench::harness::{Proc, sbc_config, scenario, scrape, sipp_stat, spawn_sipp, wait_healthy};
+use sbc_bench::harness::{
+    Proc, sbc_config, scenario, scrape, sipp_stat, spawn_sbc, spawn_sipp, wait_healthy,
+};
 use sbc_bench::procstat::tree_cpu_seconds;
 
 #[derive(Parser, Debug)]
@@ -72,16 +74,8 @@ fn main() {
         sbc_config(&ip(1), &ip(10), &ip(20), a.shards, None, ""),
     )
     .unwrap_or_else(|e| fail(&e.to_string()));
-    let server = Proc(
-        Command::new(&a.sbc)
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", a.sbc.display()))),
-    );
+    let server = spawn_sbc(&a.sbc, &cfg)
+        .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", a.sbc.display())));
     let metrics = format!("{}:9090", ip(1));
     if !wait_healthy(&metrics, Duration::from_secs(10)) {
         fail("sbc did not start");

@@ -11,12 +11,11 @@
 //!  target/release/regcost --accounts 10000 --rate 1000 --target both`
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sbc_bench::harness::{
-    KAMAILIO_FAST_ALLOCATOR, Proc, scenario, scrape, sipp_stat, spawn_sipp, wait_healthy,
+    Proc, scenario, scrape, sipp_stat, spawn_kamailio, spawn_sbc, spawn_sipp, wait_healthy,
 };
 use sbc_bench::procstat::{status_kb, tree_cpu_seconds};
 
@@ -239,20 +238,12 @@ fn start_sbc(a: &Args, work: &Path, ip: &dyn Fn(u8) -> String) -> Proc {
         sbc_config(&ip(1), a.shards, a.batch_wait_us, a.accounts),
     )
     .unwrap_or_else(|e| fail(&e.to_string()));
-    let child = Command::new(&a.sbc)
-        .arg("--config")
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            fail(&format!(
-                "cannot start {}: {e} (build it with cargo build --release)",
-                a.sbc.display()
-            ))
-        });
-    let server = Proc(child);
+    let server = spawn_sbc(&a.sbc, &cfg).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot start {}: {e} (build it with cargo build --release)",
+            a.sbc.display()
+        ))
+    });
     if !wait_healthy(&format!("{}:9090", ip(1)), Duration::from_secs(60)) {
         fail("sbc did not start");
     }
@@ -265,24 +256,14 @@ fn start_kamailio(a: &Args, work: &Path, ip: &dyn Fn(u8) -> String) -> Proc {
         .replace("@LISTEN@", &ip(1))
         .replace("children=1", &format!("children={}", a.shards.max(1)));
     std::fs::write(&cfg, text).unwrap_or_else(|e| fail(&e.to_string()));
-    let child = Command::new(&a.kamailio)
-        .args(["-DD", "-E", "-m", "1024", "-M", "32"])
-        .args(KAMAILIO_FAST_ALLOCATOR)
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-Y")
-        .arg(work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            fail(&format!(
-                "cannot start {} (apt-get install kamailio): {e}",
-                a.kamailio.display()
-            ))
-        });
+    let server = spawn_kamailio(&a.kamailio, &cfg, work, 1024).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot start {} (apt-get install kamailio): {e}",
+            a.kamailio.display()
+        ))
+    });
     std::thread::sleep(Duration::from_millis(1500));
-    Proc(child)
+    server
 }
 
 fn main() {
