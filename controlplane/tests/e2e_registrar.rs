@@ -181,32 +181,9 @@ fn a_phone_authenticates_and_calls_out() {
     let sbc = Sbc::start(net, &config);
     let phone = net.ip(51);
     let call = |password: &str, k: u16| {
-        let args: Vec<String> = [
-            "-sf",
-            &scenario("uac_auth_call.xml"),
-            "-s",
-            "+441234567",
-            "-au",
-            "bob",
-            "-ap",
-            password,
-            "-i",
-            &phone,
-            "-p",
-            "5070",
-            &net.sbc(),
-            "-m",
-            "1",
-            "-d",
-            "500",
-            "-mp",
-            &net.port(k).to_string(),
-            "-cp",
-            &net.port(k + 5).to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let who = (phone.as_str(), "bob", password);
+        let mut args = phone_uac_args(net, "uac_auth_call.xml", "+441234567", who, k);
+        args.extend(["-d".to_owned(), "500".to_owned()]);
         Sipp::spawn("phone", &args)
     };
     let carrier = Sipp::spawn(

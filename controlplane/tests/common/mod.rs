@@ -506,11 +506,25 @@ pub fn registration(
     (ip, user, password): (&str, &str, &str),
     k: u16,
 ) -> SippResult {
-    let args: Vec<String> = [
+    let args = phone_uac_args(net, scenario_file, user, (ip, user, password), k);
+    Sipp::spawn(user, &args).wait(Duration::from_secs(60))
+}
+
+/// sipp arguments for a phone at `ip`:5070 running the UAC
+/// `scenario_file` once towards the SBC as account `user` with
+/// `password`; `service` is the Request-URI user (sipp -s).
+pub fn phone_uac_args(
+    net: Net,
+    scenario_file: &str,
+    service: &str,
+    (ip, user, password): (&str, &str, &str),
+    k: u16,
+) -> Vec<String> {
+    [
         "-sf",
         &scenario(scenario_file),
         "-s",
-        user,
+        service,
         "-au",
         user,
         "-ap",
@@ -529,8 +543,7 @@ pub fn registration(
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    Sipp::spawn(user, &args).wait(Duration::from_secs(60))
+    .collect()
 }
 
 /// A phone's sipp (a UAS scenario) answering on `ip`:5070, the address

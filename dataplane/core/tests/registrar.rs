@@ -95,6 +95,20 @@ struct Phone {
 }
 
 impl Phone {
+    /// The `Authorization` line answering the last challenge with this
+    /// phone's credentials.
+    fn authorization(&self, cnonce: &[u8], nc: u32) -> String {
+        let me = Credentials {
+            username: self.user.as_bytes(),
+            password: self.password.as_bytes(),
+        };
+        let c = self.challenge.as_ref().unwrap();
+        let a = digest::answer(c, &me, b"REGISTER", b"sip:sbc.test", cnonce, nc).unwrap();
+        let mut v = Vec::new();
+        a.write(&mut v).unwrap();
+        format!("Authorization: {}\r\n", String::from_utf8(v).unwrap())
+    }
+
     fn new(user: &'static str, password: &'static str, call_id: &'static str) -> Self {
         Phone {
             user,
@@ -111,19 +125,9 @@ impl Phone {
     fn send(&mut self, sim: &mut Sim, extra: &str) -> Sent {
         self.cseq += 1;
         let mut headers = extra.to_owned();
-        if let Some(c) = &self.challenge {
+        if self.challenge.is_some() {
             self.nc += 1;
-            let me = Credentials {
-                username: self.user.as_bytes(),
-                password: self.password.as_bytes(),
-            };
-            let a = digest::answer(c, &me, b"REGISTER", b"sip:sbc.test", b"cn0a", self.nc).unwrap();
-            let mut v = Vec::new();
-            a.write(&mut v).unwrap();
-            headers.push_str(&format!(
-                "Authorization: {}\r\n",
-                String::from_utf8(v).unwrap()
-            ));
+            headers.push_str(&self.authorization(b"cn0a", self.nc));
         }
         sim.recv(
             PHONE,
@@ -410,28 +414,13 @@ fn networks_and_the_address_of_record_are_enforced() {
     assert_eq!(first.code(), Some(401));
     bob.cseq += 1;
     bob.nc += 1;
-    let me = Credentials {
-        username: b"bob",
-        password: b"bobs-secret",
-    };
-    let a = digest::answer(
-        bob.challenge.as_ref().unwrap(),
-        &me,
-        b"REGISTER",
-        b"sip:sbc.test",
-        b"x",
-        1,
-    )
-    .unwrap();
-    let mut v = Vec::new();
-    a.write(&mut v).unwrap();
     let req = register(
         "bob",
         "reg-n",
         bob.cseq,
         &format!(
-            "Contact: <sip:bob@10.1.1.3>\r\nAuthorization: {}\r\n",
-            String::from_utf8(v).unwrap()
+            "Contact: <sip:bob@10.1.1.3>\r\n{}",
+            bob.authorization(b"x", 1)
         ),
     );
     // From outside the account's networks: as if the password were wrong.
@@ -442,28 +431,13 @@ fn networks_and_the_address_of_record_are_enforced() {
     alice.user = "alice";
     let c = alice.send(&mut sim, "");
     assert_eq!(c.code(), Some(401));
-    let me = Credentials {
-        username: b"alice",
-        password: b"alices-secret",
-    };
-    let a = digest::answer(
-        alice.challenge.as_ref().unwrap(),
-        &me,
-        b"REGISTER",
-        b"sip:sbc.test",
-        b"x",
-        1,
-    )
-    .unwrap();
-    let mut v = Vec::new();
-    a.write(&mut v).unwrap();
     let req = register(
         "202",
         "reg-aor",
         5,
         &format!(
-            "Contact: <sip:alice@10.1.1.2>\r\nAuthorization: {}\r\n",
-            String::from_utf8(v).unwrap()
+            "Contact: <sip:alice@10.1.1.2>\r\n{}",
+            alice.authorization(b"x", 1)
         ),
     );
     sim.recv(PHONE, &req);
@@ -473,24 +447,13 @@ fn networks_and_the_address_of_record_are_enforced() {
     sim.recv(PHONE, &req);
     let c = sim.one_to(PHONE);
     alice.take_challenge(&c, Algorithm::Md5);
-    let a = digest::answer(
-        alice.challenge.as_ref().unwrap(),
-        &me,
-        b"REGISTER",
-        b"sip:sbc.test",
-        b"y",
-        1,
-    )
-    .unwrap();
-    let mut v = Vec::new();
-    a.write(&mut v).unwrap();
     let req = register(
         "201",
         "reg-aor",
         7,
         &format!(
-            "Contact: <sip:alice@10.1.1.2>\r\nAuthorization: {}\r\n",
-            String::from_utf8(v).unwrap()
+            "Contact: <sip:alice@10.1.1.2>\r\n{}",
+            alice.authorization(b"y", 1)
         ),
     );
     sim.recv(PHONE, &req);
@@ -532,28 +495,13 @@ fn a_retransmitted_register_gets_the_same_answer_and_binds_once() {
     assert_eq!(ok.code(), Some(200));
     assert_eq!(sim.events().len(), 1);
     // The same request again (same branch): the same 200, no new binding.
-    let me = Credentials {
-        username: b"alice",
-        password: b"alices-secret",
-    };
-    let a = digest::answer(
-        phone.challenge.as_ref().unwrap(),
-        &me,
-        b"REGISTER",
-        b"sip:sbc.test",
-        b"cn0a",
-        1,
-    )
-    .unwrap();
-    let mut v = Vec::new();
-    a.write(&mut v).unwrap();
     let again = register(
         "alice",
         "reg-r",
         2,
         &format!(
-            "Contact: <sip:alice@10.1.1.2>\r\nAuthorization: {}\r\n",
-            String::from_utf8(v).unwrap()
+            "Contact: <sip:alice@10.1.1.2>\r\n{}",
+            phone.authorization(b"cn0a", 1)
         ),
     );
     sim.recv(PHONE, &again);
