@@ -144,9 +144,15 @@ impl Config {
         self.file.metrics.as_ref().map(|m| m.listen.0)
     }
 
-    /// The SIP listen addresses, in order (index = local id).
-    pub fn sip_listen(&self) -> Vec<SocketAddr> {
-        self.file.sip.listen.iter().map(|a| a.0).collect()
+    /// The SIP listen addresses, in order (index = local id), as
+    /// written: `127.0.0.1:5060` (UDP), `tcp:127.0.0.1:5060`.
+    pub fn sip_listen(&self) -> Vec<String> {
+        self.file
+            .sip
+            .listen
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     pub fn summary(&self) -> Summary {

@@ -411,6 +411,53 @@ impl SbcCollector {
         Ok(())
     }
 
+    /// Stream connections (SIP over TCP): open now per shard and
+    /// transport, accepted, opened, and closed by reason.
+    fn encode_connections(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        use sbc_core::net::{ConnClose, Transport};
+        let open = self.shards.iter().enumerate().flat_map(|(i, s)| {
+            Transport::ALL
+                .iter()
+                .zip(&s.connections_open)
+                .filter(|(t, _)| t.is_reliable())
+                .map(move |(t, g)| {
+                    (
+                        [("shard", i.to_string()), ("transport", t.name().to_owned())],
+                        g.load(Ordering::Relaxed),
+                    )
+                })
+        });
+        gauge(
+            enc,
+            "connections_open",
+            "SIP stream connections open now, per shard and transport.",
+            open,
+        )?;
+        counter(
+            enc,
+            "connections_accepted",
+            "SIP stream connections accepted from peers, per shard.",
+            self.per_shard(|s| &s.connections_accepted),
+        )?;
+        counter(
+            enc,
+            "connections_opened",
+            "SIP stream connections the SBC opened (to trunks), per shard.",
+            self.per_shard(|s| &s.connections_opened),
+        )?;
+        counter(
+            enc,
+            "connections_closed",
+            "SIP stream connections closed (or refused at once: limit), by reason.",
+            ConnClose::ALL.iter().enumerate().map(|(i, r)| {
+                (
+                    [("reason", r.label())],
+                    self.total_at(|s| &s.connections_closed, i),
+                )
+            }),
+        )
+    }
+
     fn encode_outcomes(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let sent = self.by_code(|s| &s.finals_sent);
         counter(
@@ -542,6 +589,7 @@ impl Collector for SbcCollector {
         self.encode_outcomes(&mut enc)?;
         self.encode_media(&mut enc)?;
         self.encode_registrar(&mut enc, &policy)?;
+        self.encode_connections(&mut enc)?;
         let version = i64::try_from(policy.version).unwrap_or(i64::MAX);
         let desc = enc.encode_descriptor(
             "config_version",

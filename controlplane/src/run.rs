@@ -72,10 +72,7 @@ pub enum ReloadError {
     #[error(transparent)]
     Invalid(#[from] ConfigError),
     #[error("sip.listen changed from {old:?} to {new:?}: restart sbc to change listen addresses")]
-    ListenChanged {
-        old: Vec<std::net::SocketAddr>,
-        new: Vec<std::net::SocketAddr>,
-    },
+    ListenChanged { old: Vec<String>, new: Vec<String> },
     #[error(
         "media settings changed from ({}) to ({}): restart sbc to change them (the relay sockets are bound at start)",
         media_summary(.old),

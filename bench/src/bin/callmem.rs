@@ -51,6 +51,7 @@ fn policy() -> Policy {
         address: format!("{ip}:5060")
             .parse()
             .unwrap_or_else(|_| std::process::exit(2)),
+        transport: sbc_core::net::Transport::Udp,
         media: sbc_core::policy::MediaMode::Anchor,
         codecs: None,
         strict_latch: false,
@@ -65,6 +66,7 @@ fn policy() -> Policy {
     Policy {
         version: 1,
         listeners: vec![Listener {
+            transport: sbc_core::net::Transport::Udp,
             bind: "192.0.2.1:5060"
                 .parse()
                 .unwrap_or_else(|_| std::process::exit(2)),

@@ -97,6 +97,7 @@ pub fn compile(
                 // Unused for a trunk that registers (it is reached where it
                 // registered from).
                 address: t.address.map_or(UNUSED_ADDRESS, |a| a.0),
+                transport: t.transport.0,
                 media: t.media.0,
                 strict_latch: t.strict_latch,
                 codecs: t
@@ -225,6 +226,7 @@ fn listeners(sip: &file::Sip) -> Vec<Listener> {
         .iter()
         .enumerate()
         .map(|(i, bind)| Listener {
+            transport: bind.1,
             bind: bind.0,
             advertise: sip
                 .advertise

@@ -5,7 +5,8 @@ use serde::Deserialize;
 
 use super::media::{Codec, InterfaceName, Mode, PortRange, TimeoutSecs, XdpModeValue};
 use super::values::{
-    Advertise, FailoverEntry, IpAddress, Millis, Name, Network, Pattern, SocketAddress,
+    Advertise, FailoverEntry, IpAddress, ListenAddress, Millis, Name, Network, Pattern,
+    SocketAddress, TransportName,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,8 +35,9 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sip {
-    /// UDP addresses the shards bind.
-    pub listen: Vec<SocketAddress>,
+    /// Addresses the shards bind, each with its transport (UDP unless
+    /// written `tcp:address`).
+    pub listen: Vec<ListenAddress>,
     /// What goes into Via/Contact/From, one per listen address.
     pub advertise: Option<Vec<Advertise>>,
     #[serde(default)]
@@ -130,6 +132,9 @@ pub struct Trunk {
     pub sources: Vec<Network>,
     /// Where its calls go (not with `host = "dynamic"`).
     pub address: Option<SocketAddress>,
+    /// How requests reach it: UDP (the default) or TCP.
+    #[serde(default)]
+    pub transport: TransportName,
     /// `"dynamic"`: the trunk registers to the SBC with `username` and
     /// `secret`, and is reached where it registered from.
     pub host: Option<Dynamic>,

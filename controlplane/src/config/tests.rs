@@ -55,7 +55,7 @@ fn every_file_in_config_dir_loads_and_compiles() {
 #[test]
 fn embedded_default_is_loopback_only_and_refuses_everyone() {
     let config = Config::embedded_default().unwrap();
-    assert_eq!(config.sip_listen(), vec!["127.0.0.1:5060".parse().unwrap()]);
+    assert_eq!(config.sip_listen(), vec!["127.0.0.1:5060".to_owned()]);
     assert_eq!(
         config.metrics_listen(),
         Some("127.0.0.1:9090".parse().unwrap())
@@ -73,7 +73,11 @@ fn example_routes_pbx_to_carriers_and_italian_dids_to_pbx() {
     let config = example();
     assert_eq!(
         config.summary().to_string(),
-        "3 trunks, 1 route, 1 DID, 1 listen address"
+        "3 trunks, 1 route, 1 DID, 2 listen addresses"
+    );
+    assert_eq!(
+        config.sip_listen(),
+        vec!["127.0.0.1:5060".to_owned(), "tcp:127.0.0.1:5060".to_owned()]
     );
     let policy = config.compile(&StatsRegistry::new(), 1);
     let pbx = policy

@@ -69,6 +69,7 @@ pub fn validate(file: &ConfigFile) -> Check {
         }
     }
     let trunks = trunks(&file.trunks, &root.key("trunks"))?;
+    trunk_transports(file, &root)?;
     let mut route_names: HashMap<&Name, usize> = HashMap::new();
     for (i, route) in file.routes.iter().enumerate() {
         let path = root.key("routes").index(i);
@@ -139,7 +140,11 @@ fn sip(sip: &Sip, path: &FieldPath) -> Check {
             return at(
                 listen.index(i),
                 format!(
-                    "duplicate address {} (first at sip.listen[{first}])",
+                    "duplicate address {}{} (first at sip.listen[{first}])",
+                    match addr.1 {
+                        sbc_core::net::Transport::Udp => String::new(),
+                        t => format!("{}:", t.name()),
+                    },
                     addr.0
                 ),
             );
@@ -199,6 +204,26 @@ fn sip(sip: &Sip, path: &FieldPath) -> Check {
         ),
         _ => Ok(()),
     }
+}
+
+/// A trunk reached over a transport needs a listener of that transport
+/// (its requests leave from it, and its Via names it).
+fn trunk_transports(file: &ConfigFile, root: &FieldPath) -> Check {
+    for (i, trunk) in file.trunks.iter().enumerate() {
+        let wanted = trunk.transport.0;
+        if trunk.host.is_none() && !file.sip.listen.iter().any(|l| l.1 == wanted) {
+            return at(
+                root.key("trunks").index(i).key("transport"),
+                format!(
+                    "\"{}\" needs a {} listen address in sip.listen (like \"{}:127.0.0.1:5060\")",
+                    wanted.name(),
+                    wanted.token(),
+                    wanted.name()
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks the trunks and returns their ids by name.

@@ -25,6 +25,71 @@ impl TryFrom<String> for SocketAddress {
     }
 }
 
+/// A SIP listen address: `192.0.2.1:5060` (UDP), or with the transport
+/// in front, `udp:192.0.2.1:5060`, `tcp:[2001:db8::1]:5060`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddress(pub SocketAddr, pub sbc_core::net::Transport);
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            sbc_core::net::Transport::Udp => write!(f, "{}", self.0),
+            t => write!(f, "{}:{}", t.name(), self.0),
+        }
+    }
+}
+
+impl TryFrom<String> for ListenAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use sbc_core::net::Transport;
+        let text = s.trim();
+        let (transport, addr) = match text.split_once(':') {
+            Some((scheme, rest)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => {
+                match Transport::from_token(scheme.as_bytes()) {
+                    Some(t @ (Transport::Udp | Transport::Tcp)) => (t, rest),
+                    Some(t) => {
+                        return Err(format!(
+                            "{s:?}: {} listeners are not available yet; use udp or tcp",
+                            t.token()
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "{s:?}: unknown transport {scheme:?}; use udp or tcp (like \"tcp:192.0.2.1:5060\")"
+                        ));
+                    }
+                }
+            }
+            _ => (Transport::Udp, text),
+        };
+        addr.parse().map(|a| ListenAddress(a, transport)).map_err(|_| {
+            format!("{s:?} is not an IP address and port, optionally after a transport (like \"192.0.2.1:5060\", \"tcp:192.0.2.1:5060\" or \"[2001:db8::1]:5060\")")
+        })
+    }
+}
+
+/// A trunk's transport: `"udp"` (the default) or `"tcp"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TransportName(pub sbc_core::net::Transport);
+
+impl TryFrom<String> for TransportName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use sbc_core::net::Transport;
+        match Transport::from_token(s.trim().as_bytes()) {
+            Some(t @ (Transport::Udp | Transport::Tcp)) => Ok(TransportName(t)),
+            Some(t) => Err(format!(
+                "{s:?}: {} is not available yet; use \"udp\" or \"tcp\"",
+                t.token()
+            )),
+            None => Err(format!("{s:?} is not a transport; use \"udp\" or \"tcp\"")),
+        }
+    }
+}
+
 /// An IP address without a port: `192.0.2.1`, `2001:db8::1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]

@@ -138,7 +138,16 @@ fn reload_refuses_invalid_files_and_listen_changes_and_keeps_the_version() {
     assert_eq!(snapshot.load().version, 1);
     assert_eq!(snapshot.load().trunks.len(), 3);
 
+    // The same address over UDP only: the TCP listener would go.
     std::fs::write(&path, "[sip]\nlisten = [\"127.0.0.1:5060\"]\n").unwrap();
+    let err = reload(&config, &source, &snapshot).unwrap_err();
+    assert!(matches!(err, ReloadError::ListenChanged { .. }), "{err}");
+
+    std::fs::write(
+        &path,
+        "[sip]\nlisten = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\n",
+    )
+    .unwrap();
     assert_eq!(reload(&config, &source, &snapshot).unwrap(), 2);
     assert!(snapshot.load().trunks.is_empty());
 

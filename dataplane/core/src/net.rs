@@ -37,6 +37,14 @@ pub enum Transport {
 }
 
 impl Transport {
+    pub const ALL: [Transport; 5] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Ws,
+        Transport::Wss,
+    ];
+
     /// Reliable transports (all of them stream connections here) deliver
     /// in order or fail the connection: the transaction layer does not
     /// retransmit over them (RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1), and
@@ -53,6 +61,75 @@ impl Transport {
             Transport::Tls => "TLS",
             Transport::Ws => "WS",
             Transport::Wss => "WSS",
+        }
+    }
+
+    /// The lowercase name used in `;transport=` parameters and in the
+    /// configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    /// The transport a token names (case-insensitive), as in a Via
+    /// sent-protocol or a `;transport=` parameter.
+    pub fn from_token(token: &[u8]) -> Option<Transport> {
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.token().as_bytes().eq_ignore_ascii_case(token))
+    }
+}
+
+/// Why a stream connection was closed (metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnClose {
+    /// The peer closed it (or reset it).
+    Peer,
+    /// A receive or send failed.
+    Error,
+    /// The bytes could not be framed as SIP (garbage, an oversize message,
+    /// a missing or bad Content-Length).
+    Framing,
+    /// No whole message arrived in time after it was opened, or it was
+    /// idle too long.
+    Timeout,
+    /// Refused at once: the shard's or the source's connection limit.
+    Limit,
+    /// The peer does not read: more output queued than allowed.
+    Overflow,
+    /// An outgoing connection could not be established.
+    ConnectFailed,
+    /// The SBC stopped.
+    Shutdown,
+}
+
+impl ConnClose {
+    pub const ALL: [ConnClose; 8] = [
+        ConnClose::Peer,
+        ConnClose::Error,
+        ConnClose::Framing,
+        ConnClose::Timeout,
+        ConnClose::Limit,
+        ConnClose::Overflow,
+        ConnClose::ConnectFailed,
+        ConnClose::Shutdown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnClose::Peer => "peer",
+            ConnClose::Error => "error",
+            ConnClose::Framing => "framing",
+            ConnClose::Timeout => "timeout",
+            ConnClose::Limit => "limit",
+            ConnClose::Overflow => "overflow",
+            ConnClose::ConnectFailed => "connect_failed",
+            ConnClose::Shutdown => "shutdown",
         }
     }
 }
@@ -90,14 +167,13 @@ impl Flow {
         }
     }
 
-    /// The same transport and local socket towards another peer; the
-    /// connection is kept only when the peer is the same.
+    /// The same transport and local socket towards another target of the
+    /// same peer (a Contact, a route). Over a stream the connection is
+    /// kept: requests within a dialog go back over the connection the peer
+    /// opened (behind NAT it is the only way in), and `remote` is where a
+    /// new one is opened should it be gone.
     pub fn towards(self, remote: SocketAddr) -> Self {
-        Flow {
-            remote,
-            conn: self.conn.filter(|_| remote == self.remote),
-            ..self
-        }
+        Flow { remote, ..self }
     }
 }
 
@@ -124,6 +200,10 @@ pub struct Outbox {
 impl Outbox {
     pub fn push(&mut self, dest: Flow, data: Bytes) {
         self.queue.push_back(Outgoing { dest, data });
+    }
+
+    pub fn front(&self) -> Option<&Outgoing> {
+        self.queue.front()
     }
 
     pub fn pop(&mut self) -> Option<Outgoing> {

@@ -42,6 +42,9 @@ pub struct Trunk {
     pub sources: Vec<IpNet>,
     /// Where requests to this trunk are sent.
     pub address: SocketAddr,
+    /// The transport requests to this trunk use (validation makes sure a
+    /// listener of that transport exists).
+    pub transport: crate::net::Transport,
     pub media: MediaMode,
     /// Encoding names (lowercase, e.g. "pcma", "telephone-event", "t38")
     /// this trunk may use; `None` allows every codec.
@@ -341,6 +344,7 @@ impl Default for CallTimers {
 /// One local SIP address: where it is bound and what goes into headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
+    pub transport: crate::net::Transport,
     pub bind: SocketAddr,
     /// Host (and port) written into Via, Contact and From.
     pub advertise: String,
@@ -451,6 +455,36 @@ impl Policy {
     pub fn listener(&self, id: crate::net::LocalId) -> Option<&Listener> {
         self.listeners.get(usize::from(id.0))
     }
+
+    /// The listener requests to `remote` over `transport` leave from: the
+    /// first of that transport in `remote`'s address family, else the
+    /// first of that transport, else the first listener.
+    pub fn local_for(
+        &self,
+        transport: crate::net::Transport,
+        remote: SocketAddr,
+    ) -> crate::net::LocalId {
+        let of = |same_family: bool| {
+            self.listeners.iter().position(|l| {
+                l.transport == transport
+                    && (!same_family || l.bind.is_ipv4() == canonical(remote.ip()).is_ipv4())
+            })
+        };
+        let i = of(true).or_else(|| of(false)).unwrap_or(0);
+        crate::net::LocalId(u16::try_from(i).unwrap_or(0))
+    }
+
+    /// The flow requests to `trunk` take: its transport and address, from
+    /// the matching listener, over whatever connection the I/O layer has
+    /// (or opens) to it.
+    pub fn trunk_flow(&self, trunk: &Trunk) -> crate::net::Flow {
+        crate::net::Flow {
+            transport: trunk.transport,
+            remote: trunk.address,
+            local: self.local_for(trunk.transport, trunk.address),
+            conn: None,
+        }
+    }
 }
 
 use crate::net::canonical;
@@ -464,6 +498,7 @@ mod tests {
             name: name.into(),
             sources: nets.iter().map(|n| n.parse().unwrap()).collect(),
             address: "192.0.2.1:5060".parse().unwrap(),
+            transport: crate::net::Transport::Udp,
             media: MediaMode::Anchor,
             codecs: None,
             strict_latch: false,

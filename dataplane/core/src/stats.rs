@@ -218,6 +218,14 @@ pub struct ShardStats {
     pub registrar: [AtomicU64; crate::registrar::RegisterResult::ALL.len()],
     /// Refused credentials, by [`crate::registrar::AuthFailure`].
     pub auth_failures: [AtomicU64; crate::registrar::AuthFailure::ALL.len()],
+    /// Stream connections open now, by transport (index in
+    /// [`crate::net::Transport::ALL`]).
+    pub connections_open: [AtomicI64; 5],
+    /// Connections accepted from peers and opened by the SBC.
+    pub connections_accepted: AtomicU64,
+    pub connections_opened: AtomicU64,
+    /// Connections closed, by [`crate::net::ConnClose`].
+    pub connections_closed: [AtomicU64; crate::net::ConnClose::ALL.len()],
 }
 
 /// Where a shard's event loop is, as [`ShardStats::loop_state`] holds it.
@@ -273,6 +281,10 @@ impl Default for ShardStats {
             admission: AtomicI64::new(1000),
             registrar: std::array::from_fn(|_| AtomicU64::new(0)),
             auth_failures: std::array::from_fn(|_| AtomicU64::new(0)),
+            connections_open: std::array::from_fn(|_| AtomicI64::new(0)),
+            connections_accepted: AtomicU64::new(0),
+            connections_opened: AtomicU64::new(0),
+            connections_closed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }

@@ -197,3 +197,72 @@ proptest! {
         prop_assert_eq!(sim.engine.calls(), 0, "every call ends and is cleaned up");
     }
 }
+
+mod stream_framing {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use sbc_core::sip::stream::{Frame, StreamDecoder};
+
+    /// A message with a body of `body` bytes (which may contain CRLFs).
+    fn message(i: usize, body: &[u8]) -> Vec<u8> {
+        let mut m = format!(
+            "MESSAGE sip:{i}@x SIP/2.0\r\nCall-ID: {i}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        m.extend_from_slice(body);
+        m
+    }
+
+    proptest! {
+        /// Messages and pings, cut into chunks anywhere, come out whole
+        /// and in order, with nothing left over.
+        #[test]
+        fn any_chunking_yields_the_same_frames(
+            bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..6),
+            pings in prop::collection::vec(any::<bool>(), 6),
+            cuts in prop::collection::vec(1usize..300, 0..20),
+        ) {
+            let mut stream = Vec::new();
+            let mut want = Vec::new();
+            for (i, body) in bodies.iter().enumerate() {
+                if pings[i] {
+                    stream.extend_from_slice(b"\r\n\r\n");
+                    want.push(Frame::Ping);
+                }
+                let m = message(i, body);
+                stream.extend_from_slice(&m);
+                want.push(Frame::Message(Bytes::from(m)));
+            }
+            let mut d = StreamDecoder::default();
+            let mut got = Vec::new();
+            let mut rest: &[u8] = &stream;
+            for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                d.push(chunk);
+                rest = tail;
+                while let Some(f) = d.next_frame() {
+                    got.push(f.expect("valid stream"));
+                }
+            }
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(d.buffered(), 0);
+        }
+
+        /// Arbitrary bytes never panic the decoder, and it never holds more
+        /// than its limits allow.
+        #[test]
+        fn garbage_is_bounded(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..4096), 0..40)) {
+            let mut d = StreamDecoder::default();
+            for c in &chunks {
+                d.push(c);
+                while let Some(f) = d.next_frame() {
+                    if f.is_err() {
+                        break;
+                    }
+                }
+                prop_assert!(d.buffered() <= 64 * 1024 + 4096);
+            }
+        }
+    }
+}

@@ -18,6 +18,9 @@ pub enum Handoff {
     Datagram { origin: Flow, data: Box<[u8]> },
     /// A message of the engines' own (a binding lookup and its answer).
     Message(ShardMessage),
+    /// A message to send over a stream connection the other shard owns
+    /// (`dest.conn` names it).
+    Send { dest: Flow, data: bytes::Bytes },
 }
 
 /// One shard's inbox.

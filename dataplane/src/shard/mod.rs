@@ -22,6 +22,8 @@ mod nexthop;
 mod slots;
 mod socket;
 #[allow(unsafe_code)]
+mod stream;
+#[allow(unsafe_code)]
 mod uring;
 #[allow(unsafe_code)]
 mod xdp;
@@ -129,7 +131,12 @@ impl Runtime {
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mailboxes: Arc<[Arc<Mailbox>]> =
             (0..shards).map(|_| Arc::new(Mailbox::new(65536))).collect();
-        let listeners: Vec<_> = policy.load().listeners.iter().map(|l| l.bind).collect();
+        let listeners: Vec<_> = policy
+            .load()
+            .listeners
+            .iter()
+            .map(|l| (l.transport, l.bind))
+            .collect();
         let media = policy.load().media.clone();
         if let Some(m) = &media {
             // One socket per media port, all bound at start.
@@ -176,10 +183,17 @@ impl Runtime {
                         core_affinity::set_for_current(core);
                     }
                     let setup = (|| -> io::Result<uring::ShardLoop> {
-                        let sockets = listeners
-                            .iter()
-                            .map(|a| reuseport_udp(*a, cfg.socket_buffer))
-                            .collect::<io::Result<Vec<_>>>()?;
+                        let mut sockets = Vec::new();
+                        let mut tcp = Vec::new();
+                        for (i, (transport, addr)) in listeners.iter().enumerate() {
+                            let local = sbc_core::net::LocalId(u16::try_from(i).unwrap_or(0));
+                            match transport {
+                                sbc_core::net::Transport::Udp => {
+                                    sockets.push((reuseport_udp(*addr, cfg.socket_buffer)?, local));
+                                }
+                                t => tcp.push((stream::reuseport_tcp(*addr)?, local, *t, *addr)),
+                            }
+                        }
                         let id = ShardId(u16::try_from(me).unwrap_or(0));
                         let mut engine = Engine::new(
                             id,
@@ -216,6 +230,7 @@ impl Runtime {
                         drop(program);
                         let io = uring::ShardIo::new(
                             sockets,
+                            (me, tcp),
                             media_sockets,
                             media_base,
                             cfg.sizes,

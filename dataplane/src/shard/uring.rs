@@ -21,6 +21,10 @@ use super::mailbox::{Handoff, Mailbox};
 use super::nexthop::Lookup;
 use super::slots::{RecvSlot, SendPool, empty_msghdr};
 use super::socket::decode_sockaddr;
+use super::stream::{
+    ACCEPT, CONN_CANCEL, CONN_CONNECT, CONN_RECV, CONN_SEND, Inbound, Routed, StreamListener,
+    Streams,
+};
 use super::xdp::XdpPath;
 use sbc_core::b2bua::{Disposition, Engine};
 use sbc_core::media::MediaDrop;
@@ -132,6 +136,11 @@ pub(crate) struct ShardIo {
     /// `IORING_OP_SEND` takes a destination address (6.0+): sends skip
     /// the msghdr copy and import of `sendmsg`.
     send_to: bool,
+    /// Index in `sockets` of the UDP socket of each listener (by
+    /// [`LocalId`]); `None` for a stream listener.
+    udp_of: Vec<Option<usize>>,
+    /// SIP over TCP, when a TCP listener is configured.
+    pub(crate) streams: Option<Streams>,
 }
 
 impl std::fmt::Debug for ShardIo {
@@ -142,7 +151,7 @@ impl std::fmt::Debug for ShardIo {
     }
 }
 
-fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
+pub(crate) fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
     loop {
         // SAFETY: every pointer an entry carries (a msghdr of a receive or
         // send slot, a send slot's buffer and address, or the multishot
@@ -158,7 +167,8 @@ fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
 
 impl ShardIo {
     pub(crate) fn new(
-        sip: Vec<UdpSocket>,
+        sip: Vec<(UdpSocket, LocalId)>,
+        (me, tcp): (usize, Vec<StreamListener>),
         media: Vec<UdpSocket>,
         media_base: u16,
         sizes: RingSizes,
@@ -178,10 +188,19 @@ impl ShardIo {
                 .setup_cqsize(sizes.sq_entries * 8)
                 .build(sizes.sq_entries)?,
         };
+        let mut udp_of = Vec::new();
+        for (i, (_, local)) in sip.iter().enumerate() {
+            let at = usize::from(local.0);
+            if udp_of.len() <= at {
+                udp_of.resize(at + 1, None);
+            }
+            if let Some(slot) = udp_of.get_mut(at) {
+                *slot = Some(i);
+            }
+        }
         let mut sockets: Vec<(UdpSocket, Class)> = sip
             .into_iter()
-            .enumerate()
-            .map(|(i, s)| (s, Class::Sip(LocalId(u16::try_from(i).unwrap_or(0)))))
+            .map(|(s, local)| (s, Class::Sip(local)))
             .collect();
         let media_start = sockets.len();
         for (i, s) in media.into_iter().enumerate() {
@@ -207,6 +226,16 @@ impl ShardIo {
         let mut probe = Probe::new();
         let send_to = ring.submitter().register_probe(&mut probe).is_ok()
             && probe.is_supported(opcode::SendZc::CODE);
+        let streams = if tcp.is_empty() {
+            None
+        } else {
+            Some(Streams::new(me, tcp, &ring).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("SIP over TCP needs provided buffer rings (Linux 6.0+): {e}"),
+                )
+            })?)
+        };
         Ok(ShardIo {
             ring,
             xdp,
@@ -219,6 +248,8 @@ impl ShardIo {
             min_timeout,
             fixed_files,
             send_to,
+            udp_of,
+            streams,
         })
     }
 
@@ -313,9 +344,33 @@ impl ShardIo {
         push(&mut self.ring, &entry)
     }
 
-    /// Moves SIP datagrams from the engine into free send slots.
-    fn flush(&mut self, engine: &mut Engine) -> io::Result<()> {
-        while engine.pending_transmits() > 0 {
+    /// Moves SIP messages from the engine into free send slots (UDP) or
+    /// onto their connections (streams); messages for another shard's
+    /// connection go to `elsewhere`.
+    fn flush(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine,
+        stats: &ShardStats,
+        elsewhere: &mut Vec<(usize, Flow, bytes::Bytes)>,
+    ) -> io::Result<()> {
+        while let Some(dest) = engine.peek_transmit() {
+            if dest.transport.is_reliable() {
+                let Some(o) = engine.poll_outgoing() else {
+                    break;
+                };
+                match &mut self.streams {
+                    Some(streams) => {
+                        if let Routed::Elsewhere(shard) =
+                            streams.send(&mut self.ring, now, o.dest, o.data.clone(), stats)?
+                        {
+                            elsewhere.push((shard, o.dest, o.data));
+                        }
+                    }
+                    None => stats.discard(sbc_core::stats::Discard::Unanswerable),
+                }
+                continue;
+            }
             let Some(idx) = self.sip_send.take() else {
                 break;
             };
@@ -327,7 +382,13 @@ impl ShardIo {
                 self.sip_send.give_back(idx);
                 break;
             };
-            let local = usize::from(t.dest.local.0).min(self.media_start.saturating_sub(1));
+            let local = self
+                .udp_of
+                .get(usize::from(t.dest.local.0))
+                .copied()
+                .flatten()
+                .or_else(|| self.udp_of.iter().flatten().next().copied())
+                .unwrap_or(usize::MAX);
             let Some((sock, _)) = self.sockets.get(local) else {
                 self.sip_send.give_back(idx);
                 continue;
@@ -455,6 +516,12 @@ impl Drop for ShardIo {
             let _ = self.ring.submitter().unregister_buf_ring(BGID_SIP);
             let _ = self.ring.submitter().unregister_buf_ring(BGID_MEDIA);
         }
+        if self.streams.is_some() {
+            let _ = self
+                .ring
+                .submitter()
+                .unregister_buf_ring(super::stream::BGID_STREAM);
+        }
         // Let go of the registered sockets now: otherwise the kernel keeps
         // them (and their ports) until it has torn the ring down, after
         // this process is gone, and a restart finds its ports in use.
@@ -482,6 +549,30 @@ pub(crate) struct ShardLoop {
     pub governor: sbc_core::overload::Governor,
 }
 
+/// Hands a message for a call (or binding) another shard owns to that
+/// shard's mailbox.
+fn hand_off(
+    mailboxes: &[Arc<Mailbox>],
+    stats: &ShardStats,
+    owner: sbc_core::b2bua::ShardId,
+    origin: Flow,
+    data: &[u8],
+    wakes: &mut Vec<i32>,
+) {
+    ShardStats::inc(&stats.handed_off);
+    if let Some(mb) = mailboxes.get(usize::from(owner.0)) {
+        let h = Handoff::Datagram {
+            origin,
+            data: data.into(),
+        };
+        match mb.push(h) {
+            Ok(true) => wakes.push(mb.ring_fd()),
+            Ok(false) => {}
+            Err(_) => stats.discard(Discard::Unanswerable),
+        }
+    }
+}
+
 /// A datagram read by a completion: where it came from and its bytes.
 struct Received<'b> {
     src: Option<std::net::SocketAddr>,
@@ -495,6 +586,11 @@ impl ShardLoop {
             self.io.arm_recv(i)?;
         }
         self.io.arm_xsk_poll()?;
+        if let Some(streams) = &mut self.io.streams {
+            streams.arm(&mut self.io.ring)?;
+        }
+        let mut inbound: Vec<Inbound> = Vec::new();
+        let mut elsewhere: Vec<(usize, Flow, bytes::Bytes)> = Vec::new();
         // Installing the starting snapshot plans its health probes.
         let first = Arc::clone(self.engine.policy());
         self.engine.set_policy(Instant::now(), first);
@@ -520,6 +616,29 @@ impl ShardLoop {
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
+                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL => {
+                        let io = &mut self.io;
+                        let Some(streams) = &mut io.streams else {
+                            continue;
+                        };
+                        let slot = u16::try_from(idx).unwrap_or(u16::MAX);
+                        let ring = &mut io.ring;
+                        match ud & !INDEX_MASK {
+                            ACCEPT => streams.on_accept(ring, now, idx, res, flags, &self.stats)?,
+                            CONN_RECV => streams.on_recv(
+                                ring,
+                                now,
+                                slot,
+                                res,
+                                flags,
+                                &self.stats,
+                                &mut inbound,
+                            )?,
+                            CONN_SEND => streams.on_send(ring, now, slot, res, &self.stats)?,
+                            CONN_CONNECT => streams.on_connect(ring, slot, res, &self.stats)?,
+                            _ => {}
+                        }
+                    }
                     SEND_SIP | SEND_MEDIA => {
                         let pool = if ud & !INDEX_MASK == SEND_SIP {
                             &mut self.io.sip_send
@@ -545,6 +664,14 @@ impl ShardLoop {
 
             self.relay_xdp(now)?;
 
+            // Messages framed out of stream connections.
+            for m in inbound.drain(..) {
+                self.deliver(now, m.flow, &m.data, &mut wakes);
+            }
+            if let Some(streams) = &mut self.io.streams {
+                streams.sweep(&mut self.io.ring, now, &self.stats)?;
+            }
+
             // Datagrams other shards handed to us.
             let mailbox = &self.mailboxes[self.me];
             mailbox.rearm();
@@ -554,13 +681,31 @@ impl ShardLoop {
                         let _ = self.engine.handle_datagram(now, origin, &data);
                     }
                     Handoff::Message(m) => self.engine.handle_shard_message(now, m),
+                    Handoff::Send { dest, data } => {
+                        if let Some(streams) = &mut self.io.streams {
+                            // The connection is ours (its id says so).
+                            let _ =
+                                streams.send(&mut self.io.ring, now, dest, data, &self.stats)?;
+                        }
+                    }
                 }
             }
 
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
-            self.io.flush(&mut self.engine)?;
+            self.io
+                .flush(now, &mut self.engine, &self.stats, &mut elsewhere)?;
+            for (shard, dest, data) in elsewhere.drain(..) {
+                let Some(mb) = self.mailboxes.get(shard) else {
+                    continue;
+                };
+                match mb.push(Handoff::Send { dest, data }) {
+                    Ok(true) => wakes.push(mb.ring_fd()),
+                    Ok(false) => {}
+                    Err(_) => self.stats.discard(Discard::Unanswerable),
+                }
+            }
             while let Some(event) = self.engine.poll_event() {
                 super::events::log(self.me, &event);
                 if let (sbc_core::b2bua::Event::Registration(change), Some(to)) =
@@ -631,6 +776,14 @@ impl ShardLoop {
             }
         }
         Ok(())
+    }
+
+    /// A message from a stream connection, to the engine or the shard
+    /// that owns its call.
+    fn deliver(&mut self, now: Instant, origin: Flow, data: &[u8], wakes: &mut Vec<i32>) {
+        if let Disposition::HandOff(owner) = self.engine.handle_datagram(now, origin, data) {
+            hand_off(&self.mailboxes, &self.stats, owner, origin, data, wakes);
+        }
     }
 
     /// Relays the frames the AF_XDP socket holds: each accepted frame is
@@ -807,18 +960,7 @@ impl ShardLoop {
                     if let Disposition::HandOff(owner) =
                         self.engine.handle_datagram(now, origin, r.data)
                     {
-                        ShardStats::inc(&self.stats.handed_off);
-                        if let Some(mb) = self.mailboxes.get(usize::from(owner.0)) {
-                            let h = Handoff::Datagram {
-                                origin,
-                                data: r.data.into(),
-                            };
-                            match mb.push(h) {
-                                Ok(true) => wakes.push(mb.ring_fd()),
-                                Ok(false) => {}
-                                Err(_) => self.stats.discard(Discard::Unanswerable),
-                            }
-                        }
+                        hand_off(&self.mailboxes, &self.stats, owner, origin, r.data, wakes);
                     }
                 }
                 (Class::Media(port), Some(src)) => {

@@ -59,7 +59,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `transport`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
 );
 rejects!(
     unknown_target_key,
@@ -181,6 +181,40 @@ rejects!(
         "[\"127.0.0.1:5060\", \"127.0.0.1:5060\"]"
     ),
     "sip.listen[1]: duplicate address 127.0.0.1:5060 (first at sip.listen[0])"
+);
+rejects!(
+    duplicate_tcp_listen_address,
+    BASE.replace(
+        "[\"127.0.0.1:5060\"]",
+        "[\"tcp:127.0.0.1:5060\", \"127.0.0.1:5060\", \"TCP:127.0.0.1:5060\"]"
+    ),
+    "sip.listen[2]: duplicate address tcp:127.0.0.1:5060 (first at sip.listen[0])"
+);
+rejects!(
+    tls_listen_not_yet,
+    BASE.replace("[\"127.0.0.1:5060\"]", "[\"tls:127.0.0.1:5061\"]"),
+    "sip.listen[0]: \"tls:127.0.0.1:5061\": TLS listeners are not available yet; use udp or tcp"
+);
+rejects!(
+    unknown_listen_transport,
+    BASE.replace("[\"127.0.0.1:5060\"]", "[\"sctp:127.0.0.1:5060\"]"),
+    "sip.listen[0]: \"sctp:127.0.0.1:5060\": unknown transport \"sctp\""
+);
+rejects!(
+    tcp_trunk_without_tcp_listener,
+    BASE.replace(
+        "address = \"127.0.0.10:5060\"",
+        "address = \"127.0.0.10:5060\"\ntransport = \"tcp\""
+    ),
+    "trunks[0].transport: \"tcp\" needs a TCP listen address in sip.listen"
+);
+rejects!(
+    unknown_trunk_transport,
+    BASE.replace(
+        "address = \"127.0.0.10:5060\"",
+        "address = \"127.0.0.10:5060\"\ntransport = \"sctp\""
+    ),
+    "\"sctp\" is not a transport; use \"udp\" or \"tcp\""
 );
 rejects!(
     listen_port_zero,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::{Bytes, BytesMut};
 
 use super::call::{InviteRef, Leg};
-use crate::net::Flow;
+use crate::net::{Flow, Transport};
 use crate::policy::{Policy, TrunkId};
 use crate::sip::{CommaList, HeaderName, Message, Request, Response, Uri, Writer};
 
@@ -21,20 +21,31 @@ pub(crate) use crate::refusal::ALLOW;
 /// Per listener: pre-rendered pieces of Via and Contact.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalParts {
-    /// "SIP/2.0/UDP host:port;branch="
+    /// "SIP/2.0/UDP host:port;branch=" (the listener's transport)
     pub via_prefix: Bytes,
-    /// "<sip:host:port>"
+    /// "<sip:host:port>", with ";transport=tcp" on a stream listener
     pub contact: Bytes,
     /// "host:port" as advertised, for URIs.
     pub host: Bytes,
+    /// ";transport=tcp" (empty for UDP), after the host of a URI that
+    /// must be reached over this listener's transport (RFC 3261 §19.1.1).
+    pub uri_params: &'static str,
 }
 
 impl LocalParts {
-    pub fn new(advertise: &str) -> Self {
+    pub fn new(advertise: &str, transport: Transport) -> Self {
+        let uri_params = match transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+            Transport::Ws => ";transport=ws",
+            Transport::Wss => ";transport=wss",
+        };
         LocalParts {
-            via_prefix: Bytes::from(format!("SIP/2.0/UDP {advertise};branch=")),
-            contact: Bytes::from(format!("<sip:{advertise}>")),
+            via_prefix: Bytes::from(format!("SIP/2.0/{} {advertise};branch=", transport.token())),
+            contact: Bytes::from(format!("<sip:{advertise}{uri_params}>")),
             host: Bytes::copy_from_slice(advertise.as_bytes()),
+            uri_params,
         }
     }
 }

@@ -281,6 +281,19 @@ impl Engine {
         }
     }
 
+    /// Where the next message to send goes, without taking it.
+    pub fn peek_transmit(&self) -> Option<Flow> {
+        self.ctx.out.front().map(|o| o.dest)
+    }
+
+    /// The next message to send, as it is (for stream transports, which
+    /// queue it on a connection rather than copy it into a datagram).
+    pub fn poll_outgoing(&mut self) -> Option<crate::net::Outgoing> {
+        let o = self.ctx.out.pop()?;
+        ShardStats::inc(&self.ctx.stats.messages_out);
+        Some(o)
+    }
+
     /// The next event (call started, answered, ended), in order.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.ctx.events.pop_front()
@@ -347,10 +360,13 @@ fn locals_of(policy: &Policy) -> Vec<LocalParts> {
     let mut v: Vec<LocalParts> = policy
         .listeners
         .iter()
-        .map(|l| LocalParts::new(&l.advertise))
+        .map(|l| LocalParts::new(&l.advertise, l.transport))
         .collect();
     if v.is_empty() {
-        v.push(LocalParts::new("127.0.0.1:5060"));
+        v.push(LocalParts::new(
+            "127.0.0.1:5060",
+            crate::net::Transport::Udp,
+        ));
     }
     v
 }

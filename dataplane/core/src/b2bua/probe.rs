@@ -21,7 +21,6 @@ use bytes::Bytes;
 use super::context::Engine;
 use super::event::Event;
 use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
-use crate::net::{Flow, LocalId};
 use crate::policy::{Probe, Trunk};
 use crate::sip::Method;
 
@@ -155,10 +154,11 @@ impl Engine {
             s.cseq
         });
         let target = Bytes::from(format!("sip:{}", trunk.address));
-        let host = String::from_utf8_lossy(&self.ctx.local(LocalId(0)).host).into_owned();
+        let flow = self.ctx.policy.trunk_flow(trunk);
+        let host = String::from_utf8_lossy(&self.ctx.local(flow.local).host).into_owned();
         OwnRequest {
             method: Method::Options,
-            flow: Flow::udp(trunk.address, LocalId(0)),
+            flow,
             request_uri: target.clone(),
             from: Bytes::from(format!("<sip:sbc@{host}>")),
             to: Bytes::from(format!("<{}>", String::from_utf8_lossy(&target))),

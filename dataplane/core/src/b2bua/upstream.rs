@@ -24,7 +24,7 @@ use bytes::Bytes;
 use super::context::Engine;
 use super::event::{Event, Upstream};
 use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
-use crate::net::{Flow, LocalId};
+use crate::net::Flow;
 use crate::policy::{Registration, Trunk};
 use crate::sip::digest::{Algorithm, Challenge, Credentials, Qop, answer};
 use crate::sip::{CommaList, HeaderName, Message, Method, NameAddr};
@@ -149,18 +149,24 @@ impl Engine {
         trunk: &Trunk,
         credentials: Option<(HeaderName, Bytes)>,
     ) {
-        let local = self.ctx.local(LocalId(0)).host.clone();
         let Some(state) = self.upstreams.trunks.get_mut(&trunk.name) else {
             return;
         };
         let r = Arc::clone(&state.config);
+        let flow = Flow {
+            remote: r.registrar,
+            local: self.ctx.policy.local_for(trunk.transport, r.registrar),
+            ..self.ctx.policy.trunk_flow(trunk)
+        };
+        let parts = self.ctx.local(flow.local);
+        let (local, params) = (parts.host.clone(), parts.uri_params);
         state.cseq = state.cseq.wrapping_add(1).max(1);
         let aor = Bytes::from(format!("<sip:{}@{}>", r.user, r.domain));
         let mut headers = vec![
             (
                 HeaderName::Contact,
                 Bytes::from(format!(
-                    "<sip:{}@{}>",
+                    "<sip:{}@{}{params}>",
                     r.contact_user,
                     String::from_utf8_lossy(&local)
                 )),
@@ -170,7 +176,7 @@ impl Engine {
         headers.extend(credentials);
         let request = OwnRequest {
             method: Method::Register,
-            flow: Flow::udp(r.registrar, LocalId(0)),
+            flow,
             request_uri: request_uri(&r),
             from: aor.clone(),
             to: aor,

@@ -13,6 +13,7 @@ mod method;
 mod name_addr;
 mod request;
 pub(crate) mod scan;
+pub mod stream;
 mod uri;
 mod via;
 mod writer;

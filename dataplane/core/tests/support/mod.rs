@@ -32,6 +32,7 @@ pub fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         name: name.into(),
         sources: vec![source.parse().unwrap()],
         address: addr(address),
+        transport: sbc_core::net::Transport::Udp,
         media: sbc_core::policy::MediaMode::Anchor,
         codecs: None,
         strict_latch: false,
@@ -57,6 +58,7 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
     Policy {
         version: 1,
         listeners: vec![Listener {
+            transport: sbc_core::net::Transport::Udp,
             bind: addr(sbc),
             advertise: sbc.to_owned(),
         }],

@@ -1,0 +1,241 @@
+//! End-to-end: SIP over TCP through the real `sbc` binary. Stock `sipp`
+//! over TCP (`-t t1`: one connection; `-t tn`: one per call) calls a UDP
+//! carrier, a UDP caller reaches a carrier over TCP, and hand-made
+//! connections check keepalives, framing errors and the per-source limit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn config(net: Net, shards: usize, carrier_a_over_tcp: bool) -> String {
+    let text = example_config(net, shards);
+    assert!(text.contains(&format!("\"tcp:{}\"", net.sbc())), "{text}");
+    if !carrier_a_over_tcp {
+        return text;
+    }
+    let at = format!("address = \"{}:5060\"\n", net.carrier_a());
+    assert!(text.contains(&at));
+    text.replace(&at, &format!("{at}transport = \"tcp\"\n"))
+}
+
+/// sipp UAC on the pbx calling a carrier number `calls` times over `t`.
+fn calls(net: Net, transport: &str, calls: usize) -> SippResult {
+    let mut args = uac_args(
+        net,
+        &net.pbx(),
+        "uac_basic.xml",
+        "+390612345678",
+        calls,
+        4,
+        40,
+    );
+    args.extend([
+        "-t".into(),
+        transport.into(),
+        "-d".into(),
+        "500".into(),
+        "-recv_timeout".into(),
+        "20000".into(),
+    ]);
+    if transport == "tn" {
+        // sipp refuses tn mode while its socket cap exceeds the fd limit.
+        args.extend(["-max_socket".into(), "64".into()]);
+    }
+    Sipp::spawn("uac", &args).wait(LIMIT)
+}
+
+fn assert_all_ok(r: &SippResult, n: usize, sbc: &Sbc) {
+    assert_eq!(
+        (r.code, r.successful, r.failed),
+        (Some(0), n as u64, 0),
+        "{}\n{}",
+        r.output,
+        sbc.log()
+    );
+}
+
+#[test]
+fn a_pbx_over_tcp_calls_a_udp_carrier_on_one_connection() {
+    let net = Net(131);
+    let sbc = Sbc::start(net, &config(net, 2, false));
+    let uas = Sipp::spawn(
+        "uas",
+        &uas_args(net, &net.carrier_a(), "uas_answer.xml", 8, 0),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = calls(net, "t1", 8);
+    assert_all_ok(&uac, 8, &sbc);
+    assert_all_ok(&uas.wait(LIMIT), 8, &sbc);
+    assert_eq!(sbc.metric_sum("sbc_connections_accepted_total"), 1.0);
+    assert_eq!(
+        sbc.metric(r#"sbc_calls_answered_total{trunk="carrier-a",direction="outbound"}"#),
+        8.0
+    );
+    // Calls spread over both shards although one connection (accepted by
+    // one shard) carried them all: the other shard sent through it.
+    for s in 0..2 {
+        assert!(
+            sbc.metric(&format!(r#"sbc_shard_calls_total{{shard="{s}"}}"#)) > 0.0,
+            "shard {s} had no call:\n{}",
+            sbc.log()
+        );
+    }
+    assert_eq!(
+        sbc.metric(r#"sbc_connections_closed_total{reason="framing"}"#),
+        0.0
+    );
+}
+
+#[test]
+fn a_pbx_opening_a_connection_per_call_is_served() {
+    let net = Net(132);
+    let sbc = Sbc::start(net, &config(net, 2, false));
+    let uas = Sipp::spawn(
+        "uas",
+        &uas_args(net, &net.carrier_a(), "uas_answer.xml", 6, 0),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = calls(net, "tn", 6);
+    assert_all_ok(&uac, 6, &sbc);
+    assert_all_ok(&uas.wait(LIMIT), 6, &sbc);
+    assert!(sbc.metric_sum("sbc_connections_accepted_total") >= 6.0);
+}
+
+#[test]
+fn a_udp_pbx_reaches_a_carrier_over_tcp_reusing_connections() {
+    let net = Net(133);
+    let shards = 2;
+    let sbc = Sbc::start(net, &config(net, shards, true));
+    let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", 8, 0);
+    uas.extend(["-t".into(), "t1".into()]);
+    let uas = Sipp::spawn("uas", &uas);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = calls(net, "u1", 8);
+    assert_all_ok(&uac, 8, &sbc);
+    assert_all_ok(&uas.wait(LIMIT), 8, &sbc);
+    // At most one connection per shard to the carrier, reused by every call.
+    let opened = sbc.metric_sum("sbc_connections_opened_total");
+    assert!(
+        (1.0..=shards as f64).contains(&opened),
+        "{opened} connections opened"
+    );
+    assert_eq!(
+        sbc.metric(r#"sbc_calls_answered_total{trunk="carrier-a",direction="outbound"}"#),
+        8.0
+    );
+}
+
+/// A TCP connection from `from` (an IP of the test's network) to the SBC.
+fn connect(from: &str, to: &str) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    let dst: SocketAddr = to.parse().unwrap();
+    sock.connect_timeout(&dst.into(), Duration::from_secs(5))
+        .unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn options(net: Net, n: u32) -> String {
+    format!(
+        "OPTIONS sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/TCP {pbx}:5060;branch=z9hG4bK-tcp-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{pbx}>;tag=t{n}\r\nTo: <sip:{sbc}>\r\nCall-ID: tcp-options-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        sbc = net.sbc(),
+        pbx = net.pbx()
+    )
+}
+
+/// Reads until `want` holds for what arrived (or the read times out).
+fn read_until(s: &mut TcpStream, want: impl Fn(&str) -> bool) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !want(&String::from_utf8_lossy(&got)) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn keepalives_are_answered_and_bad_framing_closes_only_its_connection() {
+    let net = Net(134);
+    let sbc = Sbc::start(net, &config(net, 1, false));
+    let mut good = connect(&net.pbx(), &net.sbc());
+
+    // RFC 5626: a double-CRLF ping gets a single CRLF pong.
+    good.write_all(b"\r\n\r\n").unwrap();
+    let pong = read_until(&mut good, |s| s.len() >= 2);
+    assert_eq!(pong, "\r\n");
+
+    // A request split over several writes is framed by its Content-Length.
+    let req = options(net, 1);
+    let (a, b) = req.split_at(40);
+    good.write_all(a.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    good.write_all(b.as_bytes()).unwrap();
+    let resp = read_until(&mut good, |s| s.contains("\r\n\r\n"));
+    assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+    assert!(resp.contains("branch=z9hG4bK-tcp-1"), "{resp}");
+
+    // No Content-Length on a stream: that connection is closed.
+    let mut bad = connect(&net.pbx(), &net.sbc());
+    bad.write_all(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: nolength\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let started = Instant::now();
+    let n = bad.read(&mut buf);
+    assert!(
+        matches!(n, Ok(0)) || n.is_err() && started.elapsed() < Duration::from_secs(9),
+        "the bad connection stayed open: {n:?}"
+    );
+    assert_eq!(
+        sbc.wait_metric(r#"sbc_connections_closed_total{reason="framing"}"#, 1.0),
+        1.0
+    );
+
+    // The good one carries on.
+    good.write_all(options(net, 2).as_bytes()).unwrap();
+    let resp = read_until(&mut good, |s| s.contains("\r\n\r\n"));
+    assert!(resp.contains("branch=z9hG4bK-tcp-2"), "{resp}");
+    assert_eq!(
+        sbc.metric(r#"sbc_connections_open{shard="0",transport="tcp"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn one_source_cannot_hold_more_than_its_share_of_connections() {
+    let net = Net(135);
+    let sbc = Sbc::start(net, &config(net, 1, false));
+    // The limit is 64 per source and shard; with one shard, 16 of 80 are
+    // refused (closed at once).
+    let held: Vec<TcpStream> = (0..80).map(|_| connect(&net.ip(66), &net.sbc())).collect();
+    assert_eq!(
+        sbc.wait_metric(r#"sbc_connections_closed_total{reason="limit"}"#, 16.0),
+        16.0
+    );
+    assert_eq!(
+        sbc.metric(r#"sbc_connections_open{shard="0",transport="tcp"}"#),
+        64.0
+    );
+    // Another source is not affected.
+    let mut other = connect(&net.pbx(), &net.sbc());
+    other.write_all(options(net, 3).as_bytes()).unwrap();
+    let resp = read_until(&mut other, |s| s.contains("\r\n\r\n"));
+    assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+    drop(held);
+    assert_eq!(
+        sbc.wait_metric(r#"sbc_connections_open{shard="0",transport="tcp"}"#, 1.0),
+        1.0
+    );
+}

@@ -1,0 +1,713 @@
+//! SIP over TCP on the shard's own ring: multishot accept on each TCP
+//! listener (SO_REUSEPORT, so the kernel spreads connections over the
+//! shards), multishot receive into a provided-buffer ring shared by the
+//! shard's connections (an idle connection holds no receive buffer), one
+//! send in flight per connection (so its bytes stay in order), and
+//! connections the SBC opens to trunks with `IORING_OP_CONNECT`.
+//!
+//! A connection belongs to the shard that accepted or opened it; its
+//! [`ConnId`] names that shard, so another shard's message for it is
+//! handed over (`Handoff::Send`). Framing is the core's
+//! [`StreamDecoder`]; this module only moves bytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use io_uring::types::{CancelBuilder, Fd};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::bufring::BufRing;
+use super::uring::push;
+use sbc_core::net::{ConnClose, ConnId, Flow, LocalId, Transport};
+use sbc_core::sip::stream::{Frame, StreamDecoder, StreamLimits};
+use sbc_core::stats::ShardStats;
+
+pub(crate) const BGID_STREAM: u16 = 9;
+const STREAM_BUFS: u16 = 128;
+const STREAM_BUF: usize = 16 * 1024;
+/// Connections one shard holds at most.
+const MAX_CONNS: usize = 16_384;
+/// Connections from one source address, per shard.
+const MAX_PER_SOURCE: u16 = 64;
+/// An accepted connection must deliver a whole message within this long.
+const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+/// A connection that carried nothing either way for this long is closed.
+const IDLE: Duration = Duration::from_secs(900);
+/// Output queued on a connection whose peer does not read, at most.
+const MAX_QUEUED: usize = 1 << 20;
+/// Timeouts are checked this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+const KIND_SHIFT: u32 = 56;
+pub(crate) const ACCEPT: u64 = 7 << KIND_SHIFT;
+pub(crate) const CONN_RECV: u64 = 8 << KIND_SHIFT;
+pub(crate) const CONN_SEND: u64 = 9 << KIND_SHIFT;
+pub(crate) const CONN_CONNECT: u64 = 10 << KIND_SHIFT;
+pub(crate) const CONN_CANCEL: u64 = 11 << KIND_SHIFT;
+
+/// The connection id of slot `slot` (generation `generation`) on shard
+/// `shard`: shard in the top byte, then the generation, then the slot.
+fn conn_id(shard: u8, generation: u8, slot: u16) -> Option<ConnId> {
+    NonZeroU32::new(u32::from(shard) << 24 | u32::from(generation) << 16 | u32::from(slot))
+        .map(ConnId)
+}
+
+/// The shard that owns a connection.
+pub(crate) fn conn_shard(id: ConnId) -> usize {
+    (id.0.get() >> 24) as usize
+}
+
+fn conn_parts(id: ConnId) -> (u8, u16) {
+    let v = id.0.get();
+    (((v >> 16) & 0xff) as u8, (v & 0xffff) as u16)
+}
+
+fn transport_index(t: Transport) -> usize {
+    Transport::ALL.iter().position(|x| *x == t).unwrap_or(0)
+}
+
+/// A listening socket of a stream transport: the socket, its listener's
+/// id, its transport and the address it is bound to.
+pub(crate) type StreamListener = (TcpListener, LocalId, Transport, SocketAddr);
+
+/// One connection.
+struct Conn {
+    sock: Socket,
+    /// Its flow, with its own id: what inputs say they came from.
+    flow: Flow,
+    decoder: StreamDecoder,
+    /// Output waiting for the send in flight to finish.
+    queued: BytesMut,
+    /// The bytes of the send in flight (empty when none is).
+    sending: Bytes,
+    /// The peer's address while a connect is in flight (the kernel reads
+    /// it until the connect completes).
+    connecting: Option<Box<SockAddr>>,
+    /// Requests in flight on it (receive, send, connect).
+    ops: u8,
+    closing: bool,
+    /// Accepted (counted in `per_source`) rather than opened by us.
+    accepted: bool,
+    got_message: bool,
+    opened: Instant,
+    active: Instant,
+}
+
+/// A message (or an error) out of a connection, for the engine.
+pub(crate) struct Inbound {
+    pub flow: Flow,
+    pub data: Bytes,
+}
+
+/// Where an outgoing message went.
+pub(crate) enum Routed {
+    /// Queued here (or dropped, counted).
+    Done,
+    /// The connection belongs to another shard.
+    Elsewhere(usize),
+}
+
+/// The shard's stream listeners and connections.
+pub(crate) struct Streams {
+    me: u8,
+    listeners: Vec<StreamListener>,
+    slots: Vec<Option<Conn>>,
+    generations: Vec<u8>,
+    free: Vec<u16>,
+    /// Usable connections by (transport, peer), for reuse (RFC 3261
+    /// §18.1.1): the newest one to each peer.
+    by_remote: HashMap<(Transport, SocketAddr), u16>,
+    per_source: HashMap<IpAddr, u16>,
+    bufs: BufRing,
+    limits: StreamLimits,
+    next_sweep: Instant,
+}
+
+impl Streams {
+    /// `listeners`: (listener, its local id, transport, bound address).
+    pub(crate) fn new(
+        me: usize,
+        listeners: Vec<StreamListener>,
+        ring: &IoUring,
+    ) -> io::Result<Self> {
+        let bufs = BufRing::new(STREAM_BUFS, STREAM_BUF, BGID_STREAM)?;
+        // SAFETY: the ring memory is page aligned, holds `entries` entries
+        // and lives as long as the Streams, which the ShardIo drops after
+        // unregistering it (ShardIo::drop).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.ring_addr(),
+                bufs.entries(),
+                BGID_STREAM,
+                0,
+            )
+        }?;
+        Ok(Streams {
+            me: u8::try_from(me).unwrap_or(u8::MAX),
+            listeners,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_remote: HashMap::new(),
+            per_source: HashMap::new(),
+            bufs,
+            limits: StreamLimits::default(),
+            next_sweep: Instant::now() + SWEEP_EVERY,
+        })
+    }
+
+    /// Arms the multishot accept of every listener.
+    pub(crate) fn arm(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        for i in 0..self.listeners.len() {
+            self.arm_accept(ring, i)?;
+        }
+        Ok(())
+    }
+
+    fn arm_accept(&mut self, ring: &mut IoUring, i: usize) -> io::Result<()> {
+        let Some((l, ..)) = self.listeners.get(i) else {
+            return Ok(());
+        };
+        let entry = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
+            .build()
+            .user_data(ACCEPT | i as u64);
+        push(ring, &entry)
+    }
+
+    fn conn_mut(&mut self, slot: u16) -> Option<&mut Conn> {
+        self.slots
+            .get_mut(usize::from(slot))
+            .and_then(Option::as_mut)
+    }
+
+    /// A new connection's slot and id.
+    fn insert(
+        &mut self,
+        sock: Socket,
+        transport: Transport,
+        remote: SocketAddr,
+        local: LocalId,
+        accepted: bool,
+        now: Instant,
+    ) -> Option<u16> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None if self.slots.len() < MAX_CONNS => {
+                self.slots.push(None);
+                self.generations.push(0);
+                u16::try_from(self.slots.len() - 1).ok()?
+            }
+            None => return None,
+        };
+        let g = self.generations.get_mut(usize::from(slot))?;
+        *g = g.wrapping_add(1).max(1);
+        let id = conn_id(self.me, *g, slot)?;
+        let conn = Conn {
+            sock,
+            flow: Flow {
+                transport,
+                remote,
+                local,
+                conn: Some(id),
+            },
+            decoder: StreamDecoder::new(self.limits),
+            queued: BytesMut::new(),
+            sending: Bytes::new(),
+            connecting: None,
+            ops: 0,
+            closing: false,
+            accepted,
+            got_message: !accepted,
+            opened: now,
+            active: now,
+        };
+        *self.slots.get_mut(usize::from(slot))? = Some(conn);
+        Some(slot)
+    }
+
+    /// A multishot accept completed: a new connection (or the accept ended).
+    pub(crate) fn on_accept(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        idx: usize,
+        res: i32,
+        flags: u32,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        if !cqueue::more(flags) {
+            self.arm_accept(ring, idx)?;
+        }
+        if res < 0 {
+            tracing::debug!(error = %io::Error::from_raw_os_error(-res), "accept failed");
+            return Ok(());
+        }
+        // SAFETY: a successful accept returns a new descriptor that nothing
+        // else owns; the Socket closes it.
+        let sock = unsafe { Socket::from_raw_fd(res) };
+        let Some(&(_, local, transport, _)) = self.listeners.get(idx) else {
+            return Ok(());
+        };
+        let Some(remote) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
+            return Ok(());
+        };
+        let remote = SocketAddr::new(sbc_core::net::canonical(remote.ip()), remote.port());
+        ShardStats::inc(&stats.connections_accepted);
+        let count = self.per_source.get(&remote.ip()).copied().unwrap_or(0);
+        if count >= MAX_PER_SOURCE || self.free.is_empty() && self.slots.len() >= MAX_CONNS {
+            count_close(stats, ConnClose::Limit);
+            return Ok(());
+        }
+        let _ = sock.set_tcp_nodelay(true);
+        let Some(slot) = self.insert(sock, transport, remote, local, true, now) else {
+            count_close(stats, ConnClose::Limit);
+            return Ok(());
+        };
+        *self.per_source.entry(remote.ip()).or_insert(0) += 1;
+        open_gauge(stats, transport, 1);
+        self.by_remote.insert((transport, remote), slot);
+        self.arm_recv(ring, slot)
+    }
+
+    fn arm_recv(&mut self, ring: &mut IoUring, slot: u16) -> io::Result<()> {
+        let Some(c) = self.conn_mut(slot) else {
+            return Ok(());
+        };
+        if c.closing {
+            return Ok(());
+        }
+        let entry = opcode::RecvMulti::new(Fd(c.sock.as_raw_fd()), BGID_STREAM)
+            .build()
+            .user_data(CONN_RECV | u64::from(slot));
+        c.ops += 1;
+        push(ring, &entry)
+    }
+
+    /// Bytes (or the end) arrived on a connection: whole messages go to
+    /// `out`, pings are answered, framing errors close it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_recv(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        slot: u16,
+        res: i32,
+        flags: u32,
+        stats: &ShardStats,
+        out: &mut Vec<Inbound>,
+    ) -> io::Result<()> {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        let len = usize::try_from(res).unwrap_or(0);
+        let mut close = None;
+        let mut pong = false;
+        if let Some(c) = self
+            .slots
+            .get_mut(usize::from(slot))
+            .and_then(Option::as_mut)
+        {
+            if !more {
+                c.ops = c.ops.saturating_sub(1);
+            }
+            if let Some(bid) = bid {
+                if !c.closing {
+                    c.decoder.push(self.bufs.buffer(bid, len));
+                    stats
+                        .bytes_in
+                        .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                    c.active = now;
+                }
+                self.bufs.recycle(bid);
+                self.bufs.publish();
+            }
+            while !c.closing {
+                match c.decoder.next_frame() {
+                    None => break,
+                    Some(Ok(Frame::Message(data))) => {
+                        c.got_message = true;
+                        out.push(Inbound { flow: c.flow, data });
+                    }
+                    Some(Ok(Frame::Ping)) => pong = true,
+                    Some(Err(e)) => {
+                        tracing::debug!(peer = %c.flow.remote, error = e.label(), "stream framing failed");
+                        close = Some(ConnClose::Framing);
+                        break;
+                    }
+                }
+            }
+            if close.is_none() && !c.closing {
+                if res == 0 {
+                    close = Some(ConnClose::Peer);
+                } else if res < 0 && -res != libc::ENOBUFS {
+                    close = Some(if -res == libc::ECONNRESET {
+                        ConnClose::Peer
+                    } else {
+                        ConnClose::Error
+                    });
+                }
+            }
+        } else {
+            if let Some(bid) = bid {
+                self.bufs.recycle(bid);
+                self.bufs.publish();
+            }
+            return Ok(());
+        }
+        if pong {
+            // RFC 5626 §3.5.1: a double-CRLF ping is answered with one CRLF.
+            self.queue(ring, slot, Bytes::from_static(b"\r\n"), stats)?;
+        }
+        if let Some(reason) = close {
+            self.close(ring, slot, reason, stats)?;
+        } else if !more {
+            // Ended without error (out of buffers): receive again.
+            self.arm_recv(ring, slot)?;
+        }
+        self.maybe_free(slot);
+        Ok(())
+    }
+
+    /// Sends `data` to `dest`: over its connection when it names one of
+    /// this shard's that is still open, else over an open connection to
+    /// the same peer, else over a new one.
+    pub(crate) fn send(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        dest: Flow,
+        data: Bytes,
+        stats: &ShardStats,
+    ) -> io::Result<Routed> {
+        if let Some(id) = dest.conn {
+            let owner = conn_shard(id);
+            if owner != usize::from(self.me) {
+                return Ok(Routed::Elsewhere(owner));
+            }
+            let (generation, slot) = conn_parts(id);
+            let live = self.generations.get(usize::from(slot)) == Some(&generation)
+                && self
+                    .slots
+                    .get(usize::from(slot))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| !c.closing);
+            if live {
+                self.queue(ring, slot, data, stats)?;
+                return Ok(Routed::Done);
+            }
+        }
+        let slot = match self.by_remote.get(&(dest.transport, dest.remote)) {
+            Some(&slot) => slot,
+            None => match self.connect(ring, now, dest, stats)? {
+                Some(slot) => slot,
+                None => return Ok(Routed::Done),
+            },
+        };
+        self.queue(ring, slot, data, stats)?;
+        Ok(Routed::Done)
+    }
+
+    /// Opens a connection to `dest.remote` from the address of listener
+    /// `dest.local`.
+    fn connect(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        dest: Flow,
+        stats: &ShardStats,
+    ) -> io::Result<Option<u16>> {
+        let domain = if dest.remote.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let sock = match Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, peer = %dest.remote, "cannot open a TCP socket");
+                count_close(stats, ConnClose::ConnectFailed);
+                return Ok(None);
+            }
+        };
+        let _ = sock.set_tcp_nodelay(true);
+        // Leave from the listener's address (its port is the one in Via).
+        if let Some((_, _, _, bound)) = self.listeners.iter().find(|l| l.1 == dest.local)
+            && !bound.ip().is_unspecified()
+            && bound.is_ipv4() == dest.remote.is_ipv4()
+        {
+            let _ = sock.bind(&SocketAddr::new(bound.ip(), 0).into());
+        }
+        let Some(slot) = self.insert(sock, dest.transport, dest.remote, dest.local, false, now)
+        else {
+            count_close(stats, ConnClose::Limit);
+            return Ok(None);
+        };
+        ShardStats::inc(&stats.connections_opened);
+        open_gauge(stats, dest.transport, 1);
+        self.by_remote.insert((dest.transport, dest.remote), slot);
+        let Some(c) = self.conn_mut(slot) else {
+            return Ok(None);
+        };
+        let addr = Box::new(SockAddr::from(dest.remote));
+        let entry = opcode::Connect::new(
+            Fd(c.sock.as_raw_fd()),
+            addr.as_ptr().cast::<libc::sockaddr>(),
+            addr.len(),
+        )
+        .build()
+        .user_data(CONN_CONNECT | u64::from(slot));
+        c.connecting = Some(addr);
+        c.ops += 1;
+        push(ring, &entry)?;
+        Ok(Some(slot))
+    }
+
+    /// A connect completed.
+    pub(crate) fn on_connect(
+        &mut self,
+        ring: &mut IoUring,
+        slot: u16,
+        res: i32,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        let Some(c) = self.conn_mut(slot) else {
+            return Ok(());
+        };
+        c.ops = c.ops.saturating_sub(1);
+        c.connecting = None;
+        if c.closing {
+            self.maybe_free(slot);
+            return Ok(());
+        }
+        if res < 0 {
+            tracing::info!(peer = %c.flow.remote, error = %io::Error::from_raw_os_error(-res), "TCP connect failed");
+            self.close(ring, slot, ConnClose::ConnectFailed, stats)?;
+            self.maybe_free(slot);
+            return Ok(());
+        }
+        self.arm_recv(ring, slot)?;
+        self.start_send(ring, slot)
+    }
+
+    /// Appends `data` to a connection's output.
+    fn queue(
+        &mut self,
+        ring: &mut IoUring,
+        slot: u16,
+        data: Bytes,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        let Some(c) = self.conn_mut(slot) else {
+            return Ok(());
+        };
+        if c.closing {
+            return Ok(());
+        }
+        if c.queued.len() + data.len() > MAX_QUEUED {
+            self.close(ring, slot, ConnClose::Overflow, stats)?;
+            self.maybe_free(slot);
+            return Ok(());
+        }
+        c.queued.extend_from_slice(&data);
+        self.start_send(ring, slot)
+    }
+
+    /// Starts the next send when none is in flight and the connection is up.
+    fn start_send(&mut self, ring: &mut IoUring, slot: u16) -> io::Result<()> {
+        let Some(c) = self.conn_mut(slot) else {
+            return Ok(());
+        };
+        if c.closing || c.connecting.is_some() || !c.sending.is_empty() || c.queued.is_empty() {
+            return Ok(());
+        }
+        c.sending = c.queued.split().freeze();
+        let len = u32::try_from(c.sending.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Send::new(Fd(c.sock.as_raw_fd()), c.sending.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(CONN_SEND | u64::from(slot));
+        c.ops += 1;
+        push(ring, &entry)
+    }
+
+    /// A send completed: the rest of it, or what queued meanwhile, goes next.
+    pub(crate) fn on_send(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        slot: u16,
+        res: i32,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        let Some(c) = self.conn_mut(slot) else {
+            return Ok(());
+        };
+        c.ops = c.ops.saturating_sub(1);
+        if res < 0 || c.closing {
+            c.sending = Bytes::new();
+            if !c.closing {
+                self.close(ring, slot, ConnClose::Error, stats)?;
+            }
+            self.maybe_free(slot);
+            return Ok(());
+        }
+        let sent = usize::try_from(res).unwrap_or(0).min(c.sending.len());
+        stats
+            .bytes_out
+            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+        c.active = now;
+        c.sending.advance(sent);
+        if !c.sending.is_empty() {
+            // A short write: the rest goes first, ahead of anything queued.
+            let mut rest = BytesMut::from(&c.sending[..]);
+            rest.extend_from_slice(&c.queued);
+            c.queued = rest;
+            c.sending = Bytes::new();
+        }
+        self.start_send(ring, slot)
+    }
+
+    /// Closes a connection: no more input is taken, its requests are
+    /// cancelled, and the slot is freed once the kernel has let go.
+    fn close(
+        &mut self,
+        ring: &mut IoUring,
+        slot: u16,
+        reason: ConnClose,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        let Some(c) = self
+            .slots
+            .get_mut(usize::from(slot))
+            .and_then(Option::as_mut)
+        else {
+            return Ok(());
+        };
+        if c.closing {
+            return Ok(());
+        }
+        c.closing = true;
+        count_close(stats, reason);
+        open_gauge(stats, c.flow.transport, -1);
+        let key = (c.flow.transport, c.flow.remote);
+        if self.by_remote.get(&key) == Some(&slot) {
+            self.by_remote.remove(&key);
+        }
+        if c.accepted {
+            let ip = c.flow.remote.ip();
+            if let Some(n) = self.per_source.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_source.remove(&ip);
+                }
+            }
+        }
+        let _ = c.sock.shutdown(std::net::Shutdown::Both);
+        if c.ops > 0 {
+            let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(c.sock.as_raw_fd())).all())
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(CONN_CANCEL | u64::from(slot));
+            push(ring, &entry)?;
+        }
+        Ok(())
+    }
+
+    /// Frees a closed connection's slot once no request holds it.
+    fn maybe_free(&mut self, slot: u16) {
+        let done = self
+            .slots
+            .get(usize::from(slot))
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.closing && c.ops == 0);
+        if done {
+            if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+                *s = None;
+            }
+            self.free.push(slot);
+        }
+    }
+
+    /// Closes connections that never sent a message in time, or went idle.
+    pub(crate) fn sweep(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        if now < self.next_sweep {
+            return Ok(());
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        let expired: Vec<u16> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                let late =
+                    !c.got_message && now.saturating_duration_since(c.opened) > FIRST_MESSAGE;
+                let idle = now.saturating_duration_since(c.active) > IDLE;
+                (!c.closing && (late || idle)).then(|| u16::try_from(i).ok())?
+            })
+            .collect();
+        for slot in expired {
+            self.close(ring, slot, ConnClose::Timeout, stats)?;
+            self.maybe_free(slot);
+        }
+        Ok(())
+    }
+}
+
+fn count_close(stats: &ShardStats, reason: ConnClose) {
+    if let Some(i) = ConnClose::ALL.iter().position(|r| *r == reason)
+        && let Some(c) = stats.connections_closed.get(i)
+    {
+        ShardStats::inc(c);
+    }
+}
+
+fn open_gauge(stats: &ShardStats, transport: Transport, delta: i64) {
+    if let Some(g) = stats.connections_open.get(transport_index(transport)) {
+        g.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Opens a reuse-port TCP listener on `addr`.
+pub(crate) fn reuseport_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind SIP TCP {addr}: {e}")))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_ids_name_their_shard_generation_and_slot() {
+        let id = conn_id(3, 7, 513).unwrap();
+        assert_eq!(conn_shard(id), 3);
+        assert_eq!(conn_parts(id), (7, 513));
+        assert!(conn_id(0, 0, 0).is_none(), "generations start at 1");
+        assert_ne!(conn_id(0, 1, 5), conn_id(0, 2, 5));
+    }
+}
