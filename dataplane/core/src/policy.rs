@@ -485,6 +485,20 @@ impl Policy {
             conn: None,
         }
     }
+
+    /// [`Policy::trunk_flow`], leaving from listener `prefer` (the one the
+    /// call came in on) when it has the trunk's transport and address
+    /// family.
+    pub fn trunk_flow_from(&self, trunk: &Trunk, prefer: crate::net::LocalId) -> crate::net::Flow {
+        let mut flow = self.trunk_flow(trunk);
+        if self.listener(prefer).is_some_and(|l| {
+            l.transport == trunk.transport
+                && l.bind.is_ipv4() == canonical(trunk.address.ip()).is_ipv4()
+        }) {
+            flow.local = prefer;
+        }
+        flow
+    }
 }
 
 use crate::net::canonical;
@@ -548,6 +562,37 @@ mod tests {
             media: None,
             accounts: Default::default(),
         }
+    }
+
+    #[test]
+    fn requests_to_a_trunk_leave_from_a_listener_of_its_transport_and_family() {
+        use crate::net::{LocalId, Transport};
+        let listener = |transport, bind: &str| Listener {
+            transport,
+            bind: bind.parse().unwrap(),
+            advertise: bind.into(),
+        };
+        let mut p = policy();
+        p.listeners = vec![
+            listener(Transport::Udp, "10.0.0.1:5060"),
+            listener(Transport::Udp, "[2001:db8::1]:5060"),
+            listener(Transport::Tcp, "10.0.0.1:5060"),
+            listener(Transport::Udp, "192.0.2.100:5060"),
+        ];
+        let mut t = trunk("x", &["10.9.0.0/16"]);
+        assert_eq!(p.trunk_flow(&t).local, LocalId(0));
+        assert_eq!(p.trunk_flow_from(&t, LocalId(3)).local, LocalId(3));
+        assert_eq!(p.trunk_flow_from(&t, LocalId(2)).local, LocalId(0), "TCP");
+        assert_eq!(p.trunk_flow_from(&t, LocalId(1)).local, LocalId(0), "IPv6");
+        t.transport = Transport::Tcp;
+        let f = p.trunk_flow_from(&t, LocalId(0));
+        assert_eq!(
+            (f.local, f.transport, f.remote, f.conn),
+            (LocalId(2), Transport::Tcp, t.address, None)
+        );
+        t.transport = Transport::Udp;
+        t.address = "[2001:db8::9]:5060".parse().unwrap();
+        assert_eq!(p.trunk_flow(&t).local, LocalId(1));
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
         }
         call.b_open = Some(target.trunk);
         call.b.trunk = target.trunk;
-        call.b.flow = policy.trunk_flow(trunk);
+        call.b.flow = policy.trunk_flow_from(trunk, call.a.flow.local);
         match offer_towards(ctx, call, target.trunk, invite.body.clone(), now) {
             Ok(body) => {
                 let invite = Invite { body, ..invite };

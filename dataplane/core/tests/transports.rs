@@ -1,0 +1,200 @@
+//! Stream transports in the core (issue 11): responses and in-dialog
+//! requests go back over the connection a peer used, requests to a trunk
+//! reached over TCP name TCP in Via and Contact and are not retransmitted,
+//! and a phone registered over a connection is rung over it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sbc_core::net::{ConnId, Flow, LocalId, Transport};
+use sbc_core::policy::{Listener, NumberPattern, Policy, Route, TrunkId};
+use sbc_core::registrar::{Account, AccountSecret, Accounts, Binding, Change, Location, Settings};
+use sbc_core::sip::HeaderName;
+use support::*;
+
+/// The usual topology with a TCP listener beside the UDP one (LocalId 1).
+fn tcp_policy(carrier_a_over_tcp: bool) -> Policy {
+    let mut p = policy();
+    p.listeners.push(Listener {
+        transport: Transport::Tcp,
+        bind: addr(SBC),
+        advertise: SBC.into(),
+    });
+    if carrier_a_over_tcp {
+        p.trunks[1].transport = Transport::Tcp;
+    }
+    p
+}
+
+fn conn(n: u32) -> Option<ConnId> {
+    Some(ConnId(NonZeroU32::new(n).unwrap()))
+}
+
+fn tcp_from(remote: &str, n: u32) -> Flow {
+    Flow {
+        transport: Transport::Tcp,
+        remote: addr(remote),
+        local: LocalId(1),
+        conn: conn(n),
+    }
+}
+
+/// Everything queued, with the flow each goes on.
+fn drain(sim: &mut Sim) -> Vec<(Flow, Sent)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Some(t) = sim.engine.poll_transmit(&mut buf) {
+        out.push((
+            t.dest,
+            Sent {
+                to: t.dest.remote,
+                bytes: buf[..t.len].to_vec(),
+            },
+        ));
+    }
+    out
+}
+
+fn find<'a>(sent: &'a [(Flow, Sent)], what: &str) -> &'a (Flow, Sent) {
+    sent.iter()
+        .find(|(_, s)| s.text().starts_with(what))
+        .unwrap_or_else(|| panic!("no {what}: {sent:#?}"))
+}
+
+#[test]
+fn a_caller_over_tcp_is_answered_over_its_connection() {
+    let mut sim = Sim::with_policy(tcp_policy(false));
+    // The PBX connected from an ephemeral port.
+    let pbx = tcp_from("10.0.0.10:40001", 5);
+    let text = invite(PBX, "+390612345678", "tcp-1", "z9hG4bKtcp1", 1)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    sim.engine.handle_datagram(sim.now, pbx, text.as_bytes());
+    let sent = drain(&mut sim);
+    // The carrier is on UDP: the INVITE leaves from the UDP listener.
+    let (to_carrier, b_invite) = find(&sent, "INVITE ");
+    assert_eq!(
+        (to_carrier.transport, to_carrier.local, to_carrier.conn),
+        (Transport::Udp, LocalId(0), None)
+    );
+    assert!(b_invite.header(HeaderName::Via).starts_with("SIP/2.0/UDP "));
+
+    let b_invite = b_invite.clone();
+    sim.recv(
+        CARRIER_A,
+        &answer_200(&b_invite, "carrier-tag", "sip:gw@10.0.0.20:5060"),
+    );
+    let sent = drain(&mut sim);
+    let (to_pbx, ok) = find(&sent, "SIP/2.0 200");
+    assert_eq!(*to_pbx, pbx, "over the connection it came on");
+    assert!(ok.header(HeaderName::Via).starts_with("SIP/2.0/TCP "));
+    // Our Contact towards the PBX names TCP, so its in-dialog requests
+    // come back over TCP.
+    assert!(
+        ok.header(HeaderName::Contact).contains(";transport=tcp"),
+        "{}",
+        ok.text()
+    );
+
+    // The carrier hangs up: the BYE to the PBX goes over its connection.
+    let ack =
+        ack_from_pbx("tcp-1", &ok.header(HeaderName::To)).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    sim.engine.handle_datagram(sim.now, pbx, ack.as_bytes());
+    let _ = drain(&mut sim);
+    sim.recv(CARRIER_A, &carrier_bye(&b_invite, "z9hG4bKbye1", 2));
+    let sent = drain(&mut sim);
+    let (to_pbx, bye) = find(&sent, "BYE ");
+    assert_eq!(
+        (to_pbx.transport, to_pbx.conn, to_pbx.local),
+        (Transport::Tcp, conn(5), LocalId(1)),
+        "{}",
+        bye.text()
+    );
+    assert!(bye.header(HeaderName::Via).starts_with("SIP/2.0/TCP "));
+}
+
+#[test]
+fn a_trunk_over_tcp_gets_tcp_requests_that_are_not_retransmitted() {
+    let mut sim = Sim::with_policy(tcp_policy(true));
+    sim.recv(
+        PBX,
+        &invite(PBX, "+390612345678", "tcp-2", "z9hG4bKtcp2", 1),
+    );
+    let sent = drain(&mut sim);
+    let (dest, b_invite) = find(&sent, "INVITE ");
+    assert_eq!(
+        *dest,
+        Flow {
+            transport: Transport::Tcp,
+            remote: addr(CARRIER_A),
+            local: LocalId(1),
+            conn: None,
+        },
+        "any connection to the carrier (the I/O layer reuses or opens one)"
+    );
+    assert!(
+        b_invite
+            .header(HeaderName::Via)
+            .starts_with("SIP/2.0/TCP 192.0.2.1:5060;")
+    );
+    assert_eq!(
+        b_invite.header(HeaderName::Contact),
+        "<sip:192.0.2.1:5060;transport=tcp>"
+    );
+    // Timer A does not run over a reliable transport (RFC 3261 §17.1.1.2):
+    // nothing is resent while the carrier thinks.
+    let resent: Vec<_> = sim
+        .advance(Duration::from_secs(3))
+        .into_iter()
+        .filter(|(_, s)| s.method().as_deref() == Some("INVITE"))
+        .collect();
+    assert!(resent.is_empty(), "{resent:#?}");
+}
+
+#[test]
+fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
+    let mut p = tcp_policy(false);
+    p.accounts = Accounts::new(
+        Some(Settings::default()),
+        vec![Account {
+            username: "alice".into(),
+            extension: "201".into(),
+            secret: AccountSecret::Password(b"x".to_vec().into()),
+            networks: vec![],
+            trunk: None,
+        }],
+    );
+    p.routes.push(Route {
+        name: "did".into(),
+        from: vec![TrunkId(1)],
+        numbers: vec![NumberPattern::Exact("+3902999".into())],
+        targets: vec![],
+        failover: sbc_core::policy::Failover::standard(),
+        extension: Some("201".into()),
+    });
+    let mut sim = Sim::with_policy(p);
+    let phone = tcp_from("203.0.113.20:40000", 7);
+    let mut loc = Location::default();
+    loc.apply(Change::Bound(Binding {
+        account: "alice".into(),
+        extension: "201".into(),
+        contact: Bytes::from_static(b"sip:alice@10.1.1.2:5062;transport=tcp"),
+        flow: phone,
+        expires: sim.now + Duration::from_secs(600),
+        call_id: Bytes::from_static(b"r"),
+        cseq: 1,
+        reachable: true,
+    }));
+    sim.engine.set_location(loc);
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, "+3902999", "in-tcp", "z9hG4bKin", 1),
+    );
+    let sent = drain(&mut sim);
+    let (dest, ring) = find(&sent, "INVITE sip:alice@");
+    assert_eq!(*dest, phone, "over the connection it registered on");
+    assert!(ring.header(HeaderName::Via).starts_with("SIP/2.0/TCP "));
+}
