@@ -5,6 +5,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::sip::HeaderName;
+
 /// How much a connection may make the decoder hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamLimits {
@@ -56,21 +58,27 @@ impl FrameError {
     }
 }
 
-/// Reassembles messages from the chunks a connection delivers.
+/// Reassembles messages from the chunks a connection delivers. Each byte
+/// is searched once for the end of the head, and each head read once,
+/// however the message is cut into chunks.
 #[derive(Debug, Default)]
 pub struct StreamDecoder {
     buf: BytesMut,
     limits: StreamLimits,
     /// The framing failed: nothing more is taken.
     failed: Option<FrameError>,
+    /// No empty line ends before this offset of `buf`.
+    searched: usize,
+    /// The whole length of the message whose head has arrived and whose
+    /// body has not (yet).
+    expected: Option<usize>,
 }
 
 impl StreamDecoder {
     pub fn new(limits: StreamLimits) -> Self {
         StreamDecoder {
-            buf: BytesMut::new(),
             limits,
-            failed: None,
+            ..StreamDecoder::default()
         }
     }
 
@@ -92,62 +100,83 @@ impl StreamDecoder {
         if let Some(e) = self.failed {
             return Some(Err(e));
         }
-        // Empty lines between messages are keepalives (RFC 3261 §7.5
-        // allows CRLFs before a start line); two in a row are a ping.
-        loop {
-            if self.buf.starts_with(b"\r\n\r\n") {
-                self.buf.advance(4);
-                return Some(Ok(Frame::Ping));
-            }
-            match self.buf.as_ref() {
-                [b'\r', b'\n', next, ..] if *next != b'\r' => self.buf.advance(2),
-                [b'\r', b'\n', b'\r', next, ..] if *next != b'\n' => self.buf.advance(2),
-                [b'\n', ..] => self.buf.advance(1),
-                // A lone CRLF (a pong, or half a ping): wait for more.
-                _ => break,
-            }
-        }
-        // Part of a ping (or a lone CRLF): wait for the rest. Anything
-        // else is taken as the start of a message, and bounded as one.
-        if b"\r\n\r\n".starts_with(&self.buf) {
-            return None;
-        }
-        let Some(head) = find_empty_line(&self.buf, self.limits.max_header) else {
-            if self.buf.len() >= self.limits.max_header {
-                return Some(Err(self.fail(FrameError::HeaderTooLong)));
-            }
-            return None;
-        };
-        let length = match content_length(&self.buf[..head]) {
-            Ok(n) => n,
-            Err(e) => return Some(Err(self.fail(e))),
-        };
-        let total = match head.checked_add(length) {
-            Some(t) if t <= self.limits.max_message => t,
-            _ => return Some(Err(self.fail(FrameError::TooLarge))),
+        let total = match self.expected {
+            Some(total) => total,
+            None => match self.next_head()? {
+                Ok(Head::Message(total)) => total,
+                Ok(Head::Ping) => return Some(Ok(Frame::Ping)),
+                Err(e) => return Some(Err(self.fail(e))),
+            },
         };
         if self.buf.len() < total {
+            self.expected = Some(total);
             self.buf.reserve(total - self.buf.len());
             return None;
         }
+        self.expected = None;
+        self.searched = 0;
         Some(Ok(Frame::Message(self.buf.split_to(total).freeze())))
+    }
+
+    /// At a message boundary: skips empty lines, and reads the next head
+    /// once it is whole. `None` while more bytes are needed.
+    fn next_head(&mut self) -> Option<Result<Head, FrameError>> {
+        if self.searched == 0 {
+            // Empty lines between messages are keepalives (RFC 3261 §7.5
+            // allows CRLFs before a start line); two in a row are a ping.
+            loop {
+                if self.buf.starts_with(b"\r\n\r\n") {
+                    self.buf.advance(4);
+                    return Some(Ok(Head::Ping));
+                }
+                match self.buf.as_ref() {
+                    [b'\r', b'\n', next, ..] if *next != b'\r' => self.buf.advance(2),
+                    [b'\r', b'\n', b'\r', next, ..] if *next != b'\n' => self.buf.advance(2),
+                    [b'\n', ..] => self.buf.advance(1),
+                    _ => break,
+                }
+            }
+            // Part of a ping (or a lone CRLF): wait for the rest. Anything
+            // else is taken as the start of a message, and bounded as one.
+            if b"\r\n\r\n".starts_with(&self.buf) {
+                return None;
+            }
+        }
+        // Resume the search where the last one stopped (an empty line may
+        // straddle the two chunks).
+        let from = self.searched.saturating_sub(3);
+        let window = &self.buf[from..self.buf.len().min(self.limits.max_header)];
+        let Some(at) = memchr::memmem::find(window, b"\r\n\r\n") else {
+            self.searched = from + window.len();
+            if self.buf.len() >= self.limits.max_header {
+                return Some(Err(FrameError::HeaderTooLong));
+            }
+            return None;
+        };
+        let head = from + at + 4;
+        self.searched = head;
+        let total = content_length(&self.buf[..head]).and_then(|length| {
+            head.checked_add(length)
+                .filter(|t| *t <= self.limits.max_message)
+                .ok_or(FrameError::TooLarge)
+        });
+        Some(total.map(Head::Message))
     }
 
     fn fail(&mut self, e: FrameError) -> FrameError {
         self.failed = Some(e);
         self.buf = BytesMut::new();
+        self.searched = 0;
+        self.expected = None;
         e
     }
 }
 
-/// The length of the head (start line and headers with the empty line
-/// after them), if its end lies within `max` bytes.
-fn find_empty_line(buf: &[u8], max: usize) -> Option<usize> {
-    let window = &buf[..buf.len().min(max)];
-    window
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
+/// What starts the stream at a message boundary.
+enum Head {
+    Ping,
+    /// A message of this many bytes, head and body.
+    Message(usize),
 }
 
 /// The Content-Length (or compact `l`) of a head; every occurrence must
@@ -158,11 +187,10 @@ fn content_length(head: &[u8]) -> Result<usize, FrameError> {
     // and never carry a header name.
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
-        let name = line[..colon].trim_ascii();
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+        if HeaderName::parse(line[..colon].trim_ascii()) != HeaderName::ContentLength {
             continue;
         }
         let value = line[colon + 1..].trim_ascii();
