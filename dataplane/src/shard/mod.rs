@@ -191,7 +191,7 @@ impl Runtime {
                                 sbc_core::net::Transport::Udp => {
                                     sockets.push((reuseport_udp(*addr, cfg.socket_buffer)?, local));
                                 }
-                                t => tcp.push((stream::reuseport_tcp(*addr)?, local, *t, *addr)),
+                                t => tcp.push((socket::reuseport_tcp(*addr)?, local, *t, *addr)),
                             }
                         }
                         let id = ShardId(u16::try_from(me).unwrap_or(0));

@@ -1,25 +1,27 @@
-//! SIP sockets: one UDP socket per shard and listen address, all bound to
-//! the same address with SO_REUSEPORT so the kernel spreads flows over the
-//! shards.
+//! SIP sockets: one UDP socket (or TCP listener) per shard and listen
+//! address, all bound to the same address with SO_REUSEPORT so the kernel
+//! spreads flows (connections) over the shards.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Opens a reuse-port UDP socket bound to `addr`.
-pub fn reuseport_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+/// A socket for `addr`'s family (IPv6 only for an IPv6 address) that
+/// every shard may bind to `addr` (SO_REUSEPORT), not bound yet.
+fn reuseport(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    Ok(socket)
+}
+
+/// Opens a reuse-port UDP socket bound to `addr`.
+pub fn reuseport_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
+    let socket = reuseport(addr, Type::DGRAM, Protocol::UDP)?;
     // Best effort: a larger receive buffer absorbs bursts (capped by
     // net.core.rmem_max).
     let _ = socket.set_recv_buffer_size(rcvbuf);
@@ -27,6 +29,16 @@ pub fn reuseport_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
     socket
         .bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind SIP UDP {addr}: {e}")))?;
+    Ok(socket.into())
+}
+
+/// Opens a reuse-port TCP listener on `addr`.
+pub fn reuseport_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = reuseport(addr, Type::STREAM, Protocol::TCP)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind SIP TCP {addr}: {e}")))?;
+    socket.listen(1024)?;
     Ok(socket.into())
 }
 

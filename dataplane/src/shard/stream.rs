@@ -105,14 +105,6 @@ pub(crate) struct Inbound {
     pub data: Bytes,
 }
 
-/// Where an outgoing message went.
-pub(crate) enum Routed {
-    /// Queued here (or dropped, counted).
-    Done,
-    /// The connection belongs to another shard.
-    Elsewhere(usize),
-}
-
 /// The shard's stream listeners and connections.
 pub(crate) struct Streams {
     me: u8,
@@ -260,7 +252,7 @@ impl Streams {
         let remote = SocketAddr::new(sbc_core::net::canonical(remote.ip()), remote.port());
         ShardStats::inc(&stats.connections_accepted);
         let count = self.per_source.get(&remote.ip()).copied().unwrap_or(0);
-        if count >= MAX_PER_SOURCE || self.free.is_empty() && self.slots.len() >= MAX_CONNS {
+        if count >= MAX_PER_SOURCE {
             count_close(stats, ConnClose::Limit);
             return Ok(());
         }
@@ -373,6 +365,14 @@ impl Streams {
         Ok(())
     }
 
+    /// The other shard that owns the connection `dest` names, if it is
+    /// another's: the message goes there to be sent.
+    pub(crate) fn owner_elsewhere(&self, dest: &Flow) -> Option<usize> {
+        dest.conn
+            .map(conn_shard)
+            .filter(|s| *s != usize::from(self.me))
+    }
+
     /// Sends `data` to `dest`: over its connection when it names one of
     /// this shard's that is still open, else over an open connection to
     /// the same peer, else over a new one.
@@ -383,12 +383,8 @@ impl Streams {
         dest: Flow,
         data: Bytes,
         stats: &ShardStats,
-    ) -> io::Result<Routed> {
-        if let Some(id) = dest.conn {
-            let owner = conn_shard(id);
-            if owner != usize::from(self.me) {
-                return Ok(Routed::Elsewhere(owner));
-            }
+    ) -> io::Result<()> {
+        if let Some(id) = dest.conn.filter(|_| self.owner_elsewhere(&dest).is_none()) {
             let (generation, slot) = conn_parts(id);
             let live = self.generations.get(usize::from(slot)) == Some(&generation)
                 && self
@@ -397,19 +393,17 @@ impl Streams {
                     .and_then(Option::as_ref)
                     .is_some_and(|c| !c.closing);
             if live {
-                self.queue(ring, slot, data, stats)?;
-                return Ok(Routed::Done);
+                return self.queue(ring, slot, data, stats);
             }
         }
         let slot = match self.by_remote.get(&(dest.transport, dest.remote)) {
             Some(&slot) => slot,
             None => match self.connect(ring, now, dest, stats)? {
                 Some(slot) => slot,
-                None => return Ok(Routed::Done),
+                None => return Ok(()),
             },
         };
-        self.queue(ring, slot, data, stats)?;
-        Ok(Routed::Done)
+        self.queue(ring, slot, data, stats)
     }
 
     /// Opens a connection to `dest.remote` from the address of listener
@@ -421,12 +415,11 @@ impl Streams {
         dest: Flow,
         stats: &ShardStats,
     ) -> io::Result<Option<u16>> {
-        let domain = if dest.remote.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
-        };
-        let sock = match Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) {
+        let sock = match Socket::new(
+            Domain::for_address(dest.remote),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, peer = %dest.remote, "cannot open a TCP socket");
@@ -475,23 +468,28 @@ impl Streams {
         res: i32,
         stats: &ShardStats,
     ) -> io::Result<()> {
-        let Some(c) = self.conn_mut(slot) else {
+        let Some(c) = self.op_done(slot) else {
             return Ok(());
         };
-        c.ops = c.ops.saturating_sub(1);
         c.connecting = None;
-        if c.closing {
-            self.maybe_free(slot);
-            return Ok(());
-        }
         if res < 0 {
             tracing::info!(peer = %c.flow.remote, error = %io::Error::from_raw_os_error(-res), "TCP connect failed");
-            self.close(ring, slot, ConnClose::ConnectFailed, stats)?;
-            self.maybe_free(slot);
-            return Ok(());
+            return self.close(ring, slot, ConnClose::ConnectFailed, stats);
         }
         self.arm_recv(ring, slot)?;
-        self.start_send(ring, slot)
+        self.send_next(ring, slot)
+    }
+
+    /// One of a connection's requests completed: the connection, unless
+    /// it is closing (then its slot is freed once no request holds it).
+    fn op_done(&mut self, slot: u16) -> Option<&mut Conn> {
+        let c = self.conn_mut(slot)?;
+        c.ops = c.ops.saturating_sub(1);
+        if c.closing {
+            self.maybe_free(slot);
+            return None;
+        }
+        self.conn_mut(slot)
     }
 
     /// Appends `data` to a connection's output.
@@ -509,23 +507,31 @@ impl Streams {
             return Ok(());
         }
         if c.queued.len() + data.len() > MAX_QUEUED {
-            self.close(ring, slot, ConnClose::Overflow, stats)?;
-            self.maybe_free(slot);
-            return Ok(());
+            return self.close(ring, slot, ConnClose::Overflow, stats);
         }
         c.queued.extend_from_slice(&data);
-        self.start_send(ring, slot)
+        if !c.sending.is_empty() {
+            // A send is in flight; what queued goes when it completes.
+            return Ok(());
+        }
+        self.send_next(ring, slot)
     }
 
-    /// Starts the next send when none is in flight and the connection is up.
-    fn start_send(&mut self, ring: &mut IoUring, slot: u16) -> io::Result<()> {
+    /// Sends what is left of the last send, else what queued, when no send
+    /// is in flight and the connection is up.
+    fn send_next(&mut self, ring: &mut IoUring, slot: u16) -> io::Result<()> {
         let Some(c) = self.conn_mut(slot) else {
             return Ok(());
         };
-        if c.closing || c.connecting.is_some() || !c.sending.is_empty() || c.queued.is_empty() {
+        if c.closing || c.connecting.is_some() {
             return Ok(());
         }
-        c.sending = c.queued.split().freeze();
+        if c.sending.is_empty() {
+            if c.queued.is_empty() {
+                return Ok(());
+            }
+            c.sending = c.queued.split().freeze();
+        }
         let len = u32::try_from(c.sending.len()).unwrap_or(u32::MAX);
         let entry = opcode::Send::new(Fd(c.sock.as_raw_fd()), c.sending.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
@@ -544,36 +550,25 @@ impl Streams {
         res: i32,
         stats: &ShardStats,
     ) -> io::Result<()> {
-        let Some(c) = self.conn_mut(slot) else {
+        let Some(c) = self.op_done(slot) else {
             return Ok(());
         };
-        c.ops = c.ops.saturating_sub(1);
-        if res < 0 || c.closing {
-            c.sending = Bytes::new();
-            if !c.closing {
-                self.close(ring, slot, ConnClose::Error, stats)?;
-            }
-            self.maybe_free(slot);
-            return Ok(());
+        if res < 0 {
+            return self.close(ring, slot, ConnClose::Error, stats);
         }
         let sent = usize::try_from(res).unwrap_or(0).min(c.sending.len());
         stats
             .bytes_out
             .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
         c.active = now;
+        // After a short write the rest goes first, ahead of anything queued.
         c.sending.advance(sent);
-        if !c.sending.is_empty() {
-            // A short write: the rest goes first, ahead of anything queued.
-            let mut rest = BytesMut::from(&c.sending[..]);
-            rest.extend_from_slice(&c.queued);
-            c.queued = rest;
-            c.sending = Bytes::new();
-        }
-        self.start_send(ring, slot)
+        self.send_next(ring, slot)
     }
 
     /// Closes a connection: no more input is taken, its requests are
-    /// cancelled, and the slot is freed once the kernel has let go.
+    /// cancelled, and the slot is freed once the kernel has let go (now,
+    /// when no request holds it).
     fn close(
         &mut self,
         ring: &mut IoUring,
@@ -615,6 +610,7 @@ impl Streams {
                 .user_data(CONN_CANCEL | u64::from(slot));
             push(ring, &entry)?;
         }
+        self.maybe_free(slot);
         Ok(())
     }
 
@@ -658,7 +654,6 @@ impl Streams {
             .collect();
         for slot in expired {
             self.close(ring, slot, ConnClose::Timeout, stats)?;
-            self.maybe_free(slot);
         }
         Ok(())
     }
@@ -676,26 +671,6 @@ fn open_gauge(stats: &ShardStats, transport: Transport, delta: i64) {
     if let Some(g) = stats.connections_open.get(transport_index(transport)) {
         g.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-/// Opens a reuse-port TCP listener on `addr`.
-pub(crate) fn reuseport_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_port(true)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind SIP TCP {addr}: {e}")))?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }
 
 #[cfg(test)]

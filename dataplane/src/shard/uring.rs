@@ -22,8 +22,7 @@ use super::nexthop::Lookup;
 use super::slots::{RecvSlot, SendPool, empty_msghdr};
 use super::socket::decode_sockaddr;
 use super::stream::{
-    ACCEPT, CONN_CANCEL, CONN_CONNECT, CONN_RECV, CONN_SEND, Inbound, Routed, StreamListener,
-    Streams,
+    ACCEPT, CONN_CANCEL, CONN_CONNECT, CONN_RECV, CONN_SEND, Inbound, StreamListener, Streams,
 };
 use super::xdp::XdpPath;
 use sbc_core::b2bua::{Disposition, Engine};
@@ -352,22 +351,26 @@ impl ShardIo {
         now: Instant,
         engine: &mut Engine,
         stats: &ShardStats,
-        elsewhere: &mut Vec<(usize, Flow, bytes::Bytes)>,
+        elsewhere: &mut Vec<(usize, Handoff)>,
     ) -> io::Result<()> {
         while let Some(dest) = engine.peek_transmit() {
             if dest.transport.is_reliable() {
                 let Some(o) = engine.poll_outgoing() else {
                     break;
                 };
-                match &mut self.streams {
-                    Some(streams) => {
-                        if let Routed::Elsewhere(shard) =
-                            streams.send(&mut self.ring, now, o.dest, o.data.clone(), stats)?
-                        {
-                            elsewhere.push((shard, o.dest, o.data));
-                        }
-                    }
-                    None => stats.discard(sbc_core::stats::Discard::Unanswerable),
+                let Some(streams) = &mut self.streams else {
+                    stats.discard(sbc_core::stats::Discard::Unanswerable);
+                    continue;
+                };
+                match streams.owner_elsewhere(&o.dest) {
+                    Some(shard) => elsewhere.push((
+                        shard,
+                        Handoff::Send {
+                            dest: o.dest,
+                            data: o.data,
+                        },
+                    )),
+                    None => streams.send(&mut self.ring, now, o.dest, o.data, stats)?,
                 }
                 continue;
             }
@@ -549,6 +552,25 @@ pub(crate) struct ShardLoop {
     pub governor: sbc_core::overload::Governor,
 }
 
+/// Puts `h` in shard `to`'s mailbox, noting the ring to wake; a full
+/// mailbox drops it (counted).
+fn post(
+    mailboxes: &[Arc<Mailbox>],
+    stats: &ShardStats,
+    to: usize,
+    h: Handoff,
+    wakes: &mut Vec<i32>,
+) {
+    let Some(mb) = mailboxes.get(to) else {
+        return;
+    };
+    match mb.push(h) {
+        Ok(true) => wakes.push(mb.ring_fd()),
+        Ok(false) => {}
+        Err(_) => stats.discard(Discard::Unanswerable),
+    }
+}
+
 /// Hands a message for a call (or binding) another shard owns to that
 /// shard's mailbox.
 fn hand_off(
@@ -560,17 +582,11 @@ fn hand_off(
     wakes: &mut Vec<i32>,
 ) {
     ShardStats::inc(&stats.handed_off);
-    if let Some(mb) = mailboxes.get(usize::from(owner.0)) {
-        let h = Handoff::Datagram {
-            origin,
-            data: data.into(),
-        };
-        match mb.push(h) {
-            Ok(true) => wakes.push(mb.ring_fd()),
-            Ok(false) => {}
-            Err(_) => stats.discard(Discard::Unanswerable),
-        }
-    }
+    let h = Handoff::Datagram {
+        origin,
+        data: data.into(),
+    };
+    post(mailboxes, stats, usize::from(owner.0), h, wakes);
 }
 
 /// A datagram read by a completion: where it came from and its bytes.
@@ -590,7 +606,7 @@ impl ShardLoop {
             streams.arm(&mut self.io.ring)?;
         }
         let mut inbound: Vec<Inbound> = Vec::new();
-        let mut elsewhere: Vec<(usize, Flow, bytes::Bytes)> = Vec::new();
+        let mut elsewhere: Vec<(usize, Handoff)> = Vec::new();
         // Installing the starting snapshot plans its health probes.
         let first = Arc::clone(self.engine.policy());
         self.engine.set_policy(Instant::now(), first);
@@ -684,8 +700,7 @@ impl ShardLoop {
                     Handoff::Send { dest, data } => {
                         if let Some(streams) = &mut self.io.streams {
                             // The connection is ours (its id says so).
-                            let _ =
-                                streams.send(&mut self.io.ring, now, dest, data, &self.stats)?;
+                            streams.send(&mut self.io.ring, now, dest, data, &self.stats)?;
                         }
                     }
                 }
@@ -696,15 +711,8 @@ impl ShardLoop {
             }
             self.io
                 .flush(now, &mut self.engine, &self.stats, &mut elsewhere)?;
-            for (shard, dest, data) in elsewhere.drain(..) {
-                let Some(mb) = self.mailboxes.get(shard) else {
-                    continue;
-                };
-                match mb.push(Handoff::Send { dest, data }) {
-                    Ok(true) => wakes.push(mb.ring_fd()),
-                    Ok(false) => {}
-                    Err(_) => self.stats.discard(Discard::Unanswerable),
-                }
+            for (shard, h) in elsewhere.drain(..) {
+                post(&self.mailboxes, &self.stats, shard, h, &mut wakes);
             }
             while let Some(event) = self.engine.poll_event() {
                 super::events::log(self.me, &event);
@@ -716,16 +724,16 @@ impl ShardLoop {
                 }
             }
             // The engine's messages for other shards (binding lookups).
+            // A full mailbox drops a lookup: the asking call times out.
             while let Some((to, m)) = self.engine.poll_shard_message() {
-                let Some(mb) = self.mailboxes.get(usize::from(to.0)) else {
-                    continue;
-                };
-                match mb.push(Handoff::Message(m)) {
-                    Ok(true) => wakes.push(mb.ring_fd()),
-                    Ok(false) => {}
-                    // Full: the asking call times out (nobody to ring).
-                    Err(_) => self.stats.discard(Discard::Unanswerable),
-                }
+                let h = Handoff::Message(m);
+                post(
+                    &self.mailboxes,
+                    &self.stats,
+                    usize::from(to.0),
+                    h,
+                    &mut wakes,
+                );
             }
             for fd in wakes.drain(..) {
                 self.io.wake(fd)?;
