@@ -8,12 +8,9 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::{Failover, NumberPattern, Policy, Route, Target, TrunkId};
-use sbc_core::registrar::{
-    Account, AccountSecret, Accounts, Binding, Change, Location, Settings, trunk_account_key,
-};
+use sbc_core::registrar::{Account, Accounts, Location, Settings, trunk_account_key};
 use sbc_core::sip::HeaderName;
 use sbc_core::stats::Direction;
 use support::*;
@@ -33,11 +30,8 @@ fn gateway_policy() -> Policy {
     p.accounts = Accounts::new(
         Some(Settings::default()),
         vec![Account {
-            username: "gw1".into(),
-            extension: trunk_account_key("isdn-gw"),
-            secret: AccountSecret::Password(b"gw-secret".to_vec().into()),
-            networks: vec![],
             trunk: Some(GW_TRUNK),
+            ..account("gw1", &trunk_account_key("isdn-gw"), "gw-secret")
         }],
     );
     p.acl.strangers.per_source = 100;
@@ -67,16 +61,14 @@ fn gateway_policy() -> Policy {
 
 fn registered(sim: &mut Sim) {
     let mut loc = Location::default();
-    loc.apply(Change::Bound(Binding {
-        account: "gw1".into(),
-        extension: trunk_account_key("isdn-gw"),
-        contact: Bytes::from_static(b"sip:gw1@192.168.5.5:5060"),
-        flow: Flow::udp(addr(GW), LocalId(0)),
-        expires: sim.now + Duration::from_secs(600),
-        call_id: Bytes::from_static(b"gw-reg"),
-        cseq: 1,
-        reachable: true,
-    }));
+    loc.apply(bound(
+        "gw1",
+        &trunk_account_key("isdn-gw"),
+        "sip:gw1@192.168.5.5:5060",
+        Flow::udp(addr(GW), LocalId(0)),
+        sim.now + Duration::from_secs(600),
+        "gw-reg",
+    ));
     sim.engine.set_location(loc);
 }
 

@@ -9,14 +9,11 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use sbc_core::b2bua::{Disposition, LOOKUP_TIMEOUT, ShardMessage};
 use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::{NumberPattern, Policy, Route, TrunkId};
 use sbc_core::refusal::Refusal;
-use sbc_core::registrar::{
-    Account, AccountSecret, Accounts, Binding, Change, Location, RegisterResult, Settings,
-};
+use sbc_core::registrar::{Account, Accounts, Change, Location, RegisterResult, Settings};
 use sbc_core::sip::HeaderName;
 use support::*;
 
@@ -30,13 +27,7 @@ fn extension_policy(mut p: Policy) -> Policy {
         Some(Settings::default()),
         ["alice", "alice-soft"]
             .into_iter()
-            .map(|u| Account {
-                username: u.into(),
-                extension: "201".into(),
-                secret: AccountSecret::Password(b"x".to_vec().into()),
-                networks: vec![],
-                trunk: None,
-            })
+            .map(|u| account(u, "201", "x"))
             .collect(),
     );
     // A DID from carrier-a (trunk 1) to extension 201.
@@ -52,16 +43,14 @@ fn extension_policy(mut p: Policy) -> Policy {
 }
 
 fn binding(account: &str, at: &str, contact: &str, sim: &Sim) -> Change {
-    Change::Bound(Binding {
-        account: account.into(),
-        extension: "201".into(),
-        contact: Bytes::copy_from_slice(contact.as_bytes()),
-        flow: Flow::udp(addr(at), LocalId(0)),
-        expires: sim.now + Duration::from_secs(600),
-        call_id: Bytes::from_static(b"r"),
-        cseq: 1,
-        reachable: true,
-    })
+    bound(
+        account,
+        "201",
+        contact,
+        Flow::udp(addr(at), LocalId(0)),
+        sim.now + Duration::from_secs(600),
+        "r",
+    )
 }
 
 /// A sim with both of alice's accounts registered (`which`).
@@ -425,13 +414,7 @@ const BOB: &str = "203.0.113.30:41000";
 fn phones_policy() -> Policy {
     let mut p = extension_policy(policy());
     let mut accounts: Vec<Account> = p.accounts.all().to_vec();
-    accounts.push(Account {
-        username: "bob".into(),
-        extension: "202".into(),
-        secret: AccountSecret::Password(b"bobs-secret".to_vec().into()),
-        networks: vec![],
-        trunk: None,
-    });
+    accounts.push(account("bob", "202", "bobs-secret"));
     p.accounts = Accounts::new(Some(Settings::default()), accounts);
     p.acl.strangers.per_source = 100;
     p.routes.push(Route {

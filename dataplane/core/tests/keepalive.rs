@@ -9,14 +9,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sbc_core::b2bua::Event;
 use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::Policy;
-use sbc_core::registrar::{
-    Account, AccountSecret, Accounts, Binding, Change, Keepalive, KeepaliveMethod, Location,
-    Settings,
-};
+use sbc_core::registrar::{Accounts, Change, Keepalive, KeepaliveMethod, Location, Settings};
 use support::*;
 
 const PHONE: &str = "203.0.113.20:40000";
@@ -31,30 +27,19 @@ fn keepalive_sim(method: KeepaliveMethod) -> Sim {
         }),
         ..Settings::default()
     };
-    p.accounts = Accounts::new(
-        Some(settings),
-        vec![Account {
-            username: "alice".into(),
-            extension: "201".into(),
-            secret: AccountSecret::Password(b"x".to_vec().into()),
-            networks: vec![],
-            trunk: None,
-        }],
-    );
+    p.accounts = Accounts::new(Some(settings), vec![account("alice", "201", "x")]);
     let mut sim = Sim::with_policy(p);
     let policy = Arc::clone(&sim.policy);
     sim.engine.set_policy(sim.now, policy);
     let mut loc = Location::default();
-    loc.apply(Change::Bound(Binding {
-        account: "alice".into(),
-        extension: "201".into(),
-        contact: Bytes::from_static(b"sip:alice@10.1.1.2:5062"),
-        flow: Flow::udp(addr(PHONE), LocalId(0)),
-        expires: sim.now + Duration::from_secs(3600),
-        call_id: Bytes::from_static(b"r"),
-        cseq: 1,
-        reachable: true,
-    }));
+    loc.apply(bound(
+        "alice",
+        "201",
+        "sip:alice@10.1.1.2:5062",
+        Flow::udp(addr(PHONE), LocalId(0)),
+        sim.now + Duration::from_secs(3600),
+        "r",
+    ));
     sim.engine.set_location(loc);
     sim
 }

@@ -45,13 +45,7 @@ fn registrar_policy() -> Policy {
     p.accounts = Accounts::new(
         Some(settings()),
         vec![
-            Account {
-                username: "alice".into(),
-                extension: "201".into(),
-                secret: AccountSecret::Password(b"alices-secret".to_vec().into()),
-                networks: vec![],
-                trunk: None,
-            },
+            account("alice", "201", "alices-secret"),
             Account {
                 username: "bob".into(),
                 extension: "202".into(),

@@ -9,10 +9,9 @@ mod support;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sbc_core::net::{ConnId, Flow, LocalId, Transport};
 use sbc_core::policy::{Listener, NumberPattern, Policy, Route, TrunkId};
-use sbc_core::registrar::{Account, AccountSecret, Accounts, Binding, Change, Location, Settings};
+use sbc_core::registrar::{Accounts, Location, Settings};
 use sbc_core::sip::HeaderName;
 use support::*;
 
@@ -159,13 +158,7 @@ fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
     let mut p = tcp_policy(false);
     p.accounts = Accounts::new(
         Some(Settings::default()),
-        vec![Account {
-            username: "alice".into(),
-            extension: "201".into(),
-            secret: AccountSecret::Password(b"x".to_vec().into()),
-            networks: vec![],
-            trunk: None,
-        }],
+        vec![account("alice", "201", "x")],
     );
     p.routes.push(Route {
         name: "did".into(),
@@ -178,16 +171,14 @@ fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
     let mut sim = Sim::with_policy(p);
     let phone = tcp_from("203.0.113.20:40000", 7);
     let mut loc = Location::default();
-    loc.apply(Change::Bound(Binding {
-        account: "alice".into(),
-        extension: "201".into(),
-        contact: Bytes::from_static(b"sip:alice@10.1.1.2:5062;transport=tcp"),
-        flow: phone,
-        expires: sim.now + Duration::from_secs(600),
-        call_id: Bytes::from_static(b"r"),
-        cseq: 1,
-        reachable: true,
-    }));
+    loc.apply(bound(
+        "alice",
+        "201",
+        "sip:alice@10.1.1.2:5062;transport=tcp",
+        phone,
+        sim.now + Duration::from_secs(600),
+        "r",
+    ));
     sim.engine.set_location(loc);
     sim.recv(
         CARRIER_A,

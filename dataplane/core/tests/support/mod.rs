@@ -473,3 +473,37 @@ pub fn carrier_bye(b_invite: &Sent, branch: &str, cseq: u32) -> String {
         "",
     )
 }
+
+/// A phone's account of `extension` with the password `secret`, from any
+/// network, no trunk's.
+pub fn account(username: &str, extension: &str, secret: &str) -> sbc_core::registrar::Account {
+    sbc_core::registrar::Account {
+        username: username.into(),
+        extension: extension.into(),
+        secret: sbc_core::registrar::AccountSecret::Password(secret.as_bytes().to_vec().into()),
+        networks: vec![],
+        trunk: None,
+    }
+}
+
+/// `account` of `extension` registered with `contact`, reached over
+/// `flow` until `expires` (REGISTER Call-ID `call_id`, CSeq 1).
+pub fn bound(
+    account: &str,
+    extension: &str,
+    contact: &str,
+    flow: Flow,
+    expires: Instant,
+    call_id: &'static str,
+) -> sbc_core::registrar::Change {
+    sbc_core::registrar::Change::Bound(sbc_core::registrar::Binding {
+        account: account.into(),
+        extension: extension.into(),
+        contact: bytes::Bytes::copy_from_slice(contact.as_bytes()),
+        flow,
+        expires,
+        call_id: bytes::Bytes::from_static(call_id.as_bytes()),
+        cseq: 1,
+        reachable: true,
+    })
+}
