@@ -61,18 +61,24 @@ fn assert_all_ok(r: &SippResult, n: usize, sbc: &Sbc) {
     );
 }
 
-#[test]
-fn a_pbx_over_tcp_calls_a_udp_carrier_on_one_connection() {
-    let net = Net(131);
+/// `n` calls from the pbx over sipp transport `transport` (t1, tn) to a
+/// UDP carrier-a, through an sbc with two shards; all must succeed.
+fn pbx_calls_over(net: Net, transport: &str, n: usize) -> Sbc {
     let sbc = Sbc::start(net, &config(net, 2, false));
     let uas = Sipp::spawn(
         "uas",
-        &uas_args(net, &net.carrier_a(), "uas_answer.xml", 8, 0),
+        &uas_args(net, &net.carrier_a(), "uas_answer.xml", n, 0),
     );
     std::thread::sleep(Duration::from_millis(300));
-    let uac = calls(net, "t1", 8);
-    assert_all_ok(&uac, 8, &sbc);
-    assert_all_ok(&uas.wait(LIMIT), 8, &sbc);
+    let uac = calls(net, transport, n);
+    assert_all_ok(&uac, n, &sbc);
+    assert_all_ok(&uas.wait(LIMIT), n, &sbc);
+    sbc
+}
+
+#[test]
+fn a_pbx_over_tcp_calls_a_udp_carrier_on_one_connection() {
+    let sbc = pbx_calls_over(Net(131), "t1", 8);
     assert_eq!(sbc.metric_sum("sbc_connections_accepted_total"), 1.0);
     assert_eq!(
         sbc.metric(r#"sbc_calls_answered_total{trunk="carrier-a",direction="outbound"}"#),
@@ -95,16 +101,7 @@ fn a_pbx_over_tcp_calls_a_udp_carrier_on_one_connection() {
 
 #[test]
 fn a_pbx_opening_a_connection_per_call_is_served() {
-    let net = Net(132);
-    let sbc = Sbc::start(net, &config(net, 2, false));
-    let uas = Sipp::spawn(
-        "uas",
-        &uas_args(net, &net.carrier_a(), "uas_answer.xml", 6, 0),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let uac = calls(net, "tn", 6);
-    assert_all_ok(&uac, 6, &sbc);
-    assert_all_ok(&uas.wait(LIMIT), 6, &sbc);
+    let sbc = pbx_calls_over(Net(132), "tn", 6);
     assert!(sbc.metric_sum("sbc_connections_accepted_total") >= 6.0);
 }
 
