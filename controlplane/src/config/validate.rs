@@ -139,14 +139,7 @@ fn sip(sip: &Sip, path: &FieldPath) -> Check {
         {
             return at(
                 listen.index(i),
-                format!(
-                    "duplicate address {}{} (first at sip.listen[{first}])",
-                    match addr.1 {
-                        sbc_core::net::Transport::Udp => String::new(),
-                        t => format!("{}:", t.name()),
-                    },
-                    addr.0
-                ),
+                format!("duplicate address {addr} (first at sip.listen[{first}])"),
             );
         }
     }
