@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::context::Engine;
-use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
+use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
 use crate::registrar::{Binding, Change, Keepalive, KeepaliveMethod};
 use crate::sip::Method;
 
@@ -30,13 +30,12 @@ pub(crate) struct Keepalives {
     /// When the next tick is due (`None`: keepalives are off).
     next_at: Option<Instant>,
     accounts: HashMap<Arc<str>, State>,
-    in_flight: HashMap<TxId, Arc<str>>,
+    in_flight: InFlight,
 }
 
 #[derive(Debug, Default)]
 struct State {
     misses: u32,
-    pending: Option<TxId>,
     cseq: u32,
 }
 
@@ -53,10 +52,8 @@ impl Engine {
             }
             (false, Some(_)) => {
                 self.keepalives.next_at = None;
-                let Keepalives { in_flight, .. } = std::mem::take(&mut self.keepalives);
-                for tx in in_flight.into_keys() {
-                    self.standalone.abandon(tx);
-                }
+                let Keepalives { mut in_flight, .. } = std::mem::take(&mut self.keepalives);
+                self.standalone.abandon_all(&mut in_flight);
             }
             _ => {}
         }
@@ -112,20 +109,16 @@ impl Engine {
     }
 
     fn send_keepalive(&mut self, now: Instant, b: &Binding, settings: Keepalive) {
+        // The last one had its whole interval: no answer is a miss.
+        if let Some(tx) = self.keepalives.in_flight.take(&b.account) {
+            self.standalone.abandon(tx);
+            self.keepalive_result(b, false, settings);
+        }
         let state = self
             .keepalives
             .accounts
             .entry(Arc::clone(&b.account))
             .or_default();
-        // The last one had its whole interval: no answer is a miss.
-        if let Some(tx) = state.pending.take() {
-            self.keepalives.in_flight.remove(&tx);
-            self.standalone.abandon(tx);
-            self.keepalive_result(b, false, settings);
-        }
-        let Some(state) = self.keepalives.accounts.get_mut(&b.account) else {
-            return;
-        };
         state.cseq = state.cseq.wrapping_add(1).max(1);
         let host = String::from_utf8_lossy(&self.ctx.local(b.flow.local).host).into_owned();
         let request = OwnRequest {
@@ -139,22 +132,14 @@ impl Engine {
             headers: Vec::new(),
         };
         let tx = self.send_request(now, request);
-        if let Some(state) = self.keepalives.accounts.get_mut(&b.account) {
-            state.pending = Some(tx);
-            self.keepalives.in_flight.insert(tx, Arc::clone(&b.account));
-        }
+        self.keepalives.in_flight.start(Arc::clone(&b.account), tx);
     }
 
     /// A transaction outside calls ended: true when it was a keepalive.
     pub(crate) fn keepalive_outcome(&mut self, tx: TxId, outcome: &Outcome) -> bool {
-        let Some(account) = self.keepalives.in_flight.remove(&tx) else {
+        let Some(account) = self.keepalives.in_flight.finish(tx) else {
             return false;
         };
-        if let Some(state) = self.keepalives.accounts.get_mut(&account)
-            && state.pending == Some(tx)
-        {
-            state.pending = None;
-        }
         let (Some(settings), Some(b)) = (
             self.keepalive_settings(),
             self.ctx.location.latest(&account).cloned(),

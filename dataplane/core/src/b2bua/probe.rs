@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use super::context::Engine;
 use super::event::Event;
-use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
+use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
 use crate::policy::{Probe, Trunk};
 use crate::sip::Method;
 
@@ -29,14 +29,13 @@ use crate::sip::Method;
 #[derive(Debug, Default)]
 pub(crate) struct Probes {
     trunks: HashMap<Arc<str>, ProbeState>,
-    in_flight: HashMap<TxId, Arc<str>>,
+    in_flight: InFlight,
 }
 
 #[derive(Debug)]
 struct ProbeState {
     /// When the next probe goes (an alarm due earlier finds nothing to do).
     next_at: Instant,
-    pending: Option<TxId>,
     successes: u32,
     failures: u32,
     cseq: u32,
@@ -78,8 +77,8 @@ impl Engine {
                 continue;
             }
             let Some(_) = trunk.probe else {
-                if let Some(state) = self.probes.trunks.remove(&trunk.name) {
-                    if let Some(tx) = state.pending {
+                if self.probes.trunks.remove(&trunk.name).is_some() {
+                    if let Some(tx) = self.probes.in_flight.take(&trunk.name) {
                         self.standalone.abandon(tx);
                     }
                     trunk.stats.down.store(false, Ordering::Relaxed);
@@ -92,7 +91,6 @@ impl Engine {
                 .entry(Arc::clone(&trunk.name))
                 .or_insert(ProbeState {
                     next_at: now,
-                    pending: None,
                     successes: 0,
                     failures: 0,
                     cseq: 0,
@@ -132,17 +130,15 @@ impl Engine {
         }
         // The last probe had its whole interval: no answer is a failure,
         // and it is not retransmitted any longer.
-        if let Some(tx) = state.pending.take() {
-            self.probes.in_flight.remove(&tx);
+        if let Some(tx) = self.probes.in_flight.take(&trunk.name) {
             self.standalone.abandon(tx);
             self.probe_result(trunk, None);
         }
         let request = self.probe_request(trunk);
         let tx = self.send_request(now, request);
         if let Some(state) = self.probes.trunks.get_mut(&trunk.name) {
-            state.pending = Some(tx);
             state.next_at = now + probe.interval;
-            self.probes.in_flight.insert(tx, Arc::clone(&trunk.name));
+            self.probes.in_flight.start(Arc::clone(&trunk.name), tx);
             self.standalone
                 .set_alarm(state.next_at, Alarm::ProbeInterval(index));
         }
@@ -171,14 +167,9 @@ impl Engine {
     /// A transaction outside calls ended: true when it was a probe (then
     /// counted here, not reported).
     pub(crate) fn probe_outcome(&mut self, tx: TxId, outcome: &Outcome) -> bool {
-        let Some(name) = self.probes.in_flight.remove(&tx) else {
+        let Some(name) = self.probes.in_flight.finish(tx) else {
             return false;
         };
-        if let Some(state) = self.probes.trunks.get_mut(&name)
-            && state.pending == Some(tx)
-        {
-            state.pending = None;
-        }
         let policy = Arc::clone(&self.ctx.policy);
         if let Some(trunk) = policy.trunks.iter().find(|t| t.name == name) {
             let status = match outcome {
@@ -222,7 +213,6 @@ mod tests {
         };
         let mut s = ProbeState {
             next_at: Instant::now(),
-            pending: None,
             successes: 0,
             failures: 0,
             cseq: 0,

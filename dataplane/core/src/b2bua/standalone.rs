@@ -26,6 +26,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use crate::net::{Flow, Outbox};
 use crate::sip::{HeaderName, Method};
 use crate::transaction::{ClientNonInvite, ResponseAction, ServerNonInvite, TimerConfig, TxEvent};
@@ -192,25 +194,26 @@ impl Standalone {
         Some(Some((id, Outcome::Response { code, message })))
     }
 
-    /// Drops a client transaction: no more retransmissions, no outcome;
-    /// a late response to it is a stray.
-    /// Abandons the transactions in `in_flight` (a feature's requests, by
-    /// the name they were sent for) whose name `keep` no longer wants, and
-    /// forgets them.
-    pub(crate) fn abandon_unless<K: std::hash::Hash + Eq>(
-        &mut self,
-        in_flight: &mut HashMap<TxId, K>,
-        keep: impl Fn(&K) -> bool,
-    ) {
-        in_flight.retain(|tx, name| {
+    /// Abandons the requests in `in_flight` whose name `keep` no longer
+    /// wants, and forgets them.
+    pub(crate) fn abandon_unless(&mut self, in_flight: &mut InFlight, keep: impl Fn(&str) -> bool) {
+        in_flight.by_tx.retain(|tx, name| {
             let kept = keep(name);
             if !kept {
                 self.abandon(*tx);
             }
             kept
         });
+        in_flight.by_name.retain(|name, _| keep(name));
     }
 
+    /// Abandons every request in `in_flight`, and forgets them.
+    pub(crate) fn abandon_all(&mut self, in_flight: &mut InFlight) {
+        self.abandon_unless(in_flight, |_| false);
+    }
+
+    /// Drops a client transaction: no more retransmissions, no outcome;
+    /// a late response to it is a stray.
     pub fn abandon(&mut self, id: TxId) {
         if let Some(c) = self.clients.remove(&id) {
             self.branches.remove(&c.branch);
@@ -347,4 +350,42 @@ impl Standalone {
 pub(crate) enum Timed {
     Outcome(TxId, Outcome),
     Alarm(Alarm),
+}
+
+/// One feature's requests outside calls (health probes, the SBC's own
+/// registrations, keepalives): at most one in flight per name (a trunk,
+/// an account), found by name and by transaction.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    by_tx: HashMap<TxId, Arc<str>>,
+    by_name: HashMap<Arc<str>, TxId>,
+}
+
+impl InFlight {
+    /// `tx` is now `name`'s request in flight.
+    pub(crate) fn start(&mut self, name: Arc<str>, tx: TxId) {
+        if let Some(old) = self.by_name.insert(Arc::clone(&name), tx) {
+            self.by_tx.remove(&old);
+        }
+        self.by_tx.insert(tx, name);
+    }
+
+    /// `name`'s request in flight, forgotten (the caller abandons it).
+    pub(crate) fn take(&mut self, name: &str) -> Option<TxId> {
+        let tx = self.by_name.remove(name)?;
+        self.by_tx.remove(&tx);
+        Some(tx)
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The outcome of `tx` came: the name it was sent for when it is one
+    /// of these requests (then forgotten).
+    pub(crate) fn finish(&mut self, tx: TxId) -> Option<Arc<str>> {
+        let name = self.by_tx.remove(&tx)?;
+        self.by_name.remove(&name);
+        Some(name)
+    }
 }

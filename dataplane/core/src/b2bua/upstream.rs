@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use super::context::Engine;
 use super::event::{Event, Upstream};
-use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
+use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
 use crate::net::Flow;
 use crate::policy::{Registration, Trunk};
 use crate::sip::digest::{Algorithm, Challenge, Credentials, Qop, answer};
@@ -41,7 +41,7 @@ const MAX_EXPIRES: u32 = 86_400;
 #[derive(Debug, Default)]
 pub(crate) struct Upstreams {
     trunks: HashMap<Arc<str>, State>,
-    in_flight: HashMap<TxId, Arc<str>>,
+    in_flight: InFlight,
 }
 
 #[derive(Debug)]
@@ -52,7 +52,6 @@ struct State {
     cseq: u32,
     /// When the next round starts (an alarm due earlier finds nothing).
     next_at: Instant,
-    pending: Option<TxId>,
     /// Challenges answered in this round.
     answers: u8,
     /// The expiry asked for (raised by a 423).
@@ -90,23 +89,26 @@ impl Engine {
                 .is_some_and(|s| *s.config == **config);
             if !same {
                 let call_id = self.own_call_id();
-                if let Some(old) = self.upstreams.trunks.insert(
-                    Arc::clone(&trunk.name),
-                    State {
-                        config: Arc::clone(config),
-                        call_id,
-                        cseq: 0,
-                        next_at: now,
-                        pending: None,
-                        answers: 0,
-                        expires: u32::try_from(config.expires.as_secs()).unwrap_or(MAX_EXPIRES),
-                        nonce: Vec::new(),
-                        nc: 0,
-                        failures: 0,
-                    },
-                ) && let Some(tx) = old.pending
+                if self
+                    .upstreams
+                    .trunks
+                    .insert(
+                        Arc::clone(&trunk.name),
+                        State {
+                            config: Arc::clone(config),
+                            call_id,
+                            cseq: 0,
+                            next_at: now,
+                            answers: 0,
+                            expires: u32::try_from(config.expires.as_secs()).unwrap_or(MAX_EXPIRES),
+                            nonce: Vec::new(),
+                            nc: 0,
+                            failures: 0,
+                        },
+                    )
+                    .is_some()
+                    && let Some(tx) = self.upstreams.in_flight.take(&trunk.name)
                 {
-                    self.upstreams.in_flight.remove(&tx);
                     self.standalone.abandon(tx);
                 }
                 set_state(trunk, Registered::Trying, 0);
@@ -132,7 +134,7 @@ impl Engine {
         let Some(state) = self.upstreams.trunks.get_mut(&trunk.name) else {
             return;
         };
-        if now < state.next_at || state.pending.is_some() {
+        if now < state.next_at || self.upstreams.in_flight.has(&trunk.name) {
             // A stale alarm, or the round still runs (its outcome plans
             // the next).
             return;
@@ -185,16 +187,15 @@ impl Engine {
             headers,
         };
         let tx = self.send_request(now, request);
-        if let Some(state) = self.upstreams.trunks.get_mut(&trunk.name) {
-            state.pending = Some(tx);
-            self.upstreams.in_flight.insert(tx, Arc::clone(&trunk.name));
+        if self.upstreams.trunks.contains_key(&trunk.name) {
+            self.upstreams.in_flight.start(Arc::clone(&trunk.name), tx);
         }
     }
 
     /// A transaction outside calls ended: true when it was one of our
     /// REGISTERs (then handled here, not reported).
     pub(crate) fn upstream_outcome(&mut self, now: Instant, tx: TxId, outcome: &Outcome) -> bool {
-        let Some(name) = self.upstreams.in_flight.remove(&tx) else {
+        let Some(name) = self.upstreams.in_flight.finish(tx) else {
             return false;
         };
         let policy = Arc::clone(&self.ctx.policy);
@@ -204,10 +205,6 @@ impl Engine {
         let Some(state) = self.upstreams.trunks.get_mut(&name) else {
             return true;
         };
-        if state.pending != Some(tx) {
-            return true;
-        }
-        state.pending = None;
         let step = match outcome {
             Outcome::Timeout => Step::Failed(None),
             Outcome::Response { code, message } => read_answer(state, *code, message),
