@@ -67,9 +67,9 @@ impl Registrar {
         policy: Arc<ArcSwap<Policy>>,
     ) -> io::Result<(Registrar, Directory)> {
         let db = store.as_deref().and_then(open);
-        let restored = match &db {
+        let (restored, stale) = match &db {
             Some(db) => load(db, &policy.load(), Instant::now(), SystemTime::now()),
-            None => Location::default(),
+            None => (Location::default(), HashSet::new()),
         };
         if !restored.is_empty() {
             tracing::info!(
@@ -83,7 +83,7 @@ impl Registrar {
         let thread_view = Arc::clone(&view);
         let thread = std::thread::Builder::new()
             .name("sbc-registrar".into())
-            .spawn(move || run(&thread_view, rx, &policy, db.as_ref()))?;
+            .spawn(move || run(&thread_view, rx, &policy, db.as_ref(), stale))?;
         let directory = Directory {
             changes: Some(tx),
             lockout: Arc::default(),
@@ -117,9 +117,10 @@ fn run(
     rx: mpsc::Receiver<Change>,
     policy: &ArcSwap<Policy>,
     db: Option<&Database>,
+    // Rows the store holds that were not restored: removed by the first save.
+    mut dirty: HashSet<Arc<str>>,
 ) {
     let mut version = policy.load().version;
-    let mut dirty: HashSet<Arc<str>> = HashSet::new();
     let mut saved_at: Option<Instant> = None;
     let mut swept_at = Instant::now();
     loop {
@@ -188,7 +189,9 @@ fn run(
             break;
         }
     }
-    if let Some(db) = db {
+    if let Some(db) = db
+        && !dirty.is_empty()
+    {
         save(db, view, &mut dirty, Instant::now(), SystemTime::now());
     }
 }
@@ -347,11 +350,17 @@ fn restore(bytes: &[u8], policy: &Policy, now: Instant, wall: SystemTime) -> Opt
     })
 }
 
-/// Opens (or creates) the store; one that cannot be opened is logged,
-/// moved aside (`.bad`) and started afresh.
+/// Opens (or creates) the store; one that is not a readable store is
+/// logged, moved aside (`.bad`) and started afresh. One that cannot be
+/// opened for another reason (in use by another process, no permission)
+/// is left as it is, and bindings are not kept.
 fn open(path: &Path) -> Option<Database> {
     match Database::create(path) {
         Ok(db) => return Some(db),
+        Err(e) if !unreadable(&e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the registrations store; bindings will not survive a restart");
+            return None;
+        }
         Err(e) => {
             let aside = path.with_extension("bad");
             let _ = std::fs::rename(path, &aside);
@@ -372,10 +381,33 @@ fn open(path: &Path) -> Option<Database> {
     }
 }
 
-/// The store's bindings still valid now, of accounts still configured.
-fn load(db: &Database, policy: &Policy, now: Instant, wall: SystemTime) -> Location {
+/// The file is there but its contents are not a store this version reads
+/// (rather than a store in use by another process, or out of reach).
+fn unreadable(e: &redb::DatabaseError) -> bool {
+    use redb::{DatabaseError, StorageError};
+    match e {
+        DatabaseError::DatabaseAlreadyOpen
+        | DatabaseError::LockProtocolMismatch
+        | DatabaseError::TransactionInProgress => false,
+        DatabaseError::Storage(StorageError::Io(io)) => matches!(
+            io.kind(),
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+        ),
+        _ => true,
+    }
+}
+
+/// The store's bindings still valid now, of accounts still configured,
+/// and the accounts of the rows that are not (to be removed).
+fn load(
+    db: &Database,
+    policy: &Policy,
+    now: Instant,
+    wall: SystemTime,
+) -> (Location, HashSet<Arc<str>>) {
     let mut location = Location::default();
-    let rows = (|| -> Result<Vec<Vec<u8>>, redb::Error> {
+    let mut stale = HashSet::new();
+    let rows = (|| -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
         let txn = db.begin_read()?;
         let table = match txn.open_table(BINDINGS) {
             Ok(t) => t,
@@ -384,16 +416,19 @@ fn load(db: &Database, policy: &Policy, now: Instant, wall: SystemTime) -> Locat
         };
         let mut rows = Vec::new();
         for entry in table.iter()? {
-            let (_, value) = entry?;
-            rows.push(value.value().to_vec());
+            let (key, value) = entry?;
+            rows.push((key.value().to_owned(), value.value().to_vec()));
         }
         Ok(rows)
     })();
     match rows {
         Ok(rows) => {
-            for row in rows {
-                if let Some(b) = restore(&row, policy, now, wall) {
-                    location.apply(Change::Bound(b));
+            for (account, row) in rows {
+                match restore(&row, policy, now, wall) {
+                    Some(b) => location.apply(Change::Bound(b)),
+                    None => {
+                        stale.insert(Arc::from(account));
+                    }
                 }
             }
         }
@@ -401,7 +436,7 @@ fn load(db: &Database, policy: &Policy, now: Instant, wall: SystemTime) -> Locat
             tracing::error!(error = %e, "cannot read the registrations store; starting without")
         }
     }
-    location
+    (location, stale)
 }
 
 #[cfg(test)]

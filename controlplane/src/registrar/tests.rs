@@ -73,7 +73,7 @@ fn the_store_keeps_the_time_left_across_a_restart() {
     let db = stored(dir.path(), &loc, t0, wall);
     // "Restarted" 100 s later: alice has 500 s left, bob has expired.
     let t1 = Instant::now();
-    let back = load(&db, &p, t1, wall + Duration::from_secs(100));
+    let (back, _) = load(&db, &p, t1, wall + Duration::from_secs(100));
     assert_eq!(back.len(), 1);
     let alice = back.get("alice", t1).unwrap();
     assert_eq!(alice.expires, t1 + Duration::from_secs(500));
@@ -99,11 +99,15 @@ fn bindings_of_accounts_no_longer_configured_are_not_restored() {
     }
     let db = stored(dir.path(), &loc, t0, wall);
     // carol is gone; bob now belongs to another extension.
-    let back = load(&db, &policy(CONFIG, 1), t0, wall);
+    let (back, stale) = load(&db, &policy(CONFIG, 1), t0, wall);
     assert_eq!(
         back.iter().map(|b| &*b.account).collect::<Vec<_>>(),
         ["alice"]
     );
+    // The rows not restored are removed by the first save.
+    let mut stale: Vec<&str> = stale.iter().map(|a| &**a).collect();
+    stale.sort_unstable();
+    assert_eq!(stale, ["bob", "carol"]);
 }
 
 #[test]
@@ -112,7 +116,11 @@ fn a_broken_store_is_moved_aside() {
     let path = dir.path().join("registrations.redb");
     std::fs::write(&path, "{ not a database").unwrap();
     let db = open(&path).expect("a new store");
-    assert!(load(&db, &policy(CONFIG, 1), Instant::now(), SystemTime::now()).is_empty());
+    assert!(
+        load(&db, &policy(CONFIG, 1), Instant::now(), SystemTime::now())
+            .0
+            .is_empty()
+    );
     assert!(path.with_extension("bad").exists());
     // A new, empty one is simply empty.
     let fresh = open(&dir.path().join("new.redb")).unwrap();
@@ -123,6 +131,7 @@ fn a_broken_store_is_moved_aside() {
             Instant::now(),
             SystemTime::now()
         )
+        .0
         .is_empty()
     );
 }
@@ -195,4 +204,16 @@ fn the_thread_applies_saves_and_forgets_removed_accounts() {
     );
     drop(directory);
     again.join();
+}
+
+#[test]
+fn a_store_in_use_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.redb");
+    let first = open(&path).expect("a new store");
+    // A second sbc on the same file: no store for it, and the first
+    // one's file is not moved aside.
+    assert!(open(&path).is_none());
+    assert!(!path.with_extension("bad").exists());
+    drop(first);
 }
