@@ -147,12 +147,7 @@ fn run(
                 version = current.version;
                 let gone: Vec<Arc<str>> = location
                     .iter()
-                    .filter(|b| {
-                        current
-                            .accounts
-                            .account(b.account.as_bytes())
-                            .is_none_or(|a| a.extension != b.extension)
-                    })
+                    .filter(|b| !current.accounts.holds(b))
                     .map(|b| Arc::clone(&b.account))
                     .collect();
                 if !gone.is_empty() {

@@ -123,18 +123,10 @@ impl Engine {
     /// the same extension (bindings kept across a restart).
     pub fn restore_bindings(&mut self, bindings: impl IntoIterator<Item = Binding>) {
         for b in bindings {
-            if self.owns_binding(&b) && self.still_configured(&b) {
+            if self.owns_binding(&b) && self.ctx.policy.accounts.holds(&b) {
                 self.ctx.location.apply(crate::registrar::Change::Bound(b));
             }
         }
-    }
-
-    fn still_configured(&self, b: &Binding) -> bool {
-        self.ctx
-            .policy
-            .accounts
-            .account(b.account.as_bytes())
-            .is_some_and(|a| a.extension == b.extension)
     }
 
     /// Applies a change to a binding this shard owns, and reports it.
@@ -161,11 +153,7 @@ impl Engine {
         let secrets = *self.ctx.ids.secrets();
         let (shard, shards) = (self.ctx.shard, self.ctx.shards);
         self.ctx.location.retain(|b| {
-            policy
-                .accounts
-                .account(b.account.as_bytes())
-                .is_some_and(|a| a.extension == b.extension)
-                && secrets.owner(b.extension.as_bytes(), shards) == shard
+            policy.accounts.holds(b) && secrets.owner(b.extension.as_bytes(), shards) == shard
         });
     }
 

@@ -326,6 +326,13 @@ impl Accounts {
             .and_then(|&i| self.accounts.get(i))
     }
 
+    /// The binding's account is still configured, in the same extension
+    /// (otherwise the binding is dropped: a moved phone registers again).
+    pub fn holds(&self, b: &Binding) -> bool {
+        self.account(b.account.as_bytes())
+            .is_some_and(|a| a.extension == b.extension)
+    }
+
     /// The accounts of extension `number`, in configuration order.
     pub fn extension(&self, number: &str) -> impl Iterator<Item = &Account> {
         self.extensions
