@@ -139,23 +139,29 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
 /// secrets are kept in a binding.
 async fn registrations(State(metrics): State<Arc<Metrics>>) -> Response {
     let now = std::time::Instant::now();
-    let mut list: Vec<serde_json::Value> = metrics.with_bindings(|location| {
+    // Copied out under the registrar's lock (cheap: shared strings and
+    // bytes), rendered after it is released.
+    let bindings: Vec<sbc_core::registrar::Binding> = metrics.with_bindings(|location| {
         location
             .iter()
             .filter(|b| b.expires > now)
-            .map(|b| {
-                serde_json::json!({
-                    "account": &*b.account,
-                    "extension": &*b.extension,
-                    "contact": String::from_utf8_lossy(&b.contact),
-                    "transport": b.flow.transport.token(),
-                    "source": b.flow.remote.to_string(),
-                    "expires_in_s": b.expires.saturating_duration_since(now).as_secs(),
-                    "reachable": b.reachable,
-                })
-            })
+            .cloned()
             .collect()
     });
+    let mut list: Vec<serde_json::Value> = bindings
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "account": &*b.account,
+                "extension": &*b.extension,
+                "contact": String::from_utf8_lossy(&b.contact),
+                "transport": b.flow.transport.token(),
+                "source": b.flow.remote.to_string(),
+                "expires_in_s": b.expires.saturating_duration_since(now).as_secs(),
+                "reachable": b.reachable,
+            })
+        })
+        .collect();
     list.sort_by(|a, b| a["account"].as_str().cmp(&b["account"].as_str()));
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -510,14 +510,16 @@ impl SbcCollector {
             return Ok(());
         }
         let now = std::time::Instant::now();
-        let (bindings, unreachable, per_extension) = read_view(&self.location, |location| {
-            let mut per_extension: std::collections::BTreeMap<Arc<str>, i64> = policy
-                .accounts
-                .all()
-                .iter()
-                .filter(|a| a.trunk.is_none())
-                .map(|a| (Arc::clone(&a.extension), 0))
-                .collect();
+        // Built before the view is locked: the registrar thread waits
+        // for it only while bindings are counted.
+        let mut per_extension: std::collections::BTreeMap<Arc<str>, i64> = policy
+            .accounts
+            .all()
+            .iter()
+            .filter(|a| a.trunk.is_none())
+            .map(|a| (Arc::clone(&a.extension), 0))
+            .collect();
+        let (bindings, unreachable) = read_view(&self.location, |location| {
             let mut unreachable = 0usize;
             for b in location.iter().filter(|b| b.expires > now) {
                 if let Some(n) = per_extension.get_mut(&b.extension) {
@@ -525,7 +527,7 @@ impl SbcCollector {
                 }
                 unreachable += usize::from(!b.reachable);
             }
-            (location.len(), unreachable, per_extension)
+            (location.len(), unreachable)
         });
         let bindings = i64::try_from(bindings).unwrap_or(i64::MAX);
         let desc = enc.encode_descriptor(
