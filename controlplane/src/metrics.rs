@@ -139,6 +139,17 @@ fn total_counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64
     ConstCounter::new(value).encode(desc)
 }
 
+/// A gauge without labels.
+fn total_gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt::Result {
+    let desc = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(desc)
+}
+
+/// A number of things as a gauge value.
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl SbcCollector {
     /// One gauge sample per shard: `field` of each shard's stats.
     fn per_shard_gauge(
@@ -149,6 +160,21 @@ impl SbcCollector {
             .iter()
             .enumerate()
             .map(move |(i, s)| ([("shard", i)], field(s).load(Ordering::Relaxed)))
+    }
+
+    /// One sample per label, labelled `key`: the sum over shards of the
+    /// entry of `array` at the label's index.
+    fn by_label<'l>(
+        &self,
+        key: &'static str,
+        labels: impl IntoIterator<Item = &'l str>,
+        array: impl Fn(&ShardStats) -> &[AtomicU64],
+    ) -> Vec<Sample<[(&'static str, &'l str); 1]>> {
+        labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| ([(key, l)], self.total_at(&array, i)))
+            .collect()
     }
 
     /// The sum over shards of entry `i` of one of the shards' arrays.
@@ -449,11 +475,8 @@ impl SbcCollector {
             enc,
             "connections_closed",
             "SIP stream connections closed (or refused at once: limit), by reason.",
-            ConnClose::ALL.iter().enumerate().map(|(i, r)| {
-                (
-                    [("reason", r.label())],
-                    self.total_at(|s| &s.connections_closed, i),
-                )
+            self.by_label("reason", ConnClose::ALL.iter().map(|r| r.label()), |s| {
+                &s.connections_closed
             }),
         )
     }
@@ -479,20 +502,16 @@ impl SbcCollector {
             "Calls moved to their next target.",
             self.total(|s| &s.failovers),
         )?;
-        let rejected = Refusal::LABELS
-            .iter()
-            .enumerate()
-            .map(|(i, l)| ([("reason", *l)], self.total_at(|s| &s.rejected, i)));
+        let rejected = self.by_label("reason", Refusal::LABELS.iter().copied(), |s| &s.rejected);
         counter(
             enc,
             "requests_rejected",
             "Requests refused before becoming calls, by reason.",
             rejected,
         )?;
-        let discarded = Discard::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, d)| ([("reason", d.label())], self.total_at(|s| &s.dropped, i)));
+        let discarded = self.by_label("reason", Discard::ALL.iter().map(|d| d.label()), |s| {
+            &s.dropped
+        });
         counter(
             enc,
             "messages_discarded",
@@ -529,49 +548,42 @@ impl SbcCollector {
             }
             (location.len(), unreachable)
         });
-        let bindings = i64::try_from(bindings).unwrap_or(i64::MAX);
-        let desc = enc.encode_descriptor(
+        total_gauge(
+            enc,
             "registrations",
             "Accounts registered now (bindings held by the registrar).",
-            None,
-            MetricType::Gauge,
+            count(bindings),
         )?;
-        ConstGauge::new(bindings).encode(desc)?;
         counter(
             enc,
             "registrar_requests",
             "REGISTERs the registrar answered or dropped, by result.",
-            RegisterResult::ALL
-                .iter()
-                .enumerate()
-                .map(|(i, r)| ([("result", r.label())], self.total_at(|s| &s.registrar, i))),
+            self.by_label(
+                "result",
+                RegisterResult::ALL.iter().map(|r| r.label()),
+                |s| &s.registrar,
+            ),
         )?;
         counter(
             enc,
             "auth_failures",
             "Refused credentials (REGISTER and phones' INVITEs), by reason; the client is answered alike whatever the reason.",
-            AuthFailure::ALL.iter().enumerate().map(|(i, r)| {
-                (
-                    [("reason", r.label())],
-                    self.total_at(|s| &s.auth_failures, i),
-                )
+            self.by_label("reason", AuthFailure::ALL.iter().map(|r| r.label()), |s| {
+                &s.auth_failures
             }),
         )?;
-        let desc = enc.encode_descriptor(
+        total_gauge(
+            enc,
             "blocked_sources",
             "Sources ignored now for failing authentication too often (registrar lockout).",
-            None,
-            MetricType::Gauge,
+            count(self.lockout.blocked(std::time::Instant::now())),
         )?;
-        let blocked = self.lockout.blocked(std::time::Instant::now());
-        ConstGauge::new(i64::try_from(blocked).unwrap_or(i64::MAX)).encode(desc)?;
-        let desc = enc.encode_descriptor(
+        total_gauge(
+            enc,
             "registrations_unreachable",
             "Registered accounts whose keepalives go unanswered (not rung).",
-            None,
-            MetricType::Gauge,
+            count(unreachable),
         )?;
-        ConstGauge::new(i64::try_from(unreachable).unwrap_or(i64::MAX)).encode(desc)?;
         gauge(
             enc,
             "extension_registrations",
@@ -592,14 +604,12 @@ impl Collector for SbcCollector {
         self.encode_media(&mut enc)?;
         self.encode_registrar(&mut enc, &policy)?;
         self.encode_connections(&mut enc)?;
-        let version = i64::try_from(policy.version).unwrap_or(i64::MAX);
-        let desc = enc.encode_descriptor(
+        total_gauge(
+            &mut enc,
             "config_version",
             "Version of the configuration snapshot in use.",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(version).encode(desc)
+            i64::try_from(policy.version).unwrap_or(i64::MAX),
+        )
     }
 }
 
