@@ -6,15 +6,65 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// A child process, killed and reaped when dropped.
+/// A child process, stopped and reaped when dropped: SIGTERM first (so
+/// Kamailio takes its worker processes down with it, and no port stays
+/// bound for the next pass), SIGKILL after 3 s.
 #[derive(Debug)]
 pub struct Proc(pub Child);
 
+/// Processes started and not yet reaped, killed by [`fail`] (which exits
+/// without running destructors).
+static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+impl Proc {
+    pub fn new(child: Child) -> Self {
+        if let Ok(mut l) = LIVE.lock() {
+            l.push(child.id());
+        }
+        Proc(child)
+    }
+}
+
+/// Sends `signal` to our child `pid`.
+fn signal(pid: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) on a child this process started and has not reaped
+    // (callers hold it in a Proc or in LIVE), so the pid is still ours.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
+        signal(self.0.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Ok(mut l) = LIVE.lock() {
+            l.retain(|p| *p != self.0.id());
+        }
     }
+}
+
+/// Prints `tool: msg`, kills every process still running, exits 2.
+pub fn fail(tool: &str, msg: &str) -> ! {
+    eprintln!("{tool}: {msg}");
+    if let Ok(l) = LIVE.lock() {
+        for &pid in l.iter() {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+    std::process::exit(2)
 }
 
 /// The path of a SIPp scenario in `loadtest/scenarios`.
@@ -38,7 +88,7 @@ pub fn spawn_sipp(dir: &Path, args: &[String]) -> std::io::Result<Proc> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map(Proc)
+        .map(Proc::new)
 }
 
 /// Starts the `sbc` binary with `config`, logging at warn to our stderr.
@@ -50,7 +100,7 @@ pub fn spawn_sbc(sbc: &Path, config: &Path) -> std::io::Result<Proc> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .spawn()
-        .map(Proc)
+        .map(Proc::new)
 }
 
 /// Starts Kamailio the way its users run it for speed (TLSF allocator,
@@ -72,7 +122,7 @@ pub fn spawn_kamailio(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map(Proc)
+        .map(Proc::new)
 }
 
 /// The sbc configuration of the benchmarks: listening on `sbc`:5060 with
@@ -194,4 +244,26 @@ pub fn relay_floor_ns(
 pub fn call_floor_us(relaycost: &std::path::Path, rate: u32, seconds: u32) -> Option<f64> {
     let pps = (f64::from(rate) * DATAGRAMS_PER_CALL).round() as u32;
     relay_floor_ns(relaycost, pps, seconds, false).map(|ns| ns * DATAGRAMS_PER_CALL / 2.0 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_proc_is_stopped_and_forgotten() {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let started = Instant::now();
+        drop(Proc::new(child));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "SIGTERM stops it"
+        );
+        assert!(!LIVE.lock().unwrap().contains(&pid));
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "reaped");
+    }
 }

@@ -79,8 +79,7 @@ fn sipp(dir: &Path, args: &[String]) -> Proc {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("callcost: {msg}");
-    std::process::exit(2)
+    sbc_bench::harness::fail("callcost", msg)
 }
 
 fn main() {

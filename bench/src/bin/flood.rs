@@ -42,8 +42,7 @@ struct Args {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("flood: {msg}");
-    std::process::exit(2)
+    sbc_bench::harness::fail("flood", msg)
 }
 
 fn sipp(dir: &Path, args: &[String]) -> Proc {

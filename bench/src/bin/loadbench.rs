@@ -12,12 +12,12 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use sbc_bench::harness::{
-    KAMAILIO_FAST_ALLOCATOR, call_floor_us, sbc_config, sipp_stat, wait_healthy,
+    self, KAMAILIO_FAST_ALLOCATOR, Proc, call_floor_us, sbc_config, sipp_stat, wait_healthy,
 };
 use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
 use serde_json::{Value, json};
@@ -102,57 +102,8 @@ enum Compare {
     Sipp,
 }
 
-struct Proc(Child);
-
-/// Processes started and not yet reaped, killed by `fail` (which exits
-/// without running destructors).
-static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
-
-impl Proc {
-    fn new(child: Child) -> Self {
-        if let Ok(mut l) = LIVE.lock() {
-            l.push(child.id());
-        }
-        Proc(child)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGTERM first: Kamailio takes its worker processes down with it.
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if let Ok(mut l) = LIVE.lock() {
-            l.retain(|p| *p != self.0.id());
-        }
-    }
-}
-
 fn fail(msg: &str) -> ! {
-    eprintln!("loadbench: {msg}");
-    if let Ok(l) = LIVE.lock() {
-        for &pid in l.iter() {
-            // SAFETY: kill(2) on a child this process started and has not
-            // reaped, so the pid is still ours.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    }
-    std::process::exit(2)
+    harness::fail("loadbench", msg)
 }
 
 /// One step: a fixed offered rate for a fixed time.

@@ -68,8 +68,7 @@ enum Target {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("regcost: {msg}");
-    std::process::exit(2)
+    sbc_bench::harness::fail("regcost", msg)
 }
 
 /// What one pass measured.

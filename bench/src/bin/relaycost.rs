@@ -129,8 +129,7 @@ enum Target {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("relaycost: {msg}");
-    std::process::exit(2)
+    sbc_bench::harness::fail("relaycost", msg)
 }
 
 #[derive(Clone)]
@@ -288,7 +287,7 @@ fn sleep_until(t: Instant) {
 }
 
 fn spawn(cmd: &mut Command, what: &str) -> Proc {
-    Proc(
+    Proc::new(
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -613,7 +612,7 @@ fn median(mut runs: Vec<&Outcome>) -> Option<Outcome> {
 /// to ours by a veth pair: va 10.78.0.1 there, vb 10.78.0.10 (the caller)
 /// and .20 (the sink) here.
 fn relays_namespace() -> std::io::Result<Proc> {
-    let holder = Proc(
+    let holder = Proc::new(
         Command::new("unshare")
             .args(["--net", "--", "sleep", "100000"])
             .spawn()?,
