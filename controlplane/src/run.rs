@@ -289,11 +289,9 @@ pub fn reload(
 ) -> Result<u64, ReloadError> {
     let path = source.path.as_ref().ok_or(ReloadError::NoFile)?;
     let next = Config::load(path)?;
-    if next.sip_listen() != running.sip_listen() {
-        return Err(ReloadError::ListenChanged {
-            old: running.sip_listen(),
-            new: next.sip_listen(),
-        });
+    let (old, new) = (running.sip_listen(), next.sip_listen());
+    if old != new {
+        return Err(ReloadError::ListenChanged { old, new });
     }
     if next.media() != running.media() {
         return Err(ReloadError::MediaChanged {

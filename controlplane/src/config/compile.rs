@@ -88,15 +88,17 @@ pub fn compile(
             .collect::<Vec<_>>()
     };
 
-    let trunks =
-        file.trunks
-            .iter()
-            .map(|t| Trunk {
+    let trunks = file
+        .trunks
+        .iter()
+        .map(|t| {
+            // Unused for a trunk that registers (it is reached where it
+            // registered from).
+            let address = t.address.map_or(UNUSED_ADDRESS, |a| a.0);
+            Trunk {
                 name: t.name.0.as_str().into(),
                 sources: t.sources.iter().map(|n| n.0).collect(),
-                // Unused for a trunk that registers (it is reached where it
-                // registered from).
-                address: t.address.map_or(UNUSED_ADDRESS, |a| a.0),
+                address,
                 transport: t.transport.0,
                 media: t.media.0,
                 strict_latch: t.strict_latch,
@@ -112,13 +114,15 @@ pub fn compile(
                 max_calls: t.max_calls,
                 max_cps: t.max_cps,
                 public: t.public,
-                registration: t.register.as_ref().map(|r| {
-                    super::upstream::compile(r, t.address.map_or(UNUSED_ADDRESS, |a| a.0))
-                }),
+                registration: t
+                    .register
+                    .as_ref()
+                    .map(|r| super::upstream::compile(r, address)),
                 dynamic: t.host.is_some(),
                 stats: stats.trunk(&t.name.0),
-            })
-            .collect();
+            }
+        })
+        .collect();
 
     let mut routes: Vec<Route> = file
         .routes

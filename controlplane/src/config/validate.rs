@@ -95,18 +95,23 @@ pub fn validate(file: &ConfigFile) -> Check {
 /// A trunk that registers has a username no account and no other such
 /// trunk has.
 fn trunk_usernames(file: &super::file::ConfigFile, root: &FieldPath) -> Check {
-    let mut seen: HashMap<&str, String> = HashMap::new();
+    // Where each username is first given: an account (extension, index)
+    // or a trunk (index, extension None).
+    let mut seen: HashMap<&str, (Option<usize>, usize)> = HashMap::new();
     for (i, e) in file.extensions.iter().enumerate() {
         for (j, a) in e.accounts.iter().enumerate() {
-            seen.entry(a.username.0.as_str())
-                .or_insert_with(|| format!("extensions[{i}].accounts[{j}]"));
+            seen.entry(a.username.0.as_str()).or_insert((Some(i), j));
         }
     }
     for (i, t) in file.trunks.iter().enumerate() {
         let Some(user) = &t.username else {
             continue;
         };
-        if let Some(first) = seen.insert(user.0.as_str(), format!("trunks[{i}]")) {
+        if let Some(first) = seen.insert(user.0.as_str(), (None, i)) {
+            let first = match first {
+                (Some(e), j) => format!("extensions[{e}].accounts[{j}]"),
+                (None, t) => format!("trunks[{t}]"),
+            };
             return at(
                 root.key("trunks").index(i).key("username"),
                 format!("duplicate username \"{}\" (first at {first})", user.0),
