@@ -255,17 +255,15 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
             dynamic_trunk(trunk, &path)?;
             continue;
         }
-        for key in ["username", "secret"] {
-            let given = match key {
-                "username" => trunk.username.is_some(),
-                _ => trunk.secret.is_some(),
-            };
-            if given {
-                return Err(Problem::new(
-                    path.key(key),
-                    "only a trunk with host = \"dynamic\" has credentials (the SBC's own registration goes in register = { ... })",
-                ));
-            }
+        let credentials = [
+            ("username", trunk.username.is_some()),
+            ("secret", trunk.secret.is_some()),
+        ];
+        if let Some((key, _)) = credentials.iter().find(|(_, given)| *given) {
+            return Err(Problem::new(
+                path.key(key),
+                "only a trunk with host = \"dynamic\" has credentials (the SBC's own registration goes in register = { ... })",
+            ));
         }
         if trunk.sources.is_empty() {
             return Err(Problem::new(
