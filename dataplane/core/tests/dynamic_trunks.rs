@@ -118,7 +118,6 @@ fn a_dynamic_trunk_is_480_until_it_registers_then_rung_where_it_registered_from(
 
 #[test]
 fn a_dynamic_trunks_calls_are_authenticated_and_routed_as_its_own() {
-    use sbc_core::sip::digest::{self, Challenge, Credentials};
     let mut sim = Sim::with_policy(gateway_policy());
     registered(&mut sim);
     let invite_from_gw = |cseq: u32, auth: &str| {
@@ -131,21 +130,13 @@ fn a_dynamic_trunks_calls_are_authenticated_and_routed_as_its_own() {
     sim.recv(GW, &invite_from_gw(1, ""));
     let challenge = sim.one_to(GW);
     assert_eq!(challenge.code(), Some(407));
-    let c = Challenge::parse(
-        challenge
-            .msg()
-            .value(HeaderName::ProxyAuthenticate)
-            .unwrap(),
-    )
-    .unwrap();
-    let me = Credentials {
-        username: b"gw1",
-        password: b"gw-secret",
-    };
-    let a = digest::answer(&c, &me, b"INVITE", b"sip:+3906555@192.0.2.1:5060", b"cn", 1).unwrap();
-    let mut v = Vec::new();
-    a.write(&mut v).unwrap();
-    let auth = format!("Proxy-Authorization: {}\r\n", String::from_utf8(v).unwrap());
+    let auth = proxy_authorization(
+        &challenge,
+        "gw1",
+        "gw-secret",
+        "sip:+3906555@192.0.2.1:5060",
+        "cn",
+    );
     sim.recv(GW, &invite_from_gw(2, &auth));
     let out = sim.first_to(CARRIER_B);
     assert_eq!(out.method().as_deref(), Some("INVITE"));

@@ -443,23 +443,8 @@ fn bob_invite(number: &str, cseq: u32, auth: &str) -> String {
 
 /// bob's answer to a 407: the Proxy-Authorization line.
 fn proxy_auth(challenge: &Sent, number: &str, password: &str) -> String {
-    use sbc_core::sip::digest::{self, Challenge, Credentials};
-    let c = Challenge::parse(
-        challenge
-            .msg()
-            .value(HeaderName::ProxyAuthenticate)
-            .unwrap(),
-    )
-    .unwrap();
-    let me = Credentials {
-        username: b"bob",
-        password: password.as_bytes(),
-    };
     let uri = format!("sip:{number}@192.0.2.1:5060");
-    let a = digest::answer(&c, &me, b"INVITE", uri.as_bytes(), b"bobcn", 1).unwrap();
-    let mut v = Vec::new();
-    a.write(&mut v).unwrap();
-    format!("Proxy-Authorization: {}\r\n", String::from_utf8(v).unwrap())
+    proxy_authorization(challenge, "bob", password, &uri, "bobcn")
 }
 
 /// bob calls `number`: 407, then the INVITE with credentials; returns

@@ -507,3 +507,31 @@ pub fn bound(
         reachable: true,
     })
 }
+
+/// The `Proxy-Authorization` header line (with its CRLF) answering the
+/// 407 `challenge` for an INVITE to `uri` as `username` with `password`
+/// (client nonce `cnonce`, nonce count 1).
+pub fn proxy_authorization(
+    challenge: &Sent,
+    username: &str,
+    password: &str,
+    uri: &str,
+    cnonce: &str,
+) -> String {
+    use sbc_core::sip::digest::{self, Challenge, Credentials};
+    let c = Challenge::parse(
+        challenge
+            .msg()
+            .value(HeaderName::ProxyAuthenticate)
+            .unwrap(),
+    )
+    .unwrap();
+    let me = Credentials {
+        username: username.as_bytes(),
+        password: password.as_bytes(),
+    };
+    let a = digest::answer(&c, &me, b"INVITE", uri.as_bytes(), cnonce.as_bytes(), 1).unwrap();
+    let mut v = Vec::new();
+    a.write(&mut v).unwrap();
+    format!("Proxy-Authorization: {}\r\n", String::from_utf8(v).unwrap())
+}
