@@ -76,6 +76,18 @@ impl Transport {
         }
     }
 
+    /// The `;transport=` parameter a URI reached over this transport
+    /// carries (RFC 3261 §19.1.1); none for UDP, the default.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+            Transport::Ws => ";transport=ws",
+            Transport::Wss => ";transport=wss",
+        }
+    }
+
     /// The transport a token names (case-insensitive), as in a Via
     /// sent-protocol or a `;transport=` parameter.
     pub fn from_token(token: &[u8]) -> Option<Transport> {

@@ -350,6 +350,14 @@ pub struct Listener {
     pub advertise: String,
 }
 
+impl Listener {
+    /// Requests to `remote` over `transport` may leave from here: the same
+    /// transport and address family.
+    pub fn fits(&self, transport: crate::net::Transport, remote: SocketAddr) -> bool {
+        self.transport == transport && self.bind.is_ipv4() == canonical(remote.ip()).is_ipv4()
+    }
+}
+
 #[derive(Debug)]
 pub struct Policy {
     /// Increases with every published snapshot.
@@ -464,37 +472,43 @@ impl Policy {
         transport: crate::net::Transport,
         remote: SocketAddr,
     ) -> crate::net::LocalId {
-        let of = |same_family: bool| {
-            self.listeners.iter().position(|l| {
-                l.transport == transport
-                    && (!same_family || l.bind.is_ipv4() == canonical(remote.ip()).is_ipv4())
-            })
-        };
-        let i = of(true).or_else(|| of(false)).unwrap_or(0);
+        let i = (self.listeners.iter())
+            .position(|l| l.fits(transport, remote))
+            .or_else(|| self.listeners.iter().position(|l| l.transport == transport))
+            .unwrap_or(0);
         crate::net::LocalId(u16::try_from(i).unwrap_or(0))
     }
 
-    /// The flow requests to `trunk` take: its transport and address, from
-    /// the matching listener, over whatever connection the I/O layer has
-    /// (or opens) to it.
-    pub fn trunk_flow(&self, trunk: &Trunk) -> crate::net::Flow {
+    /// The flow requests to `remote` over `transport` take: from the
+    /// listener [`Policy::local_for`] picks, over whatever connection the
+    /// I/O layer has (or opens) to it.
+    pub fn flow_to(
+        &self,
+        transport: crate::net::Transport,
+        remote: SocketAddr,
+    ) -> crate::net::Flow {
         crate::net::Flow {
-            transport: trunk.transport,
-            remote: trunk.address,
-            local: self.local_for(trunk.transport, trunk.address),
+            transport,
+            remote,
+            local: self.local_for(transport, remote),
             conn: None,
         }
     }
 
+    /// The flow requests to `trunk` take: its transport and address.
+    pub fn trunk_flow(&self, trunk: &Trunk) -> crate::net::Flow {
+        self.flow_to(trunk.transport, trunk.address)
+    }
+
     /// [`Policy::trunk_flow`], leaving from listener `prefer` (the one the
-    /// call came in on) when it has the trunk's transport and address
+    /// call came in on) when it fits the trunk's transport and address
     /// family.
     pub fn trunk_flow_from(&self, trunk: &Trunk, prefer: crate::net::LocalId) -> crate::net::Flow {
         let mut flow = self.trunk_flow(trunk);
-        if self.listener(prefer).is_some_and(|l| {
-            l.transport == trunk.transport
-                && l.bind.is_ipv4() == canonical(trunk.address.ip()).is_ipv4()
-        }) {
+        if self
+            .listener(prefer)
+            .is_some_and(|l| l.fits(trunk.transport, trunk.address))
+        {
             flow.local = prefer;
         }
         flow

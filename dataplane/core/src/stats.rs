@@ -220,7 +220,7 @@ pub struct ShardStats {
     pub auth_failures: [AtomicU64; crate::registrar::AuthFailure::ALL.len()],
     /// Stream connections open now, by transport (index in
     /// [`crate::net::Transport::ALL`]).
-    pub connections_open: [AtomicI64; 5],
+    pub connections_open: [AtomicI64; crate::net::Transport::ALL.len()],
     /// Connections accepted from peers and opened by the SBC.
     pub connections_accepted: AtomicU64,
     pub connections_opened: AtomicU64,

@@ -34,13 +34,7 @@ pub(crate) struct LocalParts {
 
 impl LocalParts {
     pub fn new(advertise: &str, transport: Transport) -> Self {
-        let uri_params = match transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-            Transport::Tls => ";transport=tls",
-            Transport::Ws => ";transport=ws",
-            Transport::Wss => ";transport=wss",
-        };
+        let uri_params = transport.uri_param();
         LocalParts {
             via_prefix: Bytes::from(format!("SIP/2.0/{} {advertise};branch=", transport.token())),
             contact: Bytes::from(format!("<sip:{advertise}{uri_params}>")),

@@ -24,7 +24,6 @@ use bytes::Bytes;
 use super::context::Engine;
 use super::event::{Event, Upstream};
 use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
-use crate::net::Flow;
 use crate::policy::{Registration, Trunk};
 use crate::sip::digest::{Algorithm, Challenge, Credentials, Qop, answer};
 use crate::sip::{CommaList, HeaderName, Message, Method, NameAddr};
@@ -155,11 +154,7 @@ impl Engine {
             return;
         };
         let r = Arc::clone(&state.config);
-        let flow = Flow {
-            remote: r.registrar,
-            local: self.ctx.policy.local_for(trunk.transport, r.registrar),
-            ..self.ctx.policy.trunk_flow(trunk)
-        };
+        let flow = self.ctx.policy.flow_to(trunk.transport, r.registrar);
         let parts = self.ctx.local(flow.local);
         let (local, params) = (parts.host.clone(), parts.uri_params);
         state.cseq = state.cseq.wrapping_add(1).max(1);
