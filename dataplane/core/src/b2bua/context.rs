@@ -57,6 +57,11 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The shard that owns the bindings of `extension`.
+    pub fn extension_owner(&self, extension: &str) -> ShardId {
+        self.ids.secrets().owner(extension.as_bytes(), self.shards)
+    }
+
     pub fn local(&self, id: LocalId) -> &LocalParts {
         // `locals` is never empty (see Engine::new).
         &self.locals[usize::from(id.0).min(self.locals.len() - 1)]

@@ -124,20 +124,6 @@ impl Engine {
         self.calls.resting()
     }
 
-    /// The shard that must process `data` (this one when it cannot tell).
-    pub fn owner_of(&self, data: &[u8]) -> ShardId {
-        if self.ctx.shards <= 1 {
-            return self.ctx.shard;
-        }
-        match Message::parse(data) {
-            Ok(msg) => match msg.value(HeaderName::CallId) {
-                Some(id) => self.ctx.ids.secrets().owner(id, self.ctx.shards),
-                None => self.ctx.shard,
-            },
-            Err(_) => self.ctx.shard,
-        }
-    }
-
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, origin: Flow, data: &[u8]) -> Disposition {
         self.ctx.now = Some(now);

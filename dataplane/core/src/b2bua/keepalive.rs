@@ -51,7 +51,7 @@ impl Engine {
                 self.standalone.set_alarm(now + TICK, Alarm::Keepalive);
             }
             (false, Some(_)) => {
-                self.keepalives.next_at = None;
+                // Everything goes, next_at with it (the ticks stop).
                 let Keepalives { mut in_flight, .. } = std::mem::take(&mut self.keepalives);
                 self.standalone.abandon_all(&mut in_flight);
             }

@@ -78,16 +78,8 @@ impl Engine {
         self.ctx.shard
     }
 
-    /// The shard that owns the bindings of `extension`.
-    pub(crate) fn extension_owner(&self, extension: &str) -> ShardId {
-        self.ctx
-            .ids
-            .secrets()
-            .owner(extension.as_bytes(), self.ctx.shards)
-    }
-
     fn owns_binding(&self, b: &Binding) -> bool {
-        self.extension_owner(&b.extension) == self.ctx.shard
+        self.ctx.extension_owner(&b.extension) == self.ctx.shard
     }
 
     /// The shard a REGISTER belongs to: the owner of the extension its
@@ -102,14 +94,14 @@ impl Engine {
         accounts.settings.as_ref()?;
         let to = NameAddr::parse(msg.value(HeaderName::To)?).ok()?;
         let user = Uri::parse(to.uri).ok()?.user?;
-        let extension = match accounts.account(user) {
-            Some(a) => Arc::clone(&a.extension),
+        let extension: &str = match accounts.account(user) {
+            Some(a) => &a.extension,
             None => {
                 let number = std::str::from_utf8(user).ok()?;
-                accounts.is_extension(number).then(|| Arc::from(number))?
+                accounts.is_extension(number).then_some(number)?
             }
         };
-        Some(self.extension_owner(&extension))
+        Some(self.ctx.extension_owner(extension))
     }
 
     /// Replaces this shard's bindings with those of `location` it owns

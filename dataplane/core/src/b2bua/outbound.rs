@@ -115,7 +115,7 @@ fn fork_to_extension(
     let Some(extension) = extension else {
         return fork_to(ctx, call, (target, ""), Vec::new(), invite, now);
     };
-    let owner = ctx.ids.secrets().owner(extension.as_bytes(), ctx.shards);
+    let owner = ctx.extension_owner(&extension);
     if owner == ctx.shard {
         let bindings = super::lookup::located(&call.policy, &ctx.location, &extension, now);
         return fork_to(ctx, call, (target, &extension), bindings, invite, now);

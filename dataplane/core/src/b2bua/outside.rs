@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use super::build::response_dest;
 use super::context::Engine;
 use super::event::Event;
-use super::standalone::{Alarm, OwnRequest, Timed, TxId};
+use super::standalone::{Alarm, Outcome, OwnRequest, Timed, TxId};
 use crate::net::Flow;
 use crate::sip::{HeaderName, Request, Response, Writer};
 use crate::stats::ShardStats;
@@ -78,14 +78,7 @@ impl Engine {
             .standalone
             .on_response(now, &timers, branch, resp.cseq.method, resp.code, bytes)
         {
-            Some(Some((tx, outcome))) => {
-                if !self.probe_outcome(tx, &outcome)
-                    && !self.upstream_outcome(now, tx, &outcome)
-                    && !self.keepalive_outcome(tx, &outcome)
-                {
-                    self.ctx.emit(Event::Transaction { tx, outcome });
-                }
-            }
+            Some(Some((tx, outcome))) => self.outcome(now, tx, outcome),
             Some(None) => ShardStats::inc(&self.ctx.stats.retransmissions_in),
             None => self.ctx.stats.discard(crate::stats::Discard::StrayResponse),
         }
@@ -94,6 +87,17 @@ impl Engine {
     /// A retransmission of an out-of-dialog request the SBC answered
     /// itself gets the same answer again (RFC 3261 §17.2.2). True when it
     /// was one.
+    /// A request of the SBC's own ended: its feature (probes, the SBC's
+    /// registrations, keepalives) takes the outcome, else it is reported.
+    fn outcome(&mut self, now: Instant, tx: TxId, outcome: Outcome) {
+        if !self.probe_outcome(tx, &outcome)
+            && !self.upstream_outcome(now, tx, &outcome)
+            && !self.keepalive_outcome(tx, &outcome)
+        {
+            self.ctx.emit(Event::Transaction { tx, outcome });
+        }
+    }
+
     pub(crate) fn outside_retransmission(&mut self, req: &Request<'_>) -> bool {
         let branch = req.via.branch().unwrap_or(b"");
         let sent_by = req.via.host;
@@ -153,14 +157,7 @@ impl Engine {
                 Timed::Alarm(Alarm::Register(trunk)) => self.upstream_due(now, trunk),
                 Timed::Alarm(Alarm::Keepalive) => self.keepalive_due(now),
                 Timed::Alarm(a) => self.ctx.emit(Event::Alarm(a)),
-                Timed::Outcome(tx, outcome) => {
-                    if !self.probe_outcome(tx, &outcome)
-                        && !self.upstream_outcome(now, tx, &outcome)
-                        && !self.keepalive_outcome(tx, &outcome)
-                    {
-                        self.ctx.emit(Event::Transaction { tx, outcome });
-                    }
-                }
+                Timed::Outcome(tx, outcome) => self.outcome(now, tx, outcome),
             }
         }
     }
