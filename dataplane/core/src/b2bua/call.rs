@@ -422,6 +422,29 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// Gives back the outbound slot of the trunk the callee side holds
+    /// (admission control), if it holds one.
+    pub fn release_b_slot(&mut self) {
+        if let Some(held) = self.b_open.take()
+            && let Some(t) = self.policy.trunk(held)
+        {
+            t.stats.close(crate::stats::Direction::Outbound);
+        }
+    }
+
+    /// Takes an outbound slot of `trunk` (`id`) for the callee side; false
+    /// when the trunk is at its `max_calls`.
+    pub fn take_b_slot(&mut self, id: TrunkId, trunk: &crate::policy::Trunk) -> bool {
+        if !trunk
+            .stats
+            .try_open(crate::stats::Direction::Outbound, trunk.max_calls)
+        {
+            return false;
+        }
+        self.b_open = Some(id);
+        true
+    }
+
     pub fn leg(&self, side: Side) -> &Leg {
         match side {
             Side::A => &self.a,

@@ -72,15 +72,10 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
         };
         // The previous attempt's trunk slot goes back; a trunk at its
         // max_calls is skipped like one that cannot take the call.
-        if let Some(held) = call.b_open.take()
-            && let Some(t) = policy.trunk(held)
-        {
-            t.stats.close(Direction::Outbound);
-        }
-        if !trunk.stats.try_open(Direction::Outbound, trunk.max_calls) {
+        call.release_b_slot();
+        if !call.take_b_slot(target.trunk, trunk) {
             continue;
         }
-        call.b_open = Some(target.trunk);
         call.b.trunk = target.trunk;
         call.b.flow = policy.trunk_flow_from(trunk, call.a.flow.local);
         match offer_towards(ctx, call, target.trunk, invite.body.clone(), now) {
@@ -121,11 +116,7 @@ fn fork_to_extension(
         return fork_to(ctx, call, (target, &extension), bindings, invite, now);
     }
     // The previous attempt's trunk slot goes back while the call waits.
-    if let Some(held) = call.b_open.take()
-        && let Some(t) = call.policy.trunk(held)
-    {
-        t.stats.close(Direction::Outbound);
-    }
+    call.release_b_slot();
     call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
     if let Some(routing) = call.routing_mut() {
         routing.awaiting = true;
@@ -196,18 +187,13 @@ fn fork_to(
         merge_failure(call, local_failure(Refusal::NotRegistered, true));
         return Err(Next::Target);
     };
-    if let Some(held) = call.b_open.take()
-        && let Some(t) = policy.trunk(held)
-    {
-        t.stats.close(Direction::Outbound);
-    }
+    call.release_b_slot();
     // A trunk that registers counts like any trunk (and is skipped at its
     // max_calls); phones count as no trunk.
     if let Some(t) = policy.trunk(target.trunk) {
-        if !t.stats.try_open(Direction::Outbound, t.max_calls) {
+        if !call.take_b_slot(target.trunk, t) {
             return Err(Next::Target);
         }
-        call.b_open = Some(target.trunk);
         t.stats.attempt(Direction::Outbound);
     }
     // PHONES, or the trunk that registers.

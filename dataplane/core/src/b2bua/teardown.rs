@@ -170,11 +170,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.close(Direction::Inbound);
     }
-    if let Some(held) = call.b_open.take()
-        && let Some(t) = call.policy.trunk(held)
-    {
-        t.stats.close(Direction::Outbound);
-    }
+    call.release_b_slot();
     let answered = call.answered_at();
     call.state = State::Ended { answered, at: now };
     let caller = caller_of(&call.a.remote_party);
