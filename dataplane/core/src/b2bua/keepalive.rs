@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::context::Engine;
-use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
+use super::standalone::{Alarm, InFlight, Outcome, TxId};
 use crate::registrar::{Binding, Change, Keepalive, KeepaliveMethod};
-use crate::sip::Method;
 
 const TICK: Duration = Duration::from_secs(1);
 
@@ -120,17 +119,8 @@ impl Engine {
             .entry(Arc::clone(&b.account))
             .or_default();
         state.cseq = state.cseq.wrapping_add(1).max(1);
-        let host = String::from_utf8_lossy(&self.ctx.local(b.flow.local).host).into_owned();
-        let request = OwnRequest {
-            method: Method::Options,
-            flow: b.flow,
-            request_uri: b.contact.clone(),
-            from: Bytes::from(format!("<sip:sbc@{host}>")),
-            to: Bytes::from(format!("<{}>", String::from_utf8_lossy(&b.contact))),
-            call_id: None,
-            cseq: state.cseq,
-            headers: Vec::new(),
-        };
+        let cseq = state.cseq;
+        let request = self.options_request(b.flow, b.contact.clone(), cseq);
         let tx = self.send_request(now, request);
         self.keepalives.in_flight.start(Arc::clone(&b.account), tx);
     }

@@ -235,7 +235,7 @@ fn trunk_ruri(number: &str, addr: std::net::SocketAddr) -> Bytes {
 }
 
 /// `<URI>`.
-fn angle(uri: &[u8]) -> Bytes {
+pub(crate) fn angle(uri: &[u8]) -> Bytes {
     let mut to = BytesMut::with_capacity(uri.len() + 2);
     to.put_u8(b'<');
     to.put_slice(uri);

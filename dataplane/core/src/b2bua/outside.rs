@@ -4,14 +4,14 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::build::response_dest;
 use super::context::Engine;
 use super::event::Event;
 use super::standalone::{Alarm, Outcome, OwnRequest, Timed, TxId};
 use crate::net::Flow;
-use crate::sip::{HeaderName, Request, Response, Writer};
+use crate::sip::{HeaderName, Method, Request, Response, Writer};
 use crate::stats::ShardStats;
 
 impl Engine {
@@ -87,6 +87,25 @@ impl Engine {
     /// A retransmission of an out-of-dialog request the SBC answered
     /// itself gets the same answer again (RFC 3261 §17.2.2). True when it
     /// was one.
+    /// An OPTIONS of the SBC's own (a health probe, a keepalive) to
+    /// `target` over `flow`, from `sip:sbc@` our advertised host.
+    pub(crate) fn options_request(&self, flow: Flow, target: Bytes, cseq: u32) -> OwnRequest {
+        let mut from = BytesMut::with_capacity(64);
+        from.put_slice(b"<sip:sbc@");
+        from.put_slice(&self.ctx.local(flow.local).host);
+        from.put_u8(b'>');
+        OwnRequest {
+            method: Method::Options,
+            flow,
+            to: super::outbound::angle(&target),
+            request_uri: target,
+            from: from.freeze(),
+            call_id: None,
+            cseq,
+            headers: Vec::new(),
+        }
+    }
+
     /// A request of the SBC's own ended: its feature (probes, the SBC's
     /// registrations, keepalives) takes the outcome, else it is reported.
     fn outcome(&mut self, now: Instant, tx: TxId, outcome: Outcome) {

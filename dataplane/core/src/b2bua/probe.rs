@@ -22,7 +22,6 @@ use super::context::Engine;
 use super::event::Event;
 use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
 use crate::policy::{Probe, Trunk};
-use crate::sip::Method;
 
 /// This shard's probes, by trunk name (names survive reloads; indexes may
 /// not).
@@ -151,17 +150,7 @@ impl Engine {
         });
         let target = Bytes::from(format!("sip:{}", trunk.address));
         let flow = self.ctx.policy.trunk_flow(trunk);
-        let host = String::from_utf8_lossy(&self.ctx.local(flow.local).host).into_owned();
-        OwnRequest {
-            method: Method::Options,
-            flow,
-            request_uri: target.clone(),
-            from: Bytes::from(format!("<sip:sbc@{host}>")),
-            to: Bytes::from(format!("<{}>", String::from_utf8_lossy(&target))),
-            call_id: None,
-            cseq,
-            headers: Vec::new(),
-        }
+        self.options_request(flow, target, cseq)
     }
 
     /// A transaction outside calls ended: true when it was a probe (then
