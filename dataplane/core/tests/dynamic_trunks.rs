@@ -92,9 +92,15 @@ fn a_dynamic_trunk_is_480_until_it_registers_then_rung_where_it_registered_from(
         &invite(CARRIER_A, "+445512", "gw-2", "z9hG4bKg2", 1),
     );
     let out = sim.first_to(GW);
+    // The gateway is asked for the dialled number, at its Contact.
     assert!(
         out.text()
-            .starts_with("INVITE sip:gw1@192.168.5.5:5060 SIP/2.0\r\n"),
+            .starts_with("INVITE sip:+445512@192.168.5.5:5060 SIP/2.0\r\n"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.header(HeaderName::To).starts_with("<sip:+445512@"),
         "{}",
         out.text()
     );

@@ -202,26 +202,49 @@ fn fork_to(
     call.b.flow = first.flow;
     let body = offer_towards(ctx, call, target.trunk, invite.body.clone(), now)?;
     let invite = Invite { body, ..invite };
+    // A phone is called by its extension at its Contact; a trunk that
+    // registers (a gateway) is asked for the dialled number, at the
+    // address of its Contact.
+    let gateway = policy.trunk(target.trunk).is_some_and(|t| t.dynamic);
+    let number = Arc::clone(&call.number);
+    let user = if gateway { &*number } else { extension };
     let host = ctx.local(first.flow.local).host.clone();
     let mut to = BytesMut::with_capacity(64);
     to.put_slice(b"<sip:");
-    escape_user(extension.as_bytes(), &mut to);
+    escape_user(user.as_bytes(), &mut to);
     to.put_u8(b'@');
     to.put_slice(&host);
     to.put_u8(b'>');
     let to = to.freeze();
     call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
     for b in &bindings {
-        start_attempt(
-            ctx,
-            call,
-            target,
-            (b.contact.clone(), to.clone(), b.flow),
-            &invite,
-            now,
-        );
+        let ruri = if gateway {
+            with_user(&b.contact, user)
+        } else {
+            b.contact.clone()
+        };
+        start_attempt(ctx, call, target, (ruri, to.clone(), b.flow), &invite, now);
     }
     Ok(())
+}
+
+/// `contact` with `user` as its user part (its scheme, host, port and
+/// parameters kept); `contact` itself when it does not parse.
+fn with_user(contact: &Bytes, user: &str) -> Bytes {
+    let Ok(uri) = crate::sip::Uri::parse(contact) else {
+        return contact.clone();
+    };
+    let mut out = BytesMut::with_capacity(contact.len() + user.len());
+    out.put_slice(uri.scheme_raw);
+    out.put_u8(b':');
+    escape_user(user.as_bytes(), &mut out);
+    out.put_u8(b'@');
+    out.put_slice(uri.host);
+    if let Some(port) = uri.port {
+        let _ = std::io::Write::write_fmt(&mut (&mut out).writer(), format_args!(":{port}"));
+    }
+    out.put_slice(uri.params);
+    out.freeze()
 }
 
 /// `sip:NUMBER@ADDRESS`: the Request-URI of an INVITE to a trunk.
