@@ -11,8 +11,11 @@ use std::time::Duration;
 use common::*;
 
 /// The example, plus a registrar with extension 201 (account alice) whose
-/// bindings are kept in `state`.
-fn registrar_config(net: Net, state: &std::path::Path) -> String {
+/// bindings are kept in a new temporary directory (which lives as long as
+/// the returned handle).
+fn registrar_config(net: Net) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("registrations.redb");
     let mut text = example_config(net, 2);
     text.push_str(&format!(
         r#"
@@ -31,7 +34,7 @@ accounts = [{{ username = "alice", secret = "alices-secret" }}]
 "#,
         state.display()
     ));
-    text
+    (dir, text)
 }
 
 /// SIPp registering `user` with `password` from `ip`.
@@ -42,9 +45,8 @@ fn register(net: Net, ip: &str, user: &str, password: &str, k: u16) -> SippResul
 #[test]
 fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
     let net = Net(117);
-    let state_dir = tempfile::tempdir().unwrap();
+    let (state_dir, config) = registrar_config(net);
     let state = state_dir.path().join("registrations.redb");
-    let config = registrar_config(net, &state);
     let phone = net.ip(50);
     {
         let sbc = Sbc::start(net, &config);
@@ -117,8 +119,7 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
 #[test]
 fn a_did_rings_the_registered_phone() {
     let net = Net(118);
-    let state_dir = tempfile::tempdir().unwrap();
-    let mut config = registrar_config(net, &state_dir.path().join("registrations.redb"));
+    let (_state_dir, mut config) = registrar_config(net);
     config.push_str(
         "\n[[dids]]\nnumbers = [\"+3902999\"]\nfrom = [\"carrier-a\"]\nextension = \"201\"\n",
     );
@@ -170,8 +171,7 @@ fn a_did_rings_the_registered_phone() {
 #[test]
 fn a_phone_authenticates_and_calls_out() {
     let net = Net(119);
-    let state_dir = tempfile::tempdir().unwrap();
-    let mut config = registrar_config(net, &state_dir.path().join("registrations.redb"));
+    let (_state_dir, mut config) = registrar_config(net);
     config.push_str(concat!(
         "\n[[extensions]]\nnumber = \"202\"\n",
         "accounts = [{ username = \"bob\", secret = \"bobs-secret\" }]\n",
@@ -218,8 +218,7 @@ fn a_phone_authenticates_and_calls_out() {
 #[test]
 fn a_dynamic_trunk_is_reached_where_it_registered_from() {
     let net = Net(129);
-    let state_dir = tempfile::tempdir().unwrap();
-    let mut config = registrar_config(net, &state_dir.path().join("registrations.redb"));
+    let (_state_dir, mut config) = registrar_config(net);
     config.push_str(concat!(
         "\n[[trunks]]\nname = \"isdn-gw\"\nhost = \"dynamic\"\n",
         "username = \"gw1\"\nsecret = \"gw-secret\"\n",
