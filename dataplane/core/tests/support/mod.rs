@@ -499,10 +499,12 @@ pub fn bound(
     sbc_core::registrar::Change::Bound(sbc_core::registrar::Binding {
         account: account.into(),
         extension: extension.into(),
-        contact: bytes::Bytes::copy_from_slice(contact.as_bytes()),
+        // No `bytes::` paths here: the fuzz targets include this file
+        // without depending on the crate.
+        contact: contact.as_bytes().to_vec().into(),
         flow,
         expires,
-        call_id: bytes::Bytes::from_static(call_id.as_bytes()),
+        call_id: call_id.as_bytes().into(),
         cseq: 1,
         reachable: true,
     })
