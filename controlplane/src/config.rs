@@ -19,6 +19,7 @@ mod file;
 mod media;
 mod path;
 mod registrar;
+mod tls;
 mod upstream;
 mod validate;
 mod values;
@@ -30,8 +31,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
+use std::sync::Arc;
 
 use sbc_core::policy::{MediaPolicy, Policy};
+use sbc_dataplane::tls::TlsSetup;
 
 pub use compile::StatsRegistry;
 pub use error::{ConfigError, Problem};
@@ -64,6 +67,8 @@ pub struct Config {
     file: ConfigFile,
     /// `[media]` with its defaults filled in.
     media: MediaPolicy,
+    /// The TLS settings, PEM files read.
+    tls: Arc<TlsSetup>,
 }
 
 impl Config {
@@ -74,10 +79,16 @@ impl Config {
     }
 
     /// Parses and validates a configuration text; `origin` (a file name)
-    /// starts every error message.
+    /// starts every error message. Files it names (TLS certificates) are
+    /// read relative to the current directory.
     pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
-        parse_file(text)
-            .map(|(file, media)| Config { file, media })
+        Config::parse_at(origin, text, Path::new("."))
+    }
+
+    /// [`Config::parse`], reading the files it names relative to `base`.
+    pub fn parse_at(origin: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+        parse_file(text, base)
+            .map(|(file, media, tls)| Config { file, media, tls })
             .map_err(|problem| ConfigError::Invalid {
                 origin: origin.to_owned(),
                 problem,
@@ -89,7 +100,11 @@ impl Config {
         let path = path.as_ref();
         let origin = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&origin, &text),
+            Ok(text) => Config::parse_at(
+                &origin,
+                &text,
+                path.parent().unwrap_or_else(|| Path::new(".")),
+            ),
             Err(source) => Err(ConfigError::Read { origin, source }),
         }
     }
@@ -132,6 +147,11 @@ impl Config {
                 .batch_wait_us
                 .unwrap_or(DEFAULT_BATCH_WAIT_US),
         ))
+    }
+
+    /// The TLS settings for the shards (certificates read at load).
+    pub fn tls(&self) -> Arc<TlsSetup> {
+        Arc::clone(&self.tls)
     }
 
     /// Where the registrar keeps its bindings across restarts.
@@ -200,7 +220,10 @@ fn shard_count(count: usize) -> usize {
     }
 }
 
-fn parse_file(text: &str) -> Result<(ConfigFile, MediaPolicy), Problem> {
+fn parse_file(
+    text: &str,
+    base: &Path,
+) -> Result<(ConfigFile, MediaPolicy, Arc<TlsSetup>), Problem> {
     let de = toml::de::Deserializer::parse(text)
         .map_err(|e| toml_problem(text, FieldPath::root(), &e))?;
     let file: ConfigFile = serde_path_to_error::deserialize(de)
@@ -211,7 +234,8 @@ fn parse_file(text: &str) -> Result<(ConfigFile, MediaPolicy), Problem> {
     };
     validate::validate(&file).map_err(with_line)?;
     let media = media::resolve(&file, shard_count(file.shards.count)).map_err(with_line)?;
-    Ok((file, media))
+    let tls = tls::build(&file, base).map_err(with_line)?;
+    Ok((file, media, tls))
 }
 
 fn toml_problem(text: &str, field: FieldPath, e: &toml::de::Error) -> Problem {

@@ -478,6 +478,30 @@ impl SbcCollector {
             self.by_label("reason", ConnClose::ALL.iter().map(|r| r.label()), |s| {
                 &s.connections_closed
             }),
+        )?;
+        // Handshakes exist on the transports that run TLS.
+        let tls_transports = || {
+            Transport::ALL
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t, Transport::Tls | Transport::Wss))
+        };
+        let handshakes = |array: fn(&ShardStats) -> &[AtomicU64]| {
+            tls_transports()
+                .map(|(i, t)| ([("transport", t.name())], self.total_at(array, i)))
+                .collect::<Vec<_>>()
+        };
+        counter(
+            enc,
+            "tls_handshakes",
+            "TLS handshakes completed, by transport.",
+            handshakes(|s| &s.handshakes),
+        )?;
+        counter(
+            enc,
+            "tls_handshake_failures",
+            "TLS handshakes that failed (bad or missing certificate, no common cipher, garbage), by transport.",
+            handshakes(|s| &s.handshake_failures),
         )
     }
 

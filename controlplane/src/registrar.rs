@@ -88,6 +88,7 @@ impl Registrar {
             changes: Some(tx),
             lockout: Arc::default(),
             restored: directory_bindings,
+            tls: Arc::default(),
         };
         Ok((
             Registrar {

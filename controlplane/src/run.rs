@@ -27,6 +27,7 @@ use sbc_core::b2bua::Secrets;
 use sbc_core::policy::{MediaPolicy, Policy};
 use sbc_core::stats::{LoopState, ShardStats};
 use sbc_dataplane::shard::{Directory, Runtime, RuntimeConfig};
+use sbc_dataplane::tls::TlsSetup;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -198,6 +199,8 @@ pub fn supervise<D: DataPlane>(
     .map_err(RunError::DataPlane)?;
     let location = registrar.location();
     let lockout = Arc::clone(&directory.lockout);
+    let tls = Arc::clone(&directory.tls);
+    tls.store(config.tls());
     let dataplane = match start(dataplane_config, Arc::clone(&snapshot), directory, secrets) {
         Ok(d) => d,
         Err(e) => {
@@ -245,7 +248,7 @@ pub fn supervise<D: DataPlane>(
     let mut failed = None;
     for control in controls {
         match control {
-            Control::Reload => match reload(&config, source, &snapshot) {
+            Control::Reload => match reload(&config, source, &snapshot, &tls) {
                 Ok(version) => tracing::info!(version, "configuration reloaded"),
                 Err(e) => tracing::error!(
                     error = %e,
@@ -286,6 +289,7 @@ pub fn reload(
     running: &Config,
     source: &ConfigSource,
     snapshot: &ArcSwap<Policy>,
+    tls: &ArcSwap<TlsSetup>,
 ) -> Result<u64, ReloadError> {
     let path = source.path.as_ref().ok_or(ReloadError::NoFile)?;
     let next = Config::load(path)?;
@@ -309,6 +313,9 @@ pub fn reload(
         tracing::warn!("metrics.listen changed: it takes effect at the next restart");
     }
     let version = snapshot.load().version.wrapping_add(1);
+    // New TLS connections use the new certificates; established ones keep
+    // theirs.
+    tls.store(next.tls());
     snapshot.store(Arc::new(next.compile(&source.stats, version)));
     Ok(version)
 }

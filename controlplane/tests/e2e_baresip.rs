@@ -62,8 +62,7 @@ fn baresip(dir: &Path, extra: &[&str]) -> Phone {
 #[test]
 fn two_baresip_phones_call_each_other_by_extension_through_the_sbc() {
     let net = Net(130);
-    let text = std::fs::read_to_string(repo().join("config/examples/remote-phones.toml")).unwrap();
-    let mut config = text.replace("127.0.0.", &format!("127.{}.0.", net.0));
+    let mut config = example("remote-phones.toml", net);
     config.push_str(
         "\n[acl]\nstranger_answers_per_s = 50\n\n[shards]\ncount = 2\npin_threads = false\n",
     );

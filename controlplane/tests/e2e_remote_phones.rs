@@ -19,13 +19,10 @@ const OFF: &str = "{ method = \"off\" }";
 /// Keepalives are off (an OPTIONS would surprise a sipp playing a phone)
 /// unless `keepalive` says otherwise.
 fn phones_config(net: Net, keepalive: &str) -> String {
-    let text = std::fs::read_to_string(repo().join("config/examples/remote-phones.toml")).unwrap();
-    let mut text = text
-        .replace("127.0.0.", &format!("127.{}.0.", net.0))
-        .replace(
-            "[registrar]\n",
-            &format!("[registrar]\nkeepalive = {keepalive}\n"),
-        );
+    let mut text = example("remote-phones.toml", net).replace(
+        "[registrar]\n",
+        &format!("[registrar]\nkeepalive = {keepalive}\n"),
+    );
     text.push_str(concat!(
         "\n[acl]\nstranger_answers_per_s = 50\n",
         "\n[shards]\ncount = 2\npin_threads = false\n"

@@ -11,9 +11,7 @@ use common::*;
 
 /// The example, moved to this test's network.
 fn itsp_config(net: Net) -> String {
-    let text =
-        std::fs::read_to_string(repo().join("config/examples/register-to-itsp.toml")).unwrap();
-    let mut text = text.replace("127.0.0.", &format!("127.{}.0.", net.0));
+    let mut text = example("register-to-itsp.toml", net);
     text.push_str("\n[shards]\ncount = 2\npin_threads = false\n");
     text
 }

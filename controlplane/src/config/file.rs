@@ -40,8 +40,39 @@ pub struct Sip {
     pub listen: Vec<ListenAddress>,
     /// What goes into Via/Contact/From, one per listen address.
     pub advertise: Option<Vec<Advertise>>,
+    /// The SBC's certificate for its `tls:` listeners (`[sip.tls]`).
+    pub tls: Option<SipTls>,
     #[serde(default)]
     pub timers: Timers,
+}
+
+/// `[sip.tls]`: PEM files, relative to the configuration file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipTls {
+    /// The certificate chain, leaf first.
+    pub certificate: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// A trunk's `tls = { ... }`: PEM files, relative to the configuration
+/// file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkTls {
+    /// The authority the trunk's certificate must chain to.
+    pub ca: String,
+    /// The name its certificate must carry when the SBC connects; absent:
+    /// the IP address of `address`.
+    pub server_name: Option<String>,
+    /// The certificate (and `key`) the SBC presents to it: mutual TLS.
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+    /// The trunk's own TLS connections must present a certificate that
+    /// chains to `ca` (default false).
+    #[serde(default)]
+    pub verify_client: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -132,9 +163,11 @@ pub struct Trunk {
     pub sources: Vec<Network>,
     /// Where its calls go (not with `host = "dynamic"`).
     pub address: Option<SocketAddress>,
-    /// How requests reach it: UDP (the default) or TCP.
+    /// How requests reach it: UDP (the default), TCP or TLS.
     #[serde(default)]
     pub transport: TransportName,
+    /// TLS settings: needed with `transport = "tls"` and for mutual TLS.
+    pub tls: Option<TrunkTls>,
     /// `"dynamic"`: the trunk registers to the SBC with `username` and
     /// `secret`, and is reached where it registered from.
     pub host: Option<Dynamic>,

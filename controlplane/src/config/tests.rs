@@ -73,11 +73,15 @@ fn example_routes_pbx_to_carriers_and_italian_dids_to_pbx() {
     let config = example();
     assert_eq!(
         config.summary().to_string(),
-        "3 trunks, 1 route, 1 DID, 2 listen addresses"
+        "3 trunks, 1 route, 1 DID, 3 listen addresses"
     );
     assert_eq!(
         config.sip_listen(),
-        vec!["127.0.0.1:5060".to_owned(), "tcp:127.0.0.1:5060".to_owned()]
+        vec![
+            "127.0.0.1:5060".to_owned(),
+            "tcp:127.0.0.1:5060".to_owned(),
+            "tls:127.0.0.1:5061".to_owned()
+        ]
     );
     let policy = config.compile(&StatsRegistry::new(), 1);
     let pbx = policy

@@ -70,6 +70,7 @@ pub fn validate(file: &ConfigFile) -> Check {
     }
     let trunks = trunks(&file.trunks, &root.key("trunks"))?;
     trunk_transports(file, &root)?;
+    tls_settings(file, &root)?;
     let mut route_names: HashMap<&Name, usize> = HashMap::new();
     for (i, route) in file.routes.iter().enumerate() {
         let path = root.key("routes").index(i);
@@ -219,6 +220,64 @@ fn trunk_transports(file: &ConfigFile, root: &FieldPath) -> Check {
                     wanted.name()
                 ),
             );
+        }
+    }
+    Ok(())
+}
+
+/// TLS settings where TLS is used, and only complete ones.
+fn tls_settings(file: &ConfigFile, root: &FieldPath) -> Check {
+    use sbc_core::net::Transport;
+    let tls_listener = file.sip.listen.iter().position(|l| l.1 == Transport::Tls);
+    if let Some(i) = tls_listener
+        && file.sip.tls.is_none()
+    {
+        return at(
+            root.key("sip").key("listen").index(i),
+            format!(
+                "{} needs the SBC's certificate: add [sip.tls] with certificate and key",
+                file.sip.listen[i]
+            ),
+        );
+    }
+    for (i, trunk) in file.trunks.iter().enumerate() {
+        let path = root.key("trunks").index(i);
+        let Some(tls) = &trunk.tls else {
+            if trunk.transport.0 == Transport::Tls && trunk.host.is_none() {
+                return at(
+                    path.key("transport"),
+                    "\"tls\" needs tls = { ca = \"...\" }: the authority the trunk's certificate must chain to",
+                );
+            }
+            continue;
+        };
+        let path = path.key("tls");
+        match (&tls.certificate, &tls.key) {
+            (Some(_), None) => return at(path.key("key"), "certificate needs its key"),
+            (None, Some(_)) => return at(path.key("certificate"), "key needs its certificate"),
+            _ => {}
+        }
+        if let Some(name) = &tls.server_name
+            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return at(
+                path.key("server_name"),
+                format!("{name:?} is not a DNS name or IP address"),
+            );
+        }
+        if tls.verify_client {
+            if trunk.sources.is_empty() {
+                return at(
+                    path.key("verify_client"),
+                    "needs the trunk's sources (the addresses its connections come from)",
+                );
+            }
+            if tls_listener.is_none() {
+                return at(
+                    path.key("verify_client"),
+                    "needs a tls: listen address in sip.listen for the trunk to connect to",
+                );
+            }
         }
     }
     Ok(())

@@ -26,7 +26,8 @@ impl TryFrom<String> for SocketAddress {
 }
 
 /// A SIP listen address: `192.0.2.1:5060` (UDP), or with the transport
-/// in front, `udp:192.0.2.1:5060`, `tcp:[2001:db8::1]:5060`.
+/// in front, `udp:192.0.2.1:5060`, `tcp:[2001:db8::1]:5060`,
+/// `tls:192.0.2.1:5061`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ListenAddress(pub SocketAddr, pub sbc_core::net::Transport);
@@ -48,16 +49,16 @@ impl TryFrom<String> for ListenAddress {
         let (transport, addr) = match text.split_once(':') {
             Some((scheme, rest)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => {
                 match Transport::from_token(scheme.as_bytes()) {
-                    Some(t @ (Transport::Udp | Transport::Tcp)) => (t, rest),
+                    Some(t @ (Transport::Udp | Transport::Tcp | Transport::Tls)) => (t, rest),
                     Some(t) => {
                         return Err(format!(
-                            "{s:?}: {} listeners are not available yet; use udp or tcp",
+                            "{s:?}: {} listeners are not available yet; use udp, tcp or tls",
                             t.token()
                         ));
                     }
                     None => {
                         return Err(format!(
-                            "{s:?}: unknown transport {scheme:?}; use udp or tcp (like \"tcp:192.0.2.1:5060\")"
+                            "{s:?}: unknown transport {scheme:?}; use udp, tcp or tls (like \"tcp:192.0.2.1:5060\")"
                         ));
                     }
                 }
@@ -70,7 +71,7 @@ impl TryFrom<String> for ListenAddress {
     }
 }
 
-/// A trunk's transport: `"udp"` (the default) or `"tcp"`.
+/// A trunk's transport: `"udp"` (the default), `"tcp"` or `"tls"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "String")]
 pub struct TransportName(pub sbc_core::net::Transport);
@@ -80,12 +81,14 @@ impl TryFrom<String> for TransportName {
     fn try_from(s: String) -> Result<Self, String> {
         use sbc_core::net::Transport;
         match Transport::from_token(s.trim().as_bytes()) {
-            Some(t @ (Transport::Udp | Transport::Tcp)) => Ok(TransportName(t)),
+            Some(t @ (Transport::Udp | Transport::Tcp | Transport::Tls)) => Ok(TransportName(t)),
             Some(t) => Err(format!(
-                "{s:?}: {} is not available yet; use \"udp\" or \"tcp\"",
+                "{s:?}: {} is not available yet; use \"udp\", \"tcp\" or \"tls\"",
                 t.token()
             )),
-            None => Err(format!("{s:?} is not a transport; use \"udp\" or \"tcp\"")),
+            None => Err(format!(
+                "{s:?} is not a transport; use \"udp\", \"tcp\" or \"tls\""
+            )),
         }
     }
 }

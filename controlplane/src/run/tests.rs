@@ -34,7 +34,15 @@ impl DataPlane for FakeDataPlane {
 fn temp_config(dir: &Path, extra: &str) -> PathBuf {
     let text = std::fs::read_to_string(EXAMPLE)
         .unwrap()
-        .replace("127.0.0.1:9090", "127.0.0.1:0");
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+        .replace(
+            "\"certs/",
+            concat!(
+                "\"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/../config/examples/certs/"
+            ),
+        );
     let path = dir.join("sbc.toml");
     std::fs::write(&path, format!("{text}{extra}")).unwrap();
     path
@@ -126,11 +134,13 @@ fn reload_refuses_invalid_files_and_listen_changes_and_keeps_the_version() {
     let snapshot = ArcSwap::from_pointee(policy);
 
     std::fs::write(&path, "[sip]\nlisten = [\"127.0.0.1:5062\"]\n").unwrap();
-    let err = reload(&config, &source, &snapshot).unwrap_err();
+    let err = reload(&config, &source, &snapshot, &Default::default()).unwrap_err();
     assert!(matches!(err, ReloadError::ListenChanged { .. }), "{err}");
 
     std::fs::write(&path, "[sip]\nlisten = \"oops\"\n").unwrap();
-    let err = reload(&config, &source, &snapshot).unwrap_err().to_string();
+    let err = reload(&config, &source, &snapshot, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with(&format!("{}: sip.listen: ", path.display())),
         "{err}"
@@ -140,20 +150,46 @@ fn reload_refuses_invalid_files_and_listen_changes_and_keeps_the_version() {
 
     // The same address over UDP only: the TCP listener would go.
     std::fs::write(&path, "[sip]\nlisten = [\"127.0.0.1:5060\"]\n").unwrap();
-    let err = reload(&config, &source, &snapshot).unwrap_err();
+    let err = reload(&config, &source, &snapshot, &Default::default()).unwrap_err();
     assert!(matches!(err, ReloadError::ListenChanged { .. }), "{err}");
 
+    // The same listeners, a certificate that cannot be read: refused, and
+    // the running TLS settings stay.
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/certs");
+    let listen =
+        "[sip]\nlisten = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n";
+    let tls = ArcSwap::from(config.tls());
     std::fs::write(
         &path,
-        "[sip]\nlisten = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\n",
+        format!("{listen}[sip.tls]\ncertificate = \"{certs}/gone.crt\"\nkey = \"{certs}/localhost.key\"\n"),
     )
     .unwrap();
-    assert_eq!(reload(&config, &source, &snapshot).unwrap(), 2);
+    let err = reload(&config, &source, &snapshot, &tls)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sip.tls.certificate: cannot read"), "{err}");
+    assert!(tls.load().serves());
+
+    // A valid file: published, with its TLS settings (new ones).
+    std::fs::write(
+        &path,
+        format!(
+            "{listen}[sip.tls]\ncertificate = \"{certs}/itsp.crt\"\nkey = \"{certs}/itsp.key\"\n"
+        ),
+    )
+    .unwrap();
+    let before = tls.load_full();
+    assert_eq!(reload(&config, &source, &snapshot, &tls).unwrap(), 2);
     assert!(snapshot.load().trunks.is_empty());
+    assert!(tls.load().serves());
+    assert!(
+        !Arc::ptr_eq(&before, &tls.load_full()),
+        "new TLS settings published"
+    );
 
     let embedded = ConfigSource::default();
     assert!(matches!(
-        reload(&config, &embedded, &snapshot),
+        reload(&config, &embedded, &snapshot, &Default::default()),
         Err(ReloadError::NoFile)
     ));
 }
@@ -168,7 +204,7 @@ fn reload_refuses_a_change_of_the_media_settings_or_their_defaults() {
 
     let moved = example.replace("ports = \"30000-39999\"", "ports = \"40000-49999\"");
     std::fs::write(&path, &moved).unwrap();
-    let err = reload(&config, &source, &snapshot).unwrap_err();
+    let err = reload(&config, &source, &snapshot, &Default::default()).unwrap_err();
     assert!(matches!(err, ReloadError::MediaChanged { .. }), "{err}");
     let message = err.to_string();
     assert!(
@@ -183,7 +219,7 @@ fn reload_refuses_a_change_of_the_media_settings_or_their_defaults() {
     );
     std::fs::write(&path, &longer).unwrap();
     assert!(matches!(
-        reload(&config, &source, &snapshot),
+        reload(&config, &source, &snapshot, &Default::default()),
         Err(ReloadError::MediaChanged { .. })
     ));
     assert_eq!(snapshot.load().version, 1, "nothing was published");
@@ -195,7 +231,10 @@ fn reload_refuses_a_change_of_the_media_settings_or_their_defaults() {
     );
     assert_ne!(explicit, example);
     std::fs::write(&path, &explicit).unwrap();
-    assert_eq!(reload(&config, &source, &snapshot).unwrap(), 2);
+    assert_eq!(
+        reload(&config, &source, &snapshot, &Default::default()).unwrap(),
+        2
+    );
 }
 
 #[test]
@@ -209,13 +248,16 @@ fn reload_refuses_a_change_of_the_media_defaults() {
 
     // sip.advertise as an IP address moves the default media advertise.
     std::fs::write(&path, format!("{plain}advertise = [\"203.0.113.5\"]\n")).unwrap();
-    let err = reload(&config, &source, &snapshot).unwrap_err();
+    let err = reload(&config, &source, &snapshot, &Default::default()).unwrap_err();
     assert!(matches!(err, ReloadError::MediaChanged { .. }), "{err}");
     assert!(err.to_string().contains("advertise 203.0.113.5"), "{err}");
 
     // A DNS name does not: the media advertise stays the listen IP.
     std::fs::write(&path, format!("{plain}advertise = [\"sbc.example.com\"]\n")).unwrap();
-    assert_eq!(reload(&config, &source, &snapshot).unwrap(), 2);
+    assert_eq!(
+        reload(&config, &source, &snapshot, &Default::default()).unwrap(),
+        2
+    );
     assert_eq!(
         snapshot.load().media.as_ref().map(|m| m.advertise),
         Some("127.0.0.1".parse().unwrap())

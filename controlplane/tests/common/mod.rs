@@ -52,10 +52,18 @@ pub fn scenario(name: &str) -> String {
         .to_string()
 }
 
+/// `config/examples/<name>`, moved to this test's network, its
+/// certificate paths made absolute (the test writes it elsewhere).
+pub fn example(name: &str, net: Net) -> String {
+    let text = std::fs::read_to_string(repo().join("config/examples").join(name)).unwrap();
+    let certs = repo().join("config/examples/certs");
+    text.replace("127.0.0.", &format!("127.{}.0.", net.0))
+        .replace("\"certs/", &format!("\"{}/", certs.display()))
+}
+
 /// The example configuration, on this test's network, with `shards`.
 pub fn example_config(net: Net, shards: usize) -> String {
-    let text = std::fs::read_to_string(repo().join("config/examples/ip-trunks.toml")).unwrap();
-    let mut text = text.replace("127.0.0.", &format!("127.{}.0.", net.0));
+    let mut text = example("ip-trunks.toml", net);
     // Tests run in parallel: leave thread placement to the kernel.
     text.push_str(&format!(
         "\n[shards]\ncount = {shards}\npin_threads = false\n"
@@ -121,6 +129,22 @@ impl Sbc {
             std::thread::sleep(Duration::from_millis(50));
         }
         sbc
+    }
+
+    /// Sends SIGHUP (reload the configuration file) and waits until the
+    /// log says how it went.
+    pub fn reload(&self) {
+        let before = self.log().matches("reloaded").count();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches("reloaded").count() == before {
+            assert!(Instant::now() < deadline, "no reload: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log(&self) -> String {

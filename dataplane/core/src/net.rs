@@ -116,12 +116,15 @@ pub enum ConnClose {
     Overflow,
     /// An outgoing connection could not be established.
     ConnectFailed,
+    /// The TLS handshake failed, or the TLS records could not be read
+    /// (a bad or missing certificate, no common cipher, garbage).
+    Handshake,
     /// The SBC stopped.
     Shutdown,
 }
 
 impl ConnClose {
-    pub const ALL: [ConnClose; 8] = [
+    pub const ALL: [ConnClose; 9] = [
         ConnClose::Peer,
         ConnClose::Error,
         ConnClose::Framing,
@@ -129,6 +132,7 @@ impl ConnClose {
         ConnClose::Limit,
         ConnClose::Overflow,
         ConnClose::ConnectFailed,
+        ConnClose::Handshake,
         ConnClose::Shutdown,
     ];
 
@@ -141,6 +145,7 @@ impl ConnClose {
             ConnClose::Limit => "limit",
             ConnClose::Overflow => "overflow",
             ConnClose::ConnectFailed => "connect_failed",
+            ConnClose::Handshake => "handshake",
             ConnClose::Shutdown => "shutdown",
         }
     }

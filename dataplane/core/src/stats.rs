@@ -226,6 +226,10 @@ pub struct ShardStats {
     pub connections_opened: AtomicU64,
     /// Connections closed, by [`crate::net::ConnClose`].
     pub connections_closed: [AtomicU64; crate::net::ConnClose::ALL.len()],
+    /// TLS handshakes completed and failed, by transport (index in
+    /// [`crate::net::Transport::ALL`]: TLS, later WSS).
+    pub handshakes: [AtomicU64; crate::net::Transport::ALL.len()],
+    pub handshake_failures: [AtomicU64; crate::net::Transport::ALL.len()],
 }
 
 /// Where a shard's event loop is, as [`ShardStats::loop_state`] holds it.
@@ -285,6 +289,8 @@ impl Default for ShardStats {
             connections_accepted: AtomicU64::new(0),
             connections_opened: AtomicU64::new(0),
             connections_closed: std::array::from_fn(|_| AtomicU64::new(0)),
+            handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -305,6 +311,13 @@ impl ShardStats {
 
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one in `counters[index]` (nothing when out of range).
+    pub fn inc_at(counters: &[AtomicU64], index: usize) {
+        if let Some(c) = counters.get(index) {
+            Self::inc(c);
+        }
     }
 
     /// Counts a request the SBC refused, under its label.

@@ -46,7 +46,8 @@ use sbc_core::policy::Policy;
 use sbc_core::registrar::{Binding, Change, Lockout};
 use sbc_core::stats::{LoopState, ShardStats};
 
-/// What the shards share with the control plane's registrar: the
+/// What the shards share with the control plane besides the policy: the
+/// TLS settings (republished on reload), and for the registrar the
 /// channel each binding change goes to
 /// ([`Event::Registration`](sbc_core::b2bua::Event::Registration), for its
 /// store and views), the bindings kept across a restart (each shard takes
@@ -57,6 +58,7 @@ pub struct Directory {
     pub changes: Option<mpsc::Sender<Change>>,
     pub lockout: Arc<Lockout>,
     pub restored: Arc<[Binding]>,
+    pub tls: Arc<ArcSwap<crate::tls::TlsSetup>>,
 }
 
 /// Fresh process-wide keys (owner hash, Call-ID MAC, minted ids) from the
@@ -230,7 +232,7 @@ impl Runtime {
                         drop(program);
                         let io = uring::ShardIo::new(
                             sockets,
-                            (me, tcp),
+                            (me, tcp, Arc::clone(&directory.tls)),
                             media_sockets,
                             media_base,
                             cfg.sizes,

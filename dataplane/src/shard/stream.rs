@@ -1,4 +1,4 @@
-//! SIP over TCP on the shard's own ring: multishot accept on each TCP
+//! SIP over TCP and TLS on the shard's own ring: multishot accept on each TCP
 //! listener (SO_REUSEPORT, so the kernel spreads connections over the
 //! shards), multishot receive into a provided-buffer ring shared by the
 //! shard's connections (an idle connection holds no receive buffer), one
@@ -9,21 +9,31 @@
 //! [`ConnId`] names that shard, so another shard's message for it is
 //! handed over (`Handoff::Send`). Framing is the core's
 //! [`StreamDecoder`]; this module only moves bytes.
+//!
+//! TLS (rustls) sits between the ring and the framer: records received
+//! are decrypted into the decoder, output is encrypted into the
+//! connection's queue. The handshake runs on the same ring; a connection
+//! must finish it and deliver a whole message within the first-message
+//! timeout. Settings come from [`TlsSetup`], taken when the connection
+//! starts.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use arc_swap::ArcSwap;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::bufring::BufRing;
 use super::uring::push;
+use crate::tls::TlsSetup;
 use sbc_core::net::{ConnClose, ConnId, Flow, LocalId, Transport};
 use sbc_core::sip::stream::{Frame, StreamDecoder, StreamLimits};
 use sbc_core::stats::ShardStats;
@@ -89,6 +99,11 @@ struct Conn {
     /// The peer's address while a connect is in flight (the kernel reads
     /// it until the connect completes).
     connecting: Option<Box<SockAddr>>,
+    /// TLS, for `tls:` listeners and trunks (boxed: it is large and TCP
+    /// connections do without).
+    tls: Option<Box<rustls::Connection>>,
+    /// The TLS handshake completed (counted once).
+    handshaken: bool,
     /// Requests in flight on it (receive, send, connect).
     ops: u8,
     closing: bool,
@@ -119,6 +134,9 @@ pub(crate) struct Streams {
     bufs: BufRing,
     limits: StreamLimits,
     next_sweep: Instant,
+    tls: Arc<ArcSwap<TlsSetup>>,
+    /// Where decrypted bytes land on their way to a decoder.
+    plain: Box<[u8]>,
 }
 
 impl Streams {
@@ -126,6 +144,7 @@ impl Streams {
     pub(crate) fn new(
         me: usize,
         listeners: Vec<StreamListener>,
+        tls: Arc<ArcSwap<TlsSetup>>,
         ring: &IoUring,
     ) -> io::Result<Self> {
         let bufs = BufRing::new(STREAM_BUFS, STREAM_BUF, BGID_STREAM)?;
@@ -151,6 +170,8 @@ impl Streams {
             bufs,
             limits: StreamLimits::default(),
             next_sweep: Instant::now() + SWEEP_EVERY,
+            tls,
+            plain: vec![0; STREAM_BUF].into_boxed_slice(),
         })
     }
 
@@ -178,14 +199,13 @@ impl Streams {
             .and_then(Option::as_mut)
     }
 
-    /// A new connection's slot and id.
+    /// A new connection's slot; `flow` gets its id.
     fn insert(
         &mut self,
         sock: Socket,
-        transport: Transport,
-        remote: SocketAddr,
-        local: LocalId,
+        flow: Flow,
         accepted: bool,
+        tls: Option<rustls::Connection>,
         now: Instant,
     ) -> Option<u16> {
         let slot = match self.free.pop() {
@@ -203,15 +223,15 @@ impl Streams {
         let conn = Conn {
             sock,
             flow: Flow {
-                transport,
-                remote,
-                local,
                 conn: Some(id),
+                ..flow
             },
             decoder: StreamDecoder::new(self.limits),
             queued: BytesMut::new(),
             sending: Bytes::new(),
             connecting: None,
+            tls: tls.map(Box::new),
+            handshaken: false,
             ops: 0,
             closing: false,
             accepted,
@@ -256,8 +276,28 @@ impl Streams {
             count_close(stats, ConnClose::Limit);
             return Ok(());
         }
+        let tls = if transport == Transport::Tls {
+            let Some(server) = self.tls.load().accept(remote.ip()) else {
+                count_close(stats, ConnClose::Handshake);
+                return Ok(());
+            };
+            Some(rustls::Connection::Server(server))
+        } else {
+            None
+        };
         let _ = sock.set_tcp_nodelay(true);
-        let Some(slot) = self.insert(sock, transport, remote, local, true, now) else {
+        let Some(slot) = self.insert(
+            sock,
+            Flow {
+                transport,
+                remote,
+                local,
+                conn: None,
+            },
+            true,
+            tls,
+            now,
+        ) else {
             count_close(stats, ConnClose::Limit);
             return Ok(());
         };
@@ -299,6 +339,7 @@ impl Streams {
         let len = usize::try_from(res).unwrap_or(0);
         let mut close = None;
         let mut pong = false;
+        let sealed;
         if let Some(c) = self
             .slots
             .get_mut(usize::from(slot))
@@ -309,7 +350,11 @@ impl Streams {
             }
             if let Some(bid) = bid {
                 if !c.closing {
-                    c.decoder.push(self.bufs.buffer(bid, len));
+                    if let Err(reason) =
+                        take_in(c, self.bufs.buffer(bid, len), &mut self.plain, stats)
+                    {
+                        close = Some(reason);
+                    }
                     stats
                         .bytes_in
                         .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
@@ -318,7 +363,10 @@ impl Streams {
                 self.bufs.recycle(bid);
                 self.bufs.publish();
             }
-            while !c.closing {
+            // The handshake's own records (and output flushed when it
+            // completed) go out now.
+            sealed = close.is_none() && seal(c);
+            while !c.closing && close.is_none() {
                 match c.decoder.next_frame() {
                     None => break,
                     Some(Ok(Frame::Message(data))) => {
@@ -350,6 +398,9 @@ impl Streams {
                 self.bufs.publish();
             }
             return Ok(());
+        }
+        if sealed {
+            self.send_next(ring, slot)?;
         }
         if pong {
             // RFC 5626 §3.5.1: a double-CRLF ping is answered with one CRLF.
@@ -427,6 +478,16 @@ impl Streams {
                 return Ok(None);
             }
         };
+        let tls = if dest.transport == Transport::Tls {
+            let Some(client) = self.tls.load().connect(dest.remote) else {
+                tracing::warn!(peer = %dest.remote, "no TLS settings for this peer (only trunks with transport = \"tls\" are connected to over TLS)");
+                count_close(stats, ConnClose::ConnectFailed);
+                return Ok(None);
+            };
+            Some(rustls::Connection::Client(client))
+        } else {
+            None
+        };
         let _ = sock.set_tcp_nodelay(true);
         // Leave from the listener's address (its port is the one in Via).
         if let Some((_, _, _, bound)) = self.listeners.iter().find(|l| l.1 == dest.local)
@@ -435,8 +496,7 @@ impl Streams {
         {
             let _ = sock.bind(&SocketAddr::new(bound.ip(), 0).into());
         }
-        let Some(slot) = self.insert(sock, dest.transport, dest.remote, dest.local, false, now)
-        else {
+        let Some(slot) = self.insert(sock, Flow { conn: None, ..dest }, false, tls, now) else {
             count_close(stats, ConnClose::Limit);
             return Ok(None);
         };
@@ -456,6 +516,8 @@ impl Streams {
         .user_data(CONN_CONNECT | u64::from(slot));
         c.connecting = Some(addr);
         c.ops += 1;
+        // The ClientHello waits in the queue for the connect.
+        seal(c);
         push(ring, &entry)?;
         Ok(Some(slot))
     }
@@ -509,7 +571,17 @@ impl Streams {
         if c.queued.len() + data.len() > MAX_QUEUED {
             return self.close(ring, slot, ConnClose::Overflow, stats);
         }
-        c.queued.extend_from_slice(&data);
+        match c.tls.as_deref_mut() {
+            None => c.queued.extend_from_slice(&data),
+            Some(tls) => {
+                // Before the handshake completes rustls holds the
+                // plaintext and encrypts it once it can.
+                if tls.writer().write_all(&data).is_err() {
+                    return self.close(ring, slot, ConnClose::Overflow, stats);
+                }
+                seal(c);
+            }
+        }
         if !c.sending.is_empty() {
             // A send is in flight; what queued goes when it completes.
             return Ok(());
@@ -657,6 +729,66 @@ impl Streams {
         }
         Ok(())
     }
+}
+
+/// Bytes received on a connection, into its decoder: as they are over TCP,
+/// decrypted over TLS (which may also complete the handshake, counted
+/// here). An error names why the connection must close.
+fn take_in(
+    c: &mut Conn,
+    mut data: &[u8],
+    plain: &mut [u8],
+    stats: &ShardStats,
+) -> Result<(), ConnClose> {
+    let Some(tls) = c.tls.as_deref_mut() else {
+        c.decoder.push(data);
+        return Ok(());
+    };
+    let index = transport_index(c.flow.transport);
+    let fail = |tls: &rustls::Connection, error: &dyn std::fmt::Display| {
+        if tls.is_handshaking() {
+            ShardStats::inc_at(&stats.handshake_failures, index);
+        }
+        tracing::debug!(peer = %c.flow.remote, error = %error, handshaking = tls.is_handshaking(), "TLS failed");
+        ConnClose::Handshake
+    };
+    while !data.is_empty() {
+        if let Err(e) = tls.read_tls(&mut data) {
+            return Err(fail(tls, &e));
+        }
+        if let Err(e) = tls.process_new_packets() {
+            return Err(fail(tls, &e));
+        }
+        loop {
+            match tls.reader().read(plain) {
+                Ok(0) => break,
+                Ok(n) => c.decoder.push(plain.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(fail(tls, &e)),
+            }
+        }
+    }
+    if !c.handshaken && !tls.is_handshaking() {
+        c.handshaken = true;
+        ShardStats::inc_at(&stats.handshakes, index);
+    }
+    Ok(())
+}
+
+/// Moves what TLS has to send (handshake records, encrypted output) into
+/// the connection's queue. Whether anything was added.
+fn seal(c: &mut Conn) -> bool {
+    let Some(tls) = c.tls.as_deref_mut() else {
+        return false;
+    };
+    let before = c.queued.len();
+    while tls.wants_write() {
+        match tls.write_tls(&mut (&mut c.queued).writer()) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    c.queued.len() > before
 }
 
 fn count_close(stats: &ShardStats, reason: ConnClose) {

@@ -167,7 +167,11 @@ pub(crate) fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> 
 impl ShardIo {
     pub(crate) fn new(
         sip: Vec<(UdpSocket, LocalId)>,
-        (me, tcp): (usize, Vec<StreamListener>),
+        (me, tcp, tls): (
+            usize,
+            Vec<StreamListener>,
+            Arc<ArcSwap<crate::tls::TlsSetup>>,
+        ),
         media: Vec<UdpSocket>,
         media_base: u16,
         sizes: RingSizes,
@@ -228,10 +232,10 @@ impl ShardIo {
         let streams = if tcp.is_empty() {
             None
         } else {
-            Some(Streams::new(me, tcp, &ring).map_err(|e| {
+            Some(Streams::new(me, tcp, tls, &ring).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("SIP over TCP needs provided buffer rings (Linux 6.0+): {e}"),
+                    format!("SIP over TCP and TLS need provided buffer rings (Linux 6.0+): {e}"),
                 )
             })?)
         };

@@ -19,6 +19,31 @@ sources = ["127.0.0.20"]
 address = "127.0.0.20:5060"
 "#;
 
+/// The test certificates (config/examples/certs).
+const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/certs");
+
+/// [`BASE`] with a TLS listener and the SBC's certificate, plus `extra`.
+fn tls_base(extra: &str) -> String {
+    let text = BASE.replace(
+        "listen = [\"127.0.0.1:5060\"]",
+        &format!(
+            "listen = [\"127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[sip.tls]\ncertificate = \"{CERTS}/localhost.crt\"\nkey = \"{CERTS}/localhost.key\""
+        ),
+    );
+    format!("{text}{extra}")
+}
+
+/// [`tls_base`] with carrier-a reached over TLS, its `tls` table holding
+/// the CA and `more`.
+fn tls_trunk(more: &str) -> String {
+    tls_base("").replace(
+        "address = \"127.0.0.20:5060\"",
+        &format!(
+            "address = \"127.0.0.20:5061\"\ntransport = \"tls\"\ntls = {{ ca = \"{CERTS}/ca.crt\", {more} }}"
+        ),
+    )
+}
+
 fn with_base(extra: &str) -> String {
     format!("{BASE}{extra}")
 }
@@ -59,7 +84,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `transport`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `transport`, `tls`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
 );
 rejects!(
     unknown_target_key,
@@ -191,9 +216,66 @@ rejects!(
     "sip.listen[2]: duplicate address tcp:127.0.0.1:5060 (first at sip.listen[0])"
 );
 rejects!(
-    tls_listen_not_yet,
-    BASE.replace("[\"127.0.0.1:5060\"]", "[\"tls:127.0.0.1:5061\"]"),
-    "sip.listen[0]: \"tls:127.0.0.1:5061\": TLS listeners are not available yet; use udp or tcp"
+    ws_listen_not_yet,
+    BASE.replace("[\"127.0.0.1:5060\"]", "[\"ws:127.0.0.1:8080\"]"),
+    "sip.listen[0]: \"ws:127.0.0.1:8080\": WS listeners are not available yet; use udp, tcp or tls"
+);
+rejects!(
+    tls_listener_without_a_certificate,
+    BASE.replace(
+        "[\"127.0.0.1:5060\"]",
+        "[\"127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]"
+    ),
+    "sip.listen[1]: tls:127.0.0.1:5061 needs the SBC's certificate: add [sip.tls] with certificate and key"
+);
+rejects!(
+    tls_trunk_without_its_ca,
+    tls_base("").replace(
+        "address = \"127.0.0.20:5060\"",
+        "address = \"127.0.0.20:5061\"\ntransport = \"tls\""
+    ),
+    "trunks[1].transport: \"tls\" needs tls = { ca = \"...\" }"
+);
+rejects!(
+    tls_trunk_certificate_without_key,
+    tls_trunk(&format!("certificate = \"{CERTS}/sbc-client.crt\"")),
+    "trunks[1].tls.key: certificate needs its key"
+);
+rejects!(
+    tls_trunk_bad_server_name,
+    tls_trunk("server_name = \"not a name!\""),
+    "trunks[1].tls.server_name: \"not a name!\" is not a DNS name or IP address"
+);
+rejects!(
+    tls_trunk_ca_missing,
+    tls_base("").replace(
+        "address = \"127.0.0.20:5060\"",
+        &format!("address = \"127.0.0.20:5061\"\ntransport = \"tls\"\ntls = {{ ca = \"{CERTS}/nowhere.crt\" }}")
+    ),
+    "trunks[1].tls.ca: cannot read "
+);
+rejects!(
+    tls_certificate_missing,
+    tls_base("").replace("certs/localhost.crt", "certs/nowhere.crt"),
+    "sip.tls.certificate: cannot read "
+);
+rejects!(
+    tls_key_that_is_a_certificate,
+    tls_base("").replace("certs/localhost.key", "certs/ca.crt"),
+    "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)"
+);
+rejects!(
+    tls_key_of_another_certificate,
+    tls_base("").replace("certs/localhost.key", "certs/itsp.key"),
+    "sip.tls: the certificate and key cannot be used"
+);
+rejects!(
+    verify_client_without_tls_listener,
+    BASE.replace(
+        "address = \"127.0.0.20:5060\"",
+        &format!("address = \"127.0.0.20:5060\"\ntls = {{ ca = \"{CERTS}/ca.crt\", verify_client = true }}")
+    ),
+    "trunks[1].tls.verify_client: needs a tls: listen address"
 );
 rejects!(
     unknown_listen_transport,
@@ -214,7 +296,7 @@ rejects!(
         "address = \"127.0.0.10:5060\"",
         "address = \"127.0.0.10:5060\"\ntransport = \"sctp\""
     ),
-    "\"sctp\" is not a transport; use \"udp\" or \"tcp\""
+    "\"sctp\" is not a transport; use \"udp\", \"tcp\" or \"tls\""
 );
 rejects!(
     listen_port_zero,

@@ -1,0 +1,635 @@
+//! End-to-end: SIP over TLS through the real `sbc` binary, with TLS peers
+//! written here on rustls. A phone registers over TLS (digest), is rung
+//! over its connection by a UDP carrier, and calls that carrier itself; a
+//! UDP PBX calls an ITSP reached over mutual TLS (config/examples/
+//! tls-trunk.toml), and that ITSP's own connections must present a
+//! certificate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use md5::{Digest, Md5};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn certs() -> std::path::PathBuf {
+    repo().join("config/examples/certs")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn chain(name: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(certs().join(format!("{name}.crt")))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn key(name: &str) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::from_pem_file(certs().join(format!("{name}.key"))).unwrap()
+}
+
+fn ca() -> Arc<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for c in chain("ca") {
+        roots.add(c).unwrap();
+    }
+    Arc::new(roots)
+}
+
+/// A client config trusting the test CA, presenting `identity` if given.
+fn client_config(identity: Option<&str>) -> Arc<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca());
+    Arc::new(match identity {
+        None => builder.with_no_client_auth(),
+        Some(name) => builder
+            .with_client_auth_cert(chain(name), key(name))
+            .unwrap(),
+    })
+}
+
+/// One SIP message off a stream (skipping keepalive CRLFs), or `None` when
+/// the stream ends or fails, or nothing whole arrives by `deadline`.
+fn read_message(stream: &mut impl Read, buf: &mut Vec<u8>, deadline: Instant) -> Option<String> {
+    loop {
+        while buf.starts_with(b"\r\n") {
+            buf.drain(..2);
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = format!("{}\r\n", String::from_utf8_lossy(&buf[..end]));
+            let len: usize = header(&head, "Content-Length")
+                .or_else(|| header(&head, "l"))
+                .map_or(0, |v| v.parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        let mut tmp = [0u8; 4096];
+        match stream.read(&mut tmp) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() > deadline {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn md5_hex(s: &str) -> String {
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A quoted or bare parameter of a challenge header.
+fn param(header: &str, name: &str) -> Option<String> {
+    let at = header.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &header[at..];
+    Some(match rest.strip_prefix('"') {
+        Some(q) => q[..q.find('"')?].to_owned(),
+        None => rest.split([',', ' ']).next().unwrap_or_default().to_owned(),
+    })
+}
+
+/// The Authorization (or Proxy-Authorization) value answering the MD5
+/// challenge in `response` for `method` `uri`.
+fn answer(response: &str, (user, password): (&str, &str), method: &str, uri: &str) -> String {
+    let challenge = response
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| {
+            let n = n.trim();
+            n.eq_ignore_ascii_case("WWW-Authenticate")
+                || n.eq_ignore_ascii_case("Proxy-Authenticate")
+        })
+        .map(|(_, v)| v.trim())
+        .find(|v| param(v, "algorithm").is_none_or(|a| a.eq_ignore_ascii_case("MD5")))
+        .unwrap_or_else(|| panic!("no MD5 challenge in {response}"));
+    let realm = param(challenge, "realm").unwrap();
+    let nonce = param(challenge, "nonce").unwrap();
+    let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let cnonce = "0a4f113b";
+    let nc = "00000001";
+    let digest = md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{digest}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"{cnonce}\""
+    )
+}
+
+fn status(msg: &str) -> u16 {
+    msg.strip_prefix("SIP/2.0 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A phone on a TLS connection to the SBC.
+struct TlsPhone {
+    stream: rustls::StreamOwned<ClientConnection, TcpStream>,
+    buf: Vec<u8>,
+    local: SocketAddr,
+    user: &'static str,
+    password: &'static str,
+    /// The last CSeq of its registration.
+    cseq: u32,
+}
+
+impl TlsPhone {
+    fn connect(sbc: SocketAddr, from_ip: &str, user: &'static str, password: &'static str) -> Self {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(from_ip.parse().unwrap(), 0).into())
+            .unwrap();
+        sock.connect(&sbc.into()).unwrap();
+        let tcp: TcpStream = sock.into();
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let local = tcp.local_addr().unwrap();
+        let conn = ClientConnection::new(
+            client_config(None),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        TlsPhone {
+            stream: rustls::StreamOwned::new(conn, tcp),
+            buf: Vec::new(),
+            local,
+            user,
+            password,
+            cseq: 0,
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        self.stream.write_all(msg.as_bytes()).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    fn recv(&mut self) -> Option<String> {
+        read_message(
+            &mut self.stream,
+            &mut self.buf,
+            Instant::now() + Duration::from_secs(15),
+        )
+    }
+
+    /// The next message that satisfies `want`, skipping provisional
+    /// responses and anything else.
+    fn wait(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match self.recv() {
+                Some(m) if want(&m) => return m,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!("phone {}: no {what}", self.user);
+    }
+
+    fn via(&self, branch: &str) -> String {
+        format!(
+            "Via: SIP/2.0/TLS {};branch=z9hG4bK{branch};rport\r\n",
+            self.local
+        )
+    }
+
+    fn contact(&self) -> String {
+        format!(
+            "Contact: <sip:{}@{};transport=tls>\r\n",
+            self.user, self.local
+        )
+    }
+
+    /// REGISTER, answer the challenge, expect 200.
+    fn register(&mut self, sbc: &str) -> String {
+        let uri = format!("sip:{sbc}");
+        let base = |cseq: u32, branch: &str, auth: &str, me: &Self| {
+            format!(
+                "REGISTER {uri} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:{user}@{sbc}>;tag=reg1\r\nTo: <sip:{user}@{sbc}>\r\nCall-ID: reg-{user}@test\r\nCSeq: {cseq} REGISTER\r\n{}Expires: 300\r\n{auth}Content-Length: 0\r\n\r\n",
+                me.via(branch),
+                me.contact(),
+                user = me.user
+            )
+        };
+        self.cseq += 2;
+        let first = base(self.cseq - 1, &format!("reg{}", self.cseq - 1), "", self);
+        self.send(&first);
+        let challenge = self.wait("401", |m| status(m) == 401);
+        let auth = format!(
+            "Authorization: {}\r\n",
+            answer(&challenge, (self.user, self.password), "REGISTER", &uri)
+        );
+        let second = base(self.cseq, &format!("reg{}", self.cseq), &auth, self);
+        self.send(&second);
+        self.wait("final REGISTER response", |m| status(m) >= 200)
+    }
+
+    /// Answers an INVITE (received) with 200 and SDP; returns the INVITE.
+    fn answer_invite(&mut self, media_port: u16) -> String {
+        let invite = self.wait("INVITE", |m| m.starts_with("INVITE "));
+        let ip = self.local.ip().to_string();
+        let ok = respond(
+            &invite,
+            200,
+            "OK",
+            "phone1",
+            &self.contact(),
+            &sdp(&ip, media_port),
+        )
+        .replace(
+            "Content-Length:",
+            "Content-Type: application/sdp\r\nContent-Length:",
+        );
+        self.send(&ok);
+        invite
+    }
+}
+
+/// The remote-phones example with 2 shards on this test's network.
+fn phones_config(net: Net) -> String {
+    let mut text = example("remote-phones.toml", net);
+    assert!(
+        text.contains(&format!("\"tls:{}:5061\"", net.ip(1))),
+        "{text}"
+    );
+    text.push_str(concat!(
+        "\n[acl]\nstranger_answers_per_s = 50\n",
+        "\n[shards]\ncount = 2\npin_threads = false\n"
+    ));
+    text.replace(
+        "[registrar]\n",
+        "[registrar]\nkeepalive = { method = \"off\" }\n",
+    )
+}
+
+#[test]
+fn a_phone_registers_over_tls_is_rung_over_its_connection_and_calls_a_udp_carrier() {
+    sipp_installed();
+    let net = Net(136);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
+    let mut phone = TlsPhone::connect(tls_at, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
+    let ok = phone.register(&net.sbc());
+    assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
+    let body = registrations(net, |b| b.contains("alice-desk"));
+    assert!(body.contains("alice-desk"), "{body}");
+
+    // The UDP carrier calls alice's DID: the SBC rings the phone over its
+    // TLS connection (Via says TLS), the phone answers, the carrier's sipp
+    // hangs up after a moment.
+    let mut args = uac_args(net, &net.ip(20), "uac_basic.xml", "+390212345100", 1, 1, 0);
+    args.extend(["-d".into(), "500".into()]);
+    let carrier = Sipp::spawn("carrier", &args);
+    let invite = phone.answer_invite(41_000 + u16::from(net.0));
+    assert!(invite.contains("Via: SIP/2.0/TLS "), "{invite}");
+    phone.wait("ACK", |m| m.starts_with("ACK "));
+    let bye = phone.wait("BYE", |m| m.starts_with("BYE "));
+    let ok = respond(&bye, 200, "OK", "phone1", "", "");
+    phone.send(&ok);
+    let carrier = carrier.wait(LIMIT);
+    assert_eq!(
+        (carrier.code, carrier.successful),
+        (Some(0), 1),
+        "{}\n{}",
+        carrier.output,
+        sbc.log()
+    );
+
+    // The phone calls a carrier number: 407, then with credentials the
+    // call reaches the carrier over UDP and is answered.
+    let uas = Sipp::spawn("uas", &uas_args(net, &net.ip(20), "uas_answer.xml", 1, 20));
+    std::thread::sleep(Duration::from_millis(300));
+    let target = format!("sip:+390612345678@{}", net.sbc());
+    let ip = phone.local.ip().to_string();
+    let offer = sdp(&ip, 41_500 + u16::from(net.0));
+    let invite = |cseq: u32, branch: &str, auth: &str, me: &TlsPhone| {
+        format!(
+            "INVITE {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:alice-desk@{sbc}>;tag=call1\r\nTo: <sip:+390612345678@{sbc}>\r\nCall-ID: call-out@test\r\nCSeq: {cseq} INVITE\r\n{}{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            me.via(branch),
+            me.contact(),
+            offer.len(),
+            sbc = net.sbc()
+        )
+    };
+    let first = invite(1, "inv1", "", &phone);
+    phone.send(&first);
+    let challenge = phone.wait("407", |m| status(m) == 407);
+    let ack = format!(
+        "ACK {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:alice-desk@{sbc}>;tag=call1\r\n{}\r\nCall-ID: call-out@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        phone.via("inv1"),
+        challenge
+            .split("\r\n")
+            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+            .unwrap(),
+        sbc = net.sbc()
+    );
+    phone.send(&ack);
+    let auth = format!(
+        "Proxy-Authorization: {}\r\n",
+        answer(&challenge, (phone.user, phone.password), "INVITE", &target)
+    );
+    let second = invite(2, "inv2", &auth, &phone);
+    phone.send(&second);
+    let ok = phone.wait("final INVITE response", |m| status(m) >= 200);
+    assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
+    let to = ok
+        .split("\r\n")
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .unwrap()
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32, branch: &str, me: &TlsPhone| {
+        format!(
+            "{method} {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:alice-desk@{sbc}>;tag=call1\r\n{to}\r\nCall-ID: call-out@test\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            me.via(branch),
+            sbc = net.sbc()
+        )
+    };
+    let ack = in_dialog("ACK", 2, "ack2", &phone);
+    phone.send(&ack);
+    std::thread::sleep(Duration::from_millis(300));
+    let bye = in_dialog("BYE", 3, "bye3", &phone);
+    phone.send(&bye);
+    let done = phone.wait("BYE response", |m| m.contains("CSeq: 3 BYE"));
+    assert_eq!(status(&done), 200, "{done}");
+    let uas = uas.wait(LIMIT);
+    assert_eq!((uas.code, uas.successful), (Some(0), 1), "{}", uas.output);
+
+    assert_eq!(
+        sbc.wait_metric("sbc_connections_open{shard=\"0\",transport=\"tls\"}", 1.0)
+            + sbc.metric("sbc_connections_open{shard=\"1\",transport=\"tls\"}"),
+        1.0,
+        "{}",
+        sbc.log()
+    );
+    assert!(sbc.metric_sum("sbc_tls_handshakes_total") >= 1.0);
+}
+
+/// The ITSP of tls-trunk.toml: a TLS server that demands the SBC's client
+/// certificate, answers INVITE and BYE with 200. Counts the calls it
+/// answered and the connections that presented a certificate.
+struct Itsp {
+    answered: Arc<AtomicUsize>,
+    verified: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Itsp {
+    /// Listens on `ip`:5061; its SDP points at `ip`.
+    fn start(ip: &str) -> Itsp {
+        let at = format!("{ip}:5061");
+        let media_ip = ip.to_owned();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(ca(), provider())
+                .build()
+                .unwrap();
+        let config = Arc::new(
+            ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain("itsp"), key("itsp"))
+                .unwrap(),
+        );
+        let listener = TcpListener::bind(&at).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let verified = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, v, s) = (
+            Arc::clone(&answered),
+            Arc::clone(&verified),
+            Arc::clone(&stop),
+        );
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut conns = Vec::new();
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok((tcp, _)) = listener.accept() {
+                    tcp.set_nonblocking(false).unwrap();
+                    tcp.set_read_timeout(Some(Duration::from_millis(20)))
+                        .unwrap();
+                    let conn = ServerConnection::new(Arc::clone(&config)).unwrap();
+                    conns.push((rustls::StreamOwned::new(conn, tcp), Vec::new(), false));
+                }
+                for (stream, buf, counted) in &mut conns {
+                    let Some(msg) =
+                        read_message(stream, buf, Instant::now() + Duration::from_millis(20))
+                    else {
+                        continue;
+                    };
+                    if !*counted
+                        && stream
+                            .conn
+                            .peer_certificates()
+                            .is_some_and(|c| !c.is_empty())
+                    {
+                        *counted = true;
+                        v.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let reply = if msg.starts_with("INVITE ") {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        respond(
+                            &msg,
+                            200,
+                            "OK",
+                            "itsp1",
+                            "Contact: <sip:itsp@itsp.example;transport=tls>\r\nContent-Type: application/sdp\r\n",
+                            &sdp(&media_ip, 42_000),
+                        )
+                    } else if msg.starts_with("BYE ") || msg.starts_with("OPTIONS ") {
+                        respond(&msg, 200, "OK", "itsp1", "", "")
+                    } else {
+                        continue;
+                    };
+                    let _ = stream.write_all(reply.as_bytes());
+                    let _ = stream.flush();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Itsp {
+            answered,
+            verified,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Itsp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn trunk_config(net: Net) -> String {
+    let mut text = example("tls-trunk.toml", net);
+    text.push_str("\n[shards]\ncount = 2\npin_threads = false\n");
+    text
+}
+
+/// Connects to the SBC's TLS listener from `ip`, presenting `identity`;
+/// sends an OPTIONS and returns the answer, or `None` when the handshake
+/// (or anything after it) fails.
+fn options_over_tls(net: Net, ip: &str, identity: Option<&str>) -> Option<String> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
+        .unwrap();
+    let at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
+    sock.connect(&at.into()).unwrap();
+    let tcp: TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let local = tcp.local_addr().unwrap();
+    let conn = ClientConnection::new(
+        client_config(identity),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let msg = format!(
+        "OPTIONS sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKopt1\r\nMax-Forwards: 70\r\nFrom: <sip:itsp@itsp.example>;tag=o1\r\nTo: <sip:{sbc}>\r\nCall-ID: opt-{ip}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        sbc = net.sbc()
+    );
+    stream.write_all(msg.as_bytes()).ok()?;
+    stream.flush().ok()?;
+    let mut buf = Vec::new();
+    read_message(
+        &mut stream,
+        &mut buf,
+        Instant::now() + Duration::from_secs(10),
+    )
+}
+
+#[test]
+fn a_udp_pbx_calls_an_itsp_over_mutual_tls_and_the_itsp_must_present_a_certificate() {
+    sipp_installed();
+    let net = Net(137);
+    let itsp = Itsp::start(&net.ip(20));
+    let sbc = Sbc::start(net, &trunk_config(net));
+
+    let calls = 3;
+    let mut args = uac_args(
+        net,
+        &net.pbx(),
+        "uac_basic.xml",
+        "+390612345678",
+        calls,
+        2,
+        0,
+    );
+    args.extend([
+        "-d".into(),
+        "300".into(),
+        "-recv_timeout".into(),
+        "20000".into(),
+    ]);
+    let pbx = Sipp::spawn("pbx", &args).wait(LIMIT);
+    assert_eq!(
+        (pbx.code, pbx.successful, pbx.failed),
+        (Some(0), calls as u64, 0),
+        "{}\n{}",
+        pbx.output,
+        sbc.log()
+    );
+    assert_eq!(itsp.answered.load(Ordering::Relaxed), calls);
+    // Each shard opened (at most) one connection and reused it.
+    let verified = itsp.verified.load(Ordering::Relaxed);
+    assert!(
+        (1..=2).contains(&verified),
+        "{verified} connections presented the SBC's certificate"
+    );
+    assert!(sbc.metric_sum("sbc_connections_opened_total") <= 2.0);
+
+    // The ITSP's own connections to the SBC: without a certificate the
+    // handshake fails; with one that chains to the CA, OPTIONS is answered.
+    let refused = options_over_tls(net, &net.ip(20), None);
+    assert!(
+        refused.is_none(),
+        "answered without a client certificate: {refused:?}"
+    );
+    let failures = sbc.wait_metric("sbc_tls_handshake_failures_total{transport=\"tls\"}", 1.0);
+    assert_eq!(failures, 1.0, "{}", sbc.log());
+    let answered = options_over_tls(net, &net.ip(20), Some("itsp")).unwrap_or_default();
+    assert_eq!(status(&answered), 200, "{answered}\n{}", sbc.log());
+}
+
+#[test]
+fn a_reload_serves_the_new_certificate_and_keeps_established_connections() {
+    let net = Net(138);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
+    let mut phone = TlsPhone::connect(tls_at, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
+    assert_eq!(status(&phone.register(&net.sbc())), 200, "{}", sbc.log());
+
+    // The SBC now presents the ITSP's certificate (names itsp.example, not
+    // localhost): a new client checking for localhost refuses it, the
+    // phone's established connection still works.
+    let file = sbc.dir.path().join("sbc.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("/localhost.crt", "/itsp.crt")
+            .replace("/localhost.key", "/itsp.key"),
+    )
+    .unwrap();
+    sbc.reload();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let sock = TcpStream::connect(tls_at).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let conn = ClientConnection::new(
+            client_config(None),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, sock);
+        let failed = stream
+            .write_all(b"\r\n\r\n")
+            .and_then(|()| stream.flush())
+            .is_err()
+            || {
+                let mut b = [0u8; 16];
+                matches!(stream.read(&mut b), Err(e) if e.kind() == io::ErrorKind::InvalidData)
+            };
+        if failed || Instant::now() > deadline {
+            break failed;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(refused, "the new certificate is not served: {}", sbc.log());
+    let again = phone.register(&net.sbc());
+    assert_eq!(status(&again), 200, "{again}\n{}", sbc.log());
+}
