@@ -28,7 +28,7 @@ fn check_config_accepts_the_example_with_a_summary() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "{}: OK (3 trunks, 1 route, 1 DID, 3 listen addresses)\n",
+            "{}: OK (3 trunks, 1 route, 1 DID, 5 listen addresses)\n",
             file.display()
         )
     );

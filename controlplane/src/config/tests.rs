@@ -73,14 +73,16 @@ fn example_routes_pbx_to_carriers_and_italian_dids_to_pbx() {
     let config = example();
     assert_eq!(
         config.summary().to_string(),
-        "3 trunks, 1 route, 1 DID, 3 listen addresses"
+        "3 trunks, 1 route, 1 DID, 5 listen addresses"
     );
     assert_eq!(
         config.sip_listen(),
         vec![
             "127.0.0.1:5060".to_owned(),
             "tcp:127.0.0.1:5060".to_owned(),
-            "tls:127.0.0.1:5061".to_owned()
+            "tls:127.0.0.1:5061".to_owned(),
+            "ws:127.0.0.1:8080".to_owned(),
+            "wss:127.0.0.1:8443".to_owned()
         ]
     );
     let policy = config.compile(&StatsRegistry::new(), 1);

@@ -229,7 +229,12 @@ fn trunk_transports(file: &ConfigFile, root: &FieldPath) -> Check {
 fn tls_settings(file: &ConfigFile, root: &FieldPath) -> Check {
     use sbc_core::net::Transport;
     let tls_listener = file.sip.listen.iter().position(|l| l.1 == Transport::Tls);
-    if let Some(i) = tls_listener
+    let needs_certificate = file
+        .sip
+        .listen
+        .iter()
+        .position(|l| matches!(l.1, Transport::Tls | Transport::Wss));
+    if let Some(i) = needs_certificate
         && file.sip.tls.is_none()
     {
         return at(

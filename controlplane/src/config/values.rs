@@ -27,7 +27,7 @@ impl TryFrom<String> for SocketAddress {
 
 /// A SIP listen address: `192.0.2.1:5060` (UDP), or with the transport
 /// in front, `udp:192.0.2.1:5060`, `tcp:[2001:db8::1]:5060`,
-/// `tls:192.0.2.1:5061`.
+/// `tls:192.0.2.1:5061`, `ws:192.0.2.1:8080`, `wss:192.0.2.1:8443`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ListenAddress(pub SocketAddr, pub sbc_core::net::Transport);
@@ -49,16 +49,10 @@ impl TryFrom<String> for ListenAddress {
         let (transport, addr) = match text.split_once(':') {
             Some((scheme, rest)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => {
                 match Transport::from_token(scheme.as_bytes()) {
-                    Some(t @ (Transport::Udp | Transport::Tcp | Transport::Tls)) => (t, rest),
-                    Some(t) => {
-                        return Err(format!(
-                            "{s:?}: {} listeners are not available yet; use udp, tcp or tls",
-                            t.token()
-                        ));
-                    }
+                    Some(t) => (t, rest),
                     None => {
                         return Err(format!(
-                            "{s:?}: unknown transport {scheme:?}; use udp, tcp or tls (like \"tcp:192.0.2.1:5060\")"
+                            "{s:?}: unknown transport {scheme:?}; use udp, tcp, tls, ws or wss (like \"tcp:192.0.2.1:5060\")"
                         ));
                     }
                 }
@@ -83,7 +77,7 @@ impl TryFrom<String> for TransportName {
         match Transport::from_token(s.trim().as_bytes()) {
             Some(t @ (Transport::Udp | Transport::Tcp | Transport::Tls)) => Ok(TransportName(t)),
             Some(t) => Err(format!(
-                "{s:?}: {} is not available yet; use \"udp\", \"tcp\" or \"tls\"",
+                "{s:?}: trunks are not reached over {} (phones connect with it); use \"udp\", \"tcp\" or \"tls\"",
                 t.token()
             )),
             None => Err(format!(

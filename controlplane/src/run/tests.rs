@@ -156,8 +156,7 @@ fn reload_refuses_invalid_files_and_listen_changes_and_keeps_the_version() {
     // The same listeners, a certificate that cannot be read: refused, and
     // the running TLS settings stay.
     let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/certs");
-    let listen =
-        "[sip]\nlisten = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n";
+    let listen = "[sip]\nlisten = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\", \"ws:127.0.0.1:8080\", \"wss:127.0.0.1:8443\"]\n";
     let tls = ArcSwap::from(config.tls());
     std::fs::write(
         &path,

@@ -25,6 +25,7 @@ mod socket;
 mod stream;
 #[allow(unsafe_code)]
 mod uring;
+mod ws;
 #[allow(unsafe_code)]
 mod xdp;
 

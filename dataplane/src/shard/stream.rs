@@ -1,4 +1,5 @@
-//! SIP over TCP and TLS on the shard's own ring: multishot accept on each TCP
+//! SIP over TCP, TLS, WebSocket and secure WebSocket on the shard's own
+//! ring: multishot accept on each TCP
 //! listener (SO_REUSEPORT, so the kernel spreads connections over the
 //! shards), multishot receive into a provided-buffer ring shared by the
 //! shard's connections (an idle connection holds no receive buffer), one
@@ -15,7 +16,9 @@
 //! connection's queue. The handshake runs on the same ring; a connection
 //! must finish it and deliver a whole message within the first-message
 //! timeout. Settings come from [`TlsSetup`], taken when the connection
-//! starts.
+//! starts. WebSocket ([`WsConn`], RFC 7118) sits above TLS for `wss:`
+//! and directly on TCP for `ws:`, and takes the framer's place: each
+//! WebSocket message is one SIP message.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -33,6 +36,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::bufring::BufRing;
 use super::uring::push;
+use super::ws::{WsConn, WsEnd};
 use crate::tls::TlsSetup;
 use sbc_core::net::{ConnClose, ConnId, Flow, LocalId, Transport};
 use sbc_core::sip::stream::{Frame, StreamDecoder, StreamLimits};
@@ -51,6 +55,8 @@ const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 const IDLE: Duration = Duration::from_secs(900);
 /// Output queued on a connection whose peer does not read, at most.
 const MAX_QUEUED: usize = 1 << 20;
+/// A connection ending after its last words gets this long to send them.
+const FINISH: Duration = Duration::from_secs(2);
 /// Timeouts are checked this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -104,6 +110,12 @@ struct Conn {
     tls: Option<Box<rustls::Connection>>,
     /// The TLS handshake completed (counted once).
     handshaken: bool,
+    /// WebSocket, for `ws:` and `wss:` listeners (then `decoder` is
+    /// unused: each WebSocket message is a SIP message).
+    ws: Option<Box<WsConn>>,
+    /// Ending: input is ignored, and it closes for this reason once its
+    /// output (a TLS alert, a WebSocket refusal or close) has been sent.
+    finishing: Option<ConnClose>,
     /// Requests in flight on it (receive, send, connect).
     ops: u8,
     closing: bool,
@@ -208,6 +220,8 @@ impl Streams {
         tls: Option<rustls::Connection>,
         now: Instant,
     ) -> Option<u16> {
+        let ws = matches!(flow.transport, Transport::Ws | Transport::Wss)
+            .then(|| Box::new(WsConn::new(self.limits.max_message)));
         let slot = match self.free.pop() {
             Some(s) => s,
             None if self.slots.len() < MAX_CONNS => {
@@ -232,6 +246,8 @@ impl Streams {
             connecting: None,
             tls: tls.map(Box::new),
             handshaken: false,
+            ws,
+            finishing: None,
             ops: 0,
             closing: false,
             accepted,
@@ -276,7 +292,7 @@ impl Streams {
             count_close(stats, ConnClose::Limit);
             return Ok(());
         }
-        let tls = if transport == Transport::Tls {
+        let tls = if matches!(transport, Transport::Tls | Transport::Wss) {
             let Some(server) = self.tls.load().accept(remote.ip()) else {
                 count_close(stats, ConnClose::Handshake);
                 return Ok(());
@@ -349,9 +365,9 @@ impl Streams {
                 c.ops = c.ops.saturating_sub(1);
             }
             if let Some(bid) = bid {
-                if !c.closing {
+                if !c.closing && c.finishing.is_none() {
                     if let Err(reason) =
-                        take_in(c, self.bufs.buffer(bid, len), &mut self.plain, stats)
+                        take_in(c, self.bufs.buffer(bid, len), &mut self.plain, stats, out)
                     {
                         close = Some(reason);
                     }
@@ -364,9 +380,19 @@ impl Streams {
                 self.bufs.publish();
             }
             // The handshake's own records (and output flushed when it
-            // completed) go out now.
-            sealed = close.is_none() && seal(c);
-            while !c.closing && close.is_none() {
+            // completed), WebSocket answers, or the last words before
+            // closing (a TLS alert, an HTTP 400, a WebSocket close) go out
+            // now.
+            sealed = seal(c);
+            if let Some(reason) = close
+                && (sealed || !c.sending.is_empty())
+                && res > 0
+            {
+                // Close once that has been sent.
+                c.finishing = Some(reason);
+                close = None;
+            }
+            while !c.closing && close.is_none() && c.finishing.is_none() {
                 match c.decoder.next_frame() {
                     None => break,
                     Some(Ok(Frame::Message(data))) => {
@@ -478,6 +504,12 @@ impl Streams {
                 return Ok(None);
             }
         };
+        if matches!(dest.transport, Transport::Ws | Transport::Wss) {
+            // WebSocket clients connect to the SBC; it never opens one.
+            tracing::debug!(peer = %dest.remote, "no WebSocket connection to this peer");
+            count_close(stats, ConnClose::ConnectFailed);
+            return Ok(None);
+        }
         let tls = if dest.transport == Transport::Tls {
             let Some(client) = self.tls.load().connect(dest.remote) else {
                 tracing::warn!(peer = %dest.remote, "no TLS settings for this peer (only trunks with transport = \"tls\" are connected to over TLS)");
@@ -571,9 +603,15 @@ impl Streams {
         if c.queued.len() + data.len() > MAX_QUEUED {
             return self.close(ring, slot, ConnClose::Overflow, stats);
         }
-        match c.tls.as_deref_mut() {
-            None => c.queued.extend_from_slice(&data),
-            Some(tls) => {
+        match (c.ws.as_deref_mut(), c.tls.as_deref_mut()) {
+            (Some(ws), _) => {
+                if !ws.send(data) {
+                    // Not upgraded yet, or closed: nothing can carry it.
+                    return Ok(());
+                }
+                seal(c);
+            }
+            (None, Some(tls)) => {
                 // Before the handshake completes rustls holds the
                 // plaintext and encrypts it once it can.
                 if tls.writer().write_all(&data).is_err() {
@@ -581,6 +619,7 @@ impl Streams {
                 }
                 seal(c);
             }
+            (None, None) => c.queued.extend_from_slice(&data),
         }
         if !c.sending.is_empty() {
             // A send is in flight; what queued goes when it completes.
@@ -635,6 +674,12 @@ impl Streams {
         c.active = now;
         // After a short write the rest goes first, ahead of anything queued.
         c.sending.advance(sent);
+        if let Some(reason) = c.finishing
+            && c.sending.is_empty()
+            && c.queued.is_empty()
+        {
+            return self.close(ring, slot, reason, stats);
+        }
         self.send_next(ring, slot)
     }
 
@@ -721,7 +766,9 @@ impl Streams {
                 let late =
                     !c.got_message && now.saturating_duration_since(c.opened) > FIRST_MESSAGE;
                 let idle = now.saturating_duration_since(c.active) > IDLE;
-                (!c.closing && (late || idle)).then(|| u16::try_from(i).ok())?
+                let stuck =
+                    c.finishing.is_some() && now.saturating_duration_since(c.active) > FINISH;
+                (!c.closing && (late || idle || stuck)).then(|| u16::try_from(i).ok())?
             })
             .collect();
         for slot in expired {
@@ -739,17 +786,46 @@ fn take_in(
     mut data: &[u8],
     plain: &mut [u8],
     stats: &ShardStats,
+    out: &mut Vec<Inbound>,
 ) -> Result<(), ConnClose> {
-    let Some(tls) = c.tls.as_deref_mut() else {
-        c.decoder.push(data);
-        return Ok(());
+    let Conn {
+        tls,
+        ws,
+        decoder,
+        flow,
+        got_message,
+        handshaken,
+        ..
+    } = c;
+    // Plaintext to the framer: the SIP stream decoder, or WebSocket
+    // (whose messages are SIP messages).
+    let mut deliver = |bytes: &[u8]| -> Result<(), ConnClose> {
+        match ws.as_deref_mut() {
+            None => {
+                decoder.push(bytes);
+                Ok(())
+            }
+            Some(ws) => ws
+                .push(bytes, &mut |data| {
+                    *got_message = true;
+                    out.push(Inbound { flow: *flow, data });
+                })
+                .map_err(|end| match end {
+                    WsEnd::Closed => ConnClose::Peer,
+                    WsEnd::Upgrade | WsEnd::Protocol => ConnClose::Framing,
+                }),
+        }
     };
-    let index = transport_index(c.flow.transport);
+    let Some(tls) = tls.as_deref_mut() else {
+        return deliver(data);
+    };
+    let index = transport_index(flow.transport);
+    let peer = flow.remote;
     let fail = |tls: &rustls::Connection, error: &dyn std::fmt::Display| {
         if tls.is_handshaking() {
             ShardStats::inc_at(&stats.handshake_failures, index);
         }
-        tracing::debug!(peer = %c.flow.remote, error = %error, handshaking = tls.is_handshaking(), "TLS failed");
+        tracing::debug!(peer = %peer, error = %error, handshaking = tls.is_handshaking(), "TLS failed");
         ConnClose::Handshake
     };
     while !data.is_empty() {
@@ -762,26 +838,38 @@ fn take_in(
         loop {
             match tls.reader().read(plain) {
                 Ok(0) => break,
-                Ok(n) => c.decoder.push(plain.get(..n).unwrap_or_default()),
+                Ok(n) => deliver(plain.get(..n).unwrap_or_default())?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(fail(tls, &e)),
             }
         }
     }
-    if !c.handshaken && !tls.is_handshaking() {
-        c.handshaken = true;
+    if !*handshaken && !tls.is_handshaking() {
+        *handshaken = true;
         ShardStats::inc_at(&stats.handshakes, index);
     }
     Ok(())
 }
 
-/// Moves what TLS has to send (handshake records, encrypted output) into
-/// the connection's queue. Whether anything was added.
+/// Moves what WebSocket and TLS have to send (the upgrade answer, frames,
+/// handshake records, encrypted output) into the connection's queue.
+/// Whether anything was added.
 fn seal(c: &mut Conn) -> bool {
-    let Some(tls) = c.tls.as_deref_mut() else {
-        return false;
-    };
     let before = c.queued.len();
+    if let Some(ws) = c.ws.as_deref_mut() {
+        let bytes = ws.output();
+        match c.tls.as_deref_mut() {
+            None => c.queued.extend_from_slice(&bytes),
+            Some(tls) => {
+                if !bytes.is_empty() && tls.writer().write_all(&bytes).is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    let Some(tls) = c.tls.as_deref_mut() else {
+        return c.queued.len() > before;
+    };
     while tls.wants_write() {
         match tls.write_tls(&mut (&mut c.queued).writer()) {
             Ok(0) | Err(_) => break,

@@ -216,9 +216,20 @@ rejects!(
     "sip.listen[2]: duplicate address tcp:127.0.0.1:5060 (first at sip.listen[0])"
 );
 rejects!(
-    ws_listen_not_yet,
-    BASE.replace("[\"127.0.0.1:5060\"]", "[\"ws:127.0.0.1:8080\"]"),
-    "sip.listen[0]: \"ws:127.0.0.1:8080\": WS listeners are not available yet; use udp, tcp or tls"
+    wss_listener_without_a_certificate,
+    BASE.replace(
+        "[\"127.0.0.1:5060\"]",
+        "[\"127.0.0.1:5060\", \"ws:127.0.0.1:8080\", \"wss:127.0.0.1:8443\"]"
+    ),
+    "sip.listen[2]: wss:127.0.0.1:8443 needs the SBC's certificate"
+);
+rejects!(
+    trunk_over_websocket,
+    BASE.replace(
+        "address = \"127.0.0.10:5060\"",
+        "address = \"127.0.0.10:5060\"\ntransport = \"ws\""
+    ),
+    "trunks are not reached over WS (phones connect with it)"
 );
 rejects!(
     tls_listener_without_a_certificate,

@@ -1,9 +1,11 @@
-//! End-to-end: SIP over TLS through the real `sbc` binary, with TLS peers
-//! written here on rustls. A phone registers over TLS (digest), is rung
-//! over its connection by a UDP carrier, and calls that carrier itself; a
-//! UDP PBX calls an ITSP reached over mutual TLS (config/examples/
-//! tls-trunk.toml), and that ITSP's own connections must present a
-//! certificate.
+//! End-to-end: SIP over TLS, WebSocket and secure WebSocket through the
+//! real `sbc` binary, with peers written here on rustls and tungstenite. A
+//! phone registers over TLS (digest), is rung over its connection by a UDP
+//! carrier, and calls that carrier itself; WebRTC-style phones do the same
+//! over WSS and WS and call each other; a UDP PBX calls an ITSP reached
+//! over mutual TLS (config/examples/tls-trunk.toml), whose own connections
+//! must present a certificate; a reload serves a new certificate while
+//! established connections stay; bad upgrades and garbage are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -149,37 +151,172 @@ fn status(msg: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// A phone on a TLS connection to the SBC.
-struct TlsPhone {
-    stream: rustls::StreamOwned<ClientConnection, TcpStream>,
-    buf: Vec<u8>,
+type TlsStream = rustls::StreamOwned<ClientConnection, TcpStream>;
+
+/// How a phone's messages travel.
+enum Wire {
+    Tls(Box<TlsStream>, Vec<u8>),
+    Ws(Box<tungstenite::WebSocket<TcpStream>>),
+    Wss(Box<tungstenite::WebSocket<TlsStream>>),
+}
+
+/// A TCP connection from `from_ip` to `to`, reads timing out quickly.
+fn tcp_from(from_ip: &str, to: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(from_ip.parse().unwrap(), 0).into())
+        .unwrap();
+    sock.connect(&to.into()).unwrap();
+    let tcp: TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    tcp
+}
+
+fn tls_to_localhost(tcp: TcpStream) -> TlsStream {
+    let conn = ClientConnection::new(
+        client_config(None),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// The WebSocket upgrade request of a SIP client (RFC 7118: subprotocol
+/// `sip`) for `url`.
+fn upgrade_request(url: &str) -> tungstenite::handshake::client::Request {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    request
+}
+
+/// Upgrades `stream` (TCP or TLS) to WebSocket; the upgrade may take a
+/// few read timeouts.
+fn upgrade<S: Read + Write>(url: &str, stream: S) -> tungstenite::WebSocket<S> {
+    use tungstenite::handshake::HandshakeError;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = tungstenite::client::client(upgrade_request(url), stream);
+    loop {
+        match attempt {
+            Ok((ws, response)) => {
+                let protocol = response.headers().get("Sec-WebSocket-Protocol");
+                assert_eq!(protocol.and_then(|v| v.to_str().ok()), Some("sip"));
+                return ws;
+            }
+            Err(HandshakeError::Interrupted(mid)) if Instant::now() < deadline => {
+                attempt = mid.handshake();
+            }
+            Err(e) => panic!("WebSocket upgrade to {url} failed: {e}"),
+        }
+    }
+}
+
+impl Wire {
+    fn send(&mut self, msg: &str) {
+        use tungstenite::Message;
+        match self {
+            Wire::Tls(s, _) => {
+                s.write_all(msg.as_bytes()).unwrap();
+                s.flush().unwrap();
+            }
+            Wire::Ws(ws) => ws.send(Message::text(msg)).unwrap(),
+            Wire::Wss(ws) => ws.send(Message::text(msg)).unwrap(),
+        }
+    }
+
+    /// The next SIP message, or `None` by `deadline` or when it ends.
+    fn recv(&mut self, deadline: Instant) -> Option<String> {
+        fn next<S: Read + Write>(
+            ws: &mut tungstenite::WebSocket<S>,
+            deadline: Instant,
+        ) -> Option<String> {
+            loop {
+                match ws.read() {
+                    Ok(tungstenite::Message::Text(t)) => return Some(t.as_str().to_owned()),
+                    Ok(tungstenite::Message::Binary(b)) => {
+                        return Some(String::from_utf8_lossy(&b).into_owned());
+                    }
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) && Instant::now() < deadline => {}
+                    Err(_) => return None,
+                }
+            }
+        }
+        match self {
+            Wire::Tls(s, buf) => read_message(s, buf, deadline),
+            Wire::Ws(ws) => next(ws, deadline),
+            Wire::Wss(ws) => next(ws, deadline),
+        }
+    }
+
+    /// The Via transport token.
+    fn token(&self) -> &'static str {
+        match self {
+            Wire::Tls(..) => "TLS",
+            Wire::Ws(_) => "WS",
+            Wire::Wss(_) => "WSS",
+        }
+    }
+}
+
+/// A phone on a TLS, WS or WSS connection to the SBC.
+struct Phone {
+    wire: Wire,
     local: SocketAddr,
+    /// Where its Via and Contact say it is: its address over TLS; over
+    /// WebSocket a made-up `.invalid` name, as browsers write (RFC 7118
+    /// §5.2).
+    host: String,
     user: &'static str,
     password: &'static str,
     /// The last CSeq of its registration.
     cseq: u32,
 }
 
-impl TlsPhone {
-    fn connect(sbc: SocketAddr, from_ip: &str, user: &'static str, password: &'static str) -> Self {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.bind(&SocketAddr::new(from_ip.parse().unwrap(), 0).into())
-            .unwrap();
-        sock.connect(&sbc.into()).unwrap();
-        let tcp: TcpStream = sock.into();
-        tcp.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+impl Phone {
+    /// Connects over TLS to `sbc` from `from_ip`.
+    fn tls(sbc: SocketAddr, from_ip: &str, user: &'static str, password: &'static str) -> Self {
+        let tcp = tcp_from(from_ip, sbc);
         let local = tcp.local_addr().unwrap();
-        let conn = ClientConnection::new(
-            client_config(None),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .unwrap();
-        TlsPhone {
-            stream: rustls::StreamOwned::new(conn, tcp),
-            buf: Vec::new(),
+        Phone {
+            wire: Wire::Tls(Box::new(tls_to_localhost(tcp)), Vec::new()),
             local,
+            host: local.to_string(),
+            user,
+            password,
+            cseq: 0,
+        }
+    }
+
+    /// Connects over WebSocket (`secure`: over TLS) to `sbc` from
+    /// `from_ip`.
+    fn websocket(
+        sbc: SocketAddr,
+        secure: bool,
+        from_ip: &str,
+        user: &'static str,
+        password: &'static str,
+    ) -> Self {
+        let tcp = tcp_from(from_ip, sbc);
+        let local = tcp.local_addr().unwrap();
+        let wire = if secure {
+            Wire::Wss(Box::new(upgrade(
+                &format!("wss://localhost:{}/", sbc.port()),
+                tls_to_localhost(tcp),
+            )))
+        } else {
+            Wire::Ws(Box::new(upgrade(&format!("ws://{sbc}/"), tcp)))
+        };
+        Phone {
+            wire,
+            local,
+            host: format!("{user}-{}.invalid", local.port()),
             user,
             password,
             cseq: 0,
@@ -187,16 +324,11 @@ impl TlsPhone {
     }
 
     fn send(&mut self, msg: &str) {
-        self.stream.write_all(msg.as_bytes()).unwrap();
-        self.stream.flush().unwrap();
+        self.wire.send(msg);
     }
 
     fn recv(&mut self) -> Option<String> {
-        read_message(
-            &mut self.stream,
-            &mut self.buf,
-            Instant::now() + Duration::from_secs(15),
-        )
+        self.wire.recv(Instant::now() + Duration::from_secs(15))
     }
 
     /// The next message that satisfies `want`, skipping provisional
@@ -215,15 +347,18 @@ impl TlsPhone {
 
     fn via(&self, branch: &str) -> String {
         format!(
-            "Via: SIP/2.0/TLS {};branch=z9hG4bK{branch};rport\r\n",
-            self.local
+            "Via: SIP/2.0/{} {};branch=z9hG4bK{branch};rport\r\n",
+            self.wire.token(),
+            self.host
         )
     }
 
     fn contact(&self) -> String {
         format!(
-            "Contact: <sip:{}@{};transport=tls>\r\n",
-            self.user, self.local
+            "Contact: <sip:{}@{};transport={}>\r\n",
+            self.user,
+            self.host,
+            self.wire.token().to_ascii_lowercase()
         )
     }
 
@@ -295,20 +430,41 @@ fn a_phone_registers_over_tls_is_rung_over_its_connection_and_calls_a_udp_carrie
     let net = Net(136);
     let sbc = Sbc::start(net, &phones_config(net));
     let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
-    let mut phone = TlsPhone::connect(tls_at, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
+    let mut phone = Phone::tls(tls_at, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
     let ok = phone.register(&net.sbc());
     assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
     let body = registrations(net, |b| b.contains("alice-desk"));
     assert!(body.contains("alice-desk"), "{body}");
 
+    rung_by_the_carrier(net, &sbc, &mut phone, 0);
+    calls_the_carrier(net, &sbc, &mut phone, 20);
+
+    assert_eq!(
+        sbc.wait_metric("sbc_connections_open{shard=\"0\",transport=\"tls\"}", 1.0)
+            + sbc.metric("sbc_connections_open{shard=\"1\",transport=\"tls\"}"),
+        1.0,
+        "{}",
+        sbc.log()
+    );
+    assert!(sbc.metric_sum("sbc_tls_handshakes_total") >= 1.0);
+}
+
+/// alice's number at the carrier.
+const DID: &str = "+390212345100";
+
+/// The UDP carrier (sipp) calls alice's DID: the SBC rings `phone` over
+/// its connection (its Via names the phone's transport), the phone
+/// answers, the carrier hangs up after a moment. `k`: the sipp port block.
+fn rung_by_the_carrier(net: Net, sbc: &Sbc, phone: &mut Phone, k: u16) {
     // The UDP carrier calls alice's DID: the SBC rings the phone over its
     // TLS connection (Via says TLS), the phone answers, the carrier's sipp
     // hangs up after a moment.
-    let mut args = uac_args(net, &net.ip(20), "uac_basic.xml", "+390212345100", 1, 1, 0);
+    let mut args = uac_args(net, &net.ip(20), "uac_basic.xml", DID, 1, 1, k);
     args.extend(["-d".into(), "500".into()]);
     let carrier = Sipp::spawn("carrier", &args);
     let invite = phone.answer_invite(41_000 + u16::from(net.0));
-    assert!(invite.contains("Via: SIP/2.0/TLS "), "{invite}");
+    let via = format!("Via: SIP/2.0/{} ", phone.wire.token());
+    assert!(invite.contains(&via), "{invite}");
     phone.wait("ACK", |m| m.starts_with("ACK "));
     let bye = phone.wait("BYE", |m| m.starts_with("BYE "));
     let ok = respond(&bye, 200, "OK", "phone1", "", "");
@@ -321,28 +477,40 @@ fn a_phone_registers_over_tls_is_rung_over_its_connection_and_calls_a_udp_carrie
         carrier.output,
         sbc.log()
     );
+}
 
-    // The phone calls a carrier number: 407, then with credentials the
-    // call reaches the carrier over UDP and is answered.
-    let uas = Sipp::spawn("uas", &uas_args(net, &net.ip(20), "uas_answer.xml", 1, 20));
+/// `phone` calls a carrier number: 407, then with credentials the call
+/// reaches the carrier (sipp on UDP) and is answered; the phone hangs up.
+/// `k`: the sipp port block.
+fn calls_the_carrier(net: Net, sbc: &Sbc, phone: &mut Phone, k: u16) {
+    let uas = Sipp::spawn("uas", &uas_args(net, &net.ip(20), "uas_answer.xml", 1, k));
     std::thread::sleep(Duration::from_millis(300));
-    let target = format!("sip:+390612345678@{}", net.sbc());
+    dial(net, sbc, phone, "+390612345678", "call-out@test");
+    let uas = uas.wait(LIMIT);
+    assert_eq!((uas.code, uas.successful), (Some(0), 1), "{}", uas.output);
+}
+
+/// `phone` calls `number`: 407, then with credentials; the call must be
+/// answered; the phone hangs up after a moment.
+fn dial(net: Net, sbc: &Sbc, phone: &mut Phone, number: &str, call_id: &str) {
+    let user = phone.user;
+    let target = format!("sip:{number}@{}", net.sbc());
     let ip = phone.local.ip().to_string();
     let offer = sdp(&ip, 41_500 + u16::from(net.0));
-    let invite = |cseq: u32, branch: &str, auth: &str, me: &TlsPhone| {
+    let invite = |cseq: u32, branch: &str, auth: &str, me: &Phone| {
         format!(
-            "INVITE {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:alice-desk@{sbc}>;tag=call1\r\nTo: <sip:+390612345678@{sbc}>\r\nCall-ID: call-out@test\r\nCSeq: {cseq} INVITE\r\n{}{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            "INVITE {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:{user}@{sbc}>;tag=call1\r\nTo: <sip:{number}@{sbc}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n{}{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
             me.via(branch),
             me.contact(),
             offer.len(),
             sbc = net.sbc()
         )
     };
-    let first = invite(1, "inv1", "", &phone);
+    let first = invite(1, "inv1", "", phone);
     phone.send(&first);
     let challenge = phone.wait("407", |m| status(m) == 407);
     let ack = format!(
-        "ACK {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:alice-desk@{sbc}>;tag=call1\r\n{}\r\nCall-ID: call-out@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        "ACK {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:{user}@{sbc}>;tag=call1\r\n{}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
         phone.via("inv1"),
         challenge
             .split("\r\n")
@@ -355,7 +523,7 @@ fn a_phone_registers_over_tls_is_rung_over_its_connection_and_calls_a_udp_carrie
         "Proxy-Authorization: {}\r\n",
         answer(&challenge, (phone.user, phone.password), "INVITE", &target)
     );
-    let second = invite(2, "inv2", &auth, &phone);
+    let second = invite(2, "inv2", &auth, phone);
     phone.send(&second);
     let ok = phone.wait("final INVITE response", |m| status(m) >= 200);
     assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
@@ -364,31 +532,20 @@ fn a_phone_registers_over_tls_is_rung_over_its_connection_and_calls_a_udp_carrie
         .find(|l| l.to_ascii_lowercase().starts_with("to:"))
         .unwrap()
         .to_owned();
-    let in_dialog = |method: &str, cseq: u32, branch: &str, me: &TlsPhone| {
+    let in_dialog = |method: &str, cseq: u32, branch: &str, me: &Phone| {
         format!(
-            "{method} {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:alice-desk@{sbc}>;tag=call1\r\n{to}\r\nCall-ID: call-out@test\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            "{method} {target} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <sip:{user}@{sbc}>;tag=call1\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             me.via(branch),
             sbc = net.sbc()
         )
     };
-    let ack = in_dialog("ACK", 2, "ack2", &phone);
+    let ack = in_dialog("ACK", 2, "ack2", phone);
     phone.send(&ack);
     std::thread::sleep(Duration::from_millis(300));
-    let bye = in_dialog("BYE", 3, "bye3", &phone);
+    let bye = in_dialog("BYE", 3, "bye3", phone);
     phone.send(&bye);
     let done = phone.wait("BYE response", |m| m.contains("CSeq: 3 BYE"));
-    assert_eq!(status(&done), 200, "{done}");
-    let uas = uas.wait(LIMIT);
-    assert_eq!((uas.code, uas.successful), (Some(0), 1), "{}", uas.output);
-
-    assert_eq!(
-        sbc.wait_metric("sbc_connections_open{shard=\"0\",transport=\"tls\"}", 1.0)
-            + sbc.metric("sbc_connections_open{shard=\"1\",transport=\"tls\"}"),
-        1.0,
-        "{}",
-        sbc.log()
-    );
-    assert!(sbc.metric_sum("sbc_tls_handshakes_total") >= 1.0);
+    assert_eq!(status(&done), 200, "{done}\n{}", sbc.log());
 }
 
 /// The ITSP of tls-trunk.toml: a TLS server that demands the SBC's client
@@ -590,7 +747,7 @@ fn a_reload_serves_the_new_certificate_and_keeps_established_connections() {
     let net = Net(138);
     let sbc = Sbc::start(net, &phones_config(net));
     let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
-    let mut phone = TlsPhone::connect(tls_at, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
+    let mut phone = Phone::tls(tls_at, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
     assert_eq!(status(&phone.register(&net.sbc())), 200, "{}", sbc.log());
 
     // The SBC now presents the ITSP's certificate (names itsp.example, not
@@ -632,4 +789,98 @@ fn a_reload_serves_the_new_certificate_and_keeps_established_connections() {
     assert!(refused, "the new certificate is not served: {}", sbc.log());
     let again = phone.register(&net.sbc());
     assert_eq!(status(&again), 200, "{again}\n{}", sbc.log());
+}
+
+/// `phone` answers the next call, waits for the ACK, and answers the BYE.
+fn takes_a_call(phone: &mut Phone, media_port: u16) -> String {
+    let invite = phone.answer_invite(media_port);
+    phone.wait("ACK", |m| m.starts_with("ACK "));
+    let bye = phone.wait("BYE", |m| m.starts_with("BYE "));
+    let ok = respond(&bye, 200, "OK", "phone1", "", "");
+    phone.send(&ok);
+    invite
+}
+
+#[test]
+fn webrtc_phones_over_wss_and_ws_register_call_each_other_and_a_udp_carrier() {
+    sipp_installed();
+    let net = Net(139);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let wss_at: SocketAddr = format!("{}:8443", net.ip(1)).parse().unwrap();
+    let ws_at: SocketAddr = format!("{}:8080", net.ip(1)).parse().unwrap();
+    let mut alice = Phone::websocket(wss_at, true, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
+    let mut bob = Phone::websocket(ws_at, false, &net.ip(61), "bob", "Bob-7x1z-Secret");
+    for phone in [&mut alice, &mut bob] {
+        let ok = phone.register(&net.sbc());
+        assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
+    }
+    let body = registrations(net, |b| b.contains("alice-desk") && b.contains("\"bob\""));
+    assert!(body.contains("transport=wss"), "{body}");
+
+    // UDP carrier -> WSS phone, WSS phone -> UDP carrier.
+    rung_by_the_carrier(net, &sbc, &mut alice, 0);
+    calls_the_carrier(net, &sbc, &mut alice, 20);
+    // WSS phone -> WS phone, by extension.
+    std::thread::scope(|s| {
+        let answering = s.spawn(|| takes_a_call(&mut bob, 41_700 + u16::from(net.0)));
+        dial(net, &sbc, &mut alice, "101", "call-101@test");
+        let invite = answering.join().unwrap();
+        assert!(invite.contains("Via: SIP/2.0/WS "), "{invite}");
+        assert!(invite.starts_with("INVITE sip:bob@bob-"), "{invite}");
+    });
+
+    let open = |t: &str| {
+        sbc.metric_sum(&format!(
+            "sbc_connections_open{{shard=\"0\",transport=\"{t}\"}}"
+        )) + sbc.metric_sum(&format!(
+            "sbc_connections_open{{shard=\"1\",transport=\"{t}\"}}"
+        ))
+    };
+    assert_eq!((open("ws"), open("wss")), (1.0, 1.0), "{}", sbc.log());
+    assert_eq!(
+        sbc.metric("sbc_tls_handshakes_total{transport=\"wss\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn websocket_upgrades_without_sip_and_garbage_are_refused_without_disturbing_others() {
+    let net = Net(140);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let ws_at: SocketAddr = format!("{}:8080", net.ip(1)).parse().unwrap();
+    let mut bob = Phone::websocket(ws_at, false, &net.ip(61), "bob", "Bob-7x1z-Secret");
+
+    // An upgrade that does not offer `sip`: 400, and the connection ends.
+    let mut plain = tcp_from(&net.ip(62), ws_at);
+    plain.write_all(
+        format!("GET / HTTP/1.1\r\nHost: {ws_at}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
+    ).unwrap();
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tmp = [0u8; 1024];
+    while Instant::now() < deadline {
+        match plain.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+
+    // SIP straight onto the WebSocket port: closed as a framing error.
+    let mut raw = tcp_from(&net.ip(63), ws_at);
+    raw.write_all(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let closed = sbc.wait_metric("sbc_connections_closed_total{reason=\"framing\"}", 2.0);
+    assert_eq!(closed, 2.0, "{}", sbc.log());
+
+    // The phone that upgraded properly is unaffected.
+    let ok = bob.register(&net.sbc());
+    assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
 }
