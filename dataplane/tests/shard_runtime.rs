@@ -172,6 +172,8 @@ fn media_relay(net: u8, mode: RecvMode) {
     policy.media = Some(sbc_core::policy::MediaPolicy {
         bind: ip(1).parse().unwrap(),
         advertise: ip(1).parse().unwrap(),
+        bind_other: None,
+        advertise_other: None,
         first_port: 31000,
         last_port: 31039,
         timeout: Duration::from_secs(60),

@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use super::media::{Codec, InterfaceName, Mode, PortRange, TimeoutSecs, XdpModeValue};
 use super::values::{
-    Advertise, FailoverEntry, IpAddress, ListenAddress, Millis, Name, Network, Pattern,
-    SocketAddress, TransportName,
+    Advertise, FailoverEntry, IpList, ListenAddress, Millis, Name, Network, Pattern, SocketAddress,
+    TransportName,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,11 +111,13 @@ pub struct Metrics {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Media {
-    /// The IP the relay sockets bind.
-    pub listen: IpAddress,
-    /// The IP written into SDP; default `listen`, required when `listen`
-    /// is a wildcard.
-    pub advertise: Option<IpAddress>,
+    /// The IP the relay sockets bind; or two, an IPv4 and an IPv6
+    /// address: a relay for both families (one socket per port each).
+    pub listen: IpList,
+    /// The IP written into SDP, one per `listen` address (the same
+    /// family); default `listen`, required when `listen` is a wildcard.
+    /// Each peer is sent the address of its own family.
+    pub advertise: Option<IpList>,
     pub ports: PortRange,
     /// Absent: 60 s.
     pub timeout_s: Option<TimeoutSecs>,

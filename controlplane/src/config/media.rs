@@ -240,26 +240,102 @@ pub fn resolve(file: &ConfigFile, shards: usize) -> Result<MediaPolicy, Problem>
     let Some(media) = &file.media else {
         return defaults(file, &path);
     };
-    let bind = media.listen.0;
-    if is_multicast_or_broadcast(bind) {
-        return Err(Problem::new(
-            path.key("listen"),
-            format!(
-                "{bind} cannot be bound: give a local unicast address or a wildcard (0.0.0.0, ::)"
-            ),
-        ));
-    }
-    let advertise = match media.advertise {
-        Some(a) => a.0,
-        None if bind.is_unspecified() => {
+    let (bind, bind_other) = match media.listen.0.as_slice() {
+        [one] => (*one, None),
+        [first, second] if first.is_ipv4() != second.is_ipv4() => (*first, Some(*second)),
+        [first, second] => {
             return Err(Problem::new(
-                path.key("advertise"),
+                path.key("listen"),
                 format!(
-                    "required when media.listen is a wildcard address ({bind}): give the IP address peers send media to"
+                    "{first} and {second} are of one family: give one address, or one IPv4 and one IPv6 address"
                 ),
             ));
         }
-        None => bind,
+        list => {
+            return Err(Problem::new(
+                path.key("listen"),
+                format!(
+                    "{} addresses given: give one, or one IPv4 and one IPv6 address",
+                    list.len()
+                ),
+            ));
+        }
+    };
+    for ip in [Some(bind), bind_other].into_iter().flatten() {
+        if is_multicast_or_broadcast(ip) {
+            return Err(Problem::new(
+                path.key("listen"),
+                format!(
+                    "{ip} cannot be bound: give a local unicast address or a wildcard (0.0.0.0, ::)"
+                ),
+            ));
+        }
+    }
+    let given = media.advertise.as_ref().map(|a| a.0.as_slice());
+    let (advertise, advertise_other) = match (given, bind_other) {
+        (Some([one]), None) => (*one, None),
+        (Some([_]), Some(_)) => {
+            return Err(Problem::new(
+                path.key("advertise"),
+                "media.listen has an IPv4 and an IPv6 address: give one advertised address for each",
+            ));
+        }
+        (Some([first, second]), Some(_)) => {
+            if first.is_ipv4() == second.is_ipv4() {
+                return Err(Problem::new(
+                    path.key("advertise"),
+                    format!(
+                        "{first} and {second} are of one family: give one IPv4 and one IPv6 address"
+                    ),
+                ));
+            }
+            // Each advertised address goes with the listen address of
+            // its family.
+            let (mine, theirs) = if first.is_ipv4() == bind.is_ipv4() {
+                (*first, *second)
+            } else {
+                (*second, *first)
+            };
+            if theirs.is_unspecified() || is_multicast_or_broadcast(theirs) {
+                return Err(Problem::new(
+                    path.key("advertise"),
+                    format!(
+                        "{theirs} is not a unicast address: peers must be able to send media to it"
+                    ),
+                ));
+            }
+            (mine, Some(theirs))
+        }
+        (Some([_, _]), None) => {
+            return Err(Problem::new(
+                path.key("advertise"),
+                "two addresses (one per family) need two media.listen addresses, an IPv4 and an IPv6 one",
+            ));
+        }
+        (Some(list), _) => {
+            return Err(Problem::new(
+                path.key("advertise"),
+                format!(
+                    "{} addresses given: give one per media.listen address",
+                    list.len()
+                ),
+            ));
+        }
+        (None, _) => {
+            if let Some(wild) = [Some(bind), bind_other]
+                .into_iter()
+                .flatten()
+                .find(IpAddr::is_unspecified)
+            {
+                return Err(Problem::new(
+                    path.key("advertise"),
+                    format!(
+                        "required when media.listen is a wildcard address ({wild}): give the IP address peers send media to"
+                    ),
+                ));
+            }
+            (bind, bind_other)
+        }
     };
     if advertise.is_unspecified() || is_multicast_or_broadcast(advertise) {
         return Err(Problem::new(
@@ -310,6 +386,8 @@ pub fn resolve(file: &ConfigFile, shards: usize) -> Result<MediaPolicy, Problem>
     Ok(MediaPolicy {
         bind,
         advertise,
+        bind_other,
+        advertise_other,
         first_port: media.ports.first,
         last_port: media.ports.last,
         timeout: media
@@ -341,6 +419,8 @@ fn defaults(file: &ConfigFile, path: &FieldPath) -> Result<MediaPolicy, Problem>
     Ok(MediaPolicy {
         bind,
         advertise,
+        bind_other: None,
+        advertise_other: None,
         first_port: DEFAULT_PORTS.first,
         last_port: DEFAULT_PORTS.last,
         timeout: Duration::from_secs(u64::from(DEFAULT_TIMEOUT_S)),
@@ -355,10 +435,13 @@ pub fn media_summary(media: &MediaPolicy) -> String {
     let xdp = media.xdp.as_ref().map_or(String::new(), |x| {
         format!(", xdp {} {}", x.interface, x.mode.label())
     });
+    let and = |other: Option<IpAddr>| other.map_or(String::new(), |a| format!(" and {a}"));
     format!(
-        "listen {}, advertise {}, ports {}-{}, timeout_s {}{xdp}",
+        "listen {}{}, advertise {}{}, ports {}-{}, timeout_s {}{xdp}",
         media.bind,
+        and(media.bind_other),
         media.advertise,
+        and(media.advertise_other),
         media.first_port,
         media.last_port,
         media.timeout.as_secs()

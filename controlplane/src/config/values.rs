@@ -351,6 +351,36 @@ impl TryFrom<i64> for Millis {
     }
 }
 
+/// One IP address (`"203.0.113.5"`) or a list of them
+/// (`["203.0.113.5", "2001:db8::5"]`): `media.listen`, `media.advertise`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpList(pub Vec<IpAddr>);
+
+impl<'de> Deserialize<'de> for IpList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IpList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IP address, or a list of an IPv4 and an IPv6 address")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<IpList, E> {
+                IpAddress::try_from(s.to_owned())
+                    .map(|a| IpList(vec![a.0]))
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<IpList, A::Error> {
+                let mut all = Vec::new();
+                while let Some(a) = seq.next_element::<IpAddress>()? {
+                    all.push(a.0);
+                }
+                Ok(IpList(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

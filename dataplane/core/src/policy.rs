@@ -149,6 +149,11 @@ pub struct MediaPolicy {
     pub bind: IpAddr,
     /// Address written into SDP (the public one behind 1:1 NAT).
     pub advertise: IpAddr,
+    /// A relay on both families: the address of the other family than
+    /// `bind` its sockets also bind (one more socket per port), and the
+    /// address written into SDP for peers of that family.
+    pub bind_other: Option<IpAddr>,
+    pub advertise_other: Option<IpAddr>,
     /// RTP/RTCP port range (inclusive), split between the shards.
     pub first_port: u16,
     pub last_port: u16,
@@ -159,6 +164,24 @@ pub struct MediaPolicy {
     pub forbidden: Vec<IpNet>,
     /// The AF_XDP fast path (read at start; `None`: sockets only).
     pub xdp: Option<XdpSettings>,
+}
+
+impl MediaPolicy {
+    /// The address written into SDP sent to a peer at `peer` (its
+    /// signalling address): of the peer's family when the relay has one,
+    /// else `advertise`.
+    pub fn advertise_for(&self, peer: IpAddr) -> IpAddr {
+        let v4 = canonical(peer).is_ipv4();
+        match self.advertise_other {
+            Some(other) if other.is_ipv4() == v4 => other,
+            _ => self.advertise,
+        }
+    }
+
+    /// The relay reaches both families.
+    pub fn dual_stack(&self) -> bool {
+        self.bind_other.is_some() && self.advertise_other.is_some()
+    }
 }
 
 /// Where and how the AF_XDP media path attaches (BRIEF §11).

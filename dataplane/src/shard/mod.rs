@@ -143,14 +143,16 @@ impl Runtime {
         let media = policy.load().media.clone();
         if let Some(m) = &media {
             // One socket per media port, all bound at start.
-            let ports = u64::from(m.last_port.saturating_sub(m.first_port)) + 1;
+            // One socket per media port and family, all bound at start.
+            let families = if m.bind_other.is_some() { 2 } else { 1 };
+            let sockets = (u64::from(m.last_port.saturating_sub(m.first_port)) + 1) * families;
             let limit = limits::raise_fd_limit()?;
-            if ports + 256 > limit {
+            if sockets + 256 > limit {
                 return Err(io::Error::other(format!(
                     "media ports {}-{} need {} file descriptors; the limit is {limit} (raise it, or narrow the range)",
                     m.first_port,
                     m.last_port,
-                    ports + 256
+                    sockets + 256
                 )));
             }
         }
@@ -214,18 +216,26 @@ impl Runtime {
                                 // A previous instance's ports may still be
                                 // held while the kernel tears its ring down.
                                 let deadline = std::time::Instant::now() + socket::BIND_RETRY;
-                                let sockets = range
-                                    .map(|p| {
-                                        let port = u16::try_from(p).unwrap_or(0);
-                                        socket::media_udp_until(
-                                            std::net::SocketAddr::new(m.bind, port),
-                                            deadline,
-                                        )
-                                    })
-                                    .collect::<io::Result<Vec<_>>>()?;
-                                (sockets, base)
+                                let bind_all = |ip: std::net::IpAddr| {
+                                    range
+                                        .clone()
+                                        .map(|p| {
+                                            let port = u16::try_from(p).unwrap_or(0);
+                                            socket::media_udp_until(
+                                                std::net::SocketAddr::new(ip, port),
+                                                deadline,
+                                            )
+                                        })
+                                        .collect::<io::Result<Vec<_>>>()
+                                };
+                                let first = bind_all(m.bind)?;
+                                let other = match m.bind_other {
+                                    Some(ip) => bind_all(ip)?,
+                                    None => Vec::new(),
+                                };
+                                ((first, other), base)
                             }
-                            _ => (Vec::new(), 0),
+                            _ => ((Vec::new(), Vec::new()), 0),
                         };
                         let xsk = program
                             .as_ref()

@@ -43,7 +43,8 @@ pub fn reuseport_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Opens the UDP socket of one media port (plain bind: each port belongs
-/// to exactly one shard).
+/// to exactly one shard). IPv6 sockets are IPv6 only: a relay serving
+/// both families binds one socket per family and port.
 pub fn media_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4

@@ -128,6 +128,11 @@ pub(crate) struct ShardIo {
     media_base: u16,
     sip_send: SendPool,
     media_send: SendPool,
+    /// With a relay on both families: where the sockets of the other
+    /// family than the first media socket start (same ports, same order).
+    media_other_start: Option<usize>,
+    /// The family of the sockets at `media_start`.
+    media_v4: bool,
     /// The kernel honours `min_wait_usec` (IORING_FEAT_MIN_TIMEOUT, 6.12+).
     min_timeout: bool,
     /// The sockets are registered files (index = position in `sockets`).
@@ -172,7 +177,7 @@ impl ShardIo {
             Vec<StreamListener>,
             Arc<ArcSwap<crate::tls::TlsSetup>>,
         ),
-        media: Vec<UdpSocket>,
+        media: (Vec<UdpSocket>, Vec<UdpSocket>),
         media_base: u16,
         sizes: RingSizes,
         mode: RecvMode,
@@ -206,9 +211,19 @@ impl ShardIo {
             .map(|(s, local)| (s, Class::Sip(local)))
             .collect();
         let media_start = sockets.len();
-        for (i, s) in media.into_iter().enumerate() {
-            let port = u16::try_from(usize::from(media_base) + i).unwrap_or(0);
-            sockets.push((s, Class::Media(port)));
+        let (media, media_other) = media;
+        let media_v4 = media
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .is_none_or(|a| a.is_ipv4());
+        let media_other_start = (!media_other.is_empty()).then(|| media_start + media.len());
+        // One socket per port, and with a relay on both families a
+        // second run of them, port for port, of the other family.
+        for run in [media, media_other] {
+            for (i, s) in run.into_iter().enumerate() {
+                let port = u16::try_from(usize::from(media_base) + i).unwrap_or(0);
+                sockets.push((s, Class::Media(port)));
+            }
         }
         let recv = match mode {
             RecvMode::Auto => match Self::multishot(&ring, sizes) {
@@ -248,12 +263,23 @@ impl ShardIo {
             media_base,
             sip_send: SendPool::new(sizes.send_slots, SIP_SEND_BUF),
             media_send: SendPool::new(sizes.media_send_slots, MEDIA_SEND_BUF),
+            media_other_start,
+            media_v4,
             min_timeout,
             fixed_files,
             send_to,
             udp_of,
             streams,
         })
+    }
+
+    /// Where the media sockets that send to `to` start: those of its
+    /// family.
+    fn media_start_for(&self, to: std::net::SocketAddr) -> usize {
+        match self.media_other_start {
+            Some(other) if to.is_ipv4() != self.media_v4 => other,
+            _ => self.media_start,
+        }
     }
 
     fn multishot(ring: &IoUring, sizes: RingSizes) -> io::Result<Recv> {
@@ -977,10 +1003,11 @@ impl ShardLoop {
                 }
                 (Class::Media(port), Some(src)) => {
                     if let Some(f) = self.engine.handle_media(now, port, src, r.data) {
+                        let start = self.io.media_start_for(f.to);
                         send_media(
                             &mut self.io.ring,
                             &self.io.sockets,
-                            self.io.media_start,
+                            start,
                             self.io.media_base,
                             &mut self.io.media_send,
                             f.from_port,

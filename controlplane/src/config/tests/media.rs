@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sbc_core::policy::{MediaMode, MediaPolicy, TrunkId};
 
-use super::super::{Config, StatsRegistry};
+use super::super::{Config, StatsRegistry, media_summary};
 use super::example;
 
 /// Two trunks and no `[media]`.
@@ -62,6 +62,8 @@ fn without_media_section_media_is_anchored_on_the_first_listen_ip() {
         MediaPolicy {
             bind: ip("127.0.0.1"),
             advertise: ip("127.0.0.1"),
+            bind_other: None,
+            advertise_other: None,
             first_port: 30000,
             last_port: 39999,
             timeout: Duration::from_secs(60),
@@ -130,6 +132,8 @@ fn media_section_is_compiled_with_its_defaults() {
         MediaPolicy {
             bind: ip("10.0.0.5"),
             advertise: ip("203.0.113.5"),
+            bind_other: None,
+            advertise_other: None,
             first_port: 20000,
             last_port: 20999,
             timeout: Duration::from_secs(30),
@@ -553,4 +557,97 @@ fn xdp_interface_and_mode_are_checked() {
         "expected \"auto\", \"native\" or \"generic\", found \"fast\"",
     );
     rejects(&xdp("mode = \"auto\""), "interface");
+}
+
+#[test]
+fn a_relay_on_both_families_advertises_one_address_per_family() {
+    let media = media_of(&with_base(
+        "[media]\nlisten = [\"10.0.0.5\", \"2001:db8::10\"]\nadvertise = [\"2001:db8::5\", \"203.0.113.5\"]\nports = \"30000-39999\"\n",
+    ));
+    assert_eq!(
+        (media.bind, media.bind_other),
+        (ip("10.0.0.5"), Some(ip("2001:db8::10")))
+    );
+    assert_eq!(
+        (media.advertise, media.advertise_other),
+        (ip("203.0.113.5"), Some(ip("2001:db8::5"))),
+        "each advertised address goes with the listen address of its family"
+    );
+    assert!(media.dual_stack());
+    assert_eq!(media.advertise_for(ip("198.51.100.7")), ip("203.0.113.5"));
+    assert_eq!(media.advertise_for(ip("2001:db8:1::7")), ip("2001:db8::5"));
+    assert_eq!(
+        media.advertise_for(ip("::ffff:198.51.100.7")),
+        ip("203.0.113.5"),
+        "IPv4-mapped peers are IPv4"
+    );
+    assert_eq!(
+        media_summary(&media),
+        "listen 10.0.0.5 and 2001:db8::10, advertise 203.0.113.5 and 2001:db8::5, ports 30000-39999, timeout_s 60"
+    );
+    // Without advertise, each listen address is its own.
+    let media = media_of(&with_base(
+        "[media]\nlisten = [\"127.0.0.1\", \"::1\"]\nports = \"30000-39999\"\n",
+    ));
+    assert_eq!(
+        (media.advertise, media.advertise_other),
+        (ip("127.0.0.1"), Some(ip("::1")))
+    );
+    // One address in a list is one address; a single-family relay sends
+    // every peer its one address.
+    let media = media_of(&with_base(
+        "[media]\nlisten = [\"10.0.0.5\"]\nadvertise = [\"203.0.113.5\"]\nports = \"30000-39999\"\n",
+    ));
+    assert_eq!(
+        (media.advertise, media.advertise_other),
+        (ip("203.0.113.5"), None)
+    );
+    assert!(!media.dual_stack());
+    assert_eq!(media.advertise_for(ip("2001:db8:1::7")), ip("203.0.113.5"));
+}
+
+#[test]
+fn a_relay_on_both_families_needs_one_address_of_each() {
+    let relay = |listen: &str, advertise: &str| {
+        with_base(&format!(
+            "[media]\nlisten = {listen}\n{advertise}ports = \"30000-39999\"\n"
+        ))
+    };
+    rejects(
+        &relay("[\"10.0.0.5\", \"10.0.0.6\"]", ""),
+        "media.listen: 10.0.0.5 and 10.0.0.6 are of one family",
+    );
+    rejects(
+        &relay("[\"10.0.0.5\", \"::1\", \"::2\"]", ""),
+        "media.listen: 3 addresses given",
+    );
+    rejects(
+        &relay("[\"0.0.0.0\", \"::\"]", ""),
+        "media.advertise: required when media.listen is a wildcard address (0.0.0.0)",
+    );
+    rejects(
+        &relay("[\"10.0.0.5\", \"::1\"]", "advertise = \"203.0.113.5\"\n"),
+        "media.advertise: media.listen has an IPv4 and an IPv6 address: give one advertised address for each",
+    );
+    rejects(
+        &relay(
+            "[\"10.0.0.5\", \"::1\"]",
+            "advertise = [\"203.0.113.5\", \"203.0.113.6\"]\n",
+        ),
+        "media.advertise: 203.0.113.5 and 203.0.113.6 are of one family",
+    );
+    rejects(
+        &relay(
+            "\"10.0.0.5\"",
+            "advertise = [\"203.0.113.5\", \"2001:db8::5\"]\n",
+        ),
+        "media.advertise: two addresses (one per family) need two media.listen addresses",
+    );
+    rejects(
+        &relay(
+            "[\"10.0.0.5\", \"::1\"]",
+            "advertise = [\"203.0.113.5\", \"nope\"]\n",
+        ),
+        "\"nope\" is not an IP address",
+    );
 }

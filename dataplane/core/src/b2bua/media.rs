@@ -138,6 +138,12 @@ pub(crate) fn cross(
         .map(|l| crate::net::canonical(l.bind.ip()))
         .collect();
     own.extend([media_policy.bind, media_policy.advertise].map(crate::net::canonical));
+    own.extend(
+        [media_policy.bind_other, media_policy.advertise_other]
+            .into_iter()
+            .flatten()
+            .map(crate::net::canonical),
+    );
     // A phone's (or a registering trunk's) own network is the address it
     // is reached at.
     let phone = |leg: &super::call::Leg| {
@@ -149,7 +155,8 @@ pub(crate) fn cross(
     let mut mctx = Context {
         ports,
         call: call.me,
-        advertise: media_policy.advertise,
+        advertise: peers.map(|p| media_policy.advertise_for(p)),
+        dual_stack: media_policy.dual_stack(),
         peers,
         forbidden: &media_policy.forbidden,
         own: &own,

@@ -78,6 +78,7 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
         }
         call.b.trunk = target.trunk;
         call.b.flow = policy.trunk_flow_from(trunk, call.a.flow.local);
+        from_leaving_host(ctx, call);
         match offer_towards(ctx, call, target.trunk, invite.body.clone(), now) {
             Ok(body) => {
                 let invite = Invite { body, ..invite };
@@ -200,6 +201,7 @@ fn fork_to(
     call.b.trunk = target.trunk;
     // The media peer until an answer says which phone it is.
     call.b.flow = first.flow;
+    from_leaving_host(ctx, call);
     let body = offer_towards(ctx, call, target.trunk, invite.body.clone(), now)?;
     let invite = Invite { body, ..invite };
     // A phone is called by its extension at its Contact; a trunk that
@@ -912,4 +914,46 @@ fn hang_up_stray_answer(
         ack,
         dest,
     });
+}
+
+/// The B leg's From names the SBC on the listener the leg leaves from
+/// (which may not be the one the call came in on: another transport or
+/// address family), so the callee never sees the caller's side.
+fn from_leaving_host(ctx: &Ctx, call: &mut Call) {
+    let host = &ctx.local(call.b.flow.local).host;
+    if let Some(party) = with_host(&call.b.local_party, host) {
+        call.b.local_party = party;
+    }
+}
+
+/// `<sip:user@HOST>;tag=...` with `host` in place of HOST; `None` when it
+/// is already there (or the party is not of that form).
+fn with_host(party: &[u8], host: &[u8]) -> Option<Bytes> {
+    let start = party.windows(5).position(|w| w == b"<sip:")? + 5;
+    let at = start + party.get(start..)?.iter().position(|b| *b == b'@')? + 1;
+    let end = at + party.get(at..)?.iter().position(|b| *b == b'>')?;
+    if party.get(at..end)? == host {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(party.len() + host.len());
+    out.put_slice(party.get(..at)?);
+    out.put_slice(host);
+    out.put_slice(party.get(end..)?);
+    Some(out.freeze())
+}
+
+#[cfg(test)]
+mod from_host_tests {
+    use super::with_host;
+
+    #[test]
+    fn the_from_host_is_replaced_only_when_it_differs() {
+        let party = b"\"Alice\" <sip:100@[::1]:5060>;tag=abc";
+        assert_eq!(
+            with_host(party, b"192.0.2.1:5060").as_deref(),
+            Some(&b"\"Alice\" <sip:100@192.0.2.1:5060>;tag=abc"[..])
+        );
+        assert_eq!(with_host(party, b"[::1]:5060"), None);
+        assert_eq!(with_host(b"garbage", b"192.0.2.1"), None);
+    }
 }

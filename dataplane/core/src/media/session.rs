@@ -253,8 +253,12 @@ impl MediaPorts {
 pub struct Context<'c> {
     pub ports: &'c mut MediaPorts,
     pub call: CallRef,
-    /// The address written into SDP.
-    pub advertise: IpAddr,
+    /// Per side: the address written into SDP sent to it (of its family
+    /// when the relay is dual-stack).
+    pub advertise: [IpAddr; 2],
+    /// The relay reaches IPv4 and IPv6 peers alike; else only those of
+    /// the advertised family.
+    pub dual_stack: bool,
     /// Signalling addresses of the two sides: media from them may latch.
     pub peers: [IpAddr; 2],
     /// Networks SDP may not send media to (`media.forbidden_destinations`).
@@ -391,7 +395,8 @@ impl MediaSession {
         }
         let keep = |m: &Media<'_>, f: &[u8]| role == Role::Answer || (ctx.allow)(m, f);
         let origin = self.origin_towards(from.other(), &sdp, &anchors, ctx.call);
-        Ok(rewrite(&sdp, ctx.advertise, &anchors, &keep, origin))
+        let towards = ctx.advertise[from.other() as usize];
+        Ok(rewrite(&sdp, towards, &anchors, &keep, origin))
     }
 
     /// Refuses what cannot be anchored before anything changes: too many
@@ -415,9 +420,12 @@ impl MediaSession {
                 continue;
             }
             let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
-            let own = ip == ctx.advertise && ctx.ports.pool.plan().owner(m.port).is_some();
-            // The relay sends from sockets of the advertised family only.
-            let other_family = !ip.is_unspecified() && ip.is_ipv4() != ctx.advertise.is_ipv4();
+            let own = ctx.advertise.contains(&ip) && ctx.ports.pool.plan().owner(m.port).is_some();
+            // Unless dual-stack, the relay sends from sockets of the
+            // advertised family only.
+            let other_family = !ctx.dual_stack
+                && !ip.is_unspecified()
+                && ip.is_ipv4() != ctx.advertise[from as usize].is_ipv4();
             let forbidden =
                 ctx.forbidden.iter().any(|n| n.contains(&ip)) || refused_destination(ip, from, ctx);
             if crate::net::is_multicast_or_broadcast(ip) || own || other_family || forbidden {

@@ -122,6 +122,8 @@ pub fn media_policy() -> Policy {
     p.media = Some(sbc_core::policy::MediaPolicy {
         bind: "192.0.2.1".parse().unwrap(),
         advertise: "198.51.100.1".parse().unwrap(),
+        bind_other: None,
+        advertise_other: None,
         first_port: 30000,
         last_port: 30099,
         timeout: Duration::from_secs(30),

@@ -32,7 +32,8 @@ fn ctx<'c>(p: &'c mut MediaPorts, allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool) 
     Context {
         ports: p,
         call: call(),
-        advertise: "192.0.2.1".parse().unwrap(),
+        advertise: ["192.0.2.1".parse().unwrap(); 2],
+        dual_stack: false,
         peers: [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
         forbidden: &[],
         own: &OWN,

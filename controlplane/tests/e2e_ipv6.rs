@@ -1,0 +1,274 @@
+//! End-to-end: IPv6 and IPv4 on one SBC. A PBX on IPv6 (::1) calls a
+//! carrier on IPv4 and the carrier calls it back; each leg's SDP is in
+//! that leg's family (the relay listens on both: `media.listen` holds an
+//! IPv4 and an IPv6 address), and RTP flows both ways across the
+//! families.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A UDP peer (SIP or RTP) at `at`.
+struct Udp(UdpSocket);
+
+impl Udp {
+    fn bind(at: &str) -> Udp {
+        let s = UdpSocket::bind(at).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Udp(s)
+    }
+
+    fn send(&self, to: &str, data: &[u8]) {
+        self.0.send_to(data, to).unwrap();
+    }
+
+    /// The next datagram satisfying `want` within 10 s.
+    fn wait(&self, what: &str, want: impl Fn(&[u8]) -> bool) -> (Vec<u8>, SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok((n, from)) = self.0.recv_from(&mut buf)
+                && want(&buf[..n])
+            {
+                return (buf[..n].to_vec(), from);
+            }
+        }
+        panic!("no {what} within 10 s");
+    }
+
+    fn wait_sip(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let (m, _) = self.wait(what, |b| want(&String::from_utf8_lossy(b)));
+        String::from_utf8(m).unwrap()
+    }
+}
+
+/// An SDP body with media at `ip:port`, in the address's family.
+fn sdp_at(ip: &str, port: u16) -> String {
+    let family = if ip.contains(':') { "IP6" } else { "IP4" };
+    format!(
+        "v=0\r\no=- 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    )
+}
+
+/// The `c=` line and audio port of an SDP body in `msg`.
+fn media_of(msg: &str) -> (String, u16) {
+    let body = msg.split("\r\n\r\n").nth(1).unwrap();
+    let c = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c="))
+        .unwrap()
+        .to_owned();
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    (c, port)
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0xd5; 160]);
+    p
+}
+
+fn request(
+    method: &str,
+    uri: &str,
+    via: &str,
+    (from, to): (&str, &str),
+    call_id: &str,
+    cseq: u32,
+    body: &str,
+) -> String {
+    let ctype = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_owned()
+    };
+    format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{call_id}{cseq}{method}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:x@{via}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn to_header(msg: &str) -> String {
+    header(msg, "To").unwrap().to_owned()
+}
+
+#[test]
+fn an_ipv6_pbx_calls_an_ipv4_carrier_and_back_each_leg_in_its_own_family() {
+    let net = Net(141);
+    // Ports on ::1 (shared by every test) are this test's own.
+    let sbc6 = "[::1]:15141";
+    let pbx6 = "[::1]:15241";
+    let carrier = format!("{}:5060", net.carrier_a());
+    let config = format!(
+        r#"
+[sip]
+listen = ["{sbc4}", "{sbc6}"]
+
+[metrics]
+listen = "{metrics}"
+
+[media]
+listen = ["{ip1}", "::1"]
+ports = "25000-25099"
+
+[[trunks]]
+name = "pbx6"
+sources = ["::1"]
+address = "{pbx6}"
+
+[[trunks]]
+name = "carrier"
+sources = ["{carrier_ip}"]
+address = "{carrier}"
+
+[[routes]]
+name = "out"
+from = ["pbx6"]
+numbers = ["*"]
+targets = [{{ trunk = "carrier" }}]
+
+[[dids]]
+numbers = ["+39*"]
+from = ["carrier"]
+trunk = "pbx6"
+
+[shards]
+count = 2
+pin_threads = false
+"#,
+        sbc4 = net.sbc(),
+        metrics = net.metrics(),
+        ip1 = net.ip(1),
+        carrier_ip = net.carrier_a(),
+    );
+    let sbc = Sbc::start(net, &config);
+    let pbx = Udp::bind(pbx6);
+    let pbx_rtp = Udp::bind("[::1]:45141");
+    let car = Udp::bind(&carrier);
+    let car_rtp = Udp::bind(&format!("{}:45241", net.carrier_a()));
+
+    // IPv6 PBX -> IPv4 carrier.
+    let offer = sdp_at("::1", 45141);
+    let invite = request(
+        "INVITE",
+        &format!("sip:+390612345678@{sbc6}"),
+        pbx6,
+        (
+            &format!("<sip:100@{pbx6}>;tag=p6"),
+            &format!("<sip:+390612345678@{sbc6}>"),
+        ),
+        "v6-out",
+        1,
+        &offer,
+    );
+    pbx.send(sbc6, invite.as_bytes());
+    let b_invite = car.wait_sip("INVITE at the carrier", |m| m.starts_with("INVITE "));
+    let (c, b_port) = media_of(&b_invite);
+    assert_eq!(
+        c,
+        format!("IN IP4 {}", net.ip(1)),
+        "{b_invite}\n{}",
+        sbc.log()
+    );
+    assert!(
+        !b_invite.contains("::1"),
+        "no IPv6 address on the IPv4 leg: {b_invite}"
+    );
+    let answer = sdp_at(&net.carrier_a(), 45241);
+    let ok = respond(
+        &b_invite,
+        200,
+        "OK",
+        "car1",
+        &format!("Contact: <sip:c@{carrier}>\r\nContent-Type: application/sdp\r\n"),
+        &answer,
+    );
+    car.send(&format!("{}:5060", net.ip(1)), ok.as_bytes());
+    let a_ok = pbx.wait_sip("200 at the PBX", |m| m.starts_with("SIP/2.0 200"));
+    let (c, a_port) = media_of(&a_ok);
+    assert_eq!(c, "IN IP6 ::1", "{a_ok}\n{}", sbc.log());
+    let ack = request(
+        "ACK",
+        &format!("sip:+390612345678@{sbc6}"),
+        pbx6,
+        (&format!("<sip:100@{pbx6}>;tag=p6"), &to_header(&a_ok)),
+        "v6-out",
+        1,
+        "",
+    );
+    pbx.send(sbc6, ack.as_bytes());
+    car.wait_sip("ACK at the carrier", |m| m.starts_with("ACK "));
+
+    // RTP across the families, both ways.
+    pbx_rtp.send(&format!("[::1]:{a_port}"), &rtp(1));
+    let (_, from) = car_rtp.wait("RTP at the carrier", |b| b.len() == 172);
+    assert_eq!(from, format!("{}:{b_port}", net.ip(1)).parse().unwrap());
+    car_rtp.send(&format!("{}:{b_port}", net.ip(1)), &rtp(2));
+    let (_, from) = pbx_rtp.wait("RTP at the PBX", |b| b.len() == 172);
+    assert_eq!(from, format!("[::1]:{a_port}").parse().unwrap());
+
+    let bye = request(
+        "BYE",
+        &format!("sip:+390612345678@{sbc6}"),
+        pbx6,
+        (&format!("<sip:100@{pbx6}>;tag=p6"), &to_header(&a_ok)),
+        "v6-out",
+        2,
+        "",
+    );
+    pbx.send(sbc6, bye.as_bytes());
+    let b_bye = car.wait_sip("BYE at the carrier", |m| m.starts_with("BYE "));
+    car.send(
+        &format!("{}:5060", net.ip(1)),
+        respond(&b_bye, 200, "OK", "car1", "", "").as_bytes(),
+    );
+    pbx.wait_sip("200 to the BYE", |m| m.contains("CSeq: 2 BYE"));
+
+    // IPv4 carrier -> IPv6 PBX.
+    let offer = sdp_at(&net.carrier_a(), 45241);
+    let invite = request(
+        "INVITE",
+        &format!("sip:+390299999@{}", net.sbc()),
+        &carrier,
+        (
+            &format!("<sip:+3906555@{carrier}>;tag=c4"),
+            &format!("<sip:+390299999@{}>", net.sbc()),
+        ),
+        "v4-in",
+        1,
+        &offer,
+    );
+    car.send(&net.sbc(), invite.as_bytes());
+    let a_invite = pbx.wait_sip("INVITE at the PBX", |m| m.starts_with("INVITE "));
+    let (c, _) = media_of(&a_invite);
+    assert_eq!(c, "IN IP6 ::1", "{a_invite}\n{}", sbc.log());
+    assert!(
+        a_invite.contains("Via: SIP/2.0/UDP [::1]:15141"),
+        "{a_invite}"
+    );
+    let answer = sdp_at("::1", 45141);
+    let ok = respond(
+        &a_invite,
+        200,
+        "OK",
+        "p6b",
+        &format!("Contact: <sip:p@{pbx6}>\r\nContent-Type: application/sdp\r\n"),
+        &answer,
+    );
+    pbx.send(sbc6, ok.as_bytes());
+    let c_ok = car.wait_sip("200 at the carrier", |m| m.starts_with("SIP/2.0 200"));
+    let (c, _) = media_of(&c_ok);
+    assert_eq!(c, format!("IN IP4 {}", net.ip(1)), "{c_ok}\n{}", sbc.log());
+}
