@@ -48,9 +48,11 @@ pin_threads = false
 listen = "$N.1:9090"
 [[trunks]]
 name = "pbx"
-sources = ["$N.10"]
+# .12: where sipp's SDP points when it sits behind socat (TLS).
+sources = ["$N.10", "$N.12"]
 address = "$N.10:5060"
 transport = "$T"
+$tls
 [[trunks]]
 name = "carrier"
 sources = ["$N.20"]
@@ -121,7 +123,7 @@ handshakes() { # target
   start_$target tls
   sleep 1.5
   local c0; c0=$(ticks "$MATCH")
-  local out; out=$(openssl s_time -connect $N.1:5061 -new -time $HS_SECONDS 2>/dev/null | grep "connections in" | head -1)
+  local out; out=$(openssl s_time -connect $N.1:5061 -new -time $HS_SECONDS 2>/dev/null | grep "real seconds" | head -1)
   local c1; c1=$(ticks "$MATCH")
   local n; n=$(echo "$out" | awk '{print $1}')
   echo "$target tls handshakes: $out; server cpu_us_per_handshake=$(echo "scale=1; ($c1-$c0)*1000000/$HZ/${n:-1}" | bc)"

@@ -189,3 +189,57 @@ fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
     assert_eq!(*dest, phone, "over the connection it registered on");
     assert!(ring.header(HeaderName::Via).starts_with("SIP/2.0/TCP "));
 }
+
+#[test]
+fn a_dialog_with_a_trunk_over_a_stream_keeps_the_connection_its_answer_came_on() {
+    let mut sim = Sim::with_policy(tcp_policy(true));
+    sim.recv(
+        PBX,
+        &invite(PBX, "+390612345678", "tcp-3", "z9hG4bKtcp3", 1),
+    );
+    let sent = drain(&mut sim);
+    let (_, b_invite) = find(&sent, "INVITE ");
+    // The carrier answers over the connection the I/O layer opened (id 9),
+    // its Contact naming a port nothing listens on (a TLS front end, a
+    // proxy): the ACK and the BYE still go over that connection.
+    let carrier_ip = addr(CARRIER_A).ip();
+    let on_conn = Flow {
+        transport: Transport::Tcp,
+        remote: addr(CARRIER_A),
+        local: LocalId(1),
+        conn: conn(9),
+    };
+    let contact = format!("sip:c@{carrier_ip}:5999;transport=tcp");
+    let ok = reply(b_invite, 200, "OK", Some("ct"), Some(&contact), "");
+    sim.engine.handle_datagram(sim.now, on_conn, ok.as_bytes());
+    let sent = drain(&mut sim);
+    let (_, a_ok) = find(&sent, "SIP/2.0 200");
+    sim.recv(PBX, &ack_from_pbx("tcp-3", &a_ok.header(HeaderName::To)));
+    let sent = drain(&mut sim);
+    let (ack_dest, ack) = find(&sent, "ACK ");
+    assert_eq!(ack_dest.conn, conn(9), "{ack_dest:?}");
+    assert!(
+        ack.text().starts_with(&format!("ACK {contact} ")),
+        "{}",
+        ack.text()
+    );
+    let bye = in_dialog(
+        "BYE",
+        "sip:192.0.2.1:5060",
+        PBX,
+        "z9hG4bKtcp3b",
+        CALLER_FROM,
+        &a_ok.header(HeaderName::To),
+        "tcp-3",
+        2,
+        "",
+    );
+    sim.recv(PBX, &bye);
+    let sent = drain(&mut sim);
+    let (bye_dest, _) = find(&sent, "BYE ");
+    assert_eq!(
+        (bye_dest.transport, bye_dest.conn),
+        (Transport::Tcp, conn(9)),
+        "{bye_dest:?}"
+    );
+}

@@ -378,7 +378,7 @@ pub(crate) fn on_attempt_response(
     ctx: &mut Ctx,
     call: &mut Call,
     index: usize,
-    resp: &Response<'_>,
+    (resp, origin): (&Response<'_>, crate::net::Flow),
     now: Instant,
 ) {
     let policy = std::sync::Arc::clone(&call.policy);
@@ -430,8 +430,15 @@ pub(crate) fn on_attempt_response(
         return;
     }
     call.timers.cancel(TimerName::NoResponse);
-    // The B leg's peer is whoever answers (one of several forks).
+    // The B leg's peer is whoever answers (one of several forks). Over a
+    // stream, the dialog keeps the connection the answer came on: the
+    // SBC's later requests (ACK, BYE, re-INVITE) go over it, whatever
+    // port the callee's Contact names (often one nothing listens on, as
+    // behind a TLS front end).
     call.b.flow = attempt.tx.dest();
+    if call.b.flow.transport.is_reliable() && origin.conn.is_some() {
+        call.b.flow.conn = origin.conn;
+    }
     match code {
         100 => {}
         101..=199 => {

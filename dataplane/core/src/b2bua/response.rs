@@ -101,7 +101,7 @@ impl Engine {
             return;
         }
         if let Some(i) = attempt {
-            super::outbound::on_attempt_response(&mut self.ctx, call, i, &resp, now);
+            super::outbound::on_attempt_response(&mut self.ctx, call, i, (&resp, origin), now);
         } else if let Some(i) = call.relays.iter().position(|x| {
             x.from == side.other()
                 && x.client_branch == branch
