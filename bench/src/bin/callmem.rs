@@ -59,6 +59,7 @@ fn policy() -> Policy {
         max_calls: None,
         max_cps: None,
         public: false,
+        tls_only: false,
         registration: None,
         dynamic: false,
         stats: Arc::default(),

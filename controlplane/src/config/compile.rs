@@ -59,6 +59,7 @@ fn trunk_accounts(trunks: &[super::file::Trunk]) -> Vec<sbc_core::registrar::Acc
                     t.secret.as_ref()?.0.as_bytes().into(),
                 ),
                 networks: Vec::new(),
+                transports: Vec::new(),
                 trunk: Some(TrunkId(u16::try_from(i).unwrap_or(u16::MAX))),
             })
         })
@@ -114,6 +115,7 @@ pub fn compile(
                 max_calls: t.max_calls,
                 max_cps: t.max_cps,
                 public: t.public,
+                tls_only: t.tls.as_ref().is_some_and(|tls| tls.verify_client),
                 registration: t
                     .register
                     .as_ref()

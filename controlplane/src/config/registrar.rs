@@ -112,6 +112,10 @@ pub struct AccountEntry {
     /// Networks it may register from; absent or empty: anywhere.
     #[serde(default)]
     pub networks: Vec<Network>,
+    /// Transports it may register and call over (e.g. `["tls", "wss"]`
+    /// to hold it to encrypted signalling); absent or empty: any.
+    #[serde(default)]
+    pub transports: Vec<super::values::AnyTransport>,
 }
 
 /// A digest realm: 1 to 128 printable characters, no quote or backslash.
@@ -478,6 +482,7 @@ pub fn compile(
                     },
                 },
                 networks: a.networks.iter().map(|n| n.0).collect(),
+                transports: a.transports.iter().map(|t| t.0).collect(),
                 trunk: None,
             })
         })

@@ -90,7 +90,35 @@ pub fn validate(file: &ConfigFile) -> Check {
         self::did(did, &trunks, &extensions, &root.key("dids").index(i))?;
     }
     super::registrar::validate(file.registrar.as_ref(), &file.extensions, &root)?;
+    account_transports(file, &root)?;
     trunk_usernames(file, &root)
+}
+
+/// An account's transports each have a listen address.
+fn account_transports(file: &super::file::ConfigFile, root: &FieldPath) -> Check {
+    for (i, e) in file.extensions.iter().enumerate() {
+        for (j, a) in e.accounts.iter().enumerate() {
+            for (k, t) in a.transports.iter().enumerate() {
+                if !file.sip.listen.iter().any(|l| l.1 == t.0) {
+                    return at(
+                        root.key("extensions")
+                            .index(i)
+                            .key("accounts")
+                            .index(j)
+                            .key("transports")
+                            .index(k),
+                        format!(
+                            "\"{}\": no {} listen address in sip.listen (like \"{}:127.0.0.1:5061\")",
+                            t.0.name(),
+                            t.0.token(),
+                            t.0.name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A trunk that registers has a username no account and no other such

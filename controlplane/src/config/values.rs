@@ -87,6 +87,25 @@ impl TryFrom<String> for TransportName {
     }
 }
 
+/// Any SIP transport by name: `"udp"`, `"tcp"`, `"tls"`, `"ws"`, `"wss"`
+/// (an account's `transports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AnyTransport(pub sbc_core::net::Transport);
+
+impl TryFrom<String> for AnyTransport {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        sbc_core::net::Transport::from_token(s.trim().as_bytes())
+            .map(AnyTransport)
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not a transport; use \"udp\", \"tcp\", \"tls\", \"ws\" or \"wss\""
+                )
+            })
+    }
+}
+
 /// An IP address without a port: `192.0.2.1`, `2001:db8::1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]

@@ -154,7 +154,7 @@ impl ConnClose {
 /// A stream connection, named by the I/O layer that owns it (never 0, so
 /// `Option<ConnId>` costs nothing in every flow a call keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId(pub std::num::NonZeroU32);
+pub struct ConnId(pub std::num::NonZeroU64);
 
 /// Where a message came from or where it goes: the transport, the peer,
 /// the local socket, and for stream transports the connection (RFC 5626

@@ -63,6 +63,10 @@ pub struct Trunk {
     /// A trunk on the public internet: its SDP may not point media at
     /// private ranges outside its own `sources`.
     pub public: bool,
+    /// Its requests are taken only over TLS, where its connections had to
+    /// present a certificate its CA signed (`verify_client`): from its
+    /// addresses over UDP, TCP or WebSocket it is a stranger.
+    pub tls_only: bool,
     /// The SBC registers itself to this trunk (BRIEF §2); its credentials
     /// also answer the trunk's challenges to our INVITEs.
     pub registration: Option<Arc<Registration>>,
@@ -424,6 +428,13 @@ impl Policy {
         self.trunk_for_source(ip)
     }
 
+    /// Whether `trunk` may send requests over `transport`: a trunk held to
+    /// verified TLS (`tls_only`) only over TLS.
+    pub fn accepts_over(&self, trunk: TrunkId, transport: crate::net::Transport) -> bool {
+        self.trunk(trunk)
+            .is_none_or(|t| !t.tls_only || transport == crate::net::Transport::Tls)
+    }
+
     /// Where a trunk's requests go: its configured address (`None` for
     /// phones and trunks that register: where they registered from).
     pub fn fixed_address(&self, trunk: TrunkId) -> Option<SocketAddr> {
@@ -557,6 +568,7 @@ mod tests {
             max_calls: None,
             max_cps: None,
             public: false,
+            tls_only: false,
             registration: None,
             dynamic: false,
             stats: Arc::default(),

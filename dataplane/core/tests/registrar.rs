@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sbc_core::b2bua::Event;
+use sbc_core::net::{ConnId, Flow, LocalId, Transport};
 use sbc_core::policy::Policy;
 use sbc_core::registrar::{
     Account, AccountSecret, Accounts, AuthFailure, Change, Location, LockoutSettings,
@@ -54,6 +55,7 @@ fn registrar_policy() -> Policy {
                     sha256: None,
                 },
                 networks: vec!["203.0.113.0/24".parse().unwrap()],
+                transports: Vec::new(),
                 trunk: None,
             },
         ],
@@ -117,16 +119,22 @@ impl Phone {
     /// Sends a REGISTER (with credentials for the last challenge, if
     /// any) and returns the answer.
     fn send(&mut self, sim: &mut Sim, extra: &str) -> Sent {
+        self.send_on(sim, Flow::udp(addr(PHONE), LocalId(0)), extra)
+    }
+
+    /// [`Phone::send`] over `flow`.
+    fn send_on(&mut self, sim: &mut Sim, flow: Flow, extra: &str) -> Sent {
         self.cseq += 1;
         let mut headers = extra.to_owned();
         if self.challenge.is_some() {
             self.nc += 1;
             headers.push_str(&self.authorization(b"cn0a", self.nc));
         }
-        sim.recv(
-            PHONE,
-            &register(self.user, self.call_id, self.cseq, &headers),
+        let text = register(self.user, self.call_id, self.cseq, &headers).replace(
+            "SIP/2.0/UDP",
+            &format!("SIP/2.0/{}", flow.transport.token()),
         );
+        sim.engine.handle_datagram(sim.now, flow, text.as_bytes());
         let answer = sim.one_to(PHONE);
         if answer.code() == Some(401) {
             self.take_challenge(&answer, Algorithm::Md5);
@@ -537,4 +545,52 @@ fn shards_count_a_sources_failures_together() {
         assert!(sim.sent().is_empty());
         assert_eq!(count(sim, RegisterResult::Blocked), 1);
     }
+}
+
+#[test]
+fn an_account_held_to_tls_is_refused_over_udp_and_registers_over_tls() {
+    let mut p = registrar_policy();
+    p.listeners.push(sbc_core::policy::Listener {
+        transport: Transport::Tls,
+        bind: addr("192.0.2.1:5061"),
+        advertise: "192.0.2.1:5061".into(),
+    });
+    p.accounts = Accounts::new(
+        Some(settings()),
+        vec![Account {
+            transports: vec![Transport::Tls, Transport::Wss],
+            ..account("alice", "201", "alices-secret")
+        }],
+    );
+    let mut sim = Sim::with_policy(p);
+    let mut alice = Phone::new("alice", "alices-secret", "reg-tls");
+    // Over UDP the right password is refused as if it were wrong.
+    let udp = alice.register(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    assert_eq!(udp.code(), Some(401), "{}", udp.text());
+    let transport = sim.stats.auth_failures[AuthFailure::Transport as usize]
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(transport, 1);
+    assert!(sim.events().is_empty(), "nothing registered");
+    // Over TLS it registers.
+    let tls = Flow {
+        transport: Transport::Tls,
+        remote: addr(PHONE),
+        local: LocalId(1),
+        conn: Some(ConnId(std::num::NonZeroU64::new(7).unwrap())),
+    };
+    let first = alice.send_on(
+        &mut sim,
+        tls,
+        "Contact: <sip:alice@10.1.1.2;transport=tls>\r\n",
+    );
+    let ok = if first.code() == Some(401) {
+        alice.send_on(
+            &mut sim,
+            tls,
+            "Contact: <sip:alice@10.1.1.2;transport=tls>\r\n",
+        )
+    } else {
+        first
+    };
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
 }

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::num::NonZeroU32;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use sbc_core::net::{ConnId, Flow, LocalId, Transport};
@@ -30,7 +30,7 @@ fn tcp_policy(carrier_a_over_tcp: bool) -> Policy {
 }
 
 fn conn(n: u32) -> Option<ConnId> {
-    Some(ConnId(NonZeroU32::new(n).unwrap()))
+    Some(ConnId(NonZeroU64::new(n.into()).unwrap()))
 }
 
 fn tcp_from(remote: &str, n: u32) -> Flow {
@@ -242,4 +242,46 @@ fn a_dialog_with_a_trunk_over_a_stream_keeps_the_connection_its_answer_came_on()
         (Transport::Tcp, conn(9)),
         "{bye_dest:?}"
     );
+}
+
+#[test]
+fn a_trunk_held_to_verified_tls_is_a_stranger_over_anything_else() {
+    let mut p = tcp_policy(false);
+    p.listeners.push(Listener {
+        transport: Transport::Tls,
+        bind: addr("192.0.2.1:5061"),
+        advertise: "192.0.2.1:5061".into(),
+    });
+    p.trunks[1].tls_only = true;
+    let mut sim = Sim::with_policy(p);
+    // carrier-a's address over UDP (spoofable) and over TCP: refused.
+    let text = invite(CARRIER_A, "+390299999", "mtls-1", "z9hG4bKm1", 1);
+    sim.recv(CARRIER_A, &text);
+    assert_eq!(sim.one_to(CARRIER_A).code(), Some(403));
+    let tcp = Flow {
+        transport: Transport::Tcp,
+        remote: addr("10.0.0.20:40100"),
+        local: LocalId(1),
+        conn: conn(3),
+    };
+    let text2 = invite(CARRIER_A, "+390299999", "mtls-2", "z9hG4bKm2", 1)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    sim.engine.handle_datagram(sim.now, tcp, text2.as_bytes());
+    let sent = drain(&mut sim);
+    let (_, refused) = find(&sent, "SIP/2.0 403");
+    assert!(refused.text().contains("mtls-2"));
+    // Over TLS (where the I/O layer demanded its certificate) it is the
+    // trunk, and its call reaches the PBX.
+    let tls = Flow {
+        transport: Transport::Tls,
+        remote: addr("10.0.0.20:40101"),
+        local: LocalId(2),
+        conn: conn(4),
+    };
+    let text3 = invite(CARRIER_A, "+390299999", "mtls-3", "z9hG4bKm3", 1)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    sim.engine.handle_datagram(sim.now, tls, text3.as_bytes());
+    let sent = drain(&mut sim);
+    let (to_pbx, _) = find(&sent, "INVITE ");
+    assert_eq!(to_pbx.remote, addr(PBX));
 }

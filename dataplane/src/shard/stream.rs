@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::num::NonZeroU32;
+use std::num::NonZeroU64;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,20 +68,23 @@ pub(crate) const CONN_CONNECT: u64 = 10 << KIND_SHIFT;
 pub(crate) const CONN_CANCEL: u64 = 11 << KIND_SHIFT;
 
 /// The connection id of slot `slot` (generation `generation`) on shard
-/// `shard`: shard in the top byte, then the generation, then the slot.
-fn conn_id(shard: u8, generation: u8, slot: u16) -> Option<ConnId> {
-    NonZeroU32::new(u32::from(shard) << 24 | u32::from(generation) << 16 | u32::from(slot))
+/// `shard`: the shard in bits 48-55, the generation in 16-47, the slot in
+/// 0-15. A 32-bit generation never wraps in practice, so an id that
+/// outlived its connection (kept by a dialog, a binding) can never name
+/// the next connection in that slot.
+fn conn_id(shard: u8, generation: u32, slot: u16) -> Option<ConnId> {
+    NonZeroU64::new(u64::from(shard) << 48 | u64::from(generation) << 16 | u64::from(slot))
         .map(ConnId)
 }
 
 /// The shard that owns a connection.
 pub(crate) fn conn_shard(id: ConnId) -> usize {
-    (id.0.get() >> 24) as usize
+    ((id.0.get() >> 48) & 0xff) as usize
 }
 
-fn conn_parts(id: ConnId) -> (u8, u16) {
+fn conn_parts(id: ConnId) -> (u32, u16) {
     let v = id.0.get();
-    (((v >> 16) & 0xff) as u8, (v & 0xffff) as u16)
+    (((v >> 16) & 0xffff_ffff) as u32, (v & 0xffff) as u16)
 }
 
 fn transport_index(t: Transport) -> usize {
@@ -117,7 +120,10 @@ struct Conn {
     /// output (a TLS alert, a WebSocket refusal or close) has been sent.
     finishing: Option<ConnClose>,
     /// Requests in flight on it (receive, send, connect).
-    ops: u8,
+    ops: u32,
+    /// A send is in flight (its bytes are `sending`): at most one at a
+    /// time, so bytes leave in order and none twice.
+    in_flight: bool,
     closing: bool,
     /// Accepted (counted in `per_source`) rather than opened by us.
     accepted: bool,
@@ -137,7 +143,7 @@ pub(crate) struct Streams {
     me: u8,
     listeners: Vec<StreamListener>,
     slots: Vec<Option<Conn>>,
-    generations: Vec<u8>,
+    generations: Vec<u32>,
     free: Vec<u16>,
     /// Usable connections by (transport, peer), for reuse (RFC 3261
     /// §18.1.1): the newest one to each peer.
@@ -149,6 +155,8 @@ pub(crate) struct Streams {
     tls: Arc<ArcSwap<TlsSetup>>,
     /// Where decrypted bytes land on their way to a decoder.
     plain: Box<[u8]>,
+    /// Listeners whose accept ended on an error, re-armed by the sweep.
+    rearm: Vec<usize>,
 }
 
 impl Streams {
@@ -184,6 +192,7 @@ impl Streams {
             next_sweep: Instant::now() + SWEEP_EVERY,
             tls,
             plain: vec![0; STREAM_BUF].into_boxed_slice(),
+            rearm: Vec::new(),
         })
     }
 
@@ -244,8 +253,15 @@ impl Streams {
             queued: BytesMut::new(),
             sending: Bytes::new(),
             connecting: None,
-            tls: tls.map(Box::new),
+            tls: tls.map(|mut t| {
+                // rustls holds output (plaintext before the handshake
+                // completes, records not yet taken) up to the same bound
+                // as the connection's own queue.
+                t.set_buffer_limit(Some(MAX_QUEUED));
+                Box::new(t)
+            }),
             handshaken: false,
+            in_flight: false,
             ws,
             finishing: None,
             ops: 0,
@@ -270,6 +286,13 @@ impl Streams {
         stats: &ShardStats,
     ) -> io::Result<()> {
         if !cqueue::more(flags) {
+            if res < 0 {
+                // Out of descriptors or memory: accepting again at once
+                // would spin. The sweep re-arms it within a second.
+                tracing::warn!(error = %io::Error::from_raw_os_error(-res), "accept failed; retrying in a second");
+                self.rearm.push(idx);
+                return Ok(());
+            }
             self.arm_accept(ring, idx)?;
         }
         if res < 0 {
@@ -383,9 +406,19 @@ impl Streams {
             // completed), WebSocket answers, or the last words before
             // closing (a TLS alert, an HTTP 400, a WebSocket close) go out
             // now.
-            sealed = seal(c);
-            if let Some(reason) = close
-                && (sealed || !c.sending.is_empty())
+            sealed = match seal(c) {
+                Ok(added) => added,
+                Err(reason) => {
+                    close = Some(reason);
+                    false
+                }
+            };
+            if c.queued.len() > MAX_QUEUED {
+                // The peer sends (pings, handshake records) but does not
+                // read what they make us answer.
+                close = Some(ConnClose::Overflow);
+            } else if let Some(reason) = close
+                && (sealed || c.in_flight)
                 && res > 0
             {
                 // Close once that has been sent.
@@ -468,7 +501,7 @@ impl Streams {
                     .slots
                     .get(usize::from(slot))
                     .and_then(Option::as_ref)
-                    .is_some_and(|c| !c.closing);
+                    .is_some_and(|c| !c.closing && c.flow.transport == dest.transport);
             if live {
                 return self.queue(ring, slot, data, stats);
             }
@@ -549,7 +582,7 @@ impl Streams {
         c.connecting = Some(addr);
         c.ops += 1;
         // The ClientHello waits in the queue for the connect.
-        seal(c);
+        let _ = seal(c);
         push(ring, &entry)?;
         Ok(Some(slot))
     }
@@ -607,9 +640,12 @@ impl Streams {
             (Some(ws), _) => {
                 if !ws.send(data) {
                     // Not upgraded yet, or closed: nothing can carry it.
+                    tracing::debug!(peer = %c.flow.remote, "no WebSocket to carry a message yet: dropped");
                     return Ok(());
                 }
-                seal(c);
+                if let Err(reason) = seal(c) {
+                    return self.close(ring, slot, reason, stats);
+                }
             }
             (None, Some(tls)) => {
                 // Before the handshake completes rustls holds the
@@ -617,14 +653,13 @@ impl Streams {
                 if tls.writer().write_all(&data).is_err() {
                     return self.close(ring, slot, ConnClose::Overflow, stats);
                 }
-                seal(c);
+                if let Err(reason) = seal(c) {
+                    return self.close(ring, slot, reason, stats);
+                }
             }
             (None, None) => c.queued.extend_from_slice(&data),
         }
-        if !c.sending.is_empty() {
-            // A send is in flight; what queued goes when it completes.
-            return Ok(());
-        }
+        // With a send in flight, what queued goes when it completes.
         self.send_next(ring, slot)
     }
 
@@ -634,7 +669,7 @@ impl Streams {
         let Some(c) = self.conn_mut(slot) else {
             return Ok(());
         };
-        if c.closing || c.connecting.is_some() {
+        if c.closing || c.connecting.is_some() || c.in_flight {
             return Ok(());
         }
         if c.sending.is_empty() {
@@ -649,6 +684,7 @@ impl Streams {
             .build()
             .user_data(CONN_SEND | u64::from(slot));
         c.ops += 1;
+        c.in_flight = true;
         push(ring, &entry)
     }
 
@@ -664,6 +700,7 @@ impl Streams {
         let Some(c) = self.op_done(slot) else {
             return Ok(());
         };
+        c.in_flight = false;
         if res < 0 {
             return self.close(ring, slot, ConnClose::Error, stats);
         }
@@ -706,6 +743,15 @@ impl Streams {
         c.closing = true;
         count_close(stats, reason);
         open_gauge(stats, c.flow.transport, -1);
+        // A TLS connection that ends before its handshake completed (an
+        // error, a reset, a timeout) is a failed handshake, counted once:
+        // here.
+        if reason != ConnClose::ConnectFailed
+            && !c.handshaken
+            && c.tls.as_deref().is_some_and(|t| t.is_handshaking())
+        {
+            ShardStats::inc_at(&stats.handshake_failures, transport_index(c.flow.transport));
+        }
         let key = (c.flow.transport, c.flow.remote);
         if self.by_remote.get(&key) == Some(&slot) {
             self.by_remote.remove(&key);
@@ -757,14 +803,21 @@ impl Streams {
             return Ok(());
         }
         self.next_sweep = now + SWEEP_EVERY;
+        for idx in std::mem::take(&mut self.rearm) {
+            self.arm_accept(ring, idx)?;
+        }
         let expired: Vec<u16> = self
             .slots
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                let late =
-                    !c.got_message && now.saturating_duration_since(c.opened) > FIRST_MESSAGE;
+                // No whole message yet from a peer that connected, or a TLS
+                // handshake (either way) not done: both in the first
+                // message time.
+                let handshaking = c.tls.as_deref().is_some_and(|t| t.is_handshaking());
+                let late = (!c.got_message || handshaking)
+                    && now.saturating_duration_since(c.opened) > FIRST_MESSAGE;
                 let idle = now.saturating_duration_since(c.active) > IDLE;
                 let stuck =
                     c.finishing.is_some() && now.saturating_duration_since(c.active) > FINISH;
@@ -821,12 +874,15 @@ fn take_in(
     };
     let index = transport_index(flow.transport);
     let peer = flow.remote;
+    // A failed handshake is counted when the connection closes (however
+    // it ends: here, a reset, a timeout).
     let fail = |tls: &rustls::Connection, error: &dyn std::fmt::Display| {
-        if tls.is_handshaking() {
-            ShardStats::inc_at(&stats.handshake_failures, index);
-        }
         tracing::debug!(peer = %peer, error = %error, handshaking = tls.is_handshaking(), "TLS failed");
-        ConnClose::Handshake
+        if tls.is_handshaking() {
+            ConnClose::Handshake
+        } else {
+            ConnClose::Error
+        }
     };
     while !data.is_empty() {
         if let Err(e) = tls.read_tls(&mut data) {
@@ -835,26 +891,29 @@ fn take_in(
         if let Err(e) = tls.process_new_packets() {
             return Err(fail(tls, &e));
         }
+        if !*handshaken && !tls.is_handshaking() {
+            *handshaken = true;
+            ShardStats::inc_at(&stats.handshakes, index);
+        }
         loop {
             match tls.reader().read(plain) {
-                Ok(0) => break,
+                // The peer's close_notify: it is done.
+                Ok(0) => return Err(ConnClose::Peer),
                 Ok(n) => deliver(plain.get(..n).unwrap_or_default())?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(fail(tls, &e)),
             }
         }
     }
-    if !*handshaken && !tls.is_handshaking() {
-        *handshaken = true;
-        ShardStats::inc_at(&stats.handshakes, index);
-    }
     Ok(())
 }
 
 /// Moves what WebSocket and TLS have to send (the upgrade answer, frames,
 /// handshake records, encrypted output) into the connection's queue.
-/// Whether anything was added.
-fn seal(c: &mut Conn) -> bool {
+/// Whether anything was added; an error when TLS cannot take the
+/// WebSocket's output (more than its buffer holds: the peer does not
+/// read).
+fn seal(c: &mut Conn) -> Result<bool, ConnClose> {
     let before = c.queued.len();
     if let Some(ws) = c.ws.as_deref_mut() {
         let bytes = ws.output();
@@ -862,13 +921,13 @@ fn seal(c: &mut Conn) -> bool {
             None => c.queued.extend_from_slice(&bytes),
             Some(tls) => {
                 if !bytes.is_empty() && tls.writer().write_all(&bytes).is_err() {
-                    return false;
+                    return Err(ConnClose::Overflow);
                 }
             }
         }
     }
     let Some(tls) = c.tls.as_deref_mut() else {
-        return c.queued.len() > before;
+        return Ok(c.queued.len() > before);
     };
     while tls.wants_write() {
         match tls.write_tls(&mut (&mut c.queued).writer()) {
@@ -876,7 +935,7 @@ fn seal(c: &mut Conn) -> bool {
             Ok(_) => {}
         }
     }
-    c.queued.len() > before
+    Ok(c.queued.len() > before)
 }
 
 fn count_close(stats: &ShardStats, reason: ConnClose) {
@@ -902,6 +961,9 @@ mod tests {
         let id = conn_id(3, 7, 513).unwrap();
         assert_eq!(conn_shard(id), 3);
         assert_eq!(conn_parts(id), (7, 513));
+        let id = conn_id(255, u32::MAX, u16::MAX).unwrap();
+        assert_eq!(conn_shard(id), 255);
+        assert_eq!(conn_parts(id), (u32::MAX, u16::MAX));
         assert!(conn_id(0, 0, 0).is_none(), "generations start at 1");
         assert_ne!(conn_id(0, 1, 5), conn_id(0, 2, 5));
     }

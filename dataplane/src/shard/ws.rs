@@ -23,6 +23,9 @@ const SUBPROTOCOL: &str = "sip";
 /// Bytes of an upgrade request that has not ended yet, at most.
 const MAX_REQUEST: usize = 16 * 1024;
 
+/// tungstenite's read buffer per connection.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// Input and output between the connection and tungstenite.
 #[derive(Default)]
 struct Pipes {
@@ -125,9 +128,12 @@ impl WsConn {
     /// `max_message` bytes.
     pub(crate) fn new(max_message: usize) -> Self {
         let pipe = Pipe::default();
+        // A small read buffer: tungstenite's default reserves 128 KiB per
+        // connection, too much for thousands of idle phones.
         let config = WebSocketConfig::default()
             .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message));
+            .max_frame_size(Some(max_message))
+            .read_buffer_size(READ_BUFFER);
         let mid = match ServerHandshake::start(pipe.clone(), SipOnly, Some(config)).handshake() {
             Err(HandshakeError::Interrupted(mid)) => State::Upgrading(Box::new(mid)),
             // Nothing was read yet: it cannot be done or failed.

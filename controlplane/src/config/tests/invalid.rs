@@ -536,3 +536,18 @@ rejects!(
     "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[sip.timers]\nmax_call_duration_s = 0\n",
     "sip.timers.max_call_duration_s: 0 is out of range: must be between 1 and 604800 seconds"
 );
+
+rejects!(
+    account_transport_without_listener,
+    with_base(
+        "\n[registrar]\nrealm = \"sbc.test\"\n\n[[extensions]]\nnumber = \"201\"\naccounts = [{ username = \"alice\", secret = \"s3cret-pass\", transports = [\"tls\"] }]\n"
+    ),
+    "extensions[0].accounts[0].transports[0]: \"tls\": no TLS listen address in sip.listen"
+);
+rejects!(
+    account_transport_unknown,
+    with_base(
+        "\n[registrar]\nrealm = \"sbc.test\"\n\n[[extensions]]\nnumber = \"201\"\naccounts = [{ username = \"alice\", secret = \"s3cret-pass\", transports = [\"sctp\"] }]\n"
+    ),
+    "\"sctp\" is not a transport; use \"udp\", \"tcp\", \"tls\", \"ws\" or \"wss\""
+);

@@ -476,7 +476,7 @@ mod tests {
         // A stream transport: back over the same connection, whatever Via says.
         let tcp = Flow {
             transport: Transport::Tcp,
-            conn: std::num::NonZeroU32::new(9).map(ConnId),
+            conn: std::num::NonZeroU64::new(9).map(ConnId),
             ..udp
         };
         let raw = parse("SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa");

@@ -608,7 +608,7 @@ mod size_tests {
     #[test]
     fn call_and_parsed_message_sizes_stay_bounded() {
         assert!(
-            std::mem::size_of::<super::Call>() <= 1416,
+            std::mem::size_of::<super::Call>() <= 1448,
             "{}",
             std::mem::size_of::<super::Call>()
         );

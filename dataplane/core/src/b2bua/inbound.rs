@@ -106,7 +106,11 @@ impl Engine {
         }
         // BRIEF §8 default deny: a source that is no trunk gets 403.
         let user = req.uri.user;
-        let Some(trunk) = self.ctx.policy.trunk_for_request(origin.remote.ip(), user) else {
+        let policy = &self.ctx.policy;
+        let trunk = policy
+            .trunk_for_request(origin.remote.ip(), user)
+            .filter(|t| policy.accepts_over(*t, origin.transport));
+        let Some(trunk) = trunk else {
             // Unless it is a phone of one of the registrar's accounts.
             if req.method == Method::Invite && self.ctx.policy.accounts.settings.is_some() {
                 return self.on_phone_invite(now, &req, origin);

@@ -934,11 +934,12 @@ fn from_leaving_host(ctx: &Ctx, call: &mut Call) {
 }
 
 /// `<sip:user@HOST>;tag=...` with `host` in place of HOST; `None` when it
-/// is already there (or the party is not of that form).
+/// is already there (or the party is not of that form). Found from the
+/// end: the caller's display name (copied as sent) may hold anything.
 fn with_host(party: &[u8], host: &[u8]) -> Option<Bytes> {
-    let start = party.windows(5).position(|w| w == b"<sip:")? + 5;
-    let at = start + party.get(start..)?.iter().position(|b| *b == b'@')? + 1;
-    let end = at + party.get(at..)?.iter().position(|b| *b == b'>')?;
+    let end = party.windows(6).rposition(|w| w == b">;tag=")?;
+    let start = party.get(..end)?.windows(5).rposition(|w| w == b"<sip:")? + 5;
+    let at = start + party.get(start..end)?.iter().position(|b| *b == b'@')? + 1;
     if party.get(at..end)? == host {
         return None;
     }
@@ -962,5 +963,11 @@ mod from_host_tests {
         );
         assert_eq!(with_host(party, b"[::1]:5060"), None);
         assert_eq!(with_host(b"garbage", b"192.0.2.1"), None);
+        // A display name that looks like a URI is left alone.
+        let tricky = b"\"<sip:x@evil>;tag=\" <sip:100@[::1]:5060>;tag=abc";
+        assert_eq!(
+            with_host(tricky, b"192.0.2.1:5060").as_deref(),
+            Some(&b"\"<sip:x@evil>;tag=\" <sip:100@192.0.2.1:5060>;tag=abc"[..])
+        );
     }
 }

@@ -205,6 +205,9 @@ impl Engine {
         if !account.may_register_from(origin.remote.ip()) {
             return Auth::Failed(AuthFailure::Network);
         }
+        if !account.may_use(origin.transport) {
+            return Auth::Failed(AuthFailure::Transport);
+        }
         Auth::Ok(account)
     }
 

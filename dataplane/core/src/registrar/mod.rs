@@ -76,14 +76,18 @@ pub enum AuthFailure {
     /// Right credentials for an address of record that is not the
     /// account's (its username or extension).
     AddressOfRecord,
+    /// Right credentials over a transport the account may not use (an
+    /// account held to TLS or WSS).
+    Transport,
 }
 
 impl AuthFailure {
-    pub const ALL: [AuthFailure; 4] = [
+    pub const ALL: [AuthFailure; 5] = [
         AuthFailure::UnknownUser,
         AuthFailure::WrongPassword,
         AuthFailure::Network,
         AuthFailure::AddressOfRecord,
+        AuthFailure::Transport,
     ];
 
     pub fn label(self) -> &'static str {
@@ -92,6 +96,7 @@ impl AuthFailure {
             AuthFailure::WrongPassword => "wrong_password",
             AuthFailure::Network => "network",
             AuthFailure::AddressOfRecord => "address_of_record",
+            AuthFailure::Transport => "transport",
         }
     }
 }
@@ -270,6 +275,8 @@ pub struct Account {
     pub secret: AccountSecret,
     /// Where it may register from; empty: anywhere.
     pub networks: Vec<IpNet>,
+    /// The transports it may register and call over; empty: any.
+    pub transports: Vec<crate::net::Transport>,
     /// The account is a trunk's that registers to the SBC (`host =
     /// "dynamic"`): its `extension` is a name no one can dial, and calls
     /// from it are that trunk's.
@@ -280,6 +287,11 @@ impl Account {
     pub fn may_register_from(&self, ip: std::net::IpAddr) -> bool {
         let ip = crate::net::canonical(ip);
         self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Whether it may register and call over `transport`.
+    pub fn may_use(&self, transport: crate::net::Transport) -> bool {
+        self.transports.is_empty() || self.transports.contains(&transport)
     }
 }
 

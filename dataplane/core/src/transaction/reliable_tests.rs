@@ -3,7 +3,7 @@
 //! are zero, so a transaction ends as soon as it completes. Each test runs
 //! the same flow over UDP too, so it can tell the two apart.
 
-use std::num::NonZeroU32;
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use crate::net::{ConnId, Flow, LocalId, Outbox, Transport};
 fn flow(transport: Transport) -> Flow {
     Flow {
         transport,
-        conn: NonZeroU32::new(3)
+        conn: NonZeroU64::new(3)
             .map(ConnId)
             .filter(|_| transport.is_reliable()),
         ..Flow::udp("192.0.2.1:5060".parse().unwrap(), LocalId(0))

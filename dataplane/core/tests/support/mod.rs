@@ -40,6 +40,7 @@ pub fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         max_calls: None,
         max_cps: None,
         public: false,
+        tls_only: false,
         registration: None,
         dynamic: false,
         stats: Arc::default(),
@@ -484,6 +485,7 @@ pub fn account(username: &str, extension: &str, secret: &str) -> sbc_core::regis
         extension: extension.into(),
         secret: sbc_core::registrar::AccountSecret::Password(secret.as_bytes().to_vec().into()),
         networks: vec![],
+        transports: Vec::new(),
         trunk: None,
     }
 }
