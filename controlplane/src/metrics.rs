@@ -479,6 +479,26 @@ impl SbcCollector {
                 &s.connections_closed
             }),
         )?;
+        let streams = |array: fn(&ShardStats) -> &[AtomicU64]| {
+            Transport::ALL
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.is_reliable())
+                .map(|(i, t)| ([("transport", t.name())], self.total_at(array, i)))
+                .collect::<Vec<_>>()
+        };
+        counter(
+            enc,
+            "connection_bytes_received",
+            "Bytes received on SIP stream connections, by transport (TLS records and WebSocket frames included).",
+            streams(|s| &s.stream_bytes_in),
+        )?;
+        counter(
+            enc,
+            "connection_bytes_sent",
+            "Bytes sent on SIP stream connections, by transport (TLS records and WebSocket frames included).",
+            streams(|s| &s.stream_bytes_out),
+        )?;
         // Handshakes exist on the transports that run TLS.
         let tls_transports = || {
             Transport::ALL

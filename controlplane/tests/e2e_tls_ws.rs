@@ -841,6 +841,14 @@ fn webrtc_phones_over_wss_and_ws_register_call_each_other_and_a_udp_carrier() {
         sbc.metric("sbc_tls_handshakes_total{transport=\"wss\"}"),
         1.0
     );
+    for t in ["ws", "wss"] {
+        for way in ["received", "sent"] {
+            let bytes = sbc.metric(&format!(
+                "sbc_connection_bytes_{way}_total{{transport=\"{t}\"}}"
+            ));
+            assert!(bytes > 1000.0, "{t} {way}: {bytes}");
+        }
+    }
 }
 
 #[test]

@@ -229,6 +229,10 @@ pub struct ShardStats {
     /// TLS handshakes completed and failed, by transport (index in
     /// [`crate::net::Transport::ALL`]: TLS, later WSS).
     pub handshakes: [AtomicU64; crate::net::Transport::ALL.len()],
+    /// Bytes received and sent on stream connections, by transport, as on
+    /// the wire (TLS records and WebSocket frames included).
+    pub stream_bytes_in: [AtomicU64; crate::net::Transport::ALL.len()],
+    pub stream_bytes_out: [AtomicU64; crate::net::Transport::ALL.len()],
     pub handshake_failures: [AtomicU64; crate::net::Transport::ALL.len()],
 }
 
@@ -290,6 +294,8 @@ impl Default for ShardStats {
             connections_opened: AtomicU64::new(0),
             connections_closed: std::array::from_fn(|_| AtomicU64::new(0)),
             handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            stream_bytes_in: std::array::from_fn(|_| AtomicU64::new(0)),
+            stream_bytes_out: std::array::from_fn(|_| AtomicU64::new(0)),
             handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

@@ -394,9 +394,12 @@ impl Streams {
                     {
                         close = Some(reason);
                     }
-                    stats
-                        .bytes_in
-                        .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                    add_bytes(
+                        &stats.bytes_in,
+                        &stats.stream_bytes_in,
+                        c.flow.transport,
+                        len,
+                    );
                     c.active = now;
                 }
                 self.bufs.recycle(bid);
@@ -705,9 +708,12 @@ impl Streams {
             return self.close(ring, slot, ConnClose::Error, stats);
         }
         let sent = usize::try_from(res).unwrap_or(0).min(c.sending.len());
-        stats
-            .bytes_out
-            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+        add_bytes(
+            &stats.bytes_out,
+            &stats.stream_bytes_out,
+            c.flow.transport,
+            sent,
+        );
         c.active = now;
         // After a short write the rest goes first, ahead of anything queued.
         c.sending.advance(sent);
@@ -936,6 +942,21 @@ fn seal(c: &mut Conn) -> Result<bool, ConnClose> {
         }
     }
     Ok(c.queued.len() > before)
+}
+
+/// Counts `n` bytes on the wire (TLS and WebSocket framing included) in
+/// the shard's SIP total and in its transport's.
+fn add_bytes(
+    total: &std::sync::atomic::AtomicU64,
+    by_transport: &[std::sync::atomic::AtomicU64],
+    transport: Transport,
+    n: usize,
+) {
+    let n = n as u64;
+    total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    if let Some(c) = by_transport.get(transport_index(transport)) {
+        c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn count_close(stats: &ShardStats, reason: ConnClose) {
