@@ -39,6 +39,10 @@ pub enum Refusal {
     /// RFC 3261 §8.2.2.1: a Request-URI scheme we cannot route (416).
     #[error("unsupported Request-URI scheme")]
     UnsupportedScheme,
+    /// A SIPS Request-URI (RFC 3261 §26.2.2, RFC 5630: TLS on every hop)
+    /// that arrived over a transport that is not TLS (416).
+    #[error("SIPS Request-URI over an insecure transport")]
+    InsecureSips,
     /// RFC 3261 §8.2.2.3: Require with options we lack (420, with
     /// Unsupported listing them).
     #[error("unsupported extension required")]
@@ -95,7 +99,7 @@ pub enum Refusal {
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 20] = [
+    pub const LABELS: [&'static str; 21] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -116,6 +120,7 @@ impl Refusal {
         "overload",
         "dialog_busy",
         "not_registered",
+        "insecure_sips",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -141,6 +146,7 @@ impl Refusal {
             Refusal::Overloaded => 17,
             Refusal::DialogBusy => 18,
             Refusal::NotRegistered => 19,
+            Refusal::InsecureSips => 20,
         }
     }
 
@@ -162,7 +168,7 @@ impl Refusal {
             Refusal::Loop | Refusal::Merged => 482,
             Refusal::TooManyHops => 483,
             Refusal::Malformed(e) => e.status(),
-            Refusal::UnsupportedScheme => 416,
+            Refusal::UnsupportedScheme | Refusal::InsecureSips => 416,
             Refusal::BadExtension => 420,
             Refusal::MethodNotAllowed => 405,
             Refusal::NotImplemented => 501,
@@ -189,7 +195,7 @@ impl Refusal {
             Refusal::Loop | Refusal::Merged => "Loop Detected",
             Refusal::TooManyHops => "Too Many Hops",
             Refusal::Malformed(e) => return Cow::Owned(e.reason()),
-            Refusal::UnsupportedScheme => "Unsupported URI Scheme",
+            Refusal::UnsupportedScheme | Refusal::InsecureSips => "Unsupported URI Scheme",
             Refusal::BadExtension => "Bad Extension",
             Refusal::MethodNotAllowed => "Method Not Allowed",
             Refusal::NotImplemented => "Not Implemented",
@@ -235,7 +241,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 26] = [
+    const ALL: [Refusal; 27] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -245,6 +251,7 @@ mod tests {
         Refusal::Malformed(RequestError::Missing("Call-ID")),
         Refusal::Malformed(RequestError::Parse(ParseError::Version)),
         Refusal::UnsupportedScheme,
+        Refusal::InsecureSips,
         Refusal::BadExtension,
         Refusal::MethodNotAllowed,
         Refusal::NotImplemented,

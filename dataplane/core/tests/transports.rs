@@ -285,3 +285,36 @@ fn a_trunk_held_to_verified_tls_is_a_stranger_over_anything_else() {
     let (to_pbx, _) = find(&sent, "INVITE ");
     assert_eq!(to_pbx.remote, addr(PBX));
 }
+
+#[test]
+fn a_sips_request_uri_is_taken_only_over_tls() {
+    let mut p = tcp_policy(false);
+    p.listeners.push(Listener {
+        transport: Transport::Tls,
+        bind: addr("192.0.2.1:5061"),
+        advertise: "192.0.2.1:5061".into(),
+    });
+    let mut sim = Sim::with_policy(p);
+    let sips = |call_id: &str, branch: &str| {
+        invite(PBX, "+390612345678", call_id, branch, 1).replacen("INVITE sip:", "INVITE sips:", 1)
+    };
+    // Over UDP (and so over any insecure hop): 416, counted apart.
+    sim.recv(PBX, &sips("sips-1", "z9hG4bKs1"));
+    let refused = sim.one_to(PBX);
+    assert_eq!(refused.code(), Some(416), "{}", refused.text());
+    let counted = sim.stats.rejected[sbc_core::refusal::Refusal::InsecureSips.counter()]
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(counted, 1);
+    // Over TLS the call goes on to the carrier.
+    let tls = Flow {
+        transport: Transport::Tls,
+        remote: addr("10.0.0.10:40200"),
+        local: LocalId(2),
+        conn: conn(6),
+    };
+    let text = sips("sips-2", "z9hG4bKs2").replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
+    let sent = drain(&mut sim);
+    let (to_carrier, _) = find(&sent, "INVITE ");
+    assert_eq!(to_carrier.remote, addr(CARRIER_A));
+}

@@ -154,7 +154,10 @@ impl Ctx {
         if req.method == Method::Ack || !why.is_answered() {
             return;
         }
-        if why == Refusal::UnknownSource && !self.may_answer_stranger(origin) {
+        let from_stranger = why == Refusal::UnknownSource
+            || (why == Refusal::InsecureSips
+                && self.policy.trunk_for_source(origin.remote.ip()).is_none());
+        if from_stranger && !self.may_answer_stranger(origin) {
             return;
         }
         let mut headers: SmallVec<[(HeaderName, &[u8]); 4]> = SmallVec::new();

@@ -97,6 +97,18 @@ impl Engine {
         if req.to_tag().is_some() && req.method != Method::Other {
             return self.on_in_dialog(now, &req, origin);
         }
+        // A SIPS Request-URI asks for TLS on every hop (RFC 3261 §26.2.2,
+        // RFC 5630): one that came over anything else is refused, whoever
+        // sent it. (The B leg is a request of the SBC's own.)
+        if req.uri.scheme == Scheme::Sips
+            && !matches!(
+                origin.transport,
+                crate::net::Transport::Tls | crate::net::Transport::Wss
+            )
+        {
+            self.ctx.refuse(&req, origin, Refusal::InsecureSips);
+            return;
+        }
         // The registrar takes REGISTERs from anywhere: phones are no trunk.
         if req.method == Method::Register && self.ctx.policy.accounts.settings.is_some() {
             if !self.outside_retransmission(&req) {
