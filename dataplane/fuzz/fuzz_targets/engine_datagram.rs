@@ -65,6 +65,7 @@ fn with_registrar(mut p: Policy) -> Policy {
             extension: "201".into(),
             secret: AccountSecret::Password(b"secret".to_vec().into()),
             networks: vec![],
+            transports: vec![],
             trunk: None,
         }],
     );
