@@ -905,10 +905,16 @@ impl ShardLoop {
                     }
                 }
                 _ => {
+                    // Not for the fast path (another family, no next hop):
+                    // from the socket of the destination's family.
+                    let start = match io.media_other_start {
+                        Some(other) if f.to.is_ipv4() != io.media_v4 => other,
+                        _ => io.media_start,
+                    };
                     let result = send_media(
                         &mut io.ring,
                         &io.sockets,
-                        io.media_start,
+                        start,
                         io.media_base,
                         &mut io.media_send,
                         f.from_port,

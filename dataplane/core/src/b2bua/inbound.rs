@@ -94,12 +94,10 @@ impl Engine {
             Method::Cancel => return self.on_cancel(now, &req, origin),
             _ => {}
         }
-        if req.to_tag().is_some() && req.method != Method::Other {
-            return self.on_in_dialog(now, &req, origin);
-        }
         // A SIPS Request-URI asks for TLS on every hop (RFC 3261 §26.2.2,
         // RFC 5630): one that came over anything else is refused, whoever
-        // sent it. (The B leg is a request of the SBC's own.)
+        // sent it, in a dialog or not. (The B leg is a request of the
+        // SBC's own.)
         if req.uri.scheme == Scheme::Sips
             && !matches!(
                 origin.transport,
@@ -108,6 +106,9 @@ impl Engine {
         {
             self.ctx.refuse(&req, origin, Refusal::InsecureSips);
             return;
+        }
+        if req.to_tag().is_some() && req.method != Method::Other {
+            return self.on_in_dialog(now, &req, origin);
         }
         // The registrar takes REGISTERs from anywhere: phones are no trunk.
         if req.method == Method::Register && self.ctx.policy.accounts.settings.is_some() {

@@ -64,7 +64,13 @@ pub(crate) fn located(
     policy
         .accounts
         .extension(extension)
-        .filter_map(|a| location.reachable(&a.username, now))
+        .filter_map(|a| {
+            // A binding made over a transport the account may no longer
+            // use (the configuration changed) is not rung.
+            location
+                .reachable(&a.username, now)
+                .filter(|b| a.may_use(b.flow.transport))
+        })
         .map(|b| Located {
             contact: b.contact.clone(),
             flow: b.flow,

@@ -283,6 +283,25 @@ impl std::fmt::Debug for Context<'_> {
     }
 }
 
+/// Whether the relay may send `from`'s media (or RTCP) to `ip`:`port`:
+/// not multicast or broadcast, not an IPv4-mapped IPv6 address (say the
+/// IPv4 one), not one of the relay's own ports, of a family the relay
+/// reaches, not in a forbidden network, not a refused destination.
+fn may_send_to(ip: IpAddr, port: u16, from: Leg, ctx: &Context<'_>) -> bool {
+    let mapped = matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+    let canonical = crate::net::canonical(ip);
+    let own = (ctx.own.contains(&canonical) || ctx.advertise.contains(&ip))
+        && ctx.ports.pool.plan().owner(port).is_some();
+    // Unless dual-stack, the relay sends from sockets of the advertised
+    // family only.
+    let other_family = !ctx.dual_stack
+        && !ip.is_unspecified()
+        && ip.is_ipv4() != ctx.advertise[from as usize].is_ipv4();
+    let forbidden =
+        ctx.forbidden.iter().any(|n| n.contains(&canonical)) || refused_destination(ip, from, ctx);
+    !(crate::net::is_multicast_or_broadcast(ip) || mapped || own || other_family || forbidden)
+}
+
 /// Addresses media may not be relayed to unless they lie within the
 /// sending side's own trunk networks: loopback, link-local and the SBC's
 /// own addresses always; private ranges when the trunk is public. The
@@ -420,15 +439,12 @@ impl MediaSession {
                 continue;
             }
             let ip = sdp.connection(i).ok_or(SdpError::Connection)?;
-            let own = ctx.advertise.contains(&ip) && ctx.ports.pool.plan().owner(m.port).is_some();
-            // Unless dual-stack, the relay sends from sockets of the
-            // advertised family only.
-            let other_family = !ctx.dual_stack
-                && !ip.is_unspecified()
-                && ip.is_ipv4() != ctx.advertise[from as usize].is_ipv4();
-            let forbidden =
-                ctx.forbidden.iter().any(|n| n.contains(&ip)) || refused_destination(ip, from, ctx);
-            if crate::net::is_multicast_or_broadcast(ip) || own || other_family || forbidden {
+            // The RTCP address (RFC 3605) is a destination too, until the
+            // peer's own packets latch it.
+            let rtcp = rtcp_address(m, ip);
+            if !may_send_to(ip, m.port, from, ctx)
+                || rtcp.is_some_and(|r| !may_send_to(r.ip(), r.port(), from, ctx))
+            {
                 return Err(MediaError::BadAddress);
             }
             let have = self.streams.get(i).map_or([false, false], |s| {

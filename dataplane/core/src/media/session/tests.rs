@@ -439,7 +439,34 @@ fn port_counts_multicast_and_loops_are_not_relayed() {
     let own = sdp("192.0.2.1", 30004, "");
     let r = s.process(Leg::A, Role::Offer, own.as_bytes(), &mut ctx(&mut p, &all));
     assert_eq!(r, Err(MediaError::BadAddress));
+    // RTCP (RFC 3605) sent where media may not go: loopback, a loop to
+    // the relay, multicast; a fine c= line does not excuse it.
+    for rtcp in [
+        "a=rtcp:9 IN IP4 127.0.0.1\r\n",
+        "a=rtcp:30005 IN IP4 192.0.2.1\r\n",
+        "a=rtcp:4001 IN IP4 224.0.0.9\r\n",
+    ] {
+        let offer = sdp(A_IP, 4000, rtcp);
+        assert!(offer.contains(rtcp), "{offer}");
+        let r = s.process(
+            Leg::A,
+            Role::Offer,
+            offer.as_bytes(),
+            &mut ctx(&mut p, &all),
+        );
+        assert_eq!(r, Err(MediaError::BadAddress), "{rtcp}");
+    }
+    // An IPv4-mapped IPv6 address: say the IPv4 one.
+    let mapped = sdp(A_IP, 4000, "").replace("c=IN IP4 10.0.0.10", "c=IN IP6 ::ffff:10.0.0.10");
+    let mut c = ctx(&mut p, &all);
+    c.dual_stack = true;
+    let r = s.process(Leg::A, Role::Offer, mapped.as_bytes(), &mut c);
+    assert_eq!(r, Err(MediaError::BadAddress));
     assert_eq!(p.pool.in_use(), 0);
+    // A plain a=rtcp port on the c= address is fine.
+    let fine = sdp(A_IP, 4000, "a=rtcp:4001\r\n");
+    let r = s.process(Leg::A, Role::Offer, fine.as_bytes(), &mut ctx(&mut p, &all));
+    assert!(r.is_ok(), "{r:?}");
 }
 
 #[test]
