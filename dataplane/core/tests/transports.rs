@@ -318,3 +318,66 @@ fn a_sips_request_uri_is_taken_only_over_tls() {
     let (to_carrier, _) = find(&sent, "INVITE ");
     assert_eq!(to_carrier.remote, addr(CARRIER_A));
 }
+
+#[test]
+fn in_a_dialog_a_peer_is_heard_only_over_its_legs_transport() {
+    let mut p = tcp_policy(false);
+    p.listeners.push(Listener {
+        transport: Transport::Tls,
+        bind: addr("192.0.2.1:5061"),
+        advertise: "192.0.2.1:5061".into(),
+    });
+    p.trunks[1].tls_only = true;
+    let mut sim = Sim::with_policy(p);
+    let tls = Flow {
+        transport: Transport::Tls,
+        remote: addr("10.0.0.20:40101"),
+        local: LocalId(2),
+        conn: conn(4),
+    };
+    let text = invite(CARRIER_A, "+390299999", "dlg-tls", "z9hG4bKd1", 1)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
+    let sent = drain(&mut sim);
+    let (_, b_invite) = find(&sent, "INVITE ");
+    let ok = reply(
+        b_invite,
+        200,
+        "OK",
+        Some("pbx-tag"),
+        Some("sip:p@10.0.0.10:5060"),
+        "",
+    );
+    sim.recv(PBX, &ok);
+    let sent = drain(&mut sim);
+    let (_, a_ok) = find(&sent, "SIP/2.0 200");
+    let to = a_ok.header(HeaderName::To);
+    let bye = |branch: &str, via: &str| {
+        in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5061",
+            CARRIER_A,
+            branch,
+            &format!("<sip:+3906@{CARRIER_A}>;tag=caller-tag"),
+            &to,
+            "dlg-tls",
+            2,
+            "",
+        )
+        .replace("SIP/2.0/UDP", via)
+    };
+    // The carrier's address over UDP (spoofable) with the dialog's ids:
+    // nothing reaches the PBX.
+    sim.recv(CARRIER_A, &bye("z9hG4bKd2", "SIP/2.0/UDP"));
+    let sent = drain(&mut sim);
+    assert!(
+        sent.iter().all(|(_, s)| !s.text().starts_with("BYE ")),
+        "{sent:#?}"
+    );
+    // Over TLS the BYE goes through.
+    let text = bye("z9hG4bKd3", "SIP/2.0/TLS");
+    sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
+    let sent = drain(&mut sim);
+    let (to_pbx, _) = find(&sent, "BYE ");
+    assert_eq!(to_pbx.remote, addr(PBX));
+}

@@ -57,11 +57,16 @@ pub(crate) struct Leg {
 }
 
 impl Leg {
-    /// Whether a message from `ip` comes from this leg's peer: its trunk's
-    /// sources, or for a leg facing a registered phone or a trunk that
-    /// registers ([`Policy::reached_by_binding`]) the address it is
-    /// reached at.
-    pub fn is_peer(&self, policy: &Policy, ip: std::net::IpAddr) -> bool {
+    /// Whether a message that came on `origin` comes from this leg's
+    /// peer: over the leg's transport (a peer held to TLS is not heard
+    /// over UDP from its address), from its trunk's sources, or for a leg
+    /// facing a registered phone or a trunk that registers
+    /// ([`Policy::reached_by_binding`]) from the address it is reached at.
+    pub fn is_peer(&self, policy: &Policy, origin: &crate::net::Flow) -> bool {
+        let ip = origin.remote.ip();
+        if origin.transport != self.flow.transport {
+            return false;
+        }
         if policy.reached_by_binding(self.trunk) {
             crate::net::canonical(ip) == crate::net::canonical(self.flow.remote.ip())
         } else {

@@ -526,7 +526,7 @@ impl Engine {
             return;
         };
         // Only the peer of a leg may cancel in it (by the call's own policy).
-        if !call.leg(side).is_peer(&call.policy, origin.remote.ip()) {
+        if !call.leg(side).is_peer(&call.policy, &origin) {
             self.ctx.refuse(req, origin, Refusal::UnknownSource);
             return;
         };
@@ -567,7 +567,7 @@ impl Engine {
             // policy), and only with both of the dialog's tags: an ACK
             // with no To tag or a made-up one confirms nothing.
             let leg = call.leg(side);
-            if !leg.is_peer(&call.policy, origin.remote.ip()) || !leg.owns(req) {
+            if !leg.is_peer(&call.policy, &origin) || !leg.owns(req) {
                 self.ctx.stats.discard(Discard::StrayAck);
                 return;
             }
@@ -648,7 +648,7 @@ impl Engine {
         let leg = call.leg(side);
         // Only the peer of a leg may send requests in it; the source is
         // checked first, so others learn nothing of which dialogs exist.
-        if !leg.is_peer(&call.policy, origin.remote.ip()) {
+        if !leg.is_peer(&call.policy, &origin) {
             self.refuse_no_dialog(req, origin);
             return;
         }
