@@ -428,6 +428,14 @@ impl Policy {
         self.trunk_for_source(ip)
     }
 
+    /// The trunk whose sources hold `origin`'s address and that may send
+    /// over its transport: who is trusted (exempt from the stranger and
+    /// lockout limits) on that flow.
+    pub fn trunk_on(&self, origin: &crate::net::Flow) -> Option<TrunkId> {
+        self.trunk_for_source(origin.remote.ip())
+            .filter(|t| self.accepts_over(*t, origin.transport))
+    }
+
     /// Whether `trunk` may send requests over `transport`: a trunk held to
     /// verified TLS (`tls_only`) only over TLS.
     pub fn accepts_over(&self, trunk: TrunkId, transport: crate::net::Transport) -> bool {

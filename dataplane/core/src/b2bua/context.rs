@@ -155,8 +155,7 @@ impl Ctx {
             return;
         }
         let from_stranger = why == Refusal::UnknownSource
-            || (why == Refusal::InsecureSips
-                && self.policy.trunk_for_source(origin.remote.ip()).is_none());
+            || (why == Refusal::InsecureSips && self.policy.trunk_on(&origin).is_none());
         if from_stranger && !self.may_answer_stranger(origin) {
             return;
         }

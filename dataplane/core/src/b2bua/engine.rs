@@ -322,13 +322,7 @@ impl Engine {
             self.ctx.stats.discard(Discard::Unanswerable);
             return;
         }
-        if self
-            .ctx
-            .policy
-            .trunk_for_source(origin.remote.ip())
-            .is_none()
-            && !self.ctx.may_answer_stranger(origin)
-        {
+        if self.ctx.policy.trunk_on(&origin).is_none() && !self.ctx.may_answer_stranger(origin) {
             return;
         }
         let Some(resp) = stateless_error(&msg, err, &mut self.ctx.ids) else {

@@ -598,7 +598,7 @@ impl Engine {
     /// A request for a dialog we do not know: 481 for a trunk, 403 for a
     /// stranger (BRIEF §8: it learns nothing of our dialogs).
     fn refuse_no_dialog(&mut self, req: &Request<'_>, origin: Flow) {
-        let why = match self.ctx.policy.trunk_for_source(origin.remote.ip()) {
+        let why = match self.ctx.policy.trunk_on(&origin) {
             None => Refusal::UnknownSource,
             Some(_) => Refusal::NoDialog,
         };

@@ -66,7 +66,7 @@ impl Engine {
         };
         let secrets = *self.ctx.ids.secrets();
         let ip = origin.remote.ip();
-        let trusted = policy.trunk_for_source(ip).is_some();
+        let trusted = policy.trunk_on(&origin).is_some();
         if !trusted && self.registrar.lockout.is_blocked(ip, now, &secrets) {
             self.ctx.stats.register(RegisterResult::Blocked);
             return;
