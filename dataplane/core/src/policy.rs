@@ -537,6 +537,24 @@ impl Policy {
         }
     }
 
+    /// `flow` towards another target of the same peer (a Contact, a
+    /// route): over a stream the connection is kept; over UDP, a target
+    /// of the other address family leaves from a listener of its family.
+    pub fn retarget(&self, flow: crate::net::Flow, remote: SocketAddr) -> crate::net::Flow {
+        let next = flow.towards(remote);
+        let fits = self
+            .listener(next.local)
+            .is_some_and(|l| l.fits(next.transport, remote));
+        if next.conn.is_some() || fits {
+            next
+        } else {
+            crate::net::Flow {
+                local: self.local_for(next.transport, remote),
+                ..next
+            }
+        }
+    }
+
     /// The flow requests to `trunk` take: its transport and address.
     pub fn trunk_flow(&self, trunk: &Trunk) -> crate::net::Flow {
         self.flow_to(trunk.transport, trunk.address)

@@ -381,3 +381,47 @@ fn in_a_dialog_a_peer_is_heard_only_over_its_legs_transport() {
     let (to_pbx, _) = find(&sent, "BYE ");
     assert_eq!(to_pbx.remote, addr(PBX));
 }
+
+#[test]
+fn a_peer_whose_contact_changes_family_is_reached_from_a_listener_of_that_family() {
+    let mut p = policy();
+    p.listeners.push(Listener {
+        transport: Transport::Udp,
+        bind: addr("[2001:db8::1]:5060"),
+        advertise: "[2001:db8::1]:5060".into(),
+    });
+    p.trunks[1]
+        .sources
+        .push("2001:db8:20::/64".parse().unwrap());
+    let mut sim = Sim::with_policy(p);
+    sim.recv(PBX, &invite(PBX, "+390612345678", "fam-1", "z9hG4bKf1", 1));
+    let sent = drain(&mut sim);
+    let (to_carrier, b_invite) = find(&sent, "INVITE ");
+    assert_eq!(to_carrier.local, LocalId(0));
+    // The carrier answers from its IPv4 address with an IPv6 Contact.
+    let ok = reply(
+        b_invite,
+        200,
+        "OK",
+        Some("fam-tag"),
+        Some("sip:c@[2001:db8:20::5]:5060"),
+        "",
+    );
+    sim.recv(CARRIER_A, &ok);
+    let sent = drain(&mut sim);
+    let (_, a_ok) = find(&sent, "SIP/2.0 200");
+    sim.recv(PBX, &ack_from_pbx("fam-1", &a_ok.header(HeaderName::To)));
+    let sent = drain(&mut sim);
+    let (ack_dest, ack) = find(&sent, "ACK ");
+    assert_eq!(
+        (ack_dest.remote, ack_dest.local),
+        (addr("[2001:db8:20::5]:5060"), LocalId(1)),
+        "{ack_dest:?}"
+    );
+    assert!(
+        ack.header(HeaderName::Via)
+            .starts_with("SIP/2.0/UDP [2001:db8::1]:5060;"),
+        "{}",
+        ack.text()
+    );
+}

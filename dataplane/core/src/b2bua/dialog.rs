@@ -279,12 +279,8 @@ fn retarget(call: &mut Call, side: Side, msg: &crate::sip::Message<'_>) {
             policy: &policy,
             trunk: leg.trunk,
         };
-        leg.flow = leg.flow.towards(next_hop(
-            &leg.remote_target,
-            &leg.route_set,
-            leg.flow.remote,
-            reach,
-        ));
+        let hop = next_hop(&leg.remote_target, &leg.route_set, leg.flow.remote, reach);
+        leg.flow = policy.retarget(leg.flow, hop);
     }
 }
 

@@ -808,9 +808,8 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
         policy: &call.policy,
         trunk: b.trunk,
     };
-    b.flow = b
-        .flow
-        .towards(next_hop(&b.remote_target, &b.route_set, fallback, reach));
+    let hop = next_hop(&b.remote_target, &b.route_set, fallback, reach);
+    b.flow = call.policy.retarget(b.flow, hop);
 }
 
 /// A response to an attempt the call no longer wants: clean up the callee
