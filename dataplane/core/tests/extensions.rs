@@ -681,3 +681,70 @@ fn a_register_goes_to_the_shard_that_owns_its_extension() {
         assert_eq!(o.one_to(DESK).code(), Some(401));
     }
 }
+
+#[test]
+fn phones_of_both_families_each_get_an_offer_in_their_own() {
+    let mut p = media_policy();
+    p.listeners.push(sbc_core::policy::Listener {
+        transport: sbc_core::net::Transport::Udp,
+        bind: addr("[2001:db8::1]:5060"),
+        advertise: "[2001:db8::1]:5060".into(),
+    });
+    if let Some(m) = p.media.as_mut() {
+        m.bind_other = Some("2001:db8::1".parse().unwrap());
+        m.advertise_other = Some("2001:db8::100".parse().unwrap());
+    }
+    let mut sim = Sim::with_policy(extension_policy(p));
+    let mut loc = Location::default();
+    loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &sim));
+    let soft6 = "[2001:db8:9::9]:5062";
+    loc.apply(bound(
+        "alice-soft",
+        "201",
+        "sip:alice-soft@[2001:db8:9::9]:5062",
+        Flow::udp(addr(soft6), LocalId(1)),
+        sim.now + Duration::from_secs(600),
+        "r6",
+    ));
+    sim.engine.set_location(loc);
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-fam", "z9hG4bKfam", 1),
+    );
+    let sent = sim.sent();
+    let to = |a: &str| {
+        sent.iter()
+            .find(|s| s.to == addr(a) && s.method().as_deref() == Some("INVITE"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no INVITE to {a}: {sent:#?}"))
+    };
+    let (desk, soft) = (to(DESK), to(soft6));
+    assert!(
+        desk.text().contains("c=IN IP4 198.51.100.1\r\n"),
+        "{}",
+        desk.text()
+    );
+    assert!(
+        soft.text().contains("c=IN IP6 2001:db8::100\r\n"),
+        "{}",
+        soft.text()
+    );
+    assert!(!soft.text().contains("198.51.100.1"), "{}", soft.text());
+    assert!(
+        soft.header(sbc_core::sip::HeaderName::To)
+            .contains("[2001:db8::1]:5060"),
+        "{}",
+        soft.text()
+    );
+    // The same relay ports on both.
+    let port = |s: &Sent| {
+        s.text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("m=audio ")
+                    .map(|r| r.split(' ').next().unwrap_or("").to_owned())
+            })
+            .unwrap()
+    };
+    assert_eq!(port(&desk), port(&soft));
+}

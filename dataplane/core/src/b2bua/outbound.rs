@@ -210,14 +210,34 @@ fn fork_to(
     let gateway = policy.trunk(target.trunk).is_some_and(|t| t.dynamic);
     let number = Arc::clone(&call.number);
     let user = if gateway { &*number } else { extension };
-    let host = ctx.local(first.flow.local).host.clone();
-    let mut to = BytesMut::with_capacity(64);
-    to.put_slice(b"<sip:");
-    escape_user(user.as_bytes(), &mut to);
-    to.put_u8(b'@');
-    to.put_slice(&host);
-    to.put_u8(b'>');
-    let to = to.freeze();
+    let to_at = |host: &[u8]| {
+        let mut to = BytesMut::with_capacity(64);
+        to.put_slice(b"<sip:");
+        escape_user(user.as_bytes(), &mut to);
+        to.put_u8(b'@');
+        to.put_slice(host);
+        to.put_u8(b'>');
+        to.freeze()
+    };
+    let to = to_at(&ctx.local(first.flow.local).host);
+    // Phones of the other address family (a relay on both) get the same
+    // offer with the relay's address of their family: its ports are the
+    // same on both.
+    let v4 = |b: &super::lookup::Located| crate::net::canonical(b.flow.remote.ip()).is_ipv4();
+    let other_family = bindings.iter().find(|b| v4(b) != v4(first)).and_then(|b| {
+        let media = policy.media.as_ref()?;
+        let body = offer_for_family(
+            &invite.body,
+            media,
+            first.flow.remote.ip(),
+            b.flow.remote.ip(),
+        )?;
+        Some(Invite {
+            body,
+            headers: invite.headers.clone(),
+            max_forwards: invite.max_forwards,
+        })
+    });
     call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
     for b in &bindings {
         let ruri = if gateway {
@@ -225,9 +245,39 @@ fn fork_to(
         } else {
             b.contact.clone()
         };
-        start_attempt(ctx, call, target, (ruri, to.clone(), b.flow), &invite, now);
+        let (to, offer) = match &other_family {
+            Some(other) if v4(b) != v4(first) => (to_at(&ctx.local(b.flow.local).host), other),
+            _ => (to.clone(), &invite),
+        };
+        start_attempt(ctx, call, target, (ruri, to, b.flow), offer, now);
     }
     Ok(())
+}
+
+/// The SBC's offer `body`, made for a peer at `first`, for a peer at
+/// `other` of the other family: the relay's advertised address of that
+/// family in place of the first's. `None` when they are the same (one
+/// family, or a body that does not name the relay: bypass).
+fn offer_for_family(
+    body: &Bytes,
+    media: &crate::policy::MediaPolicy,
+    first: std::net::IpAddr,
+    other: std::net::IpAddr,
+) -> Option<Bytes> {
+    let (from, to) = (media.advertise_for(first), media.advertise_for(other));
+    if from == to {
+        return None;
+    }
+    let family = |ip: std::net::IpAddr| if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let text = std::str::from_utf8(body).ok()?;
+    // Whole values only (o=, c= and a=rtcp lines end with the address).
+    let old = format!("IN {} {from}\r\n", family(from));
+    if !text.contains(&old) {
+        return None;
+    }
+    Some(Bytes::from(
+        text.replace(&old, &format!("IN {} {to}\r\n", family(to))),
+    ))
 }
 
 /// `contact` with `user` as its user part (its scheme, host, port and
