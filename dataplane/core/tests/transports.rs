@@ -378,8 +378,22 @@ fn in_a_dialog_a_peer_is_heard_only_over_its_legs_transport() {
     let text = bye("z9hG4bKd3", "SIP/2.0/TLS");
     sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
     let sent = drain(&mut sim);
-    let (to_pbx, _) = find(&sent, "BYE ");
+    let (to_pbx, b_bye) = find(&sent, "BYE ");
     assert_eq!(to_pbx.remote, addr(PBX));
+    // The call ends; what rests of it still hears the carrier only over
+    // TLS: a retransmitted BYE over UDP is a stranger's (403 at most, never
+    // the dialog's 200), over TLS it gets its 200 again.
+    sim.recv(PBX, &reply(b_bye, 200, "OK", None, None, ""));
+    let sent = drain(&mut sim);
+    find(&sent, "SIP/2.0 200");
+    sim.recv(CARRIER_A, &bye("z9hG4bKd3", "SIP/2.0/UDP"));
+    let sent = drain(&mut sim);
+    assert!(sent.iter().all(|(_, m)| m.code() != Some(200)), "{sent:#?}");
+    let text = bye("z9hG4bKd3", "SIP/2.0/TLS");
+    sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
+    let sent = drain(&mut sim);
+    let (dest, again) = find(&sent, "SIP/2.0 200");
+    assert_eq!((dest.transport, again.code()), (Transport::Tls, Some(200)));
 }
 
 #[test]
@@ -424,4 +438,58 @@ fn a_peer_whose_contact_changes_family_is_reached_from_a_listener_of_that_family
         "{}",
         ack.text()
     );
+}
+
+#[test]
+fn an_ended_call_hears_its_peer_only_over_its_legs_transport() {
+    let mut sim = Sim::with_policy(tcp_policy(false));
+    let pbx = tcp_from("10.0.0.10:40001", 5);
+    let text =
+        invite(PBX, "+390612345678", "end-1", "z9hG4bKe1", 1).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    sim.engine.handle_datagram(sim.now, pbx, text.as_bytes());
+    let sent = drain(&mut sim);
+    let (_, b_invite) = find(&sent, "INVITE ");
+    let ok = reply(
+        b_invite,
+        200,
+        "OK",
+        Some("ct"),
+        Some("sip:c@10.0.0.20:5060"),
+        "",
+    );
+    sim.recv(CARRIER_A, &ok);
+    let sent = drain(&mut sim);
+    let (_, a_ok) = find(&sent, "SIP/2.0 200");
+    let to = a_ok.header(HeaderName::To);
+    let bye = |via: &str| {
+        in_dialog(
+            "BYE",
+            "sip:192.0.2.1:5060",
+            PBX,
+            "z9hG4bKe1bye",
+            CALLER_FROM,
+            &to,
+            "end-1",
+            2,
+            "",
+        )
+        .replace("SIP/2.0/UDP", via)
+    };
+    sim.engine
+        .handle_datagram(sim.now, pbx, bye("SIP/2.0/TCP").as_bytes());
+    let sent = drain(&mut sim);
+    let (_, b_bye) = find(&sent, "BYE ");
+    sim.recv(CARRIER_A, &reply(b_bye, 200, "OK", None, None, ""));
+    drain(&mut sim);
+    // The call rests. The BYE again over UDP from the PBX's address: not
+    // the dialog's peer (its leg was TCP), so no 200.
+    sim.recv(PBX, &bye("SIP/2.0/UDP"));
+    let sent = drain(&mut sim);
+    assert!(sent.iter().all(|(_, m)| m.code() != Some(200)), "{sent:#?}");
+    // Over TCP: its 200 again.
+    sim.engine
+        .handle_datagram(sim.now, pbx, bye("SIP/2.0/TCP").as_bytes());
+    let sent = drain(&mut sim);
+    let (dest, again) = find(&sent, "SIP/2.0 200");
+    assert_eq!((dest.conn, again.code()), (conn(5), Some(200)));
 }

@@ -613,7 +613,7 @@ impl Engine {
             return false;
         };
         // Only the peer of a leg may send in it, as while the call lived.
-        if !tomb.is_peer(side, &self.ctx.policy, origin.remote.ip()) {
+        if !tomb.is_peer(side, &self.ctx.policy, &origin) {
             if req.method == Method::Ack {
                 self.ctx.stats.discard(Discard::StrayAck);
             } else {

@@ -49,6 +49,8 @@ pub(crate) struct Tombstone {
     /// The BYE that ended the call was answered 2xx: a retransmission of
     /// it gets 200 again.
     bye_ok: bool,
+    /// The A leg's transport (its peer is heard only over it).
+    a_transport: crate::net::Transport,
     /// When the tombstone goes (the end of the call's 64*T1).
     pub until: Instant,
 }
@@ -66,6 +68,7 @@ impl Tombstone {
                 .reached_by_binding(call.a.trunk)
                 .then(|| call.a.flow.remote.ip()),
             bye_ok: matches!(call.bye_answer(), Some(200..=299)),
+            a_transport: call.a.flow.transport,
             until,
         }
     }
@@ -85,9 +88,19 @@ impl Tombstone {
         self.trunks[side as usize]
     }
 
-    /// Whether `ip` is `side`'s peer, as [`super::call::Leg::is_peer`]
-    /// said while the call lived (a phone: the address it is reached at).
-    pub fn is_peer(&self, side: Side, policy: &Policy, ip: std::net::IpAddr) -> bool {
+    /// Whether a message on `origin` is from `side`'s peer, as
+    /// [`super::call::Leg::is_peer`] said while the call lived: over the
+    /// leg's transport, from its trunk's sources (a phone: the address it
+    /// is reached at).
+    pub fn is_peer(&self, side: Side, policy: &Policy, origin: &Flow) -> bool {
+        let transport = match side {
+            Side::A => self.a_transport,
+            Side::B => self.b_flow.transport,
+        };
+        if origin.transport != transport {
+            return false;
+        }
+        let ip = origin.remote.ip();
         let same = |a: std::net::IpAddr| crate::net::canonical(ip) == crate::net::canonical(a);
         let trunk = self.trunk(side);
         match (policy.reached_by_binding(trunk), side) {
