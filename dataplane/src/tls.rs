@@ -40,16 +40,14 @@ impl fmt::Debug for Identity {
 /// One trunk's TLS settings.
 #[derive(Debug)]
 pub struct TrunkTls {
-    /// Where the SBC connects to the trunk over TLS; `None` when it does
-    /// not (the trunk only connects to the SBC).
-    pub address: Option<SocketAddr>,
+    /// Where the SBC connects to the trunk over TLS, and the name (DNS
+    /// name or IP address) its certificate must carry there; `None` when
+    /// it does not connect (the trunk only connects to the SBC).
+    pub connect: Option<(SocketAddr, ServerName<'static>)>,
     /// The trunk's source networks (its connections to the SBC).
     pub sources: Vec<IpNet>,
     /// Authorities the trunk's certificate must chain to.
     pub ca: Vec<CertificateDer<'static>>,
-    /// The name (DNS name or IP address) the trunk's certificate must
-    /// carry when the SBC connects to it.
-    pub server_name: ServerName<'static>,
     /// The certificate the SBC presents when it connects (mutual TLS).
     pub client_identity: Option<Identity>,
     /// The trunk's own connections to the SBC must present a certificate
@@ -147,11 +145,9 @@ impl TlsSetup {
         }
         for (index, trunk) in trunks.iter().enumerate() {
             let fail = |message: String| TlsError::Trunk { index, message };
-            if let Some(address) = trunk.address {
+            if let Some((address, name)) = &trunk.connect {
                 let client = client_config(trunk).map_err(fail)?;
-                setup
-                    .clients
-                    .insert(address, (trunk.server_name.clone(), client));
+                setup.clients.insert(*address, (name.clone(), client));
             }
             if trunk.verify_client {
                 let Some(identity) = server else {

@@ -103,25 +103,31 @@ pub fn build(file: &ConfigFile, base: &Path) -> Result<Arc<TlsSetup>, Problem> {
             .address
             .map(|a| a.0)
             .filter(|_| trunk.transport.0 == Transport::Tls && trunk.host.is_none());
-        let server_name = match (&tls.server_name, address) {
-            (Some(name), _) => ServerName::try_from(name.clone()).map_err(|_| {
-                Problem::new(
-                    path.key("server_name"),
-                    format!("{name:?} is not a DNS name or IP address"),
-                )
-            })?,
-            (None, Some(a)) => ServerName::IpAddress(a.ip().into()),
-            (None, None) => ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        // Where the SBC connects, and the name the trunk's certificate
+        // must carry there (default: the address's IP).
+        let connect = match address {
+            None => None,
+            Some(a) => Some((
+                a,
+                match &tls.server_name {
+                    None => ServerName::IpAddress(a.ip().into()),
+                    Some(name) => ServerName::try_from(name.clone()).map_err(|_| {
+                        Problem::new(
+                            path.key("server_name"),
+                            format!("{name:?} is not a DNS name or IP address"),
+                        )
+                    })?,
+                },
+            )),
         };
         let client_identity = match (&tls.certificate, &tls.key) {
             (Some(c), Some(k)) => Some(identity(base, c, k, &path)?),
             _ => None,
         };
         trunks.push(TrunkTls {
-            address,
+            connect,
             sources: trunk.sources.iter().map(|n| n.0).collect(),
             ca: certificates(base, &tls.ca, &path.key("ca"))?,
-            server_name,
             client_identity,
             verify_client: tls.verify_client,
         });
