@@ -55,24 +55,6 @@ fn sdp_at(ip: &str, port: u16) -> String {
     )
 }
 
-/// The `c=` line and audio port of an SDP body in `msg`.
-fn media_of(msg: &str) -> (String, u16) {
-    let body = msg.split("\r\n\r\n").nth(1).unwrap();
-    let c = body
-        .lines()
-        .find_map(|l| l.strip_prefix("c="))
-        .unwrap()
-        .to_owned();
-    let port = body
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    (c, port)
-}
-
 fn rtp(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
     p[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -175,7 +157,7 @@ pin_threads = false
     );
     pbx.send(sbc6, invite.as_bytes());
     let b_invite = car.wait_sip("INVITE at the carrier", |m| m.starts_with("INVITE "));
-    let (c, b_port) = media_of(&b_invite);
+    let (c, b_port) = sdp_connection(&b_invite);
     assert_eq!(
         c,
         format!("IN IP4 {}", net.ip(1)),
@@ -197,7 +179,7 @@ pin_threads = false
     );
     car.send(&format!("{}:5060", net.ip(1)), ok.as_bytes());
     let a_ok = pbx.wait_sip("200 at the PBX", |m| m.starts_with("SIP/2.0 200"));
-    let (c, a_port) = media_of(&a_ok);
+    let (c, a_port) = sdp_connection(&a_ok);
     assert_eq!(c, "IN IP6 ::1", "{a_ok}\n{}", sbc.log());
     let ack = request(
         "ACK",
@@ -252,7 +234,7 @@ pin_threads = false
     );
     car.send(&net.sbc(), invite.as_bytes());
     let a_invite = pbx.wait_sip("INVITE at the PBX", |m| m.starts_with("INVITE "));
-    let (c, _) = media_of(&a_invite);
+    let (c, _) = sdp_connection(&a_invite);
     assert_eq!(c, "IN IP6 ::1", "{a_invite}\n{}", sbc.log());
     assert!(
         a_invite.contains("Via: SIP/2.0/UDP [::1]:15141"),
@@ -269,6 +251,6 @@ pin_threads = false
     );
     pbx.send(sbc6, ok.as_bytes());
     let c_ok = car.wait_sip("200 at the carrier", |m| m.starts_with("SIP/2.0 200"));
-    let (c, _) = media_of(&c_ok);
+    let (c, _) = sdp_connection(&c_ok);
     assert_eq!(c, format!("IN IP4 {}", net.ip(1)), "{c_ok}\n{}", sbc.log());
 }

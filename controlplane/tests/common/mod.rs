@@ -459,12 +459,13 @@ pub fn wait_for(peer: &Peer, what: &str, want: impl Fn(&str) -> bool) -> String 
     panic!("no {what} within 15 s");
 }
 
-/// The connection address and audio port of an SDP body.
-pub fn sdp_target(msg: &str) -> (String, u16) {
+/// The `c=` value (`IN IP4 192.0.2.1`, `IN IP6 ::1`) and audio port of
+/// the SDP body of `msg`.
+pub fn sdp_connection(msg: &str) -> (String, u16) {
     let body = msg.split("\r\n\r\n").nth(1).unwrap();
-    let ip = body
+    let c = body
         .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .find_map(|l| l.strip_prefix("c="))
         .unwrap()
         .trim()
         .to_owned();
@@ -475,7 +476,13 @@ pub fn sdp_target(msg: &str) -> (String, u16) {
         .unwrap()
         .parse()
         .unwrap();
-    (ip, port)
+    (c, port)
+}
+
+/// The (IPv4) connection address and audio port of an SDP body.
+pub fn sdp_target(msg: &str) -> (String, u16) {
+    let (c, port) = sdp_connection(msg);
+    (c.strip_prefix("IN IP4 ").unwrap().to_owned(), port)
 }
 
 /// A one-stream G.711 (PCMA) SDP body with media at `ip:port`.

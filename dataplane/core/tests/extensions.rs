@@ -79,13 +79,15 @@ fn call_in(sim: &mut Sim) -> (Sent, Sent) {
         &invite(CARRIER_A, NUMBER, "in-1", "z9hG4bKin1", 1),
     );
     let sent = sim.sent();
-    let to = |a: &str| {
-        sent.iter()
-            .find(|s| s.to == addr(a) && s.method().as_deref() == Some("INVITE"))
-            .cloned()
-            .unwrap_or_else(|| panic!("no INVITE to {a}: {sent:#?}"))
-    };
-    (to(DESK), to(SOFT))
+    (invite_to(&sent, DESK), invite_to(&sent, SOFT))
+}
+
+/// The INVITE in `sent` that went to `a`.
+fn invite_to(sent: &[Sent], a: &str) -> Sent {
+    sent.iter()
+        .find(|s| s.to == addr(a) && s.method().as_deref() == Some("INVITE"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no INVITE to {a}: {sent:#?}"))
 }
 
 #[test]
@@ -712,13 +714,7 @@ fn phones_of_both_families_each_get_an_offer_in_their_own() {
         &invite(CARRIER_A, NUMBER, "in-fam", "z9hG4bKfam", 1),
     );
     let sent = sim.sent();
-    let to = |a: &str| {
-        sent.iter()
-            .find(|s| s.to == addr(a) && s.method().as_deref() == Some("INVITE"))
-            .cloned()
-            .unwrap_or_else(|| panic!("no INVITE to {a}: {sent:#?}"))
-    };
-    let (desk, soft) = (to(DESK), to(soft6));
+    let (desk, soft) = (invite_to(&sent, DESK), invite_to(&sent, soft6));
     assert!(
         desk.text().contains("c=IN IP4 198.51.100.1\r\n"),
         "{}",

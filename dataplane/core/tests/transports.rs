@@ -34,12 +34,28 @@ fn conn(n: u32) -> Option<ConnId> {
 }
 
 fn tcp_from(remote: &str, n: u32) -> Flow {
+    stream_flow(Transport::Tcp, remote, 1, n)
+}
+
+/// Connection `n` over `transport` from `remote`, on listener `local`.
+fn stream_flow(transport: Transport, remote: &str, local: u16, n: u32) -> Flow {
     Flow {
-        transport: Transport::Tcp,
+        transport,
         remote: addr(remote),
-        local: LocalId(1),
+        local: LocalId(local),
         conn: conn(n),
     }
+}
+
+/// [`tcp_policy`] without a TCP carrier, plus a TLS listener (LocalId 2).
+fn tls_policy() -> Policy {
+    let mut p = tcp_policy(false);
+    p.listeners.push(Listener {
+        transport: Transport::Tls,
+        bind: addr("192.0.2.1:5061"),
+        advertise: "192.0.2.1:5061".into(),
+    });
+    p
 }
 
 /// Everything queued, with the flow each goes on.
@@ -203,12 +219,7 @@ fn a_dialog_with_a_trunk_over_a_stream_keeps_the_connection_its_answer_came_on()
     // its Contact naming a port nothing listens on (a TLS front end, a
     // proxy): the ACK and the BYE still go over that connection.
     let carrier_ip = addr(CARRIER_A).ip();
-    let on_conn = Flow {
-        transport: Transport::Tcp,
-        remote: addr(CARRIER_A),
-        local: LocalId(1),
-        conn: conn(9),
-    };
+    let on_conn = stream_flow(Transport::Tcp, CARRIER_A, 1, 9);
     let contact = format!("sip:c@{carrier_ip}:5999;transport=tcp");
     let ok = reply(b_invite, 200, "OK", Some("ct"), Some(&contact), "");
     sim.engine.handle_datagram(sim.now, on_conn, ok.as_bytes());
@@ -246,24 +257,14 @@ fn a_dialog_with_a_trunk_over_a_stream_keeps_the_connection_its_answer_came_on()
 
 #[test]
 fn a_trunk_held_to_verified_tls_is_a_stranger_over_anything_else() {
-    let mut p = tcp_policy(false);
-    p.listeners.push(Listener {
-        transport: Transport::Tls,
-        bind: addr("192.0.2.1:5061"),
-        advertise: "192.0.2.1:5061".into(),
-    });
+    let mut p = tls_policy();
     p.trunks[1].tls_only = true;
     let mut sim = Sim::with_policy(p);
     // carrier-a's address over UDP (spoofable) and over TCP: refused.
     let text = invite(CARRIER_A, "+390299999", "mtls-1", "z9hG4bKm1", 1);
     sim.recv(CARRIER_A, &text);
     assert_eq!(sim.one_to(CARRIER_A).code(), Some(403));
-    let tcp = Flow {
-        transport: Transport::Tcp,
-        remote: addr("10.0.0.20:40100"),
-        local: LocalId(1),
-        conn: conn(3),
-    };
+    let tcp = stream_flow(Transport::Tcp, "10.0.0.20:40100", 1, 3);
     let text2 = invite(CARRIER_A, "+390299999", "mtls-2", "z9hG4bKm2", 1)
         .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     sim.engine.handle_datagram(sim.now, tcp, text2.as_bytes());
@@ -272,12 +273,7 @@ fn a_trunk_held_to_verified_tls_is_a_stranger_over_anything_else() {
     assert!(refused.text().contains("mtls-2"));
     // Over TLS (where the I/O layer demanded its certificate) it is the
     // trunk, and its call reaches the PBX.
-    let tls = Flow {
-        transport: Transport::Tls,
-        remote: addr("10.0.0.20:40101"),
-        local: LocalId(2),
-        conn: conn(4),
-    };
+    let tls = stream_flow(Transport::Tls, "10.0.0.20:40101", 2, 4);
     let text3 = invite(CARRIER_A, "+390299999", "mtls-3", "z9hG4bKm3", 1)
         .replace("SIP/2.0/UDP", "SIP/2.0/TLS");
     sim.engine.handle_datagram(sim.now, tls, text3.as_bytes());
@@ -288,12 +284,7 @@ fn a_trunk_held_to_verified_tls_is_a_stranger_over_anything_else() {
 
 #[test]
 fn a_sips_request_uri_is_taken_only_over_tls() {
-    let mut p = tcp_policy(false);
-    p.listeners.push(Listener {
-        transport: Transport::Tls,
-        bind: addr("192.0.2.1:5061"),
-        advertise: "192.0.2.1:5061".into(),
-    });
+    let mut p = tls_policy();
     let mut sim = Sim::with_policy(p);
     let sips = |call_id: &str, branch: &str| {
         invite(PBX, "+390612345678", call_id, branch, 1).replacen("INVITE sip:", "INVITE sips:", 1)
@@ -306,12 +297,7 @@ fn a_sips_request_uri_is_taken_only_over_tls() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(counted, 1);
     // Over TLS the call goes on to the carrier.
-    let tls = Flow {
-        transport: Transport::Tls,
-        remote: addr("10.0.0.10:40200"),
-        local: LocalId(2),
-        conn: conn(6),
-    };
+    let tls = stream_flow(Transport::Tls, "10.0.0.10:40200", 2, 6);
     let text = sips("sips-2", "z9hG4bKs2").replace("SIP/2.0/UDP", "SIP/2.0/TLS");
     sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
     let sent = drain(&mut sim);
@@ -321,20 +307,10 @@ fn a_sips_request_uri_is_taken_only_over_tls() {
 
 #[test]
 fn in_a_dialog_a_peer_is_heard_only_over_its_legs_transport() {
-    let mut p = tcp_policy(false);
-    p.listeners.push(Listener {
-        transport: Transport::Tls,
-        bind: addr("192.0.2.1:5061"),
-        advertise: "192.0.2.1:5061".into(),
-    });
+    let mut p = tls_policy();
     p.trunks[1].tls_only = true;
     let mut sim = Sim::with_policy(p);
-    let tls = Flow {
-        transport: Transport::Tls,
-        remote: addr("10.0.0.20:40101"),
-        local: LocalId(2),
-        conn: conn(4),
-    };
+    let tls = stream_flow(Transport::Tls, "10.0.0.20:40101", 2, 4);
     let text = invite(CARRIER_A, "+390299999", "dlg-tls", "z9hG4bKd1", 1)
         .replace("SIP/2.0/UDP", "SIP/2.0/TLS");
     sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
