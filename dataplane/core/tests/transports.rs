@@ -284,7 +284,7 @@ fn a_trunk_held_to_verified_tls_is_a_stranger_over_anything_else() {
 
 #[test]
 fn a_sips_request_uri_is_taken_only_over_tls() {
-    let mut p = tls_policy();
+    let p = tls_policy();
     let mut sim = Sim::with_policy(p);
     let sips = |call_id: &str, branch: &str| {
         invite(PBX, "+390612345678", call_id, branch, 1).replacen("INVITE sip:", "INVITE sips:", 1)
