@@ -330,3 +330,46 @@ fn inbound_did_from_carrier_reaches_pbx() {
         1.0
     );
 }
+
+/// RFC 4028: a caller asks for session timers and the callee does not
+/// take part, so the SBC names the caller the refresher in the 2xx; the
+/// caller never refreshes, so about 60 s later (90 - 30) the SBC ends the
+/// call with BYE on both legs, and each side answers it.
+#[test]
+fn a_session_nobody_refreshes_is_ended_by_the_sbc() {
+    let net = Net(142);
+    let sbc = Sbc::start(net, &example_config(net, 1));
+    let uas = Sipp::spawn(
+        "uas",
+        &uas_args(net, &net.carrier_a(), "uas_answer.xml", 1, 0),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = Sipp::spawn(
+        "uac",
+        &uac_args(
+            net,
+            &net.pbx(),
+            "uac_session_timer.xml",
+            "+390612345678",
+            1,
+            1,
+            40,
+        ),
+    )
+    .wait(LIMIT);
+    let uas = uas.wait(LIMIT);
+    assert_eq!(
+        (uac.code, uac.successful),
+        (Some(0), 1),
+        "{}\n{}",
+        uac.output,
+        sbc.log()
+    );
+    assert_eq!((uas.code, uas.successful), (Some(0), 1), "{}", uas.output);
+    let log = sbc.log();
+    assert!(log.contains("session_expired"), "{log}");
+    assert_eq!(
+        sbc.wait_metric(r#"sbc_calls_active{trunk="pbx",direction="inbound"}"#, 0.0),
+        0.0
+    );
+}

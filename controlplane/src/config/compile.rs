@@ -260,5 +260,7 @@ fn call_timers(t: &file::Timers) -> CallTimers {
         max_duration: t
             .max_call_duration_s
             .map(|s| std::time::Duration::from_secs(u64::from(s))),
+        session_expires: t.session_expires_s,
+        min_se: t.min_se_s.unwrap_or(d.min_se),
     }
 }

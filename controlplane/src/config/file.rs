@@ -85,6 +85,11 @@ pub struct Timers {
     pub max_ringing_ms: Option<Millis>,
     /// Answered calls are ended after this many seconds; absent: no limit.
     pub max_call_duration_s: Option<u32>,
+    /// RFC 4028 session interval the SBC asks for (and caps callers at);
+    /// absent: the ends' own choice.
+    pub session_expires_s: Option<u32>,
+    /// RFC 4028 Min-SE: the shortest session interval accepted (>= 90).
+    pub min_se_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -28,6 +28,9 @@ fn at(field: FieldPath, message: impl Into<String>) -> Check {
 
 /// Longest maximum call duration accepted (a week).
 pub const MAX_CALL_DURATION_S: u32 = 7 * 24 * 3600;
+/// RFC 4028 §4-§5: session intervals are at least 90 s; a day is the most
+/// the SBC lets a session go unrefreshed.
+pub const SESSION_INTERVAL_S: std::ops::RangeInclusive<u32> = 90..=86_400;
 
 /// Largest stranger answer rate accepted.
 pub const MAX_STRANGER_ANSWERS: u32 = 100_000;
@@ -213,6 +216,31 @@ fn sip(sip: &Sip, path: &FieldPath) -> Check {
         return at(
             timers.key("max_call_duration_s"),
             format!("{s} is out of range: must be between 1 and {MAX_CALL_DURATION_S} seconds"),
+        );
+    }
+    for (key, value) in [
+        ("min_se_s", sip.timers.min_se_s),
+        ("session_expires_s", sip.timers.session_expires_s),
+    ] {
+        if let Some(s) = value
+            && !SESSION_INTERVAL_S.contains(&s)
+        {
+            return at(
+                timers.key(key),
+                format!(
+                    "{s} is out of range: must be between {} and {} seconds (RFC 4028)",
+                    SESSION_INTERVAL_S.start(),
+                    SESSION_INTERVAL_S.end()
+                ),
+            );
+        }
+    }
+    if let (Some(se), Some(min)) = (sip.timers.session_expires_s, sip.timers.min_se_s)
+        && se < min
+    {
+        return at(
+            timers.key("session_expires_s"),
+            format!("{se} is below min_se_s ({min})"),
         );
     }
     let t1 = sip.timers.t1_ms.map_or(TimerConfig::default().t1, |m| m.0);

@@ -356,6 +356,13 @@ pub struct CallTimers {
     /// An answered call lasting this long is ended (BYE on both legs);
     /// `None`: no limit.
     pub max_duration: Option<Duration>,
+    /// RFC 4028: the session interval (seconds) the SBC asks for on calls
+    /// whose caller asked for none, and the most it lets a caller ask for;
+    /// `None`: the ends' own choice.
+    pub session_expires: Option<u32>,
+    /// RFC 4028 §5: the shortest session interval (seconds) the SBC
+    /// accepts (at least 90).
+    pub min_se: u32,
 }
 
 impl Default for CallTimers {
@@ -364,6 +371,8 @@ impl Default for CallTimers {
             no_response: Duration::from_secs(4),
             max_ringing: Duration::from_secs(180),
             max_duration: None,
+            session_expires: None,
+            min_se: 90,
         }
     }
 }

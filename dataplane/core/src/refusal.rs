@@ -94,12 +94,16 @@ pub enum Refusal {
     /// RFC 3261 §21.4.18).
     #[error("no account of the extension is registered")]
     NotRegistered,
+    /// RFC 4028 §8.1: a session interval below the SBC's minimum from a
+    /// caller that supports timers (422, with the SBC's Min-SE).
+    #[error("session interval too small")]
+    SessionIntervalTooSmall,
 }
 
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 21] = [
+    pub const LABELS: [&'static str; 22] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -121,6 +125,7 @@ impl Refusal {
         "dialog_busy",
         "not_registered",
         "insecure_sips",
+        "session_interval_too_small",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -147,6 +152,7 @@ impl Refusal {
             Refusal::DialogBusy => 18,
             Refusal::NotRegistered => 19,
             Refusal::InsecureSips => 20,
+            Refusal::SessionIntervalTooSmall => 21,
         }
     }
 
@@ -184,6 +190,7 @@ impl Refusal {
             Refusal::Media(e) => e.status().0,
             Refusal::UnusableAnswer => 488,
             Refusal::NotRegistered => 480,
+            Refusal::SessionIntervalTooSmall => 422,
         }
     }
 
@@ -211,6 +218,7 @@ impl Refusal {
             Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
             Refusal::Media(_) | Refusal::UnusableAnswer => "Not Acceptable Here",
             Refusal::NotRegistered => "Temporarily Unavailable",
+            Refusal::SessionIntervalTooSmall => "Session Interval Too Small",
         })
     }
 
@@ -241,7 +249,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 27] = [
+    const ALL: [Refusal; 28] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -269,6 +277,7 @@ mod tests {
         Refusal::Media(MediaError::BadAddress),
         Refusal::UnusableAnswer,
         Refusal::NotRegistered,
+        Refusal::SessionIntervalTooSmall,
     ];
 
     #[test]

@@ -538,6 +538,43 @@ rejects!(
 );
 
 rejects!(
+    min_se_below_the_rfc_floor,
+    "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[sip.timers]\nmin_se_s = 30\n",
+    "sip.timers.min_se_s: 30 is out of range: must be between 90 and 86400 seconds (RFC 4028)"
+);
+
+rejects!(
+    session_expires_below_min_se,
+    "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[sip.timers]\nmin_se_s = 600\nsession_expires_s = 300\n",
+    "sip.timers.session_expires_s: 300 is below min_se_s (600)"
+);
+
+#[test]
+fn session_timers_reach_the_policy() {
+    let text = "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[sip.timers]\nsession_expires_s = 1800\nmin_se_s = 120\n";
+    let policy = Config::from_toml_str(text)
+        .unwrap()
+        .compile(&crate::config::StatsRegistry::new(), 1);
+    assert_eq!(
+        (
+            policy.call_timers.session_expires,
+            policy.call_timers.min_se
+        ),
+        (Some(1800), 120)
+    );
+    let policy = Config::from_toml_str("[sip]\nlisten = [\"127.0.0.1:5060\"]\n")
+        .unwrap()
+        .compile(&crate::config::StatsRegistry::new(), 1);
+    assert_eq!(
+        (
+            policy.call_timers.session_expires,
+            policy.call_timers.min_se
+        ),
+        (None, 90)
+    );
+}
+
+rejects!(
     account_transport_without_listener,
     with_base(
         "\n[registrar]\nrealm = \"sbc.test\"\n\n[[extensions]]\nnumber = \"201\"\naccounts = [{ username = \"alice\", secret = \"s3cret-pass\", transports = [\"tls\"] }]\n"

@@ -75,10 +75,17 @@ pub(crate) fn copy_end_to_end(w: &mut Writer<'_>, msg: &Message<'_>) {
 /// [`copy_end_to_end`], optionally without the headers that describe the
 /// body (when the body is dropped).
 pub(crate) fn copy_end_to_end_with(w: &mut Writer<'_>, msg: &Message<'_>, with_body: bool) {
+    copy_headers(w, msg, with_body, false);
+}
+
+/// [`copy_end_to_end_with`]; `new_session` leaves out Session-Expires and
+/// Min-SE (the SBC writes its own, RFC 4028 §8.1).
+fn copy_headers(w: &mut Writer<'_>, msg: &Message<'_>, with_body: bool, new_session: bool) {
     for h in msg.headers() {
         match h.name {
             HeaderName::ContentType | HeaderName::ContentDisposition | HeaderName::ContentEncoding
                 if !with_body => {}
+            HeaderName::SessionExpires | HeaderName::MinSe if new_session => {}
             HeaderName::Via
             | HeaderName::Route
             | HeaderName::RecordRoute
@@ -153,6 +160,20 @@ fn is_topology_header(name: &[u8]) -> bool {
 /// [`copy_end_to_end`] into a buffer of its own.
 pub(crate) fn render_end_to_end(msg: &Message<'_>) -> Bytes {
     render_end_to_end_with(msg, true)
+}
+
+/// The end-to-end headers of a call's first INVITE as they go to the
+/// callee: Session-Expires and Min-SE as the SBC set them, if it did
+/// ([`super::session::plan_invite`]).
+pub(crate) fn render_invite_headers(msg: &Message<'_>, session: Option<(u32, u32)>) -> Bytes {
+    let Some(values) = session else {
+        return render_end_to_end(msg);
+    };
+    let mut buf = BytesMut::with_capacity(288);
+    let mut w = Writer::new(&mut buf);
+    copy_headers(&mut w, msg, true, true);
+    super::session::write_rewrite(&mut w, values);
+    buf.freeze()
 }
 
 /// [`render_end_to_end`], optionally without the headers that describe the

@@ -150,6 +150,9 @@ pub(crate) struct Routing {
     pub extension: Option<Arc<str>>,
     /// Waiting for the extension's owner to say where its phones are.
     pub awaiting: bool,
+    /// What the INVITE asked for of session timers (RFC 4028), as it
+    /// goes to the callee.
+    pub session: Option<super::session::Asked>,
 }
 
 /// The caller's initial INVITE and its server transaction.
@@ -311,6 +314,8 @@ pub(crate) struct Relay {
     pub offer_in_request: bool,
     /// The final status the originator was answered with.
     pub final_code: Option<u16>,
+    /// A session refresh (RFC 4028): what it asked for.
+    pub session: Option<super::session::Asked>,
 }
 
 impl Relay {
@@ -603,6 +608,7 @@ impl Call {
         self.timers.cancel(TimerName::NoResponse);
         self.timers.cancel(TimerName::MaxRinging);
         self.timers.cancel(TimerName::MaxDuration);
+        self.timers.cancel(TimerName::SessionExpires);
     }
 }
 

@@ -221,6 +221,9 @@ fn relay(
         ack: None,
         offer_in_request,
         final_code: None,
+        session: carries_offer(req.method)
+            .then(|| super::session::asked(&req.msg))
+            .flatten(),
     });
 }
 
@@ -460,10 +463,16 @@ fn respond_to_originator(
         return;
     };
     let code = resp.code;
+    // RFC 4028: a 2xx to a session refresh settles the interval anew.
+    let session = (carries_offer(relay.method) && (200..300).contains(&code))
+        .then(|| super::session::settle(&resp.msg, relay.session));
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + relay.template.len());
     let mut w = relay.template.start(&mut buf, code, resp.reason, None);
     if is_target_refresh(relay.method) && (101..300).contains(&code) {
         w.header(HeaderName::Contact, &[&our_contact]);
+    }
+    if let Some((Some(interval), true)) = session {
+        super::session::write_refresher(&mut w, interval);
     }
     body.write(&mut w, &resp.msg);
     let bytes = buf.freeze();
@@ -475,6 +484,9 @@ fn respond_to_originator(
         relay.final_code = Some(code);
         // Retransmissions of the request get the stored response.
         relay.template = Template::empty();
+    }
+    if let Some((interval, _)) = session {
+        super::session::arm(call, interval, now);
     }
 }
 

@@ -96,6 +96,9 @@ pub enum EndReason {
     /// The answered call reached the configured maximum duration: the
     /// SBC sent BYE on both legs.
     MaxDuration,
+    /// RFC 4028: no session refresh came within the negotiated interval:
+    /// the SBC sent BYE on both legs.
+    SessionExpired,
     /// The SBC ended the call for a reason of its own (a BYE that was
     /// never answered, an internal failure).
     Internal,
@@ -114,6 +117,7 @@ impl EndReason {
             EndReason::UnusableMedia => "unusable_media",
             EndReason::NoAck => "no_ack",
             EndReason::MaxDuration => "max_duration",
+            EndReason::SessionExpired => "session_expired",
             EndReason::Internal => "internal",
         }
     }

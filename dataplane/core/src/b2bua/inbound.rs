@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::build::{
-    ALLOW, Reach, contact_uri, next_hop, render_end_to_end, response_dest, unsupported_options,
+    ALLOW, Reach, contact_uri, next_hop, render_invite_headers, response_dest, unsupported_options,
 };
 use super::call::{Call, Leg, Phase, Routing, Side, State, Uas};
 use super::context::Engine;
@@ -41,6 +41,8 @@ pub(crate) struct Admitted {
     /// The caller's number on the B leg (a phone's extension number),
     /// instead of the user of its From.
     pub caller_id: Option<Arc<str>>,
+    /// Session timers of the INVITE (RFC 4028 §8.1).
+    session: super::session::Plan,
 }
 
 /// The caller's dialog, as the INVITE creates it (RFC 3261 §12.1.1): the
@@ -286,6 +288,7 @@ impl Engine {
             return Err(Refusal::NoRoute);
         }
         let policy = Arc::clone(&self.ctx.policy);
+        let session = super::session::plan_invite(&req.msg, &policy.call_timers)?;
         // A phone dialling an extension's number calls it (no route).
         if trunk == crate::policy::PHONES && policy.accounts.is_extension(&number) {
             let Some(cref) = self.calls.reserve() else {
@@ -303,6 +306,7 @@ impl Engine {
                 route_index: usize::MAX,
                 failover_on_timeout: false,
                 caller_id: None,
+                session,
             });
         }
         let (route_index, route) = policy
@@ -348,6 +352,7 @@ impl Engine {
             failover_on_timeout: route.failover.on_timeout,
             extension: route.extension.clone(),
             caller_id: None,
+            session,
         })
     }
 
@@ -487,11 +492,12 @@ impl Engine {
                 failover_on_timeout: admitted.failover_on_timeout,
                 route_index: admitted.route_index,
                 failure: None,
-                invite_headers: render_end_to_end(&req.msg),
+                invite_headers: render_invite_headers(&req.msg, admitted.session.rewrite()),
                 invite_body: Bytes::copy_from_slice(req.msg.body()),
                 max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
                 extension: admitted.extension,
                 awaiting: false,
+                session: admitted.session.asked(),
             })),
             uas,
             number: Arc::from(admitted.number),

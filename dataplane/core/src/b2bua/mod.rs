@@ -51,6 +51,7 @@ mod outside;
 mod probe;
 mod register;
 mod response;
+mod session;
 mod standalone;
 mod strangers;
 mod table;

@@ -625,6 +625,10 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     if let Some(max) = policy.call_timers.max_duration {
         call.timers.set(TimerName::MaxDuration, now + max);
     }
+    // RFC 4028: the interval the 2xx settles holds from now.
+    let asked = call.routing_mut().and_then(|r| r.session);
+    let (interval, insert) = super::session::settle(&resp.msg, asked);
+    super::session::arm(call, interval, now);
     // Leaving routing drops its data (targets, failures, the caller's
     // INVITE headers and body).
     call.state = State::Answered { at: now };
@@ -643,7 +647,7 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     if let Some(t) = policy.trunk(call.a.trunk) {
         t.stats.answer(Direction::Inbound);
     }
-    relay_with_body(ctx, call, resp, &body, now);
+    relay_with_body(ctx, call, resp, &body, interval.filter(|_| insert), now);
     super::media::arm_timeout(ctx, call, now);
     if !call.uas.tx.is_pending() {
         call.uas.template = super::template::Template::empty();
@@ -745,11 +749,20 @@ fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Ins
     // RFC 3261 §13.2.1) an offer the caller answers in its ACK.
     let answer = call.offer_in_invite;
     let body = sdp_towards(ctx, call, Side::B, answer, &resp.msg, now);
-    relay_with_body(ctx, call, resp, &body, now);
+    relay_with_body(ctx, call, resp, &body, None, now);
 }
 
-/// Relays a response from the callee with `body` (from [`sdp_towards`]).
-fn relay_with_body(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, body: &Body, now: Instant) {
+/// Relays a response from the callee with `body` (from [`sdp_towards`]),
+/// naming the caller the refresher of `session` seconds when the callee
+/// took no part in session timers ([`super::session::settle`]).
+fn relay_with_body(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    resp: &Response<'_>,
+    body: &Body,
+    session: Option<u32>,
+    now: Instant,
+) {
     let local = ctx.local(call.a.flow.local).clone();
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
     let mut w = call
@@ -757,6 +770,9 @@ fn relay_with_body(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, body: &B
         .template
         .start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
     w.header(HeaderName::Contact, &[&local.contact]);
+    if let Some(interval) = session {
+        super::session::write_refresher(&mut w, interval);
+    }
     body.write(&mut w, &resp.msg);
     let bytes = buf.freeze();
     if call

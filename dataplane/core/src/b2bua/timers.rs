@@ -175,6 +175,13 @@ fn call_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
             {
                 bye_both(ctx, call, now, EndReason::MaxDuration);
             }
+            TimerName::SessionExpires
+                if matches!(call.phase(), Phase::Confirmed | Phase::Answered) =>
+            {
+                // RFC 4028 §10: the refresher went quiet; end the call as
+                // the ends would.
+                bye_both(ctx, call, now, EndReason::SessionExpired);
+            }
             TimerName::MaxRinging if call.uas.tx.is_pending() => {
                 cancel_call(ctx, call, now, EndReason::RingTimeout);
             }

@@ -49,6 +49,8 @@ pub enum TimerName {
     MediaTimeout,
     /// SBC: the answered call reached its maximum duration.
     MaxDuration,
+    /// RFC 4028 §10: no session refresh came within the session interval.
+    SessionExpires,
 }
 
 /// RFC 3261 Table 4 base values, configurable per deployment.
