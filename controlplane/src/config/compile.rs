@@ -20,6 +20,8 @@ use super::values::{FailoverEntry, Name};
 #[derive(Debug, Default)]
 pub struct StatsRegistry {
     trunks: Mutex<HashMap<Arc<str>, Arc<TrunkStats>>>,
+    /// Calls open across shards (`sip.max_calls`), kept across reloads.
+    pub open_calls: Arc<sbc_core::stats::OpenCalls>,
 }
 
 impl StatsRegistry {
@@ -182,6 +184,10 @@ pub fn compile(
         listeners: listeners(&file.sip),
         timers: timers(&file.sip.timers),
         call_timers: call_timers(&file.sip.timers),
+        limits: sbc_core::policy::Limits {
+            max_calls: file.sip.max_calls,
+            open: Arc::clone(&stats.open_calls),
+        },
         acl: Acl {
             allow: file.acl.allow.iter().map(|n| n.0).collect(),
             deny: file.acl.deny.iter().map(|n| n.0).collect(),

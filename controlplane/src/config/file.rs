@@ -44,6 +44,9 @@ pub struct Sip {
     pub tls: Option<SipTls>,
     #[serde(default)]
     pub timers: Timers,
+    /// The most calls open at once across all shards; absent: no limit
+    /// beyond each shard's call table.
+    pub max_calls: Option<u32>,
 }
 
 /// `[sip.tls]`: PEM files, relative to the configuration file's folder.

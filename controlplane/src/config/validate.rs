@@ -209,6 +209,12 @@ fn sip(sip: &Sip, path: &FieldPath) -> Check {
             }
         }
     }
+    if sip.max_calls == Some(0) {
+        return at(
+            path.key("max_calls"),
+            "0 would refuse every call: must be at least 1 (or absent: no limit)",
+        );
+    }
     let timers = path.key("timers");
     if let Some(s) = sip.timers.max_call_duration_s
         && !(1..=MAX_CALL_DURATION_S).contains(&s)

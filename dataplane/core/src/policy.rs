@@ -410,6 +410,18 @@ pub struct Policy {
     pub media: Option<MediaPolicy>,
     /// Extensions, their accounts, and the registrar's settings.
     pub accounts: crate::registrar::Accounts,
+    /// Limits across all shards.
+    pub limits: Limits,
+}
+
+/// Limits that hold for the whole SBC, across shards and reloads.
+#[derive(Debug, Default)]
+pub struct Limits {
+    /// The most calls open at once (admitted and not yet ended); `None`:
+    /// only each shard's call table bounds them.
+    pub max_calls: Option<u32>,
+    /// Calls open now, shared by every shard and kept across reloads.
+    pub open: Arc<crate::stats::OpenCalls>,
 }
 
 impl Policy {
@@ -615,6 +627,7 @@ mod tests {
             version: 1,
             listeners: vec![],
             timers: TimerConfig::default(),
+            limits: Limits::default(),
             call_timers: CallTimers::default(),
             acl: Acl {
                 allow: vec![],

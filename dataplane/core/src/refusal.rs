@@ -98,12 +98,16 @@ pub enum Refusal {
     /// caller that supports timers (422, with the SBC's Min-SE).
     #[error("session interval too small")]
     SessionIntervalTooSmall,
+    /// The SBC's `max_calls` across shards is reached (503 with
+    /// Retry-After, before any call state exists).
+    #[error("the SBC's call limit is reached")]
+    CallLimit,
 }
 
 impl Refusal {
     /// The metric labels of `sbc_requests_rejected_total{reason}`; each
     /// refusal counts under one of them ([`Refusal::counter`]).
-    pub const LABELS: [&'static str; 22] = [
+    pub const LABELS: [&'static str; 23] = [
         "acl_denied",
         "unknown_source",
         "no_route",
@@ -126,6 +130,7 @@ impl Refusal {
         "not_registered",
         "insecure_sips",
         "session_interval_too_small",
+        "call_limit",
     ];
 
     /// Index of this refusal's label in [`Refusal::LABELS`].
@@ -153,6 +158,7 @@ impl Refusal {
             Refusal::NotRegistered => 19,
             Refusal::InsecureSips => 20,
             Refusal::SessionIntervalTooSmall => 21,
+            Refusal::CallLimit => 22,
         }
     }
 
@@ -185,6 +191,7 @@ impl Refusal {
             Refusal::CallTableFull
             | Refusal::TrunksDown
             | Refusal::TrunkLimit
+            | Refusal::CallLimit
             | Refusal::Overloaded
             | Refusal::DialogBusy => 503,
             Refusal::Media(e) => e.status().0,
@@ -213,6 +220,7 @@ impl Refusal {
             Refusal::CallTableFull
             | Refusal::TrunksDown
             | Refusal::TrunkLimit
+            | Refusal::CallLimit
             | Refusal::Overloaded
             | Refusal::DialogBusy => "Service Unavailable",
             Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
@@ -230,9 +238,10 @@ impl Refusal {
             Refusal::MethodNotAllowed => &[(HeaderName::Allow, ALLOW)],
             Refusal::UnsupportedMedia => &[(HeaderName::Accept, b"application/sdp")],
             // RFC 3261 §21.5.4: when to try again.
-            Refusal::TrunkLimit | Refusal::Overloaded | Refusal::DialogBusy => {
-                &[(HeaderName::RetryAfter, b"1")]
-            }
+            Refusal::TrunkLimit
+            | Refusal::CallLimit
+            | Refusal::Overloaded
+            | Refusal::DialogBusy => &[(HeaderName::RetryAfter, b"1")],
             _ => &[],
         }
     }
@@ -249,7 +258,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 28] = [
+    const ALL: [Refusal; 29] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -278,6 +287,7 @@ mod tests {
         Refusal::UnusableAnswer,
         Refusal::NotRegistered,
         Refusal::SessionIntervalTooSmall,
+        Refusal::CallLimit,
     ];
 
     #[test]

@@ -78,6 +78,32 @@ impl Registered {
     }
 }
 
+/// Calls open across all shards, for the SBC's `max_calls`.
+#[derive(Debug, Default)]
+pub struct OpenCalls(AtomicI64);
+
+impl OpenCalls {
+    /// Takes a slot for a new call unless `max` are open.
+    pub fn try_open(&self, max: Option<u32>) -> bool {
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        if max.is_some_and(|m| n > i64::from(m)) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot [`OpenCalls::try_open`] took.
+    pub fn close(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Calls open now.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 impl TrunkStats {
     /// Takes a slot for a call in direction `d` unless `max` are open.
     pub fn try_open(&self, d: Direction, max: Option<u32>) -> bool {

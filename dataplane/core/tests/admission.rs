@@ -65,6 +65,52 @@ fn a_trunk_at_max_calls_gets_503_with_retry_after_until_a_call_ends() {
     assert!(third.iter().any(|s| s.to == addr(CARRIER_A)));
 }
 
+/// The SBC's own `max_calls` holds across shards: two shards share one
+/// counter, the call over it gets 503 with Retry-After before any state,
+/// and the slot comes back when a call ends.
+#[test]
+fn the_sbc_wide_max_calls_holds_across_shards() {
+    let mut p = policy();
+    p.limits.max_calls = Some(1);
+    let open = std::sync::Arc::clone(&p.limits.open);
+    let shared = sbc_core::policy::Limits {
+        max_calls: Some(1),
+        open: std::sync::Arc::clone(&open),
+    };
+    let mut other = policy();
+    other.limits = shared;
+    let mut sim = Sim::shard(p, 0, 2);
+    let mut sim2 = Sim::shard(other, 1, 2);
+    // The first Call-ID shard 0 owns (the others it hands off, statelessly).
+    let b_invite = (1..40)
+        .find_map(|n| {
+            call(&mut sim, n)
+                .into_iter()
+                .find(|s| s.to == addr(CARRIER_A))
+        })
+        .unwrap();
+    assert_eq!(open.get(), 1);
+    // The other shard (any Call-ID it owns) is refused too.
+    let refused = (40..80)
+        .map(|n| call(&mut sim2, n))
+        .find(|sent| sent.len() == 1 && sent[0].code() == Some(503))
+        .expect("a call the second shard owns is refused");
+    assert_eq!(refused[0].header(HeaderName::RetryAfter), "1");
+    assert!(sim2.rejected(Refusal::CallLimit) >= 1);
+    assert_eq!(sim2.engine.calls(), 0, "no state for the refused call");
+    // The first call fails: its slot comes back, and a new call goes on.
+    sim.recv(
+        CARRIER_A,
+        &reply(&b_invite, 486, "Busy Here", Some("c"), None, ""),
+    );
+    sim.sent();
+    assert_eq!(open.get(), 0);
+    assert!(
+        (100..140).any(|n| call(&mut sim, n).iter().any(|s| s.to == addr(CARRIER_A))),
+        "a new call goes on"
+    );
+}
+
 #[test]
 fn a_trunk_over_its_calls_a_second_gets_503() {
     let mut p = policy();

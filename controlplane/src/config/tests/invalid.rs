@@ -538,6 +538,25 @@ rejects!(
 );
 
 rejects!(
+    sip_max_calls_zero,
+    "[sip]\nlisten = [\"127.0.0.1:5060\"]\nmax_calls = 0\n",
+    "sip.max_calls: 0 would refuse every call: must be at least 1 (or absent: no limit)"
+);
+
+#[test]
+fn the_sbc_max_calls_reaches_the_policy_and_its_counter_survives_reloads() {
+    let stats = crate::config::StatsRegistry::new();
+    let text = "[sip]\nlisten = [\"127.0.0.1:5060\"]\nmax_calls = 500\n";
+    let first = Config::from_toml_str(text).unwrap().compile(&stats, 1);
+    let second = Config::from_toml_str(text).unwrap().compile(&stats, 2);
+    assert_eq!(first.limits.max_calls, Some(500));
+    assert!(std::sync::Arc::ptr_eq(
+        &first.limits.open,
+        &second.limits.open
+    ));
+}
+
+rejects!(
     min_se_below_the_rfc_floor,
     "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[sip.timers]\nmin_se_s = 30\n",
     "sip.timers.min_se_s: 30 is out of range: must be between 90 and 86400 seconds (RFC 4028)"

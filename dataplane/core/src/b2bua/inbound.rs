@@ -291,9 +291,7 @@ impl Engine {
         let session = super::session::plan_invite(&req.msg, &policy.call_timers)?;
         // A phone dialling an extension's number calls it (no route).
         if trunk == crate::policy::PHONES && policy.accounts.is_extension(&number) {
-            let Some(cref) = self.calls.reserve() else {
-                return Err(Refusal::CallTableFull);
-            };
+            let cref = self.reserve_call(&policy)?;
             return Ok(Admitted {
                 cref,
                 extension: Some(Arc::from(number.as_str())),
@@ -338,12 +336,11 @@ impl Engine {
             }
         };
         self.admission(&policy, trunk)?;
-        let Some(cref) = self.calls.reserve() else {
+        let cref = self.reserve_call(&policy).inspect_err(|_| {
             if let Some(t) = policy.trunk(trunk) {
                 t.stats.close(Direction::Inbound);
             }
-            return Err(Refusal::CallTableFull);
-        };
+        })?;
         Ok(Admitted {
             cref,
             number,
@@ -353,6 +350,19 @@ impl Engine {
             extension: route.extension.clone(),
             caller_id: None,
             session,
+        })
+    }
+
+    /// A slot under the SBC's `max_calls` (across shards) and one in this
+    /// shard's call table, or the refusal; the call gives both back when
+    /// it ends.
+    fn reserve_call(&mut self, policy: &Policy) -> Result<CallRef, Refusal> {
+        if !policy.limits.open.try_open(policy.limits.max_calls) {
+            return Err(Refusal::CallLimit);
+        }
+        self.calls.reserve().ok_or_else(|| {
+            policy.limits.open.close();
+            Refusal::CallTableFull
         })
     }
 

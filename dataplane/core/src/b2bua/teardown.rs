@@ -166,7 +166,8 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
             t.stats.hang_up(Direction::Outbound);
         }
     }
-    // The trunk slots the call held (admission control).
+    // The slots the call held (admission control).
+    call.policy.limits.open.close();
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.close(Direction::Inbound);
     }

@@ -64,6 +64,7 @@ pub fn policy_at(sbc: &str, pbx: &str, carrier_a: &str, carrier_b: &str) -> Poli
             advertise: sbc.to_owned(),
         }],
         timers: TimerConfig::default(),
+        limits: Default::default(),
         call_timers: CallTimers::default(),
         acl: Acl {
             allow: vec![],
