@@ -48,6 +48,7 @@ fn policy() -> Policy {
                 .parse()
                 .unwrap_or_else(|_| std::process::exit(2)),
         ],
+        source_port: None,
         address: format!("{ip}:5060")
             .parse()
             .unwrap_or_else(|_| std::process::exit(2)),
@@ -75,6 +76,7 @@ fn policy() -> Policy {
         }],
         timers: TimerConfig::default(),
         call_timers: CallTimers::default(),
+        limits: Default::default(),
         acl: Acl::default(),
         trunks: vec![trunk("pbx", "10.0.0.10"), trunk("carrier", "10.0.0.20")],
         routes: vec![Route {

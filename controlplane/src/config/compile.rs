@@ -101,6 +101,7 @@ pub fn compile(
             Trunk {
                 name: t.name.0.as_str().into(),
                 sources: t.sources.iter().map(|n| n.0).collect(),
+                source_port: t.source_port,
                 address,
                 transport: t.transport.0,
                 media: t.media.0,

@@ -171,6 +171,9 @@ pub struct Trunk {
     /// "dynamic"`).
     #[serde(default)]
     pub sources: Vec<Network>,
+    /// Over UDP, only requests from this source port start calls as the
+    /// trunk's (trunks sharing an address are told apart by port).
+    pub source_port: Option<u16>,
     /// Where its calls go (not with `host = "dynamic"`).
     pub address: Option<SocketAddress>,
     /// How requests reach it: UDP (the default), TCP or TLS.

@@ -359,7 +359,8 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
         ));
     }
     let mut names: HashMap<&Name, usize> = HashMap::new();
-    let mut sources: HashMap<IpNet, usize> = HashMap::new();
+    // A network may be shared by trunks told apart by their source port.
+    let mut sources: HashMap<(IpNet, Option<u16>), usize> = HashMap::new();
     for (i, trunk) in trunks.iter().enumerate() {
         let path = path.index(i);
         if let Some(first) = names.insert(&trunk.name, i) {
@@ -397,8 +398,14 @@ fn trunks<'a>(trunks: &'a [Trunk], path: &FieldPath) -> Result<HashMap<&'a Name,
                 "at least one source address or network is required",
             ));
         }
+        if trunk.source_port == Some(0) {
+            return Err(Problem::new(
+                path.key("source_port"),
+                "0 is no port: must be between 1 and 65535",
+            ));
+        }
         for (j, Network(net)) in trunk.sources.iter().enumerate() {
-            if let Some(owner) = sources.insert(*net, i) {
+            if let Some(owner) = sources.insert((*net, trunk.source_port), i) {
                 // Two registrations with one provider share its addresses:
                 // the Contact user each registered tells their calls apart.
                 fn contact(t: &super::file::Trunk) -> Option<&str> {
@@ -460,6 +467,7 @@ fn dynamic_trunk(trunk: &Trunk, path: &FieldPath) -> Result<(), Problem> {
     }
     let fixed = [
         ("sources", !trunk.sources.is_empty()),
+        ("source_port", trunk.source_port.is_some()),
         ("address", trunk.address.is_some()),
         ("probe", trunk.probe.is_some()),
         ("register", trunk.register.is_some()),

@@ -40,6 +40,11 @@ pub struct Trunk {
     pub name: Arc<str>,
     /// Requests from these networks belong to this trunk.
     pub sources: Vec<IpNet>,
+    /// Over UDP, requests from the sources start calls as this trunk's
+    /// only from this port (several trunks may share one address, told
+    /// apart by port); over TCP and TLS, whose source ports are
+    /// ephemeral, the address alone counts.
+    pub source_port: Option<u16>,
     /// Where requests to this trunk are sent.
     pub address: SocketAddr,
     /// The transport requests to this trunk use (validation makes sure a
@@ -433,9 +438,13 @@ impl Policy {
     /// to: among the trunks whose networks hold `ip`, the one the SBC
     /// registered to with `user` as its Contact user (two registrations
     /// with one provider share its addresses), else the most specific.
-    pub fn trunk_for_request(&self, ip: IpAddr, user: Option<&[u8]>) -> Option<TrunkId> {
+    pub fn trunk_for_request(
+        &self,
+        origin: &crate::net::Flow,
+        user: Option<&[u8]>,
+    ) -> Option<TrunkId> {
         if let Some(user) = user {
-            let ip = canonical(ip);
+            let ip = canonical(origin.remote.ip());
             let by_contact = self.trunks.iter().position(|t| {
                 t.registration
                     .as_ref()
@@ -446,14 +455,14 @@ impl Policy {
                 return Some(TrunkId(u16::try_from(i).unwrap_or(u16::MAX)));
             }
         }
-        self.trunk_for_source(ip)
+        self.trunk_for_origin(origin)
     }
 
     /// The trunk whose sources hold `origin`'s address and that may send
     /// over its transport: who is trusted (exempt from the stranger and
     /// lockout limits) on that flow.
     pub fn trunk_on(&self, origin: &crate::net::Flow) -> Option<TrunkId> {
-        self.trunk_for_source(origin.remote.ip())
+        self.trunk_for_origin(origin)
             .filter(|t| self.accepts_over(*t, origin.transport))
     }
 
@@ -480,29 +489,63 @@ impl Policy {
     /// Whether `ip` speaks for `trunk`: the trunk its address belongs to,
     /// or, for a trunk the SBC registers to, one of its networks (shared
     /// with another registration with the same provider).
+    ///
+    /// The port does not count here: within a dialog a peer may send from
+    /// another port than its first request's, and trunks that share an
+    /// address (told apart by `source_port`) each speak for it.
     pub fn is_source_of(&self, trunk: TrunkId, ip: IpAddr) -> bool {
-        self.trunk_for_source(ip) == Some(trunk)
-            || self.trunk(trunk).is_some_and(|t| {
-                let ip = canonical(ip);
-                t.registration.is_some() && t.sources.iter().any(|n| n.contains(&ip))
-            })
+        let ip = canonical(ip);
+        let Some(t) = self.trunk(trunk) else {
+            return false;
+        };
+        let own = t
+            .sources
+            .iter()
+            .filter(|n| n.contains(&ip))
+            .map(IpNet::prefix_len)
+            .max();
+        match own {
+            None => false,
+            Some(_) if t.registration.is_some() => true,
+            Some(len) => self
+                .best_match(ip, None)
+                .is_some_and(|(best, _)| best.0 == len),
+        }
     }
 
-    /// The trunk a source address belongs to (most specific network wins).
+    /// The trunk a source address belongs to (most specific network wins;
+    /// among trunks sharing it, the first).
     pub fn trunk_for_source(&self, ip: IpAddr) -> Option<TrunkId> {
-        let ip = canonical(ip);
-        let mut best: Option<(u8, TrunkId)> = None;
+        self.best_match(canonical(ip), None).map(|(_, id)| id)
+    }
+
+    /// The trunk a request that came on `origin` belongs to: the most
+    /// specific network holding its address, and over UDP a trunk whose
+    /// `source_port` is the request's source port before one without.
+    pub fn trunk_for_origin(&self, origin: &crate::net::Flow) -> Option<TrunkId> {
+        let port = (origin.transport == crate::net::Transport::Udp).then_some(origin.remote.port());
+        self.best_match(canonical(origin.remote.ip()), port)
+            .map(|(_, id)| id)
+    }
+
+    /// The best trunk for `ip` and its rank (prefix length, port matched).
+    /// With `port`, trunks held to another source port are left out.
+    fn best_match(&self, ip: IpAddr, port: Option<u16>) -> Option<((u8, bool), TrunkId)> {
+        let mut best: Option<((u8, bool), TrunkId)> = None;
         for (i, trunk) in self.trunks.iter().enumerate() {
+            let by_port = match (port, trunk.source_port) {
+                (Some(p), Some(own)) if p != own => continue,
+                (Some(_), Some(_)) => true,
+                _ => false,
+            };
             for net in &trunk.sources {
-                if net.contains(&ip) && best.is_none_or(|(len, _)| net.prefix_len() > len) {
-                    best = Some((
-                        net.prefix_len(),
-                        TrunkId(u16::try_from(i).unwrap_or(u16::MAX)),
-                    ));
+                let rank = (net.prefix_len(), by_port);
+                if net.contains(&ip) && best.is_none_or(|(r, _)| rank > r) {
+                    best = Some((rank, TrunkId(u16::try_from(i).unwrap_or(u16::MAX))));
                 }
             }
         }
-        best.map(|(_, id)| id)
+        best
     }
 
     /// The most specific route for a call from `from` to `number`; ties go
@@ -606,6 +649,7 @@ mod tests {
         Trunk {
             name: name.into(),
             sources: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            source_port: None,
             address: "192.0.2.1:5060".parse().unwrap(),
             transport: crate::net::Transport::Udp,
             media: MediaMode::Anchor,
@@ -733,14 +777,15 @@ mod tests {
         let mut b = trunk("itsp-b", &["192.0.2.0/24"]);
         b.registration = Some(registration("acct-b"));
         p.trunks.extend([a, b]);
-        let ip = "192.0.2.7".parse().unwrap();
-        assert_eq!(p.trunk_for_request(ip, Some(b"acct-b")), Some(TrunkId(3)));
-        assert_eq!(p.trunk_for_request(ip, Some(b"acct-a")), Some(TrunkId(2)));
+        let flow = |a: &str| crate::net::Flow::udp(a.parse().unwrap(), crate::net::LocalId(0));
+        let ip = flow("192.0.2.7:5060");
+        assert_eq!(p.trunk_for_request(&ip, Some(b"acct-b")), Some(TrunkId(3)));
+        assert_eq!(p.trunk_for_request(&ip, Some(b"acct-a")), Some(TrunkId(2)));
         // Another user: the addresses decide.
-        assert_eq!(p.trunk_for_request(ip, Some(b"other")), Some(TrunkId(2)));
+        assert_eq!(p.trunk_for_request(&ip, Some(b"other")), Some(TrunkId(2)));
         // The contact user from elsewhere is no trunk's.
-        let stranger = "198.51.100.1".parse().unwrap();
-        assert_eq!(p.trunk_for_request(stranger, Some(b"acct-b")), None);
+        let stranger = flow("198.51.100.1:5060");
+        assert_eq!(p.trunk_for_request(&stranger, Some(b"acct-b")), None);
     }
 
     #[test]

@@ -259,13 +259,13 @@ fn calls_for_the_contact_user_from_a_shared_address_belong_to_the_registration()
         retry_max: Duration::from_secs(60),
     }));
     policy.trunks.push(second);
-    let ip = addr(CARRIER_A).ip();
+    let ip = sbc_core::net::Flow::udp(addr(CARRIER_A), sbc_core::net::LocalId(0));
     assert_eq!(
-        policy.trunk_for_request(ip, Some(b"acct-2")).map(|t| t.0),
+        policy.trunk_for_request(&ip, Some(b"acct-2")).map(|t| t.0),
         Some(3)
     );
     assert_eq!(
-        policy.trunk_for_request(ip, Some(b"+3906")).map(|t| t.0),
+        policy.trunk_for_request(&ip, Some(b"+3906")).map(|t| t.0),
         Some(1)
     );
 }

@@ -84,7 +84,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `address`, `transport`, `tls`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `source_port`, `address`, `transport`, `tls`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `register` (line 7)"
 );
 rejects!(
     unknown_target_key,
@@ -606,4 +606,42 @@ rejects!(
         "\n[registrar]\nrealm = \"sbc.test\"\n\n[[extensions]]\nnumber = \"201\"\naccounts = [{ username = \"alice\", secret = \"s3cret-pass\", transports = [\"sctp\"] }]\n"
     ),
     "\"sctp\" is not a transport; use \"udp\", \"tcp\", \"tls\", \"ws\" or \"wss\""
+);
+
+/// Two trunks on one address, told apart by source port.
+fn tenants(first_port: &str, second_port: &str) -> String {
+    format!(
+        "{BASE}\n[[trunks]]\nname = \"tenant\"\nsources = [\"127.0.0.10\"]\naddress = \"127.0.0.10:5070\"\n{second_port}"
+    )
+    .replacen(
+        "address = \"127.0.0.10:5060\"\n",
+        &format!("address = \"127.0.0.10:5060\"\n{first_port}"),
+        1,
+    )
+}
+
+#[test]
+fn trunks_sharing_an_address_are_told_apart_by_source_port() {
+    let ok = Config::from_toml_str(&tenants("source_port = 5060\n", "source_port = 5070\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let policy = ok.compile(&crate::config::StatsRegistry::new(), 1);
+    let flow = |a: &str| sbc_core::net::Flow::udp(a.parse().unwrap(), sbc_core::net::LocalId(0));
+    let trunk = |a: &str| policy.trunk_for_origin(&flow(a)).map(|t| t.0);
+    assert_eq!(trunk("127.0.0.10:5060"), Some(0));
+    assert_eq!(trunk("127.0.0.10:5070"), Some(2));
+    assert_eq!(trunk("127.0.0.10:5999"), None);
+    // One trunk for the whole address and one for a port of it.
+    Config::from_toml_str(&tenants("", "source_port = 5070\n")).unwrap_or_else(|e| panic!("{e}"));
+}
+
+rejects!(
+    trunks_sharing_an_address_and_port,
+    tenants("source_port = 5070\n", "source_port = 5070\n"),
+    "trunks[2].sources[0]: 127.0.0.10/32 is already a source of trunk \"pbx\""
+);
+
+rejects!(
+    source_port_zero,
+    format!("{BASE}source_port = 0\n"),
+    "trunks[1].source_port: 0 is no port: must be between 1 and 65535"
 );

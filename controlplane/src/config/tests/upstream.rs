@@ -107,13 +107,16 @@ fn two_registrations_with_one_provider_may_share_its_addresses() {
     let reg = |user: &str| format!("register = {{ user = \"{user}\", secret = \"pw\" }}\n");
     let ok = shared(&reg("acct-1"), &reg("acct-2")).unwrap();
     let policy = ok.compile(&StatsRegistry::default(), 1);
-    let ip = "192.0.2.20".parse().unwrap();
+    let ip = sbc_core::net::Flow::udp(
+        "192.0.2.20:5060".parse().unwrap(),
+        sbc_core::net::LocalId(0),
+    );
     assert_eq!(
-        policy.trunk_for_request(ip, Some(b"acct-2")).map(|t| t.0),
+        policy.trunk_for_request(&ip, Some(b"acct-2")).map(|t| t.0),
         Some(1)
     );
     assert_eq!(
-        policy.trunk_for_request(ip, Some(b"acct-1")).map(|t| t.0),
+        policy.trunk_for_request(&ip, Some(b"acct-1")).map(|t| t.0),
         Some(0)
     );
     // The same Contact user, or a trunk that does not register: which

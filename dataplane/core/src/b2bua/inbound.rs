@@ -123,7 +123,7 @@ impl Engine {
         let user = req.uri.user;
         let policy = &self.ctx.policy;
         let trunk = policy
-            .trunk_for_request(origin.remote.ip(), user)
+            .trunk_for_request(&origin, user)
             .filter(|t| policy.accepts_over(*t, origin.transport));
         let Some(trunk) = trunk else {
             // Unless it is a phone of one of the registrar's accounts.

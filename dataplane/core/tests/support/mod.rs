@@ -31,6 +31,7 @@ pub fn trunk(name: &str, source: &str, address: &str) -> Trunk {
     Trunk {
         name: name.into(),
         sources: vec![source.parse().unwrap()],
+        source_port: None,
         address: addr(address),
         transport: sbc_core::net::Transport::Udp,
         media: sbc_core::policy::MediaMode::Anchor,
