@@ -60,6 +60,7 @@ fn policy() -> Policy {
         max_calls: None,
         max_cps: None,
         public: false,
+        follow_contact: false,
         tls_only: false,
         registration: None,
         dynamic: false,

@@ -118,6 +118,7 @@ pub fn compile(
                 max_calls: t.max_calls,
                 max_cps: t.max_cps,
                 public: t.public,
+                follow_contact: t.follow_contact,
                 tls_only: t.tls.as_ref().is_some_and(|tls| tls.verify_client),
                 registration: t
                     .register

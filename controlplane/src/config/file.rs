@@ -206,6 +206,10 @@ pub struct Trunk {
     /// ranges outside its sources (default false).
     #[serde(default)]
     pub public: bool,
+    /// A Contact or Record-Route outside the sources may move in-dialog
+    /// requests there (default false).
+    #[serde(default)]
+    pub follow_contact: bool,
     /// The SBC registers itself to the trunk; absent: it does not.
     pub register: Option<super::upstream::Register>,
 }

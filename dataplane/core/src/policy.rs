@@ -68,6 +68,11 @@ pub struct Trunk {
     /// A trunk on the public internet: its SDP may not point media at
     /// private ranges outside its own `sources`.
     pub public: bool,
+    /// In a dialog with this trunk, a Contact or Record-Route naming an IP
+    /// address outside its sources moves the SBC's requests there (and
+    /// the peer is heard from there too); by default they go only to the
+    /// trunk's own addresses.
+    pub follow_contact: bool,
     /// Its requests are taken only over TLS, where its connections had to
     /// present a certificate its CA signed (`verify_client`): from its
     /// addresses over UDP, TCP or WebSocket it is a stranger.
@@ -659,6 +664,7 @@ mod tests {
             max_calls: None,
             max_cps: None,
             public: false,
+            follow_contact: false,
             tls_only: false,
             registration: None,
             dynamic: false,

@@ -171,6 +171,34 @@ fn a_contact_outside_the_trunk_does_not_redirect_requests() {
     );
 }
 
+/// A trunk with `follow_contact`: its Contact outside its sources moves
+/// the SBC's ACK and BYE there, and it is heard from there in the dialog.
+#[test]
+fn a_trunk_that_allows_it_is_followed_to_its_contact() {
+    const MOVED: &str = "203.0.113.50:9999";
+    let mut p = policy();
+    p.trunks[1].follow_contact = true;
+    let mut sim = Sim::with_policy(p);
+    let (b_invite, ok) = answered_with(&mut sim, "moved@pbx", &format!("sip:callee@{MOVED}"));
+    let to = ok.header(HeaderName::To);
+    sim.recv(PBX, &ack_from_pbx("moved@pbx", &to));
+    let b_ack = sim.one_to(MOVED);
+    assert_eq!(b_ack.method().as_deref(), Some("ACK"));
+    // The callee hangs up from its new address: relayed to the PBX.
+    sim.recv(
+        MOVED,
+        &carrier_bye(&b_invite, "z9hG4bKmovedbye", 2).replace("10.0.0.20:5060", MOVED),
+    );
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(PBX) && s.method().as_deref() == Some("BYE")),
+        "{sent:?}"
+    );
+    // Not refused as a stranger.
+    assert_eq!(sim.rejected(Refusal::UnknownSource), 0);
+}
+
 /// The caller's Contact outside its trunk: the callee's BYE goes back to
 /// where the caller's INVITE came from.
 #[test]

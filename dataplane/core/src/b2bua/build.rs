@@ -367,6 +367,14 @@ impl Reach<'_> {
     pub fn admits(self, ip: IpAddr, known: Option<IpAddr>) -> bool {
         known == Some(ip) || self.policy.is_source_of(self.trunk, ip)
     }
+
+    /// The trunk lets a Contact or Record-Route outside its sources move
+    /// the leg's requests (`follow_contact`).
+    pub fn follows_contact(self) -> bool {
+        self.policy
+            .trunk(self.trunk)
+            .is_some_and(|t| t.follow_contact)
+    }
 }
 
 /// The next hop for a request in a leg: the first route, or the remote
@@ -387,7 +395,7 @@ pub(crate) fn next_hop(
     Uri::parse(uri)
         .ok()
         .and_then(|u| u.socket_addr(5060))
-        .filter(|hop| reach.admits(hop.ip(), Some(fallback.ip())))
+        .filter(|hop| reach.admits(hop.ip(), Some(fallback.ip())) || reach.follows_contact())
         .unwrap_or(fallback)
 }
 

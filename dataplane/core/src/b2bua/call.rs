@@ -67,10 +67,12 @@ impl Leg {
         if origin.transport != self.flow.transport {
             return false;
         }
+        let at_flow = crate::net::canonical(ip) == crate::net::canonical(self.flow.remote.ip());
         if policy.reached_by_binding(self.trunk) {
-            crate::net::canonical(ip) == crate::net::canonical(self.flow.remote.ip())
+            at_flow
         } else {
             policy.is_source_of(self.trunk, ip)
+                || (at_flow && policy.trunk(self.trunk).is_some_and(|t| t.follow_contact))
         }
     }
 

@@ -41,6 +41,7 @@ pub fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         max_calls: None,
         max_cps: None,
         public: false,
+        follow_contact: false,
         tls_only: false,
         registration: None,
         dynamic: false,
