@@ -152,6 +152,32 @@ fn a_target_at_max_calls_is_skipped() {
     assert_eq!(open(&p, 0, Direction::Inbound), 2);
 }
 
+/// A carrier at its max_cps (calls a second sent to it) is skipped like
+/// one at its max_calls; its bucket refills with time. The PBX's own
+/// inbound rate is not spent by calls going out.
+#[test]
+fn a_target_at_its_calls_a_second_is_skipped() {
+    let mut p = policy();
+    p.trunks[1].max_cps = Some(2);
+    let mut sim = Sim::with_policy(p);
+    let to = |sent: &[Sent]| {
+        sent.iter()
+            .filter(|s| s.method().as_deref() == Some("INVITE"))
+            .map(|s| s.to)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(to(&call(&mut sim, 1)), vec![addr(CARRIER_A)]);
+    assert_eq!(to(&call(&mut sim, 2)), vec![addr(CARRIER_A)]);
+    assert_eq!(
+        to(&call(&mut sim, 3)),
+        vec![addr(CARRIER_B)],
+        "over the rate"
+    );
+    sim.advance(Duration::from_millis(500));
+    assert_eq!(to(&call(&mut sim, 4)), vec![addr(CARRIER_A)], "refilled");
+    assert_eq!(sim.rejected(Refusal::TrunkLimit), 0);
+}
+
 /// Whatever way calls end (failover, timeouts, answered and hung up), no
 /// slot is left taken.
 #[test]

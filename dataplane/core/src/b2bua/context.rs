@@ -46,8 +46,9 @@ pub(crate) struct Ctx {
     pub strangers: super::strangers::StrangerLimit,
     /// Share of new calls admitted, per mille ([`crate::overload`]).
     pub admit: u16,
-    /// This shard's share of each trunk's `max_cps`, by trunk name.
-    pub call_rate: std::collections::HashMap<Arc<str>, super::strangers::Bucket>,
+    /// This shard's share of each trunk's `max_cps`, by trunk name and
+    /// direction.
+    pub call_rate: std::collections::HashMap<Arc<str>, [super::strangers::Bucket; 2]>,
     /// Where the registered accounts this shard owns are (the accounts of
     /// the extensions whose hash names it; see `lookup.rs`).
     pub location: crate::registrar::Location,
@@ -137,6 +138,28 @@ impl Ctx {
     /// Refuses a request that has no transaction yet: counted under its
     /// label, answered as the refusal says (never an ACK, RFC 3261
     /// §17.1.1.3, nor what the ACL drops).
+    /// One new call with `trunk` in direction `d` under its `max_cps`
+    /// (this shard's share of it, a token bucket per direction): false
+    /// when the trunk is at its rate.
+    pub fn call_token(&mut self, trunk: &crate::policy::Trunk, d: crate::stats::Direction) -> bool {
+        let Some(cps) = trunk.max_cps else {
+            return true;
+        };
+        let Some(now) = self.now else {
+            return false;
+        };
+        let share = u64::from(cps) * 1000 / u64::from(self.shards.max(1));
+        // The trunk's name is cloned once, when its buckets are made.
+        if !self.call_rate.contains_key(&trunk.name) {
+            self.call_rate
+                .insert(Arc::clone(&trunk.name), Default::default());
+        }
+        self.call_rate
+            .get_mut(&trunk.name)
+            .and_then(|b| b.get_mut(d as usize))
+            .is_some_and(|b| b.take_milli(now, share))
+    }
+
     pub fn refuse(&mut self, req: &Request<'_>, origin: Flow, why: Refusal) {
         self.refuse_with(req, origin, why, &[]);
     }

@@ -374,18 +374,8 @@ impl Engine {
         let Some(t) = policy.trunk(trunk) else {
             return Ok(());
         };
-        if let Some(cps) = t.max_cps {
-            let now = self.ctx.now.ok_or(Refusal::TrunkLimit)?;
-            let share = u64::from(cps) * 1000 / u64::from(self.ctx.shards.max(1));
-            // The trunk's name is cloned once, when its bucket is made.
-            let rates = &mut self.ctx.call_rate;
-            if !rates.contains_key(&t.name) {
-                rates.insert(Arc::clone(&t.name), Default::default());
-            }
-            let bucket = rates.get_mut(&t.name).ok_or(Refusal::TrunkLimit)?;
-            if !bucket.take_milli(now, share) {
-                return Err(Refusal::TrunkLimit);
-            }
+        if !self.ctx.call_token(t, Direction::Inbound) {
+            return Err(Refusal::TrunkLimit);
         }
         if !t.stats.try_open(Direction::Inbound, t.max_calls) {
             return Err(Refusal::TrunkLimit);

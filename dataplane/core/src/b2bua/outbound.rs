@@ -71,9 +71,9 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
             continue;
         };
         // The previous attempt's trunk slot goes back; a trunk at its
-        // max_calls is skipped like one that cannot take the call.
+        // max_calls or max_cps is skipped like one that cannot take the call.
         call.release_b_slot();
-        if !call.take_b_slot(target.trunk, trunk) {
+        if !ctx.call_token(trunk, Direction::Outbound) || !call.take_b_slot(target.trunk, trunk) {
             continue;
         }
         call.b.trunk = target.trunk;
