@@ -61,6 +61,7 @@ fn policy() -> Policy {
         max_cps: None,
         public: false,
         follow_contact: false,
+        media_share: None,
         tls_only: false,
         registration: None,
         dynamic: false,

@@ -119,6 +119,7 @@ pub fn compile(
                 max_cps: t.max_cps,
                 public: t.public,
                 follow_contact: t.follow_contact,
+                media_share: t.media_share,
                 tls_only: t.tls.as_ref().is_some_and(|tls| tls.verify_client),
                 registration: t
                     .register

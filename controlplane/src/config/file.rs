@@ -210,6 +210,9 @@ pub struct Trunk {
     /// requests there (default false).
     #[serde(default)]
     pub follow_contact: bool,
+    /// The most of each shard's media ports calls may hold facing this
+    /// trunk, in percent (absent: no limit but the pool).
+    pub media_share: Option<u8>,
     /// The SBC registers itself to the trunk; absent: it does not.
     pub register: Option<super::upstream::Register>,
 }

@@ -484,8 +484,16 @@ fn dynamic_trunk(trunk: &Trunk, path: &FieldPath) -> Result<(), Problem> {
     check_limits(trunk, path)
 }
 
-/// `max_calls` and `max_cps` are in range.
+/// `max_calls`, `max_cps` and `media_share` are in range.
 fn check_limits(trunk: &Trunk, path: &FieldPath) -> Result<(), Problem> {
+    if let Some(pct) = trunk.media_share
+        && !(1..=100).contains(&pct)
+    {
+        return Err(Problem::new(
+            path.key("media_share"),
+            format!("{pct} is out of range: a percentage between 1 and 100"),
+        ));
+    }
     for (key, value) in [("max_calls", trunk.max_calls), ("max_cps", trunk.max_cps)] {
         if let Some(n) = value
             && !(1..=1_000_000).contains(&n)

@@ -73,6 +73,9 @@ pub struct Trunk {
     /// the peer is heard from there too); by default they go only to the
     /// trunk's own addresses.
     pub follow_contact: bool,
+    /// The most of each shard's media port pairs calls may hold facing
+    /// this trunk, in percent (1..=100); `None`: no limit but the pool.
+    pub media_share: Option<u8>,
     /// Its requests are taken only over TLS, where its connections had to
     /// present a certificate its CA signed (`verify_client`): from its
     /// addresses over UDP, TCP or WebSocket it is a stranger.
@@ -665,6 +668,7 @@ mod tests {
             max_cps: None,
             public: false,
             follow_contact: false,
+            media_share: None,
             tls_only: false,
             registration: None,
             dynamic: false,

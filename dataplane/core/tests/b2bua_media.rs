@@ -404,6 +404,47 @@ fn out_of_ports_is_503() {
     assert_eq!(sim.rejected(Refusal::CallTableFull), 0);
 }
 
+/// A trunk's media share: the PBX may hold at most 10 % of the pool's 50
+/// pairs facing it (5 calls); its sixth call gets 503 while the pool has
+/// room, and a call ending gives its pair back.
+#[test]
+fn a_trunk_over_its_media_share_gets_503() {
+    let mut policy = media_policy();
+    policy.trunks[0].media_share = Some(10);
+    let mut sim = Sim::with_policy(policy);
+    let mut invites = Vec::new();
+    for n in 0..5 {
+        sim.recv(
+            PBX,
+            &invite(
+                "10.0.0.10:5060",
+                NUMBER,
+                &format!("s{n}@pbx"),
+                "z9hG4bKs",
+                1,
+            ),
+        );
+        invites.push(sim.one_to(CARRIER_A));
+    }
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "s5@pbx", "z9hG4bKs", 1),
+    );
+    assert_eq!(sim.one_to(PBX).code(), Some(503));
+    assert_eq!(sim.rejected(Refusal::Media(MediaError::PoolExhausted)), 1);
+    // The first call fails: its pairs come back, and the PBX calls again.
+    sim.recv(
+        CARRIER_A,
+        &reply(&invites[0], 486, "Busy Here", Some("c"), None, ""),
+    );
+    sim.sent();
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "s6@pbx", "z9hG4bKs", 1),
+    );
+    assert!(sim.sent().iter().any(|s| s.to == addr(CARRIER_A)));
+}
+
 #[test]
 fn a_reoffer_out_of_ports_is_503_and_counted() {
     let mut policy = media_policy();

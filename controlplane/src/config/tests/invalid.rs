@@ -84,7 +84,7 @@ rejects!(
 rejects!(
     unknown_trunk_key,
     BASE.replace("name = \"pbx\"", "name = \"pbx\"\npasword = \"x\""),
-    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `source_port`, `address`, `transport`, `tls`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `follow_contact`, `register` (line 7)"
+    "trunks[0].pasword: unknown field `pasword`, expected one of `name`, `sources`, `source_port`, `address`, `transport`, `tls`, `host`, `username`, `password`, `secret`, `media`, `codecs`, `strict_latch`, `probe`, `max_calls`, `max_cps`, `public`, `follow_contact`, `media_share`, `register` (line 7)"
 );
 rejects!(
     unknown_target_key,
@@ -638,6 +638,12 @@ rejects!(
     trunks_sharing_an_address_and_port,
     tenants("source_port = 5070\n", "source_port = 5070\n"),
     "trunks[2].sources[0]: 127.0.0.10/32 is already a source of trunk \"pbx\""
+);
+
+rejects!(
+    media_share_over_100,
+    format!("{BASE}media_share = 150\n"),
+    "trunks[1].media_share: 150 is out of range: a percentage between 1 and 100"
 );
 
 rejects!(

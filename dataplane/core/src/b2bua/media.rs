@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::call::{Call, Side};
 use super::context::Ctx;
-use crate::media::{Context, Leg, MediaError, MediaSession, Role};
+use crate::media::{Context, Leg, MediaError, MediaSession, Role, ShareKey, share_key};
 use crate::policy::{MediaMode, Policy, TrunkId};
 use crate::sip::{HeaderName, Message};
 
@@ -152,6 +152,7 @@ pub(crate) fn cross(
             .then(|| ipnet::IpNet::from(crate::net::canonical(leg.flow.remote.ip())))
     };
     let (pa, pb) = (phone(&call.a), phone(&call.b));
+    let per_shard = u32::from(ports.pool.plan().per_shard);
     let mut mctx = Context {
         ports,
         call: call.me,
@@ -176,11 +177,25 @@ pub(crate) fn cross(
             ta.is_some_and(|t| t.strict_latch),
             tb.is_some_and(|t| t.strict_latch),
         ],
+        share: [ta, tb].map(|t| media_share(t, per_shard)),
         allow: &allow,
     };
     let out = session.process(leg(from), role, body, &mut mctx);
     publish_ports(&ctx.stats, ports);
     out.map(Some)
+}
+
+/// A trunk's `media_share` of a shard's `per_shard` port pairs: its share
+/// key and the most pairs facing it (none without a share).
+fn media_share(trunk: Option<&crate::policy::Trunk>, per_shard: u32) -> (ShareKey, u32) {
+    match trunk.and_then(|t| Some((t, t.media_share?))) {
+        Some((t, pct)) => (
+            share_key(&t.name),
+            // At least one pair, so a small pool still takes a call.
+            (per_shard * u32::from(pct) / 100).max(1),
+        ),
+        None => (0, u32::MAX),
+    }
 }
 
 /// A re-offer (re-INVITE or UPDATE with SDP) is about to go through the

@@ -10,4 +10,5 @@ pub mod session;
 pub use ports::{PortPlan, PortPool};
 pub use session::{
     Binding, Context, Forward, Leg, MediaDrop, MediaError, MediaPorts, MediaSession, Role,
+    ShareKey, share_key,
 };

@@ -198,11 +198,27 @@ pub struct Binding {
     pub leg: Leg,
 }
 
-/// The shard's port pool and who owns each pair of its slice.
+/// The shard's port pool, who owns each pair of its slice, and the pairs
+/// each trunk with a media share holds.
 #[derive(Debug)]
 pub struct MediaPorts {
     pub pool: PortPool,
-    bindings: Vec<Option<Binding>>,
+    bindings: Vec<Option<(Binding, ShareKey)>>,
+    /// Pairs held facing each trunk that has a `media_share`.
+    held: std::collections::HashMap<ShareKey, u32>,
+}
+
+/// Names a trunk whose media share is counted (a hash of its name, so
+/// counts carry across reloads); 0: not counted.
+pub type ShareKey = u64;
+
+/// The share key of a trunk called `name`.
+pub fn share_key(name: &str) -> ShareKey {
+    // FNV-1a: trunk names come from the configuration, not from peers.
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h.max(1)
 }
 
 impl MediaPorts {
@@ -211,17 +227,21 @@ impl MediaPorts {
         MediaPorts {
             pool,
             bindings: vec![None; n],
+            held: std::collections::HashMap::new(),
         }
     }
 
-    fn allocate(&mut self, binding: Binding) -> Option<u32> {
+    fn allocate(&mut self, binding: Binding, share: ShareKey) -> Option<u32> {
         let pair = self.pool.allocate()?;
         if let Some(slot) = self
             .pool
             .local_index(pair)
             .and_then(|i| self.bindings.get_mut(i))
         {
-            *slot = Some(binding);
+            *slot = Some((binding, share));
+            if share != 0 {
+                *self.held.entry(share).or_default() += 1;
+            }
         }
         Some(pair)
     }
@@ -231,16 +251,23 @@ impl MediaPorts {
             .pool
             .local_index(pair)
             .and_then(|i| self.bindings.get_mut(i))
+            && let Some((_, share)) = slot.take()
+            && let Some(n) = self.held.get_mut(&share)
         {
-            *slot = None;
+            *n = n.saturating_sub(1);
         }
         self.pool.release(pair);
+    }
+
+    /// Pairs held facing the trunk with share key `share`.
+    pub fn held_by(&self, share: ShareKey) -> u32 {
+        self.held.get(&share).copied().unwrap_or(0)
     }
 
     /// The owner of a port, and whether it is the RTCP port of its pair.
     pub fn lookup(&self, port: u16) -> Option<(Binding, bool)> {
         let (pair, rtcp) = self.pool.pair_of_port(port)?;
-        let b = (*self.bindings.get(self.pool.local_index(pair)?)?)?;
+        let (b, _) = (*self.bindings.get(self.pool.local_index(pair)?)?)?;
         Some((b, rtcp))
     }
 
@@ -273,6 +300,9 @@ pub struct Context<'c> {
     pub public: [bool; 2],
     /// Per side: latch only onto the exact address its SDP gives.
     pub strict: [bool; 2],
+    /// Per side: the share key of its trunk and the most pairs the shard
+    /// may hold facing it (`media_share`); key 0 and `u32::MAX`: no share.
+    pub share: [(ShareKey, u32); 2],
     /// Codec policy for offers: does this format of this section survive?
     pub allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool,
 }
@@ -433,7 +463,7 @@ impl MediaSession {
         if sdp.media.iter().any(|m| m.fmts.len() > MAX_FORMATS) {
             return Err(MediaError::TooManyFormats);
         }
-        let mut needed = 0;
+        let mut needed = [0usize; 2];
         for (i, m) in sdp.media.iter().enumerate() {
             if !usable(m, role, ctx) || (role == Role::Answer && i >= self.streams.len()) {
                 continue;
@@ -450,7 +480,11 @@ impl MediaSession {
             let have = self.streams.get(i).map_or([false, false], |s| {
                 [s.ends[0].pair.is_some(), s.ends[1].pair.is_some()]
             });
-            needed += have.iter().filter(|h| !**h).count();
+            for (leg, have) in have.iter().enumerate() {
+                if !have && let Some(n) = needed.get_mut(leg) {
+                    *n += 1;
+                }
+            }
         }
         if role == Role::Offer
             && sdp.media.iter().any(|m| m.port != 0)
@@ -458,8 +492,15 @@ impl MediaSession {
         {
             return Err(MediaError::NoCodec);
         }
-        if needed > ctx.ports.pool.available() {
+        if needed[0] + needed[1] > ctx.ports.pool.available() {
             return Err(MediaError::PoolExhausted);
+        }
+        // A trunk's media share: the pairs facing it stay within its cap.
+        for (leg, (key, max)) in ctx.share.iter().enumerate() {
+            let want = u32::try_from(needed[leg]).unwrap_or(u32::MAX);
+            if *key != 0 && ctx.ports.held_by(*key).saturating_add(want) > *max {
+                return Err(MediaError::PoolExhausted);
+            }
         }
         Ok(())
     }
@@ -486,9 +527,10 @@ impl MediaSession {
                     stream: stream_index,
                     leg,
                 };
+                let share = ctx.share.get(leg as usize).map_or(0, |s| s.0);
                 end.pair = Some(
                     ctx.ports
-                        .allocate(binding)
+                        .allocate(binding, share)
                         .ok_or(MediaError::PoolExhausted)?,
                 );
             }

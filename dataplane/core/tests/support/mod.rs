@@ -42,6 +42,7 @@ pub fn trunk(name: &str, source: &str, address: &str) -> Trunk {
         max_cps: None,
         public: false,
         follow_contact: false,
+        media_share: None,
         tls_only: false,
         registration: None,
         dynamic: false,

@@ -40,8 +40,41 @@ fn ctx<'c>(p: &'c mut MediaPorts, allow: &'c dyn Fn(&Media<'_>, &[u8]) -> bool) 
         home: [&[], &[]],
         public: [false, false],
         strict: [false, false],
+        share: [(0, u32::MAX); 2],
         allow,
     }
+}
+
+/// A trunk's media share: the pairs facing it stay within its cap, the
+/// other side's are not counted against it, and released pairs come back.
+#[test]
+fn a_trunks_media_share_caps_the_pairs_facing_it() {
+    let mut p = ports(10);
+    let key = super::share_key("noisy");
+    let offer = sdp(A_IP, 4000, "");
+    let start = |p: &mut MediaPorts| {
+        let mut s = MediaSession::new(
+            Instant::now(),
+            [A_IP.parse().unwrap(), B_IP.parse().unwrap()],
+        );
+        let mut c = ctx(p, &all);
+        c.share[0] = (key, 2);
+        let r = s.process(Leg::A, Role::Offer, offer.as_bytes(), &mut c);
+        (s, r)
+    };
+    let (mut first, r) = start(&mut p);
+    assert!(r.is_ok(), "{r:?}");
+    let (_second, r) = start(&mut p);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(p.held_by(key), 2, "one pair facing the trunk per call");
+    assert_eq!(p.pool.in_use(), 4, "and one facing the other side");
+    let (_third, r) = start(&mut p);
+    assert_eq!(r, Err(MediaError::PoolExhausted));
+    assert_eq!(p.pool.in_use(), 4, "nothing taken by the refused offer");
+    first.release(&mut p);
+    assert_eq!(p.held_by(key), 1);
+    let (_fourth, r) = start(&mut p);
+    assert!(r.is_ok(), "{r:?}");
 }
 
 /// The SBC's own address in these tests (its advertised one).
