@@ -332,13 +332,51 @@ fn start_dataplane(
         pin_threads = cfg.pin_threads,
         "starting the data plane"
     );
+    let stop_shard_after = match std::env::var(FAULT_STOP_SHARD) {
+        Ok(v) => Some(parse_fault(&v).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{FAULT_STOP_SHARD}: {e}"),
+            )
+        })?),
+        Err(_) => None,
+    };
+    if let Some((shard, after)) = stop_shard_after {
+        tracing::warn!(
+            shard,
+            after_ms = after.as_millis() as u64,
+            "fault injection: a shard will stop"
+        );
+    }
     let runtime_config = RuntimeConfig {
         shards: cfg.shards,
         pin_threads: cfg.pin_threads,
         batch_wait: cfg.batch_wait,
+        stop_shard_after,
         ..RuntimeConfig::default()
     };
     Runtime::start_with(runtime_config, policy, directory, secrets)
+}
+
+/// Fault injection for tests of shard supervision: `SHARD:MILLISECONDS`
+/// makes that shard's loop end with an error at its first wake-up that
+/// long after start (the supervisor then stops `sbc`, exiting non-zero).
+pub const FAULT_STOP_SHARD: &str = "SBC_FAULT_STOP_SHARD";
+
+/// Parses a [`FAULT_STOP_SHARD`] value.
+fn parse_fault(value: &str) -> Result<(usize, Duration), String> {
+    let (shard, ms) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{value:?} is not SHARD:MILLISECONDS"))?;
+    let shard = shard
+        .trim()
+        .parse()
+        .map_err(|_| format!("{shard:?} is not a shard number"))?;
+    let ms = ms
+        .trim()
+        .parse()
+        .map_err(|_| format!("{ms:?} is not a number of milliseconds"))?;
+    Ok((shard, Duration::from_millis(ms)))
 }
 
 impl DataPlane for Runtime {

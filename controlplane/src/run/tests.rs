@@ -297,3 +297,12 @@ fn a_stopped_shard_stops_sbc_with_an_error() {
         "the data plane was not stopped"
     );
 }
+
+#[test]
+fn the_fault_injection_setting_is_read_or_named_in_its_error() {
+    assert_eq!(parse_fault("1:1500"), Ok((1, Duration::from_millis(1500))));
+    assert_eq!(parse_fault(" 0 : 0 "), Ok((0, Duration::ZERO)));
+    assert!(parse_fault("1").unwrap_err().contains("SHARD:MILLISECONDS"));
+    assert!(parse_fault("x:5").unwrap_err().contains("shard number"));
+    assert!(parse_fault("1:soon").unwrap_err().contains("milliseconds"));
+}

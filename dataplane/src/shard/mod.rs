@@ -83,6 +83,9 @@ pub struct RuntimeConfig {
     /// more before processing (needs Linux 6.12; zero disables).
     pub batch_wait: std::time::Duration,
     pub recv_mode: RecvMode,
+    /// Fault injection (tests of shard supervision): shard `.0`'s loop
+    /// ends with an error at its first wake-up this long after start.
+    pub stop_shard_after: Option<(usize, std::time::Duration)>,
 }
 
 impl Default for RuntimeConfig {
@@ -94,6 +97,7 @@ impl Default for RuntimeConfig {
             socket_buffer: 4 << 20,
             batch_wait: std::time::Duration::ZERO,
             recv_mode: RecvMode::Auto,
+            stop_shard_after: None,
         }
     }
 }
@@ -262,6 +266,10 @@ impl Runtime {
                             stop,
                             batch_wait: cfg.batch_wait,
                             governor: Default::default(),
+                            fault_at: cfg
+                                .stop_shard_after
+                                .filter(|(shard, _)| *shard == me)
+                                .map(|(_, after)| std::time::Instant::now() + after),
                         })
                     })();
                     match setup {

@@ -580,6 +580,9 @@ pub(crate) struct ShardLoop {
     /// Overload control: the loop's busy ratio sets the engine's share of
     /// new calls admitted.
     pub governor: sbc_core::overload::Governor,
+    /// Fault injection: the loop ends with an error at its first wake-up
+    /// after this ([`super::RuntimeConfig::stop_shard_after`]).
+    pub fault_at: Option<Instant>,
 }
 
 /// Puts `h` in shard `to`'s mailbox, noting the ring to wake; a full
@@ -644,6 +647,9 @@ impl ShardLoop {
         let mut wakes: Vec<i32> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            if self.fault_at.is_some_and(|at| now >= at) {
+                return Err(io::Error::other("stopped by fault injection"));
+            }
             ShardStats::inc(&self.stats.loop_iterations);
             let current = self.policy.load();
             if !Arc::ptr_eq(&current, self.engine.policy()) {
