@@ -73,8 +73,9 @@ pub struct Trunk {
     /// the peer is heard from there too); by default they go only to the
     /// trunk's own addresses.
     pub follow_contact: bool,
-    /// The most of each shard's media port pairs calls may hold facing
-    /// this trunk, in percent (1..=100); `None`: no limit but the pool.
+    /// The most of each shard's media port pairs this trunk's calls may
+    /// hold (both sides), in percent (1..=100); `None`: no limit but the
+    /// pool.
     pub media_share: Option<u8>,
     /// Its requests are taken only over TLS, where its connections had to
     /// present a certificate its CA signed (`verify_client`): from its
@@ -512,12 +513,20 @@ impl Policy {
             .filter(|n| n.contains(&ip))
             .map(IpNet::prefix_len)
             .max();
+        // A more specific network of another trunk takes the address, but
+        // not one held to a source port: that trunk has only its port.
+        let unported = self
+            .trunks
+            .iter()
+            .filter(|t| t.source_port.is_none())
+            .flat_map(|t| &t.sources)
+            .filter(|n| n.contains(&ip))
+            .map(IpNet::prefix_len)
+            .max();
         match own {
             None => false,
             Some(_) if t.registration.is_some() => true,
-            Some(len) => self
-                .best_match(ip, None)
-                .is_some_and(|(best, _)| best.0 == len),
+            Some(len) => unported.is_none_or(|best| len >= best),
         }
     }
 
@@ -530,10 +539,26 @@ impl Policy {
     /// The trunk a request that came on `origin` belongs to: the most
     /// specific network holding its address, and over UDP a trunk whose
     /// `source_port` is the request's source port before one without.
+    ///
+    /// Over TCP and TLS the source port says nothing: an address shared by
+    /// trunks held to source ports is then no trunk's (which one it is
+    /// cannot be told), rather than the first one's.
     pub fn trunk_for_origin(&self, origin: &crate::net::Flow) -> Option<TrunkId> {
-        let port = (origin.transport == crate::net::Transport::Udp).then_some(origin.remote.port());
-        self.best_match(canonical(origin.remote.ip()), port)
-            .map(|(_, id)| id)
+        let ip = canonical(origin.remote.ip());
+        if origin.transport == crate::net::Transport::Udp {
+            return self
+                .best_match(ip, Some(origin.remote.port()))
+                .map(|(_, id)| id);
+        }
+        let ((len, _), id) = self.best_match(ip, None)?;
+        let ported = |t: &&Trunk| {
+            t.source_port.is_some()
+                && t.sources
+                    .iter()
+                    .any(|n| n.contains(&ip) && n.prefix_len() == len)
+        };
+        let ambiguous = self.trunks.iter().filter(ported).nth(1).is_some();
+        (!ambiguous).then_some(id)
     }
 
     /// The best trunk for `ip` and its rank (prefix length, port matched).

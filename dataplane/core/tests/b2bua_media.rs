@@ -404,13 +404,14 @@ fn out_of_ports_is_503() {
     assert_eq!(sim.rejected(Refusal::CallTableFull), 0);
 }
 
-/// A trunk's media share: the PBX may hold at most 10 % of the pool's 50
-/// pairs facing it (5 calls); its sixth call gets 503 while the pool has
-/// room, and a call ending gives its pair back.
+/// A trunk's media share: the PBX's calls may hold at most 20 % of the
+/// pool's 50 pairs (10: 5 facing it, 5 facing the carriers, 5 calls); its
+/// sixth call gets 503 while the pool has room, and a call ending gives
+/// its pairs back.
 #[test]
 fn a_trunk_over_its_media_share_gets_503() {
     let mut policy = media_policy();
-    policy.trunks[0].media_share = Some(10);
+    policy.trunks[0].media_share = Some(20);
     let mut sim = Sim::with_policy(policy);
     let mut invites = Vec::new();
     for n in 0..5 {

@@ -100,3 +100,55 @@ fn within_a_dialog_the_tenant_may_send_from_another_port() {
         "{relayed:?}"
     );
 }
+
+/// A trunk held to a port of an address inside a broader trunk's network
+/// has only that port: the broader trunk keeps the address's other ports,
+/// in dialogs too (its ACK and BYE are its own, not strays).
+#[test]
+fn a_ported_trunk_inside_a_broader_network_leaves_it_the_other_ports() {
+    let mut p = policy();
+    p.trunks[0].sources = vec!["10.0.0.0/24".parse().unwrap()];
+    let mut tenant = trunk("tenant", "10.0.0.10/32", TENANT);
+    tenant.source_port = Some(5070);
+    p.trunks.push(tenant);
+    let mut sim = Sim::with_policy(p);
+    let sent = invite_from(&mut sim, PBX, "wide@host");
+    let b = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap()
+        .clone();
+    sim.recv(CARRIER_A, &answer_200(&b, "ca", "sip:c@10.0.0.20"));
+    let ok = sim.one_to(PBX);
+    sim.recv(PBX, &ack_from_pbx("wide@host", &ok.header(HeaderName::To)));
+    let acked = sim.sent();
+    assert!(
+        acked
+            .iter()
+            .any(|s| s.to == addr(CARRIER_A) && s.method().as_deref() == Some("ACK")),
+        "{acked:?}"
+    );
+    let policy = std::sync::Arc::clone(sim.engine.policy());
+    assert!(policy.is_source_of(TrunkId(0), addr(PBX).ip()));
+    assert!(policy.is_source_of(TrunkId(3), addr(PBX).ip()));
+}
+
+/// Over TCP the source port tells nothing: an address two ported trunks
+/// share is no trunk's, rather than silently the first one's.
+#[test]
+fn over_a_stream_a_shared_address_is_nobodys() {
+    let policy = shared_host();
+    let flow = |port: u16, transport| sbc_core::net::Flow {
+        transport,
+        remote: std::net::SocketAddr::new(addr(PBX).ip(), port),
+        local: sbc_core::net::LocalId(0),
+        conn: None,
+    };
+    use sbc_core::net::Transport;
+    assert_eq!(
+        policy.trunk_for_origin(&flow(5070, Transport::Udp)),
+        Some(TrunkId(3))
+    );
+    assert_eq!(policy.trunk_for_origin(&flow(5070, Transport::Tcp)), None);
+    assert_eq!(policy.trunk_for_origin(&flow(40000, Transport::Tls)), None);
+}

@@ -20,6 +20,11 @@ const CHALLENGE: &str =
 
 /// carrier-a (index 1) wants the SBC registered as sbc-user.
 fn registering_sim(expires_s: u64) -> Sim {
+    sim_of(registering_policy(expires_s))
+}
+
+/// The SBC registers to carrier-a for `expires_s`.
+fn registering_policy(expires_s: u64) -> sbc_core::policy::Policy {
     let mut policy = policy();
     policy.trunks[1].registration = Some(Arc::new(Registration {
         registrar: addr(CARRIER_A),
@@ -33,6 +38,11 @@ fn registering_sim(expires_s: u64) -> Sim {
         retry_min: Duration::from_secs(10),
         retry_max: Duration::from_secs(60),
     }));
+    policy
+}
+
+/// A sim with `policy` installed (its registrations start).
+fn sim_of(policy: sbc_core::policy::Policy) -> Sim {
     let mut sim = Sim::with_policy(policy);
     let policy = Arc::clone(&sim.policy);
     sim.engine.set_policy(sim.now, policy);
@@ -268,6 +278,37 @@ fn calls_for_the_contact_user_from_a_shared_address_belong_to_the_registration()
         policy.trunk_for_request(&ip, Some(b"+3906")).map(|t| t.0),
         Some(1)
     );
+}
+
+/// The INVITE resent with credentials is the same call: it spends no
+/// second token of the trunk's max_cps (it would be skipped otherwise).
+#[test]
+fn the_resent_invite_spends_no_second_call_token() {
+    let mut policy = registering_policy(60);
+    policy.trunks[1].max_cps = Some(1);
+    let mut sim = sim_of(policy);
+    let _register = first_register(&mut sim);
+    sim.recv(PBX, &invite(PBX, "+441234", "cps-1", "z9hG4bKcps", 1));
+    let b_invite = sim.first_to(CARRIER_A);
+    let challenge = with_header(
+        reply(
+            &b_invite,
+            407,
+            "Proxy Authentication Required",
+            Some("t1"),
+            None,
+            "",
+        ),
+        &format!("Proxy-Authenticate: {CHALLENGE}"),
+    );
+    sim.recv(CARRIER_A, &challenge);
+    let sent = sim.sent();
+    let again = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert_eq!(again.to, addr(CARRIER_A), "not skipped to carrier-b");
+    assert!(!again.header(HeaderName::ProxyAuthorization).is_empty());
 }
 
 #[test]

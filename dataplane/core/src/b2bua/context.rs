@@ -135,18 +135,17 @@ impl Ctx {
         false
     }
 
-    /// Refuses a request that has no transaction yet: counted under its
-    /// label, answered as the refusal says (never an ACK, RFC 3261
-    /// §17.1.1.3, nor what the ACL drops).
     /// One new call with `trunk` in direction `d` under its `max_cps`
     /// (this shard's share of it, a token bucket per direction): false
     /// when the trunk is at its rate.
-    pub fn call_token(&mut self, trunk: &crate::policy::Trunk, d: crate::stats::Direction) -> bool {
+    pub fn call_token(
+        &mut self,
+        trunk: &crate::policy::Trunk,
+        d: crate::stats::Direction,
+        now: std::time::Instant,
+    ) -> bool {
         let Some(cps) = trunk.max_cps else {
             return true;
-        };
-        let Some(now) = self.now else {
-            return false;
         };
         let share = u64::from(cps) * 1000 / u64::from(self.shards.max(1));
         // The trunk's name is cloned once, when its buckets are made.
@@ -160,6 +159,9 @@ impl Ctx {
             .is_some_and(|b| b.take_milli(now, share))
     }
 
+    /// Refuses a request that has no transaction yet: counted under its
+    /// label, answered as the refusal says (never an ACK, RFC 3261
+    /// §17.1.1.3, nor what the ACL drops).
     pub fn refuse(&mut self, req: &Request<'_>, origin: Flow, why: Refusal) {
         self.refuse_with(req, origin, why, &[]);
     }

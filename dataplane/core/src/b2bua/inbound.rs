@@ -374,7 +374,10 @@ impl Engine {
         let Some(t) = policy.trunk(trunk) else {
             return Ok(());
         };
-        if !self.ctx.call_token(t, Direction::Inbound) {
+        let Some(now) = self.ctx.now else {
+            return Err(Refusal::TrunkLimit);
+        };
+        if !self.ctx.call_token(t, Direction::Inbound, now) {
             return Err(Refusal::TrunkLimit);
         }
         if !t.stats.try_open(Direction::Inbound, t.max_calls) {

@@ -186,13 +186,15 @@ pub(crate) fn cross(
 }
 
 /// A trunk's `media_share` of a shard's `per_shard` port pairs: its share
-/// key and the most pairs facing it (none without a share).
+/// key and the most pairs facing it (none without a share). Each pair
+/// facing the trunk has its twin facing the call's other side, so the
+/// trunk's calls hold twice what faces it: half the share faces it.
 fn media_share(trunk: Option<&crate::policy::Trunk>, per_shard: u32) -> (ShareKey, u32) {
     match trunk.and_then(|t| Some((t, t.media_share?))) {
         Some((t, pct)) => (
             share_key(&t.name),
             // At least one pair, so a small pool still takes a call.
-            (per_shard * u32::from(pct) / 100).max(1),
+            (per_shard * u32::from(pct) / 200).max(1),
         ),
         None => (0, u32::MAX),
     }

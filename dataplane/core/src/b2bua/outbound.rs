@@ -56,7 +56,11 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
         };
         if let Some(t) = policy.trunk(target.trunk).filter(|t| t.dynamic) {
             // A trunk that registers to the SBC: rung where it registered
-            // from, like an extension (its account is kept under this key).
+            // from, like an extension (its account is kept under this key),
+            // within its calls a second.
+            if credentials.is_none() && !ctx.call_token(t, Direction::Outbound, now) {
+                continue;
+            }
             routing.extension = Some(crate::registrar::trunk_account_key(&t.name));
         }
         if policy.reached_by_binding(target.trunk) {
@@ -71,9 +75,15 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
             continue;
         };
         // The previous attempt's trunk slot goes back; a trunk at its
-        // max_calls or max_cps is skipped like one that cannot take the call.
+        // max_calls or max_cps is skipped like one that cannot take the
+        // call. The INVITE resent with credentials is the same call: no
+        // second token.
         call.release_b_slot();
-        if !ctx.call_token(trunk, Direction::Outbound) || !call.take_b_slot(target.trunk, trunk) {
+        if !call.take_b_slot(target.trunk, trunk) {
+            continue;
+        }
+        if credentials.is_none() && !ctx.call_token(trunk, Direction::Outbound, now) {
+            call.release_b_slot();
             continue;
         }
         call.b.trunk = target.trunk;

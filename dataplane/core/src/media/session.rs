@@ -495,10 +495,19 @@ impl MediaSession {
         if needed[0] + needed[1] > ctx.ports.pool.available() {
             return Err(MediaError::PoolExhausted);
         }
-        // A trunk's media share: the pairs facing it stay within its cap.
-        for (leg, (key, max)) in ctx.share.iter().enumerate() {
-            let want = u32::try_from(needed[leg]).unwrap_or(u32::MAX);
-            if *key != 0 && ctx.ports.held_by(*key).saturating_add(want) > *max {
+        // A trunk's media share: the new pairs facing it (both legs' when
+        // the call goes out the way it came in) stay within its cap. An
+        // SDP that takes no new pairs is never refused for it.
+        for (key, max) in ctx.share {
+            let want: usize = ctx
+                .share
+                .iter()
+                .zip(needed)
+                .filter(|((k, _), _)| *k == key)
+                .map(|(_, n)| n)
+                .sum();
+            let want = u32::try_from(want).unwrap_or(u32::MAX);
+            if key != 0 && want > 0 && ctx.ports.held_by(key).saturating_add(want) > max {
                 return Err(MediaError::PoolExhausted);
             }
         }

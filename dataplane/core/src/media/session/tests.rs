@@ -75,6 +75,30 @@ fn a_trunks_media_share_caps_the_pairs_facing_it() {
     assert_eq!(p.held_by(key), 1);
     let (_fourth, r) = start(&mut p);
     assert!(r.is_ok(), "{r:?}");
+    // Over the cap (a reload lowered it), an SDP that needs no new pairs
+    // still goes through: the answer to an offer already anchored.
+    let (mut s, r) = start(&mut p);
+    assert_eq!(r, Err(MediaError::PoolExhausted));
+    let mut c = ctx(&mut p, &all);
+    c.share[0] = (key, 0);
+    let answer = sdp(B_IP, 5000, "");
+    let r = first_again(&mut s, &mut c, &offer, &answer);
+    assert!(r.is_ok(), "{r:?}");
+}
+
+/// Anchors `offer` from A with no share, then answers it from B under
+/// the caller's context.
+fn first_again(
+    s: &mut MediaSession,
+    c: &mut Context<'_>,
+    offer: &str,
+    answer: &str,
+) -> Result<Vec<u8>, MediaError> {
+    let share = c.share;
+    c.share = [(0, u32::MAX); 2];
+    s.process(Leg::A, Role::Offer, offer.as_bytes(), c)?;
+    c.share = share;
+    s.process(Leg::B, Role::Answer, answer.as_bytes(), c)
 }
 
 /// The SBC's own address in these tests (its advertised one).
