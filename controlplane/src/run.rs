@@ -333,12 +333,25 @@ fn start_dataplane(
         "starting the data plane"
     );
     let stop_shard_after = match std::env::var(FAULT_STOP_SHARD) {
-        Ok(v) => Some(parse_fault(&v).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{FAULT_STOP_SHARD}: {e}"),
-            )
-        })?),
+        Ok(v) => Some(
+            parse_fault(&v)
+                .and_then(|(shard, after)| {
+                    if shard < cfg.shards {
+                        Ok((shard, after))
+                    } else {
+                        Err(format!(
+                            "there is no shard {shard} (shards: {})",
+                            cfg.shards
+                        ))
+                    }
+                })
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{FAULT_STOP_SHARD}: {e}"),
+                    )
+                })?,
+        ),
         Err(_) => None,
     };
     if let Some((shard, after)) = stop_shard_after {

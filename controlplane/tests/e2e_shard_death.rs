@@ -1,7 +1,8 @@
 //! End-to-end: a shard whose loop ends is noticed (BRIEF §11, issue 12
 //! item 7). The real `sbc` runs two shards; fault injection
-//! (`SBC_FAULT_STOP_SHARD`) ends shard 1's loop with an error; `/health`
-//! stops answering "ok" and the process exits non-zero, saying which
+//! (`SBC_FAULT_STOP_SHARD`) ends shard 1's loop with an error at its
+//! first wake-up 4 s after start (time enough to start on a busy host);
+//! `/health` stops answering "ok" and the process exits non-zero, saying which
 //! shard stopped, instead of running on with half its shards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,7 +19,7 @@ fn a_shard_that_stops_fails_health_and_stops_sbc() {
     let mut sbc = Sbc::start_with(
         &example_config(net, 2),
         &net.metrics(),
-        &["env", "SBC_FAULT_STOP_SHARD=1:1500"],
+        &["env", "SBC_FAULT_STOP_SHARD=1:4000"],
     );
     assert_eq!(
         http_get(&net.metrics(), "/health").map(|b| b.trim().to_owned()),
@@ -26,7 +27,7 @@ fn a_shard_that_stops_fails_health_and_stops_sbc() {
     );
     // Wake the shards after the fault's time: OPTIONS from many source
     // ports reach both shards' sockets (SO_REUSEPORT spreads them).
-    std::thread::sleep(Duration::from_millis(1600));
+    std::thread::sleep(Duration::from_millis(4100));
     let to = format!("{}:5060", net.sbc());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut status = None;

@@ -338,7 +338,14 @@ fn inbound_did_from_carrier_reaches_pbx() {
 #[test]
 fn a_session_nobody_refreshes_is_ended_by_the_sbc() {
     let net = Net(142);
-    let sbc = Sbc::start(net, &example_config(net, 1));
+    // sipp sends no RTP: the media timeout (60 s by default) must not end
+    // the call first.
+    let config = example_config(net, 1).replace(
+        "ports = \"30000-39999\"\n",
+        "ports = \"30000-39999\"\ntimeout_s = 600\n",
+    );
+    assert!(config.contains("timeout_s = 600"));
+    let sbc = Sbc::start(net, &config);
     let uas = Sipp::spawn(
         "uas",
         &uas_args(net, &net.carrier_a(), "uas_answer.xml", 1, 0),

@@ -84,13 +84,17 @@ pub struct OpenCalls(AtomicI64);
 
 impl OpenCalls {
     /// Takes a slot for a new call unless `max` are open.
+    /// Two shards racing for the last slot never both lose it.
     pub fn try_open(&self, max: Option<u32>) -> bool {
-        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
-        if max.is_some_and(|m| n > i64::from(m)) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
+        let Some(max) = max else {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            return true;
+        };
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < i64::from(max)).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Gives back a slot [`OpenCalls::try_open`] took.

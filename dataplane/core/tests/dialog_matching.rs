@@ -199,6 +199,29 @@ fn a_trunk_that_allows_it_is_followed_to_its_contact() {
     assert_eq!(sim.rejected(Refusal::UnknownSource), 0);
 }
 
+/// Even with `follow_contact`, a Contact naming the SBC itself (or no
+/// unicast address) is not followed: requests go to the trunk.
+#[test]
+fn follow_contact_never_leads_back_to_the_sbc() {
+    let mut p = policy();
+    p.trunks[1].follow_contact = true;
+    let mut sim = Sim::with_policy(p);
+    for (n, contact) in [
+        "sip:callee@192.0.2.1:5060",
+        "sip:callee@0.0.0.0:5060",
+        "sip:callee@224.0.0.1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("self{n}@pbx");
+        let (_b, ok) = answered_with(&mut sim, &id, contact);
+        sim.recv(PBX, &ack_from_pbx(&id, &ok.header(HeaderName::To)));
+        let b_ack = sim.one_to(CARRIER_A);
+        assert_eq!(b_ack.method().as_deref(), Some("ACK"), "{contact}");
+    }
+}
+
 /// The caller's Contact outside its trunk: the callee's BYE goes back to
 /// where the caller's INVITE came from.
 #[test]

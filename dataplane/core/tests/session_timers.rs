@@ -110,7 +110,8 @@ fn the_sbc_asks_for_its_interval_and_lowers_longer_ones() {
         ),
     );
     let b = sim.first_to(CARRIER_A);
-    assert_eq!(b.header(HeaderName::SessionExpires), "1800");
+    // Only the number changes: the caller's refresher stays.
+    assert_eq!(b.header(HeaderName::SessionExpires), "1800;refresher=uac");
     assert_eq!(
         b.msg().all(HeaderName::SessionExpires).count(),
         1,
@@ -242,4 +243,161 @@ fn without_timers_on_either_end_the_call_is_not_timed() {
     assert_eq!(ok.header(HeaderName::SessionExpires), "");
     assert!(byes_within(&mut sim, Duration::from_secs(4000)).is_empty());
     assert_eq!(sim.engine.calls(), 1);
+}
+
+/// The PBX's re-INVITE in call `call_id` (CSeq 2, same SDP) with `headers`.
+fn refresh_from_pbx(call_id: &str, to: &str, headers: &str) -> String {
+    in_dialog(
+        "INVITE",
+        "sip:192.0.2.1:5060",
+        "10.0.0.10:5060",
+        "z9hG4bKrefresh",
+        CALLER_FROM,
+        to,
+        call_id,
+        2,
+        OFFER_SDP,
+    )
+    .replace(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\n{headers}"),
+    )
+}
+
+#[test]
+fn a_refresh_is_held_to_the_same_minimum_and_maximum() {
+    let mut sim = sim(Some(1800));
+    let (_, ok) = call(
+        &mut sim,
+        "rmin@pbx",
+        "Supported: timer\r\nSession-Expires: 600\r\n",
+        "Session-Expires: 600;refresher=uac\r\nRequire: timer\r\n",
+    );
+    let to = ok.header(HeaderName::To);
+    // Too small from a sender that supports timers: 422, not relayed.
+    sim.recv(
+        PBX,
+        &refresh_from_pbx(
+            "rmin@pbx",
+            &to,
+            "Supported: timer\r\nSession-Expires: 30\r\n",
+        ),
+    );
+    let sent = sim.sent();
+    assert!(sent.iter().all(|s| s.to == addr(PBX)), "{sent:?}");
+    let answer = sent
+        .iter()
+        .find(|s| s.code().is_some_and(|c| c >= 200))
+        .unwrap();
+    assert_eq!(answer.code(), Some(422));
+    assert_eq!(answer.header(HeaderName::MinSe), "90");
+    // Above the SBC's interval: lowered on the way, the refresher kept.
+    sim.recv(
+        PBX,
+        &refresh_from_pbx(
+            "rmin@pbx",
+            &to,
+            "Supported: timer\r\nSession-Expires: 7200;refresher=uac\r\n",
+        )
+        .replace("z9hG4bKrefresh", "z9hG4bKrefresh2")
+        .replace("CSeq: 2 INVITE", "CSeq: 3 INVITE"),
+    );
+    let b = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap();
+    assert_eq!(b.header(HeaderName::SessionExpires), "1800;refresher=uac");
+}
+
+#[test]
+fn a_refresh_without_timers_does_not_switch_the_sbcs_timer_off() {
+    // The SBC made the supporting caller the refresher; the caller's
+    // next re-INVITE names no interval and the callee still takes no part.
+    let mut sim = sim(Some(1800));
+    let (_, ok) = call(&mut sim, "keep@pbx", "Supported: timer\r\n", "");
+    let to = ok.header(HeaderName::To);
+    sim.recv(
+        PBX,
+        &refresh_from_pbx("keep@pbx", &to, "Supported: timer\r\n"),
+    );
+    let b = sim
+        .sent()
+        .into_iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .unwrap();
+    assert_eq!(b.header(HeaderName::SessionExpires), "1800");
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 200, "OK", None, Some("sip:c@10.0.0.20"), ANSWER_SDP),
+    );
+    let ok2 = sim.one_to(PBX);
+    assert_eq!(ok2.header(HeaderName::SessionExpires), "1800;refresher=uac");
+    let ack = in_dialog(
+        "ACK",
+        "sip:192.0.2.1:5060",
+        "10.0.0.10:5060",
+        "z9hG4bKkeepack",
+        CALLER_FROM,
+        &to,
+        "keep@pbx",
+        2,
+        "",
+    );
+    sim.recv(PBX, &ack);
+    sim.sent();
+    // Still timed: no refresh, so the call ends 1768 s after this one.
+    assert!(byes_within(&mut sim, Duration::from_secs(1767)).is_empty());
+    assert_eq!(byes_within(&mut sim, Duration::from_secs(2)).len(), 2);
+}
+
+#[test]
+fn a_callee_422_to_the_sbcs_interval_is_answered_by_the_sbc() {
+    let mut sim = sim(Some(1800));
+    sim.recv(PBX, &invite_with("c422@pbx", ""));
+    let b = sim.first_to(CARRIER_A);
+    assert_eq!(b.header(HeaderName::SessionExpires), "1800");
+    sim.recv(
+        CARRIER_A,
+        &reply(&b, 422, "Session Interval Too Small", Some("t"), None, "").replace(
+            "Server: CarrierSwitch/9\r\n",
+            "Server: CarrierSwitch/9\r\nMin-SE: 3600\r\n",
+        ),
+    );
+    let sent = sim.sent();
+    let again = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert_eq!(again.to, addr(CARRIER_A));
+    assert_eq!(again.header(HeaderName::SessionExpires), "3600");
+    assert_eq!(again.header(HeaderName::MinSe), "3600");
+    assert!(
+        sent.iter()
+            .all(|s| s.to != addr(PBX) || s.code() == Some(100)),
+        "the caller, who asked for nothing, hears no 422: {sent:?}"
+    );
+    // A second 422 is the callee's last word: relayed.
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            again,
+            422,
+            "Session Interval Too Small",
+            Some("t2"),
+            None,
+            "",
+        )
+        .replace(
+            "Server: CarrierSwitch/9\r\n",
+            "Server: CarrierSwitch/9\r\nMin-SE: 7200\r\n",
+        ),
+    );
+    let codes: Vec<_> = sim
+        .sent()
+        .into_iter()
+        .filter(|s| s.to == addr(PBX))
+        .filter_map(|s| s.code())
+        .collect();
+    assert_eq!(codes, vec![422]);
 }

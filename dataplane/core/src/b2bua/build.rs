@@ -65,15 +65,11 @@ pub(crate) fn response_dest(req: &Request<'_>, origin: Flow) -> Flow {
     }
 }
 
-/// Copies the end-to-end headers of `msg` that may cross to the other leg.
-/// Everything that describes a hop, a dialog or the topology of the other
-/// side is left out (topology hiding, BRIEF §1), as are credentials.
-pub(crate) fn copy_end_to_end(w: &mut Writer<'_>, msg: &Message<'_>) {
-    copy_end_to_end_with(w, msg, true);
-}
-
-/// [`copy_end_to_end`], optionally without the headers that describe the
-/// body (when the body is dropped).
+/// Copies the end-to-end headers of `msg` that may cross to the other leg,
+/// without the headers that describe the body unless `with_body` (when
+/// the body is dropped). Everything that describes a hop, a dialog or the
+/// topology of the other side is left out (topology hiding, BRIEF §1), as
+/// are credentials.
 pub(crate) fn copy_end_to_end_with(w: &mut Writer<'_>, msg: &Message<'_>, with_body: bool) {
     copy_headers(w, msg, with_body, false);
 }
@@ -157,22 +153,21 @@ fn is_topology_header(name: &[u8]) -> bool {
         .any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// [`copy_end_to_end`] into a buffer of its own.
+/// [`copy_end_to_end_with`], with the body's headers, into a buffer of its
+/// own.
 pub(crate) fn render_end_to_end(msg: &Message<'_>) -> Bytes {
     render_end_to_end_with(msg, true)
 }
 
 /// The end-to-end headers of a call's first INVITE as they go to the
-/// callee: Session-Expires and Min-SE as the SBC set them, if it did
-/// ([`super::session::plan_invite`]).
-pub(crate) fn render_invite_headers(msg: &Message<'_>, session: Option<(u32, u32)>) -> Bytes {
-    let Some(values) = session else {
+/// callee, without Session-Expires and Min-SE when the SBC writes its own
+/// ([`super::session::Rewrite`]).
+pub(crate) fn render_invite_headers(msg: &Message<'_>, own_session: bool) -> Bytes {
+    if !own_session {
         return render_end_to_end(msg);
-    };
+    }
     let mut buf = BytesMut::with_capacity(288);
-    let mut w = Writer::new(&mut buf);
-    copy_headers(&mut w, msg, true, true);
-    super::session::write_rewrite(&mut w, values);
+    copy_headers(&mut Writer::new(&mut buf), msg, true, true);
     buf.freeze()
 }
 
@@ -216,13 +211,16 @@ pub(crate) struct RequestParts<'m, 'a> {
     pub contact: bool,
     /// What crosses from the other leg.
     pub relay: Relayed<'m, 'a>,
+    /// Session-Expires and Min-SE the SBC sets in a relayed message
+    /// (RFC 4028 §8.1), instead of the sender's.
+    pub session: Option<(u32, u32)>,
 }
 
 /// The end-to-end part of a request crossing legs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Relayed<'m, 'a> {
     Nothing,
-    /// Headers filtered by [`copy_end_to_end`], and the body, of a message.
+    /// Headers filtered by [`copy_end_to_end_with`], and the body, of a message.
     Message(&'m Message<'a>),
     /// Already filtered header lines and a body (kept for failover).
     Rendered {
@@ -279,9 +277,15 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
     if parts.contact {
         w.header(HeaderName::Contact, &[&local.contact]);
     }
+    let relayed = |w: &mut Writer<'_>, m: &Message<'_>, with_body: bool| {
+        copy_headers(w, m, with_body, parts.session.is_some());
+        if let Some(values) = parts.session {
+            super::session::write_rewrite(w, values, super::session::params_of(m));
+        }
+    };
     match parts.relay {
         Relayed::Message(m) => {
-            copy_end_to_end(&mut w, m);
+            relayed(&mut w, m, true);
             w.body(m.body());
         }
         Relayed::Rendered { headers, body } => {
@@ -289,7 +293,7 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
             w.body(body);
         }
         Relayed::MessageBody(m, body) => {
-            copy_end_to_end_with(&mut w, m, body.is_some());
+            relayed(&mut w, m, body.is_some());
             w.body(body.unwrap_or(b""));
         }
         Relayed::Nothing => w.body(b""),
@@ -369,11 +373,24 @@ impl Reach<'_> {
     }
 
     /// The trunk lets a Contact or Record-Route outside its sources move
-    /// the leg's requests (`follow_contact`).
-    pub fn follows_contact(self) -> bool {
-        self.policy
-            .trunk(self.trunk)
-            .is_some_and(|t| t.follow_contact)
+    /// the leg's requests (`follow_contact`) to `ip`: a unicast address
+    /// that is not one of the SBC's own.
+    pub fn follows_contact_to(self, ip: IpAddr) -> bool {
+        let ip = crate::net::canonical(ip);
+        let unicast = match ip {
+            IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_multicast() && !v4.is_broadcast(),
+            IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_multicast(),
+        };
+        unicast
+            && !self
+                .policy
+                .listeners
+                .iter()
+                .any(|l| crate::net::canonical(l.bind.ip()) == ip)
+            && self
+                .policy
+                .trunk(self.trunk)
+                .is_some_and(|t| t.follow_contact)
     }
 }
 
@@ -395,7 +412,9 @@ pub(crate) fn next_hop(
     Uri::parse(uri)
         .ok()
         .and_then(|u| u.socket_addr(5060))
-        .filter(|hop| reach.admits(hop.ip(), Some(fallback.ip())) || reach.follows_contact())
+        .filter(|hop| {
+            reach.admits(hop.ip(), Some(fallback.ip())) || reach.follows_contact_to(hop.ip())
+        })
         .unwrap_or(fallback)
 }
 
@@ -519,7 +538,7 @@ mod tests {
         let msg = Message::parse(raw).unwrap();
         let mut buf = BytesMut::new();
         let mut w = Writer::new(&mut buf);
-        copy_end_to_end(&mut w, &msg);
+        copy_end_to_end_with(&mut w, &msg, true);
         let text = std::str::from_utf8(&buf).unwrap();
         assert_eq!(
             text,

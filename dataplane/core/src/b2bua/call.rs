@@ -155,6 +155,9 @@ pub(crate) struct Routing {
     /// What the INVITE asked for of session timers (RFC 4028), as it
     /// goes to the callee.
     pub session: Option<super::session::Asked>,
+    /// Session-Expires and Min-SE the SBC writes into each attempt (then
+    /// `invite_headers` has none of the caller's).
+    pub rewrite: Option<super::session::Rewrite>,
 }
 
 /// The caller's initial INVITE and its server transaction.

@@ -57,11 +57,20 @@ fn answer_locally(
     let reason = reason.as_bytes();
     let timers = call.policy.timers;
     let dest = response_dest(req, origin);
-    let response = Template::new(req, origin.remote, false).simple(
-        code,
-        reason,
-        Some(&call.leg(side).local_tag),
-    );
+    let template = Template::new(req, origin.remote, false);
+    let mut buf = BytesMut::with_capacity(template.len() + 64);
+    let mut w = template.start(&mut buf, code, reason, Some(&call.leg(side).local_tag));
+    if let Err(why) = answer {
+        for (name, value) in why.headers() {
+            w.header(*name, &[value]);
+        }
+        // RFC 4028 §6: 422 names the smallest interval the SBC accepts.
+        if why == Refusal::SessionIntervalTooSmall {
+            w.header_u32(HeaderName::MinSe, call.policy.call_timers.min_se);
+        }
+    }
+    w.body(b"");
+    let response = buf.freeze();
     let tx = if req.method == Method::Invite {
         let mut t = ServerInvite::new(dest);
         t.respond(now, &timers, code, response, &mut ctx.out);
@@ -188,6 +197,19 @@ fn relay(
         ctx.refuse(req, origin, Refusal::DialogBusy);
         return;
     }
+    // RFC 4028 §8.1: a session refresh is held to the SBC's minimum and
+    // maximum like the first INVITE.
+    let session = if carries_offer(req.method) {
+        match super::session::plan_request(&req.msg, &call.policy.call_timers) {
+            Ok(plan) => Some(plan),
+            Err(why) => {
+                answer_locally(ctx, call, side, req, origin, now, Err(why));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let (body, offer_in_request) = match relayed_body(ctx, call, side, req, now) {
         Ok(b) => b,
         Err(why) => {
@@ -207,7 +229,8 @@ fn relay(
     } else {
         ServerTx::NonInvite(ServerNonInvite::new(dest))
     };
-    let (client, client_branch, client_cseq) = forward(ctx, call, side.other(), req, &body, now);
+    let (client, client_branch, client_cseq) =
+        forward(ctx, call, side.other(), (req, session), &body, now);
     call.relays.push(Relay {
         from: side,
         method: req.method,
@@ -221,9 +244,7 @@ fn relay(
         ack: None,
         offer_in_request,
         final_code: None,
-        session: carries_offer(req.method)
-            .then(|| super::session::asked(&req.msg))
-            .flatten(),
+        session: session.and_then(super::session::Plan::asked),
     });
 }
 
@@ -293,7 +314,7 @@ fn forward(
     ctx: &mut Ctx,
     call: &mut Call,
     to_side: Side,
-    req: &Request<'_>,
+    (req, session): (&Request<'_>, Option<super::session::Plan>),
     body: &Body,
     now: Instant,
 ) -> (ClientTx, Bytes, u32) {
@@ -313,6 +334,7 @@ fn forward(
             max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
             contact: is_target_refresh(req.method),
             relay: body.relayed(&req.msg),
+            session: session.and_then(super::session::Plan::rewrite),
         },
     );
     let dest = leg.flow;
@@ -463,9 +485,10 @@ fn respond_to_originator(
         return;
     };
     let code = resp.code;
+    let min_se = call.policy.call_timers.min_se;
     // RFC 4028: a 2xx to a session refresh settles the interval anew.
     let session = (carries_offer(relay.method) && (200..300).contains(&code))
-        .then(|| super::session::settle(&resp.msg, relay.session));
+        .then(|| super::session::settle(&resp.msg, relay.session, min_se));
     let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + relay.template.len());
     let mut w = relay.template.start(&mut buf, code, resp.reason, None);
     if is_target_refresh(relay.method) && (101..300).contains(&code) {
@@ -589,6 +612,7 @@ fn send_ack(ctx: &mut Ctx, leg: &Leg, cseq: u32, relay: Relayed<'_, '_>) -> (Byt
             max_forwards: 70,
             contact: false,
             relay,
+            session: None,
         },
     );
     ctx.send(leg.flow, ack.clone());

@@ -288,7 +288,7 @@ impl Engine {
             return Err(Refusal::NoRoute);
         }
         let policy = Arc::clone(&self.ctx.policy);
-        let session = super::session::plan_invite(&req.msg, &policy.call_timers)?;
+        let session = super::session::plan_request(&req.msg, &policy.call_timers)?;
         // A phone dialling an extension's number calls it (no route).
         if trunk == crate::policy::PHONES && policy.accounts.is_extension(&number) {
             let cref = self.reserve_call(&policy)?;
@@ -495,12 +495,24 @@ impl Engine {
                 failover_on_timeout: admitted.failover_on_timeout,
                 route_index: admitted.route_index,
                 failure: None,
-                invite_headers: render_invite_headers(&req.msg, admitted.session.rewrite()),
+                invite_headers: render_invite_headers(
+                    &req.msg,
+                    admitted.session.rewrite().is_some(),
+                ),
                 invite_body: Bytes::copy_from_slice(req.msg.body()),
                 max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
                 extension: admitted.extension,
                 awaiting: false,
                 session: admitted.session.asked(),
+                rewrite: admitted
+                    .session
+                    .rewrite()
+                    .map(|(se, min_se)| super::session::Rewrite {
+                        se,
+                        min_se,
+                        params: Bytes::copy_from_slice(super::session::params_of(&req.msg)),
+                        raised: false,
+                    }),
             })),
             uas,
             number: Arc::from(admitted.number),

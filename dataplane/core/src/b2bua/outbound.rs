@@ -28,9 +28,10 @@ pub(crate) fn next_attempt(ctx: &mut Ctx, call: &mut Call, now: Instant) -> bool
     attempt_next(ctx, call, None, now)
 }
 
-/// [`next_attempt`], with `credentials` (a whole header line) added to the
-/// INVITE.
-fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now: Instant) -> bool {
+/// [`next_attempt`]; `again` marks the same call sent again to the target
+/// just tried (after a challenge, or a 422), with these header lines
+/// (credentials) added: it takes no second call token.
+fn attempt_next(ctx: &mut Ctx, call: &mut Call, again: Option<&[u8]>, now: Instant) -> bool {
     loop {
         let policy = Arc::clone(&call.policy);
         let Some(routing) = call.routing_mut() else {
@@ -40,12 +41,17 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
             return false;
         };
         routing.next_target += 1;
-        let headers = match credentials {
-            None => routing.invite_headers.clone(),
-            Some(line) => {
-                let mut h = BytesMut::with_capacity(routing.invite_headers.len() + line.len());
+        let headers = match (again, &routing.rewrite) {
+            (None, None) => routing.invite_headers.clone(),
+            (lines, rewrite) => {
+                let lines = lines.unwrap_or_default();
+                let mut h =
+                    BytesMut::with_capacity(routing.invite_headers.len() + lines.len() + 64);
                 h.put_slice(&routing.invite_headers);
-                h.put_slice(line);
+                if let Some(r) = rewrite {
+                    r.write(&mut crate::sip::Writer::new(&mut h));
+                }
+                h.put_slice(lines);
                 h.freeze()
             }
         };
@@ -58,7 +64,7 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
             // A trunk that registers to the SBC: rung where it registered
             // from, like an extension (its account is kept under this key),
             // within its calls a second.
-            if credentials.is_none() && !ctx.call_token(t, Direction::Outbound, now) {
+            if again.is_none() && !ctx.call_token(t, Direction::Outbound, now) {
                 continue;
             }
             routing.extension = Some(crate::registrar::trunk_account_key(&t.name));
@@ -82,7 +88,7 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, credentials: Option<&[u8]>, now:
         if !call.take_b_slot(target.trunk, trunk) {
             continue;
         }
-        if credentials.is_none() && !ctx.call_token(trunk, Direction::Outbound, now) {
+        if again.is_none() && !ctx.call_token(trunk, Direction::Outbound, now) {
             call.release_b_slot();
             continue;
         }
@@ -414,6 +420,7 @@ fn start_attempt(
                 headers: &invite.headers,
                 body: &invite.body,
             },
+            session: None,
         },
     );
     let timers = call.policy.timers;
@@ -513,6 +520,7 @@ pub(crate) fn on_attempt_response(
             cancel_other_forks(ctx, call, index, now);
         }
         401 | 407 if answer_challenge(ctx, call, index, resp, now) => {}
+        422 if !call.wave_pending(index) && raise_interval(ctx, call, resp, now) => {}
         _ if call.wave_pending(index) => {
             // Other phones still ring: the best failure waits for them
             // (RFC 3261 §16.7).
@@ -589,6 +597,25 @@ fn answer_challenge(
     true
 }
 
+/// A callee answered 422 (RFC 4028 §6) to an interval the SBC wrote (the
+/// caller asked for none, or another): as the B leg's UAC, the SBC sends
+/// the INVITE again to the same target with the 422's Min-SE, once
+/// (§7.3). False (the 422 is a failure like any other, relayed when the
+/// caller asked for that interval itself) otherwise.
+fn raise_interval(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) -> bool {
+    let Some(routing) = call.routing_mut() else {
+        return false;
+    };
+    let Some(rewrite) = routing.rewrite.as_mut() else {
+        return false;
+    };
+    if !rewrite.raise_for(&resp.msg, routing.session.as_mut()) {
+        return false;
+    }
+    routing.next_target = routing.next_target.saturating_sub(1);
+    attempt_next(ctx, call, Some(b""), now)
+}
+
 /// The call was answered by attempt `index`: the other forks of its wave
 /// are CANCELled (RFC 3261 §16.7 step 10), at once when they rang, else
 /// as soon as they do (§9.1).
@@ -637,7 +664,7 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     }
     // RFC 4028: the interval the 2xx settles holds from now.
     let asked = call.routing_mut().and_then(|r| r.session);
-    let (interval, insert) = super::session::settle(&resp.msg, asked);
+    let (interval, insert) = super::session::settle(&resp.msg, asked, policy.call_timers.min_se);
     super::session::arm(call, interval, now);
     // Leaving routing drops its data (targets, failures, the caller's
     // INVITE headers and body).

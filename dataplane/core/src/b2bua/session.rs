@@ -29,7 +29,8 @@ pub(crate) struct Asked {
     pub supported: bool,
 }
 
-/// What the SBC does with a call's first INVITE (RFC 4028 §8.1).
+/// What the SBC does with a session refresh request: a call's first
+/// INVITE, a re-INVITE or an UPDATE (RFC 4028 §8.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Plan {
     /// Relayed as it is; what it asked, if anything.
@@ -77,21 +78,14 @@ pub(crate) fn supports_timer(msg: &Message<'_>) -> bool {
         .any(|h| CommaList::new(h.value).any(|t| t.eq_ignore_ascii_case(b"timer")))
 }
 
-/// What a session refresh request asks for, relayed as it is.
-pub(crate) fn asked(msg: &Message<'_>) -> Option<Asked> {
-    session_expires(msg).map(|interval| Asked {
-        interval,
-        supported: supports_timer(msg),
-    })
-}
-
-/// RFC 4028 §8.1, the SBC as a proxy on a call's first INVITE: an
-/// interval below the SBC's minimum is refused with 422 when the caller
+/// RFC 4028 §8.1, the SBC as a proxy on a session refresh request (the
+/// first INVITE, a re-INVITE, an UPDATE): an interval below the SBC's
+/// minimum is refused with 422 when the caller
 /// supports timers (it retries with the Min-SE the 422 names) and raised
 /// otherwise; one above `session_expires_s` is lowered (never below the
 /// request's own Min-SE); none at all gets `session_expires_s` when that
 /// is set.
-pub(crate) fn plan_invite(msg: &Message<'_>, timers: &CallTimers) -> Result<Plan, Refusal> {
+pub(crate) fn plan_request(msg: &Message<'_>, timers: &CallTimers) -> Result<Plan, Refusal> {
     let supported = supports_timer(msg);
     let theirs = min_se(msg).unwrap_or(0);
     let floor = timers.min_se.max(theirs);
@@ -124,9 +118,16 @@ pub(crate) fn plan_invite(msg: &Message<'_>, timers: &CallTimers) -> Result<Plan
 /// (`None`: no session timer) and whether the SBC must write it into the
 /// relayed 2xx (the answering side did not take part, the requester
 /// supports timers: RFC 4028 §8.2).
-pub(crate) fn settle(answer: &Message<'_>, asked: Option<Asked>) -> (Option<u32>, bool) {
+///
+/// An interval below the SBC's `min_se` in a 2xx (a broken peer) is held
+/// to `min_se`: the SBC does not end calls sooner than it would accept.
+pub(crate) fn settle(
+    answer: &Message<'_>,
+    asked: Option<Asked>,
+    min_se: u32,
+) -> (Option<u32>, bool) {
     if let Some(se) = session_expires(answer) {
-        return (Some(se), false);
+        return (Some(se.max(min_se)), false);
     }
     match asked {
         Some(a) if a.supported => (Some(a.interval), true),
@@ -145,11 +146,66 @@ pub(crate) fn write_refresher(w: &mut Writer<'_>, interval: u32) {
     w.header(HeaderName::Require, &[b"timer"]);
 }
 
-/// Writes the replacement Session-Expires and Min-SE of a rewritten INVITE.
-pub(crate) fn write_rewrite(w: &mut Writer<'_>, (se, min_se): (u32, u32)) {
-    w.header_u32(HeaderName::SessionExpires, se);
+/// The parameters of `msg`'s Session-Expires (`;refresher=uac`), kept
+/// when the SBC changes its number.
+pub(crate) fn params_of<'a>(msg: &Message<'a>) -> &'a [u8] {
+    msg.value(HeaderName::SessionExpires)
+        .and_then(|v| v.iter().position(|&b| b == b';').map(|i| &v[i..]))
+        .unwrap_or(b"")
+        .trim_ascii_end()
+}
+
+/// Writes the replacement Session-Expires and Min-SE of a rewritten
+/// request: only the number changes; the sender's parameters (its
+/// `refresher`, [`params_of`]) stay.
+pub(crate) fn write_rewrite(w: &mut Writer<'_>, (se, min_se): (u32, u32), params: &[u8]) {
+    let mut n = itoa::Buffer::new();
+    w.header(
+        HeaderName::SessionExpires,
+        &[n.format(se).as_bytes(), params],
+    );
     w.header_u32(HeaderName::MinSe, min_se);
 }
+
+/// The Session-Expires and Min-SE the SBC writes into a call's INVITEs
+/// (its attempts), when it changed the caller's.
+#[derive(Debug, Clone)]
+pub(crate) struct Rewrite {
+    pub se: u32,
+    pub min_se: u32,
+    /// The caller's parameters ([`params_of`]).
+    pub params: bytes::Bytes,
+    /// Already raised once for a callee's 422 (RFC 4028 §7.3).
+    pub raised: bool,
+}
+
+impl Rewrite {
+    pub fn write(&self, w: &mut Writer<'_>) {
+        write_rewrite(w, (self.se, self.min_se), &self.params);
+    }
+
+    /// A callee answered 422 with `msg`'s Min-SE: the interval rises to
+    /// it, once, as the UAC of the B leg would (RFC 4028 §7.3). False
+    /// when there is nothing to raise to.
+    pub fn raise_for(&mut self, msg: &Message<'_>, asked: Option<&mut Asked>) -> bool {
+        let Some(min) = min_se(msg) else {
+            return false;
+        };
+        if self.raised || min <= self.se || min > MAX_INTERVAL {
+            return false;
+        }
+        self.raised = true;
+        self.se = min;
+        self.min_se = self.min_se.max(min);
+        if let Some(a) = asked {
+            a.interval = min;
+        }
+        true
+    }
+}
+
+/// The longest session interval the SBC writes (a day).
+const MAX_INTERVAL: u32 = 86_400;
 
 /// When the SBC gives up on a refresh: at the interval's end less a third
 /// of it, at most 32 s (RFC 4028 §10, the non-refresher's BYE).
@@ -185,7 +241,7 @@ mod tests {
             session_expires,
             ..CallTimers::default()
         };
-        plan_invite(&msg, &timers)
+        plan_request(&msg, &timers)
     }
 
     #[test]
@@ -277,11 +333,12 @@ mod tests {
             interval: 1800,
             supported: false,
         });
-        assert_eq!(settle(&with, supporting), (Some(900), false));
-        assert_eq!(settle(&with, None), (Some(900), false));
-        assert_eq!(settle(&without, supporting), (Some(1800), true));
-        assert_eq!(settle(&without, not), (None, false));
-        assert_eq!(settle(&without, None), (None, false));
+        assert_eq!(settle(&with, supporting, 90), (Some(900), false));
+        assert_eq!(settle(&with, None, 90), (Some(900), false));
+        assert_eq!(settle(&with, None, 1000), (Some(1000), false), "floored");
+        assert_eq!(settle(&without, supporting, 90), (Some(1800), true));
+        assert_eq!(settle(&without, not, 90), (None, false));
+        assert_eq!(settle(&without, None, 90), (None, false));
     }
 
     #[test]

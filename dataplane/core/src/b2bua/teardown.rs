@@ -219,6 +219,7 @@ pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: End
                 max_forwards: 70,
                 contact: false,
                 relay: Relayed::Nothing,
+                session: None,
             },
         );
         let dest = leg.flow;
