@@ -58,6 +58,11 @@ struct Args {
     /// Threads of each sbc-load process.
     #[arg(long, default_value_t = 1)]
     load_threads: usize,
+    /// Keep the load generators off the proxy's core: they run on the
+    /// last CPU (taskset), the sbc's one shard is pinned to CPU 0 (so on
+    /// this 2-core machine each has a core of its own).
+    #[arg(long)]
+    split_cores: bool,
     #[arg(long, default_value = "target/release/sbc")]
     sbc: PathBuf,
     #[arg(long, default_value = "target/release/sbc-load")]
@@ -283,12 +288,23 @@ impl Bench {
         let dir = self.work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&e.to_string()));
+        // With --split-cores, through taskset onto the last CPU.
+        let program = |p: &std::ffi::OsStr| {
+            if self.a.split_cores {
+                let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+                let mut c = Command::new("taskset");
+                c.args(["-c", &last.to_string()]).arg(p);
+                c
+            } else {
+                Command::new(p)
+            }
+        };
         let mut cmd = if sipp {
-            let mut c = Command::new("sipp");
+            let mut c = program("sipp".as_ref());
             c.args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"]);
             c
         } else {
-            let mut c = Command::new(&self.a.sbc_load);
+            let mut c = program(self.a.sbc_load.as_os_str());
             c.args(["--quiet", "--json", "report.json", "--threads"])
                 .arg(self.a.load_threads.to_string());
             if name == "caller" {

@@ -3,12 +3,18 @@
 //! call state exists, instead of queueing everything and answering it all
 //! late.
 //!
-//! The load signal is the shard's busy ratio: the share of each window
-//! its loop spent working rather than waiting for input. The [`Governor`]
-//! turns it into the share of new calls admitted (per mille), the way TCP
-//! paces itself: above [`HIGH`] the share is cut by a fifth each window,
-//! below [`LOW`] it grows back by 5 % a window. Requests of calls already
-//! admitted are never refused.
+//! The load signal is how long requests wait before the shard reads them:
+//! the kernel stamps each SIP datagram when it arrives, and the shortest
+//! wait over two windows ([`WINDOW`]) is the queue that stays, not a burst
+//! that passes (as CoDel reads a queue). The [`Governor`] turns it into the
+//! share of new calls admitted (per mille), the way TCP paces itself: a
+//! standing queue above [`TARGET`] cuts the share by a fifth each window
+//! (by half above four times it), an empty one ([`TARGET`] / 2) lets it
+//! grow back by 5 % a window. So the calls the shard takes wait little,
+//! however many more are offered. Without stamps (no SIP datagram in the
+//! window, or a kernel that gives none) the busy ratio stands in: above
+//! [`HIGH`] cut, below [`LOW`] grow. Requests of calls already admitted are
+//! never refused.
 
 use std::time::{Duration, Instant};
 
@@ -21,12 +27,17 @@ pub const LOW: u32 = 650;
 /// Admission never falls below this share: enough calls keep flowing to
 /// tell when the load eases.
 pub const FLOOR: u16 = 20;
+/// The longest standing queue wait before admission is cut.
+pub const TARGET: Duration = Duration::from_millis(10);
 
 /// Turns the measured busy time into the share of new calls admitted.
 #[derive(Debug, Clone)]
 pub struct Governor {
     window_start: Option<Instant>,
     busy: Duration,
+    /// The shortest queue wait seen this window, and in the one before.
+    min_wait: Option<Duration>,
+    last_min: Option<Duration>,
     admit: u16,
 }
 
@@ -35,6 +46,8 @@ impl Default for Governor {
         Governor {
             window_start: None,
             busy: Duration::ZERO,
+            min_wait: None,
+            last_min: None,
             admit: 1000,
         }
     }
@@ -44,6 +57,11 @@ impl Governor {
     /// The share of new calls admitted now, per mille.
     pub fn admit(&self) -> u16 {
         self.admit
+    }
+
+    /// A request waited `waited` between its arrival and its reading.
+    pub fn queued(&mut self, waited: Duration) {
+        self.min_wait = Some(self.min_wait.map_or(waited, |m| m.min(waited)));
     }
 
     /// Counts `busy` time worked up to `now`; at the end of each window,
@@ -60,9 +78,25 @@ impl Governor {
         self.window_start = Some(now);
         self.busy = Duration::ZERO;
         let before = self.admit;
-        if ratio > HIGH {
-            self.admit = (self.admit * 4 / 5).max(FLOOR);
-        } else if ratio < LOW {
+        // What to keep of the share (numerator, denominator), or grow.
+        // A queue stands when it lasted two windows (a burst passes).
+        let current = self.min_wait.take();
+        let standing = match (current, self.last_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        };
+        self.last_min = current;
+        let (keep, grow) = match (current, standing) {
+            (Some(_), Some(w)) if w > TARGET * 4 => (Some((1, 2)), false),
+            (Some(c), s) => (
+                Some((4, 5)).filter(|_| s.is_some_and(|w| w > TARGET)),
+                c < TARGET / 2,
+            ),
+            (None, _) => (Some((4, 5)).filter(|_| ratio > HIGH), ratio < LOW),
+        };
+        if let Some((num, den)) = keep {
+            self.admit = (self.admit * num / den).max(FLOOR);
+        } else if grow {
             self.admit = (self.admit + 50).min(1000);
         }
         (self.admit != before).then_some(self.admit)
@@ -101,5 +135,49 @@ mod tests {
         // Idle at full admission: nothing to report.
         t += WINDOW;
         assert_eq!(g.record(t, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_standing_queue_cuts_admission_and_an_empty_one_restores_it() {
+        let mut g = Governor::default();
+        let mut t = Instant::now();
+        g.record(t, Duration::ZERO);
+        // Busy but no queue: nothing is cut (the busy ratio is not used
+        // while waits are measured).
+        t += WINDOW;
+        g.queued(Duration::from_millis(1));
+        assert_eq!(g.record(t, WINDOW), None);
+        // A burst passes (one short wait in the window): no cut.
+        t += WINDOW;
+        g.queued(Duration::from_millis(30));
+        g.queued(Duration::from_millis(2));
+        assert_eq!(g.record(t, WINDOW), None);
+        // Over the target for one window: a burst, held.
+        t += WINDOW;
+        g.queued(Duration::from_millis(15));
+        assert_eq!(g.record(t, WINDOW), None);
+        // For two: a standing queue, cut by a fifth.
+        t += WINDOW;
+        g.queued(Duration::from_millis(15));
+        assert_eq!(g.record(t, WINDOW), Some(800));
+        // Far over it for two windows: by half (the first of them still
+        // counts the window before, 15 ms: by a fifth).
+        t += WINDOW;
+        g.queued(TARGET * 5);
+        assert_eq!(g.record(t, WINDOW), Some(640));
+        t += WINDOW;
+        g.queued(TARGET * 5);
+        assert_eq!(g.record(t, WINDOW), Some(320));
+        // Between half the target and the target: held.
+        t += WINDOW;
+        g.queued(TARGET * 3 / 4);
+        assert_eq!(g.record(t, WINDOW), None);
+        // Empty again: grows back.
+        t += WINDOW;
+        g.queued(Duration::ZERO);
+        assert_eq!(g.record(t, WINDOW), Some(370));
+        // A window without stamps falls back on the busy ratio.
+        t += WINDOW;
+        assert_eq!(g.record(t, WINDOW), Some(296));
     }
 }

@@ -270,6 +270,7 @@ impl Runtime {
                                 .stop_shard_after
                                 .filter(|(shard, _)| *shard == me)
                                 .map(|(_, after)| std::time::Instant::now() + after),
+                            wall: std::time::SystemTime::now(),
                         })
                     })();
                     match setup {

@@ -26,10 +26,69 @@ pub fn reuseport_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
     // net.core.rmem_max).
     let _ = socket.set_recv_buffer_size(rcvbuf);
     let _ = socket.set_send_buffer_size(rcvbuf);
+    // Best effort: the kernel's receive time of each datagram tells the
+    // overload control how long requests waited in the queue.
+    let _ = set_receive_timestamps(&socket);
     socket
         .bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind SIP UDP {addr}: {e}")))?;
     Ok(socket.into())
+}
+
+/// SO_TIMESTAMPNS: each datagram comes with the time the kernel received
+/// it (CLOCK_REALTIME), as SCM_TIMESTAMPNS control data ([`received_at`]).
+#[allow(unsafe_code)]
+fn set_receive_timestamps(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and `on` is a c_int that lives
+    // across the call, whose size is passed as the option length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Control space a received datagram's timestamp takes (CMSG_SPACE of a
+/// timespec on 64-bit Linux: a 16-byte header and 16 bytes of data).
+pub const TIMESTAMP_CONTROL: usize = 32;
+
+/// The kernel's receive time in `control` (the control data of a
+/// received message), when it holds SCM_TIMESTAMPNS. Parsed from the
+/// bytes (cmsghdr: length, level, type, then the timespec), no pointers.
+pub fn received_at(control: &[u8]) -> Option<std::time::SystemTime> {
+    let word = std::mem::size_of::<usize>();
+    let mut rest = control;
+    while rest.len() >= word + 8 {
+        let len = usize::from_ne_bytes(rest.get(..word)?.try_into().ok()?);
+        let level = i32::from_ne_bytes(rest.get(word..word + 4)?.try_into().ok()?);
+        let ty = i32::from_ne_bytes(rest.get(word + 4..word + 8)?.try_into().ok()?);
+        if len < word + 8 {
+            return None;
+        }
+        let data = rest.get(word + 8..len)?;
+        if level == libc::SOL_SOCKET && ty == libc::SCM_TIMESTAMPNS && data.len() >= 16 {
+            let secs = i64::from_ne_bytes(data.get(..8)?.try_into().ok()?);
+            let nanos = i64::from_ne_bytes(data.get(8..16)?.try_into().ok()?);
+            let since =
+                std::time::Duration::new(u64::try_from(secs).ok()?, u32::try_from(nanos).ok()?);
+            return std::time::UNIX_EPOCH.checked_add(since);
+        }
+        // Next header, aligned to a word.
+        let next = len.div_ceil(word) * word;
+        rest = rest.get(next..)?;
+    }
+    None
 }
 
 /// Opens a reuse-port TCP listener on `addr`.
@@ -185,6 +244,44 @@ impl RawAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A SIP socket gets the kernel's receive time of each datagram, and
+    /// [`received_at`] reads it from the control data.
+    #[test]
+    #[allow(unsafe_code)]
+    fn sip_datagrams_carry_their_receive_time() {
+        use std::os::fd::AsRawFd;
+        let sock = reuseport_udp("127.0.0.1:0".parse().unwrap(), 1 << 16).unwrap();
+        let to = sock.local_addr().unwrap();
+        let before = std::time::SystemTime::now();
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(b"OPTIONS", to)
+            .unwrap();
+        let mut data = [0u8; 64];
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        let mut hdr = crate::shard::slots::empty_msghdr();
+        hdr.msg_iov = &raw mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: `hdr` points at `iov` (into `data`) and at `control`,
+        // all alive and of the lengths given, for the duration of the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut hdr, 0) };
+        assert_eq!(n, 7);
+        let bytes: Vec<u8> = control.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let at = received_at(&bytes[..hdr.msg_controllen]).expect("a timestamp");
+        let after = std::time::SystemTime::now();
+        assert!(at >= before - std::time::Duration::from_millis(5) && at <= after);
+        assert!(hdr.msg_controllen <= TIMESTAMP_CONTROL);
+        // Nothing, or something else, is no timestamp.
+        assert_eq!(received_at(&[]), None);
+        assert_eq!(received_at(&bytes[..8]), None);
+    }
 
     #[test]
     fn a_media_port_still_held_is_waited_for_until_the_deadline() {

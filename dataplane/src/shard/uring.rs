@@ -297,6 +297,8 @@ impl ShardIo {
         let mut hdr = Box::new(empty_msghdr());
         hdr.msg_namelen =
             libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).unwrap_or(128);
+        // Room for the receive timestamp of SIP datagrams.
+        hdr.msg_controllen = super::socket::TIMESTAMP_CONTROL;
         Ok(Recv::Multishot { sip, media, hdr })
     }
 
@@ -583,6 +585,9 @@ pub(crate) struct ShardLoop {
     /// Fault injection: the loop ends with an error at its first wake-up
     /// after this ([`super::RuntimeConfig::stop_shard_after`]).
     pub fault_at: Option<Instant>,
+    /// The wall clock at this round's start (received datagrams carry
+    /// their kernel receive time on it).
+    pub wall: std::time::SystemTime,
 }
 
 /// Puts `h` in shard `to`'s mailbox, noting the ring to wake; a full
@@ -627,6 +632,8 @@ struct Received<'b> {
     src: Option<std::net::SocketAddr>,
     data: &'b [u8],
     truncated: bool,
+    /// When the kernel received it (SIP sockets, multishot receive).
+    stamp: Option<std::time::SystemTime>,
 }
 
 impl ShardLoop {
@@ -650,6 +657,7 @@ impl ShardLoop {
             if self.fault_at.is_some_and(|at| now >= at) {
                 return Err(io::Error::other("stopped by fault injection"));
             }
+            self.wall = std::time::SystemTime::now();
             ShardStats::inc(&self.stats.loop_iterations);
             let current = self.policy.load();
             if !Arc::ptr_eq(&current, self.engine.policy()) {
@@ -986,6 +994,7 @@ impl ShardLoop {
                             .get(start..start + m.payload_data().len())
                             .unwrap_or(b""),
                         truncated: m.is_payload_truncated(),
+                        stamp: super::socket::received_at(m.control_data()),
                     })
                 })
             }
@@ -995,6 +1004,7 @@ impl ShardLoop {
                     src: decode_sockaddr(name),
                     data,
                     truncated,
+                    stamp: None,
                 }
             }),
         };
@@ -1006,6 +1016,10 @@ impl ShardLoop {
                     self.stats
                         .bytes_in
                         .fetch_add(r.data.len() as u64, Ordering::Relaxed);
+                    // How long it waited in the socket: the overload signal.
+                    if let Some(waited) = r.stamp.and_then(|at| self.wall.duration_since(at).ok()) {
+                        self.governor.queued(waited);
+                    }
                     let origin = Flow::udp(src, local);
                     if let Disposition::HandOff(owner) =
                         self.engine.handle_datagram(now, origin, r.data)
