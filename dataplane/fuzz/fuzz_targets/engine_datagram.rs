@@ -54,6 +54,19 @@ struct World {
     cseq: u32,
 }
 
+/// The edge limits on: session timers the SBC asks for and enforces, a
+/// cap on calls across the shards, the PBX's share of the media ports,
+/// carrier A's calls a second (both directions) and Contacts it may lead
+/// requests to.
+fn with_limits(mut p: Policy) -> Policy {
+    p.call_timers.session_expires = Some(120);
+    p.limits.max_calls = Some(64);
+    p.trunks[0].media_share = Some(50);
+    p.trunks[1].max_cps = Some(20);
+    p.trunks[1].follow_contact = true;
+    p
+}
+
 /// The registrar on, with one account: REGISTERs from the stranger meet
 /// challenges, credentials checks and the lockout.
 fn with_registrar(mut p: Policy) -> Policy {
@@ -77,7 +90,7 @@ impl World {
         // Carrier A is health-probed every second (down after 2 failures,
         // up after 1 answer): probes go out as time moves on, and answers
         // to them (op 3) move the trunk down and up under the calls.
-        let mut probed = with_registrar(media_policy());
+        let mut probed = with_limits(with_registrar(media_policy()));
         probed.trunks[1].probe = Some(Probe {
             interval: Duration::from_secs(1),
             down_after: 2,
@@ -92,7 +105,7 @@ impl World {
             e
         };
         World {
-            unprobed: Arc::new(with_registrar(media_policy())),
+            unprobed: Arc::new(with_limits(with_registrar(media_policy()))),
             policy: Arc::clone(&policy),
             shards: [engine(0), engine(1)],
             now,

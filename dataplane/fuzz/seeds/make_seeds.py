@@ -61,6 +61,26 @@ flows = {
     "late_offer": [step(0, invite("10.0.0.10:5060", "15551234", "c8", body="")), step(3, bytes([T200])),
                    step(5, bytes([ACK]))],
     "timeout": [step(0, invite("10.0.0.10:5060", "15551234", "c9")), step(7, bytes([255])), step(7, bytes([255]))],
+    # Hostile and edge cases (issue 12): an ACK with no To tag after the
+    # answer, a 200 forged by a stranger, session timers (a 422, then a
+    # call whose refreshes stop), an INFO flood in one dialog.
+    "blind_ack": [step(0, invite("10.0.0.10:5060", "15551234", "c10")), step(3, bytes([T200])),
+                  step(0, invite("10.0.0.10:5060", "15551234", "c10", body="", method="ACK")),
+                  step(7, bytes([255]))],
+    "forged_response": [step(0, invite("10.0.0.10:5060", "15551234", "c11")),
+                        step(2, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-forged\r\n"
+                                b"From: <sip:a@192.0.2.1>;tag=x\r\nTo: <sip:b@10.0.0.20>;tag=y\r\n"
+                                b"Call-ID: forged\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"),
+                        step(7, bytes([50]))],
+    "session_timer": [step(0, invite("10.0.0.10:5060", "15551234", "c12").replace(
+                          b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 60\r\n")),
+                      step(0, invite("10.0.0.10:5060", "15551234", "c13").replace(
+                          b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSupported: timer\r\nSession-Expires: 90\r\n")),
+                      step(3, bytes([T200])), step(5, bytes([ACK])), step(5, bytes([REINVITE])),
+                      step(4, bytes([T200])), step(7, bytes([255])), step(7, bytes([255])),
+                      step(7, bytes([255])), step(7, bytes([255]))],
+    "info_flood": [step(0, invite("10.0.0.10:5060", "15551234", "c14")), step(3, bytes([T200])),
+                   step(5, bytes([ACK]))] + [step(5, bytes([INFO]))] * 40 + [step(7, bytes([100]))],
     "register": [step(2, register(1, "Contact: <sip:alice@203.0.113.9:5060>;expires=120\r\n")),
                  step(2, register(2, "Contact: <sip:alice@203.0.113.9:5060>\r\nExpires: 0\r\n"
                           'Authorization: Digest username="alice", realm="sbc", '
