@@ -149,7 +149,7 @@ impl Refusal {
             Refusal::OutOfOrder | Refusal::Glare => 10,
             Refusal::UnsupportedMedia => 11,
             Refusal::CallTableFull => 12,
-            Refusal::Media(MediaError::PoolExhausted) => 13,
+            Refusal::Media(MediaError::PoolExhausted | MediaError::ShareExhausted) => 13,
             Refusal::Media(_) | Refusal::UnusableAnswer => 14,
             Refusal::TrunksDown => 15,
             Refusal::TrunkLimit => 16,
@@ -223,7 +223,9 @@ impl Refusal {
             | Refusal::CallLimit
             | Refusal::Overloaded
             | Refusal::DialogBusy => "Service Unavailable",
-            Refusal::Media(MediaError::PoolExhausted) => "Service Unavailable",
+            Refusal::Media(MediaError::PoolExhausted | MediaError::ShareExhausted) => {
+                "Service Unavailable"
+            }
             Refusal::Media(_) | Refusal::UnusableAnswer => "Not Acceptable Here",
             Refusal::NotRegistered => "Temporarily Unavailable",
             Refusal::SessionIntervalTooSmall => "Session Interval Too Small",
@@ -249,7 +251,10 @@ impl Refusal {
     /// Whether the next trunk may be tried after this refusal of an
     /// attempt (BRIEF §3): SDP one trunk cannot take may suit another.
     pub fn may_fail_over(self) -> bool {
-        matches!(self, Refusal::Media(MediaError::NoCodec))
+        matches!(
+            self,
+            Refusal::Media(MediaError::NoCodec | MediaError::ShareExhausted)
+        )
     }
 }
 
@@ -258,7 +263,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 29] = [
+    const ALL: [Refusal; 30] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -282,6 +287,7 @@ mod tests {
         Refusal::Overloaded,
         Refusal::DialogBusy,
         Refusal::Media(MediaError::PoolExhausted),
+        Refusal::Media(MediaError::ShareExhausted),
         Refusal::Media(MediaError::NoCodec),
         Refusal::Media(MediaError::BadAddress),
         Refusal::UnusableAnswer,
@@ -328,5 +334,8 @@ mod tests {
         assert!(!Refusal::AclDenied.is_answered() && Refusal::NoRoute.is_answered());
         assert!(Refusal::Media(MediaError::NoCodec).may_fail_over());
         assert!(!Refusal::Media(MediaError::PoolExhausted).may_fail_over());
+        // Another trunk may have share left.
+        assert!(Refusal::Media(MediaError::ShareExhausted).may_fail_over());
+        assert_eq!(Refusal::Media(MediaError::ShareExhausted).status(), 503);
     }
 }

@@ -446,6 +446,31 @@ fn a_trunk_over_its_media_share_gets_503() {
     assert!(sim.sent().iter().any(|s| s.to == addr(CARRIER_A)));
 }
 
+/// A carrier whose media share is taken is skipped like one at its
+/// max_calls: the call goes to the next carrier.
+#[test]
+fn a_target_over_its_media_share_is_skipped() {
+    let mut policy = media_policy();
+    policy.trunks[1].media_share = Some(2); // 50 pairs: 1 facing it
+    let mut sim = Sim::with_policy(policy);
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "m1@pbx", "z9hG4bKm1", 1),
+    );
+    sim.one_to(CARRIER_A);
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "m2@pbx", "z9hG4bKm2", 1),
+    );
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(CARRIER_B) && s.method().as_deref() == Some("INVITE")),
+        "{sent:?}"
+    );
+    assert!(!sent.iter().any(|s| s.to == addr(CARRIER_A)));
+}
+
 #[test]
 fn a_reoffer_out_of_ports_is_503_and_counted() {
     let mut policy = media_policy();

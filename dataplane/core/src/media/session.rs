@@ -43,6 +43,10 @@ pub enum MediaError {
     NoCodec,
     #[error("no media port left")]
     PoolExhausted,
+    /// The callee's trunk's `media_share` is taken (another trunk may
+    /// take the call).
+    #[error("the callee trunk's share of the media ports is taken")]
+    ShareExhausted,
     #[error("more than {MAX_STREAMS} media streams")]
     TooManyStreams,
     #[error("more than {MAX_FORMATS} payload types on one m= line")]
@@ -66,7 +70,7 @@ impl MediaError {
     /// out of ports.
     pub fn status(self) -> (u16, &'static [u8]) {
         match self {
-            MediaError::PoolExhausted => (503, b"Service Unavailable"),
+            MediaError::PoolExhausted | MediaError::ShareExhausted => (503, b"Service Unavailable"),
             _ => (488, b"Not Acceptable Here"),
         }
     }
@@ -498,7 +502,7 @@ impl MediaSession {
         // A trunk's media share: the new pairs facing it (both legs' when
         // the call goes out the way it came in) stay within its cap. An
         // SDP that takes no new pairs is never refused for it.
-        for (key, max) in ctx.share {
+        for (leg, (key, max)) in ctx.share.into_iter().enumerate() {
             let want: usize = ctx
                 .share
                 .iter()
@@ -508,7 +512,13 @@ impl MediaSession {
                 .sum();
             let want = u32::try_from(want).unwrap_or(u32::MAX);
             if key != 0 && want > 0 && ctx.ports.held_by(key).saturating_add(want) > max {
-                return Err(MediaError::PoolExhausted);
+                // The callee's trunk's share: another trunk may take the
+                // call. The caller's: no trunk can.
+                return Err(if leg == Leg::B as usize && ctx.share[0].0 != key {
+                    MediaError::ShareExhausted
+                } else {
+                    MediaError::PoolExhausted
+                });
             }
         }
         Ok(())
