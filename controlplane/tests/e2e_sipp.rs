@@ -380,3 +380,51 @@ fn a_session_nobody_refreshes_is_ended_by_the_sbc() {
         0.0
     );
 }
+
+/// An INVITE flood from one trunk beyond its `max_cps` (BRIEF §2): the
+/// excess gets 503 before any call state, the calls within the rate go
+/// through, and nothing is left open afterwards.
+#[test]
+fn a_trunk_over_its_call_rate_gets_503_for_the_excess() {
+    let net = Net(144);
+    let config = example_config(net, 1).replace(
+        "address = \"127.144.0.10:5060\"\n",
+        "address = \"127.144.0.10:5060\"\nmax_cps = 5\n",
+    );
+    assert!(config.contains("max_cps = 5"), "{config}");
+    let sbc = Sbc::start(net, &config);
+    let uas = Sipp::spawn(
+        "uas",
+        &uas_args(net, &net.carrier_a(), "uas_answer.xml", 200, 0),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // 100 calls at 50 a second: two seconds, room for about 15 within the
+    // rate (a burst of 5, then 5 a second).
+    let uac = Sipp::spawn(
+        "uac",
+        &uac_args(
+            net,
+            &net.pbx(),
+            "uac_basic.xml",
+            "+390612345678",
+            100,
+            50,
+            40,
+        ),
+    )
+    .wait(LIMIT);
+    let refused = sbc.metric(r#"sbc_requests_rejected_total{reason="trunk_limit"}"#);
+    let through = sbc.metric(r#"sbc_calls_attempted_total{trunk="pbx",direction="inbound"}"#);
+    assert_eq!(refused + through, 100.0, "{}\n{}", uac.output, sbc.log());
+    assert!(
+        (5.0..=25.0).contains(&through),
+        "{through} calls within the rate"
+    );
+    assert_eq!(uac.successful, through as u64, "{}", uac.output);
+    assert_eq!(
+        sbc.wait_metric(r#"sbc_calls_active{trunk="pbx",direction="inbound"}"#, 0.0),
+        0.0
+    );
+    assert_eq!(sbc.metric_sum("sbc_shard_calls_total"), through);
+    drop(uas);
+}
