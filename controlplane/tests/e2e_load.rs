@@ -98,3 +98,61 @@ fn sbc_load_calls_through_the_sbc_on_two_shards() {
         assert!(per > n / 2.0 * 0.6, "shard {s} got {per} of {n} calls");
     }
 }
+
+/// sbc-load as the ITSP's registrar (the `<Global>` password set with
+/// `-set`, `verifyauth`, `hide`, `<error>`): the SBC registers to it and
+/// refreshes; a wrong password fails the call with the `<error>` action,
+/// as stock sipp does in `e2e_upstream`.
+fn sbc_load_registrar(net: Net, password: &str, json: &std::path::Path) -> std::process::Child {
+    let mut args = uas_args(net, &net.carrier_a(), "uas_registrar.xml", 1, 0);
+    args.extend(
+        ["-s", "sbc-user", "-set", "password", password]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    Command::new(sbc_load())
+        .args(["--threads", "1", "--quiet", "-nostdin", "-timeout", "60"])
+        .arg("--json")
+        .arg(json)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sbc_load_runs_the_registrar_scenario() {
+    let net = Net(145);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("itsp.json");
+    let itsp = sbc_load_registrar(net, "sbc-secret", &json);
+    std::thread::sleep(Duration::from_millis(500));
+    let sbc = Sbc::start(net, &itsp_config(net));
+    let code = wait(itsp, Duration::from_secs(60));
+    let r = report(&json);
+    assert_eq!(code, Some(0), "{r:#}\n{}", sbc.log());
+    assert_eq!(r["calls_succeeded"], 1, "{r:#}");
+    let registered = "sbc_trunk_registered{trunk=\"itsp\"}";
+    assert_eq!(sbc.wait_metric(registered, 1.0), 1.0, "{}", sbc.log());
+    assert!(
+        sbc.metric("sbc_trunk_registrations_total{trunk=\"itsp\",result=\"registered\"}") >= 2.0,
+        "registered and refreshed: {}",
+        sbc.log()
+    );
+
+    // The wrong password: 403, and the registrar's call fails by its
+    // <error> action.
+    let net = Net(146);
+    let json = dir.path().join("itsp-wrong.json");
+    let itsp = sbc_load_registrar(net, "not-what-the-sbc-has", &json);
+    std::thread::sleep(Duration::from_millis(500));
+    let sbc = Sbc::start(net, &itsp_config(net));
+    let code = wait(itsp, Duration::from_secs(60));
+    let r = report(&json);
+    assert_eq!(code, Some(1), "{r:#}");
+    assert_eq!(r["calls_failed"], 1, "{r:#}");
+    assert!(r.to_string().contains("error action"), "{r:#}");
+    let status = "sbc_trunk_registration_status{trunk=\"itsp\"}";
+    assert_eq!(sbc.wait_metric(status, 403.0), 403.0, "{}", sbc.log());
+}

@@ -9,13 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The example, moved to this test's network.
-fn itsp_config(net: Net) -> String {
-    let mut text = example("register-to-itsp.toml", net);
-    text.push_str("\n[shards]\ncount = 2\npin_threads = false\n");
-    text
-}
-
 /// sipp as the ITSP's registrar, expecting `password`.
 fn registrar(net: Net, password: &str) -> Sipp {
     let mut args = uas_args(net, &net.carrier_a(), "uas_registrar.xml", 1, 0);

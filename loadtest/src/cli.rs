@@ -38,6 +38,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "deadcall_wait",
     "base_cseq",
     "cp",
+    "set",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -58,7 +59,6 @@ const UNSUPPORTED: &[&str] = &[
     "tls_cert",
     "tls_key",
     "key",
-    "set",
     "master",
     "slave",
     "3pcc",
@@ -131,6 +131,10 @@ pub struct Args {
     /// Password for [authentication].
     #[arg(long = "ap", value_name = "PASSWORD", default_value = "password")]
     pub auth_pass: String,
+    /// `-set NAME VALUE`: the starting value of the scenario's `<Global>`
+    /// variable NAME (repeatable).
+    #[arg(long = "set", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub set: Vec<String>,
     /// Injection file for [fieldN].
     #[arg(long = "inf", value_name = "FILE")]
     pub inject_file: Option<PathBuf>,
@@ -307,6 +311,13 @@ mod tests {
         assert_eq!(a.auth_pass, "pw");
         assert_eq!(a.media_port, 7000);
         assert!(a.timeout_error && a.nostdin);
+    }
+
+    #[test]
+    fn set_takes_a_name_and_a_value_each_time() {
+        let a = parse("sipp -sn uas -set password s3cret -set realm itsp.example").unwrap();
+        assert_eq!(a.set, ["password", "s3cret", "realm", "itsp.example"]);
+        assert!(parse("sipp -sn uas -set password").is_err());
     }
 
     #[test]

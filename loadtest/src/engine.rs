@@ -34,7 +34,9 @@ use sbc_core::sip::digest::{self, Algorithm, Challenge, Credentials};
 use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 
 use crate::inject::Inject;
-use crate::scenario::{Action, Arith, Compare, Expect, RTD_COUNT, Scenario, SearchIn, StepKind};
+use crate::scenario::{
+    Action, Arith, Compare, Expect, RTD_COUNT, Scenario, SearchIn, StepKind, VarId,
+};
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader};
 
@@ -69,6 +71,8 @@ pub struct Config {
     pub base_cseq: u64,
     /// `-m`: calls to create in all, shared by the threads.
     pub quota: Option<Arc<Quota>>,
+    /// `-set NAME VALUE`: starting values of `<Global>` variables.
+    pub set: Vec<(String, Vec<u8>)>,
 }
 
 /// A run-wide call budget (`-m`) that every thread draws from.
@@ -117,6 +121,7 @@ impl Config {
             timewait_ms: 4000,
             base_cseq: 1,
             quota: None,
+            set: Vec::new(),
         }
     }
 }
@@ -318,6 +323,9 @@ enum Flow {
 /// One thread's calls. Times are microseconds since the run started.
 #[derive(Debug)]
 pub struct Endpoint {
+    /// `<Global>` variables and their values, shared by this thread's
+    /// calls (copied into each call when it starts, back after actions).
+    globals: Vec<(VarId, Value)>,
     cfg: Arc<Config>,
     scn: Arc<Scenario>,
     local_ip: Vec<u8>,
@@ -445,7 +453,22 @@ impl Endpoint {
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
         let steps = scn.steps.len();
+        let globals = scn
+            .globals
+            .iter()
+            .map(|&id| {
+                let name = scn.vars.get(usize::from(id.0)).map_or("", String::as_str);
+                let value = cfg
+                    .set
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == name)
+                    .map_or(Value::Unset, |(_, v)| Value::Str(v.clone()));
+                (id, value)
+            })
+            .collect();
         Endpoint {
+            globals,
             local_ip: ip_text(cfg.local_ip),
             media_ip: ip_text(cfg.media_ip),
             remote_ip: remote.map_or_else(Vec::new, |r| ip_text(r.ip())),
@@ -475,6 +498,15 @@ impl Endpoint {
             out_buf: Vec::with_capacity(1 << 16),
             out: Vec::with_capacity(256),
             stats: Stats::new(steps),
+        }
+    }
+
+    /// Keeps what `call`'s actions wrote into global variables.
+    fn save_globals(&mut self, call: &Call) {
+        for (id, value) in &mut self.globals {
+            if let Some(v) = call.vars.get(usize::from(id.0)) {
+                value.clone_from(v);
+            }
         }
     }
 
@@ -571,6 +603,11 @@ impl Endpoint {
         call.started = now;
         call.cseq = self.cfg.base_cseq.saturating_sub(1);
         call.inject_row = inject_row;
+        for (id, value) in &self.globals {
+            if let Some(v) = call.vars.get_mut(usize::from(id.0)) {
+                v.clone_from(value);
+            }
+        }
         if id.is_empty() {
             call.id
                 .extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
@@ -1020,10 +1057,15 @@ impl Endpoint {
         }
         self.rtd(call, j, now);
         if let Some(step) = scn.steps.get(j)
-            && let Err(reason) = run_actions(&step.actions, call, Some(msg))
+            && let Err(reason) = run_actions(&step.actions, call, Some(msg), &self.cfg.service)
         {
+            if reason == FailReason::ErrorAction {
+                self.save_globals(call);
+                return Flow::Failed(reason);
+            }
             call.doomed.get_or_insert(reason);
         }
+        self.save_globals(call);
         call.last_recv = Some(j);
         call.step = self.next_of(call, j);
         call.wait = Wait::Running;
@@ -1202,8 +1244,17 @@ impl Endpoint {
                 }
                 StepKind::Nop => {
                     self.rtd(call, idx, now);
-                    if let Err(e) = run_actions(&step.actions, call, last.as_ref()) {
-                        call.doomed.get_or_insert(e);
+                    let ran = run_actions(&step.actions, call, last.as_ref(), &self.cfg.service);
+                    self.save_globals(call);
+                    match ran {
+                        Err(FailReason::ErrorAction) => {
+                            flow = Flow::Failed(FailReason::ErrorAction);
+                            break;
+                        }
+                        Err(e) => {
+                            call.doomed.get_or_insert(e);
+                        }
+                        Ok(()) => {}
                     }
                     call.step = self.next_of(call, idx);
                 }
@@ -1436,10 +1487,81 @@ fn remember_route_set(call: &mut Call, msg: &Message<'_>, from_response: bool) {
 
 /// Runs a step's actions on the message just received (or, in a `<nop>`,
 /// the last one).
+/// A value template of an action, rendered for `call` (`[service]`,
+/// `[$var]`, `[last_*]`, `[call_id]`, `[call_number]`, `[peer_tag_param]`).
+fn render_value(
+    value: &crate::template::Template,
+    call: &Call,
+    msg: Option<&Message<'_>>,
+    service: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    value.render_value(&mut out, |kw, out| match kw {
+        Keyword::Last(h) => write_last(msg, h, out),
+        Keyword::Var(v) => {
+            if let Some(val) = call.vars.get(usize::from(v.0)) {
+                val.write(out);
+            }
+        }
+        Keyword::CallId => out.extend_from_slice(&call.id),
+        Keyword::CallNumber => {
+            out.extend_from_slice(itoa::Buffer::new().format(call.number).as_bytes());
+        }
+        Keyword::PeerTagParam if !call.peer_tag.is_empty() => {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(&call.peer_tag);
+        }
+        Keyword::Service => out.extend_from_slice(service),
+        _ => {}
+    });
+    out
+}
+
+/// SIPp's `verifyauth`: the request's Authorization (or
+/// Proxy-Authorization) is for `username` and its digest answers the
+/// nonce it names with `password` (the nonce's freshness is the
+/// scenario's business, as in SIPp).
+fn verify_auth(msg: Option<&Message<'_>>, username: &[u8], password: &[u8]) -> bool {
+    let Some(msg) = msg else {
+        return false;
+    };
+    let Some(method) = msg.request_line().map(|r| r.method_raw) else {
+        return false;
+    };
+    let Some(value) = msg
+        .value(HeaderName::Authorization)
+        .or_else(|| msg.value(HeaderName::ProxyAuthorization))
+    else {
+        return false;
+    };
+    let Ok(auth) = digest::Authorization::parse(value) else {
+        return false;
+    };
+    if auth.username != username {
+        return false;
+    }
+    let challenge = Challenge {
+        realm: auth.realm.clone(),
+        nonce: auth.nonce.clone(),
+        opaque: auth.opaque.clone(),
+        algorithm: auth.algorithm,
+        qop: auth.qop.into_iter().collect(),
+        stale: false,
+    };
+    digest::verify(
+        &challenge,
+        &auth,
+        method,
+        digest::Secret::Password(password),
+    )
+    .is_ok()
+}
+
 fn run_actions(
     actions: &[Action],
     call: &mut Call,
     msg: Option<&Message<'_>>,
+    service: &[u8],
 ) -> Result<(), FailReason> {
     for a in actions {
         match a {
@@ -1494,28 +1616,24 @@ fn run_actions(
                 }
             }
             Action::AssignStr { var, value } => {
-                let mut out = Vec::new();
-                value.render_value(&mut out, |kw, out| match kw {
-                    Keyword::Last(h) => write_last(msg, h, out),
-                    Keyword::Var(v) => {
-                        if let Some(val) = call.vars.get(usize::from(v.0)) {
-                            val.write(out);
-                        }
-                    }
-                    Keyword::CallId => out.extend_from_slice(&call.id),
-                    Keyword::CallNumber => {
-                        out.extend_from_slice(itoa::Buffer::new().format(call.number).as_bytes());
-                    }
-                    Keyword::PeerTagParam if !call.peer_tag.is_empty() => {
-                        out.extend_from_slice(b";tag=");
-                        out.extend_from_slice(&call.peer_tag);
-                    }
-                    _ => {}
-                });
+                let out = render_value(value, call, msg, service);
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Str(out);
                 }
             }
+            Action::VerifyAuth {
+                var,
+                username,
+                password,
+            } => {
+                let user = render_value(username, call, msg, service);
+                let pass = render_value(password, call, msg, service);
+                let ok = verify_auth(msg, &user, &pass);
+                if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
+                    *slot = Value::Bool(ok);
+                }
+            }
+            Action::Error => return Err(FailReason::ErrorAction),
             Action::Assign { var, value } => {
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Num(*value);

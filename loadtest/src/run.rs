@@ -141,6 +141,22 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.timewait_ms = args.timewait_ms;
     cfg.base_cseq = args.base_cseq;
     cfg.quota = args.max_calls.map(|m| Arc::new(Quota::new(m)));
+    for pair in args.set.chunks(2) {
+        let [name, value] = pair else {
+            return Err("-set needs a name and a value".into());
+        };
+        let global = scn
+            .globals
+            .iter()
+            .any(|id| scn.vars.get(usize::from(id.0)) == Some(name));
+        if !global {
+            return Err(format!(
+                "-set {name}: the scenario declares no <Global> variable of that name"
+            )
+            .into());
+        }
+        cfg.set.push((name.clone(), value.as_bytes().to_vec()));
+    }
     let cfg = Arc::new(cfg);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

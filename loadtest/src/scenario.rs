@@ -39,6 +39,9 @@ pub struct Scenario {
     pub vars: Vec<String>,
     /// Which response-time counters the scenario uses.
     pub rtds_used: [bool; RTD_COUNT],
+    /// Variables declared in `<Global variables="...">`: shared by the
+    /// calls (of one sbc-load thread), set with `-set`.
+    pub globals: Vec<VarId>,
 }
 
 /// What a received message must be to match a `<recv>`.
@@ -156,6 +159,15 @@ pub enum Action {
         compare: Compare,
         value: f64,
     },
+    /// `verifyauth`: whether the last message's Authorization (or
+    /// Proxy-Authorization) answers its digest with these credentials.
+    VerifyAuth {
+        var: VarId,
+        username: Template,
+        password: Template,
+    },
+    /// `error`: the call fails, counted under its own reason.
+    Error,
 }
 
 struct Vars<'a>(&'a mut Vec<String>);
@@ -184,6 +196,8 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "test",
             "chance",
             "display",
+            // Keeps the step off SIPp's screen; sbc-load has none.
+            "hide",
         ],
     ),
     (
@@ -207,6 +221,8 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "test",
             "chance",
             "display",
+            // Keeps the step off SIPp's screen; sbc-load has none.
+            "hide",
         ],
     ),
     (
@@ -221,6 +237,8 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "test",
             "chance",
             "display",
+            // Keeps the step off SIPp's screen; sbc-load has none.
+            "hide",
         ],
     ),
     (
@@ -234,6 +252,8 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "test",
             "chance",
             "display",
+            // Keeps the step off SIPp's screen; sbc-load has none.
+            "hide",
         ],
     ),
 ];
@@ -594,6 +614,29 @@ impl Parser<'_> {
                     value: self.f64_attr(node, "value")?,
                 })
             }
+            "verifyauth" => {
+                self.check_attrs(node, &["assign_to", "username", "password"])?;
+                let var = self.one_var(node)?;
+                let mut value = |name: &str| -> Result<Template, ScenarioError> {
+                    let Some(v) = node.attribute(name) else {
+                        return Err(self.err(node, format!("the {name} attribute is required")));
+                    };
+                    Template::compile_value(v, &mut Vars(&mut self.vars))
+                        .map_err(|e| self.template_err(node, e))
+                };
+                let username = value("username")?;
+                let password = value("password")?;
+                Ok(Action::VerifyAuth {
+                    var,
+                    username,
+                    password,
+                })
+            }
+            "error" => {
+                // SIPp writes the message to its error log; the call fails.
+                self.check_attrs(node, &["message"])?;
+                Ok(Action::Error)
+            }
             _ => Err(self.err(node, "this action is not supported by sbc-load")),
         }
     }
@@ -625,9 +668,25 @@ impl Scenario {
         }
         p.check_attrs(root, &["name"])?;
         let mut steps = Vec::new();
+        let mut globals = Vec::new();
         for node in root.children().filter(|c| c.is_element()) {
             let name = node.tag_name().name();
             match name {
+                // Declarations: globals are shared by the calls; user and
+                // call variables are each call's own, as every variable
+                // is here unless declared global.
+                "Global" | "User" | "Call" => {
+                    p.check_attrs(node, &["variables"])?;
+                    let Some(list) = node.attribute("variables") else {
+                        return Err(p.err(node, "the variables attribute is required"));
+                    };
+                    for v in list.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                        let id = p.var(v);
+                        if name == "Global" && !globals.contains(&id) {
+                            globals.push(id);
+                        }
+                    }
+                }
                 "label" => {
                     p.check_attrs(node, &["id"])?;
                     let Some(id) = node.attribute("id") else {
@@ -678,6 +737,7 @@ impl Scenario {
             steps,
             vars: p.vars,
             rtds_used,
+            globals,
         })
     }
 
@@ -821,7 +881,7 @@ mod tests {
     }
 
     #[test]
-    fn shipped_scenarios_parse_except_pcap_play_and_the_registrar() {
+    fn shipped_scenarios_parse_except_pcap_play() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
         let mut n = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -834,14 +894,37 @@ mod tests {
             let r = Scenario::parse(&text, &name);
             if name == "uac_pcap.xml" {
                 assert_eq!(r.unwrap_err().element, "exec");
-            } else if name == "uas_registrar.xml" {
-                // sipp only, for now: <Global> variables and verifyauth.
-                assert_eq!(r.unwrap_err().element, "Global");
             } else {
                 r.unwrap_or_else(|e| panic!("{e}"));
             }
             n += 1;
         }
         assert!(n >= 10);
+    }
+
+    #[test]
+    fn globals_verifyauth_and_error_are_read() {
+        let s = parse(
+            r#"<Global variables="password, realm"/><User variables="u"/>
+            <recv request="REGISTER" hide="true"><action>
+              <verifyauth assign_to="ok" username="[service]" password="[$password]"/>
+            </action></recv>
+            <nop hide="true" test="ok" next="good"/>
+            <nop><action><error message="bad credentials"/></action></nop>
+            <label id="good"/>"#,
+        )
+        .unwrap();
+        let name = |id: &VarId| s.vars[usize::from(id.0)].as_str();
+        assert_eq!(
+            s.globals.iter().map(name).collect::<Vec<_>>(),
+            ["password", "realm"]
+        );
+        assert!(matches!(s.steps[0].actions[0], Action::VerifyAuth { .. }));
+        assert!(matches!(s.steps[2].actions[0], Action::Error));
+        let e = parse(r#"<nop><action><verifyauth assign_to="ok" username="u"/></action></nop>"#)
+            .unwrap_err();
+        assert!(e.message.contains("password"), "{e}");
+        let e = parse(r#"<Global/><nop/>"#).unwrap_err();
+        assert!(e.message.contains("variables"), "{e}");
     }
 }

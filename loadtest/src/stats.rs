@@ -25,10 +25,12 @@ pub enum FailReason {
     SendError,
     /// `[authentication]` found no usable challenge or credentials.
     AuthFailed,
+    /// The scenario's `<error>` action ended the call.
+    ErrorAction,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 8] = [
+    pub const ALL: [FailReason; 9] = [
         FailReason::MaxRetrans,
         FailReason::UnexpectedMessage,
         FailReason::RecvTimeout,
@@ -37,6 +39,7 @@ impl FailReason {
         FailReason::ScenarioLoop,
         FailReason::SendError,
         FailReason::AuthFailed,
+        FailReason::ErrorAction,
     ];
 
     pub fn label(self) -> &'static str {
@@ -49,6 +52,7 @@ impl FailReason {
             FailReason::ScenarioLoop => "scenario loops",
             FailReason::SendError => "send error",
             FailReason::AuthFailed => "authentication",
+            FailReason::ErrorAction => "error action",
         }
     }
 }

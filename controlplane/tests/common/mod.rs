@@ -61,6 +61,14 @@ pub fn example(name: &str, net: Net) -> String {
         .replace("\"certs/", &format!("\"{}/", certs.display()))
 }
 
+/// config/examples/register-to-itsp.toml on this test's network, two
+/// shards.
+pub fn itsp_config(net: Net) -> String {
+    let mut text = example("register-to-itsp.toml", net);
+    text.push_str("\n[shards]\ncount = 2\npin_threads = false\n");
+    text
+}
+
 /// The example configuration, on this test's network, with `shards`.
 pub fn example_config(net: Net, shards: usize) -> String {
     let mut text = example("ip-trunks.toml", net);
