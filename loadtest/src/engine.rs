@@ -35,7 +35,8 @@ use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 
 use crate::inject::Inject;
 use crate::scenario::{
-    Action, Arith, Compare, Expect, RTD_COUNT, Scenario, SearchIn, StepKind, VarId,
+    Action, Arith, Compare, Distribution, Expect, NumOperand, RTD_COUNT, Scenario, SearchIn,
+    StepKind, StrOperand, VarId,
 };
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader};
@@ -555,13 +556,7 @@ impl Endpoint {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        next_random(&mut self.rng)
     }
 
     fn hash(&self, bytes: &[u8]) -> u64 {
@@ -1056,18 +1051,28 @@ impl Endpoint {
             remember_route_set(call, msg, is_response);
         }
         self.rtd(call, j, now);
-        if let Some(step) = scn.steps.get(j)
-            && let Err(reason) = run_actions(&step.actions, call, Some(msg), &self.cfg.service)
-        {
-            if reason == FailReason::ErrorAction {
-                self.save_globals(call);
-                return Flow::Failed(reason);
+        let mut jump = None;
+        if let Some(step) = scn.steps.get(j) {
+            match run_actions(
+                &step.actions,
+                call,
+                Some(msg),
+                &self.cfg.service,
+                &mut self.rng,
+            ) {
+                Ok(to) => jump = to,
+                Err(FailReason::ErrorAction) => {
+                    self.save_globals(call);
+                    return Flow::Failed(FailReason::ErrorAction);
+                }
+                Err(reason) => {
+                    call.doomed.get_or_insert(reason);
+                }
             }
-            call.doomed.get_or_insert(reason);
         }
         self.save_globals(call);
         call.last_recv = Some(j);
-        call.step = self.next_of(call, j);
+        call.step = jump.unwrap_or_else(|| self.next_of(call, j));
         call.wait = Wait::Running;
         self.advance(call, now)
     }
@@ -1244,8 +1249,15 @@ impl Endpoint {
                 }
                 StepKind::Nop => {
                     self.rtd(call, idx, now);
-                    let ran = run_actions(&step.actions, call, last.as_ref(), &self.cfg.service);
+                    let ran = run_actions(
+                        &step.actions,
+                        call,
+                        last.as_ref(),
+                        &self.cfg.service,
+                        &mut self.rng,
+                    );
                     self.save_globals(call);
+                    let mut jump = None;
                     match ran {
                         Err(FailReason::ErrorAction) => {
                             flow = Flow::Failed(FailReason::ErrorAction);
@@ -1254,9 +1266,9 @@ impl Endpoint {
                         Err(e) => {
                             call.doomed.get_or_insert(e);
                         }
-                        Ok(()) => {}
+                        Ok(to) => jump = to,
                     }
-                    call.step = self.next_of(call, idx);
+                    call.step = jump.unwrap_or_else(|| self.next_of(call, idx));
                 }
             }
         }
@@ -1557,12 +1569,93 @@ fn verify_auth(msg: Option<&Message<'_>>, username: &[u8], password: &[u8]) -> b
     .is_ok()
 }
 
+/// xorshift64* on `state`.
+fn next_random(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// A uniform draw in [0, 1).
+fn unit(state: &mut u64) -> f64 {
+    (next_random(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A draw from `d`.
+fn sample(d: Distribution, state: &mut u64) -> f64 {
+    // Box-Muller: a standard normal draw.
+    let gauss = |state: &mut u64| {
+        let u1 = unit(state).max(f64::MIN_POSITIVE);
+        let u2 = unit(state);
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    };
+    match d {
+        Distribution::Fixed(v) => v,
+        Distribution::Uniform { min, max } => min + (max - min) * unit(state),
+        Distribution::Normal { mean, stdev } => mean + stdev * gauss(state),
+        // The parameters are the underlying normal's (as GSL's, SIPp's).
+        Distribution::LogNormal { mean, stdev } => (mean + stdev * gauss(state)).exp(),
+        Distribution::Exponential { mean } => -mean * (1.0 - unit(state)).ln(),
+    }
+}
+
+/// Percent-encodes all but the unreserved characters (RFC 3986 §2.3), or
+/// decodes `%XX` (a malformed escape is kept as it is).
+fn url_code(s: &[u8], decode: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    if decode {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        let mut i = 0;
+        while let Some(&b) = s.get(i) {
+            if b == b'%'
+                && let (Some(h), Some(l)) = (
+                    s.get(i + 1).copied().and_then(hex),
+                    s.get(i + 2).copied().and_then(hex),
+                )
+            {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+                continue;
+            }
+            out.push(b);
+            i += 1;
+        }
+    } else {
+        for &b in s {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Runs a step's actions; `Ok(Some(step))` when one of them jumped.
 fn run_actions(
     actions: &[Action],
     call: &mut Call,
     msg: Option<&Message<'_>>,
     service: &[u8],
-) -> Result<(), FailReason> {
+    rng: &mut u64,
+) -> Result<Option<usize>, FailReason> {
+    let mut jump = None;
+    let text = |call: &Call, v: VarId| {
+        let mut out = Vec::new();
+        if let Some(val) = call.vars.get(usize::from(v.0)) {
+            val.write(&mut out);
+        }
+        out
+    };
+    let set = |call: &mut Call, v: VarId, value: Value| {
+        if let Some(slot) = call.vars.get_mut(usize::from(v.0)) {
+            *slot = value;
+        }
+    };
     for a in actions {
         match a {
             Action::Ereg {
@@ -1634,6 +1727,71 @@ fn run_actions(
                 }
             }
             Action::Error => return Err(FailReason::ErrorAction),
+            Action::Log => {}
+            Action::Warning { message } => {
+                let m = render_value(message, call, msg, service);
+                eprintln!("sbc-load: warning: {}", String::from_utf8_lossy(&m));
+            }
+            Action::Strcmp {
+                var,
+                variable,
+                other,
+            } => {
+                let a = text(call, *variable);
+                let b = match other {
+                    StrOperand::Variable(v) => text(call, *v),
+                    StrOperand::Value(v) => v.clone(),
+                };
+                let r = match a.cmp(&b) {
+                    std::cmp::Ordering::Less => -1.0,
+                    std::cmp::Ordering::Equal => 0.0,
+                    std::cmp::Ordering::Greater => 1.0,
+                };
+                set(call, *var, Value::Num(r));
+            }
+            Action::Jump(to) => {
+                let n = match to {
+                    NumOperand::Value(v) => *v,
+                    NumOperand::Variable(v) => {
+                        call.vars.get(usize::from(v.0)).map_or(0.0, Value::number)
+                    }
+                };
+                // Past the last step ends the call, as a jump beyond it
+                // does in SIPp.
+                jump = Some(if n.is_finite() && n >= 0.0 {
+                    n as usize
+                } else {
+                    usize::MAX
+                });
+            }
+            Action::GetTimeOfDay { seconds, micros } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                set(call, *seconds, Value::Num(now.as_secs() as f64));
+                if let Some(u) = micros {
+                    set(call, *u, Value::Num(f64::from(now.subsec_micros())));
+                }
+            }
+            Action::UrlEncode { var, decode } => {
+                let v = url_code(&text(call, *var), *decode);
+                set(call, *var, Value::Str(v));
+            }
+            Action::ToDouble { var, variable } => {
+                let n = call
+                    .vars
+                    .get(usize::from(variable.0))
+                    .map_or(0.0, Value::number);
+                set(call, *var, Value::Num(n));
+            }
+            Action::Trim { var } => {
+                let v = text(call, *var).trim_ascii().to_vec();
+                set(call, *var, Value::Str(v));
+            }
+            Action::Sample { var, distribution } => {
+                let v = sample(*distribution, rng);
+                set(call, *var, Value::Num(v));
+            }
             Action::Assign { var, value } => {
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Num(*value);
@@ -1674,5 +1832,5 @@ fn run_actions(
             }
         }
     }
-    Ok(())
+    Ok(jump)
 }

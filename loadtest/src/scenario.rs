@@ -168,6 +168,69 @@ pub enum Action {
     },
     /// `error`: the call fails, counted under its own reason.
     Error,
+    /// `log`: nothing (see the parser).
+    Log,
+    /// `warning`: the message, rendered, to standard error.
+    Warning {
+        message: Template,
+    },
+    /// `strcmp`: `var` = the byte order of two strings (negative, 0 or
+    /// positive, as C's strcmp), the second a variable or a value.
+    Strcmp {
+        var: VarId,
+        variable: VarId,
+        other: StrOperand,
+    },
+    /// `jump`: go on at this step (a number, or a variable's number).
+    Jump(NumOperand),
+    /// `gettimeofday`: seconds and microseconds since the epoch.
+    GetTimeOfDay {
+        seconds: VarId,
+        micros: Option<VarId>,
+    },
+    /// `urlencode` / `urldecode`, in place.
+    UrlEncode {
+        var: VarId,
+        decode: bool,
+    },
+    /// `todouble`: `var` = the number `variable` holds as text.
+    ToDouble {
+        var: VarId,
+        variable: VarId,
+    },
+    /// `trim`: white space off both ends, in place.
+    Trim {
+        var: VarId,
+    },
+    /// `sample`: a draw from a distribution.
+    Sample {
+        var: VarId,
+        distribution: Distribution,
+    },
+}
+
+/// The second string of a `strcmp`.
+#[derive(Debug, Clone)]
+pub enum StrOperand {
+    Variable(VarId),
+    Value(Vec<u8>),
+}
+
+/// A number given as a value or held by a variable.
+#[derive(Debug, Clone, Copy)]
+pub enum NumOperand {
+    Value(f64),
+    Variable(VarId),
+}
+
+/// The distributions `sample` (and SIPp's pauses) draw from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Distribution {
+    Fixed(f64),
+    Uniform { min: f64, max: f64 },
+    Normal { mean: f64, stdev: f64 },
+    LogNormal { mean: f64, stdev: f64 },
+    Exponential { mean: f64 },
 }
 
 struct Vars<'a>(&'a mut Vec<String>);
@@ -475,6 +538,15 @@ impl Parser<'_> {
         Ok(names.into_iter().map(|n| self.var(n)).collect())
     }
 
+    /// A number from `value=` or the variable named by `variable=`.
+    fn num_operand(&mut self, node: Node<'_, '_>) -> Result<NumOperand, ScenarioError> {
+        match (node.attribute("value"), node.attribute("variable")) {
+            (Some(_), None) => Ok(NumOperand::Value(self.f64_attr(node, "value")?)),
+            (None, Some(v)) => Ok(NumOperand::Variable(self.var(v))),
+            _ => Err(self.err(node, "needs exactly one of value= and variable=")),
+        }
+    }
+
     fn one_var(&mut self, node: Node<'_, '_>) -> Result<VarId, ScenarioError> {
         let vars = self.assign_to(node)?;
         match vars.as_slice() {
@@ -636,6 +708,127 @@ impl Parser<'_> {
                 // SIPp writes the message to its error log; the call fails.
                 self.check_attrs(node, &["message"])?;
                 Ok(Action::Error)
+            }
+            "log" | "warning" => {
+                self.check_attrs(node, &["message"])?;
+                let Some(m) = node.attribute("message") else {
+                    return Err(self.err(node, "the message attribute is required"));
+                };
+                let message = Template::compile_value(m, &mut Vars(&mut self.vars))
+                    .map_err(|e| self.template_err(node, e))?;
+                if name == "log" {
+                    // SIPp writes <log> only into the -trace_logs file, an
+                    // option sbc-load refuses: without it, SIPp writes
+                    // nothing either.
+                    Ok(Action::Log)
+                } else {
+                    Ok(Action::Warning { message })
+                }
+            }
+            "strcmp" => {
+                self.check_attrs(node, &["assign_to", "variable", "variable2", "value"])?;
+                let var = self.one_var(node)?;
+                let Some(variable) = node.attribute("variable") else {
+                    return Err(self.err(node, "the variable attribute is required"));
+                };
+                let variable = self.var(variable);
+                let other = match (node.attribute("variable2"), node.attribute("value")) {
+                    (Some(v), None) => StrOperand::Variable(self.var(v)),
+                    (None, Some(v)) => StrOperand::Value(v.as_bytes().to_vec()),
+                    _ => return Err(self.err(node, "needs exactly one of variable2= and value=")),
+                };
+                Ok(Action::Strcmp {
+                    var,
+                    variable,
+                    other,
+                })
+            }
+            "jump" => {
+                self.check_attrs(node, &["value", "variable"])?;
+                Ok(Action::Jump(self.num_operand(node)?))
+            }
+            "gettimeofday" => {
+                self.check_attrs(node, &["assign_to"])?;
+                let vars = self.assign_to(node)?;
+                match vars.as_slice() {
+                    [s] => Ok(Action::GetTimeOfDay {
+                        seconds: *s,
+                        micros: None,
+                    }),
+                    [s, u] => Ok(Action::GetTimeOfDay {
+                        seconds: *s,
+                        micros: Some(*u),
+                    }),
+                    _ => Err(self.err(node, "assign_to names the seconds and microseconds")),
+                }
+            }
+            "urlencode" | "urldecode" => {
+                self.check_attrs(node, &["variable"])?;
+                let Some(v) = node.attribute("variable") else {
+                    return Err(self.err(node, "the variable attribute is required"));
+                };
+                Ok(Action::UrlEncode {
+                    var: self.var(v),
+                    decode: name == "urldecode",
+                })
+            }
+            "todouble" => {
+                self.check_attrs(node, &["assign_to", "variable"])?;
+                let var = self.one_var(node)?;
+                let Some(v) = node.attribute("variable") else {
+                    return Err(self.err(node, "the variable attribute is required"));
+                };
+                Ok(Action::ToDouble {
+                    var,
+                    variable: self.var(v),
+                })
+            }
+            "trim" => {
+                self.check_attrs(node, &["assign_to"])?;
+                Ok(Action::Trim {
+                    var: self.one_var(node)?,
+                })
+            }
+            "sample" => {
+                self.check_attrs(
+                    node,
+                    &[
+                        "assign_to",
+                        "distribution",
+                        "value",
+                        "min",
+                        "max",
+                        "mean",
+                        "stdev",
+                    ],
+                )?;
+                let var = self.one_var(node)?;
+                let distribution = match node.attribute("distribution") {
+                    Some("fixed") => Distribution::Fixed(self.f64_attr(node, "value")?),
+                    Some("uniform") => Distribution::Uniform {
+                        min: self.f64_attr(node, "min")?,
+                        max: self.f64_attr(node, "max")?,
+                    },
+                    Some("normal") => Distribution::Normal {
+                        mean: self.f64_attr(node, "mean")?,
+                        stdev: self.f64_attr(node, "stdev")?,
+                    },
+                    Some("lognormal") => Distribution::LogNormal {
+                        mean: self.f64_attr(node, "mean")?,
+                        stdev: self.f64_attr(node, "stdev")?,
+                    },
+                    Some("exponential") => Distribution::Exponential {
+                        mean: self.f64_attr(node, "mean")?,
+                    },
+                    Some(d) => {
+                        return Err(self.err(
+                            node,
+                            format!("distribution=\"{d}\" is not supported by sbc-load (fixed, uniform, normal, lognormal, exponential)"),
+                        ));
+                    }
+                    None => return Err(self.err(node, "the distribution attribute is required")),
+                };
+                Ok(Action::Sample { var, distribution })
             }
             _ => Err(self.err(node, "this action is not supported by sbc-load")),
         }

@@ -639,3 +639,84 @@ fn a_lost_200_to_bye_is_answered_again_from_time_wait_then_forgotten() {
     }
     assert!(net.now >= 4_000_000, "forgotten at {} µs", net.now);
 }
+
+/// The string and number actions (strcmp, todouble, trim, urlencode,
+/// urldecode, gettimeofday, sample), a jump, and `<error>` ending the call
+/// at once, as SIPp runs them.
+#[test]
+fn string_number_and_jump_actions_run_as_sipp_runs_them() {
+    let uas_xml = r#"<scenario name="a">
+        <recv request="INVITE">
+          <action>
+            <ereg regexp="Subject: ([^\r]+)" search_in="msg" assign_to="all,subj"/>
+            <assignstr assign_to="padded" value="  [$subj]  "/>
+            <trim assign_to="padded"/>
+            <strcmp assign_to="same" variable="padded" value="go on"/>
+            <test assign_to="equal" variable="same" compare="equal" value="0"/>
+            <assignstr assign_to="num" value=" 41.5"/>
+            <todouble assign_to="n" variable="num"/>
+            <add assign_to="n" value="0.5"/>
+            <assignstr assign_to="url" value="a b&amp;c"/>
+            <urlencode variable="url"/>
+            <assignstr assign_to="back" value="[$url]"/>
+            <urldecode variable="back"/>
+            <gettimeofday assign_to="secs,usecs"/>
+            <sample assign_to="u" distribution="uniform" min="2" max="3"/>
+            <sample assign_to="f" distribution="fixed" value="7"/>
+          </action>
+        </recv>
+        <nop test="equal" next="reply"/>
+        <nop><action><error message="not equal"/></action></nop>
+        <label id="reply"/>
+        <send><![CDATA[
+          SIP/2.0 486 Busy Here
+          [last_Via:]
+          [last_From:]
+          [last_To:];tag=t
+          [last_Call-ID:]
+          [last_CSeq:]
+          X-N: [$n]
+          X-Url: [$url]
+          X-Back: [$back]
+          X-Secs: [$secs]
+          X-U: [$u]
+          X-F: [$f]
+          Content-Length: 0
+        ]]></send>
+        <nop><action><jump value="6"/></action></nop>
+        <send><![CDATA[
+          SIP/2.0 500 Never Sent
+          [last_Via:]
+          Content-Length: 0
+        ]]></send>
+        </scenario>"#;
+    let mut b = uas(scenario(uas_xml), config(None));
+    let invite = |subject: &str, id: &str| {
+        format!(
+            "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nSubject: {subject}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    b.handle_datagram(0, addr(UAC), invite("go on", "a1").as_bytes());
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1, "the jump skipped the 500");
+    let text = String::from_utf8(out[0].1.clone()).unwrap();
+    let header = |name: &str| {
+        let m = Message::parse(text.as_bytes()).unwrap();
+        let h = m.headers().find(|h| h.raw_name == name.as_bytes()).unwrap();
+        String::from_utf8(h.value.to_vec()).unwrap()
+    };
+    assert_eq!(header("X-N"), "42.000000");
+    assert_eq!(header("X-Url"), "a%20b%26c");
+    assert_eq!(header("X-Back"), "a b&c");
+    let secs: f64 = header("X-Secs").parse().unwrap();
+    assert!(secs > 1.7e9, "{secs}");
+    let u: f64 = header("X-U").parse().unwrap();
+    assert!((2.0..3.0).contains(&u), "{u}");
+    assert_eq!(header("X-F"), "7.000000");
+    assert_eq!(b.stats.succeeded, 1);
+
+    // Not equal: <error> ends the call there, nothing more is sent.
+    b.handle_datagram(1, addr(UAC), invite("stop", "a2").as_bytes());
+    assert!(drain(&mut b).is_empty());
+    assert_eq!(b.stats.failed_by(FailReason::ErrorAction), 1);
+}
