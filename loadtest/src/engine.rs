@@ -1020,6 +1020,18 @@ impl Endpoint {
             }
             return Flow::Failed(FailReason::UnexpectedMessage);
         };
+        // `lost`: as if it never came (its retransmission will).
+        if scn
+            .steps
+            .get(j)
+            .and_then(|s| s.lost)
+            .is_some_and(|pct| unit(&mut self.rng) * 100.0 < pct)
+        {
+            if let Some(s) = self.stats.step(j) {
+                s.lost += 1;
+            }
+            return Flow::Waiting;
+        }
         if let Some(s) = self.stats.step(j) {
             s.received += 1;
         }
@@ -1195,10 +1207,17 @@ impl Endpoint {
                         flow = Flow::Failed(r);
                         break;
                     }
-                    self.emit(call.peer, &buf);
+                    // `lost`: not sent this time (its retransmission will be).
+                    let lost = step
+                        .lost
+                        .is_some_and(|pct| unit(&mut self.rng) * 100.0 < pct);
+                    if !lost {
+                        self.emit(call.peer, &buf);
+                    }
                     call.last_sent = buf;
                     if let Some(s) = self.stats.step(idx) {
                         s.sent += 1;
+                        s.lost += u64::from(lost);
                     }
                     call.sent_after = call.last_recv;
                     let invite = method == Some(b"INVITE");
@@ -1236,6 +1255,9 @@ impl Endpoint {
                 }
                 StepKind::Pause { ms } => {
                     self.rtd(call, idx, now);
+                    if let Some(s) = self.stats.step(idx) {
+                        s.passed += 1;
+                    }
                     let ms = ms.unwrap_or(self.cfg.pause_ms);
                     if ms == 0 {
                         call.step = self.next_of(call, idx);
@@ -1249,6 +1271,9 @@ impl Endpoint {
                 }
                 StepKind::Nop => {
                     self.rtd(call, idx, now);
+                    if let Some(s) = self.stats.step(idx) {
+                        s.passed += 1;
+                    }
                     let ran = run_actions(
                         &step.actions,
                         call,

@@ -42,6 +42,10 @@ pub struct StepReport {
     pub message: String,
     pub sent: u64,
     pub received: u64,
+    /// Pauses and nops run through.
+    pub passed: u64,
+    /// Dropped by the step's `lost` (sent: not sent that time).
+    pub lost: u64,
     pub retransmissions: u64,
     pub timeouts: u64,
     pub unexpected: u64,
@@ -88,6 +92,9 @@ pub struct Report {
     pub rtd: Vec<(usize, Percentiles)>,
     pub call_length: Option<Percentiles>,
     pub steps: Vec<StepReport>,
+    /// The scenario's `counter`s: messages sent and received, pauses and
+    /// nops run, by the steps counting under each.
+    pub counters: Vec<(String, u64)>,
 }
 
 impl Report {
@@ -124,6 +131,8 @@ impl Report {
                     message,
                     sent: c.sent,
                     received: c.received,
+                    passed: c.passed,
+                    lost: c.lost,
                     retransmissions: c.retransmissions,
                     timeouts: c.timeouts,
                     unexpected: c.unexpected,
@@ -178,6 +187,21 @@ impl Report {
                 .filter_map(|(i, h)| Percentiles::of(h).map(|p| (i + 1, p)))
                 .collect(),
             call_length: Percentiles::of(&s.call_length),
+            counters: scn
+                .counters
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let n = scn
+                        .steps
+                        .iter()
+                        .zip(s.steps.iter())
+                        .filter(|(step, _)| step.counter.map(usize::from) == Some(i))
+                        .map(|(_, c)| c.sent + c.received + c.passed)
+                        .sum();
+                    (name.clone(), n)
+                })
+                .collect(),
             steps,
         }
     }
@@ -247,6 +271,13 @@ impl Report {
                 .map(|(c, n)| format!("{c}: {n}"))
                 .collect();
             let _ = writeln!(s, "  Responses received          {}", codes.join(", "));
+        }
+        for (name, n) in &self.counters {
+            let _ = writeln!(s, "  {:<28}{n:>12}", format!("Counter {name}"));
+        }
+        let lost: u64 = self.steps.iter().map(|st| st.lost).sum();
+        if lost > 0 {
+            let _ = writeln!(s, "  {:<28}{lost:>12}", "Lost on purpose (lost=)");
         }
         let _ = writeln!(
             s,

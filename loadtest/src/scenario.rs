@@ -42,6 +42,8 @@ pub struct Scenario {
     /// Variables declared in `<Global variables="...">`: shared by the
     /// calls (of one sbc-load thread), set with `-set`.
     pub globals: Vec<VarId>,
+    /// Names of the `counter` attributes, in order of first use.
+    pub counters: Vec<String>,
 }
 
 /// What a received message must be to match a `<recv>`.
@@ -101,6 +103,11 @@ pub struct Step {
     /// Response-time counter stopped here (0-based).
     pub rtd: Option<u8>,
     pub repeat_rtd: bool,
+    /// `lost`: the share (percent) of these messages dropped, sent or
+    /// received, to exercise retransmissions.
+    pub lost: Option<f64>,
+    /// `counter`: the scenario counter this step counts under.
+    pub counter: Option<u16>,
 }
 
 /// Where an `ereg` looks.
@@ -251,6 +258,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
         "send",
         &[
             "retrans",
+            "lost",
             "start_rtd",
             "rtd",
             "repeat_rtd",
@@ -261,6 +269,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "display",
             // Keeps the step off SIPp's screen; sbc-load has none.
             "hide",
+            "counter",
         ],
     ),
     (
@@ -269,6 +278,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "response",
             "request",
             "optional",
+            "lost",
             // SIPp keeps a message received with auth="true" for the
             // next [authentication]; sbc-load always answers from the
             // last message received, so the attribute changes nothing.
@@ -286,6 +296,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "display",
             // Keeps the step off SIPp's screen; sbc-load has none.
             "hide",
+            "counter",
         ],
     ),
     (
@@ -302,6 +313,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "display",
             // Keeps the step off SIPp's screen; sbc-load has none.
             "hide",
+            "counter",
         ],
     ),
     (
@@ -317,6 +329,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "display",
             // Keeps the step off SIPp's screen; sbc-load has none.
             "hide",
+            "counter",
         ],
     ),
 ];
@@ -336,6 +349,7 @@ struct Parser<'d> {
     labels: HashMap<String, usize>,
     /// (step index, label, attribute, line) to resolve at the end.
     jumps: Vec<(usize, String, &'static str, u32)>,
+    counters: Vec<String>,
 }
 
 impl Parser<'_> {
@@ -524,6 +538,27 @@ impl Parser<'_> {
             start_rtd: self.rtd_attr(node, "start_rtd")?,
             rtd: self.rtd_attr(node, "rtd")?,
             repeat_rtd: self.bool_attr(node, "repeat_rtd")?,
+            lost: match node.attribute("lost") {
+                None => None,
+                Some(_) => {
+                    let pct = self.f64_attr(node, "lost")?;
+                    if !(0.0..=100.0).contains(&pct) {
+                        return Err(self.err(node, "lost is a percentage, 0 to 100"));
+                    }
+                    Some(pct)
+                }
+            },
+            counter: node.attribute("counter").map(|c| {
+                let i = self
+                    .counters
+                    .iter()
+                    .position(|n| n == c)
+                    .unwrap_or_else(|| {
+                        self.counters.push(c.to_string());
+                        self.counters.len() - 1
+                    });
+                u16::try_from(i).unwrap_or(u16::MAX)
+            }),
         })
     }
 
@@ -855,6 +890,7 @@ impl Scenario {
             vars: Vec::new(),
             labels: HashMap::new(),
             jumps: Vec::new(),
+            counters: Vec::new(),
         };
         if root.tag_name().name() != "scenario" {
             return Err(p.err(root, "the root element must be <scenario>"));
@@ -931,6 +967,7 @@ impl Scenario {
             vars: p.vars,
             rtds_used,
             globals,
+            counters: p.counters,
         })
     }
 

@@ -62,6 +62,10 @@ impl FailReason {
 pub struct StepCounts {
     pub sent: u64,
     pub received: u64,
+    /// A pause or nop run through.
+    pub passed: u64,
+    /// Messages dropped by the step's `lost`.
+    pub lost: u64,
     pub retransmissions: u64,
     pub timeouts: u64,
     pub unexpected: u64,
@@ -185,6 +189,8 @@ impl Stats {
         for (a, b) in self.steps.iter_mut().zip(o.steps.iter()) {
             a.sent += b.sent;
             a.received += b.received;
+            a.passed += b.passed;
+            a.lost += b.lost;
             a.retransmissions += b.retransmissions;
             a.timeouts += b.timeouts;
             a.unexpected += b.unexpected;

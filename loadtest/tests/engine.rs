@@ -720,3 +720,30 @@ fn string_number_and_jump_actions_run_as_sipp_runs_them() {
     assert!(drain(&mut b).is_empty());
     assert_eq!(b.stats.failed_by(FailReason::ErrorAction), 1);
 }
+
+/// `lost="100"` drops the first sending of the callee's 200 (its
+/// retransmission 500 ms later goes), and `counter` counts the step.
+#[test]
+fn lost_drops_a_sending_and_counter_counts_the_step() {
+    let xml = sbc_loadtest::builtin("uas").unwrap().replacen(
+        r#"<send retrans="500">"#,
+        r#"<send retrans="500" lost="100" counter="answers">"#,
+        1,
+    );
+    let scn = scenario(&xml);
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(1))),
+        uas(Arc::clone(&scn), config(None)),
+    );
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!(a.stats.succeeded, 0, "the first 200 never left");
+    assert!(net.tick(&mut a, &mut b));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!((a.stats.succeeded, b.stats.succeeded), (1, 1));
+    let r = sbc_loadtest::report::Report::new(&scn, "uas", 1, 1.0, &b.stats);
+    assert_eq!(r.counters, [("answers".to_string(), 1)]);
+    assert_eq!(r.steps.iter().map(|s| s.lost).sum::<u64>(), 1);
+    assert!(r.table().contains("Counter answers"), "{}", r.table());
+}
