@@ -39,6 +39,9 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "set",
+    "aa",
+    "nd",
+    "default_behaviors",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -65,8 +68,6 @@ const UNSUPPORTED: &[&str] = &[
     "rsa",
     "ci",
     "sd",
-    "aa",
-    "default_behaviors",
     "rate_increase",
     "rate_max",
     "no_rate_quit",
@@ -170,6 +171,18 @@ pub struct Args {
     /// Accepted for SIPp compatibility (sbc-load never reads the keyboard).
     #[arg(long = "nostdin")]
     pub nostdin: bool,
+    /// Answer INFO, NOTIFY, OPTIONS and UPDATE the scenario does not
+    /// expect with 200 (the call goes on).
+    #[arg(long = "aa")]
+    pub auto_answer: bool,
+    /// No default behaviours (no BYE on a failed call, unexpected messages
+    /// ignored, no answer to OPTIONS pings).
+    #[arg(long = "nd")]
+    pub no_default_behaviors: bool,
+    /// SIPp's default behaviours: all, none, or a comma list of bye,
+    /// abortunexp, pingreply (-name takes one away from all).
+    #[arg(long = "default_behaviors", value_name = "LIST")]
+    pub default_behaviors: Option<String>,
     /// How long (ms) messages of ended calls are absorbed quietly.
     #[arg(long = "deadcall_wait", value_name = "MS", default_value_t = 33_000)]
     pub deadcall_wait_ms: u64,

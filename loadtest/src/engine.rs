@@ -74,6 +74,66 @@ pub struct Config {
     pub quota: Option<Arc<Quota>>,
     /// `-set NAME VALUE`: starting values of `<Global>` variables.
     pub set: Vec<(String, Vec<u8>)>,
+    /// `-aa`: INFO, NOTIFY, OPTIONS and UPDATE the scenario does not
+    /// expect are answered 200 and the call goes on.
+    pub auto_answer: bool,
+    /// SIPp's default behaviours (`-default_behaviors`, `-nd`).
+    pub behaviors: Behaviors,
+}
+
+/// SIPp's default behaviours, all on unless `-nd` or
+/// `-default_behaviors` says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behaviors {
+    /// `bye`: a failed call is cleaned up (CANCEL, ACK, BYE).
+    pub bye: bool,
+    /// `abortunexp`: an unexpected message fails the call (else it is
+    /// ignored and the call goes on).
+    pub abort_unexpected: bool,
+    /// `pingreply`: an OPTIONS outside any call is answered 200.
+    pub ping_reply: bool,
+}
+
+impl Behaviors {
+    pub const ALL: Behaviors = Behaviors {
+        bye: true,
+        abort_unexpected: true,
+        ping_reply: true,
+    };
+    pub const NONE: Behaviors = Behaviors {
+        bye: false,
+        abort_unexpected: false,
+        ping_reply: false,
+    };
+
+    /// `-default_behaviors` value: `all`, `none`, or a comma list of
+    /// `bye`, `abortunexp`, `pingreply`, each optionally prefixed by `-`
+    /// to take it away from all.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut b = Behaviors::NONE;
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (on, name) = match item.strip_prefix('-') {
+                Some(n) => (false, n),
+                None => (true, item),
+            };
+            if !on && b == Behaviors::NONE {
+                b = Behaviors::ALL;
+            }
+            match name {
+                "all" => b = if on { Behaviors::ALL } else { Behaviors::NONE },
+                "none" => b = Behaviors::NONE,
+                "bye" => b.bye = on,
+                "abortunexp" => b.abort_unexpected = on,
+                "pingreply" => b.ping_reply = on,
+                _ => {
+                    return Err(format!(
+                        "-default_behaviors: unknown behaviour \"{name}\" (all, none, bye, abortunexp, pingreply)"
+                    ));
+                }
+            }
+        }
+        Ok(b)
+    }
 }
 
 /// A run-wide call budget (`-m`) that every thread draws from.
@@ -123,6 +183,8 @@ impl Config {
             base_cseq: 1,
             quota: None,
             set: Vec::new(),
+            auto_answer: false,
+            behaviors: Behaviors::ALL,
         }
     }
 }
@@ -706,7 +768,9 @@ impl Endpoint {
             }
             Flow::Failed(reason) => {
                 self.stats.fail(reason);
-                self.abort(&call);
+                if self.cfg.behaviors.bye {
+                    self.abort(&call);
+                }
                 self.end(slot, call, now);
             }
         }
@@ -776,6 +840,17 @@ impl Endpoint {
         };
         if !starts_here || !self.take_quota() {
             self.stats.out_of_call_msgs += 1;
+            // pingreply: an OPTIONS outside any call is answered.
+            if self.cfg.behaviors.ping_reply
+                && !starts_here
+                && msg
+                    .request_line()
+                    .is_some_and(|r| r.method_raw == b"OPTIONS")
+            {
+                let mut out = Vec::with_capacity(512);
+                ok_response(&msg, &mut out);
+                self.emit(src, &out);
+            }
             return;
         }
         let Some(slot) = self.new_call(now, src, cid) else {
@@ -1007,8 +1082,23 @@ impl Endpoint {
                 self.stats.absorbed += 1;
                 return Flow::Waiting;
             }
+            // -aa: answered, and the call goes on.
+            if self.cfg.auto_answer
+                && let Some(r) = msg.request_line()
+                && matches!(r.method_raw, b"INFO" | b"NOTIFY" | b"OPTIONS" | b"UPDATE")
+            {
+                let mut out = Vec::with_capacity(512);
+                ok_response(msg, &mut out);
+                self.emit(call.peer, &out);
+                self.stats.auto_answered += 1;
+                return Flow::Waiting;
+            }
             if let Some(s) = self.stats.step(call.step) {
                 s.unexpected += 1;
+            }
+            if !self.cfg.behaviors.abort_unexpected {
+                // Ignored: the call waits on for what it expects.
+                return Flow::Waiting;
             }
             // SIPp answers an unexpected BYE or CANCEL before giving up.
             if let Some(r) = msg.request_line()

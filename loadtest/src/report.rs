@@ -79,6 +79,8 @@ pub struct Report {
     pub late_optional_absorbed: u64,
     pub dead_call_messages: u64,
     pub out_of_call_messages: u64,
+    /// Requests answered 200 by `-aa`.
+    pub auto_answered: u64,
     pub parse_errors: u64,
     pub send_errors: u64,
     /// UDP GSO sends (several datagrams in one), and the datagrams in them.
@@ -166,6 +168,7 @@ impl Report {
             late_optional_absorbed: s.absorbed,
             dead_call_messages: s.dead_call_msgs,
             out_of_call_messages: s.out_of_call_msgs,
+            auto_answered: s.auto_answered,
             parse_errors: s.parse_errors,
             send_errors: s.send_errors,
             gso_sends: s.gso_sends,
@@ -257,6 +260,7 @@ impl Report {
             ("Late optional absorbed", self.late_optional_absorbed),
             ("Dead-call messages", self.dead_call_messages),
             ("Out-of-call messages", self.out_of_call_messages),
+            ("Auto-answered (-aa)", self.auto_answered),
             ("Parse errors", self.parse_errors),
             ("Send errors", self.send_errors),
         ] {

@@ -141,6 +141,12 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.timewait_ms = args.timewait_ms;
     cfg.base_cseq = args.base_cseq;
     cfg.quota = args.max_calls.map(|m| Arc::new(Quota::new(m)));
+    cfg.auto_answer = args.auto_answer;
+    cfg.behaviors = match (&args.default_behaviors, args.no_default_behaviors) {
+        (_, true) => crate::engine::Behaviors::NONE,
+        (Some(list), false) => crate::engine::Behaviors::parse(list)?,
+        (None, false) => crate::engine::Behaviors::ALL,
+    };
     for pair in args.set.chunks(2) {
         let [name, value] = pair else {
             return Err("-set needs a name and a value".into());

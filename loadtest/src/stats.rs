@@ -95,6 +95,8 @@ pub struct Stats {
     pub dead_call_msgs: u64,
     /// Messages that belong to no call and start none.
     pub out_of_call_msgs: u64,
+    /// Requests answered 200 by `-aa`.
+    pub auto_answered: u64,
     pub parse_errors: u64,
     pub send_errors: u64,
     /// UDP GSO sends, and the datagrams they carried.
@@ -124,6 +126,7 @@ impl Stats {
             absorbed: 0,
             dead_call_msgs: 0,
             out_of_call_msgs: 0,
+            auto_answered: 0,
             parse_errors: 0,
             send_errors: 0,
             gso_sends: 0,
@@ -179,6 +182,7 @@ impl Stats {
         self.absorbed += o.absorbed;
         self.dead_call_msgs += o.dead_call_msgs;
         self.out_of_call_msgs += o.out_of_call_msgs;
+        self.auto_answered += o.auto_answered;
         self.parse_errors += o.parse_errors;
         self.send_errors += o.send_errors;
         self.gso_sends += o.gso_sends;

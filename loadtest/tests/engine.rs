@@ -747,3 +747,110 @@ fn lost_drops_a_sending_and_counter_counts_the_step() {
     assert_eq!(r.steps.iter().map(|s| s.lost).sum::<u64>(), 1);
     assert!(r.table().contains("Counter answers"), "{}", r.table());
 }
+
+#[test]
+fn default_behaviors_are_read_as_sipp_reads_them() {
+    use sbc_loadtest::engine::Behaviors;
+    assert_eq!(Behaviors::parse("all"), Ok(Behaviors::ALL));
+    assert_eq!(Behaviors::parse("none"), Ok(Behaviors::NONE));
+    let b = Behaviors::parse("bye,pingreply").unwrap();
+    assert!(b.bye && b.ping_reply && !b.abort_unexpected);
+    let b = Behaviors::parse("-bye").unwrap();
+    assert!(!b.bye && b.ping_reply && b.abort_unexpected);
+    assert!(Behaviors::parse("bogus").unwrap_err().contains("bogus"));
+}
+
+/// `-aa` answers an unexpected INFO 200 and the call goes on; without it
+/// the INFO fails the call, unless `abortunexp` is off (then it is
+/// ignored); `pingreply` answers an OPTIONS outside any call.
+#[test]
+fn auto_answer_and_default_behaviors_decide_what_an_unexpected_request_does() {
+    let invite = |id: &str| {
+        format!(
+            "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:5061>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let request = |method: &str, id: &str| {
+        format!(
+            "{method} sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}{method}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: {id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let run = |cfg: Config| {
+        let mut b = uas(builtin("uas"), Arc::new(cfg));
+        b.handle_datagram(0, addr(UAC), invite("c1").as_bytes());
+        drain(&mut b);
+        b.handle_datagram(1, addr(UAC), request("INFO", "c1").as_bytes());
+        let out = drain(&mut b);
+        (b, out)
+    };
+    let base = || {
+        let mut c = Config::new("127.0.0.1".parse().unwrap());
+        c.pid = 4242;
+        c
+    };
+
+    let (b, out) = run(Config {
+        auto_answer: true,
+        ..base()
+    });
+    assert_eq!(out.len(), 1);
+    assert_eq!(start_line(&out[0].1), "SIP/2.0 200 OK");
+    assert_eq!((b.stats.failed_total(), b.open_calls()), (0, 1));
+    assert_eq!(b.stats.auto_answered, 1);
+
+    let (b, _) = run(base());
+    assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 1);
+
+    let mut quiet = base();
+    quiet.behaviors.abort_unexpected = false;
+    let (b, out) = run(quiet);
+    assert!(out.is_empty());
+    assert_eq!((b.stats.failed_total(), b.open_calls()), (0, 1));
+
+    // pingreply: an OPTIONS that is no call's.
+    let mut b = uas(builtin("uas"), Arc::new(base()));
+    b.handle_datagram(0, addr(UAC), request("OPTIONS", "ping").as_bytes());
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    assert_eq!(start_line(&out[0].1), "SIP/2.0 200 OK");
+    let mut none = base();
+    none.behaviors = sbc_loadtest::engine::Behaviors::NONE;
+    let mut b = uas(builtin("uas"), Arc::new(none));
+    b.handle_datagram(0, addr(UAC), request("OPTIONS", "ping").as_bytes());
+    assert!(drain(&mut b).is_empty());
+}
+
+/// With `-nd` (no `bye` behaviour) a failed answered call is left as it
+/// is: no clean-up ACK and BYE.
+#[test]
+fn without_the_bye_behaviour_a_failed_call_is_not_cleaned_up() {
+    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    cfg.pid = 4242;
+    cfg.quota = Some(Arc::new(Quota::new(1)));
+    cfg.behaviors = sbc_loadtest::engine::Behaviors::NONE;
+    let (mut a, mut b) = (
+        uac(builtin("uac"), Arc::new(cfg)),
+        uas(builtin("uas"), config(None)),
+    );
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    b.handle_datagram(0, addr(UAC), &invite);
+    for (_, m) in drain(&mut b) {
+        a.handle_datagram(1, addr(UAS), &m);
+    }
+    drain(&mut a);
+    let mut last = Vec::new();
+    while let Some(t) = a.poll_timeout() {
+        a.handle_timeout(t);
+        last = drain(&mut a);
+        if a.open_calls() == 0 {
+            break;
+        }
+    }
+    assert_eq!(a.stats.failed_by(FailReason::MaxRetrans), 1);
+    assert!(
+        last.iter().all(|(_, m)| !start_line(m).starts_with("ACK ")),
+        "no clean-up: {:?}",
+        last.iter().map(|(_, m)| start_line(m)).collect::<Vec<_>>()
+    );
+}
