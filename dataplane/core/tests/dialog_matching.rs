@@ -197,6 +197,23 @@ fn a_trunk_that_allows_it_is_followed_to_its_contact() {
     );
     // Not refused as a stranger.
     assert_eq!(sim.rejected(Refusal::UnknownSource), 0);
+    // The PBX answers the BYE: the call ends; the callee's BYE sent again
+    // from its new address gets 200 from the ended dialog, not 403.
+    let bye_to_pbx = sent
+        .iter()
+        .find(|s| s.to == addr(PBX) && s.method().as_deref() == Some("BYE"))
+        .unwrap()
+        .clone();
+    sim.recv(PBX, &reply(&bye_to_pbx, 200, "OK", None, None, ""));
+    sim.sent();
+    sim.advance(Duration::from_secs(1));
+    sim.recv(
+        MOVED,
+        &carrier_bye(&b_invite, "z9hG4bKmovedbye", 2).replace("10.0.0.20:5060", MOVED),
+    );
+    let again = sim.one_to(MOVED);
+    assert_eq!(again.code(), Some(200), "{}", again.text());
+    assert_eq!(sim.rejected(Refusal::UnknownSource), 0);
 }
 
 /// Even with `follow_contact`, a Contact naming the SBC itself (or no

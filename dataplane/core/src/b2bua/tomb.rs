@@ -106,7 +106,14 @@ impl Tombstone {
         match (policy.reached_by_binding(trunk), side) {
             (true, Side::B) => same(self.b_flow.remote.ip()),
             (true, Side::A) => self.a_phone.is_some_and(same),
-            (false, _) => policy.is_source_of(trunk, ip),
+            // A callee followed to its Contact (`follow_contact`) is still
+            // heard where the dialog went.
+            (false, Side::B) => {
+                policy.is_source_of(trunk, ip)
+                    || (same(self.b_flow.remote.ip())
+                        && policy.trunk(trunk).is_some_and(|t| t.follow_contact))
+            }
+            (false, Side::A) => policy.is_source_of(trunk, ip),
         }
     }
 
