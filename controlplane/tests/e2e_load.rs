@@ -101,8 +101,8 @@ fn sbc_load_calls_through_the_sbc_on_two_shards() {
 
 /// sbc-load as the ITSP's registrar (the `<Global>` password set with
 /// `-set`, `verifyauth`, `hide`, `<error>`): the SBC registers to it and
-/// refreshes; a wrong password fails the call with the `<error>` action,
-/// as stock sipp does in `e2e_upstream`.
+/// refreshes; a wrong password ends the run with the `<error>` action
+/// (exit status 255), as stock sipp does in `e2e_upstream`.
 fn sbc_load_registrar(net: Net, password: &str, json: &std::path::Path) -> std::process::Child {
     let mut args = uas_args(net, &net.carrier_a(), "uas_registrar.xml", 1, 0);
     args.extend(
@@ -141,8 +141,7 @@ fn sbc_load_runs_the_registrar_scenario() {
         sbc.log()
     );
 
-    // The wrong password: 403, and the registrar's call fails by its
-    // <error> action.
+    // The wrong password: 403, and the registrar stops by its <error>.
     let net = Net(146);
     let json = dir.path().join("itsp-wrong.json");
     let itsp = sbc_load_registrar(net, "not-what-the-sbc-has", &json);
@@ -150,7 +149,7 @@ fn sbc_load_runs_the_registrar_scenario() {
     let sbc = Sbc::start(net, &itsp_config(net));
     let code = wait(itsp, Duration::from_secs(60));
     let r = report(&json);
-    assert_eq!(code, Some(1), "{r:#}");
+    assert_eq!(code, Some(255), "SIPp exits 255 on <error>: {r:#}");
     assert_eq!(r["calls_failed"], 1, "{r:#}");
     assert!(r.to_string().contains("error action"), "{r:#}");
     let status = "sbc_trunk_registration_status{trunk=\"itsp\"}";

@@ -134,7 +134,7 @@ pub struct Args {
     pub auth_pass: String,
     /// `-set NAME VALUE`: the starting value of the scenario's `<Global>`
     /// variable NAME (repeatable).
-    #[arg(long = "set", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    #[arg(long = "set", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append, allow_hyphen_values = true)]
     pub set: Vec<String>,
     /// Injection file for [fieldN].
     #[arg(long = "inf", value_name = "FILE")]
@@ -181,7 +181,11 @@ pub struct Args {
     pub no_default_behaviors: bool,
     /// SIPp's default behaviours: all, none, or a comma list of bye,
     /// abortunexp, pingreply (-name takes one away from all).
-    #[arg(long = "default_behaviors", value_name = "LIST")]
+    #[arg(
+        long = "default_behaviors",
+        value_name = "LIST",
+        allow_hyphen_values = true
+    )]
     pub default_behaviors: Option<String>,
     /// How long (ms) messages of ended calls are absorbed quietly.
     #[arg(long = "deadcall_wait", value_name = "MS", default_value_t = 33_000)]
@@ -228,7 +232,15 @@ pub struct Args {
 /// refuses SIPp options sbc-load does not implement.
 pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
+    // Values that may start with a dash (-set NAME VALUE,
+    // -default_behaviors -bye) are passed as they are.
+    let mut values = 0;
     for (i, a) in args.into_iter().enumerate() {
+        if values > 0 {
+            values -= 1;
+            out.push(a);
+            continue;
+        }
         if i > 0
             && let Some(name) = a.strip_prefix('-')
             && !name.starts_with('-')
@@ -236,6 +248,11 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, 
             && !name.starts_with(|c: char| c.is_ascii_digit())
         {
             if SIPP_OPTIONS.contains(&name) {
+                values = match name {
+                    "set" => 2,
+                    "default_behaviors" => 1,
+                    _ => 0,
+                };
                 out.push(format!("--{name}"));
                 continue;
             }
@@ -330,6 +347,10 @@ mod tests {
     fn set_takes_a_name_and_a_value_each_time() {
         let a = parse("sipp -sn uas -set password s3cret -set realm itsp.example").unwrap();
         assert_eq!(a.set, ["password", "s3cret", "realm", "itsp.example"]);
+        // Values may start with a dash.
+        let a = parse("sipp -sn uas -set offset -5 -default_behaviors -bye,+pingreply").unwrap();
+        assert_eq!(a.set, ["offset", "-5"]);
+        assert_eq!(a.default_behaviors.as_deref(), Some("-bye,+pingreply"));
         assert!(parse("sipp -sn uas -set password").is_err());
     }
 

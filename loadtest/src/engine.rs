@@ -106,25 +106,30 @@ impl Behaviors {
         ping_reply: false,
     };
 
-    /// `-default_behaviors` value: `all`, `none`, or a comma list of
-    /// `bye`, `abortunexp`, `pingreply`, each optionally prefixed by `-`
-    /// to take it away from all.
+    /// `-default_behaviors` value, as SIPp reads it: from none, a comma
+    /// list of `all`, `none`, `bye`, `abortunexp`, `pingreply`, each
+    /// optionally prefixed by `+` (on) or `-` (off), in order. SIPp's
+    /// `cseq` (ACK CSeq checks) is not run by sbc-load and is refused.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut b = Behaviors::NONE;
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (on, name) = match item.strip_prefix('-') {
-                Some(n) => (false, n),
-                None => (true, item),
+            let (on, name) = match (item.strip_prefix('-'), item.strip_prefix('+')) {
+                (Some(n), _) => (false, n),
+                (_, Some(n)) => (true, n),
+                _ => (true, item),
             };
-            if !on && b == Behaviors::NONE {
-                b = Behaviors::ALL;
-            }
             match name {
                 "all" => b = if on { Behaviors::ALL } else { Behaviors::NONE },
                 "none" => b = Behaviors::NONE,
                 "bye" => b.bye = on,
                 "abortunexp" => b.abort_unexpected = on,
                 "pingreply" => b.ping_reply = on,
+                "cseq" => {
+                    return Err(
+                        "-default_behaviors: cseq (ACK CSeq checks) is not supported by sbc-load"
+                            .into(),
+                    );
+                }
                 _ => {
                     return Err(format!(
                         "-default_behaviors: unknown behaviour \"{name}\" (all, none, bye, abortunexp, pingreply)"
@@ -287,6 +292,10 @@ struct Call {
     invite_to: Vec<u8>,
     /// Set by a failed `check_it`: the call goes on and counts as failed.
     doomed: Option<FailReason>,
+    /// The peer's unexpected BYE or CANCEL ended the call: no clean-up.
+    peer_hung_up: bool,
+    /// Where a jump in the running `<pause>` goes when it ends.
+    pause_jump: Option<usize>,
     /// The deadline last put on the timer heap.
     scheduled: Option<u64>,
 }
@@ -322,6 +331,8 @@ impl Call {
             invite_status: 0,
             invite_to: Vec::new(),
             doomed: None,
+            peer_hung_up: false,
+            pause_jump: None,
             scheduled: None,
         }
     }
@@ -350,6 +361,8 @@ impl Call {
         self.invite_status = 0;
         self.invite_to.clear();
         self.doomed = None;
+        self.peer_hung_up = false;
+        self.pause_jump = None;
         self.scheduled = None;
     }
 
@@ -386,6 +399,8 @@ enum Flow {
 /// One thread's calls. Times are microseconds since the run started.
 #[derive(Debug)]
 pub struct Endpoint {
+    /// Set by an `<error>` action: the run must stop (SIPp exits 255).
+    pub fatal: Option<String>,
     /// `<Global>` variables and their values, shared by this thread's
     /// calls (copied into each call when it starts, back after actions).
     globals: Vec<(VarId, Value)>,
@@ -531,6 +546,7 @@ impl Endpoint {
             })
             .collect();
         Endpoint {
+            fatal: None,
             globals,
             local_ip: ip_text(cfg.local_ip),
             media_ip: ip_text(cfg.media_ip),
@@ -562,6 +578,37 @@ impl Endpoint {
             out: Vec::with_capacity(256),
             stats: Stats::new(steps),
         }
+    }
+
+    /// Runs step `idx`'s actions on `msg` (the message received, sent, or
+    /// the last one); `Ok(Some(step))` when one of them jumped.
+    fn actions(
+        &mut self,
+        call: &mut Call,
+        idx: usize,
+        msg: Option<&Message<'_>>,
+    ) -> Result<Option<usize>, FailReason> {
+        let scn = Arc::clone(&self.scn);
+        let Some(step) = scn.steps.get(idx) else {
+            return Ok(None);
+        };
+        if step.actions.is_empty() {
+            return Ok(None);
+        }
+        run_actions(
+            &step.actions,
+            call,
+            msg,
+            &self.cfg.service,
+            (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
+        )
+    }
+
+    /// Whether this sending or reception of step `idx` is dropped by its
+    /// `lost` percentage.
+    fn lost(&mut self, idx: usize) -> bool {
+        let pct = self.scn.steps.get(idx).and_then(|s| s.lost);
+        pct.is_some_and(|pct| unit(&mut self.rng) * 100.0 < pct)
     }
 
     /// Keeps what `call`'s actions wrote into global variables.
@@ -660,11 +707,6 @@ impl Endpoint {
         call.started = now;
         call.cseq = self.cfg.base_cseq.saturating_sub(1);
         call.inject_row = inject_row;
-        for (id, value) in &self.globals {
-            if let Some(v) = call.vars.get_mut(usize::from(id.0)) {
-                v.clone_from(value);
-            }
-        }
         if id.is_empty() {
             call.id
                 .extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
@@ -722,7 +764,14 @@ impl Endpoint {
             return;
         };
         self.current = call.serial;
+        // <Global> variables: this thread's values in, whatever changed out.
+        for (id, value) in &self.globals {
+            if let Some(v) = call.vars.get_mut(usize::from(id.0)) {
+                v.clone_from(value);
+            }
+        }
         let flow = f(self, &mut call, now);
+        self.save_globals(&call);
         self.current = 0;
         match flow {
             Flow::Waiting => {
@@ -768,7 +817,10 @@ impl Endpoint {
             }
             Flow::Failed(reason) => {
                 self.stats.fail(reason);
-                if self.cfg.behaviors.bye {
+                // Not after an <error> (SIPp stops there), nor when the peer
+                // hung up (its unexpected BYE or CANCEL was answered).
+                if self.cfg.behaviors.bye && reason != FailReason::ErrorAction && !call.peer_hung_up
+                {
                     self.abort(&call);
                 }
                 self.end(slot, call, now);
@@ -840,16 +892,18 @@ impl Endpoint {
         };
         if !starts_here || !self.take_quota() {
             self.stats.out_of_call_msgs += 1;
-            // pingreply: an OPTIONS outside any call is answered.
-            if self.cfg.behaviors.ping_reply
+            // -aa: an INFO, NOTIFY, OPTIONS or UPDATE of no call is
+            // answered too.
+            if self.cfg.auto_answer
                 && !starts_here
-                && msg
-                    .request_line()
-                    .is_some_and(|r| r.method_raw == b"OPTIONS")
+                && msg.request_line().is_some_and(|r| {
+                    matches!(r.method_raw, b"INFO" | b"NOTIFY" | b"OPTIONS" | b"UPDATE")
+                })
             {
                 let mut out = Vec::with_capacity(512);
                 ok_response(&msg, &mut out);
                 self.emit(src, &out);
+                self.stats.auto_answered += 1;
             }
             return;
         }
@@ -911,7 +965,14 @@ impl Endpoint {
                 return Flow::Failed(FailReason::MaxRetrans);
             }
             let bytes = std::mem::take(&mut call.last_sent);
-            self.emit(call.peer, &bytes);
+            // `lost` holds for every sending, retransmissions too.
+            if self.lost(r.step) {
+                if let Some(s) = self.stats.step(r.step) {
+                    s.lost += 1;
+                }
+            } else {
+                self.emit(call.peer, &bytes);
+            }
             call.last_sent = bytes;
             self.stats.retrans_sent += 1;
             if let Some(s) = self.stats.step(r.step) {
@@ -929,7 +990,10 @@ impl Endpoint {
         match call.wait {
             Wait::Pause { until } if until <= now => {
                 call.wait = Wait::Running;
-                call.step = self.next_of(call, call.step);
+                call.step = match call.pause_jump.take() {
+                    Some(to) => to,
+                    None => self.next_of(call, call.step),
+                };
                 self.advance(call, now)
             }
             Wait::Recv { deadline: Some(d) } if d <= now => {
@@ -1006,6 +1070,13 @@ impl Endpoint {
     fn on_message(&mut self, call: &mut Call, now: u64, msg: &Message<'_>, bytes: &[u8]) -> Flow {
         let h = self.hash(bytes);
         if let Some(k) = call.recv_hashes.iter().position(|&x| x == h) {
+            // A retransmission may be lost too (the step's `lost`).
+            if self.lost(k) {
+                if let Some(s) = self.stats.step(k) {
+                    s.lost += 1;
+                }
+                return Flow::Waiting;
+            }
             self.stats.retrans_received += 1;
             if let Some(s) = self.stats.step(k) {
                 s.retransmissions += 1;
@@ -1082,10 +1153,12 @@ impl Endpoint {
                 self.stats.absorbed += 1;
                 return Flow::Waiting;
             }
-            // -aa: answered, and the call goes on.
-            if self.cfg.auto_answer
-                && let Some(r) = msg.request_line()
-                && matches!(r.method_raw, b"INFO" | b"NOTIFY" | b"OPTIONS" | b"UPDATE")
+            // -aa: answered, and the call goes on; `pingreply`: a PING in
+            // the call is answered the same way.
+            if let Some(r) = msg.request_line()
+                && ((self.cfg.auto_answer
+                    && matches!(r.method_raw, b"INFO" | b"NOTIFY" | b"OPTIONS" | b"UPDATE"))
+                    || (self.cfg.behaviors.ping_reply && r.method_raw == b"PING"))
             {
                 let mut out = Vec::with_capacity(512);
                 ok_response(msg, &mut out);
@@ -1100,23 +1173,22 @@ impl Endpoint {
                 // Ignored: the call waits on for what it expects.
                 return Flow::Waiting;
             }
-            // SIPp answers an unexpected BYE or CANCEL before giving up.
+            // SIPp answers an unexpected BYE or CANCEL before giving up
+            // (its `bye` behaviour), and sends nothing more in that call.
             if let Some(r) = msg.request_line()
                 && matches!(r.method_raw, b"BYE" | b"CANCEL")
             {
-                let mut out = Vec::with_capacity(512);
-                ok_response(msg, &mut out);
-                self.emit(call.peer, &out);
+                call.peer_hung_up = true;
+                if self.cfg.behaviors.bye {
+                    let mut out = Vec::with_capacity(512);
+                    ok_response(msg, &mut out);
+                    self.emit(call.peer, &out);
+                }
             }
             return Flow::Failed(FailReason::UnexpectedMessage);
         };
-        // `lost`: as if it never came (its retransmission will).
-        if scn
-            .steps
-            .get(j)
-            .and_then(|s| s.lost)
-            .is_some_and(|pct| unit(&mut self.rng) * 100.0 < pct)
-        {
+        // `lost`: as if it never came (a retransmission may).
+        if self.lost(j) {
             if let Some(s) = self.stats.step(j) {
                 s.lost += 1;
             }
@@ -1153,28 +1225,16 @@ impl Endpoint {
             remember_route_set(call, msg, is_response);
         }
         self.rtd(call, j, now);
-        let mut jump = None;
-        if let Some(step) = scn.steps.get(j) {
-            match run_actions(
-                &step.actions,
-                call,
-                Some(msg),
-                &self.cfg.service,
-                &mut self.rng,
-            ) {
-                Ok(to) => jump = to,
-                Err(FailReason::ErrorAction) => {
-                    self.save_globals(call);
-                    return Flow::Failed(FailReason::ErrorAction);
-                }
-                Err(reason) => {
-                    call.doomed.get_or_insert(reason);
-                }
+        // A jump in a <recv> is overruled by the reception, as in SIPp.
+        match self.actions(call, j, Some(msg)) {
+            Ok(_) => {}
+            Err(FailReason::ErrorAction) => return Flow::Failed(FailReason::ErrorAction),
+            Err(reason) => {
+                call.doomed.get_or_insert(reason);
             }
         }
-        self.save_globals(call);
         call.last_recv = Some(j);
-        call.step = jump.unwrap_or_else(|| self.next_of(call, j));
+        call.step = self.next_of(call, j);
         call.wait = Wait::Running;
         self.advance(call, now)
     }
@@ -1297,10 +1357,8 @@ impl Endpoint {
                         flow = Flow::Failed(r);
                         break;
                     }
-                    // `lost`: not sent this time (its retransmission will be).
-                    let lost = step
-                        .lost
-                        .is_some_and(|pct| unit(&mut self.rng) * 100.0 < pct);
+                    // `lost`: not sent this time (a retransmission may be).
+                    let lost = self.lost(idx);
                     if !lost {
                         self.emit(call.peer, &buf);
                     }
@@ -1333,7 +1391,27 @@ impl Endpoint {
                         _ => None,
                     };
                     self.rtd(call, idx, now);
-                    call.step = self.next_of(call, idx);
+                    // SIPp runs a <send>'s actions on the message it sent.
+                    let mut jump = None;
+                    if !step.actions.is_empty() {
+                        let sent = std::mem::take(&mut call.last_sent);
+                        let ran = match Message::parse(&sent) {
+                            Ok(m) => self.actions(call, idx, Some(&m)),
+                            Err(_) => self.actions(call, idx, None),
+                        };
+                        call.last_sent = sent;
+                        match ran {
+                            Err(FailReason::ErrorAction) => {
+                                flow = Flow::Failed(FailReason::ErrorAction);
+                                break;
+                            }
+                            Err(e) => {
+                                call.doomed.get_or_insert(e);
+                            }
+                            Ok(to) => jump = to,
+                        }
+                    }
+                    call.step = jump.unwrap_or_else(|| self.next_of(call, idx));
                 }
                 StepKind::Recv(r) => {
                     let timeout = r.timeout_ms.or(self.cfg.recv_timeout_ms);
@@ -1348,9 +1426,24 @@ impl Endpoint {
                     if let Some(s) = self.stats.step(idx) {
                         s.passed += 1;
                     }
+                    // SIPp runs a <pause>'s actions as it starts; a jump
+                    // takes effect when it ends.
+                    match self.actions(call, idx, last.as_ref()) {
+                        Err(FailReason::ErrorAction) => {
+                            flow = Flow::Failed(FailReason::ErrorAction);
+                            break;
+                        }
+                        Err(e) => {
+                            call.doomed.get_or_insert(e);
+                        }
+                        Ok(to) => call.pause_jump = to,
+                    }
                     let ms = ms.unwrap_or(self.cfg.pause_ms);
                     if ms == 0 {
-                        call.step = self.next_of(call, idx);
+                        call.step = call
+                            .pause_jump
+                            .take()
+                            .unwrap_or_else(|| self.next_of(call, idx));
                         continue;
                     }
                     call.wait = Wait::Pause {
@@ -1364,16 +1457,8 @@ impl Endpoint {
                     if let Some(s) = self.stats.step(idx) {
                         s.passed += 1;
                     }
-                    let ran = run_actions(
-                        &step.actions,
-                        call,
-                        last.as_ref(),
-                        &self.cfg.service,
-                        &mut self.rng,
-                    );
-                    self.save_globals(call);
                     let mut jump = None;
-                    match ran {
+                    match self.actions(call, idx, last.as_ref()) {
                         Err(FailReason::ErrorAction) => {
                             flow = Flow::Failed(FailReason::ErrorAction);
                             break;
@@ -1644,8 +1729,8 @@ fn render_value(
     out
 }
 
-/// SIPp's `verifyauth`: the request's Authorization (or
-/// Proxy-Authorization) is for `username` and its digest answers the
+/// SIPp's `verifyauth`: the request's Authorization is for `username`
+/// and its digest answers the
 /// nonce it names with `password` (the nonce's freshness is the
 /// scenario's business, as in SIPp).
 fn verify_auth(msg: Option<&Message<'_>>, username: &[u8], password: &[u8]) -> bool {
@@ -1655,10 +1740,8 @@ fn verify_auth(msg: Option<&Message<'_>>, username: &[u8], password: &[u8]) -> b
     let Some(method) = msg.request_line().map(|r| r.method_raw) else {
         return false;
     };
-    let Some(value) = msg
-        .value(HeaderName::Authorization)
-        .or_else(|| msg.value(HeaderName::ProxyAuthorization))
-    else {
+    // SIPp's verifyauth reads Authorization only.
+    let Some(value) = msg.value(HeaderName::Authorization) else {
         return false;
     };
     let Ok(auth) = digest::Authorization::parse(value) else {
@@ -1683,6 +1766,9 @@ fn verify_auth(msg: Option<&Message<'_>>, username: &[u8], password: &[u8]) -> b
     )
     .is_ok()
 }
+
+/// `<warning>` messages printed per thread; the rest are counted.
+const WARNINGS_SHOWN: u64 = 10;
 
 /// xorshift64* on `state`.
 fn next_random(state: &mut u64) -> u64 {
@@ -1725,6 +1811,12 @@ fn url_code(s: &[u8], decode: bool) -> Vec<u8> {
         let hex = |b: u8| char::from(b).to_digit(16);
         let mut i = 0;
         while let Some(&b) = s.get(i) {
+            if b == b'+' {
+                // As SIPp's url_decode: a plus is a space.
+                out.push(b' ');
+                i += 1;
+                continue;
+            }
             if b == b'%'
                 && let (Some(h), Some(l)) = (
                     s.get(i + 1).copied().and_then(hex),
@@ -1756,15 +1848,13 @@ fn run_actions(
     call: &mut Call,
     msg: Option<&Message<'_>>,
     service: &[u8],
-    rng: &mut u64,
+    (rng, fatal, warnings): (&mut u64, &mut Option<String>, &mut u64),
 ) -> Result<Option<usize>, FailReason> {
     let mut jump = None;
-    let text = |call: &Call, v: VarId| {
-        let mut out = Vec::new();
-        if let Some(val) = call.vars.get(usize::from(v.0)) {
-            val.write(&mut out);
-        }
-        out
+    // A variable's string, as SIPp's getString: empty unless it holds one.
+    let text = |call: &Call, v: VarId| match call.vars.get(usize::from(v.0)) {
+        Some(Value::Str(s)) => s.clone(),
+        _ => Vec::new(),
     };
     let set = |call: &mut Call, v: VarId, value: Value| {
         if let Some(slot) = call.vars.get_mut(usize::from(v.0)) {
@@ -1841,11 +1931,23 @@ fn run_actions(
                     *slot = Value::Bool(ok);
                 }
             }
-            Action::Error => return Err(FailReason::ErrorAction),
+            Action::Error { message } => {
+                let m = render_value(message, call, msg, service);
+                *fatal = Some(String::from_utf8_lossy(&m).into_owned());
+                return Err(FailReason::ErrorAction);
+            }
             Action::Log => {}
             Action::Warning { message } => {
-                let m = render_value(message, call, msg, service);
-                eprintln!("sbc-load: warning: {}", String::from_utf8_lossy(&m));
+                // Counted; the first few printed (under load, one a call
+                // would flood the terminal and slow the run).
+                *warnings += 1;
+                if *warnings <= WARNINGS_SHOWN {
+                    let m = render_value(message, call, msg, service);
+                    eprintln!("sbc-load: warning: {}", String::from_utf8_lossy(&m));
+                    if *warnings == WARNINGS_SHOWN {
+                        eprintln!("sbc-load: further warnings are only counted");
+                    }
+                }
             }
             Action::Strcmp {
                 var,
@@ -1865,11 +1967,14 @@ fn run_actions(
                 set(call, *var, Value::Num(r));
             }
             Action::Jump(to) => {
+                // A variable's number, as SIPp's getDouble: 0 unless it
+                // holds one.
                 let n = match to {
                     NumOperand::Value(v) => *v,
-                    NumOperand::Variable(v) => {
-                        call.vars.get(usize::from(v.0)).map_or(0.0, Value::number)
-                    }
+                    NumOperand::Variable(v) => match call.vars.get(usize::from(v.0)) {
+                        Some(Value::Num(n)) => *n,
+                        _ => 0.0,
+                    },
                 };
                 // Past the last step ends the call, as a jump beyond it
                 // does in SIPp.
@@ -1884,20 +1989,21 @@ fn run_actions(
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
                 set(call, *seconds, Value::Num(now.as_secs() as f64));
-                if let Some(u) = micros {
-                    set(call, *u, Value::Num(f64::from(now.subsec_micros())));
-                }
+                set(call, *micros, Value::Num(f64::from(now.subsec_micros())));
             }
             Action::UrlEncode { var, decode } => {
                 let v = url_code(&text(call, *var), *decode);
                 set(call, *var, Value::Str(v));
             }
             Action::ToDouble { var, variable } => {
-                let n = call
-                    .vars
-                    .get(usize::from(variable.0))
-                    .map_or(0.0, Value::number);
-                set(call, *var, Value::Num(n));
+                // As SIPp (strtod, leading white space skipped): the rest
+                // must be a number; otherwise the target is left as it was.
+                let n = std::str::from_utf8(&text(call, *variable))
+                    .ok()
+                    .and_then(|s| s.trim_start().parse::<f64>().ok());
+                if let Some(n) = n {
+                    set(call, *var, Value::Num(n));
+                }
             }
             Action::Trim { var } => {
                 let v = text(call, *var).trim_ascii().to_vec();

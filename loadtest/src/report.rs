@@ -81,6 +81,8 @@ pub struct Report {
     pub out_of_call_messages: u64,
     /// Requests answered 200 by `-aa`.
     pub auto_answered: u64,
+    /// `<warning>` actions run.
+    pub warnings: u64,
     pub parse_errors: u64,
     pub send_errors: u64,
     /// UDP GSO sends (several datagrams in one), and the datagrams in them.
@@ -169,6 +171,7 @@ impl Report {
             dead_call_messages: s.dead_call_msgs,
             out_of_call_messages: s.out_of_call_msgs,
             auto_answered: s.auto_answered,
+            warnings: s.warnings,
             parse_errors: s.parse_errors,
             send_errors: s.send_errors,
             gso_sends: s.gso_sends,
@@ -261,6 +264,7 @@ impl Report {
             ("Dead-call messages", self.dead_call_messages),
             ("Out-of-call messages", self.out_of_call_messages),
             ("Auto-answered (-aa)", self.auto_answered),
+            ("Warnings", self.warnings),
             ("Parse errors", self.parse_errors),
             ("Send errors", self.send_errors),
         ] {

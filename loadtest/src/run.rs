@@ -270,7 +270,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let timed_out = timeout.is_some_and(|t| Instant::now() >= t);
-    let code = if timed_out && args.timeout_error {
+    let code = if let Some(message) = &total.fatal {
+        // An <error> action: SIPp's fatal error.
+        eprintln!("sbc-load: error: {message}");
+        255
+    } else if timed_out && args.timeout_error {
         eprintln!(
             "sbc-load: timed out after {}",
             args.timeout.as_deref().unwrap_or("")

@@ -481,7 +481,10 @@ pub fn run_thread(
         ep.stats.gso_datagrams += gso_datagrams;
         ep.clear_out();
 
-        // The end?
+        // The end? An <error> action stops every thread (SIPp exits).
+        if ep.fatal.is_some() {
+            ctl.stop.store(true, Ordering::Relaxed);
+        }
         let over = ctl.stop.load(Ordering::Relaxed) || ctl.deadline.is_some_and(|d| now_i >= d);
         if over {
             ep.abort_all(now);
@@ -523,7 +526,9 @@ pub fn run_thread(
     }
     // Flush what is still queued so the peer sees the last messages.
     let _ = io.ring.submit();
-    Ok(ep.stats.clone())
+    let mut stats = ep.stats.clone();
+    stats.fatal = ep.fatal.clone();
+    Ok(stats)
 }
 
 #[cfg(test)]

@@ -173,8 +173,11 @@ pub enum Action {
         username: Template,
         password: Template,
     },
-    /// `error`: the call fails, counted under its own reason.
-    Error,
+    /// `error`: as in SIPp, a fatal error: the message goes to stderr and
+    /// the whole run stops (exit status 255).
+    Error {
+        message: Template,
+    },
     /// `log`: nothing (see the parser).
     Log,
     /// `warning`: the message, rendered, to standard error.
@@ -193,7 +196,7 @@ pub enum Action {
     /// `gettimeofday`: seconds and microseconds since the epoch.
     GetTimeOfDay {
         seconds: VarId,
-        micros: Option<VarId>,
+        micros: VarId,
     },
     /// `urlencode` / `urldecode`, in place.
     UrlEncode {
@@ -740,9 +743,11 @@ impl Parser<'_> {
                 })
             }
             "error" => {
-                // SIPp writes the message to its error log; the call fails.
                 self.check_attrs(node, &["message"])?;
-                Ok(Action::Error)
+                let m = node.attribute("message").unwrap_or("");
+                let message = Template::compile_value(m, &mut Vars(&mut self.vars))
+                    .map_err(|e| self.template_err(node, e))?;
+                Ok(Action::Error { message })
             }
             "log" | "warning" => {
                 self.check_attrs(node, &["message"])?;
@@ -786,13 +791,9 @@ impl Parser<'_> {
                 self.check_attrs(node, &["assign_to"])?;
                 let vars = self.assign_to(node)?;
                 match vars.as_slice() {
-                    [s] => Ok(Action::GetTimeOfDay {
-                        seconds: *s,
-                        micros: None,
-                    }),
                     [s, u] => Ok(Action::GetTimeOfDay {
                         seconds: *s,
-                        micros: Some(*u),
+                        micros: *u,
                     }),
                     _ => Err(self.err(node, "assign_to names the seconds and microseconds")),
                 }
@@ -901,10 +902,10 @@ impl Scenario {
         for node in root.children().filter(|c| c.is_element()) {
             let name = node.tag_name().name();
             match name {
-                // Declarations: globals are shared by the calls; user and
-                // call variables are each call's own, as every variable
-                // is here unless declared global.
-                "Global" | "User" | "Call" => {
+                // Declarations: globals are shared by the calls; user
+                // variables are each call's own, as every variable is here
+                // unless declared global.
+                "Global" | "User" => {
                     p.check_attrs(node, &["variables"])?;
                     let Some(list) = node.attribute("variables") else {
                         return Err(p.err(node, "the variables attribute is required"));
@@ -1150,7 +1151,7 @@ mod tests {
             ["password", "realm"]
         );
         assert!(matches!(s.steps[0].actions[0], Action::VerifyAuth { .. }));
-        assert!(matches!(s.steps[2].actions[0], Action::Error));
+        assert!(matches!(s.steps[2].actions[0], Action::Error { .. }));
         let e = parse(r#"<nop><action><verifyauth assign_to="ok" username="u"/></action></nop>"#)
             .unwrap_err();
         assert!(e.message.contains("password"), "{e}");

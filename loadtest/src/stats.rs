@@ -97,6 +97,10 @@ pub struct Stats {
     pub out_of_call_msgs: u64,
     /// Requests answered 200 by `-aa`.
     pub auto_answered: u64,
+    /// The message of an `<error>` action that stopped the run.
+    pub fatal: Option<String>,
+    /// `<warning>` actions run.
+    pub warnings: u64,
     pub parse_errors: u64,
     pub send_errors: u64,
     /// UDP GSO sends, and the datagrams they carried.
@@ -127,6 +131,8 @@ impl Stats {
             dead_call_msgs: 0,
             out_of_call_msgs: 0,
             auto_answered: 0,
+            fatal: None,
+            warnings: 0,
             parse_errors: 0,
             send_errors: 0,
             gso_sends: 0,
@@ -183,6 +189,10 @@ impl Stats {
         self.dead_call_msgs += o.dead_call_msgs;
         self.out_of_call_msgs += o.out_of_call_msgs;
         self.auto_answered += o.auto_answered;
+        self.warnings += o.warnings;
+        if self.fatal.is_none() {
+            self.fatal.clone_from(&o.fatal);
+        }
         self.parse_errors += o.parse_errors;
         self.send_errors += o.send_errors;
         self.gso_sends += o.gso_sends;

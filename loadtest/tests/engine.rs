@@ -715,16 +715,19 @@ fn string_number_and_jump_actions_run_as_sipp_runs_them() {
     assert_eq!(header("X-F"), "7.000000");
     assert_eq!(b.stats.succeeded, 1);
 
-    // Not equal: <error> ends the call there, nothing more is sent.
+    // Not equal: <error> ends the call there, nothing more is sent, and
+    // the run must stop (SIPp's fatal error) with the message.
+    assert_eq!(b.fatal, None);
     b.handle_datagram(1, addr(UAC), invite("stop", "a2").as_bytes());
     assert!(drain(&mut b).is_empty());
     assert_eq!(b.stats.failed_by(FailReason::ErrorAction), 1);
+    assert_eq!(b.fatal.as_deref(), Some("not equal"));
 }
 
-/// `lost="100"` drops the first sending of the callee's 200 (its
-/// retransmission 500 ms later goes), and `counter` counts the step.
+/// `lost="100"` drops every sending of the callee's 200, retransmissions
+/// too (the caller never gets it), and `counter` counts the step.
 #[test]
-fn lost_drops_a_sending_and_counter_counts_the_step() {
+fn lost_drops_every_sending_and_counter_counts_the_step() {
     let xml = sbc_loadtest::builtin("uas").unwrap().replacen(
         r#"<send retrans="500">"#,
         r#"<send retrans="500" lost="100" counter="answers">"#,
@@ -738,13 +741,18 @@ fn lost_drops_a_sending_and_counter_counts_the_step() {
     let mut net = Net::new();
     assert!(a.start_call(0));
     net.exchange(&mut a, &mut b, &mut |_| false);
-    assert_eq!(a.stats.succeeded, 0, "the first 200 never left");
-    assert!(net.tick(&mut a, &mut b));
-    net.exchange(&mut a, &mut b, &mut |_| false);
-    assert_eq!((a.stats.succeeded, b.stats.succeeded), (1, 1));
+    for _ in 0..64 {
+        if !net.tick(&mut a, &mut b) {
+            break;
+        }
+        net.exchange(&mut a, &mut b, &mut |_| false);
+    }
+    assert_eq!(a.stats.succeeded, 0, "no 200 ever left");
+    assert_eq!(b.stats.failed_by(FailReason::MaxRetrans), 1);
     let r = sbc_loadtest::report::Report::new(&scn, "uas", 1, 1.0, &b.stats);
     assert_eq!(r.counters, [("answers".to_string(), 1)]);
-    assert_eq!(r.steps.iter().map(|s| s.lost).sum::<u64>(), 1);
+    let step = r.steps.iter().find(|s| s.lost > 0).unwrap();
+    assert_eq!(step.lost, 1 + step.retransmissions, "every sending dropped");
     assert!(r.table().contains("Counter answers"), "{}", r.table());
 }
 
@@ -753,16 +761,19 @@ fn default_behaviors_are_read_as_sipp_reads_them() {
     use sbc_loadtest::engine::Behaviors;
     assert_eq!(Behaviors::parse("all"), Ok(Behaviors::ALL));
     assert_eq!(Behaviors::parse("none"), Ok(Behaviors::NONE));
-    let b = Behaviors::parse("bye,pingreply").unwrap();
+    let b = Behaviors::parse("bye,+pingreply").unwrap();
     assert!(b.bye && b.ping_reply && !b.abort_unexpected);
-    let b = Behaviors::parse("-bye").unwrap();
+    // From none, in order: "-bye" alone leaves none; "all,-bye" all but.
+    assert_eq!(Behaviors::parse("-bye"), Ok(Behaviors::NONE));
+    let b = Behaviors::parse("all,-bye").unwrap();
     assert!(!b.bye && b.ping_reply && b.abort_unexpected);
     assert!(Behaviors::parse("bogus").unwrap_err().contains("bogus"));
+    assert!(Behaviors::parse("all,-cseq").unwrap_err().contains("cseq"));
 }
 
-/// `-aa` answers an unexpected INFO 200 and the call goes on; without it
-/// the INFO fails the call, unless `abortunexp` is off (then it is
-/// ignored); `pingreply` answers an OPTIONS outside any call.
+/// `-aa` answers an unexpected INFO 200 and the call goes on (and an
+/// OPTIONS of no call); without it the INFO fails the call, unless
+/// `abortunexp` is off (then it is ignored); `pingreply` answers a PING.
 #[test]
 fn auto_answer_and_default_behaviors_decide_what_an_unexpected_request_does() {
     let invite = |id: &str| {
@@ -807,17 +818,30 @@ fn auto_answer_and_default_behaviors_decide_what_an_unexpected_request_does() {
     assert!(out.is_empty());
     assert_eq!((b.stats.failed_total(), b.open_calls()), (0, 1));
 
-    // pingreply: an OPTIONS that is no call's.
+    // An OPTIONS that is no call's: answered with -aa only.
     let mut b = uas(builtin("uas"), Arc::new(base()));
+    b.handle_datagram(0, addr(UAC), request("OPTIONS", "ping").as_bytes());
+    assert!(drain(&mut b).is_empty());
+    let mut b = uas(
+        builtin("uas"),
+        Arc::new(Config {
+            auto_answer: true,
+            ..base()
+        }),
+    );
     b.handle_datagram(0, addr(UAC), request("OPTIONS", "ping").as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1);
     assert_eq!(start_line(&out[0].1), "SIP/2.0 200 OK");
-    let mut none = base();
-    none.behaviors = sbc_loadtest::engine::Behaviors::NONE;
-    let mut b = uas(builtin("uas"), Arc::new(none));
-    b.handle_datagram(0, addr(UAC), request("OPTIONS", "ping").as_bytes());
-    assert!(drain(&mut b).is_empty());
+    // pingreply (a default behaviour): a PING in the call is answered.
+    let mut b = uas(builtin("uas"), Arc::new(base()));
+    b.handle_datagram(0, addr(UAC), invite("c2").as_bytes());
+    drain(&mut b);
+    b.handle_datagram(1, addr(UAC), request("PING", "c2").as_bytes());
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    assert_eq!(start_line(&out[0].1), "SIP/2.0 200 OK");
+    assert_eq!((b.stats.failed_total(), b.open_calls()), (0, 1));
 }
 
 /// With `-nd` (no `bye` behaviour) a failed answered call is left as it
@@ -853,4 +877,52 @@ fn without_the_bye_behaviour_a_failed_call_is_not_cleaned_up() {
         "no clean-up: {:?}",
         last.iter().map(|(_, m)| start_line(m)).collect::<Vec<_>>()
     );
+}
+
+/// `<Global>` variables are one table: calls running at once see and keep
+/// each other's changes (SIPp's globalVariables).
+#[test]
+fn globals_are_shared_by_calls_running_at_once() {
+    let uas_xml = r#"<scenario name="g">
+        <Global variables="acks"/>
+        <recv request="INVITE"/>
+        <send><![CDATA[
+          SIP/2.0 200 OK
+          [last_Via:]
+          [last_From:]
+          [last_To:];tag=t
+          [last_Call-ID:]
+          [last_CSeq:]
+          Content-Length: 0
+        ]]></send>
+        <recv request="ACK"><action><add assign_to="acks" value="1"/></action></recv>
+        <send><![CDATA[
+          MESSAGE sip:x@y SIP/2.0
+          X-Acks: [$acks]
+          Content-Length: 0
+        ]]></send>
+        </scenario>"#;
+    let mut b = uas(scenario(uas_xml), config(None));
+    let msg = |method: &str, id: &str, cseq: &str| {
+        format!(
+            "{method} sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}{method}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Both calls start before either ACK.
+    b.handle_datagram(0, addr(UAC), msg("INVITE", "g1", "1 INVITE").as_bytes());
+    b.handle_datagram(0, addr(UAC), msg("INVITE", "g2", "1 INVITE").as_bytes());
+    drain(&mut b);
+    b.handle_datagram(1, addr(UAC), msg("ACK", "g1", "1 ACK").as_bytes());
+    b.handle_datagram(1, addr(UAC), msg("ACK", "g2", "1 ACK").as_bytes());
+    let acks: Vec<String> = drain(&mut b)
+        .iter()
+        .map(|(_, m)| {
+            let t = String::from_utf8_lossy(m).to_string();
+            t.lines()
+                .find(|l| l.starts_with("X-Acks"))
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(acks, ["X-Acks: 1.000000", "X-Acks: 2.000000"]);
 }
