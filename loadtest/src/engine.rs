@@ -595,13 +595,29 @@ impl Endpoint {
         if step.actions.is_empty() {
             return Ok(None);
         }
-        run_actions(
+        let jump = run_actions(
             &step.actions,
             call,
             msg,
             &self.cfg.service,
             (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
-        )
+        )?;
+        // As SIPp: a jump to itself or past the end (beyond "end of
+        // scenario") is a fatal error of the scenario.
+        match jump {
+            Some(to) if to == idx => {
+                self.fatal = Some(format!("jump statement at index {idx} jumps to itself"));
+                Err(FailReason::ErrorAction)
+            }
+            Some(to) if to > scn.steps.len() => {
+                self.fatal = Some(format!(
+                    "jump statement out of range (not 0 <= index <= {})",
+                    scn.steps.len()
+                ));
+                Err(FailReason::ErrorAction)
+            }
+            _ => Ok(jump),
+        }
     }
 
     /// Whether this sending or reception of step `idx` is dropped by its
@@ -1976,8 +1992,8 @@ fn run_actions(
                         _ => 0.0,
                     },
                 };
-                // Past the last step ends the call, as a jump beyond it
-                // does in SIPp.
+                // A negative or endless number is out of range (see
+                // `Endpoint::actions`).
                 jump = Some(if n.is_finite() && n >= 0.0 {
                     n as usize
                 } else {

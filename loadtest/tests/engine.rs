@@ -926,3 +926,28 @@ fn globals_are_shared_by_calls_running_at_once() {
         .collect();
     assert_eq!(acks, ["X-Acks: 1.000000", "X-Acks: 2.000000"]);
 }
+
+/// As in SIPp, a jump past the end of the scenario (or to itself) is a
+/// fatal error of the scenario; a jump to the end ends the call.
+#[test]
+fn a_jump_out_of_range_is_fatal() {
+    let xml = |to: &str| {
+        format!(
+            r#"<scenario name="j"><recv request="INVITE"/><nop><action><jump value="{to}"/></action></nop></scenario>"#
+        )
+    };
+    let invite = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKj\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: j1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let mut b = uas(scenario(&xml("2")), config(None));
+    b.handle_datagram(0, addr(UAC), invite.as_bytes());
+    assert_eq!((b.stats.succeeded, b.fatal.as_deref()), (1, None));
+    for (to, why) in [("3", "out of range"), ("1", "itself")] {
+        let mut b = uas(scenario(&xml(to)), config(None));
+        b.handle_datagram(0, addr(UAC), invite.as_bytes());
+        assert!(
+            b.fatal.as_deref().is_some_and(|f| f.contains(why)),
+            "{:?}",
+            b.fatal
+        );
+        assert_eq!(b.stats.failed_by(FailReason::ErrorAction), 1);
+    }
+}
