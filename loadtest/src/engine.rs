@@ -74,6 +74,9 @@ pub struct Config {
     pub quota: Option<Arc<Quota>>,
     /// `-set NAME VALUE`: starting values of `<Global>` variables.
     pub set: Vec<(String, Vec<u8>)>,
+    /// The wall clock (µs since the Unix epoch) at the run's time 0, for
+    /// `gettimeofday`: the engine reads no clock itself.
+    pub wall_epoch_us: u64,
     /// `-aa`: INFO, NOTIFY, OPTIONS and UPDATE the scenario does not
     /// expect are answered 200 and the call goes on.
     pub auto_answer: bool,
@@ -188,6 +191,7 @@ impl Config {
             base_cseq: 1,
             quota: None,
             set: Vec::new(),
+            wall_epoch_us: 0,
             auto_answer: false,
             behaviors: Behaviors::ALL,
         }
@@ -581,12 +585,15 @@ impl Endpoint {
     }
 
     /// Runs step `idx`'s actions on `msg` (the message received, sent, or
-    /// the last one); `Ok(Some(step))` when one of them jumped.
+    /// the last one) at `now`; `Ok(Some(step))` when one of them jumped.
+    /// A failed check dooms the call (it goes on and counts as failed);
+    /// `Err` is a fatal `<error>` or jump, which ends it at once.
     fn actions(
         &mut self,
         call: &mut Call,
         idx: usize,
         msg: Option<&Message<'_>>,
+        now: u64,
     ) -> Result<Option<usize>, FailReason> {
         let scn = Arc::clone(&self.scn);
         let Some(step) = scn.steps.get(idx) else {
@@ -595,13 +602,21 @@ impl Endpoint {
         if step.actions.is_empty() {
             return Ok(None);
         }
-        let jump = run_actions(
+        let wall_us = self.cfg.wall_epoch_us.saturating_add(now);
+        let jump = match run_actions(
             &step.actions,
             call,
             msg,
-            &self.cfg.service,
+            (&self.cfg.service, wall_us),
             (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
-        )?;
+        ) {
+            Ok(jump) => jump,
+            Err(FailReason::ErrorAction) => return Err(FailReason::ErrorAction),
+            Err(check) => {
+                call.doomed.get_or_insert(check);
+                return Ok(None);
+            }
+        };
         // As SIPp: a jump to itself or past the end (beyond "end of
         // scenario") is a fatal error of the scenario.
         match jump {
@@ -1242,12 +1257,8 @@ impl Endpoint {
         }
         self.rtd(call, j, now);
         // A jump in a <recv> is overruled by the reception, as in SIPp.
-        match self.actions(call, j, Some(msg)) {
-            Ok(_) => {}
-            Err(FailReason::ErrorAction) => return Flow::Failed(FailReason::ErrorAction),
-            Err(reason) => {
-                call.doomed.get_or_insert(reason);
-            }
+        if let Err(fatal) = self.actions(call, j, Some(msg), now) {
+            return Flow::Failed(fatal);
         }
         call.last_recv = Some(j);
         call.step = self.next_of(call, j);
@@ -1411,20 +1422,14 @@ impl Endpoint {
                     let mut jump = None;
                     if !step.actions.is_empty() {
                         let sent = std::mem::take(&mut call.last_sent);
-                        let ran = match Message::parse(&sent) {
-                            Ok(m) => self.actions(call, idx, Some(&m)),
-                            Err(_) => self.actions(call, idx, None),
-                        };
+                        let ran = self.actions(call, idx, Message::parse(&sent).ok().as_ref(), now);
                         call.last_sent = sent;
                         match ran {
-                            Err(FailReason::ErrorAction) => {
-                                flow = Flow::Failed(FailReason::ErrorAction);
+                            Ok(to) => jump = to,
+                            Err(fatal) => {
+                                flow = Flow::Failed(fatal);
                                 break;
                             }
-                            Err(e) => {
-                                call.doomed.get_or_insert(e);
-                            }
-                            Ok(to) => jump = to,
                         }
                     }
                     call.step = jump.unwrap_or_else(|| self.next_of(call, idx));
@@ -1444,15 +1449,12 @@ impl Endpoint {
                     }
                     // SIPp runs a <pause>'s actions as it starts; a jump
                     // takes effect when it ends.
-                    match self.actions(call, idx, last.as_ref()) {
-                        Err(FailReason::ErrorAction) => {
-                            flow = Flow::Failed(FailReason::ErrorAction);
+                    match self.actions(call, idx, last.as_ref(), now) {
+                        Ok(to) => call.pause_jump = to,
+                        Err(fatal) => {
+                            flow = Flow::Failed(fatal);
                             break;
                         }
-                        Err(e) => {
-                            call.doomed.get_or_insert(e);
-                        }
-                        Ok(to) => call.pause_jump = to,
                     }
                     let ms = ms.unwrap_or(self.cfg.pause_ms);
                     if ms == 0 {
@@ -1473,18 +1475,15 @@ impl Endpoint {
                     if let Some(s) = self.stats.step(idx) {
                         s.passed += 1;
                     }
-                    let mut jump = None;
-                    match self.actions(call, idx, last.as_ref()) {
-                        Err(FailReason::ErrorAction) => {
-                            flow = Flow::Failed(FailReason::ErrorAction);
+                    match self.actions(call, idx, last.as_ref(), now) {
+                        Ok(jump) => {
+                            call.step = jump.unwrap_or_else(|| self.next_of(call, idx));
+                        }
+                        Err(fatal) => {
+                            flow = Flow::Failed(fatal);
                             break;
                         }
-                        Err(e) => {
-                            call.doomed.get_or_insert(e);
-                        }
-                        Ok(to) => jump = to,
                     }
-                    call.step = jump.unwrap_or_else(|| self.next_of(call, idx));
                 }
             }
         }
@@ -1863,7 +1862,7 @@ fn run_actions(
     actions: &[Action],
     call: &mut Call,
     msg: Option<&Message<'_>>,
-    service: &[u8],
+    (service, wall_us): (&[u8], u64),
     (rng, fatal, warnings): (&mut u64, &mut Option<String>, &mut u64),
 ) -> Result<Option<usize>, FailReason> {
     let mut jump = None;
@@ -2001,11 +2000,8 @@ fn run_actions(
                 });
             }
             Action::GetTimeOfDay { seconds, micros } => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                set(call, *seconds, Value::Num(now.as_secs() as f64));
-                set(call, *micros, Value::Num(f64::from(now.subsec_micros())));
+                set(call, *seconds, Value::Num((wall_us / 1_000_000) as f64));
+                set(call, *micros, Value::Num((wall_us % 1_000_000) as f64));
             }
             Action::UrlEncode { var, decode } => {
                 let v = url_code(&text(call, *var), *decode);

@@ -163,7 +163,6 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         }
         cfg.set.push((name.clone(), value.as_bytes().to_vec()));
     }
-    let cfg = Arc::new(cfg);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(cores).clamp(1, 256);
@@ -216,6 +215,12 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .map_err(|e| format!("signal handler: {e}"))?;
     }
     let epoch = Instant::now();
+    // The wall clock at time 0 of the engines (their `now`): the runtime
+    // reads the clock, the engines take it.
+    cfg.wall_epoch_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let cfg = Arc::new(cfg);
     let timeout = match &args.timeout {
         Some(t) => Some(epoch + Duration::from_millis(parse_duration_ms(t)?)),
         None => None,
