@@ -29,6 +29,8 @@ fn config(calls: Option<u64>) -> Arc<Config> {
     let mut c = Config::new("127.0.0.1".parse().unwrap());
     c.pid = 4242;
     c.quota = calls.map(|m| Arc::new(Quota::new(m)));
+    // The wall clock at time 0: 2027-01-15 08:00:00 UTC.
+    c.wall_epoch_us = 1_800_000_000_000_000;
     Arc::new(c)
 }
 
@@ -49,6 +51,14 @@ fn drain(ep: &mut Endpoint) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect();
     ep.clear_out();
     v
+}
+
+/// An INVITE from the caller with `Subject: subject`, Call-ID and branch
+/// from `id`.
+fn invite_with_subject(subject: &str, id: &str) -> String {
+    format!(
+        "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nSubject: {subject}\r\nContent-Length: 0\r\n\r\n"
+    )
 }
 
 fn start_line(m: &[u8]) -> String {
@@ -454,18 +464,13 @@ fn ereg_check_it_dooms_the_call_but_it_goes_on() {
         ]]></send>
         </scenario>"#;
     let mut b = uas(scenario(uas_xml), config(None));
-    let invite = |subject: &str, id: &str| {
-        format!(
-            "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nSubject: {subject}\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    b.handle_datagram(0, addr(UAC), invite("hello", "c1").as_bytes());
+    b.handle_datagram(0, addr(UAC), invite_with_subject("hello", "c1").as_bytes());
     let out = String::from_utf8(drain(&mut b).remove(0).1).unwrap();
     assert!(out.contains("X-Subject: hello\r\n"), "{out}");
     assert!(out.contains("To: <sip:x@y>;tag=t\r\n"), "{out}");
     assert_eq!(b.stats.succeeded, 1);
 
-    b.handle_datagram(1, addr(UAC), invite("123", "c2").as_bytes());
+    b.handle_datagram(1, addr(UAC), invite_with_subject("123", "c2").as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1, "the call goes on after a failed check");
     assert_eq!(b.stats.failed_by(FailReason::RegexpNoMatch), 1);
@@ -691,12 +696,7 @@ fn string_number_and_jump_actions_run_as_sipp_runs_them() {
         ]]></send>
         </scenario>"#;
     let mut b = uas(scenario(uas_xml), config(None));
-    let invite = |subject: &str, id: &str| {
-        format!(
-            "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{id}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nSubject: {subject}\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    b.handle_datagram(0, addr(UAC), invite("go on", "a1").as_bytes());
+    b.handle_datagram(0, addr(UAC), invite_with_subject("go on", "a1").as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1, "the jump skipped the 500");
     let text = String::from_utf8(out[0].1.clone()).unwrap();
@@ -718,7 +718,7 @@ fn string_number_and_jump_actions_run_as_sipp_runs_them() {
     // Not equal: <error> ends the call there, nothing more is sent, and
     // the run must stop (SIPp's fatal error) with the message.
     assert_eq!(b.fatal, None);
-    b.handle_datagram(1, addr(UAC), invite("stop", "a2").as_bytes());
+    b.handle_datagram(1, addr(UAC), invite_with_subject("stop", "a2").as_bytes());
     assert!(drain(&mut b).is_empty());
     assert_eq!(b.stats.failed_by(FailReason::ErrorAction), 1);
     assert_eq!(b.fatal.as_deref(), Some("not equal"));

@@ -31,6 +31,14 @@ fn call(sim: &mut Sim, n: u32) -> Vec<Sent> {
     sim.sent()
 }
 
+/// Where the INVITEs among `sent` went.
+fn invites_to(sent: &[Sent]) -> Vec<std::net::SocketAddr> {
+    sent.iter()
+        .filter(|s| s.method().as_deref() == Some("INVITE"))
+        .map(|s| s.to)
+        .collect()
+}
+
 fn open(p: &Policy, trunk: usize, d: Direction) -> i64 {
     p.trunks[trunk].stats.open[d as usize].load(Ordering::Relaxed)
 }
@@ -138,14 +146,8 @@ fn a_target_at_max_calls_is_skipped() {
     let mut p = policy();
     p.trunks[1].max_calls = Some(1);
     let mut sim = Sim::with_policy(p);
-    let to = |sent: &[Sent]| {
-        sent.iter()
-            .filter(|s| s.method().as_deref() == Some("INVITE"))
-            .map(|s| s.to)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(to(&call(&mut sim, 1)), vec![addr(CARRIER_A)]);
-    assert_eq!(to(&call(&mut sim, 2)), vec![addr(CARRIER_B)]);
+    assert_eq!(invites_to(&call(&mut sim, 1)), vec![addr(CARRIER_A)]);
+    assert_eq!(invites_to(&call(&mut sim, 2)), vec![addr(CARRIER_B)]);
     let p = std::sync::Arc::clone(sim.engine.policy());
     assert_eq!(open(&p, 1, Direction::Outbound), 1);
     assert_eq!(open(&p, 2, Direction::Outbound), 1);
@@ -160,21 +162,19 @@ fn a_target_at_its_calls_a_second_is_skipped() {
     let mut p = policy();
     p.trunks[1].max_cps = Some(2);
     let mut sim = Sim::with_policy(p);
-    let to = |sent: &[Sent]| {
-        sent.iter()
-            .filter(|s| s.method().as_deref() == Some("INVITE"))
-            .map(|s| s.to)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(to(&call(&mut sim, 1)), vec![addr(CARRIER_A)]);
-    assert_eq!(to(&call(&mut sim, 2)), vec![addr(CARRIER_A)]);
+    assert_eq!(invites_to(&call(&mut sim, 1)), vec![addr(CARRIER_A)]);
+    assert_eq!(invites_to(&call(&mut sim, 2)), vec![addr(CARRIER_A)]);
     assert_eq!(
-        to(&call(&mut sim, 3)),
+        invites_to(&call(&mut sim, 3)),
         vec![addr(CARRIER_B)],
         "over the rate"
     );
     sim.advance(Duration::from_millis(500));
-    assert_eq!(to(&call(&mut sim, 4)), vec![addr(CARRIER_A)], "refilled");
+    assert_eq!(
+        invites_to(&call(&mut sim, 4)),
+        vec![addr(CARRIER_A)],
+        "refilled"
+    );
     assert_eq!(sim.rejected(Refusal::TrunkLimit), 0);
 }
 

@@ -280,6 +280,21 @@ fn calls_for_the_contact_user_from_a_shared_address_belong_to_the_registration()
     );
 }
 
+/// Carrier-a's 407 to `invite`, with its tag and [`CHALLENGE`].
+fn challenge_407(invite: &Sent, tag: &str) -> String {
+    with_header(
+        reply(
+            invite,
+            407,
+            "Proxy Authentication Required",
+            Some(tag),
+            None,
+            "",
+        ),
+        &format!("Proxy-Authenticate: {CHALLENGE}"),
+    )
+}
+
 /// The INVITE resent with credentials is the same call: it spends no
 /// second token of the trunk's max_cps (it would be skipped otherwise).
 #[test]
@@ -290,17 +305,7 @@ fn the_resent_invite_spends_no_second_call_token() {
     let _register = first_register(&mut sim);
     sim.recv(PBX, &invite(PBX, "+441234", "cps-1", "z9hG4bKcps", 1));
     let b_invite = sim.first_to(CARRIER_A);
-    let challenge = with_header(
-        reply(
-            &b_invite,
-            407,
-            "Proxy Authentication Required",
-            Some("t1"),
-            None,
-            "",
-        ),
-        &format!("Proxy-Authenticate: {CHALLENGE}"),
-    );
+    let challenge = challenge_407(&b_invite, "t1");
     sim.recv(CARRIER_A, &challenge);
     let sent = sim.sent();
     let again = sent
@@ -318,17 +323,7 @@ fn an_invite_challenged_by_the_trunk_goes_again_once_with_credentials() {
     sim.recv(PBX, &invite(PBX, "+441234", "chal-1", "z9hG4bKc1", 1));
     let b_invite = sim.first_to(CARRIER_A);
     assert!(b_invite.header(HeaderName::ProxyAuthorization).is_empty());
-    let challenge = with_header(
-        reply(
-            &b_invite,
-            407,
-            "Proxy Authentication Required",
-            Some("t1"),
-            None,
-            "",
-        ),
-        &format!("Proxy-Authenticate: {CHALLENGE}"),
-    );
+    let challenge = challenge_407(&b_invite, "t1");
     sim.recv(CARRIER_A, &challenge);
     let sent = sim.sent();
     let to_carrier: Vec<&Sent> = sent.iter().filter(|s| s.to == addr(CARRIER_A)).collect();
@@ -369,17 +364,7 @@ fn an_invite_challenged_by_the_trunk_goes_again_once_with_credentials() {
 
     // Challenged again: a failure like any other (no third INVITE); the
     // caller hears 403, as for any challenge it could not answer.
-    let twice = with_header(
-        reply(
-            again,
-            407,
-            "Proxy Authentication Required",
-            Some("t2"),
-            None,
-            "",
-        ),
-        &format!("Proxy-Authenticate: {CHALLENGE}"),
-    );
+    let twice = challenge_407(again, "t2");
     sim.recv(CARRIER_A, &twice);
     let sent = sim.sent();
     assert!(
