@@ -248,6 +248,12 @@ impl Refusal {
         }
     }
 
+    /// A header whose value the policy gives: RFC 4028 §6, 422 names the
+    /// smallest session interval the SBC accepts (Min-SE).
+    pub fn policy_header(self, timers: &crate::policy::CallTimers) -> Option<(HeaderName, u32)> {
+        (self == Refusal::SessionIntervalTooSmall).then_some((HeaderName::MinSe, timers.min_se))
+    }
+
     /// Whether the next trunk may be tried after this refusal of an
     /// attempt (BRIEF §3): SDP one trunk cannot take may suit another.
     pub fn may_fail_over(self) -> bool {

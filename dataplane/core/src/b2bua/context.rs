@@ -188,12 +188,8 @@ impl Ctx {
         let mut headers: SmallVec<[(HeaderName, &[u8]); 4]> = SmallVec::new();
         headers.extend_from_slice(why.headers());
         headers.extend_from_slice(extra);
-        // RFC 4028 §6: 422 names the smallest interval the SBC accepts.
-        if why == Refusal::SessionIntervalTooSmall {
-            headers.push((
-                HeaderName::MinSe,
-                n.format(self.policy.call_timers.min_se).as_bytes(),
-            ));
+        if let Some((name, value)) = why.policy_header(&self.policy.call_timers) {
+            headers.push((name, n.format(value).as_bytes()));
         }
         self.respond_stateless(req, origin, why.status(), why.reason().as_bytes(), &headers);
     }

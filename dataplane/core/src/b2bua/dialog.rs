@@ -64,9 +64,8 @@ fn answer_locally(
         for (name, value) in why.headers() {
             w.header(*name, &[value]);
         }
-        // RFC 4028 §6: 422 names the smallest interval the SBC accepts.
-        if why == Refusal::SessionIntervalTooSmall {
-            w.header_u32(HeaderName::MinSe, call.policy.call_timers.min_se);
+        if let Some((name, value)) = why.policy_header(&call.policy.call_timers) {
+            w.header_u32(name, value);
         }
     }
     w.body(b"");
