@@ -4,8 +4,13 @@
 //! RSS and live heap under a steady 10,000 zero-second calls per second of
 //! simulated time (each ended call rests for 64*T1 = 32 s).
 //! `cargo run --release -p sbc-bench --bin callmem` (both), or with
-//! `-- steady` (the steady state alone, in a fresh process).
+//! `-- steady` (the steady state alone, in a fresh process), or with
+//! `-- allocs` (heap allocations the engine makes per zero-second call;
+//! `-- allocs sites` also names the code that makes them).
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,12 +26,61 @@ use sbc_core::transaction::TimerConfig;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocations made while `COUNTING` is set (inside engine calls).
+static ALLOCS: AtomicIsize = AtomicIsize::new(0);
+/// Where those allocations were made, when `SITES` is set.
+static SITES: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static IN_SITE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (an engine call) with its allocations counted.
+fn counted<T>(f: impl FnOnce() -> T) -> T {
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    r
+}
+
+/// Counts one engine allocation and, when sites are asked for, where it
+/// came from: the innermost three `sbc_core` frames of its backtrace.
+fn count_allocation() {
+    if !COUNTING.with(Cell::get) || IN_SITE.with(Cell::get) {
+        return;
+    }
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    let Ok(mut sites) = SITES.try_lock() else {
+        return;
+    };
+    let Some(sites) = sites.as_mut() else { return };
+    IN_SITE.with(|c| c.set(true));
+    let trace = std::backtrace::Backtrace::force_capture().to_string();
+    // Frames read "N: function" then "at path:line:column".
+    let mut function = "";
+    let mut frames: Vec<String> = Vec::new();
+    for line in trace.lines().map(str::trim) {
+        if let Some(path) = line.strip_prefix("at ./dataplane/core/src/") {
+            let at = path.rsplit_once(':').map_or(path, |(p, _)| p);
+            frames.push(format!("{function} ({at})"));
+            if frames.len() == 3 {
+                break;
+            }
+        } else if let Some((_, f)) = line.split_once(": ") {
+            function = f;
+        }
+    }
+    *sites.entry(frames.join(" <- ")).or_default() += 1;
+    IN_SITE.with(|c| c.set(false));
+}
 
 // SAFETY: forwards to the system allocator; only tracks live bytes.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count_allocation();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -153,6 +207,10 @@ fn main() {
     // RSS then is that load's alone).
     if std::env::args().nth(1).as_deref() == Some("steady") {
         steady(&mut engine, now, pbx, carrier, body, &mut buf);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("allocs") {
+        allocations(&mut engine, now, pbx, carrier, body, &mut buf);
         return;
     }
     let base = LIVE.load(Ordering::Relaxed);
@@ -294,18 +352,19 @@ fn zero_second_call(
         "INVITE sip:+1555{n}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKs{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: <sip:+1555{n}@192.0.2.1>\r\nCall-ID: s{n}@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.10:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    engine.handle_datagram(now, pbx, inv.as_bytes());
+    counted(|| engine.handle_datagram(now, pbx, inv.as_bytes()));
     let mut b_invite = None;
-    while let Some(t) = engine.poll_transmit(buf) {
+    while let Some(t) = counted(|| engine.poll_transmit(buf)) {
         if t.dest.remote == carrier.remote {
             b_invite = Some(buf[..t.len].to_vec());
         }
     }
     let Some(b) = b_invite else { return };
     let Ok(m) = Message::parse(&b) else { return };
-    engine.handle_datagram(now, carrier, answer_invite(&m, body).as_bytes());
+    let answer = answer_invite(&m, body);
+    counted(|| engine.handle_datagram(now, carrier, answer.as_bytes()));
     let mut to = None;
-    while let Some(t) = engine.poll_transmit(buf) {
+    while let Some(t) = counted(|| engine.poll_transmit(buf)) {
         if t.dest.remote == pbx.remote
             && let Ok(m) = Message::parse(&buf[..t.len])
         {
@@ -317,10 +376,10 @@ fn zero_second_call(
         let req = format!(
             "{m} sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{extra}s{n}\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: {to}\r\nCall-ID: s{n}@pbx\r\nCSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
         );
-        engine.handle_datagram(now, pbx, req.as_bytes());
+        counted(|| engine.handle_datagram(now, pbx, req.as_bytes()));
     }
     let mut ok = None;
-    while let Some(t) = engine.poll_transmit(buf) {
+    while let Some(t) = counted(|| engine.poll_transmit(buf)) {
         if t.dest.remote == carrier.remote
             && let Ok(m) = Message::parse(&buf[..t.len])
             && m.request_line().is_some_and(|l| l.method_raw == b"BYE")
@@ -329,10 +388,10 @@ fn zero_second_call(
         }
     }
     if let Some(ok) = ok {
-        engine.handle_datagram(now, carrier, ok.as_bytes());
+        counted(|| engine.handle_datagram(now, carrier, ok.as_bytes()));
     }
-    while engine.poll_transmit(buf).is_some() {}
-    while engine.poll_event().is_some() {}
+    while counted(|| engine.poll_transmit(buf)).is_some() {}
+    while counted(|| engine.poll_event()).is_some() {}
 }
 
 /// 10,000 zero-second calls per simulated second for 40 s: the calls of
@@ -380,4 +439,47 @@ fn steady(
         rss_kib() as f64 / 1024.0,
         rss_before as f64 / 1024.0
     );
+}
+
+/// Heap allocations the engine makes per zero-second call (INVITE, 200,
+/// ACK, BYE, 200, and the events), after 1,000 calls to warm up; with
+/// `sites`, the code that makes them, most frequent first.
+fn allocations(
+    engine: &mut Engine,
+    start: Instant,
+    pbx: Flow,
+    carrier: Flow,
+    body: &str,
+    buf: &mut [u8],
+) {
+    const WARM: u64 = 1_000;
+    const CALLS: u64 = 2_000;
+    let mut now = start;
+    for n in 0..WARM {
+        zero_second_call(engine, now, n, pbx, carrier, body, buf);
+        now += Duration::from_micros(100);
+    }
+    if std::env::args().nth(2).as_deref() == Some("sites") {
+        if let Ok(mut s) = SITES.lock() {
+            *s = Some(HashMap::new());
+        }
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for n in WARM..WARM + CALLS {
+        zero_second_call(engine, now, n, pbx, carrier, body, buf);
+        now += Duration::from_micros(100);
+    }
+    let made = ALLOCS.load(Ordering::Relaxed) - before;
+    println!(
+        "engine allocations per zero-second call: {:.2}",
+        made as f64 / CALLS as f64
+    );
+    let sites = SITES.lock().ok().and_then(|mut s| s.take());
+    if let Some(sites) = sites {
+        let mut sites: Vec<_> = sites.into_iter().collect();
+        sites.sort_by(|a, b| b.1.cmp(&a.1));
+        for (site, n) in sites {
+            println!("{:6.2}  {site}", n as f64 / CALLS as f64);
+        }
+    }
 }
