@@ -10,8 +10,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -459,10 +459,10 @@ fn allocations(
         zero_second_call(engine, now, n, pbx, carrier, body, buf);
         now += Duration::from_micros(100);
     }
-    if std::env::args().nth(2).as_deref() == Some("sites") {
-        if let Ok(mut s) = SITES.lock() {
-            *s = Some(HashMap::new());
-        }
+    if std::env::args().nth(2).as_deref() == Some("sites")
+        && let Ok(mut s) = SITES.lock()
+    {
+        *s = Some(HashMap::new());
     }
     let before = ALLOCS.load(Ordering::Relaxed);
     for n in WARM..WARM + CALLS {
@@ -477,7 +477,7 @@ fn allocations(
     let sites = SITES.lock().ok().and_then(|mut s| s.take());
     if let Some(sites) = sites {
         let mut sites: Vec<_> = sites.into_iter().collect();
-        sites.sort_by(|a, b| b.1.cmp(&a.1));
+        sites.sort_by_key(|s| std::cmp::Reverse(s.1));
         for (site, n) in sites {
             println!("{:6.2}  {site}", n as f64 / CALLS as f64);
         }
