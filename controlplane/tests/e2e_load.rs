@@ -155,3 +155,46 @@ fn sbc_load_runs_the_registrar_scenario() {
     let status = "sbc_trunk_registration_status{trunk=\"itsp\"}";
     assert_eq!(sbc.wait_metric(status, 403.0), 403.0, "{}", sbc.log());
 }
+
+/// `play_pcap_audio` through the SBC: sbc-load plays the G.711 capture
+/// sip-tester ships (236 RTP packets, about 7 s) from `uac_pcap.xml`; the
+/// SBC relays it to the callee, sbc-load with `-rtp_echo`, which sends
+/// every packet back through the SBC.
+#[test]
+fn sbc_load_plays_the_sip_tester_capture_through_the_sbc_and_it_is_echoed() {
+    sipp_installed();
+    let net = Net(147);
+    let calls = 2;
+    let sbc = Sbc::start(net, &example_config(net, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
+    let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", calls, 0);
+    uas.push("-rtp_echo".into());
+    let uas = run(&uas, &uas_json);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = uac_args(
+        net,
+        &net.pbx(),
+        "uac_pcap.xml",
+        "+390612345678",
+        calls,
+        1,
+        20,
+    );
+    let uac_code = wait(run(&uac, &uac_json), Duration::from_secs(90));
+    let uas_code = wait(uas, Duration::from_secs(30));
+    let (uac, uas) = (report(&uac_json), report(&uas_json));
+    assert_eq!(uac_code, Some(0), "caller: {uac:#}\n{}", sbc.log());
+    assert_eq!(uas_code, Some(0), "callee: {uas:#}");
+    assert_eq!(uac["calls_succeeded"], calls);
+    assert_eq!(uac["rtp_packets_sent"], 236 * calls, "{uac:#}");
+    let echoed = uas["rtp_echoed_packets"].as_u64().unwrap_or(0);
+    assert!(echoed >= 230 * calls as u64, "echoed {echoed}: {uas:#}");
+    let n = 230.0 * calls as f64;
+    for direction in ["caller_to_callee", "callee_to_caller"] {
+        let relayed = sbc.metric(&format!(
+            "sbc_media_packets_total{{direction=\"{direction}\"}}"
+        ));
+        assert!(relayed >= n, "{direction}: {relayed} relayed");
+    }
+}

@@ -42,6 +42,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "aa",
     "nd",
     "default_behaviors",
+    "rtp_echo",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -58,7 +59,6 @@ const UNSUPPORTED: &[&str] = &[
     "stf",
     "fd",
     "users",
-    "rtp_echo",
     "tls_cert",
     "tls_key",
     "key",
@@ -175,6 +175,10 @@ pub struct Args {
     /// expect with 200 (the call goes on).
     #[arg(long = "aa")]
     pub auto_answer: bool,
+    /// Echo the RTP (and video RTP) received on the media port (and port
+    /// + 2) back to where it came from.
+    #[arg(long = "rtp_echo")]
+    pub rtp_echo: bool,
     /// No default behaviours (no BYE on a failed call, unexpected messages
     /// ignored, no answer to OPTIONS pings).
     #[arg(long = "nd")]

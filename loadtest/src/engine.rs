@@ -34,9 +34,10 @@ use sbc_core::sip::digest::{self, Algorithm, Challenge, Credentials};
 use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 
 use crate::inject::Inject;
+use crate::pcap::Capture;
 use crate::scenario::{
-    Action, Arith, Compare, Distribution, Expect, NumOperand, RTD_COUNT, Scenario, SearchIn,
-    StepKind, StrOperand, VarId,
+    Action, Arith, Compare, Distribution, Expect, IntCmd, MediaKind, NumOperand, RTD_COUNT,
+    Scenario, SearchIn, StepKind, StrOperand, VarId,
 };
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader};
@@ -302,6 +303,10 @@ struct Call {
     pause_jump: Option<usize>,
     /// The deadline last put on the timer heap.
     scheduled: Option<u64>,
+    /// Per [`MediaKind`]: where the peer's SDP said that stream goes.
+    media_to: [Option<SocketAddr>; 3],
+    /// Per [`MediaKind`]: the port our own SDP gave that stream.
+    media_from: [Option<u16>; 3],
 }
 
 impl Call {
@@ -338,6 +343,8 @@ impl Call {
             peer_hung_up: false,
             pause_jump: None,
             scheduled: None,
+            media_to: [None; 3],
+            media_from: [None; 3],
         }
     }
 
@@ -368,6 +375,8 @@ impl Call {
         self.peer_hung_up = false;
         self.pause_jump = None;
         self.scheduled = None;
+        self.media_to = [None; 3];
+        self.media_from = [None; 3];
     }
 
     fn deadline(&self) -> Option<u64> {
@@ -394,6 +403,37 @@ pub struct Outgoing {
     pub call: u64,
 }
 
+/// One media datagram to send: `len` bytes at `start` of the media
+/// buffer, from the media address's port `from_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaOut {
+    pub from_port: u16,
+    pub dst: SocketAddr,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// What an `<exec>` asked for, done once the actions have run.
+#[derive(Debug)]
+enum Exec {
+    Play(MediaKind, Arc<Capture>),
+    Command(Vec<u8>),
+    Stop(IntCmd),
+}
+
+/// A capture being played for a call.
+#[derive(Debug)]
+struct Playback {
+    capture: Arc<Capture>,
+    /// The next packet to send.
+    next: usize,
+    start: u64,
+    to: SocketAddr,
+    from_port: u16,
+    /// Tells this playback's timer entries from a replaced one's.
+    generation: u64,
+}
+
 enum Flow {
     Waiting,
     Finished,
@@ -405,6 +445,21 @@ enum Flow {
 pub struct Endpoint {
     /// Set by an `<error>` action: the run must stop (SIPp exits 255).
     pub fatal: Option<String>,
+    /// Set by `<exec int_cmd="stop_gracefully|stop_now">`: what the whole
+    /// run must do.
+    pub run_stop: Option<IntCmd>,
+    /// Shell commands (`<exec command>`) to start, rendered.
+    pub commands: Vec<Vec<u8>>,
+    /// Whether the scenario plays captures (received SDP is then read).
+    plays_media: bool,
+    /// Playbacks by call serial, and when their next packets are due
+    /// (time, call serial, generation).
+    playbacks: HashMap<u64, Playback, BuildHasherDefault<Prehashed>>,
+    play_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
+    play_generation: u64,
+    media_buf: Vec<u8>,
+    media_out: Vec<MediaOut>,
+    execs: Vec<Exec>,
     /// `<Global>` variables and their values, shared by this thread's
     /// calls (copied into each call when it starts, back after actions).
     globals: Vec<(VarId, Value)>,
@@ -549,8 +604,22 @@ impl Endpoint {
                 (id, value)
             })
             .collect();
+        let plays_media = scn
+            .steps
+            .iter()
+            .flat_map(|s| &s.actions)
+            .any(|a| matches!(a, Action::PlayPcap { .. }));
         Endpoint {
             fatal: None,
+            run_stop: None,
+            commands: Vec::new(),
+            plays_media,
+            playbacks: HashMap::default(),
+            play_due: BinaryHeap::new(),
+            play_generation: 0,
+            media_buf: Vec::new(),
+            media_out: Vec::new(),
+            execs: Vec::new(),
             globals,
             local_ip: ip_text(cfg.local_ip),
             media_ip: ip_text(cfg.media_ip),
@@ -588,6 +657,8 @@ impl Endpoint {
     /// the last one) at `now`; `Ok(Some(step))` when one of them jumped.
     /// A failed check dooms the call (it goes on and counts as failed);
     /// `Err` is a fatal `<error>` or jump, which ends it at once.
+    /// `stop_call` ends the call (`Err(Rejected)`) only in a `<recv>`;
+    /// elsewhere it only skips the actions after it, as in SIPp.
     fn actions(
         &mut self,
         call: &mut Call,
@@ -603,15 +674,25 @@ impl Endpoint {
             return Ok(None);
         }
         let wall_us = self.cfg.wall_epoch_us.saturating_add(now);
-        let jump = match run_actions(
+        let mut execs = std::mem::take(&mut self.execs);
+        let ran = run_actions(
             &step.actions,
             call,
             msg,
             (&self.cfg.service, wall_us),
             (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
-        ) {
+            &mut execs,
+        );
+        for e in execs.drain(..) {
+            self.exec(call, e, now);
+        }
+        self.execs = execs;
+        let in_recv = matches!(step.kind, StepKind::Recv(_));
+        let jump = match ran {
             Ok(jump) => jump,
             Err(FailReason::ErrorAction) => return Err(FailReason::ErrorAction),
+            Err(FailReason::Rejected) if in_recv => return Err(FailReason::Rejected),
+            Err(FailReason::Rejected) => return Ok(None),
             Err(check) => {
                 call.doomed.get_or_insert(check);
                 return Ok(None);
@@ -633,6 +714,108 @@ impl Endpoint {
             }
             _ => Ok(jump),
         }
+    }
+
+    /// Does what an `<exec>` asked for.
+    fn exec(&mut self, call: &Call, e: Exec, now: u64) {
+        match e {
+            Exec::Command(c) => {
+                self.stats.commands_run += 1;
+                self.commands.push(c);
+            }
+            Exec::Stop(cmd) => {
+                if self.run_stop != Some(IntCmd::StopNow) {
+                    self.run_stop = Some(cmd);
+                }
+            }
+            Exec::Play(kind, capture) => {
+                let k = kind as usize;
+                let Some(to) = call.media_to.get(k).copied().flatten() else {
+                    self.stats.warnings += 1;
+                    if self.stats.warnings <= WARNINGS_SHOWN {
+                        eprintln!(
+                            "sbc-load: warning: play_pcap_{}: no SDP received with m={} for call {}",
+                            kind.name(),
+                            kind.name(),
+                            String::from_utf8_lossy(&call.id)
+                        );
+                    }
+                    return;
+                };
+                // SIPp's defaults when our SDP named no port: media_port
+                // for audio, +2 video, +4 image.
+                let from_port = call
+                    .media_from
+                    .get(k)
+                    .copied()
+                    .flatten()
+                    .unwrap_or_else(|| self.cfg.media_port.wrapping_add(2 * u16::from(kind as u8)));
+                self.play_generation += 1;
+                let generation = self.play_generation;
+                // One playback per call, as SIPp's one media thread: a new
+                // one replaces the one in progress.
+                self.playbacks.insert(
+                    call.serial,
+                    Playback {
+                        capture,
+                        next: 0,
+                        start: now,
+                        to,
+                        from_port,
+                        generation,
+                    },
+                );
+                self.play_due.push(Reverse((now, call.serial, generation)));
+            }
+        }
+    }
+
+    /// Sends the capture packets due by `now`.
+    fn play_due(&mut self, now: u64) {
+        while let Some(&Reverse((at, serial, generation))) = self.play_due.peek() {
+            if at > now {
+                break;
+            }
+            self.play_due.pop();
+            let Some(p) = self.playbacks.get_mut(&serial) else {
+                continue;
+            };
+            if p.generation != generation {
+                continue;
+            }
+            loop {
+                let Some(pkt) = p.capture.packets.get(p.next) else {
+                    self.playbacks.remove(&serial);
+                    break;
+                };
+                let due = p.start + pkt.at_us;
+                if due > now {
+                    self.play_due.push(Reverse((due, serial, generation)));
+                    break;
+                }
+                let start = self.media_buf.len();
+                self.media_buf.extend_from_slice(&pkt.payload);
+                self.media_out.push(MediaOut {
+                    from_port: p.from_port.wrapping_add(pkt.port_offset),
+                    dst: SocketAddr::new(p.to.ip(), p.to.port().wrapping_add(pkt.port_offset)),
+                    start,
+                    len: pkt.payload.len(),
+                });
+                self.stats.rtp_packets_sent += 1;
+                self.stats.rtp_bytes_sent += pkt.payload.len() as u64;
+                p.next += 1;
+            }
+        }
+    }
+
+    /// Media datagrams queued since the last [`Endpoint::clear_media`].
+    pub fn media_outgoing(&self) -> (&[MediaOut], &[u8]) {
+        (&self.media_out, &self.media_buf)
+    }
+
+    pub fn clear_media(&mut self) {
+        self.media_out.clear();
+        self.media_buf.clear();
     }
 
     /// Whether this sending or reception of step `idx` is dropped by its
@@ -684,10 +867,8 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<u64> {
         let call = self.timers.peek().map(|Reverse((t, _, _))| *t);
         let answer = self.answers_fifo.front().map(|(t, _)| *t);
-        match (call, answer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let media = self.play_due.peek().map(|Reverse((t, _, _))| *t);
+        [call, answer, media].into_iter().flatten().min()
     }
 
     /// Ended calls still answering retransmissions (see `timewait_ms`).
@@ -850,7 +1031,9 @@ impl Endpoint {
                 self.stats.fail(reason);
                 // Not after an <error> (SIPp stops there), nor when the peer
                 // hung up (its unexpected BYE or CANCEL was answered).
-                if self.cfg.behaviors.bye && reason != FailReason::ErrorAction && !call.peer_hung_up
+                if self.cfg.behaviors.bye
+                    && !matches!(reason, FailReason::ErrorAction | FailReason::Rejected)
+                    && !call.peer_hung_up
                 {
                     self.abort(&call);
                 }
@@ -860,6 +1043,8 @@ impl Endpoint {
     }
 
     fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
+        // A call's playback stops with it (SIPp cancels its media thread).
+        self.playbacks.remove(&call.serial);
         let h = self.hash(&call.id);
         self.by_id.remove(&h);
         self.free.push(slot);
@@ -950,6 +1135,7 @@ impl Endpoint {
 
     /// Runs due timers: retransmissions, pauses, receive timeouts.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.play_due(now);
         while let Some(&Reverse((at, slot, serial))) = self.timers.peek() {
             if at > now {
                 break;
@@ -1152,6 +1338,17 @@ impl Endpoint {
                 if let Some(c) = msg.value(HeaderName::CSeq).and_then(CSeq::parse) {
                     call.cseq = call.cseq.max(u64::from(c.seq));
                 }
+            }
+        }
+        // Where the peer wants media: from any response with a body and
+        // from INVITE, ACK and PRACK, as SIPp reads it for pcap play.
+        if self.plays_media {
+            let reads = match msg.start_line() {
+                StartLine::Response(_) => true,
+                StartLine::Request(r) => matches!(r.method_raw, b"INVITE" | b"ACK" | b"PRACK"),
+            };
+            if reads && !msg.body().is_empty() {
+                remote_media(msg.body(), self.cfg.media_ip.is_ipv6(), &mut call.media_to);
             }
         }
 
@@ -1388,6 +1585,9 @@ impl Endpoint {
                     let lost = self.lost(idx);
                     if !lost {
                         self.emit(call.peer, &buf);
+                    }
+                    if self.plays_media {
+                        own_media_ports(&buf, &mut call.media_from);
                     }
                     call.last_sent = buf;
                     if let Some(s) = self.stats.step(idx) {
@@ -1864,6 +2064,7 @@ fn run_actions(
     msg: Option<&Message<'_>>,
     (service, wall_us): (&[u8], u64),
     (rng, fatal, warnings): (&mut u64, &mut Option<String>, &mut u64),
+    execs: &mut Vec<Exec>,
 ) -> Result<Option<usize>, FailReason> {
     let mut jump = None;
     // A variable's string, as SIPp's getString: empty unless it holds one.
@@ -2025,6 +2226,15 @@ fn run_actions(
                 let v = sample(*distribution, rng);
                 set(call, *var, Value::Num(v));
             }
+            Action::PlayPcap { media, capture } => {
+                execs.push(Exec::Play(*media, Arc::clone(capture)));
+            }
+            Action::Command(command) => {
+                execs.push(Exec::Command(render_value(command, call, msg, service)));
+            }
+            // As SIPp: the actions after it do not run.
+            Action::IntCmd(IntCmd::StopCall) => return Err(FailReason::Rejected),
+            Action::IntCmd(cmd) => execs.push(Exec::Stop(*cmd)),
             Action::Assign { var, value } => {
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Num(*value);
@@ -2066,4 +2276,57 @@ fn run_actions(
         }
     }
     Ok(jump)
+}
+
+/// The value after `prefix` up to a space or line end, as SIPp's
+/// `find_in_sdp`.
+fn sdp_value<'a>(sdp: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let at = sdp.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
+    let rest = &sdp[at..];
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// Reads an SDP's connection address (of the media address's family) and
+/// its audio, video and image ports into `to`, as SIPp does for pcap play:
+/// a stream the SDP does not name keeps what it had.
+fn remote_media(sdp: &[u8], ipv6: bool, to: &mut [Option<SocketAddr>; 3]) {
+    let c: &[u8] = if ipv6 { b"c=IN IP6 " } else { b"c=IN IP4 " };
+    let Some(ip) = sdp_value(sdp, c)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| h.parse::<IpAddr>().ok())
+    else {
+        return;
+    };
+    for kind in MediaKind::ALL {
+        let m = [b"m=", kind.name().as_bytes(), b" "].concat();
+        if let Some(port) = sdp_value(sdp, &m)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|p| p.parse::<u16>().ok())
+            && let Some(slot) = to.get_mut(kind as usize)
+        {
+            *slot = Some(SocketAddr::new(ip, port));
+        }
+    }
+}
+
+/// The ports our own SDP (in a message we sent) gave each stream.
+fn own_media_ports(message: &[u8], from: &mut [Option<u16>; 3]) {
+    let Some(body_at) = message.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let sdp = &message[body_at + 4..];
+    for kind in MediaKind::ALL {
+        let m = [b"m=", kind.name().as_bytes(), b" "].concat();
+        if let Some(port) = sdp_value(sdp, &m)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|p| p.parse::<u16>().ok())
+            && let Some(slot) = from.get_mut(kind as usize)
+        {
+            *slot = Some(port);
+        }
+    }
 }

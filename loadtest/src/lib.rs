@@ -10,6 +10,8 @@ pub mod cli;
 pub mod engine;
 pub mod gso;
 pub mod inject;
+pub mod media;
+pub mod pcap;
 pub mod report;
 pub mod run;
 pub mod runtime;

@@ -88,6 +88,15 @@ pub struct Report {
     /// UDP GSO sends (several datagrams in one), and the datagrams in them.
     pub gso_sends: u64,
     pub gso_datagrams: u64,
+    /// Datagrams of `play_pcap_*` captures sent, and their payload bytes.
+    pub rtp_packets_sent: u64,
+    pub rtp_bytes_sent: u64,
+    /// `-rtp_echo`: datagrams and bytes sent back.
+    pub rtp_echoed_packets: u64,
+    pub rtp_echoed_bytes: u64,
+    /// `<exec command>`: shell commands started (each a process, as in
+    /// SIPp: costly at high call rates).
+    pub commands_run: u64,
     /// Responses received, by status code.
     pub responses: Vec<(u16, u64)>,
     pub invite_to_18x: Option<Percentiles>,
@@ -176,6 +185,11 @@ impl Report {
             send_errors: s.send_errors,
             gso_sends: s.gso_sends,
             gso_datagrams: s.gso_datagrams,
+            rtp_packets_sent: s.rtp_packets_sent,
+            rtp_bytes_sent: s.rtp_bytes_sent,
+            rtp_echoed_packets: s.rtp_echoed_packets,
+            rtp_echoed_bytes: s.rtp_echoed_bytes,
+            commands_run: s.commands_run,
             responses: s
                 .responses
                 .iter()
@@ -265,6 +279,9 @@ impl Report {
             ("Out-of-call messages", self.out_of_call_messages),
             ("Auto-answered (-aa)", self.auto_answered),
             ("Warnings", self.warnings),
+            ("RTP packets played (pcap)", self.rtp_packets_sent),
+            ("RTP packets echoed", self.rtp_echoed_packets),
+            ("Shell commands started", self.commands_run),
             ("Parse errors", self.parse_errors),
             ("Send errors", self.send_errors),
         ] {

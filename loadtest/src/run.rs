@@ -2,12 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Args, parse_duration_ms, parse_remote};
 use crate::engine::{Config, Quota};
 use crate::inject::Inject;
+use crate::media::{Echo, MediaSockets};
 use crate::report::Report;
 use crate::runtime::{Control, ThreadPlan, bind, run_thread};
 use crate::scenario::{Scenario, StepKind, read_text};
@@ -225,9 +226,23 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         Some(t) => Some(epoch + Duration::from_millis(parse_duration_ms(t)?)),
         None => None,
     };
+    let media = Arc::new(MediaSockets::new(cfg.media_ip));
+    // -rtp_echo: the media port (audio) and port + 2 (video), as SIPp.
+    let echo = if args.rtp_echo {
+        let ports = [cfg.media_port, cfg.media_port.saturating_add(2)];
+        Some(Echo::start(&media, &ports).map_err(|e| RunError {
+            code: 254,
+            message: format!("-rtp_echo: bind {}:{:?}: {e}", cfg.media_ip, ports),
+        })?)
+    } else {
+        None
+    };
     let ctl = Arc::new(Control {
         epoch,
         stop,
+        graceful: AtomicBool::new(false),
+        stopped_now: AtomicBool::new(false),
+        media,
         soft_stop: if args.timeout_error { None } else { timeout },
         deadline: if args.timeout_error {
             timeout
@@ -253,6 +268,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             Err(_) => error = Some("a load thread panicked".into()),
         }
     }
+    if let Some(echo) = echo {
+        (total.rtp_echoed_packets, total.rtp_echoed_bytes) = echo.stop();
+    }
     let elapsed = epoch.elapsed().as_secs_f64();
     if let Some(e) = error {
         return Err(RunError::fatal(e));
@@ -275,7 +293,10 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let timed_out = timeout.is_some_and(|t| Instant::now() >= t);
-    let code = if let Some(message) = &total.fatal {
+    let code = if ctl.stopped_now.load(Ordering::Relaxed) {
+        // <exec int_cmd="stop_now">: SIPp exits 97 at once.
+        97
+    } else if let Some(message) = &total.fatal {
         // An <error> action: SIPp's fatal error.
         eprintln!("sbc-load: error: {message}");
         255

@@ -16,6 +16,8 @@ use sbc_dataplane::shard::{BufRing, SendPool, decode_sockaddr, empty_msghdr, reu
 
 use crate::engine::{Config, Endpoint};
 use crate::gso::{Grouper, Limits};
+use crate::media::{MediaSender, MediaSockets};
+use crate::scenario::IntCmd;
 use crate::scenario::Scenario;
 use crate::stats::Stats;
 
@@ -69,6 +71,12 @@ pub struct Control {
     pub soft_stop: Option<Instant>,
     /// Open calls are abandoned (counted as failed) here.
     pub deadline: Option<Instant>,
+    /// `<exec int_cmd="stop_gracefully">`: no new calls in any thread.
+    pub graceful: AtomicBool,
+    /// `<exec int_cmd="stop_now">` stopped the run.
+    pub stopped_now: AtomicBool,
+    /// Where captures are played from.
+    pub media: Arc<MediaSockets>,
 }
 
 /// Binds the thread's socket (before the threads start, so a bad address
@@ -307,6 +315,18 @@ impl Drop for Io {
     }
 }
 
+/// Starts `sh -c COMMAND` (SIPp runs it with `system`), input from
+/// nowhere; `None` if it cannot start.
+fn spawn_shell(command: &[u8]) -> Option<std::process::Child> {
+    use std::os::unix::ffi::OsStrExt;
+    std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(command))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
 /// Runs one thread until its calls are done, the deadline passes or
 /// `stop` is set. Returns its statistics.
 pub fn run_thread(
@@ -335,6 +355,8 @@ pub fn run_thread(
     let mut pending: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
     let mut grouper = Grouper::default();
+    let mut media = MediaSender::new(Arc::clone(&ctl.media));
+    let mut children: Vec<std::process::Child> = Vec::new();
     // A grouped datagram must fit the path MTU on its own: loopback's is
     // 64 KiB, elsewhere assume Ethernet's.
     let gso_datagram = match plan.remote.map(|r| r.ip()) {
@@ -393,7 +415,7 @@ pub fn run_thread(
         }
 
         ep.handle_timeout(now);
-        if ctl.soft_stop.is_some_and(|t| now_i >= t) {
+        if ctl.soft_stop.is_some_and(|t| now_i >= t) || ctl.graceful.load(Ordering::Relaxed) {
             ep.close();
         }
 
@@ -480,6 +502,35 @@ pub fn run_thread(
         ep.stats.gso_sends += gso_sends;
         ep.stats.gso_datagrams += gso_datagrams;
         ep.clear_out();
+
+        // Media from captures; the shell commands of `<exec command>`,
+        // started and not waited for (finished ones reaped here), as SIPp.
+        let (out, buf) = ep.media_outgoing();
+        let mut media_errors = 0;
+        for m in out {
+            let bytes = buf.get(m.start..m.start + m.len).unwrap_or(b"");
+            if !media.send(m.from_port, m.dst, bytes) {
+                media_errors += 1;
+            }
+        }
+        ep.stats.send_errors += media_errors;
+        ep.clear_media();
+        for c in ep.commands.drain(..) {
+            if let Some(child) = spawn_shell(&c) {
+                children.push(child);
+            }
+        }
+        if !children.is_empty() {
+            children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        }
+        match ep.run_stop.take() {
+            Some(IntCmd::StopGracefully) => ctl.graceful.store(true, Ordering::Relaxed),
+            Some(IntCmd::StopNow) => {
+                ctl.stopped_now.store(true, Ordering::Relaxed);
+                ctl.stop.store(true, Ordering::Relaxed);
+            }
+            _ => {}
+        }
 
         // The end? An <error> action stops every thread (SIPp exits).
         if ep.fatal.is_some() {

@@ -27,10 +27,13 @@ pub enum FailReason {
     AuthFailed,
     /// The scenario's `<error>` action ended the call.
     ErrorAction,
+    /// `<exec int_cmd="stop_call">` in a `<recv>` ended the call (SIPp
+    /// counts it as a failed, rejected call).
+    Rejected,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 9] = [
+    pub const ALL: [FailReason; 10] = [
         FailReason::MaxRetrans,
         FailReason::UnexpectedMessage,
         FailReason::RecvTimeout,
@@ -40,6 +43,7 @@ impl FailReason {
         FailReason::SendError,
         FailReason::AuthFailed,
         FailReason::ErrorAction,
+        FailReason::Rejected,
     ];
 
     pub fn label(self) -> &'static str {
@@ -53,6 +57,7 @@ impl FailReason {
             FailReason::SendError => "send error",
             FailReason::AuthFailed => "authentication",
             FailReason::ErrorAction => "error action",
+            FailReason::Rejected => "call rejected (stop_call)",
         }
     }
 }
@@ -106,6 +111,15 @@ pub struct Stats {
     /// UDP GSO sends, and the datagrams they carried.
     pub gso_sends: u64,
     pub gso_datagrams: u64,
+    /// Datagrams of `play_pcap_*` captures sent, and their payload bytes.
+    pub rtp_packets_sent: u64,
+    pub rtp_bytes_sent: u64,
+    /// `exec command` shell commands started.
+    pub commands_run: u64,
+    /// `-rtp_echo`: datagrams and bytes sent back (the run's, not a
+    /// thread's: set once the run ends).
+    pub rtp_echoed_packets: u64,
+    pub rtp_echoed_bytes: u64,
     /// Responses received by status code (100..=699).
     pub responses: Vec<u64>,
     pub steps: Vec<StepCounts>,
@@ -137,6 +151,11 @@ impl Stats {
             send_errors: 0,
             gso_sends: 0,
             gso_datagrams: 0,
+            rtp_packets_sent: 0,
+            rtp_bytes_sent: 0,
+            commands_run: 0,
+            rtp_echoed_packets: 0,
+            rtp_echoed_bytes: 0,
             responses: vec![0; 700],
             steps: vec![StepCounts::default(); steps],
             rtd: (0..RTD_COUNT).map(|_| histogram()).collect(),
@@ -197,6 +216,9 @@ impl Stats {
         self.send_errors += o.send_errors;
         self.gso_sends += o.gso_sends;
         self.gso_datagrams += o.gso_datagrams;
+        self.rtp_packets_sent += o.rtp_packets_sent;
+        self.rtp_bytes_sent += o.rtp_bytes_sent;
+        self.commands_run += o.commands_run;
         for (a, b) in self.responses.iter_mut().zip(o.responses.iter()) {
             *a += b;
         }

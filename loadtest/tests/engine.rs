@@ -951,3 +951,225 @@ fn a_jump_out_of_range_is_fatal() {
         assert_eq!(b.stats.failed_by(FailReason::ErrorAction), 1);
     }
 }
+
+/// A pcap file (little-endian, µs) of Ethernet frames: (microseconds
+/// after the first, UDP destination port, payload) per packet.
+fn pcap_file(packets: &[(u32, u16, &[u8])]) -> Vec<u8> {
+    let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    for &(us, dport, payload) in packets {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(4000, dport)
+            .write(&mut frame, payload)
+            .unwrap();
+        let len = (frame.len() as u32).to_le_bytes();
+        f.extend_from_slice(&(1000 + us / 1_000_000).to_le_bytes());
+        f.extend_from_slice(&(us % 1_000_000).to_le_bytes());
+        f.extend_from_slice(&len);
+        f.extend_from_slice(&len);
+        f.extend_from_slice(&frame);
+    }
+    f
+}
+
+/// Takes the media an endpoint queued: (from port, destination, bytes).
+fn drain_media(ep: &mut Endpoint) -> Vec<(u16, SocketAddr, Vec<u8>)> {
+    let (out, buf) = ep.media_outgoing();
+    let v = out
+        .iter()
+        .map(|m| (m.from_port, m.dst, buf[m.start..m.start + m.len].to_vec()))
+        .collect();
+    ep.clear_media();
+    v
+}
+
+/// A callee that answers with an SDP naming 10.9.9.9 port 7000 for audio.
+fn uas_with_sdp() -> Arc<Scenario> {
+    scenario(
+        r#"<scenario name="uas">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=u1
+[last_Call-ID:]
+[last_CSeq:]
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+c=IN IP4 10.9.9.9
+m=audio 7000 RTP/AVP 8
+]]></send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+</scenario>"#,
+    )
+}
+
+/// A caller whose INVITE offers audio on `[media_port+10]` and that runs
+/// `actions` after its ACK, pauses 30 ms and hangs up.
+fn uac_playing(actions: &str) -> Arc<Scenario> {
+    scenario(&format!(
+        r#"<scenario name="uac">
+  <send><![CDATA[
+INVITE sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+c=IN IP4 [media_ip]
+m=audio [media_port+10] RTP/AVP 8
+]]></send>
+  <recv response="200"/>
+  <send><![CDATA[
+ACK sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Content-Length: 0
+]]></send>
+  <nop><action>{actions}</action></nop>
+  <pause milliseconds="30"/>
+  <send><![CDATA[
+BYE sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+</scenario>"#
+    ))
+}
+
+/// `play_pcap_audio` sends the capture's payloads as captured, paced as
+/// captured, from the port our SDP offered to the address and port of the
+/// peer's SDP (RTCP, one port up in the capture, one port up on both
+/// sides); the playback stops when the call ends.
+#[test]
+fn a_capture_plays_paced_from_our_sdp_port_to_the_peers_and_stops_with_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("voice.pcap");
+    std::fs::write(
+        &path,
+        pcap_file(&[
+            (0, 6000, b"rtp-0"),
+            (10_000, 6001, b"rtcp"),
+            (20_000, 6000, b"rtp-1"),
+            (1_000_000, 6000, b"never"),
+        ]),
+    )
+    .unwrap();
+    let scn = uac_playing(&format!(r#"<exec play_pcap_audio="{}"/>"#, path.display()));
+    let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!(a.poll_timeout(), Some(0), "the first packet is due now");
+    a.handle_timeout(0);
+    let peer = addr("10.9.9.9:7000");
+    assert_eq!(drain_media(&mut a), vec![(6010, peer, b"rtp-0".to_vec())]);
+    a.handle_timeout(9_999);
+    assert!(drain_media(&mut a).is_empty(), "paced: not before 10 ms");
+    a.handle_timeout(10_000);
+    assert_eq!(
+        drain_media(&mut a),
+        vec![(6011, addr("10.9.9.9:7001"), b"rtcp".to_vec())]
+    );
+    a.handle_timeout(20_000);
+    assert_eq!(drain_media(&mut a), vec![(6010, peer, b"rtp-1".to_vec())]);
+    // The pause ends at 30 ms: BYE, 200, the call is over.
+    net.now = 30_000;
+    a.handle_timeout(net.now);
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!((a.stats.succeeded, a.open_calls()), (1, 0));
+    a.handle_timeout(2_000_000);
+    assert!(drain_media(&mut a).is_empty(), "stopped with the call");
+    assert_eq!((a.stats.rtp_packets_sent, a.stats.rtp_bytes_sent), (3, 14));
+}
+
+/// `stop_call` in a `<recv>` ends the call as a rejected failure with
+/// nothing sent (SIPp deletes the call); elsewhere it only skips the
+/// actions after it. `command` and `stop_gracefully` are handed to the
+/// runtime, rendered.
+#[test]
+fn stop_call_rejects_only_in_a_recv_and_commands_reach_the_runtime() {
+    let recv_stop = scenario(
+        r#"<scenario name="s">
+  <send><![CDATA[
+INVITE sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Content-Length: 0
+]]></send>
+  <recv response="200"><action><exec int_cmd="stop_call"/></action></recv>
+  <pause milliseconds="10"/>
+</scenario>"#,
+    );
+    let (mut a, mut b) = (
+        uac(recv_stop, config(Some(1))),
+        uas(uas_with_sdp(), config(None)),
+    );
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    b.handle_datagram(0, addr(UAC), &invite);
+    for (_, m) in drain(&mut b) {
+        a.handle_datagram(1, addr(UAS), &m);
+    }
+    assert_eq!(a.stats.failed_by(FailReason::Rejected), 1);
+    assert_eq!(a.open_calls(), 0);
+    assert!(drain(&mut a).is_empty(), "no ACK, no BYE: {:?}", a.stats);
+
+    // In a <nop>: the command after it never runs, the call goes on.
+    let scn = uac_playing(
+        r#"<exec command="echo [call_id] done"/><exec int_cmd="stop_gracefully"/><exec int_cmd="stop_call"/><exec command="never"/>"#,
+    );
+    let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    let call_id = Message::parse(&invite)
+        .unwrap()
+        .value(HeaderName::CallId)
+        .unwrap()
+        .to_vec();
+    b.handle_datagram(0, addr(UAC), &invite);
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    let want = [b"echo ".as_slice(), &call_id, b" done"].concat();
+    assert_eq!(a.commands, vec![want]);
+    assert_eq!(a.stats.commands_run, 1);
+    assert_eq!(
+        a.run_stop,
+        Some(sbc_loadtest::scenario::IntCmd::StopGracefully)
+    );
+    while net.tick(&mut a, &mut b) {
+        net.exchange(&mut a, &mut b, &mut |_| false);
+    }
+    assert_eq!((a.stats.succeeded, a.stats.failed_total()), (1, 0));
+}
