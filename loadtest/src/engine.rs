@@ -36,8 +36,8 @@ use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 use crate::inject::Inject;
 use crate::pcap::Capture;
 use crate::scenario::{
-    Action, Arith, Compare, Distribution, Expect, IntCmd, MediaKind, NumOperand, RTD_COUNT,
-    Scenario, SearchIn, StepKind, StrOperand, VarId,
+    Action, Arith, Compare, Distribution, Expect, IntCmd, MediaKind, NumOperand, PauseLength,
+    RTD_COUNT, Scenario, SearchIn, StepKind, StrOperand, VarId,
 };
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader};
@@ -307,6 +307,8 @@ struct Call {
     media_to: [Option<SocketAddr>; 3],
     /// Per [`MediaKind`]: the port our own SDP gave that stream.
     media_from: [Option<u16>; 3],
+    /// In its `<timewait>`: however it ends now, it succeeded.
+    timewait: bool,
 }
 
 impl Call {
@@ -345,6 +347,7 @@ impl Call {
             scheduled: None,
             media_to: [None; 3],
             media_from: [None; 3],
+            timewait: false,
         }
     }
 
@@ -377,6 +380,7 @@ impl Call {
         self.scheduled = None;
         self.media_to = [None; 3];
         self.media_from = [None; 3];
+        self.timewait = false;
     }
 
     fn deadline(&self) -> Option<u64> {
@@ -1027,6 +1031,11 @@ impl Endpoint {
                 }
                 self.end(slot, call, now);
             }
+            // However a call in its <timewait> ends, it succeeded (SIPp).
+            Flow::Failed(reason) if call.timewait && reason != FailReason::ErrorAction => {
+                self.stats.succeeded += 1;
+                self.end(slot, call, now);
+            }
             Flow::Failed(reason) => {
                 self.stats.fail(reason);
                 // Not after an <error> (SIPp stops there), nor when the peer
@@ -1061,7 +1070,12 @@ impl Endpoint {
     pub fn abort_all(&mut self, now: u64) {
         for slot in 0..self.slab.len() {
             if let Some(call) = self.slab.get_mut(slot).and_then(Option::take) {
-                self.stats.fail(FailReason::Aborted);
+                // A call in its <timewait> has done its work (SIPp).
+                if call.timewait && call.doomed.is_none() {
+                    self.stats.succeeded += 1;
+                } else {
+                    self.stats.fail(FailReason::Aborted);
+                }
                 self.end(u32::try_from(slot).unwrap_or(u32::MAX), call, now);
             }
         }
@@ -1642,8 +1656,9 @@ impl Endpoint {
                     flow = Flow::Waiting;
                     break;
                 }
-                StepKind::Pause { ms } => {
+                StepKind::Pause { length, timewait } => {
                     self.rtd(call, idx, now);
+                    call.timewait = *timewait;
                     if let Some(s) = self.stats.step(idx) {
                         s.passed += 1;
                     }
@@ -1656,7 +1671,23 @@ impl Endpoint {
                             break;
                         }
                     }
-                    let ms = ms.unwrap_or(self.cfg.pause_ms);
+                    let ms = match *length {
+                        PauseLength::Default => self.cfg.pause_ms,
+                        PauseLength::Fixed { ms } => ms,
+                        PauseLength::Drawn(d) => {
+                            let v = sample(d, &mut self.rng);
+                            if v.is_finite() && v > 0.0 {
+                                v as u64
+                            } else {
+                                0
+                            }
+                        }
+                        // As SIPp's getDouble: 0 unless it holds a number.
+                        PauseLength::Variable(v) => match call.vars.get(usize::from(v.0)) {
+                            Some(Value::Num(n)) if n.is_finite() && *n > 0.0 => *n as u64,
+                            _ => 0,
+                        },
+                    };
                     if ms == 0 {
                         call.step = call
                             .pause_jump
@@ -1761,6 +1792,12 @@ impl Endpoint {
                     out,
                     u64::from(self.cfg.media_port).saturating_add_signed(*off),
                 );
+            }
+            // As SIPp: four ports a call, wrapping after 10,000.
+            Keyword::AutoMediaPort(off) => {
+                let port = u64::from(self.cfg.media_port).saturating_add_signed(*off)
+                    + (4 * call.number.saturating_sub(1)) % 10_000;
+                num(out, port);
             }
             Keyword::Service => out.extend_from_slice(&self.cfg.service),
             Keyword::Pid => out.extend_from_slice(&self.pid),
@@ -2086,31 +2123,39 @@ fn run_actions(
                 check_it_inverse,
                 assign_to,
             } => {
-                let mut hay: Vec<u8> = Vec::new();
+                let var_text;
                 let text: &[u8] = match (msg, search_in) {
+                    (_, SearchIn::Var(v)) => {
+                        var_text = match call.vars.get(usize::from(v.0)) {
+                            Some(Value::Str(s)) => Some(s.clone()),
+                            _ => None,
+                        };
+                        match &var_text {
+                            Some(s) => s,
+                            None if *check_it => return Err(FailReason::RegexpHdrNotFound),
+                            None => b"",
+                        }
+                    }
                     (None, _) => b"",
                     (Some(m), SearchIn::Msg) => m.as_bytes(),
                     (Some(m), SearchIn::Body) => m.body(),
-                    (Some(m), SearchIn::Hdr(name)) => {
-                        let kind = HeaderName::parse(name);
-                        for (i, h) in m
-                            .headers()
-                            .filter(|h| {
-                                if kind == HeaderName::Other {
-                                    h.name == HeaderName::Other
-                                        && h.raw_name.eq_ignore_ascii_case(name)
-                                } else {
-                                    h.name == kind
-                                }
-                            })
-                            .enumerate()
-                        {
-                            if i > 0 {
-                                hay.extend_from_slice(b", ");
-                            }
-                            hay.extend_from_slice(h.value);
+                    (
+                        Some(m),
+                        SearchIn::Hdr {
+                            name,
+                            case_indep,
+                            start_line,
+                            occurrence,
+                        },
+                    ) => {
+                        let found =
+                            header_text(m.as_bytes(), name, *case_indep, *start_line, *occurrence);
+                        // As SIPp: found empty is not found.
+                        match found {
+                            Some(t) if !t.is_empty() => t,
+                            _ if *check_it => return Err(FailReason::RegexpHdrNotFound),
+                            _ => b"",
                         }
-                        &hay
                     }
                 };
                 let caps = regex.captures(text);
@@ -2328,5 +2373,71 @@ fn own_media_ports(message: &[u8], from: &mut [Option<u16>; 3]) {
         {
             *slot = Some(port);
         }
+    }
+}
+
+/// SIPp's `extractSubMessage`: the rest of the line after the
+/// `occurrence`-th place `name` appears in `msg` (at the start of a line
+/// only with `start_line`; in any case with `case_indep`), leading spaces
+/// kept; `None` when it does not appear.
+fn header_text<'m>(
+    msg: &'m [u8],
+    name: &[u8],
+    case_indep: bool,
+    start_line: bool,
+    occurrence: usize,
+) -> Option<&'m [u8]> {
+    if name.is_empty() {
+        return None;
+    }
+    let mut left = occurrence.max(1);
+    let mut at = 0;
+    while at + name.len() <= msg.len() {
+        let here = &msg[at..at + name.len()];
+        let same = if case_indep {
+            here.eq_ignore_ascii_case(name)
+        } else {
+            here == name
+        };
+        let at_line_start = at == 0 || msg[at - 1] == b'\n';
+        if same && (!start_line || at_line_start) {
+            if left == 1 {
+                let rest = &msg[at + name.len()..];
+                let end = rest
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .unwrap_or(rest.len());
+                return Some(&rest[..end]);
+            }
+            left -= 1;
+        }
+        at += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn header_text_is_found_as_sipp_finds_it() {
+        let m = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;x=Contact:\r\nContact: <sip:b>\r\ncontact: <sip:c>\r\nl: 0\r\n\r\n";
+        let find = |name: &str, ci, sl, occ| {
+            header_text(m, name.as_bytes(), ci, sl, occ)
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+        };
+        // Anywhere in the message, the leading space kept, first match.
+        assert_eq!(find("Contact:", false, false, 1).as_deref(), Some(""));
+        // At a line start only.
+        assert_eq!(
+            find("Contact:", false, true, 1).as_deref(),
+            Some(" <sip:b>")
+        );
+        // In any case, the second at a line start.
+        assert_eq!(find("contact:", true, true, 2).as_deref(), Some(" <sip:c>"));
+        assert_eq!(find("Contact:", false, true, 2), None);
+        assert_eq!(find("Route:", false, false, 1), None);
     }
 }

@@ -3,6 +3,7 @@
 //! load threads, as SIPp sends every call's media from the same ports),
 //! and `-rtp_echo` sends what arrives on the media port (and port + 2, for
 //! video) back to where it came from.
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io;
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::engine::MediaOut;
 
 /// The run's media sockets, bound on first use.
 #[derive(Debug)]
@@ -44,12 +47,20 @@ impl MediaSockets {
     }
 }
 
+/// Most datagrams in one UDP GSO send, and most bytes.
+const GSO_SEGMENTS: usize = 64;
+const GSO_BYTES: usize = 60_000;
+/// Most messages in one `sendmmsg`.
+const BATCH: usize = 256;
+
 /// A load thread's handle on the media sockets (its own cache of them, so
 /// the shared table is only locked for a port it has not used yet).
 #[derive(Debug)]
 pub struct MediaSender {
     shared: Arc<MediaSockets>,
     cache: HashMap<u16, Arc<UdpSocket>>,
+    /// Off once the kernel refuses a GSO send.
+    gso: bool,
 }
 
 impl MediaSender {
@@ -57,24 +68,161 @@ impl MediaSender {
         MediaSender {
             shared,
             cache: HashMap::new(),
+            gso: true,
         }
     }
 
-    /// Sends one datagram from `from_port` without waiting; false when it
-    /// could not leave (no socket on that port, a full send buffer...).
-    pub fn send(&mut self, from_port: u16, dst: SocketAddr, bytes: &[u8]) -> bool {
-        let sock = match self.cache.get(&from_port) {
-            Some(s) => s,
-            None => match self.shared.socket(from_port) {
-                Ok(s) => self.cache.entry(from_port).or_insert(s),
-                Err(_) => return false,
-            },
-        };
-        socket2::SockRef::from(&**sock)
-            .send_to_with_flags(bytes, &dst.into(), libc::MSG_DONTWAIT)
-            .is_ok()
+    /// Sends a batch of datagrams: those from one port go in `sendmmsg`
+    /// calls, and those of one size to one destination (RTP of one stream,
+    /// or every call's when they all go to one peer port) in UDP GSO sends
+    /// within them; each stays its own datagram on the wire, in order per
+    /// destination. Returns how many could not leave.
+    pub fn send_all(&mut self, out: &[MediaOut], buf: &[u8]) -> u64 {
+        let mut failed = 0;
+        let mut order: Vec<usize> = (0..out.len()).collect();
+        // By port, then destination and size; stable, so each stream keeps
+        // its order.
+        order.sort_by_key(|&i| (out[i].from_port, out[i].dst, out[i].len));
+        let mut at = 0;
+        while at < order.len() {
+            let port = out[order[at]].from_port;
+            let end = order[at..]
+                .iter()
+                .position(|&i| out[i].from_port != port)
+                .map_or(order.len(), |n| at + n);
+            let sock = match self.cache.get(&port) {
+                Some(s) => Arc::clone(s),
+                None => match self.shared.socket(port) {
+                    Ok(s) => Arc::clone(self.cache.entry(port).or_insert(s)),
+                    Err(_) => {
+                        failed += (end - at) as u64;
+                        at = end;
+                        continue;
+                    }
+                },
+            };
+            failed += self.send_port(&sock, out, buf, &order[at..end]);
+            at = end;
+        }
+        failed
+    }
+
+    /// `send_all` for the datagrams `idx` (sorted) of one socket.
+    fn send_port(&mut self, sock: &UdpSocket, out: &[MediaOut], buf: &[u8], idx: &[usize]) -> u64 {
+        // Groups: runs of one destination and size, at most GSO_SEGMENTS.
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        let mut i = 0;
+        while i < idx.len() {
+            let first = &out[idx[i]];
+            let mut n = 1;
+            while self.gso
+                && i + n < idx.len()
+                && n < GSO_SEGMENTS
+                && (n + 1) * first.len <= GSO_BYTES
+                && out[idx[i + n]].dst == first.dst
+                && out[idx[i + n]].len == first.len
+            {
+                n += 1;
+            }
+            groups.push((i, n));
+            i += n;
+        }
+        let mut failed = 0;
+        for chunk in groups.chunks(BATCH) {
+            failed += self.send_groups(sock, out, buf, idx, chunk);
+        }
+        failed
+    }
+
+    fn send_groups(
+        &mut self,
+        sock: &UdpSocket,
+        out: &[MediaOut],
+        buf: &[u8],
+        idx: &[usize],
+        groups: &[(usize, usize)],
+    ) -> u64 {
+        use std::os::fd::AsRawFd;
+        let iovs: Vec<libc::iovec> = groups
+            .iter()
+            .flat_map(|&(start, n)| &idx[start..start + n])
+            .map(|&k| {
+                let m = &out[k];
+                let data = buf.get(m.start..m.start + m.len).unwrap_or(&[]);
+                libc::iovec {
+                    iov_base: data.as_ptr() as *mut libc::c_void,
+                    iov_len: data.len(),
+                }
+            })
+            .collect();
+        let names: Vec<socket2::SockAddr> = groups
+            .iter()
+            .map(|&(start, _)| socket2::SockAddr::from(out[idx[start]].dst))
+            .collect();
+        // One cmsg (UDP_SEGMENT, a u16) per group of several datagrams.
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+        let mut control = vec![0u8; space * groups.len()];
+        let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(groups.len());
+        let mut iov_at = 0;
+        for (g, &(start, n)) in groups.iter().enumerate() {
+            // SAFETY: an all-zero mmsghdr is a valid empty message.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = names[g].as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = names[g].len();
+            h.msg_hdr.msg_iov = iovs[iov_at..].as_ptr() as *mut libc::iovec;
+            h.msg_hdr.msg_iovlen = n;
+            iov_at += n;
+            if n > 1 {
+                let ctl = &mut control[g * space..(g + 1) * space];
+                h.msg_hdr.msg_control = ctl.as_mut_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_controllen = space;
+                // SAFETY: the control buffer is CMSG_SPACE(2) bytes, so
+                // CMSG_FIRSTHDR is non-null and its data holds a u16.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                    let seg = u16::try_from(out[idx[start]].len).unwrap_or(u16::MAX);
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+                }
+            }
+            msgs.push(h);
+        }
+        let mut sent = 0;
+        let mut failed = 0u64;
+        while sent < msgs.len() {
+            // SAFETY: every mmsghdr points at names, iovecs, payloads and
+            // control buffers that live until this call returns.
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    msgs[sent..].as_mut_ptr(),
+                    u32::try_from(msgs.len() - sent).unwrap_or(u32::MAX),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                sent += r as usize;
+                continue;
+            }
+            // The message at `sent` failed: a GSO group the kernel refuses
+            // turns GSO off (the next batches go datagram by datagram);
+            // its datagrams, or the datagram, count as failed.
+            let (_, n) = groups[sent];
+            if n > 1 {
+                self.gso = false;
+            }
+            failed += n as u64;
+            sent += 1;
+        }
+        failed
     }
 }
+
+/// `UDP_SEGMENT` (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
 
 /// `-rtp_echo`: a thread per echoed port.
 #[derive(Debug)]
@@ -144,24 +292,81 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Queues `packets` (from port, destination, bytes) as the engine does.
+    fn batch(packets: &[(u16, SocketAddr, &[u8])]) -> (Vec<MediaOut>, Vec<u8>) {
+        let mut buf = Vec::new();
+        let out = packets
+            .iter()
+            .map(|&(from_port, dst, bytes)| {
+                let start = buf.len();
+                buf.extend_from_slice(bytes);
+                MediaOut {
+                    from_port,
+                    dst,
+                    start,
+                    len: bytes.len(),
+                }
+            })
+            .collect();
+        (out, buf)
+    }
+
     #[test]
-    fn media_leaves_from_the_asked_port_and_is_echoed_back() {
+    fn media_leaves_from_the_asked_ports_in_order_and_is_echoed_back() {
         let ip: IpAddr = "127.176.1.1".parse().unwrap();
         let sockets = Arc::new(MediaSockets::new(ip));
         let echo = Echo::start(&sockets, &[41_000]).unwrap();
-        let peer = UdpSocket::bind("127.176.1.2:0").unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        // A playback from port 41002 arrives from there.
+        let (a, b) = (
+            UdpSocket::bind("127.176.1.2:0").unwrap(),
+            UdpSocket::bind("127.176.1.3:0").unwrap(),
+        );
+        for p in [&a, &b] {
+            p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let (da, db) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        // Two streams to `a` (RTP from 41002, a same-size run that goes
+        // as one GSO send, and RTCP from 41003) and one of another size to
+        // `b`, interleaved as a playback queues them.
+        let (out, buf) = batch(&[
+            (41_002, da, b"rtp-0"),
+            (41_003, da, b"rtcp-0"),
+            (41_002, db, b"other-0"),
+            (41_002, da, b"rtp-1"),
+            (41_002, da, b"rtp-2"),
+            (41_002, db, b"other-1"),
+            (41_002, da, b"rtp-3"),
+        ]);
         let mut sender = MediaSender::new(Arc::clone(&sockets));
-        assert!(sender.send(41_002, peer.local_addr().unwrap(), b"rtp"));
-        let mut buf = [0u8; 64];
-        let (n, from) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"rtp");
-        assert_eq!(from, SocketAddr::new(ip, 41_002));
+        assert_eq!(sender.send_all(&out, &buf), 0);
+        let got = |p: &UdpSocket, n: usize| -> Vec<(String, u16)> {
+            let mut v = Vec::new();
+            let mut data = [0u8; 64];
+            for _ in 0..n {
+                let (len, from) = p.recv_from(&mut data).unwrap();
+                assert_eq!(from.ip(), ip);
+                v.push((
+                    String::from_utf8_lossy(&data[..len]).into_owned(),
+                    from.port(),
+                ));
+            }
+            v
+        };
+        let mut at_a = got(&a, 5);
+        // RTCP comes from its own socket: only each stream's order counts.
+        let rtcp = at_a.iter().position(|(d, _)| d == "rtcp-0").unwrap();
+        assert_eq!(at_a.remove(rtcp), ("rtcp-0".into(), 41_003));
+        let want: Vec<(String, u16)> = (0..4).map(|i| (format!("rtp-{i}"), 41_002)).collect();
+        assert_eq!(at_a, want, "one datagram each, in order");
+        assert_eq!(
+            got(&b, 2),
+            vec![("other-0".into(), 41_002), ("other-1".into(), 41_002)]
+        );
+        assert!(sender.gso, "loopback takes GSO sends");
         // What reaches the echoed port comes back to its sender.
-        peer.send_to(b"hello", (ip, 41_000)).unwrap();
-        let (n, from) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"hello");
+        a.send_to(b"hello", (ip, 41_000)).unwrap();
+        let mut data = [0u8; 64];
+        let (n, from) = a.recv_from(&mut data).unwrap();
+        assert_eq!(&data[..n], b"hello");
         assert_eq!(from, SocketAddr::new(ip, 41_000));
         assert_eq!(echo.stop(), (1, 5));
     }

@@ -132,9 +132,9 @@ impl Report {
                             .unwrap_or_else(|| "response".into()),
                     ),
                     StepKind::Recv(r) => ("recv", r.expect.to_string()),
-                    StepKind::Pause { ms } => (
-                        "pause",
-                        ms.map_or_else(|| "-d".into(), |m| format!("{m} ms")),
+                    StepKind::Pause { length, timewait } => (
+                        if *timewait { "timewait" } else { "pause" },
+                        length.to_string(),
                     ),
                     StepKind::Nop => ("nop", String::new()),
                 };

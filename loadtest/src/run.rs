@@ -324,7 +324,7 @@ fn default_limit(scn: &Scenario, per_sec: f64, d_ms: u64) -> usize {
         .steps
         .iter()
         .map(|s| match s.kind {
-            StepKind::Pause { ms } => ms.unwrap_or(d_ms),
+            StepKind::Pause { length, .. } => length.typical_ms(d_ms),
             _ => 0,
         })
         .sum();

@@ -506,13 +506,11 @@ pub fn run_thread(
         // Media from captures; the shell commands of `<exec command>`,
         // started and not waited for (finished ones reaped here), as SIPp.
         let (out, buf) = ep.media_outgoing();
-        let mut media_errors = 0;
-        for m in out {
-            let bytes = buf.get(m.start..m.start + m.len).unwrap_or(b"");
-            if !media.send(m.from_port, m.dst, bytes) {
-                media_errors += 1;
-            }
-        }
+        let media_errors = if out.is_empty() {
+            0
+        } else {
+            media.send_all(out, buf)
+        };
         ep.stats.send_errors += media_errors;
         ep.clear_media();
         for c in ep.commands.drain(..) {

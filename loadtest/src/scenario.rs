@@ -84,11 +84,63 @@ pub enum StepKind {
         retrans_ms: Option<u64>,
     },
     Recv(Recv),
-    /// `None`: the `-d` duration.
+    /// `<pause>`, or `<timewait>` (the last step: a pause during which
+    /// the call still answers retransmissions, and that counts as a
+    /// success however the call ends).
     Pause {
-        ms: Option<u64>,
+        length: PauseLength,
+        timewait: bool,
     },
     Nop,
+}
+
+/// How long a `<pause>` lasts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PauseLength {
+    /// `-d`.
+    Default,
+    Fixed {
+        ms: u64,
+    },
+    /// A draw (milliseconds) for each call.
+    Drawn(Distribution),
+    /// The number a call variable holds (milliseconds).
+    Variable(VarId),
+}
+
+impl PauseLength {
+    /// A typical length, ms (the mean of a distribution), with `-d` for
+    /// the default: for sizing, not for running.
+    pub fn typical_ms(&self, default_ms: u64) -> u64 {
+        let ms = match *self {
+            PauseLength::Default => return default_ms,
+            PauseLength::Fixed { ms } => return ms,
+            PauseLength::Variable(_) => return default_ms,
+            PauseLength::Drawn(Distribution::Fixed(v)) => v,
+            PauseLength::Drawn(Distribution::Uniform { min, max }) => (min + max) / 2.0,
+            PauseLength::Drawn(
+                Distribution::Normal { mean, .. }
+                | Distribution::LogNormal { mean, .. }
+                | Distribution::Exponential { mean },
+            ) => mean,
+        };
+        if ms.is_finite() && ms > 0.0 {
+            ms as u64
+        } else {
+            0
+        }
+    }
+}
+
+impl fmt::Display for PauseLength {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PauseLength::Default => write!(f, "-d"),
+            PauseLength::Fixed { ms } => write!(f, "{ms} ms"),
+            PauseLength::Drawn(d) => write!(f, "{d:?}"),
+            PauseLength::Variable(_) => write!(f, "variable"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -118,8 +170,18 @@ pub struct Step {
 pub enum SearchIn {
     Msg,
     Body,
-    /// The values of a header (name as written, without the colon).
-    Hdr(Vec<u8>),
+    /// As SIPp: the rest of the line after the `occurrence`-th place the
+    /// text `name` (as written, colon included) appears in the message,
+    /// leading spaces kept; `start_line`: only at the start of a line;
+    /// `case_indep`: in any case.
+    Hdr {
+        name: Vec<u8>,
+        case_indep: bool,
+        start_line: bool,
+        occurrence: usize,
+    },
+    /// A call variable's string.
+    Var(VarId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +415,14 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
         "pause",
         &[
             "milliseconds",
+            "variable",
+            "distribution",
+            "value",
+            "min",
+            "max",
+            "mean",
+            "stdev",
+            "sanity_check",
             "start_rtd",
             "rtd",
             "repeat_rtd",
@@ -480,9 +550,11 @@ impl Parser<'_> {
 
     fn step(&mut self, node: Node<'_, '_>, index: usize) -> Result<Step, ScenarioError> {
         let name = node.tag_name().name();
+        // <timewait> takes what <pause> takes.
+        let key = if name == "timewait" { "pause" } else { name };
         let allowed = STEP_ATTRS
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| *n == key)
             .map(|(_, a)| *a)
             .unwrap_or(&[]);
         self.check_attrs(node, allowed)?;
@@ -540,9 +612,23 @@ impl Parser<'_> {
                     on_timeout: None,
                 })
             }
-            "pause" => StepKind::Pause {
-                ms: self.u64_attr(node, "milliseconds")?,
-            },
+            "pause" | "timewait" => {
+                let length = if let Some(v) = node.attribute("variable") {
+                    PauseLength::Variable(self.var(v))
+                } else if node.attribute("distribution").is_some() {
+                    PauseLength::Drawn(self.distribution(node)?)
+                } else {
+                    match self.u64_attr(node, "milliseconds")? {
+                        Some(ms) => PauseLength::Fixed { ms },
+                        None => PauseLength::Default,
+                    }
+                };
+                self.bool_attr(node, "sanity_check")?;
+                StepKind::Pause {
+                    length,
+                    timewait: name == "timewait",
+                }
+            }
             "nop" => StepKind::Nop,
             _ => return Err(self.err(node, "this element is not supported by sbc-load")),
         };
@@ -654,14 +740,20 @@ impl Parser<'_> {
                         "check_it_inverse",
                         "assign_to",
                         "case_indep",
+                        "start_line",
+                        "occurrence",
+                        "occurence",
+                        "variable",
                     ],
                 )?;
                 let Some(re) = node.attribute("regexp") else {
                     return Err(self.err(node, "the regexp attribute is required"));
                 };
-                // case_indep is about the header name, which is always
-                // matched without regard to case here.
-                self.bool_attr(node, "case_indep")?;
+                if node.attribute("check_it").is_some()
+                    && node.attribute("check_it_inverse").is_some()
+                {
+                    return Err(self.err(node, "check_it and check_it_inverse exclude each other"));
+                }
                 // POSIX extended, as SIPp compiles it: `.` matches line ends.
                 let regex = RegexBuilder::new(re)
                     .dot_matches_new_line(true)
@@ -670,12 +762,27 @@ impl Parser<'_> {
                 let search_in = match (node.attribute("search_in"), node.attribute("header")) {
                     (None | Some("msg"), None) => SearchIn::Msg,
                     (Some("body"), None) => SearchIn::Body,
+                    (Some("var"), None) => match node.attribute("variable") {
+                        Some(v) => SearchIn::Var(self.var(v)),
+                        None => return Err(self.err(node, "search_in=\"var\" needs variable=")),
+                    },
                     (Some("hdr"), Some(h)) => {
-                        let h = h.trim().trim_end_matches(':').trim();
                         if h.is_empty() {
                             return Err(self.err(node, "header=\"\" names no header"));
                         }
-                        SearchIn::Hdr(h.as_bytes().to_vec())
+                        let occurrence =
+                            match node.attribute("occurrence").or(node.attribute("occurence")) {
+                                Some(n) => n.trim().parse::<usize>().map_err(|_| {
+                                    self.err(node, format!("occurrence=\"{n}\" is not a number"))
+                                })?,
+                                None => 1,
+                            };
+                        SearchIn::Hdr {
+                            name: h.as_bytes().to_vec(),
+                            case_indep: self.bool_attr(node, "case_indep")?,
+                            start_line: self.bool_attr(node, "start_line")?,
+                            occurrence,
+                        }
                     }
                     (Some("hdr"), None) => {
                         return Err(self.err(node, "search_in=\"hdr\" needs header="));
@@ -686,7 +793,7 @@ impl Parser<'_> {
                     (Some(v), None) => {
                         return Err(self.err(
                             node,
-                            format!("search_in=\"{v}\": expected msg, hdr or body"),
+                            format!("search_in=\"{v}\": expected msg, hdr, body or var"),
                         ));
                     }
                 };
@@ -886,36 +993,41 @@ impl Parser<'_> {
                     ],
                 )?;
                 let var = self.one_var(node)?;
-                let distribution = match node.attribute("distribution") {
-                    Some("fixed") => Distribution::Fixed(self.f64_attr(node, "value")?),
-                    Some("uniform") => Distribution::Uniform {
-                        min: self.f64_attr(node, "min")?,
-                        max: self.f64_attr(node, "max")?,
-                    },
-                    Some("normal") => Distribution::Normal {
-                        mean: self.f64_attr(node, "mean")?,
-                        stdev: self.f64_attr(node, "stdev")?,
-                    },
-                    Some("lognormal") => Distribution::LogNormal {
-                        mean: self.f64_attr(node, "mean")?,
-                        stdev: self.f64_attr(node, "stdev")?,
-                    },
-                    Some("exponential") => Distribution::Exponential {
-                        mean: self.f64_attr(node, "mean")?,
-                    },
-                    Some(d) => {
-                        return Err(self.err(
-                            node,
-                            format!("distribution=\"{d}\" is not supported by sbc-load (fixed, uniform, normal, lognormal, exponential)"),
-                        ));
-                    }
-                    None => return Err(self.err(node, "the distribution attribute is required")),
-                };
+                let distribution = self.distribution(node)?;
                 Ok(Action::Sample { var, distribution })
             }
             "exec" => self.exec(node),
             _ => Err(self.err(node, "this action is not supported by sbc-load")),
         }
+    }
+
+    /// The `distribution` of a `<sample>` or `<pause>` and its parameters.
+    fn distribution(&self, node: Node<'_, '_>) -> Result<Distribution, ScenarioError> {
+        Ok(match node.attribute("distribution") {
+            Some("fixed") => Distribution::Fixed(self.f64_attr(node, "value")?),
+            Some("uniform") => Distribution::Uniform {
+                min: self.f64_attr(node, "min")?,
+                max: self.f64_attr(node, "max")?,
+            },
+            Some("normal") => Distribution::Normal {
+                mean: self.f64_attr(node, "mean")?,
+                stdev: self.f64_attr(node, "stdev")?,
+            },
+            Some("lognormal") => Distribution::LogNormal {
+                mean: self.f64_attr(node, "mean")?,
+                stdev: self.f64_attr(node, "stdev")?,
+            },
+            Some("exponential") => Distribution::Exponential {
+                mean: self.f64_attr(node, "mean")?,
+            },
+            Some(d) => {
+                return Err(self.err(
+                            node,
+                            format!("distribution=\"{d}\" is not supported by sbc-load (fixed, uniform, normal, lognormal, exponential)"),
+                        ));
+            }
+            None => return Err(self.err(node, "the distribution attribute is required")),
+        })
     }
 
     /// `<exec>`: one of its attributes says what it runs.
@@ -955,14 +1067,12 @@ impl Parser<'_> {
             "play_pcap_video" => MediaKind::Video,
             _ => MediaKind::Image,
         };
-        // As SIPp: the path as given, else next to the scenario file.
+        // As SIPp: next to the scenario file, else as given (from the
+        // working directory).
         let given = Path::new(a.value());
-        let path = if given.is_absolute() || given.exists() {
-            given.to_path_buf()
-        } else {
-            Path::new(&self.origin)
-                .parent()
-                .map_or_else(|| given.to_path_buf(), |d| d.join(given))
+        let path = match Path::new(&self.origin).parent() {
+            Some(dir) if !given.is_absolute() && dir.join(given).exists() => dir.join(given),
+            _ => given.to_path_buf(),
         };
         let capture = Capture::load(&path).map_err(|e| self.err(node, e))?;
         if capture.packets.is_empty() {
@@ -1034,7 +1144,13 @@ impl Scenario {
                     }
                 }
                 _ if DISPLAY_ONLY.contains(&name) => {}
-                "send" | "recv" | "pause" | "nop" => {
+                _ if steps.last().is_some_and(|s: &Step| {
+                    matches!(s.kind, StepKind::Pause { timewait: true, .. })
+                }) =>
+                {
+                    return Err(p.err(node, "<timewait> must be the last step of a scenario"));
+                }
+                "send" | "recv" | "pause" | "timewait" | "nop" => {
                     let step = p.step(node, steps.len())?;
                     steps.push(step);
                 }
@@ -1206,7 +1322,15 @@ mod tests {
         assert_eq!(a.len(), 5);
         match &a[1] {
             Action::Ereg { search_in, .. } => {
-                assert_eq!(*search_in, SearchIn::Hdr(b"CSeq".to_vec()))
+                assert_eq!(
+                    *search_in,
+                    SearchIn::Hdr {
+                        name: b"CSeq:".to_vec(),
+                        case_indep: false,
+                        start_line: false,
+                        occurrence: 1
+                    }
+                )
             }
             x => panic!("{x:?}"),
         }

@@ -30,10 +30,13 @@ pub enum FailReason {
     /// `<exec int_cmd="stop_call">` in a `<recv>` ended the call (SIPp
     /// counts it as a failed, rejected call).
     Rejected,
+    /// An `ereg` with `check_it` found no header (body, variable) to
+    /// search.
+    RegexpHdrNotFound,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 10] = [
+    pub const ALL: [FailReason; 11] = [
         FailReason::MaxRetrans,
         FailReason::UnexpectedMessage,
         FailReason::RecvTimeout,
@@ -44,6 +47,7 @@ impl FailReason {
         FailReason::AuthFailed,
         FailReason::ErrorAction,
         FailReason::Rejected,
+        FailReason::RegexpHdrNotFound,
     ];
 
     pub fn label(self) -> &'static str {
@@ -58,6 +62,7 @@ impl FailReason {
             FailReason::AuthFailed => "authentication",
             FailReason::ErrorAction => "error action",
             FailReason::Rejected => "call rejected (stop_call)",
+            FailReason::RegexpHdrNotFound => "regexp header not found",
         }
     }
 }

@@ -60,6 +60,8 @@ pub enum Keyword {
     MediaIpType,
     /// `[media_port]`, `[media_port+N]`.
     MediaPort(i64),
+    /// `[auto_media_port]`, `[auto_media_port+N]`: a port pair per call.
+    AutoMediaPort(i64),
     Service,
     Pid,
     Authentication {
@@ -374,6 +376,9 @@ fn parse_keyword(inner: &str, vars: &mut dyn VarTable) -> Result<Keyword, Templa
     }
     if let Some(rest) = inner.strip_prefix("cseq") {
         return Ok(Keyword::Cseq(signed_suffix(rest, inner)?));
+    }
+    if let Some(rest) = inner.strip_prefix("auto_media_port") {
+        return Ok(Keyword::AutoMediaPort(signed_suffix(rest, inner)?));
     }
     if let Some(rest) = inner.strip_prefix("media_port") {
         return Ok(Keyword::MediaPort(signed_suffix(rest, inner)?));

@@ -14,7 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A shipped scenario by name, or any scenario file by its full path.
 fn scenario(name: &str) -> String {
+    if name.starts_with('/') {
+        return name.to_string();
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios")
         .join(name)
@@ -298,4 +302,59 @@ fn busy_matches_sipp() {
 fn builtin_pair_matches_sipp_files() {
     // -sn uac / -sn uas are the shipped uac_basic.xml / uas_basic.xml.
     check_pair(172, "uac_basic.xml", "uas_basic.xml");
+}
+
+/// SIPp's own built-in scenarios (`sipp -sd NAME`), written into `dir`;
+/// `uac_pcap` plays `pcap/g711a.pcap` and `pcap/dtmf_2833_1.pcap` next to
+/// it, captures sip-tester installs.
+fn sipp_builtin(dir: &std::path::Path, name: &str) -> String {
+    sipp_installed();
+    let out = Command::new("sipp").args(["-sd", name]).output().unwrap();
+    assert!(
+        out.stdout.starts_with(b"<?xml"),
+        "sipp -sd {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join(format!("{name}.xml"));
+    std::fs::write(&path, &out.stdout).unwrap();
+    if name == "uac_pcap" {
+        std::fs::create_dir_all(dir.join("pcap")).unwrap();
+        for pcap in ["g711a.pcap", "dtmf_2833_1.pcap"] {
+            std::fs::copy(
+                format!("/usr/share/sip-tester/{pcap}"),
+                dir.join("pcap").join(pcap),
+            )
+            .unwrap();
+        }
+    }
+    path.display().to_string()
+}
+
+/// The conformance suite: SIPp's built-in pairs, as `sipp -sd` prints
+/// them, run with sbc-load on either side against stock sipp, must
+/// exchange the messages a sipp pair exchanges.
+fn check_builtin_pair(net: u8, uac: &str, uas: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (uac, uas) = (sipp_builtin(dir.path(), uac), sipp_builtin(dir.path(), uas));
+    check_pair(net, &uac, &uas);
+}
+
+#[test]
+fn sipp_builtin_uac_and_uas_match_sipp() {
+    check_builtin_pair(175, "uac", "uas");
+}
+
+#[test]
+fn sipp_builtin_regexp_matches_sipp() {
+    check_builtin_pair(178, "regexp", "uas");
+}
+
+#[test]
+fn sipp_builtin_branch_client_and_server_match_sipp() {
+    check_builtin_pair(181, "branchc", "branchs");
+}
+
+#[test]
+fn sipp_builtin_uac_pcap_matches_sipp() {
+    check_builtin_pair(184, "uac_pcap", "uas");
 }

@@ -1173,3 +1173,131 @@ Content-Length: 0
     }
     assert_eq!((a.stats.succeeded, a.stats.failed_total()), (1, 0));
 }
+
+/// A caller that sends two OPTIONS with the pauses between them, the
+/// second carrying `[auto_media_port]` in its body.
+fn uac_pausing(pauses: &str) -> Arc<Scenario> {
+    let options = |n: u32, body: &str| {
+        format!(
+            r#"<send><![CDATA[
+OPTIONS sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>
+Call-ID: [call_id]
+CSeq: {n} OPTIONS
+Content-Length: [len]
+{body}
+]]></send>"#
+        )
+    };
+    scenario(&format!(
+        r#"<scenario name="p">{}<nop><action><assign assign_to="p" value="250"/></action></nop>{pauses}{}</scenario>"#,
+        options(1, ""),
+        options(2, "\nm=audio [auto_media_port] RTP/AVP 0")
+    ))
+}
+
+/// `<pause>` takes its length from `milliseconds`, a variable or a
+/// distribution (drawn per call); `[auto_media_port]` gives each call
+/// its own four ports, as SIPp.
+#[test]
+fn pause_lengths_come_from_a_variable_or_a_distribution() {
+    let scn = uac_pausing(
+        r#"<pause variable="p"/><pause distribution="uniform" min="10" max="20"/><pause distribution="fixed" value="5"/>"#,
+    );
+    let mut a = uac(scn, config(Some(2)));
+    for call in 0..2u64 {
+        let t0 = call * 1_000_000;
+        assert!(a.start_call(t0));
+        assert_eq!(drain(&mut a).len(), 1);
+        // The variable's 250 ms, then 10..20 ms, then 5 ms.
+        assert_eq!(a.poll_timeout(), Some(t0 + 250_000));
+        a.handle_timeout(t0 + 250_000);
+        let second = a.poll_timeout().unwrap() - (t0 + 250_000);
+        assert!((10_000..=20_000).contains(&second), "{second} µs");
+        a.handle_timeout(t0 + 250_000 + second);
+        assert_eq!(a.poll_timeout(), Some(t0 + 255_000 + second));
+        a.handle_timeout(t0 + 255_000 + second);
+        let out = drain(&mut a);
+        assert_eq!(out.len(), 1);
+        let text = String::from_utf8_lossy(&out[0].1).into_owned();
+        let port = 6000 + 4 * call;
+        assert!(text.contains(&format!("m=audio {port} RTP")), "{text}");
+        a.abort_all(t0 + 300_000);
+    }
+}
+
+/// `<timewait>` (SIPp's built-in callee ends with one): a pause during
+/// which a retransmitted BYE is answered again; a call still in it when
+/// the run ends has succeeded. Only the last step may be one.
+#[test]
+fn a_call_in_its_timewait_answers_retransmissions_and_has_succeeded() {
+    let uas_scn = scenario(
+        r#"<scenario name="uas">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=u1
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+]]></send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <timewait milliseconds="4000"/>
+</scenario>"#,
+    );
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(1))),
+        uas(uas_scn, config(None)),
+    );
+    assert!(a.start_call(0));
+    let mut bye = Vec::new();
+    let mut net = Net::new();
+    // Keep the BYE as it goes by.
+    for _ in 0..10 {
+        let from_a = drain(&mut a);
+        if from_a.is_empty() {
+            break;
+        }
+        for (_, m) in from_a {
+            if m.starts_with(b"BYE ") {
+                bye.clone_from(&m);
+            }
+            b.handle_datagram(net.now, addr(UAC), &m);
+        }
+        for (_, m) in drain(&mut b) {
+            a.handle_datagram(net.now, addr(UAS), &m);
+        }
+    }
+    assert!(!bye.is_empty());
+    assert_eq!((a.stats.succeeded, b.open_calls()), (1, 1), "in timewait");
+    net.now = 1_000_000;
+    b.handle_datagram(net.now, addr(UAC), &bye);
+    let again = drain(&mut b);
+    assert_eq!(again.len(), 1, "the BYE answered again");
+    assert_eq!(start_line(&again[0].1), "SIP/2.0 200 OK");
+    // The run ends during the timewait: a success, not an abort.
+    b.abort_all(2_000_000);
+    assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
+
+    let e = Scenario::parse(
+        r#"<scenario name="t"><timewait milliseconds="10"/><nop/></scenario>"#,
+        "t.xml",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("last step"), "{e}");
+}

@@ -55,6 +55,11 @@ struct Args {
     /// Call hold time (sbc-load -d), ms.
     #[arg(long, default_value_t = 0)]
     hold_ms: u32,
+    /// Calls play media: the caller runs loadtest/scenarios/uac_pcap.xml
+    /// (the G.711 capture sip-tester ships, 236 RTP packets over 7 s, the
+    /// call held 8 s) instead of the basic call.
+    #[arg(long)]
+    pcap: bool,
     /// Threads of each sbc-load process.
     #[arg(long, default_value_t = 1)]
     load_threads: usize,
@@ -106,6 +111,10 @@ enum Compare {
     /// Stock sipp pair against the sbc-load pair (with --target direct).
     Sipp,
 }
+
+/// The caller's scenario with `--pcap` (the benchmark runs from the
+/// repository's root).
+const PCAP_SCENARIO: &str = "loadtest/scenarios/uac_pcap.xml";
 
 fn fail(msg: &str) -> ! {
     harness::fail("loadbench", msg)
@@ -351,7 +360,16 @@ impl Bench {
             Target::Direct | Target::Sipp => (self.ip(20), format!("{}:5060", self.ip(20))),
         };
         let s = |v: &str| v.to_string();
-        let limit = u64::from(self.a.seconds) * 3 + 60;
+        let limit = u64::from(self.a.seconds) * 3 + 60 + if self.a.pcap { 10 } else { 0 };
+        let scenario = if self.a.pcap {
+            // The load generators run in their own directories.
+            let path = std::fs::canonicalize(PCAP_SCENARIO).unwrap_or_else(|e| {
+                fail(&format!("{PCAP_SCENARIO}: {e} (run from the repository)"))
+            });
+            vec![s("-sf"), path.display().to_string()]
+        } else {
+            vec![s("-sn"), s("uac")]
+        };
         let callee = self.loadgen(
             sipp,
             "callee",
@@ -380,31 +398,32 @@ impl Bench {
         let mut caller = self.loadgen(
             sipp,
             "caller",
-            &[
-                s("-sn"),
-                s("uac"),
-                s("-s"),
-                s("+15550100"),
-                s("-i"),
-                self.ip(10),
-                s("-p"),
-                s("5060"),
-                dest,
-                s("-r"),
-                rate.to_string(),
-                s("-m"),
-                offered.to_string(),
-                s("-d"),
-                self.a.hold_ms.to_string(),
-                s("-recv_timeout"),
-                s("10000"),
-                s("-mp"),
-                s("40120"),
-                s("-cp"),
-                s("40130"),
-                s("-timeout"),
-                limit.to_string(),
-            ],
+            &[scenario, vec![s("-s")]]
+                .concat()
+                .into_iter()
+                .chain([
+                    s("+15550100"),
+                    s("-i"),
+                    self.ip(10),
+                    s("-p"),
+                    s("5060"),
+                    dest,
+                    s("-r"),
+                    rate.to_string(),
+                    s("-m"),
+                    offered.to_string(),
+                    s("-d"),
+                    self.a.hold_ms.to_string(),
+                    s("-recv_timeout"),
+                    s("10000"),
+                    s("-mp"),
+                    s("40120"),
+                    s("-cp"),
+                    s("40130"),
+                    s("-timeout"),
+                    limit.to_string(),
+                ])
+                .collect::<Vec<_>>(),
         );
         let (mut caller_cpu, mut callee_cpu, mut proxy_cpu) = (0.0f64, 0.0f64, proxy_cpu0);
         let mut rss_kb = 0;
@@ -548,8 +567,18 @@ fn main() {
     let _ = writeln!(md, "# loadbench\n\nMachine: {}\n", machine());
     let _ = writeln!(
         md,
-        "Basic call (sbc-load -sn uac / -sn uas, hold {} ms), UDP, {} s per step, sbc shards: {}, sbc-load threads: {}. CPU is utime+stime over the step; per completed call.\n",
-        b.a.hold_ms, b.a.seconds, b.a.shards, b.a.load_threads
+        "{}, UDP, {} s per step, sbc shards: {}, sbc-load threads: {}. CPU is utime+stime over the step; per completed call.\n",
+        if b.a.pcap {
+            format!("Calls with media (caller {PCAP_SCENARIO}, callee -sn uas)")
+        } else {
+            format!(
+                "Basic call (sbc-load -sn uac / -sn uas, hold {} ms)",
+                b.a.hold_ms
+            )
+        },
+        b.a.seconds,
+        b.a.shards,
+        b.a.load_threads
     );
     let _ = writeln!(md, "## Series\n\n{HEADER}");
     println!("{HEADER}");
