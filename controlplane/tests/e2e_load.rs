@@ -198,3 +198,92 @@ fn sbc_load_plays_the_sip_tester_capture_through_the_sbc_and_it_is_echoed() {
         assert!(relayed >= n, "{direction}: {relayed} relayed");
     }
 }
+
+/// The conformance suite through the SBC: SIPp's built-in `uac` and `uas`
+/// (as `sipp -sd` prints them) with sbc-load on either side against stock
+/// sipp complete the same calls, with the same messages at the SBC, as
+/// a stock sipp pair.
+#[test]
+fn sipp_builtin_pair_through_the_sbc_with_sbc_load_on_either_side() {
+    sipp_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = |name: &str| {
+        let out = Command::new("sipp").args(["-sd", name]).output().unwrap();
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, &out.stdout).unwrap();
+        path.display().to_string()
+    };
+    let (uac_xml, uas_xml) = (builtin("uac"), builtin("uas"));
+    let calls = 5usize;
+    let mut seen = Vec::new();
+    for (k, (load_caller, load_callee)) in [(false, false), (true, false), (false, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let net = Net(148 + k as u8);
+        let sbc = Sbc::start(net, &example_config(net, 2));
+        let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", calls, 0);
+        uas[1].clone_from(&uas_xml);
+        let mut uac = uac_args(
+            net,
+            &net.pbx(),
+            "uac_basic.xml",
+            "+390612345678",
+            calls,
+            5,
+            20,
+        );
+        uac[1].clone_from(&uac_xml);
+        let json = |side: &str| dir.path().join(format!("{k}-{side}.json"));
+        let callee_load = load_callee.then(|| run(&uas, &json("uas")));
+        let callee_sipp = (!load_callee).then(|| Sipp::spawn("uas", &uas));
+        std::thread::sleep(Duration::from_millis(300));
+        let (caller_ok, caller_failed) = if load_caller {
+            let code = wait(run(&uac, &json("uac")), Duration::from_secs(90));
+            let r = report(&json("uac"));
+            assert_eq!(code, Some(0), "sbc-load caller: {r:#}\n{}", sbc.log());
+            assert_eq!(r["retransmissions_sent"], 0, "{r:#}");
+            (
+                r["calls_succeeded"].as_u64().unwrap_or(0),
+                r["calls_failed"].as_u64().unwrap_or(0),
+            )
+        } else {
+            let r = Sipp::spawn("uac", &uac).wait(Duration::from_secs(90));
+            assert_eq!(r.code, Some(0), "{}\n{}", r.output, sbc.log());
+            (r.successful, r.failed)
+        };
+        let (callee_ok, callee_failed) = if let Some(c) = callee_load {
+            let code = wait(c, Duration::from_secs(30));
+            let r = report(&json("uas"));
+            assert_eq!(code, Some(0), "sbc-load callee: {r:#}");
+            (
+                r["calls_succeeded"].as_u64().unwrap_or(0),
+                r["calls_failed"].as_u64().unwrap_or(0),
+            )
+        } else if let Some(c) = callee_sipp {
+            let r = c.wait(Duration::from_secs(30));
+            assert_eq!(r.code, Some(0), "{}", r.output);
+            (r.successful, r.failed)
+        } else {
+            unreachable!("one callee runs")
+        };
+        let n = calls as u64;
+        assert_eq!(
+            (caller_ok, caller_failed, callee_ok, callee_failed),
+            (n, 0, n, 0),
+            "run {k} (sbc-load caller {load_caller}, callee {load_callee})"
+        );
+        // What the SBC saw of the calls: the same in every run.
+        let answered =
+            sbc.metric(r#"sbc_calls_answered_total{trunk="carrier-a",direction="outbound"}"#);
+        let ended = sbc.wait_metric(
+            r#"sbc_trunk_calls_open{trunk="carrier-a",direction="outbound"}"#,
+            0.0,
+        );
+        seen.push((answered, ended));
+    }
+    assert!(
+        seen.iter().all(|s| *s == (calls as f64, 0.0)),
+        "answered and still open per run: {seen:?}"
+    );
+}
