@@ -43,6 +43,9 @@ const SIPP_OPTIONS: &[&str] = &[
     "nd",
     "default_behaviors",
     "rtp_echo",
+    "trace_stat",
+    "stf",
+    "fd",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -51,13 +54,10 @@ const UNSUPPORTED: &[&str] = &[
     "bg",
     "trace_msg",
     "trace_err",
-    "trace_stat",
     "trace_screen",
     "trace_logs",
     "trace_rtt",
     "trace_counts",
-    "stf",
-    "fd",
     "users",
     "tls_cert",
     "tls_key",
@@ -179,6 +179,16 @@ pub struct Args {
     /// + 2) back to where it came from.
     #[arg(long = "rtp_echo")]
     pub rtp_echo: bool,
+    /// Write SIPp's statistics file (CSV, SIPp's columns) every `-fd`
+    /// seconds and at the end.
+    #[arg(long = "trace_stat")]
+    pub trace_stat: bool,
+    /// The statistics file (default: SCENARIO_PID_.csv, as SIPp).
+    #[arg(long = "stf", value_name = "FILE")]
+    pub stat_file: Option<PathBuf>,
+    /// Seconds between two lines of the statistics file.
+    #[arg(long = "fd", value_name = "SECONDS", default_value_t = 60)]
+    pub stat_period_s: u64,
     /// No default behaviours (no BYE on a failed call, unexpected messages
     /// ignored, no answer to OPTIONS pings).
     #[arg(long = "nd")]

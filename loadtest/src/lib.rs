@@ -16,6 +16,7 @@ pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod scenario;
+pub mod statfile;
 pub mod stats;
 pub mod template;
 

@@ -12,6 +12,7 @@ use crate::media::{Echo, MediaSockets};
 use crate::report::Report;
 use crate::runtime::{Control, ThreadPlan, bind, run_thread};
 use crate::scenario::{Scenario, StepKind, read_text};
+use crate::statfile::StatFile;
 use crate::stats::Stats;
 use crate::template::Keyword;
 
@@ -243,6 +244,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         graceful: AtomicBool::new(false),
         stopped_now: AtomicBool::new(false),
         media,
+        snapshots: args
+            .trace_stat
+            .then(|| std::sync::Mutex::new(vec![None; threads])),
         soft_stop: if args.timeout_error { None } else { timeout },
         deadline: if args.timeout_error {
             timeout
@@ -259,6 +263,49 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .map_err(|e| format!("thread: {e}"))?;
         handles.push(h);
     }
+    let mut stat_file = if args.trace_stat {
+        let path = args.stat_file.clone().unwrap_or_else(|| {
+            // SIPp's default: the scenario's file name, the pid, ".csv".
+            let base = args
+                .scenario_file
+                .as_deref()
+                .and_then(|p| p.file_stem())
+                .map(|s| s.to_string_lossy().into_owned())
+                .or_else(|| args.scenario_name.clone())
+                .unwrap_or_else(|| "uac".into());
+            format!("{base}_{}_.csv", std::process::id()).into()
+        });
+        let f = StatFile::create(&path, &scn, caller, per_sec, cfg.wall_epoch_us)
+            .map_err(|e| RunError::fatal(format!("-stf {}: {e}", path.display())))?;
+        Some(f)
+    } else {
+        None
+    };
+    if let Some(f) = &mut stat_file {
+        // A line every -fd seconds while the threads run.
+        let period = Duration::from_secs(args.stat_period_s.max(1));
+        let mut next = epoch + period;
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            if Instant::now() < next {
+                continue;
+            }
+            next += period;
+            let mut merged = Stats::new(scn.steps.len());
+            let mut open = 0;
+            if let Some(snapshots) = &ctl.snapshots
+                && let Ok(v) = snapshots.lock()
+            {
+                for (s, o) in v.iter().flatten() {
+                    merged.merge(s);
+                    open += o;
+                }
+            }
+            let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
+            f.dump(wall, &merged, open)
+                .map_err(|e| RunError::fatal(format!("statistics file: {e}")))?;
+        }
+    }
     let mut total = Stats::new(scn.steps.len());
     let mut error = None;
     for h in handles {
@@ -270,6 +317,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     }
     if let Some(echo) = echo {
         (total.rtp_echoed_packets, total.rtp_echoed_bytes) = echo.stop();
+    }
+    if let Some(f) = &mut stat_file {
+        let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
+        f.dump(wall, &total, 0)
+            .map_err(|e| RunError::fatal(format!("statistics file: {e}")))?;
     }
     let elapsed = epoch.elapsed().as_secs_f64();
     if let Some(e) = error {

@@ -77,7 +77,16 @@ pub struct Control {
     pub stopped_now: AtomicBool,
     /// Where captures are played from.
     pub media: Arc<MediaSockets>,
+    /// `-trace_stat`: each thread's figures and open calls, published
+    /// about once a second for the statistics file.
+    pub snapshots: Option<Snapshots>,
 }
+
+/// Per thread: its figures and its open calls, the latest published.
+pub type Snapshots = std::sync::Mutex<Vec<Option<(Stats, u64)>>>;
+
+/// How often a thread publishes its figures for the statistics file, µs.
+const PUBLISH_US: u64 = 1_000_000;
 
 /// Binds the thread's socket (before the threads start, so a bad address
 /// is reported at once).
@@ -357,6 +366,7 @@ pub fn run_thread(
     let mut grouper = Grouper::default();
     let mut media = MediaSender::new(Arc::clone(&ctl.media));
     let mut children: Vec<std::process::Child> = Vec::new();
+    let mut next_publish = 0u64;
     // A grouped datagram must fit the path MTU on its own: loopback's is
     // 64 KiB, elsewhere assume Ethernet's.
     let gso_datagram = match plan.remote.map(|r| r.ip()) {
@@ -520,6 +530,18 @@ pub fn run_thread(
         }
         if !children.is_empty() {
             children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        }
+        if let Some(snapshots) = &ctl.snapshots
+            && now >= next_publish
+        {
+            next_publish = now + PUBLISH_US;
+            let mut s = ep.stats.clone();
+            s.fatal.clone_from(&ep.fatal);
+            if let Ok(mut v) = snapshots.lock()
+                && let Some(slot) = v.get_mut(plan.index)
+            {
+                *slot = Some((s, ep.open_calls() as u64));
+            }
         }
         match ep.run_stop.take() {
             Some(IntCmd::StopGracefully) => ctl.graceful.store(true, Ordering::Relaxed),

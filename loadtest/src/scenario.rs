@@ -47,6 +47,11 @@ pub struct Scenario {
     pub globals: Vec<VarId>,
     /// Names of the `counter` attributes, in order of first use.
     pub counters: Vec<String>,
+    /// `<ResponseTimeRepartition value="10, 20, ...">` and
+    /// `<CallLengthRepartition>`: bucket borders (ms, ascending) of the
+    /// statistics file (`-trace_stat`).
+    pub response_time_repartition: Vec<u64>,
+    pub call_length_repartition: Vec<u64>,
 }
 
 /// What a received message must be to match a `<recv>`.
@@ -456,11 +461,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
 
 /// Elements that configure SIPp's own screens and files; they change no
 /// message and are accepted (sbc-load reports percentiles instead).
-const DISPLAY_ONLY: &[&str] = &[
-    "ResponseTimeRepartition",
-    "CallLengthRepartition",
-    "Reference",
-];
+const DISPLAY_ONLY: &[&str] = &["Reference"];
 
 struct Parser<'d> {
     origin: String,
@@ -1116,6 +1117,7 @@ impl Scenario {
         p.check_attrs(root, &["name"])?;
         let mut steps = Vec::new();
         let mut globals = Vec::new();
+        let (mut response_time_repartition, mut call_length_repartition) = (Vec::new(), Vec::new());
         for node in root.children().filter(|c| c.is_element()) {
             let name = node.tag_name().name();
             match name {
@@ -1144,6 +1146,23 @@ impl Scenario {
                     }
                 }
                 _ if DISPLAY_ONLY.contains(&name) => {}
+                "ResponseTimeRepartition" | "CallLengthRepartition" => {
+                    p.check_attrs(node, &["value"])?;
+                    let v = node.attribute("value").unwrap_or("");
+                    let mut borders = Vec::new();
+                    for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+                        borders.push(b.parse::<u64>().map_err(|_| {
+                            p.err(node, format!("value=\"{v}\": {b} is not a number of ms"))
+                        })?);
+                    }
+                    borders.sort_unstable();
+                    borders.dedup();
+                    if name == "ResponseTimeRepartition" {
+                        response_time_repartition = borders;
+                    } else {
+                        call_length_repartition = borders;
+                    }
+                }
                 _ if steps.last().is_some_and(|s: &Step| {
                     matches!(s.kind, StepKind::Pause { timewait: true, .. })
                 }) =>
@@ -1192,6 +1211,8 @@ impl Scenario {
             rtds_used,
             globals,
             counters: p.counters,
+            response_time_repartition,
+            call_length_repartition,
         })
     }
 

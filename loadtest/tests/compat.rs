@@ -341,20 +341,125 @@ fn check_builtin_pair(net: u8, uac: &str, uas: &str) {
 
 #[test]
 fn sipp_builtin_uac_and_uas_match_sipp() {
-    check_builtin_pair(175, "uac", "uas");
+    check_builtin_pair(187, "uac", "uas");
 }
 
 #[test]
 fn sipp_builtin_regexp_matches_sipp() {
-    check_builtin_pair(178, "regexp", "uas");
+    check_builtin_pair(190, "regexp", "uas");
 }
 
 #[test]
 fn sipp_builtin_branch_client_and_server_match_sipp() {
-    check_builtin_pair(181, "branchc", "branchs");
+    check_builtin_pair(193, "branchc", "branchs");
 }
 
 #[test]
 fn sipp_builtin_uac_pcap_matches_sipp() {
-    check_builtin_pair(184, "uac_pcap", "uas");
+    check_builtin_pair(196, "uac_pcap", "uas");
+}
+
+/// Runs `uac_basic.xml` from `caller` (with `-trace_stat -fd 1`) against
+/// a stock sipp `uas_answer.xml`, directly; returns the statistics file.
+fn caller_statistics(net: u8, caller: Side, calls: u32) -> String {
+    let ip = |h: u8| format!("127.{net}.0.{h}");
+    let dir = tempfile::tempdir().unwrap();
+    let callee = spawn(
+        &Side::Sipp,
+        &[
+            "-sf".into(),
+            scenario("uas_answer.xml"),
+            "-i".into(),
+            ip(3),
+            "-p".into(),
+            "5060".into(),
+            "-m".into(),
+            calls.to_string(),
+        ],
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = spawn(
+        &caller,
+        &[
+            "-sf".into(),
+            scenario("uac_basic.xml"),
+            "-s".into(),
+            "3901".into(),
+            "-i".into(),
+            ip(1),
+            "-p".into(),
+            "5060".into(),
+            format!("{}:5060", ip(3)),
+            "-m".into(),
+            calls.to_string(),
+            "-r".into(),
+            "4".into(),
+            "-d".into(),
+            "200".into(),
+            "-trace_stat".into(),
+            "-stf".into(),
+            "stat.csv".into(),
+            "-fd".into(),
+            "1".into(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(wait(caller, Duration::from_secs(60)), Some(0), "caller");
+    assert_eq!(wait(callee, Duration::from_secs(20)), Some(0), "callee");
+    std::fs::read_to_string(dir.path().join("stat.csv")).unwrap()
+}
+
+/// `-trace_stat`: sbc-load writes SIPp's statistics file, the same header
+/// (columns, order, names; the scenario's rtd and repartition columns)
+/// and lines as SIPp's, a line a second and one at the end.
+#[test]
+fn the_statistics_file_has_sipps_columns() {
+    sipp_installed();
+    let calls = 8;
+    let (sipp, ours) = (
+        caller_statistics(199, Side::Sipp, calls),
+        caller_statistics(198, Side::SbcLoad, calls),
+    );
+    let (sipp_lines, our_lines): (Vec<&str>, Vec<&str>) =
+        (sipp.lines().collect(), ours.lines().collect());
+    assert_eq!(our_lines[0], sipp_lines[0], "the header");
+    let columns: Vec<&str> = our_lines[0].split(';').collect();
+    // About 2 s of calls at -fd 1: a few periodic lines and the last one.
+    assert!(our_lines.len() >= 3, "{ours}");
+    for l in &our_lines[1..] {
+        assert_eq!(l.split(';').count(), columns.len(), "{l}");
+    }
+    let value = |line: &str, name: &str| -> String {
+        let i = columns.iter().position(|c| *c == name).unwrap();
+        line.split(';').nth(i).unwrap().to_string()
+    };
+    let (ours_last, sipp_last) = (
+        our_lines[our_lines.len() - 1],
+        sipp_lines[sipp_lines.len() - 1],
+    );
+    for name in [
+        "OutgoingCall(C)",
+        "IncomingCall(C)",
+        "TotalCallCreated",
+        "SuccessfulCall(C)",
+        "FailedCall(C)",
+        "Retransmissions(C)",
+        "FailedUnexpectedMessage(C)",
+        "TargetRate",
+    ] {
+        assert_eq!(value(ours_last, name), value(sipp_last, name), "{name}");
+    }
+    assert_eq!(value(ours_last, "SuccessfulCall(C)"), calls.to_string());
+    // Times and durations in SIPp's formats.
+    let start = value(ours_last, "StartTime");
+    assert_eq!(start.split('\t').count(), 3, "{start}");
+    let length = value(ours_last, "CallLength(C)");
+    assert_eq!(length.len(), "00:00:00:200000".len(), "{length}");
+    // Over the run, the periods add up to the total.
+    let successful_p: u64 = our_lines[1..]
+        .iter()
+        .map(|l| value(l, "SuccessfulCall(P)").parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(successful_p, u64::from(calls));
 }
