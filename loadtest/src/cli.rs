@@ -46,6 +46,10 @@ const SIPP_OPTIONS: &[&str] = &[
     "trace_stat",
     "stf",
     "fd",
+    "users",
+    "rate_increase",
+    "rate_max",
+    "no_rate_quit",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -58,7 +62,6 @@ const UNSUPPORTED: &[&str] = &[
     "trace_logs",
     "trace_rtt",
     "trace_counts",
-    "users",
     "tls_cert",
     "tls_key",
     "key",
@@ -68,9 +71,6 @@ const UNSUPPORTED: &[&str] = &[
     "rsa",
     "ci",
     "sd",
-    "rate_increase",
-    "rate_max",
-    "no_rate_quit",
     "rate_scale",
     "skip_rlimit",
     "watchdog_interval",
@@ -189,6 +189,20 @@ pub struct Args {
     /// Seconds between two lines of the statistics file.
     #[arg(long = "fd", value_name = "SECONDS", default_value_t = 60)]
     pub stat_period_s: u64,
+    /// Keep this many calls open at once (a new one as each ends) instead
+    /// of starting them at a rate.
+    #[arg(long = "users", value_name = "N")]
+    pub users: Option<usize>,
+    /// Raise the rate by this much (as -r) every -fd seconds.
+    #[arg(long = "rate_increase", value_name = "N")]
+    pub rate_increase: Option<f64>,
+    /// With -rate_increase: stop creating calls once the rate reaches
+    /// this (as -r), and end the run as the open calls end.
+    #[arg(long = "rate_max", value_name = "N")]
+    pub rate_max: Option<f64>,
+    /// With -rate_max: go on at that rate instead of ending.
+    #[arg(long = "no_rate_quit")]
+    pub no_rate_quit: bool,
     /// No default behaviours (no BYE on a failed call, unexpected messages
     /// ignored, no answer to OPTIONS pings).
     #[arg(long = "nd")]

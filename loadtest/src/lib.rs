@@ -12,6 +12,7 @@ pub mod gso;
 pub mod inject;
 pub mod media;
 pub mod pcap;
+pub mod rate;
 pub mod report;
 pub mod run;
 pub mod runtime;

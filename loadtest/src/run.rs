@@ -9,6 +9,7 @@ use crate::cli::{Args, parse_duration_ms, parse_remote};
 use crate::engine::{Config, Quota};
 use crate::inject::Inject;
 use crate::media::{Echo, MediaSockets};
+use crate::rate::RatePlan;
 use crate::report::Report;
 use crate::runtime::{Control, ThreadPlan, bind, run_thread};
 use crate::scenario::{Scenario, StepKind, read_text};
@@ -177,6 +178,16 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         .unwrap_or_else(|| default_limit(&scn, per_sec, args.duration_ms))
         .div_ceil(threads)
         .max(1);
+    // -rate_increase and -rate_max count as -r does (per -rp).
+    let per_rp = 1000.0 / args.rate_period_ms as f64;
+    let increase = args.rate_increase.unwrap_or(0.0) * per_rp;
+    let rate_max = args.rate_max.map(|m| m * per_rp);
+    if !increase.is_finite() || increase < 0.0 {
+        return Err("-rate_increase must be a positive number".into());
+    }
+    if args.users == Some(0) {
+        return Err("-users must be at least 1".into());
+    }
     let mut plans = Vec::with_capacity(threads);
     let mut sockets = Vec::with_capacity(threads);
     for index in 0..threads {
@@ -194,10 +205,19 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             reuse_port: !caller,
             remote,
             rate: if caller {
-                per_sec / threads as f64
+                RatePlan {
+                    base: per_sec / threads as f64,
+                    increase: increase / threads as f64,
+                    period_us: args.stat_period_s.max(1) * 1_000_000,
+                    max: rate_max.map(|m| m / threads as f64),
+                }
             } else {
-                0.0
+                RatePlan::fixed(0.0)
             },
+            users: args
+                .users
+                .map(|u| u / threads + usize::from(index < u % threads)),
+            quit_at_max: rate_max.is_some() && !args.no_rate_quit,
             limit: Some(limit),
             core: args.pin.then_some(index % cores),
             connect: args.connect && caller,
@@ -263,6 +283,15 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .map_err(|e| format!("thread: {e}"))?;
         handles.push(h);
     }
+    // SIPp's TargetRate: -users, or the rate (as -r counts it) now.
+    let target = |elapsed: Duration| -> f64 {
+        if let Some(u) = args.users {
+            return u as f64;
+        }
+        let periods = elapsed.as_secs() / args.stat_period_s.max(1);
+        let r = args.rate + args.rate_increase.unwrap_or(0.0) * periods as f64;
+        args.rate_max.map_or(r, |m| r.min(m))
+    };
     let mut stat_file = if args.trace_stat {
         let path = args.stat_file.clone().unwrap_or_else(|| {
             // SIPp's default: the scenario's file name, the pid, ".csv".
@@ -275,7 +304,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                 .unwrap_or_else(|| "uac".into());
             format!("{base}_{}_.csv", std::process::id()).into()
         });
-        let f = StatFile::create(&path, &scn, caller, per_sec, cfg.wall_epoch_us)
+        let f = StatFile::create(&path, &scn, caller, cfg.wall_epoch_us)
             .map_err(|e| RunError::fatal(format!("-stf {}: {e}", path.display())))?;
         Some(f)
     } else {
@@ -302,7 +331,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                 }
             }
             let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
-            f.dump(wall, &merged, open)
+            f.dump(wall, &merged, open, target(epoch.elapsed()))
                 .map_err(|e| RunError::fatal(format!("statistics file: {e}")))?;
         }
     }
@@ -320,7 +349,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     }
     if let Some(f) = &mut stat_file {
         let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
-        f.dump(wall, &total, 0)
+        f.dump(wall, &total, 0, target(epoch.elapsed()))
             .map_err(|e| RunError::fatal(format!("statistics file: {e}")))?;
     }
     let elapsed = epoch.elapsed().as_secs_f64();

@@ -17,6 +17,7 @@ use sbc_dataplane::shard::{BufRing, SendPool, decode_sockaddr, empty_msghdr, reu
 use crate::engine::{Config, Endpoint};
 use crate::gso::{Grouper, Limits};
 use crate::media::{MediaSender, MediaSockets};
+use crate::rate::RatePlan;
 use crate::scenario::IntCmd;
 use crate::scenario::Scenario;
 use crate::stats::Stats;
@@ -47,8 +48,15 @@ pub struct ThreadPlan {
     pub reuse_port: bool,
     /// Where a caller sends; `None` for a callee.
     pub remote: Option<SocketAddr>,
-    /// This thread's share of the call rate (calls per second).
-    pub rate: f64,
+    /// This thread's share of the call rate (calls per second), rising
+    /// with `-rate_increase`.
+    pub rate: RatePlan,
+    /// `-users`: this thread's share of the calls kept open at once
+    /// (instead of a rate).
+    pub users: Option<usize>,
+    /// Stop creating calls once the rate reaches `-rate_max` (SIPp quits
+    /// there unless `-no_rate_quit`).
+    pub quit_at_max: bool,
     /// This thread's share of `-l` (open calls).
     pub limit: Option<usize>,
     pub core: Option<usize>,
@@ -429,10 +437,18 @@ pub fn run_thread(
             ep.close();
         }
 
-        // New calls, at the thread's share of the rate.
-        if caller && plan.rate > 0.0 {
-            let secs = now as f64 / 1e6;
-            let due = ((secs * plan.rate) as u64).saturating_sub(started);
+        // New calls: as many as -users keeps open, or at the thread's
+        // share of the rate.
+        if let (true, Some(users)) = (caller, plan.users) {
+            let mut n = START_BURST;
+            while n > 0 && ep.open_calls() < users && ep.start_call(now) {
+                n -= 1;
+            }
+        } else if caller && (plan.rate.base > 0.0 || plan.rate.increase > 0.0) {
+            if plan.quit_at_max && plan.rate.at_max(now) {
+                ep.close();
+            }
+            let due = (plan.rate.due(now) as u64).saturating_sub(started);
             let mut n = due.min(START_BURST);
             while n > 0 {
                 if plan.limit.is_some_and(|l| ep.open_calls() >= l) {
@@ -567,8 +583,10 @@ pub fn run_thread(
 
         // Sleep until a completion, the next timer or the next call.
         let mut wake = ep.poll_timeout();
-        if caller && plan.rate > 0.0 && ep.may_create() {
-            let next_call = ((started + 1) as f64 / plan.rate * 1e6) as u64;
+        let rate = plan.rate.rate_at(now);
+        if caller && plan.users.is_none() && rate > 0.0 && ep.may_create() {
+            let ahead = ((started + 1) as f64 - plan.rate.due(now)).max(0.0);
+            let next_call = now + (ahead / rate * 1e6) as u64;
             wake = Some(wake.map_or(next_call, |w| w.min(next_call)));
         }
         let wait = if blocked {

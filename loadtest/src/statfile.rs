@@ -27,8 +27,6 @@ pub struct StatFile {
     out: BufWriter<File>,
     header_written: bool,
     caller: bool,
-    /// `-r` (calls/s): SIPp's TargetRate.
-    rate: f64,
     start_wall_us: u64,
     last_wall_us: u64,
     /// The response-time counters the scenario uses (0-based).
@@ -47,14 +45,12 @@ impl StatFile {
         path: &Path,
         scn: &Scenario,
         caller: bool,
-        rate: f64,
         start_wall_us: u64,
     ) -> io::Result<Self> {
         Ok(StatFile {
             out: BufWriter::new(File::create(path)?),
             header_written: false,
             caller,
-            rate,
             start_wall_us,
             last_wall_us: start_wall_us,
             rtds: (0..scn.rtds_used.len())
@@ -119,8 +115,15 @@ impl StatFile {
     }
 
     /// Writes a line for `total` (every thread's figures merged) at wall
-    /// time `now_wall_us`, with `open` calls in progress.
-    pub fn dump(&mut self, now_wall_us: u64, total: &Stats, open: u64) -> io::Result<()> {
+    /// time `now_wall_us`, with `open` calls in progress; `target` is
+    /// SIPp's TargetRate (the rate as `-r` gives it now, or `-users`).
+    pub fn dump(
+        &mut self,
+        now_wall_us: u64,
+        total: &Stats,
+        open: u64,
+        target: f64,
+    ) -> io::Result<()> {
         if !self.header_written {
             let h = self.header();
             writeln!(self.out, "{h}")?;
@@ -145,7 +148,7 @@ impl StatFile {
             wall_time(now_wall_us),
             hhmmss(elapsed_p),
             hhmmss(elapsed_c),
-            general(self.rate),
+            general(target),
             general(per_s(
                 cur.created - prev.created.min(cur.created),
                 elapsed_p

@@ -272,3 +272,143 @@ fn bursts_leave_in_gso_sends_and_every_call_completes() {
         assert!(sends > 0 && grams >= 2 * sends, "{r}");
     }
 }
+
+/// Runs an sbc-load callee on `callee_ip` and a caller with `caller_args`
+/// (plus `-trace_stat -fd 1`); returns the caller's report and the
+/// statistics file's lines as column maps.
+fn caller_with_stats(
+    callee_ip: &str,
+    calls: &str,
+    caller_args: &[&str],
+) -> (
+    serde_json::Value,
+    Vec<std::collections::HashMap<String, String>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (json_path, stf) = (dir.path().join("uac.json"), dir.path().join("stat.csv"));
+    let uas = spawn(&[
+        "-sn",
+        "uas",
+        "-i",
+        callee_ip,
+        "-p",
+        "5060",
+        "-m",
+        calls,
+        "--threads",
+        "1",
+        "-timeout",
+        "10",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = vec![
+        "-sn",
+        "uac",
+        "--threads",
+        "2",
+        "--json",
+        json_path.to_str().unwrap(),
+        "-trace_stat",
+        "-stf",
+        stf.to_str().unwrap(),
+        "-fd",
+        "1",
+        "-timeout",
+        "60",
+    ];
+    args.extend_from_slice(caller_args);
+    let uac = finish(spawn(&args), Duration::from_secs(90));
+    let _ = finish(uas, Duration::from_secs(20));
+    assert_eq!(
+        uac.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&uac.stdout)
+    );
+    let text = std::fs::read_to_string(&stf).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(';')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(';').map(str::to_string))
+                .collect()
+        })
+        .collect();
+    (json(&json_path), rows)
+}
+
+/// `-users 4`: four calls open at a time, a new one as each ends, until
+/// `-m`; the statistics file never shows more than four open.
+#[test]
+fn users_keep_that_many_calls_open() {
+    let start = Instant::now();
+    let (r, rows) = caller_with_stats(
+        "127.186.0.2",
+        "20",
+        &[
+            "-i",
+            "127.186.0.1",
+            "127.186.0.2:5060",
+            "-m",
+            "20",
+            "-users",
+            "4",
+            "-d",
+            "500",
+        ],
+    );
+    assert_eq!(
+        (r["calls_succeeded"].as_u64(), r["calls_failed"].as_u64()),
+        (Some(20), Some(0))
+    );
+    // Five rounds of half-second calls at the least.
+    assert!(
+        start.elapsed() >= Duration::from_millis(2300),
+        "{:?}",
+        start.elapsed()
+    );
+    for row in &rows {
+        let open: u64 = row["CurrentCall"].parse().unwrap();
+        assert!(open <= 4, "{row:?}");
+        assert_eq!(row["TargetRate"], "4");
+    }
+}
+
+/// `-rate_increase 5 -fd 1 -rate_max 15` from `-r 5`: 5 calls/s, then
+/// 10, and at 15 the caller stops creating calls and ends, as SIPp.
+#[test]
+fn the_rate_rises_each_period_until_rate_max() {
+    let (r, rows) = caller_with_stats(
+        "127.185.0.2",
+        "1000",
+        &[
+            "-i",
+            "127.185.0.1",
+            "127.185.0.2:5060",
+            "-m",
+            "1000",
+            "-r",
+            "5",
+            "-rate_increase",
+            "5",
+            "-rate_max",
+            "15",
+            "-d",
+            "0",
+        ],
+    );
+    let created = r["calls_created"].as_u64().unwrap();
+    // 5 in the first second, 10 in the second, then the maximum: done.
+    assert!((13..=17).contains(&created), "{created} calls");
+    assert_eq!(r["calls_failed"], 0);
+    let targets: Vec<&str> = rows.iter().map(|row| row["TargetRate"].as_str()).collect();
+    assert!(targets.contains(&"10"), "{targets:?}");
+}
