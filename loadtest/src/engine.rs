@@ -1032,7 +1032,9 @@ impl Endpoint {
                 self.end(slot, call, now);
             }
             // However a call in its <timewait> ends, it succeeded (SIPp).
-            Flow::Failed(reason) if call.timewait && reason != FailReason::ErrorAction => {
+            Flow::Failed(reason)
+                if call.timewait && call.doomed.is_none() && reason != FailReason::ErrorAction =>
+            {
                 self.stats.succeeded += 1;
                 self.end(slot, call, now);
             }
@@ -1696,7 +1698,7 @@ impl Endpoint {
                         continue;
                     }
                     call.wait = Wait::Pause {
-                        until: now + ms * 1000,
+                        until: now.saturating_add(ms.saturating_mul(1000)),
                     };
                     flow = Flow::Waiting;
                     break;

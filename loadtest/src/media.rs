@@ -80,9 +80,9 @@ impl MediaSender {
     pub fn send_all(&mut self, out: &[MediaOut], buf: &[u8]) -> u64 {
         let mut failed = 0;
         let mut order: Vec<usize> = (0..out.len()).collect();
-        // By port, then destination and size; stable, so each stream keeps
-        // its order.
-        order.sort_by_key(|&i| (out[i].from_port, out[i].dst, out[i].len));
+        // By port, then destination; stable, so each stream keeps its
+        // order (runs of one size within it go in one GSO send).
+        order.sort_by_key(|&i| (out[i].from_port, out[i].dst));
         let mut at = 0;
         while at < order.len() {
             let port = out[order[at]].from_port;
@@ -116,6 +116,7 @@ impl MediaSender {
             let first = &out[idx[i]];
             let mut n = 1;
             while self.gso
+                && first.len > 0
                 && i + n < idx.len()
                 && n < GSO_SEGMENTS
                 && (n + 1) * first.len <= GSO_BYTES
@@ -208,10 +209,15 @@ impl MediaSender {
                 continue;
             }
             // The message at `sent` failed: a GSO group the kernel refuses
-            // turns GSO off (the next batches go datagram by datagram);
-            // its datagrams, or the datagram, count as failed.
+            // (no GSO on the device, a segment over the MTU) turns GSO off,
+            // the next batches go datagram by datagram; a full buffer does
+            // not. Its datagrams, or the datagram, count as failed.
             let (_, n) = groups[sent];
-            if n > 1 {
+            let refused = matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP)
+            );
+            if n > 1 && refused {
                 self.gso = false;
             }
             failed += n as u64;
@@ -325,12 +331,13 @@ mod tests {
         }
         let (da, db) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         // Two streams to `a` (RTP from 41002, a same-size run that goes
-        // as one GSO send, and RTCP from 41003) and one of another size to
-        // `b`, interleaved as a playback queues them.
+        // as one GSO send, and RTCP from 41003) and one to `b` whose first
+        // packet is longer than its second, interleaved as a playback
+        // queues them.
         let (out, buf) = batch(&[
             (41_002, da, b"rtp-0"),
             (41_003, da, b"rtcp-0"),
-            (41_002, db, b"other-0"),
+            (41_002, db, b"other-longer-0"),
             (41_002, da, b"rtp-1"),
             (41_002, da, b"rtp-2"),
             (41_002, db, b"other-1"),
@@ -359,7 +366,11 @@ mod tests {
         assert_eq!(at_a, want, "one datagram each, in order");
         assert_eq!(
             got(&b, 2),
-            vec![("other-0".into(), 41_002), ("other-1".into(), 41_002)]
+            vec![
+                ("other-longer-0".into(), 41_002),
+                ("other-1".into(), 41_002)
+            ],
+            "a stream's order holds across sizes"
         );
         assert!(sender.gso, "loopback takes GSO sends");
         // What reaches the echoed port comes back to its sender.

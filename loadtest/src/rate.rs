@@ -23,10 +23,14 @@ impl RatePlan {
         }
     }
 
-    /// The rate during period `k` (from 0).
+    /// The rate during period `k` (from 0); the max only caps a rising
+    /// rate (SIPp ignores `-rate_max` without `-rate_increase`).
     fn rate_in(&self, k: u64) -> f64 {
         let r = self.base + self.increase * k as f64;
-        self.max.map_or(r, |m| r.min(m))
+        match self.max {
+            Some(m) if self.increase > 0.0 => r.min(m),
+            _ => r,
+        }
     }
 
     /// The rate at time `t` (µs since the run started).
@@ -78,6 +82,13 @@ mod tests {
         assert_eq!(r.due(0), 0.0);
         assert!((r.due(2_500_000) - 250.0).abs() < 1e-9);
         assert!(!r.at_max(10_000_000));
+        // -rate_max without -rate_increase changes nothing (SIPp).
+        let r = RatePlan {
+            max: Some(50.0),
+            ..RatePlan::fixed(100.0)
+        };
+        assert_eq!(r.rate_at(5_000_000), 100.0);
+        assert!((r.due(2_500_000) - 250.0).abs() < 1e-9);
     }
 
     #[test]

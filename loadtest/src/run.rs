@@ -173,11 +173,6 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     // the thread that owns the call); a callee's threads share one port.
     let base_port = args.local_port.unwrap_or(if caller { 0 } else { 5060 });
     let per_sec = args.rate * 1000.0 / args.rate_period_ms as f64;
-    let limit = args
-        .limit
-        .unwrap_or_else(|| default_limit(&scn, per_sec, args.duration_ms))
-        .div_ceil(threads)
-        .max(1);
     // -rate_increase and -rate_max count as -r does (per -rp).
     let per_rp = 1000.0 / args.rate_period_ms as f64;
     let increase = args.rate_increase.unwrap_or(0.0) * per_rp;
@@ -185,6 +180,18 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if !increase.is_finite() || increase < 0.0 {
         return Err("-rate_increase must be a positive number".into());
     }
+    // SIPp's default -l follows the rate: with -rate_increase, the rate it
+    // rises to (-rate_max, else as many calls as -l may ever hold).
+    let peak = match (increase > 0.0, rate_max) {
+        (true, Some(m)) => m.max(per_sec),
+        (true, None) => 1e6,
+        (false, _) => per_sec,
+    };
+    let limit = args
+        .limit
+        .unwrap_or_else(|| default_limit(&scn, peak, args.duration_ms))
+        .div_ceil(threads)
+        .max(1);
     if args.users == Some(0) {
         return Err("-users must be at least 1".into());
     }
@@ -208,7 +215,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                 RatePlan {
                     base: per_sec / threads as f64,
                     increase: increase / threads as f64,
-                    period_us: args.stat_period_s.max(1) * 1_000_000,
+                    period_us: args.stat_period_s.clamp(1, 86_400 * 365) * 1_000_000,
                     max: rate_max.map(|m| m / threads as f64),
                 }
             } else {
@@ -312,7 +319,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     };
     if let Some(f) = &mut stat_file {
         // A line every -fd seconds while the threads run.
-        let period = Duration::from_secs(args.stat_period_s.max(1));
+        let period = Duration::from_secs(args.stat_period_s.clamp(1, 86_400 * 365));
         let mut next = epoch + period;
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));

@@ -325,7 +325,8 @@ impl MediaKind {
 /// `exec int_cmd`: what SIPp's internal commands do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntCmd {
-    /// `stop_call`: this call ends here, neither succeeded nor failed.
+    /// `stop_call`: in a `<recv>`, the call fails here as rejected (SIPp's
+    /// `rejectCall`); elsewhere the actions after it are skipped.
     StopCall,
     /// `stop_gracefully`: no new calls; the open ones finish.
     StopGracefully,

@@ -339,7 +339,7 @@ fn repartition(out: &mut String, h: &Histogram<u64>, borders: &[u64]) {
         if ms == 0 {
             0
         } else {
-            h.count_between(0, ms * 1000 - 1)
+            h.count_between(0, ms.saturating_mul(1000) - 1)
         }
     };
     let mut done = 0;
