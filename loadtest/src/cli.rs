@@ -50,14 +50,16 @@ const SIPP_OPTIONS: &[&str] = &[
     "rate_increase",
     "rate_max",
     "no_rate_quit",
+    "trace_msg",
+    "trace_err",
+    "message_file",
+    "error_file",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
     "bg",
-    "trace_msg",
-    "trace_err",
     "trace_screen",
     "trace_logs",
     "trace_rtt",
@@ -189,6 +191,18 @@ pub struct Args {
     /// Seconds between two lines of the statistics file.
     #[arg(long = "fd", value_name = "SECONDS", default_value_t = 60)]
     pub stat_period_s: u64,
+    /// Log every SIP message sent and received (SCENARIO_PID_messages.log).
+    #[arg(long = "trace_msg")]
+    pub trace_msg: bool,
+    /// Log warnings and errors (SCENARIO_PID_errors.log).
+    #[arg(long = "trace_err")]
+    pub trace_err: bool,
+    /// The message log's name.
+    #[arg(long = "message_file", value_name = "FILE")]
+    pub message_file: Option<PathBuf>,
+    /// The errors file's name.
+    #[arg(long = "error_file", value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
     /// Keep this many calls open at once (a new one as each ends) instead
     /// of starting them at a rate.
     #[arg(long = "users", value_name = "N")]
@@ -384,8 +398,8 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_options_are_named() {
-        let e = parse("sipp -sn uac -trace_msg 127.0.0.1").unwrap_err();
-        assert!(e.contains("-trace_msg"), "{e}");
+        let e = parse("sipp -sn uac -trace_screen 127.0.0.1").unwrap_err();
+        assert!(e.contains("-trace_screen"), "{e}");
         let e = parse("sipp -sn uac -bogus 127.0.0.1").unwrap_err();
         assert!(e.contains("-bogus"), "{e}");
         let a = parse("sbc-load -sn uas --threads 2 --json out.json").unwrap();

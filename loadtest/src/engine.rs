@@ -83,6 +83,9 @@ pub struct Config {
     pub auto_answer: bool,
     /// SIPp's default behaviours (`-default_behaviors`, `-nd`).
     pub behaviors: Behaviors,
+    /// `-trace_err`: collect SIPp's warnings and errors in
+    /// [`Endpoint::errors`].
+    pub trace_err: bool,
 }
 
 /// SIPp's default behaviours, all on unless `-nd` or
@@ -195,6 +198,7 @@ impl Config {
             wall_epoch_us: 0,
             auto_answer: false,
             behaviors: Behaviors::ALL,
+            trace_err: false,
         }
     }
 }
@@ -454,6 +458,9 @@ pub struct Endpoint {
     pub run_stop: Option<IntCmd>,
     /// Shell commands (`<exec command>`) to start, rendered.
     pub commands: Vec<Vec<u8>>,
+    /// With `-trace_err`: SIPp's warning and error texts, for its errors
+    /// file (the runtime drains them).
+    pub errors: Vec<String>,
     /// Whether the scenario plays captures (received SDP is then read).
     plays_media: bool,
     /// Playbacks by call serial, and when their next packets are due
@@ -617,6 +624,7 @@ impl Endpoint {
             fatal: None,
             run_stop: None,
             commands: Vec::new(),
+            errors: Vec::new(),
             plays_media,
             playbacks: HashMap::default(),
             play_due: BinaryHeap::new(),
@@ -685,8 +693,13 @@ impl Endpoint {
             msg,
             (&self.cfg.service, wall_us),
             (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
-            &mut execs,
+            (&mut execs, self.cfg.trace_err.then_some(&mut self.errors)),
         );
+        if let (true, Err(FailReason::ErrorAction), Some(m)) =
+            (self.cfg.trace_err, &ran, &self.fatal)
+        {
+            self.errors.push(m.clone());
+        }
         for e in execs.drain(..) {
             self.exec(call, e, now);
         }
@@ -809,6 +822,13 @@ impl Endpoint {
                 self.stats.rtp_bytes_sent += pkt.payload.len() as u64;
                 p.next += 1;
             }
+        }
+    }
+
+    /// Keeps a warning or error text for `-trace_err` (built only then).
+    fn error(&mut self, text: impl FnOnce() -> String) {
+        if self.cfg.trace_err {
+            self.errors.push(text());
         }
     }
 
@@ -1195,6 +1215,12 @@ impl Endpoint {
             && r.next_at <= now
         {
             if r.count >= r.max {
+                self.error(|| {
+                    format!(
+                        "Aborting call on UDP retransmission timeout for Call-ID '{}'",
+                        String::from_utf8_lossy(&call.id)
+                    )
+                });
                 return Flow::Failed(FailReason::MaxRetrans);
             }
             let bytes = std::mem::take(&mut call.last_sent);
@@ -1233,10 +1259,19 @@ impl Endpoint {
                 if let Some(s) = self.stats.step(call.step) {
                     s.timeouts += 1;
                 }
-                let target = match self.scn.steps.get(call.step).map(|s| &s.kind) {
-                    Some(StepKind::Recv(r)) => r.on_timeout,
-                    _ => None,
+                let (target, expect) = match self.scn.steps.get(call.step).map(|s| &s.kind) {
+                    Some(StepKind::Recv(r)) => (r.on_timeout, r.expect.to_string()),
+                    _ => (None, String::new()),
                 };
+                let (id, idx) = (String::from_utf8_lossy(&call.id).into_owned(), call.step);
+                self.error(|| match target {
+                    Some(t) => format!(
+                        "Call-Id: {id}, receive timeout on message {expect}:{idx}, jumping to label {t}"
+                    ),
+                    None => format!(
+                        "Call-Id: {id}, receive timeout on message {expect}:{idx} without label to jump to (ontimeout attribute): aborting call"
+                    ),
+                });
                 match target {
                     Some(t) => {
                         call.wait = Wait::Running;
@@ -1413,6 +1448,22 @@ impl Endpoint {
             if let Some(s) = self.stats.step(call.step) {
                 s.unexpected += 1;
             }
+            let abort = self.cfg.behaviors.abort_unexpected;
+            self.error(|| {
+                let expecting = match scn.steps.get(call.step).map(|s| &s.kind) {
+                    Some(StepKind::Recv(r)) => format!("while expecting '{}' ", r.expect),
+                    Some(StepKind::Send { .. }) => "while sending ".into(),
+                    Some(StepKind::Pause { .. }) => "while pausing ".into(),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} call on unexpected message for Call-Id '{}': {expecting}(index {}), received '{}'",
+                    if abort { "Aborting" } else { "Continuing" },
+                    String::from_utf8_lossy(&call.id),
+                    call.step,
+                    String::from_utf8_lossy(bytes)
+                )
+            });
             if !self.cfg.behaviors.abort_unexpected {
                 // Ignored: the call waits on for what it expects.
                 return Flow::Waiting;
@@ -2103,7 +2154,7 @@ fn run_actions(
     msg: Option<&Message<'_>>,
     (service, wall_us): (&[u8], u64),
     (rng, fatal, warnings): (&mut u64, &mut Option<String>, &mut u64),
-    execs: &mut Vec<Exec>,
+    (execs, mut notes): (&mut Vec<Exec>, Option<&mut Vec<String>>),
 ) -> Result<Option<usize>, FailReason> {
     let mut jump = None;
     // A variable's string, as SIPp's getString: empty unless it holds one.
@@ -2204,6 +2255,10 @@ fn run_actions(
                 // Counted; the first few printed (under load, one a call
                 // would flood the terminal and slow the run).
                 *warnings += 1;
+                if let Some(n) = notes.as_deref_mut() {
+                    let m = render_value(message, call, msg, service);
+                    n.push(String::from_utf8_lossy(&m).into_owned());
+                }
                 if *warnings <= WARNINGS_SHOWN {
                     let m = render_value(message, call, msg, service);
                     eprintln!("sbc-load: warning: {}", String::from_utf8_lossy(&m));

@@ -20,6 +20,7 @@ pub mod scenario;
 pub mod statfile;
 pub mod stats;
 pub mod template;
+pub mod tracefile;
 
 /// Built-in scenarios for `-sn`, shipped as files in `scenarios/` so that
 /// stock SIPp runs them too.

@@ -16,6 +16,7 @@ use crate::scenario::{Scenario, StepKind, read_text};
 use crate::statfile::StatFile;
 use crate::stats::Stats;
 use crate::template::Keyword;
+use crate::tracefile::TraceFiles;
 
 /// A run that could not be done, with SIPp's exit status for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +146,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.base_cseq = args.base_cseq;
     cfg.quota = args.max_calls.map(|m| Arc::new(Quota::new(m)));
     cfg.auto_answer = args.auto_answer;
+    cfg.trace_err = args.trace_err;
     cfg.behaviors = match (&args.default_behaviors, args.no_default_behaviors) {
         (_, true) => crate::engine::Behaviors::NONE,
         (Some(list), false) => crate::engine::Behaviors::parse(list)?,
@@ -274,6 +276,20 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         snapshots: args
             .trace_stat
             .then(|| std::sync::Mutex::new(vec![None; threads])),
+        trace: TraceFiles::new(
+            args.trace_msg.then(|| {
+                args.message_file
+                    .clone()
+                    .unwrap_or_else(|| format!("{}_messages.log", file_base(args)).into())
+            }),
+            args.trace_err.then(|| {
+                args.error_file
+                    .clone()
+                    .unwrap_or_else(|| format!("{}_errors.log", file_base(args)).into())
+            }),
+        )
+        .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?,
+        wall_epoch_us: cfg.wall_epoch_us,
         soft_stop: if args.timeout_error { None } else { timeout },
         deadline: if args.timeout_error {
             timeout
@@ -300,17 +316,10 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         args.rate_max.map_or(r, |m| r.min(m))
     };
     let mut stat_file = if args.trace_stat {
-        let path = args.stat_file.clone().unwrap_or_else(|| {
-            // SIPp's default: the scenario's file name, the pid, ".csv".
-            let base = args
-                .scenario_file
-                .as_deref()
-                .and_then(|p| p.file_stem())
-                .map(|s| s.to_string_lossy().into_owned())
-                .or_else(|| args.scenario_name.clone())
-                .unwrap_or_else(|| "uac".into());
-            format!("{base}_{}_.csv", std::process::id()).into()
-        });
+        let path = args
+            .stat_file
+            .clone()
+            .unwrap_or_else(|| format!("{}_.csv", file_base(args)).into());
         let f = StatFile::create(&path, &scn, caller, cfg.wall_epoch_us)
             .map_err(|e| RunError::fatal(format!("-stf {}: {e}", path.display())))?;
         Some(f)
@@ -400,6 +409,19 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         report.exit_code()
     };
     Ok(Outcome { report, code })
+}
+
+/// SIPp's base of its files' names: the scenario's file name (or the
+/// built-in's), `_`, the pid.
+fn file_base(args: &Args) -> String {
+    let base = args
+        .scenario_file
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .or_else(|| args.scenario_name.clone())
+        .unwrap_or_else(|| "uac".into());
+    format!("{base}_{}", std::process::id())
 }
 
 /// How long calls still open at a soft `-timeout` may take to end.

@@ -21,6 +21,7 @@ use crate::rate::RatePlan;
 use crate::scenario::IntCmd;
 use crate::scenario::Scenario;
 use crate::stats::Stats;
+use crate::tracefile::TraceFiles;
 
 const RECV: u64 = 1;
 const SEND: u64 = 2 << 32;
@@ -85,6 +86,10 @@ pub struct Control {
     pub stopped_now: AtomicBool,
     /// Where captures are played from.
     pub media: Arc<MediaSockets>,
+    /// `-trace_msg`, `-trace_err`.
+    pub trace: TraceFiles,
+    /// The wall clock (µs since the Unix epoch) at `epoch`.
+    pub wall_epoch_us: u64,
     /// `-trace_stat`: each thread's figures and open calls, published
     /// about once a second for the statistics file.
     pub snapshots: Option<Snapshots>,
@@ -420,6 +425,10 @@ pub fn run_thread(
                         if m.is_payload_truncated() {
                             ep.stats.parse_errors += 1;
                         } else if let Some(src) = decode_sockaddr(m.name_data()) {
+                            if ctl.trace.traces_messages() {
+                                ctl.trace
+                                    .message(ctl.wall_epoch_us + now, false, src, payload);
+                            }
                             ep.handle_datagram(now, src, payload);
                         }
                     }
@@ -486,6 +495,13 @@ pub fn run_thread(
         let (mut send_errors, mut gso_sends, mut gso_datagrams) = (0, 0, 0);
         {
             let (out, buf) = ep.outgoing();
+            if ctl.trace.traces_messages() {
+                for o in out {
+                    let bytes = buf.get(o.start..o.start + o.len).unwrap_or(b"");
+                    ctl.trace
+                        .message(ctl.wall_epoch_us + now, true, o.dst, bytes);
+                }
+            }
             let limits = Limits {
                 segments: GSO_SEGMENTS,
                 bytes: SEND_BUF,
@@ -539,6 +555,10 @@ pub fn run_thread(
         };
         ep.stats.send_errors += media_errors;
         ep.clear_media();
+        if !ep.errors.is_empty() {
+            ctl.trace
+                .errors(ctl.wall_epoch_us + now, ep.errors.drain(..));
+        }
         for c in ep.commands.drain(..) {
             if let Some(child) = spawn_shell(&c) {
                 children.push(child);
@@ -615,6 +635,11 @@ pub fn run_thread(
     }
     // Flush what is still queued so the peer sees the last messages.
     let _ = io.ring.submit();
+    ctl.trace.errors(
+        ctl.wall_epoch_us + u64::try_from(ctl.epoch.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ep.errors.drain(..),
+    );
+    ctl.trace.flush();
     let mut stats = ep.stats.clone();
     stats.fatal = ep.fatal.clone();
     Ok(stats)

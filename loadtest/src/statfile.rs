@@ -399,9 +399,22 @@ fn hhmmssus(ms: u64) -> String {
     )
 }
 
+/// SIPp's `formatTime` with RFC 3339 (`with_epoch`): UTC, so "Z".
+pub(crate) fn rfc3339_time(us: u64) -> String {
+    let (secs, micros) = (us / 1_000_000, us % 1_000_000);
+    let rest = secs % 86_400;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rest / 3600,
+        (rest % 3600) / 60,
+        rest % 60
+    )
+}
+
 /// SIPp's `formatTime` without RFC 3339: date, time and epoch seconds,
 /// tab-separated (UTC here).
-fn wall_time(us: u64) -> String {
+pub(crate) fn wall_time(us: u64) -> String {
     let (secs, micros) = (us / 1_000_000, us % 1_000_000);
     let days = secs / 86_400;
     let rest = secs % 86_400;

@@ -163,11 +163,11 @@ fn exit_statuses_are_sipps() {
 
     // An option sbc-load does not implement -> 255, named.
     let o = finish(
-        spawn(&["-sn", "uac", "-trace_msg", "127.175.0.9:5060"]),
+        spawn(&["-sn", "uac", "-trace_screen", "127.175.0.9:5060"]),
         Duration::from_secs(10),
     );
     assert_eq!(o.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("-trace_msg"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-trace_screen"));
 
     // The port is taken -> 254.
     let _hold = std::net::UdpSocket::bind("127.175.0.5:5060").unwrap();
@@ -411,4 +411,77 @@ fn the_rate_rises_each_period_until_rate_max() {
     assert_eq!(r["calls_failed"], 0);
     let targets: Vec<&str> = rows.iter().map(|row| row["TargetRate"].as_str()).collect();
     assert!(targets.contains(&"10"), "{targets:?}");
+}
+
+/// `-trace_msg` and `-trace_err`: every message sent and received in
+/// SIPp's message log, and SIPp's warning for a call failing on an
+/// unexpected answer (a busy callee) in its errors file.
+#[test]
+fn trace_files_hold_the_messages_and_the_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
+    let uas = spawn(&[
+        "-sf",
+        &scenario("uas_busy.xml"),
+        "-i",
+        "127.184.0.2",
+        "-p",
+        "5060",
+        "-m",
+        "2",
+        "--threads",
+        "1",
+        "-timeout",
+        "20",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.184.0.1",
+        "127.184.0.2:5060",
+        "-m",
+        "2",
+        "-r",
+        "10",
+        "--threads",
+        "1",
+        "-timeout",
+        "20",
+        "-trace_msg",
+        "-message_file",
+        m.to_str().unwrap(),
+        "-trace_err",
+        "-error_file",
+        e.to_str().unwrap(),
+    ]);
+    let uac = finish(uac, Duration::from_secs(40));
+    let _ = finish(uas, Duration::from_secs(10));
+    assert_eq!(uac.status.code(), Some(1));
+    let messages = std::fs::read_to_string(&m).unwrap();
+    assert_eq!(
+        messages.matches("UDP message sent [").count(),
+        4,
+        "2 INVITEs, 2 ACKs:\n{messages}"
+    );
+    assert_eq!(
+        messages.matches("UDP message received [").count(),
+        4,
+        "100 and 486, twice"
+    );
+    assert!(messages.contains("\n\nINVITE sip:") && messages.contains("\n\nSIP/2.0 486 "));
+    let errors = std::fs::read_to_string(&e).unwrap();
+    assert!(
+        errors.starts_with("The following events occurred:\n"),
+        "{errors}"
+    );
+    assert_eq!(
+        errors
+            .matches("Aborting call on unexpected message for Call-Id '")
+            .count(),
+        2,
+        "{errors}"
+    );
+    assert!(errors.contains("received 'SIP/2.0 486 "), "{errors}");
 }
