@@ -37,7 +37,7 @@ use crate::inject::Inject;
 use crate::pcap::Capture;
 use crate::scenario::{
     Action, Arith, Compare, Distribution, Expect, IntCmd, MediaKind, NumOperand, PauseLength,
-    RTD_COUNT, Scenario, SearchIn, StepKind, StrOperand, VarId,
+    RTD_COUNT, RtpStream, Scenario, SearchIn, StepKind, StrOperand, StreamFile, VarId,
 };
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader};
@@ -425,8 +425,26 @@ pub struct MediaOut {
 #[derive(Debug)]
 enum Exec {
     Play(MediaKind, Arc<Capture>),
+    Stream(RtpStream),
     Command(Vec<u8>),
     Stop(IntCmd),
+}
+
+/// A call's `rtp_stream`: the next packet's place in the file and RTP
+/// header fields.
+#[derive(Debug)]
+struct Stream {
+    file: Arc<StreamFile>,
+    pos: usize,
+    loops_done: i64,
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+    paused: bool,
+    next_at: u64,
+    to: SocketAddr,
+    from_port: u16,
+    generation: u64,
 }
 
 /// A capture being played for a call.
@@ -468,6 +486,10 @@ pub struct Endpoint {
     playbacks: HashMap<u64, Playback, BuildHasherDefault<Prehashed>>,
     play_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
     play_generation: u64,
+    /// `rtp_stream`s by call serial, and when their next packets are due
+    /// (time, call serial, generation).
+    streams: HashMap<u64, Stream, BuildHasherDefault<Prehashed>>,
+    stream_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
     media_buf: Vec<u8>,
     media_out: Vec<MediaOut>,
     execs: Vec<Exec>,
@@ -615,11 +637,12 @@ impl Endpoint {
                 (id, value)
             })
             .collect();
-        let plays_media = scn
-            .steps
-            .iter()
-            .flat_map(|s| &s.actions)
-            .any(|a| matches!(a, Action::PlayPcap { .. }));
+        let plays_media = scn.steps.iter().flat_map(|s| &s.actions).any(|a| {
+            matches!(
+                a,
+                Action::PlayPcap { .. } | Action::RtpStream(RtpStream::Play(_))
+            )
+        });
         Endpoint {
             fatal: None,
             run_stop: None,
@@ -629,6 +652,8 @@ impl Endpoint {
             playbacks: HashMap::default(),
             play_due: BinaryHeap::new(),
             play_generation: 0,
+            streams: HashMap::default(),
+            stream_due: BinaryHeap::new(),
             media_buf: Vec::new(),
             media_out: Vec::new(),
             execs: Vec::new(),
@@ -745,6 +770,50 @@ impl Endpoint {
                     self.run_stop = Some(cmd);
                 }
             }
+            Exec::Stream(RtpStream::Pause | RtpStream::Resume) => {
+                let pause = matches!(e, Exec::Stream(RtpStream::Pause));
+                if let Some(s) = self.streams.get_mut(&call.serial) {
+                    s.paused = pause;
+                }
+            }
+            Exec::Stream(RtpStream::Play(file)) => {
+                let k = MediaKind::Audio as usize;
+                let Some(to) = call.media_to.get(k).copied().flatten() else {
+                    self.stats.warnings += 1;
+                    let id = String::from_utf8_lossy(&call.id).into_owned();
+                    self.error(|| {
+                        format!("rtp_stream: no SDP received with m=audio for call {id}")
+                    });
+                    return;
+                };
+                let from_port = call
+                    .media_from
+                    .get(k)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(self.cfg.media_port);
+                self.play_generation += 1;
+                let generation = self.play_generation;
+                let r = self.random();
+                self.streams.insert(
+                    call.serial,
+                    Stream {
+                        file,
+                        pos: 0,
+                        loops_done: 0,
+                        seq: r as u16,
+                        timestamp: (r >> 16) as u32,
+                        ssrc: (r >> 32) as u32 | 1,
+                        paused: false,
+                        next_at: now,
+                        to,
+                        from_port,
+                        generation,
+                    },
+                );
+                self.stream_due
+                    .push(Reverse((now, call.serial, generation)));
+            }
             Exec::Play(kind, capture) => {
                 let k = kind as usize;
                 let Some(to) = call.media_to.get(k).copied().flatten() else {
@@ -832,6 +901,72 @@ impl Endpoint {
         }
     }
 
+    /// Sends the `rtp_stream` packets due by `now`: RTP version 2, the
+    /// file's payload type, sequence and timestamp rising from random
+    /// starts; paused, the timestamp keeps time and nothing is sent.
+    fn stream_due(&mut self, now: u64) {
+        while let Some(&Reverse((at, serial, generation))) = self.stream_due.peek() {
+            if at > now {
+                break;
+            }
+            self.stream_due.pop();
+            let Some(s) = self.streams.get_mut(&serial) else {
+                continue;
+            };
+            if s.generation != generation {
+                continue;
+            }
+            let mut finished = false;
+            while s.next_at <= now && !finished {
+                let f = &s.file;
+                if !s.paused {
+                    let start = self.media_buf.len();
+                    self.media_buf.push(0x80);
+                    self.media_buf.push(f.payload_type & 0x7f);
+                    self.media_buf.extend_from_slice(&s.seq.to_be_bytes());
+                    self.media_buf.extend_from_slice(&s.timestamp.to_be_bytes());
+                    self.media_buf.extend_from_slice(&s.ssrc.to_be_bytes());
+                    // A packet's bytes, wrapping to the file's start (as
+                    // SIPp, which counts a loop there).
+                    let mut left = f.bytes_per_packet;
+                    while left > 0 {
+                        let take = left.min(f.data.len() - s.pos);
+                        self.media_buf
+                            .extend_from_slice(&f.data[s.pos..s.pos + take]);
+                        s.pos += take;
+                        left -= take;
+                        if s.pos >= f.data.len() {
+                            s.pos = 0;
+                            s.loops_done += 1;
+                            if f.loops >= 0 && s.loops_done >= f.loops {
+                                finished = true;
+                                break;
+                            }
+                        }
+                    }
+                    let len = self.media_buf.len() - start;
+                    self.media_out.push(MediaOut {
+                        from_port: s.from_port,
+                        dst: s.to,
+                        start,
+                        len,
+                    });
+                    self.stats.rtp_packets_sent += 1;
+                    self.stats.rtp_bytes_sent += (len - 12) as u64;
+                    s.seq = s.seq.wrapping_add(1);
+                }
+                s.timestamp = s.timestamp.wrapping_add(f.ticks_per_packet);
+                s.next_at += f.ms_per_packet * 1000;
+            }
+            if finished {
+                self.streams.remove(&serial);
+            } else {
+                self.stream_due
+                    .push(Reverse((s.next_at, serial, generation)));
+            }
+        }
+    }
+
     /// Media datagrams queued since the last [`Endpoint::clear_media`].
     pub fn media_outgoing(&self) -> (&[MediaOut], &[u8]) {
         (&self.media_out, &self.media_buf)
@@ -892,7 +1027,8 @@ impl Endpoint {
         let call = self.timers.peek().map(|Reverse((t, _, _))| *t);
         let answer = self.answers_fifo.front().map(|(t, _)| *t);
         let media = self.play_due.peek().map(|Reverse((t, _, _))| *t);
-        [call, answer, media].into_iter().flatten().min()
+        let stream = self.stream_due.peek().map(|Reverse((t, _, _))| *t);
+        [call, answer, media, stream].into_iter().flatten().min()
     }
 
     /// Ended calls still answering retransmissions (see `timewait_ms`).
@@ -1076,6 +1212,7 @@ impl Endpoint {
     fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
         // A call's playback stops with it (SIPp cancels its media thread).
         self.playbacks.remove(&call.serial);
+        self.streams.remove(&call.serial);
         let h = self.hash(&call.id);
         self.by_id.remove(&h);
         self.free.push(slot);
@@ -1171,7 +1308,6 @@ impl Endpoint {
 
     /// Runs due timers: retransmissions, pauses, receive timeouts.
     pub fn handle_timeout(&mut self, now: u64) {
-        self.play_due(now);
         while let Some(&Reverse((at, slot, serial))) = self.timers.peek() {
             if at > now {
                 break;
@@ -1189,6 +1325,10 @@ impl Endpoint {
                 });
             }
         }
+        // Media after the calls' timers: what their steps do now (start,
+        // pause, resume, end) holds for the packets due now.
+        self.play_due(now);
+        self.stream_due(now);
         while let Some(&(expire, h)) = self.dead_fifo.front() {
             if expire > now {
                 break;
@@ -2334,6 +2474,7 @@ fn run_actions(
             Action::Command(command) => {
                 execs.push(Exec::Command(render_value(command, call, msg, service)));
             }
+            Action::RtpStream(s) => execs.push(Exec::Stream(s.clone())),
             // As SIPp: the actions after it do not run.
             Action::IntCmd(IntCmd::StopCall) => return Err(FailReason::Rejected),
             Action::IntCmd(cmd) => execs.push(Exec::Stop(*cmd)),

@@ -88,7 +88,8 @@ pub struct Report {
     /// UDP GSO sends (several datagrams in one), and the datagrams in them.
     pub gso_sends: u64,
     pub gso_datagrams: u64,
-    /// Datagrams of `play_pcap_*` captures sent, and their payload bytes.
+    /// Media datagrams sent (`play_pcap_*`, `rtp_stream`), and their
+    /// payload bytes.
     pub rtp_packets_sent: u64,
     pub rtp_bytes_sent: u64,
     /// `-rtp_echo`: datagrams and bytes sent back.
@@ -279,7 +280,7 @@ impl Report {
             ("Out-of-call messages", self.out_of_call_messages),
             ("Auto-answered (-aa)", self.auto_answered),
             ("Warnings", self.warnings),
-            ("RTP packets played (pcap)", self.rtp_packets_sent),
+            ("RTP packets sent (media)", self.rtp_packets_sent),
             ("RTP packets echoed", self.rtp_echoed_packets),
             ("Shell commands started", self.commands_run),
             ("Parse errors", self.parse_errors),

@@ -297,6 +297,9 @@ pub enum Action {
     },
     /// `exec command`: a shell command, started and not waited for.
     Command(Template),
+    /// `exec rtp_stream`: RTP made from a file's bytes, or pausing and
+    /// resuming it.
+    RtpStream(RtpStream),
     /// `exec int_cmd`.
     IntCmd(IntCmd),
 }
@@ -320,6 +323,30 @@ impl MediaKind {
             MediaKind::Image => "image",
         }
     }
+}
+
+/// `exec rtp_stream`.
+#[derive(Debug, Clone)]
+pub enum RtpStream {
+    /// Stream the file (from the call's audio port to the peer's audio
+    /// address), replacing the call's stream in progress.
+    Play(Arc<StreamFile>),
+    Pause,
+    Resume,
+}
+
+/// An audio file streamed as RTP, as SIPp's rtpstream does: the raw bytes
+/// in packets of `bytes_per_packet` every `ms_per_packet`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFile {
+    pub data: Vec<u8>,
+    /// Times the file is played; -1 (or any negative): until the call
+    /// ends.
+    pub loops: i64,
+    pub payload_type: u8,
+    pub bytes_per_packet: usize,
+    pub ticks_per_packet: u32,
+    pub ms_per_packet: u64,
 }
 
 /// `exec int_cmd`: what SIPp's internal commands do.
@@ -1032,6 +1059,79 @@ impl Parser<'_> {
         })
     }
 
+    /// As SIPp's `find_file`: next to the scenario file, else as given
+    /// (from the working directory).
+    fn find_file(&self, name: &str) -> std::path::PathBuf {
+        let given = Path::new(name);
+        match Path::new(&self.origin).parent() {
+            Some(dir) if !given.is_absolute() && dir.join(given).exists() => dir.join(given),
+            _ => given.to_path_buf(),
+        }
+    }
+
+    /// `<exec rtp_stream="FILE[,LOOPS[,PAYLOAD_TYPE[,PAYLOAD_NAME]]]">`,
+    /// `"pause"` or `"resume"` (file mode; SIPp's `apattern`/`vpattern`
+    /// and SRTP are not built).
+    fn rtp_stream(&mut self, node: Node<'_, '_>, value: &str) -> Result<Action, ScenarioError> {
+        match value.trim() {
+            "pause" => return Ok(Action::RtpStream(RtpStream::Pause)),
+            "resume" => return Ok(Action::RtpStream(RtpStream::Resume)),
+            v if v.starts_with("apattern") || v.starts_with("vpattern") => {
+                return Err(self.err(
+                    node,
+                    "rtp_stream patterns (apattern, vpattern) are not supported by sbc-load",
+                ));
+            }
+            _ => {}
+        }
+        let mut parts = value.split(',').map(str::trim);
+        let file = parts.next().unwrap_or("");
+        let number = |p: Option<&str>, what: &str, default: i64| -> Result<i64, ScenarioError> {
+            match p {
+                None | Some("") => Ok(default),
+                Some(n) => n.parse::<i64>().map_err(|_| {
+                    self.err(node, format!("rtp_stream: {what} \"{n}\" is not a number"))
+                }),
+            }
+        };
+        let loops = number(parts.next(), "loop count", 1)?;
+        let payload_type = number(parts.next(), "payload type", 0)?;
+        let name = parts.next().unwrap_or("");
+        // SIPp's table: 20 ms packets of these sizes and clock ticks.
+        let (pt, bytes, ticks, default_name) = match payload_type {
+            0 => (0u8, 160usize, 160u32, "PCMU/8000"),
+            8 => (8, 160, 160, "PCMA/8000"),
+            9 => (9, 160, 160, "G722/8000"),
+            18 => (18, 20, 160, "G729/8000"),
+            other => {
+                return Err(self.err(
+                    node,
+                    format!("rtp_stream: payload type {other} is not supported by sbc-load (0, 8, 9, 18)"),
+                ));
+            }
+        };
+        if !name.is_empty() && !name.eq_ignore_ascii_case(default_name) {
+            return Err(self.err(
+                node,
+                format!("rtp_stream: payload type {pt} is {default_name}, not {name}"),
+            ));
+        }
+        let path = self.find_file(file);
+        let data =
+            std::fs::read(&path).map_err(|e| self.err(node, format!("{}: {e}", path.display())))?;
+        if data.is_empty() {
+            return Err(self.err(node, format!("{}: the file is empty", path.display())));
+        }
+        Ok(Action::RtpStream(RtpStream::Play(Arc::new(StreamFile {
+            data,
+            loops,
+            payload_type: pt,
+            bytes_per_packet: bytes,
+            ticks_per_packet: ticks,
+            ms_per_packet: 20,
+        }))))
+    }
+
     /// `<exec>`: one of its attributes says what it runs.
     fn exec(&mut self, node: Node<'_, '_>) -> Result<Action, ScenarioError> {
         self.check_attrs(
@@ -1042,6 +1142,7 @@ impl Parser<'_> {
                 "play_pcap_audio",
                 "play_pcap_video",
                 "play_pcap_image",
+                "rtp_stream",
             ],
         )?;
         let given: Vec<_> = node.attributes().collect();
@@ -1065,17 +1166,12 @@ impl Parser<'_> {
                     )),
                 };
             }
+            "rtp_stream" => return self.rtp_stream(node, a.value()),
             "play_pcap_audio" => MediaKind::Audio,
             "play_pcap_video" => MediaKind::Video,
             _ => MediaKind::Image,
         };
-        // As SIPp: next to the scenario file, else as given (from the
-        // working directory).
-        let given = Path::new(a.value());
-        let path = match Path::new(&self.origin).parent() {
-            Some(dir) if !given.is_absolute() && dir.join(given).exists() => dir.join(given),
-            _ => given.to_path_buf(),
-        };
+        let path = self.find_file(a.value());
         let capture = Capture::load(&path).map_err(|e| self.err(node, e))?;
         if capture.packets.is_empty() {
             return Err(self.err(
@@ -1306,9 +1402,16 @@ mod tests {
         assert!(e.message.contains("not supported"), "{e}");
         assert_eq!(e.line, 3);
 
-        let e = parse(r#"<nop><action><exec rtp_stream="x.wav"/></action></nop>"#).unwrap_err();
+        let e =
+            parse(r#"<nop><action><exec rtp_stream="apattern,1"/></action></nop>"#).unwrap_err();
         assert_eq!(e.element, "exec");
-        assert!(e.message.contains("rtp_stream"), "{e}");
+        assert!(e.message.contains("apattern"), "{e}");
+        let e =
+            parse(r#"<nop><action><exec rtp_stream="x.wav,1,97"/></action></nop>"#).unwrap_err();
+        assert!(e.message.contains("payload type 97"), "{e}");
+        let e =
+            parse(r#"<nop><action><exec rtp_stream="no-such.wav"/></action></nop>"#).unwrap_err();
+        assert!(e.message.contains("no-such.wav"), "{e}");
 
         let e = parse(r#"<recv response="200" response_txn="x"/>"#).unwrap_err();
         assert!(e.message.contains("response_txn"), "{e}");

@@ -116,7 +116,8 @@ pub struct Stats {
     /// UDP GSO sends, and the datagrams they carried.
     pub gso_sends: u64,
     pub gso_datagrams: u64,
-    /// Datagrams of `play_pcap_*` captures sent, and their payload bytes.
+    /// Media datagrams sent (`play_pcap_*`, `rtp_stream`), and their
+    /// payload bytes.
     pub rtp_packets_sent: u64,
     pub rtp_bytes_sent: u64,
     /// `exec command` shell commands started.

@@ -1021,8 +1021,15 @@ Content-Length: 0
 }
 
 /// A caller whose INVITE offers audio on `[media_port+10]` and that runs
-/// `actions` after its ACK, pauses 30 ms and hangs up.
-fn uac_playing(actions: &str) -> Arc<Scenario> {
+/// `actions` after its ACK, pauses `pause_ms` and hangs up.
+fn uac_playing(actions: &str, pause_ms: u64) -> Arc<Scenario> {
+    uac_with_steps(&format!(
+        r#"<nop><action>{actions}</action></nop><pause milliseconds="{pause_ms}"/>"#
+    ))
+}
+
+/// That caller with `steps` between its ACK and its BYE.
+fn uac_with_steps(steps: &str) -> Arc<Scenario> {
     scenario(&format!(
         r#"<scenario name="uac">
   <send><![CDATA[
@@ -1049,8 +1056,7 @@ Call-ID: [call_id]
 CSeq: 1 ACK
 Content-Length: 0
 ]]></send>
-  <nop><action>{actions}</action></nop>
-  <pause milliseconds="30"/>
+  {steps}
   <send><![CDATA[
 BYE sip:x@[remote_ip] SIP/2.0
 Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
@@ -1083,7 +1089,10 @@ fn a_capture_plays_paced_from_our_sdp_port_to_the_peers_and_stops_with_the_call(
         ]),
     )
     .unwrap();
-    let scn = uac_playing(&format!(r#"<exec play_pcap_audio="{}"/>"#, path.display()));
+    let scn = uac_playing(
+        &format!(r#"<exec play_pcap_audio="{}"/>"#, path.display()),
+        30,
+    );
     let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
     let mut net = Net::new();
     assert!(a.start_call(0));
@@ -1149,6 +1158,7 @@ Content-Length: 0
     // In a <nop>: the command after it never runs, the call goes on.
     let scn = uac_playing(
         r#"<exec command="echo [call_id] done"/><exec int_cmd="stop_gracefully"/><exec int_cmd="stop_call"/><exec command="never"/>"#,
+        30,
     );
     let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
     let mut net = Net::new();
@@ -1300,4 +1310,87 @@ Content-Length: 0
     )
     .unwrap_err();
     assert!(e.message.contains("last step"), "{e}");
+}
+
+/// `rtp_stream="FILE,2,8"`: the file's bytes as PCMA RTP, 160 bytes every
+/// 20 ms, sequence and timestamp rising by 1 and 160, one SSRC, wrapping
+/// to the file's start, twice through the file, from our SDP's audio port
+/// to the peer's; `pause` holds it.
+#[test]
+fn rtp_stream_sends_a_file_as_rtp_paced_and_looped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("voice.raw");
+    let data: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let scn = uac_playing(
+        &format!(r#"<exec rtp_stream="{},2,8"/>"#, path.display()),
+        200,
+    );
+    let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    let mut packets = Vec::new();
+    for ms in (0..=120).step_by(10) {
+        a.handle_timeout(ms * 1000);
+        for (from, to, p) in drain_media(&mut a) {
+            assert_eq!((from, to), (6010, addr("10.9.9.9:7000")));
+            packets.push((ms, p));
+        }
+    }
+    // 800 bytes in 160-byte packets: five, 20 ms apart.
+    let times: Vec<u64> = packets.iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [0, 20, 40, 60, 80]);
+    let payload: Vec<u8> = packets.iter().flat_map(|(_, p)| p[12..].to_vec()).collect();
+    assert_eq!(payload, [data.clone(), data].concat(), "the file twice");
+    let head = |p: &[u8]| {
+        (
+            p[0],
+            p[1],
+            u16::from_be_bytes([p[2], p[3]]),
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        )
+    };
+    let (v, pt, seq0, ts0, ssrc) = head(&packets[0].1);
+    assert_eq!((v, pt), (0x80, 8));
+    for (i, (_, p)) in packets.iter().enumerate() {
+        let (_, _, seq, ts, s) = head(p);
+        assert_eq!(seq, seq0.wrapping_add(i as u16));
+        assert_eq!(ts, ts0.wrapping_add(160 * i as u32));
+        assert_eq!(s, ssrc);
+    }
+    assert_eq!(a.stats.rtp_packets_sent, 5);
+
+    // Paused from 40 to 100 ms: nothing sent, the timestamp keeps time.
+    let scn = uac_with_steps(&format!(
+        r#"<nop><action><exec rtp_stream="{},-1,0"/></action></nop>
+        <pause milliseconds="40"/>
+        <nop><action><exec rtp_stream="pause"/></action></nop>
+        <pause milliseconds="60"/>
+        <nop><action><exec rtp_stream="resume"/></action></nop>
+        <pause milliseconds="100"/>"#,
+        path.display()
+    ));
+    let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    let mut sent = Vec::new();
+    for ms in (0..=160).step_by(10) {
+        a.handle_timeout(ms * 1000);
+        for (_, _, p) in drain_media(&mut a) {
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            sent.push((ms, p[1], ts));
+        }
+    }
+    let times: Vec<u64> = sent.iter().map(|s| s.0).collect();
+    assert_eq!(times, [0, 20, 100, 120, 140, 160], "none while paused");
+    assert!(sent.iter().all(|s| s.1 == 0), "PCMU");
+    let ts0 = sent[0].2;
+    assert_eq!(
+        sent[2].2.wrapping_sub(ts0),
+        5 * 160,
+        "time went on while paused"
+    );
 }
