@@ -54,6 +54,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "trace_err",
     "message_file",
     "error_file",
+    "3pcc",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -69,7 +70,6 @@ const UNSUPPORTED: &[&str] = &[
     "key",
     "master",
     "slave",
-    "3pcc",
     "rsa",
     "ci",
     "sd",
@@ -191,6 +191,11 @@ pub struct Args {
     /// Seconds between two lines of the statistics file.
     #[arg(long = "fd", value_name = "SECONDS", default_value_t = 60)]
     pub stat_period_s: u64,
+    /// 3PCC: the twin's address. A scenario that sends the first twin
+    /// message (`<sendCmd>` before any `<recvCmd>`) connects to it; one
+    /// that starts with `<recvCmd>` listens there.
+    #[arg(long = "3pcc", value_name = "IP:PORT")]
+    pub three_pcc: Option<SocketAddr>,
     /// Log every SIP message sent and received (SCENARIO_PID_messages.log).
     #[arg(long = "trace_msg")]
     pub trace_msg: bool,
@@ -287,7 +292,7 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, 
             && let Some(name) = a.strip_prefix('-')
             && !name.starts_with('-')
             && !name.is_empty()
-            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && (!name.starts_with(|c: char| c.is_ascii_digit()) || name == "3pcc")
         {
             if SIPP_OPTIONS.contains(&name) {
                 values = match name {

@@ -249,8 +249,14 @@ impl Value {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Wait {
     Running,
-    Recv { deadline: Option<u64> },
-    Pause { until: u64 },
+    /// At a `<recvCmd>`: waiting for the 3PCC twin's message.
+    RecvCmd,
+    Recv {
+        deadline: Option<u64>,
+    },
+    Pause {
+        until: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -389,7 +395,7 @@ impl Call {
 
     fn deadline(&self) -> Option<u64> {
         let wait = match self.wait {
-            Wait::Running => None,
+            Wait::Running | Wait::RecvCmd => None,
             Wait::Recv { deadline } => deadline,
             Wait::Pause { until } => Some(until),
         };
@@ -479,6 +485,9 @@ pub struct Endpoint {
     /// With `-trace_err`: SIPp's warning and error texts, for its errors
     /// file (the runtime drains them).
     pub errors: Vec<String>,
+    /// Messages for the 3PCC twin (`<sendCmd>`), rendered; the runtime
+    /// sends each followed by SIPp's delimiter (ESC).
+    pub twin_out: Vec<Vec<u8>>,
     /// Whether the scenario plays captures (received SDP is then read).
     plays_media: bool,
     /// Playbacks by call serial, and when their next packets are due
@@ -648,6 +657,7 @@ impl Endpoint {
             run_stop: None,
             commands: Vec::new(),
             errors: Vec::new(),
+            twin_out: Vec::new(),
             plays_media,
             playbacks: HashMap::default(),
             play_due: BinaryHeap::new(),
@@ -703,6 +713,19 @@ impl Endpoint {
         msg: Option<&Message<'_>>,
         now: u64,
     ) -> Result<Option<usize>, FailReason> {
+        self.actions_on(call, idx, msg, None, now)
+    }
+
+    /// [`Endpoint::actions`], searching `raw` (a 3PCC command's text)
+    /// rather than `msg`'s bytes when given.
+    fn actions_on(
+        &mut self,
+        call: &mut Call,
+        idx: usize,
+        msg: Option<&Message<'_>>,
+        raw: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Option<usize>, FailReason> {
         let scn = Arc::clone(&self.scn);
         let Some(step) = scn.steps.get(idx) else {
             return Ok(None);
@@ -715,7 +738,7 @@ impl Endpoint {
         let ran = run_actions(
             &step.actions,
             call,
-            msg,
+            (msg, raw),
             (&self.cfg.service, wall_us),
             (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
             (&mut execs, self.cfg.trace_err.then_some(&mut self.errors)),
@@ -1109,6 +1132,87 @@ impl Endpoint {
         self.by_id.insert(key, slot);
         self.stats.created += 1;
         Some(slot)
+    }
+
+    /// A message from the 3PCC twin (its delimiter taken off): given to
+    /// the call its `Call-ID:` line names, waiting at a `<recvCmd>`; a
+    /// scenario that starts with `<recvCmd>` starts a call with that
+    /// Call-ID (SIPp's controller B side). Anything else fails that call
+    /// or is counted as out of call.
+    pub fn handle_command(&mut self, now: u64, bytes: &[u8]) {
+        self.stats.msgs_received += 1;
+        let Some(id) = command_call_id(bytes) else {
+            self.stats.out_of_call_msgs += 1;
+            return;
+        };
+        let h = self.hash(id);
+        let slot = match self.by_id.get(&h).copied() {
+            Some(slot)
+                if self
+                    .slab
+                    .get(slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.id == id) =>
+            {
+                slot
+            }
+            _ => {
+                let remote = self.remote;
+                let (Some(peer), true) = (remote, self.scn.starts_with_recv_cmd()) else {
+                    self.stats.out_of_call_msgs += 1;
+                    return;
+                };
+                if !self.take_quota() {
+                    self.stats.out_of_call_msgs += 1;
+                    return;
+                }
+                let Some(slot) = self.new_call(now, peer, id) else {
+                    return;
+                };
+                // To its first step, the <recvCmd> this message answers.
+                self.run(slot, now, |ep, call, now| ep.advance(call, now));
+                slot
+            }
+        };
+        let bytes = bytes.to_vec();
+        self.run(slot, now, |ep, call, now| ep.on_command(call, now, &bytes));
+    }
+
+    fn on_command(&mut self, call: &mut Call, now: u64, bytes: &[u8]) -> Flow {
+        let j = call.step;
+        if call.wait != Wait::RecvCmd {
+            if let Some(s) = self.stats.step(j) {
+                s.unexpected += 1;
+            }
+            let id = String::from_utf8_lossy(&call.id).into_owned();
+            self.error(|| {
+                format!(
+                    "Unexpected control message received (I was expecting a different type of message) for Call-Id '{id}': {}",
+                    String::from_utf8_lossy(bytes)
+                )
+            });
+            return Flow::Failed(FailReason::UnexpectedMessage);
+        }
+        if let Some(s) = self.stats.step(j) {
+            s.received += 1;
+        }
+        // The command as a message (a made-up request line) for the
+        // keywords of later steps; the actions search its own text.
+        let mut parsed = Vec::with_capacity(bytes.len() + 32);
+        parsed.extend_from_slice(b"TWIN sip:twin SIP/2.0\r\n");
+        parsed.extend_from_slice(bytes);
+        if self.needs_last {
+            call.last_msg.clone_from(&parsed);
+        }
+        self.rtd(call, j, now);
+        let msg = Message::parse(&parsed).ok();
+        if let Err(fatal) = self.actions_on(call, j, msg.as_ref(), Some(bytes), now) {
+            return Flow::Failed(fatal);
+        }
+        call.last_recv = Some(j);
+        call.step = self.next_of(call, j);
+        call.wait = Wait::Running;
+        self.advance(call, now)
     }
 
     /// Starts one call of a caller scenario. Returns false when this
@@ -1894,6 +1998,37 @@ impl Endpoint {
                     flow = Flow::Waiting;
                     break;
                 }
+                StepKind::SendCmd { msg } => {
+                    let mut buf = Vec::with_capacity(512);
+                    let mut failure = None;
+                    msg.render(&mut buf, |kw, out| {
+                        if let Err(r) = self.keyword(kw, call, idx, last.as_ref(), out) {
+                            failure = Some(r);
+                        }
+                    });
+                    if let Some(r) = failure {
+                        flow = Flow::Failed(r);
+                        break;
+                    }
+                    self.twin_out.push(buf);
+                    self.stats.msgs_sent += 1;
+                    if let Some(s) = self.stats.step(idx) {
+                        s.sent += 1;
+                    }
+                    self.rtd(call, idx, now);
+                    match self.actions(call, idx, last.as_ref(), now) {
+                        Ok(jump) => call.step = jump.unwrap_or_else(|| self.next_of(call, idx)),
+                        Err(fatal) => {
+                            flow = Flow::Failed(fatal);
+                            break;
+                        }
+                    }
+                }
+                StepKind::RecvCmd => {
+                    call.wait = Wait::RecvCmd;
+                    flow = Flow::Waiting;
+                    break;
+                }
                 StepKind::Nop => {
                     self.rtd(call, idx, now);
                     if let Some(s) = self.stats.step(idx) {
@@ -2291,7 +2426,7 @@ fn url_code(s: &[u8], decode: bool) -> Vec<u8> {
 fn run_actions(
     actions: &[Action],
     call: &mut Call,
-    msg: Option<&Message<'_>>,
+    (msg, raw): (Option<&Message<'_>>, Option<&[u8]>),
     (service, wall_us): (&[u8], u64),
     (rng, fatal, warnings): (&mut u64, &mut Option<String>, &mut u64),
     (execs, mut notes): (&mut Vec<Exec>, Option<&mut Vec<String>>),
@@ -2330,7 +2465,7 @@ fn run_actions(
                         }
                     }
                     (None, _) => b"",
-                    (Some(m), SearchIn::Msg) => m.as_bytes(),
+                    (Some(m), SearchIn::Msg) => raw.unwrap_or(m.as_bytes()),
                     (Some(m), SearchIn::Body) => m.body(),
                     (
                         Some(m),
@@ -2341,8 +2476,8 @@ fn run_actions(
                             occurrence,
                         },
                     ) => {
-                        let found =
-                            header_text(m.as_bytes(), name, *case_indep, *start_line, *occurrence);
+                        let text = raw.unwrap_or(m.as_bytes());
+                        let found = header_text(text, name, *case_indep, *start_line, *occurrence);
                         // As SIPp: found empty is not found.
                         match found {
                             Some(t) if !t.is_empty() => t,
@@ -2614,6 +2749,17 @@ fn header_text<'m>(
     None
 }
 
+/// The Call-ID a 3PCC command names: its `Call-ID:` (or `i:`) line.
+fn command_call_id(cmd: &[u8]) -> Option<&[u8]> {
+    cmd.split(|&b| b == b'\n').find_map(|line| {
+        let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+        let name = name.trim_ascii();
+        (name.eq_ignore_ascii_case(b"Call-ID") || name.eq_ignore_ascii_case(b"i"))
+            .then(|| value[1..].trim_ascii())
+            .filter(|v| !v.is_empty())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -2637,5 +2783,16 @@ mod tests {
         assert_eq!(find("contact:", true, true, 2).as_deref(), Some(" <sip:c>"));
         assert_eq!(find("Contact:", false, true, 2), None);
         assert_eq!(find("Route:", false, false, 1), None);
+    }
+
+    #[test]
+    fn a_twin_command_names_its_call_as_sipp_reads_it() {
+        assert_eq!(
+            command_call_id(b"Call-ID: 1-22@h\r\nContent-Type: x\r\n\r\nv=0"),
+            Some(&b"1-22@h"[..])
+        );
+        assert_eq!(command_call_id(b"X: y\ni: abc \n"), Some(&b"abc"[..]));
+        assert_eq!(command_call_id(b"Content-Type: x\r\n"), None);
+        assert_eq!(command_call_id(b"Call-ID:\r\n"), None);
     }
 }

@@ -138,6 +138,8 @@ impl Report {
                         length.to_string(),
                     ),
                     StepKind::Nop => ("nop", String::new()),
+                    StepKind::SendCmd { .. } => ("sendCmd", "3PCC".into()),
+                    StepKind::RecvCmd => ("recvCmd", "3PCC".into()),
                 };
                 StepReport {
                     index,

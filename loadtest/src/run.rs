@@ -89,13 +89,38 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         )));
     }
     let caller = scn.starts_with_send();
-    if !caller && scn.first_request().is_none() {
-        return Err("the scenario starts neither with <send> nor with <recv request=...>".into());
+    // 3PCC's controller B side: its calls start with the twin's message.
+    let by_twin = scn.starts_with_recv_cmd();
+    if !caller && !by_twin && scn.first_request().is_none() {
+        return Err(
+            "the scenario starts neither with <send>, <recvCmd> nor with <recv request=...>".into(),
+        );
     }
-    let remote = match (&args.remote, caller) {
+    let remote = match (&args.remote, caller || by_twin) {
         (Some(r), _) => Some(parse_remote(r)?),
         (None, true) => return Err("a caller scenario needs the remote host:port".into()),
         (None, false) => None,
+    };
+    // 3PCC: the side whose first twin step is <sendCmd> connects.
+    let twin = if scn.uses_twin() {
+        let Some(addr) = args.three_pcc else {
+            return Err(
+                "the scenario talks to a 3PCC twin (<sendCmd>/<recvCmd>): give -3pcc IP:PORT"
+                    .into(),
+            );
+        };
+        let connects = scn
+            .steps
+            .iter()
+            .find_map(|s| match s.kind {
+                StepKind::SendCmd { .. } => Some(true),
+                StepKind::RecvCmd => Some(false),
+                _ => None,
+            })
+            .unwrap_or(true);
+        Some((addr, connects))
+    } else {
+        None
     };
     if args.rate_period_ms == 0 {
         return Err("-rp must be at least 1 ms".into());
@@ -170,7 +195,13 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     }
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or(cores).clamp(1, 256);
+    // One thread with a twin (as SIPp: the twin's messages name calls
+    // this thread must own).
+    let threads = if twin.is_some() {
+        1
+    } else {
+        args.threads.unwrap_or(cores).clamp(1, 256)
+    };
     // A caller's threads each bind their own port (so replies come back to
     // the thread that owns the call); a callee's threads share one port.
     let base_port = args.local_port.unwrap_or(if caller { 0 } else { 5060 });
@@ -256,6 +287,10 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         Some(t) => Some(epoch + Duration::from_millis(parse_duration_ms(t)?)),
         None => None,
     };
+    let twin_stream = match twin {
+        Some((addr, connects)) => Some(twin_connect(addr, connects, &stop)?),
+        None => None,
+    };
     let media = Arc::new(MediaSockets::new(cfg.media_ip));
     // -rtp_echo: the media port (audio) and port + 2 (video), as SIPp.
     let echo = if args.rtp_echo {
@@ -290,6 +325,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         )
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?,
         wall_epoch_us: cfg.wall_epoch_us,
+        twin: std::sync::Mutex::new(twin_stream),
         soft_stop: if args.timeout_error { None } else { timeout },
         deadline: if args.timeout_error {
             timeout
@@ -409,6 +445,52 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         report.exit_code()
     };
     Ok(Outcome { report, code })
+}
+
+/// The 3PCC twin connection: connected to `addr` (tried for 10 s), or
+/// the first connection accepted there (until a signal stops the run).
+fn twin_connect(
+    addr: SocketAddr,
+    connects: bool,
+    stop: &AtomicBool,
+) -> Result<std::net::TcpStream, RunError> {
+    let fail = |code, what: &str, e: std::io::Error| RunError {
+        code,
+        message: format!("-3pcc {addr}: {what}: {e}"),
+    };
+    let stream = if connects {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline || stop.load(Ordering::Relaxed) => {
+                    return Err(fail(255, "cannot connect to the twin", e));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    } else {
+        let l = std::net::TcpListener::bind(addr).map_err(|e| fail(254, "bind", e))?;
+        l.set_nonblocking(true)
+            .map_err(|e| fail(254, "listen", e))?;
+        loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(fail(255, "no twin connected", e));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(fail(255, "accept", e)),
+            }
+        }
+    };
+    stream
+        .set_nonblocking(true)
+        .and_then(|()| stream.set_nodelay(true))
+        .map_err(|e| fail(255, "socket", e))?;
+    Ok(stream)
 }
 
 /// SIPp's base of its files' names: the scenario's file name (or the

@@ -4,7 +4,8 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,10 @@ use crate::stats::Stats;
 use crate::tracefile::TraceFiles;
 
 const RECV: u64 = 1;
+/// The poll for the 3PCC twin's socket.
+const TWIN: u64 = 3;
+/// SIPp's delimiter after each twin message.
+const TWIN_END: u8 = 0x1b;
 const SEND: u64 = 2 << 32;
 const BGID: u16 = 1;
 const RECV_BUFFERS: u16 = 2048;
@@ -90,6 +95,8 @@ pub struct Control {
     pub trace: TraceFiles,
     /// The wall clock (µs since the Unix epoch) at `epoch`.
     pub wall_epoch_us: u64,
+    /// The 3PCC twin connection, taken by thread 0.
+    pub twin: std::sync::Mutex<Option<TcpStream>>,
     /// `-trace_stat`: each thread's figures and open calls, published
     /// about once a second for the statistics file.
     pub snapshots: Option<Snapshots>,
@@ -380,6 +387,13 @@ pub fn run_thread(
     let mut media = MediaSender::new(Arc::clone(&ctl.media));
     let mut children: Vec<std::process::Child> = Vec::new();
     let mut next_publish = 0u64;
+    let mut twin = if plan.index == 0 {
+        ctl.twin.lock().ok().and_then(|mut t| t.take())
+    } else {
+        None
+    };
+    let (mut twin_in, mut twin_out) = (Vec::<u8>::new(), Vec::<u8>::new());
+    let mut twin_armed = false;
     // A grouped datagram must fit the path MTU on its own: loopback's is
     // 64 KiB, elsewhere assume Ethernet's.
     let gso_datagram = match plan.remote.map(|r| r.ip()) {
@@ -401,6 +415,10 @@ pub fn run_thread(
             drop(cq);
             for cqe in cqes.drain(..) {
                 let ud = cqe.user_data();
+                if ud == TWIN {
+                    twin_armed = false;
+                    continue;
+                }
                 if ud & SEND != 0 {
                     if !io.sent((ud & 0xffff) as u16, cqe.result(), &mut pending) {
                         ep.stats.send_errors += 1;
@@ -441,6 +459,35 @@ pub fn run_thread(
             io.arm_recv()?;
         }
 
+        // The twin's messages, each up to its delimiter; its end closes
+        // this side too (no new calls).
+        if let Some(t) = twin.as_mut() {
+            let mut buf = [0u8; 16384];
+            let mut closed = false;
+            loop {
+                match t.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => twin_in.extend_from_slice(buf.get(..n).unwrap_or(&[])),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            while let Some(p) = twin_in.iter().position(|&b| b == TWIN_END) {
+                let cmd: Vec<u8> = twin_in.drain(..=p).collect();
+                ep.handle_command(now, cmd.get(..p).unwrap_or(&[]));
+            }
+            if closed {
+                twin = None;
+                ep.close();
+            }
+        }
         ep.handle_timeout(now);
         if ctl.soft_stop.is_some_and(|t| now_i >= t) || ctl.graceful.load(Ordering::Relaxed) {
             ep.close();
@@ -555,6 +602,28 @@ pub fn run_thread(
         };
         ep.stats.send_errors += media_errors;
         ep.clear_media();
+        for m in ep.twin_out.drain(..) {
+            twin_out.extend_from_slice(&m);
+            twin_out.push(TWIN_END);
+        }
+        if let Some(t) = twin.as_mut() {
+            while !twin_out.is_empty() {
+                match t.write(&twin_out) {
+                    Ok(n) if n > 0 => {
+                        twin_out.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => break,
+                }
+            }
+            if !twin_armed {
+                let e = opcode::PollAdd::new(Fd(t.as_raw_fd()), libc::POLLIN as u32)
+                    .build()
+                    .user_data(TWIN);
+                io.push(&e)?;
+                twin_armed = true;
+            }
+        }
         if !ep.errors.is_empty() {
             ctl.trace
                 .errors(ctl.wall_epoch_us + now, ep.errors.drain(..));
@@ -635,6 +704,10 @@ pub fn run_thread(
     }
     // Flush what is still queued so the peer sees the last messages.
     let _ = io.ring.submit();
+    if let Some(t) = twin.as_mut() {
+        let _ = t.set_nonblocking(false);
+        let _ = t.write_all(&twin_out);
+    }
     ctl.trace.errors(
         ctl.wall_epoch_us + u64::try_from(ctl.epoch.elapsed().as_micros()).unwrap_or(u64::MAX),
         ep.errors.drain(..),

@@ -97,6 +97,13 @@ pub enum StepKind {
         timewait: bool,
     },
     Nop,
+    /// `<sendCmd>`: a message to the twin sbc-load or sipp of a 3PCC
+    /// scenario (`-3pcc`); it names the call by its `Call-ID:` line.
+    SendCmd {
+        msg: Template,
+    },
+    /// `<recvCmd>`: wait for the twin's message for this call.
+    RecvCmd,
 }
 
 /// How long a `<pause>` lasts.
@@ -470,6 +477,36 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "sendCmd",
+        &[
+            "start_rtd",
+            "rtd",
+            "repeat_rtd",
+            "crlf",
+            "next",
+            "test",
+            "chance",
+            "display",
+            "hide",
+            "counter",
+        ],
+    ),
+    (
+        "recvCmd",
+        &[
+            "start_rtd",
+            "rtd",
+            "repeat_rtd",
+            "crlf",
+            "next",
+            "test",
+            "chance",
+            "display",
+            "hide",
+            "counter",
+        ],
+    ),
+    (
         "nop",
         &[
             "start_rtd",
@@ -659,9 +696,21 @@ impl Parser<'_> {
                 }
             }
             "nop" => StepKind::Nop,
+            "sendCmd" => {
+                let text: String = node
+                    .children()
+                    .filter(|c| c.is_text())
+                    .filter_map(|c| c.text())
+                    .collect();
+                let msg = Template::compile(&text, &mut Vars(&mut self.vars))
+                    .map_err(|e| self.template_err(node, e))?;
+                StepKind::SendCmd { msg }
+            }
+            "recvCmd" => StepKind::RecvCmd,
             _ => return Err(self.err(node, "this element is not supported by sbc-load")),
         };
         if name != "send"
+            && name != "sendCmd"
             && let Some(c) = node.children().find(|c| c.is_text())
             && c.text().is_some_and(|t| !t.trim().is_empty())
         {
@@ -1266,7 +1315,7 @@ impl Scenario {
                 {
                     return Err(p.err(node, "<timewait> must be the last step of a scenario"));
                 }
-                "send" | "recv" | "pause" | "timewait" | "nop" => {
+                "send" | "recv" | "pause" | "timewait" | "nop" | "sendCmd" | "recvCmd" => {
                     let step = p.step(node, steps.len())?;
                     steps.push(step);
                 }
@@ -1311,6 +1360,19 @@ impl Scenario {
             response_time_repartition,
             call_length_repartition,
         })
+    }
+
+    /// Whether the scenario exchanges messages with a 3PCC twin.
+    pub fn uses_twin(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::SendCmd { .. } | StepKind::RecvCmd))
+    }
+
+    /// Whether its calls start with the twin's message (3PCC's B side of
+    /// the controller: it listens for the twin).
+    pub fn starts_with_recv_cmd(&self) -> bool {
+        matches!(self.steps.first().map(|s| &s.kind), Some(StepKind::RecvCmd))
     }
 
     /// Whether a call of this scenario starts by sending (a caller).
@@ -1397,10 +1459,13 @@ mod tests {
 
     #[test]
     fn unsupported_constructs_name_the_element() {
-        let e = parse("<sendCmd><![CDATA[x]]></sendCmd>").unwrap_err();
+        // 3PCC's extended mode (named twins) is not built.
+        let e = parse(r#"<sendCmd dest="s1"><![CDATA[x]]></sendCmd>"#).unwrap_err();
         assert_eq!(e.element, "sendCmd");
         assert!(e.message.contains("not supported"), "{e}");
         assert_eq!(e.line, 3);
+        let e = parse("<bogus/>").unwrap_err();
+        assert_eq!(e.element, "bogus");
 
         let e =
             parse(r#"<nop><action><exec rtp_stream="apattern,1"/></action></nop>"#).unwrap_err();

@@ -463,3 +463,83 @@ fn the_statistics_file_has_sipps_columns() {
         .sum();
     assert_eq!(successful_p, u64::from(calls));
 }
+
+/// One 3PCC run on 127.`net`.0.0/24: SIPp's built-in callees A
+/// (`3pcc-A`) and B (`3pcc-B`), stock sipp, and the controller's two
+/// halves, `3pcc-C-B` (listens for its twin) and `3pcc-C-A` (connects to
+/// it and calls), each stock sipp or sbc-load. Every process must end
+/// with every call completed.
+fn run_3pcc(net: u8, c_a: Side, c_b: Side, calls: u32) {
+    let ip = |h: u8| format!("127.{net}.0.{h}");
+    let dir = tempfile::tempdir().unwrap();
+    let xml = |name: &str| sipp_builtin(dir.path(), name);
+    let port = |k: u16| (43000 + u16::from(net) * 10 + k).to_string();
+    let side = |name: &str, host: u8, k: u16, extra: &[String]| -> Vec<String> {
+        let mut v = vec![
+            "-sf".to_string(),
+            xml(name),
+            "-i".into(),
+            ip(host),
+            "-p".into(),
+            "5060".into(),
+            "-m".into(),
+            calls.to_string(),
+            "-mp".into(),
+            port(k),
+            "-cp".into(),
+            port(k + 1),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let a = spawn(&Side::Sipp, &side("3pcc-A", 1, 0, &[]), dir.path());
+    let b = spawn(&Side::Sipp, &side("3pcc-B", 2, 2, &[]), dir.path());
+    let twin = format!("{}:{}", ip(3), port(9));
+    let c_b_proc = spawn(
+        &c_b,
+        &side(
+            "3pcc-C-B",
+            3,
+            4,
+            &["-3pcc".into(), twin.clone(), format!("{}:5060", ip(2))],
+        ),
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let c_a_proc = spawn(
+        &c_a,
+        &side(
+            "3pcc-C-A",
+            4,
+            6,
+            &[
+                "-3pcc".into(),
+                twin,
+                format!("{}:5060", ip(1)),
+                "-r".into(),
+                "2".into(),
+            ],
+        ),
+        dir.path(),
+    );
+    let codes = [
+        wait(c_a_proc, Duration::from_secs(60)),
+        wait(c_b_proc, Duration::from_secs(30)),
+        wait(a, Duration::from_secs(30)),
+        wait(b, Duration::from_secs(30)),
+    ];
+    assert_eq!(codes, [Some(0); 4], "exit status of C-A, C-B, A, B");
+}
+
+/// SIPp's 3PCC built-ins (`3pcc-C-A`, `3pcc-C-B`, `3pcc-A`, `3pcc-B`):
+/// stock sipp throughout, then sbc-load as either half of the controller
+/// against stock sipp as the other (their twin connection included), then
+/// sbc-load as both.
+#[test]
+fn sipp_builtin_3pcc_runs_with_sbc_load_as_either_controller_half() {
+    sipp_installed();
+    run_3pcc(178, Side::Sipp, Side::Sipp, 3);
+    run_3pcc(179, Side::SbcLoad, Side::Sipp, 3);
+    run_3pcc(180, Side::Sipp, Side::SbcLoad, 3);
+    run_3pcc(181, Side::SbcLoad, Side::SbcLoad, 3);
+}
