@@ -249,8 +249,11 @@ impl Value {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Wait {
     Running,
-    /// At a `<recvCmd>`: waiting for the 3PCC twin's message.
-    RecvCmd,
+    /// At a `<recvCmd>`: waiting for the 3PCC twin's message (until
+    /// `-recv_timeout`, as a `<recv>`).
+    RecvCmd {
+        deadline: Option<u64>,
+    },
     Recv {
         deadline: Option<u64>,
     },
@@ -395,8 +398,8 @@ impl Call {
 
     fn deadline(&self) -> Option<u64> {
         let wait = match self.wait {
-            Wait::Running | Wait::RecvCmd => None,
-            Wait::Recv { deadline } => deadline,
+            Wait::Running => None,
+            Wait::Recv { deadline } | Wait::RecvCmd { deadline } => deadline,
             Wait::Pause { until } => Some(until),
         };
         match (wait, self.retrans.map(|r| r.next_at)) {
@@ -799,6 +802,8 @@ impl Endpoint {
                     s.paused = pause;
                 }
             }
+            // A loop count of 0 plays nothing (SIPp).
+            Exec::Stream(RtpStream::Play(file)) if file.loops == 0 => {}
             Exec::Stream(RtpStream::Play(file)) => {
                 let k = MediaKind::Audio as usize;
                 let Some(to) = call.media_to.get(k).copied().flatten() else {
@@ -950,7 +955,8 @@ impl Endpoint {
                     self.media_buf.extend_from_slice(&s.timestamp.to_be_bytes());
                     self.media_buf.extend_from_slice(&s.ssrc.to_be_bytes());
                     // A packet's bytes, wrapping to the file's start (as
-                    // SIPp, which counts a loop there).
+                    // SIPp, which counts a loop there and fills the last
+                    // packet up from the start too).
                     let mut left = f.bytes_per_packet;
                     while left > 0 {
                         let take = left.min(f.data.len() - s.pos);
@@ -963,7 +969,6 @@ impl Endpoint {
                             s.loops_done += 1;
                             if f.loops >= 0 && s.loops_done >= f.loops {
                                 finished = true;
-                                break;
                             }
                         }
                     }
@@ -1179,8 +1184,23 @@ impl Endpoint {
     }
 
     fn on_command(&mut self, call: &mut Call, now: u64, bytes: &[u8]) -> Flow {
-        let j = call.step;
-        if call.wait != Wait::RecvCmd {
+        // The <recvCmd> waited at, or one after optional <recv>s.
+        let mut j = call.step;
+        let mut waiting = matches!(call.wait, Wait::RecvCmd { .. });
+        if matches!(call.wait, Wait::Recv { .. }) {
+            while let Some(StepKind::Recv(r)) = self.scn.steps.get(j).map(|s| &s.kind) {
+                if !r.optional {
+                    break;
+                }
+                j += 1;
+            }
+            waiting = matches!(
+                self.scn.steps.get(j).map(|s| &s.kind),
+                Some(StepKind::RecvCmd)
+            );
+        }
+        if !waiting {
+            let j = call.step;
             if let Some(s) = self.stats.step(j) {
                 s.unexpected += 1;
             }
@@ -1196,23 +1216,44 @@ impl Endpoint {
         if let Some(s) = self.stats.step(j) {
             s.received += 1;
         }
-        // The command as a message (a made-up request line) for the
-        // keywords of later steps; the actions search its own text.
-        let mut parsed = Vec::with_capacity(bytes.len() + 32);
-        parsed.extend_from_slice(b"TWIN sip:twin SIP/2.0\r\n");
-        parsed.extend_from_slice(bytes);
-        if self.needs_last {
-            call.last_msg.clone_from(&parsed);
+        // As SIPp: the command is not the call's last message (later
+        // steps' [last_*] still name the last SIP message); its actions
+        // search its own text, trailing line ends off.
+        let mut text = bytes;
+        while let Some(t) = text
+            .strip_suffix(b"\n")
+            .or_else(|| text.strip_suffix(b"\r"))
+        {
+            text = t;
         }
+        let mut parsed = Vec::with_capacity(text.len() + 32);
+        parsed.extend_from_slice(b"TWIN sip:twin SIP/2.0\r\n");
+        parsed.extend_from_slice(text);
         self.rtd(call, j, now);
         let msg = Message::parse(&parsed).ok();
-        if let Err(fatal) = self.actions_on(call, j, msg.as_ref(), Some(bytes), now) {
+        if let Err(fatal) = self.actions_on(call, j, msg.as_ref(), Some(text), now) {
             return Flow::Failed(fatal);
         }
-        call.last_recv = Some(j);
         call.step = self.next_of(call, j);
         call.wait = Wait::Running;
         self.advance(call, now)
+    }
+
+    /// The 3PCC twin is gone: no new calls, and the calls waiting for its
+    /// message fail (it can no longer come).
+    pub fn twin_closed(&mut self, now: u64) {
+        self.close();
+        for slot in 0..self.slab.len() {
+            let waiting = self
+                .slab
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| matches!(c.wait, Wait::RecvCmd { .. }));
+            if waiting {
+                let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+                self.run(slot, now, |_, _, _| Flow::Failed(FailReason::Aborted));
+            }
+        }
     }
 
     /// Starts one call of a caller scenario. Returns false when this
@@ -1498,6 +1539,12 @@ impl Endpoint {
                     None => self.next_of(call, call.step),
                 };
                 self.advance(call, now)
+            }
+            Wait::RecvCmd { deadline: Some(d) } if d <= now => {
+                if let Some(s) = self.stats.step(call.step) {
+                    s.timeouts += 1;
+                }
+                Flow::Failed(FailReason::RecvTimeout)
             }
             Wait::Recv { deadline: Some(d) } if d <= now => {
                 if let Some(s) = self.stats.step(call.step) {
@@ -2025,7 +2072,9 @@ impl Endpoint {
                     }
                 }
                 StepKind::RecvCmd => {
-                    call.wait = Wait::RecvCmd;
+                    call.wait = Wait::RecvCmd {
+                        deadline: self.cfg.recv_timeout_ms.map(|t| now + t * 1000),
+                    };
                     flow = Flow::Waiting;
                     break;
                 }
@@ -2464,11 +2513,17 @@ fn run_actions(
                             None => b"",
                         }
                     }
-                    (None, _) => b"",
-                    (Some(m), SearchIn::Msg) => raw.unwrap_or(m.as_bytes()),
-                    (Some(m), SearchIn::Body) => m.body(),
+                    (_, SearchIn::Msg) => raw.or(msg.map(Message::as_bytes)).unwrap_or(b""),
+                    (_, SearchIn::Body) => match (raw, msg) {
+                        (Some(r), _) => r
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map_or(&b""[..], |p| &r[p + 4..]),
+                        (None, Some(m)) => m.body(),
+                        (None, None) => b"",
+                    },
                     (
-                        Some(m),
+                        _,
                         SearchIn::Hdr {
                             name,
                             case_indep,
@@ -2476,7 +2531,7 @@ fn run_actions(
                             occurrence,
                         },
                     ) => {
-                        let text = raw.unwrap_or(m.as_bytes());
+                        let text = raw.or(msg.map(Message::as_bytes)).unwrap_or(b"");
                         let found = header_text(text, name, *case_indep, *start_line, *occurrence);
                         // As SIPp: found empty is not found.
                         match found {

@@ -485,7 +485,8 @@ pub fn run_thread(
             }
             if closed {
                 twin = None;
-                ep.close();
+                twin_out.clear();
+                ep.twin_closed(now);
             }
         }
         ep.handle_timeout(now);
@@ -603,8 +604,11 @@ pub fn run_thread(
         ep.stats.send_errors += media_errors;
         ep.clear_media();
         for m in ep.twin_out.drain(..) {
-            twin_out.extend_from_slice(&m);
-            twin_out.push(TWIN_END);
+            // Nowhere to go once the twin is gone.
+            if twin.is_some() {
+                twin_out.extend_from_slice(&m);
+                twin_out.push(TWIN_END);
+            }
         }
         if let Some(t) = twin.as_mut() {
             while !twin_out.is_empty() {
@@ -706,6 +710,7 @@ pub fn run_thread(
     let _ = io.ring.submit();
     if let Some(t) = twin.as_mut() {
         let _ = t.set_nonblocking(false);
+        let _ = t.set_write_timeout(Some(Duration::from_secs(2)));
         let _ = t.write_all(&twin_out);
     }
     ctl.trace.errors(

@@ -1394,3 +1394,62 @@ fn rtp_stream_sends_a_file_as_rtp_paced_and_looped() {
         "time went on while paused"
     );
 }
+
+/// 3PCC in the engine: `<sendCmd>` queues the twin's message; the twin's
+/// answer, named by its Call-ID, reaches the call at its `<recvCmd>`
+/// (past an optional `<recv>`), its actions search the command's text,
+/// and `[last_*]` still name the last SIP message (the INVITE). A call
+/// whose twin never answers fails at `-recv_timeout`.
+#[test]
+fn twin_commands_reach_their_call_and_leave_the_last_message_alone() {
+    let scn = scenario(
+        r#"<scenario name="c">
+  <recv request="INVITE"/>
+  <sendCmd><![CDATA[
+Call-ID: [call_id]
+X-Ask: now
+]]></sendCmd>
+  <recv request="INFO" optional="true"/>
+  <recvCmd><action><ereg regexp="X-Answer: ([a-z]+)" search_in="msg" assign_to="all,answer"/></action></recvCmd>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=c1
+[last_Call-ID:]
+[last_CSeq:]
+X-Got: [$answer]
+Content-Length: 0
+]]></send>
+</scenario>"#,
+    );
+    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    cfg.recv_timeout_ms = Some(1000);
+    let mut b = uas(scn, Arc::new(cfg));
+    b.handle_datagram(0, addr(UAC), invite_with_subject("x", "call-7").as_bytes());
+    assert_eq!(
+        b.twin_out,
+        vec![b"Call-ID: call-7\r\nX-Ask: now\r\n\r\n".to_vec()]
+    );
+    b.twin_out.clear();
+    // Another call's answer, or none's: not this call's.
+    b.handle_command(10, b"Call-ID: other\r\nX-Answer: no\r\n");
+    assert!(drain(&mut b).is_empty());
+    b.handle_command(20, b"Call-ID: call-7\r\nX-Answer: yes\r\n\r\n");
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    let text = String::from_utf8_lossy(&out[0].1).into_owned();
+    assert!(text.contains("X-Got: yes\r\n"), "{text}");
+    assert!(
+        text.contains("CSeq: 1 INVITE\r\n"),
+        "[last_CSeq:] is the INVITE's: {text}"
+    );
+    assert_eq!(b.stats.succeeded, 1);
+    // A second call whose twin never answers.
+    b.handle_datagram(30, addr(UAC), invite_with_subject("x", "call-8").as_bytes());
+    b.handle_timeout(30 + 999_999);
+    assert_eq!((b.stats.failed_total(), b.open_calls()), (0, 1));
+    b.handle_timeout(30 + 1_000_000);
+    assert_eq!(b.stats.failed_by(FailReason::RecvTimeout), 1);
+    assert_eq!(b.open_calls(), 0);
+}
