@@ -55,15 +55,16 @@ const SIPP_OPTIONS: &[&str] = &[
     "message_file",
     "error_file",
     "3pcc",
+    "trace_screen",
+    "screen_file",
+    "trace_rtt",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
     "bg",
-    "trace_screen",
     "trace_logs",
-    "trace_rtt",
     "trace_counts",
     "tls_cert",
     "tls_key",
@@ -196,6 +197,15 @@ pub struct Args {
     /// that starts with `<recvCmd>` listens there.
     #[arg(long = "3pcc", value_name = "IP:PORT")]
     pub three_pcc: Option<SocketAddr>,
+    /// Write each response time measured to SCENARIO_PID_rtt.csv.
+    #[arg(long = "trace_rtt")]
+    pub trace_rtt: bool,
+    /// Write the final screen (the report) to SCENARIO_PID_screen.log.
+    #[arg(long = "trace_screen")]
+    pub trace_screen: bool,
+    /// The screen file's name.
+    #[arg(long = "screen_file", value_name = "FILE")]
+    pub screen_file: Option<PathBuf>,
     /// Log every SIP message sent and received (SCENARIO_PID_messages.log).
     #[arg(long = "trace_msg")]
     pub trace_msg: bool,
@@ -403,8 +413,8 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_options_are_named() {
-        let e = parse("sipp -sn uac -trace_screen 127.0.0.1").unwrap_err();
-        assert!(e.contains("-trace_screen"), "{e}");
+        let e = parse("sipp -sn uac -trace_counts 127.0.0.1").unwrap_err();
+        assert!(e.contains("-trace_counts"), "{e}");
         let e = parse("sipp -sn uac -bogus 127.0.0.1").unwrap_err();
         assert!(e.contains("-bogus"), "{e}");
         let a = parse("sbc-load -sn uas --threads 2 --json out.json").unwrap();

@@ -86,6 +86,9 @@ pub struct Config {
     /// `-trace_err`: collect SIPp's warnings and errors in
     /// [`Endpoint::errors`].
     pub trace_err: bool,
+    /// `-trace_rtt`: keep each response time measured in
+    /// [`Endpoint::rtt_samples`].
+    pub trace_rtt: bool,
 }
 
 /// SIPp's default behaviours, all on unless `-nd` or
@@ -199,6 +202,7 @@ impl Config {
             auto_answer: false,
             behaviors: Behaviors::ALL,
             trace_err: false,
+            trace_rtt: false,
         }
     }
 }
@@ -488,6 +492,9 @@ pub struct Endpoint {
     /// With `-trace_err`: SIPp's warning and error texts, for its errors
     /// file (the runtime drains them).
     pub errors: Vec<String>,
+    /// With `-trace_rtt`: (time, response time, counter) of each response
+    /// time measured, µs (the runtime drains them).
+    pub rtt_samples: Vec<(u64, u64, u8)>,
     /// Messages for the 3PCC twin (`<sendCmd>`), rendered; the runtime
     /// sends each followed by SIPp's delimiter (ESC).
     pub twin_out: Vec<Vec<u8>>,
@@ -661,6 +668,7 @@ impl Endpoint {
             commands: Vec::new(),
             errors: Vec::new(),
             twin_out: Vec::new(),
+            rtt_samples: Vec::new(),
             plays_media,
             playbacks: HashMap::default(),
             play_due: BinaryHeap::new(),
@@ -1619,6 +1627,10 @@ impl Endpoint {
             {
                 let from = if started == 0 { call.started } else { started };
                 Stats::record(h, now.saturating_sub(from));
+                if self.cfg.trace_rtt {
+                    let rtd = u8::try_from(r).unwrap_or(u8::MAX);
+                    self.rtt_samples.push((now, now.saturating_sub(from), rtd));
+                }
                 if let Some(d) = call.rtd_done.get_mut(r) {
                     *d = true;
                 }

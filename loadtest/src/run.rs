@@ -172,6 +172,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.quota = args.max_calls.map(|m| Arc::new(Quota::new(m)));
     cfg.auto_answer = args.auto_answer;
     cfg.trace_err = args.trace_err;
+    cfg.trace_rtt = args.trace_rtt;
     cfg.behaviors = match (&args.default_behaviors, args.no_default_behaviors) {
         (_, true) => crate::engine::Behaviors::NONE,
         (Some(list), false) => crate::engine::Behaviors::parse(list)?,
@@ -322,6 +323,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                     .clone()
                     .unwrap_or_else(|| format!("{}_errors.log", file_base(args)).into())
             }),
+            args.trace_rtt
+                .then(|| format!("{}_rtt.csv", file_base(args)).into()),
         )
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?,
         wall_epoch_us: cfg.wall_epoch_us,
@@ -420,6 +423,15 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     } else {
         println!("{}", report.table());
         println!("{}", report.summary());
+    }
+    if args.trace_screen {
+        // SIPp's -trace_screen: the last screen, into SCENARIO_PID_screen.log.
+        let path = args
+            .screen_file
+            .clone()
+            .unwrap_or_else(|| format!("{}_screen.log", file_base(args)).into());
+        let text = format!("{}\n{}\n", report.table(), report.summary());
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| format!("JSON: {e}"))?;

@@ -628,6 +628,9 @@ pub fn run_thread(
                 twin_armed = true;
             }
         }
+        if !ep.rtt_samples.is_empty() {
+            ctl.trace.rtts(ctl.wall_epoch_us, ep.rtt_samples.drain(..));
+        }
         if !ep.errors.is_empty() {
             ctl.trace
                 .errors(ctl.wall_epoch_us + now, ep.errors.drain(..));

@@ -353,7 +353,7 @@ fn repartition(out: &mut String, h: &Histogram<u64>, borders: &[u64]) {
 
 /// A number as C++ streams write one by default (`%g`, six significant
 /// digits, no trailing zeros), as SIPp writes its rates.
-fn general(x: f64) -> String {
+pub(crate) fn general(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return "0".into();
     }

@@ -12,13 +12,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::statfile::{rfc3339_time, wall_time};
+use crate::statfile::{general, rfc3339_time, wall_time};
 
 /// The run's trace files.
 #[derive(Debug, Default)]
 pub struct TraceFiles {
     messages: Option<Mutex<BufWriter<File>>>,
     errors: Option<Mutex<ErrorsFile>>,
+    rtt: Option<Mutex<BufWriter<File>>>,
 }
 
 #[derive(Debug)]
@@ -30,14 +31,43 @@ struct ErrorsFile {
 impl TraceFiles {
     /// Opens the message log now (`messages`); the errors file is made at
     /// its first line (`errors`).
-    pub fn new(messages: Option<PathBuf>, errors: Option<PathBuf>) -> io::Result<Self> {
+    pub fn new(
+        messages: Option<PathBuf>,
+        errors: Option<PathBuf>,
+        rtt: Option<PathBuf>,
+    ) -> io::Result<Self> {
         Ok(TraceFiles {
             messages: match messages {
                 Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
                 None => None,
             },
             errors: errors.map(|path| Mutex::new(ErrorsFile { path, file: None })),
+            rtt: match rtt {
+                Some(p) => {
+                    let mut f = BufWriter::new(File::create(p)?);
+                    writeln!(f, "Date_ms;response_time_ms;rtd_no")?;
+                    Some(Mutex::new(f))
+                }
+                None => None,
+            },
         })
+    }
+
+    /// `-trace_rtt`: one line per response time measured, in SIPp's
+    /// columns (`dumpDataRtt`): when it ended (ms since the Unix epoch),
+    /// the time it took (ms) and the counter's name.
+    pub fn rtts(&self, wall_epoch_us: u64, samples: impl Iterator<Item = (u64, u64, u8)>) {
+        let Some(r) = &self.rtt else { return };
+        let Ok(mut f) = r.lock() else { return };
+        for (at, rtt, rtd) in samples {
+            let _ = writeln!(
+                f,
+                "{:.3};{};{}",
+                (wall_epoch_us + at) as f64 / 1000.0,
+                general(rtt as f64 / 1000.0),
+                u16::from(rtd) + 1
+            );
+        }
     }
 
     pub fn traces_messages(&self) -> bool {
@@ -78,6 +108,11 @@ impl TraceFiles {
 
     /// Writes out what is buffered.
     pub fn flush(&self) {
+        if let Some(r) = &self.rtt
+            && let Ok(mut f) = r.lock()
+        {
+            let _ = f.flush();
+        }
         if let Some(m) = &self.messages
             && let Ok(mut f) = m.lock()
         {
@@ -101,7 +136,7 @@ mod tests {
     fn messages_and_errors_are_written_as_sipp_writes_them() {
         let dir = tempfile::tempdir().unwrap();
         let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
-        let t = TraceFiles::new(Some(m.clone()), Some(e.clone())).unwrap();
+        let t = TraceFiles::new(Some(m.clone()), Some(e.clone()), None).unwrap();
         let peer: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         t.message(
             1_796_410_806_813_852,

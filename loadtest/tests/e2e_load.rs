@@ -163,11 +163,11 @@ fn exit_statuses_are_sipps() {
 
     // An option sbc-load does not implement -> 255, named.
     let o = finish(
-        spawn(&["-sn", "uac", "-trace_screen", "127.175.0.9:5060"]),
+        spawn(&["-sn", "uac", "-trace_counts", "127.175.0.9:5060"]),
         Duration::from_secs(10),
     );
     assert_eq!(o.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("-trace_screen"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-trace_counts"));
 
     // The port is taken -> 254.
     let _hold = std::net::UdpSocket::bind("127.175.0.5:5060").unwrap();
@@ -484,4 +484,79 @@ fn trace_files_hold_the_messages_and_the_errors() {
         "{errors}"
     );
     assert!(errors.contains("received 'SIP/2.0 486 "), "{errors}");
+}
+
+/// `-trace_screen` and `-trace_rtt`: the final screen (the report) and
+/// one line per response time measured, in files named as SIPp names
+/// them (scenario, pid) in the working directory.
+#[test]
+fn screen_and_response_time_files_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let uas = spawn(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.183.0.2",
+        "-p",
+        "5060",
+        "-m",
+        "3",
+        "--threads",
+        "1",
+        "-timeout",
+        "20",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = Command::new(env!("CARGO_BIN_EXE_sbc-load"))
+        .current_dir(dir.path())
+        .args([
+            "-sn",
+            "uac",
+            "-i",
+            "127.183.0.1",
+            "127.183.0.2:5060",
+            "-m",
+            "3",
+            "-r",
+            "10",
+            "--threads",
+            "1",
+            "-timeout",
+            "20",
+            "-trace_screen",
+            "-trace_rtt",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let _ = finish(uas, Duration::from_secs(10));
+    assert_eq!(uac.code(), Some(0));
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let find = |suffix: &str| {
+        let name = files
+            .iter()
+            .find(|f| f.starts_with("uac_") && f.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no uac_PID{suffix} in {files:?}"));
+        std::fs::read_to_string(dir.path().join(name)).unwrap()
+    };
+    let screen = find("_screen.log");
+    assert!(
+        screen.contains("Successful call") && screen.contains("3 succeeded"),
+        "{screen}"
+    );
+    let rtt = find("_rtt.csv");
+    let lines: Vec<&str> = rtt.lines().collect();
+    assert_eq!(lines[0], "Date_ms;response_time_ms;rtd_no");
+    // The built-in uac measures one response time a call (rtd 1).
+    assert_eq!(lines.len(), 4, "{rtt}");
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split(';').collect();
+        assert_eq!(f.len(), 3, "{l}");
+        assert!(f[1].parse::<f64>().unwrap() >= 0.0, "{l}");
+        assert_eq!(f[2], "1");
+    }
 }
