@@ -894,11 +894,7 @@ impl Endpoint {
 
     /// Sends the capture packets due by `now`.
     fn play_due(&mut self, now: u64) {
-        while let Some(&Reverse((at, serial, generation))) = self.play_due.peek() {
-            if at > now {
-                break;
-            }
-            self.play_due.pop();
+        while let Some((serial, generation)) = pop_due(&mut self.play_due, now) {
             let Some(p) = self.playbacks.get_mut(&serial) else {
                 continue;
             };
@@ -941,11 +937,7 @@ impl Endpoint {
     /// file's payload type, sequence and timestamp rising from random
     /// starts; paused, the timestamp keeps time and nothing is sent.
     fn stream_due(&mut self, now: u64) {
-        while let Some(&Reverse((at, serial, generation))) = self.stream_due.peek() {
-            if at > now {
-                break;
-            }
-            self.stream_due.pop();
+        while let Some((serial, generation)) = pop_due(&mut self.stream_due, now) {
             let Some(s) = self.streams.get_mut(&serial) else {
                 continue;
             };
@@ -2814,6 +2806,17 @@ fn header_text<'m>(
         at += 1;
     }
     None
+}
+
+/// The next entry of a media timer heap (time, call serial, generation)
+/// due by `now`: its call serial and generation.
+fn pop_due(heap: &mut BinaryHeap<Reverse<(u64, u64, u64)>>, now: u64) -> Option<(u64, u64)> {
+    let &Reverse((at, serial, generation)) = heap.peek()?;
+    if at > now {
+        return None;
+    }
+    heap.pop();
+    Some((serial, generation))
 }
 
 /// The Call-ID a 3PCC command names: its `Call-ID:` (or `i:`) line.

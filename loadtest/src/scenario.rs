@@ -404,26 +404,24 @@ impl VarTable for Vars<'_> {
     }
 }
 
-/// Attributes each step element accepts (display-only ones included).
+/// Attributes every step element accepts (display-only ones included).
+const STEP_COMMON: &[&str] = &[
+    "start_rtd",
+    "rtd",
+    "repeat_rtd",
+    "crlf",
+    "next",
+    "test",
+    "chance",
+    "display",
+    // Keeps the step off SIPp's screen; sbc-load has none.
+    "hide",
+    "counter",
+];
+
+/// Attributes each step element accepts besides [`STEP_COMMON`].
 const STEP_ATTRS: &[(&str, &[&str])] = &[
-    (
-        "send",
-        &[
-            "retrans",
-            "lost",
-            "start_rtd",
-            "rtd",
-            "repeat_rtd",
-            "crlf",
-            "next",
-            "test",
-            "chance",
-            "display",
-            // Keeps the step off SIPp's screen; sbc-load has none.
-            "hide",
-            "counter",
-        ],
-    ),
+    ("send", &["retrans", "lost"]),
     (
         "recv",
         &[
@@ -438,17 +436,6 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "rrs",
             "timeout",
             "ontimeout",
-            "start_rtd",
-            "rtd",
-            "repeat_rtd",
-            "crlf",
-            "next",
-            "test",
-            "chance",
-            "display",
-            // Keeps the step off SIPp's screen; sbc-load has none.
-            "hide",
-            "counter",
         ],
     ),
     (
@@ -463,65 +450,11 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "mean",
             "stdev",
             "sanity_check",
-            "start_rtd",
-            "rtd",
-            "repeat_rtd",
-            "crlf",
-            "next",
-            "test",
-            "chance",
-            "display",
-            // Keeps the step off SIPp's screen; sbc-load has none.
-            "hide",
-            "counter",
         ],
     ),
-    (
-        "sendCmd",
-        &[
-            "start_rtd",
-            "rtd",
-            "repeat_rtd",
-            "crlf",
-            "next",
-            "test",
-            "chance",
-            "display",
-            "hide",
-            "counter",
-        ],
-    ),
-    (
-        "recvCmd",
-        &[
-            "start_rtd",
-            "rtd",
-            "repeat_rtd",
-            "crlf",
-            "next",
-            "test",
-            "chance",
-            "display",
-            "hide",
-            "counter",
-        ],
-    ),
-    (
-        "nop",
-        &[
-            "start_rtd",
-            "rtd",
-            "repeat_rtd",
-            "crlf",
-            "next",
-            "test",
-            "chance",
-            "display",
-            // Keeps the step off SIPp's screen; sbc-load has none.
-            "hide",
-            "counter",
-        ],
-    ),
+    ("sendCmd", &[]),
+    ("recvCmd", &[]),
+    ("nop", &[]),
 ];
 
 /// Elements that configure SIPp's own screens and files; they change no
@@ -618,12 +551,13 @@ impl Parser<'_> {
         let name = node.tag_name().name();
         // <timewait> takes what <pause> takes.
         let key = if name == "timewait" { "pause" } else { name };
-        let allowed = STEP_ATTRS
+        let own = STEP_ATTRS
             .iter()
             .find(|(n, _)| *n == key)
             .map(|(_, a)| *a)
             .unwrap_or(&[]);
-        self.check_attrs(node, allowed)?;
+        let allowed: Vec<&str> = own.iter().chain(STEP_COMMON).copied().collect();
+        self.check_attrs(node, &allowed)?;
         let kind = match name {
             "send" => {
                 let text: String = node
