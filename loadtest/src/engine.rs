@@ -744,13 +744,23 @@ impl Endpoint {
         if step.actions.is_empty() {
             return Ok(None);
         }
-        let wall_us = self.cfg.wall_epoch_us.saturating_add(now);
+        let cfg = Arc::clone(&self.cfg);
+        let ctx = ValueCtx {
+            service: &cfg.service,
+            wall_us: cfg.wall_epoch_us.saturating_add(now),
+            inject: cfg.inject.as_deref(),
+            pid: &self.pid,
+            local_ip: &self.local_ip,
+            local_port: self.local_port,
+            media_ip: &self.media_ip,
+            media_port: cfg.media_port,
+        };
         let mut execs = std::mem::take(&mut self.execs);
         let ran = run_actions(
             &step.actions,
             call,
             (msg, raw),
-            (&self.cfg.service, wall_us),
+            &ctx,
             (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
             (&mut execs, self.cfg.trace_err.then_some(&mut self.errors)),
         );
@@ -2334,14 +2344,45 @@ fn remember_route_set(call: &mut Call, msg: &Message<'_>, from_response: bool) {
 /// the last one).
 /// A value template of an action, rendered for `call` (`[service]`,
 /// `[$var]`, `[last_*]`, `[call_id]`, `[call_number]`, `[peer_tag_param]`).
+/// What keywords in action values read besides the call and the message.
+struct ValueCtx<'a> {
+    service: &'a [u8],
+    /// The wall clock now, µs since the Unix epoch.
+    wall_us: u64,
+    inject: Option<&'a Inject>,
+    pid: &'a [u8],
+    local_ip: &'a [u8],
+    local_port: u16,
+    media_ip: &'a [u8],
+    media_port: u16,
+}
+
+/// An action's value with its keywords: those of the call and the last
+/// message, `[fieldN]` of the injection file, the addresses and ports.
 fn render_value(
     value: &crate::template::Template,
     call: &Call,
     msg: Option<&Message<'_>>,
-    service: &[u8],
+    ctx: &ValueCtx<'_>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
+    let num = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    };
     value.render_value(&mut out, |kw, out| match kw {
+        Keyword::Field(n) => {
+            if let Some(inj) = ctx.inject {
+                out.extend_from_slice(inj.field(call.inject_row, *n));
+            }
+        }
+        Keyword::Pid => out.extend_from_slice(ctx.pid),
+        Keyword::LocalIp => out.extend_from_slice(ctx.local_ip),
+        Keyword::LocalPort => num(out, u64::from(ctx.local_port)),
+        Keyword::RemoteIp => out.extend_from_slice(call.peer.ip().to_string().as_bytes()),
+        Keyword::RemotePort => num(out, u64::from(call.peer.port())),
+        Keyword::MediaIp => out.extend_from_slice(ctx.media_ip),
+        Keyword::MediaPort(off) => num(out, u64::from(ctx.media_port).saturating_add_signed(*off)),
+        Keyword::Cseq(off) => num(out, call.cseq.saturating_add_signed(*off)),
         Keyword::Last(h) => write_last(msg, h, out),
         Keyword::Var(v) => {
             if let Some(val) = call.vars.get(usize::from(v.0)) {
@@ -2356,7 +2397,7 @@ fn render_value(
             out.extend_from_slice(b";tag=");
             out.extend_from_slice(&call.peer_tag);
         }
-        Keyword::Service => out.extend_from_slice(service),
+        Keyword::Service => out.extend_from_slice(ctx.service),
         _ => {}
     });
     out
@@ -2480,7 +2521,7 @@ fn run_actions(
     actions: &[Action],
     call: &mut Call,
     (msg, raw): (Option<&Message<'_>>, Option<&[u8]>),
-    (service, wall_us): (&[u8], u64),
+    ctx: &ValueCtx<'_>,
     (rng, fatal, warnings): (&mut u64, &mut Option<String>, &mut u64),
     (execs, mut notes): (&mut Vec<Exec>, Option<&mut Vec<String>>),
 ) -> Result<Option<usize>, FailReason> {
@@ -2562,7 +2603,7 @@ fn run_actions(
                 }
             }
             Action::AssignStr { var, value } => {
-                let out = render_value(value, call, msg, service);
+                let out = render_value(value, call, msg, ctx);
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Str(out);
                 }
@@ -2572,15 +2613,15 @@ fn run_actions(
                 username,
                 password,
             } => {
-                let user = render_value(username, call, msg, service);
-                let pass = render_value(password, call, msg, service);
+                let user = render_value(username, call, msg, ctx);
+                let pass = render_value(password, call, msg, ctx);
                 let ok = verify_auth(msg, &user, &pass);
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Bool(ok);
                 }
             }
             Action::Error { message } => {
-                let m = render_value(message, call, msg, service);
+                let m = render_value(message, call, msg, ctx);
                 *fatal = Some(String::from_utf8_lossy(&m).into_owned());
                 return Err(FailReason::ErrorAction);
             }
@@ -2590,11 +2631,11 @@ fn run_actions(
                 // would flood the terminal and slow the run).
                 *warnings += 1;
                 if let Some(n) = notes.as_deref_mut() {
-                    let m = render_value(message, call, msg, service);
+                    let m = render_value(message, call, msg, ctx);
                     n.push(String::from_utf8_lossy(&m).into_owned());
                 }
                 if *warnings <= WARNINGS_SHOWN {
-                    let m = render_value(message, call, msg, service);
+                    let m = render_value(message, call, msg, ctx);
                     eprintln!("sbc-load: warning: {}", String::from_utf8_lossy(&m));
                     if *warnings == WARNINGS_SHOWN {
                         eprintln!("sbc-load: further warnings are only counted");
@@ -2637,8 +2678,8 @@ fn run_actions(
                 });
             }
             Action::GetTimeOfDay { seconds, micros } => {
-                set(call, *seconds, Value::Num((wall_us / 1_000_000) as f64));
-                set(call, *micros, Value::Num((wall_us % 1_000_000) as f64));
+                set(call, *seconds, Value::Num((ctx.wall_us / 1_000_000) as f64));
+                set(call, *micros, Value::Num((ctx.wall_us % 1_000_000) as f64));
             }
             Action::UrlEncode { var, decode } => {
                 let v = url_code(&text(call, *var), *decode);
@@ -2666,7 +2707,7 @@ fn run_actions(
                 execs.push(Exec::Play(*media, Arc::clone(capture)));
             }
             Action::Command(command) => {
-                execs.push(Exec::Command(render_value(command, call, msg, service)));
+                execs.push(Exec::Command(render_value(command, call, msg, ctx)));
             }
             Action::RtpStream(s) => execs.push(Exec::Stream(s.clone())),
             // As SIPp: the actions after it do not run.

@@ -572,6 +572,42 @@ fn injection_fields_fill_each_call() {
     assert_eq!(a.stats.succeeded, 3);
 }
 
+/// Keywords in action values: `[fieldN]` of the injection file, the pid,
+/// addresses and ports render in `assignstr` (and so in `verifyauth`,
+/// `log`, `exec command`...) as in messages.
+#[test]
+fn action_values_take_injection_fields_and_addresses() {
+    let scn = scenario(
+        r#"<scenario name="inf">
+        <send><![CDATA[
+          OPTIONS sip:x@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          Content-Length: 0
+        ]]></send>
+        <nop><action><assignstr assign_to="v" value="[field0]/[field1]/[pid]/[local_ip]:[local_port]/[media_port+2]"/></action></nop>
+        <send><![CDATA[
+          MESSAGE sip:x@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          X-Value: [$v]
+          Content-Length: 0
+        ]]></send>
+        </scenario>"#,
+    );
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.pid = 4242;
+    c.inject = Some(Arc::new(
+        sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n", "u.csv").unwrap(),
+    ));
+    let mut a = Endpoint::new(Arc::new(c), scn, 5061, Some(addr(UAS)), 1, 1);
+    assert!(a.start_call(0));
+    let out = drain(&mut a);
+    let m = String::from_utf8(out[1].1.clone()).unwrap();
+    assert!(
+        m.contains("X-Value: 100/alice/4242/127.0.0.1:5061/6002\r\n"),
+        "{m}"
+    );
+}
+
 #[test]
 fn an_answered_call_that_fails_is_hung_up_above_the_last_cseq() {
     let (mut a, mut b) = (
