@@ -823,21 +823,10 @@ impl Endpoint {
             // A loop count of 0 plays nothing (SIPp).
             Exec::Stream(RtpStream::Play(file)) if file.loops == 0 => {}
             Exec::Stream(RtpStream::Play(file)) => {
-                let k = MediaKind::Audio as usize;
-                let Some(to) = call.media_to.get(k).copied().flatten() else {
-                    self.stats.warnings += 1;
-                    let id = String::from_utf8_lossy(&call.id).into_owned();
-                    self.error(|| {
-                        format!("rtp_stream: no SDP received with m=audio for call {id}")
-                    });
+                let Some((to, from_port)) = self.media_ends(call, MediaKind::Audio, "rtp_stream")
+                else {
                     return;
                 };
-                let from_port = call
-                    .media_from
-                    .get(k)
-                    .copied()
-                    .flatten()
-                    .unwrap_or(self.cfg.media_port);
                 self.play_generation += 1;
                 let generation = self.play_generation;
                 let r = self.random();
@@ -861,27 +850,9 @@ impl Endpoint {
                     .push(Reverse((now, call.serial, generation)));
             }
             Exec::Play(kind, capture) => {
-                let k = kind as usize;
-                let Some(to) = call.media_to.get(k).copied().flatten() else {
-                    self.stats.warnings += 1;
-                    if self.stats.warnings <= WARNINGS_SHOWN {
-                        eprintln!(
-                            "sbc-load: warning: play_pcap_{}: no SDP received with m={} for call {}",
-                            kind.name(),
-                            kind.name(),
-                            String::from_utf8_lossy(&call.id)
-                        );
-                    }
+                let Some((to, from_port)) = self.media_ends(call, kind, "play_pcap") else {
                     return;
                 };
-                // SIPp's defaults when our SDP named no port: media_port
-                // for audio, +2 video, +4 image.
-                let from_port = call
-                    .media_from
-                    .get(k)
-                    .copied()
-                    .flatten()
-                    .unwrap_or_else(|| self.cfg.media_port.wrapping_add(2 * u16::from(kind as u8)));
                 self.play_generation += 1;
                 let generation = self.play_generation;
                 // One playback per call, as SIPp's one media thread: a new
@@ -900,6 +871,36 @@ impl Endpoint {
                 self.play_due.push(Reverse((now, call.serial, generation)));
             }
         }
+    }
+
+    /// Where a call's stream of `kind` goes (the peer's last SDP) and the
+    /// port it leaves from (our SDP's, else SIPp's defaults: `-mp` for
+    /// audio, +2 video, +4 image); `None`, with a warning, when the peer
+    /// named none.
+    fn media_ends(
+        &mut self,
+        call: &Call,
+        kind: MediaKind,
+        what: &str,
+    ) -> Option<(SocketAddr, u16)> {
+        let k = kind as usize;
+        let Some(to) = call.media_to.get(k).copied().flatten() else {
+            self.stats.warnings += 1;
+            let text = format!(
+                "{what}: no SDP received with m={} for call {}",
+                kind.name(),
+                String::from_utf8_lossy(&call.id)
+            );
+            if self.stats.warnings <= WARNINGS_SHOWN {
+                eprintln!("sbc-load: warning: {text}");
+            }
+            self.error(|| text);
+            return None;
+        };
+        let from = call.media_from.get(k).copied().flatten();
+        let from =
+            from.unwrap_or_else(|| self.cfg.media_port.wrapping_add(2 * u16::from(kind as u8)));
+        Some((to, from))
     }
 
     /// Sends the capture packets due by `now`.

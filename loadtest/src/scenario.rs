@@ -547,6 +547,16 @@ impl Parser<'_> {
         self.err(node, e.to_string())
     }
 
+    /// The message template a `<send>` or `<sendCmd>` holds as text.
+    fn message(&mut self, node: Node<'_, '_>) -> Result<Template, ScenarioError> {
+        let text: String = node
+            .children()
+            .filter(|c| c.is_text())
+            .filter_map(|c| c.text())
+            .collect();
+        Template::compile(&text, &mut Vars(&mut self.vars)).map_err(|e| self.template_err(node, e))
+    }
+
     fn step(&mut self, node: Node<'_, '_>, index: usize) -> Result<Step, ScenarioError> {
         let name = node.tag_name().name();
         // <timewait> takes what <pause> takes.
@@ -560,13 +570,7 @@ impl Parser<'_> {
         self.check_attrs(node, &allowed)?;
         let kind = match name {
             "send" => {
-                let text: String = node
-                    .children()
-                    .filter(|c| c.is_text())
-                    .filter_map(|c| c.text())
-                    .collect();
-                let msg = Template::compile(&text, &mut Vars(&mut self.vars))
-                    .map_err(|e| self.template_err(node, e))?;
+                let msg = self.message(node)?;
                 StepKind::Send {
                     msg,
                     retrans_ms: self.u64_attr(node, "retrans")?,
@@ -630,16 +634,9 @@ impl Parser<'_> {
                 }
             }
             "nop" => StepKind::Nop,
-            "sendCmd" => {
-                let text: String = node
-                    .children()
-                    .filter(|c| c.is_text())
-                    .filter_map(|c| c.text())
-                    .collect();
-                let msg = Template::compile(&text, &mut Vars(&mut self.vars))
-                    .map_err(|e| self.template_err(node, e))?;
-                StepKind::SendCmd { msg }
-            }
+            "sendCmd" => StepKind::SendCmd {
+                msg: self.message(node)?,
+            },
             "recvCmd" => StepKind::RecvCmd,
             _ => return Err(self.err(node, "this element is not supported by sbc-load")),
         };

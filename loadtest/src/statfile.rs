@@ -399,32 +399,36 @@ fn hhmmssus(ms: u64) -> String {
     )
 }
 
-/// SIPp's `formatTime` with RFC 3339 (`with_epoch`): UTC, so "Z".
-pub(crate) fn rfc3339_time(us: u64) -> String {
+/// A wall time (µs since the Unix epoch) as UTC date and time:
+/// "YYYY-MM-DD", "HH:MM:SS", microseconds, seconds since the epoch.
+fn utc(us: u64) -> (String, String, u64, u64) {
     let (secs, micros) = (us / 1_000_000, us % 1_000_000);
     let rest = secs % 86_400;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rest / 3600,
-        (rest % 3600) / 60,
-        rest % 60
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!(
+            "{:02}:{:02}:{:02}",
+            rest / 3600,
+            (rest % 3600) / 60,
+            rest % 60
+        ),
+        micros,
+        secs,
     )
+}
+
+/// SIPp's `formatTime` with RFC 3339 (`with_epoch`): UTC, so "Z".
+pub(crate) fn rfc3339_time(us: u64) -> String {
+    let (date, time, micros, _) = utc(us);
+    format!("{date}T{time}.{micros:06}Z")
 }
 
 /// SIPp's `formatTime` without RFC 3339: date, time and epoch seconds,
 /// tab-separated (UTC here).
 pub(crate) fn wall_time(us: u64) -> String {
-    let (secs, micros) = (us / 1_000_000, us % 1_000_000);
-    let days = secs / 86_400;
-    let rest = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}\t{:02}:{:02}:{:02}.{micros:06}\t{secs:010}.{micros:06}",
-        rest / 3600,
-        (rest % 3600) / 60,
-        rest % 60
-    )
+    let (date, time, micros, secs) = utc(us);
+    format!("{date}\t{time}.{micros:06}\t{secs:010}.{micros:06}")
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
