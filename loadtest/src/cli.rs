@@ -24,6 +24,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "au",
     "ap",
     "inf",
+    "infindex",
     "mi",
     "mp",
     "timeout",
@@ -58,17 +59,23 @@ const SIPP_OPTIONS: &[&str] = &[
     "trace_screen",
     "screen_file",
     "trace_rtt",
+    "key",
+    "dynamicStart",
+    "dynamicMax",
+    "dynamicStep",
+    "rfc3339",
+    "bg",
+    "trace_logs",
+    "log_file",
+    "trace_counts",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "bg",
-    "trace_logs",
-    "trace_counts",
     "tls_cert",
     "tls_key",
-    "key",
+    "tdmmap",
     "master",
     "slave",
     "rsa",
@@ -139,9 +146,14 @@ pub struct Args {
     /// variable NAME (repeatable).
     #[arg(long = "set", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append, allow_hyphen_values = true)]
     pub set: Vec<String>,
-    /// Injection file for [fieldN].
-    #[arg(long = "inf", value_name = "FILE")]
-    pub inject_file: Option<PathBuf>,
+    /// Injection file for [fieldN] (repeatable: [fieldN file=NAME] names
+    /// one by its base name; the first is the default).
+    #[arg(long = "inf", value_name = "FILE", action = clap::ArgAction::Append)]
+    pub inject_files: Vec<PathBuf>,
+    /// `-infindex FILE FIELD`: index an -inf file (its base name) by a
+    /// field, for <lookup> (repeatable).
+    #[arg(long = "infindex", num_args = 2, value_names = ["FILE", "FIELD"], action = clap::ArgAction::Append)]
+    pub inf_index: Vec<String>,
     /// Media IP ([media_ip]).
     #[arg(long = "mi", value_name = "IP")]
     pub media_ip: Option<IpAddr>,
@@ -215,9 +227,38 @@ pub struct Args {
     /// The message log's name.
     #[arg(long = "message_file", value_name = "FILE")]
     pub message_file: Option<PathBuf>,
+    /// Write SIPp's counts file (SCENARIO_PID_counts.csv) every -fd
+    /// seconds.
+    #[arg(long = "trace_counts")]
+    pub trace_counts: bool,
+    /// Write each <log> action's message to SCENARIO_PID_logs.log.
+    #[arg(long = "trace_logs")]
+    pub trace_logs: bool,
+    /// The <log> file's name (with -trace_logs).
+    #[arg(long = "log_file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     /// The errors file's name.
     #[arg(long = "error_file", value_name = "FILE")]
     pub error_file: Option<PathBuf>,
+    /// `-key NAME VALUE`: the generic keyword [NAME] (repeatable).
+    #[arg(long = "key", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append, allow_hyphen_values = true)]
+    pub key: Vec<String>,
+    /// First value of [dynamic_id].
+    #[arg(long = "dynamicStart", value_name = "N", default_value_t = 10_000)]
+    pub dynamic_start: u64,
+    /// [dynamic_id] goes back to -dynamicStart past this.
+    #[arg(long = "dynamicMax", value_name = "N", default_value_t = 12_000)]
+    pub dynamic_max: u64,
+    /// [dynamic_id]'s step.
+    #[arg(long = "dynamicStep", value_name = "N", default_value_t = 4)]
+    pub dynamic_step: u64,
+    /// [timestamp] and the statistics file's times in RFC 3339.
+    #[arg(long = "rfc3339")]
+    pub rfc3339: bool,
+    /// Background mode: print the PID of a child that runs the load with
+    /// standard input and output on /dev/null, and exit (99, as SIPp).
+    #[arg(long = "bg")]
+    pub background: bool,
     /// Keep this many calls open at once (a new one as each ends) instead
     /// of starting them at a rate.
     #[arg(long = "users", value_name = "N")]
@@ -306,7 +347,7 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, 
         {
             if SIPP_OPTIONS.contains(&name) {
                 values = match name {
-                    "set" => 2,
+                    "set" | "key" | "infindex" => 2,
                     "default_behaviors" => 1,
                     _ => 0,
                 };
@@ -350,6 +391,20 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
 }
 
 /// Resolves `host[:port]` (default port 5060).
+/// The host part of the remote argument, as SIPp's `[remote_host]`:
+/// without the port, an IPv6 address without its brackets.
+pub fn remote_host(s: &str) -> &str {
+    if let Some(rest) = s.strip_prefix('[')
+        && let Some(end) = rest.find(']')
+    {
+        return &rest[..end];
+    }
+    match s.split_once(':') {
+        Some((host, port)) if !port.contains(':') => host,
+        _ => s,
+    }
+}
+
 pub fn parse_remote(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
@@ -413,8 +468,16 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_options_are_named() {
-        let e = parse("sipp -sn uac -trace_counts 127.0.0.1").unwrap_err();
-        assert!(e.contains("-trace_counts"), "{e}");
+        let e = parse("sipp -sn uac -tdmmap {0-3}{99}{5-8}{1-31} 127.0.0.1").unwrap_err();
+        assert!(e.contains("-tdmmap"), "{e}");
+        let a = parse("sipp -sn uac -key host x.example -key n -2 -inf a.csv -inf b/c.csv -infindex c.csv 0 -bg 127.0.0.1").unwrap();
+        assert_eq!(a.key, ["host", "x.example", "n", "-2"]);
+        assert_eq!(a.inject_files.len(), 2);
+        assert_eq!(a.inf_index, ["c.csv", "0"]);
+        assert!(a.background);
+        assert_eq!(remote_host("[::1]:5070"), "::1");
+        assert_eq!(remote_host("sbc.example:5070"), "sbc.example");
+        assert_eq!(remote_host("::1"), "::1");
         let e = parse("sipp -sn uac -bogus 127.0.0.1").unwrap_err();
         assert!(e.contains("-bogus"), "{e}");
         let a = parse("sbc-load -sn uas --threads 2 --json out.json").unwrap();

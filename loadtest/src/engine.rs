@@ -23,6 +23,7 @@
 //! unexpected message. Requests are retransmitted over UDP from their T1
 //! (doubling, capped at T2 except for INVITE) until a `<recv>` matches.
 
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -33,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sbc_core::sip::digest::{self, Algorithm, Challenge, Credentials};
 use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 
-use crate::inject::Inject;
+use crate::inject::Injection;
 use crate::pcap::Capture;
 use crate::scenario::{
     Action, Arith, Compare, Distribution, Expect, IntCmd, MediaKind, NumOperand, PauseLength,
@@ -62,7 +63,7 @@ pub struct Config {
     pub retrans_enabled: bool,
     /// `-recv_timeout`: for `<recv>` without `timeout`.
     pub recv_timeout_ms: Option<u64>,
-    pub inject: Option<Arc<Inject>>,
+    pub inject: Option<Arc<Injection>>,
     /// How long messages of ended calls are absorbed quietly.
     pub deadcall_ms: u64,
     /// How long a call that ended by answering a request (a callee's 200
@@ -89,6 +90,28 @@ pub struct Config {
     /// `-trace_rtt`: keep each response time measured in
     /// [`Endpoint::rtt_samples`].
     pub trace_rtt: bool,
+    /// `-trace_logs`: keep `<log>` messages in [`Endpoint::logs`].
+    pub trace_logs: bool,
+    /// `[remote_host]`: the host part of the command line's destination.
+    pub remote_host: Vec<u8>,
+    /// `-users` (`[users]`; SIPp writes -1 without it).
+    pub users: Option<usize>,
+    /// `-dynamicStart`, `-dynamicMax`, `-dynamicStep` (`[dynamic_id]`).
+    pub dynamic: Dynamic,
+    /// `-rfc3339`: `[timestamp]` (and the statistics' times) in RFC 3339.
+    pub rfc3339: bool,
+    /// `[file name="..."]` files with a fixed name, read when the run
+    /// starts (others are read when a message needs them, as SIPp).
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+/// SIPp's `[dynamic_id]` counter: from `start`, by `step`, back to
+/// `start` past `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dynamic {
+    pub start: u64,
+    pub max: u64,
+    pub step: u64,
 }
 
 /// SIPp's default behaviours, all on unless `-nd` or
@@ -203,6 +226,16 @@ impl Config {
             behaviors: Behaviors::ALL,
             trace_err: false,
             trace_rtt: false,
+            trace_logs: false,
+            remote_host: Vec::new(),
+            users: None,
+            dynamic: Dynamic {
+                start: 10_000,
+                max: 12_000,
+                step: 4,
+            },
+            rfc3339: false,
+            files: HashMap::new(),
         }
     }
 }
@@ -304,7 +337,10 @@ struct Call {
     got_200: bool,
     started: u64,
     cseq: u64,
-    inject_row: usize,
+    /// Per `-inf` file: the line this call took (-1: none).
+    inject_rows: Vec<i64>,
+    /// Where `<setdest>` sends this call's messages (else its peer).
+    dest: Option<SocketAddr>,
     /// The first INVITE sent (for CANCEL, ACK and BYE when the call is
     /// aborted).
     invite: Vec<u8>,
@@ -326,6 +362,8 @@ struct Call {
     media_from: [Option<u16>; 3],
     /// In its `<timewait>`: however it ends now, it succeeded.
     timewait: bool,
+    /// Its user (`-users`), else 0.
+    user: u32,
 }
 
 impl Call {
@@ -354,7 +392,8 @@ impl Call {
             got_200: false,
             started: 0,
             cseq: 0,
-            inject_row: 0,
+            inject_rows: Vec::new(),
+            dest: None,
             invite: Vec::new(),
             invite_status: 0,
             invite_to: Vec::new(),
@@ -365,6 +404,7 @@ impl Call {
             media_to: [None; 3],
             media_from: [None; 3],
             timewait: false,
+            user: 0,
         }
     }
 
@@ -398,6 +438,14 @@ impl Call {
         self.media_to = [None; 3];
         self.media_from = [None; 3];
         self.timewait = false;
+        self.user = 0;
+        self.inject_rows.clear();
+        self.dest = None;
+    }
+
+    /// Where this call's messages go.
+    fn dst(&self) -> SocketAddr {
+        self.dest.unwrap_or(self.peer)
     }
 
     fn deadline(&self) -> Option<u64> {
@@ -441,6 +489,7 @@ enum Exec {
     Stream(RtpStream),
     Command(Vec<u8>),
     Stop(IntCmd),
+    Log(Vec<u8>),
 }
 
 /// A call's `rtp_stream`: the next packet's place in the file and RTP
@@ -495,6 +544,9 @@ pub struct Endpoint {
     /// With `-trace_rtt`: (time, response time, counter) of each response
     /// time measured, µs (the runtime drains them).
     pub rtt_samples: Vec<(u64, u64, u8)>,
+    /// With `-trace_logs`: `<log>` messages, rendered (the runtime drains
+    /// them).
+    pub logs: Vec<Vec<u8>>,
     /// Messages for the 3PCC twin (`<sendCmd>`), rendered; the runtime
     /// sends each followed by SIPp's delimiter (ESC).
     pub twin_out: Vec<Vec<u8>>,
@@ -525,6 +577,16 @@ pub struct Endpoint {
     /// Where a caller sends its first message.
     remote: Option<SocketAddr>,
     pid: Vec<u8>,
+    /// SIPp's `[dynamic_id]` counter.
+    dynamic_id: Cell<u64>,
+    /// The `-inf` files (`<insert>` and `<replace>` change this thread's
+    /// copy; a scenario that does runs on one thread).
+    inject: RefCell<Option<Arc<Injection>>>,
+    /// With `-users`: the users free to place a call (taken from the
+    /// back, given back at the front, as SIPp), and the `<User>`
+    /// variables each user keeps between its calls.
+    free_users: VecDeque<u32>,
+    user_vars: HashMap<u32, Vec<(VarId, Value)>>,
     /// Boxed: a call moves in and out of its slot on every event.
     slab: Vec<Option<Box<Call>>>,
     free: Vec<u32>,
@@ -632,7 +694,8 @@ impl Endpoint {
                 k,
                 Keyword::Last(_)
                     | Keyword::LastRequestUri
-                    | Keyword::LastCseqNumber
+                    | Keyword::LastCseqNumber(_)
+                    | Keyword::LastMessage
                     | Keyword::Authentication { .. }
             )
         }) || scn
@@ -668,6 +731,7 @@ impl Endpoint {
             commands: Vec::new(),
             errors: Vec::new(),
             twin_out: Vec::new(),
+            logs: Vec::new(),
             rtt_samples: Vec::new(),
             plays_media,
             playbacks: HashMap::default(),
@@ -683,6 +747,10 @@ impl Endpoint {
             media_ip: ip_text(cfg.media_ip),
             remote_ip: remote.map_or_else(Vec::new, |r| ip_text(r.ip())),
             pid: cfg.pid.to_string().into_bytes(),
+            dynamic_id: Cell::new(cfg.dynamic.start),
+            inject: RefCell::new(cfg.inject.clone()),
+            free_users: VecDeque::new(),
+            user_vars: HashMap::new(),
             cfg,
             scn,
             local_port,
@@ -708,6 +776,52 @@ impl Endpoint {
             out_buf: Vec::with_capacity(1 << 16),
             out: Vec::with_capacity(256),
             stats: Stats::new(steps),
+        }
+    }
+
+    /// The keyword environment of this endpoint at `now`.
+    fn env(&self, now: u64) -> Env<'_> {
+        Env {
+            cfg: &self.cfg,
+            pid: &self.pid,
+            local_ip: &self.local_ip,
+            local_port: self.local_port,
+            media_ip: &self.media_ip,
+            remote: self.remote,
+            remote_ip: &self.remote_ip,
+            dynamic_id: &self.dynamic_id,
+            inject: &self.inject,
+            now,
+        }
+    }
+
+    /// Renders `msg` for `call` at step `idx` into `buf`; a keyword that
+    /// cannot render sets `failure` (a fatal one also [`Endpoint::fatal`]).
+    #[allow(clippy::too_many_arguments)]
+    fn render(
+        &mut self,
+        msg: &crate::template::Template,
+        buf: &mut Vec<u8>,
+        call: &Call,
+        idx: usize,
+        now: u64,
+        last: (Option<&Message<'_>>, &[u8]),
+        failure: &mut Option<FailReason>,
+    ) {
+        let env = self.env(now);
+        let mut fatal = None;
+        msg.render(buf, |kw, out| match env.keyword(kw, call, idx, last, out) {
+            Ok(()) => {}
+            Err(KwError::Fail(r)) => {
+                failure.get_or_insert(r);
+            }
+            Err(KwError::Fatal(m)) => {
+                fatal.get_or_insert(m);
+            }
+        });
+        if let Some(m) = fatal {
+            self.fatal.get_or_insert(m);
+            failure.get_or_insert(FailReason::ErrorAction);
         }
     }
 
@@ -744,26 +858,19 @@ impl Endpoint {
         if step.actions.is_empty() {
             return Ok(None);
         }
-        let cfg = Arc::clone(&self.cfg);
-        let ctx = ValueCtx {
-            service: &cfg.service,
-            wall_us: cfg.wall_epoch_us.saturating_add(now),
-            inject: cfg.inject.as_deref(),
-            pid: &self.pid,
-            local_ip: &self.local_ip,
-            local_port: self.local_port,
-            media_ip: &self.media_ip,
-            media_port: cfg.media_port,
-        };
         let mut execs = std::mem::take(&mut self.execs);
+        let mut errors = std::mem::take(&mut self.errors);
+        let (mut rng, mut fatal, mut warnings) = (self.rng, self.fatal.take(), self.stats.warnings);
         let ran = run_actions(
             &step.actions,
             call,
             (msg, raw),
-            &ctx,
-            (&mut self.rng, &mut self.fatal, &mut self.stats.warnings),
-            (&mut execs, self.cfg.trace_err.then_some(&mut self.errors)),
+            (&self.env(now), idx),
+            (&mut rng, &mut fatal, &mut warnings),
+            (&mut execs, self.cfg.trace_err.then_some(&mut errors)),
         );
+        (self.rng, self.fatal, self.stats.warnings) = (rng, fatal, warnings);
+        self.errors = errors;
         if let (true, Err(FailReason::ErrorAction), Some(m)) =
             (self.cfg.trace_err, &ran, &self.fatal)
         {
@@ -809,6 +916,7 @@ impl Endpoint {
                 self.stats.commands_run += 1;
                 self.commands.push(c);
             }
+            Exec::Log(line) => self.logs.push(line),
             Exec::Stop(cmd) => {
                 if self.run_stop != Some(IntCmd::StopNow) {
                     self.run_stop = Some(cmd);
@@ -1006,6 +1114,21 @@ impl Endpoint {
         }
     }
 
+    /// Counts the calls waiting in each `<pause>` into the step figures'
+    /// `sessions` (for the counts file).
+    pub fn count_sessions(&mut self) {
+        for s in &mut self.stats.steps {
+            s.sessions = 0;
+        }
+        for call in self.slab.iter().flatten() {
+            if matches!(call.wait, Wait::Pause { .. })
+                && let Some(s) = self.stats.steps.get_mut(call.step)
+            {
+                s.sessions += 1;
+            }
+        }
+    }
+
     /// Media datagrams queued since the last [`Endpoint::clear_media`].
     pub fn media_outgoing(&self) -> (&[MediaOut], &[u8]) {
         (&self.media_out, &self.media_buf)
@@ -1095,18 +1218,13 @@ impl Endpoint {
         self.stats.msgs_sent += 1;
     }
 
-    /// Creates a call (reusing the buffers of an ended one). `id` empty:
-    /// mint a Call-ID. `None` if the Call-ID's hash is taken.
-    fn new_call(&mut self, now: u64, peer: SocketAddr, id: &[u8]) -> Option<u32> {
+    /// Creates a call of `user` (0: none; reusing the buffers of an ended
+    /// one). `id` empty: mint a Call-ID. `None` if the Call-ID's hash is
+    /// taken.
+    fn new_call(&mut self, now: u64, peer: SocketAddr, id: &[u8], user: u32) -> Option<u32> {
         let number = self.next_number;
         self.next_number += self.number_stride;
         self.serial += 1;
-        let r = self.random();
-        let inject_row = self
-            .cfg
-            .inject
-            .as_ref()
-            .map_or(0, |inj| inj.row_for(number, r));
         let mut call = self
             .spare
             .pop()
@@ -1117,7 +1235,14 @@ impl Endpoint {
         call.peer = peer;
         call.started = now;
         call.cseq = self.cfg.base_cseq.saturating_sub(1);
-        call.inject_row = inject_row;
+        call.user = user;
+        // Each -inf file gives the call a line.
+        if let Some(inj) = self.inject.borrow().as_ref() {
+            for f in &inj.files {
+                let r = next_random(&mut self.rng);
+                call.inject_rows.push(f.line_for(number, user, r));
+            }
+        }
         if id.is_empty() {
             call.id
                 .extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
@@ -1182,7 +1307,7 @@ impl Endpoint {
                     self.stats.out_of_call_msgs += 1;
                     return;
                 }
-                let Some(slot) = self.new_call(now, peer, id) else {
+                let Some(slot) = self.new_call(now, peer, id, 0) else {
                     return;
                 };
                 // To its first step, the <recvCmd> this message answers.
@@ -1276,11 +1401,38 @@ impl Endpoint {
         if !self.scn.starts_with_send() || !self.take_quota() {
             return false;
         }
-        let Some(slot) = self.new_call(now, remote, b"") else {
+        // With -users, a call needs a free user (SIPp: the last one).
+        let user = if self.cfg.users.is_some() {
+            match self.free_users.pop_back() {
+                Some(u) => u,
+                None => return false,
+            }
+        } else {
+            0
+        };
+        let Some(slot) = self.new_call(now, remote, b"", user) else {
+            if user > 0 {
+                self.free_users.push_back(user);
+            }
             return false;
         };
+        if user > 0
+            && let Some(call) = self.slab.get_mut(slot as usize).and_then(Option::as_mut)
+        {
+            for (id, v) in self.user_vars.get(&user).into_iter().flatten() {
+                if let Some(slot) = call.vars.get_mut(usize::from(id.0)) {
+                    slot.clone_from(v);
+                }
+            }
+        }
         self.run(slot, now, |ep, call, now| ep.advance(call, now));
         true
+    }
+
+    /// With `-users`: this thread's users are `first` to
+    /// `first + count - 1` (SIPp numbers them from 1).
+    pub fn set_users(&mut self, first: u32, count: u32) {
+        self.free_users = (first..first.saturating_add(count)).collect();
     }
 
     /// Takes a call out of its slot, runs `f`, and puts it back or ends it.
@@ -1366,6 +1518,20 @@ impl Endpoint {
     }
 
     fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
+        // Its user is free again (SIPp: at the front) and keeps its
+        // <User> variables.
+        if call.user > 0 {
+            let kept = self.scn.user_vars.iter().map(|&id| {
+                let v = call
+                    .vars
+                    .get(usize::from(id.0))
+                    .cloned()
+                    .unwrap_or_default();
+                (id, v)
+            });
+            self.user_vars.insert(call.user, kept.collect());
+            self.free_users.push_front(call.user);
+        }
         // A call's playback stops with it (SIPp cancels its media thread).
         self.playbacks.remove(&call.serial);
         self.streams.remove(&call.serial);
@@ -1452,7 +1618,7 @@ impl Endpoint {
             }
             return;
         }
-        let Some(slot) = self.new_call(now, src, cid) else {
+        let Some(slot) = self.new_call(now, src, cid, 0) else {
             self.stats.out_of_call_msgs += 1;
             return;
         };
@@ -1526,7 +1692,7 @@ impl Endpoint {
                     s.lost += 1;
                 }
             } else {
-                self.emit(call.peer, &bytes);
+                self.emit(call.dst(), &bytes);
             }
             call.last_sent = bytes;
             self.stats.retrans_sent += 1;
@@ -1657,7 +1823,7 @@ impl Endpoint {
             }
             if call.sent_after == Some(k) && !call.last_sent.is_empty() {
                 let bytes = std::mem::take(&mut call.last_sent);
-                self.emit(call.peer, &bytes);
+                self.emit(call.dst(), &bytes);
                 call.last_sent = bytes;
                 self.stats.retrans_sent += 1;
             }
@@ -1690,12 +1856,7 @@ impl Endpoint {
                     }
                 }
             }
-            StartLine::Request(_) => {
-                // [cseq] follows the peer's requests (SIPp: never below).
-                if let Some(c) = msg.value(HeaderName::CSeq).and_then(CSeq::parse) {
-                    call.cseq = call.cseq.max(u64::from(c.seq));
-                }
-            }
+            StartLine::Request(_) => {}
         }
         // Where the peer wants media: from any response with a body and
         // from INVITE, ACK and PRACK, as SIPp reads it for pcap play.
@@ -1747,7 +1908,7 @@ impl Endpoint {
             {
                 let mut out = Vec::with_capacity(512);
                 ok_response(msg, &mut out);
-                self.emit(call.peer, &out);
+                self.emit(call.dst(), &out);
                 self.stats.auto_answered += 1;
                 return Flow::Waiting;
             }
@@ -1783,7 +1944,7 @@ impl Endpoint {
                 if self.cfg.behaviors.bye {
                     let mut out = Vec::with_capacity(512);
                     ok_response(msg, &mut out);
-                    self.emit(call.peer, &out);
+                    self.emit(call.dst(), &out);
                 }
             }
             return Flow::Failed(FailReason::UnexpectedMessage);
@@ -1829,6 +1990,11 @@ impl Endpoint {
         // A jump in a <recv> is overruled by the reception, as in SIPp.
         if let Err(fatal) = self.actions(call, j, Some(msg), now) {
             return Flow::Failed(fatal);
+        }
+        // [cseq] follows the peer's requests once their actions ran
+        // (SIPp: never below).
+        if !is_response && let Some(c) = msg.value(HeaderName::CSeq).and_then(CSeq::parse) {
+            call.cseq = call.cseq.max(u64::from(c.seq));
         }
         call.last_recv = Some(j);
         call.step = self.next_of(call, j);
@@ -1892,12 +2058,12 @@ impl Endpoint {
         match call.invite_status {
             100..=199 => {
                 request(&mut out, b"CANCEL", seq, false, inv_to);
-                self.emit(call.peer, &out);
+                self.emit(call.dst(), &out);
             }
             200..=299 => {
                 let to = call.invite_to.clone();
                 request(&mut out, b"ACK", seq, true, &to);
-                self.emit(call.peer, &out);
+                self.emit(call.dst(), &out);
                 // Above any CSeq the scenario used (a BYE it sent already,
                 // say), or the peer takes it for an old request.
                 let last = Message::parse(&call.last_sent)
@@ -1907,12 +2073,12 @@ impl Endpoint {
                     .map_or(0, |c| c.seq);
                 let bye_seq = seq.max(last).saturating_add(1);
                 request(&mut out, b"BYE", bye_seq, true, &to);
-                self.emit(call.peer, &out);
+                self.emit(call.dst(), &out);
             }
             _ => {
                 let to = call.invite_to.clone();
                 request(&mut out, b"ACK", seq, false, &to);
-                self.emit(call.peer, &out);
+                self.emit(call.dst(), &out);
             }
         }
     }
@@ -1944,11 +2110,15 @@ impl Endpoint {
                     let mut buf = std::mem::take(&mut call.last_sent);
                     buf.clear();
                     let mut failure = None;
-                    msg.render(&mut buf, |kw, out| {
-                        if let Err(r) = self.keyword(kw, call, idx, last.as_ref(), out) {
-                            failure = Some(r);
-                        }
-                    });
+                    self.render(
+                        msg,
+                        &mut buf,
+                        call,
+                        idx,
+                        now,
+                        (last.as_ref(), &last_bytes),
+                        &mut failure,
+                    );
                     if let Some(r) = failure {
                         call.last_sent = buf;
                         flow = Flow::Failed(r);
@@ -1957,7 +2127,7 @@ impl Endpoint {
                     // `lost`: not sent this time (a retransmission may be).
                     let lost = self.lost(idx);
                     if !lost {
-                        self.emit(call.peer, &buf);
+                        self.emit(call.dst(), &buf);
                     }
                     if self.plays_media {
                         own_media_ports(&buf, &mut call.media_from);
@@ -2063,11 +2233,15 @@ impl Endpoint {
                 StepKind::SendCmd { msg } => {
                     let mut buf = Vec::with_capacity(512);
                     let mut failure = None;
-                    msg.render(&mut buf, |kw, out| {
-                        if let Err(r) = self.keyword(kw, call, idx, last.as_ref(), out) {
-                            failure = Some(r);
-                        }
-                    });
+                    self.render(
+                        msg,
+                        &mut buf,
+                        call,
+                        idx,
+                        now,
+                        (last.as_ref(), &last_bytes),
+                        &mut failure,
+                    );
                     if let Some(r) = failure {
                         flow = Flow::Failed(r);
                         break;
@@ -2112,146 +2286,6 @@ impl Endpoint {
         }
         call.last_msg = last_bytes;
         flow
-    }
-
-    /// Writes a keyword's value for a message of `call` at step `idx`.
-    fn keyword(
-        &self,
-        kw: &Keyword,
-        call: &Call,
-        idx: usize,
-        last: Option<&Message<'_>>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), FailReason> {
-        let num = |out: &mut Vec<u8>, n: u64| {
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        };
-        match kw {
-            Keyword::CallId => out.extend_from_slice(&call.id),
-            Keyword::CallNumber => num(out, call.number),
-            Keyword::Branch(back) => {
-                out.extend_from_slice(sbc_core::sip::BRANCH_COOKIE);
-                out.push(b'-');
-                out.extend_from_slice(&self.pid);
-                out.push(b'-');
-                num(out, call.number);
-                out.push(b'-');
-                num(out, (idx as u64).saturating_sub(u64::from(*back)));
-            }
-            Keyword::Cseq(off) => num(out, call.cseq.saturating_add_signed(*off)),
-            Keyword::Len => {}
-            Keyword::Last(h) => write_last(last, h, out),
-            Keyword::LastRequestUri => {
-                if let Some(r) = last.and_then(Message::request_line) {
-                    out.extend_from_slice(r.uri);
-                }
-            }
-            Keyword::LastCseqNumber => {
-                if let Some(c) = last
-                    .and_then(|m| m.value(HeaderName::CSeq))
-                    .and_then(CSeq::parse)
-                {
-                    num(out, u64::from(c.seq));
-                }
-            }
-            Keyword::PeerTagParam => {
-                if !call.peer_tag.is_empty() {
-                    out.extend_from_slice(b";tag=");
-                    out.extend_from_slice(&call.peer_tag);
-                }
-            }
-            Keyword::Routes => {
-                if !call.routes.is_empty() {
-                    out.extend_from_slice(b"Route: ");
-                    out.extend_from_slice(&call.routes);
-                }
-            }
-            Keyword::NextUrl => out.extend_from_slice(&call.next_url),
-            Keyword::LocalIp => out.extend_from_slice(&self.local_ip),
-            Keyword::LocalIpType => out.extend_from_slice(ip_type(self.cfg.local_ip)),
-            Keyword::LocalPort => num(out, u64::from(self.local_port)),
-            Keyword::RemoteIp if Some(call.peer) == self.remote => {
-                out.extend_from_slice(&self.remote_ip);
-            }
-            Keyword::RemoteIp => out.extend_from_slice(call.peer.ip().to_string().as_bytes()),
-            Keyword::RemoteIpType => out.extend_from_slice(ip_type(call.peer.ip())),
-            Keyword::RemotePort => num(out, u64::from(call.peer.port())),
-            Keyword::Transport => out.extend_from_slice(b"UDP"),
-            Keyword::MediaIp => out.extend_from_slice(&self.media_ip),
-            Keyword::MediaIpType => out.extend_from_slice(ip_type(self.cfg.media_ip)),
-            Keyword::MediaPort(off) => {
-                num(
-                    out,
-                    u64::from(self.cfg.media_port).saturating_add_signed(*off),
-                );
-            }
-            // As SIPp: four ports a call, wrapping after 10,000.
-            Keyword::AutoMediaPort(off) => {
-                let port = u64::from(self.cfg.media_port).saturating_add_signed(*off)
-                    + (4 * call.number.saturating_sub(1)) % 10_000;
-                num(out, port);
-            }
-            Keyword::Service => out.extend_from_slice(&self.cfg.service),
-            Keyword::Pid => out.extend_from_slice(&self.pid),
-            Keyword::Authentication { username, password } => {
-                let user = username.as_ref().or(self.cfg.auth_user.as_ref());
-                let pass = password.as_ref().or(self.cfg.auth_pass.as_ref());
-                let (Some(user), Some(pass), Some(last)) = (user, pass, last) else {
-                    return Err(FailReason::AuthFailed);
-                };
-                let (challenge, header): (_, &[u8]) =
-                    match last.value(HeaderName::ProxyAuthenticate) {
-                        Some(v) => (v, b"Proxy-Authorization: "),
-                        None => match last.value(HeaderName::WwwAuthenticate) {
-                            Some(v) => (v, b"Authorization: "),
-                            None => return Err(FailReason::AuthFailed),
-                        },
-                    };
-                // sbc-load answers MD5 challenges only.
-                let Some(c) = Challenge::parse(challenge)
-                    .ok()
-                    .filter(|c| c.algorithm == Algorithm::Md5)
-                else {
-                    return Err(FailReason::AuthFailed);
-                };
-                // The request line rendered so far gives method and URI.
-                let line_end = out
-                    .windows(2)
-                    .position(|w| w == b"\r\n")
-                    .unwrap_or(out.len());
-                let mut words = out[..line_end].split(|&b| b == b' ');
-                let method = words.next().unwrap_or(b"").to_vec();
-                let uri = words.next().unwrap_or(b"").to_vec();
-                let mut cnonce = [0u8; 16];
-                let mut n = call.number ^ (u64::from(self.cfg.pid) << 32);
-                for b in cnonce.iter_mut() {
-                    *b = b"0123456789abcdef"[(n & 15) as usize];
-                    n >>= 4;
-                }
-                let creds = Credentials {
-                    username: user,
-                    password: pass,
-                };
-                let Ok(answer) = digest::answer(&c, &creds, &method, &uri, &cnonce, 1) else {
-                    return Err(FailReason::AuthFailed);
-                };
-                out.extend_from_slice(header);
-                if answer.write(out).is_err() {
-                    return Err(FailReason::AuthFailed);
-                }
-            }
-            Keyword::Field(n) => {
-                if let Some(inj) = &self.cfg.inject {
-                    out.extend_from_slice(inj.field(call.inject_row, *n));
-                }
-            }
-            Keyword::Var(v) => {
-                if let Some(val) = call.vars.get(usize::from(v.0)) {
-                    val.write(out);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -2341,67 +2375,350 @@ fn remember_route_set(call: &mut Call, msg: &Message<'_>, from_response: bool) {
     }
 }
 
-/// Runs a step's actions on the message just received (or, in a `<nop>`,
-/// the last one).
-/// A value template of an action, rendered for `call` (`[service]`,
-/// `[$var]`, `[last_*]`, `[call_id]`, `[call_number]`, `[peer_tag_param]`).
-/// What keywords in action values read besides the call and the message.
-struct ValueCtx<'a> {
-    service: &'a [u8],
-    /// The wall clock now, µs since the Unix epoch.
-    wall_us: u64,
-    inject: Option<&'a Inject>,
+/// Why a keyword could not be rendered.
+enum KwError {
+    /// The call fails for this reason.
+    Fail(FailReason),
+    /// SIPp's fatal error: the whole run stops.
+    Fatal(String),
+}
+
+/// What rendering a keyword reads besides the call and its last message:
+/// the endpoint's addresses and the run's settings. Messages and action
+/// values render through it alike.
+struct Env<'a> {
+    cfg: &'a Config,
     pid: &'a [u8],
     local_ip: &'a [u8],
     local_port: u16,
     media_ip: &'a [u8],
-    media_port: u16,
+    /// The caller's destination, and its address as text.
+    remote: Option<SocketAddr>,
+    remote_ip: &'a [u8],
+    /// SIPp's `[dynamic_id]` counter (one per thread).
+    dynamic_id: &'a Cell<u64>,
+    /// The `-inf` files.
+    inject: &'a RefCell<Option<Arc<Injection>>>,
+    /// The engine's time (µs since the run started).
+    now: u64,
 }
 
-/// An action's value with its keywords: those of the call and the last
-/// message, `[fieldN]` of the injection file, the addresses and ports.
-fn render_value(
+impl Env<'_> {
+    /// The wall clock now, µs since the Unix epoch.
+    fn wall_us(&self) -> u64 {
+        self.cfg.wall_epoch_us.saturating_add(self.now)
+    }
+
+    /// Writes a keyword's value for a message of `call` at step `idx`;
+    /// `last` is the last message received (`last_raw` its bytes).
+    fn keyword(
+        &self,
+        kw: &Keyword,
+        call: &Call,
+        idx: usize,
+        (last, last_raw): (Option<&Message<'_>>, &[u8]),
+        out: &mut Vec<u8>,
+    ) -> Result<(), KwError> {
+        let num = |out: &mut Vec<u8>, n: u64| {
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        };
+        let signed = |out: &mut Vec<u8>, n: i64| {
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        };
+        match kw {
+            Keyword::CallId => out.extend_from_slice(&call.id),
+            Keyword::CallNumber => num(out, call.number),
+            Keyword::Branch(off) => {
+                out.extend_from_slice(sbc_core::sip::BRANCH_COOKIE);
+                out.push(b'-');
+                out.extend_from_slice(self.pid);
+                out.push(b'-');
+                num(out, call.number);
+                out.push(b'-');
+                signed(out, idx as i64 + off);
+            }
+            Keyword::Cseq(off) => num(out, call.cseq.saturating_add_signed(*off)),
+            Keyword::Len(_) => {}
+            Keyword::Last(h) => write_last(last, h, out),
+            Keyword::LastMessage => out.extend_from_slice(last_raw),
+            Keyword::LastRequestUri => {
+                if let Some(r) = last.and_then(Message::request_line) {
+                    out.extend_from_slice(r.uri);
+                }
+            }
+            // As SIPp: 0 (plus the offset) without a CSeq.
+            Keyword::LastCseqNumber(off) => {
+                let n = last
+                    .and_then(|m| m.value(HeaderName::CSeq))
+                    .and_then(CSeq::parse)
+                    .map_or(0, |c| i64::from(c.seq));
+                signed(out, n + off);
+            }
+            Keyword::PeerTagParam => {
+                if !call.peer_tag.is_empty() {
+                    out.extend_from_slice(b";tag=");
+                    out.extend_from_slice(&call.peer_tag);
+                }
+            }
+            Keyword::Routes => {
+                if !call.routes.is_empty() {
+                    out.extend_from_slice(b"Route: ");
+                    out.extend_from_slice(&call.routes);
+                }
+            }
+            Keyword::NextUrl => out.extend_from_slice(&call.next_url),
+            Keyword::LocalIp => out.extend_from_slice(self.local_ip),
+            Keyword::LocalIpType => out.extend_from_slice(ip_type(self.cfg.local_ip)),
+            Keyword::LocalPort(off) => signed(out, i64::from(self.local_port) + off),
+            Keyword::ServerIp => out.extend_from_slice(self.cfg.local_ip.to_string().as_bytes()),
+            Keyword::RemoteIp if Some(call.peer) == self.remote => {
+                out.extend_from_slice(self.remote_ip);
+            }
+            Keyword::RemoteIp => out.extend_from_slice(&ip_text(call.peer.ip())),
+            Keyword::RemoteHost => out.extend_from_slice(&self.cfg.remote_host),
+            Keyword::RemoteIpType => out.extend_from_slice(ip_type(call.peer.ip())),
+            Keyword::RemotePort(off) => signed(out, i64::from(call.peer.port()) + off),
+            Keyword::Transport => out.extend_from_slice(b"UDP"),
+            Keyword::MediaIp => out.extend_from_slice(self.media_ip),
+            Keyword::MediaIpType => out.extend_from_slice(ip_type(self.cfg.media_ip)),
+            Keyword::MediaPort(off) => signed(out, i64::from(self.cfg.media_port) + off),
+            // As SIPp: four ports a call, wrapping after 10,000.
+            Keyword::AutoMediaPort(off) => {
+                let port = i64::from(self.cfg.media_port)
+                    + off
+                    + ((4 * call.number.saturating_sub(1)) % 10_000) as i64;
+                signed(out, port);
+            }
+            Keyword::Service => out.extend_from_slice(&self.cfg.service),
+            Keyword::Pid => out.extend_from_slice(self.pid),
+            Keyword::DynamicId => {
+                let d = &self.cfg.dynamic;
+                let id = self.dynamic_id.get();
+                num(out, id);
+                let next = id.saturating_add(d.step);
+                self.dynamic_id
+                    .set(if next > d.max { d.start } else { next });
+            }
+            Keyword::MsgIndex => num(out, idx as u64),
+            Keyword::ClockTick => num(out, self.now / 1000),
+            Keyword::Users => match self.cfg.users {
+                Some(u) => num(out, u as u64),
+                None => out.extend_from_slice(b"-1"),
+            },
+            Keyword::UserId => num(out, u64::from(call.user)),
+            Keyword::Timestamp => {
+                let t = if self.cfg.rfc3339 {
+                    crate::statfile::rfc3339_time(self.wall_us())
+                } else {
+                    crate::statfile::wall_time(self.wall_us())
+                };
+                out.extend_from_slice(t.as_bytes());
+            }
+            Keyword::Date => {
+                out.extend_from_slice(crate::statfile::http_date(self.wall_us()).as_bytes());
+            }
+            Keyword::SippVersion => out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes()),
+            Keyword::File(name) => {
+                let mut path = Vec::new();
+                name.render_value(&mut path, |k, o| {
+                    let _ = self.keyword(k, call, idx, (last, last_raw), o);
+                });
+                let path = String::from_utf8_lossy(&path).into_owned();
+                match self.cfg.files.get(&path) {
+                    Some(bytes) => out.extend_from_slice(bytes),
+                    None => match std::fs::read(&path) {
+                        Ok(bytes) => out.extend_from_slice(&bytes),
+                        // As SIPp: a file it cannot open is a fatal error.
+                        Err(e) => {
+                            return Err(KwError::Fatal(format!("could not open '{path}': {e}")));
+                        }
+                    },
+                }
+            }
+            Keyword::Fill { text, var } => {
+                let n = call.vars.get(usize::from(var.0)).map_or(0.0, Value::number);
+                let n = if n.is_finite() && n > 0.0 {
+                    n as usize
+                } else {
+                    0
+                };
+                out.extend(text.iter().copied().cycle().take(n));
+            }
+            Keyword::Authentication { username, password } => {
+                self.authentication(username.as_ref(), password.as_ref(), call, last, out)
+                    .map_err(KwError::Fail)?;
+            }
+            Keyword::Field { field, file, line } => {
+                let inj = self.inject.borrow();
+                let Some(f) = inj.as_ref().and_then(|i| i.files.get(*file)) else {
+                    return Ok(());
+                };
+                let row = match line {
+                    None => call.inject_rows.get(*file).copied().unwrap_or(-1),
+                    Some(t) => {
+                        let mut text = Vec::new();
+                        t.render_value(&mut text, |k, o| {
+                            let _ = self.keyword(k, call, idx, (last, last_raw), o);
+                        });
+                        // As SIPp: strtod, truncated; past the end is none.
+                        match c_number(&text) {
+                            Some(n) if n > f.lines() as f64 => -1,
+                            Some(n) => n as i64,
+                            None => {
+                                return Err(KwError::Fatal(format!(
+                                    "invalid line number generated: '{}'",
+                                    String::from_utf8_lossy(&text)
+                                )));
+                            }
+                        }
+                    }
+                };
+                f.write_field(row, *field, out);
+            }
+            Keyword::Var(v) => {
+                if let Some(val) = call.vars.get(usize::from(v.0)) {
+                    val.write(out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[authentication]`: the answer to the last message's challenge.
+    fn authentication(
+        &self,
+        username: Option<&Vec<u8>>,
+        password: Option<&Vec<u8>>,
+        call: &Call,
+        last: Option<&Message<'_>>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FailReason> {
+        let user = username.or(self.cfg.auth_user.as_ref());
+        let pass = password.or(self.cfg.auth_pass.as_ref());
+        let (Some(user), Some(pass), Some(last)) = (user, pass, last) else {
+            return Err(FailReason::AuthFailed);
+        };
+        let (challenge, header): (_, &[u8]) = match last.value(HeaderName::ProxyAuthenticate) {
+            Some(v) => (v, b"Proxy-Authorization: "),
+            None => match last.value(HeaderName::WwwAuthenticate) {
+                Some(v) => (v, b"Authorization: "),
+                None => return Err(FailReason::AuthFailed),
+            },
+        };
+        // sbc-load answers MD5 challenges only.
+        let Some(c) = Challenge::parse(challenge)
+            .ok()
+            .filter(|c| c.algorithm == Algorithm::Md5)
+        else {
+            return Err(FailReason::AuthFailed);
+        };
+        // The request line rendered so far gives method and URI.
+        let line_end = out
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(out.len());
+        let mut words = out[..line_end].split(|&b| b == b' ');
+        let method = words.next().unwrap_or(b"").to_vec();
+        let uri = words.next().unwrap_or(b"").to_vec();
+        let mut cnonce = [0u8; 16];
+        let mut n = call.number ^ (u64::from(self.cfg.pid) << 32);
+        for b in cnonce.iter_mut() {
+            *b = b"0123456789abcdef"[(n & 15) as usize];
+            n >>= 4;
+        }
+        let creds = Credentials {
+            username: user,
+            password: pass,
+        };
+        let Ok(answer) = digest::answer(&c, &creds, &method, &uri, &cnonce, 1) else {
+            return Err(FailReason::AuthFailed);
+        };
+        out.extend_from_slice(header);
+        if answer.write(out).is_err() {
+            return Err(FailReason::AuthFailed);
+        }
+        Ok(())
+    }
+
+    /// An action's value with its keywords, as a message renders them
+    /// (`[authentication]` without a challenge renders empty); `Err` is
+    /// SIPp's fatal error (a `[file]` that cannot be read).
+    fn value(
+        &self,
+        value: &crate::template::Template,
+        call: &Call,
+        idx: usize,
+        msg: Option<&Message<'_>>,
+    ) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let raw = msg.map_or(&[][..], Message::as_bytes);
+        let mut fatal = None;
+        value.render_value(&mut out, |kw, out| {
+            if let Err(KwError::Fatal(m)) = self.keyword(kw, call, idx, (msg, raw), out) {
+                fatal.get_or_insert(m);
+            }
+        });
+        fatal.map_or(Ok(out), Err)
+    }
+}
+
+/// A number as C's strtod reads a whole string: leading blanks skipped,
+/// empty is 0, anything after the number is not a number.
+fn c_number(text: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(text).ok()?.trim_start();
+    if s.is_empty() {
+        return Some(0.0);
+    }
+    s.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// SIPp's fatal error `text`, kept in `fatal`.
+fn fatal_error(fatal: &mut Option<String>, text: String) -> FailReason {
+    *fatal = Some(text);
+    FailReason::ErrorAction
+}
+
+/// `<setdest>`'s address: host (an IP address, IPv6 without brackets, or
+/// a name resolved as SIPp does), port (a number), protocol (the call's:
+/// UDP).
+fn set_dest(host: &[u8], port: &[u8], protocol: &[u8]) -> Result<SocketAddr, String> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match protocol {
+        b"udp" | b"UDP" => {}
+        b"tcp" | b"TCP" | b"tls" | b"TLS" | b"sctp" | b"SCTP" => {
+            return Err("Can not switch protocols during setdest.".into());
+        }
+        p => return Err(format!("Unknown transport for setdest: '{}'", text(p))),
+    }
+    let Some(port) = c_number(port).filter(|p| (0.0..65_536.0).contains(p)) else {
+        return Err(format!("Invalid port for setdest: '{}'", text(port)));
+    };
+    let port = port as u16;
+    let host = text(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    use std::net::ToSocketAddrs;
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("Unknown host '{host}' for setdest"))
+}
+
+/// [`Env::value`], a fatal error kept in `fatal`.
+fn env_value(
+    env: &Env<'_>,
     value: &crate::template::Template,
     call: &Call,
+    idx: usize,
     msg: Option<&Message<'_>>,
-    ctx: &ValueCtx<'_>,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    let num = |out: &mut Vec<u8>, n: u64| {
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    };
-    value.render_value(&mut out, |kw, out| match kw {
-        Keyword::Field(n) => {
-            if let Some(inj) = ctx.inject {
-                out.extend_from_slice(inj.field(call.inject_row, *n));
-            }
-        }
-        Keyword::Pid => out.extend_from_slice(ctx.pid),
-        Keyword::LocalIp => out.extend_from_slice(ctx.local_ip),
-        Keyword::LocalPort => num(out, u64::from(ctx.local_port)),
-        Keyword::RemoteIp => out.extend_from_slice(call.peer.ip().to_string().as_bytes()),
-        Keyword::RemotePort => num(out, u64::from(call.peer.port())),
-        Keyword::MediaIp => out.extend_from_slice(ctx.media_ip),
-        Keyword::MediaPort(off) => num(out, u64::from(ctx.media_port).saturating_add_signed(*off)),
-        Keyword::Cseq(off) => num(out, call.cseq.saturating_add_signed(*off)),
-        Keyword::Last(h) => write_last(msg, h, out),
-        Keyword::Var(v) => {
-            if let Some(val) = call.vars.get(usize::from(v.0)) {
-                val.write(out);
-            }
-        }
-        Keyword::CallId => out.extend_from_slice(&call.id),
-        Keyword::CallNumber => {
-            out.extend_from_slice(itoa::Buffer::new().format(call.number).as_bytes());
-        }
-        Keyword::PeerTagParam if !call.peer_tag.is_empty() => {
-            out.extend_from_slice(b";tag=");
-            out.extend_from_slice(&call.peer_tag);
-        }
-        Keyword::Service => out.extend_from_slice(ctx.service),
-        _ => {}
-    });
-    out
+    fatal: &mut Option<String>,
+) -> Result<Vec<u8>, FailReason> {
+    env.value(value, call, idx, msg).map_err(|m| {
+        *fatal = Some(m);
+        FailReason::ErrorAction
+    })
 }
 
 /// SIPp's `verifyauth`: the request's Authorization is for `username`
@@ -2522,7 +2839,7 @@ fn run_actions(
     actions: &[Action],
     call: &mut Call,
     (msg, raw): (Option<&Message<'_>>, Option<&[u8]>),
-    ctx: &ValueCtx<'_>,
+    (env, idx): (&Env<'_>, usize),
     (rng, fatal, warnings): (&mut u64, &mut Option<String>, &mut u64),
     (execs, mut notes): (&mut Vec<Exec>, Option<&mut Vec<String>>),
 ) -> Result<Option<usize>, FailReason> {
@@ -2604,7 +2921,7 @@ fn run_actions(
                 }
             }
             Action::AssignStr { var, value } => {
-                let out = render_value(value, call, msg, ctx);
+                let out = env_value(env, value, call, idx, msg, fatal)?;
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Str(out);
                 }
@@ -2614,29 +2931,33 @@ fn run_actions(
                 username,
                 password,
             } => {
-                let user = render_value(username, call, msg, ctx);
-                let pass = render_value(password, call, msg, ctx);
+                let user = env_value(env, username, call, idx, msg, fatal)?;
+                let pass = env_value(env, password, call, idx, msg, fatal)?;
                 let ok = verify_auth(msg, &user, &pass);
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Bool(ok);
                 }
             }
             Action::Error { message } => {
-                let m = render_value(message, call, msg, ctx);
+                let m = env_value(env, message, call, idx, msg, fatal)?;
                 *fatal = Some(String::from_utf8_lossy(&m).into_owned());
                 return Err(FailReason::ErrorAction);
             }
-            Action::Log => {}
+            Action::Log { message } => {
+                if env.cfg.trace_logs {
+                    execs.push(Exec::Log(env_value(env, message, call, idx, msg, fatal)?));
+                }
+            }
             Action::Warning { message } => {
                 // Counted; the first few printed (under load, one a call
                 // would flood the terminal and slow the run).
                 *warnings += 1;
                 if let Some(n) = notes.as_deref_mut() {
-                    let m = render_value(message, call, msg, ctx);
+                    let m = env_value(env, message, call, idx, msg, fatal)?;
                     n.push(String::from_utf8_lossy(&m).into_owned());
                 }
                 if *warnings <= WARNINGS_SHOWN {
-                    let m = render_value(message, call, msg, ctx);
+                    let m = env_value(env, message, call, idx, msg, fatal)?;
                     eprintln!("sbc-load: warning: {}", String::from_utf8_lossy(&m));
                     if *warnings == WARNINGS_SHOWN {
                         eprintln!("sbc-load: further warnings are only counted");
@@ -2679,8 +3000,16 @@ fn run_actions(
                 });
             }
             Action::GetTimeOfDay { seconds, micros } => {
-                set(call, *seconds, Value::Num((ctx.wall_us / 1_000_000) as f64));
-                set(call, *micros, Value::Num((ctx.wall_us % 1_000_000) as f64));
+                set(
+                    call,
+                    *seconds,
+                    Value::Num((env.wall_us() / 1_000_000) as f64),
+                );
+                set(
+                    call,
+                    *micros,
+                    Value::Num((env.wall_us() % 1_000_000) as f64),
+                );
             }
             Action::UrlEncode { var, decode } => {
                 let v = url_code(&text(call, *var), *decode);
@@ -2708,9 +3037,63 @@ fn run_actions(
                 execs.push(Exec::Play(*media, Arc::clone(capture)));
             }
             Action::Command(command) => {
-                execs.push(Exec::Command(render_value(command, call, msg, ctx)));
+                execs.push(Exec::Command(env_value(
+                    env, command, call, idx, msg, fatal,
+                )?));
             }
             Action::RtpStream(s) => execs.push(Exec::Stream(s.clone())),
+            Action::Lookup { var, file, key } => {
+                let key = env_value(env, key, call, idx, msg, fatal)?;
+                let found = env
+                    .inject
+                    .borrow()
+                    .as_ref()
+                    .and_then(|i| i.files.get(*file))
+                    .map(|f| f.lookup(&key));
+                match found {
+                    Some(Ok(line)) => set(call, *var, Value::Num(line)),
+                    Some(Err(e)) => return Err(fatal_error(fatal, e)),
+                    None => {}
+                }
+            }
+            Action::Insert { file, value } => {
+                let value = env_value(env, value, call, idx, msg, fatal)?;
+                if let Some(inj) = env.inject.borrow_mut().as_mut()
+                    && let Some(f) = Arc::make_mut(inj).files.get_mut(*file)
+                {
+                    f.insert(value).map_err(|e| fatal_error(fatal, e))?;
+                }
+            }
+            Action::Replace { file, line, value } => {
+                let text = env_value(env, line, call, idx, msg, fatal)?;
+                let Some(n) = c_number(&text) else {
+                    return Err(fatal_error(
+                        fatal,
+                        format!(
+                            "invalid line number for replace: '{}'",
+                            String::from_utf8_lossy(&text)
+                        ),
+                    ));
+                };
+                let value = env_value(env, value, call, idx, msg, fatal)?;
+                if let Some(inj) = env.inject.borrow_mut().as_mut()
+                    && let Some(f) = Arc::make_mut(inj).files.get_mut(*file)
+                {
+                    f.replace(n as i64, value)
+                        .map_err(|e| fatal_error(fatal, e))?;
+                }
+            }
+            Action::SetDest {
+                host,
+                port,
+                protocol,
+            } => {
+                let host = env_value(env, host, call, idx, msg, fatal)?;
+                let port = env_value(env, port, call, idx, msg, fatal)?;
+                let protocol = env_value(env, protocol, call, idx, msg, fatal)?;
+                let to = set_dest(&host, &port, &protocol).map_err(|e| fatal_error(fatal, e))?;
+                call.dest = Some(to);
+            }
             // As SIPp: the actions after it do not run.
             Action::IntCmd(IntCmd::StopCall) => return Err(FailReason::Rejected),
             Action::IntCmd(cmd) => execs.push(Exec::Stop(*cmd)),

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod countfile;
 pub mod engine;
 pub mod gso;
 pub mod inject;

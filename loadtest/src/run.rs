@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Args, parse_duration_ms, parse_remote};
+use crate::cli::{Args, parse_duration_ms, parse_remote, remote_host};
+use crate::countfile::CountFile;
 use crate::engine::{Config, Quota};
-use crate::inject::Inject;
+use crate::inject::{Inject, Injection};
 use crate::media::{Echo, MediaSockets};
 use crate::rate::RatePlan;
 use crate::report::Report;
 use crate::runtime::{Control, ThreadPlan, bind, run_thread};
-use crate::scenario::{Scenario, StepKind, read_text};
+use crate::scenario::{LoadContext, Scenario, StepKind, read_text};
 use crate::statfile::StatFile;
 use crate::stats::Stats;
 use crate::template::Keyword;
@@ -62,19 +63,30 @@ pub struct Outcome {
 
 /// Loads the scenario named by `-sf` or `-sn`.
 pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
+    let ctx = LoadContext {
+        keys: args
+            .key
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect(),
+        inf: inf_names(args),
+    };
     match (&args.scenario_file, &args.scenario_name) {
         (Some(_), Some(_)) => Err("give either -sf or -sn, not both".into()),
         (None, None) => Err("no scenario: give -sf FILE or -sn uac|uas".into()),
         (Some(path), None) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| format!("scenario file {}: {e}", path.display()))?;
-            Scenario::parse(&read_text(&bytes), &path.display().to_string())
+            Scenario::parse_with(&read_text(&bytes), &path.display().to_string(), &ctx)
                 .map_err(|e| e.to_string())
         }
         (None, Some(name)) => {
             let xml = crate::builtin(name)
                 .ok_or_else(|| format!("-sn {name}: built-in scenarios are uac and uas"))?;
-            Scenario::parse(xml, name).map_err(|e| e.to_string())
+            Scenario::parse_with(xml, name, &ctx).map_err(|e| e.to_string())
         }
     }
 }
@@ -133,18 +145,25 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         Some(SocketAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
     });
-    let inject = match &args.inject_file {
-        Some(p) => {
-            let bytes =
-                std::fs::read(p).map_err(|e| format!("injection file {}: {e}", p.display()))?;
-            Some(Arc::new(
-                Inject::parse(&bytes, &p.display().to_string()).map_err(|e| e.to_string())?,
-            ))
-        }
-        None => None,
-    };
-    if inject.is_none() && scn.uses(|k| matches!(k, Keyword::Field(_))) {
+    let inject = load_injection(args)?;
+    if inject.is_none() && scn.uses(|k| matches!(k, Keyword::Field { .. })) {
         return Err("the scenario uses [fieldN]: give an injection file with -inf".into());
+    }
+    if let (Some(users), Some(inj)) = (args.users, &inject) {
+        for f in inj
+            .files
+            .iter()
+            .filter(|f| f.order == crate::inject::Order::User)
+        {
+            if (users as u64) > f.lines() {
+                return Err(format!(
+                    "{} has only {} lines, yet -users {users} asks for one per user",
+                    f.name,
+                    f.lines()
+                )
+                .into());
+            }
+        }
     }
     let max_retrans = args.max_retrans.unwrap_or(9);
     let mut cfg = Config::new(local_ip);
@@ -173,11 +192,25 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.auto_answer = args.auto_answer;
     cfg.trace_err = args.trace_err;
     cfg.trace_rtt = args.trace_rtt;
+    cfg.trace_logs = args.trace_logs;
     cfg.behaviors = match (&args.default_behaviors, args.no_default_behaviors) {
         (_, true) => crate::engine::Behaviors::NONE,
         (Some(list), false) => crate::engine::Behaviors::parse(list)?,
         (None, false) => crate::engine::Behaviors::ALL,
     };
+    cfg.remote_host = args
+        .remote
+        .as_deref()
+        .map(|r| remote_host(r).as_bytes().to_vec())
+        .unwrap_or_default();
+    cfg.users = args.users;
+    cfg.dynamic = crate::engine::Dynamic {
+        start: args.dynamic_start,
+        max: args.dynamic_max,
+        step: args.dynamic_step,
+    };
+    cfg.rfc3339 = args.rfc3339;
+    cfg.files = fixed_files(&scn)?;
     for pair in args.set.chunks(2) {
         let [name, value] = pair else {
             return Err("-set needs a name and a value".into());
@@ -198,7 +231,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One thread with a twin (as SIPp: the twin's messages name calls
     // this thread must own).
-    let threads = if twin.is_some() {
+    // So too when <insert>/<replace> change an -inf file: every call
+    // must see the change.
+    let threads = if twin.is_some() || scn.changes_injection() {
         1
     } else {
         args.threads.unwrap_or(cores).clamp(1, 256)
@@ -258,6 +293,10 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             users: args
                 .users
                 .map(|u| u / threads + usize::from(index < u % threads)),
+            first_user: args.users.map_or(0, |u| {
+                let first = 1 + index * (u / threads) + index.min(u % threads);
+                u32::try_from(first).unwrap_or(u32::MAX)
+            }),
             quit_at_max: rate_max.is_some() && !args.no_rate_quit,
             limit: Some(limit),
             core: args.pin.then_some(index % cores),
@@ -272,6 +311,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         plans.push(plan);
     }
 
+    // -bg: the sockets are bound (a bind error still reaches the shell);
+    // no thread has started yet.
+    if args.background {
+        crate::runtime::background().map_err(|e| format!("-bg: fork: {e}"))?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -309,8 +353,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         graceful: AtomicBool::new(false),
         stopped_now: AtomicBool::new(false),
         media,
-        snapshots: args
-            .trace_stat
+        snapshots: (args.trace_stat || args.trace_counts)
             .then(|| std::sync::Mutex::new(vec![None; threads])),
         trace: TraceFiles::new(
             args.trace_msg.then(|| {
@@ -325,6 +368,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             }),
             args.trace_rtt
                 .then(|| format!("{}_rtt.csv", file_base(args)).into()),
+            args.trace_logs.then(|| {
+                args.log_file
+                    .clone()
+                    .unwrap_or_else(|| format!("{}_logs.log", file_base(args)).into())
+            }),
         )
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?,
         wall_epoch_us: cfg.wall_epoch_us,
@@ -365,7 +413,15 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     } else {
         None
     };
-    if let Some(f) = &mut stat_file {
+    let mut count_file = if args.trace_counts {
+        let path = format!("{}_counts.csv", file_base(args));
+        let f = CountFile::create(path.as_ref(), &scn, cfg.wall_epoch_us, args.rfc3339)
+            .map_err(|e| RunError::fatal(format!("-trace_counts {path}: {e}")))?;
+        Some(f)
+    } else {
+        None
+    };
+    if stat_file.is_some() || count_file.is_some() {
         // A line every -fd seconds while the threads run.
         let period = Duration::from_secs(args.stat_period_s.clamp(1, 86_400 * 365));
         let mut next = epoch + period;
@@ -386,8 +442,14 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                 }
             }
             let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
-            f.dump(wall, &merged, open, target(epoch.elapsed()))
-                .map_err(|e| RunError::fatal(format!("statistics file: {e}")))?;
+            if let Some(f) = &mut stat_file {
+                f.dump(wall, &merged, open, target(epoch.elapsed()))
+                    .map_err(|e| RunError::fatal(format!("statistics file: {e}")))?;
+            }
+            if let Some(f) = &mut count_file {
+                f.dump(wall, &merged)
+                    .map_err(|e| RunError::fatal(format!("counts file: {e}")))?;
+            }
         }
     }
     let mut total = Stats::new(scn.steps.len());
@@ -402,10 +464,14 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if let Some(echo) = echo {
         (total.rtp_echoed_packets, total.rtp_echoed_bytes) = echo.stop();
     }
+    let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
     if let Some(f) = &mut stat_file {
-        let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
         f.dump(wall, &total, 0, target(epoch.elapsed()))
             .map_err(|e| RunError::fatal(format!("statistics file: {e}")))?;
+    }
+    if let Some(f) = &mut count_file {
+        f.dump(wall, &total)
+            .map_err(|e| RunError::fatal(format!("counts file: {e}")))?;
     }
     let elapsed = epoch.elapsed().as_secs_f64();
     if let Some(e) = error {
@@ -507,6 +573,77 @@ fn twin_connect(
 
 /// SIPp's base of its files' names: the scenario's file name (or the
 /// built-in's), `_`, the pid.
+/// The `-inf` files' base names: the first one first, each once.
+fn inf_names(args: &Args) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in &args.inject_files {
+        let name = crate::inject::base_name(&p.display().to_string()).to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Reads the `-inf` files (a later file of the same base name replaces
+/// an earlier one, as in SIPp) and applies `-infindex`.
+fn load_injection(args: &Args) -> Result<Option<Arc<Injection>>, String> {
+    if args.inject_files.is_empty() {
+        if let Some(f) = args.inf_index.first() {
+            return Err(format!("-infindex {f}: no -inf file is named so"));
+        }
+        return Ok(None);
+    }
+    let names = inf_names(args);
+    let mut files: Vec<Option<Inject>> = vec![None; names.len()];
+    for p in &args.inject_files {
+        let path = p.display().to_string();
+        let bytes = std::fs::read(p).map_err(|e| format!("injection file {path}: {e}"))?;
+        let f = Inject::parse(&bytes, &path).map_err(|e| e.to_string())?;
+        if let Some(i) = names.iter().position(|n| *n == f.name) {
+            files[i] = Some(f);
+        }
+    }
+    let mut inj = Injection {
+        files: files.into_iter().flatten().collect(),
+    };
+    for pair in args.inf_index.chunks(2) {
+        let [name, field] = pair else {
+            return Err("-infindex needs a file and a field".into());
+        };
+        let Some(i) = inj.position(name) else {
+            return Err(format!(
+                "-infindex {name}: no -inf file is named so (files are named by their base name)"
+            ));
+        };
+        let field: usize = field
+            .parse()
+            .map_err(|_| format!("-infindex {name} {field}: the field is a number"))?;
+        inj.files[i].set_index(field)?;
+    }
+    Ok(Some(Arc::new(inj)))
+}
+
+/// The files `[file name="..."]` names without keywords, read now: a
+/// missing one is an error before any call (SIPp finds it at the first
+/// message that needs it, and stops there).
+fn fixed_files(scn: &Scenario) -> Result<std::collections::HashMap<String, Vec<u8>>, String> {
+    let mut files = std::collections::HashMap::new();
+    for t in scn.templates() {
+        for k in t.keywords() {
+            if let Keyword::File(name) = k
+                && let Some(name) = name.literal()
+            {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                let bytes =
+                    std::fs::read(&name).map_err(|e| format!("[file name=\"{name}\"]: {e}"))?;
+                files.insert(name, bytes);
+            }
+        }
+    }
+    Ok(files)
+}
+
 fn file_base(args: &Args) -> String {
     let base = args
         .scenario_file

@@ -60,6 +60,8 @@ pub struct ThreadPlan {
     /// `-users`: this thread's share of the calls kept open at once
     /// (instead of a rate).
     pub users: Option<usize>,
+    /// The first of this thread's users (SIPp's user ids start at 1).
+    pub first_user: u32,
     /// Stop creating calls once the rate reaches `-rate_max` (SIPp quits
     /// there unless `-no_rate_quit`).
     pub quit_at_max: bool,
@@ -356,6 +358,41 @@ fn spawn_shell(command: &[u8]) -> Option<std::process::Child> {
         .ok()
 }
 
+/// SIPp's `-bg`: forks; the parent prints the child's PID and exits with
+/// status 99 (SIPp's `EXIT_OTHER`), the child goes on with standard
+/// input, output and error on /dev/null. Call it before any other thread
+/// of the process starts.
+pub fn background() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: fork has no memory-safety preconditions; the caller runs it
+    // while the process has a single thread, so the child's copy holds no
+    // lock another thread owned.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            use std::os::fd::AsRawFd;
+            for fd in [0, 1, 2] {
+                // SAFETY: dup2 on descriptors this process owns: `null` is
+                // open for the whole call, 0-2 are the standard streams.
+                if unsafe { libc::dup2(null.as_raw_fd(), fd) } == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        }
+        child => {
+            use std::io::Write;
+            println!("Background mode - PID=[{child}]");
+            let _ = std::io::stdout().flush();
+            std::process::exit(99);
+        }
+    }
+}
+
 /// Runs one thread until its calls are done, the deadline passes or
 /// `stop` is set. Returns its statistics.
 pub fn run_thread(
@@ -377,6 +414,9 @@ pub fn run_thread(
         plan.index as u64 + 1,
         plan.threads as u64,
     );
+    if let Some(u) = plan.users {
+        ep.set_users(plan.first_user, u32::try_from(u).unwrap_or(u32::MAX));
+    }
     let mut io = Io::new(&sock, plan.connect.then_some(plan.remote).flatten())?;
     io.arm_recv()?;
     let caller = plan.remote.is_some();
@@ -631,6 +671,9 @@ pub fn run_thread(
         if !ep.rtt_samples.is_empty() {
             ctl.trace.rtts(ctl.wall_epoch_us, ep.rtt_samples.drain(..));
         }
+        if !ep.logs.is_empty() {
+            ctl.trace.logs(ep.logs.drain(..));
+        }
         if !ep.errors.is_empty() {
             ctl.trace
                 .errors(ctl.wall_epoch_us + now, ep.errors.drain(..));
@@ -647,6 +690,7 @@ pub fn run_thread(
             && now >= next_publish
         {
             next_publish = now + PUBLISH_US;
+            ep.count_sessions();
             let mut s = ep.stats.clone();
             s.fatal.clone_from(&ep.fatal);
             if let Ok(mut v) = snapshots.lock()
@@ -721,6 +765,7 @@ pub fn run_thread(
         ep.errors.drain(..),
     );
     ctl.trace.flush();
+    ep.count_sessions();
     let mut stats = ep.stats.clone();
     stats.fatal = ep.fatal.clone();
     Ok(stats)

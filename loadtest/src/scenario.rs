@@ -45,6 +45,10 @@ pub struct Scenario {
     /// Variables declared in `<Global variables="...">`: shared by the
     /// calls (of one sbc-load thread), set with `-set`.
     pub globals: Vec<VarId>,
+    /// Variables declared in `<User variables="...">`: with `-users`,
+    /// each user keeps them from one of its calls to the next; without,
+    /// they are each call's own.
+    pub user_vars: Vec<VarId>,
     /// Names of the `counter` attributes, in order of first use.
     pub counters: Vec<String>,
     /// `<ResponseTimeRepartition value="10, 20, ...">` and
@@ -175,6 +179,8 @@ pub struct Step {
     pub lost: Option<f64>,
     /// `counter`: the scenario counter this step counts under.
     pub counter: Option<u16>,
+    /// `hide`: left out of the counts file (`-trace_counts`).
+    pub hide: bool,
 }
 
 /// Where an `ereg` looks.
@@ -255,8 +261,10 @@ pub enum Action {
     Error {
         message: Template,
     },
-    /// `log`: nothing (see the parser).
-    Log,
+    /// `log`: the message, rendered, to the `-trace_logs` file.
+    Log {
+        message: Template,
+    },
     /// `warning`: the message, rendered, to standard error.
     Warning {
         message: Template,
@@ -309,6 +317,30 @@ pub enum Action {
     RtpStream(RtpStream),
     /// `exec int_cmd`.
     IntCmd(IntCmd),
+    /// `lookup`: the line of an indexed `-inf` file whose key field is
+    /// `key` (-1: none).
+    Lookup {
+        var: VarId,
+        file: usize,
+        key: Template,
+    },
+    /// `insert`: a new last line of an `-inf` file (in memory).
+    Insert {
+        file: usize,
+        value: Template,
+    },
+    /// `replace`: line `line` of an `-inf` file becomes `value`.
+    Replace {
+        file: usize,
+        line: Template,
+        value: Template,
+    },
+    /// `setdest`: the call's next messages go to this host and port.
+    SetDest {
+        host: Template,
+        port: Template,
+        protocol: Template,
+    },
 }
 
 /// The stream a capture is played on (its `m=` line in SDP).
@@ -392,7 +424,7 @@ pub enum Distribution {
     Exponential { mean: f64 },
 }
 
-struct Vars<'a>(&'a mut Vec<String>);
+struct Vars<'a>(&'a mut Vec<String>, &'a LoadContext);
 
 impl VarTable for Vars<'_> {
     fn var(&mut self, name: &str) -> VarId {
@@ -402,6 +434,36 @@ impl VarTable for Vars<'_> {
         self.0.push(name.to_string());
         VarId(u16::try_from(self.0.len() - 1).unwrap_or(u16::MAX))
     }
+
+    fn generic(&self, name: &str) -> Option<&str> {
+        // As SIPp: the last -key of a name wins.
+        self.1
+            .keys
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn inf_file(&self, name: Option<&str>) -> Result<usize, String> {
+        match name {
+            // Checked when the run starts: [fieldN] needs an -inf.
+            None => Ok(0),
+            Some(n) => self.1.inf.iter().position(|f| f == n).ok_or_else(|| {
+                format!("no -inf file is named {n} (files are named by their base name)")
+            }),
+        }
+    }
+}
+
+/// What the command line adds to a scenario's meaning.
+#[derive(Debug, Clone, Default)]
+pub struct LoadContext {
+    /// `-key NAME VALUE`: generic keywords, `[NAME]` in messages.
+    pub keys: Vec<(String, String)>,
+    /// The `-inf` files' base names, the first one first (`[fieldN]`
+    /// without `file=` reads it).
+    pub inf: Vec<String>,
 }
 
 /// Attributes every step element accepts (display-only ones included).
@@ -463,6 +525,7 @@ const DISPLAY_ONLY: &[&str] = &["Reference"];
 
 struct Parser<'d> {
     origin: String,
+    ctx: &'d LoadContext,
     doc: &'d Document<'d>,
     vars: Vec<String>,
     labels: HashMap<String, usize>,
@@ -486,7 +549,7 @@ impl Parser<'_> {
     }
 
     fn var(&mut self, name: &str) -> VarId {
-        Vars(&mut self.vars).var(name)
+        Vars(&mut self.vars, self.ctx).var(name)
     }
 
     fn bool_attr(&self, node: Node<'_, '_>, name: &str) -> Result<bool, ScenarioError> {
@@ -554,7 +617,8 @@ impl Parser<'_> {
             .filter(|c| c.is_text())
             .filter_map(|c| c.text())
             .collect();
-        Template::compile(&text, &mut Vars(&mut self.vars)).map_err(|e| self.template_err(node, e))
+        Template::compile(&text, &mut Vars(&mut self.vars, self.ctx))
+            .map_err(|e| self.template_err(node, e))
     }
 
     fn step(&mut self, node: Node<'_, '_>, index: usize) -> Result<Step, ScenarioError> {
@@ -693,6 +757,7 @@ impl Parser<'_> {
                     Some(pct)
                 }
             },
+            hide: self.bool_attr(node, "hide")?,
             counter: node.attribute("counter").map(|c| {
                 let i = self
                     .counters
@@ -733,6 +798,30 @@ impl Parser<'_> {
             [v] => Ok(*v),
             _ => Err(self.err(node, "assign_to must name one variable")),
         }
+    }
+
+    /// A required attribute holding a value with keywords.
+    fn value_attr(&mut self, node: Node<'_, '_>, name: &str) -> Result<Template, ScenarioError> {
+        let Some(v) = node.attribute(name) else {
+            return Err(self.err(node, format!("the {name} attribute is required")));
+        };
+        Template::compile_value(v, &mut Vars(&mut self.vars, self.ctx))
+            .map_err(|e| self.template_err(node, e))
+    }
+
+    /// The `-inf` file `file=` names (by its base name).
+    fn inf_attr(&self, node: Node<'_, '_>) -> Result<usize, ScenarioError> {
+        let Some(name) = node.attribute("file") else {
+            return Err(self.err(node, "the file attribute is required"));
+        };
+        self.ctx.inf.iter().position(|f| f == name).ok_or_else(|| {
+            self.err(
+                node,
+                format!(
+                    "file=\"{name}\": no -inf file is named so (files are named by their base name)"
+                ),
+            )
+        })
     }
 
     fn action(&mut self, node: Node<'_, '_>) -> Result<Action, ScenarioError> {
@@ -825,12 +914,44 @@ impl Parser<'_> {
                 let Some(v) = node.attribute("value") else {
                     return Err(self.err(node, "the value attribute is required"));
                 };
-                let value = Template::compile_value(v, &mut Vars(&mut self.vars))
+                let value = Template::compile_value(v, &mut Vars(&mut self.vars, self.ctx))
                     .map_err(|e| self.template_err(node, e))?;
-                if value.keywords().any(|k| matches!(k, Keyword::Len)) {
+                if value.keywords().any(|k| matches!(k, Keyword::Len(_))) {
                     return Err(self.err(node, "[len] has no meaning in a value"));
                 }
                 Ok(Action::AssignStr { var, value })
+            }
+            "lookup" => {
+                self.check_attrs(node, &["assign_to", "file", "key"])?;
+                let var = self.one_var(node)?;
+                Ok(Action::Lookup {
+                    var,
+                    file: self.inf_attr(node)?,
+                    key: self.value_attr(node, "key")?,
+                })
+            }
+            "insert" => {
+                self.check_attrs(node, &["file", "value"])?;
+                Ok(Action::Insert {
+                    file: self.inf_attr(node)?,
+                    value: self.value_attr(node, "value")?,
+                })
+            }
+            "replace" => {
+                self.check_attrs(node, &["file", "line", "value"])?;
+                Ok(Action::Replace {
+                    file: self.inf_attr(node)?,
+                    line: self.value_attr(node, "line")?,
+                    value: self.value_attr(node, "value")?,
+                })
+            }
+            "setdest" => {
+                self.check_attrs(node, &["host", "port", "protocol"])?;
+                Ok(Action::SetDest {
+                    host: self.value_attr(node, "host")?,
+                    port: self.value_attr(node, "port")?,
+                    protocol: self.value_attr(node, "protocol")?,
+                })
             }
             "assign" => {
                 self.check_attrs(node, &["assign_to", "value"])?;
@@ -894,7 +1015,7 @@ impl Parser<'_> {
                     let Some(v) = node.attribute(name) else {
                         return Err(self.err(node, format!("the {name} attribute is required")));
                     };
-                    Template::compile_value(v, &mut Vars(&mut self.vars))
+                    Template::compile_value(v, &mut Vars(&mut self.vars, self.ctx))
                         .map_err(|e| self.template_err(node, e))
                 };
                 let username = value("username")?;
@@ -908,7 +1029,7 @@ impl Parser<'_> {
             "error" => {
                 self.check_attrs(node, &["message"])?;
                 let m = node.attribute("message").unwrap_or("");
-                let message = Template::compile_value(m, &mut Vars(&mut self.vars))
+                let message = Template::compile_value(m, &mut Vars(&mut self.vars, self.ctx))
                     .map_err(|e| self.template_err(node, e))?;
                 Ok(Action::Error { message })
             }
@@ -917,13 +1038,10 @@ impl Parser<'_> {
                 let Some(m) = node.attribute("message") else {
                     return Err(self.err(node, "the message attribute is required"));
                 };
-                let message = Template::compile_value(m, &mut Vars(&mut self.vars))
+                let message = Template::compile_value(m, &mut Vars(&mut self.vars, self.ctx))
                     .map_err(|e| self.template_err(node, e))?;
                 if name == "log" {
-                    // SIPp writes <log> only into the -trace_logs file, an
-                    // option sbc-load refuses: without it, SIPp writes
-                    // nothing either.
-                    Ok(Action::Log)
+                    Ok(Action::Log { message })
                 } else {
                     Ok(Action::Warning { message })
                 }
@@ -1131,8 +1249,9 @@ impl Parser<'_> {
         };
         let media = match a.name() {
             "command" => {
-                let command = Template::compile_value(a.value(), &mut Vars(&mut self.vars))
-                    .map_err(|e| self.template_err(node, e))?;
+                let command =
+                    Template::compile_value(a.value(), &mut Vars(&mut self.vars, self.ctx))
+                        .map_err(|e| self.template_err(node, e))?;
                 return Ok(Action::Command(command));
             }
             "int_cmd" => {
@@ -1151,7 +1270,21 @@ impl Parser<'_> {
             "play_pcap_video" => MediaKind::Video,
             _ => MediaKind::Image,
         };
-        let path = self.find_file(a.value());
+        // As SIPp: a value that is one `[KEY]` names the file by -key.
+        let name = match a
+            .value()
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+        {
+            Some(key) => match self.ctx.keys.iter().rev().find(|(k, _)| k == key) {
+                Some((_, v)) => v.as_str(),
+                None => {
+                    return Err(self.err(node, format!("[{key}]: no -key {key} VALUE was given")));
+                }
+            },
+            None => a.value(),
+        };
+        let path = self.find_file(name);
         let capture = Capture::load(&path).map_err(|e| self.err(node, e))?;
         if capture.packets.is_empty() {
             return Err(self.err(
@@ -1169,6 +1302,12 @@ impl Parser<'_> {
 impl Scenario {
     /// Parses a scenario; `origin` names it in errors (a file name).
     pub fn parse(xml: &str, origin: &str) -> Result<Self, ScenarioError> {
+        Self::parse_with(xml, origin, &LoadContext::default())
+    }
+
+    /// [`Scenario::parse`] with the command line's generic keywords and
+    /// injection files.
+    pub fn parse_with(xml: &str, origin: &str, ctx: &LoadContext) -> Result<Self, ScenarioError> {
         let opts = ParsingOptions {
             allow_dtd: true,
             ..ParsingOptions::default()
@@ -1182,6 +1321,7 @@ impl Scenario {
         let root = doc.root_element();
         let mut p = Parser {
             origin: origin.to_string(),
+            ctx,
             doc: &doc,
             vars: Vec::new(),
             labels: HashMap::new(),
@@ -1193,14 +1333,13 @@ impl Scenario {
         }
         p.check_attrs(root, &["name"])?;
         let mut steps = Vec::new();
-        let mut globals = Vec::new();
+        let (mut globals, mut user_vars) = (Vec::new(), Vec::new());
         let (mut response_time_repartition, mut call_length_repartition) = (Vec::new(), Vec::new());
         for node in root.children().filter(|c| c.is_element()) {
             let name = node.tag_name().name();
             match name {
                 // Declarations: globals are shared by the calls; user
-                // variables are each call's own, as every variable is here
-                // unless declared global.
+                // variables by the calls of one user (-users).
                 "Global" | "User" => {
                     p.check_attrs(node, &["variables"])?;
                     let Some(list) = node.attribute("variables") else {
@@ -1208,8 +1347,13 @@ impl Scenario {
                     };
                     for v in list.split(',').map(str::trim).filter(|v| !v.is_empty()) {
                         let id = p.var(v);
-                        if name == "Global" && !globals.contains(&id) {
-                            globals.push(id);
+                        let list = if name == "Global" {
+                            &mut globals
+                        } else {
+                            &mut user_vars
+                        };
+                        if !list.contains(&id) {
+                            list.push(id);
                         }
                     }
                 }
@@ -1287,10 +1431,19 @@ impl Scenario {
             vars: p.vars,
             rtds_used,
             globals,
+            user_vars,
             counters: p.counters,
             response_time_repartition,
             call_length_repartition,
         })
+    }
+
+    /// Whether `<insert>` or `<replace>` change an `-inf` file.
+    pub fn changes_injection(&self) -> bool {
+        self.steps
+            .iter()
+            .flat_map(|s| &s.actions)
+            .any(|a| matches!(a, Action::Insert { .. } | Action::Replace { .. }))
     }
 
     /// Whether the scenario exchanges messages with a 3PCC twin.
@@ -1306,10 +1459,15 @@ impl Scenario {
         matches!(self.steps.first().map(|s| &s.kind), Some(StepKind::RecvCmd))
     }
 
-    /// Whether a call of this scenario starts by sending (a caller).
+    /// Whether a call of this scenario starts by sending (a caller);
+    /// `<nop>`s and `<pause>`s before do not count (SIPp's
+    /// `computeSippMode`).
     pub fn starts_with_send(&self) -> bool {
         matches!(
-            self.steps.first().map(|s| &s.kind),
+            self.steps
+                .iter()
+                .map(|s| &s.kind)
+                .find(|k| !matches!(k, StepKind::Nop | StepKind::Pause { .. })),
             Some(StepKind::Send { .. })
         )
     }
@@ -1325,15 +1483,41 @@ impl Scenario {
         }
     }
 
-    /// Whether any message uses a keyword.
+    /// Every template: messages and action values.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        let messages = self.steps.iter().filter_map(|s| match &s.kind {
+            StepKind::Send { msg, .. } | StepKind::SendCmd { msg } => Some(msg),
+            _ => None,
+        });
+        let values = self.steps.iter().flat_map(|s| &s.actions).flat_map(|a| {
+            let (one, two) = match a {
+                Action::AssignStr { value: t, .. }
+                | Action::Error { message: t }
+                | Action::Warning { message: t }
+                | Action::Log { message: t }
+                | Action::Command(t) => (Some(t), None),
+                Action::VerifyAuth {
+                    username: a,
+                    password: b,
+                    ..
+                }
+                | Action::Replace {
+                    line: a, value: b, ..
+                }
+                | Action::SetDest {
+                    host: a, port: b, ..
+                } => (Some(a), Some(b)),
+                Action::Lookup { key: t, .. } | Action::Insert { value: t, .. } => (Some(t), None),
+                _ => (None, None),
+            };
+            one.into_iter().chain(two)
+        });
+        messages.chain(values)
+    }
+
+    /// Whether any message or action value uses a keyword.
     pub fn uses(&self, f: impl Fn(&Keyword) -> bool) -> bool {
-        self.steps.iter().any(|s| match &s.kind {
-            StepKind::Send { msg, .. } => msg.keywords().any(&f),
-            _ => false,
-        }) || self.steps.iter().flat_map(|s| &s.actions).any(|a| match a {
-            Action::AssignStr { value, .. } => value.keywords().any(&f),
-            _ => false,
-        })
+        self.templates().any(|t| t.keywords().any(&f))
     }
 }
 

@@ -388,7 +388,7 @@ fn hhmmss(ms: u64) -> String {
 
 /// SIPp's `msToHHMMSSus`: the microseconds are the milliseconds' rest
 /// times 1000.
-fn hhmmssus(ms: u64) -> String {
+pub(crate) fn hhmmssus(ms: u64) -> String {
     let s = ms / 1000;
     format!(
         "{:02}:{:02}:{:02}:{:06}",
@@ -431,6 +431,23 @@ pub(crate) fn wall_time(us: u64) -> String {
     format!("{date}\t{time}.{micros:06}\t{secs:010}.{micros:06}")
 }
 
+/// A wall time (µs since the Unix epoch) as SIPp's `[date]` writes it:
+/// `strftime("%a, %d %b %Y %T GMT")` of UTC.
+pub(crate) fn http_date(us: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_, time, _, secs) = utc(us);
+    let days = secs / 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{}, {d:02} {} {y:04} {time} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m as usize).saturating_sub(1) % 12]
+    )
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -458,6 +475,11 @@ mod tests {
             wall_time(1_796_410_806_813_852),
             "2026-12-04\t19:00:06.813852\t1796410806.813852"
         );
+        assert_eq!(
+            http_date(1_796_410_806_813_852),
+            "Fri, 04 Dec 2026 19:00:06 GMT"
+        );
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(
             wall_time(0),
             "1970-01-01\t00:00:00.000000\t0000000000.000000"

@@ -79,6 +79,8 @@ pub struct StepCounts {
     pub retransmissions: u64,
     pub timeouts: u64,
     pub unexpected: u64,
+    /// Calls waiting in this `<pause>` when the figures were taken.
+    pub sessions: u64,
 }
 
 /// Response times in microseconds, 1 µs to 10 min, 3 significant digits.
@@ -231,6 +233,7 @@ impl Stats {
         for (a, b) in self.steps.iter_mut().zip(o.steps.iter()) {
             a.sent += b.sent;
             a.received += b.received;
+            a.sessions += b.sessions;
             a.passed += b.passed;
             a.lost += b.lost;
             a.retransmissions += b.retransmissions;

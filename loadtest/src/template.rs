@@ -24,6 +24,8 @@ pub enum TemplateError {
     Unterminated(String),
     #[error("keyword [{0}]: {1}")]
     BadArgument(String, &'static str),
+    #[error("keyword [{0}]: {1}")]
+    Injection(String, String),
     #[error("[len] is only allowed in the header part")]
     LenInBody,
     #[error("the message is empty")]
@@ -35,26 +37,35 @@ pub enum TemplateError {
 pub enum Keyword {
     CallId,
     CallNumber,
-    /// `[branch]`, `[branch-N]`: the branch of the message N steps back.
-    Branch(u32),
+    /// `[branch]`, `[branch-N]`: the branch of the message N steps back
+    /// (SIPp numbers branches by the index of the message sent).
+    Branch(i64),
     /// `[cseq]`, `[cseq+N]`, `[cseq-N]`.
     Cseq(i64),
-    Len,
+    /// `[len]`, `[len+N]`: the body's length (plus N).
+    Len(i64),
     /// `[last_Name:]` (whole header lines) or `[last_Name:value]`.
     Last(LastHeader),
     /// `[last_Request_URI]`: the Request-URI of the last request received.
     LastRequestUri,
-    /// `[last_cseq_number]`: the number in the last message's CSeq.
-    LastCseqNumber,
+    /// `[last_cseq_number]`: the number in the last message's CSeq
+    /// (plus an offset).
+    LastCseqNumber(i64),
+    /// `[last_message]`: the last message received, whole.
+    LastMessage,
     PeerTagParam,
     Routes,
     NextUrl,
     LocalIp,
     LocalIpType,
-    LocalPort,
+    LocalPort(i64),
     RemoteIp,
+    /// `[remote_host]`: the remote host as the command line names it.
+    RemoteHost,
     RemoteIpType,
-    RemotePort,
+    RemotePort(i64),
+    /// `[server_ip]`: the address the SIP socket is bound to.
+    ServerIp,
     Transport,
     MediaIp,
     MediaIpType,
@@ -64,12 +75,43 @@ pub enum Keyword {
     AutoMediaPort(i64),
     Service,
     Pid,
+    /// `[dynamic_id]`: SIPp's wrapping counter (`-dynamicStart`,
+    /// `-dynamicMax`, `-dynamicStep`), stepped at each use.
+    DynamicId,
+    /// `[msg_index]`: the index of the message in the scenario.
+    MsgIndex,
+    /// `[clock_tick]`: milliseconds since the run started.
+    ClockTick,
+    /// `[users]`: `-users`.
+    Users,
+    /// `[userid]`: the call's user (with `-users`), else 0.
+    UserId,
+    /// `[timestamp]`: the wall clock as SIPp's statistics write it.
+    Timestamp,
+    /// `[date]`: the wall clock as an HTTP/SIP date (GMT).
+    Date,
+    /// `[sipp_version]`: sbc-load's version.
+    SippVersion,
+    /// `[file name="..."]`: the contents of the file (its name may hold
+    /// keywords).
+    File(Box<Template>),
+    /// `[fill text="..." variable="v"]`: the text repeated to v's length.
+    Fill {
+        text: Vec<u8>,
+        var: VarId,
+    },
     Authentication {
         username: Option<Vec<u8>>,
         password: Option<Vec<u8>>,
     },
-    /// `[fieldN]` of the injection file.
-    Field(usize),
+    /// `[fieldN]`, `[fieldN file="name" line="..."]`: field N of an
+    /// injection file (an index into the run's `-inf` files) on the
+    /// call's line, or on the line `line` renders to.
+    Field {
+        field: usize,
+        file: usize,
+        line: Option<Box<Template>>,
+    },
     /// `[$name]`.
     Var(VarId),
 }
@@ -123,9 +165,21 @@ impl fmt::Debug for Template {
     }
 }
 
-/// Maps a `[$name]` to its variable id (declaring it when new).
+/// Maps a `[$name]` to its variable id (declaring it when new), and
+/// names the generic keywords (`-key NAME VALUE`).
 pub trait VarTable {
     fn var(&mut self, name: &str) -> VarId;
+    fn generic(&self, _name: &str) -> Option<&str> {
+        None
+    }
+    /// The `-inf` file `[fieldN file=name]` reads (the first without a
+    /// name).
+    fn inf_file(&self, name: Option<&str>) -> Result<usize, String> {
+        match name {
+            None => Ok(0),
+            Some(n) => Err(format!("no -inf file is named {n}")),
+        }
+    }
 }
 
 impl Template {
@@ -157,7 +211,7 @@ impl Template {
         }
         for l in body {
             let parts = parse_line(l.trim_end(), vars)?;
-            if parts.iter().any(|p| matches!(p, Part::Kw(Keyword::Len))) {
+            if parts.iter().any(|p| matches!(p, Part::Kw(Keyword::Len(_)))) {
                 return Err(TemplateError::LenInBody);
             }
             t.body.push(parts);
@@ -178,6 +232,27 @@ impl Template {
             body: Vec::new(),
             method: None,
         })
+    }
+
+    /// The text of a template without keywords.
+    pub fn literal(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for part in self.head.iter().chain(self.body.iter()).flatten() {
+            match part {
+                Part::Lit(l) => out.extend_from_slice(l),
+                Part::Kw(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// The status code, when the start line is a response's.
+    pub fn status(&self) -> Option<u16> {
+        let Some(Part::Lit(first)) = self.head.first().and_then(|l| l.first()) else {
+            return None;
+        };
+        let rest = first.strip_prefix(b"SIP/2.0 ")?;
+        std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()
     }
 
     /// The request method, when the start line names one literally.
@@ -204,18 +279,18 @@ impl Template {
     where
         F: FnMut(&Keyword, &mut Vec<u8>),
     {
-        let mut len_at: Vec<usize> = Vec::new();
+        let mut len_at: Vec<(usize, i64)> = Vec::new();
         for line in &self.head {
             let line_start = out.len();
             for part in line {
                 match part {
                     Part::Lit(l) => out.extend_from_slice(l),
-                    Part::Kw(Keyword::Len) => len_at.push(out.len()),
+                    Part::Kw(Keyword::Len(off)) => len_at.push((out.len(), *off)),
                     Part::Kw(k) => value(k, out),
                 }
             }
             if out.len() == line_start && !line.is_empty() {
-                len_at.retain(|&p| p < line_start);
+                len_at.retain(|&(p, _)| p < line_start);
                 continue;
             }
             out.extend_from_slice(b"\r\n");
@@ -233,8 +308,9 @@ impl Template {
         }
         if !len_at.is_empty() {
             // SIPp writes the length right-aligned in five columns.
-            let digits = format!("{:>5}", out.len() - body_start);
-            for &at in len_at.iter().rev() {
+            let len = (out.len() - body_start) as i64;
+            for &(at, off) in len_at.iter().rev() {
+                let digits = format!("{:>5}", len + off);
                 out.splice(at..at, digits.bytes());
             }
         }
@@ -259,63 +335,141 @@ impl Template {
 fn parse_line(line: &str, vars: &mut dyn VarTable) -> Result<Vec<Part>, TemplateError> {
     let mut parts = Vec::new();
     let mut lit = Vec::new();
-    let mut rest = line;
-    while let Some(open) = rest.find('[') {
-        lit.extend_from_slice(&rest.as_bytes()[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find(']') else {
-            return Err(TemplateError::Unterminated(
-                after.chars().take(20).collect(),
-            ));
-        };
-        let inner = &after[..close];
-        if !lit.is_empty() {
-            parts.push(Part::Lit(std::mem::take(&mut lit)));
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            // As SIPp: `\xHH` writes that byte (`\x5B` a `[` that starts no
+            // keyword); with one hex digit the character after it goes too.
+            b'\\' if bytes.get(i + 1) == Some(&b'x') => {
+                i += 2;
+                if let Some(hi) = bytes.get(i).and_then(|&b| hex_digit(b)) {
+                    i += 1;
+                    let lo = bytes.get(i).and_then(|&b| hex_digit(b));
+                    lit.push(lo.map_or(hi, |lo| (hi << 4) | lo));
+                }
+                i += 1;
+            }
+            b'[' => {
+                let rest = &line[i + 1..];
+                let close = quoted_find(rest, b']');
+                // A `[` before the `]` makes this one literal text.
+                if let Some(open) = quoted_find(rest, b'[')
+                    && close.is_none_or(|c| open < c)
+                {
+                    lit.extend_from_slice(&bytes[i..=i + open]);
+                    i += open + 1;
+                    continue;
+                }
+                let Some(close) = close else {
+                    return Err(TemplateError::Unterminated(rest.chars().take(20).collect()));
+                };
+                let inner = &rest[..close];
+                match parse_keyword(inner, vars)? {
+                    Part::Lit(l) => lit.extend_from_slice(&l),
+                    kw => {
+                        if !lit.is_empty() {
+                            parts.push(Part::Lit(std::mem::take(&mut lit)));
+                        }
+                        parts.push(kw);
+                    }
+                }
+                i += close + 2;
+            }
+            b => {
+                lit.push(b);
+                i += 1;
+            }
         }
-        parts.push(Part::Kw(parse_keyword(inner, vars)?));
-        rest = &after[close + 1..];
     }
-    lit.extend_from_slice(rest.as_bytes());
     if !lit.is_empty() {
         parts.push(Part::Lit(lit));
     }
     Ok(parts)
 }
 
-fn signed_suffix(s: &str, whole: &str) -> Result<i64, TemplateError> {
-    if s.is_empty() {
-        return Ok(0);
-    }
-    let (sign, digits) = match s.as_bytes()[0] {
-        b'+' => (1, &s[1..]),
-        b'-' => (-1, &s[1..]),
-        _ => return Err(TemplateError::UnknownKeyword(whole.to_string())),
-    };
-    digits
-        .parse::<i64>()
-        .map(|n| sign * n)
-        .map_err(|_| TemplateError::BadArgument(whole.to_string(), "expected +N or -N"))
+fn hex_digit(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
-fn parse_keyword(inner: &str, vars: &mut dyn VarTable) -> Result<Keyword, TemplateError> {
-    let unknown = || TemplateError::UnknownKeyword(inner.to_string());
-    if let Some(name) = inner.strip_prefix('$') {
+/// The position of `c` in `s`, skipping double-quoted text (a keyword's
+/// `file="a]b"` argument), as SIPp finds a keyword's end.
+fn quoted_find(s: &str, c: u8) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == c {
+            return Some(i);
+        }
+        if b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                i += 1;
+            }
+            if i >= b.len() {
+                return None;
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Splits SIPp's `+N`/`-N` offset off a keyword (`[cseq+1]`,
+/// `[remote_port-2]`); keywords without one get 0.
+fn split_offset(inner: &str) -> (&str, i64) {
+    if inner.starts_with("authentication") || inner.starts_with("tdmmap") {
+        return (inner, 0);
+    }
+    let Some(at) = inner.rfind(['+', '-']) else {
+        return (inner, 0);
+    };
+    let digits = &inner[at + 1..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return (inner, 0);
+    }
+    match digits.parse::<i64>() {
+        Ok(n) if inner.as_bytes()[at] == b'-' => (&inner[..at], -n),
+        Ok(n) => (&inner[..at], n),
+        Err(_) => (inner, 0),
+    }
+}
+
+/// The value of a keyword argument written `name=value` or
+/// `name="value"` (SIPp's `getKeywordParam`).
+fn keyword_param<'a>(inner: &'a str, name: &str) -> Option<&'a str> {
+    let at = inner.find(name)?;
+    let v = &inner[at + name.len()..];
+    if let Some(q) = v.strip_prefix('"') {
+        return Some(q.find('"').map_or(q, |e| &q[..e]));
+    }
+    Some(v.find([' ', ']']).map_or(v, |e| &v[..e]))
+}
+
+fn parse_keyword(whole: &str, vars: &mut dyn VarTable) -> Result<Part, TemplateError> {
+    let unknown = || TemplateError::UnknownKeyword(whole.to_string());
+    let kw = |k| Ok(Part::Kw(k));
+    if let Some(name) = whole.strip_prefix('$') {
         if name.is_empty() {
             return Err(unknown());
         }
-        return Ok(Keyword::Var(vars.var(name)));
+        return kw(Keyword::Var(vars.var(name)));
     }
-    if let Some(rest) = inner.strip_prefix("last_") {
-        return Ok(match rest {
-            "Request_URI" => Keyword::LastRequestUri,
-            "cseq_number" => Keyword::LastCseqNumber,
+    if let Some(rest) = whole.strip_prefix("last_") {
+        let (base, off) = split_offset(whole);
+        return kw(match (rest, base) {
+            ("Request_URI", _) => Keyword::LastRequestUri,
+            ("message", _) => Keyword::LastMessage,
+            (_, "last_cseq_number") => Keyword::LastCseqNumber(off),
             _ => {
                 let (name, value_only) = match rest.split_once(':') {
                     Some((n, "")) => (n, false),
                     Some((n, "value")) => (n, true),
                     Some(_) => {
                         return Err(TemplateError::BadArgument(
-                            inner.to_string(),
+                            whole.to_string(),
                             "only [last_Name:] and [last_Name:value] are supported",
                         ));
                     }
@@ -332,7 +486,7 @@ fn parse_keyword(inner: &str, vars: &mut dyn VarTable) -> Result<Keyword, Templa
             }
         });
     }
-    if let Some(rest) = inner.strip_prefix("authentication") {
+    if let Some(rest) = whole.strip_prefix("authentication") {
         let mut username = None;
         let mut password = None;
         for arg in rest.split_whitespace() {
@@ -341,68 +495,102 @@ fn parse_keyword(inner: &str, vars: &mut dyn VarTable) -> Result<Keyword, Templa
                 Some(("password", v)) => password = Some(v.as_bytes().to_vec()),
                 _ => {
                     return Err(TemplateError::BadArgument(
-                        inner.to_string(),
+                        whole.to_string(),
                         "arguments are username=... and password=...",
                     ));
                 }
             }
         }
-        return Ok(Keyword::Authentication { username, password });
+        return kw(Keyword::Authentication { username, password });
     }
-    if let Some(n) = inner.strip_prefix("field") {
-        let (n, extra) = n.split_once(' ').unwrap_or((n, ""));
-        if !extra.trim().is_empty() {
+    let (name, args) = whole.split_once(' ').unwrap_or((whole, ""));
+    if let Some(n) = name.strip_prefix("field") {
+        let field = n.parse().map_err(|_| unknown())?;
+        let file = vars
+            .inf_file(keyword_param(args, "file="))
+            .map_err(|e| TemplateError::Injection(whole.to_string(), e))?;
+        let line = match keyword_param(args, "line=") {
+            Some(l) => Some(Box::new(Template::compile_value(l, vars)?)),
+            None => None,
+        };
+        return kw(Keyword::Field { field, file, line });
+    }
+    if name == "file" {
+        let Some(file) = keyword_param(args, "name=").filter(|f| !f.is_empty()) else {
             return Err(TemplateError::BadArgument(
-                inner.to_string(),
-                "file= and line= arguments are not supported",
+                whole.to_string(),
+                "name= gives the file",
             ));
-        }
-        return n.parse().map(Keyword::Field).map_err(|_| unknown());
+        };
+        return kw(Keyword::File(Box::new(Template::compile_value(
+            file, vars,
+        )?)));
     }
-    if let Some(rest) = inner.strip_prefix("branch") {
-        if rest.is_empty() {
-            return Ok(Keyword::Branch(0));
-        }
-        let n = signed_suffix(rest, inner)?;
-        if n > 0 {
-            return Err(TemplateError::BadArgument(
-                inner.to_string(),
-                "only [branch-N] (an earlier message) is meaningful",
-            ));
-        }
-        return u32::try_from(-n)
-            .map(Keyword::Branch)
-            .map_err(|_| TemplateError::BadArgument(inner.to_string(), "offset too large"));
+    if name == "fill" {
+        let text = keyword_param(args, "text=")
+            .filter(|t| !t.is_empty())
+            .unwrap_or("X");
+        let var = keyword_param(args, "variable=").unwrap_or("");
+        return kw(Keyword::Fill {
+            text: text.as_bytes().to_vec(),
+            var: vars.var(var),
+        });
     }
-    if let Some(rest) = inner.strip_prefix("cseq") {
-        return Ok(Keyword::Cseq(signed_suffix(rest, inner)?));
+    if name.starts_with("crypto") || name.starts_with("ueaescm") {
+        return Err(TemplateError::BadArgument(
+            whole.to_string(),
+            "SRTP keywords are not supported by sbc-load",
+        ));
     }
-    if let Some(rest) = inner.strip_prefix("auto_media_port") {
-        return Ok(Keyword::AutoMediaPort(signed_suffix(rest, inner)?));
-    }
-    if let Some(rest) = inner.strip_prefix("media_port") {
-        return Ok(Keyword::MediaPort(signed_suffix(rest, inner)?));
-    }
-    Ok(match inner {
+    let (base, off) = split_offset(whole);
+    Ok(Part::Kw(match base {
         "call_id" => Keyword::CallId,
         "call_number" => Keyword::CallNumber,
-        "len" => Keyword::Len,
+        "branch" => Keyword::Branch(off),
+        "cseq" => Keyword::Cseq(off),
+        "len" => Keyword::Len(off),
         "peer_tag_param" => Keyword::PeerTagParam,
         "routes" => Keyword::Routes,
         "next_url" => Keyword::NextUrl,
         "local_ip" => Keyword::LocalIp,
         "local_ip_type" => Keyword::LocalIpType,
-        "local_port" => Keyword::LocalPort,
+        "local_port" => Keyword::LocalPort(off),
         "remote_ip" => Keyword::RemoteIp,
+        "remote_host" => Keyword::RemoteHost,
         "remote_ip_type" => Keyword::RemoteIpType,
-        "remote_port" => Keyword::RemotePort,
+        "remote_port" => Keyword::RemotePort(off),
+        "server_ip" => Keyword::ServerIp,
         "transport" => Keyword::Transport,
         "media_ip" => Keyword::MediaIp,
         "media_ip_type" => Keyword::MediaIpType,
+        "media_port" => Keyword::MediaPort(off),
+        "auto_media_port" => Keyword::AutoMediaPort(off),
+        "rtpstream_audio_port" => Keyword::AutoMediaPort(off),
+        "rtpstream_video_port" => Keyword::AutoMediaPort(off + 2),
         "service" => Keyword::Service,
         "pid" => Keyword::Pid,
-        _ => return Err(unknown()),
-    })
+        "dynamic_id" => Keyword::DynamicId,
+        "msg_index" => Keyword::MsgIndex,
+        "clock_tick" => Keyword::ClockTick,
+        "users" => Keyword::Users,
+        "userid" => Keyword::UserId,
+        "timestamp" => Keyword::Timestamp,
+        "date" => Keyword::Date,
+        "sipp_version" => Keyword::SippVersion,
+        "tdmmap" => {
+            return Err(TemplateError::BadArgument(
+                whole.to_string(),
+                "needs SIPp's -tdmmap, which sbc-load does not support",
+            ));
+        }
+        // A -key value, last as in SIPp (built-in names win).
+        _ => {
+            return match vars.generic(base) {
+                Some(v) => Ok(Part::Lit(v.as_bytes().to_vec())),
+                None => Err(unknown()),
+            };
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -476,10 +664,17 @@ mod tests {
         let text = "X [branch-3] [cseq+1] [media_port+2] [field1] [$v] [last_Via:] [last_To:value] [authentication username=a password=b]";
         let t = Template::compile(text, &mut vars).unwrap();
         let kws: Vec<_> = t.keywords().cloned().collect();
-        assert_eq!(kws[0], Keyword::Branch(3));
+        assert_eq!(kws[0], Keyword::Branch(-3));
         assert_eq!(kws[1], Keyword::Cseq(1));
         assert_eq!(kws[2], Keyword::MediaPort(2));
-        assert_eq!(kws[3], Keyword::Field(1));
+        assert_eq!(
+            kws[3],
+            Keyword::Field {
+                field: 1,
+                file: 0,
+                line: None
+            }
+        );
         assert_eq!(kws[4], Keyword::Var(VarId(0)));
         match &kws[5] {
             Keyword::Last(l) => assert!(l.kind == HeaderName::Via && !l.value_only),
@@ -496,6 +691,99 @@ mod tests {
                 password: Some(b"b".to_vec())
             }
         );
+    }
+
+    /// A table with generic keywords and one injection file.
+    struct Ctx(Vars);
+
+    impl VarTable for Ctx {
+        fn var(&mut self, name: &str) -> VarId {
+            self.0.var(name)
+        }
+        fn generic(&self, name: &str) -> Option<&str> {
+            (name == "host").then_some("sbc.example")
+        }
+        fn inf_file(&self, name: Option<&str>) -> Result<usize, String> {
+            match name {
+                None | Some("a.csv") => Ok(0),
+                Some("b.csv") => Ok(1),
+                Some(n) => Err(format!("no {n}")),
+            }
+        }
+    }
+
+    #[test]
+    fn sipp_syntax_escapes_offsets_and_arguments() {
+        let mut ctx = Ctx(Vars::default());
+        // \xHH, a `[` before the `]` is text, -key values are literals.
+        let t = Template::compile("X \\x5Bnot\\x5D [[call_id] [host] [users-2]", &mut ctx).unwrap();
+        let s = render(&t, |k, out| match k {
+            Keyword::CallId => out.extend_from_slice(b"id"),
+            Keyword::Users => out.extend_from_slice(b"U"),
+            k => panic!("{k:?}"),
+        });
+        assert_eq!(s, "X [not] [id sbc.example U\r\n\r\n");
+        let t = Template::compile_value(
+            "[remote_port+2][local_port-1][last_cseq_number+1][branch+1][len+3]",
+            &mut ctx,
+        )
+        .unwrap();
+        let kws: Vec<_> = t.keywords().cloned().collect();
+        assert_eq!(
+            kws,
+            [
+                Keyword::RemotePort(2),
+                Keyword::LocalPort(-1),
+                Keyword::LastCseqNumber(1),
+                Keyword::Branch(1),
+                Keyword::Len(3)
+            ]
+        );
+        let t = Template::compile_value(
+            r#"[field2 file="b.csv" line="[$n]"][file name="x-[$n].txt"][fill text="ab" variable=n][field0 file="users-2.csv"]"#,
+            &mut ctx,
+        );
+        assert!(matches!(t, Err(TemplateError::Injection(..))), "{t:?}");
+        let t = Template::compile_value(
+            r#"[field2 file="b.csv" line="[$n]"][file name="x-[$n].txt"][fill text="ab" variable=n]"#,
+            &mut ctx,
+        )
+        .unwrap();
+        let kws: Vec<_> = t.keywords().cloned().collect();
+        match &kws[0] {
+            Keyword::Field {
+                field: 2,
+                file: 1,
+                line: Some(l),
+            } => assert_eq!(l.keywords().next(), Some(&Keyword::Var(VarId(0)))),
+            k => panic!("{k:?}"),
+        }
+        assert!(matches!(&kws[1], Keyword::File(n) if n.literal().is_none()));
+        assert_eq!(
+            kws[2],
+            Keyword::Fill {
+                text: b"ab".to_vec(),
+                var: VarId(0)
+            }
+        );
+        // The first -inf by default; a file's name is its base name.
+        let t = Template::compile_value("[field1]", &mut ctx).unwrap();
+        assert!(matches!(
+            t.keywords().next(),
+            Some(Keyword::Field {
+                field: 1,
+                file: 0,
+                line: None
+            })
+        ));
+        assert!(matches!(
+            Template::compile_value("[cryptotag1audio]", &mut ctx),
+            Err(TemplateError::BadArgument(..))
+        ));
+        assert!(matches!(
+            Template::compile_value("[nothost]", &mut ctx),
+            Err(TemplateError::UnknownKeyword(_))
+        ));
     }
 
     #[test]

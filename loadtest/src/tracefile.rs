@@ -1,10 +1,10 @@
-//! `-trace_msg` and `-trace_err`: SIPp's message log
+//! `-trace_msg`, `-trace_err`, `-trace_logs`: SIPp's message log
 //! (`SCENARIO_PID_messages.log`: every SIP message sent and received,
 //! each after a dashed line with the time) and its errors file
 //! (`SCENARIO_PID_errors.log`: created at the first warning or error,
-//! "The following events occurred:", then one line each, timed), in
-//! SIPp's formats. Both are for debugging: a mutex per file, shared by
-//! the load threads.
+//! "The following events occurred:", then one line each, timed) and its
+//! `<log>` file (`SCENARIO_PID_logs.log`), in SIPp's formats. They are for
+//! debugging: a mutex per file, shared by the load threads.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -20,6 +20,7 @@ pub struct TraceFiles {
     messages: Option<Mutex<BufWriter<File>>>,
     errors: Option<Mutex<ErrorsFile>>,
     rtt: Option<Mutex<BufWriter<File>>>,
+    logs: Option<Mutex<BufWriter<File>>>,
 }
 
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl TraceFiles {
         messages: Option<PathBuf>,
         errors: Option<PathBuf>,
         rtt: Option<PathBuf>,
+        logs: Option<PathBuf>,
     ) -> io::Result<Self> {
         Ok(TraceFiles {
             messages: match messages {
@@ -50,7 +52,22 @@ impl TraceFiles {
                 }
                 None => None,
             },
+            logs: match logs {
+                Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
+                None => None,
+            },
         })
+    }
+
+    /// `-trace_logs`: each `<log>` message, one line each, as SIPp writes
+    /// them (no time).
+    pub fn logs(&self, lines: impl Iterator<Item = Vec<u8>>) {
+        let Some(l) = &self.logs else { return };
+        let Ok(mut f) = l.lock() else { return };
+        for line in lines {
+            let _ = f.write_all(&line);
+            let _ = f.write_all(b"\n");
+        }
     }
 
     /// `-trace_rtt`: one line per response time measured, in SIPp's
@@ -108,6 +125,11 @@ impl TraceFiles {
 
     /// Writes out what is buffered.
     pub fn flush(&self) {
+        if let Some(l) = &self.logs
+            && let Ok(mut f) = l.lock()
+        {
+            let _ = f.flush();
+        }
         if let Some(r) = &self.rtt
             && let Ok(mut f) = r.lock()
         {
@@ -136,7 +158,7 @@ mod tests {
     fn messages_and_errors_are_written_as_sipp_writes_them() {
         let dir = tempfile::tempdir().unwrap();
         let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
-        let t = TraceFiles::new(Some(m.clone()), Some(e.clone()), None).unwrap();
+        let t = TraceFiles::new(Some(m.clone()), Some(e.clone()), None, None).unwrap();
         let peer: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         t.message(
             1_796_410_806_813_852,

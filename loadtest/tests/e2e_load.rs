@@ -163,11 +163,17 @@ fn exit_statuses_are_sipps() {
 
     // An option sbc-load does not implement -> 255, named.
     let o = finish(
-        spawn(&["-sn", "uac", "-trace_counts", "127.175.0.9:5060"]),
+        spawn(&[
+            "-sn",
+            "uac",
+            "-tdmmap",
+            "{0-3}{99}{5-8}{1-31}",
+            "127.175.0.9:5060",
+        ]),
         Duration::from_secs(10),
     );
     assert_eq!(o.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("-trace_counts"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-tdmmap"));
 
     // The port is taken -> 254.
     let _hold = std::net::UdpSocket::bind("127.175.0.5:5060").unwrap();
@@ -559,4 +565,168 @@ fn screen_and_response_time_files_are_written() {
         assert!(f[1].parse::<f64>().unwrap() >= 0.0, "{l}");
         assert_eq!(f[2], "1");
     }
+}
+
+/// `-bg` (the parent prints the child's PID and exits 99; the child runs
+/// the load), `-trace_logs` and `-trace_counts` files named as SIPp names
+/// them, `-key` keywords, and two `-inf` files, one indexed for
+/// `<lookup>`.
+#[test]
+fn background_logs_counts_keys_and_indexed_injection_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("users.csv"), "SEQUENTIAL\nalice;A\nbob;B\n").unwrap();
+    std::fs::write(
+        d.join("routes.csv"),
+        "RANDOM\nbob;10.2.2.2\nalice;10.1.1.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("caller.xml"),
+        r#"<scenario name="keys">
+        <nop><action>
+          <lookup assign_to="r" file="routes.csv" key="[field0]"/>
+          <log message="[call_number] [field0] [$r]"/>
+        </action></nop>
+        <send retrans="500"><![CDATA[
+          MESSAGE sip:[field0]@[remote_ip]:[remote_port] SIP/2.0
+          Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+          From: <sip:load@[local_ip]>;tag=[call_number]
+          To: <sip:[field0]@[remote_ip]>
+          Call-ID: [call_id]
+          CSeq: [cseq] MESSAGE
+          X-Host: [host]
+          X-Route: [field1 file="routes.csv" line="[$r]"]
+          Content-Length: 0
+        ]]></send>
+        <recv response="200"/>
+        </scenario>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("callee.xml"),
+        r#"<scenario name="answer">
+        <recv request="MESSAGE"/>
+        <send><![CDATA[
+          SIP/2.0 200 OK
+          [last_Via:]
+          [last_From:]
+          [last_To:];tag=[call_number]
+          [last_Call-ID:]
+          [last_CSeq:]
+          Content-Length: 0
+        ]]></send>
+        </scenario>"#,
+    )
+    .unwrap();
+    let msgs = d.join("callee_messages.log");
+    let uas = spawn(&[
+        "-sf",
+        d.join("callee.xml").to_str().unwrap(),
+        "-i",
+        "127.182.0.2",
+        "-p",
+        "5060",
+        "-m",
+        "4",
+        "--threads",
+        "1",
+        "-timeout",
+        "30",
+        "-trace_msg",
+        "-message_file",
+        msgs.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let parent = Command::new(env!("CARGO_BIN_EXE_sbc-load"))
+        .current_dir(d)
+        .args([
+            "-sf",
+            "caller.xml",
+            "-i",
+            "127.182.0.1",
+            "127.182.0.2:5060",
+            "-m",
+            "4",
+            "-r",
+            "20",
+            "--threads",
+            "1",
+            "-timeout",
+            "30",
+            "-inf",
+            "users.csv",
+            "-inf",
+            "routes.csv",
+            "-infindex",
+            "routes.csv",
+            "0",
+            "-key",
+            "host",
+            "sbc.example",
+            "-trace_logs",
+            "-trace_counts",
+            "-fd",
+            "1",
+            "-bg",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(parent.status.code(), Some(99));
+    let out = String::from_utf8_lossy(&parent.stdout);
+    let pid: u32 = out
+        .trim()
+        .strip_prefix("Background mode - PID=[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // The child runs the load and ends on its own.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        // Reaped by init once it exits; a zombie has no cmdline.
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmd.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uas = finish(uas, Duration::from_secs(20));
+    assert_eq!(
+        uas.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&uas.stdout)
+    );
+    let logs = std::fs::read_to_string(d.join(format!("caller_{pid}_logs.log"))).unwrap();
+    assert_eq!(
+        logs,
+        "1 alice 1.000000\n2 bob 0.000000\n3 alice 1.000000\n4 bob 0.000000\n"
+    );
+    let received = std::fs::read_to_string(&msgs).unwrap();
+    assert_eq!(
+        received.matches("X-Host: sbc.example\r\n").count(),
+        4,
+        "{received}"
+    );
+    assert_eq!(
+        received.matches("X-Route: 10.1.1.1\r\n").count(),
+        2,
+        "{received}"
+    );
+    assert_eq!(
+        received.matches("X-Route: 10.2.2.2\r\n").count(),
+        2,
+        "{received}"
+    );
+    let counts = std::fs::read_to_string(d.join(format!("caller_{pid}_counts.csv"))).unwrap();
+    let mut lines = counts.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "CurrentTime;ElapsedTime;1_MESSAGE_Sent;1_MESSAGE_Retrans;1_MESSAGE_Timeout;\
+             2_200_Recv;2_200_Retrans;2_200_Timeout;2_200_Unexp;"
+        )
+    );
+    let last: Vec<&str> = lines.last().unwrap().split(';').collect();
+    assert_eq!(last[2..7], ["4", "0", "0", "4", "0"], "{counts}");
 }

@@ -546,7 +546,9 @@ fn injection_fields_fill_each_call() {
     );
     let mut c = Config::new("127.0.0.1".parse().unwrap());
     c.inject = Some(Arc::new(
-        sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n200;bob\n", "u.csv").unwrap(),
+        sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n200;bob\n", "u.csv")
+            .unwrap()
+            .into(),
     ));
     let mut a = uac(scn, Arc::new(c));
     let mut lines = Vec::new();
@@ -596,7 +598,9 @@ fn action_values_take_injection_fields_and_addresses() {
     let mut c = Config::new("127.0.0.1".parse().unwrap());
     c.pid = 4242;
     c.inject = Some(Arc::new(
-        sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n", "u.csv").unwrap(),
+        sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n", "u.csv")
+            .unwrap()
+            .into(),
     ));
     let mut a = Endpoint::new(Arc::new(c), scn, 5061, Some(addr(UAS)), 1, 1);
     assert!(a.start_call(0));
@@ -606,6 +610,163 @@ fn action_values_take_injection_fields_and_addresses() {
         m.contains("X-Value: 100/alice/4242/127.0.0.1:5061/6002\r\n"),
         "{m}"
     );
+}
+
+/// SIPp's injection files in full: several files, `file=` by base name,
+/// `line=` with keywords, `<lookup>` on an indexed file, `<insert>`,
+/// `<replace>`, USER lines with `-users`; and the other SIPp keywords.
+#[test]
+fn injection_files_lookup_insert_replace_and_sipp_keywords() {
+    use sbc_loadtest::inject::{Inject, Injection};
+    use sbc_loadtest::scenario::LoadContext;
+    let ctx = LoadContext {
+        keys: vec![("realm".into(), "sbc.example".into())],
+        inf: vec!["users.csv".into(), "routes.csv".into()],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.txt");
+    std::fs::write(&body, "hello").unwrap();
+    let xml = format!(
+        r#"<scenario name="inf">
+        <nop><action>
+          <lookup assign_to="line" file="routes.csv" key="[field0]"/>
+          <insert file="routes.csv" value="new-[call_number];10.0.0.[call_number]"/>
+          <lookup assign_to="added" file="routes.csv" key="new-[call_number]"/>
+          <replace file="routes.csv" line="0" value="alice;10.9.9.9"/>
+          <assign assign_to="n" value="3"/>
+          <log message="call [call_number] user [userid] line [$line]"/>
+          <setdest host="127.0.0.9" port="5099" protocol="udp"/>
+        </action></nop>
+        <send><![CDATA[
+          MESSAGE sip:[field0]@[remote_ip] SIP/2.0
+          Call-ID: [call_id]
+          X-User: [userid]/[users] [field1] [field1 file="routes.csv" line="[$line]"] [field0 file="routes.csv" line="[$added]"]
+          X-Gone: [field0 file="routes.csv" line="-1"]|[field0 file="routes.csv" line="99"]
+          X-Misc: [dynamic_id] [dynamic_id] [msg_index] [fill text="ab" variable="n"] [realm] [server_ip] [remote_host]
+          Content-Length: [len]
+
+          [file name="{}"]
+        ]]></send>
+        </scenario>"#,
+        body.display()
+    );
+    let scn =
+        Arc::new(Scenario::parse_with(&xml, "inf.xml", &ctx).unwrap_or_else(|e| panic!("{e}")));
+    assert!(scn.changes_injection());
+    let mut routes = Inject::parse(
+        b"SEQUENTIAL\nalice;10.1.1.1\nbob;10.2.2.2\n",
+        "d/routes.csv",
+    )
+    .unwrap();
+    routes.set_index(0).unwrap();
+    let users = Inject::parse(b"USER\nalice;A\nbob;B\n", "users.csv").unwrap();
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.inject = Some(Arc::new(Injection {
+        files: vec![users, routes],
+    }));
+    c.users = Some(2);
+    c.trace_logs = true;
+    c.remote_host = b"sbc.test".to_vec();
+    let mut a = Endpoint::new(Arc::new(c), scn, 5061, Some(addr(UAS)), 1, 1);
+    a.set_users(1, 2);
+    let mut msgs = Vec::new();
+    for t in 0..3 {
+        a.start_call(t);
+        msgs.extend(drain(&mut a));
+    }
+    // Each call ends as it sends; its user is free again (at the front).
+    assert_eq!(msgs.len(), 3);
+    let (to, m) = &msgs[0];
+    assert_eq!(*to, addr("127.0.0.9:5099"), "setdest");
+    let m = String::from_utf8(m.clone()).unwrap();
+    // User 2 first (SIPp takes the last free user): line 1 of users.csv.
+    assert!(
+        m.starts_with("MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\n"),
+        "{m}"
+    );
+    // bob's route is line 1; the inserted line is 2.
+    assert!(m.contains("X-User: 2/2 B 10.2.2.2 new-1\r\n"), "{m}");
+    assert!(m.contains("X-Gone: |\r\n"), "{m}");
+    assert!(
+        m.contains("X-Misc: 10000 10004 1 aba sbc.example 127.0.0.1 sbc.test\r\n"),
+        "{m}"
+    );
+    assert!(m.ends_with("\r\n\r\nhello\r\n"), "{m}");
+    assert!(m.contains("Content-Length:     7\r\n"), "{m}");
+    let m2 = String::from_utf8(msgs[1].1.clone()).unwrap();
+    // User 1: alice, whose route line 0 the first call replaced.
+    assert!(m2.contains("X-User: 1/2 A 10.9.9.9 new-2\r\n"), "{m2}");
+    assert!(m2.contains("X-Misc: 10008 10012 1 "), "{m2}");
+    assert_eq!(
+        a.logs
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>(),
+        [
+            "call 1 user 2 line 1.000000",
+            "call 2 user 1 line 0.000000",
+            "call 3 user 2 line 1.000000"
+        ]
+    );
+}
+
+/// A `<replace>` out of the file, a `[file]` that cannot be read and a
+/// `setdest` to another protocol are SIPp's fatal errors.
+#[test]
+fn injection_and_setdest_errors_stop_the_run() {
+    use sbc_loadtest::inject::Inject;
+    use sbc_loadtest::scenario::LoadContext;
+    let ctx = LoadContext {
+        keys: Vec::new(),
+        inf: vec!["r.csv".into()],
+    };
+    for (action, want) in [
+        (r#"<replace file="r.csv" line="5" value="x"/>"#, "line 5"),
+        (
+            r#"<replace file="r.csv" line="a" value="x"/>"#,
+            "invalid line number",
+        ),
+        (
+            r#"<setdest host="127.0.0.1" port="5060" protocol="tcp"/>"#,
+            "switch protocols",
+        ),
+        (
+            r#"<setdest host="127.0.0.1" port="x" protocol="udp"/>"#,
+            "Invalid port",
+        ),
+        (
+            r#"<assignstr assign_to="v" value='[file name="/nonexistent/[call_number]"]'/>"#,
+            "could not open",
+        ),
+    ] {
+        let xml = format!(
+            r#"<scenario><nop><action>{action}</action></nop>
+            <send><![CDATA[
+              OPTIONS sip:x SIP/2.0
+              Call-ID: [call_id]
+              Content-Length: 0
+            ]]></send></scenario>"#
+        );
+        let scn =
+            Arc::new(Scenario::parse_with(&xml, "e.xml", &ctx).unwrap_or_else(|e| panic!("{e}")));
+        let mut c = Config::new("127.0.0.1".parse().unwrap());
+        c.inject = Some(Arc::new(
+            Inject::parse(b"SEQUENTIAL\na;b\n", "r.csv").unwrap().into(),
+        ));
+        let mut a = Endpoint::new(Arc::new(c), scn, 5061, Some(addr(UAS)), 1, 1);
+        a.start_call(0);
+        let fatal = a.fatal.clone().unwrap_or_default();
+        assert!(fatal.contains(want), "{action}: {fatal}");
+        assert!(drain(&mut a).is_empty(), "{action}");
+    }
+    // Unknown files are refused when the scenario loads.
+    let e = Scenario::parse_with(
+        r#"<scenario><nop><action><insert file="x.csv" value="a"/></action></nop></scenario>"#,
+        "e.xml",
+        &ctx,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("x.csv"), "{e}");
 }
 
 #[test]
