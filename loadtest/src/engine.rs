@@ -37,8 +37,8 @@ use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 use crate::inject::Injection;
 use crate::pcap::Capture;
 use crate::scenario::{
-    Action, Arith, Compare, Distribution, Expect, IntCmd, MediaKind, NumOperand, PauseLength,
-    RTD_COUNT, RtpStream, Scenario, SearchIn, StepKind, StrOperand, StreamFile, VarId,
+    Action, Arith, Compare, Distribution, IntCmd, MediaKind, NumOperand, PauseLength, RTD_COUNT,
+    Recv, RtpStream, Scenario, SearchIn, StepKind, StrOperand, StreamFile, VarId,
 };
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader};
@@ -341,6 +341,12 @@ struct Call {
     inject_rows: Vec<i64>,
     /// Where `<setdest>` sends this call's messages (else its peer).
     dest: Option<SocketAddr>,
+    /// Per named transaction: the branch of its request (empty: not
+    /// started), and its ACK (to send again for a late final answer).
+    txns: Vec<Vec<u8>>,
+    txn_acks: Vec<Vec<u8>>,
+    /// The next `play_dtmf` sequence number (SIPp starts at 1200).
+    dtmf_seq: u16,
     /// The first INVITE sent (for CANCEL, ACK and BYE when the call is
     /// aborted).
     invite: Vec<u8>,
@@ -367,7 +373,7 @@ struct Call {
 }
 
 impl Call {
-    fn empty(steps: usize, vars: usize) -> Self {
+    fn empty(steps: usize, vars: usize, txns: usize) -> Self {
         Call {
             serial: 0,
             number: 0,
@@ -394,6 +400,9 @@ impl Call {
             cseq: 0,
             inject_rows: Vec::new(),
             dest: None,
+            txns: vec![Vec::new(); txns],
+            txn_acks: vec![Vec::new(); txns],
+            dtmf_seq: 1200,
             invite: Vec::new(),
             invite_status: 0,
             invite_to: Vec::new(),
@@ -441,6 +450,9 @@ impl Call {
         self.user = 0;
         self.inject_rows.clear();
         self.dest = None;
+        self.txns.iter_mut().for_each(Vec::clear);
+        self.txn_acks.iter_mut().for_each(Vec::clear);
+        self.dtmf_seq = 1200;
     }
 
     /// Where this call's messages go.
@@ -490,6 +502,7 @@ enum Exec {
     Command(Vec<u8>),
     Stop(IntCmd),
     Log(Vec<u8>),
+    Dtmf(Vec<u8>),
 }
 
 /// A call's `rtp_stream`: the next packet's place in the file and RTP
@@ -579,6 +592,8 @@ pub struct Endpoint {
     pid: Vec<u8>,
     /// SIPp's `[dynamic_id]` counter.
     dynamic_id: Cell<u64>,
+    /// The SSRC of the last `play_dtmf` (0: none yet).
+    dtmf_ssrc: u32,
     /// The `-inf` files (`<insert>` and `<replace>` change this thread's
     /// copy; a scenario that does runs on one thread).
     inject: RefCell<Option<Arc<Injection>>>,
@@ -722,7 +737,9 @@ impl Endpoint {
         let plays_media = scn.steps.iter().flat_map(|s| &s.actions).any(|a| {
             matches!(
                 a,
-                Action::PlayPcap { .. } | Action::RtpStream(RtpStream::Play(_))
+                Action::PlayPcap { .. }
+                    | Action::PlayDtmf(_)
+                    | Action::RtpStream(RtpStream::Play(_))
             )
         });
         Endpoint {
@@ -748,6 +765,7 @@ impl Endpoint {
             remote_ip: remote.map_or_else(Vec::new, |r| ip_text(r.ip())),
             pid: cfg.pid.to_string().into_bytes(),
             dynamic_id: Cell::new(cfg.dynamic.start),
+            dtmf_ssrc: 0,
             inject: RefCell::new(cfg.inject.clone()),
             free_users: VecDeque::new(),
             user_vars: HashMap::new(),
@@ -910,13 +928,27 @@ impl Endpoint {
     }
 
     /// Does what an `<exec>` asked for.
-    fn exec(&mut self, call: &Call, e: Exec, now: u64) {
+    fn exec(&mut self, call: &mut Call, e: Exec, now: u64) {
         match e {
             Exec::Command(c) => {
                 self.stats.commands_run += 1;
                 self.commands.push(c);
             }
             Exec::Log(line) => self.logs.push(line),
+            Exec::Dtmf(digits) => {
+                // As SIPp: one SSRC a play_dtmf, counting up from a
+                // random one; the call's sequence numbers go on from the
+                // last play's.
+                if self.dtmf_ssrc == 0 {
+                    self.dtmf_ssrc = (next_random(&mut self.rng) as u32).max(1);
+                }
+                self.dtmf_ssrc = self.dtmf_ssrc.wrapping_add(1);
+                let capture = crate::pcap::dtmf(&digits, self.dtmf_ssrc, call.dtmf_seq);
+                call.dtmf_seq = call.dtmf_seq.wrapping_add(capture.packets.len() as u16);
+                if !capture.packets.is_empty() {
+                    self.exec(call, Exec::Play(MediaKind::Audio, Arc::new(capture)), now);
+                }
+            }
             Exec::Stop(cmd) => {
                 if self.run_stop != Some(IntCmd::StopNow) {
                     self.run_stop = Some(cmd);
@@ -1225,10 +1257,10 @@ impl Endpoint {
         let number = self.next_number;
         self.next_number += self.number_stride;
         self.serial += 1;
-        let mut call = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| Box::new(Call::empty(self.scn.steps.len(), self.scn.vars.len())));
+        let mut call = self.spare.pop().unwrap_or_else(|| {
+            let s = &self.scn;
+            Box::new(Call::empty(s.steps.len(), s.vars.len(), s.txns.len()))
+        });
         call.reset();
         call.serial = self.serial;
         call.number = number;
@@ -1598,7 +1630,7 @@ impl Endpoint {
             return;
         }
         let starts_here = match (msg.start_line(), self.scn.first_request()) {
-            (StartLine::Request(r), Some(m)) => r.method_raw == m,
+            (StartLine::Request(r), Some(e)) => e.matches_method(r.method_raw),
             _ => false,
         };
         if !starts_here || !self.take_quota() {
@@ -1871,16 +1903,42 @@ impl Endpoint {
         }
 
         let scn = Arc::clone(&self.scn);
-        let matches = |e: &Expect| match (e, msg.start_line()) {
-            (Expect::Response(c), StartLine::Response(s)) => *c == s.code,
-            (Expect::Request(m), StartLine::Request(r)) => r.method_raw == m.as_slice(),
-            _ => false,
+        let branch = match msg.start_line() {
+            StartLine::Response(_) if !scn.txns.is_empty() => via_branch(msg),
+            _ => b"",
+        };
+        let cseq_method = msg
+            .value(HeaderName::CSeq)
+            .and_then(CSeq::parse)
+            .map_or(&b""[..], |c| c.method_raw);
+        // As SIPp's matches_scenario: the status or method, then for a
+        // response its transaction's branch, or (past the first step)
+        // its CSeq method among the requests sent before in the file.
+        let matches = |j: usize, r: &Recv| match msg.start_line() {
+            StartLine::Request(rl) => r.expect.matches_method(rl.method_raw),
+            StartLine::Response(s) => {
+                r.expect.matches_status(s.code)
+                    && match r.response_txn {
+                        Some(t) => call
+                            .txns
+                            .get(usize::from(t))
+                            .is_some_and(|b| !b.is_empty() && b.as_slice() == branch),
+                        None => {
+                            j == 0
+                                || (!r.methods.is_empty()
+                                    && (cseq_method.is_empty()
+                                        || r.methods
+                                            .windows(cseq_method.len())
+                                            .any(|w| w == cseq_method)))
+                        }
+                    }
+            }
         };
         let mut found = None;
         if matches!(call.wait, Wait::Recv { .. }) {
             let mut j = call.step;
             while let Some(StepKind::Recv(r)) = scn.steps.get(j).map(|s| &s.kind) {
-                if matches(&r.expect) {
+                if matches(j, r) {
                     found = Some(j);
                     break;
                 }
@@ -1893,9 +1951,30 @@ impl Endpoint {
         let Some(j) = found else {
             let late_optional = (0..call.step.min(scn.steps.len())).rev().any(|j| {
                 matches!(scn.steps.get(j).map(|s| &s.kind),
-                    Some(StepKind::Recv(r)) if r.optional && matches(&r.expect))
+                    Some(StepKind::Recv(r)) if r.optional && matches(j, r))
             });
             if late_optional {
+                self.stats.absorbed += 1;
+                return Flow::Waiting;
+            }
+            // A late answer of a named transaction already answered: a
+            // provisional is ignored, a final one gets its ACK again
+            // (SIPp).
+            if let StartLine::Response(s) = msg.start_line()
+                && !branch.is_empty()
+                && let Some(t) = call.txns.iter().position(|b| b.as_slice() == branch)
+                && (0..call.step.min(scn.steps.len())).any(|j| {
+                    matches!(scn.steps.get(j).map(|s| &s.kind),
+                        Some(StepKind::Recv(r)) if r.response_txn.is_some_and(|x| usize::from(x) == t))
+                })
+            {
+                if s.code >= 200
+                    && let Some(ack) = call.txn_acks.get(t).filter(|a| !a.is_empty())
+                {
+                    let ack = ack.clone();
+                    self.emit(call.dst(), &ack);
+                    self.stats.retrans_sent += 1;
+                }
                 self.stats.absorbed += 1;
                 return Flow::Waiting;
             }
@@ -2131,6 +2210,21 @@ impl Endpoint {
                     }
                     if self.plays_media {
                         own_media_ports(&buf, &mut call.media_from);
+                    }
+                    // Named transactions: the request's branch, the ACK.
+                    if let Some(t) = step
+                        .start_txn
+                        .and_then(|t| call.txns.get_mut(usize::from(t)))
+                        && let Ok(sent) = Message::parse(&buf)
+                    {
+                        t.clear();
+                        t.extend_from_slice(via_branch(&sent));
+                    }
+                    if let Some(a) = step
+                        .ack_txn
+                        .and_then(|t| call.txn_acks.get_mut(usize::from(t)))
+                    {
+                        a.clone_from(&buf);
                     }
                     call.last_sent = buf;
                     if let Some(s) = self.stats.step(idx) {
@@ -2672,6 +2766,23 @@ fn c_number(text: &[u8]) -> Option<f64> {
     s.parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
+/// The branch of a message's first Via (SIPp's transaction id): after
+/// the first `;branch=` of the Via values, up to `;`, `,` or a blank.
+fn via_branch<'a>(m: &Message<'a>) -> &'a [u8] {
+    let Some(via) = m.value(HeaderName::Via) else {
+        return b"";
+    };
+    let Some(at) = via.windows(8).position(|w| w == b";branch=") else {
+        return b"";
+    };
+    let rest = &via[at + 8..];
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
 /// SIPp's fatal error `text`, kept in `fatal`.
 fn fatal_error(fatal: &mut Option<String>, text: String) -> FailReason {
     *fatal = Some(text);
@@ -3035,6 +3146,9 @@ fn run_actions(
             }
             Action::PlayPcap { media, capture } => {
                 execs.push(Exec::Play(*media, Arc::clone(capture)));
+            }
+            Action::PlayDtmf(digits) => {
+                execs.push(Exec::Dtmf(env_value(env, digits, call, idx, msg, fatal)?));
             }
             Action::Command(command) => {
                 execs.push(Exec::Command(env_value(

@@ -35,6 +35,96 @@ const LINK_IPV4: u32 = 228;
 const LINK_IPV6: u32 = 229;
 const LINK_LINUX_SLL2: u32 = 276;
 
+/// The packets SIPp's `play_dtmf` plays (its `prepare_dtmf`): for
+/// `DIGITS[,MS]` (0-9, `*`, `#`, A-D; others skipped; a tone of MS ms,
+/// 50 to 2000, else 200), 20 "no-op" RTP packets (payload type 97, four
+/// zero bytes, one every 20 ms, sequence numbers stepping by 2 as in
+/// SIPp), then per digit RFC 4733 events (payload type 96, volume 10):
+/// one every 20 ms while the tone lasts, the first marked, then three
+/// end packets 1, 2 and 3 ms after it. The RTP timestamps are SIPp's
+/// (24000 + ms). Nothing without a digit.
+pub fn dtmf(spec: &[u8], ssrc: u32, first_seq: u16) -> Capture {
+    let (digits, tone) = match spec.iter().position(|&b| b == b',') {
+        Some(c) => {
+            let ms = std::str::from_utf8(&spec[c + 1..])
+                .ok()
+                .and_then(|t| {
+                    let t = t.trim_start();
+                    let end = t.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(t.len());
+                    t[..end].parse::<u32>().ok()
+                })
+                .unwrap_or(0);
+            (&spec[..c], if (50..=2000).contains(&ms) { ms } else { 200 })
+        }
+        None => (spec, 200),
+    };
+    let events: Vec<u8> = digits
+        .iter()
+        .filter_map(|&d| match d {
+            b'0'..=b'9' => Some(d - b'0'),
+            b'*' => Some(10),
+            b'#' => Some(11),
+            b'A'..=b'D' => Some(d - b'A' + 12),
+            _ => None,
+        })
+        .collect();
+    let mut packets = Vec::new();
+    if events.is_empty() {
+        return Capture { packets };
+    }
+    let rtp = |pt: u8, marker: bool, seq: u16, ts: u32, payload: [u8; 4]| {
+        let mut p = Vec::with_capacity(16);
+        p.push(0x80);
+        p.push(pt | if marker { 0x80 } else { 0 });
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&payload);
+        p
+    };
+    for i in 0..20u16 {
+        packets.push(Packet {
+            at_us: u64::from(i) * 20_000,
+            port_offset: 0,
+            payload: rtp(
+                97,
+                false,
+                first_seq.wrapping_add(2 * i),
+                24_000 + u32::from(i) * 20,
+                [0; 4],
+            ),
+        });
+    }
+    let (offset, ts_start) = (400u32, 24_400u32);
+    let mut seq = first_seq.wrapping_add(40);
+    for (k, &event) in events.iter().enumerate() {
+        let k = k as u32;
+        let ts = ts_start + k * tone * 2;
+        let at = offset + (k + 1) * tone * 2;
+        let mut t = 0;
+        while t < tone {
+            let dur = ((t * 8) as u16).to_be_bytes();
+            packets.push(Packet {
+                at_us: u64::from(at + t) * 1000,
+                port_offset: 0,
+                payload: rtp(96, t == 0, seq, ts, [event, 10, dur[0], dur[1]]),
+            });
+            seq = seq.wrapping_add(1);
+            t += 20;
+        }
+        let dur = ((tone * 8) as u16).to_be_bytes();
+        for i in 1..=3 {
+            packets.push(Packet {
+                at_us: u64::from(at + tone + i) * 1000,
+                port_offset: 0,
+                payload: rtp(96, false, seq, ts, [event, 0x80 | 10, dur[0], dur[1]]),
+            });
+            seq = seq.wrapping_add(1);
+        }
+    }
+    Capture { packets }
+}
+
 impl Capture {
     /// Reads a capture file.
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -172,6 +262,43 @@ fn udp_of(link: u32, frame: &[u8]) -> Option<(u16, &[u8])> {
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn dtmf_is_made_as_sipp_makes_it() {
+        assert!(dtmf(b"xyz", 7, 1200).packets.is_empty());
+        // "1#" with 100 ms tones (a 40 ms tone would be 200 ms).
+        let c = dtmf(b"1x#,100", 0xdead_beef, 1200);
+        let n = |i: usize| &c.packets[i];
+        // 20 no-ops, then per digit 5 tone packets and 3 ends.
+        assert_eq!(c.packets.len(), 20 + 2 * (5 + 3));
+        let seq = |i: usize| u16::from_be_bytes([n(i).payload[2], n(i).payload[3]]);
+        let ts = |i: usize| u32::from_be_bytes(n(i).payload[4..8].try_into().unwrap());
+        assert_eq!(
+            (n(0).payload[1], seq(0), ts(0), n(0).at_us),
+            (97, 1200, 24_000, 0)
+        );
+        assert_eq!((seq(19), ts(19), n(19).at_us), (1238, 24_380, 380_000));
+        assert_eq!(&n(0).payload[8..12], &0xdead_beef_u32.to_be_bytes());
+        assert_eq!(&n(0).payload[12..], &[0, 0, 0, 0]);
+        // Digit 1: marked first packet at 400 + 200 ms, volume 10.
+        assert_eq!(
+            (n(20).payload[1], seq(20), ts(20), n(20).at_us),
+            (0x80 | 96, 1240, 24_400, 600_000)
+        );
+        assert_eq!(&n(20).payload[12..], &[1, 10, 0, 0]);
+        assert_eq!((n(21).payload[1], n(21).at_us), (96, 620_000));
+        assert_eq!(&n(21).payload[12..], &[1, 10, 0, 160]);
+        // Its ends: E set, the whole duration, 1-3 ms after the tone.
+        assert_eq!((seq(25), ts(25), n(25).at_us), (1245, 24_400, 701_000));
+        assert_eq!(&n(27).payload[12..], &[1, 0x80 | 10, 3, 32]);
+        assert_eq!(n(27).at_us, 703_000);
+        // "#" (11): 200 ms later in both clocks.
+        assert_eq!((seq(28), ts(28), n(28).at_us), (1248, 24_600, 800_000));
+        assert_eq!(n(28).payload[12], 11);
+        assert!(c.packets.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        // Out of range tone lengths are 200 ms.
+        assert_eq!(dtmf(b"5,20", 1, 0).packets.len(), 20 + 10 + 3);
+    }
 
     /// A pcap file (little-endian, µs) of Ethernet frames: each entry is
     /// (seconds, microseconds, UDP destination port, payload).

@@ -49,6 +49,8 @@ pub struct Scenario {
     /// each user keeps them from one of its calls to the next; without,
     /// they are each call's own.
     pub user_vars: Vec<VarId>,
+    /// Transaction names (`start_txn`, `response_txn`, `ack_txn`).
+    pub txns: Vec<String>,
     /// Names of the `counter` attributes, in order of first use.
     pub counters: Vec<String>,
     /// `<ResponseTimeRepartition value="10, 20, ...">` and
@@ -63,6 +65,44 @@ pub struct Scenario {
 pub enum Expect {
     Response(u16),
     Request(Vec<u8>),
+    /// `regexp_match="true"`: a pattern (unanchored, as SIPp's regexec)
+    /// the status code, written in decimal, must match.
+    ResponseLike(Pattern),
+    /// `regexp_match="true"`: a pattern the method must match.
+    RequestLike(Pattern),
+}
+
+/// A `regexp_match` pattern (compared by its text).
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::bytes::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl Expect {
+    /// Whether a response with this status code matches.
+    pub fn matches_status(&self, code: u16) -> bool {
+        match self {
+            Expect::Response(c) => *c == code,
+            Expect::ResponseLike(p) => p.0.is_match(itoa::Buffer::new().format(code).as_bytes()),
+            _ => false,
+        }
+    }
+
+    /// Whether a request with this method matches (SIPp reads at most
+    /// 64 bytes of it).
+    pub fn matches_method(&self, method: &[u8]) -> bool {
+        match self {
+            Expect::Request(m) => m.as_slice() == method,
+            Expect::RequestLike(p) => p.0.is_match(&method[..method.len().min(64)]),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Expect {
@@ -70,6 +110,7 @@ impl fmt::Display for Expect {
         match self {
             Expect::Response(c) => write!(f, "{c}"),
             Expect::Request(m) => f.write_str(&String::from_utf8_lossy(m)),
+            Expect::ResponseLike(p) | Expect::RequestLike(p) => f.write_str(p.0.as_str()),
         }
     }
 }
@@ -83,6 +124,13 @@ pub struct Recv {
     pub timeout_ms: Option<u64>,
     /// Step to go to on timeout (instead of failing the call).
     pub on_timeout: Option<usize>,
+    /// `response_txn`: the transaction (index into
+    /// [`Scenario::txns`]) whose branch the response must carry.
+    pub response_txn: Option<u16>,
+    /// For a response without `response_txn`: the methods of the requests
+    /// sent before this step in the file, run together as SIPp keeps
+    /// them; the response's CSeq method must appear in it.
+    pub methods: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -181,6 +229,10 @@ pub struct Step {
     pub counter: Option<u16>,
     /// `hide`: left out of the counts file (`-trace_counts`).
     pub hide: bool,
+    /// `start_txn` on a request `<send>`: the transaction it starts.
+    pub start_txn: Option<u16>,
+    /// `ack_txn` on an ACK `<send>`: the INVITE transaction it ends.
+    pub ack_txn: Option<u16>,
 }
 
 /// Where an `ereg` looks.
@@ -312,6 +364,9 @@ pub enum Action {
     },
     /// `exec command`: a shell command, started and not waited for.
     Command(Template),
+    /// `exec play_dtmf="DIGITS[,MS]"`: RFC 4733 events played on the
+    /// audio stream as SIPp makes them (it replaces a playback).
+    PlayDtmf(Template),
     /// `exec rtp_stream`: RTP made from a file's bytes, or pausing and
     /// resuming it.
     RtpStream(RtpStream),
@@ -483,7 +538,7 @@ const STEP_COMMON: &[&str] = &[
 
 /// Attributes each step element accepts besides [`STEP_COMMON`].
 const STEP_ATTRS: &[(&str, &[&str])] = &[
-    ("send", &["retrans", "lost"]),
+    ("send", &["retrans", "lost", "start_txn", "ack_txn"]),
     (
         "recv",
         &[
@@ -498,6 +553,8 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "rrs",
             "timeout",
             "ontimeout",
+            "regexp_match",
+            "response_txn",
         ],
     ),
     (
@@ -532,6 +589,14 @@ struct Parser<'d> {
     /// (step index, label, attribute, line) to resolve at the end.
     jumps: Vec<(usize, String, &'static str, u32)>,
     counters: Vec<String>,
+    /// Transactions: name, and how many starts, responses and ACKs name
+    /// it, and whether its request is an INVITE.
+    txns: Vec<(String, [u32; 3], bool)>,
+    /// The `<send>` step's (start_txn, ack_txn), taken by `step`.
+    pending_txn: Option<(Option<u16>, Option<u16>)>,
+    /// The methods of the requests sent so far in the file (not those
+    /// that start or acknowledge a named transaction), run together.
+    methods: Vec<u8>,
 }
 
 impl Parser<'_> {
@@ -635,13 +700,25 @@ impl Parser<'_> {
         let kind = match name {
             "send" => {
                 let msg = self.message(node)?;
+                self.send_txn(node, &msg, index)?;
                 StepKind::Send {
                     msg,
                     retrans_ms: self.u64_attr(node, "retrans")?,
                 }
             }
             "recv" => {
+                let like = node.attribute("regexp_match") == Some("true");
+                let pattern = |p: &Parser<'_>, text: &str| {
+                    Regex::new(text).map(Pattern).map_err(|e| {
+                        p.err(
+                            node,
+                            format!("regexp_match: \"{text}\" is not a regular expression: {e}"),
+                        )
+                    })
+                };
                 let expect = match (node.attribute("response"), node.attribute("request")) {
+                    (Some(code), None) if like => Expect::ResponseLike(pattern(self, code)?),
+                    (None, Some(method)) if like => Expect::RequestLike(pattern(self, method)?),
                     (Some(code), None) => match code.trim().parse::<u16>() {
                         Ok(c @ 100..=699) => Expect::Response(c),
                         _ => {
@@ -672,12 +749,26 @@ impl Parser<'_> {
                     self.jumps
                         .push((index, label.to_string(), "ontimeout", self.line(node)));
                 }
+                let is_response = matches!(expect, Expect::Response(_) | Expect::ResponseLike(_));
+                if !is_response && node.attribute("response_txn").is_some() {
+                    return Err(self.err(node, "response_txn is only for a <recv response>"));
+                }
+                let response_txn = self.txn(node, "response_txn")?;
+                if let Some(x) = response_txn.and_then(|t| self.txns.get_mut(usize::from(t))) {
+                    x.1[1] += 1;
+                }
                 StepKind::Recv(Recv {
                     expect,
                     optional,
                     rrs: self.bool_attr(node, "rrs")?,
                     timeout_ms: self.u64_attr(node, "timeout")?,
                     on_timeout: None,
+                    response_txn,
+                    methods: if is_response {
+                        self.methods.clone()
+                    } else {
+                        Vec::new()
+                    },
                 })
             }
             "pause" | "timewait" => {
@@ -726,6 +817,7 @@ impl Parser<'_> {
                 Some(c)
             }
         };
+        let (start_txn, ack_txn) = self.pending_txn.take().unwrap_or((None, None));
         let mut actions = Vec::new();
         for child in node.children().filter(|c| c.is_element()) {
             match child.tag_name().name() {
@@ -758,6 +850,8 @@ impl Parser<'_> {
                 }
             },
             hide: self.bool_attr(node, "hide")?,
+            start_txn,
+            ack_txn,
             counter: node.attribute("counter").map(|c| {
                 let i = self
                     .counters
@@ -798,6 +892,91 @@ impl Parser<'_> {
             [v] => Ok(*v),
             _ => Err(self.err(node, "assign_to must name one variable")),
         }
+    }
+
+    /// A transaction named by `attr` (declared at its first use).
+    fn txn(&mut self, node: Node<'_, '_>, attr: &str) -> Result<Option<u16>, ScenarioError> {
+        let Some(name) = node.attribute(attr) else {
+            return Ok(None);
+        };
+        if name.is_empty() || name.contains(['$', ',']) {
+            return Err(self.err(
+                node,
+                format!("{attr}=\"{name}\": a transaction name has no $ or ,"),
+            ));
+        }
+        let i = match self.txns.iter().position(|(n, ..)| n == name) {
+            Some(i) => i,
+            None => {
+                self.txns.push((name.to_string(), [0; 3], false));
+                self.txns.len() - 1
+            }
+        };
+        Ok(u16::try_from(i).ok())
+    }
+
+    /// A `<send>`'s `start_txn`/`ack_txn`, as SIPp allows them; a request
+    /// sent outside named transactions joins the method list.
+    fn send_txn(
+        &mut self,
+        node: Node<'_, '_>,
+        msg: &Template,
+        _index: usize,
+    ) -> Result<(), ScenarioError> {
+        let start = self.txn(node, "start_txn")?;
+        let ack = self.txn(node, "ack_txn")?;
+        let method = msg.method();
+        if let Some(t) = start {
+            match method {
+                None => return Err(self.err(node, "Responses can not start a transaction")),
+                Some(b"ACK") => {
+                    return Err(self.err(node, "An ACK message can not start a transaction!"));
+                }
+                Some(m) => {
+                    let invite = m == b"INVITE";
+                    if let Some(x) = self.txns.get_mut(usize::from(t)) {
+                        x.1[0] += 1;
+                        x.2 |= invite;
+                    }
+                }
+            }
+        }
+        if let Some(t) = ack {
+            if method != Some(b"ACK") {
+                return Err(self.err(node, "ack_txn is only for an ACK"));
+            }
+            if let Some(x) = self.txns.get_mut(usize::from(t)) {
+                x.1[2] += 1;
+            }
+        }
+        if start.is_none()
+            && ack.is_none()
+            && let Some(m) = method
+        {
+            self.methods.extend_from_slice(m);
+        }
+        self.pending_txn = Some((start, ack));
+        Ok(())
+    }
+
+    /// Every transaction is started and answered; an INVITE one is
+    /// acknowledged, another is not (SIPp's `validate_txn_usage`).
+    fn check_txns(&self, root: Node<'_, '_>) -> Result<(), ScenarioError> {
+        for (name, [starts, responses, acks], invite) in &self.txns {
+            let problem = if *starts == 0 {
+                "is never started (start_txn)"
+            } else if *responses == 0 {
+                "has no response (response_txn)"
+            } else if *invite && *acks == 0 {
+                "is an INVITE transaction with no ack_txn"
+            } else if !*invite && *acks > 0 {
+                "is not an INVITE transaction but has an ack_txn"
+            } else {
+                continue;
+            };
+            return Err(self.err(root, format!("transaction \"{name}\" {problem}")));
+        }
+        Ok(())
     }
 
     /// A required attribute holding a value with keywords.
@@ -1241,6 +1420,7 @@ impl Parser<'_> {
                 "play_pcap_video",
                 "play_pcap_image",
                 "rtp_stream",
+                "play_dtmf",
             ],
         )?;
         let given: Vec<_> = node.attributes().collect();
@@ -1266,6 +1446,12 @@ impl Parser<'_> {
                 };
             }
             "rtp_stream" => return self.rtp_stream(node, a.value()),
+            "play_dtmf" => {
+                let digits =
+                    Template::compile_value(a.value(), &mut Vars(&mut self.vars, self.ctx))
+                        .map_err(|e| self.template_err(node, e))?;
+                return Ok(Action::PlayDtmf(digits));
+            }
             "play_pcap_audio" => MediaKind::Audio,
             "play_pcap_video" => MediaKind::Video,
             _ => MediaKind::Image,
@@ -1327,6 +1513,9 @@ impl Scenario {
             labels: HashMap::new(),
             jumps: Vec::new(),
             counters: Vec::new(),
+            txns: Vec::new(),
+            pending_txn: None,
+            methods: Vec::new(),
         };
         if root.tag_name().name() != "scenario" {
             return Err(p.err(root, "the root element must be <scenario>"));
@@ -1400,6 +1589,7 @@ impl Scenario {
         if steps.is_empty() {
             return Err(p.err(root, "the scenario has no steps"));
         }
+        p.check_txns(root)?;
         for (index, label, attr, line) in std::mem::take(&mut p.jumps) {
             let Some(&target) = p.labels.get(&label) else {
                 return Err(ScenarioError {
@@ -1433,6 +1623,7 @@ impl Scenario {
             globals,
             user_vars,
             counters: p.counters,
+            txns: p.txns.into_iter().map(|(n, ..)| n).collect(),
             response_time_repartition,
             call_length_repartition,
         })
@@ -1473,12 +1664,12 @@ impl Scenario {
     }
 
     /// The request a callee scenario waits for first.
-    pub fn first_request(&self) -> Option<&[u8]> {
+    pub fn first_request(&self) -> Option<&Expect> {
         match self.steps.first().map(|s| &s.kind) {
             Some(StepKind::Recv(Recv {
-                expect: Expect::Request(m),
+                expect: e @ (Expect::Request(_) | Expect::RequestLike(_)),
                 ..
-            })) => Some(m),
+            })) => Some(e),
             _ => None,
         }
     }
@@ -1495,6 +1686,7 @@ impl Scenario {
                 | Action::Error { message: t }
                 | Action::Warning { message: t }
                 | Action::Log { message: t }
+                | Action::PlayDtmf(t)
                 | Action::Command(t) => (Some(t), None),
                 Action::VerifyAuth {
                     username: a,
@@ -1594,7 +1786,7 @@ mod tests {
         assert!(e.message.contains("no-such.wav"), "{e}");
 
         let e = parse(r#"<recv response="200" response_txn="x"/>"#).unwrap_err();
-        assert!(e.message.contains("response_txn"), "{e}");
+        assert!(e.message.contains("start_txn"), "{e}");
 
         let e = parse(r#"<recv response="200" next="nowhere"/>"#).unwrap_err();
         assert!(e.message.contains("nowhere"), "{e}");

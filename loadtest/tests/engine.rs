@@ -1650,3 +1650,193 @@ Content-Length: 0
     assert_eq!(b.stats.failed_by(FailReason::RecvTimeout), 1);
     assert_eq!(b.open_calls(), 0);
 }
+
+/// A response to `req` (its Via, From, To with a tag, Call-ID, CSeq).
+fn response_to(req: &[u8], status: &str) -> Vec<u8> {
+    let m = Message::parse(req).unwrap();
+    let h = |n| String::from_utf8_lossy(m.value(n).unwrap()).into_owned();
+    format!(
+        "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=b\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        h(HeaderName::Via),
+        h(HeaderName::From),
+        h(HeaderName::To),
+        h(HeaderName::CallId),
+        h(HeaderName::CSeq)
+    )
+    .into_bytes()
+}
+
+/// Named transactions (`start_txn`, `response_txn`, `ack_txn`): two
+/// requests outstanding at once, each response matched by its branch;
+/// a late 200 of the INVITE gets its ACK again; `regexp_match` on codes
+/// and methods; a response whose CSeq method was never sent before in the
+/// file does not match.
+#[test]
+fn transactions_and_regexp_match_choose_the_step_as_sipp_does() {
+    let scn = scenario(
+        r#"<scenario name="txn">
+        <send start_txn="inv"><![CDATA[
+          INVITE sip:x@[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          From: <sip:a@[local_ip]>;tag=[call_number]
+          To: <sip:x@[remote_ip]>
+          Call-ID: [call_id]
+          CSeq: [cseq] INVITE
+          Content-Length: 0
+        ]]></send>
+        <send start_txn="msg"><![CDATA[
+          MESSAGE sip:x@[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          From: <sip:a@[local_ip]>;tag=[call_number]
+          To: <sip:x@[remote_ip]>
+          Call-ID: [call_id]
+          CSeq: [cseq] MESSAGE
+          Content-Length: 0
+        ]]></send>
+        <recv response="^18[03]$" regexp_match="true" optional="true" response_txn="inv"/>
+        <recv response="200" response_txn="msg"/>
+        <recv response="2[0-9][0-9]" regexp_match="true" response_txn="inv"/>
+        <send ack_txn="inv"><![CDATA[
+          ACK sip:x@[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          From: <sip:a@[local_ip]>;tag=[call_number]
+          To: <sip:x@[remote_ip]>;tag=b
+          Call-ID: [call_id]
+          CSeq: 1 ACK
+          Content-Length: 0
+        ]]></send>
+        <recv request="INFO|NOTIFY" regexp_match="true"/>
+        <send><![CDATA[
+          OPTIONS sip:x@[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          From: <sip:a@[local_ip]>;tag=[call_number]
+          To: <sip:x@[remote_ip]>;tag=b
+          Call-ID: [call_id]
+          CSeq: [cseq] OPTIONS
+          Content-Length: 0
+        ]]></send>
+        <recv response="200" timeout="1000"/>
+        </scenario>"#,
+    );
+    // The INVITE's 200 while the MESSAGE's is awaited: not that step's
+    // (the branch differs), so unexpected.
+    let mut early = uac(Arc::clone(&scn), config(Some(1)));
+    assert!(early.start_call(0));
+    let invite = drain(&mut early).remove(0).1;
+    early.handle_datagram(1, addr(UAS), &response_to(&invite, "200 OK"));
+    assert_eq!(early.stats.failed_by(FailReason::UnexpectedMessage), 1);
+    // In order: the MESSAGE's 200, then the INVITE's.
+    let mut a = uac(scn, config(Some(1)));
+    assert!(a.start_call(0));
+    let sent = drain(&mut a);
+    let (invite, message) = (sent[0].1.clone(), sent[1].1.clone());
+    a.handle_datagram(1, addr(UAS), &response_to(&invite, "180 Ringing"));
+    a.handle_datagram(2, addr(UAS), &response_to(&message, "200 OK"));
+    a.handle_datagram(3, addr(UAS), &response_to(&invite, "200 OK"));
+    let ack = drain(&mut a);
+    assert_eq!(ack.len(), 1);
+    assert!(start_line(&ack[0].1).starts_with("ACK "));
+    // A late 200 of the INVITE that differs from the first (another
+    // tag) is not a retransmission: the transaction's ACK goes again.
+    let other = String::from_utf8(response_to(&invite, "200 OK"))
+        .unwrap()
+        .replace(";tag=b", ";tag=c");
+    a.handle_datagram(4, addr(UAS), other.as_bytes());
+    assert_eq!(drain(&mut a), ack);
+    // A NOTIFY matches the method pattern; a 200 with a CSeq method the
+    // scenario never sent does not match the last step.
+    let notify = String::from_utf8(invite.clone())
+        .unwrap()
+        .replacen("INVITE sip:x@127.0.0.1", "NOTIFY sip:a@127.0.0.1", 1)
+        .replace(" INVITE\r\n", " NOTIFY\r\n");
+    a.handle_datagram(5, addr(UAS), notify.as_bytes());
+    assert_eq!(a.open_calls(), 1);
+    let options = drain(&mut a).remove(0).1;
+    assert!(start_line(&options).starts_with("OPTIONS "));
+    let wrong = String::from_utf8(response_to(&options, "200 OK"))
+        .unwrap()
+        .replace(" OPTIONS\r\n", " SUBSCRIBE\r\n");
+    a.handle_datagram(6, addr(UAS), wrong.as_bytes());
+    assert_eq!(a.stats.failed_by(FailReason::UnexpectedMessage), 1);
+}
+
+#[test]
+fn transactions_are_checked_when_the_scenario_loads() {
+    let send = |attr: &str, method: &str| {
+        format!(
+            "<send {attr}><![CDATA[\n{method} sip:x SIP/2.0\nCall-ID: [call_id]\nContent-Length: 0\n]]></send>"
+        )
+    };
+    for (body, want) in [
+        (send(r#"start_txn="t""#, "ACK"), "ACK message can not start"),
+        (
+            send(r#"start_txn="t""#, "SIP/2.0 200 OK\nX:"),
+            "Responses can not start",
+        ),
+        (send(r#"ack_txn="t""#, "BYE"), "only for an ACK"),
+        (send(r#"start_txn="t""#, "BYE"), "has no response"),
+        (
+            send(r#"start_txn="t""#, "INVITE") + r#"<recv response="200" response_txn="t"/>"#,
+            "no ack_txn",
+        ),
+        (
+            send(r#"start_txn="t""#, "BYE")
+                + r#"<recv response="200" response_txn="t"/>"#
+                + &send(r#"ack_txn="t""#, "ACK"),
+            "not an INVITE transaction",
+        ),
+        (
+            r#"<recv request="BYE" response_txn="t"/>"#.to_string(),
+            "only for a <recv response>",
+        ),
+        (
+            r#"<recv response="[" regexp_match="true"/>"#.to_string(),
+            "not a regular expression",
+        ),
+        (send(r#"start_txn="a,b""#, "BYE"), "no $ or ,"),
+    ] {
+        let xml = format!("<scenario>{body}</scenario>");
+        let e = Scenario::parse(&xml, "t.xml").unwrap_err().to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+}
+
+/// `play_dtmf`: SIPp's RFC 4733 packets on the audio stream, from our
+/// SDP's audio port to the peer's, paced; a second play goes on with the
+/// call's sequence numbers and the next SSRC.
+#[test]
+fn play_dtmf_sends_rfc4733_events_on_the_audio_stream() {
+    let scn = uac_playing(r#"<exec play_dtmf="[call_number]9,60"/>"#, 3_000);
+    let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    let mut got = Vec::new();
+    let mut t = 0;
+    while t <= 2_000_000 {
+        a.handle_timeout(t);
+        got.extend(
+            drain_media(&mut a)
+                .into_iter()
+                .map(|(from, to, p)| (t, from, to, p)),
+        );
+        t += 1_000;
+    }
+    // "19" with 60 ms tones: 20 no-ops, then 3 tone packets and 3 ends each.
+    assert_eq!(got.len(), 20 + 2 * (3 + 3));
+    let peer = addr("10.9.9.9:7000");
+    assert!(
+        got.iter()
+            .all(|(_, from, to, _)| *from == 6010 && *to == peer)
+    );
+    let (at, _, _, first) = &got[20];
+    assert_eq!(
+        *at,
+        400_000 + 120_000,
+        "the first event after the no-ops and one gap"
+    );
+    assert_eq!((first[1], first[12], first[13]), (0x80 | 96, 1, 10));
+    let (_, _, _, last) = &got[31];
+    assert_eq!((last[1], last[12], last[13]), (96, 9, 0x80 | 10));
+    assert_eq!(u16::from_be_bytes([got[0].3[2], got[0].3[3]]), 1200);
+}
