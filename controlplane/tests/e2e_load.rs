@@ -287,3 +287,58 @@ fn sipp_builtin_pair_through_the_sbc_with_sbc_load_on_either_side() {
         "answered and still open per run: {seen:?}"
     );
 }
+
+/// sbc-load over TCP through the SBC, as stock sipp in `e2e_tcp`: a PBX
+/// calling over one connection (`-t t1`) and over one per call (`-t tn`)
+/// reaches the UDP carrier; a UDP PBX reaches a carrier that speaks only
+/// TCP (sbc-load `-t t1` as its callee).
+#[test]
+fn sbc_load_over_tcp_through_the_sbc() {
+    for (k, (uac_t, uas_t, calls)) in [("t1", "u1", 40), ("tn", "u1", 10), ("u1", "t1", 20)]
+        .into_iter()
+        .enumerate()
+    {
+        let net = Net(151 + k as u8);
+        let mut config = example_config(net, 2);
+        if uas_t != "u1" {
+            let at = format!("address = \"{}:5060\"\n", net.carrier_a());
+            assert!(config.contains(&at), "{config}");
+            config = config.replace(&at, &format!("{at}transport = \"tcp\"\n"));
+        }
+        let sbc = Sbc::start(net, &config);
+        let dir = tempfile::tempdir().unwrap();
+        let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
+        let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", calls, 0);
+        uas.extend(["-t".into(), uas_t.into()]);
+        let uas = run(&uas, &uas_json);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut args = uac_args(
+            net,
+            &net.pbx(),
+            "uac_basic.xml",
+            "+390612345678",
+            calls,
+            20,
+            40,
+        );
+        args.extend(["-t".into(), uac_t.into(), "-d".into(), "200".into()]);
+        let uac_code = wait(run(&args, &uac_json), Duration::from_secs(120));
+        let uas_code = wait(uas, Duration::from_secs(30));
+        let (uac, uas) = (report(&uac_json), report(&uas_json));
+        let what = format!("{uac_t} -> sbc -> {uas_t}");
+        assert_eq!(uac_code, Some(0), "{what}: caller: {uac:#}\n{}", sbc.log());
+        assert_eq!(uas_code, Some(0), "{what}: callee: {uas:#}\n{}", sbc.log());
+        for r in [&uac, &uas] {
+            assert_eq!(r["calls_succeeded"], calls, "{what}");
+            assert_eq!(r["calls_failed"], 0, "{what}");
+        }
+        let accepted = sbc.metric_sum("sbc_connections_accepted_total");
+        let opened = sbc.metric_sum("sbc_connections_opened_total");
+        match (uac_t, uas_t) {
+            // Two sbc-load threads: a connection each.
+            ("t1", _) => assert_eq!(accepted, 2.0, "{what}"),
+            ("tn", _) => assert!(accepted >= calls as f64, "{what}: {accepted}"),
+            _ => assert!((1.0..=2.0).contains(&opened), "{what}: {opened}"),
+        }
+    }
+}

@@ -92,6 +92,11 @@ pub struct Config {
     pub trace_rtt: bool,
     /// `-trace_logs`: keep `<log>` messages in [`Endpoint::logs`].
     pub trace_logs: bool,
+    /// `[transport]`: UDP, or TCP (`-t t1`, `-t tn`).
+    pub transport: &'static str,
+    /// `-t tn`: list each ended call in [`Endpoint::ended`] (its
+    /// connection closes).
+    pub report_ended: bool,
     /// `[remote_host]`: the host part of the command line's destination.
     pub remote_host: Vec<u8>,
     /// `-users` (`[users]`; SIPp writes -1 without it).
@@ -227,6 +232,8 @@ impl Config {
             trace_err: false,
             trace_rtt: false,
             trace_logs: false,
+            transport: "UDP",
+            report_ended: false,
             remote_host: Vec::new(),
             users: None,
             dynamic: Dynamic {
@@ -560,6 +567,9 @@ pub struct Endpoint {
     /// With `-trace_logs`: `<log>` messages, rendered (the runtime drains
     /// them).
     pub logs: Vec<Vec<u8>>,
+    /// With [`Config::report_ended`]: the serials of calls that ended
+    /// (the runtime drains them).
+    pub ended: Vec<u64>,
     /// Messages for the 3PCC twin (`<sendCmd>`), rendered; the runtime
     /// sends each followed by SIPp's delimiter (ESC).
     pub twin_out: Vec<Vec<u8>>,
@@ -749,6 +759,7 @@ impl Endpoint {
             errors: Vec::new(),
             twin_out: Vec::new(),
             logs: Vec::new(),
+            ended: Vec::new(),
             rtt_samples: Vec::new(),
             plays_media,
             playbacks: HashMap::default(),
@@ -1461,6 +1472,32 @@ impl Endpoint {
         true
     }
 
+    /// A TCP connection is gone (`reason`: it could not open, or closed):
+    /// the open calls it carried fail, as in SIPp — those whose messages
+    /// go to `peer`, or call `serial` (`-t tn`).
+    pub fn connection_lost(
+        &mut self,
+        now: u64,
+        peer: SocketAddr,
+        serial: Option<u64>,
+        reason: FailReason,
+    ) {
+        for slot in 0..self.slab.len() {
+            let hit = self
+                .slab
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| match serial {
+                    Some(s) => c.serial == s,
+                    None => c.dst() == peer,
+                });
+            if hit {
+                let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+                self.run(slot, now, |_, _, _| Flow::Failed(reason));
+            }
+        }
+    }
+
     /// With `-users`: this thread's users are `first` to
     /// `first + count - 1` (SIPp numbers them from 1).
     pub fn set_users(&mut self, first: u32, count: u32) {
@@ -1527,9 +1564,15 @@ impl Endpoint {
                 }
                 self.end(slot, call, now);
             }
-            // However a call in its <timewait> ends, it succeeded (SIPp).
+            // However a call in its <timewait> ends, it succeeded (SIPp),
+            // but for an <error> or the loss of its connection.
             Flow::Failed(reason)
-                if call.timewait && call.doomed.is_none() && reason != FailReason::ErrorAction =>
+                if call.timewait
+                    && call.doomed.is_none()
+                    && !matches!(
+                        reason,
+                        FailReason::ErrorAction | FailReason::TcpClosed | FailReason::TcpConnect
+                    ) =>
             {
                 self.stats.succeeded += 1;
                 self.end(slot, call, now);
@@ -1539,7 +1582,13 @@ impl Endpoint {
                 // Not after an <error> (SIPp stops there), nor when the peer
                 // hung up (its unexpected BYE or CANCEL was answered).
                 if self.cfg.behaviors.bye
-                    && !matches!(reason, FailReason::ErrorAction | FailReason::Rejected)
+                    && !matches!(
+                        reason,
+                        FailReason::ErrorAction
+                            | FailReason::Rejected
+                            | FailReason::TcpClosed
+                            | FailReason::TcpConnect
+                    )
                     && !call.peer_hung_up
                 {
                     self.abort(&call);
@@ -1550,6 +1599,9 @@ impl Endpoint {
     }
 
     fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
+        if self.cfg.report_ended {
+            self.ended.push(call.serial);
+        }
         // Its user is free again (SIPp: at the front) and keeps its
         // <User> variables.
         if call.user > 0 {
@@ -2572,7 +2624,7 @@ impl Env<'_> {
             Keyword::RemoteHost => out.extend_from_slice(&self.cfg.remote_host),
             Keyword::RemoteIpType => out.extend_from_slice(ip_type(call.peer.ip())),
             Keyword::RemotePort(off) => signed(out, i64::from(call.peer.port()) + off),
-            Keyword::Transport => out.extend_from_slice(b"UDP"),
+            Keyword::Transport => out.extend_from_slice(self.cfg.transport.as_bytes()),
             Keyword::MediaIp => out.extend_from_slice(self.media_ip),
             Keyword::MediaIpType => out.extend_from_slice(ip_type(self.cfg.media_ip)),
             Keyword::MediaPort(off) => signed(out, i64::from(self.cfg.media_port) + off),

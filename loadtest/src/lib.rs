@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod statfile;
 pub mod stats;
+pub mod stream;
 pub mod template;
 pub mod tracefile;
 

@@ -94,12 +94,16 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
 /// Runs the load described by `args`, prints the report and returns it.
 pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let scn = Arc::new(load_scenario(args).map_err(|message| RunError { code: 1, message })?);
-    if args.transport != "u1" {
-        return Err(RunError::fatal(format!(
-            "-t {}: sbc-load supports UDP with a socket per thread (u1)",
-            args.transport
-        )));
-    }
+    let tcp = match args.transport.as_str() {
+        "u1" => None,
+        "t1" => Some(crate::stream::Mode::One),
+        "tn" => Some(crate::stream::Mode::PerCall),
+        t => {
+            return Err(RunError::fatal(format!(
+                "-t {t}: sbc-load supports u1 (UDP, a socket per thread), t1 (TCP, a connection per thread) and tn (TCP, a connection per call)"
+            )));
+        }
+    };
     let caller = scn.starts_with_send();
     // 3PCC's controller B side: its calls start with the twin's message.
     let by_twin = scn.starts_with_recv_cmd();
@@ -182,7 +186,12 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.t2_ms = args.t2_ms;
     cfg.max_invite_retrans = args.max_invite_retrans.unwrap_or(5).min(max_retrans);
     cfg.max_non_invite_retrans = args.max_non_invite_retrans.unwrap_or(9).min(max_retrans);
-    cfg.retrans_enabled = !args.no_retrans;
+    // As SIPp: retransmissions only over UDP.
+    cfg.retrans_enabled = !args.no_retrans && tcp.is_none();
+    if tcp.is_some() {
+        cfg.transport = "TCP";
+    }
+    cfg.report_ended = caller && tcp == Some(crate::stream::Mode::PerCall);
     cfg.recv_timeout_ms = args.recv_timeout_ms;
     cfg.inject = inject;
     cfg.deadcall_ms = args.deadcall_wait_ms;
@@ -301,6 +310,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             limit: Some(limit),
             core: args.pin.then_some(index % cores),
             connect: args.connect && caller,
+            tcp,
             batch_wait: Duration::from_micros(args.batch_wait_us),
         };
         let sock = bind(&plan).map_err(|e| RunError {
@@ -374,7 +384,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                     .unwrap_or_else(|| format!("{}_logs.log", file_base(args)).into())
             }),
         )
-        .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?,
+        .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?
+        .with_transport(cfg.transport),
         wall_epoch_us: cfg.wall_epoch_us,
         twin: std::sync::Mutex::new(twin_stream),
         soft_stop: if args.timeout_error { None } else { timeout },

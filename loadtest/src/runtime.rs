@@ -1,6 +1,7 @@
 //! One load thread: a UDP socket driven by its own io_uring (multishot
 //! `recvmsg` into a provided-buffer ring, batched `sendmsg` from fixed send
-//! slots), an [`Endpoint`] with the thread's calls, and rate control.
+//! slots), or TCP connections polled through it ([`crate::stream`]), an
+//! [`Endpoint`] with the thread's calls, and rate control.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
-use sbc_dataplane::shard::{BufRing, SendPool, decode_sockaddr, empty_msghdr, reuseport_udp};
+use sbc_dataplane::shard::{
+    BufRing, SendPool, decode_sockaddr, empty_msghdr, reuseport_tcp, reuseport_udp,
+};
 
 use crate::engine::{Config, Endpoint};
 use crate::gso::{Grouper, Limits};
@@ -22,6 +25,7 @@ use crate::rate::RatePlan;
 use crate::scenario::IntCmd;
 use crate::scenario::Scenario;
 use crate::stats::Stats;
+use crate::stream::{Mode, Streams};
 use crate::tracefile::TraceFiles;
 
 const RECV: u64 = 1;
@@ -30,6 +34,11 @@ const TWIN: u64 = 3;
 /// SIPp's delimiter after each twin message.
 const TWIN_END: u8 = 0x1b;
 const SEND: u64 = 2 << 32;
+/// The poll of a TCP listener.
+const LISTEN: u64 = 5;
+/// The poll of a TCP connection: slot in the low 24 bits, its
+/// generation (low 8 bits) above.
+const STREAM: u64 = 1 << 48;
 const BGID: u16 = 1;
 const RECV_BUFFERS: u16 = 2048;
 /// Largest datagram received, plus the recvmsg header and address.
@@ -70,6 +79,8 @@ pub struct ThreadPlan {
     pub core: Option<usize>,
     /// Connect the socket to `remote` (`--connect`).
     pub connect: bool,
+    /// `-t u1`: `None`; `-t t1`, `-t tn`: TCP.
+    pub tcp: Option<Mode>,
     /// Wake-up coalescing: sleep until `BATCH_WANT` completions are ready
     /// or this long has passed (kernels with IORING_FEAT_MIN_TIMEOUT).
     pub batch_wait: Duration,
@@ -110,9 +121,29 @@ pub type Snapshots = std::sync::Mutex<Vec<Option<(Stats, u64)>>>;
 /// How often a thread publishes its figures for the statistics file, µs.
 const PUBLISH_US: u64 = 1_000_000;
 
+/// A thread's SIP socket(s).
+#[derive(Debug)]
+pub enum Socket {
+    Udp(UdpSocket),
+    Tcp(Box<Streams>),
+}
+
 /// Binds the thread's socket (before the threads start, so a bad address
-/// is reported at once).
-pub fn bind(plan: &ThreadPlan) -> io::Result<UdpSocket> {
+/// is reported at once): UDP, or a TCP listener (a caller's too: peers
+/// may connect to it, and its port is `[local_port]`).
+pub fn bind(plan: &ThreadPlan) -> io::Result<Socket> {
+    if let Some(mode) = plan.tcp {
+        let listener = if plan.reuse_port {
+            reuseport_tcp(plan.bind)?
+        } else {
+            std::net::TcpListener::bind(plan.bind)?
+        };
+        return Ok(Socket::Tcp(Box::new(Streams::new(
+            mode,
+            listener,
+            plan.remote,
+        )?)));
+    }
     let s = if plan.reuse_port {
         reuseport_udp(plan.bind, 8 << 20)?
     } else {
@@ -125,7 +156,7 @@ pub fn bind(plan: &ThreadPlan) -> io::Result<UdpSocket> {
     if let (true, Some(remote)) = (plan.connect, plan.remote) {
         s.connect(remote)?;
     }
-    Ok(s)
+    Ok(Socket::Udp(s))
 }
 
 struct Io {
@@ -134,7 +165,8 @@ struct Io {
     hdr: Box<libc::msghdr>,
     send: SendPool,
     in_flight: usize,
-    fd: Fd,
+    /// The UDP socket (none with TCP).
+    fd: Option<Fd>,
     min_timeout: bool,
     /// `IORING_OP_SEND` takes a destination address (6.0+).
     send_to: bool,
@@ -149,7 +181,7 @@ struct Io {
 }
 
 impl Io {
-    fn new(sock: &UdpSocket, connected: Option<SocketAddr>) -> io::Result<Self> {
+    fn new(sock: Option<&UdpSocket>, connected: Option<SocketAddr>) -> io::Result<Self> {
         // Deferred task work: completions are posted when this thread
         // asks for them, so arriving datagrams do not wake it one by one.
         let ring: IoUring = match IoUring::builder()
@@ -186,7 +218,7 @@ impl Io {
             hdr,
             send: SendPool::new(SEND_SLOTS, SEND_BUF),
             in_flight: 0,
-            fd: Fd(sock.as_raw_fd()),
+            fd: sock.map(|s| Fd(s.as_raw_fd())),
             min_timeout,
             send_to,
             connected,
@@ -210,7 +242,10 @@ impl Io {
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
-        let e = opcode::RecvMsgMulti::new(self.fd, &*self.hdr, BGID)
+        let Some(fd) = self.fd else {
+            return Ok(());
+        };
+        let e = opcode::RecvMsgMulti::new(fd, &*self.hdr, BGID)
             .build()
             .user_data(RECV);
         self.push(&e)
@@ -245,6 +280,7 @@ impl Io {
 
     /// Queues one datagram; false when no send slot is free.
     fn send(&mut self, dst: SocketAddr, bytes: &[u8]) -> io::Result<bool> {
+        let fd = self.fd.ok_or_else(|| io::Error::other("no UDP socket"))?;
         let Some((idx, _)) =
             self.fill(std::iter::once(bytes), "message larger than a send slot")?
         else {
@@ -255,7 +291,7 @@ impl Io {
                 self.send.give_back(idx);
                 return Ok(false);
             };
-            let send = opcode::Send::new(self.fd, to.buf, to.len);
+            let send = opcode::Send::new(fd, to.buf, to.len);
             if self.connected == Some(dst) {
                 send.build()
             } else {
@@ -266,7 +302,7 @@ impl Io {
                 self.send.give_back(idx);
                 return Ok(false);
             };
-            opcode::SendMsg::new(self.fd, hdr).build()
+            opcode::SendMsg::new(fd, hdr).build()
         }
         .user_data(SEND | u64::from(idx));
         self.push(&e)?;
@@ -282,6 +318,7 @@ impl Io {
         segment: usize,
         parts: impl Iterator<Item = &'b [u8]>,
     ) -> io::Result<bool> {
+        let fd = self.fd.ok_or_else(|| io::Error::other("no UDP socket"))?;
         let seg = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
         let Some((idx, len)) = self.fill(parts, "GSO group larger than a send slot")? else {
             return Ok(false);
@@ -293,7 +330,7 @@ impl Io {
         if let Some(m) = self.gso_sent.get_mut(usize::from(idx)) {
             *m = Some((dst, seg, len));
         }
-        let e = opcode::SendMsg::new(self.fd, hdr)
+        let e = opcode::SendMsg::new(fd, hdr)
             .build()
             .user_data(SEND | u64::from(idx));
         self.push(&e)?;
@@ -396,7 +433,7 @@ pub fn background() -> io::Result<()> {
 /// Runs one thread until its calls are done, the deadline passes or
 /// `stop` is set. Returns its statistics.
 pub fn run_thread(
-    sock: UdpSocket,
+    sock: Socket,
     cfg: Arc<Config>,
     scn: Arc<Scenario>,
     plan: ThreadPlan,
@@ -405,7 +442,15 @@ pub fn run_thread(
     if let Some(core) = plan.core {
         let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     }
-    let local_port = sock.local_addr()?.port();
+    let (udp, mut tcp) = match sock {
+        Socket::Udp(u) => (Some(u), None),
+        Socket::Tcp(t) => (None, Some(t)),
+    };
+    let local_port = match (&udp, &tcp) {
+        (Some(u), _) => u.local_addr()?.port(),
+        (_, Some(t)) => t.listener().local_addr()?.port(),
+        _ => 0,
+    };
     let mut ep = Endpoint::new(
         cfg,
         scn,
@@ -417,7 +462,7 @@ pub fn run_thread(
     if let Some(u) = plan.users {
         ep.set_users(plan.first_user, u32::try_from(u).unwrap_or(u32::MAX));
     }
-    let mut io = Io::new(&sock, plan.connect.then_some(plan.remote).flatten())?;
+    let mut io = Io::new(udp.as_ref(), plan.connect.then_some(plan.remote).flatten())?;
     io.arm_recv()?;
     let caller = plan.remote.is_some();
     let mut started: u64 = 0;
@@ -458,6 +503,27 @@ pub fn run_thread(
                 if ud == TWIN {
                     twin_armed = false;
                     continue;
+                }
+                if let Some(t) = tcp.as_mut() {
+                    if ud == LISTEN {
+                        t.accept();
+                        continue;
+                    }
+                    if ud & STREAM != 0 {
+                        let (slot, generation) =
+                            ((ud & 0xff_ffff) as usize, ((ud >> 24) & 0xff) as u32);
+                        t.ready(slot, generation, |peer, bytes| {
+                            if ctl.trace.traces_messages() {
+                                ctl.trace
+                                    .message(ctl.wall_epoch_us + now, false, peer, bytes);
+                            }
+                            ep.handle_datagram(now, peer, bytes);
+                        });
+                        for (peer, call, reason) in std::mem::take(&mut t.lost) {
+                            ep.connection_lost(now, peer, call, reason);
+                        }
+                        continue;
+                    }
                 }
                 if ud & SEND != 0 {
                     if !io.sent((ud & 0xffff) as u16, cqe.result(), &mut pending) {
@@ -581,7 +647,45 @@ pub fn run_thread(
         }
         pending.drain(..i);
         let (mut send_errors, mut gso_sends, mut gso_datagrams) = (0, 0, 0);
-        {
+        if let Some(t) = tcp.as_mut() {
+            // TCP: each message on its connection, in order.
+            let (out, buf) = ep.outgoing();
+            for o in out {
+                let bytes = buf.get(o.start..o.start + o.len).unwrap_or(b"");
+                if ctl.trace.traces_messages() {
+                    ctl.trace
+                        .message(ctl.wall_epoch_us + now, true, o.dst, bytes);
+                }
+                t.send(o.dst, o.call, bytes);
+            }
+            for serial in ep.ended.drain(..) {
+                t.call_ended(serial);
+            }
+            for (peer, call, reason) in std::mem::take(&mut t.lost) {
+                ep.connection_lost(now, peer, call, reason);
+            }
+            send_errors += std::mem::take(&mut t.errors);
+            if !t.listener_armed {
+                let e = opcode::PollAdd::new(Fd(t.listener().as_raw_fd()), libc::POLLIN as u32)
+                    .build()
+                    .user_data(LISTEN);
+                io.push(&e)?;
+                t.listener_armed = true;
+            }
+            let mut polls = Vec::new();
+            for (slot, generation, stream, writing) in t.unarmed() {
+                let mask = libc::POLLIN | if writing { libc::POLLOUT } else { 0 };
+                let ud = STREAM | (u64::from(generation & 0xff) << 24) | slot as u64;
+                polls.push(
+                    opcode::PollAdd::new(Fd(stream.as_raw_fd()), mask as u32)
+                        .build()
+                        .user_data(ud),
+                );
+            }
+            for e in &polls {
+                io.push(e)?;
+            }
+        } else {
             let (out, buf) = ep.outgoing();
             if ctl.trace.traces_messages() {
                 for o in out {
@@ -755,6 +859,9 @@ pub fn run_thread(
     }
     // Flush what is still queued so the peer sees the last messages.
     let _ = io.ring.submit();
+    if let Some(t) = tcp.as_mut() {
+        t.finish(Duration::from_secs(2));
+    }
     if let Some(t) = twin.as_mut() {
         let _ = t.set_nonblocking(false);
         let _ = t.set_write_timeout(Some(Duration::from_secs(2)));
@@ -798,7 +905,7 @@ mod tests {
         let rx = UdpSocket::bind("127.176.0.2:0").unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let tx = UdpSocket::bind("127.176.0.1:0").unwrap();
-        let mut io = Io::new(&tx, None).unwrap();
+        let mut io = Io::new(Some(&tx), None).unwrap();
         let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'a' + i; 300]).collect();
         let dst = rx.local_addr().unwrap();
         assert!(
@@ -822,7 +929,7 @@ mod tests {
     #[test]
     fn a_refused_gso_send_is_resent_datagram_by_datagram() {
         let tx = UdpSocket::bind("127.176.0.3:0").unwrap();
-        let mut io = Io::new(&tx, None).unwrap();
+        let mut io = Io::new(Some(&tx), None).unwrap();
         let dst: SocketAddr = "127.176.0.4:9".parse().unwrap();
         let parts = [vec![1u8; 200], vec![2u8; 200], vec![3u8; 200]];
         assert!(

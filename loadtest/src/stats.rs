@@ -33,10 +33,15 @@ pub enum FailReason {
     /// An `ereg` with `check_it` found no header (body, variable) to
     /// search.
     RegexpHdrNotFound,
+    /// Its TCP connection could not be opened.
+    TcpConnect,
+    /// Its TCP connection was closed by the peer or broke (SIPp fails
+    /// the calls of a closed connection, in their timewait too).
+    TcpClosed,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 11] = [
+    pub const ALL: [FailReason; 13] = [
         FailReason::MaxRetrans,
         FailReason::UnexpectedMessage,
         FailReason::RecvTimeout,
@@ -48,6 +53,8 @@ impl FailReason {
         FailReason::ErrorAction,
         FailReason::Rejected,
         FailReason::RegexpHdrNotFound,
+        FailReason::TcpConnect,
+        FailReason::TcpClosed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -63,6 +70,8 @@ impl FailReason {
             FailReason::ErrorAction => "error action",
             FailReason::Rejected => "call rejected (stop_call)",
             FailReason::RegexpHdrNotFound => "regexp header not found",
+            FailReason::TcpConnect => "TCP connection failed",
+            FailReason::TcpClosed => "TCP connection closed",
         }
     }
 }

@@ -15,12 +15,14 @@ use std::sync::Mutex;
 use crate::statfile::{general, rfc3339_time, wall_time};
 
 /// The run's trace files.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TraceFiles {
     messages: Option<Mutex<BufWriter<File>>>,
     errors: Option<Mutex<ErrorsFile>>,
     rtt: Option<Mutex<BufWriter<File>>>,
     logs: Option<Mutex<BufWriter<File>>>,
+    /// The transport the message log names (SIPp's "UDP message sent").
+    transport: &'static str,
 }
 
 #[derive(Debug)]
@@ -56,7 +58,14 @@ impl TraceFiles {
                 Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
                 None => None,
             },
+            transport: "UDP",
         })
+    }
+
+    /// The transport the message log names.
+    pub fn with_transport(mut self, transport: &'static str) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// `-trace_logs`: each `<log>` message, one line each, as SIPp writes
@@ -97,8 +106,9 @@ impl TraceFiles {
         let Ok(mut f) = m.lock() else { return };
         let _ = write!(
             f,
-            "----------------------------------------------- {}\nUDP message {} [{}] bytes:\n\n",
+            "----------------------------------------------- {}\n{} message {} [{}] bytes:\n\n",
             rfc3339_time(wall_us),
+            self.transport,
             if sent { "sent" } else { "received" },
             bytes.len()
         );

@@ -1840,3 +1840,40 @@ fn play_dtmf_sends_rfc4733_events_on_the_audio_stream() {
     assert_eq!((last[1], last[12], last[13]), (96, 9, 0x80 | 10));
     assert_eq!(u16::from_be_bytes([got[0].3[2], got[0].3[3]]), 1200);
 }
+
+/// A lost TCP connection fails the calls it carried, as SIPp's
+/// `tcpClose`: a callee's in their `<timewait>` too, with nothing sent.
+#[test]
+fn a_lost_connection_fails_its_calls() {
+    // SIPp's built-in callee: the ours with its 4 s <timewait>.
+    let callee = sbc_loadtest::builtin("uas").unwrap().replace(
+        "<ResponseTimeRepartition",
+        r#"<timewait milliseconds="4000"/><ResponseTimeRepartition"#,
+    );
+    let (mut a, mut b) = (
+        uac(builtin("uac"), config(Some(2))),
+        uas(scenario(&callee), config(None)),
+    );
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    // The caller's pause (-d 0) ends at once: BYE, 200, the callee is in
+    // its <timewait>.
+    net.now = 1_000;
+    a.handle_timeout(net.now);
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!((a.stats.succeeded, b.open_calls()), (1, 1));
+    b.connection_lost(2_000, addr(UAC), None, FailReason::TcpClosed);
+    assert_eq!(b.open_calls(), 0);
+    assert_eq!(b.stats.failed_by(FailReason::TcpClosed), 1);
+    assert!(drain(&mut b).is_empty());
+    // A caller's call (tn: by its serial) whose connection cannot open.
+    assert!(a.start_call(3_000));
+    drain(&mut a);
+    a.connection_lost(3_000, addr(UAS), Some(2), FailReason::TcpConnect);
+    assert_eq!(a.stats.failed_by(FailReason::TcpConnect), 1);
+    assert!(
+        drain(&mut a).is_empty(),
+        "no CANCEL on a connection that is not there"
+    );
+}

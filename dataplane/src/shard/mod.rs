@@ -39,7 +39,7 @@ use arc_swap::ArcSwap;
 pub use bufring::BufRing;
 pub use mailbox::{Handoff, Mailbox};
 pub use slots::{SendPool, UDP_SEGMENT, empty_msghdr};
-pub use socket::{decode_sockaddr, reuseport_udp};
+pub use socket::{decode_sockaddr, reuseport_tcp, reuseport_udp};
 pub use uring::{RecvMode, RingSizes};
 
 use sbc_core::b2bua::{Engine, Secrets, ShardId};

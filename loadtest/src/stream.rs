@@ -1,0 +1,430 @@
+//! SIPp's TCP transports (`-t t1`, `-t tn`) for one load thread: the
+//! connections, their framing (Content-Length, RFC 3261 §18.3, with
+//! `sbc_core`'s stream decoder) and their output.
+//!
+//! A callee listens (each thread on the same port, `SO_REUSEPORT`) and
+//! answers each message on the connection it came from; the engine knows
+//! a connection by its peer's address. A caller opens one connection for
+//! all its calls (`t1`) or one per call, closed when the call ends
+//! (`tn`); its calls' messages all come from the remote address. The
+//! runtime polls the sockets through its io_uring; this module reads and
+//! writes them without blocking.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use sbc_core::sip::stream::{Frame, StreamDecoder, StreamLimits};
+
+use crate::stats::FailReason;
+
+/// One connection per thread or one per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `-t t1`.
+    One,
+    /// `-t tn`.
+    PerCall,
+}
+
+/// A connection.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    decoder: StreamDecoder,
+    /// Bytes the socket did not take yet.
+    out: Vec<u8>,
+    /// Its poll is in the ring.
+    armed: bool,
+    /// Bumped when the slot is reused, so a late poll is recognised.
+    generation: u32,
+    /// `tn`: the call it carries.
+    call: Option<u64>,
+}
+
+/// The thread's TCP side.
+#[derive(Debug)]
+pub struct Streams {
+    mode: Mode,
+    listener: TcpListener,
+    /// A caller's destination, and the address its sockets bind.
+    remote: Option<SocketAddr>,
+    local_ip: IpAddr,
+    conns: Vec<Option<Conn>>,
+    generations: Vec<u32>,
+    free: Vec<usize>,
+    /// Callee: each connection by its peer; caller `t1`: the one.
+    by_peer: HashMap<SocketAddr, usize>,
+    /// Caller `tn`: each call's connection.
+    by_call: HashMap<u64, usize>,
+    /// The listener's poll is in the ring.
+    pub listener_armed: bool,
+    buf: Vec<u8>,
+    /// Messages that had no connection to go on.
+    pub errors: u64,
+    /// Connections that could not open or were lost since the runtime
+    /// last looked: (peer, the `tn` call, why); their calls fail.
+    pub lost: Vec<(SocketAddr, Option<u64>, FailReason)>,
+}
+
+/// How long a caller waits for a connection to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Streams {
+    /// A callee's side: `listener` (non-blocking after this).
+    pub fn listening(listener: TcpListener, mode: Mode) -> io::Result<Self> {
+        Self::new(mode, listener, None)
+    }
+
+    /// A thread's side: it accepts connections on `listener` (a caller
+    /// too: a peer may open one to reach it) and, with `remote`, opens
+    /// its own there from the listener's address.
+    pub fn new(mode: Mode, listener: TcpListener, remote: Option<SocketAddr>) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let local_ip = listener.local_addr()?.ip();
+        Ok(Streams {
+            mode,
+            listener,
+            remote,
+            local_ip,
+            conns: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_peer: HashMap::new(),
+            by_call: HashMap::new(),
+            listener_armed: false,
+            buf: vec![0; 65_536],
+            errors: 0,
+            lost: Vec::new(),
+        })
+    }
+
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.conns.iter().flatten().count()
+    }
+
+    /// The connections whose poll is not in the ring: (slot, generation,
+    /// socket, whether output waits).
+    pub fn unarmed(&mut self) -> impl Iterator<Item = (usize, u32, &TcpStream, bool)> {
+        self.conns.iter_mut().enumerate().filter_map(|(i, c)| {
+            let c = c.as_mut()?;
+            if c.armed {
+                return None;
+            }
+            c.armed = true;
+            Some((i, c.generation, &c.stream, !c.out.is_empty()))
+        })
+    }
+
+    /// Takes the connections the listener has ready.
+    pub fn accept(&mut self) {
+        self.listener_armed = false;
+        loop {
+            match self.listener.accept() {
+                Ok((s, peer)) => {
+                    if s.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let _ = s.set_nodelay(true);
+                    let i = self.add(s, peer, None);
+                    self.by_peer.insert(peer, i);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn add(&mut self, stream: TcpStream, peer: SocketAddr, call: Option<u64>) -> usize {
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.generations.push(0);
+            self.conns.len() - 1
+        });
+        let generation = self.generations.get(i).copied().unwrap_or(0);
+        if let Some(slot) = self.conns.get_mut(i) {
+            *slot = Some(Conn {
+                stream,
+                peer,
+                decoder: StreamDecoder::new(StreamLimits::default()),
+                out: Vec::new(),
+                armed: false,
+                generation,
+                call,
+            });
+        }
+        i
+    }
+
+    /// Closes connection `i` (the socket is shut down so that its poll
+    /// in the ring completes); `lost`: not by our choice, its calls fail.
+    fn close(&mut self, i: usize, lost: bool) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        if lost {
+            self.lost.push((c.peer, c.call, FailReason::TcpClosed));
+        }
+        let _ = c.stream.shutdown(Shutdown::Both);
+        if self.by_peer.get(&c.peer) == Some(&i) {
+            self.by_peer.remove(&c.peer);
+        }
+        if let Some(call) = c.call {
+            self.by_call.remove(&call);
+        }
+        if let Some(g) = self.generations.get_mut(i) {
+            *g = g.wrapping_add(1);
+        }
+        self.free.push(i);
+    }
+
+    /// `tn`: the call `serial` ended; its connection closes.
+    pub fn call_ended(&mut self, serial: u64) {
+        if let Some(&i) = self.by_call.get(&serial) {
+            self.close(i, false);
+        }
+    }
+
+    /// Connection `i`'s poll completed: reads what arrived, writes what
+    /// waited, and hands each whole message to `on`. A connection the
+    /// peer closed, or that carries something not SIP, is closed.
+    pub fn ready(&mut self, i: usize, generation: u32, mut on: impl FnMut(SocketAddr, &[u8])) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        c.armed = false;
+        let mut closed = flush(c).is_err();
+        while !closed {
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => closed = true,
+                Ok(n) => c.decoder.push(self.buf.get(..n).unwrap_or(&[])),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => closed = true,
+            }
+        }
+        loop {
+            match c.decoder.next_frame() {
+                None => break,
+                Some(Ok(Frame::Message(m))) => on(c.peer, &m),
+                // RFC 5626: a double-CRLF ping gets a CRLF pong.
+                Some(Ok(Frame::Ping)) => {
+                    c.out.extend_from_slice(b"\r\n");
+                    closed |= flush(c).is_err();
+                }
+                Some(Err(_)) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            self.close(i, true);
+        }
+    }
+
+    /// Sends `bytes` of call `call` to `dst`: on the connection from that
+    /// peer (callee), the thread's one (`t1`) or the call's own (`tn`),
+    /// opened when needed. False when it cannot go.
+    pub fn send(&mut self, dst: SocketAddr, call: u64, bytes: &[u8]) -> bool {
+        // A connection from that peer first (a callee's, or one a peer
+        // opened to a caller), then the caller's own.
+        let i = match (self.by_peer.get(&dst).copied(), self.remote, self.mode) {
+            (Some(i), _, _) => Some(i),
+            (None, None, _) => None,
+            (None, Some(_), Mode::One) => self.connect(dst, None),
+            // A message of no call (an ended one's) opens nothing.
+            (None, Some(_), Mode::PerCall) if call == 0 => None,
+            (None, Some(_), Mode::PerCall) => match self.by_call.get(&call) {
+                Some(&i) => Some(i),
+                None => self.connect(dst, Some(call)),
+            },
+        };
+        let Some(c) = i
+            .and_then(|i| self.conns.get_mut(i))
+            .and_then(Option::as_mut)
+        else {
+            self.errors += 1;
+            return false;
+        };
+        c.out.extend_from_slice(bytes);
+        if flush(c).is_err() {
+            if let Some(i) = i {
+                self.close(i, true);
+            }
+            self.errors += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Opens a connection to `dst` from the local address (a blocking
+    /// connect, bounded).
+    fn connect(&mut self, dst: SocketAddr, call: Option<u64>) -> Option<usize> {
+        let Some(stream) = dial(self.local_ip, dst) else {
+            // Its calls fail (SIPp: "TCP connection failed").
+            self.lost.push((dst, call, FailReason::TcpConnect));
+            return None;
+        };
+        let _ = stream.set_nodelay(true);
+        let i = self.add(stream, dst, call);
+        match call {
+            Some(c) => {
+                self.by_call.insert(c, i);
+            }
+            None => {
+                self.by_peer.insert(dst, i);
+            }
+        }
+        Some(i)
+    }
+
+    /// Writes out what waits on every connection (at the end of a run),
+    /// waiting up to `limit` for slow ones.
+    pub fn finish(&mut self, limit: Duration) {
+        for c in self.conns.iter_mut().flatten() {
+            if c.out.is_empty() {
+                continue;
+            }
+            let _ = c.stream.set_nonblocking(false);
+            let _ = c.stream.set_write_timeout(Some(limit));
+            let _ = c.stream.write_all(&c.out);
+            c.out.clear();
+        }
+    }
+}
+
+/// A non-blocking connection to `dst` from `local_ip` (the connect
+/// itself waits, bounded).
+fn dial(local_ip: IpAddr, dst: SocketAddr) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(dst),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .ok()?;
+    socket.bind(&SocketAddr::new(local_ip, 0).into()).ok()?;
+    socket.connect_timeout(&dst.into(), CONNECT_TIMEOUT).ok()?;
+    let stream: TcpStream = socket.into();
+    stream.set_nonblocking(true).ok()?;
+    Some(stream)
+}
+
+/// Writes what the socket takes now; the rest waits in `out`.
+fn flush(c: &mut Conn) -> io::Result<()> {
+    while !c.out.is_empty() {
+        match c.stream.write(&c.out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn drive(s: &mut Streams, rounds: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut got = Vec::new();
+        for _ in 0..rounds {
+            s.accept();
+            let ids: Vec<(usize, u32)> = s
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.generation)))
+                .collect();
+            for (i, g) in ids {
+                s.ready(i, g, |p, m| got.push((p, m.to_vec())));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    }
+
+    #[test]
+    fn messages_are_framed_and_answered_on_their_connection() {
+        let l = TcpListener::bind("127.176.1.2:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut callee = Streams::listening(l, Mode::One).unwrap();
+        let own = TcpListener::bind("127.176.1.1:0").unwrap();
+        let mut caller = Streams::new(Mode::PerCall, own, Some(addr)).unwrap();
+        let m1 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 4\r\n\r\nbody";
+        let m2 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 2\r\nContent-Length: 0\r\n\r\n";
+        assert!(caller.send(addr, 1, m1));
+        assert!(caller.send(addr, 2, m2));
+        assert_eq!(caller.open(), 2, "one connection per call");
+        let got = drive(&mut callee, 20);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().any(|(_, m)| m == m1) && got.iter().any(|(_, m)| m == m2));
+        // The answer goes back on the connection the message came on.
+        let (peer, _) = got.iter().find(|(_, m)| m == m1).unwrap();
+        assert!(callee.send(*peer, 0, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        let back = drive(&mut caller, 20);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0, addr);
+        // The call's end closes its connection; the callee sees it go.
+        caller.call_ended(1);
+        caller.call_ended(2);
+        assert_eq!(caller.open(), 0);
+        drive(&mut callee, 20);
+        assert_eq!(callee.open(), 0);
+        // Closed by the peer: the callee's calls from there are lost.
+        assert_eq!(callee.lost.len(), 2);
+        assert!(
+            callee
+                .lost
+                .iter()
+                .all(|l| l.2 == FailReason::TcpClosed && l.1.is_none())
+        );
+        assert!(caller.lost.is_empty(), "the caller closed them");
+        // Nowhere to send: counted.
+        assert!(!callee.send(*peer, 0, b"x"));
+        assert_eq!(callee.errors, 1);
+        // Nothing listens: the call's connection cannot open.
+        let closed = TcpListener::bind("127.176.1.3:0").unwrap();
+        let gone = closed.local_addr().unwrap();
+        drop(closed);
+        assert!(!caller.send(gone, 7, b"x"));
+        assert_eq!(caller.lost, [(gone, Some(7), FailReason::TcpConnect)]);
+    }
+
+    #[test]
+    fn garbage_closes_only_its_connection() {
+        let l = TcpListener::bind("127.176.1.4:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut callee = Streams::listening(l, Mode::One).unwrap();
+        let mut good = TcpStream::connect(addr).unwrap();
+        let mut bad = TcpStream::connect(addr).unwrap();
+        bad.write_all(b"INVITE sip:x SIP/2.0\r\nContent-Length: zz\r\n\r\n")
+            .unwrap();
+        good.write_all(b"\r\n\r\nBYE sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let got = drive(&mut callee, 20);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.starts_with(b"BYE"));
+        assert_eq!(callee.open(), 1);
+        // The ping got its pong.
+        good.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut pong = [0u8; 2];
+        good.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"\r\n");
+    }
+}
