@@ -68,6 +68,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "trace_logs",
     "log_file",
     "trace_counts",
+    "tdmmap",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -75,9 +76,9 @@ const SIPP_OPTIONS: &[&str] = &[
 const UNSUPPORTED: &[&str] = &[
     "tls_cert",
     "tls_key",
-    "tdmmap",
     "master",
     "slave",
+    "slave_cfg",
     "rsa",
     "ci",
     "sd",
@@ -227,6 +228,10 @@ pub struct Args {
     /// The message log's name.
     #[arg(long = "message_file", value_name = "FILE")]
     pub message_file: Option<PathBuf>,
+    /// `-tdmmap {X-X'}{H}{Y-Y'}{Z-Z'}`: a table of TDM circuits, one per
+    /// call ([tdmmap]); a call with none free fails (one thread).
+    #[arg(long = "tdmmap", value_name = "MAP")]
+    pub tdmmap: Option<String>,
     /// Write SIPp's counts file (SCENARIO_PID_counts.csv) every -fd
     /// seconds.
     #[arg(long = "trace_counts")]
@@ -468,8 +473,10 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_options_are_named() {
-        let e = parse("sipp -sn uac -tdmmap {0-3}{99}{5-8}{1-31} 127.0.0.1").unwrap_err();
-        assert!(e.contains("-tdmmap"), "{e}");
+        let e = parse("sipp -sn uac -slave_cfg x.cfg 127.0.0.1").unwrap_err();
+        let a = parse("sipp -sn uac -tdmmap {0-3}{99}{5-8}{1-31} 127.0.0.1").unwrap();
+        assert_eq!(a.tdmmap.as_deref(), Some("{0-3}{99}{5-8}{1-31}"));
+        assert!(e.contains("-slave_cfg"), "{e}");
         let a = parse("sipp -sn uac -key host x.example -key n -2 -inf a.csv -inf b/c.csv -infindex c.csv 0 -bg 127.0.0.1").unwrap();
         assert_eq!(a.key, ["host", "x.example", "n", "-2"]);
         assert_eq!(a.inject_files.len(), 2);

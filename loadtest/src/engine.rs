@@ -108,6 +108,67 @@ pub struct Config {
     /// `[file name="..."]` files with a fixed name, read when the run
     /// starts (others are read when a message needs them, as SIPp).
     pub files: HashMap<String, Vec<u8>>,
+    /// `-tdmmap`.
+    pub tdmmap: Option<TdmMap>,
+}
+
+/// `-tdmmap {X-X'}{H}{Y-Y'}{Z-Z'}`: a table of TDM circuits; a caller's
+/// call takes a free one (or fails as SIPp's outbound congestion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TdmMap {
+    pub x: u32,
+    pub a: u32,
+    pub h: u32,
+    pub y: u32,
+    pub b: u32,
+    pub z: u32,
+    pub c: u32,
+}
+
+impl TdmMap {
+    /// Reads SIPp's form `{%d-%d}{%d}{%d-%d}{%d-%d}`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut n = Vec::new();
+        for group in s.strip_prefix('{')?.strip_suffix('}')?.split("}{") {
+            match group.split_once('-') {
+                Some((lo, hi)) => {
+                    n.push(lo.trim().parse::<u32>().ok()?);
+                    n.push(hi.trim().parse::<u32>().ok()?);
+                }
+                None => n.push(group.trim().parse::<u32>().ok()?),
+            }
+        }
+        let [x1, x2, h, y1, y2, z1, z2] = n.as_slice() else {
+            return None;
+        };
+        Some(TdmMap {
+            x: *x1,
+            a: x2.checked_sub(*x1)?,
+            h: *h,
+            y: *y1,
+            b: y2.checked_sub(*y1)?,
+            z: *z1,
+            c: z2.checked_sub(*z1)?,
+        })
+    }
+
+    /// How many circuits.
+    pub fn circuits(&self) -> usize {
+        ((self.a + 1) * (self.b + 1) * (self.c + 1)) as usize
+    }
+
+    /// Circuit `n` as SIPp writes it.
+    fn write(&self, n: u32, out: &mut Vec<u8>) {
+        let (b1, c1) = (self.b + 1, self.c + 1);
+        let text = format!(
+            "{}.{}.{}/{}",
+            self.x + (n / (b1 * c1)) % (self.a + 1),
+            self.h,
+            self.y + (n / c1) % b1,
+            self.z + n % c1
+        );
+        out.extend_from_slice(text.as_bytes());
+    }
 }
 
 /// SIPp's `[dynamic_id]` counter: from `start`, by `step`, back to
@@ -243,6 +304,7 @@ impl Config {
             },
             rfc3339: false,
             files: HashMap::new(),
+            tdmmap: None,
         }
     }
 }
@@ -377,6 +439,8 @@ struct Call {
     timewait: bool,
     /// Its user (`-users`), else 0.
     user: u32,
+    /// Its TDM circuit plus one (`-tdmmap`), else 0.
+    tdm: u32,
 }
 
 impl Call {
@@ -421,6 +485,7 @@ impl Call {
             media_from: [None; 3],
             timewait: false,
             user: 0,
+            tdm: 0,
         }
     }
 
@@ -455,6 +520,7 @@ impl Call {
         self.media_from = [None; 3];
         self.timewait = false;
         self.user = 0;
+        self.tdm = 0;
         self.inject_rows.clear();
         self.dest = None;
         self.txns.iter_mut().for_each(Vec::clear);
@@ -604,6 +670,8 @@ pub struct Endpoint {
     dynamic_id: Cell<u64>,
     /// The SSRC of the last `play_dtmf` (0: none yet).
     dtmf_ssrc: u32,
+    /// `-tdmmap`: the circuits in use.
+    tdm_busy: Vec<bool>,
     /// The `-inf` files (`<insert>` and `<replace>` change this thread's
     /// copy; a scenario that does runs on one thread).
     inject: RefCell<Option<Arc<Injection>>>,
@@ -777,6 +845,7 @@ impl Endpoint {
             pid: cfg.pid.to_string().into_bytes(),
             dynamic_id: Cell::new(cfg.dynamic.start),
             dtmf_ssrc: 0,
+            tdm_busy: vec![false; cfg.tdmmap.map_or(0, |t| t.circuits())],
             inject: RefCell::new(cfg.inject.clone()),
             free_users: VecDeque::new(),
             user_vars: HashMap::new(),
@@ -1444,6 +1513,29 @@ impl Endpoint {
         if !self.scn.starts_with_send() || !self.take_quota() {
             return false;
         }
+        // With -tdmmap, a call needs a free circuit (SIPp looks from a
+        // random one on); without, it is created and fails at once.
+        let tdm = if self.tdm_busy.is_empty() {
+            0
+        } else {
+            let n = self.tdm_busy.len();
+            let from = (next_random(&mut self.rng) as usize) % n;
+            match (0..n).map(|i| (from + i) % n).find(|&i| !self.tdm_busy[i]) {
+                Some(i) => {
+                    self.tdm_busy[i] = true;
+                    u32::try_from(i + 1).unwrap_or(u32::MAX)
+                }
+                None => {
+                    self.stats.created += 1;
+                    self.stats.fail(FailReason::OutboundCongestion);
+                    self.stats.warnings += 1;
+                    self.error(|| {
+                        "Can't create new outgoing call: all tdm_map circuits busy".into()
+                    });
+                    return true;
+                }
+            }
+        };
         // With -users, a call needs a free user (SIPp: the last one).
         let user = if self.cfg.users.is_some() {
             match self.free_users.pop_back() {
@@ -1457,8 +1549,12 @@ impl Endpoint {
             if user > 0 {
                 self.free_users.push_back(user);
             }
+            self.free_tdm(tdm);
             return false;
         };
+        if let Some(call) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) {
+            call.tdm = tdm;
+        }
         if user > 0
             && let Some(call) = self.slab.get_mut(slot as usize).and_then(Option::as_mut)
         {
@@ -1495,6 +1591,16 @@ impl Endpoint {
                 let slot = u32::try_from(slot).unwrap_or(u32::MAX);
                 self.run(slot, now, |_, _, _| Flow::Failed(reason));
             }
+        }
+    }
+
+    /// Gives circuit `tdm` (plus one; 0: none) back.
+    fn free_tdm(&mut self, tdm: u32) {
+        if let Some(b) = (tdm as usize)
+            .checked_sub(1)
+            .and_then(|i| self.tdm_busy.get_mut(i))
+        {
+            *b = false;
         }
     }
 
@@ -1599,6 +1705,7 @@ impl Endpoint {
     }
 
     fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
+        self.free_tdm(call.tdm);
         if self.cfg.report_ended {
             self.ended.push(call.serial);
         }
@@ -2664,6 +2771,11 @@ impl Env<'_> {
                 out.extend_from_slice(crate::statfile::http_date(self.wall_us()).as_bytes());
             }
             Keyword::SippVersion => out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes()),
+            Keyword::TdmMap => {
+                if let Some(t) = &self.cfg.tdmmap {
+                    t.write(call.tdm, out);
+                }
+            }
             Keyword::File(name) => {
                 let mut path = Vec::new();
                 name.render_value(&mut path, |k, o| {

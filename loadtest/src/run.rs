@@ -220,6 +220,15 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     };
     cfg.rfc3339 = args.rfc3339;
     cfg.files = fixed_files(&scn)?;
+    cfg.tdmmap = match &args.tdmmap {
+        Some(m) => Some(crate::engine::TdmMap::parse(m).ok_or_else(|| {
+            format!("-tdmmap {m}: must be of the form {{0-3}}{{99}}{{5-8}}{{1-31}}")
+        })?),
+        None => None,
+    };
+    if cfg.tdmmap.is_none() && scn.uses(|k| matches!(k, Keyword::TdmMap)) {
+        return Err("[tdmmap] keyword without the -tdmmap option".into());
+    }
     for pair in args.set.chunks(2) {
         let [name, value] = pair else {
             return Err("-set needs a name and a value".into());
@@ -242,7 +251,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     // this thread must own).
     // So too when <insert>/<replace> change an -inf file: every call
     // must see the change.
-    let threads = if twin.is_some() || scn.changes_injection() {
+    let threads = if twin.is_some() || scn.changes_injection() || cfg.tdmmap.is_some() {
         1
     } else {
         args.threads.unwrap_or(cores).clamp(1, 256)

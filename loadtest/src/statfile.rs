@@ -181,7 +181,7 @@ impl StatFile {
                 f(FailReason::RegexpNoMatch),
                 0,
                 f(FailReason::RegexpHdrNotFound),
-                0,
+                f(FailReason::OutboundCongestion),
                 f(FailReason::RecvTimeout),
                 0,
                 0,

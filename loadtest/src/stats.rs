@@ -35,13 +35,15 @@ pub enum FailReason {
     RegexpHdrNotFound,
     /// Its TCP connection could not be opened.
     TcpConnect,
+    /// `-tdmmap`: every circuit was busy (SIPp's outbound congestion).
+    OutboundCongestion,
     /// Its TCP connection was closed by the peer or broke (SIPp fails
     /// the calls of a closed connection, in their timewait too).
     TcpClosed,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 13] = [
+    pub const ALL: [FailReason; 14] = [
         FailReason::MaxRetrans,
         FailReason::UnexpectedMessage,
         FailReason::RecvTimeout,
@@ -55,6 +57,7 @@ impl FailReason {
         FailReason::RegexpHdrNotFound,
         FailReason::TcpConnect,
         FailReason::TcpClosed,
+        FailReason::OutboundCongestion,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +74,7 @@ impl FailReason {
             FailReason::Rejected => "call rejected (stop_call)",
             FailReason::RegexpHdrNotFound => "regexp header not found",
             FailReason::TcpConnect => "TCP connection failed",
+            FailReason::OutboundCongestion => "all tdm_map circuits busy",
             FailReason::TcpClosed => "TCP connection closed",
         }
     }

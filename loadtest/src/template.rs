@@ -92,6 +92,8 @@ pub enum Keyword {
     Date,
     /// `[sipp_version]`: sbc-load's version.
     SippVersion,
+    /// `[tdmmap]`: the call's TDM circuit (`-tdmmap`), `x.h.y/z`.
+    TdmMap,
     /// `[file name="..."]`: the contents of the file (its name may hold
     /// keywords).
     File(Box<Template>),
@@ -577,12 +579,7 @@ fn parse_keyword(whole: &str, vars: &mut dyn VarTable) -> Result<Part, TemplateE
         "timestamp" => Keyword::Timestamp,
         "date" => Keyword::Date,
         "sipp_version" => Keyword::SippVersion,
-        "tdmmap" => {
-            return Err(TemplateError::BadArgument(
-                whole.to_string(),
-                "needs SIPp's -tdmmap, which sbc-load does not support",
-            ));
-        }
+        "tdmmap" => Keyword::TdmMap,
         // A -key value, last as in SIPp (built-in names win).
         _ => {
             return match vars.generic(base) {

@@ -270,8 +270,18 @@ fn run_pair(net: u8, caller: Side, callee: Side, uac: &str, uas: &str, calls: u3
         std::fs::read_to_string(dir.path().join(format!("{}.err", stem.to_string_lossy())))
             .unwrap_or_default()
     };
-    assert_eq!(uac_code, Some(0), "caller exit status ({uac}): {}", err(uac));
-    assert_eq!(uas_code, Some(0), "callee exit status ({uas}): {}", err(uas));
+    assert_eq!(
+        uac_code,
+        Some(0),
+        "caller exit status ({uac}): {}",
+        err(uac)
+    );
+    assert_eq!(
+        uas_code,
+        Some(0),
+        "callee exit status ({uas}): {}",
+        err(uas)
+    );
     log.iter().map(|(d, m)| shape(*d, m)).collect()
 }
 

@@ -1877,3 +1877,58 @@ fn a_lost_connection_fails_its_calls() {
         "no CANCEL on a connection that is not there"
     );
 }
+
+/// `-tdmmap`: each call takes a free circuit, written as SIPp writes it
+/// (`x.h.y/z`); with every circuit busy a new call fails at once as
+/// SIPp's outbound congestion; an ended call's circuit is free again.
+#[test]
+fn tdm_circuits_are_taken_and_given_back() {
+    use sbc_loadtest::engine::TdmMap;
+    let scn = scenario(
+        r#"<scenario name="tdm">
+        <send><![CDATA[
+          MESSAGE sip:x@[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          From: <sip:a@[local_ip]>;tag=[call_number]
+          To: <sip:x@[remote_ip]>
+          Call-ID: [call_id]
+          CSeq: [cseq] MESSAGE
+          X-Circuit: [tdmmap]
+          Content-Length: 0
+        ]]></send>
+        <recv response="200"/>
+        </scenario>"#,
+    );
+    let map = TdmMap::parse("{0-0}{99}{5-5}{1-2}").unwrap();
+    assert_eq!(map.circuits(), 2);
+    assert!(TdmMap::parse("{0-3}{99}{5-8}").is_none());
+    assert!(TdmMap::parse("{3-0}{99}{5-8}{1-31}").is_none());
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.tdmmap = Some(map);
+    let mut a = uac(scn, Arc::new(c));
+    let circuit = |m: &[u8]| {
+        let m = String::from_utf8(m.to_vec()).unwrap();
+        m.lines()
+            .find(|l| l.starts_with("X-Circuit"))
+            .unwrap()
+            .to_string()
+    };
+    let mut sent = Vec::new();
+    for t in 0..3 {
+        assert!(a.start_call(t));
+        sent.extend(drain(&mut a).into_iter().map(|(_, m)| m));
+    }
+    // Two circuits: the third call fails without a message.
+    let mut circuits: Vec<String> = sent.iter().map(|m| circuit(m)).collect();
+    circuits.sort();
+    assert_eq!(circuits, ["X-Circuit: 0.99.5/1", "X-Circuit: 0.99.5/2"]);
+    assert_eq!(a.stats.failed_by(FailReason::OutboundCongestion), 1);
+    assert_eq!(a.open_calls(), 2);
+    // The first call ends: its circuit is the one the next call takes.
+    a.handle_datagram(4, addr(UAS), &response_to(&sent[0], "200 OK"));
+    assert_eq!(a.open_calls(), 1);
+    assert!(a.start_call(5));
+    let next = drain(&mut a).remove(0).1;
+    assert_eq!(circuit(&next), circuit(&sent[0]));
+    assert_eq!(a.stats.failed_by(FailReason::OutboundCongestion), 1);
+}
