@@ -23,7 +23,7 @@
 //! unexpected message. Requests are retransmitted over UDP from their T1
 //! (doubling, capped at T2 except for INVITE) until a `<recv>` matches.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -103,6 +103,8 @@ pub struct Config {
     pub users: Option<usize>,
     /// `-dynamicStart`, `-dynamicMax`, `-dynamicStep` (`[dynamic_id]`).
     pub dynamic: Dynamic,
+    /// `[dynamic_id]`'s next value, one counter for the run (as SIPp's).
+    pub dynamic_id: Arc<AtomicU64>,
     /// `-rfc3339`: `[timestamp]` (and the statistics' times) in RFC 3339.
     pub rfc3339: bool,
     /// `[file name="..."]` files with a fixed name, read when the run
@@ -302,6 +304,7 @@ impl Config {
                 max: 12_000,
                 step: 4,
             },
+            dynamic_id: Arc::new(AtomicU64::new(10_000)),
             rfc3339: false,
             files: HashMap::new(),
             tdmmap: None,
@@ -666,8 +669,6 @@ pub struct Endpoint {
     /// Where a caller sends its first message.
     remote: Option<SocketAddr>,
     pid: Vec<u8>,
-    /// SIPp's `[dynamic_id]` counter.
-    dynamic_id: Cell<u64>,
     /// The SSRC of the last `play_dtmf` (0: none yet).
     dtmf_ssrc: u32,
     /// `-tdmmap`: the circuits in use.
@@ -843,7 +844,6 @@ impl Endpoint {
             media_ip: ip_text(cfg.media_ip),
             remote_ip: remote.map_or_else(Vec::new, |r| ip_text(r.ip())),
             pid: cfg.pid.to_string().into_bytes(),
-            dynamic_id: Cell::new(cfg.dynamic.start),
             dtmf_ssrc: 0,
             tdm_busy: vec![false; cfg.tdmmap.map_or(0, |t| t.circuits())],
             inject: RefCell::new(cfg.inject.clone()),
@@ -887,7 +887,6 @@ impl Endpoint {
             media_ip: &self.media_ip,
             remote: self.remote,
             remote_ip: &self.remote_ip,
-            dynamic_id: &self.dynamic_id,
             inject: &self.inject,
             now,
         }
@@ -1510,7 +1509,22 @@ impl Endpoint {
         let Some(remote) = self.remote else {
             return false;
         };
-        if !self.scn.starts_with_send() || !self.take_quota() {
+        if !self.scn.starts_with_send() {
+            return false;
+        }
+        // With -users, a call needs a free user (SIPp: the last one).
+        let user = if self.cfg.users.is_some() {
+            match self.free_users.pop_back() {
+                Some(u) => u,
+                None => return false,
+            }
+        } else {
+            0
+        };
+        if !self.take_quota() {
+            if user > 0 {
+                self.free_users.push_back(user);
+            }
             return false;
         }
         // With -tdmmap, a call needs a free circuit (SIPp looks from a
@@ -1526,6 +1540,9 @@ impl Endpoint {
                     u32::try_from(i + 1).unwrap_or(u32::MAX)
                 }
                 None => {
+                    if user > 0 {
+                        self.free_users.push_back(user);
+                    }
                     self.stats.created += 1;
                     self.stats.fail(FailReason::OutboundCongestion);
                     self.stats.warnings += 1;
@@ -1535,15 +1552,6 @@ impl Endpoint {
                     return true;
                 }
             }
-        };
-        // With -users, a call needs a free user (SIPp: the last one).
-        let user = if self.cfg.users.is_some() {
-            match self.free_users.pop_back() {
-                Some(u) => u,
-                None => return false,
-            }
-        } else {
-            0
         };
         let Some(slot) = self.new_call(now, remote, b"", user) else {
             if user > 0 {
@@ -1627,7 +1635,9 @@ impl Endpoint {
         }
         let flow = f(self, &mut call, now);
         self.save_globals(&call);
-        self.current = 0;
+        // `current` stays the call's through the clean-up below, so that
+        // its CANCEL/BYE go where its messages went (its own connection
+        // with -t tn).
         match flow {
             Flow::Waiting => {
                 // One timer entry per call at a time: a later deadline is
@@ -1702,6 +1712,7 @@ impl Endpoint {
                 self.end(slot, call, now);
             }
         }
+        self.current = 0;
     }
 
     fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
@@ -2648,8 +2659,6 @@ struct Env<'a> {
     /// The caller's destination, and its address as text.
     remote: Option<SocketAddr>,
     remote_ip: &'a [u8],
-    /// SIPp's `[dynamic_id]` counter (one per thread).
-    dynamic_id: &'a Cell<u64>,
     /// The `-inf` files.
     inject: &'a RefCell<Option<Arc<Injection>>>,
     /// The engine's time (µs since the run started).
@@ -2745,12 +2754,17 @@ impl Env<'_> {
             Keyword::Service => out.extend_from_slice(&self.cfg.service),
             Keyword::Pid => out.extend_from_slice(self.pid),
             Keyword::DynamicId => {
-                let d = &self.cfg.dynamic;
-                let id = self.dynamic_id.get();
+                let d = self.cfg.dynamic;
+                let step = |id: u64| {
+                    let next = id.saturating_add(d.step);
+                    Some(if next > d.max { d.start } else { next })
+                };
+                let id = self
+                    .cfg
+                    .dynamic_id
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
+                    .unwrap_or(d.start);
                 num(out, id);
-                let next = id.saturating_add(d.step);
-                self.dynamic_id
-                    .set(if next > d.max { d.start } else { next });
             }
             Keyword::MsgIndex => num(out, idx as u64),
             Keyword::ClockTick => num(out, self.now / 1000),
@@ -2954,16 +2968,22 @@ fn fatal_error(fatal: &mut Option<String>, text: String) -> FailReason {
 }
 
 /// `<setdest>`'s address: host (an IP address, IPv6 without brackets, or
-/// a name resolved as SIPp does), port (a number), protocol (the call's:
-/// UDP).
-fn set_dest(host: &[u8], port: &[u8], protocol: &[u8]) -> Result<SocketAddr, String> {
+/// a name resolved as SIPp does), port (a number), protocol (the run's:
+/// over TCP only with a connection per call, `-t tn`, as in SIPp).
+fn set_dest(host: &[u8], port: &[u8], protocol: &[u8], cfg: &Config) -> Result<SocketAddr, String> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    match protocol {
-        b"udp" | b"UDP" => {}
-        b"tcp" | b"TCP" | b"tls" | b"TLS" | b"sctp" | b"SCTP" => {
-            return Err("Can not switch protocols during setdest.".into());
-        }
+    let named = match protocol {
+        b"udp" | b"UDP" => "UDP",
+        b"tcp" | b"TCP" => "TCP",
+        b"tls" | b"TLS" => "TLS",
+        b"sctp" | b"SCTP" => "SCTP",
         p => return Err(format!("Unknown transport for setdest: '{}'", text(p))),
+    };
+    if named != cfg.transport {
+        return Err("Can not switch protocols during setdest.".into());
+    }
+    if named == "TCP" && !cfg.report_ended {
+        return Err("setdest over TCP needs a connection per call (-t tn).".into());
     }
     let Some(port) = c_number(port).filter(|p| (0.0..65_536.0).contains(p)) else {
         return Err(format!("Invalid port for setdest: '{}'", text(port)));
@@ -3369,7 +3389,8 @@ fn run_actions(
                 let host = env_value(env, host, call, idx, msg, fatal)?;
                 let port = env_value(env, port, call, idx, msg, fatal)?;
                 let protocol = env_value(env, protocol, call, idx, msg, fatal)?;
-                let to = set_dest(&host, &port, &protocol).map_err(|e| fatal_error(fatal, e))?;
+                let to = set_dest(&host, &port, &protocol, env.cfg)
+                    .map_err(|e| fatal_error(fatal, e))?;
                 call.dest = Some(to);
             }
             // As SIPp: the actions after it do not run.

@@ -140,7 +140,12 @@ impl Inject {
         };
         match self.printf {
             None => out.extend_from_slice(text),
-            Some(p) => write_printf(text, p.offset + line * p.multiple, out),
+            // C arithmetic, as SIPp: wrapping.
+            Some(p) => write_printf(
+                text,
+                p.offset.wrapping_add(line.wrapping_mul(p.multiple)),
+                out,
+            ),
         }
     }
 

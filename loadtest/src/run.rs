@@ -218,6 +218,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         max: args.dynamic_max,
         step: args.dynamic_step,
     };
+    cfg.dynamic_id = Arc::new(std::sync::atomic::AtomicU64::new(args.dynamic_start));
     cfg.rfc3339 = args.rfc3339;
     cfg.files = fixed_files(&scn)?;
     cfg.tdmmap = match &args.tdmmap {

@@ -37,8 +37,9 @@ const SEND: u64 = 2 << 32;
 /// The poll of a TCP listener.
 const LISTEN: u64 = 5;
 /// The poll of a TCP connection: slot in the low 24 bits, its
-/// generation (low 8 bits) above.
+/// generation (8 bits) above; [`STREAM_OUT`] marks a poll for writing.
 const STREAM: u64 = 1 << 48;
+const STREAM_OUT: u64 = 1 << 47;
 const BGID: u16 = 1;
 const RECV_BUFFERS: u16 = 2048;
 /// Largest datagram received, plus the recvmsg header and address.
@@ -196,7 +197,13 @@ impl Io {
             Err(_) => IoUring::builder().setup_cqsize(32768).build(8192)?,
         };
         let min_timeout = ring.params().is_feature_min_timeout();
-        let bufs = BufRing::new(RECV_BUFFERS, RECV_BUF, BGID)?;
+        // A TCP thread receives no datagram and sends none: token pools.
+        let (recv_buffers, send_slots) = if sock.is_some() {
+            (RECV_BUFFERS, SEND_SLOTS)
+        } else {
+            (2, 2)
+        };
+        let bufs = BufRing::new(recv_buffers, RECV_BUF, BGID)?;
         // SAFETY: the ring memory is page aligned, holds `entries` entries
         // and lives as long as `Io`; Drop unregisters it before `bufs` is
         // freed (fields drop after Drop::drop runs).
@@ -216,14 +223,14 @@ impl Io {
             ring,
             bufs,
             hdr,
-            send: SendPool::new(SEND_SLOTS, SEND_BUF),
+            send: SendPool::new(send_slots, SEND_BUF),
             in_flight: 0,
             fd: sock.map(|s| Fd(s.as_raw_fd())),
             min_timeout,
             send_to,
             connected,
             gso: true,
-            gso_sent: vec![None; usize::from(SEND_SLOTS)],
+            gso_sent: vec![None; usize::from(send_slots)],
         })
     }
 
@@ -510,8 +517,11 @@ pub fn run_thread(
                         continue;
                     }
                     if ud & STREAM != 0 {
-                        let (slot, generation) =
-                            ((ud & 0xff_ffff) as usize, ((ud >> 24) & 0xff) as u32);
+                        let (slot, generation) = ((ud & 0xff_ffff) as usize, (ud >> 24) as u8);
+                        if ud & STREAM_OUT != 0 {
+                            t.writable(slot, generation);
+                            continue;
+                        }
                         t.ready(slot, generation, |peer, bytes| {
                             if ctl.trace.traces_messages() {
                                 ctl.trace
@@ -674,8 +684,12 @@ pub fn run_thread(
             }
             let mut polls = Vec::new();
             for (slot, generation, stream, writing) in t.unarmed() {
-                let mask = libc::POLLIN | if writing { libc::POLLOUT } else { 0 };
-                let ud = STREAM | (u64::from(generation & 0xff) << 24) | slot as u64;
+                let (mask, out) = if writing {
+                    (libc::POLLOUT, STREAM_OUT)
+                } else {
+                    (libc::POLLIN, 0)
+                };
+                let ud = STREAM | out | (u64::from(generation) << 24) | slot as u64;
                 polls.push(
                     opcode::PollAdd::new(Fd(stream.as_raw_fd()), mask as u32)
                         .build()

@@ -36,10 +36,13 @@ struct Conn {
     decoder: StreamDecoder,
     /// Bytes the socket did not take yet.
     out: Vec<u8>,
-    /// Its poll is in the ring.
-    armed: bool,
-    /// Bumped when the slot is reused, so a late poll is recognised.
-    generation: u32,
+    /// Its read poll, and its write poll (while output waits), are in
+    /// the ring.
+    armed_in: bool,
+    armed_out: bool,
+    /// Bumped when the slot is reused, so a late poll is recognised (the
+    /// ring's user data carries these 8 bits).
+    generation: u8,
     /// `tn`: the call it carries.
     call: Option<u64>,
 }
@@ -53,14 +56,17 @@ pub struct Streams {
     remote: Option<SocketAddr>,
     local_ip: IpAddr,
     conns: Vec<Option<Conn>>,
-    generations: Vec<u32>,
+    generations: Vec<u8>,
     free: Vec<usize>,
     /// Callee: each connection by its peer; caller `t1`: the one.
     by_peer: HashMap<SocketAddr, usize>,
     /// Caller `tn`: each call's connection.
     by_call: HashMap<u64, usize>,
-    /// The listener's poll is in the ring.
+    /// The listener's poll is in the ring (or accepting waits for a
+    /// descriptor to be freed).
     pub listener_armed: bool,
+    /// Out of descriptors: no accepting until a connection closes.
+    accept_blocked: bool,
     buf: Vec<u8>,
     /// Messages that had no connection to go on.
     pub errors: u64,
@@ -95,6 +101,7 @@ impl Streams {
             by_peer: HashMap::new(),
             by_call: HashMap::new(),
             listener_armed: false,
+            accept_blocked: false,
             buf: vec![0; 65_536],
             errors: 0,
             lost: Vec::new(),
@@ -110,17 +117,24 @@ impl Streams {
         self.conns.iter().flatten().count()
     }
 
-    /// The connections whose poll is not in the ring: (slot, generation,
-    /// socket, whether output waits).
-    pub fn unarmed(&mut self) -> impl Iterator<Item = (usize, u32, &TcpStream, bool)> {
-        self.conns.iter_mut().enumerate().filter_map(|(i, c)| {
-            let c = c.as_mut()?;
-            if c.armed {
-                return None;
+    /// The polls to put in the ring: (slot, generation, socket, for
+    /// writing); each is marked armed.
+    pub fn unarmed(&mut self) -> Vec<(usize, u8, &TcpStream, bool)> {
+        let mut polls = Vec::new();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            let Some(c) = c.as_mut() else { continue };
+            let read = !c.armed_in;
+            let write = !c.armed_out && !c.out.is_empty();
+            c.armed_in = true;
+            c.armed_out |= write;
+            if read {
+                polls.push((i, c.generation, &c.stream, false));
             }
-            c.armed = true;
-            Some((i, c.generation, &c.stream, !c.out.is_empty()))
-        })
+            if write {
+                polls.push((i, c.generation, &c.stream, true));
+            }
+        }
+        polls
     }
 
     /// Takes the connections the listener has ready.
@@ -137,7 +151,16 @@ impl Streams {
                     self.by_peer.insert(peer, i);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(e) => {
+                    // Out of descriptors: the connection stays queued; no
+                    // new poll (it would fire at once, again and again)
+                    // until one of ours closes.
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        self.accept_blocked = true;
+                        self.listener_armed = true;
+                    }
+                    break;
+                }
             }
         }
     }
@@ -155,7 +178,8 @@ impl Streams {
                 peer,
                 decoder: StreamDecoder::new(StreamLimits::default()),
                 out: Vec::new(),
-                armed: false,
+                armed_in: false,
+                armed_out: false,
                 generation,
                 call,
             });
@@ -183,6 +207,24 @@ impl Streams {
             *g = g.wrapping_add(1);
         }
         self.free.push(i);
+        if self.accept_blocked {
+            self.accept_blocked = false;
+            self.listener_armed = false;
+        }
+    }
+
+    /// Connection `i` can take output: it takes what waits.
+    pub fn writable(&mut self, i: usize, generation: u8) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        c.armed_out = false;
+        if flush(c).is_err() {
+            self.close(i, true);
+        }
     }
 
     /// `tn`: the call `serial` ended; its connection closes.
@@ -195,14 +237,14 @@ impl Streams {
     /// Connection `i`'s poll completed: reads what arrived, writes what
     /// waited, and hands each whole message to `on`. A connection the
     /// peer closed, or that carries something not SIP, is closed.
-    pub fn ready(&mut self, i: usize, generation: u32, mut on: impl FnMut(SocketAddr, &[u8])) {
+    pub fn ready(&mut self, i: usize, generation: u8, mut on: impl FnMut(SocketAddr, &[u8])) {
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         if c.generation != generation {
             return;
         }
-        c.armed = false;
+        c.armed_in = false;
         let mut closed = flush(c).is_err();
         while !closed {
             match c.stream.read(&mut self.buf) {
@@ -245,8 +287,19 @@ impl Streams {
             (None, Some(_), Mode::One) => self.connect(dst, None),
             // A message of no call (an ended one's) opens nothing.
             (None, Some(_), Mode::PerCall) if call == 0 => None,
-            (None, Some(_), Mode::PerCall) => match self.by_call.get(&call) {
-                Some(&i) => Some(i),
+            (None, Some(_), Mode::PerCall) => match self.by_call.get(&call).copied() {
+                // A <setdest> elsewhere: the call's connection moves.
+                Some(i)
+                    if self
+                        .conns
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|c| c.peer != dst) =>
+                {
+                    self.close(i, false);
+                    self.connect(dst, Some(call))
+                }
+                Some(i) => Some(i),
                 None => self.connect(dst, Some(call)),
             },
         };
@@ -345,7 +398,7 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..rounds {
             s.accept();
-            let ids: Vec<(usize, u32)> = s
+            let ids: Vec<(usize, u8)> = s
                 .conns
                 .iter()
                 .enumerate()
@@ -404,6 +457,108 @@ mod tests {
         drop(closed);
         assert!(!caller.send(gone, 7, b"x"));
         assert_eq!(caller.lost, [(gone, Some(7), FailReason::TcpConnect)]);
+    }
+
+    #[test]
+    fn a_slot_reused_past_its_generations_is_still_read() {
+        let l = TcpListener::bind("127.176.1.6:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        l.set_nonblocking(true).unwrap();
+        let own = TcpListener::bind("127.176.1.5:0").unwrap();
+        let mut caller = Streams::new(Mode::PerCall, own, Some(addr)).unwrap();
+        // 300 calls one after the other: one slot, its 8-bit generation
+        // wraps.
+        for call in 1..=300 {
+            assert!(caller.send(addr, call, b"x"));
+            caller.call_ended(call);
+            while l.accept().is_ok() {}
+        }
+        assert!(caller.send(
+            addr,
+            301,
+            b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let mut peer = loop {
+            if let Ok((p, _)) = l.accept() {
+                break p;
+            }
+        };
+        peer.write_all(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let polls: Vec<(usize, u8, bool)> = caller
+            .unarmed()
+            .into_iter()
+            .map(|(i, g, _, w)| (i, g, w))
+            .collect();
+        assert_eq!(polls.len(), 1);
+        let (slot, generation, _) = polls[0];
+        assert_eq!(slot, 0);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            caller.ready(slot, generation, |_, m| got.push(m.to_vec()));
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got.len(), 1, "read through the wrapped generation");
+    }
+
+    #[test]
+    fn output_the_socket_cannot_take_waits_for_a_write_poll() {
+        let l = TcpListener::bind("127.176.1.8:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let own = TcpListener::bind("127.176.1.7:0").unwrap();
+        let mut caller = Streams::new(Mode::One, own, Some(addr)).unwrap();
+        // More than the socket buffers hold while the peer does not read.
+        let big = vec![b'a'; 16 << 20];
+        assert!(caller.send(addr, 1, &big));
+        let (mut peer, _) = l.accept().unwrap();
+        let polls: Vec<(usize, u8, bool)> = caller
+            .unarmed()
+            .into_iter()
+            .map(|(i, g, _, w)| (i, g, w))
+            .collect();
+        assert!(polls.iter().any(|p| p.2), "a write poll: {polls:?}");
+        let (slot, generation, _) = polls[0];
+        let reader = std::thread::spawn(move || {
+            let mut n = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while n < 16 << 20 {
+                match peer.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            n
+        });
+        for _ in 0..2000 {
+            caller.writable(slot, generation);
+            if caller.unarmed().iter().all(|p| !p.3) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(reader.join().unwrap(), 16 << 20);
+    }
+
+    #[test]
+    fn a_calls_connection_follows_its_setdest() {
+        let (l1, l2) = (
+            TcpListener::bind("127.176.1.10:0").unwrap(),
+            TcpListener::bind("127.176.1.11:0").unwrap(),
+        );
+        let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+        let own = TcpListener::bind("127.176.1.9:0").unwrap();
+        let mut caller = Streams::new(Mode::PerCall, own, Some(a1)).unwrap();
+        assert!(caller.send(a1, 4, b"one"));
+        assert!(caller.send(a2, 4, b"two"));
+        assert_eq!(caller.open(), 1, "the first connection closed");
+        let (mut p2, _) = l2.accept().unwrap();
+        let mut got = [0u8; 3];
+        p2.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"two");
+        assert!(caller.lost.is_empty());
     }
 
     #[test]

@@ -1932,3 +1932,24 @@ fn tdm_circuits_are_taken_and_given_back() {
     assert_eq!(circuit(&next), circuit(&sent[0]));
     assert_eq!(a.stats.failed_by(FailReason::OutboundCongestion), 1);
 }
+
+/// A failed call's clean-up (CANCEL, ACK, BYE) carries the call's serial,
+/// so that over `-t tn` it leaves on the call's own connection.
+#[test]
+fn a_failed_calls_cleanup_is_the_calls_own_output() {
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.recv_timeout_ms = Some(1_000);
+    let mut a = uac(builtin("uac"), Arc::new(c));
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    a.handle_datagram(1, addr(UAS), &response_to(&invite, "180 Ringing"));
+    let serial = a.outgoing().0.first().map(|o| o.call);
+    assert_eq!(serial, None, "nothing sent on the 180");
+    a.handle_timeout(2_000_000);
+    let (out, buf) = a.outgoing();
+    let cancel = out
+        .iter()
+        .find(|o| buf[o.start..o.start + o.len].starts_with(b"CANCEL"))
+        .expect("the CANCEL");
+    assert_ne!(cancel.call, 0);
+}
