@@ -3211,8 +3211,11 @@ fn run_actions(
                         *slot = val;
                     }
                 }
-                if (*check_it && !matched) || (*check_it_inverse && matched) {
+                if *check_it && !matched {
                     return Err(FailReason::RegexpNoMatch);
+                }
+                if *check_it_inverse && matched {
+                    return Err(FailReason::RegexpShouldntMatch);
                 }
             }
             Action::AssignStr { var, value } => {

@@ -179,7 +179,7 @@ impl StatFile {
                 f(FailReason::Rejected),
                 0,
                 f(FailReason::RegexpNoMatch),
-                0,
+                f(FailReason::RegexpShouldntMatch),
                 f(FailReason::RegexpHdrNotFound),
                 f(FailReason::OutboundCongestion),
                 f(FailReason::RecvTimeout),
@@ -311,11 +311,14 @@ fn mean_ms(h: &Histogram<u64>) -> u64 {
     }
 }
 
+/// The sample standard deviation (n - 1), as SIPp's `computeStdev`
+/// (hdrhistogram's is the population's).
 fn stdev_ms(h: &Histogram<u64>) -> u64 {
-    if h.len() < 2 {
+    let n = h.len() as f64;
+    if n < 2.0 {
         0
     } else {
-        (h.stdev() / 1000.0) as u64
+        (h.stdev() * (n / (n - 1.0)).sqrt() / 1000.0) as u64
     }
 }
 

@@ -17,6 +17,8 @@ pub enum FailReason {
     RecvTimeout,
     /// An `ereg` with `check_it` did not match.
     RegexpNoMatch,
+    /// An `ereg` with `check_it_inverse` matched.
+    RegexpShouldntMatch,
     /// The run ended (`-timeout`, a signal) with the call still open.
     Aborted,
     /// The scenario jumped in a loop without waiting.
@@ -43,11 +45,12 @@ pub enum FailReason {
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 14] = [
+    pub const ALL: [FailReason; 15] = [
         FailReason::MaxRetrans,
         FailReason::UnexpectedMessage,
         FailReason::RecvTimeout,
         FailReason::RegexpNoMatch,
+        FailReason::RegexpShouldntMatch,
         FailReason::Aborted,
         FailReason::ScenarioLoop,
         FailReason::SendError,
@@ -66,6 +69,7 @@ impl FailReason {
             FailReason::UnexpectedMessage => "unexpected message",
             FailReason::RecvTimeout => "receive timeout",
             FailReason::RegexpNoMatch => "regexp does not match",
+            FailReason::RegexpShouldntMatch => "regexp matches but should not",
             FailReason::Aborted => "still open at the end",
             FailReason::ScenarioLoop => "scenario loops",
             FailReason::SendError => "send error",

@@ -474,6 +474,17 @@ fn ereg_check_it_dooms_the_call_but_it_goes_on() {
     let out = drain(&mut b);
     assert_eq!(out.len(), 1, "the call goes on after a failed check");
     assert_eq!(b.stats.failed_by(FailReason::RegexpNoMatch), 1);
+
+    // check_it_inverse: a match fails the call, counted apart (SIPp's
+    // FailedRegexpShouldntMatch).
+    let inverse = uas_xml.replace(r#"check_it="true""#, r#"check_it_inverse="true""#);
+    let mut b = uas(scenario(&inverse), config(None));
+    b.handle_datagram(0, addr(UAC), invite_with_subject("hello", "c3").as_bytes());
+    b.handle_datagram(1, addr(UAC), invite_with_subject("123", "c4").as_bytes());
+    assert_eq!(drain(&mut b).len(), 2);
+    assert_eq!(b.stats.failed_by(FailReason::RegexpShouldntMatch), 1);
+    assert_eq!(b.stats.failed_by(FailReason::RegexpNoMatch), 0);
+    assert_eq!(b.stats.succeeded, 1);
 }
 
 #[test]
