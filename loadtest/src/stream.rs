@@ -36,6 +36,8 @@ struct Conn {
     decoder: StreamDecoder,
     /// Bytes the socket did not take yet.
     out: Vec<u8>,
+    /// Its non-blocking connect is under way (output waits for it).
+    connecting: bool,
     /// Its read poll, and its write poll (while output waits), are in
     /// the ring.
     armed_in: bool,
@@ -74,9 +76,6 @@ pub struct Streams {
     /// last looked: (peer, the `tn` call, why); their calls fail.
     pub lost: Vec<(SocketAddr, Option<u64>, FailReason)>,
 }
-
-/// How long a caller waits for a connection to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Streams {
     /// A callee's side: `listener` (non-blocking after this).
@@ -124,7 +123,7 @@ impl Streams {
         for (i, c) in self.conns.iter_mut().enumerate() {
             let Some(c) = c.as_mut() else { continue };
             let read = !c.armed_in;
-            let write = !c.armed_out && !c.out.is_empty();
+            let write = !c.armed_out && (!c.out.is_empty() || c.connecting);
             c.armed_in = true;
             c.armed_out |= write;
             if read {
@@ -178,6 +177,7 @@ impl Streams {
                 peer,
                 decoder: StreamDecoder::new(StreamLimits::default()),
                 out: Vec::new(),
+                connecting: false,
                 armed_in: false,
                 armed_out: false,
                 generation,
@@ -194,7 +194,12 @@ impl Streams {
             return;
         };
         if lost {
-            self.lost.push((c.peer, c.call, FailReason::TcpClosed));
+            let why = if c.connecting {
+                FailReason::TcpConnect
+            } else {
+                FailReason::TcpClosed
+            };
+            self.lost.push((c.peer, c.call, why));
         }
         let _ = c.stream.shutdown(Shutdown::Both);
         if self.by_peer.get(&c.peer) == Some(&i) {
@@ -222,7 +227,7 @@ impl Streams {
             return;
         }
         c.armed_out = false;
-        if flush(c).is_err() {
+        if !connected(c) || flush(c).is_err() {
             self.close(i, true);
         }
     }
@@ -245,6 +250,10 @@ impl Streams {
             return;
         }
         c.armed_in = false;
+        if !connected(c) {
+            self.close(i, true);
+            return;
+        }
         let mut closed = flush(c).is_err();
         while !closed {
             match c.stream.read(&mut self.buf) {
@@ -321,16 +330,19 @@ impl Streams {
         true
     }
 
-    /// Opens a connection to `dst` from the local address (a blocking
-    /// connect, bounded).
+    /// Opens a connection to `dst` from the local address; the connect
+    /// goes on without blocking the thread (output waits for it).
     fn connect(&mut self, dst: SocketAddr, call: Option<u64>) -> Option<usize> {
-        let Some(stream) = dial(self.local_ip, dst) else {
+        let Some((stream, connecting)) = dial(self.local_ip, dst) else {
             // Its calls fail (SIPp: "TCP connection failed").
             self.lost.push((dst, call, FailReason::TcpConnect));
             return None;
         };
         let _ = stream.set_nodelay(true);
         let i = self.add(stream, dst, call);
+        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+            c.connecting = connecting;
+        }
         match call {
             Some(c) => {
                 self.by_call.insert(c, i);
@@ -357,9 +369,9 @@ impl Streams {
     }
 }
 
-/// A non-blocking connection to `dst` from `local_ip` (the connect
-/// itself waits, bounded).
-fn dial(local_ip: IpAddr, dst: SocketAddr) -> Option<TcpStream> {
+/// A non-blocking connection to `dst` from `local_ip`, and whether its
+/// connect is still under way; `None` when it failed at once.
+fn dial(local_ip: IpAddr, dst: SocketAddr) -> Option<(TcpStream, bool)> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(dst),
         socket2::Type::STREAM,
@@ -367,15 +379,39 @@ fn dial(local_ip: IpAddr, dst: SocketAddr) -> Option<TcpStream> {
     )
     .ok()?;
     socket.bind(&SocketAddr::new(local_ip, 0).into()).ok()?;
-    socket.connect_timeout(&dst.into(), CONNECT_TIMEOUT).ok()?;
-    let stream: TcpStream = socket.into();
-    stream.set_nonblocking(true).ok()?;
-    Some(stream)
+    socket.set_nonblocking(true).ok()?;
+    let connecting = match socket.connect(&dst.into()) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
+        Err(_) => return None,
+    };
+    Some((socket.into(), connecting))
 }
 
-/// Writes what the socket takes now; the rest waits in `out`.
+/// Whether connection `c` is usable: a connect under way that has now
+/// finished becomes so; false when it failed.
+fn connected(c: &mut Conn) -> bool {
+    if !c.connecting {
+        return true;
+    }
+    match socket2::SockRef::from(&c.stream).take_error() {
+        Ok(None) => {
+            // Still under way until the peer answers (no error yet, not
+            // writable): a peer address tells it is done.
+            if c.stream.peer_addr().is_err() {
+                return true;
+            }
+            c.connecting = false;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Writes what the socket takes now; the rest waits in `out` (all of it
+/// while the connect is under way).
 fn flush(c: &mut Conn) -> io::Result<()> {
-    while !c.out.is_empty() {
+    while !c.out.is_empty() && !c.connecting {
         match c.stream.write(&c.out) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
@@ -405,6 +441,7 @@ mod tests {
                 .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.generation)))
                 .collect();
             for (i, g) in ids {
+                s.writable(i, g);
                 s.ready(i, g, |p, m| got.push((p, m.to_vec())));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -424,6 +461,8 @@ mod tests {
         assert!(caller.send(addr, 1, m1));
         assert!(caller.send(addr, 2, m2));
         assert_eq!(caller.open(), 2, "one connection per call");
+        // The connects finish without blocking; the messages then leave.
+        drive(&mut caller, 5);
         let got = drive(&mut callee, 20);
         assert_eq!(got.len(), 2);
         assert!(got.iter().any(|(_, m)| m == m1) && got.iter().any(|(_, m)| m == m2));
@@ -455,8 +494,11 @@ mod tests {
         let closed = TcpListener::bind("127.176.1.3:0").unwrap();
         let gone = closed.local_addr().unwrap();
         drop(closed);
-        assert!(!caller.send(gone, 7, b"x"));
+        // (refused at once, or when the connect that went on fails)
+        let _ = caller.send(gone, 7, b"x");
+        drive(&mut caller, 5);
         assert_eq!(caller.lost, [(gone, Some(7), FailReason::TcpConnect)]);
+        assert_eq!(caller.open(), 0);
     }
 
     #[test]
@@ -489,6 +531,7 @@ mod tests {
             .unarmed()
             .into_iter()
             .map(|(i, g, _, w)| (i, g, w))
+            .filter(|p| !p.2)
             .collect();
         assert_eq!(polls.len(), 1);
         let (slot, generation, _) = polls[0];
@@ -554,6 +597,7 @@ mod tests {
         assert!(caller.send(a1, 4, b"one"));
         assert!(caller.send(a2, 4, b"two"));
         assert_eq!(caller.open(), 1, "the first connection closed");
+        drive(&mut caller, 5);
         let (mut p2, _) = l2.accept().unwrap();
         let mut got = [0u8; 3];
         p2.read_exact(&mut got).unwrap();
