@@ -668,6 +668,8 @@ pub fn run_thread(
                 }
                 t.send(o.dst, o.call, bytes);
             }
+            // Written before an ended call's connection closes.
+            t.flush_queued();
             for serial in ep.ended.drain(..) {
                 t.call_ended(serial);
             }

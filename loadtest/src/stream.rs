@@ -38,6 +38,8 @@ struct Conn {
     out: Vec<u8>,
     /// Its non-blocking connect is under way (output waits for it).
     connecting: bool,
+    /// It is on the list of connections with output to write.
+    queued: bool,
     /// Its read poll, and its write poll (while output waits), are in
     /// the ring.
     armed_in: bool,
@@ -70,8 +72,12 @@ pub struct Streams {
     /// Out of descriptors: no accepting until a connection closes.
     accept_blocked: bool,
     buf: Vec<u8>,
-    /// Messages that had no connection to go on.
+    /// Messages that had no connection to go on, or whose connection
+    /// broke.
     pub errors: u64,
+    /// Connections with output queued since the last
+    /// [`Streams::flush_queued`].
+    queued: Vec<usize>,
     /// Connections that could not open or were lost since the runtime
     /// last looked: (peer, the `tn` call, why); their calls fail.
     pub lost: Vec<(SocketAddr, Option<u64>, FailReason)>,
@@ -103,6 +109,7 @@ impl Streams {
             accept_blocked: false,
             buf: vec![0; 65_536],
             errors: 0,
+            queued: Vec::new(),
             lost: Vec::new(),
         })
     }
@@ -178,6 +185,7 @@ impl Streams {
                 decoder: StreamDecoder::new(StreamLimits::default()),
                 out: Vec::new(),
                 connecting: false,
+                queued: false,
                 armed_in: false,
                 armed_out: false,
                 generation,
@@ -319,15 +327,28 @@ impl Streams {
             self.errors += 1;
             return false;
         };
+        // Written with the loop's other messages (one write a
+        // connection, not one a message).
         c.out.extend_from_slice(bytes);
-        if flush(c).is_err() {
-            if let Some(i) = i {
-                self.close(i, true);
-            }
-            self.errors += 1;
-            return false;
+        if !c.queued {
+            c.queued = true;
+            self.queued.extend(i);
         }
         true
+    }
+
+    /// Writes what [`Streams::send`] queued on each connection.
+    pub fn flush_queued(&mut self) {
+        for i in std::mem::take(&mut self.queued) {
+            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            c.queued = false;
+            if flush(c).is_err() {
+                self.close(i, true);
+                self.errors += 1;
+            }
+        }
     }
 
     /// Opens a connection to `dst` from the local address; the connect
@@ -432,6 +453,7 @@ mod tests {
 
     fn drive(s: &mut Streams, rounds: usize) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut got = Vec::new();
+        s.flush_queued();
         for _ in 0..rounds {
             s.accept();
             let ids: Vec<(usize, u8)> = s
@@ -469,6 +491,7 @@ mod tests {
         // The answer goes back on the connection the message came on.
         let (peer, _) = got.iter().find(|(_, m)| m == m1).unwrap();
         assert!(callee.send(*peer, 0, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        callee.flush_queued();
         let back = drive(&mut caller, 20);
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].0, addr);
