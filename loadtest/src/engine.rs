@@ -892,21 +892,20 @@ impl Endpoint {
         }
     }
 
-    /// Renders `msg` for `call` at step `idx` into `buf`; a keyword that
-    /// cannot render sets `failure` (a fatal one also [`Endpoint::fatal`]).
-    #[allow(clippy::too_many_arguments)]
+    /// Renders `msg` for `call` at step `idx` into `buf`; why the call
+    /// fails when a keyword cannot render (a fatal one also sets
+    /// [`Endpoint::fatal`]).
     fn render(
         &mut self,
         msg: &crate::template::Template,
         buf: &mut Vec<u8>,
         call: &Call,
-        idx: usize,
-        now: u64,
+        (idx, now): (usize, u64),
         last: (Option<&Message<'_>>, &[u8]),
-        failure: &mut Option<FailReason>,
-    ) {
+    ) -> Option<FailReason> {
         let env = self.env(now);
         let mut fatal = None;
+        let mut failure = None;
         msg.render(buf, |kw, out| match env.keyword(kw, call, idx, last, out) {
             Ok(()) => {}
             Err(KwError::Fail(r)) => {
@@ -920,6 +919,7 @@ impl Endpoint {
             self.fatal.get_or_insert(m);
             failure.get_or_insert(FailReason::ErrorAction);
         }
+        failure
     }
 
     /// Runs step `idx`'s actions on `msg` (the message received, sent, or
@@ -2358,17 +2358,13 @@ impl Endpoint {
                     }
                     let mut buf = std::mem::take(&mut call.last_sent);
                     buf.clear();
-                    let mut failure = None;
-                    self.render(
+                    if let Some(r) = self.render(
                         msg,
                         &mut buf,
                         call,
-                        idx,
-                        now,
+                        (idx, now),
                         (last.as_ref(), &last_bytes),
-                        &mut failure,
-                    );
-                    if let Some(r) = failure {
+                    ) {
                         call.last_sent = buf;
                         flow = Flow::Failed(r);
                         break;
@@ -2496,17 +2492,13 @@ impl Endpoint {
                 }
                 StepKind::SendCmd { msg } => {
                     let mut buf = Vec::with_capacity(512);
-                    let mut failure = None;
-                    self.render(
+                    if let Some(r) = self.render(
                         msg,
                         &mut buf,
                         call,
-                        idx,
-                        now,
+                        (idx, now),
                         (last.as_ref(), &last_bytes),
-                        &mut failure,
-                    );
-                    if let Some(r) = failure {
+                    ) {
                         flow = Flow::Failed(r);
                         break;
                     }
