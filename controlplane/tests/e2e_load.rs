@@ -301,9 +301,7 @@ fn sbc_load_over_tcp_through_the_sbc() {
         let net = Net(151 + k as u8);
         let mut config = example_config(net, 2);
         if uas_t != "u1" {
-            let at = format!("address = \"{}:5060\"\n", net.carrier_a());
-            assert!(config.contains(&at), "{config}");
-            config = config.replace(&at, &format!("{at}transport = \"tcp\"\n"));
+            config = carrier_a_over_tcp(net, &config);
         }
         let sbc = Sbc::start(net, &config);
         let dir = tempfile::tempdir().unwrap();

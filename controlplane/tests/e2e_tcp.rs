@@ -14,15 +14,13 @@ use common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn config(net: Net, shards: usize, carrier_a_over_tcp: bool) -> String {
+fn config(net: Net, shards: usize, tcp_carrier: bool) -> String {
     let text = example_config(net, shards);
     assert!(text.contains(&format!("\"tcp:{}\"", net.sbc())), "{text}");
-    if !carrier_a_over_tcp {
+    if !tcp_carrier {
         return text;
     }
-    let at = format!("address = \"{}:5060\"\n", net.carrier_a());
-    assert!(text.contains(&at));
-    text.replace(&at, &format!("{at}transport = \"tcp\"\n"))
+    carrier_a_over_tcp(net, &text)
 }
 
 /// sipp UAC on the pbx calling a carrier number `calls` times over `t`.

@@ -69,6 +69,13 @@ pub fn itsp_config(net: Net) -> String {
     text
 }
 
+/// `config` (the example's) with carrier-a reached over TCP.
+pub fn carrier_a_over_tcp(net: Net, config: &str) -> String {
+    let at = format!("address = \"{}:5060\"\n", net.carrier_a());
+    assert!(config.contains(&at), "{config}");
+    config.replace(&at, &format!("{at}transport = \"tcp\"\n"))
+}
+
 /// The example configuration, on this test's network, with `shards`.
 pub fn example_config(net: Net, shards: usize) -> String {
     let mut text = example("ip-trunks.toml", net);
