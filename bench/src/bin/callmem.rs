@@ -6,13 +6,16 @@
 //! `cargo run --release -p sbc-bench --bin callmem` (both), or with
 //! `-- steady` (the steady state alone, in a fresh process), or with
 //! `-- allocs` (heap allocations the engine makes per zero-second call;
-//! `-- allocs sites` also names the code that makes them).
+//! `-- allocs sites` also names the code that makes them), or with `-- cpu`
+//! (the time the engine itself spends per zero-second call: no sockets, no
+//! kernel; the user-space share of a call's cost, for profiling), or with
+//! `-- live` (what a confirmed call holds, by the code that allocated it).
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sbc_core::b2bua::{Engine, Secrets, ShardId};
@@ -30,32 +33,54 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 static ALLOCS: AtomicIsize = AtomicIsize::new(0);
 /// Where those allocations were made, when `SITES` is set.
 static SITES: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+/// Set by `callmem cpu`: the allocator only forwards, so that the time
+/// measured is the engine's with the system allocator alone.
+static TIMING: AtomicBool = AtomicBool::new(false);
+/// Set by `callmem live` while `HELD` records.
+static HOLDING: AtomicBool = AtomicBool::new(false);
+/// Set when `SITES` is wanted (saves the lock on every allocation otherwise).
+static SITES_ON: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static IN_SITE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` (an engine call) with its allocations counted.
+/// Nanoseconds spent inside engine calls (`counted`), for `callmem cpu`.
+static ENGINE_NS: AtomicIsize = AtomicIsize::new(0);
+
+/// Runs `f` (an engine call) with its allocations and its time counted.
 fn counted<T>(f: impl FnOnce() -> T) -> T {
     COUNTING.with(|c| c.set(true));
+    let t = Instant::now();
     let r = f();
+    ENGINE_NS.fetch_add(t.elapsed().as_nanos() as isize, Ordering::Relaxed);
     COUNTING.with(|c| c.set(false));
     r
 }
 
 /// Counts one engine allocation and, when sites are asked for, where it
-/// came from: the innermost three `sbc_core` frames of its backtrace.
+/// came from (see [`site`]).
 fn count_allocation() {
     if !COUNTING.with(Cell::get) || IN_SITE.with(Cell::get) {
         return;
     }
     ALLOCS.fetch_add(1, Ordering::Relaxed);
+    if !SITES_ON.load(Ordering::Relaxed) {
+        return;
+    }
     let Ok(mut sites) = SITES.try_lock() else {
         return;
     };
     let Some(sites) = sites.as_mut() else { return };
     IN_SITE.with(|c| c.set(true));
+    *sites.entry(site()).or_default() += 1;
+    IN_SITE.with(|c| c.set(false));
+}
+
+/// The code making an allocation: the innermost three `sbc_core` frames
+/// of its backtrace.
+fn site() -> String {
     let trace = std::backtrace::Backtrace::force_capture().to_string();
     // Frames read "N: function" then "at path:line:column".
     let mut function = "";
@@ -71,7 +96,38 @@ fn count_allocation() {
             function = f;
         }
     }
-    *sites.entry(frames.join(" <- ")).or_default() += 1;
+    frames.join(" <- ")
+}
+
+/// `callmem live`: the engine's allocations still held, by address, with
+/// where they were made and their size.
+static HELD: Mutex<Option<HashMap<usize, (String, usize)>>> = Mutex::new(None);
+
+/// Records a live engine allocation for `callmem live`.
+fn hold(ptr: *mut u8, size: usize) {
+    if !COUNTING.with(Cell::get) || IN_SITE.with(Cell::get) {
+        return;
+    }
+    let Ok(mut held) = HELD.try_lock() else {
+        return;
+    };
+    let Some(held) = held.as_mut() else { return };
+    IN_SITE.with(|c| c.set(true));
+    held.insert(ptr as usize, (site(), size));
+    IN_SITE.with(|c| c.set(false));
+}
+
+/// Forgets a freed allocation for `callmem live`.
+fn release(ptr: *mut u8) {
+    if IN_SITE.with(Cell::get) {
+        return;
+    }
+    let Ok(mut held) = HELD.try_lock() else {
+        return;
+    };
+    let Some(held) = held.as_mut() else { return };
+    IN_SITE.with(|c| c.set(true));
+    held.remove(&(ptr as usize));
     IN_SITE.with(|c| c.set(false));
 }
 
@@ -79,13 +135,28 @@ fn count_allocation() {
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if TIMING.load(Ordering::Relaxed) {
+            // SAFETY: same contract as the caller's.
+            return unsafe { System.alloc(layout) };
+        }
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
         count_allocation();
         // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
+        let ptr = unsafe { System.alloc(layout) };
+        if HOLDING.load(Ordering::Relaxed) {
+            hold(ptr, layout.size());
+        }
+        ptr
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if TIMING.load(Ordering::Relaxed) {
+            // SAFETY: same contract as the caller's.
+            return unsafe { System.dealloc(ptr, layout) };
+        }
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        if HOLDING.load(Ordering::Relaxed) {
+            release(ptr);
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -94,7 +165,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn policy() -> Policy {
+/// Two trunks and a route between them; with `media`, calls' media
+/// anchored as the sbc does by default (the memory figures are for
+/// signalling-only calls, the CPU figure for calls as the sbc runs them).
+fn policy(media: bool) -> Policy {
     let trunk = |name: &str, ip: &str| Trunk {
         name: name.into(),
         sources: vec![
@@ -147,7 +221,17 @@ fn policy() -> Policy {
             failover: Failover::standard(),
             extension: None,
         }],
-        media: None,
+        media: media.then(|| sbc_core::policy::MediaPolicy {
+            bind: [192, 0, 2, 1].into(),
+            advertise: [192, 0, 2, 1].into(),
+            bind_other: None,
+            advertise_other: None,
+            first_port: 10_000,
+            last_port: 59_999,
+            timeout: Duration::from_secs(60),
+            forbidden: Vec::new(),
+            xdp: None,
+        }),
         accounts: Default::default(),
     }
 }
@@ -197,7 +281,7 @@ fn main() {
         ShardId(0),
         1,
         Secrets::from_bytes([7; 48]),
-        Arc::new(policy()),
+        Arc::new(policy(std::env::args().nth(1).as_deref() == Some("cpu"))),
         Arc::new(ShardStats::default()),
     );
     let mut now = Instant::now();
@@ -211,6 +295,15 @@ fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("allocs") {
         allocations(&mut engine, now, pbx, carrier, body, &mut buf);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("live") {
+        live(&mut engine, now, pbx, carrier, body, &mut buf);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("cpu") {
+        TIMING.store(true, Ordering::Relaxed);
+        cpu(&mut engine, now, pbx, carrier, body, &mut buf);
         return;
     }
     let base = LIVE.load(Ordering::Relaxed);
@@ -463,6 +556,7 @@ fn allocations(
         && let Ok(mut s) = SITES.lock()
     {
         *s = Some(HashMap::new());
+        SITES_ON.store(true, Ordering::Relaxed);
     }
     let before = ALLOCS.load(Ordering::Relaxed);
     for n in WARM..WARM + CALLS {
@@ -481,5 +575,112 @@ fn allocations(
         for (site, n) in sites {
             println!("{:6.2}  {site}", n as f64 / CALLS as f64);
         }
+    }
+}
+
+/// The time spent inside the engine per zero-second call (INVITE, 200, ACK,
+/// BYE, 200 and the events, each message parsed, decided and written), at
+/// 10,000 calls per simulated second so that ended calls rest and expire as
+/// under load; the best of five rounds of 20,000 calls after a warm-up.
+fn cpu(engine: &mut Engine, start: Instant, pbx: Flow, carrier: Flow, body: &str, buf: &mut [u8]) {
+    // `CALLMEM_CALLS` shortens the rounds (e.g. under valgrind, whose
+    // instruction counts do not depend on the machine's noise).
+    let calls: u64 = std::env::var("CALLMEM_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut now = start;
+    let mut n = 0;
+    let mut round = |engine: &mut Engine| {
+        let before = ENGINE_NS.load(Ordering::Relaxed);
+        for _ in 0..calls {
+            zero_second_call(engine, now, n, pbx, carrier, body, buf);
+            n += 1;
+            now += Duration::from_micros(100);
+            if n % 10 == 0 {
+                counted(|| engine.handle_timeout(now));
+                while counted(|| engine.poll_transmit(buf)).is_some() {}
+            }
+        }
+        (ENGINE_NS.load(Ordering::Relaxed) - before) as f64 / calls as f64
+    };
+    // Warm-up: 32 s of simulated calls fill the resting set.
+    for _ in 0..16 {
+        round(engine);
+    }
+    let rounds: Vec<f64> = (0..5).map(|_| round(engine)).collect();
+    let best = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "engine time per zero-second call: {:.2} µs (best of {:?} ns)",
+        best / 1000.0,
+        rounds.iter().map(|r| r.round() as i64).collect::<Vec<_>>()
+    );
+}
+
+/// What the engine holds per confirmed call (INVITE, 200, ACK; the call
+/// up), by the code that allocated it, largest first.
+fn live(engine: &mut Engine, now: Instant, pbx: Flow, carrier: Flow, body: &str, buf: &mut [u8]) {
+    const CALLS: u64 = 1_000;
+    if let Ok(mut h) = HELD.lock() {
+        *h = Some(HashMap::new());
+    }
+    HOLDING.store(true, Ordering::Relaxed);
+    for n in 0..CALLS {
+        let inv = format!(
+            "INVITE sip:+1555{n}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKs{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: <sip:+1555{n}@192.0.2.1>\r\nCall-ID: s{n}@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.10:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        counted(|| engine.handle_datagram(now, pbx, inv.as_bytes()));
+        let mut b_invite = None;
+        while let Some(t) = counted(|| engine.poll_transmit(buf)) {
+            if t.dest.remote == carrier.remote {
+                b_invite = Some(buf[..t.len].to_vec());
+            }
+        }
+        let Some(b) = b_invite else { continue };
+        let Ok(m) = Message::parse(&b) else { continue };
+        let answer = answer_invite(&m, body);
+        counted(|| engine.handle_datagram(now, carrier, answer.as_bytes()));
+        let mut to = None;
+        while let Some(t) = counted(|| engine.poll_transmit(buf)) {
+            if t.dest.remote == pbx.remote
+                && let Ok(m) = Message::parse(&buf[..t.len])
+            {
+                to = Some(header(&m, HeaderName::To));
+            }
+        }
+        let Some(to) = to else { continue };
+        let ack = format!(
+            "ACK sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKas{n}\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: {to}\r\nCall-ID: s{n}@pbx\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        counted(|| engine.handle_datagram(now, pbx, ack.as_bytes()));
+        while counted(|| engine.poll_transmit(buf)).is_some() {}
+        while counted(|| engine.poll_event()).is_some() {}
+    }
+    HOLDING.store(false, Ordering::Relaxed);
+    let held = HELD
+        .lock()
+        .ok()
+        .and_then(|mut h| h.take())
+        .unwrap_or_default();
+    let mut by_site: HashMap<String, (usize, usize)> = HashMap::new();
+    for (site, size) in held.into_values() {
+        let e = by_site.entry(site).or_default();
+        e.0 += 1;
+        e.1 += size;
+    }
+    let mut sites: Vec<_> = by_site.into_iter().collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.1.1));
+    let total: usize = sites.iter().map(|s| s.1.1).sum();
+    println!(
+        "held per confirmed call: {:.0} bytes requested ({CALLS} calls; malloc adds its own overhead per block)",
+        total as f64 / CALLS as f64
+    );
+    for (site, (count, bytes)) in sites {
+        println!(
+            "{:7.0} B {:5.2}x  {site}",
+            bytes as f64 / CALLS as f64,
+            count as f64 / CALLS as f64
+        );
     }
 }

@@ -249,16 +249,16 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
         // and the remote target goes last in Route.
         w.request_line(parts.method, &[uri_of_route(&routes[0])]);
     } else {
-        w.request_line(parts.method, &[&leg.remote_target]);
+        w.request_line(parts.method, &[leg.remote_target()]);
     }
     w.header(
         HeaderName::Via,
         &[&local.via_prefix, parts.branch, b";rport"],
     );
     w.header_u32(HeaderName::MaxForwards, parts.max_forwards);
-    w.header(HeaderName::From, &[&leg.local_party]);
-    w.header(HeaderName::To, &[&leg.remote_party]);
-    w.header(HeaderName::CallId, &[&leg.call_id]);
+    w.header(HeaderName::From, &[leg.local_party()]);
+    w.header(HeaderName::To, &[leg.remote_party()]);
+    w.header(HeaderName::CallId, &[leg.call_id()]);
     let mut n = itoa::Buffer::new();
     w.header(
         HeaderName::CSeq,
@@ -268,7 +268,7 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
         for r in &routes[1..] {
             w.header(HeaderName::Route, &[r]);
         }
-        w.header(HeaderName::Route, &[b"<", &leg.remote_target, b">"]);
+        w.header(HeaderName::Route, &[b"<", leg.remote_target(), b">"]);
     } else {
         for r in routes {
             w.header(HeaderName::Route, &[r]);
@@ -319,9 +319,9 @@ pub(crate) fn invite_sibling(
         &[&local.via_prefix, invite.branch, b";rport"],
     );
     w.header_u32(HeaderName::MaxForwards, 70);
-    w.header(HeaderName::From, &[&leg.local_party]);
+    w.header(HeaderName::From, &[leg.local_party()]);
     w.header(HeaderName::To, &[to]);
-    w.header(HeaderName::CallId, &[&leg.call_id]);
+    w.header(HeaderName::CallId, &[leg.call_id()]);
     let mut n = itoa::Buffer::new();
     w.header(
         HeaderName::CSeq,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::template::Template;
@@ -37,14 +37,8 @@ impl Side {
 /// (RFC 3261 §12: Call-ID, tags, remote target, route set, CSeq).
 #[derive(Debug)]
 pub(crate) struct Leg {
-    pub call_id: Bytes,
-    pub local_tag: Bytes,
-    pub remote_tag: Option<Bytes>,
-    /// From value of requests the SBC sends in this leg (with our tag).
-    pub local_party: Bytes,
-    /// To value of requests the SBC sends in this leg (with the peer's tag).
-    pub remote_party: Bytes,
-    pub remote_target: Bytes,
+    /// Call-ID, tags, the From and To values, the remote target.
+    text: DialogText,
     /// Route values for requests in this leg, in sending order.
     pub route_set: Vec<Bytes>,
     /// Last CSeq the SBC used in this leg.
@@ -56,7 +50,162 @@ pub(crate) struct Leg {
     pub trunk: TrunkId,
 }
 
+/// A dialog's text, in [`Part`] order in one buffer: one allocation and
+/// one reference count for all of it, and a smaller [`Leg`].
+#[derive(Debug, Clone)]
+pub(crate) struct DialogText {
+    buf: Bytes,
+    /// Where each part ends in `buf`.
+    ends: [u32; PARTS],
+    /// The peer's tag is known (it may be known and empty).
+    remote_tag: bool,
+}
+
+const PARTS: usize = 6;
+
+/// The parts of a [`DialogText`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    CallId,
+    LocalTag,
+    RemoteTag,
+    /// From value of requests the SBC sends in this leg (with our tag).
+    LocalParty,
+    /// To value of requests the SBC sends in this leg (with the peer's tag).
+    RemoteParty,
+    RemoteTarget,
+}
+
+impl DialogText {
+    /// Writes the parts in [`Part`] order, each by its writer, into one
+    /// buffer; `size` is what they take at most (more only reallocates).
+    pub fn write(
+        size: usize,
+        remote_tag: bool,
+        parts: [&mut dyn FnMut(&mut BytesMut); PARTS],
+    ) -> Self {
+        let mut buf = BytesMut::with_capacity(size);
+        let mut ends = [0u32; PARTS];
+        for (end, write) in ends.iter_mut().zip(parts) {
+            write(&mut buf);
+            *end = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        }
+        DialogText {
+            buf: buf.freeze(),
+            ends,
+            remote_tag,
+        }
+    }
+
+    fn range(&self, part: Part) -> std::ops::Range<usize> {
+        let i = part as usize;
+        let end = |i: usize| usize::try_from(self.ends[i]).unwrap_or(usize::MAX);
+        let start = if i == 0 { 0 } else { end(i - 1) };
+        start.min(self.buf.len())..end(i).min(self.buf.len())
+    }
+
+    pub fn get(&self, part: Part) -> &[u8] {
+        &self.buf[self.range(part)]
+    }
+
+    /// A part as its own `Bytes` (sharing the buffer: no copy).
+    pub fn bytes(&self, part: Part) -> Bytes {
+        self.buf.slice(self.range(part))
+    }
+
+    /// The same text with some parts replaced (`Some`), the peer's tag
+    /// known or not as `remote_tag` says: one new buffer.
+    pub fn with(&self, remote_tag: bool, new: [Option<&[u8]>; PARTS]) -> Self {
+        let parts: [&[u8]; PARTS] =
+            std::array::from_fn(|i| new[i].unwrap_or_else(|| &self.buf[self.range(PART_ORDER[i])]));
+        let size = parts.iter().map(|p| p.len()).sum();
+        let mut writers = parts.map(|p| move |b: &mut BytesMut| b.put_slice(p));
+        let [a, b, c, d, e, f] = &mut writers;
+        DialogText::write(size, remote_tag, [a, b, c, d, e, f])
+    }
+}
+
+const PART_ORDER: [Part; PARTS] = [
+    Part::CallId,
+    Part::LocalTag,
+    Part::RemoteTag,
+    Part::LocalParty,
+    Part::RemoteParty,
+    Part::RemoteTarget,
+];
+
 impl Leg {
+    pub fn new(text: DialogText, flow: Flow, trunk: TrunkId) -> Self {
+        Leg {
+            text,
+            route_set: Vec::new(),
+            local_cseq: 0,
+            remote_cseq: None,
+            flow,
+            trunk,
+        }
+    }
+
+    pub fn call_id(&self) -> &[u8] {
+        self.text.get(Part::CallId)
+    }
+
+    pub fn local_tag(&self) -> &[u8] {
+        self.text.get(Part::LocalTag)
+    }
+
+    /// The peer's tag, once known.
+    pub fn remote_tag(&self) -> Option<&[u8]> {
+        self.text.remote_tag.then(|| self.text.get(Part::RemoteTag))
+    }
+
+    pub fn local_party(&self) -> &[u8] {
+        self.text.get(Part::LocalParty)
+    }
+
+    pub fn remote_party(&self) -> &[u8] {
+        self.text.get(Part::RemoteParty)
+    }
+
+    pub fn remote_target(&self) -> &[u8] {
+        self.text.get(Part::RemoteTarget)
+    }
+
+    /// A part as its own `Bytes` (no copy).
+    pub fn bytes(&self, part: Part) -> Bytes {
+        self.text.bytes(part)
+    }
+
+    /// Replaces the peer's side of the dialog: its tag (`None`: not known
+    /// yet), the To value, and the remote target when given.
+    pub fn set_remote(&mut self, tag: Option<&[u8]>, party: &[u8], target: Option<&[u8]>) {
+        self.text = self.text.with(
+            tag.is_some(),
+            [
+                None,
+                None,
+                Some(tag.unwrap_or(b"")),
+                None,
+                Some(party),
+                target,
+            ],
+        );
+    }
+
+    pub fn set_remote_target(&mut self, target: &[u8]) {
+        self.text = self.text.with(
+            self.text.remote_tag,
+            [None, None, None, None, None, Some(target)],
+        );
+    }
+
+    pub fn set_local_party(&mut self, party: &[u8]) {
+        self.text = self.text.with(
+            self.text.remote_tag,
+            [None, None, None, Some(party), None, None],
+        );
+    }
+
     /// Whether a message that came on `origin` comes from this leg's
     /// peer: over the leg's transport (a peer held to TLS is not heard
     /// over UDP from its address), from its trunk's sources, or for a leg
@@ -80,8 +229,7 @@ impl Leg {
     /// and on the caller's side by its From tag) belongs to this dialog
     /// only when its To tag is ours and its From tag is the peer's.
     pub fn owns(&self, req: &Request<'_>) -> bool {
-        req.to_tag() == Some(&self.local_tag[..])
-            && self.remote_tag.as_deref() == Some(req.from_tag())
+        req.to_tag() == Some(self.local_tag()) && self.remote_tag() == Some(req.from_tag())
     }
 }
 
@@ -128,7 +276,7 @@ pub(crate) enum KeptAck {
     Whole(Bytes),
     /// No body: built again, byte for byte, from the 2xx and its branch
     /// (`build::ack_from_2xx`), so most calls keep 23 bytes, not ~450.
-    Branch(Bytes),
+    Branch(super::ids::Branch),
 }
 
 /// What routing a call needs until it is answered or fails.
@@ -196,7 +344,7 @@ pub(crate) struct InviteRef<'b> {
 pub(crate) struct Attempt {
     pub target: Target,
     pub tx: ClientInvite,
-    pub branch: Bytes,
+    pub branch: super::ids::Branch,
     pub ruri: Bytes,
     pub cseq: u32,
     /// To value as sent (no tag), for CANCEL.
@@ -310,7 +458,7 @@ pub(crate) struct Relay {
     pub server_cseq: u32,
     pub template: Template,
     pub client: ClientTx,
-    pub client_branch: Bytes,
+    pub client_branch: super::ids::Branch,
     pub client_cseq: u32,
     /// ACK relayed for a 2xx to a re-INVITE, resent on 2xx retransmissions.
     pub ack: Option<Bytes>,
@@ -380,7 +528,7 @@ pub(crate) struct Stray {
 #[derive(Debug)]
 pub(crate) struct Own {
     pub side: Side,
-    pub branch: Bytes,
+    pub branch: super::ids::Branch,
     pub tx: ClientNonInvite,
 }
 
@@ -414,9 +562,8 @@ pub(crate) struct Call {
     /// attempt starts or the call ends.
     pub b_open: Option<TrunkId>,
     pub relays: Vec<Relay>,
-    pub local: Vec<LocalAnswer>,
-    pub own: Vec<Own>,
-    pub strays: Vec<Stray>,
+    /// What few calls need (boxed: a smaller call for the rest).
+    pub extra: Option<Box<Extra>>,
     /// When the caller's INVITE arrived.
     pub started: Instant,
     /// The caller's INVITE carried an SDP offer (else the offer comes in
@@ -436,7 +583,32 @@ pub(crate) struct Call {
     pub a_key: std::sync::Arc<[u8]>,
 }
 
+/// The rarer transactions of a call: requests the SBC answers itself,
+/// requests it sends on its own (a BYE after a late 2xx, on session
+/// expiry), and the 2xx of forks it hung up.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    pub local: Vec<LocalAnswer>,
+    pub own: Vec<Own>,
+    pub strays: Vec<Stray>,
+}
+
 impl Call {
+    /// The requests answered here.
+    pub fn local(&self) -> &[LocalAnswer] {
+        self.extra.as_deref().map_or(&[], |e| &e.local)
+    }
+
+    /// The SBC's own requests.
+    pub fn own(&self) -> &[Own] {
+        self.extra.as_deref().map_or(&[], |e| &e.own)
+    }
+
+    /// The call's [`Extra`], made when first needed.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
     /// Gives back the outbound slot of the trunk the callee side holds
     /// (admission control), if it holds one.
     pub fn release_b_slot(&mut self) {
@@ -546,10 +718,10 @@ impl Call {
             take(r.server.next_deadline());
             take(r.client.next_deadline());
         }
-        for o in &self.own {
+        for o in self.own() {
             take(o.tx.next_deadline());
         }
-        for l in &self.local {
+        for l in self.local() {
             take(l.tx.next_deadline());
         }
         next
@@ -575,8 +747,8 @@ impl Call {
                 .all(|a| a.tx.is_at_rest() && a.cancel.as_ref().is_none_or(|c| !c.is_pending()))
             && self.relays.iter().all(|r| r.is_done() || bye_answered(r))
             && self.relays.iter().filter(|r| !r.is_done()).count() <= 1
-            && self.local.iter().all(|l| l.tx.is_terminated())
-            && self.own.iter().all(|o| !o.tx.is_pending())
+            && self.local().iter().all(|l| l.tx.is_terminated())
+            && self.own().iter().all(|o| !o.tx.is_pending())
     }
 
     /// The status a retransmitted BYE gets again once the call rests.
@@ -593,8 +765,8 @@ impl Call {
             && self.uas.tx.is_terminated()
             && self.attempts.iter().all(Attempt::is_done)
             && self.relays.is_empty()
-            && self.local.is_empty()
-            && self.own.is_empty()
+            && self.local().is_empty()
+            && self.own().is_empty()
     }
 
     /// Drops the caller's response template once the call is over and the
@@ -629,5 +801,65 @@ mod size_tests {
             std::mem::size_of::<super::Call>()
         );
         assert!(std::mem::size_of::<crate::sip::Message<'_>>() <= 512);
+    }
+}
+
+#[cfg(test)]
+mod dialog_text_tests {
+    use super::*;
+
+    fn text() -> DialogText {
+        DialogText::write(
+            8,
+            false,
+            [
+                &mut |b| b.put_slice(b"cid@x"),
+                &mut |b| b.put_slice(b"ours"),
+                &mut |_| {},
+                &mut |b| b.put_slice(b"<sip:a@sbc>;tag=ours"),
+                &mut |_| {},
+                &mut |_| {},
+            ],
+        )
+    }
+
+    #[test]
+    fn parts_read_back_as_written_and_replacing_keeps_the_rest() {
+        let t = text();
+        assert_eq!(t.get(Part::CallId), b"cid@x");
+        assert_eq!(t.get(Part::LocalTag), b"ours");
+        assert_eq!(t.get(Part::RemoteTag), b"");
+        assert_eq!(t.get(Part::LocalParty), b"<sip:a@sbc>;tag=ours");
+        assert_eq!(t.get(Part::RemoteTarget), b"");
+        let flow = Flow::udp("192.0.2.9:5060".parse().unwrap(), crate::net::LocalId(0));
+        let mut leg = Leg::new(t, flow, TrunkId(0));
+        assert_eq!(leg.remote_tag(), None, "not known yet");
+        leg.set_remote(
+            Some(b"theirs"),
+            b"<sip:b@peer>;tag=theirs",
+            Some(b"sip:b@192.0.2.9"),
+        );
+        assert_eq!(leg.remote_tag(), Some(&b"theirs"[..]));
+        assert_eq!(leg.remote_party(), b"<sip:b@peer>;tag=theirs");
+        assert_eq!(leg.remote_target(), b"sip:b@192.0.2.9");
+        assert_eq!(leg.call_id(), b"cid@x");
+        assert_eq!(leg.local_party(), b"<sip:a@sbc>;tag=ours");
+        // A known but empty tag (RFC 2543 peers send none) is still known.
+        leg.set_remote(Some(b""), b"<sip:b@peer>", None);
+        assert_eq!(leg.remote_tag(), Some(&b""[..]));
+        assert_eq!(
+            leg.remote_target(),
+            b"sip:b@192.0.2.9",
+            "kept when not given"
+        );
+        leg.set_remote_target(b"sip:b@198.51.100.7");
+        assert_eq!(leg.remote_tag(), Some(&b""[..]));
+        assert_eq!(leg.remote_target(), b"sip:b@198.51.100.7");
+        leg.set_local_party(b"<sip:a@other>;tag=ours");
+        assert_eq!(leg.local_party(), b"<sip:a@other>;tag=ours");
+        assert_eq!(leg.local_tag(), b"ours");
+        assert_eq!(&leg.bytes(Part::RemoteParty)[..], b"<sip:b@peer>");
+        leg.set_remote(None, b"", None);
+        assert_eq!(leg.remote_tag(), None);
     }
 }

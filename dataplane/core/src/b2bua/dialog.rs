@@ -12,6 +12,7 @@ use super::call::InviteRef;
 use super::call::{Call, ClientTx, KeptAck, Leg, LocalAnswer, Phase, Relay, ServerTx, Side, State};
 use super::context::Ctx;
 use super::event::EndReason;
+use super::ids::Branch;
 use super::outbound::{Body, sdp_towards};
 pub(crate) use super::teardown::bye_both;
 use super::teardown::{cancel_call, end};
@@ -59,7 +60,7 @@ fn answer_locally(
     let dest = response_dest(req, origin);
     let template = Template::new(req, origin.remote, false);
     let mut buf = BytesMut::with_capacity(template.len() + 64);
-    let mut w = template.start(&mut buf, code, reason, Some(&call.leg(side).local_tag));
+    let mut w = template.start(&mut buf, code, reason, Some(call.leg(side).local_tag()));
     if let Err(why) = answer {
         for (name, value) in why.headers() {
             w.header(*name, &[value]);
@@ -80,7 +81,7 @@ fn answer_locally(
         ServerTx::NonInvite(t)
     };
     ctx.stats.final_sent(code);
-    call.local.push(LocalAnswer {
+    call.extra_mut().local.push(LocalAnswer {
         from: side,
         branch: Bytes::copy_from_slice(req.via.branch().unwrap_or(b"")),
         cseq: req.cseq.seq,
@@ -111,7 +112,11 @@ pub(crate) fn on_request(
         }
         return;
     }
-    if let Some(l) = call.local.iter_mut().find(|l| l.matches_request(side, req)) {
+    if let Some(l) = call
+        .extra
+        .as_deref_mut()
+        .and_then(|e| e.local.iter_mut().find(|l| l.matches_request(side, req)))
+    {
         ShardStats::inc(&ctx.stats.retransmissions_in);
         match &mut l.tx {
             ServerTx::Invite(t) => t.on_retransmission(&mut ctx.out),
@@ -165,7 +170,7 @@ pub(crate) fn on_request(
             answer_locally(ctx, call, side, req, origin, now, glare);
         }
         (_, Phase::Ended, _) => answer_locally(ctx, call, side, req, origin, now, no_dialog),
-        _ if call.leg(side.other()).remote_tag.is_none() => {
+        _ if call.leg(side.other()).remote_tag().is_none() => {
             answer_locally(ctx, call, side, req, origin, now, no_dialog);
         }
         _ => relay(ctx, call, side, req, origin, now),
@@ -297,12 +302,12 @@ fn retarget(call: &mut Call, side: Side, msg: &crate::sip::Message<'_>) {
     if let Some(contact) = contact_uri(msg) {
         let policy = std::sync::Arc::clone(&call.policy);
         let leg = call.leg_mut(side);
-        leg.remote_target = Bytes::copy_from_slice(contact);
+        leg.set_remote_target(contact);
         let reach = Reach {
             policy: &policy,
             trunk: leg.trunk,
         };
-        let hop = next_hop(&leg.remote_target, &leg.route_set, leg.flow.remote, reach);
+        let hop = next_hop(leg.remote_target(), &leg.route_set, leg.flow.remote, reach);
         leg.flow = policy.retarget(leg.flow, hop);
     }
 }
@@ -316,7 +321,7 @@ fn forward(
     (req, session): (&Request<'_>, Option<super::session::Plan>),
     body: &Body,
     now: Instant,
-) -> (ClientTx, Bytes, u32) {
+) -> (ClientTx, Branch, u32) {
     let timers = call.policy.timers;
     let parts = ctx.local(call.leg(to_side).flow.local).clone();
     let branch = ctx.ids.branch();
@@ -438,12 +443,12 @@ fn relay_transaction(
                     &local,
                     b"ACK",
                     InviteRef {
-                        ruri: &leg.remote_target,
+                        ruri: leg.remote_target(),
                         routes: &leg.route_set,
                         branch: &relay.client_branch,
                         cseq: relay.client_cseq,
                     },
-                    &leg.remote_party,
+                    leg.remote_party(),
                 )
             },
             &mut ctx.out,
@@ -546,11 +551,11 @@ pub(crate) fn on_ack(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'
         return;
     }
     // An ACK for a 491 (or other failure) the SBC answered itself.
-    if let Some(l) = call
-        .local
-        .iter_mut()
-        .find(|l| l.from == side && l.method == Method::Invite && l.cseq == req.cseq.seq)
-    {
+    if let Some(l) = call.extra.as_deref_mut().and_then(|e| {
+        e.local
+            .iter_mut()
+            .find(|l| l.from == side && l.method == Method::Invite && l.cseq == req.cseq.seq)
+    }) {
         if let ServerTx::Invite(t) = &mut l.tx {
             t.on_ack(now, &timers);
         }
@@ -598,7 +603,7 @@ pub(crate) fn ack_relay(ctx: &mut Ctx, call: &mut Call, index: usize, relay: Rel
 
 /// Sends the ACK for a 2xx in `leg` (RFC 3261 §13.2.2.4: a request of its
 /// own in the dialog, CSeq number of the INVITE); its branch and bytes.
-fn send_ack(ctx: &mut Ctx, leg: &Leg, cseq: u32, relay: Relayed<'_, '_>) -> (Bytes, Bytes) {
+fn send_ack(ctx: &mut Ctx, leg: &Leg, cseq: u32, relay: Relayed<'_, '_>) -> (Branch, Bytes) {
     let parts = ctx.local(leg.flow.local).clone();
     let branch = ctx.ids.branch();
     let ack = leg_request(

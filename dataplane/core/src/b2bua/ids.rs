@@ -145,12 +145,39 @@ fn hex_u64(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-fn put_hex(buf: &mut BytesMut, value: u64, digits: usize) {
+fn put_hex(buf: &mut impl BufMut, value: u64, digits: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for i in (0..digits).rev() {
         let nibble = (value >> (i * 4)) & 0xf;
         // nibble < 16
         buf.put_u8(HEX[usize::try_from(nibble).unwrap_or(0)]);
+    }
+}
+
+/// Length of a minted tag.
+pub const TAG_LEN: usize = 16;
+/// Length of a minted B-leg Call-ID.
+pub const CALL_ID_LEN: usize = 32;
+
+/// Length of a minted branch: the RFC 3261 cookie and 16 hex digits.
+pub const BRANCH_LEN: usize = 23;
+
+/// A Via branch the SBC minted: fixed length, so kept inline (no
+/// allocation for each transaction the SBC starts).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Branch([u8; BRANCH_LEN]);
+
+impl std::ops::Deref for Branch {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Branch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
     }
 }
 
@@ -205,32 +232,45 @@ impl IdMinter {
 
     /// A B-leg Call-ID naming this shard and the call's slot.
     pub fn call_id(&mut self, call: CallRef) -> Bytes {
-        let mut b = BytesMut::with_capacity(32);
-        put_hex(&mut b, u64::from(self.shard.0) & 0xff, 2);
-        put_hex(&mut b, u64::from(call.index) & 0xff_ffff, 6);
-        put_hex(&mut b, u64::from(call.generation), 4);
-        let r = self.random();
-        put_hex(&mut b, r & 0xffff_ffff_ffff, 12);
-        let mac = Secrets::hash(self.secrets.mac, &[&b[..]]) & 0xffff_ffff;
-        put_hex(&mut b, mac, 8);
+        let mut b = BytesMut::with_capacity(CALL_ID_LEN);
+        self.put_call_id(call, &mut b);
         b.freeze()
+    }
+
+    /// Appends a B-leg Call-ID ([`IdMinter::call_id`], `CALL_ID_LEN`
+    /// bytes) to `buf`, e.g. a call's own buffer.
+    pub fn put_call_id(&mut self, call: CallRef, buf: &mut BytesMut) {
+        let start = buf.len();
+        put_hex(buf, u64::from(self.shard.0) & 0xff, 2);
+        put_hex(buf, u64::from(call.index) & 0xff_ffff, 6);
+        put_hex(buf, u64::from(call.generation), 4);
+        let r = self.random();
+        put_hex(buf, r & 0xffff_ffff_ffff, 12);
+        let mac = Secrets::hash(self.secrets.mac, &[&buf[start..]]) & 0xffff_ffff;
+        put_hex(buf, mac, 8);
     }
 
     /// A From/To tag.
     pub fn tag(&mut self) -> Bytes {
-        let mut b = BytesMut::with_capacity(16);
-        let r = self.random();
-        put_hex(&mut b, r, 16);
+        let mut b = BytesMut::with_capacity(TAG_LEN);
+        self.put_tag(&mut b);
         b.freeze()
     }
 
-    /// A Via branch with the RFC 3261 cookie.
-    pub fn branch(&mut self) -> Bytes {
-        let mut b = BytesMut::with_capacity(23);
-        b.put_slice(crate::sip::BRANCH_COOKIE);
+    /// Appends a From/To tag (`TAG_LEN` bytes) to `buf`.
+    pub fn put_tag(&mut self, buf: &mut impl BufMut) {
         let r = self.random();
-        put_hex(&mut b, r, 16);
-        b.freeze()
+        put_hex(buf, r, TAG_LEN);
+    }
+
+    /// A Via branch with the RFC 3261 cookie.
+    pub fn branch(&mut self) -> Branch {
+        let mut b = [0u8; BRANCH_LEN];
+        let (cookie, hex) = b.split_at_mut(crate::sip::BRANCH_COOKIE.len());
+        cookie.copy_from_slice(crate::sip::BRANCH_COOKIE);
+        let r = self.random();
+        put_hex(&mut &mut hex[..], r, 16);
+        Branch(b)
     }
 }
 

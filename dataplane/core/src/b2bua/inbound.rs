@@ -10,10 +10,10 @@ use smallvec::SmallVec;
 use super::build::{
     ALLOW, Reach, contact_uri, next_hop, render_invite_headers, response_dest, unsupported_options,
 };
-use super::call::{Call, Leg, Phase, Routing, Side, State, Uas};
+use super::call::{Call, DialogText, Leg, Part, Phase, Routing, Side, State, Uas};
 use super::context::Engine;
 use super::event::{CallStarted, EndReason, Event};
-use super::ids::CallRef;
+use super::ids::{CALL_ID_LEN, CallRef, IdMinter, TAG_LEN};
 use super::table::CallTable;
 use super::template::Template;
 use super::tomb::TombAnswer;
@@ -46,46 +46,142 @@ pub(crate) struct Admitted {
 }
 
 /// The caller's dialog, as the INVITE creates it (RFC 3261 §12.1.1): the
-/// SBC is its UAS, with tag `tag`.
-fn a_leg(req: &Request<'_>, origin: Flow, reach: Reach<'_>, tag: Bytes) -> Leg {
-    let mut local = BytesMut::new();
-    crate::sip::put_unfolded(&mut local, req.msg.value(HeaderName::To).unwrap_or(b""));
-    local.put_slice(b";tag=");
-    local.put_slice(&tag);
-    let mut remote = BytesMut::new();
-    crate::sip::put_unfolded(&mut remote, req.msg.value(HeaderName::From).unwrap_or(b""));
+/// SBC is its UAS, with a tag minted here. Its identifiers and header
+/// values are copied into one buffer (one allocation for the leg).
+fn a_leg(req: &Request<'_>, origin: Flow, reach: Reach<'_>, ids: &mut IdMinter) -> Leg {
+    let to = req.msg.value(HeaderName::To).unwrap_or(b"");
+    let from = req.msg.value(HeaderName::From).unwrap_or(b"");
     // RFC 3261 §8.1.1.8: the INVITE's Contact is where requests in the
     // dialog go. Without a usable one, the From URI, and failing that the
     // address the INVITE came from.
-    let remote_target = contact_uri(&req.msg)
-        .or_else(|| Uri::parse(req.from.uri).is_ok().then_some(req.from.uri))
-        .map_or_else(
-            || Bytes::from(format!("sip:{}", origin.remote)),
-            Bytes::copy_from_slice,
-        );
+    let target =
+        contact_uri(&req.msg).or_else(|| Uri::parse(req.from.uri).is_ok().then_some(req.from.uri));
     // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
-    let route_set: Vec<Bytes> = req
+    let routes: SmallVec<[&[u8]; 4]> = req
         .msg
         .all(HeaderName::RecordRoute)
         .flat_map(|h| CommaList::new(h.value))
-        .map(Bytes::copy_from_slice)
         .collect();
-    let peer = next_hop(&remote_target, &route_set, origin.remote, reach);
-    Leg {
-        call_id: Bytes::copy_from_slice(req.call_id),
-        local_tag: tag,
-        remote_tag: Some(Bytes::copy_from_slice(req.from_tag())),
-        local_party: local.freeze(),
-        remote_party: remote.freeze(),
-        remote_target,
-        route_set,
-        local_cseq: 0,
-        remote_cseq: Some(req.cseq.seq),
-        // In-dialog requests to the caller go by the transport and socket
-        // its INVITE came on.
-        flow: origin.towards(peer),
-        trunk: reach.trunk,
-    }
+    let size = req.call_id.len()
+        + 2 * TAG_LEN
+        + to.len()
+        + b";tag=".len()
+        + from.len()
+        + req.from_tag().len()
+        + target.map_or(64, <[u8]>::len)
+        + routes.iter().map(|r| r.len()).sum::<usize>();
+    let mut tag = [0u8; TAG_LEN];
+    ids.put_tag(&mut &mut tag[..]);
+    let text = DialogText::write(
+        size,
+        true,
+        [
+            &mut |b| b.put_slice(req.call_id),
+            &mut |b| b.put_slice(&tag),
+            &mut |b| b.put_slice(req.from_tag()),
+            &mut |b| {
+                crate::sip::put_unfolded(b, to);
+                b.put_slice(b";tag=");
+                b.put_slice(&tag);
+            },
+            &mut |b| crate::sip::put_unfolded(b, from),
+            &mut |b| match target {
+                Some(t) => b.put_slice(t),
+                None => {
+                    b.put_slice(b"sip:");
+                    crate::sip::put_socket_addr(b, origin.remote);
+                }
+            },
+        ],
+    );
+    // One buffer for the route set too (most INVITEs have none).
+    let mut buf = BytesMut::with_capacity(routes.iter().map(|r| r.len()).sum());
+    let ends: SmallVec<[usize; 4]> = routes
+        .iter()
+        .map(|r| {
+            buf.put_slice(r);
+            buf.len()
+        })
+        .collect();
+    let buf = buf.freeze();
+    let mut start = 0;
+    let route_set: Vec<Bytes> = ends
+        .into_iter()
+        .map(|end| {
+            let r = buf.slice(start..end);
+            start = end;
+            r
+        })
+        .collect();
+    let peer = next_hop(
+        text.get(Part::RemoteTarget),
+        &route_set,
+        origin.remote,
+        reach,
+    );
+    // In-dialog requests to the caller go by the transport and socket its
+    // INVITE came on.
+    let mut leg = Leg::new(text, origin.towards(peer), reach.trunk);
+    leg.route_set = route_set;
+    leg.remote_cseq = Some(req.cseq.seq);
+    leg
+}
+
+/// The callee's dialog before any attempt: the SBC is its UAC, with its
+/// own Call-ID and tag, and a From that keeps the caller's display name
+/// and user on the SBC's host (`host`), or the number `caller_id` when
+/// one is given. One buffer for the three.
+fn b_leg(
+    req: &Request<'_>,
+    origin: Flow,
+    trunk: TrunkId,
+    (cref, ids): (CallRef, &mut IdMinter),
+    host: &[u8],
+    caller_id: Option<&str>,
+) -> Leg {
+    let display = req.from.display;
+    let user = caller_id.map(str::as_bytes).unwrap_or_else(|| {
+        req.from
+            .parsed_uri()
+            .ok()
+            .and_then(|u| u.user)
+            .filter(|u| !u.is_empty())
+            .unwrap_or(b"anonymous")
+    });
+    let size = CALL_ID_LEN
+        + 2 * TAG_LEN
+        + display.map_or(0, |d| d.len() + 1)
+        + b"<sip:@>;tag=".len()
+        + user.len()
+        + host.len();
+    let mut tag = [0u8; TAG_LEN];
+    ids.put_tag(&mut &mut tag[..]);
+    let text = DialogText::write(
+        size,
+        false,
+        [
+            &mut |b| ids.put_call_id(cref, b),
+            &mut |b| b.put_slice(&tag),
+            &mut |_| {},
+            &mut |b| {
+                if let Some(d) = display {
+                    crate::sip::put_unfolded(b, d);
+                    b.put_u8(b' ');
+                }
+                b.put_slice(b"<sip:");
+                b.put_slice(user);
+                b.put_u8(b'@');
+                b.put_slice(host);
+                b.put_slice(b">;tag=");
+                b.put_slice(&tag);
+            },
+            &mut |_| {},
+            &mut |_| {},
+        ],
+    );
+    // Set by each attempt (the trunk's address); UDP, from the socket the
+    // call came in on.
+    Leg::new(text, Flow::udp(origin.remote, origin.local), trunk)
 }
 
 impl Engine {
@@ -400,7 +496,7 @@ impl Engine {
         let mut call = Box::new(self.new_call(now, req, origin, trunk, admitted));
         self.ctx.emit(Event::CallStarted(CallStarted {
             call: cref,
-            call_id: call.a.call_id.clone(),
+            call_id: call.a.bytes(Part::CallId),
             inbound_trunk: policy
                 .trunk(trunk)
                 .map(|t| t.name.clone())
@@ -436,36 +532,21 @@ impl Engine {
         trunk: TrunkId,
         admitted: Admitted,
     ) -> Call {
+        let host = self.ctx.local(origin.local).host.clone();
         let ids = &mut self.ctx.ids;
         let reach = Reach {
             policy: &self.ctx.policy,
             trunk,
         };
-        let a = a_leg(req, origin, reach, ids.tag());
-        // B leg: our own identifiers; From keeps the caller's display name
-        // and user, on the SBC's host.
-        let (b_tag, b_call_id) = (ids.tag(), ids.call_id(admitted.cref));
-        let b_from = b_from(
+        let a = a_leg(req, origin, reach, ids);
+        let b = b_leg(
             req,
-            &self.ctx.local(origin.local).host,
-            &b_tag,
+            origin,
+            trunk,
+            (admitted.cref, ids),
+            &host,
             admitted.caller_id.as_deref(),
         );
-        let b = Leg {
-            call_id: b_call_id,
-            local_tag: b_tag,
-            remote_tag: None,
-            local_party: b_from,
-            remote_party: Bytes::new(),
-            remote_target: Bytes::new(),
-            route_set: Vec::new(),
-            local_cseq: 0,
-            remote_cseq: None,
-            // Set by each attempt (the trunk's address); UDP, from the
-            // socket the call came in on.
-            flow: Flow::udp(origin.remote, origin.local),
-            trunk,
-        };
         // A phone (or a registering trunk) is answered where it sent from
         // (RFC 3581 §4), whatever its Via says.
         let answer_to = if self.ctx.policy.reached_by_binding(trunk) {
@@ -520,9 +601,7 @@ impl Engine {
             wave: 0,
             b_open: None,
             relays: Vec::new(),
-            local: Vec::new(),
-            own: Vec::new(),
-            strays: Vec::new(),
+            extra: None,
             started: now,
             offer_in_invite: super::media::is_sdp(&req.msg),
             anchored: false,
@@ -563,7 +642,7 @@ impl Engine {
             return;
         }
         // RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE if unanswered.
-        let tag = call.a.local_tag.clone();
+        let tag = call.a.bytes(Part::LocalTag);
         let template = Template::new(req, origin.remote, false);
         self.ctx.send(
             response_dest(req, origin),
@@ -613,7 +692,7 @@ impl Engine {
             return Some((r, Side::B));
         }
         let call = self.calls.get(r)?;
-        (call.b.call_id == call_id).then_some((r, Side::B))
+        (call.b.call_id() == call_id).then_some((r, Side::B))
     }
 
     /// A request for a dialog we do not know: 481 for a trunk, 403 for a
@@ -755,30 +834,6 @@ fn order_targets(targets: &[Target], random: &mut dyn FnMut() -> u64) -> SmallVe
         i = end;
     }
     out
-}
-
-/// The B-leg From: the caller's display name and user on the SBC's host.
-fn b_from(req: &Request<'_>, host: &[u8], tag: &[u8], caller_id: Option<&str>) -> Bytes {
-    let mut b = BytesMut::with_capacity(96);
-    if let Some(d) = req.from.display {
-        crate::sip::put_unfolded(&mut b, d);
-        b.put_u8(b' ');
-    }
-    b.put_slice(b"<sip:");
-    let user = caller_id.map(str::as_bytes).unwrap_or_else(|| {
-        req.from
-            .parsed_uri()
-            .ok()
-            .and_then(|u| u.user)
-            .filter(|u| !u.is_empty())
-            .unwrap_or(b"anonymous")
-    });
-    b.put_slice(user);
-    b.put_u8(b'@');
-    b.put_slice(host);
-    b.put_slice(b">;tag=");
-    b.put_slice(tag);
-    b.freeze()
 }
 
 #[cfg(test)]

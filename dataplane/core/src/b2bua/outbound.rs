@@ -11,8 +11,8 @@ use super::build::{
     Reach, Relayed, RequestParts, ack_from_2xx, contact_uri, invite_sibling, leg_request, next_hop,
     uac_route_set,
 };
-use super::call::InviteRef;
 use super::call::{Attempt, Call, Failure, KeptAck, Own, Phase, Side, State, Stray};
+use super::call::{InviteRef, Part};
 use super::context::Ctx;
 use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
@@ -98,11 +98,12 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, again: Option<&[u8]>, now: Insta
         match offer_towards(ctx, call, target.trunk, invite.body.clone(), now) {
             Ok(body) => {
                 let invite = Invite { body, ..invite };
-                let ruri = trunk_ruri(&call.number, trunk.address);
-                let to = angle(&ruri);
+                // `<sip:NUMBER@ADDRESS>`: the To value, the Request-URI inside.
+                let to = trunk_to(&call.number, trunk.address);
+                let ruri = to.get(1..to.len().saturating_sub(1)).unwrap_or_default();
                 let dest = call.b.flow;
                 call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
-                start_attempt(ctx, call, target, (ruri, to, dest), &invite, now);
+                start_attempt(ctx, call, target, (ruri, &to, dest), &invite, now);
                 trunk.stats.attempt(Direction::Outbound);
                 return true;
             }
@@ -265,7 +266,7 @@ fn fork_to(
             Some(other) if v4(b) != v4(first) => (to_at(&ctx.local(b.flow.local).host), other),
             _ => (to.clone(), &invite),
         };
-        start_attempt(ctx, call, target, (ruri, to, b.flow), offer, now);
+        start_attempt(ctx, call, target, (&ruri, &to, b.flow), offer, now);
     }
     Ok(())
 }
@@ -309,20 +310,23 @@ fn with_user(contact: &Bytes, user: &str) -> Bytes {
     out.put_u8(b'@');
     out.put_slice(uri.host);
     if let Some(port) = uri.port {
-        let _ = std::io::Write::write_fmt(&mut (&mut out).writer(), format_args!(":{port}"));
+        out.put_u8(b':');
+        out.put_slice(itoa::Buffer::new().format(port).as_bytes());
     }
     out.put_slice(uri.params);
     out.freeze()
 }
 
-/// `sip:NUMBER@ADDRESS`: the Request-URI of an INVITE to a trunk.
-fn trunk_ruri(number: &str, addr: std::net::SocketAddr) -> Bytes {
-    let mut ruri = BytesMut::with_capacity(64);
-    ruri.put_slice(b"sip:");
-    escape_user(number.as_bytes(), &mut ruri);
-    ruri.put_u8(b'@');
-    let _ = std::io::Write::write_fmt(&mut (&mut ruri).writer(), format_args!("{addr}"));
-    ruri.freeze()
+/// `<sip:NUMBER@ADDRESS>`: the To value of an INVITE to a trunk, its
+/// Request-URI inside the brackets.
+fn trunk_to(number: &str, addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut to = Vec::with_capacity(72 + number.len());
+    to.put_slice(b"<sip:");
+    escape_user(number.as_bytes(), &mut to);
+    to.put_u8(b'@');
+    crate::sip::put_socket_addr(&mut to, addr);
+    to.put_u8(b'>');
+    to
 }
 
 /// `<URI>`.
@@ -393,15 +397,14 @@ fn start_attempt(
     ctx: &mut Ctx,
     call: &mut Call,
     target: crate::policy::Target,
-    (ruri, to, dest): (Bytes, Bytes, crate::net::Flow),
+    (ruri, to, dest): (&[u8], &[u8], crate::net::Flow),
     invite: &Invite,
     now: Instant,
 ) {
     let local = ctx.local(dest.local).clone();
     let b = &mut call.b;
-    b.remote_target = ruri.clone();
-    b.remote_party = to.clone();
-    b.remote_tag = None;
+    b.set_remote(None, to, Some(ruri));
+    let (ruri, to) = (b.bytes(Part::RemoteTarget), b.bytes(Part::RemoteParty));
     b.remote_cseq = None;
     b.route_set.clear();
     b.local_cseq += 1;
@@ -805,7 +808,7 @@ fn relay_with_body(
     let mut w = call
         .uas
         .template
-        .start(&mut buf, resp.code, resp.reason, Some(&call.a.local_tag));
+        .start(&mut buf, resp.code, resp.reason, Some(call.a.local_tag()));
     w.header(HeaderName::Contact, &[&local.contact]);
     if let Some(interval) = session {
         super::session::write_refresher(&mut w, interval);
@@ -891,17 +894,21 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
         return;
     };
     let b = &mut call.b;
-    if b.remote_tag.as_deref() != Some(tag) {
+    if b.remote_tag() != Some(tag) {
         // Another early dialog (fork): its CSeq space starts afresh.
         b.remote_cseq = None;
     }
-    b.remote_tag = Some(Bytes::copy_from_slice(tag));
-    let mut to = BytesMut::new();
-    crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
-    b.remote_party = to.freeze();
-    if let Some(contact) = contact_uri(&resp.msg) {
-        b.remote_target = Bytes::copy_from_slice(contact);
-    }
+    let to = resp.msg.value(HeaderName::To).unwrap_or(b"");
+    let unfolded;
+    let to = if memchr::memchr2(b'\r', b'\n', to).is_some() {
+        let mut v = Vec::with_capacity(to.len());
+        crate::sip::put_unfolded(&mut v, to);
+        unfolded = v;
+        &unfolded[..]
+    } else {
+        to
+    };
+    b.set_remote(Some(tag), to, contact_uri(&resp.msg));
     let routes = uac_route_set(&resp.msg);
     if confirmed || !routes.is_empty() {
         b.route_set = routes;
@@ -911,7 +918,7 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
         policy: &call.policy,
         trunk: b.trunk,
     };
-    let hop = next_hop(&b.remote_target, &b.route_set, fallback, reach);
+    let hop = next_hop(b.remote_target(), &b.route_set, fallback, reach);
     b.flow = call.policy.retarget(b.flow, hop);
 }
 
@@ -923,8 +930,7 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
             send_cancel(ctx, call, index, now);
         }
         200..=299 => {
-            let same_dialog =
-                resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag.as_deref();
+            let same_dialog = resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag();
             if same_dialog && call.in_wave(index) && call.answered_at().is_some() {
                 // A retransmitted 2xx of the answered attempt: ACK again if
                 // the caller already ACKed (or the call is over), otherwise
@@ -937,7 +943,7 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
                     State::Confirmed {
                         b_ack: KeptAck::Branch(b),
                         ..
-                    } => b.clone(),
+                    } => *b,
                     State::Ended { .. } => ctx.ids.branch(),
                     _ => return,
                 };
@@ -968,7 +974,11 @@ fn hang_up_stray_answer(
     let Some(tag) = resp.to_tag() else {
         return;
     };
-    if let Some(stray) = call.strays.iter().find(|s| s.tag == tag) {
+    if let Some(stray) = call
+        .extra
+        .as_deref()
+        .and_then(|e| e.strays.iter().find(|s| s.tag == tag))
+    {
         // A retransmission of a 2xx already hung up: ACK it again, once.
         ctx.send(stray.dest, stray.ack.clone());
         return;
@@ -1013,12 +1023,13 @@ fn hang_up_stray_answer(
     };
     let bye = invite_sibling(&call.b, &local, b"BYE", bye_ref, &to);
     let tx = ClientNonInvite::start(now, &call.policy.timers, dest, bye, &mut ctx.out);
-    call.own.push(Own {
+    let extra = call.extra_mut();
+    extra.own.push(Own {
         side: Side::B,
         branch: bye_branch,
         tx,
     });
-    call.strays.push(Stray {
+    extra.strays.push(Stray {
         tag: Bytes::copy_from_slice(tag),
         ack,
         dest,
@@ -1030,8 +1041,8 @@ fn hang_up_stray_answer(
 /// address family), so the callee never sees the caller's side.
 fn from_leaving_host(ctx: &Ctx, call: &mut Call) {
     let host = &ctx.local(call.b.flow.local).host;
-    if let Some(party) = with_host(&call.b.local_party, host) {
-        call.b.local_party = party;
+    if let Some(party) = with_host(call.b.local_party(), host) {
+        call.b.set_local_party(&party);
     }
 }
 

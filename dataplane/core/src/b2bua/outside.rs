@@ -45,7 +45,7 @@ impl Engine {
         let timers = ctx.policy.timers;
         self.standalone.start_client(
             (now, &timers),
-            (req.method, branch),
+            (req.method, Bytes::copy_from_slice(&branch)),
             req.flow,
             buf.freeze(),
             &mut self.ctx.out,

@@ -69,13 +69,13 @@ impl Engine {
             self.ctx.stats.discard(Discard::StrayResponse);
             return;
         };
-        if side == Side::B && call.b.call_id != resp.call_id {
+        if side == Side::B && call.b.call_id() != resp.call_id {
             self.ctx.stats.discard(Discard::StrayResponse);
             return;
         }
         let is_invite_or_cancel = matches!(resp.cseq.method, Method::Invite | Method::Cancel);
         let attempt = if side == Side::B && is_invite_or_cancel {
-            call.attempts.iter().position(|a| a.branch == branch)
+            call.attempts.iter().position(|a| a.branch[..] == *branch)
         } else {
             None
         };
@@ -104,16 +104,16 @@ impl Engine {
             super::outbound::on_attempt_response(&mut self.ctx, call, i, (&resp, origin), now);
         } else if let Some(i) = call.relays.iter().position(|x| {
             x.from == side.other()
-                && x.client_branch == branch
+                && x.client_branch[..] == *branch
                 && resp.cseq.seq == x.client_cseq
                 && resp.cseq.method == x.method
         }) {
             super::dialog::on_relay_response(&mut self.ctx, call, i, &resp, now);
-        } else if let Some(own) = call
-            .own
-            .iter_mut()
-            .find(|o| o.side == side && o.branch == branch)
-        {
+        } else if let Some(own) = call.extra.as_deref_mut().and_then(|e| {
+            e.own
+                .iter_mut()
+                .find(|o| o.side == side && o.branch[..] == *branch)
+        }) {
             let timers = call.policy.timers;
             if own.tx.on_response(now, &timers, resp.code)
                 == crate::transaction::ResponseAction::Absorb

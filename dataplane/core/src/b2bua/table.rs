@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use super::wheel::Wheel;
 
 use super::call::Call;
@@ -156,11 +158,12 @@ impl CallTable {
 
     /// The A-leg index key: Call-ID, a NUL, the caller's tag.
     pub fn a_key(call_id: &[u8], tag: &[u8]) -> Arc<[u8]> {
-        let mut k = Vec::with_capacity(call_id.len() + 1 + tag.len());
+        let mut k: SmallVec<[u8; 128]> = SmallVec::with_capacity(call_id.len() + 1 + tag.len());
         k.extend_from_slice(call_id);
         k.push(0);
         k.extend_from_slice(tag);
-        Arc::from(k)
+        // One allocation: the key goes straight into the `Arc`.
+        Arc::from(&k[..])
     }
 
     pub fn find_a(&mut self, call_id: &[u8], tag: &[u8]) -> Option<CallRef> {

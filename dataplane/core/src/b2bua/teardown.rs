@@ -40,7 +40,7 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     let mut w = call
         .uas
         .template
-        .start(&mut buf, code, reason, Some(&call.a.local_tag));
+        .start(&mut buf, code, reason, Some(call.a.local_tag()));
     if !matches!(failure.code, 401 | 407) {
         w.raw(&failure.headers);
         w.body(&failure.body);
@@ -72,7 +72,7 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: End
     let response = call
         .uas
         .template
-        .simple(code, reason, Some(&call.a.local_tag));
+        .simple(code, reason, Some(call.a.local_tag()));
     if call
         .uas
         .tx
@@ -149,7 +149,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
         let response =
             call.uas
                 .template
-                .simple(500, b"Server Internal Error", Some(&call.a.local_tag));
+                .simple(500, b"Server Internal Error", Some(call.a.local_tag()));
         if call
             .uas
             .tx
@@ -174,7 +174,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
     call.release_b_slot();
     let answered = call.answered_at();
     call.state = State::Ended { answered, at: now };
-    let caller = caller_of(&call.a.remote_party);
+    let caller = caller_of(call.a.remote_party());
     call.shed_dialogs();
     call.cancel_call_timers();
     let media = super::media::release(ctx, call);
@@ -184,7 +184,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
     let trunk_name = |id| call.policy.trunk(id).map(|t| t.name.clone());
     let record = CallRecord {
         call: call.me,
-        call_id: call.a.call_id.clone(),
+        call_id: call.a.bytes(super::call::Part::CallId),
         inbound_trunk: trunk_name(call.a.trunk).unwrap_or_default(),
         outbound_trunk: call.current().and_then(|a| trunk_name(a.target.trunk)),
         caller,
@@ -202,7 +202,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
 pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReason) {
     let timers = call.policy.timers;
     for side in [Side::A, Side::B] {
-        if call.leg(side).remote_tag.is_none() {
+        if call.leg(side).remote_tag().is_none() {
             continue;
         }
         let parts = ctx.local(call.leg(side).flow.local).clone();
@@ -224,7 +224,7 @@ pub(crate) fn bye_both(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: End
         );
         let dest = leg.flow;
         let tx = ClientNonInvite::start(now, &timers, dest, bye, &mut ctx.out);
-        call.own.push(Own { side, branch, tx });
+        call.extra_mut().own.push(Own { side, branch, tx });
     }
     end(ctx, call, now, reason);
 }

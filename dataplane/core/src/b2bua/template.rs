@@ -1,7 +1,6 @@
 //! Response templates: the headers of a received request that every
 //! response to it repeats, kept in one buffer.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -24,15 +23,34 @@ pub(crate) struct Template {
 
 impl Template {
     pub fn new(req: &Request<'_>, src: SocketAddr, with_record_route: bool) -> Self {
-        let mut b = BytesMut::with_capacity(req.msg.as_bytes().len().min(1024));
+        // What is copied, plus room for `received`/`rport` and the names
+        // (a whole-message guess would hold the body's size for as long as
+        // the transaction lives).
+        let copied: usize = req
+            .msg
+            .headers()
+            .filter(|h| {
+                matches!(
+                    h.name,
+                    HeaderName::Via
+                        | HeaderName::From
+                        | HeaderName::To
+                        | HeaderName::CallId
+                        | HeaderName::CSeq
+                ) || (with_record_route && h.name == HeaderName::RecordRoute)
+            })
+            .map(|h| h.value.len() + 16)
+            .sum();
+        let mut b = BytesMut::with_capacity(copied + 64);
         let mut first = true;
         for h in req.msg.all(HeaderName::Via) {
             b.put_slice(b"Via: ");
             let mut values = CommaList::new(h.value);
             if first {
                 first = false;
-                if let Some(top) = values.next() {
-                    write_top_via(&mut b, top, src);
+                // The top value is the one `Request::parse` read.
+                if values.next().is_some() {
+                    write_top_via(&mut b, &req.via, src);
                 }
                 for v in values {
                     b.put_slice(b", ");
@@ -139,11 +157,7 @@ impl Template {
 
 /// Writes the top Via value with `received` and `rport` filled in (RFC 3261
 /// §18.2.1, RFC 3581 §4).
-fn write_top_via(b: &mut BytesMut, value: &[u8], src: SocketAddr) {
-    let Ok(via) = Via::parse(value) else {
-        put_unfolded(b, value);
-        return;
-    };
+fn write_top_via(b: &mut BytesMut, via: &Via<'_>, src: SocketAddr) {
     b.put_slice(b"SIP/2.0/");
     b.put_slice(via.transport);
     b.put_u8(b' ');
@@ -163,7 +177,7 @@ fn write_top_via(b: &mut BytesMut, value: &[u8], src: SocketAddr) {
         if name.eq_ignore_ascii_case(b"received") {
             has_received = true;
             b.put_slice(b"received=");
-            let _ = write!(b.writer(), "{}", src.ip());
+            crate::sip::put_ip(b, src.ip());
             continue;
         }
         b.put_slice(name);
@@ -177,6 +191,6 @@ fn write_top_via(b: &mut BytesMut, value: &[u8], src: SocketAddr) {
     let rport = via.rport().is_some();
     if !has_received && (rport || crate::sip::host_ip(via.host) != Some(src.ip())) {
         b.put_slice(b";received=");
-        let _ = write!(b.writer(), "{}", src.ip());
+        crate::sip::put_ip(b, src.ip());
     }
 }

@@ -133,7 +133,10 @@ fn relay_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 /// Requests answered here and the SBC's own BYEs.
 fn local_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     let timers = call.policy.timers;
-    for l in &mut call.local {
+    let Some(extra) = call.extra.as_deref_mut() else {
+        return;
+    };
+    for l in &mut extra.local {
         match &mut l.tx {
             ServerTx::Invite(t) => {
                 t.on_timer(now, &timers, &mut ctx.out);
@@ -143,12 +146,15 @@ fn local_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
             }
         }
     }
-    call.local.retain(|l| !l.tx.is_terminated());
+    extra.local.retain(|l| !l.tx.is_terminated());
 
-    for own in &mut call.own {
+    for own in &mut extra.own {
         own.tx.on_timer(now, &timers, &mut ctx.out);
     }
-    call.own.retain(|o| !o.tx.is_terminated());
+    extra.own.retain(|o| !o.tx.is_terminated());
+    if extra.local.is_empty() && extra.own.is_empty() && extra.strays.is_empty() {
+        call.extra = None;
+    }
 }
 
 /// The call's own timers (timers are data: `call.timers`).

@@ -60,7 +60,7 @@ impl Tombstone {
     pub fn of(call: &Call, until: Instant) -> Self {
         Tombstone {
             a_key: Arc::clone(&call.a_key),
-            tags: [tag_of(&call.a.local_tag), tag_of(&call.b.local_tag)],
+            tags: [tag_of(call.a.local_tag()), tag_of(call.b.local_tag())],
             trunks: [call.a.trunk, call.b.trunk],
             b_flow: call.b.flow,
             a_phone: call

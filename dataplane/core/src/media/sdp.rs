@@ -3,7 +3,7 @@
 //! (RFC 3264 offer/answer: c= and m= ports, a=rtcp, o= address) with codec
 //! filtering. Everything not named here is kept as written.
 
-use std::fmt::Write as _;
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 /// One `<type>=<value>` line.
@@ -269,17 +269,12 @@ pub fn rewrite(
 ) -> Vec<u8> {
     let mut w = SdpWriter {
         buf: Vec::with_capacity(512),
-        scratch: String::with_capacity(128),
-        family: if ip.is_ipv4() { "IP4" } else { "IP6" },
+        family: if ip.is_ipv4() { b"IP4" } else { b"IP6" },
         ip,
     };
     for l in &sdp.session {
         match l.kind {
-            b'o' => {
-                let (id, version) = origin;
-                let (family, ip) = (w.family, w.ip);
-                w.formatted(b'o', format_args!("- {id} {version} IN {family} {ip}"));
-            }
+            b'o' => w.origin(origin),
             b'c' => w.connection(),
             b'a' if dropped_attr(l.value) => {}
             _ => w.line(l.kind, l.value),
@@ -295,8 +290,7 @@ pub fn rewrite(
 /// Writes SDP lines, each `<type>=<value>` CRLF.
 struct SdpWriter {
     buf: Vec<u8>,
-    scratch: String,
-    family: &'static str,
+    family: &'static [u8; 3],
     ip: IpAddr,
 }
 
@@ -308,44 +302,58 @@ impl SdpWriter {
         self.buf.extend_from_slice(b"\r\n");
     }
 
-    fn formatted(&mut self, kind: u8, args: std::fmt::Arguments<'_>) {
-        self.scratch.clear();
-        let _ = self.scratch.write_fmt(args);
-        let value = std::mem::take(&mut self.scratch);
-        self.line(kind, value.as_bytes());
-        self.scratch = value;
+    /// Our `o=` line: `- <id> <version> IN <family> <address>`.
+    fn origin(&mut self, (id, version): (u64, u64)) {
+        let mut n = itoa::Buffer::new();
+        self.buf.extend_from_slice(b"o=- ");
+        self.buf.extend_from_slice(n.format(id).as_bytes());
+        self.buf.push(b' ');
+        self.buf.extend_from_slice(n.format(version).as_bytes());
+        self.buf.push(b' ');
+        self.address();
     }
 
     /// Our `c=` line.
     fn connection(&mut self) {
-        let (family, ip) = (self.family, self.ip);
-        self.formatted(b'c', format_args!("IN {family} {ip}"));
+        self.buf.extend_from_slice(b"c=");
+        self.address();
+    }
+
+    /// `IN <family> <address>` CRLF, ending an `o=` or `c=` line.
+    fn address(&mut self) {
+        self.buf.extend_from_slice(b"IN ");
+        self.buf.extend_from_slice(self.family);
+        self.buf.push(b' ');
+        crate::sip::put_ip(&mut self.buf, self.ip);
+        self.buf.extend_from_slice(b"\r\n");
     }
 
     /// One media section: its m= line with our port and the formats kept
     /// (RFC 3264 §6: a rejected stream keeps port 0 and a format), our c=,
     /// the attributes of kept formats, rtcp-mux when accepted.
     fn media(&mut self, m: &Media<'_>, anchor: Anchor, keep: &dyn Fn(&Media<'_>, &[u8]) -> bool) {
-        let kept: Vec<&[u8]> = m.fmts.iter().copied().filter(|f| keep(m, f)).collect();
+        let kept: SmallVec<[&[u8]; 8]> = m.fmts.iter().copied().filter(|f| keep(m, f)).collect();
         let (port, fmts) = if anchor.port == 0 || kept.is_empty() {
-            (0, m.fmts.iter().copied().take(1).collect::<Vec<_>>())
+            (0, m.fmts.iter().copied().take(1).collect())
         } else {
             (anchor.port, kept)
         };
-        let mut mline = String::with_capacity(64);
-        mline.push_str(&String::from_utf8_lossy(m.media));
-        let _ = write!(mline, " {port}");
+        let b = &mut self.buf;
+        b.extend_from_slice(b"m=");
+        b.extend_from_slice(m.media);
+        b.push(b' ');
+        b.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
         if let Some(count) = m.port_count {
-            mline.push('/');
-            mline.push_str(&String::from_utf8_lossy(count));
+            b.push(b'/');
+            b.extend_from_slice(count);
         }
-        mline.push(' ');
-        mline.push_str(&String::from_utf8_lossy(m.proto));
+        b.push(b' ');
+        b.extend_from_slice(m.proto);
         for f in &fmts {
-            mline.push(' ');
-            mline.push_str(&String::from_utf8_lossy(f));
+            b.push(b' ');
+            b.extend_from_slice(f);
         }
-        self.line(b'm', mline.as_bytes());
+        b.extend_from_slice(b"\r\n");
         for l in &m.lines {
             match l.kind {
                 b'c' => self.connection(),

@@ -11,6 +11,9 @@ pub struct NameAddr<'a> {
     pub uri: &'a [u8],
     /// Header parameters, starting at the first `;` (or empty).
     pub params: &'a [u8],
+    /// The `tag` parameter's value, found once when parsed (dialog
+    /// matching asks for it several times per message).
+    tag: Option<&'a [u8]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +67,7 @@ impl<'a> NameAddr<'a> {
                 display: None,
                 uri,
                 params,
+                tag: tag_of(params),
             });
         };
         // rest starts with '<'
@@ -81,6 +85,7 @@ impl<'a> NameAddr<'a> {
             display,
             uri,
             params,
+            tag: tag_of(params),
         })
     }
 
@@ -89,13 +94,18 @@ impl<'a> NameAddr<'a> {
     }
 
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.param(b"tag").flatten()
+        self.tag
     }
 
     /// The URI, parsed (it was validated by [`NameAddr::parse`]).
     pub fn parsed_uri(&self) -> Result<Uri<'a>, UriError> {
         Uri::parse(self.uri)
     }
+}
+
+/// The value of the first `tag` parameter in `params`.
+fn tag_of(params: &[u8]) -> Option<&[u8]> {
+    Params::new(params).get(b"tag").flatten()
 }
 
 #[cfg(test)]

@@ -102,11 +102,14 @@ impl<'a> Request<'a> {
             .ok_or(RequestError::Parse(ParseError::StartLine))?;
         let uri = Uri::parse(line.uri).map_err(|_| RequestError::RequestUri)?;
         let (via, from, to, call_id, cseq) = common_headers(&msg)?;
-        // Every Via must be well formed, not only ours (RFC 4475 §3.1.2.1).
-        for header in msg.all(HeaderName::Via) {
-            for value in split_values(header.value) {
-                Via::parse(value).map_err(|_| RequestError::Invalid("Via"))?;
-            }
+        // Every Via must be well formed, not only ours (RFC 4475 §3.1.2.1);
+        // the top one was read by `common_headers`.
+        for value in msg
+            .all(HeaderName::Via)
+            .flat_map(|h| split_values(h.value))
+            .skip(1)
+        {
+            Via::parse(value).map_err(|_| RequestError::Invalid("Via"))?;
         }
         // RFC 3261 §8.1.1.5: the CSeq method matches the request method.
         if cseq.method_raw != line.method_raw {

@@ -76,29 +76,43 @@ fn strip_leading_zeros(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Finds `needle` outside of quoted strings and angle brackets.
+/// Finds `needle` outside of quoted strings and angle brackets. Jumps
+/// from one byte that matters to the next (memchr), so a value without
+/// quotes or brackets costs one vectorised search.
 pub(crate) fn find_unquoted(s: &[u8], needle: u8) -> Option<usize> {
     let mut in_quotes = false;
     let mut angle = 0u32;
     let mut i = 0;
     while i < s.len() {
-        let b = s[i];
+        let rest = &s[i..];
+        let found = if in_quotes {
+            memchr::memchr2(b'\\', b'"', rest)
+        } else if angle > 0 {
+            memchr::memchr3(b'"', b'<', b'>', rest)
+        } else {
+            memchr::memchr3(needle, b'"', b'<', rest)
+        };
+        let at = i + found?;
+        let b = s[at];
+        i = at + 1;
         if in_quotes {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_quotes = false,
-                _ => {}
+            if b == b'\\' {
+                // The escaped byte is skipped.
+                i += 1;
+            } else {
+                in_quotes = false;
             }
         } else if b == b'"' {
             in_quotes = true;
         } else if b == b'<' {
             angle += 1;
         } else if b == b'>' {
+            // Searched for inside brackets (or as the needle, which a
+            // closing bracket never is).
             angle = angle.saturating_sub(1);
-        } else if b == needle && angle == 0 {
-            return Some(i);
+        } else if angle == 0 {
+            return Some(at);
         }
-        i += 1;
     }
     None
 }
@@ -227,6 +241,46 @@ impl<'a> Iterator for Params<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte-at-a-time scan `find_unquoted` replaced, as the reference.
+    fn find_unquoted_reference(s: &[u8], needle: u8) -> Option<usize> {
+        let mut in_quotes = false;
+        let mut angle = 0u32;
+        let mut i = 0;
+        while i < s.len() {
+            let b = s[i];
+            if in_quotes {
+                match b {
+                    b'\\' => i += 1,
+                    b'"' => in_quotes = false,
+                    _ => {}
+                }
+            } else if b == b'"' {
+                in_quotes = true;
+            } else if b == b'<' {
+                angle += 1;
+            } else if b == b'>' {
+                angle = angle.saturating_sub(1);
+            } else if b == needle && angle == 0 {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn find_unquoted_agrees_with_the_byte_scan(
+            s in proptest::collection::vec(
+                proptest::sample::select(b"ab ,;<>\\\"=".to_vec()),
+                0..40,
+            ),
+            needle in proptest::sample::select(b",;<>\"=a".to_vec()),
+        ) {
+            proptest::prop_assert_eq!(find_unquoted(&s, needle), find_unquoted_reference(&s, needle));
+        }
+    }
 
     #[test]
     fn decimal_with_leading_zeros_and_overflow() {

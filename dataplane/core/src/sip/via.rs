@@ -15,6 +15,12 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// Parameters starting at the first `;` (or empty).
     pub params: &'a [u8],
+    /// `branch`, `rport` and `received` as found when parsed (the first
+    /// of each; transaction matching and response routing ask for them
+    /// several times per message).
+    branch: Option<Option<&'a [u8]>>,
+    rport: Option<Option<&'a [u8]>>,
+    received: Option<Option<&'a [u8]>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -48,7 +54,21 @@ impl<'a> Via<'a> {
         }
         // Every parameter must be well formed: a token name and a token,
         // host or quoted value.
+        let (mut branch, mut rport, mut received) = (None, None, None);
         for (name, value) in Params::new(params) {
+            let mut other = None;
+            let slot = if name.eq_ignore_ascii_case(b"branch") {
+                &mut branch
+            } else if name.eq_ignore_ascii_case(b"rport") {
+                &mut rport
+            } else if name.eq_ignore_ascii_case(b"received") {
+                &mut received
+            } else {
+                &mut other
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
             if !name.iter().all(|b| is_token(*b)) {
                 return Err(ViaError);
             }
@@ -66,6 +86,9 @@ impl<'a> Via<'a> {
             host,
             port,
             params,
+            branch,
+            rport,
+            received,
         })
     }
 
@@ -74,7 +97,7 @@ impl<'a> Via<'a> {
     }
 
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.param(b"branch").flatten()
+        self.branch.flatten()
     }
 
     /// True when the branch carries the RFC 3261 magic cookie and something
@@ -86,12 +109,12 @@ impl<'a> Via<'a> {
 
     /// RFC 3581: `Some(None)` for a bare `rport`, `Some(Some(p))` when filled.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.param(b"rport")
+        self.rport
             .map(|v| v.and_then(|p| std::str::from_utf8(p).ok()?.parse().ok()))
     }
 
     pub fn received(&self) -> Option<&'a [u8]> {
-        self.param(b"received").flatten()
+        self.received.flatten()
     }
 }
 

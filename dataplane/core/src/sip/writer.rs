@@ -4,6 +4,8 @@
 //! slices from a received message or values the SBC minted) and a body; the
 //! Content-Length is computed from the body.
 
+use std::net::{IpAddr, SocketAddr};
+
 use bytes::{BufMut, BytesMut};
 
 use super::header::HeaderName;
@@ -86,9 +88,50 @@ impl<'b> Writer<'b> {
     }
 }
 
+/// Appends `ip` as text: a dotted quad, or IPv6 in its `Display` form
+/// (no brackets). Without `fmt` for IPv4, the common case on every
+/// message (Via `received`, SDP, Request-URIs).
+pub fn put_ip(buf: &mut impl BufMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b'.');
+                }
+                buf.put_slice(n.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => put_display(buf, v6),
+    }
+}
+
+/// Appends `addr` as `SocketAddr` displays it (`ip:port`, IPv6 in
+/// brackets).
+pub fn put_socket_addr(buf: &mut impl BufMut, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            put_ip(buf, IpAddr::V4(*v4.ip()));
+            buf.put_u8(b':');
+            buf.put_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
+        }
+        SocketAddr::V6(_) => put_display(buf, addr),
+    }
+}
+
+/// Appends a value's `Display` text through a stack buffer (addresses
+/// are at most 64 bytes as text).
+fn put_display(buf: &mut impl BufMut, value: impl std::fmt::Display) {
+    let mut text = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{value}"));
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    buf.put_slice(&text[..len.min(text.len())]);
+}
+
 /// Appends `value`, replacing each folded line break (CR/LF followed by
 /// white space) with a single space.
-pub fn put_unfolded(buf: &mut BytesMut, value: &[u8]) {
+pub fn put_unfolded(buf: &mut impl BufMut, value: &[u8]) {
     if memchr::memchr2(b'\r', b'\n', value).is_none() {
         buf.put_slice(value);
         return;
@@ -106,5 +149,45 @@ pub fn put_unfolded(buf: &mut BytesMut, value: &[u8]) {
                 buf.put_u8(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv6Addr, SocketAddrV6};
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let ips: [IpAddr; 6] = [
+            "0.0.0.0".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "2001:db8::9:1".parse().unwrap(),
+            "::ffff:192.0.2.7".parse().unwrap(),
+            "::".parse().unwrap(),
+        ];
+        for ip in ips {
+            let mut b = BytesMut::new();
+            put_ip(&mut b, ip);
+            assert_eq!(&b[..], ip.to_string().as_bytes());
+            for port in [0, 5060, 65535] {
+                let addr = SocketAddr::new(ip, port);
+                let mut b = Vec::new();
+                put_socket_addr(&mut b, addr);
+                assert_eq!(&b[..], addr.to_string().as_bytes());
+            }
+        }
+        let longest = SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            ),
+            65535,
+            0,
+            u32::MAX,
+        ));
+        let mut b = Vec::new();
+        put_socket_addr(&mut b, longest);
+        assert_eq!(&b[..], longest.to_string().as_bytes());
     }
 }
