@@ -6,17 +6,20 @@
 #
 # Each call: INVITE/180/200/ACK, 1 s, BYE/200 (loadtest/scenarios
 # uac_basic.xml, uas_answer.xml), caller and callee on one reused
-# connection each (sipp -t t1). sipp has no TLS here, so over TLS each side
-# goes through socat (TCP <-> TLS); only the proxy's own CPU is counted.
+# connection each (sipp -t t1). sipp has no TLS here, so over TLS both
+# sides are sbc-load (-t l1, one thread: one connection each); only the
+# proxy's own CPU is counted.
 # The sbc is a B2BUA (two transactions, two dialogs per call), Kamailio a
 # stateful record-routing proxy with dialog tracking (bench/kamailio).
 #
-# Run from anywhere after `cargo build --release -p sbc-controlplane`:
+# Run from anywhere after
+# `cargo build --release -p sbc-controlplane -p sbc-loadtest`:
 #   bench/transports.sh            # RATE=300 calls/s, CALLS=6000, ROUNDS=2
-# Installs sipp, socat, kamailio and kamailio-tls-modules when missing.
+# Installs sipp, kamailio and kamailio-tls-modules when missing.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SBC=${SBC:-$ROOT/target/release/sbc}
+LOAD=${LOAD:-$ROOT/target/release/sbc-load}
 S=$ROOT/loadtest/scenarios
 CERTS=$ROOT/config/examples/certs
 N=127.89.0
@@ -24,13 +27,13 @@ RATE=${RATE:-300}; CALLS=${CALLS:-6000}; ROUNDS=${ROUNDS:-2}; HS_SECONDS=${HS_SE
 HZ=$(getconf CLK_TCK)
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need sipp sip-tester; need socat socat; need kamailio kamailio; need bc bc
+need sipp sip-tester; need kamailio kamailio; need bc bc
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio-tls-modules >/dev/null
-[ -x "$SBC" ] || { echo "build first: cargo build --release -p sbc-controlplane" >&2; exit 1; }
+[ -x "$SBC" ] && [ -x "$LOAD" ] || { echo "build first: cargo build --release -p sbc-controlplane -p sbc-loadtest" >&2; exit 1; }
 
 # CPU ticks (user + system) of the processes whose command line matches $1.
 ticks() { local t=0; for p in $(pgrep -f "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
-cleanup() { pkill -f "sipp -sf $S" 2>/dev/null; pkill -f "socat .*$N" 2>/dev/null; pkill -f "kamailio -f $W" 2>/dev/null; [ -n "${P:-}" ] && kill $P 2>/dev/null; sleep 1; }
+cleanup() { pkill -f "sipp -sf $S" 2>/dev/null; pkill -f "$LOAD -sf $S" 2>/dev/null; pkill -f "kamailio -f $W" 2>/dev/null; [ -n "${P:-}" ] && kill $P 2>/dev/null; sleep 1; }
 
 start_sbc() { # transport
   local T=$1 port=5060 tls=""
@@ -48,8 +51,7 @@ pin_threads = false
 listen = "$N.1:9090"
 [[trunks]]
 name = "pbx"
-# .12: where sipp's SDP points when it sits behind socat (TLS).
-sources = ["$N.10", "$N.12"]
+sources = ["$N.10"]
 address = "$N.10:5060"
 transport = "$T"
 $tls
@@ -98,17 +100,20 @@ run() { # target transport
   local target=$1 T=$2 st=u1 to=$N.1:5060 from=$N.10
   W=$(mktemp -d)
   [ $T != udp ] && st=t1
-  # Callee: sipp on $N.20:5060 (behind socat's TLS on $N.20:5061 for tls).
-  sipp -sf $S/uas_answer.xml -i $N.20 -p 5060 -t $st -m $CALLS -mp 47800 -cp 47810 -bg -nostdin >/dev/null 2>&1
+  # Callee on $N.20 (5060; 5061 for tls), caller from $N.10: sipp, or
+  # sbc-load over TLS (same scenarios, same statistics file).
+  local gen=sipp tls_args=""
   if [ $T = tls ]; then
-    socat OPENSSL-LISTEN:5061,bind=$N.20,reuseaddr,fork,cert=$CERTS/localhost.crt,key=$CERTS/localhost.key,verify=0 TCP:$N.20:5060,bind=$N.20 &
-    socat TCP-LISTEN:5060,bind=$N.11,reuseaddr,fork OPENSSL:$N.1:5061,bind=$N.10,verify=0 &
-    to=$N.11:5060; from=$N.12
+    gen="$LOAD --threads 1"; st=l1; to=$N.1:5061
+    tls_args="-tls_cert $CERTS/localhost.crt -tls_key $CERTS/localhost.key"
+    $gen -sf $S/uas_answer.xml -i $N.20 -p 5061 -t $st $tls_args -m $CALLS -mp 47800 -cp 47810 -bg -nostdin >/dev/null 2>&1
+  else
+    sipp -sf $S/uas_answer.xml -i $N.20 -p 5060 -t $st -m $CALLS -mp 47800 -cp 47810 -bg -nostdin >/dev/null 2>&1
   fi
   start_$target $T
   sleep 1.5
   local c0; c0=$(ticks "$MATCH")
-  sipp -sf $S/uac_basic.xml -s 15550100 -i $from -p 5060 $to -t $st -r $RATE -m $CALLS -d 1000 \
+  $gen -sf $S/uac_basic.xml -s 15550100 -i $from -p 5060 $to -t $st $tls_args -r $RATE -m $CALLS -d 1000 \
     -mp 47820 -cp 47830 -nostdin -trace_stat -stf $W/st.csv -timeout 180 >/dev/null 2>&1
   local c1; c1=$(ticks "$MATCH")
   local col; col=$(head -1 $W/st.csv | tr ';' '\n' | grep -n '^SuccessfulCall(C)$' | cut -d: -f1)

@@ -340,3 +340,101 @@ fn sbc_load_over_tcp_through_the_sbc() {
         }
     }
 }
+
+/// Gives `option` (present in `args`) the value `value`.
+fn set_option(args: &mut [String], option: &str, value: &str) {
+    let at = args.iter().position(|a| a == option).unwrap();
+    args[at + 1] = value.into();
+}
+
+/// sbc-load over TLS (`-t l1`, `-t ln`) through the SBC, with
+/// `config/examples/tls-trunk.toml`: a UDP PBX calls the ITSP that the
+/// SBC reaches over mutual TLS (sbc-load the ITSP's callee, presenting
+/// the ITSP's certificate, which the SBC verifies); then the ITSP calls
+/// the PBX over TLS to the SBC's listener, presenting its certificate as
+/// the client certificate the trunk requires (`verify_client`).
+#[test]
+fn sbc_load_over_tls_through_the_sbc() {
+    let certs = repo().join("config/examples/certs");
+    let cert = |name: &str| certs.join(name).display().to_string();
+    let itsp_identity = || {
+        vec![
+            "-tls_cert".to_string(),
+            cert("itsp.crt"),
+            "-tls_key".into(),
+            cert("itsp.key"),
+        ]
+    };
+    for (k, (pbx_calls, tls_mode, calls)) in [(true, "l1", 20), (false, "ln", 10)]
+        .into_iter()
+        .enumerate()
+    {
+        let net = Net(154 + k as u8);
+        let mut config = example("tls-trunk.toml", net);
+        config.push_str("\n[shards]\ncount = 2\npin_threads = false\n");
+        let sbc = Sbc::start(net, &config);
+        let dir = tempfile::tempdir().unwrap();
+        let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
+        let (uas, uac) = if pbx_calls {
+            // PBX (UDP) -> SBC -> ITSP over TLS.
+            let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", calls, 0);
+            set_option(&mut uas, "-p", "5061");
+            uas.extend(["-t".into(), tls_mode.into()]);
+            uas.extend(itsp_identity());
+            let uac = uac_args(
+                net,
+                &net.pbx(),
+                "uac_basic.xml",
+                "+390612345678",
+                calls,
+                20,
+                40,
+            );
+            (uas, uac)
+        } else {
+            // ITSP over TLS -> SBC's TLS listener -> PBX (UDP).
+            let uas = uas_args(net, &net.pbx(), "uas_answer.xml", calls, 0);
+            let mut uac = uac_args(
+                net,
+                &net.carrier_a(),
+                "uac_basic.xml",
+                "+390212345100",
+                calls,
+                20,
+                40,
+            );
+            let sbc_udp = uac.iter().position(|a| *a == net.sbc()).unwrap();
+            uac[sbc_udp] = format!("{}:5061", net.ip(1));
+            set_option(&mut uac, "-p", "5061");
+            uac.extend(["-t".into(), tls_mode.into()]);
+            uac.extend(itsp_identity());
+            (uas, uac)
+        };
+        let uas = run(&uas, &uas_json);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut uac = uac;
+        uac.extend(["-d".into(), "200".into()]);
+        let uac_code = wait(run(&uac, &uac_json), Duration::from_secs(120));
+        let uas_code = wait(uas, Duration::from_secs(30));
+        let (uac, uas) = (report(&uac_json), report(&uas_json));
+        let what = if pbx_calls {
+            "pbx -> itsp"
+        } else {
+            "itsp -> pbx"
+        };
+        assert_eq!(uac_code, Some(0), "{what}: caller: {uac:#}\n{}", sbc.log());
+        assert_eq!(uas_code, Some(0), "{what}: callee: {uas:#}\n{}", sbc.log());
+        for r in [&uac, &uas] {
+            assert_eq!(r["calls_succeeded"], calls, "{what}");
+            assert_eq!(r["calls_failed"], 0, "{what}");
+        }
+        let handshakes = sbc.metric_sum("sbc_tls_handshakes_total");
+        if pbx_calls {
+            // The SBC opened its connection(s) to the ITSP's listener.
+            assert!((1.0..=2.0).contains(&handshakes), "{what}: {handshakes}");
+        } else {
+            // One connection per call (`ln`), each with its handshake.
+            assert!(handshakes >= calls as f64, "{what}: {handshakes}");
+        }
+    }
+}

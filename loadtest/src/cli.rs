@@ -69,13 +69,16 @@ const SIPP_OPTIONS: &[&str] = &[
     "log_file",
     "trace_counts",
     "tdmmap",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "tls_cert",
-    "tls_key",
+    "tls_crl",
+    "tls_version",
     "master",
     "slave",
     "slave_cfg",
@@ -134,9 +137,24 @@ pub struct Args {
     /// Length of <pause/> without milliseconds, in ms.
     #[arg(long = "d", value_name = "MS", default_value_t = 0)]
     pub duration_ms: u64,
-    /// Transport mode: u1 (UDP, one socket; sbc-load uses one per thread).
+    /// Transport mode: u1 (UDP, one socket; sbc-load uses one per thread),
+    /// t1 / tn (TCP, a connection per thread / per call), l1 / ln (TLS,
+    /// likewise).
     #[arg(long = "t", value_name = "MODE", default_value = "u1")]
     pub transport: String,
+    /// TLS: the certificate (chain) presented, PEM (SIPp's default
+    /// cacert.pem). A side that listens needs it; a caller presents it
+    /// when it loads (client authentication).
+    #[arg(long = "tls_cert", value_name = "FILE", default_value = "cacert.pem")]
+    pub tls_cert: std::path::PathBuf,
+    /// TLS: the certificate's private key, PEM (default cakey.pem).
+    #[arg(long = "tls_key", value_name = "FILE", default_value = "cakey.pem")]
+    pub tls_key: std::path::PathBuf,
+    /// TLS: verify the server's certificate against these CA
+    /// certificates, PEM (without it, as SIPp, any certificate is
+    /// accepted; the handshake's signatures are still checked).
+    #[arg(long = "tls_ca", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Username for [authentication] (default: the -s service).
     #[arg(long = "au", value_name = "USER")]
     pub auth_user: Option<String>,

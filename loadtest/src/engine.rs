@@ -2974,8 +2974,10 @@ fn set_dest(host: &[u8], port: &[u8], protocol: &[u8], cfg: &Config) -> Result<S
     if named != cfg.transport {
         return Err("Can not switch protocols during setdest.".into());
     }
-    if named == "TCP" && !cfg.report_ended {
-        return Err("setdest over TCP needs a connection per call (-t tn).".into());
+    if matches!(named, "TCP" | "TLS") && !cfg.report_ended {
+        return Err(format!(
+            "setdest over {named} needs a connection per call (-t tn or -t ln)."
+        ));
     }
     let Some(port) = c_number(port).filter(|p| (0.0..65_536.0).contains(p)) else {
         return Err(format!("Invalid port for setdest: '{}'", text(port)));

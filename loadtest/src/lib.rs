@@ -22,6 +22,7 @@ pub mod statfile;
 pub mod stats;
 pub mod stream;
 pub mod template;
+pub mod tls;
 pub mod tracefile;
 
 /// Built-in scenarios for `-sn`, shipped as files in `scenarios/` so that

@@ -94,17 +94,33 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
 /// Runs the load described by `args`, prints the report and returns it.
 pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let scn = Arc::new(load_scenario(args).map_err(|message| RunError { code: 1, message })?);
-    let tcp = match args.transport.as_str() {
-        "u1" => None,
-        "t1" => Some(crate::stream::Mode::One),
-        "tn" => Some(crate::stream::Mode::PerCall),
+    let (tcp, tls) = match args.transport.as_str() {
+        "u1" => (None, false),
+        "t1" => (Some(crate::stream::Mode::One), false),
+        "tn" => (Some(crate::stream::Mode::PerCall), false),
+        "l1" => (Some(crate::stream::Mode::One), true),
+        "ln" => (Some(crate::stream::Mode::PerCall), true),
         t => {
             return Err(RunError::fatal(format!(
-                "-t {t}: sbc-load supports u1 (UDP, a socket per thread), t1 (TCP, a connection per thread) and tn (TCP, a connection per call)"
+                "-t {t}: sbc-load supports u1 (UDP, a socket per thread), t1 / tn (TCP, a connection per thread / per call) and l1 / ln (TLS, likewise)"
             )));
         }
     };
     let caller = scn.starts_with_send();
+    // TLS: a callee answers with its certificate; a caller presents one
+    // when it loads.
+    let tls = if tls {
+        let files = crate::tls::Files {
+            cert: &args.tls_cert,
+            key: &args.tls_key,
+            ca: args.tls_ca.as_deref(),
+        };
+        Some(Arc::new(
+            crate::tls::TlsSetup::load(files, !caller).map_err(RunError::fatal)?,
+        ))
+    } else {
+        None
+    };
     // 3PCC's controller B side: its calls start with the twin's message.
     let by_twin = scn.starts_with_recv_cmd();
     if !caller && !by_twin && scn.first_request().is_none() {
@@ -189,7 +205,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     // As SIPp: retransmissions only over UDP.
     cfg.retrans_enabled = !args.no_retrans && tcp.is_none();
     if tcp.is_some() {
-        cfg.transport = "TCP";
+        cfg.transport = if tls.is_some() { "TLS" } else { "TCP" };
     }
     cfg.report_ended = caller && tcp == Some(crate::stream::Mode::PerCall);
     cfg.recv_timeout_ms = args.recv_timeout_ms;
@@ -321,6 +337,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             core: args.pin.then_some(index % cores),
             connect: args.connect && caller,
             tcp,
+            tls: tls.clone(),
             batch_wait: Duration::from_micros(args.batch_wait_us),
         };
         let sock = bind(&plan).map_err(|e| RunError {

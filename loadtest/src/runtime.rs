@@ -82,6 +82,8 @@ pub struct ThreadPlan {
     pub connect: bool,
     /// `-t u1`: `None`; `-t t1`, `-t tn`: TCP.
     pub tcp: Option<Mode>,
+    /// `-t l1`, `-t ln`: TLS on the TCP connections.
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
     /// Wake-up coalescing: sleep until `BATCH_WANT` completions are ready
     /// or this long has passed (kernels with IORING_FEAT_MIN_TIMEOUT).
     pub batch_wait: Duration,
@@ -139,11 +141,11 @@ pub fn bind(plan: &ThreadPlan) -> io::Result<Socket> {
         } else {
             std::net::TcpListener::bind(plan.bind)?
         };
-        return Ok(Socket::Tcp(Box::new(Streams::new(
-            mode,
-            listener,
-            plan.remote,
-        )?)));
+        let streams = Streams::new(mode, listener, plan.remote)?;
+        return Ok(Socket::Tcp(Box::new(match &plan.tls {
+            Some(tls) => streams.with_tls(Arc::clone(tls)),
+            None => streams,
+        })));
     }
     let s = if plan.reuse_port {
         reuseport_udp(plan.bind, 8 << 20)?

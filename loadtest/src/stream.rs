@@ -1,6 +1,7 @@
-//! SIPp's TCP transports (`-t t1`, `-t tn`) for one load thread: the
-//! connections, their framing (Content-Length, RFC 3261 §18.3, with
-//! `sbc_core`'s stream decoder) and their output.
+//! SIPp's TCP and TLS transports (`-t t1`, `-t tn`, `-t l1`, `-t ln`)
+//! for one load thread: the connections (with rustls on each for TLS),
+//! their framing (Content-Length, RFC 3261 §18.3, with `sbc_core`'s
+//! stream decoder) and their output.
 //!
 //! A callee listens (each thread on the same port, `SO_REUSEPORT`) and
 //! answers each message on the connection it came from; the engine knows
@@ -13,11 +14,13 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sbc_core::sip::stream::{Frame, StreamDecoder, StreamLimits};
 
 use crate::stats::FailReason;
+use crate::tls::TlsSetup;
 
 /// One connection per thread or one per call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,8 @@ struct Conn {
     generation: u8,
     /// `tn`: the call it carries.
     call: Option<u64>,
+    /// TLS (`l1`, `ln`): the session the bytes go through.
+    tls: Option<Box<rustls::Connection>>,
 }
 
 /// The thread's TCP side.
@@ -81,6 +86,8 @@ pub struct Streams {
     /// Connections that could not open or were lost since the runtime
     /// last looked: (peer, the `tn` call, why); their calls fail.
     pub lost: Vec<(SocketAddr, Option<u64>, FailReason)>,
+    /// TLS on every connection (`-t l1`, `-t ln`).
+    tls: Option<Arc<TlsSetup>>,
 }
 
 impl Streams {
@@ -111,7 +118,14 @@ impl Streams {
             errors: 0,
             queued: Vec::new(),
             lost: Vec::new(),
+            tls: None,
         })
+    }
+
+    /// Runs TLS on every connection (`-t l1`, `-t ln`).
+    pub fn with_tls(mut self, tls: Arc<TlsSetup>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn listener(&self) -> &TcpListener {
@@ -130,7 +144,10 @@ impl Streams {
         for (i, c) in self.conns.iter_mut().enumerate() {
             let Some(c) = c.as_mut() else { continue };
             let read = !c.armed_in;
-            let write = !c.armed_out && (!c.out.is_empty() || c.connecting);
+            let write = !c.armed_out
+                && (!c.out.is_empty()
+                    || c.connecting
+                    || c.tls.as_ref().is_some_and(|t| t.wants_write()));
             c.armed_in = true;
             c.armed_out |= write;
             if read {
@@ -153,7 +170,15 @@ impl Streams {
                         continue;
                     }
                     let _ = s.set_nodelay(true);
-                    let i = self.add(s, peer, None);
+                    let tls = match &self.tls {
+                        // No certificate to answer with: closed at once.
+                        Some(setup) => match setup.accept() {
+                            Some(t) => Some(Box::new(t)),
+                            None => continue,
+                        },
+                        None => None,
+                    };
+                    let i = self.add(s, peer, None, tls);
                     self.by_peer.insert(peer, i);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -171,7 +196,13 @@ impl Streams {
         }
     }
 
-    fn add(&mut self, stream: TcpStream, peer: SocketAddr, call: Option<u64>) -> usize {
+    fn add(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        call: Option<u64>,
+        tls: Option<Box<rustls::Connection>>,
+    ) -> usize {
         let i = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.generations.push(0);
@@ -190,6 +221,7 @@ impl Streams {
                 armed_out: false,
                 generation,
                 call,
+                tls,
             });
         }
         i
@@ -208,6 +240,13 @@ impl Streams {
                 FailReason::TcpClosed
             };
             self.lost.push((c.peer, c.call, why));
+        }
+        let mut c = c;
+        if let Some(t) = c.tls.as_mut() {
+            // Best effort: the peer learns the session ended (RFC 8446
+            // §6.1), if the socket takes it now.
+            t.send_close_notify();
+            let _ = t.write_tls(&mut c.stream);
         }
         let _ = c.stream.shutdown(Shutdown::Both);
         if self.by_peer.get(&c.peer) == Some(&i) {
@@ -263,15 +302,14 @@ impl Streams {
             return;
         }
         let mut closed = flush(c).is_err();
-        while !closed {
-            match c.stream.read(&mut self.buf) {
-                Ok(0) => closed = true,
-                Ok(n) => c.decoder.push(self.buf.get(..n).unwrap_or(&[])),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => closed = true,
-            }
+        if !closed {
+            closed = match c.tls.as_deref_mut() {
+                Some(tls) => read_tls(&mut c.stream, tls, &mut c.decoder, &mut self.buf),
+                None => read_plain(&mut c.stream, &mut c.decoder, &mut self.buf),
+            };
         }
+        // The handshake (or a key update) may have something to say.
+        closed |= flush(c).is_err();
         loop {
             match c.decoder.next_frame() {
                 None => break,
@@ -354,13 +392,23 @@ impl Streams {
     /// Opens a connection to `dst` from the local address; the connect
     /// goes on without blocking the thread (output waits for it).
     fn connect(&mut self, dst: SocketAddr, call: Option<u64>) -> Option<usize> {
+        let tls = match &self.tls {
+            Some(setup) => match setup.connect(dst.ip()) {
+                Some(t) => Some(Box::new(t)),
+                None => {
+                    self.lost.push((dst, call, FailReason::TcpConnect));
+                    return None;
+                }
+            },
+            None => None,
+        };
         let Some((stream, connecting)) = dial(self.local_ip, dst) else {
             // Its calls fail (SIPp: "TCP connection failed").
             self.lost.push((dst, call, FailReason::TcpConnect));
             return None;
         };
         let _ = stream.set_nodelay(true);
-        let i = self.add(stream, dst, call);
+        let i = self.add(stream, dst, call, tls);
         if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
             c.connecting = connecting;
         }
@@ -379,12 +427,25 @@ impl Streams {
     /// waiting up to `limit` for slow ones.
     pub fn finish(&mut self, limit: Duration) {
         for c in self.conns.iter_mut().flatten() {
-            if c.out.is_empty() {
+            let tls_pending = c.tls.as_ref().is_some_and(|t| t.wants_write());
+            if c.out.is_empty() && !tls_pending {
                 continue;
             }
             let _ = c.stream.set_nonblocking(false);
             let _ = c.stream.set_write_timeout(Some(limit));
-            let _ = c.stream.write_all(&c.out);
+            match c.tls.as_deref_mut() {
+                Some(tls) => {
+                    let _ = tls.writer().write_all(&c.out);
+                    while tls.wants_write() {
+                        if !matches!(tls.write_tls(&mut c.stream), Ok(1..)) {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let _ = c.stream.write_all(&c.out);
+                }
+            }
             c.out.clear();
         }
     }
@@ -430,13 +491,45 @@ fn connected(c: &mut Conn) -> bool {
 }
 
 /// Writes what the socket takes now; the rest waits in `out` (all of it
-/// while the connect is under way).
+/// while the connect is under way). Over TLS the output goes into the
+/// session, which writes its records (and its handshake) to the socket.
 fn flush(c: &mut Conn) -> io::Result<()> {
-    while !c.out.is_empty() && !c.connecting {
-        match c.stream.write(&c.out) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+    if c.connecting {
+        return Ok(());
+    }
+    let Some(tls) = c.tls.as_deref_mut() else {
+        return write_out(&mut c.stream, &mut c.out);
+    };
+    while !c.out.is_empty() {
+        // The session takes what its buffer allows (before the handshake
+        // ends too); the rest waits for the records to go.
+        match tls.writer().write(&c.out) {
+            Ok(0) => break,
             Ok(n) => {
                 c.out.drain(..n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    while tls.wants_write() {
+        match tls.write_tls(&mut c.stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `out` to the socket as far as it takes it.
+fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    while !out.is_empty() {
+        match stream.write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                out.drain(..n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -446,12 +539,63 @@ fn flush(c: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads what arrived on a plain connection into its decoder; true when
+/// the peer closed it (or it broke).
+fn read_plain(stream: &mut TcpStream, decoder: &mut StreamDecoder, buf: &mut [u8]) -> bool {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return true,
+            Ok(n) => decoder.push(buf.get(..n).unwrap_or(&[])),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Reads what arrived on a TLS connection: records into the session,
+/// plaintext into the decoder; true when the peer closed it, the
+/// handshake failed or a record was bad.
+fn read_tls(
+    stream: &mut TcpStream,
+    tls: &mut rustls::Connection,
+    decoder: &mut StreamDecoder,
+    buf: &mut [u8],
+) -> bool {
+    loop {
+        match tls.read_tls(stream) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+        if tls.process_new_packets().is_err() {
+            // rustls queued an alert for the peer; the connection goes.
+            let _ = tls.write_tls(stream);
+            return true;
+        }
+        loop {
+            match tls.reader().read(buf) {
+                // The peer's close_notify.
+                Ok(0) => return true,
+                Ok(n) => decoder.push(buf.get(..n).unwrap_or(&[])),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    fn drive(s: &mut Streams, rounds: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// The messages a side received, with the peer each came from.
+    type Received = Vec<(SocketAddr, Vec<u8>)>;
+
+    fn drive(s: &mut Streams, rounds: usize) -> Received {
         let mut got = Vec::new();
         s.flush_queued();
         for _ in 0..rounds {
@@ -522,6 +666,127 @@ mod tests {
         drive(&mut caller, 5);
         assert_eq!(caller.lost, [(gone, Some(7), FailReason::TcpConnect)]);
         assert_eq!(caller.open(), 0);
+    }
+
+    fn certs(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/examples/certs")
+            .join(name)
+    }
+
+    /// The test certificate for `localhost` / 127.0.0.1 (signed by
+    /// config/examples/certs/ca.crt); `ca`: verify servers against it.
+    fn tls(listens: bool, ca: bool) -> Arc<TlsSetup> {
+        let (cert, key, ca_file) = (
+            certs("localhost.crt"),
+            certs("localhost.key"),
+            certs("ca.crt"),
+        );
+        let files = crate::tls::Files {
+            cert: &cert,
+            key: &key,
+            ca: ca.then_some(ca_file.as_path()),
+        };
+        Arc::new(TlsSetup::load(files, listens).unwrap())
+    }
+
+    /// Drives two sides in turn (a handshake goes back and forth):
+    /// what each received.
+    fn drive_pair(
+        a: &mut Streams,
+        b: &mut Streams,
+        rounds: usize,
+    ) -> (Received, Received) {
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            got_a.extend(drive(a, 1));
+            got_b.extend(drive(b, 1));
+        }
+        (got_a, got_b)
+    }
+
+    #[test]
+    fn over_tls_messages_are_framed_and_answered_on_their_connection() {
+        let l = TcpListener::bind("127.176.1.12:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut callee = Streams::listening(l, Mode::One)
+            .unwrap()
+            .with_tls(tls(true, false));
+        let own = TcpListener::bind("127.176.1.11:0").unwrap();
+        let mut caller = Streams::new(Mode::PerCall, own, Some(addr))
+            .unwrap()
+            .with_tls(tls(false, false));
+        let m1 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 4\r\n\r\nbody";
+        let m2 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 2\r\nContent-Length: 0\r\n\r\n";
+        assert!(caller.send(addr, 1, m1));
+        assert!(caller.send(addr, 2, m2));
+        let (_, got) = drive_pair(&mut caller, &mut callee, 40);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().any(|(_, m)| m == m1) && got.iter().any(|(_, m)| m == m2));
+        let (peer, _) = got.iter().find(|(_, m)| m == m1).unwrap();
+        assert!(callee.send(*peer, 0, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        callee.flush_queued();
+        let (back, _) = drive_pair(&mut caller, &mut callee, 20);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0, addr);
+        // The calls end: their connections close (close_notify first);
+        // the callee sees both go.
+        caller.call_ended(1);
+        caller.call_ended(2);
+        drive_pair(&mut caller, &mut callee, 20);
+        assert_eq!(callee.open(), 0);
+        assert_eq!(callee.lost.len(), 2);
+        assert!(caller.lost.is_empty(), "the caller closed them");
+    }
+
+    #[test]
+    fn with_a_ca_only_a_server_it_vouches_for_is_spoken_to() {
+        // The certificate names 127.0.0.1: verified there...
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = l.local_addr().unwrap();
+        let mut callee = Streams::listening(l, Mode::One)
+            .unwrap()
+            .with_tls(tls(true, false));
+        let own = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut caller = Streams::new(Mode::One, own, Some(good))
+            .unwrap()
+            .with_tls(tls(false, true));
+        let m = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 0\r\n\r\n";
+        assert!(caller.send(good, 1, m));
+        let (_, got) = drive_pair(&mut caller, &mut callee, 40);
+        assert_eq!(got.len(), 1, "verified against the CA");
+        assert!(caller.lost.is_empty());
+        // ...and refused at an address it does not name: the handshake
+        // fails, nothing is delivered, the call's connection is lost.
+        let l = TcpListener::bind("127.176.1.13:0").unwrap();
+        let other = l.local_addr().unwrap();
+        let mut impostor = Streams::listening(l, Mode::One)
+            .unwrap()
+            .with_tls(tls(true, false));
+        let own = TcpListener::bind("127.176.1.14:0").unwrap();
+        let mut caller = Streams::new(Mode::PerCall, own, Some(other))
+            .unwrap()
+            .with_tls(tls(false, true));
+        assert!(caller.send(other, 5, m));
+        let (_, got) = drive_pair(&mut caller, &mut impostor, 40);
+        assert!(got.is_empty(), "{got:?}");
+        assert_eq!(caller.open(), 0);
+        assert_eq!(caller.lost, [(other, Some(5), FailReason::TcpClosed)]);
+    }
+
+    #[test]
+    fn a_callee_needs_its_certificate_and_says_which_file_is_missing() {
+        let missing = certs("no-such.crt");
+        let key = certs("localhost.key");
+        let files = crate::tls::Files {
+            cert: &missing,
+            key: &key,
+            ca: None,
+        };
+        let e = TlsSetup::load(files, true).unwrap_err();
+        assert!(e.contains("-tls_cert") && e.contains("no-such.crt"), "{e}");
+        // A caller goes on without one (no client certificate).
+        assert!(TlsSetup::load(files, false).is_ok_and(|t| t.server.is_none()));
     }
 
     #[test]

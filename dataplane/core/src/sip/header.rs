@@ -210,6 +210,66 @@ mod tests {
     use super::HeaderName;
 
     #[test]
+    fn every_known_name_is_found_in_any_case_and_no_other() {
+        let known = [
+            (&b"accept"[..], HeaderName::Accept),
+            (&b"allow"[..], HeaderName::Allow),
+            (&b"allow-events"[..], HeaderName::AllowEvents),
+            (&b"authorization"[..], HeaderName::Authorization),
+            (&b"call-id"[..], HeaderName::CallId),
+            (&b"contact"[..], HeaderName::Contact),
+            (&b"content-disposition"[..], HeaderName::ContentDisposition),
+            (&b"content-encoding"[..], HeaderName::ContentEncoding),
+            (&b"content-length"[..], HeaderName::ContentLength),
+            (&b"content-type"[..], HeaderName::ContentType),
+            (&b"cseq"[..], HeaderName::CSeq),
+            (&b"date"[..], HeaderName::Date),
+            (&b"event"[..], HeaderName::Event),
+            (&b"expires"[..], HeaderName::Expires),
+            (&b"from"[..], HeaderName::From),
+            (&b"max-forwards"[..], HeaderName::MaxForwards),
+            (&b"min-expires"[..], HeaderName::MinExpires),
+            (&b"min-se"[..], HeaderName::MinSe),
+            (&b"path"[..], HeaderName::Path),
+            (&b"p-asserted-identity"[..], HeaderName::PAssertedIdentity),
+            (&b"p-preferred-identity"[..], HeaderName::PPreferredIdentity),
+            (&b"proxy-authenticate"[..], HeaderName::ProxyAuthenticate),
+            (&b"proxy-authorization"[..], HeaderName::ProxyAuthorization),
+            (&b"proxy-require"[..], HeaderName::ProxyRequire),
+            (&b"rack"[..], HeaderName::RAck),
+            (&b"reason"[..], HeaderName::Reason),
+            (&b"record-route"[..], HeaderName::RecordRoute),
+            (&b"refer-to"[..], HeaderName::ReferTo),
+            (&b"referred-by"[..], HeaderName::ReferredBy),
+            (&b"replaces"[..], HeaderName::Replaces),
+            (&b"require"[..], HeaderName::Require),
+            (&b"retry-after"[..], HeaderName::RetryAfter),
+            (&b"route"[..], HeaderName::Route),
+            (&b"rseq"[..], HeaderName::RSeq),
+            (&b"server"[..], HeaderName::Server),
+            (&b"session-expires"[..], HeaderName::SessionExpires),
+            (&b"subject"[..], HeaderName::Subject),
+            (&b"supported"[..], HeaderName::Supported),
+            (&b"to"[..], HeaderName::To),
+            (&b"unsupported"[..], HeaderName::Unsupported),
+            (&b"user-agent"[..], HeaderName::UserAgent),
+            (&b"via"[..], HeaderName::Via),
+            (&b"warning"[..], HeaderName::Warning),
+            (&b"www-authenticate"[..], HeaderName::WwwAuthenticate),
+        ];
+        for (name, header) in known {
+            assert_eq!(HeaderName::parse(name), header);
+            assert_eq!(HeaderName::parse(&name.to_ascii_uppercase()), header);
+            assert_eq!(header.as_str().as_bytes().to_ascii_lowercase(), name);
+            // Same length, first and last letter, another name.
+            let mut other = name.to_vec();
+            other[name.len() / 2] ^= 0x01;
+            assert_eq!(HeaderName::parse(&other), HeaderName::Other, "{other:?}");
+        }
+        assert_eq!(HeaderName::parse(b"X-Custom"), HeaderName::Other);
+    }
+
+    #[test]
     fn names_are_case_insensitive_and_compact() {
         // RFC 3261 §7.3.1: field names are case-insensitive; §7.3.3 compact forms.
         assert_eq!(HeaderName::parse(b"MaX-fOrWaRdS"), HeaderName::MaxForwards);
