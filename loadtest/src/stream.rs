@@ -435,6 +435,9 @@ impl Streams {
             let _ = c.stream.set_write_timeout(Some(limit));
             match c.tls.as_deref_mut() {
                 Some(tls) => {
+                    // The session takes it all (no buffer limit); what
+                    // waits for a handshake still under way is lost, as
+                    // a plain connection's unwritten output is.
                     let _ = tls.writer().write_all(&c.out);
                     while tls.wants_write() {
                         if !matches!(tls.write_tls(&mut c.stream), Ok(1..)) {
@@ -501,8 +504,8 @@ fn flush(c: &mut Conn) -> io::Result<()> {
         return write_out(&mut c.stream, &mut c.out);
     };
     while !c.out.is_empty() {
-        // The session takes what its buffer allows (before the handshake
-        // ends too); the rest waits for the records to go.
+        // The session takes it all (its buffer has no limit, see
+        // `crate::tls`), before the handshake ends too.
         match tls.writer().write(&c.out) {
             Ok(0) => break,
             Ok(n) => {
@@ -692,11 +695,7 @@ mod tests {
 
     /// Drives two sides in turn (a handshake goes back and forth):
     /// what each received.
-    fn drive_pair(
-        a: &mut Streams,
-        b: &mut Streams,
-        rounds: usize,
-    ) -> (Received, Received) {
+    fn drive_pair(a: &mut Streams, b: &mut Streams, rounds: usize) -> (Received, Received) {
         let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             got_a.extend(drive(a, 1));
@@ -737,6 +736,43 @@ mod tests {
         assert_eq!(callee.open(), 0);
         assert_eq!(callee.lost.len(), 2);
         assert!(caller.lost.is_empty(), "the caller closed them");
+    }
+
+    #[test]
+    fn over_tls_output_past_64_kib_all_arrives() {
+        let l = TcpListener::bind("127.176.1.15:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut callee = Streams::listening(l, Mode::One)
+            .unwrap()
+            .with_tls(tls(true, false));
+        let own = TcpListener::bind("127.176.1.16:0").unwrap();
+        let mut caller = Streams::new(Mode::One, own, Some(addr))
+            .unwrap()
+            .with_tls(tls(false, false));
+        let body = vec![b'x'; 1000];
+        let message = |n: usize| {
+            let mut m = format!(
+                "MESSAGE sip:x SIP/2.0\r\nCall-ID: {n}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            m.extend_from_slice(&body);
+            m
+        };
+        // Queued before the handshake (past rustls's default 64 KiB for
+        // it), and again once it is done, written by `finish`.
+        for n in 0..100 {
+            assert!(caller.send(addr, 1, &message(n)));
+        }
+        let (_, mut got) = drive_pair(&mut caller, &mut callee, 60);
+        assert_eq!(got.len(), 100);
+        for n in 100..200 {
+            assert!(caller.send(addr, 1, &message(n)));
+        }
+        caller.finish(Duration::from_secs(5));
+        got.extend(drive(&mut callee, 40));
+        assert_eq!(got.len(), 200, "every message, in order");
+        assert!(got.iter().enumerate().all(|(n, (_, m))| *m == message(n)));
     }
 
     #[test]

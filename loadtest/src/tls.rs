@@ -93,7 +93,7 @@ impl TlsSetup {
     pub fn connect(&self, peer: std::net::IpAddr) -> Option<rustls::Connection> {
         rustls::ClientConnection::new(Arc::clone(&self.client), ServerName::from(peer))
             .ok()
-            .map(rustls::Connection::Client)
+            .map(|c| unbounded(rustls::Connection::Client(c)))
     }
 
     /// A connection accepted; `None` when this side has no certificate.
@@ -101,8 +101,17 @@ impl TlsSetup {
         let config = self.server.as_ref()?;
         rustls::ServerConnection::new(Arc::clone(config))
             .ok()
-            .map(rustls::Connection::Server)
+            .map(|c| unbounded(rustls::Connection::Server(c)))
     }
+}
+
+/// The session takes all the output it is given (as a plain
+/// connection's queue does): rustls's default 64 KiB limit would leave
+/// output that no socket event moves (before the handshake ends, a write
+/// poll would fire again and again with nothing to write).
+fn unbounded(mut c: rustls::Connection) -> rustls::Connection {
+    c.set_buffer_limit(None);
+    c
 }
 
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
