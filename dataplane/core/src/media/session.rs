@@ -602,7 +602,7 @@ impl MediaSession {
     ) -> (u64, u64) {
         let digest = {
             use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut h = Fnv1a::default();
             for l in sdp.session.iter().filter(|l| l.kind != b'o') {
                 (l.kind, l.value).hash(&mut h);
             }
@@ -834,6 +834,32 @@ fn rtcp_address(m: &Media<'_>, default_ip: IpAddr) -> Option<SocketAddr> {
         _ => default_ip,
     };
     Some(SocketAddr::new(ip, port))
+}
+
+
+/// FNV-1a (64 bits): what `origin_towards` detects changes with; cheaper
+/// than SipHash on the many small writes a description makes. Not a map
+/// key: a crafted collision could only keep the version of the sender's
+/// own call's description from moving.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 #[cfg(test)]

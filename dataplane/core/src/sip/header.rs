@@ -60,6 +60,25 @@ impl HeaderName {
         if name.len() == 1 {
             return Self::compact(name[0].to_ascii_lowercase());
         }
+        // The spellings of RFC 3261 and of almost every stack: matched as
+        // written, without lowercasing first.
+        match name {
+            b"Via" => return Self::Via,
+            b"From" => return Self::From,
+            b"To" => return Self::To,
+            b"Call-ID" => return Self::CallId,
+            b"CSeq" => return Self::CSeq,
+            b"Contact" => return Self::Contact,
+            b"Max-Forwards" => return Self::MaxForwards,
+            b"Content-Type" => return Self::ContentType,
+            b"Content-Length" => return Self::ContentLength,
+            b"Record-Route" => return Self::RecordRoute,
+            b"Route" => return Self::Route,
+            b"User-Agent" => return Self::UserAgent,
+            b"Allow" => return Self::Allow,
+            b"Supported" => return Self::Supported,
+            _ => {}
+        }
         let mut lower = [0u8; 24];
         if name.len() > lower.len() {
             return Self::Other;
