@@ -892,3 +892,79 @@ fn websocket_upgrades_without_sip_and_garbage_are_refused_without_disturbing_oth
     let ok = bob.register(&net.sbc());
     assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
 }
+
+/// A connection the SBC gives up on (here: no SIP message within the
+/// first 10 s) ends with its last words: TLS close_notify (RFC 8446 §6.1),
+/// and over WebSocket a close frame saying "going away" (RFC 6455
+/// §7.1.2), rather than a bare TCP close.
+#[test]
+fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
+    let net = Net(156);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
+    let ws_at: SocketAddr = format!("{}:8080", net.ip(1)).parse().unwrap();
+    // A TLS client that completes its handshake, then says nothing.
+    let mut tls = tls_to_localhost(tcp_from(&net.ip(71), tls_at));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls.conn.is_handshaking() {
+        match tls.conn.complete_io(&mut tls.sock) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("handshake: {e}"),
+        }
+        assert!(Instant::now() < deadline, "no TLS handshake");
+    }
+    // A WebSocket client that upgrades, then says nothing.
+    let mut ws = upgrade(&format!("ws://{ws_at}/"), tcp_from(&net.ip(72), ws_at));
+    // Both are closed after 10 s (swept each second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut tls_end, mut ws_end) = (None, None);
+    let mut buf = [0u8; 256];
+    while (tls_end.is_none() || ws_end.is_none()) && Instant::now() < deadline {
+        if tls_end.is_none() {
+            match tls.read(&mut buf) {
+                // rustls reads 0 only after the peer's close_notify.
+                Ok(0) => tls_end = Some(Ok(())),
+                Ok(n) => panic!("unexpected data: {:?}", &buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                // A bare TCP close is UnexpectedEof.
+                Err(e) => tls_end = Some(Err(e.kind())),
+            }
+        }
+        if ws_end.is_none() {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => ws_end = Some(Ok(frame)),
+                Ok(other) => panic!("unexpected frame: {other:?}"),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => ws_end = Some(Err(e.to_string())),
+            }
+        }
+    }
+    assert_eq!(
+        tls_end,
+        Some(Ok(())),
+        "TLS ended with close_notify\n{}",
+        sbc.log()
+    );
+    let frame = ws_end
+        .expect("the WebSocket ended")
+        .expect("with a close frame");
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
+    );
+    let timeouts = sbc.wait_metric("sbc_connections_closed_total{reason=\"timeout\"}", 2.0);
+    assert_eq!(timeouts, 2.0, "{}", sbc.log());
+}

@@ -783,6 +783,42 @@ impl Streams {
         Ok(())
     }
 
+    /// Ends a connection the SBC gives up on (idle, or no message in
+    /// time) with its last words first: a WebSocket close frame (1001,
+    /// RFC 6455 §7.1.2) and TLS close_notify (RFC 8446 §6.1); it closes
+    /// once they are sent (or after `FINISH`). A plain TCP connection, or
+    /// one still in its TLS handshake, closes at once.
+    fn close_gracefully(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        slot: u16,
+        reason: ConnClose,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        let Some(c) = self.conn_mut(slot) else {
+            return Ok(());
+        };
+        let handshaking = c.tls.as_deref().is_some_and(|t| t.is_handshaking());
+        if c.closing || c.connecting.is_some() || handshaking {
+            return self.close(ring, slot, reason, stats);
+        }
+        if let Some(ws) = c.ws.as_deref_mut() {
+            ws.close();
+        }
+        if let Some(tls) = c.tls.as_deref_mut() {
+            tls.send_close_notify();
+        }
+        let sealed = seal(c).unwrap_or(false);
+        if sealed || c.in_flight || !c.sending.is_empty() || !c.queued.is_empty() {
+            c.finishing = Some(reason);
+            // `FINISH` counts from here.
+            c.active = now;
+            return self.send_next(ring, slot);
+        }
+        self.close(ring, slot, reason, stats)
+    }
+
     /// Frees a closed connection's slot once no request holds it.
     fn maybe_free(&mut self, slot: u16) {
         let done = self
@@ -812,7 +848,7 @@ impl Streams {
         for idx in std::mem::take(&mut self.rearm) {
             self.arm_accept(ring, idx)?;
         }
-        let expired: Vec<u16> = self
+        let expired: Vec<(u16, bool)> = self
             .slots
             .iter()
             .enumerate()
@@ -827,11 +863,19 @@ impl Streams {
                 let idle = now.saturating_duration_since(c.active) > IDLE;
                 let stuck =
                     c.finishing.is_some() && now.saturating_duration_since(c.active) > FINISH;
-                (!c.closing && (late || idle || stuck)).then(|| u16::try_from(i).ok())?
+                let slot = u16::try_from(i).ok()?;
+                // One already saying its last words only waits for them.
+                let expired = stuck || (c.finishing.is_none() && (late || idle));
+                (!c.closing && expired).then_some((slot, stuck))
             })
             .collect();
-        for slot in expired {
-            self.close(ring, slot, ConnClose::Timeout, stats)?;
+        for (slot, stuck) in expired {
+            if stuck {
+                // Its last words did not go out in time.
+                self.close(ring, slot, ConnClose::Timeout, stats)?;
+            } else {
+                self.close_gracefully(ring, now, slot, ConnClose::Timeout, stats)?;
+            }
         }
         Ok(())
     }

@@ -229,6 +229,21 @@ impl WsConn {
         std::mem::take(&mut self.pipe.0.borrow_mut().output)
     }
 
+    /// Starts the closing handshake the SBC's side (RFC 6455 §7.1.2):
+    /// a close frame with 1001 (going away), in [`WsConn::output`]. Nothing
+    /// is taken or sent after it.
+    pub(crate) fn close(&mut self) {
+        if let State::Open(ws) = &mut self.state {
+            let frame = tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Away,
+                reason: "".into(),
+            };
+            let _ = ws.close(Some(frame));
+            let _ = ws.flush();
+        }
+        self.state = State::Done;
+    }
+
     /// The upgrade completed.
     #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
@@ -297,6 +312,21 @@ mod tests {
         let out = ws.output();
         assert_eq!(out[0], 0x81, "an unmasked final text frame");
         assert_eq!(&out[2..], b"SIP/2.0 200 OK\r\n\r\n");
+    }
+
+    #[test]
+    fn the_sbc_closing_says_going_away_and_carries_nothing_after() {
+        let mut ws = WsConn::new(65536);
+        assert_eq!(collect(&mut ws, UPGRADE.as_bytes()).0, Ok(()));
+        ws.output();
+        ws.close();
+        // FIN + close, 2 bytes of payload: 1001 (going away).
+        assert_eq!(ws.output(), [0x88, 2, 0x03, 0xe9]);
+        assert!(!ws.send(Bytes::from_static(b"late")));
+        // Not upgraded yet: nothing to say.
+        let mut fresh = WsConn::new(65536);
+        fresh.close();
+        assert!(fresh.output().is_empty());
     }
 
     #[test]

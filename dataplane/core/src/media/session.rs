@@ -836,7 +836,6 @@ fn rtcp_address(m: &Media<'_>, default_ip: IpAddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-
 /// FNV-1a (64 bits): what `origin_towards` detects changes with; cheaper
 /// than SipHash on the many small writes a description makes. Not a map
 /// key: a crafted collision could only keep the version of the sender's
