@@ -431,16 +431,17 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// One zero-second call, start to end, at `now`: INVITE, 200, ACK, BYE, 200.
-fn zero_second_call(
+/// Call `n`'s INVITE (SDP offer) from the PBX and the carrier's 200 (SDP
+/// answer) to what the engine relays; the To value the caller got (for
+/// its ACK and BYE), `None` when something did not go out.
+fn answered_call(
     engine: &mut Engine,
     now: Instant,
     n: u64,
-    pbx: Flow,
-    carrier: Flow,
+    (pbx, carrier): (Flow, Flow),
     body: &str,
     buf: &mut [u8],
-) {
+) -> Option<String> {
     let inv = format!(
         "INVITE sip:+1555{n}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKs{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: <sip:+1555{n}@192.0.2.1>\r\nCall-ID: s{n}@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.10:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -452,8 +453,8 @@ fn zero_second_call(
             b_invite = Some(buf[..t.len].to_vec());
         }
     }
-    let Some(b) = b_invite else { return };
-    let Ok(m) = Message::parse(&b) else { return };
+    let b = b_invite?;
+    let m = Message::parse(&b).ok()?;
     let answer = answer_invite(&m, body);
     counted(|| engine.handle_datagram(now, carrier, answer.as_bytes()));
     let mut to = None;
@@ -464,7 +465,22 @@ fn zero_second_call(
             to = Some(header(&m, HeaderName::To));
         }
     }
-    let Some(to) = to else { return };
+    to
+}
+
+/// One zero-second call, start to end, at `now`: INVITE, 200, ACK, BYE, 200.
+fn zero_second_call(
+    engine: &mut Engine,
+    now: Instant,
+    n: u64,
+    pbx: Flow,
+    carrier: Flow,
+    body: &str,
+    buf: &mut [u8],
+) {
+    let Some(to) = answered_call(engine, now, n, (pbx, carrier), body, buf) else {
+        return;
+    };
     for (m, cseq, extra) in [("ACK", 1, "a"), ("BYE", 2, "b")] {
         let req = format!(
             "{m} sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bK{extra}s{n}\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: {to}\r\nCall-ID: s{n}@pbx\r\nCSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
@@ -626,30 +642,9 @@ fn live(engine: &mut Engine, now: Instant, pbx: Flow, carrier: Flow, body: &str,
     }
     HOLDING.store(true, Ordering::Relaxed);
     for n in 0..CALLS {
-        let inv = format!(
-            "INVITE sip:+1555{n}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKs{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: <sip:+1555{n}@192.0.2.1>\r\nCall-ID: s{n}@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.10:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        counted(|| engine.handle_datagram(now, pbx, inv.as_bytes()));
-        let mut b_invite = None;
-        while let Some(t) = counted(|| engine.poll_transmit(buf)) {
-            if t.dest.remote == carrier.remote {
-                b_invite = Some(buf[..t.len].to_vec());
-            }
-        }
-        let Some(b) = b_invite else { continue };
-        let Ok(m) = Message::parse(&b) else { continue };
-        let answer = answer_invite(&m, body);
-        counted(|| engine.handle_datagram(now, carrier, answer.as_bytes()));
-        let mut to = None;
-        while let Some(t) = counted(|| engine.poll_transmit(buf)) {
-            if t.dest.remote == pbx.remote
-                && let Ok(m) = Message::parse(&buf[..t.len])
-            {
-                to = Some(header(&m, HeaderName::To));
-            }
-        }
-        let Some(to) = to else { continue };
+        let Some(to) = answered_call(engine, now, n, (pbx, carrier), body, buf) else {
+            continue;
+        };
         let ack = format!(
             "ACK sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.10:5060;branch=z9hG4bKas{n}\r\nFrom: <sip:alice@10.0.0.10>;tag=s{n}\r\nTo: {to}\r\nCall-ID: s{n}@pbx\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
         );
