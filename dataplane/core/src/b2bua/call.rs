@@ -97,42 +97,40 @@ impl DialogText {
         }
     }
 
-    fn range(&self, part: Part) -> std::ops::Range<usize> {
-        let i = part as usize;
+    /// Where part number `i` (in [`Part`] order) lies in `buf`.
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
         let end = |i: usize| usize::try_from(self.ends[i]).unwrap_or(usize::MAX);
         let start = if i == 0 { 0 } else { end(i - 1) };
         start.min(self.buf.len())..end(i).min(self.buf.len())
     }
 
     pub fn get(&self, part: Part) -> &[u8] {
-        &self.buf[self.range(part)]
+        &self.buf[self.range(part as usize)]
     }
 
     /// A part as its own `Bytes` (sharing the buffer: no copy).
     pub fn bytes(&self, part: Part) -> Bytes {
-        self.buf.slice(self.range(part))
+        self.buf.slice(self.range(part as usize))
     }
 
     /// The same text with some parts replaced (`Some`), the peer's tag
     /// known or not as `remote_tag` says: one new buffer.
     pub fn with(&self, remote_tag: bool, new: [Option<&[u8]>; PARTS]) -> Self {
         let parts: [&[u8]; PARTS] =
-            std::array::from_fn(|i| new[i].unwrap_or_else(|| &self.buf[self.range(PART_ORDER[i])]));
-        let size = parts.iter().map(|p| p.len()).sum();
-        let mut writers = parts.map(|p| move |b: &mut BytesMut| b.put_slice(p));
-        let [a, b, c, d, e, f] = &mut writers;
-        DialogText::write(size, remote_tag, [a, b, c, d, e, f])
+            std::array::from_fn(|i| new[i].unwrap_or_else(|| &self.buf[self.range(i)]));
+        let mut buf = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; PARTS];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            buf.put_slice(part);
+            *end = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        }
+        DialogText {
+            buf: buf.freeze(),
+            ends,
+            remote_tag,
+        }
     }
 }
-
-const PART_ORDER: [Part; PARTS] = [
-    Part::CallId,
-    Part::LocalTag,
-    Part::RemoteTag,
-    Part::LocalParty,
-    Part::RemoteParty,
-    Part::RemoteTarget,
-];
 
 impl Leg {
     pub fn new(text: DialogText, flow: Flow, trunk: TrunkId) -> Self {

@@ -230,7 +230,9 @@ impl IdMinter {
         b.freeze()
     }
 
-    /// A B-leg Call-ID naming this shard and the call's slot.
+    /// A B-leg Call-ID naming this shard and the call's slot (calls
+    /// write theirs into their own buffer: [`IdMinter::put_call_id`]).
+    #[cfg(test)]
     pub fn call_id(&mut self, call: CallRef) -> Bytes {
         let mut b = BytesMut::with_capacity(CALL_ID_LEN);
         self.put_call_id(call, &mut b);

@@ -56,20 +56,13 @@ fn a_leg(req: &Request<'_>, origin: Flow, reach: Reach<'_>, ids: &mut IdMinter) 
     // address the INVITE came from.
     let target =
         contact_uri(&req.msg).or_else(|| Uri::parse(req.from.uri).is_ok().then_some(req.from.uri));
-    // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
-    let routes: SmallVec<[&[u8]; 4]> = req
-        .msg
-        .all(HeaderName::RecordRoute)
-        .flat_map(|h| CommaList::new(h.value))
-        .collect();
     let size = req.call_id.len()
         + 2 * TAG_LEN
         + to.len()
         + b";tag=".len()
         + from.len()
         + req.from_tag().len()
-        + target.map_or(64, <[u8]>::len)
-        + routes.iter().map(|r| r.len()).sum::<usize>();
+        + target.map_or(64, <[u8]>::len);
     let mut tag = [0u8; TAG_LEN];
     ids.put_tag(&mut &mut tag[..]);
     let text = DialogText::write(
@@ -94,24 +87,12 @@ fn a_leg(req: &Request<'_>, origin: Flow, reach: Reach<'_>, ids: &mut IdMinter) 
             },
         ],
     );
-    // One buffer for the route set too (most INVITEs have none).
-    let mut buf = BytesMut::with_capacity(routes.iter().map(|r| r.len()).sum());
-    let ends: SmallVec<[usize; 4]> = routes
-        .iter()
-        .map(|r| {
-            buf.put_slice(r);
-            buf.len()
-        })
-        .collect();
-    let buf = buf.freeze();
-    let mut start = 0;
-    let route_set: Vec<Bytes> = ends
-        .into_iter()
-        .map(|end| {
-            let r = buf.slice(start..end);
-            start = end;
-            r
-        })
+    // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
+    let route_set: Vec<Bytes> = req
+        .msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .map(Bytes::copy_from_slice)
         .collect();
     let peer = next_hop(
         text.get(Part::RemoteTarget),
