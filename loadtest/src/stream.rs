@@ -230,7 +230,7 @@ impl Streams {
     /// Closes connection `i` (the socket is shut down so that its poll
     /// in the ring completes); `lost`: not by our choice, its calls fail.
     fn close(&mut self, i: usize, lost: bool) {
-        let Some(c) = self.conns.get_mut(i).and_then(Option::take) else {
+        let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) else {
             return;
         };
         if lost {
@@ -241,7 +241,6 @@ impl Streams {
             };
             self.lost.push((c.peer, c.call, why));
         }
-        let mut c = c;
         if let Some(t) = c.tls.as_mut() {
             // Best effort: the peer learns the session ended (RFC 8446
             // §6.1), if the socket takes it now.
@@ -693,6 +692,27 @@ mod tests {
         Arc::new(TlsSetup::load(files, listens).unwrap())
     }
 
+    /// A TLS callee listening on `callee_ip` and a caller (`mode`) on
+    /// `caller_ip` that reaches it, verifying it against the test CA when
+    /// `ca`; the callee's address.
+    fn tls_pair(
+        callee_ip: &str,
+        caller_ip: &str,
+        mode: Mode,
+        ca: bool,
+    ) -> (Streams, Streams, SocketAddr) {
+        let l = TcpListener::bind((callee_ip, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let callee = Streams::listening(l, Mode::One)
+            .unwrap()
+            .with_tls(tls(true, false));
+        let own = TcpListener::bind((caller_ip, 0)).unwrap();
+        let caller = Streams::new(mode, own, Some(addr))
+            .unwrap()
+            .with_tls(tls(false, ca));
+        (callee, caller, addr)
+    }
+
     /// Drives two sides in turn (a handshake goes back and forth):
     /// what each received.
     fn drive_pair(a: &mut Streams, b: &mut Streams, rounds: usize) -> (Received, Received) {
@@ -706,15 +726,8 @@ mod tests {
 
     #[test]
     fn over_tls_messages_are_framed_and_answered_on_their_connection() {
-        let l = TcpListener::bind("127.176.1.12:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut callee = Streams::listening(l, Mode::One)
-            .unwrap()
-            .with_tls(tls(true, false));
-        let own = TcpListener::bind("127.176.1.11:0").unwrap();
-        let mut caller = Streams::new(Mode::PerCall, own, Some(addr))
-            .unwrap()
-            .with_tls(tls(false, false));
+        let (mut callee, mut caller, addr) =
+            tls_pair("127.176.1.12", "127.176.1.11", Mode::PerCall, false);
         let m1 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 4\r\n\r\nbody";
         let m2 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 2\r\nContent-Length: 0\r\n\r\n";
         assert!(caller.send(addr, 1, m1));
@@ -740,15 +753,8 @@ mod tests {
 
     #[test]
     fn over_tls_output_past_64_kib_all_arrives() {
-        let l = TcpListener::bind("127.176.1.15:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut callee = Streams::listening(l, Mode::One)
-            .unwrap()
-            .with_tls(tls(true, false));
-        let own = TcpListener::bind("127.176.1.16:0").unwrap();
-        let mut caller = Streams::new(Mode::One, own, Some(addr))
-            .unwrap()
-            .with_tls(tls(false, false));
+        let (mut callee, mut caller, addr) =
+            tls_pair("127.176.1.15", "127.176.1.16", Mode::One, false);
         let body = vec![b'x'; 1000];
         let message = |n: usize| {
             let mut m = format!(
@@ -778,15 +784,7 @@ mod tests {
     #[test]
     fn with_a_ca_only_a_server_it_vouches_for_is_spoken_to() {
         // The certificate names 127.0.0.1: verified there...
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let good = l.local_addr().unwrap();
-        let mut callee = Streams::listening(l, Mode::One)
-            .unwrap()
-            .with_tls(tls(true, false));
-        let own = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut caller = Streams::new(Mode::One, own, Some(good))
-            .unwrap()
-            .with_tls(tls(false, true));
+        let (mut callee, mut caller, good) = tls_pair("127.0.0.1", "127.0.0.1", Mode::One, true);
         let m = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 0\r\n\r\n";
         assert!(caller.send(good, 1, m));
         let (_, got) = drive_pair(&mut caller, &mut callee, 40);
@@ -794,15 +792,8 @@ mod tests {
         assert!(caller.lost.is_empty());
         // ...and refused at an address it does not name: the handshake
         // fails, nothing is delivered, the call's connection is lost.
-        let l = TcpListener::bind("127.176.1.13:0").unwrap();
-        let other = l.local_addr().unwrap();
-        let mut impostor = Streams::listening(l, Mode::One)
-            .unwrap()
-            .with_tls(tls(true, false));
-        let own = TcpListener::bind("127.176.1.14:0").unwrap();
-        let mut caller = Streams::new(Mode::PerCall, own, Some(other))
-            .unwrap()
-            .with_tls(tls(false, true));
+        let (mut impostor, mut caller, other) =
+            tls_pair("127.176.1.13", "127.176.1.14", Mode::PerCall, true);
         assert!(caller.send(other, 5, m));
         let (_, got) = drive_pair(&mut caller, &mut impostor, 40);
         assert!(got.is_empty(), "{got:?}");
