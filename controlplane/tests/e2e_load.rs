@@ -288,6 +288,27 @@ fn sipp_builtin_pair_through_the_sbc_with_sbc_load_on_either_side() {
     );
 }
 
+/// Runs sbc-load as the callee (`uas`) and then as the caller (`uac`, with
+/// `-d 200`) through `sbc`; both must end with every one of `calls`
+/// calls completed and none failed (`what` names the case).
+fn call_through(sbc: &Sbc, uas: &[String], uac: &[String], calls: usize, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
+    let uas = run(uas, &uas_json);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut uac = uac.to_vec();
+    uac.extend(["-d".into(), "200".into()]);
+    let uac_code = wait(run(&uac, &uac_json), Duration::from_secs(120));
+    let uas_code = wait(uas, Duration::from_secs(30));
+    let (uac, uas) = (report(&uac_json), report(&uas_json));
+    assert_eq!(uac_code, Some(0), "{what}: caller: {uac:#}\n{}", sbc.log());
+    assert_eq!(uas_code, Some(0), "{what}: callee: {uas:#}\n{}", sbc.log());
+    for r in [&uac, &uas] {
+        assert_eq!(r["calls_succeeded"], calls, "{what}");
+        assert_eq!(r["calls_failed"], 0, "{what}");
+    }
+}
+
 /// sbc-load over TCP through the SBC, as stock sipp in `e2e_tcp`: a PBX
 /// calling over one connection (`-t t1`) and over one per call (`-t tn`)
 /// reaches the UDP carrier; a UDP PBX reaches a carrier that speaks only
@@ -304,13 +325,9 @@ fn sbc_load_over_tcp_through_the_sbc() {
             config = carrier_a_over_tcp(net, &config);
         }
         let sbc = Sbc::start(net, &config);
-        let dir = tempfile::tempdir().unwrap();
-        let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
         let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", calls, 0);
         uas.extend(["-t".into(), uas_t.into()]);
-        let uas = run(&uas, &uas_json);
-        std::thread::sleep(Duration::from_millis(300));
-        let mut args = uac_args(
+        let mut uac = uac_args(
             net,
             &net.pbx(),
             "uac_basic.xml",
@@ -319,17 +336,9 @@ fn sbc_load_over_tcp_through_the_sbc() {
             20,
             40,
         );
-        args.extend(["-t".into(), uac_t.into(), "-d".into(), "200".into()]);
-        let uac_code = wait(run(&args, &uac_json), Duration::from_secs(120));
-        let uas_code = wait(uas, Duration::from_secs(30));
-        let (uac, uas) = (report(&uac_json), report(&uas_json));
+        uac.extend(["-t".into(), uac_t.into()]);
         let what = format!("{uac_t} -> sbc -> {uas_t}");
-        assert_eq!(uac_code, Some(0), "{what}: caller: {uac:#}\n{}", sbc.log());
-        assert_eq!(uas_code, Some(0), "{what}: callee: {uas:#}\n{}", sbc.log());
-        for r in [&uac, &uas] {
-            assert_eq!(r["calls_succeeded"], calls, "{what}");
-            assert_eq!(r["calls_failed"], 0, "{what}");
-        }
+        call_through(&sbc, &uas, &uac, calls, &what);
         let accepted = sbc.metric_sum("sbc_connections_accepted_total");
         let opened = sbc.metric_sum("sbc_connections_opened_total");
         match (uac_t, uas_t) {
@@ -373,8 +382,6 @@ fn sbc_load_over_tls_through_the_sbc() {
         let mut config = example("tls-trunk.toml", net);
         config.push_str("\n[shards]\ncount = 2\npin_threads = false\n");
         let sbc = Sbc::start(net, &config);
-        let dir = tempfile::tempdir().unwrap();
-        let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
         let (uas, uac) = if pbx_calls {
             // PBX (UDP) -> SBC -> ITSP over TLS.
             let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", calls, 0);
@@ -410,24 +417,12 @@ fn sbc_load_over_tls_through_the_sbc() {
             uac.extend(itsp_identity());
             (uas, uac)
         };
-        let uas = run(&uas, &uas_json);
-        std::thread::sleep(Duration::from_millis(300));
-        let mut uac = uac;
-        uac.extend(["-d".into(), "200".into()]);
-        let uac_code = wait(run(&uac, &uac_json), Duration::from_secs(120));
-        let uas_code = wait(uas, Duration::from_secs(30));
-        let (uac, uas) = (report(&uac_json), report(&uas_json));
         let what = if pbx_calls {
             "pbx -> itsp"
         } else {
             "itsp -> pbx"
         };
-        assert_eq!(uac_code, Some(0), "{what}: caller: {uac:#}\n{}", sbc.log());
-        assert_eq!(uas_code, Some(0), "{what}: callee: {uas:#}\n{}", sbc.log());
-        for r in [&uac, &uas] {
-            assert_eq!(r["calls_succeeded"], calls, "{what}");
-            assert_eq!(r["calls_failed"], 0, "{what}");
-        }
+        call_through(&sbc, &uas, &uac, calls, what);
         let handshakes = sbc.metric_sum("sbc_tls_handshakes_total");
         if pbx_calls {
             // The SBC opened its connection(s) to the ITSP's listener.
