@@ -800,7 +800,8 @@ impl Streams {
             return Ok(());
         };
         let handshaking = c.tls.as_deref().is_some_and(|t| t.is_handshaking());
-        if c.closing || c.connecting.is_some() || handshaking {
+        let has_last_words = c.tls.is_some() || c.ws.is_some();
+        if c.closing || c.connecting.is_some() || handshaking || !has_last_words {
             return self.close(ring, slot, reason, stats);
         }
         if let Some(ws) = c.ws.as_deref_mut() {
@@ -809,8 +810,10 @@ impl Streams {
         if let Some(tls) = c.tls.as_deref_mut() {
             tls.send_close_notify();
         }
-        let sealed = seal(c).unwrap_or(false);
-        if sealed || c.in_flight || !c.sending.is_empty() || !c.queued.is_empty() {
+        if seal(c).is_err() {
+            return self.close(ring, slot, reason, stats);
+        }
+        if c.in_flight || !c.sending.is_empty() || !c.queued.is_empty() {
             c.finishing = Some(reason);
             // `FINISH` counts from here.
             c.active = now;
