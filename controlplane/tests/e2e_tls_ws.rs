@@ -901,9 +901,61 @@ fn websocket_upgrades_without_sip_and_garbage_are_refused_without_disturbing_oth
 fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
     let net = Net(156);
     let sbc = Sbc::start(net, &phones_config(net));
+    let (tls, ws) = quiet_clients(net);
+    // Both are closed after 10 s (swept each second).
+    let (tls_end, ws_end) = last_words(tls, ws, Duration::from_secs(20));
+    assert_eq!(
+        tls_end,
+        Some(Ok(())),
+        "TLS ended with close_notify\n{}",
+        sbc.log()
+    );
+    let frame = ws_end
+        .expect("the WebSocket ended")
+        .expect("with a close frame");
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
+    );
+    let timeouts = sbc.wait_metric("sbc_connections_closed_total{reason=\"timeout\"}", 2.0);
+    assert_eq!(timeouts, 2.0, "{}", sbc.log());
+}
+
+/// Stopped with Ctrl-C, the SBC says goodbye on its connections before it
+/// exits: TLS close_notify and a WebSocket close (1001, going away).
+#[test]
+fn a_stopping_sbc_ends_its_connections_with_close_notify_and_a_websocket_close() {
+    let net = Net(157);
+    let mut sbc = Sbc::start(net, &phones_config(net));
+    let (tls, ws) = quiet_clients(net);
+    sbc.interrupt();
+    let (tls_end, ws_end) = last_words(tls, ws, Duration::from_secs(10));
+    let exited = sbc.exit_within(Duration::from_secs(10));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "{exited:?}\n{}",
+        sbc.log()
+    );
+    assert_eq!(
+        tls_end,
+        Some(Ok(())),
+        "TLS ended with close_notify\n{}",
+        sbc.log()
+    );
+    let frame = ws_end
+        .expect("the WebSocket ended")
+        .expect("with a close frame");
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
+    );
+}
+
+/// A TLS client that completed its handshake and a WebSocket client that
+/// upgraded, both on the example listeners, saying nothing.
+fn quiet_clients(net: Net) -> (TlsStream, tungstenite::WebSocket<TcpStream>) {
     let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
     let ws_at: SocketAddr = format!("{}:8080", net.ip(1)).parse().unwrap();
-    // A TLS client that completes its handshake, then says nothing.
     let mut tls = tls_to_localhost(tcp_from(&net.ip(71), tls_at));
     let deadline = Instant::now() + Duration::from_secs(10);
     while tls.conn.is_handshaking() {
@@ -918,10 +970,21 @@ fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
         }
         assert!(Instant::now() < deadline, "no TLS handshake");
     }
-    // A WebSocket client that upgrades, then says nothing.
-    let mut ws = upgrade(&format!("ws://{ws_at}/"), tcp_from(&net.ip(72), ws_at));
-    // Both are closed after 10 s (swept each second).
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let ws = upgrade(&format!("ws://{ws_at}/"), tcp_from(&net.ip(72), ws_at));
+    (tls, ws)
+}
+
+type WsEnd = Result<Option<tungstenite::protocol::CloseFrame>, String>;
+
+/// How the two connections ended, within `limit`: `Ok(())` for TLS is a
+/// close_notify (a bare TCP close is `UnexpectedEof`); for the WebSocket,
+/// the close frame.
+fn last_words(
+    mut tls: TlsStream,
+    mut ws: tungstenite::WebSocket<TcpStream>,
+    limit: Duration,
+) -> (Option<Result<(), io::ErrorKind>>, Option<WsEnd>) {
+    let deadline = Instant::now() + limit;
     let (mut tls_end, mut ws_end) = (None, None);
     let mut buf = [0u8; 256];
     while (tls_end.is_none() || ws_end.is_none()) && Instant::now() < deadline {
@@ -935,7 +998,6 @@ fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) => {}
-                // A bare TCP close is UnexpectedEof.
                 Err(e) => tls_end = Some(Err(e.kind())),
             }
         }
@@ -952,19 +1014,5 @@ fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
             }
         }
     }
-    assert_eq!(
-        tls_end,
-        Some(Ok(())),
-        "TLS ended with close_notify\n{}",
-        sbc.log()
-    );
-    let frame = ws_end
-        .expect("the WebSocket ended")
-        .expect("with a close frame");
-    assert_eq!(
-        frame.map(|f| f.code),
-        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
-    );
-    let timeouts = sbc.wait_metric("sbc_connections_closed_total{reason=\"timeout\"}", 2.0);
-    assert_eq!(timeouts, 2.0, "{}", sbc.log());
+    (tls_end, ws_end)
 }

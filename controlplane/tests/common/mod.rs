@@ -162,6 +162,15 @@ impl Sbc {
         }
     }
 
+    /// Sends SIGINT (stop, as Ctrl-C does).
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Waits up to `limit` for the process to exit by itself.
     pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;

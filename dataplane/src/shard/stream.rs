@@ -157,6 +157,8 @@ pub(crate) struct Streams {
     plain: Box<[u8]>,
     /// Listeners whose accept ended on an error, re-armed by the sweep.
     rearm: Vec<usize>,
+    /// The SBC is stopping: connections accepted now are closed at once.
+    stopping: bool,
 }
 
 impl Streams {
@@ -193,6 +195,7 @@ impl Streams {
             tls,
             plain: vec![0; STREAM_BUF].into_boxed_slice(),
             rearm: Vec::new(),
+            stopping: false,
         })
     }
 
@@ -285,7 +288,7 @@ impl Streams {
         flags: u32,
         stats: &ShardStats,
     ) -> io::Result<()> {
-        if !cqueue::more(flags) {
+        if !cqueue::more(flags) && !self.stopping {
             if res < 0 {
                 // Out of descriptors or memory: accepting again at once
                 // would spin. The sweep re-arms it within a second.
@@ -302,6 +305,10 @@ impl Streams {
         // SAFETY: a successful accept returns a new descriptor that nothing
         // else owns; the Socket closes it.
         let sock = unsafe { Socket::from_raw_fd(res) };
+        if self.stopping {
+            // Dropping it closes it.
+            return Ok(());
+        }
         let Some(&(_, local, transport, _)) = self.listeners.get(idx) else {
             return Ok(());
         };
@@ -820,6 +827,33 @@ impl Streams {
             return self.send_next(ring, slot);
         }
         self.close(ring, slot, reason, stats)
+    }
+
+    /// The SBC stops: every connection says its last words (as
+    /// [`Self::close_gracefully`]) with [`ConnClose::Shutdown`], and no new
+    /// one is taken. [`Self::finishing`] tells when they are all said.
+    pub(crate) fn close_all(
+        &mut self,
+        ring: &mut IoUring,
+        now: Instant,
+        stats: &ShardStats,
+    ) -> io::Result<()> {
+        self.stopping = true;
+        for slot in 0..self.slots.len() {
+            let Ok(slot) = u16::try_from(slot) else {
+                break;
+            };
+            self.close_gracefully(ring, now, slot, ConnClose::Shutdown, stats)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a connection is still sending its last words.
+    pub(crate) fn finishing(&self) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .any(|c| !c.closing && c.finishing.is_some())
     }
 
     /// Frees a closed connection's slot once no request holds it.

@@ -48,6 +48,8 @@ const SIP_SEND_BUF: usize = 65536;
 /// RTP over UDP stays under the path MTU; room for jumbo frames.
 const MEDIA_RECV_BUF: usize = 9216 + 256;
 const MEDIA_SEND_BUF: usize = 9216;
+/// Longest a stopping shard waits for its connections' last words.
+const FAREWELL: Duration = Duration::from_secs(1);
 /// Longest sleep, so a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How many completions a shard waits for before waking, at most; with
@@ -677,27 +679,7 @@ impl ShardLoop {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
                     ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL => {
-                        let io = &mut self.io;
-                        let Some(streams) = &mut io.streams else {
-                            continue;
-                        };
-                        let slot = u16::try_from(idx).unwrap_or(u16::MAX);
-                        let ring = &mut io.ring;
-                        match ud & !INDEX_MASK {
-                            ACCEPT => streams.on_accept(ring, now, idx, res, flags, &self.stats)?,
-                            CONN_RECV => streams.on_recv(
-                                ring,
-                                now,
-                                slot,
-                                res,
-                                flags,
-                                &self.stats,
-                                &mut inbound,
-                            )?,
-                            CONN_SEND => streams.on_send(ring, now, slot, res, &self.stats)?,
-                            CONN_CONNECT => streams.on_connect(ring, slot, res, &self.stats)?,
-                            _ => {}
-                        }
+                        self.on_stream(now, ud, idx, res, flags, &mut inbound)?;
                     }
                     SEND_SIP | SEND_MEDIA => {
                         let pool = if ud & !INDEX_MASK == SEND_SIP {
@@ -826,6 +808,79 @@ impl ShardLoop {
                     ) => {}
                 Err(e) => return Err(e),
             }
+        }
+        self.farewell()
+    }
+
+    /// A completion of a stream listener or connection.
+    fn on_stream(
+        &mut self,
+        now: Instant,
+        ud: u64,
+        idx: usize,
+        res: i32,
+        flags: u32,
+        inbound: &mut Vec<Inbound>,
+    ) -> io::Result<()> {
+        let io = &mut self.io;
+        let Some(streams) = &mut io.streams else {
+            return Ok(());
+        };
+        let slot = u16::try_from(idx).unwrap_or(u16::MAX);
+        let ring = &mut io.ring;
+        match ud & !INDEX_MASK {
+            ACCEPT => streams.on_accept(ring, now, idx, res, flags, &self.stats),
+            CONN_RECV => streams.on_recv(ring, now, slot, res, flags, &self.stats, inbound),
+            CONN_SEND => streams.on_send(ring, now, slot, res, &self.stats),
+            CONN_CONNECT => streams.on_connect(ring, slot, res, &self.stats),
+            _ => Ok(()),
+        }
+    }
+
+    /// The shard stops: its stream connections say their last words (TLS
+    /// close_notify, a WebSocket close) and close, for `FAREWELL` at most;
+    /// what arrives meanwhile is not read.
+    fn farewell(&mut self) -> io::Result<()> {
+        let start = Instant::now();
+        match &mut self.io.streams {
+            Some(streams) => streams.close_all(&mut self.io.ring, start, &self.stats)?,
+            None => return Ok(()),
+        }
+        let mut ignored: Vec<Inbound> = Vec::new();
+        let mut completions: Vec<(u64, i32, u32)> = Vec::new();
+        while self.io.streams.as_ref().is_some_and(Streams::finishing) {
+            let now = Instant::now();
+            let Some(left) = FAREWELL.checked_sub(now.saturating_duration_since(start)) else {
+                break;
+            };
+            let ts = Timespec::from(left.min(MAX_WAIT));
+            let args = SubmitArgs::new().timespec(&ts);
+            match self.io.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            completions.clear();
+            completions.extend(
+                self.io
+                    .ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(ud, res, flags) in &completions {
+                let idx = (ud & INDEX_MASK) as usize;
+                if matches!(
+                    ud & !INDEX_MASK,
+                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL
+                ) {
+                    self.on_stream(Instant::now(), ud, idx, res, flags, &mut ignored)?;
+                }
+            }
+            ignored.clear();
         }
         Ok(())
     }
