@@ -72,19 +72,19 @@ const SIPP_OPTIONS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_ca",
+    "master",
+    "slave",
+    "slave_cfg",
+    "sd",
+    "tls_crl",
+    "tls_version",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "tls_crl",
-    "tls_version",
-    "master",
-    "slave",
-    "slave_cfg",
     "rsa",
     "ci",
-    "sd",
     "rate_scale",
     "skip_rlimit",
     "watchdog_interval",
@@ -111,6 +111,9 @@ pub struct Args {
     /// Built-in scenario: uac (caller) or uas (callee).
     #[arg(long = "sn", value_name = "NAME")]
     pub scenario_name: Option<String>,
+    /// Prints a built-in scenario (uac or uas) and exits.
+    #[arg(long = "sd", value_name = "NAME")]
+    pub dump_scenario: Option<String>,
     /// Local IP address (bind and [local_ip]).
     #[arg(long = "i", value_name = "IP")]
     pub local_ip: Option<IpAddr>,
@@ -150,11 +153,18 @@ pub struct Args {
     /// TLS: the certificate's private key, PEM (default cakey.pem).
     #[arg(long = "tls_key", value_name = "FILE", default_value = "cakey.pem")]
     pub tls_key: std::path::PathBuf,
-    /// TLS: verify the server's certificate against these CA
-    /// certificates, PEM (without it, as SIPp, any certificate is
-    /// accepted; the handshake's signatures are still checked).
+    /// TLS: verify the peer's certificate against these CA certificates,
+    /// PEM: a caller the server's, a callee each caller's, which it then
+    /// requires (without it, as SIPp, no certificate is checked; the
+    /// handshake's signatures still are).
     #[arg(long = "tls_ca", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// TLS: the CA's revocation list (PEM); needs -tls_ca.
+    #[arg(long = "tls_crl", value_name = "FILE")]
+    pub tls_crl: Option<std::path::PathBuf>,
+    /// TLS: the protocol version, 1.2 or 1.3 (default: negotiated).
+    #[arg(long = "tls_version", value_name = "VERSION")]
+    pub tls_version: Option<String>,
     /// Username for [authentication] (default: the -s service).
     #[arg(long = "au", value_name = "USER")]
     pub auth_user: Option<String>,
@@ -228,6 +238,17 @@ pub struct Args {
     /// that starts with `<recvCmd>` listens there.
     #[arg(long = "3pcc", value_name = "IP:PORT")]
     pub three_pcc: Option<SocketAddr>,
+    /// Extended 3PCC: this instance is the master of that name (its
+    /// scenario sends the first command); needs -slave_cfg.
+    #[arg(long = "master", value_name = "NAME")]
+    pub master: Option<String>,
+    /// Extended 3PCC: this instance is the slave of that name (its
+    /// scenario waits for a command first); needs -slave_cfg.
+    #[arg(long = "slave", value_name = "NAME")]
+    pub slave: Option<String>,
+    /// Extended 3PCC: each instance's address, one NAME;HOST:PORT a line.
+    #[arg(long = "slave_cfg", value_name = "FILE")]
+    pub slave_cfg: Option<PathBuf>,
     /// Write each response time measured to SCENARIO_PID_rtt.csv.
     #[arg(long = "trace_rtt")]
     pub trace_rtt: bool,
@@ -491,10 +512,18 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_options_are_named() {
-        let e = parse("sipp -sn uac -slave_cfg x.cfg 127.0.0.1").unwrap_err();
+        let e = parse("sipp -sn uac -rsa 127.0.0.2:5060 127.0.0.1").unwrap_err();
         let a = parse("sipp -sn uac -tdmmap {0-3}{99}{5-8}{1-31} 127.0.0.1").unwrap();
         assert_eq!(a.tdmmap.as_deref(), Some("{0-3}{99}{5-8}{1-31}"));
-        assert!(e.contains("-slave_cfg"), "{e}");
+        assert!(e.contains("-rsa") && e.contains("not supported"), "{e}");
+        let a = parse(
+            "sipp -sf s.xml -slave s1 -slave_cfg x.cfg -tls_version 1.2 -tls_crl c.crl 127.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(
+            (a.slave.as_deref(), a.tls_version.as_deref()),
+            (Some("s1"), Some("1.2"))
+        );
         let a = parse("sipp -sn uac -key host x.example -key n -2 -inf a.csv -inf b/c.csv -infindex c.csv 0 -bg 127.0.0.1").unwrap();
         assert_eq!(a.key, ["host", "x.example", "n", "-2"]);
         assert_eq!(a.inject_files.len(), 2);

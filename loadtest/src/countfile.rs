@@ -94,7 +94,7 @@ fn columns(scn: &Scenario) -> (String, Vec<(usize, Col)>) {
                 add(&mut head, i, format!("{i}_Pause_Unexp"), Col::Unexpected);
             }
             StepKind::Nop => {}
-            StepKind::RecvCmd => {
+            StepKind::RecvCmd { .. } => {
                 add(&mut head, i, format!("{i}_RecvCmd"), Col::Received);
                 add(&mut head, i, format!("{i}_RecvCmd_Timeout"), Col::Timeouts);
             }

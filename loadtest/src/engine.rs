@@ -639,9 +639,10 @@ pub struct Endpoint {
     /// With [`Config::report_ended`]: the serials of calls that ended
     /// (the runtime drains them).
     pub ended: Vec<u64>,
-    /// Messages for the 3PCC twin (`<sendCmd>`), rendered; the runtime
-    /// sends each followed by SIPp's delimiter (ESC).
-    pub twin_out: Vec<Vec<u8>>,
+    /// Messages for the 3PCC twin (`<sendCmd>`), rendered, with the peer
+    /// `dest` names in extended mode; the runtime sends each followed by
+    /// SIPp's delimiter (ESC).
+    pub twin_out: Vec<(Option<Box<str>>, Vec<u8>)>,
     /// Whether the scenario plays captures (received SDP is then read).
     plays_media: bool,
     /// Playbacks by call serial, and when their next packets are due
@@ -1443,7 +1444,7 @@ impl Endpoint {
             }
             waiting = matches!(
                 self.scn.steps.get(j).map(|s| &s.kind),
-                Some(StepKind::RecvCmd)
+                Some(StepKind::RecvCmd { .. })
             );
         }
         if !waiting {
@@ -1455,6 +1456,22 @@ impl Endpoint {
             self.error(|| {
                 format!(
                     "Unexpected control message received (I was expecting a different type of message) for Call-Id '{id}': {}",
+                    String::from_utf8_lossy(bytes)
+                )
+            });
+            return Flow::Failed(FailReason::UnexpectedMessage);
+        }
+        if let Some(StepKind::RecvCmd { src: Some(src) }) = self.scn.steps.get(j).map(|s| &s.kind)
+            && command_sender(bytes) != Some(src.as_bytes())
+        {
+            if let Some(s) = self.stats.step(j) {
+                s.unexpected += 1;
+            }
+            let id = String::from_utf8_lossy(&call.id).into_owned();
+            let src = src.clone();
+            self.error(|| {
+                format!(
+                    "Unexpected sender for the received peer message (expected From: {src}) for Call-Id '{id}': {}",
                     String::from_utf8_lossy(bytes)
                 )
             });
@@ -2490,7 +2507,7 @@ impl Endpoint {
                     flow = Flow::Waiting;
                     break;
                 }
-                StepKind::SendCmd { msg } => {
+                StepKind::SendCmd { msg, dest } => {
                     let mut buf = Vec::with_capacity(512);
                     if let Some(r) = self.render(
                         msg,
@@ -2502,7 +2519,7 @@ impl Endpoint {
                         flow = Flow::Failed(r);
                         break;
                     }
-                    self.twin_out.push(buf);
+                    self.twin_out.push((dest.clone(), buf));
                     self.stats.msgs_sent += 1;
                     if let Some(s) = self.stats.step(idx) {
                         s.sent += 1;
@@ -2516,7 +2533,7 @@ impl Endpoint {
                         }
                     }
                 }
-                StepKind::RecvCmd => {
+                StepKind::RecvCmd { .. } => {
                     call.wait = Wait::RecvCmd {
                         deadline: self.cfg.recv_timeout_ms.map(|t| now + t * 1000),
                     };
@@ -3541,6 +3558,22 @@ fn pop_due(heap: &mut BinaryHeap<Reverse<(u64, u64, u64)>>, now: u64) -> Option<
 }
 
 /// The Call-ID a 3PCC command names: its `Call-ID:` (or `i:`) line.
+/// The peer an extended-3PCC command says it comes from, as SIPp reads
+/// it: the first line starting `From:` (case counts), its value up to
+/// the first space, tab or line end.
+fn command_sender(cmd: &[u8]) -> Option<&[u8]> {
+    let at = cmd.windows(5).position(|w| w == b"From:")?;
+    let rest = cmd.get(at + 5..)?;
+    let rest = rest
+        .get(rest.iter().position(|&b| b != b' ' && b != b'\t')?..)
+        .unwrap_or(&[]);
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    rest.get(..end)
+}
+
 fn command_call_id(cmd: &[u8]) -> Option<&[u8]> {
     cmd.split(|&b| b == b'\n').find_map(|line| {
         let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);

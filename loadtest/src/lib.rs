@@ -24,6 +24,7 @@ pub mod stream;
 pub mod template;
 pub mod tls;
 pub mod tracefile;
+pub mod twin;
 
 /// Built-in scenarios for `-sn`, shipped as files in `scenarios/` so that
 /// stock SIPp runs them too.

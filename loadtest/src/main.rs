@@ -22,6 +22,18 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(name) = &args.dump_scenario {
+        return match sbc_loadtest::builtin(name) {
+            Some(xml) => {
+                print!("{xml}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("sbc-load: -sd {name}: built-in scenarios are uac and uas");
+                ExitCode::from(255)
+            }
+        };
+    }
     match run::run(&args) {
         Ok(outcome) => ExitCode::from(outcome.code),
         Err(e) => {

@@ -139,7 +139,7 @@ impl Report {
                     ),
                     StepKind::Nop => ("nop", String::new()),
                     StepKind::SendCmd { .. } => ("sendCmd", "3PCC".into()),
-                    StepKind::RecvCmd => ("recvCmd", "3PCC".into()),
+                    StepKind::RecvCmd { .. } => ("recvCmd", "3PCC".into()),
                 };
                 StepReport {
                     index,

@@ -114,9 +114,12 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             cert: &args.tls_cert,
             key: &args.tls_key,
             ca: args.tls_ca.as_deref(),
+            crl: args.tls_crl.as_deref(),
         };
+        let versions =
+            crate::tls::versions(args.tls_version.as_deref()).map_err(RunError::fatal)?;
         Some(Arc::new(
-            crate::tls::TlsSetup::load(files, !caller).map_err(RunError::fatal)?,
+            crate::tls::TlsSetup::load(files, !caller, versions).map_err(RunError::fatal)?,
         ))
     } else {
         None
@@ -128,32 +131,18 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             "the scenario starts neither with <send>, <recvCmd> nor with <recv request=...>".into(),
         );
     }
+    let sends_sip = scn
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::Send { .. }));
     let remote = match (&args.remote, caller || by_twin) {
         (Some(r), _) => Some(parse_remote(r)?),
+        // A 3PCC master that only commands its slaves sends no SIP.
+        (None, true) if !sends_sip => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 5060))),
         (None, true) => return Err("a caller scenario needs the remote host:port".into()),
         (None, false) => None,
     };
-    // 3PCC: the side whose first twin step is <sendCmd> connects.
-    let twin = if scn.uses_twin() {
-        let Some(addr) = args.three_pcc else {
-            return Err(
-                "the scenario talks to a 3PCC twin (<sendCmd>/<recvCmd>): give -3pcc IP:PORT"
-                    .into(),
-            );
-        };
-        let connects = scn
-            .steps
-            .iter()
-            .find_map(|s| match s.kind {
-                StepKind::SendCmd { .. } => Some(true),
-                StepKind::RecvCmd => Some(false),
-                _ => None,
-            })
-            .unwrap_or(true);
-        Some((addr, connects))
-    } else {
-        None
-    };
+    let twin = twin_setup(args, &scn).map_err(RunError::fatal)?;
     if args.rate_period_ms == 0 {
         return Err("-rp must be at least 1 ms".into());
     }
@@ -369,8 +358,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         Some(t) => Some(epoch + Duration::from_millis(parse_duration_ms(t)?)),
         None => None,
     };
-    let twin_stream = match twin {
-        Some((addr, connects)) => Some(twin_connect(addr, connects, &stop)?),
+    let twins = match &twin {
+        Some(setup) => Some(
+            crate::twin::Twins::open(setup, &stop)
+                .map_err(|message| RunError { code: 255, message })?,
+        ),
         None => None,
     };
     let media = Arc::new(MediaSockets::new(cfg.media_ip));
@@ -414,7 +406,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?
         .with_transport(cfg.transport),
         wall_epoch_us: cfg.wall_epoch_us,
-        twin: std::sync::Mutex::new(twin_stream),
+        twin: std::sync::Mutex::new(twins),
         soft_stop: if args.timeout_error { None } else { timeout },
         deadline: if args.timeout_error {
             timeout
@@ -563,50 +555,72 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     Ok(Outcome { report, code })
 }
 
-/// The 3PCC twin connection: connected to `addr` (tried for 10 s), or
-/// the first connection accepted there (until a signal stops the run).
-fn twin_connect(
-    addr: SocketAddr,
-    connects: bool,
-    stop: &AtomicBool,
-) -> Result<std::net::TcpStream, RunError> {
-    let fail = |code, what: &str, e: std::io::Error| RunError {
-        code,
-        message: format!("-3pcc {addr}: {what}: {e}"),
+/// The 3PCC mode the command line and the scenario ask for, checked as
+/// SIPp checks them: `-3pcc` (classic) or `-master`/`-slave` with
+/// `-slave_cfg` (extended), never both; the scenario's first twin step
+/// says which side (master or slave) it is; extended mode names every
+/// peer.
+fn twin_setup(args: &Args, scn: &Scenario) -> Result<Option<crate::twin::Setup>, String> {
+    use crate::twin::Setup;
+    let extended = match (&args.master, &args.slave) {
+        (Some(_), Some(_)) => return Err("-slave and -master options are not compatible".into()),
+        (Some(m), None) => Some((m, true)),
+        (None, Some(s)) => Some((s, false)),
+        (None, None) => None,
     };
-    let stream = if connects {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline || stop.load(Ordering::Relaxed) => {
-                    return Err(fail(255, "cannot connect to the twin", e));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
+    match (args.three_pcc, extended, &args.slave_cfg) {
+        (Some(_), Some(_), _) => {
+            Err("-3pcc is not compatible with the -master and -slave options".into())
         }
-    } else {
-        let l = std::net::TcpListener::bind(addr).map_err(|e| fail(254, "bind", e))?;
-        l.set_nonblocking(true)
-            .map_err(|e| fail(254, "listen", e))?;
-        loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(fail(255, "no twin connected", e));
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(fail(255, "accept", e)),
-            }
+        (Some(_), _, Some(_)) => Err("-3pcc and -slave_cfg options are not compatible".into()),
+        (None, Some(_), None) | (None, None, Some(_)) => {
+            Err("-slave_cfg must be used with -slave or -master, and they with it".into())
         }
-    };
-    stream
-        .set_nonblocking(true)
-        .and_then(|()| stream.set_nodelay(true))
-        .map_err(|e| fail(255, "socket", e))?;
-    Ok(stream)
+        (None, None, None) if scn.uses_twin() => Err(
+            "the scenario talks to a 3PCC twin (<sendCmd>/<recvCmd>): give -3pcc IP:PORT, or -master/-slave with -slave_cfg"
+                .into(),
+        ),
+        (None, None, None) => Ok(None),
+        (Some(addr), None, None) => Ok(scn.uses_twin().then(|| Setup::Classic {
+            addr,
+            connects: scn.sends_first_command(),
+        })),
+        (None, Some((me, master)), Some(cfg)) => {
+            let sends_first = scn.uses_twin() && scn.sends_first_command();
+            if master != sends_first {
+                return Err(format!(
+                    "inconsistency between command line and scenario: {} scenario but -{} given",
+                    if sends_first { "master" } else { "slave" },
+                    if master { "master" } else { "slave" },
+                ));
+            }
+            if let Some(why) = scn.unnamed_peer() {
+                return Err(why.into());
+            }
+            let text = std::fs::read_to_string(cfg)
+                .map_err(|e| format!("-slave_cfg {}: {e}", cfg.display()))?;
+            let peers = crate::twin::parse_slave_cfg(&text)
+                .map_err(|e| format!("-slave_cfg {}: {e}", cfg.display()))?;
+            let find = |name: &str| {
+                peers
+                    .iter()
+                    .find_map(|(n, a)| (n == name).then_some(*a))
+                    .ok_or_else(|| format!("-slave_cfg {}: no line for {name}", cfg.display()))
+            };
+            let listen = find(me)?;
+            let dests = scn
+                .command_peers()
+                .into_iter()
+                .map(|d| find(d).map(|a| (d.to_owned(), a)))
+                .collect::<Result<_, _>>()?;
+            Ok(Some(Setup::Extended {
+                me: me.clone(),
+                listen,
+                dests,
+                master,
+            }))
+        }
+    }
 }
 
 /// SIPp's base of its files' names: the scenario's file name (or the

@@ -5,8 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,10 +28,9 @@ use crate::stream::{Mode, Streams};
 use crate::tracefile::TraceFiles;
 
 const RECV: u64 = 1;
-/// The poll for the 3PCC twin's socket.
-const TWIN: u64 = 3;
-/// SIPp's delimiter after each twin message.
-const TWIN_END: u8 = 0x1b;
+/// The polls of the 3PCC twin sockets: [`crate::twin::Twins`]'s token in
+/// the low bits.
+const TWIN: u64 = 1 << 45;
 const SEND: u64 = 2 << 32;
 /// The poll of a TCP listener.
 const LISTEN: u64 = 5;
@@ -111,8 +109,8 @@ pub struct Control {
     pub trace: TraceFiles,
     /// The wall clock (µs since the Unix epoch) at `epoch`.
     pub wall_epoch_us: u64,
-    /// The 3PCC twin connection, taken by thread 0.
-    pub twin: std::sync::Mutex<Option<TcpStream>>,
+    /// The 3PCC twin connections, taken by thread 0.
+    pub twin: std::sync::Mutex<Option<crate::twin::Twins>>,
     /// `-trace_stat`: each thread's figures and open calls, published
     /// about once a second for the statistics file.
     pub snapshots: Option<Snapshots>,
@@ -486,8 +484,6 @@ pub fn run_thread(
     } else {
         None
     };
-    let (mut twin_in, mut twin_out) = (Vec::<u8>::new(), Vec::<u8>::new());
-    let mut twin_armed = false;
     // A grouped datagram must fit the path MTU on its own: loopback's is
     // 64 KiB, elsewhere assume Ethernet's.
     let gso_datagram = match plan.remote.map(|r| r.ip()) {
@@ -509,8 +505,10 @@ pub fn run_thread(
             drop(cq);
             for cqe in cqes.drain(..) {
                 let ud = cqe.user_data();
-                if ud == TWIN {
-                    twin_armed = false;
+                if ud & TWIN != 0 {
+                    if let Some(t) = twin.as_mut() {
+                        t.polled(ud & !TWIN);
+                    }
                     continue;
                 }
                 if let Some(t) = tcp.as_mut() {
@@ -577,35 +575,15 @@ pub fn run_thread(
             io.arm_recv()?;
         }
 
-        // The twin's messages, each up to its delimiter; its end closes
-        // this side too (no new calls).
-        if let Some(t) = twin.as_mut() {
-            let mut buf = [0u8; 16384];
-            let mut closed = false;
-            loop {
-                match t.read(&mut buf) {
-                    Ok(0) => {
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => twin_in.extend_from_slice(buf.get(..n).unwrap_or(&[])),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            while let Some(p) = twin_in.iter().position(|&b| b == TWIN_END) {
-                let cmd: Vec<u8> = twin_in.drain(..=p).collect();
-                ep.handle_command(now, cmd.get(..p).unwrap_or(&[]));
-            }
-            if closed {
-                twin = None;
-                twin_out.clear();
-                ep.twin_closed(now);
-            }
+        // The twin's messages, each up to its delimiter; a twin's end
+        // closes this side too (no new calls), as SIPp.
+        if let Some(t) = twin.as_mut()
+            && let crate::twin::Pumped::Ended(why) =
+                t.pump(&ctl.stop, |cmd| ep.handle_command(now, cmd))
+        {
+            ep.errors.push(why);
+            twin = None;
+            ep.twin_closed(now);
         }
         ep.handle_timeout(now);
         if ctl.soft_stop.is_some_and(|t| now_i >= t) || ctl.graceful.load(Ordering::Relaxed) {
@@ -765,29 +743,19 @@ pub fn run_thread(
         };
         ep.stats.send_errors += media_errors;
         ep.clear_media();
-        for m in ep.twin_out.drain(..) {
+        for (dest, m) in ep.twin_out.drain(..) {
             // Nowhere to go once the twin is gone.
-            if twin.is_some() {
-                twin_out.extend_from_slice(&m);
-                twin_out.push(TWIN_END);
+            if !twin.as_mut().is_some_and(|t| t.send(dest.as_deref(), &m)) {
+                ep.stats.send_errors += 1;
             }
         }
         if let Some(t) = twin.as_mut() {
-            while !twin_out.is_empty() {
-                match t.write(&twin_out) {
-                    Ok(n) if n > 0 => {
-                        twin_out.drain(..n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    _ => break,
-                }
-            }
-            if !twin_armed {
-                let e = opcode::PollAdd::new(Fd(t.as_raw_fd()), libc::POLLIN as u32)
+            t.flush();
+            for (fd, token) in t.unarmed() {
+                let e = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
                     .build()
-                    .user_data(TWIN);
+                    .user_data(TWIN | token);
                 io.push(&e)?;
-                twin_armed = true;
             }
         }
         if !ep.rtt_samples.is_empty() {
@@ -881,9 +849,7 @@ pub fn run_thread(
         t.finish(Duration::from_secs(2));
     }
     if let Some(t) = twin.as_mut() {
-        let _ = t.set_nonblocking(false);
-        let _ = t.set_write_timeout(Some(Duration::from_secs(2)));
-        let _ = t.write_all(&twin_out);
+        t.finish(Duration::from_secs(2));
     }
     ctl.trace.errors(
         ctl.wall_epoch_us + u64::try_from(ctl.epoch.elapsed().as_micros()).unwrap_or(u64::MAX),

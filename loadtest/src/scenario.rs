@@ -150,12 +150,17 @@ pub enum StepKind {
     },
     Nop,
     /// `<sendCmd>`: a message to the twin sbc-load or sipp of a 3PCC
-    /// scenario (`-3pcc`); it names the call by its `Call-ID:` line.
+    /// scenario (`-3pcc`), or in extended mode (`-master`/`-slave`) to
+    /// the peer `dest` names; it names the call by its `Call-ID:` line.
     SendCmd {
         msg: Template,
+        dest: Option<Box<str>>,
     },
-    /// `<recvCmd>`: wait for the twin's message for this call.
-    RecvCmd,
+    /// `<recvCmd>`: wait for the twin's message for this call; in
+    /// extended mode, from the peer `src` names (its `From:` line).
+    RecvCmd {
+        src: Option<Box<str>>,
+    },
 }
 
 /// How long a `<pause>` lasts.
@@ -571,8 +576,8 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "sanity_check",
         ],
     ),
-    ("sendCmd", &[]),
-    ("recvCmd", &[]),
+    ("sendCmd", &["dest"]),
+    ("recvCmd", &["src"]),
     ("nop", &[]),
 ];
 
@@ -791,8 +796,11 @@ impl Parser<'_> {
             "nop" => StepKind::Nop,
             "sendCmd" => StepKind::SendCmd {
                 msg: self.message(node)?,
+                dest: node.attribute("dest").map(|d| d.trim().into()),
             },
-            "recvCmd" => StepKind::RecvCmd,
+            "recvCmd" => StepKind::RecvCmd {
+                src: node.attribute("src").map(|d| d.trim().into()),
+            },
             _ => return Err(self.err(node, "this element is not supported by sbc-load")),
         };
         if name != "send"
@@ -1641,25 +1649,68 @@ impl Scenario {
     pub fn uses_twin(&self) -> bool {
         self.steps
             .iter()
-            .any(|s| matches!(s.kind, StepKind::SendCmd { .. } | StepKind::RecvCmd))
+            .any(|s| matches!(s.kind, StepKind::SendCmd { .. } | StepKind::RecvCmd { .. }))
+    }
+
+    /// Whether its first twin step sends (`<sendCmd>` before any
+    /// `<recvCmd>`): SIPp's 3PCC A side, or the master in extended mode.
+    pub fn sends_first_command(&self) -> bool {
+        self.steps
+            .iter()
+            .find_map(|s| match s.kind {
+                StepKind::SendCmd { .. } => Some(true),
+                StepKind::RecvCmd { .. } => Some(false),
+                _ => None,
+            })
+            .unwrap_or(true)
+    }
+
+    /// The peers its `<sendCmd dest>`s name (extended 3PCC), each once.
+    pub fn command_peers(&self) -> Vec<&str> {
+        let mut peers: Vec<&str> = Vec::new();
+        for s in &self.steps {
+            if let StepKind::SendCmd { dest: Some(d), .. } = &s.kind
+                && !peers.contains(&&**d)
+            {
+                peers.push(d);
+            }
+        }
+        peers
+    }
+
+    /// Extended 3PCC names every peer: the first `<sendCmd>` without
+    /// `dest` or `<recvCmd>` without `src`, as SIPp's message says.
+    pub fn unnamed_peer(&self) -> Option<&'static str> {
+        self.steps.iter().find_map(|s| match &s.kind {
+            StepKind::SendCmd { dest: None, .. } => {
+                Some("you must specify a 'dest' for sendCmd with extended 3pcc mode")
+            }
+            StepKind::RecvCmd { src: None } => {
+                Some("you must specify a 'src' for recvCmd with extended 3pcc mode")
+            }
+            _ => None,
+        })
     }
 
     /// Whether its calls start with the twin's message (3PCC's B side of
     /// the controller: it listens for the twin).
     pub fn starts_with_recv_cmd(&self) -> bool {
-        matches!(self.steps.first().map(|s| &s.kind), Some(StepKind::RecvCmd))
+        matches!(
+            self.steps.first().map(|s| &s.kind),
+            Some(StepKind::RecvCmd { .. })
+        )
     }
 
-    /// Whether a call of this scenario starts by sending (a caller);
-    /// `<nop>`s and `<pause>`s before do not count (SIPp's
-    /// `computeSippMode`).
+    /// Whether a call of this scenario starts by sending (a caller, or a
+    /// 3PCC master whose first step is a command); `<nop>`s and
+    /// `<pause>`s before do not count (SIPp's `computeSippMode`).
     pub fn starts_with_send(&self) -> bool {
         matches!(
             self.steps
                 .iter()
                 .map(|s| &s.kind)
                 .find(|k| !matches!(k, StepKind::Nop | StepKind::Pause { .. })),
-            Some(StepKind::Send { .. })
+            Some(StepKind::Send { .. } | StepKind::SendCmd { .. })
         )
     }
 
@@ -1677,7 +1728,7 @@ impl Scenario {
     /// Every template: messages and action values.
     pub fn templates(&self) -> impl Iterator<Item = &Template> {
         let messages = self.steps.iter().filter_map(|s| match &s.kind {
-            StepKind::Send { msg, .. } | StepKind::SendCmd { msg } => Some(msg),
+            StepKind::Send { msg, .. } | StepKind::SendCmd { msg, .. } => Some(msg),
             _ => None,
         });
         let values = self.steps.iter().flat_map(|s| &s.actions).flat_map(|a| {
@@ -1766,11 +1817,14 @@ mod tests {
 
     #[test]
     fn unsupported_constructs_name_the_element() {
-        // 3PCC's extended mode (named twins) is not built.
-        let e = parse(r#"<sendCmd dest="s1"><![CDATA[x]]></sendCmd>"#).unwrap_err();
+        // An attribute SIPp does not define either.
+        let e = parse(r#"<sendCmd to="s1"><![CDATA[x]]></sendCmd>"#).unwrap_err();
         assert_eq!(e.element, "sendCmd");
         assert!(e.message.contains("not supported"), "{e}");
         assert_eq!(e.line, 3);
+        // Extended 3PCC's peer names are read.
+        let s = parse(r#"<sendCmd dest="s1"><![CDATA[x]]></sendCmd><recvCmd src="s1"/>"#).unwrap();
+        assert_eq!(s.command_peers(), vec!["s1"]);
         let e = parse("<bogus/>").unwrap_err();
         assert_eq!(e.element, "bogus");
 

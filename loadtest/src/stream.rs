@@ -676,40 +676,46 @@ mod tests {
             .join(name)
     }
 
-    /// The test certificate for `localhost` / 127.0.0.1 (signed by
-    /// config/examples/certs/ca.crt); `ca`: verify servers against it.
-    fn tls(listens: bool, ca: bool) -> Arc<TlsSetup> {
-        let (cert, key, ca_file) = (
-            certs("localhost.crt"),
-            certs("localhost.key"),
+    /// A test certificate signed by config/examples/certs/ca.crt (`name`:
+    /// localhost, or revoked: the same, named by the CA's revocation
+    /// list); `ca`: verify servers against the CA and its list.
+    fn tls(name: &str, listens: bool, ca: bool) -> Arc<TlsSetup> {
+        let (cert, key, ca_file, crl) = (
+            certs(&format!("{name}.crt")),
+            certs(&format!("{name}.key")),
             certs("ca.crt"),
+            certs("ca.crl"),
         );
         let files = crate::tls::Files {
             cert: &cert,
             key: &key,
             ca: ca.then_some(ca_file.as_path()),
+            crl: ca.then_some(crl.as_path()),
         };
-        Arc::new(TlsSetup::load(files, listens).unwrap())
+        Arc::new(TlsSetup::load(files, listens, rustls::DEFAULT_VERSIONS).unwrap())
     }
 
-    /// A TLS callee listening on `callee_ip` and a caller (`mode`) on
-    /// `caller_ip` that reaches it, verifying it against the test CA when
-    /// `ca`; the callee's address.
+    /// A TLS callee (with the localhost certificate, or `revoked` one)
+    /// listening on `callee_ip` and a caller (`mode`) on `caller_ip` that
+    /// reaches it, verifying it against the test CA and its revocation
+    /// list when `ca`; the callee's address.
     fn tls_pair(
         callee_ip: &str,
         caller_ip: &str,
         mode: Mode,
-        ca: bool,
+        (ca, revoked): (bool, bool),
     ) -> (Streams, Streams, SocketAddr) {
         let l = TcpListener::bind((callee_ip, 0)).unwrap();
         let addr = l.local_addr().unwrap();
+        let name = if revoked { "revoked" } else { "localhost" };
         let callee = Streams::listening(l, Mode::One)
             .unwrap()
-            .with_tls(tls(true, false));
+            .with_tls(tls(name, true, false));
         let own = TcpListener::bind((caller_ip, 0)).unwrap();
-        let caller = Streams::new(mode, own, Some(addr))
-            .unwrap()
-            .with_tls(tls(false, ca));
+        let caller =
+            Streams::new(mode, own, Some(addr))
+                .unwrap()
+                .with_tls(tls("localhost", false, ca));
         (callee, caller, addr)
     }
 
@@ -726,8 +732,12 @@ mod tests {
 
     #[test]
     fn over_tls_messages_are_framed_and_answered_on_their_connection() {
-        let (mut callee, mut caller, addr) =
-            tls_pair("127.176.1.12", "127.176.1.11", Mode::PerCall, false);
+        let (mut callee, mut caller, addr) = tls_pair(
+            "127.176.1.12",
+            "127.176.1.11",
+            Mode::PerCall,
+            (false, false),
+        );
         let m1 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 4\r\n\r\nbody";
         let m2 = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 2\r\nContent-Length: 0\r\n\r\n";
         assert!(caller.send(addr, 1, m1));
@@ -754,7 +764,7 @@ mod tests {
     #[test]
     fn over_tls_output_past_64_kib_all_arrives() {
         let (mut callee, mut caller, addr) =
-            tls_pair("127.176.1.15", "127.176.1.16", Mode::One, false);
+            tls_pair("127.176.1.15", "127.176.1.16", Mode::One, (false, false));
         let body = vec![b'x'; 1000];
         let message = |n: usize| {
             let mut m = format!(
@@ -783,17 +793,20 @@ mod tests {
 
     #[test]
     fn with_a_ca_only_a_server_it_vouches_for_is_spoken_to() {
-        // The certificate names 127.0.0.1: verified there...
-        let (mut callee, mut caller, good) = tls_pair("127.0.0.1", "127.0.0.1", Mode::One, true);
+        // The CA signed the certificate (which names 127.0.0.1, not the
+        // address connected to: as SIPp, the chain is verified, not the
+        // name)...
+        let (mut callee, mut caller, good) =
+            tls_pair("127.176.1.17", "127.176.1.18", Mode::One, (true, false));
         let m = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 0\r\n\r\n";
         assert!(caller.send(good, 1, m));
         let (_, got) = drive_pair(&mut caller, &mut callee, 40);
         assert_eq!(got.len(), 1, "verified against the CA");
         assert!(caller.lost.is_empty());
-        // ...and refused at an address it does not name: the handshake
+        // ...and a certificate the CA revoked is refused: the handshake
         // fails, nothing is delivered, the call's connection is lost.
         let (mut impostor, mut caller, other) =
-            tls_pair("127.176.1.13", "127.176.1.14", Mode::PerCall, true);
+            tls_pair("127.176.1.13", "127.176.1.14", Mode::PerCall, (true, true));
         assert!(caller.send(other, 5, m));
         let (_, got) = drive_pair(&mut caller, &mut impostor, 40);
         assert!(got.is_empty(), "{got:?}");
@@ -809,11 +822,15 @@ mod tests {
             cert: &missing,
             key: &key,
             ca: None,
+            crl: None,
         };
-        let e = TlsSetup::load(files, true).unwrap_err();
+        let e = TlsSetup::load(files, true, rustls::DEFAULT_VERSIONS).unwrap_err();
         assert!(e.contains("-tls_cert") && e.contains("no-such.crt"), "{e}");
         // A caller goes on without one (no client certificate).
-        assert!(TlsSetup::load(files, false).is_ok_and(|t| t.server.is_none()));
+        assert!(
+            TlsSetup::load(files, false, rustls::DEFAULT_VERSIONS)
+                .is_ok_and(|t| t.server.is_none())
+        );
     }
 
     #[test]

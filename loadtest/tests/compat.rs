@@ -569,6 +569,95 @@ fn sipp_builtin_3pcc_runs_with_sbc_load_as_either_controller_half() {
     run_3pcc(181, Side::SbcLoad, Side::SbcLoad, 3);
 }
 
+/// One extended-3PCC run on 127.`net`.0.0/24: the slave `s1`
+/// (`3pcc_ext_slave.xml`) and the master `m` (`3pcc_ext_master.xml`),
+/// placed by `-slave_cfg`, each stock sipp or sbc-load. Before each call
+/// the master tells the slave to expect it and waits for "ready"; the
+/// slave answers it and reports it confirmed; the master hangs up. Both
+/// must end with every call completed.
+fn run_3pcc_extended(net: u8, master: Side, slave: Side, calls: u32) {
+    let ip = |h: u8| format!("127.{net}.0.{h}");
+    let dir = tempfile::tempdir().unwrap();
+    let port = |k: u16| (43000 + u16::from(net) * 10 + k).to_string();
+    let cfg = dir.path().join("peers.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "# extended 3PCC instances\nm;{}:{}\ns1;{}:{}\n",
+            ip(3),
+            port(8),
+            ip(4),
+            port(9)
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let side = |file: &str, me: [&str; 2], host: u8, k: u16, remote: u8| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "-sf".into(),
+            scenario(file),
+            me[0].into(),
+            me[1].into(),
+            "-slave_cfg".into(),
+            cfg.clone(),
+            "-i".into(),
+            ip(host),
+            "-p".into(),
+            "5060".into(),
+            "-m".into(),
+            calls.to_string(),
+            "-mp".into(),
+            port(k),
+            "-cp".into(),
+            port(k + 1),
+            format!("{}:5060", ip(remote)),
+        ];
+        if me[0] == "-master" {
+            v.extend(["-r".into(), "2".into()]);
+        }
+        v
+    };
+    let slave_proc = spawn(
+        &slave,
+        &side("3pcc_ext_slave.xml", ["-slave", "s1"], 4, 2, 3),
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let master_proc = spawn(
+        &master,
+        &side("3pcc_ext_master.xml", ["-master", "m"], 3, 4, 4),
+        dir.path(),
+    );
+    let codes = [
+        wait(master_proc, Duration::from_secs(60)),
+        wait(slave_proc, Duration::from_secs(30)),
+    ];
+    let errs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".err"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        codes,
+        [Some(0); 2],
+        "exit status of master ({master:?}) and slave ({slave:?})\n{errs}"
+    );
+}
+
+/// SIPp's extended 3PCC (`-master`/`-slave`/`-slave_cfg`): stock sipp
+/// throughout, then sbc-load as master or slave against stock sipp as
+/// the other, then sbc-load as both.
+#[test]
+fn extended_3pcc_runs_with_sbc_load_as_master_or_slave() {
+    sipp_installed();
+    run_3pcc_extended(213, Side::Sipp, Side::Sipp, 3);
+    run_3pcc_extended(214, Side::SbcLoad, Side::Sipp, 3);
+    run_3pcc_extended(215, Side::Sipp, Side::SbcLoad, 3);
+    run_3pcc_extended(216, Side::SbcLoad, Side::SbcLoad, 3);
+}
+
 /// sbc-load and stock sipp over TCP, each side against the other, with
 /// one connection per thread (`-t t1`) and one per call (`-t tn`): every
 /// call of SIPp's built-in uac and of a callee without a `<timewait>`

@@ -163,11 +163,62 @@ fn exit_statuses_are_sipps() {
 
     // An option sbc-load does not implement -> 255, named.
     let o = finish(
-        spawn(&["-sn", "uac", "-slave_cfg", "x.cfg", "127.175.0.9:5060"]),
+        spawn(&["-sn", "uac", "-rate_scale", "10", "127.175.0.9:5060"]),
         Duration::from_secs(10),
     );
     assert_eq!(o.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("-slave_cfg"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-rate_scale"));
+
+    // -sd prints a built-in scenario (the file -sn runs) and exits.
+    let o = finish(spawn(&["-sd", "uac"]), Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(scenario("uac_basic.xml")).unwrap()
+    );
+    let o = finish(spawn(&["-sd", "nope"]), Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(255));
+
+    // 3PCC options that do not go together -> 255, as SIPp says it.
+    let ext = dir.path().join("master.xml");
+    std::fs::write(
+        &ext,
+        "<scenario><sendCmd><![CDATA[Call-ID: [call_id]]]></sendCmd></scenario>",
+    )
+    .unwrap();
+    let peers = dir.path().join("peers.cfg");
+    std::fs::write(&peers, "m;127.175.0.9:6000\n").unwrap();
+    let ext = ext.to_str().unwrap();
+    let peers = peers.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["-sn", "uac", "-slave_cfg", "x.cfg"],
+            "-slave_cfg must be used with -slave or -master",
+        ),
+        (
+            vec!["-sn", "uac", "-master", "m", "-slave", "s"],
+            "-slave and -master options are not compatible",
+        ),
+        (
+            vec!["-sf", ext, "-3pcc", "127.175.0.9:6000", "-master", "m"],
+            "not compatible",
+        ),
+        (
+            vec!["-sf", ext, "-slave", "m", "-slave_cfg", peers],
+            "master scenario but -slave given",
+        ),
+        (
+            vec!["-sf", ext, "-master", "m", "-slave_cfg", peers],
+            "you must specify a 'dest' for sendCmd",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.push("127.175.0.9:5060");
+        let o = finish(spawn(&all), Duration::from_secs(10));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(255), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 
     // The port is taken -> 254.
     let _hold = std::net::UdpSocket::bind("127.175.0.5:5060").unwrap();
@@ -723,4 +774,96 @@ fn background_logs_counts_keys_and_indexed_injection_files() {
     );
     let last: Vec<&str> = lines.last().unwrap().split(';').collect();
     assert_eq!(last[2..7], ["4", "0", "0", "4", "0"], "{counts}");
+}
+
+/// `-tls_ca`, `-tls_crl` and `-tls_version` on the real binaries: with
+/// the test CA both sides verify each other (the callee requires the
+/// caller's certificate), the caller checks the CA's revocation list and
+/// both speak TLS 1.2 only. Every call succeeds against the callee's
+/// good certificate; against its revoked one none does.
+#[test]
+fn tls_peers_are_verified_against_the_ca_and_its_revocation_list() {
+    let certs = |n: &str| {
+        format!(
+            "{}/../config/examples/certs/{n}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    let (ca, crl) = (certs("ca.crt"), certs("ca.crl"));
+    for (net, callee_cert, want_ok) in [(217u8, "localhost", true), (218, "revoked", false)] {
+        let (uas_ip, uac_ip) = (format!("127.{net}.0.2"), format!("127.{net}.0.1"));
+        let (cert, key) = (
+            certs(&format!("{callee_cert}.crt")),
+            certs(&format!("{callee_cert}.key")),
+        );
+        let uas = spawn(&[
+            "-sn",
+            "uas",
+            "-t",
+            "l1",
+            "-i",
+            &uas_ip,
+            "-p",
+            "5061",
+            "-tls_cert",
+            &cert,
+            "-tls_key",
+            &key,
+            "-tls_ca",
+            &ca,
+            "-tls_version",
+            "1.2",
+            "-m",
+            "5",
+            "--threads",
+            "1",
+            "-timeout",
+            "30",
+        ]);
+        std::thread::sleep(Duration::from_millis(300));
+        let (client_cert, client_key) = (certs("sbc-client.crt"), certs("sbc-client.key"));
+        let remote = format!("{uas_ip}:5061");
+        let uac = spawn(&[
+            "-sn",
+            "uac",
+            "-t",
+            "l1",
+            "-i",
+            &uac_ip,
+            &remote,
+            "-tls_cert",
+            &client_cert,
+            "-tls_key",
+            &client_key,
+            "-tls_ca",
+            &ca,
+            "-tls_crl",
+            &crl,
+            "-tls_version",
+            "1.2",
+            "-m",
+            "5",
+            "-r",
+            "10",
+            "--threads",
+            "1",
+            "-timeout",
+            "10",
+            "-recv_timeout",
+            "3000",
+        ]);
+        let uac = finish(uac, Duration::from_secs(40));
+        // The callee of the refused calls waits for them until stopped.
+        let uas = finish(uas, Duration::from_secs(if want_ok { 40 } else { 1 }));
+        let out = String::from_utf8_lossy(&uac.stdout).into_owned()
+            + &String::from_utf8_lossy(&uac.stderr);
+        if want_ok {
+            assert_eq!(uac.status.code(), Some(0), "caller: {out}");
+            assert_eq!(uas.status.code(), Some(0), "callee: {uas:?}");
+            assert!(out.contains("5 succeeded"), "{out}");
+        } else {
+            assert_ne!(uac.status.code(), Some(0), "caller: {out}");
+            assert!(out.contains("0 succeeded"), "{out}");
+        }
+    }
 }

@@ -1603,6 +1603,57 @@ fn rtp_stream_sends_a_file_as_rtp_paced_and_looped() {
     );
 }
 
+/// Extended 3PCC: each `<sendCmd>` carries the peer its `dest` names, and
+/// a `<recvCmd src>` takes a command only from that peer (its `From:`
+/// line, as SIPp reads it); one from another peer fails the call.
+#[test]
+fn extended_commands_name_their_peer_and_are_taken_only_from_it() {
+    let scn = scenario(
+        r#"<scenario name="s1">
+  <recvCmd src="m"/>
+  <sendCmd dest="s2"><![CDATA[
+From: s1
+Call-ID: [call_id]
+]]></sendCmd>
+  <recvCmd src="s2"/>
+  <sendCmd dest="m"><![CDATA[
+From: s1
+Call-ID: [call_id]
+]]></sendCmd>
+</scenario>"#,
+    );
+    assert_eq!(scn.command_peers(), vec!["s2", "m"]);
+    assert!(scn.unnamed_peer().is_none());
+    let cfg = Config::new("127.0.0.1".parse().unwrap());
+    let mut b = Endpoint::new(Arc::new(cfg), scn, 5060, Some(addr(UAS)), 1, 1);
+    // The master's command starts a call (its first step is <recvCmd>).
+    b.handle_command(0, b"From: m\r\nCall-ID: c-1\r\n\r\n");
+    assert_eq!(
+        b.twin_out,
+        vec![(
+            Some("s2".into()),
+            b"From: s1\r\nCall-ID: c-1\r\n\r\n".to_vec()
+        )]
+    );
+    b.twin_out.clear();
+    // s2's answer claiming to be the master: refused, the call fails.
+    b.handle_command(10, b"From:\tm\r\nCall-ID: c-1\r\n\r\n");
+    assert!(b.twin_out.is_empty());
+    assert_eq!((b.stats.failed_total(), b.open_calls()), (1, 0));
+    // A second call, answered by s2 itself: it goes on to the master.
+    b.handle_command(20, b"From: m\r\nCall-ID: c-2\r\n\r\n");
+    b.twin_out.clear();
+    b.handle_command(30, b"Call-ID: c-2\r\nFrom: s2 \r\n\r\n");
+    assert_eq!(
+        b.twin_out,
+        vec![(
+            Some("m".into()),
+            b"From: s1\r\nCall-ID: c-2\r\n\r\n".to_vec()
+        )]
+    );
+    assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 1));
+}
+
 /// 3PCC in the engine: `<sendCmd>` queues the twin's message; the twin's
 /// answer, named by its Call-ID, reaches the call at its `<recvCmd>`
 /// (past an optional `<recv>`), its actions search the command's text,
@@ -1637,7 +1688,7 @@ Content-Length: 0
     b.handle_datagram(0, addr(UAC), invite_with_subject("x", "call-7").as_bytes());
     assert_eq!(
         b.twin_out,
-        vec![b"Call-ID: call-7\r\nX-Ask: now\r\n\r\n".to_vec()]
+        vec![(None, b"Call-ID: call-7\r\nX-Ask: now\r\n\r\n".to_vec())]
     );
     b.twin_out.clear();
     // Another call's answer, or none's: not this call's.

@@ -4,6 +4,8 @@
 #   localhost     the SBC's TLS listeners (DNS:localhost, IP:127.0.0.1)
 #   itsp          the ITSP of tls-trunk.toml (DNS:itsp.example)
 #   sbc-client    what the SBC presents to that ITSP (mutual TLS)
+#   revoked       like localhost, but revoked: ca.crl (the CA's revocation
+#                 list) names it (sbc-load's -tls_crl tests)
 # Every private key here is public: never use these outside tests.
 #
 # Run from anywhere:  sh config/examples/certs/make.sh
@@ -32,4 +34,16 @@ leaf() { # name, subjectAltName
 leaf localhost "DNS:localhost,IP:127.0.0.1"
 leaf itsp "DNS:itsp.example"
 leaf sbc-client "DNS:sbc.example"
+leaf revoked "DNS:localhost,IP:127.0.0.1"
 rm -f ca.srl
+
+# The CA's revocation list, naming "revoked" (openssl ca keeps its state in
+# a scratch directory).
+crl=$(mktemp -d)
+touch "$crl/index.txt"
+echo 01 > "$crl/crlnumber"
+printf '%s\n' "[ca]" "default_ca=test" "[test]" "database=$crl/index.txt" \
+  "crlnumber=$crl/crlnumber" "default_md=sha256" "default_crl_days=$days" > "$crl/ca.cnf"
+openssl ca -config "$crl/ca.cnf" -keyfile ca.key -cert ca.crt -revoke revoked.crt
+openssl ca -config "$crl/ca.cnf" -keyfile ca.key -cert ca.crt -gencrl -out ca.crl
+rm -rf "$crl"
