@@ -76,6 +76,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "slave",
     "slave_cfg",
     "sd",
+    "max_socket",
     "tls_crl",
     "tls_version",
 ];
@@ -95,6 +96,8 @@ const UNSUPPORTED: &[&str] = &[
 #[command(
     name = "sbc-load",
     version,
+    // As SIPp: an option given twice takes its last value.
+    args_override_self = true,
     about = "SIP load generator: runs SIPp XML scenarios (caller and callee) with SIPp's options, one io_uring thread per core",
     after_help = "SIPp options are written with one dash, as in SIPp (-sf, -sn, -r, -m ...). \
                   Exit status (as SIPp's): 0 every call succeeded, 1 some call failed (or the scenario \
@@ -238,6 +241,10 @@ pub struct Args {
     /// that starts with `<recvCmd>` listens there.
     #[arg(long = "3pcc", value_name = "IP:PORT")]
     pub three_pcc: Option<SocketAddr>,
+    /// `-t un`: most call sockets open at once; past it, new calls share
+    /// the open ones in turn (SIPp's default 50000).
+    #[arg(long = "max_socket", value_name = "N", default_value_t = 50_000)]
+    pub max_socket: usize,
     /// Extended 3PCC: this instance is the master of that name (its
     /// scenario sends the first command); needs -slave_cfg.
     #[arg(long = "master", value_name = "NAME")]
@@ -536,6 +543,10 @@ mod tests {
         assert!(e.contains("-bogus"), "{e}");
         let a = parse("sbc-load -sn uas --threads 2 --json out.json").unwrap();
         assert_eq!(a.threads, Some(2));
+        // As SIPp, the last of an option given twice counts.
+        let a = parse("sipp -sn uac -t u1 -max_socket 10 -t un 127.0.0.1").unwrap();
+        assert_eq!((a.transport.as_str(), a.max_socket), ("un", 10));
+        assert_eq!(parse("sipp -sn uac 127.0.0.1").unwrap().max_socket, 50_000);
     }
 
     #[test]

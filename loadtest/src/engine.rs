@@ -444,6 +444,9 @@ struct Call {
     user: u32,
     /// Its TDM circuit plus one (`-tdmmap`), else 0.
     tdm: u32,
+    /// `-t un`: the port of the call's own socket (`[local_port]`); 0:
+    /// the thread's.
+    port: u16,
 }
 
 impl Call {
@@ -489,12 +492,14 @@ impl Call {
             timewait: false,
             user: 0,
             tdm: 0,
+            port: 0,
         }
     }
 
     /// Back to a fresh call, keeping the buffers' memory.
     fn reset(&mut self) {
         self.id.clear();
+        self.port = 0;
         self.step = 0;
         self.wait = Wait::Running;
         self.vars.fill(Value::Unset);
@@ -579,6 +584,17 @@ enum Exec {
     Stop(IntCmd),
     Log(Vec<u8>),
     Dtmf(Vec<u8>),
+}
+
+/// What [`Endpoint::start_call_on`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// No call: no destination, no quota left, no free user.
+    Nothing,
+    /// A call was counted and failed at once (no free TDM circuit).
+    Failed,
+    /// This call (its serial) was started.
+    Call(u64),
 }
 
 /// A call's `rtp_stream`: the next packet's place in the file and RTP
@@ -1523,17 +1539,24 @@ impl Endpoint {
     /// Starts one call of a caller scenario. Returns false when this
     /// endpoint has no destination or reached its call limit.
     pub fn start_call(&mut self, now: u64) -> bool {
+        !matches!(self.start_call_on(now, 0), Start::Nothing)
+    }
+
+    /// Starts one call as [`Endpoint::start_call`] does, its messages
+    /// naming `port` as `[local_port]` (0: the thread's own; `-t un` gives
+    /// each call a socket of its own): what came of it.
+    pub fn start_call_on(&mut self, now: u64, port: u16) -> Start {
         let Some(remote) = self.remote else {
-            return false;
+            return Start::Nothing;
         };
         if !self.scn.starts_with_send() {
-            return false;
+            return Start::Nothing;
         }
         // With -users, a call needs a free user (SIPp: the last one).
         let user = if self.cfg.users.is_some() {
             match self.free_users.pop_back() {
                 Some(u) => u,
-                None => return false,
+                None => return Start::Nothing,
             }
         } else {
             0
@@ -1542,7 +1565,7 @@ impl Endpoint {
             if user > 0 {
                 self.free_users.push_back(user);
             }
-            return false;
+            return Start::Nothing;
         }
         // With -tdmmap, a call needs a free circuit (SIPp looks from a
         // random one on); without, it is created and fails at once.
@@ -1566,7 +1589,7 @@ impl Endpoint {
                     self.error(|| {
                         "Can't create new outgoing call: all tdm_map circuits busy".into()
                     });
-                    return true;
+                    return Start::Failed;
                 }
             }
         };
@@ -1575,10 +1598,12 @@ impl Endpoint {
                 self.free_users.push_back(user);
             }
             self.free_tdm(tdm);
-            return false;
+            return Start::Nothing;
         };
+        let serial = self.serial;
         if let Some(call) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) {
             call.tdm = tdm;
+            call.port = port;
         }
         if user > 0
             && let Some(call) = self.slab.get_mut(slot as usize).and_then(Option::as_mut)
@@ -1590,7 +1615,7 @@ impl Endpoint {
             }
         }
         self.run(slot, now, |ep, call, now| ep.advance(call, now));
-        true
+        Start::Call(serial)
     }
 
     /// A TCP connection is gone (`reason`: it could not open, or closed):
@@ -2740,7 +2765,14 @@ impl Env<'_> {
             Keyword::NextUrl => out.extend_from_slice(&call.next_url),
             Keyword::LocalIp => out.extend_from_slice(self.local_ip),
             Keyword::LocalIpType => out.extend_from_slice(ip_type(self.cfg.local_ip)),
-            Keyword::LocalPort(off) => signed(out, i64::from(self.local_port) + off),
+            Keyword::LocalPort(off) => {
+                let port = if call.port != 0 {
+                    call.port
+                } else {
+                    self.local_port
+                };
+                signed(out, i64::from(port) + off);
+            }
             Keyword::ServerIp => out.extend_from_slice(self.cfg.local_ip.to_string().as_bytes()),
             Keyword::RemoteIp if Some(call.peer) == self.remote => {
                 out.extend_from_slice(self.remote_ip);

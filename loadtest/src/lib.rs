@@ -13,6 +13,7 @@ pub mod gso;
 pub mod inject;
 pub mod media;
 pub mod pcap;
+pub mod percall;
 pub mod rate;
 pub mod report;
 pub mod run;

@@ -95,14 +95,16 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
 pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let scn = Arc::new(load_scenario(args).map_err(|message| RunError { code: 1, message })?);
     let (tcp, tls) = match args.transport.as_str() {
-        "u1" => (None, false),
+        // -t un: a caller's calls each on a socket of its own (below); a
+        // callee answers from the one it listens on, as SIPp's.
+        "u1" | "un" => (None, false),
         "t1" => (Some(crate::stream::Mode::One), false),
         "tn" => (Some(crate::stream::Mode::PerCall), false),
         "l1" => (Some(crate::stream::Mode::One), true),
         "ln" => (Some(crate::stream::Mode::PerCall), true),
         t => {
             return Err(RunError::fatal(format!(
-                "-t {t}: sbc-load supports u1 (UDP, a socket per thread), t1 / tn (TCP, a connection per thread / per call) and l1 / ln (TLS, likewise)"
+                "-t {t}: sbc-load supports u1 / un (UDP, a socket per thread / per call), t1 / tn (TCP, a connection per thread / per call) and l1 / ln (TLS, likewise)"
             )));
         }
     };
@@ -196,7 +198,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if tcp.is_some() {
         cfg.transport = if tls.is_some() { "TLS" } else { "TCP" };
     }
-    cfg.report_ended = caller && tcp == Some(crate::stream::Mode::PerCall);
+    let per_call = (args.transport == "un" && caller).then_some(args.max_socket);
+    cfg.report_ended = caller && (tcp == Some(crate::stream::Mode::PerCall) || per_call.is_some());
     cfg.recv_timeout_ms = args.recv_timeout_ms;
     cfg.inject = inject;
     cfg.deadcall_ms = args.deadcall_wait_ms;
@@ -327,6 +330,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             connect: args.connect && caller,
             tcp,
             tls: tls.clone(),
+            per_call,
             batch_wait: Duration::from_micros(args.batch_wait_us),
         };
         let sock = bind(&plan).map_err(|e| RunError {

@@ -17,9 +17,10 @@ use sbc_dataplane::shard::{
     BufRing, SendPool, decode_sockaddr, empty_msghdr, reuseport_tcp, reuseport_udp,
 };
 
-use crate::engine::{Config, Endpoint};
+use crate::engine::{Config, Endpoint, Start};
 use crate::gso::{Grouper, Limits};
 use crate::media::{MediaSender, MediaSockets};
+use crate::percall::PerCall;
 use crate::rate::RatePlan;
 use crate::scenario::IntCmd;
 use crate::scenario::Scenario;
@@ -34,6 +35,10 @@ const TWIN: u64 = 1 << 45;
 const SEND: u64 = 2 << 32;
 /// The poll of a TCP listener.
 const LISTEN: u64 = 5;
+/// `-t un`: the receive of a call socket (its slot in the low bits), and
+/// the cancellation of one.
+const UN_RECV: u64 = 1 << 44;
+const UN_CANCEL: u64 = 1 << 43;
 /// The poll of a TCP connection: slot in the low 24 bits, its
 /// generation (8 bits) above; [`STREAM_OUT`] marks a poll for writing.
 const STREAM: u64 = 1 << 48;
@@ -82,6 +87,9 @@ pub struct ThreadPlan {
     pub tcp: Option<Mode>,
     /// `-t l1`, `-t ln`: TLS on the TCP connections.
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// `-t un`, a caller: a UDP socket per call, at most this many open
+    /// (`-max_socket`).
+    pub per_call: Option<usize>,
     /// Wake-up coalescing: sleep until `BATCH_WANT` completions are ready
     /// or this long has passed (kernels with IORING_FEAT_MIN_TIMEOUT).
     pub batch_wait: Duration,
@@ -252,9 +260,14 @@ impl Io {
         let Some(fd) = self.fd else {
             return Ok(());
         };
+        self.arm_recv_on(fd, RECV)
+    }
+
+    /// A multishot receive on `fd` into the buffer ring.
+    fn arm_recv_on(&mut self, fd: Fd, user_data: u64) -> io::Result<()> {
         let e = opcode::RecvMsgMulti::new(fd, &*self.hdr, BGID)
             .build()
-            .user_data(RECV);
+            .user_data(user_data);
         self.push(&e)
     }
 
@@ -287,7 +300,16 @@ impl Io {
 
     /// Queues one datagram; false when no send slot is free.
     fn send(&mut self, dst: SocketAddr, bytes: &[u8]) -> io::Result<bool> {
-        let fd = self.fd.ok_or_else(|| io::Error::other("no UDP socket"))?;
+        self.send_via(None, dst, bytes)
+    }
+
+    /// Queues one datagram from `via` (a call's socket, `-t un`) or the
+    /// thread's; false when no send slot is free.
+    fn send_via(&mut self, via: Option<Fd>, dst: SocketAddr, bytes: &[u8]) -> io::Result<bool> {
+        let main = via.is_none();
+        let fd = via
+            .or(self.fd)
+            .ok_or_else(|| io::Error::other("no UDP socket"))?;
         let Some((idx, _)) =
             self.fill(std::iter::once(bytes), "message larger than a send slot")?
         else {
@@ -299,7 +321,7 @@ impl Io {
                 return Ok(false);
             };
             let send = opcode::Send::new(fd, to.buf, to.len);
-            if self.connected == Some(dst) {
+            if main && self.connected == Some(dst) {
                 send.build()
             } else {
                 send.dest_addr(to.addr).dest_addr_len(to.addr_len).build()
@@ -390,6 +412,76 @@ impl Drop for Io {
     }
 }
 
+/// A received datagram's completion: the datagram (if a buffer came with
+/// it) goes to the endpoint and the buffer back to the ring.
+fn take_datagram(io: &mut Io, ep: &mut Endpoint, ctl: &Control, now: u64, result: i32, flags: u32) {
+    let Some(bid) = cqueue::buffer_select(flags) else {
+        return;
+    };
+    if result >= 0 {
+        let len = usize::try_from(result).unwrap_or(0);
+        let buf = io.bufs.buffer(bid, len);
+        if let Ok(m) = RecvMsgOut::parse(buf, &io.hdr) {
+            let payload = m.payload_data();
+            if m.is_payload_truncated() {
+                ep.stats.parse_errors += 1;
+            } else if let Some(src) = decode_sockaddr(m.name_data()) {
+                if ctl.trace.traces_messages() {
+                    ctl.trace
+                        .message(ctl.wall_epoch_us + now, false, src, payload);
+                }
+                ep.handle_datagram(now, src, payload);
+            }
+        }
+    }
+    io.bufs.recycle(bid);
+}
+
+/// Starts one call: with `-t un` on a socket of its own (armed for
+/// receiving when new), its port the call's `[local_port]`. False when
+/// no call could start.
+fn start_one(
+    ep: &mut Endpoint,
+    io: &mut Io,
+    per_call: Option<&mut PerCall>,
+    now: u64,
+) -> io::Result<bool> {
+    let Some(pc) = per_call else {
+        return Ok(ep.start_call(now));
+    };
+    let taken = match pc.take() {
+        Ok(t) => t,
+        Err(e) => {
+            ep.errors
+                .push(format!("-t un: cannot open a socket for a call: {e}"));
+            return Ok(false);
+        }
+    };
+    if taken.new
+        && let Some(fd) = pc.fd(taken.slot)
+    {
+        io.arm_recv_on(Fd(fd), UN_RECV | taken.slot as u64)?;
+    }
+    let started = ep.start_call_on(now, taken.port);
+    match started {
+        Start::Call(serial) => pc.bind_call(serial, taken.slot),
+        Start::Failed | Start::Nothing => {
+            if pc.release(taken.slot) {
+                cancel_call_socket(io, taken.slot)?;
+            }
+        }
+    }
+    Ok(started != Start::Nothing)
+}
+
+/// Cancels a call socket's receive; the socket closes when it ends.
+fn cancel_call_socket(io: &mut Io, slot: usize) -> io::Result<()> {
+    let e = opcode::AsyncCancel::new(UN_RECV | slot as u64)
+        .build()
+        .user_data(UN_CANCEL);
+    io.push(&e)
+}
+
 /// Starts `sh -c COMMAND` (SIPp runs it with `system`), input from
 /// nowhere; `None` if it cannot start.
 fn spawn_shell(command: &[u8]) -> Option<std::process::Child> {
@@ -471,9 +563,12 @@ pub fn run_thread(
     }
     let mut io = Io::new(udp.as_ref(), plan.connect.then_some(plan.remote).flatten())?;
     io.arm_recv()?;
+    let mut per_call = plan.per_call.map(|max| PerCall::new(plan.bind.ip(), max));
     let caller = plan.remote.is_some();
     let mut started: u64 = 0;
     let mut pending: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    // -t un: messages that waited for a send slot, with their call.
+    let mut pending_un: Vec<(u64, SocketAddr, Vec<u8>)> = Vec::new();
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
     let mut grouper = Grouper::default();
     let mut media = MediaSender::new(Arc::clone(&ctl.media));
@@ -541,33 +636,30 @@ pub fn run_thread(
                     }
                     continue;
                 }
-                if ud != RECV {
+                if ud & UN_CANCEL != 0 {
                     continue;
                 }
                 let flags = cqe.flags();
+                if ud & UN_RECV != 0 {
+                    // A call socket's datagram (-t un).
+                    let slot = (ud & !UN_RECV) as usize;
+                    take_datagram(&mut io, &mut ep, &ctl, now, cqe.result(), flags);
+                    if !cqueue::more(flags)
+                        && let Some(pc) = per_call.as_mut()
+                        && pc.recv_ended(slot)
+                        && let Some(fd) = pc.fd(slot)
+                    {
+                        io.arm_recv_on(Fd(fd), ud)?;
+                    }
+                    continue;
+                }
+                if ud != RECV {
+                    continue;
+                }
                 if !cqueue::more(flags) {
                     rearm = true;
                 }
-                let Some(bid) = cqueue::buffer_select(flags) else {
-                    continue;
-                };
-                if cqe.result() >= 0 {
-                    let len = usize::try_from(cqe.result()).unwrap_or(0);
-                    let buf = io.bufs.buffer(bid, len);
-                    if let Ok(m) = RecvMsgOut::parse(buf, &io.hdr) {
-                        let payload = m.payload_data();
-                        if m.is_payload_truncated() {
-                            ep.stats.parse_errors += 1;
-                        } else if let Some(src) = decode_sockaddr(m.name_data()) {
-                            if ctl.trace.traces_messages() {
-                                ctl.trace
-                                    .message(ctl.wall_epoch_us + now, false, src, payload);
-                            }
-                            ep.handle_datagram(now, src, payload);
-                        }
-                    }
-                }
-                io.bufs.recycle(bid);
+                take_datagram(&mut io, &mut ep, &ctl, now, cqe.result(), flags);
             }
         }
         io.bufs.publish();
@@ -594,7 +686,10 @@ pub fn run_thread(
         // share of the rate.
         if let (true, Some(users)) = (caller, plan.users) {
             let mut n = START_BURST;
-            while n > 0 && ep.open_calls() < users && ep.start_call(now) {
+            while n > 0
+                && ep.open_calls() < users
+                && start_one(&mut ep, &mut io, per_call.as_mut(), now)?
+            {
                 n -= 1;
             }
         } else if caller && (plan.rate.base > 0.0 || plan.rate.increase > 0.0) {
@@ -610,7 +705,7 @@ pub fn run_thread(
                     started += n;
                     break;
                 }
-                if !ep.start_call(now) {
+                if !start_one(&mut ep, &mut io, per_call.as_mut(), now)? {
                     break;
                 }
                 started += 1;
@@ -636,6 +731,21 @@ pub fn run_thread(
             }
         }
         pending.drain(..i);
+        if let Some(pc) = per_call.as_ref() {
+            let mut i = 0;
+            while !blocked && i < pending_un.len() {
+                let (call, dst, bytes) = &pending_un[i];
+                match io.send_via(pc.fd_of(*call).map(Fd), *dst, bytes) {
+                    Ok(true) => i += 1,
+                    Ok(false) => blocked = true,
+                    Err(_) => {
+                        ep.stats.send_errors += 1;
+                        i += 1;
+                    }
+                }
+            }
+            pending_un.drain(..i);
+        }
         let (mut send_errors, mut gso_sends, mut gso_datagrams) = (0, 0, 0);
         if let Some(t) = tcp.as_mut() {
             // TCP: each message on its connection, in order.
@@ -680,6 +790,34 @@ pub fn run_thread(
             }
             for e in &polls {
                 io.push(e)?;
+            }
+        } else if let Some(pc) = per_call.as_mut() {
+            // -t un: each message from its call's socket, one by one.
+            let (out, buf) = ep.outgoing();
+            for o in out {
+                let bytes = buf.get(o.start..o.start + o.len).unwrap_or(b"");
+                if ctl.trace.traces_messages() {
+                    ctl.trace
+                        .message(ctl.wall_epoch_us + now, true, o.dst, bytes);
+                }
+                if blocked {
+                    pending_un.push((o.call, o.dst, bytes.to_vec()));
+                    continue;
+                }
+                match io.send_via(pc.fd_of(o.call).map(Fd), o.dst, bytes) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        blocked = true;
+                        pending_un.push((o.call, o.dst, bytes.to_vec()));
+                    }
+                    Err(_) => send_errors += 1,
+                }
+            }
+            // Sent before an ended call's socket closes.
+            for serial in ep.ended.drain(..) {
+                if let Some(slot) = pc.call_ended(serial) {
+                    cancel_call_socket(&mut io, slot)?;
+                }
             }
         } else {
             let (out, buf) = ep.outgoing();
@@ -807,7 +945,12 @@ pub fn run_thread(
             ep.abort_all(now);
             break;
         }
-        if !ep.may_create() && ep.open_calls() == 0 && pending.is_empty() && !ep.lingering() {
+        if !ep.may_create()
+            && ep.open_calls() == 0
+            && pending.is_empty()
+            && pending_un.is_empty()
+            && !ep.lingering()
+        {
             break;
         }
 
@@ -841,6 +984,12 @@ pub fn run_thread(
                     Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
                 ) => {}
             Err(e) => return Err(e),
+        }
+    }
+    // The call sockets' receives end before the buffer ring goes.
+    if let Some(pc) = per_call.as_ref() {
+        for slot in pc.slots() {
+            cancel_call_socket(&mut io, slot)?;
         }
     }
     // Flush what is still queued so the peer sees the last messages.

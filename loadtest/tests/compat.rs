@@ -578,7 +578,9 @@ fn sipp_builtin_3pcc_runs_with_sbc_load_as_either_controller_half() {
 fn run_3pcc_extended(net: u8, master: Side, slave: Side, calls: u32) {
     let ip = |h: u8| format!("127.{net}.0.{h}");
     let dir = tempfile::tempdir().unwrap();
-    let port = |k: u16| (43000 + u16::from(net) * 10 + k).to_string();
+    // Below the ephemeral range: stock sipp binds its twin listener
+    // to the wildcard address.
+    let port = |k: u16| (29500 + (u16::from(net) - 213) * 10 + k).to_string();
     let cfg = dir.path().join("peers.cfg");
     std::fs::write(
         &cfg,
@@ -656,6 +658,107 @@ fn extended_3pcc_runs_with_sbc_load_as_master_or_slave() {
     run_3pcc_extended(214, Side::SbcLoad, Side::Sipp, 3);
     run_3pcc_extended(215, Side::Sipp, Side::SbcLoad, 3);
     run_3pcc_extended(216, Side::SbcLoad, Side::SbcLoad, 3);
+}
+
+/// `-t un` against stock sipp: a caller gives each call a socket of its
+/// own (its port in Via and Contact, the message leaving from it), and
+/// past `-max_socket` shares the open ones; stock sipp's callee answers
+/// each on it. Then stock sipp as the `-t un` caller against sbc-load.
+#[test]
+fn a_socket_per_call_works_with_sipp_both_ways() {
+    sipp_installed();
+    for (k, caller, callee, max_socket, ports) in [
+        (0u16, Side::SbcLoad, Side::Sipp, "100", 6),
+        (1, Side::SbcLoad, Side::Sipp, "2", 2),
+        (2, Side::Sipp, Side::SbcLoad, "100", 6),
+    ] {
+        let ip = |h: u8| format!("127.219.{k}.{h}");
+        let dir = tempfile::tempdir().unwrap();
+        let uas = spawn(
+            &callee,
+            &[
+                "-sf".into(),
+                scenario("uas_answer.xml"),
+                "-i".into(),
+                ip(2),
+                "-p".into(),
+                "5060".into(),
+                "-m".into(),
+                "6".into(),
+                "-trace_msg".into(),
+                "-message_file".into(),
+                "callee_messages.log".into(),
+                "-mp".into(),
+                (29600 + 20 * k).to_string(),
+                "-cp".into(),
+                (29660 + 4 * k).to_string(),
+            ],
+            dir.path(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let mut args: Vec<String> = ["-t", "un", "-max_socket", max_socket, "-sn", "uac", "-i"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.extend([
+            ip(1),
+            "-p".into(),
+            "5070".into(),
+            "-m".into(),
+            "6".into(),
+            "-r".into(),
+            "10".into(),
+            // Every call open at once: each keeps its socket meanwhile.
+            "-d".into(),
+            "1000".into(),
+            "-mp".into(),
+            (29610 + 20 * k).to_string(),
+            "-cp".into(),
+            (29662 + 4 * k).to_string(),
+            format!("{}:5060", ip(2)),
+        ]);
+        // spawn() puts -t u1 first; the later -t un wins (sipp and clap
+        // both take the last).
+        let uac = spawn(&caller, &args, dir.path());
+        let codes = [
+            wait(uac, Duration::from_secs(60)),
+            wait(uas, Duration::from_secs(30)),
+        ];
+        let errs = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".err"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            codes,
+            [Some(0); 2],
+            "caller {caller:?}, callee {callee:?}, -max_socket {max_socket}\n{errs}"
+        );
+        // The INVITEs the callee received: each Via names the port the
+        // call's socket has, never the caller's -p.
+        let log = std::fs::read_to_string(dir.path().join("callee_messages.log")).unwrap();
+        let mut via_ports: Vec<u16> = log
+            .split("INVITE sip:")
+            .skip(1)
+            .filter_map(|m| {
+                let via = m.lines().find(|l| l.starts_with("Via:"))?;
+                let host_port = via.split_whitespace().nth(2)?;
+                let port = host_port.split(';').next()?.rsplit(':').next()?;
+                port.parse().ok()
+            })
+            .collect();
+        assert_eq!(via_ports.len(), 6, "{log}");
+        assert!(!via_ports.contains(&5070), "{via_ports:?}");
+        via_ports.sort_unstable();
+        via_ports.dedup();
+        assert_eq!(
+            via_ports.len(),
+            ports,
+            "distinct call sockets: {via_ports:?}"
+        );
+    }
 }
 
 /// sbc-load and stock sipp over TCP, each side against the other, with
