@@ -79,6 +79,19 @@ const SIPP_OPTIONS: &[&str] = &[
     "max_socket",
     "tls_crl",
     "tls_version",
+    "rate_interval",
+    "stat_delimiter",
+    "lost",
+    "sleep",
+    "skip_rlimit",
+    "bind_local",
+    "buff_size",
+    "cid_str",
+    "auth_uri",
+    "f",
+    "timer_resol",
+    "max_recv_loops",
+    "max_sched_loops",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -87,8 +100,54 @@ const UNSUPPORTED: &[&str] = &[
     "rsa",
     "ci",
     "rate_scale",
-    "skip_rlimit",
     "watchdog_interval",
+    "watchdog_reset",
+    "watchdog_minor_threshold",
+    "watchdog_major_threshold",
+    "watchdog_minor_maxtriggers",
+    "watchdog_major_maxtriggers",
+    "trace_error_codes",
+    "trace_shortmsg",
+    "shortmessage_file",
+    "shortmessage_overwrite",
+    "trace_calldebug",
+    "calldebug_file",
+    "calldebug_overwrite",
+    "error_overwrite",
+    "log_overwrite",
+    "message_overwrite",
+    "screen_overwrite",
+    "max_log_size",
+    "ringbuffer_files",
+    "ringbuffer_size",
+    "oocsf",
+    "oocsn",
+    "pause_msg_ign",
+    "callid_slash_ign",
+    "periodic_rtd",
+    "rtcheck",
+    "rtt_freq",
+    "rtp_payload",
+    "rtp_buffsize",
+    "rtp_threadtasks",
+    "mb",
+    "ip_field",
+    "max_reconnect",
+    "reconnect_close",
+    "reconnect_sleep",
+    "send_timeout",
+    "sendbuffer_warn",
+    "plugin",
+];
+
+/// SCTP's options (sbc-load has no SCTP transport).
+const SCTP: &[&str] = &[
+    "multihome",
+    "heartbeat",
+    "assocmaxret",
+    "pathmaxret",
+    "pmtu",
+    "gracefulclose",
 ];
 
 /// A SIP load generator that runs SIPp XML scenarios on every core.
@@ -236,6 +295,51 @@ pub struct Args {
     /// Seconds between two lines of the statistics file.
     #[arg(long = "fd", value_name = "SECONDS", default_value_t = 60)]
     pub stat_period_s: u64,
+    /// How often -rate_increase raises the rate (seconds, or 500ms, 2m;
+    /// default: -fd).
+    #[arg(long = "rate_interval", value_name = "TIME")]
+    pub rate_interval: Option<String>,
+    /// The separator of the statistics and counts files' columns.
+    #[arg(long = "stat_delimiter", value_name = "TEXT", default_value = ";")]
+    pub stat_delimiter: String,
+    /// Percentage of messages dropped at random, each way, where a
+    /// message sets no `lost` of its own.
+    #[arg(long = "lost", value_name = "PERCENT")]
+    pub lost: Option<f64>,
+    /// Wait this long before starting (seconds, or 500ms, 2m).
+    #[arg(long = "sleep", value_name = "TIME")]
+    pub sleep: Option<String>,
+    /// SIPp: do not check the descriptor limit. sbc-load never checks it
+    /// (a socket that cannot open is reported when it happens).
+    #[arg(long = "skip_rlimit")]
+    pub skip_rlimit: bool,
+    /// SIPp: bind sockets to -i. sbc-load always does.
+    #[arg(long = "bind_local")]
+    pub bind_local: bool,
+    /// Send and receive buffer size of the UDP sockets (bytes; default 8
+    /// MiB).
+    #[arg(long = "buff_size", value_name = "BYTES")]
+    pub buff_size: Option<usize>,
+    /// A caller's Call-ID pattern: %u the call number, %p the process id,
+    /// %s the local IP (SIPp's default %u-%p@%s).
+    #[arg(long = "cid_str", value_name = "FORMAT")]
+    pub cid_str: Option<String>,
+    /// The URI of digest answers: sip:URI (default: the request's URI).
+    #[arg(long = "auth_uri", value_name = "URI")]
+    pub auth_uri: Option<String>,
+    /// SIPp's screen refresh period; sbc-load prints its report at the
+    /// end (taken, changes nothing).
+    #[arg(long = "f", value_name = "SECONDS")]
+    pub screen_period: Option<String>,
+    /// SIPp's timer resolution; no effect on sbc-load's io_uring loop.
+    #[arg(long = "timer_resol", value_name = "MS")]
+    pub timer_resol: Option<String>,
+    /// SIPp's receive batch per loop; no effect on sbc-load's loop.
+    #[arg(long = "max_recv_loops", value_name = "N")]
+    pub max_recv_loops: Option<String>,
+    /// SIPp's scheduling batch per loop; no effect on sbc-load's loop.
+    #[arg(long = "max_sched_loops", value_name = "N")]
+    pub max_sched_loops: Option<String>,
     /// 3PCC: the twin's address. A scenario that sends the first twin
     /// message (`<sendCmd>` before any `<recvCmd>`) connects to it; one
     /// that starts with `<recvCmd>` listens there.
@@ -405,6 +509,11 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, 
                 out.push(format!("--{name}"));
                 continue;
             }
+            if SCTP.contains(&name) {
+                return Err(format!(
+                    "the SIPp option -{name} is for SCTP, which sbc-load does not run"
+                ));
+            }
             if UNSUPPORTED.contains(&name) {
                 return Err(format!(
                     "the SIPp option -{name} is not supported by sbc-load"
@@ -539,6 +648,8 @@ mod tests {
         assert_eq!(remote_host("[::1]:5070"), "::1");
         assert_eq!(remote_host("sbc.example:5070"), "sbc.example");
         assert_eq!(remote_host("::1"), "::1");
+        let e = parse("sipp -sn uac -multihome 127.0.0.2 127.0.0.1").unwrap_err();
+        assert!(e.contains("-multihome") && e.contains("SCTP"), "{e}");
         let e = parse("sipp -sn uac -bogus 127.0.0.1").unwrap_err();
         assert!(e.contains("-bogus"), "{e}");
         let a = parse("sbc-load -sn uas --threads 2 --json out.json").unwrap();

@@ -9,7 +9,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use crate::scenario::{Scenario, StepKind};
-use crate::statfile::{hhmmssus, rfc3339_time, wall_time};
+use crate::statfile::{delimited, hhmmssus, rfc3339_time, wall_time};
 use crate::stats::{Stats, StepCounts};
 
 /// One counter of a step's figures.
@@ -46,6 +46,8 @@ pub struct CountFile {
     rfc3339: bool,
     /// (step, counter) per column, in order.
     cols: Vec<(usize, Col)>,
+    /// `-stat_delimiter`, when not `;`.
+    delimiter: Option<String>,
 }
 
 /// The header's columns and what each counts.
@@ -111,16 +113,19 @@ impl CountFile {
         scn: &Scenario,
         start_wall_us: u64,
         rfc3339: bool,
+        delimiter: &str,
     ) -> io::Result<Self> {
         let mut out = BufWriter::new(File::create(path)?);
         let (head, cols) = columns(scn);
-        writeln!(out, "{head}")?;
+        let delimiter = (delimiter != ";").then(|| delimiter.to_owned());
+        writeln!(out, "{}", delimited(&head, delimiter.as_deref()))?;
         out.flush()?;
         Ok(CountFile {
             out,
             start_wall_us,
             rfc3339,
             cols,
+            delimiter,
         })
     }
 
@@ -132,12 +137,13 @@ impl CountFile {
             wall_time(wall_us)
         };
         let elapsed_ms = wall_us.saturating_sub(self.start_wall_us) / 1000;
-        write!(self.out, "{now};{};", hhmmssus(elapsed_ms))?;
+        let mut line = format!("{now};{};", hhmmssus(elapsed_ms));
         for &(i, col) in &self.cols {
             let v = s.steps.get(i).map_or(0, |c| col.of(c));
-            write!(self.out, "{v};")?;
+            line.push_str(itoa::Buffer::new().format(v));
+            line.push(';');
         }
-        writeln!(self.out)?;
+        writeln!(self.out, "{}", delimited(&line, self.delimiter.as_deref()))?;
         self.out.flush()
     }
 }
@@ -189,7 +195,7 @@ mod tests {
         s.steps[7].sent = 4;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.csv");
-        let mut f = CountFile::create(&path, &scn, 1_000_000, false).unwrap();
+        let mut f = CountFile::create(&path, &scn, 1_000_000, false, ";").unwrap();
         f.dump(62_500_000, &s).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let line = text.lines().nth(1).unwrap();

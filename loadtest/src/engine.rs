@@ -53,6 +53,11 @@ pub struct Config {
     pub pid: u32,
     pub auth_user: Option<Vec<u8>>,
     pub auth_pass: Option<Vec<u8>>,
+    /// `-auth_uri`: the URI digest answers name (`sip:` and it) instead
+    /// of the request's.
+    pub auth_uri: Option<Vec<u8>>,
+    /// `-cid_str`: a caller's Call-IDs (else SIPp's `%u-%p@%s`).
+    pub call_id_format: Option<Vec<CidPart>>,
     /// `<pause/>` without `milliseconds` (SIPp `-d`).
     pub pause_ms: u64,
     /// Cap of non-INVITE retransmission intervals (SIPp `-T2`).
@@ -277,6 +282,8 @@ impl Config {
             pid: std::process::id(),
             auth_user: None,
             auth_pass: None,
+            auth_uri: None,
+            call_id_format: None,
             pause_ms: 0,
             t2_ms: 4000,
             max_invite_retrans: 5,
@@ -584,6 +591,49 @@ enum Exec {
     Stop(IntCmd),
     Log(Vec<u8>),
     Dtmf(Vec<u8>),
+}
+
+/// A piece of a `-cid_str` Call-ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CidPart {
+    Text(Vec<u8>),
+    /// `%u`: the call number.
+    Number,
+    /// `%p`: the process id.
+    Pid,
+    /// `%s`: the local IP address.
+    LocalIp,
+}
+
+/// Reads a `-cid_str` pattern as SIPp does: `%u`, `%p` and `%s` are
+/// replaced; any other `%x` leaves a `%` and drops the `x`.
+pub fn call_id_format(pattern: &str) -> Vec<CidPart> {
+    let mut parts = Vec::new();
+    let mut text = Vec::new();
+    let mut bytes = pattern.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            text.push(b);
+            continue;
+        }
+        let part = match bytes.next() {
+            Some(b'u') => CidPart::Number,
+            Some(b'p') => CidPart::Pid,
+            Some(b's') => CidPart::LocalIp,
+            _ => {
+                text.push(b'%');
+                continue;
+            }
+        };
+        if !text.is_empty() {
+            parts.push(CidPart::Text(std::mem::take(&mut text)));
+        }
+        parts.push(part);
+    }
+    if !text.is_empty() {
+        parts.push(CidPart::Text(text));
+    }
+    parts
 }
 
 /// What [`Endpoint::start_call_on`] did.
@@ -1371,7 +1421,18 @@ impl Endpoint {
                 call.inject_rows.push(f.line_for(number, user, r));
             }
         }
-        if id.is_empty() {
+        if let (true, Some(format)) = (id.is_empty(), &self.cfg.call_id_format) {
+            for part in format {
+                match part {
+                    CidPart::Text(t) => call.id.extend_from_slice(t),
+                    CidPart::Number => call
+                        .id
+                        .extend_from_slice(itoa::Buffer::new().format(number).as_bytes()),
+                    CidPart::Pid => call.id.extend_from_slice(&self.pid),
+                    CidPart::LocalIp => call.id.extend_from_slice(&self.local_ip),
+                }
+            }
+        } else if id.is_empty() {
             call.id
                 .extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
             call.id.push(b'-');
@@ -2932,7 +2993,10 @@ impl Env<'_> {
             .unwrap_or(out.len());
         let mut words = out[..line_end].split(|&b| b == b' ');
         let method = words.next().unwrap_or(b"").to_vec();
-        let uri = words.next().unwrap_or(b"").to_vec();
+        let uri = match &self.cfg.auth_uri {
+            Some(u) => [b"sip:".as_slice(), u].concat(),
+            None => words.next().unwrap_or(b"").to_vec(),
+        };
         let mut cnonce = [0u8; 16];
         let mut n = call.number ^ (u64::from(self.cfg.pid) << 32);
         for b in cnonce.iter_mut() {

@@ -43,14 +43,18 @@ pub struct PerCall {
     by_call: HashMap<u64, usize>,
     /// Where sharing goes on from (round robin).
     next_shared: usize,
+    /// `-buff_size`: each socket's send and receive buffers.
+    buffers: Option<usize>,
     /// Sockets that are open and not closing.
     open: usize,
 }
 
 impl PerCall {
-    /// Sockets bound to `ip`; at most `max` open (at least one).
-    pub fn new(ip: IpAddr, max: usize) -> PerCall {
+    /// Sockets bound to `ip`; at most `max` open (at least one); their
+    /// buffers `buffers` bytes (else the kernel's default).
+    pub fn new(ip: IpAddr, max: usize, buffers: Option<usize>) -> PerCall {
         PerCall {
+            buffers,
             ip,
             max: max.max(1),
             socks: Vec::new(),
@@ -71,6 +75,11 @@ impl PerCall {
         }
         let sock = UdpSocket::bind(SocketAddr::new(self.ip, 0))?;
         sock.set_nonblocking(true)?;
+        if let Some(n) = self.buffers {
+            let s = socket2::SockRef::from(&sock);
+            s.set_recv_buffer_size(n)?;
+            s.set_send_buffer_size(n)?;
+        }
         let port = sock.local_addr()?.port();
         let entry = Sock {
             sock,
@@ -197,7 +206,7 @@ mod tests {
 
     #[test]
     fn each_call_has_its_socket_until_the_limit_then_they_are_shared() {
-        let mut pc = PerCall::new("127.176.3.1".parse().unwrap(), 2);
+        let mut pc = PerCall::new("127.176.3.1".parse().unwrap(), 2, None);
         let a = pc.take().unwrap();
         let b = pc.take().unwrap();
         assert!(a.new && b.new && a.port != b.port && a.slot != b.slot);
@@ -234,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_call_socket_receives_what_is_sent_to_its_port() {
-        let mut pc = PerCall::new("127.176.3.2".parse().unwrap(), 10);
+        let mut pc = PerCall::new("127.176.3.2".parse().unwrap(), 10, Some(1 << 16));
         let t = pc.take().unwrap();
         let peer = UdpSocket::bind("127.176.3.3:0").unwrap();
         peer.send_to(b"hi", ("127.176.3.2", t.port)).unwrap();

@@ -109,6 +109,9 @@ pub struct Report {
     /// The scenario's `counter`s: messages sent and received, pauses and
     /// nops run, by the steps counting under each.
     pub counters: Vec<(String, u64)>,
+    /// What the run did not do as SIPp would (options that change
+    /// nothing here), said rather than hidden.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -226,6 +229,7 @@ impl Report {
                 })
                 .collect(),
             steps,
+            notes: Vec::new(),
         }
     }
 
@@ -349,6 +353,9 @@ impl Report {
                 st.timeouts,
                 st.unexpected
             );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "  Note: {n}");
         }
         s
     }

@@ -74,7 +74,7 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
             .collect(),
         inf: inf_names(args),
     };
-    match (&args.scenario_file, &args.scenario_name) {
+    let mut scn = match (&args.scenario_file, &args.scenario_name) {
         (Some(_), Some(_)) => Err("give either -sf or -sn, not both".into()),
         (None, None) => Err("no scenario: give -sf FILE or -sn uac|uas".into()),
         (Some(path), None) => {
@@ -88,12 +88,24 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
                 .ok_or_else(|| format!("-sn {name}: built-in scenarios are uac and uas"))?;
             Scenario::parse_with(xml, name, &ctx).map_err(|e| e.to_string())
         }
+    }?;
+    if let Some(pct) = args.lost {
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(format!("-lost {pct}: a percentage, 0 to 100"));
+        }
+        scn.set_default_lost(pct);
     }
+    Ok(scn)
 }
 
 /// Runs the load described by `args`, prints the report and returns it.
 pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let scn = Arc::new(load_scenario(args).map_err(|message| RunError { code: 1, message })?);
+    // -sleep: SIPp waits before it opens its sockets.
+    if let Some(t) = &args.sleep {
+        let ms = parse_duration_ms(t).map_err(|e| RunError::fatal(format!("-sleep: {e}")))?;
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let (tcp, tls) = match args.transport.as_str() {
         // -t un: a caller's calls each on a socket of its own (below); a
         // callee answers from the one it listens on, as SIPp's.
@@ -189,6 +201,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .to_vec(),
     );
     cfg.auth_pass = Some(args.auth_pass.as_bytes().to_vec());
+    cfg.auth_uri = args.auth_uri.as_ref().map(|u| u.as_bytes().to_vec());
+    cfg.call_id_format = args.cid_str.as_deref().map(crate::engine::call_id_format);
     cfg.pause_ms = args.duration_ms;
     cfg.t2_ms = args.t2_ms;
     cfg.max_invite_retrans = args.max_invite_retrans.unwrap_or(5).min(max_retrans);
@@ -271,6 +285,14 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let per_sec = args.rate * 1000.0 / args.rate_period_ms as f64;
     // -rate_increase and -rate_max count as -r does (per -rp).
     let per_rp = 1000.0 / args.rate_period_ms as f64;
+    // -rate_increase applies every -rate_interval (default: every -fd).
+    let rate_period_us = match &args.rate_interval {
+        Some(t) => parse_duration_ms(t)
+            .map_err(|e| format!("-rate_interval: {e}"))?
+            .max(1)
+            .saturating_mul(1000),
+        None => args.stat_period_s.clamp(1, 86_400 * 365) * 1_000_000,
+    };
     let increase = args.rate_increase.unwrap_or(0.0) * per_rp;
     let rate_max = args.rate_max.map(|m| m * per_rp);
     if !increase.is_finite() || increase < 0.0 {
@@ -311,7 +333,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                 RatePlan {
                     base: per_sec / threads as f64,
                     increase: increase / threads as f64,
-                    period_us: args.stat_period_s.clamp(1, 86_400 * 365) * 1_000_000,
+                    period_us: rate_period_us,
                     max: rate_max.map(|m| m / threads as f64),
                 }
             } else {
@@ -331,6 +353,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             tcp,
             tls: tls.clone(),
             per_call,
+            buffers: args.buff_size,
             batch_wait: Duration::from_micros(args.batch_wait_us),
         };
         let sock = bind(&plan).map_err(|e| RunError {
@@ -432,7 +455,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         if let Some(u) = args.users {
             return u as f64;
         }
-        let periods = elapsed.as_secs() / args.stat_period_s.max(1);
+        let periods = elapsed.as_micros() / u128::from(rate_period_us.max(1));
         let r = args.rate + args.rate_increase.unwrap_or(0.0) * periods as f64;
         args.rate_max.map_or(r, |m| r.min(m))
     };
@@ -442,15 +465,22 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .clone()
             .unwrap_or_else(|| format!("{}_.csv", file_base(args)).into());
         let f = StatFile::create(&path, &scn, caller, cfg.wall_epoch_us)
-            .map_err(|e| RunError::fatal(format!("-stf {}: {e}", path.display())))?;
+            .map_err(|e| RunError::fatal(format!("-stf {}: {e}", path.display())))?
+            .with_delimiter(&args.stat_delimiter);
         Some(f)
     } else {
         None
     };
     let mut count_file = if args.trace_counts {
         let path = format!("{}_counts.csv", file_base(args));
-        let f = CountFile::create(path.as_ref(), &scn, cfg.wall_epoch_us, args.rfc3339)
-            .map_err(|e| RunError::fatal(format!("-trace_counts {path}: {e}")))?;
+        let f = CountFile::create(
+            path.as_ref(),
+            &scn,
+            cfg.wall_epoch_us,
+            args.rfc3339,
+            &args.stat_delimiter,
+        )
+        .map_err(|e| RunError::fatal(format!("-trace_counts {path}: {e}")))?;
         Some(f)
     } else {
         None
@@ -511,13 +541,14 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if let Some(e) = error {
         return Err(RunError::fatal(e));
     }
-    let report = Report::new(
+    let mut report = Report::new(
         &scn,
         if caller { "caller" } else { "callee" },
         threads,
         elapsed,
         &total,
     );
+    report.notes = loop_tuning_notes(args);
     if args.quiet {
         println!("{}", report.summary());
     } else {
@@ -557,6 +588,23 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         report.exit_code()
     };
     Ok(Outcome { report, code })
+}
+
+/// SIPp's event-loop options given: sbc-load takes them and says that
+/// they change nothing in its io_uring loop.
+fn loop_tuning_notes(args: &Args) -> Vec<String> {
+    [
+        ("timer_resol", &args.timer_resol),
+        ("max_recv_loops", &args.max_recv_loops),
+        ("max_sched_loops", &args.max_sched_loops),
+        ("f", &args.screen_period),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(name, _)| {
+        format!("-{name} tunes SIPp's own event loop or screen; sbc-load has no such setting, so it changed nothing")
+    })
+    .collect()
 }
 
 /// The 3PCC mode the command line and the scenario ask for, checked as

@@ -90,6 +90,9 @@ pub struct ThreadPlan {
     /// `-t un`, a caller: a UDP socket per call, at most this many open
     /// (`-max_socket`).
     pub per_call: Option<usize>,
+    /// `-buff_size`: the UDP sockets' send and receive buffers (bytes;
+    /// default 8 MiB).
+    pub buffers: Option<usize>,
     /// Wake-up coalescing: sleep until `BATCH_WANT` completions are ready
     /// or this long has passed (kernels with IORING_FEAT_MIN_TIMEOUT).
     pub batch_wait: Duration,
@@ -153,13 +156,19 @@ pub fn bind(plan: &ThreadPlan) -> io::Result<Socket> {
             None => streams,
         })));
     }
+    let buffers = plan.buffers.unwrap_or(8 << 20);
     let s = if plan.reuse_port {
-        reuseport_udp(plan.bind, 8 << 20)?
+        reuseport_udp(plan.bind, buffers)?
     } else {
         let s = UdpSocket::bind(plan.bind)?;
         let sock = socket2::SockRef::from(&s);
-        let _ = sock.set_recv_buffer_size(8 << 20);
-        let _ = sock.set_send_buffer_size(8 << 20);
+        // As SIPp: a -buff_size the kernel refuses is an error.
+        let set = sock
+            .set_recv_buffer_size(buffers)
+            .and_then(|()| sock.set_send_buffer_size(buffers));
+        if plan.buffers.is_some() {
+            set?;
+        }
         s
     };
     if let (true, Some(remote)) = (plan.connect, plan.remote) {
@@ -563,7 +572,9 @@ pub fn run_thread(
     }
     let mut io = Io::new(udp.as_ref(), plan.connect.then_some(plan.remote).flatten())?;
     io.arm_recv()?;
-    let mut per_call = plan.per_call.map(|max| PerCall::new(plan.bind.ip(), max));
+    let mut per_call = plan
+        .per_call
+        .map(|max| PerCall::new(plan.bind.ip(), max, plan.buffers));
     let caller = plan.remote.is_some();
     let mut started: u64 = 0;
     let mut pending: Vec<(SocketAddr, Vec<u8>)> = Vec::new();

@@ -1645,6 +1645,16 @@ impl Scenario {
             .any(|a| matches!(a, Action::Insert { .. } | Action::Replace { .. }))
     }
 
+    /// `-lost`: SIP messages sent or received by steps that set no `lost`
+    /// of their own are dropped at random at `pct` percent.
+    pub fn set_default_lost(&mut self, pct: f64) {
+        for s in &mut self.steps {
+            if s.lost.is_none() && matches!(s.kind, StepKind::Send { .. } | StepKind::Recv(_)) {
+                s.lost = Some(pct);
+            }
+        }
+    }
+
     /// Whether the scenario exchanges messages with a 3PCC twin.
     pub fn uses_twin(&self) -> bool {
         self.steps
@@ -1813,6 +1823,17 @@ mod tests {
             }
         ));
         assert_eq!(s.vars, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn lost_sets_every_sip_step_without_its_own() {
+        let mut s = parse(
+            r#"<send lost="5"><![CDATA[x]]></send><recv response="200"/><nop/><sendCmd><![CDATA[Call-ID: 1]]></sendCmd>"#,
+        )
+        .unwrap();
+        s.set_default_lost(20.0);
+        let lost: Vec<Option<f64>> = s.steps.iter().map(|s| s.lost).collect();
+        assert_eq!(lost, [Some(5.0), Some(20.0), None, None]);
     }
 
     #[test]

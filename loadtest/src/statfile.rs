@@ -38,9 +38,25 @@ pub struct StatFile {
     call_length_repartition: Vec<u64>,
     /// The totals at the last line.
     prev: Stats,
+    /// `-stat_delimiter`, when not `;`.
+    delimiter: Option<String>,
+}
+
+/// A line with SIPp's `;` between columns put in `delimiter`'s stead.
+pub(crate) fn delimited<'a>(line: &'a str, delimiter: Option<&str>) -> std::borrow::Cow<'a, str> {
+    match delimiter {
+        Some(d) if d != SEP => line.replace(SEP, d).into(),
+        _ => line.into(),
+    }
 }
 
 impl StatFile {
+    /// Columns separated by `delimiter` (`-stat_delimiter`) instead of `;`.
+    pub fn with_delimiter(mut self, delimiter: &str) -> Self {
+        self.delimiter = Some(delimiter.to_owned());
+        self
+    }
+
     pub fn create(
         path: &Path,
         scn: &Scenario,
@@ -48,6 +64,7 @@ impl StatFile {
         start_wall_us: u64,
     ) -> io::Result<Self> {
         Ok(StatFile {
+            delimiter: None,
             out: BufWriter::new(File::create(path)?),
             header_written: false,
             caller,
@@ -126,7 +143,7 @@ impl StatFile {
     ) -> io::Result<()> {
         if !self.header_written {
             let h = self.header();
-            writeln!(self.out, "{h}")?;
+            writeln!(self.out, "{}", delimited(&h, self.delimiter.as_deref()))?;
             self.header_written = true;
         }
         let (prev, cur) = (&self.prev, total);
@@ -240,7 +257,7 @@ impl StatFile {
             }
         }
         repartition(&mut l, &cur.call_length, &self.call_length_repartition);
-        writeln!(self.out, "{l}")?;
+        writeln!(self.out, "{}", delimited(&l, self.delimiter.as_deref()))?;
         self.out.flush()?;
         self.prev = total.clone();
         self.last_wall_us = now_wall_us;

@@ -867,3 +867,91 @@ fn tls_peers_are_verified_against_the_ca_and_its_revocation_list() {
         }
     }
 }
+
+/// `-rate_interval` paces `-rate_increase` (here every 500 ms instead of
+/// every `-fd` second); `-stat_delimiter` separates the statistics file's
+/// columns; SIPp's tuning options (`-sleep`, `-buff_size`, `-skip_rlimit`,
+/// `-bind_local`, and its event loop's `-timer_resol`, `-f`) are taken, the
+/// loop's said in the report to change nothing.
+#[test]
+fn rate_interval_delimiter_and_sipps_tuning_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json_path, stf) = (dir.path().join("uac.json"), dir.path().join("stat.csv"));
+    let uas = spawn(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.220.0.2",
+        "-p",
+        "5060",
+        "-m",
+        "100",
+        "--threads",
+        "1",
+        "-timeout",
+        "4",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = finish(
+        spawn(&[
+            "-sn",
+            "uac",
+            "-i",
+            "127.220.0.1",
+            "127.220.0.2:5060",
+            "--threads",
+            "1",
+            "--json",
+            json_path.to_str().unwrap(),
+            "-trace_stat",
+            "-stf",
+            stf.to_str().unwrap(),
+            "-fd",
+            "1",
+            "-stat_delimiter",
+            ",",
+            "-m",
+            "100",
+            "-r",
+            "5",
+            "-rate_increase",
+            "5",
+            "-rate_interval",
+            "500ms",
+            "-rate_max",
+            "15",
+            "-d",
+            "0",
+            "-sleep",
+            "200ms",
+            "-buff_size",
+            "262144",
+            "-skip_rlimit",
+            "-bind_local",
+            "-timer_resol",
+            "1",
+            "-f",
+            "1",
+            "-timeout",
+            "60",
+        ]),
+        Duration::from_secs(60),
+    );
+    let _ = finish(uas, Duration::from_secs(20));
+    let out = String::from_utf8_lossy(&uac.stdout);
+    assert_eq!(uac.status.code(), Some(0), "{out}");
+    let r = json(&json_path);
+    // 5/s for 0.5 s, 10/s for 0.5 s, then the maximum: done (with -fd's
+    // 1 s steps it would be about 15).
+    let created = r["calls_created"].as_u64().unwrap();
+    assert!((5..=10).contains(&created), "{created} calls");
+    let stat = std::fs::read_to_string(&stf).unwrap();
+    let header = stat.lines().next().unwrap();
+    assert!(
+        header.contains("TargetRate,") && !header.contains(';'),
+        "{header}"
+    );
+    for option in ["-timer_resol", "-f "] {
+        assert!(out.contains(&format!("Note: {option}")), "{option}: {out}");
+    }
+}

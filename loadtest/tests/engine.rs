@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sbc_core::sip::{HeaderName, Message};
-use sbc_loadtest::engine::{Config, Endpoint, Quota};
+use sbc_loadtest::engine::{CidPart, Config, Endpoint, Quota, Start};
 use sbc_loadtest::scenario::Scenario;
 use sbc_loadtest::stats::FailReason;
 
@@ -541,6 +541,87 @@ fn digest_authentication_answers_the_challenge() {
     assert!(line.contains(&format!("response=\"{want}\"")), "{line}");
     assert!(line.contains("uri=\"sip:127.0.0.1\"") && line.contains("username=\"alice\""));
     assert!(m.contains("CSeq: 2 REGISTER"));
+}
+
+/// `-auth_uri` names the digest's URI (`sip:` and it, in the hash too),
+/// `-cid_str` shapes a caller's Call-IDs (`%u`, `%p`, `%s`; another `%x`
+/// leaves a `%`), and `start_call_on` gives a call its own `[local_port]`
+/// (`-t un`).
+#[test]
+fn auth_uri_cid_str_and_a_calls_own_port_shape_its_messages() {
+    let scn = scenario(
+        r#"<scenario name="auth">
+        <send retrans="500"><![CDATA[
+          REGISTER sip:[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          Call-ID: [call_id]
+          CSeq: [cseq] REGISTER
+          Content-Length: 0
+        ]]></send>
+        <recv response="401"/>
+        <send retrans="500"><![CDATA[
+          REGISTER sip:[remote_ip] SIP/2.0
+          Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+          Call-ID: [call_id]
+          CSeq: [cseq] REGISTER
+          [authentication username=alice password=secret]
+          Content-Length: 0
+        ]]></send>
+        <recv response="200"/>
+        </scenario>"#,
+    );
+    assert_eq!(
+        sbc_loadtest::engine::call_id_format("a%u%zb"),
+        vec![
+            CidPart::Text(b"a".to_vec()),
+            CidPart::Number,
+            CidPart::Text(b"%b".to_vec()),
+        ]
+    );
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.pid = 4242;
+    c.auth_uri = Some(b"registrar.example".to_vec());
+    c.call_id_format = Some(sbc_loadtest::engine::call_id_format("load-%u.%p@%s"));
+    let mut a = uac(scn, Arc::new(c));
+    assert_eq!(a.start_call_on(0, 40001), Start::Call(1));
+    let first = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
+    assert!(
+        first.contains("Call-ID: load-1.4242@127.0.0.1\r\n"),
+        "{first}"
+    );
+    assert!(
+        first.contains("Via: SIP/2.0/UDP 127.0.0.1:40001;"),
+        "{first}"
+    );
+    a.handle_datagram(
+        10,
+        addr(UAS),
+        b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:40001;branch=z9hG4bK-4242-1-0\r\nCall-ID: load-1.4242@127.0.0.1\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"sbc\", nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
+    );
+    let m = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("Authorization: Digest "))
+        .unwrap_or_else(|| panic!("{m}"));
+    use md5::{Digest, Md5};
+    let hex = |b: &[u8]| {
+        Md5::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let ha1 = hex(b"alice:sbc:secret");
+    let ha2 = hex(b"REGISTER:sip:registrar.example");
+    let want = hex(format!("{ha1}:abc:{ha2}").as_bytes());
+    assert!(line.contains(&format!("response=\"{want}\"")), "{line}");
+    assert!(line.contains("uri=\"sip:registrar.example\""), "{line}");
+    // A call started without a port of its own names the thread's.
+    assert_eq!(a.start_call_on(20, 0), Start::Call(2));
+    let second = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
+    assert!(
+        second.contains("Via: SIP/2.0/UDP 127.0.0.1:5061;"),
+        "{second}"
+    );
 }
 
 #[test]
