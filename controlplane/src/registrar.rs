@@ -421,7 +421,7 @@ fn load(
         Ok(rows) => {
             for (account, row) in rows {
                 match restore(&row, policy, now, wall) {
-                    Some(b) => location.apply(Change::Bound(b)),
+                    Some(b) => location.apply(Change::bound(b)),
                     None => {
                         stale.insert(Arc::from(account));
                     }

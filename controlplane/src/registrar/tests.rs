@@ -60,12 +60,12 @@ fn the_store_keeps_the_time_left_across_a_restart() {
     let t0 = Instant::now();
     let wall = SystemTime::now();
     let mut loc = Location::default();
-    loc.apply(Change::Bound(binding(
+    loc.apply(Change::bound(binding(
         "alice",
         "201",
         t0 + Duration::from_secs(600),
     )));
-    loc.apply(Change::Bound(binding(
+    loc.apply(Change::bound(binding(
         "bob",
         "202",
         t0 + Duration::from_secs(5),
@@ -91,7 +91,7 @@ fn bindings_of_accounts_no_longer_configured_are_not_restored() {
     let wall = SystemTime::now();
     let mut loc = Location::default();
     for (account, extension) in [("alice", "201"), ("carol", "203"), ("bob", "299")] {
-        loc.apply(Change::Bound(binding(
+        loc.apply(Change::bound(binding(
             account,
             extension,
             t0 + Duration::from_secs(600),
@@ -148,13 +148,13 @@ fn the_thread_applies_saves_and_forgets_removed_accounts() {
     let len = || read_view(&view, Location::len);
     let tx = directory.changes.clone().unwrap();
     let now = Instant::now();
-    tx.send(Change::Bound(binding(
+    tx.send(Change::bound(binding(
         "alice",
         "201",
         now + Duration::from_secs(600),
     )))
     .unwrap();
-    tx.send(Change::Bound(binding(
+    tx.send(Change::bound(binding(
         "bob",
         "202",
         now + Duration::from_millis(300),
@@ -182,7 +182,7 @@ fn the_thread_applies_saves_and_forgets_removed_accounts() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(len(), 0);
-    tx.send(Change::Bound(binding(
+    tx.send(Change::bound(binding(
         "bob",
         "202",
         now + Duration::from_secs(900),

@@ -511,6 +511,35 @@ fn a_retransmitted_register_gets_the_same_answer_and_binds_once() {
     assert!(sim.events().is_empty());
 }
 
+/// A REGISTER's challenge leaves no transaction behind (RFC 3261 §8.2.7,
+/// a stateless UAS): the same request again is challenged afresh, with a
+/// new nonce, and only the 200 is kept to answer retransmissions.
+#[test]
+fn a_register_is_challenged_statelessly() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let first = register("alice", "reg-s", 1, "Contact: <sip:alice@10.1.1.2>\r\n");
+    sim.recv(PHONE, &first);
+    let a = sim.one_to(PHONE);
+    assert_eq!(a.code(), Some(401));
+    assert_eq!(sim.engine.outside_transactions(), (0, 0), "nothing kept");
+    sim.recv(PHONE, &first);
+    let b = sim.one_to(PHONE);
+    assert_eq!(b.code(), Some(401));
+    let nonce = |s: &Sent| {
+        Challenge::parse(s.msg().all(HeaderName::WwwAuthenticate).next().unwrap().value)
+            .unwrap()
+            .nonce
+            .to_vec()
+    };
+    assert_ne!(nonce(&a), nonce(&b), "a fresh challenge");
+    assert_eq!(count(&sim, RegisterResult::Challenged), 2);
+    let mut phone = Phone::new("alice", "alices-secret", "reg-s2");
+    phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    let ok = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(sim.engine.outside_transactions(), (0, 1), "the 200's");
+}
+
 #[test]
 fn without_a_registrar_register_is_refused_as_before() {
     let mut sim = Sim::new();

@@ -122,7 +122,7 @@ impl Engine {
     pub fn restore_bindings(&mut self, bindings: impl IntoIterator<Item = Binding>) {
         for b in bindings {
             if self.owns_binding(&b) && self.ctx.policy.accounts.holds(&b) {
-                self.ctx.location.apply(crate::registrar::Change::Bound(b));
+                self.ctx.location.apply(crate::registrar::Change::bound(b));
             }
         }
     }

@@ -164,6 +164,24 @@ impl Engine {
         }
     }
 
+    /// Answers a request without a transaction (RFC 3261 §8.2.7, a
+    /// stateless UAS, as for challenges): a retransmission of it is
+    /// answered afresh, and nothing is held for it.
+    pub(crate) fn answer_stateless(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        dest: Flow,
+        (code, reason): (u16, &[u8]),
+        headers: &[(HeaderName, &[u8])],
+    ) {
+        let response = self.ctx.response_to(req, origin, (code, reason), headers);
+        self.ctx.out.push(dest, response);
+        if code >= 200 {
+            self.ctx.stats.final_sent(code);
+        }
+    }
+
     /// Runs the timers of transactions outside calls and the alarms.
     pub(crate) fn standalone_timeout(&mut self, now: Instant) {
         let timers = self.ctx.policy.timers;

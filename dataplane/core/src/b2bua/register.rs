@@ -225,12 +225,15 @@ impl Engine {
         let values = self.challenges(now, settings, stale);
         let headers: Vec<(HeaderName, &[u8])> =
             values.iter().map(|v| (header, v.as_slice())).collect();
-        let status: (u16, &[u8]) = if header == HeaderName::ProxyAuthenticate {
-            (407, b"Proxy Authentication Required")
-        } else {
-            (401, b"Unauthorized")
-        };
-        self.registrar_answer(req, origin, now, result, status, &headers);
+        if header == HeaderName::ProxyAuthenticate {
+            let status = (407, b"Proxy Authentication Required".as_slice());
+            return self.registrar_answer(req, origin, now, result, status, &headers);
+        }
+        // A REGISTER's challenge is sent statelessly (RFC 3261 §8.2.7:
+        // what a stateless UAS is for): nothing is kept for the 32 s of a
+        // transaction, and a retransmitted REGISTER is challenged afresh.
+        self.ctx.stats.register(result);
+        self.answer_stateless(req, origin, origin, (401, b"Unauthorized"), &headers);
     }
 
     /// One challenge value per configured algorithm, with a fresh nonce.
@@ -392,7 +395,7 @@ impl Engine {
         let granted = u32::try_from(requested.min(u64::from(settings.max_expires)))
             .unwrap_or(settings.max_expires);
         let contact_uri = Bytes::copy_from_slice(contact.uri);
-        self.record(Change::Bound(Binding {
+        self.record(Change::bound(Binding {
             account: Arc::clone(&account.username),
             extension: Arc::clone(&account.extension),
             contact: contact_uri.clone(),

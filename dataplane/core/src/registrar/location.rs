@@ -32,8 +32,9 @@ pub struct Binding {
 /// A change a shard made, for the control plane to apply and publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Registered (or refreshed).
-    Bound(Binding),
+    /// Registered (or refreshed). Shared: the owning shard's location and
+    /// the control plane's view hold the one binding.
+    Bound(Arc<Binding>),
     /// Unregistered (`Expires: 0`, or `*`).
     Removed { account: Arc<str> },
     /// Its keepalives went unanswered (`false`), or are answered again.
@@ -41,6 +42,11 @@ pub enum Change {
 }
 
 impl Change {
+    /// [`Change::Bound`] with `binding`.
+    pub fn bound(binding: Binding) -> Change {
+        Change::Bound(Arc::new(binding))
+    }
+
     pub fn account(&self) -> &Arc<str> {
         match self {
             Change::Bound(b) => &b.account,
@@ -52,13 +58,16 @@ impl Change {
 /// Every account's binding: the snapshot the shards read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Location {
-    bindings: HashMap<Arc<str>, Binding>,
+    bindings: HashMap<Arc<str>, Arc<Binding>>,
 }
 
 impl Location {
     /// The account's binding, when it has one that has not expired at `now`.
     pub fn get(&self, account: &str, now: Instant) -> Option<&Binding> {
-        self.bindings.get(account).filter(|b| b.expires > now)
+        self.bindings
+            .get(account)
+            .map(AsRef::as_ref)
+            .filter(|b| b.expires > now)
     }
 
     /// [`Location::get`], when the phone is also reachable (to ring it).
@@ -68,7 +77,7 @@ impl Location {
 
     /// The binding whatever its expiry (for the CSeq order check).
     pub fn latest(&self, account: &str) -> Option<&Binding> {
-        self.bindings.get(account)
+        self.bindings.get(account).map(AsRef::as_ref)
     }
 
     pub fn apply(&mut self, change: Change) {
@@ -81,7 +90,7 @@ impl Location {
             }
             Change::Reachable { account, reachable } => {
                 if let Some(b) = self.bindings.get_mut(&account) {
-                    b.reachable = reachable;
+                    Arc::make_mut(b).reachable = reachable;
                 }
             }
         }
@@ -116,7 +125,7 @@ impl Location {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Binding> {
-        self.bindings.values()
+        self.bindings.values().map(AsRef::as_ref)
     }
 }
 
@@ -148,13 +157,13 @@ mod tests {
     fn latest_wins_and_bindings_expire_on_time() {
         let t0 = Instant::now();
         let mut loc = Location::default();
-        loc.apply(Change::Bound(binding(
+        loc.apply(Change::bound(binding(
             "alice",
             t0 + Duration::from_secs(60),
         )));
         let mut again = binding("alice", t0 + Duration::from_secs(120));
         again.contact = Bytes::from_static(b"sip:alice@10.0.0.3");
-        loc.apply(Change::Bound(again.clone()));
+        loc.apply(Change::bound(again.clone()));
         assert_eq!(loc.len(), 1);
         assert_eq!(loc.get("alice", t0), Some(&again));
         assert_eq!(loc.get("alice", t0 + Duration::from_secs(120)), None);
@@ -171,7 +180,7 @@ mod tests {
     fn an_unreachable_phone_is_kept_but_not_rung() {
         let t0 = Instant::now();
         let mut loc = Location::default();
-        loc.apply(Change::Bound(binding(
+        loc.apply(Change::bound(binding(
             "alice",
             t0 + Duration::from_secs(60),
         )));
@@ -192,7 +201,7 @@ mod tests {
     fn removal() {
         let t0 = Instant::now();
         let mut loc = Location::default();
-        loc.apply(Change::Bound(binding(
+        loc.apply(Change::bound(binding(
             "alice",
             t0 + Duration::from_secs(60),
         )));

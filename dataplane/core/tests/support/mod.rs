@@ -504,7 +504,7 @@ pub fn bound(
     expires: Instant,
     call_id: &'static str,
 ) -> sbc_core::registrar::Change {
-    sbc_core::registrar::Change::Bound(sbc_core::registrar::Binding {
+    sbc_core::registrar::Change::bound(sbc_core::registrar::Binding {
         account: account.into(),
         extension: extension.into(),
         // No `bytes::` paths here: the fuzz targets include this file
