@@ -154,7 +154,7 @@ async fn registrations(State(metrics): State<Arc<Metrics>>) -> Response {
             serde_json::json!({
                 "account": &*b.account,
                 "extension": &*b.extension,
-                "contact": String::from_utf8_lossy(&b.contact),
+                "contact": String::from_utf8_lossy(b.contact()),
                 "transport": b.flow.transport.token(),
                 "source": b.flow.remote.to_string(),
                 "expires_in_s": b.expires.saturating_duration_since(now).as_secs(),

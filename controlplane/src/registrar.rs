@@ -22,7 +22,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use sbc_core::net::{Flow, LocalId, Transport};
 use sbc_core::policy::Policy;
@@ -197,13 +196,13 @@ fn apply(location: &mut Location, change: Change) {
         Change::Bound(b) => {
             let moved = location
                 .latest(&b.account)
-                .is_none_or(|old| old.contact != b.contact || old.flow != b.flow);
+                .is_none_or(|old| old.contact() != b.contact() || old.flow != b.flow);
             if moved {
                 tracing::info!(
                     account = &*b.account,
                     extension = &*b.extension,
                     source = %b.flow.remote,
-                    contact = %String::from_utf8_lossy(&b.contact),
+                    contact = %String::from_utf8_lossy(b.contact()),
                     "registered"
                 );
             }
@@ -260,12 +259,12 @@ fn saved(b: &Binding, now: Instant, wall: SystemTime) -> Saved {
     Saved {
         account: b.account.to_string(),
         extension: b.extension.to_string(),
-        contact: String::from_utf8_lossy(&b.contact).into_owned(),
+        contact: String::from_utf8_lossy(b.contact()).into_owned(),
         transport: b.flow.transport.token().to_owned(),
         source: b.flow.remote,
         local: b.flow.local.0,
         expires_unix_ms: wall_ms(wall).saturating_add(left),
-        call_id: String::from_utf8_lossy(&b.call_id).into_owned(),
+        call_id: String::from_utf8_lossy(b.call_id()).into_owned(),
         cseq: b.cseq,
     }
 }
@@ -328,22 +327,22 @@ fn restore(bytes: &[u8], policy: &Policy, now: Instant, wall: SystemTime) -> Opt
         .filter(|a| *a.extension == *s.extension)?;
     let transport = transport_of(&s.transport)?;
     sbc_core::sip::Uri::parse(s.contact.as_bytes()).ok()?;
-    Some(Binding {
-        account: Arc::clone(&account.username),
-        extension: Arc::clone(&account.extension),
-        contact: Bytes::from(s.contact),
-        flow: Flow {
+    Some(Binding::new(
+        (
+            Arc::clone(&account.username),
+            Arc::clone(&account.extension),
+        ),
+        (s.contact.as_bytes(), s.call_id.as_bytes()),
+        Flow {
             transport,
             remote: s.source,
             local: LocalId(s.local),
             // Connections do not survive a restart.
             conn: None,
         },
-        expires: now + Duration::from_millis(left),
-        call_id: Bytes::from(s.call_id),
-        cseq: s.cseq,
-        reachable: true,
-    })
+        now + Duration::from_millis(left),
+        s.cseq,
+    ))
 }
 
 /// Opens (or creates) the store; one that is not a readable store is

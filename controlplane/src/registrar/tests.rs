@@ -26,21 +26,21 @@ fn policy(text: &str, version: u64) -> Policy {
 }
 
 fn binding(account: &str, extension: &str, expires: Instant) -> Binding {
-    Binding {
-        account: account.into(),
-        extension: extension.into(),
-        contact: Bytes::from(format!("sip:{account}@10.0.0.5:5062")),
-        flow: Flow {
+    Binding::new(
+        (account.into(), extension.into()),
+        (
+            format!("sip:{account}@10.0.0.5:5062").as_bytes(),
+            b"reg-call-id",
+        ),
+        Flow {
             transport: Transport::Udp,
             remote: "203.0.113.7:40001".parse().unwrap(),
             local: LocalId(0),
             conn: None,
         },
         expires,
-        call_id: Bytes::from_static(b"reg-call-id"),
-        cseq: 7,
-        reachable: true,
-    }
+        7,
+    )
 }
 
 /// A store in `dir` holding `loc` as of `t0`/`wall`.

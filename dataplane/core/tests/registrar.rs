@@ -220,7 +220,7 @@ fn a_phone_registers_with_md5_behind_nat() {
         panic!("{changes:?}")
     };
     assert_eq!((&*b.account, &*b.extension), ("alice", "201"));
-    assert_eq!(&b.contact[..], b"sip:alice@10.1.1.2:5062");
+    assert_eq!(b.contact(), b"sip:alice@10.1.1.2:5062");
     // The flow is where it came from, not the private Contact host.
     assert_eq!(b.flow.remote, addr(PHONE));
     assert_eq!(b.expires, sim.now + Duration::from_secs(600));
@@ -526,10 +526,16 @@ fn a_register_is_challenged_statelessly() {
     let b = sim.one_to(PHONE);
     assert_eq!(b.code(), Some(401));
     let nonce = |s: &Sent| {
-        Challenge::parse(s.msg().all(HeaderName::WwwAuthenticate).next().unwrap().value)
-            .unwrap()
-            .nonce
-            .to_vec()
+        Challenge::parse(
+            s.msg()
+                .all(HeaderName::WwwAuthenticate)
+                .next()
+                .unwrap()
+                .value,
+        )
+        .unwrap()
+        .nonce
+        .to_vec()
     };
     assert_ne!(nonce(&a), nonce(&b), "a fresh challenge");
     assert_eq!(count(&sim, RegisterResult::Challenged), 2);

@@ -103,7 +103,7 @@ pub(crate) fn log(shard: usize, event: &Event) {
             account = &*b.account,
             extension = &*b.extension,
             source = %b.flow.remote,
-            contact = %String::from_utf8_lossy(&b.contact),
+            contact = %String::from_utf8_lossy(b.contact()),
             "registered"
         ),
         Event::Registration(Change::Removed { account }) => {

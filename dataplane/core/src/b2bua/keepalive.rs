@@ -120,7 +120,7 @@ impl Engine {
             .or_default();
         state.cseq = state.cseq.wrapping_add(1).max(1);
         let cseq = state.cseq;
-        let request = self.options_request(b.flow, b.contact.clone(), cseq);
+        let request = self.options_request(b.flow, Bytes::copy_from_slice(b.contact()), cseq);
         let tx = self.send_request(now, request);
         self.keepalives.in_flight.start(Arc::clone(&b.account), tx);
     }

@@ -72,7 +72,7 @@ pub(crate) fn located(
                 .filter(|b| a.may_use(b.flow.transport))
         })
         .map(|b| Located {
-            contact: b.contact.clone(),
+            contact: Bytes::copy_from_slice(b.contact()),
             flow: b.flow,
         })
         .collect()

@@ -26,8 +26,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::context::Engine;
 use crate::net::Flow;
 use crate::policy::Policy;
@@ -394,18 +392,17 @@ impl Engine {
         }
         let granted = u32::try_from(requested.min(u64::from(settings.max_expires)))
             .unwrap_or(settings.max_expires);
-        let contact_uri = Bytes::copy_from_slice(contact.uri);
-        self.record(Change::bound(Binding {
-            account: Arc::clone(&account.username),
-            extension: Arc::clone(&account.extension),
-            contact: contact_uri.clone(),
-            flow: origin,
-            expires: now + Duration::from_secs(u64::from(granted)),
-            call_id: Bytes::copy_from_slice(req.call_id),
-            cseq: req.cseq.seq,
-            reachable: true,
-        }));
-        let value = contact_value(&contact_uri, granted);
+        self.record(Change::bound(Binding::new(
+            (
+                Arc::clone(&account.username),
+                Arc::clone(&account.extension),
+            ),
+            (contact.uri, req.call_id),
+            origin,
+            now + Duration::from_secs(u64::from(granted)),
+            req.cseq.seq,
+        )));
+        let value = contact_value(contact.uri, granted);
         self.registrar_answer(
             req,
             origin,
@@ -422,7 +419,7 @@ impl Engine {
         self.ctx
             .location
             .latest(&account.username)
-            .is_some_and(|b| b.call_id == req.call_id && b.cseq >= req.cseq.seq)
+            .is_some_and(|b| b.call_id() == req.call_id && b.cseq >= req.cseq.seq)
     }
 
     fn unbind(&mut self, now: Instant, req: &Request<'_>, origin: Flow, account: &Account) {
@@ -453,7 +450,7 @@ impl Engine {
     fn answer_query(&mut self, now: Instant, req: &Request<'_>, origin: Flow, account: &Account) {
         let current = self.ctx.location.get(&account.username, now).map(|b| {
             let left = b.expires.saturating_duration_since(now).as_secs();
-            contact_value(&b.contact, u32::try_from(left).unwrap_or(u32::MAX))
+            contact_value(b.contact(), u32::try_from(left).unwrap_or(u32::MAX))
         });
         let headers: Vec<(HeaderName, &[u8])> = current
             .iter()

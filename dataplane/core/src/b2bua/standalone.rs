@@ -122,8 +122,10 @@ pub(crate) struct Standalone {
     clients: HashMap<TxId, Client>,
     /// Branch of each client transaction.
     branches: HashMap<Bytes, TxId>,
-    servers: HashMap<u64, (Box<[u8]>, ServerNonInvite)>,
-    server_keys: HashMap<Box<[u8]>, u64>,
+    /// Server transactions by id, with their key (one allocation, shared
+    /// with `server_keys`).
+    servers: HashMap<u64, (Bytes, ServerNonInvite)>,
+    server_keys: HashMap<Bytes, u64>,
     /// Scratch for building keys to look up.
     key: Vec<u8>,
     /// Deadlines, checked against the entry when they come due (an entry
@@ -257,9 +259,12 @@ impl Standalone {
         out: &mut Outbox,
     ) {
         server_key(&mut self.key, branch, sent_by, method);
-        let key: Box<[u8]> = self.key.as_slice().into();
+        let key = Bytes::copy_from_slice(&self.key);
         let mut tx = ServerNonInvite::new(dest);
         tx.respond(now, cfg, code, response, out);
+        // What stays for 64*T1 is the answer alone, in an allocation of its
+        // size (the one sent leaves with the message's spare room).
+        tx.compact();
         let id = self.id();
         if let Some(d) = tx.next_deadline() {
             self.due.push(Reverse((d, Due::Server(id))));

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::net::Flow;
 
 /// An account's registration.
@@ -14,19 +12,62 @@ use crate::net::Flow;
 pub struct Binding {
     pub account: Arc<str>,
     pub extension: Arc<str>,
-    /// The Contact URI it registered: the Request-URI of requests to it.
-    pub contact: Bytes,
+    /// The Contact URI, then the REGISTER's Call-ID, in one allocation
+    /// (a registrar holds one binding per phone): [`Binding::contact`],
+    /// [`Binding::call_id`].
+    text: Box<[u8]>,
+    contact_len: u32,
     /// Where the REGISTER really came from (RFC 3581: the NAT's public
     /// address and port, our socket, the connection): requests to the
     /// account go there, whatever host the Contact names.
     pub flow: Flow,
     pub expires: Instant,
-    /// The REGISTER's Call-ID and CSeq (RFC 3261 §10.3 step 7: a REGISTER
-    /// of the same Call-ID with a CSeq not higher is out of order).
-    pub call_id: Bytes,
+    /// The REGISTER's CSeq (with its Call-ID, RFC 3261 §10.3 step 7: a
+    /// REGISTER of the same Call-ID with a CSeq not higher is out of
+    /// order).
     pub cseq: u32,
     /// False while its keepalives go unanswered: it is not rung.
     pub reachable: bool,
+}
+
+impl Binding {
+    /// A reachable binding of `account` (of `extension`) to `contact`,
+    /// registered by a REGISTER of `call_id` and `cseq`.
+    pub fn new(
+        (account, extension): (Arc<str>, Arc<str>),
+        (contact, call_id): (&[u8], &[u8]),
+        flow: Flow,
+        expires: Instant,
+        cseq: u32,
+    ) -> Binding {
+        let mut text = Vec::with_capacity(contact.len() + call_id.len());
+        text.extend_from_slice(contact);
+        text.extend_from_slice(call_id);
+        Binding {
+            account,
+            extension,
+            text: text.into_boxed_slice(),
+            contact_len: u32::try_from(contact.len()).unwrap_or(u32::MAX),
+            flow,
+            expires,
+            cseq,
+            reachable: true,
+        }
+    }
+
+    /// The Contact URI it registered: the Request-URI of requests to it.
+    pub fn contact(&self) -> &[u8] {
+        self.text
+            .get(..self.contact_len as usize)
+            .unwrap_or(&self.text)
+    }
+
+    /// The Call-ID of the REGISTER that made it.
+    pub fn call_id(&self) -> &[u8] {
+        self.text
+            .get(self.contact_len as usize..)
+            .unwrap_or_default()
+    }
 }
 
 /// A change a shard made, for the control plane to apply and publish.
@@ -136,21 +177,32 @@ mod tests {
     use std::time::Duration;
 
     fn binding(account: &str, expires: Instant) -> Binding {
-        Binding {
-            account: account.into(),
-            extension: "201".into(),
-            contact: Bytes::from_static(b"sip:alice@10.0.0.2:5062"),
-            flow: Flow {
+        binding_to(account, b"sip:alice@10.0.0.2:5062", expires)
+    }
+
+    fn binding_to(account: &str, contact: &[u8], expires: Instant) -> Binding {
+        Binding::new(
+            (account.into(), "201".into()),
+            (contact, b"c1"),
+            Flow {
                 transport: Transport::Udp,
                 remote: "198.51.100.7:40000".parse().unwrap(),
                 local: LocalId(0),
                 conn: None,
             },
             expires,
-            call_id: Bytes::from_static(b"c1"),
-            cseq: 1,
-            reachable: true,
-        }
+            1,
+        )
+    }
+
+    #[test]
+    fn a_bindings_contact_and_call_id_share_one_buffer() {
+        let b = binding_to("alice", b"sip:alice@10.0.0.2:5062", Instant::now());
+        assert_eq!(b.contact(), b"sip:alice@10.0.0.2:5062");
+        assert_eq!(b.call_id(), b"c1");
+        assert!(b.reachable);
+        let empty = binding_to("bob", b"", Instant::now());
+        assert_eq!((empty.contact(), empty.call_id()), (&b""[..], &b"c1"[..]));
     }
 
     #[test]
@@ -161,8 +213,11 @@ mod tests {
             "alice",
             t0 + Duration::from_secs(60),
         )));
-        let mut again = binding("alice", t0 + Duration::from_secs(120));
-        again.contact = Bytes::from_static(b"sip:alice@10.0.0.3");
+        let again = binding_to(
+            "alice",
+            b"sip:alice@10.0.0.3",
+            t0 + Duration::from_secs(120),
+        );
         loc.apply(Change::bound(again.clone()));
         assert_eq!(loc.len(), 1);
         assert_eq!(loc.get("alice", t0), Some(&again));

@@ -504,18 +504,13 @@ pub fn bound(
     expires: Instant,
     call_id: &'static str,
 ) -> sbc_core::registrar::Change {
-    sbc_core::registrar::Change::bound(sbc_core::registrar::Binding {
-        account: account.into(),
-        extension: extension.into(),
-        // No `bytes::` paths here: the fuzz targets include this file
-        // without depending on the crate.
-        contact: contact.as_bytes().to_vec().into(),
+    sbc_core::registrar::Change::bound(sbc_core::registrar::Binding::new(
+        (account.into(), extension.into()),
+        (contact.as_bytes(), call_id.as_bytes()),
         flow,
         expires,
-        call_id: call_id.as_bytes().into(),
-        cseq: 1,
-        reachable: true,
-    })
+        1,
+    ))
 }
 
 /// The `Proxy-Authorization` header line (with its CRLF) answering the
