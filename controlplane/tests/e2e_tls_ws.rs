@@ -928,8 +928,16 @@ fn a_stopping_sbc_ends_its_connections_with_close_notify_and_a_websocket_close()
     let net = Net(157);
     let mut sbc = Sbc::start(net, &phones_config(net));
     let (tls, ws) = quiet_clients(net);
+    // And a secure WebSocket: its close frame travels inside TLS, before
+    // the close_notify.
+    let wss_at: SocketAddr = format!("{}:8443", net.ip(1)).parse().unwrap();
+    let mut wss = upgrade(
+        &format!("wss://localhost:{}/", wss_at.port()),
+        tls_to_localhost(tcp_from(&net.ip(73), wss_at)),
+    );
     sbc.interrupt();
     let (tls_end, ws_end) = last_words(tls, ws, Duration::from_secs(10));
+    let wss_end = close_frame(&mut wss, Duration::from_secs(10));
     let exited = sbc.exit_within(Duration::from_secs(10));
     assert!(
         exited.is_some_and(|s| s.success()),
@@ -942,13 +950,36 @@ fn a_stopping_sbc_ends_its_connections_with_close_notify_and_a_websocket_close()
         "TLS ended with close_notify\n{}",
         sbc.log()
     );
-    let frame = ws_end
-        .expect("the WebSocket ended")
-        .expect("with a close frame");
-    assert_eq!(
-        frame.map(|f| f.code),
-        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
-    );
+    for end in [ws_end, wss_end] {
+        let frame = end
+            .expect("the WebSocket ended")
+            .expect("with a close frame");
+        assert_eq!(
+            frame.map(|f| f.code),
+            Some(tungstenite::protocol::frame::coding::CloseCode::Away)
+        );
+    }
+}
+
+/// How a WebSocket ended within `limit`: its close frame, or the error.
+fn close_frame<S: Read + Write>(
+    ws: &mut tungstenite::WebSocket<S>,
+    limit: Duration,
+) -> Option<WsEnd> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => return Some(Ok(frame)),
+            Ok(other) => panic!("unexpected frame: {other:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Some(Err(e.to_string())),
+        }
+    }
+    None
 }
 
 /// A TLS client that completed its handshake and a WebSocket client that

@@ -530,7 +530,9 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, 
     Ok(out)
 }
 
-/// Parses a `-timeout` value: seconds, or a number with ms, s, m or h.
+/// Parses a time option's value (`-timeout`, `-sleep`, `-rate_interval`):
+/// seconds, or a number with ms, s, m or h. The error names the value;
+/// the caller names the option.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
@@ -547,7 +549,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     num.trim()
         .parse::<u64>()
         .map(|n| n.saturating_mul(mult))
-        .map_err(|_| format!("-timeout {s}: expected a number of seconds (or 500ms, 2m, 1h)"))
+        .map_err(|_| format!("{s}: expected a number of seconds (or 500ms, 2m, 1h)"))
 }
 
 /// Resolves `host[:port]` (default port 5060).

@@ -3653,13 +3653,14 @@ fn pop_due(heap: &mut BinaryHeap<Reverse<(u64, u64, u64)>>, now: u64) -> Option<
     Some((serial, generation))
 }
 
-/// The Call-ID a 3PCC command names: its `Call-ID:` (or `i:`) line.
 /// The peer an extended-3PCC command says it comes from, as SIPp reads
 /// it: the first line starting `From:` (case counts), its value up to
 /// the first space, tab or line end.
 fn command_sender(cmd: &[u8]) -> Option<&[u8]> {
-    let at = cmd.windows(5).position(|w| w == b"From:")?;
-    let rest = cmd.get(at + 5..)?;
+    let line = cmd
+        .split(|&b| b == b'\n')
+        .find(|l| l.starts_with(b"From:"))?;
+    let rest = line.get(5..)?;
     let rest = rest
         .get(rest.iter().position(|&b| b != b' ' && b != b'\t')?..)
         .unwrap_or(&[]);
@@ -3670,6 +3671,7 @@ fn command_sender(cmd: &[u8]) -> Option<&[u8]> {
     rest.get(..end)
 }
 
+/// The Call-ID a 3PCC command names: its `Call-ID:` (or `i:`) line.
 fn command_call_id(cmd: &[u8]) -> Option<&[u8]> {
     cmd.split(|&b| b == b'\n').find_map(|line| {
         let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);

@@ -103,7 +103,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let scn = Arc::new(load_scenario(args).map_err(|message| RunError { code: 1, message })?);
     // -sleep: SIPp waits before it opens its sockets.
     if let Some(t) = &args.sleep {
-        let ms = parse_duration_ms(t).map_err(|e| RunError::fatal(format!("-sleep: {e}")))?;
+        let ms = parse_duration_ms(t).map_err(|e| RunError::fatal(format!("-sleep {e}")))?;
         std::thread::sleep(Duration::from_millis(ms));
     }
     let (tcp, tls) = match args.transport.as_str() {
@@ -212,6 +212,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if tcp.is_some() {
         cfg.transport = if tls.is_some() { "TLS" } else { "TCP" };
     }
+    // -max_socket is the run's: each thread opens its share.
     let per_call = (args.transport == "un" && caller).then_some(args.max_socket);
     cfg.report_ended = caller && (tcp == Some(crate::stream::Mode::PerCall) || per_call.is_some());
     cfg.recv_timeout_ms = args.recv_timeout_ms;
@@ -288,7 +289,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     // -rate_increase applies every -rate_interval (default: every -fd).
     let rate_period_us = match &args.rate_interval {
         Some(t) => parse_duration_ms(t)
-            .map_err(|e| format!("-rate_interval: {e}"))?
+            .map_err(|e| format!("-rate_interval {e}"))?
             .max(1)
             .saturating_mul(1000),
         None => args.stat_period_s.clamp(1, 86_400 * 365) * 1_000_000,
@@ -352,7 +353,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             connect: args.connect && caller,
             tcp,
             tls: tls.clone(),
-            per_call,
+            per_call: per_call.map(|max| (max / threads).max(1)),
             buffers: args.buff_size,
             batch_wait: Duration::from_micros(args.batch_wait_us),
         };
@@ -382,7 +383,10 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     let cfg = Arc::new(cfg);
     let timeout = match &args.timeout {
-        Some(t) => Some(epoch + Duration::from_millis(parse_duration_ms(t)?)),
+        Some(t) => Some(
+            epoch
+                + Duration::from_millis(parse_duration_ms(t).map_err(|e| format!("-timeout {e}"))?),
+        ),
         None => None,
     };
     let twins = match &twin {

@@ -458,6 +458,10 @@ fn start_one(
     let Some(pc) = per_call else {
         return Ok(ep.start_call(now));
     };
+    // No socket opened (and closed at once) when no call may start.
+    if !ep.may_create() {
+        return Ok(false);
+    }
     let taken = match pc.take() {
         Ok(t) => t,
         Err(e) => {
@@ -824,10 +828,13 @@ pub fn run_thread(
                     Err(_) => send_errors += 1,
                 }
             }
-            // Sent before an ended call's socket closes.
-            for serial in ep.ended.drain(..) {
-                if let Some(slot) = pc.call_ended(serial) {
-                    cancel_call_socket(&mut io, slot)?;
+            // Sent before an ended call's socket closes: while messages
+            // wait for a send slot, ended calls keep their sockets.
+            if pending_un.is_empty() {
+                for serial in ep.ended.drain(..) {
+                    if let Some(slot) = pc.call_ended(serial) {
+                        cancel_call_socket(&mut io, slot)?;
+                    }
                 }
             }
         } else {

@@ -544,6 +544,23 @@ fn a_register_is_challenged_statelessly() {
     let ok = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
     assert_eq!(ok.code(), Some(200));
     assert_eq!(sim.engine.outside_transactions(), (0, 1), "the 200's");
+    // Wrong credentials are refused through a transaction: a copy of the
+    // request gets the same 401 and counts (towards the lockout) once.
+    let contact = "Contact: <sip:alice@10.1.1.2>\r\n";
+    let mut wrong = Phone::new("alice", "not-the-secret", "reg-w");
+    wrong.send(&mut sim, contact);
+    let refused = wrong.send(&mut sim, contact);
+    assert_eq!(refused.code(), Some(401));
+    let again = register(
+        "alice",
+        "reg-w",
+        2,
+        &format!("{contact}{}", wrong.authorization(b"cn0a", 1)),
+    );
+    sim.recv(PHONE, &again);
+    assert_eq!(sim.one_to(PHONE).bytes, refused.bytes);
+    assert_eq!(count(&sim, RegisterResult::AuthFailed), 1);
+    assert_eq!(sim.engine.outside_transactions(), (0, 2));
 }
 
 #[test]

@@ -811,8 +811,13 @@ impl Streams {
         if c.closing || c.connecting.is_some() || handshaking || !has_last_words {
             return self.close(ring, slot, reason, stats);
         }
+        // The close frame goes into TLS before close_notify does (after
+        // close_notify a peer reads nothing more).
         if let Some(ws) = c.ws.as_deref_mut() {
             ws.close();
+            if seal(c).is_err() {
+                return self.close(ring, slot, reason, stats);
+            }
         }
         if let Some(tls) = c.tls.as_deref_mut() {
             tls.send_close_notify();

@@ -147,6 +147,9 @@ pub(crate) struct ShardIo {
     udp_of: Vec<Option<usize>>,
     /// SIP over TCP, when a TCP listener is configured.
     pub(crate) streams: Option<Streams>,
+    /// Receives whose final completion was already reaped (while the
+    /// shard said goodbye): the drop does not wait for them.
+    ended_recvs: usize,
 }
 
 impl std::fmt::Debug for ShardIo {
@@ -272,6 +275,7 @@ impl ShardIo {
             send_to,
             udp_of,
             streams,
+            ended_recvs: 0,
         })
     }
 
@@ -537,7 +541,7 @@ impl Drop for ShardIo {
         // each has one armed), so they are freed, with the socket
         // references they hold, now. Bounded: a receive that had already
         // ended is not waited for past the second.
-        let mut armed = self.sockets.len();
+        let mut armed = self.sockets.len().saturating_sub(self.ended_recvs);
         let deadline = Instant::now() + Duration::from_secs(1);
         while armed > 0 && Instant::now() < deadline {
             let ts = Timespec::new().nsec(10_000_000);
@@ -873,11 +877,13 @@ impl ShardLoop {
             );
             for &(ud, res, flags) in &completions {
                 let idx = (ud & INDEX_MASK) as usize;
-                if matches!(
-                    ud & !INDEX_MASK,
-                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL
-                ) {
-                    self.on_stream(Instant::now(), ud, idx, res, flags, &mut ignored)?;
+                match ud & !INDEX_MASK {
+                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL => {
+                        self.on_stream(Instant::now(), ud, idx, res, flags, &mut ignored)?;
+                    }
+                    // A datagram receive that ended is not armed again.
+                    RECV if !cqueue::more(flags) => self.io.ended_recvs += 1,
+                    _ => {}
                 }
             }
             ignored.clear();

@@ -227,9 +227,17 @@ impl Engine {
             let status = (407, b"Proxy Authentication Required".as_slice());
             return self.registrar_answer(req, origin, now, result, status, &headers);
         }
-        // A REGISTER's challenge is sent statelessly (RFC 3261 §8.2.7:
-        // what a stateless UAS is for): nothing is kept for the 32 s of a
-        // transaction, and a retransmitted REGISTER is challenged afresh.
+        if result != RegisterResult::Challenged {
+            // Wrong or stale credentials: the transaction answers their
+            // retransmissions, so a lost 401 does not count (towards the
+            // lockout too) once per copy.
+            let status = (401, b"Unauthorized".as_slice());
+            return self.registrar_answer(req, origin, now, result, status, &headers);
+        }
+        // A REGISTER without credentials is challenged statelessly (RFC
+        // 3261 §8.2.7: what a stateless UAS is for): nothing is kept for
+        // the 32 s of a transaction, and a retransmission of it is
+        // challenged afresh.
         self.ctx.stats.register(result);
         self.answer_stateless(req, origin, origin, (401, b"Unauthorized"), &headers);
     }
