@@ -80,6 +80,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "tls_crl",
     "tls_version",
     "rate_interval",
+    "trace_error_codes",
     "stat_delimiter",
     "lost",
     "sleep",
@@ -106,7 +107,6 @@ const UNSUPPORTED: &[&str] = &[
     "watchdog_major_threshold",
     "watchdog_minor_maxtriggers",
     "watchdog_major_maxtriggers",
-    "trace_error_codes",
     "trace_shortmsg",
     "shortmessage_file",
     "shortmessage_overwrite",
@@ -299,6 +299,10 @@ pub struct Args {
     /// default: -fd).
     #[arg(long = "rate_interval", value_name = "TIME")]
     pub rate_interval: Option<String>,
+    /// Write the status codes of unexpected responses, every -fd, to
+    /// SCENARIO_PID_error_codes.csv (as SIPp).
+    #[arg(long = "trace_error_codes")]
+    pub trace_error_codes: bool,
     /// The separator of the statistics and counts files' columns.
     #[arg(long = "stat_delimiter", value_name = "TEXT", default_value = ";")]
     pub stat_delimiter: String,

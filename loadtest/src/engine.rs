@@ -58,6 +58,8 @@ pub struct Config {
     pub auth_uri: Option<Vec<u8>>,
     /// `-cid_str`: a caller's Call-IDs (else SIPp's `%u-%p@%s`).
     pub call_id_format: Option<Vec<CidPart>>,
+    /// `-trace_error_codes`: keep the codes of unexpected responses.
+    pub trace_error_codes: bool,
     /// `<pause/>` without `milliseconds` (SIPp `-d`).
     pub pause_ms: u64,
     /// Cap of non-INVITE retransmission intervals (SIPp `-T2`).
@@ -284,6 +286,7 @@ impl Config {
             auth_pass: None,
             auth_uri: None,
             call_id_format: None,
+            trace_error_codes: false,
             pause_ms: 0,
             t2_ms: 4000,
             max_invite_retrans: 5,
@@ -699,6 +702,9 @@ pub struct Endpoint {
     /// With `-trace_rtt`: (time, response time, counter) of each response
     /// time measured, µs (the runtime drains them).
     pub rtt_samples: Vec<(u64, u64, u8)>,
+    /// With `-trace_error_codes`: the status of each unexpected response
+    /// (the runtime drains them).
+    pub error_codes: Vec<u16>,
     /// With `-trace_logs`: `<log>` messages, rendered (the runtime drains
     /// them).
     pub logs: Vec<Vec<u8>>,
@@ -897,6 +903,7 @@ impl Endpoint {
             logs: Vec::new(),
             ended: Vec::new(),
             rtt_samples: Vec::new(),
+            error_codes: Vec::new(),
             plays_media,
             playbacks: HashMap::default(),
             play_due: BinaryHeap::new(),
@@ -2266,6 +2273,11 @@ impl Endpoint {
             }
             if let Some(s) = self.stats.step(call.step) {
                 s.unexpected += 1;
+            }
+            if self.cfg.trace_error_codes
+                && let Some(status) = msg.status_line()
+            {
+                self.error_codes.push(status.code);
             }
             let abort = self.cfg.behaviors.abort_unexpected;
             self.error(|| {

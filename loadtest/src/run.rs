@@ -203,6 +203,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.auth_pass = Some(args.auth_pass.as_bytes().to_vec());
     cfg.auth_uri = args.auth_uri.as_ref().map(|u| u.as_bytes().to_vec());
     cfg.call_id_format = args.cid_str.as_deref().map(crate::engine::call_id_format);
+    cfg.trace_error_codes = args.trace_error_codes;
     cfg.pause_ms = args.duration_ms;
     cfg.t2_ms = args.t2_ms;
     cfg.max_invite_retrans = args.max_invite_retrans.unwrap_or(5).min(max_retrans);
@@ -415,6 +416,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         media,
         snapshots: (args.trace_stat || args.trace_counts)
             .then(|| std::sync::Mutex::new(vec![None; threads])),
+        error_codes: args
+            .trace_error_codes
+            .then(|| std::sync::Mutex::new(Vec::new())),
         trace: TraceFiles::new(
             args.trace_msg.then(|| {
                 args.message_file
@@ -489,7 +493,42 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     } else {
         None
     };
-    if stat_file.is_some() || count_file.is_some() {
+    let mut codes_file = if args.trace_error_codes {
+        let path = format!("{}_error_codes.csv", file_base(args));
+        let f = std::fs::File::create(&path)
+            .map_err(|e| RunError::fatal(format!("-trace_error_codes {path}: {e}")))?;
+        Some(std::io::BufWriter::new(f))
+    } else {
+        None
+    };
+    // SIPp's error codes line: time, elapsed, then each code since the
+    // last line, newest first.
+    let codes_line = |out: &mut std::io::BufWriter<std::fs::File>| -> Result<(), RunError> {
+        use std::io::Write as _;
+        let taken = ctl
+            .error_codes
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|mut c| std::mem::take(&mut *c)))
+            .unwrap_or_default();
+        let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
+        let mut line = format!(
+            "{};{};",
+            crate::statfile::wall_time(wall),
+            crate::statfile::hhmmssus(epoch.elapsed().as_millis() as u64)
+        );
+        for code in taken.iter().rev() {
+            line.push_str(itoa::Buffer::new().format(*code));
+            line.push(',');
+        }
+        writeln!(
+            out,
+            "{}",
+            crate::statfile::delimited(&line, Some(&args.stat_delimiter))
+        )
+        .and_then(|()| out.flush())
+        .map_err(|e| RunError::fatal(format!("error codes file: {e}")))
+    };
+    if stat_file.is_some() || count_file.is_some() || codes_file.is_some() {
         // A line every -fd seconds while the threads run.
         let period = Duration::from_secs(args.stat_period_s.clamp(1, 86_400 * 365));
         let mut next = epoch + period;
@@ -518,6 +557,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                 f.dump(wall, &merged)
                     .map_err(|e| RunError::fatal(format!("counts file: {e}")))?;
             }
+            if let Some(f) = &mut codes_file {
+                codes_line(f)?;
+            }
         }
     }
     let mut total = Stats::new(scn.steps.len());
@@ -540,6 +582,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if let Some(f) = &mut count_file {
         f.dump(wall, &total)
             .map_err(|e| RunError::fatal(format!("counts file: {e}")))?;
+    }
+    if let Some(f) = &mut codes_file {
+        codes_line(f)?;
     }
     let elapsed = epoch.elapsed().as_secs_f64();
     if let Some(e) = error {

@@ -125,6 +125,9 @@ pub struct Control {
     /// `-trace_stat`: each thread's figures and open calls, published
     /// about once a second for the statistics file.
     pub snapshots: Option<Snapshots>,
+    /// `-trace_error_codes`: the threads' unexpected response codes since
+    /// the file's last line.
+    pub error_codes: Option<std::sync::Mutex<Vec<u16>>>,
 }
 
 /// Per thread: its figures and its open calls, the latest published.
@@ -919,6 +922,12 @@ pub fn run_thread(
         }
         if !ep.logs.is_empty() {
             ctl.trace.logs(ep.logs.drain(..));
+        }
+        if !ep.error_codes.is_empty()
+            && let Some(codes) = &ctl.error_codes
+            && let Ok(mut codes) = codes.lock()
+        {
+            codes.append(&mut ep.error_codes);
         }
         if !ep.errors.is_empty() {
             ctl.trace

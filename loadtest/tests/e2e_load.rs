@@ -955,3 +955,72 @@ fn rate_interval_delimiter_and_sipps_tuning_options() {
         assert!(out.contains(&format!("Note: {option}")), "{option}: {out}");
     }
 }
+
+/// `-trace_error_codes`: the status of each unexpected response (a busy
+/// callee's 486 where the caller waits for a 200) in SIPp's
+/// SCENARIO_PID_error_codes.csv, a line every -fd and one at the end.
+#[test]
+fn unexpected_response_codes_are_traced() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sbc-load"))
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let uas = run(&[
+        "-sf",
+        &scenario("uas_busy.xml"),
+        "-i",
+        "127.220.1.2",
+        "-p",
+        "5060",
+        "-m",
+        "3",
+        "--threads",
+        "1",
+        "-timeout",
+        "30",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = finish(
+        run(&[
+            "-sn",
+            "uac",
+            "-i",
+            "127.220.1.1",
+            "127.220.1.2:5060",
+            "-m",
+            "3",
+            "-r",
+            "10",
+            "--threads",
+            "1",
+            "-timeout",
+            "30",
+            "-trace_error_codes",
+        ]),
+        Duration::from_secs(40),
+    );
+    let _ = finish(uas, Duration::from_secs(10));
+    assert_eq!(uac.status.code(), Some(1), "the calls fail");
+    let file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with("_error_codes.csv")
+        })
+        .expect("the error codes file");
+    let text = std::fs::read_to_string(file.path()).unwrap();
+    let codes: Vec<&str> = text
+        .lines()
+        .flat_map(|l| l.split(';').nth(2).unwrap_or("").split(','))
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(codes, ["486", "486", "486"], "{text}");
+}
