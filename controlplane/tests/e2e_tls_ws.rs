@@ -968,18 +968,29 @@ fn close_frame<S: Read + Write>(
 ) -> Option<WsEnd> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        match ws.read() {
-            Ok(tungstenite::Message::Close(frame)) => return Some(Ok(frame)),
-            Ok(other) => panic!("unexpected frame: {other:?}"),
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Some(Err(e.to_string())),
+        if let Some(end) = close_frame_now(ws) {
+            return Some(end);
         }
     }
     None
+}
+
+/// One read of a WebSocket: how it ended, or `None` when nothing came
+/// within the socket's read timeout.
+fn close_frame_now<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> Option<WsEnd> {
+    match ws.read() {
+        Ok(tungstenite::Message::Close(frame)) => Some(Ok(frame)),
+        Ok(other) => panic!("unexpected frame: {other:?}"),
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => Some(Err(e.to_string())),
+    }
 }
 
 /// A TLS client that completed its handshake and a WebSocket client that
@@ -1033,16 +1044,7 @@ fn last_words(
             }
         }
         if ws_end.is_none() {
-            match ws.read() {
-                Ok(tungstenite::Message::Close(frame)) => ws_end = Some(Ok(frame)),
-                Ok(other) => panic!("unexpected frame: {other:?}"),
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => ws_end = Some(Err(e.to_string())),
-            }
+            ws_end = close_frame_now(&mut ws);
         }
     }
     (tls_end, ws_end)

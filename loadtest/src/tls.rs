@@ -380,6 +380,20 @@ mod tests {
         )
     }
 
+    /// A handshake where both sides verify the other against the test CA
+    /// (and its revocation list when `crl`): the callee presents `cert`,
+    /// the caller sbc-client's.
+    fn mutual(cert: &str, crl: bool) -> Result<rustls::ProtocolVersion, rustls::Error> {
+        let (callee, caller) = pair(
+            cert,
+            Some("sbc-client"),
+            true,
+            crl,
+            rustls::DEFAULT_VERSIONS,
+        );
+        handshake(&callee, &caller)
+    }
+
     /// Runs the handshake in memory: the version agreed, or the first
     /// error either side saw.
     fn handshake(
@@ -432,82 +446,39 @@ mod tests {
             handshake(&callee, &caller),
             Err(rustls::Error::NoCertificatesPresented)
         ));
-        let (callee, caller) = pair(
-            "localhost",
-            Some("sbc-client"),
-            true,
-            false,
-            rustls::DEFAULT_VERSIONS,
-        );
-        assert!(handshake(&callee, &caller).is_ok());
+        assert!(mutual("localhost", false).is_ok());
     }
 
     #[test]
     fn a_revoked_certificate_fails_only_with_the_revocation_list() {
-        let (callee, caller) = pair(
-            "revoked",
-            Some("sbc-client"),
-            true,
-            false,
-            rustls::DEFAULT_VERSIONS,
-        );
-        assert!(handshake(&callee, &caller).is_ok());
-        let (callee, caller) = pair(
-            "revoked",
-            Some("sbc-client"),
-            true,
-            true,
-            rustls::DEFAULT_VERSIONS,
-        );
+        assert!(mutual("revoked", false).is_ok());
+        let outcome = mutual("revoked", true);
         assert!(
             matches!(
-                handshake(&callee, &caller),
+                outcome,
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::Revoked
                 ))
             ),
             "{:?}",
-            handshake(&callee, &caller)
+            outcome
         );
         // A certificate the list does not name still passes.
-        let (callee, caller) = pair(
-            "localhost",
-            Some("sbc-client"),
-            true,
-            true,
-            rustls::DEFAULT_VERSIONS,
-        );
-        assert!(handshake(&callee, &caller).is_ok());
+        assert!(mutual("localhost", true).is_ok());
     }
 
     #[test]
     fn the_chain_is_verified_not_the_name() {
         // itsp.crt names itsp.example, not the address connected to: as
         // SIPp, accepted when the CA signed it.
-        let (callee, caller) = pair(
-            "itsp",
-            Some("sbc-client"),
-            true,
-            false,
-            rustls::DEFAULT_VERSIONS,
-        );
-        assert!(handshake(&callee, &caller).is_ok());
+        assert!(mutual("itsp", false).is_ok());
         // A certificate the CA did not sign (the CA's own, self-signed,
         // offered as a server's: not a CA-issued end entity) is refused.
-        let (callee, caller) = pair(
-            "ca",
-            Some("sbc-client"),
-            true,
-            false,
-            rustls::DEFAULT_VERSIONS,
-        );
+        let outcome = mutual("ca", false);
         assert!(
-            matches!(
-                handshake(&callee, &caller),
-                Err(rustls::Error::InvalidCertificate(_))
-            ),
+            matches!(outcome, Err(rustls::Error::InvalidCertificate(_))),
             "{:?}",
-            handshake(&callee, &caller)
+            outcome
         );
     }
 

@@ -191,6 +191,18 @@ fn spawn(side: &Side, args: &[String], dir: &std::path::Path) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// What the processes started in `dir` wrote on their standard error
+/// (its `.err` files), for an assertion's message.
+fn standard_errors(dir: &std::path::Path) -> String {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".err"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn wait(mut c: Child, limit: Duration) -> Option<i32> {
     let deadline = Instant::now() + limit;
     loop {
@@ -634,13 +646,7 @@ fn run_3pcc_extended(net: u8, master: Side, slave: Side, calls: u32) {
         wait(master_proc, Duration::from_secs(60)),
         wait(slave_proc, Duration::from_secs(30)),
     ];
-    let errs = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".err"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let errs = standard_errors(dir.path());
     assert_eq!(
         codes,
         [Some(0); 2],
@@ -724,13 +730,7 @@ fn a_socket_per_call_works_with_sipp_both_ways() {
             wait(uac, Duration::from_secs(60)),
             wait(uas, Duration::from_secs(30)),
         ];
-        let errs = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".err"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let errs = standard_errors(dir.path());
         assert_eq!(
             codes,
             [Some(0); 2],

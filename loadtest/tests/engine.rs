@@ -34,6 +34,12 @@ fn config(calls: Option<u64>) -> Arc<Config> {
     Arc::new(c)
 }
 
+/// MD5 in hex, as digest authentication writes it.
+fn md5_hex(b: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn uac(scn: Arc<Scenario>, cfg: Arc<Config>) -> Endpoint {
     Endpoint::new(cfg, scn, 5061, Some(addr(UAS)), 1, 1)
 }
@@ -528,13 +534,7 @@ fn digest_authentication_answers_the_challenge() {
         .find(|l| l.starts_with("Authorization: Digest "))
         .unwrap_or_else(|| panic!("{m}"));
     // response = MD5(MD5(alice:sbc:secret):abc:MD5(REGISTER:sip:127.0.0.1))
-    use md5::{Digest, Md5};
-    let hex = |b: &[u8]| {
-        Md5::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    };
+    let hex = md5_hex;
     let ha1 = hex(b"alice:sbc:secret");
     let ha2 = hex(b"REGISTER:sip:127.0.0.1");
     let want = hex(format!("{ha1}:abc:{ha2}").as_bytes());
@@ -603,13 +603,7 @@ fn auth_uri_cid_str_and_a_calls_own_port_shape_its_messages() {
         .lines()
         .find(|l| l.starts_with("Authorization: Digest "))
         .unwrap_or_else(|| panic!("{m}"));
-    use md5::{Digest, Md5};
-    let hex = |b: &[u8]| {
-        Md5::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    };
+    let hex = md5_hex;
     let ha1 = hex(b"alice:sbc:secret");
     let ha2 = hex(b"REGISTER:sip:registrar.example");
     let want = hex(format!("{ha1}:abc:{ha2}").as_bytes());

@@ -48,6 +48,24 @@ const SIP_SEND_BUF: usize = 65536;
 /// RTP over UDP stays under the path MTU; room for jumbo frames.
 const MEDIA_RECV_BUF: usize = 9216 + 256;
 const MEDIA_SEND_BUF: usize = 9216;
+/// Submits what is queued and sleeps until `want` completions are ready
+/// or the wait in `args` ends; a timeout or an interrupted sleep is no
+/// error.
+fn submit_and_wait(ring: &IoUring, want: usize, args: &SubmitArgs<'_, '_>) -> io::Result<()> {
+    match ring.submitter().submit_with_args(want, args) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Longest a stopping shard waits for its connections' last words.
 const FAREWELL: Duration = Duration::from_secs(1);
 /// Longest sleep, so a stop request is seen promptly.
@@ -803,15 +821,7 @@ impl ShardLoop {
                 args = args
                     .min_wait_usec(u32::try_from(self.batch_wait.as_micros()).unwrap_or(u32::MAX));
             }
-            match self.io.ring.submitter().submit_with_args(want, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            submit_and_wait(&self.io.ring, want, &args)?;
         }
         self.farewell()
     }
@@ -859,15 +869,7 @@ impl ShardLoop {
             };
             let ts = Timespec::from(left.min(MAX_WAIT));
             let args = SubmitArgs::new().timespec(&ts);
-            match self.io.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            submit_and_wait(&self.io.ring, 1, &args)?;
             completions.clear();
             completions.extend(
                 self.io
