@@ -125,6 +125,11 @@ pub fn spawn_kamailio(
         .map(Proc::new)
 }
 
+/// How a run's `shards.batch_wait_us` reads in a report.
+pub fn wait_label(batch_wait_us: Option<u32>) -> String {
+    batch_wait_us.map_or_else(|| "the sbc's default".to_string(), |us| format!("{us} µs"))
+}
+
 /// The sbc configuration of the benchmarks: listening on `sbc`:5060 with
 /// metrics on `sbc`:9090, calls from the `pbx` trunk routed to the
 /// `carrier` trunk; `extra` (e.g. a `[media]` section) goes before the

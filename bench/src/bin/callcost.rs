@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use sbc_bench::harness::{
     DATAGRAMS_PER_CALL, Proc, relay_floor_ns, sbc_config, scenario, sipp_stat, spawn_kamailio,
-    spawn_sbc, spawn_sipp, wait_healthy,
+    spawn_sbc, spawn_sipp, wait_healthy, wait_label,
 };
 use sbc_bench::procstat::{cpu_seconds, cpu_split, status_kb, tree_cpu_seconds};
 
@@ -40,10 +40,10 @@ struct Args {
     /// The kamailio binary (Debian package kamailio), for --target kamailio.
     #[arg(long, default_value = "/usr/sbin/kamailio")]
     kamailio: PathBuf,
-    /// Wake-up coalescing of the shard loops (shards.batch_wait_us; the
-    /// sbc's own default is 0).
-    #[arg(long, default_value_t = 0)]
-    batch_wait_us: u32,
+    /// Wake-up coalescing of the shard loops (shards.batch_wait_us;
+    /// default: the sbc's own).
+    #[arg(long)]
+    batch_wait_us: Option<u32>,
     /// Second octet of the loopback network used (127.N.0.0/24).
     #[arg(long, default_value_t = 200)]
     net: u8,
@@ -95,7 +95,7 @@ fn main() {
         &ip(10),
         &ip(20),
         a.shards,
-        Some(a.batch_wait_us),
+        a.batch_wait_us,
         "",
     );
     let cfg_path = work.join("sbc/bench.toml");
@@ -228,7 +228,7 @@ fn main() {
         a.target,
         a.rate,
         a.shards,
-        a.batch_wait_us,
+        wait_label(a.batch_wait_us),
         per_call(uac_cpu),
         per_call(uas_cpu),
         sbc_us / per_call(uac_cpu),
@@ -240,7 +240,7 @@ fn main() {
         a.target,
         a.rate,
         a.shards,
-        a.batch_wait_us,
+        a.batch_wait_us.map_or("null".to_string(), |us| us.to_string()),
         a.seconds,
         a.hold_ms,
         per_call(uac_cpu),

@@ -34,10 +34,10 @@ struct Args {
     /// Data-plane shards (Kamailio gets as many workers).
     #[arg(long, default_value_t = 1)]
     shards: usize,
-    /// Wake-up coalescing of the shard loops (shards.batch_wait_us; the
-    /// sbc's own default is 0).
-    #[arg(long, default_value_t = 0)]
-    batch_wait_us: u32,
+    /// Wake-up coalescing of the shard loops (shards.batch_wait_us;
+    /// default: the sbc's own).
+    #[arg(long)]
+    batch_wait_us: Option<u32>,
     /// Then re-register every account within this many seconds (a
     /// refresh storm) and count what was lost; 0: no storm.
     #[arg(long, default_value_t = 0)]
@@ -110,9 +110,10 @@ struct Result {
 /// The sbc configuration: a registrar with `accounts` extensions of one
 /// account each, every stranger answered (sipp is one source), no
 /// lockout, no keepalives.
-fn sbc_config(ip: &str, shards: usize, batch_wait_us: u32, accounts: u32) -> String {
+fn sbc_config(ip: &str, shards: usize, batch_wait_us: Option<u32>, accounts: u32) -> String {
+    let wait = batch_wait_us.map_or(String::new(), |us| format!("batch_wait_us = {us}\n"));
     let mut c = format!(
-        "[sip]\nlisten = [\"{ip}:5060\"]\n[shards]\ncount = {shards}\nbatch_wait_us = {batch_wait_us}\n[metrics]\nlisten = \"{ip}:9090\"\n\
+        "[sip]\nlisten = [\"{ip}:5060\"]\n[shards]\ncount = {shards}\n{wait}[metrics]\nlisten = \"{ip}:9090\"\n\
          [acl]\nstranger_answers_per_s = 100000\nstranger_answers_total_per_s = 100000\n\
          [registrar]\nrealm = \"bench\"\nmax_expires_s = 3600\nlockout = {{ failures = 0 }}\n\
          keepalive = {{ method = \"off\" }}\n"
@@ -288,7 +289,10 @@ fn main() {
     let _ = writeln!(
         md,
         "{} accounts at {} registrations/s offered, {} shard(s)/worker(s), sbc batch_wait_us {}; a registration = 401 challenge + authorized REGISTER\n",
-        a.accounts, a.rate, a.shards, a.batch_wait_us
+        a.accounts,
+        a.rate,
+        a.shards,
+        sbc_bench::harness::wait_label(a.batch_wait_us)
     );
     let _ = writeln!(
         md,
