@@ -90,14 +90,7 @@ fn main() {
     for d in ["sbc", "uas", "uac"] {
         std::fs::create_dir_all(work.join(d)).unwrap_or_else(|e| fail(&e.to_string()));
     }
-    let config = sbc_config(
-        &ip(1),
-        &ip(10),
-        &ip(20),
-        a.shards,
-        a.batch_wait_us,
-        "",
-    );
+    let config = sbc_config(&ip(1), &ip(10), &ip(20), a.shards, a.batch_wait_us, "");
     let cfg_path = work.join("sbc/bench.toml");
     std::fs::write(&cfg_path, config).unwrap_or_else(|e| fail(&e.to_string()));
     let server = match a.target {
@@ -240,7 +233,8 @@ fn main() {
         a.target,
         a.rate,
         a.shards,
-        a.batch_wait_us.map_or("null".to_string(), |us| us.to_string()),
+        a.batch_wait_us
+            .map_or("null".to_string(), |us| us.to_string()),
         a.seconds,
         a.hold_ms,
         per_call(uac_cpu),

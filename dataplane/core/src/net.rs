@@ -208,23 +208,55 @@ pub struct Transmit {
     pub len: usize,
 }
 
-/// Queue of datagrams to send, in order.
+/// Queue of datagrams to send, in order. Each is copied into one buffer
+/// reused from round to round, so queueing a message allocates nothing and
+/// what a transaction keeps for retransmission stays its own (no shared
+/// counter per message).
 #[derive(Debug, Default)]
 pub struct Outbox {
-    queue: VecDeque<Outgoing>,
+    /// Destination, start in `bytes` and length of each datagram.
+    queue: VecDeque<(Flow, usize, usize)>,
+    bytes: Vec<u8>,
 }
 
+/// Bytes taken by sent datagrams at the front of the buffer, past which
+/// they are moved out while some wait (the I/O layer ran out of slots).
+const OUTBOX_SLACK: usize = 1 << 20;
+
 impl Outbox {
-    pub fn push(&mut self, dest: Flow, data: Bytes) {
-        self.queue.push_back(Outgoing { dest, data });
+    pub fn push(&mut self, dest: Flow, data: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        self.queue.push_back((dest, start, data.len()));
     }
 
-    pub fn front(&self) -> Option<&Outgoing> {
-        self.queue.front()
+    /// Where the next datagram goes.
+    pub fn front(&self) -> Option<Flow> {
+        self.queue.front().map(|&(dest, _, _)| dest)
     }
 
+    /// The next datagram, as a buffer of its own (stream transports queue
+    /// it on a connection).
     pub fn pop(&mut self) -> Option<Outgoing> {
-        self.queue.pop_front()
+        let (dest, start, len) = self.queue.pop_front()?;
+        let data = Bytes::copy_from_slice(self.bytes.get(start..start + len).unwrap_or_default());
+        self.consumed();
+        Some(Outgoing { dest, data })
+    }
+
+    /// Forgets the datagrams taken: all at once when none waits, or the
+    /// front of the buffer when a backlog has made it large.
+    fn consumed(&mut self) {
+        match self.queue.front() {
+            None => self.bytes.clear(),
+            Some(&(_, start, _)) if start >= OUTBOX_SLACK => {
+                self.bytes.drain(..start);
+                for entry in &mut self.queue {
+                    entry.1 -= start;
+                }
+            }
+            Some(_) => {}
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -238,17 +270,67 @@ impl Outbox {
     /// Copies the next datagram into `buf`. A datagram larger than `buf` is
     /// dropped (and reported as `Err` with its size) rather than truncated.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Result<Transmit, usize>> {
-        let next = self.queue.pop_front()?;
-        let len = next.data.len();
-        match buf.get_mut(..len) {
-            Some(dst) => {
-                dst.copy_from_slice(&next.data);
-                Some(Ok(Transmit {
-                    dest: next.dest,
-                    len,
-                }))
+        let (dest, start, len) = self.queue.pop_front()?;
+        let result = match (buf.get_mut(..len), self.bytes.get(start..start + len)) {
+            (Some(dst), Some(src)) => {
+                dst.copy_from_slice(src);
+                Ok(Transmit { dest, len })
             }
-            None => Some(Err(len)),
+            _ => Err(len),
+        };
+        self.consumed();
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(port: u16) -> Flow {
+        Flow::udp(SocketAddr::from(([192, 0, 2, 1], port)), LocalId(0))
+    }
+
+    #[test]
+    fn the_outbox_gives_back_what_was_queued_in_order_and_refuses_what_does_not_fit() {
+        let mut out = Outbox::default();
+        out.push(flow(1), b"first");
+        out.push(flow(2), b"second, longer");
+        out.push(flow(3), b"third");
+        assert_eq!(out.front(), Some(flow(1)));
+        let mut buf = [0u8; 8];
+        let t = out.poll_transmit(&mut buf).unwrap().unwrap();
+        assert_eq!((t.dest, &buf[..t.len]), (flow(1), &b"first"[..]));
+        assert_eq!(out.poll_transmit(&mut buf), Some(Err(14)), "dropped whole");
+        let o = out.pop().unwrap();
+        assert_eq!((o.dest, &o.data[..]), (flow(3), &b"third"[..]));
+        assert!(out.is_empty() && out.pop().is_none());
+        assert!(out.bytes.is_empty(), "an empty outbox keeps no bytes");
+    }
+
+    #[test]
+    fn a_backlog_moves_what_was_sent_out_of_the_buffer() {
+        let mut out = Outbox::default();
+        let big = vec![7u8; 1000];
+        let mut buf = [0u8; 1000];
+        // Never drained: the I/O layer takes one for each two queued.
+        for i in 0..4000u16 {
+            let mut message = big.clone();
+            message[0] = (i % 251) as u8;
+            out.push(flow(i), &message);
+            if i % 2 == 0 {
+                let t = out.poll_transmit(&mut buf).unwrap().unwrap();
+                assert_eq!(buf[0], ((t.dest.remote.port()) % 251) as u8);
+            }
         }
+        assert_eq!(out.len(), 2000);
+        assert!(out.bytes.len() <= OUTBOX_SLACK + 2000 * 1000 + 1000);
+        let mut expect = 2000u16;
+        while let Some(Ok(t)) = out.poll_transmit(&mut buf) {
+            assert_eq!(t.dest, flow(expect));
+            assert_eq!(buf[0], (expect % 251) as u8);
+            expect += 1;
+        }
+        assert_eq!(expect, 4000);
     }
 }

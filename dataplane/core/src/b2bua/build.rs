@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::call::{InviteRef, Leg};
 use crate::net::{Flow, Transport};
@@ -166,17 +166,17 @@ pub(crate) fn render_invite_headers(msg: &Message<'_>, own_session: bool) -> Byt
     if !own_session {
         return render_end_to_end(msg);
     }
-    let mut buf = BytesMut::with_capacity(288);
+    let mut buf = crate::sip::buffer(288);
     copy_headers(&mut Writer::new(&mut buf), msg, true, true);
-    buf.freeze()
+    crate::sip::seal(buf)
 }
 
 /// [`render_end_to_end`], optionally without the headers that describe the
 /// body (see [`copy_end_to_end_with`]).
 pub(crate) fn render_end_to_end_with(msg: &Message<'_>, with_body: bool) -> Bytes {
-    let mut buf = BytesMut::with_capacity(256);
+    let mut buf = crate::sip::buffer(256);
     copy_end_to_end_with(&mut Writer::new(&mut buf), msg, with_body);
-    buf.freeze()
+    crate::sip::seal(buf)
 }
 
 pub(crate) fn is_passed_option(tag: &[u8]) -> bool {
@@ -240,7 +240,7 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
         Relayed::Message(m) | Relayed::MessageBody(m, _) => m.as_bytes().len(),
         Relayed::Rendered { headers, body } => headers.len() + body.len(),
     };
-    let mut buf = BytesMut::with_capacity(640 + extra);
+    let mut buf = crate::sip::buffer(640 + extra);
     let mut w = Writer::new(&mut buf);
     let strict = leg.route_set.first().is_some_and(|r| !route_is_loose(r));
     let routes: &[Bytes] = &leg.route_set;
@@ -298,7 +298,7 @@ pub(crate) fn leg_request(leg: &Leg, local: &LocalParts, parts: &RequestParts<'_
         }
         Relayed::Nothing => w.body(b""),
     }
-    buf.freeze()
+    crate::sip::seal(buf)
 }
 
 /// A CANCEL or non-2xx ACK for an INVITE sent in `leg` (RFC 3261 §9.1,
@@ -311,7 +311,7 @@ pub(crate) fn invite_sibling(
     invite: InviteRef<'_>,
     to: &[u8],
 ) -> Bytes {
-    let mut buf = BytesMut::with_capacity(512);
+    let mut buf = crate::sip::buffer(512);
     let mut w = Writer::new(&mut buf);
     w.request_line(method, &[invite.ruri]);
     w.header(
@@ -331,7 +331,7 @@ pub(crate) fn invite_sibling(
         w.header(HeaderName::Route, &[r]);
     }
     w.body(b"");
-    buf.freeze()
+    crate::sip::seal(buf)
 }
 
 /// The URI of the first Contact of a message, if it parses as a URI we
@@ -445,7 +445,7 @@ pub(crate) fn ack_from_2xx(
 ) -> Option<(Flow, Bytes)> {
     let target = contact_uri(&resp.msg)?;
     let routes = uac_route_set(&resp.msg);
-    let mut buf = BytesMut::with_capacity(512);
+    let mut buf = crate::sip::buffer(512);
     let mut w = Writer::new(&mut buf);
     w.request_line(b"ACK", &[target]);
     w.header(HeaderName::Via, &[&local.via_prefix, branch, b";rport"]);
@@ -463,7 +463,7 @@ pub(crate) fn ack_from_2xx(
     }
     w.body(b"");
     let dest = flow.towards(next_hop(target, &routes, flow.remote, reach));
-    Some((dest, buf.freeze()))
+    Some((dest, crate::sip::seal(buf)))
 }
 
 #[cfg(test)]
@@ -536,7 +536,7 @@ mod tests {
     fn copy_policy_hides_topology_and_filters_options() {
         let raw = b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nRecord-Route: <sip:10.0.0.2;lr>\r\nContact: <sip:a@10.0.0.1>\r\nUser-Agent: PBX 1.0\r\nSupported: 100rel, timer\r\nX-Custom: kept\r\nWarning: 399 pbx.internal \"x\"\r\nHistory-Info: <sip:a@10.0.0.7>;index=1\r\nP-Charging-Vector: icid-value=1;icid-generated-at=10.0.0.8\r\nP-Asserted-Identity: <sip:+15551234@pbx>\r\nContent-Type: application/sdp\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 3\r\n\r\nv=0";
         let msg = Message::parse(raw).unwrap();
-        let mut buf = BytesMut::new();
+        let mut buf = bytes::BytesMut::new();
         let mut w = Writer::new(&mut buf);
         copy_end_to_end_with(&mut w, &msg, true);
         let text = std::str::from_utf8(&buf).unwrap();

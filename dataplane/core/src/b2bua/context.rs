@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::build::{LocalParts, response_dest};
@@ -74,7 +74,7 @@ impl Ctx {
     }
 
     /// Queues a message for the I/O layer.
-    pub fn send(&mut self, dest: Flow, data: Bytes) {
+    pub fn send(&mut self, dest: Flow, data: &[u8]) {
         self.out.push(dest, data);
     }
 
@@ -90,13 +90,13 @@ impl Ctx {
     ) -> Bytes {
         let template = Template::new(req, origin.remote, false);
         let tag = self.ids.tag();
-        let mut buf = BytesMut::with_capacity(template.len() + 128);
+        let mut buf = crate::sip::buffer(template.len() + 128);
         let mut w = template.start(&mut buf, code, reason, Some(&tag));
         for (name, value) in extra {
             w.header(*name, &[value]);
         }
         w.body(b"");
-        buf.freeze()
+        crate::sip::seal(buf)
     }
 
     /// A response to `req` that needs no transaction (RFC 3261 §8.2.6,
@@ -110,7 +110,7 @@ impl Ctx {
         extra: &[(HeaderName, &[u8])],
     ) {
         let response = self.response_to(req, origin, (code, reason), extra);
-        self.send(response_dest(req, origin), response);
+        self.send(response_dest(req, origin), &response);
         if code >= 200 {
             self.stats.final_sent(code);
         }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::build::{
     Reach, Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop, response_dest,
@@ -59,7 +59,7 @@ fn answer_locally(
     let timers = call.policy.timers;
     let dest = response_dest(req, origin);
     let template = Template::new(req, origin.remote, false);
-    let mut buf = BytesMut::with_capacity(template.len() + 64);
+    let mut buf = crate::sip::buffer(template.len() + 64);
     let mut w = template.start(&mut buf, code, reason, Some(call.leg(side).local_tag()));
     if let Err(why) = answer {
         for (name, value) in why.headers() {
@@ -70,7 +70,7 @@ fn answer_locally(
         }
     }
     w.body(b"");
-    let response = buf.freeze();
+    let response = crate::sip::seal(buf);
     let tx = if req.method == Method::Invite {
         let mut t = ServerInvite::new(dest);
         t.respond(now, &timers, code, response, &mut ctx.out);
@@ -463,7 +463,7 @@ fn relay_transaction(
         // A retransmitted 2xx to a re-INVITE: ACK again if we already did;
         // the originator gets our own 2xx retransmissions meanwhile.
         if let Some(ack) = relay.ack.clone() {
-            ctx.send(leg.flow, ack);
+            ctx.send(leg.flow, &ack);
         }
         return None;
     }
@@ -493,7 +493,7 @@ fn respond_to_originator(
     // RFC 4028: a 2xx to a session refresh settles the interval anew.
     let session = (carries_offer(relay.method) && (200..300).contains(&code))
         .then(|| super::session::settle(&resp.msg, relay.session, min_se));
-    let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + relay.template.len());
+    let mut buf = crate::sip::buffer(resp.msg.as_bytes().len() + relay.template.len());
     let mut w = relay.template.start(&mut buf, code, resp.reason, None);
     if is_target_refresh(relay.method) && (101..300).contains(&code) {
         w.header(HeaderName::Contact, &[&our_contact]);
@@ -502,7 +502,7 @@ fn respond_to_originator(
         super::session::write_refresher(&mut w, interval);
     }
     body.write(&mut w, &resp.msg);
-    let bytes = buf.freeze();
+    let bytes = crate::sip::seal(buf);
     let sent = relay
         .server
         .respond(now, &timers, code, bytes, &mut ctx.out);
@@ -619,7 +619,7 @@ fn send_ack(ctx: &mut Ctx, leg: &Leg, cseq: u32, relay: Relayed<'_, '_>) -> (Bra
             session: None,
         },
     );
-    ctx.send(leg.flow, ack.clone());
+    ctx.send(leg.flow, &ack);
     (branch, ack)
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::build::LocalParts;
 use super::context::{Ctx, Engine};
@@ -269,7 +269,7 @@ impl Engine {
 
     /// Where the next message to send goes, without taking it.
     pub fn peek_transmit(&self) -> Option<Flow> {
-        self.ctx.out.front().map(|o| o.dest)
+        self.ctx.out.front()
     }
 
     /// The next message to send, as it is (for stream transports, which
@@ -332,7 +332,7 @@ impl Engine {
         self.ctx.stats.refused(Refusal::Malformed(err));
         self.ctx.stats.final_sent(err.status());
         // Never to an address the broken message names: back where it came from.
-        self.ctx.send(origin, resp);
+        self.ctx.send(origin, &resp);
     }
 }
 
@@ -356,7 +356,7 @@ fn locals_of(policy: &Policy) -> Vec<LocalParts> {
 /// missing. Sent to the source address (never to an address the message
 /// names, so a forged Via cannot aim it elsewhere).
 fn stateless_error(msg: &Message<'_>, err: RequestError, ids: &mut IdMinter) -> Option<Bytes> {
-    let mut buf = BytesMut::with_capacity(msg.as_bytes().len().min(2048) + 128);
+    let mut buf = crate::sip::buffer(msg.as_bytes().len().min(2048) + 128);
     let mut w = Writer::new(&mut buf);
     w.status_line(err.status(), err.reason().as_bytes());
     let mut have_via = false;
@@ -382,5 +382,5 @@ fn stateless_error(msg: &Message<'_>, err: RequestError, ids: &mut IdMinter) -> 
         }
     }
     w.body(b"");
-    Some(buf.freeze())
+    Some(crate::sip::seal(buf))
 }

@@ -627,7 +627,7 @@ impl Engine {
         let template = Template::new(req, origin.remote, false);
         self.ctx.send(
             response_dest(req, origin),
-            template.simple(200, b"OK", Some(&tag)),
+            &template.simple(200, b"OK", Some(&tag)),
         );
         if call.uas.tx.is_pending() {
             super::teardown::cancel_call(&mut self.ctx, call, now, EndReason::Cancelled);
@@ -708,7 +708,7 @@ impl Engine {
                 // The answer the BYE's server transaction would resend.
                 ShardStats::inc(&self.ctx.stats.retransmissions_in);
                 let resp = self.ctx.response_to(req, origin, (200, b"OK"), &[]);
-                self.ctx.send(response_dest(req, origin), resp);
+                self.ctx.send(response_dest(req, origin), &resp);
             }
             TombAnswer::NoDialog => self.ctx.refuse(req, origin, Refusal::NoDialog),
         }

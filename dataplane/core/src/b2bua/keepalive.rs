@@ -91,7 +91,7 @@ impl Engine {
             .collect();
         for b in &due {
             match settings.method {
-                KeepaliveMethod::Crlf => self.ctx.send(b.flow, Bytes::from_static(b"\r\n\r\n")),
+                KeepaliveMethod::Crlf => self.ctx.send(b.flow, b"\r\n\r\n"),
                 KeepaliveMethod::Options => self.send_keepalive(now, b, settings),
             }
         }

@@ -45,14 +45,13 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, again: Option<&[u8]>, now: Insta
             (None, None) => routing.invite_headers.clone(),
             (lines, rewrite) => {
                 let lines = lines.unwrap_or_default();
-                let mut h =
-                    BytesMut::with_capacity(routing.invite_headers.len() + lines.len() + 64);
+                let mut h = crate::sip::buffer(routing.invite_headers.len() + lines.len() + 64);
                 h.put_slice(&routing.invite_headers);
                 if let Some(r) = rewrite {
                     r.write(&mut crate::sip::Writer::new(&mut h));
                 }
                 h.put_slice(lines);
-                h.freeze()
+                crate::sip::seal(h)
             }
         };
         let invite = Invite {
@@ -804,7 +803,7 @@ fn relay_with_body(
     now: Instant,
 ) {
     let local = ctx.local(call.a.flow.local).clone();
-    let mut buf = BytesMut::with_capacity(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
+    let mut buf = crate::sip::buffer(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
     let mut w = call
         .uas
         .template
@@ -814,7 +813,7 @@ fn relay_with_body(
         super::session::write_refresher(&mut w, interval);
     }
     body.write(&mut w, &resp.msg);
-    let bytes = buf.freeze();
+    let bytes = crate::sip::seal(buf);
     if call
         .uas
         .tx
@@ -939,7 +938,7 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
                     State::Confirmed {
                         b_ack: KeptAck::Whole(ack),
                         ..
-                    } => return ctx.send(call.b.flow, ack.clone()),
+                    } => return ctx.send(call.b.flow, ack),
                     State::Confirmed {
                         b_ack: KeptAck::Branch(b),
                         ..
@@ -953,7 +952,7 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
                     trunk: call.b.trunk,
                 };
                 if let Some((dest, ack)) = ack_from_2xx(resp, &local, &branch, call.b.flow, reach) {
-                    ctx.send(dest, ack);
+                    ctx.send(dest, &ack);
                 }
                 return;
             }
@@ -980,7 +979,7 @@ fn hang_up_stray_answer(
         .and_then(|e| e.strays.iter().find(|s| s.tag == tag))
     {
         // A retransmission of a 2xx already hung up: ACK it again, once.
-        ctx.send(stray.dest, stray.ack.clone());
+        ctx.send(stray.dest, &stray.ack);
         return;
     }
     let local = ctx.local(call.b.flow.local).clone();
@@ -1013,7 +1012,7 @@ fn hang_up_stray_answer(
         cseq: attempt.cseq,
     };
     let ack = invite_sibling(&call.b, &local, b"ACK", ack_ref, &to);
-    ctx.send(dest, ack.clone());
+    ctx.send(dest, &ack);
     let bye_branch = ctx.ids.branch();
     let bye_ref = InviteRef {
         ruri: &target,

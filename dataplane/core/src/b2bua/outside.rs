@@ -25,7 +25,7 @@ impl Engine {
         let call_id = req.call_id.unwrap_or_else(|| ctx.ids.own_call_id());
         let local = ctx.local(req.flow.local).clone();
         let method = req.method.as_str().as_bytes();
-        let mut buf = BytesMut::with_capacity(512);
+        let mut buf = crate::sip::buffer(512);
         let mut w = Writer::new(&mut buf);
         w.request_line(method, &[&req.request_uri]);
         w.header(HeaderName::Via, &[&local.via_prefix, &branch, b";rport"]);
@@ -47,7 +47,7 @@ impl Engine {
             (now, &timers),
             (req.method, Bytes::copy_from_slice(&branch)),
             req.flow,
-            buf.freeze(),
+            crate::sip::seal(buf),
             &mut self.ctx.out,
         )
     }
@@ -176,7 +176,7 @@ impl Engine {
         headers: &[(HeaderName, &[u8])],
     ) {
         let response = self.ctx.response_to(req, origin, (code, reason), headers);
-        self.ctx.out.push(dest, response);
+        self.ctx.out.push(dest, &response);
         if code >= 200 {
             self.ctx.stats.final_sent(code);
         }

@@ -60,7 +60,7 @@ impl Engine {
                 let local = self.ctx.local(tomb.b_flow().local).clone();
                 let branch = self.ctx.ids.branch();
                 if let Some((dest, ack)) = tomb.ack_for(&resp, &local, &branch, &self.ctx.policy) {
-                    self.ctx.send(dest, ack);
+                    self.ctx.send(dest, &ack);
                 }
             }
             return;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::build::{Relayed, RequestParts, invite_sibling, leg_request};
 use super::call::{Call, Failure, Own, Phase, Side, State};
@@ -34,9 +34,8 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         401 | 407 => (403, b"Forbidden"),
         c => (c, &failure.reason),
     };
-    let mut buf = BytesMut::with_capacity(
-        call.uas.template.len() + failure.headers.len() + failure.body.len(),
-    );
+    let mut buf =
+        crate::sip::buffer(call.uas.template.len() + failure.headers.len() + failure.body.len());
     let mut w = call
         .uas
         .template
@@ -47,11 +46,13 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     } else {
         w.body(b"");
     }
-    if call
-        .uas
-        .tx
-        .respond(now, &call.policy.timers, code, buf.freeze(), &mut ctx.out)
-    {
+    if call.uas.tx.respond(
+        now,
+        &call.policy.timers,
+        code,
+        crate::sip::seal(buf),
+        &mut ctx.out,
+    ) {
         ctx.stats.final_sent(code);
     }
     if let Some(t) = call.policy.trunk(call.a.trunk) {

@@ -41,7 +41,7 @@ impl Template {
             })
             .map(|h| h.value.len() + 16)
             .sum();
-        let mut b = BytesMut::with_capacity(copied + 64);
+        let mut b = crate::sip::buffer(copied + 64);
         let mut first = true;
         for h in req.msg.all(HeaderName::Via) {
             b.put_slice(b"Via: ");
@@ -82,7 +82,7 @@ impl Template {
         }
         let end = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Template {
-            all: b.freeze(),
+            all: crate::sip::seal(b),
             head_end: end(head_end),
             to_end: end(to_end),
             tail_end: end(tail_end),
@@ -145,9 +145,9 @@ impl Template {
 
     /// A response with no body and no extra headers.
     pub fn simple(&self, code: u16, reason: &[u8], tag: Option<&[u8]>) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.len() + 64);
+        let mut buf = crate::sip::buffer(self.len() + 64);
         self.start(&mut buf, code, reason, tag).body(b"");
-        buf.freeze()
+        crate::sip::seal(buf)
     }
 
     pub fn len(&self) -> usize {

@@ -6,10 +6,41 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::{BufMut, BytesMut};
+use std::cell::Cell;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::header::HeaderName;
 use super::message::Header;
+
+thread_local! {
+    /// The buffer the last sealed message was written in, for the next.
+    static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
+
+/// Largest buffer kept for reuse.
+const SPARE_MAX: usize = 64 * 1024;
+
+/// An empty buffer with room for `capacity` bytes to write a message in:
+/// the one [`seal`] gave back when there is one (a message written while
+/// another is being written gets a new one).
+pub fn buffer(capacity: usize) -> BytesMut {
+    let mut buf = SPARE.take().unwrap_or_default();
+    buf.reserve(capacity);
+    buf
+}
+
+/// The message written in `buf`, in an allocation of its own size (owned
+/// alone: no shared counter until it is cloned), `buf` kept for the next
+/// [`buffer`]. A message kept for retransmission holds no spare room.
+pub fn seal(mut buf: BytesMut) -> Bytes {
+    let message = Bytes::copy_from_slice(&buf);
+    if buf.capacity() <= SPARE_MAX {
+        buf.clear();
+        SPARE.set(Some(buf));
+    }
+    message
+}
 
 /// Appends one message to a buffer.
 #[derive(Debug)]
@@ -156,6 +187,28 @@ pub fn put_unfolded(buf: &mut impl BufMut, value: &[u8]) {
 mod tests {
     use super::*;
     use std::net::{Ipv6Addr, SocketAddrV6};
+
+    #[test]
+    fn a_sealed_message_is_its_own_size_and_its_buffer_serves_the_next() {
+        let mut outer = buffer(512);
+        outer.put_slice(b"OPTIONS sip:a SIP/2.0\r\n");
+        // A message written while another is: a buffer of its own.
+        let mut inner = buffer(512);
+        inner.put_slice(b"SIP/2.0 200 OK\r\n");
+        let inner_at = inner.as_ptr();
+        let inner = seal(inner);
+        assert_eq!(&inner[..], b"SIP/2.0 200 OK\r\n");
+        let outer = seal(outer);
+        assert_eq!(&outer[..], b"OPTIONS sip:a SIP/2.0\r\n");
+        // The spare is the last buffer sealed, empty, with its room.
+        let next = buffer(16);
+        assert!(next.is_empty() && next.capacity() >= 512);
+        assert_ne!(next.as_ptr(), inner_at, "the outer one was sealed last");
+        // A sealed message owns exactly its bytes: converting it back
+        // reuses its allocation only when nothing else shares it.
+        let len = outer.len();
+        assert_eq!(Vec::from(outer).capacity(), len);
+    }
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {

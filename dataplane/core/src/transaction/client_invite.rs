@@ -54,7 +54,7 @@ impl ClientInvite {
         request: Bytes,
         out: &mut Outbox,
     ) -> Self {
-        out.push(dest, request.clone());
+        out.push(dest, &request);
         let mut timers = TimerTable::new();
         // RFC 3261 §17.1.1.2: timer A only on an unreliable transport.
         if !dest.transport.is_reliable() {
@@ -119,7 +119,7 @@ impl ClientInvite {
                 // §17.1.1.2: ACK the failure, stay Completed for timer D
                 // (at least 32 s for unreliable transports).
                 let ack = ack();
-                out.push(self.dest, ack.clone());
+                out.push(self.dest, &ack);
                 self.timers.clear();
                 let d = cfg.timer_d(self.dest.transport);
                 self.timers.set(TimerName::D, now + d);
@@ -132,7 +132,7 @@ impl ClientInvite {
             (State::Terminated, 200..=299) => ResponseAction::Deliver,
             (State::Completed { ack }, 300..) => {
                 // §17.1.1.2: retransmitted final response -> resend the ACK.
-                out.push(self.dest, ack.clone());
+                out.push(self.dest, ack);
                 ResponseAction::Absorb
             }
             _ => ResponseAction::Absorb,
@@ -188,7 +188,7 @@ impl ClientInvite {
             match (timer, &mut self.state) {
                 (TimerName::A, State::Calling { request, interval }) => {
                     // §17.1.1.2: retransmit, doubling the interval.
-                    out.push(self.dest, request.clone());
+                    out.push(self.dest, request);
                     *interval *= 2;
                     self.timers.set(TimerName::A, now + *interval);
                 }

@@ -32,7 +32,7 @@ impl ClientNonInvite {
         request: Bytes,
         out: &mut Outbox,
     ) -> Self {
-        out.push(dest, request.clone());
+        out.push(dest, &request);
         let mut timers = TimerTable::new();
         // RFC 3261 §17.1.2.2: timer E only on an unreliable transport.
         if !dest.transport.is_reliable() {
@@ -98,12 +98,12 @@ impl ClientNonInvite {
         while let Some(timer) = self.timers.pop_expired(now) {
             match (timer, &mut self.state) {
                 (TimerName::E, State::Trying { request, interval }) => {
-                    out.push(self.dest, request.clone());
+                    out.push(self.dest, request);
                     *interval = (*interval * 2).min(cfg.t2);
                     self.timers.set(TimerName::E, now + *interval);
                 }
                 (TimerName::E, State::Proceeding { request }) => {
-                    out.push(self.dest, request.clone());
+                    out.push(self.dest, request);
                     self.timers.set(TimerName::E, now + cfg.t2);
                 }
                 (TimerName::F, State::Trying { .. } | State::Proceeding { .. }) => {

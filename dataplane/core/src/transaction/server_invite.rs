@@ -66,7 +66,7 @@ impl ServerInvite {
     pub fn on_retransmission(&mut self, out: &mut Outbox) {
         match &self.state {
             State::Proceeding { last: Some(r) } | State::Completed { response: r, .. } => {
-                out.push(self.dest, r.clone());
+                out.push(self.dest, r);
             }
             // RFC 6026 §7.1: retransmitted INVITEs in Accepted are absorbed;
             // the 2xx is retransmitted on its own schedule.
@@ -87,7 +87,7 @@ impl ServerInvite {
         if !matches!(self.state, State::Proceeding { .. }) {
             return false;
         }
-        out.push(self.dest, response.clone());
+        out.push(self.dest, &response);
         match code {
             100..=199 => {
                 self.state = State::Proceeding {
@@ -184,7 +184,7 @@ impl ServerInvite {
             match (timer, &mut self.state) {
                 (TimerName::G, State::Completed { response, interval }) => {
                     // §17.2.1: retransmit, doubling up to T2.
-                    out.push(self.dest, response.clone());
+                    out.push(self.dest, response);
                     *interval = (*interval * 2).min(cfg.t2);
                     self.timers.set(TimerName::G, now + *interval);
                 }
@@ -197,7 +197,7 @@ impl ServerInvite {
                     },
                 ) => {
                     // §13.3.1.4: T1, doubling up to T2.
-                    out.push(self.dest, response.clone());
+                    out.push(self.dest, response);
                     *interval = (*interval * 2).min(cfg.t2);
                     self.timers.set(TimerName::Retransmit2xx, now + *interval);
                 }

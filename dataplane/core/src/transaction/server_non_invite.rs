@@ -49,7 +49,7 @@ impl ServerNonInvite {
     /// (nothing while Trying).
     pub fn on_retransmission(&mut self, out: &mut Outbox) {
         if let State::Proceeding { last: r } | State::Completed { response: r } = &self.state {
-            out.push(self.dest, r.clone());
+            out.push(self.dest, r);
         }
     }
 
@@ -64,7 +64,7 @@ impl ServerNonInvite {
         if !self.is_pending() {
             return false;
         }
-        out.push(self.dest, response.clone());
+        out.push(self.dest, &response);
         if code < 200 {
             self.state = State::Proceeding { last: response };
         } else {
