@@ -15,6 +15,7 @@
 # Run from anywhere after
 # `cargo build --release -p sbc-controlplane -p sbc-loadtest`:
 #   bench/transports.sh            # RATE=300 calls/s, CALLS=6000, ROUNDS=2
+#   (BATCH_WAIT_US=N sets the sbc's shards.batch_wait_us; default: its own)
 # Installs sipp, kamailio and kamailio-tls-modules when missing.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +48,7 @@ key = "$CERTS/localhost.key"
 [shards]
 count = 1
 pin_threads = false
+${BATCH_WAIT_US:+batch_wait_us = $BATCH_WAIT_US}
 [metrics]
 listen = "$N.1:9090"
 [[trunks]]

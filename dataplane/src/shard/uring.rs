@@ -402,15 +402,19 @@ impl ShardIo {
     /// Moves SIP messages from the engine into free send slots (UDP) or
     /// onto their connections (streams); messages for another shard's
     /// connection go to `elsewhere`.
+    /// Sends what the engine queued; true when some of it went to a
+    /// stream connection.
     fn flush(
         &mut self,
         now: Instant,
         engine: &mut Engine,
         stats: &ShardStats,
         elsewhere: &mut Vec<(usize, Handoff)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
+        let mut streamed = false;
         while let Some(dest) = engine.peek_transmit() {
             if dest.transport.is_reliable() {
+                streamed = true;
                 let Some(o) = engine.poll_outgoing() else {
                     break;
                 };
@@ -468,7 +472,7 @@ impl ShardIo {
             };
             push(&mut self.ring, &entry.user_data(SEND_SIP | u64::from(idx)))?;
         }
-        Ok(())
+        Ok(streamed)
     }
 }
 
@@ -695,12 +699,17 @@ impl ShardLoop {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
+            // Stream work this round (a handshake, a send waiting for the
+            // last one's completion) is a chain of round trips: the next
+            // wait does not linger for more completions.
+            let mut streamed = false;
             for &(ud, res, flags) in &completions {
                 let idx = (ud & INDEX_MASK) as usize;
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
                     ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL => {
+                        streamed = true;
                         self.on_stream(now, ud, idx, res, flags, &mut inbound)?;
                     }
                     SEND_SIP | SEND_MEDIA => {
@@ -746,6 +755,7 @@ impl ShardLoop {
                     }
                     Handoff::Message(m) => self.engine.handle_shard_message(now, m),
                     Handoff::Send { dest, data } => {
+                        streamed = true;
                         if let Some(streams) = &mut self.io.streams {
                             // The connection is ours (its id says so).
                             streams.send(&mut self.io.ring, now, dest, data, &self.stats)?;
@@ -757,7 +767,8 @@ impl ShardLoop {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
-            self.io
+            streamed |= self
+                .io
                 .flush(now, &mut self.engine, &self.stats, &mut elsewhere)?;
             for (shard, h) in elsewhere.drain(..) {
                 post(&self.mailboxes, &self.stats, shard, h, &mut wakes);
@@ -813,7 +824,7 @@ impl ShardLoop {
             let ts = Timespec::from(wait);
             let mut args = SubmitArgs::new().timespec(&ts);
             let mut want = usize::from(!busy && !wait.is_zero());
-            if want > 0 && self.io.min_timeout && !self.batch_wait.is_zero() {
+            if want > 0 && self.io.min_timeout && !self.batch_wait.is_zero() && !streamed {
                 // Sleep until BATCH_WANT completions are ready, but return
                 // with whatever is there once batch_wait has passed (or at
                 // the next timer): fewer wake-ups under load, bounded delay.
