@@ -34,7 +34,7 @@ need sipp sip-tester; need kamailio kamailio; need bc bc
 
 # CPU ticks (user + system) of the processes whose command line matches $1.
 ticks() { local t=0; for p in $(pgrep -f "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
-cleanup() { pkill -f "sipp -sf $S" 2>/dev/null; pkill -f "$LOAD -sf $S" 2>/dev/null; pkill -f "kamailio -f $W" 2>/dev/null; [ -n "${P:-}" ] && kill $P 2>/dev/null; sleep 1; }
+cleanup() { pkill -f "sipp -sf $S" 2>/dev/null; pkill -f "$LOAD .*-sf $S" 2>/dev/null; pkill -f "kamailio -f $W" 2>/dev/null; [ -n "${P:-}" ] && kill $P 2>/dev/null; sleep 1; }
 
 start_sbc() { # transport
   local T=$1 port=5060 tls=""

@@ -147,6 +147,9 @@ pub enum Socket {
 /// is reported at once): UDP, or a TCP listener (a caller's too: peers
 /// may connect to it, and its port is `[local_port]`).
 pub fn bind(plan: &ThreadPlan) -> io::Result<Socket> {
+    if plan.reuse_port && plan.index == 0 {
+        unshared(plan)?;
+    }
     if let Some(mode) = plan.tcp {
         let listener = if plan.reuse_port {
             reuseport_tcp(plan.bind)?
@@ -178,6 +181,22 @@ pub fn bind(plan: &ThreadPlan) -> io::Result<Socket> {
         s.connect(remote)?;
     }
     Ok(Socket::Udp(s))
+}
+
+/// `SO_REUSEPORT` lets every thread of a callee listen on one port, and
+/// would as silently let another process share it (the kernel would split
+/// the traffic between the two). As SIPp does, a port some other socket
+/// holds is refused: a plain bind of it must succeed first (checked once,
+/// before the first thread's socket).
+fn unshared(plan: &ThreadPlan) -> io::Result<()> {
+    if plan.bind.port() == 0 {
+        return Ok(());
+    }
+    let probe = match plan.tcp {
+        Some(_) => std::net::TcpListener::bind(plan.bind).map(drop),
+        None => UdpSocket::bind(plan.bind).map(drop),
+    };
+    probe.map_err(|e| io::Error::new(e.kind(), format!("{e}: another socket holds it")))
 }
 
 struct Io {
