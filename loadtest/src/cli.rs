@@ -93,6 +93,13 @@ const SIPP_OPTIONS: &[&str] = &[
     "timer_resol",
     "max_recv_loops",
     "max_sched_loops",
+    "error_overwrite",
+    "log_overwrite",
+    "message_overwrite",
+    "screen_overwrite",
+    "max_log_size",
+    "ringbuffer_files",
+    "ringbuffer_size",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -113,13 +120,6 @@ const UNSUPPORTED: &[&str] = &[
     "trace_calldebug",
     "calldebug_file",
     "calldebug_overwrite",
-    "error_overwrite",
-    "log_overwrite",
-    "message_overwrite",
-    "screen_overwrite",
-    "max_log_size",
-    "ringbuffer_files",
-    "ringbuffer_size",
     "oocsf",
     "oocsn",
     "pause_msg_ign",
@@ -399,6 +399,28 @@ pub struct Args {
     /// The errors file's name.
     #[arg(long = "error_file", value_name = "FILE")]
     pub error_file: Option<PathBuf>,
+    /// `false`: the message log is appended to when it opens, not
+    /// truncated (SIPp's `-message_overwrite`; also `-error_overwrite`,
+    /// `-log_overwrite`, `-screen_overwrite`).
+    #[arg(long = "message_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
+    pub message_overwrite: bool,
+    #[arg(long = "error_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
+    pub error_overwrite: bool,
+    #[arg(long = "log_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
+    pub log_overwrite: bool,
+    #[arg(long = "screen_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
+    pub screen_overwrite: bool,
+    /// Past this many bytes a trace file (messages, errors, `<log>`) is
+    /// closed and written no more (0: no limit).
+    #[arg(long = "max_log_size", value_name = "BYTES", default_value_t = 0)]
+    pub max_log_size: u64,
+    /// Past this many bytes a trace file starts again (0: never).
+    #[arg(long = "ringbuffer_size", value_name = "BYTES", default_value_t = 0)]
+    pub ringbuffer_size: u64,
+    /// How many full trace files are kept, each named after the time it
+    /// began (with -ringbuffer_size).
+    #[arg(long = "ringbuffer_files", value_name = "N", default_value_t = 0)]
+    pub ringbuffer_files: usize,
     /// `-key NAME VALUE`: the generic keyword [NAME] (repeatable).
     #[arg(long = "key", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append, allow_hyphen_values = true)]
     pub key: Vec<String>,
@@ -590,6 +612,25 @@ pub fn parse_remote(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("remote host {s}: no address"))
 }
 
+/// A boolean as SIPp reads one: `true` or `false` (any case), or a
+/// number (zero is false).
+fn sipp_bool(text: &str) -> Result<bool, String> {
+    if text.eq_ignore_ascii_case("true") {
+        return Ok(true);
+    }
+    if text.eq_ignore_ascii_case("false") {
+        return Ok(false);
+    }
+    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None if text.len() > 1 && text.starts_with('0') => (&text[1..], 8),
+        None => (text, 10),
+    };
+    i64::from_str_radix(digits, radix)
+        .map(|n| n != 0)
+        .map_err(|_| format!("\"{text}\" is not a valid boolean"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -619,6 +660,30 @@ mod tests {
         assert_eq!(a.auth_pass, "pw");
         assert_eq!(a.media_port, 7000);
         assert!(a.timeout_error && a.nostdin);
+    }
+
+    #[test]
+    fn trace_file_growth_options_parse_as_sipp_reads_them() {
+        let a = parse("sipp -sn uac 127.0.0.1").unwrap();
+        assert!(a.message_overwrite && a.error_overwrite && a.log_overwrite && a.screen_overwrite);
+        assert_eq!(
+            (a.max_log_size, a.ringbuffer_size, a.ringbuffer_files),
+            (0, 0, 0)
+        );
+        let a = parse(
+            "sipp -sn uac -message_overwrite false -error_overwrite 0 -log_overwrite FALSE -screen_overwrite 0x1 -max_log_size 100000 -ringbuffer_size 5000 -ringbuffer_files 3 127.0.0.1",
+        )
+        .unwrap();
+        assert!(!a.message_overwrite && !a.error_overwrite && !a.log_overwrite);
+        assert!(a.screen_overwrite);
+        assert_eq!(
+            (a.max_log_size, a.ringbuffer_size, a.ringbuffer_files),
+            (100_000, 5000, 3)
+        );
+        let e = parse("sipp -sn uac -message_overwrite maybe 127.0.0.1").unwrap_err();
+        assert!(e.contains("not a valid boolean"), "{e}");
+        assert_eq!(sipp_bool("010"), Ok(true), "octal, as strtol reads it");
+        assert_eq!(sipp_bool("00"), Ok(false));
     }
 
     #[test]

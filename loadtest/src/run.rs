@@ -17,7 +17,7 @@ use crate::scenario::{LoadContext, Scenario, StepKind, read_text};
 use crate::statfile::StatFile;
 use crate::stats::Stats;
 use crate::template::Keyword;
-use crate::tracefile::TraceFiles;
+use crate::tracefile::{Limits, Spec, TraceFiles};
 
 /// A run that could not be done, with SIPp's exit status for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,23 +420,42 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .trace_error_codes
             .then(|| std::sync::Mutex::new(Vec::new())),
         trace: TraceFiles::new(
-            args.trace_msg.then(|| {
-                args.message_file
-                    .clone()
-                    .unwrap_or_else(|| format!("{}_messages.log", file_base(args)).into())
-            }),
-            args.trace_err.then(|| {
-                args.error_file
-                    .clone()
-                    .unwrap_or_else(|| format!("{}_errors.log", file_base(args)).into())
-            }),
+            (
+                args.trace_msg.then(|| Spec {
+                    path: args
+                        .message_file
+                        .clone()
+                        .unwrap_or_else(|| format!("{}_messages.log", file_base(args)).into()),
+                    base: file_base(args),
+                    name: "messages",
+                    append: !args.message_overwrite,
+                }),
+                args.trace_err.then(|| Spec {
+                    path: args
+                        .error_file
+                        .clone()
+                        .unwrap_or_else(|| format!("{}_errors.log", file_base(args)).into()),
+                    base: file_base(args),
+                    name: "errors",
+                    append: !args.error_overwrite,
+                }),
+                args.trace_logs.then(|| Spec {
+                    path: args
+                        .log_file
+                        .clone()
+                        .unwrap_or_else(|| format!("{}_logs.log", file_base(args)).into()),
+                    base: file_base(args),
+                    name: "logs",
+                    append: !args.log_overwrite,
+                }),
+            ),
             args.trace_rtt
                 .then(|| format!("{}_rtt.csv", file_base(args)).into()),
-            args.trace_logs.then(|| {
-                args.log_file
-                    .clone()
-                    .unwrap_or_else(|| format!("{}_logs.log", file_base(args)).into())
-            }),
+            Limits {
+                max_size: args.max_log_size,
+                ring_size: args.ringbuffer_size,
+                ring_files: args.ringbuffer_files,
+            },
         )
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?
         .with_transport(cfg.transport),
@@ -611,7 +630,15 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .clone()
             .unwrap_or_else(|| format!("{}_screen.log", file_base(args)).into());
         let text = format!("{}\n{}\n", report.table(), report.summary());
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // -screen_overwrite false: added to what the file holds.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(!args.screen_overwrite)
+            .truncate(args.screen_overwrite)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| format!("JSON: {e}"))?;

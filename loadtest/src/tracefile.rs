@@ -5,8 +5,17 @@
 //! "The following events occurred:", then one line each, timed) and its
 //! `<log>` file (`SCENARIO_PID_logs.log`), in SIPp's formats. They are for
 //! debugging: a mutex per file, shared by the load threads.
+//!
+//! Their growth follows SIPp's options: `-X_overwrite false` appends to
+//! a file that exists instead of truncating it; past `-max_log_size`
+//! bytes a file is closed and written no more; past `-ringbuffer_size`
+//! bytes it starts again, and with `-ringbuffer_files N` the full one is
+//! first kept as `SCENARIO_PID_NAME_START.log` (START: when it was opened,
+//! in seconds since the epoch; `.K` before `.log` when two start in the
+//! same second), the last N of them.
 
-use std::fs::File;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,38 +23,168 @@ use std::sync::Mutex;
 
 use crate::statfile::{general, rfc3339_time, wall_time};
 
+/// How far the trace files grow (SIPp's `-max_log_size`,
+/// `-ringbuffer_size`, `-ringbuffer_files`; 0: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_size: u64,
+    pub ring_size: u64,
+    pub ring_files: usize,
+}
+
+/// One trace file: where it is written, the `SCENARIO_PID` and name its
+/// kept copies are named from, and whether it is appended to when it
+/// first opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub path: PathBuf,
+    pub base: String,
+    pub name: &'static str,
+    pub append: bool,
+}
+
+/// An open trace file and how much of it is written.
+#[derive(Debug)]
+struct LogFile {
+    spec: Spec,
+    limits: Limits,
+    file: Option<BufWriter<File>>,
+    /// Bytes written since it was (re)opened.
+    count: u64,
+    /// When it was opened (seconds since the epoch).
+    started: u64,
+    /// The copies kept: when each was opened, and its same-second index.
+    kept: VecDeque<(u64, u32)>,
+}
+
+impl LogFile {
+    fn open(spec: Spec, limits: Limits) -> io::Result<Self> {
+        let mut log = LogFile {
+            spec,
+            limits,
+            file: None,
+            count: 0,
+            started: 0,
+            kept: VecDeque::new(),
+        };
+        log.reopen()?;
+        Ok(log)
+    }
+
+    /// Opens the file: appended to the first time when asked, truncated
+    /// otherwise (a rotation always starts an empty file).
+    fn reopen(&mut self) -> io::Result<()> {
+        self.started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let file = if std::mem::take(&mut self.spec.append) {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.spec.path)?
+        } else {
+            File::create(&self.spec.path)?
+        };
+        self.file = Some(BufWriter::new(file));
+        self.count = 0;
+        Ok(())
+    }
+
+    fn kept_name(&self, (start, n): (u64, u32)) -> PathBuf {
+        let Spec { base, name, .. } = &self.spec;
+        if n == 0 {
+            format!("{base}_{name}_{start}.log").into()
+        } else {
+            format!("{base}_{name}_{start}.{n}.log").into()
+        }
+    }
+
+    /// The file is full: kept under its start time (the oldest kept
+    /// one goes), then begun again.
+    fn rotate(&mut self) {
+        if let Some(mut f) = self.file.take() {
+            let _ = f.flush();
+        }
+        if self.limits.ring_files > 0 {
+            if self.kept.len() >= self.limits.ring_files
+                && let Some(oldest) = self.kept.pop_front()
+            {
+                let _ = std::fs::remove_file(self.kept_name(oldest));
+            }
+            let n = match self.kept.back() {
+                Some(&(start, n)) if start == self.started => n + 1,
+                _ => 0,
+            };
+            let id = (self.started, n);
+            let _ = std::fs::rename(&self.spec.path, self.kept_name(id));
+            self.kept.push_back(id);
+        }
+        let _ = self.reopen();
+    }
+
+    /// Writes one entry; the limits are checked after each, as SIPp does.
+    fn write(&mut self, entry: &[u8]) {
+        let Some(f) = self.file.as_mut() else { return };
+        let _ = f.write_all(entry);
+        self.count += entry.len() as u64;
+        if self.limits.max_size > 0 && self.count > self.limits.max_size {
+            // Full for good: closed, and nothing more is written.
+            if let Some(mut f) = self.file.take() {
+                let _ = f.flush();
+            }
+        } else if self.limits.ring_size > 0 && self.count > self.limits.ring_size {
+            self.rotate();
+        }
+    }
+
+    /// Writes a heading that does not count towards the limits (the
+    /// errors file's first line, as in SIPp).
+    fn heading(&mut self, text: &[u8]) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.write_all(text);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush();
+        }
+    }
+}
+
 /// The run's trace files.
 #[derive(Debug)]
 pub struct TraceFiles {
-    messages: Option<Mutex<BufWriter<File>>>,
+    messages: Option<Mutex<LogFile>>,
     errors: Option<Mutex<ErrorsFile>>,
     rtt: Option<Mutex<BufWriter<File>>>,
-    logs: Option<Mutex<BufWriter<File>>>,
+    logs: Option<Mutex<LogFile>>,
     /// The transport the message log names (SIPp's "UDP message sent").
     transport: &'static str,
 }
 
+/// The errors file, made at the first error.
 #[derive(Debug)]
-struct ErrorsFile {
-    path: PathBuf,
-    file: Option<BufWriter<File>>,
+enum ErrorsFile {
+    Waiting(Spec, Limits),
+    Open(LogFile),
 }
 
 impl TraceFiles {
-    /// Opens the message log now (`messages`); the errors file is made at
-    /// its first line (`errors`).
+    /// Opens the message and `<log>` files now; the errors file is made
+    /// at its first line.
     pub fn new(
-        messages: Option<PathBuf>,
-        errors: Option<PathBuf>,
+        (messages, errors, logs): (Option<Spec>, Option<Spec>, Option<Spec>),
         rtt: Option<PathBuf>,
-        logs: Option<PathBuf>,
+        limits: Limits,
     ) -> io::Result<Self> {
+        let open = |spec: Option<Spec>| -> io::Result<Option<Mutex<LogFile>>> {
+            spec.map(|s| LogFile::open(s, limits).map(Mutex::new))
+                .transpose()
+        };
         Ok(TraceFiles {
-            messages: match messages {
-                Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
-                None => None,
-            },
-            errors: errors.map(|path| Mutex::new(ErrorsFile { path, file: None })),
+            messages: open(messages)?,
+            errors: errors.map(|spec| Mutex::new(ErrorsFile::Waiting(spec, limits))),
             rtt: match rtt {
                 Some(p) => {
                     let mut f = BufWriter::new(File::create(p)?);
@@ -54,10 +193,7 @@ impl TraceFiles {
                 }
                 None => None,
             },
-            logs: match logs {
-                Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
-                None => None,
-            },
+            logs: open(logs)?,
             transport: "UDP",
         })
     }
@@ -73,9 +209,9 @@ impl TraceFiles {
     pub fn logs(&self, lines: impl Iterator<Item = Vec<u8>>) {
         let Some(l) = &self.logs else { return };
         let Ok(mut f) = l.lock() else { return };
-        for line in lines {
-            let _ = f.write_all(&line);
-            let _ = f.write_all(b"\n");
+        for mut line in lines {
+            line.push(b'\n');
+            f.write(&line);
         }
     }
 
@@ -104,16 +240,17 @@ impl TraceFiles {
     pub fn message(&self, wall_us: u64, sent: bool, _peer: SocketAddr, bytes: &[u8]) {
         let Some(m) = &self.messages else { return };
         let Ok(mut f) = m.lock() else { return };
-        let _ = write!(
-            f,
+        let mut entry = format!(
             "----------------------------------------------- {}\n{} message {} [{}] bytes:\n\n",
             rfc3339_time(wall_us),
             self.transport,
             if sent { "sent" } else { "received" },
             bytes.len()
-        );
-        let _ = f.write_all(bytes);
-        let _ = f.write_all(b"\n");
+        )
+        .into_bytes();
+        entry.extend_from_slice(bytes);
+        entry.push(b'\n');
+        f.write(&entry);
     }
 
     /// Appends warning and error texts, each timed as SIPp times them.
@@ -121,14 +258,15 @@ impl TraceFiles {
         let Some(e) = &self.errors else { return };
         let Ok(mut e) = e.lock() else { return };
         for t in texts {
-            if e.file.is_none() {
-                let Ok(f) = File::create(&e.path) else { return };
-                let mut f = BufWriter::new(f);
-                let _ = writeln!(f, "The following events occurred:");
-                e.file = Some(f);
+            if let ErrorsFile::Waiting(spec, limits) = &*e {
+                let Ok(mut f) = LogFile::open(spec.clone(), *limits) else {
+                    return;
+                };
+                f.heading(b"The following events occurred:\n");
+                *e = ErrorsFile::Open(f);
             }
-            if let Some(f) = e.file.as_mut() {
-                let _ = writeln!(f, "{}: {t}", wall_time(wall_us));
+            if let ErrorsFile::Open(f) = &mut *e {
+                f.write(format!("{}: {t}\n", wall_time(wall_us)).as_bytes());
             }
         }
     }
@@ -138,7 +276,7 @@ impl TraceFiles {
         if let Some(l) = &self.logs
             && let Ok(mut f) = l.lock()
         {
-            let _ = f.flush();
+            f.flush();
         }
         if let Some(r) = &self.rtt
             && let Ok(mut f) = r.lock()
@@ -148,13 +286,13 @@ impl TraceFiles {
         if let Some(m) = &self.messages
             && let Ok(mut f) = m.lock()
         {
-            let _ = f.flush();
+            f.flush();
         }
         if let Some(e) = &self.errors
             && let Ok(mut e) = e.lock()
-            && let Some(f) = e.file.as_mut()
+            && let ErrorsFile::Open(f) = &mut *e
         {
-            let _ = f.flush();
+            f.flush();
         }
     }
 }
@@ -164,11 +302,102 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn spec(path: &std::path::Path, append: bool) -> Spec {
+        let base = path.parent().unwrap().join("sc_42");
+        Spec {
+            path: path.to_path_buf(),
+            base: base.to_string_lossy().into_owned(),
+            name: "logs",
+            append,
+        }
+    }
+
+    fn log_lines(t: &TraceFiles, lines: &[&str]) {
+        t.logs(lines.iter().map(|l| l.as_bytes().to_vec()));
+        t.flush();
+    }
+
+    #[test]
+    fn overwrite_false_appends_and_max_log_size_stops_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = dir.path().join("l.log");
+        std::fs::write(&l, "before\n").unwrap();
+        let limits = Limits {
+            max_size: 10,
+            ..Limits::default()
+        };
+        let t = TraceFiles::new((None, None, Some(spec(&l, true))), None, limits).unwrap();
+        // 6 bytes, then 12 (past 10: the last written), then none.
+        log_lines(&t, &["12345", "67890", "lost"]);
+        assert_eq!(
+            std::fs::read_to_string(&l).unwrap(),
+            "before\n12345\n67890\n"
+        );
+        // Overwritten (the default): what was there goes.
+        let t =
+            TraceFiles::new((None, None, Some(spec(&l, false))), None, Limits::default()).unwrap();
+        log_lines(&t, &["new"]);
+        assert_eq!(std::fs::read_to_string(&l).unwrap(), "new\n");
+    }
+
+    #[test]
+    fn a_ring_buffer_keeps_the_last_files_under_their_start_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = dir.path().join("sc_42_logs.log");
+        let limits = Limits {
+            ring_size: 4,
+            ring_files: 2,
+            ..Limits::default()
+        };
+        let t = TraceFiles::new((None, None, Some(spec(&l, false))), None, limits).unwrap();
+        // Each line fills a file: four rotations, two kept.
+        log_lines(&t, &["aaaa", "bbbb", "cccc", "dddd", "eeee"]);
+        let mut kept: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "sc_42_logs.log")
+            .collect();
+        // In the order they were kept: start time, then same-second index.
+        kept.sort_by_key(|n| {
+            let id = n
+                .strip_prefix("sc_42_logs_")
+                .and_then(|r| r.strip_suffix(".log"))
+                .unwrap();
+            let (start, k) = id.split_once('.').unwrap_or((id, "0"));
+            (start.parse::<u64>().unwrap(), k.parse::<u32>().unwrap())
+        });
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        let texts: Vec<String> = kept
+            .iter()
+            .map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap())
+            .collect();
+        assert_eq!(texts, ["dddd\n", "eeee\n"], "{kept:?}");
+        // The file in use was begun again after the last line.
+        assert_eq!(std::fs::read_to_string(&l).unwrap(), "");
+        // Without kept files a full file just starts again.
+        let t = TraceFiles::new(
+            (None, None, Some(spec(&l, false))),
+            None,
+            Limits {
+                ring_size: 4,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        log_lines(&t, &["aaaa", "bb"]);
+        assert_eq!(std::fs::read_to_string(&l).unwrap(), "bb\n");
+    }
+
     #[test]
     fn messages_and_errors_are_written_as_sipp_writes_them() {
         let dir = tempfile::tempdir().unwrap();
         let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
-        let t = TraceFiles::new(Some(m.clone()), Some(e.clone()), None, None).unwrap();
+        let t = TraceFiles::new(
+            (Some(spec(&m, false)), Some(spec(&e, false)), None),
+            None,
+            Limits::default(),
+        )
+        .unwrap();
         let peer: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         t.message(
             1_796_410_806_813_852,

@@ -592,6 +592,67 @@ fn trace_files_hold_the_messages_and_the_errors() {
         "{errors}"
     );
     assert!(errors.contains("received 'SIP/2.0 486 "), "{errors}");
+
+    // Again, the message log appended to, and each file closed past its
+    // first entry (-max_log_size 1).
+    let uas = spawn(&[
+        "-sf",
+        &scenario("uas_busy.xml"),
+        "-i",
+        "127.184.0.2",
+        "-p",
+        "5060",
+        "-m",
+        "2",
+        "--threads",
+        "1",
+        "-timeout",
+        "20",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.184.0.1",
+        "127.184.0.2:5060",
+        "-m",
+        "2",
+        "-r",
+        "10",
+        "--threads",
+        "1",
+        "-timeout",
+        "20",
+        "-trace_msg",
+        "-message_file",
+        m.to_str().unwrap(),
+        "-message_overwrite",
+        "false",
+        "-trace_err",
+        "-error_file",
+        e.to_str().unwrap(),
+        "-max_log_size",
+        "1",
+    ]);
+    let uac = finish(uac, Duration::from_secs(40));
+    let _ = finish(uas, Duration::from_secs(10));
+    assert_eq!(uac.status.code(), Some(1));
+    let messages = std::fs::read_to_string(&m).unwrap();
+    // The first run's 8 messages kept, then one of this run's: past 1
+    // byte the message log closes too.
+    assert_eq!(
+        messages.matches("UDP message sent [").count()
+            + messages.matches("UDP message received [").count(),
+        9,
+        "{messages}"
+    );
+    let errors = std::fs::read_to_string(&e).unwrap();
+    assert!(
+        errors.starts_with("The following events occurred:\n"),
+        "{errors}"
+    );
+    assert_eq!(errors.matches("Aborting call").count(), 1, "{errors}");
 }
 
 /// `-trace_screen` and `-trace_rtt`: the final screen (the report) and
