@@ -100,6 +100,9 @@ const SIPP_OPTIONS: &[&str] = &[
     "max_log_size",
     "ringbuffer_files",
     "ringbuffer_size",
+    "trace_shortmsg",
+    "shortmessage_file",
+    "shortmessage_overwrite",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -114,9 +117,6 @@ const UNSUPPORTED: &[&str] = &[
     "watchdog_major_threshold",
     "watchdog_minor_maxtriggers",
     "watchdog_major_maxtriggers",
-    "trace_shortmsg",
-    "shortmessage_file",
-    "shortmessage_overwrite",
     "trace_calldebug",
     "calldebug_file",
     "calldebug_overwrite",
@@ -399,6 +399,15 @@ pub struct Args {
     /// The errors file's name.
     #[arg(long = "error_file", value_name = "FILE")]
     pub error_file: Option<PathBuf>,
+    /// Log a line per SIP message sent and received (time, S or R,
+    /// Call-ID, CSeq, start line: SCENARIO_PID_shortmessages.log).
+    #[arg(long = "trace_shortmsg")]
+    pub trace_shortmsg: bool,
+    /// The short message log's name.
+    #[arg(long = "shortmessage_file", value_name = "FILE")]
+    pub shortmessage_file: Option<PathBuf>,
+    #[arg(long = "shortmessage_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
+    pub shortmessage_overwrite: bool,
     /// `false`: the message log is appended to when it opens, not
     /// truncated (SIPp's `-message_overwrite`; also `-error_overwrite`,
     /// `-log_overwrite`, `-screen_overwrite`).

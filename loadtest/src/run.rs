@@ -430,6 +430,15 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
                     name: "messages",
                     append: !args.message_overwrite,
                 }),
+                args.trace_shortmsg.then(|| Spec {
+                    path: args
+                        .shortmessage_file
+                        .clone()
+                        .unwrap_or_else(|| format!("{}_shortmessages.log", file_base(args)).into()),
+                    base: file_base(args),
+                    name: "shortmessages",
+                    append: !args.shortmessage_overwrite,
+                }),
                 args.trace_err.then(|| Spec {
                     path: args
                         .error_file
@@ -458,7 +467,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             },
         )
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?
-        .with_transport(cfg.transport),
+        .with_transport(cfg.transport)
+        .with_rfc3339(args.rfc3339),
         wall_epoch_us: cfg.wall_epoch_us,
         twin: std::sync::Mutex::new(twins),
         soft_stop: if args.timeout_error { None } else { timeout },

@@ -3,7 +3,10 @@
 //! each after a dashed line with the time) and its errors file
 //! (`SCENARIO_PID_errors.log`: created at the first warning or error,
 //! "The following events occurred:", then one line each, timed) and its
-//! `<log>` file (`SCENARIO_PID_logs.log`), in SIPp's formats. They are for
+//! `<log>` file (`SCENARIO_PID_logs.log`), and `-trace_shortmsg`'s
+//! (`SCENARIO_PID_shortmessages.log`: a line per message, tab-separated:
+//! time, `S` or `R`, Call-ID, `CSeq:` and its value, the start line), in
+//! SIPp's formats. They are for
 //! debugging: a mutex per file, shared by the load threads.
 //!
 //! Their growth follows SIPp's options: `-X_overwrite false` appends to
@@ -156,6 +159,9 @@ impl LogFile {
 #[derive(Debug)]
 pub struct TraceFiles {
     messages: Option<Mutex<LogFile>>,
+    short: Option<Mutex<LogFile>>,
+    /// `-rfc3339`: the short log times what is sent that way (as SIPp).
+    rfc3339: bool,
     errors: Option<Mutex<ErrorsFile>>,
     rtt: Option<Mutex<BufWriter<File>>>,
     logs: Option<Mutex<LogFile>>,
@@ -174,7 +180,7 @@ impl TraceFiles {
     /// Opens the message and `<log>` files now; the errors file is made
     /// at its first line.
     pub fn new(
-        (messages, errors, logs): (Option<Spec>, Option<Spec>, Option<Spec>),
+        (messages, short, errors, logs): (Option<Spec>, Option<Spec>, Option<Spec>, Option<Spec>),
         rtt: Option<PathBuf>,
         limits: Limits,
     ) -> io::Result<Self> {
@@ -184,6 +190,8 @@ impl TraceFiles {
         };
         Ok(TraceFiles {
             messages: open(messages)?,
+            short: open(short)?,
+            rfc3339: false,
             errors: errors.map(|spec| Mutex::new(ErrorsFile::Waiting(spec, limits))),
             rtt: match rtt {
                 Some(p) => {
@@ -201,6 +209,12 @@ impl TraceFiles {
     /// The transport the message log names.
     pub fn with_transport(mut self, transport: &'static str) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// `-rfc3339`.
+    pub fn with_rfc3339(mut self, rfc3339: bool) -> Self {
+        self.rfc3339 = rfc3339;
         self
     }
 
@@ -233,11 +247,16 @@ impl TraceFiles {
     }
 
     pub fn traces_messages(&self) -> bool {
-        self.messages.is_some()
+        self.messages.is_some() || self.short.is_some()
     }
 
     /// Logs a SIP message sent (`sent`) or received, at `wall_us`.
     pub fn message(&self, wall_us: u64, sent: bool, _peer: SocketAddr, bytes: &[u8]) {
+        if let Some(s) = &self.short
+            && let Ok(mut f) = s.lock()
+        {
+            f.write(short_line(wall_us, sent, self.rfc3339, bytes).as_bytes());
+        }
         let Some(m) = &self.messages else { return };
         let Ok(mut f) = m.lock() else { return };
         let mut entry = format!(
@@ -273,6 +292,11 @@ impl TraceFiles {
 
     /// Writes out what is buffered.
     pub fn flush(&self) {
+        if let Some(s) = &self.short
+            && let Ok(mut f) = s.lock()
+        {
+            f.flush();
+        }
         if let Some(l) = &self.logs
             && let Ok(mut f) = l.lock()
         {
@@ -295,6 +319,32 @@ impl TraceFiles {
             f.flush();
         }
     }
+}
+
+/// A message's line in the short log: when (what is received in SIPp's
+/// tab-separated time, what is sent in RFC 3339 with `-rfc3339`), `S` or
+/// `R`, its Call-ID, `CSeq:` and its value, and its start line.
+fn short_line(wall_us: u64, sent: bool, rfc3339: bool, bytes: &[u8]) -> String {
+    let time = if sent && rfc3339 {
+        rfc3339_time(wall_us)
+    } else {
+        wall_time(wall_us)
+    };
+    let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    let (call_id, cseq) = match sbc_core::sip::Message::parse(bytes) {
+        Ok(m) => (
+            text(m.value(sbc_core::sip::HeaderName::CallId)),
+            text(m.value(sbc_core::sip::HeaderName::CSeq)),
+        ),
+        Err(_) => (String::new(), String::new()),
+    };
+    format!(
+        "{time}\t{}\t{call_id}\tCSeq:{cseq}\t{}\n",
+        if sent { 'S' } else { 'R' },
+        String::from_utf8_lossy(first)
+    )
 }
 
 #[cfg(test)]
@@ -326,7 +376,7 @@ mod tests {
             max_size: 10,
             ..Limits::default()
         };
-        let t = TraceFiles::new((None, None, Some(spec(&l, true))), None, limits).unwrap();
+        let t = TraceFiles::new((None, None, None, Some(spec(&l, true))), None, limits).unwrap();
         // 6 bytes, then 12 (past 10: the last written), then none.
         log_lines(&t, &["12345", "67890", "lost"]);
         assert_eq!(
@@ -334,8 +384,12 @@ mod tests {
             "before\n12345\n67890\n"
         );
         // Overwritten (the default): what was there goes.
-        let t =
-            TraceFiles::new((None, None, Some(spec(&l, false))), None, Limits::default()).unwrap();
+        let t = TraceFiles::new(
+            (None, None, None, Some(spec(&l, false))),
+            None,
+            Limits::default(),
+        )
+        .unwrap();
         log_lines(&t, &["new"]);
         assert_eq!(std::fs::read_to_string(&l).unwrap(), "new\n");
     }
@@ -349,7 +403,7 @@ mod tests {
             ring_files: 2,
             ..Limits::default()
         };
-        let t = TraceFiles::new((None, None, Some(spec(&l, false))), None, limits).unwrap();
+        let t = TraceFiles::new((None, None, None, Some(spec(&l, false))), None, limits).unwrap();
         // Each line fills a file: four rotations, two kept.
         log_lines(&t, &["aaaa", "bbbb", "cccc", "dddd", "eeee"]);
         let mut kept: Vec<String> = std::fs::read_dir(dir.path())
@@ -376,7 +430,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&l).unwrap(), "");
         // Without kept files a full file just starts again.
         let t = TraceFiles::new(
-            (None, None, Some(spec(&l, false))),
+            (None, None, None, Some(spec(&l, false))),
             None,
             Limits {
                 ring_size: 4,
@@ -389,11 +443,40 @@ mod tests {
     }
 
     #[test]
+    fn the_short_log_has_a_line_per_message_as_sipp_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let t = TraceFiles::new(
+            (None, Some(spec(&path, false)), None, None),
+            None,
+            Limits::default(),
+        )
+        .unwrap()
+        .with_rfc3339(true);
+        assert!(t.traces_messages());
+        let peer: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let invite = b"INVITE sip:1@h SIP/2.0\r\ni: abc@h \r\nCSeq:  7 INVITE\r\nl: 0\r\n\r\n";
+        t.message(1_796_410_806_813_852, true, peer, invite);
+        t.message(
+            1_796_410_806_813_852,
+            false,
+            peer,
+            b"SIP/2.0 100 Trying\r\nCall-ID: abc@h\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n",
+        );
+        t.flush();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "2026-12-04T19:00:06.813852Z\tS\tabc@h\tCSeq:7 INVITE\tINVITE sip:1@h SIP/2.0\n\
+             2026-12-04\t19:00:06.813852\t1796410806.813852\tR\tabc@h\tCSeq:7 INVITE\tSIP/2.0 100 Trying\n"
+        );
+    }
+
+    #[test]
     fn messages_and_errors_are_written_as_sipp_writes_them() {
         let dir = tempfile::tempdir().unwrap();
         let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
         let t = TraceFiles::new(
-            (Some(spec(&m, false)), Some(spec(&e, false)), None),
+            (Some(spec(&m, false)), None, Some(spec(&e, false)), None),
             None,
             Limits::default(),
         )

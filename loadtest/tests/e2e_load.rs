@@ -563,10 +563,30 @@ fn trace_files_hold_the_messages_and_the_errors() {
         "-trace_err",
         "-error_file",
         e.to_str().unwrap(),
+        "-trace_shortmsg",
+        "-shortmessage_file",
+        dir.path().join("s.log").to_str().unwrap(),
     ]);
     let uac = finish(uac, Duration::from_secs(40));
     let _ = finish(uas, Duration::from_secs(10));
     assert_eq!(uac.status.code(), Some(1));
+    // A line per message: time (three tab-separated fields), S or R,
+    // Call-ID, CSeq, start line.
+    let short = std::fs::read_to_string(dir.path().join("s.log")).unwrap();
+    let lines: Vec<Vec<&str>> = short.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 8, "{short}");
+    assert!(lines.iter().all(|f| f.len() == 7), "{short}");
+    let sent: Vec<&str> = lines.iter().filter(|f| f[3] == "S").map(|f| f[6]).collect();
+    assert_eq!(sent.len(), 4, "{short}");
+    assert!(
+        sent.iter()
+            .all(|l| l.starts_with("INVITE sip:") || l.starts_with("ACK sip:"))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|f| f[3] == "R" && f[5] == "CSeq:1 INVITE" && f[6] == "SIP/2.0 486 Busy Here")
+    );
     let messages = std::fs::read_to_string(&m).unwrap();
     assert_eq!(
         messages.matches("UDP message sent [").count(),
