@@ -421,42 +421,34 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .then(|| std::sync::Mutex::new(Vec::new())),
         trace: TraceFiles::new(
             (
-                args.trace_msg.then(|| Spec {
-                    path: args
-                        .message_file
-                        .clone()
-                        .unwrap_or_else(|| format!("{}_messages.log", file_base(args)).into()),
-                    base: file_base(args),
-                    name: "messages",
-                    append: !args.message_overwrite,
-                }),
-                args.trace_shortmsg.then(|| Spec {
-                    path: args
-                        .shortmessage_file
-                        .clone()
-                        .unwrap_or_else(|| format!("{}_shortmessages.log", file_base(args)).into()),
-                    base: file_base(args),
-                    name: "shortmessages",
-                    append: !args.shortmessage_overwrite,
-                }),
-                args.trace_err.then(|| Spec {
-                    path: args
-                        .error_file
-                        .clone()
-                        .unwrap_or_else(|| format!("{}_errors.log", file_base(args)).into()),
-                    base: file_base(args),
-                    name: "errors",
-                    append: !args.error_overwrite,
-                }),
-                args.trace_logs.then(|| Spec {
-                    path: args
-                        .log_file
-                        .clone()
-                        .unwrap_or_else(|| format!("{}_logs.log", file_base(args)).into()),
-                    base: file_base(args),
-                    name: "logs",
-                    append: !args.log_overwrite,
-                }),
+                trace_spec(
+                    args,
+                    args.trace_msg,
+                    &args.message_file,
+                    "messages",
+                    args.message_overwrite,
+                ),
+                trace_spec(
+                    args,
+                    args.trace_shortmsg,
+                    &args.shortmessage_file,
+                    "shortmessages",
+                    args.shortmessage_overwrite,
+                ),
+                trace_spec(
+                    args,
+                    args.trace_err,
+                    &args.error_file,
+                    "errors",
+                    args.error_overwrite,
+                ),
+                trace_spec(
+                    args,
+                    args.trace_logs,
+                    &args.log_file,
+                    "logs",
+                    args.log_overwrite,
+                ),
             ),
             args.trace_rtt
                 .then(|| format!("{}_rtt.csv", file_base(args)).into()),
@@ -832,6 +824,25 @@ fn fixed_files(scn: &Scenario) -> Result<std::collections::HashMap<String, Vec<u
         }
     }
     Ok(files)
+}
+
+/// A trace file when it is asked for: its `-X_file` name or SIPp's
+/// `SCENARIO_PID_NAME.log`, appended to unless `-X_overwrite`.
+fn trace_spec(
+    args: &Args,
+    wanted: bool,
+    file: &Option<std::path::PathBuf>,
+    name: &'static str,
+    overwrite: bool,
+) -> Option<Spec> {
+    wanted.then(|| Spec {
+        path: file
+            .clone()
+            .unwrap_or_else(|| format!("{}_{name}.log", file_base(args)).into()),
+        base: file_base(args),
+        name,
+        append: !overwrite,
+    })
 }
 
 fn file_base(args: &Args) -> String {

@@ -521,13 +521,9 @@ fn the_rate_rises_each_period_until_rate_max() {
     assert!(targets.contains(&"10"), "{targets:?}");
 }
 
-/// `-trace_msg` and `-trace_err`: every message sent and received in
-/// SIPp's message log, and SIPp's warning for a call failing on an
-/// unexpected answer (a busy callee) in its errors file.
-#[test]
-fn trace_files_hold_the_messages_and_the_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
+/// Two calls from a caller with `uac_args` to a busy callee (127.184.0.x);
+/// the caller's output.
+fn busy_pair(uac_args: &[&str]) -> Output {
     let uas = spawn(&[
         "-sf",
         &scenario("uas_busy.xml"),
@@ -543,7 +539,7 @@ fn trace_files_hold_the_messages_and_the_errors() {
         "20",
     ]);
     std::thread::sleep(Duration::from_millis(300));
-    let uac = spawn(&[
+    let mut args = vec![
         "-sn",
         "uac",
         "-i",
@@ -557,6 +553,21 @@ fn trace_files_hold_the_messages_and_the_errors() {
         "1",
         "-timeout",
         "20",
+    ];
+    args.extend_from_slice(uac_args);
+    let uac = finish(spawn(&args), Duration::from_secs(40));
+    let _ = finish(uas, Duration::from_secs(10));
+    uac
+}
+
+/// `-trace_msg` and `-trace_err`: every message sent and received in
+/// SIPp's message log, and SIPp's warning for a call failing on an
+/// unexpected answer (a busy callee) in its errors file.
+#[test]
+fn trace_files_hold_the_messages_and_the_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
+    let uac = busy_pair(&[
         "-trace_msg",
         "-message_file",
         m.to_str().unwrap(),
@@ -567,8 +578,6 @@ fn trace_files_hold_the_messages_and_the_errors() {
         "-shortmessage_file",
         dir.path().join("s.log").to_str().unwrap(),
     ]);
-    let uac = finish(uac, Duration::from_secs(40));
-    let _ = finish(uas, Duration::from_secs(10));
     assert_eq!(uac.status.code(), Some(1));
     // A line per message: time (three tab-separated fields), S or R,
     // Call-ID, CSeq, start line.
@@ -615,35 +624,7 @@ fn trace_files_hold_the_messages_and_the_errors() {
 
     // Again, the message log appended to, and each file closed past its
     // first entry (-max_log_size 1).
-    let uas = spawn(&[
-        "-sf",
-        &scenario("uas_busy.xml"),
-        "-i",
-        "127.184.0.2",
-        "-p",
-        "5060",
-        "-m",
-        "2",
-        "--threads",
-        "1",
-        "-timeout",
-        "20",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    let uac = spawn(&[
-        "-sn",
-        "uac",
-        "-i",
-        "127.184.0.1",
-        "127.184.0.2:5060",
-        "-m",
-        "2",
-        "-r",
-        "10",
-        "--threads",
-        "1",
-        "-timeout",
-        "20",
+    let uac = busy_pair(&[
         "-trace_msg",
         "-message_file",
         m.to_str().unwrap(),
@@ -655,8 +636,6 @@ fn trace_files_hold_the_messages_and_the_errors() {
         "-max_log_size",
         "1",
     ]);
-    let uac = finish(uac, Duration::from_secs(40));
-    let _ = finish(uas, Duration::from_secs(10));
     assert_eq!(uac.status.code(), Some(1));
     let messages = std::fs::read_to_string(&m).unwrap();
     // The first run's 8 messages kept, then one of this run's: past 1
