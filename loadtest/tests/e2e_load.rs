@@ -111,16 +111,8 @@ fn caller_and_callee_with_two_threads_each() {
 fn a_callee_port_another_process_holds_is_refused() {
     // As with SIPp, a second callee on the same address fails to start
     // instead of sharing the port (SO_REUSEPORT) with the first.
-    // The holder binds as a callee's threads do: SO_REUSEPORT.
-    for (transport, kind) in [("u1", socket2::Type::DGRAM), ("t1", socket2::Type::STREAM)] {
-        let held = socket2::Socket::new(socket2::Domain::IPV4, kind, None).unwrap();
-        held.set_reuse_port(true).unwrap();
-        let at: std::net::SocketAddr = "127.175.0.9:5071".parse().unwrap();
-        held.bind(&at.into()).unwrap();
-        if kind == socket2::Type::STREAM {
-            held.listen(16).unwrap();
-        }
-        let uas = spawn(&[
+    let callee = |transport: &str, timeout: &str| {
+        let args = [
             "-sn",
             "uas",
             "-i",
@@ -134,9 +126,20 @@ fn a_callee_port_another_process_holds_is_refused() {
             "--threads",
             "2",
             "-timeout",
-            "5",
-        ]);
-        let out = finish(uas, Duration::from_secs(10));
+            timeout,
+        ];
+        finish(spawn(&args), Duration::from_secs(10))
+    };
+    // The holder binds as a callee's threads do: SO_REUSEPORT.
+    for (transport, kind) in [("u1", socket2::Type::DGRAM), ("t1", socket2::Type::STREAM)] {
+        let held = socket2::Socket::new(socket2::Domain::IPV4, kind, None).unwrap();
+        held.set_reuse_port(true).unwrap();
+        let at: std::net::SocketAddr = "127.175.0.9:5071".parse().unwrap();
+        held.bind(&at.into()).unwrap();
+        if kind == socket2::Type::STREAM {
+            held.listen(16).unwrap();
+        }
+        let out = callee(transport, "5");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(254), "{transport}: {err}");
         assert!(
@@ -145,21 +148,7 @@ fn a_callee_port_another_process_holds_is_refused() {
         );
     }
     // Free, the port is taken by every thread.
-    let uas = spawn(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.175.0.9",
-        "-p",
-        "5071",
-        "-m",
-        "1",
-        "--threads",
-        "2",
-        "-timeout",
-        "1",
-    ]);
-    let out = finish(uas, Duration::from_secs(10));
+    let out = callee("u1", "1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("another socket holds it"), "{err}");
 }
