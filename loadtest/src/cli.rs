@@ -103,6 +103,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "trace_shortmsg",
     "shortmessage_file",
     "shortmessage_overwrite",
+    "pause_msg_ign",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -122,7 +123,6 @@ const UNSUPPORTED: &[&str] = &[
     "calldebug_overwrite",
     "oocsf",
     "oocsn",
-    "pause_msg_ign",
     "callid_slash_ign",
     "periodic_rtd",
     "rtcheck",
@@ -399,6 +399,9 @@ pub struct Args {
     /// The errors file's name.
     #[arg(long = "error_file", value_name = "FILE")]
     pub error_file: Option<PathBuf>,
+    /// Drop the messages a call receives while it is in a `<pause>`.
+    #[arg(long = "pause_msg_ign")]
+    pub pause_msg_ign: bool,
     /// Log a line per SIP message sent and received (time, S or R,
     /// Call-ID, CSeq, start line: SCENARIO_PID_shortmessages.log).
     #[arg(long = "trace_shortmsg")]

@@ -114,6 +114,9 @@ pub struct Config {
     pub dynamic_id: Arc<AtomicU64>,
     /// `-rfc3339`: `[timestamp]` (and the statistics' times) in RFC 3339.
     pub rfc3339: bool,
+    /// `-pause_msg_ign`: a message for a call in a `<pause>` is dropped
+    /// unread (not even counted as a retransmission), as SIPp does.
+    pub pause_msg_ign: bool,
     /// `[file name="..."]` files with a fixed name, read when the run
     /// starts (others are read when a message needs them, as SIPp).
     pub files: HashMap<String, Vec<u8>>,
@@ -316,6 +319,7 @@ impl Config {
             },
             dynamic_id: Arc::new(AtomicU64::new(10_000)),
             rfc3339: false,
+            pause_msg_ign: false,
             files: HashMap::new(),
             tdmmap: None,
         }
@@ -2120,6 +2124,9 @@ impl Endpoint {
     }
 
     fn on_message(&mut self, call: &mut Call, now: u64, msg: &Message<'_>, bytes: &[u8]) -> Flow {
+        if self.cfg.pause_msg_ign && matches!(call.wait, Wait::Pause { .. }) {
+            return Flow::Waiting;
+        }
         let h = self.hash(bytes);
         if let Some(k) = call.recv_hashes.iter().position(|&x| x == h) {
             // A retransmission may be lost too (the step's `lost`).

@@ -360,6 +360,58 @@ fn unexpected_bye_is_answered_and_fails_the_call() {
     assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 1);
 }
 
+/// `-pause_msg_ign`: what reaches a call in a `<pause>` is dropped unread;
+/// without it the same BYE is taken as unexpected.
+#[test]
+fn pause_msg_ign_drops_what_arrives_during_a_pause() {
+    let xml = r#"<scenario name="p">
+  <recv request="INVITE"/>
+  <pause milliseconds="1000"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>"#;
+    let invite = invite_with_subject("s", "p1");
+    let bye = invite
+        .replacen("INVITE sip:", "BYE sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 BYE");
+    for ignore in [true, false] {
+        let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+        cfg.pause_msg_ign = ignore;
+        let mut b = uas(scenario(xml), Arc::new(cfg));
+        b.handle_datagram(0, addr(UAC), invite.as_bytes());
+        assert!(drain(&mut b).is_empty());
+        // In the pause (1 s from 0).
+        b.handle_datagram(400_000, addr(UAC), bye.as_bytes());
+        let during = drain(&mut b);
+        if !ignore {
+            assert_eq!(
+                b.stats.failed_by(FailReason::UnexpectedMessage),
+                1,
+                "{during:?}"
+            );
+            continue;
+        }
+        assert!(during.is_empty(), "dropped unread");
+        assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 0);
+        // The pause ends; the BYE sent again is the one the call takes.
+        b.handle_timeout(1_000_000);
+        b.handle_datagram(1_100_000, addr(UAC), bye.as_bytes());
+        let out = drain(&mut b);
+        assert_eq!(out.len(), 1);
+        assert!(start_line(&out[0].1).starts_with("SIP/2.0 200 OK"));
+        assert_eq!(b.stats.retrans_received, 0, "the first copy was not read");
+    }
+}
+
 #[test]
 fn recv_timeout_jumps_to_ontimeout_or_fails() {
     let xml = |ontimeout: &str| {
