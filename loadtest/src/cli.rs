@@ -104,6 +104,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "shortmessage_file",
     "shortmessage_overwrite",
     "pause_msg_ign",
+    "callid_slash_ign",
 ];
 
 /// SIPp options sbc-load knows but does not implement: an error names
@@ -123,7 +124,6 @@ const UNSUPPORTED: &[&str] = &[
     "calldebug_overwrite",
     "oocsf",
     "oocsn",
-    "callid_slash_ign",
     "periodic_rtd",
     "rtcheck",
     "rtt_freq",
@@ -399,6 +399,10 @@ pub struct Args {
     /// The errors file's name.
     #[arg(long = "error_file", value_name = "FILE")]
     pub error_file: Option<PathBuf>,
+    /// Take Call-IDs whole: `///` in one does not end a prefix before
+    /// the call's own id.
+    #[arg(long = "callid_slash_ign")]
+    pub callid_slash_ign: bool,
     /// Drop the messages a call receives while it is in a `<pause>`.
     #[arg(long = "pause_msg_ign")]
     pub pause_msg_ign: bool,

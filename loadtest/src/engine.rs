@@ -114,6 +114,10 @@ pub struct Config {
     pub dynamic_id: Arc<AtomicU64>,
     /// `-rfc3339`: `[timestamp]` (and the statistics' times) in RFC 3339.
     pub rfc3339: bool,
+    /// `-callid_slash_ign`: a Call-ID is taken whole; otherwise what
+    /// follows `///` names the call (SIPp lets a scenario put a prefix of
+    /// its own before `[call_id]` that way).
+    pub callid_slash_ign: bool,
     /// `-pause_msg_ign`: a message for a call in a `<pause>` is dropped
     /// unread (not even counted as a retransmission), as SIPp does.
     pub pause_msg_ign: bool,
@@ -319,6 +323,7 @@ impl Config {
             },
             dynamic_id: Arc::new(AtomicU64::new(10_000)),
             rfc3339: false,
+            callid_slash_ign: false,
             pause_msg_ign: false,
             files: HashMap::new(),
             tdmmap: None,
@@ -1885,10 +1890,15 @@ impl Endpoint {
             self.stats.parse_errors += 1;
             return;
         };
-        let Some(cid) = msg.value(HeaderName::CallId).map(<[u8]>::trim_ascii) else {
+        let Some(mut cid) = msg.value(HeaderName::CallId).map(<[u8]>::trim_ascii) else {
             self.stats.parse_errors += 1;
             return;
         };
+        if !self.cfg.callid_slash_ign
+            && let Some(at) = cid.windows(3).position(|w| w == b"///")
+        {
+            cid = &cid[at + 3..];
+        }
         let key = self.hash(cid);
         if let Some(&slot) = self.by_id.get(&key)
             && self

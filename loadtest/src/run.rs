@@ -245,6 +245,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.dynamic_id = Arc::new(std::sync::atomic::AtomicU64::new(args.dynamic_start));
     cfg.rfc3339 = args.rfc3339;
     cfg.pause_msg_ign = args.pause_msg_ign;
+    cfg.callid_slash_ign = args.callid_slash_ign;
     cfg.files = fixed_files(&scn)?;
     cfg.tdmmap = match &args.tdmmap {
         Some(m) => Some(crate::engine::TdmMap::parse(m).ok_or_else(|| {

@@ -360,6 +360,47 @@ fn unexpected_bye_is_answered_and_fails_the_call() {
     assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 1);
 }
 
+/// A scenario may put its own prefix before `[call_id]` with `///`: the
+/// calls are still told apart by what follows, unless -callid_slash_ign.
+#[test]
+fn a_call_id_prefix_before_triple_slash_is_not_part_of_the_call() {
+    let xml = sbc_loadtest::builtin("uac")
+        .unwrap()
+        .replace("Call-ID: [call_id]", "Call-ID: pre///[call_id]");
+    for whole in [false, true] {
+        let cfg = |calls: Option<u64>| {
+            let mut c = Config::new("127.0.0.1".parse().unwrap());
+            c.quota = calls.map(|m| Arc::new(Quota::new(m)));
+            c.callid_slash_ign = whole;
+            Arc::new(c)
+        };
+        let (mut a, mut b) = (
+            uac(scenario(&xml), cfg(Some(1))),
+            uas(builtin("uas"), cfg(None)),
+        );
+        let mut net = Net::new();
+        assert!(a.start_call(net.now));
+        net.exchange(&mut a, &mut b, &mut |_| false);
+        if whole {
+            // The answers' Call-ID names no call of the caller's.
+            assert_eq!(a.stats.succeeded, 0);
+            assert!(a.stats.out_of_call_msgs > 0);
+        } else {
+            assert_eq!(
+                (a.stats.succeeded, b.stats.succeeded),
+                (1, 1),
+                "{:?}",
+                net.log
+            );
+            assert!(
+                net.log
+                    .iter()
+                    .any(|(d, l)| *d == '>' && l.starts_with("BYE "))
+            );
+        }
+    }
+}
+
 /// `-pause_msg_ign`: what reaches a call in a `<pause>` is dropped unread;
 /// without it the same BYE is taken as unexpected.
 #[test]
