@@ -2,6 +2,7 @@
 //! other with several threads, the report, and SIPp's exit statuses.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,13 @@ fn scenario(name: &str) -> String {
 }
 
 fn spawn(args: &[&str]) -> Child {
+    spawn_in(Path::new("."), args)
+}
+
+/// sbc-load run in `dir` (where its SCENARIO_PID_* files go).
+fn spawn_in(dir: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sbc-load"))
+        .current_dir(dir)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -510,41 +517,21 @@ fn the_rate_rises_each_period_until_rate_max() {
     assert!(targets.contains(&"10"), "{targets:?}");
 }
 
-/// Two calls from a caller with `uac_args` to a busy callee (127.184.0.x);
-/// the caller's output.
-fn busy_pair(uac_args: &[&str]) -> Output {
-    let uas = spawn(&[
-        "-sf",
-        &scenario("uas_busy.xml"),
-        "-i",
-        "127.184.0.2",
-        "-p",
-        "5060",
-        "-m",
-        "2",
-        "--threads",
-        "1",
-        "-timeout",
-        "20",
-    ]);
+/// `calls` calls from a caller with `uac_args` to a busy callee, on
+/// `net`.1 and `net`.2, both run in `dir`; the caller's output.
+fn busy_pair(net: &str, calls: &str, dir: &Path, uac_args: &[&str]) -> Output {
+    let (caller, callee) = (format!("{net}.1"), format!("{net}.2"));
+    let target = format!("{callee}:5060");
+    let busy = scenario("uas_busy.xml");
+    let common = ["-m", calls, "--threads", "1", "-timeout", "30"];
+    let mut args = vec!["-sf", &busy, "-i", &callee, "-p", "5060"];
+    args.extend_from_slice(&common);
+    let uas = spawn_in(dir, &args);
     std::thread::sleep(Duration::from_millis(300));
-    let mut args = vec![
-        "-sn",
-        "uac",
-        "-i",
-        "127.184.0.1",
-        "127.184.0.2:5060",
-        "-m",
-        "2",
-        "-r",
-        "10",
-        "--threads",
-        "1",
-        "-timeout",
-        "20",
-    ];
+    let mut args = vec!["-sn", "uac", "-i", &caller, &target, "-r", "10"];
+    args.extend_from_slice(&common);
     args.extend_from_slice(uac_args);
-    let uac = finish(spawn(&args), Duration::from_secs(40));
+    let uac = finish(spawn_in(dir, &args), Duration::from_secs(40));
     let _ = finish(uas, Duration::from_secs(10));
     uac
 }
@@ -556,17 +543,22 @@ fn busy_pair(uac_args: &[&str]) -> Output {
 fn trace_files_hold_the_messages_and_the_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
-    let uac = busy_pair(&[
-        "-trace_msg",
-        "-message_file",
-        m.to_str().unwrap(),
-        "-trace_err",
-        "-error_file",
-        e.to_str().unwrap(),
-        "-trace_shortmsg",
-        "-shortmessage_file",
-        dir.path().join("s.log").to_str().unwrap(),
-    ]);
+    let uac = busy_pair(
+        "127.184.0",
+        "2",
+        dir.path(),
+        &[
+            "-trace_msg",
+            "-message_file",
+            m.to_str().unwrap(),
+            "-trace_err",
+            "-error_file",
+            e.to_str().unwrap(),
+            "-trace_shortmsg",
+            "-shortmessage_file",
+            dir.path().join("s.log").to_str().unwrap(),
+        ],
+    );
     assert_eq!(uac.status.code(), Some(1));
     // A line per message: time (three tab-separated fields), S or R,
     // Call-ID, CSeq, start line.
@@ -613,18 +605,23 @@ fn trace_files_hold_the_messages_and_the_errors() {
 
     // Again, the message log appended to, and each file closed past its
     // first entry (-max_log_size 1).
-    let uac = busy_pair(&[
-        "-trace_msg",
-        "-message_file",
-        m.to_str().unwrap(),
-        "-message_overwrite",
-        "false",
-        "-trace_err",
-        "-error_file",
-        e.to_str().unwrap(),
-        "-max_log_size",
-        "1",
-    ]);
+    let uac = busy_pair(
+        "127.184.0",
+        "2",
+        dir.path(),
+        &[
+            "-trace_msg",
+            "-message_file",
+            m.to_str().unwrap(),
+            "-message_overwrite",
+            "false",
+            "-trace_err",
+            "-error_file",
+            e.to_str().unwrap(),
+            "-max_log_size",
+            "1",
+        ],
+    );
     assert_eq!(uac.status.code(), Some(1));
     let messages = std::fs::read_to_string(&m).unwrap();
     // The first run's 8 messages kept, then one of this run's: past 1
@@ -1068,50 +1065,7 @@ fn rate_interval_delimiter_and_sipps_tuning_options() {
 #[test]
 fn unexpected_response_codes_are_traced() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_sbc-load"))
-            .current_dir(dir.path())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let uas = run(&[
-        "-sf",
-        &scenario("uas_busy.xml"),
-        "-i",
-        "127.220.1.2",
-        "-p",
-        "5060",
-        "-m",
-        "3",
-        "--threads",
-        "1",
-        "-timeout",
-        "30",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
-    let uac = finish(
-        run(&[
-            "-sn",
-            "uac",
-            "-i",
-            "127.220.1.1",
-            "127.220.1.2:5060",
-            "-m",
-            "3",
-            "-r",
-            "10",
-            "--threads",
-            "1",
-            "-timeout",
-            "30",
-            "-trace_error_codes",
-        ]),
-        Duration::from_secs(40),
-    );
-    let _ = finish(uas, Duration::from_secs(10));
+    let uac = busy_pair("127.220.1", "3", dir.path(), &["-trace_error_codes"]);
     assert_eq!(uac.status.code(), Some(1), "the calls fail");
     let file = std::fs::read_dir(dir.path())
         .unwrap()
