@@ -401,9 +401,7 @@ impl ShardIo {
 
     /// Moves SIP messages from the engine into free send slots (UDP) or
     /// onto their connections (streams); messages for another shard's
-    /// connection go to `elsewhere`.
-    /// Sends what the engine queued; true when some of it went to a
-    /// stream connection.
+    /// connection go to `elsewhere`. True when some went to a stream.
     fn flush(
         &mut self,
         now: Instant,

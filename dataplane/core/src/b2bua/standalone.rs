@@ -261,10 +261,9 @@ impl Standalone {
         server_key(&mut self.key, branch, sent_by, method);
         let key = Bytes::copy_from_slice(&self.key);
         let mut tx = ServerNonInvite::new(dest);
+        // The answer is sealed at its own size and the outbox copies it:
+        // what stays for 64*T1 is that one allocation.
         tx.respond(now, cfg, code, response, out);
-        // What stays for 64*T1 is the answer alone, in an allocation of its
-        // size (the one sent leaves with the message's spare room).
-        tx.compact();
         let id = self.id();
         if let Some(d) = tx.next_deadline() {
             self.due.push(Reverse((d, Due::Server(id))));

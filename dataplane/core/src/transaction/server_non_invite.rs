@@ -36,15 +36,6 @@ impl ServerNonInvite {
         self.dest
     }
 
-    /// Holds the last response in an allocation of its own size (a
-    /// transaction kept for 64*T1 should not keep the spare room of the
-    /// buffer it was written in, nor share it with what was sent).
-    pub fn compact(&mut self) {
-        if let State::Proceeding { last: r } | State::Completed { response: r } = &mut self.state {
-            *r = Bytes::copy_from_slice(r);
-        }
-    }
-
     /// §17.2.2: a retransmitted request gets the last response again
     /// (nothing while Trying).
     pub fn on_retransmission(&mut self, out: &mut Outbox) {
