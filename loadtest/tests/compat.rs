@@ -229,7 +229,9 @@ fn run_pair(net: u8, caller: Side, callee: Side, uac: &str, uas: &str, calls: u3
         &format!("{relay_ip}:5070"),
         &format!("{uas_ip}:5060"),
     );
-    let media = |k: u16| (42000 + u16::from(net) * 20 + k).to_string();
+    // Below the ephemeral range: stock sipp binds its control socket to
+    // the wildcard address.
+    let media = |k: u16| (24000 + (u16::from(net) - 160) * 20 + k).to_string();
     let callee_proc = spawn(
         &callee,
         &[
@@ -510,7 +512,9 @@ fn run_3pcc(net: u8, c_a: Side, c_b: Side, calls: u32) {
     let ip = |h: u8| format!("127.{net}.0.{h}");
     let dir = tempfile::tempdir().unwrap();
     let xml = |name: &str| sipp_builtin(dir.path(), name);
-    let port = |k: u16| (43000 + u16::from(net) * 10 + k).to_string();
+    // Below the ephemeral range: stock sipp binds its control socket and
+    // its twin listener to the wildcard address.
+    let port = |k: u16| (27000 + (u16::from(net) - 178) * 10 + k).to_string();
     let side = |name: &str, host: u8, k: u16, extra: &[String]| -> Vec<String> {
         let mut v = vec![
             "-sf".to_string(),
@@ -565,7 +569,12 @@ fn run_3pcc(net: u8, c_a: Side, c_b: Side, calls: u32) {
         wait(a, Duration::from_secs(30)),
         wait(b, Duration::from_secs(30)),
     ];
-    assert_eq!(codes, [Some(0); 4], "exit status of C-A, C-B, A, B");
+    let errs = standard_errors(dir.path());
+    assert_eq!(
+        codes,
+        [Some(0); 4],
+        "exit status of C-A ({c_a:?}), C-B ({c_b:?}), A, B\n{errs}"
+    );
 }
 
 /// SIPp's 3PCC built-ins (`3pcc-C-A`, `3pcc-C-B`, `3pcc-A`, `3pcc-B`):

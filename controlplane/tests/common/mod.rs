@@ -35,8 +35,10 @@ impl Net {
     }
     /// Ports for sipp media and control sockets: each instance takes k..k+9.
     pub fn port(&self, k: u16) -> u16 {
-        // Above the SBC's media range (30000-39999 in the example).
-        40000 + u16::from(self.0) * 100 + k
+        // Below the SBC's media range (30000-39999 in the examples) and
+        // the ephemeral range (stock sipp binds its control socket to the
+        // wildcard address, so a port an outgoing socket took would fail it).
+        16000 + (u16::from(self.0) - 100) * 100 + k
     }
 }
 
