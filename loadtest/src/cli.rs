@@ -39,6 +39,8 @@ const SIPP_OPTIONS: &[&str] = &[
     "deadcall_wait",
     "base_cseq",
     "cp",
+    "ci",
+    "rate_scale",
     "set",
     "aa",
     "nd",
@@ -111,8 +113,6 @@ const SIPP_OPTIONS: &[&str] = &[
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
     "rsa",
-    "ci",
-    "rate_scale",
     "watchdog_interval",
     "watchdog_reset",
     "watchdog_minor_threshold",
@@ -274,7 +274,7 @@ pub struct Args {
     /// T2 (ms): the cap of non-INVITE retransmission intervals.
     #[arg(long = "T2", value_name = "MS", default_value_t = 4000)]
     pub t2_ms: u64,
-    /// Accepted for SIPp compatibility (sbc-load never reads the keyboard).
+    /// Do not read keys from the standard input.
     #[arg(long = "nostdin")]
     pub nostdin: bool,
     /// Answer INFO, NOTIFY, OPTIONS and UPDATE the scenario does not
@@ -485,10 +485,17 @@ pub struct Args {
     /// How long (ms) messages of ended calls are absorbed quietly.
     #[arg(long = "deadcall_wait", value_name = "MS", default_value_t = 33_000)]
     pub deadcall_wait_ms: u64,
-    /// Accepted for SIPp compatibility: sbc-load has no remote-control
-    /// socket, so the control port is not used.
+    /// The remote-control UDP port (SIPp's keys, and `c` commands such as
+    /// "cset rate 100"); without it, the first free from 8888.
     #[arg(long = "cp", value_name = "PORT")]
     pub control_port: Option<u16>,
+    /// The remote-control socket's address (default: every IPv4 address).
+    #[arg(long = "ci", value_name = "IP")]
+    pub control_ip: Option<IpAddr>,
+    /// How much the keys + - (once) and * / (ten times) change the rate,
+    /// or the users.
+    #[arg(long = "rate_scale", value_name = "N", default_value_t = 1.0)]
+    pub rate_scale: f64,
     /// How long (ms) a callee whose call ended with an answer (200 to BYE)
     /// still answers that request's retransmissions; sbc-load waits for it
     /// before exiting.

@@ -1737,6 +1737,14 @@ impl Endpoint {
         self.free_users = (first..first.saturating_add(count)).collect();
     }
 
+    /// More users (`-users` raised during the run): ids `first..first +
+    /// count`, taken after the ones already free.
+    pub fn add_users(&mut self, first: u32, count: u32) {
+        for id in first..first.saturating_add(count) {
+            self.free_users.push_front(id);
+        }
+    }
+
     /// Takes a call out of its slot, runs `f`, and puts it back or ends it.
     fn run<F>(&mut self, slot: u32, now: u64, f: F)
     where

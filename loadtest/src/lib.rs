@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod statfile;
 pub mod stats;
+pub mod steer;
 pub mod stream;
 pub mod template;
 pub mod tls;

@@ -16,6 +16,7 @@ use crate::runtime::{Control, ThreadPlan, bind, run_thread};
 use crate::scenario::{LoadContext, Scenario, StepKind, read_text};
 use crate::statfile::StatFile;
 use crate::stats::Stats;
+use crate::steer::{self, Effect, Keyboard, Remote, Steer, Steering};
 use crate::template::Keyword;
 use crate::tracefile::{Limits, Spec, TraceFiles};
 
@@ -309,14 +310,25 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         (true, None) => 1e6,
         (false, _) => per_sec,
     };
-    let limit = args
+    let total_limit = args
         .limit
-        .unwrap_or_else(|| default_limit(&scn, peak, args.duration_ms))
-        .div_ceil(threads)
-        .max(1);
+        .unwrap_or_else(|| default_limit(&scn, peak, args.duration_ms));
+    let limit = total_limit.div_ceil(threads).max(1);
     if args.users == Some(0) {
         return Err("-users must be at least 1".into());
     }
+    // The whole run's rate; each thread takes its share.
+    let run_plan = if caller {
+        RatePlan {
+            base: per_sec,
+            increase,
+            period_us: rate_period_us,
+            max: rate_max,
+            ..RatePlan::fixed(0.0)
+        }
+    } else {
+        RatePlan::fixed(0.0)
+    };
     let mut plans = Vec::with_capacity(threads);
     let mut sockets = Vec::with_capacity(threads);
     for index in 0..threads {
@@ -333,16 +345,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             bind: SocketAddr::new(local_ip, port),
             reuse_port: !caller,
             remote,
-            rate: if caller {
-                RatePlan {
-                    base: per_sec / threads as f64,
-                    increase: increase / threads as f64,
-                    period_us: rate_period_us,
-                    max: rate_max.map(|m| m / threads as f64),
-                }
-            } else {
-                RatePlan::fixed(0.0)
-            },
+            rate: run_plan.share(threads),
             users: args
                 .users
                 .map(|u| u / threads + usize::from(index < u % threads)),
@@ -368,6 +371,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         plans.push(plan);
     }
 
+    // The remote control (SIPp binds it whether or not it is used).
+    let remote = Remote::bind(args.control_ip, args.control_port)?;
     // -bg: the sockets are bound (a bind error still reaches the shell);
     // no thread has started yet.
     if args.background {
@@ -421,6 +426,21 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         error_codes: args
             .trace_error_codes
             .then(|| std::sync::Mutex::new(Vec::new())),
+        steer: Steer::new(
+            Steering {
+                caller,
+                plan: run_plan,
+                per_rp,
+                users: args.users,
+                limit: total_limit,
+                limit_set: args.limit.is_some(),
+                span_ms: call_span_ms(&scn, args.duration_ms),
+                paused_at: None,
+                quitting: 0,
+                rate_scale: args.rate_scale,
+            },
+            threads,
+        ),
         trace: TraceFiles::new(
             (
                 trace_spec(
@@ -472,6 +492,22 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             timeout.map(|t| t + OPEN_CALL_GRACE)
         },
     });
+    // Orders from the remote control and the keys, until the threads end.
+    let steering_done = Arc::new(AtomicBool::new(false));
+    let remote_thread = remote.map(|remote| {
+        let (ctl, scn, done) = (
+            Arc::clone(&ctl),
+            Arc::clone(&scn),
+            Arc::clone(&steering_done),
+        );
+        std::thread::spawn(move || remote.serve(&done, |d| obey(&ctl, &scn, steer::parse(d))))
+    });
+    let _keyboard = if args.nostdin || args.background {
+        None
+    } else {
+        let (ctl, scn) = (Arc::clone(&ctl), Arc::clone(&scn));
+        Keyboard::start(move |k| obey(&ctl, &scn, Ok(steer::key(k))))
+    };
     let mut handles = Vec::with_capacity(threads);
     for (plan, sock) in plans.into_iter().zip(sockets) {
         let (cfg, scn, ctl) = (Arc::clone(&cfg), Arc::clone(&scn), Arc::clone(&ctl));
@@ -483,6 +519,13 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     }
     // SIPp's TargetRate: -users, or the rate (as -r counts it) now.
     let target = |elapsed: Duration| -> f64 {
+        // Set during the run (remote control, keys)?
+        if ctl.steer.version() > 0
+            && let Some(s) = ctl.steer.current()
+        {
+            let now = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            return s.users.map_or_else(|| s.rate(now), |u| u as f64);
+        }
         if let Some(u) = args.users {
             return u as f64;
         }
@@ -593,6 +636,10 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             Ok(Err(e)) => error = Some(format!("I/O: {e}")),
             Err(_) => error = Some("a load thread panicked".into()),
         }
+    }
+    steering_done.store(true, Ordering::Relaxed);
+    if let Some(t) = remote_thread {
+        let _ = t.join();
     }
     if let Some(echo) = echo {
         (total.rtp_echoed_packets, total.rtp_echoed_bytes) = echo.stop();
@@ -863,7 +910,39 @@ const OPEN_CALL_GRACE: Duration = Duration::from_secs(32);
 
 /// SIPp's default `-l`: three times the calls started over the longest of
 /// the scenario's pauses, `-d` and one second.
+/// Carries out one order of the remote control or the keys (a bad one
+/// is SIPp's warning, on the standard error).
+fn obey(ctl: &Control, scn: &Scenario, order: Result<Option<steer::Order>, String>) {
+    let now = u64::try_from(ctl.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let effect = order.and_then(|o| match o {
+        Some(o) => ctl.steer.apply(now, &o),
+        None => Ok(Effect::None),
+    });
+    match effect {
+        Ok(Effect::None | Effect::Changed) => {}
+        Ok(Effect::Graceful) => ctl.graceful.store(true, Ordering::Relaxed),
+        Ok(Effect::StopNow) => ctl.stop.store(true, Ordering::Relaxed),
+        Ok(Effect::Dump(steer::Dump::Tasks)) => eprintln!("{}", ctl.steer.tasks()),
+        Ok(Effect::Dump(steer::Dump::Variables)) => eprintln!(
+            "variables of {}: {}",
+            scn.name,
+            scn.vars
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{v} ({i})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(warning) => eprintln!("sbc-load: warning: {warning}"),
+    }
+}
+
 fn default_limit(scn: &Scenario, per_sec: f64, d_ms: u64) -> usize {
+    crate::steer::default_limit(per_sec, call_span_ms(scn, d_ms))
+}
+
+/// What a call lasts at least (ms): its pauses, or `-d`.
+fn call_span_ms(scn: &Scenario, d_ms: u64) -> u64 {
     let pauses: u64 = scn
         .steps
         .iter()
@@ -872,11 +951,5 @@ fn default_limit(scn: &Scenario, per_sec: f64, d_ms: u64) -> usize {
             _ => 0,
         })
         .sum();
-    let span_ms = pauses.max(d_ms).max(1000) as f64;
-    let l = 3.0 * per_sec * span_ms / 1000.0;
-    if l.is_finite() && l >= 1.0 {
-        l.min(10_000_000.0) as usize
-    } else {
-        1
-    }
+    pauses.max(d_ms)
 }

@@ -25,6 +25,7 @@ use crate::rate::RatePlan;
 use crate::scenario::IntCmd;
 use crate::scenario::Scenario;
 use crate::stats::Stats;
+use crate::steer::{Steer, share};
 use crate::stream::{Mode, Streams};
 use crate::tracefile::TraceFiles;
 
@@ -128,6 +129,9 @@ pub struct Control {
     /// `-trace_error_codes`: the threads' unexpected response codes since
     /// the file's last line.
     pub error_codes: Option<std::sync::Mutex<Vec<u16>>>,
+    /// The rate, users, limit and pause the remote control and the keys
+    /// set during the run.
+    pub steer: Steer,
 }
 
 /// Per thread: its figures and its open calls, the latest published.
@@ -564,6 +568,29 @@ pub fn background() -> io::Result<()> {
     }
 }
 
+/// A caller thread takes its share of what the remote control or the
+/// keys set: the rate, the open-call limit, the users (new user ids for
+/// more users than it ever had).
+fn follow(
+    s: &crate::steer::Steering,
+    plan: &mut ThreadPlan,
+    ep: &mut Endpoint,
+    steer: &Steer,
+    owned: &mut usize,
+) {
+    plan.rate = s.plan.share(plan.threads);
+    plan.limit = Some(s.limit.div_ceil(plan.threads.max(1)).max(1));
+    if let (Some(total), Some(_)) = (s.users, plan.users) {
+        let mine = share(total, plan.threads, plan.index);
+        if mine > *owned {
+            let more = u32::try_from(mine - *owned).unwrap_or(u32::MAX);
+            ep.add_users(steer.take_users(more), more);
+            *owned = mine;
+        }
+        plan.users = Some(mine);
+    }
+}
+
 /// Runs one thread until its calls are done, the deadline passes or
 /// `stop` is set. Returns its statistics.
 pub fn run_thread(
@@ -611,6 +638,12 @@ pub fn run_thread(
     let mut media = MediaSender::new(Arc::clone(&ctl.media));
     let mut children: Vec<std::process::Child> = Vec::new();
     let mut next_publish = 0u64;
+    let mut plan = plan;
+    // What the remote control and the keys last set (version 0: the
+    // options').
+    let mut steered = 0;
+    let mut paused = false;
+    let mut users_owned = plan.users.unwrap_or(0);
     let mut twin = if plan.index == 0 {
         ctl.twin.lock().ok().and_then(|mut t| t.take())
     } else {
@@ -715,13 +748,23 @@ pub fn run_thread(
             ep.twin_closed(now);
         }
         ep.handle_timeout(now);
+        if caller && ctl.steer.version() != steered {
+            steered = ctl.steer.version();
+            if let Some(s) = ctl.steer.current() {
+                follow(&s, &mut plan, &mut ep, &ctl.steer, &mut users_owned);
+                paused = s.paused_at.is_some();
+            }
+        }
+        ctl.steer.set_open(plan.index, ep.open_calls());
         if ctl.soft_stop.is_some_and(|t| now_i >= t) || ctl.graceful.load(Ordering::Relaxed) {
             ep.close();
         }
 
         // New calls: as many as -users keeps open, or at the thread's
         // share of the rate.
-        if let (true, Some(users)) = (caller, plan.users) {
+        if paused {
+            // Call generation paused: nothing starts.
+        } else if let (true, Some(users)) = (caller, plan.users) {
             let mut n = START_BURST;
             while n > 0
                 && ep.open_calls() < users

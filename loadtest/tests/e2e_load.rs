@@ -19,6 +19,7 @@ fn spawn_in(dir: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sbc-load"))
         .current_dir(dir)
         .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -216,11 +217,11 @@ fn exit_statuses_are_sipps() {
 
     // An option sbc-load does not implement -> 255, named.
     let o = finish(
-        spawn(&["-sn", "uac", "-rate_scale", "10", "127.175.0.9:5060"]),
+        spawn(&["-sn", "uac", "-rtcheck", "full", "127.175.0.9:5060"]),
         Duration::from_secs(10),
     );
     assert_eq!(o.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("-rate_scale"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-rtcheck"));
 
     // -sd prints a built-in scenario (the file -sn runs) and exits.
     let o = finish(spawn(&["-sd", "uac"]), Duration::from_secs(10));
@@ -663,6 +664,7 @@ fn screen_and_response_time_files_are_written() {
     std::thread::sleep(Duration::from_millis(300));
     let uac = Command::new(env!("CARGO_BIN_EXE_sbc-load"))
         .current_dir(dir.path())
+        .stdin(Stdio::null())
         .args([
             "-sn",
             "uac",
@@ -788,6 +790,7 @@ fn background_logs_counts_keys_and_indexed_injection_files() {
     std::thread::sleep(Duration::from_millis(300));
     let parent = Command::new(env!("CARGO_BIN_EXE_sbc-load"))
         .current_dir(d)
+        .stdin(Stdio::null())
         .args([
             "-sf",
             "caller.xml",
@@ -1083,4 +1086,148 @@ fn unexpected_response_codes_are_traced() {
         .filter(|c| !c.is_empty())
         .collect();
     assert_eq!(codes, ["486", "486", "486"], "{text}");
+}
+
+/// A callee on 127.221.0.`host` for `calls` calls, its remote control on
+/// `control`.
+fn steered_callee(host: u8, calls: &str, control: &str) -> Child {
+    let ip = format!("127.221.0.{host}");
+    spawn(&[
+        "-sn",
+        "uas",
+        "-i",
+        &ip,
+        "-p",
+        "5060",
+        "-m",
+        calls,
+        "--threads",
+        "1",
+        "-timeout",
+        "60",
+        "-cp",
+        control,
+        "-ci",
+        &ip,
+    ])
+}
+
+/// SIPp's remote control (`-cp`, `-ci`): "cset rate" raises a caller's
+/// rate while it runs, a bad command is warned about and changes nothing,
+/// and "dump tasks" lists the open calls.
+#[test]
+fn the_remote_control_sets_the_rate_while_the_run_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("uac.json");
+    let uas = steered_callee(2, "30", "29702");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    // 30 calls at 1 a second: half a minute unless the rate is raised.
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.221.0.1",
+        "127.221.0.2:5060",
+        "-r",
+        "1",
+        "-m",
+        "30",
+        "--threads",
+        "2",
+        "-timeout",
+        "60",
+        "-cp",
+        "29701",
+        "-ci",
+        "127.221.0.1",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let ctl = std::net::UdpSocket::bind("127.221.0.9:0").unwrap();
+    for order in [&b"cset rate fast"[..], b"cdump tasks", b"cset rate 30"] {
+        ctl.send_to(order, "127.221.0.1:29701").unwrap();
+    }
+    let uac = finish(uac, Duration::from_secs(40));
+    let took = started.elapsed();
+    let uas = finish(uas, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&uac.stderr);
+    assert_eq!(uac.status.code(), Some(0), "{err}");
+    assert_eq!(uas.status.code(), Some(0));
+    assert_eq!(json(&report)["calls_succeeded"], 30);
+    assert!(
+        took < Duration::from_secs(15),
+        "{took:?}: the rate stayed at 1"
+    );
+    assert!(
+        err.contains("warning: invalid rate value: \"fast\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("thread 0: ") && err.contains("thread 1: "),
+        "{err}"
+    );
+}
+
+/// Keys on the standard input, as SIPp reads them: '*' raises the rate by
+/// ten times -rate_scale, 'q' stops new calls and ends the run once the
+/// open ones have, with every call placed a success.
+#[test]
+fn keys_raise_the_rate_and_quit_gracefully() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("uac.json");
+    let uas = steered_callee(4, "1000", "29704");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut uac = Command::new(env!("CARGO_BIN_EXE_sbc-load"))
+        .current_dir(dir.path())
+        .args([
+            "-sn",
+            "uac",
+            "-i",
+            "127.221.0.3",
+            "127.221.0.4:5060",
+            "-r",
+            "1",
+            "-rate_scale",
+            "2",
+            "-d",
+            "500",
+            "-m",
+            "1000",
+            "--threads",
+            "1",
+            "-timeout",
+            "60",
+            "-cp",
+            "29703",
+            "-ci",
+            "127.221.0.3",
+            "--json",
+            report.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = uac.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // 1 + 10 x 2 = 21 calls a second for 3 s, then no more.
+    keys.write_all(b"*").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    keys.write_all(b"q").unwrap();
+    let quit = Instant::now();
+    let uac = finish(uac, Duration::from_secs(30));
+    let ended = quit.elapsed();
+    drop(keys);
+    let _ = finish(uas, Duration::from_secs(2));
+    let err = String::from_utf8_lossy(&uac.stderr);
+    assert_eq!(uac.status.code(), Some(0), "{err}");
+    let r = json(&report);
+    let done = r["calls_succeeded"].as_u64().unwrap();
+    assert!((20..200).contains(&done), "{done} calls");
+    assert_eq!(r["calls_failed"], 0);
+    assert!(ended < Duration::from_secs(10), "{ended:?}");
 }
