@@ -40,6 +40,14 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "ci",
+    "rsa",
+    "rtcheck",
+    "periodic_rtd",
+    "rtt_freq",
+    "rtp_payload",
+    "rtp_buffsize",
+    "rtp_threadtasks",
+    "mb",
     "rate_scale",
     "set",
     "aa",
@@ -112,7 +120,6 @@ const SIPP_OPTIONS: &[&str] = &[
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "rsa",
     "watchdog_interval",
     "watchdog_reset",
     "watchdog_minor_threshold",
@@ -124,13 +131,6 @@ const UNSUPPORTED: &[&str] = &[
     "calldebug_overwrite",
     "oocsf",
     "oocsn",
-    "periodic_rtd",
-    "rtcheck",
-    "rtt_freq",
-    "rtp_payload",
-    "rtp_buffsize",
-    "rtp_threadtasks",
-    "mb",
     "ip_field",
     "max_reconnect",
     "reconnect_close",
@@ -489,6 +489,35 @@ pub struct Args {
     /// "cset rate 100"); without it, the first free from 8888.
     #[arg(long = "cp", value_name = "PORT")]
     pub control_port: Option<u16>,
+    /// Send every SIP message to this HOST:PORT instead of the remote
+    /// host (which `[remote_ip]` and `[remote_port]` still name).
+    #[arg(long = "rsa", value_name = "HOST:PORT")]
+    pub rsa: Option<String>,
+    /// How a retransmission is told: `full` (the same bytes) or `loose`
+    /// (the same To, From, Call-ID and CSeq, and for a response the same
+    /// status line and body).
+    #[arg(long = "rtcheck", value_name = "full|loose", default_value = "full")]
+    pub rtcheck: String,
+    /// Response-time repartitions in the statistics file count each
+    /// period only (not the whole run).
+    #[arg(long = "periodic_rtd")]
+    pub periodic_rtd: bool,
+    /// With -trace_rtt: the file is written every N response times.
+    #[arg(long = "rtt_freq", value_name = "N", default_value_t = 200)]
+    pub rtt_freq: u64,
+    /// The payload type of an `rtp_stream` that names none.
+    #[arg(long = "rtp_payload", value_name = "PT", default_value_t = 0)]
+    pub rtp_payload: u8,
+    /// The send and receive buffer of each media socket (bytes).
+    #[arg(long = "rtp_buffsize", value_name = "BYTES")]
+    pub rtp_buffsize: Option<usize>,
+    /// SIPp's RTP playback tasks per thread: sbc-load plays media on its
+    /// load threads, so this changes nothing (the report says so).
+    #[arg(long = "rtp_threadtasks", value_name = "N")]
+    pub rtp_threadtasks: Option<u64>,
+    /// The RTP echo's buffer: longer packets are echoed cut to it.
+    #[arg(long = "mb", value_name = "BYTES", default_value_t = 2048)]
+    pub media_bufsize: usize,
     /// The remote-control socket's address (default: every IPv4 address).
     #[arg(long = "ci", value_name = "IP")]
     pub control_ip: Option<IpAddr>,
@@ -710,6 +739,41 @@ mod tests {
     }
 
     #[test]
+    fn media_and_retransmission_options_parse() {
+        let a = parse("sipp -sn uac 127.0.0.1").unwrap();
+        assert_eq!(
+            (
+                a.rtcheck.as_str(),
+                a.rtt_freq,
+                a.rtp_payload,
+                a.media_bufsize
+            ),
+            ("full", 200, 0, 2048)
+        );
+        assert_eq!((a.rate_scale, a.periodic_rtd), (1.0, false));
+        let a = parse(
+            "sipp -sn uac -rsa 127.0.0.2:5999 -rtcheck loose -periodic_rtd -rtt_freq 5 -rtp_payload 8 -rtp_buffsize 65536 -rtp_threadtasks 4 -mb 1000 -rate_scale 2.5 -cp 9000 -ci 127.0.0.3 127.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(a.rsa.as_deref(), Some("127.0.0.2:5999"));
+        assert_eq!(
+            (
+                a.rtcheck.as_str(),
+                a.rtt_freq,
+                a.rtp_payload,
+                a.media_bufsize
+            ),
+            ("loose", 5, 8, 1000)
+        );
+        assert_eq!((a.rtp_buffsize, a.rtp_threadtasks), (Some(65_536), Some(4)));
+        assert!(a.periodic_rtd);
+        assert_eq!(a.rate_scale, 2.5);
+        assert_eq!(a.control_port, Some(9000));
+        assert_eq!(a.control_ip, Some("127.0.0.3".parse().unwrap()));
+        assert!(parse("sipp -sn uac -rtp_payload 300 127.0.0.1").is_err());
+    }
+
+    #[test]
     fn set_takes_a_name_and_a_value_each_time() {
         let a = parse("sipp -sn uas -set password s3cret -set realm itsp.example").unwrap();
         assert_eq!(a.set, ["password", "s3cret", "realm", "itsp.example"]);
@@ -722,10 +786,10 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_options_are_named() {
-        let e = parse("sipp -sn uac -rsa 127.0.0.2:5060 127.0.0.1").unwrap_err();
+        let e = parse("sipp -sn uac -plugin x.so 127.0.0.1").unwrap_err();
         let a = parse("sipp -sn uac -tdmmap {0-3}{99}{5-8}{1-31} 127.0.0.1").unwrap();
         assert_eq!(a.tdmmap.as_deref(), Some("{0-3}{99}{5-8}{1-31}"));
-        assert!(e.contains("-rsa") && e.contains("not supported"), "{e}");
+        assert!(e.contains("-plugin") && e.contains("not supported"), "{e}");
         let a = parse(
             "sipp -sf s.xml -slave s1 -slave_cfg x.cfg -tls_version 1.2 -tls_crl c.crl 127.0.0.1",
         )

@@ -118,6 +118,12 @@ pub struct Config {
     /// follows `///` names the call (SIPp lets a scenario put a prefix of
     /// its own before `[call_id]` that way).
     pub callid_slash_ign: bool,
+    /// `-rtcheck loose`: a retransmission is a message with the To, From,
+    /// Call-ID and CSeq (and for a response the status line and body) of
+    /// one already received; otherwise the same bytes.
+    pub rtcheck_loose: bool,
+    /// `-rsa`: every message goes here rather than to its call's peer.
+    pub send_to: Option<SocketAddr>,
     /// `-pause_msg_ign`: a message for a call in a `<pause>` is dropped
     /// unread (not even counted as a retransmission), as SIPp does.
     pub pause_msg_ign: bool,
@@ -324,6 +330,8 @@ impl Config {
             dynamic_id: Arc::new(AtomicU64::new(10_000)),
             rfc3339: false,
             callid_slash_ign: false,
+            rtcheck_loose: false,
+            send_to: None,
             pause_msg_ign: false,
             files: HashMap::new(),
             tdmmap: None,
@@ -1400,7 +1408,34 @@ impl Endpoint {
         fast_hash(self.seed, bytes) | 1
     }
 
+    /// What tells a retransmission of a received message (`-rtcheck`):
+    /// its bytes, or (loose, after RFC 2543 §11.5) its To, From, Call-ID
+    /// and CSeq values, with a response's status line and body.
+    fn recv_hash(&self, msg: &Message<'_>, bytes: &[u8]) -> u64 {
+        if !self.cfg.rtcheck_loose {
+            return self.hash(bytes);
+        }
+        let mut key = Vec::with_capacity(256);
+        for name in [
+            HeaderName::To,
+            HeaderName::From,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
+            key.extend_from_slice(msg.value(name).unwrap_or_default());
+            key.push(0);
+        }
+        if matches!(msg.start_line(), StartLine::Response(_)) {
+            let line = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
+            key.extend_from_slice(line);
+            key.push(0);
+            key.extend_from_slice(msg.body());
+        }
+        self.hash(&key)
+    }
+
     fn emit(&mut self, dst: SocketAddr, bytes: &[u8]) {
+        let dst = self.cfg.send_to.unwrap_or(dst);
         let start = self.out_buf.len();
         self.out_buf.extend_from_slice(bytes);
         self.out.push(Outgoing {
@@ -1921,7 +1956,7 @@ impl Endpoint {
             return;
         }
         if self.dead.contains(&key) {
-            if let Some((peer, answer)) = self.answers.get(&self.hash(bytes)) {
+            if let Some((peer, answer)) = self.answers.get(&self.recv_hash(&msg, bytes)) {
                 let (peer, answer) = (*peer, answer.clone());
                 self.emit(peer, &answer);
                 self.stats.retrans_received += 1;
@@ -2145,7 +2180,7 @@ impl Endpoint {
         if self.cfg.pause_msg_ign && matches!(call.wait, Wait::Pause { .. }) {
             return Flow::Waiting;
         }
-        let h = self.hash(bytes);
+        let h = self.recv_hash(msg, bytes);
         if let Some(k) = call.recv_hashes.iter().position(|&x| x == h) {
             // A retransmission may be lost too (the step's `lost`).
             if self.lost(k) {

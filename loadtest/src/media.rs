@@ -20,6 +20,8 @@ use crate::engine::MediaOut;
 pub struct MediaSockets {
     ip: IpAddr,
     bound: Mutex<HashMap<u16, Arc<UdpSocket>>>,
+    /// `-rtp_buffsize`: each socket's send and receive buffer (bytes).
+    buffers: Option<usize>,
 }
 
 impl MediaSockets {
@@ -27,7 +29,14 @@ impl MediaSockets {
         MediaSockets {
             ip,
             bound: Mutex::new(HashMap::new()),
+            buffers: None,
         }
+    }
+
+    /// Sockets with `bytes` of send and receive buffer (`-rtp_buffsize`).
+    pub fn with_buffers(mut self, bytes: Option<usize>) -> Self {
+        self.buffers = bytes;
+        self
     }
 
     /// The socket on `port` of the media address (bound now if it is not).
@@ -40,7 +49,18 @@ impl MediaSockets {
             return Ok(Arc::clone(s));
         }
         let s = UdpSocket::bind(SocketAddr::new(self.ip, port))?;
-        let _ = socket2::SockRef::from(&s).set_send_buffer_size(4 << 20);
+        let sock = socket2::SockRef::from(&s);
+        match self.buffers {
+            // As SIPp: a size the kernel refuses is an error.
+            Some(n) => {
+                sock.set_send_buffer_size(n)?;
+                sock.set_recv_buffer_size(n)?;
+            }
+            None => {
+                let _ = sock.set_send_buffer_size(4 << 20);
+                let _ = sock.set_recv_buffer_size(4 << 20);
+            }
+        }
         let s = Arc::new(s);
         bound.insert(port, Arc::clone(&s));
         Ok(s)
@@ -243,8 +263,9 @@ pub struct Echo {
 const ECHO_POLL: Duration = Duration::from_millis(50);
 
 impl Echo {
-    /// Starts echoing on `ports` of the media address.
-    pub fn start(sockets: &MediaSockets, ports: &[u16]) -> io::Result<Self> {
+    /// Starts echoing on `ports` of the media address; a packet longer
+    /// than `bufsize` (`-mb`) is cut to it, as SIPp's echo does.
+    pub fn start(sockets: &MediaSockets, ports: &[u16], bufsize: usize) -> io::Result<Self> {
         let packets = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -252,13 +273,12 @@ impl Echo {
         for &port in ports {
             let sock = sockets.socket(port)?;
             sock.set_read_timeout(Some(ECHO_POLL))?;
-            let _ = socket2::SockRef::from(&*sock).set_recv_buffer_size(4 << 20);
             let (packets, bytes, stop) =
                 (Arc::clone(&packets), Arc::clone(&bytes), Arc::clone(&stop));
             let t = std::thread::Builder::new()
                 .name(format!("sbc-load-echo-{port}"))
                 .spawn(move || {
-                    let mut buf = vec![0u8; 65536];
+                    let mut buf = vec![0u8; bufsize.max(1)];
                     while !stop.load(Ordering::Relaxed) {
                         let Ok((n, from)) = sock.recv_from(&mut buf) else {
                             continue;
@@ -321,7 +341,7 @@ mod tests {
     fn media_leaves_from_the_asked_ports_in_order_and_is_echoed_back() {
         let ip: IpAddr = "127.176.1.1".parse().unwrap();
         let sockets = Arc::new(MediaSockets::new(ip));
-        let echo = Echo::start(&sockets, &[41_000]).unwrap();
+        let echo = Echo::start(&sockets, &[41_000], 2048).unwrap();
         let (a, b) = (
             UdpSocket::bind("127.176.1.2:0").unwrap(),
             UdpSocket::bind("127.176.1.3:0").unwrap(),
@@ -380,5 +400,26 @@ mod tests {
         assert_eq!(&data[..n], b"hello");
         assert_eq!(from, SocketAddr::new(ip, 41_000));
         assert_eq!(echo.stop(), (1, 5));
+    }
+
+    #[test]
+    fn the_echo_cuts_packets_to_its_buffer_and_sockets_take_the_asked_buffers() {
+        let ip: IpAddr = "127.176.1.4".parse().unwrap();
+        let sockets = MediaSockets::new(ip).with_buffers(Some(65_536));
+        let s = sockets.socket(41_010).unwrap();
+        // Linux doubles what it is asked for (bookkeeping included).
+        let sock = socket2::SockRef::from(&*s);
+        assert_eq!(sock.recv_buffer_size().unwrap(), 2 * 65_536);
+        assert_eq!(sock.send_buffer_size().unwrap(), 2 * 65_536);
+        // -mb 100: a 300-byte packet comes back as its first 100 bytes.
+        let echo = Echo::start(&sockets, &[41_012], 100).unwrap();
+        let p = UdpSocket::bind("127.176.1.5:0").unwrap();
+        p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let sent: Vec<u8> = (0..300u16).map(|i| (i % 251) as u8).collect();
+        p.send_to(&sent, (ip, 41_012)).unwrap();
+        let mut data = [0u8; 512];
+        let n = p.recv(&mut data).unwrap();
+        assert_eq!(&data[..n], &sent[..100]);
+        assert_eq!(echo.stop(), (1, 100));
     }
 }

@@ -74,6 +74,7 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
             })
             .collect(),
         inf: inf_names(args),
+        rtp_payload: args.rtp_payload,
     };
     let mut scn = match (&args.scenario_file, &args.scenario_name) {
         (Some(_), Some(_)) => Err("give either -sf or -sn, not both".into()),
@@ -247,6 +248,16 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.rfc3339 = args.rfc3339;
     cfg.pause_msg_ign = args.pause_msg_ign;
     cfg.callid_slash_ign = args.callid_slash_ign;
+    cfg.rtcheck_loose = match args.rtcheck.as_str() {
+        "full" => false,
+        "loose" => true,
+        other => return Err(format!("-rtcheck {other}: give full or loose").into()),
+    };
+    cfg.send_to = args
+        .rsa
+        .as_deref()
+        .map(|a| parse_remote(a).map_err(|e| format!("-rsa: {e}")))
+        .transpose()?;
     cfg.files = fixed_files(&scn)?;
     cfg.tdmmap = match &args.tdmmap {
         Some(m) => Some(crate::engine::TdmMap::parse(m).ok_or_else(|| {
@@ -345,6 +356,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             bind: SocketAddr::new(local_ip, port),
             reuse_port: !caller,
             remote,
+            send_to: cfg.send_to,
             rate: run_plan.share(threads),
             users: args
                 .users
@@ -404,14 +416,16 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         ),
         None => None,
     };
-    let media = Arc::new(MediaSockets::new(cfg.media_ip));
+    let media = Arc::new(MediaSockets::new(cfg.media_ip).with_buffers(args.rtp_buffsize));
     // -rtp_echo: the media port (audio) and port + 2 (video), as SIPp.
     let echo = if args.rtp_echo {
         let ports = [cfg.media_port, cfg.media_port.saturating_add(2)];
-        Some(Echo::start(&media, &ports).map_err(|e| RunError {
-            code: 254,
-            message: format!("-rtp_echo: bind {}:{:?}: {e}", cfg.media_ip, ports),
-        })?)
+        Some(
+            Echo::start(&media, &ports, args.media_bufsize).map_err(|e| RunError {
+                code: 254,
+                message: format!("-rtp_echo: bind {}:{:?}: {e}", cfg.media_ip, ports),
+            })?,
+        )
     } else {
         None
     };
@@ -482,7 +496,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         )
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?
         .with_transport(cfg.transport)
-        .with_rfc3339(args.rfc3339),
+        .with_rfc3339(args.rfc3339)
+        .with_rtt_every(args.rtt_freq),
         wall_epoch_us: cfg.wall_epoch_us,
         twin: std::sync::Mutex::new(twins),
         soft_stop: if args.timeout_error { None } else { timeout },
@@ -540,7 +555,8 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .unwrap_or_else(|| format!("{}_.csv", file_base(args)).into());
         let f = StatFile::create(&path, &scn, caller, cfg.wall_epoch_us)
             .map_err(|e| RunError::fatal(format!("-stf {}: {e}", path.display())))?
-            .with_delimiter(&args.stat_delimiter);
+            .with_delimiter(&args.stat_delimiter)
+            .with_periodic_rtd(args.periodic_rtd);
         Some(f)
     } else {
         None
@@ -721,15 +737,16 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
 /// they change nothing in its io_uring loop.
 fn loop_tuning_notes(args: &Args) -> Vec<String> {
     [
-        ("timer_resol", &args.timer_resol),
-        ("max_recv_loops", &args.max_recv_loops),
-        ("max_sched_loops", &args.max_sched_loops),
-        ("f", &args.screen_period),
+        ("timer_resol", args.timer_resol.is_some()),
+        ("max_recv_loops", args.max_recv_loops.is_some()),
+        ("max_sched_loops", args.max_sched_loops.is_some()),
+        ("f", args.screen_period.is_some()),
+        ("rtp_threadtasks", args.rtp_threadtasks.is_some()),
     ]
     .into_iter()
-    .filter(|(_, v)| v.is_some())
+    .filter(|(_, given)| *given)
     .map(|(name, _)| {
-        format!("-{name} tunes SIPp's own event loop or screen; sbc-load has no such setting, so it changed nothing")
+        format!("-{name} tunes SIPp's own event loop, screen or RTP threads; sbc-load has no such setting, so it changed nothing")
     })
     .collect()
 }

@@ -68,6 +68,9 @@ pub struct ThreadPlan {
     pub reuse_port: bool,
     /// Where a caller sends; `None` for a callee.
     pub remote: Option<SocketAddr>,
+    /// `-rsa`: where messages go instead (and what `--connect` connects
+    /// to).
+    pub send_to: Option<SocketAddr>,
     /// This thread's share of the call rate (calls per second), rising
     /// with `-rate_increase`.
     pub rate: RatePlan,
@@ -181,7 +184,7 @@ pub fn bind(plan: &ThreadPlan) -> io::Result<Socket> {
         }
         s
     };
-    if let (true, Some(remote)) = (plan.connect, plan.remote) {
+    if let (true, Some(remote)) = (plan.connect, plan.send_to.or(plan.remote)) {
         s.connect(remote)?;
     }
     Ok(Socket::Udp(s))
@@ -623,7 +626,12 @@ pub fn run_thread(
     if let Some(u) = plan.users {
         ep.set_users(plan.first_user, u32::try_from(u).unwrap_or(u32::MAX));
     }
-    let mut io = Io::new(udp.as_ref(), plan.connect.then_some(plan.remote).flatten())?;
+    let mut io = Io::new(
+        udp.as_ref(),
+        plan.connect
+            .then_some(plan.send_to.or(plan.remote))
+            .flatten(),
+    )?;
     io.arm_recv()?;
     let mut per_call = plan
         .per_call

@@ -524,6 +524,9 @@ pub struct LoadContext {
     /// The `-inf` files' base names, the first one first (`[fieldN]`
     /// without `file=` reads it).
     pub inf: Vec<String>,
+    /// `-rtp_payload`: the payload type of an `rtp_stream` that names
+    /// none (SIPp's default 0, PCMU).
+    pub rtp_payload: u8,
 }
 
 /// Attributes every step element accepts (display-only ones included).
@@ -1380,7 +1383,11 @@ impl Parser<'_> {
             }
         };
         let loops = number(parts.next(), "loop count", 1)?;
-        let payload_type = number(parts.next(), "payload type", 0)?;
+        let payload_type = number(
+            parts.next(),
+            "payload type",
+            i64::from(self.ctx.rtp_payload),
+        )?;
         let name = parts.next().unwrap_or("");
         // SIPp's table: 20 ms packets of these sizes and clock ticks.
         let (pt, bytes, ticks, default_name) = match payload_type {
@@ -1834,6 +1841,35 @@ mod tests {
         s.set_default_lost(20.0);
         let lost: Vec<Option<f64>> = s.steps.iter().map(|s| s.lost).collect();
         assert_eq!(lost, [Some(5.0), Some(20.0), None, None]);
+    }
+
+    /// `-rtp_payload`: the payload type of an `rtp_stream` naming none.
+    #[test]
+    fn rtp_payload_is_the_default_payload_type_of_rtp_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.raw");
+        std::fs::write(&file, [1u8; 320]).unwrap();
+        let xml = |v: &str| {
+            format!(
+                r#"<scenario><nop><action><exec rtp_stream="{},1{v}"/></action></nop></scenario>"#,
+                file.display()
+            )
+        };
+        let pt = |xml: &str, default: u8| -> u8 {
+            let ctx = LoadContext {
+                rtp_payload: default,
+                ..LoadContext::default()
+            };
+            let s = Scenario::parse_with(xml, "t.xml", &ctx).unwrap();
+            match &s.steps[0].actions[0] {
+                Action::RtpStream(RtpStream::Play(f)) => f.payload_type,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(pt(&xml(""), 0), 0);
+        assert_eq!(pt(&xml(""), 8), 8);
+        // One the action names wins.
+        assert_eq!(pt(&xml(",18"), 8), 18);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct StatFile {
     prev: Stats,
     /// `-stat_delimiter`, when not `;`.
     delimiter: Option<String>,
+    /// `-periodic_rtd`.
+    periodic_rtd: bool,
 }
 
 /// A line with SIPp's `;` between columns put in `delimiter`'s stead.
@@ -57,6 +59,13 @@ impl StatFile {
         self
     }
 
+    /// `-periodic_rtd`: the response-time repartitions count each period
+    /// only.
+    pub fn with_periodic_rtd(mut self, periodic: bool) -> Self {
+        self.periodic_rtd = periodic;
+        self
+    }
+
     pub fn create(
         path: &Path,
         scn: &Scenario,
@@ -65,6 +74,7 @@ impl StatFile {
     ) -> io::Result<Self> {
         Ok(StatFile {
             delimiter: None,
+            periodic_rtd: false,
             out: BufWriter::new(File::create(path)?),
             header_written: false,
             caller,
@@ -252,8 +262,13 @@ impl StatFile {
             let _ = write!(l, "{}{SEP}{nc}{SEP}", nc - np.min(nc));
         }
         for &i in &self.rtds {
-            if let Some(h) = cur.rtd.get(i) {
-                repartition(&mut l, h, &self.response_time_repartition);
+            let (Some(hc), Some(hp)) = (cur.rtd.get(i), prev.rtd.get(i)) else {
+                continue;
+            };
+            if self.periodic_rtd {
+                repartition(&mut l, &difference(hc, hp), &self.response_time_repartition);
+            } else {
+                repartition(&mut l, hc, &self.response_time_repartition);
             }
         }
         repartition(&mut l, &cur.call_length, &self.call_length_repartition);
@@ -512,6 +527,47 @@ mod tests {
         assert_eq!(general(1_234_567.0), "1.23457e+06");
         assert_eq!(general(0.000_012_5), "1.25e-05");
         assert_eq!(hhmmssus(3_723_456), "01:02:03:456000");
+    }
+
+    /// `-periodic_rtd`: the response-time repartition columns count what
+    /// the period measured; without it, the whole run so far.
+    #[test]
+    fn periodic_rtd_counts_each_period_alone() {
+        let scn = Scenario::parse(
+            r#"<scenario><ResponseTimeRepartition value="10, 20"/>
+            <send start_rtd="1"><![CDATA[OPTIONS sip:x SIP/2.0
+
+]]></send>
+            <recv response="200" rtd="1"/></scenario>"#,
+            "t.xml",
+        )
+        .unwrap();
+        let last = |periodic: bool| -> String {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.csv");
+            let mut f = StatFile::create(&path, &scn, true, 0)
+                .unwrap()
+                .with_periodic_rtd(periodic);
+            let mut total = Stats::new(scn.steps.len());
+            total.rtd[0].record(5_000).unwrap();
+            f.dump(1_000_000, &total, 0, 1.0).unwrap();
+            total.rtd[0].record(15_000).unwrap();
+            f.dump(2_000_000, &total, 0, 1.0).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let head: Vec<&str> = text.lines().next().unwrap().split(';').collect();
+            let line: Vec<&str> = text.lines().last().unwrap().split(';').collect();
+            ["_<10", "_<20", "_>=20"]
+                .iter()
+                .map(|b| {
+                    let name = format!("ResponseTimeRepartition1{b}");
+                    let i = head.iter().position(|h| *h == name).unwrap();
+                    line[i]
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(last(false), "1,1,0");
+        assert_eq!(last(true), "0,1,0");
     }
 
     #[test]

@@ -163,10 +163,38 @@ pub struct TraceFiles {
     /// `-rfc3339`: the short log times what is sent that way (as SIPp).
     rfc3339: bool,
     errors: Option<Mutex<ErrorsFile>>,
-    rtt: Option<Mutex<BufWriter<File>>>,
+    rtt: Option<Mutex<RttFile>>,
     logs: Option<Mutex<LogFile>>,
     /// The transport the message log names (SIPp's "UDP message sent").
     transport: &'static str,
+}
+
+/// `-trace_rtt`'s file: lines are held until `every` of them (`-rtt_freq`)
+/// are, then written together, as SIPp dumps them.
+#[derive(Debug)]
+struct RttFile {
+    file: BufWriter<File>,
+    lines: Vec<u8>,
+    held: u64,
+    every: u64,
+}
+
+impl RttFile {
+    fn add(&mut self, line: std::fmt::Arguments<'_>) {
+        let _ = self.lines.write_fmt(line);
+        let _ = self.lines.write_all(b"\n");
+        self.held += 1;
+        if self.held >= self.every {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = self.file.write_all(&self.lines);
+        let _ = self.file.flush();
+        self.lines.clear();
+        self.held = 0;
+    }
 }
 
 /// The errors file, made at the first error.
@@ -197,7 +225,13 @@ impl TraceFiles {
                 Some(p) => {
                     let mut f = BufWriter::new(File::create(p)?);
                     writeln!(f, "Date_ms;response_time_ms;rtd_no")?;
-                    Some(Mutex::new(f))
+                    f.flush()?;
+                    Some(Mutex::new(RttFile {
+                        file: f,
+                        lines: Vec::new(),
+                        held: 0,
+                        every: 200,
+                    }))
                 }
                 None => None,
             },
@@ -209,6 +243,16 @@ impl TraceFiles {
     /// The transport the message log names.
     pub fn with_transport(mut self, transport: &'static str) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// `-rtt_freq`: the response times file is written every `n` lines.
+    pub fn with_rtt_every(self, n: u64) -> Self {
+        if let Some(r) = &self.rtt
+            && let Ok(mut f) = r.lock()
+        {
+            f.every = n.max(1);
+        }
         self
     }
 
@@ -236,13 +280,12 @@ impl TraceFiles {
         let Some(r) = &self.rtt else { return };
         let Ok(mut f) = r.lock() else { return };
         for (at, rtt, rtd) in samples {
-            let _ = writeln!(
-                f,
+            f.add(format_args!(
                 "{:.3};{};{}",
                 (wall_epoch_us + at) as f64 / 1000.0,
                 general(rtt as f64 / 1000.0),
                 u16::from(rtd) + 1
-            );
+            ));
         }
     }
 
@@ -305,7 +348,7 @@ impl TraceFiles {
         if let Some(r) = &self.rtt
             && let Ok(mut f) = r.lock()
         {
-            let _ = f.flush();
+            f.flush();
         }
         if let Some(m) = &self.messages
             && let Ok(mut f) = m.lock()
@@ -365,6 +408,32 @@ mod tests {
     fn log_lines(t: &TraceFiles, lines: &[&str]) {
         t.logs(lines.iter().map(|l| l.as_bytes().to_vec()));
         t.flush();
+    }
+
+    #[test]
+    fn response_times_are_written_every_rtt_freq_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtt.csv");
+        let t = TraceFiles::new(
+            (None, None, None, None),
+            Some(path.clone()),
+            Limits::default(),
+        )
+        .unwrap()
+        .with_rtt_every(3);
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+        // The header at once; then nothing until three times are held.
+        t.rtts(0, [(1_000, 2_000, 0), (2_000, 3_000, 0)].into_iter());
+        assert_eq!(lines(), 1);
+        t.rtts(0, [(3_000, 1_500, 1)].into_iter());
+        assert_eq!(lines(), 4);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().nth(3), Some("3.000;1.5;2"));
+        // What is held when the run ends is written too.
+        t.rtts(0, [(4_000, 1_000, 0)].into_iter());
+        assert_eq!(lines(), 4);
+        t.flush();
+        assert_eq!(lines(), 5);
     }
 
     #[test]

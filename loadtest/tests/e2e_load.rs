@@ -1231,3 +1231,46 @@ fn keys_raise_the_rate_and_quit_gracefully() {
     assert_eq!(r["calls_failed"], 0);
     assert!(ended < Duration::from_secs(10), "{ended:?}");
 }
+
+/// `-rsa`: the caller names one host in its messages and sends them to
+/// another (the callee here): every call completes there.
+#[test]
+fn rsa_sends_the_calls_to_the_remote_sending_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("uac.json");
+    let uas = steered_callee(6, "5", "29706");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.221.0.5",
+        // Nothing listens here: only -rsa reaches the callee.
+        "127.221.0.77:5060",
+        "-rsa",
+        "127.221.0.6:5060",
+        "-r",
+        "10",
+        "-m",
+        "5",
+        "--threads",
+        "1",
+        "-timeout",
+        "30",
+        "-nostdin",
+        "-cp",
+        "29705",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    let uac = finish(uac, Duration::from_secs(40));
+    let uas = finish(uas, Duration::from_secs(20));
+    assert_eq!(
+        uac.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&uac.stderr)
+    );
+    assert_eq!(uas.status.code(), Some(0));
+    assert_eq!(json(&report)["calls_succeeded"], 5);
+}

@@ -253,6 +253,60 @@ fn a_retransmitted_request_gets_the_last_answer_again() {
     assert_eq!(b.stats.failed_total(), 0);
 }
 
+/// `-rtcheck`: by default only the same bytes are a retransmission; with
+/// `loose`, a request with the same To, From, Call-ID and CSeq is one
+/// too (here its Via branch and Max-Forwards changed).
+#[test]
+fn rtcheck_loose_takes_a_request_with_the_same_dialog_and_cseq_as_a_retransmission() {
+    for loose in [false, true] {
+        let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+        cfg.rtcheck_loose = loose;
+        let (mut a, mut b) = (
+            uac(builtin("uac"), config(Some(1))),
+            uas(builtin("uas"), Arc::new(cfg)),
+        );
+        assert!(a.start_call(0));
+        let invite = drain(&mut a).remove(0).1;
+        b.handle_datagram(0, addr(UAC), &invite);
+        assert_eq!(drain(&mut b).len(), 2, "180 and 200");
+        let text = String::from_utf8(invite).unwrap();
+        let branch = text.find("branch=").unwrap() + "branch=".len();
+        let mut changed = text.replace("Max-Forwards: 70", "Max-Forwards: 69");
+        changed.replace_range(branch..branch + 4, "zzzz");
+        assert_ne!(changed, text);
+        b.handle_datagram(10, addr(UAC), changed.as_bytes());
+        let again = drain(&mut b);
+        if loose {
+            assert_eq!(b.stats.retrans_received, 1);
+            assert_eq!(again.len(), 1);
+            assert_eq!(start_line(&again[0].1), "SIP/2.0 200 OK");
+        } else {
+            assert_eq!(b.stats.retrans_received, 0);
+            assert!(again.iter().all(|(_, m)| start_line(m) != "SIP/2.0 200 OK"));
+        }
+    }
+}
+
+/// `-rsa`: every message goes to the remote sending address, while the
+/// messages still name the remote host.
+#[test]
+fn rsa_sends_everything_to_the_remote_sending_address() {
+    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    cfg.send_to = Some(addr("127.0.0.9:5999"));
+    let mut a = uac(builtin("uac"), Arc::new(cfg));
+    assert!(a.start_call(0));
+    let (dst, invite) = drain(&mut a).remove(0);
+    assert_eq!(dst, addr("127.0.0.9:5999"));
+    assert!(
+        String::from_utf8(invite)
+            .unwrap()
+            .starts_with("INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n")
+    );
+    // Its retransmissions go there too.
+    a.handle_timeout(500_000);
+    assert_eq!(drain(&mut a)[0].0, addr("127.0.0.9:5999"));
+}
+
 #[test]
 fn invite_retransmissions_double_and_the_call_fails_after_five() {
     let mut a = uac(builtin("uac"), config(Some(1)));
@@ -801,6 +855,7 @@ fn injection_files_lookup_insert_replace_and_sipp_keywords() {
     let ctx = LoadContext {
         keys: vec![("realm".into(), "sbc.example".into())],
         inf: vec!["users.csv".into(), "routes.csv".into()],
+        ..LoadContext::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let body = dir.path().join("body.txt");
@@ -898,6 +953,7 @@ fn injection_and_setdest_errors_stop_the_run() {
     let ctx = LoadContext {
         keys: Vec::new(),
         inf: vec!["r.csv".into()],
+        ..LoadContext::default()
     };
     for (action, want) in [
         (r#"<replace file="r.csv" line="5" value="x"/>"#, "line 5"),
