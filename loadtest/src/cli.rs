@@ -40,6 +40,12 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "ci",
+    "watchdog_interval",
+    "watchdog_reset",
+    "watchdog_minor_threshold",
+    "watchdog_major_threshold",
+    "watchdog_minor_maxtriggers",
+    "watchdog_major_maxtriggers",
     "rsa",
     "rtcheck",
     "periodic_rtd",
@@ -120,12 +126,6 @@ const SIPP_OPTIONS: &[&str] = &[
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "watchdog_interval",
-    "watchdog_reset",
-    "watchdog_minor_threshold",
-    "watchdog_major_threshold",
-    "watchdog_minor_maxtriggers",
-    "watchdog_major_maxtriggers",
     "trace_calldebug",
     "calldebug_file",
     "calldebug_overwrite",
@@ -518,6 +518,43 @@ pub struct Args {
     /// The RTP echo's buffer: longer packets are echoed cut to it.
     #[arg(long = "mb", value_name = "BYTES", default_value_t = 2048)]
     pub media_bufsize: usize,
+    /// How often (ms) each load thread's watchdog runs (0: none): a run
+    /// later than the thresholds below is a trip (an overloaded machine).
+    #[arg(long = "watchdog_interval", value_name = "MS", default_value_t = 400)]
+    pub watchdog_interval: u64,
+    /// Trip counts start again after this long (ms) without one.
+    #[arg(long = "watchdog_reset", value_name = "MS", default_value_t = 600_000)]
+    pub watchdog_reset: u64,
+    /// A run this much later (ms) than the last is a minor trip.
+    #[arg(
+        long = "watchdog_minor_threshold",
+        value_name = "MS",
+        default_value_t = 500
+    )]
+    pub watchdog_minor_threshold: u64,
+    /// A run this much later (ms) than the last is a major trip.
+    #[arg(
+        long = "watchdog_major_threshold",
+        value_name = "MS",
+        default_value_t = 3000
+    )]
+    pub watchdog_major_threshold: u64,
+    /// Minor trips allowed before the run ends (negative: any number).
+    #[arg(
+        long = "watchdog_minor_maxtriggers",
+        value_name = "N",
+        default_value_t = 120,
+        allow_hyphen_values = true
+    )]
+    pub watchdog_minor_maxtriggers: i64,
+    /// Major trips allowed before the run ends (negative: any number).
+    #[arg(
+        long = "watchdog_major_maxtriggers",
+        value_name = "N",
+        default_value_t = 10,
+        allow_hyphen_values = true
+    )]
+    pub watchdog_major_maxtriggers: i64,
     /// The remote-control socket's address (default: every IPv4 address).
     #[arg(long = "ci", value_name = "IP")]
     pub control_ip: Option<IpAddr>,
@@ -771,6 +808,27 @@ mod tests {
         assert_eq!(a.control_port, Some(9000));
         assert_eq!(a.control_ip, Some("127.0.0.3".parse().unwrap()));
         assert!(parse("sipp -sn uac -rtp_payload 300 127.0.0.1").is_err());
+        // The watchdog's, with SIPp's defaults.
+        let a = parse("sipp -sn uac 127.0.0.1").unwrap();
+        assert_eq!(
+            (
+                a.watchdog_interval,
+                a.watchdog_reset,
+                a.watchdog_minor_threshold
+            ),
+            (400, 600_000, 500)
+        );
+        assert_eq!(
+            (
+                a.watchdog_major_threshold,
+                a.watchdog_minor_maxtriggers,
+                a.watchdog_major_maxtriggers
+            ),
+            (3000, 120, 10)
+        );
+        let a = parse("sipp -sn uac -watchdog_interval 0 -watchdog_minor_maxtriggers -1 127.0.0.1")
+            .unwrap();
+        assert_eq!((a.watchdog_interval, a.watchdog_minor_maxtriggers), (0, -1));
     }
 
     #[test]

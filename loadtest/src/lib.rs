@@ -27,6 +27,7 @@ pub mod template;
 pub mod tls;
 pub mod tracefile;
 pub mod twin;
+pub mod watchdog;
 
 /// Built-in scenarios for `-sn`, shipped as files in `scenarios/` so that
 /// stock SIPp runs them too.

@@ -374,6 +374,14 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             per_call: per_call.map(|max| (max / threads).max(1)),
             buffers: args.buff_size,
             batch_wait: Duration::from_micros(args.batch_wait_us),
+            watchdog: crate::watchdog::Limits {
+                interval_ms: args.watchdog_interval,
+                reset_ms: args.watchdog_reset,
+                minor_ms: args.watchdog_minor_threshold,
+                major_ms: args.watchdog_major_threshold,
+                minor_max: args.watchdog_minor_maxtriggers,
+                major_max: args.watchdog_major_maxtriggers,
+            },
         };
         let sock = bind(&plan).map_err(|e| RunError {
             code: 254,

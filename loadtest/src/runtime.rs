@@ -100,6 +100,8 @@ pub struct ThreadPlan {
     /// Wake-up coalescing: sleep until `BATCH_WANT` completions are ready
     /// or this long has passed (kernels with IORING_FEAT_MIN_TIMEOUT).
     pub batch_wait: Duration,
+    /// The `-watchdog_*` options.
+    pub watchdog: crate::watchdog::Limits,
 }
 
 /// Completions a thread waits for before waking, at most.
@@ -571,6 +573,33 @@ pub fn background() -> io::Result<()> {
     }
 }
 
+/// What the watchdog found goes where SIPp's warnings and errors go: a
+/// trip or a reset is a warning (the errors file, the Warnings count), an
+/// overload ends the run as a fatal error.
+fn watched(ep: &mut Endpoint, event: crate::watchdog::Event) {
+    use crate::watchdog::Event;
+    match event {
+        Event::Tripped { major, warning } => {
+            if major {
+                ep.stats.watchdog_major += 1;
+            } else {
+                ep.stats.watchdog_minor += 1;
+            }
+            ep.stats.warnings += 1;
+            ep.errors.push(warning);
+        }
+        Event::Reset(warning) => {
+            ep.stats.warnings += 1;
+            ep.errors.push(warning);
+        }
+        Event::Overload(error) => {
+            if ep.fatal.is_none() {
+                ep.fatal = Some(error);
+            }
+        }
+    }
+}
+
 /// A caller thread takes its share of what the remote control or the
 /// keys set: the rate, the open-call limit, the users (new user ids for
 /// more users than it ever had).
@@ -652,6 +681,8 @@ pub fn run_thread(
     let mut steered = 0;
     let mut paused = false;
     let mut users_owned = plan.users.unwrap_or(0);
+    let since_start = || u64::try_from(ctl.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut watchdog = crate::watchdog::Watchdog::new(plan.watchdog, since_start());
     let mut twin = if plan.index == 0 {
         ctl.twin.lock().ok().and_then(|mut t| t.take())
     } else {
@@ -764,6 +795,13 @@ pub fn run_thread(
             }
         }
         ctl.steer.set_open(plan.index, ep.open_calls());
+        if let Some(w) = watchdog.as_mut()
+            && now / 1000 >= w.due()
+        {
+            for event in w.fire(now / 1000) {
+                watched(&mut ep, event);
+            }
+        }
         if ctl.soft_stop.is_some_and(|t| now_i >= t) || ctl.graceful.load(Ordering::Relaxed) {
             ep.close();
         }
@@ -1051,8 +1089,13 @@ pub fn run_thread(
             break;
         }
 
-        // Sleep until a completion, the next timer or the next call.
+        // Sleep until a completion, the next timer, the next call or the
+        // watchdog.
         let mut wake = ep.poll_timeout();
+        if let Some(w) = &watchdog {
+            let due = w.due().saturating_mul(1000);
+            wake = Some(wake.map_or(due, |t| t.min(due)));
+        }
         let rate = plan.rate.rate_at(now);
         if caller && plan.users.is_none() && rate > 0.0 && ep.may_create() {
             let ahead = ((started + 1) as f64 - plan.rate.due(now)).max(0.0);

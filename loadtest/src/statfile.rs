@@ -221,8 +221,8 @@ impl StatFile {
                 s.auto_answered,
                 s.warnings,
                 u64::from(s.fatal.is_some()),
-                0,
-                0,
+                s.watchdog_major,
+                s.watchdog_minor,
             ]
         };
         let (c, p) = (counts(cur, open), counts(prev, 0));

@@ -130,6 +130,9 @@ pub struct Stats {
     pub fatal: Option<String>,
     /// `<warning>` actions run.
     pub warnings: u64,
+    /// The watchdog's major and minor trips (an overloaded machine).
+    pub watchdog_major: u64,
+    pub watchdog_minor: u64,
     pub parse_errors: u64,
     pub send_errors: u64,
     /// UDP GSO sends, and the datagrams they carried.
@@ -172,6 +175,8 @@ impl Stats {
             auto_answered: 0,
             fatal: None,
             warnings: 0,
+            watchdog_major: 0,
+            watchdog_minor: 0,
             parse_errors: 0,
             send_errors: 0,
             gso_sends: 0,
@@ -234,6 +239,8 @@ impl Stats {
         self.out_of_call_msgs += o.out_of_call_msgs;
         self.auto_answered += o.auto_answered;
         self.warnings += o.warnings;
+        self.watchdog_major += o.watchdog_major;
+        self.watchdog_minor += o.watchdog_minor;
         if self.fatal.is_none() {
             self.fatal.clone_from(&o.fatal);
         }

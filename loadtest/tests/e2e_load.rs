@@ -1274,3 +1274,72 @@ fn rsa_sends_the_calls_to_the_remote_sending_address() {
     assert_eq!(uas.status.code(), Some(0));
     assert_eq!(json(&report)["calls_succeeded"], 5);
 }
+
+/// SIPp's watchdog: a load generator held up past the major threshold
+/// (stopped here with SIGSTOP for 1.5 s) warns of the trip, and past the
+/// trips allowed (none here) ends the run as SIPp does (status 255).
+#[test]
+fn the_watchdog_ends_a_run_held_up_too_often() {
+    let dir = tempfile::tempdir().unwrap();
+    let uas = steered_callee(8, "100", "29708");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = spawn_in(
+        dir.path(),
+        &[
+            "-sn",
+            "uac",
+            "-i",
+            "127.221.0.7",
+            "127.221.0.8:5060",
+            "-r",
+            "2",
+            "-m",
+            "100",
+            "--threads",
+            "1",
+            "-timeout",
+            "60",
+            "-nostdin",
+            "-cp",
+            "29707",
+            "-trace_err",
+            "-error_file",
+            "errors.log",
+            "-watchdog_interval",
+            "100",
+            "-watchdog_major_threshold",
+            "1000",
+            "-watchdog_major_maxtriggers",
+            "0",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let pid = uac.id().to_string();
+    let signal = |s: &str| {
+        assert!(
+            Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    signal("-CONT");
+    let started = Instant::now();
+    let uac = finish(uac, Duration::from_secs(30));
+    let _ = finish(uas, Duration::from_secs(1));
+    let err = String::from_utf8_lossy(&uac.stderr);
+    assert_eq!(uac.status.code(), Some(255), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        err.contains("overload error: the watchdog timer has tripped the major threshold of 1000ms too many times (1 out of 0 allowed)"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("errors.log")).unwrap();
+    assert!(
+        log.contains("the major watchdog timer 1000ms has been tripped"),
+        "{log}"
+    );
+}
