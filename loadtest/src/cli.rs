@@ -40,6 +40,9 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "ci",
+    "trace_calldebug",
+    "calldebug_file",
+    "calldebug_overwrite",
     "watchdog_interval",
     "watchdog_reset",
     "watchdog_minor_threshold",
@@ -126,9 +129,6 @@ const SIPP_OPTIONS: &[&str] = &[
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "trace_calldebug",
-    "calldebug_file",
-    "calldebug_overwrite",
     "oocsf",
     "oocsn",
     "ip_field",
@@ -418,6 +418,16 @@ pub struct Args {
     /// `false`: the message log is appended to when it opens, not
     /// truncated (SIPp's `-message_overwrite`; also `-error_overwrite`,
     /// `-log_overwrite`, `-screen_overwrite`).
+    /// Write what each failed or aborted call did (every message sent and
+    /// received, timed) to SCENARIO_PID_calldebug.log.
+    #[arg(long = "trace_calldebug")]
+    pub trace_calldebug: bool,
+    /// The call debug file's name.
+    #[arg(long = "calldebug_file", value_name = "FILE")]
+    pub calldebug_file: Option<PathBuf>,
+    /// Whether the call debug file is truncated (else added to).
+    #[arg(long = "calldebug_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
+    pub calldebug_overwrite: bool,
     #[arg(long = "message_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
     pub message_overwrite: bool,
     #[arg(long = "error_overwrite", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]

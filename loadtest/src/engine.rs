@@ -122,6 +122,9 @@ pub struct Config {
     /// Call-ID and CSeq (and for a response the status line and body) of
     /// one already received; otherwise the same bytes.
     pub rtcheck_loose: bool,
+    /// `-trace_calldebug`: each call keeps what it did, and a call that
+    /// fails or is aborted gives it out ([`Endpoint::call_debug`]).
+    pub calldebug: bool,
     /// `-rsa`: every message goes here rather than to its call's peer.
     pub send_to: Option<SocketAddr>,
     /// `-pause_msg_ign`: a message for a call in a `<pause>` is dropped
@@ -331,6 +334,7 @@ impl Config {
             rfc3339: false,
             callid_slash_ign: false,
             rtcheck_loose: false,
+            calldebug: false,
             send_to: None,
             pause_msg_ign: false,
             files: HashMap::new(),
@@ -429,6 +433,8 @@ struct Call {
     retrans: Option<Retrans>,
     /// Per step: hash of the message matched there (0: none).
     recv_hashes: Vec<u64>,
+    /// `-trace_calldebug`: what the call did, written out if it fails.
+    debug: Vec<u8>,
     rtd_start: [u64; RTD_COUNT],
     rtd_done: [bool; RTD_COUNT],
     invite_at: Option<u64>,
@@ -495,6 +501,7 @@ impl Call {
             last_recv: None,
             retrans: None,
             recv_hashes: vec![0; steps],
+            debug: Vec::new(),
             rtd_start: [0; RTD_COUNT],
             rtd_done: [false; RTD_COUNT],
             invite_at: None,
@@ -539,6 +546,7 @@ impl Call {
         self.last_recv = None;
         self.retrans = None;
         self.recv_hashes.fill(0);
+        self.debug.clear();
         self.rtd_start = [0; RTD_COUNT];
         self.rtd_done = [false; RTD_COUNT];
         self.invite_at = None;
@@ -708,6 +716,9 @@ enum Flow {
 pub struct Endpoint {
     /// Set by an `<error>` action: the run must stop (SIPp exits 255).
     pub fatal: Option<String>,
+    /// `-trace_calldebug`: what failed and aborted calls did, for the call
+    /// debug file (taken by the runtime).
+    pub call_debug: Vec<Vec<u8>>,
     /// Set by `<exec int_cmd="stop_gracefully|stop_now">`: what the whole
     /// run must do.
     pub run_stop: Option<IntCmd>,
@@ -913,6 +924,7 @@ impl Endpoint {
         });
         Endpoint {
             fatal: None,
+            call_debug: Vec::new(),
             run_stop: None,
             commands: Vec::new(),
             errors: Vec::new(),
@@ -1408,6 +1420,42 @@ impl Endpoint {
         fast_hash(self.seed, bytes) | 1
     }
 
+    /// `-trace_calldebug`: a line of what `call` did, timed as SIPp's.
+    fn note(&self, call: &mut Call, now: u64, text: std::fmt::Arguments<'_>) {
+        if !self.cfg.calldebug {
+            return;
+        }
+        let wall = self.cfg.wall_epoch_us + now;
+        let time = if self.cfg.rfc3339 {
+            crate::statfile::rfc3339_time(wall)
+        } else {
+            crate::statfile::wall_time(wall)
+        };
+        call.debug.extend_from_slice(time.as_bytes());
+        call.debug.push(b' ');
+        let _ = std::io::Write::write_fmt(&mut call.debug, text);
+    }
+
+    /// `-trace_calldebug`: a failed or aborted call's record, out.
+    fn debug_out(&mut self, call: &mut Call, now: u64) {
+        if !self.cfg.calldebug {
+            return;
+        }
+        let id = String::from_utf8_lossy(&call.id).into_owned();
+        let step = call.step;
+        self.note(
+            call,
+            now,
+            format_args!("Aborting call {id} (index {step}).\n"),
+        );
+        let mut out = format!(
+            "-------------------------------------------------------------------------------\nCall debugging information for call {id}:\n"
+        )
+        .into_bytes();
+        out.append(&mut call.debug);
+        self.call_debug.push(out);
+    }
+
     /// What tells a retransmission of a received message (`-rtcheck`):
     /// its bytes, or (loose, after RFC 2543 §11.5) its To, From, Call-ID
     /// and CSeq values, with a response's status line and body.
@@ -1497,6 +1545,10 @@ impl Endpoint {
         if self.by_id.contains_key(&key) {
             self.spare.push(call);
             return None;
+        }
+        if self.cfg.calldebug {
+            let id = String::from_utf8_lossy(&call.id).into_owned();
+            self.note(&mut call, now, format_args!("Starting call {id}\n"));
         }
         let slot = match self.free.pop() {
             Some(s) => {
@@ -1795,7 +1847,30 @@ impl Endpoint {
                 v.clone_from(value);
             }
         }
+        let first_out = self.out.len();
         let flow = f(self, &mut call, now);
+        if self.cfg.calldebug {
+            let id = String::from_utf8_lossy(&call.id).into_owned();
+            for k in first_out..self.out.len() {
+                let Some(o) = self.out.get(k).copied() else {
+                    break;
+                };
+                let text = self
+                    .out_buf
+                    .get(o.start..o.start + o.len)
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned();
+                self.note(
+                    &mut call,
+                    now,
+                    format_args!(
+                        "Sending {} message for call {id}:\n{text}\n\n",
+                        self.cfg.transport
+                    ),
+                );
+            }
+        }
         self.save_globals(&call);
         // `current` stays the call's through the clean-up below, so that
         // its CANCEL/BYE go where its messages went (its own connection
@@ -1857,6 +1932,7 @@ impl Endpoint {
             }
             Flow::Failed(reason) => {
                 self.stats.fail(reason);
+                self.debug_out(&mut call, now);
                 // Not after an <error> (SIPp stops there), nor when the peer
                 // hung up (its unexpected BYE or CANCEL was answered).
                 if self.cfg.behaviors.bye
@@ -1914,12 +1990,13 @@ impl Endpoint {
     /// Ends every open call as failed (`Aborted`): the run is over.
     pub fn abort_all(&mut self, now: u64) {
         for slot in 0..self.slab.len() {
-            if let Some(call) = self.slab.get_mut(slot).and_then(Option::take) {
+            if let Some(mut call) = self.slab.get_mut(slot).and_then(Option::take) {
                 // A call in its <timewait> has done its work (SIPp).
                 if call.timewait && call.doomed.is_none() {
                     self.stats.succeeded += 1;
                 } else {
                     self.stats.fail(FailReason::Aborted);
+                    self.debug_out(&mut call, now);
                 }
                 self.end(u32::try_from(slot).unwrap_or(u32::MAX), call, now);
             }
@@ -2181,6 +2258,18 @@ impl Endpoint {
             return Flow::Waiting;
         }
         let h = self.recv_hash(msg, bytes);
+        if self.cfg.calldebug {
+            let id = String::from_utf8_lossy(&call.id).into_owned();
+            self.note(
+                call,
+                now,
+                format_args!(
+                    "Processing {} byte incoming message for call-ID {id} (hash {h}):\n{}\n\n",
+                    bytes.len(),
+                    String::from_utf8_lossy(bytes)
+                ),
+            );
+        }
         if let Some(k) = call.recv_hashes.iter().position(|&x| x == h) {
             // A retransmission may be lost too (the step's `lost`).
             if self.lost(k) {

@@ -248,6 +248,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     cfg.rfc3339 = args.rfc3339;
     cfg.pause_msg_ign = args.pause_msg_ign;
     cfg.callid_slash_ign = args.callid_slash_ign;
+    cfg.calldebug = args.trace_calldebug;
     cfg.rtcheck_loose = match args.rtcheck.as_str() {
         "full" => false,
         "loose" => true,
@@ -437,6 +438,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     } else {
         None
     };
+    let trace_limits = Limits {
+        max_size: args.max_log_size,
+        ring_size: args.ringbuffer_size,
+        ring_files: args.ringbuffer_files,
+    };
     let ctl = Arc::new(Control {
         epoch,
         stop,
@@ -496,13 +502,20 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             ),
             args.trace_rtt
                 .then(|| format!("{}_rtt.csv", file_base(args)).into()),
-            Limits {
-                max_size: args.max_log_size,
-                ring_size: args.ringbuffer_size,
-                ring_files: args.ringbuffer_files,
-            },
+            trace_limits,
         )
         .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?
+        .with_calldebug(
+            trace_spec(
+                args,
+                args.trace_calldebug,
+                &args.calldebug_file,
+                "calldebug",
+                args.calldebug_overwrite,
+            ),
+            trace_limits,
+        )
+        .map_err(|e| RunError::fatal(format!("-trace_calldebug: {e}")))?
         .with_transport(cfg.transport)
         .with_rfc3339(args.rfc3339)
         .with_rtt_every(args.rtt_freq),

@@ -1031,6 +1031,9 @@ pub fn run_thread(
         if !ep.logs.is_empty() {
             ctl.trace.logs(ep.logs.drain(..));
         }
+        if !ep.call_debug.is_empty() {
+            ctl.trace.calldebug(ep.call_debug.drain(..));
+        }
         if !ep.error_codes.is_empty()
             && let Some(codes) = &ctl.error_codes
             && let Ok(mut codes) = codes.lock()
@@ -1144,6 +1147,7 @@ pub fn run_thread(
         ctl.wall_epoch_us + u64::try_from(ctl.epoch.elapsed().as_micros()).unwrap_or(u64::MAX),
         ep.errors.drain(..),
     );
+    ctl.trace.calldebug(ep.call_debug.drain(..));
     ctl.trace.flush();
     ep.count_sessions();
     let mut stats = ep.stats.clone();

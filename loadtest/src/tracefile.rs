@@ -165,6 +165,8 @@ pub struct TraceFiles {
     errors: Option<Mutex<ErrorsFile>>,
     rtt: Option<Mutex<RttFile>>,
     logs: Option<Mutex<LogFile>>,
+    /// `-trace_calldebug`: failed and aborted calls' records.
+    calldebug: Option<Mutex<LogFile>>,
     /// The transport the message log names (SIPp's "UDP message sent").
     transport: &'static str,
 }
@@ -236,6 +238,7 @@ impl TraceFiles {
                 None => None,
             },
             logs: open(logs)?,
+            calldebug: None,
             transport: "UDP",
         })
     }
@@ -244,6 +247,23 @@ impl TraceFiles {
     pub fn with_transport(mut self, transport: &'static str) -> Self {
         self.transport = transport;
         self
+    }
+
+    /// `-trace_calldebug`: the call debug file, opened now.
+    pub fn with_calldebug(mut self, spec: Option<Spec>, limits: Limits) -> io::Result<Self> {
+        self.calldebug = spec
+            .map(|s| LogFile::open(s, limits).map(Mutex::new))
+            .transpose()?;
+        Ok(self)
+    }
+
+    /// `-trace_calldebug`: what failed and aborted calls did.
+    pub fn calldebug(&self, records: impl Iterator<Item = Vec<u8>>) {
+        let Some(c) = &self.calldebug else { return };
+        let Ok(mut f) = c.lock() else { return };
+        for r in records {
+            f.write(&r);
+        }
     }
 
     /// `-rtt_freq`: the response times file is written every `n` lines.
@@ -340,10 +360,10 @@ impl TraceFiles {
         {
             f.flush();
         }
-        if let Some(l) = &self.logs
-            && let Ok(mut f) = l.lock()
-        {
-            f.flush();
+        for l in [&self.logs, &self.calldebug].into_iter().flatten() {
+            if let Ok(mut f) = l.lock() {
+                f.flush();
+            }
         }
         if let Some(r) = &self.rtt
             && let Ok(mut f) = r.lock()

@@ -558,9 +558,26 @@ fn trace_files_hold_the_messages_and_the_errors() {
             "-trace_shortmsg",
             "-shortmessage_file",
             dir.path().join("s.log").to_str().unwrap(),
+            "-trace_calldebug",
+            "-calldebug_file",
+            dir.path().join("c.log").to_str().unwrap(),
         ],
     );
     assert_eq!(uac.status.code(), Some(1));
+    // Both calls failed: each one's record, its INVITE and the 486.
+    let debug = std::fs::read_to_string(dir.path().join("c.log")).unwrap();
+    let records: Vec<&str> = debug
+        .split("Call debugging information for call ")
+        .skip(1)
+        .collect();
+    assert_eq!(records.len(), 2, "{debug}");
+    for r in records {
+        assert!(r.contains(" Starting call "), "{r}");
+        assert!(r.contains(" Sending UDP message for call "), "{r}");
+        assert!(r.contains("byte incoming message for call-ID"), "{r}");
+        assert!(r.contains("SIP/2.0 486 Busy Here"), "{r}");
+        assert!(r.contains(" Aborting call "), "{r}");
+    }
     // A line per message: time (three tab-separated fields), S or R,
     // Call-ID, CSeq, start line.
     let short = std::fs::read_to_string(dir.path().join("s.log")).unwrap();

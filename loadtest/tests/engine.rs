@@ -324,6 +324,58 @@ fn invite_retransmissions_double_and_the_call_fails_after_five() {
     assert_eq!(a.open_calls(), 0);
 }
 
+/// `-trace_calldebug`: a failed call gives out what it did, every
+/// message sent and received, timed; a call that succeeds gives nothing.
+#[test]
+fn a_failed_call_gives_its_debug_record() {
+    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    cfg.calldebug = true;
+    cfg.wall_epoch_us = 1_800_000_000_000_000;
+    let cfg = Arc::new(cfg);
+    let mut a = uac(builtin("uac"), Arc::clone(&cfg));
+    assert!(a.start_call(0));
+    let invite = drain(&mut a).remove(0).1;
+    let m = Message::parse(&invite).unwrap();
+    let hdr = |h: HeaderName| String::from_utf8_lossy(m.value(h).unwrap()).to_string();
+    let busy = format!(
+        "SIP/2.0 486 Busy Here\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=x\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        hdr(HeaderName::Via),
+        hdr(HeaderName::From),
+        hdr(HeaderName::To),
+        hdr(HeaderName::CallId),
+        hdr(HeaderName::CSeq)
+    );
+    a.handle_datagram(1000, addr(UAS), busy.as_bytes());
+    assert_eq!(a.call_debug.len(), 1);
+    let rec = String::from_utf8(a.call_debug.remove(0)).unwrap();
+    let id = hdr(HeaderName::CallId);
+    let order = [
+        format!("Call debugging information for call {id}:"),
+        format!("2027-01-15\t08:00:00.000000\t1800000000.000000 Starting call {id}"),
+        format!("Sending UDP message for call {id}:\nINVITE sip:"),
+        format!(
+            " Processing {} byte incoming message for call-ID {id}",
+            busy.len()
+        ),
+        "SIP/2.0 486 Busy Here".to_string(),
+        format!("Aborting call {id}"),
+    ];
+    let mut at = 0;
+    for part in &order {
+        let k = rec[at..]
+            .find(part.as_str())
+            .unwrap_or_else(|| panic!("{part:?} after {at} in\n{rec}"));
+        at += k + part.len();
+    }
+    // A call that succeeds keeps its record to itself.
+    let (mut a, mut b) = (uac(builtin("uac"), cfg), uas(builtin("uas"), config(None)));
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!(a.stats.succeeded, 1);
+    assert!(a.call_debug.is_empty());
+}
+
 #[test]
 fn an_error_response_fails_the_call_and_is_acknowledged() {
     let mut a = uac(builtin("uac"), config(Some(1)));
