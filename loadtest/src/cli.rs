@@ -836,6 +836,12 @@ mod tests {
             ),
             (3000, 120, 10)
         );
+        let a = parse(
+            "sipp -sn uac -trace_calldebug -calldebug_file c.log -calldebug_overwrite false 127.0.0.1",
+        )
+        .unwrap();
+        assert!(a.trace_calldebug && !a.calldebug_overwrite);
+        assert_eq!(a.calldebug_file, Some(PathBuf::from("c.log")));
         let a = parse("sipp -sn uac -watchdog_interval 0 -watchdog_minor_maxtriggers -1 127.0.0.1")
             .unwrap();
         assert_eq!((a.watchdog_interval, a.watchdog_minor_maxtriggers), (0, -1));
