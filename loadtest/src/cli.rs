@@ -40,6 +40,8 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "ci",
+    "oocsf",
+    "oocsn",
     "trace_calldebug",
     "calldebug_file",
     "calldebug_overwrite",
@@ -129,8 +131,6 @@ const SIPP_OPTIONS: &[&str] = &[
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "oocsf",
-    "oocsn",
     "ip_field",
     "max_reconnect",
     "reconnect_close",
@@ -565,6 +565,13 @@ pub struct Args {
         allow_hyphen_values = true
     )]
     pub watchdog_major_maxtriggers: i64,
+    /// A caller's out-of-call scenario: a request of no call starts a call
+    /// of it (e.g. answering the far end's OPTIONS).
+    #[arg(long = "oocsf", value_name = "FILE")]
+    pub oocsf: Option<PathBuf>,
+    /// A built-in out-of-call scenario (ooc_default answers 200).
+    #[arg(long = "oocsn", value_name = "NAME")]
+    pub oocsn: Option<String>,
     /// The remote-control socket's address (default: every IPv4 address).
     #[arg(long = "ci", value_name = "IP")]
     pub control_ip: Option<IpAddr>,
@@ -842,6 +849,9 @@ mod tests {
         .unwrap();
         assert!(a.trace_calldebug && !a.calldebug_overwrite);
         assert_eq!(a.calldebug_file, Some(PathBuf::from("c.log")));
+        let a = parse("sipp -sn uac -oocsf ooc.xml -oocsn ooc_default 127.0.0.1").unwrap();
+        assert_eq!(a.oocsf, Some(PathBuf::from("ooc.xml")));
+        assert_eq!(a.oocsn.as_deref(), Some("ooc_default"));
         let a = parse("sipp -sn uac -watchdog_interval 0 -watchdog_minor_maxtriggers -1 127.0.0.1")
             .unwrap();
         assert_eq!((a.watchdog_interval, a.watchdog_minor_maxtriggers), (0, -1));

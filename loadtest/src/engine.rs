@@ -435,6 +435,8 @@ struct Call {
     recv_hashes: Vec<u64>,
     /// `-trace_calldebug`: what the call did, written out if it fails.
     debug: Vec<u8>,
+    /// It runs the out-of-call scenario.
+    ooc: bool,
     rtd_start: [u64; RTD_COUNT],
     rtd_done: [bool; RTD_COUNT],
     invite_at: Option<u64>,
@@ -483,6 +485,12 @@ struct Call {
 }
 
 impl Call {
+    /// Whether its tables are those of a scenario of this many steps,
+    /// variables and transactions.
+    fn fits(&self, (steps, vars, txns): (usize, usize, usize)) -> bool {
+        self.recv_hashes.len() == steps && self.vars.len() == vars && self.txns.len() == txns
+    }
+
     fn empty(steps: usize, vars: usize, txns: usize) -> Self {
         Call {
             serial: 0,
@@ -502,6 +510,7 @@ impl Call {
             retrans: None,
             recv_hashes: vec![0; steps],
             debug: Vec::new(),
+            ooc: false,
             rtd_start: [0; RTD_COUNT],
             rtd_done: [false; RTD_COUNT],
             invite_at: None,
@@ -547,6 +556,7 @@ impl Call {
         self.retrans = None;
         self.recv_hashes.fill(0);
         self.debug.clear();
+        self.ooc = false;
         self.rtd_start = [0; RTD_COUNT];
         self.rtd_done = [false; RTD_COUNT];
         self.invite_at = None;
@@ -719,6 +729,8 @@ pub struct Endpoint {
     /// `-trace_calldebug`: what failed and aborted calls did, for the call
     /// debug file (taken by the runtime).
     pub call_debug: Vec<Vec<u8>>,
+    /// The out-of-call scenario's part (see [`Other`]).
+    ooc: Option<Box<Other>>,
     /// Set by `<exec int_cmd="stop_gracefully|stop_now">`: what the whole
     /// run must do.
     pub run_stop: Option<IntCmd>,
@@ -872,6 +884,58 @@ fn ip_text(ip: IpAddr) -> Vec<u8> {
     ip.to_string().into_bytes()
 }
 
+/// What an endpoint keeps per scenario: its `<Global>` variables (with
+/// `-set`'s values), whether it plays media, whether a call keeps its last
+/// message (only when something reads it later).
+fn scenario_parts(cfg: &Config, scn: &Scenario) -> (Vec<(VarId, Value)>, bool, bool) {
+    let needs_last = scn.uses(|k| {
+        matches!(
+            k,
+            Keyword::Last(_)
+                | Keyword::LastRequestUri
+                | Keyword::LastCseqNumber(_)
+                | Keyword::LastMessage
+                | Keyword::Authentication { .. }
+        )
+    }) || scn
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::Nop) && !s.actions.is_empty());
+    let globals = scn
+        .globals
+        .iter()
+        .map(|&id| {
+            let name = scn.vars.get(usize::from(id.0)).map_or("", String::as_str);
+            let value = cfg
+                .set
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map_or(Value::Unset, |(_, v)| Value::Str(v.clone()));
+            (id, value)
+        })
+        .collect();
+    let plays_media = scn.steps.iter().flat_map(|s| &s.actions).any(|a| {
+        matches!(
+            a,
+            Action::PlayPcap { .. } | Action::PlayDtmf(_) | Action::RtpStream(RtpStream::Play(_))
+        )
+    });
+    (globals, plays_media, needs_last)
+}
+
+/// The out-of-call scenario (`-oocsf`, `-oocsn`) and what goes with it,
+/// or, while one of its calls runs, the main scenario's: the two trade
+/// places for that time ([`Endpoint::run`]), so the engine runs either.
+#[derive(Debug)]
+struct Other {
+    scn: Arc<Scenario>,
+    globals: Vec<(VarId, Value)>,
+    plays_media: bool,
+    needs_last: bool,
+    stats: Stats,
+}
+
 impl Endpoint {
     /// `first_number` and `stride` number the calls of this thread (thread
     /// `i` of `n`: `i + 1` and `n`), so Call-IDs are unique across threads.
@@ -883,48 +947,14 @@ impl Endpoint {
         first_number: u64,
         stride: u64,
     ) -> Self {
-        // Keep the last message only when something reads it later.
-        let needs_last = scn.uses(|k| {
-            matches!(
-                k,
-                Keyword::Last(_)
-                    | Keyword::LastRequestUri
-                    | Keyword::LastCseqNumber(_)
-                    | Keyword::LastMessage
-                    | Keyword::Authentication { .. }
-            )
-        }) || scn
-            .steps
-            .iter()
-            .any(|s| matches!(s.kind, StepKind::Nop) && !s.actions.is_empty());
+        let (globals, plays_media, needs_last) = scenario_parts(&cfg, &scn);
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
         let steps = scn.steps.len();
-        let globals = scn
-            .globals
-            .iter()
-            .map(|&id| {
-                let name = scn.vars.get(usize::from(id.0)).map_or("", String::as_str);
-                let value = cfg
-                    .set
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == name)
-                    .map_or(Value::Unset, |(_, v)| Value::Str(v.clone()));
-                (id, value)
-            })
-            .collect();
-        let plays_media = scn.steps.iter().flat_map(|s| &s.actions).any(|a| {
-            matches!(
-                a,
-                Action::PlayPcap { .. }
-                    | Action::PlayDtmf(_)
-                    | Action::RtpStream(RtpStream::Play(_))
-            )
-        });
         Endpoint {
             fatal: None,
             call_debug: Vec::new(),
+            ooc: None,
             run_stop: None,
             commands: Vec::new(),
             errors: Vec::new(),
@@ -1502,10 +1532,13 @@ impl Endpoint {
         let number = self.next_number;
         self.next_number += self.number_stride;
         self.serial += 1;
-        let mut call = self.spare.pop().unwrap_or_else(|| {
-            let s = &self.scn;
-            Box::new(Call::empty(s.steps.len(), s.vars.len(), s.txns.len()))
-        });
+        let s = &self.scn;
+        let shape = (s.steps.len(), s.vars.len(), s.txns.len());
+        // A spare call of the other scenario (out of call) does not fit.
+        let mut call = match self.spare.pop() {
+            Some(c) if c.fits(shape) => c,
+            _ => Box::new(Call::empty(shape.0, shape.1, shape.2)),
+        };
         call.reset();
         call.serial = self.serial;
         call.number = number;
@@ -1840,6 +1873,11 @@ impl Endpoint {
         let Some(mut call) = self.slab.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
+        // An out-of-call call runs its own scenario, with its own figures.
+        let ooc = call.ooc;
+        if ooc {
+            self.trade_scenarios();
+        }
         self.current = call.serial;
         // <Global> variables: this thread's values in, whatever changed out.
         for (id, value) in &self.globals {
@@ -1951,6 +1989,74 @@ impl Endpoint {
             }
         }
         self.current = 0;
+        if ooc {
+            self.trade_scenarios();
+        }
+    }
+
+    /// A request of no call, with an out-of-call scenario: a call of that
+    /// scenario takes it (SIPp's warning; counted as auto-answered).
+    fn out_of_call(
+        &mut self,
+        now: u64,
+        src: SocketAddr,
+        cid: &[u8],
+        msg: &Message<'_>,
+        bytes: &[u8],
+    ) {
+        let method = msg
+            .request_line()
+            .map(|r| String::from_utf8_lossy(r.method_raw).into_owned())
+            .unwrap_or_default();
+        self.stats.warnings += 1;
+        self.stats.auto_answered += 1;
+        self.errors.push(format!(
+            "Received out-of-call {method} message, using the out-of-call scenario"
+        ));
+        self.trade_scenarios();
+        let slot = self.new_call(now, src, cid, 0);
+        self.trade_scenarios();
+        let Some(slot) = slot else {
+            self.stats.out_of_call_msgs += 1;
+            return;
+        };
+        if let Some(Some(c)) = self.slab.get_mut(slot as usize) {
+            c.ooc = true;
+        }
+        self.run(slot, now, |ep, call, now| match ep.advance(call, now) {
+            Flow::Waiting => ep.on_message(call, now, msg, bytes),
+            done => done,
+        });
+    }
+
+    /// The main and the out-of-call scenario trade places (see [`Other`]).
+    fn trade_scenarios(&mut self) {
+        if let Some(o) = self.ooc.as_deref_mut() {
+            std::mem::swap(&mut self.scn, &mut o.scn);
+            std::mem::swap(&mut self.globals, &mut o.globals);
+            std::mem::swap(&mut self.plays_media, &mut o.plays_media);
+            std::mem::swap(&mut self.needs_last, &mut o.needs_last);
+            std::mem::swap(&mut self.stats, &mut o.stats);
+        }
+    }
+
+    /// `-oocsf`/`-oocsn`: a request that belongs to no call starts a call
+    /// of this scenario (a caller's only, as in SIPp).
+    pub fn set_out_of_call(&mut self, scn: Arc<Scenario>) {
+        let (globals, plays_media, needs_last) = scenario_parts(&self.cfg, &scn);
+        let stats = Stats::new(scn.steps.len());
+        self.ooc = Some(Box::new(Other {
+            scn,
+            globals,
+            plays_media,
+            needs_last,
+            stats,
+        }));
+    }
+
+    /// The out-of-call scenario's figures (its calls, their messages).
+    pub fn out_of_call_stats(&self) -> Option<&Stats> {
+        self.ooc.as_deref().map(|o| &o.stats)
     }
 
     fn end(&mut self, slot: u32, call: Box<Call>, now: u64) {
@@ -1991,6 +2097,10 @@ impl Endpoint {
     pub fn abort_all(&mut self, now: u64) {
         for slot in 0..self.slab.len() {
             if let Some(mut call) = self.slab.get_mut(slot).and_then(Option::take) {
+                let ooc = call.ooc;
+                if ooc {
+                    self.trade_scenarios();
+                }
                 // A call in its <timewait> has done its work (SIPp).
                 if call.timewait && call.doomed.is_none() {
                     self.stats.succeeded += 1;
@@ -1999,6 +2109,9 @@ impl Endpoint {
                     self.debug_out(&mut call, now);
                 }
                 self.end(u32::try_from(slot).unwrap_or(u32::MAX), call, now);
+                if ooc {
+                    self.trade_scenarios();
+                }
             }
         }
     }
@@ -2047,6 +2160,10 @@ impl Endpoint {
             (StartLine::Request(r), Some(e)) => e.matches_method(r.method_raw),
             _ => false,
         };
+        if !starts_here && self.ooc.is_some() && msg.request_line().is_some() {
+            self.out_of_call(now, src, cid, &msg, bytes);
+            return;
+        }
         if !starts_here || !self.take_quota() {
             self.stats.out_of_call_msgs += 1;
             // -aa: an INFO, NOTIFY, OPTIONS or UPDATE of no call is

@@ -35,6 +35,8 @@ pub fn builtin(name: &str) -> Option<&'static str> {
     match name {
         "uac" => Some(include_str!("../scenarios/uac_basic.xml")),
         "uas" => Some(include_str!("../scenarios/uas_basic.xml")),
+        "ooc_default" => Some(include_str!("../scenarios/ooc_default.xml")),
+        "ooc_dummy" => Some(include_str!("../scenarios/ooc_dummy.xml")),
         _ => None,
     }
 }

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             None => {
-                eprintln!("sbc-load: -sd {name}: built-in scenarios are uac and uas");
+                eprintln!(
+                    "sbc-load: -sd {name}: the built-in scenarios are {}",
+                    run::BUILTINS
+                );
                 ExitCode::from(255)
             }
         };

@@ -81,6 +81,11 @@ pub struct Report {
     pub out_of_call_messages: u64,
     /// Requests answered 200 by `-aa`.
     pub auto_answered: u64,
+    /// Calls of the out-of-call scenario (`-oocsf`): started, succeeded,
+    /// failed.
+    pub out_of_call_calls: u64,
+    pub out_of_call_succeeded: u64,
+    pub out_of_call_failed: u64,
     /// `<warning>` actions run.
     pub warnings: u64,
     pub parse_errors: u64,
@@ -186,6 +191,9 @@ impl Report {
             dead_call_messages: s.dead_call_msgs,
             out_of_call_messages: s.out_of_call_msgs,
             auto_answered: s.auto_answered,
+            out_of_call_calls: s.ooc_calls,
+            out_of_call_succeeded: s.ooc_succeeded,
+            out_of_call_failed: s.ooc_failed,
             warnings: s.warnings,
             parse_errors: s.parse_errors,
             send_errors: s.send_errors,
@@ -280,6 +288,16 @@ impl Report {
             "  {:<28}{:>12} / {}",
             "Retransmissions sent / recv", self.retransmissions_sent, self.retransmissions_received
         );
+        if self.out_of_call_calls > 0 {
+            let _ = writeln!(
+                s,
+                "  {:<28}{:>12} / {} / {}",
+                "Out-of-call calls / ok / failed",
+                self.out_of_call_calls,
+                self.out_of_call_succeeded,
+                self.out_of_call_failed
+            );
+        }
         for (label, n) in [
             ("Late optional absorbed", self.late_optional_absorbed),
             ("Dead-call messages", self.dead_call_messages),

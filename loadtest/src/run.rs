@@ -79,17 +79,8 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
     let mut scn = match (&args.scenario_file, &args.scenario_name) {
         (Some(_), Some(_)) => Err("give either -sf or -sn, not both".into()),
         (None, None) => Err("no scenario: give -sf FILE or -sn uac|uas".into()),
-        (Some(path), None) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("scenario file {}: {e}", path.display()))?;
-            Scenario::parse_with(&read_text(&bytes), &path.display().to_string(), &ctx)
-                .map_err(|e| e.to_string())
-        }
-        (None, Some(name)) => {
-            let xml = crate::builtin(name)
-                .ok_or_else(|| format!("-sn {name}: built-in scenarios are uac and uas"))?;
-            Scenario::parse_with(xml, name, &ctx).map_err(|e| e.to_string())
-        }
+        (Some(path), None) => scenario_file(path, &ctx),
+        (None, Some(name)) => builtin_scenario("-sn", name, &ctx),
     }?;
     if let Some(pct) = args.lost {
         if !(0.0..=100.0).contains(&pct) {
@@ -98,6 +89,45 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
         scn.set_default_lost(pct);
     }
     Ok(scn)
+}
+
+/// The built-in scenarios' names, for messages.
+pub const BUILTINS: &str = "uac, uas, ooc_default and ooc_dummy";
+
+fn scenario_file(path: &std::path::Path, ctx: &LoadContext) -> Result<Scenario, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("scenario file {}: {e}", path.display()))?;
+    Scenario::parse_with(&read_text(&bytes), &path.display().to_string(), ctx)
+        .map_err(|e| e.to_string())
+}
+
+fn builtin_scenario(flag: &str, name: &str, ctx: &LoadContext) -> Result<Scenario, String> {
+    let xml = crate::builtin(name)
+        .ok_or_else(|| format!("{flag} {name}: the built-in scenarios are {BUILTINS}"))?;
+    Scenario::parse_with(xml, name, ctx).map_err(|e| e.to_string())
+}
+
+/// The out-of-call scenario (`-oocsf FILE` or `-oocsn NAME`), if any: a
+/// caller's only, as SIPp refuses one in server mode.
+fn out_of_call_scenario(args: &Args, caller: bool) -> Result<Option<Scenario>, String> {
+    let ctx = LoadContext {
+        rtp_payload: args.rtp_payload,
+        ..LoadContext::default()
+    };
+    let scn = match (&args.oocsf, &args.oocsn) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => return Err("give either -oocsf or -oocsn, not both".into()),
+        (Some(path), None) => scenario_file(path, &ctx),
+        (None, Some(name)) => builtin_scenario("-oocsn", name, &ctx),
+    }
+    .map_err(|e| format!("out-of-call scenario: {e}"))?;
+    if !caller {
+        return Err(
+            "out-of-call scenarios (-oocsf, -oocsn) are for callers: the callee's own scenario takes the requests of no call"
+                .into(),
+        );
+    }
+    Ok(Some(scn))
 }
 
 /// Runs the load described by `args`, prints the report and returns it.
@@ -123,6 +153,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         }
     };
     let caller = scn.starts_with_send();
+    let ooc = out_of_call_scenario(args, caller)
+        .map_err(|message| RunError { code: 1, message })?
+        .map(Arc::new);
     // TLS: a callee answers with its certificate; a caller presents one
     // when it loads.
     let tls = if tls {
@@ -521,6 +554,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         .with_rtt_every(args.rtt_freq),
         wall_epoch_us: cfg.wall_epoch_us,
         twin: std::sync::Mutex::new(twins),
+        out_of_call: ooc,
         soft_stop: if args.timeout_error { None } else { timeout },
         deadline: if args.timeout_error {
             timeout

@@ -128,6 +128,8 @@ pub struct Control {
     pub wall_epoch_us: u64,
     /// The 3PCC twin connections, taken by thread 0.
     pub twin: std::sync::Mutex<Option<crate::twin::Twins>>,
+    /// `-oocsf`/`-oocsn`: what a caller runs for a request of no call.
+    pub out_of_call: Option<Arc<Scenario>>,
     /// `-trace_stat`: each thread's figures and open calls, published
     /// about once a second for the statistics file.
     pub snapshots: Option<Snapshots>,
@@ -655,6 +657,9 @@ pub fn run_thread(
     if let Some(u) = plan.users {
         ep.set_users(plan.first_user, u32::try_from(u).unwrap_or(u32::MAX));
     }
+    if let Some(o) = &ctl.out_of_call {
+        ep.set_out_of_call(Arc::clone(o));
+    }
     let mut io = Io::new(
         udp.as_ref(),
         plan.connect
@@ -1152,6 +1157,11 @@ pub fn run_thread(
     ep.count_sessions();
     let mut stats = ep.stats.clone();
     stats.fatal = ep.fatal.clone();
+    if let Some(o) = ep.out_of_call_stats() {
+        stats.ooc_calls = o.created;
+        stats.ooc_succeeded = o.succeeded;
+        stats.ooc_failed = o.failed_total();
+    }
     Ok(stats)
 }
 

@@ -130,6 +130,10 @@ pub struct Stats {
     pub fatal: Option<String>,
     /// `<warning>` actions run.
     pub warnings: u64,
+    /// Calls of the out-of-call scenario: started, succeeded, failed.
+    pub ooc_calls: u64,
+    pub ooc_succeeded: u64,
+    pub ooc_failed: u64,
     /// The watchdog's major and minor trips (an overloaded machine).
     pub watchdog_major: u64,
     pub watchdog_minor: u64,
@@ -176,6 +180,9 @@ impl Stats {
             fatal: None,
             warnings: 0,
             watchdog_major: 0,
+            ooc_calls: 0,
+            ooc_succeeded: 0,
+            ooc_failed: 0,
             watchdog_minor: 0,
             parse_errors: 0,
             send_errors: 0,
@@ -240,6 +247,9 @@ impl Stats {
         self.auto_answered += o.auto_answered;
         self.warnings += o.warnings;
         self.watchdog_major += o.watchdog_major;
+        self.ooc_calls += o.ooc_calls;
+        self.ooc_succeeded += o.ooc_succeeded;
+        self.ooc_failed += o.ooc_failed;
         self.watchdog_minor += o.watchdog_minor;
         if self.fatal.is_none() {
             self.fatal.clone_from(&o.fatal);

@@ -1360,3 +1360,83 @@ fn the_watchdog_ends_a_run_held_up_too_often() {
         "{log}"
     );
 }
+
+/// `-oocsn ooc_default`: a request of no call reaching the caller (an
+/// OPTIONS probe here) is answered by the out-of-call scenario; a callee
+/// refuses one (as SIPp in server mode).
+#[test]
+fn a_caller_answers_requests_of_no_call_with_its_out_of_call_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("uac.json");
+    let uas = steered_callee(10, "3", "29710");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.221.0.9",
+        "-p",
+        "5070",
+        "127.221.0.10:5060",
+        "-r",
+        "1",
+        "-m",
+        "3",
+        "-d",
+        "1000",
+        "--threads",
+        "1",
+        "-timeout",
+        "30",
+        "-nostdin",
+        "-cp",
+        "29709",
+        "-oocsn",
+        "ooc_default",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let probe = std::net::UdpSocket::bind("127.221.0.11:5060").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    probe
+        .send_to(
+            b"OPTIONS sip:sipp@127.221.0.9:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.221.0.11:5060;branch=z9hG4bK-probe\r\nFrom: <sip:probe@127.221.0.11>;tag=p\r\nTo: <sip:sipp@127.221.0.9>\r\nCall-ID: keepalive-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            "127.221.0.9:5070",
+        )
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = probe.recv(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Call-ID: keepalive-1\r\n"), "{answer}");
+    let uac = finish(uac, Duration::from_secs(40));
+    let _ = finish(uas, Duration::from_secs(20));
+    assert_eq!(
+        uac.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&uac.stderr)
+    );
+    let r = json(&report);
+    assert_eq!(r["calls_succeeded"], 3);
+    assert_eq!(r["out_of_call_calls"], 1);
+    assert_eq!(r["out_of_call_succeeded"], 1);
+    // A callee refuses an out-of-call scenario.
+    let o = finish(
+        spawn(&[
+            "-sn",
+            "uas",
+            "-i",
+            "127.221.0.12",
+            "-oocsn",
+            "ooc_default",
+            "-nostdin",
+        ]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("out-of-call scenarios"));
+}

@@ -2291,3 +2291,54 @@ fn a_failed_calls_cleanup_is_the_calls_own_output() {
         .expect("the CANCEL");
     assert_ne!(cancel.call, 0);
 }
+
+/// An OPTIONS of no call from `UAS`, with Call-ID `id`.
+fn options(id: &str, branch: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:sipp@127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\nFrom: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:sipp@127.0.0.1:5061>\r\nCall-ID: {id}\r\nCSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// `-oocsf`/`-oocsn`: a caller runs its out-of-call scenario for a
+/// request of no call (here SIPp's ooc_default: 200, retransmissions
+/// answered for 4 s), with figures of its own; its main calls go on as
+/// before.
+#[test]
+fn a_request_of_no_call_runs_the_out_of_call_scenario() {
+    let mut a = uac(builtin("uac"), config(Some(1)));
+    a.set_out_of_call(builtin("ooc_default"));
+    a.handle_datagram(0, addr(UAS), &options("probe-1", "z9hG4bK-p1"));
+    let out = drain(&mut a);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, addr(UAS));
+    let ok = String::from_utf8(out[0].1.clone()).unwrap();
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n"), "{ok}");
+    assert!(ok.contains("Call-ID: probe-1\r\n") && ok.contains("CSeq: 7 OPTIONS\r\n"));
+    assert_eq!((a.stats.auto_answered, a.stats.warnings), (1, 1));
+    assert!(a.errors[0].contains("Received out-of-call OPTIONS message"));
+    // Its retransmission is answered again; it ends after its 4 s.
+    a.handle_datagram(300_000, addr(UAS), &options("probe-1", "z9hG4bK-p1"));
+    assert_eq!(start_line(&drain(&mut a)[0].1), "SIP/2.0 200 OK");
+    while let Some(t) = a.poll_timeout().filter(|&t| t <= 5_000_000) {
+        a.handle_timeout(t);
+    }
+    let ooc = a.out_of_call_stats().unwrap();
+    assert_eq!((ooc.created, ooc.succeeded, ooc.failed_total()), (1, 1, 0));
+    assert_eq!(a.stats.created, 0, "the main scenario started nothing");
+    // The main scenario's call runs as ever.
+    let mut b = uas(builtin("uas"), config(None));
+    let mut net = Net::new();
+    assert!(a.start_call(6_000_000));
+    net.now = 6_000_000;
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    assert_eq!((a.stats.created, a.stats.succeeded), (1, 1));
+    assert_eq!(a.out_of_call_stats().unwrap().created, 1);
+    // ooc_dummy waits for DUMMY: an OPTIONS fails its call.
+    let mut a = uac(builtin("uac"), config(Some(1)));
+    a.set_out_of_call(builtin("ooc_dummy"));
+    a.handle_datagram(0, addr(UAS), &options("probe-2", "z9hG4bK-p2"));
+    let ooc = a.out_of_call_stats().unwrap();
+    assert_eq!((ooc.created, ooc.failed_total()), (1, 1));
+    assert_eq!(a.stats.failed_total(), 0);
+}
