@@ -40,6 +40,7 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "ci",
+    "ip_field",
     "oocsf",
     "oocsn",
     "trace_calldebug",
@@ -131,7 +132,6 @@ const SIPP_OPTIONS: &[&str] = &[
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
 const UNSUPPORTED: &[&str] = &[
-    "ip_field",
     "max_reconnect",
     "reconnect_close",
     "reconnect_sleep",
@@ -572,6 +572,10 @@ pub struct Args {
     /// A built-in out-of-call scenario (ooc_default answers 200).
     #[arg(long = "oocsn", value_name = "NAME")]
     pub oocsn: Option<String>,
+    /// With `-t ui`: the field of the first `-inf` file that names each
+    /// call's source address.
+    #[arg(long = "ip_field", value_name = "N", default_value_t = 0)]
+    pub ip_field: usize,
     /// The remote-control socket's address (default: every IPv4 address).
     #[arg(long = "ci", value_name = "IP")]
     pub control_ip: Option<IpAddr>,
@@ -852,6 +856,8 @@ mod tests {
         let a = parse("sipp -sn uac -oocsf ooc.xml -oocsn ooc_default 127.0.0.1").unwrap();
         assert_eq!(a.oocsf, Some(PathBuf::from("ooc.xml")));
         assert_eq!(a.oocsn.as_deref(), Some("ooc_default"));
+        let a = parse("sipp -sn uac -t ui -inf ips.csv -ip_field 2 127.0.0.1").unwrap();
+        assert_eq!((a.transport.as_str(), a.ip_field), ("ui", 2));
         let a = parse("sipp -sn uac -watchdog_interval 0 -watchdog_minor_maxtriggers -1 127.0.0.1")
             .unwrap();
         assert_eq!((a.watchdog_interval, a.watchdog_minor_maxtriggers), (0, -1));

@@ -104,6 +104,12 @@ pub struct Config {
     /// `-t tn`: list each ended call in [`Endpoint::ended`] (its
     /// connection closes).
     pub report_ended: bool,
+    /// `-t ui` (`-ip_field`): field of the first `-inf` file that gives
+    /// each call the address its messages leave from
+    /// ([`Endpoint::started_source`]); a callee lists the calls it starts
+    /// in [`Endpoint::started`] (they answer from where they were
+    /// reached).
+    pub ip_field: Option<usize>,
     /// `[remote_host]`: the host part of the command line's destination.
     pub remote_host: Vec<u8>,
     /// `-users` (`[users]`; SIPp writes -1 without it).
@@ -334,6 +340,7 @@ impl Config {
             rfc3339: false,
             callid_slash_ign: false,
             rtcheck_loose: false,
+            ip_field: None,
             calldebug: false,
             send_to: None,
             pause_msg_ign: false,
@@ -751,6 +758,10 @@ pub struct Endpoint {
     /// With [`Config::report_ended`]: the serials of calls that ended
     /// (the runtime drains them).
     pub ended: Vec<u64>,
+    /// `-t ui`: calls a callee started since the runtime last looked.
+    pub started: Vec<u64>,
+    /// `-t ui`: the source address field of the call started last.
+    started_source: Vec<u8>,
     /// Messages for the 3PCC twin (`<sendCmd>`), rendered, with the peer
     /// `dest` names in extended mode; the runtime sends each followed by
     /// SIPp's delimiter (ESC).
@@ -953,6 +964,8 @@ impl Endpoint {
         let steps = scn.steps.len();
         Endpoint {
             fatal: None,
+            started: Vec::new(),
+            started_source: Vec::new(),
             call_debug: Vec::new(),
             ooc: None,
             run_stop: None,
@@ -1802,6 +1815,19 @@ impl Endpoint {
             call.tdm = tdm;
             call.port = port;
         }
+        if let Some(field) = self.cfg.ip_field {
+            self.started_source.clear();
+            let row = self
+                .slab
+                .get(slot as usize)
+                .and_then(Option::as_ref)
+                .and_then(|c| c.inject_rows.first().copied())
+                .unwrap_or(-1);
+            let inj = self.inject.borrow();
+            if let Some(f) = inj.as_ref().and_then(|i| i.files.first()) {
+                f.write_field(row, field, &mut self.started_source);
+            }
+        }
         if user > 0
             && let Some(call) = self.slab.get_mut(slot as usize).and_then(Option::as_mut)
         {
@@ -1813,6 +1839,12 @@ impl Endpoint {
         }
         self.run(slot, now, |ep, call, now| ep.advance(call, now));
         Start::Call(serial)
+    }
+
+    /// `-t ui`: the address (field `-ip_field` of its `-inf` line) the call
+    /// started last sends from.
+    pub fn started_source(&self) -> &[u8] {
+        &self.started_source
     }
 
     /// A TCP connection is gone (`reason`: it could not open, or closed):
@@ -2185,6 +2217,9 @@ impl Endpoint {
             self.stats.out_of_call_msgs += 1;
             return;
         };
+        if self.cfg.ip_field.is_some() {
+            self.started.push(self.serial);
+        }
         self.run(slot, now, |ep, call, now| match ep.advance(call, now) {
             Flow::Waiting => ep.on_message(call, now, &msg, bytes),
             done => done,

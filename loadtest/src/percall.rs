@@ -5,6 +5,12 @@
 //! more than `-max_socket` open, new calls share the open ones in turn,
 //! as SIPp's do (and a shared socket closes with its last call).
 //!
+//! SIPp's `-t ui` uses the same bookkeeping: a socket per source address
+//! (the `-ip_field` field of each call's `-inf` line), bound to that
+//! address on the thread's port and kept until the end; a caller's calls
+//! leave from their address's socket, a callee's answer from the one they
+//! were reached on.
+//!
 //! This module keeps the sockets and their bookkeeping; the runtime arms
 //! and cancels their receives in its io_uring.
 
@@ -22,6 +28,8 @@ struct Sock {
     calls: u32,
     /// No call left: its receive is being cancelled, then it closes.
     closing: bool,
+    /// `-t ui`: an address's socket, kept whatever its calls.
+    pinned: bool,
 }
 
 /// What [`PerCall::take`] gave.
@@ -47,6 +55,8 @@ pub struct PerCall {
     buffers: Option<usize>,
     /// Sockets that are open and not closing.
     open: usize,
+    /// `-t ui`: each source address's socket.
+    by_ip: HashMap<IpAddr, usize>,
 }
 
 impl PerCall {
@@ -62,6 +72,58 @@ impl PerCall {
             by_call: HashMap::new(),
             next_shared: 0,
             open: 0,
+            by_ip: HashMap::new(),
+        }
+    }
+
+    /// `-t ui`: the socket of source address `ip` on `port` (bound now if
+    /// it is not; with `shared`, `SO_REUSEPORT`, as a callee's threads
+    /// share their port), for one more call.
+    pub fn take_ip(&mut self, ip: IpAddr, port: u16, shared: bool) -> io::Result<Taken> {
+        if let Some(&slot) = self.by_ip.get(&ip)
+            && let Some(s) = self.socks.get_mut(slot).and_then(Option::as_mut)
+        {
+            s.calls += 1;
+            return Ok(Taken {
+                slot,
+                port: s.port,
+                new: false,
+            });
+        }
+        let addr = SocketAddr::new(ip, port);
+        let sock = if shared {
+            sbc_dataplane::shard::reuseport_udp(addr, self.buffers.unwrap_or(8 << 20))?
+        } else {
+            UdpSocket::bind(addr)?
+        };
+        sock.set_nonblocking(true)?;
+        let slot = self.insert(Sock {
+            port: sock.local_addr()?.port(),
+            sock,
+            calls: 1,
+            closing: false,
+            pinned: true,
+        });
+        self.by_ip.insert(ip, slot);
+        Ok(Taken {
+            slot,
+            port,
+            new: true,
+        })
+    }
+
+    fn insert(&mut self, entry: Sock) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                if let Some(s) = self.socks.get_mut(slot) {
+                    *s = Some(entry);
+                }
+                slot
+            }
+            None => {
+                self.socks.push(Some(entry));
+                self.socks.len() - 1
+            }
         }
     }
 
@@ -81,24 +143,13 @@ impl PerCall {
             s.set_send_buffer_size(n)?;
         }
         let port = sock.local_addr()?.port();
-        let entry = Sock {
+        let slot = self.insert(Sock {
             sock,
             port,
             calls: 1,
             closing: false,
-        };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                if let Some(s) = self.socks.get_mut(slot) {
-                    *s = Some(entry);
-                }
-                slot
-            }
-            None => {
-                self.socks.push(Some(entry));
-                self.socks.len() - 1
-            }
-        };
+            pinned: false,
+        });
         self.open += 1;
         Ok(Taken {
             slot,
@@ -113,6 +164,7 @@ impl PerCall {
             let slot = (self.next_shared + i) % n;
             if let Some(s) = self.socks.get_mut(slot).and_then(Option::as_mut)
                 && !s.closing
+                && !s.pinned
             {
                 s.calls += 1;
                 self.next_shared = slot + 1;
@@ -139,7 +191,7 @@ impl PerCall {
             return false;
         };
         s.calls = s.calls.saturating_sub(1);
-        if s.calls == 0 && !s.closing {
+        if s.calls == 0 && !s.closing && !s.pinned {
             s.closing = true;
             self.open = self.open.saturating_sub(1);
             return true;
@@ -239,6 +291,42 @@ mod tests {
         // A call that did not start gives its socket back.
         assert!(pc.release(e.slot));
         assert_eq!(pc.fd_of(99), None);
+    }
+
+    #[test]
+    fn each_source_address_has_one_socket_kept_to_the_end() {
+        let mut pc = PerCall::new("127.176.3.4".parse().unwrap(), usize::MAX, None);
+        let (a, b): (IpAddr, IpAddr) = (
+            "127.176.3.5".parse().unwrap(),
+            "127.176.3.6".parse().unwrap(),
+        );
+        let port = UdpSocket::bind("127.176.3.5:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let first = pc.take_ip(a, port, false).unwrap();
+        assert!(first.new);
+        assert_eq!(first.port, port);
+        pc.bind_call(1, first.slot);
+        // Another call from the same address shares it.
+        let again = pc.take_ip(a, port, false).unwrap();
+        assert!(!again.new);
+        assert_eq!(again.slot, first.slot);
+        pc.bind_call(2, again.slot);
+        let other = pc.take_ip(b, port, false).unwrap();
+        assert!(other.new && other.slot != first.slot);
+        pc.bind_call(3, other.slot);
+        assert_eq!(pc.fd_of(2), pc.fd(first.slot));
+        // Its calls gone, the socket stays.
+        assert_eq!(pc.call_ended(1), None);
+        assert_eq!(pc.call_ended(2), None);
+        assert!(pc.fd(first.slot).is_some());
+        // An address's socket is not shared out to -t un calls.
+        assert!(pc.share().is_none());
+        // Bound where asked.
+        let s = pc.socks[other.slot].as_ref().unwrap();
+        assert_eq!(s.sock.local_addr().unwrap(), SocketAddr::new(b, port));
     }
 
     #[test]

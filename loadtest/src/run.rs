@@ -91,6 +91,31 @@ pub fn load_scenario(args: &Args) -> Result<Scenario, String> {
     Ok(scn)
 }
 
+/// `-t ui`: the source addresses field `field` of the first `-inf` file
+/// names, each once, in order (SIPp: the file is required).
+fn source_addresses(inject: Option<&Injection>, field: usize) -> Result<Vec<IpAddr>, String> {
+    let Some(file) = inject.and_then(|i| i.files.first()) else {
+        return Err("-t ui: give the source addresses in an injection file (-inf)".into());
+    };
+    let mut ips = Vec::new();
+    let mut text = Vec::new();
+    for line in 0..file.lines() {
+        text.clear();
+        file.write_field(i64::try_from(line).unwrap_or(i64::MAX), field, &mut text);
+        let s = String::from_utf8_lossy(&text);
+        let ip: IpAddr = s.trim().parse().map_err(|_| {
+            format!(
+                "-t ui: field {field} of line {} of the -inf file is not an IP address: '{s}'",
+                line + 1
+            )
+        })?;
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
+}
+
 /// The built-in scenarios' names, for messages.
 pub const BUILTINS: &str = "uac, uas, ooc_default and ooc_dummy";
 
@@ -141,14 +166,14 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     let (tcp, tls) = match args.transport.as_str() {
         // -t un: a caller's calls each on a socket of its own (below); a
         // callee answers from the one it listens on, as SIPp's.
-        "u1" | "un" => (None, false),
+        "u1" | "un" | "ui" => (None, false),
         "t1" => (Some(crate::stream::Mode::One), false),
         "tn" => (Some(crate::stream::Mode::PerCall), false),
         "l1" => (Some(crate::stream::Mode::One), true),
         "ln" => (Some(crate::stream::Mode::PerCall), true),
         t => {
             return Err(RunError::fatal(format!(
-                "-t {t}: sbc-load supports u1 / un (UDP, a socket per thread / per call), t1 / tn (TCP, a connection per thread / per call) and l1 / ln (TLS, likewise)"
+                "-t {t}: sbc-load supports u1 / un / ui (UDP, a socket per thread / per call / per source address of the -inf file), t1 / tn (TCP, a connection per thread / per call) and l1 / ln (TLS, likewise)"
             )));
         }
     };
@@ -248,9 +273,24 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if tcp.is_some() {
         cfg.transport = if tls.is_some() { "TLS" } else { "TCP" };
     }
+    // -t ui: a socket per source address of the -inf file.
+    let per_ip = if args.transport == "ui" {
+        cfg.ip_field = Some(args.ip_field);
+        Some(Arc::new(source_addresses(
+            inject.as_deref(),
+            args.ip_field,
+        )?))
+    } else {
+        None
+    };
     // -max_socket is the run's: each thread opens its share.
-    let per_call = (args.transport == "un" && caller).then_some(args.max_socket);
-    cfg.report_ended = caller && (tcp == Some(crate::stream::Mode::PerCall) || per_call.is_some());
+    let per_call = if per_ip.is_some() {
+        Some(usize::MAX)
+    } else {
+        (args.transport == "un" && caller).then_some(args.max_socket)
+    };
+    cfg.report_ended = per_ip.is_some()
+        || caller && (tcp == Some(crate::stream::Mode::PerCall) || per_call.is_some());
     cfg.recv_timeout_ms = args.recv_timeout_ms;
     cfg.inject = inject;
     cfg.deadcall_ms = args.deadcall_wait_ms;
@@ -406,6 +446,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             tcp,
             tls: tls.clone(),
             per_call: per_call.map(|max| (max / threads).max(1)),
+            per_ip: per_ip.clone(),
             buffers: args.buff_size,
             batch_wait: Duration::from_micros(args.batch_wait_us),
             watchdog: crate::watchdog::Limits {

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,6 +102,9 @@ pub struct ThreadPlan {
     pub batch_wait: Duration,
     /// The `-watchdog_*` options.
     pub watchdog: crate::watchdog::Limits,
+    /// `-t ui`: the source addresses of the `-inf` file (a callee listens
+    /// on each).
+    pub per_ip: Option<Arc<Vec<IpAddr>>>,
 }
 
 /// Completions a thread waits for before waking, at most.
@@ -480,17 +483,54 @@ fn take_datagram(io: &mut Io, ep: &mut Endpoint, ctl: &Control, now: u64, result
 }
 
 /// Starts one call: with `-t un` on a socket of its own (armed for
-/// receiving when new), its port the call's `[local_port]`. False when
-/// no call could start.
+/// receiving when new), its port the call's `[local_port]`; with `-t ui`
+/// (`ui`: the main socket's address and the thread's port) on the socket
+/// of the address its `-inf` line names. False when no call could start.
 fn start_one(
     ep: &mut Endpoint,
     io: &mut Io,
     per_call: Option<&mut PerCall>,
     now: u64,
+    ui: Option<SocketAddr>,
 ) -> io::Result<bool> {
     let Some(pc) = per_call else {
         return Ok(ep.start_call(now));
     };
+    if let Some(main) = ui {
+        let started = ep.start_call_on(now, 0);
+        if let Start::Call(serial) = started {
+            let text = String::from_utf8_lossy(ep.started_source())
+                .trim()
+                .to_owned();
+            match text.parse::<IpAddr>() {
+                // The main socket's address: the main socket.
+                Ok(ip) if ip == main.ip() => {}
+                Ok(ip) => match pc.take_ip(ip, main.port(), false) {
+                    Ok(t) => {
+                        if t.new
+                            && let Some(fd) = pc.fd(t.slot)
+                        {
+                            io.arm_recv_on(Fd(fd), UN_RECV | t.slot as u64)?;
+                        }
+                        pc.bind_call(serial, t.slot);
+                    }
+                    // As SIPp: a fatal error.
+                    Err(e) => {
+                        ep.fatal = Some(format!(
+                            "-t ui: unable to bind a UDP socket to {}: {e}",
+                            SocketAddr::new(ip, main.port())
+                        ));
+                    }
+                },
+                Err(_) => {
+                    ep.fatal = Some(format!(
+                        "-t ui: the -ip_field field of the call's -inf line is not an IP address: '{text}'"
+                    ));
+                }
+            }
+        }
+        return Ok(started != Start::Nothing);
+    }
     // No socket opened (and closed at once) when no call may start.
     if !ep.may_create() {
         return Ok(false);
@@ -671,6 +711,23 @@ pub fn run_thread(
         .per_call
         .map(|max| PerCall::new(plan.bind.ip(), max, plan.buffers));
     let caller = plan.remote.is_some();
+    // -t ui: a caller's calls leave from their address's socket (opened
+    // at its first call); a callee listens on every address of the file.
+    let ui = plan
+        .per_ip
+        .is_some()
+        .then(|| SocketAddr::new(plan.bind.ip(), local_port));
+    if let (Some(ips), Some(pc), Some(main), false) = (&plan.per_ip, per_call.as_mut(), ui, caller)
+    {
+        for &ip in ips.iter().filter(|&&ip| ip != main.ip()) {
+            let t = pc.take_ip(ip, main.port(), true)?;
+            if t.new
+                && let Some(fd) = pc.fd(t.slot)
+            {
+                io.arm_recv_on(Fd(fd), UN_RECV | t.slot as u64)?;
+            }
+        }
+    }
     let mut started: u64 = 0;
     let mut pending: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     // -t un: messages that waited for a send slot, with their call.
@@ -755,9 +812,15 @@ pub fn run_thread(
                 }
                 let flags = cqe.flags();
                 if ud & UN_RECV != 0 {
-                    // A call socket's datagram (-t un).
+                    // A call socket's datagram (-t un), or an address's
+                    // (-t ui: the calls it starts answer from there).
                     let slot = (ud & !UN_RECV) as usize;
                     take_datagram(&mut io, &mut ep, &ctl, now, cqe.result(), flags);
+                    if let Some(pc) = per_call.as_mut() {
+                        for serial in ep.started.drain(..) {
+                            pc.bind_call(serial, slot);
+                        }
+                    }
                     if !cqueue::more(flags)
                         && let Some(pc) = per_call.as_mut()
                         && pc.recv_ended(slot)
@@ -774,6 +837,8 @@ pub fn run_thread(
                     rearm = true;
                 }
                 take_datagram(&mut io, &mut ep, &ctl, now, cqe.result(), flags);
+                // -t ui: calls reached on the main socket answer from it.
+                ep.started.clear();
             }
         }
         io.bufs.publish();
@@ -819,7 +884,7 @@ pub fn run_thread(
             let mut n = START_BURST;
             while n > 0
                 && ep.open_calls() < users
-                && start_one(&mut ep, &mut io, per_call.as_mut(), now)?
+                && start_one(&mut ep, &mut io, per_call.as_mut(), now, ui)?
             {
                 n -= 1;
             }
@@ -836,7 +901,7 @@ pub fn run_thread(
                     started += n;
                     break;
                 }
-                if !start_one(&mut ep, &mut io, per_call.as_mut(), now)? {
+                if !start_one(&mut ep, &mut io, per_call.as_mut(), now, ui)? {
                     break;
                 }
                 started += 1;

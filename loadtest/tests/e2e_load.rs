@@ -217,11 +217,11 @@ fn exit_statuses_are_sipps() {
 
     // An option sbc-load does not implement -> 255, named.
     let o = finish(
-        spawn(&["-sn", "uac", "-rtcheck", "full", "127.175.0.9:5060"]),
+        spawn(&["-sn", "uac", "-plugin", "x.so", "127.175.0.9:5060"]),
         Duration::from_secs(10),
     );
     assert_eq!(o.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("-rtcheck"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-plugin"));
 
     // -sd prints a built-in scenario (the file -sn runs) and exits.
     let o = finish(spawn(&["-sd", "uac"]), Duration::from_secs(10));
@@ -1439,4 +1439,131 @@ fn a_caller_answers_requests_of_no_call_with_its_out_of_call_scenario() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("out-of-call scenarios"));
+}
+
+/// `-t ui`: a caller's calls leave from the address their `-inf` line
+/// names (field `-ip_field`), on its port; a callee listens on every
+/// address of its file and answers from the one it was reached on.
+#[test]
+fn per_address_sockets_send_from_and_answer_from_the_inf_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let ips = dir.path().join("ips.csv");
+    std::fs::write(&ips, "SEQUENTIAL\nalice;127.221.3.1;\nbob;127.221.3.2;\n").unwrap();
+    // The far end is this test: it takes the INVITEs.
+    let far = std::net::UdpSocket::bind("127.221.3.9:5060").unwrap();
+    far.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-t",
+        "ui",
+        "-inf",
+        ips.to_str().unwrap(),
+        "-ip_field",
+        "1",
+        "-i",
+        "127.221.3.1",
+        "-p",
+        "5070",
+        "127.221.3.9:5060",
+        "-m",
+        "4",
+        "-r",
+        "20",
+        "--threads",
+        "1",
+        "-timeout",
+        "20",
+        "-nostdin",
+        "-cp",
+        "29711",
+    ]);
+    let mut from = Vec::new();
+    let mut buf = [0u8; 4096];
+    while from.len() < 4 {
+        let (n, src) = far.recv_from(&mut buf).unwrap();
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // First sendings only (retransmissions repeat a Call-ID).
+        let id = m
+            .lines()
+            .find(|l| l.starts_with("Call-ID:"))
+            .unwrap()
+            .to_owned();
+        if m.starts_with("INVITE ") && !from.iter().any(|(i, _)| *i == id) {
+            from.push((id, src));
+        }
+    }
+    let mut c = uac;
+    let _ = c.kill();
+    let _ = c.wait();
+    let sources: Vec<String> = from.iter().map(|(_, s)| s.to_string()).collect();
+    assert_eq!(
+        sources,
+        [
+            "127.221.3.1:5070",
+            "127.221.3.2:5070",
+            "127.221.3.1:5070",
+            "127.221.3.2:5070"
+        ],
+        "each call from its line's address, in turn"
+    );
+
+    // A callee on both addresses of its file answers from the one reached.
+    let uas = spawn(&[
+        "-sn",
+        "uas",
+        "-t",
+        "ui",
+        "-inf",
+        ips.to_str().unwrap(),
+        "-ip_field",
+        "1",
+        "-i",
+        "127.221.3.1",
+        "-p",
+        "5062",
+        "-m",
+        "1",
+        "--threads",
+        "1",
+        "-timeout",
+        "20",
+        "-nostdin",
+        "-cp",
+        "29712",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let caller = std::net::UdpSocket::bind("127.221.3.8:5060").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    caller
+        .send_to(
+            b"INVITE sip:service@127.221.3.2:5062 SIP/2.0\r\nVia: SIP/2.0/UDP 127.221.3.8:5060;branch=z9hG4bK-ui1\r\nFrom: <sip:a@127.221.3.8>;tag=a1\r\nTo: <sip:service@127.221.3.2:5062>\r\nCall-ID: ui-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.221.3.8:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            "127.221.3.2:5062",
+        )
+        .unwrap();
+    let (n, src) = caller.recv_from(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("SIP/2.0 180 Ringing"), "{answer}");
+    assert_eq!(src.to_string(), "127.221.3.2:5062");
+    let mut u = uas;
+    let _ = u.kill();
+    let _ = u.wait();
+    // Without an injection file there is no address to take.
+    let o = finish(
+        spawn(&[
+            "-sn",
+            "uac",
+            "-t",
+            "ui",
+            "-i",
+            "127.221.3.1",
+            "127.221.3.9:5060",
+            "-nostdin",
+        ]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-t ui: give the source addresses"));
 }
