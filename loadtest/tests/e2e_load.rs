@@ -1129,6 +1129,44 @@ fn steered_callee(host: u8, calls: &str, control: &str) -> Child {
     ])
 }
 
+/// A caller on 127.221.0.`host` calling `to`: `calls` calls at `rate` a
+/// second, one thread, its remote control on `control`, run in `dir`
+/// (its JSON report there as `uac.json`); then `extra`.
+fn steered_caller(
+    dir: &Path,
+    host: u8,
+    to: &str,
+    (calls, rate): (&str, &str),
+    control: &str,
+    extra: &[&str],
+) -> Child {
+    let ip = format!("127.221.0.{host}");
+    let report = dir.join("uac.json");
+    let mut args = vec![
+        "-sn",
+        "uac",
+        "-i",
+        &ip,
+        to,
+        "-r",
+        rate,
+        "-m",
+        calls,
+        "--threads",
+        "1",
+        "-timeout",
+        "60",
+        "-nostdin",
+        "-cp",
+        control,
+        "-ci",
+        &ip,
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--json", report.to_str().unwrap()]);
+    spawn_in(dir, &args)
+}
+
 /// SIPp's remote control (`-cp`, `-ci`): "cset rate" raises a caller's
 /// rate while it runs, a bad command is warned about and changes nothing,
 /// and "dump tasks" lists the open calls.
@@ -1140,27 +1178,14 @@ fn the_remote_control_sets_the_rate_while_the_run_goes() {
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     // 30 calls at 1 a second: half a minute unless the rate is raised.
-    let uac = spawn(&[
-        "-sn",
-        "uac",
-        "-i",
-        "127.221.0.1",
+    let uac = steered_caller(
+        dir.path(),
+        1,
         "127.221.0.2:5060",
-        "-r",
-        "1",
-        "-m",
-        "30",
-        "--threads",
-        "2",
-        "-timeout",
-        "60",
-        "-cp",
+        ("30", "1"),
         "29701",
-        "-ci",
-        "127.221.0.1",
-        "--json",
-        report.to_str().unwrap(),
-    ]);
+        &["--threads", "2"],
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let ctl = std::net::UdpSocket::bind("127.221.0.9:0").unwrap();
     for order in [&b"cset rate fast"[..], b"cdump tasks", b"cset rate 30"] {
@@ -1257,29 +1282,15 @@ fn rsa_sends_the_calls_to_the_remote_sending_address() {
     let report = dir.path().join("uac.json");
     let uas = steered_callee(6, "5", "29706");
     std::thread::sleep(Duration::from_millis(300));
-    let uac = spawn(&[
-        "-sn",
-        "uac",
-        "-i",
-        "127.221.0.5",
-        // Nothing listens here: only -rsa reaches the callee.
+    // Nothing listens at .77: only -rsa reaches the callee.
+    let uac = steered_caller(
+        dir.path(),
+        5,
         "127.221.0.77:5060",
-        "-rsa",
-        "127.221.0.6:5060",
-        "-r",
-        "10",
-        "-m",
-        "5",
-        "--threads",
-        "1",
-        "-timeout",
-        "30",
-        "-nostdin",
-        "-cp",
+        ("5", "10"),
         "29705",
-        "--json",
-        report.to_str().unwrap(),
-    ]);
+        &["-rsa", "127.221.0.6:5060"],
+    );
     let uac = finish(uac, Duration::from_secs(40));
     let uas = finish(uas, Duration::from_secs(20));
     assert_eq!(
@@ -1300,25 +1311,13 @@ fn the_watchdog_ends_a_run_held_up_too_often() {
     let dir = tempfile::tempdir().unwrap();
     let uas = steered_callee(8, "100", "29708");
     std::thread::sleep(Duration::from_millis(300));
-    let uac = spawn_in(
+    let uac = steered_caller(
         dir.path(),
+        7,
+        "127.221.0.8:5060",
+        ("100", "2"),
+        "29707",
         &[
-            "-sn",
-            "uac",
-            "-i",
-            "127.221.0.7",
-            "127.221.0.8:5060",
-            "-r",
-            "2",
-            "-m",
-            "100",
-            "--threads",
-            "1",
-            "-timeout",
-            "60",
-            "-nostdin",
-            "-cp",
-            "29707",
             "-trace_err",
             "-error_file",
             "errors.log",
@@ -1370,32 +1369,14 @@ fn a_caller_answers_requests_of_no_call_with_its_out_of_call_scenario() {
     let report = dir.path().join("uac.json");
     let uas = steered_callee(10, "3", "29710");
     std::thread::sleep(Duration::from_millis(300));
-    let uac = spawn(&[
-        "-sn",
-        "uac",
-        "-i",
-        "127.221.0.9",
-        "-p",
-        "5070",
+    let uac = steered_caller(
+        dir.path(),
+        9,
         "127.221.0.10:5060",
-        "-r",
-        "1",
-        "-m",
-        "3",
-        "-d",
-        "1000",
-        "--threads",
-        "1",
-        "-timeout",
-        "30",
-        "-nostdin",
-        "-cp",
+        ("3", "1"),
         "29709",
-        "-oocsn",
-        "ooc_default",
-        "--json",
-        report.to_str().unwrap(),
-    ]);
+        &["-p", "5070", "-d", "1000", "-oocsn", "ooc_default"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let probe = std::net::UdpSocket::bind("127.221.0.11:5060").unwrap();
     probe

@@ -324,6 +324,21 @@ fn invite_retransmissions_double_and_the_call_fails_after_five() {
     assert_eq!(a.open_calls(), 0);
 }
 
+/// A final answer (`status`: code and reason) to `invite`, with its
+/// headers and a To tag.
+fn final_answer(invite: &[u8], status: &str) -> String {
+    let m = Message::parse(invite).unwrap();
+    let hdr = |h: HeaderName| String::from_utf8_lossy(m.value(h).unwrap()).to_string();
+    format!(
+        "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=x\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        hdr(HeaderName::Via),
+        hdr(HeaderName::From),
+        hdr(HeaderName::To),
+        hdr(HeaderName::CallId),
+        hdr(HeaderName::CSeq)
+    )
+}
+
 /// `-trace_calldebug`: a failed call gives out what it did, every
 /// message sent and received, timed; a call that succeeds gives nothing.
 #[test]
@@ -335,20 +350,12 @@ fn a_failed_call_gives_its_debug_record() {
     let mut a = uac(builtin("uac"), Arc::clone(&cfg));
     assert!(a.start_call(0));
     let invite = drain(&mut a).remove(0).1;
-    let m = Message::parse(&invite).unwrap();
-    let hdr = |h: HeaderName| String::from_utf8_lossy(m.value(h).unwrap()).to_string();
-    let busy = format!(
-        "SIP/2.0 486 Busy Here\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=x\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-        hdr(HeaderName::Via),
-        hdr(HeaderName::From),
-        hdr(HeaderName::To),
-        hdr(HeaderName::CallId),
-        hdr(HeaderName::CSeq)
-    );
+    let busy = final_answer(&invite, "486 Busy Here");
     a.handle_datagram(1000, addr(UAS), busy.as_bytes());
     assert_eq!(a.call_debug.len(), 1);
     let rec = String::from_utf8(a.call_debug.remove(0)).unwrap();
-    let id = hdr(HeaderName::CallId);
+    let m = Message::parse(&invite).unwrap();
+    let id = String::from_utf8_lossy(m.value(HeaderName::CallId).unwrap()).to_string();
     let order = [
         format!("Call debugging information for call {id}:"),
         format!("2027-01-15\t08:00:00.000000\t1800000000.000000 Starting call {id}"),
@@ -381,16 +388,7 @@ fn an_error_response_fails_the_call_and_is_acknowledged() {
     let mut a = uac(builtin("uac"), config(Some(1)));
     assert!(a.start_call(0));
     let invite = drain(&mut a).remove(0).1;
-    let m = Message::parse(&invite).unwrap();
-    let hdr = |h: HeaderName| String::from_utf8_lossy(m.value(h).unwrap()).to_string();
-    let resp = format!(
-        "SIP/2.0 503 Service Unavailable\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=x\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-        hdr(HeaderName::Via),
-        hdr(HeaderName::From),
-        hdr(HeaderName::To),
-        hdr(HeaderName::CallId),
-        hdr(HeaderName::CSeq)
-    );
+    let resp = final_answer(&invite, "503 Service Unavailable");
     a.handle_datagram(1000, addr(UAS), resp.as_bytes());
     assert_eq!(a.stats.failed_by(FailReason::UnexpectedMessage), 1);
     let out = drain(&mut a);
@@ -404,10 +402,9 @@ fn an_error_response_fails_the_call_and_is_acknowledged() {
         ack.contains(";tag=x") && ack.contains("CSeq: 1 ACK"),
         "{ack}"
     );
-    assert!(
-        ack.contains(&hdr(HeaderName::Via)),
-        "same branch as the INVITE"
-    );
+    let m = Message::parse(&invite).unwrap();
+    let via = String::from_utf8_lossy(m.value(HeaderName::Via).unwrap()).to_string();
+    assert!(ack.contains(&via), "same branch as the INVITE");
     assert_eq!(a.stats.responses[503], 1);
     // A retransmitted 503 after the end is absorbed as a dead-call message.
     a.handle_datagram(2000, addr(UAS), resp.as_bytes());
