@@ -40,6 +40,9 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "ci",
+    "max_reconnect",
+    "reconnect_close",
+    "reconnect_sleep",
     "ip_field",
     "oocsf",
     "oocsn",
@@ -131,14 +134,7 @@ const SIPP_OPTIONS: &[&str] = &[
 
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
-const UNSUPPORTED: &[&str] = &[
-    "max_reconnect",
-    "reconnect_close",
-    "reconnect_sleep",
-    "send_timeout",
-    "sendbuffer_warn",
-    "plugin",
-];
+const UNSUPPORTED: &[&str] = &["send_timeout", "sendbuffer_warn", "plugin"];
 
 /// SCTP's options (sbc-load has no SCTP transport).
 const SCTP: &[&str] = &[
@@ -576,6 +572,17 @@ pub struct Args {
     /// call's source address.
     #[arg(long = "ip_field", value_name = "N", default_value_t = 0)]
     pub ip_field: usize,
+    /// TCP/TLS: how many times a caller reconnects after losing its
+    /// connection before the run ends (without it: as often as needed).
+    #[arg(long = "max_reconnect", value_name = "N")]
+    pub max_reconnect: Option<u64>,
+    /// Whether the calls of a lost connection fail (else they go on over
+    /// the next one).
+    #[arg(long = "reconnect_close", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set, default_value = "true")]
+    pub reconnect_close: bool,
+    /// How long (ms) to wait before reconnecting (with -max_reconnect).
+    #[arg(long = "reconnect_sleep", value_name = "MS", default_value_t = 1000)]
+    pub reconnect_sleep: u64,
     /// The remote-control socket's address (default: every IPv4 address).
     #[arg(long = "ci", value_name = "IP")]
     pub control_ip: Option<IpAddr>,
@@ -858,6 +865,19 @@ mod tests {
         assert_eq!(a.oocsn.as_deref(), Some("ooc_default"));
         let a = parse("sipp -sn uac -t ui -inf ips.csv -ip_field 2 127.0.0.1").unwrap();
         assert_eq!((a.transport.as_str(), a.ip_field), ("ui", 2));
+        let a = parse("sipp -sn uac 127.0.0.1").unwrap();
+        assert_eq!(
+            (a.max_reconnect, a.reconnect_close, a.reconnect_sleep),
+            (None, true, 1000)
+        );
+        let a = parse(
+            "sipp -sn uac -t t1 -max_reconnect 3 -reconnect_close false -reconnect_sleep 50 127.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(
+            (a.max_reconnect, a.reconnect_close, a.reconnect_sleep),
+            (Some(3), false, 50)
+        );
         let a = parse("sipp -sn uac -watchdog_interval 0 -watchdog_minor_maxtriggers -1 127.0.0.1")
             .unwrap();
         assert_eq!((a.watchdog_interval, a.watchdog_minor_maxtriggers), (0, -1));

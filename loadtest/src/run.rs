@@ -447,6 +447,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             tls: tls.clone(),
             per_call: per_call.map(|max| (max / threads).max(1)),
             per_ip: per_ip.clone(),
+            reconnect: crate::stream::Reconnect {
+                left: args.max_reconnect,
+                close_calls: args.reconnect_close,
+                sleep: Duration::from_millis(args.reconnect_sleep),
+            },
             buffers: args.buff_size,
             batch_wait: Duration::from_micros(args.batch_wait_us),
             watchdog: crate::watchdog::Limits {

@@ -102,6 +102,8 @@ pub struct ThreadPlan {
     pub batch_wait: Duration,
     /// The `-watchdog_*` options.
     pub watchdog: crate::watchdog::Limits,
+    /// `-max_reconnect`, `-reconnect_close`, `-reconnect_sleep`.
+    pub reconnect: crate::stream::Reconnect,
     /// `-t ui`: the source addresses of the `-inf` file (a callee listens
     /// on each).
     pub per_ip: Option<Arc<Vec<IpAddr>>>,
@@ -615,6 +617,37 @@ pub fn background() -> io::Result<()> {
     }
 }
 
+/// Lost connections, as `-max_reconnect`, `-reconnect_close` and
+/// `-reconnect_sleep` say: their calls fail (or go on), SIPp's warning,
+/// the wait before reconnecting (the thread sleeps, as SIPp does), or the
+/// end of the run when no reconnection is left.
+fn connections_lost(
+    ep: &mut Endpoint,
+    now: u64,
+    lost: &mut Vec<(SocketAddr, Option<u64>, crate::stats::FailReason)>,
+    policy: &mut crate::stream::Reconnect,
+    caller: bool,
+) {
+    for (peer, call, reason) in std::mem::take(lost) {
+        let l = policy.lost(peer, reason, caller);
+        if let Some(w) = l.warning {
+            ep.stats.warnings += 1;
+            ep.errors.push(w);
+        }
+        if let Some(e) = l.fatal
+            && ep.fatal.is_none()
+        {
+            ep.fatal = Some(e);
+        }
+        if l.fail_calls {
+            ep.connection_lost(now, peer, call, reason);
+        }
+        if !l.sleep.is_zero() {
+            std::thread::sleep(l.sleep);
+        }
+    }
+}
+
 /// What the watchdog found goes where SIPp's warnings and errors go: a
 /// trip or a reset is a warning (the errors file, the Warnings count), an
 /// overload ends the run as a fatal error.
@@ -743,6 +776,7 @@ pub fn run_thread(
     let mut steered = 0;
     let mut paused = false;
     let mut users_owned = plan.users.unwrap_or(0);
+    let mut reconnect = plan.reconnect;
     let since_start = || u64::try_from(ctl.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut watchdog = crate::watchdog::Watchdog::new(plan.watchdog, since_start());
     let mut twin = if plan.index == 0 {
@@ -795,9 +829,7 @@ pub fn run_thread(
                             }
                             ep.handle_datagram(now, peer, bytes);
                         });
-                        for (peer, call, reason) in std::mem::take(&mut t.lost) {
-                            ep.connection_lost(now, peer, call, reason);
-                        }
+                        connections_lost(&mut ep, now, &mut t.lost, &mut reconnect, caller);
                         continue;
                     }
                 }
@@ -959,9 +991,7 @@ pub fn run_thread(
             for serial in ep.ended.drain(..) {
                 t.call_ended(serial);
             }
-            for (peer, call, reason) in std::mem::take(&mut t.lost) {
-                ep.connection_lost(now, peer, call, reason);
-            }
+            connections_lost(&mut ep, now, &mut t.lost, &mut reconnect, caller);
             send_errors += std::mem::take(&mut t.errors);
             if !t.listener_armed {
                 let e = opcode::PollAdd::new(Fd(t.listener().as_raw_fd()), libc::POLLIN as u32)

@@ -589,10 +589,144 @@ fn read_tls(
     }
 }
 
+/// SIPp's `-max_reconnect`, `-reconnect_close` and `-reconnect_sleep`:
+/// what a thread does when one of its connections is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// A caller's reconnections left; `None` (no `-max_reconnect`): as
+    /// many as needed, at once (sbc-load's default; SIPp's ends the run).
+    pub left: Option<u64>,
+    /// The calls of a lost connection fail (else they go on over the next
+    /// one).
+    pub close_calls: bool,
+    /// The thread waits this long before it reconnects.
+    pub sleep: Duration,
+}
+
+/// What to do about one lost connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub fail_calls: bool,
+    pub sleep: Duration,
+    /// SIPp's warning, or the error that ends the run.
+    pub warning: Option<String>,
+    pub fatal: Option<String>,
+}
+
+impl Reconnect {
+    /// A connection to `peer` is lost (`reason`: it could not open, or
+    /// closed); `caller`: it was one the thread opened.
+    pub fn lost(&mut self, peer: SocketAddr, reason: FailReason, caller: bool) -> Lost {
+        let quiet = Lost {
+            fail_calls: self.close_calls,
+            sleep: Duration::ZERO,
+            warning: None,
+            fatal: None,
+        };
+        // A peer's connection to a callee: its calls, no reconnection.
+        let Some(left) = self.left.filter(|_| caller) else {
+            return Lost {
+                fail_calls: self.close_calls || reason == FailReason::TcpConnect,
+                ..quiet
+            };
+        };
+        if left == 0 {
+            return Lost {
+                fail_calls: true,
+                fatal: Some(match reason {
+                    FailReason::TcpConnect => {
+                        format!(
+                            "unable to connect a TCP socket to {peer}, and no reconnection left"
+                        )
+                    }
+                    _ => format!(
+                        "error on TCP connection to {peer}, remote peer probably closed the socket: max number of reconnections reached"
+                    ),
+                }),
+                ..quiet
+            };
+        }
+        self.left = Some(left - 1);
+        // A connection that never opened fails its calls (SIPp's
+        // FailedTcpConnect) and counts; one that closed waits and reopens.
+        if reason == FailReason::TcpConnect {
+            return Lost {
+                fail_calls: true,
+                warning: Some(format!("unable to connect a TCP socket to {peer}")),
+                ..quiet
+            };
+        }
+        Lost {
+            sleep: self.sleep,
+            warning: Some(format!(
+                "error on TCP connection to {peer}, remote peer probably closed the socket: reconnecting ({} left){}",
+                left - 1,
+                if self.close_calls {
+                    ", its calls closed"
+                } else {
+                    ""
+                }
+            )),
+            ..quiet
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn reconnections_are_counted_and_the_last_loss_ends_the_run() {
+        use super::{FailReason, Reconnect};
+        use std::time::Duration;
+        let peer = "127.0.0.1:5060".parse().unwrap();
+        let mut r = Reconnect {
+            left: Some(2),
+            close_calls: true,
+            sleep: Duration::from_millis(100),
+        };
+        let first = r.lost(peer, FailReason::TcpClosed, true);
+        assert!(first.fail_calls && first.fatal.is_none());
+        assert_eq!(first.sleep, Duration::from_millis(100));
+        assert!(first.warning.unwrap().contains("reconnecting (1 left)"));
+        // A connect that fails counts too, without the wait.
+        let second = r.lost(peer, FailReason::TcpConnect, true);
+        assert_eq!((second.sleep, second.fatal), (Duration::ZERO, None));
+        let third = r.lost(peer, FailReason::TcpClosed, true);
+        assert!(
+            third
+                .fatal
+                .unwrap()
+                .contains("max number of reconnections reached")
+        );
+        // -reconnect_close false: the calls go on.
+        let mut keep = Reconnect {
+            left: Some(5),
+            close_calls: false,
+            sleep: Duration::ZERO,
+        };
+        assert!(!keep.lost(peer, FailReason::TcpClosed, true).fail_calls);
+        // Without -max_reconnect: as sbc-load always did.
+        let mut free = Reconnect {
+            left: None,
+            close_calls: true,
+            sleep: Duration::from_secs(1),
+        };
+        for _ in 0..100 {
+            let l = free.lost(peer, FailReason::TcpClosed, true);
+            assert!(l.fail_calls && l.fatal.is_none() && l.sleep.is_zero());
+        }
+        // A callee's lost connection neither counts nor waits.
+        let mut callee = Reconnect {
+            left: Some(0),
+            close_calls: true,
+            sleep: Duration::from_secs(1),
+        };
+        let l = callee.lost(peer, FailReason::TcpClosed, false);
+        assert!(l.fail_calls && l.fatal.is_none() && l.sleep.is_zero());
+    }
 
     /// The messages a side received, with the peer each came from.
     type Received = Vec<(SocketAddr, Vec<u8>)>;

@@ -1548,3 +1548,69 @@ fn per_address_sockets_send_from_and_answer_from_the_inf_addresses() {
     assert_eq!(o.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&o.stderr).contains("-t ui: give the source addresses"));
 }
+
+/// `-max_reconnect`, `-reconnect_sleep`: a caller over TCP whose far end
+/// (this test) closes each connection it gets reconnects twice, a short
+/// wait before each, and ends the run (255) at the third loss, as SIPp
+/// does with no reconnection left.
+#[test]
+fn reconnections_run_out_and_end_the_run() {
+    use std::io::Read as _;
+    let far = std::net::TcpListener::bind("127.221.4.2:5060").unwrap();
+    let uac = spawn(&[
+        "-sn",
+        "uac",
+        "-t",
+        "t1",
+        "-i",
+        "127.221.4.1",
+        "127.221.4.2:5060",
+        "-m",
+        "10",
+        "-r",
+        "5",
+        "--threads",
+        "1",
+        "-timeout",
+        "30",
+        "-nostdin",
+        "-cp",
+        "29713",
+        "-max_reconnect",
+        "2",
+        "-reconnect_sleep",
+        "200",
+    ]);
+    // Each connection: take what comes, then close it.
+    let accepting = std::thread::spawn(move || {
+        far.set_nonblocking(true).unwrap();
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match far.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf);
+                    n += 1;
+                }
+                Err(_) if n >= 3 => {
+                    // A fourth would come within the wait; none must.
+                    std::thread::sleep(Duration::from_millis(600));
+                    if far.accept().is_ok() {
+                        n += 1;
+                    }
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        n
+    });
+    let uac = finish(uac, Duration::from_secs(30));
+    assert_eq!(accepting.join().unwrap(), 3);
+    let err = String::from_utf8_lossy(&uac.stderr);
+    assert_eq!(uac.status.code(), Some(255), "{err}");
+    assert!(err.contains("max number of reconnections reached"), "{err}");
+}
