@@ -40,6 +40,8 @@ const SIPP_OPTIONS: &[&str] = &[
     "base_cseq",
     "cp",
     "ci",
+    "send_timeout",
+    "sendbuffer_warn",
     "max_reconnect",
     "reconnect_close",
     "reconnect_sleep",
@@ -134,7 +136,7 @@ const SIPP_OPTIONS: &[&str] = &[
 
 /// SIPp options sbc-load knows but does not implement: an error names
 /// them rather than ignoring them.
-const UNSUPPORTED: &[&str] = &["send_timeout", "sendbuffer_warn", "plugin"];
+const UNSUPPORTED: &[&str] = &["plugin"];
 
 /// SCTP's options (sbc-load has no SCTP transport).
 const SCTP: &[&str] = &[
@@ -583,6 +585,16 @@ pub struct Args {
     /// How long (ms) to wait before reconnecting (with -max_reconnect).
     #[arg(long = "reconnect_sleep", value_name = "MS", default_value_t = 1000)]
     pub reconnect_sleep: u64,
+    /// SIPp's send timeout (ms) for messages held back by congestion:
+    /// sbc-load never holds one back (UDP sends wait for a send slot, TCP
+    /// output is queued), so it changes nothing (the report says so).
+    #[arg(long = "send_timeout", value_name = "MS")]
+    pub send_timeout: Option<u64>,
+    /// SIPp's choice between a warning and an error when a message of its
+    /// own cannot be sent: sbc-load counts such sends as send errors
+    /// either way (the report says so).
+    #[arg(long = "sendbuffer_warn", value_name = "BOOL", value_parser = sipp_bool, action = clap::ArgAction::Set)]
+    pub sendbuffer_warn: Option<bool>,
     /// The remote-control socket's address (default: every IPv4 address).
     #[arg(long = "ci", value_name = "IP")]
     pub control_ip: Option<IpAddr>,
@@ -870,6 +882,9 @@ mod tests {
             (a.max_reconnect, a.reconnect_close, a.reconnect_sleep),
             (None, true, 1000)
         );
+        assert_eq!((a.send_timeout, a.sendbuffer_warn), (None, None));
+        let a = parse("sipp -sn uac -send_timeout 500 -sendbuffer_warn true 127.0.0.1").unwrap();
+        assert_eq!((a.send_timeout, a.sendbuffer_warn), (Some(500), Some(true)));
         let a = parse(
             "sipp -sn uac -t t1 -max_reconnect 3 -reconnect_close false -reconnect_sleep 50 127.0.0.1",
         )

@@ -785,6 +785,17 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         &total,
     );
     report.notes = loop_tuning_notes(args);
+    if args.send_timeout.is_some() || scn.send_timeouts {
+        report.notes.push(
+            "send timeouts (-send_timeout, <send timeout>) apply to messages held back by congestion; sbc-load holds none back (UDP sends wait for a send slot, TCP output is queued), so no call timed out on a send"
+                .into(),
+        );
+    }
+    if args.sendbuffer_warn.is_some() {
+        report.notes.push(
+            "-sendbuffer_warn chooses between a warning and an error when SIPp cannot send a message of its own; sbc-load counts such sends as send errors either way".into(),
+        );
+    }
     if args.quiet {
         println!("{}", report.summary());
     } else {

@@ -58,6 +58,8 @@ pub struct Scenario {
     /// statistics file (`-trace_stat`).
     pub response_time_repartition: Vec<u64>,
     pub call_length_repartition: Vec<u64>,
+    /// Some `<send>` has a `timeout` (SIPp's send timeout).
+    pub send_timeouts: bool,
 }
 
 /// What a received message must be to match a `<recv>`.
@@ -546,7 +548,10 @@ const STEP_COMMON: &[&str] = &[
 
 /// Attributes each step element accepts besides [`STEP_COMMON`].
 const STEP_ATTRS: &[(&str, &[&str])] = &[
-    ("send", &["retrans", "lost", "start_txn", "ack_txn"]),
+    (
+        "send",
+        &["retrans", "lost", "start_txn", "ack_txn", "timeout"],
+    ),
     (
         "recv",
         &[
@@ -605,6 +610,8 @@ struct Parser<'d> {
     /// The methods of the requests sent so far in the file (not those
     /// that start or acknowledge a named transaction), run together.
     methods: Vec<u8>,
+    /// A `<send timeout>` was given.
+    send_timeouts: bool,
 }
 
 impl Parser<'_> {
@@ -707,6 +714,10 @@ impl Parser<'_> {
         self.check_attrs(node, &allowed)?;
         let kind = match name {
             "send" => {
+                // SIPp's send timeout: for a message held back by
+                // congestion, which sbc-load never holds (the report says
+                // so).
+                self.send_timeouts |= self.u64_attr(node, "timeout")?.is_some();
                 let msg = self.message(node)?;
                 self.send_txn(node, &msg, index)?;
                 StepKind::Send {
@@ -1531,6 +1542,7 @@ impl Scenario {
             txns: Vec::new(),
             pending_txn: None,
             methods: Vec::new(),
+            send_timeouts: false,
         };
         if root.tag_name().name() != "scenario" {
             return Err(p.err(root, "the root element must be <scenario>"));
@@ -1641,6 +1653,7 @@ impl Scenario {
             txns: p.txns.into_iter().map(|(n, ..)| n).collect(),
             response_time_repartition,
             call_length_repartition,
+            send_timeouts: p.send_timeouts,
         })
     }
 
@@ -1841,6 +1854,21 @@ mod tests {
         s.set_default_lost(20.0);
         let lost: Vec<Option<f64>> = s.steps.iter().map(|s| s.lost).collect();
         assert_eq!(lost, [Some(5.0), Some(20.0), None, None]);
+    }
+
+    /// `<send timeout>` is taken (SIPp's send timeout; the report notes
+    /// that sbc-load holds no message back).
+    #[test]
+    fn a_send_timeout_is_taken_and_noted() {
+        let s =
+            parse("<send timeout=\"2000\"><![CDATA[OPTIONS sip:x SIP/2.0\n\n]]></send>").unwrap();
+        assert!(s.send_timeouts);
+        assert!(
+            !parse("<send><![CDATA[OPTIONS sip:x SIP/2.0\n\n]]></send>")
+                .unwrap()
+                .send_timeouts
+        );
+        assert!(parse("<send timeout=\"soon\"><![CDATA[x]]></send>").is_err());
     }
 
     /// `-rtp_payload`: the payload type of an `rtp_stream` naming none.

@@ -1055,6 +1055,10 @@ fn rate_interval_delimiter_and_sipps_tuning_options() {
             "1",
             "-f",
             "1",
+            "-send_timeout",
+            "500",
+            "-sendbuffer_warn",
+            "true",
             "-timeout",
             "60",
         ]),
@@ -1074,7 +1078,12 @@ fn rate_interval_delimiter_and_sipps_tuning_options() {
         header.contains("TargetRate,") && !header.contains(';'),
         "{header}"
     );
-    for option in ["-timer_resol", "-f "] {
+    for option in [
+        "-timer_resol",
+        "-f ",
+        "send timeouts (-send_timeout",
+        "-sendbuffer_warn",
+    ] {
         assert!(out.contains(&format!("Note: {option}")), "{option}: {out}");
     }
 }
