@@ -866,3 +866,103 @@ fn tcp_transports_interwork_with_sipp() {
         assert_eq!(wait(uas, Duration::from_secs(20)), Some(0), "{}", what());
     }
 }
+
+/// SIPp's out-of-call scenario, both ways: once each call is confirmed,
+/// the callee (stock sipp) sends its caller an OPTIONS whose Call-ID is
+/// the call's behind a `probe///` prefix, and waits for its 200. The
+/// caller takes Call-IDs whole (`-callid_slash_ign`), so the OPTIONS
+/// belongs to none of its calls and only its out-of-call scenario
+/// (`-oocsn ooc_default`) answers it; the callee strips the prefix, so the
+/// 200 reaches its call. Every call completes with stock sipp as the
+/// caller, and with sbc-load.
+#[test]
+fn out_of_call_requests_are_answered_as_sipp_answers_them() {
+    sipp_installed();
+    let answering = std::fs::read_to_string(scenario("uas_answer.xml")).unwrap();
+    let probe = r#"<recv request="ACK" crlf="true">
+  </recv>
+
+  <send>
+    <![CDATA[
+
+      OPTIONS sip:caller@CALLER:5060 SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:probe@[local_ip]:[local_port]>;tag=probe[call_number]
+      To: <sip:caller@CALLER:5060>
+      Call-ID: probe///[call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <recv response="200" timeout="10000">
+  </recv>
+"#;
+    let probing = answering.replacen(
+        "<recv request=\"ACK\" crlf=\"true\">\n  </recv>\n",
+        probe,
+        1,
+    );
+    assert_ne!(probing, answering);
+    for (net, caller) in [(222u8, Side::Sipp), (223, Side::SbcLoad)] {
+        let ip = |h: u8| format!("127.{net}.0.{h}");
+        let dir = tempfile::tempdir().unwrap();
+        let xml = dir.path().join("uas_probe.xml");
+        std::fs::write(&xml, probing.replace("CALLER", &ip(1))).unwrap();
+        let port = |k: u16| (27100 + (u16::from(net) - 222) * 10 + k).to_string();
+        let callee = spawn(
+            &Side::Sipp,
+            &[
+                "-sf".into(),
+                xml.display().to_string(),
+                "-i".into(),
+                ip(3),
+                "-p".into(),
+                "5060".into(),
+                "-m".into(),
+                "3".into(),
+                "-mp".into(),
+                port(0),
+                "-cp".into(),
+                port(5),
+            ],
+            dir.path(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let uac = spawn(
+            &caller,
+            &[
+                "-sf".into(),
+                scenario("uac_basic.xml"),
+                "-i".into(),
+                ip(1),
+                "-p".into(),
+                "5060".into(),
+                format!("{}:5060", ip(3)),
+                "-m".into(),
+                "3".into(),
+                "-r".into(),
+                "2".into(),
+                // The BYE waits a second: the probe comes first.
+                "-d".into(),
+                "1000".into(),
+                "-oocsn".into(),
+                "ooc_default".into(),
+                "-callid_slash_ign".into(),
+                "-mp".into(),
+                port(2),
+                "-cp".into(),
+                port(7),
+            ],
+            dir.path(),
+        );
+        let codes = [
+            wait(uac, Duration::from_secs(60)),
+            wait(callee, Duration::from_secs(30)),
+        ];
+        let errs = standard_errors(dir.path());
+        assert_eq!(codes, [Some(0); 2], "caller ({caller:?}), callee\n{errs}");
+    }
+}
