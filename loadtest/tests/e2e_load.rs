@@ -1415,8 +1415,8 @@ fn a_caller_answers_requests_of_no_call_with_its_out_of_call_scenario() {
     assert_eq!(r["out_of_call_calls"], 1);
     assert_eq!(r["out_of_call_succeeded"], 1);
     // A callee refuses an out-of-call scenario.
-    let o = finish(
-        spawn(&[
+    refuses(
+        &[
             "-sn",
             "uas",
             "-i",
@@ -1424,11 +1424,19 @@ fn a_caller_answers_requests_of_no_call_with_its_out_of_call_scenario() {
             "-oocsn",
             "ooc_default",
             "-nostdin",
-        ]),
-        Duration::from_secs(10),
+        ],
+        1,
+        "out-of-call scenarios",
     );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("out-of-call scenarios"));
+}
+
+/// sbc-load given `args` ends at once with status `code`, its standard
+/// error saying `says`.
+fn refuses(args: &[&str], code: i32, says: &str) {
+    let o = finish(spawn(args), Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(says), "{err}");
 }
 
 /// `-t ui`: a caller's calls leave from the address their `-inf` line
@@ -1541,8 +1549,8 @@ fn per_address_sockets_send_from_and_answer_from_the_inf_addresses() {
     let _ = u.kill();
     let _ = u.wait();
     // Without an injection file there is no address to take.
-    let o = finish(
-        spawn(&[
+    refuses(
+        &[
             "-sn",
             "uac",
             "-t",
@@ -1551,11 +1559,10 @@ fn per_address_sockets_send_from_and_answer_from_the_inf_addresses() {
             "127.221.3.1",
             "127.221.3.9:5060",
             "-nostdin",
-        ]),
-        Duration::from_secs(10),
+        ],
+        255,
+        "-t ui: give the source addresses",
     );
-    assert_eq!(o.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("-t ui: give the source addresses"));
 }
 
 /// `-max_reconnect`, `-reconnect_sleep`: a caller over TCP whose far end
