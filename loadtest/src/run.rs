@@ -432,9 +432,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             remote,
             send_to: cfg.send_to,
             rate: run_plan.share(threads),
-            users: args
-                .users
-                .map(|u| u / threads + usize::from(index < u % threads)),
+            users: args.users.map(|u| steer::share(u, threads, index)),
             first_user: args.users.map_or(0, |u| {
                 let first = 1 + index * (u / threads) + index.min(u % threads);
                 u32::try_from(first).unwrap_or(u32::MAX)
@@ -1037,8 +1035,6 @@ fn file_base(args: &Args) -> String {
 /// How long calls still open at a soft `-timeout` may take to end.
 const OPEN_CALL_GRACE: Duration = Duration::from_secs(32);
 
-/// SIPp's default `-l`: three times the calls started over the longest of
-/// the scenario's pauses, `-d` and one second.
 /// Carries out one order of the remote control or the keys (a bad one
 /// is SIPp's warning, on the standard error).
 fn obey(ctl: &Control, scn: &Scenario, order: Result<Option<steer::Order>, String>) {
@@ -1066,6 +1062,8 @@ fn obey(ctl: &Control, scn: &Scenario, order: Result<Option<steer::Order>, Strin
     }
 }
 
+/// SIPp's default `-l`: three times the calls started over the longest of
+/// the scenario's pauses, `-d` and one second.
 fn default_limit(scn: &Scenario, per_sec: f64, d_ms: u64) -> usize {
     crate::steer::default_limit(per_sec, call_span_ms(scn, d_ms))
 }

@@ -151,6 +151,8 @@ pub type Snapshots = std::sync::Mutex<Vec<Option<(Stats, u64)>>>;
 
 /// How often a thread publishes its figures for the statistics file, µs.
 const PUBLISH_US: u64 = 1_000_000;
+/// How often a thread publishes its open calls for `dump tasks`, µs.
+const OPEN_PUBLISH_US: u64 = 100_000;
 
 /// A thread's SIP socket(s).
 #[derive(Debug)]
@@ -777,8 +779,13 @@ pub fn run_thread(
     let mut paused = false;
     let mut users_owned = plan.users.unwrap_or(0);
     let mut reconnect = plan.reconnect;
-    let since_start = || u64::try_from(ctl.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut watchdog = crate::watchdog::Watchdog::new(plan.watchdog, since_start());
+    let mut watchdog = crate::watchdog::Watchdog::new(
+        plan.watchdog,
+        u64::try_from(ctl.epoch.elapsed().as_millis()).unwrap_or(u64::MAX),
+    );
+    // `dump tasks`: the open calls, published now and then (not a shared
+    // store every round).
+    let mut next_open_publish = 0u64;
     let mut twin = if plan.index == 0 {
         ctl.twin.lock().ok().and_then(|mut t| t.take())
     } else {
@@ -896,7 +903,10 @@ pub fn run_thread(
                 paused = s.paused_at.is_some();
             }
         }
-        ctl.steer.set_open(plan.index, ep.open_calls());
+        if now >= next_open_publish {
+            next_open_publish = now + OPEN_PUBLISH_US;
+            ctl.steer.set_open(plan.index, ep.open_calls());
+        }
         if let Some(w) = watchdog.as_mut()
             && now / 1000 >= w.due()
         {
