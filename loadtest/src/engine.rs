@@ -891,6 +891,24 @@ fn ip_type(ip: IpAddr) -> &'static [u8] {
     if ip.is_ipv6() { b"6" } else { b"4" }
 }
 
+/// Field `field` of `-inf` file `file`, on the line `call` took
+/// (`[fieldN]`).
+fn own_field(
+    inject: &RefCell<Option<Arc<Injection>>>,
+    call: &Call,
+    (file, field): (usize, usize),
+    out: &mut Vec<u8>,
+) {
+    let inj = inject.borrow();
+    if let Some(f) = inj.as_ref().and_then(|i| i.files.get(file)) {
+        f.write_field(
+            call.inject_rows.get(file).copied().unwrap_or(-1),
+            field,
+            out,
+        );
+    }
+}
+
 fn ip_text(ip: IpAddr) -> Vec<u8> {
     ip.to_string().into_bytes()
 }
@@ -1506,23 +1524,21 @@ impl Endpoint {
         if !self.cfg.rtcheck_loose {
             return self.hash(bytes);
         }
-        let mut key = Vec::with_capacity(256);
-        for name in [
+        // Each part hashed into the last (no copy of them together).
+        let response = matches!(msg.start_line(), StartLine::Response(_));
+        let status = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
+        [
             HeaderName::To,
             HeaderName::From,
             HeaderName::CallId,
             HeaderName::CSeq,
-        ] {
-            key.extend_from_slice(msg.value(name).unwrap_or_default());
-            key.push(0);
-        }
-        if matches!(msg.start_line(), StartLine::Response(_)) {
-            let line = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
-            key.extend_from_slice(line);
-            key.push(0);
-            key.extend_from_slice(msg.body());
-        }
-        self.hash(&key)
+        ]
+        .into_iter()
+        .map(|name| msg.value(name).unwrap_or_default())
+        .chain(response.then_some(status))
+        .chain(response.then(|| msg.body()))
+        .fold(self.seed, fast_hash)
+            | 1
     }
 
     fn emit(&mut self, dst: SocketAddr, bytes: &[u8]) {
@@ -1816,17 +1832,12 @@ impl Endpoint {
             call.port = port;
         }
         if let Some(field) = self.cfg.ip_field {
-            self.started_source.clear();
-            let row = self
-                .slab
-                .get(slot as usize)
-                .and_then(Option::as_ref)
-                .and_then(|c| c.inject_rows.first().copied())
-                .unwrap_or(-1);
-            let inj = self.inject.borrow();
-            if let Some(f) = inj.as_ref().and_then(|i| i.files.first()) {
-                f.write_field(row, field, &mut self.started_source);
+            let mut source = std::mem::take(&mut self.started_source);
+            source.clear();
+            if let Some(call) = self.slab.get(slot as usize).and_then(Option::as_ref) {
+                own_field(&self.inject, call, (0, field), &mut source);
             }
+            self.started_source = source;
         }
         if user > 0
             && let Some(call) = self.slab.get_mut(slot as usize).and_then(Option::as_mut)
@@ -3235,29 +3246,33 @@ impl Env<'_> {
                 self.authentication(username.as_ref(), password.as_ref(), call, last, out)
                     .map_err(KwError::Fail)?;
             }
-            Keyword::Field { field, file, line } => {
+            Keyword::Field {
+                field,
+                file,
+                line: None,
+            } => own_field(self.inject, call, (*file, *field), out),
+            Keyword::Field {
+                field,
+                file,
+                line: Some(t),
+            } => {
                 let inj = self.inject.borrow();
                 let Some(f) = inj.as_ref().and_then(|i| i.files.get(*file)) else {
                     return Ok(());
                 };
-                let row = match line {
-                    None => call.inject_rows.get(*file).copied().unwrap_or(-1),
-                    Some(t) => {
-                        let mut text = Vec::new();
-                        t.render_value(&mut text, |k, o| {
-                            let _ = self.keyword(k, call, idx, (last, last_raw), o);
-                        });
-                        // As SIPp: strtod, truncated; past the end is none.
-                        match c_number(&text) {
-                            Some(n) if n > f.lines() as f64 => -1,
-                            Some(n) => n as i64,
-                            None => {
-                                return Err(KwError::Fatal(format!(
-                                    "invalid line number generated: '{}'",
-                                    String::from_utf8_lossy(&text)
-                                )));
-                            }
-                        }
+                let mut text = Vec::new();
+                t.render_value(&mut text, |k, o| {
+                    let _ = self.keyword(k, call, idx, (last, last_raw), o);
+                });
+                // As SIPp: strtod, truncated; past the end is none.
+                let row = match c_number(&text) {
+                    Some(n) if n > f.lines() as f64 => -1,
+                    Some(n) => n as i64,
+                    None => {
+                        return Err(KwError::Fatal(format!(
+                            "invalid line number generated: '{}'",
+                            String::from_utf8_lossy(&text)
+                        )));
                     }
                 };
                 f.write_field(row, *field, out);
