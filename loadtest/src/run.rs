@@ -18,7 +18,7 @@ use crate::statfile::StatFile;
 use crate::stats::Stats;
 use crate::steer::{self, Effect, Keyboard, Remote, Steer, Steering};
 use crate::template::Keyword;
-use crate::tracefile::{Limits, Spec, TraceFiles};
+use crate::tracefile::{Limits, Spec, Specs, TraceFiles};
 
 /// A run that could not be done, with SIPp's exit status for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -515,11 +515,6 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     } else {
         None
     };
-    let trace_limits = Limits {
-        max_size: args.max_log_size,
-        ring_size: args.ringbuffer_size,
-        ring_files: args.ringbuffer_files,
-    };
     let ctl = Arc::new(Control {
         epoch,
         stop,
@@ -547,52 +542,52 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             threads,
         ),
         trace: TraceFiles::new(
-            (
-                trace_spec(
+            Specs {
+                messages: trace_spec(
                     args,
                     args.trace_msg,
                     &args.message_file,
                     "messages",
                     args.message_overwrite,
                 ),
-                trace_spec(
+                short: trace_spec(
                     args,
                     args.trace_shortmsg,
                     &args.shortmessage_file,
                     "shortmessages",
                     args.shortmessage_overwrite,
                 ),
-                trace_spec(
+                errors: trace_spec(
                     args,
                     args.trace_err,
                     &args.error_file,
                     "errors",
                     args.error_overwrite,
                 ),
-                trace_spec(
+                logs: trace_spec(
                     args,
                     args.trace_logs,
                     &args.log_file,
                     "logs",
                     args.log_overwrite,
                 ),
-            ),
+                calldebug: trace_spec(
+                    args,
+                    args.trace_calldebug,
+                    &args.calldebug_file,
+                    "calldebug",
+                    args.calldebug_overwrite,
+                ),
+            },
             args.trace_rtt
                 .then(|| format!("{}_rtt.csv", file_base(args)).into()),
-            trace_limits,
+            Limits {
+                max_size: args.max_log_size,
+                ring_size: args.ringbuffer_size,
+                ring_files: args.ringbuffer_files,
+            },
         )
-        .map_err(|e| RunError::fatal(format!("-trace_msg: {e}")))?
-        .with_calldebug(
-            trace_spec(
-                args,
-                args.trace_calldebug,
-                &args.calldebug_file,
-                "calldebug",
-                args.calldebug_overwrite,
-            ),
-            trace_limits,
-        )
-        .map_err(|e| RunError::fatal(format!("-trace_calldebug: {e}")))?
+        .map_err(|e| RunError::fatal(format!("trace file {e}")))?
         .with_transport(cfg.transport)
         .with_rfc3339(args.rfc3339)
         .with_rtt_every(args.rtt_freq),

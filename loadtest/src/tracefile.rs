@@ -70,7 +70,8 @@ impl LogFile {
             started: 0,
             kept: VecDeque::new(),
         };
-        log.reopen()?;
+        log.reopen()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", log.spec.path.display())))?;
         Ok(log)
     }
 
@@ -155,6 +156,21 @@ impl LogFile {
     }
 }
 
+/// The trace files asked for (each `None` when not).
+#[derive(Debug, Default)]
+pub struct Specs {
+    /// `-trace_msg`.
+    pub messages: Option<Spec>,
+    /// `-trace_shortmsg`.
+    pub short: Option<Spec>,
+    /// `-trace_err`.
+    pub errors: Option<Spec>,
+    /// `-trace_logs`.
+    pub logs: Option<Spec>,
+    /// `-trace_calldebug`.
+    pub calldebug: Option<Spec>,
+}
+
 /// The run's trace files.
 #[derive(Debug)]
 pub struct TraceFiles {
@@ -207,13 +223,16 @@ enum ErrorsFile {
 }
 
 impl TraceFiles {
-    /// Opens the message and `<log>` files now; the errors file is made
-    /// at its first line.
-    pub fn new(
-        (messages, short, errors, logs): (Option<Spec>, Option<Spec>, Option<Spec>, Option<Spec>),
-        rtt: Option<PathBuf>,
-        limits: Limits,
-    ) -> io::Result<Self> {
+    /// Opens the asked-for files now, but for the errors file, made at
+    /// its first line.
+    pub fn new(specs: Specs, rtt: Option<PathBuf>, limits: Limits) -> io::Result<Self> {
+        let Specs {
+            messages,
+            short,
+            errors,
+            logs,
+            calldebug,
+        } = specs;
         let open = |spec: Option<Spec>| -> io::Result<Option<Mutex<LogFile>>> {
             spec.map(|s| LogFile::open(s, limits).map(Mutex::new))
                 .transpose()
@@ -238,7 +257,7 @@ impl TraceFiles {
                 None => None,
             },
             logs: open(logs)?,
-            calldebug: None,
+            calldebug: open(calldebug)?,
             transport: "UDP",
         })
     }
@@ -247,14 +266,6 @@ impl TraceFiles {
     pub fn with_transport(mut self, transport: &'static str) -> Self {
         self.transport = transport;
         self
-    }
-
-    /// `-trace_calldebug`: the call debug file, opened now.
-    pub fn with_calldebug(mut self, spec: Option<Spec>, limits: Limits) -> io::Result<Self> {
-        self.calldebug = spec
-            .map(|s| LogFile::open(s, limits).map(Mutex::new))
-            .transpose()?;
-        Ok(self)
     }
 
     /// `-trace_calldebug`: what failed and aborted calls did.
@@ -425,6 +436,14 @@ mod tests {
         }
     }
 
+    /// Only a `<log>` file.
+    fn logs(spec: Spec) -> Specs {
+        Specs {
+            logs: Some(spec),
+            ..Specs::default()
+        }
+    }
+
     fn log_lines(t: &TraceFiles, lines: &[&str]) {
         t.logs(lines.iter().map(|l| l.as_bytes().to_vec()));
         t.flush();
@@ -434,13 +453,9 @@ mod tests {
     fn response_times_are_written_every_rtt_freq_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rtt.csv");
-        let t = TraceFiles::new(
-            (None, None, None, None),
-            Some(path.clone()),
-            Limits::default(),
-        )
-        .unwrap()
-        .with_rtt_every(3);
+        let t = TraceFiles::new(Specs::default(), Some(path.clone()), Limits::default())
+            .unwrap()
+            .with_rtt_every(3);
         let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
         // The header at once; then nothing until three times are held.
         t.rtts(0, [(1_000, 2_000, 0), (2_000, 3_000, 0)].into_iter());
@@ -465,7 +480,7 @@ mod tests {
             max_size: 10,
             ..Limits::default()
         };
-        let t = TraceFiles::new((None, None, None, Some(spec(&l, true))), None, limits).unwrap();
+        let t = TraceFiles::new(logs(spec(&l, true)), None, limits).unwrap();
         // 6 bytes, then 12 (past 10: the last written), then none.
         log_lines(&t, &["12345", "67890", "lost"]);
         assert_eq!(
@@ -473,12 +488,7 @@ mod tests {
             "before\n12345\n67890\n"
         );
         // Overwritten (the default): what was there goes.
-        let t = TraceFiles::new(
-            (None, None, None, Some(spec(&l, false))),
-            None,
-            Limits::default(),
-        )
-        .unwrap();
+        let t = TraceFiles::new(logs(spec(&l, false)), None, Limits::default()).unwrap();
         log_lines(&t, &["new"]);
         assert_eq!(std::fs::read_to_string(&l).unwrap(), "new\n");
     }
@@ -492,7 +502,7 @@ mod tests {
             ring_files: 2,
             ..Limits::default()
         };
-        let t = TraceFiles::new((None, None, None, Some(spec(&l, false))), None, limits).unwrap();
+        let t = TraceFiles::new(logs(spec(&l, false)), None, limits).unwrap();
         // Each line fills a file: four rotations, two kept.
         log_lines(&t, &["aaaa", "bbbb", "cccc", "dddd", "eeee"]);
         let mut kept: Vec<String> = std::fs::read_dir(dir.path())
@@ -519,7 +529,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&l).unwrap(), "");
         // Without kept files a full file just starts again.
         let t = TraceFiles::new(
-            (None, None, None, Some(spec(&l, false))),
+            logs(spec(&l, false)),
             None,
             Limits {
                 ring_size: 4,
@@ -536,7 +546,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.log");
         let t = TraceFiles::new(
-            (None, Some(spec(&path, false)), None, None),
+            Specs {
+                short: Some(spec(&path, false)),
+                ..Specs::default()
+            },
             None,
             Limits::default(),
         )
@@ -565,7 +578,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (m, e) = (dir.path().join("m.log"), dir.path().join("e.log"));
         let t = TraceFiles::new(
-            (Some(spec(&m, false)), None, Some(spec(&e, false)), None),
+            Specs {
+                messages: Some(spec(&m, false)),
+                errors: Some(spec(&e, false)),
+                ..Specs::default()
+            },
             None,
             Limits::default(),
         )
