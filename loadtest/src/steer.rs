@@ -448,7 +448,8 @@ impl Remote {
 /// at a time without Enter or echo (the terminal is restored on drop).
 #[derive(Debug)]
 pub struct Keyboard {
-    raw: Option<RawTerminal>,
+    /// Restores the terminal when the keyboard goes.
+    _raw: Option<RawTerminal>,
 }
 
 impl Keyboard {
@@ -457,10 +458,10 @@ impl Keyboard {
     /// own the foreground of is not read (reading it would stop us).
     pub fn start(handle: impl FnMut(u8) + Send + 'static) -> Option<Self> {
         let tty = is_terminal();
-        if tty && !foreground() {
+        if tty && !foreground(STDIN) {
             return None;
         }
-        let raw = if tty { RawTerminal::enter() } else { None };
+        let raw = if tty { RawTerminal::enter(STDIN) } else { None };
         let mut handle = handle;
         std::thread::Builder::new()
             .name("sbc-load-keys".into())
@@ -472,51 +473,55 @@ impl Keyboard {
                 }
             })
             .ok()?;
-        Some(Keyboard { raw })
-    }
-
-    /// Whether the terminal was put in single-key mode.
-    pub fn raw(&self) -> bool {
-        self.raw.is_some()
+        Some(Keyboard { _raw: raw })
     }
 }
+
+/// The standard input's descriptor.
+const STDIN: std::os::fd::RawFd = 0;
 
 fn is_terminal() -> bool {
     use std::io::IsTerminal as _;
     std::io::stdin().is_terminal()
 }
 
-/// Whether this process is in the terminal's foreground process group.
-fn foreground() -> bool {
-    // SAFETY: tcgetpgrp and getpgrp only read process state; fd 0 is
-    // the standard input (a terminal, checked by the caller).
-    unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
+/// Whether this process is in the foreground process group of the
+/// terminal on `fd`.
+fn foreground(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: tcgetpgrp and getpgrp only read process state (tcgetpgrp
+    // fails, -1, on a descriptor that is not a terminal).
+    unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() }
 }
 
-/// The terminal in non-canonical mode without echo; restored on drop.
+/// The attributes of the terminal on `fd`, if it is one.
+fn attributes(fd: std::os::fd::RawFd) -> Option<libc::termios> {
+    // SAFETY: termios is plain data, all zeroes a valid value; tcgetattr
+    // only writes into it, and it is used only when that succeeded.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid termios to write into.
+    (unsafe { libc::tcgetattr(fd, &mut t) } == 0).then_some(t)
+}
+
+/// The terminal on `fd` in non-canonical mode without echo; restored on
+/// drop.
 #[derive(Debug)]
 struct RawTerminal {
+    fd: std::os::fd::RawFd,
     saved: libc::termios,
 }
 
 impl RawTerminal {
-    fn enter() -> Option<Self> {
-        // SAFETY: termios is plain data; tcgetattr fills it from fd 0 and
-        // we use it only when it succeeded.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: `saved` is a valid termios to write into.
-        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
-            return None;
-        }
+    fn enter(fd: std::os::fd::RawFd) -> Option<Self> {
+        let saved = attributes(fd)?;
         let mut raw = saved;
         raw.c_lflag &= !(libc::ICANON | libc::ECHO);
         raw.c_cc[libc::VMIN] = 1;
         raw.c_cc[libc::VTIME] = 0;
         // SAFETY: `raw` is a valid termios copied from the terminal's.
-        if unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw) } != 0 {
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
             return None;
         }
-        Some(RawTerminal { saved })
+        Some(RawTerminal { fd, saved })
     }
 }
 
@@ -524,7 +529,7 @@ impl Drop for RawTerminal {
     fn drop(&mut self) {
         // SAFETY: restores the attributes read from this terminal.
         unsafe {
-            libc::tcsetattr(0, libc::TCSANOW, &self.saved);
+            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
         }
     }
 }
@@ -532,6 +537,43 @@ impl Drop for RawTerminal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The single-key mode on a terminal (a pseudo-terminal here) and its
+    /// undoing; a descriptor that is not a terminal is left alone.
+    #[test]
+    fn a_raw_terminal_is_restored_when_it_goes() {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes the two descriptors; the name, attribute
+        // and size arguments may be null.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0);
+        let lflag = |fd| attributes(fd).unwrap().c_lflag;
+        let before = lflag(slave);
+        assert_ne!(before & libc::ICANON, 0);
+        {
+            let _raw = RawTerminal::enter(slave).unwrap();
+            assert_eq!(lflag(slave) & (libc::ICANON | libc::ECHO), 0);
+        }
+        assert_eq!(lflag(slave), before);
+        // This process does not own that terminal's foreground.
+        assert!(!foreground(slave));
+        let sock = UdpSocket::bind("127.176.9.3:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        assert!(attributes(fd).is_none() && RawTerminal::enter(fd).is_none());
+        // SAFETY: both descriptors are ours and closed once.
+        unsafe {
+            libc::close(slave);
+            libc::close(master);
+        }
+    }
 
     fn steering(caller: bool, users: Option<usize>) -> Steering {
         Steering {
