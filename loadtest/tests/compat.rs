@@ -218,6 +218,27 @@ fn wait(mut c: Child, limit: Duration) -> Option<i32> {
     }
 }
 
+/// A callee's arguments: scenario `xml` on `ip`:5060 for `calls` calls,
+/// its media and control ports.
+fn callee_args(xml: String, ip: &str, calls: u32, (mp, cp): (String, String)) -> Vec<String> {
+    [
+        "-sf",
+        &xml,
+        "-i",
+        ip,
+        "-p",
+        "5060",
+        "-m",
+        &calls.to_string(),
+        "-mp",
+        &mp,
+        "-cp",
+        &cp,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Runs one caller/callee pair through a recorder on 127.`net`.0.0/24 and
 /// returns the shapes of the messages.
 fn run_pair(net: u8, caller: Side, callee: Side, uac: &str, uas: &str, calls: u32) -> Vec<String> {
@@ -234,20 +255,7 @@ fn run_pair(net: u8, caller: Side, callee: Side, uac: &str, uas: &str, calls: u3
     let media = |k: u16| (24000 + (u16::from(net) - 160) * 20 + k).to_string();
     let callee_proc = spawn(
         &callee,
-        &[
-            "-sf".into(),
-            scenario(uas),
-            "-i".into(),
-            uas_ip.clone(),
-            "-p".into(),
-            "5060".into(),
-            "-m".into(),
-            calls.to_string(),
-            "-mp".into(),
-            media(0),
-            "-cp".into(),
-            media(5),
-        ],
+        &callee_args(scenario(uas), &uas_ip, calls, (media(0), media(5))),
         dir.path(),
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -914,20 +922,7 @@ fn out_of_call_requests_are_answered_as_sipp_answers_them() {
         let port = |k: u16| (27100 + (u16::from(net) - 222) * 10 + k).to_string();
         let callee = spawn(
             &Side::Sipp,
-            &[
-                "-sf".into(),
-                xml.display().to_string(),
-                "-i".into(),
-                ip(3),
-                "-p".into(),
-                "5060".into(),
-                "-m".into(),
-                "3".into(),
-                "-mp".into(),
-                port(0),
-                "-cp".into(),
-                port(5),
-            ],
+            &callee_args(xml.display().to_string(), &ip(3), 3, (port(0), port(5))),
             dir.path(),
         );
         std::thread::sleep(Duration::from_millis(300));

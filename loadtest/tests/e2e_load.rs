@@ -16,14 +16,18 @@ fn spawn(args: &[&str]) -> Child {
 
 /// sbc-load run in `dir` (where its SCENARIO_PID_* files go).
 fn spawn_in(dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sbc-load"))
-        .current_dir(dir)
+    command_in(dir, args).spawn().unwrap()
+}
+
+/// sbc-load with `args` in `dir`: no standard input, its output kept.
+fn command_in(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sbc-load"));
+    c.current_dir(dir)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    c
 }
 
 fn finish(mut c: Child, limit: Duration) -> Output {
@@ -1149,6 +1153,23 @@ fn steered_caller(
     control: &str,
     extra: &[&str],
 ) -> Child {
+    let mut extra = extra.to_vec();
+    extra.push("-nostdin");
+    steered_caller_command(dir, host, to, (calls, rate), control, &extra)
+        .spawn()
+        .unwrap()
+}
+
+/// [`steered_caller`]'s command, reading keys unless `extra` says
+/// `-nostdin`.
+fn steered_caller_command(
+    dir: &Path,
+    host: u8,
+    to: &str,
+    (calls, rate): (&str, &str),
+    control: &str,
+    extra: &[&str],
+) -> Command {
     let ip = format!("127.221.0.{host}");
     let report = dir.join("uac.json");
     let mut args = vec![
@@ -1165,7 +1186,6 @@ fn steered_caller(
         "1",
         "-timeout",
         "60",
-        "-nostdin",
         "-cp",
         control,
         "-ci",
@@ -1173,7 +1193,7 @@ fn steered_caller(
     ];
     args.extend_from_slice(extra);
     args.extend(["--json", report.to_str().unwrap()]);
-    spawn_in(dir, &args)
+    command_in(dir, &args)
 }
 
 /// SIPp's remote control (`-cp`, `-ci`): "cset rate" raises a caller's
@@ -1231,38 +1251,17 @@ fn keys_raise_the_rate_and_quit_gracefully() {
     let report = dir.path().join("uac.json");
     let uas = steered_callee(4, "1000", "29704");
     std::thread::sleep(Duration::from_millis(300));
-    let mut uac = Command::new(env!("CARGO_BIN_EXE_sbc-load"))
-        .current_dir(dir.path())
-        .args([
-            "-sn",
-            "uac",
-            "-i",
-            "127.221.0.3",
-            "127.221.0.4:5060",
-            "-r",
-            "1",
-            "-rate_scale",
-            "2",
-            "-d",
-            "500",
-            "-m",
-            "1000",
-            "--threads",
-            "1",
-            "-timeout",
-            "60",
-            "-cp",
-            "29703",
-            "-ci",
-            "127.221.0.3",
-            "--json",
-            report.to_str().unwrap(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut uac = steered_caller_command(
+        dir.path(),
+        3,
+        "127.221.0.4:5060",
+        ("1000", "1"),
+        "29703",
+        &["-rate_scale", "2", "-d", "500"],
+    )
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut keys = uac.stdin.take().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // 1 + 10 x 2 = 21 calls a second for 3 s, then no more.
