@@ -47,10 +47,8 @@ impl RatePlan {
     /// `until_us`: a paused run resumes without catching up.
     pub fn resumed(&self, at_us: u64, until_us: u64) -> Self {
         RatePlan {
-            base: self.rate_at(at_us),
             origin_us: until_us,
-            origin_due: self.due(at_us),
-            ..*self
+            ..self.rebased(at_us, self.rate_at(at_us))
         }
     }
 
