@@ -433,3 +433,51 @@ fn sbc_load_over_tls_through_the_sbc() {
         }
     }
 }
+
+/// SIPp's RTP check over SRTP through the SBC: the SBC relays the SDES
+/// keys in the SDP and the protected media both ways untouched, so the
+/// caller's pattern comes back through the callee's echo and each call's
+/// check passes.
+#[test]
+fn an_srtp_rtp_check_passes_through_the_sbc() {
+    let net = Net(158);
+    let calls = 2;
+    let sbc = Sbc::start(net, &example_config(net, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let (uas_json, uac_json) = (dir.path().join("uas.json"), dir.path().join("uac.json"));
+    let uas = run(
+        &uas_args(net, &net.carrier_a(), "uas_srtp_echo.xml", calls, 0),
+        &uas_json,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = uac_args(
+        net,
+        &net.pbx(),
+        "uac_srtp_check.xml",
+        "+390612345678",
+        calls,
+        1,
+        20,
+    );
+    let uac_code = wait(run(&uac, &uac_json), Duration::from_secs(60));
+    let uas_code = wait(uas, Duration::from_secs(30));
+    let (uac, uas) = (report(&uac_json), report(&uas_json));
+    assert_eq!(uac_code, Some(0), "caller: {uac:#}\n{}", sbc.log());
+    assert_eq!(uas_code, Some(0), "callee: {uas:#}");
+    assert_eq!(uac["calls_succeeded"], calls);
+    assert_eq!(uac["rtp_checks_passed"], calls, "{uac:#}");
+    let sent = uac["rtp_packets_sent"].as_u64().unwrap_or(0);
+    let ok = uac["rtp_check_packets_ok"].as_u64().unwrap_or(0);
+    assert!(sent >= 140 * calls as u64, "{sent} sent: {uac:#}");
+    assert!(
+        ok * 10 >= sent * 9,
+        "{ok} of {sent} came back right: {uac:#}"
+    );
+    assert_eq!(uas["srtp_refused"], 0, "{uas:#}");
+    for direction in ["caller_to_callee", "callee_to_caller"] {
+        let relayed = sbc.metric(&format!(
+            "sbc_media_packets_total{{direction=\"{direction}\"}}"
+        ));
+        assert!(relayed >= ok as f64 * 0.9, "{direction}: {relayed} relayed");
+    }
+}

@@ -64,6 +64,11 @@ const SIPP_OPTIONS: &[&str] = &[
     "rtp_payload",
     "rtp_buffsize",
     "rtp_threadtasks",
+    "audiotolerance",
+    "videotolerance",
+    "random_base_ssrc",
+    "rtpcheck_debug",
+    "srtpcheck_debug",
     "mb",
     "rate_scale",
     "set",
@@ -134,9 +139,12 @@ const SIPP_OPTIONS: &[&str] = &[
     "callid_slash_ign",
 ];
 
-/// SIPp options sbc-load knows but does not implement: an error names
+/// SIPp options sbc-load knows but cannot take, and why: an error names
 /// them rather than ignoring them.
-const UNSUPPORTED: &[&str] = &["plugin"];
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "plugin",
+    "a SIPp plugin is a C++ shared object built against SIPp's own internals, which sbc-load does not have",
+)];
 
 /// SCTP's options (sbc-load has no SCTP transport).
 const SCTP: &[&str] = &[
@@ -523,6 +531,22 @@ pub struct Args {
     /// load threads, so this changes nothing (the report says so).
     #[arg(long = "rtp_threadtasks", value_name = "N")]
     pub rtp_threadtasks: Option<u64>,
+    /// SIPp's RTP check: the share of an audio pattern stream's packets
+    /// that may come back wrong or not at all (0.0 to 1.0; 1.0: the check
+    /// fails only when none came back right).
+    #[arg(long = "audiotolerance", value_name = "SHARE", default_value_t = 1.0)]
+    pub audio_tolerance: f64,
+    /// The same for video pattern streams.
+    #[arg(long = "videotolerance", value_name = "SHARE", default_value_t = 1.0)]
+    pub video_tolerance: f64,
+    /// RTP streams' SSRCs count up from a random base, not 0xCA110000.
+    #[arg(long = "random_base_ssrc")]
+    pub random_base_ssrc: bool,
+    /// SIPp's debug traces of its RTP checks (sbc-load: see the report).
+    #[arg(long = "rtpcheck_debug")]
+    pub rtpcheck_debug: bool,
+    #[arg(long = "srtpcheck_debug")]
+    pub srtpcheck_debug: bool,
     /// The RTP echo's buffer: longer packets are echoed cut to it.
     #[arg(long = "mb", value_name = "BYTES", default_value_t = 2048)]
     pub media_bufsize: usize,
@@ -669,9 +693,9 @@ pub fn normalize(args: impl IntoIterator<Item = String>) -> Result<Vec<String>, 
                     "the SIPp option -{name} is for SCTP, which sbc-load does not run"
                 ));
             }
-            if UNSUPPORTED.contains(&name) {
+            if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| *n == name) {
                 return Err(format!(
-                    "the SIPp option -{name} is not supported by sbc-load"
+                    "the SIPp option -{name} is not supported by sbc-load: {why}"
                 ));
             }
             if name == "h" || name == "v" || name == "V" {
@@ -915,6 +939,13 @@ mod tests {
         let a = parse("sipp -sn uac -tdmmap {0-3}{99}{5-8}{1-31} 127.0.0.1").unwrap();
         assert_eq!(a.tdmmap.as_deref(), Some("{0-3}{99}{5-8}{1-31}"));
         assert!(e.contains("-plugin") && e.contains("not supported"), "{e}");
+        assert!(e.contains("SIPp's own internals"), "the reason: {e}");
+        // The RTP check's options.
+        let a = parse("sipp -sn uac -audiotolerance 0.25 -videotolerance 0.5 -random_base_ssrc -rtpcheck_debug -srtpcheck_debug 127.0.0.1").unwrap();
+        assert_eq!((a.audio_tolerance, a.video_tolerance), (0.25, 0.5));
+        assert!(a.random_base_ssrc && a.rtpcheck_debug && a.srtpcheck_debug);
+        let a = parse("sipp -sn uac 127.0.0.1").unwrap();
+        assert_eq!((a.audio_tolerance, a.video_tolerance), (1.0, 1.0));
         let a = parse(
             "sipp -sf s.xml -slave s1 -slave_cfg x.cfg -tls_version 1.2 -tls_crl c.crl 127.0.0.1",
         )

@@ -36,9 +36,10 @@ use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
 
 use crate::inject::Injection;
 use crate::pcap::Capture;
+use crate::rtpcheck::{Check, Keys, Pair};
 use crate::scenario::{
-    Action, Arith, Compare, Distribution, IntCmd, MediaKind, NumOperand, PauseLength, RTD_COUNT,
-    Recv, RtpStream, Scenario, SearchIn, StepKind, StrOperand, StreamFile, VarId,
+    Action, Arith, Compare, Distribution, EchoOp, IntCmd, MediaKind, NumOperand, PauseLength,
+    RTD_COUNT, Recv, RtpStream, Scenario, SearchIn, StepKind, StrOperand, StreamFile, VarId,
 };
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader};
@@ -141,6 +142,13 @@ pub struct Config {
     pub files: HashMap<String, Vec<u8>>,
     /// `-tdmmap`.
     pub tdmmap: Option<TdmMap>,
+    /// SIPp's RTP check (`-audiotolerance`, `-videotolerance`): the share
+    /// of a pattern stream's packets that may come back wrong or not at
+    /// all before its check fails (1.0: only when none came back right).
+    pub tolerance: [f64; 2],
+    /// The first RTP stream's SSRC (SIPp's 0xCA110000, random with
+    /// `-random_base_ssrc`): each call's audio and video count up from it.
+    pub ssrc_base: u32,
 }
 
 /// `-tdmmap {X-X'}{H}{Y-Y'}{Z-Z'}`: a table of TDM circuits; a caller's
@@ -346,6 +354,8 @@ impl Config {
             pause_msg_ign: false,
             files: HashMap::new(),
             tdmmap: None,
+            tolerance: [1.0, 1.0],
+            ssrc_base: 0xCA11_0000,
         }
     }
 }
@@ -489,6 +499,8 @@ struct Call {
     /// `-t un`: the port of the call's own socket (`[local_port]`); 0:
     /// the thread's.
     port: u16,
+    /// The SDES keys of its SDP (only once one carried `a=crypto`).
+    keys: Option<Box<Keys>>,
 }
 
 impl Call {
@@ -543,6 +555,7 @@ impl Call {
             user: 0,
             tdm: 0,
             port: 0,
+            keys: None,
         }
     }
 
@@ -581,6 +594,7 @@ impl Call {
         self.timewait = false;
         self.user = 0;
         self.tdm = 0;
+        self.keys = None;
         self.inject_rows.clear();
         self.dest = None;
         self.txns.iter_mut().for_each(Vec::clear);
@@ -632,6 +646,7 @@ pub struct MediaOut {
 enum Exec {
     Play(MediaKind, Arc<Capture>),
     Stream(RtpStream),
+    Echo(EchoOp, MediaKind),
     Command(Vec<u8>),
     Stop(IntCmd),
     Log(Vec<u8>),
@@ -707,6 +722,22 @@ struct Stream {
     to: SocketAddr,
     from_port: u16,
     generation: u64,
+    /// SRTP, when the SDP exchanged carried keys.
+    srtp: Option<Box<Pair>>,
+    /// A pattern stream's check of what comes back to its port.
+    check: Option<Check>,
+}
+
+/// A call's `rtp_echo`: what reaches `port` goes back where it came from.
+#[derive(Debug)]
+struct Echo {
+    port: u16,
+    srtp: Option<Box<Pair>>,
+}
+
+/// The key of a call's stream or echo of a kind (audio, video).
+fn media_key(serial: u64, kind: MediaKind) -> u64 {
+    (serial << 1) | u64::from(kind == MediaKind::Video)
 }
 
 /// A capture being played for a call.
@@ -773,10 +804,17 @@ pub struct Endpoint {
     playbacks: HashMap<u64, Playback, BuildHasherDefault<Prehashed>>,
     play_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
     play_generation: u64,
-    /// `rtp_stream`s by call serial, and when their next packets are due
-    /// (time, call serial, generation).
+    /// `rtp_stream`s by [`media_key`], and when their next packets are
+    /// due (time, key, generation).
     streams: HashMap<u64, Stream, BuildHasherDefault<Prehashed>>,
     stream_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
+    /// `rtp_echo`s by [`media_key`].
+    echoes: HashMap<u64, Echo, BuildHasherDefault<Prehashed>>,
+    /// The media ports read (see [`Endpoint::handle_media`]): whose
+    /// stream check or echo (its key) takes what arrives there.
+    listens: HashMap<u16, u64>,
+    /// An SRTP packet's plain form, between unprotect and protect.
+    scratch: Vec<u8>,
     media_buf: Vec<u8>,
     media_out: Vec<MediaOut>,
     execs: Vec<Exec>,
@@ -947,7 +985,10 @@ fn scenario_parts(cfg: &Config, scn: &Scenario) -> (Vec<(VarId, Value)>, bool, b
     let plays_media = scn.steps.iter().flat_map(|s| &s.actions).any(|a| {
         matches!(
             a,
-            Action::PlayPcap { .. } | Action::PlayDtmf(_) | Action::RtpStream(RtpStream::Play(_))
+            Action::PlayPcap { .. }
+                | Action::PlayDtmf(_)
+                | Action::RtpStream(RtpStream::Play(_))
+                | Action::RtpEcho(..)
         )
     });
     (globals, plays_media, needs_last)
@@ -1000,6 +1041,9 @@ impl Endpoint {
             play_generation: 0,
             streams: HashMap::default(),
             stream_due: BinaryHeap::new(),
+            echoes: HashMap::default(),
+            listens: HashMap::new(),
+            scratch: Vec::new(),
             media_buf: Vec::new(),
             media_out: Vec::new(),
             execs: Vec::new(),
@@ -1197,41 +1241,20 @@ impl Endpoint {
                     self.run_stop = Some(cmd);
                 }
             }
-            Exec::Stream(RtpStream::Pause | RtpStream::Resume) => {
-                let pause = matches!(e, Exec::Stream(RtpStream::Pause));
-                if let Some(s) = self.streams.get_mut(&call.serial) {
-                    s.paused = pause;
+            Exec::Stream(RtpStream::Pause(which) | RtpStream::Resume(which)) => {
+                let pause = matches!(e, Exec::Stream(RtpStream::Pause(_)));
+                for kind in [MediaKind::Audio, MediaKind::Video] {
+                    if which.is_none_or(|w| w == kind)
+                        && let Some(s) = self.streams.get_mut(&media_key(call.serial, kind))
+                    {
+                        s.paused = pause;
+                    }
                 }
             }
             // A loop count of 0 plays nothing (SIPp).
             Exec::Stream(RtpStream::Play(file)) if file.loops == 0 => {}
-            Exec::Stream(RtpStream::Play(file)) => {
-                let Some((to, from_port)) = self.media_ends(call, MediaKind::Audio, "rtp_stream")
-                else {
-                    return;
-                };
-                self.play_generation += 1;
-                let generation = self.play_generation;
-                let r = self.random();
-                self.streams.insert(
-                    call.serial,
-                    Stream {
-                        file,
-                        pos: 0,
-                        loops_done: 0,
-                        seq: r as u16,
-                        timestamp: (r >> 16) as u32,
-                        ssrc: (r >> 32) as u32 | 1,
-                        paused: false,
-                        next_at: now,
-                        to,
-                        from_port,
-                        generation,
-                    },
-                );
-                self.stream_due
-                    .push(Reverse((now, call.serial, generation)));
-            }
+            Exec::Stream(RtpStream::Play(file)) => self.play_stream(call, file, now),
+            Exec::Echo(op, kind) => self.echo_op(call, op, kind),
             Exec::Play(kind, capture) => {
                 let Some((to, from_port)) = self.media_ends(call, kind, "play_pcap") else {
                     return;
@@ -1253,6 +1276,176 @@ impl Endpoint {
                 );
                 self.play_due.push(Reverse((now, call.serial, generation)));
             }
+        }
+    }
+
+    /// `rtp_stream`: the file or pattern plays on the call's stream of its
+    /// kind (replacing the one there), with the SDP's SRTP keys if any.
+    fn play_stream(&mut self, call: &Call, file: Arc<StreamFile>, now: u64) {
+        let kind = file.kind;
+        let Some((to, from_port)) = self.media_ends(call, kind, "rtp_stream") else {
+            return;
+        };
+        let key = media_key(call.serial, kind);
+        if let Some(old) = self.streams.remove(&key) {
+            self.stream_over(key, old);
+        }
+        self.play_generation += 1;
+        let generation = self.play_generation;
+        let r = self.random();
+        let check = file.pattern.map(|_| Check::default());
+        if check.is_some() {
+            self.listens.insert(from_port, key);
+        }
+        // As SIPp: SSRCs count up from the base, two a call.
+        let ssrc = self.cfg.ssrc_base.wrapping_add(
+            (call.number.wrapping_sub(1).wrapping_mul(2) as u32)
+                .wrapping_add(u32::from(kind == MediaKind::Video)),
+        );
+        let srtp = call
+            .keys
+            .as_ref()
+            .and_then(|k| k.pair(kind == MediaKind::Video));
+        self.streams.insert(
+            key,
+            Stream {
+                file,
+                pos: 0,
+                loops_done: 0,
+                seq: r as u16,
+                timestamp: (r >> 16) as u32,
+                ssrc,
+                paused: false,
+                next_at: now,
+                to,
+                from_port,
+                generation,
+                srtp,
+                check,
+            },
+        );
+        self.stream_due.push(Reverse((now, key, generation)));
+    }
+
+    /// A stream ended (played out, replaced, or its call ended): a
+    /// pattern stream's check gives its verdict.
+    fn stream_over(&mut self, key: u64, s: Stream) {
+        if self.listens.get(&s.from_port) == Some(&key) {
+            self.listens.remove(&s.from_port);
+        }
+        let tolerance = self.cfg.tolerance[usize::from(s.file.kind == MediaKind::Video)];
+        if let Some(c) = s.check {
+            self.stats.rtp_check_packets_ok += c.ok;
+            match c.passed(tolerance) {
+                Some(true) => self.stats.rtp_checks_passed += 1,
+                Some(false) => {
+                    self.stats.rtp_checks_failed += 1;
+                    self.error(|| {
+                        format!(
+                            "RTP check failed: {} of {} packets of pattern {} came back with it",
+                            c.ok,
+                            c.sent,
+                            s.file.pattern.unwrap_or(0)
+                        )
+                    });
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// `rtp_echo`: starts, rekeys or stops the call's echo of a kind, on
+    /// the port our SDP gave that stream.
+    fn echo_op(&mut self, call: &Call, op: EchoOp, kind: MediaKind) {
+        let key = media_key(call.serial, kind);
+        let video = kind == MediaKind::Video;
+        match op {
+            EchoOp::Stop => {
+                if let Some(e) = self.echoes.remove(&key)
+                    && self.listens.get(&e.port) == Some(&key)
+                {
+                    self.listens.remove(&e.port);
+                }
+            }
+            EchoOp::Update if self.echoes.contains_key(&key) => {
+                let srtp = call.keys.as_ref().and_then(|k| k.pair(video));
+                if let Some(e) = self.echoes.get_mut(&key) {
+                    e.srtp = srtp;
+                }
+            }
+            EchoOp::Start | EchoOp::Update => {
+                let port = call
+                    .media_from
+                    .get(kind as usize)
+                    .copied()
+                    .flatten()
+                    .unwrap_or_else(|| self.cfg.media_port.wrapping_add(2 * u16::from(kind as u8)));
+                let srtp = call.keys.as_ref().and_then(|k| k.pair(video));
+                self.listens.insert(port, key);
+                self.echoes.insert(key, Echo { port, srtp });
+            }
+        }
+    }
+
+    /// The media ports whose datagrams [`Endpoint::handle_media`] wants
+    /// (pattern streams' checks, echoes).
+    pub fn media_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.listens.keys().copied()
+    }
+
+    /// Whether any media port is to be read.
+    pub fn listening(&self) -> bool {
+        !self.listens.is_empty()
+    }
+
+    /// A datagram that reached media port `port` from `from`: an echo
+    /// sends it back; a pattern stream checks it.
+    pub fn handle_media(&mut self, port: u16, from: SocketAddr, data: &[u8]) {
+        let Some(&key) = self.listens.get(&port) else {
+            return;
+        };
+        if let Some(e) = self.echoes.get_mut(&key) {
+            let start = self.media_buf.len();
+            match crate::rtpcheck::echo(
+                e.srtp.as_deref_mut(),
+                data,
+                &mut self.scratch,
+                &mut self.media_buf,
+            ) {
+                Ok(()) => {
+                    let len = self.media_buf.len() - start;
+                    self.media_out.push(MediaOut {
+                        from_port: port,
+                        dst: from,
+                        start,
+                        len,
+                    });
+                    self.stats.rtp_echoed_packets += 1;
+                    self.stats.rtp_echoed_bytes += len as u64;
+                }
+                Err(_) => {
+                    self.media_buf.truncate(start);
+                    self.stats.srtp_refused += 1;
+                }
+            }
+            return;
+        }
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let expected = s
+            .file
+            .data
+            .get(..s.file.bytes_per_packet)
+            .unwrap_or_default();
+        match crate::rtpcheck::came_back(s.srtp.as_deref_mut(), data, &mut self.scratch, expected) {
+            Ok(true) => {
+                if let Some(c) = s.check.as_mut() {
+                    c.ok += 1;
+                }
+            }
+            Ok(false) => {}
+            Err(_) => self.stats.srtp_refused += 1,
         }
     }
 
@@ -1331,8 +1524,8 @@ impl Endpoint {
     /// file's payload type, sequence and timestamp rising from random
     /// starts; paused, the timestamp keeps time and nothing is sent.
     fn stream_due(&mut self, now: u64) {
-        while let Some((serial, generation)) = pop_due(&mut self.stream_due, now) {
-            let Some(s) = self.streams.get_mut(&serial) else {
+        while let Some((key, generation)) = pop_due(&mut self.stream_due, now) {
+            let Some(s) = self.streams.get_mut(&key) else {
                 continue;
             };
             if s.generation != generation {
@@ -1366,25 +1559,41 @@ impl Endpoint {
                             }
                         }
                     }
+                    let payload = self.media_buf.len() - start - 12;
+                    // SRTP: the packet made again, protected.
+                    if let Some(p) = s.srtp.as_mut() {
+                        self.scratch.clear();
+                        self.scratch.extend_from_slice(&self.media_buf[start..]);
+                        self.media_buf.truncate(start);
+                        if p.tx.protect(&self.scratch, &mut self.media_buf).is_err() {
+                            self.media_buf.truncate(start);
+                        }
+                    }
                     let len = self.media_buf.len() - start;
-                    self.media_out.push(MediaOut {
-                        from_port: s.from_port,
-                        dst: s.to,
-                        start,
-                        len,
-                    });
-                    self.stats.rtp_packets_sent += 1;
-                    self.stats.rtp_bytes_sent += (len - 12) as u64;
+                    if len > 0 {
+                        self.media_out.push(MediaOut {
+                            from_port: s.from_port,
+                            dst: s.to,
+                            start,
+                            len,
+                        });
+                        self.stats.rtp_packets_sent += 1;
+                        self.stats.rtp_bytes_sent += payload as u64;
+                        if let Some(c) = s.check.as_mut() {
+                            c.sent += 1;
+                        }
+                    }
                     s.seq = s.seq.wrapping_add(1);
                 }
                 s.timestamp = s.timestamp.wrapping_add(f.ticks_per_packet);
                 s.next_at += f.ms_per_packet * 1000;
             }
             if finished {
-                self.streams.remove(&serial);
+                if let Some(s) = self.streams.remove(&key) {
+                    self.stream_over(key, s);
+                }
             } else {
-                self.stream_due
-                    .push(Reverse((s.next_at, serial, generation)));
+                self.stream_due.push(Reverse((s.next_at, key, generation)));
             }
         }
     }
@@ -2123,7 +2332,13 @@ impl Endpoint {
         }
         // A call's playback stops with it (SIPp cancels its media thread).
         self.playbacks.remove(&call.serial);
-        self.streams.remove(&call.serial);
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let key = media_key(call.serial, kind);
+            if let Some(s) = self.streams.remove(&key) {
+                self.stream_over(key, s);
+            }
+            self.echo_op(&call, EchoOp::Stop, kind);
+        }
         let h = self.hash(&call.id);
         self.by_id.remove(&h);
         self.free.push(slot);
@@ -2491,6 +2706,9 @@ impl Endpoint {
             };
             if reads && !msg.body().is_empty() {
                 remote_media(msg.body(), self.cfg.media_ip.is_ipv6(), &mut call.media_to);
+                if call.keys.is_some() || crate::rtpcheck::has_crypto(msg.body()) {
+                    call.keys.get_or_insert_default().received(msg.body());
+                }
             }
         }
 
@@ -2803,6 +3021,10 @@ impl Endpoint {
                     }
                     if self.plays_media {
                         own_media_ports(&buf, &mut call.media_from);
+                        let sdp = crate::rtpcheck::body(&buf);
+                        if call.keys.is_some() || crate::rtpcheck::has_crypto(sdp) {
+                            call.keys.get_or_insert_default().sent(sdp);
+                        }
                     }
                     // Named transactions: the request's branch, the ACK.
                     if let Some(t) = step
@@ -3178,6 +3400,25 @@ impl Env<'_> {
                 signed(out, port);
             }
             Keyword::Service => out.extend_from_slice(&self.cfg.service),
+            Keyword::CryptoTag(n) => num(out, u64::from(*n)),
+            Keyword::CryptoSuite(suite) => out.extend_from_slice(suite.name().as_bytes()),
+            Keyword::Unencrypted => out.extend_from_slice(b"UNENCRYPTED_SRTP"),
+            Keyword::CryptoKey { video, line, reuse } => {
+                let kept = call
+                    .keys
+                    .as_ref()
+                    .filter(|_| *reuse)
+                    .and_then(|k| k.local_master(*video, u32::from(*line)));
+                let master = match kept.or_else(crate::srtp::Sdes::random_master) {
+                    Some(m) => m,
+                    None => {
+                        return Err(KwError::Fatal(
+                            "no randomness for an SRTP master key".into(),
+                        ));
+                    }
+                };
+                out.extend_from_slice(crate::srtp::Sdes::inline(&master).as_bytes());
+            }
             Keyword::Pid => out.extend_from_slice(self.pid),
             Keyword::DynamicId => {
                 let d = self.cfg.dynamic;
@@ -3778,6 +4019,7 @@ fn run_actions(
                 )?));
             }
             Action::RtpStream(s) => execs.push(Exec::Stream(s.clone())),
+            Action::RtpEcho(op, kind) => execs.push(Exec::Echo(*op, *kind)),
             Action::Lookup { var, file, key } => {
                 let key = env_value(env, key, call, idx, msg, fatal)?;
                 let found = env

@@ -110,21 +110,43 @@ impl MediaSender {
                 .iter()
                 .position(|&i| out[i].from_port != port)
                 .map_or(order.len(), |n| at + n);
-            let sock = match self.cache.get(&port) {
-                Some(s) => Arc::clone(s),
-                None => match self.shared.socket(port) {
-                    Ok(s) => Arc::clone(self.cache.entry(port).or_insert(s)),
-                    Err(_) => {
-                        failed += (end - at) as u64;
-                        at = end;
-                        continue;
-                    }
-                },
+            let Ok(sock) = self.socket(port) else {
+                failed += (end - at) as u64;
+                at = end;
+                continue;
             };
             failed += self.send_port(&sock, out, buf, &order[at..end]);
             at = end;
         }
         failed
+    }
+
+    /// The socket of media port `port` (bound now if no thread has yet).
+    fn socket(&mut self, port: u16) -> io::Result<Arc<UdpSocket>> {
+        if let Some(s) = self.cache.get(&port) {
+            return Ok(Arc::clone(s));
+        }
+        let s = self.shared.socket(port)?;
+        Ok(Arc::clone(self.cache.entry(port).or_insert(s)))
+    }
+
+    /// Reads up to `max` datagrams waiting on media port `port` without
+    /// waiting, handing each (its sender and bytes) to `take`.
+    pub fn receive(
+        &mut self,
+        port: u16,
+        buf: &mut [u8],
+        max: usize,
+        mut take: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<()> {
+        let sock = self.socket(port)?;
+        for _ in 0..max {
+            match recv_now(&sock, buf)? {
+                Some((n, from)) => take(from, buf.get(..n).unwrap_or_default()),
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// `send_all` for the datagrams `idx` (sorted) of one socket.
@@ -244,6 +266,42 @@ impl MediaSender {
             sent += 1;
         }
         failed
+    }
+}
+
+/// One datagram waiting on `sock` (its length and sender), `None` when
+/// none is: `MSG_DONTWAIT`, so the socket stays blocking for the threads
+/// that share it (`-rtp_echo`'s wait on it).
+fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
+    // SAFETY: `recvfrom` writes at most `buf.len()` bytes into `buf`,
+    // which is valid and exclusively borrowed, and at most `*len` bytes of
+    // address into the storage `try_init` gives (zeroed, its size in
+    // `len`); `try_init` reads the address only after it succeeded.
+    let r = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let n = libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                storage.cast(),
+                len,
+            );
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        })
+    };
+    match r {
+        Ok((n, addr)) => Ok(addr.as_socket().map(|a| (n, a))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+        // A port unreachable from an earlier send: nothing to read.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -400,6 +458,40 @@ mod tests {
         assert_eq!(&data[..n], b"hello");
         assert_eq!(from, SocketAddr::new(ip, 41_000));
         assert_eq!(echo.stop(), (1, 5));
+    }
+
+    #[test]
+    fn waiting_datagrams_are_read_without_blocking() {
+        let ip: IpAddr = "127.176.1.6".parse().unwrap();
+        let mut sender = MediaSender::new(Arc::new(MediaSockets::new(ip)));
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        // Nothing waits: it returns at once (the port is bound now).
+        sender
+            .receive(41_020, &mut buf, 8, |from, d| got.push((from, d.to_vec())))
+            .unwrap();
+        assert!(got.is_empty());
+        let p = UdpSocket::bind("127.176.1.7:0").unwrap();
+        for d in [&b"one"[..], b"two", b"three"] {
+            p.send_to(d, (ip, 41_020)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // At most `max` a call; the rest waits for the next.
+        sender
+            .receive(41_020, &mut buf, 2, |from, d| got.push((from, d.to_vec())))
+            .unwrap();
+        sender
+            .receive(41_020, &mut buf, 8, |from, d| got.push((from, d.to_vec())))
+            .unwrap();
+        let from = p.local_addr().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (from, b"one".to_vec()),
+                (from, b"two".to_vec()),
+                (from, b"three".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -97,9 +97,17 @@ pub struct Report {
     /// payload bytes.
     pub rtp_packets_sent: u64,
     pub rtp_bytes_sent: u64,
-    /// `-rtp_echo`: datagrams and bytes sent back.
+    /// `-rtp_echo` and `rtp_echo` actions: datagrams and bytes sent
+    /// back.
     pub rtp_echoed_packets: u64,
     pub rtp_echoed_bytes: u64,
+    /// SIPp's RTP check (`rtp_stream="apattern|vpattern"`): streams whose
+    /// check passed and failed, packets that came back with the pattern.
+    pub rtp_checks_passed: u64,
+    pub rtp_checks_failed: u64,
+    pub rtp_check_packets_ok: u64,
+    /// SRTP packets refused (authentication failed).
+    pub srtp_refused: u64,
     /// `<exec command>`: shell commands started (each a process, as in
     /// SIPp: costly at high call rates).
     pub commands_run: u64,
@@ -203,6 +211,10 @@ impl Report {
             rtp_bytes_sent: s.rtp_bytes_sent,
             rtp_echoed_packets: s.rtp_echoed_packets,
             rtp_echoed_bytes: s.rtp_echoed_bytes,
+            rtp_checks_passed: s.rtp_checks_passed,
+            rtp_checks_failed: s.rtp_checks_failed,
+            rtp_check_packets_ok: s.rtp_check_packets_ok,
+            srtp_refused: s.srtp_refused,
             commands_run: s.commands_run,
             responses: s
                 .responses
@@ -241,9 +253,13 @@ impl Report {
         }
     }
 
-    /// The exit status SIPp gives at the end of a run: 0 every call
-    /// succeeded, 1 some failed.
+    /// The exit status SIPp gives at the end of a run: 253 (its
+    /// `EXIT_RTPCHECK_FAILED`, -3) when an RTP check failed, else 0 every
+    /// call succeeded, 1 some failed.
     pub fn exit_code(&self) -> u8 {
+        if self.rtp_checks_failed > 0 {
+            return 253;
+        }
         u8::from(self.calls_failed > 0)
     }
 
@@ -306,6 +322,10 @@ impl Report {
             ("Warnings", self.warnings),
             ("RTP packets sent (media)", self.rtp_packets_sent),
             ("RTP packets echoed", self.rtp_echoed_packets),
+            ("RTP checks passed", self.rtp_checks_passed),
+            ("RTP checks failed", self.rtp_checks_failed),
+            ("RTP packets back right", self.rtp_check_packets_ok),
+            ("SRTP packets refused", self.srtp_refused),
             ("Shell commands started", self.commands_run),
             ("Parse errors", self.parse_errors),
             ("Send errors", self.send_errors),

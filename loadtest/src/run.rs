@@ -342,6 +342,23 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
     if cfg.tdmmap.is_none() && scn.uses(|k| matches!(k, Keyword::TdmMap)) {
         return Err("[tdmmap] keyword without the -tdmmap option".into());
     }
+    for (i, (name, t)) in [
+        ("-audiotolerance", args.audio_tolerance),
+        ("-videotolerance", args.video_tolerance),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(format!("{name} {t}: must be from 0.0 to 1.0").into());
+        }
+        cfg.tolerance[i] = t;
+    }
+    if args.random_base_ssrc {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).map_err(|e| format!("-random_base_ssrc: {e}"))?;
+        cfg.ssrc_base = u32::from_be_bytes(b);
+    }
     for pair in args.set.chunks(2) {
         let [name, value] = pair else {
             return Err("-set needs a name and a value".into());
@@ -752,7 +769,9 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         let _ = t.join();
     }
     if let Some(echo) = echo {
-        (total.rtp_echoed_packets, total.rtp_echoed_bytes) = echo.stop();
+        let (packets, bytes) = echo.stop();
+        total.rtp_echoed_packets += packets;
+        total.rtp_echoed_bytes += bytes;
     }
     let wall = cfg.wall_epoch_us + epoch.elapsed().as_micros() as u64;
     if let Some(f) = &mut stat_file {
@@ -782,6 +801,11 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
         report.notes.push(
             "send timeouts (-send_timeout, <send timeout>) apply to messages held back by congestion; sbc-load holds none back (UDP sends wait for a send slot, TCP output is queued), so no call timed out on a send"
                 .into(),
+        );
+    }
+    if args.rtpcheck_debug || args.srtpcheck_debug {
+        report.notes.push(
+            "-rtpcheck_debug and -srtpcheck_debug write SIPp's internal traces of its RTP threads; sbc-load has none: each failed RTP check is counted in the report and written to the errors file (-trace_err)".into(),
         );
     }
     if args.sendbuffer_warn.is_some() {

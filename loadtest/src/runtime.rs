@@ -153,6 +153,13 @@ pub type Snapshots = std::sync::Mutex<Vec<Option<(Stats, u64)>>>;
 const PUBLISH_US: u64 = 1_000_000;
 /// How often a thread publishes its open calls for `dump tasks`, µs.
 const OPEN_PUBLISH_US: u64 = 100_000;
+/// How often the media ports the calls read (RTP checks, echoes) are
+/// looked at, at most (SIPp's echo looks every 10 ms).
+const MEDIA_POLL_US: u64 = 5_000;
+/// Most datagrams read from one media port a round, and their largest
+/// size (SIPp's `-mb` default).
+const MEDIA_READS: usize = 64;
+const MEDIA_BUF: usize = 2048;
 
 /// A thread's SIP socket(s).
 #[derive(Debug)]
@@ -770,6 +777,7 @@ pub fn run_thread(
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
     let mut grouper = Grouper::default();
     let mut media = MediaSender::new(Arc::clone(&ctl.media));
+    let mut media_in = vec![0u8; MEDIA_BUF];
     let mut children: Vec<std::process::Child> = Vec::new();
     let mut next_publish = 0u64;
     let mut plan = plan;
@@ -894,6 +902,18 @@ pub fn run_thread(
             ep.errors.push(why);
             twin = None;
             ep.twin_closed(now);
+        }
+        // Media ports the calls read (RTP checks, echoes).
+        if ep.listening() {
+            let ports: Vec<u16> = ep.media_ports().collect();
+            for port in ports {
+                let r = media.receive(port, &mut media_in, MEDIA_READS, |from, data| {
+                    ep.handle_media(port, from, data);
+                });
+                if r.is_err() {
+                    ep.stats.send_errors += 1;
+                }
+            }
         }
         ep.handle_timeout(now);
         if caller && ctl.steer.version() != steered {
@@ -1205,6 +1225,10 @@ pub fn run_thread(
         // Sleep until a completion, the next timer, the next call or the
         // watchdog.
         let mut wake = ep.poll_timeout();
+        if ep.listening() {
+            let poll = now + MEDIA_POLL_US;
+            wake = Some(wake.map_or(poll, |w| w.min(poll)));
+        }
         if let Some(w) = &watchdog {
             let due = w.due().saturating_mul(1000);
             wake = Some(wake.map_or(due, |t| t.min(due)));

@@ -374,9 +374,12 @@ pub enum Action {
     /// `exec play_dtmf="DIGITS[,MS]"`: RFC 4733 events played on the
     /// audio stream as SIPp makes them (it replaces a playback).
     PlayDtmf(Template),
-    /// `exec rtp_stream`: RTP made from a file's bytes, or pausing and
-    /// resuming it.
+    /// `exec rtp_stream`: RTP made from a file's bytes or a check
+    /// pattern, or pausing and resuming it.
     RtpStream(RtpStream),
+    /// `exec rtp_echo`: sending back the RTP of one kind that reaches
+    /// the call's port (SRTP with the SDP's keys), or stopping.
+    RtpEcho(EchoOp, MediaKind),
     /// `exec int_cmd`.
     IntCmd(IntCmd),
     /// `lookup`: the line of an indexed `-inf` file whose key field is
@@ -429,15 +432,32 @@ impl MediaKind {
 /// `exec rtp_stream`.
 #[derive(Debug, Clone)]
 pub enum RtpStream {
-    /// Stream the file (from the call's audio port to the peer's audio
-    /// address), replacing the call's stream in progress.
+    /// Stream the file or pattern (from the call's port of its kind to
+    /// the peer's address of that kind), replacing the call's stream of
+    /// that kind in progress.
     Play(Arc<StreamFile>),
-    Pause,
-    Resume,
+    /// `pause`, `resume`: every stream of the call; `pauseapattern` and
+    /// the like: the one of that kind.
+    Pause(Option<MediaKind>),
+    Resume(Option<MediaKind>),
 }
 
-/// An audio file streamed as RTP, as SIPp's rtpstream does: the raw bytes
-/// in packets of `bytes_per_packet` every `ms_per_packet`.
+/// `exec rtp_echo`: what it does to the call's echo of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoOp {
+    /// Send back what arrives, with the keys of the SDP exchanged last.
+    Start,
+    /// Take the keys of the SDP exchanged since.
+    Update,
+    Stop,
+}
+
+/// SIPp's six RTP check patterns: every payload byte is the pattern's.
+pub const PATTERNS: [u8; 6] = [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+
+/// An audio file (or a check pattern) streamed as RTP, as SIPp's
+/// rtpstream does: the raw bytes in packets of `bytes_per_packet` every
+/// `ms_per_packet`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamFile {
     pub data: Vec<u8>,
@@ -448,6 +468,91 @@ pub struct StreamFile {
     pub bytes_per_packet: usize,
     pub ticks_per_packet: u32,
     pub ms_per_packet: u64,
+    /// The call's stream it is (audio, or video for `vpattern`).
+    pub kind: MediaKind,
+    /// SIPp's RTP check: the pattern's id (1 to 6); what comes back to
+    /// the stream's port is checked against it.
+    pub pattern: Option<u8>,
+}
+
+/// What SIPp's rtpstream knows of a payload type: packet size and
+/// pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codec {
+    pub payload_type: u8,
+    pub bytes_per_packet: usize,
+    pub ticks_per_packet: u32,
+    pub ms_per_packet: u64,
+    pub video: bool,
+}
+
+impl Codec {
+    /// SIPp's table; `name` is required for a type it does not know
+    /// by number and must match one it does.
+    pub fn of(payload_type: i64, name: &str) -> Result<Codec, String> {
+        let codec = |pt, bytes, ticks, ms, video| Codec {
+            payload_type: pt,
+            bytes_per_packet: bytes,
+            ticks_per_packet: ticks,
+            ms_per_packet: ms,
+            video,
+        };
+        let (default_name, c) = match payload_type {
+            0 => ("PCMU/8000", codec(0, 160, 160, 20, false)),
+            8 => ("PCMA/8000", codec(8, 160, 160, 20, false)),
+            9 => ("G722/8000", codec(9, 160, 160, 20, false)),
+            // Comfort noise: one byte every 150 ms, whatever its name.
+            13 => return Ok(codec(13, 1, 1200, 150, false)),
+            18 => ("G729/8000", codec(18, 20, 160, 20, false)),
+            pt @ 96..=127 => {
+                let pt = pt as u8;
+                return match name {
+                    "iLBC/8000" => Ok(codec(pt, 50, 240, 30, false)),
+                    // SIPp's arbitrary H.264 packets.
+                    "H264/90000" => Ok(codec(pt, 1280, 1280, 160, true)),
+                    "" => Err(format!(
+                        "payload type {pt} needs its name (iLBC/8000 or H264/90000)"
+                    )),
+                    other => Err(format!(
+                        "payload type {pt} is {other}, which sbc-load cannot pace (iLBC/8000, H264/90000)"
+                    )),
+                };
+            }
+            other => {
+                return Err(format!(
+                    "payload type {other} is not supported by sbc-load (0, 8, 9, 13, 18; 96-127 as iLBC/8000 or H264/90000)"
+                ));
+            }
+        };
+        if !name.is_empty() && name != default_name {
+            return Err(format!(
+                "payload type {} is {default_name}, not {name}",
+                c.payload_type
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// Where a WAV file's audio starts (0: not a WAV file), as SIPp finds
+/// it: after the `data` chunk's header.
+fn wav_header_len(data: &[u8]) -> usize {
+    if data.len() < 42 || !data.starts_with(b"RIFF") {
+        return 0;
+    }
+    if data.get(8..12) != Some(b"WAVE") {
+        return 8;
+    }
+    let mut at = 12;
+    while let Some(chunk) = data.get(at..at + 8) {
+        let size = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
+        at += 8;
+        if chunk.starts_with(b"data") {
+            return at;
+        }
+        at = at.saturating_add(size);
+    }
+    at.min(data.len())
 }
 
 /// `exec int_cmd`: what SIPp's internal commands do.
@@ -1368,21 +1473,31 @@ impl Parser<'_> {
         }
     }
 
-    /// `<exec rtp_stream="FILE[,LOOPS[,PAYLOAD_TYPE[,PAYLOAD_NAME]]]">`,
-    /// `"pause"` or `"resume"` (file mode; SIPp's `apattern`/`vpattern`
-    /// and SRTP are not built).
+    /// `<exec rtp_stream="FILE[,LOOPS[,PAYLOAD_TYPE[,PAYLOAD_NAME]]]">`;
+    /// `"apattern|vpattern[,ID[,PAYLOAD_TYPE[,PAYLOAD_NAME]]]"` (SIPp's RTP
+    /// check: pattern ID's byte, until the call ends, what comes back
+    /// checked); `"pause"`, `"resume"` and their `apattern`/`vpattern`
+    /// forms.
     fn rtp_stream(&mut self, node: Node<'_, '_>, value: &str) -> Result<Action, ScenarioError> {
-        match value.trim() {
-            "pause" => return Ok(Action::RtpStream(RtpStream::Pause)),
-            "resume" => return Ok(Action::RtpStream(RtpStream::Resume)),
-            v if v.starts_with("apattern") || v.starts_with("vpattern") => {
-                return Err(self.err(
-                    node,
-                    "rtp_stream patterns (apattern, vpattern) are not supported by sbc-load",
-                ));
+        let play = match value.trim() {
+            "pause" => return Ok(Action::RtpStream(RtpStream::Pause(None))),
+            "resume" => return Ok(Action::RtpStream(RtpStream::Resume(None))),
+            "pauseapattern" => {
+                return Ok(Action::RtpStream(RtpStream::Pause(Some(MediaKind::Audio))));
             }
-            _ => {}
-        }
+            "resumeapattern" => {
+                return Ok(Action::RtpStream(RtpStream::Resume(Some(MediaKind::Audio))));
+            }
+            "pausevpattern" => {
+                return Ok(Action::RtpStream(RtpStream::Pause(Some(MediaKind::Video))));
+            }
+            "resumevpattern" => {
+                return Ok(Action::RtpStream(RtpStream::Resume(Some(MediaKind::Video))));
+            }
+            v if v.starts_with("apattern") => Some(MediaKind::Audio),
+            v if v.starts_with("vpattern") => Some(MediaKind::Video),
+            _ => None,
+        };
         let mut parts = value.split(',').map(str::trim);
         let file = parts.next().unwrap_or("");
         let number = |p: Option<&str>, what: &str, default: i64| -> Result<i64, ScenarioError> {
@@ -1393,46 +1508,91 @@ impl Parser<'_> {
                 }),
             }
         };
-        let loops = number(parts.next(), "loop count", 1)?;
+        // A pattern's second field is its id (1 by default) and it plays
+        // until the call ends; a file's is its loop count.
+        let (pattern, loops) = match play {
+            Some(_) => {
+                let id = number(parts.next(), "pattern id", 1)?;
+                let id = u8::try_from(id)
+                    .ok()
+                    .filter(|i| (1..=PATTERNS.len() as u8).contains(i))
+                    .ok_or_else(|| {
+                        self.err(node, format!("rtp_stream: pattern id {id} is not 1 to 6"))
+                    })?;
+                (Some(id), -1)
+            }
+            None => (None, number(parts.next(), "loop count", 1)?),
+        };
         let payload_type = number(
             parts.next(),
             "payload type",
             i64::from(self.ctx.rtp_payload),
         )?;
-        let name = parts.next().unwrap_or("");
-        // SIPp's table: 20 ms packets of these sizes and clock ticks.
-        let (pt, bytes, ticks, default_name) = match payload_type {
-            0 => (0u8, 160usize, 160u32, "PCMU/8000"),
-            8 => (8, 160, 160, "PCMA/8000"),
-            9 => (9, 160, 160, "G722/8000"),
-            18 => (18, 20, 160, "G729/8000"),
-            other => {
-                return Err(self.err(
-                    node,
-                    format!("rtp_stream: payload type {other} is not supported by sbc-load (0, 8, 9, 18)"),
-                ));
+        let codec = Codec::of(payload_type, parts.next().unwrap_or(""))
+            .map_err(|e| self.err(node, format!("rtp_stream: {e}")))?;
+        let kind = match (play, codec.video) {
+            (Some(kind), _) => kind,
+            (None, _) => MediaKind::Audio,
+        };
+        let data = match pattern {
+            Some(id) => vec![PATTERNS[usize::from(id - 1)]; codec.bytes_per_packet],
+            None => {
+                let path = self.find_file(file);
+                let mut data = std::fs::read(&path)
+                    .map_err(|e| self.err(node, format!("{}: {e}", path.display())))?;
+                // As SIPp: a WAV file plays from its data chunk.
+                data.drain(..wav_header_len(&data));
+                if data.is_empty() {
+                    return Err(self.err(node, format!("{}: the file is empty", path.display())));
+                }
+                data
             }
         };
-        if !name.is_empty() && !name.eq_ignore_ascii_case(default_name) {
-            return Err(self.err(
-                node,
-                format!("rtp_stream: payload type {pt} is {default_name}, not {name}"),
-            ));
-        }
-        let path = self.find_file(file);
-        let data =
-            std::fs::read(&path).map_err(|e| self.err(node, format!("{}: {e}", path.display())))?;
-        if data.is_empty() {
-            return Err(self.err(node, format!("{}: the file is empty", path.display())));
-        }
         Ok(Action::RtpStream(RtpStream::Play(Arc::new(StreamFile {
             data,
             loops,
-            payload_type: pt,
-            bytes_per_packet: bytes,
-            ticks_per_packet: ticks,
-            ms_per_packet: 20,
+            payload_type: codec.payload_type,
+            bytes_per_packet: codec.bytes_per_packet,
+            ticks_per_packet: codec.ticks_per_packet,
+            ms_per_packet: codec.ms_per_packet,
+            kind,
+            pattern,
         }))))
+    }
+
+    /// `<exec rtp_echo="startaudio|updateaudio|stopaudio|startvideo|
+    /// updatevideo|stopvideo[,PAYLOAD_TYPE[,PAYLOAD_NAME]]">`: SIPp's RTP
+    /// check's far end sends back what arrives on the call's port.
+    fn rtp_echo(&mut self, node: Node<'_, '_>, value: &str) -> Result<Action, ScenarioError> {
+        let mut parts = value.split(',').map(str::trim);
+        let what = parts.next().unwrap_or("");
+        let (op, kind) = match what {
+            "startaudio" => (EchoOp::Start, MediaKind::Audio),
+            "updateaudio" => (EchoOp::Update, MediaKind::Audio),
+            "stopaudio" => (EchoOp::Stop, MediaKind::Audio),
+            "startvideo" => (EchoOp::Start, MediaKind::Video),
+            "updatevideo" => (EchoOp::Update, MediaKind::Video),
+            "stopvideo" => (EchoOp::Stop, MediaKind::Video),
+            other => {
+                return Err(self.err(
+                    node,
+                    format!("rtp_echo=\"{other}\" is none of startaudio, updateaudio, stopaudio, startvideo, updatevideo, stopvideo"),
+                ));
+            }
+        };
+        let payload_type = match parts.next() {
+            None | Some("") => i64::from(self.ctx.rtp_payload),
+            Some(n) => n.parse::<i64>().map_err(|_| {
+                self.err(
+                    node,
+                    format!("rtp_echo: payload type \"{n}\" is not a number"),
+                )
+            })?,
+        };
+        // Checked as SIPp does; the echo itself takes packets of any size.
+        Codec::of(payload_type, parts.next().unwrap_or(""))
+            .map_err(|e| self.err(node, format!("rtp_echo: {e}")))?;
+        Ok(Action::RtpEcho(op, kind))
     }
 
     /// `<exec>`: one of its attributes says what it runs.
@@ -1446,6 +1606,7 @@ impl Parser<'_> {
                 "play_pcap_video",
                 "play_pcap_image",
                 "rtp_stream",
+                "rtp_echo",
                 "play_dtmf",
             ],
         )?;
@@ -1472,6 +1633,7 @@ impl Parser<'_> {
                 };
             }
             "rtp_stream" => return self.rtp_stream(node, a.value()),
+            "rtp_echo" => return self.rtp_echo(node, a.value()),
             "play_dtmf" => {
                 let digits =
                     Template::compile_value(a.value(), &mut Vars(&mut self.vars, self.ctx))
@@ -1901,6 +2063,94 @@ mod tests {
     }
 
     #[test]
+    fn rtp_check_patterns_and_echoes_are_read_as_sipp_reads_them() {
+        let action = |xml: &str| {
+            let mut s = parse(&format!("<nop><action>{xml}</action></nop>")).unwrap();
+            s.steps[0].actions.remove(0)
+        };
+        let Action::RtpStream(RtpStream::Play(f)) =
+            action(r#"<exec rtp_stream="apattern,3,8,PCMA/8000"/>"#)
+        else {
+            panic!("not a stream");
+        };
+        assert_eq!(
+            (f.kind, f.pattern, f.loops, f.payload_type, f.data.len()),
+            (MediaKind::Audio, Some(3), -1, 8, 160)
+        );
+        assert!(f.data.iter().all(|&b| b == 0xcc), "pattern 3 is 0xCC");
+        let Action::RtpStream(RtpStream::Play(f)) =
+            action(r#"<exec rtp_stream="vpattern,6,99,H264/90000"/>"#)
+        else {
+            panic!("not a stream");
+        };
+        assert_eq!(
+            (f.kind, f.data.len(), f.ms_per_packet, f.data[0]),
+            (MediaKind::Video, 1280, 160, 0xff)
+        );
+        // Defaults: pattern 1, -rtp_payload's type.
+        let Action::RtpStream(RtpStream::Play(f)) = action(r#"<exec rtp_stream="apattern"/>"#)
+        else {
+            panic!("not a stream");
+        };
+        assert_eq!((f.pattern, f.payload_type, f.data[0]), (Some(1), 0, 0xaa));
+        for (xml, want) in [
+            ("pauseapattern", RtpStream::Pause(Some(MediaKind::Audio))),
+            ("resumevpattern", RtpStream::Resume(Some(MediaKind::Video))),
+            ("pause", RtpStream::Pause(None)),
+        ] {
+            let got = action(&format!(r#"<exec rtp_stream="{xml}"/>"#));
+            assert_eq!(format!("{got:?}"), format!("{:?}", Action::RtpStream(want)));
+        }
+        for (xml, op, kind) in [
+            ("startaudio,0,PCMU/8000", EchoOp::Start, MediaKind::Audio),
+            (
+                "updatevideo,99,H264/90000",
+                EchoOp::Update,
+                MediaKind::Video,
+            ),
+            ("stopaudio", EchoOp::Stop, MediaKind::Audio),
+        ] {
+            let got = action(&format!(r#"<exec rtp_echo="{xml}"/>"#));
+            assert!(
+                matches!(got, Action::RtpEcho(o, k) if o == op && k == kind),
+                "{xml}"
+            );
+        }
+        // SIPp's other payload types: comfort noise and iLBC.
+        assert_eq!(
+            Codec::of(13, "").unwrap(),
+            Codec {
+                payload_type: 13,
+                bytes_per_packet: 1,
+                ticks_per_packet: 1200,
+                ms_per_packet: 150,
+                video: false
+            }
+        );
+        assert_eq!(Codec::of(97, "iLBC/8000").unwrap().bytes_per_packet, 50);
+        assert!(Codec::of(97, "opus/48000").unwrap_err().contains("opus"));
+        assert!(Codec::of(40, "").is_err());
+    }
+
+    #[test]
+    fn a_wav_file_streams_from_its_data_chunk() {
+        let mut wav = b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0".to_vec();
+        wav.extend_from_slice(&[0u8; 16]);
+        wav.extend_from_slice(b"data\x04\0\0\0");
+        let header = wav.len();
+        wav.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(wav_header_len(&wav), header);
+        assert_eq!(
+            wav_header_len(b"raw audio bytes, not a RIFF file at all......"),
+            0
+        );
+        // RIFF but not WAVE: SIPp skips the first 8 bytes.
+        let mut riff = b"RIFF\0\0\0\0AVI ".to_vec();
+        riff.resize(64, 0);
+        assert_eq!(wav_header_len(&riff), 8);
+    }
+
+    #[test]
     fn unsupported_constructs_name_the_element() {
         // An attribute SIPp does not define either.
         let e = parse(r#"<sendCmd to="s1"><![CDATA[x]]></sendCmd>"#).unwrap_err();
@@ -1914,12 +2164,17 @@ mod tests {
         assert_eq!(e.element, "bogus");
 
         let e =
-            parse(r#"<nop><action><exec rtp_stream="apattern,1"/></action></nop>"#).unwrap_err();
+            parse(r#"<nop><action><exec rtp_stream="apattern,7"/></action></nop>"#).unwrap_err();
         assert_eq!(e.element, "exec");
-        assert!(e.message.contains("apattern"), "{e}");
+        assert!(e.message.contains("pattern id 7"), "{e}");
         let e =
             parse(r#"<nop><action><exec rtp_stream="x.wav,1,97"/></action></nop>"#).unwrap_err();
         assert!(e.message.contains("payload type 97"), "{e}");
+        let e = parse(r#"<nop><action><exec rtp_echo="startaudio,8,PCMU/8000"/></action></nop>"#)
+            .unwrap_err();
+        assert!(e.message.contains("PCMA/8000, not PCMU/8000"), "{e}");
+        let e = parse(r#"<nop><action><exec rtp_echo="begin"/></action></nop>"#).unwrap_err();
+        assert!(e.message.contains("none of startaudio"), "{e}");
         let e =
             parse(r#"<nop><action><exec rtp_stream="no-such.wav"/></action></nop>"#).unwrap_err();
         assert!(e.message.contains("no-such.wav"), "{e}");

@@ -148,10 +148,17 @@ pub struct Stats {
     pub rtp_bytes_sent: u64,
     /// `exec command` shell commands started.
     pub commands_run: u64,
-    /// `-rtp_echo`: datagrams and bytes sent back (the run's, not a
-    /// thread's: set once the run ends).
+    /// `-rtp_echo` and `rtp_echo` actions: datagrams and bytes sent
+    /// back.
     pub rtp_echoed_packets: u64,
     pub rtp_echoed_bytes: u64,
+    /// SIPp's RTP check: pattern streams whose check passed and failed,
+    /// and the packets that came back with their pattern.
+    pub rtp_checks_passed: u64,
+    pub rtp_checks_failed: u64,
+    pub rtp_check_packets_ok: u64,
+    /// SRTP packets refused (authentication failed, or not RTP).
+    pub srtp_refused: u64,
     /// Responses received by status code (100..=699).
     pub responses: Vec<u64>,
     pub steps: Vec<StepCounts>,
@@ -193,6 +200,10 @@ impl Stats {
             commands_run: 0,
             rtp_echoed_packets: 0,
             rtp_echoed_bytes: 0,
+            rtp_checks_passed: 0,
+            rtp_checks_failed: 0,
+            rtp_check_packets_ok: 0,
+            srtp_refused: 0,
             responses: vec![0; 700],
             steps: vec![StepCounts::default(); steps],
             rtd: (0..RTD_COUNT).map(|_| histogram()).collect(),
@@ -261,6 +272,12 @@ impl Stats {
         self.rtp_packets_sent += o.rtp_packets_sent;
         self.rtp_bytes_sent += o.rtp_bytes_sent;
         self.commands_run += o.commands_run;
+        self.rtp_echoed_packets += o.rtp_echoed_packets;
+        self.rtp_echoed_bytes += o.rtp_echoed_bytes;
+        self.rtp_checks_passed += o.rtp_checks_passed;
+        self.rtp_checks_failed += o.rtp_checks_failed;
+        self.rtp_check_packets_ok += o.rtp_check_packets_ok;
+        self.srtp_refused += o.srtp_refused;
         for (a, b) in self.responses.iter_mut().zip(o.responses.iter()) {
             *a += b;
         }

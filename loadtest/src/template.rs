@@ -14,6 +14,7 @@ use std::fmt;
 use sbc_core::sip::HeaderName;
 
 use crate::scenario::VarId;
+use crate::srtp::Suite;
 
 /// Why a template does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +117,59 @@ pub enum Keyword {
     },
     /// `[$name]`.
     Var(VarId),
+    /// `[cryptotag1audio]`, `[cryptotag2video]`: an SDP crypto line's tag
+    /// (SIPp's lines are 1 and 2).
+    CryptoTag(u8),
+    /// `[cryptosuiteaescm128sha1801audio]` and the like: a suite's name.
+    CryptoSuite(Suite),
+    /// `[cryptokeyparams1audio]`: a fresh master key and salt for that
+    /// line (base64); with a negative offset (`[cryptokeyparams1audio-9]`)
+    /// the one the call's last SDP gave it.
+    CryptoKey {
+        video: bool,
+        line: u8,
+        reuse: bool,
+    },
+    /// `[ueaescm128sha1801audio]` and the like: `UNENCRYPTED_SRTP`.
+    Unencrypted,
+}
+
+/// SIPp's SRTP keywords: `crypto{tag,keyparams}N{audio,video}`,
+/// `cryptosuite{aescm128sha1,nullsha1}{80,32}N{audio,video}` and
+/// `ueaescm128sha1{80,32}N{audio,video}` (N: 1 or 2).
+fn sdes_keyword(base: &str, off: i64) -> Option<Keyword> {
+    let (rest, video) = match base.strip_suffix("audio") {
+        Some(r) => (r, false),
+        None => (base.strip_suffix("video")?, true),
+    };
+    let (rest, line) = match rest.strip_suffix('1') {
+        Some(r) => (r, 1),
+        None => (rest.strip_suffix('2')?, 2),
+    };
+    let suite = |name: &str| match name {
+        "aescm128sha180" => Some(Suite::AesCm128HmacSha1_80),
+        "aescm128sha132" => Some(Suite::AesCm128HmacSha1_32),
+        "nullsha180" => Some(Suite::NullHmacSha1_80),
+        "nullsha132" => Some(Suite::NullHmacSha1_32),
+        _ => None,
+    };
+    match rest {
+        "cryptotag" => Some(Keyword::CryptoTag(line)),
+        "cryptokeyparams" => Some(Keyword::CryptoKey {
+            video,
+            line,
+            reuse: off < 0,
+        }),
+        _ => {
+            if let Some(name) = rest.strip_prefix("cryptosuite") {
+                return suite(name).map(Keyword::CryptoSuite);
+            }
+            let name = rest.strip_prefix("ue")?;
+            suite(name)
+                .filter(|_| name.starts_with("aescm"))
+                .map(|_| Keyword::Unencrypted)
+        }
+    }
 }
 
 /// Which header a `[last_*]` keyword copies.
@@ -538,13 +592,10 @@ fn parse_keyword(whole: &str, vars: &mut dyn VarTable) -> Result<Part, TemplateE
             var: vars.var(var),
         });
     }
-    if name.starts_with("crypto") || name.starts_with("ueaescm") {
-        return Err(TemplateError::BadArgument(
-            whole.to_string(),
-            "SRTP keywords are not supported by sbc-load",
-        ));
-    }
     let (base, off) = split_offset(whole);
+    if let Some(k) = sdes_keyword(base, off) {
+        return Ok(Part::Kw(k));
+    }
     Ok(Part::Kw(match base {
         "call_id" => Keyword::CallId,
         "call_number" => Keyword::CallNumber,
@@ -773,10 +824,59 @@ mod tests {
                 line: None
             })
         ));
-        assert!(matches!(
-            Template::compile_value("[cryptotag1audio]", &mut ctx),
-            Err(TemplateError::BadArgument(..))
-        ));
+        // SIPp's SRTP keywords.
+        let kw = |text: &str, ctx: &mut Ctx| {
+            Template::compile_value(text, ctx)
+                .unwrap()
+                .keywords()
+                .next()
+                .cloned()
+        };
+        assert_eq!(
+            kw("[cryptotag2video]", &mut ctx),
+            Some(Keyword::CryptoTag(2))
+        );
+        assert_eq!(
+            kw("[cryptosuiteaescm128sha1321audio]", &mut ctx),
+            Some(Keyword::CryptoSuite(Suite::AesCm128HmacSha1_32))
+        );
+        assert_eq!(
+            kw("[cryptosuitenullsha1802video]", &mut ctx),
+            Some(Keyword::CryptoSuite(Suite::NullHmacSha1_80))
+        );
+        assert_eq!(
+            kw("[cryptokeyparams1audio]", &mut ctx),
+            Some(Keyword::CryptoKey {
+                video: false,
+                line: 1,
+                reuse: false
+            })
+        );
+        assert_eq!(
+            kw("[cryptokeyparams2video-9]", &mut ctx),
+            Some(Keyword::CryptoKey {
+                video: true,
+                line: 2,
+                reuse: true
+            })
+        );
+        assert_eq!(
+            kw("[ueaescm128sha1801audio]", &mut ctx),
+            Some(Keyword::Unencrypted)
+        );
+        for bad in [
+            "[cryptotag3audio]",
+            "[cryptosuitef8sha1801audio]",
+            "[uenullsha1801audio]",
+        ] {
+            assert!(
+                matches!(
+                    Template::compile_value(bad, &mut ctx),
+                    Err(TemplateError::UnknownKeyword(_))
+                ),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             Template::compile_value("[nothost]", &mut ctx),
             Err(TemplateError::UnknownKeyword(_))

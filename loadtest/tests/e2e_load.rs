@@ -1629,3 +1629,109 @@ fn reconnections_run_out_and_end_the_run() {
     assert_eq!(uac.status.code(), Some(255), "{err}");
     assert!(err.contains("max number of reconnections reached"), "{err}");
 }
+
+/// SIPp's RTP check over SRTP, between two real sbc-load processes: the
+/// caller's pattern comes back through the callee's echo (keys from the
+/// SDP's `a=crypto` lines) and every call's check passes (status 0);
+/// against a callee that neither takes the keys nor echoes, nothing comes
+/// back and the run exits 253, SIPp's `EXIT_RTPCHECK_FAILED`.
+#[test]
+fn an_srtp_rtp_check_passes_through_the_echo_and_fails_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uac_json, uas_json) = (dir.path().join("uac.json"), dir.path().join("uas.json"));
+    let callee = |file: &str, cp: &str| {
+        spawn_in(
+            dir.path(),
+            &[
+                "-sf",
+                &scenario(file),
+                "-i",
+                "127.221.6.2",
+                "-p",
+                "5060",
+                "-mp",
+                "42000",
+                "-m",
+                "2",
+                "-cp",
+                cp,
+                "--threads",
+                "1",
+                "--quiet",
+                "--json",
+                uas_json.to_str().unwrap(),
+            ],
+        )
+    };
+    let caller = |cp: &str| {
+        spawn_in(
+            dir.path(),
+            &[
+                "-sf",
+                &scenario("uac_srtp_check.xml"),
+                "-i",
+                "127.221.6.1",
+                "-p",
+                "5060",
+                "127.221.6.2:5060",
+                "-mp",
+                "41000",
+                "-m",
+                "2",
+                "-r",
+                "2",
+                "-cp",
+                cp,
+                "-timeout",
+                "30",
+                "--threads",
+                "1",
+                "--quiet",
+                "--json",
+                uac_json.to_str().unwrap(),
+            ],
+        )
+    };
+    let uas = callee("uas_srtp_echo.xml", "29714");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = finish(caller("29715"), Duration::from_secs(40));
+    let uas = finish(uas, Duration::from_secs(40));
+    let (c, s) = (json(&uac_json), json(&uas_json));
+    assert_eq!(uac.status.code(), Some(0), "{c:#}");
+    assert_eq!(uas.status.code(), Some(0), "{s:#}");
+    assert_eq!(c["calls_succeeded"], 2);
+    assert_eq!(
+        (
+            c["rtp_checks_passed"].as_u64(),
+            c["rtp_checks_failed"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+    // 3 s of 20 ms packets a call; nearly all come back right.
+    let sent = c["rtp_packets_sent"].as_u64().unwrap();
+    let ok = c["rtp_check_packets_ok"].as_u64().unwrap();
+    assert!(
+        sent >= 280 && ok + 20 >= sent,
+        "{sent} sent, {ok} back: {c:#}"
+    );
+    assert_eq!(s["rtp_echoed_packets"].as_u64(), Some(ok), "{s:#}");
+    assert_eq!(
+        c["srtp_refused"].as_u64().unwrap() + s["srtp_refused"].as_u64().unwrap(),
+        0
+    );
+
+    let uas = callee("uas_answer.xml", "29716");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = finish(caller("29717"), Duration::from_secs(40));
+    let _ = finish(uas, Duration::from_secs(40));
+    let c = json(&uac_json);
+    assert_eq!(uac.status.code(), Some(253), "{c:#}");
+    assert_eq!(c["calls_succeeded"], 2, "the calls themselves succeed");
+    assert_eq!(c["rtp_checks_failed"], 2, "{c:#}");
+    assert_eq!(c["rtp_check_packets_ok"], 0);
+    refuses(
+        &["-sn", "uac", "-audiotolerance", "1.5", "127.221.6.9"],
+        255,
+        "-audiotolerance 1.5: must be from 0.0 to 1.0",
+    );
+}

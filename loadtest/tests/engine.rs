@@ -1469,7 +1469,13 @@ fn drain_media(ep: &mut Endpoint) -> Vec<(u16, SocketAddr, Vec<u8>)> {
 
 /// A callee that answers with an SDP naming 10.9.9.9 port 7000 for audio.
 fn uas_with_sdp() -> Arc<Scenario> {
-    scenario(
+    uas_answering("c=IN IP4 10.9.9.9\nm=audio 7000 RTP/AVP 8\n", "", "")
+}
+
+/// A callee whose 200 carries `sdp` (after `v=0`), that runs `after_ack`
+/// once the ACK came and `after_bye` once it answered the BYE.
+fn uas_answering(sdp: &str, after_ack: &str, after_bye: &str) -> Arc<Scenario> {
+    scenario(&format!(
         r#"<scenario name="uas">
   <recv request="INVITE"/>
   <send><![CDATA[
@@ -1483,10 +1489,9 @@ Content-Type: application/sdp
 Content-Length: [len]
 
 v=0
-c=IN IP4 10.9.9.9
-m=audio 7000 RTP/AVP 8
-]]></send>
+{sdp}]]></send>
   <recv request="ACK"/>
+  {after_ack}
   <recv request="BYE"/>
   <send><![CDATA[
 SIP/2.0 200 OK
@@ -1497,8 +1502,9 @@ SIP/2.0 200 OK
 [last_CSeq:]
 Content-Length: 0
 ]]></send>
-</scenario>"#,
-    )
+  {after_bye}
+</scenario>"#
+    ))
 }
 
 /// A caller whose INVITE offers audio on `[media_port+10]` and that runs
@@ -1511,6 +1517,15 @@ fn uac_playing(actions: &str, pause_ms: u64) -> Arc<Scenario> {
 
 /// That caller with `steps` between its ACK and its BYE.
 fn uac_with_steps(steps: &str) -> Arc<Scenario> {
+    uac_offering(
+        "c=IN IP4 [media_ip]\nm=audio [media_port+10] RTP/AVP 8\n",
+        steps,
+    )
+}
+
+/// A caller whose INVITE carries `sdp` (after `v=0`), with `steps`
+/// between its ACK and its BYE.
+fn uac_offering(sdp: &str, steps: &str) -> Arc<Scenario> {
     scenario(&format!(
         r#"<scenario name="uac">
   <send><![CDATA[
@@ -1524,9 +1539,7 @@ Content-Type: application/sdp
 Content-Length: [len]
 
 v=0
-c=IN IP4 [media_ip]
-m=audio [media_port+10] RTP/AVP 8
-]]></send>
+{sdp}]]></send>
   <recv response="200"/>
   <send><![CDATA[
 ACK sip:x@[remote_ip] SIP/2.0
@@ -2338,4 +2351,168 @@ fn a_request_of_no_call_runs_the_out_of_call_scenario() {
     let ooc = a.out_of_call_stats().unwrap();
     assert_eq!((ooc.created, ooc.failed_total()), (1, 1));
     assert_eq!(a.stats.failed_total(), 0);
+}
+
+/// SIPp's RTP check, both ends: the caller offers two SDES lines and
+/// plays pattern 1; the callee answers with one and echoes; `media`
+/// carries each side's datagrams to the other (it may spoil them).
+fn rtp_check_pair(
+    crypto: bool,
+    media: &mut dyn FnMut(&mut Vec<u8>),
+) -> (Endpoint, Endpoint, Vec<usize>) {
+    rtp_check_pair_of("audio", crypto, media)
+}
+
+/// [`rtp_check_pair`] on the `kind` stream (audio: PCMU, pattern 1;
+/// video: H.264, pattern 2).
+fn rtp_check_pair_of(
+    kind: &str,
+    crypto: bool,
+    media: &mut dyn FnMut(&mut Vec<u8>),
+) -> (Endpoint, Endpoint, Vec<usize>) {
+    let (offer, answer) = if crypto {
+        (
+            format!(
+                "a=crypto:[cryptotag1{kind}] [cryptosuiteaescm128sha1801{kind}] inline:[cryptokeyparams1{kind}]\na=crypto:[cryptotag2{kind}] [cryptosuiteaescm128sha1322{kind}] inline:[cryptokeyparams2{kind}]\n"
+            ),
+            format!(
+                "a=crypto:[cryptotag1{kind}] [cryptosuiteaescm128sha1801{kind}] inline:[cryptokeyparams1{kind}]\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let (m, stream, echo, video) = match kind {
+        "audio" => (
+            "audio [rtpstream_audio_port] RTP/SAVP 0",
+            "apattern,1,0,PCMU/8000",
+            "audio,0,PCMU/8000",
+            0,
+        ),
+        _ => (
+            "video [rtpstream_video_port] RTP/SAVP 99",
+            "vpattern,2,99,H264/90000",
+            "video,99,H264/90000",
+            2,
+        ),
+    };
+    let caller = uac_offering(
+        &format!("c=IN IP[media_ip_type] [media_ip]\nm={m}\n{offer}"),
+        &format!(
+            r#"<nop><action><exec rtp_stream="{stream}"/></action></nop>
+  <pause milliseconds="200"/>"#
+        ),
+    );
+    let callee = uas_answering(
+        &format!("c=IN IP4 [media_ip]\nm={m}\n{answer}"),
+        &format!(r#"<nop><action><exec rtp_echo="start{echo}"/></action></nop>"#),
+        &format!(r#"<nop><action><exec rtp_echo="stop{echo}"/></action></nop>"#),
+    );
+    let mut cb = Config::new("127.0.0.1".parse().unwrap());
+    cb.media_port = 8000;
+    let (mut a, mut b) = (uac(caller, config(Some(1))), uas(callee, Arc::new(cb)));
+    let mut net = Net::new();
+    assert!(a.start_call(0));
+    net.exchange(&mut a, &mut b, &mut |_| false);
+    let ip = "127.0.0.1".parse().unwrap();
+    let (pa, pb) = (6000 + video, 8000 + video);
+    assert_eq!(
+        a.media_ports().collect::<Vec<_>>(),
+        [pa],
+        "the stream's port"
+    );
+    assert_eq!(b.media_ports().collect::<Vec<_>>(), [pb], "the echo's port");
+    let pattern = if video == 0 {
+        [0xaa; 160].to_vec()
+    } else {
+        [0xbb; 1280].to_vec()
+    };
+    let mut sizes = Vec::new();
+    for ms in (0..=260).step_by(10) {
+        net.now = ms * 1000;
+        a.handle_timeout(net.now);
+        for (from, to, mut p) in drain_media(&mut a) {
+            assert_eq!((from, to), (pa, SocketAddr::new(ip, pb)));
+            // SRTP hides the pattern.
+            assert_eq!(p[12..12 + pattern.len()] == pattern[..], !crypto);
+            sizes.push(p.len());
+            media(&mut p);
+            b.handle_media(to.port(), SocketAddr::new(ip, from), &p);
+        }
+        for (from, to, mut p) in drain_media(&mut b) {
+            assert_eq!((from, to), (pb, SocketAddr::new(ip, pa)));
+            media(&mut p);
+            a.handle_media(to.port(), SocketAddr::new(ip, from), &p);
+        }
+        net.exchange(&mut a, &mut b, &mut |_| false);
+        b.handle_timeout(net.now);
+        net.exchange(&mut a, &mut b, &mut |_| false);
+    }
+    assert_eq!(a.open_calls() + b.open_calls(), 0, "the call ended");
+    assert!(!a.listening() && !b.listening(), "its ports are let go");
+    (a, b, sizes)
+}
+
+#[test]
+fn an_srtp_pattern_stream_comes_back_through_the_echo_and_passes_its_check() {
+    let (a, b, sizes) = rtp_check_pair(true, &mut |_| {});
+    // 200 ms of 20 ms packets, each 12 + 160 + an 80-bit tag.
+    assert!((10..=12).contains(&sizes.len()), "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n == 12 + 160 + 10), "{sizes:?}");
+    assert_eq!(
+        (a.stats.rtp_checks_passed, a.stats.rtp_checks_failed),
+        (1, 0)
+    );
+    assert_eq!(a.stats.rtp_check_packets_ok, sizes.len() as u64);
+    assert_eq!(b.stats.rtp_echoed_packets, sizes.len() as u64);
+    assert_eq!(a.stats.srtp_refused + b.stats.srtp_refused, 0);
+    assert_eq!(a.stats.succeeded + b.stats.succeeded, 2);
+}
+
+#[test]
+fn a_spoilt_echo_fails_the_check_plain_or_srtp() {
+    // A byte changed on the way: SRTP refuses the packet; plain RTP
+    // comes back without the pattern.
+    let spoil = |p: &mut Vec<u8>| p[20] ^= 0x01;
+    let (a, b, sizes) = rtp_check_pair(true, &mut { spoil });
+    assert!(!sizes.is_empty());
+    assert_eq!(
+        (a.stats.rtp_checks_passed, a.stats.rtp_checks_failed),
+        (0, 1)
+    );
+    assert_eq!(
+        b.stats.srtp_refused,
+        sizes.len() as u64,
+        "the callee refuses each"
+    );
+    assert_eq!(b.stats.rtp_echoed_packets, 0);
+    // The calls themselves succeed: the check fails the run (exit 253).
+    assert_eq!(a.stats.succeeded, 1);
+
+    let mut plain_sizes = Vec::new();
+    let (a, b, _) = rtp_check_pair(false, &mut |p: &mut Vec<u8>| {
+        plain_sizes.push(p.len());
+        p[20] = 0;
+    });
+    assert!(plain_sizes.iter().all(|&n| n == 12 + 160));
+    assert_eq!(
+        (a.stats.rtp_checks_passed, a.stats.rtp_checks_failed),
+        (0, 1)
+    );
+    assert_eq!(b.stats.rtp_echoed_packets as usize * 2, plain_sizes.len());
+}
+
+#[test]
+fn a_video_pattern_stream_is_checked_on_the_video_port() {
+    // H.264 as SIPp paces it: 1280-byte packets every 160 ms.
+    let (a, b, sizes) = rtp_check_pair_of("video", true, &mut |_| {});
+    assert_eq!(sizes, [12 + 1280 + 10, 12 + 1280 + 10]);
+    assert_eq!(
+        (a.stats.rtp_checks_passed, a.stats.rtp_checks_failed),
+        (1, 0)
+    );
+    assert_eq!(
+        (a.stats.rtp_check_packets_ok, b.stats.rtp_echoed_packets),
+        (2, 2)
+    );
 }
