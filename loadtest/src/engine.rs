@@ -484,6 +484,11 @@ struct Call {
     peer_hung_up: bool,
     /// Where a jump in the running `<pause>` goes when it ends.
     pause_jump: Option<usize>,
+    /// `pauserestore`: the end (ms of the run's clock) of a pause to go
+    /// back into before the next step runs.
+    pause_restore: Option<u64>,
+    /// A message it did not expect is being handed to its `_unexp.main`.
+    unexpected_jumped: bool,
     /// The deadline last put on the timer heap.
     scheduled: Option<u64>,
     /// Per [`MediaKind`]: where the peer's SDP said that stream goes.
@@ -548,6 +553,8 @@ impl Call {
             doomed: None,
             peer_hung_up: false,
             pause_jump: None,
+            pause_restore: None,
+            unexpected_jumped: false,
             scheduled: None,
             media_to: [None; 3],
             media_from: [None; 3],
@@ -588,6 +595,8 @@ impl Call {
         self.doomed = None;
         self.peer_hung_up = false;
         self.pause_jump = None;
+        self.pause_restore = None;
+        self.unexpected_jumped = false;
         self.scheduled = None;
         self.media_to = [None; 3];
         self.media_from = [None; 3];
@@ -647,6 +656,7 @@ enum Exec {
     Play(MediaKind, Arc<Capture>),
     Stream(RtpStream),
     Echo(EchoOp, MediaKind),
+    CloseCon,
     Command(Vec<u8>),
     Stop(IntCmd),
     Log(Vec<u8>),
@@ -735,6 +745,14 @@ struct Echo {
     srtp: Option<Box<Pair>>,
 }
 
+/// What takes the datagrams of a media port: a stream's check or an
+/// echo (by [`media_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Check(u64),
+    Echo(u64),
+}
+
 /// The key of a call's stream or echo of a kind (audio, video).
 fn media_key(serial: u64, kind: MediaKind) -> u64 {
     (serial << 1) | u64::from(kind == MediaKind::Video)
@@ -789,6 +807,9 @@ pub struct Endpoint {
     /// With [`Config::report_ended`]: the serials of calls that ended
     /// (the runtime drains them).
     pub ended: Vec<u64>,
+    /// `<closecon>`: the calls (serial, where their messages go) whose
+    /// TCP or TLS connection must close (the runtime drains them).
+    pub close_connections: Vec<(u64, SocketAddr)>,
     /// `-t ui`: calls a callee started since the runtime last looked.
     pub started: Vec<u64>,
     /// `-t ui`: the source address field of the call started last.
@@ -810,9 +831,9 @@ pub struct Endpoint {
     stream_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
     /// `rtp_echo`s by [`media_key`].
     echoes: HashMap<u64, Echo, BuildHasherDefault<Prehashed>>,
-    /// The media ports read (see [`Endpoint::handle_media`]): whose
-    /// stream check or echo (its key) takes what arrives there.
-    listens: HashMap<u16, u64>,
+    /// The media ports read (see [`Endpoint::handle_media`]): the stream
+    /// check or echo that takes what arrives there.
+    listens: HashMap<u16, Listener>,
     /// An SRTP packet's plain form, between unprotect and protect.
     scratch: Vec<u8>,
     media_buf: Vec<u8>,
@@ -1033,6 +1054,7 @@ impl Endpoint {
             twin_out: Vec::new(),
             logs: Vec::new(),
             ended: Vec::new(),
+            close_connections: Vec::new(),
             rtt_samples: Vec::new(),
             error_codes: Vec::new(),
             plays_media,
@@ -1255,6 +1277,7 @@ impl Endpoint {
             Exec::Stream(RtpStream::Play(file)) if file.loops == 0 => {}
             Exec::Stream(RtpStream::Play(file)) => self.play_stream(call, file, now),
             Exec::Echo(op, kind) => self.echo_op(call, op, kind),
+            Exec::CloseCon => self.close_connections.push((call.serial, call.dst())),
             Exec::Play(kind, capture) => {
                 let Some((to, from_port)) = self.media_ends(call, kind, "play_pcap") else {
                     return;
@@ -1295,17 +1318,14 @@ impl Endpoint {
         let r = self.random();
         let check = file.pattern.map(|_| Check::default());
         if check.is_some() {
-            self.listens.insert(from_port, key);
+            self.listen(call, from_port, Listener::Check(key));
         }
         // As SIPp: SSRCs count up from the base, two a call.
         let ssrc = self.cfg.ssrc_base.wrapping_add(
             (call.number.wrapping_sub(1).wrapping_mul(2) as u32)
                 .wrapping_add(u32::from(kind == MediaKind::Video)),
         );
-        let srtp = call
-            .keys
-            .as_ref()
-            .and_then(|k| k.pair(kind == MediaKind::Video));
+        let srtp = self.srtp_pair(call, kind);
         self.streams.insert(
             key,
             Stream {
@@ -1327,12 +1347,59 @@ impl Endpoint {
         self.stream_due.push(Reverse((now, key, generation)));
     }
 
+    /// The SRTP keys of a call's stream of `kind`; none (plain RTP) with
+    /// a warning when its SDP asked for SRTP sbc-load cannot do.
+    fn srtp_pair(&mut self, call: &Call, kind: MediaKind) -> Option<Box<Pair>> {
+        let keys = call.keys.as_ref()?;
+        let video = kind == MediaKind::Video;
+        let pair = keys.pair(video);
+        if pair.is_none() && keys.unusable(video) {
+            self.warn(format!(
+                "SRTP: no a=crypto line of the {} stream of call {} is one sbc-load can use (AES_CM_128_HMAC_SHA1_80/32, NULL_HMAC_SHA1_80/32, without MKI): plain RTP",
+                kind.name(),
+                String::from_utf8_lossy(&call.id)
+            ));
+        }
+        pair
+    }
+
+    /// A warning: counted, shown (the first few), in the errors file.
+    fn warn(&mut self, text: String) {
+        self.stats.warnings += 1;
+        if self.stats.warnings <= WARNINGS_SHOWN {
+            eprintln!("sbc-load: warning: {text}");
+        }
+        self.error(|| text);
+    }
+
+    /// Media port `port` is read for `who` now; another call's there
+    /// (two calls on one port: `[media_port]` in their SDP, or more open
+    /// calls than `[auto_media_port]` has ports) is told.
+    fn listen(&mut self, call: &Call, port: u16, who: Listener) {
+        let owner = |l: Listener| match l {
+            Listener::Check(k) | Listener::Echo(k) => k >> 1,
+        };
+        if let Some(old) = self.listens.insert(port, who)
+            && owner(old) != owner(who)
+        {
+            self.warn(format!(
+                "media port {port} was read for another call: call {} takes it (each call needs its own port for RTP checks and echoes)",
+                String::from_utf8_lossy(&call.id)
+            ));
+        }
+    }
+
+    /// Port `port` is no longer read for `who` (if it still is).
+    fn unlisten(&mut self, port: u16, who: Listener) {
+        if self.listens.get(&port) == Some(&who) {
+            self.listens.remove(&port);
+        }
+    }
+
     /// A stream ended (played out, replaced, or its call ended): a
     /// pattern stream's check gives its verdict.
     fn stream_over(&mut self, key: u64, s: Stream) {
-        if self.listens.get(&s.from_port) == Some(&key) {
-            self.listens.remove(&s.from_port);
-        }
+        self.unlisten(s.from_port, Listener::Check(key));
         let tolerance = self.cfg.tolerance[usize::from(s.file.kind == MediaKind::Video)];
         if let Some(c) = s.check {
             self.stats.rtp_check_packets_ok += c.ok;
@@ -1358,17 +1425,14 @@ impl Endpoint {
     /// the port our SDP gave that stream.
     fn echo_op(&mut self, call: &Call, op: EchoOp, kind: MediaKind) {
         let key = media_key(call.serial, kind);
-        let video = kind == MediaKind::Video;
         match op {
             EchoOp::Stop => {
-                if let Some(e) = self.echoes.remove(&key)
-                    && self.listens.get(&e.port) == Some(&key)
-                {
-                    self.listens.remove(&e.port);
+                if let Some(e) = self.echoes.remove(&key) {
+                    self.unlisten(e.port, Listener::Echo(key));
                 }
             }
             EchoOp::Update if self.echoes.contains_key(&key) => {
-                let srtp = call.keys.as_ref().and_then(|k| k.pair(video));
+                let srtp = self.srtp_pair(call, kind);
                 if let Some(e) = self.echoes.get_mut(&key) {
                     e.srtp = srtp;
                 }
@@ -1380,9 +1444,11 @@ impl Endpoint {
                     .copied()
                     .flatten()
                     .unwrap_or_else(|| self.cfg.media_port.wrapping_add(2 * u16::from(kind as u8)));
-                let srtp = call.keys.as_ref().and_then(|k| k.pair(video));
-                self.listens.insert(port, key);
-                self.echoes.insert(key, Echo { port, srtp });
+                let srtp = self.srtp_pair(call, kind);
+                if let Some(old) = self.echoes.insert(key, Echo { port, srtp }) {
+                    self.unlisten(old.port, Listener::Echo(key));
+                }
+                self.listen(call, port, Listener::Echo(key));
             }
         }
     }
@@ -1401,9 +1467,36 @@ impl Endpoint {
     /// A datagram that reached media port `port` from `from`: an echo
     /// sends it back; a pattern stream checks it.
     pub fn handle_media(&mut self, port: u16, from: SocketAddr, data: &[u8]) {
-        let Some(&key) = self.listens.get(&port) else {
+        let key = match self.listens.get(&port) {
+            Some(Listener::Check(key)) => *key,
+            Some(Listener::Echo(key)) => {
+                self.echo_packet(*key, port, from, data);
+                return;
+            }
+            None => return,
+        };
+        let Some(s) = self.streams.get_mut(&key) else {
             return;
         };
+        let expected = s
+            .file
+            .data
+            .get(..s.file.bytes_per_packet)
+            .unwrap_or_default();
+        match crate::rtpcheck::came_back(s.srtp.as_deref_mut(), data, &mut self.scratch, expected) {
+            // No more right than were sent (a duplicate is not one more).
+            Ok(true) => {
+                if let Some(c) = s.check.as_mut().filter(|c| c.ok < c.sent) {
+                    c.ok += 1;
+                }
+            }
+            Ok(false) => {}
+            Err(_) => self.stats.srtp_refused += 1,
+        }
+    }
+
+    /// An echo sends back a datagram that reached its port.
+    fn echo_packet(&mut self, key: u64, port: u16, from: SocketAddr, data: &[u8]) {
         if let Some(e) = self.echoes.get_mut(&key) {
             let start = self.media_buf.len();
             match crate::rtpcheck::echo(
@@ -1428,24 +1521,6 @@ impl Endpoint {
                     self.stats.srtp_refused += 1;
                 }
             }
-            return;
-        }
-        let Some(s) = self.streams.get_mut(&key) else {
-            return;
-        };
-        let expected = s
-            .file
-            .data
-            .get(..s.file.bytes_per_packet)
-            .unwrap_or_default();
-        match crate::rtpcheck::came_back(s.srtp.as_deref_mut(), data, &mut self.scratch, expected) {
-            Ok(true) => {
-                if let Some(c) = s.check.as_mut() {
-                    c.ok += 1;
-                }
-            }
-            Ok(false) => {}
-            Err(_) => self.stats.srtp_refused += 1,
         }
     }
 
@@ -1461,16 +1536,11 @@ impl Endpoint {
     ) -> Option<(SocketAddr, u16)> {
         let k = kind as usize;
         let Some(to) = call.media_to.get(k).copied().flatten() else {
-            self.stats.warnings += 1;
-            let text = format!(
+            self.warn(format!(
                 "{what}: no SDP received with m={} for call {}",
                 kind.name(),
                 String::from_utf8_lossy(&call.id)
-            );
-            if self.stats.warnings <= WARNINGS_SHOWN {
-                eprintln!("sbc-load: warning: {text}");
-            }
-            self.error(|| text);
+            ));
             return None;
         };
         let from = call.media_from.get(k).copied().flatten();
@@ -2699,7 +2769,14 @@ impl Endpoint {
         }
         // Where the peer wants media: from any response with a body and
         // from INVITE, ACK and PRACK, as SIPp reads it for pcap play.
-        if self.plays_media {
+        let ignore_sdp = matches!(
+            self.scn.steps.get(call.step).map(|s| &s.kind),
+            Some(StepKind::Recv(Recv {
+                ignore_sdp: true,
+                ..
+            }))
+        );
+        if self.plays_media && !ignore_sdp {
             let reads = match msg.start_line() {
                 StartLine::Response(_) => true,
                 StartLine::Request(r) => matches!(r.method_raw, b"INVITE" | b"ACK" | b"PRACK"),
@@ -2787,6 +2864,36 @@ impl Endpoint {
                 }
                 self.stats.absorbed += 1;
                 return Flow::Waiting;
+            }
+            // SIPp's `_unexp.main`: the call jumps there and the message
+            // goes to the steps that follow (a call there already,
+            // `_unexp.retaddr` not 0, handles it as unexpected).
+            if let Some(u) = scn.unexpected_jump
+                && !call.unexpected_jumped
+                && !u.retaddr.is_some_and(
+                    |v| matches!(call.vars.get(usize::from(v.0)), Some(Value::Num(n)) if *n != 0.0),
+                )
+            {
+                let paused_ms = match call.wait {
+                    Wait::Pause { until } => until / 1000,
+                    _ => 0,
+                };
+                for (var, n) in [(u.retaddr, call.step as u64), (u.pausedaddr, paused_ms)] {
+                    if let Some(slot) = var.and_then(|v| call.vars.get_mut(usize::from(v.0))) {
+                        *slot = Value::Num(n as f64);
+                    }
+                }
+                call.step = u.step;
+                call.wait = Wait::Running;
+                call.pause_jump = None;
+                let flow = self.advance(call, now);
+                if !matches!(flow, Flow::Waiting) || !matches!(call.wait, Wait::Recv { .. }) {
+                    return flow;
+                }
+                call.unexpected_jumped = true;
+                let flow = self.on_message(call, now, msg, bytes);
+                call.unexpected_jumped = false;
+                return flow;
             }
             // -aa: answered, and the call goes on; `pingreply`: a PING in
             // the call is answered the same way.
@@ -2990,6 +3097,18 @@ impl Endpoint {
         let mut flow = Flow::Failed(FailReason::ScenarioLoop);
         for _ in 0..budget {
             let idx = call.step;
+            // `pauserestore`: back into the pause it kept, as SIPp's
+            // paused_until; past it, on to the next step.
+            if let Some(until_ms) = call.pause_restore.take() {
+                let until = until_ms.saturating_mul(1000);
+                if until > now {
+                    call.wait = Wait::Pause { until };
+                    flow = Flow::Waiting;
+                    break;
+                }
+                call.step = self.next_of(call, idx);
+                continue;
+            }
             let Some(step) = scn.steps.get(idx) else {
                 flow = Flow::Finished;
                 break;
@@ -3750,20 +3869,7 @@ fn unit(state: &mut u64) -> f64 {
 
 /// A draw from `d`.
 fn sample(d: Distribution, state: &mut u64) -> f64 {
-    // Box-Muller: a standard normal draw.
-    let gauss = |state: &mut u64| {
-        let u1 = unit(state).max(f64::MIN_POSITIVE);
-        let u2 = unit(state);
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    };
-    match d {
-        Distribution::Fixed(v) => v,
-        Distribution::Uniform { min, max } => min + (max - min) * unit(state),
-        Distribution::Normal { mean, stdev } => mean + stdev * gauss(state),
-        // The parameters are the underlying normal's (as GSL's, SIPp's).
-        Distribution::LogNormal { mean, stdev } => (mean + stdev * gauss(state)).exp(),
-        Distribution::Exponential { mean } => -mean * (1.0 - unit(state)).ln(),
-    }
+    d.sample(&mut || unit(state))
 }
 
 /// Percent-encodes all but the unreserved characters (RFC 3986 §2.3), or
@@ -3819,6 +3925,14 @@ fn run_actions(
     let text = |call: &Call, v: VarId| match call.vars.get(usize::from(v.0)) {
         Some(Value::Str(s)) => s.clone(),
         _ => Vec::new(),
+    };
+    // A variable's number, as SIPp's getDouble: 0 unless it holds one.
+    let number = |call: &Call, n: &NumOperand| match n {
+        NumOperand::Value(v) => *v,
+        NumOperand::Variable(v) => match call.vars.get(usize::from(v.0)) {
+            Some(Value::Num(n)) => *n,
+            _ => 0.0,
+        },
     };
     let set = |call: &mut Call, v: VarId, value: Value| {
         if let Some(slot) = call.vars.get_mut(usize::from(v.0)) {
@@ -3956,15 +4070,7 @@ fn run_actions(
                 set(call, *var, Value::Num(r));
             }
             Action::Jump(to) => {
-                // A variable's number, as SIPp's getDouble: 0 unless it
-                // holds one.
-                let n = match to {
-                    NumOperand::Value(v) => *v,
-                    NumOperand::Variable(v) => match call.vars.get(usize::from(v.0)) {
-                        Some(Value::Num(n)) => *n,
-                        _ => 0.0,
-                    },
-                };
+                let n = number(call, to);
                 // A negative or endless number is out of range (see
                 // `Endpoint::actions`).
                 jump = Some(if n.is_finite() && n >= 0.0 {
@@ -4076,6 +4182,14 @@ fn run_actions(
             // As SIPp: the actions after it do not run.
             Action::IntCmd(IntCmd::StopCall) => return Err(FailReason::Rejected),
             Action::IntCmd(cmd) => execs.push(Exec::Stop(*cmd)),
+            Action::Index(var) => set(call, *var, Value::Num(idx as f64)),
+            Action::PauseRestore(until) => {
+                let ms = number(call, until);
+                // 0 (SIPp's "no pause"), or a time: the call waits until
+                // then where its next step would have run.
+                call.pause_restore = (ms.is_finite() && ms >= 1.0).then_some(ms as u64);
+            }
+            Action::CloseCon => execs.push(Exec::CloseCon),
             Action::Assign { var, value } => {
                 if let Some(slot) = call.vars.get_mut(usize::from(var.0)) {
                     *slot = Value::Num(*value);

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod countfile;
+pub mod distribution;
 pub mod engine;
 pub mod gso;
 pub mod inject;

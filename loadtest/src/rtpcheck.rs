@@ -32,13 +32,24 @@ pub struct Keys {
     /// The peer's SDP came after ours: ours was the offer, its the
     /// answer.
     peer_last: [bool; 2],
+    /// The last SDP of that kind (either side's) had `a=crypto` lines,
+    /// none of them one sbc-load can use.
+    unusable: [bool; 2],
+}
+
+/// One stream kind's section of an SDP body: the `a=crypto` lines
+/// sbc-load can use, and how many it cannot.
+#[derive(Debug, Default)]
+struct Section {
+    lines: Vec<Sdes>,
+    unusable: usize,
 }
 
 /// Per stream kind (audio, video): the `a=crypto` lines of the first
 /// active section of that kind (port not 0, as SIPp reads it) in an SDP
 /// body, `None` when it has none.
-fn sections(sdp: &[u8]) -> [Option<Vec<Sdes>>; 2] {
-    let mut found: [Option<Vec<Sdes>>; 2] = [None, None];
+fn sections(sdp: &[u8]) -> [Option<Section>; 2] {
+    let mut found: [Option<Section>; 2] = [None, None];
     // The section being read (its kind), if it is the first of its kind.
     let mut current = None;
     for line in sdp.split(|&b| b == b'\n') {
@@ -55,18 +66,18 @@ fn sections(sdp: &[u8]) -> [Option<Vec<Sdes>>; 2] {
             let kind = kind.filter(|_| port != b"0");
             current = kind.filter(|&k: &usize| found[k].is_none());
             if let Some(k) = current {
-                found[k] = Some(Vec::new());
+                found[k] = Some(Section::default());
             }
             continue;
         }
         let (Some(k), Some(value)) = (current, line.strip_prefix(b"a=crypto:")) else {
             continue;
         };
-        if let (Some(lines), Some(sdes)) = (
-            found[k].as_mut(),
-            std::str::from_utf8(value).ok().and_then(Sdes::parse),
-        ) {
-            lines.push(sdes);
+        if let Some(section) = found[k].as_mut() {
+            match std::str::from_utf8(value).ok().and_then(Sdes::parse) {
+                Some(sdes) => section.lines.push(sdes),
+                None => section.unusable += 1,
+            }
         }
     }
     found
@@ -90,9 +101,10 @@ pub fn has_crypto(sdp: &[u8]) -> bool {
 impl Keys {
     /// Our SDP went out: its sections' lines are ours now.
     pub fn sent(&mut self, sdp: &[u8]) {
-        for (k, lines) in sections(sdp).into_iter().enumerate() {
-            if let Some(lines) = lines {
-                self.local[k] = lines;
+        for (k, section) in sections(sdp).into_iter().enumerate() {
+            if let Some(s) = section {
+                self.unusable[k] = s.lines.is_empty() && s.unusable > 0;
+                self.local[k] = s.lines;
                 self.peer_last[k] = false;
             }
         }
@@ -100,12 +112,20 @@ impl Keys {
 
     /// The peer's SDP came in.
     pub fn received(&mut self, sdp: &[u8]) {
-        for (k, lines) in sections(sdp).into_iter().enumerate() {
-            if let Some(lines) = lines {
-                self.remote[k] = lines;
+        for (k, section) in sections(sdp).into_iter().enumerate() {
+            if let Some(s) = section {
+                self.unusable[k] = s.lines.is_empty() && s.unusable > 0;
+                self.remote[k] = s.lines;
                 self.peer_last[k] = true;
             }
         }
+    }
+
+    /// Whether the last SDP of a kind asked for SRTP sbc-load cannot do
+    /// (a suite, MKI or parameter it lacks): the stream then goes plain,
+    /// with a warning.
+    pub fn unusable(&self, video: bool) -> bool {
+        self.unusable[usize::from(video)]
     }
 
     /// The master key our last SDP gave line `tag` of a kind (for
@@ -215,8 +235,9 @@ pub fn echo(
     match pair {
         Some(p) => {
             scratch.clear();
-            p.rx.unprotect(data, scratch)?;
-            p.tx.protect(scratch, out)
+            // Sent back under the rollover counter it came with.
+            let roc = p.rx.unprotect(data, scratch)?;
+            p.tx.protect_as(scratch, roc, out)
         }
         None => {
             out.extend_from_slice(data);
@@ -387,8 +408,16 @@ mod tests {
         );
         assert!(has_crypto(s.as_bytes()));
         let found = sections(s.as_bytes());
-        let audio = found[0].as_ref().unwrap();
+        let audio = &found[0].as_ref().unwrap().lines;
         assert_eq!((audio.len(), audio[0].suite), (1, Suite::NullHmacSha1_32));
         assert!(found[1].is_none());
+        // Lines sbc-load cannot use are told apart from none at all.
+        let mut k = Keys::default();
+        k.received(
+            b"m=audio 7000 RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAAA\r\n",
+        );
+        assert!(k.unusable(false) && !k.unusable(true));
+        k.received(b"m=audio 7000 RTP/AVP 0\r\n");
+        assert!(!k.unusable(false));
     }
 }

@@ -157,9 +157,9 @@ const OPEN_PUBLISH_US: u64 = 100_000;
 /// looked at, at most (SIPp's echo looks every 10 ms).
 const MEDIA_POLL_US: u64 = 5_000;
 /// Most datagrams read from one media port a round, and their largest
-/// size (SIPp's `-mb` default).
+/// size (UDP's: none is cut).
 const MEDIA_READS: usize = 64;
-const MEDIA_BUF: usize = 2048;
+const MEDIA_BUF: usize = 65_536;
 
 /// A thread's SIP socket(s).
 #[derive(Debug)]
@@ -778,6 +778,9 @@ pub fn run_thread(
     let mut grouper = Grouper::default();
     let mut media = MediaSender::new(Arc::clone(&ctl.media));
     let mut media_in = vec![0u8; MEDIA_BUF];
+    let mut media_ports: Vec<u16> = Vec::new();
+    let mut next_media_poll = 0u64;
+    let mut media_failed = false;
     let mut children: Vec<std::process::Child> = Vec::new();
     let mut next_publish = 0u64;
     let mut plan = plan;
@@ -903,15 +906,23 @@ pub fn run_thread(
             twin = None;
             ep.twin_closed(now);
         }
-        // Media ports the calls read (RTP checks, echoes).
-        if ep.listening() {
-            let ports: Vec<u16> = ep.media_ports().collect();
-            for port in ports {
+        // Media ports the calls read (RTP checks, echoes), every
+        // MEDIA_POLL_US.
+        if ep.listening() && now >= next_media_poll {
+            next_media_poll = now + MEDIA_POLL_US;
+            media_ports.clear();
+            media_ports.extend(ep.media_ports());
+            for &port in &media_ports {
                 let r = media.receive(port, &mut media_in, MEDIA_READS, |from, data| {
                     ep.handle_media(port, from, data);
                 });
-                if r.is_err() {
-                    ep.stats.send_errors += 1;
+                if let Err(e) = r
+                    && !media_failed
+                {
+                    // Once: the same error would come every round.
+                    media_failed = true;
+                    ep.errors.push(format!("media port {port}: {e}"));
+                    eprintln!("sbc-load: warning: media port {port}: {e}");
                 }
             }
         }
@@ -1021,6 +1032,9 @@ pub fn run_thread(
             for serial in ep.ended.drain(..) {
                 t.call_ended(serial);
             }
+            for (serial, peer) in ep.close_connections.drain(..) {
+                t.close_call(serial, peer);
+            }
             connections_lost(&mut ep, now, &mut t.lost, &mut reconnect, caller);
             send_errors += std::mem::take(&mut t.errors);
             if !t.listener_armed {
@@ -1079,6 +1093,8 @@ pub fn run_thread(
                 }
             }
         } else {
+            // `<closecon>`: UDP has no connection to close.
+            ep.close_connections.clear();
             let (out, buf) = ep.outgoing();
             if ctl.trace.traces_messages() {
                 for o in out {
@@ -1226,8 +1242,7 @@ pub fn run_thread(
         // watchdog.
         let mut wake = ep.poll_timeout();
         if ep.listening() {
-            let poll = now + MEDIA_POLL_US;
-            wake = Some(wake.map_or(poll, |w| w.min(poll)));
+            wake = Some(wake.map_or(next_media_poll, |w| w.min(next_media_poll)));
         }
         if let Some(w) = &watchdog {
             let due = w.due().saturating_mul(1000);

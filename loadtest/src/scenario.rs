@@ -60,6 +60,21 @@ pub struct Scenario {
     pub call_length_repartition: Vec<u64>,
     /// Some `<send>` has a `timeout` (SIPp's send timeout).
     pub send_timeouts: bool,
+    /// SIPp's `_unexp.main` label: where an unexpected message goes.
+    pub unexpected_jump: Option<UnexpectedJump>,
+}
+
+/// The label `_unexp.main`: a call that gets a message it does not
+/// expect jumps there (the message then goes to the steps that follow),
+/// keeping where it was in `_unexp.retaddr` and the end of the pause it
+/// was in (ms of the run's clock, 0: none) in `_unexp.pausedaddr`, when
+/// the scenario names those variables. A call already there (retaddr not
+/// 0) handles the message as unexpected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnexpectedJump {
+    pub step: usize,
+    pub retaddr: Option<VarId>,
+    pub pausedaddr: Option<VarId>,
 }
 
 /// What a received message must be to match a `<recv>`.
@@ -123,6 +138,9 @@ pub struct Recv {
     pub optional: bool,
     /// Remember Record-Route and Contact for `[routes]` and `[next_url]`.
     pub rrs: bool,
+    /// `ignoresdp="true"`: while the call waits here, received SDP does
+    /// not change where its media goes (nor its SRTP keys).
+    pub ignore_sdp: bool,
     pub timeout_ms: Option<u64>,
     /// Step to go to on timeout (instead of failing the call).
     pub on_timeout: Option<usize>,
@@ -187,13 +205,7 @@ impl PauseLength {
             PauseLength::Default => return default_ms,
             PauseLength::Fixed { ms } => return ms,
             PauseLength::Variable(_) => return default_ms,
-            PauseLength::Drawn(Distribution::Fixed(v)) => v,
-            PauseLength::Drawn(Distribution::Uniform { min, max }) => (min + max) / 2.0,
-            PauseLength::Drawn(
-                Distribution::Normal { mean, .. }
-                | Distribution::LogNormal { mean, .. }
-                | Distribution::Exponential { mean },
-            ) => mean,
+            PauseLength::Drawn(d) => d.mean(),
         };
         if ms.is_finite() && ms > 0.0 {
             ms as u64
@@ -382,6 +394,13 @@ pub enum Action {
     RtpEcho(EchoOp, MediaKind),
     /// `exec int_cmd`.
     IntCmd(IntCmd),
+    /// `index assign_to`: the step's index.
+    Index(VarId),
+    /// `pauserestore`: the call pauses until this time (ms of the run's
+    /// clock), then goes past the step it is at.
+    PauseRestore(NumOperand),
+    /// `closecon`: the call's TCP or TLS connection closes.
+    CloseCon,
     /// `lookup`: the line of an indexed `-inf` file whose key field is
     /// `key` (-1: none).
     Lookup {
@@ -524,7 +543,7 @@ impl Codec {
                 ));
             }
         };
-        if !name.is_empty() && name != default_name {
+        if !name.is_empty() && !name.eq_ignore_ascii_case(default_name) {
             return Err(format!(
                 "payload type {} is {default_name}, not {name}",
                 c.payload_type
@@ -543,8 +562,8 @@ fn wav_header_len(data: &[u8]) -> usize {
     if data.get(8..12) != Some(b"WAVE") {
         return 8;
     }
-    let mut at = 12;
-    while let Some(chunk) = data.get(at..at + 8) {
+    let mut at: usize = 12;
+    while let Some(chunk) = at.checked_add(8).and_then(|end| data.get(at..end)) {
         let size = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
         at += 8;
         if chunk.starts_with(b"data") {
@@ -581,15 +600,7 @@ pub enum NumOperand {
     Variable(VarId),
 }
 
-/// The distributions `sample` (and SIPp's pauses) draw from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Distribution {
-    Fixed(f64),
-    Uniform { min: f64, max: f64 },
-    Normal { mean: f64, stdev: f64 },
-    LogNormal { mean: f64, stdev: f64 },
-    Exponential { mean: f64 },
-}
+pub use crate::distribution::Distribution;
 
 struct Vars<'a>(&'a mut Vec<String>, &'a LoadContext);
 
@@ -646,8 +657,9 @@ const STEP_COMMON: &[&str] = &[
     "test",
     "chance",
     "display",
-    // Keeps the step off SIPp's screen; sbc-load has none.
+    // Keep steps off SIPp's screen; sbc-load has none.
     "hide",
+    "hiderest",
     "counter",
 ];
 
@@ -673,6 +685,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "ontimeout",
             "regexp_match",
             "response_txn",
+            "ignoresdp",
         ],
     ),
     (
@@ -686,7 +699,23 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "max",
             "mean",
             "stdev",
+            "lambda",
+            "k",
+            "x_m",
+            "shape",
+            "scale",
+            "location",
+            "theta",
+            "p",
+            "n",
             "sanity_check",
+            // SIPp's older forms name the distribution by an attribute.
+            "normal",
+            "exponential",
+            "lognormal",
+            "weibull",
+            "pareto",
+            "gamma",
         ],
     ),
     ("sendCmd", &["dest"]),
@@ -885,6 +914,7 @@ impl Parser<'_> {
                     expect,
                     optional,
                     rrs: self.bool_attr(node, "rrs")?,
+                    ignore_sdp: self.bool_attr(node, "ignoresdp")?,
                     timeout_ms: self.u64_attr(node, "timeout")?,
                     on_timeout: None,
                     response_txn,
@@ -898,8 +928,23 @@ impl Parser<'_> {
             "pause" | "timewait" => {
                 let length = if let Some(v) = node.attribute("variable") {
                     PauseLength::Variable(self.var(v))
-                } else if node.attribute("distribution").is_some() {
-                    PauseLength::Drawn(self.distribution(node)?)
+                } else if let Some(d) = distribution_name(node, true) {
+                    let d = self.distribution(node, d)?;
+                    // As SIPp: a pause whose 99th percentile passes
+                    // INT_MAX ms is refused unless sanity_check="false".
+                    let p99 = d.percentile_99();
+                    let sanity = node.attribute("sanity_check").is_none()
+                        || self.bool_attr(node, "sanity_check")?;
+                    if sanity && p99 > f64::from(i32::MAX) {
+                        return Err(self.err(
+                            node,
+                            format!(
+                                "the {} distribution has a 99th percentile of {p99:.0} ms, which is larger than INT_MAX: choose other parameters (or sanity_check=\"false\")",
+                                d.name()
+                            ),
+                        ));
+                    }
+                    PauseLength::Drawn(d)
                 } else {
                     match self.u64_attr(node, "milliseconds")? {
                         Some(ms) => PauseLength::Fixed { ms },
@@ -1406,6 +1451,22 @@ impl Parser<'_> {
                     variable: self.var(v),
                 })
             }
+            // SIPp's: the step's index into a variable.
+            "index" => {
+                self.check_attrs(node, &["assign_to"])?;
+                Ok(Action::Index(self.one_var(node)?))
+            }
+            // SIPp's: the call pauses until that time (ms of the run's
+            // clock), as the pause `_unexp.pausedaddr` kept.
+            "pauserestore" => {
+                self.check_attrs(node, &["value", "variable"])?;
+                Ok(Action::PauseRestore(self.num_operand(node)?))
+            }
+            // SIPp's: the call's connection (TCP, TLS) closes.
+            "closecon" => {
+                self.check_attrs(node, &[])?;
+                Ok(Action::CloseCon)
+            }
             "trim" => {
                 self.check_attrs(node, &["assign_to"])?;
                 Ok(Action::Trim {
@@ -1423,10 +1484,22 @@ impl Parser<'_> {
                         "max",
                         "mean",
                         "stdev",
+                        "lambda",
+                        "k",
+                        "x_m",
+                        "shape",
+                        "scale",
+                        "location",
+                        "theta",
+                        "p",
+                        "n",
                     ],
                 )?;
                 let var = self.one_var(node)?;
-                let distribution = self.distribution(node)?;
+                let Some(name) = distribution_name(node, false) else {
+                    return Err(self.err(node, "the distribution attribute is required"));
+                };
+                let distribution = self.distribution(node, name)?;
                 Ok(Action::Sample { var, distribution })
             }
             "exec" => self.exec(node),
@@ -1434,33 +1507,56 @@ impl Parser<'_> {
         }
     }
 
-    /// The `distribution` of a `<sample>` or `<pause>` and its parameters.
-    fn distribution(&self, node: Node<'_, '_>) -> Result<Distribution, ScenarioError> {
-        Ok(match node.attribute("distribution") {
-            Some("fixed") => Distribution::Fixed(self.f64_attr(node, "value")?),
-            Some("uniform") => Distribution::Uniform {
-                min: self.f64_attr(node, "min")?,
-                max: self.f64_attr(node, "max")?,
+    /// Distribution `name` of a `<sample>` or `<pause>` with its
+    /// parameters.
+    fn distribution(&self, node: Node<'_, '_>, name: &str) -> Result<Distribution, ScenarioError> {
+        let f = |a: &str| self.f64_attr(node, a);
+        let d = match name {
+            "fixed" => Distribution::Fixed(f("value")?),
+            "uniform" => Distribution::Uniform {
+                min: f("min")?,
+                max: f("max")?,
             },
-            Some("normal") => Distribution::Normal {
-                mean: self.f64_attr(node, "mean")?,
-                stdev: self.f64_attr(node, "stdev")?,
+            "normal" => Distribution::Normal {
+                mean: f("mean")?,
+                stdev: f("stdev")?,
             },
-            Some("lognormal") => Distribution::LogNormal {
-                mean: self.f64_attr(node, "mean")?,
-                stdev: self.f64_attr(node, "stdev")?,
+            "lognormal" => Distribution::LogNormal {
+                mean: f("mean")?,
+                stdev: f("stdev")?,
             },
-            Some("exponential") => Distribution::Exponential {
-                mean: self.f64_attr(node, "mean")?,
+            "exponential" => Distribution::Exponential { mean: f("mean")? },
+            "weibull" => Distribution::Weibull {
+                lambda: f("lambda")?,
+                k: f("k")?,
             },
-            Some(d) => {
+            "pareto" => Distribution::Pareto {
+                k: f("k")?,
+                x_m: f("x_m")?,
+            },
+            "gpareto" => Distribution::GPareto {
+                shape: f("shape")?,
+                scale: f("scale")?,
+                location: f("location")?,
+            },
+            "gamma" => Distribution::Gamma {
+                k: f("k")?,
+                theta: f("theta")?,
+            },
+            "negbin" => Distribution::NegBin {
+                p: f("p")?,
+                n: f("n")?,
+            },
+            d => {
                 return Err(self.err(
-                            node,
-                            format!("distribution=\"{d}\" is not supported by sbc-load (fixed, uniform, normal, lognormal, exponential)"),
-                        ));
+                    node,
+                    format!("unknown distribution \"{d}\" (fixed, uniform, normal, lognormal, exponential, weibull, pareto, gpareto, gamma, negbin)"),
+                ));
             }
-            None => return Err(self.err(node, "the distribution attribute is required")),
-        })
+        };
+        d.check()
+            .map_err(|e| self.err(node, format!("{name} distribution: {e}")))?;
+        Ok(d)
     }
 
     /// As SIPp's `find_file`: next to the scenario file, else as given
@@ -1673,6 +1769,31 @@ impl Parser<'_> {
     }
 }
 
+/// The distribution an element names: its `distribution` attribute, or
+/// (`old_style`, a pause) SIPp's older forms: an attribute named after
+/// it (`normal="..."`), or `min`/`max` for uniform.
+fn distribution_name<'n>(node: Node<'n, '_>, old_style: bool) -> Option<&'n str> {
+    if let Some(d) = node.attribute("distribution") {
+        return Some(d);
+    }
+    if !old_style {
+        return None;
+    }
+    [
+        "normal",
+        "exponential",
+        "lognormal",
+        "weibull",
+        "pareto",
+        "gamma",
+    ]
+    .into_iter()
+    .find(|a| node.attribute(*a).is_some())
+    .or_else(|| {
+        (node.attribute("min").is_some() || node.attribute("max").is_some()).then_some("uniform")
+    })
+}
+
 impl Scenario {
     /// Parses a scenario; `origin` names it in errors (a file name).
     pub fn parse(xml: &str, origin: &str) -> Result<Self, ScenarioError> {
@@ -1804,6 +1925,20 @@ impl Scenario {
                 }
             }
         }
+        let unexpected_jump = p.labels.get("_unexp.main").map(|&step| {
+            let var = |name: &str| {
+                p.vars
+                    .iter()
+                    .position(|v| v == name)
+                    .and_then(|i| u16::try_from(i).ok())
+                    .map(VarId)
+            };
+            UnexpectedJump {
+                step,
+                retaddr: var("_unexp.retaddr"),
+                pausedaddr: var("_unexp.pausedaddr"),
+            }
+        });
         Ok(Scenario {
             name: root.attribute("name").unwrap_or("").to_string(),
             steps,
@@ -1816,6 +1951,7 @@ impl Scenario {
             response_time_repartition,
             call_length_repartition,
             send_timeouts: p.send_timeouts,
+            unexpected_jump,
         })
     }
 
@@ -2060,6 +2196,117 @@ mod tests {
         assert_eq!(pt(&xml(""), 8), 8);
         // One the action names wins.
         assert_eq!(pt(&xml(",18"), 8), 18);
+    }
+
+    #[test]
+    fn pauses_take_every_distribution_and_sipps_older_forms() {
+        let length = |xml: &str| match parse(xml).unwrap().steps[0].kind {
+            StepKind::Pause { length, .. } => length,
+            ref other => panic!("{other:?}"),
+        };
+        let drawn = |xml: &str| match length(xml) {
+            PauseLength::Drawn(d) => d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            drawn(r#"<pause distribution="weibull" lambda="3" k="4"/>"#),
+            Distribution::Weibull {
+                lambda: 3.0,
+                k: 4.0
+            }
+        );
+        assert_eq!(
+            drawn(r#"<pause distribution="pareto" k="1" x_m="2"/>"#),
+            Distribution::Pareto { k: 1.0, x_m: 2.0 }
+        );
+        assert_eq!(
+            drawn(r#"<pause distribution="gpareto" shape="0.1" scale="5" location="1"/>"#),
+            Distribution::GPareto {
+                shape: 0.1,
+                scale: 5.0,
+                location: 1.0
+            }
+        );
+        assert_eq!(
+            drawn(r#"<pause distribution="gamma" k="3" theta="2"/>"#),
+            Distribution::Gamma { k: 3.0, theta: 2.0 }
+        );
+        assert_eq!(
+            drawn(r#"<pause distribution="negbin" p="0.1" n="2"/>"#),
+            Distribution::NegBin { p: 0.1, n: 2.0 }
+        );
+        // SIPp's older forms: min/max is uniform, an attribute names it.
+        assert_eq!(
+            drawn(r#"<pause min="2000" max="5000"/>"#),
+            Distribution::Uniform {
+                min: 2000.0,
+                max: 5000.0
+            }
+        );
+        assert_eq!(
+            drawn(r#"<pause normal="yes" mean="60000" stdev="15000"/>"#),
+            Distribution::Normal {
+                mean: 60_000.0,
+                stdev: 15_000.0
+            }
+        );
+        assert_eq!(
+            length(r#"<pause milliseconds="7"/>"#),
+            PauseLength::Fixed { ms: 7 }
+        );
+        // The 99th percentile past INT_MAX ms is refused, unless asked.
+        let huge = r#"<pause distribution="exponential" mean="1e12"/>"#;
+        let e = parse(huge).unwrap_err();
+        assert!(e.message.contains("larger than INT_MAX"), "{e}");
+        assert!(
+            parse(r#"<pause distribution="exponential" mean="1e12" sanity_check="false"/>"#)
+                .is_ok()
+        );
+        let e = parse(r#"<pause distribution="weibull" lambda="3" k="0"/>"#).unwrap_err();
+        assert!(e.message.contains("k must be above 0"), "{e}");
+        let e = parse(r#"<pause distribution="zipf" value="1"/>"#).unwrap_err();
+        assert!(e.message.contains("unknown distribution"), "{e}");
+        // <sample> takes them too.
+        let s = parse(r#"<nop><action><sample assign_to="v" distribution="gamma" k="2" theta="1"/></action></nop>"#).unwrap();
+        assert!(matches!(
+            s.steps[0].actions[0],
+            Action::Sample {
+                distribution: Distribution::Gamma { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn sipps_unexpected_label_index_pauserestore_closecon_and_ignoresdp() {
+        let s = parse(
+            r#"<recv request="INVITE" ignoresdp="true" hiderest="true"/>
+            <nop><action><index assign_to="i"/><closecon/></action></nop>
+            <label id="_unexp.main"/>
+            <recv request="INFO"/>
+            <nop><action><jump variable="_unexp.retaddr"/><pauserestore variable="_unexp.pausedaddr"/></action></nop>"#,
+        )
+        .unwrap();
+        let StepKind::Recv(r) = &s.steps[0].kind else {
+            panic!("not a recv");
+        };
+        assert!(r.ignore_sdp);
+        assert!(matches!(
+            s.steps[1].actions[..],
+            [Action::Index(_), Action::CloseCon]
+        ));
+        assert!(matches!(
+            s.steps[3].actions[1],
+            Action::PauseRestore(NumOperand::Variable(_))
+        ));
+        let u = s.unexpected_jump.unwrap();
+        assert_eq!(u.step, 2);
+        assert_eq!(
+            u.retaddr.map(|v| s.vars[usize::from(v.0)].as_str()),
+            Some("_unexp.retaddr")
+        );
+        assert!(u.pausedaddr.is_some());
+        assert!(parse("<nop/>").unwrap().unexpected_jump.is_none());
     }
 
     #[test]

@@ -100,12 +100,28 @@ impl Sdes {
         let mut fields = value.split_ascii_whitespace();
         let tag = fields.next()?.parse().ok()?;
         let suite = Suite::parse(fields.next()?)?;
-        // inline:KEY[|LIFETIME][|MKI:LEN]; several keys: the first.
+        // inline:KEY[|LIFETIME][|MKI:LEN]; several keys: the first. An
+        // MKI (which every packet would carry) is not sbc-load's.
         let key = fields.next()?.strip_prefix("inline:")?;
-        let key = key.split(['|', ';']).next()?;
+        let key = key.split(';').next()?;
+        let mut parts = key.split('|');
+        let key = parts.next()?;
+        if parts.any(|p| p.contains(':')) {
+            return None;
+        }
         let bytes = BASE64.decode(key).ok()?;
         let master = <[u8; MASTER_LEN]>::try_from(bytes.as_slice()).ok()?;
-        let unencrypted = fields.any(|p| p == "UNENCRYPTED_SRTP");
+        let mut unencrypted = false;
+        for p in fields {
+            match p {
+                "UNENCRYPTED_SRTP" => unencrypted = true,
+                // A key derivation rate but 0, or no authentication:
+                // not sbc-load's.
+                "UNAUTHENTICATED_SRTP" => return None,
+                p if p.starts_with("KDR=") && p != "KDR=0" => return None,
+                _ => {}
+            }
+        }
         Some(Sdes {
             tag,
             suite,
@@ -263,28 +279,22 @@ impl Context {
         mac.finalize().into_bytes().into()
     }
 
-    /// Appends the SRTP packet of the RTP packet `rtp` to `out`.
+    /// Appends the SRTP packet of the RTP packet `rtp` to `out`, its
+    /// rollover counter kept per SSRC as the receiver's (§3.3.1).
     pub fn protect(&mut self, rtp: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
+        header_len(rtp)?;
+        let (seq, ssrc) = seq_ssrc(rtp);
+        let (roc, at) = estimate(&self.sent, ssrc, seq);
+        self.protect_as(rtp, roc, out)?;
+        advance(&mut self.sent, at, ssrc, roc, seq);
+        Ok(())
+    }
+
+    /// [`Context::protect`] under a rollover counter given: an echo sends
+    /// each packet back under the one it came with.
+    pub fn protect_as(&self, rtp: &[u8], roc: u32, out: &mut Vec<u8>) -> Result<(), SrtpError> {
         let header = header_len(rtp)?;
         let (seq, ssrc) = seq_ssrc(rtp);
-        // The sender's rollover counter goes up when the sequence wraps.
-        let roc = match self.sent.iter_mut().find(|r| r.ssrc == ssrc) {
-            Some(r) => {
-                if seq < r.highest && r.highest - seq > 0x8000 {
-                    r.roc = r.roc.wrapping_add(1);
-                }
-                r.highest = seq;
-                r.roc
-            }
-            None => {
-                self.sent.push(Received {
-                    ssrc,
-                    roc: 0,
-                    highest: seq,
-                });
-                0
-            }
-        };
         let start = out.len();
         out.extend_from_slice(rtp);
         let index = (u64::from(roc) << 16) | u64::from(seq);
@@ -295,8 +305,8 @@ impl Context {
     }
 
     /// Appends the RTP packet of the SRTP packet `srtp` to `out`, once
-    /// its tag is checked.
-    pub fn unprotect(&mut self, srtp: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
+    /// its tag is checked; returns the rollover counter it came under.
+    pub fn unprotect(&mut self, srtp: &[u8], out: &mut Vec<u8>) -> Result<u32, SrtpError> {
         let body = srtp
             .len()
             .checked_sub(self.tag_len)
@@ -304,39 +314,54 @@ impl Context {
         let (packet, tag) = srtp.split_at(body);
         let header = header_len(packet)?;
         let (seq, ssrc) = seq_ssrc(packet);
-        let known = self.received.iter().position(|r| r.ssrc == ssrc);
-        // The index estimate of §3.3.1 (the first packet: ROC 0).
-        let roc = match known.and_then(|i| self.received.get(i)) {
-            Some(r) if r.highest < 0x8000 => {
-                if seq > r.highest && seq - r.highest > 0x8000 {
-                    r.roc.wrapping_sub(1)
-                } else {
-                    r.roc
-                }
-            }
-            Some(r) if r.highest - 0x8000 > seq => r.roc.wrapping_add(1),
-            Some(r) => r.roc,
-            None => 0,
-        };
-        let want = self.tag(packet, roc);
-        if want.get(..self.tag_len) != Some(tag) {
-            return Err(SrtpError::Authentication);
-        }
-        match known.and_then(|i| self.received.get_mut(i)) {
-            Some(r) if roc == r.roc.wrapping_add(1) => (r.roc, r.highest) = (roc, seq),
-            Some(r) if roc == r.roc && seq > r.highest => r.highest = seq,
-            Some(_) => {}
-            None => self.received.push(Received {
-                ssrc,
-                roc,
-                highest: seq,
-            }),
-        }
+        let (roc, at) = estimate(&self.received, ssrc, seq);
+        let mut mac = self.mac.clone();
+        mac.update(packet);
+        mac.update(&roc.to_be_bytes());
+        // Compared in constant time.
+        mac.verify_truncated_left(tag)
+            .map_err(|_| SrtpError::Authentication)?;
+        advance(&mut self.received, at, ssrc, roc, seq);
         let start = out.len();
         out.extend_from_slice(packet);
         let index = (u64::from(roc) << 16) | u64::from(seq);
         self.crypt(ssrc, index, &mut out[start + header..]);
-        Ok(())
+        Ok(roc)
+    }
+}
+
+/// The rollover counter of a packet of `ssrc` with sequence `seq`: RFC
+/// 3711's index estimate (§3.3.1) from what `states` know of that SSRC
+/// (its first packet: 0), and where that SSRC's state is.
+fn estimate(states: &[Received], ssrc: u32, seq: u16) -> (u32, Option<usize>) {
+    let at = states.iter().position(|r| r.ssrc == ssrc);
+    let roc = match at.and_then(|i| states.get(i)) {
+        Some(r) if r.highest < 0x8000 => {
+            if seq > r.highest && seq - r.highest > 0x8000 {
+                r.roc.wrapping_sub(1)
+            } else {
+                r.roc
+            }
+        }
+        Some(r) if r.highest - 0x8000 > seq => r.roc.wrapping_add(1),
+        Some(r) => r.roc,
+        None => 0,
+    };
+    (roc, at)
+}
+
+/// An SSRC's state after a packet of `roc` and `seq` (§3.3.1: it only
+/// moves forward).
+fn advance(states: &mut Vec<Received>, at: Option<usize>, ssrc: u32, roc: u32, seq: u16) {
+    match at.and_then(|i| states.get_mut(i)) {
+        Some(r) if roc == r.roc.wrapping_add(1) => (r.roc, r.highest) = (roc, seq),
+        Some(r) if roc == r.roc && seq > r.highest => r.highest = seq,
+        Some(_) => {}
+        None => states.push(Received {
+            ssrc,
+            roc,
+            highest: seq,
+        }),
     }
 }
 
@@ -499,10 +524,49 @@ mod tests {
     }
 
     #[test]
+    fn an_echo_keeps_each_packets_rollover_counter_across_a_reordered_wrap() {
+        let (a, b) = (
+            sdes(Suite::AesCm128HmacSha1_80, &Sdes::random_master().unwrap()),
+            sdes(Suite::AesCm128HmacSha1_80, &Sdes::random_master().unwrap()),
+        );
+        // Caller -> echo (rx a, tx b) -> caller (rx b); 0xFFFF arrives
+        // after 0x0000.
+        let (mut tx, mut echo_rx, echo_tx, mut rx) = (
+            Context::new(&a),
+            Context::new(&a),
+            Context::new(&b),
+            Context::new(&b),
+        );
+        let packet = |seq: u16| {
+            let mut p = hex("8000 0000 00000010 00000042 dddddddd");
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p
+        };
+        let mut wire = Vec::new();
+        for seq in [0xfffe, 0x0000, 0xffff, 0x0001, 0x0002] {
+            wire.push((seq, Vec::new()));
+            tx.protect(&packet(seq), &mut wire.last_mut().unwrap().1)
+                .unwrap();
+        }
+        // The sender's own order was 0xfffe, 0, 0xffff...: its counter
+        // follows the estimate, not each backward step.
+        assert_eq!(tx.sent[0].roc, 1);
+        for (seq, srtp) in &wire {
+            let mut plain = Vec::new();
+            let roc = echo_rx.unprotect(srtp, &mut plain).unwrap();
+            let mut back = Vec::new();
+            echo_tx.protect_as(&plain, roc, &mut back).unwrap();
+            let mut got = Vec::new();
+            rx.unprotect(&back, &mut got).unwrap();
+            assert_eq!(got, packet(*seq), "seq {seq:#x}");
+        }
+    }
+
+    #[test]
     fn crypto_lines_are_read_and_written() {
         let m = Sdes::random_master().unwrap();
         let line = format!(
-            "2 AES_CM_128_HMAC_SHA1_32 inline:{}|2^31|1:1 UNENCRYPTED_SRTP",
+            "2 AES_CM_128_HMAC_SHA1_32 inline:{}|2^31 UNENCRYPTED_SRTP",
             Sdes::inline(&m)
         );
         let s = Sdes::parse(&line).unwrap();
@@ -514,6 +578,15 @@ mod tests {
             !format!("{s:?}").contains(&Sdes::inline(&m)),
             "no key in Debug"
         );
+        let key = Sdes::inline(&m);
+        assert!(Sdes::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{key} KDR=0")).is_some());
+        for bad in [
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^20|1:4"),
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{key} KDR=24"),
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{key} UNAUTHENTICATED_SRTP"),
+        ] {
+            assert!(Sdes::parse(&bad).is_none(), "{bad}");
+        }
         for bad in [
             "x AES_CM_128_HMAC_SHA1_80 inline:AAAA",
             "1 F8_128_HMAC_SHA1_80 inline:AAAA",

@@ -285,6 +285,20 @@ impl Streams {
         }
     }
 
+    /// `<closecon>`: the connection that carries call `serial` (`tn`), or
+    /// else the one to `peer` (`t1`), closes; a later message opens
+    /// another, as SIPp's reconnection does.
+    pub fn close_call(&mut self, serial: u64, peer: SocketAddr) {
+        let i = self
+            .by_call
+            .get(&serial)
+            .or_else(|| self.by_peer.get(&peer))
+            .copied();
+        if let Some(i) = i {
+            self.close(i, false);
+        }
+    }
+
     /// Connection `i`'s poll completed: reads what arrived, writes what
     /// waited, and hands each whole message to `on`. A connection the
     /// peer closed, or that carries something not SIP, is closed.
@@ -802,6 +816,36 @@ mod tests {
         drive(&mut caller, 5);
         assert_eq!(caller.lost, [(gone, Some(7), FailReason::TcpConnect)]);
         assert_eq!(caller.open(), 0);
+    }
+
+    /// `<closecon>`: the call's own connection (`tn`), else the one to its
+    /// peer (`t1`), closes, and is not counted as lost; the next message
+    /// opens another.
+    #[test]
+    fn closecon_closes_the_calls_connection_and_the_next_message_reopens() {
+        let l = TcpListener::bind("127.176.1.8:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut callee = Streams::listening(l, Mode::One).unwrap();
+        for (mode, ip) in [
+            (Mode::PerCall, "127.176.1.9:0"),
+            (Mode::One, "127.176.1.10:0"),
+        ] {
+            let own = TcpListener::bind(ip).unwrap();
+            let mut caller = Streams::new(mode, own, Some(addr)).unwrap();
+            let m = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 0\r\n\r\n";
+            assert!(caller.send(addr, 1, m));
+            drive(&mut caller, 5);
+            assert_eq!(drive(&mut callee, 20).len(), 1);
+            caller.close_call(1, addr);
+            assert_eq!(caller.open(), 0, "{mode:?}");
+            assert!(caller.lost.is_empty(), "closed on purpose");
+            // Closing again (or a call with none) changes nothing.
+            caller.close_call(1, addr);
+            assert!(caller.send(addr, 1, m));
+            assert_eq!(caller.open(), 1, "{mode:?}: reopened");
+            drive(&mut caller, 5);
+            assert_eq!(drive(&mut callee, 20).len(), 1);
+        }
     }
 
     fn certs(name: &str) -> std::path::PathBuf {

@@ -2516,3 +2516,146 @@ fn a_video_pattern_stream_is_checked_on_the_video_port() {
         (2, 2)
     );
 }
+
+/// A request of the caller's call `id` (Via branch from `branch`).
+fn request(method: &str, id: &str, branch: &str, cseq: u32, body: &str) -> String {
+    format!(
+        "{method} sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{branch}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>;tag=u1\r\nCall-ID: {id}\r\nCSeq: {cseq} {method}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// SIPp's `_unexp.main`: an INFO during the callee's pause jumps there,
+/// is answered, and the call goes back into its pause (`pauserestore`,
+/// the pause's end kept in `_unexp.pausedaddr`), then on; `index` gives
+/// a step's index.
+#[test]
+fn an_unexpected_message_goes_to_unexp_main_and_the_pause_is_restored() {
+    let ok = r#"<send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>"#;
+    let scn = scenario(&format!(
+        r#"<scenario name="uas">
+  <recv request="INVITE"/>
+  {ok}
+  <pause milliseconds="1000"/>
+  <nop><action><index assign_to="here"/><test assign_to="after" variable="here" compare="equal" value="3"/></action></nop>
+  <recv request="BYE"/>
+  <send next="end"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+X-Index: [$here]
+Content-Length: 0
+]]></send>
+  <label id="_unexp.main"/>
+  <recv request="INFO"/>
+  {ok}
+  <nop><action><jump variable="_unexp.retaddr"/><pauserestore variable="_unexp.pausedaddr"/></action></nop>
+  <label id="end"/>
+</scenario>"#
+    ));
+    let mut b = uas(scn, config(None));
+    b.handle_datagram(
+        0,
+        addr(UAC),
+        request("INVITE", "u-1", "i1", 1, "").as_bytes(),
+    );
+    assert_eq!(start_line(&drain(&mut b)[0].1), "SIP/2.0 200 OK");
+    b.handle_datagram(
+        300_000,
+        addr(UAC),
+        request("INFO", "u-1", "n1", 2, "").as_bytes(),
+    );
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    assert!(
+        String::from_utf8_lossy(&out[0].1).contains("CSeq: 2 INFO"),
+        "the INFO is answered"
+    );
+    assert_eq!(b.stats.failed_total(), 0);
+    // Back in the pause until 1000 ms: a BYE before then is unexpected
+    // (and goes to _unexp.main, where it is not what the step waits for).
+    assert_eq!(
+        b.poll_timeout(),
+        Some(1_000_000),
+        "the pause's end, as it was"
+    );
+    b.handle_timeout(1_000_000);
+    b.handle_datagram(
+        1_100_000,
+        addr(UAC),
+        request("BYE", "u-1", "b1", 3, "").as_bytes(),
+    );
+    let out = drain(&mut b);
+    let bye_ok = String::from_utf8_lossy(&out[0].1).into_owned();
+    assert!(
+        bye_ok.contains("CSeq: 3 BYE") && bye_ok.contains("X-Index: 3"),
+        "{bye_ok}"
+    );
+    assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
+    assert_eq!(b.open_calls(), 0);
+}
+
+/// `ignoresdp="true"`: the SDP of what a step receives does not tell
+/// where the call's media goes.
+#[test]
+fn ignoresdp_keeps_a_messages_sdp_from_the_media() {
+    let sdp = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 7000 RTP/AVP 0\r\n";
+    for (ignore, packets) in [(false, true), (true, false)] {
+        let scn = scenario(&format!(
+            r#"<scenario name="uas">
+  <recv request="INVITE" ignoresdp="{ignore}"/>
+  <nop><action><exec rtp_stream="apattern,1,0"/></action></nop>
+  <pause milliseconds="50"/>
+</scenario>"#
+        ));
+        let mut b = uas(scn, config(None));
+        b.handle_datagram(
+            0,
+            addr(UAC),
+            request("INVITE", "s-1", "i1", 1, sdp).as_bytes(),
+        );
+        b.handle_timeout(0);
+        let media = drain_media(&mut b);
+        assert_eq!(!media.is_empty(), packets, "ignoresdp={ignore}");
+        if packets {
+            assert_eq!(media[0].1, addr("10.9.9.9:7000"));
+        } else {
+            assert_eq!(b.stats.warnings, 1, "no SDP to play to");
+        }
+    }
+}
+
+/// Two calls whose echoes would read one media port (`[media_port]` in
+/// both SDPs): the second takes it, with a warning; the first's end does
+/// not let go of the second's.
+#[test]
+fn two_calls_on_one_media_port_are_told() {
+    let scn = uas_answering(
+        "c=IN IP4 [media_ip]\nm=audio [media_port] RTP/AVP 0\n",
+        r#"<nop><action><exec rtp_echo="startaudio"/></action></nop>"#,
+        "",
+    );
+    let mut b = uas(scn, config(None));
+    for id in ["p-1", "p-2"] {
+        b.handle_datagram(0, addr(UAC), request("INVITE", id, id, 1, "").as_bytes());
+        b.handle_datagram(0, addr(UAC), request("ACK", id, id, 1, "").as_bytes());
+    }
+    assert_eq!(b.media_ports().collect::<Vec<_>>(), [6000]);
+    assert_eq!(b.stats.warnings, 1);
+    b.handle_datagram(0, addr(UAC), request("BYE", "p-1", "b1", 2, "").as_bytes());
+    assert!(b.listening(), "p-2 still echoes there");
+    b.handle_datagram(0, addr(UAC), request("BYE", "p-2", "b2", 2, "").as_bytes());
+    assert!(!b.listening());
+    assert_eq!(b.stats.succeeded, 2);
+}
