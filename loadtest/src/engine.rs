@@ -371,6 +371,17 @@ pub enum Value {
 }
 
 impl Value {
+    /// SIPp's isSet (`condexec`): a string is set once it has a value,
+    /// even empty; a number when it is not 0.
+    fn is_set(&self) -> bool {
+        match self {
+            Value::Unset => false,
+            Value::Str(_) => true,
+            Value::Num(n) => *n != 0.0,
+            Value::Bool(b) => *b,
+        }
+    }
+
     fn truthy(&self) -> bool {
         match self {
             Value::Unset => false,
@@ -1042,7 +1053,7 @@ impl Endpoint {
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
         let steps = scn.steps.len();
-        Endpoint {
+        let mut ep = Endpoint {
             fatal: None,
             started: Vec::new(),
             started_source: Vec::new(),
@@ -1104,7 +1115,65 @@ impl Endpoint {
             out_buf: Vec::with_capacity(1 << 16),
             out: Vec::with_capacity(256),
             stats: Stats::new(steps),
+        };
+        ep.run_init();
+        ep
+    }
+
+    /// `<init>`: its `<nop>`s run once, before any call, on a call of
+    /// their own; what they write into `<Global>` variables stays (SIPp
+    /// runs them once for the run; each sbc-load thread, whose globals
+    /// are its own, runs them once).
+    fn run_init(&mut self) {
+        let scn = Arc::clone(&self.scn);
+        if scn.init.is_empty() {
+            return;
         }
+        let mut call = Call::empty(scn.steps.len(), scn.vars.len(), scn.txns.len());
+        for (id, value) in &self.globals {
+            if let Some(v) = call.vars.get_mut(usize::from(id.0)) {
+                v.clone_from(value);
+            }
+        }
+        let mut idx = 0;
+        for _ in 0..scn.init.len() * 8 + 64 {
+            let Some(step) = scn.init.get(idx) else {
+                break;
+            };
+            if !self.runs(&call, step) {
+                idx = self.next_from(&call, step, idx);
+                continue;
+            }
+            let mut execs = Vec::new();
+            let (mut rng, mut fatal, mut warnings) =
+                (self.rng, self.fatal.take(), self.stats.warnings);
+            let ran = run_actions(
+                &step.actions,
+                &mut call,
+                (None, None),
+                (&self.env(0), idx),
+                (&mut rng, &mut fatal, &mut warnings),
+                (&mut execs, None),
+            );
+            (self.rng, self.fatal, self.stats.warnings) = (rng, fatal, warnings);
+            for e in execs {
+                self.exec(&mut call, e, 0);
+            }
+            idx = match ran {
+                Ok(Some(to)) => to,
+                Ok(None) | Err(FailReason::Rejected) => self.next_from(&call, step, idx),
+                Err(_) if self.fatal.is_some() => break,
+                Err(_) => self.next_from(&call, step, idx),
+            };
+        }
+        self.save_globals(&call);
+    }
+
+    /// `condexec`: whether the call runs `step` (else it goes past).
+    fn runs(&self, call: &Call, step: &crate::scenario::Step) -> bool {
+        step.condexec.is_none_or(|(var, inverse)| {
+            call.vars.get(usize::from(var.0)).is_some_and(Value::is_set) != inverse
+        })
     }
 
     /// The keyword environment of this endpoint at `now`.
@@ -2650,9 +2719,16 @@ impl Endpoint {
 
     /// The step after `idx`, following `next` (with `test` / `chance`).
     fn next_of(&mut self, call: &Call, idx: usize) -> usize {
-        let Some(step) = self.scn.steps.get(idx) else {
-            return idx + 1;
-        };
+        let scn = Arc::clone(&self.scn);
+        match scn.steps.get(idx) {
+            Some(step) => self.next_from(call, step, idx),
+            None => idx + 1,
+        }
+    }
+
+    /// Where a call goes after `step` (at `idx`): its `next` (when its
+    /// `test` variable is true, at its `chance`), else the step after.
+    fn next_from(&mut self, call: &Call, step: &crate::scenario::Step, idx: usize) -> usize {
         let Some(target) = step.next else {
             return idx + 1;
         };
@@ -3113,6 +3189,11 @@ impl Endpoint {
                 flow = Flow::Finished;
                 break;
             };
+            // `condexec`: a step whose variable is not set is gone past.
+            if !self.runs(call, step) {
+                call.step = self.next_from(call, step, idx);
+                continue;
+            }
             match &step.kind {
                 StepKind::Send { msg, retrans_ms } => {
                     let method = msg.method();

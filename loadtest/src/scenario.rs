@@ -62,6 +62,9 @@ pub struct Scenario {
     pub send_timeouts: bool,
     /// SIPp's `_unexp.main` label: where an unexpected message goes.
     pub unexpected_jump: Option<UnexpectedJump>,
+    /// `<init>`: `<nop>`s run once when the run starts (their jumps go to
+    /// the stanza's own labels), to set `<Global>` variables.
+    pub init: Vec<Step>,
 }
 
 /// The label `_unexp.main`: a call that gets a message it does not
@@ -248,6 +251,9 @@ pub struct Step {
     pub counter: Option<u16>,
     /// `hide`: left out of the counts file (`-trace_counts`).
     pub hide: bool,
+    /// `condexec` (with `condexec_inverse`): the step runs only when
+    /// this variable is set (not set), else the call goes past it.
+    pub condexec: Option<(VarId, bool)>,
     /// `start_txn` on a request `<send>`: the transaction it starts.
     pub start_txn: Option<u16>,
     /// `ack_txn` on an ACK `<send>`: the INVITE transaction it ends.
@@ -660,6 +666,8 @@ const STEP_COMMON: &[&str] = &[
     // Keep steps off SIPp's screen; sbc-load has none.
     "hide",
     "hiderest",
+    "condexec",
+    "condexec_inverse",
     "counter",
 ];
 
@@ -1022,6 +1030,10 @@ impl Parser<'_> {
                 }
             },
             hide: self.bool_attr(node, "hide")?,
+            condexec: match node.attribute("condexec") {
+                Some(v) => Some((self.var(v), self.bool_attr(node, "condexec_inverse")?)),
+                None => None,
+            },
             start_txn,
             ack_txn,
             counter: node.attribute("counter").map(|c| {
@@ -1507,6 +1519,66 @@ impl Parser<'_> {
         }
     }
 
+    /// `<label id>`: the step index it names.
+    fn label(&mut self, node: Node<'_, '_>, index: usize) -> Result<(), ScenarioError> {
+        self.check_attrs(node, &["id"])?;
+        let Some(id) = node.attribute("id") else {
+            return Err(self.err(node, "the id attribute is required"));
+        };
+        if self.labels.insert(id.to_string(), index).is_some() {
+            return Err(self.err(node, format!("label \"{id}\" is defined twice")));
+        }
+        Ok(())
+    }
+
+    /// Points each `next` and `ontimeout` of `steps` at its label.
+    fn resolve_jumps(&mut self, steps: &mut [Step]) -> Result<(), ScenarioError> {
+        for (index, label, attr, line) in std::mem::take(&mut self.jumps) {
+            let Some(&target) = self.labels.get(&label) else {
+                return Err(ScenarioError {
+                    origin: self.origin.clone(),
+                    line,
+                    element: "scenario".into(),
+                    message: format!("{attr}=\"{label}\": no such label"),
+                });
+            };
+            let Some(step) = steps.get_mut(index) else {
+                continue;
+            };
+            match (attr, &mut step.kind) {
+                ("ontimeout", StepKind::Recv(r)) => r.on_timeout = Some(target),
+                _ => step.next = Some(target),
+            }
+        }
+        Ok(())
+    }
+
+    /// `<init>`: its `<nop>`s, their jumps to the stanza's own labels.
+    fn init(&mut self, node: Node<'_, '_>) -> Result<Vec<Step>, ScenarioError> {
+        self.check_attrs(node, &[])?;
+        let labels = std::mem::take(&mut self.labels);
+        let jumps = std::mem::take(&mut self.jumps);
+        let mut init = Vec::new();
+        for c in node.children().filter(|c| c.is_element()) {
+            match c.tag_name().name() {
+                "nop" => {
+                    let step = self.step(c, init.len())?;
+                    init.push(step);
+                }
+                "label" => self.label(c, init.len())?,
+                other => {
+                    return Err(self.err(
+                        c,
+                        format!("<{other}> in <init>: the stanza holds <nop> and <label> only"),
+                    ));
+                }
+            }
+        }
+        self.resolve_jumps(&mut init)?;
+        (self.labels, self.jumps) = (labels, jumps);
+        Ok(init)
+    }
+
     /// Distribution `name` of a `<sample>` or `<pause>` with its
     /// parameters.
     fn distribution(&self, node: Node<'_, '_>, name: &str) -> Result<Distribution, ScenarioError> {
@@ -1834,6 +1906,7 @@ impl Scenario {
         let mut steps = Vec::new();
         let (mut globals, mut user_vars) = (Vec::new(), Vec::new());
         let (mut response_time_repartition, mut call_length_repartition) = (Vec::new(), Vec::new());
+        let mut init = Vec::new();
         for node in root.children().filter(|c| c.is_element()) {
             let name = node.tag_name().name();
             match name {
@@ -1856,14 +1929,12 @@ impl Scenario {
                         }
                     }
                 }
-                "label" => {
-                    p.check_attrs(node, &["id"])?;
-                    let Some(id) = node.attribute("id") else {
-                        return Err(p.err(node, "the id attribute is required"));
-                    };
-                    if p.labels.insert(id.to_string(), steps.len()).is_some() {
-                        return Err(p.err(node, format!("label \"{id}\" is defined twice")));
+                "label" => p.label(node, steps.len())?,
+                "init" => {
+                    if !init.is_empty() {
+                        return Err(p.err(node, "a scenario has one <init> stanza"));
                     }
+                    init = p.init(node)?;
                 }
                 _ if DISPLAY_ONLY.contains(&name) => {}
                 "ResponseTimeRepartition" | "CallLengthRepartition" => {
@@ -1900,23 +1971,7 @@ impl Scenario {
             return Err(p.err(root, "the scenario has no steps"));
         }
         p.check_txns(root)?;
-        for (index, label, attr, line) in std::mem::take(&mut p.jumps) {
-            let Some(&target) = p.labels.get(&label) else {
-                return Err(ScenarioError {
-                    origin: origin.to_string(),
-                    line,
-                    element: "scenario".into(),
-                    message: format!("{attr}=\"{label}\": no such label"),
-                });
-            };
-            let Some(step) = steps.get_mut(index) else {
-                continue;
-            };
-            match (attr, &mut step.kind) {
-                ("ontimeout", StepKind::Recv(r)) => r.on_timeout = Some(target),
-                _ => step.next = Some(target),
-            }
-        }
+        p.resolve_jumps(&mut steps)?;
         let mut rtds_used = [false; RTD_COUNT];
         for s in &steps {
             for r in [s.start_rtd, s.rtd].into_iter().flatten() {
@@ -1952,6 +2007,7 @@ impl Scenario {
             call_length_repartition,
             send_timeouts: p.send_timeouts,
             unexpected_jump,
+            init,
         })
     }
 
@@ -2307,6 +2363,18 @@ mod tests {
         );
         assert!(u.pausedaddr.is_some());
         assert!(parse("<nop/>").unwrap().unexpected_jump.is_none());
+        // <init>: nops and labels of its own; its jumps stay inside.
+        let s = parse(
+            r#"<init><nop next="l"/><nop/><label id="l"/></init>
+            <label id="l"/><nop condexec="x" condexec_inverse="true"/>"#,
+        )
+        .unwrap();
+        assert_eq!((s.init.len(), s.init[0].next), (2, Some(2)));
+        assert!(matches!(s.steps[0].condexec, Some((_, true))));
+        let e = parse("<init><send><![CDATA[x]]></send></init><nop/>").unwrap_err();
+        assert!(e.message.contains("<nop> and <label> only"), "{e}");
+        let e = parse(r#"<init><nop next="nowhere"/></init><nop/>"#).unwrap_err();
+        assert!(e.message.contains("no such label"), "{e}");
     }
 
     #[test]

@@ -2599,7 +2599,7 @@ Content-Length: 0
     let out = drain(&mut b);
     let bye_ok = String::from_utf8_lossy(&out[0].1).into_owned();
     assert!(
-        bye_ok.contains("CSeq: 3 BYE") && bye_ok.contains("X-Index: 3"),
+        bye_ok.contains("CSeq: 3 BYE") && bye_ok.contains("X-Index: 3.000000"),
         "{bye_ok}"
     );
     assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
@@ -2658,4 +2658,75 @@ fn two_calls_on_one_media_port_are_told() {
     b.handle_datagram(0, addr(UAC), request("BYE", "p-2", "b2", 2, "").as_bytes());
     assert!(!b.listening());
     assert_eq!(b.stats.succeeded, 2);
+}
+
+/// `<init>`: its nops run once, before any call, jumping to the stanza's
+/// own labels, and set `<Global>` variables (SIPp's example: THINKTIME
+/// defaults to 1 unless -set gives it); `condexec` runs a step only when
+/// its variable is set (`condexec_inverse`: not set).
+#[test]
+fn init_sets_globals_once_and_condexec_skips_steps() {
+    let scn = || {
+        scenario(
+            r#"<scenario name="uas">
+  <Global variables="THINKTIME,runs"/>
+  <init>
+    <nop><action>
+      <strcmp assign_to="empty" variable="THINKTIME" value=""/>
+      <test assign_to="empty" compare="equal" variable="empty" value="0"/>
+    </action></nop>
+    <nop condexec="empty"><action><assignstr assign_to="THINKTIME" value="1"/></action></nop>
+    <nop next="done"><action><add assign_to="runs" value="1"/></action></nop>
+    <nop><action><assignstr assign_to="THINKTIME" value="never"/></action></nop>
+    <label id="done"/>
+  </init>
+  <recv request="INVITE"/>
+  <send condexec="THINKTIME" condexec_inverse="true"><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+X-Think: [$THINKTIME] [$runs]
+Content-Length: 0
+]]></send>
+</scenario>"#,
+        )
+    };
+    let answer = |cfg: Arc<Config>| {
+        let mut b = uas(scn(), cfg);
+        for id in ["i-1", "i-2"] {
+            b.handle_datagram(0, addr(UAC), request("INVITE", id, id, 1, "").as_bytes());
+        }
+        let out = drain(&mut b);
+        assert_eq!(out.len(), 2, "one answer each: the 486 step is gone past");
+        out.iter()
+            .map(|(_, m)| {
+                let m = String::from_utf8_lossy(m).into_owned();
+                assert!(m.starts_with("SIP/2.0 200 OK"), "{m}");
+                m.lines()
+                    .find_map(|l| l.strip_prefix("X-Think: "))
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        answer(config(None)),
+        ["1 1.000000", "1 1.000000"],
+        "init ran once"
+    );
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.set = vec![("THINKTIME".into(), b"5".to_vec())];
+    assert_eq!(answer(Arc::new(c)), ["5 1.000000", "5 1.000000"]);
 }
