@@ -2911,6 +2911,15 @@ impl Endpoint {
                 j += 1;
             }
         }
+        // SIPp's optional="global": an earlier step still takes it.
+        let mut behind = false;
+        if found.is_none() {
+            found = (0..call.step.min(scn.steps.len())).rev().find(|&j| {
+                matches!(scn.steps.get(j).map(|s| &s.kind),
+                    Some(StepKind::Recv(r)) if r.optional_global && matches(j, r))
+            });
+            behind = found.is_some();
+        }
         let Some(j) = found else {
             let late_optional = (0..call.step.min(scn.steps.len())).rev().any(|j| {
                 matches!(scn.steps.get(j).map(|s| &s.kind),
@@ -3074,7 +3083,13 @@ impl Endpoint {
             call.cseq = call.cseq.max(u64::from(c.seq));
         }
         call.last_recv = Some(j);
-        call.step = self.next_of(call, j);
+        let to = self.next_of(call, j);
+        // An earlier global optional step moves the call only when it
+        // jumps (SIPp); else the call waits on where it was.
+        if behind && to == j + 1 {
+            return Flow::Waiting;
+        }
+        call.step = to;
         call.wait = Wait::Running;
         self.advance(call, now)
     }

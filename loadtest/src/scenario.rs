@@ -139,6 +139,10 @@ impl fmt::Display for Expect {
 pub struct Recv {
     pub expect: Expect,
     pub optional: bool,
+    /// `optional="global"`: a message that matches it later, from any
+    /// step after it, is still taken here (its actions run; the call
+    /// moves only if the step jumps).
+    pub optional_global: bool,
     /// Remember Record-Route and Contact for `[routes]` and `[next_url]`.
     pub rrs: bool,
     /// `ignoresdp="true"`: while the call waits here, received SDP does
@@ -896,14 +900,14 @@ impl Parser<'_> {
                         return Err(self.err(node, "needs exactly one of response= and request="));
                     }
                 };
-                let optional = match node.attribute("optional") {
-                    None | Some("false") => false,
-                    Some("true") => true,
+                let (optional, optional_global) = match node.attribute("optional") {
+                    None | Some("false") => (false, false),
+                    Some("true") => (true, false),
+                    Some("global") => (true, true),
                     Some(v) => {
-                        return Err(self.err(
-                            node,
-                            format!("optional=\"{v}\" is not supported (true or false)"),
-                        ));
+                        return Err(
+                            self.err(node, format!("optional=\"{v}\": true, false or global"))
+                        );
                     }
                 };
                 if let Some(label) = node.attribute("ontimeout") {
@@ -921,6 +925,7 @@ impl Parser<'_> {
                 StepKind::Recv(Recv {
                     expect,
                     optional,
+                    optional_global,
                     rrs: self.bool_attr(node, "rrs")?,
                     ignore_sdp: self.bool_attr(node, "ignoresdp")?,
                     timeout_ms: self.u64_attr(node, "timeout")?,

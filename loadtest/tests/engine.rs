@@ -2730,3 +2730,58 @@ Content-Length: 0
     c.set = vec![("THINKTIME".into(), b"5".to_vec())];
     assert_eq!(answer(Arc::new(c)), ["5 1.000000", "5 1.000000"]);
 }
+
+/// `optional="global"`: a 100 that comes after the 200 (the call is in
+/// its pause) is still taken by the step that allows it, whose actions
+/// run; with `optional="true"` it is only absorbed.
+#[test]
+fn a_global_optional_step_takes_its_message_late() {
+    for (optional, count, absorbed) in [("global", "2.000000", 0), ("true", "1.000000", 1)] {
+        // A caller with a counted, optional 100 before its 200.
+        let xml = format!(
+            r#"<scenario name="uac">
+  <send><![CDATA[
+INVITE sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Content-Length: 0
+]]></send>
+  <recv response="100" optional="{optional}"><action><add assign_to="trying" value="1"/></action></recv>
+  <recv response="200"/>
+  <pause milliseconds="100"/>
+  <send><![CDATA[
+BYE sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+X-Trying: [$trying]
+Content-Length: 0
+]]></send>
+</scenario>"#
+        );
+        let mut a = uac(scenario(&xml), config(Some(1)));
+        assert!(a.start_call(0));
+        let invite = drain(&mut a).remove(0).1;
+        let trying = final_answer(&invite, "100 Trying");
+        a.handle_datagram(1_000, addr(UAS), trying.as_bytes());
+        a.handle_datagram(2_000, addr(UAS), final_answer(&invite, "200 OK").as_bytes());
+        // A second 100, not a retransmission (another header), late.
+        let late = trying.replace("Content-Length: 0", "Server: late\r\nContent-Length: 0");
+        a.handle_datagram(3_000, addr(UAS), late.as_bytes());
+        a.handle_timeout(200_000);
+        let out = drain(&mut a);
+        let bye = String::from_utf8_lossy(&out.last().unwrap().1).into_owned();
+        assert!(bye.starts_with("BYE"), "{bye}");
+        assert!(
+            bye.contains(&format!("X-Trying: {count}")),
+            "{optional}: {bye}"
+        );
+        assert_eq!(a.stats.absorbed, absorbed, "{optional}");
+        assert_eq!(a.stats.failed_total(), 0);
+    }
+}
