@@ -95,6 +95,9 @@ impl Distribution {
     /// Whether the parameters make a distribution (a positive shape or
     /// scale where one is needed, a probability in (0, 1]).
     pub fn check(&self) -> Result<(), String> {
+        if let Some(v) = self.parameters().into_iter().find(|v| !v.is_finite()) {
+            return Err(format!("{v} is not a finite number"));
+        }
         let positive = |what: &str, v: f64| {
             if v > 0.0 && v.is_finite() {
                 Ok(())
@@ -119,9 +122,32 @@ impl Distribution {
         }
     }
 
-    /// The 99th percentile (exact where the inverse is closed, else the
-    /// Wilson-Hilferty and normal approximations): what SIPp's pause
-    /// sanity check compares with `INT_MAX` milliseconds.
+    /// Its parameters, in no particular order.
+    fn parameters(&self) -> Vec<f64> {
+        match *self {
+            Distribution::Fixed(v) => vec![v],
+            Distribution::Uniform { min, max } => vec![min, max],
+            Distribution::Normal { mean, stdev } | Distribution::LogNormal { mean, stdev } => {
+                vec![mean, stdev]
+            }
+            Distribution::Exponential { mean } => vec![mean],
+            Distribution::Weibull { lambda, k } => vec![lambda, k],
+            Distribution::Pareto { k, x_m } => vec![k, x_m],
+            Distribution::GPareto {
+                shape,
+                scale,
+                location,
+            } => vec![shape, scale, location],
+            Distribution::Gamma { k, theta } => vec![k, theta],
+            Distribution::NegBin { p, n } => vec![p, n],
+        }
+    }
+
+    /// The 99th percentile (exact where the inverse is closed; for Gamma
+    /// and the negative binomial, Wilson-Hilferty from a shape of 1 up,
+    /// below it Cantelli's bound, mean + √99 standard deviations, which
+    /// no 99th percentile passes): what SIPp's pause sanity check
+    /// compares with `INT_MAX` milliseconds.
     pub fn percentile_99(&self) -> f64 {
         match *self {
             Distribution::Fixed(v) => v,
@@ -142,16 +168,11 @@ impl Distribution {
                     location + scale * (100f64.powf(shape) - 1.0) / shape
                 }
             }
-            Distribution::Gamma { k, theta } => {
-                let c = 1.0 / (9.0 * k);
-                k * theta * (1.0 - c + Z99 * c.sqrt()).powi(3)
-            }
-            // The Gamma of its mean and variance (Wilson-Hilferty).
+            Distribution::Gamma { k, theta } => gamma_99(k, k * theta),
+            // As the Gamma of its mean and variance (shape mean · p).
             Distribution::NegBin { p, n } => {
                 let mean = n * (1.0 - p) / p;
-                let shape = mean * p;
-                let c = 1.0 / (9.0 * shape);
-                mean * (1.0 - c + Z99 * c.sqrt()).powi(3)
+                gamma_99(mean * p, mean)
             }
         }
     }
@@ -184,6 +205,16 @@ impl Distribution {
             // (1 - p) / p.
             Distribution::NegBin { p, n } => poisson(gamma(n, unit) * (1.0 - p) / p, unit),
         }
+    }
+}
+
+/// The 99th percentile of a Gamma of shape `k` and mean `mean`.
+fn gamma_99(k: f64, mean: f64) -> f64 {
+    if k >= 1.0 {
+        let c = 1.0 / (9.0 * k);
+        mean * (1.0 - c + Z99 * c.sqrt()).powi(3)
+    } else {
+        mean + 99f64.sqrt() * mean / k.sqrt()
     }
 }
 
@@ -417,6 +448,22 @@ mod tests {
         assert!(e.contains("k must be above 0"), "{e}");
         let e = Distribution::NegBin { p: 1.5, n: 2.0 }.check().unwrap_err();
         assert!(e.contains("p must be"), "{e}");
+        let e = Distribution::Normal {
+            mean: f64::NAN,
+            stdev: 1.0,
+        }
+        .check()
+        .unwrap_err();
+        assert!(e.contains("not a finite number"), "{e}");
+        assert!(Distribution::Fixed(f64::INFINITY).check().is_err());
+        // A small Gamma shape: the bound stays above the true 99th
+        // percentile (2.65e10 for k 0.01, theta 1e11), never negative.
+        let p = Distribution::Gamma {
+            k: 0.01,
+            theta: 1e11,
+        }
+        .percentile_99();
+        assert!(p >= 2.65e10, "{p}");
         assert!(Distribution::Gamma { k: 2.0, theta: 1.0 }.check().is_ok());
     }
 }

@@ -149,6 +149,9 @@ pub struct Config {
     /// The first RTP stream's SSRC (SIPp's 0xCA110000, random with
     /// `-random_base_ssrc`): each call's audio and video count up from it.
     pub ssrc_base: u32,
+    /// `<init>`'s `<Global>` values: the first endpoint made runs the
+    /// stanza (once for the run, as SIPp), the others take its result.
+    pub init_globals: Arc<std::sync::OnceLock<Vec<(VarId, Value)>>>,
 }
 
 /// `-tdmmap {X-X'}{H}{Y-Y'}{Z-Z'}`: a table of TDM circuits; a caller's
@@ -356,6 +359,7 @@ impl Config {
             tdmmap: None,
             tolerance: [1.0, 1.0],
             ssrc_base: 0xCA11_0000,
+            init_globals: Arc::new(std::sync::OnceLock::new()),
         }
     }
 }
@@ -500,6 +504,9 @@ struct Call {
     pause_restore: Option<u64>,
     /// A message it did not expect is being handed to its `_unexp.main`.
     unexpected_jumped: bool,
+    /// The jump of the pause `_unexp.main` interrupted, for
+    /// `pauserestore`.
+    unexp_pause_jump: Option<usize>,
     /// The deadline last put on the timer heap.
     scheduled: Option<u64>,
     /// Per [`MediaKind`]: where the peer's SDP said that stream goes.
@@ -566,6 +573,7 @@ impl Call {
             pause_jump: None,
             pause_restore: None,
             unexpected_jumped: false,
+            unexp_pause_jump: None,
             scheduled: None,
             media_to: [None; 3],
             media_from: [None; 3],
@@ -608,6 +616,7 @@ impl Call {
         self.pause_jump = None;
         self.pause_restore = None;
         self.unexpected_jumped = false;
+        self.unexp_pause_jump = None;
         self.scheduled = None;
         self.media_to = [None; 3];
         self.media_from = [None; 3];
@@ -1116,14 +1125,19 @@ impl Endpoint {
             out: Vec::with_capacity(256),
             stats: Stats::new(steps),
         };
-        ep.run_init();
+        if !ep.scn.init.is_empty() {
+            let once = Arc::clone(&ep.cfg.init_globals);
+            let globals = once.get_or_init(|| {
+                ep.run_init();
+                ep.globals.clone()
+            });
+            ep.globals.clone_from(globals);
+        }
         ep
     }
 
     /// `<init>`: its `<nop>`s run once, before any call, on a call of
-    /// their own; what they write into `<Global>` variables stays (SIPp
-    /// runs them once for the run; each sbc-load thread, whose globals
-    /// are its own, runs them once).
+    /// their own; what they write into `<Global>` variables stays.
     fn run_init(&mut self) {
         let scn = Arc::clone(&self.scn);
         if scn.init.is_empty() {
@@ -1160,11 +1174,21 @@ impl Endpoint {
                 self.exec(&mut call, e, 0);
             }
             idx = match ran {
+                // As in a call: a jump to itself or past the end is fatal.
+                Ok(Some(to)) if to == idx || to > scn.init.len() => {
+                    self.fatal = Some(format!(
+                        "<init>: the jump at index {idx} goes to {to}, itself or past the stanza's end"
+                    ));
+                    break;
+                }
                 Ok(Some(to)) => to,
                 Ok(None) | Err(FailReason::Rejected) => self.next_from(&call, step, idx),
                 Err(_) if self.fatal.is_some() => break,
                 Err(_) => self.next_from(&call, step, idx),
             };
+        }
+        if idx < scn.init.len() && self.fatal.is_none() {
+            self.fatal = Some("<init>: its nops loop without end".into());
         }
         self.save_globals(&call);
     }
@@ -2970,7 +2994,8 @@ impl Endpoint {
                 }
                 call.step = u.step;
                 call.wait = Wait::Running;
-                call.pause_jump = None;
+                // Kept for `pauserestore` to put back with the pause.
+                call.unexp_pause_jump = call.pause_jump.take();
                 let flow = self.advance(call, now);
                 if !matches!(flow, Flow::Waiting) || !matches!(call.wait, Wait::Recv { .. }) {
                     return flow;
@@ -3048,7 +3073,16 @@ impl Endpoint {
         if let Some(slot) = call.recv_hashes.get_mut(j) {
             *slot = h;
         }
-        call.retrans = None;
+        // A message taken by an earlier step (optional="global") or by
+        // `_unexp.main` ends the retransmissions only if it answers them
+        // (SIPp: a response, ACK, CANCEL, BYE or PRACK, to a later step).
+        let aside = behind || call.unexpected_jumped;
+        let answers = msg
+            .request_line()
+            .is_none_or(|r| matches!(r.method_raw, b"ACK" | b"CANCEL" | b"BYE" | b"PRACK"));
+        if !aside || (answers && call.retrans.is_some_and(|r| j > r.step)) {
+            call.retrans = None;
+        }
         if self.needs_last {
             call.last_msg.clear();
             call.last_msg.extend_from_slice(bytes);
@@ -3083,14 +3117,21 @@ impl Endpoint {
             call.cseq = call.cseq.max(u64::from(c.seq));
         }
         call.last_recv = Some(j);
-        let to = self.next_of(call, j);
         // An earlier global optional step moves the call only when it
-        // jumps (SIPp); else the call waits on where it was.
-        if behind && to == j + 1 {
-            return Flow::Waiting;
+        // has a `next` whose test holds (SIPp); else the call waits on.
+        if behind {
+            let jumps = scn.steps.get(j).is_some_and(|s| {
+                s.next.is_some()
+                    && s.test
+                        .is_none_or(|v| call.vars.get(usize::from(v.0)).is_some_and(Value::truthy))
+            });
+            if !jumps {
+                return Flow::Waiting;
+            }
         }
-        call.step = to;
+        call.step = self.next_of(call, j);
         call.wait = Wait::Running;
+        call.pause_restore = None;
         self.advance(call, now)
     }
 
@@ -3192,12 +3233,16 @@ impl Endpoint {
             // paused_until; past it, on to the next step.
             if let Some(until_ms) = call.pause_restore.take() {
                 let until = until_ms.saturating_mul(1000);
+                call.pause_jump = call.unexp_pause_jump.take();
                 if until > now {
                     call.wait = Wait::Pause { until };
                     flow = Flow::Waiting;
                     break;
                 }
-                call.step = self.next_of(call, idx);
+                call.step = call
+                    .pause_jump
+                    .take()
+                    .unwrap_or_else(|| self.next_of(call, idx));
                 continue;
             }
             let Some(step) = scn.steps.get(idx) else {
@@ -3327,10 +3372,11 @@ impl Endpoint {
                     let ms = match *length {
                         PauseLength::Default => self.cfg.pause_ms,
                         PauseLength::Fixed { ms } => ms,
+                        // As SIPp: below 1 ms none, past INT_MAX ms cut.
                         PauseLength::Drawn(d) => {
                             let v = sample(d, &mut self.rng);
-                            if v.is_finite() && v > 0.0 {
-                                v as u64
+                            if v >= 1.0 {
+                                v.min(f64::from(i32::MAX)) as u64
                             } else {
                                 0
                             }
@@ -3341,16 +3387,20 @@ impl Endpoint {
                             _ => 0,
                         },
                     };
-                    if ms == 0 {
+                    // `pauserestore` among its actions: the pause ends
+                    // then instead (SIPp).
+                    let until = match call.pause_restore.take() {
+                        Some(until_ms) => until_ms.saturating_mul(1000),
+                        None => now.saturating_add(ms.saturating_mul(1000)),
+                    };
+                    if until <= now {
                         call.step = call
                             .pause_jump
                             .take()
                             .unwrap_or_else(|| self.next_of(call, idx));
                         continue;
                     }
-                    call.wait = Wait::Pause {
-                        until: now.saturating_add(ms.saturating_mul(1000)),
-                    };
+                    call.wait = Wait::Pause { until };
                     flow = Flow::Waiting;
                     break;
                 }

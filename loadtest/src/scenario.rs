@@ -758,6 +758,8 @@ struct Parser<'d> {
     methods: Vec<u8>,
     /// A `<send timeout>` was given.
     send_timeouts: bool,
+    /// `hiderest`: whether the steps from here on are hidden by default.
+    hide_default: bool,
 }
 
 impl Parser<'_> {
@@ -948,7 +950,8 @@ impl Parser<'_> {
                     let p99 = d.percentile_99();
                     let sanity = node.attribute("sanity_check").is_none()
                         || self.bool_attr(node, "sanity_check")?;
-                    if sanity && p99 > f64::from(i32::MAX) {
+                    // (a NaN percentile fails too)
+                    if sanity && (p99.is_nan() || p99 > f64::from(i32::MAX)) {
                         return Err(self.err(
                             node,
                             format!(
@@ -1034,7 +1037,17 @@ impl Parser<'_> {
                     Some(pct)
                 }
             },
-            hide: self.bool_attr(node, "hide")?,
+            hide: {
+                // SIPp: hiderest sets the default of this step and those
+                // after it, hide this one's.
+                if node.attribute("hiderest").is_some() {
+                    self.hide_default = self.bool_attr(node, "hiderest")?;
+                }
+                match node.attribute("hide") {
+                    Some(_) => self.bool_attr(node, "hide")?,
+                    None => self.hide_default,
+                }
+            },
             condexec: match node.attribute("condexec") {
                 Some(v) => Some((self.var(v), self.bool_attr(node, "condexec_inverse")?)),
                 None => None,
@@ -1903,6 +1916,7 @@ impl Scenario {
             pending_txn: None,
             methods: Vec::new(),
             send_timeouts: false,
+            hide_default: false,
         };
         if root.tag_name().name() != "scenario" {
             return Err(p.err(root, "the root element must be <scenario>"));
@@ -1911,7 +1925,7 @@ impl Scenario {
         let mut steps = Vec::new();
         let (mut globals, mut user_vars) = (Vec::new(), Vec::new());
         let (mut response_time_repartition, mut call_length_repartition) = (Vec::new(), Vec::new());
-        let mut init = Vec::new();
+        let (mut init, mut seen_init) = (Vec::new(), false);
         for node in root.children().filter(|c| c.is_element()) {
             let name = node.tag_name().name();
             match name {
@@ -1936,9 +1950,10 @@ impl Scenario {
                 }
                 "label" => p.label(node, steps.len())?,
                 "init" => {
-                    if !init.is_empty() {
+                    if seen_init {
                         return Err(p.err(node, "a scenario has one <init> stanza"));
                     }
+                    seen_init = true;
                     init = p.init(node)?;
                 }
                 _ if DISPLAY_ONLY.contains(&name) => {}
@@ -2020,6 +2035,7 @@ impl Scenario {
     pub fn changes_injection(&self) -> bool {
         self.steps
             .iter()
+            .chain(&self.init)
             .flat_map(|s| &s.actions)
             .any(|a| matches!(a, Action::Insert { .. } | Action::Replace { .. }))
     }
@@ -2380,6 +2396,12 @@ mod tests {
         assert!(e.message.contains("<nop> and <label> only"), "{e}");
         let e = parse(r#"<init><nop next="nowhere"/></init><nop/>"#).unwrap_err();
         assert!(e.message.contains("no such label"), "{e}");
+        let e = parse("<init></init><init></init><nop/>").unwrap_err();
+        assert!(e.message.contains("one <init>"), "{e}");
+        // hiderest: the default of its step and those after; hide wins.
+        let s = parse(r#"<nop/><nop hiderest="true"/><nop/><nop hide="false"/>"#).unwrap();
+        let hidden: Vec<bool> = s.steps.iter().map(|st| st.hide).collect();
+        assert_eq!(hidden, [false, true, true, false]);
     }
 
     #[test]

@@ -286,13 +286,14 @@ impl Streams {
     }
 
     /// `<closecon>`: the connection that carries call `serial` (`tn`), or
-    /// else the one to `peer` (`t1`), closes; a later message opens
+    /// with `t1` the one to `peer`, closes; a later message opens
     /// another, as SIPp's reconnection does.
     pub fn close_call(&mut self, serial: u64, peer: SocketAddr) {
+        let shared = matches!(self.mode, Mode::One);
         let i = self
             .by_call
             .get(&serial)
-            .or_else(|| self.by_peer.get(&peer))
+            .or_else(|| self.by_peer.get(&peer).filter(|_| shared))
             .copied();
         if let Some(i) = i {
             self.close(i, false);
