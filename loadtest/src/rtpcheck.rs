@@ -381,6 +381,25 @@ mod tests {
         assert_eq!(caller.local_master(true, 2), None);
     }
 
+    proptest::proptest! {
+        /// Any SDP body is read without a panic, and plain RTP of any
+        /// bytes echoes as it came.
+        #[test]
+        fn any_sdp_is_read_and_plain_packets_echo_as_they_came(
+            sdp in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+        ) {
+            let mut k = Keys::default();
+            k.received(&sdp);
+            k.sent(&sdp);
+            let _ = (k.pair(false), k.pair(true), k.unusable(false));
+            let (mut scratch, mut out) = (Vec::new(), Vec::new());
+            echo(None, &packet, &mut scratch, &mut out).unwrap();
+            proptest::prop_assert_eq!(&out, &packet);
+            let _ = came_back(None, &packet, &mut scratch, &[0xaa; 4]);
+        }
+    }
+
     #[test]
     fn the_verdict_follows_the_tolerance() {
         let c = Check { sent: 100, ok: 0 };

@@ -562,6 +562,53 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, unprotecting neither panics nor writes a
+        /// refused packet; and any RTP packet (CSRCs, extension, any
+        /// payload) comes back from protect and unprotect as it was.
+        #[test]
+        fn hostile_packets_are_refused_and_any_rtp_round_trips(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            csrcs in 0u8..4,
+            ext_words in proptest::option::of(0u16..4),
+            seq in proptest::prelude::any::<u16>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            suite in 0usize..4,
+        ) {
+            let suites = [
+                Suite::AesCm128HmacSha1_80,
+                Suite::AesCm128HmacSha1_32,
+                Suite::NullHmacSha1_80,
+                Suite::NullHmacSha1_32,
+            ];
+            let key = sdes(suites[suite], &[7u8; MASTER_LEN]);
+            let mut out = Vec::new();
+            if Context::new(&key).unprotect(&junk, &mut out).is_err() {
+                proptest::prop_assert!(out.is_empty());
+            }
+            let mut rtp = vec![0x80 | csrcs | if ext_words.is_some() { 0x10 } else { 0 }, 0];
+            rtp.extend_from_slice(&seq.to_be_bytes());
+            rtp.extend_from_slice(&[0, 0, 0, 9, 1, 2, 3, 4]);
+            rtp.extend(std::iter::repeat_n(0xcc, 4 * usize::from(csrcs)));
+            if let Some(words) = ext_words {
+                rtp.extend_from_slice(&[0xbe, 0xde]);
+                rtp.extend_from_slice(&words.to_be_bytes());
+                rtp.extend(std::iter::repeat_n(0xee, 4 * usize::from(words)));
+            }
+            rtp.extend_from_slice(&payload);
+            let (mut srtp, mut back) = (Vec::new(), Vec::new());
+            Context::new(&key).protect(&rtp, &mut srtp).unwrap();
+            Context::new(&key).unprotect(&srtp, &mut back).unwrap();
+            proptest::prop_assert_eq!(back, rtp);
+        }
+
+        /// Any text after `a=crypto:` is read or refused, never a panic.
+        #[test]
+        fn any_crypto_line_is_read_or_refused(line in ".{0,120}") {
+            let _ = Sdes::parse(&line);
+        }
+    }
+
     #[test]
     fn crypto_lines_are_read_and_written() {
         let m = Sdes::random_master().unwrap();
