@@ -38,11 +38,12 @@ use crate::inject::Injection;
 use crate::pcap::Capture;
 use crate::rtpcheck::{Check, Keys, Pair};
 use crate::scenario::{
-    Action, Arith, Compare, Distribution, EchoOp, IntCmd, MediaKind, NumOperand, PauseLength,
-    RTD_COUNT, Recv, RtpStream, Scenario, SearchIn, StepKind, StrOperand, StreamFile, VarId,
+    Action, Arith, Compare, DefaultMessage, Distribution, EchoOp, IntCmd, MediaKind, NumOperand,
+    PauseLength, RTD_COUNT, Recv, RtpStream, Scenario, SearchIn, StepKind, StrOperand, StreamFile,
+    VarId,
 };
 use crate::stats::{FailReason, Stats};
-use crate::template::{Keyword, LastHeader};
+use crate::template::{Keyword, LastHeader, Template};
 
 /// Settings shared by every thread of a run.
 #[derive(Debug, Clone)]
@@ -1617,6 +1618,26 @@ impl Endpoint {
         }
     }
 
+    /// Sends a `<DefaultMessage>`, rendered for `call` with `last` (else
+    /// its last message received) as the last message.
+    fn send_default(&mut self, t: &Template, call: &Call, now: u64, last: Option<&[u8]>) {
+        let last_bytes = last.unwrap_or(&call.last_msg);
+        let parsed = Message::parse(last_bytes).ok();
+        let mut buf = Vec::with_capacity(512);
+        if self
+            .render(
+                t,
+                &mut buf,
+                call,
+                (call.step, now),
+                (parsed.as_ref(), last_bytes),
+            )
+            .is_none()
+        {
+            self.emit(call.dst(), &buf);
+        }
+    }
+
     /// Where a call's stream of `kind` goes (the peer's last SDP) and the
     /// port it leaves from (our SDP's, else SIPp's defaults: `-mp` for
     /// audio, +2 video, +4 image); `None`, with a warning, when the peer
@@ -2023,6 +2044,11 @@ impl Endpoint {
             {
                 slot
             }
+            // An abort for a call not here: nothing to do.
+            _ if internal_command(bytes).is_some() => {
+                self.stats.out_of_call_msgs += 1;
+                return;
+            }
             _ => {
                 let remote = self.remote;
                 let (Some(peer), true) = (remote, self.scn.starts_with_recv_cmd()) else {
@@ -2046,6 +2072,11 @@ impl Endpoint {
     }
 
     fn on_command(&mut self, call: &mut Call, now: u64, bytes: &[u8]) -> Flow {
+        // The twin's call aborted: this one does too (SIPp's abortCall,
+        // CANCEL or BYE as the call stands).
+        if internal_command(bytes) == Some(b"abort_call") {
+            return Flow::Failed(FailReason::TwinAborted);
+        }
         // The <recvCmd> waited at, or one after optional <recv>s.
         let mut j = call.step;
         let mut waiting = matches!(call.wait, Wait::RecvCmd { .. });
@@ -2398,7 +2429,7 @@ impl Endpoint {
                     )
                     && !call.peer_hung_up
                 {
-                    self.abort(&call);
+                    self.abort(&call, now);
                 }
                 self.end(slot, call, now);
             }
@@ -3053,9 +3084,36 @@ impl Endpoint {
             {
                 call.peer_hung_up = true;
                 if self.cfg.behaviors.bye {
-                    let mut out = Vec::with_capacity(512);
-                    ok_response(msg, &mut out);
-                    self.emit(call.dst(), &out);
+                    match scn.default_message(DefaultMessage::Ok200) {
+                        Some(t) => self.send_default(t, call, now, Some(bytes)),
+                        None => {
+                            let mut out = Vec::with_capacity(512);
+                            ok_response(msg, &mut out);
+                            self.emit(call.dst(), &out);
+                        }
+                    }
+                }
+            }
+            // Classic 3PCC: the twin's call aborts too (SIPp).
+            if scn.uses_twin() && scn.command_peers().is_empty() && call.step > 0 {
+                let cmd = match scn.default_message(DefaultMessage::ThreePccAbort) {
+                    Some(t) => {
+                        let mut buf = Vec::new();
+                        let last = Message::parse(bytes).ok();
+                        let failed = self
+                            .render(t, &mut buf, call, (call.step, now), (last.as_ref(), bytes))
+                            .is_some();
+                        (!failed).then_some(buf)
+                    }
+                    None => {
+                        let mut buf = b"call-id: ".to_vec();
+                        buf.extend_from_slice(&call.id);
+                        buf.extend_from_slice(b"\ninternal-cmd: abort_call\n\n");
+                        Some(buf)
+                    }
+                };
+                if let Some(cmd) = cmd {
+                    self.twin_out.push((None, cmd));
                 }
             }
             return Flow::Failed(FailReason::UnexpectedMessage);
@@ -3138,9 +3196,33 @@ impl Endpoint {
     /// A call failed: like SIPp, a caller cleans up its INVITE
     /// transaction: CANCEL while only provisional responses came, ACK a
     /// final error, ACK and BYE an answered call.
-    fn abort(&mut self, call: &Call) {
+    fn abort(&mut self, call: &Call, now: u64) {
         if call.invite.is_empty() || call.invite_status == 0 {
             return;
+        }
+        // The scenario's own <DefaultMessage>s, where it has them.
+        let scn = Arc::clone(&self.scn);
+        let own = |kind| scn.default_message(kind);
+        let (cancel, ack, bye) = (
+            own(DefaultMessage::Cancel),
+            own(DefaultMessage::Ack),
+            own(DefaultMessage::Bye),
+        );
+        if cancel.is_some() || ack.is_some() || bye.is_some() {
+            let send = |ep: &mut Self, t: Option<&Template>| {
+                if let Some(t) = t {
+                    ep.send_default(t, call, now, None);
+                }
+            };
+            match call.invite_status {
+                100..=199 if cancel.is_some() => return send(self, cancel),
+                200..=299 if ack.is_some() && bye.is_some() => {
+                    send(self, ack);
+                    return send(self, bye);
+                }
+                300.. if ack.is_some() => return send(self, ack),
+                _ => {}
+            }
         }
         let Ok(inv) = Message::parse(&call.invite) else {
             return;
@@ -4502,6 +4584,17 @@ fn command_sender(cmd: &[u8]) -> Option<&[u8]> {
 }
 
 /// The Call-ID a 3PCC command names: its `Call-ID:` (or `i:`) line.
+/// SIPp's internal command in a twin's message (`internal-cmd: NAME`),
+/// as it reads it: after the first `internal-cmd:`, the word past the
+/// spaces.
+fn internal_command(cmd: &[u8]) -> Option<&[u8]> {
+    let at = cmd.windows(13).position(|w| w == b"internal-cmd:")?;
+    let rest = cmd.get(at + 13..)?;
+    let rest = &rest[rest.iter().position(|b| !matches!(b, b' ' | b'\t'))?..];
+    let end = rest.iter().position(u8::is_ascii_whitespace)?;
+    Some(&rest[..end])
+}
+
 fn command_call_id(cmd: &[u8]) -> Option<&[u8]> {
     cmd.split(|&b| b == b'\n').find_map(|line| {
         let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);

@@ -65,6 +65,40 @@ pub struct Scenario {
     /// `<init>`: `<nop>`s run once when the run starts (their jumps go to
     /// the stanza's own labels), to set `<Global>` variables.
     pub init: Vec<Step>,
+    /// `<DefaultMessage id="...">`: the scenario's own text for a message
+    /// SIPp sends by itself.
+    pub default_messages: Vec<(DefaultMessage, Template)>,
+}
+
+/// The messages SIPp sends by itself, which `<DefaultMessage>` rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultMessage {
+    /// A failed caller's CANCEL of its unanswered INVITE.
+    Cancel,
+    /// A failed caller's ACK of a final answer.
+    Ack,
+    /// SIPp's second ACK form (SIPp itself sends none).
+    Ack2,
+    /// A failed caller's BYE of an answered call.
+    Bye,
+    /// The 200 to an unexpected BYE or CANCEL (the `bye` behaviour).
+    Ok200,
+    /// Told to the 3PCC twin when a call aborts on an unexpected message.
+    ThreePccAbort,
+}
+
+impl DefaultMessage {
+    fn parse(id: &str) -> Option<Self> {
+        Some(match id {
+            "cancel" => DefaultMessage::Cancel,
+            "ack" => DefaultMessage::Ack,
+            "ack2" => DefaultMessage::Ack2,
+            "bye" => DefaultMessage::Bye,
+            "200" => DefaultMessage::Ok200,
+            "3pcc_abort" => DefaultMessage::ThreePccAbort,
+            _ => return None,
+        })
+    }
 }
 
 /// The label `_unexp.main`: a call that gets a message it does not
@@ -1926,6 +1960,7 @@ impl Scenario {
         let (mut globals, mut user_vars) = (Vec::new(), Vec::new());
         let (mut response_time_repartition, mut call_length_repartition) = (Vec::new(), Vec::new());
         let (mut init, mut seen_init) = (Vec::new(), false);
+        let mut default_messages = Vec::new();
         for node in root.children().filter(|c| c.is_element()) {
             let name = node.tag_name().name();
             match name {
@@ -1949,6 +1984,19 @@ impl Scenario {
                     }
                 }
                 "label" => p.label(node, steps.len())?,
+                "DefaultMessage" => {
+                    p.check_attrs(node, &["id"])?;
+                    let id = node.attribute("id").unwrap_or("");
+                    let Some(kind) = DefaultMessage::parse(id) else {
+                        return Err(p.err(
+                            node,
+                            format!("id=\"{id}\" is none of SIPp's default messages (3pcc_abort, ack, ack2, bye, cancel, 200)"),
+                        ));
+                    };
+                    let msg = p.message(node)?;
+                    default_messages.retain(|(k, _)| *k != kind);
+                    default_messages.push((kind, msg));
+                }
                 "init" => {
                     if seen_init {
                         return Err(p.err(node, "a scenario has one <init> stanza"));
@@ -2028,6 +2076,7 @@ impl Scenario {
             send_timeouts: p.send_timeouts,
             unexpected_jump,
             init,
+            default_messages,
         })
     }
 
@@ -2160,7 +2209,16 @@ impl Scenario {
             };
             one.into_iter().chain(two)
         });
-        messages.chain(values)
+        let defaults = self.default_messages.iter().map(|(_, t)| t);
+        messages.chain(values).chain(defaults)
+    }
+
+    /// The scenario's own text for a message SIPp sends by itself.
+    pub fn default_message(&self, kind: DefaultMessage) -> Option<&Template> {
+        self.default_messages
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, t)| t)
     }
 
     /// Whether any message or action value uses a keyword.

@@ -42,10 +42,12 @@ pub enum FailReason {
     /// Its TCP connection was closed by the peer or broke (SIPp fails
     /// the calls of a closed connection, in their timewait too).
     TcpClosed,
+    /// The 3PCC twin's call aborted (its `internal-cmd: abort_call`).
+    TwinAborted,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 15] = [
+    pub const ALL: [FailReason; 16] = [
         FailReason::MaxRetrans,
         FailReason::UnexpectedMessage,
         FailReason::RecvTimeout,
@@ -61,6 +63,7 @@ impl FailReason {
         FailReason::TcpConnect,
         FailReason::TcpClosed,
         FailReason::OutboundCongestion,
+        FailReason::TwinAborted,
     ];
 
     pub fn label(self) -> &'static str {
@@ -80,6 +83,7 @@ impl FailReason {
             FailReason::TcpConnect => "TCP connection failed",
             FailReason::OutboundCongestion => "all tdm_map circuits busy",
             FailReason::TcpClosed => "TCP connection closed",
+            FailReason::TwinAborted => "aborted by the 3PCC twin",
         }
     }
 }

@@ -2810,3 +2810,133 @@ Content-Length: 0
         assert_eq!(a.stats.failed_total(), 0);
     }
 }
+
+/// `<DefaultMessage>`: the scenario's own CANCEL of a failed caller's
+/// INVITE, and its own 200 to an unexpected BYE; without them the
+/// built-in ones go.
+#[test]
+fn default_messages_replace_what_sipp_sends_by_itself() {
+    let caller = |own: bool| {
+        let cancel = if own {
+            r#"<DefaultMessage id="cancel"><![CDATA[
+CANCEL sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+X-Own: [$mark]
+Content-Length: 0
+]]></DefaultMessage>"#
+        } else {
+            ""
+        };
+        scenario(&format!(
+            r#"<scenario name="uac">
+  {cancel}
+  <send><![CDATA[
+INVITE sip:x@[remote_ip] SIP/2.0
+Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch]
+From: <sip:a@[local_ip]>;tag=[call_number]
+To: <sip:x@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Content-Length: 0
+]]></send>
+  <recv response="180"><action><assignstr assign_to="mark" value="own cancel"/></action></recv>
+  <recv response="200" timeout="100"/>
+</scenario>"#
+        ))
+    };
+    for own in [true, false] {
+        let mut a = uac(caller(own), config(Some(1)));
+        assert!(a.start_call(0));
+        let invite = drain(&mut a).remove(0).1;
+        a.handle_datagram(
+            1_000,
+            addr(UAS),
+            final_answer(&invite, "180 Ringing").as_bytes(),
+        );
+        a.handle_timeout(200_000);
+        let out = drain(&mut a);
+        let cancel = String::from_utf8_lossy(&out[0].1).into_owned();
+        assert!(cancel.starts_with("CANCEL"), "{cancel}");
+        assert_eq!(cancel.contains("X-Own: own cancel"), own, "{cancel}");
+        assert_eq!(a.stats.failed_by(FailReason::RecvTimeout), 1);
+    }
+    let callee = scenario(
+        r#"<scenario name="uas">
+  <DefaultMessage id="200"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+X-Own: bye answered
+Content-Length: 0
+]]></DefaultMessage>
+  <recv request="INVITE"/>
+  <recv request="INFO"/>
+</scenario>"#,
+    );
+    let mut b = uas(callee, config(None));
+    b.handle_datagram(
+        0,
+        addr(UAC),
+        request("INVITE", "d-1", "i1", 1, "").as_bytes(),
+    );
+    b.handle_datagram(0, addr(UAC), request("BYE", "d-1", "b1", 2, "").as_bytes());
+    let ok = String::from_utf8_lossy(&drain(&mut b)[0].1).into_owned();
+    assert!(
+        ok.contains("X-Own: bye answered") && ok.contains("CSeq: 2 BYE"),
+        "{ok}"
+    );
+    assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 1);
+    let e = Scenario::parse(
+        r#"<scenario><DefaultMessage id="prack"><![CDATA[x]]></DefaultMessage><nop/></scenario>"#,
+        "t.xml",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("none of SIPp's default messages"), "{e}");
+}
+
+/// Classic 3PCC: a call that aborts on an unexpected message tells its
+/// twin (`internal-cmd: abort_call`), and a call told so aborts too.
+#[test]
+fn a_3pcc_call_that_aborts_tells_its_twin_and_the_twin_aborts() {
+    let scn = scenario(
+        r#"<scenario name="3pcc">
+  <recv request="INVITE"/>
+  <sendCmd><![CDATA[
+Call-ID: [call_id]
+]]></sendCmd>
+  <recvCmd/>
+  <recv request="ACK"/>
+</scenario>"#,
+    );
+    let mut b = uas(Arc::clone(&scn), config(None));
+    b.handle_datagram(
+        0,
+        addr(UAC),
+        request("INVITE", "t-1", "i1", 1, "").as_bytes(),
+    );
+    b.twin_out.clear();
+    b.handle_datagram(0, addr(UAC), request("INFO", "t-1", "n1", 2, "").as_bytes());
+    assert_eq!(
+        b.twin_out,
+        vec![(None, b"call-id: t-1\ninternal-cmd: abort_call\n\n".to_vec())]
+    );
+    assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 1);
+    // The twin's side: told, the call fails; a call not there is not
+    // started by it.
+    let mut b = uas(scn, config(None));
+    b.handle_datagram(
+        0,
+        addr(UAC),
+        request("INVITE", "t-2", "i2", 1, "").as_bytes(),
+    );
+    b.handle_command(0, b"call-id: t-2\ninternal-cmd: abort_call\n\n");
+    assert_eq!(b.stats.failed_by(FailReason::TwinAborted), 1);
+    assert_eq!(b.open_calls(), 0);
+    b.handle_command(0, b"call-id: t-3\ninternal-cmd: abort_call\n\n");
+    assert_eq!((b.open_calls(), b.stats.out_of_call_msgs), (0, 1));
+}
