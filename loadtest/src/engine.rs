@@ -3141,6 +3141,17 @@ impl Endpoint {
         if !aside || (answers && call.retrans.is_some_and(|r| j > r.step)) {
             call.retrans = None;
         }
+        // advance_state="false": its actions run, the call stays as it
+        // stood (SIPp returns before keeping the message or moving).
+        if let Some(StepKind::Recv(r)) = scn.steps.get(j).map(|s| &s.kind)
+            && !r.advance_state
+        {
+            self.rtd(call, j, now);
+            return match self.actions(call, j, Some(msg), now) {
+                Err(fatal) => Flow::Failed(fatal),
+                Ok(_) => Flow::Waiting,
+            };
+        }
         if self.needs_last {
             call.last_msg.clear();
             call.last_msg.extend_from_slice(bytes);

@@ -182,6 +182,10 @@ pub struct Recv {
     /// `ignoresdp="true"`: while the call waits here, received SDP does
     /// not change where its media goes (nor its SRTP keys).
     pub ignore_sdp: bool,
+    /// SIPp's `advance_state="false"` (an optional step only): a message
+    /// taken here runs its actions and leaves the call as it stood (no
+    /// last message, no move).
+    pub advance_state: bool,
     pub timeout_ms: Option<u64>,
     /// Step to go to on timeout (instead of failing the call).
     pub on_timeout: Option<usize>,
@@ -732,6 +736,7 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "regexp_match",
             "response_txn",
             "ignoresdp",
+            "advance_state",
         ],
     ),
     (
@@ -964,6 +969,14 @@ impl Parser<'_> {
                     optional_global,
                     rrs: self.bool_attr(node, "rrs")?,
                     ignore_sdp: self.bool_attr(node, "ignoresdp")?,
+                    advance_state: match node.attribute("advance_state") {
+                        None => true,
+                        Some(_) if !optional => {
+                            return Err(self
+                                .err(node, "advance_state is for optional messages only (SIPp)"));
+                        }
+                        Some(_) => self.bool_attr(node, "advance_state")?,
+                    },
                     timeout_ms: self.u64_attr(node, "timeout")?,
                     on_timeout: None,
                     response_txn,

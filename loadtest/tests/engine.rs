@@ -2940,3 +2940,49 @@ Call-ID: [call_id]
     b.handle_command(0, b"call-id: t-3\ninternal-cmd: abort_call\n\n");
     assert_eq!((b.open_calls(), b.stats.out_of_call_msgs), (0, 1));
 }
+
+/// SIPp's `advance_state="false"`: an optional step takes a message and
+/// runs its actions, and the call stays where it was (the next step
+/// still waits, the last message is not that one).
+#[test]
+fn advance_state_false_runs_the_actions_and_leaves_the_call_where_it_was() {
+    let scn = scenario(
+        r#"<scenario name="uas">
+  <recv request="INVITE"/>
+  <recv request="INFO" optional="true" advance_state="false"><action><add assign_to="infos" value="1"/></action></recv>
+  <recv request="ACK"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+X-Infos: [$infos]
+Content-Length: 0
+]]></send>
+</scenario>"#,
+    );
+    let mut b = uas(scn, config(None));
+    b.handle_datagram(
+        0,
+        addr(UAC),
+        request("INVITE", "a-1", "i1", 1, "").as_bytes(),
+    );
+    b.handle_datagram(0, addr(UAC), request("INFO", "a-1", "n1", 2, "").as_bytes());
+    b.handle_datagram(0, addr(UAC), request("INFO", "a-1", "n2", 3, "").as_bytes());
+    assert!(drain(&mut b).is_empty(), "still waiting");
+    b.handle_datagram(0, addr(UAC), request("ACK", "a-1", "k1", 1, "").as_bytes());
+    let ok = String::from_utf8_lossy(&drain(&mut b)[0].1).into_owned();
+    assert!(
+        ok.contains("X-Infos: 2.000000") && ok.contains("CSeq: 1 ACK"),
+        "{ok}"
+    );
+    assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
+    let e = Scenario::parse(
+        r#"<scenario><recv request="INFO" advance_state="false"/></scenario>"#,
+        "t.xml",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("optional messages only"), "{e}");
+}
