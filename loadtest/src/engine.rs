@@ -508,6 +508,8 @@ struct Call {
     /// The jump of the pause `_unexp.main` interrupted, for
     /// `pauserestore`.
     unexp_pause_jump: Option<usize>,
+    /// A message for `_unexp.main` that waits for its first `<recv>`.
+    queued: Option<Vec<u8>>,
     /// The deadline last put on the timer heap.
     scheduled: Option<u64>,
     /// Per [`MediaKind`]: where the peer's SDP said that stream goes.
@@ -575,6 +577,7 @@ impl Call {
             pause_restore: None,
             unexpected_jumped: false,
             unexp_pause_jump: None,
+            queued: None,
             scheduled: None,
             media_to: [None; 3],
             media_from: [None; 3],
@@ -618,6 +621,7 @@ impl Call {
         self.pause_restore = None;
         self.unexpected_jumped = false;
         self.unexp_pause_jump = None;
+        self.queued = None;
         self.scheduled = None;
         self.media_to = [None; 3];
         self.media_from = [None; 3];
@@ -2332,7 +2336,19 @@ impl Endpoint {
             }
         }
         let first_out = self.out.len();
-        let flow = f(self, &mut call, now);
+        let mut flow = f(self, &mut call, now);
+        // A message `_unexp.main` queued goes to the first <recv> the
+        // call waits at.
+        while matches!(flow, Flow::Waiting) && matches!(call.wait, Wait::Recv { .. }) {
+            let Some(bytes) = call.queued.take() else {
+                break;
+            };
+            if let Ok(m) = Message::parse(&bytes) {
+                call.unexpected_jumped = true;
+                flow = self.on_message(&mut call, now, &m, &bytes);
+                call.unexpected_jumped = false;
+            }
+        }
         if self.cfg.calldebug {
             let id = String::from_utf8_lossy(&call.id).into_owned();
             for k in first_out..self.out.len() {
@@ -3028,7 +3044,13 @@ impl Endpoint {
                 // Kept for `pauserestore` to put back with the pause.
                 call.unexp_pause_jump = call.pause_jump.take();
                 let flow = self.advance(call, now);
-                if !matches!(flow, Flow::Waiting) || !matches!(call.wait, Wait::Recv { .. }) {
+                if !matches!(flow, Flow::Waiting) {
+                    return flow;
+                }
+                // Not at a <recv> yet (a pause first): the message waits
+                // for the first one the call reaches (SIPp's queue).
+                if !matches!(call.wait, Wait::Recv { .. }) {
+                    call.queued = Some(bytes.to_vec());
                     return flow;
                 }
                 call.unexpected_jumped = true;

@@ -2986,3 +2986,46 @@ Content-Length: 0
     .unwrap_err();
     assert!(e.message.contains("optional messages only"), "{e}");
 }
+
+/// `_unexp.main` whose handler pauses before its `<recv>`: the message
+/// waits for it (SIPp's queue) and is taken there when the pause ends.
+#[test]
+fn a_message_for_unexp_main_waits_for_its_first_recv() {
+    let scn = scenario(
+        r#"<scenario name="uas">
+  <recv request="INVITE"/>
+  <pause milliseconds="1000"/>
+  <label id="_unexp.main"/>
+  <pause milliseconds="50"/>
+  <recv request="INFO"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+</scenario>"#,
+    );
+    let mut b = uas(scn, config(None));
+    b.handle_datagram(
+        0,
+        addr(UAC),
+        request("INVITE", "q-1", "i1", 1, "").as_bytes(),
+    );
+    b.handle_datagram(
+        10_000,
+        addr(UAC),
+        request("INFO", "q-1", "n1", 2, "").as_bytes(),
+    );
+    assert!(drain(&mut b).is_empty(), "the handler pauses first");
+    b.handle_timeout(60_000);
+    let ok = String::from_utf8_lossy(&drain(&mut b)[0].1).into_owned();
+    assert!(
+        ok.starts_with("SIP/2.0 200 OK") && ok.contains("CSeq: 2 INFO"),
+        "{ok}"
+    );
+    assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
+}
