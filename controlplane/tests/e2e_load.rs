@@ -79,19 +79,38 @@ fn sbc_load_calls_through_the_sbc_on_two_shards() {
     );
     args.extend(["-d".into(), "200".into()]);
     let uac_code = wait(run(&args, &uac_json), Duration::from_secs(120));
+    // On a machine busy with other tests the SBC's overload control may
+    // shed a few calls (503 before any call state, as designed). Those
+    // never reach the callee: tell it (its remote control's `q`) that no
+    // more come.
+    let shed = sbc.metric(r#"sbc_requests_rejected_total{reason="overload"}"#);
+    if shed > 0.0 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"q", ("127.0.0.1", net.port(5))).unwrap();
+    }
     let uas_code = wait(uas, Duration::from_secs(30));
     let (uac, uas) = (report(&uac_json), report(&uas_json));
-    assert_eq!(uac_code, Some(0), "caller: {uac:#}\n{}", sbc.log());
+    let n = calls as f64;
+    assert!(shed <= n * 0.05, "{shed} calls shed of {n}\n{}", sbc.log());
+    let answered = calls - shed as usize;
+    // Every call the SBC admitted succeeds; the caller counts the shed
+    // ones (a 503 it did not expect) as failed, and exits 1 for them.
+    assert_eq!(
+        uac_code,
+        Some(i32::from(shed > 0.0)),
+        "caller: {uac:#}\n{}",
+        sbc.log()
+    );
     assert_eq!(uas_code, Some(0), "callee: {uas:#}");
     for r in [&uac, &uas] {
-        assert_eq!(r["calls_succeeded"], calls);
-        assert_eq!(r["calls_failed"], 0);
+        assert_eq!(r["calls_succeeded"], answered, "{r:#}");
     }
-    assert!(uac["invite_to_200"]["count"] == calls, "{uac:#}");
-    let n = calls as f64;
+    assert_eq!(uac["calls_failed"], calls - answered, "{uac:#}");
+    assert_eq!(uas["calls_failed"], 0, "{uas:#}");
+    assert!(uac["invite_to_200"]["count"] == answered, "{uac:#}");
     assert_eq!(
         sbc.metric(r#"sbc_calls_answered_total{trunk="carrier-a",direction="outbound"}"#),
-        n
+        answered as f64
     );
     for s in 0..2 {
         let per = sbc.metric(&format!(r#"sbc_shard_calls_total{{shard="{s}"}}"#));
