@@ -161,13 +161,7 @@ impl Distribution {
                 shape,
                 scale,
                 location,
-            } => {
-                if shape == 0.0 {
-                    location + scale * 100f64.ln()
-                } else {
-                    location + scale * (100f64.powf(shape) - 1.0) / shape
-                }
-            }
+            } => gpareto_at(shape, scale, location, 0.01),
             Distribution::Gamma { k, theta } => gamma_99(k, k * theta),
             // As the Gamma of its mean and variance (shape mean · p).
             Distribution::NegBin { p, n } => {
@@ -193,18 +187,22 @@ impl Distribution {
                 shape,
                 scale,
                 location,
-            } => {
-                if shape == 0.0 {
-                    location - scale * open().ln()
-                } else {
-                    location + scale * (open().powf(-shape) - 1.0) / shape
-                }
-            }
+            } => gpareto_at(shape, scale, location, open()),
             Distribution::Gamma { k, theta } => gamma(k, unit) * theta,
             // As GSL: a Poisson draw whose mean is Gamma(n) scaled by
             // (1 - p) / p.
             Distribution::NegBin { p, n } => poisson(gamma(n, unit) * (1.0 - p) / p, unit),
         }
+    }
+}
+
+/// The generalized Pareto value whose upper tail holds the share `tail`
+/// (in (0, 1]): its inverse CDF at 1 − tail.
+fn gpareto_at(shape: f64, scale: f64, location: f64, tail: f64) -> f64 {
+    if shape == 0.0 {
+        location - scale * tail.ln()
+    } else {
+        location + scale * (tail.powf(-shape) - 1.0) / shape
     }
 }
 

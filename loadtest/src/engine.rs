@@ -3395,8 +3395,8 @@ impl Endpoint {
                         self.emit(call.dst(), &buf);
                     }
                     if self.plays_media {
-                        own_media_ports(&buf, &mut call.media_from);
                         let sdp = crate::rtpcheck::body(&buf);
+                        own_media_ports(sdp, &mut call.media_from);
                         if call.keys.is_some() || crate::rtpcheck::has_crypto(sdp) {
                             call.keys.get_or_insert_default().sent(sdp);
                         }
@@ -4529,12 +4529,9 @@ fn remote_media(sdp: &[u8], ipv6: bool, to: &mut [Option<SocketAddr>; 3]) {
     }
 }
 
-/// The ports our own SDP (in a message we sent) gave each stream.
-fn own_media_ports(message: &[u8], from: &mut [Option<u16>; 3]) {
-    let Some(body_at) = message.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return;
-    };
-    let sdp = &message[body_at + 4..];
+/// The ports our own SDP (the body of a message we sent) gave each
+/// stream.
+fn own_media_ports(sdp: &[u8], from: &mut [Option<u16>; 3]) {
     for kind in MediaKind::ALL {
         let m = [b"m=", kind.name().as_bytes(), b" "].concat();
         if let Some(port) = sdp_value(sdp, &m)

@@ -101,22 +101,27 @@ pub fn has_crypto(sdp: &[u8]) -> bool {
 impl Keys {
     /// Our SDP went out: its sections' lines are ours now.
     pub fn sent(&mut self, sdp: &[u8]) {
-        for (k, section) in sections(sdp).into_iter().enumerate() {
-            if let Some(s) = section {
-                self.unusable[k] = s.lines.is_empty() && s.unusable > 0;
-                self.local[k] = s.lines;
-                self.peer_last[k] = false;
-            }
-        }
+        self.take(sdp, false);
     }
 
     /// The peer's SDP came in.
     pub fn received(&mut self, sdp: &[u8]) {
+        self.take(sdp, true);
+    }
+
+    /// An SDP of ours or the peer's: each stream kind it has replaces
+    /// that side's lines, and it is now the last of that kind.
+    fn take(&mut self, sdp: &[u8], peer: bool) {
         for (k, section) in sections(sdp).into_iter().enumerate() {
             if let Some(s) = section {
                 self.unusable[k] = s.lines.is_empty() && s.unusable > 0;
-                self.remote[k] = s.lines;
-                self.peer_last[k] = true;
+                let side = if peer {
+                    &mut self.remote
+                } else {
+                    &mut self.local
+                };
+                side[k] = s.lines;
+                self.peer_last[k] = peer;
             }
         }
     }

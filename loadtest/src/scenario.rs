@@ -713,7 +713,14 @@ const STEP_COMMON: &[&str] = &[
     "counter",
 ];
 
-/// Attributes each step element accepts besides [`STEP_COMMON`].
+/// The parameters of every distribution (`<pause>`, `<sample>`).
+const DISTRIBUTION_PARAMS: &[&str] = &[
+    "value", "min", "max", "mean", "stdev", "lambda", "k", "x_m", "shape", "scale", "location",
+    "theta", "p", "n",
+];
+
+/// Attributes each step element accepts besides [`STEP_COMMON`] (and,
+/// for a pause, [`DISTRIBUTION_PARAMS`]).
 const STEP_ATTRS: &[(&str, &[&str])] = &[
     (
         "send",
@@ -745,20 +752,6 @@ const STEP_ATTRS: &[(&str, &[&str])] = &[
             "milliseconds",
             "variable",
             "distribution",
-            "value",
-            "min",
-            "max",
-            "mean",
-            "stdev",
-            "lambda",
-            "k",
-            "x_m",
-            "shape",
-            "scale",
-            "location",
-            "theta",
-            "p",
-            "n",
             "sanity_check",
             // SIPp's older forms name the distribution by an attribute.
             "normal",
@@ -897,7 +890,17 @@ impl Parser<'_> {
             .find(|(n, _)| *n == key)
             .map(|(_, a)| *a)
             .unwrap_or(&[]);
-        let allowed: Vec<&str> = own.iter().chain(STEP_COMMON).copied().collect();
+        let params = if key == "pause" {
+            DISTRIBUTION_PARAMS
+        } else {
+            &[]
+        };
+        let allowed: Vec<&str> = own
+            .iter()
+            .chain(STEP_COMMON)
+            .chain(params)
+            .copied()
+            .collect();
         self.check_attrs(node, &allowed)?;
         let kind = match name {
             "send" => {
@@ -1551,27 +1554,12 @@ impl Parser<'_> {
                 })
             }
             "sample" => {
-                self.check_attrs(
-                    node,
-                    &[
-                        "assign_to",
-                        "distribution",
-                        "value",
-                        "min",
-                        "max",
-                        "mean",
-                        "stdev",
-                        "lambda",
-                        "k",
-                        "x_m",
-                        "shape",
-                        "scale",
-                        "location",
-                        "theta",
-                        "p",
-                        "n",
-                    ],
-                )?;
+                let allowed: Vec<&str> = ["assign_to", "distribution"]
+                    .iter()
+                    .chain(DISTRIBUTION_PARAMS)
+                    .copied()
+                    .collect();
+                self.check_attrs(node, &allowed)?;
                 let var = self.one_var(node)?;
                 let Some(name) = distribution_name(node, false) else {
                     return Err(self.err(node, "the distribution attribute is required"));
