@@ -45,15 +45,20 @@ pub use validate::{MAX_SHARDS, MAX_TRUNKS};
 use file::ConfigFile;
 use path::line_of_offset;
 
-/// Default of `shards.batch_wait_us`: 1 ms. A shard that wakes for a
-/// packet sleeps on until 1 ms has passed since it began waiting (or 64
-/// completions are ready) before it processes the lot, so one wake-up
-/// serves many packets; a packet that finds the shard idle longer than
-/// that is taken at once. Measured (bench/results/2026-12-05-wakeups.md),
-/// it cuts the CPU per call by about a quarter at 1,000 calls/s and 15 % at
-/// 8,000, and per relayed RTP packet at 40,000 packets/s, for at most 1 ms
-/// more per message.
-pub const DEFAULT_BATCH_WAIT_US: u32 = 1_000;
+/// Default of `shards.batch_wait_us`: 4 ms. A shard that wakes for a
+/// packet while it relays no media sleeps on until 4 ms have passed since
+/// it began waiting (or 64 completions are ready) before it processes the
+/// lot, so one wake-up serves many packets; a packet that finds the shard
+/// idle longer than that is taken at once. Measured
+/// (bench/results/2026-12-05-wakeups.md, 2026-12-05-signalling-window.md),
+/// it takes a third off the CPU per call at 1,000 calls/s against 1 ms,
+/// for at most 4 ms more per message; SIP's timers are in hundreds of ms.
+pub const DEFAULT_BATCH_WAIT_US: u32 = 4_000;
+
+/// Default of `shards.media_batch_wait_us`: 1 ms, the window while a shard
+/// relays RTP (it received some in the last second), so relayed media is
+/// held at most 1 ms.
+pub const DEFAULT_MEDIA_BATCH_WAIT_US: u32 = 1_000;
 
 /// Largest `shards.batch_wait_us` accepted.
 pub const MAX_BATCH_WAIT_US: u32 = 10_000;
@@ -142,8 +147,8 @@ impl Config {
         self.file.shards.pin_threads.unwrap_or(true)
     }
 
-    /// Wake-up coalescing of the shard loops (`shards.batch_wait_us`,
-    /// default 1 ms).
+    /// Wake-up coalescing of the shard loops while they relay no media
+    /// (`shards.batch_wait_us`, default 4 ms).
     pub fn batch_wait(&self) -> std::time::Duration {
         std::time::Duration::from_micros(u64::from(
             self.file
@@ -151,6 +156,18 @@ impl Config {
                 .batch_wait_us
                 .unwrap_or(DEFAULT_BATCH_WAIT_US),
         ))
+    }
+
+    /// Wake-up coalescing while a shard relays media
+    /// (`shards.media_batch_wait_us`, default 1 ms; never more than
+    /// [`Config::batch_wait`]).
+    pub fn media_batch_wait(&self) -> std::time::Duration {
+        let us = self
+            .file
+            .shards
+            .media_batch_wait_us
+            .unwrap_or(DEFAULT_MEDIA_BATCH_WAIT_US);
+        std::time::Duration::from_micros(u64::from(us)).min(self.batch_wait())
     }
 
     /// The TLS settings for the shards (certificates read at load).

@@ -101,7 +101,7 @@ pub enum Control {
 pub struct DataPlaneConfig {
     pub shards: usize,
     pub pin_threads: bool,
-    pub batch_wait: std::time::Duration,
+    pub coalescing: sbc_dataplane::shard::Coalescing,
 }
 
 /// A running data plane, as the supervisor sees it.
@@ -190,7 +190,10 @@ pub fn supervise<D: DataPlane>(
     let dataplane_config = DataPlaneConfig {
         shards: config.shard_count(),
         pin_threads: config.pin_threads(),
-        batch_wait: config.batch_wait(),
+        coalescing: sbc_dataplane::shard::Coalescing {
+            signalling: config.batch_wait(),
+            media: config.media_batch_wait(),
+        },
     };
     let (registrar, directory) = Registrar::start(
         config.registrar_state_file().map(Path::to_path_buf),
@@ -364,7 +367,7 @@ fn start_dataplane(
     let runtime_config = RuntimeConfig {
         shards: cfg.shards,
         pin_threads: cfg.pin_threads,
-        batch_wait: cfg.batch_wait,
+        coalescing: cfg.coalescing,
         stop_shard_after,
         ..RuntimeConfig::default()
     };

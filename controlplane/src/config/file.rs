@@ -104,9 +104,14 @@ pub struct Shards {
     /// Pin each shard thread to a core (default true).
     #[serde(default)]
     pub pin_threads: Option<bool>,
-    /// Wake-up coalescing in microseconds (0 = off; at most 10000).
+    /// Wake-up coalescing in microseconds while a shard relays no media
+    /// (0 = off; at most 10000).
     #[serde(default)]
     pub batch_wait_us: Option<u32>,
+    /// Wake-up coalescing in microseconds while a shard relays media
+    /// (0 = off; at most 10000; never more than `batch_wait_us`).
+    #[serde(default)]
+    pub media_batch_wait_us: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

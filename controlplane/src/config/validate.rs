@@ -44,16 +44,21 @@ pub fn validate(file: &ConfigFile) -> Check {
             format!("{} is too many: at most {MAX_SHARDS}", file.shards.count),
         );
     }
-    if let Some(us) = file.shards.batch_wait_us
-        && us > crate::config::MAX_BATCH_WAIT_US
-    {
-        return at(
-            root.key("shards").key("batch_wait_us"),
-            format!(
-                "{us} is too long: at most {} microseconds",
-                crate::config::MAX_BATCH_WAIT_US
-            ),
-        );
+    for (key, value) in [
+        ("batch_wait_us", file.shards.batch_wait_us),
+        ("media_batch_wait_us", file.shards.media_batch_wait_us),
+    ] {
+        if let Some(us) = value
+            && us > crate::config::MAX_BATCH_WAIT_US
+        {
+            return at(
+                root.key("shards").key(key),
+                format!(
+                    "{us} is too long: at most {} microseconds",
+                    crate::config::MAX_BATCH_WAIT_US
+                ),
+            );
+        }
     }
     for (key, value) in [
         ("stranger_answers_per_s", file.acl.stranger_answers_per_s),

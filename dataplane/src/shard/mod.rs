@@ -13,6 +13,7 @@
 
 #[allow(unsafe_code)]
 mod bufring;
+mod coalesce;
 mod events;
 #[allow(unsafe_code)]
 mod limits;
@@ -37,6 +38,7 @@ use std::thread::JoinHandle;
 use arc_swap::ArcSwap;
 
 pub use bufring::BufRing;
+pub use coalesce::Coalescing;
 pub use mailbox::{Handoff, Mailbox};
 pub use slots::{SendPool, UDP_SEGMENT, empty_msghdr};
 pub use socket::{decode_sockaddr, reuseport_tcp, reuseport_udp};
@@ -81,7 +83,7 @@ pub struct RuntimeConfig {
     pub socket_buffer: usize,
     /// Wake-up coalescing: after the first completion, wait this long for
     /// more before processing (needs Linux 6.12; zero disables).
-    pub batch_wait: std::time::Duration,
+    pub coalescing: Coalescing,
     pub recv_mode: RecvMode,
     /// Fault injection (tests of shard supervision): shard `.0`'s loop
     /// ends with an error at its first wake-up this long after start.
@@ -95,7 +97,7 @@ impl Default for RuntimeConfig {
             pin_threads: true,
             sizes: RingSizes::default(),
             socket_buffer: 4 << 20,
-            batch_wait: std::time::Duration::ZERO,
+            coalescing: Coalescing::default(),
             recv_mode: RecvMode::Auto,
             stop_shard_after: None,
         }
@@ -264,7 +266,8 @@ impl Runtime {
                             policy,
                             directory,
                             stop,
-                            batch_wait: cfg.batch_wait,
+                            coalescing: cfg.coalescing,
+                            media_seen: None,
                             governor: Default::default(),
                             fault_at: cfg
                                 .stop_shard_after

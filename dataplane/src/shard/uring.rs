@@ -71,7 +71,7 @@ const FAREWELL: Duration = Duration::from_secs(1);
 /// Longest sleep, so a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How many completions a shard waits for before waking, at most; with
-/// `batch_wait` this coalesces wake-ups under load.
+/// the coalescing window this cuts wake-ups under load.
 const BATCH_WANT: usize = 64;
 /// Longest sleep while AF_XDP frames wait for the kernel to take them.
 const UNSENT_WAIT: Duration = Duration::from_millis(1);
@@ -604,7 +604,9 @@ pub(crate) struct ShardLoop {
     pub stop: Arc<AtomicBool>,
     /// Once woken by a first completion, wait up to this long for more
     /// before processing (interrupt-coalescing style; zero disables).
-    pub batch_wait: Duration,
+    pub coalescing: super::Coalescing,
+    /// When the last media datagram arrived (it shortens the wait).
+    pub media_seen: Option<Instant>,
     /// Overload control: the loop's busy ratio sets the engine's share of
     /// new calls admitted.
     pub governor: sbc_core::overload::Governor,
@@ -822,13 +824,13 @@ impl ShardLoop {
             let ts = Timespec::from(wait);
             let mut args = SubmitArgs::new().timespec(&ts);
             let mut want = usize::from(!busy && !wait.is_zero());
-            if want > 0 && self.io.min_timeout && !self.batch_wait.is_zero() && !streamed {
+            let window = self.coalescing.window(worked, self.media_seen);
+            if want > 0 && self.io.min_timeout && !window.is_zero() && !streamed {
                 // Sleep until BATCH_WANT completions are ready, but return
-                // with whatever is there once batch_wait has passed (or at
+                // with whatever is there once the window has passed (or at
                 // the next timer): fewer wake-ups under load, bounded delay.
                 want = BATCH_WANT;
-                args = args
-                    .min_wait_usec(u32::try_from(self.batch_wait.as_micros()).unwrap_or(u32::MAX));
+                args = args.min_wait_usec(u32::try_from(window.as_micros()).unwrap_or(u32::MAX));
             }
             submit_and_wait(&self.io.ring, want, &args)?;
         }
@@ -937,6 +939,7 @@ impl ShardLoop {
         let mut lookups = MAX_LOOKUPS;
         while let Some((addr, len)) = xsk.next() {
             received += 1;
+            self.media_seen = Some(now);
             let Some(frame) = umem.frame(addr, len) else {
                 self.stats.media_drop(MediaDrop::Malformed);
                 xsk.recycle(addr);
@@ -1100,6 +1103,7 @@ impl ShardLoop {
                     }
                 }
                 (Class::Media(port), Some(src)) => {
+                    self.media_seen = Some(now);
                     if let Some(f) = self.engine.handle_media(now, port, src, r.data) {
                         let start = self.io.media_start_for(f.to);
                         send_media(

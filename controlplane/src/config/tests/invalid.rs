@@ -448,14 +448,31 @@ fn semantic_errors_carry_the_line() {
 
 #[test]
 fn batch_wait_too_long_names_the_field() {
-    let text = "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[shards]\nbatch_wait_us = 20000\n";
-    let err = crate::config::Config::from_toml_str(text)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("shards.batch_wait_us: 20000 is too long"),
-        "{err}"
-    );
+    for key in ["batch_wait_us", "media_batch_wait_us"] {
+        let text = format!("[sip]\nlisten = [\"127.0.0.1:5060\"]\n[shards]\n{key} = 20000\n");
+        let err = crate::config::Config::from_toml_str(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("shards.{key}: 20000 is too long")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn coalescing_windows_default_and_media_never_exceeds_signalling() {
+    let parse = |extra: &str| {
+        let text = format!("[sip]\nlisten = [\"127.0.0.1:5060\"]\n[shards]\n{extra}");
+        crate::config::Config::from_toml_str(&text).unwrap()
+    };
+    let us = std::time::Duration::from_micros;
+    let c = parse("");
+    assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(4000), us(1000)));
+    let c = parse("batch_wait_us = 500\n");
+    assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(500), us(500)));
+    let c = parse("batch_wait_us = 3000\nmedia_batch_wait_us = 0\n");
+    assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(3000), us(0)));
 }
 
 rejects!(
