@@ -159,6 +159,11 @@ pub(crate) struct Streams {
     rearm: Vec<usize>,
     /// The SBC is stopping: connections accepted now are closed at once.
     stopping: bool,
+    /// This round left a connection mid-exchange (a TLS handshake or a
+    /// WebSocket upgrade under way, last words to send, output waiting
+    /// behind a send in flight): the loop should not linger before its
+    /// next round.
+    urgent: bool,
 }
 
 impl Streams {
@@ -196,6 +201,7 @@ impl Streams {
             plain: vec![0; STREAM_BUF].into_boxed_slice(),
             rearm: Vec::new(),
             stopping: false,
+            urgent: false,
         })
     }
 
@@ -450,6 +456,7 @@ impl Streams {
                     }
                 }
             }
+            self.urgent |= setting_up(c) || c.finishing.is_some();
             if close.is_none() && !c.closing {
                 if res == 0 {
                     close = Some(ConnClose::Peer);
@@ -483,6 +490,12 @@ impl Streams {
         }
         self.maybe_free(slot);
         Ok(())
+    }
+
+    /// Whether this round left a connection mid-exchange (see `urgent`);
+    /// asking clears it.
+    pub(crate) fn take_urgent(&mut self) -> bool {
+        std::mem::take(&mut self.urgent)
     }
 
     /// The other shard that owns the connection `dest` names, if it is
@@ -679,7 +692,13 @@ impl Streams {
         let Some(c) = self.conn_mut(slot) else {
             return Ok(());
         };
-        if c.closing || c.connecting.is_some() || c.in_flight {
+        if c.closing {
+            return Ok(());
+        }
+        if c.connecting.is_some() || c.in_flight {
+            // What is queued leaves when that completes.
+            let waiting = !c.queued.is_empty() || !c.sending.is_empty();
+            self.urgent |= waiting;
             return Ok(());
         }
         if c.sending.is_empty() {
@@ -714,6 +733,7 @@ impl Streams {
         if res < 0 {
             return self.close(ring, slot, ConnClose::Error, stats);
         }
+        let next_flight = setting_up(c) || c.finishing.is_some();
         let sent = usize::try_from(res).unwrap_or(0).min(c.sending.len());
         add_bytes(
             &stats.bytes_out,
@@ -730,6 +750,7 @@ impl Streams {
         {
             return self.close(ring, slot, reason, stats);
         }
+        self.urgent |= next_flight;
         self.send_next(ring, slot)
     }
 
@@ -1005,6 +1026,14 @@ fn take_in(
 /// Whether anything was added; an error when TLS cannot take the
 /// WebSocket's output (more than its buffer holds: the peer does not
 /// read).
+/// A connection still being set up: no SIP message carried yet, or a TLS
+/// handshake or a WebSocket upgrade under way (each step a round trip).
+fn setting_up(c: &Conn) -> bool {
+    !c.got_message
+        || c.tls.as_deref().is_some_and(|t| t.is_handshaking())
+        || c.ws.as_deref().is_some_and(WsConn::upgrading)
+}
+
 fn seal(c: &mut Conn) -> Result<bool, ConnClose> {
     let before = c.queued.len();
     if let Some(ws) = c.ws.as_deref_mut() {

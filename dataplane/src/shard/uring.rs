@@ -401,18 +401,16 @@ impl ShardIo {
 
     /// Moves SIP messages from the engine into free send slots (UDP) or
     /// onto their connections (streams); messages for another shard's
-    /// connection go to `elsewhere`. True when some went to a stream.
+    /// connection go to `elsewhere`.
     fn flush(
         &mut self,
         now: Instant,
         engine: &mut Engine,
         stats: &ShardStats,
         elsewhere: &mut Vec<(usize, Handoff)>,
-    ) -> io::Result<bool> {
-        let mut streamed = false;
+    ) -> io::Result<()> {
         while let Some(dest) = engine.peek_transmit() {
             if dest.transport.is_reliable() {
-                streamed = true;
                 let Some(o) = engine.poll_outgoing() else {
                     break;
                 };
@@ -470,7 +468,7 @@ impl ShardIo {
             };
             push(&mut self.ring, &entry.user_data(SEND_SIP | u64::from(idx)))?;
         }
-        Ok(streamed)
+        Ok(())
     }
 }
 
@@ -699,17 +697,18 @@ impl ShardLoop {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
-            // Stream work this round (a handshake, a send waiting for the
-            // last one's completion) is a chain of round trips: the next
-            // wait does not linger for more completions.
+            // Stream work that is a chain of round trips (a connection
+            // being set up, a handshake, output waiting behind a send in
+            // flight) makes the next wait not linger for more completions;
+            // established connections coalesce like datagrams.
             let mut streamed = false;
             for &(ud, res, flags) in &completions {
                 let idx = (ud & INDEX_MASK) as usize;
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
-                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL => {
-                        streamed = true;
+                    kind @ (ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL) => {
+                        streamed |= matches!(kind, ACCEPT | CONN_CONNECT | CONN_CANCEL);
                         self.on_stream(now, ud, idx, res, flags, &mut inbound)?;
                     }
                     SEND_SIP | SEND_MEDIA => {
@@ -755,7 +754,6 @@ impl ShardLoop {
                     }
                     Handoff::Message(m) => self.engine.handle_shard_message(now, m),
                     Handoff::Send { dest, data } => {
-                        streamed = true;
                         if let Some(streams) = &mut self.io.streams {
                             // The connection is ours (its id says so).
                             streams.send(&mut self.io.ring, now, dest, data, &self.stats)?;
@@ -767,9 +765,9 @@ impl ShardLoop {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
-            streamed |= self
-                .io
+            self.io
                 .flush(now, &mut self.engine, &self.stats, &mut elsewhere)?;
+            streamed |= self.io.streams.as_mut().is_some_and(Streams::take_urgent);
             for (shard, h) in elsewhere.drain(..) {
                 post(&self.mailboxes, &self.stats, shard, h, &mut wakes);
             }

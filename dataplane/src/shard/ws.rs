@@ -147,6 +147,11 @@ impl WsConn {
         }
     }
 
+    /// The upgrade request has not been answered yet.
+    pub(crate) fn upgrading(&self) -> bool {
+        matches!(self.state, State::Upgrading(_))
+    }
+
     /// Bytes received: each whole SIP message goes to `out`. An error
     /// says the connection must close (after what [`WsConn::output`]
     /// holds is sent: the 400, or the close answered).
