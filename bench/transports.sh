@@ -15,7 +15,8 @@
 # Run from anywhere after
 # `cargo build --release -p sbc-controlplane -p sbc-loadtest`:
 #   bench/transports.sh            # RATE=300 calls/s, CALLS=6000, ROUNDS=2
-#   (BATCH_WAIT_US=N sets the sbc's shards.batch_wait_us; default: its own)
+#   (BATCH_WAIT_US=N sets the sbc's shards.batch_wait_us and
+#   media_batch_wait_us; default: its own)
 # Installs sipp, kamailio and kamailio-tls-modules when missing.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +50,7 @@ key = "$CERTS/localhost.key"
 count = 1
 pin_threads = false
 ${BATCH_WAIT_US:+batch_wait_us = $BATCH_WAIT_US}
+${BATCH_WAIT_US:+media_batch_wait_us = $BATCH_WAIT_US}
 [metrics]
 listen = "$N.1:9090"
 [[trunks]]

@@ -127,7 +127,18 @@ pub fn spawn_kamailio(
 
 /// How a run's `shards.batch_wait_us` reads in a report.
 pub fn wait_label(batch_wait_us: Option<u32>) -> String {
-    batch_wait_us.map_or_else(|| "the sbc's default".to_string(), |us| format!("{us} µs"))
+    batch_wait_us.map_or_else(
+        || "the sbc's default".to_string(),
+        |us| format!("{us} µs, media or not"),
+    )
+}
+
+/// The `[shards]` lines of a benchmark's `--batch-wait-us`: one window,
+/// with media or without (`batch_wait_us` and `media_batch_wait_us`).
+pub fn wait_lines(batch_wait_us: Option<u32>) -> String {
+    batch_wait_us.map_or(String::new(), |us| {
+        format!("batch_wait_us = {us}\nmedia_batch_wait_us = {us}\n")
+    })
 }
 
 /// The sbc configuration of the benchmarks: listening on `sbc`:5060 with
@@ -142,7 +153,7 @@ pub fn sbc_config(
     batch_wait_us: Option<u32>,
     extra: &str,
 ) -> String {
-    let wait = batch_wait_us.map_or(String::new(), |us| format!("batch_wait_us = {us}\n"));
+    let wait = wait_lines(batch_wait_us);
     format!(
         "[sip]\nlisten = [\"{sbc}:5060\"]\n[shards]\ncount = {shards}\n{wait}[metrics]\nlisten = \"{sbc}:9090\"\n{extra}\
          [[trunks]]\nname = \"pbx\"\nsources = [\"{pbx}\"]\naddress = \"{pbx}:5060\"\n\

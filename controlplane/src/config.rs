@@ -60,7 +60,7 @@ pub const DEFAULT_BATCH_WAIT_US: u32 = 4_000;
 /// held at most 1 ms.
 pub const DEFAULT_MEDIA_BATCH_WAIT_US: u32 = 1_000;
 
-/// Largest `shards.batch_wait_us` accepted.
+/// Largest `shards.batch_wait_us` and `shards.media_batch_wait_us` accepted.
 pub const MAX_BATCH_WAIT_US: u32 = 10_000;
 
 /// The configuration used when `sbc` starts without `--config`: loopback
@@ -160,7 +160,8 @@ impl Config {
 
     /// Wake-up coalescing while a shard relays media
     /// (`shards.media_batch_wait_us`, default 1 ms; never more than
-    /// [`Config::batch_wait`]).
+    /// [`Config::batch_wait`]: a longer value given is refused, the default
+    /// is lowered to it).
     pub fn media_batch_wait(&self) -> std::time::Duration {
         let us = self
             .file

@@ -40,8 +40,8 @@ struct Args {
     /// The kamailio binary (Debian package kamailio), for --target kamailio.
     #[arg(long, default_value = "/usr/sbin/kamailio")]
     kamailio: PathBuf,
-    /// Wake-up coalescing of the shard loops (shards.batch_wait_us;
-    /// default: the sbc's own).
+    /// Wake-up coalescing of the shard loops, media or not
+    /// (shards.batch_wait_us and media_batch_wait_us; default: the sbc's own).
     #[arg(long)]
     batch_wait_us: Option<u32>,
     /// Second octet of the loopback network used (127.N.0.0/24).

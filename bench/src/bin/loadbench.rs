@@ -49,7 +49,8 @@ struct Args {
     /// sbc shards.
     #[arg(long, default_value_t = 1)]
     shards: usize,
-    /// The sbc's `shards.batch_wait_us` (default: the sbc's own default).
+    /// The sbc's `shards.batch_wait_us` and `media_batch_wait_us`: one
+    /// window, media or not (default: the sbc's own defaults).
     #[arg(long)]
     batch_wait_us: Option<u32>,
     /// Call hold time (sbc-load -d), ms.

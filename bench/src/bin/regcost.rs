@@ -34,8 +34,8 @@ struct Args {
     /// Data-plane shards (Kamailio gets as many workers).
     #[arg(long, default_value_t = 1)]
     shards: usize,
-    /// Wake-up coalescing of the shard loops (shards.batch_wait_us;
-    /// default: the sbc's own).
+    /// Wake-up coalescing of the shard loops, media or not
+    /// (shards.batch_wait_us and media_batch_wait_us; default: the sbc's own).
     #[arg(long)]
     batch_wait_us: Option<u32>,
     /// Then re-register every account within this many seconds (a
@@ -111,7 +111,7 @@ struct Result {
 /// account each, every stranger answered (sipp is one source), no
 /// lockout, no keepalives.
 fn sbc_config(ip: &str, shards: usize, batch_wait_us: Option<u32>, accounts: u32) -> String {
-    let wait = batch_wait_us.map_or(String::new(), |us| format!("batch_wait_us = {us}\n"));
+    let wait = sbc_bench::harness::wait_lines(batch_wait_us);
     let mut c = format!(
         "[sip]\nlisten = [\"{ip}:5060\"]\n[shards]\ncount = {shards}\n{wait}[metrics]\nlisten = \"{ip}:9090\"\n\
          [acl]\nstranger_answers_per_s = 100000\nstranger_answers_total_per_s = 100000\n\

@@ -49,7 +49,8 @@ struct Args {
     sbc: PathBuf,
     #[arg(long, default_value = "/usr/bin/rtpengine")]
     rtpengine: PathBuf,
-    /// sbc wake-up coalescing (shards.batch_wait_us; default: the sbc's).
+    /// sbc wake-up coalescing, media or not (shards.batch_wait_us and
+    /// media_batch_wait_us; default: the sbc's).
     #[arg(long)]
     batch_wait_us: Option<u32>,
     /// Second octet of the loopback network used (127.N.0.0/24).

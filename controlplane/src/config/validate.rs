@@ -60,6 +60,21 @@ pub fn validate(file: &ConfigFile) -> Check {
             );
         }
     }
+    let signalling = file
+        .shards
+        .batch_wait_us
+        .unwrap_or(crate::config::DEFAULT_BATCH_WAIT_US);
+    if let Some(media) = file.shards.media_batch_wait_us
+        && media > signalling
+    {
+        return at(
+            root.key("shards").key("media_batch_wait_us"),
+            format!(
+                "{media} is longer than shards.batch_wait_us ({signalling}): relayed media may \
+                 not wait longer than signalling"
+            ),
+        );
+    }
     for (key, value) in [
         ("stranger_answers_per_s", file.acl.stranger_answers_per_s),
         (

@@ -159,11 +159,14 @@ pub(crate) struct Streams {
     rearm: Vec<usize>,
     /// The SBC is stopping: connections accepted now are closed at once.
     stopping: bool,
-    /// This round left a connection mid-exchange (a TLS handshake or a
-    /// WebSocket upgrade under way, last words to send, output waiting
-    /// behind a send in flight): the loop should not linger before its
-    /// next round.
+    /// This round left a connection mid-exchange (one that has carried no
+    /// SIP message yet, a TLS handshake or a WebSocket upgrade under way,
+    /// last words to send, output waiting behind a send or a connect in
+    /// flight): the loop should not linger before its next round.
     urgent: bool,
+    /// Connections waiting on a completion of their own ([`awaiting_own`]):
+    /// every round stays prompt until it comes, whatever else woke it.
+    awaiting: Vec<u16>,
 }
 
 impl Streams {
@@ -202,6 +205,7 @@ impl Streams {
             rearm: Vec::new(),
             stopping: false,
             urgent: false,
+            awaiting: Vec::new(),
         })
     }
 
@@ -492,10 +496,25 @@ impl Streams {
         Ok(())
     }
 
-    /// Whether this round left a connection mid-exchange (see `urgent`);
-    /// asking clears it.
+    /// Whether the next wait should not linger: this round left a
+    /// connection mid-exchange (see `urgent`; asking clears it), or one
+    /// still waits on a completion of its own.
     pub(crate) fn take_urgent(&mut self) -> bool {
-        std::mem::take(&mut self.urgent)
+        let slots = &self.slots;
+        self.awaiting.retain(|&slot| {
+            slots
+                .get(usize::from(slot))
+                .and_then(Option::as_ref)
+                .is_some_and(awaiting_own)
+        });
+        std::mem::take(&mut self.urgent) || !self.awaiting.is_empty()
+    }
+
+    /// Notes that `slot` may wait on a completion of its own.
+    fn note_awaiting(&mut self, slot: u16) {
+        if !self.awaiting.contains(&slot) {
+            self.awaiting.push(slot);
+        }
     }
 
     /// The other shard that owns the connection `dest` names, if it is
@@ -607,6 +626,7 @@ impl Streams {
         // The ClientHello waits in the queue for the connect.
         let _ = seal(c);
         push(ring, &entry)?;
+        self.note_awaiting(slot);
         Ok(Some(slot))
     }
 
@@ -697,8 +717,9 @@ impl Streams {
         }
         if c.connecting.is_some() || c.in_flight {
             // What is queued leaves when that completes.
-            let waiting = !c.queued.is_empty() || !c.sending.is_empty();
-            self.urgent |= waiting;
+            if awaiting_own(c) {
+                self.note_awaiting(slot);
+            }
             return Ok(());
         }
         if c.sending.is_empty() {
@@ -1021,11 +1042,6 @@ fn take_in(
     Ok(())
 }
 
-/// Moves what WebSocket and TLS have to send (the upgrade answer, frames,
-/// handshake records, encrypted output) into the connection's queue.
-/// Whether anything was added; an error when TLS cannot take the
-/// WebSocket's output (more than its buffer holds: the peer does not
-/// read).
 /// A connection still being set up: no SIP message carried yet, or a TLS
 /// handshake or a WebSocket upgrade under way (each step a round trip).
 fn setting_up(c: &Conn) -> bool {
@@ -1034,6 +1050,23 @@ fn setting_up(c: &Conn) -> bool {
         || c.ws.as_deref().is_some_and(WsConn::upgrading)
 }
 
+/// The connection waits on a completion of its own that should be taken
+/// as soon as it comes: its connect, or a send with more output queued
+/// behind it, or, for a connection we opened, the peer's next handshake
+/// flight. (A peer's own pace, such as a handshake it stalls, is not
+/// waited on this way: a stranger could otherwise keep coalescing off.)
+fn awaiting_own(c: &Conn) -> bool {
+    !c.closing
+        && (c.connecting.is_some()
+            || (c.in_flight && !c.queued.is_empty())
+            || (!c.accepted && c.tls.as_deref().is_some_and(|t| t.is_handshaking())))
+}
+
+/// Moves what WebSocket and TLS have to send (the upgrade answer, frames,
+/// handshake records, encrypted output) into the connection's queue.
+/// Whether anything was added; an error when TLS cannot take the
+/// WebSocket's output (more than its buffer holds: the peer does not
+/// read).
 fn seal(c: &mut Conn) -> Result<bool, ConnClose> {
     let before = c.queued.len();
     if let Some(ws) = c.ws.as_deref_mut() {

@@ -473,6 +473,15 @@ fn coalescing_windows_default_and_media_never_exceeds_signalling() {
     assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(500), us(500)));
     let c = parse("batch_wait_us = 3000\nmedia_batch_wait_us = 0\n");
     assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(3000), us(0)));
+    let err = crate::config::Config::from_toml_str(
+        "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[shards]\nbatch_wait_us = 500\nmedia_batch_wait_us = 800\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("shards.media_batch_wait_us: 800 is longer than shards.batch_wait_us (500)"),
+        "{err}"
+    );
 }
 
 rejects!(
