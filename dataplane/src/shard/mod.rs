@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use arc_swap::ArcSwap;
 
 pub use bufring::BufRing;
-pub use coalesce::Coalescing;
+pub use coalesce::{Coalescing, Pacer};
 pub use mailbox::{Handoff, Mailbox};
 pub use slots::{SendPool, UDP_SEGMENT, empty_msghdr};
 pub use socket::{decode_sockaddr, reuseport_tcp, reuseport_udp};
@@ -266,7 +266,7 @@ impl Runtime {
                             policy,
                             directory,
                             stop,
-                            coalescing: cfg.coalescing,
+                            pacer: Pacer::new(cfg.coalescing, std::time::Instant::now()),
                             media_seen: None,
                             governor: Default::default(),
                             fault_at: cfg

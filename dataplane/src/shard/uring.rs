@@ -600,9 +600,9 @@ pub(crate) struct ShardLoop {
     pub policy: Arc<ArcSwap<Policy>>,
     pub directory: super::Directory,
     pub stop: Arc<AtomicBool>,
-    /// Once woken by a first completion, wait up to this long for more
-    /// before processing (interrupt-coalescing style; zero disables).
-    pub coalescing: super::Coalescing,
+    /// Once woken by a first completion, how long to wait for more before
+    /// processing (interrupt-coalescing style; a zero window disables).
+    pub pacer: super::Pacer,
     /// When the last media datagram arrived (it shortens the wait).
     pub media_seen: Option<Instant>,
     /// Overload control: the loop's busy ratio sets the engine's share of
@@ -702,8 +702,10 @@ impl ShardLoop {
             // flight) makes the next wait not linger for more completions;
             // established connections coalesce like datagrams.
             let mut streamed = false;
+            let mut received = 0u64;
             for &(ud, res, flags) in &completions {
                 let idx = (ud & INDEX_MASK) as usize;
+                received += u64::from(matches!(ud & !INDEX_MASK, RECV | CONN_RECV));
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
@@ -822,7 +824,8 @@ impl ShardLoop {
             let ts = Timespec::from(wait);
             let mut args = SubmitArgs::new().timespec(&ts);
             let mut want = usize::from(!busy && !wait.is_zero());
-            let window = self.coalescing.window(worked, self.media_seen);
+            self.pacer.received(worked, received);
+            let window = self.pacer.window(worked, self.media_seen);
             if want > 0 && self.io.min_timeout && !window.is_zero() && !streamed {
                 // Sleep until BATCH_WANT completions are ready, but return
                 // with whatever is there once the window has passed (or at
