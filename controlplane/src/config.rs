@@ -47,9 +47,10 @@ use path::line_of_offset;
 
 /// Default of `shards.batch_wait_us`: 4 ms. A shard that wakes for a
 /// packet while it relays no media sleeps on until 4 ms have passed since
-/// it began waiting (or 64 completions are ready) before it processes the
-/// lot, so one wake-up serves many packets; a packet that finds the shard
-/// idle longer than that is taken at once. Measured
+/// it began waiting (less under load: as long as about 64 receives take at
+/// the current rate) before it processes the lot, so one wake-up serves
+/// many packets; a packet that finds the shard idle longer than that is
+/// taken at once. Measured
 /// (bench/results/2026-12-05-wakeups.md, 2026-12-05-signalling-window.md),
 /// it takes a third off the CPU per call at 1,000 calls/s against 1 ms,
 /// for at most 4 ms more per message; SIP's timers are in hundreds of ms.
