@@ -66,8 +66,9 @@ impl Pacer {
         }
     }
 
-    /// A round at `now` took `received` messages (SIP, media, stream
-    /// reads).
+    /// A round at `now` took `received` messages: datagrams (SIP and
+    /// media, from sockets, AF_XDP and other shards) and messages framed
+    /// out of stream connections.
     pub fn received(&mut self, now: Instant, received: u64) {
         self.count += received;
         let elapsed = now.saturating_duration_since(self.period_start);
@@ -139,13 +140,20 @@ mod tests {
     }
 
     #[test]
-    fn a_low_rate_keeps_the_configured_window() {
+    fn the_window_shortens_only_past_the_rate_that_fills_it() {
         let t0 = Instant::now();
         let mut p = Pacer::new(C, t0);
         assert_eq!(p.window(t0, None), Duration::from_micros(4000));
-        // 650 receives a second (100 calls/s): 65 in a period.
-        let now = feed(&mut p, t0, 65, 5);
+        // 64 receives in 4 ms is 1,600 in a period: below that the
+        // configured window stays, above it the window shortens.
+        let now = feed(&mut p, t0, 1500, 10);
         assert_eq!(p.window(now, None), Duration::from_micros(4000));
+        let now = feed(&mut p, now, 1700, 10);
+        let w = p.window(now, None);
+        assert!(
+            w < Duration::from_micros(4000) && w > Duration::from_micros(3700),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -171,11 +179,15 @@ mod tests {
     fn a_period_without_rounds_counts_as_its_length() {
         let t0 = Instant::now();
         let mut p = Pacer::new(C, t0);
-        feed(&mut p, t0, 5200, 40);
-        // A quiet second, then one round: the rate is that of the second.
-        let much_later = t0 + Duration::from_secs(1) + RATE_PERIOD;
-        p.received(much_later, 1);
+        let end = feed(&mut p, t0, 5200, 40);
+        // A second with one round at its end taking 5,200: 5,200 a second,
+        // not in 100 ms, so the configured window.
+        let much_later = end + Duration::from_secs(1);
+        p.received(much_later, 5200);
         assert_eq!(p.window(much_later, None), Duration::from_micros(4000));
+        // The same 5,200 in a 100 ms period shortens it.
+        p.received(much_later + RATE_PERIOD, 5200);
+        assert!(p.window(much_later + RATE_PERIOD, None) < Duration::from_micros(1300));
     }
 
     #[test]

@@ -138,6 +138,10 @@ pub(crate) struct Inbound {
     pub data: Bytes,
 }
 
+/// Longest a connection's wait on its own completion keeps the shard's
+/// rounds prompt (see `Streams::awaiting`).
+const AWAIT_PROMPT: Duration = Duration::from_millis(100);
+
 /// The shard's stream listeners and connections.
 pub(crate) struct Streams {
     me: u8,
@@ -164,9 +168,11 @@ pub(crate) struct Streams {
     /// last words to send, output waiting behind a send or a connect in
     /// flight): the loop should not linger before its next round.
     urgent: bool,
-    /// Connections waiting on a completion of their own ([`awaiting_own`]):
-    /// every round stays prompt until it comes, whatever else woke it.
-    awaiting: Vec<u16>,
+    /// Connections waiting on a completion of their own ([`awaiting_own`]),
+    /// with when that was first seen: every round stays prompt until it
+    /// comes, whatever else woke it, for [`AWAIT_PROMPT`] at most (a trunk
+    /// that drops our SYNs must not keep coalescing off for minutes).
+    awaiting: Vec<(u16, Option<Instant>)>,
 }
 
 impl Streams {
@@ -499,21 +505,23 @@ impl Streams {
     /// Whether the next wait should not linger: this round left a
     /// connection mid-exchange (see `urgent`; asking clears it), or one
     /// still waits on a completion of its own.
-    pub(crate) fn take_urgent(&mut self) -> bool {
+    pub(crate) fn take_urgent(&mut self, now: Instant) -> bool {
         let slots = &self.slots;
-        self.awaiting.retain(|&slot| {
-            slots
-                .get(usize::from(slot))
-                .and_then(Option::as_ref)
-                .is_some_and(awaiting_own)
+        self.awaiting.retain_mut(|(slot, since)| {
+            let since = *since.get_or_insert(now);
+            now.saturating_duration_since(since) < AWAIT_PROMPT
+                && slots
+                    .get(usize::from(*slot))
+                    .and_then(Option::as_ref)
+                    .is_some_and(awaiting_own)
         });
         std::mem::take(&mut self.urgent) || !self.awaiting.is_empty()
     }
 
     /// Notes that `slot` may wait on a completion of its own.
     fn note_awaiting(&mut self, slot: u16) {
-        if !self.awaiting.contains(&slot) {
-            self.awaiting.push(slot);
+        if !self.awaiting.iter().any(|(s, _)| *s == slot) {
+            self.awaiting.push((slot, None));
         }
     }
 
@@ -1050,16 +1058,17 @@ fn setting_up(c: &Conn) -> bool {
         || c.ws.as_deref().is_some_and(WsConn::upgrading)
 }
 
-/// The connection waits on a completion of its own that should be taken
-/// as soon as it comes: its connect, or a send with more output queued
-/// behind it, or, for a connection we opened, the peer's next handshake
-/// flight. (A peer's own pace, such as a handshake it stalls, is not
-/// waited on this way: a stranger could otherwise keep coalescing off.)
+/// A connection the SBC opened waits on a completion of its own that
+/// should be taken as soon as it comes: its connect, a send with more
+/// output queued behind it, or the peer's next handshake flight. Accepted
+/// connections are not waited on this way: a stranger could otherwise
+/// keep coalescing off (by not reading, or stalling its handshake).
 fn awaiting_own(c: &Conn) -> bool {
     !c.closing
+        && !c.accepted
         && (c.connecting.is_some()
             || (c.in_flight && !c.queued.is_empty())
-            || (!c.accepted && c.tls.as_deref().is_some_and(|t| t.is_handshaking())))
+            || c.tls.as_deref().is_some_and(|t| t.is_handshaking()))
 }
 
 /// Moves what WebSocket and TLS have to send (the upgrade answer, frames,

@@ -705,7 +705,7 @@ impl ShardLoop {
             let mut received = 0u64;
             for &(ud, res, flags) in &completions {
                 let idx = (ud & INDEX_MASK) as usize;
-                received += u64::from(matches!(ud & !INDEX_MASK, RECV | CONN_RECV));
+                received += u64::from(ud & !INDEX_MASK == RECV);
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
@@ -736,7 +736,8 @@ impl ShardLoop {
                 media.publish();
             }
 
-            self.relay_xdp(now)?;
+            received += self.relay_xdp(now)?;
+            received += inbound.len() as u64;
 
             // Messages framed out of stream connections.
             for m in inbound.drain(..) {
@@ -752,6 +753,7 @@ impl ShardLoop {
             while let Some(h) = mailbox.pop() {
                 match h {
                     Handoff::Datagram { origin, data } => {
+                        received += 1;
                         let _ = self.engine.handle_datagram(now, origin, &data);
                     }
                     Handoff::Message(m) => self.engine.handle_shard_message(now, m),
@@ -769,7 +771,7 @@ impl ShardLoop {
             }
             self.io
                 .flush(now, &mut self.engine, &self.stats, &mut elsewhere)?;
-            streamed |= self.io.streams.as_mut().is_some_and(Streams::take_urgent);
+            streamed |= self.io.streams.as_mut().is_some_and(|s| s.take_urgent(now));
             for (shard, h) in elsewhere.drain(..) {
                 post(&self.mailboxes, &self.stats, shard, h, &mut wakes);
             }
@@ -825,7 +827,11 @@ impl ShardLoop {
             let mut args = SubmitArgs::new().timespec(&ts);
             let mut want = usize::from(!busy && !wait.is_zero());
             self.pacer.received(worked, received);
-            let window = self.pacer.window(worked, self.media_seen);
+            // At least 1 µs: a zero min_wait would wait for all BATCH_WANT.
+            let window = match self.pacer.window(worked, self.media_seen) {
+                w if w.is_zero() => w,
+                w => w.max(Duration::from_micros(1)),
+            };
             if want > 0 && self.io.min_timeout && !window.is_zero() && !streamed {
                 // Sleep until BATCH_WANT completions are ready, but return
                 // with whatever is there once the window has passed (or at
@@ -917,10 +923,11 @@ impl ShardLoop {
     /// rewritten in place and transmitted from the same memory when the
     /// destination's next hop is resolved, else its payload goes out
     /// through the UDP socket of its port (as on the socket path).
-    fn relay_xdp(&mut self, now: Instant) -> io::Result<()> {
+    /// Relays the frames the AF_XDP socket holds; how many there were.
+    fn relay_xdp(&mut self, now: Instant) -> io::Result<u64> {
         let io = &mut self.io;
         let Some(path) = io.xdp.as_mut() else {
-            return Ok(());
+            return Ok(0);
         };
         if now.saturating_duration_since(path.stats_read) >= XDP_STATS_EVERY {
             path.stats_read = now;
@@ -1032,7 +1039,7 @@ impl ShardLoop {
                 .fetch_add(fallback, Ordering::Relaxed);
         }
         xsk.flush();
-        Ok(())
+        Ok(received)
     }
 
     fn on_recv(
