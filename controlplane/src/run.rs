@@ -306,7 +306,11 @@ pub fn reload(
             new: Box::new(next.media().clone()),
         });
     }
-    if next.shard_count() != running.shard_count() || next.pin_threads() != running.pin_threads() {
+    if next.shard_count() != running.shard_count()
+        || next.pin_threads() != running.pin_threads()
+        || next.batch_wait() != running.batch_wait()
+        || next.media_batch_wait() != running.media_batch_wait()
+    {
         tracing::warn!("[shards] changed: it takes effect at the next restart");
     }
     if next.registrar_state_file() != running.registrar_state_file() {
