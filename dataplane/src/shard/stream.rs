@@ -163,10 +163,11 @@ pub(crate) struct Streams {
     rearm: Vec<usize>,
     /// The SBC is stopping: connections accepted now are closed at once.
     stopping: bool,
-    /// This round left a connection mid-exchange (one that has carried no
-    /// SIP message yet, a TLS handshake or a WebSocket upgrade under way,
-    /// last words to send, output waiting behind a send or a connect in
-    /// flight): the loop should not linger before its next round.
+    /// This round left a connection mid-exchange (accepted, connected or
+    /// cancelling, one that has carried no SIP message yet, a TLS
+    /// handshake or a WebSocket upgrade under way, last words to send,
+    /// output waiting behind a send or a connect in flight): the loop
+    /// should not linger before its next round.
     urgent: bool,
     /// Connections waiting on a completion of their own ([`awaiting_own`]),
     /// with when that was first seen: every round stays prompt until it
@@ -304,6 +305,8 @@ impl Streams {
         flags: u32,
         stats: &ShardStats,
     ) -> io::Result<()> {
+        // A new connection's set-up is a chain of round trips.
+        self.urgent = true;
         if !cqueue::more(flags) && !self.stopping {
             if res < 0 {
                 // Out of descriptors or memory: accepting again at once
@@ -502,6 +505,11 @@ impl Streams {
         Ok(())
     }
 
+    /// A cancel of a connection's request completed: its close goes on.
+    pub(crate) fn on_cancel(&mut self) {
+        self.urgent = true;
+    }
+
     /// Whether the next wait should not linger: this round left a
     /// connection mid-exchange (see `urgent`; asking clears it), or one
     /// still waits on a completion of its own.
@@ -646,6 +654,7 @@ impl Streams {
         res: i32,
         stats: &ShardStats,
     ) -> io::Result<()> {
+        self.urgent = true;
         let Some(c) = self.op_done(slot) else {
             return Ok(());
         };

@@ -697,11 +697,6 @@ impl ShardLoop {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
-            // Stream work that is a chain of round trips (a connection
-            // being set up, a handshake, output waiting behind a send in
-            // flight) makes the next wait not linger for more completions;
-            // established connections coalesce like datagrams.
-            let mut streamed = false;
             let mut received = 0u64;
             for &(ud, res, flags) in &completions {
                 let idx = (ud & INDEX_MASK) as usize;
@@ -709,8 +704,7 @@ impl ShardLoop {
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
-                    kind @ (ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL) => {
-                        streamed |= matches!(kind, ACCEPT | CONN_CONNECT | CONN_CANCEL);
+                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL => {
                         self.on_stream(now, ud, idx, res, flags, &mut inbound)?;
                     }
                     SEND_SIP | SEND_MEDIA => {
@@ -771,7 +765,11 @@ impl ShardLoop {
             }
             self.io
                 .flush(now, &mut self.engine, &self.stats, &mut elsewhere)?;
-            streamed |= self.io.streams.as_mut().is_some_and(|s| s.take_urgent(now));
+            // Stream work that is a chain of round trips (a connection
+            // being set up, a handshake, output waiting behind a send in
+            // flight) makes the next wait not linger for more completions;
+            // established connections coalesce like datagrams.
+            let streamed = self.io.streams.as_mut().is_some_and(|s| s.take_urgent(now));
             for (shard, h) in elsewhere.drain(..) {
                 post(&self.mailboxes, &self.stats, shard, h, &mut wakes);
             }
@@ -865,6 +863,10 @@ impl ShardLoop {
             CONN_RECV => streams.on_recv(ring, now, slot, res, flags, &self.stats, inbound),
             CONN_SEND => streams.on_send(ring, now, slot, res, &self.stats),
             CONN_CONNECT => streams.on_connect(ring, slot, res, &self.stats),
+            CONN_CANCEL => {
+                streams.on_cancel();
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
