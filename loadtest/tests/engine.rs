@@ -67,6 +67,16 @@ fn invite_with_subject(subject: &str, id: &str) -> String {
     )
 }
 
+/// The first message an endpoint queued, as text (and the queue emptied).
+fn first_sent(ep: &mut Endpoint) -> String {
+    String::from_utf8_lossy(&drain(ep)[0].1).into_owned()
+}
+
+/// Why a scenario is refused when it loads.
+fn load_error(xml: &str) -> String {
+    Scenario::parse(xml, "t.xml").unwrap_err().message
+}
+
 fn start_line(m: &[u8]) -> String {
     let s = String::from_utf8_lossy(m);
     s.lines().next().unwrap_or("").to_string()
@@ -1798,12 +1808,8 @@ Content-Length: 0
     b.abort_all(2_000_000);
     assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
 
-    let e = Scenario::parse(
-        r#"<scenario name="t"><timewait milliseconds="10"/><nop/></scenario>"#,
-        "t.xml",
-    )
-    .unwrap_err();
-    assert!(e.message.contains("last step"), "{e}");
+    let e = load_error(r#"<scenario name="t"><timewait milliseconds="10"/><nop/></scenario>"#);
+    assert!(e.contains("last step"), "{e}");
 }
 
 /// `rtp_stream="FILE,2,8"`: the file's bytes as PCMA RTP, 160 bytes every
@@ -2144,7 +2150,7 @@ fn transactions_are_checked_when_the_scenario_loads() {
         (send(r#"start_txn="a,b""#, "BYE"), "no $ or ,"),
     ] {
         let xml = format!("<scenario>{body}</scenario>");
-        let e = Scenario::parse(&xml, "t.xml").unwrap_err().to_string();
+        let e = load_error(&xml);
         assert!(e.contains(want), "{body}: {e}");
     }
 }
@@ -2885,18 +2891,16 @@ Content-Length: 0
         request("INVITE", "d-1", "i1", 1, "").as_bytes(),
     );
     b.handle_datagram(0, addr(UAC), request("BYE", "d-1", "b1", 2, "").as_bytes());
-    let ok = String::from_utf8_lossy(&drain(&mut b)[0].1).into_owned();
+    let ok = first_sent(&mut b);
     assert!(
         ok.contains("X-Own: bye answered") && ok.contains("CSeq: 2 BYE"),
         "{ok}"
     );
     assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 1);
-    let e = Scenario::parse(
+    let e = load_error(
         r#"<scenario><DefaultMessage id="prack"><![CDATA[x]]></DefaultMessage><nop/></scenario>"#,
-        "t.xml",
-    )
-    .unwrap_err();
-    assert!(e.message.contains("none of SIPp's default messages"), "{e}");
+    );
+    assert!(e.contains("none of SIPp's default messages"), "{e}");
 }
 
 /// Classic 3PCC: a call that aborts on an unexpected message tells its
@@ -2973,18 +2977,14 @@ Content-Length: 0
     b.handle_datagram(0, addr(UAC), request("INFO", "a-1", "n2", 3, "").as_bytes());
     assert!(drain(&mut b).is_empty(), "still waiting");
     b.handle_datagram(0, addr(UAC), request("ACK", "a-1", "k1", 1, "").as_bytes());
-    let ok = String::from_utf8_lossy(&drain(&mut b)[0].1).into_owned();
+    let ok = first_sent(&mut b);
     assert!(
         ok.contains("X-Infos: 2.000000") && ok.contains("CSeq: 1 ACK"),
         "{ok}"
     );
     assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
-    let e = Scenario::parse(
-        r#"<scenario><recv request="INFO" advance_state="false"/></scenario>"#,
-        "t.xml",
-    )
-    .unwrap_err();
-    assert!(e.message.contains("optional messages only"), "{e}");
+    let e = load_error(r#"<scenario><recv request="INFO" advance_state="false"/></scenario>"#);
+    assert!(e.contains("optional messages only"), "{e}");
 }
 
 /// `_unexp.main` whose handler pauses before its `<recv>`: the message
@@ -3022,7 +3022,7 @@ Content-Length: 0
     );
     assert!(drain(&mut b).is_empty(), "the handler pauses first");
     b.handle_timeout(60_000);
-    let ok = String::from_utf8_lossy(&drain(&mut b)[0].1).into_owned();
+    let ok = first_sent(&mut b);
     assert!(
         ok.starts_with("SIP/2.0 200 OK") && ok.contains("CSeq: 2 INFO"),
         "{ok}"
