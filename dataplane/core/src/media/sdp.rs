@@ -21,14 +21,20 @@ pub struct Media<'a> {
     /// `m=audio 49170/2 ...`: the number of ports (RFC 4566 §5.14).
     pub port_count: Option<&'a [u8]>,
     pub proto: &'a [u8],
-    pub fmts: Vec<&'a [u8]>,
-    pub lines: Vec<Line<'a>>,
+    pub fmts: SmallVec<[&'a [u8]; FORMATS_INLINE]>,
+    pub lines: SmallVec<[Line<'a>; LINES_INLINE]>,
 }
+
+/// Formats of one m= line and lines of one section held without a heap
+/// allocation: enough for what phones and trunks offer; more spill to the
+/// heap.
+const FORMATS_INLINE: usize = 8;
+const LINES_INLINE: usize = 12;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sdp<'a> {
-    pub session: Vec<Line<'a>>,
-    pub media: Vec<Media<'a>>,
+    pub session: SmallVec<[Line<'a>; LINES_INLINE]>,
+    pub media: SmallVec<[Media<'a>; 2]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +57,8 @@ fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 impl<'a> Sdp<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, SdpError> {
-        let mut session = Vec::new();
-        let mut media: Vec<Media<'a>> = Vec::new();
+        let mut session = SmallVec::new();
+        let mut media: SmallVec<[Media<'a>; 2]> = SmallVec::new();
         for (i, raw) in lines(body).enumerate() {
             let [kind, b'=', value @ ..] = raw else {
                 return Err(SdpError::Line);
@@ -108,7 +114,7 @@ fn parse_m(value: &[u8]) -> Result<Media<'_>, SdpError> {
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or(SdpError::MediaLine)?;
     let proto = parts.next().ok_or(SdpError::MediaLine)?;
-    let fmts: Vec<&[u8]> = parts.collect();
+    let fmts: SmallVec<[&[u8]; FORMATS_INLINE]> = parts.collect();
     if fmts.is_empty() {
         return Err(SdpError::MediaLine);
     }
@@ -118,7 +124,7 @@ fn parse_m(value: &[u8]) -> Result<Media<'_>, SdpError> {
         port_count,
         proto,
         fmts,
-        lines: Vec::new(),
+        lines: SmallVec::new(),
     })
 }
 

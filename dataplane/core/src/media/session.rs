@@ -3,6 +3,7 @@
 //! (RFC 3264). Packets are checked (latching) and counted here; the shard's
 //! I/O layer only moves them.
 
+use smallvec::SmallVec;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -429,7 +430,7 @@ impl MediaSession {
         self.check(&sdp, from, role, ctx)?;
         self.peers = ctx.peers;
         self.strict = ctx.strict;
-        let mut anchors = Vec::with_capacity(sdp.media.len());
+        let mut anchors: SmallVec<[Anchor; 2]> = SmallVec::new();
         for (i, m) in sdp.media.iter().enumerate() {
             if i >= self.streams.len() {
                 if role == Role::Answer {

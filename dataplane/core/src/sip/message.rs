@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use super::header::HeaderName;
 use super::method::Method;
-use super::scan::{is_token, parse_decimal, trim, trim_end};
+use super::scan::{is_lws, is_token, parse_decimal, trim};
 
 /// Upper bound on header lines per message; more is treated as an attack.
 pub const MAX_HEADERS: usize = 200;
@@ -346,9 +346,19 @@ fn header_line(
     entries: &mut SmallVec<[Entry; 24]>,
     first: &mut [u8; HEADER_KINDS],
 ) -> Result<usize, ParseError> {
-    let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
-    let raw_name = trim_end(&line[..colon]);
-    if raw_name.is_empty() || raw_name.len() > 255 || !raw_name.iter().all(|b| is_token(*b)) {
+    // The name is a run of token bytes, then optional white space, then
+    // the colon: one pass over the name, which is short.
+    let name_len = line
+        .iter()
+        .position(|b| !is_token(*b))
+        .unwrap_or(line.len());
+    let colon = name_len
+        + line[name_len..]
+            .iter()
+            .position(|b| !is_lws(*b))
+            .ok_or(ParseError::HeaderLine)?;
+    let raw_name = &line[..name_len];
+    if line[colon] != b':' || raw_name.is_empty() || raw_name.len() > 255 {
         return Err(ParseError::HeaderLine);
     }
     if entries.len() >= MAX_HEADERS || msg.len() > u32::MAX as usize {

@@ -31,7 +31,19 @@ pub enum NameAddrError {
 }
 
 impl<'a> NameAddr<'a> {
+    /// Parses the value and checks its URI.
     pub fn parse(value: &'a [u8]) -> Result<Self, NameAddrError> {
+        let parsed = Self::parse_structure(value)?;
+        if parsed.uri != b"*" {
+            Uri::parse(parsed.uri)?;
+        }
+        Ok(parsed)
+    }
+
+    /// Parses display name, URI boundaries and parameters without checking
+    /// the URI itself: for the From and To of responses, of which only the
+    /// tags are ever used (a B2BUA writes its own on the other leg).
+    pub fn parse_structure(value: &'a [u8]) -> Result<Self, NameAddrError> {
         let s = trim(value);
         let (display, rest) = if s.first() == Some(&b'"') {
             let end = quoted_string_end(s).ok_or(NameAddrError::Quote)?;
@@ -60,9 +72,6 @@ impl<'a> NameAddr<'a> {
             if !params.is_empty() && params[0] != b';' {
                 return Err(NameAddrError::Trailing);
             }
-            if uri != b"*" {
-                Uri::parse(uri)?;
-            }
             return Ok(NameAddr {
                 display: None,
                 uri,
@@ -76,7 +85,10 @@ impl<'a> NameAddr<'a> {
             .position(|b| *b == b'>')
             .ok_or(NameAddrError::Angle)?;
         let uri = &rest[1..gt];
-        Uri::parse(uri)?;
+        if uri == b"*" {
+            // Only an addr-spec may be "*" (a Contact of REGISTER).
+            return Err(NameAddrError::Uri(UriError::NoScheme));
+        }
         let params = trim_start(&rest[gt + 1..]);
         if !params.is_empty() && params[0] != b';' {
             return Err(NameAddrError::Trailing);

@@ -101,7 +101,7 @@ impl<'a> Request<'a> {
             .request_line()
             .ok_or(RequestError::Parse(ParseError::StartLine))?;
         let uri = Uri::parse(line.uri).map_err(|_| RequestError::RequestUri)?;
-        let (via, from, to, call_id, cseq) = common_headers(&msg)?;
+        let (via, from, to, call_id, cseq) = common_headers(&msg, NameAddr::parse)?;
         // Every Via must be well formed, not only ours (RFC 4475 §3.1.2.1);
         // the top one was read by `common_headers`.
         for value in msg
@@ -165,7 +165,9 @@ impl<'a> Response<'a> {
         let status = *msg
             .status_line()
             .ok_or(RequestError::Parse(ParseError::StartLine))?;
-        let (via, from, to, call_id, cseq) = common_headers(&msg)?;
+        // Only the tags of a response's From and To are used: their URIs
+        // are not checked.
+        let (via, from, to, call_id, cseq) = common_headers(&msg, NameAddr::parse_structure)?;
         Ok(Response {
             code: status.code,
             reason: status.reason,
@@ -185,7 +187,12 @@ impl<'a> Response<'a> {
 
 type Common<'a> = (Via<'a>, NameAddr<'a>, NameAddr<'a>, &'a [u8], CSeq<'a>);
 
-fn common_headers<'a>(msg: &Message<'a>) -> Result<Common<'a>, RequestError> {
+/// The headers every request and response has, From and To read by
+/// `name_addr`.
+fn common_headers<'a>(
+    msg: &Message<'a>,
+    name_addr: fn(&'a [u8]) -> Result<NameAddr<'a>, super::name_addr::NameAddrError>,
+) -> Result<Common<'a>, RequestError> {
     let via_value = msg
         .value(HeaderName::Via)
         .ok_or(RequestError::Missing("Via"))?;
@@ -193,12 +200,12 @@ fn common_headers<'a>(msg: &Message<'a>) -> Result<Common<'a>, RequestError> {
         .next()
         .ok_or(RequestError::Invalid("Via"))?;
     let via = Via::parse(top).map_err(|_| RequestError::Invalid("Via"))?;
-    let from = NameAddr::parse(
+    let from = name_addr(
         msg.value(HeaderName::From)
             .ok_or(RequestError::Missing("From"))?,
     )
     .map_err(|_| RequestError::Invalid("From"))?;
-    let to = NameAddr::parse(
+    let to = name_addr(
         msg.value(HeaderName::To)
             .ok_or(RequestError::Missing("To"))?,
     )
