@@ -6,7 +6,8 @@
 //! `cargo run --release -p sbc-bench --bin callmem` (both), or with
 //! `-- steady` (the steady state alone, in a fresh process), or with
 //! `-- allocs` (heap allocations the engine makes per zero-second call;
-//! `-- allocs sites` also names the code that makes them), or with `-- cpu`
+//! `-- allocs sites` also names the code that makes them; `-- allocs media`
+//! or `-- allocs sites media` with media anchored, as `cpu` runs), or with `-- cpu`
 //! (the time the engine itself spends per zero-second call: no sockets, no
 //! kernel; the user-space share of a call's cost, for profiling), or with
 //! `-- live` (what a confirmed call holds, by the code that allocated it).
@@ -281,7 +282,11 @@ fn main() {
         ShardId(0),
         1,
         Secrets::from_bytes([7; 48]),
-        Arc::new(policy(std::env::args().nth(1).as_deref() == Some("cpu"))),
+        // `cpu` anchors media; `allocs` does when asked (`allocs media`).
+        Arc::new(policy(
+            std::env::args().nth(1).as_deref() == Some("cpu")
+                || std::env::args().skip(2).any(|a| a == "media"),
+        )),
         Arc::new(ShardStats::default()),
     );
     let mut now = Instant::now();
