@@ -4090,24 +4090,18 @@ fn verify_auth(msg: Option<&Message<'_>>, username: &[u8], password: &[u8]) -> b
     let Ok(auth) = digest::Authorization::parse(value) else {
         return false;
     };
-    if auth.username != username {
+    if *auth.username != *username {
         return false;
     }
-    let challenge = Challenge {
-        realm: auth.realm.clone(),
-        nonce: auth.nonce.clone(),
-        opaque: auth.opaque.clone(),
+    let qop: Vec<_> = auth.qop.into_iter().collect();
+    let challenge = digest::Expected {
+        realm: &auth.realm,
+        nonce: &auth.nonce,
+        opaque: auth.opaque.as_deref(),
         algorithm: auth.algorithm,
-        qop: auth.qop.into_iter().collect(),
-        stale: false,
+        qop: &qop,
     };
-    digest::verify(
-        &challenge,
-        &auth,
-        method,
-        digest::Secret::Password(password),
-    )
-    .is_ok()
+    digest::verify_expected(challenge, &auth, method, digest::Secret::Password(password)).is_ok()
 }
 
 /// `<warning>` messages printed per thread; the rest are counted.

@@ -10,7 +10,9 @@
 //! or `-- allocs sites media` with media anchored, as `cpu` runs), or with `-- cpu`
 //! (the time the engine itself spends per zero-second call: no sockets, no
 //! kernel; the user-space share of a call's cost, for profiling), or with
-//! `-- live` (what a confirmed call holds, by the code that allocated it).
+//! `-- live` (what a confirmed call holds, by the code that allocated it),
+//! or with `-- register` (the engine's time and allocations per digest
+//! registration, as `regcost` offers them).
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -304,6 +306,10 @@ fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("live") {
         live(&mut engine, now, pbx, carrier, body, &mut buf);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("register") {
+        registrations(now, &mut buf);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("cpu") {
@@ -682,5 +688,169 @@ fn live(engine: &mut Engine, now: Instant, pbx: Flow, carrier: Flow, body: &str,
             bytes as f64 / CALLS as f64,
             count as f64 / CALLS as f64
         );
+    }
+}
+
+/// Accounts of the `register` run: one per extension, `u<i>` / `p<i>`,
+/// like `regcost`'s.
+const REGISTER_ACCOUNTS: u32 = 20_000;
+
+/// The registrar `regcost` configures (realm "bench", MD5, no lockout, no
+/// keepalives) over [`REGISTER_ACCOUNTS`] accounts; every stranger answered.
+fn registrar_policy() -> Policy {
+    use sbc_core::registrar::{Account, AccountSecret, Accounts, Settings};
+    let mut p = policy(false);
+    let accounts = (0..REGISTER_ACCOUNTS)
+        .map(|i| Account {
+            username: format!("u{i}").into(),
+            extension: (1_000_000 + i).to_string().into(),
+            secret: AccountSecret::Password(format!("p{i}").into_bytes().into()),
+            networks: Vec::new(),
+            transports: Vec::new(),
+            trunk: None,
+        })
+        .collect();
+    p.accounts = Accounts::new(
+        Some(Settings {
+            realm: "bench".into(),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            nonce_lifetime: Duration::from_secs(300),
+            algorithms: vec![sbc_core::sip::digest::Algorithm::Md5],
+            lockout: None,
+            keepalive: None,
+        }),
+        accounts,
+    );
+    p.acl.strangers.per_source = 100_000;
+    p.acl.strangers.total = 100_000;
+    p
+}
+
+/// A REGISTER of account `user` from the phone at 10.1.0.2:5062.
+fn register_request(user: u32, call_id: &str, cseq: u32, auth: &str) -> String {
+    format!(
+        "REGISTER sip:bench SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.0.2:5062;branch=z9hG4bK{call_id}-{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:u{user}@bench>;tag={call_id}\r\nTo: <sip:u{user}@bench>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:u{user}@10.1.0.2:5062>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// One digest registration: REGISTER, the 401, the REGISTER answering it,
+/// the 200. Only the engine's calls are counted. False when an answer
+/// is not the one expected.
+fn digest_registration(engine: &mut Engine, now: Instant, n: u64, buf: &mut [u8]) -> bool {
+    use sbc_core::sip::digest::{self, Challenge, Credentials};
+    let phone = Flow::udp(
+        "10.1.0.2:5062"
+            .parse()
+            .unwrap_or_else(|_| std::process::exit(2)),
+        LocalId(0),
+    );
+    let user = u32::try_from(n % u64::from(REGISTER_ACCOUNTS)).unwrap_or(0);
+    let call_id = format!("reg{n}");
+    let first = register_request(user, &call_id, 1, "");
+    counted(|| engine.handle_datagram(now, phone, first.as_bytes()));
+    let Some(t) = counted(|| engine.poll_transmit(buf)) else {
+        return false;
+    };
+    let challenge = Message::parse(&buf[..t.len])
+        .ok()
+        .filter(|m| m.status_line().is_some_and(|s| s.code == 401))
+        .and_then(|m| m.value(HeaderName::WwwAuthenticate))
+        .and_then(|v| Challenge::parse(v).ok());
+    let Some(challenge) = challenge else {
+        return false;
+    };
+    let password = format!("p{user}");
+    let username = format!("u{user}");
+    let me = Credentials {
+        username: username.as_bytes(),
+        password: password.as_bytes(),
+    };
+    let mut auth = Vec::new();
+    let written = digest::answer(&challenge, &me, b"REGISTER", b"sip:bench", b"c0ffee", 1)
+        .is_ok_and(|a| a.write(&mut auth).is_ok());
+    if !written {
+        return false;
+    }
+    let second = register_request(
+        user,
+        &call_id,
+        2,
+        &format!("Authorization: {}\r\n", String::from_utf8_lossy(&auth)),
+    );
+    counted(|| engine.handle_datagram(now, phone, second.as_bytes()));
+    let Some(t) = counted(|| engine.poll_transmit(buf)) else {
+        return false;
+    };
+    let ok = Message::parse(&buf[..t.len])
+        .ok()
+        .and_then(|m| m.status_line().map(|s| s.code))
+        == Some(200);
+    while counted(|| engine.poll_transmit(buf)).is_some() {}
+    while counted(|| engine.poll_event()).is_some() {}
+    ok
+}
+
+/// `callmem register`: rounds of digest registrations at 2,000 a second
+/// of simulated time (`CALLMEM_REGISTRATIONS` a round, 20,000 by
+/// default), after 16 rounds of warm-up: the engine's time per
+/// registration (best round) and its allocations per registration.
+fn registrations(start: Instant, buf: &mut [u8]) {
+    let per_round: u64 = std::env::var("CALLMEM_REGISTRATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut engine = Engine::new(
+        ShardId(0),
+        1,
+        Secrets::from_bytes([7; 48]),
+        Arc::new(registrar_policy()),
+        Arc::new(ShardStats::default()),
+    );
+    let mut now = start;
+    let mut n = 0u64;
+    let mut failed = 0u64;
+    let mut round = |engine: &mut Engine| {
+        let (ns, allocs) = (
+            ENGINE_NS.load(Ordering::Relaxed),
+            ALLOCS.load(Ordering::Relaxed),
+        );
+        for _ in 0..per_round {
+            if !digest_registration(engine, now, n, buf) {
+                failed += 1;
+            }
+            n += 1;
+            now += Duration::from_micros(500);
+            if n.is_multiple_of(10) {
+                counted(|| engine.handle_timeout(now));
+                while counted(|| engine.poll_transmit(buf)).is_some() {}
+            }
+        }
+        (
+            (ENGINE_NS.load(Ordering::Relaxed) - ns) as f64 / per_round as f64,
+            (ALLOCS.load(Ordering::Relaxed) - allocs) as f64 / per_round as f64,
+        )
+    };
+    for _ in 0..16 {
+        round(&mut engine);
+    }
+    let rounds: Vec<(f64, f64)> = (0..5).map(|_| round(&mut engine)).collect();
+    let best = rounds.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+    println!(
+        "engine time per digest registration: {:.2} µs (best of {:?} ns)",
+        best / 1000.0,
+        rounds
+            .iter()
+            .map(|r| r.0.round() as i64)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "engine allocations per digest registration: {:.2}",
+        rounds.last().map_or(0.0, |r| r.1)
+    );
+    if failed > 0 {
+        println!("registrations that did not end in 200: {failed}");
+        std::process::exit(1);
     }
 }

@@ -72,7 +72,7 @@ fn with_header(resp: String, line: &str) -> String {
 fn assert_answers(register: &Sent, header: HeaderName, method: &[u8], password: &[u8]) {
     let value = register.header(header);
     let creds = Authorization::parse(value.as_bytes()).unwrap();
-    assert_eq!(creds.username, b"sbc-user");
+    assert_eq!(&*creds.username, b"sbc-user");
     let challenge = Challenge::parse(CHALLENGE.as_bytes()).unwrap();
     verify(&challenge, &creds, method, Secret::Password(password)).unwrap();
 }

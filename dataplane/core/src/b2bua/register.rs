@@ -32,7 +32,7 @@ use crate::policy::Policy;
 use crate::registrar::{
     Account, AuthFailure, Binding, Change, NonceCheck, RegisterResult, Settings,
 };
-use crate::sip::digest::{Authorization, Challenge, Qop, Secret, verify};
+use crate::sip::digest::{Authorization, Challenge, Expected, Qop, Secret, verify_expected};
 use crate::sip::{CommaList, HeaderName, NameAddr, Request, Scheme, Uri};
 
 /// A shard's registrar state: its nonces, and the lockout table it shares
@@ -145,7 +145,7 @@ impl Engine {
             .msg
             .all(header)
             .filter_map(|h| Authorization::parse(h.value).ok())
-            .find(|a| a.realm == realm)
+            .find(|a| *a.realm == *realm)
         else {
             return Auth::Challenge { stale: false };
         };
@@ -164,21 +164,22 @@ impl Engine {
         if nonce == NonceCheck::Invalid {
             return Auth::Challenge { stale: false };
         }
-        let challenge = Challenge {
-            realm: realm.to_vec(),
-            nonce: creds.nonce.clone(),
-            opaque: creds.opaque.clone(),
+        // The challenge we sent, rebuilt from the nonce it carried (ours,
+        // checked above): our realm, qop=auth, no opaque of our own.
+        let challenge = Expected {
+            realm,
+            nonce: &creds.nonce,
+            opaque: creds.opaque.as_deref(),
             algorithm: creds.algorithm,
-            qop: vec![Qop::Auth],
-            stale: false,
+            qop: &[Qop::Auth],
         };
         let account = policy.accounts.account(&creds.username);
         let secret = account.and_then(|a| a.secret.for_algorithm(creds.algorithm));
         // The same work whether or not the user exists.
         let right = match secret {
-            Some(s) => verify(&challenge, &creds, req.method_raw, s).is_ok(),
+            Some(s) => verify_expected(challenge, &creds, req.method_raw, s).is_ok(),
             None => {
-                let _ = verify(&challenge, &creds, req.method_raw, Secret::Password(b"\0"));
+                let _ = verify_expected(challenge, &creds, req.method_raw, Secret::Password(b"\0"));
                 false
             }
         };

@@ -49,9 +49,15 @@ impl NonceBook {
         let ms = u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(0);
         let serial = self.next;
         self.next = self.next.wrapping_add(1);
-        let body = format!("{:012x}{serial:08x}{shard:04x}", ms & 0xffff_ffff_ffff);
-        let mac = secrets.nonce_mac(body.as_bytes());
-        format!("{body}{mac:016x}")
+        // `{ms:012x}{serial:08x}{shard:04x}{mac:016x}`, written without
+        // the formatting machinery (a nonce per challenge).
+        let mut nonce = [0u8; LEN];
+        put_hex(&mut nonce[..12], ms & 0xffff_ffff_ffff);
+        put_hex(&mut nonce[12..20], u64::from(serial));
+        put_hex(&mut nonce[20..BODY], u64::from(shard));
+        let mac = secrets.nonce_mac(&nonce[..BODY]);
+        put_hex(&mut nonce[BODY..], mac);
+        nonce.iter().map(|&b| char::from(b)).collect()
     }
 
     /// What `nonce` is, at `now`, for shard `shard`.
@@ -120,6 +126,15 @@ impl NonceBook {
     }
 }
 
+/// Writes the low `out.len()` hex digits of `v`, lowercase, zero-padded.
+fn put_hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for d in out.iter_mut().rev() {
+        *d = DIGITS[(v & 15) as usize];
+        v >>= 4;
+    }
+}
+
 fn hex(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 16 {
         return None;
@@ -166,6 +181,18 @@ mod tests {
             book.check(n.as_bytes(), t0 + LIFE, LIFE, 1, &secrets()),
             NonceCheck::Stale
         );
+    }
+
+    #[test]
+    fn a_nonce_reads_time_serial_shard_and_mac_in_hex() {
+        let mut book = NonceBook::default();
+        let t0 = Instant::now();
+        book.issue(t0, 0xbeef, &secrets());
+        let n = book.issue(t0 + Duration::from_millis(0x1234), 0xbeef, &secrets());
+        // 12 digits of milliseconds, 8 of serial, 4 of shard.
+        let body = "000000001234".to_owned() + "00000001" + "beef";
+        let mac = secrets().nonce_mac(body.as_bytes());
+        assert_eq!(n, format!("{body}{mac:016x}"));
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! `uri` names the request's target (RFC 7616 §3.4.6) are the server's
 //! state and left to the caller of [`verify`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use md5::Md5;
@@ -43,7 +44,7 @@ use super::scan::is_token;
 macro_rules! match_directive {
     ($name:expr, $value:expr, { $($key:literal => $slot:ident,)* }) => {{
         let name: &[u8] = $name;
-        let value: Vec<u8> = $value;
+        let value: Cow<'_, [u8]> = $value;
         $(
             if name.eq_ignore_ascii_case($key.as_bytes()) {
                 if $slot.is_some() {
@@ -344,9 +345,9 @@ impl Challenge {
             }
         };
         Ok(Challenge {
-            realm: realm.ok_or(DigestError::Missing("realm"))?,
-            nonce: nonce.ok_or(DigestError::Missing("nonce"))?,
-            opaque,
+            realm: realm.ok_or(DigestError::Missing("realm"))?.into_owned(),
+            nonce: nonce.ok_or(DigestError::Missing("nonce"))?.into_owned(),
+            opaque: opaque.map(Cow::into_owned),
             algorithm: match algorithm {
                 Some(a) => Algorithm::parse(&a)?,
                 None => Algorithm::Md5,
@@ -359,6 +360,17 @@ impl Challenge {
     /// Whether the challenge offers `qop`.
     pub fn offers(&self, qop: Qop) -> bool {
         self.qop.contains(&qop)
+    }
+
+    /// What an answer to it must match, borrowed (see [`verify_expected`]).
+    pub fn expected(&self) -> Expected<'_> {
+        Expected {
+            realm: &self.realm,
+            nonce: &self.nonce,
+            opaque: self.opaque.as_deref(),
+            algorithm: self.algorithm,
+            qop: &self.qop,
+        }
     }
 
     /// Appends the header value (`Digest realm="...", ...`), quoting as
@@ -437,20 +449,22 @@ impl fmt::Debug for Secret<'_> {
 /// Parsed or computed `Digest` credentials: the value of an
 /// `Authorization` or `Proxy-Authorization` header (RFC 7616 §3.4,
 /// RFC 3261 §22.4). Values are unquoted and unescaped.
+/// Parsed, the values borrow the header (unless an escape or a folded
+/// line made a copy necessary); computed, they borrow the challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
-    pub username: Vec<u8>,
-    pub realm: Vec<u8>,
-    pub nonce: Vec<u8>,
+pub struct Authorization<'a> {
+    pub username: Cow<'a, [u8]>,
+    pub realm: Cow<'a, [u8]>,
+    pub nonce: Cow<'a, [u8]>,
     /// The `digest-uri`: the request's target as the client wrote it.
-    pub uri: Vec<u8>,
+    pub uri: Cow<'a, [u8]>,
     /// The request-digest in hex (RFC 7616 §3.4.1).
-    pub response: Vec<u8>,
+    pub response: Cow<'a, [u8]>,
     /// [`Algorithm::Md5`] when absent.
     pub algorithm: Algorithm,
     /// Present with `qop`.
-    pub cnonce: Option<Vec<u8>>,
-    pub opaque: Option<Vec<u8>>,
+    pub cnonce: Option<Cow<'a, [u8]>>,
+    pub opaque: Option<Cow<'a, [u8]>>,
     /// The qop chosen; `None` for the RFC 2069 form.
     pub qop: Option<Qop>,
     /// The nonce count (`nc`, 8 lowercase hex digits on the wire); present
@@ -458,14 +472,38 @@ pub struct Authorization {
     pub nc: Option<u32>,
 }
 
-impl Authorization {
+impl<'a> Authorization<'a> {
     /// Parses `Digest username="...", realm="...", ...` (RFC 7616 §3.4).
     /// `username`, `realm`, `nonce`, `uri` and `response` are required, and
     /// `cnonce` and `nc` with `qop`; unknown directives are ignored;
     /// `userhash=true` and `username*` are [`DigestError::Unsupported`].
-    pub fn parse(value: &[u8]) -> Result<Self, DigestError> {
-        let value = unfold(value);
-        let mut params = Params::new(&value)?;
+    pub fn parse(value: &'a [u8]) -> Result<Self, DigestError> {
+        match unfold(value) {
+            Cow::Borrowed(v) => Self::parse_unfolded(v),
+            Cow::Owned(v) => Authorization::parse_unfolded(&v).map(Authorization::into_owned),
+        }
+    }
+
+    /// The same credentials owning their values.
+    pub fn into_owned(self) -> Authorization<'static> {
+        let own = |c: Cow<'_, [u8]>| Cow::Owned(c.into_owned());
+        Authorization {
+            username: own(self.username),
+            realm: own(self.realm),
+            nonce: own(self.nonce),
+            uri: own(self.uri),
+            response: own(self.response),
+            algorithm: self.algorithm,
+            cnonce: self.cnonce.map(own),
+            opaque: self.opaque.map(own),
+            qop: self.qop,
+            nc: self.nc,
+        }
+    }
+
+    /// [`Authorization::parse`] of a value with no line breaks left.
+    fn parse_unfolded(value: &'a [u8]) -> Result<Self, DigestError> {
+        let mut params = Params::new(value)?;
         let mut username = None;
         let mut realm = None;
         let mut nonce = None;
@@ -497,7 +535,7 @@ impl Authorization {
         if username_ext.is_some() {
             return Err(DigestError::Unsupported("username*"));
         }
-        if userhash.is_some_and(|u: Vec<u8>| u.eq_ignore_ascii_case(b"true")) {
+        if userhash.is_some_and(|u: Cow<'_, [u8]>| u.eq_ignore_ascii_case(b"true")) {
             return Err(DigestError::Unsupported("userhash"));
         }
         let qop = match qop {
@@ -621,25 +659,25 @@ pub fn response(
 /// The full answer to `challenge` ([`response`] and the directives that go
 /// with it); [`Authorization::write`] renders it as the `Authorization` (or
 /// `Proxy-Authorization`) header value.
-pub fn answer(
-    challenge: &Challenge,
-    credentials: &Credentials<'_>,
+pub fn answer<'a>(
+    challenge: &'a Challenge,
+    credentials: &Credentials<'a>,
     method: &[u8],
-    uri: &[u8],
-    cnonce: &[u8],
+    uri: &'a [u8],
+    cnonce: &'a [u8],
     nc: u32,
-) -> Result<Authorization, DigestError> {
+) -> Result<Authorization<'a>, DigestError> {
     let digest = response(challenge, credentials, method, uri, cnonce, nc)?;
     let qop = client_qop(challenge)?;
     Ok(Authorization {
-        username: credentials.username.to_vec(),
-        realm: challenge.realm.clone(),
-        nonce: challenge.nonce.clone(),
-        uri: uri.to_vec(),
-        response: digest.as_bytes().to_vec(),
+        username: Cow::Borrowed(credentials.username),
+        realm: Cow::Borrowed(&challenge.realm),
+        nonce: Cow::Borrowed(&challenge.nonce),
+        uri: Cow::Borrowed(uri),
+        response: Cow::Owned(digest.as_bytes().to_vec()),
         algorithm: challenge.algorithm,
-        cnonce: qop.map(|_| cnonce.to_vec()),
-        opaque: challenge.opaque.clone(),
+        cnonce: qop.map(|_| Cow::Borrowed(cnonce)),
+        opaque: challenge.opaque.as_deref().map(Cow::Borrowed),
         qop,
         nc: qop.map(|_| nc),
     })
@@ -657,18 +695,41 @@ pub fn answer(
 /// §3.4.6).
 pub fn verify(
     challenge: &Challenge,
-    authorization: &Authorization,
+    authorization: &Authorization<'_>,
+    method: &[u8],
+    secret: Secret<'_>,
+) -> Result<(), DigestError> {
+    verify_expected(challenge.expected(), authorization, method, secret)
+}
+
+/// What a challenge said, borrowed: what [`verify_expected`] checks an
+/// answer against, without a [`Challenge`] to build (a server rebuilds
+/// its challenge from the nonce the answer carries).
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub realm: &'a [u8],
+    pub nonce: &'a [u8],
+    pub opaque: Option<&'a [u8]>,
+    pub algorithm: Algorithm,
+    /// The qop options offered.
+    pub qop: &'a [Qop],
+}
+
+/// [`verify`] against a challenge's parts.
+pub fn verify_expected(
+    challenge: Expected<'_>,
+    authorization: &Authorization<'_>,
     method: &[u8],
     secret: Secret<'_>,
 ) -> Result<(), DigestError> {
     let a = authorization;
-    if a.realm != challenge.realm {
+    if *a.realm != *challenge.realm {
         return Err(DigestError::Mismatch("realm"));
     }
-    if a.nonce != challenge.nonce {
+    if *a.nonce != *challenge.nonce {
         return Err(DigestError::Mismatch("nonce"));
     }
-    if a.opaque != challenge.opaque {
+    if a.opaque.as_deref() != challenge.opaque {
         return Err(DigestError::Mismatch("opaque"));
     }
     if a.algorithm != challenge.algorithm {
@@ -676,12 +737,12 @@ pub fn verify(
     }
     let qop = match a.qop {
         None if challenge.qop.is_empty() => None,
-        Some(q) if challenge.offers(q) => {
+        Some(q) if challenge.qop.contains(&q) => {
             if q != Qop::Auth {
                 return Err(DigestError::Unsupported("qop"));
             }
             match (a.nc, &a.cnonce) {
-                (Some(nc), Some(cnonce)) => Some((nc_hex(nc), cnonce.as_slice())),
+                (Some(nc), Some(cnonce)) => Some((nc_hex(nc), &**cnonce)),
                 (None, _) => return Err(DigestError::Missing("nc")),
                 (_, None) => return Err(DigestError::Missing("cnonce")),
             }
@@ -690,12 +751,12 @@ pub fn verify(
     };
     let alg = challenge.algorithm;
     let ha1 = match secret {
-        Secret::Password(p) => alg.ha1(&a.username, &challenge.realm, p),
+        Secret::Password(p) => alg.ha1(&a.username, challenge.realm, p),
         Secret::Ha1(h) => {
             HexDigest::from_hex(h, alg.hex_len()).ok_or(DigestError::Invalid("HA1"))?
         }
     };
-    let want = request_digest(alg, &ha1, &challenge.nonce, qop, method, &a.uri)?;
+    let want = request_digest(alg, &ha1, challenge.nonce, qop, method, &a.uri)?;
     if eq_hex_constant_time(want.as_bytes(), &a.response) {
         Ok(())
     } else {
@@ -787,12 +848,15 @@ fn check_quotable(name: &'static str, v: &[u8]) -> Result<(), DigestError> {
 fn quoted(out: &mut Vec<u8>, name: &str, v: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"=\"");
-    for &b in v {
-        if b == b'"' || b == b'\\' {
-            out.push(b'\\');
-        }
-        out.push(b);
+    // Runs without a quote or backslash are copied whole.
+    let mut rest = v;
+    while let Some(i) = memchr::memchr2(b'"', b'\\', rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.push(b'\\');
+        out.push(rest[i]);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 
@@ -800,7 +864,7 @@ fn quoted(out: &mut Vec<u8>, name: &str, v: &[u8]) {
 /// turned into one space, as RFC 3261 §7.3.1 allows; borrowed when there
 /// is none.
 fn unfold(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !value.iter().any(|&b| b == b'\r' || b == b'\n') {
+    if memchr::memchr2(b'\r', b'\n', value).is_none() {
         return std::borrow::Cow::Borrowed(value);
     }
     let mut out = Vec::with_capacity(value.len());
@@ -831,7 +895,7 @@ fn skip_ows(s: &[u8]) -> &[u8] {
 }
 
 /// A directive's name and unquoted value.
-type Param<'a> = (&'a [u8], Vec<u8>);
+type Param<'a> = (&'a [u8], Cow<'a, [u8]>);
 
 /// The auth-params after the scheme (RFC 7235 §2.1 as RFC 7616 uses it):
 /// `token BWS "=" BWS ( token / quoted-string )`, comma separated, empty
@@ -895,7 +959,7 @@ impl<'a> Params<'a> {
                 if n == 0 {
                     return Err(DigestError::Malformed);
                 }
-                (s[..n].to_vec(), &s[n..])
+                (Cow::Borrowed(&s[..n]), &s[n..])
             }
         };
         let s = skip_ows(s);
@@ -910,13 +974,20 @@ impl<'a> Params<'a> {
 }
 
 /// The content of a quoted-string whose opening quote is consumed, and the
-/// rest after its closing quote.
-fn quoted_string(s: &[u8]) -> Result<(Vec<u8>, &[u8]), DigestError> {
-    let mut value = Vec::with_capacity(s.len().min(128));
-    let mut i = 0;
+/// rest after its closing quote: borrowed when it holds no escape.
+fn quoted_string(s: &[u8]) -> Result<(Cow<'_, [u8]>, &[u8]), DigestError> {
+    let plain = s
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || is_control(b))
+        .ok_or(DigestError::Malformed)?;
+    if s[plain] == b'"' {
+        return Ok((Cow::Borrowed(&s[..plain]), &s[plain + 1..]));
+    }
+    let mut value = s[..plain].to_vec();
+    let mut i = plain;
     while let Some(&b) = s.get(i) {
         match b {
-            b'"' => return Ok((value, &s[i + 1..])),
+            b'"' => return Ok((Cow::Owned(value), &s[i + 1..])),
             b'\\' => {
                 let Some(&e) = s.get(i + 1) else {
                     return Err(DigestError::Malformed);
@@ -1021,7 +1092,7 @@ mod tests {
             );
             let a = Authorization::parse(value.as_bytes()).unwrap();
             assert_eq!((a.qop, a.nc), (Some(Qop::Auth), Some(1)));
-            assert_eq!(a.uri, b"/dir/index.html");
+            assert_eq!(&*a.uri, b"/dir/index.html");
             verify(&c, &a, b"GET", Secret::Password(b"Circle of Life")).unwrap();
             let ha1 = c
                 .algorithm
@@ -1116,7 +1187,8 @@ mod tests {
             ha2.as_bytes(),
         ]);
         assert_eq!(a.response, want.as_bytes());
-        let parsed = Authorization::parse(written(&a).as_bytes()).unwrap();
+        let text = written(&a);
+        let parsed = Authorization::parse(text.as_bytes()).unwrap();
         verify(&c, &parsed, b"REGISTER", Secret::Ha1(base.as_bytes())).unwrap();
         c.qop.clear();
         assert_eq!(
@@ -1220,15 +1292,15 @@ mod tests {
         };
         assert_eq!(check(&|_| {}), Ok(()));
         assert_eq!(
-            check(&|a| a.realm = b"x".to_vec()),
+            check(&|a| a.realm = b"x".to_vec().into()),
             Err(DigestError::Mismatch("realm"))
         );
         assert_eq!(
-            check(&|a| a.nonce = b"x".to_vec()),
+            check(&|a| a.nonce = b"x".to_vec().into()),
             Err(DigestError::Mismatch("nonce"))
         );
         assert_eq!(
-            check(&|a| a.opaque = Some(b"x".to_vec())),
+            check(&|a| a.opaque = Some(b"x".to_vec().into())),
             Err(DigestError::Mismatch("opaque"))
         );
         assert_eq!(
@@ -1242,15 +1314,15 @@ mod tests {
         );
         assert_eq!(check(&|a| a.nc = Some(2)), Err(DigestError::WrongResponse));
         assert_eq!(
-            check(&|a| a.uri = b"sip:x".to_vec()),
+            check(&|a| a.uri = b"sip:x".to_vec().into()),
             Err(DigestError::WrongResponse)
         );
         assert_eq!(
-            check(&|a| a.response.clear()),
+            check(&|a| a.response = Vec::new().into()),
             Err(DigestError::WrongResponse)
         );
         assert_eq!(
-            check(&|a| a.response = a.response.to_ascii_uppercase()),
+            check(&|a| a.response = a.response.to_ascii_uppercase().into()),
             Ok(())
         );
     }
@@ -1258,7 +1330,10 @@ mod tests {
     #[test]
     fn authorization_parse_refusals() {
         let base = "username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:r\", response=\"0\"";
-        let parse = |extra: &str| Authorization::parse(format!("Digest {base}{extra}").as_bytes());
+        let parse = |extra: &str| {
+            Authorization::parse(format!("Digest {base}{extra}").as_bytes())
+                .map(Authorization::into_owned)
+        };
         assert!(parse("").is_ok());
         assert_eq!(
             parse(", qop=auth, nc=00000001"),
