@@ -30,14 +30,20 @@ fuzz_target!(|data: &[u8]| {
         // The challenge these credentials answer, so that verification
         // gets as far as the response.
         let c = Challenge {
-            realm: a.realm.clone(),
-            nonce: a.nonce.clone(),
-            opaque: a.opaque.clone(),
+            realm: a.realm.to_vec(),
+            nonce: a.nonce.to_vec(),
+            opaque: a.opaque.as_deref().map(<[u8]>::to_vec),
             algorithm: a.algorithm,
             qop: a.qop.into_iter().collect(),
             stale: false,
         };
-        let _ = digest::verify(&c, &a, b"INVITE", Secret::Password(b"secret"));
+        let by_challenge = digest::verify(&c, &a, b"INVITE", Secret::Password(b"secret"));
         let _ = digest::verify(&c, &a, b"INVITE", Secret::Ha1(&a.response));
+        // The same check against the challenge's parts, as the registrar
+        // makes it.
+        assert_eq!(
+            digest::verify_expected(c.expected(), &a, b"INVITE", Secret::Password(b"secret")),
+            by_challenge
+        );
     }
 });

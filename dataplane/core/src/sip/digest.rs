@@ -976,10 +976,13 @@ impl<'a> Params<'a> {
 /// The content of a quoted-string whose opening quote is consumed, and the
 /// rest after its closing quote: borrowed when it holds no escape.
 fn quoted_string(s: &[u8]) -> Result<(Cow<'_, [u8]>, &[u8]), DigestError> {
-    let plain = s
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || is_control(b))
-        .ok_or(DigestError::Malformed)?;
+    // Up to the first quote or backslash, found by one search; no control
+    // byte may stand before it (checked without an early exit, so the
+    // check vectorises).
+    let plain = memchr::memchr2(b'"', b'\\', s).ok_or(DigestError::Malformed)?;
+    if s[..plain].iter().fold(false, |bad, &b| bad | is_control(b)) {
+        return Err(DigestError::Malformed);
+    }
     if s[plain] == b'"' {
         return Ok((Cow::Borrowed(&s[..plain]), &s[plain + 1..]));
     }
