@@ -1,7 +1,8 @@
 //! Where each registered account can be reached (RFC 3261 §10.3): one
 //! binding per account, the latest REGISTER's.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,10 +98,26 @@ impl Change {
 }
 
 /// Every account's binding: the snapshot the shards read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Location {
     bindings: HashMap<Arc<str>, Arc<Binding>>,
+    /// Each binding's expiry as it was bound, soonest first, so that a
+    /// sweep reads only what is due instead of every binding. Entries are
+    /// not taken out when a binding is refreshed or removed: a due entry
+    /// whose binding now expires later, or is gone, is passed over. A
+    /// binding always has the entry of its current expiry.
+    expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
+
+/// Two locations are equal when they hold the same bindings (the expiry
+/// index is how they are swept, not what they hold).
+impl PartialEq for Location {
+    fn eq(&self, other: &Self) -> bool {
+        self.bindings == other.bindings
+    }
+}
+
+impl Eq for Location {}
 
 impl Location {
     /// The account's binding, when it has one that has not expired at `now`.
@@ -124,7 +141,13 @@ impl Location {
     pub fn apply(&mut self, change: Change) {
         match change {
             Change::Bound(b) => {
+                self.expiries
+                    .push(Reverse((b.expires, Arc::clone(&b.account))));
                 self.bindings.insert(Arc::clone(&b.account), b);
+                // Refreshes leave entries behind: bounded, at an amortised
+                // constant cost, by a rebuild once they outnumber the
+                // bindings twice over.
+                self.compact_index();
             }
             Change::Removed { account } => {
                 self.bindings.remove(&account);
@@ -137,16 +160,25 @@ impl Location {
         }
     }
 
-    /// Drops the bindings expired at `now`; returns their accounts.
+    /// Drops the bindings expired at `now`; returns their accounts. Reads
+    /// only the entries due, not every binding.
     pub fn expire(&mut self, now: Instant) -> Vec<Arc<str>> {
-        let gone: Vec<Arc<str>> = self
-            .bindings
-            .values()
-            .filter(|b| b.expires <= now)
-            .map(|b| Arc::clone(&b.account))
-            .collect();
-        for a in &gone {
-            self.bindings.remove(a);
+        let mut gone = Vec::new();
+        while let Some(Reverse((at, _))) = self.expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, account))) = self.expiries.pop() else {
+                break;
+            };
+            if self
+                .bindings
+                .get(&account)
+                .is_some_and(|b| b.expires <= now)
+            {
+                self.bindings.remove(&account);
+                gone.push(account);
+            }
         }
         gone
     }
@@ -155,6 +187,19 @@ impl Location {
     /// configured after a reload).
     pub fn retain(&mut self, mut keep: impl FnMut(&Binding) -> bool) {
         self.bindings.retain(|_, b| keep(b));
+        self.compact_index();
+    }
+
+    /// Rebuilds the expiry index from the bindings once entries passed
+    /// over (of refreshed or removed bindings) make up most of it.
+    fn compact_index(&mut self) {
+        if self.expiries.len() > 2 * self.bindings.len() + 64 {
+            self.expiries = self
+                .bindings
+                .values()
+                .map(|b| Reverse((b.expires, Arc::clone(&b.account))))
+                .collect();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -228,6 +273,70 @@ mod tests {
             loc.expire(t0 + Duration::from_secs(120)),
             vec![Arc::<str>::from("alice")]
         );
+        assert!(loc.is_empty());
+    }
+
+    #[test]
+    fn a_refreshed_binding_outlives_its_first_expiry_and_the_index_stays_bounded() {
+        let t0 = Instant::now();
+        let mut loc = Location::default();
+        // Refreshed every second for a long expiry: 1,000 entries made,
+        // one binding, each refresh pushing its expiry 1 s further.
+        for i in 0..1000u64 {
+            loc.apply(Change::bound(binding(
+                "alice",
+                t0 + Duration::from_secs(3600 + i),
+            )));
+            loc.apply(Change::bound(binding(
+                &format!("once-{i}"),
+                t0 + Duration::from_secs(10),
+            )));
+            loc.apply(Change::Removed {
+                account: format!("once-{i}").into(),
+            });
+        }
+        assert_eq!(loc.len(), 1);
+        // 2,000 bindings made, without the rebuilds as many entries.
+        assert!(loc.expiries.len() < 100, "{} entries", loc.expiries.len());
+        // The first expiries pass: alice stays, its latest expiry holds.
+        assert!(loc.expire(t0 + Duration::from_secs(3600 + 998)).is_empty());
+        assert!(
+            loc.get("alice", t0 + Duration::from_secs(3600 + 998))
+                .is_some()
+        );
+        assert_eq!(
+            loc.expire(t0 + Duration::from_secs(3600 + 999)),
+            vec![Arc::<str>::from("alice")]
+        );
+        assert!(loc.is_empty());
+    }
+
+    #[test]
+    fn expiry_reads_only_what_is_due_and_retain_keeps_the_index_right() {
+        let t0 = Instant::now();
+        let mut loc = Location::default();
+        for i in 0..100u64 {
+            loc.apply(Change::bound(binding(
+                &format!("u{i}"),
+                t0 + Duration::from_secs(i + 1),
+            )));
+        }
+        // Every other account goes (a reload): its entries are passed over.
+        loc.retain(|b| {
+            b.account
+                .trim_start_matches('u')
+                .parse::<u64>()
+                .is_ok_and(|n| n % 2 == 0)
+        });
+        assert_eq!(loc.len(), 50);
+        let gone = loc.expire(t0 + Duration::from_secs(10));
+        let want: Vec<Arc<str>> = [0, 2, 4, 6, 8]
+            .iter()
+            .map(|i| format!("u{i}").into())
+            .collect();
+        assert_eq!(gone, want);
+        assert_eq!(loc.len(), 45);
+        assert_eq!(loc.expire(t0 + Duration::from_secs(1000)).len(), 45);
         assert!(loc.is_empty());
     }
 
