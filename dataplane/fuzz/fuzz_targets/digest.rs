@@ -12,21 +12,45 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Challenge::parse(data) {
         let mut out = Vec::new();
         c.write(&mut out).expect("a parsed challenge writes");
-        assert_eq!(Challenge::parse(&out).as_ref(), Ok(&c), "challenge round trip: {:?}", String::from_utf8_lossy(&out));
-        let me = Credentials { username: b"alice", password: b"secret" };
+        assert_eq!(
+            Challenge::parse(&out).as_ref(),
+            Ok(&c),
+            "challenge round trip: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let me = Credentials {
+            username: b"alice",
+            password: b"secret",
+        };
         if let Ok(a) = digest::answer(&c, &me, b"REGISTER", b"sip:example.com", b"0a4f113b", 1) {
             let mut out = Vec::new();
             a.write(&mut out).expect("an answer writes");
             let back = Authorization::parse(&out).expect("an answer parses");
-            assert_eq!(back, a, "answer round trip: {:?}", String::from_utf8_lossy(&out));
-            assert_eq!(digest::verify(&c, &back, b"REGISTER", Secret::Password(b"secret")), Ok(()));
-            assert_eq!(digest::verify(&c, &back, b"REGISTER", Secret::Password(b"wrong")), Err(DigestError::WrongResponse));
+            assert_eq!(
+                back,
+                a,
+                "answer round trip: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            assert_eq!(
+                digest::verify(&c, &back, b"REGISTER", Secret::Password(b"secret")),
+                Ok(())
+            );
+            assert_eq!(
+                digest::verify(&c, &back, b"REGISTER", Secret::Password(b"wrong")),
+                Err(DigestError::WrongResponse)
+            );
         }
     }
     if let Ok(a) = Authorization::parse(data) {
         let mut out = Vec::new();
         a.write(&mut out).expect("parsed credentials write");
-        assert_eq!(Authorization::parse(&out).as_ref(), Ok(&a), "credentials round trip: {:?}", String::from_utf8_lossy(&out));
+        assert_eq!(
+            Authorization::parse(&out).as_ref(),
+            Ok(&a),
+            "credentials round trip: {:?}",
+            String::from_utf8_lossy(&out)
+        );
         // The challenge these credentials answer, so that verification
         // gets as far as the response.
         let c = Challenge {

@@ -36,7 +36,7 @@ use sbc_core::net::{Flow, LocalId};
 use sbc_core::policy::{Policy, Probe};
 use sbc_core::sip::{HeaderName, Message, Method};
 use sbc_core::stats::ShardStats;
-use support::{ANSWER_SDP, CARRIER_A, PBX, STRANGER, addr, in_dialog, media_policy, reply, Sent};
+use support::{ANSWER_SDP, CARRIER_A, PBX, STRANGER, Sent, addr, in_dialog, media_policy, reply};
 
 struct World {
     /// The policy with carrier A probed, and the same without probes
@@ -100,7 +100,13 @@ impl World {
         let secrets = Secrets::from_bytes([7; 48]);
         let now = Instant::now();
         let engine = |i| {
-            let mut e = Engine::new(ShardId(i), 2, secrets, Arc::clone(&policy), Arc::new(ShardStats::default()));
+            let mut e = Engine::new(
+                ShardId(i),
+                2,
+                secrets,
+                Arc::clone(&policy),
+                Arc::new(ShardStats::default()),
+            );
             e.set_policy(now, Arc::clone(&policy));
             e
         };
@@ -119,11 +125,16 @@ impl World {
 
     fn deliver(&mut self, shard: usize, from: &str, data: &[u8]) {
         let origin = Flow::udp(addr(from), LocalId(0));
-        if let Disposition::HandOff(ShardId(owner)) = self.shards[shard].handle_datagram(self.now, origin, data) {
+        if let Disposition::HandOff(ShardId(owner)) =
+            self.shards[shard].handle_datagram(self.now, origin, data)
+        {
             let owner = usize::from(owner) % 2;
             // A message is handed over once: the owner never hands it back.
             let again = self.shards[owner].handle_datagram(self.now, origin, data);
-            assert!(matches!(again, Disposition::Done), "a hand-off was handed off again");
+            assert!(
+                matches!(again, Disposition::Done),
+                "a hand-off was handed off again"
+            );
         }
         self.drain();
     }
@@ -131,9 +142,15 @@ impl World {
     fn drain(&mut self) {
         for shard in 0..2 {
             while let Some(t) = self.shards[shard].poll_transmit(&mut self.buf) {
-                let sent = Sent { to: t.dest.remote, bytes: self.buf[..t.len].to_vec() };
+                let sent = Sent {
+                    to: t.dest.remote,
+                    bytes: self.buf[..t.len].to_vec(),
+                };
                 let Ok(msg) = Message::parse(&sent.bytes) else {
-                    panic!("the SBC sent something it cannot parse itself: {:?}", String::from_utf8_lossy(&sent.bytes));
+                    panic!(
+                        "the SBC sent something it cannot parse itself: {:?}",
+                        String::from_utf8_lossy(&sent.bytes)
+                    );
                 };
                 let request = msg.is_request();
                 if sent.to == addr(CARRIER_A) && request {
@@ -168,13 +185,34 @@ impl World {
     }
 
     fn answer(&mut self, peer: &str, arg: u8) {
-        let request = if peer == CARRIER_A { self.to_carrier.clone() } else { self.to_pbx.clone() };
+        let request = if peer == CARRIER_A {
+            self.to_carrier.clone()
+        } else {
+            self.to_pbx.clone()
+        };
         let Some(req) = request else { return };
-        if req.msg().request_line().is_some_and(|l| l.method == sbc_core::sip::Method::Ack) {
+        if req
+            .msg()
+            .request_line()
+            .is_some_and(|l| l.method == sbc_core::sip::Method::Ack)
+        {
             return;
         }
-        let (code, reason) = [(100, "Trying"), (180, "Ringing"), (183, "Session Progress"), (200, "OK"), (486, "Busy Here"), (503, "Service Unavailable"), (401, "Unauthorized"), (408, "Request Timeout")][usize::from(arg % 8)];
-        let body = if code == 183 || code == 200 { ANSWER_SDP } else { "" };
+        let (code, reason) = [
+            (100, "Trying"),
+            (180, "Ringing"),
+            (183, "Session Progress"),
+            (200, "OK"),
+            (486, "Busy Here"),
+            (503, "Service Unavailable"),
+            (401, "Unauthorized"),
+            (408, "Request Timeout"),
+        ][usize::from(arg % 8)];
+        let body = if code == 183 || code == 200 {
+            ANSWER_SDP
+        } else {
+            ""
+        };
         let tag = (code > 100).then_some("fz1");
         let contact = format!("sip:peer@{}", addr(peer));
         let r = reply(&req, code, reason, tag, Some(&contact), body);
@@ -182,9 +220,17 @@ impl World {
     }
 
     fn in_dialog_from_pbx(&mut self, arg: u8) {
-        let Some(resp) = self.answer_to_pbx.clone() else { return };
-        let method = ["ACK", "BYE", "INFO", "INVITE", "UPDATE", "CANCEL", "OPTIONS", "PRACK"][usize::from(arg % 8)];
-        let body = if method == "INVITE" || method == "UPDATE" { support::OFFER_SDP } else { "" };
+        let Some(resp) = self.answer_to_pbx.clone() else {
+            return;
+        };
+        let method = [
+            "ACK", "BYE", "INFO", "INVITE", "UPDATE", "CANCEL", "OPTIONS", "PRACK",
+        ][usize::from(arg % 8)];
+        let body = if method == "INVITE" || method == "UPDATE" {
+            support::OFFER_SDP
+        } else {
+            ""
+        };
         self.cseq += 1;
         // A CANCEL and an ACK for a non-2xx carry the INVITE's CSeq number; the
         // others a new one. The engine must cope with either.
@@ -205,7 +251,11 @@ impl World {
 
     fn media(&mut self, arg: u8, payload: &[u8]) {
         let port = 30000 + u16::from(arg % 100);
-        let from = if arg & 0x80 == 0 { "10.0.0.10:4000" } else { "10.0.0.20:5000" };
+        let from = if arg & 0x80 == 0 {
+            "10.0.0.10:4000"
+        } else {
+            "10.0.0.20:5000"
+        };
         // Media ports belong to one shard each; try both (the wrong one drops).
         for e in &mut self.shards {
             let _ = e.handle_media(self.now, port, addr(from), payload);
@@ -213,7 +263,9 @@ impl World {
     }
 
     fn step(&mut self, step: &[u8]) {
-        let Some((&op, rest)) = step.split_first() else { return };
+        let Some((&op, rest)) = step.split_first() else {
+            return;
+        };
         let shard = usize::from((op >> 3) & 1);
         let arg = rest.first().copied().unwrap_or(0);
         if op & 0x10 != 0 {
@@ -271,7 +323,11 @@ fuzz_target!(|data: &[u8]| {
         for e in &mut w.shards {
             while e.poll_event().is_some() {}
             // Transactions outside calls always end (timers F, J, K).
-            assert_eq!(e.outside_transactions(), (0, 0), "a transaction outside calls outlived its timers");
+            assert_eq!(
+                e.outside_transactions(),
+                (0, 0),
+                "a transaction outside calls outlived its timers"
+            );
             e.set_policy(now, Arc::clone(&probed));
         }
         if w.shards.iter().any(|e| e.calls() > 0) {

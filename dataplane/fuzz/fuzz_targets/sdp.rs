@@ -13,21 +13,36 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for (i, m) in sdp.media.iter().enumerate() {
-        let _ = (sdp.connection(i), m.is_rtp(), m.attr(b"rtpmap"), m.has_attr(b"sendonly"));
+        let _ = (
+            sdp.connection(i),
+            m.is_rtp(),
+            m.attr(b"rtpmap"),
+            m.has_attr(b"sendonly"),
+        );
         for f in &m.fmts {
             let _ = m.encoding(f);
         }
     }
-    let ip: IpAddr = if data.len() % 2 == 0 { "192.0.2.1".parse().unwrap() } else { "2001:db8::1".parse().unwrap() };
+    let ip: IpAddr = if data.len() % 2 == 0 {
+        "192.0.2.1".parse().unwrap()
+    } else {
+        "2001:db8::1".parse().unwrap()
+    };
     let anchors: Vec<Anchor> = (0..sdp.media.len())
-        .map(|i| Anchor { port: if i % 3 == 2 { 0 } else { 30000 + 2 * i as u16 }, rtcp_mux: i % 2 == 1 })
+        .map(|i| Anchor {
+            port: if i % 3 == 2 { 0 } else { 30000 + 2 * i as u16 },
+            rtcp_mux: i % 2 == 1,
+        })
         .collect();
     // Keep every other format: codec filtering on the way.
     let keep = |_: &Media<'_>, f: &[u8]| f.len() % 2 == 0;
     let out = rewrite(&sdp, ip, &anchors, &keep, (1, 2));
     let again = match Sdp::parse(&out) {
         Ok(s) => s,
-        Err(e) => panic!("the rewrite wrote SDP that does not parse ({e}): {:?}", String::from_utf8_lossy(&out)),
+        Err(e) => panic!(
+            "the rewrite wrote SDP that does not parse ({e}): {:?}",
+            String::from_utf8_lossy(&out)
+        ),
     };
     assert_eq!(again.media.len(), sdp.media.len(), "media sections kept");
     for (i, m) in again.media.iter().enumerate() {
@@ -35,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
         // before it rewrites; the rewrite itself adds none.
         if m.port != 0 && sdp.connection(i).is_some() {
             assert_eq!(m.port, anchors[i].port);
-            assert_eq!(again.connection(i), Some(ip), "anchored stream on our address");
+            assert_eq!(
+                again.connection(i),
+                Some(ip),
+                "anchored stream on our address"
+            );
         }
     }
 });

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-            HeaderName::From | HeaderName::To | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
+            HeaderName::From
+            | HeaderName::To
+            | HeaderName::Contact
+            | HeaderName::Route
+            | HeaderName::RecordRoute => {
                 if let Ok(n) = NameAddr::parse(h.value) {
                     let _ = (n.tag(), n.parsed_uri());
                 }

@@ -551,6 +551,11 @@ impl Drop for ShardIo {
         // for the kernel to let go of the buffers and slots they point to,
         // before the memory is freed.
         let timeout = Timespec::new().sec(1);
+        // What the last round queued but did not submit (a receive armed
+        // again after its final completion) goes in first, so the cancel
+        // reaches it: submitted later, by the reaping below, it would stay
+        // armed and hold its socket, and the port, after the stop.
+        let _ = self.ring.submit();
         let _ = self
             .ring
             .submitter()
