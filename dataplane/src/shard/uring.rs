@@ -552,9 +552,11 @@ impl Drop for ShardIo {
         // before the memory is freed.
         let timeout = Timespec::new().sec(1);
         // What the last round queued but did not submit (a receive armed
-        // again after its final completion) goes in first, so the cancel
-        // reaches it: submitted later, by the reaping below, it would stay
-        // armed and hold its socket, and the port, after the stop.
+        // again after its final completion, left queued when the submission
+        // met a full completion queue, or when the loop left on an error)
+        // goes in first, so the cancel reaches it: submitted later, by the
+        // reaping below, it would stay armed and hold its socket, and the
+        // port, until the kernel tears the ring down after the stop.
         let _ = self.ring.submit();
         let _ = self
             .ring
@@ -570,6 +572,12 @@ impl Drop for ShardIo {
             let ts = Timespec::new().nsec(10_000_000);
             let args = SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
+            // A request still queued (the submission above could not take
+            // it: a full completion queue) went in just now: cancelled too.
+            let _ = self
+                .ring
+                .submitter()
+                .register_sync_cancel(Some(Timespec::new().nsec(10_000_000)), CancelBuilder::any());
             for c in self.ring.completion() {
                 if c.user_data() & !INDEX_MASK == RECV && !cqueue::more(c.flags()) {
                     armed = armed.saturating_sub(1);

@@ -16,7 +16,6 @@ use super::event::Event;
 use super::ids::{IdMinter, ShardId};
 use super::standalone::Standalone;
 use super::table::CallTable;
-use super::template::Template;
 use crate::media::MediaPorts;
 use crate::net::{Flow, LocalId, Outbox};
 use crate::policy::{MediaPolicy, Policy};
@@ -88,10 +87,10 @@ impl Ctx {
         (code, reason): (u16, &[u8]),
         extra: &[(HeaderName, &[u8])],
     ) -> Bytes {
-        let template = Template::new(req, origin.remote, false);
         let tag = self.ids.tag();
-        let mut buf = crate::sip::buffer(template.len() + 128);
-        let mut w = template.start(&mut buf, code, reason, Some(&tag));
+        let mut buf = crate::sip::buffer(super::template::repeated_len(req, false) + 192);
+        let mut w =
+            super::template::respond_once(&mut buf, req, origin.remote, (code, reason), Some(&tag));
         for (name, value) in extra {
             w.header(*name, &[value]);
         }
