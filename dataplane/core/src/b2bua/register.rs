@@ -165,7 +165,8 @@ impl Engine {
             return Auth::Challenge { stale: false };
         }
         // The challenge we sent, rebuilt from the nonce it carried (ours,
-        // checked above): our realm, qop=auth, no opaque of our own.
+        // checked above): our realm, qop=auth. We send no opaque, so what
+        // the client returns as one is taken as it is (not checked).
         let challenge = Expected {
             realm,
             nonce: &creds.nonce,
