@@ -572,12 +572,6 @@ impl Drop for ShardIo {
             let ts = Timespec::new().nsec(10_000_000);
             let args = SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
-            // A request still queued (the submission above could not take
-            // it: a full completion queue) went in just now: cancelled too.
-            let _ = self
-                .ring
-                .submitter()
-                .register_sync_cancel(Some(Timespec::new().nsec(10_000_000)), CancelBuilder::any());
             for c in self.ring.completion() {
                 if c.user_data() & !INDEX_MASK == RECV && !cqueue::more(c.flags()) {
                     armed = armed.saturating_sub(1);
