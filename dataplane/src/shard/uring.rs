@@ -612,8 +612,8 @@ pub(crate) struct ShardLoop {
     pub pacer: super::Pacer,
     /// When the last media datagram arrived (it shortens the wait).
     pub media_seen: Option<Instant>,
-    /// Overload control: the loop's busy ratio sets the engine's share of
-    /// new calls admitted.
+    /// Overload control: queue waits and the thread's CPU share set the
+    /// engine's share of new calls admitted.
     pub governor: sbc_core::overload::Governor,
     /// Fault injection: the loop ends with an error at its first wake-up
     /// after this ([`super::RuntimeConfig::stop_shard_after`]).
@@ -625,6 +625,25 @@ pub(crate) struct ShardLoop {
 
 /// Puts `h` in shard `to`'s mailbox, noting the ring to wake; a full
 /// mailbox drops it (counted).
+/// The calling thread's CPU time so far, user and system (zero if the
+/// clock cannot be read, which only makes the load look lighter).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration;
+    // CLOCK_THREAD_CPUTIME_ID needs nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
 fn post(
     mailboxes: &[Arc<Mailbox>],
     stats: &ShardStats,
@@ -805,12 +824,10 @@ impl ShardLoop {
                 self.io.wake(fd)?;
             }
 
-            // The work of this round counts towards the load signal.
+            // The load signal: queue waits, and this thread's CPU time
+            // (read once a window).
             let worked = Instant::now();
-            if let Some(admit) = self
-                .governor
-                .record(worked, worked.saturating_duration_since(now))
-            {
+            if let Some(admit) = self.governor.record(worked, thread_cpu_time) {
                 self.engine.set_admission(admit);
             }
             let busy = self.engine.pending_transmits() > 0 && self.io.sip_send.has_free();
@@ -1161,5 +1178,35 @@ impl ShardLoop {
             self.io.arm_recv(idx)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thread_cpu_time;
+    use std::time::Duration;
+
+    #[test]
+    fn the_thread_cpu_clock_counts_this_threads_work() {
+        let start = thread_cpu_time();
+        assert!(start > Duration::ZERO);
+        // Work until the clock moves a millisecond (bounded in count).
+        let mut x = 1u64;
+        let mut moved = false;
+        for _ in 0..10_000 {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+            if thread_cpu_time() >= start + Duration::from_millis(1) {
+                moved = true;
+                break;
+            }
+        }
+        assert!(moved, "{x}");
+        // Another thread's clock is its own: it starts near zero, not here.
+        let other = std::thread::spawn(thread_cpu_time)
+            .join()
+            .unwrap_or_default();
+        assert!(other < thread_cpu_time());
     }
 }
