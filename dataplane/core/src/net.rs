@@ -3,7 +3,7 @@
 //! [`Flow`] it goes to (transport, peer, local socket, connection).
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 
@@ -13,6 +13,50 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// Parses a dotted-quad IPv4 address, accepting exactly what
+/// `Ipv4Addr::from_str` does (four decimal octets of at most 255, no
+/// leading zero) in one pass over the bytes, without a UTF-8 check.
+pub fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value = 0u16;
+        while let Some(d) = s.get(i).filter(|b| b.is_ascii_digit()) {
+            if i - start == 3 {
+                return None;
+            }
+            value = value * 10 + u16::from(d - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && s[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
+}
+
+/// Parses an IPv4 or IPv6 address as `IpAddr::from_str` does, IPv4 by
+/// [`parse_ipv4`].
+pub fn parse_ip(s: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = parse_ipv4(s) {
+        return Some(IpAddr::V4(v4));
+    }
+    std::str::from_utf8(s)
+        .ok()?
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 /// A multicast or (IPv4) broadcast address: never a peer's own.
@@ -286,6 +330,46 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The one-pass IPv4 parse accepts and rejects what std does.
+        #[test]
+        fn parse_ip_agrees_with_std(s in "[0-9.:a-f]{0,20}") {
+            prop_assert_eq!(parse_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok());
+            prop_assert_eq!(parse_ip(s.as_bytes()), s.parse::<IpAddr>().ok());
+        }
+
+        #[test]
+        fn parse_ipv4_agrees_with_std_on_near_quads(
+            parts in proptest::collection::vec("(0|00|01|[1-9][0-9]{0,3}|)", 0..6),
+            tail in "(|x| |.)",
+        ) {
+            let s = parts.join(".") + &tail;
+            prop_assert_eq!(parse_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok());
+        }
+    }
+
+    #[test]
+    fn parse_ip_examples() {
+        assert_eq!(parse_ipv4(b"192.0.2.1"), Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(parse_ipv4(b"255.255.255.255"), Some(Ipv4Addr::BROADCAST));
+        assert_eq!(parse_ipv4(b"0.0.0.0"), Some(Ipv4Addr::UNSPECIFIED));
+        for bad in [
+            &b"256.0.0.1"[..],
+            b"1.2.3",
+            b"1.2.3.4.",
+            b"01.2.3.4",
+            b"1.2.3.4 ",
+            b"1..2.3",
+            b"1.2.3.0004",
+            b"",
+        ] {
+            assert_eq!(parse_ipv4(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_ip(b"2001:db8::1"), "2001:db8::1".parse().ok());
+        assert_eq!(parse_ip(b"::ffff:1.2.3.4"), "::ffff:1.2.3.4".parse().ok());
+    }
 
     fn flow(port: u16) -> Flow {
         Flow::udp(SocketAddr::from(([192, 0, 2, 1], port)), LocalId(0))

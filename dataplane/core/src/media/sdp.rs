@@ -130,13 +130,17 @@ fn parse_m(value: &[u8]) -> Result<Media<'_>, SdpError> {
 
 /// `c=IN IP4 192.0.2.1` (a TTL or count suffix is ignored).
 fn parse_c(value: &[u8]) -> Result<IpAddr, SdpError> {
-    let text = std::str::from_utf8(value).map_err(|_| SdpError::Connection)?;
-    let mut parts = text.split_ascii_whitespace();
-    let (Some("IN"), Some(_), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+    if std::str::from_utf8(value).is_err() {
+        return Err(SdpError::Connection);
+    }
+    let mut parts = value
+        .split(u8::is_ascii_whitespace)
+        .filter(|p| !p.is_empty());
+    let (Some(b"IN"), Some(_), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(SdpError::Connection);
     };
-    let addr = addr.split('/').next().unwrap_or(addr);
-    addr.parse().map_err(|_| SdpError::Connection)
+    let addr = addr.split(|b| *b == b'/').next().unwrap_or(addr);
+    crate::net::parse_ip(addr).ok_or(SdpError::Connection)
 }
 
 impl Media<'_> {

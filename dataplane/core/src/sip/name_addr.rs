@@ -52,7 +52,7 @@ impl<'a> NameAddr<'a> {
                 return Err(NameAddrError::Angle);
             }
             (Some(&s[..end]), rest)
-        } else if let Some(lt) = s.iter().position(|b| *b == b'<') {
+        } else if let Some(lt) = memchr::memchr(b'<', s) {
             // Unquoted display name: *(token LWS); RFC 4475 §3.1.2.15 wants
             // anything else rejected.
             let display = trim(&s[..lt]);
@@ -80,10 +80,7 @@ impl<'a> NameAddr<'a> {
             });
         };
         // rest starts with '<'
-        let gt = rest
-            .iter()
-            .position(|b| *b == b'>')
-            .ok_or(NameAddrError::Angle)?;
+        let gt = memchr::memchr(b'>', rest).ok_or(NameAddrError::Angle)?;
         let uri = &rest[1..gt];
         if uri == b"*" {
             // Only an addr-spec may be "*" (a Contact of REGISTER).
@@ -117,12 +114,38 @@ impl<'a> NameAddr<'a> {
 
 /// The value of the first `tag` parameter in `params`.
 fn tag_of(params: &[u8]) -> Option<&[u8]> {
+    // The spelling of nearly every stack first: `;tag=` leading, lower
+    // case, no white space, an unquoted value ending the list or followed
+    // by `;`. Anything else takes the general scan, which reads it the same.
+    if let Some(v) = params.strip_prefix(b";tag=")
+        && v.first().is_some_and(|b| *b != b'"')
+    {
+        let end = v
+            .iter()
+            .position(|b| *b == b';' || is_lws(*b))
+            .unwrap_or(v.len());
+        if end > 0 && v.get(end).is_none_or(|b| *b == b';') {
+            return Some(&v[..end]);
+        }
+    }
     Params::new(params).get(b"tag").flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The `;tag=` shortcut reads what the general parameter scan does.
+        #[test]
+        fn tag_shortcut_agrees_with_the_parameter_scan(
+            params in "(;tag=|;TAG=|;tag =|;x=1)?[a-z0-9\"; =\t]{0,12}",
+        ) {
+            let general = Params::new(params.as_bytes()).get(b"tag").flatten();
+            prop_assert_eq!(tag_of(params.as_bytes()), general);
+        }
+    }
 
     #[test]
     fn quoted_display_name_with_escapes() {

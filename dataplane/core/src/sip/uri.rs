@@ -1,6 +1,6 @@
 //! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), parsed as slices.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use bytes::BufMut;
 
@@ -101,11 +101,11 @@ impl<'a> Uri<'a> {
 
 /// Parses an IP literal as it appears in a host (IPv6 in brackets).
 pub fn host_ip(host: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(host).ok()?;
-    if let Some(v6) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        return v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    if let Some(v6) = host.strip_prefix(b"[").and_then(|t| t.strip_suffix(b"]")) {
+        let text = std::str::from_utf8(v6).ok()?;
+        return text.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }
-    text.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    crate::net::parse_ipv4(host).map(IpAddr::V4)
 }
 
 /// The scheme, as an enum and as written, and what follows its colon.
