@@ -145,13 +145,23 @@ fn hex_u64(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-fn put_hex(buf: &mut impl BufMut, value: u64, digits: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        let nibble = (value >> (i * 4)) & 0xf;
-        // nibble < 16
-        buf.put_u8(HEX[usize::try_from(nibble).unwrap_or(0)]);
+/// Writes the low `out.len()` hex digits of `v`, lowercase, zero-padded
+/// (at most 16).
+pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for d in out.iter_mut().rev() {
+        *d = DIGITS[(v & 15) as usize];
+        v >>= 4;
     }
+}
+
+/// Appends the low `digits` hex digits of `value` (at most 16) in one
+/// write.
+fn put_hex(buf: &mut impl BufMut, value: u64, digits: usize) {
+    let mut text = [0u8; 16];
+    let out = &mut text[..digits.min(16)];
+    write_hex(out, value);
+    buf.put_slice(out);
 }
 
 /// Length of a minted tag.

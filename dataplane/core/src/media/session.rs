@@ -603,7 +603,7 @@ impl MediaSession {
     ) -> (u64, u64) {
         let digest = {
             use std::hash::{Hash, Hasher};
-            let mut h = Fnv1a::default();
+            let mut h = ChangeHash::default();
             for l in sdp.session.iter().filter(|l| l.kind != b'o') {
                 (l.kind, l.value).hash(&mut h);
             }
@@ -827,38 +827,64 @@ impl MediaSession {
 
 /// RFC 3605 `a=rtcp:<port> [IN IP4 <addr>]`.
 fn rtcp_address(m: &Media<'_>, default_ip: IpAddr) -> Option<SocketAddr> {
-    let v = std::str::from_utf8(m.attr(b"rtcp")?).ok()?;
-    let mut parts = v.split_ascii_whitespace();
-    let port: u16 = parts.next()?.parse().ok()?;
+    let v = m.attr(b"rtcp")?;
+    std::str::from_utf8(v).ok()?;
+    let mut parts = v.split(u8::is_ascii_whitespace).filter(|p| !p.is_empty());
+    let port: u16 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let ip = match (parts.next(), parts.next(), parts.next()) {
-        (Some("IN"), Some(_), Some(addr)) => addr.parse().ok()?,
+        (Some(b"IN"), Some(_), Some(addr)) => crate::net::parse_ip(addr)?,
         _ => default_ip,
     };
     Some(SocketAddr::new(ip, port))
 }
 
-/// FNV-1a (64 bits): what `origin_towards` detects changes with; cheaper
-/// than SipHash on the many small writes a description makes. Not a map
-/// key: a crafted collision could only keep the version of the sender's
-/// own call's description from moving.
-struct Fnv1a(u64);
+/// A 64-bit hash over eight bytes at a time (rotate, xor, multiply, as
+/// FxHash does): what `origin_towards` detects changes with; cheaper than
+/// SipHash on the many small writes a description makes. Not a map key: a
+/// crafted collision could only keep the version of the sender's own
+/// call's description from moving.
+#[derive(Default)]
+struct ChangeHash(u64);
 
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
+impl ChangeHash {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
     }
 }
 
-impl std::hash::Hasher for Fnv1a {
+impl std::hash::Hasher for ChangeHash {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
         }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            // The length keeps "a" and "a\0" apart.
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
     }
 }
 

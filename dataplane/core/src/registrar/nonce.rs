@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::b2bua::Secrets;
+use crate::b2bua::write_hex;
 
 /// Nonces whose counts are kept, per shard (the most recent issued).
 pub const WINDOW: usize = 65_536;
@@ -52,11 +53,11 @@ impl NonceBook {
         // `{ms:012x}{serial:08x}{shard:04x}{mac:016x}`, written without
         // the formatting machinery (a nonce per challenge).
         let mut nonce = [0u8; LEN];
-        put_hex(&mut nonce[..12], ms & 0xffff_ffff_ffff);
-        put_hex(&mut nonce[12..20], u64::from(serial));
-        put_hex(&mut nonce[20..BODY], u64::from(shard));
+        write_hex(&mut nonce[..12], ms & 0xffff_ffff_ffff);
+        write_hex(&mut nonce[12..20], u64::from(serial));
+        write_hex(&mut nonce[20..BODY], u64::from(shard));
         let mac = secrets.nonce_mac(&nonce[..BODY]);
-        put_hex(&mut nonce[BODY..], mac);
+        write_hex(&mut nonce[BODY..], mac);
         nonce.iter().map(|&b| char::from(b)).collect()
     }
 
@@ -123,15 +124,6 @@ impl NonceBook {
     /// Nonces whose counts are held.
     pub fn counted(&self) -> usize {
         self.seen.iter().filter(|(_, mark)| *mark > 0).count()
-    }
-}
-
-/// Writes the low `out.len()` hex digits of `v`, lowercase, zero-padded.
-fn put_hex(out: &mut [u8], mut v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for d in out.iter_mut().rev() {
-        *d = DIGITS[(v & 15) as usize];
-        v >>= 4;
     }
 }
 
