@@ -12,7 +12,8 @@
 //! kernel; the user-space share of a call's cost, for profiling), or with
 //! `-- live` (what a confirmed call holds, by the code that allocated it),
 //! or with `-- register` (the engine's time and allocations per digest
-//! registration, as `regcost` offers them).
+//! registration, as `regcost` offers them; `-- register sites` also names
+//! the code that makes the allocations).
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -835,6 +836,11 @@ fn registrations(start: Instant, buf: &mut [u8]) {
     for _ in 0..16 {
         round(&mut engine);
     }
+    let sites = std::env::args().nth(2).as_deref() == Some("sites");
+    if sites && let Ok(mut s) = SITES.lock() {
+        *s = Some(HashMap::new());
+        SITES_ON.store(true, Ordering::Relaxed);
+    }
     let rounds: Vec<(f64, f64)> = (0..5).map(|_| round(&mut engine)).collect();
     let best = rounds.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
     println!(
@@ -849,6 +855,15 @@ fn registrations(start: Instant, buf: &mut [u8]) {
         "engine allocations per digest registration: {:.2}",
         rounds.last().map_or(0.0, |r| r.1)
     );
+    // With `sites`, where they are made (over the five measured rounds;
+    // the times above are then not the engine's alone).
+    if let Some(sites) = SITES.lock().ok().and_then(|mut s| s.take()) {
+        let mut sites: Vec<_> = sites.into_iter().collect();
+        sites.sort_by_key(|s| std::cmp::Reverse(s.1));
+        for (site, n) in sites {
+            println!("{:6.2}  {site}", n as f64 / (5 * per_round) as f64);
+        }
+    }
     if failed > 0 {
         println!("registrations that did not end in 200: {failed}");
         std::process::exit(1);

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::build::{LocalParts, response_dest};
@@ -84,10 +84,36 @@ impl Ctx {
         &mut self,
         req: &Request<'_>,
         origin: Flow,
-        (code, reason): (u16, &[u8]),
+        status: (u16, &[u8]),
         extra: &[(HeaderName, &[u8])],
     ) -> Bytes {
-        let tag = self.ids.tag();
+        crate::sip::seal(self.write_response(req, origin, status, extra))
+    }
+
+    /// [`Ctx::response_to`] sent to `dest` once and not kept: written in
+    /// the reused buffer, with no allocation of its own.
+    pub fn send_response(
+        &mut self,
+        dest: Flow,
+        req: &Request<'_>,
+        origin: Flow,
+        status: (u16, &[u8]),
+        extra: &[(HeaderName, &[u8])],
+    ) {
+        let buf = self.write_response(req, origin, status, extra);
+        self.send(dest, &buf);
+        crate::sip::recycle(buf);
+    }
+
+    fn write_response(
+        &mut self,
+        req: &Request<'_>,
+        origin: Flow,
+        (code, reason): (u16, &[u8]),
+        extra: &[(HeaderName, &[u8])],
+    ) -> BytesMut {
+        let mut tag = [0u8; super::ids::TAG_LEN];
+        self.ids.put_tag(&mut &mut tag[..]);
         let mut buf = crate::sip::buffer(super::template::repeated_len(req, false) + 192);
         let mut w =
             super::template::respond_once(&mut buf, req, origin.remote, (code, reason), Some(&tag));
@@ -95,7 +121,7 @@ impl Ctx {
             w.header(*name, &[value]);
         }
         w.body(b"");
-        crate::sip::seal(buf)
+        buf
     }
 
     /// A response to `req` that needs no transaction (RFC 3261 §8.2.6,
@@ -108,8 +134,13 @@ impl Ctx {
         reason: &[u8],
         extra: &[(HeaderName, &[u8])],
     ) {
-        let response = self.response_to(req, origin, (code, reason), extra);
-        self.send(response_dest(req, origin), &response);
+        self.send_response(
+            response_dest(req, origin),
+            req,
+            origin,
+            (code, reason),
+            extra,
+        );
         if code >= 200 {
             self.stats.final_sent(code);
         }

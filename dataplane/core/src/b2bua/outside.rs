@@ -175,8 +175,8 @@ impl Engine {
         (code, reason): (u16, &[u8]),
         headers: &[(HeaderName, &[u8])],
     ) {
-        let response = self.ctx.response_to(req, origin, (code, reason), headers);
-        self.ctx.out.push(dest, &response);
+        self.ctx
+            .send_response(dest, req, origin, (code, reason), headers);
         if code >= 200 {
             self.ctx.stats.final_sent(code);
         }

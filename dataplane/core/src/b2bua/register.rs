@@ -26,13 +26,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 use super::context::Engine;
 use crate::net::Flow;
 use crate::policy::Policy;
 use crate::registrar::{
     Account, AuthFailure, Binding, Change, NonceCheck, RegisterResult, Settings,
 };
-use crate::sip::digest::{Authorization, Challenge, Expected, Qop, Secret, verify_expected};
+use crate::sip::digest::{Authorization, Expected, Qop, Secret, verify_expected};
 use crate::sip::{CommaList, HeaderName, NameAddr, Request, Scheme, Uri};
 
 /// A shard's registrar state: its nonces, and the lockout table it shares
@@ -222,9 +224,13 @@ impl Engine {
         (settings, header): (&Settings, HeaderName),
         (stale, result): (bool, RegisterResult),
     ) {
-        let values = self.challenges(now, settings, stale);
-        let headers: Vec<(HeaderName, &[u8])> =
-            values.iter().map(|v| (header, v.as_slice())).collect();
+        let (text, ends) = self.challenges(now, settings, stale);
+        let mut headers: SmallVec<[(HeaderName, &[u8]); 2]> = SmallVec::new();
+        let mut start = 0;
+        for end in ends {
+            headers.push((header, text.get(start..end).unwrap_or_default()));
+            start = end;
+        }
         if header == HeaderName::ProxyAuthenticate {
             let status = (407, b"Proxy Authentication Required".as_slice());
             return self.registrar_answer(req, origin, now, result, status, &headers);
@@ -244,26 +250,31 @@ impl Engine {
         self.answer_stateless(req, origin, origin, (401, b"Unauthorized"), &headers);
     }
 
-    /// One challenge value per configured algorithm, with a fresh nonce.
-    fn challenges(&mut self, now: Instant, settings: &Settings, stale: bool) -> Vec<Vec<u8>> {
+    /// One challenge value per configured algorithm, with a fresh nonce:
+    /// written one after the other in one buffer, with where each ends.
+    fn challenges(
+        &mut self,
+        now: Instant,
+        settings: &Settings,
+        stale: bool,
+    ) -> (Vec<u8>, SmallVec<[usize; 2]>) {
         let secrets = *self.ctx.ids.secrets();
         let nonce = self.registrar.nonces.issue(now, self.ctx.shard.0, &secrets);
-        let mut values: Vec<Vec<u8>> = Vec::with_capacity(settings.algorithms.len());
+        let mut text = Vec::with_capacity(128 * settings.algorithms.len());
+        let mut ends = SmallVec::new();
         for &algorithm in &settings.algorithms {
-            let c = Challenge {
-                realm: settings.realm.as_bytes().to_vec(),
-                nonce: nonce.as_bytes().to_vec(),
+            let parts = Expected {
+                realm: settings.realm.as_bytes(),
+                nonce: &nonce[..],
                 opaque: None,
                 algorithm,
-                qop: vec![Qop::Auth],
-                stale,
+                qop: &[Qop::Auth],
             };
-            let mut v = Vec::with_capacity(128);
-            if c.write(&mut v).is_ok() {
-                values.push(v);
+            if parts.write_challenge(stale, &mut text).is_ok() {
+                ends.push(text.len());
             }
         }
-        values
+        (text, ends)
     }
 
     /// An INVITE from a source that is no trunk, with the registrar on: a

@@ -40,12 +40,12 @@ pub struct NonceBook {
 
 /// Layout, in lowercase hex: issued (ms since the epoch, 12), serial (8),
 /// shard (4), MAC (16).
-const LEN: usize = 40;
+pub const LEN: usize = 40;
 const BODY: usize = 24;
 
 impl NonceBook {
-    /// A fresh nonce.
-    pub fn issue(&mut self, now: Instant, shard: u16, secrets: &Secrets) -> String {
+    /// A fresh nonce (lowercase hex), held without an allocation.
+    pub fn issue(&mut self, now: Instant, shard: u16, secrets: &Secrets) -> [u8; LEN] {
         let epoch = *self.epoch.get_or_insert(now);
         let ms = u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(0);
         let serial = self.next;
@@ -58,7 +58,7 @@ impl NonceBook {
         write_hex(&mut nonce[20..BODY], u64::from(shard));
         let mac = secrets.nonce_mac(&nonce[..BODY]);
         write_hex(&mut nonce[BODY..], mac);
-        nonce.iter().map(|&b| char::from(b)).collect()
+        nonce
     }
 
     /// What `nonce` is, at `now`, for shard `shard`.
@@ -160,17 +160,11 @@ mod tests {
         let n = book.issue(t0, 1, &secrets());
         assert_eq!(n.len(), LEN);
         assert!(matches!(
-            book.check(
-                n.as_bytes(),
-                t0 + Duration::from_secs(299),
-                LIFE,
-                1,
-                &secrets()
-            ),
+            book.check(&n[..], t0 + Duration::from_secs(299), LIFE, 1, &secrets()),
             NonceCheck::Fresh { serial: 0 }
         ));
         assert_eq!(
-            book.check(n.as_bytes(), t0 + LIFE, LIFE, 1, &secrets()),
+            book.check(&n[..], t0 + LIFE, LIFE, 1, &secrets()),
             NonceCheck::Stale
         );
     }
@@ -184,7 +178,7 @@ mod tests {
         // 12 digits of milliseconds, 8 of serial, 4 of shard.
         let body = "000000001234".to_owned() + "00000001" + "beef";
         let mac = secrets().nonce_mac(body.as_bytes());
-        assert_eq!(n, format!("{body}{mac:016x}"));
+        assert_eq!(&n[..], format!("{body}{mac:016x}").as_bytes());
     }
 
     #[test]
@@ -193,18 +187,18 @@ mod tests {
         let t0 = Instant::now();
         let n = book.issue(t0, 1, &secrets());
         assert_eq!(
-            book.check(n.as_bytes(), t0, LIFE, 0, &secrets()),
+            book.check(&n[..], t0, LIFE, 0, &secrets()),
             NonceCheck::Invalid,
             "another shard's nonce"
         );
         let other = Secrets::from_bytes([8; 48]);
         assert_eq!(
-            book.check(n.as_bytes(), t0, LIFE, 1, &other),
+            book.check(&n[..], t0, LIFE, 1, &other),
             NonceCheck::Invalid,
             "an earlier run's nonce"
         );
         // Making it look younger breaks the MAC.
-        let mut aged = n.clone().into_bytes();
+        let mut aged = n;
         aged[11] = if aged[11] == b'0' { b'1' } else { b'0' };
         assert_eq!(
             book.check(&aged, t0, LIFE, 1, &secrets()),
@@ -217,7 +211,7 @@ mod tests {
             );
         }
         assert_eq!(
-            NonceBook::default().check(n.as_bytes(), t0, LIFE, 1, &secrets()),
+            NonceBook::default().check(&n[..], t0, LIFE, 1, &secrets()),
             NonceCheck::Invalid,
             "a book that issued nothing knows no nonce"
         );

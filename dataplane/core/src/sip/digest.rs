@@ -378,13 +378,21 @@ impl Challenge {
     /// and stale not. [`DigestError::Invalid`] (and nothing written) when a
     /// value holds a control character, which no quoted-string can carry.
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), DigestError> {
-        check_quotable("realm", &self.realm)?;
-        check_quotable("nonce", &self.nonce)?;
-        if let Some(o) = &self.opaque {
+        self.expected().write_challenge(self.stale, out)
+    }
+}
+
+impl Expected<'_> {
+    /// Appends the challenge these parts make, with `stale`, as
+    /// [`Challenge::write`] does, without owning a [`Challenge`] first.
+    pub fn write_challenge(&self, stale: bool, out: &mut Vec<u8>) -> Result<(), DigestError> {
+        check_quotable("realm", self.realm)?;
+        check_quotable("nonce", self.nonce)?;
+        if let Some(o) = self.opaque {
             check_quotable("opaque", o)?;
         }
         out.extend_from_slice(b"Digest ");
-        quoted(out, "realm", &self.realm);
+        quoted(out, "realm", self.realm);
         if !self.qop.is_empty() {
             out.extend_from_slice(b", qop=\"");
             for (i, q) in self.qop.iter().enumerate() {
@@ -398,12 +406,12 @@ impl Challenge {
         out.extend_from_slice(b", algorithm=");
         out.extend_from_slice(self.algorithm.name().as_bytes());
         out.extend_from_slice(b", ");
-        quoted(out, "nonce", &self.nonce);
-        if let Some(o) = &self.opaque {
+        quoted(out, "nonce", self.nonce);
+        if let Some(o) = self.opaque {
             out.extend_from_slice(b", ");
             quoted(out, "opaque", o);
         }
-        if self.stale {
+        if stale {
             out.extend_from_slice(b", stale=true");
         }
         Ok(())

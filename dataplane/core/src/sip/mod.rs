@@ -32,4 +32,4 @@ pub fn scan_decimal(value: &[u8]) -> Option<u64> {
 }
 pub use uri::{Scheme, Uri, UriError, escape_user, host_ip, parse_hostport};
 pub use via::{BRANCH_COOKIE, Via, ViaError, split_values as via_values};
-pub use writer::{Writer, buffer, put_ip, put_socket_addr, put_unfolded, seal};
+pub use writer::{Writer, buffer, put_ip, put_socket_addr, put_unfolded, recycle, seal};

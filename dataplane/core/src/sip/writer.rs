@@ -33,13 +33,19 @@ pub fn buffer(capacity: usize) -> BytesMut {
 /// The message written in `buf`, in an allocation of its own size (owned
 /// alone: no shared counter until it is cloned), `buf` kept for the next
 /// [`buffer`]. A message kept for retransmission holds no spare room.
-pub fn seal(mut buf: BytesMut) -> Bytes {
+pub fn seal(buf: BytesMut) -> Bytes {
     let message = Bytes::copy_from_slice(&buf);
+    recycle(buf);
+    message
+}
+
+/// Keeps `buf` (emptied) for the next [`buffer`]: for a message sent once
+/// and not kept, which needs no allocation of its own.
+pub fn recycle(mut buf: BytesMut) {
     if buf.capacity() <= SPARE_MAX {
         buf.clear();
         SPARE.set(Some(buf));
     }
-    message
 }
 
 /// Appends one message to a buffer.
