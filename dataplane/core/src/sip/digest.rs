@@ -844,8 +844,14 @@ fn is_control(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
+/// Whether `s` holds a control byte (TAB aside): the word test first, the
+/// exact one only when it fires.
+fn has_control(s: &[u8]) -> bool {
+    super::scan::has_byte_below_or(s, 0x20, 0x7f) && s.iter().any(|&b| is_control(b))
+}
+
 fn check_quotable(name: &'static str, v: &[u8]) -> Result<(), DigestError> {
-    if v.iter().any(|&b| is_control(b)) {
+    if has_control(v) {
         Err(DigestError::Invalid(name))
     } else {
         Ok(())
@@ -985,10 +991,9 @@ impl<'a> Params<'a> {
 /// rest after its closing quote: borrowed when it holds no escape.
 fn quoted_string(s: &[u8]) -> Result<(Cow<'_, [u8]>, &[u8]), DigestError> {
     // Up to the first quote or backslash, found by one search; no control
-    // byte may stand before it (checked without an early exit, so the
-    // check vectorises).
+    // byte may stand before it.
     let plain = memchr::memchr2(b'"', b'\\', s).ok_or(DigestError::Malformed)?;
-    if s[..plain].iter().fold(false, |bad, &b| bad | is_control(b)) {
+    if has_control(&s[..plain]) {
         return Err(DigestError::Malformed);
     }
     if s[plain] == b'"' {

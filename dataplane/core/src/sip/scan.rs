@@ -30,6 +30,38 @@ pub(crate) fn is_token(b: u8) -> bool {
     TOKEN[usize::from(b)]
 }
 
+/// Whether `s` has a byte below `limit` (at most 0x80) or equal to `eq`.
+/// Eight bytes at a time with no call (most header and parameter values
+/// are short): a byte below the limit borrows into its high bit (the
+/// "has less than" word test), and one equal to `eq` is a zero byte of
+/// the word xor `eq` repeated; bytes with the high bit set are excluded
+/// from both.
+#[inline]
+pub(crate) fn has_byte_below_or(s: &[u8], limit: u8, eq: u8) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = u64::from_ne_bytes([limit; 8]);
+    let equal = u64::from_ne_bytes([eq; 8]);
+    // `eq` below the limit is found by the first test (a constant
+    // argument folds this away).
+    let check_eq = eq >= limit;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_ne_bytes(word);
+        let mut found = x.wrapping_sub(below) & !x;
+        if check_eq {
+            let y = x ^ equal;
+            found |= y.wrapping_sub(ONES) & !y;
+        }
+        if found & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < limit || b == eq)
+}
+
 pub(crate) fn trim(s: &[u8]) -> &[u8] {
     trim_end(trim_start(s))
 }
@@ -241,6 +273,23 @@ impl<'a> Iterator for Params<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The word-at-a-time test finds every byte below the limit or
+        /// equal to the one asked for, wherever it is, and nothing else.
+        #[test]
+        fn has_byte_below_or_is_exact(
+            s in proptest::collection::vec(
+                prop_oneof![30 => 0x20u8..=0xff, 1 => 0u8..0x20, 1 => Just(0x7fu8)], 0..40,
+            ),
+            limit in prop_oneof![Just(0x0eu8), Just(0x20u8), 0u8..=0x80],
+            eq in prop_oneof![Just(0x7fu8), Just(0u8), any::<u8>()],
+        ) {
+            let exact = s.iter().any(|&b| b < limit || b == eq);
+            prop_assert_eq!(has_byte_below_or(&s, limit, eq), exact);
+        }
+    }
 
     /// The byte-at-a-time scan `find_unquoted` replaced, as the reference.
     fn find_unquoted_reference(s: &[u8], needle: u8) -> Option<usize> {

@@ -166,31 +166,14 @@ fn put_display(buf: &mut impl BufMut, value: impl std::fmt::Display) {
     buf.put_slice(&text[..len.min(text.len())]);
 }
 
-/// Whether `s` may hold a line break: true when it has a byte below 0x0e
-/// (CR, LF, but also TAB and other controls, which the caller checks
-/// again exactly). Eight bytes at a time, with no call: most header parts
-/// are short and have none.
-fn has_control(s: &[u8]) -> bool {
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const LIMIT: u64 = u64::from_ne_bytes([0x0e; 8]);
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(c);
-        let x = u64::from_ne_bytes(word);
-        // A byte below 0x0e borrows into its high bit (the classic
-        // "has less than" test); bytes with the high bit set are excluded.
-        if x.wrapping_sub(LIMIT) & !x & HIGH != 0 {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|b| *b < 0x0e)
-}
-
 /// Appends `value`, replacing each folded line break (CR/LF followed by
 /// white space) with a single space.
 pub fn put_unfolded(buf: &mut impl BufMut, value: &[u8]) {
-    if !has_control(value) || memchr::memchr2(b'\r', b'\n', value).is_none() {
+    // A byte below 0x0e (CR, LF, but also TAB and other controls) sends
+    // it to the exact search: most parts have none.
+    if !super::scan::has_byte_below_or(value, 0x0e, 0)
+        || memchr::memchr2(b'\r', b'\n', value).is_none()
+    {
         buf.put_slice(value);
         return;
     }
@@ -213,17 +196,6 @@ pub fn put_unfolded(buf: &mut impl BufMut, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The word-at-a-time test sees every byte below 0x0e, wherever it is.
-        #[test]
-        fn has_control_finds_every_low_byte(s in proptest::collection::vec(
-            prop_oneof![30 => 0x0eu8..=0xff, 1 => 0u8..0x0e], 0..40,
-        )) {
-            prop_assert_eq!(has_control(&s), s.iter().any(|b| *b < 0x0e));
-        }
-    }
     use std::net::{Ipv6Addr, SocketAddrV6};
 
     #[test]
