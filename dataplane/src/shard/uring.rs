@@ -623,8 +623,6 @@ pub(crate) struct ShardLoop {
     pub wall: std::time::SystemTime,
 }
 
-/// Puts `h` in shard `to`'s mailbox, noting the ring to wake; a full
-/// mailbox drops it (counted).
 /// The calling thread's CPU time so far, user and system (zero if the
 /// clock cannot be read, which only makes the load look lighter).
 fn thread_cpu_time() -> Duration {
@@ -644,6 +642,8 @@ fn thread_cpu_time() -> Duration {
     )
 }
 
+/// Puts `h` in shard `to`'s mailbox, noting the ring to wake; a full
+/// mailbox drops it (counted).
 fn post(
     mailboxes: &[Arc<Mailbox>],
     stats: &ShardStats,
