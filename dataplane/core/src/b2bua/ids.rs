@@ -12,6 +12,8 @@ use std::hash::Hasher;
 use bytes::{BufMut, Bytes, BytesMut};
 use siphasher::sip::SipHasher13;
 
+use crate::hex::parse_hex;
+
 /// Index of a shard (thread) in the data plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);
@@ -102,13 +104,13 @@ impl Secrets {
             return None;
         }
         let (body, mac) = call_id.split_at(24);
-        let mac = hex_u64(mac)?;
+        let mac = parse_hex(mac)?;
         if mac != Self::hash(self.mac, &[body]) & 0xffff_ffff {
             return None;
         }
-        let shard = u16::try_from(hex_u64(&body[0..2])?).ok()?;
-        let index = u32::try_from(hex_u64(&body[2..8])?).ok()?;
-        let generation = u16::try_from(hex_u64(&body[8..12])?).ok()?;
+        let shard = u16::try_from(parse_hex(&body[0..2])?).ok()?;
+        let index = u32::try_from(parse_hex(&body[2..8])?).ok()?;
+        let generation = u16::try_from(parse_hex(&body[8..12])?).ok()?;
         Some((ShardId(shard), CallRef { index, generation }))
     }
 }
@@ -124,34 +126,11 @@ impl Secrets {
             return None;
         }
         let (body, mac) = call_id.split_at(24);
-        if hex_u64(mac)? != Self::hash(self.mac, &[body]) & 0xffff_ffff {
+        if parse_hex(mac)? != Self::hash(self.mac, &[body]) & 0xffff_ffff {
             return None;
         }
-        let shard = u16::try_from(hex_u64(&rest[0..2])?).ok()?;
+        let shard = u16::try_from(parse_hex(&rest[0..2])?).ok()?;
         Some(ShardId(shard))
-    }
-}
-
-fn hex_u64(s: &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    for &b in s {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
-    }
-    Some(v)
-}
-
-/// Writes the low `out.len()` hex digits of `v`, lowercase, zero-padded
-/// (at most 16).
-pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for d in out.iter_mut().rev() {
-        *d = DIGITS[(v & 15) as usize];
-        v >>= 4;
     }
 }
 
@@ -160,7 +139,7 @@ pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
 fn put_hex(buf: &mut impl BufMut, value: u64, digits: usize) {
     let mut text = [0u8; 16];
     let out = &mut text[..digits.min(16)];
-    write_hex(out, value);
+    crate::hex::write_hex(out, value);
     buf.put_slice(out);
 }
 

@@ -65,7 +65,6 @@ mod wheel;
 pub use context::Engine;
 pub use engine::Disposition;
 pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals, Upstream};
-pub(crate) use ids::write_hex;
 pub use ids::{CallRef, IdMinter, Secrets, ShardId};
 pub use lookup::{LOOKUP_TIMEOUT, Located, ShardMessage};
 pub use standalone::{Alarm, Outcome, OwnRequest, TxId};

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::b2bua::Secrets;
-use crate::b2bua::write_hex;
+use crate::hex::{parse_hex, write_hex};
 
 /// Nonces whose counts are kept, per shard (the most recent issued).
 pub const WINDOW: usize = 65_536;
@@ -74,12 +74,14 @@ impl NonceBook {
             return NonceCheck::Invalid;
         };
         let (body, mac) = nonce.split_at(BODY);
-        if hex(mac) != Some(secrets.nonce_mac(body)) {
+        if parse_hex(mac) != Some(secrets.nonce_mac(body)) {
             return NonceCheck::Invalid;
         }
-        let (Some(ms), Some(serial), Some(owner)) =
-            (hex(&body[..12]), hex(&body[12..20]), hex(&body[20..24]))
-        else {
+        let (Some(ms), Some(serial), Some(owner)) = (
+            parse_hex(&body[..12]),
+            parse_hex(&body[12..20]),
+            parse_hex(&body[20..24]),
+        ) else {
             return NonceCheck::Invalid;
         };
         if owner != u64::from(shard) {
@@ -125,22 +127,6 @@ impl NonceBook {
     pub fn counted(&self) -> usize {
         self.seen.iter().filter(|(_, mark)| *mark > 0).count()
     }
-}
-
-fn hex(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 16 {
-        return None;
-    }
-    let mut v = 0u64;
-    for &b in s {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u64::from(d);
-    }
-    Some(v)
 }
 
 #[cfg(test)]

@@ -812,21 +812,17 @@ fn request_digest(
 }
 
 fn nc_hex(nc: u32) -> [u8; 8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 8];
-    for (i, d) in out.iter_mut().enumerate() {
-        let shift = 28 - 4 * i;
-        *d = HEX[((nc >> shift) & 15) as usize];
-    }
+    crate::hex::write_hex(&mut out, u64::from(nc));
     out
 }
 
 /// `nc-value = 8LHEX` (RFC 7616 §3.4).
 fn parse_nc(s: &[u8]) -> Option<u32> {
-    if s.len() != 8 || !s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if s.len() != 8 {
         return None;
     }
-    u32::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+    u32::try_from(crate::hex::parse_hex(s)?).ok()
 }
 
 /// Equal as hex, ignoring case, in time that depends on the lengths only.
