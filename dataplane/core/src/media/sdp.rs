@@ -130,17 +130,32 @@ fn parse_m(value: &[u8]) -> Result<Media<'_>, SdpError> {
 
 /// `c=IN IP4 192.0.2.1` (a TTL or count suffix is ignored).
 fn parse_c(value: &[u8]) -> Result<IpAddr, SdpError> {
-    if std::str::from_utf8(value).is_err() {
-        return Err(SdpError::Connection);
-    }
-    let mut parts = value
-        .split(u8::is_ascii_whitespace)
-        .filter(|p| !p.is_empty());
-    let (Some(b"IN"), Some(_), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(SdpError::Connection);
-    };
+    let addr = fields(value)
+        .and_then(|mut f| in_address(&mut f))
+        .ok_or(SdpError::Connection)?;
     let addr = addr.split(|b| *b == b'/').next().unwrap_or(addr);
     crate::net::parse_ip(addr).ok_or(SdpError::Connection)
+}
+
+/// The space-separated fields of an SDP value, which must be UTF-8 (RFC
+/// 4566 §5).
+pub(crate) fn fields(value: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+    std::str::from_utf8(value).ok()?;
+    Some(
+        value
+            .split(u8::is_ascii_whitespace)
+            .filter(|p| !p.is_empty()),
+    )
+}
+
+/// The address of the next three fields when they are `IN <addrtype>
+/// <address>` (a connection address, RFC 4566 §5.7, as `c=` and
+/// `a=rtcp` write it), as written.
+pub(crate) fn in_address<'a>(fields: &mut impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(b"IN"), Some(_), Some(addr)) => Some(addr),
+        _ => None,
+    }
 }
 
 impl Media<'_> {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::ports::PortPool;
 use super::rtp::SeqStats;
-use super::sdp::{Anchor, Media, Sdp, SdpError, rewrite};
+use super::sdp::{Anchor, Media, Sdp, SdpError, fields, in_address, rewrite};
 use crate::b2bua::CallRef;
 
 /// A side of the call, as the media layer sees it.
@@ -827,13 +827,11 @@ impl MediaSession {
 
 /// RFC 3605 `a=rtcp:<port> [IN IP4 <addr>]`.
 fn rtcp_address(m: &Media<'_>, default_ip: IpAddr) -> Option<SocketAddr> {
-    let v = m.attr(b"rtcp")?;
-    std::str::from_utf8(v).ok()?;
-    let mut parts = v.split(u8::is_ascii_whitespace).filter(|p| !p.is_empty());
+    let mut parts = fields(m.attr(b"rtcp")?)?;
     let port: u16 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let ip = match (parts.next(), parts.next(), parts.next()) {
-        (Some(b"IN"), Some(_), Some(addr)) => crate::net::parse_ip(addr)?,
-        _ => default_ip,
+    let ip = match in_address(&mut parts) {
+        Some(addr) => crate::net::parse_ip(addr)?,
+        None => default_ip,
     };
     Some(SocketAddr::new(ip, port))
 }
