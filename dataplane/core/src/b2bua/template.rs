@@ -76,7 +76,7 @@ impl Template {
         w.raw(head);
         w.raw(b"To: ");
         w.raw(to);
-        if let (false, Some(tag), 101..) = (self.to_has_tag, tag, code) {
+        if let Some(tag) = added_to_tag(self.to_has_tag, tag, code) {
             w.raw(b";tag=");
             w.raw(tag);
         }
@@ -128,13 +128,23 @@ pub(crate) fn respond_once<'b>(
     if let Some(to) = req.msg.value(HeaderName::To) {
         put_unfolded(buf, to);
     }
-    if let (None, Some(tag), 101..) = (req.to_tag(), tag, code) {
+    if let Some(tag) = added_to_tag(req.to_tag().is_some(), tag, code) {
         buf.put_slice(b";tag=");
         buf.put_slice(tag);
     }
     buf.put_slice(b"\r\n");
     write_tail(buf, req);
     Writer::new(buf)
+}
+
+/// The tag a response adds to To: ours, unless the request's To had one
+/// or the response is 100 Trying (RFC 3261 §8.2.6.2).
+fn added_to_tag(request_had_one: bool, tag: Option<&[u8]>, code: u16) -> Option<&[u8]> {
+    if request_had_one || code <= 100 {
+        None
+    } else {
+        tag
+    }
 }
 
 /// Room for the headers a response repeats (RFC 3261 §8.2.6.2): what is
