@@ -245,6 +245,27 @@ impl fmt::Debug for AccountSecret {
 }
 
 impl AccountSecret {
+    /// The secret as the registrar keeps it: a password becomes its HA1
+    /// (`H(username:realm:password)`) for each of `algorithms`, computed
+    /// once here instead of for every answer checked, and the password is
+    /// not kept.
+    pub fn hashed(self, username: &str, realm: &str, algorithms: &[Algorithm]) -> Self {
+        let AccountSecret::Password(password) = self else {
+            return self;
+        };
+        let ha1 = |alg: Algorithm| {
+            algorithms.contains(&alg).then(|| {
+                alg.ha1(username.as_bytes(), realm.as_bytes(), &password)
+                    .as_bytes()
+                    .into()
+            })
+        };
+        AccountSecret::Ha1 {
+            md5: ha1(Algorithm::Md5),
+            sha256: ha1(Algorithm::Sha256),
+        }
+    }
+
     /// The secret to check an answer made with `algorithm`.
     pub fn for_algorithm(&self, algorithm: Algorithm) -> Option<Secret<'_>> {
         match self {
@@ -310,7 +331,16 @@ pub struct Accounts {
 impl Accounts {
     /// Builds the index. Usernames must be unique (the control plane's
     /// validation sees to it; a repeated one keeps the first).
-    pub fn new(settings: Option<Settings>, accounts: Vec<Account>) -> Self {
+    /// With settings, passwords are kept as their HA1 for the realm and
+    /// algorithms ([`AccountSecret::hashed`]).
+    pub fn new(settings: Option<Settings>, mut accounts: Vec<Account>) -> Self {
+        if let Some(s) = &settings {
+            for a in &mut accounts {
+                let secret =
+                    std::mem::replace(&mut a.secret, AccountSecret::Password(Box::new([])));
+                a.secret = secret.hashed(&a.username, &s.realm, &s.algorithms);
+            }
+        }
         let mut by_username = HashMap::with_capacity(accounts.len());
         let mut extensions: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
         for (i, a) in accounts.iter().enumerate() {
