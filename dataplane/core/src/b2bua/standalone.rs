@@ -20,14 +20,14 @@
 //!
 //! [`IdMinter::own_call_id`]: super::IdMinter::own_call_id
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use std::sync::Arc;
 
+use super::wheel::Wheel;
 use crate::net::{Flow, Outbox};
 use crate::sip::{HeaderName, Method};
 use crate::transaction::{ClientNonInvite, ResponseAction, ServerNonInvite, TimerConfig, TxEvent};
@@ -108,12 +108,27 @@ fn server_key(key: &mut Vec<u8>, branch: &[u8], sent_by: &[u8], method: Method) 
     key.extend_from_slice(branch);
 }
 
-/// What a key in the deadline heap names.
+/// What a deadline names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Client(TxId),
-    Server(u64),
+    Server(ServerRef),
     Alarm(Alarm),
+}
+
+/// A server transaction's slot, and the generation it was filled in (a
+/// deadline of an earlier occupant finds another generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ServerRef {
+    index: u32,
+    generation: u32,
+}
+
+#[derive(Debug, Default)]
+struct ServerSlot {
+    generation: u32,
+    /// The transaction and its key.
+    held: Option<(Arc<[u8]>, ServerNonInvite)>,
 }
 
 #[derive(Debug, Default)]
@@ -122,21 +137,47 @@ pub(crate) struct Standalone {
     clients: HashMap<TxId, Client>,
     /// Branch of each client transaction.
     branches: HashMap<Bytes, TxId>,
-    /// Server transactions by id, with their key (one allocation, shared
-    /// with `server_keys`).
-    servers: HashMap<u64, (Bytes, ServerNonInvite)>,
-    server_keys: HashMap<Bytes, u64>,
+    /// Server transactions in slots reused as they end (no hashing to
+    /// reach one from its deadline), found by key through `server_keys`.
+    servers: Vec<ServerSlot>,
+    free_servers: Vec<u32>,
+    server_keys: HashMap<Arc<[u8]>, ServerRef>,
     /// Scratch for building keys to look up.
     key: Vec<u8>,
     /// Deadlines, checked against the entry when they come due (an entry
-    /// whose deadline moved just finds nothing to do).
-    due: BinaryHeap<Reverse<(Instant, Due)>>,
+    /// whose deadline moved just finds nothing to do). A wheel: tens of
+    /// thousands of server transactions wait out Timer J at once, and a
+    /// heap's pop would walk its depth through cold memory for each.
+    due: Wheel<Due>,
 }
 
 impl Standalone {
     fn id(&mut self) -> u64 {
         self.next += 1;
         self.next
+    }
+
+    /// A free slot for a server transaction.
+    fn server_slot(&mut self) -> Option<ServerRef> {
+        if let Some(index) = self.free_servers.pop() {
+            let slot = self.servers.get(usize::try_from(index).ok()?)?;
+            return Some(ServerRef {
+                index,
+                generation: slot.generation,
+            });
+        }
+        let index = u32::try_from(self.servers.len()).ok()?;
+        self.servers.push(ServerSlot::default());
+        Some(ServerRef {
+            index,
+            generation: 0,
+        })
+    }
+
+    fn server_mut(&mut self, r: ServerRef) -> Option<&mut ServerSlot> {
+        self.servers
+            .get_mut(usize::try_from(r.index).ok()?)
+            .filter(|s| s.generation == r.generation && s.held.is_some())
     }
 
     /// Starts a client transaction for `request` (`method`, top Via
@@ -152,7 +193,7 @@ impl Standalone {
         let id = TxId(self.id());
         let tx = ClientNonInvite::start(now, cfg, flow, request, out);
         if let Some(d) = tx.next_deadline() {
-            self.due.push(Reverse((d, Due::Client(id))));
+            self.due.insert(d, Due::Client(id));
         }
         self.branches.insert(branch.clone(), id);
         self.clients.insert(
@@ -186,7 +227,7 @@ impl Standalone {
         }
         let action = client.tx.on_response(now, cfg, code);
         if let Some(d) = client.tx.next_deadline() {
-            self.due.push(Reverse((d, Due::Client(id))));
+            self.due.insert(d, Due::Client(id));
         }
         if action == ResponseAction::Absorb || code < 200 || client.done {
             return Some(None);
@@ -237,10 +278,10 @@ impl Standalone {
         out: &mut Outbox,
     ) -> bool {
         server_key(&mut self.key, branch, sent_by, method);
-        let Some(id) = self.server_keys.get(&self.key[..]) else {
+        let Some(&r) = self.server_keys.get(&self.key[..]) else {
             return false;
         };
-        if let Some((_, tx)) = self.servers.get_mut(id) {
+        if let Some((_, tx)) = self.server_mut(r).and_then(|s| s.held.as_mut()) {
             tx.on_retransmission(out);
         }
         true
@@ -259,27 +300,46 @@ impl Standalone {
         out: &mut Outbox,
     ) {
         server_key(&mut self.key, branch, sent_by, method);
-        let key = Bytes::copy_from_slice(&self.key);
+        let key: Arc<[u8]> = self.key.as_slice().into();
         let mut tx = ServerNonInvite::new(dest);
         // The answer is sealed at its own size and the outbox copies it:
         // what stays for 64*T1 is that one allocation.
         tx.respond(now, cfg, code, response, out);
-        let id = self.id();
+        let Some(r) = self.server_slot() else {
+            // More than u32::MAX transactions: answered, not held.
+            return;
+        };
         if let Some(d) = tx.next_deadline() {
-            self.due.push(Reverse((d, Due::Server(id))));
+            self.due.insert(d, Due::Server(r));
         }
-        self.server_keys.insert(key.clone(), id);
-        self.servers.insert(id, (key, tx));
+        if let Some(old) = self.server_keys.insert(Arc::clone(&key), r) {
+            // The same key again (a request answered while an earlier
+            // transaction of that key lived): the older is dropped.
+            self.drop_server(old);
+        }
+        if let Some(slot) = self.servers.get_mut(r.index as usize) {
+            slot.held = Some((key, tx));
+        }
+    }
+
+    /// Frees a server transaction's slot; its key is the caller's to
+    /// forget.
+    fn drop_server(&mut self, r: ServerRef) {
+        if let Some(slot) = self.server_mut(r) {
+            slot.held = None;
+            slot.generation = slot.generation.wrapping_add(1);
+            self.free_servers.push(r.index);
+        }
     }
 
     /// Asks for [`Alarm`] at `at`.
     pub fn set_alarm(&mut self, at: Instant, alarm: Alarm) {
-        self.due.push(Reverse((at, Due::Alarm(alarm))));
+        self.due.insert(at, Due::Alarm(alarm));
     }
 
     /// The next deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.due.peek().map(|Reverse((at, _))| *at)
+        self.due.next()
     }
 
     /// Runs what is due at `now`; `report` gets the timeouts of client
@@ -291,11 +351,7 @@ impl Standalone {
         out: &mut Outbox,
         report: &mut dyn FnMut(Timed),
     ) {
-        while let Some(Reverse((at, due))) = self.due.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.due.pop();
+        while let Some((_, due)) = self.due.pop_due(now) {
             match due {
                 Due::Alarm(a) => report(Timed::Alarm(a)),
                 Due::Client(id) => self.client_timer(id, now, cfg, out, report),
@@ -325,27 +381,36 @@ impl Standalone {
                 self.branches.remove(&c.branch);
             }
         } else if let Some(d) = client.tx.next_deadline() {
-            self.due.push(Reverse((d, Due::Client(id))));
+            self.due.insert(d, Due::Client(id));
         }
     }
 
-    fn server_timer(&mut self, id: u64, now: Instant) {
-        let Some((_, tx)) = self.servers.get_mut(&id) else {
+    fn server_timer(&mut self, r: ServerRef, now: Instant) {
+        let Some((_, tx)) = self.server_mut(r).and_then(|s| s.held.as_mut()) else {
             return;
         };
         tx.on_timer(now);
         if tx.is_terminated() {
-            if let Some((key, _)) = self.servers.remove(&id) {
+            let key = self
+                .server_mut(r)
+                .and_then(|s| s.held.take())
+                .map(|(key, _)| key);
+            if let Some(key) = key {
                 self.server_keys.remove(&key);
             }
+            // `held` is empty now: free the slot for the next.
+            if let Some(slot) = self.servers.get_mut(r.index as usize) {
+                slot.generation = slot.generation.wrapping_add(1);
+                self.free_servers.push(r.index);
+            }
         } else if let Some(d) = tx.next_deadline() {
-            self.due.push(Reverse((d, Due::Server(id))));
+            self.due.insert(d, Due::Server(r));
         }
     }
 
     /// Transactions held (clients, servers).
     pub fn len(&self) -> (usize, usize) {
-        (self.clients.len(), self.servers.len())
+        (self.clients.len(), self.server_keys.len())
     }
 }
 

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// which covers every RFC 3261 timer (64*T1 = 32 s by default).
 const SLOTS: usize = 1 << 16;
 const TICK: Duration = Duration::from_millis(1);
+/// How far before the first deadline ever inserted the wheel's time
+/// starts (a whole number of ticks).
+const ORIGIN_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub(crate) struct Wheel<T> {
@@ -52,7 +55,12 @@ impl<T: Copy + Ord> Default for Wheel<T> {
 
 impl<T: Copy + Ord> Wheel<T> {
     fn tick_of(&mut self, at: Instant) -> u64 {
-        let origin = *self.origin.get_or_insert(at);
+        // The origin is set a margin before the first deadline, so that a
+        // deadline set later but due earlier (a short timer after a long
+        // one) is not pushed back to it.
+        let origin = *self
+            .origin
+            .get_or_insert_with(|| at.checked_sub(ORIGIN_MARGIN).unwrap_or(at));
         let d = at.saturating_duration_since(origin);
         // Round up: a deadline never fires before its time.
         let ticks = d.as_nanos().div_ceil(TICK.as_nanos());
@@ -182,8 +190,8 @@ impl<T: Copy + Ord> Wheel<T> {
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, T)> {
         let origin = self.origin?;
         // Due means the deadline has passed: ticks at or before `now`,
-        // rounded down (deadlines were rounded up). Before the origin (the
-        // first deadline ever inserted) nothing is due yet.
+        // rounded down (deadlines were rounded up). Before the origin (a
+        // margin before the first deadline ever inserted) nothing is due.
         let since = now.checked_duration_since(origin)?;
         let now_tick = u64::try_from(since.as_nanos() / TICK.as_nanos()).unwrap_or(u64::MAX);
         loop {
@@ -289,6 +297,25 @@ mod tests {
         assert_eq!((at, v), (t0 + Duration::from_secs(100), 9));
         assert_eq!(w.len(), 0);
         assert_eq!(w.next(), None);
+    }
+
+    #[test]
+    fn a_deadline_before_the_first_one_is_not_delayed() {
+        let t0 = Instant::now();
+        let mut w = Wheel::<u32>::default();
+        w.insert(t0 + Duration::from_secs(30), 30);
+        w.insert(t0 + Duration::from_secs(10), 10);
+        assert_eq!(w.next(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(w.pop_due(t0 + Duration::from_secs(9)), None);
+        assert_eq!(
+            w.pop_due(t0 + Duration::from_secs(10)).map(|(_, v)| v),
+            Some(10)
+        );
+        assert_eq!(w.pop_due(t0 + Duration::from_secs(10)), None);
+        assert_eq!(
+            w.pop_due(t0 + Duration::from_secs(30)).map(|(_, v)| v),
+            Some(30)
+        );
     }
 
     #[test]
