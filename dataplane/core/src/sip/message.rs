@@ -424,7 +424,7 @@ fn trimmed(msg: &[u8], from: usize, to: usize) -> (u32, u32) {
 /// position after it, or `None` if no line terminator follows.
 fn next_line(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(pos..)?;
-    let lf = memchr::memchr(b'\n', rest)?;
+    let lf = super::scan::find_byte(b'\n', rest)?;
     let line = &rest[..lf];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     Some((line, pos + lf + 1))

@@ -52,7 +52,7 @@ impl<'a> NameAddr<'a> {
                 return Err(NameAddrError::Angle);
             }
             (Some(&s[..end]), rest)
-        } else if let Some(lt) = memchr::memchr(b'<', s) {
+        } else if let Some(lt) = super::scan::find_byte(b'<', s) {
             // Unquoted display name: *(token LWS); RFC 4475 §3.1.2.15 wants
             // anything else rejected.
             let display = trim(&s[..lt]);
@@ -80,7 +80,7 @@ impl<'a> NameAddr<'a> {
             });
         };
         // rest starts with '<'
-        let gt = memchr::memchr(b'>', rest).ok_or(NameAddrError::Angle)?;
+        let gt = super::scan::find_byte(b'>', rest).ok_or(NameAddrError::Angle)?;
         let uri = &rest[1..gt];
         if uri == b"*" {
             // Only an addr-spec may be "*" (a Contact of REGISTER).

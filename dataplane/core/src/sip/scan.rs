@@ -62,6 +62,37 @@ pub(crate) fn has_byte_below_or(s: &[u8], limit: u8, eq: u8) -> bool {
     chunks.remainder().iter().any(|&b| b < limit || b == eq)
 }
 
+/// The position of the first `needle` in `s`. SIP lines and URI parts
+/// are short, and for them a library search costs more in its call and
+/// set-up than in the search: the first 64 bytes are looked at eight at a
+/// time here (a byte equal to `needle` is a zero byte of the word xor
+/// `needle` repeated; the lowest flagged byte is exactly the first match,
+/// since the test's borrow only flags bytes after a true one), the rest,
+/// if any, by `memchr`.
+#[inline]
+pub(crate) fn find_byte(needle: u8, s: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const SHORT: usize = 64;
+    let pattern = u64::from_le_bytes([needle; 8]);
+    let mut at = 0;
+    while at < SHORT {
+        let Some(c) = s.get(at..at + 8) else {
+            let tail = s.get(at..)?;
+            return tail.iter().position(|&b| b == needle).map(|p| at + p);
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let y = u64::from_le_bytes(word) ^ pattern;
+        let found = y.wrapping_sub(ONES) & !y & HIGH;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr::memchr(needle, s.get(at..)?).map(|p| at + p)
+}
+
 pub(crate) fn trim(s: &[u8]) -> &[u8] {
     trim_end(trim_start(s))
 }
@@ -288,6 +319,25 @@ mod tests {
         ) {
             let exact = s.iter().any(|&b| b < limit || b == eq);
             prop_assert_eq!(has_byte_below_or(&s, limit, eq), exact);
+        }
+
+        /// The short search finds what `memchr` finds, before, at and past
+        /// its 64 bytes, with bytes next to the needle's value around it
+        /// (where a borrow would flag a wrong byte).
+        #[test]
+        fn find_byte_is_memchr(
+            needle in prop_oneof![Just(b'\n'), Just(0u8), Just(0x80u8), Just(0xffu8), any::<u8>()],
+            s in proptest::collection::vec(any::<u8>(), 0..150),
+            noise in proptest::collection::vec(0usize..150, 0..4),
+        ) {
+            let mut s = s;
+            // Plant the needle and its neighbours at a few places.
+            for (k, &i) in noise.iter().enumerate() {
+                if let Some(b) = s.get_mut(i) {
+                    *b = needle.wrapping_add([0u8, 1, 255][k % 3]);
+                }
+            }
+            prop_assert_eq!(find_byte(needle, &s), memchr::memchr(needle, &s));
         }
     }
 

@@ -118,7 +118,7 @@ fn scheme(s: &[u8]) -> Result<(Scheme, &[u8], &[u8]), UriError> {
     if s.len() > 5 && s[..5].eq_ignore_ascii_case(b"sips:") {
         return Ok((Scheme::Sips, &s[..4], &s[5..]));
     }
-    let colon = memchr::memchr(b':', s).ok_or(UriError::NoScheme)?;
+    let colon = super::scan::find_byte(b':', s).ok_or(UriError::NoScheme)?;
     let scheme_raw = &s[..colon];
     let scheme_ok = scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
         && scheme_raw
@@ -144,11 +144,11 @@ fn parse_sip<'a>(
     scheme_raw: &'a [u8],
     rest: &'a [u8],
 ) -> Result<Uri<'a>, UriError> {
-    let (user, hostpart) = match memchr::memchr(b'@', rest) {
+    let (user, hostpart) = match super::scan::find_byte(b'@', rest) {
         Some(at) => {
             let userinfo = &rest[..at];
             // user [":" password]; the password is never used.
-            let user = match memchr::memchr(b':', userinfo) {
+            let user = match super::scan::find_byte(b':', userinfo) {
                 Some(c) => &userinfo[..c],
                 None => userinfo,
             };
@@ -164,7 +164,7 @@ fn parse_sip<'a>(
             UriError::BadHost
         });
     }
-    let (params, headers) = match memchr::memchr(b'?', after) {
+    let (params, headers) = match super::scan::find_byte(b'?', after) {
         Some(q) => (&after[..q], &after[q + 1..]),
         None => (after, &after[after.len()..]),
     };
@@ -187,7 +187,7 @@ type HostPort<'a> = (&'a [u8], Option<u16>, &'a [u8]);
 /// port, and what follows them, unread.
 fn hostport_prefix(s: &[u8]) -> Result<HostPort<'_>, UriError> {
     let host_end = if s.first() == Some(&b'[') {
-        memchr::memchr(b']', s).ok_or(UriError::BadHost)? + 1
+        super::scan::find_byte(b']', s).ok_or(UriError::BadHost)? + 1
     } else {
         s.iter()
             .position(|b| !HOST[usize::from(*b)])
