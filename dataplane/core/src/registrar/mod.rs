@@ -394,3 +394,47 @@ impl Accounts {
         &self.accounts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn account(secret: &str) -> Account {
+        Account {
+            username: "alice".into(),
+            extension: "100".into(),
+            secret: AccountSecret::Password(secret.as_bytes().into()),
+            networks: Vec::new(),
+            transports: Vec::new(),
+            trunk: None,
+        }
+    }
+
+    #[test]
+    fn a_password_is_kept_as_its_ha1_for_the_configured_algorithms() {
+        let settings = Settings {
+            realm: "sbc.example".into(),
+            algorithms: vec![Algorithm::Sha256],
+            ..Settings::default()
+        };
+        let accounts = Accounts::new(Some(settings), vec![account("s3cret")]);
+        let a = accounts.account(b"alice").unwrap();
+        let want = Algorithm::Sha256.ha1(b"alice", b"sbc.example", b"s3cret");
+        assert_eq!(
+            a.secret,
+            AccountSecret::Ha1 {
+                md5: None,
+                sha256: Some(want.as_bytes().into()),
+            }
+        );
+        assert!(a.secret.for_algorithm(Algorithm::Md5).is_none());
+        // Without a registrar there is no realm: the password stays.
+        let plain = Accounts::new(None, vec![account("s3cret")]);
+        assert_eq!(
+            plain.account(b"alice").unwrap().secret,
+            AccountSecret::Password(b"s3cret".to_vec().into())
+        );
+    }
+}
