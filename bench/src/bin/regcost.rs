@@ -181,6 +181,19 @@ fn register_all(dir: &Path, a: &Args, server: &str, from: &str, rate: u32) -> Pa
     }
 }
 
+/// The RSS at rest before the first REGISTER: the lowest of a reading a
+/// second for 12 s. An allocator that returns freed memory to the system
+/// over time (jemalloc's dirty pages, 10 s by default) still holds what
+/// the start-up freed right after it.
+fn resting_rss_kib(pid: u32) -> u64 {
+    let mut low = status_kb(pid, "VmRSS:");
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_secs(1));
+        low = low.min(status_kb(pid, "VmRSS:"));
+    }
+    low
+}
+
 /// Runs the passes against a started server.
 fn measure(
     a: &Args,
@@ -190,7 +203,7 @@ fn measure(
     ip: &dyn Fn(u8) -> String,
 ) -> Result {
     let pid = server.0.id();
-    let rss_before_kib = status_kb(pid, "VmRSS:");
+    let rss_before_kib = resting_rss_kib(pid);
     let dir = work.join(format!("{name}-first"));
     let _ = std::fs::create_dir_all(&dir);
     let cpu0 = tree_cpu_seconds(pid);
