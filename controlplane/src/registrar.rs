@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, TryRecvError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 /// How often expired bindings are swept from the view.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
-/// How often the shards' changes are taken (in one batch).
+/// After a change arrives, how long the thread waits for more before it
+/// takes them in one batch.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// The store is written at most this often.
@@ -124,16 +125,26 @@ fn run(
     let mut saved_at: Option<Instant> = None;
     let mut swept_at = Instant::now();
     loop {
-        // Changes are taken in batches: the thread is not woken for each
-        // REGISTER the shards answer.
-        std::thread::sleep(DRAIN_EVERY);
+        // Asleep until a change arrives or housekeeping is due (a sweep, a
+        // deferred save, the configuration's version): an idle registrar
+        // wakes twice a second, not at every drain.
+        let save_due = (!dirty.is_empty()).then(|| {
+            saved_at.map_or(Duration::ZERO, |t| {
+                (t + SAVE_EVERY).saturating_duration_since(Instant::now())
+            })
+        });
+        let sweep_due = (swept_at + SWEEP_EVERY).saturating_duration_since(Instant::now());
         let mut changes = Vec::new();
-        let disconnected = loop {
-            match rx.try_recv() {
-                Ok(change) => changes.push(change),
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
+        let disconnected = match rx.recv_timeout(save_due.map_or(sweep_due, |s| s.min(sweep_due))) {
+            Ok(first) => {
+                // Changes are taken in batches: the thread is not woken for
+                // each REGISTER the shards answer.
+                changes.push(first);
+                std::thread::sleep(DRAIN_EVERY);
+                drain(&rx, &mut changes)
             }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
         };
         let now = Instant::now();
         let current = policy.load();
@@ -188,6 +199,17 @@ fn run(
         && !dirty.is_empty()
     {
         save(db, view, &mut dirty, Instant::now(), SystemTime::now());
+    }
+}
+
+/// Takes every change waiting; whether the shards are all gone.
+fn drain(rx: &mpsc::Receiver<Change>, changes: &mut Vec<Change>) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(change) => changes.push(change),
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
     }
 }
 
