@@ -184,8 +184,17 @@ enum Head {
 fn content_length(head: &[u8]) -> Result<usize, FrameError> {
     let mut found: Option<usize> = None;
     // Skip the start line; folded continuation lines start with white space
-    // and never carry a header name.
-    for line in head.split(|&b| b == b'\n').skip(1) {
+    // and never carry a header name. Line ends are found by `memchr`, not a
+    // byte at a time: this runs on every message a stream carries.
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', head).chain(std::iter::once(head.len()));
+    for end in ends {
+        let line = head.get(start..end).unwrap_or_default();
+        let first = start == 0;
+        start = end + 1;
+        if first {
+            continue;
+        }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
@@ -315,5 +324,44 @@ mod tests {
                 Ok(Frame::Message(Bytes::from_static(OPTIONS))),
             ]
         );
+    }
+
+    /// The line-at-a-time reading `content_length` replaced: split on every
+    /// `\n`, skip the start line.
+    fn content_length_by_split(head: &[u8]) -> Result<usize, FrameError> {
+        let mut found: Option<usize> = None;
+        for line in head.split(|&b| b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = memchr::memchr(b':', line) else {
+                continue;
+            };
+            if HeaderName::parse(line[..colon].trim_ascii()) != HeaderName::ContentLength {
+                continue;
+            }
+            let n = crate::sip::scan::parse_decimal(line[colon + 1..].trim_ascii())
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(FrameError::BadContentLength)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(FrameError::BadContentLength);
+            }
+            found = Some(n);
+        }
+        found.ok_or(FrameError::BadContentLength)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn content_length_reads_lines_as_a_split_does(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    &b"\n"[..], b"\r\n", b"\r", b"Content-Length: 12", b"l:3", b"Content-length :  7 ",
+                    b"INVITE sip:x SIP/2.0", b"Via: a", b" folded", b":", b"x", b"12",
+                ]),
+                0..24,
+            )
+        ) {
+            let head = parts.concat();
+            proptest::prop_assert_eq!(content_length(&head), content_length_by_split(&head));
+        }
     }
 }
