@@ -61,8 +61,10 @@ pub enum RunError {
     ShardStopped(usize),
 }
 
-/// How often the supervisor looks whether every shard still runs.
-pub const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How often the supervisor looks whether every shard still runs. Each
+/// look is a wake-up of an otherwise idle thread (20–35 µs of CPU on a
+/// virtual machine); `/health` sees a stopped shard at once regardless.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
