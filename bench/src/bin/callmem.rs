@@ -13,7 +13,9 @@
 //! `-- live` (what a confirmed call holds, by the code that allocated it),
 //! or with `-- register` (the engine's time and allocations per digest
 //! registration, as `regcost` offers them; `-- register sites` also names
-//! the code that makes the allocations).
+//! the code that makes the allocations), or with `-- keepalive` (the
+//! engine's time per keepalive tick with 100,000 phones bound, CRLF
+//! keepalives every 30 s: what keeping them alive costs a shard).
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -311,6 +313,10 @@ fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("register") {
         registrations(now, &mut buf);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("keepalive") {
+        keepalive_ticks(now, &mut buf);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("cpu") {
@@ -699,9 +705,14 @@ const REGISTER_ACCOUNTS: u32 = 20_000;
 /// The registrar `regcost` configures (realm "bench", MD5, no lockout, no
 /// keepalives) over [`REGISTER_ACCOUNTS`] accounts; every stranger answered.
 fn registrar_policy() -> Policy {
+    registrar_policy_of(REGISTER_ACCOUNTS)
+}
+
+/// [`registrar_policy`] with `n` accounts.
+fn registrar_policy_of(n: u32) -> Policy {
     use sbc_core::registrar::{Account, AccountSecret, Accounts, Settings};
     let mut p = policy(false);
-    let accounts = (0..REGISTER_ACCOUNTS)
+    let accounts = (0..n)
         .map(|i| Account {
             username: format!("u{i}").into(),
             extension: (1_000_000 + i).to_string().into(),
@@ -868,4 +879,76 @@ fn registrations(start: Instant, buf: &mut [u8]) {
         println!("registrations that did not end in 200: {failed}");
         std::process::exit(1);
     }
+}
+
+/// `callmem keepalive`: 100,000 bindings on one engine, CRLF keepalives
+/// every 30 s; the engine's time per one-second tick (the tick's own work
+/// and the 3,333 or so keepalives it sends), over two intervals after one
+/// to warm up.
+fn keepalive_ticks(start: Instant, buf: &mut [u8]) {
+    use sbc_core::registrar::{Binding, Keepalive, KeepaliveMethod};
+    const PHONES: u32 = 100_000;
+    let mut p = registrar_policy_of(PHONES);
+    if let Some(settings) = p.accounts.settings.as_mut() {
+        settings.keepalive = Some(Keepalive {
+            method: KeepaliveMethod::Crlf,
+            interval: Duration::from_secs(30),
+            unreachable_after: 2,
+        });
+    }
+    let mut engine = Engine::new(
+        ShardId(0),
+        1,
+        Secrets::from_bytes([7; 48]),
+        Arc::new(p),
+        Arc::new(ShardStats::default()),
+    );
+    let bindings = (0..PHONES).map(|i| {
+        let flow = Flow::udp(
+            std::net::SocketAddr::from((
+                [203, 0, 113, (i % 250) as u8],
+                1024 + (i % 60_000) as u16,
+            )),
+            LocalId(0),
+        );
+        Binding::new(
+            (format!("u{i}").into(), (1_000_000 + i).to_string().into()),
+            (
+                format!("sip:u{i}@10.1.1.2:5062").as_bytes(),
+                b"keepalive-bench",
+            ),
+            flow,
+            start + Duration::from_secs(36_000),
+            1,
+        )
+    });
+    engine.restore_bindings(bindings.collect::<Vec<_>>());
+    // Installing the policy starts the ticks, as a shard does at start.
+    let policy = Arc::clone(engine.policy());
+    engine.set_policy(start, policy);
+    let mut now = start;
+    // Engine time per second and keepalives sent per second.
+    let mut run = |engine: &mut Engine, seconds: u64| {
+        let ns = ENGINE_NS.load(Ordering::Relaxed);
+        let mut sent = 0u64;
+        let end = now + Duration::from_secs(seconds);
+        while let Some(t) = engine.poll_timeout().filter(|t| *t <= end) {
+            now = now.max(t);
+            counted(|| engine.handle_timeout(now));
+            while counted(|| engine.poll_transmit(buf)).is_some() {
+                sent += 1;
+            }
+        }
+        now = end;
+        (
+            (ENGINE_NS.load(Ordering::Relaxed) - ns) as f64 / seconds as f64,
+            sent as f64 / seconds as f64,
+        )
+    };
+    run(&mut engine, 30);
+    let (per_tick, sent) = run(&mut engine, 60);
+    println!(
+        "engine time per keepalive tick, {PHONES} phones, CRLF every 30 s: {:.2} ms ({sent:.0} keepalives a tick)",
+        per_tick / 1e6,
+    );
 }

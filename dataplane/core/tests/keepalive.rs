@@ -128,3 +128,96 @@ fn expired_or_unknown_bindings_get_no_keepalive() {
     sim.engine.set_location(Location::default());
     assert!(sim.advance(Duration::from_secs(90)).is_empty());
 }
+
+/// 60 phones on one shard, CRLF every 30 s; `names` are bound.
+fn many_phones_sim(names: &[String]) -> Sim {
+    let mut p: Policy = policy();
+    let settings = Settings {
+        keepalive: Some(Keepalive {
+            method: KeepaliveMethod::Crlf,
+            interval: Duration::from_secs(30),
+            unreachable_after: 2,
+        }),
+        ..Settings::default()
+    };
+    let accounts = (0..60)
+        .map(|i| account(&format!("p{i}"), &format!("3{i:02}"), "x"))
+        .collect();
+    p.accounts = Accounts::new(Some(settings), accounts);
+    let mut sim = Sim::with_policy(p);
+    let policy = Arc::clone(&sim.policy);
+    sim.engine.set_policy(sim.now, policy);
+    let mut loc = Location::default();
+    for name in names {
+        loc.apply(phone_binding(&sim, name));
+    }
+    sim.engine.set_location(loc);
+    sim
+}
+
+/// Phone `p{i}` registered from port 41000 + i.
+fn phone_binding(sim: &Sim, name: &str) -> Change {
+    let i: u16 = name[1..].parse().unwrap();
+    bound(
+        name,
+        &format!("3{i:02}"),
+        &format!("sip:{name}@10.1.1.2:5062"),
+        Flow::udp(addr(&format!("203.0.113.20:{}", 41000 + i)), LocalId(0)),
+        sim.now + Duration::from_secs(3600),
+        "r",
+    )
+}
+
+/// Keepalives sent in the next `d`, by phone port, and the seconds they
+/// went out in.
+fn crlfs(sim: &mut Sim, d: Duration) -> (std::collections::BTreeMap<u16, usize>, usize) {
+    let mut by_port = std::collections::BTreeMap::new();
+    let mut seconds = std::collections::BTreeSet::new();
+    for (at, s) in sim.advance(d) {
+        assert_eq!(s.bytes, b"\r\n\r\n");
+        *by_port.entry(s.to.port()).or_insert(0) += 1;
+        seconds.insert(at.as_secs());
+    }
+    (by_port, seconds.len())
+}
+
+#[test]
+fn each_binding_gets_one_keepalive_an_interval_spread_over_it_and_only_while_bound() {
+    let names: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+    let mut sim = many_phones_sim(&names);
+    let (first, seconds) = crlfs(&mut sim, Duration::from_secs(30));
+    assert_eq!(first.len(), 40, "every phone: {first:?}");
+    assert!(first.values().all(|n| *n == 1), "once each: {first:?}");
+    assert!(seconds >= 10, "spread over the interval: {seconds} seconds");
+
+    // Phones bound later join; phones gone (unregistered, reloaded away,
+    // expired) leave; the others keep their one per interval.
+    let later: Vec<Change> = (40..60)
+        .map(|i| phone_binding(&sim, &format!("p{i}")))
+        .collect();
+    let later: Vec<_> = later
+        .into_iter()
+        .map(|c| match c {
+            Change::Bound(b) => (*b).clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    sim.engine.restore_bindings(later);
+    let (second, _) = crlfs(&mut sim, Duration::from_secs(30));
+    assert_eq!(second.len(), 60, "{second:?}");
+    assert!(second.values().all(|n| *n == 1), "{second:?}");
+
+    let mut kept = Location::default();
+    for i in (0..60).filter(|i| i % 2 == 0) {
+        kept.apply(phone_binding(&sim, &format!("p{i}")));
+    }
+    sim.engine.set_location(kept);
+    let (third, _) = crlfs(&mut sim, Duration::from_secs(60));
+    assert_eq!(third.len(), 30, "{third:?}");
+    assert!(
+        third
+            .iter()
+            .all(|(port, n)| (port - 41000) % 2 == 0 && *n == 2),
+        "{third:?}"
+    );
+}

@@ -8,8 +8,10 @@
 //! Each account is kept alive by the shard that owns its binding (see
 //! `lookup.rs`); the work is spread over the interval by a hash of the account, a
 //! tick a second, so a hundred thousand phones never go out in one burst.
+//! The accounts wait in a queue by the tick their turn comes, so a tick
+//! reads only the accounts due, not every binding.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,10 +26,19 @@ const TICK: Duration = Duration::from_secs(1);
 /// This shard's keepalive state.
 #[derive(Debug, Default)]
 pub(crate) struct Keepalives {
-    /// Ticks so far: the slot of the interval now due.
+    /// Ticks so far: the next tick to run.
     tick: u64,
     /// When the next tick is due (`None`: keepalives are off).
     next_at: Option<Instant>,
+    /// Every bound account has its turn in `queue` (keepalives are
+    /// configured and the first tick since has queued the bindings then
+    /// held; accounts bound later are queued as they bind).
+    primed: bool,
+    /// Accounts by the tick of their next keepalive. An entry is live
+    /// when the tick is its account's `State::due`; others (the account
+    /// forgotten, or queued again) are passed over.
+    queue: BTreeMap<u64, Vec<Arc<str>>>,
+    /// The queued accounts.
     accounts: HashMap<Arc<str>, State>,
     in_flight: InFlight,
 }
@@ -36,6 +47,15 @@ pub(crate) struct Keepalives {
 struct State {
     misses: u32,
     cseq: u32,
+    /// The tick of its live entry in the queue.
+    due: u64,
+}
+
+/// The first tick at or after `from` in the slot `spread` names among
+/// `slots` (one slot per second of the interval).
+fn slot_tick(from: u64, spread: u64, slots: u64) -> u64 {
+    let slot = spread % slots;
+    from + (slot + slots - from % slots) % slots
 }
 
 impl Engine {
@@ -75,36 +95,111 @@ impl Engine {
         self.keepalives.next_at = Some(next);
         self.standalone.set_alarm(next, Alarm::Keepalive);
         self.expire_bindings(now);
+        let tick = self.keepalives.tick;
+        self.keepalives.tick = tick.wrapping_add(1);
+        let Some(settings) = self.keepalive_settings() else {
+            // Keepalives turned off by a reload: the queue goes.
+            if self.keepalives.primed {
+                let k = &mut self.keepalives;
+                k.primed = false;
+                k.queue = BTreeMap::new();
+                k.accounts = HashMap::new();
+                self.standalone.abandon_all(&mut k.in_flight);
+            }
+            return;
+        };
+        let slots = settings.interval.as_secs().max(1);
+        if !self.keepalives.primed {
+            self.keepalives.primed = true;
+            let bound: Vec<Arc<str>> = self
+                .ctx
+                .location
+                .iter()
+                .map(|b| Arc::clone(&b.account))
+                .collect();
+            for account in &bound {
+                self.queue_keepalive(account, tick, slots);
+            }
+        }
+        while let Some(entry) = self.keepalives.queue.first_entry()
+            && *entry.key() <= tick
+        {
+            let (due, accounts) = entry.remove_entry();
+            for account in accounts {
+                self.keepalive_turn(now, tick, (due, account), settings);
+            }
+        }
+    }
+
+    /// An account's turn came at `tick`: its keepalive goes (and its next
+    /// turn is queued), or it is forgotten when no longer bound.
+    fn keepalive_turn(
+        &mut self,
+        now: Instant,
+        tick: u64,
+        (due, account): (u64, Arc<str>),
+        settings: Keepalive,
+    ) {
+        if self.keepalives.accounts.get(&account).map(|s| s.due) != Some(due) {
+            return;
+        }
+        let Some(b) = self.ctx.location.latest(&account) else {
+            // No longer bound (expired, unregistered, reloaded away):
+            // forgotten, with its keepalive in flight.
+            self.keepalives.accounts.remove(&account);
+            if let Some(tx) = self.keepalives.in_flight.take(&account) {
+                self.standalone.abandon(tx);
+            }
+            return;
+        };
+        match settings.method {
+            KeepaliveMethod::Crlf => {
+                let flow = b.flow;
+                self.ctx.send(flow, b"\r\n\r\n");
+            }
+            KeepaliveMethod::Options => {
+                let b = b.clone();
+                self.send_keepalive(now, &b, settings);
+            }
+        }
+        let slots = settings.interval.as_secs().max(1);
+        self.queue_keepalive(&account, tick.wrapping_add(1), slots);
+    }
+
+    /// A binding was made or refreshed: its account is queued for its
+    /// keepalives (once; a new binding counts its misses afresh).
+    pub(crate) fn keepalive_bound(&mut self, account: &Arc<str>, fresh: bool) {
+        if !self.keepalives.primed {
+            // The first tick queues whatever is bound then.
+            return;
+        }
+        if let Some(state) = self.keepalives.accounts.get_mut(account) {
+            if fresh {
+                state.misses = 0;
+            }
+            return;
+        }
         let Some(settings) = self.keepalive_settings() else {
             return;
         };
         let slots = settings.interval.as_secs().max(1);
-        let slot = self.keepalives.tick % slots;
-        self.keepalives.tick = self.keepalives.tick.wrapping_add(1);
-        let secrets = *self.ctx.ids.secrets();
-        let due: Vec<Binding> = self
-            .ctx
-            .location
-            .iter()
-            .filter(|b| secrets.spread(b.account.as_bytes()) % slots == slot)
-            .cloned()
-            .collect();
-        for b in &due {
-            match settings.method {
-                KeepaliveMethod::Crlf => self.ctx.send(b.flow, b"\r\n\r\n"),
-                KeepaliveMethod::Options => self.send_keepalive(now, b, settings),
-            }
-        }
-        // Accounts no longer bound are forgotten.
-        let location = &self.ctx.location;
-        let Keepalives {
-            accounts,
-            in_flight,
-            ..
-        } = &mut self.keepalives;
-        accounts.retain(|account, _| location.latest(account).is_some());
-        self.standalone
-            .abandon_unless(in_flight, |account| accounts.contains_key(account));
+        self.queue_keepalive(account, self.keepalives.tick, slots);
+    }
+
+    /// Queues `account` for the first tick of its slot at or after `from`.
+    fn queue_keepalive(&mut self, account: &Arc<str>, from: u64, slots: u64) {
+        let spread = self.ctx.ids.secrets().spread(account.as_bytes());
+        let due = slot_tick(from, spread, slots);
+        self.keepalives
+            .accounts
+            .entry(Arc::clone(account))
+            .or_default()
+            .due = due;
+        self.keepalives
+            .queue
+            .entry(due)
+            .or_default()
+            .push(Arc::clone(account));
     }
 
     fn send_keepalive(&mut self, now: Instant, b: &Binding, settings: Keepalive) {
@@ -161,6 +256,24 @@ impl Engine {
                 account: Arc::clone(&b.account),
                 reachable,
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_tick;
+
+    proptest::proptest! {
+        #[test]
+        fn a_slots_tick_is_the_first_of_that_slot_from_then(
+            from in 0u64..1 << 40,
+            spread: u64,
+            slots in 1u64..3600,
+        ) {
+            let t = slot_tick(from, spread, slots);
+            proptest::prop_assert!(t >= from && t < from + slots);
+            proptest::prop_assert_eq!(t % slots, spread % slots);
         }
     }
 }

@@ -122,14 +122,27 @@ impl Engine {
     pub fn restore_bindings(&mut self, bindings: impl IntoIterator<Item = Binding>) {
         for b in bindings {
             if self.owns_binding(&b) && self.ctx.policy.accounts.holds(&b) {
+                let account = Arc::clone(&b.account);
+                let fresh = self.ctx.location.latest(&account).is_none();
                 self.ctx.location.apply(crate::registrar::Change::bound(b));
+                self.keepalive_bound(&account, fresh);
             }
         }
     }
 
     /// Applies a change to a binding this shard owns, and reports it.
     pub(crate) fn record(&mut self, change: crate::registrar::Change) {
+        let bound = match &change {
+            crate::registrar::Change::Bound(b) => Some((
+                Arc::clone(&b.account),
+                self.ctx.location.latest(&b.account).is_none(),
+            )),
+            _ => None,
+        };
         self.ctx.location.apply(change.clone());
+        if let Some((account, fresh)) = bound {
+            self.keepalive_bound(&account, fresh);
+        }
         self.ctx.emit(super::Event::Registration(change));
     }
 
