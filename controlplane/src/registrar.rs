@@ -128,14 +128,10 @@ fn run(
         // Asleep until a change arrives or housekeeping is due (a sweep, a
         // deferred save, the configuration's version): an idle registrar
         // wakes twice a second, not at every drain.
-        let save_due = (!dirty.is_empty()).then(|| {
-            saved_at.map_or(Duration::ZERO, |t| {
-                (t + SAVE_EVERY).saturating_duration_since(Instant::now())
-            })
-        });
-        let sweep_due = (swept_at + SWEEP_EVERY).saturating_duration_since(Instant::now());
+        let pending_save = db.is_some() && !dirty.is_empty();
+        let wait = housekeeping_wait(Instant::now(), swept_at, pending_save.then_some(saved_at));
         let mut changes = Vec::new();
-        let disconnected = match rx.recv_timeout(save_due.map_or(sweep_due, |s| s.min(sweep_due))) {
+        let disconnected = match rx.recv_timeout(wait) {
             Ok(first) => {
                 // Changes are taken in batches: the thread is not woken for
                 // each REGISTER the shards answer.
@@ -191,6 +187,10 @@ fn run(
             save(db, view, &mut dirty, now, SystemTime::now());
             saved_at = Some(now);
         }
+        if db.is_none() {
+            // Nothing to save them to.
+            dirty.clear();
+        }
         if disconnected {
             break;
         }
@@ -199,6 +199,22 @@ fn run(
         && !dirty.is_empty()
     {
         save(db, view, &mut dirty, Instant::now(), SystemTime::now());
+    }
+}
+
+/// How long the thread may sleep at `now` before housekeeping is due: the
+/// next sweep (the last was at `swept_at`), or, with a save pending
+/// (`Some`, holding when the store was last written), the save.
+fn housekeeping_wait(
+    now: Instant,
+    swept_at: Instant,
+    pending_save: Option<Option<Instant>>,
+) -> Duration {
+    let sweep = (swept_at + SWEEP_EVERY).saturating_duration_since(now);
+    match pending_save {
+        None => sweep,
+        Some(None) => Duration::ZERO,
+        Some(Some(saved_at)) => sweep.min((saved_at + SAVE_EVERY).saturating_duration_since(now)),
     }
 }
 

@@ -217,3 +217,24 @@ fn a_store_in_use_is_left_alone() {
     assert!(!path.with_extension("bad").exists());
     drop(first);
 }
+
+#[test]
+fn the_thread_sleeps_until_its_sweep_or_a_pending_save() {
+    let t0 = Instant::now();
+    let now = t0 + Duration::from_millis(200);
+    // Nothing to save (or no store): the next sweep.
+    assert_eq!(housekeeping_wait(now, t0, None), Duration::from_millis(300));
+    // A save pending since a write 900 ms ago: due in 100 ms, first.
+    let saved = t0 - Duration::from_millis(700);
+    assert_eq!(
+        housekeeping_wait(now, t0, Some(Some(saved))),
+        Duration::from_millis(100)
+    );
+    // Never written yet: at once.
+    assert_eq!(housekeeping_wait(now, t0, Some(None)), Duration::ZERO);
+    // Overdue sweeps do not wait.
+    assert_eq!(
+        housekeeping_wait(t0 + Duration::from_secs(2), t0, None),
+        Duration::ZERO
+    );
+}
