@@ -58,13 +58,55 @@ impl<T: Copy + Ord> Wheel<T> {
         // The origin is set a margin before the first deadline, so that a
         // deadline set later but due earlier (a short timer after a long
         // one) is not pushed back to it.
-        let origin = *self
+        let mut origin = *self
             .origin
             .get_or_insert_with(|| at.checked_sub(ORIGIN_MARGIN).unwrap_or(at));
+        if at < origin && self.current == 0 {
+            // Earlier still, before time ever moved: the origin moves back.
+            origin = self.rebase(at.checked_sub(ORIGIN_MARGIN).unwrap_or(at));
+        }
         let d = at.saturating_duration_since(origin);
         // Round up: a deadline never fires before its time.
         let ticks = d.as_nanos().div_ceil(TICK.as_nanos());
         u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+
+    /// Moves the origin back to `to` or a little before (a whole number
+    /// of ticks before the old one, so every deadline held keeps its
+    /// instant), before time has moved (`current` is 0). Returns the new
+    /// origin.
+    fn rebase(&mut self, to: Instant) -> Instant {
+        let Some(old) = self.origin else {
+            self.origin = Some(to);
+            return to;
+        };
+        let back = old.saturating_duration_since(to);
+        let ticks = u64::try_from(back.as_nanos().div_ceil(TICK.as_nanos())).unwrap_or(u64::MAX);
+        let Some(new) = u32::try_from(ticks)
+            .ok()
+            .and_then(|t| old.checked_sub(TICK * t))
+        else {
+            return old;
+        };
+        let mut held: Vec<(u64, T)> = Vec::with_capacity(self.len);
+        for slot in &mut self.slots {
+            held.append(slot);
+        }
+        held.extend(self.overflow.drain().map(|Reverse(e)| e));
+        held.append(&mut self.ready);
+        self.occupied.fill(0);
+        self.summary.fill(0);
+        self.origin = Some(new);
+        for (t, item) in held {
+            let t = t + ticks;
+            if t - self.current < SLOTS as u64 {
+                self.put(t, item);
+            } else {
+                self.overflow.push(Reverse((t, item)));
+            }
+        }
+        self.earliest.set(None);
+        new
     }
 
     fn instant_of(&self, tick: u64) -> Option<Instant> {
@@ -78,6 +120,15 @@ impl<T: Copy + Ord> Wheel<T> {
         let Some(origin) = self.origin else {
             return at;
         };
+        if at < origin && self.current == 0 {
+            // Inserting it moves the origin back on the same grid.
+            let back = origin.saturating_duration_since(at);
+            let ticks = back.as_nanos() / TICK.as_nanos();
+            return u32::try_from(ticks)
+                .ok()
+                .and_then(|t| origin.checked_sub(TICK * t))
+                .unwrap_or(at);
+        }
         let d = at.saturating_duration_since(origin);
         let ticks = u64::try_from(d.as_nanos().div_ceil(TICK.as_nanos())).unwrap_or(u64::MAX);
         self.instant_of(ticks.max(self.current)).unwrap_or(at)
@@ -316,6 +367,34 @@ mod tests {
             w.pop_due(t0 + Duration::from_secs(30)).map(|(_, v)| v),
             Some(30)
         );
+    }
+
+    #[test]
+    fn a_deadline_long_before_the_first_one_is_not_delayed() {
+        // A long timer first (timer C, a registration refresh), then a
+        // short one: the origin moves back, the long one keeps its time.
+        let t0 = Instant::now();
+        let mut w = Wheel::<u32>::default();
+        let long = w.insert(t0 + Duration::from_secs(1800), 1800);
+        assert_eq!(long, t0 + Duration::from_secs(1800));
+        let half = t0 + Duration::from_micros(500_300);
+        let rounded = w.round(half);
+        assert_eq!(w.insert(half, 1), rounded);
+        assert!(rounded >= half && rounded < half + TICK, "{rounded:?}");
+        w.insert(t0 + Duration::from_secs(180), 180);
+        assert_eq!(w.next(), Some(rounded));
+        assert_eq!(w.pop_due(rounded).map(|(_, v)| v), Some(1));
+        assert_eq!(w.next(), Some(t0 + Duration::from_secs(180)));
+        assert_eq!(
+            w.pop_due(t0 + Duration::from_secs(1799)).map(|(_, v)| v),
+            Some(180)
+        );
+        assert_eq!(w.pop_due(t0 + Duration::from_secs(1799)), None);
+        assert_eq!(
+            w.pop_due(t0 + Duration::from_secs(1800)),
+            Some((t0 + Duration::from_secs(1800), 1800))
+        );
+        assert_eq!(w.len(), 0);
     }
 
     #[test]
