@@ -314,22 +314,23 @@ impl Standalone {
         }
         if let Some(old) = self.server_keys.insert(Arc::clone(&key), r) {
             // The same key again (a request answered while an earlier
-            // transaction of that key lived): the older is dropped.
-            self.drop_server(old);
+            // transaction of that key lived): the older is dropped, the
+            // key now names the new one.
+            let _ = self.drop_server(old);
         }
         if let Some(slot) = self.servers.get_mut(r.index as usize) {
             slot.held = Some((key, tx));
         }
     }
 
-    /// Frees a server transaction's slot; its key is the caller's to
-    /// forget.
-    fn drop_server(&mut self, r: ServerRef) {
-        if let Some(slot) = self.server_mut(r) {
-            slot.held = None;
-            slot.generation = slot.generation.wrapping_add(1);
-            self.free_servers.push(r.index);
-        }
+    /// Frees a server transaction's slot and returns its key, the
+    /// caller's to forget.
+    fn drop_server(&mut self, r: ServerRef) -> Option<Arc<[u8]>> {
+        let slot = self.server_mut(r)?;
+        let (key, _) = slot.held.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free_servers.push(r.index);
+        Some(key)
     }
 
     /// Asks for [`Alarm`] at `at`.
@@ -391,17 +392,8 @@ impl Standalone {
         };
         tx.on_timer(now);
         if tx.is_terminated() {
-            let key = self
-                .server_mut(r)
-                .and_then(|s| s.held.take())
-                .map(|(key, _)| key);
-            if let Some(key) = key {
+            if let Some(key) = self.drop_server(r) {
                 self.server_keys.remove(&key);
-            }
-            // `held` is empty now: free the slot for the next.
-            if let Some(slot) = self.servers.get_mut(r.index as usize) {
-                slot.generation = slot.generation.wrapping_add(1);
-                self.free_servers.push(r.index);
             }
         } else if let Some(d) = tx.next_deadline() {
             self.due.insert(d, Due::Server(r));
