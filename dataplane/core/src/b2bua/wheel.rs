@@ -63,7 +63,7 @@ impl<T: Copy + Ord> Wheel<T> {
             .get_or_insert_with(|| at.checked_sub(ORIGIN_MARGIN).unwrap_or(at));
         if at < origin && self.current == 0 {
             // Earlier still, before time ever moved: the origin moves back.
-            origin = self.rebase(at.checked_sub(ORIGIN_MARGIN).unwrap_or(at));
+            origin = self.rebase(origin, at.checked_sub(ORIGIN_MARGIN).unwrap_or(at));
         }
         let d = at.saturating_duration_since(origin);
         // Round up: a deadline never fires before its time.
@@ -71,15 +71,11 @@ impl<T: Copy + Ord> Wheel<T> {
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
-    /// Moves the origin back to `to` or a little before (a whole number
-    /// of ticks before the old one, so every deadline held keeps its
+    /// Moves the origin back from `old` to `to` or a little before (a
+    /// whole number of ticks before `old`, so every deadline held keeps its
     /// instant), before time has moved (`current` is 0). Returns the new
     /// origin.
-    fn rebase(&mut self, to: Instant) -> Instant {
-        let Some(old) = self.origin else {
-            self.origin = Some(to);
-            return to;
-        };
+    fn rebase(&mut self, old: Instant, to: Instant) -> Instant {
         let back = old.saturating_duration_since(to);
         let ticks = u64::try_from(back.as_nanos().div_ceil(TICK.as_nanos())).unwrap_or(u64::MAX);
         let Some(new) = u32::try_from(ticks)
