@@ -192,17 +192,11 @@ fn each_binding_gets_one_keepalive_an_interval_spread_over_it_and_only_while_bou
 
     // Phones bound later join; phones gone (unregistered, reloaded away,
     // expired) leave; the others keep their one per interval.
-    let later: Vec<Change> = (40..60)
-        .map(|i| phone_binding(&sim, &format!("p{i}")))
-        .collect();
-    let later: Vec<_> = later
-        .into_iter()
-        .map(|c| match c {
-            Change::Bound(b) => (*b).clone(),
-            _ => unreachable!(),
-        })
-        .collect();
-    sim.engine.restore_bindings(later);
+    let mut later = Location::default();
+    for i in 40..60 {
+        later.apply(phone_binding(&sim, &format!("p{i}")));
+    }
+    sim.engine.restore_bindings(later.iter().cloned());
     let (second, _) = crlfs(&mut sim, Duration::from_secs(30));
     assert_eq!(second.len(), 60, "{second:?}");
     assert!(second.values().all(|n| *n == 1), "{second:?}");
