@@ -32,12 +32,46 @@ struct Slot {
     entry: Entry,
 }
 
+/// An entry of the timing wheel: a call's next deadline, or the end of a
+/// tombstone's rest. A call's deadlines still in the wheel when it is
+/// buried name the same slot and generation as its tombstone; the flag
+/// tells them apart (they no longer count: see [`CallTable::pop_due`]).
+///
+/// The call's slot and generation are spelled out rather than kept as a
+/// [`CallRef`], so that the flag fits in its padding: 8 bytes, as many as
+/// the wheel held per entry before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    index: u32,
+    generation: u16,
+    rest_ends: bool,
+}
+
+impl Timer {
+    fn new(r: CallRef, rest_ends: bool) -> Self {
+        Timer {
+            index: r.index,
+            generation: r.generation,
+            rest_ends,
+        }
+    }
+
+    fn call(self) -> CallRef {
+        CallRef {
+            index: self.index,
+            generation: self.generation,
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Timer>() == 8);
+
 #[derive(Debug, Default)]
 pub(crate) struct CallTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     a_index: HashMap<Arc<[u8]>, CallRef>,
-    timers: Wheel<CallRef>,
+    timers: Wheel<Timer>,
     live: usize,
     /// Of `live`, the tombstones.
     resting: usize,
@@ -110,12 +144,12 @@ impl CallTable {
         if self.get(r).is_none() {
             return;
         }
-        let until = self.timers.insert(until, r);
+        self.timers.insert(until, Timer::new(r, true));
         let Some(slot) = self.slot_mut(r) else {
             return;
         };
         if let Entry::Call(call) = &slot.entry {
-            let tomb = Tombstone::of(call, until);
+            let tomb = Tombstone::of(call);
             slot.entry = Entry::Tomb(Box::new(tomb));
             self.resting += 1;
         }
@@ -186,7 +220,7 @@ impl CallTable {
         };
         let next = self.timers.round(next);
         if call.scheduled.is_none_or(|s| next < s) {
-            call.scheduled = Some(self.timers.insert(next, r));
+            call.scheduled = Some(self.timers.insert(next, Timer::new(r, false)));
         }
     }
 
@@ -197,14 +231,17 @@ impl CallTable {
     /// Pops the next timer entry due at `now` that is still current;
     /// tombstones whose time is up go on the way.
     pub fn pop_due(&mut self, now: Instant) -> Option<CallRef> {
-        while let Some((at, r)) = self.timers.pop_due(now) {
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            let r = timer.call();
             if let Some(call) = self.get_mut(r)
                 && call.scheduled == Some(at)
             {
                 call.scheduled = None;
                 return Some(r);
             }
-            if self.tomb(r).is_some_and(|t| t.until == at) {
+            // One rest-end entry per tombstone (a slot is buried once per
+            // generation).
+            if timer.rest_ends && self.tomb(r).is_some() {
                 self.remove(r);
             }
         }

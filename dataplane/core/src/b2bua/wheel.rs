@@ -276,12 +276,15 @@ impl<T: Copy + Ord> Wheel<T> {
                 self.refill();
                 continue;
             }
-            // Moved out in place: the slot keeps its capacity for the next
-            // timers that land in it.
             let entries = &mut self.slots[slot];
             self.ready
                 .extend(entries.extract_if(.., |(t, _)| *t <= tick));
             if entries.is_empty() {
+                // An emptied slot gives its buffer back: kept, every slot
+                // of the 65 s turn held the most timers one tick ever saw
+                // (at 10,000 calls/s, 25 MB for the 6 MB of entries that
+                // are live). Refilled, it costs a few allocations a tick.
+                *entries = Vec::new();
                 self.occupied[slot / 64] &= !(1 << (slot % 64));
                 if self.occupied[slot / 64] == 0 {
                     self.summary[slot / 4096] &= !(1 << ((slot / 64) % 64));
@@ -440,6 +443,26 @@ mod tests {
         assert_eq!(got, expected);
         // Fired in deadline order.
         assert!(fired.windows(2).all(|p| p[0].0 <= p[1].0));
+    }
+
+    /// Memory follows the timers held: a slot emptied by expiry keeps no
+    /// buffer (a full turn of slots each keeping its busiest tick's
+    /// capacity was most of a shard's memory at 10,000 calls/s).
+    #[test]
+    fn an_emptied_slot_keeps_no_buffer() {
+        let t0 = Instant::now();
+        let mut w = Wheel::<u32>::default();
+        for i in 0..100 {
+            w.insert(t0 + Duration::from_millis(5), i);
+        }
+        let held: usize = w.slots.iter().map(Vec::capacity).sum();
+        assert!(held >= 100, "{held}");
+        let mut fired = 0;
+        while w.pop_due(t0 + Duration::from_millis(5)).is_some() {
+            fired += 1;
+        }
+        assert_eq!(fired, 100);
+        assert_eq!(w.slots.iter().map(Vec::capacity).sum::<usize>(), 0);
     }
 
     proptest::proptest! {
