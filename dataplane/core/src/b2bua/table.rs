@@ -2,8 +2,16 @@
 //! tombstones of ended ones, the A-leg index (keyed by the caller's
 //! Call-ID and tag, hashed with a keyed SipHash since callers choose those
 //! bytes), and the timer wheel.
+//!
+//! The index holds slot references and 32 bits of their key's hash (12
+//! bytes an entry); the key each one is found by is the `a_key` its call
+//! or tombstone keeps. A map from key to reference held a second pointer
+//! to the key in every bucket: 12 more bytes for each of the 320,000
+//! calls resting at 10,000 calls/s, in twice as many buckets. The hash is
+//! kept so that growing the index reads no call (without it, rehashing
+//! 230,000 entries stalled the shard for tens of milliseconds).
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,7 +78,10 @@ const _: () = assert!(std::mem::size_of::<Timer>() == 8);
 pub(crate) struct CallTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    a_index: HashMap<Arc<[u8]>, CallRef>,
+    /// Calls and tombstones by their `a_key`.
+    a_index: hashbrown::HashTable<Indexed>,
+    /// Keyed SipHash, a random key per table.
+    hasher: std::hash::RandomState,
     timers: Wheel<Timer>,
     live: usize,
     /// Of `live`, the tombstones.
@@ -78,7 +89,54 @@ pub(crate) struct CallTable {
     key: Vec<u8>,
 }
 
+/// An entry of the A-leg index: a slot and its key's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Indexed {
+    index: u32,
+    hash: u32,
+    generation: u16,
+}
+
+impl Indexed {
+    fn call(self) -> CallRef {
+        CallRef {
+            index: self.index,
+            generation: self.generation,
+        }
+    }
+
+    /// The index's 64-bit hash, from the 32 bits kept: both halves (the
+    /// table takes a bucket from the low bits and a tag from the top 7).
+    fn hash64(self) -> u64 {
+        spread(self.hash)
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Indexed>() == 12);
+
+fn spread(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
+}
+
+/// The index key of the call or tombstone `r` names.
+fn key_of(slots: &[Slot], r: CallRef) -> Option<&[u8]> {
+    let slot = slots
+        .get(r.index as usize)
+        .filter(|s| s.generation == r.generation)?;
+    match &slot.entry {
+        Entry::Call(c) => Some(&c.a_key),
+        Entry::Tomb(t) => Some(&t.a_key),
+        Entry::Free => None,
+    }
+}
+
 impl CallTable {
+    /// 32 bits of the keyed hash of an index key.
+    fn hash_of(&self, key: &[u8]) -> u32 {
+        let h = self.hasher.hash_one(key);
+        (h ^ (h >> 32)) as u32
+    }
+
     /// Reserves a slot; the call is stored with [`CallTable::insert`].
     pub fn reserve(&mut self) -> Option<CallRef> {
         if let Some(index) = self.free.pop() {
@@ -101,10 +159,29 @@ impl CallTable {
 
     pub fn insert(&mut self, r: CallRef, call: Box<Call>) {
         let key = Arc::clone(&call.a_key);
-        if let Some(slot) = self.slots.get_mut(r.index as usize) {
-            slot.entry = Entry::Call(call);
-            self.live += 1;
-            self.a_index.insert(key, r);
+        let Some(slot) = self.slots.get_mut(r.index as usize) else {
+            return;
+        };
+        slot.entry = Entry::Call(call);
+        self.live += 1;
+        // The newest call with a key is the one found by it (an older one
+        // with the same key is no longer indexed).
+        let hash = self.hash_of(&key);
+        let entry = Indexed {
+            index: r.index,
+            hash,
+            generation: r.generation,
+        };
+        let slots = &self.slots;
+        match self.a_index.entry(
+            spread(hash),
+            |x| x.hash == hash && key_of(slots, x.call()) == Some(&key[..]),
+            |x| x.hash64(),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = entry,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(entry);
+            }
         }
     }
 
@@ -175,8 +252,9 @@ impl CallTable {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(r.index);
         self.live -= 1;
-        if self.a_index.get(&key) == Some(&r) {
-            self.a_index.remove(&key);
+        let hash = spread(self.hash_of(&key));
+        if let Ok(e) = self.a_index.find_entry(hash, |x| x.call() == r) {
+            e.remove();
         }
     }
 
@@ -205,7 +283,14 @@ impl CallTable {
         self.key.extend_from_slice(call_id);
         self.key.push(0);
         self.key.extend_from_slice(tag);
-        self.a_index.get(&self.key[..]).copied()
+        let hash = self.hash_of(&self.key);
+        let slots = &self.slots;
+        let key = &self.key[..];
+        self.a_index
+            .find(spread(hash), |x| {
+                x.hash == hash && key_of(slots, x.call()) == Some(key)
+            })
+            .map(|x| x.call())
     }
 
     /// Makes sure the heap holds an entry no later than the call's next
