@@ -1,6 +1,7 @@
-//! Fixed memory for `sendmsg` and single-shot `recvmsg`: each slot holds
-//! its buffer, iovec, address and msghdr, at a stable address for as long
-//! as the kernel may use them.
+//! Fixed memory for `sendmsg` and single-shot `recvmsg`: each slot's
+//! buffer, iovec, address and msghdr, at a stable address for as long as
+//! the kernel may use them (a send pool's buffers are one allocation,
+//! a receive slot holds its own).
 
 use std::net::SocketAddr;
 
@@ -118,6 +119,9 @@ impl SendPool {
     }
 
     pub fn buf(&mut self, idx: u16) -> Option<&mut [u8]> {
+        if usize::from(idx) >= self.slots.len() {
+            return None;
+        }
         let start = usize::from(idx).checked_mul(self.size)?;
         self.bufs.get_mut(start..start.checked_add(self.size)?)
     }
@@ -255,6 +259,37 @@ impl RecvSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each slot's buffer is its own `size` bytes of the pool's one
+    /// allocation: what is written in one is not seen in another, and the
+    /// msghdr and the sendto arguments point at the slot's bytes.
+    #[test]
+    fn send_pool_slots_have_their_own_bytes() {
+        let mut p = SendPool::new(3, 100);
+        for i in 0..3u8 {
+            let b = p.buf(u16::from(i)).unwrap();
+            assert_eq!(b.len(), 100);
+            assert!(b.iter().all(|&x| x == 0));
+            b.fill(i + 1);
+        }
+        assert!(p.buf(3).is_none());
+        for i in 0..3u8 {
+            assert!(p.buf(u16::from(i)).unwrap().iter().all(|&x| x == i + 1));
+        }
+        let dest = "127.0.0.1:9".parse().unwrap();
+        let start = p.buf(1).unwrap().as_ptr();
+        let to = p.prepare_to(1, 500, dest).unwrap();
+        assert_eq!((to.buf, to.len), (start, 100));
+        let hdr = p.prepare(2, 40, dest).unwrap();
+        // SAFETY: the msghdr and its iovec live in the pool, borrowed for
+        // these reads.
+        let iov = unsafe { *(*hdr).msg_iov };
+        assert_eq!(
+            iov.iov_base.cast_const().cast::<u8>(),
+            p.buf(2).unwrap().as_ptr()
+        );
+        assert_eq!(iov.iov_len, 40);
+    }
 
     #[test]
     fn send_pool_hands_out_each_slot_once() {

@@ -81,7 +81,8 @@ fn same_tag(ours: Option<u64>, tag: &[u8]) -> bool {
 /// `Option<IpAddr>` kept it in.
 #[derive(Debug)]
 pub(crate) struct Tombstone {
-    /// Key of the call in the A-leg index (shared with the index).
+    /// Key of the call in the A-leg index (the index finds the
+    /// tombstone by it).
     pub a_key: Arc<[u8]>,
     /// Our tags in the A and B dialogs (`tag_ok` says which are ours).
     tags: [u64; 2],
@@ -308,8 +309,8 @@ mod tests {
 #[cfg(test)]
 mod size_tests {
     /// BRIEF: an ended call keeps at most 256 bytes for its 32 s. 96 is
-    /// an allocator size class of its own (jemalloc's and glibc's next
-    /// ones up are 112 and 128).
+    /// one of jemalloc's size classes (the sbc's allocator; 136 bytes
+    /// took a 160-byte block).
     #[test]
     fn a_tombstone_is_small() {
         assert!(
