@@ -307,3 +307,47 @@ fn shards_report_running_then_stopped() {
     assert!(died.is_err());
     assert_eq!(shard.loop_state(), LoopState::Stopped);
 }
+
+/// A shard with 600 media sockets (three batches of its stop's
+/// cancelling) lets go of every port when it stops: each socket's armed
+/// receive was cancelled and reaped, none left holding its socket.
+#[test]
+fn a_shard_with_many_media_ports_lets_go_of_all_of_them() {
+    const FIRST: u16 = 32000;
+    const LAST: u16 = 32599;
+    let mut policy = policy_at(
+        "127.0.66.1:5060",
+        "127.0.66.10:5060",
+        "127.0.66.20:5060",
+        "127.0.66.30:5060",
+    );
+    policy.media = Some(sbc_core::policy::MediaPolicy {
+        bind: "127.0.66.1".parse().unwrap(),
+        advertise: "127.0.66.1".parse().unwrap(),
+        bind_other: None,
+        advertise_other: None,
+        first_port: FIRST,
+        last_port: LAST,
+        timeout: Duration::from_secs(60),
+        forbidden: Vec::new(),
+        xdp: None,
+    });
+    let cfg = RuntimeConfig {
+        shards: 1,
+        pin_threads: false,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(
+        cfg,
+        Arc::new(ArcSwap::from_pointee(policy)),
+        sbc_dataplane::shard::os_secrets().unwrap(),
+    )
+    .unwrap();
+    // The shard holds its ports while it runs.
+    assert!(UdpSocket::bind(format!("127.0.66.1:{FIRST}")).is_err());
+    rt.stop();
+    for port in FIRST..=LAST {
+        UdpSocket::bind(format!("127.0.66.1:{port}"))
+            .unwrap_or_else(|e| panic!("port {port} still held after stop: {e}"));
+    }
+}
