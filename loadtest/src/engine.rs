@@ -3947,11 +3947,7 @@ impl Env<'_> {
             None => words.next().unwrap_or(b"").to_vec(),
         };
         let mut cnonce = [0u8; 16];
-        let mut n = call.number ^ (u64::from(self.cfg.pid) << 32);
-        for b in cnonce.iter_mut() {
-            *b = b"0123456789abcdef"[(n & 15) as usize];
-            n >>= 4;
-        }
+        sbc_core::hex::write_hex(&mut cnonce, call.number ^ (u64::from(self.cfg.pid) << 32));
         let creds = Credentials {
             username: user,
             password: pass,

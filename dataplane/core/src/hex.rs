@@ -1,9 +1,10 @@
 //! Lowercase hexadecimal numbers as the SBC writes them in what it mints
-//! (Call-IDs, tags, branches, nonces, digest nonce counts) and reads back.
+//! (Call-IDs, tags, branches, nonces, digest nonce counts) and reads back;
+//! `sbc-load` writes its digest cnonces with it too.
 
 /// Writes the low `out.len()` hex digits of `v` (at most 16), lowercase,
 /// zero-padded.
-pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
+pub fn write_hex(out: &mut [u8], mut v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for d in out.iter_mut().rev() {
         *d = DIGITS[(v & 15) as usize];
@@ -12,7 +13,7 @@ pub(crate) fn write_hex(out: &mut [u8], mut v: u64) {
 }
 
 /// Reads 1 to 16 lowercase hex digits; `None` for anything else.
-pub(crate) fn parse_hex(s: &[u8]) -> Option<u64> {
+pub fn parse_hex(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 16 {
         return None;
     }

@@ -25,7 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod b2bua;
-mod hex;
+pub mod hex;
 pub mod media;
 pub mod net;
 pub mod overload;
