@@ -27,6 +27,7 @@ CERTS=$ROOT/config/examples/certs
 N=127.89.0
 RATE=${RATE:-300}; CALLS=${CALLS:-6000}; ROUNDS=${ROUNDS:-2}; HS_SECONDS=${HS_SECONDS:-10}
 HZ=$(getconf CLK_TCK)
+. "$ROOT/bench/sbc-bench-config.sh"
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need sipp sip-tester; need kamailio kamailio; need bc bc
@@ -40,37 +41,8 @@ cleanup() { pkill -f "sipp -sf $S" 2>/dev/null; pkill -f "$LOAD .*-sf $S" 2>/dev
 start_sbc() { # transport
   local T=$1 port=5060 tls=""
   [ $T = tls ] && { port=5061; tls="tls = { ca = \"$CERTS/ca.crt\", server_name = \"localhost\" }"; }
-  cat > $W/sbc.toml <<CFG
-[sip]
-listen = ["$N.1:5060", "tcp:$N.1:5060", "tls:$N.1:5061"]
-[sip.tls]
-certificate = "$CERTS/localhost.crt"
-key = "$CERTS/localhost.key"
-[shards]
-count = 1
-pin_threads = false
-${BATCH_WAIT_US:+batch_wait_us = $BATCH_WAIT_US}
-${BATCH_WAIT_US:+media_batch_wait_us = $BATCH_WAIT_US}
-[metrics]
-listen = "$N.1:9090"
-[[trunks]]
-name = "pbx"
-sources = ["$N.10"]
-address = "$N.10:5060"
-transport = "$T"
-$tls
-[[trunks]]
-name = "carrier"
-sources = ["$N.20"]
-address = "$N.20:$port"
-transport = "$T"
-$tls
-[[routes]]
-name = "out"
-from = ["pbx"]
-numbers = ["*"]
-targets = [{ trunk = "carrier" }]
-CFG
+  sbc_bench_config "$T" "$port" "$tls" "${BATCH_WAIT_US:+batch_wait_us = $BATCH_WAIT_US
+media_batch_wait_us = $BATCH_WAIT_US}" > $W/sbc.toml
   RUST_LOG=warn $SBC --config $W/sbc.toml 2>$W/sbc.log & P=$!
   MATCH="$SBC --config $W/sbc.toml"
 }

@@ -22,34 +22,8 @@ command -v sipp >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=nonin
 command -v bc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 [ -x "$SBC" ] || { echo "build first: cargo build --release -p sbc-controlplane" >&2; exit 1; }
 W=$(mktemp -d)
-cat > $W/sbc.toml <<CFG
-[sip]
-listen = ["$N.1:5060", "tcp:$N.1:5060", "tls:$N.1:5061"]
-[sip.tls]
-certificate = "$CERTS/localhost.crt"
-key = "$CERTS/localhost.key"
-[shards]
-count = 1
-pin_threads = false
-${BATCH_WAIT_US:+batch_wait_us = $BATCH_WAIT_US}
-[metrics]
-listen = "$N.1:9090"
-[[trunks]]
-name = "pbx"
-sources = ["$N.10"]
-address = "$N.10:5060"
-transport = "$T"
-[[trunks]]
-name = "carrier"
-sources = ["$N.20"]
-address = "$N.20:5060"
-transport = "$T"
-[[routes]]
-name = "out"
-from = ["pbx"]
-numbers = ["*"]
-targets = [{ trunk = "carrier" }]
-CFG
+. "$ROOT/bench/sbc-bench-config.sh"
+sbc_bench_config "$T" 5060 "" "${BATCH_WAIT_US:+batch_wait_us = $BATCH_WAIT_US}" > $W/sbc.toml
 st=u1; [ "$T" != udp ] && st=t1
 cleanup() { pkill -f "sipp -sf $S" 2>/dev/null; [ -n "${P:-}" ] && kill "$P" 2>/dev/null; sleep 1; rm -rf "$W"; }
 trap cleanup EXIT
