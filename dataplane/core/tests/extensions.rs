@@ -304,6 +304,40 @@ fn when_every_phone_fails_the_best_answer_goes_back_after_the_last() {
     assert_eq!(answer.code(), Some(486), "{}", answer.text());
 }
 
+/// RFC 3261 §16.7: a 6xx from one phone ends the search. The phone
+/// still ringing gets CANCEL, the caller gets the 6xx at once, and the
+/// other phone's 487 goes no further than its ACK.
+#[test]
+fn a_decline_from_one_phone_stops_the_other_ringing() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(SOFT, &reply(&soft, 180, "Ringing", Some("s"), None, ""));
+    let _ = sim.sent();
+    sim.recv(DESK, &reply(&desk, 603, "Decline", Some("d"), None, ""));
+    let sent = sim.sent();
+    let cancel = sent
+        .iter()
+        .find(|s| s.to == addr(SOFT) && s.method().as_deref() == Some("CANCEL"))
+        .unwrap_or_else(|| panic!("no CANCEL to the soft phone: {sent:#?}"));
+    let answer = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A) && s.code() >= Some(200))
+        .unwrap_or_else(|| panic!("no final answer to the carrier: {sent:#?}"));
+    assert_eq!(answer.code(), Some(603), "{}", answer.text());
+    sim.recv(SOFT, &reply(cancel, 200, "OK", Some("s"), None, ""));
+    sim.recv(
+        SOFT,
+        &reply(&soft, 487, "Request Terminated", Some("s"), None, ""),
+    );
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(SOFT) && s.method().as_deref() == Some("ACK")),
+        "{sent:#?}"
+    );
+    assert!(sent.iter().all(|s| s.to != addr(CARRIER_A)), "{sent:#?}");
+}
+
 #[test]
 fn a_phone_that_never_answers_does_not_hold_up_the_other() {
     let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
@@ -533,6 +567,52 @@ fn a_phone_authenticates_with_407_and_calls_out_with_its_extension_as_caller() {
         ),
     );
     assert_eq!(sim.first_to(CARRIER_A).method().as_deref(), Some("BYE"));
+}
+
+/// A phone behind NAT whose requests name its private address and ask
+/// for no `rport` is still answered where they came from (symmetric
+/// response routing, on for phones): the 200 to its BYE goes to the NAT's
+/// port, not to the port its Via names.
+#[test]
+fn a_phone_without_rport_is_answered_where_it_sent_from() {
+    let mut sim = Sim::with_policy(phones_policy());
+    let sent = bob_calls(&mut sim, "+441234567", "bobs-secret");
+    let out = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A) && s.method().as_deref() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("{sent:#?}"));
+    sim.recv(
+        CARRIER_A,
+        &answer_200(out, "carrier-tag", "sip:callee@10.0.0.20"),
+    );
+    let ok = sim.one_to(BOB);
+    let to = ok.header(HeaderName::To);
+    let from = "\"Alice\" <sip:alice@203.0.113.30:41000>;tag=caller-tag";
+    let private = |method: &str, branch: &str, cseq: u32| {
+        in_dialog(
+            method,
+            "sip:192.0.2.1:5060",
+            "10.1.1.5:5060",
+            branch,
+            from,
+            &to,
+            "bob-call",
+            cseq,
+            "",
+        )
+        .replacen(";rport", "", 1)
+    };
+    sim.recv(BOB, &private("ACK", "z9hG4bKnat-ack", 2));
+    assert_eq!(sim.one_to(CARRIER_A).method().as_deref(), Some("ACK"));
+    sim.recv(BOB, &private("BYE", "z9hG4bKnat-bye", 3));
+    let bye = sim.first_to(CARRIER_A);
+    assert_eq!(bye.method().as_deref(), Some("BYE"));
+    sim.recv(CARRIER_A, &reply(&bye, 200, "OK", None, None, ""));
+    let sent = sim.sent();
+    let answered: Vec<&Sent> = sent.iter().filter(|s| s.code().is_some()).collect();
+    assert_eq!(answered.len(), 1, "{sent:#?}");
+    assert_eq!(answered[0].code(), Some(200));
+    assert_eq!(answered[0].to, addr(BOB), "{sent:#?}");
 }
 
 #[test]

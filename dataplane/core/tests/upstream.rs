@@ -378,3 +378,65 @@ fn an_invite_challenged_by_the_trunk_goes_again_once_with_credentials() {
         .collect();
     assert_eq!(to_caller, [403]);
 }
+
+/// A provider that delivers calls to the Contact the SBC registered
+/// (`sip:sbc-contact@sbc`) names the number called in the To header: the
+/// call is routed on that number, which the PBX gets as its Request-URI.
+#[test]
+fn a_call_to_the_registrations_contact_is_routed_on_the_number_in_to() {
+    let mut sim = registering_sim(60);
+    let _register = first_register(&mut sim);
+    let to_contact = invite(CARRIER_A, "sbc-contact", "to-reg-1", "z9hG4bKtoreg1", 1).replacen(
+        "To: <sip:sbc-contact@192.0.2.1>",
+        "To: <sip:+390212345100@itsp.example>",
+        1,
+    );
+    sim.recv(CARRIER_A, &to_contact);
+    let b = sim.first_to(PBX);
+    assert!(
+        b.text().starts_with("INVITE sip:+390212345100@"),
+        "{}",
+        b.text()
+    );
+    // A call to any other user of the SBC is routed on its Request-URI
+    // as before: here no route takes it.
+    let other = invite(CARRIER_A, "someone", "to-reg-2", "z9hG4bKtoreg2", 1).replacen(
+        "To: <sip:someone@192.0.2.1>",
+        "To: <sip:+390212345100@itsp.example>",
+        1,
+    );
+    sim.recv(CARRIER_A, &other);
+    let refused = sim.first_to(CARRIER_A);
+    assert!(
+        refused.text().starts_with("SIP/2.0 404 "),
+        "{}",
+        refused.text()
+    );
+}
+
+/// A trunk that challenges an INVITE as a registrar would (401 with
+/// WWW-Authenticate, RFC 3261 §22.2) gets the INVITE again with an
+/// Authorization header, not a Proxy-Authorization one.
+#[test]
+fn an_invite_challenged_with_401_goes_again_with_authorization() {
+    let mut sim = registering_sim(60);
+    let _register = first_register(&mut sim);
+    sim.recv(PBX, &invite(PBX, "+441234", "chal-401", "z9hG4bKc401", 1));
+    let b_invite = sim.first_to(CARRIER_A);
+    let challenge = with_header(
+        reply(&b_invite, 401, "Unauthorized", Some("t1"), None, ""),
+        &format!("WWW-Authenticate: {CHALLENGE}"),
+    );
+    sim.recv(CARRIER_A, &challenge);
+    let sent = sim.sent();
+    let again = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A) && s.method().as_deref() == Some("INVITE"))
+        .expect("the INVITE again");
+    assert!(again.header(HeaderName::ProxyAuthorization).is_empty());
+    assert_eq!(
+        again.header(HeaderName::CallId),
+        b_invite.header(HeaderName::CallId)
+    );
+    assert_answers(again, HeaderName::Authorization, b"INVITE", b"sbc-secret");
+}

@@ -65,6 +65,19 @@ pub(crate) fn response_dest(req: &Request<'_>, origin: Flow) -> Flow {
     }
 }
 
+/// [`response_dest`] for a request from whoever `origin` is. A configured
+/// trunk is answered by those rules. Anyone else (a phone, a trunk that
+/// registers to the SBC, a stranger) is answered where it sent from,
+/// whether or not it asked for `rport` (symmetric response routing, RFC
+/// 3581 §4): a phone behind NAT is reachable only there, and a stranger's
+/// Via cannot aim the SBC's answer at another port of its address.
+pub(crate) fn response_dest_for(req: &Request<'_>, origin: Flow, policy: &Policy) -> Flow {
+    match policy.trunk_on(&origin) {
+        Some(t) if !policy.reached_by_binding(t) => response_dest(req, origin),
+        _ => origin,
+    }
+}
+
 /// Copies the end-to-end headers of `msg` that may cross to the other leg,
 /// without the headers that describe the body unless `with_body` (when
 /// the body is dropped). Everything that describes a hop, a dialog or the

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::build::{LocalParts, response_dest};
+use super::build::{LocalParts, response_dest_for};
 use super::event::Event;
 use super::ids::{IdMinter, ShardId};
 use super::standalone::Standalone;
@@ -135,7 +135,7 @@ impl Ctx {
         extra: &[(HeaderName, &[u8])],
     ) {
         self.send_response(
-            response_dest(req, origin),
+            response_dest_for(req, origin, &self.policy),
             req,
             origin,
             (code, reason),

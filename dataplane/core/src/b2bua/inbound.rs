@@ -8,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::build::{
-    ALLOW, Reach, contact_uri, next_hop, render_invite_headers, response_dest, unsupported_options,
+    ALLOW, Reach, contact_uri, next_hop, render_invite_headers, response_dest, response_dest_for,
+    unsupported_options,
 };
 use super::call::{Call, DialogText, Leg, Part, Phase, Routing, Side, State, Uas};
 use super::context::Engine;
@@ -359,12 +360,12 @@ impl Engine {
         if self.ctx.media.is_some() && super::media::has_nested_sdp(&req.msg) {
             return Err(Refusal::UnsupportedMedia);
         }
+        let policy = Arc::clone(&self.ctx.policy);
         // Nothing to dial (e.g. sip:host): no route can match.
-        let number = dialled_number(&req.uri);
+        let number = number_dialled(req, policy.trunk(trunk));
         if number.is_empty() {
             return Err(Refusal::NoRoute);
         }
-        let policy = Arc::clone(&self.ctx.policy);
         let session = super::session::plan_request(&req.msg, &policy.call_timers)?;
         // A phone dialling an extension's number calls it (no route).
         if trunk == crate::policy::PHONES && policy.accounts.is_extension(&number) {
@@ -626,7 +627,7 @@ impl Engine {
         let tag = call.a.bytes(Part::LocalTag);
         let template = Template::new(req, origin.remote, false);
         self.ctx.send(
-            response_dest(req, origin),
+            response_dest_for(req, origin, &self.ctx.policy),
             &template.simple(200, b"OK", Some(&tag)),
         );
         if call.uas.tx.is_pending() {
@@ -708,7 +709,8 @@ impl Engine {
                 // The answer the BYE's server transaction would resend.
                 ShardStats::inc(&self.ctx.stats.retransmissions_in);
                 let resp = self.ctx.response_to(req, origin, (200, b"OK"), &[]);
-                self.ctx.send(response_dest(req, origin), &resp);
+                self.ctx
+                    .send(response_dest_for(req, origin, &self.ctx.policy), &resp);
             }
             TombAnswer::NoDialog => self.ctx.refuse(req, origin, Refusal::NoDialog),
         }
@@ -744,6 +746,26 @@ impl Engine {
 
 /// The number a request dials: the user part of a SIP URI or the number of a
 /// tel URI, percent-decoded, telephone numbers without visual separators.
+/// The number a new call from `trunk` dials: its Request-URI's user,
+/// except for a call to the Contact the SBC registered with that trunk
+/// (`sip:contact-user@sbc`). That Request-URI names the registration, not
+/// a number, and providers that deliver calls to a registration put the
+/// number called in the To header (RFC 3261 §8.1.1.2: the To is the
+/// request's logical recipient), so the To's user is dialled instead.
+fn number_dialled(req: &Request<'_>, trunk: Option<&crate::policy::Trunk>) -> String {
+    let number = dialled_number(&req.uri);
+    let to_registration = trunk
+        .and_then(|t| t.registration.as_ref())
+        .is_some_and(|r| *r.contact_user == *number);
+    if to_registration {
+        let to = Uri::parse(req.to.uri).ok().map(|u| dialled_number(&u));
+        if let Some(to) = to.filter(|n| !n.is_empty()) {
+            return to;
+        }
+    }
+    number
+}
+
 pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
     let raw = uri.user.unwrap_or(b"");
     let raw = match uri.scheme {

@@ -523,6 +523,12 @@ pub(crate) fn on_attempt_response(
         }
         401 | 407 if answer_challenge(ctx, call, index, resp, now) => {}
         422 if !call.wave_pending(index) && raise_interval(ctx, call, resp, now) => {}
+        600..=699 if call.wave_pending(index) => {
+            // RFC 3261 §16.7 step 5: a 6xx ends the search. The phones
+            // still ringing are cancelled and the caller hears it now.
+            cancel_other_forks(ctx, call, index, now);
+            on_failure(ctx, call, resp, now);
+        }
         _ if call.wave_pending(index) => {
             // Other phones still ring: the best failure waits for them
             // (RFC 3261 §16.7).

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::build::response_dest;
+use super::build::response_dest_for;
 use super::context::Engine;
 use super::event::Event;
 use super::standalone::{Alarm, Outcome, OwnRequest, Timed, TxId};
@@ -140,7 +140,7 @@ impl Engine {
         (code, reason): (u16, &[u8]),
         headers: &[(HeaderName, &[u8])],
     ) {
-        let dest = response_dest(req, origin);
+        let dest = response_dest_for(req, origin, &self.ctx.policy);
         self.answer_outside_to(req, origin, dest, now, (code, reason), headers);
     }
 
