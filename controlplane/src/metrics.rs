@@ -610,6 +610,16 @@ impl SbcCollector {
         )?;
         counter(
             enc,
+            "phone_auth_requests",
+            "Phones' requests other than REGISTER (their INVITEs) challenged, refused or dropped before their credentials checked out, by result.",
+            self.by_label(
+                "result",
+                RegisterResult::ALL.iter().map(|r| r.label()),
+                |s| &s.phone_auth,
+            ),
+        )?;
+        counter(
+            enc,
             "auth_failures",
             "Refused credentials (REGISTER and phones' INVITEs), by reason; the client is answered alike whatever the reason.",
             self.by_label("reason", AuthFailure::ALL.iter().map(|r| r.label()), |s| {

@@ -200,15 +200,25 @@ fn a_phone_authenticates_and_calls_out() {
         carrier.output,
         sbc.log()
     );
-    assert!(sbc.metric("sbc_registrar_requests_total{result=\"challenged\"}") >= 1.0);
+    // Counted as a phone's request, not as a REGISTER the registrar
+    // answered (bob never registered).
+    assert!(sbc.metric("sbc_phone_auth_requests_total{result=\"challenged\"}") >= 1.0);
+    assert_eq!(
+        sbc.metric("sbc_registrar_requests_total{result=\"challenged\"}"),
+        0.0
+    );
 
     // A wrong password: challenged again (sipp takes the second 407 for a
     // retransmission of the first and gives up at its timeout).
     let wrong = call("guess", 40).wait(Duration::from_secs(90));
     assert_eq!(wrong.successful, 0, "{}", wrong.output);
     assert_eq!(
-        sbc.metric("sbc_registrar_requests_total{result=\"auth_failed\"}"),
+        sbc.metric("sbc_phone_auth_requests_total{result=\"auth_failed\"}"),
         1.0
+    );
+    assert_eq!(
+        sbc.metric("sbc_registrar_requests_total{result=\"auth_failed\"}"),
+        0.0
     );
 }
 

@@ -246,6 +246,10 @@ pub struct ShardStats {
     /// REGISTERs the registrar answered (or dropped), by
     /// [`crate::registrar::RegisterResult`].
     pub registrar: [AtomicU64; crate::registrar::RegisterResult::ALL.len()],
+    /// Requests from phones other than REGISTER (a phone's INVITE) that
+    /// were challenged, refused or dropped before their credentials
+    /// checked out, by [`crate::registrar::RegisterResult`].
+    pub phone_auth: [AtomicU64; crate::registrar::RegisterResult::ALL.len()],
     /// Refused credentials, by [`crate::registrar::AuthFailure`].
     pub auth_failures: [AtomicU64; crate::registrar::AuthFailure::ALL.len()],
     /// Stream connections open now, by transport (index in
@@ -318,6 +322,7 @@ impl Default for ShardStats {
             loop_state: AtomicU8::new(LoopState::Starting as u8),
             admission: AtomicI64::new(1000),
             registrar: std::array::from_fn(|_| AtomicU64::new(0)),
+            phone_auth: std::array::from_fn(|_| AtomicU64::new(0)),
             auth_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             connections_open: std::array::from_fn(|_| AtomicI64::new(0)),
             connections_accepted: AtomicU64::new(0),
@@ -371,6 +376,19 @@ impl ShardStats {
 
     pub fn register(&self, r: crate::registrar::RegisterResult) {
         if let Some(c) = self.registrar.get(r as usize) {
+            Self::inc(c);
+        }
+    }
+
+    /// `r` for a request of `method`: a REGISTER's in the registrar's
+    /// counts, any other (a phone calling) in the phones' own.
+    pub fn authenticated(&self, method: crate::sip::Method, r: crate::registrar::RegisterResult) {
+        let counts = if method == crate::sip::Method::Register {
+            &self.registrar
+        } else {
+            &self.phone_auth
+        };
+        if let Some(c) = counts.get(r as usize) {
             Self::inc(c);
         }
     }

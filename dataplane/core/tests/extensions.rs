@@ -649,14 +649,14 @@ fn wrong_credentials_or_none_never_start_a_call() {
         3,
         &proxy_auth(&sent[0], "+441234567", "guess"),
     );
-    let before = sim.stats.registrar[RegisterResult::AuthFailed as usize]
+    let before = sim.stats.phone_auth[RegisterResult::AuthFailed as usize]
         .load(std::sync::atomic::Ordering::Relaxed);
     sim.recv(BOB, &wrong);
     let first = sim.one_to(BOB);
     assert_eq!(first.code(), Some(407));
     sim.recv(BOB, &wrong);
     assert_eq!(sim.one_to(BOB).bytes, first.bytes);
-    let after = sim.stats.registrar[RegisterResult::AuthFailed as usize]
+    let after = sim.stats.phone_auth[RegisterResult::AuthFailed as usize]
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(after - before, 1);
     // Without a registrar a phone is a stranger: 403 at once.

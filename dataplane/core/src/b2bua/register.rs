@@ -113,7 +113,10 @@ impl Engine {
             }
         }
         if !trusted && !self.ctx.may_answer_stranger(origin) {
-            return self.ctx.stats.register(RegisterResult::Limited);
+            return self
+                .ctx
+                .stats
+                .authenticated(req.method, RegisterResult::Limited);
         }
         let (stale, result) = match refused {
             Auth::Ok(_) => return,
@@ -252,7 +255,7 @@ impl Engine {
         // 3261 §8.2.7: what a stateless UAS is for): nothing is kept for
         // the 32 s of a transaction, and a retransmission of it is
         // challenged afresh.
-        self.ctx.stats.register(result);
+        self.ctx.stats.authenticated(req.method, result);
         self.answer_stateless(req, origin, origin, (401, b"Unauthorized"), &headers);
     }
 
@@ -300,7 +303,9 @@ impl Engine {
         let secrets = *self.ctx.ids.secrets();
         let ip = origin.remote.ip();
         if self.registrar.lockout.is_blocked(ip, now, &secrets) {
-            self.ctx.stats.register(RegisterResult::Blocked);
+            self.ctx
+                .stats
+                .authenticated(req.method, RegisterResult::Blocked);
             return;
         }
         let auth = self.authenticate(now, req, origin, &policy, HeaderName::ProxyAuthorization);
@@ -505,7 +510,7 @@ impl Engine {
         status: (u16, &[u8]),
         headers: &[(HeaderName, &[u8])],
     ) {
-        self.ctx.stats.register(result);
+        self.ctx.stats.authenticated(req.method, result);
         self.answer_outside_to(req, origin, origin, now, status, headers);
     }
 }
