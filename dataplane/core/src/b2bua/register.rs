@@ -1,18 +1,20 @@
 //! The registrar on the shard (RFC 3261 §10.3, BRIEF §4): REGISTERs from
 //! phones are authenticated with HTTP Digest (RFC 7616, RFC 8760: MD5 and
-//! SHA-256, `qop=auth`), and what they register becomes a
+//! SHA-256, `qop=auth`). The shard that owns the extension keeps the
+//! binding (`lookup.rs`), and each change is reported as a
 //! [`Change`](crate::registrar::Change) event for the control plane to
-//! apply, persist and publish to every shard as the next
-//! [`Location`](crate::registrar::Location).
+//! persist.
 //!
 //! - No usable credentials: 401 with one challenge per configured
 //!   algorithm. The nonce is stateless ([`crate::registrar::NonceBook`]):
 //!   a flood of REGISTERs costs no memory.
-//! - Wrong password, unknown user, a network or address of record the
-//!   account may not use: the same 403, after the same work, so an answer
-//!   never tells whether a user exists. Each counts towards the source's
-//!   lockout (trunks exempt). A source that matches no trunk gets these
-//!   answers within the stranger limits (`[acl]`), the rest is dropped.
+//! - Wrong password, unknown user, or a network or transport the account
+//!   may not use: challenged again, as if no credentials had come, after
+//!   the same work, so an answer never tells whether a user exists. An
+//!   address of record that is not the account's: 403. Each counts
+//!   towards the source's lockout (trunks exempt). A source that matches
+//!   no trunk gets these answers within the stranger limits (`[acl]`),
+//!   the rest is dropped.
 //! - Right credentials with an expired nonce, or a nonce count not higher
 //!   than one already used (a replay): 401 `stale=true`.
 //! - Expiry: the Contact's `expires`, else `Expires`, else the default;

@@ -5,10 +5,13 @@
 //!
 //! - [`Accounts`] is part of the configuration snapshot: extensions, their
 //!   accounts and secrets, and the registrar's settings.
-//! - [`Location`] is the other snapshot the shards read: every account's
-//!   current binding. A shard that accepts a REGISTER reports the change as
-//!   an event ([`Change`]); the control plane applies it, persists it and
-//!   publishes the next `Location` to every shard.
+//! - [`Location`] holds bindings: on each shard, those of the extensions
+//!   it owns (a keyed hash of the extension number names the owner,
+//!   `b2bua/lookup.rs`); in the control plane, all of them, as its store
+//!   and views see them. A shard that accepts a REGISTER keeps the
+//!   binding and reports the change as an event ([`Change`]); the control
+//!   plane persists it, and at start hands the stored bindings to the
+//!   shards, each keeping those it owns.
 //! - [`NonceBook`] is a shard's own state; [`Lockout`] is shared by the
 //!   shards (atomics).
 //!
