@@ -211,6 +211,70 @@ fn keepalives_are_answered_and_bad_framing_closes_only_its_connection() {
     );
 }
 
+/// A connection that carried a message and then begins one it never
+/// finishes (a Content-Length larger than what arrives) is closed once
+/// the message is 10 s overdue; a connection carrying whole messages, and
+/// lone CRLF keepalives, all along is not.
+#[test]
+fn a_message_that_never_arrives_whole_closes_its_connection() {
+    let net = Net(148);
+    let sbc = Sbc::start(net, &config(net, 1, false));
+    let mut good = connect(&net.pbx(), &net.sbc());
+    let mut short = connect(&net.pbx(), &net.sbc());
+    short.write_all(options(net, 1).as_bytes()).unwrap();
+    let resp = read_until(&mut short, |s| s.contains("\r\n\r\n"));
+    assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+    let started = Instant::now();
+    let body_short =
+        options(net, 2).replace("Content-Length: 0", "Content-Length: 100") + "only this";
+    short.write_all(body_short.as_bytes()).unwrap();
+    short
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Meanwhile the good connection carries whole messages and a lone
+    // CRLF (a keepalive some clients send) every few seconds.
+    let mut n = 10;
+    let mut checked_open = false;
+    while started.elapsed() < Duration::from_secs(14) {
+        if !checked_open && started.elapsed() >= Duration::from_secs(5) {
+            // Not closed early: the message is not overdue yet.
+            short.set_nonblocking(true).unwrap();
+            let early = short.read(&mut [0u8; 64]);
+            assert!(
+                early
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+                "closed before the message was overdue: {early:?}"
+            );
+            short.set_nonblocking(false).unwrap();
+            checked_open = true;
+        }
+        good.write_all(b"\r\n").unwrap();
+        good.write_all(options(net, n).as_bytes()).unwrap();
+        let resp = read_until(&mut good, |s| s.contains("\r\n\r\n"));
+        assert!(resp.contains(&format!("branch=z9hG4bK-tcp-{n}")), "{resp}");
+        n += 1;
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let mut buf = [0u8; 64];
+    let closed = short.read(&mut buf);
+    assert!(
+        matches!(closed, Ok(0))
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the stalled connection stayed open: {closed:?}"
+    );
+    assert!(checked_open);
+    assert_eq!(
+        sbc.wait_metric(r#"sbc_connections_closed_total{reason="timeout"}"#, 1.0),
+        1.0
+    );
+    good.write_all(options(net, 99).as_bytes()).unwrap();
+    let resp = read_until(&mut good, |s| s.contains("\r\n\r\n"));
+    assert!(resp.contains("branch=z9hG4bK-tcp-99"), "{resp}");
+}
+
 #[test]
 fn one_source_cannot_hold_more_than_its_share_of_connections() {
     let net = Net(135);

@@ -51,6 +51,9 @@ const MAX_CONNS: usize = 16_384;
 const MAX_PER_SOURCE: u16 = 64;
 /// An accepted connection must deliver a whole message within this long.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+/// A message begun on a connection must arrive whole within this long
+/// (a Content-Length larger than what comes, a head that never ends).
+const WHOLE_MESSAGE: Duration = Duration::from_secs(10);
 /// A connection that carried nothing either way for this long is closed.
 const IDLE: Duration = Duration::from_secs(900);
 /// Output queued on a connection whose peer does not read, at most.
@@ -128,6 +131,9 @@ struct Conn {
     /// Accepted (counted in `per_source`) rather than opened by us.
     accepted: bool,
     got_message: bool,
+    /// Since when the decoder has held part of a message (the bytes after
+    /// the last whole one): it must be whole within [`WHOLE_MESSAGE`].
+    partial_since: Option<Instant>,
     opened: Instant,
     active: Instant,
 }
@@ -288,6 +294,7 @@ impl Streams {
             closing: false,
             accepted,
             got_message: !accepted,
+            partial_since: None,
             opened: now,
             active: now,
         };
@@ -454,11 +461,13 @@ impl Streams {
                 c.finishing = Some(reason);
                 close = None;
             }
+            let mut framed = false;
             while !c.closing && close.is_none() && c.finishing.is_none() {
                 match c.decoder.next_frame() {
                     None => break,
                     Some(Ok(Frame::Message(data))) => {
                         c.got_message = true;
+                        framed = true;
                         out.push(Inbound { flow: c.flow, data });
                     }
                     Some(Ok(Frame::Ping)) => pong = true,
@@ -469,6 +478,13 @@ impl Streams {
                     }
                 }
             }
+            // The clock of a message in part starts at its first bytes:
+            // after the last whole message, or in an empty buffer.
+            c.partial_since = match c.decoder.mid_message() {
+                false => None,
+                true if framed => Some(now),
+                true => c.partial_since.or(Some(now)),
+            };
             self.urgent |= setting_up(c) || c.finishing.is_some();
             if close.is_none() && !c.closing {
                 if res == 0 {
@@ -935,7 +951,8 @@ impl Streams {
         }
     }
 
-    /// Closes connections that never sent a message in time, or went idle.
+    /// Closes connections that never sent a message in time, left one
+    /// unfinished too long, or went idle.
     pub(crate) fn sweep(
         &mut self,
         ring: &mut IoUring,
@@ -962,11 +979,14 @@ impl Streams {
                 let late = (!c.got_message || handshaking)
                     && now.saturating_duration_since(c.opened) > FIRST_MESSAGE;
                 let idle = now.saturating_duration_since(c.active) > IDLE;
+                let stalled = c
+                    .partial_since
+                    .is_some_and(|at| now.saturating_duration_since(at) > WHOLE_MESSAGE);
                 let stuck =
                     c.finishing.is_some() && now.saturating_duration_since(c.active) > FINISH;
                 let slot = u16::try_from(i).ok()?;
                 // One already saying its last words only waits for them.
-                let expired = stuck || (c.finishing.is_none() && (late || idle));
+                let expired = stuck || (c.finishing.is_none() && (late || idle || stalled));
                 (!c.closing && expired).then_some((slot, stuck))
             })
             .collect();

@@ -87,6 +87,13 @@ impl StreamDecoder {
         self.buf.len()
     }
 
+    /// Part of a message is buffered, more than the CRLFs of a keepalive:
+    /// the peer owes the rest (a Content-Length larger than what came,
+    /// say). A failed stream owes nothing.
+    pub fn mid_message(&self) -> bool {
+        self.failed.is_none() && !self.buf.is_empty() && !b"\r\n\r\n".starts_with(&self.buf)
+    }
+
     /// Appends what the connection delivered.
     pub fn push(&mut self, data: &[u8]) {
         if self.failed.is_none() {
@@ -352,5 +359,29 @@ mod tests {
             let head = parts.concat();
             proptest::prop_assert_eq!(content_length(&head), content_length_by_split(&head));
         }
+    }
+
+    #[test]
+    fn a_message_begun_is_owed_until_it_is_whole() {
+        let mut d = StreamDecoder::new(StreamLimits::default());
+        assert!(!d.mid_message());
+        // Keepalive CRLFs, whole or in part, owe nothing.
+        d.push(b"\r\n");
+        assert!(d.next_frame().is_none());
+        assert!(!d.mid_message());
+        d.push(b"\r\n");
+        assert!(matches!(d.next_frame(), Some(Ok(Frame::Ping))));
+        assert!(!d.mid_message());
+        // A head whose Content-Length is more than what follows.
+        d.push(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 10\r\n\r\nabc");
+        assert!(d.next_frame().is_none());
+        assert!(d.mid_message());
+        d.push(b"defghij");
+        assert!(matches!(d.next_frame(), Some(Ok(Frame::Message(_)))));
+        assert!(!d.mid_message());
+        // Half a head owes the rest too.
+        d.push(b"OPTIONS sip:x SIP/2.0\r\nCall-");
+        assert!(d.next_frame().is_none());
+        assert!(d.mid_message());
     }
 }
