@@ -53,8 +53,16 @@ fn ca() -> Arc<RootCertStore> {
 
 /// A client config trusting the test CA, presenting `identity` if given.
 fn client_config(identity: Option<&str>) -> Arc<ClientConfig> {
+    client_config_of(identity, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] offering only `versions`.
+fn client_config_of(
+    identity: Option<&str>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(ca());
     Arc::new(match identity {
@@ -660,6 +668,17 @@ fn trunk_config(net: Net) -> String {
 /// sends an OPTIONS and returns the answer, or `None` when the handshake
 /// (or anything after it) fails.
 fn options_over_tls(net: Net, ip: &str, identity: Option<&str>) -> Option<String> {
+    options_over_tls_of(net, ip, identity, rustls::DEFAULT_VERSIONS).map(|(answer, _)| answer)
+}
+
+/// [`options_over_tls`] offering only `versions`; with the version the
+/// handshake settled on.
+fn options_over_tls_of(
+    net: Net,
+    ip: &str,
+    identity: Option<&str>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Option<(String, rustls::ProtocolVersion)> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
         .unwrap();
@@ -670,7 +689,7 @@ fn options_over_tls(net: Net, ip: &str, identity: Option<&str>) -> Option<String
         .unwrap();
     let local = tcp.local_addr().unwrap();
     let conn = ClientConnection::new(
-        client_config(identity),
+        client_config_of(identity, versions),
         ServerName::try_from("localhost").unwrap(),
     )
     .unwrap();
@@ -682,11 +701,12 @@ fn options_over_tls(net: Net, ip: &str, identity: Option<&str>) -> Option<String
     stream.write_all(msg.as_bytes()).ok()?;
     stream.flush().ok()?;
     let mut buf = Vec::new();
-    read_message(
+    let answer = read_message(
         &mut stream,
         &mut buf,
         Instant::now() + Duration::from_secs(10),
-    )
+    )?;
+    Some((answer, stream.conn.protocol_version()?))
 }
 
 #[test]
@@ -740,6 +760,16 @@ fn a_udp_pbx_calls_an_itsp_over_mutual_tls_and_the_itsp_must_present_a_certifica
     assert_eq!(failures, 1.0, "{}", sbc.log());
     let answered = options_over_tls(net, &net.ip(20), Some("itsp")).unwrap_or_default();
     assert_eq!(status(&answered), 200, "{answered}\n{}", sbc.log());
+    // Both TLS 1.3 and TLS 1.2 peers are served.
+    for (version, want) in [
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+    ] {
+        let (answer, got) = options_over_tls_of(net, &net.ip(20), Some("itsp"), &[version])
+            .unwrap_or_else(|| panic!("no answer over {want:?}\n{}", sbc.log()));
+        assert_eq!(got, want);
+        assert_eq!(status(&answer), 200, "{answer}");
+    }
 }
 
 #[test]
