@@ -130,6 +130,46 @@ fn a_udp_pbx_reaches_a_carrier_over_tcp_reusing_connections() {
     );
 }
 
+/// A carrier over TCP that refuses the connection: the INVITE never left
+/// (RFC 3261 §8.1.3.1: a transport error is a 503), so each call fails
+/// over to the UDP carrier at once, not at the no-response timer (30 s
+/// here, past the caller's patience).
+#[test]
+fn a_refused_connection_fails_the_call_over_at_once() {
+    let net = Net(149);
+    let mut text = config(net, 1, true);
+    text = text.replacen(
+        "[sip]\n",
+        "[sip.timers]\nno_response_ms = 30000\n\n[sip]\n",
+        1,
+    );
+    let sbc = Sbc::start(net, &text);
+    // Nothing listens on carrier-a's TCP port: its connects are refused.
+    let uas = Sipp::spawn(
+        "carrier-b",
+        &uas_args(net, &net.carrier_b(), "uas_answer.xml", 3, 0),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = uac_args(net, &net.pbx(), "uac_basic.xml", "+390612345678", 3, 2, 40);
+    args.extend([
+        "-d".into(),
+        "200".into(),
+        "-recv_timeout".into(),
+        "10000".into(),
+    ]);
+    let started = Instant::now();
+    let uac = Sipp::spawn("uac", &args).wait(LIMIT);
+    assert_all_ok(&uac, 3, &sbc);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_all_ok(&uas.wait(LIMIT), 3, &sbc);
+    assert_eq!(sbc.metric("sbc_failovers_total"), 3.0, "{}", sbc.log());
+    assert!(sbc.metric(r#"sbc_connections_closed_total{reason="connect_failed"}"#) >= 1.0);
+}
+
 /// A TCP connection from `from` (an IP of the test's network) to the SBC.
 fn connect(from: &str, to: &str) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();

@@ -169,6 +169,49 @@ fn a_trunk_over_tcp_gets_tcp_requests_that_are_not_retransmitted() {
     assert!(resent.is_empty(), "{resent:#?}");
 }
 
+/// RFC 3261 §8.1.3.1: an INVITE to a trunk over TCP that never left (its
+/// connection refused) counts as a 503, and the call fails over to the
+/// next trunk at once, not at its no-response timer. A transport error
+/// for an address no call waits on changes nothing.
+#[test]
+fn an_invite_that_never_left_fails_over_at_once() {
+    let mut sim = Sim::with_policy(tcp_policy(true));
+    sim.recv(
+        PBX,
+        &invite(PBX, "+390612345678", "tcp-unsent", "z9hG4bKtcpu", 1),
+    );
+    let sent = drain(&mut sim);
+    let (dest, _) = find(&sent, "INVITE ");
+    assert_eq!(
+        (dest.transport, dest.remote),
+        (Transport::Tcp, addr(CARRIER_A))
+    );
+
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, addr(CARRIER_B));
+    assert!(drain(&mut sim).is_empty());
+
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, addr(CARRIER_A));
+    let sent = drain(&mut sim);
+    let (dest, _) = find(&sent, "INVITE ");
+    assert_eq!(dest.remote, addr(CARRIER_B), "{sent:#?}");
+    assert!(
+        sent.iter().all(|(d, _)| d.remote != addr(CARRIER_A)),
+        "nothing more to the trunk that failed: {sent:#?}"
+    );
+    assert_eq!(
+        sim.stats
+            .failovers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // A second report for the same address finds nothing waiting there.
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, addr(CARRIER_A));
+    assert!(drain(&mut sim).is_empty());
+}
+
 #[test]
 fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
     let mut p = tcp_policy(false);

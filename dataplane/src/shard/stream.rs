@@ -158,6 +158,9 @@ pub(crate) struct Streams {
     /// Usable connections by (transport, peer), for reuse (RFC 3261
     /// §18.1.1): the newest one to each peer.
     by_remote: HashMap<(Transport, SocketAddr), u16>,
+    /// Peers that what was queued for never reached: connections to them
+    /// that could not be opened (for the engine, [`Streams::take_unsent`]).
+    unsent: Vec<(Transport, SocketAddr)>,
     per_source: HashMap<IpAddr, u16>,
     bufs: BufRing,
     limits: StreamLimits,
@@ -209,6 +212,7 @@ impl Streams {
             generations: Vec::new(),
             free: Vec::new(),
             by_remote: HashMap::new(),
+            unsent: Vec::new(),
             per_source: HashMap::new(),
             bufs,
             limits: StreamLimits::default(),
@@ -608,6 +612,7 @@ impl Streams {
             Err(e) => {
                 tracing::warn!(error = %e, peer = %dest.remote, "cannot open a TCP socket");
                 count_close(stats, ConnClose::ConnectFailed);
+                self.unsent.push((dest.transport, dest.remote));
                 return Ok(None);
             }
         };
@@ -615,12 +620,14 @@ impl Streams {
             // WebSocket clients connect to the SBC; it never opens one.
             tracing::debug!(peer = %dest.remote, "no WebSocket connection to this peer");
             count_close(stats, ConnClose::ConnectFailed);
+            self.unsent.push((dest.transport, dest.remote));
             return Ok(None);
         }
         let tls = if dest.transport == Transport::Tls {
             let Some(client) = self.tls.load().connect(dest.remote) else {
                 tracing::warn!(peer = %dest.remote, "no TLS settings for this peer (only trunks with transport = \"tls\" are connected to over TLS)");
                 count_close(stats, ConnClose::ConnectFailed);
+                self.unsent.push((dest.transport, dest.remote));
                 return Ok(None);
             };
             Some(rustls::Connection::Client(client))
@@ -844,6 +851,10 @@ impl Streams {
         if self.by_remote.get(&key) == Some(&slot) {
             self.by_remote.remove(&key);
         }
+        if reason == ConnClose::ConnectFailed && !c.accepted {
+            // Nothing queued on it ever left.
+            self.unsent.push(key);
+        }
         if c.accepted {
             let ip = c.flow.remote.ip();
             if let Some(n) = self.per_source.get_mut(&ip) {
@@ -949,6 +960,13 @@ impl Streams {
             }
             self.free.push(slot);
         }
+    }
+
+    /// The peers that messages queued for never reached since the last
+    /// call (a connection to them could not be opened): for
+    /// `Engine::handle_unsent`.
+    pub(crate) fn take_unsent(&mut self) -> Vec<(Transport, SocketAddr)> {
+        std::mem::take(&mut self.unsent)
     }
 
     /// Closes connections that never sent a message in time, left one

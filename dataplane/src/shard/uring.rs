@@ -798,6 +798,11 @@ impl ShardLoop {
             }
             if let Some(streams) = &mut self.io.streams {
                 streams.sweep(&mut self.io.ring, now, &self.stats)?;
+                // Requests whose connection could not be opened: their
+                // calls fail over now (RFC 3261 §8.1.3.1).
+                for (transport, remote) in streams.take_unsent() {
+                    self.engine.handle_unsent(now, transport, remote);
+                }
             }
 
             // Datagrams other shards handed to us.

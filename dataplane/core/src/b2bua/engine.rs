@@ -246,6 +246,34 @@ impl Engine {
         }
     }
 
+    /// What this shard sent to `remote` over the stream transport
+    /// `transport` never left: the connection could not be opened, or
+    /// closed with it still queued (RFC 3261 §18.4: a transport error).
+    /// Calls whose INVITE went there and heard nothing back take it as a
+    /// 503 (RFC 3261 §8.1.3.1) and fail over now, not at their
+    /// no-response timer. Rare (a connection failing), so it looks at
+    /// every call.
+    pub fn handle_unsent(
+        &mut self,
+        now: Instant,
+        transport: crate::net::Transport,
+        remote: std::net::SocketAddr,
+    ) {
+        let to = (transport, remote);
+        let waiting = self.calls.calls_where(|c| {
+            c.attempts.iter().any(|a| {
+                let d = a.tx.dest();
+                (d.transport, d.remote) == to && !a.tx.heard_back()
+            })
+        });
+        for r in waiting {
+            if let Some(call) = self.calls.get_mut(r) {
+                super::outbound::attempts_unsent(&mut self.ctx, call, to, now);
+            }
+            self.after(r);
+        }
+    }
+
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.calls.next_timer(), self.standalone.next_deadline()) {

@@ -788,6 +788,73 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     }
 }
 
+/// Attempts of the wave in progress that wait on `to` (a transport and an
+/// address) and never heard back: their INVITE never left, its connection
+/// refused or lost before it was written (RFC 3261 §8.1.3.1: a transport
+/// error is treated as 503). They are abandoned and count as 503; once no
+/// other attempt of the wave is pending, the call fails over where its
+/// route says so, at once rather than at its no-response timer. False when
+/// no attempt of the call waited on `to`.
+pub(crate) fn attempts_unsent(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    to: (crate::net::Transport, std::net::SocketAddr),
+    now: Instant,
+) -> bool {
+    if !matches!(call.phase(), Phase::Routing | Phase::Early) {
+        return false;
+    }
+    let timers = call.policy.timers;
+    let mut unsent = false;
+    for index in usize::from(call.wave)..call.attempts.len() {
+        let Some(attempt) = call.attempts.get_mut(index) else {
+            continue;
+        };
+        let dest = attempt.tx.dest();
+        if (dest.transport, dest.remote) != to
+            || attempt.tx.heard_back()
+            || !attempt.tx.is_pending()
+            || attempt.tx.is_abandoned()
+        {
+            continue;
+        }
+        attempt.tx.abandon(now, &timers);
+        unsent = true;
+    }
+    if !unsent {
+        return false;
+    }
+    if let Some(t) = call.policy.trunk(call.b.trunk) {
+        t.stats.fail(Direction::Outbound);
+    }
+    merge_failure(
+        call,
+        Failure {
+            code: 503,
+            reason: Bytes::from_static(b"Service Unavailable"),
+            headers: Bytes::new(),
+            body: Bytes::new(),
+            local: true,
+        },
+    );
+    if call.wave_pending(usize::MAX) {
+        // Other phones of the wave still ring.
+        return true;
+    }
+    call.timers.cancel(TimerName::NoResponse);
+    let policy = Arc::clone(&call.policy);
+    let route_failover = policy
+        .routes
+        .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
+        .is_some_and(|r| r.failover.on_code(503));
+    if route_failover && next_attempt(ctx, call, now) {
+        ShardStats::inc(&ctx.stats.failovers);
+    } else {
+        fail_call(ctx, call, now);
+    }
+    true
+}
+
 /// Relays a provisional or 2xx response from the callee to the caller.
 fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
     // The callee's SDP: the answer to the caller's offer, or (late offer,

@@ -207,6 +207,21 @@ impl CallTable {
         }
     }
 
+    /// The live calls (not tombstones) `pick` chooses.
+    pub fn calls_where(&self, mut pick: impl FnMut(&Call) -> bool) -> Vec<CallRef> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| match &slot.entry {
+                Entry::Call(c) if pick(c) => Some(CallRef {
+                    index: u32::try_from(index).ok()?,
+                    generation: slot.generation,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The tombstone of an ended call in this slot.
     pub fn tomb(&self, r: CallRef) -> Option<&Tombstone> {
         let slot = self.slots.get(r.index as usize)?;
