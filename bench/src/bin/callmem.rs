@@ -731,6 +731,7 @@ fn registrar_policy_of(n: u32) -> Policy {
             nonce_lifetime: Duration::from_secs(300),
             algorithms: vec![sbc_core::sip::digest::Algorithm::Md5],
             lockout: None,
+            lockout_exempt: Vec::new(),
             keepalive: None,
         }),
         accounts,

@@ -32,8 +32,9 @@ pub struct Registrar {
     /// (libre-based clients give up on a second, SHA-256 challenge; many,
     /// SIPp among them, read only the first).
     pub algorithms: Option<Vec<AlgorithmName>>,
-    /// `{ failures = 10, window_s = 60, block_s = 600 }`; `failures = 0`
-    /// turns the lockout off.
+    /// `{ failures = 10, window_s = 60, block_s = 600, exempt = [] }`;
+    /// `failures = 0` turns the lockout off; `exempt` lists networks never
+    /// locked out (the trunks' sources never are).
     pub lockout: Option<Lockout>,
     /// The store (redb) that keeps bindings across restarts; absent: not
     /// kept.
@@ -72,7 +73,7 @@ pub enum KeepaliveKind {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lockout {
     pub failures: u32,
@@ -80,6 +81,9 @@ pub struct Lockout {
     pub window_s: u32,
     #[serde(default = "block_s")]
     pub block_s: u32,
+    /// Networks never locked out (besides the trunks' sources).
+    #[serde(default)]
+    pub exempt: Vec<Network>,
 }
 
 fn window_s() -> u32 {
@@ -351,7 +355,7 @@ fn settings(r: &Registrar, path: &FieldPath) -> Check {
             );
         }
     }
-    if let Some(l) = r.lockout
+    if let Some(l) = &r.lockout
         && l.failures > 0
     {
         let lp = path.key("lockout");
@@ -437,7 +441,7 @@ pub fn compile(
             .algorithms
             .as_ref()
             .map_or_else(|| vec![Algorithm::Md5], |l| l.iter().map(|a| a.0).collect()),
-        lockout: match r.lockout {
+        lockout: match &r.lockout {
             None => Some(LockoutSettings::default()),
             Some(l) if l.failures == 0 => None,
             Some(l) => Some(LockoutSettings {
@@ -446,6 +450,11 @@ pub fn compile(
                 block: Duration::from_secs(u64::from(l.block_s)),
             }),
         },
+        lockout_exempt: r
+            .lockout
+            .as_ref()
+            .map(|l| l.exempt.iter().map(|n| n.0).collect())
+            .unwrap_or_default(),
         keepalive: match r.keepalive {
             None => Some(Keepalive::default()),
             Some(k) => {

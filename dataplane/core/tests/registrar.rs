@@ -36,6 +36,7 @@ fn settings() -> Settings {
             window: Duration::from_secs(60),
             block: Duration::from_secs(600),
         }),
+        lockout_exempt: Vec::new(),
         keepalive: Some(sbc_core::registrar::Keepalive::default()),
     }
 }
@@ -484,6 +485,28 @@ fn a_source_that_keeps_failing_is_locked_out_for_a_while() {
     // After the block, the right password works again.
     sim.advance(Duration::from_secs(601));
     let ok = Phone::new("alice", "alices-secret", "reg-l10")
+        .register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
+    assert_eq!(ok.code(), Some(200));
+}
+
+/// A source in a `lockout.exempt` network (an office LAN, say) is never
+/// locked out, however often it fails; failures are still counted.
+#[test]
+fn an_exempt_network_is_never_locked_out() {
+    let mut policy = registrar_policy();
+    let mut settings = settings();
+    settings.lockout_exempt = vec!["203.0.113.0/24".parse().unwrap()];
+    policy.accounts = Accounts::new(Some(settings), policy.accounts.all().to_vec());
+    let mut sim = Sim::with_policy(policy);
+    for i in 0..6 {
+        let call_id: &'static str = Box::leak(format!("reg-x{i}").into_boxed_str());
+        let answer = Phone::new("alice", "guess", call_id)
+            .register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
+        assert_eq!(answer.code(), Some(401));
+    }
+    assert_eq!(count(&sim, RegisterResult::Blocked), 0);
+    assert_eq!(count(&sim, RegisterResult::AuthFailed), 6);
+    let ok = Phone::new("alice", "alices-secret", "reg-x9")
         .register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
     assert_eq!(ok.code(), Some(200));
 }

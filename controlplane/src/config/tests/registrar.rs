@@ -57,6 +57,10 @@ fn rejected_settings_name_the_field() {
             "registrar.lockout.window_s: 0 is out of range",
         ),
         (
+            "[registrar]\nlockout = { failures = 5, exempt = [\"10.0.0.0/33\"] }\n",
+            "registrar.lockout.exempt[0]",
+        ),
+        (
             "[registrar]\nkeepalive = { interval_s = 1 }\n",
             "registrar.keepalive.interval_s: 1 is out of range: 5 to 3600 seconds",
         ),
@@ -205,6 +209,19 @@ fn accounts_and_defaults_reach_the_policy() {
     assert_eq!(&*settings.realm, "voice.example");
     assert_eq!(settings.algorithms, [Algorithm::Sha256]);
     assert!(settings.lockout.is_none());
+    assert!(settings.lockout_exempt.is_empty());
+    // Networks exempt from the lockout.
+    let text = format!(
+        "{BASE}[registrar]\nlockout = {{ failures = 5, exempt = [\"192.168.0.0/16\", \"2001:db8::/32\"] }}\n"
+    );
+    let policy = Config::from_toml_str(&text)
+        .unwrap()
+        .compile(&StatsRegistry::new(), 1);
+    let settings = policy.accounts.settings.as_ref().unwrap();
+    assert_eq!(settings.lockout.map(|l| l.failures), Some(5));
+    assert!(settings.lockout_exempt("192.168.7.9".parse().unwrap()));
+    assert!(settings.lockout_exempt("2001:db8::1".parse().unwrap()));
+    assert!(!settings.lockout_exempt("203.0.113.5".parse().unwrap()));
     // Keepalives: CRLF every 20 s, or none.
     for (value, want) in [
         (

@@ -12,7 +12,8 @@
 //!   may not use: challenged again, as if no credentials had come, after
 //!   the same work, so an answer never tells whether a user exists. An
 //!   address of record that is not the account's: 403. Each counts
-//!   towards the source's lockout (trunks exempt). A source that matches
+//!   towards the source's lockout (trunks and `lockout.exempt` networks
+//!   exempt). A source that matches
 //!   no trunk gets these answers within the stranger limits (`[acl]`),
 //!   the rest is dropped.
 //! - Right credentials with an expired nonce, or a nonce count not higher
@@ -74,7 +75,8 @@ impl Engine {
         let secrets = *self.ctx.ids.secrets();
         let ip = origin.remote.ip();
         let trusted = policy.trunk_on(&origin).is_some();
-        if !trusted && self.registrar.lockout.is_blocked(ip, now, &secrets) {
+        let exempt = trusted || settings.lockout_exempt(ip);
+        if !exempt && self.registrar.lockout.is_blocked(ip, now, &secrets) {
             self.ctx.stats.register(RegisterResult::Blocked);
             return;
         }
@@ -85,7 +87,7 @@ impl Engine {
             }
             refused => {
                 let asked = (settings, HeaderName::WwwAuthenticate);
-                self.refuse_credentials(now, (req, origin), asked, refused, trusted);
+                self.refuse_credentials(now, (req, origin), asked, refused, (trusted, exempt));
             }
         }
     }
@@ -93,7 +95,8 @@ impl Engine {
     /// Credentials that did not check out, for REGISTER (401,
     /// `WWW-Authenticate`) or a phone's INVITE (407, `Proxy-Authenticate`,
     /// as `header` says): a failure is counted (and towards the source's
-    /// lockout unless it is a trunk's), then, within the stranger limits
+    /// lockout unless `exempt`: a trunk's, or from a `lockout.exempt`
+    /// network), then, within the stranger limits
     /// for a source that is no trunk, a fresh challenge (alike for a wrong
     /// password and an unknown user, RFC 3261 §22.1), `stale=true`, or 400
     /// for a digest `uri` that is not the request's target.
@@ -103,11 +106,11 @@ impl Engine {
         (req, origin): (&Request<'_>, Flow),
         (settings, header): (&Settings, HeaderName),
         refused: Auth<'_>,
-        trusted: bool,
+        (trusted, exempt): (bool, bool),
     ) {
         if let Auth::Failed(why) = refused {
             self.ctx.stats.auth_failure(why);
-            if let (false, Some(limits)) = (trusted, settings.lockout) {
+            if let (false, Some(limits)) = (exempt, settings.lockout) {
                 let secrets = *self.ctx.ids.secrets();
                 self.registrar
                     .lockout
@@ -304,7 +307,8 @@ impl Engine {
         };
         let secrets = *self.ctx.ids.secrets();
         let ip = origin.remote.ip();
-        if self.registrar.lockout.is_blocked(ip, now, &secrets) {
+        let exempt = settings.lockout_exempt(ip);
+        if !exempt && self.registrar.lockout.is_blocked(ip, now, &secrets) {
             self.ctx
                 .stats
                 .authenticated(req.method, RegisterResult::Blocked);
@@ -313,7 +317,7 @@ impl Engine {
         let auth = self.authenticate(now, req, origin, &policy, HeaderName::ProxyAuthorization);
         let Auth::Ok(account) = auth else {
             let asked = (settings, HeaderName::ProxyAuthenticate);
-            return self.refuse_credentials(now, (req, origin), asked, auth, false);
+            return self.refuse_credentials(now, (req, origin), asked, auth, (false, exempt));
         };
         self.registrar.lockout.succeed(ip, &secrets);
         // A phone calls as its extension; a trunk that registers calls as

@@ -155,6 +155,9 @@ pub struct Settings {
     /// Sources that fail authentication too often are ignored for a
     /// while; `None`: never.
     pub lockout: Option<LockoutSettings>,
+    /// Sources never locked out, besides the trunks' (an office network,
+    /// a monitoring host): their failures are not counted.
+    pub lockout_exempt: Vec<IpNet>,
     /// Keeping registered phones' NAT bindings open, and finding the dead
     /// ones; `None`: nothing sent.
     pub keepalive: Option<Keepalive>,
@@ -190,6 +193,15 @@ impl Default for Keepalive {
     }
 }
 
+impl Settings {
+    /// Whether failures from `ip` never lock it out (a network of
+    /// `lockout_exempt`; trunks are exempt by the engine).
+    pub fn lockout_exempt(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::net::canonical(ip);
+        self.lockout_exempt.iter().any(|n| n.contains(&ip))
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -200,6 +212,7 @@ impl Default for Settings {
             nonce_lifetime: Duration::from_secs(300),
             algorithms: vec![Algorithm::Md5],
             lockout: Some(LockoutSettings::default()),
+            lockout_exempt: Vec::new(),
             keepalive: Some(Keepalive::default()),
         }
     }
