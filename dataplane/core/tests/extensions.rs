@@ -615,6 +615,46 @@ fn a_phone_without_rport_is_answered_where_it_sent_from() {
     assert_eq!(answered[0].to, addr(BOB), "{sent:#?}");
 }
 
+/// A phone's requests other than INVITE and REGISTER (an OPTIONS
+/// keepalive, a MESSAGE) are challenged with 407 too. With its
+/// credentials an OPTIONS gets 200 and a MESSAGE, which the SBC does not
+/// relay, 405. Without a registrar they are a stranger's: 403.
+#[test]
+fn a_phones_other_requests_are_challenged_then_answered() {
+    let mut sim = Sim::with_policy(phones_policy());
+    let request = |method: &str, cseq: u32, auth: &str| {
+        format!(
+            "{method} sip:192.0.2.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {BOB};branch=z9hG4bK{method}{cseq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:bob@sbc.test>;tag=b{cseq}\r\n\
+             To: <sip:192.0.2.1>\r\n\
+             Call-ID: bob-{method}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             {auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    for (method, want) in [("OPTIONS", 200), ("MESSAGE", 405)] {
+        sim.recv(BOB, &request(method, 1, ""));
+        let challenge = sim.one_to(BOB);
+        assert_eq!(challenge.code(), Some(407), "{}", challenge.text());
+        let auth = proxy_authorization_for(
+            &challenge,
+            method,
+            "bob",
+            "bobs-secret",
+            "sip:192.0.2.1:5060",
+            "c1",
+        );
+        sim.recv(BOB, &request(method, 2, &auth));
+        let answer = sim.one_to(BOB);
+        assert_eq!(answer.code(), Some(want), "{}", answer.text());
+    }
+    let mut plain = Sim::new();
+    plain.recv(BOB, &request("OPTIONS", 1, ""));
+    assert_eq!(plain.one_to(BOB).code(), Some(403));
+}
+
 #[test]
 fn phones_call_each_other_by_extension_number() {
     let mut sim = Sim::with_policy(phones_policy());

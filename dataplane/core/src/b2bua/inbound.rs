@@ -204,9 +204,13 @@ impl Engine {
             .trunk_for_request(&origin, user)
             .filter(|t| policy.accepts_over(*t, origin.transport));
         let Some(trunk) = trunk else {
-            // Unless it is a phone of one of the registrar's accounts.
-            if req.method == Method::Invite && self.ctx.policy.accounts.settings.is_some() {
-                return self.on_phone_invite(now, &req, origin);
+            // Unless it is a phone of one of the registrar's accounts: its
+            // credentials are asked for (an unknown method gets the 403).
+            if self.ctx.policy.accounts.settings.is_some() && req.method != Method::Other {
+                return match req.method {
+                    Method::Invite => self.on_phone_invite(now, &req, origin),
+                    _ => self.on_phone_request(now, &req, origin),
+                };
             }
             self.ctx.refuse(&req, origin, Refusal::UnknownSource);
             return;
@@ -260,7 +264,13 @@ impl Engine {
     }
 
     /// A request outside any dialog from trunk `trunk`.
-    fn out_of_dialog(&mut self, now: Instant, req: &Request<'_>, origin: Flow, trunk: TrunkId) {
+    pub(crate) fn out_of_dialog(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        trunk: TrunkId,
+    ) {
         match req.method {
             Method::Invite => self.on_initial_invite(now, req, origin, trunk),
             Method::Options => {

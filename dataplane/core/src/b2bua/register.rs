@@ -302,24 +302,9 @@ impl Engine {
             return;
         }
         let policy = Arc::clone(&self.ctx.policy);
-        let Some(settings) = policy.accounts.settings.as_ref() else {
+        let Some(account) = self.phone_authenticated(now, req, origin, &policy) else {
             return;
         };
-        let secrets = *self.ctx.ids.secrets();
-        let ip = origin.remote.ip();
-        let exempt = settings.lockout_exempt(ip);
-        if !exempt && self.registrar.lockout.is_blocked(ip, now, &secrets) {
-            self.ctx
-                .stats
-                .authenticated(req.method, RegisterResult::Blocked);
-            return;
-        }
-        let auth = self.authenticate(now, req, origin, &policy, HeaderName::ProxyAuthorization);
-        let Auth::Ok(account) = auth else {
-            let asked = (settings, HeaderName::ProxyAuthenticate);
-            return self.refuse_credentials(now, (req, origin), asked, auth, (false, exempt));
-        };
-        self.registrar.lockout.succeed(ip, &secrets);
         // A phone calls as its extension; a trunk that registers calls as
         // itself, by its routes, with its own caller id.
         let (from, caller_id) = match account.trunk {
@@ -333,6 +318,56 @@ impl Engine {
             }
             Err(why) => self.ctx.refuse(req, origin, why),
         }
+    }
+
+    /// A request other than INVITE, REGISTER, ACK or CANCEL, outside a
+    /// dialog, from a source that is no trunk, with the registrar on (a
+    /// phone's OPTIONS keepalive, its MESSAGE or SUBSCRIBE): its
+    /// credentials are asked for with 407, as for its INVITEs (RFC 3261
+    /// §22.3). Once they check out it is answered as a trunk's would be:
+    /// 200 to OPTIONS, 405 to what the SBC does not relay.
+    pub(crate) fn on_phone_request(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
+        if self.outside_retransmission(req) {
+            return;
+        }
+        let policy = Arc::clone(&self.ctx.policy);
+        if self
+            .phone_authenticated(now, req, origin, &policy)
+            .is_some()
+        {
+            self.out_of_dialog(now, req, origin, crate::policy::PHONES);
+        }
+    }
+
+    /// The account a phone's request (not a REGISTER) authenticates as.
+    /// `None` once the request is dealt with otherwise: dropped (a
+    /// blocked source), or answered with a challenge, `stale=true` or 400
+    /// ([`Engine::refuse_credentials`]).
+    fn phone_authenticated<'p>(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        policy: &'p Policy,
+    ) -> Option<&'p Account> {
+        let settings = policy.accounts.settings.as_ref()?;
+        let secrets = *self.ctx.ids.secrets();
+        let ip = origin.remote.ip();
+        let exempt = settings.lockout_exempt(ip);
+        if !exempt && self.registrar.lockout.is_blocked(ip, now, &secrets) {
+            self.ctx
+                .stats
+                .authenticated(req.method, RegisterResult::Blocked);
+            return None;
+        }
+        let auth = self.authenticate(now, req, origin, policy, HeaderName::ProxyAuthorization);
+        let Auth::Ok(account) = auth else {
+            let asked = (settings, HeaderName::ProxyAuthenticate);
+            self.refuse_credentials(now, (req, origin), asked, auth, (false, exempt));
+            return None;
+        };
+        self.registrar.lockout.succeed(ip, &secrets);
+        Some(account)
     }
 
     /// The authenticated REGISTER's bindings (RFC 3261 §10.3 steps 6-8).

@@ -523,6 +523,18 @@ pub fn proxy_authorization(
     uri: &str,
     cnonce: &str,
 ) -> String {
+    proxy_authorization_for(challenge, "INVITE", username, password, uri, cnonce)
+}
+
+/// [`proxy_authorization`] for a request of `method`.
+pub fn proxy_authorization_for(
+    challenge: &Sent,
+    method: &str,
+    username: &str,
+    password: &str,
+    uri: &str,
+    cnonce: &str,
+) -> String {
     use sbc_core::sip::digest::{self, Challenge, Credentials};
     let c = Challenge::parse(
         challenge
@@ -535,7 +547,15 @@ pub fn proxy_authorization(
         username: username.as_bytes(),
         password: password.as_bytes(),
     };
-    let a = digest::answer(&c, &me, b"INVITE", uri.as_bytes(), cnonce.as_bytes(), 1).unwrap();
+    let a = digest::answer(
+        &c,
+        &me,
+        method.as_bytes(),
+        uri.as_bytes(),
+        cnonce.as_bytes(),
+        1,
+    )
+    .unwrap();
     let mut v = Vec::new();
     a.write(&mut v).unwrap();
     format!("Proxy-Authorization: {}\r\n", String::from_utf8(v).unwrap())
