@@ -212,6 +212,65 @@ fn an_invite_that_never_left_fails_over_at_once() {
     assert!(drain(&mut sim).is_empty());
 }
 
+/// Public mode (BRIEF §5): what the SBC writes about itself in Via,
+/// Contact and From is each listener's advertised name, not its bind
+/// address, on a stream transport as on UDP.
+#[test]
+fn a_stream_listener_advertises_its_public_name() {
+    let mut p = tls_policy();
+    p.listeners[0].advertise = "sbc.example.com".into();
+    p.listeners[1].advertise = "sbc.example.com:5060".into();
+    p.listeners[2].advertise = "sbc.example.com:5061".into();
+    p.trunks[1].transport = Transport::Tcp;
+    let mut sim = Sim::with_policy(p);
+    sim.recv(
+        PBX,
+        &invite(PBX, "+390612345678", "pub-1", "z9hG4bKpub1", 1),
+    );
+    let sent = drain(&mut sim);
+    let (dest, b_invite) = find(&sent, "INVITE ");
+    assert_eq!(dest.transport, Transport::Tcp);
+    assert!(
+        b_invite
+            .header(HeaderName::Via)
+            .starts_with("SIP/2.0/TCP sbc.example.com:5060;branch="),
+        "{}",
+        b_invite.text()
+    );
+    assert_eq!(
+        b_invite.header(HeaderName::Contact),
+        "<sip:sbc.example.com:5060;transport=tcp>"
+    );
+    assert!(
+        !b_invite.text().contains("192.0.2.1"),
+        "the bind address leaked: {}",
+        b_invite.text()
+    );
+    // The carrier answers: the PBX (over UDP) gets the UDP listener's name.
+    let mut answer = reply(
+        b_invite,
+        200,
+        "OK",
+        Some("carrier-tag"),
+        Some("sip:callee@10.0.0.20:5060;transport=tcp"),
+        ANSWER_SDP,
+    );
+    answer = answer.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    sim.engine.handle_datagram(
+        sim.now,
+        Flow {
+            transport: Transport::Tcp,
+            remote: addr(CARRIER_A),
+            local: LocalId(1),
+            conn: conn(7),
+        },
+        answer.as_bytes(),
+    );
+    let sent = drain(&mut sim);
+    let (_, ok) = find(&sent, "SIP/2.0 200 ");
+    assert_eq!(ok.header(HeaderName::Contact), "<sip:sbc.example.com>");
+}
+
 #[test]
 fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
     let mut p = tcp_policy(false);
