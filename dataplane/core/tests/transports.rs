@@ -271,6 +271,75 @@ fn a_stream_listener_advertises_its_public_name() {
     assert_eq!(ok.header(HeaderName::Contact), "<sip:sbc.example.com>");
 }
 
+/// IPv4 and IPv6 on a stream transport: a PBX on IPv4 over UDP calls a
+/// carrier reached over TCP on IPv6. The INVITE leaves from the IPv6 TCP
+/// listener, and says so in Via and Contact; the carrier's answer over
+/// its connection reaches the PBX on IPv4.
+#[test]
+fn an_ipv4_caller_reaches_an_ipv6_carrier_over_tcp() {
+    let mut p = tcp_policy(false);
+    p.listeners.push(Listener {
+        transport: Transport::Tcp,
+        bind: addr("[2001:db8::1]:5060"),
+        advertise: "[2001:db8::1]:5060".into(),
+    });
+    p.trunks[1] = trunk("carrier-a", "2001:db8::20/128", "[2001:db8::20]:5060");
+    p.trunks[1].transport = Transport::Tcp;
+    let mut sim = Sim::with_policy(p);
+    sim.recv(
+        PBX,
+        &invite(PBX, "+390612345678", "v6-tcp-1", "z9hG4bKv6t1", 1),
+    );
+    let sent = drain(&mut sim);
+    let (dest, b_invite) = find(&sent, "INVITE ");
+    assert_eq!(
+        *dest,
+        Flow {
+            transport: Transport::Tcp,
+            remote: addr("[2001:db8::20]:5060"),
+            local: LocalId(2),
+            conn: None,
+        }
+    );
+    assert!(
+        b_invite
+            .header(HeaderName::Via)
+            .starts_with("SIP/2.0/TCP [2001:db8::1]:5060;branch="),
+        "{}",
+        b_invite.text()
+    );
+    assert_eq!(
+        b_invite.header(HeaderName::Contact),
+        "<sip:[2001:db8::1]:5060;transport=tcp>"
+    );
+    let answer = reply(
+        b_invite,
+        200,
+        "OK",
+        Some("carrier-tag"),
+        Some("sip:callee@[2001:db8::20]:5060;transport=tcp"),
+        ANSWER_SDP,
+    )
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    sim.engine.handle_datagram(
+        sim.now,
+        Flow {
+            transport: Transport::Tcp,
+            remote: addr("[2001:db8::20]:40000"),
+            local: LocalId(2),
+            conn: conn(11),
+        },
+        answer.as_bytes(),
+    );
+    let sent = drain(&mut sim);
+    let (to_pbx, ok) = find(&sent, "SIP/2.0 200 ");
+    assert_eq!(
+        (to_pbx.transport, to_pbx.remote),
+        (Transport::Udp, addr(PBX))
+    );
+    assert_eq!(ok.header(HeaderName::Contact), "<sip:192.0.2.1:5060>");
+}
+
 #[test]
 fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
     let mut p = tcp_policy(false);
