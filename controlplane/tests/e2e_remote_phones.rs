@@ -53,6 +53,18 @@ fn the_did_rings_both_of_alices_phones_and_the_one_that_answers_takes_it() {
         b.contains("alice-desk") && b.contains("alice-mobile")
     });
     assert!(body.contains("\"extension\":\"100\""), "{body}");
+    // Neither the bindings nor the metrics show a secret (or its HA1).
+    let metrics = http_get(&net.metrics(), "/metrics").unwrap_or_default();
+    for (user, secret) in [
+        ("alice-desk", "Desk-9f2k-Alice"),
+        ("alice-mobile", "Mob-4h7q-Alice"),
+    ] {
+        let ha1 = md5_hex(&format!("{user}:sbc.example:{secret}"));
+        for shown in [&body, &metrics] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+            assert!(!shown.contains(&ha1), "the HA1 of {user} shown: {shown}");
+        }
+    }
 
     // The desk phone answers after ringing a moment (so the mobile's sipp
     // has sent its 180 and waits for the CANCEL); the mobile rings until

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use md5::{Digest, Md5};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
@@ -107,13 +106,6 @@ fn read_message(stream: &mut impl Read, buf: &mut Vec<u8>, deadline: Instant) ->
             Err(_) => return None,
         }
     }
-}
-
-fn md5_hex(s: &str) -> String {
-    Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A quoted or bare parameter of a challenge header.
@@ -932,7 +924,11 @@ fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
     let net = Net(156);
     let sbc = Sbc::start(net, &phones_config(net));
     let (tls, ws) = quiet_clients(net);
-    // Both are closed after 10 s (swept each second).
+    // And a client that connects to the TLS port and never says hello: a
+    // handshake that never ends.
+    let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
+    let mut silent = tcp_from(&net.ip(74), tls_at);
+    // All are closed after 10 s (swept each second).
     let (tls_end, ws_end) = last_words(tls, ws, Duration::from_secs(20));
     assert_eq!(
         tls_end,
@@ -947,8 +943,26 @@ fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
         frame.map(|f| f.code),
         Some(tungstenite::protocol::frame::coding::CloseCode::Away)
     );
-    let timeouts = sbc.wait_metric("sbc_connections_closed_total{reason=\"timeout\"}", 2.0);
-    assert_eq!(timeouts, 2.0, "{}", sbc.log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let silent_end = loop {
+        match silent.read(&mut [0u8; 256]) {
+            // Whatever the SBC says last (an alert, or nothing): then EOF.
+            Ok(n) if n > 0 => continue,
+            Ok(_) => break Some(()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break Some(()),
+            Err(_) if Instant::now() < deadline => continue,
+            Err(_) => break None,
+        }
+    };
+    assert!(silent_end.is_some(), "the silent connection stayed open");
+    let timeouts = sbc.wait_metric("sbc_connections_closed_total{reason=\"timeout\"}", 3.0);
+    assert_eq!(timeouts, 3.0, "{}", sbc.log());
+    assert_eq!(
+        sbc.wait_metric("sbc_tls_handshake_failures_total{transport=\"tls\"}", 1.0),
+        1.0,
+        "{}",
+        sbc.log()
+    );
 }
 
 /// Stopped with Ctrl-C, the SBC says goodbye on its connections before it

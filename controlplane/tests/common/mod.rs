@@ -636,3 +636,12 @@ pub fn registrations(net: Net, want: impl Fn(&str) -> bool) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Lower-case hex MD5 of `s` (digest answers, HA1s).
+pub fn md5_hex(s: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
