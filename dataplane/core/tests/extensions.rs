@@ -500,10 +500,7 @@ fn bob_calls(sim: &mut Sim, number: &str, password: &str) -> Vec<Sent> {
 fn a_phone_authenticates_with_407_and_calls_out_with_its_extension_as_caller() {
     let mut sim = Sim::with_policy(phones_policy());
     let sent = bob_calls(&mut sim, "+441234567", "bobs-secret");
-    let out = sent
-        .iter()
-        .find(|s| s.to == addr(CARRIER_A) && s.method().as_deref() == Some("INVITE"))
-        .unwrap_or_else(|| panic!("{sent:#?}"));
+    let out = &invite_to(&sent, CARRIER_A);
     // The carrier sees the extension number as the caller, and nothing of
     // the credentials.
     assert!(
@@ -577,13 +574,10 @@ fn a_phone_authenticates_with_407_and_calls_out_with_its_extension_as_caller() {
 fn a_phone_without_rport_is_answered_where_it_sent_from() {
     let mut sim = Sim::with_policy(phones_policy());
     let sent = bob_calls(&mut sim, "+441234567", "bobs-secret");
-    let out = sent
-        .iter()
-        .find(|s| s.to == addr(CARRIER_A) && s.method().as_deref() == Some("INVITE"))
-        .unwrap_or_else(|| panic!("{sent:#?}"));
+    let out = invite_to(&sent, CARRIER_A);
     sim.recv(
         CARRIER_A,
-        &answer_200(out, "carrier-tag", "sip:callee@10.0.0.20"),
+        &answer_200(&out, "carrier-tag", "sip:callee@10.0.0.20"),
     );
     let ok = sim.one_to(BOB);
     let to = ok.header(HeaderName::To);

@@ -708,6 +708,13 @@ fn on_failure(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant)
         t.stats.fail(Direction::Outbound);
     }
     record_failure(call, code, resp);
+    fail_over_on(ctx, call, code, now);
+}
+
+/// The attempt failed with `code`: the next target when the call's route
+/// fails over on it, else the best failure goes to the caller.
+fn fail_over_on(ctx: &mut Ctx, call: &mut Call, code: u16, now: Instant) {
+    let policy = Arc::clone(&call.policy);
     let route_failover = policy
         .routes
         .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
@@ -737,15 +744,7 @@ fn unanchorable_answer(
     }
     ctx.stats.refused(Refusal::UnusableAnswer);
     merge_failure(call, local_failure(Refusal::UnusableAnswer, true));
-    let route_failover = policy
-        .routes
-        .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
-        .is_some_and(|r| r.failover.on_code(488));
-    if route_failover && next_attempt(ctx, call, now) {
-        ShardStats::inc(&ctx.stats.failovers);
-    } else {
-        fail_call(ctx, call, now);
-    }
+    fail_over_on(ctx, call, 488, now);
 }
 
 /// The current attempt never answered (timer B, or the SBC's no-response
@@ -842,16 +841,7 @@ pub(crate) fn attempts_unsent(
         return true;
     }
     call.timers.cancel(TimerName::NoResponse);
-    let policy = Arc::clone(&call.policy);
-    let route_failover = policy
-        .routes
-        .get(call.routing_mut().map_or(usize::MAX, |r| r.route_index))
-        .is_some_and(|r| r.failover.on_code(503));
-    if route_failover && next_attempt(ctx, call, now) {
-        ShardStats::inc(&ctx.stats.failovers);
-    } else {
-        fail_call(ctx, call, now);
-    }
+    fail_over_on(ctx, call, 503, now);
     true
 }
 
