@@ -611,7 +611,7 @@ impl SbcCollector {
         counter(
             enc,
             "phone_auth_requests",
-            "Phones' requests other than REGISTER (their INVITEs) challenged, refused or dropped before their credentials checked out, by result.",
+            "Phones' requests other than REGISTER (INVITE, OPTIONS, MESSAGE...) challenged, refused or dropped before their credentials checked out, by result.",
             self.by_label(
                 "result",
                 RegisterResult::ALL.iter().map(|r| r.label()),
@@ -621,7 +621,7 @@ impl SbcCollector {
         counter(
             enc,
             "auth_failures",
-            "Refused credentials (REGISTER and phones' INVITEs), by reason; the client is answered alike whatever the reason.",
+            "Refused credentials (REGISTER and phones' other requests), by reason; the client is answered alike whatever the reason.",
             self.by_label("reason", AuthFailure::ALL.iter().map(|r| r.label()), |s| {
                 &s.auth_failures
             }),

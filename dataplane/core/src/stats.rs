@@ -246,9 +246,9 @@ pub struct ShardStats {
     /// REGISTERs the registrar answered (or dropped), by
     /// [`crate::registrar::RegisterResult`].
     pub registrar: [AtomicU64; crate::registrar::RegisterResult::ALL.len()],
-    /// Requests from phones other than REGISTER (a phone's INVITE) that
-    /// were challenged, refused or dropped before their credentials
-    /// checked out, by [`crate::registrar::RegisterResult`].
+    /// Requests from phones other than REGISTER (INVITE, OPTIONS,
+    /// MESSAGE...) that were challenged, refused or dropped before their
+    /// credentials checked out, by [`crate::registrar::RegisterResult`].
     pub phone_auth: [AtomicU64; crate::registrar::RegisterResult::ALL.len()],
     /// Refused credentials, by [`crate::registrar::AuthFailure`].
     pub auth_failures: [AtomicU64; crate::registrar::AuthFailure::ALL.len()],

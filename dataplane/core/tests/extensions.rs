@@ -611,8 +611,10 @@ fn a_phone_without_rport_is_answered_where_it_sent_from() {
 
 /// A phone's requests other than INVITE and REGISTER (an OPTIONS
 /// keepalive, a MESSAGE) are challenged with 407 too. With its
-/// credentials an OPTIONS gets 200 and a MESSAGE, which the SBC does not
-/// relay, 405. Without a registrar they are a stranger's: 403.
+/// credentials an OPTIONS gets 200, a MESSAGE, which the SBC does not
+/// relay, 405, a BYE outside any dialog 481, and an OPTIONS requiring an
+/// extension the SBC lacks 420. Without a registrar they are a
+/// stranger's: 403.
 #[test]
 fn a_phones_other_requests_are_challenged_then_answered() {
     let mut sim = Sim::with_policy(phones_policy());
@@ -628,7 +630,7 @@ fn a_phones_other_requests_are_challenged_then_answered() {
              {auth}Content-Length: 0\r\n\r\n"
         )
     };
-    for (method, want) in [("OPTIONS", 200), ("MESSAGE", 405)] {
+    for (method, want) in [("OPTIONS", 200), ("MESSAGE", 405), ("BYE", 481)] {
         sim.recv(BOB, &request(method, 1, ""));
         let challenge = sim.one_to(BOB);
         assert_eq!(challenge.code(), Some(407), "{}", challenge.text());
@@ -644,6 +646,23 @@ fn a_phones_other_requests_are_challenged_then_answered() {
         let answer = sim.one_to(BOB);
         assert_eq!(answer.code(), Some(want), "{}", answer.text());
     }
+    sim.recv(BOB, &request("OPTIONS", 3, "Require: foo\r\n"));
+    let challenge = sim.one_to(BOB);
+    assert_eq!(challenge.code(), Some(407), "{}", challenge.text());
+    let auth = proxy_authorization_for(
+        &challenge,
+        "OPTIONS",
+        "bob",
+        "bobs-secret",
+        "sip:192.0.2.1:5060",
+        "c2",
+    );
+    sim.recv(
+        BOB,
+        &request("OPTIONS", 4, &format!("Require: foo\r\n{auth}")),
+    );
+    let answer = sim.one_to(BOB);
+    assert_eq!(answer.code(), Some(420), "{}", answer.text());
     let mut plain = Sim::new();
     plain.recv(BOB, &request("OPTIONS", 1, ""));
     assert_eq!(plain.one_to(BOB).code(), Some(403));

@@ -51,8 +51,10 @@ const MAX_CONNS: usize = 16_384;
 const MAX_PER_SOURCE: u16 = 64;
 /// An accepted connection must deliver a whole message within this long.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
-/// A message begun on a connection must arrive whole within this long
-/// (a Content-Length larger than what comes, a head that never ends).
+/// A SIP message begun on a TCP or TLS connection must arrive whole
+/// within this long (a Content-Length larger than what comes, a head that
+/// never ends), counted from its first bytes out of the framer. (A
+/// partial WebSocket frame or TLS record is not counted here.)
 const WHOLE_MESSAGE: Duration = Duration::from_secs(10);
 /// A connection that carried nothing either way for this long is closed.
 const IDLE: Duration = Duration::from_secs(900);
@@ -158,8 +160,9 @@ pub(crate) struct Streams {
     /// Usable connections by (transport, peer), for reuse (RFC 3261
     /// §18.1.1): the newest one to each peer.
     by_remote: HashMap<(Transport, SocketAddr), u16>,
-    /// Peers that what was queued for never reached: connections to them
-    /// that could not be opened (for the engine, [`Streams::take_unsent`]).
+    /// Peers that what was queued for never reached: connections of ours
+    /// to them that could not be opened, or whose TLS handshake failed
+    /// (for the engine, [`Streams::take_unsent`]).
     unsent: Vec<(Transport, SocketAddr)>,
     per_source: HashMap<IpAddr, u16>,
     bufs: BufRing,
@@ -644,6 +647,7 @@ impl Streams {
         }
         let Some(slot) = self.insert(sock, Flow { conn: None, ..dest }, false, tls, now) else {
             count_close(stats, ConnClose::Limit);
+            self.unsent.push((dest.transport, dest.remote));
             return Ok(None);
         };
         ShardStats::inc(&stats.connections_opened);
@@ -851,8 +855,10 @@ impl Streams {
         if self.by_remote.get(&key) == Some(&slot) {
             self.by_remote.remove(&key);
         }
-        if reason == ConnClose::ConnectFailed && !c.accepted {
-            // Nothing queued on it ever left.
+        // A connection of ours that never connected, or whose TLS
+        // handshake never finished: nothing queued on it ever left.
+        let never_open = reason == ConnClose::ConnectFailed || (c.tls.is_some() && !c.handshaken);
+        if never_open && !c.accepted && !self.unsent.contains(&key) {
             self.unsent.push(key);
         }
         if c.accepted {

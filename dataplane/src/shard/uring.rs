@@ -756,6 +756,21 @@ impl ShardLoop {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
+            // Connects first: a trunk connection that could not be opened
+            // fails its calls over (RFC 3261 §8.1.3.1) before this round's
+            // new requests are routed, so none of theirs, still to be
+            // sent, is taken for one that never left.
+            for &(ud, res, flags) in &completions {
+                if ud & !INDEX_MASK == CONN_CONNECT {
+                    let idx = (ud & INDEX_MASK) as usize;
+                    self.on_stream(now, ud, idx, res, flags, &mut inbound)?;
+                }
+            }
+            if let Some(streams) = &mut self.io.streams {
+                for (transport, remote) in streams.take_unsent() {
+                    self.engine.handle_unsent(now, transport, remote);
+                }
+            }
             let mut received = 0u64;
             for &(ud, res, flags) in &completions {
                 let idx = (ud & INDEX_MASK) as usize;
@@ -763,7 +778,7 @@ impl ShardLoop {
                 match ud & !INDEX_MASK {
                     RECV => self.on_recv(now, idx, res, flags, &mut wakes)?,
                     XSK_POLL if !cqueue::more(flags) => self.io.arm_xsk_poll()?,
-                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CONNECT | CONN_CANCEL => {
+                    ACCEPT | CONN_RECV | CONN_SEND | CONN_CANCEL => {
                         self.on_stream(now, ud, idx, res, flags, &mut inbound)?;
                     }
                     SEND_SIP | SEND_MEDIA => {
@@ -798,11 +813,6 @@ impl ShardLoop {
             }
             if let Some(streams) = &mut self.io.streams {
                 streams.sweep(&mut self.io.ring, now, &self.stats)?;
-                // Requests whose connection could not be opened: their
-                // calls fail over now (RFC 3261 §8.1.3.1).
-                for (transport, remote) in streams.take_unsent() {
-                    self.engine.handle_unsent(now, transport, remote);
-                }
             }
 
             // Datagrams other shards handed to us.

@@ -58,7 +58,7 @@ fn answer_locally(
     };
     let reason = reason.as_bytes();
     let timers = call.policy.timers;
-    let dest = response_dest_for(req, origin, &ctx.policy);
+    let dest = response_dest_for(req, origin, &call.policy);
     let template = Template::new(req, origin.remote, false);
     let mut buf = crate::sip::buffer(template.len() + 64);
     let mut w = template.start(&mut buf, code, reason, Some(call.leg(side).local_tag()));
@@ -223,7 +223,7 @@ fn relay(
         }
     };
     let timers = call.policy.timers;
-    let dest = response_dest_for(req, origin, &ctx.policy);
+    let dest = response_dest_for(req, origin, &call.policy);
     let template = Template::new(req, origin.remote, false);
     refresh_target(call, side, req);
     let server = if req.method == Method::Invite {

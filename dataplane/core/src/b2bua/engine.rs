@@ -247,18 +247,28 @@ impl Engine {
     }
 
     /// What this shard sent to `remote` over the stream transport
-    /// `transport` never left: the connection could not be opened, or
-    /// closed with it still queued (RFC 3261 §18.4: a transport error).
-    /// Calls whose INVITE went there and heard nothing back take it as a
-    /// 503 (RFC 3261 §8.1.3.1) and fail over now, not at their
-    /// no-response timer. Rare (a connection failing), so it looks at
-    /// every call.
+    /// `transport` never left: the connection could not be opened, or its
+    /// TLS handshake failed (RFC 3261 §18.4: a transport error). If that
+    /// is a configured trunk's address, calls whose INVITE went there and
+    /// heard nothing back take it as a 503 (RFC 3261 §8.1.3.1) and fail
+    /// over now, not at their no-response timer. Rare (a trunk's
+    /// connection failing), so it looks at every call; other peers (a
+    /// phone, a stranger) cost nothing.
     pub fn handle_unsent(
         &mut self,
         now: Instant,
         transport: crate::net::Transport,
         remote: std::net::SocketAddr,
     ) {
+        let trunk = self
+            .ctx
+            .policy
+            .trunks
+            .iter()
+            .any(|t| !t.dynamic && t.transport == transport && t.address == remote);
+        if !trunk {
+            return;
+        }
         let to = (transport, remote);
         let waiting = self.calls.calls_where(|c| {
             c.attempts.iter().any(|a| {

@@ -231,7 +231,7 @@ impl Engine {
     /// Refuses what no trunk may send (RFC 3261 §8.2.1-§8.2.2): an unknown
     /// method, a scheme we cannot route, options we do not support. True
     /// when it did.
-    fn refused_outright(&mut self, req: &Request<'_>, origin: Flow) -> bool {
+    pub(crate) fn refused_outright(&mut self, req: &Request<'_>, origin: Flow) -> bool {
         if req.method == Method::Other {
             // RFC 3261 §8.2.1: unknown method.
             self.ctx.refuse(req, origin, Refusal::NotImplemented);
@@ -754,8 +754,6 @@ impl Engine {
     }
 }
 
-/// The number a request dials: the user part of a SIP URI or the number of a
-/// tel URI, percent-decoded, telephone numbers without visual separators.
 /// The number a new call from `trunk` dials: its Request-URI's user,
 /// except for a call to the Contact the SBC registered with that trunk
 /// (`sip:contact-user@sbc`). That Request-URI names the registration, not
@@ -764,9 +762,13 @@ impl Engine {
 /// request's logical recipient), so the To's user is dialled instead.
 fn number_dialled(req: &Request<'_>, trunk: Option<&crate::policy::Trunk>) -> String {
     let number = dialled_number(&req.uri);
+    // The user part as written (no parameters), as the registration's
+    // trunk was told apart by (`Policy::trunk_for_request`).
+    let user = req.uri.user.unwrap_or(b"");
+    let user = user.split(|b| *b == b';').next().unwrap_or(user);
     let to_registration = trunk
         .and_then(|t| t.registration.as_ref())
-        .is_some_and(|r| *r.contact_user == *number);
+        .is_some_and(|r| r.contact_user.as_bytes() == user);
     if to_registration {
         let to = Uri::parse(req.to.uri).ok().map(|u| dialled_number(&u));
         if let Some(to) = to.filter(|n| !n.is_empty()) {
@@ -776,6 +778,8 @@ fn number_dialled(req: &Request<'_>, trunk: Option<&crate::policy::Trunk>) -> St
     number
 }
 
+/// The number a request dials: the user part of a SIP URI or the number of a
+/// tel URI, percent-decoded, telephone numbers without visual separators.
 pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
     let raw = uri.user.unwrap_or(b"");
     let raw = match uri.scheme {

@@ -524,8 +524,10 @@ pub(crate) fn on_attempt_response(
         401 | 407 if answer_challenge(ctx, call, index, resp, now) => {}
         422 if !call.wave_pending(index) && raise_interval(ctx, call, resp, now) => {}
         600..=699 if call.wave_pending(index) => {
-            // RFC 3261 §16.7 step 5: a 6xx ends the search. The phones
-            // still ringing are cancelled and the caller hears it now.
+            // RFC 3261 §16.7 step 5: a 6xx ends the wave. The phones
+            // still ringing are cancelled, and the call goes on as after
+            // any final failure: the caller hears it now, unless the
+            // route is set to fail over on that code.
             cancel_other_forks(ctx, call, index, now);
             on_failure(ctx, call, resp, now);
         }
@@ -823,9 +825,6 @@ pub(crate) fn attempts_unsent(
     if !unsent {
         return false;
     }
-    if let Some(t) = call.policy.trunk(call.b.trunk) {
-        t.stats.fail(Direction::Outbound);
-    }
     merge_failure(
         call,
         Failure {
@@ -839,6 +838,9 @@ pub(crate) fn attempts_unsent(
     if call.wave_pending(usize::MAX) {
         // Other phones of the wave still ring.
         return true;
+    }
+    if let Some(t) = call.policy.trunk(call.b.trunk) {
+        t.stats.fail(Direction::Outbound);
     }
     call.timers.cancel(TimerName::NoResponse);
     fail_over_on(ctx, call, 503, now);

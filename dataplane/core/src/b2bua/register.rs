@@ -93,7 +93,8 @@ impl Engine {
     }
 
     /// Credentials that did not check out, for REGISTER (401,
-    /// `WWW-Authenticate`) or a phone's INVITE (407, `Proxy-Authenticate`,
+    /// `WWW-Authenticate`) or a phone's other requests (407,
+    /// `Proxy-Authenticate`,
     /// as `header` says): a failure is counted (and towards the source's
     /// lockout unless `exempt`: a trunk's, or from a `lockout.exempt`
     /// network), then, within the stranger limits
@@ -229,7 +230,7 @@ impl Engine {
 
     /// One challenge per algorithm, most preferred first, counted as
     /// `result`: in `WWW-Authenticate` with 401 (REGISTER), in
-    /// `Proxy-Authenticate` with 407 (a phone's INVITE).
+    /// `Proxy-Authenticate` with 407 (a phone's other requests).
     fn challenge(
         &mut self,
         now: Instant,
@@ -325,7 +326,9 @@ impl Engine {
     /// phone's OPTIONS keepalive, its MESSAGE or SUBSCRIBE): its
     /// credentials are asked for with 407, as for its INVITEs (RFC 3261
     /// §22.3). Once they check out it is answered as a trunk's would be:
-    /// 200 to OPTIONS, 405 to what the SBC does not relay.
+    /// the refusals of what nobody may send (an unsupported scheme or
+    /// `Require`), then 200 to OPTIONS, 481 to a BYE, 405 to what the SBC
+    /// does not relay.
     pub(crate) fn on_phone_request(&mut self, now: Instant, req: &Request<'_>, origin: Flow) {
         if self.outside_retransmission(req) {
             return;
@@ -334,15 +337,16 @@ impl Engine {
         if self
             .phone_authenticated(now, req, origin, &policy)
             .is_some()
+            && !self.refused_outright(req, origin)
         {
             self.out_of_dialog(now, req, origin, crate::policy::PHONES);
         }
     }
 
     /// The account a phone's request (not a REGISTER) authenticates as.
-    /// `None` once the request is dealt with otherwise: dropped (a
-    /// blocked source), or answered with a challenge, `stale=true` or 400
-    /// ([`Engine::refuse_credentials`]).
+    /// `None` once the request is dealt with otherwise: dropped (a blocked
+    /// source, or past the stranger limits), or answered with a
+    /// challenge, `stale=true` or 400 ([`Engine::refuse_credentials`]).
     fn phone_authenticated<'p>(
         &mut self,
         now: Instant,
