@@ -131,6 +131,12 @@ impl std::fmt::Debug for Registration {
 }
 
 impl Registration {
+    /// Whether a Request-URI's user part is this registration's Contact
+    /// user: a call the provider delivers to the registration.
+    pub fn names(&self, user: &[u8]) -> bool {
+        self.contact_user.as_bytes() == user
+    }
+
     /// The wait before retrying after `failures` failures in a row
     /// (at least one): `retry_min` doubled for each, capped at `retry_max`.
     pub fn backoff(&self, failures: u32) -> Duration {
@@ -455,9 +461,7 @@ impl Policy {
         if let Some(user) = user {
             let ip = canonical(origin.remote.ip());
             let by_contact = self.trunks.iter().position(|t| {
-                t.registration
-                    .as_ref()
-                    .is_some_and(|r| r.contact_user.as_bytes() == user)
+                t.registration.as_ref().is_some_and(|r| r.names(user))
                     && t.sources.iter().any(|n| n.contains(&ip))
             });
             if let Some(i) = by_contact {

@@ -73,8 +73,23 @@ pub(crate) fn response_dest(req: &Request<'_>, origin: Flow) -> Flow {
 /// Via cannot aim the SBC's answer at another port of its address.
 pub(crate) fn response_dest_for(req: &Request<'_>, origin: Flow, policy: &Policy) -> Flow {
     match policy.trunk_on(&origin) {
-        Some(t) if !policy.reached_by_binding(t) => response_dest(req, origin),
-        _ => origin,
+        Some(t) => response_dest_on(req, origin, policy, t),
+        None => origin,
+    }
+}
+
+/// [`response_dest_for`] when the request's leg, and so its `trunk`, is
+/// already known (no search of the trunks by source).
+pub(crate) fn response_dest_on(
+    req: &Request<'_>,
+    origin: Flow,
+    policy: &Policy,
+    trunk: TrunkId,
+) -> Flow {
+    if policy.reached_by_binding(trunk) {
+        origin
+    } else {
+        response_dest(req, origin)
     }
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::build::{
     Reach, Relayed, RequestParts, contact_uri, invite_sibling, leg_request, next_hop,
-    response_dest_for,
+    response_dest_on,
 };
 use super::call::InviteRef;
 use super::call::{Call, ClientTx, KeptAck, Leg, LocalAnswer, Phase, Relay, ServerTx, Side, State};
@@ -58,7 +58,7 @@ fn answer_locally(
     };
     let reason = reason.as_bytes();
     let timers = call.policy.timers;
-    let dest = response_dest_for(req, origin, &call.policy);
+    let dest = response_dest_on(req, origin, &call.policy, call.leg(side).trunk);
     let template = Template::new(req, origin.remote, false);
     let mut buf = crate::sip::buffer(template.len() + 64);
     let mut w = template.start(&mut buf, code, reason, Some(call.leg(side).local_tag()));
@@ -223,7 +223,7 @@ fn relay(
         }
     };
     let timers = call.policy.timers;
-    let dest = response_dest_for(req, origin, &call.policy);
+    let dest = response_dest_on(req, origin, &call.policy, call.leg(side).trunk);
     let template = Template::new(req, origin.remote, false);
     refresh_target(call, side, req);
     let server = if req.method == Method::Invite {

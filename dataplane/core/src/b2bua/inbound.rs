@@ -8,8 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::build::{
-    ALLOW, Reach, contact_uri, next_hop, render_invite_headers, response_dest, response_dest_for,
-    unsupported_options,
+    ALLOW, Reach, contact_uri, next_hop, render_invite_headers, response_dest_for,
+    response_dest_on, unsupported_options,
 };
 use super::call::{Call, DialogText, Leg, Part, Phase, Routing, Side, State, Uas};
 use super::context::Engine;
@@ -541,11 +541,7 @@ impl Engine {
         );
         // A phone (or a registering trunk) is answered where it sent from
         // (RFC 3581 §4), whatever its Via says.
-        let answer_to = if self.ctx.policy.reached_by_binding(trunk) {
-            origin
-        } else {
-            response_dest(req, origin)
-        };
+        let answer_to = response_dest_on(req, origin, &self.ctx.policy, trunk);
         let uas = Uas {
             tx: ServerInvite::new(answer_to),
             template: Template::new(req, origin.remote, true),
@@ -637,7 +633,7 @@ impl Engine {
         let tag = call.a.bytes(Part::LocalTag);
         let template = Template::new(req, origin.remote, false);
         self.ctx.send(
-            response_dest_for(req, origin, &self.ctx.policy),
+            response_dest_on(req, origin, &call.policy, call.a.trunk),
             &template.simple(200, b"OK", Some(&tag)),
         );
         if call.uas.tx.is_pending() {
@@ -762,15 +758,12 @@ impl Engine {
 /// request's logical recipient), so the To's user is dialled instead.
 fn number_dialled(req: &Request<'_>, trunk: Option<&crate::policy::Trunk>) -> String {
     let number = dialled_number(&req.uri);
-    // The user part as written (no parameters), as the registration's
-    // trunk was told apart by (`Policy::trunk_for_request`).
-    let user = req.uri.user.unwrap_or(b"");
-    let user = user.split(|b| *b == b';').next().unwrap_or(user);
     let to_registration = trunk
         .and_then(|t| t.registration.as_ref())
-        .is_some_and(|r| r.contact_user.as_bytes() == user);
+        .zip(req.uri.user)
+        .is_some_and(|(r, user)| r.names(user));
     if to_registration {
-        let to = Uri::parse(req.to.uri).ok().map(|u| dialled_number(&u));
+        let to = req.to.parsed_uri().ok().map(|u| dialled_number(&u));
         if let Some(to) = to.filter(|n| !n.is_empty()) {
             return to;
         }
