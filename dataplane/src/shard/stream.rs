@@ -614,24 +614,18 @@ impl Streams {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, peer = %dest.remote, "cannot open a TCP socket");
-                count_close(stats, ConnClose::ConnectFailed);
-                self.unsent.push((dest.transport, dest.remote));
-                return Ok(None);
+                return Ok(self.not_opened(dest, ConnClose::ConnectFailed, stats));
             }
         };
         if matches!(dest.transport, Transport::Ws | Transport::Wss) {
             // WebSocket clients connect to the SBC; it never opens one.
             tracing::debug!(peer = %dest.remote, "no WebSocket connection to this peer");
-            count_close(stats, ConnClose::ConnectFailed);
-            self.unsent.push((dest.transport, dest.remote));
-            return Ok(None);
+            return Ok(self.not_opened(dest, ConnClose::ConnectFailed, stats));
         }
         let tls = if dest.transport == Transport::Tls {
             let Some(client) = self.tls.load().connect(dest.remote) else {
                 tracing::warn!(peer = %dest.remote, "no TLS settings for this peer (only trunks with transport = \"tls\" are connected to over TLS)");
-                count_close(stats, ConnClose::ConnectFailed);
-                self.unsent.push((dest.transport, dest.remote));
-                return Ok(None);
+                return Ok(self.not_opened(dest, ConnClose::ConnectFailed, stats));
             };
             Some(rustls::Connection::Client(client))
         } else {
@@ -646,9 +640,7 @@ impl Streams {
             let _ = sock.bind(&SocketAddr::new(bound.ip(), 0).into());
         }
         let Some(slot) = self.insert(sock, Flow { conn: None, ..dest }, false, tls, now) else {
-            count_close(stats, ConnClose::Limit);
-            self.unsent.push((dest.transport, dest.remote));
-            return Ok(None);
+            return Ok(self.not_opened(dest, ConnClose::Limit, stats));
         };
         ShardStats::inc(&stats.connections_opened);
         open_gauge(stats, dest.transport, 1);
@@ -858,8 +850,8 @@ impl Streams {
         // A connection of ours that never connected, or whose TLS
         // handshake never finished: nothing queued on it ever left.
         let never_open = reason == ConnClose::ConnectFailed || (c.tls.is_some() && !c.handshaken);
-        if never_open && !c.accepted && !self.unsent.contains(&key) {
-            self.unsent.push(key);
+        if never_open && !c.accepted {
+            mark_unsent(&mut self.unsent, key);
         }
         if c.accepted {
             let ip = c.flow.remote.ip();
@@ -966,6 +958,14 @@ impl Streams {
             }
             self.free.push(slot);
         }
+    }
+
+    /// A connection to `dest` could not even start (`reason`): counted,
+    /// and what was for it never leaves. No slot.
+    fn not_opened(&mut self, dest: Flow, reason: ConnClose, stats: &ShardStats) -> Option<u16> {
+        count_close(stats, reason);
+        mark_unsent(&mut self.unsent, (dest.transport, dest.remote));
+        None
     }
 
     /// The peers that messages queued for never reached since the last
@@ -1180,6 +1180,13 @@ fn count_close(stats: &ShardStats, reason: ConnClose) {
 fn open_gauge(stats: &ShardStats, transport: Transport, delta: i64) {
     if let Some(g) = stats.connections_open.get(transport_index(transport)) {
         g.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What was queued for `peer` never left: listed in `unsent`, once.
+fn mark_unsent(unsent: &mut Vec<(Transport, SocketAddr)>, peer: (Transport, SocketAddr)) {
+    if !unsent.contains(&peer) {
+        unsent.push(peer);
     }
 }
 

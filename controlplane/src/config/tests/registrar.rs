@@ -219,9 +219,9 @@ fn accounts_and_defaults_reach_the_policy() {
         .compile(&StatsRegistry::new(), 1);
     let settings = policy.accounts.settings.as_ref().unwrap();
     assert_eq!(settings.lockout.map(|l| l.failures), Some(5));
-    assert!(settings.lockout_exempt("192.168.7.9".parse().unwrap()));
-    assert!(settings.lockout_exempt("2001:db8::1".parse().unwrap()));
-    assert!(!settings.lockout_exempt("203.0.113.5".parse().unwrap()));
+    assert!(settings.exempt_from_lockout("192.168.7.9".parse().unwrap()));
+    assert!(settings.exempt_from_lockout("2001:db8::1".parse().unwrap()));
+    assert!(!settings.exempt_from_lockout("203.0.113.5".parse().unwrap()));
     // Keepalives: CRLF every 20 s, or none.
     for (value, want) in [
         (

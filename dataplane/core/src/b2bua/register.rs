@@ -75,7 +75,7 @@ impl Engine {
         let secrets = *self.ctx.ids.secrets();
         let ip = origin.remote.ip();
         let trusted = policy.trunk_on(&origin).is_some();
-        let exempt = trusted || settings.lockout_exempt(ip);
+        let exempt = trusted || settings.exempt_from_lockout(ip);
         if !exempt && self.registrar.lockout.is_blocked(ip, now, &secrets) {
             self.ctx.stats.register(RegisterResult::Blocked);
             return;
@@ -357,7 +357,7 @@ impl Engine {
         let settings = policy.accounts.settings.as_ref()?;
         let secrets = *self.ctx.ids.secrets();
         let ip = origin.remote.ip();
-        let exempt = settings.lockout_exempt(ip);
+        let exempt = settings.exempt_from_lockout(ip);
         if !exempt && self.registrar.lockout.is_blocked(ip, now, &secrets) {
             self.ctx
                 .stats

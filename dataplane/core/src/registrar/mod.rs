@@ -196,7 +196,7 @@ impl Default for Keepalive {
 impl Settings {
     /// Whether failures from `ip` never lock it out (a network of
     /// `lockout_exempt`; trunks are exempt by the engine).
-    pub fn lockout_exempt(&self, ip: std::net::IpAddr) -> bool {
+    pub fn exempt_from_lockout(&self, ip: std::net::IpAddr) -> bool {
         let ip = crate::net::canonical(ip);
         self.lockout_exempt.iter().any(|n| n.contains(&ip))
     }
