@@ -71,16 +71,7 @@ fn schedstat() -> (u64, u64) {
 /// Pins the calling thread to `cpu` (ignored when that fails: the
 /// figures then say so by their spread).
 fn pin(cpu: usize) {
-    // SAFETY: `set` is a plain bitmask on the stack, zeroed, then one bit
-    // set below CPU_SETSIZE; sched_setaffinity only reads it.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu < libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
+    let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
 }
 
 /// Runs `round` until `seconds` pass; µs of CPU per round and rounds.
