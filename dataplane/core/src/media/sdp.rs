@@ -23,6 +23,9 @@ pub struct Media<'a> {
     pub proto: &'a [u8],
     pub fmts: SmallVec<[&'a [u8]; FORMATS_INLINE]>,
     pub lines: SmallVec<[Line<'a>; LINES_INLINE]>,
+    /// The address of this section's first c= line, read once by
+    /// [`Sdp::parse`].
+    conn: Option<IpAddr>,
 }
 
 /// Formats of one m= line and lines of one section held without a heap
@@ -35,6 +38,8 @@ const LINES_INLINE: usize = 12;
 pub struct Sdp<'a> {
     pub session: SmallVec<[Line<'a>; LINES_INLINE]>,
     pub media: SmallVec<[Media<'a>; 2]>,
+    /// The address of the session's first c= line.
+    conn: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +64,7 @@ impl<'a> Sdp<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, SdpError> {
         let mut session = SmallVec::new();
         let mut media: SmallVec<[Media<'a>; 2]> = SmallVec::new();
+        let mut conn = None;
         for (i, raw) in lines(body).enumerate() {
             let [kind, b'=', value @ ..] = raw else {
                 return Err(SdpError::Line);
@@ -70,33 +76,37 @@ impl<'a> Sdp<'a> {
                 return Err(SdpError::Version);
             }
             let line = Line { kind: *kind, value };
+            // Every c= line must be well formed; the first of each part
+            // is kept.
+            let c = if *kind == b'c' {
+                Some(parse_c(value)?)
+            } else {
+                None
+            };
             if *kind == b'm' {
                 media.push(parse_m(value)?);
             } else if let Some(m) = media.last_mut() {
                 m.lines.push(line);
+                m.conn = m.conn.or(c);
             } else {
                 session.push(line);
-            }
-            if *kind == b'c' {
-                parse_c(value)?;
+                conn = conn.or(c);
             }
         }
         if session.is_empty() {
             return Err(SdpError::Version);
         }
-        Ok(Sdp { session, media })
+        Ok(Sdp {
+            session,
+            media,
+            conn,
+        })
     }
 
     /// The connection address of a media section (its own c= or the
     /// session's).
     pub fn connection(&self, index: usize) -> Option<IpAddr> {
-        let m = self.media.get(index)?;
-        let c = m
-            .lines
-            .iter()
-            .chain(self.session.iter())
-            .find(|l| l.kind == b'c')?;
-        parse_c(c.value).ok()
+        self.media.get(index)?.conn.or(self.conn)
     }
 }
 
@@ -125,6 +135,7 @@ fn parse_m(value: &[u8]) -> Result<Media<'_>, SdpError> {
         proto,
         fmts,
         lines: SmallVec::new(),
+        conn: None,
     })
 }
 
@@ -139,13 +150,32 @@ fn parse_c(value: &[u8]) -> Result<IpAddr, SdpError> {
 
 /// The space-separated fields of an SDP value, which must be UTF-8 (RFC
 /// 4566 §5).
-pub(crate) fn fields(value: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
-    std::str::from_utf8(value).ok()?;
-    Some(
-        value
-            .split(u8::is_ascii_whitespace)
-            .filter(|p| !p.is_empty()),
-    )
+pub(crate) fn fields(value: &[u8]) -> Option<Fields<'_>> {
+    // ASCII is checked a word at a time; only other text needs the full
+    // UTF-8 check.
+    if !value.is_ascii() {
+        std::str::from_utf8(value).ok()?;
+    }
+    Some(Fields(value))
+}
+
+/// The runs of non-white-space bytes of an SDP value, in order.
+pub(crate) struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0;
+        let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        let rest = &rest[start..];
+        let end = rest
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .unwrap_or(rest.len());
+        self.0 = &rest[end..];
+        Some(&rest[..end])
+    }
 }
 
 /// The address of the next three fields when they are `IN <addrtype>

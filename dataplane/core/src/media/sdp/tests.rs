@@ -231,6 +231,56 @@ fn malformed_sdp_is_refused() {
 }
 
 #[test]
+fn each_section_takes_its_own_first_connection_or_the_sessions() {
+    let body = crlf(
+        "v=0
+        c=IN IP4 192.0.2.1
+        m=audio 4000 RTP/AVP 0
+        c=IN  IP4\t192.0.2.2/127
+        c=IN IP4 192.0.2.3
+        m=video 4002 RTP/AVP 31
+        m=audio 4004 RTP/AVP 0
+        c=IN IP6 2001:db8::1
+    ",
+    );
+    let sdp = Sdp::parse(body.as_bytes()).unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().ok();
+    assert_eq!(
+        sdp.connection(0),
+        ip("192.0.2.2"),
+        "runs of white space, TTL cut"
+    );
+    assert_eq!(sdp.connection(1), ip("192.0.2.1"), "the session's");
+    assert_eq!(sdp.connection(2), ip("2001:db8::1"));
+    assert_eq!(sdp.connection(3), None, "no such section");
+    // Without a session c= a section without its own has none.
+    let body = crlf(
+        "v=0
+        m=audio 4000 RTP/AVP 0
+    ",
+    );
+    assert_eq!(Sdp::parse(body.as_bytes()).unwrap().connection(0), None);
+    // A later malformed c= is refused even when an earlier one was fine,
+    // and so is one whose fields are not UTF-8 (RFC 4566 §5).
+    for bad in [
+        &b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 1 RTP/AVP 0\r\nc=IN IP4 x\r\n"[..],
+        b"v=0\r\nc=IN \xff 192.0.2.1\r\n",
+        b"v=0\r\nc=IN IP4\r\n",
+    ] {
+        assert_eq!(Sdp::parse(bad).unwrap_err(), SdpError::Connection);
+    }
+    // Other UTF-8 text in a field is allowed; the address is what counts.
+    assert_eq!(
+        Sdp::parse("v=0\r\nc=IN IP4\u{e9} 192.0.2.9\r\n".as_bytes())
+            .unwrap()
+            .connection(0),
+        None,
+        "no media section"
+    );
+    assert!(Sdp::parse("v=0\r\nc=IN IP4\u{e9} 192.0.2.9\r\n".as_bytes()).is_ok());
+}
+
+#[test]
 fn static_and_dynamic_encodings() {
     let body = crlf(
         "v=0
