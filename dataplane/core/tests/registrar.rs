@@ -89,6 +89,8 @@ struct Phone {
     cseq: u32,
     nc: u32,
     challenge: Option<Challenge>,
+    /// The Request-URI (and digest `uri`) its REGISTERs carry.
+    uri: &'static str,
 }
 
 impl Phone {
@@ -100,7 +102,7 @@ impl Phone {
             password: self.password.as_bytes(),
         };
         let c = self.challenge.as_ref().unwrap();
-        let a = digest::answer(c, &me, b"REGISTER", b"sip:sbc.test", cnonce, nc).unwrap();
+        let a = digest::answer(c, &me, b"REGISTER", self.uri.as_bytes(), cnonce, nc).unwrap();
         let mut v = Vec::new();
         a.write(&mut v).unwrap();
         format!("Authorization: {}\r\n", String::from_utf8(v).unwrap())
@@ -114,6 +116,7 @@ impl Phone {
             cseq: 0,
             nc: 0,
             challenge: None,
+            uri: "sip:sbc.test",
         }
     }
 
@@ -131,10 +134,12 @@ impl Phone {
             self.nc += 1;
             headers.push_str(&self.authorization(b"cn0a", self.nc));
         }
-        let text = register(self.user, self.call_id, self.cseq, &headers).replace(
-            "SIP/2.0/UDP",
-            &format!("SIP/2.0/{}", flow.transport.token()),
-        );
+        let text = register(self.user, self.call_id, self.cseq, &headers)
+            .replace(
+                "SIP/2.0/UDP",
+                &format!("SIP/2.0/{}", flow.transport.token()),
+            )
+            .replace("REGISTER sip:sbc.test", &format!("REGISTER {}", self.uri));
         sim.engine.handle_datagram(sim.now, flow, text.as_bytes());
         let answer = sim.one_to(PHONE);
         if answer.code() == Some(401) {
@@ -668,5 +673,68 @@ fn an_account_held_to_tls_is_refused_over_udp_and_registers_over_tls() {
     } else {
         first
     };
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+}
+
+#[test]
+fn a_sips_contact_binds_only_for_a_sips_request_uri_over_tls() {
+    let mut p = registrar_policy();
+    p.listeners.push(sbc_core::policy::Listener {
+        transport: Transport::Tls,
+        bind: addr("192.0.2.1:5061"),
+        advertise: "192.0.2.1:5061".into(),
+    });
+    let mut sim = Sim::with_policy(p);
+    let tls = Flow {
+        transport: Transport::Tls,
+        remote: addr(PHONE),
+        local: LocalId(1),
+        conn: Some(ConnId(std::num::NonZeroU64::new(9).unwrap())),
+    };
+    let sips_contact = "Contact: <sips:alice@10.1.1.2>\r\n";
+    // RFC 5630 §5.2: a SIPS Contact under a SIP Request-URI is refused
+    // with 400, even over TLS and with the right password.
+    let mut alice = Phone::new("alice", "alices-secret", "reg-sips");
+    let first = alice.send_on(&mut sim, tls, sips_contact);
+    assert_eq!(first.code(), Some(401), "{}", first.text());
+    let refused = alice.send_on(&mut sim, tls, sips_contact);
+    assert_eq!(refused.code(), Some(400), "{}", refused.text());
+    assert!(
+        refused.text().contains("SIPS Contact"),
+        "{}",
+        refused.text()
+    );
+    assert!(sim.events().is_empty(), "nothing registered");
+    assert_eq!(count(&sim, RegisterResult::BadRequest), 1);
+    // A SIPS Request-URI over UDP is refused before anything else (a
+    // SIPS URI asks for TLS on every hop).
+    let mut bob = Phone::new("alice", "alices-secret", "reg-sips-udp");
+    bob.uri = "sips:sbc.test";
+    let udp = bob.send(&mut sim, sips_contact);
+    assert_eq!(udp.code(), Some(416), "{}", udp.text());
+    // Both SIPS, over TLS: bound.
+    let mut carol = Phone::new("alice", "alices-secret", "reg-sips-ok");
+    carol.uri = "sips:sbc.test";
+    let first = carol.send_on(&mut sim, tls, sips_contact);
+    let ok = if first.code() == Some(401) {
+        carol.send_on(&mut sim, tls, sips_contact)
+    } else {
+        first
+    };
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    assert!(ok.text().contains("<sips:alice@10.1.1.2>"), "{}", ok.text());
+    // A SIP Contact under a SIP Request-URI over TLS stays fine.
+    let mut dave = Phone::new("alice", "alices-secret", "reg-sip-tls");
+    let first = dave.send_on(
+        &mut sim,
+        tls,
+        "Contact: <sip:alice@10.1.1.2;transport=tls>\r\n",
+    );
+    assert_eq!(first.code(), Some(401));
+    let ok = dave.send_on(
+        &mut sim,
+        tls,
+        "Contact: <sip:alice@10.1.1.2;transport=tls>\r\n",
+    );
     assert_eq!(ok.code(), Some(200), "{}", ok.text());
 }

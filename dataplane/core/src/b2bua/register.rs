@@ -434,6 +434,20 @@ impl Engine {
         let Ok(contact) = NameAddr::parse(first) else {
             return bad(self, b"Invalid Contact");
         };
+        // RFC 5630 §5.2: a SIPS Contact is bound only when the request
+        // was for a SIPS URI too (and a SIPS Request-URI only arrives over
+        // TLS: `on_request` refuses it otherwise), so a phone is never
+        // reached at a SIPS Contact without TLS.
+        if req.uri.scheme != Scheme::Sips
+            && contacts.iter().any(|c| {
+                NameAddr::parse_structure(c)
+                    .ok()
+                    .and_then(|n| n.parsed_uri().ok())
+                    .is_some_and(|u| u.scheme == Scheme::Sips)
+            })
+        {
+            return bad(self, b"SIPS Contact Needs A SIPS Request-URI");
+        }
         let requested = match contact.param(b"expires") {
             Some(Some(v)) => match crate::sip::scan_decimal(v) {
                 Some(n) => n,
