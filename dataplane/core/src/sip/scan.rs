@@ -7,7 +7,7 @@ pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-const fn token_table() -> [bool; 256] {
+pub(crate) const fn token_table() -> [bool; 256] {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
@@ -230,6 +230,24 @@ pub(crate) fn quoted_string_end(s: &[u8]) -> Option<usize> {
     None
 }
 
+/// Bytes that end a parameter's value: `;` and white space.
+static ENDS_VALUE: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b';' as usize] = true;
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    t
+};
+
+/// Bytes that end a parameter's name: those and `=`.
+static ENDS_NAME: [bool; 256] = {
+    let mut t = ENDS_VALUE;
+    t[b'=' as usize] = true;
+    t
+};
+
 /// `;name=value` parameters after a Via, name-addr or URI (RFC 3261 §25.1
 /// `generic-param`), tolerant of LWS around `;` and `=`.
 #[derive(Debug, Clone)]
@@ -272,7 +290,7 @@ impl<'a> Iterator for Params<'a> {
             };
             let name_end = s
                 .iter()
-                .position(|b| matches!(b, b';' | b'=') || is_lws(*b))
+                .position(|b| ENDS_NAME[usize::from(*b)])
                 .unwrap_or(s.len());
             let name = &s[..name_end];
             let after_name = trim_start(&s[name_end..]);
@@ -284,7 +302,7 @@ impl<'a> Iterator for Params<'a> {
                 } else {
                     let end = v
                         .iter()
-                        .position(|b| *b == b';' || is_lws(*b))
+                        .position(|b| ENDS_VALUE[usize::from(*b)])
                         .unwrap_or(v.len());
                     (Some(&v[..end]), &v[end..])
                 }

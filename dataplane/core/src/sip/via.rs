@@ -31,16 +31,27 @@ impl<'a> Via<'a> {
     /// Parses `SIP / 2.0 / transport sent-by *(; via-params)`, with LWS
     /// allowed around the slashes (RFC 3261 §25.1 SLASH = SWS "/" SWS).
     pub fn parse(value: &'a [u8]) -> Result<Self, ViaError> {
-        let (name, rest) = token(value)?;
-        if !name.eq_ignore_ascii_case(b"SIP") {
-            return Err(ViaError);
-        }
-        let rest = slash(rest)?;
-        let (version, rest) = token(rest)?;
-        if version != b"2.0" {
-            return Err(ViaError);
-        }
-        let rest = slash(rest)?;
+        // Nearly every Via is written `SIP/2.0/` with no white space: one
+        // comparison; otherwise each part is read on its own.
+        let rest = match value {
+            [a, b, c, b'/', b'2', b'.', b'0', b'/', rest @ ..]
+                if [*a, *b, *c].eq_ignore_ascii_case(b"SIP") =>
+            {
+                rest
+            }
+            _ => {
+                let (name, rest) = token(value)?;
+                if !name.eq_ignore_ascii_case(b"SIP") {
+                    return Err(ViaError);
+                }
+                let rest = slash(rest)?;
+                let (version, rest) = token(rest)?;
+                if version != b"2.0" {
+                    return Err(ViaError);
+                }
+                slash(rest)?
+            }
+        };
         let (transport, rest) = token(rest)?;
         let rest = trim_start(rest);
         let end = rest
@@ -73,9 +84,7 @@ impl<'a> Via<'a> {
                 return Err(ViaError);
             }
             if let Some(v) = value {
-                let ok = v.first() == Some(&b'"')
-                    || v.iter()
-                        .all(|b| is_token(*b) || matches!(b, b':' | b'[' | b']'));
+                let ok = v.first() == Some(&b'"') || v.iter().all(|b| PARAM_VALUE[usize::from(*b)]);
                 if !ok || v.is_empty() {
                     return Err(ViaError);
                 }
@@ -123,6 +132,16 @@ pub fn split_values(value: &[u8]) -> CommaList<'_> {
     CommaList::new(value)
 }
 
+/// Bytes of an unquoted Via parameter value: a token, a host (with the
+/// `:` and brackets of an IPv6 reference).
+static PARAM_VALUE: [bool; 256] = {
+    let mut t = super::scan::token_table();
+    t[b':' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
+
 fn token(s: &[u8]) -> Result<(&[u8], &[u8]), ViaError> {
     let s = trim_start(s);
     let end = s.iter().position(|b| !is_token(*b)).unwrap_or(s.len());
@@ -142,6 +161,33 @@ fn slash(s: &[u8]) -> Result<&[u8], ViaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_protocol_is_read_alike_written_tight_or_spaced() {
+        for ok in [
+            &b"SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK1"[..],
+            b"sip/2.0/udp 192.0.2.2;branch=z9hG4bK1",
+            b"SiP /2.0/ TCP 192.0.2.2;branch=z9hG4bK1",
+        ] {
+            let v = Via::parse(ok).unwrap();
+            assert_eq!(v.host, b"192.0.2.2");
+            assert_eq!(v.branch(), Some(&b"z9hG4bK1"[..]));
+        }
+        for bad in [
+            &b"SIP/2.1/UDP 192.0.2.2"[..],
+            b"SIPS/2.0/UDP 192.0.2.2",
+            b"SIX/2.0/UDP 192.0.2.2",
+            b"SIP/2.0/ 192.0.2.2",
+            b"SIP/2.0/UDP",
+            b"SIP/2.0/UDP 192.0.2.2;branch=a\"b",
+            b"SIP/2.0/UDP 192.0.2.2;received=[2001:db8::1];branch=a{b",
+        ] {
+            assert!(Via::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let v = Via::parse(b"SIP/2.0/UDP [2001:db8::2]:5060;received=[2001:db8::1];rport=5062")
+            .unwrap();
+        assert_eq!(v.rport(), Some(Some(5062)));
+    }
 
     #[test]
     fn via_with_lws_around_slashes() {
