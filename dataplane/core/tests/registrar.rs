@@ -706,6 +706,15 @@ fn a_sips_contact_binds_only_for_a_sips_request_uri_over_tls() {
     );
     assert!(sim.events().is_empty(), "nothing registered");
     assert_eq!(count(&sim, RegisterResult::BadRequest), 1);
+    // Also when the SIPS Contact is not the first one, or its scheme is
+    // written in capitals.
+    for contacts in [
+        "Contact: <sip:alice@10.1.1.2>, <sips:alice@10.1.1.2>\r\n",
+        "Contact: <SIPS:alice@10.1.1.2>\r\n",
+    ] {
+        let again = alice.send_on(&mut sim, tls, contacts);
+        assert_eq!(again.code(), Some(400), "{contacts}: {}", again.text());
+    }
     // A SIPS Request-URI over UDP is refused before anything else (a
     // SIPS URI asks for TLS on every hop).
     let mut bob = Phone::new("alice", "alices-secret", "reg-sips-udp");

@@ -438,13 +438,16 @@ impl Engine {
         // was for a SIPS URI too (and a SIPS Request-URI only arrives over
         // TLS: `on_request` refuses it otherwise), so a phone is never
         // reached at a SIPS Contact without TLS.
+        let sips = |uri: &[u8]| {
+            uri.get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
+        };
         if req.uri.scheme != Scheme::Sips
-            && contacts.iter().any(|c| {
-                NameAddr::parse_structure(c)
-                    .ok()
-                    .and_then(|n| n.parsed_uri().ok())
-                    .is_some_and(|u| u.scheme == Scheme::Sips)
-            })
+            && (sips(contact.uri)
+                || contacts
+                    .iter()
+                    .skip(1)
+                    .any(|c| NameAddr::parse_structure(c).is_ok_and(|n| sips(n.uri))))
         {
             return bad(self, b"SIPS Contact Needs A SIPS Request-URI");
         }
