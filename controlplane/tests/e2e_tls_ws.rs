@@ -873,6 +873,61 @@ fn webrtc_phones_over_wss_and_ws_register_call_each_other_and_a_udp_carrier() {
     }
 }
 
+/// A WebSocket phone that went away cannot be rung: the SBC never opens
+/// a WebSocket connection itself (RFC 7118), so the INVITE for it cannot
+/// leave. The carrier's call to its DID gets 480 at once, not when the
+/// phone's INVITE transaction or the no-response timer (60 s here) gives
+/// up, though the binding is still there until it expires.
+#[test]
+fn a_websocket_phone_that_went_away_is_480_at_once() {
+    sipp_installed();
+    let net = Net(150);
+    // One shard: the call and the phone's connection on the same one.
+    let config = phones_config(net).replace("\n[shards]\ncount = 2\n", "\n[shards]\ncount = 1\n")
+        + "\n[sip.timers]\nno_response_ms = 60000\n";
+    assert!(config.contains("count = 1"), "{config}");
+    let sbc = Sbc::start(net, &config);
+    let wss_at: SocketAddr = format!("{}:8443", net.ip(1)).parse().unwrap();
+    let mut alice = Phone::websocket(wss_at, true, &net.ip(51), "alice-desk", "Desk-9f2k-Alice");
+    let ok = alice.register(&net.sbc());
+    assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
+    let body = registrations(net, |b| b.contains("alice-desk"));
+    assert!(body.contains("alice-desk"), "{body}");
+    drop(alice);
+    assert_eq!(
+        sbc.wait_metric("sbc_connections_open{shard=\"0\",transport=\"wss\"}", 0.0),
+        0.0,
+        "{}",
+        sbc.log()
+    );
+
+    let started = Instant::now();
+    let late = Sipp::spawn(
+        "carrier",
+        &uac_args(net, &net.ip(20), "uac_basic.xml", DID, 1, 1, 0),
+    )
+    .wait(LIMIT);
+    let took = started.elapsed();
+    assert!(
+        late.output.contains("received 'SIP/2.0 480"),
+        "{}\n{}",
+        late.output,
+        sbc.log()
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "{took:?}: the 480 must not wait for a timer\n{}",
+        sbc.log()
+    );
+    assert_eq!(
+        sbc.metric("sbc_requests_rejected_total{reason=\"not_registered\"}"),
+        0.0,
+        "the binding was still there"
+    );
+    let body = registrations(net, |b| b.contains("alice-desk"));
+    assert!(body.contains("alice-desk"), "{body}");
+}
+
 #[test]
 fn websocket_upgrades_without_sip_and_garbage_are_refused_without_disturbing_others() {
     let net = Net(140);

@@ -340,12 +340,13 @@ fn an_ipv4_caller_reaches_an_ipv6_carrier_over_tcp() {
     assert_eq!(ok.header(HeaderName::Contact), "<sip:192.0.2.1:5060>");
 }
 
-#[test]
-fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
+/// [`tcp_policy`] with `phones` (account, where it registered from) bound
+/// on extension 201, and carrier-a's DID +3902999 ringing it.
+fn phones_of_201(phones: &[(&str, Flow)]) -> Sim {
     let mut p = tcp_policy(false);
     p.accounts = Accounts::new(
         Some(Settings::default()),
-        vec![account("alice", "201", "x")],
+        phones.iter().map(|(a, _)| account(a, "201", "x")).collect(),
     );
     p.routes.push(Route {
         name: "did".into(),
@@ -356,17 +357,25 @@ fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
         extension: Some("201".into()),
     });
     let mut sim = Sim::with_policy(p);
-    let phone = tcp_from("203.0.113.20:40000", 7);
     let mut loc = Location::default();
-    loc.apply(bound(
-        "alice",
-        "201",
-        "sip:alice@10.1.1.2:5062;transport=tcp",
-        phone,
-        sim.now + Duration::from_secs(600),
-        "r",
-    ));
+    for (account, flow) in phones {
+        loc.apply(bound(
+            account,
+            "201",
+            "sip:alice@10.1.1.2:5062;transport=tcp",
+            *flow,
+            sim.now + Duration::from_secs(600),
+            "r",
+        ));
+    }
     sim.engine.set_location(loc);
+    sim
+}
+
+#[test]
+fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
+    let phone = tcp_from("203.0.113.20:40000", 7);
+    let mut sim = phones_of_201(&[("alice", phone)]);
     sim.recv(
         CARRIER_A,
         &invite(CARRIER_A, "+3902999", "in-tcp", "z9hG4bKin", 1),
@@ -375,6 +384,87 @@ fn a_phone_registered_over_tcp_is_rung_over_its_connection() {
     let (dest, ring) = find(&sent, "INVITE sip:alice@");
     assert_eq!(*dest, phone, "over the connection it registered on");
     assert!(ring.header(HeaderName::Via).starts_with("SIP/2.0/TCP "));
+}
+
+/// Two phones of extension 201 registered over TCP, and the DID that
+/// rings them.
+fn two_phones_over_tcp() -> (Sim, Flow, Flow) {
+    let desk = tcp_from("203.0.113.20:40000", 7);
+    let soft = tcp_from("203.0.113.21:40001", 8);
+    (
+        phones_of_201(&[("alice", desk), ("alice-soft", soft)]),
+        desk,
+        soft,
+    )
+}
+
+/// RFC 3261 §18.4: a phone whose INVITE could not be sent (its
+/// connection gone, and none could be opened to it) is unreachable at
+/// once, a 480; its extension's other phone still rings, and when that
+/// one cannot be reached either, the caller hears 480 at once instead of
+/// at the no-response timer.
+#[test]
+fn a_phone_that_cannot_be_reached_fails_at_once() {
+    let (mut sim, desk, soft) = two_phones_over_tcp();
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, "+3902999", "in-gone", "z9hG4bKgone", 1),
+    );
+    let sent = drain(&mut sim);
+    assert!(
+        sent.iter()
+            .any(|(d, s)| *d == desk && s.method().as_deref() == Some("INVITE"))
+    );
+    assert!(
+        sent.iter()
+            .any(|(d, s)| *d == soft && s.method().as_deref() == Some("INVITE"))
+    );
+
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, desk.remote);
+    let sent = drain(&mut sim);
+    assert!(
+        sent.iter()
+            .all(|(d, s)| d.remote != addr(CARRIER_A) || s.code() < Some(200)),
+        "the other phone still rings: {sent:#?}"
+    );
+    // Reports for peers that are no trunk are looked at once per
+    // PEER_SCAN_EVERY: one inside that is left to the timers.
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, soft.remote);
+    assert!(drain(&mut sim).is_empty());
+    sim.advance(sbc_core::b2bua::PEER_SCAN_EVERY);
+    let _ = drain(&mut sim);
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, soft.remote);
+    let sent = drain(&mut sim);
+    let (_, answer) = sent
+        .iter()
+        .find(|(d, s)| d.remote == addr(CARRIER_A) && s.code() >= Some(200))
+        .unwrap_or_else(|| panic!("the caller hears at once: {sent:#?}"));
+    assert_eq!(answer.code(), Some(480), "{}", answer.text());
+}
+
+/// A report for a trunk is never held back by the limit on other peers.
+#[test]
+fn a_phones_report_does_not_hold_back_a_trunks() {
+    let mut sim = Sim::with_policy(tcp_policy(true));
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, addr("203.0.113.99:5060"));
+    sim.recv(
+        PBX,
+        &invite(PBX, "+390612345678", "tcp-unsent-2", "z9hG4bKtcpu2", 1),
+    );
+    let _ = drain(&mut sim);
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, addr(CARRIER_A));
+    let sent = drain(&mut sim);
+    let (dest, _) = find(&sent, "INVITE ");
+    assert_eq!(
+        dest.remote,
+        addr(CARRIER_B),
+        "failed over at once: {sent:#?}"
+    );
 }
 
 #[test]

@@ -241,4 +241,7 @@ pub struct Engine {
     pub(crate) keepalives: super::keepalive::Keepalives,
     /// The registrar's nonces and lockout table.
     pub(crate) registrar: super::register::RegistrarState,
+    /// When a transport error for a peer that is no trunk may next make
+    /// the engine look through its calls.
+    pub(crate) peer_scan_at: Option<Instant>,
 }

@@ -32,6 +32,10 @@ pub enum Disposition {
     HandOff(ShardId),
 }
 
+/// Shortest time between two looks through the calls for a peer that is
+/// no configured trunk (see [`Engine::handle_unsent`]).
+pub const PEER_SCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Engine {
     pub fn new(
         shard: ShardId,
@@ -71,6 +75,7 @@ impl Engine {
             upstreams: Default::default(),
             keepalives: Default::default(),
             registrar: Default::default(),
+            peer_scan_at: None,
         }
     }
 
@@ -248,12 +253,19 @@ impl Engine {
 
     /// What this shard sent to `remote` over the stream transport
     /// `transport` never left: the connection could not be opened, or its
-    /// TLS handshake failed (RFC 3261 §18.4: a transport error). If that
-    /// is a configured trunk's address, calls whose INVITE went there and
-    /// heard nothing back take it as a 503 (RFC 3261 §8.1.3.1) and fail
-    /// over now, not at their no-response timer. Rare (a trunk's
-    /// connection failing), so it looks at every call; other peers (a
-    /// phone, a stranger) cost nothing.
+    /// TLS handshake failed (RFC 3261 §18.4: a transport error). Calls
+    /// whose INVITE went there and heard nothing back take it as a
+    /// failure now, not at their no-response timer:
+    /// - a configured trunk's address: a 503 (RFC 3261 §8.1.3.1), and
+    ///   the call fails over;
+    /// - any other peer (a phone, a gateway registered to the SBC): that
+    ///   phone is unreachable, a 480, and the others of its extension
+    ///   still ring.
+    ///
+    /// This looks at every call. A trunk's connection failing is rare.
+    /// Anyone can make an answer of ours undeliverable, though, so other
+    /// peers are looked for at most once per [`PEER_SCAN_EVERY`]; a report
+    /// inside that is left to the calls' timers.
     pub fn handle_unsent(
         &mut self,
         now: Instant,
@@ -267,8 +279,12 @@ impl Engine {
             .iter()
             .any(|t| !t.dynamic && t.transport == transport && t.address == remote);
         if !trunk {
-            return;
+            if self.peer_scan_at.is_some_and(|next| now < next) {
+                return;
+            }
+            self.peer_scan_at = Some(now + PEER_SCAN_EVERY);
         }
+        let code = if trunk { 503 } else { 480 };
         let to = (transport, remote);
         let waiting = self.calls.calls_where(|c| {
             c.attempts.iter().any(|a| {
@@ -278,7 +294,7 @@ impl Engine {
         });
         for r in waiting {
             if let Some(call) = self.calls.get_mut(r) {
-                super::outbound::attempts_unsent(&mut self.ctx, call, to, now);
+                super::outbound::attempts_unsent(&mut self.ctx, call, to, code, now);
             }
             self.after(r);
         }

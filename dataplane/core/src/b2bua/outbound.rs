@@ -792,14 +792,16 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 /// Attempts of the wave in progress that wait on `to` (a transport and an
 /// address) and never heard back: their INVITE never left, its connection
 /// refused or lost before it was written (RFC 3261 §8.1.3.1: a transport
-/// error is treated as 503). They are abandoned and count as 503; once no
-/// other attempt of the wave is pending, the call fails over where its
-/// route says so, at once rather than at its no-response timer. False when
-/// no attempt of the call waited on `to`.
+/// error is treated as 503; a phone that cannot be reached is 480). They
+/// are abandoned and count as `code`; once no other attempt of the wave is
+/// pending, the call fails over where its route says so, at once rather
+/// than at its no-response timer. False when no attempt of the call waited
+/// on `to`.
 pub(crate) fn attempts_unsent(
     ctx: &mut Ctx,
     call: &mut Call,
     to: (crate::net::Transport, std::net::SocketAddr),
+    code: u16,
     now: Instant,
 ) -> bool {
     if !matches!(call.phase(), Phase::Routing | Phase::Early) {
@@ -825,11 +827,16 @@ pub(crate) fn attempts_unsent(
     if !unsent {
         return false;
     }
+    let reason: &'static [u8] = if code == 503 {
+        b"Service Unavailable"
+    } else {
+        b"Temporarily Unavailable"
+    };
     merge_failure(
         call,
         Failure {
-            code: 503,
-            reason: Bytes::from_static(b"Service Unavailable"),
+            code,
+            reason: Bytes::from_static(reason),
             headers: Bytes::new(),
             body: Bytes::new(),
             local: true,
@@ -843,7 +850,7 @@ pub(crate) fn attempts_unsent(
         t.stats.fail(Direction::Outbound);
     }
     call.timers.cancel(TimerName::NoResponse);
-    fail_over_on(ctx, call, 503, now);
+    fail_over_on(ctx, call, code, now);
     true
 }
 
