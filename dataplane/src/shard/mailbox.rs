@@ -21,6 +21,13 @@ pub enum Handoff {
     /// A message to send over a stream connection the other shard owns
     /// (`dest.conn` names it).
     Send { dest: Flow, data: bytes::Bytes },
+    /// What the sending shard had for this peer (no configured trunk: a
+    /// phone, whose connection is that shard's) could not be sent: a call
+    /// here ringing it hears so (`Engine::handle_unsent`).
+    Unsent {
+        transport: sbc_core::net::Transport,
+        remote: std::net::SocketAddr,
+    },
 }
 
 /// One shard's inbox.

@@ -274,6 +274,7 @@ impl Runtime {
                                 .filter(|(shard, _)| *shard == me)
                                 .map(|(_, after)| std::time::Instant::now() + after),
                             wall: std::time::SystemTime::now(),
+                            unsent_forwarded: None,
                         })
                     })();
                     match setup {

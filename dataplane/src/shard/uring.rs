@@ -654,6 +654,9 @@ pub(crate) struct ShardLoop {
     /// The wall clock at this round's start (received datagrams carry
     /// their kernel receive time on it).
     pub wall: std::time::SystemTime,
+    /// When this shard last told the others of a peer it could not send
+    /// to ([`Handoff::Unsent`]).
+    pub unsent_forwarded: Option<Instant>,
 }
 
 /// The calling thread's CPU time so far, user and system (zero if the
@@ -769,6 +772,24 @@ impl ShardLoop {
             if let Some(streams) = &mut self.io.streams {
                 for (transport, remote) in streams.take_unsent() {
                     self.engine.handle_unsent(now, transport, remote);
+                    // A phone's connection is this shard's, but the call
+                    // ringing it may be another's (a trunk's connections
+                    // are each shard's own). Told at most once per
+                    // PEER_SCAN_EVERY, so that strangers whose answers
+                    // cannot be delivered do not fill the mailboxes.
+                    let forward = self.mailboxes.len() > 1
+                        && !self.engine.is_trunk(transport, remote)
+                        && self.unsent_forwarded.is_none_or(|at| {
+                            now.saturating_duration_since(at) >= sbc_core::b2bua::PEER_SCAN_EVERY
+                        });
+                    if forward {
+                        self.unsent_forwarded = Some(now);
+                        elsewhere.extend(
+                            (0..self.mailboxes.len())
+                                .filter(|&shard| shard != self.me)
+                                .map(|shard| (shard, Handoff::Unsent { transport, remote })),
+                        );
+                    }
                 }
             }
             let mut received = 0u64;
@@ -830,6 +851,9 @@ impl ShardLoop {
                             // The connection is ours (its id says so).
                             streams.send(&mut self.io.ring, now, dest, data, &self.stats)?;
                         }
+                    }
+                    Handoff::Unsent { transport, remote } => {
+                        self.engine.handle_unsent(now, transport, remote);
                     }
                 }
             }

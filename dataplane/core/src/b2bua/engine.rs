@@ -272,12 +272,7 @@ impl Engine {
         transport: crate::net::Transport,
         remote: std::net::SocketAddr,
     ) {
-        let trunk = self
-            .ctx
-            .policy
-            .trunks
-            .iter()
-            .any(|t| !t.dynamic && t.transport == transport && t.address == remote);
+        let trunk = self.is_trunk(transport, remote);
         if !trunk {
             if self.peer_scan_at.is_some_and(|next| now < next) {
                 return;
@@ -298,6 +293,16 @@ impl Engine {
             }
             self.after(r);
         }
+    }
+
+    /// Whether `remote` over `transport` is a configured trunk's address
+    /// (not one that registers to the SBC).
+    pub fn is_trunk(&self, transport: crate::net::Transport, remote: std::net::SocketAddr) -> bool {
+        self.ctx
+            .policy
+            .trunks
+            .iter()
+            .any(|t| !t.dynamic && t.transport == transport && t.address == remote)
     }
 
     /// When `handle_timeout` should next be called.
