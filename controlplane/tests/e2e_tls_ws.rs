@@ -687,8 +687,11 @@ fn options_over_tls_of(
     .unwrap();
     let mut stream = rustls::StreamOwned::new(conn, tcp);
     let msg = format!(
-        "OPTIONS sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKopt1\r\nMax-Forwards: 70\r\nFrom: <sip:itsp@itsp.example>;tag=o1\r\nTo: <sip:{sbc}>\r\nCall-ID: opt-{ip}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-        sbc = net.sbc()
+        // Each its own transaction (branch) and Call-ID: a request that
+        // repeated an earlier one's would be taken for its retransmission.
+        "OPTIONS sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKopt{port}\r\nMax-Forwards: 70\r\nFrom: <sip:itsp@itsp.example>;tag=o1\r\nTo: <sip:{sbc}>\r\nCall-ID: opt-{port}-{ip}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        sbc = net.sbc(),
+        port = local.port()
     );
     stream.write_all(msg.as_bytes()).ok()?;
     stream.flush().ok()?;

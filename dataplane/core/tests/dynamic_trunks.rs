@@ -158,3 +158,38 @@ fn a_dynamic_trunks_calls_are_authenticated_and_routed_as_its_own() {
         1
     );
 }
+
+/// A gateway that registers to the SBC is a trunk: when its INVITE cannot
+/// be sent (RFC 3261 §18.4), that is a 503 and the call fails over to the
+/// route's next trunk, not a phone's 480.
+#[test]
+fn a_registered_gateway_that_cannot_be_sent_to_fails_over() {
+    let mut p = gateway_policy();
+    let to_gw = p.routes.iter_mut().find(|r| &*r.name == "to-gw").unwrap();
+    to_gw.targets.push(Target {
+        trunk: TrunkId(2),
+        priority: 2,
+        weight: 1,
+    });
+    let mut sim = Sim::with_policy(p);
+    registered(&mut sim);
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, "+445512", "gw-3", "z9hG4bKg3", 1),
+    );
+    let _ = sim.first_to(GW);
+    sim.engine
+        .handle_unsent(sim.now, sbc_core::net::Transport::Udp, addr(GW));
+    let sent = sim.advance(Duration::ZERO);
+    assert!(
+        sent.iter()
+            .any(|(_, s)| s.to == addr(CARRIER_B) && s.method().as_deref() == Some("INVITE")),
+        "failed over to carrier-b: {:#?}",
+        sent.iter().map(|(_, s)| s.text()).collect::<Vec<_>>()
+    );
+    assert!(
+        sent.iter()
+            .all(|(_, s)| s.to != addr(CARRIER_A) || s.code() < Some(200)),
+        "{sent:#?}"
+    );
+}

@@ -746,4 +746,11 @@ fn a_sips_contact_binds_only_for_a_sips_request_uri_over_tls() {
         "Contact: <sip:alice@10.1.1.2;transport=tls>\r\n",
     );
     assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    // Removing a binding is never refused for its scheme.
+    let gone = dave.send_on(
+        &mut sim,
+        tls,
+        "Contact: <sips:alice@10.1.1.2>;expires=0\r\n",
+    );
+    assert_eq!(gone.code(), Some(200), "{}", gone.text());
 }

@@ -654,9 +654,9 @@ pub(crate) struct ShardLoop {
     /// The wall clock at this round's start (received datagrams carry
     /// their kernel receive time on it).
     pub wall: std::time::SystemTime,
-    /// When this shard last told the others of a peer it could not send
-    /// to ([`Handoff::Unsent`]).
-    pub unsent_forwarded: Option<Instant>,
+    /// The window in which this shard last told the others of peers it
+    /// could not send to ([`Handoff::Unsent`]): its start, and how many.
+    pub unsent_forwarded: Option<(Instant, usize)>,
 }
 
 /// The calling thread's CPU time so far, user and system (zero if the
@@ -774,22 +774,30 @@ impl ShardLoop {
                     self.engine.handle_unsent(now, transport, remote);
                     // A phone's connection is this shard's, but the call
                     // ringing it may be another's (a trunk's connections
-                    // are each shard's own). Told at most once per
-                    // PEER_SCAN_EVERY, so that strangers whose answers
+                    // are each shard's own). At most UNSENT_PEERS peers
+                    // per PEER_SCAN_EVERY, so that strangers whose answers
                     // cannot be delivered do not fill the mailboxes.
-                    let forward = self.mailboxes.len() > 1
-                        && !self.engine.is_trunk(transport, remote)
-                        && self.unsent_forwarded.is_none_or(|at| {
-                            now.saturating_duration_since(at) >= sbc_core::b2bua::PEER_SCAN_EVERY
-                        });
-                    if forward {
-                        self.unsent_forwarded = Some(now);
-                        elsewhere.extend(
-                            (0..self.mailboxes.len())
-                                .filter(|&shard| shard != self.me)
-                                .map(|shard| (shard, Handoff::Unsent { transport, remote })),
-                        );
+                    if self.mailboxes.len() < 2 || self.engine.is_trunk(transport, remote) {
+                        continue;
                     }
+                    let window = match self.unsent_forwarded {
+                        Some((start, n))
+                            if now.saturating_duration_since(start)
+                                < sbc_core::b2bua::PEER_SCAN_EVERY =>
+                        {
+                            (start, n)
+                        }
+                        _ => (now, 0),
+                    };
+                    if window.1 >= sbc_core::b2bua::UNSENT_PEERS {
+                        continue;
+                    }
+                    self.unsent_forwarded = Some((window.0, window.1 + 1));
+                    elsewhere.extend(
+                        (0..self.mailboxes.len())
+                            .filter(|&shard| shard != self.me)
+                            .map(|shard| (shard, Handoff::Unsent { transport, remote })),
+                    );
                 }
             }
             let mut received = 0u64;

@@ -241,7 +241,9 @@ pub struct Engine {
     pub(crate) keepalives: super::keepalive::Keepalives,
     /// The registrar's nonces and lockout table.
     pub(crate) registrar: super::register::RegistrarState,
-    /// When a transport error for a peer that is no trunk may next make
-    /// the engine look through its calls.
+    /// When the engine may next look through its calls for peers that
+    /// are no trunk and could not be sent to.
     pub(crate) peer_scan_at: Option<Instant>,
+    /// Those peers, gathered until then.
+    pub(crate) unsent_peers: Vec<(crate::net::Transport, std::net::SocketAddr)>,
 }

@@ -32,9 +32,13 @@ pub enum Disposition {
     HandOff(ShardId),
 }
 
-/// Shortest time between two looks through the calls for a peer that is
+/// Shortest time between two looks through the calls for peers that are
 /// no configured trunk (see [`Engine::handle_unsent`]).
 pub const PEER_SCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Most peers that are no trunk gathered for one look; more in that time
+/// are left to their calls' timers.
+pub const UNSENT_PEERS: usize = 64;
 
 impl Engine {
     pub fn new(
@@ -76,6 +80,7 @@ impl Engine {
             keepalives: Default::default(),
             registrar: Default::default(),
             peer_scan_at: None,
+            unsent_peers: Vec::new(),
         }
     }
 
@@ -249,47 +254,77 @@ impl Engine {
         if self.standalone.next_deadline().is_some_and(|d| d <= now) {
             self.standalone_timeout(now);
         }
+        if self.unsent_scan_due().is_some_and(|at| at <= now) {
+            self.scan_unsent_peers(now);
+        }
+    }
+
+    /// When the peers gathered by [`Engine::handle_unsent`] may be looked
+    /// for (none gathered: never).
+    fn unsent_scan_due(&self) -> Option<Instant> {
+        self.peer_scan_at.filter(|_| !self.unsent_peers.is_empty())
     }
 
     /// What this shard sent to `remote` over the stream transport
     /// `transport` never left: the connection could not be opened, or its
     /// TLS handshake failed (RFC 3261 §18.4: a transport error). Calls
     /// whose INVITE went there and heard nothing back take it as a
-    /// failure now, not at their no-response timer:
-    /// - a configured trunk's address: a 503 (RFC 3261 §8.1.3.1), and
-    ///   the call fails over;
-    /// - any other peer (a phone, a gateway registered to the SBC): that
-    ///   phone is unreachable, a 480, and the others of its extension
-    ///   still ring.
+    /// failure now, not at their no-response timer: a 503 for a trunk
+    /// (RFC 3261 §8.1.3.1), and the call fails over where its route says
+    /// so; a 480 for a phone, whose extension's other phones still ring.
     ///
-    /// This looks at every call. A trunk's connection failing is rare.
-    /// Anyone can make an answer of ours undeliverable, though, so other
-    /// peers are looked for at most once per [`PEER_SCAN_EVERY`]; a report
-    /// inside that is left to the calls' timers.
+    /// This looks through every call. For a configured trunk's address
+    /// that happens at once: a trunk's connection failing is rare. Anyone
+    /// can make an answer of ours undeliverable, though, so other peers
+    /// are gathered (up to [`UNSENT_PEERS`]) and looked for together at
+    /// the next [`Engine::handle_timeout`] that is due
+    /// ([`Engine::poll_timeout`] says when: now, or [`PEER_SCAN_EVERY`]
+    /// after the last look).
     pub fn handle_unsent(
         &mut self,
         now: Instant,
         transport: crate::net::Transport,
         remote: std::net::SocketAddr,
     ) {
-        let trunk = self.is_trunk(transport, remote);
-        if !trunk {
-            if self.peer_scan_at.is_some_and(|next| now < next) {
-                return;
-            }
-            self.peer_scan_at = Some(now + PEER_SCAN_EVERY);
-        }
-        let code = if trunk { 503 } else { 480 };
         let to = (transport, remote);
+        if self.is_trunk(transport, remote) {
+            return self.fail_unsent(now, &[to]);
+        }
+        if !self.unsent_peers.contains(&to) && self.unsent_peers.len() < UNSENT_PEERS {
+            self.unsent_peers.push(to);
+        }
+        if self.peer_scan_at.is_none_or(|at| at < now) {
+            self.peer_scan_at = Some(now);
+        }
+    }
+
+    /// Looks for the calls waiting on the peers gathered by
+    /// [`Engine::handle_unsent`], and allows the next look no sooner than
+    /// [`PEER_SCAN_EVERY`] from now.
+    fn scan_unsent_peers(&mut self, now: Instant) {
+        let peers = std::mem::take(&mut self.unsent_peers);
+        self.peer_scan_at = Some(now + PEER_SCAN_EVERY);
+        self.fail_unsent(now, &peers);
+    }
+
+    /// The calls with an attempt to one of `peers` that never heard back
+    /// take that attempt as failed.
+    fn fail_unsent(
+        &mut self,
+        now: Instant,
+        peers: &[(crate::net::Transport, std::net::SocketAddr)],
+    ) {
         let waiting = self.calls.calls_where(|c| {
             c.attempts.iter().any(|a| {
                 let d = a.tx.dest();
-                (d.transport, d.remote) == to && !a.tx.heard_back()
+                peers.contains(&(d.transport, d.remote)) && !a.tx.heard_back()
             })
         });
         for r in waiting {
-            if let Some(call) = self.calls.get_mut(r) {
-                super::outbound::attempts_unsent(&mut self.ctx, call, to, code, now);
+            for &to in peers {
+                if let Some(call) = self.calls.get_mut(r) {
+                    super::outbound::attempts_unsent(&mut self.ctx, call, to, now);
+                }
             }
             self.after(r);
         }
@@ -307,10 +342,14 @@ impl Engine {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.calls.next_timer(), self.standalone.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.calls.next_timer(),
+            self.standalone.next_deadline(),
+            self.unsent_scan_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Copies the next datagram to send into `buf`.

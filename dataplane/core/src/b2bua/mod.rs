@@ -63,7 +63,7 @@ mod upstream;
 mod wheel;
 
 pub use context::Engine;
-pub use engine::{Disposition, PEER_SCAN_EVERY};
+pub use engine::{Disposition, PEER_SCAN_EVERY, UNSENT_PEERS};
 pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals, Upstream};
 pub use ids::{CallRef, IdMinter, Secrets, ShardId};
 pub use lookup::{LOOKUP_TIMEOUT, Located, ShardMessage};

@@ -793,7 +793,7 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 /// address) and never heard back: their INVITE never left, its connection
 /// refused or lost before it was written (RFC 3261 §8.1.3.1: a transport
 /// error is treated as 503; a phone that cannot be reached is 480). They
-/// are abandoned and count as `code`; once no other attempt of the wave is
+/// are abandoned and count as that; once no other attempt of the wave is
 /// pending, the call fails over where its route says so, at once rather
 /// than at its no-response timer. False when no attempt of the call waited
 /// on `to`.
@@ -801,12 +801,19 @@ pub(crate) fn attempts_unsent(
     ctx: &mut Ctx,
     call: &mut Call,
     to: (crate::net::Transport, std::net::SocketAddr),
-    code: u16,
     now: Instant,
 ) -> bool {
     if !matches!(call.phase(), Phase::Routing | Phase::Early) {
         return false;
     }
+    // A trunk (one that registers to the SBC too) could not be reached: a
+    // 503, which fails over; the phones of an extension: that one is
+    // unavailable.
+    let code = if call.policy.trunk(call.b.trunk).is_some() {
+        503
+    } else {
+        480
+    };
     let timers = call.policy.timers;
     let mut unsent = false;
     for index in usize::from(call.wave)..call.attempts.len() {

@@ -434,6 +434,17 @@ impl Engine {
         let Ok(contact) = NameAddr::parse(first) else {
             return bad(self, b"Invalid Contact");
         };
+        let requested = match contact.param(b"expires") {
+            Some(Some(v)) => match crate::sip::scan_decimal(v) {
+                Some(n) => n,
+                None => return bad(self, b"Invalid Contact expires"),
+            },
+            Some(None) => return bad(self, b"Invalid Contact expires"),
+            None => expires_header.unwrap_or(u64::from(settings.default_expires)),
+        };
+        if requested == 0 {
+            return self.unbind(now, req, origin, account);
+        }
         // RFC 5630 §5.2: a SIPS Contact is bound only when the request
         // was for a SIPS URI too (and a SIPS Request-URI only arrives over
         // TLS: `on_request` refuses it otherwise), so a phone is never
@@ -450,17 +461,6 @@ impl Engine {
                     .any(|c| NameAddr::parse_structure(c).is_ok_and(|n| sips(n.uri))))
         {
             return bad(self, b"SIPS Contact Needs A SIPS Request-URI");
-        }
-        let requested = match contact.param(b"expires") {
-            Some(Some(v)) => match crate::sip::scan_decimal(v) {
-                Some(n) => n,
-                None => return bad(self, b"Invalid Contact expires"),
-            },
-            Some(None) => return bad(self, b"Invalid Contact expires"),
-            None => expires_header.unwrap_or(u64::from(settings.default_expires)),
-        };
-        if requested == 0 {
-            return self.unbind(now, req, origin, account);
         }
         if requested < u64::from(settings.min_expires) {
             let mut n = itoa::Buffer::new();
