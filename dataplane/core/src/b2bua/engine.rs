@@ -321,10 +321,8 @@ impl Engine {
             })
         });
         for r in waiting {
-            for &to in peers {
-                if let Some(call) = self.calls.get_mut(r) {
-                    super::outbound::attempts_unsent(&mut self.ctx, call, to, now);
-                }
+            if let Some(call) = self.calls.get_mut(r) {
+                super::outbound::attempts_unsent(&mut self.ctx, call, peers, now);
             }
             self.after(r);
         }

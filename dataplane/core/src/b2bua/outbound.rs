@@ -789,31 +789,22 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     }
 }
 
-/// Attempts of the wave in progress that wait on `to` (a transport and an
-/// address) and never heard back: their INVITE never left, its connection
-/// refused or lost before it was written (RFC 3261 §8.1.3.1: a transport
-/// error is treated as 503; a phone that cannot be reached is 480). They
-/// are abandoned and count as that; once no other attempt of the wave is
-/// pending, the call fails over where its route says so, at once rather
-/// than at its no-response timer. False when no attempt of the call waited
-/// on `to`.
+/// Attempts of the wave in progress that wait on one of `peers` (a
+/// transport and an address) and never heard back: their INVITE never
+/// left, its connection refused or lost before it was written (RFC 3261
+/// §8.1.3.1: a transport error is treated as 503; a phone that cannot be
+/// reached is 480). They are abandoned and count as that; once no other
+/// attempt of the wave is pending, the call fails over where its route
+/// says so, at once rather than at its no-response timer.
 pub(crate) fn attempts_unsent(
     ctx: &mut Ctx,
     call: &mut Call,
-    to: (crate::net::Transport, std::net::SocketAddr),
+    peers: &[(crate::net::Transport, std::net::SocketAddr)],
     now: Instant,
-) -> bool {
+) {
     if !matches!(call.phase(), Phase::Routing | Phase::Early) {
-        return false;
+        return;
     }
-    // A trunk (one that registers to the SBC too) could not be reached: a
-    // 503, which fails over; the phones of an extension: that one is
-    // unavailable.
-    let code = if call.policy.trunk(call.b.trunk).is_some() {
-        503
-    } else {
-        480
-    };
     let timers = call.policy.timers;
     let mut unsent = false;
     for index in usize::from(call.wave)..call.attempts.len() {
@@ -821,7 +812,7 @@ pub(crate) fn attempts_unsent(
             continue;
         };
         let dest = attempt.tx.dest();
-        if (dest.transport, dest.remote) != to
+        if !peers.contains(&(dest.transport, dest.remote))
             || attempt.tx.heard_back()
             || !attempt.tx.is_pending()
             || attempt.tx.is_abandoned()
@@ -832,33 +823,27 @@ pub(crate) fn attempts_unsent(
         unsent = true;
     }
     if !unsent {
-        return false;
+        return;
     }
-    let reason: &'static [u8] = if code == 503 {
-        b"Service Unavailable"
+    // A trunk (one that registers to the SBC too) could not be reached:
+    // the 503 of trunks that are down, which fails over. One of an
+    // extension's phones: unavailable, as one not registered is.
+    let failure = if call.policy.trunk(call.b.trunk).is_some() {
+        local_failure(Refusal::TrunksDown, true)
     } else {
-        b"Temporarily Unavailable"
+        local_failure(Refusal::NotRegistered, true)
     };
-    merge_failure(
-        call,
-        Failure {
-            code,
-            reason: Bytes::from_static(reason),
-            headers: Bytes::new(),
-            body: Bytes::new(),
-            local: true,
-        },
-    );
+    let code = failure.code;
+    merge_failure(call, failure);
     if call.wave_pending(usize::MAX) {
         // Other phones of the wave still ring.
-        return true;
+        return;
     }
     if let Some(t) = call.policy.trunk(call.b.trunk) {
         t.stats.fail(Direction::Outbound);
     }
     call.timers.cancel(TimerName::NoResponse);
     fail_over_on(ctx, call, code, now);
-    true
 }
 
 /// Relays a provisional or 2xx response from the callee to the caller.
