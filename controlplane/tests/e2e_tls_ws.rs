@@ -1039,6 +1039,87 @@ fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
     );
 }
 
+/// A TLS record or a WebSocket frame begun after a whole message and
+/// never finished (rustls and tungstenite hold the part out of the SBC's
+/// sight) is bounded like a SIP message in part: the connection closes,
+/// with its last words, once it is 10 s overdue, not at the 900 s idle
+/// timeout.
+#[test]
+fn a_tls_record_or_websocket_frame_cut_short_closes_its_connection() {
+    let net = Net(151);
+    let sbc = Sbc::start(net, &phones_config(net));
+    let (mut tls, mut ws) = quiet_clients(net);
+    let options = |via: &str, n: u16| {
+        format!(
+            "OPTIONS sip:{sbc} SIP/2.0\r\nVia: SIP/2.0/{via} 127.0.0.1:9;branch=z9hG4bKcut{n}\r\nMax-Forwards: 70\r\nFrom: <sip:cut@example.com>;tag=c{n}\r\nTo: <sip:{sbc}>\r\nCall-ID: cut-{n}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            sbc = net.ip(1)
+        )
+    };
+    // A whole message each, answered (whatever the answer).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    tls.write_all(options("TLS", 1).as_bytes()).unwrap();
+    tls.flush().unwrap();
+    let answer = read_message(&mut tls, &mut Vec::new(), deadline);
+    assert!(
+        answer.as_deref().is_some_and(|a| a.starts_with("SIP/2.0 ")),
+        "{answer:?}"
+    );
+    ws.send(tungstenite::Message::text(options("WS", 2)))
+        .unwrap();
+    let answer = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => break t.as_str().to_owned(),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && Instant::now() < deadline => {}
+            Err(e) => panic!("no answer over WebSocket: {e}"),
+        }
+    };
+    assert!(answer.starts_with("SIP/2.0 "), "{answer}");
+    // Then the first bytes of a record (application data, 100 bytes
+    // announced, 10 sent) and of a frame (masked text, 20 announced, 5
+    // sent), written beneath rustls and tungstenite.
+    let started = Instant::now();
+    tls.sock.write_all(&[23, 3, 3, 0, 100]).unwrap();
+    tls.sock.write_all(&[0x5a; 10]).unwrap();
+    ws.get_mut()
+        .write_all(&[0x81, 0x80 | 20, 1, 2, 3, 4])
+        .unwrap();
+    ws.get_mut().write_all(b"OPTIO").unwrap();
+    // Not overdue at 5 s: both still open.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        sbc.metric("sbc_connections_closed_total{reason=\"timeout\"}"),
+        0.0,
+        "closed before the message was overdue\n{}",
+        sbc.log()
+    );
+    let (tls_end, ws_end) = last_words(tls, ws, Duration::from_secs(20));
+    assert_eq!(
+        tls_end,
+        Some(Ok(())),
+        "TLS ended with close_notify\n{}",
+        sbc.log()
+    );
+    let frame = ws_end
+        .expect("the WebSocket ended")
+        .expect("with a close frame");
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    assert_eq!(
+        sbc.wait_metric("sbc_connections_closed_total{reason=\"timeout\"}", 2.0),
+        2.0,
+        "{}",
+        sbc.log()
+    );
+}
+
 /// Stopped with Ctrl-C, the SBC says goodbye on its connections before it
 /// exits: TLS close_notify and a WebSocket close (1001, going away).
 #[test]

@@ -11,6 +11,7 @@
 //! `ArcSwap<Policy>`; every shard picks up the new snapshot at the top of its
 //! next loop iteration.
 
+mod boundary;
 #[allow(unsafe_code)]
 mod bufring;
 mod coalesce;

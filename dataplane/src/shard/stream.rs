@@ -34,6 +34,7 @@ use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::boundary::RecordCursor;
 use super::bufring::BufRing;
 use super::uring::push;
 use super::ws::{WsConn, WsEnd};
@@ -51,10 +52,10 @@ const MAX_CONNS: usize = 16_384;
 const MAX_PER_SOURCE: u16 = 64;
 /// An accepted connection must deliver a whole message within this long.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
-/// A SIP message begun on a TCP or TLS connection must arrive whole
-/// within this long (a Content-Length larger than what comes, a head that
-/// never ends), counted from its first bytes out of the framer. (A
-/// partial WebSocket frame or TLS record is not counted here.)
+/// A SIP message begun on a connection must arrive whole within this
+/// long (a Content-Length larger than what comes, a head that never ends,
+/// a TLS record or WebSocket frame cut short), counted from its first
+/// bytes after the last whole message.
 const WHOLE_MESSAGE: Duration = Duration::from_secs(10);
 /// A connection that carried nothing either way for this long is closed.
 const IDLE: Duration = Duration::from_secs(900);
@@ -133,9 +134,13 @@ struct Conn {
     /// Accepted (counted in `per_source`) rather than opened by us.
     accepted: bool,
     got_message: bool,
-    /// Since when the decoder has held part of a message (the bytes after
-    /// the last whole one): it must be whole within [`WHOLE_MESSAGE`].
+    /// Since when the connection has held part of a message (the bytes
+    /// after the last whole one, in the decoder, in a TLS record or in a
+    /// WebSocket frame): it must be whole within [`WHOLE_MESSAGE`].
     partial_since: Option<Instant>,
+    /// TLS record boundaries of what was received (rustls holds a record
+    /// in part out of sight).
+    records: RecordCursor,
     opened: Instant,
     active: Instant,
 }
@@ -302,6 +307,7 @@ impl Streams {
             accepted,
             got_message: !accepted,
             partial_since: None,
+            records: RecordCursor::default(),
             opened: now,
             active: now,
         };
@@ -427,6 +433,7 @@ impl Streams {
             if !more {
                 c.ops = c.ops.saturating_sub(1);
             }
+            let delivered_before = out.len();
             if let Some(bid) = bid {
                 if !c.closing && c.finishing.is_none() {
                     if let Err(reason) =
@@ -468,7 +475,8 @@ impl Streams {
                 c.finishing = Some(reason);
                 close = None;
             }
-            let mut framed = false;
+            // A WebSocket message delivered (by `take_in`) counts as framed.
+            let mut framed = out.len() > delivered_before;
             while !c.closing && close.is_none() && c.finishing.is_none() {
                 match c.decoder.next_frame() {
                     None => break,
@@ -487,7 +495,10 @@ impl Streams {
             }
             // The clock of a message in part starts at its first bytes:
             // after the last whole message, or in an empty buffer.
-            c.partial_since = match c.decoder.mid_message() {
+            let mid = c.decoder.mid_message()
+                || c.records.mid_record()
+                || c.ws.as_deref().is_some_and(WsConn::mid_message);
+            c.partial_since = match mid {
                 false => None,
                 true if framed => Some(now),
                 true => c.partial_since.or(Some(now)),
@@ -1043,6 +1054,7 @@ fn take_in(
         flow,
         got_message,
         handshaken,
+        records,
         ..
     } = c;
     // Plaintext to the framer: the SIP stream decoder, or WebSocket
@@ -1067,6 +1079,7 @@ fn take_in(
     let Some(tls) = tls.as_deref_mut() else {
         return deliver(data);
     };
+    records.push(data);
     let index = transport_index(flow.transport);
     let peer = flow.remote;
     // A failed handshake is counted when the connection closes (however

@@ -17,6 +17,8 @@ use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response,
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::{Message, WebSocket, WebSocketConfig};
 
+use super::boundary::FrameCursor;
+
 /// The subprotocol SIP clients must offer (RFC 7118 §4.1).
 const SUBPROTOCOL: &str = "sip";
 
@@ -121,6 +123,10 @@ pub(crate) struct WsConn {
     /// Bytes received before the upgrade completed (tungstenite buffers
     /// them itself, so the pipe cannot tell).
     upgrade_bytes: usize,
+    /// Frame boundaries of what came after the upgrade (tungstenite
+    /// refuses bytes behind the request: a client must wait for the 101,
+    /// RFC 6455 §4.1).
+    frames: FrameCursor,
 }
 
 impl WsConn {
@@ -144,6 +150,7 @@ impl WsConn {
             pipe,
             state: mid,
             upgrade_bytes: 0,
+            frames: FrameCursor::default(),
         }
     }
 
@@ -157,8 +164,10 @@ impl WsConn {
     /// holds is sent: the 400, or the close answered).
     pub(crate) fn push(&mut self, data: &[u8], out: &mut impl FnMut(Bytes)) -> Result<(), WsEnd> {
         self.pipe.0.borrow_mut().input.extend_from_slice(data);
-        if let State::Upgrading(_) = self.state {
+        let upgrading = matches!(self.state, State::Upgrading(_));
+        if upgrading {
             self.upgrade_bytes += data.len();
+
             if self.upgrade_bytes > MAX_REQUEST {
                 self.state = State::Done;
                 return Err(WsEnd::Upgrade);
@@ -181,6 +190,9 @@ impl WsConn {
         let State::Open(ws) = &mut self.state else {
             return Err(WsEnd::Protocol);
         };
+        if !upgrading {
+            self.frames.push(data);
+        }
         let end = loop {
             match ws.read() {
                 Ok(Message::Text(text)) => out(Bytes::from(text)),
@@ -208,6 +220,13 @@ impl WsConn {
                 Err(e)
             }
         }
+    }
+
+    /// The peer is in the middle of a frame, or of a message sent in
+    /// several frames (after the upgrade; before it, the first-message
+    /// timeout bounds the request).
+    pub(crate) fn mid_message(&self) -> bool {
+        matches!(self.state, State::Open(_)) && self.frames.mid_message()
     }
 
     /// Frames one SIP message (a text message when it is UTF-8, as SIP
@@ -317,6 +336,39 @@ mod tests {
         let out = ws.output();
         assert_eq!(out[0], 0x81, "an unmasked final text frame");
         assert_eq!(&out[2..], b"SIP/2.0 200 OK\r\n\r\n");
+    }
+
+    #[test]
+    fn a_frame_or_message_in_part_is_seen() {
+        let sip = b"OPTIONS sip:sbc.example SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        let mut ws = WsConn::new(65536);
+        let (a, b) = UPGRADE.as_bytes().split_at(UPGRADE.len() - 3);
+        assert_eq!(collect(&mut ws, a), (Ok(()), vec![]));
+        assert!(!ws.mid_message(), "an upgrade under way is not counted");
+        assert_eq!(collect(&mut ws, b), (Ok(()), vec![]));
+        assert!(ws.is_open());
+        assert!(!ws.mid_message());
+        // A frame cut inside its mask.
+        let whole = frame(1, sip, [1, 2, 3, 4]);
+        let (head, tail) = whole.split_at(4);
+        assert_eq!(collect(&mut ws, head), (Ok(()), vec![]));
+        assert!(ws.mid_message());
+        let (r, got) = collect(&mut ws, tail);
+        assert_eq!((r, got), (Ok(()), vec![Bytes::copy_from_slice(sip)]));
+        assert!(!ws.mid_message());
+
+        // A message in two fragments with a ping between: mid until the
+        // final fragment, whatever the ping.
+        let (p1, p2) = sip.split_at(10);
+        let mut first = frame(1, p1, [1, 1, 1, 1]);
+        first[0] &= 0x7f;
+        assert_eq!(collect(&mut ws, &first), (Ok(()), vec![]));
+        assert!(ws.mid_message());
+        assert_eq!(collect(&mut ws, &frame(9, b"p", [2; 4])), (Ok(()), vec![]));
+        assert!(ws.mid_message());
+        let (r, got) = collect(&mut ws, &frame(0, p2, [3; 4]));
+        assert_eq!((r, got), (Ok(()), vec![Bytes::copy_from_slice(sip)]));
+        assert!(!ws.mid_message());
     }
 
     #[test]
