@@ -170,6 +170,63 @@ fn a_refused_connection_fails_the_call_over_at_once() {
     assert!(sbc.metric(r#"sbc_connections_closed_total{reason="connect_failed"}"#) >= 1.0);
 }
 
+/// A carrier over TCP that never answers the connect (its accept queue
+/// is full, so the kernel drops the SBC's SYNs): the INVITE waits behind a
+/// connect in flight until the SBC gives up on the connect (10 s).
+/// Nothing queued on it ever left, so every call waiting on it fails over
+/// then, not at the no-response timer (30 s here) nor when the kernel's
+/// SYN retries run out (about two minutes).
+#[test]
+fn a_connect_that_never_completes_fails_the_calls_over_when_given_up() {
+    let net = Net(152);
+    let text = config(net, 1, true).replacen(
+        "[sip]\n",
+        "[sip.timers]\nno_response_ms = 30000\n\n[sip]\n",
+        1,
+    );
+    let carrier_a: SocketAddr = format!("{}:5060", net.carrier_a()).parse().unwrap();
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(&carrier_a.into()).unwrap();
+    full.listen(0).unwrap();
+    // Backlog 0 holds one connection; two fillers make sure it is full.
+    let fillers: Vec<socket2::Socket> = (0..2)
+        .map(|_| {
+            let f =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            f.set_nonblocking(true).unwrap();
+            let _ = f.connect(&carrier_a.into());
+            f
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let sbc = Sbc::start(net, &text);
+    let uas = Sipp::spawn(
+        "carrier-b",
+        &uas_args(net, &net.carrier_b(), "uas_answer.xml", 3, 0),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = uac_args(net, &net.pbx(), "uac_basic.xml", "+390612345678", 3, 2, 40);
+    args.extend([
+        "-d".into(),
+        "200".into(),
+        "-recv_timeout".into(),
+        "25000".into(),
+    ]);
+    let started = Instant::now();
+    let uac = Sipp::spawn("uac", &args).wait(LIMIT);
+    assert_all_ok(&uac, 3, &sbc);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(25),
+        "took {took:?}\n{}",
+        sbc.log()
+    );
+    assert_all_ok(&uas.wait(LIMIT), 3, &sbc);
+    assert_eq!(sbc.metric("sbc_failovers_total"), 3.0, "{}", sbc.log());
+    assert!(sbc.metric(r#"sbc_connections_closed_total{reason="timeout"}"#) >= 1.0);
+    drop((fillers, full));
+}
+
 /// A TCP connection from `from` (an IP of the test's network) to the SBC.
 fn connect(from: &str, to: &str) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();

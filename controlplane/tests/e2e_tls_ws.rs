@@ -282,7 +282,11 @@ struct Phone {
 impl Phone {
     /// Connects over TLS to `sbc` from `from_ip`.
     fn tls(sbc: SocketAddr, from_ip: &str, user: &'static str, password: &'static str) -> Self {
-        let tcp = tcp_from(from_ip, sbc);
+        Self::tls_on(tcp_from(from_ip, sbc), user, password)
+    }
+
+    /// Over TLS on a connection already made.
+    fn tls_on(tcp: TcpStream, user: &'static str, password: &'static str) -> Self {
         let local = tcp.local_addr().unwrap();
         Phone {
             wire: Wire::Tls(Box::new(tls_to_localhost(tcp)), Vec::new()),
@@ -945,6 +949,69 @@ fn a_websocket_phone_that_went_away_is_480_at_once() {
     );
     let body = registrations(net, |b| b.contains("alice-desk"));
     assert!(body.contains("alice-desk"), "{body}");
+}
+
+/// A phone over TLS that stops reading while it is rung, then resets its
+/// connection: what the SBC still held for it (INVITEs the kernel could
+/// not take) never left, so every call ringing it, on either shard, gets
+/// 480 at once rather than waiting for its INVITE's timer (32 s).
+#[test]
+fn a_phone_lost_with_invites_still_queued_for_it_is_480_at_once() {
+    sipp_installed();
+    let net = Net(153);
+    let config = phones_config(net) + "\n[sip.timers]\nno_response_ms = 60000\n";
+    let sbc = Sbc::start(net, &config);
+    let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
+    // A small receive buffer and segment size, so the SBC's send buffer
+    // stays small (on loopback it would grow to megabytes) and its output
+    // piles up behind them.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.set_tcp_mss(536).unwrap();
+    sock.bind(&SocketAddr::new(net.ip(52).parse().unwrap(), 0).into())
+        .unwrap();
+    sock.connect(&tls_at.into()).unwrap();
+    let tcp: TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut alice = Phone::tls_on(tcp, "alice-desk", "Desk-9f2k-Alice");
+    let ok = alice.register(&net.sbc());
+    assert_eq!(status(&ok), 200, "{ok}\n{}", sbc.log());
+
+    // 150 calls in 5 s; alice reads none of their INVITEs.
+    let mut args = uac_args(net, &net.ip(20), "uac_basic.xml", DID, 150, 30, 0);
+    args.extend(["-l", "200", "-recv_timeout", "60000"].map(String::from));
+    let carrier = Sipp::spawn("carrier", &args);
+    std::thread::sleep(Duration::from_secs(7));
+    let Wire::Tls(stream, _) = &alice.wire else {
+        unreachable!()
+    };
+    // Gone without a goodbye: a reset.
+    socket2::SockRef::from(&stream.sock)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    let reset = Instant::now();
+    drop(alice);
+    let calls = carrier.wait(LIMIT);
+    let took = reset.elapsed();
+    assert_eq!(
+        (calls.successful, calls.failed),
+        (0, 150),
+        "{}\n{}",
+        calls.output,
+        sbc.log()
+    );
+    assert!(
+        calls.output.contains("received 'SIP/2.0 480") && !calls.output.contains("SIP/2.0 408"),
+        "{}\n{}",
+        calls.output,
+        sbc.log()
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "{took:?}: the 480s must not wait for a timer\n{}",
+        sbc.log()
+    );
 }
 
 #[test]

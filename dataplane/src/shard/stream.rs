@@ -52,6 +52,10 @@ const MAX_CONNS: usize = 16_384;
 const MAX_PER_SOURCE: u16 = 64;
 /// An accepted connection must deliver a whole message within this long.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+/// A connection the SBC opens must connect within this long (the
+/// kernel's own SYN retries last about two minutes): then what waits on
+/// it is reported unsent, and the next message opens a new one.
+const CONNECT: Duration = Duration::from_secs(10);
 /// A SIP message begun on a connection must arrive whole within this
 /// long (a Content-Length larger than what comes, a head that never ends,
 /// a TLS record or WebSocket frame cut short), counted from its first
@@ -858,10 +862,18 @@ impl Streams {
         if self.by_remote.get(&key) == Some(&slot) {
             self.by_remote.remove(&key);
         }
-        // A connection of ours that never connected, or whose TLS
-        // handshake never finished: nothing queued on it ever left.
-        let never_open = reason == ConnClose::ConnectFailed || (c.tls.is_some() && !c.handshaken);
-        if never_open && !c.accepted {
+        // A connection of ours that never connected (refused, or given up
+        // on while the connect was in flight), or whose TLS handshake
+        // never finished: nothing queued on it ever left. Nor did output
+        // still queued or in flight on any connection lost before it went
+        // (not last words, not our own stop).
+        let never_open = reason == ConnClose::ConnectFailed
+            || c.connecting.is_some()
+            || (c.tls.is_some() && !c.handshaken);
+        let lost_output = (!c.queued.is_empty() || !c.sending.is_empty())
+            && c.finishing.is_none()
+            && reason != ConnClose::Shutdown;
+        if (never_open && !c.accepted) || lost_output {
             mark_unsent(&mut self.unsent, key);
         }
         if c.accepted {
@@ -986,8 +998,8 @@ impl Streams {
         std::mem::take(&mut self.unsent)
     }
 
-    /// Closes connections that never sent a message in time, left one
-    /// unfinished too long, or went idle.
+    /// Closes connections that never sent a message in time (or, of
+    /// ours, never connected), left one unfinished too long, or went idle.
     pub(crate) fn sweep(
         &mut self,
         ring: &mut IoUring,
@@ -1011,8 +1023,9 @@ impl Streams {
                 // handshake (either way) not done: both in the first
                 // message time.
                 let handshaking = c.tls.as_deref().is_some_and(|t| t.is_handshaking());
-                let late = (!c.got_message || handshaking)
-                    && now.saturating_duration_since(c.opened) > FIRST_MESSAGE;
+                let age = now.saturating_duration_since(c.opened);
+                let late = ((!c.got_message || handshaking) && age > FIRST_MESSAGE)
+                    || (c.connecting.is_some() && age > CONNECT);
                 let idle = now.saturating_duration_since(c.active) > IDLE;
                 let stalled = c
                     .partial_since
