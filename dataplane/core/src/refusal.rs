@@ -43,6 +43,13 @@ pub enum Refusal {
     /// that arrived over a transport that is not TLS (416).
     #[error("SIPS Request-URI over an insecure transport")]
     InsecureSips,
+    /// A request that sets where requests back to its sender go (an
+    /// INVITE, a target refresh) with a SIPS Contact or next-hop
+    /// Record-Route, over a transport that is not TLS: those requests
+    /// would need TLS on every hop (RFC 3261 §26.2.2) the sender does not
+    /// use with the SBC (400).
+    #[error("SIPS Contact or Record-Route over an insecure transport")]
+    InsecureSipsTarget,
     /// RFC 3261 §8.2.2.3: Require with options we lack (420, with
     /// Unsupported listing them).
     #[error("unsupported extension required")]
@@ -156,7 +163,7 @@ impl Refusal {
             Refusal::Overloaded => 17,
             Refusal::DialogBusy => 18,
             Refusal::NotRegistered => 19,
-            Refusal::InsecureSips => 20,
+            Refusal::InsecureSips | Refusal::InsecureSipsTarget => 20,
             Refusal::SessionIntervalTooSmall => 21,
             Refusal::CallLimit => 22,
         }
@@ -181,6 +188,7 @@ impl Refusal {
             Refusal::TooManyHops => 483,
             Refusal::Malformed(e) => e.status(),
             Refusal::UnsupportedScheme | Refusal::InsecureSips => 416,
+            Refusal::InsecureSipsTarget => 400,
             Refusal::BadExtension => 420,
             Refusal::MethodNotAllowed => 405,
             Refusal::NotImplemented => 501,
@@ -210,6 +218,7 @@ impl Refusal {
             Refusal::TooManyHops => "Too Many Hops",
             Refusal::Malformed(e) => return Cow::Owned(e.reason()),
             Refusal::UnsupportedScheme | Refusal::InsecureSips => "Unsupported URI Scheme",
+            Refusal::InsecureSipsTarget => "SIPS Contact Needs TLS",
             Refusal::BadExtension => "Bad Extension",
             Refusal::MethodNotAllowed => "Method Not Allowed",
             Refusal::NotImplemented => "Not Implemented",
@@ -269,7 +278,7 @@ mod tests {
     use super::*;
     use crate::sip::ParseError;
 
-    const ALL: [Refusal; 30] = [
+    const ALL: [Refusal; 31] = [
         Refusal::AclDenied,
         Refusal::UnknownSource,
         Refusal::NoRoute,
@@ -280,6 +289,7 @@ mod tests {
         Refusal::Malformed(RequestError::Parse(ParseError::Version)),
         Refusal::UnsupportedScheme,
         Refusal::InsecureSips,
+        Refusal::InsecureSipsTarget,
         Refusal::BadExtension,
         Refusal::MethodNotAllowed,
         Refusal::NotImplemented,

@@ -171,6 +171,40 @@ fn a_contact_outside_the_trunk_does_not_redirect_requests() {
     );
 }
 
+/// A callee that answers over UDP with a SIPS Contact asks for TLS on
+/// every hop of the requests to it (RFC 3261 §26.2.2), which its trunk's
+/// transport cannot give: the Contact is not taken, and the ACK and BYE go
+/// to the target the INVITE had, never as a SIPS request over UDP.
+#[test]
+fn a_sips_contact_answered_over_udp_is_not_taken() {
+    let mut sim = Sim::new();
+    let (b_invite, ok) = answered_with(&mut sim, "sips@pbx", "sips:callee@10.0.0.20:5061");
+    let ruri = b_invite
+        .text()
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap()
+        .to_owned();
+    assert!(ruri.starts_with("sip:"), "{ruri}");
+    let to = ok.header(HeaderName::To);
+    sim.recv(PBX, &ack_from_pbx("sips@pbx", &to));
+    let b_ack = sim.one_to(CARRIER_A);
+    assert!(
+        b_ack.text().starts_with(&format!("ACK {ruri} SIP/2.0\r\n")),
+        "{}",
+        b_ack.text()
+    );
+    sim.recv(PBX, &pbx_bye("sips@pbx", &to, "z9hG4bKsipsbye"));
+    let b_bye = sim.first_to(CARRIER_A);
+    assert!(
+        b_bye.text().starts_with(&format!("BYE {ruri} SIP/2.0\r\n")),
+        "{}",
+        b_bye.text()
+    );
+    assert!(!sim.sent().iter().any(|s| s.text().contains(" sips:")));
+}
+
 /// A trunk with `follow_contact`: its Contact outside its sources moves
 /// the SBC's ACK and BYE there, and it is heard from there in the dialog.
 #[test]

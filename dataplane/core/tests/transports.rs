@@ -593,6 +593,60 @@ fn a_sips_request_uri_is_taken_only_over_tls() {
     assert_eq!(to_carrier.remote, addr(CARRIER_A));
 }
 
+/// A SIPS Contact, or a SIPS Record-Route that would be the next hop,
+/// asks for TLS on every hop back (RFC 3261 §26.2.2): over UDP the INVITE
+/// is refused with 400 rather than the call relayed to a target the SBC
+/// could only reach insecurely. Over TLS it is taken.
+#[test]
+fn a_sips_contact_is_taken_only_over_tls() {
+    let p = tls_policy();
+    let mut sim = Sim::with_policy(p);
+    let with_sips_contact = |call_id: &str, branch: &str| {
+        invite(PBX, "+390612345678", call_id, branch, 1).replacen(
+            "Contact: <sip:",
+            "Contact: <SIPS:",
+            1,
+        )
+    };
+    let with_sips_route = |call_id: &str, branch: &str| {
+        invite(PBX, "+390612345678", call_id, branch, 1).replacen(
+            "Record-Route: <sip:",
+            "Record-Route: <sips:",
+            1,
+        )
+    };
+    for (n, text) in [
+        with_sips_contact("sipsc-1", "z9hG4bKc1"),
+        with_sips_route("sipsc-2", "z9hG4bKc2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sim.recv(PBX, &text);
+        let refused = sim.one_to(PBX);
+        assert_eq!(refused.code(), Some(400), "{}", refused.text());
+        assert!(
+            refused
+                .text()
+                .starts_with("SIP/2.0 400 SIPS Contact Needs TLS\r\n"),
+            "{}",
+            refused.text()
+        );
+        assert_eq!(
+            sim.rejected(sbc_core::refusal::Refusal::InsecureSipsTarget),
+            n as u64 + 1
+        );
+    }
+    assert!(drain(&mut sim).is_empty(), "nothing reached the carrier");
+    // Over TLS the call goes on to the carrier.
+    let tls = stream_flow(Transport::Tls, "10.0.0.10:40201", 2, 7);
+    let text = with_sips_contact("sipsc-3", "z9hG4bKc3").replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    sim.engine.handle_datagram(sim.now, tls, text.as_bytes());
+    let sent = drain(&mut sim);
+    let (to_carrier, _) = find(&sent, "INVITE ");
+    assert_eq!(to_carrier.remote, addr(CARRIER_A));
+}
+
 #[test]
 fn in_a_dialog_a_peer_is_heard_only_over_its_legs_transport() {
     let mut p = tls_policy();

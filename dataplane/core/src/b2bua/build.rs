@@ -384,6 +384,36 @@ pub(crate) fn uri_of_route(route: &[u8]) -> &[u8] {
     }
 }
 
+/// Whether a URI, or a Contact, Route or Record-Route value, is a SIPS
+/// URI.
+pub(crate) fn is_sips(value: &[u8]) -> bool {
+    uri_of_route(value)
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
+}
+
+/// Whether `transport` is secured by TLS (TLS, or WebSocket over TLS).
+pub(crate) fn is_secure(transport: Transport) -> bool {
+    matches!(transport, Transport::Tls | Transport::Wss)
+}
+
+/// Whether requests back to the sender of `msg` would need TLS on every
+/// hop (RFC 3261 §26.2.2): its Contact (their Request-URI) or the route
+/// that would be their next hop is a SIPS URI. The next hop is the first
+/// Record-Route of a request (RFC 3261 §12.1.1) and the last of a response
+/// (§12.1.2).
+pub(crate) fn asks_for_tls(msg: &Message<'_>) -> bool {
+    let mut routes = msg
+        .all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value));
+    let hop = if msg.is_request() {
+        routes.next()
+    } else {
+        routes.last()
+    };
+    hop.is_some_and(is_sips) || contact_uri(msg).is_some_and(is_sips)
+}
+
 /// Whom a leg's requests may reach: the peer's trunk, whose sources it
 /// may name, and the address already known for it (the fallback).
 #[derive(Clone, Copy)]

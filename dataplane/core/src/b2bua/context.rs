@@ -210,7 +210,8 @@ impl Ctx {
             return;
         }
         let from_stranger = why == Refusal::UnknownSource
-            || (why == Refusal::InsecureSips && self.policy.trunk_on(&origin).is_none());
+            || (matches!(why, Refusal::InsecureSips | Refusal::InsecureSipsTarget)
+                && self.policy.trunk_on(&origin).is_none());
         if from_stranger && !self.may_answer_stranger(origin) {
             return;
         }

@@ -30,7 +30,7 @@ use crate::transaction::{
 /// Target-refresh requests: they carry a Contact and their 2xx may change
 /// the remote target (RFC 3261 §12.2, RFC 3311 §5.1, RFC 6665 §4.1, RFC 3515
 /// §2.4.1 for REFER's mandatory Contact).
-fn is_target_refresh(m: Method) -> bool {
+pub(crate) fn is_target_refresh(m: Method) -> bool {
     matches!(
         m,
         Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer
@@ -300,6 +300,14 @@ fn refresh_target(call: &mut Call, side: Side, req: &Request<'_>) {
 /// The Contact of `msg` (a target refresh or its 2xx, RFC 3261 §12.2) is
 /// `side`'s peer's new remote target.
 fn retarget(call: &mut Call, side: Side, msg: &crate::sip::Message<'_>) {
+    // A SIPS target the leg's transport cannot reach securely (a 2xx to a
+    // re-INVITE over UDP or TCP) is not taken: requests keep going to the
+    // target before it (RFC 3261 §26.2.2; such requests are refused).
+    if !super::build::is_secure(call.leg_mut(side).flow.transport)
+        && super::build::asks_for_tls(msg)
+    {
+        return;
+    }
     if let Some(contact) = contact_uri(msg) {
         let policy = std::sync::Arc::clone(&call.policy);
         let leg = call.leg_mut(side);

@@ -187,6 +187,15 @@ impl Engine {
             self.ctx.refuse(&req, origin, Refusal::InsecureSips);
             return;
         }
+        // Nor does the SBC take a SIPS Contact (or next-hop Record-Route)
+        // it would have to reach over TLS from a peer that did not use it.
+        if super::dialog::is_target_refresh(req.method)
+            && !super::build::is_secure(origin.transport)
+            && super::build::asks_for_tls(&req.msg)
+        {
+            self.ctx.refuse(&req, origin, Refusal::InsecureSipsTarget);
+            return;
+        }
         if req.to_tag().is_some() && req.method != Method::Other {
             return self.on_in_dialog(now, &req, origin);
         }

@@ -971,9 +971,16 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
     } else {
         to
     };
-    b.set_remote(Some(tag), to, contact_uri(&resp.msg));
+    // A SIPS Contact or route over a transport that is not TLS is not
+    // taken (requests to it would need TLS on every hop, RFC 3261
+    // §26.2.2): the leg's requests keep to the target and route set they
+    // had, on the transport the callee answered over.
+    let insecure =
+        !super::build::is_secure(b.flow.transport) && super::build::asks_for_tls(&resp.msg);
+    let target = contact_uri(&resp.msg).filter(|_| !insecure);
+    b.set_remote(Some(tag), to, target);
     let routes = uac_route_set(&resp.msg);
-    if confirmed || !routes.is_empty() {
+    if !insecure && (confirmed || !routes.is_empty()) {
         b.route_set = routes;
     }
     let fallback = call.policy.fixed_address(b.trunk).unwrap_or(b.flow.remote);
