@@ -392,6 +392,15 @@ pub(crate) fn is_sips(value: &[u8]) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
 }
 
+/// Whether `sips:` (in any letter case) occurs in a header value.
+fn mentions_sips(value: &[u8]) -> bool {
+    memchr::memchr_iter(b':', value).any(|i| {
+        i.checked_sub(4)
+            .and_then(|start| value.get(start..i))
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"sips"))
+    })
+}
+
 /// Whether `transport` is secured by TLS (TLS, or WebSocket over TLS).
 pub(crate) fn is_secure(transport: Transport) -> bool {
     matches!(transport, Transport::Tls | Transport::Wss)
@@ -403,6 +412,15 @@ pub(crate) fn is_secure(transport: Transport) -> bool {
 /// Record-Route of a request (RFC 3261 §12.1.1) and the last of a response
 /// (§12.1.2).
 pub(crate) fn asks_for_tls(msg: &Message<'_>) -> bool {
+    // Nearly every message names no SIPS URI at all: a scan for `sips:`
+    // spares them the parse of the Contact.
+    let mentioned = msg.value(HeaderName::Contact).is_some_and(mentions_sips)
+        || msg
+            .all(HeaderName::RecordRoute)
+            .any(|h| mentions_sips(h.value));
+    if !mentioned {
+        return false;
+    }
     let mut routes = msg
         .all(HeaderName::RecordRoute)
         .flat_map(|h| CommaList::new(h.value));
