@@ -884,9 +884,9 @@ fn webrtc_phones_over_wss_and_ws_register_call_each_other_and_a_udp_carrier() {
 /// a WebSocket connection itself (RFC 7118), so the INVITE for it cannot
 /// leave. The carrier's calls to its DID get 480 at once, not when the
 /// phone's INVITE transaction or the no-response timer (60 s here) gives
-/// up, though the binding is still there until it expires. Six calls, so
-/// that (with two shards) some are very likely routed on the shard that
-/// did not hold the phone's connection: that shard is told too.
+/// up, though the binding is still there until it expires. Sixteen calls,
+/// so that (with two shards) some are all but certainly routed on the
+/// shard that did not hold the phone's connection: that shard is told too.
 #[test]
 fn a_websocket_phone_that_went_away_is_480_at_once() {
     sipp_installed();

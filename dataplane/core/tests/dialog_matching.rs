@@ -205,6 +205,74 @@ fn a_sips_contact_answered_over_udp_is_not_taken() {
     assert!(!sim.sent().iter().any(|s| s.text().contains(" sips:")));
 }
 
+/// Forks: one early dialog rings with a `sip:` Contact, another answers
+/// over UDP with a `sips:` Contact. The answer's dialog does not inherit
+/// the other fork's target: its ACK and BYE go to the INVITE's
+/// Request-URI. In that dialog, a re-INVITE from the callee over UDP
+/// with a `sips:` Contact is refused with 400 and leaves the target as it
+/// was.
+#[test]
+fn a_sips_answer_of_another_fork_and_a_sips_reinvite_move_no_target() {
+    let mut sim = Sim::new();
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "fork@pbx", "z9hG4bKinv", 1),
+    );
+    let b_invite = sim.one_to(CARRIER_A);
+    let ruri = b_invite.text().split(' ').nth(1).unwrap().to_owned();
+    let ringing = reply(
+        &b_invite,
+        180,
+        "Ringing",
+        Some("fork-x"),
+        Some("sip:other@10.0.0.20:5070"),
+        "",
+    );
+    sim.recv(CARRIER_A, &ringing);
+    sim.sent();
+    sim.recv(
+        CARRIER_A,
+        &answer_200(&b_invite, "carrier-tag", "sips:callee@10.0.0.20:5061"),
+    );
+    let ok = sim.first_to(PBX);
+    assert_eq!(ok.code(), Some(200));
+    let to = ok.header(HeaderName::To);
+    sim.recv(PBX, &ack_from_pbx("fork@pbx", &to));
+    let b_ack = sim.one_to(CARRIER_A);
+    assert!(
+        b_ack.text().starts_with(&format!("ACK {ruri} SIP/2.0\r\n")),
+        "{}",
+        b_ack.text()
+    );
+
+    // The callee's re-INVITE with a SIPS Contact, over UDP: 400, and the
+    // target stays.
+    let reinvite = |branch: &str, cseq: u32, contact: &str| {
+        carrier_bye(&b_invite, branch, cseq)
+            .replacen("BYE ", "INVITE ", 1)
+            .replace(&format!("{cseq} BYE"), &format!("{cseq} INVITE"))
+            .replacen(
+                "Contact: <sip:peer@10.0.0.20:5060>",
+                &format!("Contact: <{contact}>"),
+                1,
+            )
+    };
+    sim.recv(
+        CARRIER_A,
+        &reinvite("z9hG4bKre1", 2, "sips:callee@10.0.0.20:5061"),
+    );
+    let refused = sim.one_to(CARRIER_A);
+    assert_eq!(refused.code(), Some(400), "{}", refused.text());
+    assert_eq!(sim.rejected(Refusal::InsecureSipsTarget), 1);
+    sim.recv(PBX, &pbx_bye("fork@pbx", &to, "z9hG4bKforkbye"));
+    let b_bye = sim.first_to(CARRIER_A);
+    assert!(
+        b_bye.text().starts_with(&format!("BYE {ruri} SIP/2.0\r\n")),
+        "{}",
+        b_bye.text()
+    );
+}
+
 /// A trunk with `follow_contact`: its Contact outside its sources moves
 /// the SBC's ACK and BYE there, and it is heard from there in the dialog.
 #[test]

@@ -638,6 +638,18 @@ fn a_sips_contact_is_taken_only_over_tls() {
         );
     }
     assert!(drain(&mut sim).is_empty(), "nothing reached the carrier");
+    // A SIPS Record-Route that is not the next hop back (the first one
+    // is) asks nothing of the SBC's hop: taken over UDP.
+    let far_sips = invite(PBX, "+390612345678", "sipsc-4", "z9hG4bKc4", 1).replacen(
+        "Record-Route: <sip:edge.pbx.internal;lr>\r\n",
+        "Record-Route: <sip:edge.pbx.internal;lr>\r\nRecord-Route: <sips:core.pbx.internal;lr>\r\n",
+        1,
+    );
+    assert!(far_sips.contains("sips:core"));
+    sim.recv(PBX, &far_sips);
+    let sent = drain(&mut sim);
+    let (to_carrier, _) = find(&sent, "INVITE ");
+    assert_eq!(to_carrier.remote, addr(CARRIER_A));
     // Over TLS the call goes on to the carrier.
     let tls = stream_flow(Transport::Tls, "10.0.0.10:40201", 2, 7);
     let text = with_sips_contact("sipsc-3", "z9hG4bKc3").replace("SIP/2.0/UDP", "SIP/2.0/TLS");

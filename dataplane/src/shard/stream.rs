@@ -428,6 +428,7 @@ impl Streams {
         let len = usize::try_from(res).unwrap_or(0);
         let mut close = None;
         let mut pong = false;
+        let mut drain = false;
         let sealed;
         if let Some(c) = self
             .slots
@@ -509,7 +510,14 @@ impl Streams {
             };
             self.urgent |= setting_up(c) || c.finishing.is_some();
             if close.is_none() && !c.closing {
-                if res == 0 {
+                if res == 0 && c.finishing.is_none() && has_output(c) {
+                    // The peer is done sending, not necessarily reading
+                    // (a half-close): what is queued for it still goes,
+                    // then the connection closes.
+                    c.finishing = Some(ConnClose::Peer);
+                    c.active = now;
+                    drain = true;
+                } else if res == 0 {
                     close = Some(ConnClose::Peer);
                 } else if res < 0 && -res != libc::ENOBUFS {
                     close = Some(if -res == libc::ECONNRESET {
@@ -526,7 +534,7 @@ impl Streams {
             }
             return Ok(());
         }
-        if sealed {
+        if sealed || drain {
             self.send_next(ring, slot)?;
         }
         if pong {
@@ -535,8 +543,9 @@ impl Streams {
         }
         if let Some(reason) = close {
             self.close(ring, slot, reason, stats)?;
-        } else if !more {
-            // Ended without error (out of buffers): receive again.
+        } else if !more && !drain {
+            // Ended without error (out of buffers): receive again. (Not
+            // after the peer's end of stream: nothing more comes.)
             self.arm_recv(ring, slot)?;
         }
         self.maybe_free(slot);
@@ -853,6 +862,7 @@ impl Streams {
         // error, a reset, a timeout) is a failed handshake, counted once:
         // here.
         if reason != ConnClose::ConnectFailed
+            && c.connecting.is_none()
             && !c.handshaken
             && c.tls.as_deref().is_some_and(|t| t.is_handshaking())
         {
@@ -870,10 +880,8 @@ impl Streams {
         let never_open = reason == ConnClose::ConnectFailed
             || c.connecting.is_some()
             || (c.tls.is_some() && !c.handshaken);
-        let lost_output = (!c.queued.is_empty() || !c.sending.is_empty())
-            && c.finishing.is_none()
-            && reason != ConnClose::Shutdown;
-        if (never_open && !c.accepted) || lost_output {
+        let lost_output = (!c.queued.is_empty() || !c.sending.is_empty()) && c.finishing.is_none();
+        if reason != ConnClose::Shutdown && ((never_open && !c.accepted) || lost_output) {
             mark_unsent(&mut self.unsent, key);
         }
         if c.accepted {
@@ -1148,6 +1156,11 @@ fn awaiting_own(c: &Conn) -> bool {
         && (c.connecting.is_some()
             || (c.in_flight && !c.queued.is_empty())
             || c.tls.as_deref().is_some_and(|t| t.is_handshaking()))
+}
+
+/// Output waiting on a connection: queued, or in a send in flight.
+fn has_output(c: &Conn) -> bool {
+    c.in_flight || !c.sending.is_empty() || !c.queued.is_empty()
 }
 
 /// Moves what WebSocket and TLS have to send (the upgrade answer, frames,

@@ -174,7 +174,14 @@ impl WsConn {
             }
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Upgrading(mid) => match (*mid).handshake() {
-                    Ok(ws) => self.state = State::Open(Box::new(ws)),
+                    Ok(ws) => {
+                        self.state = State::Open(Box::new(ws));
+                        // What tungstenite left unread behind the request
+                        // (it reads the upgrade a chunk at a time) is the
+                        // first frames: followed from here.
+                        let rest = self.pipe.0.borrow().input.clone();
+                        self.frames.push(&rest);
+                    }
                     Err(HandshakeError::Interrupted(mid)) => {
                         self.state = State::Upgrading(Box::new(mid));
                         return Ok(());
@@ -367,6 +374,34 @@ mod tests {
         assert_eq!(collect(&mut ws, &frame(9, b"p", [2; 4])), (Ok(()), vec![]));
         assert!(ws.mid_message());
         let (r, got) = collect(&mut ws, &frame(0, p2, [3; 4]));
+        assert_eq!((r, got), (Ok(()), vec![Bytes::copy_from_slice(sip)]));
+        assert!(!ws.mid_message());
+    }
+
+    #[test]
+    fn frames_left_unread_behind_an_upgrade_are_followed() {
+        // A request of exactly one of tungstenite's 4 KiB reads, and the
+        // first bytes of a frame behind it in the same push: tungstenite
+        // takes the request whole without seeing them.
+        let pad = 4096 - UPGRADE.len() - "X-Pad: \r\n".len();
+        let request = UPGRADE.replacen(
+            "\r\n\r\n",
+            &format!("\r\nX-Pad: {}\r\n\r\n", "p".repeat(pad)),
+            1,
+        );
+        assert_eq!(request.len(), 4096);
+        let sip = b"OPTIONS sip:sbc.example SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        let whole = frame(1, sip, [1, 2, 3, 4]);
+        let (head, tail) = whole.split_at(4);
+        let mut ws = WsConn::new(65536);
+        let mut first = request.into_bytes();
+        first.extend_from_slice(head);
+        let (r, got) = collect(&mut ws, &first);
+        assert_eq!(r, Ok(()));
+        assert!(ws.is_open());
+        assert!(got.is_empty());
+        assert!(ws.mid_message(), "the frame begun behind the request");
+        let (r, got) = collect(&mut ws, tail);
         assert_eq!((r, got), (Ok(()), vec![Bytes::copy_from_slice(sip)]));
         assert!(!ws.mid_message());
     }

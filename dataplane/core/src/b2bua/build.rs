@@ -407,19 +407,25 @@ pub(crate) fn is_secure(transport: Transport) -> bool {
 }
 
 /// Whether requests back to the sender of `msg` would need TLS on every
-/// hop (RFC 3261 §26.2.2): its Contact (their Request-URI) or the route
-/// that would be their next hop is a SIPS URI. The next hop is the first
-/// Record-Route of a request (RFC 3261 §12.1.1) and the last of a response
-/// (§12.1.2).
-pub(crate) fn asks_for_tls(msg: &Message<'_>) -> bool {
+/// hop (RFC 3261 §26.2.2): its Contact (their Request-URI) is a SIPS URI,
+/// or, when `msg` sets a dialog's route set (`sets_routes`: a request or
+/// response that creates one), the route that would be their next hop:
+/// the first Record-Route of a request (RFC 3261 §12.1.1), the last of a
+/// response (§12.1.2). Within a dialog the route set does not change
+/// (§12.2), so only the Contact counts there.
+pub(crate) fn asks_for_tls(msg: &Message<'_>, sets_routes: bool) -> bool {
     // Nearly every message names no SIPS URI at all: a scan for `sips:`
     // spares them the parse of the Contact.
     let mentioned = msg.value(HeaderName::Contact).is_some_and(mentions_sips)
-        || msg
-            .all(HeaderName::RecordRoute)
-            .any(|h| mentions_sips(h.value));
+        || (sets_routes
+            && msg
+                .all(HeaderName::RecordRoute)
+                .any(|h| mentions_sips(h.value)));
     if !mentioned {
         return false;
+    }
+    if !sets_routes {
+        return contact_uri(msg).is_some_and(is_sips);
     }
     let mut routes = msg
         .all(HeaderName::RecordRoute)

@@ -304,7 +304,7 @@ fn retarget(call: &mut Call, side: Side, msg: &crate::sip::Message<'_>) {
     // re-INVITE over UDP or TCP) is not taken: requests keep going to the
     // target before it (RFC 3261 §26.2.2; such requests are refused).
     if !super::build::is_secure(call.leg_mut(side).flow.transport)
-        && super::build::asks_for_tls(msg)
+        && super::build::asks_for_tls(msg, false)
     {
         return;
     }

@@ -191,7 +191,7 @@ impl Engine {
         // it would have to reach over TLS from a peer that did not use it.
         if super::dialog::is_target_refresh(req.method)
             && !super::build::is_secure(origin.transport)
-            && super::build::asks_for_tls(&req.msg)
+            && super::build::asks_for_tls(&req.msg, req.to_tag().is_none())
         {
             self.ctx.refuse(&req, origin, Refusal::InsecureSipsTarget);
             return;

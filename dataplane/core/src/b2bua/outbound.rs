@@ -515,7 +515,7 @@ pub(crate) fn on_attempt_response(
                 send_cancel(ctx, call, index, now);
                 return;
             }
-            on_provisional(ctx, call, resp, now);
+            on_provisional(ctx, call, index, resp, now);
         }
         200..=299 => {
             on_answer(ctx, call, index, resp, now);
@@ -646,8 +646,8 @@ fn cancel_other_forks(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant
 }
 
 /// A provisional answer of the attempt in progress: the call is early.
-fn on_provisional(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
-    remember_peer(call, resp, false);
+fn on_provisional(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+    remember_peer(call, index, resp, false);
     if !call.timers.is_set(TimerName::MaxRinging) {
         let max = call.policy.call_timers.max_ringing;
         call.timers.set(TimerName::MaxRinging, now + max);
@@ -667,7 +667,7 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
         unanchorable_answer(ctx, call, index, resp, now);
         return;
     }
-    remember_peer(call, resp, true);
+    remember_peer(call, index, resp, true);
     call.cancel_call_timers();
     if let Some(max) = policy.call_timers.max_duration {
         call.timers.set(TimerName::MaxDuration, now + max);
@@ -952,12 +952,14 @@ pub(crate) fn sdp_towards(
 
 /// Takes the callee's tag, target and route set from a response that
 /// creates or confirms the B dialog (RFC 3261 §12.1.2).
-fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
+fn remember_peer(call: &mut Call, index: usize, resp: &Response<'_>, confirmed: bool) {
     let Some(tag) = resp.to_tag() else {
         return;
     };
+    let ruri = call.attempts.get(index).map(|a| a.ruri.clone());
     let b = &mut call.b;
-    if b.remote_tag() != Some(tag) {
+    let fresh = b.remote_tag() != Some(tag);
+    if fresh {
         // Another early dialog (fork): its CSeq space starts afresh.
         b.remote_cseq = None;
     }
@@ -973,14 +975,23 @@ fn remember_peer(call: &mut Call, resp: &Response<'_>, confirmed: bool) {
     };
     // A SIPS Contact or route over a transport that is not TLS is not
     // taken (requests to it would need TLS on every hop, RFC 3261
-    // §26.2.2): the leg's requests keep to the target and route set they
-    // had, on the transport the callee answered over.
+    // §26.2.2): the dialog's requests go to the attempt's Request-URI (or
+    // the target this early dialog already had), with no route set, on
+    // the transport the callee answered over.
     let insecure =
-        !super::build::is_secure(b.flow.transport) && super::build::asks_for_tls(&resp.msg);
-    let target = contact_uri(&resp.msg).filter(|_| !insecure);
+        !super::build::is_secure(b.flow.transport) && super::build::asks_for_tls(&resp.msg, true);
+    let target = match (insecure, fresh) {
+        (false, _) => contact_uri(&resp.msg),
+        (true, true) => ruri.as_deref(),
+        (true, false) => None,
+    };
     b.set_remote(Some(tag), to, target);
     let routes = uac_route_set(&resp.msg);
-    if !insecure && (confirmed || !routes.is_empty()) {
+    if insecure {
+        if fresh {
+            b.route_set.clear();
+        }
+    } else if confirmed || !routes.is_empty() {
         b.route_set = routes;
     }
     let fallback = call.policy.fixed_address(b.trunk).unwrap_or(b.flow.remote);
