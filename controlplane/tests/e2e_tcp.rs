@@ -137,35 +137,9 @@ fn a_udp_pbx_reaches_a_carrier_over_tcp_reusing_connections() {
 #[test]
 fn a_refused_connection_fails_the_call_over_at_once() {
     let net = Net(149);
-    let mut text = config(net, 1, true);
-    text = text.replacen(
-        "[sip]\n",
-        "[sip.timers]\nno_response_ms = 30000\n\n[sip]\n",
-        1,
-    );
-    let sbc = Sbc::start(net, &text);
     // Nothing listens on carrier-a's TCP port: its connects are refused.
-    let uas = Sipp::spawn(
-        "carrier-b",
-        &uas_args(net, &net.carrier_b(), "uas_answer.xml", 3, 0),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let mut args = uac_args(net, &net.pbx(), "uac_basic.xml", "+390612345678", 3, 2, 40);
-    args.extend([
-        "-d".into(),
-        "200".into(),
-        "-recv_timeout".into(),
-        "10000".into(),
-    ]);
-    let started = Instant::now();
-    let uac = Sipp::spawn("uac", &args).wait(LIMIT);
-    assert_all_ok(&uac, 3, &sbc);
-    assert!(
-        started.elapsed() < Duration::from_secs(25),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_all_ok(&uas.wait(LIMIT), 3, &sbc);
+    let (sbc, took) = three_calls_fail_over_to_carrier_b(net, 10_000);
+    assert!(took < Duration::from_secs(25), "took {took:?}");
     assert_eq!(sbc.metric("sbc_failovers_total"), 3.0, "{}", sbc.log());
     assert!(sbc.metric(r#"sbc_connections_closed_total{reason="connect_failed"}"#) >= 1.0);
 }
@@ -179,11 +153,6 @@ fn a_refused_connection_fails_the_call_over_at_once() {
 #[test]
 fn a_connect_that_never_completes_fails_the_calls_over_when_given_up() {
     let net = Net(152);
-    let text = config(net, 1, true).replacen(
-        "[sip]\n",
-        "[sip.timers]\nno_response_ms = 30000\n\n[sip]\n",
-        1,
-    );
     let carrier_a: SocketAddr = format!("{}:5060", net.carrier_a()).parse().unwrap();
     let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     full.bind(&carrier_a.into()).unwrap();
@@ -199,6 +168,27 @@ fn a_connect_that_never_completes_fails_the_calls_over_when_given_up() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
+    let (sbc, took) = three_calls_fail_over_to_carrier_b(net, 25_000);
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(25),
+        "took {took:?}\n{}",
+        sbc.log()
+    );
+    assert_eq!(sbc.metric("sbc_failovers_total"), 3.0, "{}", sbc.log());
+    assert!(sbc.metric(r#"sbc_connections_closed_total{reason="timeout"}"#) >= 1.0);
+    drop((fillers, full));
+}
+
+/// Three calls from the pbx over UDP to a number routed to carrier-a over
+/// TCP, then carrier-b; the no-response timer is 30 s and the caller
+/// waits `patience_ms` for each answer. All must complete on carrier-b.
+/// The SBC, and how long the calls took.
+fn three_calls_fail_over_to_carrier_b(net: Net, patience_ms: u32) -> (Sbc, Duration) {
+    let text = config(net, 1, true).replacen(
+        "[sip]\n",
+        "[sip.timers]\nno_response_ms = 30000\n\n[sip]\n",
+        1,
+    );
     let sbc = Sbc::start(net, &text);
     let uas = Sipp::spawn(
         "carrier-b",
@@ -210,21 +200,14 @@ fn a_connect_that_never_completes_fails_the_calls_over_when_given_up() {
         "-d".into(),
         "200".into(),
         "-recv_timeout".into(),
-        "25000".into(),
+        patience_ms.to_string(),
     ]);
     let started = Instant::now();
     let uac = Sipp::spawn("uac", &args).wait(LIMIT);
     assert_all_ok(&uac, 3, &sbc);
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_secs(9) && took < Duration::from_secs(25),
-        "took {took:?}\n{}",
-        sbc.log()
-    );
     assert_all_ok(&uas.wait(LIMIT), 3, &sbc);
-    assert_eq!(sbc.metric("sbc_failovers_total"), 3.0, "{}", sbc.log());
-    assert!(sbc.metric(r#"sbc_connections_closed_total{reason="timeout"}"#) >= 1.0);
-    drop((fillers, full));
+    (sbc, took)
 }
 
 /// A TCP connection from `from` (an IP of the test's network) to the SBC.

@@ -1073,20 +1073,7 @@ fn connections_the_sbc_closes_end_with_close_notify_and_a_websocket_close() {
     let tls_at: SocketAddr = format!("{}:5061", net.ip(1)).parse().unwrap();
     let mut silent = tcp_from(&net.ip(74), tls_at);
     // All are closed after 10 s (swept each second).
-    let (tls_end, ws_end) = last_words(tls, ws, Duration::from_secs(20));
-    assert_eq!(
-        tls_end,
-        Some(Ok(())),
-        "TLS ended with close_notify\n{}",
-        sbc.log()
-    );
-    let frame = ws_end
-        .expect("the WebSocket ended")
-        .expect("with a close frame");
-    assert_eq!(
-        frame.map(|f| f.code),
-        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
-    );
+    said_goodbye(tls, ws, Duration::from_secs(20), &sbc);
     let deadline = Instant::now() + Duration::from_secs(10);
     let silent_end = loop {
         match silent.read(&mut [0u8; 256]) {
@@ -1167,20 +1154,7 @@ fn a_tls_record_or_websocket_frame_cut_short_closes_its_connection() {
         "closed before the message was overdue\n{}",
         sbc.log()
     );
-    let (tls_end, ws_end) = last_words(tls, ws, Duration::from_secs(20));
-    assert_eq!(
-        tls_end,
-        Some(Ok(())),
-        "TLS ended with close_notify\n{}",
-        sbc.log()
-    );
-    let frame = ws_end
-        .expect("the WebSocket ended")
-        .expect("with a close frame");
-    assert_eq!(
-        frame.map(|f| f.code),
-        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
-    );
+    said_goodbye(tls, ws, Duration::from_secs(20), &sbc);
     assert!(started.elapsed() >= Duration::from_secs(10));
     assert_eq!(
         sbc.wait_metric("sbc_connections_closed_total{reason=\"timeout\"}", 2.0),
@@ -1286,6 +1260,25 @@ fn quiet_clients(net: Net) -> (TlsStream, tungstenite::WebSocket<TcpStream>) {
 }
 
 type WsEnd = Result<Option<tungstenite::protocol::CloseFrame>, String>;
+
+/// Both connections end within `limit` with their last words: TLS
+/// close_notify, and a WebSocket close frame saying "going away".
+fn said_goodbye(tls: TlsStream, ws: tungstenite::WebSocket<TcpStream>, limit: Duration, sbc: &Sbc) {
+    let (tls_end, ws_end) = last_words(tls, ws, limit);
+    assert_eq!(
+        tls_end,
+        Some(Ok(())),
+        "TLS ended with close_notify\n{}",
+        sbc.log()
+    );
+    let frame = ws_end
+        .expect("the WebSocket ended")
+        .expect("with a close frame");
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(tungstenite::protocol::frame::coding::CloseCode::Away)
+    );
+}
 
 /// How the two connections ended, within `limit`: `Ok(())` for TLS is a
 /// close_notify (a bare TCP close is `UnexpectedEof`); for the WebSocket,
