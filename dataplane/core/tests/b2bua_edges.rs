@@ -156,6 +156,46 @@ fn stray_answer_follows_its_record_route() {
     }
 }
 
+/// A stray answer over UDP whose Contact or Record-Route is SIPS: its ACK
+/// and BYE go to the attempt's Request-URI, without routes, never as a
+/// SIPS request over an insecure hop (RFC 3261 §26.2.2).
+#[test]
+fn a_stray_sips_answer_is_hung_up_without_sips() {
+    for (call_id, contact, route) in [
+        ("stray-sips1@pbx", "sips:c@10.0.0.20:5061", ""),
+        (
+            "stray-sips2@pbx",
+            "sip:c@10.0.0.20:5060",
+            "Record-Route: <sips:10.0.0.20:5061;lr>\r\n",
+        ),
+    ] {
+        let mut sim = Sim::new();
+        sim.recv(
+            PBX,
+            &invite("10.0.0.10:5060", NUMBER, call_id, "z9hG4bKss", 1),
+        );
+        let b = sim.one_to(CARRIER_A);
+        let ruri = b.text().split(' ').nth(1).unwrap().to_owned();
+        sim.advance(Duration::from_secs(5)); // no answer: failover to carrier-b
+        let ok = reply(&b, 200, "OK", Some("late"), Some(contact), ANSWER_SDP)
+            .replace("Server:", &format!("{route}Server:"));
+        sim.recv(CARRIER_A, &ok);
+        let sent = sim.sent();
+        let methods: Vec<_> = sent.iter().filter_map(|s| s.method()).collect();
+        assert_eq!(methods, vec!["ACK", "BYE"]);
+        for s in &sent {
+            assert_eq!(s.to, addr(CARRIER_A));
+            assert!(
+                s.text()
+                    .starts_with(&format!("{} {ruri} SIP/2.0", s.method().unwrap())),
+                "{}",
+                s.text()
+            );
+            assert!(!s.text().contains("sips:"), "{}", s.text());
+        }
+    }
+}
+
 #[test]
 fn failover_resets_the_callee_cseq_space() {
     // The first trunk's early dialog used CSeq 102; the second trunk's BYE

@@ -203,6 +203,18 @@ fn a_sips_contact_answered_over_udp_is_not_taken() {
         b_bye.text()
     );
     assert!(!sim.sent().iter().any(|s| s.text().contains(" sips:")));
+    // The call over, a retransmitted 2xx is ACKed by what is left of it:
+    // to the INVITE's To, still never as a SIPS request.
+    sim.recv(CARRIER_A, &reply(&b_bye, 200, "OK", None, None, ""));
+    sim.sent();
+    sim.recv(
+        CARRIER_A,
+        &answer_200(&b_invite, "carrier-tag", "sips:callee@10.0.0.20:5061"),
+    );
+    let again = sim.one_to(CARRIER_A);
+    assert_eq!(again.method().as_deref(), Some("ACK"), "{}", again.text());
+    assert!(again.text().starts_with("ACK sip:"), "{}", again.text());
+    assert!(!again.text().contains("sips:"), "{}", again.text());
 }
 
 /// Forks: one early dialog rings with a `sip:` Contact, another answers

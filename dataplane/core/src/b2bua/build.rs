@@ -517,7 +517,10 @@ pub(crate) fn uac_route_set(msg: &Message<'_>) -> Vec<Bytes> {
 /// Record-Route reversed, its From, To and Call-ID, CSeq number with ACK;
 /// sent towards the next hop on `flow`'s transport. `None` when the 2xx
 /// names no target. What is left of a dialog ACKs a retransmitted 2xx with
-/// it, so no ACK needs keeping.
+/// it, so no ACK needs keeping. A SIPS target or route that `flow`'s
+/// transport cannot reach securely is not followed (RFC 3261 §26.2.2): the
+/// ACK goes to the 2xx's To URI (where the INVITE was addressed), without
+/// routes, as the dialog's own requests do.
 pub(crate) fn ack_from_2xx(
     resp: &Response<'_>,
     local: &LocalParts,
@@ -525,8 +528,13 @@ pub(crate) fn ack_from_2xx(
     flow: Flow,
     reach: Reach<'_>,
 ) -> Option<(Flow, Bytes)> {
-    let target = contact_uri(&resp.msg)?;
-    let routes = uac_route_set(&resp.msg);
+    let contact = contact_uri(&resp.msg)?;
+    let (target, routes) = if !is_secure(flow.transport) && asks_for_tls(&resp.msg, true) {
+        let to = crate::sip::NameAddr::parse(resp.msg.value(HeaderName::To)?).ok()?;
+        (to.uri, Vec::new())
+    } else {
+        (contact, uac_route_set(&resp.msg))
+    };
     let mut buf = crate::sip::buffer(512);
     let mut w = Writer::new(&mut buf);
     w.request_line(b"ACK", &[target]);

@@ -1071,9 +1071,18 @@ fn hang_up_stray_answer(
     let mut to = BytesMut::new();
     crate::sip::put_unfolded(&mut to, resp.msg.value(HeaderName::To).unwrap_or(b""));
     let to = to.freeze();
-    let target =
-        contact_uri(&resp.msg).map_or_else(|| attempt.ruri.clone(), Bytes::copy_from_slice);
-    let routes = uac_route_set(&resp.msg);
+    // A SIPS target or route this hop cannot reach securely is not
+    // followed (RFC 3261 §26.2.2): the attempt's Request-URI, no routes.
+    let insecure = !super::build::is_secure(attempt.tx.dest().transport)
+        && super::build::asks_for_tls(&resp.msg, true);
+    let target = contact_uri(&resp.msg)
+        .filter(|_| !insecure)
+        .map_or_else(|| attempt.ruri.clone(), Bytes::copy_from_slice);
+    let routes = if insecure {
+        Vec::new()
+    } else {
+        uac_route_set(&resp.msg)
+    };
     let fallback = call
         .policy
         .fixed_address(attempt.target.trunk)
