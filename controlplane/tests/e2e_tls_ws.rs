@@ -469,6 +469,12 @@ fn rung_by_the_carrier(net: Net, sbc: &Sbc, phone: &mut Phone, k: u16) {
     let invite = phone.answer_invite(41_000 + u16::from(net.0));
     let via = format!("Via: SIP/2.0/{} ", phone.wire.token());
     assert!(invite.contains(&via), "{invite}");
+    // The SBC's Contact names the transport the phone is reached over
+    // (RFC 3261 §19.1.1, RFC 7118 §5.4), so the phone's in-dialog
+    // requests come back over it.
+    let contact = header(&invite, "Contact").unwrap_or_default();
+    let transport = format!(";transport={}", phone.wire.token().to_ascii_lowercase());
+    assert!(contact.contains(&transport), "{invite}");
     phone.wait("ACK", |m| m.starts_with("ACK "));
     let bye = phone.wait("BYE", |m| m.starts_with("BYE "));
     let ok = respond(&bye, 200, "OK", "phone1", "", "");

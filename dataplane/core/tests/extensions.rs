@@ -10,10 +10,12 @@ mod support;
 use std::time::Duration;
 
 use sbc_core::b2bua::{Disposition, LOOKUP_TIMEOUT, ShardMessage};
-use sbc_core::net::{Flow, LocalId};
+use sbc_core::net::{Flow, LocalId, Transport};
 use sbc_core::policy::{NumberPattern, Policy, Route, TrunkId};
 use sbc_core::refusal::Refusal;
-use sbc_core::registrar::{Account, Accounts, Change, Location, RegisterResult, Settings};
+use sbc_core::registrar::{
+    Account, Accounts, AuthFailure, Change, Location, RegisterResult, Settings,
+};
 use sbc_core::sip::HeaderName;
 use support::*;
 
@@ -570,6 +572,57 @@ fn a_phone_authenticates_with_407_and_calls_out_with_its_extension_as_caller() {
 /// for no `rport` is still answered where they came from (symmetric
 /// response routing, on for phones): the 200 to its BYE goes to the NAT's
 /// port, not to the port its Via names.
+/// `policy` with `username`'s account held to TLS (and WSS).
+fn held_to_tls(mut p: Policy, username: &str) -> Policy {
+    let accounts = p
+        .accounts
+        .all()
+        .iter()
+        .map(|a| Account {
+            transports: if &*a.username == username {
+                vec![Transport::Tls, Transport::Wss]
+            } else {
+                a.transports.clone()
+            },
+            ..a.clone()
+        })
+        .collect();
+    p.accounts = Accounts::new(Some(Settings::default()), accounts);
+    p
+}
+
+/// An account's `transports` hold for calls too (issue 11 item 4): held
+/// to TLS, its binding made over UDP is not rung (its other account
+/// still is), and its INVITE over UDP is refused as if its password were
+/// wrong, counted as a transport failure, with nothing reaching the
+/// carrier.
+#[test]
+fn an_account_held_to_tls_is_neither_rung_nor_heard_over_udp() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let held = held_to_tls(extension_policy(policy()), "alice");
+    sim.engine.set_policy(sim.now, std::sync::Arc::new(held));
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-tls", "z9hG4bKintls", 1),
+    );
+    let sent = sim.sent();
+    assert!(sent.iter().all(|s| s.to != addr(DESK)), "{sent:#?}");
+    invite_to(&sent, SOFT);
+
+    let mut sim = Sim::with_policy(held_to_tls(phones_policy(), "bob"));
+    let sent = bob_calls(&mut sim, "+441234567", "bobs-secret");
+    assert!(sent.iter().all(|s| s.to != addr(CARRIER_A)), "{sent:#?}");
+    let again = sent.iter().find(|s| s.to == addr(BOB)).unwrap();
+    assert_eq!(again.code(), Some(407), "{}", again.text());
+    let transport = sim.stats.auth_failures[AuthFailure::Transport as usize]
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(transport, 1);
+    // The same account over UDP, not held: the call goes out.
+    let mut sim = Sim::with_policy(phones_policy());
+    let sent = bob_calls(&mut sim, "+441234567", "bobs-secret");
+    invite_to(&sent, CARRIER_A);
+}
+
 #[test]
 fn a_phone_without_rport_is_answered_where_it_sent_from() {
     let mut sim = Sim::with_policy(phones_policy());
