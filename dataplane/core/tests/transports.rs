@@ -217,12 +217,16 @@ fn an_invite_that_never_left_fails_over_at_once() {
 /// address, on a stream transport as on UDP.
 #[test]
 fn a_stream_listener_advertises_its_public_name() {
-    let mut p = tls_policy();
-    p.listeners[0].advertise = "sbc.example.com".into();
-    p.listeners[1].advertise = "sbc.example.com:5060".into();
-    p.listeners[2].advertise = "sbc.example.com:5061".into();
-    p.trunks[1].transport = Transport::Tcp;
-    let mut sim = Sim::with_policy(p);
+    // Each listener advertised under a public name; carrier-a over `t`.
+    let public = |t: Transport| {
+        let mut p = tls_policy();
+        p.listeners[0].advertise = "sbc.example.com".into();
+        p.listeners[1].advertise = "sbc.example.com:5060".into();
+        p.listeners[2].advertise = "sbc.example.com:5061".into();
+        p.trunks[1].transport = t;
+        p
+    };
+    let mut sim = Sim::with_policy(public(Transport::Tcp));
     sim.recv(
         PBX,
         &invite(PBX, "+390612345678", "pub-1", "z9hG4bKpub1", 1),
@@ -269,6 +273,32 @@ fn a_stream_listener_advertises_its_public_name() {
     let sent = drain(&mut sim);
     let (_, ok) = find(&sent, "SIP/2.0 200 ");
     assert_eq!(ok.header(HeaderName::Contact), "<sip:sbc.example.com>");
+
+    // The same with the carrier over TLS: the TLS listener's name.
+    let mut sim = Sim::with_policy(public(Transport::Tls));
+    sim.recv(
+        PBX,
+        &invite(PBX, "+390612345678", "pub-2", "z9hG4bKpub2", 1),
+    );
+    let sent = drain(&mut sim);
+    let (dest, b_invite) = find(&sent, "INVITE ");
+    assert_eq!(dest.transport, Transport::Tls);
+    assert!(
+        b_invite
+            .header(HeaderName::Via)
+            .starts_with("SIP/2.0/TLS sbc.example.com:5061;branch="),
+        "{}",
+        b_invite.text()
+    );
+    assert_eq!(
+        b_invite.header(HeaderName::Contact),
+        "<sip:sbc.example.com:5061;transport=tls>"
+    );
+    assert!(
+        !b_invite.text().contains("192.0.2.1"),
+        "{}",
+        b_invite.text()
+    );
 }
 
 /// IPv4 and IPv6 on a stream transport: a PBX on IPv4 over UDP calls a
