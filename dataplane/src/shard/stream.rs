@@ -1027,23 +1027,18 @@ impl Streams {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                // No whole message yet from a peer that connected, or a TLS
-                // handshake (either way) not done: both in the first
-                // message time.
-                let handshaking = c.tls.as_deref().is_some_and(|t| t.is_handshaking());
-                let age = now.saturating_duration_since(c.opened);
-                let late = ((!c.got_message || handshaking) && age > FIRST_MESSAGE)
-                    || (c.connecting.is_some() && age > CONNECT);
-                let idle = now.saturating_duration_since(c.active) > IDLE;
-                let stalled = c
-                    .partial_since
-                    .is_some_and(|at| now.saturating_duration_since(at) > WHOLE_MESSAGE);
-                let stuck =
-                    c.finishing.is_some() && now.saturating_duration_since(c.active) > FINISH;
                 let slot = u16::try_from(i).ok()?;
-                // One already saying its last words only waits for them.
-                let expired = stuck || (c.finishing.is_none() && (late || idle || stalled));
-                (!c.closing && expired).then_some((slot, stuck))
+                let clocks = Clocks {
+                    opened: c.opened,
+                    active: c.active,
+                    partial_since: c.partial_since,
+                    got_message: c.got_message,
+                    handshaking: c.tls.as_deref().is_some_and(|t| t.is_handshaking()),
+                    connecting: c.connecting.is_some(),
+                    finishing: c.finishing.is_some(),
+                };
+                let overdue = clocks.overdue(now)?;
+                (!c.closing).then_some((slot, overdue == Overdue::LastWords))
             })
             .collect();
         for (slot, stuck) in expired {
@@ -1055,6 +1050,49 @@ impl Streams {
             }
         }
         Ok(())
+    }
+}
+
+/// What a connection's timeouts are judged on.
+#[derive(Debug, Clone, Copy)]
+struct Clocks {
+    opened: Instant,
+    active: Instant,
+    partial_since: Option<Instant>,
+    got_message: bool,
+    handshaking: bool,
+    connecting: bool,
+    finishing: bool,
+}
+
+/// Why a connection's time is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overdue {
+    /// No whole first message (or TLS handshake) within
+    /// [`FIRST_MESSAGE`], a connect of ours not done within [`CONNECT`],
+    /// a message in part for [`WHOLE_MESSAGE`], or nothing either way for
+    /// [`IDLE`]: closed with last words.
+    Expired,
+    /// Its last words were not sent within [`FINISH`]: closed at once.
+    LastWords,
+}
+
+impl Clocks {
+    fn overdue(&self, now: Instant) -> Option<Overdue> {
+        let since = |at: Instant| now.saturating_duration_since(at);
+        if self.finishing {
+            // One already saying its last words only waits for them.
+            return (since(self.active) > FINISH).then_some(Overdue::LastWords);
+        }
+        // No whole message yet from a peer that connected, or a TLS
+        // handshake (either way) not done: both in the first message time.
+        let late = ((!self.got_message || self.handshaking) && since(self.opened) > FIRST_MESSAGE)
+            || (self.connecting && since(self.opened) > CONNECT);
+        let idle = since(self.active) > IDLE;
+        let stalled = self
+            .partial_since
+            .is_some_and(|at| since(at) > WHOLE_MESSAGE);
+        (late || idle || stalled).then_some(Overdue::Expired)
     }
 }
 
@@ -1232,6 +1270,65 @@ fn mark_unsent(unsent: &mut Vec<(Transport, SocketAddr)>, peer: (Transport, Sock
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_timeout_is_judged_on_its_own_clock() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let quiet = Clocks {
+            opened: t0,
+            active: t0,
+            partial_since: None,
+            got_message: true,
+            handshaking: false,
+            connecting: false,
+            finishing: false,
+        };
+        // An established connection: idle for 15 minutes, not before.
+        assert_eq!(quiet.overdue(t0 + s(899)), None);
+        assert_eq!(quiet.overdue(t0 + s(901)), Some(Overdue::Expired));
+        let used = Clocks {
+            active: t0 + s(800),
+            ..quiet
+        };
+        assert_eq!(used.overdue(t0 + s(1600)), None);
+        // A first message, a handshake, a connect: 10 s from opening.
+        for c in [
+            Clocks {
+                got_message: false,
+                ..quiet
+            },
+            Clocks {
+                handshaking: true,
+                ..quiet
+            },
+            Clocks {
+                connecting: true,
+                ..quiet
+            },
+        ] {
+            assert_eq!(c.overdue(t0 + s(9)), None, "{c:?}");
+            assert_eq!(c.overdue(t0 + s(11)), Some(Overdue::Expired), "{c:?}");
+        }
+        // A message in part: 10 s from its first bytes, however busy.
+        let partial = Clocks {
+            partial_since: Some(t0 + s(100)),
+            active: t0 + s(109),
+            ..quiet
+        };
+        assert_eq!(partial.overdue(t0 + s(109)), None);
+        assert_eq!(partial.overdue(t0 + s(111)), Some(Overdue::Expired));
+        // Last words: 2 s from when they began, nothing else counts.
+        let finishing = Clocks {
+            finishing: true,
+            got_message: false,
+            partial_since: Some(t0),
+            active: t0 + s(50),
+            ..quiet
+        };
+        assert_eq!(finishing.overdue(t0 + s(51)), None);
+        assert_eq!(finishing.overdue(t0 + s(53)), Some(Overdue::LastWords));
+    }
 
     #[test]
     fn conn_ids_name_their_shard_generation_and_slot() {
