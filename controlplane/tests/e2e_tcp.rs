@@ -130,6 +130,45 @@ fn a_udp_pbx_reaches_a_carrier_over_tcp_reusing_connections() {
     );
 }
 
+/// The connection to a carrier over TCP closes (the carrier's sipp ends
+/// and closes it): the next call opens a new one and completes.
+#[test]
+fn a_trunk_connection_that_closes_is_opened_again_for_the_next_call() {
+    let net = Net(154);
+    let sbc = Sbc::start(net, &config(net, 1, true));
+    for (round, k) in [(1.0, 0), (2.0, 10)] {
+        let mut uas = uas_args(net, &net.carrier_a(), "uas_answer.xml", 1, k);
+        uas.extend(["-t".into(), "t1".into()]);
+        let uas = Sipp::spawn("carrier-a", &uas);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut args = uac_args(
+            net,
+            &net.pbx(),
+            "uac_basic.xml",
+            "+390612345678",
+            1,
+            1,
+            k + 40,
+        );
+        args.extend(["-recv_timeout".into(), "20000".into()]);
+        let uac = Sipp::spawn("uac", &args).wait(LIMIT);
+        assert_all_ok(&uac, 1, &sbc);
+        assert_all_ok(&uas.wait(LIMIT), 1, &sbc);
+        assert_eq!(sbc.metric_sum("sbc_connections_opened_total"), round);
+        // The carrier's sipp has ended: its connection closes.
+        assert_eq!(
+            sbc.wait_metric(r#"sbc_connections_open{shard="0",transport="tcp"}"#, 0.0),
+            0.0,
+            "{}",
+            sbc.log()
+        );
+    }
+    assert_eq!(
+        sbc.metric(r#"sbc_calls_answered_total{trunk="carrier-a",direction="outbound"}"#),
+        2.0
+    );
+}
+
 /// A carrier over TCP that refuses the connection: the INVITE never left
 /// (RFC 3261 §8.1.3.1: a transport error is a 503), so each call fails
 /// over to the UDP carrier at once, not at the no-response timer (30 s
