@@ -42,14 +42,20 @@ fn register(net: Net, ip: &str, user: &str, password: &str, k: u16) -> SippResul
     registration(net, "uac_register.xml", (ip, user, password), k)
 }
 
+/// The store is written while the SBC runs (at most a second after a
+/// change), so even a crash keeps the binding: after SIGKILL and a
+/// restart, the shards ring the phone where it registered from.
 #[test]
 fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
     let net = Net(117);
-    let (state_dir, config) = registrar_config(net);
+    let (state_dir, mut config) = registrar_config(net);
+    config.push_str(
+        "\n[[dids]]\nnumbers = [\"+3902999\"]\nfrom = [\"carrier-a\"]\nextension = \"201\"\n",
+    );
     let state = state_dir.path().join("registrations.redb");
     let phone = net.ip(50);
     {
-        let sbc = Sbc::start(net, &config);
+        let mut sbc = Sbc::start(net, &config);
         let ok = register(net, &phone, "alice", "alices-secret", 0);
         assert_eq!(
             (ok.code, ok.successful),
@@ -92,9 +98,12 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
         // The password appears nowhere in the log.
         assert!(!sbc.log().contains("alices-secret"));
         assert!(sbc.log().contains("registered"), "{}", sbc.log());
+        // Saved within a second or so of the change; then a crash.
+        std::thread::sleep(Duration::from_millis(2500));
+        sbc.kill();
     }
-    // Stopped (SIGTERM): the store holds the binding, and no secret.
-    let saved = std::fs::read(&state).expect("store written at stop");
+    // Killed: the store holds the binding, and no secret.
+    let saved = std::fs::read(&state).expect("store written while running");
     let holds = |what: &[u8]| saved.windows(what.len()).any(|w| w == what);
     assert!(holds(b"\"account\":\"alice\""));
     assert!(!holds(b"alices-secret"));
@@ -111,6 +120,21 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
         sbc.log()
     );
     assert_eq!(sbc.metric("sbc_registrations"), 1.0);
+    // The shards have the binding too: the carrier's call to the DID
+    // reaches the phone where it registered from.
+    let uas = phone_sipp(net, &phone, "uas_answer.xml", 20, &[]);
+    let mut args = uac_args(net, &net.carrier_a(), "uac_basic.xml", "+3902999", 1, 1, 60);
+    args.extend(["-d".into(), "500".into()]);
+    let uac = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
+    let uas = uas.wait(Duration::from_secs(30));
+    assert_eq!(
+        (uac.code, uac.successful, uas.successful),
+        (Some(0), 1, 1),
+        "{}\n{}\n{}",
+        uac.output,
+        uas.output,
+        sbc.log()
+    );
 }
 
 /// A carrier's call to a DID routed to extension 201 reaches the phone

@@ -165,6 +165,13 @@ impl Sbc {
     }
 
     /// Sends SIGINT (stop, as Ctrl-C does).
+    /// Kills the process (SIGKILL: no chance to save anything) and
+    /// waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn interrupt(&self) {
         let status = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])

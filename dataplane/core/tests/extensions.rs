@@ -242,6 +242,40 @@ fn both_phones_ring_the_first_answer_wins_and_the_other_is_cancelled() {
     );
 }
 
+/// The other phone answers too, its 200 crossing the CANCEL: it is
+/// ACKed and hung up with a BYE (RFC 3261 §13.2.2.4) where that phone is,
+/// not where the winner is; a retransmission of it is only ACKed again,
+/// and nothing of it reaches the caller.
+#[test]
+fn a_second_phones_answer_is_acked_and_hung_up() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(
+        SOFT,
+        &answer_200(&soft, "soft-tag", "sip:alice-soft@192.168.1.9:5062"),
+    );
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == addr(CARRIER_A) && s.code() == Some(200))
+    );
+    let late = answer_200(&desk, "desk-tag", "sip:alice@10.1.1.2:5062");
+    let to_desk = |sent: &[Sent]| -> Vec<String> {
+        assert!(
+            sent.iter().all(|s| s.to != addr(CARRIER_A)),
+            "relayed to the caller: {sent:#?}"
+        );
+        sent.iter()
+            .filter(|s| s.to == addr(DESK))
+            .filter_map(Sent::method)
+            .collect()
+    };
+    sim.recv(DESK, &late);
+    assert_eq!(to_desk(&sim.sent()), ["ACK", "BYE"]);
+    sim.recv(DESK, &late);
+    assert_eq!(to_desk(&sim.sent()), ["ACK"]);
+}
+
 #[test]
 fn nobody_registered_is_480() {
     let mut sim = sim_with(policy(), &[]);

@@ -141,7 +141,7 @@ impl Phone {
             )
             .replace("REGISTER sip:sbc.test", &format!("REGISTER {}", self.uri));
         sim.engine.handle_datagram(sim.now, flow, text.as_bytes());
-        let answer = sim.one_to(PHONE);
+        let answer = sim.one_to(&flow.remote.to_string());
         if answer.code() == Some(401) {
             self.take_challenge(&answer, Algorithm::Md5);
         }
@@ -161,11 +161,16 @@ impl Phone {
 
     /// Challenge then credentials: the 200 (or whatever comes).
     fn register(&mut self, sim: &mut Sim, extra: &str) -> Sent {
-        let first = self.send(sim, extra);
+        self.register_on(sim, Flow::udp(addr(PHONE), LocalId(0)), extra)
+    }
+
+    /// [`Phone::register`] over `flow`.
+    fn register_on(&mut self, sim: &mut Sim, flow: Flow, extra: &str) -> Sent {
+        let first = self.send_on(sim, flow, extra);
         if first.code() != Some(401) {
             return first;
         }
-        self.send(sim, extra)
+        self.send_on(sim, flow, extra)
     }
 }
 
@@ -514,6 +519,43 @@ fn an_exempt_network_is_never_locked_out() {
     let ok = Phone::new("alice", "alices-secret", "reg-x9")
         .register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
     assert_eq!(ok.code(), Some(200));
+}
+
+/// A configured trunk's address is never locked out (issue 10: trunks
+/// are exempt): phones registering through a PBX trunk, one of which
+/// keeps guessing, must not cut the trunk off. Failures are still counted.
+#[test]
+fn a_trunks_address_is_never_locked_out() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let pbx = Flow::udp(addr(PBX), LocalId(0));
+    for i in 0..6 {
+        let call_id: &'static str = Box::leak(format!("reg-t{i}").into_boxed_str());
+        let answer = Phone::new("alice", "guess", call_id).register_on(
+            &mut sim,
+            pbx,
+            "Contact: <sip:a@10.1.1.2>\r\n",
+        );
+        assert_eq!(answer.code(), Some(401));
+    }
+    assert_eq!(count(&sim, RegisterResult::Blocked), 0);
+    assert_eq!(count(&sim, RegisterResult::AuthFailed), 6);
+    let ok = Phone::new("alice", "alices-secret", "reg-t9").register_on(
+        &mut sim,
+        pbx,
+        "Contact: <sip:a@10.1.1.2>\r\n",
+    );
+    assert_eq!(ok.code(), Some(200));
+    // The same from a phone's address: locked out after three.
+    for i in 0..3 {
+        let call_id: &'static str = Box::leak(format!("reg-p{i}").into_boxed_str());
+        Phone::new("alice", "guess", call_id).register(&mut sim, "Contact: <sip:a@10.1.1.2>\r\n");
+    }
+    sim.recv(
+        PHONE,
+        &register("alice", "reg-p9", 1, "Contact: <sip:a@10.1.1.2>\r\n"),
+    );
+    assert!(sim.sent().is_empty());
+    assert_eq!(count(&sim, RegisterResult::Blocked), 1);
 }
 
 #[test]

@@ -1083,18 +1083,18 @@ fn hang_up_stray_answer(
     } else {
         uac_route_set(&resp.msg)
     };
+    // Where this attempt's INVITE went (with another fork answered, the
+    // B leg's flow is that fork's).
+    let flow = attempt.tx.dest();
     let fallback = call
         .policy
         .fixed_address(attempt.target.trunk)
-        .unwrap_or(call.b.flow.remote);
+        .unwrap_or(flow.remote);
     let reach = Reach {
         policy: &call.policy,
         trunk: attempt.target.trunk,
     };
-    let dest = call
-        .b
-        .flow
-        .towards(next_hop(&target, &routes, fallback, reach));
+    let dest = flow.towards(next_hop(&target, &routes, fallback, reach));
     let ack_branch = ctx.ids.branch();
     let ack_ref = InviteRef {
         ruri: &target,
