@@ -146,8 +146,8 @@ fn wrong_passwords_are_challenged_again_until_the_source_is_blocked() {
             sbc = net.sbc()
         )
     };
-    // From the port sipp used: the same shard (the lockout is counted per
-    // shard; SO_REUSEPORT spreads by address and port).
+    // From the port sipp used (the lockout is shared by the shards, so
+    // any port would do; this one is the guesser's own).
     let blocked = Peer {
         sock: std::net::UdpSocket::bind(format!("{guesser}:5070")).unwrap(),
     };

@@ -39,8 +39,12 @@ pub struct Registrar {
     /// The store (redb) that keeps bindings across restarts; absent: not
     /// kept.
     pub state_file: Option<PathBuf>,
-    /// `{ method = "options", interval_s = 30, unreachable_after = 3 }`;
-    /// `method = "off"` sends nothing.
+    /// `{ method = "options", interval_s = 30, unreachable_after = 3 }`:
+    /// a phone that misses `unreachable_after` OPTIONS in a row is
+    /// unreachable until it answers or registers again. `method = "crlf"`
+    /// sends a bare CRLF CRLF, which only holds the NAT open (nothing
+    /// answers it, so `unreachable_after` does not apply); `method =
+    /// "off"` sends nothing.
     pub keepalive: Option<KeepaliveConfig>,
 }
 
