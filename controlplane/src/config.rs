@@ -89,8 +89,8 @@ impl Config {
     }
 
     /// Parses and validates a configuration text; `origin` (a file name)
-    /// starts every error message. Files it names (TLS certificates) are
-    /// read relative to the current directory.
+    /// starts every error message. Files it names (TLS certificates, the
+    /// registrar's store) are relative to the current directory.
     pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
         Config::parse_at(origin, text, Path::new("."))
     }
@@ -249,8 +249,18 @@ fn parse_file(
 ) -> Result<(ConfigFile, MediaPolicy, Arc<TlsSetup>), Problem> {
     let de = toml::de::Deserializer::parse(text)
         .map_err(|e| toml_problem(text, FieldPath::root(), &e))?;
-    let file: ConfigFile = serde_path_to_error::deserialize(de)
+    let mut file: ConfigFile = serde_path_to_error::deserialize(de)
         .map_err(|e| toml_problem(text, FieldPath::from_serde(e.path()), e.inner()))?;
+    // The registrar's store, like the PEM files, is relative to the
+    // configuration file's folder.
+    if let Some(state) = file
+        .registrar
+        .as_mut()
+        .and_then(|r| r.state_file.as_mut())
+        .filter(|p| p.is_relative())
+    {
+        *state = base.join(&*state);
+    }
     let with_line = |mut problem: Problem| {
         problem.line = problem.field.line_in(text);
         problem

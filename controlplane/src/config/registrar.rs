@@ -36,8 +36,8 @@ pub struct Registrar {
     /// `failures = 0` turns the lockout off; `exempt` lists networks never
     /// locked out (the trunks' sources never are).
     pub lockout: Option<Lockout>,
-    /// The store (redb) that keeps bindings across restarts; absent: not
-    /// kept.
+    /// The store (redb) that keeps bindings across restarts, relative to
+    /// the configuration file's folder; absent: not kept.
     pub state_file: Option<PathBuf>,
     /// `{ method = "options", interval_s = 30, unreachable_after = 3 }`:
     /// a phone that misses `unreachable_after` OPTIONS in a row is

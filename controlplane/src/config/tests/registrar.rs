@@ -204,6 +204,23 @@ fn accounts_and_defaults_reach_the_policy() {
         config.registrar_state_file(),
         Some(std::path::Path::new("/var/lib/sbc/registrations.redb"))
     );
+    // A relative store is in the configuration file's folder, an absolute
+    // one where it says.
+    let relative = format!("{BASE}[registrar]\nstate_file = \"state/registrations.redb\"\n");
+    let at = |base: &str, text: &str| {
+        Config::parse_at("sbc.toml", text, std::path::Path::new(base))
+            .unwrap()
+            .registrar_state_file()
+            .map(std::path::Path::to_path_buf)
+    };
+    assert_eq!(
+        at("/etc/sbc", &relative),
+        Some("/etc/sbc/state/registrations.redb".into())
+    );
+    assert_eq!(
+        at("/etc/sbc", &text),
+        Some("/var/lib/sbc/registrations.redb".into())
+    );
     let policy = config.compile(&StatsRegistry::new(), 1);
     let settings = policy.accounts.settings.as_ref().unwrap();
     assert_eq!(&*settings.realm, "voice.example");
