@@ -77,6 +77,61 @@ fn assert_answers(register: &Sent, header: HeaderName, method: &[u8], password: 
     verify(&challenge, &creds, method, Secret::Password(password)).unwrap();
 }
 
+/// The registration string's optional parts: a registrar at its own
+/// address (not the trunk's), an auth user other than the user, and a
+/// realm. The REGISTER goes to the registrar, To and From name the user,
+/// the credentials the auth user; a challenge only for another realm is
+/// not answered (the round fails with its code).
+#[test]
+fn a_registrar_apart_an_auth_user_and_a_realm_are_each_used() {
+    const REGISTRAR: &str = "10.0.0.40:5070";
+    let with = |realm: &str| {
+        let mut policy = registering_policy(60);
+        let r = policy.trunks[1].registration.as_mut().unwrap();
+        *r = Arc::new(Registration {
+            registrar: addr(REGISTRAR),
+            auth_user: "auth-1".into(),
+            realm: Some(realm.into()),
+            ..(**r).clone()
+        });
+        sim_of(policy)
+    };
+    let mut sim = with("itsp.example");
+    let sent = sim.advance(Duration::ZERO);
+    let (_, first) = &sent[0];
+    assert_eq!(first.to, addr(REGISTRAR));
+    assert_eq!(first.header(HeaderName::To), "<sip:sbc-user@itsp.example>");
+    let challenge = with_header(
+        reply(first, 401, "Unauthorized", Some("reg"), None, ""),
+        &format!("WWW-Authenticate: {CHALLENGE}"),
+    );
+    sim.recv(REGISTRAR, &challenge);
+    let second = sim.one_to(REGISTRAR);
+    let value = second.header(HeaderName::Authorization);
+    let creds = Authorization::parse(value.as_bytes()).unwrap();
+    assert_eq!(&*creds.username, b"auth-1");
+    let c = Challenge::parse(CHALLENGE.as_bytes()).unwrap();
+    verify(&c, &creds, b"REGISTER", Secret::Password(b"sbc-secret")).unwrap();
+    assert!(
+        second
+            .text()
+            .contains("From: <sip:sbc-user@itsp.example>;tag=")
+    );
+
+    // Configured for realm "voice.example": the challenge for
+    // "itsp.example" is not answered.
+    let mut sim = with("voice.example");
+    let sent = sim.advance(Duration::ZERO);
+    let (_, first) = &sent[0];
+    let challenge = with_header(
+        reply(first, 401, "Unauthorized", Some("reg"), None, ""),
+        &format!("WWW-Authenticate: {CHALLENGE}"),
+    );
+    sim.recv(REGISTRAR, &challenge);
+    assert!(sim.sent().is_empty(), "answered another realm's challenge");
+    assert_eq!(state(&sim), (Registered::Failed, 401));
+}
+
 #[test]
 fn registers_answering_the_challenge_and_refreshes_at_half_the_granted_expiry() {
     let mut sim = registering_sim(60);
