@@ -254,3 +254,156 @@ pin_threads = false
     let (c, _) = sdp_connection(&c_ok);
     assert_eq!(c, format!("IN IP4 {}", net.ip(1)), "{c_ok}\n{}", sbc.log());
 }
+
+/// The next SIP message on a stream (framed by Content-Length), within
+/// 10 s.
+fn read_stream_message(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> String {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        while buf.starts_with(b"\r\n") {
+            buf.drain(..2);
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let len: usize = header(&head, "Content-Length").map_or(0, |v| v.parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return String::from_utf8(msg).unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no message within 10 s");
+        let mut tmp = [0u8; 4096];
+        match s.read(&mut tmp) {
+            Ok(0) => panic!("the SBC closed the connection"),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Stream transports on IPv6 with the real binary: a PBX on ::1 calls over
+/// TCP, to the SBC's IPv6 TCP listener, a carrier on IPv4 over UDP. The
+/// answers come back over the PBX's connection, and each leg's SDP is in
+/// its own family.
+#[test]
+fn an_ipv6_pbx_over_tcp_calls_an_ipv4_carrier_over_udp() {
+    use std::io::Write;
+    let net = Net(155);
+    let sbc6 = "[::1]:15155";
+    let carrier = format!("{}:5060", net.carrier_a());
+    let config = format!(
+        r#"
+[sip]
+listen = ["{sbc4}", "tcp:{sbc6}"]
+
+[metrics]
+listen = "{metrics}"
+
+[media]
+listen = ["{ip1}", "::1"]
+ports = "25100-25199"
+
+[[trunks]]
+name = "pbx6"
+sources = ["::1"]
+address = "[::1]:15255"
+transport = "tcp"
+
+[[trunks]]
+name = "carrier"
+sources = ["{carrier_ip}"]
+address = "{carrier}"
+
+[[routes]]
+name = "out"
+from = ["pbx6"]
+numbers = ["*"]
+targets = [{{ trunk = "carrier" }}]
+
+[shards]
+count = 2
+pin_threads = false
+"#,
+        sbc4 = net.sbc(),
+        metrics = net.metrics(),
+        ip1 = net.ip(1),
+        carrier_ip = net.carrier_a(),
+    );
+    let sbc = Sbc::start(net, &config);
+    let car = Udp::bind(&carrier);
+    let mut pbx = std::net::TcpStream::connect(sbc6).unwrap();
+    pbx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = pbx.local_addr().unwrap().to_string();
+    let mut buf = Vec::new();
+    let tcp = |text: String| text.replacen("SIP/2.0/UDP", "SIP/2.0/TCP", 1);
+    let dialog = (
+        format!("<sip:100@{me}>;tag=p6t"),
+        format!("<sip:+390612345678@{sbc6}>"),
+    );
+    let invite = tcp(request(
+        "INVITE",
+        &format!("sip:+390612345678@{sbc6};transport=tcp"),
+        &me,
+        (&dialog.0, &dialog.1),
+        "v6-tcp",
+        1,
+        &sdp_at("::1", 45155),
+    ));
+    pbx.write_all(invite.as_bytes()).unwrap();
+    let b_invite = car.wait_sip("INVITE at the carrier", |m| m.starts_with("INVITE "));
+    let (c, _) = sdp_connection(&b_invite);
+    assert_eq!(
+        c,
+        format!("IN IP4 {}", net.ip(1)),
+        "{b_invite}\n{}",
+        sbc.log()
+    );
+    assert!(b_invite.contains("Via: SIP/2.0/UDP "), "{b_invite}");
+    let ok = respond(
+        &b_invite,
+        200,
+        "OK",
+        "car6",
+        &format!("Contact: <sip:c@{carrier}>\r\nContent-Type: application/sdp\r\n"),
+        &sdp_at(&net.carrier_a(), 45255),
+    );
+    car.send(&format!("{}:5060", net.ip(1)), ok.as_bytes());
+    // Over the PBX's own connection: a 100 perhaps, then the 200.
+    let a_ok = loop {
+        let m = read_stream_message(&mut pbx, &mut buf);
+        if m.starts_with("SIP/2.0 200") {
+            break m;
+        }
+        assert!(m.starts_with("SIP/2.0 1"), "{m}");
+    };
+    let (c, _) = sdp_connection(&a_ok);
+    assert_eq!(c, "IN IP6 ::1", "{a_ok}\n{}", sbc.log());
+    let contact = header(&a_ok, "Contact").unwrap_or_default();
+    assert!(contact.contains("[::1]:15155;transport=tcp"), "{a_ok}");
+    let to = to_header(&a_ok);
+    let mut at_carrier = Vec::new();
+    for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
+        let m = tcp(request(
+            method,
+            &format!("sip:+390612345678@{sbc6};transport=tcp"),
+            &me,
+            (&dialog.0, &to),
+            "v6-tcp",
+            cseq,
+            "",
+        ));
+        pbx.write_all(m.as_bytes()).unwrap();
+        at_carrier.push(car.wait_sip(method, |s| s.starts_with(&format!("{method} "))));
+    }
+    // The carrier's 200 to the BYE reaches the PBX over its connection.
+    let bye_ok = respond(&at_carrier[1], 200, "OK", "car6", "", "");
+    car.send(&format!("{}:5060", net.ip(1)), bye_ok.as_bytes());
+    let done = read_stream_message(&mut pbx, &mut buf);
+    assert!(
+        done.starts_with("SIP/2.0 200") && done.contains("CSeq: 2 BYE"),
+        "{done}\n{}",
+        sbc.log()
+    );
+}
