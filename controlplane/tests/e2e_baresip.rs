@@ -1,7 +1,7 @@
 //! A real softphone: two `baresip` instances (Debian package) register
 //! with digest authentication to the SBC of config/examples/remote-phones.toml
-//! and call each other by extension number, with audio (a sine tone, PCMU)
-//! relayed both ways through the SBC.
+//! and call each other by extension number, each way, with audio (a sine
+//! tone, PCMU) relayed both ways through the SBC.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -59,6 +59,34 @@ fn baresip(dir: &Path, extra: &[&str]) -> Phone {
     Phone(child)
 }
 
+/// The phone of `callee` registers (answering by itself); the phone of
+/// `caller` dials `number` and hangs up after 6 s. The media packets the
+/// SBC relayed during the call, caller to callee and back.
+fn one_call(sbc: &Sbc, caller: &Path, callee: &Path, number: &str) -> [f64; 2] {
+    let relayed = || {
+        ["caller_to_callee", "callee_to_caller"]
+            .map(|d| sbc.metric(&format!("sbc_media_packets_total{{direction=\"{d}\"}}")))
+    };
+    let registered = || sbc.metric("sbc_registrar_requests_total{result=\"registered\"}");
+    let before = relayed();
+    let (before_registered, started) = (registered(), Instant::now());
+    let answering = baresip(callee, &[]);
+    while registered() <= before_registered && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(registered() > before_registered, "{}", sbc.log());
+    let dial = format!("/dial {number}");
+    let mut dialling = baresip(caller, &["-e", &dial, "-t", "6"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && dialling.0.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(answering);
+    let after = relayed();
+    [after[0] - before[0], after[1] - before[1]]
+}
+
 #[test]
 fn two_baresip_phones_call_each_other_by_extension_through_the_sbc() {
     let net = Net(130);
@@ -83,30 +111,11 @@ fn two_baresip_phones_call_each_other_by_extension_through_the_sbc() {
         25_070,
         26_000,
         &format!(
-            "<sip:alice-desk@{sbc_host}:5060>;auth_pass=Desk-9f2k-Alice;regint=60;audio_codecs=PCMU"
+            "<sip:alice-desk@{sbc_host}:5060>;auth_pass=Desk-9f2k-Alice;regint=60;answermode=auto;audio_codecs=PCMU"
         ),
     );
     // bob registers and waits; alice dials his extension and hangs up
-    // after 6 s.
-    let bob = baresip(&bob_dir, &[]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut body = String::new();
-    while Instant::now() < deadline && !body.contains("\"account\":\"bob\"") {
-        std::thread::sleep(Duration::from_millis(200));
-        body = http_get(&net.metrics(), "/registrations").unwrap_or_default();
-    }
-    assert!(
-        body.contains("\"account\":\"bob\""),
-        "{body}\n{}",
-        sbc.log()
-    );
-    let mut alice = baresip(&alice_dir, &["-e", "/dial 101", "-t", "6"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && alice.0.try_wait().ok().flatten().is_none() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    drop(bob);
+    // after 6 s. Then the other way round: alice waits, bob dials 100.
     let outputs = || {
         format!(
             "alice:\n{}\nbob:\n{}\nsbc:\n{}",
@@ -115,20 +124,23 @@ fn two_baresip_phones_call_each_other_by_extension_through_the_sbc() {
             sbc.log()
         )
     };
-    // Audio both ways, through the SBC's relay: at 50 packets a second,
-    // a few seconds of call is well over 100 each way.
-    for direction in ["caller_to_callee", "callee_to_caller"] {
-        let packets = sbc.metric(&format!(
-            "sbc_media_packets_total{{direction=\"{direction}\"}}"
-        ));
-        assert!(packets >= 100.0, "{direction}: {packets}\n{}", outputs());
+    for (caller, callee, number) in [(&alice_dir, &bob_dir, "101"), (&bob_dir, &alice_dir, "100")] {
+        let relayed = one_call(&sbc, caller, callee, number);
+        // Audio both ways, through the SBC's relay: at 50 packets a
+        // second, a few seconds of call is well over 100 each way.
+        for (direction, packets) in ["caller_to_callee", "callee_to_caller"].iter().zip(relayed) {
+            assert!(
+                packets >= 100.0,
+                "dialling {number}, {direction}: {packets}\n{}",
+                outputs()
+            );
+        }
     }
     let log = sbc.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("call ended") && l.contains("answered=true")),
-        "{}",
-        outputs()
-    );
+    let answered = log
+        .lines()
+        .filter(|l| l.contains("call ended") && l.contains("answered=true"))
+        .count();
+    assert_eq!(answered, 2, "{}", outputs());
     assert!(!log.contains("Desk-9f2k-Alice") && !log.contains("Bob-7x1z-Secret"));
 }
