@@ -1,6 +1,7 @@
 //! The SBC registering itself to an ITSP (config/examples/register-to-itsp.toml)
 //! whose registrar, a stock sipp, challenges it: registered, refreshed,
-//! and a wrong password reported as failed.
+//! and a wrong password reported as failed; and a PBX call the ITSP
+//! challenges, sent again with the registration's credentials.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,7 +12,13 @@ use common::*;
 
 /// sipp as the ITSP's registrar, expecting `password`.
 fn registrar(net: Net, password: &str) -> Sipp {
-    let mut args = uas_args(net, &net.carrier_a(), "uas_registrar.xml", 1, 0);
+    itsp_sipp(net, &net.carrier_a(), "uas_registrar.xml", password, 0)
+}
+
+/// sipp as the ITSP on `ip` playing `scenario_file`, expecting the
+/// SBC's account sbc-user with `password`.
+fn itsp_sipp(net: Net, ip: &str, scenario_file: &str, password: &str, k: u16) -> Sipp {
+    let mut args = uas_args(net, ip, scenario_file, 1, k);
     args.extend(
         ["-s", "sbc-user", "-set", "password", password]
             .iter()
@@ -68,4 +75,50 @@ fn a_wrong_password_is_reported_as_failed() {
         "{}",
         sbc.log()
     );
+}
+
+/// A call from the PBX through the example: the ITSP challenges the SBC's
+/// INVITE (401), the SBC sends it again once with its registration's
+/// credentials (checked by the ITSP's sipp), and the call completes. The
+/// ITSP's registrar is at an address of its own (`registrar = ...` in the
+/// registration string), its call server at the trunk's.
+#[test]
+fn a_pbx_call_the_itsp_challenges_is_sent_again_with_credentials() {
+    let net = Net(120);
+    let plain = "register = { user = \"sbc-user\", secret = \"sbc-secret\", expires_s = 60 }";
+    let config = itsp_config(net);
+    assert!(config.contains(plain), "{config}");
+    let config = config.replace(
+        plain,
+        &format!(
+            "register = {{ user = \"sbc-user\", secret = \"sbc-secret\", expires_s = 60, registrar = \"{}:5060\" }}",
+            net.ip(21)
+        ),
+    );
+    let registrar = itsp_sipp(net, &net.ip(21), "uas_registrar.xml", "sbc-secret", 0);
+    let calls = itsp_sipp(
+        net,
+        &net.carrier_a(),
+        "uas_auth_answer.xml",
+        "sbc-secret",
+        10,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sbc = Sbc::start(net, &config);
+    let registered = "sbc_trunk_registered{trunk=\"itsp\"}";
+    assert_eq!(sbc.wait_metric(registered, 1.0), 1.0, "{}", sbc.log());
+    let mut args = uac_args(net, &net.pbx(), "uac_basic.xml", "+442071234567", 1, 1, 20);
+    args.extend(["-d".into(), "200".into()]);
+    let pbx = Sipp::spawn("pbx", &args).wait(Duration::from_secs(60));
+    let calls = calls.wait(Duration::from_secs(30));
+    assert_eq!(
+        (pbx.code, pbx.successful, calls.code, calls.successful),
+        (Some(0), 1, Some(0), 1),
+        "{}\n{}\n{}",
+        pbx.output,
+        calls.output,
+        sbc.log()
+    );
+    assert!(!sbc.log().contains("sbc-secret"), "{}", sbc.log());
+    drop(registrar);
 }
