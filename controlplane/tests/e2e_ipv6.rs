@@ -86,34 +86,33 @@ fn to_header(msg: &str) -> String {
     header(msg, "To").unwrap().to_owned()
 }
 
-#[test]
-fn an_ipv6_pbx_calls_an_ipv4_carrier_and_back_each_leg_in_its_own_family() {
-    let net = Net(141);
-    // Ports on ::1 (shared by every test) are this test's own.
-    let sbc6 = "[::1]:15141";
-    let pbx6 = "[::1]:15241";
-    let carrier = format!("{}:5060", net.carrier_a());
-    let config = format!(
+/// An SBC listening on this test's IPv4 address (UDP) and on `listen6`,
+/// relaying media on both families (`ports`), with a PBX trunk on ::1
+/// (reached at `pbx6` over `pbx_transport`) and carrier-a on IPv4: the
+/// PBX's calls go to the carrier, the carrier's +39 numbers to the PBX.
+fn v6_config(net: Net, listen6: &str, pbx6: &str, ports: &str, pbx_transport: &str) -> String {
+    format!(
         r#"
 [sip]
-listen = ["{sbc4}", "{sbc6}"]
+listen = ["{sbc4}", "{listen6}"]
 
 [metrics]
 listen = "{metrics}"
 
 [media]
 listen = ["{ip1}", "::1"]
-ports = "25000-25099"
+ports = "{ports}"
 
 [[trunks]]
 name = "pbx6"
 sources = ["::1"]
 address = "{pbx6}"
+transport = "{pbx_transport}"
 
 [[trunks]]
 name = "carrier"
 sources = ["{carrier_ip}"]
-address = "{carrier}"
+address = "{carrier_ip}:5060"
 
 [[routes]]
 name = "out"
@@ -134,7 +133,17 @@ pin_threads = false
         metrics = net.metrics(),
         ip1 = net.ip(1),
         carrier_ip = net.carrier_a(),
-    );
+    )
+}
+
+#[test]
+fn an_ipv6_pbx_calls_an_ipv4_carrier_and_back_each_leg_in_its_own_family() {
+    let net = Net(141);
+    // Ports on ::1 (shared by every test) are this test's own.
+    let sbc6 = "[::1]:15141";
+    let pbx6 = "[::1]:15241";
+    let carrier = format!("{}:5060", net.carrier_a());
+    let config = v6_config(net, sbc6, pbx6, "25000-25099", "udp");
     let sbc = Sbc::start(net, &config);
     let pbx = Udp::bind(pbx6);
     let pbx_rtp = Udp::bind("[::1]:45141");
@@ -292,43 +301,12 @@ fn an_ipv6_pbx_over_tcp_calls_an_ipv4_carrier_over_udp() {
     let net = Net(155);
     let sbc6 = "[::1]:15155";
     let carrier = format!("{}:5060", net.carrier_a());
-    let config = format!(
-        r#"
-[sip]
-listen = ["{sbc4}", "tcp:{sbc6}"]
-
-[metrics]
-listen = "{metrics}"
-
-[media]
-listen = ["{ip1}", "::1"]
-ports = "25100-25199"
-
-[[trunks]]
-name = "pbx6"
-sources = ["::1"]
-address = "[::1]:15255"
-transport = "tcp"
-
-[[trunks]]
-name = "carrier"
-sources = ["{carrier_ip}"]
-address = "{carrier}"
-
-[[routes]]
-name = "out"
-from = ["pbx6"]
-numbers = ["*"]
-targets = [{{ trunk = "carrier" }}]
-
-[shards]
-count = 2
-pin_threads = false
-"#,
-        sbc4 = net.sbc(),
-        metrics = net.metrics(),
-        ip1 = net.ip(1),
-        carrier_ip = net.carrier_a(),
+    let config = v6_config(
+        net,
+        &format!("tcp:{sbc6}"),
+        "[::1]:15255",
+        "25100-25199",
+        "tcp",
     );
     let sbc = Sbc::start(net, &config);
     let car = Udp::bind(&carrier);

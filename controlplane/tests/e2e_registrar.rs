@@ -37,6 +37,29 @@ accounts = [{{ username = "alice", secret = "alices-secret" }}]
     (dir, text)
 }
 
+/// carrier-a calls the DID +3902999 (extension 201): the call reaches a
+/// sipp answering at `phone` (where alice registered from) and runs to
+/// its end.
+fn did_call_reaches(net: Net, phone: &str, sbc: &Sbc) {
+    let uas = phone_sipp(net, phone, "uas_answer.xml", 20, &[]);
+    let mut args = uac_args(net, &net.carrier_a(), "uac_basic.xml", "+3902999", 1, 1, 60);
+    args.extend(["-d".into(), "500".into()]);
+    let uac = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
+    let uas = uas.wait(Duration::from_secs(30));
+    assert_eq!(
+        (uac.code, uac.successful, uas.successful),
+        (Some(0), 1, 1),
+        "{}\n{}\n{}",
+        uac.output,
+        uas.output,
+        sbc.log()
+    );
+}
+
+/// The DID +3902999 from carrier-a, to extension 201.
+const DID_TO_201: &str =
+    "\n[[dids]]\nnumbers = [\"+3902999\"]\nfrom = [\"carrier-a\"]\nextension = \"201\"\n";
+
 /// SIPp registering `user` with `password` from `ip`.
 fn register(net: Net, ip: &str, user: &str, password: &str, k: u16) -> SippResult {
     registration(net, "uac_register.xml", (ip, user, password), k)
@@ -49,9 +72,7 @@ fn register(net: Net, ip: &str, user: &str, password: &str, k: u16) -> SippResul
 fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
     let net = Net(117);
     let (state_dir, mut config) = registrar_config(net);
-    config.push_str(
-        "\n[[dids]]\nnumbers = [\"+3902999\"]\nfrom = [\"carrier-a\"]\nextension = \"201\"\n",
-    );
+    config.push_str(DID_TO_201);
     let state = state_dir.path().join("registrations.redb");
     let phone = net.ip(50);
     {
@@ -122,19 +143,7 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
     assert_eq!(sbc.metric("sbc_registrations"), 1.0);
     // The shards have the binding too: the carrier's call to the DID
     // reaches the phone where it registered from.
-    let uas = phone_sipp(net, &phone, "uas_answer.xml", 20, &[]);
-    let mut args = uac_args(net, &net.carrier_a(), "uac_basic.xml", "+3902999", 1, 1, 60);
-    args.extend(["-d".into(), "500".into()]);
-    let uac = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
-    let uas = uas.wait(Duration::from_secs(30));
-    assert_eq!(
-        (uac.code, uac.successful, uas.successful),
-        (Some(0), 1, 1),
-        "{}\n{}\n{}",
-        uac.output,
-        uas.output,
-        sbc.log()
-    );
+    did_call_reaches(net, &phone, &sbc);
 }
 
 /// A carrier's call to a DID routed to extension 201 reaches the phone
@@ -144,9 +153,7 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
 fn a_did_rings_the_registered_phone() {
     let net = Net(118);
     let (_state_dir, mut config) = registrar_config(net);
-    config.push_str(
-        "\n[[dids]]\nnumbers = [\"+3902999\"]\nfrom = [\"carrier-a\"]\nextension = \"201\"\n",
-    );
+    config.push_str(DID_TO_201);
     let sbc = Sbc::start(net, &config);
     let phone = net.ip(50);
 
@@ -174,19 +181,7 @@ fn a_did_rings_the_registered_phone() {
     registrations(net, |b| b.contains("alice"));
 
     // The phone now answers on the address it registered from.
-    let uas = phone_sipp(net, &phone, "uas_answer.xml", 20, &[]);
-    let mut args = uac_args(net, &net.carrier_a(), "uac_basic.xml", "+3902999", 1, 1, 60);
-    args.extend(["-d".into(), "500".into()]);
-    let uac = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
-    let uas = uas.wait(Duration::from_secs(30));
-    assert_eq!(
-        (uac.code, uac.successful, uas.successful),
-        (Some(0), 1, 1),
-        "{}\n{}\n{}",
-        uac.output,
-        uas.output,
-        sbc.log()
-    );
+    did_call_reaches(net, &phone, &sbc);
 }
 
 /// A phone calls out: it is asked for its credentials (407), calls again
