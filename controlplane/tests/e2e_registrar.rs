@@ -119,8 +119,16 @@ fn a_phone_registers_with_digest_auth_and_survives_a_restart() {
         // The password appears nowhere in the log.
         assert!(!sbc.log().contains("alices-secret"));
         assert!(sbc.log().contains("registered"), "{}", sbc.log());
-        // Saved within a second or so of the change; then a crash.
-        std::thread::sleep(Duration::from_millis(2500));
+        // Saved within a second or so of the change (waited for, up to
+        // 20 s on a busy machine); then a crash.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let saved = || {
+            let needle = b"\"account\":\"alice\"";
+            std::fs::read(&state).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        };
+        while !saved() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         sbc.kill();
     }
     // Killed: the store holds the binding, and no secret.

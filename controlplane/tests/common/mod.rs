@@ -164,7 +164,6 @@ impl Sbc {
         }
     }
 
-    /// Sends SIGINT (stop, as Ctrl-C does).
     /// Kills the process (SIGKILL: no chance to save anything) and
     /// waits for it.
     pub fn kill(&mut self) {
@@ -172,6 +171,7 @@ impl Sbc {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGINT (stop, as Ctrl-C does).
     pub fn interrupt(&self) {
         let status = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
@@ -244,6 +244,10 @@ impl Sbc {
 
 impl Drop for Sbc {
     fn drop(&mut self) {
+        // Already gone (killed, or exited): its pid may be another's now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM first (clean shutdown), then make sure.
         let _ = Command::new("kill")
             .arg("-TERM")

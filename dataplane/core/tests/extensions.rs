@@ -271,9 +271,90 @@ fn a_second_phones_answer_is_acked_and_hung_up() {
             .collect()
     };
     sim.recv(DESK, &late);
-    assert_eq!(to_desk(&sim.sent()), ["ACK", "BYE"]);
+    let sent = sim.sent();
+    assert_eq!(to_desk(&sent), ["ACK", "BYE"]);
+    let bye = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("BYE"))
+        .unwrap()
+        .clone();
     sim.recv(DESK, &late);
     assert_eq!(to_desk(&sim.sent()), ["ACK"]);
+    // The desk phone answers the BYE: its 200 is taken (it comes from
+    // where the BYE went, not from the call's callee), so the BYE is not
+    // sent again.
+    sim.recv(DESK, &reply(&bye, 200, "OK", None, None, ""));
+    let later = sim.advance(Duration::from_secs(5));
+    assert!(
+        later
+            .iter()
+            .all(|(_, s)| !(s.to == addr(DESK) && s.method().as_deref() == Some("BYE"))),
+        "the BYE went again: {later:#?}"
+    );
+}
+
+/// Two phones registered on different listeners: each fork's INVITE
+/// leaves from its phone's own, and the CANCEL to the one that lost, like
+/// the ACK and BYE to a late answer, carries that INVITE's Via (RFC 3261
+/// §9.1), not the winner's.
+#[test]
+fn each_fork_keeps_its_own_listener_in_its_cancel() {
+    let mut p = extension_policy(policy());
+    p.listeners.push(sbc_core::policy::Listener {
+        transport: Transport::Udp,
+        bind: addr("192.0.2.2:5060"),
+        advertise: "192.0.2.2:5060".into(),
+    });
+    let mut sim = Sim::with_policy(p);
+    let mut loc = Location::default();
+    loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &sim));
+    loc.apply(bound(
+        "alice-soft",
+        "201",
+        "sip:alice-soft@192.168.1.9:5062",
+        Flow::udp(addr(SOFT), LocalId(1)),
+        sim.now + Duration::from_secs(600),
+        "r2",
+    ));
+    sim.engine.set_location(loc);
+    let (desk, soft) = call_in(&mut sim);
+    let via = |s: &Sent| s.header(HeaderName::Via);
+    assert!(
+        via(&desk).starts_with("SIP/2.0/UDP 192.0.2.1:5060;"),
+        "{}",
+        desk.text()
+    );
+    assert!(
+        via(&soft).starts_with("SIP/2.0/UDP 192.0.2.2:5060;"),
+        "{}",
+        soft.text()
+    );
+    // Both ring; the desk phone answers: the soft phone is cancelled.
+    sim.recv(SOFT, &reply(&soft, 180, "Ringing", Some("st"), None, ""));
+    sim.recv(
+        DESK,
+        &answer_200(&desk, "desk-tag", "sip:alice@10.1.1.2:5062"),
+    );
+    let sent = sim.sent();
+    let cancel = sent
+        .iter()
+        .find(|s| s.to == addr(SOFT) && s.method().as_deref() == Some("CANCEL"))
+        .expect("CANCEL to the soft phone");
+    assert_eq!(via(cancel), via(&soft), "{}", cancel.text());
+    // Its 200 crosses the CANCEL: ACK and BYE leave from its listener too.
+    sim.recv(
+        SOFT,
+        &answer_200(&soft, "st", "sip:alice-soft@192.168.1.9:5062"),
+    );
+    let sent = sim.sent();
+    for m in sent.iter().filter(|s| s.to == addr(SOFT)) {
+        assert!(
+            via(m).starts_with("SIP/2.0/UDP 192.0.2.2:5060;"),
+            "{}",
+            m.text()
+        );
+    }
+    assert_eq!(sent.iter().filter(|s| s.to == addr(SOFT)).count(), 2);
 }
 
 #[test]
@@ -602,10 +683,6 @@ fn a_phone_authenticates_with_407_and_calls_out_with_its_extension_as_caller() {
     assert_eq!(sim.first_to(CARRIER_A).method().as_deref(), Some("BYE"));
 }
 
-/// A phone behind NAT whose requests name its private address and ask
-/// for no `rport` is still answered where they came from (symmetric
-/// response routing, on for phones): the 200 to its BYE goes to the NAT's
-/// port, not to the port its Via names.
 /// `policy` with `username`'s account held to TLS (and WSS).
 fn held_to_tls(mut p: Policy, username: &str) -> Policy {
     let accounts = p
@@ -657,6 +734,10 @@ fn an_account_held_to_tls_is_neither_rung_nor_heard_over_udp() {
     invite_to(&sent, CARRIER_A);
 }
 
+/// A phone behind NAT whose requests name its private address and ask
+/// for no `rport` is still answered where they came from (symmetric
+/// response routing, on for phones): the 200 to its BYE goes to the NAT's
+/// port, not to the port its Via names.
 #[test]
 fn a_phone_without_rport_is_answered_where_it_sent_from() {
     let mut sim = Sim::with_policy(phones_policy());

@@ -519,8 +519,9 @@ pub(crate) fn uac_route_set(msg: &Message<'_>) -> Vec<Bytes> {
 /// names no target. What is left of a dialog ACKs a retransmitted 2xx with
 /// it, so no ACK needs keeping. A SIPS target or route that `flow`'s
 /// transport cannot reach securely is not followed (RFC 3261 §26.2.2): the
-/// ACK goes to the 2xx's To URI (where the INVITE was addressed), without
-/// routes, as the dialog's own requests do.
+/// ACK's Request-URI is then the 2xx's To URI (a `sip:` URI of the called
+/// party, which the ACK's dialog identifiers make unambiguous), without
+/// routes; it goes to `flow`'s peer.
 pub(crate) fn ack_from_2xx(
     resp: &Response<'_>,
     local: &LocalParts,

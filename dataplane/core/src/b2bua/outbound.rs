@@ -452,7 +452,13 @@ pub(crate) fn on_attempt_response(
 ) {
     let policy = std::sync::Arc::clone(&call.policy);
     let current = call.in_wave(index);
-    let local = ctx.local(call.b.flow.local).clone();
+    // The attempt's own listener (its Via): forks and failover may leave
+    // from others.
+    let own_local = call
+        .attempts
+        .get(index)
+        .map_or(call.b.flow.local, |a| a.tx.dest().local);
+    let local = ctx.local(own_local).clone();
     let Some(attempt) = call.attempts.get_mut(index) else {
         return;
     };
@@ -495,7 +501,7 @@ pub(crate) fn on_attempt_response(
         ctx.stats.final_received(code);
     }
     if !live {
-        late_response(ctx, call, index, resp, now);
+        late_response(ctx, call, index, (resp, origin), now);
         return;
     }
     call.timers.cancel(TimerName::NoResponse);
@@ -740,7 +746,10 @@ fn unanchorable_answer(
     now: Instant,
 ) {
     let policy = Arc::clone(&call.policy);
-    hang_up_stray_answer(ctx, call, index, resp, now);
+    // The B leg's flow is this attempt's: where its INVITE went, over the
+    // connection its answer came on.
+    let flow = call.b.flow;
+    hang_up_stray_answer(ctx, call, index, resp, flow, now);
     if let Some(t) = policy.trunk(call.b.trunk) {
         t.stats.fail(Direction::Outbound);
     }
@@ -1005,7 +1014,13 @@ fn remember_peer(call: &mut Call, index: usize, resp: &Response<'_>, confirmed: 
 
 /// A response to an attempt the call no longer wants: clean up the callee
 /// side (CANCEL what rings, ACK and BYE what answered).
-fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+fn late_response(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    (resp, origin): (&Response<'_>, crate::net::Flow),
+    now: Instant,
+) {
     match resp.code {
         100..=199 if call.attempts.get(index).is_some_and(|a| a.tx.is_pending()) => {
             send_cancel(ctx, call, index, now);
@@ -1038,18 +1053,30 @@ fn late_response(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'
                 }
                 return;
             }
-            hang_up_stray_answer(ctx, call, index, resp, now);
+            // Hung up where this attempt's INVITE went, over the
+            // connection its answer came on (the B leg's flow is the
+            // winner's).
+            let Some(mut flow) = call.attempts.get(index).map(|a| a.tx.dest()) else {
+                return;
+            };
+            if flow.transport.is_reliable() && origin.conn.is_some() {
+                flow.conn = origin.conn;
+            }
+            hang_up_stray_answer(ctx, call, index, resp, flow, now);
         }
         _ => {}
     }
 }
 
-/// RFC 3261 §13.2.2.4: a 2xx nobody wants is ACKed and then BYEd.
+/// RFC 3261 §13.2.2.4: a 2xx nobody wants is ACKed and then BYEd, towards
+/// the answering peer on `flow` (where attempt `index`'s INVITE went, over
+/// the connection the answer came on).
 fn hang_up_stray_answer(
     ctx: &mut Ctx,
     call: &mut Call,
     index: usize,
     resp: &Response<'_>,
+    flow: crate::net::Flow,
     now: Instant,
 ) {
     let Some(tag) = resp.to_tag() else {
@@ -1064,7 +1091,7 @@ fn hang_up_stray_answer(
         ctx.send(stray.dest, &stray.ack);
         return;
     }
-    let local = ctx.local(call.b.flow.local).clone();
+    let local = ctx.local(flow.local).clone();
     let Some(attempt) = call.attempts.get(index) else {
         return;
     };
@@ -1073,8 +1100,8 @@ fn hang_up_stray_answer(
     let to = to.freeze();
     // A SIPS target or route this hop cannot reach securely is not
     // followed (RFC 3261 §26.2.2): the attempt's Request-URI, no routes.
-    let insecure = !super::build::is_secure(attempt.tx.dest().transport)
-        && super::build::asks_for_tls(&resp.msg, true);
+    let insecure =
+        !super::build::is_secure(flow.transport) && super::build::asks_for_tls(&resp.msg, true);
     let target = contact_uri(&resp.msg)
         .filter(|_| !insecure)
         .map_or_else(|| attempt.ruri.clone(), Bytes::copy_from_slice);
@@ -1083,9 +1110,6 @@ fn hang_up_stray_answer(
     } else {
         uac_route_set(&resp.msg)
     };
-    // Where this attempt's INVITE went (with another fork answered, the
-    // B leg's flow is that fork's).
-    let flow = attempt.tx.dest();
     let fallback = call
         .policy
         .fixed_address(attempt.target.trunk)

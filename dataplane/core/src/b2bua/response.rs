@@ -80,7 +80,14 @@ impl Engine {
             None
         };
         // Only the peer a request went to may answer it: its trunk's
-        // sources, or the address it was sent to.
+        // sources, or the address it was sent to. A request of the SBC's
+        // own (a BYE to a stray answer) went where it went, which may not
+        // be the leg's peer.
+        let own_dest = call
+            .extra
+            .as_deref()
+            .and_then(|e| e.own.iter().find(|o| o.branch[..] == *branch))
+            .map(|o| o.tx.dest().remote.ip());
         let (trunk, sent_to) = match attempt.and_then(|i| call.attempts.get(i)) {
             Some(a) => (
                 a.target.trunk,
@@ -90,7 +97,10 @@ impl Engine {
                         .map_or(a.tx.dest().remote.ip(), |a| a.ip()),
                 ),
             ),
-            None => (call.leg(side).trunk, Some(call.leg(side).flow.remote.ip())),
+            None => (
+                call.leg(side).trunk,
+                own_dest.or(Some(call.leg(side).flow.remote.ip())),
+            ),
         };
         let reach = Reach {
             policy: &call.policy,

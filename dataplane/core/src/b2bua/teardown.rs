@@ -105,10 +105,11 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: End
 /// CANCELs attempt `index` (RFC 3261 §9.1: same Request-URI, Call-ID,
 /// From, CSeq number and top Via as its INVITE).
 pub(crate) fn send_cancel(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
-    let local = ctx.local(call.b.flow.local).clone();
     let Some(attempt) = call.attempts.get_mut(index) else {
         return;
     };
+    // The INVITE's own listener, so the CANCEL's Via is the INVITE's.
+    let local = ctx.local(attempt.tx.dest().local).clone();
     if attempt.cancel.is_some() {
         return;
     }
