@@ -42,9 +42,10 @@ pub struct Registrar {
     /// `{ method = "options", interval_s = 30, unreachable_after = 3 }`:
     /// a phone that misses `unreachable_after` OPTIONS in a row is
     /// unreachable until it answers or registers again. `method = "crlf"`
-    /// sends a bare CRLF CRLF, which only holds the NAT open (nothing
-    /// answers it, so `unreachable_after` does not apply); `method =
-    /// "off"` sends nothing.
+    /// sends a bare CRLF CRLF, which nothing answers (`unreachable_after`
+    /// does not apply): over UDP it only holds the NAT open; over a stream
+    /// one that cannot be sent marks the phone unreachable, as any message
+    /// would. `method = "off"` sends nothing.
     pub keepalive: Option<KeepaliveConfig>,
 }
 

@@ -9,9 +9,10 @@ mod support;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use sbc_core::b2bua::Event;
 use sbc_core::net::{ConnId, Flow, LocalId, Transport};
 use sbc_core::policy::{Listener, NumberPattern, Policy, Route, TrunkId};
-use sbc_core::registrar::{Accounts, Location, Settings};
+use sbc_core::registrar::{Accounts, Change, Location, Settings};
 use sbc_core::sip::HeaderName;
 use support::*;
 
@@ -483,6 +484,41 @@ fn a_phone_that_cannot_be_reached_fails_at_once() {
     assert_eq!(finals_to_carrier(&sent), [480], "{sent:#?}");
     let (at, _) = sent.first().unwrap();
     assert!(*at <= sbc_core::b2bua::PEER_SCAN_EVERY, "{at:?}");
+}
+
+/// A phone whose connection is gone (nothing could be sent to it, and
+/// none can be opened) is unreachable until it registers again (RFC 5626
+/// §4.4): reported, the registrar hears of it, and the next call rings
+/// only the other phone. A report for an address no phone is bound at
+/// changes nothing.
+#[test]
+fn a_phone_whose_connection_is_gone_is_unreachable_until_it_registers_again() {
+    let (mut sim, desk, soft) = two_phones_over_tcp();
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, addr("203.0.113.77:40000"));
+    sim.advance(Duration::ZERO);
+    assert!(sim.events().is_empty());
+    sim.engine
+        .handle_unsent(sim.now, Transport::Tcp, desk.remote);
+    sim.advance(sbc_core::b2bua::PEER_SCAN_EVERY);
+    assert_eq!(
+        sim.events(),
+        [Event::Registration(Change::Reachable {
+            account: "alice".into(),
+            reachable: false,
+        })]
+    );
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, "+3902999", "in-after", "z9hG4bKafter", 1),
+    );
+    let sent = drain(&mut sim);
+    let invites: Vec<Flow> = sent
+        .iter()
+        .filter(|(_, s)| s.method().as_deref() == Some("INVITE"))
+        .map(|(d, _)| *d)
+        .collect();
+    assert_eq!(invites, [soft], "{sent:#?}");
 }
 
 /// Both phones reported in one round are looked for in one look: the

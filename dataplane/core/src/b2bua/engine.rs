@@ -305,6 +305,33 @@ impl Engine {
         let peers = std::mem::take(&mut self.unsent_peers);
         self.peer_scan_at = Some(now + PEER_SCAN_EVERY);
         self.fail_unsent(now, &peers);
+        self.unreachable_bindings(&peers);
+    }
+
+    /// Phones (and gateways) bound over a stream connection to one of
+    /// `peers` are unreachable until they register again: that connection
+    /// is gone and none can be opened to them (behind a NAT, or over
+    /// WebSocket), so a flow that failed (RFC 5626 §4.4) is not rung. A
+    /// CRLF keepalive that cannot be sent finds such phones as an OPTIONS
+    /// one does.
+    fn unreachable_bindings(&mut self, peers: &[(crate::net::Transport, std::net::SocketAddr)]) {
+        let gone: Vec<Arc<str>> = self
+            .ctx
+            .location
+            .iter()
+            .filter(|b| {
+                b.reachable
+                    && b.flow.transport.is_reliable()
+                    && peers.contains(&(b.flow.transport, b.flow.remote))
+            })
+            .map(|b| Arc::clone(&b.account))
+            .collect();
+        for account in gone {
+            self.record(crate::registrar::Change::Reachable {
+                account,
+                reachable: false,
+            });
+        }
     }
 
     /// The calls with an attempt to one of `peers` that never heard back
