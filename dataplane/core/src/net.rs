@@ -97,6 +97,11 @@ impl Transport {
         !matches!(self, Transport::Udp)
     }
 
+    /// Secured by TLS: TLS, or WebSocket over TLS.
+    pub fn is_secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
     /// The token in a Via sent-protocol and in `;transport=`.
     pub fn token(self) -> &'static str {
         match self {

@@ -880,7 +880,7 @@ impl Streams {
         let never_open = reason == ConnClose::ConnectFailed
             || c.connecting.is_some()
             || (c.tls.is_some() && !c.handshaken);
-        let lost_output = (!c.queued.is_empty() || !c.sending.is_empty()) && c.finishing.is_none();
+        let lost_output = has_output(c) && c.finishing.is_none();
         if reason != ConnClose::Shutdown && ((never_open && !c.accepted) || lost_output) {
             mark_unsent(&mut self.unsent, key);
         }
@@ -940,7 +940,7 @@ impl Streams {
         if seal(c).is_err() {
             return self.close(ring, slot, reason, stats);
         }
-        if c.in_flight || !c.sending.is_empty() || !c.queued.is_empty() {
+        if has_output(c) {
             c.finishing = Some(reason);
             // `FINISH` counts from here.
             c.active = now;

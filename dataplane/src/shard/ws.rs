@@ -179,8 +179,7 @@ impl WsConn {
                         // What tungstenite left unread behind the request
                         // (it reads the upgrade a chunk at a time) is the
                         // first frames: followed from here.
-                        let rest = self.pipe.0.borrow().input.clone();
-                        self.frames.push(&rest);
+                        self.frames.push(&self.pipe.0.borrow().input);
                     }
                     Err(HandshakeError::Interrupted(mid)) => {
                         self.state = State::Upgrading(Box::new(mid));

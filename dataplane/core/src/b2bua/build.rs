@@ -387,8 +387,12 @@ pub(crate) fn uri_of_route(route: &[u8]) -> &[u8] {
 /// Whether a URI, or a Contact, Route or Record-Route value, is a SIPS
 /// URI.
 pub(crate) fn is_sips(value: &[u8]) -> bool {
-    uri_of_route(value)
-        .get(..5)
+    is_sips_uri(uri_of_route(value))
+}
+
+/// Whether a URI (already taken out of its header value) is a SIPS URI.
+pub(crate) fn is_sips_uri(uri: &[u8]) -> bool {
+    uri.get(..5)
         .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
 }
 
@@ -401,19 +405,19 @@ fn mentions_sips(value: &[u8]) -> bool {
     })
 }
 
-/// Whether `transport` is secured by TLS (TLS, or WebSocket over TLS).
-pub(crate) fn is_secure(transport: Transport) -> bool {
-    matches!(transport, Transport::Tls | Transport::Wss)
-}
-
-/// Whether requests back to the sender of `msg` would need TLS on every
-/// hop (RFC 3261 §26.2.2): its Contact (their Request-URI) is a SIPS URI,
+/// Whether `msg`, received over `transport`, asks for what that transport
+/// cannot give: requests back to its sender would need TLS on every hop
+/// (RFC 3261 §26.2.2) and `transport` is not TLS. They would: its Contact
+/// (their Request-URI) is a SIPS URI,
 /// or, when `msg` sets a dialog's route set (`sets_routes`: a request or
 /// response that creates one), the route that would be their next hop:
 /// the first Record-Route of a request (RFC 3261 §12.1.1), the last of a
 /// response (§12.1.2). Within a dialog the route set does not change
 /// (§12.2), so only the Contact counts there.
-pub(crate) fn asks_for_tls(msg: &Message<'_>, sets_routes: bool) -> bool {
+pub(crate) fn insecure_sips(transport: Transport, msg: &Message<'_>, sets_routes: bool) -> bool {
+    if transport.is_secure() {
+        return false;
+    }
     // Nearly every message names no SIPS URI at all: a scan for `sips:`
     // spares them the parse of the Contact.
     let mentioned = msg.value(HeaderName::Contact).is_some_and(mentions_sips)
@@ -425,7 +429,7 @@ pub(crate) fn asks_for_tls(msg: &Message<'_>, sets_routes: bool) -> bool {
         return false;
     }
     if !sets_routes {
-        return contact_uri(msg).is_some_and(is_sips);
+        return contact_uri(msg).is_some_and(is_sips_uri);
     }
     let mut routes = msg
         .all(HeaderName::RecordRoute)
@@ -435,7 +439,7 @@ pub(crate) fn asks_for_tls(msg: &Message<'_>, sets_routes: bool) -> bool {
     } else {
         routes.last()
     };
-    hop.is_some_and(is_sips) || contact_uri(msg).is_some_and(is_sips)
+    hop.is_some_and(is_sips) || contact_uri(msg).is_some_and(is_sips_uri)
 }
 
 /// Whom a leg's requests may reach: the peer's trunk, whose sources it
@@ -530,7 +534,7 @@ pub(crate) fn ack_from_2xx(
     reach: Reach<'_>,
 ) -> Option<(Flow, Bytes)> {
     let contact = contact_uri(&resp.msg)?;
-    let (target, routes) = if !is_secure(flow.transport) && asks_for_tls(&resp.msg, true) {
+    let (target, routes) = if insecure_sips(flow.transport, &resp.msg, true) {
         let to = crate::sip::NameAddr::parse(resp.msg.value(HeaderName::To)?).ok()?;
         (to.uri, Vec::new())
     } else {

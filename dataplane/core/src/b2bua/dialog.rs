@@ -303,9 +303,7 @@ fn retarget(call: &mut Call, side: Side, msg: &crate::sip::Message<'_>) {
     // A SIPS target the leg's transport cannot reach securely (a 2xx to a
     // re-INVITE over UDP or TCP) is not taken: requests keep going to the
     // target before it (RFC 3261 §26.2.2; such requests are refused).
-    if !super::build::is_secure(call.leg_mut(side).flow.transport)
-        && super::build::asks_for_tls(msg, false)
-    {
+    if super::build::insecure_sips(call.leg_mut(side).flow.transport, msg, false) {
         return;
     }
     if let Some(contact) = contact_uri(msg) {

@@ -178,20 +178,14 @@ impl Engine {
         // RFC 5630): one that came over anything else is refused, whoever
         // sent it, in a dialog or not. (The B leg is a request of the
         // SBC's own.)
-        if req.uri.scheme == Scheme::Sips
-            && !matches!(
-                origin.transport,
-                crate::net::Transport::Tls | crate::net::Transport::Wss
-            )
-        {
+        if req.uri.scheme == Scheme::Sips && !origin.transport.is_secure() {
             self.ctx.refuse(&req, origin, Refusal::InsecureSips);
             return;
         }
         // Nor does the SBC take a SIPS Contact (or next-hop Record-Route)
         // it would have to reach over TLS from a peer that did not use it.
         if super::dialog::is_target_refresh(req.method)
-            && !super::build::is_secure(origin.transport)
-            && super::build::asks_for_tls(&req.msg, req.to_tag().is_none())
+            && super::build::insecure_sips(origin.transport, &req.msg, req.to_tag().is_none())
         {
             self.ctx.refuse(&req, origin, Refusal::InsecureSipsTarget);
             return;

@@ -965,7 +965,7 @@ fn remember_peer(call: &mut Call, index: usize, resp: &Response<'_>, confirmed: 
     let Some(tag) = resp.to_tag() else {
         return;
     };
-    let ruri = call.attempts.get(index).map(|a| a.ruri.clone());
+    let attempt_ruri = call.attempts.get(index).map(|a| &a.ruri);
     let b = &mut call.b;
     let fresh = b.remote_tag() != Some(tag);
     if fresh {
@@ -987,11 +987,10 @@ fn remember_peer(call: &mut Call, index: usize, resp: &Response<'_>, confirmed: 
     // §26.2.2): the dialog's requests go to the attempt's Request-URI (or
     // the target this early dialog already had), with no route set, on
     // the transport the callee answered over.
-    let insecure =
-        !super::build::is_secure(b.flow.transport) && super::build::asks_for_tls(&resp.msg, true);
+    let insecure = super::build::insecure_sips(b.flow.transport, &resp.msg, true);
     let target = match (insecure, fresh) {
         (false, _) => contact_uri(&resp.msg),
-        (true, true) => ruri.as_deref(),
+        (true, true) => attempt_ruri.map(|r| &r[..]),
         (true, false) => None,
     };
     b.set_remote(Some(tag), to, target);
@@ -1100,8 +1099,7 @@ fn hang_up_stray_answer(
     let to = to.freeze();
     // A SIPS target or route this hop cannot reach securely is not
     // followed (RFC 3261 §26.2.2): the attempt's Request-URI, no routes.
-    let insecure =
-        !super::build::is_secure(flow.transport) && super::build::asks_for_tls(&resp.msg, true);
+    let insecure = super::build::insecure_sips(flow.transport, &resp.msg, true);
     let target = contact_uri(&resp.msg)
         .filter(|_| !insecure)
         .map_or_else(|| attempt.ruri.clone(), Bytes::copy_from_slice);

@@ -449,10 +449,7 @@ impl Engine {
         // was for a SIPS URI too (and a SIPS Request-URI only arrives over
         // TLS: `on_request` refuses it otherwise), so a phone is never
         // reached at a SIPS Contact without TLS.
-        let sips = |uri: &[u8]| {
-            uri.get(..5)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
-        };
+        let sips = super::build::is_sips_uri;
         if req.uri.scheme != Scheme::Sips
             && (sips(contact.uri)
                 || contacts
