@@ -46,14 +46,7 @@ fn did_call_reaches(net: Net, phone: &str, sbc: &Sbc) {
     args.extend(["-d".into(), "500".into()]);
     let uac = Sipp::spawn("carrier", &args).wait(Duration::from_secs(60));
     let uas = uas.wait(Duration::from_secs(30));
-    assert_eq!(
-        (uac.code, uac.successful, uas.successful),
-        (Some(0), 1, 1),
-        "{}\n{}\n{}",
-        uac.output,
-        uas.output,
-        sbc.log()
-    );
+    assert_one_call(&uac, &uas, sbc);
 }
 
 /// The DID +3902999 from carrier-a, to extension 201.
@@ -219,14 +212,7 @@ fn a_phone_authenticates_and_calls_out() {
     );
     let phone_call = call("bobs-secret", 0).wait(Duration::from_secs(60));
     let carrier = carrier.wait(Duration::from_secs(30));
-    assert_eq!(
-        (phone_call.code, phone_call.successful, carrier.successful),
-        (Some(0), 1, 1),
-        "{}\n{}\n{}",
-        phone_call.output,
-        carrier.output,
-        sbc.log()
-    );
+    assert_one_call(&phone_call, &carrier, &sbc);
     // Counted as a phone's request, not as a REGISTER the registrar
     // answered (bob never registered).
     assert!(sbc.metric("sbc_phone_auth_requests_total{result=\"challenged\"}") >= 1.0);
@@ -286,14 +272,7 @@ fn a_dynamic_trunk_is_reached_where_it_registered_from() {
     let uas = phone_sipp(net, &gw, "uas_answer.xml", 20, &[]);
     let uac = call(40).wait(Duration::from_secs(60));
     let uas = uas.wait(Duration::from_secs(30));
-    assert_eq!(
-        (uac.code, uac.successful, uas.successful),
-        (Some(0), 1, 1),
-        "{}\n{}\n{}",
-        uac.output,
-        uas.output,
-        sbc.log()
-    );
+    assert_one_call(&uac, &uas, &sbc);
     assert_eq!(
         sbc.metric("sbc_calls_answered_total{trunk=\"isdn-gw\",direction=\"outbound\"}"),
         1.0

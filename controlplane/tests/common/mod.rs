@@ -307,6 +307,19 @@ pub struct SippResult {
     pub output: String,
 }
 
+/// One call, `caller` to `callee` (both sipp), ran to its end on both
+/// sides.
+pub fn assert_one_call(caller: &SippResult, callee: &SippResult, sbc: &Sbc) {
+    assert_eq!(
+        (caller.code, caller.successful, callee.successful),
+        (Some(0), 1, 1),
+        "{}\n{}\n{}",
+        caller.output,
+        callee.output,
+        sbc.log()
+    );
+}
+
 pub struct Sipp {
     child: Child,
     dir: tempfile::TempDir,

@@ -45,11 +45,16 @@ fn extension_policy(mut p: Policy) -> Policy {
 }
 
 fn binding(account: &str, at: &str, contact: &str, sim: &Sim) -> Change {
+    binding_over(account, Flow::udp(addr(at), LocalId(0)), contact, sim)
+}
+
+/// `account` of extension 201 bound over `flow` for 10 minutes.
+fn binding_over(account: &str, flow: Flow, contact: &str, sim: &Sim) -> Change {
     bound(
         account,
         "201",
         contact,
-        Flow::udp(addr(at), LocalId(0)),
+        flow,
         sim.now + Duration::from_secs(600),
         "r",
     )
@@ -308,13 +313,11 @@ fn each_fork_keeps_its_own_listener_in_its_cancel() {
     let mut sim = Sim::with_policy(p);
     let mut loc = Location::default();
     loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &sim));
-    loc.apply(bound(
+    loc.apply(binding_over(
         "alice-soft",
-        "201",
-        "sip:alice-soft@192.168.1.9:5062",
         Flow::udp(addr(SOFT), LocalId(1)),
-        sim.now + Duration::from_secs(600),
-        "r2",
+        "sip:alice-soft@192.168.1.9:5062",
+        &sim,
     ));
     sim.engine.set_location(loc);
     let (desk, soft) = call_in(&mut sim);
@@ -1001,13 +1004,11 @@ fn phones_of_both_families_each_get_an_offer_in_their_own() {
     let mut loc = Location::default();
     loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &sim));
     let soft6 = "[2001:db8:9::9]:5062";
-    loc.apply(bound(
+    loc.apply(binding_over(
         "alice-soft",
-        "201",
-        "sip:alice-soft@[2001:db8:9::9]:5062",
         Flow::udp(addr(soft6), LocalId(1)),
-        sim.now + Duration::from_secs(600),
-        "r6",
+        "sip:alice-soft@[2001:db8:9::9]:5062",
+        &sim,
     ));
     sim.engine.set_location(loc);
     sim.recv(
