@@ -192,6 +192,71 @@ pub(crate) fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> 
     }
 }
 
+/// The shard's ring, with a completion queue eight times its submission
+/// queue.
+fn setup_ring(sq_entries: u32) -> io::Result<IoUring> {
+    match IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_defer_taskrun()
+        .setup_cqsize(sq_entries * 8)
+        .build(sq_entries)
+    {
+        Ok(r) => Ok(r),
+        Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => Err(e),
+        // Kernels before 6.1 lack DEFER_TASKRUN.
+        Err(_) => IoUring::builder()
+            .setup_cqsize(sq_entries * 8)
+            .build(sq_entries),
+    }
+}
+
+/// How many times a ring is set up again after ENOMEM, waiting twice as
+/// long each time from [`SHORT_OF_MEMORY_WAIT`] (1.3 s in all).
+const SHORT_OF_MEMORY_TRIES: u32 = 6;
+const SHORT_OF_MEMORY_WAIT: Duration = Duration::from_millis(20);
+/// The smallest submission queue a shard settles for.
+const SMALLEST_RING: u32 = 256;
+
+/// Sets up a ring of `sq_entries`, riding out a kernel short of memory.
+///
+/// The kernel allocates a ring's memory at setup, and with its free pages
+/// low (a page cache filling memory, a zone too fragmented for the
+/// completion queue's pages) it answers ENOMEM for a moment. So ENOMEM is
+/// tried again after a wait, and when the waits are used up, once more
+/// with a quarter of the entries (not below [`SMALLEST_RING`]): a shard
+/// that starts with a smaller ring serves; one that fails stops the SBC.
+/// Any other error is returned as it is.
+fn retry_short_of_memory<T>(
+    sq_entries: u32,
+    mut setup: impl FnMut(u32) -> io::Result<T>,
+    mut sleep: impl FnMut(Duration),
+) -> io::Result<T> {
+    let short = |e: &io::Error| e.raw_os_error() == Some(libc::ENOMEM);
+    let mut wait = SHORT_OF_MEMORY_WAIT;
+    for _ in 0..SHORT_OF_MEMORY_TRIES {
+        match setup(sq_entries) {
+            Err(e) if short(&e) => {
+                sleep(wait);
+                wait = wait.saturating_mul(2);
+            }
+            done => return done,
+        }
+    }
+    let smaller = (sq_entries / 4).max(SMALLEST_RING.min(sq_entries));
+    match setup(smaller) {
+        Ok(ring) => {
+            tracing::warn!(
+                entries = smaller,
+                wanted = sq_entries,
+                "short of memory: the shard runs on a smaller ring"
+            );
+            Ok(ring)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl ShardIo {
     pub(crate) fn new(
         sip: Vec<(UdpSocket, LocalId)>,
@@ -206,19 +271,7 @@ impl ShardIo {
         mode: RecvMode,
         xdp: Option<XdpPath>,
     ) -> io::Result<Self> {
-        let ring = match IoUring::builder()
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .setup_defer_taskrun()
-            .setup_cqsize(sizes.sq_entries * 8)
-            .build(sizes.sq_entries)
-        {
-            Ok(r) => r,
-            // Kernels before 6.1 lack DEFER_TASKRUN.
-            Err(_) => IoUring::builder()
-                .setup_cqsize(sizes.sq_entries * 8)
-                .build(sizes.sq_entries)?,
-        };
+        let ring = retry_short_of_memory(sizes.sq_entries, setup_ring, std::thread::sleep)?;
         let mut udp_of = Vec::new();
         for (i, (_, local)) in sip.iter().enumerate() {
             let at = usize::from(local.0);
@@ -1263,8 +1316,93 @@ impl ShardLoop {
 
 #[cfg(test)]
 mod tests {
-    use super::thread_cpu_time;
+    use super::{SHORT_OF_MEMORY_TRIES, retry_short_of_memory, thread_cpu_time};
+    use std::io;
     use std::time::Duration;
+
+    fn enomem() -> io::Error {
+        io::Error::from_raw_os_error(libc::ENOMEM)
+    }
+
+    #[test]
+    fn a_ring_short_of_memory_is_set_up_again_after_growing_waits() {
+        let mut asked = Vec::new();
+        let mut slept = Vec::new();
+        let got = retry_short_of_memory(
+            4096,
+            |n| {
+                asked.push(n);
+                if asked.len() < 3 {
+                    Err(enomem())
+                } else {
+                    Ok(n)
+                }
+            },
+            |d| slept.push(d),
+        );
+        assert_eq!(got.ok(), Some(4096));
+        assert_eq!(asked, [4096, 4096, 4096]);
+        assert_eq!(
+            slept,
+            [Duration::from_millis(20), Duration::from_millis(40)]
+        );
+    }
+
+    #[test]
+    fn when_the_waits_run_out_a_quarter_ring_is_tried_once_then_the_error_stands() {
+        let mut asked = Vec::new();
+        let mut slept = Duration::ZERO;
+        let got = retry_short_of_memory(
+            4096,
+            |n| {
+                asked.push(n);
+                if n == 4096 { Err(enomem()) } else { Ok(n) }
+            },
+            |d| slept += d,
+        );
+        assert_eq!(got.ok(), Some(1024));
+        let tries = usize::try_from(SHORT_OF_MEMORY_TRIES).unwrap_or(0);
+        assert_eq!(asked.len(), tries + 1);
+        assert_eq!(slept, Duration::from_millis(20 * 63));
+
+        // Never below the floor, and never above what was asked.
+        let mut last = 0;
+        let got = retry_short_of_memory(
+            512,
+            |n| {
+                last = n;
+                Err::<u32, _>(enomem())
+            },
+            |_| {},
+        );
+        assert_eq!(got.err().and_then(|e| e.raw_os_error()), Some(libc::ENOMEM));
+        assert_eq!(last, 256);
+        let got = retry_short_of_memory(
+            64,
+            |n| {
+                last = n;
+                Err::<u32, _>(enomem())
+            },
+            |_| {},
+        );
+        assert!(got.is_err());
+        assert_eq!(last, 64);
+    }
+
+    #[test]
+    fn other_errors_are_not_tried_again() {
+        let mut calls = 0;
+        let got = retry_short_of_memory(
+            4096,
+            |_| {
+                calls += 1;
+                Err::<u32, _>(io::Error::from_raw_os_error(libc::EINVAL))
+            },
+            |_| panic!("no wait for EINVAL"),
+        );
+        assert_eq!(got.err().and_then(|e| e.raw_os_error()), Some(libc::EINVAL));
+        assert_eq!(calls, 1);
+    }
 
     #[test]
     fn the_thread_cpu_clock_counts_this_threads_work() {
