@@ -157,3 +157,121 @@ fn a_call_the_itsp_delivers_to_the_registrations_contact_rings_the_pbx() {
     );
     drop(registrar);
 }
+
+/// The ITSP's call server challenges the PBX's call as a proxy (407 with
+/// Proxy-Authenticate, SHA-256, qop=auth), played by the test itself
+/// because sipp checks only `Authorization`: the SBC acknowledges the 407,
+/// sends the INVITE once more in the same call with a higher CSeq and a
+/// Proxy-Authorization (not an Authorization) whose response the test
+/// works out from the registration's secret, and the call completes.
+#[test]
+fn a_pbx_call_the_itsp_challenges_as_a_proxy_is_sent_again_with_proxy_credentials() {
+    let net = Net(159);
+    let itsp = Peer::bind(&net.carrier_a());
+    let (sbc, registrar) = registered_apart(net);
+    let mut args = uac_args(net, &net.pbx(), "uac_basic.xml", "+442071234567", 1, 1, 20);
+    args.extend(["-d".into(), "200".into()]);
+    let pbx = Sipp::spawn("pbx", &args);
+
+    let first = wait_for(&itsp, "INVITE", |m| m.starts_with("INVITE "));
+    let sbc_addr = net.sbc();
+    let challenge = "Proxy-Authenticate: Digest realm=\"itsp.example\", nonce=\"n407x1\", \
+                     qop=\"auth\", algorithm=SHA-256\r\n";
+    itsp.send(
+        &sbc_addr,
+        &respond(
+            &first,
+            407,
+            "Proxy Authentication Required",
+            "i1",
+            challenge,
+            "",
+        ),
+    );
+    let ack = wait_for(&itsp, "ACK to the 407", |m| m.starts_with("ACK "));
+    assert_eq!(header(&ack, "Call-ID"), header(&first, "Call-ID"));
+
+    let second = wait_for(&itsp, "the INVITE again", |m| m.starts_with("INVITE "));
+    assert_eq!(
+        header(&second, "Call-ID"),
+        header(&first, "Call-ID"),
+        "{second}"
+    );
+    let seq = |m: &str| -> u32 {
+        header(m, "CSeq")
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    assert!(seq(&second) > seq(&first), "{first}\n{second}");
+    assert!(header(&second, "Authorization").is_none(), "{second}");
+    let creds = header(&second, "Proxy-Authorization").unwrap_or_else(|| panic!("{second}"));
+    let param = |name: &str| digest_param(creds, name).unwrap_or_else(|| panic!("{name}: {creds}"));
+    assert_eq!(
+        (
+            param("username"),
+            param("realm"),
+            param("nonce"),
+            param("algorithm"),
+            param("qop")
+        ),
+        (
+            "sbc-user".into(),
+            "itsp.example".into(),
+            "n407x1".into(),
+            "SHA-256".into(),
+            "auth".into()
+        ),
+        "{creds}"
+    );
+    let uri = second.split(' ').nth(1).unwrap();
+    assert_eq!(param("uri"), uri, "{creds}");
+    let ha1 = sha256_hex("sbc-user:itsp.example:sbc-secret");
+    let ha2 = sha256_hex(&format!("INVITE:{uri}"));
+    let want = sha256_hex(&format!(
+        "{ha1}:n407x1:{}:{}:auth:{ha2}",
+        param("nc"),
+        param("cnonce")
+    ));
+    assert_eq!(param("response"), want, "{creds}");
+
+    let ip = net.carrier_a();
+    let contact = format!("Contact: <sip:itsp@{ip}:5060>\r\nContent-Type: application/sdp\r\n");
+    itsp.send(
+        &sbc_addr,
+        &respond(&second, 200, "OK", "i2", &contact, &sdp(&ip, net.port(1))),
+    );
+    wait_for(&itsp, "ACK to the 200", |m| m.starts_with("ACK "));
+    let bye = wait_for(&itsp, "BYE", |m| m.starts_with("BYE "));
+    itsp.send(&sbc_addr, &respond(&bye, 200, "OK", "i2", "", ""));
+
+    let pbx = pbx.wait(Duration::from_secs(30));
+    assert_eq!(
+        (pbx.code, pbx.successful),
+        (Some(0), 1),
+        "{}\n{}",
+        pbx.output,
+        sbc.log()
+    );
+    assert!(!sbc.log().contains("sbc-secret"), "{}", sbc.log());
+    drop(registrar);
+}
+
+/// A parameter of a digest header value, unquoted.
+fn digest_param(value: &str, name: &str) -> Option<String> {
+    let rest = value.trim().strip_prefix("Digest")?;
+    rest.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

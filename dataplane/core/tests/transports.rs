@@ -374,7 +374,16 @@ fn an_ipv4_caller_reaches_an_ipv6_carrier_over_tcp() {
 /// [`tcp_policy`] with `phones` (account, where it registered from) bound
 /// on extension 201, and carrier-a's DID +3902999 ringing it.
 fn phones_of_201(phones: &[(&str, Flow)]) -> Sim {
-    let mut p = tcp_policy(false);
+    phones_of_201_under(
+        tcp_policy(false),
+        phones,
+        "sip:alice@10.1.1.2:5062;transport=tcp",
+    )
+}
+
+/// [`phones_of_201`] under policy `p`, each phone registered with
+/// `contact`.
+fn phones_of_201_under(mut p: Policy, phones: &[(&str, Flow)], contact: &str) -> Sim {
     p.accounts = Accounts::new(
         Some(Settings::default()),
         phones.iter().map(|(a, _)| account(a, "201", "x")).collect(),
@@ -393,7 +402,7 @@ fn phones_of_201(phones: &[(&str, Flow)]) -> Sim {
         loc.apply(bound(
             account,
             "201",
-            "sip:alice@10.1.1.2:5062;transport=tcp",
+            contact,
             *flow,
             sim.now + Duration::from_secs(600),
             "r",
@@ -401,6 +410,68 @@ fn phones_of_201(phones: &[(&str, Flow)]) -> Sim {
     }
     sim.engine.set_location(loc);
     sim
+}
+
+/// Public mode over WebSocket (BRIEF §5): a WebRTC phone registered over
+/// WSS is rung with the WSS listener's public name in Via and Contact,
+/// with `transport=wss`; the carrier's leg gets the UDP listener's public
+/// name. Neither leg sees a bind address, nor the phone's `.invalid`
+/// Contact (RFC 7118 §5.2).
+#[test]
+fn a_websocket_listener_advertises_its_public_name() {
+    let mut p = tls_policy();
+    p.listeners[0].advertise = "sbc.example.com".into();
+    p.listeners.push(Listener {
+        transport: Transport::Wss,
+        bind: addr("192.0.2.1:8443"),
+        advertise: "sbc.example.com:8443".into(),
+    });
+    let phone = stream_flow(Transport::Wss, "203.0.113.30:50000", 3, 9);
+    let mut sim = phones_of_201_under(
+        p,
+        &[("alice", phone)],
+        "sip:k3f9a2@df7jal23ls0d.invalid;transport=ws",
+    );
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, "+3902999", "pub-ws", "z9hG4bKpubws", 1),
+    );
+    let sent = drain(&mut sim);
+    let (dest, ring) = find(&sent, "INVITE sip:k3f9a2@df7jal23ls0d.invalid");
+    assert_eq!(*dest, phone, "over the connection it registered on");
+    assert!(
+        ring.header(HeaderName::Via)
+            .starts_with("SIP/2.0/WSS sbc.example.com:8443;branch="),
+        "{}",
+        ring.text()
+    );
+    assert_eq!(
+        ring.header(HeaderName::Contact),
+        "<sip:sbc.example.com:8443;transport=wss>"
+    );
+    assert!(!ring.text().contains("192.0.2.1"), "{}", ring.text());
+
+    // The phone answers over its connection: the carrier's 200 names the
+    // UDP listener's public name only.
+    let answer = reply(
+        ring,
+        200,
+        "OK",
+        Some("phone-tag"),
+        Some("sip:k3f9a2@df7jal23ls0d.invalid;transport=ws"),
+        ANSWER_SDP,
+    )
+    .replace("SIP/2.0/UDP", "SIP/2.0/WSS");
+    sim.engine
+        .handle_datagram(sim.now, phone, answer.as_bytes());
+    let sent = drain(&mut sim);
+    let (dest, ok) = find(&sent, "SIP/2.0 200 ");
+    assert_eq!(dest.remote, addr(CARRIER_A));
+    assert_eq!(ok.header(HeaderName::Contact), "<sip:sbc.example.com>");
+    // (Its To is the carrier's own, with the address it called.)
+    for leak in [".invalid", "203.0.113.30", "8443", "phone-tag"] {
+        assert!(!ok.text().contains(leak), "{leak}: {}", ok.text());
+    }
 }
 
 #[test]
