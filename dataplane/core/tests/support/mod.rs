@@ -378,19 +378,21 @@ pub fn reply(
     contact: Option<&str>,
     body: &str,
 ) -> String {
+    // Parsed once: the fuzz target answers with this for every input.
     let m = req.msg();
+    let value = |name| String::from_utf8_lossy(m.value(name).unwrap_or(b"")).into_owned();
     let mut s = format!("SIP/2.0 {code} {reason}\r\n");
     for h in m.all(HeaderName::Via) {
         s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(h.value)));
     }
-    s.push_str(&format!("From: {}\r\n", req.header(HeaderName::From)));
-    let to = req.header(HeaderName::To);
+    s.push_str(&format!("From: {}\r\n", value(HeaderName::From)));
+    let to = value(HeaderName::To);
     match to_tag {
         Some(t) if !to.contains("tag=") => s.push_str(&format!("To: {to};tag={t}\r\n")),
         _ => s.push_str(&format!("To: {to}\r\n")),
     }
-    s.push_str(&format!("Call-ID: {}\r\n", req.header(HeaderName::CallId)));
-    s.push_str(&format!("CSeq: {}\r\n", req.header(HeaderName::CSeq)));
+    s.push_str(&format!("Call-ID: {}\r\n", value(HeaderName::CallId)));
+    s.push_str(&format!("CSeq: {}\r\n", value(HeaderName::CSeq)));
     if let Some(c) = contact {
         s.push_str(&format!("Contact: <{c}>\r\n"));
     }
