@@ -420,3 +420,93 @@ fn one_source_cannot_hold_more_than_its_share_of_connections() {
         1.0
     );
 }
+
+/// RFC 3261 §18.2.2: a caller that closes its side of the connection
+/// right after its INVITE (a half-close) still gets the answers. The SBC
+/// opens a connection to the Via's sent-by port at the caller's address
+/// and sends them over it, and the call goes on over that connection.
+#[test]
+fn answers_to_a_caller_whose_connection_closed_go_over_a_new_one_to_its_via_port() {
+    let net = Net(160);
+    let sbc = Sbc::start(net, &config(net, 1, false));
+    let (pbx, sbc_addr) = (net.pbx(), net.sbc());
+    let listener = std::net::TcpListener::bind(format!("{pbx}:5060")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let carrier = Peer::bind(&net.carrier_a());
+
+    let body = sdp(&pbx, net.port(1));
+    let head = |method: &str, ruri: &str, branch: &str, to: &str, cseq: u32| {
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP {pbx}:5060;branch=z9hG4bK-hc-{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:pbx@{pbx}>;tag=hc1\r\nTo: {to}\r\nCall-ID: half-closed-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:pbx@{pbx}:5060;transport=tcp>\r\n"
+        )
+    };
+    let callee = format!("<sip:+390612345678@{sbc_addr}>");
+    let invite = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        head(
+            "INVITE",
+            &format!("sip:+390612345678@{sbc_addr}"),
+            "1",
+            &callee,
+            1
+        ),
+        body.len()
+    );
+    let mut first = connect(&pbx, &sbc_addr);
+    first.write_all(invite.as_bytes()).unwrap();
+    first.shutdown(std::net::Shutdown::Write).unwrap();
+
+    let inv = wait_for(&carrier, "INVITE", |m| m.starts_with("INVITE "));
+    let ip = net.carrier_a();
+    carrier.send(&sbc_addr, &respond(&inv, 180, "Ringing", "c1", "", ""));
+    let contact = format!("Contact: <sip:callee@{ip}:5060>\r\nContent-Type: application/sdp\r\n");
+    carrier.send(
+        &sbc_addr,
+        &respond(&inv, 200, "OK", "c1", &contact, &sdp(&ip, net.port(2))),
+    );
+
+    // The SBC comes back to the PBX's Via port with the answers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut back = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("the SBC never connected back: {e}\n{}", sbc.log()),
+        }
+    };
+    back.set_nonblocking(false).unwrap();
+    back.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let got = read_until(&mut back, |t| t.contains("SIP/2.0 200 "));
+    assert!(
+        got.contains("SIP/2.0 180 ") && got.contains("SIP/2.0 200 "),
+        "{got}\n{}",
+        sbc.log()
+    );
+    let ok = &got[got.find("SIP/2.0 200 ").unwrap()..];
+    let to = header(ok, "To").unwrap().to_owned();
+    let target = header(ok, "Contact").unwrap();
+    let target = target
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // The call goes on over the connection the SBC opened: ACK, then BYE.
+    let ack = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        head("ACK", &target, "2", &to, 1)
+    );
+    back.write_all(ack.as_bytes()).unwrap();
+    wait_for(&carrier, "ACK", |m| m.starts_with("ACK "));
+    let bye = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        head("BYE", &target, "3", &to, 2)
+    );
+    back.write_all(bye.as_bytes()).unwrap();
+    let bye = wait_for(&carrier, "BYE", |m| m.starts_with("BYE "));
+    carrier.send(&sbc_addr, &respond(&bye, 200, "OK", "c1", "", ""));
+    let done = read_until(&mut back, |t| t.contains("CSeq: 2 BYE"));
+    assert!(done.starts_with("SIP/2.0 200 "), "{done}\n{}", sbc.log());
+}

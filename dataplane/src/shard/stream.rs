@@ -590,7 +590,8 @@ impl Streams {
 
     /// Sends `data` to `dest`: over its connection when it names one of
     /// this shard's that is still open, else over an open connection to
-    /// the same peer, else over a new one.
+    /// the same peer, else over a new one. For a response the peer is the
+    /// request's source address at its Via port.
     pub(crate) fn send(
         &mut self,
         ring: &mut IoUring,
@@ -611,6 +612,13 @@ impl Streams {
                 return self.queue(ring, slot, data, stats);
             }
         }
+        // A response whose connection is gone: to the Via's sent-by port
+        // at the request's source (RFC 3261 §18.2.2), not to the port the
+        // request left from, where nothing listens.
+        let dest = match sbc_core::b2bua::reconnect_for_response(&dest, &data) {
+            Some(remote) => Flow { remote, ..dest },
+            None => dest,
+        };
         let slot = match self.by_remote.get(&(dest.transport, dest.remote)) {
             Some(&slot) => slot,
             None => match self.connect(ring, now, dest, stats)? {

@@ -62,6 +62,7 @@ mod tomb;
 mod upstream;
 mod wheel;
 
+pub use build::reconnect_for_response;
 pub use context::Engine;
 pub use engine::{Disposition, PEER_SCAN_EVERY, UNSENT_PEERS};
 pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals, Upstream};
