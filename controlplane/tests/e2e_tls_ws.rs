@@ -108,16 +108,6 @@ fn read_message(stream: &mut impl Read, buf: &mut Vec<u8>, deadline: Instant) ->
     }
 }
 
-/// A quoted or bare parameter of a challenge header.
-fn param(header: &str, name: &str) -> Option<String> {
-    let at = header.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &header[at..];
-    Some(match rest.strip_prefix('"') {
-        Some(q) => q[..q.find('"')?].to_owned(),
-        None => rest.split([',', ' ']).next().unwrap_or_default().to_owned(),
-    })
-}
-
 /// The Authorization (or Proxy-Authorization) value answering the MD5
 /// challenge in `response` for `method` `uri`.
 fn answer(response: &str, (user, password): (&str, &str), method: &str, uri: &str) -> String {
@@ -130,10 +120,10 @@ fn answer(response: &str, (user, password): (&str, &str), method: &str, uri: &st
                 || n.eq_ignore_ascii_case("Proxy-Authenticate")
         })
         .map(|(_, v)| v.trim())
-        .find(|v| param(v, "algorithm").is_none_or(|a| a.eq_ignore_ascii_case("MD5")))
+        .find(|v| digest_param(v, "algorithm").is_none_or(|a| a.eq_ignore_ascii_case("MD5")))
         .unwrap_or_else(|| panic!("no MD5 challenge in {response}"));
-    let realm = param(challenge, "realm").unwrap();
-    let nonce = param(challenge, "nonce").unwrap();
+    let realm = digest_param(challenge, "realm").unwrap();
+    let nonce = digest_param(challenge, "nonce").unwrap();
     let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
     let ha2 = md5_hex(&format!("{method}:{uri}"));
     let cnonce = "0a4f113b";

@@ -256,22 +256,3 @@ fn a_pbx_call_the_itsp_challenges_as_a_proxy_is_sent_again_with_proxy_credential
     assert!(!sbc.log().contains("sbc-secret"), "{}", sbc.log());
     drop(registrar);
 }
-
-/// A parameter of a digest header value, unquoted.
-fn digest_param(value: &str, name: &str) -> Option<String> {
-    let rest = value.trim().strip_prefix("Digest")?;
-    rest.split(',').find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}

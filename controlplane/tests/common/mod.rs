@@ -661,6 +661,43 @@ pub fn registrations(net: Net, want: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Lower-case hex SHA-256 of `s` (RFC 7616 digest answers).
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A parameter of a digest challenge or credentials value (`Digest
+/// realm="x", qop="auth,auth-int", nc=00000001`), unquoted. Names are
+/// matched whole (`nonce` is never read out of `cnonce`), and a comma
+/// inside quotes does not end a value.
+pub fn digest_param(value: &str, name: &str) -> Option<String> {
+    let value = value.trim();
+    let mut rest = value.strip_prefix("Digest").unwrap_or(value);
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        let (key, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (found, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"')?;
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim(), &after[end..])
+            }
+        };
+        if key.trim().eq_ignore_ascii_case(name) {
+            return Some(found.to_owned());
+        }
+        rest = next;
+    }
+}
+
 /// Lower-case hex MD5 of `s` (digest answers, HA1s).
 pub fn md5_hex(s: &str) -> String {
     use md5::{Digest, Md5};

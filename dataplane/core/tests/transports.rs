@@ -306,6 +306,63 @@ fn a_stream_listener_advertises_its_public_name() {
 /// carrier reached over TCP on IPv6. The INVITE leaves from the IPv6 TCP
 /// listener, and says so in Via and Contact; the carrier's answer over
 /// its connection reaches the PBX on IPv4.
+/// RFC 3261 §18.2.2: a response whose connection is gone goes over a new
+/// one to the source address at the Via's sent-by port (or the
+/// transport's default), for a configured trunk only: never for a
+/// stranger or a trunk that registers (either could name another port of
+/// an address it shares), never over UDP or WebSocket, never for a
+/// request.
+#[test]
+fn a_response_whose_connection_is_gone_reconnects_to_a_trunks_via_port() {
+    use sbc_core::b2bua::reconnect_for_response;
+    let mut p = tcp_policy(false);
+    let answer = |via: &str| {
+        format!(
+            "SIP/2.0 180 Ringing\r\nVia: {via}\r\nVia: SIP/2.0/UDP inner.example\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let pbx_at = |port: u16| {
+        let mut a = addr(PBX);
+        a.set_port(port);
+        Some(a)
+    };
+    let tcp = stream_flow(Transport::Tcp, "10.0.0.10:40000", 1, 9);
+    let tls = stream_flow(Transport::Tls, "10.0.0.10:40001", 2, 10);
+    let via = |t: &str, rest: &str| answer(&format!("SIP/2.0/{t} {rest};branch=z9hG4bKa"));
+    let to = |flow: &Flow, msg: &str, p: &Policy| reconnect_for_response(flow, msg.as_bytes(), p);
+    // The sent-by port, at the source IP whatever host Via names.
+    assert_eq!(
+        to(&tcp, &via("TCP", "10.9.9.9:5070;received=198.51.100.9"), &p),
+        pbx_at(5070)
+    );
+    // No port: the transport's default.
+    assert_eq!(to(&tcp, &via("TCP", "pbx.example"), &p), pbx_at(5060));
+    assert_eq!(to(&tls, &via("tls", "pbx.example"), &p), pbx_at(5061));
+    // Another transport than the connection's, port 0, a request, no
+    // connection, unreadable: none.
+    assert_eq!(to(&tcp, &via("UDP", "10.0.0.10:5070"), &p), None);
+    assert_eq!(to(&tcp, &via("TCP", "10.0.0.10:0"), &p), None);
+    let bye = "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.10:5070;branch=z9hG4bKa\r\n\r\n";
+    assert_eq!(to(&tcp, bye, &p), None);
+    let unconnected = Flow { conn: None, ..tcp };
+    assert_eq!(to(&unconnected, &via("TCP", "10.0.0.10:5070"), &p), None);
+    assert_eq!(to(&tcp, "SIP/2.0 180 Ringing\r\n\r\n", &p), None);
+    // UDP and WebSocket: none.
+    for t in [Transport::Udp, Transport::Ws, Transport::Wss] {
+        let flow = Flow {
+            transport: t,
+            ..tcp
+        };
+        assert_eq!(to(&flow, &via(t.token(), "10.0.0.10:5070"), &p), None);
+    }
+    // A stranger: none.
+    let stranger = stream_flow(Transport::Tcp, "203.0.113.9:40000", 1, 11);
+    assert_eq!(to(&stranger, &via("TCP", "203.0.113.9:5070"), &p), None);
+    // The same trunk made one that registers: none.
+    p.trunks[0].dynamic = true;
+    assert_eq!(to(&tcp, &via("TCP", "10.0.0.10:5070"), &p), None);
+}
+
 #[test]
 fn an_ipv4_caller_reaches_an_ipv6_carrier_over_tcp() {
     let mut p = tcp_policy(false);
@@ -460,8 +517,7 @@ fn a_websocket_listener_advertises_its_public_name() {
         Some("phone-tag"),
         Some("sip:k3f9a2@df7jal23ls0d.invalid;transport=ws"),
         ANSWER_SDP,
-    )
-    .replace("SIP/2.0/UDP", "SIP/2.0/WSS");
+    );
     sim.engine
         .handle_datagram(sim.now, phone, answer.as_bytes());
     let sent = drain(&mut sim);

@@ -40,6 +40,7 @@ use super::uring::push;
 use super::ws::{WsConn, WsEnd};
 use crate::tls::TlsSetup;
 use sbc_core::net::{ConnClose, ConnId, Flow, LocalId, Transport};
+use sbc_core::policy::Policy;
 use sbc_core::sip::stream::{Frame, StreamDecoder, StreamLimits};
 use sbc_core::stats::ShardStats;
 
@@ -590,14 +591,14 @@ impl Streams {
 
     /// Sends `data` to `dest`: over its connection when it names one of
     /// this shard's that is still open, else over an open connection to
-    /// the same peer, else over a new one. For a response the peer is the
-    /// request's source address at its Via port.
+    /// the same peer, else over a new one. For a response to a configured
+    /// trunk the peer is the request's source address at its Via port.
     pub(crate) fn send(
         &mut self,
         ring: &mut IoUring,
         now: Instant,
-        dest: Flow,
-        data: Bytes,
+        (dest, data): (Flow, Bytes),
+        policy: &Policy,
         stats: &ShardStats,
     ) -> io::Result<()> {
         if let Some(id) = dest.conn.filter(|_| self.owner_elsewhere(&dest).is_none()) {
@@ -615,7 +616,7 @@ impl Streams {
         // A response whose connection is gone: to the Via's sent-by port
         // at the request's source (RFC 3261 §18.2.2), not to the port the
         // request left from, where nothing listens.
-        let dest = match sbc_core::b2bua::reconnect_for_response(&dest, &data) {
+        let dest = match sbc_core::b2bua::reconnect_for_response(&dest, &data, policy) {
             Some(remote) => Flow { remote, ..dest },
             None => dest,
         };

@@ -211,8 +211,9 @@ fn setup_ring(sq_entries: u32) -> io::Result<IoUring> {
     }
 }
 
-/// How many times a ring is set up again after ENOMEM, waiting twice as
-/// long each time from [`SHORT_OF_MEMORY_WAIT`] (1.3 s in all).
+/// How many times a ring is set up at its full size while the kernel
+/// answers ENOMEM, with a wait after each, twice as long each time from
+/// [`SHORT_OF_MEMORY_WAIT`] (1.3 s in all).
 const SHORT_OF_MEMORY_TRIES: u32 = 6;
 const SHORT_OF_MEMORY_WAIT: Duration = Duration::from_millis(20);
 /// The smallest submission queue a shard settles for.
@@ -245,7 +246,7 @@ fn retry_short_of_memory<T>(
     }
     let smaller = (sq_entries / 4).max(SMALLEST_RING.min(sq_entries));
     match setup(smaller) {
-        Ok(ring) => {
+        Ok(ring) if smaller < sq_entries => {
             tracing::warn!(
                 entries = smaller,
                 wanted = sq_entries,
@@ -253,7 +254,7 @@ fn retry_short_of_memory<T>(
             );
             Ok(ring)
         }
-        Err(e) => Err(e),
+        done => done,
     }
 }
 
@@ -479,7 +480,13 @@ impl ShardIo {
                             data: o.data,
                         },
                     )),
-                    None => streams.send(&mut self.ring, now, o.dest, o.data, stats)?,
+                    None => streams.send(
+                        &mut self.ring,
+                        now,
+                        (o.dest, o.data),
+                        engine.policy(),
+                        stats,
+                    )?,
                 }
                 continue;
             }
@@ -910,7 +917,13 @@ impl ShardLoop {
                     Handoff::Send { dest, data } => {
                         if let Some(streams) = &mut self.io.streams {
                             // The connection is ours (its id says so).
-                            streams.send(&mut self.io.ring, now, dest, data, &self.stats)?;
+                            streams.send(
+                                &mut self.io.ring,
+                                now,
+                                (dest, data),
+                                self.engine.policy(),
+                                &self.stats,
+                            )?;
                         }
                     }
                     Handoff::Unsent { transport, remote } => {

@@ -68,19 +68,28 @@ pub(crate) fn response_dest(req: &Request<'_>, origin: Flow) -> Flow {
 /// Where a response goes over a stream transport when the connection its
 /// request came on (`dest.conn`) is no longer open: RFC 3261 §18.2.2 asks
 /// for a new connection to the `received` address (the source address,
-/// which is `dest.remote`'s IP) at the Via's sent-by port, or the
-/// transport's default port (5060, or 5061 over TLS). `None` when `data`
-/// is not a response, its top Via cannot be read or names another
-/// transport, or the transport is a WebSocket (the SBC never opens one:
-/// RFC 7118 §5). Only a port of the address the request came from can be
-/// named this way, so a forged Via aims nothing elsewhere.
-pub fn reconnect_for_response(dest: &Flow, data: &[u8]) -> Option<SocketAddr> {
+/// `dest.remote`'s IP) at the Via's sent-by port, or the transport's
+/// default port (5060, or 5061 over TLS).
+///
+/// Only for a configured trunk that is not reached by registration, as
+/// with the Via-port rule over UDP ([`response_dest_for`]): anyone else
+/// could name another port of an address it shares (a NAT, a carrier-grade
+/// NAT) and aim the SBC's answer, or a connect whose failure is reported,
+/// at someone else's connection. `None` as well when `data` is not a
+/// response, its top Via cannot be read, names another transport or port
+/// 0, or the transport is a WebSocket (the SBC never opens one: RFC 7118
+/// §5).
+pub fn reconnect_for_response(dest: &Flow, data: &[u8], policy: &Policy) -> Option<SocketAddr> {
     let default_port = match dest.transport {
         Transport::Tcp => 5060,
         Transport::Tls => 5061,
         Transport::Udp | Transport::Ws | Transport::Wss => return None,
     };
     if dest.conn.is_none() || !data.starts_with(b"SIP/2.0 ") {
+        return None;
+    }
+    let trunk = policy.trunk_on(dest)?;
+    if policy.reached_by_binding(trunk) {
         return None;
     }
     let msg = Message::parse(data).ok()?;
@@ -92,10 +101,9 @@ pub fn reconnect_for_response(dest: &Flow, data: &[u8]) -> Option<SocketAddr> {
     {
         return None;
     }
-    Some(SocketAddr::new(
-        dest.remote.ip(),
-        via.port.unwrap_or(default_port),
-    ))
+    let mut to = dest.remote;
+    to.set_port(via.port.unwrap_or(default_port));
+    (to.port() != 0).then_some(to)
 }
 
 /// [`response_dest`] for a request from whoever `origin` is. A configured
@@ -658,59 +666,6 @@ mod tests {
         let raw = parse("SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa");
         let req = Request::parse(Message::parse(&raw).unwrap()).unwrap();
         assert_eq!(response_dest(&req, tcp), tcp);
-    }
-
-    /// RFC 3261 §18.2.2: a response whose connection is gone is sent over
-    /// a new one to the source address at the Via's sent-by port (or the
-    /// transport's default); never over UDP or WebSocket, never for a
-    /// request, never to another host than the request's source.
-    #[test]
-    fn a_response_whose_connection_is_gone_reconnects_to_the_via_port() {
-        use crate::net::{ConnId, LocalId, Transport};
-        let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-        let flow = |transport| Flow {
-            transport,
-            remote: src,
-            local: LocalId(1),
-            conn: std::num::NonZeroU64::new(9).map(ConnId),
-        };
-        let answer = |via: &str| {
-            format!(
-                "SIP/2.0 180 Ringing\r\nVia: {via}\r\nVia: SIP/2.0/UDP inner.example\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-            )
-        };
-        let at = |port: u16| Some(SocketAddr::new(src.ip(), port));
-        let tcp = flow(Transport::Tcp);
-        let tls = flow(Transport::Tls);
-        // The sent-by port, at the source IP whatever host Via names.
-        let r = answer("SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa;received=198.51.100.9");
-        assert_eq!(reconnect_for_response(&tcp, r.as_bytes()), at(5070));
-        // No port: the transport's default.
-        let r = answer("SIP/2.0/TCP pbx.example;branch=z9hG4bKa");
-        assert_eq!(reconnect_for_response(&tcp, r.as_bytes()), at(5060));
-        let r = answer("SIP/2.0/tls pbx.example;branch=z9hG4bKa");
-        assert_eq!(reconnect_for_response(&tls, r.as_bytes()), at(5061));
-        // A Via of another transport than the connection's, a request, no
-        // connection, UDP and WebSocket: none.
-        let r = answer("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa");
-        assert_eq!(reconnect_for_response(&tcp, r.as_bytes()), None);
-        let req = b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa\r\n\r\n";
-        assert_eq!(reconnect_for_response(&tcp, req), None);
-        let r = answer("SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa");
-        let unconnected = Flow { conn: None, ..tcp };
-        assert_eq!(reconnect_for_response(&unconnected, r.as_bytes()), None);
-        for t in [Transport::Udp, Transport::Ws, Transport::Wss] {
-            let r = answer(&format!(
-                "SIP/2.0/{} 10.0.0.1:5070;branch=z9hG4bKa",
-                t.token()
-            ));
-            assert_eq!(reconnect_for_response(&flow(t), r.as_bytes()), None);
-        }
-        // Unreadable: none.
-        assert_eq!(
-            reconnect_for_response(&tcp, b"SIP/2.0 180 Ringing\r\n\r\n"),
-            None
-        );
     }
 
     #[test]
