@@ -796,3 +796,48 @@ fn a_sips_contact_binds_only_for_a_sips_request_uri_over_tls() {
     );
     assert_eq!(gone.code(), Some(200), "{}", gone.text());
 }
+
+/// The registrar's one-second tick rests while the shard holds no
+/// binding (an idle shard does not wake every second for nothing), starts
+/// again with the first binding, which then expires on time, and rests
+/// again once nothing is left.
+#[test]
+fn the_registrars_ticks_rest_while_nothing_is_bound() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    // Installed as the shard does: the ticks start, the first rests.
+    let now = sim.now;
+    sim.engine
+        .set_policy(now, std::sync::Arc::new(registrar_policy()));
+    assert_eq!(
+        sim.engine.poll_timeout(),
+        Some(now + Duration::from_secs(1))
+    );
+    sim.advance(Duration::from_secs(3));
+    assert_eq!(
+        sim.engine.poll_timeout(),
+        None,
+        "nothing bound, nothing due"
+    );
+    let mut phone = Phone::new("alice", "alices-secret", "reg-rest");
+    let ok = phone.register(&mut sim, "Contact: <sip:alice@10.1.1.2>;expires=60\r\n");
+    assert_eq!(ok.code(), Some(200));
+    let due = sim.engine.poll_timeout().expect("ticking once bound");
+    assert!(
+        due <= sim.now + Duration::from_secs(1),
+        "{:?}",
+        due - sim.now
+    );
+    sim.advance(Duration::from_secs(59));
+    assert_eq!(sim.engine.location().len(), 1);
+    sim.advance(Duration::from_secs(2));
+    assert!(sim.engine.location().is_empty(), "expired on time");
+    // Its keepalive's turn comes within the 30 s interval (the account is
+    // forgotten then), and the last unanswered OPTIONS ends by timer F
+    // (32 s): after that nothing is left to wake for.
+    sim.advance(Duration::from_secs(65));
+    assert_eq!(sim.engine.poll_timeout(), None);
+    // Bound again, it ticks again.
+    let again = phone.register(&mut sim, "Contact: <sip:alice@10.1.1.2>;expires=60\r\n");
+    assert_eq!(again.code(), Some(200));
+    assert!(sim.engine.poll_timeout().is_some());
+}

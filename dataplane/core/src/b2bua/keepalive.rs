@@ -8,6 +8,8 @@
 //! Each account is kept alive by the shard that owns its binding (see
 //! `lookup.rs`); the work is spread over the interval by a hash of the account, a
 //! tick a second, so a hundred thousand phones never go out in one burst.
+//! The same tick expires bindings; while a shard holds none (and no
+//! keepalive is queued or waiting), its ticks rest until one is bound.
 //! The accounts wait in a queue by the tick their turn comes, so a tick
 //! reads only the accounts due, not every binding.
 
@@ -28,8 +30,13 @@ const TICK: Duration = Duration::from_secs(1);
 pub(crate) struct Keepalives {
     /// Ticks so far: the next tick to run.
     tick: u64,
-    /// When the next tick is due (`None`: keepalives are off).
+    /// When the next tick is due (`None`: keepalives are off, or resting).
     next_at: Option<Instant>,
+    /// While the ticks rest (the registrar is on, but nothing is bound,
+    /// queued or waiting for an answer): when the next tick would have
+    /// come. The first binding wakes them for then (at once if that has
+    /// passed), so an idle shard does not wake every second for nothing.
+    resume_at: Option<Instant>,
     /// Every bound account has its turn in `queue` (keepalives are
     /// configured and the first tick since has queued the bindings then
     /// held; accounts bound later are queued as they bind).
@@ -64,18 +71,38 @@ impl Engine {
     /// are configured.
     pub(crate) fn sync_keepalives(&mut self, now: Instant) {
         let on = self.ctx.policy.accounts.settings.is_some();
-        match (on, self.keepalives.next_at) {
-            (true, None) => {
+        let running = self.keepalives.next_at.is_some() || self.keepalives.resume_at.is_some();
+        match (on, running) {
+            (true, false) => {
                 self.keepalives.next_at = Some(now + TICK);
                 self.standalone.set_alarm(now + TICK, Alarm::Keepalive);
             }
-            (false, Some(_)) => {
-                // Everything goes, next_at with it (the ticks stop).
+            (false, true) => {
+                // Everything goes, next_at and resume_at with it (the
+                // ticks stop).
                 let Keepalives { mut in_flight, .. } = std::mem::take(&mut self.keepalives);
                 self.standalone.abandon_all(&mut in_flight);
             }
             _ => {}
         }
+    }
+
+    /// A binding came: resting ticks start again.
+    fn resume_keepalives(&mut self) {
+        if self.keepalives.next_at.is_none()
+            && let Some(at) = self.keepalives.resume_at.take()
+        {
+            self.keepalives.next_at = Some(at);
+            self.standalone.set_alarm(at, Alarm::Keepalive);
+        }
+    }
+
+    /// Whether a tick would have nothing to do: nothing bound to expire
+    /// or keep alive, no keepalive queued or waiting for its answer.
+    fn keepalives_idle(&self) -> bool {
+        self.ctx.location.is_empty()
+            && self.keepalives.queue.is_empty()
+            && self.keepalives.in_flight.is_empty()
     }
 
     fn keepalive_settings(&self) -> Option<Keepalive> {
@@ -91,10 +118,15 @@ impl Engine {
         if now < at {
             return;
         }
+        self.expire_bindings(now);
         let next = now + TICK;
+        if self.keepalives_idle() {
+            self.keepalives.next_at = None;
+            self.keepalives.resume_at = Some(next);
+            return;
+        }
         self.keepalives.next_at = Some(next);
         self.standalone.set_alarm(next, Alarm::Keepalive);
-        self.expire_bindings(now);
         let tick = self.keepalives.tick;
         self.keepalives.tick = tick.wrapping_add(1);
         let Some(settings) = self.keepalive_settings() else {
@@ -169,6 +201,7 @@ impl Engine {
     /// A binding was made or refreshed: its account is queued for its
     /// keepalives (once; a new binding counts its misses afresh).
     pub(crate) fn keepalive_bound(&mut self, account: &Arc<str>, fresh: bool) {
+        self.resume_keepalives();
         if !self.keepalives.primed {
             // The first tick queues whatever is bound then.
             return;

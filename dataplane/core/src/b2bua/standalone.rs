@@ -431,6 +431,11 @@ impl InFlight {
         self.by_tx.insert(tx, name);
     }
 
+    /// Whether no request is in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_tx.is_empty()
+    }
+
     /// `name`'s request in flight, forgotten (the caller abandons it).
     pub(crate) fn take(&mut self, name: &str) -> Option<TxId> {
         let tx = self.by_name.remove(name)?;
