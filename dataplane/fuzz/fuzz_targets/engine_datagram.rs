@@ -324,10 +324,11 @@ impl World {
     }
 }
 
-/// The length and a 64-bit hash of `bytes`, eight bytes a step: equal for
-/// a retransmission, and unequal otherwise but by a 2^-64 chance. Not a
-/// byte comparison, which libFuzzer's memcmp hook would make the costliest
-/// part of an input.
+/// The length and a 64-bit multiplicative hash of `bytes`, eight bytes a
+/// step: equal for a retransmission, and for two different messages of one
+/// length only by a rare collision, which can only skip a parse check (not
+/// invent a crash). Not a byte comparison, which libFuzzer's memcmp hook
+/// would make the costliest part of an input.
 fn fingerprint(bytes: &[u8]) -> (usize, u64) {
     let mut h = 0u64;
     let mut words = bytes.chunks_exact(8);
