@@ -427,8 +427,19 @@ fn one_source_cannot_hold_more_than_its_share_of_connections() {
 /// and sends them over it, and the call goes on over that connection.
 #[test]
 fn answers_to_a_caller_whose_connection_closed_go_over_a_new_one_to_its_via_port() {
-    let net = Net(160);
-    let sbc = Sbc::start(net, &config(net, 1, false));
+    answers_after_a_half_close(Net(160), 1);
+}
+
+/// The same with two shards: the call's shard may not be the one that
+/// accepted the connection, and hands its answers to that one, which finds
+/// the connection gone and opens the new one.
+#[test]
+fn answers_after_a_half_close_reach_the_caller_from_either_shard() {
+    answers_after_a_half_close(Net(161), 2);
+}
+
+fn answers_after_a_half_close(net: Net, shards: usize) {
+    let sbc = Sbc::start(net, &config(net, shards, false));
     let (pbx, sbc_addr) = (net.pbx(), net.sbc());
     // Not 5060: the Via's port must be the one used, not the default.
     let listener = std::net::TcpListener::bind(format!("{pbx}:5070")).unwrap();
