@@ -206,18 +206,29 @@ impl Streams {
         tls: Arc<ArcSwap<TlsSetup>>,
         ring: &IoUring,
     ) -> io::Result<Self> {
-        let bufs = BufRing::new(STREAM_BUFS, STREAM_BUF, BGID_STREAM)?;
-        // SAFETY: the ring memory is page aligned, holds `entries` entries
-        // and lives as long as the Streams, which the ShardIo drops after
-        // unregistering it (ShardIo::drop).
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                bufs.ring_addr(),
-                bufs.entries(),
-                BGID_STREAM,
-                0,
-            )
-        }?;
+        let register = |entries: u32| {
+            let entries = u16::try_from(entries).unwrap_or(STREAM_BUFS);
+            let bufs = BufRing::new(entries, STREAM_BUF, BGID_STREAM)?;
+            // SAFETY: the ring memory is page aligned, holds `entries`
+            // entries and lives as long as the Streams, which the ShardIo
+            // drops after unregistering it (ShardIo::drop); a ring whose
+            // registration failed is dropped unregistered.
+            unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    bufs.ring_addr(),
+                    bufs.entries(),
+                    BGID_STREAM,
+                    0,
+                )
+            }?;
+            Ok(bufs)
+        };
+        let bufs = super::uring::retry_short_of_memory(
+            "stream buffers",
+            u32::from(STREAM_BUFS),
+            register,
+            std::thread::sleep,
+        )?;
         Ok(Streams {
             me: u8::try_from(me).unwrap_or(u8::MAX),
             listeners,

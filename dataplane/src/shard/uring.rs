@@ -219,24 +219,27 @@ const SHORT_OF_MEMORY_WAIT: Duration = Duration::from_millis(20);
 /// The smallest submission queue a shard settles for.
 const SMALLEST_RING: u32 = 256;
 
-/// Sets up a ring of `sq_entries`, riding out a kernel short of memory.
+/// Sets up `what` (a ring, a provided-buffer ring) of `entries`, riding
+/// out a kernel short of memory.
 ///
-/// The kernel allocates a ring's memory at setup, and with its free pages
-/// low (a page cache filling memory, a zone too fragmented for the
-/// completion queue's pages) it answers ENOMEM for a moment. So ENOMEM is
-/// tried again after a wait, and when the waits are used up, once more
-/// with a quarter of the entries (not below [`SMALLEST_RING`]): a shard
-/// that starts with a smaller ring serves; one that fails stops the SBC.
-/// Any other error is returned as it is.
-fn retry_short_of_memory<T>(
-    sq_entries: u32,
+/// The kernel allocates a ring's memory at setup (and pins a buffer ring's
+/// pages, faulting them in), and with its free pages low (a page cache
+/// filling memory, a zone too fragmented for the completion queue's pages)
+/// it answers ENOMEM for a moment. So ENOMEM is tried again after a wait,
+/// and when the waits are used up, once more with a quarter of the entries
+/// (not below [`SMALLEST_RING`]): a shard that starts with a smaller ring
+/// serves; one that fails stops the SBC. Any other error is returned as it
+/// is.
+pub(crate) fn retry_short_of_memory<T>(
+    what: &'static str,
+    entries: u32,
     mut setup: impl FnMut(u32) -> io::Result<T>,
     mut sleep: impl FnMut(Duration),
 ) -> io::Result<T> {
     let short = |e: &io::Error| e.raw_os_error() == Some(libc::ENOMEM);
     let mut wait = SHORT_OF_MEMORY_WAIT;
     for _ in 0..SHORT_OF_MEMORY_TRIES {
-        match setup(sq_entries) {
+        match setup(entries) {
             Err(e) if short(&e) => {
                 sleep(wait);
                 wait = wait.saturating_mul(2);
@@ -244,13 +247,14 @@ fn retry_short_of_memory<T>(
             done => return done,
         }
     }
-    let smaller = (sq_entries / 4).max(SMALLEST_RING.min(sq_entries));
+    let smaller = (entries / 4).max(SMALLEST_RING.min(entries));
     match setup(smaller) {
-        Ok(ring) if smaller < sq_entries => {
+        Ok(ring) if smaller < entries => {
             tracing::warn!(
+                what,
                 entries = smaller,
-                wanted = sq_entries,
-                "short of memory: the shard runs on a smaller ring"
+                wanted = entries,
+                "short of memory: the shard runs with fewer entries"
             );
             Ok(ring)
         }
@@ -272,7 +276,7 @@ impl ShardIo {
         mode: RecvMode,
         xdp: Option<XdpPath>,
     ) -> io::Result<Self> {
-        let ring = retry_short_of_memory(sizes.sq_entries, setup_ring, std::thread::sleep)?;
+        let ring = retry_short_of_memory("ring", sizes.sq_entries, setup_ring, std::thread::sleep)?;
         let mut udp_of = Vec::new();
         for (i, (_, local)) in sip.iter().enumerate() {
             let at = usize::from(local.0);
@@ -1342,6 +1346,7 @@ mod tests {
         let mut asked = Vec::new();
         let mut slept = Vec::new();
         let got = retry_short_of_memory(
+            "test",
             4096,
             |n| {
                 asked.push(n);
@@ -1366,6 +1371,7 @@ mod tests {
         let mut asked = Vec::new();
         let mut slept = Duration::ZERO;
         let got = retry_short_of_memory(
+            "test",
             4096,
             |n| {
                 asked.push(n);
@@ -1381,6 +1387,7 @@ mod tests {
         // Never below the floor, and never above what was asked.
         let mut last = 0;
         let got = retry_short_of_memory(
+            "test",
             512,
             |n| {
                 last = n;
@@ -1391,6 +1398,7 @@ mod tests {
         assert_eq!(got.err().and_then(|e| e.raw_os_error()), Some(libc::ENOMEM));
         assert_eq!(last, 256);
         let got = retry_short_of_memory(
+            "test",
             64,
             |n| {
                 last = n;
@@ -1406,6 +1414,7 @@ mod tests {
     fn other_errors_are_not_tried_again() {
         let mut calls = 0;
         let got = retry_short_of_memory(
+            "test",
             4096,
             |_| {
                 calls += 1;
