@@ -4,7 +4,10 @@ engine_datagram gets whole call flows in its step language (see the
 target's docs), sip_message the RFC 4475 torture messages, sdp a few
 bodies, digest header values (RFC 7616 §3.9.1's SHA-256 challenge and
 answer, RFC 2617 §3.5's MD5 challenge, a SIP REGISTER's answer without
-qop). The files are committed; this script says how they were made."""
+qop). The files are committed; this script says how they were made.
+Inputs named regression_* were found by the fuzzer and are kept by hand
+(engine_datagram/regression_record_route_not_a_uri: a Record-Route with a
+bare CR, which reached the Request-URI of the SBC's BYE)."""
 import os, shutil
 
 here = os.path.dirname(os.path.abspath(__file__))

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::call::{InviteRef, Leg};
 use crate::net::{Flow, Transport};
 use crate::policy::{Policy, TrunkId};
-use crate::sip::{CommaList, HeaderName, Message, Request, Response, Uri, Via, Writer};
+use crate::sip::{CommaList, HeaderName, Message, Request, Response, Scheme, Uri, Via, Writer};
 
 /// Option tags the SBC lets through Supported and accepts in Require.
 /// Session timers work end to end because refreshes are relayed; 100rel is
@@ -545,9 +545,31 @@ pub(crate) fn next_hop(
         .unwrap_or(fallback)
 }
 
+/// Whether every Record-Route entry of `msg` is a route the SBC can use:
+/// a name-addr (RFC 3261 §20.30: in angle brackets, or a bare URI as
+/// lenient peers write it) whose URI parses as a SIP or SIPS URI. Anything
+/// else would end up, as it stands, in the Request-URI or a Route header
+/// of the SBC's own requests in the dialog (a strict-routing first hop is
+/// the Request-URI), where a stray control character breaks the message.
+pub(crate) fn routes_usable(msg: &Message<'_>) -> bool {
+    msg.all(HeaderName::RecordRoute)
+        .flat_map(|h| CommaList::new(h.value))
+        .all(|entry| {
+            crate::sip::NameAddr::parse(entry)
+                .ok()
+                .and_then(|n| Uri::parse(n.uri).ok())
+                .is_some_and(|u| matches!(u.scheme, Scheme::Sip | Scheme::Sips))
+        })
+}
+
 /// The route set a UAC takes from a response that creates a dialog: its
-/// Record-Route values in reverse order (RFC 3261 §12.1.2).
+/// Record-Route values in reverse order (RFC 3261 §12.1.2). None at all
+/// when any of them is not a usable route ([`routes_usable`]): the dialog's
+/// requests then go to the remote target, within the peer's trunk.
 pub(crate) fn uac_route_set(msg: &Message<'_>) -> Vec<Bytes> {
+    if !routes_usable(msg) {
+        return Vec::new();
+    }
     let mut routes: Vec<Bytes> = msg
         .all(HeaderName::RecordRoute)
         .flat_map(|h| CommaList::new(h.value))
@@ -666,6 +688,41 @@ mod tests {
         let raw = parse("SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa");
         let req = Request::parse(Message::parse(&raw).unwrap()).unwrap();
         assert_eq!(response_dest(&req, tcp), tcp);
+    }
+
+    /// Record-Route entries the SBC would write into its own requests
+    /// must be SIP or SIPS URIs (a strict-routing first hop becomes the
+    /// Request-URI as it stands); anything else makes the set unusable.
+    #[test]
+    fn only_sip_uris_make_a_usable_route_set() {
+        let with = |rr: &str| {
+            let raw = format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n{rr}From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\r\n"
+            );
+            let msg = Message::parse(raw.as_bytes()).unwrap();
+            (routes_usable(&msg), uac_route_set(&msg).len())
+        };
+        assert_eq!(with(""), (true, 0));
+        assert_eq!(
+            with(
+                "Record-Route: <sip:p1.example;lr>, <sips:p2.example;lr>\r\nRecord-Route: \"P3\" <sip:10.0.0.3;lr>\r\n"
+            ),
+            (true, 3)
+        );
+        // A bare URI, as lenient peers write it.
+        assert_eq!(with("Record-Route: sip:p1.example\r\n"), (true, 1));
+        // Not a URI, a bare CR inside one, another scheme, empty brackets:
+        // the whole set goes.
+        for bad in [
+            "application/sC\rp",
+            "<sip:p1.example;lr>, application/sdp",
+            "<sip:a\rb@p1.example;lr>",
+            "<tel:+15551234>",
+            "<>",
+        ] {
+            let raw = format!("Record-Route: {bad}\r\n");
+            assert_eq!(with(&raw), (false, 0), "{bad:?}");
+        }
     }
 
     #[test]

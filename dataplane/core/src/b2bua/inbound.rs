@@ -190,6 +190,16 @@ impl Engine {
             self.ctx.refuse(&req, origin, Refusal::InsecureSipsTarget);
             return;
         }
+        // A request that sets the caller's route set must name routes the
+        // SBC can write into its own requests (RFC 3261 §20.30).
+        if req.to_tag().is_none()
+            && super::dialog::is_target_refresh(req.method)
+            && !super::build::routes_usable(&req.msg)
+        {
+            let bad = crate::sip::RequestError::Invalid("Record-Route");
+            self.ctx.refuse(&req, origin, Refusal::Malformed(bad));
+            return;
+        }
         if req.to_tag().is_some() && req.method != Method::Other {
             return self.on_in_dialog(now, &req, origin);
         }
