@@ -568,27 +568,33 @@ fn cancel_before_any_provisional_keeps_the_invite_going_until_it_can_be_cancelle
 }
 
 /// An INVITE whose Record-Route is not a SIP URI (found by the engine fuzz
-/// target: a bare CR inside it ended up in the Request-URI of the SBC's
-/// BYE to the caller) is refused with 400 before any call exists; nothing
-/// goes to the carrier.
+/// target: such a route, with a bare CR inside, ended up as it stood in the
+/// Request-URI of the SBC's BYE to the caller) is refused with 400 before
+/// any call exists, and so is one with a bare CR anywhere in its headers;
+/// nothing goes to the carrier.
 #[test]
 fn an_invite_with_a_record_route_that_is_no_sip_uri_gets_400() {
-    let mut sim = Sim::new();
-    let msg = invite(PBX, "+390612345678", "bad-rr", "z9hG4bKbadrr", 1).replacen(
-        "Content-Type:",
-        "Record-Route: application/sC\rp\r\nContent-Type:",
-        1,
-    );
-    assert!(msg.contains("Record-Route: application"), "{msg}");
-    sim.recv(PBX, &msg);
-    let sent = sim.sent();
-    assert_eq!(sent.len(), 1, "{sent:#?}");
-    assert_eq!(sent[0].to, addr(PBX));
-    assert_eq!(sent[0].code(), Some(400));
-    assert!(
-        sent[0].text().contains("invalid Record-Route header"),
-        "{}",
-        sent[0].text()
-    );
-    assert_eq!(sim.engine.calls(), 0);
+    for (rr, why) in [
+        ("application/sdp", "invalid Record-Route header"),
+        (
+            "<sip:p1.example;lr>, mailto:x@y",
+            "invalid Record-Route header",
+        ),
+        ("application/sC\rp", "malformed header line"),
+    ] {
+        let mut sim = Sim::new();
+        let msg = invite(PBX, "+390612345678", "bad-rr", "z9hG4bKbadrr", 1).replacen(
+            "Content-Type:",
+            &format!("Record-Route: {rr}\r\nContent-Type:"),
+            1,
+        );
+        assert!(msg.contains("Record-Route: "), "{msg}");
+        sim.recv(PBX, &msg);
+        let sent = sim.sent();
+        assert_eq!(sent.len(), 1, "{rr:?}: {sent:#?}");
+        assert_eq!(sent[0].to, addr(PBX));
+        assert_eq!(sent[0].code(), Some(400));
+        assert!(sent[0].text().contains(why), "{rr:?}: {}", sent[0].text());
+        assert_eq!(sim.engine.calls(), 0);
+    }
 }

@@ -251,7 +251,12 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         .ok_or(ParseError::Keepalive)?;
     let msg = &bytes[lead..];
 
-    let (line, mut pos) = next_line(msg, 0).ok_or(ParseError::Unterminated)?;
+    // RFC 3261 §7: a CR only ends a line, with its LF. One anywhere else in
+    // the start line or the headers is refused: another parser (a peer's,
+    // downstream) may take it for a line end, so a value copied on would
+    // smuggle in a header, and the SBC's own messages must never carry one.
+    let mut bare_cr = false;
+    let (line, mut pos) = next_line(msg, 0, &mut bare_cr).ok_or(ParseError::Unterminated)?;
     let start = start_line(line, mode)?;
 
     let mut entries: SmallVec<[Entry; 24]> = SmallVec::new();
@@ -262,7 +267,7 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
     // True while the lines being read belong to a header that was rejected.
     let mut skipping = false;
     let body_start = loop {
-        let Some((line, next)) = next_line(msg, pos) else {
+        let Some((line, next)) = next_line(msg, pos, &mut bare_cr) else {
             return Err(ParseError::Unterminated);
         };
         if line.is_empty() {
@@ -296,6 +301,9 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         }
     };
 
+    if bare_cr {
+        error = error.or(Some(ParseError::HeaderLine));
+    }
     let rest = &msg[body_start..];
     let body = match framed_body(msg, rest, &entries, &first) {
         Ok(b) => b,
@@ -421,13 +429,24 @@ fn trimmed(msg: &[u8], from: usize, to: usize) -> (u32, u32) {
 }
 
 /// Returns the line starting at `pos` (without its CR LF or bare LF) and the
-/// position after it, or `None` if no line terminator follows.
-fn next_line(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+/// position after it, or `None` if no line terminator follows. A CR not
+/// followed by LF stays in the line and sets `bare_cr`.
+fn next_line<'b>(buf: &'b [u8], pos: usize, bare_cr: &mut bool) -> Option<(&'b [u8], usize)> {
     let rest = buf.get(pos..)?;
-    let lf = super::scan::find_byte(b'\n', rest)?;
-    let line = &rest[..lf];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Some((line, pos + lf + 1))
+    let mut from = 0;
+    loop {
+        let i = from + super::scan::find_line_break(rest.get(from..)?)?;
+        match rest.get(i) {
+            Some(b'\n') => return Some((&rest[..i], pos + i + 1)),
+            Some(b'\r') if rest.get(i + 1) == Some(&b'\n') => {
+                return Some((&rest[..i], pos + i + 2));
+            }
+            Some(b'\r') => *bare_cr = true,
+            // HTAB, NUL or another control byte below CR: part of the line.
+            _ => {}
+        }
+        from = i + 1;
+    }
 }
 
 fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
@@ -525,6 +544,35 @@ bodyTRAILING";
         let mut out = bytes::BytesMut::new();
         crate::sip::put_unfolded(&mut out, subject.value);
         assert_eq!(&out[..], b"folded across lines");
+    }
+
+    #[test]
+    fn a_cr_that_ends_no_line_is_refused() {
+        // RFC 3261 §7: CR only as part of CRLF. Anywhere else in the start
+        // line or a header (one parser's character is another's line end)
+        // the message is malformed; in the body it is the body's business.
+        for bad in [
+            &b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\rX-Smuggled: y\r\n\r\n"[..],
+            b"OPTIONS sip:x SIP/2.0\r\nSubject: a\r\n \rb\r\n\r\n",
+            b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\r\n\r\n",
+        ] {
+            assert_eq!(
+                Message::parse(bad).unwrap_err(),
+                ParseError::HeaderLine,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // In the start line it is a malformed start line.
+        let e = Message::parse(b"OPTIONS sip:x\r SIP/2.0\r\nCall-ID: 1\r\n\r\n").unwrap_err();
+        assert_eq!(e, ParseError::StartLine);
+        let e = Message::parse(b"OPTIONS sip:x\rp SIP/2.0\r\nCall-ID: 1\r\n\r\n").unwrap_err();
+        assert_eq!(e, ParseError::StartLine);
+        // CRLF, bare LF line ends, folding and a CR in the body are fine.
+        let ok =
+            Message::parse(b"OPTIONS sip:x SIP/2.0\r\nSubject: a\r\n b\nCall-ID: 1\r\n\r\nbo\rdy")
+                .unwrap();
+        assert_eq!(ok.body(), b"bo\rdy");
     }
 
     #[test]

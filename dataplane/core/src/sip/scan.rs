@@ -93,6 +93,36 @@ pub(crate) fn find_byte(needle: u8, s: &[u8]) -> Option<usize> {
     memchr::memchr(needle, s.get(at..)?).map(|p| at + p)
 }
 
+/// Where a line may end in `s`: the first LF or CR, the way [`find_byte`]
+/// looks for one byte, and at the same cost. In the first 64 bytes the
+/// test is for any byte below 0x0E, one subtraction a word (a byte less
+/// than `n` is flagged by `(w - n·ONES) & !w & HIGH`, the lowest flag
+/// exactly), so it also stops at the rare HTAB, NUL and other control
+/// bytes below CR: the caller looks at the byte found and goes on past
+/// those.
+#[inline]
+pub(crate) fn find_line_break(s: &[u8]) -> Option<usize> {
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const BELOW: u64 = u64::from_le_bytes([0x0e; 8]);
+    const SHORT: usize = 64;
+    let mut at = 0;
+    while at < SHORT {
+        let Some(c) = s.get(at..at + 8) else {
+            let tail = s.get(at..)?;
+            return tail.iter().position(|&x| x < 0x0e).map(|p| at + p);
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let w = u64::from_le_bytes(word);
+        let found = w.wrapping_sub(BELOW) & !w & HIGH;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'\n', b'\r', s.get(at..)?).map(|p| at + p)
+}
+
 pub(crate) fn trim(s: &[u8]) -> &[u8] {
     trim_end(trim_start(s))
 }
@@ -356,6 +386,33 @@ mod tests {
                 }
             }
             prop_assert_eq!(find_byte(needle, &s), memchr::memchr(needle, &s));
+        }
+
+        /// The line-break search stops at the first LF or CR, or earlier
+        /// only at another byte below CR within its first 64 bytes; never
+        /// past an LF or CR, never at a byte of CR or above that is not one.
+        #[test]
+        fn find_line_break_stops_at_the_first_line_end_or_below(
+            s in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'\t'), Just(0u8), Just(0x0eu8), Just(0x0du8 + 1), any::<u8>()],
+                0..150,
+            ),
+        ) {
+            let first_end = memchr::memchr2(b'\n', b'\r', &s);
+            match find_line_break(&s) {
+                Some(i) => {
+                    prop_assert!(s[i] < 0x0e, "{i}: {:?}", s[i]);
+                    if s[i] == b'\n' || s[i] == b'\r' {
+                        prop_assert_eq!(Some(i), first_end);
+                    } else {
+                        prop_assert!(i < 64);
+                        prop_assert!(first_end.is_none_or(|e| i < e));
+                    }
+                    // Nothing below 0x0E before it within the first 64.
+                    prop_assert!(s[..i].iter().take(64).all(|&b| b >= 0x0e));
+                }
+                None => prop_assert_eq!(first_end, None),
+            }
         }
     }
 
