@@ -434,6 +434,18 @@ impl SbcCollector {
         for (name, help, field) in sip {
             counter(enc, name, help, self.per_shard(field))?;
         }
+        let mut busy = enc.encode_descriptor(
+            "shard_busy_seconds",
+            "Time each shard's loop spent working between its waits: the rate is the \
+             shard's busy fraction, and over sbc_shard_loop_iterations_total the time a round takes.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, nanos) in self.per_shard(|s| &s.busy_nanos) {
+            #[allow(clippy::cast_precision_loss)]
+            let seconds = nanos as f64 / 1e9;
+            ConstCounter::new(seconds).encode(busy.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 

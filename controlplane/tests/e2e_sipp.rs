@@ -11,6 +11,7 @@ use common::*;
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn basic_calls(net: Net, shards: usize, calls: usize, rate: u32) {
+    let started = std::time::Instant::now();
     let sbc = Sbc::start(net, &example_config(net, shards));
     let uas = Sipp::spawn(
         "uas",
@@ -67,6 +68,17 @@ fn basic_calls(net: Net, shards: usize, calls: usize, rate: u32) {
         2.0 * n,
         "INVITE and BYE answered"
     );
+    // Each shard's loop counts the time it worked between waits: some,
+    // and at this rate far less than the time it has run (waits are not
+    // counted).
+    let lived = started.elapsed().as_secs_f64();
+    for s in 0..shards {
+        let busy = sbc.metric(&format!(r#"sbc_shard_busy_seconds_total{{shard="{s}"}}"#));
+        assert!(
+            busy > 0.0 && busy < lived / 2.0,
+            "shard {s} busy {busy} s of {lived} s"
+        );
+    }
     if shards > 1 {
         // One trunk, one source port: the kernel gives all its packets to
         // one socket, yet the calls spread over the shards.

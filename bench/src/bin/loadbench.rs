@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use sbc_bench::harness::{
-    self, KAMAILIO_FAST_ALLOCATOR, Proc, call_floor_us, sbc_config, sipp_stat, wait_healthy,
+    self, KAMAILIO_FAST_ALLOCATOR, Proc, call_floor_us, sbc_config, scrape, sipp_stat, wait_healthy,
 };
 use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
 use serde_json::{Value, json};
@@ -144,6 +144,9 @@ struct Step {
     failures: Value,
     retrans_sent: u64,
     wall_s: f64,
+    /// The sbc's shard loop rounds and their working time (seconds) over
+    /// the step, from its metrics (None for the other targets).
+    rounds: Option<(f64, f64)>,
 }
 
 impl Step {
@@ -172,6 +175,8 @@ impl Step {
             "failures": self.failures,
             "retransmissions_sent": self.retrans_sent,
             "wall_s": self.wall_s,
+            "sbc_rounds": self.rounds.map(|(n, _)| n),
+            "sbc_round_busy_s": self.rounds.map(|(_, s)| s),
         })
     }
 
@@ -395,6 +400,7 @@ impl Bench {
         let proxy_pid = proxy.as_ref().map(|p| p.0.id());
         let proxy_cpu0 = proxy_pid.map_or(0.0, tree_cpu_seconds);
         let callee_cpu0 = cpu_seconds(callee.0.id());
+        let rounds0 = (target == Target::Sbc).then(|| self.sbc_rounds()).flatten();
         let start = Instant::now();
         let mut caller = self.loadgen(
             sipp,
@@ -457,6 +463,9 @@ impl Bench {
         if let Some(pid) = proxy_pid {
             proxy_cpu = proxy_cpu.max(tree_cpu_seconds(pid));
         }
+        let rounds = rounds0
+            .zip(self.sbc_rounds())
+            .map(|((n0, s0), (n1, s1))| (n1 - n0, s1 - s0));
         // SIGINT: sbc-load and sipp print their reports on a signal.
         // SAFETY: kill(2) with a pid this process spawned and still owns.
         #[allow(unsafe_code)]
@@ -505,7 +514,25 @@ impl Bench {
             failures: r["failures"].clone(),
             retrans_sent: r["retransmissions_sent"].as_u64().unwrap_or(0),
             wall_s,
+            rounds,
         }
+    }
+
+    /// The sbc's shard loop rounds so far and the seconds they worked,
+    /// summed over shards (`sbc_shard_loop_iterations_total`,
+    /// `sbc_shard_busy_seconds_total`).
+    fn sbc_rounds(&self) -> Option<(f64, f64)> {
+        let text = scrape(&format!("{}:9090", self.ip(1)))?;
+        let sum = |family: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(family))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        Some((
+            sum("sbc_shard_loop_iterations_total{"),
+            sum("sbc_shard_busy_seconds_total{"),
+        ))
     }
 
     /// RFC 7502-style search: from the series' best passing rate, double
@@ -592,6 +619,24 @@ fn main() {
             series.push(s);
         }
     }
+    let mut loops = String::from(
+        "\n## sbc shard rounds (from its metrics, over each step)\n\n| rate | rounds/s | working µs per round | working µs per call |\n|---|---|---|---|",
+    );
+    for s in series.iter().filter(|s| s.target == Target::Sbc) {
+        if let Some((n, busy)) = s.rounds.filter(|(n, _)| *n > 0.0) {
+            let _ = write!(
+                loops,
+                "\n| {} | {:.0} | {:.1} | {:.1} |",
+                s.rate,
+                n / s.wall_s.max(1e-9),
+                busy * 1e6 / n,
+                busy * 1e6 / s.ok.max(1) as f64
+            );
+        }
+    }
+    loops.push('\n');
+    print!("{loops}");
+    md.push_str(&loops);
     let mut ratios = String::new();
     if targets.len() == 2 {
         let _ = writeln!(

@@ -215,6 +215,9 @@ pub struct ShardStats {
     pub finals_received: [AtomicU64; STATUS_SLOTS],
     /// Loop iterations, and iterations that found work (load indicator).
     pub loop_iterations: AtomicU64,
+    /// Nanoseconds the loop's rounds spent working, from each wake-up to
+    /// the next wait (the sends that wait submits not included).
+    pub busy_nanos: AtomicU64,
     /// Media packets and bytes relayed, by direction (index: 0 = from the
     /// caller's side, 1 = from the callee's side).
     pub media_packets: [AtomicU64; 2],
@@ -307,6 +310,7 @@ impl Default for ShardStats {
             finals_sent: std::array::from_fn(|_| AtomicU64::new(0)),
             finals_received: std::array::from_fn(|_| AtomicU64::new(0)),
             loop_iterations: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
             media_packets: std::array::from_fn(|_| AtomicU64::new(0)),
             media_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
             media_lost: std::array::from_fn(|_| AtomicU64::new(0)),

@@ -977,6 +977,10 @@ impl ShardLoop {
             // The load signal: queue waits, and this thread's CPU time
             // (read once a window).
             let worked = Instant::now();
+            let spent = worked.saturating_duration_since(now).as_nanos();
+            self.stats
+                .busy_nanos
+                .fetch_add(u64::try_from(spent).unwrap_or(u64::MAX), Ordering::Relaxed);
             if let Some(admit) = self.governor.record(worked, thread_cpu_time) {
                 self.engine.set_admission(admit);
             }
