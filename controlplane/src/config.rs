@@ -45,16 +45,19 @@ pub use validate::{MAX_SHARDS, MAX_TRUNKS};
 use file::ConfigFile;
 use path::line_of_offset;
 
-/// Default of `shards.batch_wait_us`: 4 ms. A shard that wakes for a
-/// packet while it relays no media sleeps on until 4 ms have passed since
+/// Default of `shards.batch_wait_us`: 1 ms. A shard that wakes for a
+/// packet while it relays no media sleeps on until 1 ms has passed since
 /// it began waiting (less under load: as long as about 64 receives take at
 /// the current rate) before it processes the lot, so one wake-up serves
 /// many packets; a packet that finds the shard idle longer than that is
-/// taken at once. Measured
-/// (bench/results/2026-12-05-wakeups.md, 2026-12-05-signalling-window.md),
-/// it takes a third off the CPU per call at 1,000 calls/s against 1 ms,
-/// for at most 4 ms more per message; SIP's timers are in hundreds of ms.
-pub const DEFAULT_BATCH_WAIT_US: u32 = 4_000;
+/// taken at once. Measured at 1,000 calls/s
+/// (bench/results/2026-12-06-round-cost.md), 1 ms costs less CPU per call
+/// than 4 ms (33 against 42 µs, alternating runs) with a quarter of the
+/// delay (INVITE→2xx p50 1.6 against 6.6 ms): a CPU that sleeps longer
+/// wakes colder, and a round after a 4 ms sleep spends about 37 µs more
+/// before its first messages are handled. 0 (a wake-up for every packet)
+/// costs far more under load (2026-12-05-wakeups.md).
+pub const DEFAULT_BATCH_WAIT_US: u32 = 1_000;
 
 /// Default of `shards.media_batch_wait_us`: 1 ms, the window while a shard
 /// relays RTP (it received some in the last second), so relayed media is
@@ -149,7 +152,7 @@ impl Config {
     }
 
     /// Wake-up coalescing of the shard loops while they relay no media
-    /// (`shards.batch_wait_us`, default 4 ms).
+    /// (`shards.batch_wait_us`, default 1 ms).
     pub fn batch_wait(&self) -> std::time::Duration {
         std::time::Duration::from_micros(u64::from(
             self.file

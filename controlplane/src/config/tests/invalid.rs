@@ -468,7 +468,7 @@ fn coalescing_windows_default_and_media_never_exceeds_signalling() {
     };
     let us = std::time::Duration::from_micros;
     let c = parse("");
-    assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(4000), us(1000)));
+    assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(1000), us(1000)));
     let c = parse("batch_wait_us = 500\n");
     assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(500), us(500)));
     let c = parse("batch_wait_us = 3000\nmedia_batch_wait_us = 0\n");
