@@ -400,6 +400,47 @@ fn expiry_rules() {
 }
 
 #[test]
+fn a_malformed_register_gets_400_naming_what_is_wrong_and_binds_nothing() {
+    let mut sim = Sim::with_policy(registrar_policy());
+    let mut phone = Phone::new("alice", "alices-secret", "reg-m");
+    let cases = [
+        (
+            "Contact: <sip:alice@10.1.1.2>\r\nExpires: soon\r\n",
+            "Invalid Expires",
+        ),
+        (
+            "Contact: *, <sip:alice@10.1.1.2>\r\nExpires: 0\r\n",
+            "Wildcard Contact Needs Expires: 0",
+        ),
+        ("Contact: <sip:alice@10.1.1.2\r\n", "Invalid Contact"),
+        (
+            "Contact: <sip:alice@10.1.1.2>;expires=later\r\n",
+            "Invalid Contact expires",
+        ),
+        (
+            "Contact: <sip:alice@10.1.1.2>;expires\r\n",
+            "Invalid Contact expires",
+        ),
+    ];
+    for (i, (headers, reason)) in cases.iter().enumerate() {
+        let answer = phone.register(&mut sim, headers);
+        assert_eq!(answer.code(), Some(400), "{headers}: {}", answer.text());
+        assert!(
+            answer
+                .text()
+                .starts_with(&format!("SIP/2.0 400 {reason}\r\n")),
+            "{headers}: {}",
+            answer.text()
+        );
+        assert_eq!(count(&sim, RegisterResult::BadRequest), i as u64 + 1);
+    }
+    assert!(sim.events().is_empty(), "nothing bound");
+    // The same phone, its request well formed, registers.
+    let ok = phone.send(&mut sim, "Contact: <sip:alice@10.1.1.2>\r\n");
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+}
+
+#[test]
 fn an_older_cseq_of_the_same_call_id_is_out_of_order() {
     let mut sim = Sim::with_policy(registrar_policy());
     let mut loc = Location::default();

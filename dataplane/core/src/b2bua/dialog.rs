@@ -91,6 +91,33 @@ fn answer_locally(
     });
 }
 
+/// A retransmission of a request the call relays or answered itself:
+/// its server transaction answers it again (or waits on). True when it was
+/// one.
+fn absorb_retransmission(ctx: &mut Ctx, call: &mut Call, side: Side, req: &Request<'_>) -> bool {
+    let tx = match call
+        .relays
+        .iter_mut()
+        .find(|r| r.matches_request(side, req))
+    {
+        Some(r) => &mut r.server,
+        None => match call
+            .extra
+            .as_deref_mut()
+            .and_then(|e| e.local.iter_mut().find(|l| l.matches_request(side, req)))
+        {
+            Some(l) => &mut l.tx,
+            None => return false,
+        },
+    };
+    ShardStats::inc(&ctx.stats.retransmissions_in);
+    match tx {
+        ServerTx::Invite(t) => t.on_retransmission(&mut ctx.out),
+        ServerTx::NonInvite(t) => t.on_retransmission(&mut ctx.out),
+    }
+    true
+}
+
 /// An in-dialog request from `side`, already matched to the call by
 /// Call-ID and tags.
 pub(crate) fn on_request(
@@ -101,28 +128,7 @@ pub(crate) fn on_request(
     origin: Flow,
     now: Instant,
 ) {
-    if let Some(r) = call
-        .relays
-        .iter_mut()
-        .find(|r| r.matches_request(side, req))
-    {
-        ShardStats::inc(&ctx.stats.retransmissions_in);
-        match &mut r.server {
-            ServerTx::Invite(t) => t.on_retransmission(&mut ctx.out),
-            ServerTx::NonInvite(t) => t.on_retransmission(&mut ctx.out),
-        }
-        return;
-    }
-    if let Some(l) = call
-        .extra
-        .as_deref_mut()
-        .and_then(|e| e.local.iter_mut().find(|l| l.matches_request(side, req)))
-    {
-        ShardStats::inc(&ctx.stats.retransmissions_in);
-        match &mut l.tx {
-            ServerTx::Invite(t) => t.on_retransmission(&mut ctx.out),
-            ServerTx::NonInvite(t) => t.on_retransmission(&mut ctx.out),
-        }
+    if absorb_retransmission(ctx, call, side, req) {
         return;
     }
     let leg = call.leg_mut(side);

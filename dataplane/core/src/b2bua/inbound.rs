@@ -364,25 +364,7 @@ impl Engine {
     /// Whether a new call may start, and where it goes: the refusal
     /// otherwise. A slot in the call table is reserved last.
     pub(crate) fn admit(&mut self, req: &Request<'_>, trunk: TrunkId) -> Result<Admitted, Refusal> {
-        // Overload control: shed the share the shard cannot carry, first.
-        if self.ctx.admit < 1000 && self.ctx.ids.random() % 1000 >= u64::from(self.ctx.admit) {
-            return Err(Refusal::Overloaded);
-        }
-        // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
-        if req.max_forwards == Some(0) {
-            return Err(Refusal::TooManyHops);
-        }
-        // A Call-ID we minted coming back in as a new call is our own B leg
-        // looping through the network (RFC 3261 §16.3 step 4 in spirit).
-        if self.ctx.ids.secrets().decode_call_id(req.call_id).is_some() {
-            return Err(Refusal::Loop);
-        }
-        // SDP the relay cannot rewrite (inside multipart, e.g. SIP-I) would
-        // carry the caller's addresses across: ask for plain SDP (RFC 3261
-        // §21.4.13, 415 with Accept).
-        if self.ctx.media.is_some() && super::media::has_nested_sdp(&req.msg) {
-            return Err(Refusal::UnsupportedMedia);
-        }
+        self.screen(req)?;
         let policy = Arc::clone(&self.ctx.policy);
         // Nothing to dial (e.g. sip:host): no route can match.
         let number = number_dialled(req, policy.trunk(trunk));
@@ -418,24 +400,7 @@ impl Engine {
                     .map(|i| (i, r))
             })
             .ok_or(Refusal::NoRoute)?;
-        let targets = match &route.extension {
-            // An extension: its accounts registered when the call starts.
-            Some(_) => smallvec::smallvec![Target {
-                trunk: crate::policy::PHONES,
-                priority: 1,
-                weight: 1,
-            }],
-            None if route.targets.is_empty() => return Err(Refusal::NoRoute),
-            None => {
-                // Trunks their health probes found down are skipped.
-                let mut targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
-                targets.retain(|t| policy.trunk(t.trunk).is_some_and(|x| !x.stats.is_down()));
-                if targets.is_empty() {
-                    return Err(Refusal::TrunksDown);
-                }
-                targets
-            }
-        };
+        let targets = self.route_targets(&policy, route)?;
         self.admission(&policy, trunk)?;
         let cref = self.reserve_call(&policy).inspect_err(|_| {
             if let Some(t) = policy.trunk(trunk) {
@@ -452,6 +417,57 @@ impl Engine {
             caller_id: None,
             session,
         })
+    }
+
+    /// The checks a new call passes before it is routed.
+    fn screen(&mut self, req: &Request<'_>) -> Result<(), Refusal> {
+        // Overload control: shed the share the shard cannot carry, first.
+        if self.ctx.admit < 1000 && self.ctx.ids.random() % 1000 >= u64::from(self.ctx.admit) {
+            return Err(Refusal::Overloaded);
+        }
+        // RFC 3261 §16.3 step 3: Max-Forwards exhausted.
+        if req.max_forwards == Some(0) {
+            return Err(Refusal::TooManyHops);
+        }
+        // A Call-ID we minted coming back in as a new call is our own B leg
+        // looping through the network (RFC 3261 §16.3 step 4 in spirit).
+        if self.ctx.ids.secrets().decode_call_id(req.call_id).is_some() {
+            return Err(Refusal::Loop);
+        }
+        // SDP the relay cannot rewrite (inside multipart, e.g. SIP-I) would
+        // carry the caller's addresses across: ask for plain SDP (RFC 3261
+        // §21.4.13, 415 with Accept).
+        if self.ctx.media.is_some() && super::media::has_nested_sdp(&req.msg) {
+            return Err(Refusal::UnsupportedMedia);
+        }
+        Ok(())
+    }
+
+    /// Where a route sends a call: an extension's phones, or its trunks in
+    /// the order to try them, those their health probes found down left
+    /// out.
+    fn route_targets(
+        &mut self,
+        policy: &Policy,
+        route: &crate::policy::Route,
+    ) -> Result<SmallVec<[Target; 4]>, Refusal> {
+        if route.extension.is_some() {
+            // An extension: its accounts registered when the call starts.
+            return Ok(smallvec::smallvec![Target {
+                trunk: crate::policy::PHONES,
+                priority: 1,
+                weight: 1,
+            }]);
+        }
+        if route.targets.is_empty() {
+            return Err(Refusal::NoRoute);
+        }
+        let mut targets = order_targets(&route.targets, &mut || self.ctx.ids.random());
+        targets.retain(|t| policy.trunk(t.trunk).is_some_and(|x| !x.stats.is_down()));
+        if targets.is_empty() {
+            return Err(Refusal::TrunksDown);
+        }
+        Ok(targets)
     }
 
     /// A slot under the SBC's `max_calls` (across shards) and one in this
@@ -535,7 +551,7 @@ impl Engine {
         req: &Request<'_>,
         origin: Flow,
         trunk: TrunkId,
-        admitted: Admitted,
+        mut admitted: Admitted,
     ) -> Call {
         let host = self.ctx.local(origin.local).host.clone();
         let ids = &mut self.ctx.ids;
@@ -555,48 +571,13 @@ impl Engine {
         // A phone (or a registering trunk) is answered where it sent from
         // (RFC 3581 §4), whatever its Via says.
         let answer_to = response_dest_on(req, origin, &self.ctx.policy, trunk);
-        let uas = Uas {
-            tx: ServerInvite::new(answer_to),
-            template: Template::new(req, origin.remote, true),
-            branch: if req.via.has_rfc3261_branch() {
-                Bytes::copy_from_slice(req.via.branch().unwrap_or(b""))
-            } else {
-                Bytes::new()
-            },
-            cseq: req.cseq.seq,
-        };
         Call {
             me: admitted.cref,
             policy: Arc::clone(&self.ctx.policy),
             a,
             b,
-            state: State::Routing(Box::new(Routing {
-                early: false,
-                targets: admitted.targets,
-                next_target: 0,
-                failover_on_timeout: admitted.failover_on_timeout,
-                route_index: admitted.route_index,
-                failure: None,
-                invite_headers: render_invite_headers(
-                    &req.msg,
-                    admitted.session.rewrite().is_some(),
-                ),
-                invite_body: Bytes::copy_from_slice(req.msg.body()),
-                max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
-                extension: admitted.extension,
-                awaiting: false,
-                session: admitted.session.asked(),
-                rewrite: admitted
-                    .session
-                    .rewrite()
-                    .map(|(se, min_se)| super::session::Rewrite {
-                        se,
-                        min_se,
-                        params: Bytes::copy_from_slice(super::session::params_of(&req.msg)),
-                        raised: false,
-                    }),
-            })),
-            uas,
+            state: State::Routing(Box::new(start_routing(req, &mut admitted))),
+            uas: uas_of(req, origin, answer_to),
             number: Arc::from(admitted.number),
             attempts: SmallVec::new(),
             wave: 0,
@@ -828,6 +809,47 @@ pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
 
 /// Orders targets by priority; among equal priorities, a weighted random
 /// order (BRIEF §3).
+/// The routing phase a new call starts in: what was admitted (its
+/// targets, route and session timer plan), and the INVITE's parts every
+/// attempt sends again.
+fn start_routing(req: &Request<'_>, admitted: &mut Admitted) -> Routing {
+    let rewrite = admitted.session.rewrite();
+    Routing {
+        early: false,
+        targets: std::mem::take(&mut admitted.targets),
+        next_target: 0,
+        failover_on_timeout: admitted.failover_on_timeout,
+        route_index: admitted.route_index,
+        failure: None,
+        invite_headers: render_invite_headers(&req.msg, rewrite.is_some()),
+        invite_body: Bytes::copy_from_slice(req.msg.body()),
+        max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
+        extension: admitted.extension.take(),
+        awaiting: false,
+        session: admitted.session.asked(),
+        rewrite: rewrite.map(|(se, min_se)| super::session::Rewrite {
+            se,
+            min_se,
+            params: Bytes::copy_from_slice(super::session::params_of(&req.msg)),
+            raised: false,
+        }),
+    }
+}
+
+/// The caller's INVITE server transaction, answered at `answer_to`.
+fn uas_of(req: &Request<'_>, origin: Flow, answer_to: Flow) -> Uas {
+    Uas {
+        tx: ServerInvite::new(answer_to),
+        template: Template::new(req, origin.remote, true),
+        branch: if req.via.has_rfc3261_branch() {
+            Bytes::copy_from_slice(req.via.branch().unwrap_or(b""))
+        } else {
+            Bytes::new()
+        },
+        cseq: req.cseq.seq,
+    }
+}
+
 fn order_targets(targets: &[Target], random: &mut dyn FnMut() -> u64) -> SmallVec<[Target; 4]> {
     let mut sorted: SmallVec<[Target; 4]> = targets.iter().copied().collect();
     sorted.sort_by_key(|t| t.priority);

@@ -131,19 +131,7 @@ pub(crate) fn cross(
     let session = call
         .media
         .get_or_insert_with(|| Box::new(MediaSession::new(now, peers)));
-    // The SBC's own addresses: its SIP sockets and the relay's.
-    let mut own: smallvec::SmallVec<[std::net::IpAddr; 4]> = policy
-        .listeners
-        .iter()
-        .map(|l| crate::net::canonical(l.bind.ip()))
-        .collect();
-    own.extend([media_policy.bind, media_policy.advertise].map(crate::net::canonical));
-    own.extend(
-        [media_policy.bind_other, media_policy.advertise_other]
-            .into_iter()
-            .flatten()
-            .map(crate::net::canonical),
-    );
+    let own = own_addresses(policy, media_policy);
     // A phone's (or a registering trunk's) own network is the address it
     // is reached at.
     let phone = |leg: &super::call::Leg| {
@@ -161,17 +149,7 @@ pub(crate) fn cross(
         peers,
         forbidden: &media_policy.forbidden,
         own: &own,
-        // Where it registered from, else its trunk's networks.
-        home: [
-            match (&pa, ta) {
-                (Some(p), _) => std::slice::from_ref(p),
-                (None, t) => t.map_or(&[][..], |t| &t.sources[..]),
-            },
-            match (&pb, tb) {
-                (Some(p), _) => std::slice::from_ref(p),
-                (None, t) => t.map_or(&[][..], |t| &t.sources[..]),
-            },
-        ],
+        home: [home(pa.as_ref(), ta), home(pb.as_ref(), tb)],
         public: [ta.is_some_and(|t| t.public), tb.is_some_and(|t| t.public)],
         strict: [
             ta.is_some_and(|t| t.strict_latch),
@@ -183,6 +161,38 @@ pub(crate) fn cross(
     let out = session.process(leg(from), role, body, &mut mctx);
     publish_ports(&ctx.stats, ports);
     out.map(Some)
+}
+
+/// The SBC's own addresses: its SIP sockets' and the media relay's.
+fn own_addresses(
+    policy: &crate::policy::Policy,
+    media: &crate::policy::MediaPolicy,
+) -> smallvec::SmallVec<[std::net::IpAddr; 4]> {
+    let mut own: smallvec::SmallVec<[std::net::IpAddr; 4]> = policy
+        .listeners
+        .iter()
+        .map(|l| crate::net::canonical(l.bind.ip()))
+        .collect();
+    own.extend([media.bind, media.advertise].map(crate::net::canonical));
+    own.extend(
+        [media.bind_other, media.advertise_other]
+            .into_iter()
+            .flatten()
+            .map(crate::net::canonical),
+    );
+    own
+}
+
+/// A leg's home networks: where its phone registered from, else its
+/// trunk's sources.
+fn home<'a>(
+    phone: Option<&'a ipnet::IpNet>,
+    trunk: Option<&'a crate::policy::Trunk>,
+) -> &'a [ipnet::IpNet] {
+    match (phone, trunk) {
+        (Some(p), _) => std::slice::from_ref(p),
+        (None, t) => t.map_or(&[][..], |t| &t.sources[..]),
+    }
 }
 
 /// A trunk's `media_share` of a shard's `per_shard` port pairs: its share

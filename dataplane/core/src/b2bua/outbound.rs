@@ -514,10 +514,23 @@ pub(crate) fn on_attempt_response(
     if call.b.flow.transport.is_reliable() && origin.conn.is_some() {
         call.b.flow.conn = origin.conn;
     }
-    match code {
+    on_live_response(ctx, call, index, resp, now);
+}
+
+/// A response (first of its kind, not a retransmission) to attempt
+/// `index` of a call still routing, that attempt being of the current
+/// wave: the call moves on by its code.
+fn on_live_response(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    resp: &Response<'_>,
+    now: Instant,
+) {
+    match resp.code {
         100 => {}
         101..=199 => {
-            if attempt.cancel_wanted {
+            if call.attempts.get(index).is_some_and(|a| a.cancel_wanted) {
                 send_cancel(ctx, call, index, now);
                 return;
             }
@@ -540,7 +553,7 @@ pub(crate) fn on_attempt_response(
         _ if call.wave_pending(index) => {
             // Other phones still ring: the best failure waits for them
             // (RFC 3261 §16.7).
-            record_failure(call, code, resp);
+            record_failure(call, resp.code, resp);
         }
         _ => on_failure(ctx, call, resp, now),
     }

@@ -130,14 +130,8 @@ impl Engine {
             Auth::Challenge { stale: false } => (false, RegisterResult::Challenged),
             Auth::Failed(_) => (false, RegisterResult::AuthFailed),
             Auth::BadUri => {
-                return self.registrar_answer(
-                    req,
-                    origin,
-                    now,
-                    RegisterResult::BadRequest,
-                    (400, b"Digest URI Does Not Match Request-URI"),
-                    &[],
-                );
+                let why = RegisterRefusal::DigestUri;
+                return self.refuse_register(now, (req, origin), settings, why);
             }
         };
         self.challenge(now, req, origin, (settings, header), (stale, result));
@@ -180,27 +174,8 @@ impl Engine {
         if nonce == NonceCheck::Invalid {
             return Auth::Challenge { stale: false };
         }
-        // The challenge we sent, rebuilt from the nonce it carried (ours,
-        // checked above): our realm, qop=auth. We send no opaque, so what
-        // the client returns as one is taken as it is (not checked).
-        let challenge = Expected {
-            realm,
-            nonce: &creds.nonce,
-            opaque: creds.opaque.as_deref(),
-            algorithm: creds.algorithm,
-            qop: &[Qop::Auth],
-        };
         let account = policy.accounts.account(&creds.username);
-        let secret = account.and_then(|a| a.secret.for_algorithm(creds.algorithm));
-        // The same work whether or not the user exists.
-        let right = match secret {
-            Some(s) => verify_expected(challenge, &creds, req.method_raw, s).is_ok(),
-            None => {
-                let stand_in = &STAND_IN_HA1[..creds.algorithm.hex_len()];
-                let _ = verify_expected(challenge, &creds, req.method_raw, Secret::Ha1(stand_in));
-                false
-            }
-        };
+        let right = answers_challenge(realm, &creds, req.method_raw, account);
         let (true, Some(account)) = (right, account) else {
             return Auth::Failed(if account.is_none() {
                 AuthFailure::UnknownUser
@@ -383,103 +358,15 @@ impl Engine {
         settings: &Settings,
         account: &Account,
     ) {
-        let bad = |e: &mut Engine, why: &'static [u8]| {
-            e.registrar_answer(
-                req,
-                origin,
-                now,
-                RegisterResult::BadRequest,
-                (400, why),
-                &[],
-            );
+        let (contact, requested) = match read_register(req, settings, account) {
+            Err(why) => return self.refuse_register(now, (req, origin), settings, why),
+            Ok(Asked::Query) => return self.answer_query(now, req, origin, account),
+            Ok(Asked::Unbind) => return self.unbind(now, req, origin, settings, account),
+            Ok(Asked::Bind { contact, requested }) => (contact, requested),
         };
-        // The address of record is the account's: its username or its
-        // extension number.
-        let to_user = req.to.parsed_uri().ok().and_then(|u| u.user);
-        if to_user != Some(account.username.as_bytes())
-            && to_user != Some(account.extension.as_bytes())
-        {
-            self.ctx.stats.auth_failure(AuthFailure::AddressOfRecord);
-            return self.registrar_answer(
-                req,
-                origin,
-                now,
-                RegisterResult::AuthFailed,
-                (403, b"Forbidden"),
-                &[],
-            );
-        }
-        let expires_header = match req.msg.value(HeaderName::Expires) {
-            None => None,
-            Some(v) => match crate::sip::scan_decimal(v) {
-                Some(n) => Some(n),
-                None => return bad(self, b"Invalid Expires"),
-            },
-        };
-        let contacts: Vec<&[u8]> = req
-            .msg
-            .all(HeaderName::Contact)
-            .flat_map(|h| CommaList::new(h.value))
-            .collect();
-        let Some(&first) = contacts.first() else {
-            return self.answer_query(now, req, origin, account);
-        };
-        if contacts.iter().any(|c| c.trim_ascii() == b"*") {
-            // RFC 3261 §10.3 step 6: `*` alone, with Expires: 0.
-            if contacts.len() != 1 || expires_header != Some(0) {
-                return bad(self, b"Wildcard Contact Needs Expires: 0");
-            }
-            return self.unbind(now, req, origin, account);
-        }
-        let Ok(contact) = NameAddr::parse(first) else {
-            return bad(self, b"Invalid Contact");
-        };
-        let requested = match contact.param(b"expires") {
-            Some(Some(v)) => match crate::sip::scan_decimal(v) {
-                Some(n) => n,
-                None => return bad(self, b"Invalid Contact expires"),
-            },
-            Some(None) => return bad(self, b"Invalid Contact expires"),
-            None => expires_header.unwrap_or(u64::from(settings.default_expires)),
-        };
-        if requested == 0 {
-            return self.unbind(now, req, origin, account);
-        }
-        // RFC 5630 §5.2: a SIPS Contact is bound only when the request
-        // was for a SIPS URI too (and a SIPS Request-URI only arrives over
-        // TLS: `on_request` refuses it otherwise), so a phone is never
-        // reached at a SIPS Contact without TLS.
-        let sips = super::build::is_sips_uri;
-        if req.uri.scheme != Scheme::Sips
-            && (sips(contact.uri)
-                || contacts
-                    .iter()
-                    .skip(1)
-                    .any(|c| NameAddr::parse_structure(c).is_ok_and(|n| sips(n.uri))))
-        {
-            return bad(self, b"SIPS Contact Needs A SIPS Request-URI");
-        }
-        if requested < u64::from(settings.min_expires) {
-            let mut n = itoa::Buffer::new();
-            let min = n.format(settings.min_expires).as_bytes().to_vec();
-            return self.registrar_answer(
-                req,
-                origin,
-                now,
-                RegisterResult::TooBrief,
-                (423, b"Interval Too Brief"),
-                &[(HeaderName::MinExpires, &min)],
-            );
-        }
         if self.out_of_order(req, account) {
-            return self.registrar_answer(
-                req,
-                origin,
-                now,
-                RegisterResult::OutOfOrder,
-                (500, b"Registration Out Of Order"),
-                &[],
-            );
+            let why = RegisterRefusal::OutOfOrder;
+            return self.refuse_register(now, (req, origin), settings, why);
         }
         let granted = u32::try_from(requested.min(u64::from(settings.max_expires)))
             .unwrap_or(settings.max_expires);
@@ -504,6 +391,27 @@ impl Engine {
         );
     }
 
+    /// Answers a REGISTER (or a request whose credentials name another
+    /// target) the registrar refuses, as `why` says.
+    fn refuse_register(
+        &mut self,
+        now: Instant,
+        (req, origin): (&Request<'_>, Flow),
+        settings: &Settings,
+        why: RegisterRefusal,
+    ) {
+        if why == RegisterRefusal::NotTheAccounts {
+            self.ctx.stats.auth_failure(AuthFailure::AddressOfRecord);
+        }
+        let mut n = itoa::Buffer::new();
+        let min = n.format(settings.min_expires).as_bytes();
+        let headers: &[(HeaderName, &[u8])] = match why {
+            RegisterRefusal::TooBrief => &[(HeaderName::MinExpires, min)],
+            _ => &[],
+        };
+        self.registrar_answer(req, origin, now, why.result(), why.answer(), headers);
+    }
+
     /// RFC 3261 §10.3 step 7: a REGISTER of the binding's Call-ID whose
     /// CSeq is not higher is older than what is bound.
     fn out_of_order(&self, req: &Request<'_>, account: &Account) -> bool {
@@ -513,16 +421,17 @@ impl Engine {
             .is_some_and(|b| b.call_id() == req.call_id && b.cseq >= req.cseq.seq)
     }
 
-    fn unbind(&mut self, now: Instant, req: &Request<'_>, origin: Flow, account: &Account) {
+    fn unbind(
+        &mut self,
+        now: Instant,
+        req: &Request<'_>,
+        origin: Flow,
+        settings: &Settings,
+        account: &Account,
+    ) {
         if self.out_of_order(req, account) {
-            return self.registrar_answer(
-                req,
-                origin,
-                now,
-                RegisterResult::OutOfOrder,
-                (500, b"Registration Out Of Order"),
-                &[],
-            );
+            let why = RegisterRefusal::OutOfOrder;
+            return self.refuse_register(now, (req, origin), settings, why);
         }
         self.record(Change::Removed {
             account: Arc::clone(&account.username),
@@ -571,6 +480,163 @@ impl Engine {
     ) {
         self.ctx.stats.authenticated(req.method, result);
         self.answer_outside_to(req, origin, origin, now, status, headers);
+    }
+}
+
+/// Why the registrar refuses a REGISTER, with the answer that follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RegisterRefusal {
+    /// RFC 3261 §22.4: the credentials' `uri` is not the request's target.
+    DigestUri,
+    /// The To names an address of record that is not the account's (its
+    /// username or extension number).
+    NotTheAccounts,
+    /// An Expires header that is not a number.
+    BadExpires,
+    /// RFC 3261 §10.3 step 6: `*` beside other Contacts, or without
+    /// `Expires: 0`.
+    BadWildcard,
+    /// A Contact that does not parse.
+    BadContact,
+    /// A Contact `expires` parameter that is not a number.
+    BadContactExpires,
+    /// RFC 5630 §5.2: a SIPS Contact under a Request-URI that is not SIPS.
+    SipsContact,
+    /// RFC 3261 §10.3 step 7: shorter than the configured minimum.
+    TooBrief,
+    /// RFC 3261 §10.3 step 7: a CSeq not above the bound one's, on its
+    /// Call-ID.
+    OutOfOrder,
+}
+
+impl RegisterRefusal {
+    /// Counted under.
+    fn result(self) -> RegisterResult {
+        match self {
+            Self::NotTheAccounts => RegisterResult::AuthFailed,
+            Self::TooBrief => RegisterResult::TooBrief,
+            Self::OutOfOrder => RegisterResult::OutOfOrder,
+            _ => RegisterResult::BadRequest,
+        }
+    }
+
+    /// Status code and reason phrase.
+    fn answer(self) -> (u16, &'static [u8]) {
+        match self {
+            Self::DigestUri => (400, b"Digest URI Does Not Match Request-URI"),
+            Self::NotTheAccounts => (403, b"Forbidden"),
+            Self::BadExpires => (400, b"Invalid Expires"),
+            Self::BadWildcard => (400, b"Wildcard Contact Needs Expires: 0"),
+            Self::BadContact => (400, b"Invalid Contact"),
+            Self::BadContactExpires => (400, b"Invalid Contact expires"),
+            Self::SipsContact => (400, b"SIPS Contact Needs A SIPS Request-URI"),
+            Self::TooBrief => (423, b"Interval Too Brief"),
+            Self::OutOfOrder => (500, b"Registration Out Of Order"),
+        }
+    }
+}
+
+/// What an authenticated REGISTER asks for.
+enum Asked<'a> {
+    /// No Contact: the current binding.
+    Query,
+    /// `*` or an expiry of 0.
+    Unbind,
+    /// A binding to `contact` for `requested` seconds (not yet capped).
+    Bind {
+        contact: NameAddr<'a>,
+        requested: u64,
+    },
+}
+
+/// Reads what an authenticated REGISTER asks for, in the order of RFC
+/// 3261 §10.3 steps 5-7, or why it is refused. The binding's age (step 7's
+/// CSeq check) is the caller's, which knows what is bound.
+fn read_register<'a>(
+    req: &Request<'a>,
+    settings: &Settings,
+    account: &Account,
+) -> Result<Asked<'a>, RegisterRefusal> {
+    // The address of record is the account's: its username or its
+    // extension number.
+    let to_user = req.to.parsed_uri().ok().and_then(|u| u.user);
+    if to_user != Some(account.username.as_bytes()) && to_user != Some(account.extension.as_bytes())
+    {
+        return Err(RegisterRefusal::NotTheAccounts);
+    }
+    let expires_header = match req.msg.value(HeaderName::Expires) {
+        None => None,
+        Some(v) => Some(crate::sip::scan_decimal(v).ok_or(RegisterRefusal::BadExpires)?),
+    };
+    let contacts: SmallVec<[&'a [u8]; 2]> = req
+        .msg
+        .all(HeaderName::Contact)
+        .flat_map(|h| CommaList::new(h.value))
+        .collect();
+    let Some(&first) = contacts.first() else {
+        return Ok(Asked::Query);
+    };
+    if contacts.iter().any(|c| c.trim_ascii() == b"*") {
+        // RFC 3261 §10.3 step 6: `*` alone, with Expires: 0.
+        if contacts.len() != 1 || expires_header != Some(0) {
+            return Err(RegisterRefusal::BadWildcard);
+        }
+        return Ok(Asked::Unbind);
+    }
+    let contact = NameAddr::parse(first).map_err(|_| RegisterRefusal::BadContact)?;
+    let requested = match contact.param(b"expires") {
+        Some(Some(v)) => crate::sip::scan_decimal(v).ok_or(RegisterRefusal::BadContactExpires)?,
+        Some(None) => return Err(RegisterRefusal::BadContactExpires),
+        None => expires_header.unwrap_or(u64::from(settings.default_expires)),
+    };
+    if requested == 0 {
+        return Ok(Asked::Unbind);
+    }
+    // RFC 5630 §5.2: a SIPS Contact is bound only when the request was for
+    // a SIPS URI too (and a SIPS Request-URI only arrives over TLS:
+    // `on_request` refuses it otherwise), so a phone is never reached at a
+    // SIPS Contact without TLS.
+    let sips = super::build::is_sips_uri;
+    if req.uri.scheme != Scheme::Sips
+        && (sips(contact.uri)
+            || contacts
+                .iter()
+                .skip(1)
+                .any(|c| NameAddr::parse_structure(c).is_ok_and(|n| sips(n.uri))))
+    {
+        return Err(RegisterRefusal::SipsContact);
+    }
+    if requested < u64::from(settings.min_expires) {
+        return Err(RegisterRefusal::TooBrief);
+    }
+    Ok(Asked::Bind { contact, requested })
+}
+
+/// Whether credentials answer the challenge we sent with `account`'s
+/// secret. The challenge is rebuilt from the nonce they carry (ours,
+/// checked before): our realm, qop=auth. We send no opaque, so what the
+/// client returns as one is taken as it is (not checked). The same work is
+/// done whether or not the account exists.
+fn answers_challenge(
+    realm: &[u8],
+    creds: &Authorization<'_>,
+    method: &[u8],
+    account: Option<&Account>,
+) -> bool {
+    let challenge = Expected {
+        realm,
+        nonce: &creds.nonce,
+        opaque: creds.opaque.as_deref(),
+        algorithm: creds.algorithm,
+        qop: &[Qop::Auth],
+    };
+    match account.and_then(|a| a.secret.for_algorithm(creds.algorithm)) {
+        Some(s) => verify_expected(challenge, creds, method, s).is_ok(),
+        None => {
+            let stand_in = &STAND_IN_HA1[..creds.algorithm.hex_len()];
+            let _ = verify_expected(challenge, creds, method, Secret::Ha1(stand_in));
+            false
+        }
     }
 }
 

@@ -256,50 +256,19 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
     // downstream) may take it for a line end, so a value copied on would
     // smuggle in a header, and the SBC's own messages must never carry one.
     let mut bare_cr = false;
-    let (line, mut pos) = next_line(msg, 0, &mut bare_cr).ok_or(ParseError::Unterminated)?;
+    let (line, pos) = next_line(msg, 0, &mut bare_cr).ok_or(ParseError::Unterminated)?;
     let start = start_line(line, mode)?;
 
     let mut entries: SmallVec<[Entry; 24]> = SmallVec::new();
     let mut first = [NONE; HEADER_KINDS];
     let mut error: Option<ParseError> = None;
-    // Offset in `msg` where the last header's value begins (after the colon).
-    let mut value_start = 0usize;
-    // True while the lines being read belong to a header that was rejected.
-    let mut skipping = false;
-    let body_start = loop {
-        let Some((line, next)) = next_line(msg, pos, &mut bare_cr) else {
-            return Err(ParseError::Unterminated);
-        };
-        if line.is_empty() {
-            break next;
-        }
-        let line_start = line.as_ptr() as usize - msg.as_ptr() as usize;
-        if matches!(line[0], b' ' | b'\t') {
-            // Continuation of the previous header (RFC 3261 §7.3.1 folding).
-            match entries.last_mut() {
-                _ if skipping => {}
-                Some(e) => {
-                    let (start, len) = trimmed(msg, value_start, line_start + line.len());
-                    e.value_start = start;
-                    e.value_len = len;
-                }
-                None => error = error.or(Some(ParseError::HeaderLine)),
-            }
-            pos = next;
-            continue;
-        }
-        pos = next;
-        match header_line(msg, line, line_start, &mut entries, &mut first) {
-            Ok(start) => {
-                value_start = start;
-                skipping = false;
-            }
-            Err(e) => {
-                error = error.or(Some(e));
-                skipping = true;
-            }
-        }
-    };
+    let body_start = header_section(
+        msg,
+        pos,
+        &mut bare_cr,
+        (&mut entries, &mut first),
+        &mut error,
+    )?;
 
     if bare_cr {
         error = error.or(Some(ParseError::HeaderLine));
@@ -323,6 +292,58 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         first,
         body,
     })
+}
+
+/// Reads the header lines of `msg` from `pos` into `entries` (and the
+/// first of each kind into `first`), up to the empty line; returns where
+/// the body starts. The first error met goes to `error` and the lines of
+/// the header in error are skipped, so a lenient parse still reads the
+/// rest. Only a header section without its end is an error here.
+#[inline(always)]
+fn header_section(
+    msg: &[u8],
+    mut pos: usize,
+    bare_cr: &mut bool,
+    (entries, first): (&mut SmallVec<[Entry; 24]>, &mut [u8; HEADER_KINDS]),
+    error: &mut Option<ParseError>,
+) -> Result<usize, ParseError> {
+    // Offset in `msg` where the last header's value begins (after the colon).
+    let mut value_start = 0usize;
+    // True while the lines being read belong to a header that was rejected.
+    let mut skipping = false;
+    loop {
+        let Some((line, next)) = next_line(msg, pos, bare_cr) else {
+            return Err(ParseError::Unterminated);
+        };
+        if line.is_empty() {
+            return Ok(next);
+        }
+        let line_start = line.as_ptr() as usize - msg.as_ptr() as usize;
+        pos = next;
+        if matches!(line[0], b' ' | b'\t') {
+            // Continuation of the previous header (RFC 3261 §7.3.1 folding).
+            match entries.last_mut() {
+                _ if skipping => {}
+                Some(e) => {
+                    let (start, len) = trimmed(msg, value_start, line_start + line.len());
+                    e.value_start = start;
+                    e.value_len = len;
+                }
+                None => *error = error.or(Some(ParseError::HeaderLine)),
+            }
+            continue;
+        }
+        match header_line(msg, line, line_start, entries, first) {
+            Ok(start) => {
+                value_start = start;
+                skipping = false;
+            }
+            Err(e) => {
+                *error = error.or(Some(e));
+                skipping = true;
+            }
+        }
+    }
 }
 
 /// The start line; in lenient mode (salvaging a broken request to answer
