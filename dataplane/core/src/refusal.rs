@@ -2,6 +2,8 @@
 //! gives: status code, reason phrase, the headers that answer needs, the
 //! metric label it is counted under, and whether it is answered at all.
 //! Call sites say *why* ([`Refusal`]); the wire answer follows from it.
+//! The same for a request the SBC had taken on and ends itself
+//! ([`Ending`]: the caller cancelled, nobody answered in time, ...).
 
 use std::borrow::Cow;
 
@@ -109,6 +111,40 @@ pub enum Refusal {
     /// Retry-After, before any call state exists).
     #[error("the SBC's call limit is reached")]
     CallLimit,
+}
+
+/// Why the SBC ends a request it had taken on (a call's INVITE, a
+/// relayed request) with a final failure of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// RFC 3261 §9.2: the caller cancelled (487).
+    Cancelled,
+    /// Nobody answered in time: the attempts' or the relayed request's
+    /// transaction timed out, or the call rang past its limit (RFC 3261
+    /// §16.6 step 11, §16.7 step 6; 408).
+    TimedOut,
+    /// The far side accepted a re-offer with SDP the relay cannot carry
+    /// (RFC 3264 §8: the originator's session stays as it was; 488).
+    Unanchorable,
+    /// A trunk's challenge was for the SBC, not for the caller (403).
+    ChallengeNotForCaller,
+    /// A trunk's 503 (RFC 3261 §16.7: not forwarded, it would name this
+    /// hop), or the call ended for a reason of the SBC's own while its
+    /// INVITE was unanswered (500).
+    Internal,
+}
+
+impl Ending {
+    /// Status code and reason phrase.
+    pub fn answer(self) -> (u16, &'static [u8]) {
+        match self {
+            Ending::Cancelled => (487, b"Request Terminated"),
+            Ending::TimedOut => (408, b"Request Timeout"),
+            Ending::Unanchorable => (488, b"Not Acceptable Here"),
+            Ending::ChallengeNotForCaller => (403, b"Forbidden"),
+            Ending::Internal => (500, b"Server Internal Error"),
+        }
+    }
 }
 
 impl Refusal {

@@ -20,7 +20,7 @@ use super::teardown::{cancel_call, end};
 use super::template::Template;
 use crate::media::Role;
 use crate::net::Flow;
-use crate::refusal::Refusal;
+use crate::refusal::{Ending, Refusal};
 use crate::sip::{HeaderName, Method, Request, Response};
 use crate::stats::ShardStats;
 use crate::transaction::{
@@ -541,10 +541,13 @@ fn unanchorable_reanswer(ctx: &mut Ctx, call: &mut Call, index: usize, now: Inst
         return;
     };
     let method = relay.method;
-    let bytes = relay.template.simple(488, b"Not Acceptable Here", None);
-    let sent = relay.server.respond(now, &timers, 488, bytes, &mut ctx.out);
+    let (code, reason) = Ending::Unanchorable.answer();
+    let bytes = relay.template.simple(code, reason, None);
+    let sent = relay
+        .server
+        .respond(now, &timers, code, bytes, &mut ctx.out);
     if sent {
-        ctx.stats.final_sent(488);
+        ctx.stats.final_sent(code);
         relay.template = Template::empty();
     }
     if method == Method::Invite {

@@ -6,8 +6,21 @@ use bytes::Bytes;
 
 use super::build::render_end_to_end_with;
 use super::call::{Call, Failure};
-use crate::refusal::Refusal;
+use crate::refusal::{Ending, Refusal};
 use crate::sip::Response;
+
+/// The failure the caller hears when `why` ends its INVITE and no trunk
+/// answered better.
+pub(crate) fn ending_failure(why: Ending) -> Failure {
+    let (code, reason) = why.answer();
+    Failure {
+        code,
+        reason: Bytes::from_static(reason),
+        headers: Bytes::new(),
+        body: Bytes::new(),
+        local: false,
+    }
+}
 
 /// The SBC's own failure answer for `why` (`local`: relayed as it is).
 pub(crate) fn local_failure(why: Refusal, local: bool) -> Failure {

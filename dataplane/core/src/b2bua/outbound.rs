@@ -11,14 +11,14 @@ use super::build::{
     Reach, Relayed, RequestParts, ack_from_2xx, contact_uri, invite_sibling, leg_request, next_hop,
     uac_route_set,
 };
-use super::call::{Attempt, Call, Failure, KeptAck, Own, Phase, Side, State, Stray};
+use super::call::{Attempt, Call, KeptAck, Own, Phase, Side, State, Stray};
 use super::call::{InviteRef, Part};
 use super::context::Ctx;
 use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
 use super::teardown::{fail_call, send_cancel};
 use crate::media::Role;
-use crate::refusal::Refusal;
+use crate::refusal::{Ending, Refusal};
 use crate::sip::{HeaderName, Response, escape_user};
 use crate::stats::{Direction, ShardStats};
 use crate::transaction::{ClientInvite, ClientNonInvite, ResponseAction, TimerName};
@@ -793,16 +793,7 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if let Some(t) = call.policy.trunk(call.b.trunk) {
         t.stats.fail(Direction::Outbound);
     }
-    merge_failure(
-        call,
-        Failure {
-            code: 408,
-            reason: Bytes::from_static(b"Request Timeout"),
-            headers: Bytes::new(),
-            body: Bytes::new(),
-            local: false,
-        },
-    );
+    merge_failure(call, super::failure::ending_failure(Ending::TimedOut));
     call.timers.cancel(TimerName::NoResponse);
     if call.routing_mut().is_some_and(|r| r.failover_on_timeout) && next_attempt(ctx, call, now) {
         ShardStats::inc(&ctx.stats.failovers);

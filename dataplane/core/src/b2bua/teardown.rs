@@ -4,12 +4,11 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::build::{Relayed, RequestParts, invite_sibling, leg_request};
-use super::call::{Call, Failure, Own, Phase, Side, State};
+use super::call::{Call, Own, Phase, Side, State};
 use super::context::Ctx;
 use super::event::{CallRecord, EndReason, Event};
+use crate::refusal::Ending;
 use crate::stats::Direction;
 use crate::transaction::ClientNonInvite;
 
@@ -18,20 +17,13 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     let failure = call
         .routing_mut()
         .and_then(|r| r.failure.take())
-        .unwrap_or(Failure {
-            code: 408,
-            reason: Bytes::from_static(b"Request Timeout"),
-            headers: Bytes::new(),
-            body: Bytes::new(),
-            local: false,
-        });
+        .unwrap_or_else(|| super::failure::ending_failure(Ending::TimedOut));
     let (code, reason): (u16, &[u8]) = match failure.code {
         _ if failure.local => (failure.code, &failure.reason),
         // §16.7: a proxy should not forward 503 (it would mean *this* hop
         // is unavailable); 500 instead.
-        503 => (500, b"Server Internal Error"),
-        // The trunk's challenge is for the SBC, not for the caller.
-        401 | 407 => (403, b"Forbidden"),
+        503 => Ending::Internal.answer(),
+        401 | 407 => Ending::ChallengeNotForCaller.answer(),
         c => (c, &failure.reason),
     };
     let mut buf =
@@ -65,11 +57,12 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 /// (487, RFC 3261 §9.2) or ringing too long (408, §16.6 step 11): answer
 /// the INVITE, CANCEL the attempt in progress.
 pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: EndReason) {
-    let (code, reason): (u16, &[u8]) = match why {
-        EndReason::Cancelled => (487, b"Request Terminated"),
-        EndReason::RingTimeout => (408, b"Request Timeout"),
-        _ => (500, b"Server Internal Error"),
-    };
+    let (code, reason) = match why {
+        EndReason::Cancelled => Ending::Cancelled,
+        EndReason::RingTimeout => Ending::TimedOut,
+        _ => Ending::Internal,
+    }
+    .answer();
     let response = call
         .uas
         .template
@@ -148,16 +141,17 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
     if call.uas.tx.is_pending() {
         // Whatever ended the call, the caller's INVITE gets a final answer
         // (otherwise its transaction, and the call, would never finish).
-        let response =
-            call.uas
-                .template
-                .simple(500, b"Server Internal Error", Some(call.a.local_tag()));
+        let (code, reason) = Ending::Internal.answer();
+        let response = call
+            .uas
+            .template
+            .simple(code, reason, Some(call.a.local_tag()));
         if call
             .uas
             .tx
-            .respond(now, &call.policy.timers, 500, response, &mut ctx.out)
+            .respond(now, &call.policy.timers, code, response, &mut ctx.out)
         {
-            ctx.stats.final_sent(500);
+            ctx.stats.final_sent(code);
         }
     }
     if call.answered_at().is_some() {

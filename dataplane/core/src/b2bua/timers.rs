@@ -9,6 +9,7 @@ use super::dialog::{ack_relay, send_b_ack};
 use super::event::EndReason;
 use super::outbound::attempt_timed_out;
 use super::teardown::{bye_both, cancel_call, end};
+use crate::refusal::Ending;
 use crate::sip::Method;
 use crate::transaction::{TimerName, TxEvent};
 
@@ -60,16 +61,8 @@ fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if timed_out {
         if call.wave_pending(usize::MAX) {
             // One phone of several went quiet: the others still ring.
-            super::failure::merge_failure(
-                call,
-                super::call::Failure {
-                    code: 408,
-                    reason: bytes::Bytes::from_static(b"Request Timeout"),
-                    headers: bytes::Bytes::new(),
-                    body: bytes::Bytes::new(),
-                    local: false,
-                },
-            );
+            let timeout = super::failure::ending_failure(Ending::TimedOut);
+            super::failure::merge_failure(call, timeout);
         } else {
             attempt_timed_out(ctx, call, now);
         }
@@ -98,13 +91,14 @@ fn relay_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         };
         if ev == Some(TxEvent::Timeout) {
             // The far side never answered: 408 to the originator.
-            let response = relay.template.simple(408, b"Request Timeout", None);
+            let (code, reason) = Ending::TimedOut.answer();
+            let response = relay.template.simple(code, reason, None);
             let sent = relay
                 .server
-                .respond(now, &timers, 408, response, &mut ctx.out);
+                .respond(now, &timers, code, response, &mut ctx.out);
             if sent {
-                relay.final_code = Some(408);
-                ctx.stats.final_sent(408);
+                relay.final_code = Some(code);
+                ctx.stats.final_sent(code);
             }
             if relay.method == Method::Bye {
                 ended_by_bye = Some(relay.from);
