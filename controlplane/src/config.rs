@@ -54,9 +54,9 @@ use path::line_of_offset;
 /// (bench/results/2026-12-06-round-cost.md), 1 ms costs less CPU per call
 /// than 4 ms (33 against 42 µs, alternating runs) with a quarter of the
 /// delay (INVITE→2xx p50 1.6 against 6.6 ms): a CPU that sleeps longer
-/// wakes colder, and a round after a 4 ms sleep spends about 37 µs more
-/// before its first messages are handled. 0 (a wake-up for every packet)
-/// costs far more under load (2026-12-05-wakeups.md).
+/// wakes colder (after a 4 ms sleep, about 37 µs of a round's work goes
+/// before its messages run warm). 0 (a wake-up for every packet) costs
+/// more under load (2026-12-05-wakeups.md).
 pub const DEFAULT_BATCH_WAIT_US: u32 = 1_000;
 
 /// Default of `shards.media_batch_wait_us`: 1 ms, the window while a shard
@@ -152,14 +152,15 @@ impl Config {
     }
 
     /// Wake-up coalescing of the shard loops while they relay no media
-    /// (`shards.batch_wait_us`, default 1 ms).
+    /// (`shards.batch_wait_us`, default 1 ms, or the media window when
+    /// only that is given and it is longer: media never waits longer than
+    /// signalling).
     pub fn batch_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(u64::from(
-            self.file
-                .shards
-                .batch_wait_us
-                .unwrap_or(DEFAULT_BATCH_WAIT_US),
-        ))
+        let shards = &self.file.shards;
+        let us = shards
+            .batch_wait_us
+            .unwrap_or_else(|| DEFAULT_BATCH_WAIT_US.max(shards.media_batch_wait_us.unwrap_or(0)));
+        std::time::Duration::from_micros(u64::from(us))
     }
 
     /// Wake-up coalescing while a shard relays media

@@ -436,8 +436,8 @@ impl SbcCollector {
         }
         let mut busy = enc.encode_descriptor(
             "shard_busy_seconds",
-            "Time each shard's loop spent working between its waits: the rate is the \
-             shard's busy fraction, and over sbc_shard_loop_iterations_total the time a round takes.",
+            "Wall-clock time each shard's loop spent working between its waits (the sends a \
+             wait submits not included): the rate is about the shard's busy fraction, and over sbc_shard_loop_iterations_total the time a round takes.",
             None,
             MetricType::Counter,
         )?;

@@ -450,6 +450,10 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(100));
         }
         let wall_s = start.elapsed().as_secs_f64();
+        // Rounds over the same span as wall_s (not the callee's wait).
+        let rounds = rounds0
+            .zip(self.sbc_rounds())
+            .map(|((n0, s0), (n1, s1))| (n1 - n0, s1 - s0));
         // Let the callee see the last BYEs, then stop it.
         let callee_deadline = Instant::now() + Duration::from_secs(5);
         let mut callee = callee;
@@ -463,9 +467,6 @@ impl Bench {
         if let Some(pid) = proxy_pid {
             proxy_cpu = proxy_cpu.max(tree_cpu_seconds(pid));
         }
-        let rounds = rounds0
-            .zip(self.sbc_rounds())
-            .map(|((n0, s0), (n1, s1))| (n1 - n0, s1 - s0));
         // SIGINT: sbc-load and sipp print their reports on a signal.
         // SAFETY: kill(2) with a pid this process spawned and still owns.
         #[allow(unsafe_code)]
@@ -622,21 +623,30 @@ fn main() {
     let mut loops = String::from(
         "\n## sbc shard rounds (from its metrics, over each step)\n\n| rate | rounds/s | working µs per round | working µs per call |\n|---|---|---|---|",
     );
+    let mut rows = 0;
     for s in series.iter().filter(|s| s.target == Target::Sbc) {
         if let Some((n, busy)) = s.rounds.filter(|(n, _)| *n > 0.0) {
+            // Per completed call, like the CPU columns (none: no figure).
+            let per_call = if s.ok > 0 {
+                format!("{:.1}", busy * 1e6 / s.ok as f64)
+            } else {
+                "—".to_string()
+            };
             let _ = write!(
                 loops,
-                "\n| {} | {:.0} | {:.1} | {:.1} |",
+                "\n| {} | {:.0} | {:.1} | {per_call} |",
                 s.rate,
                 n / s.wall_s.max(1e-9),
                 busy * 1e6 / n,
-                busy * 1e6 / s.ok.max(1) as f64
             );
+            rows += 1;
         }
     }
-    loops.push('\n');
-    print!("{loops}");
-    md.push_str(&loops);
+    if rows > 0 {
+        loops.push('\n');
+        print!("{loops}");
+        md.push_str(&loops);
+    }
     let mut ratios = String::new();
     if targets.len() == 2 {
         let _ = writeln!(

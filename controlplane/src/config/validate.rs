@@ -60,11 +60,10 @@ pub fn validate(file: &ConfigFile) -> Check {
             );
         }
     }
-    let signalling = file
-        .shards
-        .batch_wait_us
-        .unwrap_or(crate::config::DEFAULT_BATCH_WAIT_US);
-    if let Some(media) = file.shards.media_batch_wait_us
+    // Only a signalling window given can be too short for the media one:
+    // left out, it is at least the media window.
+    if let (Some(signalling), Some(media)) =
+        (file.shards.batch_wait_us, file.shards.media_batch_wait_us)
         && media > signalling
     {
         return at(

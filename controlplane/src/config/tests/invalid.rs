@@ -473,6 +473,12 @@ fn coalescing_windows_default_and_media_never_exceeds_signalling() {
     assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(500), us(500)));
     let c = parse("batch_wait_us = 3000\nmedia_batch_wait_us = 0\n");
     assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(3000), us(0)));
+    // A media window given alone, longer than the default signalling one
+    // (valid when that default was 4 ms): signalling waits as long.
+    let c = parse("media_batch_wait_us = 2500\n");
+    assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(2500), us(2500)));
+    let c = parse("media_batch_wait_us = 300\n");
+    assert_eq!((c.batch_wait(), c.media_batch_wait()), (us(1000), us(300)));
     let err = crate::config::Config::from_toml_str(
         "[sip]\nlisten = [\"127.0.0.1:5060\"]\n[shards]\nbatch_wait_us = 500\nmedia_batch_wait_us = 800\n",
     )

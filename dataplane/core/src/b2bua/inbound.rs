@@ -807,8 +807,6 @@ pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
     out
 }
 
-/// Orders targets by priority; among equal priorities, a weighted random
-/// order (BRIEF §3).
 /// The routing phase a new call starts in: what was admitted (its
 /// targets, route and session timer plan), and the INVITE's parts every
 /// attempt sends again.
@@ -850,6 +848,8 @@ fn uas_of(req: &Request<'_>, origin: Flow, answer_to: Flow) -> Uas {
     }
 }
 
+/// Orders targets by priority; among equal priorities, a weighted random
+/// order (BRIEF §3).
 fn order_targets(targets: &[Target], random: &mut dyn FnMut() -> u64) -> SmallVec<[Target; 4]> {
     let mut sorted: SmallVec<[Target; 4]> = targets.iter().copied().collect();
     sorted.sort_by_key(|t| t.priority);
