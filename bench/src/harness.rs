@@ -207,6 +207,15 @@ pub fn scrape(addr: &str) -> Option<String> {
     b.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
+/// The sum of the samples in metrics `text` whose line starts with
+/// `prefix` (a family name, or a name and the start of its labels).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// Waits up to `limit` for [`healthy`]; false when it never was.
 pub fn wait_healthy(addr: &str, limit: Duration) -> bool {
     let t0 = Instant::now();

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use sbc_bench::harness::{
-    self, KAMAILIO_FAST_ALLOCATOR, Proc, call_floor_us, sbc_config, scrape, sipp_stat, wait_healthy,
+    self, KAMAILIO_FAST_ALLOCATOR, Proc, call_floor_us, metric_sum, sbc_config, scrape, sipp_stat,
+    wait_healthy,
 };
 use sbc_bench::procstat::{cpu_seconds, machine, status_kb, tree_cpu_seconds};
 use serde_json::{Value, json};
@@ -524,15 +525,9 @@ impl Bench {
     /// `sbc_shard_busy_seconds_total`).
     fn sbc_rounds(&self) -> Option<(f64, f64)> {
         let text = scrape(&format!("{}:9090", self.ip(1)))?;
-        let sum = |family: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with(family))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum()
-        };
         Some((
-            sum("sbc_shard_loop_iterations_total{"),
-            sum("sbc_shard_busy_seconds_total{"),
+            metric_sum(&text, "sbc_shard_loop_iterations_total{"),
+            metric_sum(&text, "sbc_shard_busy_seconds_total{"),
         ))
     }
 

@@ -421,13 +421,7 @@ fn run_target(a: &Args, topo: &Topology, t: Target) -> Option<Outcome> {
     let mut out = drive(a, &relay_ip, &ports, &source, sink, pid, t);
     if matches!(t, Target::Sbc | Target::SbcXdp) {
         let metrics = sbc_bench::harness::scrape(&format!("{relay_ip}:9090")).unwrap_or_default();
-        let value = |name: &str| {
-            metrics
-                .lines()
-                .filter(|l| l.starts_with(name))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
-        };
+        let value = |name: &str| sbc_bench::harness::metric_sum(&metrics, name);
         let relayed = value("sbc_media_packets_total");
         let kernel_drops = value("sbc_media_xdp_kernel_dropped_total");
         let media_drops = value("sbc_media_dropped_total");
