@@ -862,3 +862,73 @@ fn a_trunk_with_strict_latching_is_heard_only_from_its_sdp_address() {
         addr("10.0.0.10:4000")
     );
 }
+
+/// A route that fails over on 488: an answer the relay cannot carry fails
+/// over to the next trunk like the 488 it stands for, and that trunk's
+/// INVITE then runs its course (it rings and answers; nothing CANCELs
+/// it).
+#[test]
+fn an_answer_the_relay_cannot_carry_fails_over_where_the_route_says_so() {
+    let mut policy = media_policy();
+    policy.routes[0].failover.add(488);
+    let mut sim = Sim::with_policy(policy);
+    sim.recv(
+        PBX,
+        &invite("10.0.0.10:5060", NUMBER, "bad-then-b@pbx", "z9hG4bKbb", 1),
+    );
+    let a = sim.one_to(CARRIER_A);
+    let bad = ANSWER_SDP.replace("c=IN IP4 10.0.0.20", "c=IN IP4 224.2.2.2");
+    sim.recv(
+        CARRIER_A,
+        &reply(
+            &a,
+            200,
+            "OK",
+            Some("at"),
+            Some("sip:c@10.0.0.20:5060"),
+            &bad,
+        ),
+    );
+    let sent = sim.sent();
+    let to_a: Vec<String> = sent
+        .iter()
+        .filter(|s| s.to == addr(CARRIER_A))
+        .filter_map(Sent::method)
+        .collect();
+    assert_eq!(to_a, ["ACK", "BYE"], "{sent:?}");
+    assert!(sent.iter().all(|s| s.to != addr(PBX)), "{sent:?}");
+    let b = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_B))
+        .expect("the INVITE fails over to carrier-b");
+    assert_eq!(b.method().as_deref(), Some("INVITE"));
+    sim.recv(
+        CARRIER_B,
+        &reply(
+            b,
+            180,
+            "Ringing",
+            Some("bt"),
+            Some("sip:c@10.0.0.30:5060"),
+            "",
+        ),
+    );
+    let sent = sim.sent();
+    assert!(sent.iter().all(|s| s.to != addr(CARRIER_B)), "{sent:?}");
+    let ring: Vec<_> = sent.iter().filter_map(Sent::code).collect();
+    assert_eq!(ring, [180], "{sent:?}");
+    let good = ANSWER_SDP.replace("10.0.0.20", "10.0.0.30");
+    sim.recv(
+        CARRIER_B,
+        &reply(
+            b,
+            200,
+            "OK",
+            Some("bt"),
+            Some("sip:c@10.0.0.30:5060"),
+            &good,
+        ),
+    );
+    let ok = sim.one_to(PBX);
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+}

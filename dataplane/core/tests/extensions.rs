@@ -89,6 +89,60 @@ fn call_in(sim: &mut Sim) -> (Sent, Sent) {
     (invite_to(&sent, DESK), invite_to(&sent, SOFT))
 }
 
+/// The carrier ACKs the 200 of [`call_in`]'s call (its To value `to`).
+fn carrier_acks(sim: &mut Sim, to: &str) {
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "ACK",
+            "sip:192.0.2.1:5060",
+            CARRIER_A,
+            "z9hG4bKack",
+            "\"Alice\" <sip:alice@10.0.0.20:5060>;tag=caller-tag",
+            to,
+            "in-1",
+            1,
+            "",
+        ),
+    );
+}
+
+/// The softphone answers its INVITE `soft` with 180.
+fn soft_rings(sim: &mut Sim, soft: &Sent) {
+    sim.recv(
+        SOFT,
+        &reply(
+            soft,
+            180,
+            "Ringing",
+            Some("soft-tag"),
+            Some("sip:alice-soft@192.168.1.9:5062"),
+            "",
+        ),
+    );
+}
+
+/// In `sent`: the 200 to the caller, and the CANCEL of `invite` (same
+/// branch) to the phone at `other`, which did not answer.
+fn answered_and_cancelled<'s>(
+    sent: &'s [Sent],
+    other: &str,
+    invite: &Sent,
+) -> (&'s Sent, &'s Sent) {
+    let ok = sent
+        .iter()
+        .find(|s| s.to == addr(CARRIER_A))
+        .expect("200 to the caller");
+    assert_eq!(ok.code(), Some(200));
+    let cancel = sent
+        .iter()
+        .find(|s| s.to == addr(other))
+        .expect("CANCEL to the phone that did not answer");
+    assert_eq!(cancel.method().as_deref(), Some("CANCEL"));
+    assert_eq!(cancel.branch(), invite.branch());
+    (ok, cancel)
+}
+
 /// The INVITE in `sent` that went to `a`.
 fn invite_to(sent: &[Sent], a: &str) -> Sent {
     sent.iter()
@@ -138,17 +192,7 @@ fn both_phones_ring_the_first_answer_wins_and_the_other_is_cancelled() {
             "",
         ),
     );
-    sim.recv(
-        SOFT,
-        &reply(
-            &soft,
-            180,
-            "Ringing",
-            Some("soft-tag"),
-            Some("sip:alice-soft@192.168.1.9:5062"),
-            "",
-        ),
-    );
+    soft_rings(&mut sim, &soft);
     let rings: Vec<Sent> = sim
         .sent()
         .into_iter()
@@ -163,17 +207,7 @@ fn both_phones_ring_the_first_answer_wins_and_the_other_is_cancelled() {
         &answer_200(&soft, "soft-tag", "sip:alice-soft@192.168.1.9:5062"),
     );
     let sent = sim.sent();
-    let ok = sent
-        .iter()
-        .find(|s| s.to == addr(CARRIER_A))
-        .expect("200 to the caller");
-    assert_eq!(ok.code(), Some(200));
-    let cancel = sent
-        .iter()
-        .find(|s| s.to == addr(DESK))
-        .expect("CANCEL to the desk phone");
-    assert_eq!(cancel.method().as_deref(), Some("CANCEL"));
-    assert_eq!(cancel.branch(), desk.branch());
+    let (ok, cancel) = answered_and_cancelled(&sent, DESK, &desk);
     assert!(sent.iter().all(|s| s.to != addr(SOFT)));
     // The desk phone: 200 to the CANCEL, 487 to the INVITE (ACKed).
     sim.recv(DESK, &reply(cancel, 200, "OK", Some("desk-tag"), None, ""));
@@ -187,20 +221,7 @@ fn both_phones_ring_the_first_answer_wins_and_the_other_is_cancelled() {
     // The caller ACKs; the ACK and then its BYE go to the softphone, at
     // the address it registered from (not the private Contact host).
     let to = ok.header(HeaderName::To);
-    sim.recv(
-        CARRIER_A,
-        &in_dialog(
-            "ACK",
-            "sip:192.0.2.1:5060",
-            CARRIER_A,
-            "z9hG4bKack",
-            "\"Alice\" <sip:alice@10.0.0.20:5060>;tag=caller-tag",
-            &to,
-            "in-1",
-            1,
-            "",
-        ),
-    );
+    carrier_acks(&mut sim, &to);
     let b_ack = sim.one_to(SOFT);
     assert_eq!(b_ack.method().as_deref(), Some("ACK"));
     assert!(
@@ -1045,4 +1066,84 @@ fn phones_of_both_families_each_get_an_offer_in_their_own() {
             .unwrap()
     };
     assert_eq!(port(&desk), port(&soft));
+}
+
+/// The first phone rung answers, not the last: the ACK of its 2xx carries
+/// its own INVITE's CSeq number (RFC 3261 §13.2.2.4), not that of the
+/// INVITE sent after it to the other phone, and so does the ACK sent
+/// again for a retransmission of that 2xx.
+#[test]
+fn the_ack_to_a_phone_that_answered_first_has_its_invites_cseq() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    let cseq = |s: &Sent| s.header(HeaderName::CSeq);
+    assert_ne!(cseq(&desk), cseq(&soft), "each fork has its own CSeq");
+    soft_rings(&mut sim, &soft);
+    assert_eq!(sim.one_to(CARRIER_A).code(), Some(180));
+    let ok_from_desk = answer_200(&desk, "desk-tag", "sip:alice@10.1.1.2:5062");
+    sim.recv(DESK, &ok_from_desk);
+    let sent = sim.sent();
+    let (ok, _) = answered_and_cancelled(&sent, SOFT, &soft);
+    let to = ok.header(HeaderName::To);
+    carrier_acks(&mut sim, &to);
+    let b_ack = sim.one_to(DESK);
+    assert_eq!(b_ack.method().as_deref(), Some("ACK"));
+    let number = |s: &Sent| cseq(s).split_whitespace().next().unwrap().to_owned();
+    assert_eq!(number(&b_ack), number(&desk), "{}", b_ack.text());
+    assert_eq!(cseq(&b_ack), format!("{} ACK", number(&desk)));
+    // The desk phone did not hear the ACK in time and sends its 200 again.
+    sim.recv(DESK, &ok_from_desk);
+    let again = sim.one_to(DESK);
+    assert_eq!(again.method().as_deref(), Some("ACK"));
+    assert_eq!(cseq(&again), cseq(&b_ack));
+}
+
+/// One phone answers with media the relay cannot carry while the other
+/// still rings: that answer is hung up and counts as that phone's 488
+/// (RFC 3261 §16.7), and the call waits for the other phone, which then
+/// answers it.
+#[test]
+fn an_unusable_answer_from_one_phone_leaves_the_other_ringing() {
+    let mut sim = sim_with(media_policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    soft_rings(&mut sim, &soft);
+    assert_eq!(sim.one_to(CARRIER_A).code(), Some(180));
+    let multicast = "v=0\r\no=- 3 3 IN IP4 203.0.113.20\r\ns=-\r\nc=IN IP4 224.2.2.2\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    sim.recv(
+        DESK,
+        &reply(
+            &desk,
+            200,
+            "OK",
+            Some("desk-tag"),
+            Some("sip:alice@10.1.1.2:5062"),
+            multicast,
+        ),
+    );
+    let sent = sim.sent();
+    let to_desk: Vec<String> = sent
+        .iter()
+        .filter(|s| s.to == addr(DESK))
+        .filter_map(Sent::method)
+        .collect();
+    assert_eq!(to_desk, ["ACK", "BYE"], "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|s| s.to != addr(CARRIER_A) && s.to != addr(SOFT)),
+        "the caller hears nothing yet and the softphone rings on: {sent:?}"
+    );
+    let phone_sdp = "v=0\r\no=- 4 4 IN IP4 203.0.113.21\r\ns=-\r\nc=IN IP4 203.0.113.21\r\nt=0 0\r\nm=audio 7002 RTP/AVP 0\r\n";
+    sim.recv(
+        SOFT,
+        &reply(
+            &soft,
+            200,
+            "OK",
+            Some("soft-tag"),
+            Some("sip:alice-soft@192.168.1.9:5062"),
+            phone_sdp,
+        ),
+    );
+    let ok = sim.one_to(CARRIER_A);
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
 }

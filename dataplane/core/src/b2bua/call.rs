@@ -248,22 +248,35 @@ pub(crate) enum Phase {
 }
 
 /// The call's state: each variant holds only the data valid in it, and a
-/// transition drops what the old state held (the routing data goes when
-/// the callee answers).
+/// transition drops what the old state held (the routing data, with the
+/// template that answers the caller's INVITE, goes when the callee
+/// answers or the call ends).
 #[derive(Debug)]
 pub(crate) enum State {
-    /// Trying trunks, in order.
+    /// Trying trunks, in order; the caller has had 100 Trying only.
     Routing(Box<Routing>),
-    /// The callee answered at `at`; waiting for the caller's ACK.
-    Answered { at: Instant },
+    /// Still routing, and a provisional answer reached the caller (the
+    /// next targets may still be tried: RFC 3261 §16.7).
+    Early(Box<Routing>),
+    /// The callee answered; waiting for the caller's ACK.
+    Answered(Answer),
     /// ACKed: the call is up. `b_ack` is what it takes to send the ACK to
     /// the callee again when its 2xx is retransmitted.
-    Confirmed { at: Instant, b_ack: KeptAck },
+    Confirmed { answer: Answer, b_ack: KeptAck },
     /// Over (at `at`); the call lingers until its transactions end.
     Ended {
-        answered: Option<Instant>,
+        answered: Option<Answer>,
         at: Instant,
     },
+}
+
+/// The answer that took the call out of routing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answer {
+    /// When the 2xx arrived.
+    pub at: Instant,
+    /// The attempt it answered (its 2xx retransmissions are ACKed again).
+    pub attempt: u16,
 }
 
 /// The ACK of the callee's 2xx, as kept for 2xx retransmissions (RFC 3261
@@ -280,8 +293,9 @@ pub(crate) enum KeptAck {
 /// What routing a call needs until it is answered or fails.
 #[derive(Debug)]
 pub(crate) struct Routing {
-    /// A provisional answer reached the caller.
-    pub early: bool,
+    /// Answers the caller's INVITE until it has its final response (the
+    /// server transaction keeps what it sent).
+    pub template: Template,
     /// Targets in the order they are tried.
     pub targets: SmallVec<[Target; 4]>,
     pub next_target: usize,
@@ -298,6 +312,10 @@ pub(crate) struct Routing {
     pub extension: Option<Arc<str>>,
     /// Waiting for the extension's owner to say where its phones are.
     pub awaiting: bool,
+    /// The attempts from this index on are the ones in progress: one
+    /// INVITE to a trunk, or one to each registered account of an
+    /// extension (parallel forking, RFC 3261 §16.6).
+    pub wave: u16,
     /// What the INVITE asked for of session timers (RFC 4028), as it
     /// goes to the callee.
     pub session: Option<super::session::Asked>,
@@ -310,7 +328,9 @@ pub(crate) struct Routing {
 #[derive(Debug)]
 pub(crate) struct Uas {
     pub tx: ServerInvite,
-    pub template: Template,
+    /// It carried an SDP offer (else the offer comes in the 2xx and the
+    /// answer in the ACK).
+    pub offer_in_invite: bool,
     /// Top Via branch, or empty for an RFC 2543 request.
     pub branch: Bytes,
     pub cseq: u32,
@@ -554,6 +574,9 @@ pub(crate) struct Call {
     pub uas: Uas,
     /// The dialled number, as routed.
     pub number: std::sync::Arc<str>,
+    /// The INVITEs sent to trunks and phones. Their transactions outlive
+    /// routing: a cancelled fork runs until its 487 is ACKed, and the
+    /// answered one absorbs its 2xx retransmissions.
     pub attempts: SmallVec<[Attempt; 1]>,
     /// The trunk whose outbound slot the callee side holds (the current
     /// attempt's, then the answered call's): given back when the next
@@ -564,15 +587,9 @@ pub(crate) struct Call {
     pub extra: Option<Box<Extra>>,
     /// When the caller's INVITE arrived.
     pub started: Instant,
-    /// The caller's INVITE carried an SDP offer (else the offer comes in
-    /// the 2xx and the answer in the ACK).
-    pub offer_in_invite: bool,
-    /// Media relayed by the SBC for the attempt in progress.
+    /// The SBC relays the media: of the attempt in progress while
+    /// routing, of the call once answered.
     pub anchored: bool,
-    /// The attempts from this index on are the ones in progress: one
-    /// INVITE to a trunk, or one to each registered account of an
-    /// extension (parallel forking, RFC 3261 §16.6).
-    pub wave: u16,
     pub media: Option<Box<crate::media::MediaSession>>,
     pub timers: TimerTable<4>,
     /// Deadline of this call's earliest entry in the shard's timer heap.
@@ -647,21 +664,26 @@ impl Call {
     /// The phase the state is in.
     pub fn phase(&self) -> Phase {
         match &self.state {
-            State::Routing(r) if r.early => Phase::Early,
             State::Routing(_) => Phase::Routing,
-            State::Answered { .. } => Phase::Answered,
+            State::Early(_) => Phase::Early,
+            State::Answered(_) => Phase::Answered,
             State::Confirmed { .. } => Phase::Confirmed,
             State::Ended { .. } => Phase::Ended,
         }
     }
 
-    /// When the callee answered, if it did.
-    pub fn answered_at(&self) -> Option<Instant> {
+    /// The answer that took the call out of routing, if one did.
+    pub fn answer(&self) -> Option<Answer> {
         match &self.state {
-            State::Routing(_) => None,
-            State::Answered { at } | State::Confirmed { at, .. } => Some(*at),
+            State::Routing(_) | State::Early(_) => None,
+            State::Answered(answer) | State::Confirmed { answer, .. } => Some(*answer),
             State::Ended { answered, .. } => *answered,
         }
+    }
+
+    /// When the callee answered, if it did.
+    pub fn answered_at(&self) -> Option<Instant> {
+        self.answer().map(|a| a.at)
     }
 
     /// When the call ended, if it did.
@@ -673,10 +695,41 @@ impl Call {
     }
 
     /// The routing data, while the call is being routed.
+    pub fn routing(&self) -> Option<&Routing> {
+        match &self.state {
+            State::Routing(r) | State::Early(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The routing data, while the call is being routed.
     pub fn routing_mut(&mut self) -> Option<&mut Routing> {
         match &mut self.state {
-            State::Routing(r) => Some(r),
+            State::Routing(r) | State::Early(r) => Some(r),
             _ => None,
+        }
+    }
+
+    /// Moves to `next`, giving back the routing data when the call was
+    /// being routed (to answer the caller with its template before it is
+    /// dropped).
+    pub fn leave_routing(&mut self, next: State) -> Option<Box<Routing>> {
+        match std::mem::replace(&mut self.state, next) {
+            State::Routing(r) | State::Early(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A provisional answer reached the caller: routing goes on, early.
+    pub fn become_early(&mut self, now: Instant) {
+        if let State::Routing(_) = self.state {
+            let passing = State::Ended {
+                answered: None,
+                at: now,
+            };
+            if let Some(r) = self.leave_routing(passing) {
+                self.state = State::Early(r);
+            }
         }
     }
 
@@ -685,9 +738,30 @@ impl Call {
         self.attempts.last()
     }
 
-    /// Whether attempt `index` belongs to the wave in progress.
+    /// The attempt whose 2xx answered the call, once one did.
+    pub fn answered_attempt(&self) -> Option<&Attempt> {
+        self.attempts.get(usize::from(self.answer()?.attempt))
+    }
+
+    /// Index of the first attempt of the wave in progress: past the last
+    /// attempt once routing is over.
+    pub fn wave(&self) -> usize {
+        self.routing()
+            .map_or(self.attempts.len(), |r| usize::from(r.wave))
+    }
+
+    /// Makes the attempts started from now on the wave in progress.
+    pub fn start_wave(&mut self) {
+        let next = u16::try_from(self.attempts.len()).unwrap_or(u16::MAX);
+        if let Some(r) = self.routing_mut() {
+            r.wave = next;
+        }
+    }
+
+    /// Whether attempt `index` belongs to the wave in progress (none once
+    /// routing is over).
     pub fn in_wave(&self, index: usize) -> bool {
-        index >= usize::from(self.wave) && index < self.attempts.len()
+        index >= self.wave() && index < self.attempts.len()
     }
 
     /// Whether an attempt of the wave in progress other than `except` is
@@ -696,7 +770,7 @@ impl Call {
         self.attempts
             .iter()
             .enumerate()
-            .skip(usize::from(self.wave))
+            .skip(self.wave())
             .any(|(i, a)| i != except && a.tx.is_pending() && !a.tx.is_abandoned())
     }
 
@@ -765,16 +839,6 @@ impl Call {
             && self.relays.is_empty()
             && self.local().is_empty()
             && self.own().is_empty()
-    }
-
-    /// Drops the caller's response template once the call is over and the
-    /// INVITE answered (its transaction keeps the response it sent). The
-    /// dialogs stay whole: an ACK or BYE may still be built in them (a
-    /// late 2xx, the caller's ACK after the end) until the call rests.
-    pub fn shed_dialogs(&mut self) {
-        if !self.uas.tx.is_pending() {
-            self.uas.template = Template::empty();
-        }
     }
 
     pub fn cancel_call_timers(&mut self) {

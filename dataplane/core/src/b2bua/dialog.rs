@@ -647,13 +647,17 @@ pub(crate) fn send_b_ack(
     caller_ack: Option<&Request<'_>>,
     now: Instant,
 ) {
-    let Some(cseq) = call.current().map(|a| a.cseq) else {
+    // The answered INVITE's CSeq (RFC 3261 §13.2.2.4): of several forks,
+    // the one that answered need not be the last one sent.
+    let Some(cseq) = call.answered_attempt().map(|a| a.cseq) else {
         return;
     };
     // Late offer (RFC 3261 §13.2.1): the callee offered in its 2xx, the
     // caller answers in the ACK.
     let body = match caller_ack {
-        Some(ack) if !call.offer_in_invite => sdp_towards(ctx, call, Side::A, true, &ack.msg, now),
+        Some(ack) if !call.uas.offer_in_invite => {
+            sdp_towards(ctx, call, Side::A, true, &ack.msg, now)
+        }
         _ => Body::Same,
     };
     let relay = caller_ack.map_or(Relayed::Nothing, |r| body.relayed(&r.msg));
@@ -663,13 +667,13 @@ pub(crate) fn send_b_ack(
     // is built again from the 2xx and this branch.
     let with_body =
         !matches!(body, Body::Dropped) && caller_ack.is_some_and(|r| !r.msg.body().is_empty());
-    if let State::Answered { at } | State::Confirmed { at, .. } = call.state {
+    if let State::Answered(answer) | State::Confirmed { answer, .. } = call.state {
         let b_ack = if with_body {
             KeptAck::Whole(ack)
         } else {
             KeptAck::Branch(branch)
         };
-        call.state = State::Confirmed { at, b_ack };
+        call.state = State::Confirmed { answer, b_ack };
     }
     if matches!(body, Body::Dropped) {
         // The caller's answer cannot be relayed and an ACK cannot be

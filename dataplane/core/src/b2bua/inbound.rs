@@ -576,16 +576,14 @@ impl Engine {
             policy: Arc::clone(&self.ctx.policy),
             a,
             b,
-            state: State::Routing(Box::new(start_routing(req, &mut admitted))),
-            uas: uas_of(req, origin, answer_to),
+            state: State::Routing(Box::new(start_routing(req, origin, &mut admitted))),
+            uas: uas_of(req, answer_to),
             number: Arc::from(admitted.number),
             attempts: SmallVec::new(),
-            wave: 0,
             b_open: None,
             relays: Vec::new(),
             extra: None,
             started: now,
-            offer_in_invite: super::media::is_sdp(&req.msg),
             anchored: false,
             media: None,
             timers: TimerTable::new(),
@@ -810,10 +808,10 @@ pub(crate) fn dialled_number(uri: &Uri<'_>) -> String {
 /// The routing phase a new call starts in: what was admitted (its
 /// targets, route and session timer plan), and the INVITE's parts every
 /// attempt sends again.
-fn start_routing(req: &Request<'_>, admitted: &mut Admitted) -> Routing {
+fn start_routing(req: &Request<'_>, origin: Flow, admitted: &mut Admitted) -> Routing {
     let rewrite = admitted.session.rewrite();
     Routing {
-        early: false,
+        template: Template::new(req, origin.remote, true),
         targets: std::mem::take(&mut admitted.targets),
         next_target: 0,
         failover_on_timeout: admitted.failover_on_timeout,
@@ -824,6 +822,7 @@ fn start_routing(req: &Request<'_>, admitted: &mut Admitted) -> Routing {
         max_forwards: req.max_forwards.unwrap_or(70).saturating_sub(1),
         extension: admitted.extension.take(),
         awaiting: false,
+        wave: 0,
         session: admitted.session.asked(),
         rewrite: rewrite.map(|(se, min_se)| super::session::Rewrite {
             se,
@@ -835,10 +834,10 @@ fn start_routing(req: &Request<'_>, admitted: &mut Admitted) -> Routing {
 }
 
 /// The caller's INVITE server transaction, answered at `answer_to`.
-fn uas_of(req: &Request<'_>, origin: Flow, answer_to: Flow) -> Uas {
+fn uas_of(req: &Request<'_>, answer_to: Flow) -> Uas {
     Uas {
         tx: ServerInvite::new(answer_to),
-        template: Template::new(req, origin.remote, true),
+        offer_in_invite: super::media::is_sdp(&req.msg),
         branch: if req.via.has_rfc3261_branch() {
             Bytes::copy_from_slice(req.via.branch().unwrap_or(b""))
         } else {

@@ -101,7 +101,7 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, again: Option<&[u8]>, now: Insta
                 let to = trunk_to(&call.number, trunk.address);
                 let ruri = to.get(1..to.len().saturating_sub(1)).unwrap_or_default();
                 let dest = call.b.flow;
-                call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
+                call.start_wave();
                 start_attempt(ctx, call, target, (ruri, &to, dest), &invite, now);
                 trunk.stats.attempt(Direction::Outbound);
                 return true;
@@ -134,7 +134,7 @@ fn fork_to_extension(
     }
     // The previous attempt's trunk slot goes back while the call waits.
     call.release_b_slot();
-    call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
+    call.start_wave();
     if let Some(routing) = call.routing_mut() {
         routing.awaiting = true;
     }
@@ -254,7 +254,7 @@ fn fork_to(
             max_forwards: invite.max_forwards,
         })
     });
-    call.wave = u16::try_from(call.attempts.len()).unwrap_or(u16::MAX);
+    call.start_wave();
     for b in &bindings {
         let ruri = if gateway {
             with_user(&b.contact, user)
@@ -370,7 +370,7 @@ fn offer_towards(
     } else {
         super::media::reset_callee(ctx, call);
     }
-    if !call.offer_in_invite {
+    if !call.uas.offer_in_invite {
         return Ok(offer);
     }
     match super::media::cross(ctx, call, Side::A, Role::Offer, &offer, now) {
@@ -451,6 +451,7 @@ pub(crate) fn on_attempt_response(
     now: Instant,
 ) {
     let policy = std::sync::Arc::clone(&call.policy);
+    // Once routing is over no wave is in progress.
     let current = call.in_wave(index);
     // The attempt's own listener (its Via): forks and failover may leave
     // from others.
@@ -495,7 +496,7 @@ pub(crate) fn on_attempt_response(
         ShardStats::inc(&ctx.stats.retransmissions_in);
         return;
     }
-    let live = current && !attempt.tx.is_abandoned() && matches!(call.state, State::Routing(_));
+    let live = current && !attempt.tx.is_abandoned();
     if live && code >= 200 {
         // Counted once per transaction: retransmissions were absorbed above.
         ctx.stats.final_received(code);
@@ -536,10 +537,7 @@ fn on_live_response(
             }
             on_provisional(ctx, call, index, resp, now);
         }
-        200..=299 => {
-            on_answer(ctx, call, index, resp, now);
-            cancel_other_forks(ctx, call, index, now);
-        }
+        200..=299 => on_answer(ctx, call, index, resp, now),
         401 | 407 if answer_challenge(ctx, call, index, resp, now) => {}
         422 if !call.wave_pending(index) && raise_interval(ctx, call, resp, now) => {}
         600..=699 if call.wave_pending(index) => {
@@ -547,7 +545,7 @@ fn on_live_response(
             // still ringing are cancelled, and the call goes on as after
             // any final failure: the caller hears it now, unless the
             // route is set to fail over on that code.
-            cancel_other_forks(ctx, call, index, now);
+            cancel_other_forks(ctx, call, (call.wave(), index), now);
             on_failure(ctx, call, resp, now);
         }
         _ if call.wave_pending(index) => {
@@ -645,11 +643,11 @@ fn raise_interval(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Inst
     attempt_next(ctx, call, Some(b""), now)
 }
 
-/// The call was answered by attempt `index`: the other forks of its wave
-/// are CANCELled (RFC 3261 §16.7 step 10), at once when they rang, else
-/// as soon as they do (§9.1).
-fn cancel_other_forks(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
-    for i in usize::from(call.wave)..call.attempts.len() {
+/// The call was answered by attempt `index`, or its wave ended: the other
+/// forks of that wave (from `wave` on) are CANCELled (RFC 3261 §16.7 step
+/// 10), at once when they rang, else as soon as they do (§9.1).
+fn cancel_other_forks(ctx: &mut Ctx, call: &mut Call, (wave, index): (usize, usize), now: Instant) {
+    for i in wave..call.attempts.len() {
         let Some(a) = call.attempts.get_mut(i) else {
             continue;
         };
@@ -671,17 +669,15 @@ fn on_provisional(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<
         let max = call.policy.call_timers.max_ringing;
         call.timers.set(TimerName::MaxRinging, now + max);
     }
-    if let Some(r) = call.routing_mut() {
-        r.early = true;
-    }
+    call.become_early(now);
     relay_to_caller(ctx, call, resp, now);
 }
 
-/// The callee answered: the call leaves routing (dropping its data) and
-/// the 2xx goes to the caller.
+/// The callee answered: the call leaves routing (dropping its data), the
+/// 2xx goes to the caller, and the other forks of the wave are cancelled.
 fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
     let policy = std::sync::Arc::clone(&call.policy);
-    let body = sdp_towards(ctx, call, Side::B, call.offer_in_invite, &resp.msg, now);
+    let body = sdp_towards(ctx, call, Side::B, call.uas.offer_in_invite, &resp.msg, now);
     if matches!(body, Body::Dropped) {
         unanchorable_answer(ctx, call, index, resp, now);
         return;
@@ -691,13 +687,20 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     if let Some(max) = policy.call_timers.max_duration {
         call.timers.set(TimerName::MaxDuration, now + max);
     }
-    // RFC 4028: the interval the 2xx settles holds from now.
-    let asked = call.routing_mut().and_then(|r| r.session);
-    let (interval, insert) = super::session::settle(&resp.msg, asked, policy.call_timers.min_se);
-    super::session::arm(call, interval, now);
+    let answer = super::call::Answer {
+        at: now,
+        attempt: u16::try_from(index).unwrap_or(u16::MAX),
+    };
+    let wave = call.wave();
     // Leaving routing drops its data (targets, failures, the caller's
-    // INVITE headers and body).
-    call.state = State::Answered { at: now };
+    // INVITE headers and body, and once the 2xx is built, the template).
+    let Some(routing) = call.leave_routing(State::Answered(answer)) else {
+        return;
+    };
+    // RFC 4028: the interval the 2xx settles holds from now.
+    let (interval, insert) =
+        super::session::settle(&resp.msg, routing.session, policy.call_timers.min_se);
+    super::session::arm(call, interval, now);
     ctx.emit(Event::CallAnswered(CallAnswered {
         call: call.me,
         outbound_trunk: policy
@@ -713,11 +716,11 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     if let Some(t) = policy.trunk(call.a.trunk) {
         t.stats.answer(Direction::Inbound);
     }
-    relay_with_body(ctx, call, resp, &body, interval.filter(|_| insert), now);
+    let session = interval.filter(|_| insert);
+    let response = caller_response(ctx, call, &routing.template, (resp, &body), session);
+    respond_to_caller(ctx, call, resp.code, response, now);
     super::media::arm_timeout(ctx, call, now);
-    if !call.uas.tx.is_pending() {
-        call.uas.template = super::template::Template::empty();
-    }
+    cancel_other_forks(ctx, call, (wave, index), now);
 }
 
 /// A final failure of the attempt in progress: the next target when the
@@ -768,6 +771,11 @@ fn unanchorable_answer(
     }
     ctx.stats.refused(Refusal::UnusableAnswer);
     merge_failure(call, local_failure(Refusal::UnusableAnswer, true));
+    if call.wave_pending(index) {
+        // Other phones of the wave still ring: the best failure waits for
+        // them (RFC 3261 §16.7), as after any failed fork.
+        return;
+    }
     fail_over_on(ctx, call, 488, now);
 }
 
@@ -780,7 +788,7 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if call.attempts.is_empty() {
         return;
     }
-    for index in usize::from(call.wave)..call.attempts.len() {
+    for index in call.wave()..call.attempts.len() {
         let Some(attempt) = call.attempts.get_mut(index) else {
             continue;
         };
@@ -820,7 +828,7 @@ pub(crate) fn attempts_unsent(
     }
     let timers = call.policy.timers;
     let mut unsent = false;
-    for index in usize::from(call.wave)..call.attempts.len() {
+    for index in call.wave()..call.attempts.len() {
         let Some(attempt) = call.attempts.get_mut(index) else {
             continue;
         };
@@ -859,45 +867,57 @@ pub(crate) fn attempts_unsent(
     fail_over_on(ctx, call, code, now);
 }
 
-/// Relays a provisional or 2xx response from the callee to the caller.
+/// Relays a provisional response from the callee to the caller.
 fn relay_to_caller(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Instant) {
     // The callee's SDP: the answer to the caller's offer, or (late offer,
     // RFC 3261 §13.2.1) an offer the caller answers in its ACK.
-    let answer = call.offer_in_invite;
+    let answer = call.uas.offer_in_invite;
     let body = sdp_towards(ctx, call, Side::B, answer, &resp.msg, now);
-    relay_with_body(ctx, call, resp, &body, None, now);
+    let Some(routing) = call.routing() else {
+        return;
+    };
+    let response = caller_response(ctx, call, &routing.template, (resp, &body), None);
+    respond_to_caller(ctx, call, resp.code, response, now);
 }
 
-/// Relays a response from the callee with `body` (from [`sdp_towards`]),
-/// naming the caller the refresher of `session` seconds when the callee
-/// took no part in session timers ([`super::session::settle`]).
-fn relay_with_body(
-    ctx: &mut Ctx,
-    call: &mut Call,
-    resp: &Response<'_>,
-    body: &Body,
+/// The caller's copy of a response from the callee, with `body` (from
+/// [`sdp_towards`]), naming the caller the refresher of `session` seconds
+/// when the callee took no part in session timers
+/// ([`super::session::settle`]).
+fn caller_response(
+    ctx: &Ctx,
+    call: &Call,
+    template: &super::template::Template,
+    (resp, body): (&Response<'_>, &Body),
     session: Option<u32>,
-    now: Instant,
-) {
-    let local = ctx.local(call.a.flow.local).clone();
-    let mut buf = crate::sip::buffer(resp.msg.as_bytes().len() + call.uas.template.len() + 64);
-    let mut w = call
-        .uas
-        .template
-        .start(&mut buf, resp.code, resp.reason, Some(call.a.local_tag()));
+) -> Bytes {
+    let local = ctx.local(call.a.flow.local);
+    let mut buf = crate::sip::buffer(resp.msg.as_bytes().len() + template.len() + 64);
+    let mut w = template.start(&mut buf, resp.code, resp.reason, Some(call.a.local_tag()));
     w.header(HeaderName::Contact, &[&local.contact]);
     if let Some(interval) = session {
         super::session::write_refresher(&mut w, interval);
     }
     body.write(&mut w, &resp.msg);
-    let bytes = crate::sip::seal(buf);
+    crate::sip::seal(buf)
+}
+
+/// Answers the caller's INVITE with `response` (status `code`) through
+/// its transaction, counting a final answer.
+pub(crate) fn respond_to_caller(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    code: u16,
+    response: Bytes,
+    now: Instant,
+) {
     if call
         .uas
         .tx
-        .respond(now, &call.policy.timers, resp.code, bytes, &mut ctx.out)
-        && resp.code >= 200
+        .respond(now, &call.policy.timers, code, response, &mut ctx.out)
+        && code >= 200
     {
-        ctx.stats.final_sent(resp.code);
+        ctx.stats.final_sent(code);
     }
 }
 
@@ -1030,7 +1050,8 @@ fn late_response(
         }
         200..=299 => {
             let same_dialog = resp.to_tag().is_some() && resp.to_tag() == call.b.remote_tag();
-            if same_dialog && call.in_wave(index) && call.answered_at().is_some() {
+            let answered = call.answer().map(|a| usize::from(a.attempt));
+            if same_dialog && answered == Some(index) {
                 // A retransmitted 2xx of the answered attempt: ACK again if
                 // the caller already ACKed (or the call is over), otherwise
                 // wait for that ACK (RFC 3261 §13.2.2.4).

@@ -8,6 +8,7 @@ use super::build::{Relayed, RequestParts, invite_sibling, leg_request};
 use super::call::{Call, Own, Phase, Side, State};
 use super::context::Ctx;
 use super::event::{CallRecord, EndReason, Event};
+use super::outbound::respond_to_caller;
 use crate::refusal::Ending;
 use crate::stats::Direction;
 use crate::transaction::ClientNonInvite;
@@ -26,26 +27,19 @@ pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         401 | 407 => Ending::ChallengeNotForCaller.answer(),
         c => (c, &failure.reason),
     };
-    let mut buf =
-        crate::sip::buffer(call.uas.template.len() + failure.headers.len() + failure.body.len());
-    let mut w = call
-        .uas
-        .template
-        .start(&mut buf, code, reason, Some(call.a.local_tag()));
-    if !matches!(failure.code, 401 | 407) {
-        w.raw(&failure.headers);
-        w.body(&failure.body);
-    } else {
-        w.body(b"");
-    }
-    if call.uas.tx.respond(
-        now,
-        &call.policy.timers,
-        code,
-        crate::sip::seal(buf),
-        &mut ctx.out,
-    ) {
-        ctx.stats.final_sent(code);
+    if let Some(routing) = call.routing() {
+        let template = &routing.template;
+        let mut buf =
+            crate::sip::buffer(template.len() + failure.headers.len() + failure.body.len());
+        let mut w = template.start(&mut buf, code, reason, Some(call.a.local_tag()));
+        if !matches!(failure.code, 401 | 407) {
+            w.raw(&failure.headers);
+            w.body(&failure.body);
+        } else {
+            w.body(b"");
+        }
+        let response = crate::sip::seal(buf);
+        respond_to_caller(ctx, call, code, response, now);
     }
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.fail(Direction::Inbound);
@@ -63,21 +57,16 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: End
         _ => Ending::Internal,
     }
     .answer();
-    let response = call
-        .uas
-        .template
-        .simple(code, reason, Some(call.a.local_tag()));
-    if call
-        .uas
-        .tx
-        .respond(now, &call.policy.timers, code, response, &mut ctx.out)
-    {
-        ctx.stats.final_sent(code);
+    if let Some(routing) = call.routing() {
+        let response = routing
+            .template
+            .simple(code, reason, Some(call.a.local_tag()));
+        respond_to_caller(ctx, call, code, response, now);
     }
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.fail(Direction::Inbound);
     }
-    for index in usize::from(call.wave)..call.attempts.len() {
+    for index in call.wave()..call.attempts.len() {
         let Some(attempt) = call.attempts.get_mut(index) else {
             continue;
         };
@@ -138,21 +127,20 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
     if call.phase() == Phase::Ended {
         return;
     }
-    if call.uas.tx.is_pending() {
+    let answered = call.answer();
+    // Ending drops what the phase held (the routing data once the caller
+    // is answered).
+    let routing = call.leave_routing(State::Ended { answered, at: now });
+    if let Some(routing) = routing
+        && call.uas.tx.is_pending()
+    {
         // Whatever ended the call, the caller's INVITE gets a final answer
         // (otherwise its transaction, and the call, would never finish).
         let (code, reason) = Ending::Internal.answer();
-        let response = call
-            .uas
+        let response = routing
             .template
             .simple(code, reason, Some(call.a.local_tag()));
-        if call
-            .uas
-            .tx
-            .respond(now, &call.policy.timers, code, response, &mut ctx.out)
-        {
-            ctx.stats.final_sent(code);
-        }
+        respond_to_caller(ctx, call, code, response, now);
     }
     if call.answered_at().is_some() {
         if let Some(t) = call.policy.trunk(call.a.trunk) {
@@ -168,10 +156,7 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
         t.stats.close(Direction::Inbound);
     }
     call.release_b_slot();
-    let answered = call.answered_at();
-    call.state = State::Ended { answered, at: now };
     let caller = caller_of(call.a.remote_party());
-    call.shed_dialogs();
     call.cancel_call_timers();
     let media = super::media::release(ctx, call);
     ctx.stats
@@ -182,11 +167,14 @@ pub(crate) fn end(ctx: &mut Ctx, call: &mut Call, now: Instant, reason: EndReaso
         call: call.me,
         call_id: call.a.bytes(super::call::Part::CallId),
         inbound_trunk: trunk_name(call.a.trunk).unwrap_or_default(),
-        outbound_trunk: call.current().and_then(|a| trunk_name(a.target.trunk)),
+        outbound_trunk: call
+            .answered_attempt()
+            .or_else(|| call.current())
+            .and_then(|a| trunk_name(a.target.trunk)),
         caller,
         callee: std::sync::Arc::clone(&call.number),
         started: call.started,
-        answered,
+        answered: answered.map(|a| a.at),
         ended: now,
         reason,
         media,

@@ -16,8 +16,10 @@ use crate::transaction::{TimerName, TxEvent};
 /// Sends 100 Trying to the caller unless a response already went out.
 pub(crate) fn send_trying(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     call.timers.cancel(TimerName::Trying);
-    if !call.uas.tx.has_responded() {
-        let trying = call.uas.template.simple(100, b"Trying", None);
+    if !call.uas.tx.has_responded()
+        && let Some(routing) = call.routing()
+    {
+        let trying = routing.template.simple(100, b"Trying", None);
         call.uas
             .tx
             .respond(now, &call.policy.timers, 100, trying, &mut ctx.out);
@@ -45,7 +47,7 @@ fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         bye_both(ctx, call, now, EndReason::NoAck);
     }
 
-    let wave = usize::from(call.wave);
+    let wave = call.wave();
     let mut timed_out = false;
     for (i, attempt) in call.attempts.iter_mut().enumerate() {
         let ev = attempt.tx.on_timer(now, &mut ctx.out);
