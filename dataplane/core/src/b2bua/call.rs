@@ -841,6 +841,17 @@ impl Call {
             && self.own().is_empty()
     }
 
+    /// Holds the call to what a 2xx settled (RFC 4028): the refresh must
+    /// come before the deadline, or there is no session timer any more.
+    pub fn arm_session(&mut self, interval: Option<u32>, now: Instant) {
+        match interval {
+            Some(i) if i > 0 => self
+                .timers
+                .set(TimerName::SessionExpires, super::session::deadline(now, i)),
+            _ => self.timers.cancel(TimerName::SessionExpires),
+        }
+    }
+
     pub fn cancel_call_timers(&mut self) {
         self.timers.cancel(TimerName::MediaTimeout);
         self.timers.cancel(TimerName::Trying);

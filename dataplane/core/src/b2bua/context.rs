@@ -49,11 +49,11 @@ pub(crate) struct Ctx {
     /// direction.
     pub call_rate: std::collections::HashMap<Arc<str>, [super::strangers::Bucket; 2]>,
     /// Where the registered accounts this shard owns are (the accounts of
-    /// the extensions whose hash names it; see `lookup.rs`).
+    /// the extensions whose hash names it; see `lookup/`).
     pub location: crate::registrar::Location,
     /// Messages for other shards, waiting for
     /// [`Engine::poll_shard_message`].
-    pub to_shards: VecDeque<(ShardId, super::lookup::ShardMessage)>,
+    pub to_shards: VecDeque<(ShardId, super::lookup::message::ShardMessage)>,
 }
 
 impl Ctx {
@@ -235,13 +235,13 @@ pub struct Engine {
     /// Transactions outside calls, and alarms.
     pub(crate) standalone: Standalone,
     /// The trunk health probes this shard sends.
-    pub(crate) probes: super::probe::Probes,
+    pub(crate) probes: super::probe::state::Probes,
     /// The SBC's registrations with the trunks this shard owns.
-    pub(crate) upstreams: super::upstream::Upstreams,
+    pub(crate) upstreams: super::upstream::state::Upstreams,
     /// Keepalives to the registered phones this shard looks after.
-    pub(crate) keepalives: super::keepalive::Keepalives,
+    pub(crate) keepalives: super::keepalive::state::Keepalives,
     /// The registrar's nonces and lockout table.
-    pub(crate) registrar: super::register::RegistrarState,
+    pub(crate) registrar: crate::registrar::RegistrarState,
     /// When the engine may next look through its calls for peers that
     /// are no trunk and could not be sent to.
     pub(crate) peer_scan_at: Option<Instant>,

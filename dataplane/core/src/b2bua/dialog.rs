@@ -526,7 +526,7 @@ fn respond_to_originator(
         relay.template = Template::empty();
     }
     if let Some((interval, _)) = session {
-        super::session::arm(call, interval, now);
+        call.arm_session(interval, now);
     }
 }
 

@@ -67,6 +67,6 @@ pub use context::Engine;
 pub use engine::{Disposition, PEER_SCAN_EVERY, UNSENT_PEERS};
 pub use event::{CallAnswered, CallRecord, CallStarted, EndReason, Event, MediaTotals, Upstream};
 pub use ids::{CallRef, IdMinter, Secrets, ShardId};
-pub use lookup::{LOOKUP_TIMEOUT, Located, ShardMessage};
+pub use lookup::message::{LOOKUP_TIMEOUT, Located, ShardMessage};
 pub use standalone::{Alarm, Outcome, OwnRequest, TxId};
 pub use table::MAX_CALLS_PER_SHARD;

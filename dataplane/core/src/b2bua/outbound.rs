@@ -16,7 +16,7 @@ use super::call::{InviteRef, Part};
 use super::context::Ctx;
 use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
-use super::teardown::{fail_call, send_cancel};
+use super::teardown::{fail_call, respond_to_caller, send_cancel};
 use crate::media::Role;
 use crate::refusal::{Ending, Refusal};
 use crate::sip::{HeaderName, Response, escape_user};
@@ -115,7 +115,7 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, again: Option<&[u8]>, now: Insta
 /// Rings every registered account of `extension` at once (RFC 3261
 /// §16.6: parallel forking). This shard knows where they are when it owns
 /// the extension's bindings; otherwise it asks the owner and the call
-/// waits for the answer ([`on_located`]; see `lookup.rs`).
+/// waits for the answer ([`on_located`]; see `lookup/`).
 fn fork_to_extension(
     ctx: &mut Ctx,
     call: &mut Call,
@@ -129,7 +129,8 @@ fn fork_to_extension(
     };
     let owner = ctx.extension_owner(&extension);
     if owner == ctx.shard {
-        let bindings = super::lookup::located(&call.policy, &ctx.location, &extension, now);
+        let bindings =
+            super::lookup::message::located(&call.policy, &ctx.location, &extension, now);
         return fork_to(ctx, call, (target, &extension), bindings, invite, now);
     }
     // The previous attempt's trunk slot goes back while the call waits.
@@ -140,14 +141,16 @@ fn fork_to_extension(
     }
     ctx.to_shards.push_back((
         owner,
-        super::lookup::ShardMessage::Lookup {
+        super::lookup::message::ShardMessage::Lookup {
             from: ctx.shard,
             call: call.me,
             extension,
         },
     ));
-    call.timers
-        .set(TimerName::NoResponse, now + super::lookup::LOOKUP_TIMEOUT);
+    call.timers.set(
+        TimerName::NoResponse,
+        now + super::lookup::message::LOOKUP_TIMEOUT,
+    );
     Ok(())
 }
 
@@ -157,7 +160,7 @@ fn fork_to_extension(
 pub(crate) fn on_located(
     ctx: &mut Ctx,
     call: &mut Call,
-    bindings: Vec<super::lookup::Located>,
+    bindings: Vec<super::lookup::message::Located>,
     now: Instant,
 ) {
     let Some(routing) = call.routing_mut().filter(|r| r.awaiting) else {
@@ -194,7 +197,7 @@ fn fork_to(
     ctx: &mut Ctx,
     call: &mut Call,
     (target, extension): (crate::policy::Target, &str),
-    bindings: Vec<super::lookup::Located>,
+    bindings: Vec<super::lookup::message::Located>,
     invite: Invite,
     now: Instant,
 ) -> Result<(), Next> {
@@ -239,7 +242,8 @@ fn fork_to(
     // Phones of the other address family (a relay on both) get the same
     // offer with the relay's address of their family: its ports are the
     // same on both.
-    let v4 = |b: &super::lookup::Located| crate::net::canonical(b.flow.remote.ip()).is_ipv4();
+    let v4 =
+        |b: &super::lookup::message::Located| crate::net::canonical(b.flow.remote.ip()).is_ipv4();
     let other_family = bindings.iter().find(|b| v4(b) != v4(first)).and_then(|b| {
         let media = policy.media.as_ref()?;
         let body = offer_for_family(
@@ -700,7 +704,7 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     // RFC 4028: the interval the 2xx settles holds from now.
     let (interval, insert) =
         super::session::settle(&resp.msg, routing.session, policy.call_timers.min_se);
-    super::session::arm(call, interval, now);
+    call.arm_session(interval, now);
     ctx.emit(Event::CallAnswered(CallAnswered {
         call: call.me,
         outbound_trunk: policy
@@ -900,25 +904,6 @@ fn caller_response(
     }
     body.write(&mut w, &resp.msg);
     crate::sip::seal(buf)
-}
-
-/// Answers the caller's INVITE with `response` (status `code`) through
-/// its transaction, counting a final answer.
-pub(crate) fn respond_to_caller(
-    ctx: &mut Ctx,
-    call: &mut Call,
-    code: u16,
-    response: Bytes,
-    now: Instant,
-) {
-    if call
-        .uas
-        .tx
-        .respond(now, &call.policy.timers, code, response, &mut ctx.out)
-        && code >= 200
-    {
-        ctx.stats.final_sent(code);
-    }
 }
 
 /// What becomes of a message body crossing legs.

@@ -1,7 +1,7 @@
 //! The registrar on the shard (RFC 3261 §10.3, BRIEF §4): REGISTERs from
 //! phones are authenticated with HTTP Digest (RFC 7616, RFC 8760: MD5 and
 //! SHA-256, `qop=auth`). The shard that owns the extension keeps the
-//! binding (`lookup.rs`), and each change is reported as a
+//! binding (`lookup/`), and each change is reported as a
 //! [`Change`](crate::registrar::Change) event for the control plane to
 //! persist.
 //!
@@ -39,14 +39,6 @@ use crate::registrar::{
 };
 use crate::sip::digest::{Authorization, Expected, Qop, Secret, verify_expected};
 use crate::sip::{CommaList, HeaderName, NameAddr, Request, Scheme, Uri};
-
-/// A shard's registrar state: its nonces, and the lockout table it shares
-/// with the other shards.
-#[derive(Debug, Default)]
-pub(crate) struct RegistrarState {
-    pub nonces: crate::registrar::NonceBook,
-    pub lockout: Arc<crate::registrar::Lockout>,
-}
 
 /// The HA1 an answer for a user that does not exist is checked against,
 /// so that it costs what checking a real account's answer costs (accounts

@@ -17,9 +17,6 @@ use std::time::{Duration, Instant};
 use crate::policy::CallTimers;
 use crate::refusal::Refusal;
 use crate::sip::{CommaList, HeaderName, Message, Writer};
-use crate::transaction::TimerName;
-
-use super::call::Call;
 
 /// What a session refresh request (an INVITE or UPDATE) asked for, as it
 /// left the SBC: the interval, and whether its sender supports timers.
@@ -212,15 +209,6 @@ const MAX_INTERVAL: u32 = 86_400;
 pub(crate) fn deadline(now: Instant, interval: u32) -> Instant {
     let margin = (interval / 3).min(32);
     now + Duration::from_secs(u64::from(interval - margin))
-}
-
-/// Holds the call to what a 2xx settled: the refresh must come before the
-/// deadline, or there is no session timer any more.
-pub(crate) fn arm(call: &mut Call, interval: Option<u32>, now: Instant) {
-    match interval {
-        Some(i) if i > 0 => call.timers.set(TimerName::SessionExpires, deadline(now, i)),
-        _ => call.timers.cancel(TimerName::SessionExpires),
-    }
 }
 
 #[cfg(test)]

@@ -44,14 +44,14 @@ pub enum Alarm {
     Custom(u32),
     /// Send the SBC's next REGISTER to trunk `n`: the refresh at about
     /// half the granted expiry, or the retry after a failure. The engine
-    /// plans and consumes these itself (see `upstream.rs`).
+    /// plans and consumes these itself (see `upstream/`).
     Register(u16),
     /// A second of the registered phones' keepalives (see
-    /// `keepalive.rs`); consumed by the engine.
+    /// `keepalive/`); consumed by the engine.
     Keepalive,
     /// Send the next health probe (OPTIONS) to trunk `n`. The engine
     /// plans these itself from the trunks' `probe` settings and consumes
-    /// them (see `probe.rs`): they are not reported as events.
+    /// them (see `probe/`): they are not reported as events.
     ProbeInterval(u16),
 }
 

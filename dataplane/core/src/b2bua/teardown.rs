@@ -1,17 +1,37 @@
-//! Ending calls: the best failure to the caller, cancelling an attempt,
-//! BYE on both legs, and the one place a call is marked over (its gauges
-//! and its record as an event).
+//! Answering the caller's INVITE and ending calls: the best failure to
+//! the caller, cancelling an attempt, BYE on both legs, and the one place
+//! a call is marked over (its gauges and its record as an event).
 
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use super::build::{Relayed, RequestParts, invite_sibling, leg_request};
 use super::call::{Call, Own, Phase, Side, State};
 use super::context::Ctx;
 use super::event::{CallRecord, EndReason, Event};
-use super::outbound::respond_to_caller;
 use crate::refusal::Ending;
 use crate::stats::Direction;
 use crate::transaction::ClientNonInvite;
+
+/// Answers the caller's INVITE with `response` (status `code`) through
+/// its transaction, counting a final answer.
+pub(crate) fn respond_to_caller(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    code: u16,
+    response: Bytes,
+    now: Instant,
+) {
+    if call
+        .uas
+        .tx
+        .respond(now, &call.policy.timers, code, response, &mut ctx.out)
+        && code >= 200
+    {
+        ctx.stats.final_sent(code);
+    }
+}
 
 /// Sends the best failure to the caller and ends the call.
 pub(crate) fn fail_call(ctx: &mut Ctx, call: &mut Call, now: Instant) {

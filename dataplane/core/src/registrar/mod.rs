@@ -7,7 +7,7 @@
 //!   accounts and secrets, and the registrar's settings.
 //! - [`Location`] holds bindings: on each shard, those of the extensions
 //!   it owns (a keyed hash of the extension number names the owner,
-//!   `b2bua/lookup.rs`); in the control plane, all of them, as its store
+//!   `b2bua/lookup/`); in the control plane, all of them, as its store
 //!   and views see them. A shard that accepts a REGISTER keeps the
 //!   binding and reports the change as an event ([`Change`]); the control
 //!   plane persists it, and at start hands the stored bindings to the
@@ -409,6 +409,14 @@ impl Accounts {
     pub fn all(&self) -> &[Account] {
         &self.accounts
     }
+}
+
+/// A shard's registrar state: its nonces, and the lockout table it shares
+/// with the other shards.
+#[derive(Debug, Default)]
+pub(crate) struct RegistrarState {
+    pub nonces: NonceBook,
+    pub lockout: Arc<Lockout>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! (it is not rung) until it answers again or registers again.
 //!
 //! Each account is kept alive by the shard that owns its binding (see
-//! `lookup.rs`); the work is spread over the interval by a hash of the account, a
+//! `lookup/`); the work is spread over the interval by a hash of the account, a
 //! tick a second, so a hundred thousand phones never go out in one burst.
 //! The same tick expires bindings; while a shard holds none (and no
 //! keepalive is queued or waiting), its ticks rest until one is bound.
@@ -15,55 +15,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::context::Engine;
-use super::standalone::{Alarm, InFlight, Outcome, TxId};
+use super::standalone::{Alarm, Outcome, TxId};
 use crate::registrar::{Binding, Change, Keepalive, KeepaliveMethod};
+pub(crate) mod state;
 
-const TICK: Duration = Duration::from_secs(1);
-
-/// This shard's keepalive state.
-#[derive(Debug, Default)]
-pub(crate) struct Keepalives {
-    /// Ticks so far: the next tick to run.
-    tick: u64,
-    /// When the next tick is due (`None`: keepalives are off, or resting).
-    next_at: Option<Instant>,
-    /// While the ticks rest (the registrar is on, but nothing is bound,
-    /// queued or waiting for an answer): when the next tick would have
-    /// come. The first binding wakes them for then (at once if that has
-    /// passed), so an idle shard does not wake every second for nothing.
-    resume_at: Option<Instant>,
-    /// Every bound account has its turn in `queue` (keepalives are
-    /// configured and the first tick since has queued the bindings then
-    /// held; accounts bound later are queued as they bind).
-    primed: bool,
-    /// Accounts by the tick of their next keepalive. An entry is live
-    /// when the tick is its account's `State::due`; others (the account
-    /// forgotten, or queued again) are passed over.
-    queue: BTreeMap<u64, Vec<Arc<str>>>,
-    /// The queued accounts.
-    accounts: HashMap<Arc<str>, State>,
-    in_flight: InFlight,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    misses: u32,
-    cseq: u32,
-    /// The tick of its live entry in the queue.
-    due: u64,
-}
-
-/// The first tick at or after `from` in the slot `spread` names among
-/// `slots` (one slot per second of the interval).
-fn slot_tick(from: u64, spread: u64, slots: u64) -> u64 {
-    let slot = spread % slots;
-    from + (slot + slots - from % slots) % slots
-}
+use state::{Keepalives, TICK, slot_tick};
 
 impl Engine {
     /// Starts or stops the ticks as the policy says: they run while the
@@ -289,24 +250,6 @@ impl Engine {
                 account: Arc::clone(&b.account),
                 reachable,
             });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slot_tick;
-
-    proptest::proptest! {
-        #[test]
-        fn a_slots_tick_is_the_first_of_that_slot_from_then(
-            from in 0u64..1 << 40,
-            spread: u64,
-            slots in 1u64..3600,
-        ) {
-            let t = slot_tick(from, spread, slots);
-            proptest::prop_assert!(t >= from && t < from + slots);
-            proptest::prop_assert_eq!(t % slots, spread % slots);
         }
     }
 }

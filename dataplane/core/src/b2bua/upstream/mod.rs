@@ -14,7 +14,6 @@
 //!
 //! [`TrunkStats`]: crate::stats::TrunkStats
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,11 +22,14 @@ use bytes::Bytes;
 
 use super::context::Engine;
 use super::event::{Event, Upstream};
-use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
+use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
 use crate::policy::{Registration, Trunk};
 use crate::sip::digest::{Algorithm, Challenge, Credentials, Qop, answer};
 use crate::sip::{CommaList, HeaderName, Message, Method, NameAddr};
 use crate::stats::Registered;
+pub(crate) mod state;
+
+use state::{State, Upstreams};
 
 /// Answers to challenges within one round, at most.
 const MAX_ANSWERS: u8 = 2;
@@ -35,31 +37,6 @@ const MAX_ANSWERS: u8 = 2;
 const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// A Min-Expires above this (a day) is not followed.
 const MAX_EXPIRES: u32 = 86_400;
-
-/// This shard's registrations, by trunk name (names survive reloads).
-#[derive(Debug, Default)]
-pub(crate) struct Upstreams {
-    trunks: HashMap<Arc<str>, State>,
-    in_flight: InFlight,
-}
-
-#[derive(Debug)]
-struct State {
-    /// What it was started with: a reload that changes it starts over.
-    config: Arc<Registration>,
-    call_id: Bytes,
-    cseq: u32,
-    /// When the next round starts (an alarm due earlier finds nothing).
-    next_at: Instant,
-    /// Challenges answered in this round.
-    answers: u8,
-    /// The expiry asked for (raised by a 423).
-    expires: u32,
-    /// The nonce last answered and its count.
-    nonce: Vec<u8>,
-    nc: u32,
-    failures: u32,
-}
 
 /// What a final response to our REGISTER means.
 enum Step {

@@ -11,7 +11,6 @@
 //! shard's routing reads, and each change is reported as
 //! [`Event::TrunkHealth`]. A trunk starts up: probes only take it out.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -20,45 +19,11 @@ use bytes::Bytes;
 
 use super::context::Engine;
 use super::event::Event;
-use super::standalone::{Alarm, InFlight, Outcome, OwnRequest, TxId};
-use crate::policy::{Probe, Trunk};
+use super::standalone::{Alarm, Outcome, OwnRequest, TxId};
+use crate::policy::Trunk;
+pub(crate) mod state;
 
-/// This shard's probes, by trunk name (names survive reloads; indexes may
-/// not).
-#[derive(Debug, Default)]
-pub(crate) struct Probes {
-    trunks: HashMap<Arc<str>, ProbeState>,
-    in_flight: InFlight,
-}
-
-#[derive(Debug)]
-struct ProbeState {
-    /// When the next probe goes (an alarm due earlier finds nothing to do).
-    next_at: Instant,
-    successes: u32,
-    failures: u32,
-    cseq: u32,
-}
-
-impl ProbeState {
-    /// Counts one probe's result; the new state when it changes.
-    fn record(&mut self, probe: &Probe, down: bool, ok: bool) -> Option<bool> {
-        if ok {
-            self.successes = self.successes.saturating_add(1);
-            self.failures = 0;
-            (down && self.successes >= probe.up_after).then_some(false)
-        } else {
-            self.failures = self.failures.saturating_add(1);
-            self.successes = 0;
-            (!down && self.failures >= probe.down_after).then_some(true)
-        }
-    }
-}
-
-/// Whether a final answer to a probe says the trunk is alive.
-fn alive(code: u16) -> bool {
-    code < 500 && code != 408
-}
+use state::{ProbeState, Probes, alive};
 
 impl Engine {
     pub(crate) fn owns_trunk(&self, index: usize) -> bool {
@@ -185,46 +150,6 @@ impl Engine {
                 up: !down,
                 status,
             });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn down_after_failures_in_a_row_and_up_after_successes() {
-        let probe = Probe {
-            interval: std::time::Duration::from_secs(5),
-            down_after: 3,
-            up_after: 2,
-        };
-        let mut s = ProbeState {
-            next_at: Instant::now(),
-            successes: 0,
-            failures: 0,
-            cseq: 0,
-        };
-        // Two failures, a success: the run starts again.
-        assert_eq!(s.record(&probe, false, false), None);
-        assert_eq!(s.record(&probe, false, false), None);
-        assert_eq!(s.record(&probe, false, true), None);
-        assert_eq!(s.record(&probe, false, false), None);
-        assert_eq!(s.record(&probe, false, false), None);
-        assert_eq!(s.record(&probe, false, false), Some(true));
-        // Down: one success is not enough, two are.
-        assert_eq!(s.record(&probe, true, true), None);
-        assert_eq!(s.record(&probe, true, true), Some(false));
-    }
-
-    #[test]
-    fn what_counts_as_alive() {
-        for code in [200, 202, 403, 404, 405, 480, 486] {
-            assert!(alive(code), "{code}");
-        }
-        for code in [408, 500, 503, 504, 600, 603] {
-            assert!(!alive(code), "{code}");
         }
     }
 }

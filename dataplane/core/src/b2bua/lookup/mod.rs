@@ -5,7 +5,8 @@
 //! sends its keepalives and lets it expire. Nothing is copied to the other
 //! shards; a call to the extension routed elsewhere asks the owner with a
 //! [`ShardMessage::Lookup`] and rings what the [`ShardMessage::Located`]
-//! answer names (nobody answering within [`LOOKUP_TIMEOUT`]: nobody to
+//! answer names (nobody answering within
+//! [`LOOKUP_TIMEOUT`](message::LOOKUP_TIMEOUT): nobody to
 //! ring). The embedding carries these messages between shards
 //! ([`Engine::poll_shard_message`], [`Engine::handle_shard_message`]).
 //!
@@ -14,69 +15,16 @@
 //! plane's store and its views.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
+use std::time::Instant;
 
 use super::context::Engine;
-use super::ids::{CallRef, ShardId};
-use crate::net::Flow;
-use crate::policy::Policy;
+use super::ids::ShardId;
 use crate::registrar::{Binding, Location};
 use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
 
-/// How long a call waits for the owner of an extension to say where its
-/// phones are.
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) mod message;
 
-/// A message from one shard to another.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShardMessage {
-    /// Where are the reachable phones of `extension`? Asked by shard
-    /// `from` for its call `call`.
-    Lookup {
-        from: ShardId,
-        call: CallRef,
-        extension: Arc<str>,
-    },
-    /// The answer to a lookup: where to ring (nothing: nobody).
-    Located {
-        call: CallRef,
-        bindings: Vec<Located>,
-    },
-}
-
-/// One registered phone to ring: its Contact (the Request-URI) and where
-/// its REGISTER came from (where the INVITE goes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
-    pub contact: Bytes,
-    pub flow: Flow,
-}
-
-/// The reachable phones of `extension` in `location`.
-pub(crate) fn located(
-    policy: &Policy,
-    location: &Location,
-    extension: &str,
-    now: Instant,
-) -> Vec<Located> {
-    policy
-        .accounts
-        .extension(extension)
-        .filter_map(|a| {
-            // A binding made over a transport the account may no longer
-            // use (the configuration changed) is not rung.
-            location
-                .reachable(&a.username, now)
-                .filter(|b| a.may_use(b.flow.transport))
-        })
-        .map(|b| Located {
-            contact: Bytes::copy_from_slice(b.contact()),
-            flow: b.flow,
-        })
-        .collect()
-}
+use message::{ShardMessage, located};
 
 impl Engine {
     /// Which shard this engine is.
