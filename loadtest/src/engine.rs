@@ -4,15 +4,17 @@
 //! (`runtime.rs`) and the tests drive it.
 //!
 //! It follows the same driving contract as sbc-core's `Engine`, with the
-//! same names: [`Endpoint::handle_datagram`]`(now, src, bytes)` for each
-//! received datagram, [`Endpoint::handle_timeout`]`(now)` for due timers,
-//! and [`Endpoint::poll_timeout`] for when to call it next. Two differences
-//! suit a load generator: time is microseconds since the run started (a
-//! `u64`, not an `Instant`), and what to send is drained as one batch,
-//! [`Endpoint::outgoing`] then [`Endpoint::clear_out`], rather than one
-//! `poll_transmit` at a time, so that the I/O loop can group it into UDP
-//! GSO sends. There is no `poll_event`: results are counted in
-//! [`Endpoint::stats`].
+//! same names and the same clock: [`Endpoint::handle_datagram`]`(now, src,
+//! bytes)` for each received datagram, [`Endpoint::handle_timeout`]`(now)`
+//! for due timers, and [`Endpoint::poll_timeout`] for when to call it next,
+//! `now` and the deadline being `Instant`s. Inside, the endpoint counts
+//! time as microseconds since the run's [`Config::epoch`], the unit of
+//! SIPp's delays and statistics. Two differences suit a load generator: a
+//! peer is a `SocketAddr` (a run has one transport, as in SIPp), and what
+//! to send is drained as one batch, [`Endpoint::outgoing`] then
+//! [`Endpoint::clear_out`], rather than one `poll_transmit` at a time, so
+//! that the I/O loop can group it into UDP GSO sends. There is no
+//! `poll_event`: results are counted in [`Endpoint::stats`].
 //!
 //! Behaviour follows SIPp where the scenario format depends on it:
 //! messages are matched to calls by Call-ID; a `<recv>` is matched by
@@ -30,6 +32,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sbc_core::sip::digest::{self, Algorithm, Challenge, Credentials};
 use sbc_core::sip::{CSeq, CommaList, HeaderName, Message, NameAddr, StartLine};
@@ -88,6 +91,9 @@ pub struct Config {
     /// The wall clock (µs since the Unix epoch) at the run's time 0, for
     /// `gettimeofday`: the engine reads no clock itself.
     pub wall_epoch_us: u64,
+    /// The run's time 0: the endpoints count time in microseconds since it
+    /// (every endpoint of a run shares it).
+    pub epoch: Instant,
     /// `-aa`: INFO, NOTIFY, OPTIONS and UPDATE the scenario does not
     /// expect are answered 200 and the call goes on.
     pub auto_answer: bool,
@@ -334,6 +340,7 @@ impl Config {
             quota: None,
             set: Vec::new(),
             wall_epoch_us: 0,
+            epoch: Instant::now(),
             auto_answer: false,
             behaviors: Behaviors::ALL,
             trace_err: false,
@@ -1857,12 +1864,18 @@ impl Endpoint {
     }
 
     /// Earliest time [`Endpoint::handle_timeout`] has work.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let call = self.timers.peek().map(|Reverse((t, _, _))| *t);
         let answer = self.answers_fifo.front().map(|(t, _)| *t);
         let media = self.play_due.peek().map(|Reverse((t, _, _))| *t);
         let stream = self.stream_due.peek().map(|Reverse((t, _, _))| *t);
-        [call, answer, media, stream].into_iter().flatten().min()
+        let due = [call, answer, media, stream].into_iter().flatten().min()?;
+        Some(self.cfg.epoch + Duration::from_micros(due))
+    }
+
+    /// `now` on the endpoint's clock: microseconds since the run's epoch.
+    fn clock(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.cfg.epoch).as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Ended calls still answering retransmissions (see `timewait_ms`).
@@ -2031,7 +2044,8 @@ impl Endpoint {
     /// scenario that starts with `<recvCmd>` starts a call with that
     /// Call-ID (SIPp's controller B side). Anything else fails that call
     /// or is counted as out of call.
-    pub fn handle_command(&mut self, now: u64, bytes: &[u8]) {
+    pub fn handle_command(&mut self, now: Instant, bytes: &[u8]) {
+        let now = self.clock(now);
         self.stats.msgs_received += 1;
         let Some(id) = command_call_id(bytes) else {
             self.stats.out_of_call_msgs += 1;
@@ -2154,7 +2168,8 @@ impl Endpoint {
 
     /// The 3PCC twin is gone: no new calls, and the calls waiting for its
     /// message fail (it can no longer come).
-    pub fn twin_closed(&mut self, now: u64) {
+    pub fn twin_closed(&mut self, now: Instant) {
+        let now = self.clock(now);
         self.close();
         for slot in 0..self.slab.len() {
             let waiting = self
@@ -2171,14 +2186,15 @@ impl Endpoint {
 
     /// Starts one call of a caller scenario. Returns false when this
     /// endpoint has no destination or reached its call limit.
-    pub fn start_call(&mut self, now: u64) -> bool {
+    pub fn start_call(&mut self, now: Instant) -> bool {
         !matches!(self.start_call_on(now, 0), Start::Nothing)
     }
 
     /// Starts one call as [`Endpoint::start_call`] does, its messages
     /// naming `port` as `[local_port]` (0: the thread's own; `-t un` gives
     /// each call a socket of its own): what came of it.
-    pub fn start_call_on(&mut self, now: u64, port: u16) -> Start {
+    pub fn start_call_on(&mut self, now: Instant, port: u16) -> Start {
+        let now = self.clock(now);
         let Some(remote) = self.remote else {
             return Start::Nothing;
         };
@@ -2270,11 +2286,12 @@ impl Endpoint {
     /// go to `peer`, or call `serial` (`-t tn`).
     pub fn connection_lost(
         &mut self,
-        now: u64,
+        now: Instant,
         peer: SocketAddr,
         serial: Option<u64>,
         reason: FailReason,
     ) {
+        let now = self.clock(now);
         for slot in 0..self.slab.len() {
             let hit = self
                 .slab
@@ -2562,7 +2579,8 @@ impl Endpoint {
     }
 
     /// Ends every open call as failed (`Aborted`): the run is over.
-    pub fn abort_all(&mut self, now: u64) {
+    pub fn abort_all(&mut self, now: Instant) {
+        let now = self.clock(now);
         for slot in 0..self.slab.len() {
             if let Some(mut call) = self.slab.get_mut(slot).and_then(Option::take) {
                 let ooc = call.ooc;
@@ -2585,7 +2603,8 @@ impl Endpoint {
     }
 
     /// Handles one received datagram from `src`.
-    pub fn handle_datagram(&mut self, now: u64, src: SocketAddr, bytes: &[u8]) {
+    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        let now = self.clock(now);
         self.stats.msgs_received += 1;
         let Ok(msg) = Message::parse(bytes) else {
             self.stats.parse_errors += 1;
@@ -2663,7 +2682,8 @@ impl Endpoint {
     }
 
     /// Runs due timers: retransmissions, pauses, receive timeouts.
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
         while let Some(&Reverse((at, slot, serial))) = self.timers.peek() {
             if at > now {
                 break;

@@ -499,6 +499,7 @@ pub fn run(args: &Args) -> Result<Outcome, RunError> {
             .map_err(|e| format!("signal handler: {e}"))?;
     }
     let epoch = Instant::now();
+    cfg.epoch = epoch;
     // The wall clock at time 0 of the engines (their `now`): the runtime
     // reads the clock, the engines take it.
     cfg.wall_epoch_us = std::time::SystemTime::now()

@@ -146,6 +146,18 @@ pub struct Control {
     pub steer: Steer,
 }
 
+impl Control {
+    /// `t` as microseconds since the run's epoch (the endpoints' clock).
+    pub fn micros(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The wall clock at `t`, µs since the Unix epoch (for traces).
+    pub fn wall_us(&self, t: Instant) -> u64 {
+        self.wall_epoch_us.saturating_add(self.micros(t))
+    }
+}
+
 /// Per thread: its figures and its open calls, the latest published.
 pub type Snapshots = std::sync::Mutex<Vec<Option<(Stats, u64)>>>;
 
@@ -470,7 +482,14 @@ impl Drop for Io {
 
 /// A received datagram's completion: the datagram (if a buffer came with
 /// it) goes to the endpoint and the buffer back to the ring.
-fn take_datagram(io: &mut Io, ep: &mut Endpoint, ctl: &Control, now: u64, result: i32, flags: u32) {
+fn take_datagram(
+    io: &mut Io,
+    ep: &mut Endpoint,
+    ctl: &Control,
+    now: Instant,
+    result: i32,
+    flags: u32,
+) {
     let Some(bid) = cqueue::buffer_select(flags) else {
         return;
     };
@@ -483,8 +502,7 @@ fn take_datagram(io: &mut Io, ep: &mut Endpoint, ctl: &Control, now: u64, result
                 ep.stats.parse_errors += 1;
             } else if let Some(src) = decode_sockaddr(m.name_data()) {
                 if ctl.trace.traces_messages() {
-                    ctl.trace
-                        .message(ctl.wall_epoch_us + now, false, src, payload);
+                    ctl.trace.message(ctl.wall_us(now), false, src, payload);
                 }
                 ep.handle_datagram(now, src, payload);
             }
@@ -501,7 +519,7 @@ fn start_one(
     ep: &mut Endpoint,
     io: &mut Io,
     per_call: Option<&mut PerCall>,
-    now: u64,
+    now: Instant,
     ui: Option<SocketAddr>,
 ) -> io::Result<bool> {
     let Some(pc) = per_call else {
@@ -632,7 +650,7 @@ pub fn background() -> io::Result<()> {
 /// end of the run when no reconnection is left.
 fn connections_lost(
     ep: &mut Endpoint,
-    now: u64,
+    now: Instant,
     lost: &mut Vec<(SocketAddr, Option<u64>, crate::stats::FailReason)>,
     policy: &mut crate::stream::Reconnect,
     caller: bool,
@@ -811,7 +829,7 @@ pub fn run_thread(
     };
     loop {
         let now_i = Instant::now();
-        let now = u64::try_from(now_i.duration_since(ctl.epoch).as_micros()).unwrap_or(u64::MAX);
+        let now = ctl.micros(now_i);
 
         // Completions.
         let mut rearm = false;
@@ -845,9 +863,9 @@ pub fn run_thread(
                                 ctl.trace
                                     .message(ctl.wall_epoch_us + now, false, peer, bytes);
                             }
-                            ep.handle_datagram(now, peer, bytes);
+                            ep.handle_datagram(now_i, peer, bytes);
                         });
-                        connections_lost(&mut ep, now, &mut t.lost, &mut reconnect, caller);
+                        connections_lost(&mut ep, now_i, &mut t.lost, &mut reconnect, caller);
                         continue;
                     }
                 }
@@ -865,7 +883,7 @@ pub fn run_thread(
                     // A call socket's datagram (-t un), or an address's
                     // (-t ui: the calls it starts answer from there).
                     let slot = (ud & !UN_RECV) as usize;
-                    take_datagram(&mut io, &mut ep, &ctl, now, cqe.result(), flags);
+                    take_datagram(&mut io, &mut ep, &ctl, now_i, cqe.result(), flags);
                     if let Some(pc) = per_call.as_mut() {
                         for serial in ep.started.drain(..) {
                             pc.bind_call(serial, slot);
@@ -886,7 +904,7 @@ pub fn run_thread(
                 if !cqueue::more(flags) {
                     rearm = true;
                 }
-                take_datagram(&mut io, &mut ep, &ctl, now, cqe.result(), flags);
+                take_datagram(&mut io, &mut ep, &ctl, now_i, cqe.result(), flags);
                 // -t ui: calls reached on the main socket answer from it.
                 ep.started.clear();
             }
@@ -900,11 +918,11 @@ pub fn run_thread(
         // closes this side too (no new calls), as SIPp.
         if let Some(t) = twin.as_mut()
             && let crate::twin::Pumped::Ended(why) =
-                t.pump(&ctl.stop, |cmd| ep.handle_command(now, cmd))
+                t.pump(&ctl.stop, |cmd| ep.handle_command(now_i, cmd))
         {
             ep.errors.push(why);
             twin = None;
-            ep.twin_closed(now);
+            ep.twin_closed(now_i);
         }
         // Media ports the calls read (RTP checks, echoes), every
         // MEDIA_POLL_US.
@@ -926,7 +944,7 @@ pub fn run_thread(
                 }
             }
         }
-        ep.handle_timeout(now);
+        ep.handle_timeout(now_i);
         if caller && ctl.steer.version() != steered {
             steered = ctl.steer.version();
             if let Some(s) = ctl.steer.current() {
@@ -957,7 +975,7 @@ pub fn run_thread(
             let mut n = START_BURST;
             while n > 0
                 && ep.open_calls() < users
-                && start_one(&mut ep, &mut io, per_call.as_mut(), now, ui)?
+                && start_one(&mut ep, &mut io, per_call.as_mut(), now_i, ui)?
             {
                 n -= 1;
             }
@@ -974,7 +992,7 @@ pub fn run_thread(
                     started += n;
                     break;
                 }
-                if !start_one(&mut ep, &mut io, per_call.as_mut(), now, ui)? {
+                if !start_one(&mut ep, &mut io, per_call.as_mut(), now_i, ui)? {
                     break;
                 }
                 started += 1;
@@ -1035,7 +1053,7 @@ pub fn run_thread(
             for (serial, peer) in ep.close_connections.drain(..) {
                 t.close_call(serial, peer);
             }
-            connections_lost(&mut ep, now, &mut t.lost, &mut reconnect, caller);
+            connections_lost(&mut ep, now_i, &mut t.lost, &mut reconnect, caller);
             send_errors += std::mem::take(&mut t.errors);
             if !t.listener_armed {
                 let e = opcode::PollAdd::new(Fd(t.listener().as_raw_fd()), libc::POLLIN as u32)
@@ -1226,7 +1244,7 @@ pub fn run_thread(
         }
         let over = ctl.stop.load(Ordering::Relaxed) || ctl.deadline.is_some_and(|d| now_i >= d);
         if over {
-            ep.abort_all(now);
+            ep.abort_all(now_i);
             break;
         }
         if !ep.may_create()
@@ -1240,7 +1258,7 @@ pub fn run_thread(
 
         // Sleep until a completion, the next timer, the next call or the
         // watchdog.
-        let mut wake = ep.poll_timeout();
+        let mut wake = ep.poll_timeout().map(|t| ctl.micros(t));
         if ep.listening() {
             wake = Some(wake.map_or(next_media_poll, |w| w.min(next_media_poll)));
         }

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use sbc_core::sip::{HeaderName, Message};
 use sbc_loadtest::engine::{CidPart, Config, Endpoint, Quota, Start};
@@ -17,6 +18,30 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// The tests' time 0, every endpoint's epoch.
+fn t0() -> Instant {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
+/// `us` microseconds after time 0.
+fn at(us: u64) -> Instant {
+    t0() + Duration::from_micros(us)
+}
+
+/// When `ep` has timers due next, µs after time 0.
+fn due(ep: &Endpoint) -> Option<u64> {
+    ep.poll_timeout()
+        .map(|t| u64::try_from(t.duration_since(t0()).as_micros()).unwrap())
+}
+
+/// A configuration on 127.0.0.1 whose epoch is the tests' time 0.
+fn test_config() -> Config {
+    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    c.epoch = t0();
+    c
+}
+
 fn scenario(xml: &str) -> Arc<Scenario> {
     Arc::new(Scenario::parse(xml, "test.xml").unwrap_or_else(|e| panic!("{e}")))
 }
@@ -26,7 +51,7 @@ fn builtin(name: &str) -> Arc<Scenario> {
 }
 
 fn config(calls: Option<u64>) -> Arc<Config> {
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.pid = 4242;
     c.quota = calls.map(|m| Arc::new(Quota::new(m)));
     // The wall clock at time 0: 2027-01-15 08:00:00 UTC.
@@ -110,7 +135,7 @@ impl Net {
                 let l = start_line(&m);
                 self.log.push(('>', l.clone()));
                 if !drop(&l) {
-                    b.handle_datagram(self.now, addr(UAC), &m);
+                    b.handle_datagram(at(self.now), addr(UAC), &m);
                 }
             }
             for (dst, m) in from_b {
@@ -118,7 +143,7 @@ impl Net {
                 let l = start_line(&m);
                 self.log.push(('<', l.clone()));
                 if !drop(&l) {
-                    a.handle_datagram(self.now, addr(UAS), &m);
+                    a.handle_datagram(at(self.now), addr(UAS), &m);
                 }
             }
         }
@@ -127,7 +152,7 @@ impl Net {
 
     /// Advances the clock to the next timer of either side and runs it.
     fn tick(&mut self, a: &mut Endpoint, b: &mut Endpoint) -> bool {
-        let next = match (a.poll_timeout(), b.poll_timeout()) {
+        let next = match (due(a), due(b)) {
             (Some(x), Some(y)) => x.min(y),
             (x, y) => match x.or(y) {
                 Some(t) => t,
@@ -135,8 +160,8 @@ impl Net {
             },
         };
         self.now = self.now.max(next);
-        a.handle_timeout(self.now);
-        b.handle_timeout(self.now);
+        a.handle_timeout(at(self.now));
+        b.handle_timeout(at(self.now));
         true
     }
 }
@@ -149,11 +174,11 @@ fn builtin_pair_completes_calls() {
     );
     let mut net = Net::new();
     for _ in 0..3 {
-        assert!(a.start_call(net.now));
+        assert!(a.start_call(at(net.now)));
         net.exchange(&mut a, &mut b, &mut |_| false);
         net.now += 1000;
     }
-    assert!(!a.start_call(net.now), "-m 3 reached");
+    assert!(!a.start_call(at(net.now)), "-m 3 reached");
     assert_eq!(a.stats.succeeded, 3);
     assert_eq!(b.stats.succeeded, 3);
     assert_eq!(a.stats.failed_total() + b.stats.failed_total(), 0);
@@ -198,7 +223,7 @@ fn keywords_render_as_sipp_does() {
         </scenario>"#,
     );
     let mut a = uac(scn, config(None));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let out = drain(&mut a);
     let text = String::from_utf8(out[0].1.clone()).unwrap();
     let body = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 6000 RTP/AVP 0\r\n";
@@ -223,7 +248,7 @@ fn lost_200_is_retransmitted_until_the_ack_and_answered_again() {
         uas(builtin("uas"), config(None)),
     );
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     // The first 200 (to the INVITE) is lost.
     let mut lost = false;
     net.exchange(&mut a, &mut b, &mut |l| {
@@ -249,13 +274,13 @@ fn a_retransmitted_request_gets_the_last_answer_again() {
         uac(builtin("uac"), config(Some(1))),
         uas(builtin("uas"), config(None)),
     );
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
-    b.handle_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(at(0), addr(UAC), &invite);
     let first = drain(&mut b);
     assert_eq!(first.len(), 2, "180 and 200");
     // The same INVITE again (a retransmission): the 200 is sent again.
-    b.handle_datagram(10, addr(UAC), &invite);
+    b.handle_datagram(at(10), addr(UAC), &invite);
     let again = drain(&mut b);
     assert_eq!(again.len(), 1);
     assert_eq!(start_line(&again[0].1), "SIP/2.0 200 OK");
@@ -269,22 +294,22 @@ fn a_retransmitted_request_gets_the_last_answer_again() {
 #[test]
 fn rtcheck_loose_takes_a_request_with_the_same_dialog_and_cseq_as_a_retransmission() {
     for loose in [false, true] {
-        let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+        let mut cfg = test_config();
         cfg.rtcheck_loose = loose;
         let (mut a, mut b) = (
             uac(builtin("uac"), config(Some(1))),
             uas(builtin("uas"), Arc::new(cfg)),
         );
-        assert!(a.start_call(0));
+        assert!(a.start_call(at(0)));
         let invite = drain(&mut a).remove(0).1;
-        b.handle_datagram(0, addr(UAC), &invite);
+        b.handle_datagram(at(0), addr(UAC), &invite);
         assert_eq!(drain(&mut b).len(), 2, "180 and 200");
         let text = String::from_utf8(invite).unwrap();
         let branch = text.find("branch=").unwrap() + "branch=".len();
         let mut changed = text.replace("Max-Forwards: 70", "Max-Forwards: 69");
         changed.replace_range(branch..branch + 4, "zzzz");
         assert_ne!(changed, text);
-        b.handle_datagram(10, addr(UAC), changed.as_bytes());
+        b.handle_datagram(at(10), addr(UAC), changed.as_bytes());
         let again = drain(&mut b);
         if loose {
             assert_eq!(b.stats.retrans_received, 1);
@@ -301,10 +326,10 @@ fn rtcheck_loose_takes_a_request_with_the_same_dialog_and_cseq_as_a_retransmissi
 /// messages still name the remote host.
 #[test]
 fn rsa_sends_everything_to_the_remote_sending_address() {
-    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    let mut cfg = test_config();
     cfg.send_to = Some(addr("127.0.0.9:5999"));
     let mut a = uac(builtin("uac"), Arc::new(cfg));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let (dst, invite) = drain(&mut a).remove(0);
     assert_eq!(dst, addr("127.0.0.9:5999"));
     assert!(
@@ -313,18 +338,18 @@ fn rsa_sends_everything_to_the_remote_sending_address() {
             .starts_with("INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n")
     );
     // Its retransmissions go there too.
-    a.handle_timeout(500_000);
+    a.handle_timeout(at(500_000));
     assert_eq!(drain(&mut a)[0].0, addr("127.0.0.9:5999"));
 }
 
 #[test]
 fn invite_retransmissions_double_and_the_call_fails_after_five() {
     let mut a = uac(builtin("uac"), config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     drain(&mut a);
     let mut times = Vec::new();
-    while let Some(t) = a.poll_timeout() {
-        a.handle_timeout(t);
+    while let Some(t) = due(&a) {
+        a.handle_timeout(at(t));
         if !drain(&mut a).is_empty() {
             times.push(t / 1000);
         }
@@ -353,15 +378,15 @@ fn final_answer(invite: &[u8], status: &str) -> String {
 /// message sent and received, timed; a call that succeeds gives nothing.
 #[test]
 fn a_failed_call_gives_its_debug_record() {
-    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    let mut cfg = test_config();
     cfg.calldebug = true;
     cfg.wall_epoch_us = 1_800_000_000_000_000;
     let cfg = Arc::new(cfg);
     let mut a = uac(builtin("uac"), Arc::clone(&cfg));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
     let busy = final_answer(&invite, "486 Busy Here");
-    a.handle_datagram(1000, addr(UAS), busy.as_bytes());
+    a.handle_datagram(at(1000), addr(UAS), busy.as_bytes());
     assert_eq!(a.call_debug.len(), 1);
     let rec = String::from_utf8(a.call_debug.remove(0)).unwrap();
     let m = Message::parse(&invite).unwrap();
@@ -377,17 +402,17 @@ fn a_failed_call_gives_its_debug_record() {
         "SIP/2.0 486 Busy Here".to_string(),
         format!("Aborting call {id}"),
     ];
-    let mut at = 0;
+    let mut pos = 0;
     for part in &order {
-        let k = rec[at..]
+        let k = rec[pos..]
             .find(part.as_str())
-            .unwrap_or_else(|| panic!("{part:?} after {at} in\n{rec}"));
-        at += k + part.len();
+            .unwrap_or_else(|| panic!("{part:?} after {pos} in\n{rec}"));
+        pos += k + part.len();
     }
     // A call that succeeds keeps its record to itself.
     let (mut a, mut b) = (uac(builtin("uac"), cfg), uas(builtin("uas"), config(None)));
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
     assert_eq!(a.stats.succeeded, 1);
     assert!(a.call_debug.is_empty());
@@ -396,10 +421,10 @@ fn a_failed_call_gives_its_debug_record() {
 #[test]
 fn an_error_response_fails_the_call_and_is_acknowledged() {
     let mut a = uac(builtin("uac"), config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
     let resp = final_answer(&invite, "503 Service Unavailable");
-    a.handle_datagram(1000, addr(UAS), resp.as_bytes());
+    a.handle_datagram(at(1000), addr(UAS), resp.as_bytes());
     assert_eq!(a.stats.failed_by(FailReason::UnexpectedMessage), 1);
     let out = drain(&mut a);
     assert_eq!(out.len(), 1, "the 503 is acknowledged");
@@ -417,7 +442,7 @@ fn an_error_response_fails_the_call_and_is_acknowledged() {
     assert!(ack.contains(&via), "same branch as the INVITE");
     assert_eq!(a.stats.responses[503], 1);
     // A retransmitted 503 after the end is absorbed as a dead-call message.
-    a.handle_datagram(2000, addr(UAS), resp.as_bytes());
+    a.handle_datagram(at(2000), addr(UAS), resp.as_bytes());
     assert_eq!(a.stats.dead_call_msgs, 1);
 }
 
@@ -427,26 +452,26 @@ fn late_provisionals_are_absorbed_and_stray_messages_counted() {
         uac(builtin("uac"), config(Some(1))),
         uas(builtin("uas"), config(None)),
     );
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
-    b.handle_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(at(0), addr(UAC), &invite);
     let answers = drain(&mut b);
     let (ringing, ok) = (&answers[0].1, &answers[1].1);
     // 180 arrives after the 200: the call has moved on, it is absorbed.
-    a.handle_datagram(10, addr(UAS), ok);
+    a.handle_datagram(at(10), addr(UAS), ok);
     let ack = drain(&mut a);
     assert_eq!(ack.len(), 2, "ACK, and the BYE at once (-d 0)");
-    a.handle_datagram(11, addr(UAS), ringing);
+    a.handle_datagram(at(11), addr(UAS), ringing);
     assert_eq!(a.stats.absorbed, 1);
     assert_eq!(a.stats.failed_total(), 0);
     // A message with an unknown Call-ID belongs to nobody.
     a.handle_datagram(
-        12,
+        at(12),
         addr(UAS),
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKq\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: nobody\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(a.stats.out_of_call_msgs, 1);
-    a.handle_datagram(13, addr(UAS), b"garbage");
+    a.handle_datagram(at(13), addr(UAS), b"garbage");
     assert_eq!(a.stats.parse_errors, 1);
 }
 
@@ -454,15 +479,15 @@ fn late_provisionals_are_absorbed_and_stray_messages_counted() {
 fn unexpected_bye_is_answered_and_fails_the_call() {
     let mut b = uas(builtin("uas"), config(None));
     let mut a = uac(builtin("uac"), config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
-    b.handle_datagram(0, addr(UAC), invite.as_bytes());
+    b.handle_datagram(at(0), addr(UAC), invite.as_bytes());
     drain(&mut b);
     // A BYE before the ACK the scenario waits for.
     let bye = invite
         .replacen("INVITE sip:", "BYE sip:", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 2 BYE");
-    b.handle_datagram(5, addr(UAC), bye.as_bytes());
+    b.handle_datagram(at(5), addr(UAC), bye.as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1);
     let ok = String::from_utf8(out[0].1.clone()).unwrap();
@@ -482,7 +507,7 @@ fn a_call_id_prefix_before_triple_slash_is_not_part_of_the_call() {
         .replace("Call-ID: [call_id]", "Call-ID: pre///[call_id]");
     for whole in [false, true] {
         let cfg = |calls: Option<u64>| {
-            let mut c = Config::new("127.0.0.1".parse().unwrap());
+            let mut c = test_config();
             c.quota = calls.map(|m| Arc::new(Quota::new(m)));
             c.callid_slash_ign = whole;
             Arc::new(c)
@@ -492,7 +517,7 @@ fn a_call_id_prefix_before_triple_slash_is_not_part_of_the_call() {
             uas(builtin("uas"), cfg(None)),
         );
         let mut net = Net::new();
-        assert!(a.start_call(net.now));
+        assert!(a.start_call(at(net.now)));
         net.exchange(&mut a, &mut b, &mut |_| false);
         if whole {
             // The answers' Call-ID names no call of the caller's.
@@ -538,13 +563,13 @@ Content-Length: 0
         .replacen("INVITE sip:", "BYE sip:", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 2 BYE");
     for ignore in [true, false] {
-        let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+        let mut cfg = test_config();
         cfg.pause_msg_ign = ignore;
         let mut b = uas(scenario(xml), Arc::new(cfg));
-        b.handle_datagram(0, addr(UAC), invite.as_bytes());
+        b.handle_datagram(at(0), addr(UAC), invite.as_bytes());
         assert!(drain(&mut b).is_empty());
         // In the pause (1 s from 0).
-        b.handle_datagram(400_000, addr(UAC), bye.as_bytes());
+        b.handle_datagram(at(400_000), addr(UAC), bye.as_bytes());
         let during = drain(&mut b);
         if !ignore {
             assert_eq!(
@@ -557,8 +582,8 @@ Content-Length: 0
         assert!(during.is_empty(), "dropped unread");
         assert_eq!(b.stats.failed_by(FailReason::UnexpectedMessage), 0);
         // The pause ends; the BYE sent again is the one the call takes.
-        b.handle_timeout(1_000_000);
-        b.handle_datagram(1_100_000, addr(UAC), bye.as_bytes());
+        b.handle_timeout(at(1_000_000));
+        b.handle_datagram(at(1_100_000), addr(UAC), bye.as_bytes());
         let out = drain(&mut b);
         assert_eq!(out.len(), 1);
         assert!(start_line(&out[0].1).starts_with("SIP/2.0 200 OK"));
@@ -589,17 +614,17 @@ fn recv_timeout_jumps_to_ontimeout_or_fails() {
         )
     };
     let mut a = uac(scenario(&xml("")), config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     drain(&mut a);
-    a.handle_timeout(1_999_999);
+    a.handle_timeout(at(1_999_999));
     assert_eq!(a.open_calls(), 1);
-    a.handle_timeout(2_000_000);
+    a.handle_timeout(at(2_000_000));
     assert_eq!(a.stats.failed_by(FailReason::RecvTimeout), 1);
 
     let mut a = uac(scenario(&xml(r#"ontimeout="out""#)), config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     drain(&mut a);
-    a.handle_timeout(2_000_000);
+    a.handle_timeout(at(2_000_000));
     assert_eq!(a.stats.succeeded, 1, "the jump skips the second OPTIONS");
     assert!(drain(&mut a).is_empty());
 }
@@ -632,7 +657,7 @@ fn cseq_counts_requests_and_follows_the_peer() {
         </scenario>"#,
     );
     let mut a = uac(scn, config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let out: Vec<String> = drain(&mut a)
         .into_iter()
         .map(|(_, m)| String::from_utf8(m).unwrap())
@@ -647,7 +672,7 @@ fn cseq_counts_requests_and_follows_the_peer() {
     assert_eq!(cseq(&out[1]), "CSeq: 1 ACK");
     assert_eq!(cseq(&out[2]), "CSeq: 12 INFO");
     a.handle_datagram(
-        5,
+        at(5),
         addr(UAS),
         b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKb\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: 1-4242@127.0.0.1\r\nCSeq: 40 BYE\r\nContent-Length: 0\r\n\r\n",
     );
@@ -676,13 +701,21 @@ fn ereg_check_it_dooms_the_call_but_it_goes_on() {
         ]]></send>
         </scenario>"#;
     let mut b = uas(scenario(uas_xml), config(None));
-    b.handle_datagram(0, addr(UAC), invite_with_subject("hello", "c1").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        invite_with_subject("hello", "c1").as_bytes(),
+    );
     let out = String::from_utf8(drain(&mut b).remove(0).1).unwrap();
     assert!(out.contains("X-Subject: hello\r\n"), "{out}");
     assert!(out.contains("To: <sip:x@y>;tag=t\r\n"), "{out}");
     assert_eq!(b.stats.succeeded, 1);
 
-    b.handle_datagram(1, addr(UAC), invite_with_subject("123", "c2").as_bytes());
+    b.handle_datagram(
+        at(1),
+        addr(UAC),
+        invite_with_subject("123", "c2").as_bytes(),
+    );
     let out = drain(&mut b);
     assert_eq!(out.len(), 1, "the call goes on after a failed check");
     assert_eq!(b.stats.failed_by(FailReason::RegexpNoMatch), 1);
@@ -691,8 +724,16 @@ fn ereg_check_it_dooms_the_call_but_it_goes_on() {
     // FailedRegexpShouldntMatch).
     let inverse = uas_xml.replace(r#"check_it="true""#, r#"check_it_inverse="true""#);
     let mut b = uas(scenario(&inverse), config(None));
-    b.handle_datagram(0, addr(UAC), invite_with_subject("hello", "c3").as_bytes());
-    b.handle_datagram(1, addr(UAC), invite_with_subject("123", "c4").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        invite_with_subject("hello", "c3").as_bytes(),
+    );
+    b.handle_datagram(
+        at(1),
+        addr(UAC),
+        invite_with_subject("123", "c4").as_bytes(),
+    );
     assert_eq!(drain(&mut b).len(), 2);
     assert_eq!(b.stats.failed_by(FailReason::RegexpShouldntMatch), 1);
     assert_eq!(b.stats.failed_by(FailReason::RegexpNoMatch), 0);
@@ -727,10 +768,10 @@ fn digest_authentication_answers_the_challenge() {
         </scenario>"#,
     );
     let mut a = uac(scn, config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     drain(&mut a);
     a.handle_datagram(
-        10,
+        at(10),
         addr(UAS),
         b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0\r\nFrom: <sip:service@127.0.0.1>;tag=1\r\nTo: <sip:service@127.0.0.1>;tag=r\r\nCall-ID: 1-4242@127.0.0.1\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"sbc\", nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
     );
@@ -784,12 +825,12 @@ fn auth_uri_cid_str_and_a_calls_own_port_shape_its_messages() {
             CidPart::Text(b"%b".to_vec()),
         ]
     );
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.pid = 4242;
     c.auth_uri = Some(b"registrar.example".to_vec());
     c.call_id_format = Some(sbc_loadtest::engine::call_id_format("load-%u.%p@%s"));
     let mut a = uac(scn, Arc::new(c));
-    assert_eq!(a.start_call_on(0, 40001), Start::Call(1));
+    assert_eq!(a.start_call_on(at(0), 40001), Start::Call(1));
     let first = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
     assert!(
         first.contains("Call-ID: load-1.4242@127.0.0.1\r\n"),
@@ -800,7 +841,7 @@ fn auth_uri_cid_str_and_a_calls_own_port_shape_its_messages() {
         "{first}"
     );
     a.handle_datagram(
-        10,
+        at(10),
         addr(UAS),
         b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:40001;branch=z9hG4bK-4242-1-0\r\nCall-ID: load-1.4242@127.0.0.1\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"sbc\", nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
     );
@@ -816,7 +857,7 @@ fn auth_uri_cid_str_and_a_calls_own_port_shape_its_messages() {
     assert!(line.contains(&format!("response=\"{want}\"")), "{line}");
     assert!(line.contains("uri=\"sip:registrar.example\""), "{line}");
     // A call started without a port of its own names the thread's.
-    assert_eq!(a.start_call_on(20, 0), Start::Call(2));
+    assert_eq!(a.start_call_on(at(20), 0), Start::Call(2));
     let second = String::from_utf8(drain(&mut a).remove(0).1).unwrap();
     assert!(
         second.contains("Via: SIP/2.0/UDP 127.0.0.1:5061;"),
@@ -836,7 +877,7 @@ fn injection_fields_fill_each_call() {
         ]]></send>
         </scenario>"#,
     );
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.inject = Some(Arc::new(
         sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n200;bob\n", "u.csv")
             .unwrap()
@@ -845,7 +886,7 @@ fn injection_fields_fill_each_call() {
     let mut a = uac(scn, Arc::new(c));
     let mut lines = Vec::new();
     for t in 0..3 {
-        assert!(a.start_call(t));
+        assert!(a.start_call(at(t)));
         for (_, m) in drain(&mut a) {
             let m = String::from_utf8(m).unwrap();
             lines.push(format!(
@@ -887,7 +928,7 @@ fn action_values_take_injection_fields_and_addresses() {
         ]]></send>
         </scenario>"#,
     );
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.pid = 4242;
     c.inject = Some(Arc::new(
         sbc_loadtest::inject::Inject::parse(b"SEQUENTIAL\n100;alice\n", "u.csv")
@@ -895,7 +936,7 @@ fn action_values_take_injection_fields_and_addresses() {
             .into(),
     ));
     let mut a = Endpoint::new(Arc::new(c), scn, 5061, Some(addr(UAS)), 1, 1);
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let out = drain(&mut a);
     let m = String::from_utf8(out[1].1.clone()).unwrap();
     assert!(
@@ -953,7 +994,7 @@ fn injection_files_lookup_insert_replace_and_sipp_keywords() {
     .unwrap();
     routes.set_index(0).unwrap();
     let users = Inject::parse(b"USER\nalice;A\nbob;B\n", "users.csv").unwrap();
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.inject = Some(Arc::new(Injection {
         files: vec![users, routes],
     }));
@@ -964,7 +1005,7 @@ fn injection_files_lookup_insert_replace_and_sipp_keywords() {
     a.set_users(1, 2);
     let mut msgs = Vec::new();
     for t in 0..3 {
-        a.start_call(t);
+        a.start_call(at(t));
         msgs.extend(drain(&mut a));
     }
     // Each call ends as it sends; its user is free again (at the front).
@@ -1043,12 +1084,12 @@ fn injection_and_setdest_errors_stop_the_run() {
         );
         let scn =
             Arc::new(Scenario::parse_with(&xml, "e.xml", &ctx).unwrap_or_else(|e| panic!("{e}")));
-        let mut c = Config::new("127.0.0.1".parse().unwrap());
+        let mut c = test_config();
         c.inject = Some(Arc::new(
             Inject::parse(b"SEQUENTIAL\na;b\n", "r.csv").unwrap().into(),
         ));
         let mut a = Endpoint::new(Arc::new(c), scn, 5061, Some(addr(UAS)), 1, 1);
-        a.start_call(0);
+        a.start_call(at(0));
         let fatal = a.fatal.clone().unwrap_or_default();
         assert!(fatal.contains(want), "{action}: {fatal}");
         assert!(drain(&mut a).is_empty(), "{action}");
@@ -1069,18 +1110,18 @@ fn an_answered_call_that_fails_is_hung_up_above_the_last_cseq() {
         uac(builtin("uac"), config(Some(1))),
         uas(builtin("uas"), config(None)),
     );
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
-    b.handle_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(at(0), addr(UAC), &invite);
     for (_, m) in drain(&mut b) {
-        a.handle_datagram(1, addr(UAS), &m);
+        a.handle_datagram(at(1), addr(UAS), &m);
     }
     let sent: Vec<String> = drain(&mut a).iter().map(|(_, m)| start_line(m)).collect();
     assert_eq!(sent.len(), 2, "ACK and BYE: {sent:?}");
     // The BYE and all its retransmissions are lost: the call fails.
     let mut last = Vec::new();
-    while let Some(t) = a.poll_timeout() {
-        a.handle_timeout(t);
+    while let Some(t) = due(&a) {
+        a.handle_timeout(at(t));
         last = drain(&mut a);
         if a.open_calls() == 0 {
             break;
@@ -1109,7 +1150,7 @@ fn a_lost_200_to_bye_is_answered_again_from_time_wait_then_forgotten() {
         uas(builtin("uas"), config(None)),
     );
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     // The callee's 200 to the BYE is lost: the callee has ended its call.
     let mut seen_bye = false;
     net.exchange(&mut a, &mut b, &mut |l| {
@@ -1187,7 +1228,11 @@ fn string_number_and_jump_actions_run_as_sipp_runs_them() {
         ]]></send>
         </scenario>"#;
     let mut b = uas(scenario(uas_xml), config(None));
-    b.handle_datagram(0, addr(UAC), invite_with_subject("go on", "a1").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        invite_with_subject("go on", "a1").as_bytes(),
+    );
     let out = drain(&mut b);
     assert_eq!(out.len(), 1, "the jump skipped the 500");
     let text = String::from_utf8(out[0].1.clone()).unwrap();
@@ -1209,7 +1254,11 @@ fn string_number_and_jump_actions_run_as_sipp_runs_them() {
     // Not equal: <error> ends the call there, nothing more is sent, and
     // the run must stop (SIPp's fatal error) with the message.
     assert_eq!(b.fatal, None);
-    b.handle_datagram(1, addr(UAC), invite_with_subject("stop", "a2").as_bytes());
+    b.handle_datagram(
+        at(1),
+        addr(UAC),
+        invite_with_subject("stop", "a2").as_bytes(),
+    );
     assert!(drain(&mut b).is_empty());
     assert_eq!(b.stats.failed_by(FailReason::ErrorAction), 1);
     assert_eq!(b.fatal.as_deref(), Some("not equal"));
@@ -1230,7 +1279,7 @@ fn lost_drops_every_sending_and_counter_counts_the_step() {
         uas(Arc::clone(&scn), config(None)),
     );
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
     for _ in 0..64 {
         if !net.tick(&mut a, &mut b) {
@@ -1279,14 +1328,14 @@ fn auto_answer_and_default_behaviors_decide_what_an_unexpected_request_does() {
     };
     let run = |cfg: Config| {
         let mut b = uas(builtin("uas"), Arc::new(cfg));
-        b.handle_datagram(0, addr(UAC), invite("c1").as_bytes());
+        b.handle_datagram(at(0), addr(UAC), invite("c1").as_bytes());
         drain(&mut b);
-        b.handle_datagram(1, addr(UAC), request("INFO", "c1").as_bytes());
+        b.handle_datagram(at(1), addr(UAC), request("INFO", "c1").as_bytes());
         let out = drain(&mut b);
         (b, out)
     };
     let base = || {
-        let mut c = Config::new("127.0.0.1".parse().unwrap());
+        let mut c = test_config();
         c.pid = 4242;
         c
     };
@@ -1311,7 +1360,7 @@ fn auto_answer_and_default_behaviors_decide_what_an_unexpected_request_does() {
 
     // An OPTIONS that is no call's: answered with -aa only.
     let mut b = uas(builtin("uas"), Arc::new(base()));
-    b.handle_datagram(0, addr(UAC), request("OPTIONS", "ping").as_bytes());
+    b.handle_datagram(at(0), addr(UAC), request("OPTIONS", "ping").as_bytes());
     assert!(drain(&mut b).is_empty());
     let mut b = uas(
         builtin("uas"),
@@ -1320,15 +1369,15 @@ fn auto_answer_and_default_behaviors_decide_what_an_unexpected_request_does() {
             ..base()
         }),
     );
-    b.handle_datagram(0, addr(UAC), request("OPTIONS", "ping").as_bytes());
+    b.handle_datagram(at(0), addr(UAC), request("OPTIONS", "ping").as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1);
     assert_eq!(start_line(&out[0].1), "SIP/2.0 200 OK");
     // pingreply (a default behaviour): a PING in the call is answered.
     let mut b = uas(builtin("uas"), Arc::new(base()));
-    b.handle_datagram(0, addr(UAC), invite("c2").as_bytes());
+    b.handle_datagram(at(0), addr(UAC), invite("c2").as_bytes());
     drain(&mut b);
-    b.handle_datagram(1, addr(UAC), request("PING", "c2").as_bytes());
+    b.handle_datagram(at(1), addr(UAC), request("PING", "c2").as_bytes());
     let out = drain(&mut b);
     assert_eq!(out.len(), 1);
     assert_eq!(start_line(&out[0].1), "SIP/2.0 200 OK");
@@ -1339,7 +1388,7 @@ fn auto_answer_and_default_behaviors_decide_what_an_unexpected_request_does() {
 /// is: no clean-up ACK and BYE.
 #[test]
 fn without_the_bye_behaviour_a_failed_call_is_not_cleaned_up() {
-    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    let mut cfg = test_config();
     cfg.pid = 4242;
     cfg.quota = Some(Arc::new(Quota::new(1)));
     cfg.behaviors = sbc_loadtest::engine::Behaviors::NONE;
@@ -1347,16 +1396,16 @@ fn without_the_bye_behaviour_a_failed_call_is_not_cleaned_up() {
         uac(builtin("uac"), Arc::new(cfg)),
         uas(builtin("uas"), config(None)),
     );
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
-    b.handle_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(at(0), addr(UAC), &invite);
     for (_, m) in drain(&mut b) {
-        a.handle_datagram(1, addr(UAS), &m);
+        a.handle_datagram(at(1), addr(UAS), &m);
     }
     drain(&mut a);
     let mut last = Vec::new();
-    while let Some(t) = a.poll_timeout() {
-        a.handle_timeout(t);
+    while let Some(t) = due(&a) {
+        a.handle_timeout(at(t));
         last = drain(&mut a);
         if a.open_calls() == 0 {
             break;
@@ -1400,11 +1449,11 @@ fn globals_are_shared_by_calls_running_at_once() {
         )
     };
     // Both calls start before either ACK.
-    b.handle_datagram(0, addr(UAC), msg("INVITE", "g1", "1 INVITE").as_bytes());
-    b.handle_datagram(0, addr(UAC), msg("INVITE", "g2", "1 INVITE").as_bytes());
+    b.handle_datagram(at(0), addr(UAC), msg("INVITE", "g1", "1 INVITE").as_bytes());
+    b.handle_datagram(at(0), addr(UAC), msg("INVITE", "g2", "1 INVITE").as_bytes());
     drain(&mut b);
-    b.handle_datagram(1, addr(UAC), msg("ACK", "g1", "1 ACK").as_bytes());
-    b.handle_datagram(1, addr(UAC), msg("ACK", "g2", "1 ACK").as_bytes());
+    b.handle_datagram(at(1), addr(UAC), msg("ACK", "g1", "1 ACK").as_bytes());
+    b.handle_datagram(at(1), addr(UAC), msg("ACK", "g2", "1 ACK").as_bytes());
     let acks: Vec<String> = drain(&mut b)
         .iter()
         .map(|(_, m)| {
@@ -1429,11 +1478,11 @@ fn a_jump_out_of_range_is_fatal() {
     };
     let invite = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKj\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: j1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
     let mut b = uas(scenario(&xml("2")), config(None));
-    b.handle_datagram(0, addr(UAC), invite.as_bytes());
+    b.handle_datagram(at(0), addr(UAC), invite.as_bytes());
     assert_eq!((b.stats.succeeded, b.fatal.as_deref()), (1, None));
     for (to, why) in [("3", "out of range"), ("1", "itself")] {
         let mut b = uas(scenario(&xml(to)), config(None));
-        b.handle_datagram(0, addr(UAC), invite.as_bytes());
+        b.handle_datagram(at(0), addr(UAC), invite.as_bytes());
         assert!(
             b.fatal.as_deref().is_some_and(|f| f.contains(why)),
             "{:?}",
@@ -1599,27 +1648,27 @@ fn a_capture_plays_paced_from_our_sdp_port_to_the_peers_and_stops_with_the_call(
     );
     let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
-    assert_eq!(a.poll_timeout(), Some(0), "the first packet is due now");
-    a.handle_timeout(0);
+    assert_eq!(due(&a), Some(0), "the first packet is due now");
+    a.handle_timeout(at(0));
     let peer = addr("10.9.9.9:7000");
     assert_eq!(drain_media(&mut a), vec![(6010, peer, b"rtp-0".to_vec())]);
-    a.handle_timeout(9_999);
+    a.handle_timeout(at(9_999));
     assert!(drain_media(&mut a).is_empty(), "paced: not before 10 ms");
-    a.handle_timeout(10_000);
+    a.handle_timeout(at(10_000));
     assert_eq!(
         drain_media(&mut a),
         vec![(6011, addr("10.9.9.9:7001"), b"rtcp".to_vec())]
     );
-    a.handle_timeout(20_000);
+    a.handle_timeout(at(20_000));
     assert_eq!(drain_media(&mut a), vec![(6010, peer, b"rtp-1".to_vec())]);
     // The pause ends at 30 ms: BYE, 200, the call is over.
     net.now = 30_000;
-    a.handle_timeout(net.now);
+    a.handle_timeout(at(net.now));
     net.exchange(&mut a, &mut b, &mut |_| false);
     assert_eq!((a.stats.succeeded, a.open_calls()), (1, 0));
-    a.handle_timeout(2_000_000);
+    a.handle_timeout(at(2_000_000));
     assert!(drain_media(&mut a).is_empty(), "stopped with the call");
     assert_eq!((a.stats.rtp_packets_sent, a.stats.rtp_bytes_sent), (3, 14));
 }
@@ -1649,11 +1698,11 @@ Content-Length: 0
         uac(recv_stop, config(Some(1))),
         uas(uas_with_sdp(), config(None)),
     );
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
-    b.handle_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(at(0), addr(UAC), &invite);
     for (_, m) in drain(&mut b) {
-        a.handle_datagram(1, addr(UAS), &m);
+        a.handle_datagram(at(1), addr(UAS), &m);
     }
     assert_eq!(a.stats.failed_by(FailReason::Rejected), 1);
     assert_eq!(a.open_calls(), 0);
@@ -1666,14 +1715,14 @@ Content-Length: 0
     );
     let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
     let call_id = Message::parse(&invite)
         .unwrap()
         .value(HeaderName::CallId)
         .unwrap()
         .to_vec();
-    b.handle_datagram(0, addr(UAC), &invite);
+    b.handle_datagram(at(0), addr(UAC), &invite);
     net.exchange(&mut a, &mut b, &mut |_| false);
     let want = [b"echo ".as_slice(), &call_id, b" done"].concat();
     assert_eq!(a.commands, vec![want]);
@@ -1723,22 +1772,22 @@ fn pause_lengths_come_from_a_variable_or_a_distribution() {
     let mut a = uac(scn, config(Some(2)));
     for call in 0..2u64 {
         let t0 = call * 1_000_000;
-        assert!(a.start_call(t0));
+        assert!(a.start_call(at(t0)));
         assert_eq!(drain(&mut a).len(), 1);
         // The variable's 250 ms, then 10..20 ms, then 5 ms.
-        assert_eq!(a.poll_timeout(), Some(t0 + 250_000));
-        a.handle_timeout(t0 + 250_000);
-        let second = a.poll_timeout().unwrap() - (t0 + 250_000);
+        assert_eq!(due(&a), Some(t0 + 250_000));
+        a.handle_timeout(at(t0 + 250_000));
+        let second = due(&a).unwrap() - (t0 + 250_000);
         assert!((10_000..=20_000).contains(&second), "{second} µs");
-        a.handle_timeout(t0 + 250_000 + second);
-        assert_eq!(a.poll_timeout(), Some(t0 + 255_000 + second));
-        a.handle_timeout(t0 + 255_000 + second);
+        a.handle_timeout(at(t0 + 250_000 + second));
+        assert_eq!(due(&a), Some(t0 + 255_000 + second));
+        a.handle_timeout(at(t0 + 255_000 + second));
         let out = drain(&mut a);
         assert_eq!(out.len(), 1);
         let text = String::from_utf8_lossy(&out[0].1).into_owned();
         let port = 6000 + 4 * call;
         assert!(text.contains(&format!("m=audio {port} RTP")), "{text}");
-        a.abort_all(t0 + 300_000);
+        a.abort_all(at(t0 + 300_000));
     }
 }
 
@@ -1778,7 +1827,7 @@ Content-Length: 0
         uac(builtin("uac"), config(Some(1))),
         uas(uas_scn, config(None)),
     );
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let mut bye = Vec::new();
     let mut net = Net::new();
     // Keep the BYE as it goes by.
@@ -1791,21 +1840,21 @@ Content-Length: 0
             if m.starts_with(b"BYE ") {
                 bye.clone_from(&m);
             }
-            b.handle_datagram(net.now, addr(UAC), &m);
+            b.handle_datagram(at(net.now), addr(UAC), &m);
         }
         for (_, m) in drain(&mut b) {
-            a.handle_datagram(net.now, addr(UAS), &m);
+            a.handle_datagram(at(net.now), addr(UAS), &m);
         }
     }
     assert!(!bye.is_empty());
     assert_eq!((a.stats.succeeded, b.open_calls()), (1, 1), "in timewait");
     net.now = 1_000_000;
-    b.handle_datagram(net.now, addr(UAC), &bye);
+    b.handle_datagram(at(net.now), addr(UAC), &bye);
     let again = drain(&mut b);
     assert_eq!(again.len(), 1, "the BYE answered again");
     assert_eq!(start_line(&again[0].1), "SIP/2.0 200 OK");
     // The run ends during the timewait: a success, not an abort.
-    b.abort_all(2_000_000);
+    b.abort_all(at(2_000_000));
     assert_eq!((b.stats.succeeded, b.stats.failed_total()), (1, 0));
 
     let e = load_error(r#"<scenario name="t"><timewait milliseconds="10"/><nop/></scenario>"#);
@@ -1828,11 +1877,11 @@ fn rtp_stream_sends_a_file_as_rtp_paced_and_looped() {
     );
     let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
     let mut packets = Vec::new();
     for ms in (0..=120).step_by(10) {
-        a.handle_timeout(ms * 1000);
+        a.handle_timeout(at(ms * 1000));
         for (from, to, p) in drain_media(&mut a) {
             assert_eq!((from, to), (6010, addr("10.9.9.9:7000")));
             packets.push((ms, p));
@@ -1874,11 +1923,11 @@ fn rtp_stream_sends_a_file_as_rtp_paced_and_looped() {
     ));
     let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
     let mut sent = Vec::new();
     for ms in (0..=160).step_by(10) {
-        a.handle_timeout(ms * 1000);
+        a.handle_timeout(at(ms * 1000));
         for (_, _, p) in drain_media(&mut a) {
             let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
             sent.push((ms, p[1], ts));
@@ -1916,10 +1965,10 @@ Call-ID: [call_id]
     );
     assert_eq!(scn.command_peers(), vec!["s2", "m"]);
     assert!(scn.unnamed_peer().is_none());
-    let cfg = Config::new("127.0.0.1".parse().unwrap());
+    let cfg = test_config();
     let mut b = Endpoint::new(Arc::new(cfg), scn, 5060, Some(addr(UAS)), 1, 1);
     // The master's command starts a call (its first step is <recvCmd>).
-    b.handle_command(0, b"From: m\r\nCall-ID: c-1\r\n\r\n");
+    b.handle_command(at(0), b"From: m\r\nCall-ID: c-1\r\n\r\n");
     assert_eq!(
         b.twin_out,
         vec![(
@@ -1929,13 +1978,13 @@ Call-ID: [call_id]
     );
     b.twin_out.clear();
     // s2's answer claiming to be the master: refused, the call fails.
-    b.handle_command(10, b"From:\tm\r\nCall-ID: c-1\r\n\r\n");
+    b.handle_command(at(10), b"From:\tm\r\nCall-ID: c-1\r\n\r\n");
     assert!(b.twin_out.is_empty());
     assert_eq!((b.stats.failed_total(), b.open_calls()), (1, 0));
     // A second call, answered by s2 itself: it goes on to the master.
-    b.handle_command(20, b"From: m\r\nCall-ID: c-2\r\n\r\n");
+    b.handle_command(at(20), b"From: m\r\nCall-ID: c-2\r\n\r\n");
     b.twin_out.clear();
-    b.handle_command(30, b"Call-ID: c-2\r\nFrom: s2 \r\n\r\n");
+    b.handle_command(at(30), b"Call-ID: c-2\r\nFrom: s2 \r\n\r\n");
     assert_eq!(
         b.twin_out,
         vec![(
@@ -1974,19 +2023,23 @@ Content-Length: 0
 ]]></send>
 </scenario>"#,
     );
-    let mut cfg = Config::new("127.0.0.1".parse().unwrap());
+    let mut cfg = test_config();
     cfg.recv_timeout_ms = Some(1000);
     let mut b = uas(scn, Arc::new(cfg));
-    b.handle_datagram(0, addr(UAC), invite_with_subject("x", "call-7").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        invite_with_subject("x", "call-7").as_bytes(),
+    );
     assert_eq!(
         b.twin_out,
         vec![(None, b"Call-ID: call-7\r\nX-Ask: now\r\n\r\n".to_vec())]
     );
     b.twin_out.clear();
     // Another call's answer, or none's: not this call's.
-    b.handle_command(10, b"Call-ID: other\r\nX-Answer: no\r\n");
+    b.handle_command(at(10), b"Call-ID: other\r\nX-Answer: no\r\n");
     assert!(drain(&mut b).is_empty());
-    b.handle_command(20, b"Call-ID: call-7\r\nX-Answer: yes\r\n\r\n");
+    b.handle_command(at(20), b"Call-ID: call-7\r\nX-Answer: yes\r\n\r\n");
     let out = drain(&mut b);
     assert_eq!(out.len(), 1);
     let text = String::from_utf8_lossy(&out[0].1).into_owned();
@@ -1997,10 +2050,14 @@ Content-Length: 0
     );
     assert_eq!(b.stats.succeeded, 1);
     // A second call whose twin never answers.
-    b.handle_datagram(30, addr(UAC), invite_with_subject("x", "call-8").as_bytes());
-    b.handle_timeout(30 + 999_999);
+    b.handle_datagram(
+        at(30),
+        addr(UAC),
+        invite_with_subject("x", "call-8").as_bytes(),
+    );
+    b.handle_timeout(at(30 + 999_999));
     assert_eq!((b.stats.failed_total(), b.open_calls()), (0, 1));
-    b.handle_timeout(30 + 1_000_000);
+    b.handle_timeout(at(30 + 1_000_000));
     assert_eq!(b.stats.failed_by(FailReason::RecvTimeout), 1);
     assert_eq!(b.open_calls(), 0);
 }
@@ -2075,18 +2132,18 @@ fn transactions_and_regexp_match_choose_the_step_as_sipp_does() {
     // The INVITE's 200 while the MESSAGE's is awaited: not that step's
     // (the branch differs), so unexpected.
     let mut early = uac(Arc::clone(&scn), config(Some(1)));
-    assert!(early.start_call(0));
+    assert!(early.start_call(at(0)));
     let invite = drain(&mut early).remove(0).1;
-    early.handle_datagram(1, addr(UAS), &response_to(&invite, "200 OK"));
+    early.handle_datagram(at(1), addr(UAS), &response_to(&invite, "200 OK"));
     assert_eq!(early.stats.failed_by(FailReason::UnexpectedMessage), 1);
     // In order: the MESSAGE's 200, then the INVITE's.
     let mut a = uac(scn, config(Some(1)));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let sent = drain(&mut a);
     let (invite, message) = (sent[0].1.clone(), sent[1].1.clone());
-    a.handle_datagram(1, addr(UAS), &response_to(&invite, "180 Ringing"));
-    a.handle_datagram(2, addr(UAS), &response_to(&message, "200 OK"));
-    a.handle_datagram(3, addr(UAS), &response_to(&invite, "200 OK"));
+    a.handle_datagram(at(1), addr(UAS), &response_to(&invite, "180 Ringing"));
+    a.handle_datagram(at(2), addr(UAS), &response_to(&message, "200 OK"));
+    a.handle_datagram(at(3), addr(UAS), &response_to(&invite, "200 OK"));
     let ack = drain(&mut a);
     assert_eq!(ack.len(), 1);
     assert!(start_line(&ack[0].1).starts_with("ACK "));
@@ -2095,7 +2152,7 @@ fn transactions_and_regexp_match_choose_the_step_as_sipp_does() {
     let other = String::from_utf8(response_to(&invite, "200 OK"))
         .unwrap()
         .replace(";tag=b", ";tag=c");
-    a.handle_datagram(4, addr(UAS), other.as_bytes());
+    a.handle_datagram(at(4), addr(UAS), other.as_bytes());
     assert_eq!(drain(&mut a), ack);
     // A NOTIFY matches the method pattern; a 200 with a CSeq method the
     // scenario never sent does not match the last step.
@@ -2103,14 +2160,14 @@ fn transactions_and_regexp_match_choose_the_step_as_sipp_does() {
         .unwrap()
         .replacen("INVITE sip:x@127.0.0.1", "NOTIFY sip:a@127.0.0.1", 1)
         .replace(" INVITE\r\n", " NOTIFY\r\n");
-    a.handle_datagram(5, addr(UAS), notify.as_bytes());
+    a.handle_datagram(at(5), addr(UAS), notify.as_bytes());
     assert_eq!(a.open_calls(), 1);
     let options = drain(&mut a).remove(0).1;
     assert!(start_line(&options).starts_with("OPTIONS "));
     let wrong = String::from_utf8(response_to(&options, "200 OK"))
         .unwrap()
         .replace(" OPTIONS\r\n", " SUBSCRIBE\r\n");
-    a.handle_datagram(6, addr(UAS), wrong.as_bytes());
+    a.handle_datagram(at(6), addr(UAS), wrong.as_bytes());
     assert_eq!(a.stats.failed_by(FailReason::UnexpectedMessage), 1);
 }
 
@@ -2163,12 +2220,12 @@ fn play_dtmf_sends_rfc4733_events_on_the_audio_stream() {
     let scn = uac_playing(r#"<exec play_dtmf="[call_number]9,60"/>"#, 3_000);
     let (mut a, mut b) = (uac(scn, config(Some(1))), uas(uas_with_sdp(), config(None)));
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
     let mut got = Vec::new();
     let mut t = 0;
     while t <= 2_000_000 {
-        a.handle_timeout(t);
+        a.handle_timeout(at(t));
         got.extend(
             drain_media(&mut a)
                 .into_iter()
@@ -2209,22 +2266,22 @@ fn a_lost_connection_fails_its_calls() {
         uas(scenario(&callee), config(None)),
     );
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
     // The caller's pause (-d 0) ends at once: BYE, 200, the callee is in
     // its <timewait>.
     net.now = 1_000;
-    a.handle_timeout(net.now);
+    a.handle_timeout(at(net.now));
     net.exchange(&mut a, &mut b, &mut |_| false);
     assert_eq!((a.stats.succeeded, b.open_calls()), (1, 1));
-    b.connection_lost(2_000, addr(UAC), None, FailReason::TcpClosed);
+    b.connection_lost(at(2_000), addr(UAC), None, FailReason::TcpClosed);
     assert_eq!(b.open_calls(), 0);
     assert_eq!(b.stats.failed_by(FailReason::TcpClosed), 1);
     assert!(drain(&mut b).is_empty());
     // A caller's call (tn: by its serial) whose connection cannot open.
-    assert!(a.start_call(3_000));
+    assert!(a.start_call(at(3_000)));
     drain(&mut a);
-    a.connection_lost(3_000, addr(UAS), Some(2), FailReason::TcpConnect);
+    a.connection_lost(at(3_000), addr(UAS), Some(2), FailReason::TcpConnect);
     assert_eq!(a.stats.failed_by(FailReason::TcpConnect), 1);
     assert!(
         drain(&mut a).is_empty(),
@@ -2257,7 +2314,7 @@ fn tdm_circuits_are_taken_and_given_back() {
     assert_eq!(map.circuits(), 2);
     assert!(TdmMap::parse("{0-3}{99}{5-8}").is_none());
     assert!(TdmMap::parse("{3-0}{99}{5-8}{1-31}").is_none());
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.tdmmap = Some(map);
     let mut a = uac(scn, Arc::new(c));
     let circuit = |m: &[u8]| {
@@ -2269,7 +2326,7 @@ fn tdm_circuits_are_taken_and_given_back() {
     };
     let mut sent = Vec::new();
     for t in 0..3 {
-        assert!(a.start_call(t));
+        assert!(a.start_call(at(t)));
         sent.extend(drain(&mut a).into_iter().map(|(_, m)| m));
     }
     // Two circuits: the third call fails without a message.
@@ -2279,9 +2336,9 @@ fn tdm_circuits_are_taken_and_given_back() {
     assert_eq!(a.stats.failed_by(FailReason::OutboundCongestion), 1);
     assert_eq!(a.open_calls(), 2);
     // The first call ends: its circuit is the one the next call takes.
-    a.handle_datagram(4, addr(UAS), &response_to(&sent[0], "200 OK"));
+    a.handle_datagram(at(4), addr(UAS), &response_to(&sent[0], "200 OK"));
     assert_eq!(a.open_calls(), 1);
-    assert!(a.start_call(5));
+    assert!(a.start_call(at(5)));
     let next = drain(&mut a).remove(0).1;
     assert_eq!(circuit(&next), circuit(&sent[0]));
     assert_eq!(a.stats.failed_by(FailReason::OutboundCongestion), 1);
@@ -2291,15 +2348,15 @@ fn tdm_circuits_are_taken_and_given_back() {
 /// so that over `-t tn` it leaves on the call's own connection.
 #[test]
 fn a_failed_calls_cleanup_is_the_calls_own_output() {
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.recv_timeout_ms = Some(1_000);
     let mut a = uac(builtin("uac"), Arc::new(c));
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     let invite = drain(&mut a).remove(0).1;
-    a.handle_datagram(1, addr(UAS), &response_to(&invite, "180 Ringing"));
+    a.handle_datagram(at(1), addr(UAS), &response_to(&invite, "180 Ringing"));
     let serial = a.outgoing().0.first().map(|o| o.call);
     assert_eq!(serial, None, "nothing sent on the 180");
-    a.handle_timeout(2_000_000);
+    a.handle_timeout(at(2_000_000));
     let (out, buf) = a.outgoing();
     let cancel = out
         .iter()
@@ -2324,7 +2381,7 @@ fn options(id: &str, branch: &str) -> Vec<u8> {
 fn a_request_of_no_call_runs_the_out_of_call_scenario() {
     let mut a = uac(builtin("uac"), config(Some(1)));
     a.set_out_of_call(builtin("ooc_default"));
-    a.handle_datagram(0, addr(UAS), &options("probe-1", "z9hG4bK-p1"));
+    a.handle_datagram(at(0), addr(UAS), &options("probe-1", "z9hG4bK-p1"));
     let out = drain(&mut a);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, addr(UAS));
@@ -2334,10 +2391,10 @@ fn a_request_of_no_call_runs_the_out_of_call_scenario() {
     assert_eq!((a.stats.auto_answered, a.stats.warnings), (1, 1));
     assert!(a.errors[0].contains("Received out-of-call OPTIONS message"));
     // Its retransmission is answered again; it ends after its 4 s.
-    a.handle_datagram(300_000, addr(UAS), &options("probe-1", "z9hG4bK-p1"));
+    a.handle_datagram(at(300_000), addr(UAS), &options("probe-1", "z9hG4bK-p1"));
     assert_eq!(start_line(&drain(&mut a)[0].1), "SIP/2.0 200 OK");
-    while let Some(t) = a.poll_timeout().filter(|&t| t <= 5_000_000) {
-        a.handle_timeout(t);
+    while let Some(t) = due(&a).filter(|&t| t <= 5_000_000) {
+        a.handle_timeout(at(t));
     }
     let ooc = a.out_of_call_stats().unwrap();
     assert_eq!((ooc.created, ooc.succeeded, ooc.failed_total()), (1, 1, 0));
@@ -2345,7 +2402,7 @@ fn a_request_of_no_call_runs_the_out_of_call_scenario() {
     // The main scenario's call runs as ever.
     let mut b = uas(builtin("uas"), config(None));
     let mut net = Net::new();
-    assert!(a.start_call(6_000_000));
+    assert!(a.start_call(at(6_000_000)));
     net.now = 6_000_000;
     net.exchange(&mut a, &mut b, &mut |_| false);
     assert_eq!((a.stats.created, a.stats.succeeded), (1, 1));
@@ -2353,7 +2410,7 @@ fn a_request_of_no_call_runs_the_out_of_call_scenario() {
     // ooc_dummy waits for DUMMY: an OPTIONS fails its call.
     let mut a = uac(builtin("uac"), config(Some(1)));
     a.set_out_of_call(builtin("ooc_dummy"));
-    a.handle_datagram(0, addr(UAS), &options("probe-2", "z9hG4bK-p2"));
+    a.handle_datagram(at(0), addr(UAS), &options("probe-2", "z9hG4bK-p2"));
     let ooc = a.out_of_call_stats().unwrap();
     assert_eq!((ooc.created, ooc.failed_total()), (1, 1));
     assert_eq!(a.stats.failed_total(), 0);
@@ -2414,11 +2471,11 @@ fn rtp_check_pair_of(
         &format!(r#"<nop><action><exec rtp_echo="start{echo}"/></action></nop>"#),
         &format!(r#"<nop><action><exec rtp_echo="stop{echo}"/></action></nop>"#),
     );
-    let mut cb = Config::new("127.0.0.1".parse().unwrap());
+    let mut cb = test_config();
     cb.media_port = 8000;
     let (mut a, mut b) = (uac(caller, config(Some(1))), uas(callee, Arc::new(cb)));
     let mut net = Net::new();
-    assert!(a.start_call(0));
+    assert!(a.start_call(at(0)));
     net.exchange(&mut a, &mut b, &mut |_| false);
     let ip = "127.0.0.1".parse().unwrap();
     let (pa, pb) = (6000 + video, 8000 + video);
@@ -2436,7 +2493,7 @@ fn rtp_check_pair_of(
     let mut sizes = Vec::new();
     for ms in (0..=260).step_by(10) {
         net.now = ms * 1000;
-        a.handle_timeout(net.now);
+        a.handle_timeout(at(net.now));
         for (from, to, mut p) in drain_media(&mut a) {
             assert_eq!((from, to), (pa, SocketAddr::new(ip, pb)));
             // SRTP hides the pattern.
@@ -2451,7 +2508,7 @@ fn rtp_check_pair_of(
             a.handle_media(to.port(), SocketAddr::new(ip, from), &p);
         }
         net.exchange(&mut a, &mut b, &mut |_| false);
-        b.handle_timeout(net.now);
+        b.handle_timeout(at(net.now));
         net.exchange(&mut a, &mut b, &mut |_| false);
     }
     assert_eq!(a.open_calls() + b.open_calls(), 0, "the call ended");
@@ -2581,13 +2638,13 @@ Content-Length: 0
     ));
     let mut b = uas(scn, config(None));
     b.handle_datagram(
-        0,
+        at(0),
         addr(UAC),
         request("INVITE", "u-1", "i1", 1, "").as_bytes(),
     );
     assert_eq!(start_line(&drain(&mut b)[0].1), "SIP/2.0 200 OK");
     b.handle_datagram(
-        300_000,
+        at(300_000),
         addr(UAC),
         request("INFO", "u-1", "n1", 2, "").as_bytes(),
     );
@@ -2600,12 +2657,12 @@ Content-Length: 0
     assert_eq!(b.stats.failed_total(), 0);
     // Back in the pause until 1000 ms, as it was: nothing goes on
     // before then, the step after it runs then.
-    b.handle_timeout(900_000);
+    b.handle_timeout(at(900_000));
     assert!(drain(&mut b).is_empty(), "still in the pause at 900 ms");
-    b.handle_timeout(1_000_000);
+    b.handle_timeout(at(1_000_000));
     assert_eq!(start_line(&drain(&mut b)[0].1), "SIP/2.0 199 Pause Over");
     b.handle_datagram(
-        1_100_000,
+        at(1_100_000),
         addr(UAC),
         request("BYE", "u-1", "b1", 3, "").as_bytes(),
     );
@@ -2634,11 +2691,11 @@ fn ignoresdp_keeps_a_messages_sdp_from_the_media() {
         ));
         let mut b = uas(scn, config(None));
         b.handle_datagram(
-            0,
+            at(0),
             addr(UAC),
             request("INVITE", "s-1", "i1", 1, sdp).as_bytes(),
         );
-        b.handle_timeout(0);
+        b.handle_timeout(at(0));
         let media = drain_media(&mut b);
         assert_eq!(!media.is_empty(), packets, "ignoresdp={ignore}");
         if packets {
@@ -2661,14 +2718,26 @@ fn two_calls_on_one_media_port_are_told() {
     );
     let mut b = uas(scn, config(None));
     for id in ["p-1", "p-2"] {
-        b.handle_datagram(0, addr(UAC), request("INVITE", id, id, 1, "").as_bytes());
-        b.handle_datagram(0, addr(UAC), request("ACK", id, id, 1, "").as_bytes());
+        b.handle_datagram(
+            at(0),
+            addr(UAC),
+            request("INVITE", id, id, 1, "").as_bytes(),
+        );
+        b.handle_datagram(at(0), addr(UAC), request("ACK", id, id, 1, "").as_bytes());
     }
     assert_eq!(b.media_ports().collect::<Vec<_>>(), [6000]);
     assert_eq!(b.stats.warnings, 1);
-    b.handle_datagram(0, addr(UAC), request("BYE", "p-1", "b1", 2, "").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        request("BYE", "p-1", "b1", 2, "").as_bytes(),
+    );
     assert!(b.listening(), "p-2 still echoes there");
-    b.handle_datagram(0, addr(UAC), request("BYE", "p-2", "b2", 2, "").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        request("BYE", "p-2", "b2", 2, "").as_bytes(),
+    );
     assert!(!b.listening());
     assert_eq!(b.stats.succeeded, 2);
 }
@@ -2721,7 +2790,11 @@ Content-Length: 0
         let mut b = uas(scn(), cfg);
         logs.set(logs.get() + b.logs.len());
         for id in ["i-1", "i-2"] {
-            b.handle_datagram(0, addr(UAC), request("INVITE", id, id, 1, "").as_bytes());
+            b.handle_datagram(
+                at(0),
+                addr(UAC),
+                request("INVITE", id, id, 1, "").as_bytes(),
+            );
         }
         let out = drain(&mut b);
         assert_eq!(out.len(), 2, "one answer each: the 486 step is gone past");
@@ -2741,7 +2814,7 @@ Content-Length: 0
         ["1 1.000000", "1 1.000000"],
         "init ran once"
     );
-    let mut c = Config::new("127.0.0.1".parse().unwrap());
+    let mut c = test_config();
     c.set = vec![("THINKTIME".into(), b"5".to_vec())];
     c.trace_logs = true;
     let c = Arc::new(c);
@@ -2796,15 +2869,19 @@ Content-Length: 0
 </scenario>"#
         );
         let mut a = uac(scenario(&xml), config(Some(1)));
-        assert!(a.start_call(0));
+        assert!(a.start_call(at(0)));
         let invite = drain(&mut a).remove(0).1;
         let trying = final_answer(&invite, "100 Trying");
-        a.handle_datagram(1_000, addr(UAS), trying.as_bytes());
-        a.handle_datagram(2_000, addr(UAS), final_answer(&invite, "200 OK").as_bytes());
+        a.handle_datagram(at(1_000), addr(UAS), trying.as_bytes());
+        a.handle_datagram(
+            at(2_000),
+            addr(UAS),
+            final_answer(&invite, "200 OK").as_bytes(),
+        );
         // A second 100, not a retransmission (another header), late.
         let late = trying.replace("Content-Length: 0", "Server: late\r\nContent-Length: 0");
-        a.handle_datagram(3_000, addr(UAS), late.as_bytes());
-        a.handle_timeout(200_000);
+        a.handle_datagram(at(3_000), addr(UAS), late.as_bytes());
+        a.handle_timeout(at(200_000));
         let out = drain(&mut a);
         let bye = String::from_utf8_lossy(&out.last().unwrap().1).into_owned();
         assert!(bye.starts_with("BYE"), "{bye}");
@@ -2854,14 +2931,14 @@ Content-Length: 0
     };
     for own in [true, false] {
         let mut a = uac(caller(own), config(Some(1)));
-        assert!(a.start_call(0));
+        assert!(a.start_call(at(0)));
         let invite = drain(&mut a).remove(0).1;
         a.handle_datagram(
-            1_000,
+            at(1_000),
             addr(UAS),
             final_answer(&invite, "180 Ringing").as_bytes(),
         );
-        a.handle_timeout(200_000);
+        a.handle_timeout(at(200_000));
         let out = drain(&mut a);
         let cancel = String::from_utf8_lossy(&out[0].1).into_owned();
         assert!(cancel.starts_with("CANCEL"), "{cancel}");
@@ -2886,11 +2963,15 @@ Content-Length: 0
     );
     let mut b = uas(callee, config(None));
     b.handle_datagram(
-        0,
+        at(0),
         addr(UAC),
         request("INVITE", "d-1", "i1", 1, "").as_bytes(),
     );
-    b.handle_datagram(0, addr(UAC), request("BYE", "d-1", "b1", 2, "").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        request("BYE", "d-1", "b1", 2, "").as_bytes(),
+    );
     let ok = first_sent(&mut b);
     assert!(
         ok.contains("X-Own: bye answered") && ok.contains("CSeq: 2 BYE"),
@@ -2919,12 +3000,16 @@ Call-ID: [call_id]
     );
     let mut b = uas(Arc::clone(&scn), config(None));
     b.handle_datagram(
-        0,
+        at(0),
         addr(UAC),
         request("INVITE", "t-1", "i1", 1, "").as_bytes(),
     );
     b.twin_out.clear();
-    b.handle_datagram(0, addr(UAC), request("INFO", "t-1", "n1", 2, "").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        request("INFO", "t-1", "n1", 2, "").as_bytes(),
+    );
     assert_eq!(
         b.twin_out,
         vec![(None, b"call-id: t-1\ninternal-cmd: abort_call\n\n".to_vec())]
@@ -2934,14 +3019,14 @@ Call-ID: [call_id]
     // started by it.
     let mut b = uas(scn, config(None));
     b.handle_datagram(
-        0,
+        at(0),
         addr(UAC),
         request("INVITE", "t-2", "i2", 1, "").as_bytes(),
     );
-    b.handle_command(0, b"call-id: t-2\ninternal-cmd: abort_call\n\n");
+    b.handle_command(at(0), b"call-id: t-2\ninternal-cmd: abort_call\n\n");
     assert_eq!(b.stats.failed_by(FailReason::TwinAborted), 1);
     assert_eq!(b.open_calls(), 0);
-    b.handle_command(0, b"call-id: t-3\ninternal-cmd: abort_call\n\n");
+    b.handle_command(at(0), b"call-id: t-3\ninternal-cmd: abort_call\n\n");
     assert_eq!((b.open_calls(), b.stats.out_of_call_msgs), (0, 1));
 }
 
@@ -2969,14 +3054,26 @@ Content-Length: 0
     );
     let mut b = uas(scn, config(None));
     b.handle_datagram(
-        0,
+        at(0),
         addr(UAC),
         request("INVITE", "a-1", "i1", 1, "").as_bytes(),
     );
-    b.handle_datagram(0, addr(UAC), request("INFO", "a-1", "n1", 2, "").as_bytes());
-    b.handle_datagram(0, addr(UAC), request("INFO", "a-1", "n2", 3, "").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        request("INFO", "a-1", "n1", 2, "").as_bytes(),
+    );
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        request("INFO", "a-1", "n2", 3, "").as_bytes(),
+    );
     assert!(drain(&mut b).is_empty(), "still waiting");
-    b.handle_datagram(0, addr(UAC), request("ACK", "a-1", "k1", 1, "").as_bytes());
+    b.handle_datagram(
+        at(0),
+        addr(UAC),
+        request("ACK", "a-1", "k1", 1, "").as_bytes(),
+    );
     let ok = first_sent(&mut b);
     assert!(
         ok.contains("X-Infos: 2.000000") && ok.contains("CSeq: 1 ACK"),
@@ -3011,17 +3108,17 @@ Content-Length: 0
     );
     let mut b = uas(scn, config(None));
     b.handle_datagram(
-        0,
+        at(0),
         addr(UAC),
         request("INVITE", "q-1", "i1", 1, "").as_bytes(),
     );
     b.handle_datagram(
-        10_000,
+        at(10_000),
         addr(UAC),
         request("INFO", "q-1", "n1", 2, "").as_bytes(),
     );
     assert!(drain(&mut b).is_empty(), "the handler pauses first");
-    b.handle_timeout(60_000);
+    b.handle_timeout(at(60_000));
     let ok = first_sent(&mut b);
     assert!(
         ok.starts_with("SIP/2.0 200 OK") && ok.contains("CSeq: 2 INFO"),
