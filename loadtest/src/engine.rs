@@ -1870,7 +1870,8 @@ impl Endpoint {
         let media = self.play_due.peek().map(|Reverse((t, _, _))| *t);
         let stream = self.stream_due.peek().map(|Reverse((t, _, _))| *t);
         let due = [call, answer, media, stream].into_iter().flatten().min()?;
-        Some(self.cfg.epoch + Duration::from_micros(due))
+        // A deadline past what an Instant holds is none.
+        self.cfg.epoch.checked_add(Duration::from_micros(due))
     }
 
     /// `now` on the endpoint's clock: microseconds since the run's epoch.

@@ -1109,17 +1109,15 @@ fn an_unusable_answer_from_one_phone_leaves_the_other_ringing() {
     soft_rings(&mut sim, &soft);
     assert_eq!(sim.one_to(CARRIER_A).code(), Some(180));
     let multicast = "v=0\r\no=- 3 3 IN IP4 203.0.113.20\r\ns=-\r\nc=IN IP4 224.2.2.2\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
-    sim.recv(
-        DESK,
-        &reply(
-            &desk,
-            200,
-            "OK",
-            Some("desk-tag"),
-            Some("sip:alice@10.1.1.2:5062"),
-            multicast,
-        ),
+    let unusable = reply(
+        &desk,
+        200,
+        "OK",
+        Some("desk-tag"),
+        Some("sip:alice@10.1.1.2:5062"),
+        multicast,
     );
+    sim.recv(DESK, &unusable);
     let sent = sim.sent();
     let to_desk: Vec<String> = sent
         .iter()
@@ -1132,6 +1130,12 @@ fn an_unusable_answer_from_one_phone_leaves_the_other_ringing() {
             .all(|s| s.to != addr(CARRIER_A) && s.to != addr(SOFT)),
         "the caller hears nothing yet and the softphone rings on: {sent:?}"
     );
+    // The desk phone sends its 200 again: ACKed again, nothing more.
+    sim.recv(DESK, &unusable);
+    let again = sim.sent();
+    let methods: Vec<String> = again.iter().filter_map(Sent::method).collect();
+    assert_eq!(methods, ["ACK"], "{again:?}");
+    assert!(again.iter().all(|s| s.to == addr(DESK)), "{again:?}");
     let phone_sdp = "v=0\r\no=- 4 4 IN IP4 203.0.113.21\r\ns=-\r\nc=IN IP4 203.0.113.21\r\nt=0 0\r\nm=audio 7002 RTP/AVP 0\r\n";
     sim.recv(
         SOFT,

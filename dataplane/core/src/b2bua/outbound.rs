@@ -680,6 +680,9 @@ fn on_provisional(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<
 /// The callee answered: the call leaves routing (dropping its data), the
 /// 2xx goes to the caller, and the other forks of the wave are cancelled.
 fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
+    if call.routing().is_none() {
+        return;
+    }
     let policy = std::sync::Arc::clone(&call.policy);
     let body = sdp_towards(ctx, call, Side::B, call.uas.offer_in_invite, &resp.msg, now);
     if matches!(body, Body::Dropped) {
@@ -770,8 +773,10 @@ fn unanchorable_answer(
     // connection its answer came on.
     let flow = call.b.flow;
     hang_up_stray_answer(ctx, call, index, resp, flow, now);
-    if let Some(t) = policy.trunk(call.b.trunk) {
-        t.stats.fail(Direction::Outbound);
+    // This answer is done with: its retransmissions are only ACKed again
+    // (`late_response`), never taken for an answer.
+    if let Some(attempt) = call.attempts.get_mut(index) {
+        attempt.tx.abandon(now, &policy.timers);
     }
     ctx.stats.refused(Refusal::UnusableAnswer);
     merge_failure(call, local_failure(Refusal::UnusableAnswer, true));
@@ -779,6 +784,9 @@ fn unanchorable_answer(
         // Other phones of the wave still ring: the best failure waits for
         // them (RFC 3261 §16.7), as after any failed fork.
         return;
+    }
+    if let Some(t) = policy.trunk(call.b.trunk) {
+        t.stats.fail(Direction::Outbound);
     }
     fail_over_on(ctx, call, 488, now);
 }
