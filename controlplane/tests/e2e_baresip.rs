@@ -22,11 +22,23 @@ impl Drop for Phone {
     }
 }
 
+/// Fails at once, saying why, when a phone's SIP port is taken: a baresip
+/// left running by an earlier run that was killed would hold it, register
+/// to this run's SBC (same address) and answer its calls.
+fn port_free(port: u16) {
+    if let Err(e) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+        panic!(
+            "127.0.0.1:{port} is taken ({e}): is a baresip of an earlier run still running? (`pkill baresip`)"
+        );
+    }
+}
+
 /// baresip's configuration in `dir`: SIP on 127.0.0.1:`port` (its RTP goes
 /// out from 127.0.0.1, so both match: the SBC latches media from where
 /// the phone registered), a 440 Hz tone as microphone, a null speaker, and
 /// `account`.
 fn phone_dir(dir: &Path, port: u16, rtp: u16, account: &str) {
+    port_free(port);
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_transports udp\n\
