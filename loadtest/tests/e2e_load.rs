@@ -1714,7 +1714,13 @@ fn an_srtp_rtp_check_passes_through_the_echo_and_fails_without_it() {
         sent >= 280 && ok + 20 >= sent,
         "{sent} sent, {ok} back: {c:#}"
     );
-    assert_eq!(s["rtp_echoed_packets"].as_u64(), Some(ok), "{s:#}");
+    // Every packet that came back right was echoed; a packet echoed as
+    // the call ends may come back after the caller stopped reading.
+    let echoed = s["rtp_echoed_packets"].as_u64().unwrap();
+    assert!(
+        ok <= echoed && echoed <= sent,
+        "{ok} back, {echoed} echoed, {sent} sent: {s:#}"
+    );
     assert_eq!(
         c["srtp_refused"].as_u64().unwrap() + s["srtp_refused"].as_u64().unwrap(),
         0
