@@ -48,6 +48,12 @@ use crate::scenario::{
 use crate::stats::{FailReason, Stats};
 use crate::template::{Keyword, LastHeader, Template};
 
+/// `t` as microseconds since `epoch` (0 before it): the clock of the
+/// endpoints and of the loop that drives them.
+pub fn micros_since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Settings shared by every thread of a run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -1876,7 +1882,7 @@ impl Endpoint {
 
     /// `now` on the endpoint's clock: microseconds since the run's epoch.
     fn clock(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.cfg.epoch).as_micros()).unwrap_or(u64::MAX)
+        micros_since(self.cfg.epoch, now)
     }
 
     /// Ended calls still answering retransmissions (see `timewait_ms`).

@@ -149,7 +149,7 @@ pub struct Control {
 impl Control {
     /// `t` as microseconds since the run's epoch (the endpoints' clock).
     pub fn micros(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+        crate::engine::micros_since(self.epoch, t)
     }
 
     /// The wall clock at `t`, µs since the Unix epoch (for traces).

@@ -16,7 +16,7 @@ use super::call::{InviteRef, Part};
 use super::context::Ctx;
 use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
-use super::teardown::{fail_call, respond_to_caller, send_cancel};
+use super::teardown::{cancel_wave, fail_call, respond_to_caller, send_cancel};
 use crate::media::Role;
 use crate::refusal::{Ending, Refusal};
 use crate::sip::{HeaderName, Response, escape_user};
@@ -549,7 +549,7 @@ fn on_live_response(
             // still ringing are cancelled, and the call goes on as after
             // any final failure: the caller hears it now, unless the
             // route is set to fail over on that code.
-            cancel_other_forks(ctx, call, (call.wave(), index), now);
+            cancel_wave(ctx, call, (call.wave(), index), now);
             on_failure(ctx, call, resp, now);
         }
         _ if call.wave_pending(index) => {
@@ -647,25 +647,6 @@ fn raise_interval(ctx: &mut Ctx, call: &mut Call, resp: &Response<'_>, now: Inst
     attempt_next(ctx, call, Some(b""), now)
 }
 
-/// The call was answered by attempt `index`, or its wave ended: the other
-/// forks of that wave (from `wave` on) are CANCELled (RFC 3261 §16.7 step
-/// 10), at once when they rang, else as soon as they do (§9.1).
-fn cancel_other_forks(ctx: &mut Ctx, call: &mut Call, (wave, index): (usize, usize), now: Instant) {
-    for i in wave..call.attempts.len() {
-        let Some(a) = call.attempts.get_mut(i) else {
-            continue;
-        };
-        if i == index || !a.tx.is_pending() {
-            continue;
-        }
-        a.cancel_wanted = true;
-        a.tx.abandon(now, &call.policy.timers);
-        if a.tx.heard_back() {
-            send_cancel(ctx, call, i, now);
-        }
-    }
-}
-
 /// A provisional answer of the attempt in progress: the call is early.
 fn on_provisional(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, now: Instant) {
     remember_peer(call, index, resp, false);
@@ -727,7 +708,7 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
     let response = caller_response(ctx, call, &routing.template, (resp, &body), session);
     respond_to_caller(ctx, call, resp.code, response, now);
     super::media::arm_timeout(ctx, call, now);
-    cancel_other_forks(ctx, call, (wave, index), now);
+    cancel_wave(ctx, call, (wave, index), now);
 }
 
 /// A final failure of the attempt in progress: the next target when the

@@ -86,22 +86,33 @@ pub(crate) fn cancel_call(ctx: &mut Ctx, call: &mut Call, now: Instant, why: End
     if let Some(t) = call.policy.trunk(call.a.trunk) {
         t.stats.fail(Direction::Inbound);
     }
-    for index in call.wave()..call.attempts.len() {
-        let Some(attempt) = call.attempts.get_mut(index) else {
+    cancel_wave(ctx, call, (call.wave(), usize::MAX), now);
+    end(ctx, call, now, why);
+}
+
+/// CANCELs the attempts still pending from `wave` on, but `except` (the
+/// one that answered, when one did): at once when they rang, else as soon
+/// as they do (RFC 3261 §9.1; §16.7 step 10 for the forks of an answered
+/// call).
+pub(crate) fn cancel_wave(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    (wave, except): (usize, usize),
+    now: Instant,
+) {
+    for i in wave..call.attempts.len() {
+        let Some(a) = call.attempts.get_mut(i) else {
             continue;
         };
-        if !attempt.tx.is_pending() {
+        if i == except || !a.tx.is_pending() {
             continue;
         }
-        attempt.cancel_wanted = true;
-        attempt.tx.abandon(now, &call.policy.timers);
-        // RFC 3261 §9.1: CANCEL only once a provisional response arrived;
-        // otherwise when one does.
-        if attempt.tx.heard_back() {
-            send_cancel(ctx, call, index, now);
+        a.cancel_wanted = true;
+        a.tx.abandon(now, &call.policy.timers);
+        if a.tx.heard_back() {
+            send_cancel(ctx, call, i, now);
         }
     }
-    end(ctx, call, now, why);
 }
 
 /// CANCELs attempt `index` (RFC 3261 §9.1: same Request-URI, Call-ID,
