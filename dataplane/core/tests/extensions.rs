@@ -499,6 +499,87 @@ fn a_phone_that_never_answers_does_not_hold_up_the_other() {
     );
 }
 
+/// A BYE from the phone at `at` in its early dialog `tag` of the B leg
+/// whose INVITE was `invite`.
+fn early_bye(invite: &Sent, at: &str, tag: &str) -> String {
+    in_dialog(
+        "BYE",
+        "sip:192.0.2.1",
+        at,
+        "z9hG4bKearlybye",
+        &format!("<sip:alice@{at}>;tag={tag}"),
+        &invite.header(HeaderName::From),
+        &invite.header(HeaderName::CallId),
+        7,
+        "",
+    )
+}
+
+#[test]
+fn a_phone_that_byes_its_early_dialog_stops_ringing_alone() {
+    // RFC 3261 §15: a callee must not BYE an early dialog; a phone that
+    // does gives up its own fork, not the other phone's.
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    soft_rings(&mut sim, &soft);
+    sim.sent();
+    sim.recv(DESK, &early_bye(&desk, DESK, "d"));
+    let sent = sim.sent();
+    let at = |a: &str| -> Vec<(Option<u16>, Option<String>)> {
+        sent.iter()
+            .filter(|s| s.to == addr(a))
+            .map(|s| (s.code(), s.method()))
+            .collect()
+    };
+    assert_eq!(at(DESK)[0], (Some(200), None), "{:?}", at(DESK));
+    let cancel = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("CANCEL"))
+        .expect("a CANCEL");
+    assert_eq!(cancel.to, addr(DESK), "the desk phone's fork is cancelled");
+    assert_eq!(cancel.branch(), desk.branch());
+    assert!(
+        at(SOFT).is_empty(),
+        "the softphone rings on: {:?}",
+        at(SOFT)
+    );
+    sim.recv(DESK, &reply(cancel, 200, "OK", Some("d"), None, ""));
+    sim.recv(
+        DESK,
+        &reply(&desk, 487, "Request Terminated", Some("d"), None, ""),
+    );
+    assert!(
+        sim.sent().iter().all(|s| s.to != addr(CARRIER_A)),
+        "the caller hears nothing yet: the softphone still rings"
+    );
+    sim.recv(
+        SOFT,
+        &answer_200(&soft, "soft-tag", "sip:alice-soft@192.168.1.9:5062"),
+    );
+    assert!(
+        sim.sent()
+            .iter()
+            .any(|s| s.to == addr(CARRIER_A) && s.code() == Some(200)),
+        "the softphone's answer reaches the caller"
+    );
+}
+
+#[test]
+fn an_early_bye_in_no_early_dialog_is_481_and_cancels_nothing() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    soft_rings(&mut sim, &soft);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    sim.sent();
+    // A tag no phone answered with.
+    sim.recv(DESK, &early_bye(&desk, DESK, "nobody"));
+    let sent = sim.sent();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].to, addr(DESK));
+    assert_eq!(sent[0].code(), Some(481));
+}
+
 #[test]
 fn phone_media_is_anchored_and_may_use_the_address_it_registered_from() {
     let mut sim = sim_with(media_policy(), &["alice"]);

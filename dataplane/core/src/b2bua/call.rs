@@ -209,18 +209,8 @@ impl Leg {
     /// over UDP from its address), from its trunk's sources, or for a leg
     /// facing a registered phone or a trunk that registers
     /// ([`Policy::reached_by_binding`]) from the address it is reached at.
-    pub fn is_peer(&self, policy: &Policy, origin: &crate::net::Flow) -> bool {
-        let ip = origin.remote.ip();
-        if origin.transport != self.flow.transport {
-            return false;
-        }
-        let at_flow = crate::net::canonical(ip) == crate::net::canonical(self.flow.remote.ip());
-        if policy.reached_by_binding(self.trunk) {
-            at_flow
-        } else {
-            policy.is_source_of(self.trunk, ip)
-                || (at_flow && policy.trunk(self.trunk).is_some_and(|t| t.follow_contact))
-        }
+    pub fn is_peer(&self, policy: &Policy, origin: &Flow) -> bool {
+        peer_at(&self.flow, self.trunk, policy, origin)
     }
 
     /// RFC 3261 §12.2.2: a request from `side`'s peer (found by Call-ID,
@@ -228,6 +218,22 @@ impl Leg {
     /// only when its To tag is ours and its From tag is the peer's.
     pub fn owns(&self, req: &Request<'_>) -> bool {
         req.to_tag() == Some(self.local_tag()) && self.remote_tag() == Some(req.from_tag())
+    }
+}
+
+/// Whether `origin` is the peer reached at `flow` for `trunk` (see
+/// [`Leg::is_peer`]).
+fn peer_at(flow: &Flow, trunk: TrunkId, policy: &Policy, origin: &Flow) -> bool {
+    let ip = origin.remote.ip();
+    if origin.transport != flow.transport {
+        return false;
+    }
+    let at_flow = crate::net::canonical(ip) == crate::net::canonical(flow.remote.ip());
+    if policy.reached_by_binding(trunk) {
+        at_flow
+    } else {
+        policy.is_source_of(trunk, ip)
+            || (at_flow && policy.trunk(trunk).is_some_and(|t| t.follow_contact))
     }
 }
 
@@ -374,6 +380,9 @@ pub(crate) struct Attempt {
     /// It carried credentials answering the trunk's challenge: another
     /// 401/407 is a failure, not a second retry.
     pub authorized: bool,
+    /// The To tag of the last response with one: the callee's side of
+    /// this attempt's (early) dialog, so a BYE in it finds its attempt.
+    pub remote_tag: Option<Box<[u8]>>,
 }
 
 impl Attempt {
@@ -670,6 +679,26 @@ impl Call {
             State::Confirmed { .. } => Phase::Confirmed,
             State::Ended { .. } => Phase::Ended,
         }
+    }
+
+    /// Before the answer, the attempt whose early dialog a request from
+    /// the callee's side is in: our tag in its To, its From tag the one
+    /// that attempt's provisional answer carried (RFC 3261 §12.1.2), sent
+    /// from where that attempt went. One of several forks ringing may be
+    /// another than the one the B leg last heard from.
+    pub fn early_fork(&self, req: &Request<'_>, origin: &Flow) -> Option<usize> {
+        if !matches!(self.phase(), Phase::Routing | Phase::Early)
+            || req.to_tag() != Some(self.b.local_tag())
+        {
+            return None;
+        }
+        let tag = req.from_tag();
+        self.attempts.iter().position(|a| {
+            a.tx.is_pending()
+                && a.tx.heard_back()
+                && a.remote_tag.as_deref() == Some(tag)
+                && peer_at(&a.tx.dest(), a.target.trunk, &self.policy, origin)
+        })
     }
 
     /// The answer that took the call out of routing, if one did.

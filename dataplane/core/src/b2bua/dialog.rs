@@ -154,15 +154,9 @@ pub(crate) fn on_request(
             }
         }
         (Method::Bye, Phase::Routing | Phase::Early, Side::B) => {
-            // RFC 3261 §15: a callee must not BYE an early dialog. Take it as
-            // the callee giving up: 200 to the BYE, CANCEL its INVITE; its
-            // final answer then decides (failover or failure).
-            answer_locally(ctx, call, side, req, origin, now, Ok(()));
-            if let Some(index) = call.attempts.len().checked_sub(1)
-                && call.attempts[index].tx.is_pending()
-                && call.attempts[index].tx.heard_back()
-            {
-                super::teardown::send_cancel(ctx, call, index, now);
+            match call.early_fork(req, &origin) {
+                Some(index) => early_bye(ctx, call, index, req, origin, now),
+                None => answer_locally(ctx, call, side, req, origin, now, no_dialog),
             }
         }
         (Method::Bye, Phase::Answered | Phase::Confirmed, _) => {
@@ -181,6 +175,43 @@ pub(crate) fn on_request(
             answer_locally(ctx, call, side, req, origin, now, no_dialog);
         }
         _ => relay(ctx, call, side, req, origin, now),
+    }
+}
+
+/// RFC 3261 §15: a callee must not BYE an early dialog. One that does is
+/// taken as giving up: 200 to the BYE and CANCEL to the INVITE of the
+/// attempt `index` whose early dialog it is (other forks ring on); that
+/// attempt's final answer then decides (failover, or failure if it was
+/// the last).
+fn early_bye(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    req: &Request<'_>,
+    origin: Flow,
+    now: Instant,
+) {
+    answer_locally(ctx, call, Side::B, req, origin, now, Ok(()));
+    super::teardown::send_cancel(ctx, call, index, now);
+}
+
+/// A request from a phone in the early dialog of attempt `index`, a fork
+/// the B leg no longer follows: a BYE ends that fork; anything else is
+/// 481, since only the dialog the leg follows is relayed.
+pub(crate) fn on_early_fork_request(
+    ctx: &mut Ctx,
+    call: &mut Call,
+    index: usize,
+    req: &Request<'_>,
+    origin: Flow,
+    now: Instant,
+) {
+    if absorb_retransmission(ctx, call, Side::B, req) {
+        return;
+    }
+    match req.method {
+        Method::Bye => early_bye(ctx, call, index, req, origin, now),
+        _ => answer_locally(ctx, call, Side::B, req, origin, now, Err(Refusal::NoDialog)),
     }
 }
 

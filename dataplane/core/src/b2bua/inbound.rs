@@ -727,6 +727,14 @@ impl Engine {
             return;
         };
         let leg = call.leg(side);
+        // A phone that rang in an early dialog the B leg no longer follows
+        // (another fork answered 1xx since) may still end it.
+        let early = side == Side::B && !(leg.is_peer(&call.policy, &origin) && leg.owns(req));
+        if let Some(index) = early.then(|| call.early_fork(req, &origin)).flatten() {
+            super::dialog::on_early_fork_request(&mut self.ctx, call, index, req, origin, now);
+            self.after(r);
+            return;
+        }
         // Only the peer of a leg may send requests in it; the source is
         // checked first, so others learn nothing of which dialogs exist.
         if !leg.is_peer(&call.policy, &origin) {

@@ -441,6 +441,7 @@ fn start_attempt(
         cancel: None,
         cancel_wanted: false,
         authorized: false,
+        remote_tag: None,
     });
     let no_response = call.policy.call_timers.no_response;
     call.timers.set(TimerName::NoResponse, now + no_response);
@@ -963,6 +964,11 @@ fn remember_peer(call: &mut Call, index: usize, resp: &Response<'_>, confirmed: 
     let Some(tag) = resp.to_tag() else {
         return;
     };
+    if let Some(a) = call.attempts.get_mut(index)
+        && a.remote_tag.as_deref() != Some(tag)
+    {
+        a.remote_tag = Some(tag.into());
+    }
     let attempt_ruri = call.attempts.get(index).map(|a| &a.ruri);
     let b = &mut call.b;
     let fresh = b.remote_tag() != Some(tag);
