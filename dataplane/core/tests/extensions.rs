@@ -581,6 +581,144 @@ fn an_early_bye_in_no_early_dialog_is_481_and_cancels_nothing() {
 }
 
 #[test]
+fn a_failed_fork_leaves_the_early_dialog_with_the_phone_that_rings() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    let ringing = sim.one_to(CARRIER_A);
+    // The softphone is busy: its failure waits for the desk phone's answer.
+    sim.recv(SOFT, &reply(&soft, 486, "Busy Here", Some("s"), None, ""));
+    sim.sent();
+    // The caller's INFO in its early dialog reaches the phone that rings,
+    // not the one that refused.
+    sim.recv(
+        CARRIER_A,
+        &in_dialog(
+            "INFO",
+            "sip:192.0.2.1:5060",
+            CARRIER_A,
+            "z9hG4bKinfo",
+            "\"Alice\" <sip:alice@10.0.0.20:5060>;tag=caller-tag",
+            &ringing.header(HeaderName::To),
+            "in-1",
+            2,
+            "",
+        ),
+    );
+    let info = sim.one_to(DESK);
+    assert_eq!(info.method().as_deref(), Some("INFO"));
+    // And the desk phone's INFO in its early dialog reaches the caller.
+    sim.recv(
+        DESK,
+        &in_dialog(
+            "INFO",
+            "sip:192.0.2.1",
+            DESK,
+            "z9hG4bKdeskinfo",
+            &format!("<sip:alice@{DESK}>;tag=d"),
+            &desk.header(HeaderName::From),
+            &desk.header(HeaderName::CallId),
+            3,
+            "",
+        ),
+    );
+    let info = sim.one_to(CARRIER_A);
+    assert_eq!(info.method().as_deref(), Some("INFO"));
+}
+
+#[test]
+fn a_silent_phone_holds_the_caller_only_until_its_no_response_timer() {
+    // The softphone's registration is stale: it never answers. The desk
+    // phone rings, then declines. The caller hears 486 once the softphone's
+    // no-response timer (4 s) gives it up, not at its timer B (32 s).
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, _soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    sim.recv(DESK, &reply(&desk, 486, "Busy Here", Some("d"), None, ""));
+    let sent = sim.sent();
+    assert!(
+        sent.iter()
+            .all(|s| !(s.to == addr(CARRIER_A) && s.code().is_some_and(|c| c >= 300))),
+        "no final answer while the softphone may still answer"
+    );
+    let later = sim.advance(Duration::from_secs(10));
+    let (at, busy) = later
+        .iter()
+        .find(|(_, s)| s.to == addr(CARRIER_A) && s.code().is_some_and(|c| c >= 300))
+        .expect("a final answer to the caller");
+    assert_eq!(busy.code(), Some(486), "the best answer (RFC 3261 §16.7)");
+    assert!(*at <= Duration::from_secs(5), "at {at:?}");
+}
+
+#[test]
+fn a_phone_that_rings_on_keeps_ringing_when_another_stays_silent() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, _soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    sim.sent();
+    // Past the silent softphone's no-response timer: nothing is cancelled
+    // and the caller hears no failure; the desk phone still may answer.
+    let later = sim.advance(Duration::from_secs(10));
+    assert!(
+        later.iter().all(|(_, s)| s.to != addr(CARRIER_A)
+            && !(s.to == addr(DESK) && s.method().as_deref() == Some("CANCEL"))),
+        "{later:#?}"
+    );
+    sim.recv(DESK, &answer_200(&desk, "d", "sip:alice@10.1.1.2:5062"));
+    assert!(
+        sim.sent()
+            .iter()
+            .any(|s| s.to == addr(CARRIER_A) && s.code() == Some(200))
+    );
+}
+
+#[test]
+fn timer_c_cancels_each_phone_that_rang_too_long_in_its_turn() {
+    // RFC 3261 §16.6 step 11 (timer C, 181 s) with max ringing set longer:
+    // the desk phone rang first, so it is CANCELled first, while the
+    // softphone rings on until its own timer C; then the caller hears 408.
+    let mut p = policy();
+    p.call_timers.max_ringing = Duration::from_secs(600);
+    let mut sim = sim_with(p, &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    // Within the no-response timer (4 s), or it would be given up.
+    sim.advance(Duration::from_secs(3));
+    soft_rings(&mut sim, &soft);
+    sim.sent();
+    let cancel_to = |sent: &[(Duration, Sent)], a: &str| {
+        sent.iter()
+            .find(|(_, s)| s.to == addr(a) && s.method().as_deref() == Some("CANCEL"))
+            .map(|(at, s)| (*at, s.clone()))
+    };
+    let sent = sim.advance(Duration::from_secs(179));
+    let (at, cancel) = cancel_to(&sent, DESK).expect("the desk phone is CANCELled");
+    assert_eq!(at.as_secs(), 181);
+    assert_eq!(cancel.branch(), desk.branch());
+    assert!(cancel_to(&sent, SOFT).is_none(), "the softphone rings on");
+    assert!(
+        sent.iter().all(|(_, s)| s.to != addr(CARRIER_A)),
+        "the caller hears nothing while the softphone rings"
+    );
+    sim.recv(DESK, &reply(&cancel, 200, "OK", Some("d"), None, ""));
+    sim.recv(
+        DESK,
+        &reply(&desk, 487, "Request Terminated", Some("d"), None, ""),
+    );
+    let sent = sim.advance(Duration::from_secs(5));
+    let (at, cancel) = cancel_to(&sent, SOFT).expect("then the softphone");
+    assert_eq!(at.as_secs(), 184);
+    assert_eq!(cancel.branch(), soft.branch());
+    // No phone left: the caller hears 408 (RFC 3261 §16.6 step 11).
+    let (at, last) = sent
+        .iter()
+        .find(|(_, s)| s.to == addr(CARRIER_A))
+        .expect("a final answer to the caller");
+    assert_eq!(at.as_secs(), 184);
+    assert_eq!(last.code(), Some(408));
+}
+
+#[test]
 fn phone_media_is_anchored_and_may_use_the_address_it_registered_from() {
     let mut sim = sim_with(media_policy(), &["alice"]);
     sim.recv(

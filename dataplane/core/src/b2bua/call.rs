@@ -793,6 +793,15 @@ impl Call {
         index >= self.wave() && index < self.attempts.len()
     }
 
+    /// Whether a fork of the wave in progress waits and has not answered
+    /// at all yet (the no-response timer watches these).
+    pub fn wave_silent(&self) -> bool {
+        self.attempts
+            .iter()
+            .skip(self.wave())
+            .any(|a| a.tx.is_pending() && !a.tx.heard_back() && !a.tx.is_abandoned())
+    }
+
     /// Whether an attempt of the wave in progress other than `except` is
     /// still waiting for its final answer.
     pub fn wave_pending(&self, except: usize) -> bool {

@@ -510,17 +510,37 @@ pub(crate) fn on_attempt_response(
         late_response(ctx, call, index, (resp, origin), now);
         return;
     }
-    call.timers.cancel(TimerName::NoResponse);
-    // The B leg's peer is whoever answers (one of several forks). Over a
-    // stream, the dialog keeps the connection the answer came on: the
-    // SBC's later requests (ACK, BYE, re-INVITE) go over it, whatever
-    // port the callee's Contact names (often one nothing listens on, as
-    // behind a TLS front end).
-    call.b.flow = attempt.tx.dest();
-    if call.b.flow.transport.is_reliable() && origin.conn.is_some() {
-        call.b.flow.conn = origin.conn;
-    }
+    let dest = attempt.tx.dest();
+    follow_fork(call, dest, resp, origin);
     on_live_response(ctx, call, index, resp, now);
+}
+
+/// A live response from the fork reached at `dest`: what the call keeps
+/// watching, and which fork the B leg follows.
+fn follow_fork(
+    call: &mut Call,
+    dest: crate::net::Flow,
+    resp: &Response<'_>,
+    origin: crate::net::Flow,
+) {
+    // The no-response timer watches the forks of the wave that have not
+    // answered at all: one phone's answer leaves it running for another
+    // that stays silent (RFC 3261 §16.7: each branch on its own).
+    if !call.wave_silent() {
+        call.timers.cancel(TimerName::NoResponse);
+    }
+    // The B leg's peer is the fork whose dialog it follows: one that
+    // answers, or rings with a tag (a 100, or another fork's failure, does
+    // not move it). Over a stream, the dialog keeps the connection the
+    // answer came on: the SBC's later requests (ACK, BYE, re-INVITE) go
+    // over it, whatever port the callee's Contact names (often one
+    // nothing listens on, as behind a TLS front end).
+    if resp.code < 300 && resp.to_tag().is_some() {
+        call.b.flow = dest;
+        if call.b.flow.transport.is_reliable() && origin.conn.is_some() {
+            call.b.flow.conn = origin.conn;
+        }
+    }
 }
 
 /// A response (first of its kind, not a retransmission) to attempt
@@ -782,21 +802,23 @@ pub(crate) fn attempt_timed_out(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     if call.attempts.is_empty() {
         return;
     }
-    for index in call.wave()..call.attempts.len() {
-        let Some(attempt) = call.attempts.get_mut(index) else {
-            continue;
-        };
-        attempt.tx.abandon(now, &call.policy.timers);
-        if attempt.tx.heard_back() && attempt.tx.is_pending() {
-            attempt.cancel_wanted = true;
-            send_cancel(ctx, call, index, now);
+    // The forks that never answered are given up; those that ring go on.
+    let timers = call.policy.timers;
+    let wave = call.wave();
+    for attempt in call.attempts.iter_mut().skip(wave) {
+        if attempt.tx.is_pending() && !attempt.tx.heard_back() {
+            attempt.tx.abandon(now, &timers);
         }
+    }
+    merge_failure(call, super::failure::ending_failure(Ending::TimedOut));
+    call.timers.cancel(TimerName::NoResponse);
+    if call.wave_pending(usize::MAX) {
+        // Other phones of the wave still ring: their answers decide.
+        return;
     }
     if let Some(t) = call.policy.trunk(call.b.trunk) {
         t.stats.fail(Direction::Outbound);
     }
-    merge_failure(call, super::failure::ending_failure(Ending::TimedOut));
-    call.timers.cancel(TimerName::NoResponse);
     if call.routing_mut().is_some_and(|r| r.failover_on_timeout) && next_attempt(ctx, call, now) {
         ShardStats::inc(&ctx.stats.failovers);
     } else {

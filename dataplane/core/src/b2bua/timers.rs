@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use super::call::{Call, ClientTx, Phase, ServerTx, Side};
 use super::context::Ctx;
 use super::dialog::{ack_relay, send_b_ack};
@@ -49,6 +51,7 @@ fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
 
     let wave = call.wave();
     let mut timed_out = false;
+    let mut ringing_too_long: SmallVec<[usize; 2]> = SmallVec::new();
     for (i, attempt) in call.attempts.iter_mut().enumerate() {
         let ev = attempt.tx.on_timer(now, &mut ctx.out);
         if let Some(c) = attempt.cancel.as_mut() {
@@ -58,7 +61,18 @@ fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
         // on an attempt in progress.
         if ev == Some(TxEvent::Timeout) && i >= wave {
             timed_out = true;
+            if attempt.tx.heard_back() && attempt.tx.is_pending() {
+                ringing_too_long.push(i);
+            }
         }
+    }
+    // RFC 3261 §16.6 step 11: a fork that rang past timer C is CANCELled
+    // (it would ring on otherwise), whether or not others still ring.
+    for index in ringing_too_long {
+        if let Some(a) = call.attempts.get_mut(index) {
+            a.cancel_wanted = true;
+        }
+        super::teardown::send_cancel(ctx, call, index, now);
     }
     if timed_out {
         if call.wave_pending(usize::MAX) {
@@ -169,7 +183,7 @@ fn call_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
                 // The extension's owner did not answer: nobody to ring.
                 super::outbound::on_located(ctx, call, Vec::new(), now);
             }
-            TimerName::NoResponse if call.current().is_some_and(|a| !a.tx.heard_back()) => {
+            TimerName::NoResponse if call.wave_silent() => {
                 attempt_timed_out(ctx, call, now);
             }
             TimerName::MaxDuration
