@@ -1,7 +1,7 @@
 //! The TOML configuration file.
 //!
 //! Reading a configuration goes in three steps:
-//! 1. TOML → [`file::ConfigFile`] through serde, every table with
+//! 1. TOML → `file::ConfigFile` through serde, every table with
 //!    `deny_unknown_fields`, every single value parsed into a type that
 //!    guarantees it (`values.rs`); `serde_path_to_error` records where a
 //!    value failed, so the error names the field (`trunks[1].address`).

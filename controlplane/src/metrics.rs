@@ -1,7 +1,7 @@
 //! Prometheus/OpenMetrics exposition of the data plane's counters.
 //!
 //! Nothing is copied on the hot path: the shards bump relaxed atomics in
-//! their [`ShardStats`] and the trunks' [`TrunkStats`]; a [`Collector`]
+//! their [`ShardStats`] and the trunks' `TrunkStats`; a [`Collector`]
 //! reads them when `/metrics` is scraped. Trunks come from the policy
 //! snapshot current at scrape time, so a trunk added by a reload appears
 //! at the next scrape and a removed one disappears.

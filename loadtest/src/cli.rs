@@ -2,6 +2,11 @@
 //! SIPp's single-dash names and meaning, so a SIPp command line runs after
 //! replacing the program name. sbc-load's own options use two dashes.
 
+// The options' doc comments are their `--help` text, in SIPp's words:
+// `[field]` names a scenario keyword and `<elem>` an XML element, not
+// rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 

@@ -18,7 +18,7 @@ use crate::engine::Outgoing;
 const END: u32 = u32::MAX;
 
 /// Datagrams leaving together: `count` messages of `len` bytes to `dst`,
-/// linked from `first` through [`Grouper::next`].
+/// linked from `first` through `Grouper::next`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group {
     pub dst: SocketAddr,

@@ -1,7 +1,7 @@
 //! SIPp XML scenarios, parsed into steps.
 //!
 //! The elements and attributes sbc-load runs are listed in
-//! [`STEP_ATTRS`] and the action parsers below; anything else is an error
+//! `STEP_ATTRS` and the action parsers below; anything else is an error
 //! that names the element (and the attribute), never a silent skip.
 //! Step indexes count `send`, `recv`, `pause` and `nop` elements, not
 //! labels, as SIPp does (`[branch-N]` depends on it).

@@ -6,9 +6,11 @@
 //! overload step at twice that rate. Every step starts the proxy afresh.
 //! Results go to stdout and, with `--out`, to Markdown and JSON files.
 //!
-//!     cargo build --release --workspace
-//!     target/release/loadbench --rates 1000,2000,4000 --search --overload \
-//!         --compare kamailio --out bench/results
+//! ```text
+//! cargo build --release --workspace
+//! target/release/loadbench --rates 1000,2000,4000 --search --overload \
+//!     --compare kamailio --out bench/results
+//! ```
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -44,7 +44,7 @@ impl Coalescing {
 }
 
 /// The window a loop sleeps with: long enough to gather about
-/// [`TARGET_RECEIVES`] at the receive rate of the last [`RATE_PERIOD`],
+/// `TARGET_RECEIVES` at the receive rate of the last `RATE_PERIOD`,
 /// never longer than its [`Coalescing`] window. At a low rate that is the
 /// configured window; at a high one a fraction of it.
 #[derive(Debug, Clone)]

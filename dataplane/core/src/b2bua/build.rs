@@ -72,7 +72,7 @@ pub(crate) fn response_dest(req: &Request<'_>, origin: Flow) -> Flow {
 /// default port (5060, or 5061 over TLS).
 ///
 /// Only for a configured trunk that is not reached by registration, as
-/// with the Via-port rule over UDP ([`response_dest_for`]): anyone else
+/// with the Via-port rule over UDP (`response_dest_for`): anyone else
 /// could name another port of an address it shares (a NAT, a carrier-grade
 /// NAT) and aim the SBC's answer, or a connect whose failure is reported,
 /// at someone else's connection. `None` as well when `data` is not a

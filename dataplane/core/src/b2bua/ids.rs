@@ -96,7 +96,7 @@ impl Secrets {
         ShardId(u16::try_from(Self::hash(self.owner, &[call_id]) % shards).unwrap_or(0))
     }
 
-    /// Decodes a Call-ID minted by [`IdMinter::call_id`]: `Some` only when
+    /// Decodes a Call-ID minted by [`IdMinter::put_call_id`]: `Some` only when
     /// its MAC verifies.
     pub fn decode_call_id(&self, call_id: &[u8]) -> Option<(ShardId, CallRef)> {
         // Layout (hex): shard(2) index(6) generation(4) random(12) mac(8).
@@ -228,8 +228,8 @@ impl IdMinter {
         b.freeze()
     }
 
-    /// Appends a B-leg Call-ID ([`IdMinter::call_id`], `CALL_ID_LEN`
-    /// bytes) to `buf`, e.g. a call's own buffer.
+    /// Appends a B-leg Call-ID (`CALL_ID_LEN` bytes) to `buf`, e.g. a
+    /// call's own buffer.
     pub fn put_call_id(&mut self, call: CallRef, buf: &mut BytesMut) {
         let start = buf.len();
         put_hex(buf, u64::from(self.shard.0) & 0xff, 2);

@@ -1,7 +1,7 @@
 //! Digest nonces (RFC 7616 §3.3, §5.4): stateless to issue, so a flood of
 //! unauthenticated REGISTERs costs no memory; a nonce names when and by
 //! which shard it was issued and carries a MAC, so it cannot be forged or
-//! aged. The highest nonce count seen is kept for the last [`WINDOW`]
+//! aged. The highest nonce count seen is kept for the last `WINDOW`
 //! nonces the shard issued (a fixed table indexed by serial), so a
 //! replayed answer is refused; an answer to an older nonce gets
 //! `stale=true` and the client answers a fresh one (RFC 7616 §3.3). At
@@ -99,7 +99,7 @@ impl NonceBook {
     /// Records nonce count `nc` for the nonce `serial` (one this book
     /// issued): true when it is higher than any seen with it (RFC 7616
     /// §3.4: a count not higher is a replay). False too for a nonce no
-    /// longer among the last [`WINDOW`] issued: it is stale.
+    /// longer among the last `WINDOW` issued: it is stale.
     pub fn count(&mut self, serial: u32, nc: u32) -> bool {
         let age = self.next.wrapping_sub(serial);
         if age == 0 || age > WINDOW as u32 {
