@@ -1132,9 +1132,14 @@ fn wrong_credentials_or_none_never_start_a_call() {
 /// Two shards of two: the one that owns extension 201's bindings, and the
 /// other; alice registered (on the owner).
 fn two_shards() -> (Sim, Sim) {
+    two_shards_with(policy)
+}
+
+/// Two shards with the policy `p` makes (each its own).
+fn two_shards_with(p: impl Fn() -> Policy) -> (Sim, Sim) {
     let owner = Sim::secrets().owner(b"201", 2).0;
-    let mut o = Sim::shard(extension_policy(policy()), owner, 2);
-    let mut n = Sim::shard(extension_policy(policy()), 1 - owner, 2);
+    let mut o = Sim::shard(extension_policy(p()), owner, 2);
+    let mut n = Sim::shard(extension_policy(p()), 1 - owner, 2);
     let mut loc = Location::default();
     loc.apply(binding("alice", DESK, "sip:alice@10.1.1.2:5062", &o));
     o.engine.set_location(loc.clone());
@@ -1181,6 +1186,41 @@ fn a_call_routed_on_another_shard_asks_the_owner_where_the_phones_are() {
         ring.text()
             .starts_with("INVITE sip:alice@10.1.1.2:5062 SIP/2.0\r\n")
     );
+}
+
+#[test]
+fn phones_rung_after_a_lookup_get_the_same_invite_as_those_rung_at_once() {
+    // RFC 4028: the SBC asks for session timers on every INVITE it
+    // sends, whichever shard knows where the phones are.
+    let (mut o, mut n) = two_shards_with(|| {
+        let mut p = policy();
+        p.call_timers.session_expires = Some(1800);
+        p
+    });
+    let call_id = call_id_owned_by(&n, 2);
+    n.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, &call_id, "z9hG4bKse1", 1),
+    );
+    let (_, lookup) = n.engine.poll_shard_message().expect("a lookup");
+    o.engine.handle_shard_message(o.now, lookup);
+    let (_, located) = o.engine.poll_shard_message().expect("the answer");
+    n.engine.handle_shard_message(n.now, located);
+    let after_lookup = n.first_to(DESK);
+    let call_id = call_id_owned_by(&o, 2);
+    o.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, &call_id, "z9hG4bKse2", 1),
+    );
+    let at_once = o.first_to(DESK);
+    for ring in [&after_lookup, &at_once] {
+        assert_eq!(
+            ring.header(HeaderName::SessionExpires),
+            "1800",
+            "{}",
+            ring.text()
+        );
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::build::{
     uac_route_set,
 };
 use super::call::{Attempt, Call, KeptAck, Own, Phase, Side, State, Stray};
-use super::call::{InviteRef, Part};
+use super::call::{InviteRef, Part, Routing};
 use super::context::Ctx;
 use super::event::{CallAnswered, Event};
 use super::failure::{local_failure, merge_failure, record_failure};
@@ -41,24 +41,7 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, again: Option<&[u8]>, now: Insta
             return false;
         };
         routing.next_target += 1;
-        let headers = match (again, &routing.rewrite) {
-            (None, None) => routing.invite_headers.clone(),
-            (lines, rewrite) => {
-                let lines = lines.unwrap_or_default();
-                let mut h = crate::sip::buffer(routing.invite_headers.len() + lines.len() + 64);
-                h.put_slice(&routing.invite_headers);
-                if let Some(r) = rewrite {
-                    r.write(&mut crate::sip::Writer::new(&mut h));
-                }
-                h.put_slice(lines);
-                crate::sip::seal(h)
-            }
-        };
-        let invite = Invite {
-            body: routing.invite_body.clone(),
-            headers,
-            max_forwards: routing.max_forwards,
-        };
+        let invite = next_invite(routing, again);
         if let Some(t) = policy.trunk(target.trunk).filter(|t| t.dynamic) {
             // A trunk that registers to the SBC: rung where it registered
             // from, like an extension (its account is kept under this key),
@@ -109,6 +92,30 @@ fn attempt_next(ctx: &mut Ctx, call: &mut Call, again: Option<&[u8]>, now: Insta
             Err(Next::Target) => continue,
             Err(Next::Stop) => return false,
         }
+    }
+}
+
+/// The INVITE to the next target: the caller's headers, those the SBC
+/// adds for session timers (RFC 4028), and with `again` (the same call
+/// sent again after a challenge) the credential lines.
+fn next_invite(routing: &Routing, again: Option<&[u8]>) -> Invite {
+    let headers = match (again, &routing.rewrite) {
+        (None, None) => routing.invite_headers.clone(),
+        (lines, rewrite) => {
+            let lines = lines.unwrap_or_default();
+            let mut h = crate::sip::buffer(routing.invite_headers.len() + lines.len() + 64);
+            h.put_slice(&routing.invite_headers);
+            if let Some(r) = rewrite {
+                r.write(&mut crate::sip::Writer::new(&mut h));
+            }
+            h.put_slice(lines);
+            crate::sip::seal(h)
+        }
+    };
+    Invite {
+        body: routing.invite_body.clone(),
+        headers,
+        max_forwards: routing.max_forwards,
     }
 }
 
@@ -175,11 +182,8 @@ pub(crate) fn on_located(
     else {
         return;
     };
-    let invite = Invite {
-        body: routing.invite_body.clone(),
-        headers: routing.invite_headers.clone(),
-        max_forwards: routing.max_forwards,
-    };
+    // The same INVITE a lookup on this shard would have sent.
+    let invite = next_invite(routing, None);
     let extension = routing.extension.clone().unwrap_or_else(|| Arc::from(""));
     call.timers.cancel(TimerName::NoResponse);
     match fork_to(ctx, call, (target, &extension), bindings, invite, now) {
