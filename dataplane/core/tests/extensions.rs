@@ -754,6 +754,85 @@ fn phone_media_is_anchored_and_may_use_the_address_it_registered_from() {
 }
 
 #[test]
+fn a_losing_phones_early_media_cannot_take_the_latch_behind_a_shared_nat() {
+    // Both of alice's phones register from one NAT's address. The desk
+    // phone sends early media (183 with SDP), then the softphone answers:
+    // the desk phone's RTP still in flight is dropped, and the softphone's
+    // is relayed to the caller.
+    const NAT_DESK: &str = "203.0.113.40:40000";
+    const NAT_SOFT: &str = "203.0.113.40:40002";
+    let mut sim = Sim::with_policy(extension_policy(media_policy()));
+    let mut loc = Location::default();
+    loc.apply(binding("alice", NAT_DESK, "sip:alice@10.1.1.2:5062", &sim));
+    loc.apply(binding(
+        "alice-soft",
+        NAT_SOFT,
+        "sip:alice-soft@10.1.1.3:5062",
+        &sim,
+    ));
+    sim.engine.set_location(loc);
+    sim.recv(
+        CARRIER_A,
+        &invite(CARRIER_A, NUMBER, "in-nat", "z9hG4bKinnat", 1),
+    );
+    let sent = sim.sent();
+    let (desk, soft) = (invite_to(&sent, NAT_DESK), invite_to(&sent, NAT_SOFT));
+    let port = |s: &Sent| -> u16 {
+        let text = s.text();
+        let line = text.lines().find(|l| l.starts_with("m=audio ")).unwrap();
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    let b_port = port(&desk);
+    assert_eq!(port(&soft), b_port, "one callee side for every fork");
+    let rtp = |seq: u16| {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0u8; 160]);
+        p
+    };
+    let phone_sdp = |ip: &str, rtp: u16| {
+        format!(
+            "v=0\r\no=- 3 3 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {rtp} RTP/AVP 0\r\n"
+        )
+    };
+    sim.recv(
+        NAT_DESK,
+        &reply(
+            &desk,
+            183,
+            "Session Progress",
+            Some("d"),
+            Some("sip:alice@10.1.1.2:5062"),
+            &phone_sdp("10.1.1.2", 7000),
+        ),
+    );
+    assert!(
+        sim.media("203.0.113.40:61000", b_port, &rtp(1)).is_some(),
+        "early media from the desk phone reaches the caller"
+    );
+    sim.recv(
+        NAT_SOFT,
+        &reply(
+            &soft,
+            200,
+            "OK",
+            Some("s"),
+            Some("sip:alice-soft@10.1.1.3:5062"),
+            &phone_sdp("10.1.1.3", 8000),
+        ),
+    );
+    sim.sent();
+    assert!(
+        sim.media("203.0.113.40:61000", b_port, &rtp(2)).is_none(),
+        "the desk phone's packet in flight is dropped"
+    );
+    assert!(
+        sim.media("203.0.113.40:62000", b_port, &rtp(3)).is_some(),
+        "the softphone that answered is heard"
+    );
+}
+
+#[test]
 fn a_phone_on_loopback_may_send_media_from_its_own_address_only() {
     const LOCAL_PHONE: &str = "127.0.0.5:5062";
     let run = |sdp_host: &str| -> u16 {

@@ -322,6 +322,8 @@ pub(crate) struct Routing {
     /// INVITE to a trunk, or one to each registered account of an
     /// extension (parallel forking, RFC 3261 §16.6).
     pub wave: u16,
+    /// The attempt whose SDP the media relay's callee side last took.
+    pub media_fork: Option<u16>,
     /// What the INVITE asked for of session timers (RFC 4028), as it
     /// goes to the callee.
     pub session: Option<super::session::Asked>,

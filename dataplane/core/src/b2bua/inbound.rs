@@ -831,6 +831,7 @@ fn start_routing(req: &Request<'_>, origin: Flow, admitted: &mut Admitted) -> Ro
         extension: admitted.extension.take(),
         awaiting: false,
         wave: 0,
+        media_fork: None,
         session: admitted.session.asked(),
         rewrite: rewrite.map(|(se, min_se)| super::session::Rewrite {
             se,

@@ -680,7 +680,29 @@ fn on_provisional(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<
         call.timers.set(TimerName::MaxRinging, now + max);
     }
     call.become_early(now);
+    sdp_from_fork(call, index, resp);
     relay_to_caller(ctx, call, resp, now);
+}
+
+/// An SDP from attempt `index`'s callee: when the relay's callee side
+/// last took SDP from another fork (another phone's early media), that
+/// phone's latched media is dropped and refused from now on.
+fn sdp_from_fork(call: &mut Call, index: usize, resp: &Response<'_>) {
+    if resp.msg.body().is_empty() {
+        return;
+    }
+    let fork = u16::try_from(index).unwrap_or(u16::MAX);
+    let Some(routing) = call.routing_mut() else {
+        return;
+    };
+    if routing
+        .media_fork
+        .replace(fork)
+        .is_some_and(|was| was != fork)
+        && let Some(session) = call.media.as_mut()
+    {
+        session.another_peer(crate::media::Leg::B);
+    }
 }
 
 /// The callee answered: the call leaves routing (dropping its data), the
@@ -690,6 +712,7 @@ fn on_answer(ctx: &mut Ctx, call: &mut Call, index: usize, resp: &Response<'_>, 
         return;
     }
     let policy = std::sync::Arc::clone(&call.policy);
+    sdp_from_fork(call, index, resp);
     let body = sdp_towards(ctx, call, Side::B, call.uas.offer_in_invite, &resp.msg, now);
     if matches!(body, Body::Dropped) {
         unanchorable_answer(ctx, call, index, resp, now);

@@ -127,6 +127,18 @@ pub struct Latch {
     /// passes the address check may replace the latched RTP / RTCP source
     /// once (a NAT rebinding); a packet from the latched source cancels it.
     pub renew: [bool; 2],
+    /// The RTP source latched for a device this side no longer is (another
+    /// fork answered, [`MediaSession::another_peer`]): neither it nor its
+    /// RTCP port may latch again.
+    pub stale: Option<SocketAddr>,
+}
+
+impl Latch {
+    fn is_stale(&self, src: SocketAddr) -> bool {
+        self.stale.is_some_and(|s| {
+            s.ip() == src.ip() && (s.port() == src.port() || s.port().wrapping_add(1) == src.port())
+        })
+    }
 }
 
 /// Packets received from one side of one stream.
@@ -181,6 +193,19 @@ pub struct Endpoint {
     pub hold: bool,
     pub latch: Latch,
     pub flow: Flow,
+}
+
+impl Endpoint {
+    /// Whether a packet from `src` may be this side's: strict, exactly
+    /// where its SDP says (RTCP: its RTCP address, or the RTP one with
+    /// rtcp-mux); else from its SDP's IP or its signalling peer's.
+    fn plausible(&self, strict: bool, rtcp: bool, src: SocketAddr, peer: IpAddr) -> bool {
+        if strict {
+            Some(src) == if rtcp { self.sdp_rtcp } else { self.sdp_rtp }
+        } else {
+            Some(src.ip()) == self.sdp_rtp.map(|a| a.ip()) || src.ip() == peer
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -702,6 +727,22 @@ impl MediaSession {
         }
     }
 
+    /// The SDP of `leg` now comes from another device than the one it
+    /// latched (a fork other than the one whose early media it relayed):
+    /// its latched sources are dropped and the RTP one is refused from now
+    /// on, so packets it still has in flight cannot take the latch from the
+    /// device that answered (they may share a NAT's address).
+    pub fn another_peer(&mut self, leg: Leg) {
+        for s in &mut self.streams {
+            let latch = &mut s.ends[leg as usize].latch;
+            if let Some(rtp) = latch.rtp.take() {
+                latch.stale = Some(rtp);
+            }
+            latch.rtcp = None;
+            latch.open = true;
+        }
+    }
+
     /// A new callee (failover): forget everything the previous one said
     /// and take fresh ports towards it, so it can neither receive nor
     /// inject media any more.
@@ -755,29 +796,25 @@ impl MediaSession {
         // RFC 5761 §4: with rtcp-mux, RTCP (packet types 192-223) shares
         // the RTP port.
         let rtcp = rtcp_port || (end.mux && data.get(1).is_some_and(|pt| (192..=223).contains(pt)));
-        let expected = end.sdp_rtp.map(|a| a.ip());
         // With rtcp-mux, RTCP comes from the RTP address.
         let which = usize::from(rtcp && !end.mux);
+        let stale = end.latch.is_stale(src);
+        let plausible = end.plausible(
+            self.strict[from as usize],
+            which == 1,
+            src,
+            peers[from as usize],
+        );
         let latched = if which == 1 {
             &mut end.latch.rtcp
         } else {
             &mut end.latch.rtp
         };
         let renew = &mut end.latch.renew[which];
-        let plausible = if self.strict[from as usize] {
-            // Strict: exactly where the SDP says (RTCP: its RTCP address,
-            // or the RTP one with rtcp-mux).
-            Some(src)
-                == if which == 1 {
-                    end.sdp_rtcp
-                } else {
-                    end.sdp_rtp
-                }
-        } else {
-            Some(src.ip()) == expected || src.ip() == peers[from as usize]
-        };
         match latched {
             Some(a) if *a == src => *renew = false,
+            // A device this side no longer is (see `another_peer`).
+            _ if stale => return Err(MediaDrop::NotLatched),
             None if end.latch.open && plausible => {
                 // Symmetric RTP: from now on, this is where the peer is.
                 *latched = Some(src);

@@ -681,6 +681,53 @@ fn a_new_sdp_lets_a_moved_peer_latch_again_once() {
 }
 
 #[test]
+fn another_callee_device_takes_the_latch_from_the_one_before() {
+    // Two phones behind one NAT: the first one's early media latched the
+    // callee side; the other phone answers with its own SDP. Packets the
+    // first still has in flight (RTP or RTCP) must not take the latch.
+    let mut p = ports(10);
+    let (mut s, ..) = established(&mut p);
+    let now = Instant::now();
+    let b_port = p.lookup(30002).unwrap().0;
+    let b_rtcp = p.lookup(30003).unwrap().0;
+    s.on_packet(now, b_port, false, sa("10.0.0.20:61000"), &rtp(1), &p)
+        .unwrap();
+    s.another_peer(Leg::B);
+    s.process(
+        Leg::B,
+        Role::Answer,
+        sdp(B_IP, 5200, "").as_bytes(),
+        &mut ctx(&mut p, &all),
+    )
+    .unwrap();
+    assert_eq!(
+        s.on_packet(now, b_port, false, sa("10.0.0.20:61000"), &rtp(2), &p),
+        Err(MediaDrop::NotLatched)
+    );
+    assert_eq!(
+        s.on_packet(
+            now,
+            b_rtcp,
+            true,
+            sa("10.0.0.20:61001"),
+            &[0x80, 200, 0, 6],
+            &p
+        )
+        .map(|_| ()),
+        Err(MediaDrop::NotLatched)
+    );
+    assert!(
+        s.on_packet(now, b_port, false, sa("10.0.0.20:62000"), &rtp(3), &p)
+            .is_ok(),
+        "the phone that answered latches"
+    );
+    assert_eq!(
+        s.on_packet(now, b_port, false, sa("10.0.0.20:61000"), &rtp(4), &p),
+        Err(MediaDrop::NotLatched)
+    );
+}
+
+#[test]
 fn a_new_callee_gets_fresh_ports_and_nothing_of_the_old_one() {
     let mut p = ports(10);
     let (mut s, ..) = established(&mut p);
