@@ -580,17 +580,9 @@ fn an_early_bye_in_no_early_dialog_is_481_and_cancels_nothing() {
     assert_eq!(sent[0].code(), Some(481));
 }
 
-#[test]
-fn a_failed_fork_leaves_the_early_dialog_with_the_phone_that_rings() {
-    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
-    let (desk, soft) = call_in(&mut sim);
-    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
-    let ringing = sim.one_to(CARRIER_A);
-    // The softphone is busy: its failure waits for the desk phone's answer.
-    sim.recv(SOFT, &reply(&soft, 486, "Busy Here", Some("s"), None, ""));
-    sim.sent();
-    // The caller's INFO in its early dialog reaches the phone that rings,
-    // not the one that refused.
+/// The caller sends INFO in the early dialog of `ringing` (the 1xx it
+/// got from [`call_in`]'s call).
+fn caller_info(sim: &mut Sim, ringing: &Sent) {
     sim.recv(
         CARRIER_A,
         &in_dialog(
@@ -605,6 +597,20 @@ fn a_failed_fork_leaves_the_early_dialog_with_the_phone_that_rings() {
             "",
         ),
     );
+}
+
+#[test]
+fn a_failed_fork_leaves_the_early_dialog_with_the_phone_that_rings() {
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(DESK, &reply(&desk, 180, "Ringing", Some("d"), None, ""));
+    let ringing = sim.one_to(CARRIER_A);
+    // The softphone is busy: its failure waits for the desk phone's answer.
+    sim.recv(SOFT, &reply(&soft, 486, "Busy Here", Some("s"), None, ""));
+    sim.sent();
+    // The caller's INFO in its early dialog reaches the phone that rings,
+    // not the one that refused.
+    caller_info(&mut sim, &ringing);
     let info = sim.one_to(DESK);
     assert_eq!(info.method().as_deref(), Some("INFO"));
     // And the desk phone's INFO in its early dialog reaches the caller.
@@ -624,6 +630,30 @@ fn a_failed_fork_leaves_the_early_dialog_with_the_phone_that_rings() {
     );
     let info = sim.one_to(CARRIER_A);
     assert_eq!(info.method().as_deref(), Some("INFO"));
+}
+
+#[test]
+fn each_early_dialog_has_its_own_route_set() {
+    // RFC 3261 §12.1.2: the route set comes from the Record-Route of the
+    // response that makes the dialog. The desk phone's 180 came through a
+    // proxy; the softphone's, which the B leg follows next, did not.
+    let mut sim = sim_with(policy(), &["alice", "alice-soft"]);
+    let (desk, soft) = call_in(&mut sim);
+    sim.recv(
+        DESK,
+        &reply(&desk, 180, "Ringing", Some("d"), None, "").replacen(
+            "Server: CarrierSwitch/9\r\n",
+            "Server: CarrierSwitch/9\r\nRecord-Route: <sip:edge.example;lr>\r\n",
+            1,
+        ),
+    );
+    let ringing = sim.one_to(CARRIER_A);
+    soft_rings(&mut sim, &soft);
+    sim.sent();
+    caller_info(&mut sim, &ringing);
+    let info = sim.one_to(SOFT);
+    assert_eq!(info.method().as_deref(), Some("INFO"));
+    assert_eq!(info.header(HeaderName::Route), "", "{}", info.text());
 }
 
 #[test]

@@ -1052,7 +1052,7 @@ fn remember_peer(call: &mut Call, index: usize, resp: &Response<'_>, confirmed: 
         if fresh {
             b.route_set.clear();
         }
-    } else if confirmed || !routes.is_empty() {
+    } else if confirmed || fresh || !routes.is_empty() {
         b.route_set = routes;
     }
     let fallback = call.policy.fixed_address(b.trunk).unwrap_or(b.flow.remote);
