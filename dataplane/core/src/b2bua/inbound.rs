@@ -727,21 +727,24 @@ impl Engine {
             return;
         };
         let leg = call.leg(side);
+        let (peer, owns) = (leg.is_peer(&call.policy, &origin), leg.owns(req));
         // A phone that rang in an early dialog the B leg no longer follows
         // (another fork answered 1xx since) may still end it.
-        let early = side == Side::B && !(leg.is_peer(&call.policy, &origin) && leg.owns(req));
-        if let Some(index) = early.then(|| call.early_fork(req, &origin)).flatten() {
+        if side == Side::B
+            && !(peer && owns)
+            && let Some(index) = call.early_fork(req, &origin)
+        {
             super::dialog::on_early_fork_request(&mut self.ctx, call, index, req, origin, now);
             self.after(r);
             return;
         }
         // Only the peer of a leg may send requests in it; the source is
         // checked first, so others learn nothing of which dialogs exist.
-        if !leg.is_peer(&call.policy, &origin) {
+        if !peer {
             self.refuse_no_dialog(req, origin);
             return;
         }
-        if !leg.owns(req) {
+        if !owns {
             self.ctx.refuse(req, origin, Refusal::NoDialog);
             return;
         }

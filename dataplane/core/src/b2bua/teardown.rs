@@ -101,17 +101,22 @@ pub(crate) fn cancel_wave(
     now: Instant,
 ) {
     for i in wave..call.attempts.len() {
-        let Some(a) = call.attempts.get_mut(i) else {
-            continue;
-        };
-        if i == except || !a.tx.is_pending() {
-            continue;
+        if i != except && call.attempts.get(i).is_some_and(|a| a.tx.is_pending()) {
+            cancel_attempt(ctx, call, i, now);
         }
-        a.cancel_wanted = true;
-        a.tx.abandon(now, &call.policy.timers);
-        if a.tx.heard_back() {
-            send_cancel(ctx, call, i, now);
-        }
+    }
+}
+
+/// Gives up attempt `index`: CANCEL at once when it rang, else as soon as
+/// it does (RFC 3261 §9.1).
+pub(crate) fn cancel_attempt(ctx: &mut Ctx, call: &mut Call, index: usize, now: Instant) {
+    let Some(a) = call.attempts.get_mut(index) else {
+        return;
+    };
+    a.cancel_wanted = true;
+    a.tx.abandon(now, &call.policy.timers);
+    if a.tx.heard_back() {
+        send_cancel(ctx, call, index, now);
     }
 }
 

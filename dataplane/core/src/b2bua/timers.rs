@@ -69,10 +69,7 @@ fn uas_and_attempt_timers(ctx: &mut Ctx, call: &mut Call, now: Instant) {
     // RFC 3261 §16.6 step 11: a fork that rang past timer C is CANCELled
     // (it would ring on otherwise), whether or not others still ring.
     for index in ringing_too_long {
-        if let Some(a) = call.attempts.get_mut(index) {
-            a.cancel_wanted = true;
-        }
-        super::teardown::send_cancel(ctx, call, index, now);
+        super::teardown::cancel_attempt(ctx, call, index, now);
     }
     if timed_out {
         if call.wave_pending(usize::MAX) {
