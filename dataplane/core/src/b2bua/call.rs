@@ -382,9 +382,10 @@ pub(crate) struct Attempt {
     /// It carried credentials answering the trunk's challenge: another
     /// 401/407 is a failure, not a second retry.
     pub authorized: bool,
-    /// The To tag of the last response with one: the callee's side of
-    /// this attempt's (early) dialog, so a BYE in it finds its attempt.
-    pub remote_tag: Option<Box<[u8]>>,
+    /// The To tag of the last response with one (empty: none yet): the
+    /// callee's side of this attempt's (early) dialog, so a BYE in it
+    /// finds its attempt. Inline: no allocation per call for usual tags.
+    pub remote_tag: SmallVec<[u8; 24]>,
 }
 
 impl Attempt {
@@ -698,7 +699,8 @@ impl Call {
         self.attempts.iter().position(|a| {
             a.tx.is_pending()
                 && a.tx.heard_back()
-                && a.remote_tag.as_deref() == Some(tag)
+                && !tag.is_empty()
+                && a.remote_tag[..] == *tag
                 && peer_at(&a.tx.dest(), a.target.trunk, &self.policy, origin)
         })
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use super::build::{
     Reach, Relayed, RequestParts, ack_from_2xx, contact_uri, invite_sibling, leg_request, next_hop,
@@ -445,7 +446,7 @@ fn start_attempt(
         cancel: None,
         cancel_wanted: false,
         authorized: false,
-        remote_tag: None,
+        remote_tag: SmallVec::new(),
     });
     let no_response = call.policy.call_timers.no_response;
     call.timers.set(TimerName::NoResponse, now + no_response);
@@ -1014,9 +1015,9 @@ fn remember_peer(call: &mut Call, index: usize, resp: &Response<'_>, confirmed: 
         return;
     };
     if let Some(a) = call.attempts.get_mut(index)
-        && a.remote_tag.as_deref() != Some(tag)
+        && a.remote_tag[..] != *tag
     {
-        a.remote_tag = Some(tag.into());
+        a.remote_tag = SmallVec::from_slice(tag);
     }
     let attempt_ruri = call.attempts.get(index).map(|a| &a.ruri);
     let b = &mut call.b;
